@@ -1,0 +1,3 @@
+from mp2amp.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""The ``mp2amp`` command line: a thin layer over library functions.
+
+Each command lives in its own module under ``mp2amp.cli`` and exposes
+``register(app, emulate)``; this module only assembles them. Commands return
+structured results and print them with ``--json`` or as a rich table.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from mp2amp import __version__
+
+app = typer.Typer(
+    name="mp2amp",
+    help="Move a Mixpanel project into Amplitude, and prove nothing was lost.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+emulate = typer.Typer(
+    help="Local, faithful emulators of the Amplitude and Mixpanel APIs (dry runs, tests).",
+    no_args_is_help=True,
+)
+app.add_typer(emulate, name="emulate")
+
+# One line per command module; each module defines register(app, emulate).
+_COMMAND_MODULES: tuple[str, ...] = (
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mp2amp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """mp2amp: Mixpanel -> Amplitude migration, verified."""
+
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(f"mp2amp.cli.{_name}").register(app, emulate)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,47 @@
+"""Shared CLI plumbing: print results as JSON or text, turn mp2amp errors into exit codes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+import typer
+from rich.console import Console
+
+from mp2amp.errors import Mp2AmpError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(result: Any) -> None:
+    """Print a structured result as one JSON document on stdout."""
+    sys.stdout.write(
+        orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str).decode()
+        + "\n"
+    )
+    sys.stdout.flush()
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Print an mp2amp error as a clear message (never a traceback) and exit with its code."""
+    try:
+        yield
+    except Mp2AmpError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code or 1) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted; progress so far is kept (resume where supported)")
+        raise typer.Exit(130) from None
+
+
+def emit(result: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    """Print ``result`` with ``--json`` or through ``render`` for people."""
+    if as_json:
+        print_json(result)
+    else:
+        render(result)
