@@ -1,0 +1,85 @@
+"""Small value types shared by the stages (extract -> identity -> transform -> load).
+
+They live here, not in any one stage, so that stages depend on this module and not on
+each other. All are immutable and cheap: they are created once per record on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mp2amp.errors import Rejection
+
+JSONDict = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One record read from a source, with where it came from.
+
+    Exactly one of ``record`` and ``rejection`` is set: a line that could not be parsed
+    still yields a SourceRecord, so that it is counted and dead-lettered, never lost.
+    """
+
+    source: str
+    line: int
+    record: JSONDict | None
+    rejection: Rejection | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The Amplitude identity of one event after the identity stage."""
+
+    user_id: str | None
+    device_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A record deliberately not sent because a configured rule said so (counted by rule)."""
+
+    rule: str
+    detail: str = ""
+
+
+# --- what the transform stream yields for every source record: exactly one of these ---
+
+
+@dataclass(frozen=True, slots=True)
+class Emitted:
+    event: JSONDict
+    source: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    rejection: Rejection
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    skip: Skip
+    source: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    insert_id: str
+    source: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRecord:
+    """``$identify`` / ``$create_alias`` / ``$merge``: fed to the identity graph, not sent."""
+
+    event: str
+    source: str
+    line: int
+
+
+Outcome = Emitted | Rejected | Skipped | Duplicate | IdentityRecord
