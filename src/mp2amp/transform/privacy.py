@@ -1,0 +1,144 @@
+"""Privacy rules applied to every event before it leaves: what Amplitude must never receive.
+
+Amplitude's data is immutable (deletion only through its User Privacy API), so whatever
+must not be there is removed here, before upload:
+
+* ``keep_ip``: whether the client IP is sent (the mapping core reads it through
+  ``TransformSettings.keep_ip``);
+* ``drop_properties``: removed from the event;
+* ``hash_properties``: replaced by ``sha256(salt + value)`` in hex, so values still join
+  and count but cannot be read back (the salt defeats dictionary look-ups of e-mails);
+* an excluded-users file (opt-outs, GDPR deletions): every event whose ``distinct_id``,
+  resolved ``user_id`` or ``device_id`` is listed is skipped (``privacy.excluded_user``);
+* ``drop_before``: events before this UTC date are skipped (``privacy.before_retention``).
+  The date comes from the config, never from the clock, so a re-run decides the same way.
+
+Property names are the *source* (Mixpanel) names, so the core applies these rules to the
+raw properties, before the tracking plan renames anything. ``apply`` is pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mp2amp.errors import ConfigError
+from mp2amp.models import Resolved, Skip
+
+SKIP_EXCLUDED_USER = "privacy.excluded_user"
+SKIP_BEFORE_RETENTION = "privacy.before_retention"
+
+# Where an excluded ID may sit in the raw properties besides the resolved IDs.
+_RAW_ID_KEYS = ("distinct_id", "$user_id", "$device_id")
+
+
+class PrivacyRules:
+    """Privacy rules of one run; ``PrivacyRules.none()`` keeps everything (and the IP)."""
+
+    __slots__ = ("_drop", "_hash", "_salt", "drop_before", "drop_before_ms",
+                 "excluded_users", "keep_ip")
+
+    def __init__(
+        self,
+        *,
+        keep_ip: bool = True,
+        drop_properties: Iterable[str] = (),
+        hash_properties: Iterable[str] = (),
+        salt: str | None = None,
+        excluded_users: Iterable[str] = (),
+        drop_before: date | None = None,
+    ) -> None:
+        self.keep_ip = keep_ip
+        self._drop = frozenset(drop_properties)
+        self._hash = frozenset(hash_properties) - self._drop
+        if self._hash and not salt:
+            raise ConfigError(["privacy.hash_salt: hashing properties needs a salt (set "
+                               "privacy.hash_salt or the MP2AMP_HASH_SALT environment "
+                               "variable); unsalted hashes of e-mails are reversible"])
+        self._salt = (salt or "").encode()
+        self.excluded_users = frozenset(excluded_users)
+        self.drop_before = drop_before
+        self.drop_before_ms = (
+            int(datetime(drop_before.year, drop_before.month, drop_before.day,
+                         tzinfo=UTC).timestamp() * 1000)
+            if drop_before is not None else None
+        )
+
+    @classmethod
+    def none(cls) -> PrivacyRules:
+        return cls()
+
+    @property
+    def drop_properties(self) -> frozenset[str]:
+        return self._drop
+
+    @property
+    def hash_properties(self) -> frozenset[str]:
+        return self._hash
+
+    def __repr__(self) -> str:  # the salt is a secret: never shown
+        return (f"PrivacyRules(keep_ip={self.keep_ip}, drop_properties={sorted(self._drop)}, "
+                f"hash_properties={sorted(self._hash)}, salt={'***' if self._salt else None}, "
+                f"excluded_users={len(self.excluded_users)}, drop_before={self.drop_before})")
+
+    def is_excluded(self, props: dict[str, Any], ids: Resolved) -> bool:
+        excluded = self.excluded_users
+        if not excluded:
+            return False
+        if ids.user_id is not None and ids.user_id in excluded:
+            return True
+        if ids.device_id is not None and ids.device_id in excluded:
+            return True
+        for key in _RAW_ID_KEYS:
+            value = props.get(key)
+            if value is not None and str(value) in excluded:
+                return True
+        return False
+
+    def hash_value(self, value: Any) -> str:
+        """Salted SHA-256 (hex) of a value; non-strings are hashed as their canonical JSON."""
+        raw = value.encode() if isinstance(value, str) else orjson.dumps(
+            value, option=orjson.OPT_SORT_KEYS, default=str)
+        return hashlib.sha256(self._salt + raw).hexdigest()
+
+    def apply(self, event_name: str, props: dict[str, Any], ids: Resolved,
+              time_ms: int) -> dict[str, Any] | Skip:
+        if self.drop_before_ms is not None and time_ms < self.drop_before_ms:
+            return Skip(SKIP_BEFORE_RETENTION,
+                        f"event {event_name!r} is before the retention date {self.drop_before}")
+        if self.is_excluded(props, ids):
+            return Skip(SKIP_EXCLUDED_USER,
+                        f"event {event_name!r} belongs to a user in the excluded-users file")
+        drop, hashed = self._drop, self._hash
+        if not (drop or hashed) or (drop.isdisjoint(props) and hashed.isdisjoint(props)):
+            return props  # the common case: nothing to change, no copy
+        out: dict[str, Any] = {}
+        for key, value in props.items():
+            if key in drop:
+                continue
+            if key in hashed and value is not None:
+                out[key] = self.hash_value(value)
+            else:
+                out[key] = value
+        return out
+
+
+def load_excluded_users(path: str | Path) -> frozenset[str]:
+    """One ID per line; blank lines and ``#`` comments ignored; surrounding spaces trimmed."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return frozenset(
+                stripped for line in handle
+                if (stripped := line.strip()) and not stripped.startswith("#")
+            )
+    except OSError as exc:
+        raise ConfigError([f"privacy.exclude_users: cannot read {path}: "
+                           f"{exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"privacy.exclude_users: {path} is not UTF-8 text "
+                           f"(byte {exc.start})"]) from None
