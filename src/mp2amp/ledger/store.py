@@ -1,0 +1,286 @@
+"""SQLite storage of the ledger. One transaction per step, WAL, fsync on commit.
+
+Why SQLite: a crash (kill -9 included) at any instant leaves either the old or the new
+state of a step, never half of it, and ``--resume`` reads exactly what was committed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mp2amp.errors import TerminalError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS windows (
+    window_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    staged_path TEXT,
+    records INTEGER NOT NULL DEFAULT 0,
+    counts TEXT NOT NULL DEFAULT '{}',
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    window_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    dead_lettered INTEGER NOT NULL DEFAULT 0,
+    parked INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_by_window ON batches(window_id, state);
+CREATE TABLE IF NOT EXISTS parked (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id TEXT NOT NULL,
+    window_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'parked'
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRow:
+    window_id: str
+    seq: int
+    kind: str
+    spec: dict[str, Any]
+    state: str
+    staged_path: str | None
+    records: int
+    counts: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    batch_id: str
+    window_id: str
+    seq: int
+    events: int
+    state: str
+    accepted: int
+    dead_lettered: int
+    parked: int
+    attempts: int
+
+
+class Ledger:
+    """The journal of one work folder. Not shared between processes at the same time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise TerminalError(
+                f"the ledger {path} cannot be opened ({exc}); move it away to start a new run"
+            ) from exc
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) != SCHEMA_VERSION:
+            raise TerminalError(
+                f"the ledger {path} has schema version {version}, this mp2amp writes "
+                f"{SCHEMA_VERSION}; finish that run with the mp2amp that started it"
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- meta ---------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES(?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # --- windows ------------------------------------------------------------------
+
+    def add_windows(self, windows: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Register windows ``(window_id, kind, spec)`` in order; known ones are kept as they are."""
+        now = time.time()
+        with self._tx() as db:
+            for seq, (window_id, kind, spec) in enumerate(windows):
+                db.execute(
+                    "INSERT OR IGNORE INTO windows(window_id, seq, kind, spec, updated_at) "
+                    "VALUES(?, ?, ?, ?, ?)",
+                    (window_id, seq, kind, orjson.dumps(spec).decode(), now),
+                )
+
+    def windows(self) -> list[WindowRow]:
+        rows = self._db.execute(
+            "SELECT window_id, seq, kind, spec, state, staged_path, records, counts "
+            "FROM windows ORDER BY seq"
+        ).fetchall()
+        return [
+            WindowRow(r[0], r[1], r[2], orjson.loads(r[3]), r[4], r[5], r[6], orjson.loads(r[7]))
+            for r in rows
+        ]
+
+    def mark_extracted(self, window_id: str, staged_path: str, records: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE windows SET state = 'extracted', staged_path = ?, records = ?, "
+                "updated_at = ? WHERE window_id = ?",
+                (staged_path, records, time.time(), window_id),
+            )
+
+    def mark_loaded(self, window_id: str, counts: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE windows SET state = 'loaded', counts = ?, updated_at = ? "
+                "WHERE window_id = ?",
+                (orjson.dumps(counts).decode(), time.time(), window_id),
+            )
+
+    def set_window_counts(self, window_id: str, counts: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE windows SET counts = ?, updated_at = ? WHERE window_id = ?",
+                (orjson.dumps(counts).decode(), time.time(), window_id),
+            )
+
+    # --- batches ------------------------------------------------------------------
+
+    def batch_sent(self, batch_id: str, window_id: str, seq: int, events: int) -> None:
+        """Record that a batch is about to be sent (before the request goes out)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO batches(batch_id, window_id, seq, events, state, attempts, updated_at) "
+                "VALUES(?, ?, ?, ?, 'sent', 1, ?) ON CONFLICT(batch_id) DO UPDATE SET "
+                "attempts = attempts + 1, updated_at = excluded.updated_at",
+                (batch_id, window_id, seq, events, time.time()),
+            )
+
+    def batch_done(
+        self,
+        batch_id: str,
+        *,
+        accepted: int,
+        dead_lettered: int,
+        parked_events: Sequence[tuple[bytes, str, str]] = (),
+    ) -> None:
+        """Every event of the batch has an outcome: accepted, dead-lettered or parked.
+
+        Parked events (daily quota) are stored in the same transaction, so a crash cannot
+        lose them between "batch done" and "events parked".
+        """
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT window_id FROM batches WHERE batch_id = ?", (batch_id,)
+            ).fetchone()
+            if row is None:
+                raise TerminalError(f"ledger: batch {batch_id} finished but was never recorded")
+            window_id = row[0]
+            db.execute(
+                "UPDATE batches SET state = 'done', accepted = ?, dead_lettered = ?, parked = ?, "
+                "updated_at = ? WHERE batch_id = ?",
+                (accepted, dead_lettered, len(parked_events), time.time(), batch_id),
+            )
+            db.executemany(
+                "INSERT INTO parked(batch_id, window_id, event, origin, reason) "
+                "VALUES(?, ?, ?, ?, ?)",
+                [(batch_id, window_id, ev.decode(), origin, reason)
+                 for ev, origin, reason in parked_events],
+            )
+
+    def done_batches(self, window_id: str) -> dict[int, BatchRow]:
+        rows = self._db.execute(
+            "SELECT batch_id, window_id, seq, events, state, accepted, dead_lettered, parked, "
+            "attempts FROM batches WHERE window_id = ? AND state = 'done'",
+            (window_id,),
+        ).fetchall()
+        return {r[2]: BatchRow(*r) for r in rows}
+
+    def batches(self) -> list[BatchRow]:
+        rows = self._db.execute(
+            "SELECT batch_id, window_id, seq, events, state, accepted, dead_lettered, parked, "
+            "attempts FROM batches ORDER BY window_id, seq"
+        ).fetchall()
+        return [BatchRow(*r) for r in rows]
+
+    # --- parked events (daily quota) ----------------------------------------------
+
+    def parked_events(self) -> list[tuple[int, str, bytes, str]]:
+        """``(parked_id, window_id, event_json, origin)`` of every event still parked."""
+        rows = self._db.execute(
+            "SELECT id, window_id, event, origin FROM parked WHERE state = 'parked' ORDER BY id"
+        ).fetchall()
+        return [(r[0], r[1], r[2].encode(), r[3]) for r in rows]
+
+    def resolve_parked(self, parked_id: int, outcome: str) -> None:
+        """``outcome`` is ``accepted`` or ``dead_lettered``."""
+        with self._tx() as db:
+            db.execute("UPDATE parked SET state = ? WHERE id = ?", (outcome, parked_id))
+
+    def parked_counts(self) -> dict[str, dict[str, int]]:
+        """Per window: parked events by state (parked / accepted / dead_lettered)."""
+        out: dict[str, dict[str, int]] = {}
+        for window_id, state, n in self._db.execute(
+            "SELECT window_id, state, COUNT(*) FROM parked GROUP BY window_id, state"
+        ):
+            out.setdefault(window_id, {})[state] = n
+        return out
+
+    # --- summary ------------------------------------------------------------------
+
+    def batch_totals(self) -> dict[str, dict[str, int]]:
+        """Per window: events in done batches by outcome, and batches still in flight."""
+        out: dict[str, dict[str, int]] = {}
+        for window_id, state, n, acc, dead, parked in self._db.execute(
+            "SELECT window_id, state, COUNT(*), SUM(accepted), SUM(dead_lettered), SUM(parked) "
+            "FROM batches GROUP BY window_id, state"
+        ):
+            w = out.setdefault(
+                window_id,
+                {"batches_done": 0, "batches_in_flight": 0, "accepted": 0, "dead_lettered": 0,
+                 "parked": 0},
+            )
+            if state == "done":
+                w["batches_done"] += n
+                w["accepted"] += acc or 0
+                w["dead_lettered"] += dead or 0
+                w["parked"] += parked or 0
+            else:
+                w["batches_in_flight"] += n
+        return out

@@ -1,0 +1,123 @@
+"""Staging: one window's source records, sorted by event time, in a local file.
+
+Why: Amplitude should receive a device's events in time order (sessions and first-seen
+properties depend on it) and the sessionizer needs them in order too, but neither the
+Export API nor files promise any order. Each window is sorted here with a flat-memory
+external merge sort, and its staged file is what pass 1 (identity) and pass 2 (transform
+and load) read, as often as a resume needs, without asking Mixpanel again.
+
+A staged line is ``[sort_key, source, line, record | null, rejection | null]``; unusable
+lines keep their place (and their rejection) so that they are counted and dead-lettered.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mp2amp.errors import Rejection
+from mp2amp.models import SourceRecord
+
+CHUNK_RECORDS = 100_000
+_MS_THRESHOLD = 100_000_000_000  # above this a Mixpanel time is in milliseconds
+UNKNOWN_TIME = -1.0e18  # sorts first; finite, because JSON has no infinity
+
+
+def sort_key(record: dict[str, Any] | None) -> float:
+    """Seconds since the epoch, good enough to order events; unknown times sort first."""
+    if record is None:
+        return UNKNOWN_TIME
+    props = record.get("properties")
+    t = props.get("time") if isinstance(props, dict) else None
+    if isinstance(t, str):
+        try:
+            t = float(t)
+        except ValueError:
+            return UNKNOWN_TIME
+    if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t):
+        return UNKNOWN_TIME
+    return t / 1000.0 if t > _MS_THRESHOLD else float(t)
+
+
+def _encode(rec: SourceRecord, order: int) -> tuple[float, int, bytes]:
+    rej = rec.rejection
+    key = sort_key(rec.record)
+    row = [
+        key,
+        rec.source,
+        rec.line,
+        rec.record,
+        None if rej is None else [rej.reason, rej.message, rej.field],
+    ]
+    return (key, order, orjson.dumps(row, default=str))
+
+
+def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORDS) -> int:
+    """Write ``records`` sorted by (time, arrival order) to ``dest``; returns the count.
+
+    Ties keep the arrival order, so staging is deterministic. The file is written to a
+    temporary name and renamed, so a crash never leaves a half-staged window behind.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    runs: list[Path] = []
+    buf: list[tuple[float, int, bytes]] = []
+    count = 0
+    tmpdir = Path(tempfile.mkdtemp(prefix=".stage-", dir=dest.parent))
+    try:
+        for count, rec in enumerate(records, start=1):
+            buf.append(_encode(rec, count))
+            if len(buf) >= chunk:
+                runs.append(_write_run(buf, tmpdir, len(runs)))
+                buf = []
+        part = dest.with_name(dest.name + ".part")
+        with open(part, "wb") as out:
+            if not runs:
+                buf.sort(key=lambda r: (r[0], r[1]))
+                out.writelines(line + b"\n" for _, _, line in buf)
+            else:
+                if buf:
+                    runs.append(_write_run(buf, tmpdir, len(runs)))
+                out.writelines(
+                    line for _, _, line in heapq.merge(*(_read_run(p) for p in runs))
+                )
+            out.flush()
+            os.fsync(out.fileno())
+        part.replace(dest)
+    finally:
+        for p in runs:
+            p.unlink(missing_ok=True)
+        tmpdir.rmdir()
+    return count
+
+
+def _write_run(buf: list[tuple[float, int, bytes]], tmpdir: Path, n: int) -> Path:
+    buf.sort(key=lambda r: (r[0], r[1]))
+    path = tmpdir / f"run-{n:05d}"
+    with open(path, "wb") as f:
+        for key, order, line in buf:
+            f.write(orjson.dumps([key, order]) + b"\t" + line + b"\n")
+    return path
+
+
+def _read_run(path: Path) -> Iterator[tuple[float, int, bytes]]:
+    with open(path, "rb") as f:
+        for raw in f:
+            head, _, line = raw.partition(b"\t")
+            key, order = orjson.loads(head)
+            yield (float(key), int(order), line)
+
+
+def read_staged(path: Path) -> Iterator[SourceRecord]:
+    """The staged window back as SourceRecords, in time order."""
+    with open(path, "rb") as f:
+        for raw in f:
+            _, source, line, record, rej = orjson.loads(raw)
+            rejection = None if rej is None else Rejection(rej[0], rej[1], rej[2], source, line)
+            yield SourceRecord(source, line, record, rejection)

@@ -1,0 +1,45 @@
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mp2amp.errors import Rejection
+from mp2amp.models import SourceRecord
+from mp2amp.pipeline.staging import UNKNOWN_TIME, read_staged, sort_key, stage
+
+
+def _rec(line: int, t: object) -> SourceRecord:
+    return SourceRecord("f.jsonl", line, {"event": "e", "properties": {"time": t}})
+
+
+def test_sort_key_units_and_junk() -> None:
+    assert sort_key({"properties": {"time": 1_700_000_000}}) == 1_700_000_000
+    assert sort_key({"properties": {"time": 1_700_000_000_500}}) == 1_700_000_000.5
+    assert sort_key({"properties": {"time": "1700000000"}}) == 1_700_000_000
+    for junk in (None, "x", True, float("nan"), float("inf")):
+        assert sort_key({"properties": {"time": junk}}) == UNKNOWN_TIME
+    assert sort_key(None) == UNKNOWN_TIME
+    assert sort_key({"properties": []}) == UNKNOWN_TIME
+
+
+def test_stage_sorts_by_time_keeps_rejections_and_ties_in_order(tmp_path: Path) -> None:
+    bad = Rejection("malformed_json", "line is not JSON", None, "f.jsonl", 2)
+    records = [_rec(1, 30), SourceRecord("f.jsonl", 2, None, bad), _rec(3, 10), _rec(4, 30),
+               _rec(5, 20)]
+    dest = tmp_path / "w" / "staged.jsonl"
+    assert stage(records, dest) == 5
+    out = list(read_staged(dest))
+    assert [r.line for r in out] == [2, 3, 5, 1, 4]
+    assert out[0].record is None and out[0].rejection == bad
+    assert not list(tmp_path.glob("w/.stage-*")) and not dest.with_name("staged.jsonl.part").exists()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=50), max_size=60), st.integers(1, 7))
+def test_external_sort_equals_in_memory_sort(tmp_path_factory: object, times: list[int],
+                                             chunk: int) -> None:
+    dest = tmp_path_factory.mktemp("s") / "staged.jsonl"  # type: ignore[attr-defined]
+    records = [_rec(i + 1, t) for i, t in enumerate(times)]
+    assert stage(records, dest, chunk=chunk) == len(records)
+    got = [(r.record["properties"]["time"], r.line) for r in read_staged(dest)]  # type: ignore[index]
+    assert got == sorted((t, i + 1) for i, t in enumerate(times))
