@@ -1,0 +1,231 @@
+"""Read Mixpanel records from files: local paths and globs, ``s3://`` and ``gs://``.
+
+Formats: JSON lines (streamed), a top-level JSON array (streamed element by element),
+either of them gzip-compressed (detected by content, not by name, because pipeline blobs
+named ``.gz`` may arrive already decompressed). A directory is read as a Data Pipelines
+tree (see ``pipelines``). Every record comes out as a ``SourceRecord``; unusable lines
+become rejections, so nothing is dropped silently. A path that cannot be read at all
+raises ``InputError`` naming it, before any record of it is yielded.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import itertools
+import os
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, BinaryIO, cast
+
+from mp2amp.errors import InputError, Rejection
+from mp2amp.extract.jsonarray import iter_array
+from mp2amp.extract.lines import parse_lines, split_lines
+from mp2amp.extract.pipelines import is_pipeline_row, select_event_files, to_export_shape
+from mp2amp.models import SourceRecord
+
+CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+LINE_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
+REMOTE_PACKAGES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
+                   "gcs": ("gcsfs", "gcs")}
+
+StorageOptions = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One file to read: ``url`` is what records name as their source."""
+
+    url: str
+    fs: Any = None  # an fsspec filesystem for remote files, None for local ones
+
+    def open(self) -> BinaryIO:
+        if self.fs is None:
+            return open(self.url, "rb")
+        opened: BinaryIO = self.fs.open(self.url, "rb")
+        return opened
+
+
+def iter_records(
+    paths: Sequence[str], *, storage_options: StorageOptions | None = None
+) -> Iterator[SourceRecord]:
+    """Every record of every file named by ``paths``, in order.
+
+    ``paths`` may mix local files, directories, globs and ``s3://``/``gs://`` URLs (globs
+    and directories too). ``storage_options`` go to the fsspec filesystem of remote paths,
+    e.g. ``{"endpoint_url": "http://127.0.0.1:9000", "key": ..., "secret": ...}`` for a
+    local S3 server. Files matched twice are read once.
+    """
+    for source in expand_paths(paths, storage_options=storage_options):
+        yield from iter_file(source)
+
+
+def expand_paths(
+    paths: Sequence[str], *, storage_options: StorageOptions | None = None
+) -> list[SourceFile]:
+    """The files ``paths`` name, globs and directories expanded; ``InputError`` if any is
+    missing or unreadable (all paths are checked before anything is read)."""
+    if isinstance(paths, str):
+        paths = [paths]
+    seen: set[str] = set()
+    out: list[SourceFile] = []
+    for path in paths:
+        protocol = _protocol(path)
+        found = (_expand_local(path.removeprefix("file://")) if protocol is None
+                 else _expand_remote(path, protocol, storage_options or {}))
+        for item in found:
+            if item.url not in seen:
+                seen.add(item.url)
+                out.append(item)
+    return out
+
+
+def iter_file(source: SourceFile) -> Iterator[SourceRecord]:
+    """Records of one file (format sniffed from its content)."""
+    with ExitStack() as stack:
+        try:
+            raw = stack.enter_context(source.open())
+            head = raw.read(2)
+            raw.seek(0)
+        except Exception as exc:  # any backend's failure means the same: cannot read it
+            raise InputError(f"cannot read {source.url}: {exc}; check the path and "
+                             "permissions and run again") from exc
+        stream: BinaryIO = raw
+        if head == GZIP_MAGIC:
+            stream = cast(BinaryIO, stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")))
+        yield from _iter_stream(source.url, stream)
+
+
+def _iter_stream(url: str, stream: BinaryIO) -> Iterator[SourceRecord]:
+    count = 0
+    try:
+        first = stream.read(CHUNK)
+        if first.startswith(b"\xef\xbb\xbf"):
+            first = first[3:]
+        is_array = first.lstrip()[:1] == b"[" and not url.lower().endswith(LINE_SUFFIXES)
+        if is_array:
+            records = iter_array(url, stream, first)
+        else:
+            chunks = itertools.chain([first], iter(lambda: stream.read(CHUNK), b""))
+            records = parse_lines(url, split_lines(chunks))
+        for rec in records:
+            count = rec.line
+            yield _normalized(rec)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        # A damaged compressed file: what was read is kept, the loss is reported as a
+        # rejection so that the counts show it.
+        line = count + 1
+        rej = Rejection("truncated_file",
+                        f"{url} is damaged after record {count} ({exc}); the rest of the "
+                        "file could not be read: restore the file and run again",
+                        source=url, line=line)
+        yield SourceRecord(url, line, None, rej)
+    except OSError as exc:
+        raise InputError(f"reading {url} failed after record {count}: {exc}; "
+                         "check the file and run again") from exc
+
+
+def _normalized(rec: SourceRecord) -> SourceRecord:
+    """Data Pipelines rows become Raw Export records; everything else passes through."""
+    if rec.record is None or not is_pipeline_row(rec.record):
+        return rec
+    shaped = to_export_shape(rec.record)
+    if isinstance(shaped, dict):
+        return SourceRecord(rec.source, rec.line, shaped, None)
+    rej = Rejection("bad_pipeline_row", f"{rec.source} line {rec.line}: {shaped}",
+                    field="properties" if "properties" in shaped else "time",
+                    source=rec.source, line=rec.line, record=rec.record)
+    return SourceRecord(rec.source, rec.line, None, rej)
+
+
+def _protocol(path: str) -> str | None:
+    if "://" not in path:
+        return None
+    protocol = path.split("://", 1)[0].lower()
+    return None if protocol == "file" else protocol
+
+
+def _has_magic(path: str) -> bool:
+    return any(ch in path for ch in "*?[")
+
+
+def _expand_local(path: str) -> list[SourceFile]:
+    if _has_magic(path):
+        matches = sorted(glob.glob(path, recursive=True))
+        if not matches:
+            raise InputError(f"no file matches {path}; check the pattern and run again")
+    else:
+        matches = [path]
+    out: list[SourceFile] = []
+    for match in matches:
+        if os.path.isdir(match):
+            out.extend(SourceFile(os.path.join(match, rel)) for rel in _local_tree(match))
+        elif os.path.isfile(match):
+            if not os.access(match, os.R_OK):
+                raise InputError(f"{match} is not readable (permission denied); "
+                                 "fix its permissions and run again")
+            out.append(SourceFile(match))
+        elif not _has_magic(path):
+            raise InputError(f"{match} does not exist; check the path and run again")
+    return out
+
+
+def _local_tree(root: str) -> list[str]:
+    rels = []
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            rel = os.path.relpath(os.path.join(dirpath, name), root)
+            rels.append(rel.replace(os.sep, "/"))
+    files = select_event_files(rels)
+    if not files:
+        raise InputError(f"directory {root} contains no event files (.json, .jsonl, .gz, "
+                         "or a Data Pipelines mp_master_event tree); check the path")
+    return files
+
+
+def _filesystem(protocol: str, options: StorageOptions) -> Any:
+    import fsspec
+
+    try:
+        return fsspec.filesystem(protocol, **dict(options))
+    except ImportError as exc:
+        package, extra = REMOTE_PACKAGES.get(protocol, (f"an fsspec backend for {protocol}",
+                                                        protocol))
+        raise InputError(f"reading {protocol}:// paths needs the {package} package: "
+                         f"pip install 'mp2amp[{extra}]' (or pip install {package})") from exc
+    except ValueError as exc:
+        raise InputError(f"{protocol}:// is not a supported storage protocol ({exc})") from exc
+
+
+def _expand_remote(path: str, protocol: str, options: StorageOptions) -> list[SourceFile]:
+    fs = _filesystem(protocol, options)
+    try:
+        if _has_magic(path):
+            matches = sorted(fs.glob(path))
+            if not matches:
+                raise InputError(f"no object matches {path}; check the pattern and run again")
+        else:
+            matches = [path]
+        out: list[SourceFile] = []
+        for match in matches:
+            if fs.isdir(match):
+                root = fs._strip_protocol(match).rstrip("/")
+                rels = [f[len(root) + 1:] for f in fs.find(root)]
+                files = select_event_files(rels)
+                if not files:
+                    raise InputError(f"{path} contains no event files (.json, .jsonl, .gz, "
+                                     "or a Data Pipelines mp_master_event tree)")
+                out.extend(SourceFile(fs.unstrip_protocol(f"{root}/{rel}"), fs) for rel in files)
+            elif fs.isfile(match):
+                out.append(SourceFile(fs.unstrip_protocol(fs._strip_protocol(match)), fs))
+            else:
+                raise InputError(f"{path} does not exist; check the URL and run again")
+        return out
+    except InputError:
+        raise
+    except Exception as exc:  # credentials, network, permissions: the path is unreadable
+        raise InputError(f"cannot list {path}: {type(exc).__name__}: {exc}; check the URL, "
+                         "credentials and storage options and run again") from exc

@@ -1,0 +1,185 @@
+"""Turn JSON lines into SourceRecords: one per record, never a silent loss.
+
+Shared by the file reader and the Export API client, so that a window's record count
+measured while streaming equals what a later read of the saved file yields.
+
+Mixpanel's export sometimes splits one record across two (or more) lines; like Airbyte's
+client we join adjacent unparseable lines while the join still fails, and keep the
+joined record when it parses. Lines that never join become ``malformed_json``
+rejections, so every input line is accounted for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+
+from mp2amp.errors import Rejection
+from mp2amp.models import SourceRecord
+
+# A split record spans a few lines at most; past this, the pending lines are garbage.
+MAX_JOINED_LINES = 8
+MAX_JOINED_BYTES = 8 * 1024 * 1024
+# Mixpanel's export writes this plain-text line when it gave up part-way (mixpanel-utils #5).
+TERMINATED_EARLY = (b"terminated early", b"export terminated early")
+
+_PARSE_ERROR = object()
+
+
+def is_terminated_early(line: bytes) -> bool:
+    return line.strip().lower() in TERMINATED_EARLY
+
+
+def parse_json(data: bytes) -> Any:
+    """Parse one JSON document; ``_PARSE_ERROR`` when it is not JSON.
+
+    orjson first (fast); the standard library as a fallback for what orjson refuses but
+    real exports contain: integers beyond 64 bits, NaN/Infinity.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return _PARSE_ERROR
+
+
+def _preview(data: bytes, limit: int = 80) -> str:
+    text = data[:limit].decode("utf-8", "replace")
+    return text + ("..." if len(data) > limit else "")
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
+
+
+class LineParser:
+    """Feed numbered lines, get SourceRecords; call ``finish()`` at the end of the input.
+
+    Blank lines yield nothing. Every other line ends up in exactly one SourceRecord
+    (a joined record is reported at the line where it starts).
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._pending: list[tuple[int, bytes]] = []
+        self._pending_bytes = 0
+
+    def feed(self, lineno: int, line: bytes) -> Iterator[SourceRecord]:
+        line = line.rstrip(b"\r\n")
+        if not line.strip():
+            return
+        if self._pending:
+            # Try the longest join first, then shorter ones: an unrelated bad line
+            # before the first half of a split record must not block the join.
+            for start in range(len(self._pending) + 1):
+                parts = [part for _, part in self._pending[start:]]
+                joined = b"".join([*parts, line])
+                value = parse_json(joined)
+                if value is not _PARSE_ERROR:
+                    first = self._pending[start][0] if start < len(self._pending) else lineno
+                    garbage = self._pending[:start]
+                    self._clear()
+                    for bad in garbage:
+                        yield self._malformed(*bad)
+                    yield self._classify(first, joined, value)
+                    return
+            self._pending.append((lineno, line))
+            self._pending_bytes += len(line)
+            if len(self._pending) > MAX_JOINED_LINES or self._pending_bytes > MAX_JOINED_BYTES:
+                # Report the oldest as malformed; the rest may still start a record.
+                oldest = self._pending.pop(0)
+                self._pending_bytes -= len(oldest[1])
+                yield self._malformed(*oldest)
+            return
+        value = parse_json(line)
+        if value is _PARSE_ERROR:
+            self._pending.append((lineno, line))
+            self._pending_bytes = len(line)
+            return
+        yield self._classify(lineno, line, value)
+
+    def finish(self) -> Iterator[SourceRecord]:
+        yield from self._flush_pending()
+
+    def _clear(self) -> None:
+        self._pending = []
+        self._pending_bytes = 0
+
+    def _flush_pending(self) -> Iterator[SourceRecord]:
+        pending = self._pending
+        self._clear()
+        for lineno, line in pending:
+            yield self._malformed(lineno, line)
+
+    def _malformed(self, lineno: int, line: bytes) -> SourceRecord:
+        if is_terminated_early(line):
+            rej = Rejection(
+                "export_terminated_early",
+                "the line 'terminated early' means Mixpanel stopped this export part-way; "
+                "the records of this window are incomplete: export the window again",
+                source=self.source, line=lineno, record=line.decode("utf-8", "replace"),
+            )
+        else:
+            try:
+                line.decode("utf-8")
+                reason, what = "malformed_json", "is not valid JSON"
+            except UnicodeDecodeError:
+                reason, what = "invalid_utf8", "is not valid UTF-8"
+            rej = Rejection(
+                reason,
+                f"{self.source} line {lineno} {what} (and does not join with the next "
+                f"line into a record): {_preview(line)!r}",
+                source=self.source, line=lineno, record=line.decode("utf-8", "replace"),
+            )
+        return SourceRecord(self.source, lineno, None, rej)
+
+    def _classify(self, lineno: int, raw: bytes, value: Any) -> SourceRecord:
+        if isinstance(value, dict):
+            return SourceRecord(self.source, lineno, value, None)
+        rej = Rejection(
+            "not_an_object",
+            f"{self.source} line {lineno} is {_type_name(value)}, not a JSON object: "
+            f"{_preview(raw)!r}",
+            source=self.source, line=lineno, record=raw.decode("utf-8", "replace"),
+        )
+        return SourceRecord(self.source, lineno, None, rej)
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Lines of a byte stream whose chunks ignore line boundaries.
+
+    Splits on ``\\n`` only: ``str.splitlines`` would also split on Unicode line
+    separators that real string values contain.
+    """
+    tail = b""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        data = tail + chunk if tail else chunk
+        parts = data.split(b"\n")
+        tail = parts.pop()
+        yield from parts
+    if tail:
+        yield tail
+
+
+def parse_lines(source: str, lines: Iterable[bytes]) -> Iterator[SourceRecord]:
+    """SourceRecords of JSON lines, numbered from 1."""
+    parser = LineParser(source)
+    for lineno, line in enumerate(lines, start=1):
+        yield from parser.feed(lineno, line)
+    yield from parser.finish()
