@@ -102,14 +102,17 @@ def iter_file(source: SourceFile) -> Iterator[SourceRecord]:
 def _iter_stream(url: str, stream: BinaryIO) -> Iterator[SourceRecord]:
     count = 0
     try:
-        first = stream.read(CHUNK)
+        # read1 hands over data as it is decompressed, so a damaged .gz loses only its
+        # last piece, not a whole chunk.
+        read = getattr(stream, "read1", stream.read)
+        first = read(CHUNK)
         if first.startswith(b"\xef\xbb\xbf"):
             first = first[3:]
         is_array = first.lstrip()[:1] == b"[" and not url.lower().endswith(LINE_SUFFIXES)
         if is_array:
             records = iter_array(url, stream, first)
         else:
-            chunks = itertools.chain([first], iter(lambda: stream.read(CHUNK), b""))
+            chunks = itertools.chain([first], iter(lambda: read(CHUNK), b""))
             records = parse_lines(url, split_lines(chunks))
         for rec in records:
             count = rec.line

@@ -1,0 +1,62 @@
+"""Line-level parsing: split records rejoined, every bad kind rejected with its location."""
+
+from __future__ import annotations
+
+from mp2amp.extract.lines import LineParser, parse_lines, split_lines
+from mp2amp.models import SourceRecord
+
+
+def parse(text: bytes) -> list[SourceRecord]:
+    return list(parse_lines("f.jsonl", split_lines([text])))
+
+
+def test_chunks_ignore_line_boundaries() -> None:
+    body = b'{"a":1}\n{"b":"x\xe2\x80\xa8y"}\n{"c":3}'
+    chunked = [body[i:i + 3] for i in range(0, len(body), 3)]
+    # U+2028 inside a value must not split the line.
+    assert list(split_lines(chunked)) == body.split(b"\n")
+
+
+def test_split_record_is_rejoined_at_its_first_line() -> None:
+    recs = parse(b'{"event":"a"}\n{"event":"b","proper\nties":{"x":1}}\n{"event":"c"}\n')
+    assert [(r.line, r.record) for r in recs] == [
+        (1, {"event": "a"}), (2, {"event": "b", "properties": {"x": 1}}), (4, {"event": "c"})]
+
+
+def test_record_split_in_three_and_after_an_unrelated_bad_line() -> None:
+    recs = parse(b'garbage\n{"event":\n"b","x"\n:1}\n')
+    assert recs[0].rejection is not None and recs[0].rejection.reason == "malformed_json"
+    assert recs[0].line == 1
+    assert (recs[1].line, recs[1].record) == (2, {"event": "b", "x": 1})
+    assert len(recs) == 2
+
+
+def test_every_malformed_kind_names_file_and_line() -> None:
+    recs = parse(b'{"ok":1}\n{"broken": \n[1,2]\n"text"\n42\nnull\n\xff\xfe{}\nterminated early\n')
+    kinds = [(r.line, r.rejection.reason if r.rejection else None) for r in recs]
+    assert kinds == [(1, None), (2, "malformed_json"), (3, "not_an_object"),
+                     (4, "not_an_object"), (5, "not_an_object"), (6, "not_an_object"),
+                     (7, "invalid_utf8"), (8, "export_terminated_early")]
+    for rec in recs[1:]:
+        assert rec.record is None and rec.rejection is not None
+        assert rec.rejection.source == "f.jsonl" and rec.rejection.line == rec.line
+        assert "f.jsonl" in rec.rejection.describe()
+    assert "line 3" in recs[2].rejection.message  # type: ignore[union-attr]
+
+
+def test_blank_lines_yield_nothing_but_keep_numbering() -> None:
+    recs = parse(b'\n\r\n{"a":1}\r\n  \n{"b":2}')
+    assert [(r.line, r.record) for r in recs] == [(3, {"a": 1}), (5, {"b": 2})]
+
+
+def test_big_integers_and_nan_are_kept_not_rejected() -> None:
+    recs = parse(b'{"n":123456789012345678901234567890,"f":NaN}\n')
+    assert recs[0].record is not None and recs[0].record["n"] == 123456789012345678901234567890
+
+
+def test_long_run_of_garbage_is_reported_line_by_line() -> None:
+    parser = LineParser("g")
+    out = [r for i in range(1, 21) for r in parser.feed(i, b"{{{ nope")]
+    out += list(parser.finish())
+    assert [r.line for r in out] == list(range(1, 21))
+    assert all(r.rejection and r.rejection.reason == "malformed_json" for r in out)
