@@ -226,7 +226,10 @@ class TrackingPlan:
 
 
 def _describe(value: Any) -> str:
-    text = orjson.dumps(value, default=str).decode()
+    try:
+        text = orjson.dumps(value, default=str).decode()
+    except TypeError:  # integers past 64 bits
+        text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{type(value).__name__} {text}"
@@ -300,7 +303,8 @@ def parse_plan(data: Any, *, source: str | None = None) -> TrackingPlan:
         if drop and rename:
             problems.append(f"{path}: drop and rename together make no sense; keep one")
         props = _parse_properties(raw.get("properties"), f"{path}.properties", problems)
-        _check_targets({**global_props, **props}, path, problems)
+        if props:
+            _check_targets({**global_props, **props}, path, problems, involving=set(props))
         events[name] = EventRule(rename=rename, drop=drop, properties=props)
     _check_targets(global_props, "properties", problems)
     if problems:
@@ -349,15 +353,19 @@ def _parse_properties(raw: Any, path: str, problems: list[str]) -> dict[str, Pro
     return rules
 
 
-def _check_targets(rules: Mapping[str, PropertyRule], path: str, problems: list[str]) -> None:
-    """Two properties landing on the same name would silently overwrite one another."""
+def _check_targets(rules: Mapping[str, PropertyRule], path: str, problems: list[str],
+                   involving: set[str] | None = None) -> None:
+    """Two properties landing on the same name would silently overwrite one another.
+
+    ``involving``: report only clashes with one of these (the event's own rules), so that a
+    clash between two global rules is reported once, under ``properties``."""
     seen: dict[tuple[bool, str], str] = {}
     for name, rule in rules.items():
         if rule.drop:
             continue
         target = (rule.user_property, rule.rename or name)
         other = seen.get(target)
-        if other is not None:
+        if other is not None and (involving is None or {other, name} & involving):
             where = "user property" if target[0] else "property"
             problems.append(f"{path}: properties {other!r} and {name!r} both become "
                             f"{where} {target[1]!r}; one would overwrite the other")

@@ -20,6 +20,7 @@ raw properties, before the tracking plan renames anything. ``apply`` is pure.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -102,8 +103,14 @@ class PrivacyRules:
 
     def hash_value(self, value: Any) -> str:
         """Salted SHA-256 (hex) of a value; non-strings are hashed as their canonical JSON."""
-        raw = value.encode() if isinstance(value, str) else orjson.dumps(
-            value, option=orjson.OPT_SORT_KEYS, default=str)
+        if isinstance(value, str):
+            raw = value.encode()
+        else:
+            try:
+                raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
+            except TypeError:  # integers past 64 bits: the stdlib writes them the same way
+                raw = json.dumps(value, sort_keys=True, separators=(",", ":"),
+                                 ensure_ascii=False, default=str).encode()
         return hashlib.sha256(self._salt + raw).hexdigest()
 
     def apply(self, event_name: str, props: dict[str, Any], ids: Resolved,

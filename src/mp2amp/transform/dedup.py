@@ -1,0 +1,179 @@
+"""Exact-duplicate dropping: Mixpanel's raw export is not deduplicated (about 0.1% of lines).
+
+A record is a duplicate when an earlier record had the same insert_id AND the same content.
+The insert_id alone is not enough: real data reuses insert_ids across different events and
+users (placeholder ``$insert_id``s, SDK bugs; see the wild fixtures), and dropping those
+would lose real events. Content is the record's canonical JSON (sorted keys) without the
+properties Mixpanel's servers stamp at ingestion (``mp_processing_time_ms``,
+``$mp_api_timestamp_ms``, ``$mp_api_endpoint``), which differ between two sends of one event.
+
+Memory: each record seen is one 16-byte digest. Past ``memory_budget`` digests the set is
+written to SQLite and cleared; a Bloom filter over what is on disk keeps the common case
+(a new record) from touching the disk. With a ``path`` the state is durable
+(``checkpoint()``) and a later Deduper on the same path resumes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+INGESTION_KEYS = frozenset({"mp_processing_time_ms", "$mp_api_timestamp_ms", "$mp_api_endpoint"})
+
+_SCHEMA = "CREATE TABLE IF NOT EXISTS seen (digest BLOB PRIMARY KEY) WITHOUT ROWID"
+
+
+def content_digest(insert_id: str, record: dict[str, Any]) -> bytes:
+    """16-byte digest of an insert_id and the record's content (ingestion stamps left out)."""
+    props = record.get("properties")
+    if isinstance(props, dict) and not INGESTION_KEYS.isdisjoint(props):
+        record = {**record,
+                  "properties": {k: v for k, v in props.items() if k not in INGESTION_KEYS}}
+    try:
+        content = orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=repr)
+    except TypeError:  # integers past 64 bits (the stdlib parser keeps them): slower path
+        content = json.dumps(record, sort_keys=True, default=repr).encode()
+    return hashlib.blake2b(insert_id.encode() + b"\0" + content, digest_size=16).digest()
+
+
+class _Bloom:
+    """A Bloom filter over digests that are already uniformly random (no hashing needed)."""
+
+    __slots__ = ("_bits", "_m", "capacity", "count")
+
+    _K = 7  # ~1% false positives at capacity with 10 bits per entry
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._m = capacity * 10
+        self._bits = bytearray((self._m + 7) // 8)
+        self.count = 0
+
+    def _indexes(self, digest: bytes) -> list[int]:
+        h1 = int.from_bytes(digest[:8], "little")
+        h2 = int.from_bytes(digest[8:], "little") | 1
+        m = self._m
+        return [(h1 + i * h2) % m for i in range(self._K)]
+
+    def add(self, digest: bytes) -> None:
+        bits = self._bits
+        for index in self._indexes(digest):
+            bits[index >> 3] |= 1 << (index & 7)
+        self.count += 1
+
+    def __contains__(self, digest: bytes) -> bool:
+        bits = self._bits
+        return all(bits[index >> 3] & (1 << (index & 7)) for index in self._indexes(digest))
+
+
+class Deduper:
+    """Remembers every (insert_id, content) seen; ``is_duplicate`` is True from the 2nd on."""
+
+    def __init__(
+        self,
+        *,
+        memory_budget: int = 2_000_000,
+        path: str | Path | None = None,
+        spill_dir: str | Path | None = None,
+    ) -> None:
+        self.memory_budget = max(1, memory_budget)
+        self._hot: set[bytes] = set()
+        self._db: sqlite3.Connection | None = None
+        self._bloom: _Bloom | None = None
+        self._temp: tempfile.TemporaryDirectory[str] | None = None
+        self._spill_dir = spill_dir
+        self.duplicates = 0
+        self.spills = 0
+        self.disk_lookups = 0  # Bloom hits that had to ask SQLite
+        if path is not None:
+            self._open(Path(path))
+
+    def is_duplicate(self, insert_id: str, record: dict[str, Any]) -> bool:
+        """True when this exact record was seen before; otherwise remember it."""
+        digest = content_digest(insert_id, record)
+        hot = self._hot
+        if digest in hot or (self._bloom is not None and self._on_disk(digest)):
+            self.duplicates += 1
+            return True
+        hot.add(digest)
+        if len(hot) > self.memory_budget:
+            self._spill()
+        return False
+
+    def checkpoint(self) -> None:
+        """Write the in-memory digests to the SQLite file (a no-op without one)."""
+        if self._db is not None and self._hot:
+            self._flush()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self.checkpoint()
+            self._db.close()
+            self._db = None
+        if self._temp is not None:
+            self._temp.cleanup()
+            self._temp = None
+
+    def __enter__(self) -> Deduper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        """Distinct records remembered (memory and disk)."""
+        return len(self._hot) + (self._bloom.count if self._bloom is not None else 0)
+
+    # --- storage --------------------------------------------------------------------
+
+    def _on_disk(self, digest: bytes) -> bool:
+        assert self._bloom is not None and self._db is not None
+        if digest not in self._bloom:
+            return False
+        self.disk_lookups += 1
+        row = self._db.execute("SELECT 1 FROM seen WHERE digest = ?", (digest,)).fetchone()
+        return row is not None
+
+    def _open(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path)
+        db.execute(_SCHEMA)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        self._db = db
+        self._rebuild_bloom(minimum=self.memory_budget * 4)
+
+    def _rebuild_bloom(self, minimum: int) -> None:
+        assert self._db is not None
+        stored = int(self._db.execute("SELECT count(*) FROM seen").fetchone()[0])
+        bloom = _Bloom(max(minimum, stored * 2, 1024))
+        for (digest,) in self._db.execute("SELECT digest FROM seen"):
+            bloom.add(bytes(digest))
+        self._bloom = bloom
+
+    def _spill(self) -> None:
+        if self._db is None:
+            self._temp = tempfile.TemporaryDirectory(prefix="mp2amp-dedup-", dir=self._spill_dir)
+            self._open(Path(self._temp.name) / "dedup.sqlite")
+        self._flush()
+        self.spills += 1
+
+    def _flush(self) -> None:
+        assert self._db is not None and self._bloom is not None
+        hot = self._hot
+        self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", ((d,) for d in hot))
+        self._db.commit()
+        bloom = self._bloom
+        if bloom.count + len(hot) > bloom.capacity:
+            hot.clear()
+            self._rebuild_bloom(minimum=bloom.capacity * 4)  # grow before it saturates
+            return
+        for digest in hot:
+            bloom.add(digest)
+        hot.clear()

@@ -1,0 +1,78 @@
+"""Exact duplicates: same insert_id AND same content; spilled to SQLite past a budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mp2amp.transform.dedup import Deduper, content_digest
+
+
+def rec(name: str = "Login", who: str = "u1", t: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"event": name, "properties": {"distinct_id": who, "time": t, "$insert_id": "x",
+                                          **extra}}
+
+
+def test_exact_copy_is_a_duplicate() -> None:
+    d = Deduper()
+    assert not d.is_duplicate("x", rec())
+    assert d.is_duplicate("x", rec())
+    assert d.is_duplicate("x", rec())
+    assert d.duplicates == 2
+
+
+def test_reused_insert_id_with_other_content_is_kept() -> None:
+    d = Deduper()
+    assert not d.is_duplicate("x", rec(who="u1"))
+    assert not d.is_duplicate("x", rec(who="u2"))
+    assert not d.is_duplicate("x", rec(name="Logout"))
+    assert not d.is_duplicate("y", rec())  # same content, another insert_id
+    assert d.duplicates == 0
+
+
+def test_key_order_and_ingestion_stamps_do_not_matter() -> None:
+    a = {"event": "e", "properties": {"a": 1, "b": 2, "mp_processing_time_ms": 10}}
+    b = {"properties": {"$mp_api_timestamp_ms": 99, "b": 2, "a": 1,
+                        "mp_processing_time_ms": 11}, "event": "e"}
+    assert content_digest("i", a) == content_digest("i", b)
+    assert content_digest("i", a) != content_digest("j", a)
+
+
+def test_big_integers_do_not_break_hashing() -> None:
+    assert len(content_digest("i", {"event": "e", "properties": {"n": 2**70}})) == 16
+
+
+def test_spill_keeps_the_answers(tmp_path: Path) -> None:
+    small = Deduper(memory_budget=8, spill_dir=tmp_path)
+    big = Deduper()
+    stream = [rec(t=i % 37) for i in range(300)]
+    assert [small.is_duplicate("x", r) for r in stream] == [
+        big.is_duplicate("x", r) for r in stream]
+    assert small.spills > 0 and small.duplicates == big.duplicates == 300 - 37
+    assert len(small) == 37
+    small.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_persisted_state_resumes(tmp_path: Path) -> None:
+    path = tmp_path / "dedup.sqlite"
+    with Deduper(path=path) as first:
+        assert not first.is_duplicate("x", rec())
+    with Deduper(path=path) as second:
+        assert second.is_duplicate("x", rec())
+        assert not second.is_duplicate("x", rec(t=2))
+        assert len(second) == 2
+
+
+@given(
+    stream=st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 5)), max_size=80),
+    budget=st.integers(1, 6),
+)
+@settings(max_examples=40, deadline=None)
+def test_first_of_each_distinct_record_passes(stream: list[tuple[str, int]], budget: int) -> None:
+    with Deduper(memory_budget=budget) as d:
+        passed = [r for r in stream if not d.is_duplicate(r[0], rec(t=r[1]))]
+    assert passed == list(dict.fromkeys(stream))
