@@ -1,0 +1,102 @@
+"""Events waiting for their device or user: throttled (429) or over the daily quota.
+
+A hold is keyed by device and/or user. While a device is held, every later event of that
+device joins the same hold, in order, so a device's events are never reordered; other
+devices keep flowing. When the hold expires its events go back to the *front* of their
+lanes (they are older than anything still queued for those devices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mp2amp.load.observer import Submitted
+
+HoldReason = Literal["throttle", "daily_quota"]
+Key = tuple[str, str]  # ("d", device_id) or ("u", user_id)
+
+
+@dataclass(eq=False, slots=True)
+class Hold:
+    reason: HoldReason
+    until: float
+    items: list[Submitted] = field(default_factory=list)
+    keys: set[Key] = field(default_factory=set)
+
+
+class HoldRegistry:
+    """Which devices/users are held, and the events waiting for each hold."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[Key, Hold] = {}
+        self.held_events = 0
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def find(self, item: Submitted) -> Hold | None:
+        """The hold this event must join, if its device or user is held."""
+        if not self._by_key:
+            return None
+        hold = self._by_key.get(("d", item.device)) if item.device is not None else None
+        if hold is None and item.user is not None:
+            hold = self._by_key.get(("u", item.user))
+            if hold is not None and item.device is not None:
+                # Later events of this device must wait behind this one.
+                self._register(hold, ("d", item.device))
+        return hold
+
+    def divert(self, item: Submitted) -> bool:
+        """Put the event in its hold if it has one; True when it was held."""
+        hold = self.find(item)
+        if hold is None:
+            return False
+        hold.items.append(item)
+        self.held_events += 1
+        return True
+
+    def hold(self, reason: HoldReason, until: float, items: Iterable[Submitted],
+             devices: Iterable[str] = (), users: Iterable[str] = ()) -> Hold:
+        """Hold these events (and the named devices/users) until ``until``.
+
+        An event whose device or user is already held joins that older hold instead, so
+        that one key never waits in two places."""
+        new = Hold(reason, until)
+        for d in devices:
+            self._register(new, ("d", d), keep_existing=True)
+        for u in users:
+            self._register(new, ("u", u), keep_existing=True)
+        for item in items:
+            target = self.find(item)
+            if target is None:
+                target = new
+                key: Key = ("d", item.device) if item.device is not None else ("u", item.user or "")
+                self._register(new, key, keep_existing=True)
+            target.items.append(item)
+            self.held_events += 1
+        return new
+
+    def release(self, hold: Hold) -> list[Submitted]:
+        """End a hold: its keys are free again and its events are returned, in order."""
+        for key in hold.keys:
+            if self._by_key.get(key) is hold:
+                del self._by_key[key]
+        hold.keys.clear()
+        items, hold.items = hold.items, []
+        self.held_events -= len(items)
+        return items
+
+    def holds(self, where: Callable[[Hold], bool] = lambda h: True) -> list[Hold]:
+        seen: dict[int, Hold] = {}
+        for h in self._by_key.values():
+            if where(h):
+                seen[id(h)] = h
+        return list(seen.values())
+
+    def _register(self, hold: Hold, key: Key, *, keep_existing: bool = False) -> None:
+        if keep_existing and key in self._by_key:
+            return
+        self._by_key[key] = hold
+        hold.keys.add(key)

@@ -1,0 +1,72 @@
+"""What the uploader tells its caller (the ledger) about every batch and every event.
+
+Each submitted event ends in exactly one of: accepted (in ``on_batch_accepted``),
+dead-lettered (``on_dead_letter``) or parked (``on_parked``, daily quota still exceeded at
+the end of the run; a resume sends it again). Callbacks run on the event loop thread and
+must be quick (a SQLite insert is fine); an exception in one stops the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Origin = tuple[str, int]  # (source file / URL / "export:2024-01-01", 1-based line)
+
+
+@dataclass(slots=True, eq=False)
+class Submitted:
+    """One event inside the uploader: the event, where it came from and where it goes."""
+
+    event: dict[str, Any]
+    origin: Origin
+    batch_id: str
+    data: bytes               # the event serialized once (orjson); requests join these bytes
+    device: str | None
+    user: str | None
+    lane: int
+    park_attempts: int = 0    # daily-quota rounds this event has been through
+
+    @property
+    def insert_id(self) -> str | None:
+        value = self.event.get("insert_id")
+        return value if isinstance(value, str) else None
+
+
+class LoadObserver(Protocol):
+    def on_batch_sent(self, batch_id: str, n: int) -> None:
+        """Before the first request carrying this batch leaves (``n`` events).
+
+        Record it as in flight: after a crash, in-flight batches are sent again with the
+        same insert_ids, which Amplitude deduplicates."""
+
+    def on_batch_accepted(self, batch_id: str, events: Sequence[Submitted]) -> None:
+        """Every event of the batch is settled; ``events`` are the ones Amplitude accepted
+        (200). The others were reported through ``on_dead_letter`` / ``on_parked`` first."""
+
+    def on_dead_letter(self, event: dict[str, Any], origin: Origin, reason: str,
+                       message: str) -> None:
+        """Amplitude rejected this event for good (``reason`` is a code from
+        ``responses.REASONS``); it is also in the dead-letter file."""
+
+    def on_parked(self, event: dict[str, Any], origin: Origin, reason: str) -> None:
+        """Still over Amplitude's daily quota at the end of the run: not sent, not lost.
+        Submit it again in a later run (``migrate --resume``)."""
+
+
+class NullObserver:
+    """Observer that records nothing (benchmarks, one-off uploads)."""
+
+    def on_batch_sent(self, batch_id: str, n: int) -> None:
+        return None
+
+    def on_batch_accepted(self, batch_id: str, events: Sequence[Submitted]) -> None:
+        return None
+
+    def on_dead_letter(self, event: dict[str, Any], origin: Origin, reason: str,
+                       message: str) -> None:
+        return None
+
+    def on_parked(self, event: dict[str, Any], origin: Origin, reason: str) -> None:
+        return None

@@ -1,0 +1,227 @@
+"""THE response classifier for Amplitude's ingestion APIs (Batch and HTTP V2).
+
+``classify(status, body, ...)`` turns one response into a ``Verdict``: what the uploader
+does next with each event of the request. It is pure and knows every body shape in the
+reference (amplitude-api.md §1.8, §2.3): the per-index 400 lists, the silenced-device 400,
+the 429 throttle maps and the daily-quota maps. Status-level decisions (retry, stop, fine)
+come from ``mp2amp.errors.classify_http``; this module adds what Amplitude's bodies say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from mp2amp.errors import (
+    AuthError,
+    ContractError,
+    Mp2AmpError,
+    ServerError,
+    TransientError,
+    classify_http,
+)
+
+SERVICE = "Amplitude"
+
+Kind = Literal["accepted", "split", "sort", "reject_all", "retry", "stop"]
+
+# 400 body fields that list event indices, and the dead-letter reason each stands for.
+INDEX_LISTS: dict[str, str] = {
+    "events_with_invalid_fields": "invalid_field",
+    "events_with_missing_fields": "missing_field",
+    "events_with_invalid_id_lengths": "invalid_id_length",
+}
+
+# Reason codes a dead-lettered or parked event can carry (stable, machine-readable).
+REASONS = (
+    "invalid_field", "missing_field", "invalid_id_length", "silenced_device",
+    "request_rejected", "event_too_large", "daily_quota", "unserializable",
+)
+
+IdPair = tuple[str | None, str | None]  # (device_id, user_id) of one event in the request
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to do with a request after its response.
+
+    * ``accepted``  - every event was ingested.
+    * ``split``     - 413: halve the request and send both halves.
+    * ``sort``      - per event: ``dead`` ones go to the dead-letter file, ``throttled`` ones
+      wait for their device/user, ``parked`` ones wait for the daily quota, the rest are
+      resent at once (Amplitude ingested none of them).
+    * ``reject_all``- a 400 that names no event (or a lone event still too large): every
+      event is dead-lettered with ``reason``; the run goes on.
+    * ``retry``     - send the same request again after a delay (5xx, 408, a 429 naming
+      nobody). ``throttle`` says the delay is a throttle wait rather than a backoff step.
+    * ``stop``      - the run cannot go on (invalid API key, wrong host): raise ``error``.
+    """
+
+    kind: Kind
+    status: int
+    message: str = ""
+    reason: str = ""
+    dead: Mapping[int, tuple[str, str]] = field(default_factory=dict)
+    throttled: frozenset[int] = frozenset()
+    parked: frozenset[int] = frozenset()
+    throttled_devices: frozenset[str] = frozenset()
+    throttled_users: frozenset[str] = frozenset()
+    eps_threshold: int | None = None
+    retry_after: float | None = None
+    throttle: bool = False
+    error: Mp2AmpError | None = None
+
+
+def parse_body(body: bytes | str) -> dict[str, Any]:
+    """The JSON object in a response body, or ``{}`` (proxy error pages, empty bodies)."""
+    if not body:
+        return {}
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def effective_status(status: int, doc: Mapping[str, Any]) -> int:
+    """HTTP status, unless a 2xx carries a non-2xx body ``code`` (seen behind proxies:
+    RudderStack checks ``code == 429`` on 2xx answers). The body wins only then."""
+    code = doc.get("code")
+    if (200 <= status < 300 and isinstance(code, int) and not isinstance(code, bool)
+            and 400 <= code < 600):
+        return code
+    return status
+
+
+def classify(
+    status: int,
+    body: bytes | str,
+    *,
+    ids: Sequence[IdPair],
+    retry_after: float | None = None,
+) -> Verdict:
+    """Classify one response to a request that carried events with these (device, user) ids."""
+    doc = parse_body(body)
+    status = effective_status(status, doc)
+    error_text = _text(doc.get("error"))
+    n = len(ids)
+    if 200 <= status < 300:
+        return Verdict("accepted", status)
+    if status == 413:
+        if n > 1:
+            return Verdict("split", status, message=error_text or "Payload too large")
+        return Verdict(
+            "reject_all", status, reason="event_too_large",
+            message=f"413 {error_text or 'Payload too large'}: this single event alone "
+                    "exceeds Amplitude's request size limit",
+        )
+    if status == 400 and error_text.startswith("Invalid API key"):
+        # The server's text after the prefix may echo the key: never repeat it.
+        return Verdict("stop", status, message="Invalid API key", error=AuthError(
+            "Amplitude refused the API key (400 'Invalid API key'); set AMPLITUDE_API_KEY to "
+            "the target project's API key (an EU project needs region = \"eu\") and run again "
+            "with --resume: nothing was lost"))
+    if status in (400, 429):
+        verdict = _sort(status, doc, error_text, ids, retry_after)
+        if verdict is not None:
+            return verdict
+        if status == 429:  # a project-level throttle names nobody: the whole request waits
+            return Verdict("retry", status, message=error_text, retry_after=retry_after,
+                           throttle=True, eps_threshold=_int(doc.get("eps_threshold")))
+        missing = _text(doc.get("missing_field"))
+        detail = f" (missing field {missing!r})" if missing else ""
+        return Verdict("reject_all", status, reason="request_rejected",
+                       message=f"400 {error_text or 'Bad request'}{detail}; "
+                               "Amplitude named no event, so the whole request was rejected")
+    if status == 408:
+        return Verdict("retry", status, message="request timeout", retry_after=retry_after,
+                       error=ServerError("Amplitude timed out (408); retrying", status=408))
+    err = classify_http(status, service=SERVICE, body=_safe_snippet(error_text, doc),
+                        retry_after=retry_after)
+    if isinstance(err, TransientError):
+        return Verdict("retry", status, message=error_text, retry_after=retry_after, error=err)
+    if err is None:  # unreachable: 2xx handled above; kept total for the type checker
+        return Verdict("accepted", status)
+    if isinstance(err, AuthError):
+        err = AuthError(f"Amplitude refused the request ({status} {error_text or 'Forbidden'}); "
+                        "check the API key, the region (us/eu) and any proxy between us and "
+                        "Amplitude, then run again with --resume")
+    else:  # 404 and other 4xx: the host or endpoint is wrong, retrying cannot help
+        err = ContractError(f"Amplitude answered {status} {error_text!r}, which its contract does "
+                            "not allow for this request; check amplitude.api_host / endpoint, "
+                            "then run again with --resume")
+    return Verdict("stop", status, message=error_text, error=err)
+
+
+def _sort(status: int, doc: Mapping[str, Any], error_text: str, ids: Sequence[IdPair],
+          retry_after: float | None) -> Verdict | None:
+    """Per-event dispositions from a 400/429 body; ``None`` when the body names nobody."""
+    n = len(ids)
+    dead: dict[int, tuple[str, str]] = {}
+    for key, reason in INDEX_LISTS.items():
+        lists = doc.get(key)
+        if not isinstance(lists, Mapping):
+            continue
+        for fld, indices in lists.items():
+            for i in _indices(indices, n):
+                if i not in dead:
+                    dead[i] = (reason, f"{status} {error_text or 'Invalid event'}: "
+                                       f"field {fld!r} ({key})")
+    for i in _indices(doc.get("silenced_events"), n):
+        dead.setdefault(i, ("silenced_device", f"{status} {error_text or 'Events silenced'}: "
+                                               "Amplitude silenced this event's device"))
+    t_devices = _keys(doc.get("throttled_devices"))
+    t_users = _keys(doc.get("throttled_users"))
+    q_devices = _keys(doc.get("exceeded_daily_quota_devices"))
+    q_users = _keys(doc.get("exceeded_daily_quota_users"))
+    listed = set(_indices(doc.get("throttled_events"), n))
+    parked: set[int] = set()
+    throttled: set[int] = set()
+    for i, (device, user) in enumerate(ids):
+        if i in dead:
+            continue
+        if (device is not None and device in q_devices) or (user is not None and user in q_users):
+            parked.add(i)
+        elif (i in listed or (device is not None and device in t_devices)
+              or (user is not None and user in t_users)):
+            throttled.add(i)
+    if not dead and not throttled and not parked:
+        return None
+    return Verdict(
+        "sort", status, message=error_text, dead=dead,
+        throttled=frozenset(throttled), parked=frozenset(parked),
+        throttled_devices=frozenset(t_devices), throttled_users=frozenset(t_users),
+        eps_threshold=_int(doc.get("eps_threshold")), retry_after=retry_after,
+    )
+
+
+def _indices(value: Any, n: int) -> list[int]:
+    """Valid event indices from a body list; out-of-range or non-int entries are ignored."""
+    if not isinstance(value, list):
+        return []
+    return [i for i in value if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n]
+
+
+def _keys(value: Any) -> frozenset[str]:
+    if isinstance(value, Mapping):
+        return frozenset(str(k) for k in value)
+    if isinstance(value, list):
+        return frozenset(str(k) for k in value)
+    return frozenset()
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _safe_snippet(error_text: str, doc: Mapping[str, Any]) -> str:
+    """What of the body goes into an error message: the ``error`` text only, never the body
+    (which could echo the request)."""
+    return error_text if doc else ""

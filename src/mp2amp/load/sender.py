@@ -1,0 +1,202 @@
+"""One task per lane: take the next request from the lane, send it, act on the verdict.
+
+Only this module talks HTTP. Each response goes through ``responses.classify`` and the
+verdict decides every event's fate: accepted, dead-lettered, held (throttle / quota),
+resent at once, or the whole request retried after a backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import aiohttp
+import orjson
+
+from mp2amp.errors import ConnectionLost, TerminalError, parse_retry_after
+from mp2amp.load.batcher import ENVELOPE_BYTES
+from mp2amp.load.observer import Submitted
+from mp2amp.load.responses import Verdict, classify
+
+if TYPE_CHECKING:
+    from mp2amp.load.uploader import Lane, Uploader
+
+HEADERS = {"Content-Type": "application/json", "Accept": "*/*"}
+GZIP_HEADERS = {**HEADERS, "Content-Encoding": "gzip"}
+
+
+class RetriesExhausted(TerminalError):
+    """One request failed ``max_retries`` times in a row: stop; ``--resume`` continues later."""
+
+
+class Sender:
+    def __init__(self, up: Uploader) -> None:
+        self.up = up
+        s = up.settings
+        self._head = b'{"api_key":' + orjson.dumps(s.api_key) + b',"events":['
+        options = b"" if s.min_id_length is None else \
+            b',"options":{"min_id_length":' + str(s.min_id_length).encode() + b"}"
+        self._tail = b"]" + options + b"}"
+        self._max_events = s.max_events
+        self._max_bytes = up.settings.limits.max_bytes
+
+    async def run_lane(self, lane: Lane) -> None:
+        up = self.up
+        try:
+            while up.failure is None:
+                items = self.take(lane)
+                if not items:
+                    lane.wake.clear()
+                    await lane.wake.wait()
+                    continue
+                await self.send(lane, items)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # an observer or a bug: stop the run, do not hang it
+            up.fail(exc)
+
+    def take(self, lane: Lane) -> list[Submitted]:
+        """The next request of this lane: events in order, held devices/users diverted,
+        within the lane's (adaptive) caps, and from one batch so requests match batches."""
+        up = self.up
+        queue = lane.queue
+        items: list[Submitted] = []
+        size = ENVELOPE_BYTES
+        batch_id = ""
+        diverted = 0
+        while queue:
+            item = queue[0]
+            if up.holds.divert(item):
+                queue.popleft()
+                diverted += 1
+                continue
+            if items and (len(items) >= lane.cap_events or item.batch_id != batch_id
+                          or size + len(item.data) + 1 > lane.cap_bytes):
+                break
+            queue.popleft()
+            items.append(item)
+            batch_id = item.batch_id
+            size += len(item.data) + 1
+        if diverted:
+            up.dequeued(diverted)
+        return items
+
+    def body(self, items: Sequence[Submitted]) -> tuple[bytes, int]:
+        raw = self._head + b",".join(i.data for i in items) + self._tail
+        if not self.up.settings.gzip:
+            return raw, len(raw)
+        comp = zlib.compressobj(self.up.settings.gzip_level, zlib.DEFLATED, 31)
+        return comp.compress(raw) + comp.flush(), len(raw)
+
+    async def send(self, lane: Lane, items: list[Submitted]) -> None:
+        """Send one request until its verdict is final for this round."""
+        up = self.up
+        s = up.settings
+        body, raw_size = self.body(items)
+        headers = GZIP_HEADERS if s.gzip else HEADERS
+        ids = [(i.device, i.user) for i in items]
+        attempt = 0
+        while True:
+            up.announce(items)
+            up.report.requests += 1
+            try:
+                async with up.session.post(s.url, data=body, headers=headers) as resp:
+                    text = await resp.read()
+                    status = resp.status
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                up.report.requests_by_status["connection_error"] += 1
+                verdict = Verdict("retry", 0, message=type(exc).__name__, error=ConnectionLost(
+                    f"connection to Amplitude failed ({type(exc).__name__}); the request is "
+                    "resent with the same insert_ids"))
+            else:
+                up.report.requests_by_status[str(status)] += 1
+                verdict = classify(status, text, ids=ids, retry_after=retry_after)
+            if verdict.kind != "retry":
+                self.apply(lane, items, verdict, raw_size)
+                return
+            attempt += 1
+            if attempt > s.max_retries:
+                up.fail(RetriesExhausted(
+                    f"Amplitude request failed {attempt} times in a row (last: "
+                    f"{verdict.status or verdict.message} {verdict.message}); stopping. Nothing "
+                    "was lost: run again with --resume when Amplitude answers"))
+                return
+            if verdict.throttle:
+                up.report.throttles += 1
+                delay = max(s.throttle_seconds, verdict.retry_after or 0.0)
+            else:
+                up.report.retries += 1
+                delay = up.backoff.delay(attempt, verdict.retry_after)
+            await asyncio.sleep(delay)
+            if up.failure is not None:
+                return
+
+    def apply(self, lane: Lane, items: list[Submitted], v: Verdict, raw_size: int) -> None:
+        up = self.up
+        if v.kind == "accepted":
+            up.dequeued(len(items))
+            up.accepted(items)
+            self._grow(lane)
+        elif v.kind == "split":
+            up.report.splits += 1
+            half = len(items) // 2
+            lane.cap_events = max(1, min(lane.cap_events, half))
+            lane.cap_bytes = max(ENVELOPE_BYTES + 2, min(lane.cap_bytes, raw_size // 2))
+            up.requeue_front(items, from_hold=False)
+        elif v.kind == "reject_all":
+            up.dequeued(len(items))
+            for item in items:
+                up.dead(item, v.reason, v.message)
+        elif v.kind == "stop":
+            up.fail(v.error or RuntimeError(v.message))
+        else:
+            self._sort(items, v)
+
+    def _sort(self, items: list[Submitted], v: Verdict) -> None:
+        """Per-event verdict: dead, throttled, parked, or resent at once (Amplitude ingested
+        none of the request)."""
+        up = self.up
+        s = up.settings
+        loop = asyncio.get_running_loop()
+        throttled: list[Submitted] = []
+        parked: list[Submitted] = []
+        rest: list[Submitted] = []
+        for i, item in enumerate(items):
+            if i in v.dead:
+                up.dequeued(1)
+                reason, message = v.dead[i]
+                up.dead(item, reason, message)
+            elif i in v.parked:
+                up.dequeued(1)
+                if item.park_attempts >= s.park_retries:
+                    up.parked(item)
+                else:
+                    item.park_attempts += 1
+                    parked.append(item)
+            elif i in v.throttled:
+                up.dequeued(1)
+                throttled.append(item)
+            else:
+                rest.append(item)
+        if throttled:
+            up.report.throttles += 1
+            wait = max(s.throttle_seconds, v.retry_after or 0.0)
+            hold = up.holds.hold("throttle", loop.time() + wait, throttled,
+                                 devices=v.throttled_devices, users=v.throttled_users)
+            up.schedule_release(hold)
+        if parked:
+            hold = up.holds.hold("daily_quota", loop.time() + s.park_delay, parked)
+            up.schedule_release(hold)
+        if rest:
+            up.requeue_front(rest, from_hold=False)
+
+    def _grow(self, lane: Lane) -> None:
+        """After a success, creep back toward the configured caps (a 413 may have been
+        a one-off), an eighth at a time."""
+        if lane.cap_events < self._max_events:
+            lane.cap_events = min(self._max_events, lane.cap_events + lane.cap_events // 8 + 1)
+        if lane.cap_bytes < self._max_bytes:
+            lane.cap_bytes = min(self._max_bytes, lane.cap_bytes + lane.cap_bytes // 8 + 1)

@@ -1,0 +1,119 @@
+"""Uploader settings and the report it returns."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from mp2amp.errors import ConfigError
+from mp2amp.load.batcher import BATCH_MAX_BYTES, HTTPAPI_MAX_BYTES, MAX_EVENTS, Limits
+
+Endpoint = Literal["batch", "httpapi"]
+Region = Literal["us", "eu"]
+
+HOSTS: dict[str, str] = {
+    "us": "https://api2.amplitude.com",
+    "eu": "https://api.eu.amplitude.com",
+}
+PATHS: dict[str, str] = {"batch": "/batch", "httpapi": "/2/httpapi"}
+# How long a throttled device/user waits: Batch docs say "for example, 15 seconds",
+# HTTP V2 says "pause ... for a period of 30 seconds".
+THROTTLE_WAIT: dict[str, float] = {"batch": 15.0, "httpapi": 30.0}
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSettings:
+    api_key: str = field(repr=False)
+    endpoint: Endpoint = "batch"
+    region: Region = "us"
+    api_host: str | None = None          # e.g. the emulator: "http://127.0.0.1:8040"
+    concurrency: int = 8                 # lanes = requests in flight at most
+    max_events: int = MAX_EVENTS
+    max_bytes: int | None = None         # default: 10 MB (batch), 1 MB (httpapi)
+    min_id_length: int | None = 1        # sent as options.min_id_length; None = server's 5
+    gzip: bool = True
+    gzip_level: int = 1                  # JSON compresses ~8x even at level 1; CPU matters more
+    timeout: float = 120.0               # seconds per request
+    max_retries: int = 20                # consecutive failures of one request before stopping
+    backoff_base: float = 0.5
+    backoff_cap: float = 60.0
+    throttle_wait: float | None = None   # default per endpoint (THROTTLE_WAIT)
+    park_delay: float = 3600.0           # daily quota counts "in one-hour intervals"
+    park_retries: int = 2                # quota rounds in this run before an event stays parked
+    max_pending_events: int | None = None  # backpressure; default 4 full batches per lane
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if not self.api_key:
+            problems.append("amplitude api key is empty: set AMPLITUDE_API_KEY")
+        if self.endpoint not in PATHS:
+            problems.append(f"amplitude.endpoint must be batch or httpapi, got {self.endpoint!r}")
+        if self.region not in HOSTS:
+            problems.append(f"amplitude.region must be us or eu, got {self.region!r}")
+        if self.concurrency < 1:
+            problems.append(f"run.concurrency must be >= 1, got {self.concurrency}")
+        if not 1 <= self.max_events <= MAX_EVENTS:
+            problems.append(f"max_events must be 1..{MAX_EVENTS}, got {self.max_events}")
+        if self.max_bytes is not None and self.max_bytes < 1024:
+            problems.append(f"max_bytes must be >= 1024, got {self.max_bytes}")
+        if self.min_id_length is not None and self.min_id_length < 1:
+            problems.append(f"min_id_length must be >= 1, got {self.min_id_length}")
+        if self.max_retries < 0 or self.park_retries < 0:
+            problems.append("max_retries and park_retries must be >= 0")
+        if self.backoff_base <= 0 or self.backoff_cap < self.backoff_base:
+            problems.append("backoff needs 0 < backoff_base <= backoff_cap")
+        if problems:
+            raise ConfigError(problems, source="upload settings")
+
+    @property
+    def url(self) -> str:
+        host = (self.api_host or HOSTS[self.region]).rstrip("/")
+        return host + PATHS[self.endpoint]
+
+    @property
+    def limits(self) -> Limits:
+        default = BATCH_MAX_BYTES if self.endpoint == "batch" else HTTPAPI_MAX_BYTES
+        return Limits(self.max_events, self.max_bytes or default)
+
+    @property
+    def throttle_seconds(self) -> float:
+        return self.throttle_wait if self.throttle_wait is not None else THROTTLE_WAIT[self.endpoint]
+
+    @property
+    def pending_cap(self) -> int:
+        return self.max_pending_events or 4 * self.concurrency * self.max_events
+
+
+@dataclass(slots=True)
+class LoadReport:
+    """What happened to every event handed to the uploader.
+
+    submitted = accepted + sum(dead_lettered) + parked + skipped once ``close()`` returned.
+    """
+
+    submitted: int = 0
+    sent: int = 0                 # events in batches that went out at least once
+    accepted: int = 0
+    dead_lettered: Counter[str] = field(default_factory=Counter)  # by reason
+    parked: int = 0
+    skipped: int = 0              # in batches the caller said were already settled (resume)
+    batches: int = 0
+    batches_skipped: int = 0
+    requests: int = 0
+    requests_by_status: Counter[str] = field(default_factory=Counter)  # "200", "connection_error"
+    retries: int = 0
+    throttles: int = 0
+    splits: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def settled(self) -> int:
+        return self.accepted + sum(self.dead_lettered.values()) + self.parked + self.skipped
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["dead_lettered"] = dict(self.dead_lettered)
+        d["requests_by_status"] = dict(self.requests_by_status)
+        d["events_per_second"] = round(self.accepted / self.elapsed, 1) if self.elapsed else 0.0
+        return d

@@ -1,0 +1,360 @@
+"""The Amplitude uploader: a stream of events in, Amplitude's contract honoured, a report out.
+
+    async with Uploader(settings, observer=ledger, dead_letters=dlq) as up:
+        for ev in events:
+            await up.submit(ev.event, (ev.source, ev.line), batch_key="2024-01-01")
+        await up.flush("2024-01-01")      # window done: close its batches
+        report = await up.close()          # flush everything, wait until every event settled
+
+Events are spread over ``concurrency`` lanes by device (user when no device). A lane has at
+most one request in flight and sends in submission order, so a device's events arrive in
+order and two batches of one device are never in flight together. Batches are formed per
+(batch_key, lane) by the pure batcher; their ids ``"{batch_key}/{lane}/{seq}"`` are therefore
+reproducible: the same events, submitted in the same order with the same settings, give the
+same batch ids (see docs/contracts.md §6 for how the ledger uses this on resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections import deque
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+
+from mp2amp.errors import Mp2AmpError
+from mp2amp.load.backoff import Backoff, RandomSource
+from mp2amp.load.batcher import Batcher
+from mp2amp.load.deadletter import DeadLetterFile
+from mp2amp.load.holds import Hold, HoldRegistry
+from mp2amp.load.observer import LoadObserver, NullObserver, Origin, Submitted
+from mp2amp.load.sender import RetriesExhausted, Sender
+from mp2amp.load.settings import LoadReport, UploadSettings
+
+
+@dataclass(slots=True)
+class BatchState:
+    batch_id: str
+    total: int
+    remaining: int
+    announced: bool = False
+    accepted: list[Submitted] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Lane:
+    index: int
+    queue: deque[Submitted] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    cap_events: int = 0           # adaptive request caps, lowered by 413s
+    cap_bytes: int = 0
+
+
+def lane_of(key: str, lanes: int) -> int:
+    """Stable across processes and runs (``hash()`` is salted per process)."""
+    return zlib.crc32(key.encode()) % lanes
+
+
+def _ids(event: dict[str, Any]) -> tuple[str | None, str | None]:
+    device = event.get("device_id")
+    user = event.get("user_id")
+    return (device if isinstance(device, str) and device else None,
+            user if isinstance(user, str) and user else None)
+
+
+class Uploader:
+    def __init__(
+        self,
+        settings: UploadSettings,
+        *,
+        observer: LoadObserver | None = None,
+        dead_letters: DeadLetterFile | None = None,
+        settled_batches: Container[str] = frozenset(),
+        rng: RandomSource | None = None,
+    ) -> None:
+        self.settings = settings
+        self.observer: LoadObserver = observer or NullObserver()
+        self.dead_letters = dead_letters
+        self.settled_batches = settled_batches
+        self.report = LoadReport()
+        self.holds = HoldRegistry()
+        backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+        if rng is not None:
+            backoff.rng = rng
+        self.backoff = backoff
+        self._limits = settings.limits
+        self._lanes = [Lane(i, cap_events=settings.max_events, cap_bytes=self._limits.max_bytes)
+                       for i in range(settings.concurrency)]
+        self._open: dict[tuple[str, int], Batcher[Submitted]] = {}
+        self._seq: dict[tuple[str, int], int] = {}
+        self._batches_per_key: dict[str, int] = {}
+        self._batches: dict[str, BatchState] = {}
+        self._unsettled = 0       # submitted, not yet accepted / dead-lettered / parked / skipped
+        self._queued = 0          # in lane queues or in flight (what backpressure counts)
+        self._room = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._failure: BaseException | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._started = 0.0
+        self._closed = False
+        self.sender = Sender(self)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.settings.concurrency, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+        )
+        self._started = time.monotonic()
+        self._tasks = [asyncio.create_task(self.sender.run_lane(lane), name=f"lane-{lane.index}")
+                       for lane in self._lanes]
+
+    async def __aenter__(self) -> Uploader:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if exc_type is None and not self._closed:
+            await self.close()
+        else:
+            await self.abort()
+
+    async def abort(self) -> None:
+        """Stop at once without flushing (the ledger keeps unsettled batches in flight)."""
+        self._closed = True
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self.dead_letters is not None:
+            self.dead_letters.flush()
+
+    async def close(self) -> LoadReport:
+        """Flush every open batch, wait until every event is settled, return the report.
+
+        Parked (daily-quota) events get their remaining rounds now instead of waiting out
+        ``park_delay``; those still over quota are reported through ``on_parked``."""
+        await self.start()
+        try:
+            for key in list({k for k, _ in self._open}):
+                self._flush_key(key)
+            while self._unsettled > 0:
+                self._raise_failure()
+                if self._only_parked_left():
+                    self._release_parked_now()
+                self._progress.clear()
+                await self._progress.wait()
+            self._raise_failure()
+        except BaseException:
+            await self.abort()
+            raise
+        self.report.elapsed = time.monotonic() - self._started
+        await self.abort()
+        return self.report
+
+    # --- the caller's side -----------------------------------------------------------
+
+    async def submit(self, event: dict[str, Any], origin: Origin, batch_key: str = "run") -> None:
+        """Queue one Amplitude event; waits (backpressure) while too many are in flight."""
+        if self._session is None:
+            await self.start()
+        self._raise_failure()
+        while self._queued >= self.settings.pending_cap:
+            self._room.clear()
+            await self._room.wait()
+            self._raise_failure()
+        self.report.submitted += 1
+        self._unsettled += 1
+        try:
+            data = orjson.dumps(event)
+        except TypeError as exc:  # a transform bug; the event is kept, not lost
+            item = Submitted(event, origin, "", b"", None, None, 0)
+            self._dead(item, "unserializable", f"event is not JSON-serializable: {exc}")
+            return
+        device, user = _ids(event)
+        lane = lane_of(device or user or "", len(self._lanes))
+        item = Submitted(event, origin, "", data, device, user, lane)
+        slot = (batch_key, lane)
+        batcher = self._open.get(slot)
+        if batcher is None:
+            batcher = self._open[slot] = Batcher(self._limits)
+        closed = batcher.add(item, len(data))
+        if closed is not None:
+            self._close_batch(batch_key, lane, closed)
+
+    async def flush(self, batch_key: str) -> int:
+        """Close the open batches of ``batch_key``; returns how many batches it has in all
+        (the ledger marks the window loaded once that many batches were accepted)."""
+        self._raise_failure()
+        self._flush_key(batch_key)
+        return self._batches_per_key.get(batch_key, 0)
+
+    # --- batches ---------------------------------------------------------------------
+
+    def _flush_key(self, batch_key: str) -> None:
+        for slot in [s for s in self._open if s[0] == batch_key]:
+            closed = self._open.pop(slot).flush()
+            if closed is not None:
+                self._close_batch(batch_key, slot[1], closed)
+
+    def _close_batch(self, batch_key: str, lane: int, items: list[Submitted]) -> None:
+        seq = self._seq.get((batch_key, lane), 0)
+        self._seq[(batch_key, lane)] = seq + 1
+        self._batches_per_key[batch_key] = self._batches_per_key.get(batch_key, 0) + 1
+        batch_id = f"{batch_key}/{lane}/{seq}"
+        if batch_id in self.settled_batches:
+            self.report.batches_skipped += 1
+            self.report.skipped += len(items)
+            self._unsettled -= len(items)
+            self._progress.set()
+            return
+        self.report.batches += 1
+        self._batches[batch_id] = BatchState(batch_id, len(items), len(items))
+        for item in items:
+            item.batch_id = batch_id
+        ln = self._lanes[lane]
+        ln.queue.extend(items)
+        self._queued += len(items)
+        ln.wake.set()
+
+    def announce(self, items: Sequence[Submitted]) -> None:
+        """``on_batch_sent`` for batches about to leave for the first time."""
+        for item in items:
+            state = self._batches[item.batch_id]
+            if not state.announced:
+                state.announced = True
+                self.report.sent += state.total
+                self.observer.on_batch_sent(state.batch_id, state.total)
+
+    # --- settling: every event ends here exactly once ----------------------------------
+
+    def accepted(self, items: Sequence[Submitted]) -> None:
+        self.report.accepted += len(items)
+        for item in items:
+            self._batches[item.batch_id].accepted.append(item)
+            self._settle(item)
+
+    def dead(self, item: Submitted, reason: str, message: str) -> None:
+        self._dead(item, reason, message)
+
+    def _dead(self, item: Submitted, reason: str, message: str) -> None:
+        self.report.dead_lettered[reason] += 1
+        if self.dead_letters is not None:
+            self.dead_letters.write(item.event, item.origin, reason, message)
+        self.observer.on_dead_letter(item.event, item.origin, reason, message)
+        self._settle(item)
+
+    def parked(self, item: Submitted) -> None:
+        self.report.parked += 1
+        self.observer.on_parked(item.event, item.origin, "daily_quota")
+        self._settle(item)
+
+    def _settle(self, item: Submitted) -> None:
+        self._unsettled -= 1
+        self._progress.set()
+        state = self._batches.get(item.batch_id)
+        if state is None:  # never batched (unserializable)
+            return
+        state.remaining -= 1
+        if state.remaining == 0:
+            del self._batches[item.batch_id]
+            if self.dead_letters is not None:
+                self.dead_letters.flush()  # before the ledger says "settled"
+            self.observer.on_batch_accepted(state.batch_id, state.accepted)
+
+    # --- lanes, queue accounting, holds ------------------------------------------------
+
+    def lane(self, index: int) -> Lane:
+        return self._lanes[index]
+
+    def dequeued(self, n: int) -> None:
+        """``n`` events left the lane queues/flight for good or for a hold."""
+        self._queued -= n
+        if self._queued < self.settings.pending_cap:
+            self._room.set()
+
+    def requeue_front(self, items: Sequence[Submitted], *, from_hold: bool) -> None:
+        """Put events back at the front of their lanes, keeping their order.
+
+        Events coming back from a request are still counted as queued; events coming out
+        of a hold are counted again."""
+        by_lane: dict[int, list[Submitted]] = {}
+        for item in items:
+            by_lane.setdefault(item.lane, []).append(item)
+        for index, group in by_lane.items():
+            ln = self._lanes[index]
+            ln.queue.extendleft(reversed(group))
+            ln.wake.set()
+        if from_hold:
+            self._queued += len(items)
+
+    def schedule_release(self, hold: Hold) -> None:
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, hold.until - loop.time())
+        self._timers[id(hold)] = loop.call_later(delay, self._release, hold)
+        self._progress.set()
+
+    def _release(self, hold: Hold) -> None:
+        self._timers.pop(id(hold), None)
+        items = self.holds.release(hold)
+        if items:
+            self.requeue_front(items, from_hold=True)
+        self._progress.set()
+
+    def _only_parked_left(self) -> bool:
+        if self._queued > 0 or any(ln.queue for ln in self._lanes):
+            return False
+        held = self.holds.holds()
+        return bool(held) and all(h.reason == "daily_quota" for h in held) \
+            and self.holds.held_events == self._unsettled
+
+    def _release_parked_now(self) -> None:
+        for hold in self.holds.holds(lambda h: h.reason == "daily_quota"):
+            handle = self._timers.pop(id(hold), None)
+            if handle is not None:
+                handle.cancel()
+            self._release(hold)
+
+    # --- failure -----------------------------------------------------------------------
+
+    def fail(self, error: BaseException) -> None:
+        """Stop the run: the first error wins; submit() and close() raise it."""
+        if self._failure is None:
+            self._failure = error
+        self._progress.set()
+        self._room.set()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("uploader not started")
+        return self._session
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure
+
+
+__all__ = ["Mp2AmpError", "RetriesExhausted", "Uploader"]
