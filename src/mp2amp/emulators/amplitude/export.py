@@ -1,0 +1,155 @@
+"""Export API: stored events -> a zip of gzipped NDJSON files, one per hour of server_upload_time.
+
+Members are named as Amplitude names its export files, ``{app}_{YYYY-MM-DD}_{H}#{n}.json.gz``
+(hour not zero-padded, partitions from 1), inside a ``{app}/`` folder; rows carry
+Amplitude's export field names and ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC timestamps.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zipfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from mp2amp.emulators.amplitude.store import HOUR_FORMAT, EventStore
+
+MAX_RANGE = timedelta(days=365)
+MAX_EXPORT_BYTES = 4 * 1024**3  # "The limit size is 4GB"
+ROWS_PER_FILE = 250_000
+SCHEMA_VERSION = 12
+_REVENUE_FIELDS = (("price", "$price"), ("quantity", "$quantity"), ("revenue", "$revenue"),
+                   ("productId", "$productId"), ("revenueType", "$revenueType"))
+
+
+class ExportRangeError(ValueError):
+    """``start``/``end`` are malformed, reversed or span more than 365 days."""
+
+
+def parse_range(start: str | None, end: str | None) -> tuple[str, str]:
+    """Validate ``YYYYMMDDTHH`` bounds (inclusive hours); returns them normalised."""
+    if not start or not end:
+        raise ExportRangeError("start and end are required, formatted YYYYMMDDTHH (e.g. 20220201T05)")
+    try:
+        first = datetime.strptime(start, HOUR_FORMAT)
+        last = datetime.strptime(end, HOUR_FORMAT)
+    except ValueError:
+        raise ExportRangeError(
+            f"start={start!r} end={end!r}: expected YYYYMMDDTHH (e.g. 20220201T05)"
+        ) from None
+    if last < first:
+        raise ExportRangeError(f"end {end} is before start {start}")
+    if last - first > MAX_RANGE:
+        raise ExportRangeError("the range may cover at most 365 days")
+    return first.strftime(HOUR_FORMAT), last.strftime(HOUR_FORMAT)
+
+
+def fmt_time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def hashed_device_id(user_id: str) -> str:
+    """Amplitude fills a missing device_id with a hash of the user_id."""
+    return hashlib.md5(user_id.encode(), usedforsecurity=False).hexdigest()
+
+
+def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> dict[str, Any]:
+    """One stored event in Amplitude's export shape."""
+    upload = fmt_time(e["_t"])
+    event_time = fmt_time(e.get("time") or e["_t"])
+    event_props = dict(e.get("event_properties") or {})
+    for source, target in _REVENUE_FIELDS:
+        if e.get(source) is not None:
+            event_props[target] = e[source]
+    if e.get("price") is not None and e.get("quantity") is not None:
+        event_props["$revenue"] = e["price"] * e["quantity"]
+    aid = canonical(e["_a"])
+    user_id = e.get("user_id")
+    session_id = e.get("session_id")
+    return {
+        "$insert_id": e.get("insert_id"),
+        "$schema": SCHEMA_VERSION,
+        "adid": e.get("adid"),
+        "amplitude_attribution_ids": None,
+        "amplitude_event_type": None,
+        "amplitude_id": aid,
+        "app": app,
+        "city": e.get("city"),
+        "client_event_time": event_time,
+        "client_upload_time": upload,
+        "country": e.get("country"),
+        "data": {"merged_amplitude_id": e["_a"]} if aid != e["_a"] else {},
+        "device_brand": e.get("device_brand"),
+        "device_carrier": e.get("carrier"),
+        "device_family": None,
+        "device_id": e.get("device_id") or (hashed_device_id(user_id) if user_id else None),
+        "device_manufacturer": e.get("device_manufacturer"),
+        "device_model": e.get("device_model"),
+        "device_type": None,
+        "dma": e.get("dma"),
+        "event_id": e.get("event_id"),
+        "event_properties": event_props,
+        "event_time": event_time,
+        "event_type": e["event_type"],
+        "group_properties": e.get("_g") or e.get("group_properties") or {},
+        "groups": e.get("groups") or {},
+        "idfa": e.get("idfa"),
+        "ip_address": e.get("ip"),
+        "is_attribution_event": False,
+        "language": e.get("language"),
+        "library": e.get("library"),
+        "location_lat": e.get("location_lat"),
+        "location_lng": e.get("location_lng"),
+        "os_name": e.get("os_name"),
+        "os_version": e.get("os_version"),
+        "paying": None,
+        "platform": e.get("platform"),
+        "processed_time": upload,
+        "region": e.get("region"),
+        "sample_rate": None,
+        "server_received_time": upload,
+        "server_upload_time": upload,
+        "session_id": session_id if session_id is not None else -1,
+        "start_version": e.get("start_version"),
+        "user_id": user_id,
+        "user_properties": e.get("_u") or {},
+        "uuid": e["_id"],
+        "version_name": e.get("app_version") or e.get("version_name"),
+    }
+
+
+def member_name(app: int, hour: str, part: int) -> str:
+    start = datetime.strptime(hour, HOUR_FORMAT)
+    return f"{app}/{app}_{start:%Y-%m-%d}_{start.hour}#{part}.json.gz"
+
+
+def _write_member(zf: zipfile.ZipFile, name: str, rows: list[bytes]) -> None:
+    with zf.open(name, "w") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        gz.write(b"\n".join(rows) + b"\n")
+
+
+def write_export(
+    store: EventStore, first: str, last: str, app: int, canonical: Callable[[int], int],
+    out: Path | IO[bytes],
+) -> int:
+    """Write the zip for hours ``first..last``; returns the number of events (0: nothing)."""
+    total = 0
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
+        for path in store.hour_files(first, last):
+            rows: list[bytes] = []
+            part = 1
+            for event in store.iter_file(path):
+                rows.append(orjson.dumps(export_row(event, app, canonical)))
+                if len(rows) >= ROWS_PER_FILE:
+                    _write_member(zf, member_name(app, path.stem, part), rows)
+                    total += len(rows)
+                    rows, part = [], part + 1
+            if rows:
+                _write_member(zf, member_name(app, path.stem, part), rows)
+                total += len(rows)
+    return total

@@ -1,0 +1,117 @@
+"""User- and group-property operations ($set, $setOnce, $add, ... $clearAll), applied in place.
+
+Semantics follow Amplitude's Identify API: $append/$prepend do not check for duplicates,
+$preInsert/$postInsert add only values not yet in the list (order kept), $remove drops every
+instance, $clearAll empties the object first. A property object without operations is a
+plain update, i.e. ``$set`` of every key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mp2amp.emulators.amplitude.validate import PROPERTY_OPS, properties_problem
+
+
+def _values(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _as_list(current: Any) -> list[Any]:
+    if current is None:
+        return []
+    return list(current) if isinstance(current, list) else [current]
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = float(value)
+        except ValueError:
+            return None
+        return int(parsed) if parsed.is_integer() else parsed
+    return None
+
+
+def _apply_op(props: dict[str, Any], op: str, changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        if op == "$set":
+            props[key] = value
+        elif op == "$setOnce":
+            props.setdefault(key, value)
+        elif op == "$unset":
+            props.pop(key, None)
+        elif op == "$add":
+            amount = _number(value)
+            if amount is not None:
+                base = _number(props.get(key)) or 0
+                props[key] = base + amount
+        elif op == "$append":
+            props[key] = _as_list(props.get(key)) + _values(value)
+        elif op == "$prepend":
+            props[key] = _values(value) + _as_list(props.get(key))
+        elif op == "$postInsert":
+            current = _as_list(props.get(key))
+            current.extend(v for v in _dedup(_values(value)) if v not in current)
+            props[key] = current
+        elif op == "$preInsert":
+            current = _as_list(props.get(key))
+            props[key] = [v for v in _dedup(_values(value)) if v not in current] + current
+        elif op == "$remove":
+            drop = _values(value)
+            props[key] = [v for v in _as_list(props.get(key)) if v not in drop]
+
+
+def _dedup(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for value in values:
+        if value not in out:
+            out.append(value)
+    return out
+
+
+def has_operations(update: dict[str, Any]) -> bool:
+    return any(key in PROPERTY_OPS for key in update)
+
+
+def apply_update(props: dict[str, Any], update: dict[str, Any]) -> None:
+    """Apply one ``user_properties``/``group_properties`` object to ``props`` in place.
+
+    The caller has checked the object with ``properties_problem`` (no mixing).
+    """
+    if not has_operations(update):
+        props.update(update)
+        return
+    if "$clearAll" in update:
+        props.clear()
+    for op, changes in update.items():
+        if op != "$clearAll" and isinstance(changes, dict):
+            _apply_op(props, op, changes)
+
+
+def identification_problem(item: Any, group: bool) -> str | None:
+    """Why one /identify or /groupidentify item is unusable, or None."""
+    if not isinstance(item, dict):
+        return "each identification must be a JSON object"
+    if group:
+        for key in ("group_type", "group_value"):
+            if not isinstance(item.get(key), str) or not item.get(key):
+                return f"{key} is required and must be a non-empty string"
+        props = item.get("group_properties", {})
+        if props is not None and properties_problem(props):
+            return "group_properties must be an object that does not mix operations with plain keys"
+        return None
+    user_id, device_id = item.get("user_id"), item.get("device_id")
+    if not user_id and not device_id:
+        return "user_id or device_id is required"
+    for key, value in (("user_id", user_id), ("device_id", device_id)):
+        if value is not None and not isinstance(value, str):
+            return f"{key} must be a string"
+    props = item.get("user_properties", {})
+    if props is not None and properties_problem(props):
+        return "user_properties must be an object that does not mix operations with plain keys"
+    return None

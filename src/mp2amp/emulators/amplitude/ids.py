@@ -1,0 +1,117 @@
+"""Amplitude IDs: a stable integer per person, with anonymous devices merged into users.
+
+Rules (reference §1.3/§5.1 ``amplitude_id``, ``data.merged_amplitude_id``):
+
+* a new device seen without a user gets a fresh anonymous amplitude_id;
+* a new user_id on a device that is still anonymous inherits that device's amplitude_id;
+* a known user seen on a still-anonymous device absorbs it: the device's amplitude_id is
+  merged into the user's, so its earlier events join the user (resolved at read time);
+* a device already tied to another user stays with that user (shared devices are not merged).
+
+User properties live here too, keyed by the canonical amplitude_id, because merging moves them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FIRST_AMPLITUDE_ID = 100_000_000_001
+
+
+class Identities:
+    """users/devices -> amplitude_id, the merge map, and per-person user properties."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, int] = {}
+        self.devices: dict[str, int] = {}
+        self.merged: dict[int, int] = {}
+        self.owned: set[int] = set()  # amplitude_ids that belong to a user_id
+        self.user_props: dict[int, dict[str, Any]] = {}
+        self.next_id = FIRST_AMPLITUDE_ID
+        self.dirty = False
+
+    def canonical(self, aid: int) -> int:
+        merged = self.merged
+        while aid in merged:
+            aid = merged[aid]
+        return aid
+
+    def _new(self) -> int:
+        aid = self.next_id
+        self.next_id += 1
+        return aid
+
+    def assign(self, user_id: str | None, device_id: str | None) -> int:
+        """The canonical amplitude_id of an event with these IDs (creating/merging as needed)."""
+        ad = self.devices.get(device_id) if device_id else None
+        if ad is not None and ad in self.merged:
+            ad = self.canonical(ad)
+        if not user_id:
+            if ad is None:
+                self.dirty = True
+                ad = self.devices[device_id] = self._new()  # type: ignore[index]
+            return ad
+        au = self.users.get(user_id)
+        if au is None:
+            self.dirty = True
+            au = ad if ad is not None and ad not in self.owned else self._new()
+            self.users[user_id] = au
+            self.owned.add(au)
+        elif au in self.merged:
+            au = self.canonical(au)
+        if device_id:
+            if ad is None:
+                self.dirty = True
+                self.devices[device_id] = au
+            elif ad != au and ad not in self.owned:
+                self._merge(ad, au)
+        return au
+
+    def _merge(self, source: int, target: int) -> None:
+        self.dirty = True
+        self.merged[source] = target
+        moved = self.user_props.pop(source, None)
+        if moved:
+            # The user's own values win over what the anonymous device carried.
+            self.user_props[target] = {**moved, **self.user_props.get(target, {})}
+
+    def lookup_user(self, user_id: str) -> int | None:
+        aid = self.users.get(user_id)
+        return None if aid is None else self.canonical(aid)
+
+    def known_amplitude_id(self, aid: int) -> bool:
+        return aid in self.owned or aid in self.merged or aid in self.user_props or (
+            FIRST_AMPLITUDE_ID <= aid < self.next_id
+        )
+
+    def user_ids_of(self, aid: int) -> list[str]:
+        return [u for u, a in self.users.items() if self.canonical(a) == aid]
+
+    def forget(self, aids: set[int]) -> None:
+        """Drop every mapping to these people: their next event makes a new user."""
+        self.dirty = True
+        self.users = {u: a for u, a in self.users.items() if self.canonical(a) not in aids}
+        self.devices = {d: a for d, a in self.devices.items() if self.canonical(a) not in aids}
+        for aid in aids:
+            self.user_props.pop(aid, None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "next_id": self.next_id,
+            "users": self.users,
+            "devices": self.devices,
+            "merged": [[s, t] for s, t in self.merged.items()],
+            "owned": sorted(self.owned),
+            "user_props": [[aid, props] for aid, props in self.user_props.items()],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Identities:
+        ids = cls()
+        ids.next_id = int(data.get("next_id", FIRST_AMPLITUDE_ID))
+        ids.users = dict(data.get("users", {}))
+        ids.devices = dict(data.get("devices", {}))
+        ids.merged = {int(s): int(t) for s, t in data.get("merged", [])}
+        ids.owned = set(data.get("owned", []))
+        ids.user_props = {int(aid): props for aid, props in data.get("user_props", [])}
+        return ids

@@ -1,0 +1,204 @@
+"""The /2/httpapi and /batch pipeline: request checks, validation, limits, dedup, storage.
+
+One call per request, returning ``(status, body)`` with ``body["code"] == status``. A request
+is all or nothing: any invalid event, throttled ID or exhausted quota ingests nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from mp2amp.emulators.amplitude.config import (
+    BATCH_MAX_BYTES,
+    DEDUP_WINDOW_S,
+    HTTPAPI_MAX_BYTES,
+    MAX_EVENTS_PER_REQUEST,
+    AmplitudeConfig,
+)
+from mp2amp.emulators.amplitude.identify import apply_update
+from mp2amp.emulators.amplitude.ids import Identities
+from mp2amp.emulators.amplitude.store import EventStore
+from mp2amp.emulators.amplitude.throttle import Limiter, LimitVerdict
+from mp2amp.emulators.amplitude.validate import DEFAULT_MIN_ID_LENGTH, validate_events
+
+MAX_STRING = 1024  # longer property strings are truncated, as Amplitude does
+TOO_LARGE = {"code": 413, "error": "Payload too large"}
+IDENTIFY_TYPES = frozenset({"$identify", "$groupidentify"})
+
+
+def max_bytes(endpoint: str) -> int:
+    return BATCH_MAX_BYTES if endpoint == "batch" else HTTPAPI_MAX_BYTES
+
+
+def missing(field: str) -> tuple[int, dict[str, Any]]:
+    return 400, {"code": 400, "error": "Request missing required field", "missing_field": field}
+
+
+def _truncate(props: dict[str, Any]) -> None:
+    for key, value in props.items():
+        if type(value) is str and len(value) > MAX_STRING:
+            props[key] = value[:MAX_STRING]
+
+
+def group_key(group_type: str, group_value: Any) -> str:
+    return f"{group_type}\x1f{group_value}"
+
+
+def group_values(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+class Ingestor:
+    """Owns the mutable ingestion state (shared with identify, export and privacy)."""
+
+    def __init__(
+        self, config: AmplitudeConfig, store: EventStore, ids: Identities, limiter: Limiter,
+        groups: dict[str, dict[str, Any]],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.ids = ids
+        self.limiter = limiter
+        self.groups = groups
+        self.events_stored = 0
+        self.duplicates = 0
+
+    def check_request(self, payload: Any, endpoint: str) -> tuple[int, dict[str, Any]] | None:
+        """Request-level checks; None when the events may be looked at."""
+        if not isinstance(payload, dict):
+            return 400, {"code": 400, "error": "Invalid JSON request body"}
+        api_key = payload.get("api_key")
+        if not api_key:
+            return missing("api_key")
+        if api_key != self.config.api_key:
+            return 400, {"code": 400, "error": f"Invalid API key: {api_key}"}
+        events = payload.get("events")
+        if events is None:
+            return missing("events")
+        if not isinstance(events, list):
+            return 400, {"code": 400, "error": "Invalid event JSON"}
+        if len(events) > MAX_EVENTS_PER_REQUEST:
+            return 413, dict(TOO_LARGE)
+        options = payload.get("options")
+        if options is not None and (
+            not isinstance(options, dict)
+            or ("min_id_length" in options and (
+                type(options["min_id_length"]) is not int or options["min_id_length"] < 1))
+        ):
+            return 400, {"code": 400, "error": "Invalid options: min_id_length must be a positive integer"}
+        return None
+
+    def handle(
+        self, payload: Any, endpoint: str, size: int, remote: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        refused = self.check_request(payload, endpoint)
+        if refused is not None:
+            return refused
+        events: list[dict[str, Any]] = payload["events"]
+        options = payload.get("options") or {}
+        result = validate_events(events, options.get("min_id_length", DEFAULT_MIN_ID_LENGTH))
+        if not result.ok:
+            return 400, result.error_body()
+        per_device: dict[str, int] = {}
+        per_user: dict[str, int] = {}
+        for event in events:
+            device_id = event.get("device_id")
+            if device_id:
+                per_device[device_id] = per_device.get(device_id, 0) + 1
+            user_id = event.get("user_id")
+            if user_id:
+                per_user[user_id] = per_user.get(user_id, 0) + 1
+        now = self.config.now()
+        eps = self.config.eps_for(endpoint)
+        verdict = self.limiter.check(per_device, per_user, now, eps, self.config.daily_quota)
+        if not verdict.ok:
+            return 429, self._throttled_body(events, verdict, eps)
+        upload_ms = int(now * 1000)
+        self._store(events, upload_ms, remote)
+        self.limiter.record(per_device, per_user, now)
+        return 200, {"code": 200, "events_ingested": len(events),
+                     "payload_size_bytes": size, "server_upload_time": upload_ms}
+
+    @staticmethod
+    def _throttled_body(events: list[dict[str, Any]], verdict: LimitVerdict, eps: int) -> dict[str, Any]:
+        devices = verdict.throttled_devices.keys() | verdict.quota_devices.keys()
+        users = verdict.throttled_users.keys() | verdict.quota_users.keys()
+        indices = [i for i, e in enumerate(events)
+                   if e.get("device_id") in devices or e.get("user_id") in users]
+        return {
+            "code": 429, "error": "Too many requests for some devices and users",
+            "eps_threshold": eps, "throttled_devices": verdict.throttled_devices,
+            "throttled_users": verdict.throttled_users, "throttled_events": indices,
+            "exceeded_daily_quota_users": verdict.quota_users,
+            "exceeded_daily_quota_devices": verdict.quota_devices,
+        }
+
+    def _store(self, events: list[dict[str, Any]], upload_ms: int, remote: str | None) -> None:
+        seen = self.store.seen
+        oldest = upload_ms - DEDUP_WINDOW_S * 1000
+        assign = self.ids.assign
+        user_props = self.ids.user_props
+        groups = self.groups
+        prefix = str(uuid.uuid4())[:24]
+        lines: list[bytes] = []
+        keys: list[str] = []
+        dumps = orjson.dumps
+        for index, event in enumerate(events):
+            device_id = event.get("device_id")
+            user_id = event.get("user_id")
+            insert_id = event.get("insert_id")
+            if insert_id:
+                key = f"{device_id}\x1f{insert_id}" if device_id else f"\x00{user_id}\x1f{insert_id}"
+                first = seen.get(key)
+                if first is not None and first >= oldest:
+                    self.duplicates += 1
+                    continue
+                seen[key] = upload_ms
+                keys.append(key)
+            aid = assign(user_id, device_id)
+            event_props = event.get("event_properties")
+            if event_props:
+                _truncate(event_props)
+            if event.get("ip") == "$remote":
+                event["ip"] = remote
+            event_type = event["event_type"]
+            if event_type == "$groupidentify":
+                self._group_identify(event)
+            update = event.get("user_properties")
+            if event.get("$skip_user_properties_sync"):
+                snapshot = update if update else None
+            else:
+                if update:
+                    _truncate(update)
+                    props = user_props.get(aid)
+                    if props is None:
+                        props = user_props[aid] = {}
+                    apply_update(props, update)
+                    self.ids.dirty = True
+                current = user_props.get(aid)
+                snapshot = dict(current) if current else None
+            event_groups = event.get("groups")
+            if event_groups and event_type != "$groupidentify":
+                snap = {t: {v: groups[group_key(t, v)] for v in group_values(vals)
+                            if group_key(t, v) in groups}
+                        for t, vals in event_groups.items()}
+                event["_g"] = {t: v for t, v in snap.items() if v}
+            event["_a"] = aid
+            event["_t"] = upload_ms
+            event["_id"] = f"{prefix}{index:012x}"
+            if snapshot is not None:
+                event["_u"] = snapshot
+            lines.append(dumps(event))
+        self.store.append(lines, keys, upload_ms)
+        self.events_stored += len(lines)
+
+    def _group_identify(self, event: dict[str, Any]) -> None:
+        update = event.get("group_properties") or {}
+        for group_type, value in (event.get("groups") or {}).items():
+            for group_value in group_values(value):
+                props = self.groups.setdefault(group_key(group_type, group_value), {})
+                apply_update(props, update)
+                self.ids.dirty = True

@@ -1,0 +1,407 @@
+"""The emulator's aiohttp app: Amplitude's routes plus the ``/_emulator/`` control routes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import tempfile
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from mp2amp.emulators.amplitude.config import AmplitudeConfig
+from mp2amp.emulators.amplitude.export import (
+    MAX_EXPORT_BYTES,
+    ExportRangeError,
+    parse_range,
+    write_export,
+)
+from mp2amp.emulators.amplitude.faults import FAIL_ERRORS, Faults
+from mp2amp.emulators.amplitude.identify import apply_update, identification_problem
+from mp2amp.emulators.amplitude.ids import Identities
+from mp2amp.emulators.amplitude.ingest import (
+    TOO_LARGE,
+    Ingestor,
+    group_key,
+    group_values,
+    max_bytes,
+)
+from mp2amp.emulators.amplitude.privacy import DeletionJobs, PrivacyRequestError
+from mp2amp.emulators.amplitude.segmentation import SegmentationQueryError, parse_query, segment
+from mp2amp.emulators.amplitude.store import EventStore, read_json, write_atomic
+from mp2amp.emulators.amplitude.throttle import Limiter
+from mp2amp.emulators.runner import AppServer, run_in_thread
+
+CLIENT_MAX_SIZE = 64 * 1024 * 1024  # above the 20 MB batch limit, so we answer 413 ourselves
+MAX_GROUP_IDENTIFIES = 1024
+IDENTIFY_MAX_BYTES = 1_000_000
+SAVE_EVERY_S = 2.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(status: int, body: Any) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+class AmplitudeEmulator:
+    """Amplitude's ingestion, export, segmentation and privacy APIs over loopback HTTP."""
+
+    def __init__(self, config: AmplitudeConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = EventStore(config.data_dir)
+        state = read_json(config.data_dir / "state.json", {})
+        self.ids = Identities.from_json(state.get("ids", {}))
+        self.limiter = Limiter()
+        self.limiter.load_json(state.get("limits", {}))
+        self.groups: dict[str, dict[str, Any]] = state.get("groups", {})
+        self.ingestor = Ingestor(config, self.store, self.ids, self.limiter, self.groups)
+        self.ingestor.events_stored = int(state.get("events_stored", 0))
+        self.ingestor.duplicates = int(state.get("duplicates", 0))
+        self.store.load_dedup(int(config.now() * 1000))
+        self.jobs = DeletionJobs(config.data_dir / "deletions.json", config.project_id,
+                                 config.deletion_delay_days, self._today)
+        self.faults = Faults(config.fail_rate, config.latency_ms, config.drop_after_ingest_rate,
+                             config.seed)
+        self.requests: Counter[str] = Counter()
+        self._last_deletion_call: float | None = None
+        self._unsaved = 0
+        self._saver: asyncio.Task[None] | None = None
+        self._server = AppServer(self._app(), config.host, config.port)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return self._server.base_url
+
+    async def start(self) -> str:
+        await self._server.start()
+        self._saver = asyncio.create_task(self._save_periodically())
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._saver is not None:
+            self._saver.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._saver
+        await self._server.stop()
+        self.save()
+        self.store.close()
+
+    @contextmanager
+    def running(self) -> Iterator[str]:
+        """Serve from a private loop in a daemon thread; yields the base URL."""
+        with run_in_thread(self.start, self.stop, name="amplitude-emulator") as url:
+            yield url
+
+    def save(self) -> None:
+        state = {
+            "ids": self.ids.to_json(), "limits": self.limiter.to_json(), "groups": self.groups,
+            "events_stored": self.ingestor.events_stored, "duplicates": self.ingestor.duplicates,
+        }
+        write_atomic(self.config.data_dir / "state.json", orjson.dumps(state))
+        self.ids.dirty = False
+        self._unsaved = 0
+
+    async def _save_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(SAVE_EVERY_S)
+            if self._unsaved or self.ids.dirty:
+                self.save()
+                self.store.prune_dedup(int(self.config.now() * 1000))
+
+    def _today(self) -> date:
+        return datetime.fromtimestamp(self.config.now(), self.config.zone).date()
+
+    # --- routing ---------------------------------------------------------------------
+
+    def _app(self) -> web.Application:
+        app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[self._count])
+        app.router.add_post("/2/httpapi", self._ingest_route("httpapi"))
+        app.router.add_post("/batch", self._ingest_route("batch"))
+        app.router.add_route("*", "/identify", self._identify_route(group=False))
+        app.router.add_route("*", "/groupidentify", self._identify_route(group=True))
+        app.router.add_get("/api/2/export", self._export)
+        app.router.add_get("/api/2/events/segmentation", self._segmentation)
+        app.router.add_post("/api/2/deletions/users", self._deletions_create)
+        app.router.add_get("/api/2/deletions/users", self._deletions_list)
+        app.router.add_delete("/api/2/deletions/users/{amplitude_id}/{day}", self._deletions_remove)
+        app.router.add_post("/_emulator/faults", self._set_faults)
+        app.router.add_post("/_emulator/deletions/advance", self._advance_deletions)
+        app.router.add_get("/_emulator/stats", self._stats)
+        app.router.add_get("/_emulator/insert_ids", self._insert_ids)
+        return app
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            self.requests[str(exc.status)] += 1
+            raise
+        self.requests[str(response.status)] += 1
+        return response
+
+    async def _fault(self) -> web.Response | None:
+        """Injected latency and 5xx, before anything is read or stored."""
+        if self.faults.latency_ms:
+            await asyncio.sleep(self.faults.latency_ms / 1000)
+        status = self.faults.failure()
+        if status is not None:
+            return json_response(status, {"code": status, "error": FAIL_ERRORS[status]})
+        return None
+
+    def _drop_connection(self, request: web.Request) -> web.Response:
+        """Close the socket after the events were stored: the client sees no answer."""
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=200)
+
+    async def _read_body(self, request: web.Request, limit: int) -> bytes | None:
+        """The (decompressed) body, or None when it is above ``limit`` bytes."""
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return None
+        return body if len(body) <= limit else None
+
+    # --- ingestion ---------------------------------------------------------------------
+
+    def _ingest_route(self, endpoint: str) -> Handler:
+        async def handle(request: web.Request) -> web.Response:
+            failed = await self._fault()
+            if failed is not None:
+                return failed
+            body = await self._read_body(request, max_bytes(endpoint))
+            if body is None:
+                return json_response(413, TOO_LARGE)
+            if not body:
+                return json_response(400, {"code": 400, "error": "Missing request body"})
+            try:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return json_response(400, {"code": 400, "error": "Invalid JSON request body"})
+            status, answer = self.ingestor.handle(payload, endpoint, len(body), request.remote)
+            if status == 200:
+                self._unsaved += 1
+                if self.faults.drop_after_ingest():
+                    return self._drop_connection(request)
+            return json_response(status, answer)
+
+        return handle
+
+    def _identify_route(self, group: bool) -> Handler:
+        async def handle(request: web.Request) -> web.Response:
+            failed = await self._fault()
+            if failed is not None:
+                return failed
+            body = await self._read_body(request, IDENTIFY_MAX_BYTES)
+            if body is None:
+                return json_response(413, TOO_LARGE)
+            form: dict[str, str] = dict(request.query)
+            if request.method == "POST":
+                form.update({k: str(v) for k, v in (await request.post()).items()})
+            status, answer = self._identify(form, group)
+            return json_response(status, answer)
+
+        return handle
+
+    def _identify(self, form: dict[str, str], group: bool) -> tuple[int, dict[str, Any]]:
+        api_key = form.get("api_key")
+        if not api_key:
+            return 400, {"code": 400, "error": "Request missing required field",
+                         "missing_field": "api_key"}
+        if api_key != self.config.api_key:
+            return 400, {"code": 400, "error": f"Invalid API key: {api_key}"}
+        try:
+            items = orjson.loads(form.get("identification") or "")
+        except orjson.JSONDecodeError:
+            return 400, {"code": 400, "error": "missing_event",
+                         "detail": "identification is missing or is not valid JSON"}
+        items = items if isinstance(items, list) else [items]
+        if group and len(items) > MAX_GROUP_IDENTIFIES:
+            return 413, dict(TOO_LARGE)
+        problems = {i: p for i, item in enumerate(items)
+                    if (p := identification_problem(item, group)) is not None}
+        if problems:
+            field = "group_properties" if group else "user_properties"
+            return 400, {"code": 400, "error": "Invalid field values on some events",
+                         "events_with_invalid_fields": {field: sorted(problems)},
+                         "detail": "; ".join(f"identification[{i}]: {p}" for i, p in problems.items())}
+        for item in items:
+            if group:
+                for value in group_values(item["group_value"]):
+                    props = self.groups.setdefault(group_key(item["group_type"], value), {})
+                    apply_update(props, item.get("group_properties") or {})
+            else:
+                aid = self.ids.assign(item.get("user_id"), item.get("device_id"))
+                props = self.ids.user_props.setdefault(aid, {})
+                apply_update(props, item.get("user_properties") or {})
+        self.ids.dirty = True
+        return 200, {"code": 200, "identifications_ingested": len(items),
+                     "server_upload_time": int(self.config.now() * 1000)}
+
+    # --- query APIs ----------------------------------------------------------------------
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        try:
+            decoded = base64.b64decode(header[6:]).decode()
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return decoded == f"{self.config.api_key}:{self.config.secret_key}"
+
+    @staticmethod
+    def _unauthorized() -> web.Response:
+        return json_response(401, {"code": 401, "error": "Invalid Api-Key or Secret-Key "
+                                   "(HTTP Basic auth with api_key:secret_key)"})
+
+    async def _export(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return self._unauthorized()
+        try:
+            first, last = parse_range(request.query.get("start"), request.query.get("end"))
+        except ExportRangeError as exc:
+            return json_response(400, {"code": 400, "error": str(exc)})
+        # Built in a temporary file (not in memory) by a worker thread.
+        with tempfile.TemporaryFile(dir=self.config.data_dir) as spool:
+            count = await asyncio.to_thread(write_export, self.store, first, last,
+                                            self.config.project_id, self.ids.canonical, spool)
+            if count == 0:
+                return json_response(404, {"code": 404, "error": "Raw data files were not found."})
+            if spool.tell() > MAX_EXPORT_BYTES:
+                return json_response(400, {"code": 400, "error": "The file size of the exported "
+                                           "data is too large. The limit size is 4GB."})
+            spool.seek(0)
+            data = spool.read()
+        return web.Response(body=data, content_type="application/zip", headers={
+            "Content-Disposition": f'attachment; filename="export_{first}_{last}.zip"'})
+
+    async def _segmentation(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        try:
+            event_type, metric, start, end = parse_query(dict(request.query))
+        except SegmentationQueryError as exc:
+            return json_response(400, {"code": 400, "error": str(exc)})
+        result = await asyncio.to_thread(segment, self.store, event_type, metric, start, end,
+                                         self.config.zone, self.ids.canonical)
+        return json_response(200, result)
+
+    # --- privacy -------------------------------------------------------------------------
+
+    def _privacy_gate(self, request: web.Request) -> web.Response | None:
+        """Basic auth, then the 1 request/second limit of /api/2/deletions/users."""
+        if not self._authorized(request):
+            return self._unauthorized()
+        now = self.config.now()
+        last = self._last_deletion_call
+        if last is not None and now - last < 1.0 / self.config.deletion_rate_per_s:
+            return json_response(429, {"code": 429, "error": "Too many requests: the deletion "
+                                       "endpoint allows 1 request per second"})
+        self._last_deletion_call = now
+        return None
+
+    async def _deletions_create(self, request: web.Request) -> web.Response:
+        refused = self._privacy_gate(request)
+        if refused is not None:
+            return refused
+        try:
+            if request.content_type == "application/x-www-form-urlencoded":
+                form = await request.post()
+                body: Any = {"amplitude_ids": form.getall("amplitude_ids", []),
+                             "user_ids": form.getall("user_ids", []),
+                             **{k: form[k] for k in ("requester", "ignore_invalid_id",
+                                                     "ignore_invalid_ids") if k in form}}
+            else:
+                body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise PrivacyRequestError("the body must be a JSON object")
+            return json_response(200, self.jobs.create(body, self.ids))
+        except orjson.JSONDecodeError:
+            return json_response(400, {"code": 400, "error": "the body is not valid JSON"})
+        except PrivacyRequestError as exc:
+            return json_response(400, {"code": 400, "error": str(exc), **exc.extra})
+
+    async def _deletions_list(self, request: web.Request) -> web.Response:
+        refused = self._privacy_gate(request)
+        if refused is not None:
+            return refused
+        try:
+            jobs = self.jobs.list(request.query.get("start_day"), request.query.get("end_day"))
+        except PrivacyRequestError as exc:
+            return json_response(400, {"code": 400, "error": str(exc)})
+        return json_response(200, jobs)
+
+    async def _deletions_remove(self, request: web.Request) -> web.Response:
+        refused = self._privacy_gate(request)
+        if refused is not None:
+            return refused
+        try:
+            entry = self.jobs.remove(request.match_info["amplitude_id"], request.match_info["day"])
+        except PrivacyRequestError as exc:
+            return json_response(400, {"code": 400, "error": str(exc)})
+        if entry is None:
+            return json_response(404, {"code": 404, "error": "no such user in a job of that day"})
+        return json_response(200, entry)
+
+    # --- emulator control ----------------------------------------------------------------
+
+    async def _set_faults(self, request: web.Request) -> web.Response:
+        try:
+            changes = orjson.loads(await request.read() or b"{}")
+        except orjson.JSONDecodeError:
+            return json_response(400, {"code": 400, "error": "the body is not valid JSON"})
+        if not isinstance(changes, dict):
+            return json_response(400, {"code": 400, "error": "the body must be a JSON object"})
+        problems = self.faults.update(changes)
+        if problems:
+            return json_response(400, {"code": 400, "error": "; ".join(problems)})
+        if "eps_limit" in changes:
+            self.config.eps_limit = changes["eps_limit"]
+        if "daily_quota" in changes and changes["daily_quota"] is not None:
+            self.config.daily_quota = changes["daily_quota"]
+        return json_response(200, {**self.faults.to_json(), "eps_limit": self.config.eps_limit,
+                                   "daily_quota": self.config.daily_quota})
+
+    async def _advance_deletions(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            day = orjson.loads(raw).get("day") if raw else None
+        except (orjson.JSONDecodeError, AttributeError):
+            return json_response(400, {"code": 400, "error": 'the body must be {"day": "YYYY-MM-DD"} or empty'})
+        # In the loop thread: it rewrites the files that ingestion appends to.
+        result = self.jobs.advance(self.ids, self.store, day)
+        self.ingestor.events_stored -= result["events_erased"]
+        self.save()
+        return json_response(200, result)
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return json_response(200, {
+            "events_stored": self.ingestor.events_stored,
+            "duplicates_ignored": self.ingestor.duplicates,
+            "requests": dict(self.requests),
+            "users": len(self.ids.users), "devices": len(self.ids.devices),
+            "faults": self.faults.to_json(),
+        })
+
+    async def _insert_ids(self, request: web.Request) -> web.Response:
+        def collect() -> list[list[Any]]:
+            counts: Counter[tuple[str | None, str]] = Counter()
+            for event in self.store.iter_events():
+                insert_id = event.get("insert_id")
+                if insert_id:
+                    counts[(event.get("device_id") or event.get("user_id"), insert_id)] += 1
+            return [[who, iid, n] for (who, iid), n in counts.items()]
+
+        return json_response(200, await asyncio.to_thread(collect))
+

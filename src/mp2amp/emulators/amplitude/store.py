@@ -1,0 +1,169 @@
+"""Everything the emulator keeps, under ``--data DIR``, so that it survives a restart.
+
+Layout::
+
+    events/YYYYMMDDTHH.jsonl   accepted events, one orjson line each, by UTC hour of
+                               server_upload_time (what the Export API selects on)
+    dedup/YYYYMMDDTHH.jsonl    one line per request: [upload_ms, [dedup_key, ...]]
+    state.json                 amplitude IDs, user/group properties, daily quota counts
+    deletions.json             User Privacy API jobs
+
+Event lines are the ingested event plus ``_a`` (amplitude_id as assigned), ``_t``
+(server_upload_time ms), ``_id`` (uuid) and ``_u``/``_g`` (user/group properties as of
+ingestion). Only the dedup keys of the last 7 days are loaded back into memory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mp2amp.emulators.amplitude.config import DEDUP_WINDOW_S
+from mp2amp.errors import InputError
+
+HOUR_FORMAT = "%Y%m%dT%H"
+
+
+def hour_name(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime(HOUR_FORMAT)
+
+
+def hour_start(name: str) -> datetime:
+    return datetime.strptime(name, HOUR_FORMAT).replace(tzinfo=UTC)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, default: Any) -> Any:
+    if not path.exists():
+        return default
+    try:
+        return orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise InputError(
+            f"{path}: not valid JSON ({exc}); the emulator's state is damaged, "
+            "restore it or start with an empty --data directory"
+        ) from None
+
+
+class EventStore:
+    """Append-only hourly event files plus the in-memory dedup index."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir
+        self.events_dir = data_dir / "events"
+        self.dedup_dir = data_dir / "dedup"
+        self.events_dir.mkdir(parents=True, exist_ok=True)
+        self.dedup_dir.mkdir(parents=True, exist_ok=True)
+        self.seen: dict[str, int] = {}
+        self._open_hour: str | None = None
+        self._events_fh: Any = None
+        self._dedup_fh: Any = None
+        self._pruned_at = 0.0
+
+    # --- dedup -------------------------------------------------------------------
+
+    def load_dedup(self, now_ms: int) -> None:
+        """Rebuild the dedup index from the journal files of the last 7 days."""
+        oldest = now_ms - DEDUP_WINDOW_S * 1000
+        cutoff_hour = hour_name(oldest - 3600_000)
+        seen = self.seen
+        for path in sorted(self.dedup_dir.glob("*.jsonl")):
+            if path.stem < cutoff_hour:
+                path.unlink()
+                continue
+            for raw in path.read_bytes().splitlines():
+                try:
+                    upload_ms, keys = orjson.loads(raw)
+                except (orjson.JSONDecodeError, ValueError):
+                    continue  # a torn last line from a killed process: that request failed
+                if upload_ms >= oldest:
+                    for key in keys:
+                        seen[key] = upload_ms
+
+    def prune_dedup(self, now_ms: int) -> None:
+        """Forget keys older than the window (at most once an hour: it is a full scan)."""
+        if now_ms - self._pruned_at < 3600_000:
+            return
+        self._pruned_at = now_ms
+        oldest = now_ms - DEDUP_WINDOW_S * 1000
+        self.seen = {k: t for k, t in self.seen.items() if t >= oldest}
+
+    # --- append --------------------------------------------------------------------
+
+    def _handles(self, hour: str) -> tuple[Any, Any]:
+        if hour != self._open_hour:
+            self.close()
+            self._events_fh = open(self.events_dir / f"{hour}.jsonl", "ab")  # noqa: SIM115
+            self._dedup_fh = open(self.dedup_dir / f"{hour}.jsonl", "ab")  # noqa: SIM115
+            self._open_hour = hour
+        return self._events_fh, self._dedup_fh
+
+    def append(self, lines: list[bytes], dedup_keys: list[str], upload_ms: int) -> None:
+        """Write one request's accepted events and dedup keys, each in a single write."""
+        events_fh, dedup_fh = self._handles(hour_name(upload_ms))
+        if dedup_keys:
+            dedup_fh.write(orjson.dumps([upload_ms, dedup_keys]) + b"\n")
+            dedup_fh.flush()
+        if lines:
+            events_fh.write(b"\n".join(lines) + b"\n")
+            events_fh.flush()
+
+    def close(self) -> None:
+        for fh in (self._events_fh, self._dedup_fh):
+            if fh is not None:
+                fh.close()
+        self._events_fh = self._dedup_fh = None
+        self._open_hour = None
+
+    # --- read ----------------------------------------------------------------------
+
+    def hour_files(self, first: str | None = None, last: str | None = None) -> list[Path]:
+        paths = sorted(self.events_dir.glob("*.jsonl"))
+        return [p for p in paths if (first is None or p.stem >= first)
+                and (last is None or p.stem <= last)]
+
+    def iter_file(self, path: Path) -> Iterator[dict[str, Any]]:
+        data = path.read_bytes()
+        end = data.rfind(b"\n")  # a line still being written has no newline yet
+        for raw in data[: end + 1].splitlines():
+            if raw:
+                yield orjson.loads(raw)
+
+    def iter_events(self) -> Iterator[dict[str, Any]]:
+        for path in self.hour_files():
+            yield from self.iter_file(path)
+
+    def rewrite_without(self, drop_aids: set[int], canonical: Any) -> int:
+        """Remove every event of these people (by canonical amplitude_id); returns how many."""
+        self.close()
+        removed = 0
+        for path in self.hour_files():
+            kept: list[bytes] = []
+            changed = False
+            for raw in path.read_bytes().splitlines():
+                if raw and canonical(orjson.loads(raw)["_a"]) in drop_aids:
+                    removed += 1
+                    changed = True
+                elif raw:
+                    kept.append(raw)
+            if changed:
+                if kept:
+                    write_atomic(path, b"\n".join(kept) + b"\n")
+                else:
+                    path.unlink()
+        return removed
+
+
+def now_ms(clock: Any = time.time) -> int:
+    return int(clock() * 1000)
