@@ -1,0 +1,226 @@
+"""Loading ``mp2amp.toml``: a generic, type-driven parser that reports every problem at once.
+
+It reads each section dataclass's field types (bool, int, float, str, Path, date,
+Literal, tuples, nested sections, Secret, ``X | None``), so a new option needs no code
+here. Field metadata: ``check`` (a function returning a problem or None), ``env`` (the
+value comes only from that environment variable), ``env_or_file`` (the environment wins
+over the file), ``internal`` (not read from the file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from mp2amp.config.sections import Config, Secret
+from mp2amp.errors import ConfigError
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Read ``path`` (or only defaults when None), apply ``overrides`` ({"section.key": value};
+    None values are ignored, so unset flags can be passed as they are) and the environment.
+
+    Raises ConfigError with every problem found."""
+    env = os.environ if env is None else env
+    source = str(path) if path is not None else None
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        file = Path(path)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError([f"the config file {file} does not exist; create it (see "
+                               "docs/examples/mp2amp.toml) or leave --config out"],
+                              source=source) from None
+        except OSError as exc:
+            raise ConfigError([f"cannot read the config file: {exc.strerror or exc}"],
+                              source=source) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError([f"the config file is not UTF-8 text (byte {exc.start})"],
+                              source=source) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"not valid TOML: {exc}"], source=source) from None
+        base = file.resolve().parent
+    problems: list[str] = []
+    raw = _apply_overrides(data, overrides or {}, problems)
+    parser = _Parser(base=base, env=env, problems=problems)
+    config = parser.section(Config, raw, "")
+    if problems:
+        raise ConfigError(problems, source=source)
+    assert isinstance(config, Config)
+    return dataclasses.replace(config, path=Path(path) if path is not None else None)
+
+
+def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any],
+                     problems: list[str]) -> dict[str, Any]:
+    """Overrides land on a copy of the file's data; override paths resolve against the cwd."""
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if not key:
+            problems.append(f"{dotted}: an override names section.key")
+            continue
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            continue  # the section itself is wrong; the parser reports it
+        if isinstance(value, Path):
+            value = str(value.resolve())
+        target[key] = value
+    return merged
+
+
+class _Invalid:
+    """A value that failed; its problem is already recorded."""
+
+
+_INVALID = _Invalid()
+
+
+@dataclass
+class _Parser:
+    base: Path
+    env: Mapping[str, str]
+    problems: list[str]
+
+    def section(self, cls: type[Any], raw: Any, prefix: str) -> Any:
+        """An instance of the section ``cls`` from ``raw``, or _INVALID when a required key
+        is missing or wrong (its problems recorded either way)."""
+        name = prefix.rstrip(".")
+        if not isinstance(raw, dict):
+            self.problems.append(f"{name}: must be a table ([{name}] or {{...}}), "
+                                 f"got {_kind(raw)}")
+            raw = {}
+        hints = typing.get_type_hints(cls)
+        fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+        known = {f.name for f in fields}
+        for key in raw:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else (
+                    f" (known: {', '.join(sorted(known))})")
+                self.problems.append(f"{prefix}{key}: unknown key{hint}")
+        values: dict[str, Any] = {}
+        failed: list[str] = []
+        for f in fields:
+            path = f"{prefix}{f.name}"
+            var = f.metadata.get("env")
+            if var is not None:
+                if f.name in raw:
+                    self.problems.append(f"{path}: secrets are read only from the environment "
+                                         f"({var}); remove it from the file")
+                if self.env.get(var):
+                    values[f.name] = Secret(self.env[var])
+                continue
+            var = f.metadata.get("env_or_file")
+            if var is not None and self.env.get(var):
+                values[f.name] = Secret(self.env[var])  # the environment wins over the file
+                continue
+            tp = hints[f.name]
+            if f.name in raw:
+                value = self.value(tp, raw[f.name], path)
+            elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
+                value = self.value(tp, {}, path)  # an absent section still reads its secrets
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                value = self._bad(path, "missing (required)")
+            else:
+                continue
+            if value is _INVALID:
+                failed.append(f.name)
+                continue
+            check = f.metadata.get("check")
+            problem = check(value) if check is not None and value is not None else None
+            if problem:
+                self.problems.append(f"{path}: {problem}")
+                failed.append(f.name)
+                continue
+            values[f.name] = value
+        try:
+            result = cls(**values)
+        except TypeError:  # a required field failed: its problem is recorded
+            return _INVALID
+        if hasattr(result, "problems"):
+            # Cross-field checks on a field that already failed would judge its default.
+            self.problems.extend(
+                f"{prefix}{p}" for p in result.problems()
+                if not any(name in p.partition(":")[0] for name in failed))
+        return result
+
+    def value(self, tp: Any, raw: Any, path: str) -> Any:
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if origin in (typing.Union, types.UnionType):
+            inner = [a for a in args if a is not type(None)]
+            return self.value(inner[0], raw, path) if len(inner) == 1 else raw
+        if origin is Literal:
+            if raw in args:
+                return raw
+            return self._bad(path, f"{raw!r} is not one of {', '.join(map(str, args))}")
+        if origin is tuple:
+            if not isinstance(raw, list):
+                return self._bad(path, f"must be a list, got {_kind(raw)}")
+            items = [self.value(args[0], item, f"{path}[{i}]") for i, item in enumerate(raw)]
+            return _INVALID if any(i is _INVALID for i in items) else tuple(items)
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            before = len(self.problems)
+            result = self.section(tp, raw, f"{path}.")
+            return _INVALID if len(self.problems) != before else result
+        if tp is bool:
+            return raw if isinstance(raw, bool) else self._bad(
+                path, f"must be true or false, got {_kind(raw)}")
+        if tp is int:
+            return raw if isinstance(raw, int) and not isinstance(raw, bool) else self._bad(
+                path, f"must be an integer, got {_kind(raw)}")
+        if tp is float:
+            ok = isinstance(raw, int | float) and not isinstance(raw, bool)
+            return float(raw) if ok else self._bad(path, f"must be a number, got {_kind(raw)}")
+        if tp is str:
+            return raw if isinstance(raw, str) else self._bad(
+                path, f"must be a string, got {_kind(raw)}")
+        if tp is Path:
+            if not isinstance(raw, str) or not raw:
+                return self._bad(path, f"must be a path (a string), got {_kind(raw)}")
+            return self.base / Path(raw).expanduser()
+        if tp is date:
+            if isinstance(raw, date) and not hasattr(raw, "hour"):
+                return raw
+            if isinstance(raw, str):
+                try:
+                    return date.fromisoformat(raw)
+                except ValueError:
+                    pass
+            return self._bad(path, f"must be a date like 2024-01-31, got {raw!r}")
+        if tp is Secret:
+            return Secret(raw) if isinstance(raw, str) and raw else self._bad(
+                path, "must be a non-empty string")
+        raise TypeError(f"config field {path} has a type the loader does not know: {tp}")
+
+    def _bad(self, path: str, problem: str) -> _Invalid:
+        self.problems.append(f"{path}: {problem}")
+        return _INVALID
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "a table", list: "a list", str: "a string", bool: "a boolean",
+             int: "an integer", float: "a number"}
+    label = names.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{label} {text if len(text) <= 40 else text[:37] + '...'}"

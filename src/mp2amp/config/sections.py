@@ -1,0 +1,289 @@
+"""The sections of ``mp2amp.toml``: one frozen dataclass each, with defaults and checks.
+
+To add an option, add a field with a default to its section; the loader reads its type.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from mp2amp.errors import ConfigError
+
+if typing.TYPE_CHECKING:
+    from mp2amp.transform.plan import TrackingPlan
+    from mp2amp.transform.privacy import PrivacyRules
+    from mp2amp.transform.settings import TransformSettings
+
+DEFAULT_FILE = "mp2amp.toml"
+HASH_SALT_ENV = "MP2AMP_HASH_SALT"
+
+
+class Secret:
+    """A credential: compares and hashes like its value, prints as ``***``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _env(name: str) -> dict[str, str]:
+    """Field metadata: the value comes only from this environment variable."""
+    return {"env": name}
+
+
+def _check(fn: Callable[[Any], str | None]) -> dict[str, Callable[[Any], str | None]]:
+    """Field metadata: ``fn(value)`` returns a problem (without the key) or None."""
+    return {"check": fn}
+
+
+def _positive(value: int) -> str | None:
+    return None if value > 0 else f"must be positive, got {value}"
+
+
+def _between(low: int, high: int) -> Callable[[int], str | None]:
+    def check(value: int) -> str | None:
+        return None if low <= value <= high else f"must be {low}..{high}, got {value}"
+    return check
+
+
+def _timezone(value: str) -> str | None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"{value!r} is not an IANA timezone (like 'America/Los_Angeles' or 'UTC')"
+    return None
+
+
+def _host(value: str) -> str | None:
+    return None if re.match(r"^https?://[^/\s]+", value) else (
+        f"{value!r} is not an http(s) URL like 'http://127.0.0.1:8040'")
+
+
+def _regex(value: str) -> str | None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        return f"{value!r} is not a valid regular expression ({exc})"
+    return None
+
+
+def _names(value: tuple[str, ...]) -> str | None:
+    return "names must be non-empty" if any(not v for v in value) else None
+
+
+# --- sections ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TimezoneChange:
+    """From ``since`` on (the project-local date), exports use ``timezone``."""
+
+    since: date
+    timezone: str = field(metadata=_check(_timezone))
+
+
+@dataclass(frozen=True, slots=True)
+class MixpanelConfig:
+    project_id: int | None = field(default=None, metadata=_check(_positive))
+    region: Literal["us", "eu", "in"] = "us"
+    api_host: str | None = field(default=None, metadata=_check(_host))
+    timezone: str = field(default="UTC", metadata=_check(_timezone))
+    legacy_time: bool = False
+    timezone_changes: tuple[TimezoneChange, ...] = ()
+    id_merge: Literal["simplified", "original"] = "simplified"
+    service_account: Secret | None = field(default=None, metadata=_env("MIXPANEL_SERVICE_ACCOUNT"))
+    secret: Secret | None = field(default=None, metadata=_env("MIXPANEL_SECRET"))
+
+    def problems(self) -> list[str]:
+        out = []
+        dates = [c.since for c in self.timezone_changes]
+        if dates != sorted(set(dates)):
+            out.append("timezone_changes: dates must be in increasing order, each once")
+        if self.timezone_changes and not self.legacy_time:
+            out.append("timezone_changes: only legacy_time projects store project-local time; "
+                       "set legacy_time = true or remove the changes")
+        if self.service_account is not None and ":" not in self.service_account.reveal():
+            out.append("service_account: MIXPANEL_SERVICE_ACCOUNT must be 'username:secret'")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    from_date: date | None = None
+    to_date: date | None = None
+    files: tuple[str, ...] = ()
+    identity_table: str | None = None  # Data Pipelines identity mappings (path or URL)
+
+    def problems(self) -> list[str]:
+        if self.from_date and self.to_date and self.from_date > self.to_date:
+            return [f"to_date: {self.to_date} is before from_date {self.from_date}"]
+        if (self.from_date is None) != (self.to_date is None):
+            return ["from_date/to_date: give both, or neither"]
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class AmplitudeConfig:
+    region: Literal["us", "eu"] = "us"
+    api_host: str | None = field(default=None, metadata=_check(_host))
+    endpoint: Literal["batch", "httpapi"] = "batch"
+    output_dir: str | None = None
+    api_key: Secret | None = field(default=None, metadata=_env("AMPLITUDE_API_KEY"))
+    secret_key: Secret | None = field(default=None, metadata=_env("AMPLITUDE_SECRET_KEY"))
+
+
+@dataclass(frozen=True, slots=True)
+class RevenueConfig:
+    """Which event properties become Amplitude's revenue fields; unset ones are not mapped
+    (Mixpanel has no reserved revenue property). Names as the tracking plan leaves them."""
+
+    price: str | None = None
+    quantity: str | None = None
+    revenue: str | None = None
+    product_id: str | None = None
+    revenue_type: str | None = None
+    currency: str | None = None
+    items: str | None = None  # list of {price, quantity, product_id} for multi-item orders
+    refund_events: tuple[str, ...] = field(default=(), metadata=_check(_names))
+
+
+@dataclass(frozen=True, slots=True)
+class TransformConfig:
+    plan: Path | None = None
+    session_gap_minutes: int = field(default=30, metadata=_check(_between(1, 24 * 60)))
+    groups: tuple[str, ...] = field(default=(), metadata=_check(_names))
+    retroactive: bool = True  # a device's anonymous events carry the user it later joins
+    user_id_pattern: str | None = field(default=None, metadata=_check(_regex))
+    amplitude_event_names: bool = False  # $mp_web_page_view -> [Amplitude] Page Viewed ...
+    revenue: RevenueConfig = RevenueConfig()
+
+    def problems(self) -> list[str]:
+        out = []
+        if len(self.groups) > 5:
+            out.append(f"groups: Amplitude allows 5 group types, got {len(self.groups)}")
+        if len(set(self.groups)) != len(self.groups):
+            out.append("groups: a group key is listed twice")
+        if self.plan is not None and not self.plan.is_file():
+            out.append(f"plan: the tracking plan {self.plan} does not exist")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyConfig:
+    ip: Literal["keep", "drop"] = "keep"
+    drop_properties: tuple[str, ...] = field(default=(), metadata=_check(_names))
+    hash_properties: tuple[str, ...] = field(default=(), metadata=_check(_names))
+    hash_salt: Secret | None = field(default=None, metadata={"env_or_file": HASH_SALT_ENV})
+    exclude_users: Path | None = None
+    drop_before: date | None = None
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.hash_properties and self.hash_salt is None:
+            out.append(f"hash_salt: hash_properties needs a salt; set hash_salt here or the "
+                       f"{HASH_SALT_ENV} environment variable (unsalted hashes of e-mails "
+                       f"are reversible)")
+        if self.exclude_users is not None and not self.exclude_users.is_file():
+            out.append(f"exclude_users: the excluded-users file {self.exclude_users} "
+                       f"does not exist")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    workdir: Path = Path(".mp2amp")
+    concurrency: int = field(default=8, metadata=_check(_between(1, 64)))
+    memory_budget: int = field(default=2_000_000, metadata=_check(_between(1_000, 10**9)))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    mixpanel: MixpanelConfig = MixpanelConfig()
+    source: SourceConfig = SourceConfig()
+    amplitude: AmplitudeConfig = AmplitudeConfig()
+    transform: TransformConfig = TransformConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    run: RunConfig = RunConfig()
+    path: Path | None = field(default=None, metadata={"internal": True})
+
+    @property
+    def keep_ip(self) -> bool:
+        return self.privacy.ip == "keep"
+
+    def tracking_plan(self) -> TrackingPlan:
+        from mp2amp.transform.plan import TrackingPlan, load_plan
+
+        return load_plan(self.transform.plan) if self.transform.plan else TrackingPlan.keep_all()
+
+    def privacy_rules(self) -> PrivacyRules:
+        from mp2amp.transform.privacy import PrivacyRules, load_excluded_users
+
+        p = self.privacy
+        excluded = load_excluded_users(p.exclude_users) if p.exclude_users else frozenset()
+        return PrivacyRules(
+            keep_ip=self.keep_ip,
+            drop_properties=p.drop_properties,
+            hash_properties=p.hash_properties,
+            salt=p.hash_salt.reveal() if p.hash_salt else None,
+            excluded_users=excluded,
+            drop_before=p.drop_before,
+        )
+
+    def transform_settings(self) -> TransformSettings:
+        """The mapping core's settings. The plan and the excluded-users file are read here;
+        their problems are reported together, each prefixed with its file."""
+        from mp2amp.transform.settings import RevenueSettings, TransformSettings
+
+        problems: list[str] = []
+        plan = privacy = None
+        try:
+            plan = self.tracking_plan()
+        except ConfigError as exc:
+            problems += [f"{exc.source or self.transform.plan}: {p}" for p in exc.problems]
+        try:
+            privacy = self.privacy_rules()
+        except ConfigError as exc:
+            problems += exc.problems
+        if problems or plan is None or privacy is None:
+            raise ConfigError(problems, source=str(self.path) if self.path else None)
+        m, t = self.mixpanel, self.transform
+        r = t.revenue
+        return TransformSettings(
+            timezone=m.timezone,
+            legacy_time=m.legacy_time,
+            timezone_changes=tuple((c.since.isoformat(), c.timezone)
+                                   for c in m.timezone_changes),
+            revenue=RevenueSettings(price=r.price, quantity=r.quantity, revenue=r.revenue,
+                                    product_id=r.product_id, revenue_type=r.revenue_type,
+                                    currency=r.currency, items=r.items,
+                                    refund_events=r.refund_events),
+            group_keys=t.groups,
+            keep_ip=self.keep_ip,
+            plan=plan,
+            privacy=privacy,
+            amplitude_event_names=t.amplitude_event_names,
+        )
+
+
