@@ -1,0 +1,78 @@
+"""The identity stage: who each Mixpanel event belongs to, as Amplitude user_id/device_id.
+
+It runs before the transform, in two passes over the same records::
+
+    graph = IdentityGraph("simplified", workdir)
+    for record in records: graph.observe(record)      # pass 1 (True: identity record)
+    report = graph.finish()
+    for record in records: ids = graph.resolve(record["properties"])   # pass 2
+
+IDs. Junk and blocklisted values (``junk.JUNK_IDS``: Amplitude's blocklist plus SDK junk
+such as "undefined", "[object Object]", all-zero IDs) count as absent. IDs shorter than 5
+characters are kept (the loader sends ``min_id_length``). Integers become text.
+
+Simplified ID Merge (``mode="simplified"``), as Mixpanel documents it:
+
+* An event with ``$user_id`` belongs to that user. Otherwise a non-``$device:``
+  ``distinct_id`` that differs from ``$device_id`` is a user ID (backward compatibility,
+  and exports re-key a linked device's events to its user).
+* A device is ``$device_id``, or the ``X`` of a ``distinct_id`` ``$device:X``.
+* A device joins the FIRST user it is seen with on one event (earliest ``time``; ties to
+  the smallest user ID): a later user on a shared device does not take its history.
+  Shared devices are counted in the report. ``$identify``/``$create_alias``/``$merge``
+  are ignored for linking, as in Mixpanel.
+* ``retroactive=True`` (default): a device's anonymous events carry its user's user_id,
+  as Mixpanel (and Amplitude, for events sent after the link) attribute them. With
+  ``retroactive=False`` anonymous events carry only their device_id.
+
+Original ID Merge (``mode="original"``): a union-find over distinct IDs, fed by
+
+* ``$identify``: ``$identified_id`` + ``$anon_id`` (HTTP API names), or the JS SDK's
+  ``distinct_id`` + ``$anon_distinct_id``; refused, like Mixpanel, when the anonymous ID is
+  already merged with another identified user (so shared devices keep their first user);
+* ``$create_alias``: ``alias`` + ``distinct_id``; ``$merge``: every ID of ``$distinct_ids``;
+* ordinary events: ``$device_id`` + ``$user_id`` (refused like ``$identify``), and export
+  evidence that Mixpanel already merged: ``$distinct_id_before_identity`` vs
+  ``distinct_id``, and a re-keyed ``distinct_id`` vs ``$user_id``/``$device_id``.
+
+Links are applied in (time, kind, IDs) order, so file order does not matter. A link that
+would make a cluster larger than ``cluster_cap`` (Mixpanel: 500) is refused, as Mixpanel
+does, and reported (count and examples). Each cluster's user_id is chosen by
+``user_id_predicate(id) -> bool`` ("may this be a user ID"; default: not device-like, i.e.
+not ``$device:``, not a UUID, not a mixpanel-js cookie ID, not a 16-hex Android ID):
+accepted and named as a user (``$identified_id``, ``$user_id``, an alias) first, then
+accepted, then named as a user but device-looking (UUID user IDs), then accepted but also
+used as an anonymous ID; ties go to the earliest seen, then the smallest ID. A cluster with
+no such ID is anonymous: its events carry only a device_id.
+
+A Data Pipelines identity table (``table=``: ``{"distinct_id", "resolved_distinct_id"}``
+JSON lines, optionally gzip) is authoritative: events whose IDs are in it are resolved by it
+(see ``table``); the others by the graph of the chosen mode.
+
+Memory: state stays in dicts up to ``memory_budget_ids`` IDs, then spills to SQLite files
+in ``workdir`` (``identity-*.sqlite``), with a cache in front of pass-2 lookups.
+"""
+
+from mp2amp.identity.graph import MIXPANEL_CLUSTER_CAP, MODES, IdentityGraph
+from mp2amp.identity.junk import (
+    JUNK_IDS,
+    clean_id,
+    default_user_id_predicate,
+    is_device_like,
+    is_junk_id,
+)
+from mp2amp.identity.report import IdentityReport
+from mp2amp.models import Resolved
+
+__all__ = [
+    "JUNK_IDS",
+    "MIXPANEL_CLUSTER_CAP",
+    "MODES",
+    "IdentityGraph",
+    "IdentityReport",
+    "Resolved",
+    "clean_id",
+    "default_user_id_predicate",
+    "is_device_like",
+    "is_junk_id",
+]

@@ -1,0 +1,129 @@
+"""``IdentityGraph``: the identity stage's one entry point (see the package docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mp2amp.errors import ConfigError, InvariantViolation
+from mp2amp.identity.ids import IDENTITY_EVENTS, count_junk
+from mp2amp.identity.junk import default_user_id_predicate
+from mp2amp.identity.original import OriginalIds
+from mp2amp.identity.report import IdentityReport
+from mp2amp.identity.simplified import SimplifiedIds
+from mp2amp.identity.store import ScratchDb
+from mp2amp.identity.table import MappingTable
+from mp2amp.models import Resolved
+
+MODES = ("simplified", "original")
+MIXPANEL_CLUSTER_CAP = 500
+
+
+class IdentityGraph:
+    """Pass 1: ``observe`` every record; then ``finish``; pass 2: ``resolve`` every event."""
+
+    def __init__(
+        self,
+        mode: str,
+        workdir: Path | str,
+        memory_budget_ids: int = 2_000_000,
+        retroactive: bool = True,
+        user_id_predicate: Callable[[str], bool] | None = None,
+        table: Path | str | None = None,
+        cluster_cap: int = MIXPANEL_CLUSTER_CAP,
+    ) -> None:
+        problems = []
+        if mode not in MODES:
+            problems.append(f"id_merge must be one of {', '.join(MODES)}, not {mode!r}")
+        if memory_budget_ids < 1:
+            problems.append(f"memory_budget_ids must be at least 1, not {memory_budget_ids}")
+        if cluster_cap < 2:
+            problems.append(f"cluster_cap must be at least 2, not {cluster_cap}")
+        if problems:
+            raise ConfigError(problems)
+        self.workdir = Path(workdir)
+        self.predicate = user_id_predicate or default_user_id_predicate
+        self.report = IdentityReport(mode=mode, retroactive=retroactive, cluster_cap=cluster_cap)
+        self._dbs: list[ScratchDb] = []
+        self._mode: SimplifiedIds | OriginalIds
+        if mode == "simplified":
+            self._mode = SimplifiedIds(self.report, memory_budget_ids, self._open_db, retroactive)
+        else:
+            self._mode = OriginalIds(
+                self.report, memory_budget_ids, self._open_db, retroactive, self.predicate,
+                cluster_cap,
+            )
+        self._table_path = Path(table) if table is not None else None
+        self._budget = memory_budget_ids
+        self._retroactive = retroactive
+        self._table: MappingTable | None = None
+        self._finished = False
+
+    def _open_db(self, name: str) -> ScratchDb:
+        db = ScratchDb(self.workdir / f"identity-{name}.sqlite")
+        self._dbs.append(db)
+        return db
+
+    def observe(self, record: Any) -> bool:
+        """Feed one source record; True for ``$identify``/``$create_alias``/``$merge``.
+
+        Records that are not ``{"event", "properties": {...}}`` objects (profiles, junk)
+        are ignored and return False: the transform rejects them with a reason.
+        """
+        if self._finished:
+            raise InvariantViolation("IdentityGraph.observe() called after finish(); "
+                                     "pass 1 must see every record before pass 2 starts")
+        if not isinstance(record, dict):
+            return False
+        props = record.get("properties")
+        if not isinstance(props, dict):
+            return False
+        event = record.get("event")
+        self.report.records_observed += 1
+        count_junk(props, self.report)
+        is_identity = isinstance(event, str) and event in IDENTITY_EVENTS
+        if is_identity:
+            assert isinstance(event, str)
+            counts = self.report.identity_records
+            counts[event] = counts.get(event, 0) + 1
+        if isinstance(self._mode, OriginalIds):
+            self._mode.observe(props, event)
+        elif not is_identity:
+            # Simplified ID Merge ignores identity events (Mixpanel's docs): only the
+            # $device_id/$user_id pairs on ordinary events link a device to a user.
+            self._mode.observe(props)
+        return is_identity
+
+    def finish(self) -> IdentityReport:
+        """Build the clusters (and load the mapping table); idempotent."""
+        if not self._finished:
+            self._mode.finish()
+            if self._table_path is not None:
+                self._table = MappingTable(
+                    self._table_path, self.report, self._budget, self._open_db,
+                    self.predicate, self._retroactive,
+                )
+            self._finished = True
+        return self.report
+
+    def resolve(self, props: dict[str, Any]) -> Resolved:
+        """The Amplitude user_id/device_id of one event (both None: no usable ID)."""
+        if not self._finished:
+            self.finish()
+        if self._table is not None:
+            found = self._table.resolve(props)
+            if found is not None:
+                return found
+        return self._mode.resolve(props)
+
+    def close(self) -> None:
+        for db in self._dbs:
+            db.close()
+        self._dbs = []
+
+    def __enter__(self) -> IdentityGraph:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

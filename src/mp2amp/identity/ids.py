@@ -1,0 +1,54 @@
+"""Reading the IDs and the time out of one event's properties (shared by every mode)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from mp2amp.identity.junk import DEVICE_PREFIX, clean_id
+from mp2amp.identity.report import IdentityReport
+
+NO_TIME = 1e300  # events without a usable time sort after every timed one
+_MS_THRESHOLD = 1e11  # larger epoch values are milliseconds (1e11 s is the year 5138)
+
+IDENTITY_EVENTS = frozenset({"$identify", "$create_alias", "$merge"})
+
+
+def event_seconds(props: dict[str, Any]) -> float:
+    """``properties.time`` in seconds (seconds or milliseconds accepted); NO_TIME if unusable."""
+    value = props.get("time")
+    if isinstance(value, bool):
+        return NO_TIME
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return NO_TIME
+    if isinstance(value, int | float):
+        seconds = float(value)
+        if not math.isfinite(seconds):
+            return NO_TIME
+        return seconds / 1000.0 if abs(seconds) >= _MS_THRESHOLD else seconds
+    return NO_TIME
+
+
+def strip_device(value: str | None) -> str | None:
+    """``$device:X`` -> ``X`` (the device itself); other IDs unchanged."""
+    if value is not None and value.startswith(DEVICE_PREFIX):
+        return clean_id(value[8:])
+    return value
+
+
+def distinct_id(props: dict[str, Any]) -> str | None:
+    """``distinct_id``, or a hot-shard event's ``mp_original_distinct_id`` when it was blanked."""
+    value = clean_id(props.get("distinct_id"))
+    if value is None and "mp_original_distinct_id" in props:
+        value = clean_id(props.get("mp_original_distinct_id"))
+    return value
+
+
+def count_junk(props: dict[str, Any], report: IdentityReport) -> None:
+    """Count present-but-junk ID fields (pass 1 only, so each record is counted once)."""
+    for name in ("distinct_id", "$user_id", "$device_id"):
+        if name in props and props[name] is not None and clean_id(props[name]) is None:
+            report.count_junk(name)

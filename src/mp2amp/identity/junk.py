@@ -1,0 +1,96 @@
+"""Which ID values count as absent, and which look like device (anonymous) IDs.
+
+Junk IDs are treated as if the field were missing: an Amplitude ``user_id`` of "None"
+collapses every such event into one user, and Amplitude answers 400 to the IDs on its
+blocklist. The list, compared after trimming whitespace and ignoring case:
+
+* Amplitude's documented blocklist: ``anonymous``, ``nil``, ``none``, ``null``, ``n/a``,
+  ``na``, ``undefined``, ``unknown``, ``""`` (two double-quote characters),
+  ``00000000-0000-0000-0000-000000000000``, ``{}``, ``lmy47d``, ``0``, ``-1``.
+* Values SDKs and glue code produce by mistake: the empty or all-whitespace string,
+  ``[object Object]``, ``nan``, ``(null)`` and ``<null>`` (Objective-C nil/NSNull),
+  ``[]``, ``''``, ``true``/``false``, ``(not set)``, unexpanded templates such as
+  ``{{user_id}}``, and any value made only of zeros and dashes (all-zero IDFA/UUID/ANDROID_ID).
+* ``$device:`` followed by a junk value (an anonymous distinct_id built from nothing).
+* Non-string values other than integers: ``None``, booleans, NaN/infinite floats, lists,
+  objects. Integers (Engage exports have integer ``$distinct_id``) become their decimal text.
+
+Short IDs (under 5 characters) are *not* junk: the loader sends ``min_id_length``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+DEVICE_PREFIX = "$device:"
+
+JUNK_IDS: frozenset[str] = frozenset(
+    {
+        # Amplitude's blocklist (HTTP V2 docs, "Invalid IDs that result in a 400 error")
+        "anonymous", "nil", "none", "null", "n/a", "na", "undefined", "unknown", '""',
+        "00000000-0000-0000-0000-000000000000", "{}", "lmy47d", "0", "-1",
+        # Mixpanel / SDK / glue-code junk
+        "", "[object object]", "nan", "(null)", "<null>", "[]", "''", "true", "false",
+        "(not set)",
+    }
+)
+
+# Junk values are short; longer strings are junk only when blank or an unexpanded template.
+_SHORT = 40
+
+_DEVICE_LIKE = re.compile(
+    r"[0-9a-fA-F]+(?:-[0-9a-fA-F]+){3,}"  # UUIDs and mixpanel-js cookie ids (hex groups)
+    r"|[0-9a-fA-F]{16}"  # ANDROID_ID / Segment Android anonymousId
+)
+
+
+def _junk_text(value: str) -> bool:
+    if len(value) > _SHORT:
+        return value.isspace() or (value.startswith("{{") and value.endswith("}}"))
+    key = value.strip().lower()
+    if key in JUNK_IDS or not key.strip("0-"):
+        return True
+    return key.startswith("{{") and key.endswith("}}")
+
+
+def clean_id(value: Any) -> str | None:
+    """The ID as Amplitude text, or ``None`` when it is missing or junk."""
+    if value.__class__ is str:
+        if value.startswith(DEVICE_PREFIX):
+            return None if _junk_text(value[8:]) else value
+        return None if _junk_text(value) else value
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        text = str(value)
+        return None if text in JUNK_IDS else text
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        text = str(int(value)) if value.is_integer() else repr(value)
+        return None if _junk_text(text) else text
+    if isinstance(value, str):  # a str subclass
+        return clean_id(str(value))
+    return None
+
+
+def is_junk_id(value: Any) -> bool:
+    """True when ``value`` cannot be used as a Mixpanel/Amplitude ID (see the module list)."""
+    return clean_id(value) is None
+
+
+def is_device_like(value: str) -> bool:
+    """True for IDs that look generated for a device rather than chosen for a person.
+
+    ``$device:`` distinct_ids, UUIDs, mixpanel-js cookie IDs (dash-separated hex groups)
+    and 16-hex-digit Android IDs. Hashes (32/40/64 hex digits without dashes) and database
+    keys such as Mongo ObjectIds (24 hex digits) are not device-like: they are common user IDs.
+    """
+    return value.startswith(DEVICE_PREFIX) or _DEVICE_LIKE.fullmatch(value) is not None
+
+
+def default_user_id_predicate(value: str) -> bool:
+    """The default test "may this ID be a cluster's Amplitude user_id": not device-like."""
+    return not is_device_like(value)

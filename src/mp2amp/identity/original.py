@@ -1,0 +1,245 @@
+"""Original ID Merge: clusters built from identity events and export evidence.
+
+Pass 1 collects distinct links ``(kind, a, role_a, b, role_b) -> earliest time`` (a dict,
+or SQLite table ``edges`` past the memory budget). ``finish()`` numbers the IDs, applies
+the links in (time, kind, IDs) order with Mixpanel's rules (see ``unionfind``), picks each
+cluster's user_id and keeps ``ID -> user`` (dict, or SQLite table ``resolved``).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from mp2amp.identity.clustered import MISSING, resolve_clustered
+from mp2amp.identity.ids import distinct_id, event_seconds
+from mp2amp.identity.junk import DEVICE_PREFIX, clean_id
+from mp2amp.identity.report import IdentityReport
+from mp2amp.identity.store import BatchWriter, CachedLookup, ScratchDb
+from mp2amp.identity.unionfind import (
+    ALIAS,
+    ANON,
+    CANONICAL,
+    DEVICE_USER,
+    IDENTIFY,
+    MERGE,
+    USER,
+    Clusters,
+    apply_links,
+    choose_users,
+    count_clusters,
+)
+from mp2amp.models import Resolved
+
+Key = tuple[int, str, int, str, int]
+_UPSERT = (
+    "INSERT INTO edges(kind, a, ra, b, rb, t) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(kind, a, ra, b, rb) DO UPDATE SET t = MIN(edges.t, excluded.t)"
+)
+_RECENT = 100_000
+
+
+def _node(value: str | None, role: int) -> tuple[str | None, int]:
+    """``$device:X`` is the device ``X`` and anonymous; other IDs keep ``role``."""
+    if value is not None and value.startswith(DEVICE_PREFIX):
+        return clean_id(value[8:]), ANON
+    return value, role
+
+
+class OriginalIds:
+    def __init__(
+        self,
+        report: IdentityReport,
+        budget: int,
+        open_db: Callable[[str], ScratchDb],
+        retroactive: bool,
+        predicate: Callable[[str], bool],
+        cap: int,
+    ) -> None:
+        self.report = report
+        self.budget = budget
+        self.open_db = open_db
+        self.retroactive = retroactive
+        self.predicate = predicate
+        self.cap = cap
+        self.edges: dict[Key, float] = {}
+        self.db: ScratchDb | None = None
+        self.writer: BatchWriter | None = None
+        self.recent: dict[Key, float] = {}
+        self.user_of: dict[str, str | None] = {}
+        self.lookup: CachedLookup | None = None
+
+    # --- pass 1 ------------------------------------------------------------------
+
+    def observe(self, props: dict[str, Any], event: Any) -> None:
+        t = event_seconds(props)
+        add = self.add
+        if event == "$identify":
+            user = clean_id(props.get("$identified_id")) or clean_id(props.get("distinct_id"))
+            anon = clean_id(props.get("$anon_id")) or clean_id(props.get("$anon_distinct_id"))
+            add(IDENTIFY, *_node(user, USER), *_node(anon, ANON), t)
+        elif event == "$create_alias":
+            alias, original = clean_id(props.get("alias")), clean_id(props.get("distinct_id"))
+            add(ALIAS, *_node(alias, USER), *_node(original, 0), t)
+        elif event == "$merge":
+            listed = props.get("$distinct_ids")
+            if isinstance(listed, list):
+                ids = [_node(clean_id(v), 0) for v in listed]
+                ids = [pair for pair in ids if pair[0] is not None]
+                for other in ids[1:]:
+                    add(MERGE, *ids[0], *other, t)
+        user = clean_id(props.get("$user_id"))
+        device = clean_id(props.get("$device_id"))
+        if user is not None and device is not None:
+            add(DEVICE_USER, *_node(user, USER), *_node(device, ANON), t)
+        if event in ("$identify", "$create_alias", "$merge"):
+            return
+        dist = distinct_id(props)
+        if dist is None:
+            return
+        before = clean_id(props.get("$distinct_id_before_identity"))
+        if before is not None and before != dist:
+            add(CANONICAL, *_node(dist, 0), *_node(before, 0), t)
+        if dist.startswith(DEVICE_PREFIX) or dist == device:
+            return
+        # Exports re-key events to the cluster's canonical distinct_id: evidence of a merge.
+        if user is not None:
+            if user != dist:
+                add(CANONICAL, dist, 0, *_node(user, USER), t)
+        elif device is not None:
+            add(CANONICAL, dist, 0, *_node(device, ANON), t)
+
+    def add(self, kind: int, a: str | None, ra: int, b: str | None, rb: int, t: float) -> None:
+        if a is None or b is None or a == b:
+            return
+        key = (kind, a, ra, b, rb)
+        if self.writer is not None:
+            seen = self.recent.get(key)
+            if seen is not None and seen <= t:
+                return
+            if len(self.recent) >= _RECENT:
+                self.recent.clear()
+            self.recent[key] = t
+            self.writer.add((*key, t))
+            return
+        edges = self.edges
+        current = edges.get(key)
+        if current is None:
+            edges[key] = t
+            if 2 * len(edges) > self.budget:
+                self.spill()
+        elif t < current:
+            edges[key] = t
+
+    def spill(self) -> None:
+        db = self.open_db("original")
+        db.script(
+            "CREATE TABLE edges(kind INTEGER NOT NULL, a TEXT NOT NULL, ra INTEGER NOT NULL, "
+            "b TEXT NOT NULL, rb INTEGER NOT NULL, t REAL NOT NULL, "
+            "PRIMARY KEY(kind, a, ra, b, rb)) WITHOUT ROWID"
+        )
+        self.writer = BatchWriter(db, _UPSERT)
+        for key, t in self.edges.items():
+            self.writer.add((*key, t))
+        self.writer.flush()
+        self.db = db
+        self.edges = {}
+        self.report.spilled = True
+
+    # --- finish -----------------------------------------------------------------------
+
+    def finish(self) -> None:
+        if self.writer is not None and self.db is not None:
+            self.writer.flush()
+            self._finish_spilled(self.db)
+        else:
+            self._finish_in_memory()
+
+    def _finish_in_memory(self) -> None:
+        roles: dict[str, tuple[int, float]] = {}
+        for (_, a, ra, b, rb), t in self.edges.items():
+            for name, role in ((a, ra), (b, rb)):
+                seen = roles.get(name)
+                roles[name] = (role, t) if seen is None else (seen[0] | role, min(seen[1], t))
+        names = sorted(roles)
+        index = {name: i for i, name in enumerate(names)}
+        flags = bytearray(roles[name][0] for name in names)
+        first_seen = array("d", (roles[name][1] for name in names))
+        ordered = sorted(self.edges.items(), key=lambda item: (item[1], item[0]))
+        links = ((key[0], index[key[1]], index[key[3]]) for key, _ in ordered)
+        clusters = Clusters(flags, self.cap)
+        apply_links(clusters, links, self.report, names.__getitem__)
+        best = choose_users(clusters, enumerate(names), flags, first_seen, self.predicate)
+        count_clusters(clusters, best, self.report)
+        find = clusters.find
+        user_of: dict[str, str | None] = {}
+        for i, name in enumerate(names):
+            chosen = best[find(i)]
+            user_of[name] = names[chosen] if chosen >= 0 else None
+        self.report.links = len(self.edges)
+        self.report.ids = len(names)
+        self.user_of = user_of
+        self.edges = {}
+
+    def _finish_spilled(self, db: ScratchDb) -> None:
+        db.script(
+            "CREATE TABLE ids(idx INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
+            "flags INTEGER NOT NULL, t REAL NOT NULL);"
+            "INSERT INTO ids(id, flags, t) SELECT id, MAX(f & 1) | MAX(f & 2), MIN(t) FROM "
+            "(SELECT a AS id, ra AS f, t FROM edges UNION ALL SELECT b, rb, t FROM edges) "
+            "GROUP BY id ORDER BY id;"
+        )
+        counts = db.one("SELECT (SELECT COUNT(*) FROM ids), (SELECT COUNT(*) FROM edges)")
+        assert counts is not None
+        n = int(counts[0])
+        flags = bytearray(n)
+        first_seen = array("d", bytes(8 * n))
+        for idx, f, t in db.rows("SELECT idx, flags, t FROM ids"):
+            flags[idx - 1] = f
+            first_seen[idx - 1] = t
+        links: Iterator[tuple[int, int, int]] = (
+            (kind, a - 1, b - 1)
+            for kind, a, b in db.rows(
+                "SELECT e.kind, ia.idx, ib.idx FROM edges e JOIN ids ia ON ia.id = e.a "
+                "JOIN ids ib ON ib.id = e.b ORDER BY e.t, e.kind, e.a, e.ra, e.b, e.rb"
+            )
+        )
+
+        def name_of(i: int) -> str:
+            row = db.one("SELECT id FROM ids WHERE idx = ?", (i + 1,))
+            return str(row[0]) if row else "?"
+
+        clusters = Clusters(flags, self.cap)
+        apply_links(clusters, links, self.report, name_of)
+        names = ((idx - 1, name) for idx, name in db.rows("SELECT idx, id FROM ids ORDER BY idx"))
+        best = choose_users(clusters, names, flags, first_seen, self.predicate)
+        count_clusters(clusters, best, self.report)
+        db.script("CREATE TEMP TABLE pick(idx INTEGER PRIMARY KEY, best INTEGER)")
+        writer = BatchWriter(db, "INSERT INTO pick(idx, best) VALUES (?, ?)")
+        find = clusters.find
+        for i in range(n):
+            chosen = best[find(i)]
+            writer.add((i + 1, chosen + 1 if chosen >= 0 else None))
+        writer.flush()
+        db.script(
+            "CREATE TABLE resolved(id TEXT PRIMARY KEY, user TEXT) WITHOUT ROWID;"
+            "INSERT INTO resolved(id, user) SELECT i.id, u.id FROM pick p "
+            "JOIN ids i ON i.idx = p.idx LEFT JOIN ids u ON u.idx = p.best ORDER BY i.id;"
+            "DROP TABLE pick;"
+        )
+        self.report.links = int(counts[1])
+        self.report.ids = self.report.ids_spilled = n
+        self.lookup = CachedLookup(db, "SELECT user FROM resolved WHERE id = ?")
+
+    # --- pass 2 -----------------------------------------------------------------------
+
+    def get(self, key: str) -> Any:
+        if self.lookup is not None:
+            return self.lookup.get(key, MISSING)
+        return self.user_of.get(key, MISSING)
+
+    def resolve(self, props: dict[str, Any]) -> Resolved:
+        resolved = resolve_clustered(props, self.get, self.predicate, self.retroactive, False)
+        assert resolved is not None
+        return resolved

@@ -1,0 +1,179 @@
+"""A Data Pipelines identity mapping table: ``{"distinct_id", "resolved_distinct_id"}`` rows.
+
+When given it is authoritative: the IDs sharing a ``resolved_distinct_id`` (and that ID
+itself) form one cluster, whose user_id is the resolved ID when the predicate accepts it,
+else the smallest member the predicate accepts (``$device:`` IDs never), else none. Events
+whose IDs are not in the table fall back to the graph built from the events.
+
+The file is JSON lines, optionally gzip-compressed. Rows with junk IDs are skipped and
+counted; malformed rows stop the run with every problem listed (file and line each).
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, cast
+
+import orjson
+
+from mp2amp.errors import InputError
+from mp2amp.identity.clustered import MISSING, resolve_clustered
+from mp2amp.identity.junk import DEVICE_PREFIX, clean_id
+from mp2amp.identity.report import IdentityReport
+from mp2amp.identity.store import BatchWriter, CachedLookup, ScratchDb
+from mp2amp.models import Resolved
+
+_MAX_PROBLEMS = 20
+Row = tuple[str, int, str, int]  # (id, id is a device, resolved, resolved is a device)
+
+
+def _node(value: str) -> tuple[str | None, int]:
+    if value.startswith(DEVICE_PREFIX):
+        return clean_id(value[8:]), 1
+    return value, 0
+
+
+def _open(path: Path) -> IO[bytes]:
+    try:
+        with path.open("rb") as probe:
+            gzipped = probe.read(2) == b"\x1f\x8b"
+        return cast(IO[bytes], gzip.open(path, "rb") if gzipped else path.open("rb"))
+    except OSError as exc:
+        raise InputError(
+            f"cannot read the identity mapping table {path}: {exc}; fix the path and run again"
+        ) from exc
+
+
+def read_rows(path: Path, report: IdentityReport) -> Iterator[Row]:
+    problems: list[str] = []
+    skipped = 0
+    with _open(path) as handle:
+        try:
+            for number, raw in enumerate(handle, 1):
+                if not raw.strip():
+                    continue
+                where = f"{path}:{number}"
+                try:
+                    row = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    problems.append(f"{where}: not valid JSON ({exc})")
+                    continue
+                if not isinstance(row, dict):
+                    problems.append(f"{where}: expected a JSON object, got {type(row).__name__}")
+                    continue
+                missing = [k for k in ("distinct_id", "resolved_distinct_id") if k not in row]
+                if missing:
+                    problems.append(f"{where}: field {', '.join(missing)} missing")
+                    continue
+                ident = clean_id(row["distinct_id"])
+                resolved = clean_id(row["resolved_distinct_id"])
+                if ident is None or resolved is None:
+                    skipped += 1
+                    continue
+                node, node_dev = _node(ident)
+                target, target_dev = _node(resolved)
+                if node is None or target is None:
+                    skipped += 1
+                    continue
+                yield node, node_dev, target, target_dev
+        except (OSError, EOFError) as exc:
+            problems.append(f"{path}: unreadable ({exc})")
+    if problems:
+        shown = problems[:_MAX_PROBLEMS]
+        more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        raise InputError(
+            f"the identity mapping table has {len(problems)} malformed row(s); "
+            "fix them and run again:\n  " + "\n  ".join(shown) + more
+        )
+    report.table_rows_skipped = skipped
+
+
+class MappingTable:
+    def __init__(
+        self,
+        path: Path,
+        report: IdentityReport,
+        budget: int,
+        open_db: Callable[[str], ScratchDb],
+        predicate: Callable[[str], bool],
+        retroactive: bool,
+    ) -> None:
+        self.predicate = predicate
+        self.retroactive = retroactive
+        self.user_of: dict[str, str | None] = {}
+        self.lookup: CachedLookup | None = None
+        if not self._load_in_memory(path, report, budget):
+            self._load_spilled(path, report, open_db("table"))
+
+    def _load_in_memory(self, path: Path, report: IdentityReport, budget: int) -> bool:
+        resolved_of: dict[str, str] = {}
+        devices: set[str] = set()
+        rows = 0
+        for node, node_dev, target, target_dev in read_rows(path, report):
+            rows += 1
+            if 2 * rows > budget:
+                return False
+            resolved_of[node] = target
+            if node_dev:
+                devices.add(node)
+            if target_dev:
+                devices.add(target)
+        for target in set(resolved_of.values()):
+            resolved_of.setdefault(target, target)
+        best: dict[str, str] = {}
+        for node, target in resolved_of.items():
+            if node in devices or not self.predicate(node):
+                continue
+            current = best.get(target)
+            if current is None or node == target or (current != target and node < current):
+                best[target] = node
+        self.user_of = {node: best.get(target) for node, target in resolved_of.items()}
+        report.table_rows = rows
+        return True
+
+    def _load_spilled(self, path: Path, report: IdentityReport, db: ScratchDb) -> None:
+        db.script(
+            "CREATE TABLE tmap(id TEXT PRIMARY KEY, dev INTEGER NOT NULL, "
+            "resolved TEXT NOT NULL, rdev INTEGER NOT NULL) WITHOUT ROWID;"
+            "CREATE TABLE ruser(resolved TEXT PRIMARY KEY, user TEXT) WITHOUT ROWID;"
+        )
+        writer = BatchWriter(db, "INSERT OR REPLACE INTO tmap(id, dev, resolved, rdev) VALUES (?, ?, ?, ?)")
+        rows = 0
+        for row in read_rows(path, report):
+            rows += 1
+            writer.add(row)
+        writer.flush()
+        db.script(
+            "INSERT OR IGNORE INTO tmap(id, dev, resolved, rdev) "
+            "SELECT resolved, MAX(rdev), resolved, MAX(rdev) FROM tmap GROUP BY resolved;"
+        )
+        out = BatchWriter(db, "INSERT INTO ruser(resolved, user) VALUES (?, ?)")
+        target: str | None = None
+        chosen: str | None = None
+        for resolved, node, dev in db.rows("SELECT resolved, id, dev FROM tmap ORDER BY resolved, id"):
+            if resolved != target:
+                if target is not None:
+                    out.add((target, chosen))
+                target, chosen = resolved, None
+            if not dev and self.predicate(node) and (chosen is None or node == resolved):
+                chosen = node
+        if target is not None:
+            out.add((target, chosen))
+        out.flush()
+        report.table_rows = rows
+        report.spilled = True
+        self.lookup = CachedLookup(
+            db,
+            "SELECT r.user FROM tmap t JOIN ruser r ON r.resolved = t.resolved WHERE t.id = ?",
+        )
+
+    def get(self, key: str) -> Any:
+        if self.lookup is not None:
+            return self.lookup.get(key, MISSING)
+        return self.user_of.get(key, MISSING)
+
+    def resolve(self, props: dict[str, Any]) -> Resolved | None:
+        """The event's IDs from the table, or ``None`` when none of its IDs is in it."""
+        return resolve_clustered(props, self.get, self.predicate, self.retroactive, True)

@@ -1,0 +1,133 @@
+"""Union-find over numbered IDs, with Mixpanel's merge rules and the user-ID choice.
+
+IDs are numbered 0..n-1 in sorted order, so arrays (8 bytes per ID) replace dicts of
+strings and ties broken by index are ties broken by the ID text. Links are applied in a
+caller-given deterministic order (time, kind, IDs), which makes the outcome independent
+of the order records were read in.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Iterable
+
+from mp2amp.identity.report import IdentityReport, note
+
+# Role bits an ID picks up from the links it appears in.
+USER = 1  # named as the identified/user side ($identified_id, $user_id, an alias)
+ANON = 2  # named as the anonymous side ($anon_id, $device_id, a $device: distinct_id)
+
+# Link kinds; the number is also the tie-break order between links with the same time.
+MERGE = 0  # $merge: explicit, joins anything (cap permitting)
+ALIAS = 1  # $create_alias
+IDENTIFY = 2  # $identify: refused when the anonymous ID already belongs to another user
+CANONICAL = 3  # export evidence: a re-keyed distinct_id or $distinct_id_before_identity
+DEVICE_USER = 4  # an ordinary event carrying both $device_id and $user_id
+EXCLUSIVE = frozenset({IDENTIFY, DEVICE_USER})
+KIND_NAMES = ("$merge", "$create_alias", "$identify", "canonical", "device+user")
+
+NOT_ELIGIBLE = 255
+
+
+class Clusters:
+    def __init__(self, flags: bytearray, cap: int) -> None:
+        n = len(flags)
+        self.cap = cap
+        self.parent = array("q", range(n))
+        self.size = array("q", [1]) * n
+        # per root: does the cluster hold an ID named as a user?
+        self.has_user = flags.translate(bytes(b & USER for b in range(256)))
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    def link(self, kind: int, a: int, b: int) -> str:
+        """Join the clusters of ``a`` and ``b``: "joined", "same", "refused" or "cap"."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return "same"
+        if kind in EXCLUSIVE and self.has_user[ra] and self.has_user[rb]:
+            return "refused"
+        size = self.size
+        if size[ra] + size[rb] > self.cap:
+            return "cap"
+        if size[ra] < size[rb]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        size[ra] += size[rb]
+        self.has_user[ra] |= self.has_user[rb]
+        return "joined"
+
+
+def apply_links(
+    clusters: Clusters,
+    links: Iterable[tuple[int, int, int]],
+    report: IdentityReport,
+    name_of: Callable[[int], str],
+) -> None:
+    """Apply ``(kind, a, b)`` links in the given order, reporting refusals."""
+    for kind, a, b in links:
+        outcome = clusters.link(kind, a, b)
+        if outcome == "cap":
+            report.cap_hits += 1
+            if len(report.cap_examples) < 10:
+                note(report.cap_examples, f"{name_of(a)} <-> {name_of(b)} ({KIND_NAMES[kind]})")
+        elif outcome == "refused":
+            report.refused_links += 1
+            if len(report.refused_examples) < 10:
+                note(report.refused_examples, f"{name_of(a)} <-> {name_of(b)} ({KIND_NAMES[kind]})")
+
+
+def rank(name: str, flags: int, predicate: Callable[[str], bool]) -> int:
+    """How good a cluster's user_id this ID is: 0 best, NOT_ELIGIBLE never.
+
+    0: accepted by the predicate and named as a user; 1: accepted by the predicate;
+    2: named as a user but never as anonymous (an explicit $identified_id that merely looks
+    device-like, e.g. UUID user IDs); 3: accepted by the predicate but also used as an
+    anonymous ID (an e-mail used as $device_id).
+    """
+    accepted = predicate(name)
+    if flags & ANON:
+        return 3 if accepted else NOT_ELIGIBLE
+    if accepted:
+        return 0 if flags & USER else 1
+    return 2 if flags & USER else NOT_ELIGIBLE
+
+
+def choose_users(
+    clusters: Clusters,
+    names: Iterable[tuple[int, str]],
+    flags: bytearray,
+    first_seen: array[float],
+    predicate: Callable[[str], bool],
+) -> array[int]:
+    """Per root, the index of its user_id (-1: none): best rank, then earliest, then smallest."""
+    n = len(flags)
+    best = array("q", [-1]) * n
+    best_rank = bytearray(b"\xff") * n
+    find = clusters.find
+    for i, name in names:
+        r_i = rank(name, flags[i], predicate)
+        if r_i == NOT_ELIGIBLE:
+            continue
+        root = find(i)
+        current = best_rank[root]
+        if r_i < current or (r_i == current and first_seen[i] < first_seen[best[root]]):
+            best[root] = i
+            best_rank[root] = r_i
+    return best
+
+
+def count_clusters(clusters: Clusters, best: array[int], report: IdentityReport) -> None:
+    parent, size = clusters.parent, clusters.size
+    for i in range(len(parent)):
+        if parent[i] == i and size[i] > 1:
+            report.clusters += 1
+            if best[i] >= 0:
+                report.clusters_with_user += 1
