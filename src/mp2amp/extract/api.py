@@ -1,0 +1,103 @@
+"""Where and how to call Mixpanel's read APIs: hosts by residency, auth, limits.
+
+Hosts (reference mixpanel-api.md §1.1, §2.1): Raw Export on ``data``, ``data-eu`` or
+``data-in.mixpanel.com``; Engage on ``mixpanel.com``, ``eu.mixpanel.com`` or
+``in.mixpanel.com``. ``api_host`` replaces both (an emulator or a proxy).
+
+Auth (§1.2): a service account (``user:secret``, Basic, with ``project_id`` in the query)
+or the deprecated project API secret (Basic, secret as user, empty password).
+Secrets are kept out of ``repr`` and out of every message.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from mp2amp.errors import ConfigError
+
+EXPORT_HOSTS = {"us": "https://data.mixpanel.com", "eu": "https://data-eu.mixpanel.com",
+                "in": "https://data-in.mixpanel.com"}
+QUERY_HOSTS = {"us": "https://mixpanel.com", "eu": "https://eu.mixpanel.com",
+               "in": "https://in.mixpanel.com"}
+EXPORT_PATH = "/api/2.0/export"
+ENGAGE_PATH = "/api/query/engage"
+
+
+@dataclass(frozen=True)
+class MixpanelSettings:
+    """Everything the export and engage clients need. Build with ``from_env`` or directly.
+
+    The limits default to Mixpanel's published Raw Export limits (§1.7): 60 queries an
+    hour, 3 a second, 100 concurrent. Raise them only against an emulator.
+    """
+
+    project_id: int | None = None
+    region: str = "us"
+    api_host: str | None = None
+    service_account: str | None = field(default=None, repr=False)  # "user:secret"
+    api_secret: str | None = field(default=None, repr=False)
+    per_hour: int = 60
+    per_second: int = 3
+    max_concurrent: int = 100
+    max_attempts: int = 8  # per window, before the run stops with the last error
+    backoff_base: float = 2.0  # seconds; jittered exponential backoff between attempts
+    backoff_cap: float = 300.0
+    timeout: float = 1200.0  # a whole day of export may take minutes to generate (§1.5)
+    read_timeout: float = 300.0  # silence on an open stream this long counts as a drop
+    events: Sequence[str] = ()  # export only these event names (the ``event`` parameter)
+    where: str | None = None
+    time_in_ms: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.region not in EXPORT_HOSTS:
+            problems.append(f"mixpanel.region must be one of us, eu, in (got {self.region!r})")
+        if self.service_account is None and self.api_secret is None:
+            problems.append("no Mixpanel credentials: set MIXPANEL_SERVICE_ACCOUNT "
+                            "(user:secret) or MIXPANEL_SECRET in the environment")
+        if self.service_account is not None:
+            if ":" not in self.service_account:
+                problems.append("MIXPANEL_SERVICE_ACCOUNT must look like user:secret")
+            if self.project_id is None:
+                problems.append("mixpanel.project_id is required with a service account")
+        for name in ("per_hour", "per_second", "max_concurrent", "max_attempts"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        if problems:
+            raise ConfigError(problems, source="Mixpanel settings")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: object) -> MixpanelSettings:
+        """Settings with credentials from ``MIXPANEL_SERVICE_ACCOUNT`` or ``MIXPANEL_SECRET``
+        (the service account wins when both are set)."""
+        env = os.environ if env is None else env
+        account = env.get("MIXPANEL_SERVICE_ACCOUNT") or None
+        secret = None if account else (env.get("MIXPANEL_SECRET") or None)
+        return cls(service_account=account, api_secret=secret, **kwargs)  # type: ignore[arg-type]
+
+    def base(self, hosts: Mapping[str, str]) -> str:
+        return (self.api_host or hosts[self.region]).rstrip("/")
+
+    @property
+    def export_url(self) -> str:
+        return self.base(EXPORT_HOSTS) + EXPORT_PATH
+
+    @property
+    def engage_url(self) -> str:
+        return self.base(QUERY_HOSTS) + ENGAGE_PATH
+
+    def auth_header(self) -> str:
+        user_pass = self.service_account if self.service_account else f"{self.api_secret}:"
+        return "Basic " + base64.b64encode(user_pass.encode()).decode("ascii")
+
+    def auth_params(self) -> dict[str, str]:
+        """``project_id`` goes in the query with service-account auth (and does no harm
+        with a secret when known)."""
+        return {"project_id": str(self.project_id)} if self.project_id is not None else {}
+
+    @property
+    def auth_kind(self) -> str:
+        return "service account" if self.service_account else "project API secret"

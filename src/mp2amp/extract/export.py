@@ -1,0 +1,325 @@
+"""Mixpanel Raw Export API client (reference mixpanel-api.md §1), one day per window.
+
+A window is one day with ``from_date == to_date`` (both are inclusive, so adjacent
+multi-day windows would read their shared day twice). Each window is streamed to a
+``.part`` file in the work folder while its lines are parsed and counted; only when the
+stream ended cleanly is the file renamed and handed over. A ``terminated early`` line,
+a dropped connection or a timeout throws the part file away and the whole window is
+fetched again, so a window is never half-counted. Memory stays flat: records live on
+disk, not in lists.
+
+Completed windows survive a crash: ``fetch_windows`` reuses a window whose data file and
+``.meta.json`` sidecar agree, so a resumed run does not spend its 60 queries an hour on
+days it already has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import aiohttp
+
+from mp2amp.errors import (
+    AuthError,
+    ConnectionLost,
+    Mp2AmpError,
+    RateLimited,
+    StreamInterrupted,
+    TerminalError,
+    TransientError,
+    classify_http,
+    parse_retry_after,
+)
+from mp2amp.extract.api import MixpanelSettings
+from mp2amp.extract.lines import LineParser, is_terminated_early, parse_lines, split_lines
+from mp2amp.extract.ratelimit import RateLimiter
+from mp2amp.models import SourceRecord
+
+log = logging.getLogger("mp2amp.extract")
+
+READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class WindowFile:
+    """A completely fetched export window on disk (Raw Export JSON lines, uncompressed).
+
+    ``record_count`` is the number of SourceRecords ``iter_window_records`` yields for it,
+    ``rejected_count`` how many of those are rejections (malformed lines), ``bytes`` the
+    file size, ``attempts`` the requests it took (0 when reused from an earlier run).
+    """
+
+    day: date
+    path: Path
+    record_count: int
+    rejected_count: int
+    bytes: int
+    attempts: int
+
+    @property
+    def source(self) -> str:
+        return window_source(self.day)
+
+    def discard(self) -> None:
+        """Delete the window's files once they are no longer needed (after loading)."""
+        for p in (self.path, meta_path(self.path)):
+            p.unlink(missing_ok=True)
+
+
+def window_source(day: date) -> str:
+    return f"export:{day.isoformat()}"
+
+
+def days_between(from_date: date, to_date: date) -> list[date]:
+    """Every day of an inclusive range, the way ``from_date``/``to_date`` are meant."""
+    if to_date < from_date:
+        raise ValueError(f"to_date {to_date} is before from_date {from_date}")
+    return [from_date + timedelta(days=i) for i in range((to_date - from_date).days + 1)]
+
+
+def window_path(workdir: Path, day: date) -> Path:
+    return Path(workdir) / "export" / f"{day.isoformat()}.jsonl"
+
+
+def meta_path(path: Path) -> Path:
+    return path.with_suffix(".meta.json")
+
+
+def iter_window_records(window: WindowFile) -> Iterator[SourceRecord]:
+    """The records of a fetched window, ``source`` = ``export:YYYY-MM-DD``."""
+    with open(window.path, "rb") as fh:
+        chunks = iter(lambda: fh.read(READ_CHUNK), b"")
+        yield from parse_lines(window.source, split_lines(chunks))
+
+
+def completed_window(workdir: Path, day: date) -> WindowFile | None:
+    """A window fetched by an earlier run, if its file is complete."""
+    path = window_path(workdir, day)
+    try:
+        meta = json.loads(meta_path(path).read_text())
+        size = path.stat().st_size
+    except (OSError, ValueError):
+        return None
+    if meta.get("bytes") != size or meta.get("day") != day.isoformat():
+        return None
+    return WindowFile(day, path, int(meta["record_count"]), int(meta["rejected_count"]),
+                      size, 0)
+
+
+async def fetch_windows(
+    settings: MixpanelSettings,
+    days: Iterable[date],
+    workdir: Path,
+    *,
+    concurrency: int = 4,
+    session: aiohttp.ClientSession | None = None,
+    limiter: RateLimiter | None = None,
+    reuse_completed: bool = True,
+) -> AsyncIterator[WindowFile]:
+    """Fetch each day once, several in flight, and yield each as it completes.
+
+    Windows come out in completion order (each carries its ``day``). A terminal error
+    (credentials, a rejected request) or a window that kept failing past
+    ``settings.max_attempts`` stops the iteration with that error; windows already
+    yielded stay on disk and are reused next time.
+    """
+    todo = sorted(set(days))
+    limiter = limiter or RateLimiter(per_hour=settings.per_hour, per_second=settings.per_second,
+                                     max_concurrent=settings.max_concurrent)
+    width = max(1, min(concurrency, settings.max_concurrent))
+    own_session = session is None
+    if session is None:
+        session = new_session()
+    running: set[asyncio.Task[WindowFile]] = set()
+    try:
+        queue = list(reversed(todo))
+        while queue or running:
+            while queue and len(running) < width:
+                day = queue.pop()
+                done_before = completed_window(workdir, day) if reuse_completed else None
+                if done_before is not None:
+                    yield done_before
+                    continue
+                running.add(asyncio.create_task(
+                    fetch_window(session, settings, day, workdir, limiter=limiter),
+                    name=f"export {day}"))
+            if not running:
+                continue
+            finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            # Retrieve every finished task's outcome (an unretrieved exception would be
+            # logged at garbage collection); hand over the good windows, then fail.
+            error: BaseException | None = None
+            ready = []
+            for task in sorted(finished, key=lambda t: t.get_name()):
+                exc = task.exception()
+                if exc is None:
+                    ready.append(task.result())
+                elif error is None:
+                    error = exc
+            for window in ready:
+                yield window
+            if error is not None:
+                raise error
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        if own_session:
+            await session.close()
+
+
+def new_session() -> aiohttp.ClientSession:
+    # auto_decompress: aiohttp gunzips a gzip Content-Encoding as the stream arrives.
+    return aiohttp.ClientSession(auto_decompress=True, timeout=aiohttp.ClientTimeout(total=None))
+
+
+async def fetch_window(
+    session: aiohttp.ClientSession,
+    settings: MixpanelSettings,
+    day: date,
+    workdir: Path,
+    *,
+    limiter: RateLimiter,
+) -> WindowFile:
+    """Fetch one day completely, retrying transient failures from scratch."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await _fetch_once(session, settings, day, workdir, limiter, attempt)
+        except TransientError as exc:
+            if attempt >= settings.max_attempts:
+                raise TransientError(f"export of {day} failed {attempt} times, giving up for "
+                                     f"now (last: {exc}); run again to continue where it "
+                                     "stopped") from exc
+            delay = _backoff(settings, attempt, exc.retry_after)
+            if isinstance(exc, RateLimited):
+                limiter.pause(delay)  # everyone waits, not just this window
+            log.warning("export of %s: %s; attempt %d again in %.1f s", day, exc, attempt + 1,
+                        delay)
+            await asyncio.sleep(delay)
+
+
+def _backoff(settings: MixpanelSettings, attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return retry_after
+    ceiling = min(settings.backoff_cap, settings.backoff_base * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)  # jitter: windows don't retry in lockstep
+
+
+def _params(settings: MixpanelSettings, day: date) -> dict[str, str]:
+    params = {**settings.auth_params(), "from_date": day.isoformat(), "to_date": day.isoformat()}
+    if settings.events:
+        params["event"] = json.dumps(list(settings.events))
+    if settings.where:
+        params["where"] = settings.where
+    if settings.time_in_ms:
+        params["time_in_ms"] = "true"
+    return params
+
+
+async def _fetch_once(
+    session: aiohttp.ClientSession,
+    settings: MixpanelSettings,
+    day: date,
+    workdir: Path,
+    limiter: RateLimiter,
+    attempt: int,
+) -> WindowFile:
+    final = window_path(workdir, day)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part = final.with_suffix(".jsonl.part")
+    headers = {"Authorization": settings.auth_header(), "Accept": "text/plain",
+               "Accept-Encoding": "gzip"}
+    timeout = aiohttp.ClientTimeout(total=settings.timeout, sock_read=settings.read_timeout)
+    try:
+        async with limiter.slot(), session.get(settings.export_url, params=_params(settings, day),
+                                               headers=headers, timeout=timeout) as resp:
+            if resp.status != 200:
+                body = (await resp.read())[:4000].decode("utf-8", "replace")
+                raise _http_error(resp.status, body, resp.headers.get("Retry-After"), day,
+                                  settings)
+            counted = await _stream_to_file(resp, part, day)
+    except Mp2AmpError:
+        part.unlink(missing_ok=True)
+        raise
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+        part.unlink(missing_ok=True)
+        raise StreamInterrupted(f"the export stream of {day} broke off ({exc}); fetching the "
+                                "whole day again") from exc
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        part.unlink(missing_ok=True)
+        raise ConnectionLost(f"export of {day}: {type(exc).__name__}: {exc}; fetching the "
+                             "whole day again") from exc
+    records, rejected = counted
+    size = part.stat().st_size
+    os.replace(part, final)
+    window = WindowFile(day, final, records, rejected, size, attempt)
+    meta = {k: (str(v) if isinstance(v, date | Path) else v) for k, v in asdict(window).items()}
+    tmp = meta_path(final).with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, meta_path(final))
+    return window
+
+
+async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path, day: date) -> tuple[int, int]:
+    """Write the body to ``part`` while counting records the way the file will be read."""
+    parser = LineParser(window_source(day))
+    records = rejected = lineno = 0
+    tail = b""
+
+    def take(line: bytes) -> None:
+        nonlocal records, rejected, lineno
+        lineno += 1
+        if is_terminated_early(line):
+            raise StreamInterrupted(f"Mixpanel ended the export of {day} with 'terminated "
+                                    f"early' after {records} records; fetching the whole day "
+                                    "again")
+        for rec in parser.feed(lineno, line):
+            records += 1
+            rejected += rec.record is None
+
+    with open(part, "wb") as out:
+        async for chunk in resp.content.iter_any():
+            out.write(chunk)
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            for line in lines:
+                take(line)
+        if tail:
+            take(tail)
+        for rec in parser.finish():
+            records += 1
+            rejected += rec.record is None
+    return records, rejected
+
+
+def _http_error(status: int, body: str, retry_after_header: str | None, day: date,
+                settings: MixpanelSettings) -> Mp2AmpError:
+    retry_after = parse_retry_after(retry_after_header)
+    low = body.lower()
+    service = f"Mixpanel export of {day}"
+    # Airbyte saw the rate limit reported in the body, not only as 429 (§1.7).
+    if "query rate limit exceeded" in low:
+        status = 429
+    if status == 400 and "unable to authenticate" in low:
+        return AuthError(f"Mixpanel refused the {settings.auth_kind} credentials (400 Unable "
+                         "to authenticate request); check MIXPANEL_SERVICE_ACCOUNT (user:secret)"
+                         " with mixpanel.project_id, or MIXPANEL_SECRET, and run again")
+    if status == 400 and "to_date cannot be later than today" in low:
+        return TerminalError(f"Mixpanel says {day} is later than today in the project's "
+                             "timezone; check source.to_date and mixpanel.timezone and run again")
+    err = classify_http(status, service=service, body=body, retry_after=retry_after)
+    if err is None:  # a 2xx other than 200 is not what the export contract allows
+        return TerminalError(f"{service} answered {status} instead of 200: {body[:300]}")
+    if isinstance(err, AuthError):
+        return AuthError(f"{err} (used: {settings.auth_kind})")
+    return err

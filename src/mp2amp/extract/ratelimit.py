@@ -1,0 +1,74 @@
+"""Client-side limiter for Mixpanel's Raw Export limits: N an hour, M a second, K at once.
+
+Sliding windows over request *start* times, plus a shared pause set by a 429 or a
+``Retry-After`` so that every worker backs off, not just the one that was told.
+Clock and sleep are injectable, so tests check the schedule without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+log = logging.getLogger("mp2amp.extract")
+
+HOUR = 3600.0
+SECOND = 1.0
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        *,
+        per_hour: int,
+        per_second: int,
+        max_concurrent: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.per_hour = per_hour
+        self.per_second = per_second
+        self.clock = clock
+        self.sleep = sleep
+        self._starts: deque[float] = deque()
+        self._paused_until = 0.0
+        self._admit = asyncio.Lock()
+        self._running = asyncio.Semaphore(max_concurrent)
+        self.waited = 0.0  # seconds spent waiting for the limits (reported by callers)
+
+    def pause(self, seconds: float) -> None:
+        """No request starts in the next ``seconds`` (the server asked us to back off)."""
+        self._paused_until = max(self._paused_until, self.clock() + seconds)
+
+    def delay_needed(self) -> float:
+        """Seconds until one more request may start; 0 when it may start now."""
+        now = self.clock()
+        while self._starts and self._starts[0] <= now - HOUR:
+            self._starts.popleft()
+        wait = self._paused_until - now
+        if len(self._starts) >= self.per_hour:
+            wait = max(wait, self._starts[-self.per_hour] + HOUR - now)
+        if len(self._starts) >= self.per_second:
+            wait = max(wait, self._starts[-self.per_second] + SECOND - now)
+        return max(wait, 0.0)
+
+    async def acquire(self) -> None:
+        async with self._admit:
+            while (wait := self.delay_needed()) > 0:
+                if wait > 5:
+                    log.info("Mixpanel export limit (%d/hour, %d/s): waiting %.0f s",
+                             self.per_hour, self.per_second, wait)
+                self.waited += wait
+                await self.sleep(wait)
+            self._starts.append(self.clock())
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the concurrent slots for a whole request (stream included)."""
+        async with self._running:
+            await self.acquire()
+            yield

@@ -1,0 +1,178 @@
+"""The Raw Export client over real loopback sockets: windows, limits, faults, auth, hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mp2amp.errors import AuthError, ConfigError, TransientError
+from mp2amp.extract.api import MixpanelSettings
+from mp2amp.extract.export import (
+    WindowFile,
+    completed_window,
+    days_between,
+    fetch_windows,
+    iter_window_records,
+)
+
+DAYS = [date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)]
+
+
+def lines_for(day: date, n: int) -> list[bytes]:
+    return [json.dumps({"event": "E", "properties": {
+        "time": 1704067200 + i, "$insert_id": f"{day}-{i}", "text": "caf\u00e9 \u2028 x"}}).encode()
+        for i in range(n)]
+
+
+def settings(base_url: str, **kw: Any) -> MixpanelSettings:
+    opts: dict[str, Any] = {"project_id": 42, "api_host": base_url, "service_account": "user:pw",
+                            "per_second": 1000, "per_hour": 1000, "backoff_base": 0.01}
+    opts.update(kw)
+    return MixpanelSettings(**opts)
+
+
+def fetch_all(srv: Any, workdir: Path, days: list[date], **kw: Any) -> list[WindowFile]:
+    concurrency = kw.pop("concurrency", 3)
+
+    async def main() -> list[WindowFile]:
+        async with srv.running() as base:
+            return [w async for w in fetch_windows(settings(base, **kw), days, workdir,
+                                                   concurrency=concurrency)]
+    return sorted(asyncio.run(main()), key=lambda w: w.day)
+
+
+def setup_days(srv: Any, n: int = 5) -> None:
+    srv.days = {d.isoformat(): lines_for(d, n) for d in DAYS}
+
+
+def test_one_request_per_day_with_inclusive_dates(export_server: Any, tmp_path: Path) -> None:
+    setup_days(export_server)
+    export_server.chunk_delay = 0.01
+    windows = fetch_all(export_server, tmp_path, [*DAYS, DAYS[0]], concurrency=3)
+    assert [w.day for w in windows] == DAYS
+    asked = [(r["query"]["from_date"], r["query"]["to_date"]) for r in export_server.log]
+    assert sorted(asked) == [(d.isoformat(), d.isoformat()) for d in DAYS]  # no day twice
+    assert all(r["gzip"] for r in export_server.log)
+    assert export_server.max_in_flight > 1  # several windows in flight
+    for w in windows:
+        recs = list(iter_window_records(w))
+        assert w.record_count == len(recs) == 5 and w.rejected_count == 0 and w.attempts == 1
+        assert [r.record for r in recs] == [json.loads(x) for x in lines_for(w.day, 5)]
+        assert recs[0].source == f"export:{w.day}" and recs[0].line == 1
+        assert w.bytes == w.path.stat().st_size
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_days_between_is_inclusive() -> None:
+    assert days_between(DAYS[0], DAYS[2]) == DAYS
+    assert days_between(DAYS[1], DAYS[1]) == [DAYS[1]]
+    with pytest.raises(ValueError):
+        days_between(DAYS[2], DAYS[0])
+
+
+def test_429_waits_for_retry_after_and_pauses_everyone(export_server: Any, tmp_path: Path) -> None:
+    setup_days(export_server)
+    export_server.script = {"2024-01-01": ["429"]}
+    export_server.retry_after = "0.3"
+    windows = fetch_all(export_server, tmp_path, DAYS[:1])
+    assert windows[0].attempts == 2 and windows[0].record_count == 5
+    first, second = export_server.log
+    assert second["t"] - first["t"] >= 0.3
+
+
+@pytest.mark.parametrize("fault", ["terminated", "drop", "500"])
+def test_broken_stream_refetches_the_whole_window(export_server: Any, tmp_path: Path,
+                                                   fault: str) -> None:
+    setup_days(export_server, n=6)
+    export_server.script = {"2024-01-02": [fault, fault]}
+    windows = fetch_all(export_server, tmp_path, DAYS)
+    w = windows[1]
+    assert w.attempts == 3
+    recs = list(iter_window_records(w))
+    assert [r.record for r in recs] == [json.loads(x) for x in lines_for(w.day, 6)]
+    assert w.record_count == 6 and b"terminated" not in w.path.read_bytes()
+    assert [r["day"] for r in export_server.log].count("2024-01-02") == 3
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_split_record_rejoined_and_counted_once(export_server: Any, tmp_path: Path) -> None:
+    setup_days(export_server, n=4)
+    export_server.split = {"2024-01-01"}
+    (w,) = fetch_all(export_server, tmp_path, DAYS[:1])
+    recs = list(iter_window_records(w))
+    assert w.record_count == len(recs) == 4 and w.rejected_count == 0
+    assert [r.record for r in recs] == [json.loads(x) for x in lines_for(w.day, 4)]
+    assert [r.line for r in recs] == [1, 2, 4, 5]
+
+
+def test_malformed_line_in_export_is_counted_as_rejected(export_server: Any, tmp_path: Path) -> None:
+    export_server.days = {"2024-01-01": [b'{"event":"a"}', b"{oops", b'{"event":"b"}']}
+    (w,) = fetch_all(export_server, tmp_path, DAYS[:1])
+    assert (w.record_count, w.rejected_count) == (3, 1)
+    bad = [r for r in iter_window_records(w) if r.rejection]
+    assert bad[0].rejection is not None and bad[0].rejection.reason == "malformed_json"
+    assert bad[0].line == 2 and "export:2024-01-01" in bad[0].rejection.message
+
+
+def test_gives_up_after_max_attempts_with_the_last_error(export_server: Any, tmp_path: Path) -> None:
+    setup_days(export_server)
+    export_server.script = {"2024-01-01": ["500"] * 5}
+    with pytest.raises(TransientError, match=r"2024-01-01 failed 3 times.*500"):
+        fetch_all(export_server, tmp_path, DAYS[:1], max_attempts=3)
+
+
+def test_bad_credentials_stop_with_a_clear_message(export_server: Any, tmp_path: Path) -> None:
+    setup_days(export_server)
+    with pytest.raises(AuthError) as info:
+        fetch_all(export_server, tmp_path, DAYS, service_account="user:WRONGSECRET")
+    message = str(info.value)
+    assert "MIXPANEL_SERVICE_ACCOUNT" in message and "WRONGSECRET" not in message
+    assert len(export_server.log) <= 3  # no retries of a terminal error
+
+
+def test_api_secret_auth(export_server: Any, tmp_path: Path) -> None:
+    setup_days(export_server)
+    (w,) = fetch_all(export_server, tmp_path, DAYS[:1], service_account=None,
+                     api_secret="sekret", project_id=None)
+    assert w.record_count == 5 and "project_id" not in export_server.log[0]["query"]
+
+
+def test_completed_windows_are_reused_not_refetched(export_server: Any, tmp_path: Path) -> None:
+    setup_days(export_server)
+    fetch_all(export_server, tmp_path, DAYS[:2])
+    # A crash mid-window leaves no meta: that day is fetched again.
+    (tmp_path / "export" / "2024-01-02.meta.json").unlink()
+    export_server.log.clear()
+    windows = fetch_all(export_server, tmp_path, DAYS)
+    assert sorted(r["day"] for r in export_server.log) == ["2024-01-02", "2024-01-03"]
+    assert [w.attempts for w in windows] == [0, 1, 1]
+    assert completed_window(tmp_path, DAYS[0]) == windows[0]
+    windows[0].discard()
+    assert completed_window(tmp_path, DAYS[0]) is None
+
+
+@pytest.mark.parametrize(("region", "export_host", "query_host"), [
+    ("us", "https://data.mixpanel.com", "https://mixpanel.com"),
+    ("eu", "https://data-eu.mixpanel.com", "https://eu.mixpanel.com"),
+    ("in", "https://data-in.mixpanel.com", "https://in.mixpanel.com"),
+])
+def test_residency_hosts(region: str, export_host: str, query_host: str) -> None:
+    s = MixpanelSettings(project_id=1, region=region, service_account="u:p")
+    assert s.export_url == f"{export_host}/api/2.0/export"
+    assert s.engage_url == f"{query_host}/api/query/engage"
+
+
+def test_settings_validation_and_secret_masking() -> None:
+    with pytest.raises(ConfigError) as info:
+        MixpanelSettings(region="mars", service_account="nocolon")
+    text = str(info.value)
+    assert "us, eu, in" in text and "user:secret" in text and "project_id" in text
+    s = MixpanelSettings.from_env({"MIXPANEL_SERVICE_ACCOUNT": "me:topsecret"}, project_id=3)
+    assert "topsecret" not in repr(s) and s.auth_kind == "service account"
+    s2 = MixpanelSettings.from_env({"MIXPANEL_SECRET": "abc"})
+    assert s2.auth_kind == "project API secret" and "abc" not in repr(s2)
