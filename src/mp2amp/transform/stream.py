@@ -1,0 +1,162 @@
+"""The transform chain over a stream of source records: exactly one outcome per record.
+
+    record unusable (extract's rejection)            -> Rejected
+    $identify / $create_alias / $merge               -> IdentityRecord (fed the graph in pass 1)
+    Transformer.event(): Rejection | Skip            -> Rejected | Skipped
+    same insert_id and content as an earlier event   -> Duplicate
+    otherwise: session_id added                      -> Emitted
+
+Deduplication runs on events the transformer accepted, so a duplicate of a rejected or
+skipped record counts under that reason, and a duplicate never advances a session.
+``TransformSummary`` counts what was read (independently of the outcomes, by wrapping the
+record iterator) and what came out, and checks the ledger's invariant
+``read = out + identity + duplicates + skipped + rejected``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mp2amp.errors import InvariantViolation, Rejection
+from mp2amp.identity.ids import IDENTITY_EVENTS
+from mp2amp.models import (
+    Duplicate,
+    Emitted,
+    IdentityRecord,
+    Outcome,
+    Rejected,
+    Resolved,
+    Skip,
+    Skipped,
+    SourceRecord,
+)
+from mp2amp.transform.dedup import Deduper
+from mp2amp.transform.sessions import Sessionizer
+
+
+class Resolver(Protocol):
+    """The identity graph after pass 1 (``mp2amp.identity.IdentityGraph``)."""
+
+    def resolve(self, props: dict[str, Any]) -> Resolved: ...
+
+
+class EventTransformer(Protocol):
+    """The pure mapping core (``mp2amp.transform.events.Transformer``)."""
+
+    def event(self, record: dict[str, Any], ids: Resolved) -> dict[str, Any] | Rejection | Skip: ...
+
+
+def transform_stream(
+    records: Iterable[SourceRecord],
+    graph: Resolver,
+    transformer: EventTransformer,
+    sessionizer: Sessionizer,
+    deduper: Deduper,
+) -> Iterator[Outcome]:
+    """One outcome per source record, in input order (see the module docstring)."""
+    for src in records:
+        record = src.record
+        if record is None:
+            yield Rejected(_rejection(src))
+            continue
+        props = record.get("properties")
+        event = record.get("event")
+        if not isinstance(props, dict):
+            props = None  # the transformer rejects it with the reason
+        elif isinstance(event, str) and event in IDENTITY_EVENTS:
+            yield IdentityRecord(event, src.source, src.line)  # as graph.observe() decided
+            continue
+        ids = graph.resolve(props) if props is not None else Resolved(None, None)
+        out = transformer.event(record, ids)
+        if isinstance(out, Rejection):
+            yield Rejected(Rejection(out.reason, out.message, out.field, src.source, src.line,
+                                     record if out.record is None else out.record))
+            continue
+        if isinstance(out, Skip):
+            yield Skipped(out, src.source, src.line)
+            continue
+        insert_id = out.get("insert_id")
+        insert_id = insert_id if isinstance(insert_id, str) else ""
+        if deduper.is_duplicate(insert_id, record):
+            yield Duplicate(insert_id, src.source, src.line)
+            continue
+        if "session_id" not in out:
+            out["session_id"] = sessionizer.session_id(
+                out.get("device_id"), out.get("user_id"), out["time"])
+        yield Emitted(out, src.source, src.line)
+
+
+def _rejection(src: SourceRecord) -> Rejection:
+    rej = src.rejection
+    if rej is None:  # extract's contract says this cannot happen; never lose the record
+        return Rejection("unreadable", "the reader gave no record and no reason",
+                         source=src.source, line=src.line)
+    if rej.source is None or rej.line is None:
+        return rej.located(src.source, src.line)
+    return rej
+
+
+@dataclass(slots=True)
+class TransformSummary:
+    """What a transform run read and what became of it; ``check()`` enforces the sum."""
+
+    records_read: int = 0
+    events_out: int = 0
+    identity_records: int = 0
+    duplicates: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # by rule
+    rejected: Counter[str] = field(default_factory=Counter)  # by reason
+    files: set[str] = field(default_factory=set)
+
+    def reading(self, records: Iterable[SourceRecord]) -> Iterator[SourceRecord]:
+        """Pass the records through, counting each one read."""
+        for src in records:
+            self.records_read += 1
+            self.files.add(src.source)
+            yield src
+
+    def add(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Emitted):
+            self.events_out += 1
+        elif isinstance(outcome, Rejected):
+            self.rejected[outcome.rejection.reason] += 1
+        elif isinstance(outcome, Skipped):
+            self.skipped[outcome.skip.rule] += 1
+        elif isinstance(outcome, Duplicate):
+            self.duplicates += 1
+        else:
+            self.identity_records += 1
+
+    @property
+    def accounted(self) -> int:
+        return (self.events_out + self.identity_records + self.duplicates
+                + sum(self.skipped.values()) + sum(self.rejected.values()))
+
+    @property
+    def balanced(self) -> bool:
+        return self.records_read == self.accounted
+
+    def check(self) -> None:
+        """Raise InvariantViolation when the counts do not add up."""
+        if not self.balanced:
+            raise InvariantViolation(
+                f"counts do not add up: read {self.records_read} records but accounted for "
+                f"{self.accounted} (out {self.events_out} + identity {self.identity_records} "
+                f"+ duplicates {self.duplicates} + skipped {sum(self.skipped.values())} "
+                f"+ rejected {sum(self.rejected.values())}); the output is incomplete, "
+                "do not load it")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records_read": self.records_read,
+            "events_out": self.events_out,
+            "identity_records": self.identity_records,
+            "duplicates": self.duplicates,
+            "skipped": dict(sorted(self.skipped.items())),
+            "rejected": dict(sorted(self.rejected.items())),
+            "files": len(self.files),
+            "balanced": self.balanced,
+        }
