@@ -1,0 +1,309 @@
+"""The pure per-event transform: one Mixpanel event in, one Amplitude event (or why not) out.
+
+Order inside ``Transformer.event`` (each step may end the event with a Skip or Rejection):
+
+1. hot-shard restore (``hotshard``); identity records and bookkeeping events are skipped;
+2. ``time`` -> UTC ms (``timeconv``: unit detection, legacy project-local time);
+3. privacy rules on the Mixpanel property names (drop, hash, excluded users, retention);
+4. the tracking plan (rename/drop events and properties, types, user properties);
+5. identity from the identity stage: at least one of user_id/device_id or ``missing_id``;
+6. default properties -> top-level fields / readable event properties (``mapping``),
+   location fields together (``geo``);
+7. revenue (``revenue``), groups (configured keys);
+8. value sanitizing (``values``): 1024-character strings, 40 levels, JSON-only values;
+9. ``insert_id`` (``insert_id``) from the event as Mixpanel stored it.
+
+The output is exactly a Batch API event. ``session_id`` is left to the sessionizer. The
+transformer holds no clock, network or global state; its only mutable state is the
+per-property counts in ``stats``, which never influence an output.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from mp2amp import __version__
+from mp2amp.errors import ConfigError, Rejection
+from mp2amp.models import Resolved, Skip
+from mp2amp.transform import mapping
+from mp2amp.transform.geo import set_location
+from mp2amp.transform.hotshard import restore_hotshard
+from mp2amp.transform.insert_id import insert_id_for, usable_insert_id
+from mp2amp.transform.revenue import revenue_fields
+from mp2amp.transform.settings import TransformSettings
+from mp2amp.transform.timeconv import (
+    MAX_TIME_MS,
+    MIN_TIME_MS,
+    LocalTimeConverter,
+    TimeError,
+    to_epoch_ms,
+)
+from mp2amp.transform.values import MAX_STRING, ValueProblem, ValueStats, clip, sanitize_props
+
+IDENTITY_EVENTS = frozenset({"$identify", "$create_alias", "$merge"})
+RESERVED_EVENT_TYPES = frozenset({
+    "[Amplitude] Start Session", "[Amplitude] End Session", "[Amplitude] Revenue",
+    "[Amplitude] Revenue (Verified)", "[Amplitude] Revenue (Unverified)",
+    "[Amplitude] Merged User", "$identify", "$groupidentify",
+})
+MAX_GROUP_TYPES = 5
+MAX_GROUP_VALUES = 10
+UNPLANNED_FLAG = "mp2amp_unplanned"
+FIELD_ORDER = (
+    "platform", "os_name", "os_version", "device_brand", "device_manufacturer",
+    "device_model", "carrier", "app_version", "country", "region", "city", "dma",
+    "location_lat", "location_lng", "ip", "idfa",
+)
+_NEVER, _UNMAPPED, _ALWAYS = 0, 1, 2
+_KEEP = {"never": _NEVER, "unmapped": _UNMAPPED, "always": _ALWAYS}
+_PAGE_URL, _PAGE_DOMAIN, _PAGE_PATH = (
+    "[Amplitude] Page URL", "[Amplitude] Page Domain", "[Amplitude] Page Path")
+
+Compiled = tuple[str | None, Callable[..., Any], str | None, int, int, Callable[..., Any] | None]
+
+
+def _compile(platform: mapping.Platform, keep_ip: bool) -> dict[str, Compiled]:
+    """Per-platform dispatch: property -> (field, converter, keep_as, keep, priority, fix)."""
+    table: dict[str, Compiled] = {}
+    for source, rule in mapping.rules_for(platform).items():
+        field = rule.field
+        if field == "ip" and not keep_ip:
+            field = None
+        fix = mapping.direct_to_empty if rule.convert == "direct_to_empty" else None
+        table[source] = (field, mapping.CONVERTERS[rule.convert], rule.keep_as,
+                         _KEEP[rule.keep], rule.priority, fix)
+    return table
+
+
+class Transformer:
+    """Turns Mixpanel events into Amplitude Batch API events under one ``TransformSettings``."""
+
+    def __init__(self, settings: TransformSettings) -> None:
+        self.settings = settings
+        self.values = ValueStats()
+        self.counts: Counter[str] = Counter()
+        self._tables = {p: _compile(p, settings.keep_ip) for p in mapping.PLATFORMS}
+        self._local: LocalTimeConverter | None = None
+        if settings.legacy_time:
+            try:
+                self._local = LocalTimeConverter(settings.timezone, settings.timezone_changes)
+            except (ValueError, KeyError) as exc:  # unknown zone or malformed date
+                raise ConfigError([f"transform timezone settings: {exc}"]) from exc
+        self._library = settings.library or f"mp2amp/{__version__}"
+        self._revenue = settings.revenue if settings.revenue.enabled else None
+        self._names = mapping.DEFAULT_EVENT_NAMES if settings.amplitude_event_names else {}
+
+    def event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
+        """One Amplitude event, or the Rejection/Skip that explains why there is none."""
+        try:
+            return self._event(record, ids)
+        except ValueProblem as problem:
+            return Rejection(problem.reason, str(problem), field=problem.field)
+        except Exception as exc:  # never let one record stop the run; tests assert on it
+            return Rejection("transform_error", f"{type(exc).__name__}: {exc}"[:300])
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """What the transform changed so far: truncations and flattenings per property."""
+        return {"truncated": dict(self.values.truncated),
+                "flattened": dict(self.values.flattened), "other": dict(self.counts)}
+
+    # --- the steps ---------------------------------------------------------------------
+
+    def _event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
+        if type(record) is not dict or "event" not in record:
+            return _not_an_event(record)
+        restored = restore_hotshard(record)
+        if type(restored) is not dict:
+            return restored
+        source_name = restored["event"]
+        if type(source_name) is not str or not source_name.strip():
+            return Rejection("missing_event_name", "the event has no name", field="event")
+        if source_name in IDENTITY_EVENTS:
+            return Skip("identity_record", f"{source_name} feeds the identity graph")
+        props = restored.get("properties")
+        if props is None:
+            props = {}
+        elif type(props) is not dict:
+            return Rejection("not_an_event", "properties is not an object", field="properties")
+        try:
+            raw_ms = to_epoch_ms(props.get("time"))
+            time_ms = raw_ms if self._local is None else self._to_utc(raw_ms, props)
+        except TimeError as err:
+            return Rejection(err.reason, str(err), field="properties.time")
+        source_props = props
+        privacy = self.settings.privacy
+        if privacy is not None:
+            kept = privacy.apply(source_name, props, ids, time_ms)
+            if type(kept) is not dict:
+                return kept
+            props = kept
+        name, user_props, flagged = source_name, None, False
+        plan = self.settings.plan
+        if plan is not None:
+            planned = plan.apply(source_name, props)
+            if isinstance(planned, Skip | Rejection):
+                return planned
+            name, props, flagged = planned.event_name, planned.props, planned.flagged
+            user_props = planned.user_props or None
+        if ids.user_id is None and ids.device_id is None:
+            return Rejection("missing_id", "no usable user_id or device_id for this event "
+                             "(absent, junk or blocklisted IDs)", field="properties.distinct_id")
+        out = self._shell(name, ids, time_ms)
+        event_props = self._map(props, out)
+        if self._revenue is not None:
+            out.update(revenue_fields(props, self._revenue, (source_name, name)))
+        if flagged:
+            event_props[UNPLANNED_FLAG] = True
+        out["event_properties"] = sanitize_props(event_props, "event_properties", self.values)
+        if user_props:
+            out["user_properties"] = sanitize_props(user_props, "user_properties", self.values)
+        if self.settings.group_keys:
+            groups = self._groups(props)
+            if groups:
+                out["groups"] = groups
+        out["insert_id"] = insert_id_for(
+            source_name, source_props.get("distinct_id"), raw_ms,
+            usable_insert_id(source_props.get("$insert_id")), source_props)
+        return out
+
+    def _to_utc(self, raw_ms: int, props: dict[str, Any]) -> int:
+        assert self._local is not None
+        processed = props.get("mp_processing_time_ms")
+        utc = self._local.to_utc_ms(raw_ms, processed if type(processed) is int else None)
+        if not MIN_TIME_MS <= utc < MAX_TIME_MS:
+            raise TimeError("time_out_of_range", f"time {raw_ms} ms is out of range in UTC")
+        return utc
+
+    def _shell(self, name: str, ids: Resolved, time_ms: int) -> dict[str, Any]:
+        event_type = self._names.get(name, name)
+        if event_type in RESERVED_EVENT_TYPES:
+            raise ValueProblem("event", f"event name {event_type!r} is reserved by Amplitude",
+                               "reserved_event_type")
+        out: dict[str, Any] = {"event_type": clip(event_type, "event_type", self.values)}
+        for key, value in (("user_id", ids.user_id), ("device_id", ids.device_id)):
+            if value is not None:
+                if len(value) > MAX_STRING:
+                    raise ValueProblem(key, f"{key} is longer than {MAX_STRING} characters",
+                                       "invalid_id")
+                out[key] = value
+        out["time"] = time_ms
+        out["insert_id"] = ""  # placeholder that keeps the key order; set last
+        return out
+
+    def _map(self, props: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+        """Default properties -> top-level fields in ``out``; returns the event properties."""
+        platform = mapping.detect_platform(
+            props.get("mp_lib"), props.get("$os"), "$browser" in props)
+        table = self._tables[platform]
+        fields: dict[str, Any] = {}
+        ranks: dict[str, int] = {}
+        event_props: dict[str, Any] = {}
+        for key, value in props.items():
+            rule = table.get(key)
+            if rule is None:
+                event_props[key] = value
+                continue
+            field, convert, keep_as, keep, priority, fix = rule
+            produced = False
+            if field is not None:
+                converted = convert(value, props)
+                if converted is not None:
+                    produced = True
+                    if ranks.get(field, priority + 1) > priority:
+                        fields[field] = converted
+                        ranks[field] = priority
+            if keep == _ALWAYS or (keep == _UNMAPPED and not produced):
+                target = key if keep_as is None or keep_as in props or keep_as in event_props \
+                    else keep_as
+                event_props[target] = value if fix is None else fix(value, props)
+        self._platform_fields(platform, props, fields)
+        if platform == "web":
+            _page_properties(props.get("$current_url"), event_props)
+        if ("location_lat" in fields) != ("location_lng" in fields):
+            # Amplitude needs both coordinates; a lone one stays an event property.
+            for field, prop in (("location_lat", "latitude"), ("location_lng", "longitude")):
+                if field in fields:
+                    event_props.setdefault(prop, fields.pop(field))
+        set_location(fields, fields.get("country"), fields.get("region"), fields.get("city"))
+        for name in FIELD_ORDER:
+            if name in fields:
+                value = fields[name]
+                out[name] = clip(value, name, self.values) if type(value) is str else value
+        out["library"] = self._library
+        return event_props
+
+    @staticmethod
+    def _platform_fields(
+        platform: mapping.Platform, props: dict[str, Any], fields: dict[str, Any]
+    ) -> None:
+        if platform == "ios":
+            os_value = props.get("$os")
+            key = os_value.lower() if type(os_value) is str else "ios"
+            fields["platform"] = mapping.APPLE_PLATFORMS.get(key, "iOS")
+            fields.setdefault("os_name", fields["platform"].lower())
+        elif platform == "android":
+            fields["platform"] = "Android"
+            fields.setdefault("os_name", "android")
+        elif platform == "web":
+            fields["platform"] = "Web"
+
+    def _groups(self, props: dict[str, Any]) -> dict[str, Any]:
+        groups: dict[str, Any] = {}
+        budget = MAX_GROUP_VALUES
+        for key in self.settings.group_keys:
+            if key not in props:
+                continue
+            if len(groups) == MAX_GROUP_TYPES or budget == 0:
+                self.counts["groups_over_limit"] += 1
+                break
+            value = props[key]
+            names = [_group_name(v) for v in value] if type(value) is list \
+                else [_group_name(value)]
+            usable = list(dict.fromkeys(n for n in names if n is not None))
+            if not usable:
+                continue
+            if len(usable) > budget:
+                self.counts["groups_over_limit"] += 1
+                usable = usable[:budget]
+            budget -= len(usable)
+            groups[key] = usable if type(value) is list else usable[0]
+        return groups
+
+
+def _group_name(value: object) -> str | None:
+    if type(value) is str:
+        name = value.strip()
+        return name[:MAX_STRING] if name else None
+    if type(value) is int:
+        return str(value)
+    if type(value) is float and value == value and value.is_integer():
+        return str(int(value))
+    return None
+
+
+def _page_properties(url: object, event_props: dict[str, Any]) -> None:
+    """The page properties Amplitude's Browser SDK derives from the page URL."""
+    if type(url) is not str or not url:
+        return
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return
+    event_props.setdefault(_PAGE_URL, url.split("?", 1)[0])
+    if host:
+        event_props.setdefault(_PAGE_DOMAIN, host)
+    if parts.path:
+        event_props.setdefault(_PAGE_PATH, parts.path)
+
+
+def _not_an_event(record: object) -> Rejection:
+    if type(record) is dict and any(k in record for k in ("$distinct_id", "$group_id")):
+        return Rejection("not_an_event", "a profile update (Engage/Groups), not an event; "
+                         "profiles are migrated by `mp2amp profiles`", field="event")
+    kind = type(record).__name__ if type(record) is not dict else "object without 'event'"
+    return Rejection("not_an_event", f"expected a Mixpanel event object, got {kind}",
+                     field="event")

@@ -1,0 +1,94 @@
+"""Deterministic Amplitude ``insert_id`` for a Mixpanel event.
+
+Amplitude drops an event whose ``insert_id`` it has seen on the same device in the last
+7 days; Mixpanel treats two events as duplicates only when **event name, distinct_id,
+time and ``$insert_id``** all match. Real exports break the difference: the same
+``$insert_id`` on different events and times of one user (instrumentation bugs, doc
+samples). Sending ``$insert_id`` verbatim would make Amplitude silently drop those
+distinct events, so the id is derived from Mixpanel's own dedup key:
+
+* with a usable ``$insert_id``: ``"<$insert_id>-<16 hex>"``, the hex being a 64-bit hash
+  of (event name, distinct_id, time ms). The Mixpanel id stays readable as the prefix
+  (``mixpanel_insert_id`` recovers it); exact Mixpanel duplicates keep one id.
+* without one (old iOS SDKs, ``/track`` without it, placeholders): ``"mp-<32 hex>"``, a
+  128-bit BLAKE2b hash of (event name, distinct_id, time ms, canonical properties).
+
+Every input is the event as Mixpanel stored it (before the tracking plan, privacy rules or
+a timezone fix), so editing the config and re-running never changes an id and never
+creates duplicates in Amplitude.
+"""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+from typing import Any
+
+import orjson
+
+_SEP = b"\x1f"
+_MAX_PREFIX = 64
+_JUNK = frozenset({"", "null", "none", "nil", "undefined", "source_id", "0", "-1", "n/a", "na"})
+# Ingestion metadata differs between two deliveries of the same event: not identity.
+_VOLATILE = frozenset(
+    {"mp_processing_time_ms", "$mp_api_timestamp_ms", "$mp_api_endpoint", "$mp_event_size",
+     "$import", "token"}
+)
+
+
+def usable_insert_id(value: object) -> str | None:
+    """The Mixpanel ``$insert_id`` as a string, or ``None`` when absent or a placeholder."""
+    if type(value) is int and not isinstance(value, bool):
+        text = str(value)
+    elif type(value) is str:
+        text = value.strip()
+    else:
+        return None
+    if len(text) > _MAX_PREFIX or text.lower() in _JUNK:
+        return None
+    return text
+
+
+def insert_id_for(
+    event_name: str,
+    distinct_id: object,
+    time_ms: int,
+    mixpanel_insert_id: str | None,
+    props: dict[str, Any],
+) -> str:
+    """The Amplitude ``insert_id`` (see the module docstring for the scheme)."""
+    who = _text(distinct_id)
+    if mixpanel_insert_id is not None:
+        key = _SEP.join((event_name.encode("utf-8", "replace"), who, str(time_ms).encode()))
+        return f"{mixpanel_insert_id}-{blake2b(key, digest_size=8).hexdigest()}"
+    canonical = _canonical(props)
+    key = _SEP.join(
+        (event_name.encode("utf-8", "replace"), who, str(time_ms).encode(), canonical)
+    )
+    return "mp-" + blake2b(key, digest_size=16).hexdigest()
+
+
+def mixpanel_insert_id(amplitude_insert_id: str) -> str | None:
+    """The Mixpanel ``$insert_id`` an Amplitude id was derived from (``None`` if hashed)."""
+    if amplitude_insert_id.startswith("mp-") and len(amplitude_insert_id) == 35:
+        return None
+    prefix, sep, _ = amplitude_insert_id.rpartition("-")
+    return prefix if sep else None
+
+
+def _text(value: object) -> bytes:
+    if value is None:
+        return b""
+    if type(value) is str:
+        return value.encode("utf-8", "replace")
+    return repr(value).encode("utf-8", "replace")
+
+
+def _canonical(props: dict[str, Any]) -> bytes:
+    stable = {k: v for k, v in props.items() if k not in _VOLATILE}
+    try:
+        return orjson.dumps(stable, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        # Values orjson cannot encode (huge ints, lone surrogates): repr is still stable.
+        return repr(sorted(stable.items(), key=lambda kv: str(kv[0]))).encode(
+            "utf-8", "backslashreplace"
+        )

@@ -1,0 +1,131 @@
+"""Revenue: configured Mixpanel properties -> Amplitude's top-level revenue fields.
+
+Amplitude counts revenue only from the top-level ``price``, ``quantity``, ``revenue``,
+``productId``, ``revenueType`` and ``currency`` of an event; the same numbers left in
+``event_properties`` are just properties (a classic migration revenue mismatch). Mixpanel
+has no reserved event-level revenue field, so the property names come from the config
+(``RevenueSettings``); nothing is hoisted by default. The original properties stay in
+``event_properties`` too, so charts built on them keep working.
+
+Rules (all deterministic, none invents a value):
+
+* Numbers may arrive as strings ("800.00"): parsed as decimal numbers; anything that does
+  not parse to a finite number is left alone (the event is still sent, without revenue).
+* Single item: ``price`` (and ``quantity``, an integer, Amplitude's default 1) and/or
+  ``revenue``; Amplitude computes ``price x quantity`` when both are sent.
+* Multi-item order (``items`` names a list of objects using the same price / quantity /
+  product-id names): one Amplitude event per Mixpanel event, so counts reconcile. With one
+  item its price, quantity and product id are hoisted. With several, ``revenue`` is the
+  order-level revenue property when set, else the sum of ``price x quantity`` over the
+  items; ``productId`` is left unset (there is no single product) and the list stays in
+  ``event_properties``. An item without a parseable price makes the sum unknown, so no sum
+  is sent.
+* Refunds: events named in ``refund_events`` (Mixpanel or plan name) carry negative
+  ``price``/``revenue`` (Amplitude allows negative values for refunds) and ``revenueType``
+  "refund" unless the event has its own type. A negative amount on any event is kept.
+* ``productId`` / ``revenueType`` / ``currency`` are sent only with a ``price`` or
+  ``revenue`` (Amplitude requires one of them); ``currency`` only as a 3-letter code,
+  upper-cased.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mp2amp.transform.settings import RevenueSettings
+
+_INF = float("inf")
+
+
+def number(value: object) -> float | None:
+    """A finite number from a number or a numeric string; ``None`` otherwise."""
+    t = type(value)
+    if t is int or t is float:
+        result = float(value)  # type: ignore[arg-type]
+    elif t is str:
+        if "_" in value:  # type: ignore[operator]
+            return None  # float() would accept "1_000"; a price string never means that
+        try:
+            result = float(value)  # type: ignore[arg-type]
+        except ValueError:
+            return None
+    else:
+        return None
+    if result != result or result in (_INF, -_INF):
+        return None
+    return result
+
+
+def integer(value: object) -> int | None:
+    """A whole number (2, 2.0, "2"); ``None`` for fractions and non-numbers."""
+    parsed = number(value)
+    if parsed is None or not parsed.is_integer():
+        return None
+    return int(parsed)
+
+
+def _text(value: object) -> str | None:
+    if type(value) is str:
+        return value.strip() or None
+    if type(value) is int or type(value) is float:
+        return str(value)
+    return None
+
+
+def _item_values(
+    item: dict[str, Any], rs: RevenueSettings
+) -> tuple[float | None, int, str | None]:
+    price = number(item.get(rs.price)) if rs.price else None
+    quantity = integer(item.get(rs.quantity)) if rs.quantity and rs.quantity in item else 1
+    product = _text(item.get(rs.product_id)) if rs.product_id else None
+    return price, 1 if quantity is None else quantity, product
+
+
+def revenue_fields(
+    props: dict[str, Any], rs: RevenueSettings, event_names: tuple[str, str]
+) -> dict[str, Any]:
+    """The top-level revenue fields for one event (empty when it carries no revenue)."""
+    price: float | None = None
+    quantity: int | None = None
+    revenue: float | None = None
+    product: str | None = None
+    items = props.get(rs.items) if rs.items else None
+    if type(items) is list and items and all(type(i) is dict for i in items):
+        parsed = [_item_values(i, rs) for i in items]
+        if len(parsed) == 1:
+            price, quantity, product = parsed[0]
+        elif all(p is not None for p, _, _ in parsed):
+            revenue = sum(p * q for p, q, _ in parsed if p is not None)
+        order_total = number(props.get(rs.revenue)) if rs.revenue else None
+        if order_total is not None:
+            revenue = order_total
+    else:
+        if rs.price:
+            price = number(props.get(rs.price))
+        if rs.quantity and price is not None:
+            quantity = integer(props.get(rs.quantity))
+        if rs.revenue:
+            revenue = number(props.get(rs.revenue))
+        if rs.product_id:
+            product = _text(props.get(rs.product_id))
+    if price is None and revenue is None:
+        return {}
+    refund = bool(rs.refund_events) and any(n in rs.refund_events for n in event_names)
+    out: dict[str, Any] = {}
+    if price is not None:
+        out["price"] = -abs(price) if refund else price
+        if quantity is not None:
+            out["quantity"] = quantity
+    if revenue is not None:
+        out["revenue"] = -abs(revenue) if refund else revenue
+    if product is not None:
+        out["productId"] = product
+    revenue_type = _text(props.get(rs.revenue_type)) if rs.revenue_type else None
+    if revenue_type is None and refund:
+        revenue_type = "refund"
+    if revenue_type is not None:
+        out["revenueType"] = revenue_type
+    currency = props.get(rs.currency) if rs.currency else None
+    if type(currency) is str and len(currency.strip()) == 3 and currency.strip().isalpha():
+        out["currency"] = currency.strip().upper()
+    return out

@@ -1,0 +1,58 @@
+"""Settings of the pure per-event transform, built once from the config (``config.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mp2amp.transform.plan import TrackingPlan
+    from mp2amp.transform.privacy import PrivacyRules
+
+
+@dataclass(frozen=True, slots=True)
+class RevenueSettings:
+    """Which event properties carry revenue (names as the tracking plan leaves them).
+
+    Mixpanel has no reserved event-level revenue field, so nothing is hoisted unless a name
+    is configured. ``items`` names a list-of-objects property of multi-item orders whose
+    objects use the same ``price``/``quantity``/``product_id`` names; events named in
+    ``refund_events`` are refunds (amounts made negative, ``revenueType`` "refund").
+    """
+
+    price: str | None = None
+    quantity: str | None = None
+    revenue: str | None = None
+    product_id: str | None = None
+    revenue_type: str | None = None
+    currency: str | None = None
+    items: str | None = None
+    refund_events: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.price, self.revenue, self.items))
+
+
+@dataclass(frozen=True, slots=True)
+class TransformSettings:
+    """Everything ``Transformer`` needs; immutable, so a run cannot change it half-way.
+
+    ``timezone_changes``: ``(date_from "YYYY-MM-DD", zone)`` pairs for legacy projects whose
+    timezone setting changed; ``timezone`` applies before the first ``date_from``.
+    ``amplitude_event_names``: rename Mixpanel's automatic events to Amplitude's own
+    (``$mp_web_page_view`` -> ``[Amplitude] Page Viewed`` ...); off by default so event
+    counts reconcile name for name.
+    """
+
+    timezone: str = "UTC"
+    legacy_time: bool = False
+    timezone_changes: tuple[tuple[str, str], ...] = ()
+    revenue: RevenueSettings = field(default_factory=RevenueSettings)
+    group_keys: tuple[str, ...] = ()
+    keep_ip: bool = True
+    plan: TrackingPlan | None = None
+    privacy: PrivacyRules | None = None
+    amplitude_event_names: bool = False
+    library: str | None = None
+    """Top-level ``library`` value; ``None`` means ``mp2amp/<version>``."""

@@ -1,0 +1,167 @@
+"""Mixpanel ``time`` -> Amplitude ``time`` (UTC epoch milliseconds, int).
+
+Two problems, both silent data corruption when done naively:
+
+* **Units.** The raw export gives epoch seconds (int or float with a ms fraction); SDKs and
+  ``/import`` payloads may carry milliseconds. The unit is detected from the magnitude:
+  below 1e11 is seconds (1e11 ms would be March 1973, before any Mixpanel data), up to 1e14
+  milliseconds, up to 1e17 microseconds, above that nanoseconds.
+* **Legacy project-local time.** Projects created before 2023 store ``time`` as the
+  project-local wall clock written as if it were UTC. Converting back needs the zone's
+  offset *at that wall-clock time* (DST included), so a fixed hour offset is wrong for half
+  the year. Wall times in a DST gap (which Mixpanel should never have produced) are read
+  with the offset in force before the gap, as the clock would have shown it. Wall times
+  in a DST fold (the repeated hour) are ambiguous: when the record carries Mixpanel's UTC
+  processing time, the latest candidate not after it wins (events are processed after they
+  happen); otherwise the first occurrence (the daylight-time reading) is used.
+* **Timezone changes.** A legacy project whose timezone setting changed keeps the old
+  offset for older events; ``timezone_changes`` lists ``(date_from, zone)`` pairs and the
+  zone for an event is the last one whose ``date_from`` is on or before the event's stored
+  local date (``timezone`` before the first change).
+
+Offsets are cached per (zone, local hour) when the whole hour has one unambiguous offset, so
+the tz database is consulted about once per hour of data. Nothing here reads the clock.
+"""
+
+from __future__ import annotations
+
+import bisect
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+MIN_TIME_MS = 31_536_000_000
+"""1971-01-01T00:00:00Z: Mixpanel's ``/import`` rejects anything earlier."""
+MAX_TIME_MS = 4_102_444_800_000
+"""2100-01-01T00:00:00Z: a sane upper bound that needs no clock."""
+
+_HOUR_MS = 3_600_000
+_DAY_MS = 86_400_000
+_EPOCH = datetime(1970, 1, 1)
+
+
+class TimeError(ValueError):
+    """``time`` cannot be used; ``reason`` is the stable rejection code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def to_epoch_ms(value: object) -> int:
+    """Epoch milliseconds from a Mixpanel ``time`` value (s, ms, us or ns; number or digits).
+
+    Raises ``TimeError`` for absent, non-numeric, non-finite or out-of-range values.
+    """
+    t = type(value)
+    if t is int:
+        number: float | int = value  # type: ignore[assignment]
+    elif t is float:
+        number = value  # type: ignore[assignment]
+        if number != number or number in (float("inf"), float("-inf")):
+            raise TimeError("invalid_time", f"time is not a finite number ({value!r})")
+    elif t is str:
+        text = value.strip()  # type: ignore[attr-defined]
+        try:
+            number = int(text) if text.isdigit() else float(text)
+        except ValueError:
+            raise TimeError(
+                "invalid_time", f"time must be epoch seconds or milliseconds, got {value!r:.60}"
+            ) from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise TimeError("invalid_time", f"time is not a finite number ({value!r:.60})")
+    elif value is None:
+        raise TimeError("missing_time", "the record has no time")
+    else:
+        raise TimeError(
+            "invalid_time", f"time must be a number, got {type(value).__name__} {value!r:.60}"
+        )
+    magnitude = abs(number)
+    if magnitude < 1e11:
+        ms = round(number * 1000)
+    elif magnitude < 1e14:
+        ms = round(number)
+    elif magnitude < 1e17:
+        ms = round(number / 1000)
+    else:
+        ms = round(number / 1_000_000)
+    if not MIN_TIME_MS <= ms < MAX_TIME_MS:
+        raise TimeError(
+            "time_out_of_range",
+            f"time {value!r:.40} is {_describe(ms)}, outside 1971-01-01..2100-01-01",
+        )
+    return ms
+
+
+def _describe(ms: int) -> str:
+    try:
+        return (_EPOCH + timedelta(milliseconds=ms)).isoformat() + "Z"
+    except OverflowError:
+        return "far outside any date"
+
+
+class LocalTimeConverter:
+    """Project-local epoch ms -> UTC epoch ms for one project's timezone history."""
+
+    def __init__(self, timezone: str, changes: tuple[tuple[str, str], ...] = ()) -> None:
+        ordered = sorted((_date_ms(day), zone) for day, zone in changes)
+        self._change_at = [at for at, _ in ordered]
+        self._zones = [ZoneInfo(timezone)] + [ZoneInfo(zone) for _, zone in ordered]
+        self._cache: dict[tuple[int, int], int] = {}
+
+    def to_utc_ms(self, local_ms: int, processed_ms: int | None = None) -> int:
+        """UTC ms for a stored local wall time; ``processed_ms`` settles DST folds."""
+        zone_index = bisect.bisect_right(self._change_at, local_ms - local_ms % _DAY_MS)
+        hour = local_ms // _HOUR_MS
+        offset = self._cache.get((zone_index, hour))
+        if offset is not None:
+            return local_ms - offset
+        zone = self._zones[zone_index]
+        start = self._offsets(zone, hour * _HOUR_MS)
+        end = self._offsets(zone, hour * _HOUR_MS + _HOUR_MS - 1)
+        if start[0] == start[1] == end[0] == end[1]:
+            # One offset for the whole hour and no ambiguity: safe to reuse.
+            if len(self._cache) > 200_000:
+                self._cache.clear()
+            self._cache[(zone_index, hour)] = start[0]
+            return local_ms - start[0]
+        return self._exact(zone, local_ms, processed_ms)
+
+    @staticmethod
+    def _offsets(zone: ZoneInfo, local_ms: int) -> tuple[int, int]:
+        wall = _EPOCH + timedelta(milliseconds=local_ms)
+        return (
+            _offset_ms(wall.replace(tzinfo=zone, fold=0)),
+            _offset_ms(wall.replace(tzinfo=zone, fold=1)),
+        )
+
+    @classmethod
+    def _exact(cls, zone: ZoneInfo, local_ms: int, processed_ms: int | None) -> int:
+        first, second = cls._offsets(zone, local_ms)
+        candidates = sorted({local_ms - first, local_ms - second})
+        real = [utc for utc in candidates if _round_trips(zone, utc, local_ms)]
+        if not real:
+            # DST gap: this wall time never existed; read it with the pre-gap offset.
+            return local_ms - first
+        if len(real) == 1:
+            return real[0]
+        # DST fold: two instants show this wall time.
+        if processed_ms is not None:
+            before = [utc for utc in real if utc <= processed_ms]
+            if before:
+                return before[-1]
+        return local_ms - first
+
+
+def _round_trips(zone: ZoneInfo, utc_ms: int, local_ms: int) -> bool:
+    instant = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=utc_ms)
+    return utc_ms + _offset_ms(instant.astimezone(zone)) == local_ms
+
+
+def _offset_ms(aware: datetime) -> int:
+    delta = aware.utcoffset()
+    return 0 if delta is None else int(delta.total_seconds() * 1000)
+
+
+def _date_ms(day: str) -> int:
+    parsed = date.fromisoformat(day)
+    return (parsed - date(1970, 1, 1)).days * _DAY_MS

@@ -1,0 +1,184 @@
+"""Property values made acceptable to Amplitude, or a reason why they cannot be.
+
+Amplitude limits (amplitude-api.md §1.3, §1.7): strings longer than 1024 characters are
+truncated (done here, so the count is ours, per property, rather than silent), and "object
+depth may not exceed 40 layers" (``event_properties`` itself is layer 1; a container that
+would be layer 41 is kept as its JSON text, truncated like any string). Values JSON cannot
+carry (NaN, Infinity, integers past 64 bits, lone surrogates, non-JSON types, non-string
+keys) reject the whole event: guessing a replacement would be inventing data.
+
+One pass, copy-on-write: a clean flat dict (the common case) is returned as is.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import orjson
+
+MAX_STRING = 1024
+MAX_DEPTH = 40
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+_INF = float("inf")
+
+
+class ValueProblem(ValueError):
+    """A value JSON cannot carry; ``field`` is the dotted path to it."""
+
+    def __init__(self, field: str, message: str, reason: str = "non_json_value") -> None:
+        super().__init__(message)
+        self.field = field
+        self.reason = reason
+
+
+class ValueStats:
+    """Per-property counts of what sanitizing changed (owned by one Transformer)."""
+
+    __slots__ = ("flattened", "truncated")
+
+    def __init__(self) -> None:
+        self.truncated: Counter[str] = Counter()
+        self.flattened: Counter[str] = Counter()
+
+
+def text_ok(value: str, field: str) -> bool:
+    """True when the string is valid Unicode text (no lone surrogates)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueProblem(field, f"{field} holds invalid text (a lone surrogate)") from None
+    return True
+
+
+def clip(value: str, field: str, stats: ValueStats) -> str:
+    """A top-level string field at most 1024 characters long (counted when cut)."""
+    text_ok(value, field)
+    if len(value) > MAX_STRING:
+        stats.truncated[field] += 1
+        return value[:MAX_STRING]
+    return value
+
+
+def sanitize_props(props: dict[str, Any], where: str, stats: ValueStats) -> dict[str, Any]:
+    """``props`` with every value Amplitude-safe; raises ``ValueProblem`` for non-JSON data."""
+    out: dict[str, Any] | None = None
+    for key, value in props.items():
+        t = type(value)
+        if t is str:
+            if len(value) <= MAX_STRING and value.isascii():
+                new: Any = value
+            else:
+                new = _string(value, key, f"{where}.{key}", stats)
+        elif t is int:
+            new = value if _INT_MIN <= value <= _INT_MAX else _bad_int(where, key)
+        elif t is bool or value is None:
+            new = value
+        elif t is float:
+            if value != value or value == _INF or value == -_INF:
+                raise ValueProblem(f"{where}.{key}", f"{where}.{key} is {value!r}, not a JSON number")
+            new = value
+        elif t is dict or t is list:
+            new = _nested(value, 2, key, f"{where}.{key}", stats)
+        else:
+            raise ValueProblem(
+                f"{where}.{key}", f"{where}.{key} is a {t.__name__}, which JSON cannot carry"
+            )
+        if type(key) is not str:
+            raise ValueProblem(f"{where}.{key!r}", f"{where} has a non-string key {key!r}")
+        new_key = key
+        if len(key) > MAX_STRING or not key.isascii():
+            new_key = _string(key, key, f"{where}.{key}", stats)
+        if out is None and (new is not value or new_key is not key):
+            out = {}
+            for k, v in props.items():
+                if k is key:
+                    break
+                out[k] = v
+        if out is not None:
+            out[new_key] = new
+    return props if out is None else out
+
+
+def _string(value: str, prop: str, field: str, stats: ValueStats) -> str:
+    text_ok(value, field)
+    if len(value) > MAX_STRING:
+        stats.truncated[prop] += 1
+        return value[:MAX_STRING]
+    return value
+
+
+def _bad_int(where: str, key: str) -> Any:
+    raise ValueProblem(f"{where}.{key}", f"{where}.{key} is an integer beyond 64 bits")
+
+
+def _nested(value: Any, depth: int, prop: str, path: str, stats: ValueStats) -> Any:
+    """A nested value, rebuilt only when something inside changes."""
+    t = type(value)
+    if t is str:
+        if len(value) > MAX_STRING or not value.isascii():
+            return _string(value, prop, path, stats)
+        return value
+    if t is int:
+        return value if _INT_MIN <= value <= _INT_MAX else _bad_int(path, "")
+    if t is bool or value is None:
+        return value
+    if t is float:
+        if value != value or value == _INF or value == -_INF:
+            raise ValueProblem(path, f"{path} is {value!r}, not a JSON number")
+        return value
+    if t is dict or t is list:
+        if depth > MAX_DEPTH:
+            stats.flattened[prop] += 1
+            return _string(_as_json(value, path), prop, path, stats)
+        if t is list:
+            items = [_nested(item, depth + 1, prop, f"{path}[{i}]", stats)
+                     for i, item in enumerate(value)]
+            return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        changed = False
+        rebuilt: dict[str, Any] = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ValueProblem(path, f"{path} has a non-string key {key!r}")
+            new_key = key
+            if len(key) > MAX_STRING or not key.isascii():
+                new_key = _string(key, prop, path, stats)
+            new = _nested(item, depth + 1, prop, f"{path}.{key}", stats)
+            changed = changed or new is not item or new_key is not key
+            rebuilt[new_key] = new
+        return rebuilt if changed else value
+    raise ValueProblem(path, f"{path} is a {t.__name__}, which JSON cannot carry")
+
+
+def _as_json(value: Any, path: str) -> str:
+    # Validate the whole sub-tree first: flattening must not smuggle NaN through as text.
+    _check_json(value, path)
+    return orjson.dumps(value).decode()
+
+
+def _check_json(value: Any, path: str) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        t = type(item)
+        if t is dict:
+            for key, sub in item.items():
+                if type(key) is not str:
+                    raise ValueProblem(path, f"{path} has a non-string key {key!r}")
+                text_ok(key, path)
+                stack.append(sub)
+        elif t is list:
+            stack.extend(item)
+        elif t is str:
+            text_ok(item, path)
+        elif t is float:
+            if item != item or item == _INF or item == -_INF:
+                raise ValueProblem(path, f"{path} holds {item!r}, not a JSON number")
+        elif t is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                raise ValueProblem(path, f"{path} holds an integer beyond 64 bits")
+        elif not (t is bool or item is None):
+            raise ValueProblem(path, f"{path} holds a {t.__name__}, which JSON cannot carry")
