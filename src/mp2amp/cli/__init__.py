@@ -28,6 +28,8 @@ app.add_typer(emulate, name="emulate")
 
 # One line per command module; each module defines register(app, emulate).
 _COMMAND_MODULES: tuple[str, ...] = (
+    "emulate_mixpanel",
+    "transform",
 )
 
 

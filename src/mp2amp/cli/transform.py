@@ -1,0 +1,136 @@
+"""``mp2amp transform``: Mixpanel files in, Amplitude Batch API events (JSON lines) out."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mp2amp.cli.output import cli_errors, print_json
+
+if TYPE_CHECKING:
+    from mp2amp.transform.offline import TransformResult
+
+
+def register(app: typer.Typer, emulate: typer.Typer) -> None:
+    @app.command("transform")
+    def transform(
+        inputs: Annotated[list[str] | None, typer.Argument(
+            metavar="IN...", show_default=False,
+            help="Mixpanel export files: JSONL, JSON arrays, .gz, folders, globs, s3://, "
+                 "gs:// (default: [source] files of the config).")] = None,
+        config: Annotated[Path | None, typer.Option(
+            "--config", "-c", help="mp2amp.toml (default: ./mp2amp.toml when it exists).",
+            show_default=False)] = None,
+        out: Annotated[Path | None, typer.Option(
+            "--out", "-o", help="Amplitude events, one JSON object a line "
+                                "(default: stdout; the summary then goes to stderr).",
+            show_default=False)] = None,
+        rejects: Annotated[Path | None, typer.Option(
+            "--rejects", help="Rejected records with source, line, reason and the original "
+                              "record (default: OUT.rejects.jsonl, or ./rejects.jsonl with "
+                              "stdout).", show_default=False)] = None,
+        plan: Annotated[Path | None, typer.Option(
+            "--plan", help="Tracking-plan YAML (overrides [transform] plan).",
+            show_default=False)] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    ) -> None:
+        """Transform Mixpanel events into Amplitude events offline, with a summary that adds up.
+
+        Pass 1 reads the inputs to build the identity graph; pass 2 transforms. Exit code 0
+        when every record read is accounted for (events out + identity records + duplicates
+        + skipped + rejected); 2 for a bad config, missing input or counts that do not add up.
+        """
+        from mp2amp.config import DEFAULT_FILE, load_config
+        from mp2amp.transform.offline import transform_files
+
+        with cli_errors():
+            if config is None and Path(DEFAULT_FILE).is_file():
+                config = Path(DEFAULT_FILE)
+            cfg = load_config(config, {"transform.plan": plan.resolve() if plan else None})
+            paths = list(inputs or cfg.source.files)
+            rejects_path = rejects or (
+                out.with_name(out.name + ".rejects.jsonl") if out else Path("rejects.jsonl"))
+            with _sink(out) as out_handle, _sink(rejects_path) as rejects_handle:
+                result = transform_files(cfg, paths, out_handle, rejects_handle)
+            summary = result.summary
+            doc = {**result.as_dict(), "out": str(out) if out else "-",
+                   "rejects": str(rejects_path)}
+            to_stderr = out is None
+            if as_json:
+                _print_json(doc, to_stderr)
+            else:
+                _render(result, doc, to_stderr)
+            summary.check()
+
+
+@contextmanager
+def _sink(path: Path | None) -> Iterator[IO[bytes]]:
+    """A file written whole or not at all (temporary name, renamed at the end); stdout
+    when ``path`` is None."""
+    if path is None:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    from mp2amp.errors import InputError
+
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        handle = open(tmp, "wb")  # noqa: SIM115 (closed below, renamed only on success)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        yield handle
+    except BaseException:
+        handle.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    handle.close()
+    os.replace(tmp, path)
+
+
+def _print_json(doc: dict[str, Any], to_stderr: bool) -> None:
+    if not to_stderr:
+        print_json(doc)
+        return
+    import orjson
+
+    sys.stderr.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
+                                  default=str).decode() + "\n")
+
+
+def _render(result: TransformResult, doc: dict[str, Any], to_stderr: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = result.summary
+    table = Table(title="mp2amp transform", show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("records read", f"{s.records_read:,}")
+    table.add_row("events out", f"{s.events_out:,}")
+    table.add_row("identity records", f"{s.identity_records:,}")
+    table.add_row("duplicates", f"{s.duplicates:,}")
+    table.add_row("skipped", f"{sum(s.skipped.values()):,}")
+    for rule, count in sorted(s.skipped.items()):
+        table.add_row(f"  {rule}", f"{count:,}")
+    table.add_row("rejected", f"{sum(s.rejected.values()):,}")
+    for reason, count in sorted(s.rejected.items()):
+        table.add_row(f"  {reason}", f"{count:,}")
+    verdict = "[green]yes[/]" if s.balanced else "[bold red]NO[/]"
+    table.add_row("counts add up", verdict)
+    ident = result.identity
+    for key in ("clusters", "shared_devices", "cap_hits"):
+        if ident.get(key):
+            table.add_row(f"identity {key.replace('_', ' ')}", f"{ident[key]:,}")
+    truncated = result.values.get("truncated", {})
+    if truncated:
+        table.add_row("strings truncated", f"{sum(truncated.values()):,}")
+    console = Console(stderr=to_stderr, width=100)
+    console.print(table)
+    console.print(f"events: {doc['out']}   rejects: {doc['rejects']}", highlight=False)

@@ -1,0 +1,109 @@
+"""``mp2amp transform`` as a library function: Mixpanel files in, Amplitude JSON lines out.
+
+Two passes over the inputs: the first builds the identity graph (a device's anonymous
+events can only get their user once the whole input has been seen), the second
+transforms. Events are written as the Batch API would receive them (one JSON object a
+line), rejections as one JSON object a line with where the record came from, why, and the
+original record (or the raw line when it did not parse). Scratch state (identity spill,
+sessions, dedup) lives in a temporary folder under the run's workdir, removed at the end.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from mp2amp.config import Config
+from mp2amp.errors import InputError, Rejection
+from mp2amp.extract.files import iter_records
+from mp2amp.identity import IdentityGraph
+from mp2amp.models import Emitted, Rejected
+from mp2amp.transform.dedup import Deduper
+from mp2amp.transform.events import Transformer
+from mp2amp.transform.sessions import Sessionizer
+from mp2amp.transform.stream import TransformSummary, transform_stream
+
+
+@dataclass(slots=True)
+class TransformResult:
+    summary: TransformSummary
+    identity: dict[str, Any]
+    values: dict[str, dict[str, int]]  # per-property value fixes (truncations ...)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary.as_dict(), "identity": self.identity,
+                "values": self.values}
+
+
+def rejection_line(rej: Rejection) -> bytes:
+    """One line of the rejects file; the record is kept whole so it can be fixed and re-run."""
+    doc = {"source": rej.source, "line": rej.line, "reason": rej.reason,
+           "message": rej.message, "field": rej.field, "record": rej.record}
+    try:
+        return orjson.dumps(doc) + b"\n"
+    except TypeError:  # integers past 64 bits, kept by the stdlib parser: keep them exact
+        import json
+
+        return json.dumps(doc, ensure_ascii=False, default=repr).encode() + b"\n"
+
+
+def user_id_predicate(pattern: str | None) -> Callable[[str], bool] | None:
+    if pattern is None:
+        return None
+    compiled = re.compile(pattern)
+    return lambda value: compiled.fullmatch(value) is not None
+
+
+def transform_files(
+    config: Config,
+    inputs: Sequence[str],
+    out: IO[bytes],
+    rejects: IO[bytes],
+) -> TransformResult:
+    """Transform ``inputs`` with ``config``; events to ``out``, rejections to ``rejects``.
+
+    Raises ConfigError (config, plan or excluded users wrong), InputError (an input is
+    missing); the caller checks ``result.summary`` (``check()``) before trusting ``out``.
+    """
+    if not inputs:
+        raise InputError("no input files: name them on the command line or in [source] files")
+    settings = config.transform_settings()  # every config problem before any input is read
+    transformer = Transformer(settings)
+    workdir = config.run.workdir
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the workdir {workdir}: {exc.strerror or exc}; "
+                         "set [run] workdir to a writable folder") from None
+    budget = config.run.memory_budget
+    with tempfile.TemporaryDirectory(prefix="transform-", dir=workdir) as scratch, \
+            IdentityGraph(
+                config.mixpanel.id_merge, Path(scratch), memory_budget_ids=budget,
+                retroactive=config.transform.retroactive,
+                user_id_predicate=user_id_predicate(config.transform.user_id_pattern),
+                table=config.source.identity_table,
+            ) as graph:
+        for src in iter_records(inputs):  # pass 1: identity
+            if src.record is not None:
+                graph.observe(src.record)
+        report = graph.finish()
+        summary = TransformSummary()
+        with Sessionizer(config.transform.session_gap_minutes * 60_000, memory_budget=budget,
+                         spill_dir=scratch) as sessions, \
+                Deduper(memory_budget=budget, spill_dir=scratch) as dedup:
+            stream = transform_stream(summary.reading(iter_records(inputs)), graph,
+                                      transformer, sessions, dedup)
+            write_out, write_rejects, dumps = out.write, rejects.write, orjson.dumps
+            for outcome in stream:
+                summary.add(outcome)
+                if isinstance(outcome, Emitted):
+                    write_out(dumps(outcome.event) + b"\n")
+                elif isinstance(outcome, Rejected):
+                    write_rejects(rejection_line(outcome.rejection))
+    return TransformResult(summary, report.as_dict(), transformer.stats())
