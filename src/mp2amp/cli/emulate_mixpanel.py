@@ -1,0 +1,79 @@
+"""``mp2amp emulate mixpanel``: serve a generated project through a local Mixpanel API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mp2amp.cli.output import cli_errors, err_console
+
+if TYPE_CHECKING:
+    from mp2amp.emulators.mixpanel import MixpanelEmulator
+
+
+def register(app: typer.Typer, emulate: typer.Typer) -> None:
+    @emulate.command("mixpanel")
+    def emulate_mixpanel(
+        data: Annotated[Path, typer.Option("--data", help="Project directory written by `mp2amp generate`.")],
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+        port: int = typer.Option(8041, "--port", help="Port; 0 picks a free one (the URL is printed first)."),
+        project_id: int | None = typer.Option(None, "--project-id", help="Default: project.json's project_id."),
+        service_account: str | None = typer.Option(
+            None, "--service-account", help="USER:SECRET accepted for Basic auth (default: $MIXPANEL_SERVICE_ACCOUNT)."
+        ),
+        api_secret: str | None = typer.Option(
+            None, "--api-secret", help="Project API secret accepted (default: $MIXPANEL_SECRET)."
+        ),
+        token: str | None = typer.Option(None, "--token", help="Project token (/import Basic auth; /track filters on it)."),
+        export_rate_limit: int = typer.Option(60, "--export-rate-limit", help="Export queries per hour."),
+        timezone: str | None = typer.Option(
+            None, "--timezone", help="Timezone of from_date/to_date (default: the project's; UTC acts like a project created after 2023)."
+        ),
+        fail_rate: float = typer.Option(0.0, "--fail-rate", help="Share of export requests that get a fault (0-1)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the fault injection."),
+    ) -> None:
+        """Serve /api/2.0/export, engage, lexicon schemas and /track, /engage, /groups, /import."""
+        from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
+        from mp2amp.errors import InputError
+
+        with cli_errors():
+            if not data.exists():
+                raise InputError(f"{data} does not exist: run `mp2amp generate --out {data}` first")
+            config = MixpanelConfig(
+                data_dir=data,
+                host=host,
+                port=port,
+                project_id=project_id,
+                service_account=service_account or os.environ.get("MIXPANEL_SERVICE_ACCOUNT") or None,
+                api_secret=api_secret or os.environ.get("MIXPANEL_SECRET") or None,
+                token=token,
+                timezone=timezone,
+                export_per_hour=export_rate_limit,
+                fail_rate=fail_rate,
+                seed=seed,
+            )
+            emulator = MixpanelEmulator(config)
+            try:
+                asyncio.run(_serve(emulator))
+            except KeyboardInterrupt:
+                err_console.print("mixpanel emulator stopped")
+
+
+async def _serve(emulator: MixpanelEmulator) -> None:
+    url = await emulator.start()
+    typer.echo(url)  # first line on stdout: scripts read the chosen port from it
+    state = emulator.state
+    if not (emulator.config.data_dir / "project.json").exists():
+        err_console.print(f"note: {emulator.config.data_dir}/project.json not found; serving an empty UTC project")
+    auth = "any Basic credentials" if not (emulator.config.service_account or emulator.config.api_secret) else "configured credentials"
+    err_console.print(
+        f"mixpanel emulator: project {state.project_id}, timezone {state.timezone}, accepting {auth}; Ctrl-C stops"
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await emulator.stop()

@@ -1,0 +1,126 @@
+"""Decode an ingestion request the way Mixpanel does, whatever the SDK sent.
+
+* ``data=`` in the query string or a form body (any Content-Type, including the
+  ``text/plain`` of ``navigator.sendBeacon``), holding raw JSON or padded base64 JSON;
+* a raw JSON body (object or array), or NDJSON (``/import``);
+* ``Content-Encoding: gzip`` bodies;
+* ``verbose``, ``ip``, ``strict``... from the query string (JS SDK) or the body (Python SDK).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import web
+
+
+@dataclass
+class Payload:
+    records: list[Any]
+    params: dict[str, str]
+    size: int  # uncompressed body bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadError:
+    status: int
+    message: str
+
+
+def decode_data(value: str) -> Any:
+    """The ``data`` field: raw JSON, or base64 (standard or URL-safe, padding optional)."""
+    text = value.strip()
+    if text[:1] in ("[", "{"):
+        return orjson.loads(text)
+    compact = "".join(text.split())
+    padded = compact + "=" * (-len(compact) % 4)
+    try:
+        raw = base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            raw = base64.urlsafe_b64decode(padded)
+        except (binascii.Error, ValueError):
+            raise ValueError("data is neither JSON nor base64-encoded JSON") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError("data is base64 but does not decode to JSON") from None
+
+
+def _ndjson(body: bytes) -> list[Any] | PayloadError:
+    out: list[Any] = []
+    for n, line in enumerate(body.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            return PayloadError(400, f"invalid JSON on line {n} of the body: {exc}")
+    return out
+
+
+def _looks_like_form(body: bytes) -> bool:
+    head = body[:64].lstrip()
+    return head.startswith(b"data=") or b"&data=" in body[:4096] or (
+        b"=" in head and not head.startswith((b"[", b"{"))
+    )
+
+
+async def read_payload(request: web.Request, max_bytes: int) -> Payload | PayloadError:
+    params = {k: v for k, v in request.query.items()}
+    body = await request.read()
+    if body[:2] == b"\x1f\x8b" or request.headers.get("Content-Encoding", "").lower() == "gzip":
+        try:
+            body = _bounded_gunzip(body, max_bytes)
+        except (OSError, EOFError, zlib.error):
+            return PayloadError(400, "body says gzip but is not valid gzip data")
+    if len(body) > max_bytes:
+        return PayloadError(413, f"request exceeds max limit of {max_bytes} bytes")
+    ctype = request.content_type.lower()
+    parsed: Any = None
+    if body.strip():
+        if ctype == "application/x-www-form-urlencoded" or (
+            "json" not in ctype and _looks_like_form(body)
+        ):
+            form = parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+            params.update(form)
+        elif ctype == "application/x-ndjson":
+            lines = _ndjson(body)
+            if isinstance(lines, PayloadError):
+                return lines
+            parsed = lines
+        else:
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                lines = _ndjson(body)  # JSON lines sent as application/json
+                if isinstance(lines, PayloadError):
+                    return PayloadError(400, "body is not valid JSON, NDJSON or a data= form")
+                parsed = lines
+    if parsed is None:
+        data = params.get("data")
+        if data is None or not data.strip():
+            return PayloadError(400, "no data: send a data= field, or a JSON body")
+        try:
+            parsed = decode_data(data)
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            return PayloadError(400, f"could not decode data: {exc}")
+    records = parsed if isinstance(parsed, list) else [parsed]
+    return Payload(records, params, len(body))
+
+
+def _bounded_gunzip(body: bytes, max_bytes: int) -> bytes:
+    """Gunzip at most ``max_bytes + 1`` bytes, so a gzip bomb cannot fill memory."""
+    d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    out = d.decompress(body, max_bytes + 1)
+    if len(out) > max_bytes:
+        return out  # the caller answers 413
+    if not d.eof:
+        raise EOFError("truncated gzip body")
+    return out

@@ -1,0 +1,104 @@
+"""Sliding-window rate limits plus a concurrency cap, as Mixpanel applies them per project.
+
+The clock is injected so that tests move time instead of sleeping. Only admitted
+requests count toward the windows: a request answered 429 does not use up quota.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a request was refused and when it may be retried."""
+
+    reason: str
+    retry_after: int
+
+
+class Admission:
+    """A granted slot: release it when the request (or its stream) is done."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._limiter._in_flight -= 1
+
+
+class RateLimiter:
+    """``windows`` is a list of (max requests, window seconds); ``concurrent`` caps in-flight."""
+
+    def __init__(
+        self,
+        windows: list[tuple[int | None, float, str]],
+        concurrent: int | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._windows = [(n, span, label) for n, span, label in windows if n is not None]
+        self._concurrent = concurrent
+        self._clock = clock
+        self._stamps: deque[float] = deque()
+        self._in_flight = 0
+        self._longest = max((span for _, span, _ in self._windows), default=0.0)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def configure(
+        self, windows: list[tuple[int | None, float, str]], concurrent: int | None
+    ) -> None:
+        self._windows = [(n, span, label) for n, span, label in windows if n is not None]
+        self._concurrent = concurrent
+        self._longest = max((span for _, span, _ in self._windows), default=0.0)
+
+    def reset(self) -> None:
+        self._stamps.clear()
+
+    def try_acquire(self) -> Admission | Refusal:
+        now = self._clock()
+        while self._stamps and self._stamps[0] <= now - self._longest:
+            self._stamps.popleft()
+        if self._concurrent is not None and self._in_flight >= self._concurrent:
+            return Refusal(f"a maximum of {self._concurrent} concurrent queries", 1)
+        for limit, span, label in self._windows:
+            recent = [t for t in self._stamps if t > now - span]
+            if len(recent) >= limit:
+                # the oldest request inside the window leaves it at recent[-limit] + span
+                wait = recent[-limit] + span - now
+                return Refusal(f"{limit} queries per {label}", max(1, math.ceil(wait)))
+        self._stamps.append(now)
+        self._in_flight += 1
+        return Admission(self)
+
+
+class VolumeLimiter:
+    """Rolling-minute volume cap (ingestion: events per minute)."""
+
+    def __init__(self, per_minute: int | None, clock: Callable[[], float]) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._entries: deque[tuple[float, int]] = deque()
+        self._total = 0
+
+    def try_take(self, amount: int) -> int | None:
+        """Record ``amount``; returns None when admitted, else seconds to wait."""
+        if self.per_minute is None:
+            return None
+        now = self._clock()
+        while self._entries and self._entries[0][0] <= now - 60.0:
+            self._total -= self._entries.popleft()[1]
+        if self._total + amount > self.per_minute:
+            oldest = self._entries[0][0] if self._entries else now
+            return max(1, math.ceil(oldest + 60.0 - now))
+        self._entries.append((now, amount))
+        self._total += amount
+        return None
