@@ -81,7 +81,7 @@ class SimplifiedIds:
         current = self.links.get(device)
         if current is None:
             self.links[device] = (t, user)
-            if len(self.links) > self.budget:
+            if 2 * len(self.links) > self.budget:  # a device and its user
                 self.spill()
             return
         if current[1] != user:
