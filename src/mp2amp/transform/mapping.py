@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Literal
 
-from mp2amp.transform.geo import coordinate, country_name
+from mp2amp.transform.geo import COUNTRY_NAMES, coordinate, country_name
 
 Platform = Literal["web", "ios", "android", "server", "other"]
 PLATFORMS: tuple[Platform, ...] = ("web", "ios", "android", "server", "other")
@@ -370,3 +370,112 @@ CONVERTERS = {
                  "android_os_version", "advertising_id", "direct_to_empty", "country", "place",
                  "latitude", "longitude", "ip")
 }
+
+CONVERTER_NOTES: dict[str, str] = {
+    "text": "non-empty text; numbers as their decimal text",
+    "browser": "ua-parser browser name (Chrome iOS -> Chrome, Internet Explorer -> IE, ...)",
+    "major": "major version: 120.5 -> \"120\", \"91.0.4472.101\" -> \"91\"",
+    "web_device_model": "iPhone/iPad from $device (iPod Touch -> iPhone), else $os "
+                        "(Mac OS X -> Mac OS, Chrome OS -> Chromium OS)",
+    "apple_if_idevice": "\"Apple\" when $device is iPhone, iPad or iPod Touch",
+    "apple_os_name": "lower-case; iPhone OS -> ios, Mac OS X -> macos",
+    "apple_os_version": "\"Version 14.2.1 (Build 23C71)\" -> \"14.2.1\"; others as text",
+    "apple_model": "raw identifier; x86_64 / i386 -> Simulator",
+    "android_os_name": "\"android\"",
+    "android_os_version": "release text; \"UNKNOWN\" and API-level numbers are not releases",
+    "advertising_id": "text unless all zeros (limited ad tracking)",
+    "direct_to_empty": "\"$direct\" -> \"EMPTY\"",
+    "country": "ISO 3166-1 alpha-2 -> English name (table below)",
+    "place": "non-empty text",
+    "latitude": "number in [-90, 90] (numeric text accepted)",
+    "longitude": "number in [-180, 180] (numeric text accepted)",
+    "ip": "a valid IPv4/IPv6 address; anything else (0, 1, junk) is dropped",
+}
+
+
+def _platform_list(platforms: frozenset[Platform]) -> str:
+    return "all" if platforms == ALL else ", ".join(p for p in PLATFORMS if p in platforms)
+
+
+def render_markdown() -> str:
+    """docs/mapping.md, generated from ``RULES`` (a test fails when the file is stale)."""
+    lines = [
+        "# Mixpanel -> Amplitude field mapping",
+        "",
+        "<!-- Generated from src/mp2amp/transform/mapping.py by "
+        "`python -m mp2amp.transform.mapping > docs/mapping.md`; do not edit by hand. -->",
+        "",
+        "Every Mixpanel event becomes one Amplitude Batch API event. Default properties "
+        "become Amplitude top-level fields the way Amplitude's own SDKs fill them on each "
+        "platform (web: legacy Amplitude JS / ua-parser; iOS: Amplitude-Swift; Android: "
+        "Amplitude-Kotlin); the rest stay event properties under the readable names below. "
+        "Properties not listed keep their Mixpanel name.",
+        "",
+        "## Platform detection",
+        "",
+        "From `mp_lib` first (" + ", ".join(sorted(WEB_LIBS)) + ": web; "
+        + ", ".join(sorted(APPLE_LIBS)) + ": ios; " + ", ".join(sorted(ANDROID_LIBS))
+        + ": android), then `$os` (React Native, Flutter, Unity and other wrappers), then "
+        "`$browser` (web), then server libraries ("
+        + ", ".join(sorted(SERVER_LIBS)) + ", Segment Actions): server; anything else: other.",
+        "",
+        "| platform | `platform` | `os_name` when `$os` is absent |",
+        "|---|---|---|",
+        "| web | Web | (from `$browser`) |",
+        "| ios | from `$os`: "
+        + ", ".join(f"{k} -> {v}" for k, v in APPLE_PLATFORMS.items()) + " (default iOS) "
+        "| lower-case platform |",
+        "| android | Android | android |",
+        "| server, other | not set | not set |",
+        "",
+        "Always set: `event_type` (the event name after the tracking plan), `user_id` / "
+        "`device_id` (identity stage), `time` (UTC ms), `insert_id`, `library` "
+        "(`mp2amp/<version>`), `event_properties`; `user_properties` and `groups` when any. "
+        "`session_id` comes from the sessionizer. `language` is never set: Mixpanel records "
+        "none.",
+        "",
+        "Location: when any of country, region or city is known, all four of `country`, "
+        "`region`, `city`, `dma` are sent together (unknown ones as null; Mixpanel has no "
+        "DMA), because setting one resets the others. `location_lat`/`location_lng` are sent "
+        "only as a pair.",
+        "",
+        "## Default properties",
+        "",
+        "Keep: **always** = field and event property; **unmapped** = event property only "
+        "when the value gave no field; **never** = consumed.",
+        "",
+        "| Mixpanel property | platforms | Amplitude field | conversion | event property "
+        "| keep | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rule in RULES:
+        field = f"`{rule.field}`" if rule.field else ""
+        conversion = CONVERTER_NOTES[rule.convert] if (
+            rule.field or rule.convert != "text") else ""
+        kept = f"`{rule.keep_as}`" if rule.keep_as and rule.keep != "never" else ""
+        lines.append(
+            f"| `{rule.source}` | {_platform_list(rule.platforms)} | {field} | {conversion} "
+            f"| {kept} | {rule.keep} | {rule.note} |".replace("  ", " "))
+    lines += [
+        "",
+        "When a readable name is already used by a custom property of the same event, the "
+        "default property keeps its Mixpanel name instead (custom data is never overwritten).",
+        "",
+        "## Automatic event names (`amplitude_event_names = true` only)",
+        "",
+        "| Mixpanel event | Amplitude event |",
+        "|---|---|",
+        *(f"| `{k}` | `{v}` |" for k, v in DEFAULT_EVENT_NAMES.items()),
+        "",
+        "## Country names (`mp_country_code` -> `country`)",
+        "",
+        "| code | country |",
+        "|---|---|",
+        *(f"| {code} | {name} |" for code, name in sorted(COUNTRY_NAMES.items())),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")
