@@ -1,0 +1,240 @@
+"""Business flows of the four industries in Amplitude's migration guide.
+
+Each industry turns one session into a short list of ``(event, properties, charge)``
+steps. ``charge`` is the amount Mixpanel's legacy revenue would record on the
+profile's ``$transactions`` (0 for none; negative for refunds).
+
+* e-commerce: product views, add to cart, cart, checkout, multi-item orders, refunds;
+* B2B: trial, onboarding steps, activation (first project), invites, upgrades;
+* fintech: account opening, KYC, money transfers in several currencies, fees;
+* streaming: free trial, subscription, content plays with genre and duration.
+
+Catalogues are fixed module data (not seeded) so the Lexicon schema is stable.
+"""
+
+from __future__ import annotations
+
+from random import Random
+from typing import Any
+
+Step = tuple[str, dict[str, Any] | None, float]
+INDUSTRIES = ("ecommerce", "b2b", "fintech", "streaming")
+
+_cat = Random(20240101)
+_CATEGORIES = ("Shoes", "Outerwear", "Accessories", "Home", "Electronics", "Beauty")
+PRODUCTS: tuple[dict[str, Any], ...] = tuple(
+    {"product_id": f"SKU-{1000 + i}", "product_name": f"{_CATEGORIES[i % 6]} item {i}",
+     "category": _CATEGORIES[i % 6], "price": round(5 + _cat.random() * 195, 2), "currency": "USD"}
+    for i in range(120)
+)
+_GENRES = ("Drama", "Comedy", "Documentary", "Thriller", "Kids", "Sci-Fi", "Romance")
+TITLES: tuple[dict[str, Any], ...] = tuple(
+    {"content_id": f"tt{7000000 + i * 37}", "title": f"Title {i}", "genre": _GENRES[i % 7],
+     "content_type": "episode" if i % 3 else "movie",
+     "content_duration_s": 1500 + int(_cat.random() * 6000)}
+    for i in range(150)
+)
+_CURRENCIES = (("USD", 1.0), ("EUR", 1.08), ("GBP", 1.27), ("JPY", 0.0067), ("INR", 0.012), ("BRL", 0.2))
+_ONBOARDING = ("create_workspace", "connect_data", "invite_team", "first_dashboard")
+_SUBSCRIPTIONS = (("monthly", 12.99), ("annual", 129.0))
+
+# event name -> page path, for $current_url on web events
+PAGES: dict[str, str] = {
+    "Product Viewed": "/products/", "Product Added": "/products/", "Cart Viewed": "/cart",
+    "Checkout Started": "/checkout", "Order Completed": "/checkout/complete",
+    "Products Searched": "/search", "Signed Up": "/signup", "Logged In": "/login",
+    "Trial Started": "/onboarding", "Onboarding Step Completed": "/onboarding",
+    "Project Created": "/app/projects/new", "Teammate Invited": "/app/settings/team",
+    "Dashboard Viewed": "/app/dashboards", "Plan Upgraded": "/app/billing",
+    "Pricing Viewed": "/pricing", "Account Created": "/open-account", "Content Played": "/watch",
+    "Browse Catalog": "/browse", "Free Trial Started": "/trial",
+}
+
+FUNNELS: dict[str, tuple[str, ...]] = {
+    "ecommerce": ("Product Viewed", "Product Added", "Checkout Started", "Order Completed"),
+    "b2b": ("Trial Started", "Onboarding Step Completed", "Project Created", "Teammate Invited"),
+    "fintech": ("Account Created", "KYC Verified", "Money Transfer Sent"),
+    "streaming": ("Free Trial Started", "Content Played", "Subscription Started"),
+}
+SIGNUP_EVENT = {"ecommerce": "Signed Up", "b2b": "Signed Up", "fintech": "Account Created",
+                "streaming": "Signed Up"}
+
+
+def _pick(rng: Random, seq: tuple[Any, ...]) -> Any:
+    return seq[int(rng.random() * len(seq))]
+
+
+def anonymous_session(rng: Random, industry: str) -> list[Step]:
+    """What someone who has not signed up does: browse."""
+    n = 1 + int(rng.random() * 4)
+    if industry == "ecommerce":
+        steps: list[Step] = [("Products Searched", {"search_term": _pick(rng, _CATEGORIES).lower()}, 0.0)]
+        steps += [("Product Viewed", _pick(rng, PRODUCTS), 0.0) for _ in range(n)]
+        return steps
+    if industry == "b2b":
+        return [("Pricing Viewed", {"plan_viewed": _pick(rng, ("starter", "pro", "business"))}, 0.0)]
+    if industry == "fintech":
+        return [("Rates Viewed", {"currency_pair": f"USD/{_pick(rng, _CURRENCIES)[0]}"}, 0.0)]
+    return [("Browse Catalog", {"genre": _pick(rng, _GENRES)}, 0.0) for _ in range(n)]
+
+
+def signup_steps(rng: Random, industry: str, state: dict[str, Any]) -> list[Step]:
+    """The events that follow the sign-up event in its session."""
+    if industry == "b2b":
+        steps: list[Step] = [("Trial Started", {"trial_days": 14, "plan": "pro"}, 0.0)]
+        for number, name in enumerate(_ONBOARDING, start=1):
+            if rng.random() < 0.25:
+                break
+            steps.append(("Onboarding Step Completed", {"step": number, "step_name": name}, 0.0))
+            state["onboarding"] = number
+        return steps
+    if industry == "fintech":
+        steps = [("KYC Submitted", {"document_type": _pick(rng, ("passport", "id_card", "driving_licence"))}, 0.0)]
+        if rng.random() < 0.8:
+            steps.append(("KYC Verified", {"verification_seconds": int(30 + rng.random() * 600)}, 0.0))
+            state["kyc"] = True
+        return steps
+    if industry == "streaming":
+        state["trial"] = True
+        return [("Free Trial Started", {"trial_days": 7, "plan": "monthly"}, 0.0)]
+    return []
+
+
+def identified_session(rng: Random, industry: str, state: dict[str, Any]) -> list[Step]:
+    """One session of a signed-up user."""
+    if industry == "ecommerce":
+        return _ecommerce(rng, state)
+    if industry == "b2b":
+        return _b2b(rng, state)
+    if industry == "fintech":
+        return _fintech(rng, state)
+    return _streaming(rng, state)
+
+
+def _ecommerce(rng: Random, state: dict[str, Any]) -> list[Step]:
+    steps: list[Step] = []
+    if "last_order" in state and rng.random() < 0.05:
+        order_id, total = state.pop("last_order")
+        steps.append(("Order Refunded", {"order_id": order_id, "refund_amount": total, "currency": "USD",
+                                         "reason": _pick(rng, ("damaged", "wrong_size", "not_as_described"))}, -total))
+    viewed = [_pick(rng, PRODUCTS) for _ in range(1 + int(rng.random() * 5))]
+    steps += [("Product Viewed", p, 0.0) for p in viewed]
+    if rng.random() >= 0.35:
+        return steps
+    cart = viewed[: 1 + int(rng.random() * len(viewed))]
+    for product in cart:
+        steps.append(("Product Added", {**product, "quantity": 1 + int(rng.random() * 2)}, 0.0))
+    if rng.random() < 0.6:
+        steps.append(("Cart Viewed", {"item_count": len(cart)}, 0.0))
+    if rng.random() >= 0.55:
+        return steps
+    items = [{"product_id": p["product_id"], "price": p["price"], "quantity": 1 + int(rng.random() * 2)}
+             for p in cart]
+    total = round(sum(i["price"] * i["quantity"] for i in items), 2)
+    steps.append(("Checkout Started", {"item_count": len(items), "cart_value": total, "currency": "USD"}, 0.0))
+    if rng.random() < 0.75:
+        order_id = f"ORD-{rng.getrandbits(32):08X}"
+        state["last_order"] = (order_id, total)
+        steps.append(("Order Completed", {"order_id": order_id, "revenue": total, "currency": "USD",
+                                          "item_count": len(items), "products": items,
+                                          "coupon": _pick(rng, ("", "", "WELCOME10", "SPRING"))}, total))
+    return steps
+
+
+def _b2b(rng: Random, state: dict[str, Any]) -> list[Step]:
+    steps: list[Step] = [("Dashboard Viewed", {"dashboard_id": f"d{int(rng.random() * 50)}"}, 0.0)]
+    done = state.get("onboarding", 0)
+    if done < len(_ONBOARDING) and rng.random() < 0.5:
+        steps.append(("Onboarding Step Completed", {"step": done + 1, "step_name": _ONBOARDING[done]}, 0.0))
+        state["onboarding"] = done + 1
+    if not state.get("activated") and rng.random() < 0.4:
+        state["activated"] = True
+        steps.append(("Project Created", {"project_type": _pick(rng, ("analytics", "crm", "marketing")),
+                                          "is_first": True}, 0.0))
+    if state.get("activated") and rng.random() < 0.25:
+        steps.append(("Teammate Invited", {"invitee_role": _pick(rng, ("admin", "member", "viewer")),
+                                           "invites_sent": 1 + int(rng.random() * 4)}, 0.0))
+    if state.get("activated") and not state.get("paid") and rng.random() < 0.05:
+        state["paid"] = True
+        mrr = _pick(rng, (49.0, 99.0, 299.0))
+        steps.append(("Plan Upgraded", {"from_plan": "trial", "to_plan": "pro", "mrr": mrr,
+                                        "billing_cycle": "monthly"}, mrr))
+    return steps
+
+
+def _fintech(rng: Random, state: dict[str, Any]) -> list[Step]:
+    steps: list[Step] = [("Balance Checked", {"account_type": _pick(rng, ("checking", "savings"))}, 0.0)]
+    if not state.get("kyc"):
+        if rng.random() < 0.3:
+            state["kyc"] = True
+            steps.append(("KYC Verified", {"verification_seconds": int(3600 + rng.random() * 86400)}, 0.0))
+        return steps
+    for _ in range(int(rng.random() * 2.5)):
+        currency, usd_rate = _pick(rng, _CURRENCIES)
+        amount = round((10 + rng.random() * 990) / usd_rate, 2 if currency != "JPY" else 0)
+        fee = round(0.5 + amount * usd_rate * 0.004, 2)
+        steps.append(("Money Transfer Started", {"currency": currency, "amount": amount}, 0.0))
+        if rng.random() < 0.85:
+            steps.append(("Money Transfer Sent", {"currency": currency, "amount": amount,
+                                                  "destination_currency": _pick(rng, _CURRENCIES)[0],
+                                                  "fee_usd": fee, "transfer_type": _pick(rng, ("p2p", "international", "bill"))}, fee))
+    return steps
+
+
+def _streaming(rng: Random, state: dict[str, Any]) -> list[Step]:
+    steps: list[Step] = []
+    for _ in range(1 + int(rng.random() * 3)):
+        title = _pick(rng, TITLES)
+        watched = int(title["content_duration_s"] * (0.1 + rng.random() * 0.9))
+        steps.append(("Content Played", {**title, "watch_duration_s": watched,
+                                         "quality": _pick(rng, ("HD", "4K", "SD"))}, 0.0))
+        if watched > title["content_duration_s"] * 0.9:
+            steps.append(("Content Completed", {"content_id": title["content_id"], "genre": title["genre"]}, 0.0))
+    if state.get("trial") and rng.random() < 0.2:
+        state["trial"] = False
+        state["subscribed"] = True
+        plan, price = _pick(rng, _SUBSCRIPTIONS)
+        steps.append(("Subscription Started", {"plan": plan, "price": price, "currency": "USD"}, price))
+    elif state.get("subscribed") and rng.random() < 0.02:
+        state["subscribed"] = False
+        steps.append(("Subscription Cancelled", {"reason": _pick(rng, ("price", "content", "other"))}, 0.0))
+    return steps
+
+
+def server_event(rng: Random, industry: str, state: dict[str, Any]) -> Step | None:
+    """An event a backend sends (mixpanel-python via /import), sometimes, after a session."""
+    if rng.random() >= 0.08:
+        return None
+    if industry == "ecommerce":
+        return ("Order Shipped", {"carrier": _pick(rng, ("UPS", "DHL", "USPS"))}, 0.0)
+    if industry == "b2b":
+        return ("Report Emailed", {"report_type": _pick(rng, ("weekly", "monthly"))}, 0.0)
+    if industry == "fintech":
+        return ("Statement Generated", {"period": "monthly"}, 0.0)
+    if state.get("subscribed"):
+        return ("Subscription Renewed", {"plan": "monthly", "price": 12.99, "currency": "USD"}, 12.99)
+    return ("Recommendations Sent", {"count": 5}, 0.0)
+
+
+# Lexicon descriptions of the events above (schema.py turns them into SchemaEntry objects)
+DESCRIPTIONS: dict[str, str] = {
+    "Product Viewed": "A product detail page was shown", "Product Added": "Added to cart",
+    "Cart Viewed": "Cart opened", "Checkout Started": "Checkout began",
+    "Order Completed": "Order paid (multi-item; revenue in USD)", "Order Refunded": "Order refunded",
+    "Products Searched": "Catalogue search", "Order Shipped": "Backend: order shipped",
+    "Signed Up": "Account created", "Logged In": "User logged in", "Logged Out": "User logged out",
+    "App Open": "App opened", "Screen Viewed": "A screen was shown",
+    "Trial Started": "B2B trial started", "Onboarding Step Completed": "Onboarding progress",
+    "Project Created": "Activation: first project", "Teammate Invited": "Invites sent",
+    "Dashboard Viewed": "Dashboard opened", "Plan Upgraded": "Paid plan started",
+    "Pricing Viewed": "Pricing page", "Report Emailed": "Backend: report e-mailed",
+    "Account Created": "Fintech sign-up", "KYC Submitted": "Identity documents sent",
+    "KYC Verified": "Identity verified", "Balance Checked": "Balance viewed",
+    "Money Transfer Started": "Transfer form submitted", "Money Transfer Sent": "Transfer executed",
+    "Rates Viewed": "FX rates page", "Statement Generated": "Backend: monthly statement",
+    "Free Trial Started": "Streaming trial started", "Content Played": "Playback started",
+    "Content Completed": "Playback reached 90 %", "Subscription Started": "Paid subscription",
+    "Subscription Cancelled": "Subscription cancelled", "Subscription Renewed": "Backend: renewal",
+    "Browse Catalog": "Catalogue browsed", "Recommendations Sent": "Backend: recommendations",
+    "$mp_web_page_view": "Page view (mixpanel-js track_pageview)",
+}

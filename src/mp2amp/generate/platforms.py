@@ -1,0 +1,177 @@
+"""Per-platform default properties, as each Mixpanel SDK puts them on events.
+
+Values follow reference/platform-conventions.md §2a and the real records in
+fixtures/wild: mixpanel-js (``mp_lib: "web"``, numeric ``$browser_version``, float
+seconds), mixpanel-swift (``"swift"``, ``$app_build_number`` as a string, UPPERCASE
+IDFV-style device ids), mixpanel-android (``"android"``, ``$app_version`` =
+versionName, ``$app_release`` = versionCode) and server libraries (``"python"``,
+``$import: true``, no geography because they send ``ip=0``).
+
+A device's properties are built once (``device_template``); events copy that dict and
+change a few fields, which is what keeps generation fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from random import Random
+from typing import Any
+
+WEB, IOS, ANDROID, SERVER = "web", "ios", "android", "server"
+
+# (browser, os, version range, device) for desktop and mobile web
+_BROWSERS: tuple[tuple[str, str, tuple[float, ...], str | None], ...] = (
+    ("Chrome", "Windows", (118, 119, 120, 121, 122), None),
+    ("Chrome", "Mac OS X", (119, 120, 121), None),
+    ("Safari", "Mac OS X", (16.6, 17.1, 17.2), None),
+    ("Firefox", "Windows", (119, 120, 121), None),
+    ("Microsoft Edge", "Windows", (119, 120), None),
+    ("Mobile Safari", "iOS", (16.6, 17.1, 17.2), "iPhone"),
+    ("Chrome", "Android", (119, 120), "Android"),
+    ("Samsung Internet", "Android", (22, 23), "Android"),
+    ("Chrome", "Linux", (120,), None),
+)
+_WEB_SCREENS = ((1920, 1080), (1440, 900), (1536, 864), (2560, 1440), (390, 844), (412, 915))
+_JS_VERSIONS = ("2.47.0", "2.49.0", "2.55.1", "2.60.0", "2.82.1")
+
+_IPHONES = (("iPhone14,2", 844, 390), ("iPhone15,3", 932, 430), ("iPhone12,1", 896, 414),
+            ("iPhone10,3", 812, 375), ("iPad13,1", 1180, 820), ("iPhone16,1", 852, 393))
+_IOS_VERSIONS = ("16.7.2", "17.1", "17.2", "17.4.1", "18.0")
+_SWIFT_VERSIONS = ("4.1.4", "4.2.0", "4.3.0")
+_CARRIERS = ("Verizon", "T-Mobile", "AT&T", "Vodafone", "O2 - UK", "Telekom.de", "Jio", "")
+_RADIOS = ("LTE", "5G", "Wifi", "None")
+
+_ANDROIDS = (("samsung", "samsung", "SM-S911B", 2340, 1080, 420), ("Google", "google", "Pixel 7", 2400, 1080, 420),
+             ("Xiaomi", "Redmi", "23021RAAEG", 2400, 1080, 440), ("OnePlus", "OnePlus", "CPH2449", 2412, 1080, 480),
+             ("samsung", "samsung", "SM-A266B", 2118, 1080, 420))
+_ANDROID_VERSIONS = ("12", "13", "14", "15")
+_ANDROID_LIB = ("7.3.1", "7.4.1", "7.5.2")
+_APP_VERSIONS = (("5.2.5", 4077), ("5.3.0", 4102), ("5.4.1", 4160))
+
+# (country, region, city, timezone, weight) — Mixpanel's MaxMind names, not ASCII-folded
+GEOS: tuple[tuple[str, str, str, str, float], ...] = (
+    ("US", "California", "San Francisco", "America/Los_Angeles", 0.14),
+    ("US", "New York", "New York", "America/New_York", 0.12),
+    ("US", "Texas", "Austin", "America/Chicago", 0.07),
+    ("US", "Illinois", "Chicago", "America/Chicago", 0.05),
+    ("GB", "England", "London", "Europe/London", 0.10),
+    ("DE", "Bavaria", "München", "Europe/Berlin", 0.06),
+    ("DE", "Land Berlin", "Berlin", "Europe/Berlin", 0.05),
+    ("FR", "Île-de-France", "Paris", "Europe/Paris", 0.06),
+    ("CH", "Zurich", "Zürich", "Europe/Zurich", 0.02),
+    ("IN", "Maharashtra", "Mumbai", "Asia/Kolkata", 0.08),
+    ("BR", "São Paulo", "São Paulo", "America/Sao_Paulo", 0.06),
+    ("JP", "Tokyo", "Tokyo", "Asia/Tokyo", 0.05),
+    ("CA", "Ontario", "Toronto", "America/Toronto", 0.05),
+    ("AU", "New South Wales", "Sydney", "Australia/Sydney", 0.04),
+    ("MX", "Mexico City", "Mexico City", "America/Mexico_City", 0.05),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Geo:
+    country: str
+    region: str
+    city: str
+    timezone: str
+
+
+def pick_geo(rng: Random) -> Geo:
+    x = rng.random() * sum(g[4] for g in GEOS)
+    for country, region, city, tz, weight in GEOS:
+        x -= weight
+        if x <= 0:
+            return Geo(country, region, city, tz)
+    country, region, city, tz, _ = GEOS[-1]
+    return Geo(country, region, city, tz)
+
+
+def _one(rng: Random, seq: tuple[Any, ...]) -> Any:
+    return seq[int(rng.random() * len(seq))]
+
+
+def device_template(rng: Random, platform: str, geo: Geo) -> dict[str, Any]:
+    """The default properties one device puts on every event, keys in export order.
+
+    ``time`` and ``distinct_id`` come first (set per event and per identity), the SDK's
+    ``$``-properties next, then the server-added geography and library fields.
+    """
+    props: dict[str, Any] = {"time": 0, "distinct_id": ""}
+    if platform == WEB:
+        browser, os_name, versions, device = _one(rng, _BROWSERS)
+        width, height = _one(rng, _WEB_SCREENS)
+        lib = _one(rng, _JS_VERSIONS)
+        props["$browser"] = browser
+        props["$browser_version"] = _one(rng, versions)
+        props["$city"] = geo.city
+        props["$current_url"] = ""
+        if device:
+            props["$device"] = device
+        props["$lib_version"] = lib
+        props["$os"] = os_name
+        props["$region"] = geo.region
+        props["$screen_height"] = height
+        props["$screen_width"] = width
+        props["mp_country_code"] = geo.country
+        props["mp_lib"] = "web"
+        props["mp_sent_by_lib_version"] = lib
+    elif platform == IOS:
+        model, height, width = _one(rng, _IPHONES)
+        version, build = _one(rng, _APP_VERSIONS)
+        props["$app_build_number"] = str(build)
+        props["$app_version_string"] = version
+        props["$carrier"] = _one(rng, _CARRIERS)
+        props["$city"] = geo.city
+        props["$had_persisted_distinct_id"] = rng.random() < 0.5
+        props["$lib_version"] = _one(rng, _SWIFT_VERSIONS)
+        props["$manufacturer"] = "Apple"
+        props["$model"] = model
+        props["$os"] = "iPadOS" if model.startswith("iPad") else "iOS"
+        props["$os_version"] = _one(rng, _IOS_VERSIONS)
+        props["$radio"] = _one(rng, _RADIOS)
+        props["$region"] = geo.region
+        props["$screen_height"] = height
+        props["$screen_width"] = width
+        props["$wifi"] = rng.random() < 0.6
+        props["mp_country_code"] = geo.country
+        props["mp_lib"] = "swift"
+    elif platform == ANDROID:
+        manufacturer, brand, model, height, width, dpi = _one(rng, _ANDROIDS)
+        version, build = _one(rng, _APP_VERSIONS)
+        props["$app_build_number"] = str(build)
+        props["$app_release"] = build
+        props["$app_version"] = version
+        props["$app_version_string"] = version
+        props["$bluetooth_enabled"] = rng.random() < 0.7
+        props["$bluetooth_version"] = "ble"
+        props["$brand"] = brand
+        carrier = _one(rng, _CARRIERS)
+        if carrier:  # mixpanel-android omits a blank carrier
+            props["$carrier"] = carrier
+        props["$city"] = geo.city
+        props["$google_play_services"] = "available"
+        props["$has_nfc"] = rng.random() < 0.8
+        props["$has_telephone"] = True
+        props["$lib_version"] = _one(rng, _ANDROID_LIB)
+        props["$manufacturer"] = manufacturer
+        props["$model"] = model
+        props["$os"] = "Android"
+        props["$os_version"] = _one(rng, _ANDROID_VERSIONS)
+        props["$region"] = geo.region
+        props["$screen_dpi"] = dpi
+        props["$screen_height"] = height
+        props["$screen_width"] = width
+        props["$wifi"] = rng.random() < 0.6
+        props["mp_country_code"] = geo.country
+        props["mp_lib"] = "android"
+    else:  # server-side library through /import: no geography (ip=0), $import flag
+        props["$import"] = True
+        props["$lib_version"] = "4.10.1"
+        props["mp_lib"] = "python"
+    props["$mp_api_endpoint"] = "api.mixpanel.com" if platform != WEB else "api-js.mixpanel.com"
+    return props
+
+
+def pick_platform(rng: Random) -> str:
+    x = rng.random()
+    return WEB if x < 0.55 else IOS if x < 0.8 else ANDROID
