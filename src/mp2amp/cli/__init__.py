@@ -28,7 +28,9 @@ app.add_typer(emulate, name="emulate")
 
 # One line per command module; each module defines register(app, emulate).
 _COMMAND_MODULES: tuple[str, ...] = (
+    "emulate_amplitude",
     "emulate_mixpanel",
+    "generate",
     "transform",
 )
 
