@@ -23,6 +23,7 @@ MAX_RANGE = timedelta(days=365)
 MAX_EXPORT_BYTES = 4 * 1024**3  # "The limit size is 4GB"
 ROWS_PER_FILE = 250_000
 SCHEMA_VERSION = 12
+MAX_STRING = 1024
 _REVENUE_FIELDS = (("price", "$price"), ("quantity", "$quantity"), ("revenue", "$revenue"),
                    ("productId", "$productId"), ("revenueType", "$revenueType"))
 
@@ -56,6 +57,13 @@ def fmt_time(ms: int) -> str:
 def hashed_device_id(user_id: str) -> str:
     """Amplitude fills a missing device_id with a hash of the user_id."""
     return hashlib.md5(user_id.encode(), usedforsecurity=False).hexdigest()
+
+
+def _truncated(props: dict[str, Any]) -> dict[str, Any]:
+    """Amplitude keeps at most 1024 characters of a string property value."""
+    if any(type(v) is str and len(v) > MAX_STRING for v in props.values()):
+        return {k: v[:MAX_STRING] if type(v) is str else v for k, v in props.items()}
+    return props
 
 
 def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> dict[str, Any]:
@@ -93,7 +101,7 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
         "device_type": None,
         "dma": e.get("dma"),
         "event_id": e.get("event_id"),
-        "event_properties": event_props,
+        "event_properties": _truncated(event_props),
         "event_time": event_time,
         "event_type": e["event_type"],
         "group_properties": e.get("_g") or e.get("group_properties") or {},
@@ -117,7 +125,7 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
         "session_id": session_id if session_id is not None else -1,
         "start_version": e.get("start_version"),
         "user_id": user_id,
-        "user_properties": e.get("_u") or {},
+        "user_properties": _truncated(e.get("_u") or {}),
         "uuid": e["_id"],
         "version_name": e.get("app_version") or e.get("version_name"),
     }

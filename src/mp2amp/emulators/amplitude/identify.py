@@ -75,7 +75,7 @@ def _dedup(values: list[Any]) -> list[Any]:
 
 
 def has_operations(update: dict[str, Any]) -> bool:
-    return any(key in PROPERTY_OPS for key in update)
+    return not PROPERTY_OPS.isdisjoint(update)
 
 
 def apply_update(props: dict[str, Any], update: dict[str, Any]) -> None:
@@ -83,7 +83,7 @@ def apply_update(props: dict[str, Any], update: dict[str, Any]) -> None:
 
     The caller has checked the object with ``properties_problem`` (no mixing).
     """
-    if not has_operations(update):
+    if PROPERTY_OPS.isdisjoint(update):
         props.update(update)
         return
     if "$clearAll" in update:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import orjson
-
 from mp2amp.emulators.amplitude.config import (
     BATCH_MAX_BYTES,
     DEDUP_WINDOW_S,
@@ -24,7 +22,6 @@ from mp2amp.emulators.amplitude.store import EventStore
 from mp2amp.emulators.amplitude.throttle import Limiter, LimitVerdict
 from mp2amp.emulators.amplitude.validate import DEFAULT_MIN_ID_LENGTH, validate_events
 
-MAX_STRING = 1024  # longer property strings are truncated, as Amplitude does
 TOO_LARGE = {"code": 413, "error": "Payload too large"}
 IDENTIFY_TYPES = frozenset({"$identify", "$groupidentify"})
 
@@ -35,12 +32,6 @@ def max_bytes(endpoint: str) -> int:
 
 def missing(field: str) -> tuple[int, dict[str, Any]]:
     return 400, {"code": 400, "error": "Request missing required field", "missing_field": field}
-
-
-def _truncate(props: dict[str, Any]) -> None:
-    for key, value in props.items():
-        if type(value) is str and len(value) > MAX_STRING:
-            props[key] = value[:MAX_STRING]
 
 
 def group_key(group_type: str, group_value: Any) -> str:
@@ -99,26 +90,19 @@ class Ingestor:
             return refused
         events: list[dict[str, Any]] = payload["events"]
         options = payload.get("options") or {}
-        result = validate_events(events, options.get("min_id_length", DEFAULT_MIN_ID_LENGTH))
-        if not result.ok:
-            return 400, result.error_body()
         per_device: dict[str, int] = {}
         per_user: dict[str, int] = {}
-        for event in events:
-            device_id = event.get("device_id")
-            if device_id:
-                per_device[device_id] = per_device.get(device_id, 0) + 1
-            user_id = event.get("user_id")
-            if user_id:
-                per_user[user_id] = per_user.get(user_id, 0) + 1
+        result = validate_events(events, options.get("min_id_length", DEFAULT_MIN_ID_LENGTH),
+                                 (per_device, per_user))
+        if not result.ok:
+            return 400, result.error_body()
         now = self.config.now()
         eps = self.config.eps_for(endpoint)
-        verdict = self.limiter.check(per_device, per_user, now, eps, self.config.daily_quota)
+        verdict = self.limiter.admit(per_device, per_user, now, eps, self.config.daily_quota)
         if not verdict.ok:
             return 429, self._throttled_body(events, verdict, eps)
         upload_ms = int(now * 1000)
         self._store(events, upload_ms, remote)
-        self.limiter.record(per_device, per_user, now)
         return 200, {"code": 200, "events_ingested": len(events),
                      "payload_size_bytes": size, "server_upload_time": upload_ms}
 
@@ -142,10 +126,9 @@ class Ingestor:
         assign = self.ids.assign
         user_props = self.ids.user_props
         groups = self.groups
-        prefix = str(uuid.uuid4())[:24]
-        lines: list[bytes] = []
+        uuid_prefix = str(uuid.uuid4())[:24]
+        stored: list[dict[str, Any]] = []
         keys: list[str] = []
-        dumps = orjson.dumps
         for index, event in enumerate(events):
             device_id = event.get("device_id")
             user_id = event.get("user_id")
@@ -159,9 +142,6 @@ class Ingestor:
                 seen[key] = upload_ms
                 keys.append(key)
             aid = assign(user_id, device_id)
-            event_props = event.get("event_properties")
-            if event_props:
-                _truncate(event_props)
             if event.get("ip") == "$remote":
                 event["ip"] = remote
             event_type = event["event_type"]
@@ -172,7 +152,6 @@ class Ingestor:
                 snapshot = update if update else None
             else:
                 if update:
-                    _truncate(update)
                     props = user_props.get(aid)
                     if props is None:
                         props = user_props[aid] = {}
@@ -187,13 +166,12 @@ class Ingestor:
                         for t, vals in event_groups.items()}
                 event["_g"] = {t: v for t, v in snap.items() if v}
             event["_a"] = aid
-            event["_t"] = upload_ms
-            event["_id"] = f"{prefix}{index:012x}"
+            event["_i"] = index
             if snapshot is not None:
                 event["_u"] = snapshot
-            lines.append(dumps(event))
-        self.store.append(lines, keys, upload_ms)
-        self.events_stored += len(lines)
+            stored.append(event)
+        self.store.append(stored, keys, upload_ms, uuid_prefix)
+        self.events_stored += len(stored)
 
     def _group_identify(self, event: dict[str, Any]) -> None:
         update = event.get("group_properties") or {}

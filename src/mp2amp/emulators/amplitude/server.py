@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import tempfile
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -47,6 +48,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def json_response(status: int, body: Any) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Hold the cyclic GC while a request's ~100k acyclic JSON objects are made and freed:
+    otherwise it runs a collection every 700 allocations (it was 40% of ingest time)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class AmplitudeEmulator:
@@ -184,11 +198,13 @@ class AmplitudeEmulator:
                 return json_response(413, TOO_LARGE)
             if not body:
                 return json_response(400, {"code": 400, "error": "Missing request body"})
-            try:
-                payload = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                return json_response(400, {"code": 400, "error": "Invalid JSON request body"})
-            status, answer = self.ingestor.handle(payload, endpoint, len(body), request.remote)
+            with gc_paused():
+                try:
+                    payload = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    return json_response(400, {"code": 400, "error": "Invalid JSON request body"})
+                status, answer = self.ingestor.handle(payload, endpoint, len(body), request.remote)
+                del payload
             if status == 200:
                 self._unsaved += 1
                 if self.faults.drop_after_ingest():

@@ -8,9 +8,11 @@ Layout::
     state.json                 amplitude IDs, user/group properties, daily quota counts
     deletions.json             User Privacy API jobs
 
-Event lines are the ingested event plus ``_a`` (amplitude_id as assigned), ``_t``
-(server_upload_time ms), ``_id`` (uuid) and ``_u``/``_g`` (user/group properties as of
-ingestion). Only the dedup keys of the last 7 days are loaded back into memory.
+Each events line is one request, written with one orjson call:
+``{"t": server_upload_time_ms, "p": uuid_prefix, "e": [event, ...]}``; an event is the
+ingested event plus ``_a`` (amplitude_id as assigned), ``_i`` (its index in the request:
+uuid = prefix + index) and ``_u``/``_g`` (user/group properties as of ingestion).
+``iter_file`` hands events back with ``_t`` and ``_id`` filled in. Only the dedup keys of the last 7 days are loaded back into memory.
 """
 
 from __future__ import annotations
@@ -109,14 +111,16 @@ class EventStore:
             self._open_hour = hour
         return self._events_fh, self._dedup_fh
 
-    def append(self, lines: list[bytes], dedup_keys: list[str], upload_ms: int) -> None:
-        """Write one request's accepted events and dedup keys, each in a single write."""
+    def append(
+        self, events: list[dict[str, Any]], dedup_keys: list[str], upload_ms: int, uuid_prefix: str
+    ) -> None:
+        """Write one request's accepted events and dedup keys, each as one line."""
         events_fh, dedup_fh = self._handles(hour_name(upload_ms))
         if dedup_keys:
             dedup_fh.write(orjson.dumps([upload_ms, dedup_keys]) + b"\n")
             dedup_fh.flush()
-        if lines:
-            events_fh.write(b"\n".join(lines) + b"\n")
+        if events:
+            events_fh.write(orjson.dumps({"t": upload_ms, "p": uuid_prefix, "e": events}) + b"\n")
             events_fh.flush()
 
     def close(self) -> None:
@@ -138,7 +142,12 @@ class EventStore:
         end = data.rfind(b"\n")  # a line still being written has no newline yet
         for raw in data[: end + 1].splitlines():
             if raw:
-                yield orjson.loads(raw)
+                request = orjson.loads(raw)
+                upload_ms, prefix = request["t"], request["p"]
+                for event in request["e"]:
+                    event["_t"] = upload_ms
+                    event["_id"] = f"{prefix}{event['_i']:012x}"
+                    yield event
 
     def iter_events(self) -> Iterator[dict[str, Any]]:
         for path in self.hour_files():
@@ -152,10 +161,17 @@ class EventStore:
             kept: list[bytes] = []
             changed = False
             for raw in path.read_bytes().splitlines():
-                if raw and canonical(orjson.loads(raw)["_a"]) in drop_aids:
-                    removed += 1
+                if not raw:
+                    continue
+                request = orjson.loads(raw)
+                events = request["e"]
+                survivors = [e for e in events if canonical(e["_a"]) not in drop_aids]
+                if len(survivors) != len(events):
+                    removed += len(events) - len(survivors)
                     changed = True
-                elif raw:
+                    if survivors:
+                        kept.append(orjson.dumps({**request, "e": survivors}))
+                else:
                     kept.append(raw)
             if changed:
                 if kept:

@@ -15,13 +15,14 @@ from mp2amp.emulators.amplitude.config import THROTTLE_WINDOW_S
 
 
 class _Counts:
-    __slots__ = ("cur", "hours", "prev", "window")
+    __slots__ = ("cur", "hours", "prev", "total", "window")
 
     def __init__(self) -> None:
         self.window = -2
         self.cur = 0
         self.prev = 0
         self.hours: dict[int, int] = {}
+        self.total = 0  # sum of ``hours``: an upper bound of the 24-h count, exact sum skipped below it
 
 
 @dataclass
@@ -64,47 +65,52 @@ class Limiter:
         first = hour - 23
         return sum(n for h, n in counts.hours.items() if h >= first)
 
-    def check(
+    def admit(
         self, per_device: dict[str, int], per_user: dict[str, int], now: float,
         eps_limit: int, daily_quota: int,
     ) -> LimitVerdict:
-        """Would adding these per-ID event counts break a limit? Nothing is recorded."""
+        """Check the per-ID event counts of one request; record them only if all pass."""
         verdict = LimitVerdict()
+        window = int(now // self.window_s)
         hour = int(now // 3600)
         budget = eps_limit * self.window_s
+        pending: list[tuple[_Counts, int]] = []
         for table, counts_by_id, throttled, quota in (
             (self.devices, per_device, verdict.throttled_devices, verdict.quota_devices),
             (self.users, per_user, verdict.throttled_users, verdict.quota_users),
         ):
             for key, n in counts_by_id.items():
                 counts = table.get(key)
-                recent = n + (self._recent(counts, now) if counts is not None else 0.0)
-                if recent > budget:
-                    throttled[key] = round(recent / self.window_s)
-                if n > daily_quota or (counts is not None and counts.hours):
-                    day = n + (self._day(counts, hour) if counts is not None else 0)
-                    if day > daily_quota:
-                        quota[key] = day
-        return verdict
-
-    def record(self, per_device: dict[str, int], per_user: dict[str, int], now: float) -> None:
-        window = int(now // self.window_s)
-        hour = int(now // 3600)
-        for table, counts_by_id in ((self.devices, per_device), (self.users, per_user)):
-            for key, n in counts_by_id.items():
-                counts = table.get(key)
                 if counts is None:
                     counts = table[key] = _Counts()
-                if counts.window != window:
-                    counts.prev = counts.cur if counts.window == window - 1 else 0
-                    counts.cur = 0
-                    counts.window = window
-                counts.cur += n
-                hours = counts.hours
-                hours[hour] = hours.get(hour, 0) + n
-                if len(hours) > 24:
-                    for old in [h for h in hours if h < hour - 23]:
-                        del hours[old]
+                # cur + prev bounds the sliding estimate: the exact figure only near the limit
+                if counts.cur + counts.prev + n > budget:
+                    recent = n + self._recent(counts, now)
+                    if recent > budget:
+                        throttled[key] = round(recent / self.window_s)
+                if counts.total + n > daily_quota:
+                    day = n + self._day(counts, hour)
+                    if day > daily_quota:
+                        quota[key] = day
+                pending.append((counts, n))
+        if verdict.ok:
+            for counts, n in pending:
+                self._record(counts, n, window, hour)
+        return verdict
+
+    @staticmethod
+    def _record(counts: _Counts, n: int, window: int, hour: int) -> None:
+        if counts.window != window:
+            counts.prev = counts.cur if counts.window == window - 1 else 0
+            counts.cur = 0
+            counts.window = window
+        counts.cur += n
+        hours = counts.hours
+        hours[hour] = hours.get(hour, 0) + n
+        counts.total += n
+        if len(hours) > 24:
+            for old in [h for h in hours if h < hour - 23]:
+                counts.total -= hours.pop(old)
 
     def to_json(self) -> dict[str, Any]:
         """The daily counts (the 30-s windows are too short-lived to be worth keeping)."""
@@ -118,3 +124,4 @@ class Limiter:
             for key, hours in data.get(kind, {}).items():
                 counts = table[key] = _Counts()
                 counts.hours = {int(h): int(n) for h, n in hours}
+                counts.total = sum(counts.hours.values())

@@ -19,27 +19,42 @@ BLOCKED_IDS = frozenset(
     {"anonymous", "nil", "none", "null", "n/a", "na", "undefined", "unknown", '""',
      "00000000-0000-0000-0000-000000000000", "{}", "lmy47d", "0", "-1"}
 )
+
+
+def _case_variants(word: str) -> set[str]:
+    variants = {""}
+    for char in word:
+        variants = {v + c for v in variants for c in {char.lower(), char.upper()}}
+    return variants
+
+
+# Every upper/lower-case spelling, so the hot loop does one set lookup per ID.
+_BLOCKED_SPELLINGS = frozenset(v for word in BLOCKED_IDS for v in _case_variants(word))
 PROPERTY_OPS = frozenset(
     {"$set", "$setOnce", "$add", "$append", "$prepend", "$unset", "$preInsert",
      "$postInsert", "$remove", "$clearAll"}
 )
 
-_STR, _INT, _NUM, _DICT, _BOOL, _PROPS = range(6)
-_FIELD_KINDS: dict[str, int] = {
+_NONE = type(None)
+_STR_T = frozenset[type]({str, _NONE})
+# Allowed Python types (after JSON parsing) per typed top-level field; others are not checked.
+_FIELD_TYPES: dict[str, frozenset[type]] = {
     **dict.fromkeys(
         ("app_version", "platform", "os_name", "os_version", "device_brand",
          "device_manufacturer", "device_model", "carrier", "country", "region", "city", "dma",
          "language", "productId", "revenueType", "currency", "ip", "idfa", "idfv", "adid",
          "android_id", "android_app_set_id", "insert_id", "library", "partner_id",
          "version_name", "user_agent", "start_version"),
-        _STR,
+        _STR_T,
     ),
-    **dict.fromkeys(("time", "event_id", "session_id", "quantity"), _INT),
-    **dict.fromkeys(("price", "revenue", "location_lat", "location_lng"), _NUM),
-    **dict.fromkeys(("groups", "plan", "ingestion_metadata"), _DICT),
-    **dict.fromkeys(("event_properties", "user_properties", "group_properties"), _PROPS),
-    "$skip_user_properties_sync": _BOOL,
+    **dict.fromkeys(("time", "event_id", "session_id", "quantity"), frozenset[type]({int, _NONE})),
+    **dict.fromkeys(("price", "revenue", "location_lat", "location_lng"),
+                    frozenset[type]({int, float, _NONE})),
+    **dict.fromkeys(("groups", "plan", "ingestion_metadata"), frozenset[type]({dict, _NONE})),
+    "$skip_user_properties_sync": frozenset[type]({bool, _NONE}),
 }
+_NOT_STR_FIELDS = frozenset(k for k, allowed in _FIELD_TYPES.items() if str not in allowed)
+_PROPERTY_FIELDS = ("user_properties", "group_properties")
 
 
 @dataclass(slots=True)
@@ -90,15 +105,10 @@ def _add(group: dict[str, list[int]], name: str, index: int) -> None:
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
     """True when nested dicts/lists go deeper than ``limit`` levels (the top object is 1)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        obj, depth = stack.pop()
-        if depth > limit:
+    for child in value.values() if type(value) is dict else value:
+        kind = type(child)
+        if (kind is dict or kind is list) and (limit <= 1 or too_deep(child, limit - 1)):
             return True
-        children = obj.values() if isinstance(obj, dict) else obj
-        for child in children:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
     return False
 
 
@@ -115,33 +125,43 @@ def properties_problem(props: Any) -> bool:
                 return True
         else:
             has_plain = True
-        if isinstance(value, dict | list) and too_deep(value, MAX_DEPTH - 1):
+        kind = type(value)
+        if (kind is dict or kind is list) and too_deep(value, MAX_DEPTH - 1):
             return True
     return has_op and has_plain
 
 
 def id_is_blocked(value: str) -> bool:
     """Documented junk IDs, plus all-zero IDs (the iOS Limit Ad Tracking IDFA)."""
-    lowered = value.lower()
-    if lowered in BLOCKED_IDS:
+    if value in _BLOCKED_SPELLINGS:
         return True
-    return lowered.strip("0-") == "" and "0" in lowered
+    return value[:1] == "0" and not value.strip("0-")
 
 
-def validate_events(events: list[Any], min_id_length: int = DEFAULT_MIN_ID_LENGTH) -> ValidationResult:
-    """Check every event; the result lists *all* failing indices per field."""
+def validate_events(
+    events: list[Any], min_id_length: int = DEFAULT_MIN_ID_LENGTH,
+    id_counts: tuple[dict[str, int], dict[str, int]] | None = None,
+) -> ValidationResult:
+    """Check every event; the result lists *all* failing indices per field.
+
+    ``id_counts``, when given, is filled with events per device_id and per user_id (the
+    server's throttling input), saving it a second pass over the events.
+    """
+    per_device, per_user = id_counts if id_counts is not None else ({}, {})
+    counters = {"device_id": per_device, "user_id": per_user}
     missing: dict[str, list[int]] = {}
     invalid: dict[str, list[int]] = {}
     id_lengths: dict[str, list[int]] = {}
-    kinds = _FIELD_KINDS
+    types = _FIELD_TYPES
+    not_str = _NOT_STR_FIELDS
     for index, event in enumerate(events):
-        if not isinstance(event, dict):
+        if type(event) is not dict:
             _add(invalid, "event", index)
             continue
         event_type = event.get("event_type")
         if event_type is None or event_type == "":
             _add(missing, "event_type", index)
-        elif not isinstance(event_type, str):
+        elif type(event_type) is not str:
             _add(invalid, "event_type", index)
         has_id = False
         for id_field in ("user_id", "device_id"):
@@ -149,33 +169,30 @@ def validate_events(events: list[Any], min_id_length: int = DEFAULT_MIN_ID_LENGT
             if value is None or value == "":
                 continue
             has_id = True
-            if not isinstance(value, str):
+            counter = counters[id_field]
+            counter[value] = counter.get(value, 0) + 1
+            if type(value) is not str:
                 _add(invalid, id_field, index)
             elif len(value) < min_id_length:
                 _add(id_lengths, id_field, index)
-            elif len(value) <= 36 and id_is_blocked(value):
+            elif value in _BLOCKED_SPELLINGS or (value[0] == "0" and not value.strip("0-")):
                 _add(invalid, id_field, index)
         if not has_id:
             _add(missing, "user_id", index)
             _add(missing, "device_id", index)
         for key, value in event.items():
-            kind = kinds.get(key)
-            if kind is None or value is None:
-                continue
-            if kind == _STR:
-                bad = not isinstance(value, str)
-            elif kind == _INT:
-                bad = type(value) is not int
-            elif kind == _NUM:
-                bad = type(value) is not int and type(value) is not float
-            elif kind == _PROPS:
-                bad = properties_problem(value) if key != "event_properties" else (
-                    not isinstance(value, dict) or too_deep(value)
-                )
-            elif kind == _DICT:
-                bad = not isinstance(value, dict)
+            if type(value) is str:  # the common case: one set lookup
+                if key in not_str:
+                    _add(invalid, key, index)
             else:
-                bad = type(value) is not bool
-            if bad:
+                allowed = types.get(key)
+                if allowed is not None and type(value) not in allowed:
+                    _add(invalid, key, index)
+        props = event.get("event_properties")
+        if props is not None and (type(props) is not dict or too_deep(props)):
+            _add(invalid, "event_properties", index)
+        for key in _PROPERTY_FIELDS:
+            props = event.get(key)
+            if props is not None and properties_problem(props):
                 _add(invalid, key, index)
     return ValidationResult(missing, invalid, id_lengths)
