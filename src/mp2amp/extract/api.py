@@ -42,6 +42,8 @@ class MixpanelSettings:
     per_hour: int = 60
     per_second: int = 3
     max_concurrent: int = 100
+    query_per_hour: int = 60  # Engage (Query API): 60 an hour, 5 at once (§2.4)
+    query_concurrent: int = 5
     max_attempts: int = 8  # per window, before the run stops with the last error
     backoff_base: float = 2.0  # seconds; jittered exponential backoff between attempts
     backoff_cap: float = 300.0
@@ -63,7 +65,8 @@ class MixpanelSettings:
                 problems.append("MIXPANEL_SERVICE_ACCOUNT must look like user:secret")
             if self.project_id is None:
                 problems.append("mixpanel.project_id is required with a service account")
-        for name in ("per_hour", "per_second", "max_concurrent", "max_attempts"):
+        for name in ("per_hour", "per_second", "max_concurrent", "max_attempts",
+                     "query_per_hour", "query_concurrent"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         if problems:

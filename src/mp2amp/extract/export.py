@@ -19,7 +19,6 @@ import asyncio
 import json
 import logging
 import os
-import random
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
@@ -40,7 +39,7 @@ from mp2amp.errors import (
 )
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.extract.lines import LineParser, is_terminated_early, parse_lines, split_lines
-from mp2amp.extract.ratelimit import RateLimiter
+from mp2amp.extract.ratelimit import RateLimiter, backoff_delay
 from mp2amp.models import SourceRecord
 
 log = logging.getLogger("mp2amp.extract")
@@ -200,19 +199,13 @@ async def fetch_window(
                 raise TransientError(f"export of {day} failed {attempt} times, giving up for "
                                      f"now (last: {exc}); run again to continue where it "
                                      "stopped") from exc
-            delay = _backoff(settings, attempt, exc.retry_after)
+            delay = backoff_delay(attempt, exc.retry_after, settings.backoff_base,
+                                  settings.backoff_cap)
             if isinstance(exc, RateLimited):
                 limiter.pause(delay)  # everyone waits, not just this window
             log.warning("export of %s: %s; attempt %d again in %.1f s", day, exc, attempt + 1,
                         delay)
             await asyncio.sleep(delay)
-
-
-def _backoff(settings: MixpanelSettings, attempt: int, retry_after: float | None) -> float:
-    if retry_after is not None:
-        return retry_after
-    ceiling = min(settings.backoff_cap, settings.backoff_base * 2 ** (attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)  # jitter: windows don't retry in lockstep
 
 
 def _params(settings: MixpanelSettings, day: date) -> dict[str, str]:

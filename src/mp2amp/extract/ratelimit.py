@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,8 +17,10 @@ from contextlib import asynccontextmanager
 
 log = logging.getLogger("mp2amp.extract")
 
-HOUR = 3600.0
-SECOND = 1.0
+# A little margin on each window: Mixpanel counts arrivals, we count departures, and a
+# request that arrives a few ms "early" would cost a 429 and a wait.
+HOUR = 3600.0 + 5.0
+SECOND = 1.1
 
 
 class RateLimiter:
@@ -72,3 +75,12 @@ class RateLimiter:
         async with self._running:
             await self.acquire()
             yield
+
+
+def backoff_delay(attempt: int, retry_after: float | None, base: float, cap: float) -> float:
+    """Seconds before attempt ``attempt + 1``: the server's ``Retry-After`` when it gave
+    one, else jittered exponential backoff (so windows do not retry in lockstep)."""
+    if retry_after is not None:
+        return retry_after
+    ceiling = min(cap, base * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
