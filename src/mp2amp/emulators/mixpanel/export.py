@@ -16,7 +16,7 @@ import gzip
 import random
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -247,7 +247,7 @@ def with_fault(lines: Iterator[bytes], plan: FaultPlan | None, rng: random.Rando
         yield DROP
 
 
-def chunked(items: Iterator[Chunk], size: int) -> Iterator[Chunk]:
+def chunked(items: Iterator[Chunk], size: int) -> Generator[Chunk, None, None]:
     buf: list[bytes] = []
     held = 0
     for item in items:
@@ -302,7 +302,7 @@ async def handle_export(request: web.Request) -> web.StreamResponse:
         slot.release()
 
 
-async def _stream(request: web.Request, state: EmulatorState, gen: Iterator[Chunk]) -> web.StreamResponse:
+async def _stream(request: web.Request, state: EmulatorState, gen: Generator[Chunk, None, None]) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
 
     def pull() -> Chunk | None:
@@ -330,7 +330,6 @@ async def _stream(request: web.Request, state: EmulatorState, gen: Iterator[Chun
                 if gz is not None:
                     await resp.write(gz.flush(zlib.Z_SYNC_FLUSH))
                 state.stats["export_dropped"] += 1
-                await resp.drain()
                 if request.transport is not None:
                     request.transport.close()
                 return resp
@@ -342,5 +341,5 @@ async def _stream(request: web.Request, state: EmulatorState, gen: Iterator[Chun
     except ConnectionResetError:
         state.stats["export_client_gone"] += 1
     finally:
-        gen.close() if hasattr(gen, "close") else None
+        gen.close()
     return resp
