@@ -152,6 +152,9 @@ def test_completed_windows_are_reused_not_refetched(export_server: Any, tmp_path
     assert sorted(r["day"] for r in export_server.log) == ["2024-01-02", "2024-01-03"]
     assert [w.attempts for w in windows] == [0, 1, 1]
     assert completed_window(tmp_path, DAYS[0]) == windows[0]
+    # A different query (event filter) does not reuse the file.
+    assert completed_window(tmp_path, DAYS[0], settings("http://x", events=["E"])) is None
+    assert completed_window(tmp_path, DAYS[0], settings("http://x")) == windows[0]
     windows[0].discard()
     assert completed_window(tmp_path, DAYS[0]) is None
 

@@ -99,8 +99,16 @@ def iter_window_records(window: WindowFile) -> Iterator[SourceRecord]:
         yield from parse_lines(window.source, split_lines(chunks))
 
 
-def completed_window(workdir: Path, day: date) -> WindowFile | None:
-    """A window fetched by an earlier run, if its file is complete."""
+def query_key(settings: MixpanelSettings) -> dict[str, object]:
+    """What, besides the day, decides a window's content (a changed filter means refetch)."""
+    return {"events": sorted(settings.events), "where": settings.where,
+            "time_in_ms": settings.time_in_ms, "project_id": settings.project_id}
+
+
+def completed_window(workdir: Path, day: date,
+                     settings: MixpanelSettings | None = None) -> WindowFile | None:
+    """A window fetched by an earlier run, if its file is complete (and, given
+    ``settings``, was fetched with the same query)."""
     path = window_path(workdir, day)
     try:
         meta = json.loads(meta_path(path).read_text())
@@ -108,6 +116,8 @@ def completed_window(workdir: Path, day: date) -> WindowFile | None:
     except (OSError, ValueError):
         return None
     if meta.get("bytes") != size or meta.get("day") != day.isoformat():
+        return None
+    if settings is not None and meta.get("query") != query_key(settings):
         return None
     return WindowFile(day, path, int(meta["record_count"]), int(meta["rejected_count"]),
                       size, 0)
@@ -143,7 +153,8 @@ async def fetch_windows(
         while queue or running:
             while queue and len(running) < width:
                 day = queue.pop()
-                done_before = completed_window(workdir, day) if reuse_completed else None
+                done_before = (completed_window(workdir, day, settings) if reuse_completed
+                               else None)
                 if done_before is not None:
                     yield done_before
                     continue
@@ -257,6 +268,7 @@ async def _fetch_once(
     os.replace(part, final)
     window = WindowFile(day, final, records, rejected, size, attempt)
     meta = {k: (str(v) if isinstance(v, date | Path) else v) for k, v in asdict(window).items()}
+    meta["query"] = query_key(settings)
     tmp = meta_path(final).with_suffix(".tmp")
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, meta_path(final))
