@@ -6,11 +6,14 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from mp2amp.cli.output import cli_errors, err_console
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
+
+DEFAULT_DATA = Path(".mp2amp/amplitude-emulator")
 
 
 async def _serve(emulator: AmplitudeEmulator) -> None:
@@ -37,8 +40,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
     def amplitude(
         host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
         port: int = typer.Option(8040, help="Port; 0 picks a free one (printed on the first line)."),
-        data: Path = typer.Option(Path(".mp2amp/amplitude-emulator"), "--data",
-                                  help="Directory where everything received is kept."),
+        data: Annotated[Path, typer.Option(
+            "--data", help="Directory where everything received is kept.")] = DEFAULT_DATA,
         api_key: str = typer.Option("emulator-api-key", help="The project API key to accept."),
         secret_key: str = typer.Option("emulator-secret-key",
                                        help="Secret key (Basic auth of export, segmentation, privacy)."),
