@@ -25,6 +25,7 @@ from mp2amp.identity.unionfind import (
     IDENTIFY,
     MERGE,
     USER,
+    USER_ID,
     Clusters,
     apply_links,
     choose_users,
@@ -92,7 +93,7 @@ class OriginalIds:
         user = clean_id(props.get("$user_id"))
         device = clean_id(props.get("$device_id"))
         if user is not None and device is not None:
-            add(DEVICE_USER, *_node(user, USER), *_node(device, ANON), t)
+            add(DEVICE_USER, *_node(user, USER | USER_ID), *_node(device, ANON), t)
         if event in ("$identify", "$create_alias", "$merge"):
             return
         dist = distinct_id(props)
@@ -106,7 +107,7 @@ class OriginalIds:
         # Exports re-key events to the cluster's canonical distinct_id: evidence of a merge.
         if user is not None:
             if user != dist:
-                add(CANONICAL, dist, 0, *_node(user, USER), t)
+                add(CANONICAL, dist, 0, *_node(user, USER | USER_ID), t)
         elif device is not None:
             add(CANONICAL, dist, 0, *_node(device, ANON), t)
 
@@ -186,7 +187,7 @@ class OriginalIds:
         db.script(
             "CREATE TABLE ids(idx INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
             "flags INTEGER NOT NULL, t REAL NOT NULL);"
-            "INSERT INTO ids(id, flags, t) SELECT id, MAX(f & 1) | MAX(f & 2), MIN(t) FROM "
+            "INSERT INTO ids(id, flags, t) SELECT id, MAX(f & 1) | MAX(f & 2) | MAX(f & 4), MIN(t) FROM "
             "(SELECT a AS id, ra AS f, t FROM edges UNION ALL SELECT b, rb, t FROM edges) "
             "GROUP BY id ORDER BY id;"
         )

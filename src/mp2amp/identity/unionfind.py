@@ -16,6 +16,7 @@ from mp2amp.identity.report import IdentityReport, note
 # Role bits an ID picks up from the links it appears in.
 USER = 1  # named as the identified/user side ($identified_id, $user_id, an alias)
 ANON = 2  # named as the anonymous side ($anon_id, $device_id, a $device: distinct_id)
+USER_ID = 4  # carried as $user_id on events: the ID the app itself calls the user
 
 # Link kinds; the number is also the tie-break order between links with the same time.
 MERGE = 0  # $merge: explicit, joins anything (cap permitting)
@@ -87,17 +88,17 @@ def apply_links(
 def rank(name: str, flags: int, predicate: Callable[[str], bool]) -> int:
     """How good a cluster's user_id this ID is: 0 best, NOT_ELIGIBLE never.
 
-    0: accepted by the predicate and named as a user; 1: accepted by the predicate;
-    2: named as a user but never as anonymous (an explicit $identified_id that merely looks
-    device-like, e.g. UUID user IDs); 3: accepted by the predicate but also used as an
-    anonymous ID (an e-mail used as $device_id).
+    Among IDs the predicate accepts and never used as anonymous: 0 carried as ``$user_id``,
+    1 otherwise named as a user ($identified_id, alias), 2 unnamed ($merge, canonical).
+    Then 3: named as a user but device-looking (UUID user IDs) and never anonymous;
+    4: accepted by the predicate but also used as an anonymous ID (e-mail as $device_id).
     """
     accepted = predicate(name)
     if flags & ANON:
-        return 3 if accepted else NOT_ELIGIBLE
+        return 4 if accepted else NOT_ELIGIBLE
     if accepted:
-        return 0 if flags & USER else 1
-    return 2 if flags & USER else NOT_ELIGIBLE
+        return 0 if flags & USER_ID else 1 if flags & USER else 2
+    return 3 if flags & USER else NOT_ELIGIBLE
 
 
 def choose_users(
