@@ -47,8 +47,11 @@ class MixpanelSettings:
     max_attempts: int = 8  # per window, before the run stops with the last error
     backoff_base: float = 2.0  # seconds; jittered exponential backoff between attempts
     backoff_cap: float = 300.0
-    timeout: float = 1200.0  # a whole day of export may take minutes to generate (§1.5)
-    read_timeout: float = 300.0  # silence on an open stream this long counts as a drop
+    # No cap on a whole window: a big day streams for a long time, and a cap would make it
+    # fail the same way on every attempt. Silence is what counts as a drop: a day may take
+    # minutes to start (§1.5), so the read timeout is generous.
+    timeout: float | None = None
+    read_timeout: float = 300.0
     events: Sequence[str] = ()  # export only these event names (the ``event`` parameter)
     where: str | None = None
     time_in_ms: bool = False
