@@ -228,3 +228,13 @@ def test_default_transform_settings_change_nothing() -> None:
     settings = load_config(None, env={}).transform_settings()
     assert settings.keep_ip and settings.timezone == "UTC" and not settings.revenue.enabled
     assert settings.plan is not None and settings.plan.events == {}
+
+
+def test_missing_required_key_in_a_list_entry(tmp_path: Path) -> None:
+    path = write(tmp_path, "[mixpanel]\nlegacy_time = true\n"
+                           'timezone_changes = [{since = 2022-01-01}, {timezone = "UTC", x = 1}]\n')
+    assert problems(path) == [
+        "mixpanel.timezone_changes[0].timezone: missing (required)",
+        "mixpanel.timezone_changes[1].x: unknown key (known: since, timezone)",
+        "mixpanel.timezone_changes[1].since: missing (required)",
+    ]

@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from mp2amp.config import Config, load_config
+from mp2amp.emulators.amplitude.validate import validate_events
 from mp2amp.extract.files import iter_records
 from mp2amp.generate import GenerateConfig, generate_project
 from mp2amp.identity import IdentityGraph
@@ -119,7 +120,7 @@ def test_daily_counts_match_the_truth(project: Path) -> None:
     assert {name: dict(days) for name, days in daily.items()} == expected
 
 
-def test_every_event_has_a_session_and_output_is_deterministic(project: Path) -> None:
+def test_output_is_deterministic_valid_and_sessionized(project: Path) -> None:
     config = config_for(project)
     runs = []
     for _ in range(2):
@@ -132,3 +133,7 @@ def test_every_event_has_a_session_and_output_is_deterministic(project: Path) ->
     gap = config.transform.session_gap_minutes * 60_000
     assert all(0 < e["session_id"] <= e["time"] + gap for e in events)
     assert len({e["insert_id"] for e in events}) == len(events)
+    # what the Batch API would receive passes Amplitude's validation (short IDs are kept:
+    # the loader sends min_id_length)
+    verdict = validate_events(events, min_id_length=1)
+    assert verdict.ok, verdict

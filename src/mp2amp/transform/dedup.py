@@ -5,7 +5,8 @@ The insert_id alone is not enough: real data reuses insert_ids across different 
 users (placeholder ``$insert_id``s, SDK bugs; see the wild fixtures), and dropping those
 would lose real events. Content is the record's canonical JSON (sorted keys) without the
 properties Mixpanel's servers stamp at ingestion (``mp_processing_time_ms``,
-``$mp_api_timestamp_ms``, ``$mp_api_endpoint``), which differ between two sends of one event.
+``$mp_api_timestamp_ms``, ``$mp_api_endpoint``, ``$mp_event_size``), which differ between
+two sends of one event.
 
 Memory: each record seen is one 16-byte digest. Past ``memory_budget`` digests the set is
 written to SQLite and cleared; a Bloom filter over what is on disk keeps the common case
@@ -24,7 +25,8 @@ from typing import Any
 
 import orjson
 
-INGESTION_KEYS = frozenset({"mp_processing_time_ms", "$mp_api_timestamp_ms", "$mp_api_endpoint"})
+INGESTION_KEYS = frozenset(
+    {"mp_processing_time_ms", "$mp_api_timestamp_ms", "$mp_api_endpoint", "$mp_event_size"})
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS seen (digest BLOB PRIMARY KEY) WITHOUT ROWID"
 
