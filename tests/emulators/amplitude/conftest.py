@@ -12,9 +12,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # test modules import the helpers module
 
-from amplitude_emulator_helpers import API_KEY, SECRET, Api, Clock  # noqa: E402
+from amplitude_emulator_helpers import API_KEY, SECRET, Api, Clock
 
-from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator  # noqa: E402
+from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 
 
 @pytest.fixture

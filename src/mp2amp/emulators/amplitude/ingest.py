@@ -161,7 +161,7 @@ class Ingestor:
                 snapshot = dict(current) if current else None
             event_groups = event.get("groups")
             if event_groups and event_type != "$groupidentify":
-                snap = {t: {v: groups[group_key(t, v)] for v in group_values(vals)
+                snap = {t: {v: dict(groups[group_key(t, v)]) for v in group_values(vals)
                             if group_key(t, v) in groups}
                         for t, vals in event_groups.items()}
                 event["_g"] = {t: v for t, v in snap.items() if v}
