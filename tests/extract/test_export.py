@@ -179,3 +179,15 @@ def test_settings_validation_and_secret_masking() -> None:
     assert "topsecret" not in repr(s) and s.auth_kind == "service account"
     s2 = MixpanelSettings.from_env({"MIXPANEL_SECRET": "abc"})
     assert s2.auth_kind == "project API secret" and "abc" not in repr(s2)
+
+
+def test_settings_from_the_config_section() -> None:
+    from mp2amp.config.sections import MixpanelConfig, Secret
+
+    cfg = MixpanelConfig(project_id=9, region="eu", service_account=Secret("me:pw"),
+                         secret=Secret("ignored"))
+    s = MixpanelSettings.from_config(cfg, per_hour=10)
+    assert (s.project_id, s.region, s.per_hour, s.auth_kind) == (9, "eu", 10, "service account")
+    assert s.export_url.startswith("https://data-eu.mixpanel.com")
+    with pytest.raises(ConfigError, match="no Mixpanel credentials"):
+        MixpanelSettings.from_config(MixpanelConfig(project_id=9))

@@ -15,8 +15,12 @@ import base64
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from mp2amp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mp2amp.config.sections import MixpanelConfig
 
 EXPORT_HOSTS = {"us": "https://data.mixpanel.com", "eu": "https://data-eu.mixpanel.com",
                 "in": "https://data-in.mixpanel.com"}
@@ -76,13 +80,23 @@ class MixpanelSettings:
             raise ConfigError(problems, source="Mixpanel settings")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: object) -> MixpanelSettings:
+    def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: Any) -> MixpanelSettings:
         """Settings with credentials from ``MIXPANEL_SERVICE_ACCOUNT`` or ``MIXPANEL_SECRET``
         (the service account wins when both are set)."""
         env = os.environ if env is None else env
         account = env.get("MIXPANEL_SERVICE_ACCOUNT") or None
         secret = None if account else (env.get("MIXPANEL_SECRET") or None)
-        return cls(service_account=account, api_secret=secret, **kwargs)  # type: ignore[arg-type]
+        return cls(service_account=account, api_secret=secret, **kwargs)
+
+    @classmethod
+    def from_config(cls, mixpanel: MixpanelConfig, **kwargs: Any) -> MixpanelSettings:
+        """Settings from the ``[mixpanel]`` section of ``mp2amp.toml`` (secrets from the
+        environment, as the config loader read them); ``kwargs`` set limits and filters."""
+        account = mixpanel.service_account.reveal() if mixpanel.service_account else None
+        secret = None if account else (mixpanel.secret.reveal() if mixpanel.secret else None)
+        return cls(project_id=mixpanel.project_id, region=mixpanel.region,
+                   api_host=mixpanel.api_host, service_account=account, api_secret=secret,
+                   **kwargs)
 
     def base(self, hosts: Mapping[str, str]) -> str:
         return (self.api_host or hosts[self.region]).rstrip("/")
