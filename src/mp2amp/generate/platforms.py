@@ -86,16 +86,31 @@ def pick_geo(rng: Random) -> Geo:
     return Geo(country, region, city, tz)
 
 
-def _one(rng: Random, seq: tuple[Any, ...]) -> Any:
+class _Bits:
+    """Choices drawn from a device's 48-bit seed: rebuilding a template needs no RNG state."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, seed: int) -> None:
+        self.value = seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019  # spread the bits
+
+    def random(self) -> float:
+        self.value = (self.value * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+        return (self.value >> 11) / 9007199254740992.0
+
+
+def _one(rng: _Bits, seq: tuple[Any, ...]) -> Any:
     return seq[int(rng.random() * len(seq))]
 
 
-def device_template(rng: Random, platform: str, geo: Geo) -> dict[str, Any]:
+def device_template(seed: int, platform: str, geo: Geo) -> dict[str, Any]:
     """The default properties one device puts on every event, keys in export order.
 
     ``time`` and ``distinct_id`` come first (set per event and per identity), the SDK's
-    ``$``-properties next, then the server-added geography and library fields.
+    ``$``-properties next, then the server-added geography and library fields. The same
+    ``seed`` always gives the same dict.
     """
+    rng = _Bits(seed)
     props: dict[str, Any] = {"time": 0, "distinct_id": ""}
     if platform == WEB:
         browser, os_name, versions, device = _one(rng, _BROWSERS)

@@ -90,8 +90,6 @@ class Emitter:
              protected: bool = False, short: bool = False) -> None:
         rnd = self.rng.random
         props = template.copy()
-        if extra:
-            props.update(extra)
         offset = self.offset_ms if self.offset_ms is not None else self._offset(t_ms)
         if platform == WEB:
             props["time"] = (t_ms + offset) / 1000
@@ -100,6 +98,8 @@ class Emitter:
         else:
             props["time"] = (t_ms + offset) // 1000
             delay = 500 + int(rnd() * rnd() * 3_600_000)  # mobile queues: seconds to an hour
+        if extra:
+            props.update(extra)
         if no_iid:
             key = ""
             self.no_insert_id += 1
@@ -208,7 +208,7 @@ class DayPlanner:
     def _templates(self, person: Person, use: DeviceUse) -> tuple[dict[str, Any], dict[str, Any]]:
         device = use.device
         owner = self.people[device.owner] if device.owner is not None else person
-        base = device_template(Random(device.seed), device.platform, owner.geo)
+        base = device_template(device.seed, device.platform, owner.geo)
         if device.platform == WEB:
             base.update(owner.super_props)
         anon = dict(base)
@@ -234,6 +234,7 @@ class DayPlanner:
         owner_uid = owner.user_id or ""
         uid = person.user_id or ""
         no_iid = device.no_insert_id
+        web = platform == WEB
         industry = person.industry
 
         def step(name: str, tmpl: dict[str, Any], extra: dict[str, Any] | None, user: str,
@@ -254,13 +255,13 @@ class DayPlanner:
         if use.logged_in and not use.shared_guest:
             step(opener[0], known, opener[1], uid)
             self._identity_extras(person, t, platform)
-            for name, extra, charge in ind.identified_session(rng, industry, person.state):
+            for name, extra, charge in ind.with_views(rng, ind.identified_session(rng, industry, person.state), web):
                 step(name, known, extra, uid, charge)
             self._server_side(person, t, end_ms)
             return t
         step(opener[0], anon, opener[1], owner_uid)
         if not login_now:
-            for name, extra, charge in ind.anonymous_session(rng, industry):
+            for name, extra, charge in ind.with_views(rng, ind.anonymous_session(rng, industry), web):
                 step(name, anon, extra, owner_uid, charge)
             return t
         signup = person.kind == NEW and use is person.uses[0]
@@ -282,7 +283,7 @@ class DayPlanner:
         else:
             step("Logged In", known, {"login_method": "password" if rnd() < 0.7 else "sso"}, uid, protected=True)
         self._identity_extras(person, t, platform)
-        for name, extra, charge in ind.identified_session(rng, industry, person.state):
+        for name, extra, charge in ind.with_views(rng, ind.identified_session(rng, industry, person.state), web):
             step(name, known, extra, uid, charge)
         if use.shared_guest:
             step("Logged Out", known, None, uid)
