@@ -75,7 +75,9 @@ def _looks_like_form(body: bytes) -> bool:
 async def read_payload(request: web.Request, max_bytes: int) -> Payload | PayloadError:
     params = {k: v for k, v in request.query.items()}
     body = await request.read()
-    if body[:2] == b"\x1f\x8b" or request.headers.get("Content-Encoding", "").lower() == "gzip":
+    # aiohttp already inflates a Content-Encoding: gzip body; a gzip body without the header
+    # (or still compressed) is recognised by its magic bytes
+    if body[:2] == b"\x1f\x8b":
         try:
             body = _bounded_gunzip(body, max_bytes)
         except (OSError, EOFError, zlib.error):

@@ -40,6 +40,11 @@ def check_import(rec: Any, now: float, strict: bool) -> Problem:
     props = rec.get("properties")
     if not isinstance(props, dict):
         return "properties", "'properties' is required and must be an object"
+    if rec["event"] == "$merge":  # documented without time, distinct_id or $insert_id
+        ids = props.get("$distinct_ids")
+        if not (isinstance(ids, list) and len(ids) == 2 and all(isinstance(i, str) and i for i in ids)):
+            return "properties.$distinct_ids", "'properties.$distinct_ids' must list exactly 2 distinct_ids"
+        return None
     t = _seconds(props.get("time"))
     if t is None:
         return "properties.time", "'properties.time' is invalid: must be specified as seconds since epoch"
