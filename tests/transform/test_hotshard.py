@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mp2amp.errors import Rejection
 from mp2amp.models import Resolved, Skip
-from mp2amp.transform import TransformSettings, Transformer, restore_hotshard
+from mp2amp.transform import Transformer, TransformSettings, restore_hotshard
 
 HOT = {
     "event": "$hotshard_events",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mp2amp.models import Resolved
-from mp2amp.transform import TransformSettings, Transformer
+from mp2amp.transform import Transformer, TransformSettings
 from mp2amp.transform.insert_id import insert_id_for, mixpanel_insert_id, usable_insert_id
 
 IDS = Resolved("user-1", "device-1")

@@ -212,6 +212,8 @@ class Transformer:
                 converted = convert(value, props)
                 if converted is not None:
                     produced = True
+                    if converted is mapping.DISCARD:
+                        continue
                     if ranks.get(field, priority + 1) > priority:
                         fields[field] = converted
                         ranks[field] = priority

@@ -239,6 +239,9 @@ def rules_for(platform: Platform) -> dict[str, Rule]:
 
 # --- converters: Mixpanel value (+ the event's properties) -> field value or None ---------
 
+DISCARD: str = "\x00discard"
+"""A converter result meaning "a placeholder, not data": no field and nothing kept."""
+
 BROWSER_NAMES: dict[str, str] = {
     "Chrome iOS": "Chrome", "Internet Explorer": "IE", "Samsung Internet": "Samsung Browser",
     "Android Mobile": "Android Browser", "Microsoft Edge": "Edge", "Firefox iOS": "Firefox",
@@ -323,7 +326,7 @@ def android_os_version(value: object, props: dict[str, object]) -> str | None:
     if type(value) is not str:
         return None  # React Native JS mode: an API level number, not a release
     version = value.strip()
-    return None if not version or version.upper() == "UNKNOWN" else version
+    return DISCARD if not version or version.upper() == "UNKNOWN" else version
 
 
 def advertising_id(value: object, props: dict[str, object]) -> str | None:
@@ -382,7 +385,8 @@ CONVERTER_NOTES: dict[str, str] = {
     "apple_os_version": "\"Version 14.2.1 (Build 23C71)\" -> \"14.2.1\"; others as text",
     "apple_model": "raw identifier; x86_64 / i386 -> Simulator",
     "android_os_name": "\"android\"",
-    "android_os_version": "release text; \"UNKNOWN\" and API-level numbers are not releases",
+    "android_os_version": "release text; \"UNKNOWN\" is dropped; an API-level number is "
+                          "not a release",
     "advertising_id": "text unless all zeros (limited ad tracking)",
     "direct_to_empty": "\"$direct\" -> \"EMPTY\"",
     "country": "ISO 3166-1 alpha-2 -> English name (table below)",

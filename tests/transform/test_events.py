@@ -1,0 +1,214 @@
+"""Transformer.event: step order, hooks, output shape, and properties that hold for any input."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mp2amp.emulators.amplitude.validate import validate_events
+from mp2amp.errors import ConfigError, Rejection
+from mp2amp.models import Resolved, Skip
+from mp2amp.transform import RevenueSettings, Transformer, TransformSettings
+from mp2amp.transform.plan import parse_plan
+from mp2amp.transform.privacy import PrivacyRules
+
+IDS = Resolved("user-1", "device-1")
+BATCH_FIELDS = {"event_type", "user_id", "device_id", "time", "insert_id", "platform",
+                "os_name", "os_version", "device_brand", "device_manufacturer", "device_model",
+                "carrier", "app_version", "country", "region", "city", "dma", "location_lat",
+                "location_lng", "ip", "idfa", "library", "price", "quantity", "revenue",
+                "productId", "revenueType", "currency", "event_properties", "user_properties",
+                "groups"}
+
+
+def rec(name: str = "Played Song", **props: Any) -> dict[str, Any]:
+    return {"event": name, "properties": {"time": 1601412131, "distinct_id": "u1", **props}}
+
+
+def test_output_is_exactly_a_batch_api_event() -> None:
+    out = Transformer(TransformSettings()).event(rec(song="x"), IDS)
+    assert isinstance(out, dict)
+    assert list(out)[:5] == ["event_type", "user_id", "device_id", "time", "insert_id"]
+    assert set(out) <= BATCH_FIELDS and "session_id" not in out
+    assert out["time"] == 1601412131000 and out["event_properties"] == {"song": "x"}
+    assert "user_properties" not in out and "groups" not in out
+    assert validate_events([out], 1).ok
+
+
+def test_missing_id_is_rejected_and_one_id_is_enough() -> None:
+    t = Transformer(TransformSettings())
+    out = t.event(rec(), Resolved(None, None))
+    assert isinstance(out, Rejection) and out.reason == "missing_id"
+    only_device = t.event(rec(), Resolved(None, "device-1"))
+    assert isinstance(only_device, dict) and "user_id" not in only_device
+    short = t.event(rec(), Resolved("77", None))  # short ids are kept (min_id_length)
+    assert isinstance(short, dict) and short["user_id"] == "77"
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [({"properties": {"time": 1}}, "not_an_event"), ([1, 2], "not_an_event"),
+     ({"$distinct_id": "x", "$set": {"a": 1}}, "not_an_event"),
+     ({"event": "", "properties": {"time": 1601412131}}, "missing_event_name"),
+     ({"event": 5, "properties": {"time": 1601412131}}, "missing_event_name"),
+     ({"event": "e", "properties": "oops"}, "not_an_event"),
+     ({"event": "e", "properties": {}}, "missing_time"),
+     ({"event": "[Amplitude] Revenue", "properties": {"time": 1601412131}},
+      "reserved_event_type"),
+     ({"event": "$groupidentify", "properties": {"time": 1601412131}}, "reserved_event_type")],
+)
+def test_unusable_records_are_rejected_with_a_reason(record: Any, reason: str) -> None:
+    out = Transformer(TransformSettings()).event(record, IDS)
+    assert isinstance(out, Rejection) and out.reason == reason and out.message
+
+
+def test_identity_records_are_skipped_not_sent() -> None:
+    for name in ("$identify", "$create_alias", "$merge"):
+        out = Transformer(TransformSettings()).event(rec(name), IDS)
+        assert isinstance(out, Skip) and out.rule == "identity_record"
+
+
+def test_legacy_time_is_converted_with_the_project_zone() -> None:
+    t = Transformer(TransformSettings(legacy_time=True, timezone="America/Los_Angeles"))
+    out = t.event(rec(time=1652825148, mp_processing_time_ms=1652850348702), IDS)
+    assert isinstance(out, dict) and out["time"] == 1652850348000
+
+
+def test_bad_timezone_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        Transformer(TransformSettings(legacy_time=True, timezone="Mars/Olympus"))
+
+
+def test_plan_renames_moves_and_flags() -> None:
+    plan = parse_plan({"unplanned_events": "flag", "events": {"Played Song": {
+        "rename": "Song Played",
+        "properties": {"song": {"rename": "Song"}, "tier": {"user_property": True}}}}})
+    t = Transformer(TransformSettings(plan=plan))
+    out = t.event(rec(song="x", tier="gold"), IDS)
+    assert isinstance(out, dict)
+    assert out["event_type"] == "Song Played"
+    assert out["event_properties"] == {"Song": "x"}
+    assert out["user_properties"] == {"tier": "gold"}
+    flagged = t.event(rec("Other", a=1), IDS)
+    assert isinstance(flagged, dict) and flagged["event_properties"]["mp2amp_unplanned"] is True
+    # the plan never changes the insert_id: editing it and re-running creates no duplicates
+    plain = Transformer(TransformSettings()).event(rec(song="x", tier="gold"), IDS)
+    assert isinstance(plain, dict) and plain["insert_id"] == out["insert_id"]
+
+
+def test_plan_skip_and_rejection_pass_through() -> None:
+    plan = parse_plan({"events": {"Played Song": {"drop": True}, "Paid": {
+        "properties": {"amount": {"type": "number", "on_mismatch": "reject"}}}}})
+    t = Transformer(TransformSettings(plan=plan))
+    assert isinstance(t.event(rec(), IDS), Skip)
+    out = t.event(rec("Paid", amount="lots"), IDS)
+    assert isinstance(out, Rejection) and out.reason == "plan_type_mismatch"
+
+
+def test_privacy_runs_on_mixpanel_names_before_the_plan_renames() -> None:
+    plan = parse_plan({"properties": {"$email": {"rename": "email"}}})
+    privacy = PrivacyRules(drop_properties=["$email"], excluded_users=["gone-user"],
+                           drop_before=date(2020, 1, 1))
+    t = Transformer(TransformSettings(plan=plan, privacy=privacy))
+    out = t.event(rec(**{"$email": "a@example.com"}), IDS)
+    assert isinstance(out, dict) and "email" not in out["event_properties"]
+    gone = t.event(rec(), Resolved("gone-user", None))
+    assert isinstance(gone, Skip) and gone.rule == "privacy.excluded_user"
+    old = t.event(rec(time=1500000000), IDS)
+    assert isinstance(old, Skip) and old.rule == "privacy.before_retention"
+
+
+def test_groups_from_configured_keys_within_amplitude_limits() -> None:
+    keys = ("company_id", "team", "a", "b", "c", "d")
+    t = Transformer(TransformSettings(group_keys=keys))
+    out = t.event(rec(company_id=123, team=["x", "y", "x", None], a="1", b="2", c="3", d="4"), IDS)
+    assert isinstance(out, dict)
+    assert out["groups"] == {"company_id": "123", "team": ["x", "y"], "a": "1", "b": "2",
+                             "c": "3"}  # 5 group types at most
+    assert out["event_properties"]["company_id"] == 123  # still a property
+    many = t.event(rec(team=[f"t{i}" for i in range(15)]), IDS)
+    assert isinstance(many, dict) and len(many["groups"]["team"]) == 10
+    none = t.event(rec(company_id=""), IDS)
+    assert isinstance(none, dict) and "groups" not in none
+
+
+def test_amplitude_event_names_only_when_asked() -> None:
+    record = rec("$mp_web_page_view", mp_lib="web")
+    plain = Transformer(TransformSettings()).event(record, IDS)
+    named = Transformer(TransformSettings(amplitude_event_names=True)).event(record, IDS)
+    assert isinstance(plain, dict) and plain["event_type"] == "$mp_web_page_view"
+    assert isinstance(named, dict) and named["event_type"] == "[Amplitude] Page Viewed"
+
+
+def test_input_record_is_not_mutated() -> None:
+    record = rec(**{"$browser": "Chrome", "mp_lib": "web", "bio": "x" * 2000})
+    snapshot = repr(record)
+    Transformer(TransformSettings()).event(record, IDS)
+    assert repr(record) == snapshot
+
+
+# --- properties for any JSON-ish record ---------------------------------------------
+
+json_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+                | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30))
+json_values = st.recursive(
+    json_scalars, lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+known_keys = st.sampled_from(
+    ["time", "distinct_id", "$insert_id", "mp_lib", "$os", "$browser", "$browser_version",
+     "$os_version", "$model", "$manufacturer", "$brand", "$carrier", "mp_country_code",
+     "$city", "$region", "$latitude", "$longitude", "ip", "$current_url", "$device",
+     "$app_version_string", "$app_release", "$app_version", "mp_original_event_name",
+     "mp_original_distinct_id", "item_price", "qty", "products", "company_id", "$ios_ifa",
+     "$initial_referrer", "mp_processing_time_ms", "wifi", "$wifi"])
+valid_seconds = st.integers(31_536_000, 4_102_444_799)
+times = st.one_of(valid_seconds, valid_seconds.map(lambda t: t * 1000),
+                  valid_seconds.map(lambda t: t + 0.25), valid_seconds.map(str),
+                  st.integers(-(10**20), 10**20), st.floats(), st.text(max_size=12), st.none())
+properties = st.dictionaries(known_keys | st.text(max_size=10), json_values, max_size=12)
+names = st.sampled_from(["Purchase", "$hotshard_events", "$identify", "", "x" * 1100,
+                         "$mp_web_page_view", "[Amplitude] Revenue"]) | st.text(min_size=1,
+                                                                                 max_size=20)
+event_like = st.builds(lambda e, p, t: {"event": e, "properties": {**p, "time": t}},
+                       names, properties, times)
+odd_records = st.one_of(
+    st.builds(lambda e, p: {"event": e, "properties": p}, json_values, json_values), json_values)
+# Mostly event-shaped records (so events are emitted and validated), some anything-goes.
+records = st.integers(0, 9).flatmap(lambda i: odd_records if i == 9 else event_like)
+ids = st.builds(Resolved, st.none() | st.sampled_from(["user-1", "u", "x" * 40]),
+                st.none() | st.sampled_from(["device-1", "d" * 36]))
+SETTINGS = [
+    TransformSettings(),
+    TransformSettings(legacy_time=True, timezone="America/Los_Angeles",
+                      timezone_changes=(("2021-06-01", "Asia/Kolkata"),), keep_ip=False,
+                      group_keys=("company_id",), amplitude_event_names=True,
+                      revenue=RevenueSettings(price="item_price", quantity="qty",
+                                              items="products", revenue="Amount",
+                                              refund_events=("Purchase",))),
+]
+TRANSFORMERS = [Transformer(s) for s in SETTINGS]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record=records, resolved=ids)
+def test_any_record_gives_one_valid_outcome_deterministically(record: Any,
+                                                              resolved: Resolved) -> None:
+    for transformer in TRANSFORMERS:
+        snapshot = repr(record)
+        out = transformer.event(record, resolved)
+        assert repr(record) == snapshot  # input untouched
+        assert isinstance(out, dict | Rejection | Skip)
+        if isinstance(out, Rejection):
+            assert out.reason != "transform_error", out.message  # no hidden crash
+            continue
+        if isinstance(out, Skip):
+            continue
+        assert validate_events([out], 1).ok, (out, validate_events([out], 1))
+        assert type(out["time"]) is int and 31_536_000_000 <= out["time"] < 4_102_444_800_000
+        assert out["insert_id"] and "session_id" not in out
+        assert set(out) <= BATCH_FIELDS
+        assert transformer.event(record, resolved) == out  # deterministic
