@@ -64,7 +64,7 @@ def test_anonymous_device_joins_the_user(api: Api) -> None:
                                                          user_id="user-00007")])
     rows = api.exported_rows()
     assert len({r["amplitude_id"] for r in rows}) == 1
-    status, body = api.segmentation("Viewed", "uniques", "20260101", "20260101")
+    _, body = api.segmentation("Viewed", "uniques", "20260101", "20260101")
     assert body["data"]["series"] == [[1]]
 
 
