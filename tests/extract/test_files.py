@@ -218,3 +218,21 @@ def test_expand_paths_lists_files_for_a_ledger(tmp_path: Path) -> None:
     write_lines(tmp_path / "d" / "a.jsonl", ["{}"])
     assert [f.url for f in expand_paths([str(tmp_path / "d")])] == [
         str(tmp_path / "d" / "a.jsonl"), str(tmp_path / "d" / "b.jsonl")]
+
+
+def test_any_fsspec_backend_goes_through_the_remote_path() -> None:
+    # fsspec's in-memory filesystem: the same glob/directory code as s3:// and gs://.
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/mpx/7/mp_master_event/2024/01/02/p.json",
+            (dumps({"event_name": "A", "time": 5, "insert_id": "i"}) + "\n").encode())
+    fs.pipe("/mpx/7/mp_people_data/p.json", b'{"distinct_id": "d"}\n')
+    fs.pipe("/mpx/flat/a.jsonl.gz", gzip.compress(b'{"event":"B"}\n'))
+    got = [(r.source, r.record) for r in iter_records(["memory:///mpx/7", "memory:///mpx/flat/*.gz"])]
+    assert got == [
+        ("memory:///mpx/7/mp_master_event/2024/01/02/p.json",
+         {"event": "A", "properties": {"time": 5, "$insert_id": "i"}}),
+        ("memory:///mpx/flat/a.jsonl.gz", {"event": "B"})]
+    with pytest.raises(InputError, match="does not exist"):
+        list(iter_records(["memory:///mpx/none.json"]))
