@@ -56,11 +56,12 @@ def test_terminated_early_line(project: Path, serve: Any) -> None:
 
 @pytest.mark.parametrize("encoding", ["identity", "gzip"])
 def test_dropped_connection_mid_stream(project: Path, serve: Any, encoding: str) -> None:
-    with serve(project, chunk_bytes=64) as (url, emulator):
+    with serve(project, chunk_bytes=64) as (url, _):
         control(url, {"queue": ["drop"], "after_lines": 5})
         body, broken = read_until_broken(get(url, **{"Accept-Encoding": encoding}))
         assert broken, "the client must see an incomplete body"
-        assert len(body.decode().splitlines()) <= 5
+        lines = body.decode().splitlines()
+        assert len(lines) == 5 and all(json.loads(x)["event"] == "View" for x in lines)
         stats = requests.get(f"{url}/_emulator/stats", timeout=10).json()
         assert stats["faults_injected"] == {"drop": 1}
         assert stats["requests"]["export_dropped"] == 1
