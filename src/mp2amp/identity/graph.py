@@ -18,6 +18,7 @@ from mp2amp.models import Resolved
 
 MODES = ("simplified", "original")
 MIXPANEL_CLUSTER_CAP = 500
+_MEMO_ENTRIES = 500_000  # resolve() answers kept (a few hundred bytes each)
 
 
 class IdentityGraph:
@@ -59,6 +60,7 @@ class IdentityGraph:
         self._retroactive = retroactive
         self._table: MappingTable | None = None
         self._finished = False
+        self._memo: dict[tuple[str | None, str | None, str | None], Resolved] = {}
 
     def _open_db(self, name: str) -> ScratchDb:
         db = ScratchDb(self.workdir / f"identity-{name}.sqlite")
@@ -108,9 +110,37 @@ class IdentityGraph:
         return self.report
 
     def resolve(self, props: dict[str, Any]) -> Resolved:
-        """The Amplitude user_id/device_id of one event (both None: no usable ID)."""
+        """The Amplitude user_id/device_id of one event (both None: no usable ID).
+
+        After ``finish()`` the answer depends only on the event's ID fields, and a person's
+        events repeat the same ones, so answers are memoized by (``$user_id``,
+        ``$device_id``, ``distinct_id``) when those are plain strings and the rarer ID
+        fields are absent; this is what keeps pass 2 fast.
+        """
         if not self._finished:
             self.finish()
+        user = props.get("$user_id")
+        device = props.get("$device_id")
+        dist = props.get("distinct_id")
+        if (
+            (user is None or user.__class__ is str)
+            and (device is None or device.__class__ is str)
+            and (dist is None or dist.__class__ is str)
+            and "$distinct_id_before_identity" not in props
+            and "mp_original_distinct_id" not in props
+        ):
+            key = (user, device, dist)
+            memo = self._memo
+            found = memo.get(key)
+            if found is None:
+                found = self._compute(props)
+                if len(memo) >= _MEMO_ENTRIES:
+                    memo.clear()
+                memo[key] = found
+            return found
+        return self._compute(props)
+
+    def _compute(self, props: dict[str, Any]) -> Resolved:
         if self._table is not None:
             found = self._table.resolve(props)
             if found is not None:

@@ -47,20 +47,42 @@ _DEVICE_LIKE = re.compile(
 
 
 def _junk_text(value: str) -> bool:
-    if len(value) > _SHORT:
+    # Hot path (every ID of every event): cheap tests first, strip only when padded.
+    size = len(value)
+    if size > _SHORT:
         return value.isspace() or (value.startswith("{{") and value.endswith("}}"))
-    key = value.strip().lower()
-    if key in JUNK_IDS or not key.strip("0-"):
+    if size == 0:
         return True
-    return key.startswith("{{") and key.endswith("}}")
+    key = value.lower()
+    if key in JUNK_IDS:
+        return True
+    if key[0].isspace() or key[-1].isspace():
+        key = key.strip()
+        if key in JUNK_IDS:
+            return True
+    first = key[0]
+    if first == "0" or first == "-":
+        return not key.strip("0-")
+    return first == "{" and key.startswith("{{") and key.endswith("}}")
+
+
+# IDs recently found usable: every event repeats its person's IDs, so most checks are a
+# set lookup. Bounded: cleared when full (a cache, it changes no answer).
+_GOOD: set[str] = set()
+_GOOD_MAX = 262_144
 
 
 def clean_id(value: Any) -> str | None:
     """The ID as Amplitude text, or ``None`` when it is missing or junk."""
     if value.__class__ is str:
-        if value.startswith(DEVICE_PREFIX):
-            return None if _junk_text(value[8:]) else value
-        return None if _junk_text(value) else value
+        if value in _GOOD:
+            return value
+        if _junk_text(value[8:] if value.startswith(DEVICE_PREFIX) else value):
+            return None
+        if len(_GOOD) >= _GOOD_MAX:
+            _GOOD.clear()
+        _GOOD.add(value)
+        return value
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
