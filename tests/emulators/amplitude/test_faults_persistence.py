@@ -78,7 +78,7 @@ def test_everything_survives_a_restart(start_emulator: Callable[..., Api], clock
     assert row["user_properties"] == {"plan": "pro"}
     assert row["group_properties"] == {"org": {"acme": {"size": 3}}}
     clock.advance(1)
-    status, jobs = second.get_json("/api/2/deletions/users?start_day=2026-01-01&end_day=2026-01-31")
+    _, jobs = second.get_json("/api/2/deletions/users?start_day=2026-01-01&end_day=2026-01-31")
     assert [j["status"] for j in jobs] == ["staging"]
 
 
