@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mp2amp.errors import AuthError, ConfigError, TransientError
+from mp2amp.errors import AuthError, ConfigError, TerminalError, TransientError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.extract.export import (
     WindowFile,
@@ -191,3 +191,12 @@ def test_settings_from_the_config_section() -> None:
     assert s.export_url.startswith("https://data-eu.mixpanel.com")
     with pytest.raises(ConfigError, match="no Mixpanel credentials"):
         MixpanelSettings.from_config(MixpanelConfig(project_id=9))
+
+
+def test_unwritable_work_folder_stops_with_a_clear_message(export_server: Any,
+                                                            tmp_path: Path) -> None:
+    setup_days(export_server)
+    (tmp_path / "export" / "2024-01-01.jsonl.part").mkdir(parents=True)  # cannot be opened
+    with pytest.raises(TerminalError, match=r"cannot write the export window .*2024-01-01"):
+        fetch_all(export_server, tmp_path, DAYS[:1])
+    assert len(export_server.log) == 1  # not retried

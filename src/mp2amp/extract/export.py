@@ -16,6 +16,7 @@ days it already has.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -135,7 +136,9 @@ async def fetch_windows(
 ) -> AsyncIterator[WindowFile]:
     """Fetch each day once, several in flight, and yield each as it completes.
 
-    Windows come out in completion order (each carries its ``day``). A terminal error
+    Windows come out in completion order (each carries its ``day``). Leaving the loop
+    early? Wrap in ``contextlib.aclosing`` so in-flight windows are cancelled at once
+    (their part files are removed). A terminal error
     (credentials, a rejected request) or a window that kept failing past
     ``settings.max_attempts`` stops the iteration with that error; windows already
     yielded stay on disk and are reused next time.
@@ -239,11 +242,15 @@ async def _fetch_once(
     attempt: int,
 ) -> WindowFile:
     final = window_path(workdir, day)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _disk_error(final.parent, exc) from exc
     part = final.with_suffix(".jsonl.part")
     headers = {"Authorization": settings.auth_header(), "Accept": "text/plain",
                "Accept-Encoding": "gzip"}
     timeout = aiohttp.ClientTimeout(total=settings.timeout, sock_read=settings.read_timeout)
+    done = False
     try:
         async with limiter.slot(), session.get(settings.export_url, params=_params(settings, day),
                                                headers=headers, timeout=timeout) as resp:
@@ -252,17 +259,17 @@ async def _fetch_once(
                 raise _http_error(resp.status, body, resp.headers.get("Retry-After"), day,
                                   settings)
             counted = await _stream_to_file(resp, part, day)
-    except Mp2AmpError:
-        part.unlink(missing_ok=True)
-        raise
+        done = True
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-        part.unlink(missing_ok=True)
         raise StreamInterrupted(f"the export stream of {day} broke off ({exc}); fetching the "
                                 "whole day again") from exc
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        part.unlink(missing_ok=True)
+    except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
         raise ConnectionLost(f"export of {day}: {type(exc).__name__}: {exc}; fetching the "
                              "whole day again") from exc
+    finally:
+        if not done:  # failed, or cancelled: never leave half a window behind
+            with contextlib.suppress(OSError):
+                part.unlink(missing_ok=True)
     records, rejected = counted
     size = part.stat().st_size
     os.replace(part, final)
@@ -292,9 +299,16 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path, day: date) -
             records += 1
             rejected += rec.record is None
 
-    with open(part, "wb") as out:
+    try:
+        out = open(part, "wb")  # noqa: SIM115 - closed below, write errors are translated
+    except OSError as exc:
+        raise _disk_error(part, exc) from exc
+    with out:
         async for chunk in resp.content.iter_any():
-            out.write(chunk)
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                raise _disk_error(part, exc) from exc
             lines = (tail + chunk).split(b"\n")
             tail = lines.pop()
             for line in lines:
@@ -305,6 +319,12 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path, day: date) -
             records += 1
             rejected += rec.record is None
     return records, rejected
+
+
+def _disk_error(part: Path, exc: OSError) -> TerminalError:
+    return TerminalError(f"cannot write the export window {part}: {exc}; free disk space or "
+                         "fix the work folder's permissions and run again (completed windows "
+                         "are kept)")
 
 
 def _http_error(status: int, body: str, retry_after_header: str | None, day: date,
