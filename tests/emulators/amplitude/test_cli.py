@@ -1,0 +1,63 @@
+"""``mp2amp emulate amplitude`` as a person runs it: a real process on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+
+def _run(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "mp2amp", "emulate", "amplitude", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_serves_prints_url_first_and_saves_on_interrupt(tmp_path: Path) -> None:
+    data = tmp_path / "amp"
+    proc = _run("--port", "0", "--data", str(data), "--api-key", "cli-key",
+                "--secret-key", "cli-secret", "--timezone", "Europe/Berlin")
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        body = orjson.dumps({"api_key": "cli-key", "events": [
+            {"event_type": "Opened", "device_id": "cli-device-1", "insert_id": "i-1"}]})
+        req = urllib.request.Request(url + "/batch", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as res:
+            assert orjson.loads(res.read())["events_ingested"] == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    state = orjson.loads((data / "state.json").read_bytes())
+    assert state["events_stored"] == 1
+
+
+def test_bad_settings_are_reported_without_a_traceback(tmp_path: Path) -> None:
+    proc = _run("--data", str(tmp_path / "amp"), "--timezone", "Mars/Olympus",
+                "--fail-rate", "1.5")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "Mars/Olympus" in err and "fail_rate" in err
+    assert "Traceback" not in err
+
+
+def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _run("--port", str(port), "--data", str(tmp_path / "amp"))
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
