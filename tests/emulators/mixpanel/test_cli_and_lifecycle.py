@@ -15,7 +15,6 @@ import requests
 from typer.testing import CliRunner
 
 from mp2amp.cli import app
-
 from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
 from mp2amp.errors import ConfigError, InputError
 
