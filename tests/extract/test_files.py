@@ -236,3 +236,30 @@ def test_any_fsspec_backend_goes_through_the_remote_path() -> None:
         ("memory:///mpx/flat/a.jsonl.gz", {"event": "B"})]
     with pytest.raises(InputError, match="does not exist"):
         list(iter_records(["memory:///mpx/none.json"]))
+
+
+def test_backend_failure_mid_read_is_an_input_error_naming_the_file() -> None:
+    import io
+
+    from mp2amp.extract import SourceFile, iter_file
+
+    class FlakyObject(io.BytesIO):
+        def __init__(self) -> None:
+            super().__init__(b'{"event":"A"}\n{"event":"B"}\n')
+            self.reads = 0
+
+        def read1(self, size: int = -1, /) -> bytes:
+            self.reads += 1
+            if self.reads > 1:
+                raise RuntimeError("connection reset by the object store")
+            return super().read1(size)
+
+    class FlakyFs:
+        def open(self, path: str, mode: str) -> FlakyObject:
+            return FlakyObject()
+
+    got = []
+    with pytest.raises(InputError, match=r"reading s3://b/k\.json failed after record 2.*reset"):
+        for rec in iter_file(SourceFile("s3://b/k.json", FlakyFs())):
+            got.append(rec.record)
+    assert got == [{"event": "A"}, {"event": "B"}]

@@ -99,18 +99,36 @@ def iter_file(source: SourceFile) -> Iterator[SourceRecord]:
         yield from _iter_stream(source.url, stream)
 
 
+class _GuardedReader:
+    """Reads a backend stream; a backend's own exception types (botocore, aiohttp inside
+    s3fs/gcsfs) become OSError, so every read failure is reported the same way."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        # read1 hands over data as it is decompressed, so a damaged .gz loses only its
+        # last piece, not a whole chunk.
+        self._read = getattr(stream, "read1", stream.read)
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data: bytes = self._read(size)
+        except (EOFError, zlib.error, OSError):
+            raise
+        except Exception as exc:
+            raise OSError(f"{type(exc).__name__}: {exc}") from exc
+        return data
+
+
 def _iter_stream(url: str, stream: BinaryIO) -> Iterator[SourceRecord]:
     count = 0
     try:
-        # read1 hands over data as it is decompressed, so a damaged .gz loses only its
-        # last piece, not a whole chunk.
-        read = getattr(stream, "read1", stream.read)
+        guarded = _GuardedReader(stream)
+        read = guarded.read
         first = read(CHUNK)
         if first.startswith(b"\xef\xbb\xbf"):
             first = first[3:]
         is_array = first.lstrip()[:1] == b"[" and not url.lower().endswith(LINE_SUFFIXES)
         if is_array:
-            records = iter_array(url, stream, first)
+            records = iter_array(url, guarded, first)
         else:
             chunks = itertools.chain([first], iter(lambda: read(CHUNK), b""))
             records = parse_lines(url, split_lines(chunks))

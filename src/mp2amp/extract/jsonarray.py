@@ -12,17 +12,22 @@ from __future__ import annotations
 import codecs
 import json
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Protocol
 
 from mp2amp.errors import Rejection
 from mp2amp.models import SourceRecord
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
 
 CHUNK = 1 << 20
 MAX_ELEMENT_CHARS = 64 << 20
 _WS = " \t\r\n"
 
 
-def iter_array(source: str, stream: BinaryIO, first: bytes = b"") -> Iterator[SourceRecord]:
+def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[SourceRecord]:
     """SourceRecords of a JSON array file; ``line`` is the element index + 1.
 
     ``first`` is data already read from ``stream`` (format sniffing).
