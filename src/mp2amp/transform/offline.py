@@ -100,10 +100,11 @@ def transform_files(
             stream = transform_stream(summary.reading(iter_records(inputs)), graph,
                                       transformer, sessions, dedup)
             write_out, write_rejects, dumps = out.write, rejects.write, orjson.dumps
+            newline = orjson.OPT_APPEND_NEWLINE
             for outcome in stream:
                 summary.add(outcome)
                 if isinstance(outcome, Emitted):
-                    write_out(dumps(outcome.event) + b"\n")
+                    write_out(dumps(outcome.event, option=newline))
                 elif isinstance(outcome, Rejected):
                     write_rejects(rejection_line(outcome.rejection))
     return TransformResult(summary, report.as_dict(), transformer.stats())

@@ -1,0 +1,95 @@
+"""The offline transform chain (``mp2amp transform``) end to end, and its stateful helpers.
+
+* chain: both passes of ``transform_files`` over gzipped generated events (parse twice,
+  identity graph, mapping core, dedup, sessions, serialize), events/s, next to the plain
+  one-pass ``gzip + orjson.loads + orjson.dumps`` of the same lines measured in the same
+  run. Goal (issue 4): at least 100k events/s and at least 0.35 of that baseline.
+* dedup + sessions: per-event cost of ``Deduper.is_duplicate`` + ``Sessionizer.session_id``
+  on parsed records, next to ``orjson.dumps`` of the same records (the floor of hashing a
+  record's content).
+* spilled: the same helpers with a memory budget of 1% of the devices/records, so most
+  state is on disk (SQLite): how much a flat memory costs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mp2amp.config import load_config
+from mp2amp.extract.files import iter_records
+from mp2amp.generate import GenerateConfig, generate_project
+from mp2amp.transform.dedup import Deduper
+from mp2amp.transform.offline import transform_files
+from mp2amp.transform.sessions import Sessionizer
+
+
+def _baseline(paths: list[Path]) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    n = 0
+    sink = io.BytesIO()
+    for path in paths:
+        with gzip.open(path, "rb") as fh:
+            for line in fh:
+                sink.write(orjson.dumps(orjson.loads(line)) + b"\n")
+                n += 1
+    return n, time.perf_counter() - t0
+
+
+def _helpers(records: list[dict[str, Any]], budget: int, spill: Path) -> float:
+    t0 = time.perf_counter()
+    with Deduper(memory_budget=budget, spill_dir=spill) as dedup, \
+            Sessionizer(memory_budget=budget, spill_dir=spill) as sessions:
+        for rec in records:
+            props = rec["properties"]
+            if not dedup.is_duplicate(str(props.get("$insert_id", "")), rec):
+                sessions.session_id(props.get("$device_id"), str(props.get("distinct_id")),
+                                    int(props["time"] * 1000))
+    return time.perf_counter() - t0
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    users, days = (400, 3) if quick else (3000, 7)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        project = root / "project"
+        generate_project(GenerateConfig(out=project, users=users, days=days, dirty=0.0))
+        paths = sorted((project / "events").glob("*.jsonl.gz"))
+        n, base_s = _baseline(paths)
+        config = load_config(None, {"mixpanel.timezone": "America/Los_Angeles",
+                                    "transform.groups": ["company_id"],
+                                    "run.workdir": root / "work"}, env={})
+        t0 = time.perf_counter()
+        result = transform_files(config, [str(p) for p in paths], io.BytesIO(), io.BytesIO())
+        chain_s = time.perf_counter() - t0
+        result.summary.check()
+        records = [r.record for r in iter_records([str(p) for p in paths])
+                   if r.record is not None]
+        t0 = time.perf_counter()
+        for rec in records:
+            orjson.dumps(rec, option=orjson.OPT_SORT_KEYS)
+        dumps_s = time.perf_counter() - t0
+        helpers_s = _helpers(records, 2_000_000, root)
+        spilled_s = _helpers(records, max(100, len(records) // 100), root)
+    return [
+        {"name": f"transform chain, 2 passes ({n:,} events)", "value": n / chain_s,
+         "unit": "events/s", "baseline": n / base_s,
+         "goal": ">= 100k/s and >= 0.35x orjson parse+serialize"},
+        {"name": "dedup + sessions per event", "value": len(records) / helpers_s,
+         "unit": "events/s", "baseline": len(records) / dumps_s,
+         "goal": "not the chain's bottleneck (>= 5x the chain rate)"},
+        {"name": "dedup + sessions, 99% spilled to SQLite", "value": len(records) / spilled_s,
+         "unit": "events/s", "baseline": len(records) / helpers_s,
+         "goal": ">= 0.25x in memory"},
+    ]
+
+
+if __name__ == "__main__":
+    for row in run(quick=False):
+        print(row)
