@@ -39,11 +39,14 @@ Links are applied in (time, kind, IDs) order, so file order does not matter. A l
 would make a cluster larger than ``cluster_cap`` (Mixpanel: 500) is refused, as Mixpanel
 does, and reported (count and examples). Each cluster's user_id is chosen by
 ``user_id_predicate(id) -> bool`` ("may this be a user ID"; default: not device-like, i.e.
-not ``$device:``, not a UUID, not a mixpanel-js cookie ID, not a 16-hex Android ID):
-accepted and named as a user (``$identified_id``, ``$user_id``, an alias) first, then
-accepted, then named as a user but device-looking (UUID user IDs), then accepted but also
-used as an anonymous ID; ties go to the earliest seen, then the smallest ID. A cluster with
-no such ID is anonymous: its events carry only a device_id.
+not ``$device:``, not a UUID, not a mixpanel-js cookie ID, not a 16-hex Android ID).
+Among IDs never used as anonymous IDs and accepted by the predicate: the one carried as
+``$user_id`` on events first (the app's own user ID; aliases and ``$merge``d legacy IDs
+resolve to it), then one otherwise named as a user (``$identified_id``, an alias), then any;
+after those, an ID named as a user but device-looking (UUID user IDs), then an accepted ID
+also used as an anonymous one (an e-mail as ``$device_id``). Ties go to the earliest seen,
+then the smallest ID. A cluster with no such ID is anonymous: its events carry only a
+device_id.
 
 A Data Pipelines identity table (``table=``: ``{"distinct_id", "resolved_distinct_id"}``
 JSON lines, optionally gzip) is authoritative: events whose IDs are in it are resolved by it

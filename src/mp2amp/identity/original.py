@@ -38,7 +38,7 @@ _UPSERT = (
     "INSERT INTO edges(kind, a, ra, b, rb, t) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(kind, a, ra, b, rb) DO UPDATE SET t = MIN(edges.t, excluded.t)"
 )
-_RECENT = 100_000
+_RECENT = 16_384  # per-event write cache while spilled (bounded)
 
 
 def _node(value: str | None, role: int) -> tuple[str | None, int]:

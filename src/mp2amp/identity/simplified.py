@@ -27,7 +27,7 @@ _UPSERT = (
     "user = CASE WHEN (excluded.t, excluded.user) < (dev.t, dev.user) "
     "THEN excluded.user ELSE dev.user END"
 )
-_RECENT = 100_000  # per-event write cache while spilled
+_RECENT = 16_384  # per-event write cache while spilled (bounded)
 
 
 class SimplifiedIds:
