@@ -21,15 +21,15 @@ per-property counts in ``stats``, which never influence an output.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from mp2amp import __version__
 from mp2amp.errors import ConfigError, Rejection
 from mp2amp.models import Resolved, Skip
 from mp2amp.transform import mapping
-from mp2amp.transform.geo import set_location
+from mp2amp.transform.geo import LOCATION_FIELDS
 from mp2amp.transform.hotshard import restore_hotshard
 from mp2amp.transform.insert_id import insert_id_for, usable_insert_id
 from mp2amp.transform.revenue import revenue_fields
@@ -57,10 +57,26 @@ FIELD_ORDER = (
     "device_model", "carrier", "app_version", "country", "region", "city", "dma",
     "location_lat", "location_lng", "ip", "idfa",
 )
+_FIELD_RANK = {name: rank for rank, name in enumerate(FIELD_ORDER)}
+_MAX_SHAPES = 20_000
+_MAX_URLS = 50_000
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _NEVER, _UNMAPPED, _ALWAYS = 0, 1, 2
 _KEEP = {"never": _NEVER, "unmapped": _UNMAPPED, "always": _ALWAYS}
 _PAGE_URL, _PAGE_DOMAIN, _PAGE_PATH = (
     "[Amplitude] Page URL", "[Amplitude] Page Domain", "[Amplitude] Page Path")
+
+class _Shape(NamedTuple):
+    """What to do with each property of events that share one key set."""
+
+    renames: tuple[tuple[str, str], ...]  # (property, event-property name), input order
+    fixes: tuple[tuple[str, Callable[..., Any]], ...]  # value rewrites of kept properties
+    constants: tuple[tuple[str, Any], ...]  # platform
+    converts: tuple[tuple[str, str, Callable[..., Any], str | None], ...]  # field order
+    os_name: str | None  # default when $os gave none
+    page_url: bool  # derive the [Amplitude] Page ... properties from $current_url
+    clean_keys: bool  # every event-property name is short ASCII text
+
 
 Compiled = tuple[str | None, Callable[..., Any], str | None, int, int, Callable[..., Any] | None]
 
@@ -95,6 +111,10 @@ class Transformer:
         self._library = settings.library or f"mp2amp/{__version__}"
         self._revenue = settings.revenue if settings.revenue.enabled else None
         self._names = mapping.DEFAULT_EVENT_NAMES if settings.amplitude_event_names else {}
+        # Memo tables (bounded): per event shape, and per page URL. Pure caches: the output
+        # is the same with or without them.
+        self._shapes: dict[tuple[Any, ...], _Shape] = {}
+        self._urls: dict[str, tuple[str, str | None, str | None]] = {}
 
     def event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
         """One Amplitude event, or the Rejection/Skip that explains why there is none."""
@@ -152,12 +172,14 @@ class Transformer:
             return Rejection("missing_id", "no usable user_id or device_id for this event "
                              "(absent, junk or blocklisted IDs)", field="properties.distinct_id")
         out = self._shell(name, ids, time_ms)
-        event_props = self._map(props, out)
+        event_props, clean_keys = self._map(props, out)
         if self._revenue is not None:
             out.update(revenue_fields(props, self._revenue, (source_name, name)))
         if flagged:
             event_props[UNPLANNED_FLAG] = True
-        out["event_properties"] = sanitize_props(event_props, "event_properties", self.values)
+        out["event_properties"] = (
+            event_props if clean_keys and _plain(event_props.values())
+            else sanitize_props(event_props, "event_properties", self.values))
         if user_props:
             out["user_properties"] = sanitize_props(user_props, "user_properties", self.values)
         if self.settings.group_keys:
@@ -193,64 +215,98 @@ class Transformer:
         out["insert_id"] = ""  # placeholder that keeps the key order; set last
         return out
 
-    def _map(self, props: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
-        """Default properties -> top-level fields in ``out``; returns the event properties."""
-        platform = mapping.detect_platform(
-            props.get("mp_lib"), props.get("$os"), "$browser" in props)
-        table = self._tables[platform]
-        fields: dict[str, Any] = {}
-        ranks: dict[str, int] = {}
-        event_props: dict[str, Any] = {}
-        for key, value in props.items():
-            rule = table.get(key)
-            if rule is None:
-                event_props[key] = value
-                continue
-            field, convert, keep_as, keep, priority, fix = rule
-            produced = False
-            if field is not None:
-                converted = convert(value, props)
-                if converted is not None:
-                    produced = True
-                    if converted is mapping.DISCARD:
-                        continue
-                    if ranks.get(field, priority + 1) > priority:
-                        fields[field] = converted
-                        ranks[field] = priority
-            if keep == _ALWAYS or (keep == _UNMAPPED and not produced):
-                target = key if keep_as is None or keep_as in props or keep_as in event_props \
-                    else keep_as
-                event_props[target] = value if fix is None else fix(value, props)
-        self._platform_fields(platform, props, fields)
-        if platform == "web":
-            _page_properties(props.get("$current_url"), event_props)
-        if ("location_lat" in fields) != ("location_lng" in fields):
+    def _map(self, props: dict[str, Any], out: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Default properties -> top-level fields in ``out``; returns the event properties.
+
+        Events from one SDK share a key set, so the per-key work (which rule, which name,
+        collisions with custom properties) is done once per (mp_lib, $os, keys) shape.
+        """
+        lib, os_value = props.get("mp_lib"), props.get("$os")
+        try:
+            shape_key: tuple[Any, ...] | None = (lib, os_value, *props)
+            shape = self._shapes.get(shape_key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable mp_lib/$os value: no caching for this one
+            shape_key, shape = None, None
+        if shape is None:
+            shape = self._shape(props, lib, os_value)
+            if shape_key is not None:
+                if len(self._shapes) >= _MAX_SHAPES:
+                    self._shapes.clear()
+                self._shapes[shape_key] = shape
+        event_props = {dst: props[src] for src, dst in shape.renames}
+        for dst, fix in shape.fixes:
+            event_props[dst] = fix(event_props[dst], props)
+        for name, value in shape.constants:
+            out[name] = value
+        for src, field, convert, keep_as in shape.converts:
+            value = props[src]
+            converted = convert(value, props)
+            if converted is None:
+                if keep_as is not None:
+                    event_props[keep_as] = value
+            elif converted is not mapping.DISCARD and field not in out:
+                if type(converted) is str and (len(converted) > MAX_STRING
+                                               or not converted.isascii()):
+                    converted = clip(converted, field, self.values)
+                out[field] = converted
+        if shape.os_name is not None and "os_name" not in out:
+            out["os_name"] = shape.os_name
+        if shape.page_url:
+            _page_properties(props["$current_url"], event_props, self._urls)
+        if "country" in out or "region" in out or "city" in out:
+            for name in LOCATION_FIELDS:
+                if name not in out:
+                    out[name] = None
+        if ("location_lat" in out) != ("location_lng" in out):
             # Amplitude needs both coordinates; a lone one stays an event property.
             for field, prop in (("location_lat", "latitude"), ("location_lng", "longitude")):
-                if field in fields:
-                    event_props.setdefault(prop, fields.pop(field))
-        set_location(fields, fields.get("country"), fields.get("region"), fields.get("city"))
-        for name in FIELD_ORDER:
-            if name in fields:
-                value = fields[name]
-                out[name] = clip(value, name, self.values) if type(value) is str else value
+                if field in out:
+                    event_props.setdefault(prop, out.pop(field))
         out["library"] = self._library
-        return event_props
+        return event_props, shape.clean_keys
 
-    @staticmethod
-    def _platform_fields(
-        platform: mapping.Platform, props: dict[str, Any], fields: dict[str, Any]
-    ) -> None:
+    def _shape(self, props: dict[str, Any], lib: Any, os_value: Any) -> _Shape:
+        """The per-key plan for one event shape (see ``_map``)."""
+        platform = mapping.detect_platform(lib, os_value, "$browser" in props)
+        table = self._tables[platform]
+        renames: list[tuple[str, str]] = []
+        fixes: list[tuple[str, Callable[..., Any]]] = []
+        converts: list[tuple[int, int, str, str, Callable[..., Any], str | None]] = []
+        taken: set[str] = set()
+        for key in props:
+            rule = table.get(key)
+            if rule is None:
+                renames.append((key, key))
+                taken.add(key)
+                continue
+            field, convert, keep_as, keep, priority, fix = rule
+            target = key if keep_as is None or keep_as in props or keep_as in taken else keep_as
+            if field is not None:
+                converts.append((_FIELD_RANK[field], priority, key, field, convert,
+                                 target if keep == _UNMAPPED else None))
+            if keep == _ALWAYS or (keep == _UNMAPPED and field is None):
+                renames.append((key, target))
+                taken.add(target)
+                if fix is not None:
+                    fixes.append((target, fix))
+            elif keep == _UNMAPPED:
+                taken.add(target)
+        converts.sort(key=lambda c: (c[0], c[1]))
+        constants: list[tuple[str, Any]] = []
+        os_name = None
         if platform == "ios":
-            os_value = props.get("$os")
             key = os_value.lower() if type(os_value) is str else "ios"
-            fields["platform"] = mapping.APPLE_PLATFORMS.get(key, "iOS")
-            fields.setdefault("os_name", fields["platform"].lower())
+            constants.append(("platform", mapping.APPLE_PLATFORMS.get(key, "iOS")))
+            os_name = constants[0][1].lower()
         elif platform == "android":
-            fields["platform"] = "Android"
-            fields.setdefault("os_name", "android")
+            constants.append(("platform", "Android"))
+            os_name = "android"
         elif platform == "web":
-            fields["platform"] = "Web"
+            constants.append(("platform", "Web"))
+        page_url = platform == "web" and type(props.get("$current_url")) is str
+        clean = all(type(k) is str and len(k) <= MAX_STRING and k.isascii() for k in taken)
+        return _Shape(tuple(renames), tuple(fixes), tuple(constants),
+                      tuple(c[2:] for c in converts), os_name, page_url, clean)
 
     def _groups(self, props: dict[str, Any]) -> dict[str, Any]:
         groups: dict[str, Any] = {}
@@ -275,6 +331,44 @@ class Transformer:
         return groups
 
 
+def _plain(values: Iterable[Any]) -> bool:
+    """True when no value needs ``sanitize_props`` (the common case, checked cheaply)."""
+    for value in values:
+        t = type(value)
+        if t is str:
+            if len(value) > MAX_STRING or not value.isascii():
+                return False
+        elif t is float:
+            if value - value != 0.0:  # NaN or an infinity
+                return False
+        elif t is int:
+            if not _INT_MIN <= value <= _INT_MAX:
+                return False
+        elif t is list:
+            if not _plain_scalars(value):
+                return False
+        elif not (t is bool or value is None):
+            return False
+    return True
+
+
+def _plain_scalars(values: list[Any]) -> bool:
+    for value in values:
+        t = type(value)
+        if t is str:
+            if len(value) > MAX_STRING or not value.isascii():
+                return False
+        elif t is float:
+            if value - value != 0.0:
+                return False
+        elif t is int:
+            if not _INT_MIN <= value <= _INT_MAX:
+                return False
+        elif not (t is bool or value is None):
+            return False  # nested containers: the full pass counts depth
+    return True
+
+
 def _group_name(value: object) -> str | None:
     if type(value) is str:
         name = value.strip()
@@ -286,20 +380,27 @@ def _group_name(value: object) -> str | None:
     return None
 
 
-def _page_properties(url: object, event_props: dict[str, Any]) -> None:
+def _page_properties(
+    url: str, event_props: dict[str, Any], cache: dict[str, tuple[str, str | None, str | None]]
+) -> None:
     """The page properties Amplitude's Browser SDK derives from the page URL."""
-    if type(url) is not str or not url:
-        return
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return
-    event_props.setdefault(_PAGE_URL, url.split("?", 1)[0])
+    parts = cache.get(url)
+    if parts is None:
+        try:
+            split = urlsplit(url)
+            parts = (url.split("?", 1)[0], split.hostname or None, split.path or None)
+        except ValueError:
+            parts = (url.split("?", 1)[0], None, None)
+        if len(cache) >= _MAX_URLS:
+            cache.clear()
+        cache[url] = parts
+    page_url, host, path = parts
+    if page_url:
+        event_props.setdefault(_PAGE_URL, page_url)
     if host:
         event_props.setdefault(_PAGE_DOMAIN, host)
-    if parts.path:
-        event_props.setdefault(_PAGE_PATH, parts.path)
+    if path:
+        event_props.setdefault(_PAGE_PATH, path)
 
 
 def _not_an_event(record: object) -> Rejection:

@@ -14,8 +14,6 @@ the others". So when any of country/region/city is known, the event carries all 
 
 from __future__ import annotations
 
-from typing import Any
-
 COUNTRY_NAMES: dict[str, str] = {
     "AD": "Andorra", "AE": "United Arab Emirates", "AF": "Afghanistan",
     "AG": "Antigua and Barbuda", "AI": "Anguilla", "AL": "Albania", "AM": "Armenia",
@@ -114,15 +112,3 @@ def coordinate(value: object, limit: float) -> float | None:
     if number != number or not -limit <= number <= limit:
         return None
     return number
-
-
-def set_location(
-    out: dict[str, Any], country: str | None, region: str | None, city: str | None
-) -> None:
-    """Write all four location fields together, or none of them when nothing is known."""
-    if country is None and region is None and city is None:
-        return
-    out["country"] = country
-    out["region"] = region
-    out["city"] = city
-    out["dma"] = None

@@ -1,0 +1,106 @@
+"""Transform throughput: parse + identity lookup + transform + serialize, on one core.
+
+Input: Raw Export lines of a generated project (``mp2amp.generate``), held in memory so the
+disk is not measured. Identity pass 1 (``IdentityGraph.observe``) runs untimed; the timed
+loop is pass 2 as ``mp2amp transform`` runs it:
+``orjson.loads -> graph.resolve -> Transformer.event -> orjson.dumps``.
+Baseline, same lines, same run: ``orjson.dumps(orjson.loads(line))``.
+Memory: peak RSS growth between the first and the second half of the timed loop.
+"""
+
+from __future__ import annotations
+
+import gzip
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mp2amp.generate import GenerateConfig, generate_project
+from mp2amp.identity import IdentityGraph
+from mp2amp.transform import RevenueSettings, Transformer, TransformSettings
+
+
+def _lines(workdir: Path, users: int, days: int, legacy: bool) -> list[bytes]:
+    generate_project(GenerateConfig(out=workdir, users=users, days=days, dirty=0.0,
+                                    legacy_time=legacy, seed=7))
+    lines: list[bytes] = []
+    for path in sorted((workdir / "events").glob("*.jsonl.gz")):
+        with gzip.open(path, "rb") as handle:
+            lines.extend(line for line in handle.read().splitlines() if line.strip())
+    return lines
+
+
+def _best_rate(fn: Any, count: int, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return count / best
+
+
+def _rss_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    users, days, repeats = (400, 3, 2) if quick else (3000, 7, 3)
+    with tempfile.TemporaryDirectory(prefix="bench-transform-") as tmp:
+        work = Path(tmp)
+        lines = _lines(work / "project", users, days, legacy=True)
+        graph = IdentityGraph("simplified", work / "identity")
+        for line in lines:
+            graph.observe(orjson.loads(line))
+        graph.finish()
+        transformer = Transformer(TransformSettings(
+            timezone="America/Los_Angeles", legacy_time=True, group_keys=("company_id",),
+            revenue=RevenueSettings(price="price", quantity="quantity", revenue="revenue")))
+        loads, dumps, resolve, event = orjson.loads, orjson.dumps, graph.resolve, \
+            transformer.event
+
+        def baseline() -> None:
+            for line in lines:
+                dumps(loads(line))
+
+        def pipeline(chunk: list[bytes] = lines) -> None:
+            for line in chunk:
+                record = loads(line)
+                props = record.get("properties")
+                ids = resolve(props if type(props) is dict else {})
+                out = event(record, ids)
+                if type(out) is dict:
+                    dumps(out)
+
+        def transform_only(records: list[dict[str, Any]]) -> None:
+            for record, ids in records:
+                event(record, ids)
+
+        base_rate = _best_rate(baseline, len(lines), repeats)
+        rate = _best_rate(pipeline, len(lines), repeats)
+        prepared = [(orjson.loads(line), None) for line in lines]
+        prepared = [(r, resolve(r["properties"])) for r, _ in prepared]
+        core_rate = _best_rate(lambda: transform_only(prepared), len(lines), repeats)
+        half = len(lines) // 2
+        pipeline(lines[:half])
+        rss_mid = _rss_kb()
+        pipeline(lines[half:])
+        rss_growth_mb = max(0, _rss_kb() - rss_mid) / 1024
+        graph.close()
+    goal = ">= 100k events/s and >= 0.35x orjson parse+serialize"
+    return [
+        {"name": f"transform pipeline ({len(lines):,} generated events, 1 core)",
+         "value": rate, "unit": "events/s", "baseline": base_rate, "goal": goal},
+        {"name": "Transformer.event alone (parsed + resolved input)", "value": core_rate,
+         "unit": "events/s", "goal": "context for the row above"},
+        {"name": "peak RSS growth over the second half of the input", "value": rss_growth_mb,
+         "unit": "MB", "goal": "flat (about 0)"},
+    ]
+
+
+if __name__ == "__main__":
+    for row in run(quick=False):
+        print(row)
