@@ -76,3 +76,18 @@ def test_first_of_each_distinct_record_passes(stream: list[tuple[str, int]], bud
     with Deduper(memory_budget=budget) as d:
         passed = [r for r in stream if not d.is_duplicate(r[0], rec(t=r[1]))]
     assert passed == list(dict.fromkeys(stream))
+
+
+def test_only_checkpointed_state_survives_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "dedup.sqlite"
+    first = Deduper(path=path, memory_budget=2)
+    assert not first.is_duplicate("x", rec(t=1))
+    first.checkpoint()
+    for t in range(2, 9):  # past the budget: spilled to the file, not committed
+        assert not first.is_duplicate("x", rec(t=t))
+    assert first.spills > 0
+    first._db.close()  # type: ignore[union-attr]  # the process dies: no commit, no close()
+    # a crash now: the next run sees only the checkpoint, so t >= 2 are new again
+    with Deduper(path=path) as second:
+        assert second.is_duplicate("x", rec(t=1))
+        assert not second.is_duplicate("x", rec(t=5))

@@ -140,3 +140,17 @@ def test_any_order_session_ids_are_plausible(events: list[tuple[str, int]], gap_
         seen.setdefault(device, []).append(t)
         assert sid in seen[device]
         assert sid - t <= gap_min * MIN
+
+
+def test_only_checkpointed_state_survives_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.sqlite"
+    first = Sessionizer(30 * MIN, path=path, memory_budget=2)
+    first.session_id("a", None, T0)
+    first.checkpoint()
+    for i, device in enumerate("abcdef"):  # past the budget: spilled, not committed
+        first.session_id(device, None, T0 + 40 * MIN + i)
+    assert first.spilled > 0
+    first._db.close()  # type: ignore[union-attr]  # the process dies: no commit, no close()
+    with Sessionizer(30 * MIN, path=path) as second:
+        assert len(second) == 1
+        assert second.session_id("a", None, T0 + 10 * MIN) == T0  # the checkpointed session

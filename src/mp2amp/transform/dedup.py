@@ -10,8 +10,8 @@ two sends of one event.
 
 Memory: each record seen is one 16-byte digest. Past ``memory_budget`` digests the set is
 written to SQLite and cleared; a Bloom filter over what is on disk keeps the common case
-(a new record) from touching the disk. With a ``path`` the state is durable
-(``checkpoint()``) and a later Deduper on the same path resumes it.
+(a new record) from touching the disk. With a ``path`` the state is durable at each
+``checkpoint()`` (only then) and a later Deduper on the same path resumes it.
 """
 
 from __future__ import annotations
@@ -111,9 +111,16 @@ class Deduper:
         return False
 
     def checkpoint(self) -> None:
-        """Write the in-memory digests to the SQLite file (a no-op without one)."""
-        if self._db is not None and self._hot:
+        """Make everything seen so far durable in the SQLite file (a no-op without one).
+
+        Spills between checkpoints are not committed: after a crash, a Deduper on the same
+        path holds exactly what the last checkpoint held, so a caller that checkpoints when
+        its ledger commits re-reads the uncommitted records as new, not as duplicates."""
+        if self._db is None:
+            return
+        if self._hot:
             self._flush()
+        self._db.commit()
 
     def close(self) -> None:
         if self._db is not None:
@@ -172,7 +179,6 @@ class Deduper:
         assert self._db is not None and self._bloom is not None
         hot = self._hot
         self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", ((d,) for d in hot))
-        self._db.commit()
         bloom = self._bloom
         if bloom.count + len(hot) > bloom.capacity:
             hot.clear()

@@ -20,7 +20,9 @@ Events in time order per device therefore get exactly Amplitude's sessions.
 
 Memory: past ``memory_budget`` devices the least recently seen half is spilled to SQLite
 and read back when that device shows up again. With a ``path`` the state is a file that
-``checkpoint()`` makes durable and a later Sessionizer on the same path resumes.
+``checkpoint()`` makes durable and a later Sessionizer on the same path resumes. Spills
+between checkpoints are not committed, so after a crash the file holds the state of the
+last checkpoint: checkpoint when the ledger commits, and a resume replays from there.
 """
 
 from __future__ import annotations
