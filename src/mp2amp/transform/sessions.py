@@ -128,7 +128,7 @@ class Sessionizer:
         """Devices/users known (in memory and on disk)."""
         if self._db is None:
             return len(self._hot)
-        self.checkpoint()
+        self._write(self._hot.items())  # counted in this connection, not committed
         row = self._db.execute("SELECT count(*) FROM sessions").fetchone()
         return int(row[0])
 
