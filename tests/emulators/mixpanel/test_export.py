@@ -184,3 +184,24 @@ def test_trailing_slash_path(kit: Any, project: Path, serve: Any) -> None:
         resp = requests.get(f"{url}/api/2.0/export/", params={**SA_PARAMS, "from_date": "2024-01-11", "to_date": "2024-01-11"},
                             auth=SA_AUTH, timeout=10)
     assert resp.status_code == 200 and len(resp.text.splitlines()) == 1
+
+
+def test_export_reads_day_files_with_flat_memory(tmp_path: Path) -> None:
+    import tracemalloc
+    from datetime import date
+
+    from mp2amp.emulators.mixpanel.export import ExportQuery, ExportReader
+
+    events = tmp_path / "events"
+    events.mkdir()
+    line = b'{"event":"E","properties":{"time":1704902400.5,"distinct_id":"u","pad":"' + b"x" * 300 + b'"}}\n'
+    with gzip.open(events / "2024-01-10.jsonl.gz", "wb", compresslevel=1) as fh:
+        fh.write(line * 10_000)  # ~3.4 MB uncompressed, every line re-serialized (fractional time)
+    query = ExportQuery(date(2024, 1, 10), date(2024, 1, 10), None, None, None, False)
+    reader = ExportReader(query, events, LA, LA, legacy=False)
+    tracemalloc.start()
+    count = sum(1 for _ in reader.lines())
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert count == 10_000
+    assert peak < 1_000_000, f"export held {peak} bytes at once; it must stream"
