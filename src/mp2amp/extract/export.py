@@ -26,6 +26,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import aiohttp
+import orjson
 
 from mp2amp.errors import (
     AuthError,
@@ -288,9 +289,18 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path, day: date) -
     records = rejected = lineno = 0
     tail = b""
 
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+
     def take(line: bytes) -> None:
         nonlocal records, rejected, lineno
         lineno += 1
+        if parser.idle:  # fast path: a whole object alone on its line
+            try:
+                if type(loads(line)) is dict:
+                    records += 1
+                    return
+            except decode_error:
+                pass
         if is_terminated_early(line):
             raise StreamInterrupted(f"Mixpanel ended the export of {day} with 'terminated "
                                     f"early' after {records} records; fetching the whole day "

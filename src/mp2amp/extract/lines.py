@@ -112,6 +112,11 @@ class LineParser:
             return
         yield self._classify(lineno, line, value)
 
+    @property
+    def idle(self) -> bool:
+        """No line is waiting to be joined with the next one."""
+        return not self._pending
+
     def finish(self) -> Iterator[SourceRecord]:
         yield from self._flush_pending()
 
@@ -180,6 +185,17 @@ def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
 def parse_lines(source: str, lines: Iterable[bytes]) -> Iterator[SourceRecord]:
     """SourceRecords of JSON lines, numbered from 1."""
     parser = LineParser(source)
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for lineno, line in enumerate(lines, start=1):
+        # Fast path for the common case (a whole object on its own line, nothing
+        # pending); everything else, including re-parsing, goes through the parser.
+        if parser.idle:
+            try:
+                value = loads(line)
+            except decode_error:
+                value = None
+            if type(value) is dict:
+                yield SourceRecord(source, lineno, value, None)
+                continue
         yield from parser.feed(lineno, line)
     yield from parser.finish()
