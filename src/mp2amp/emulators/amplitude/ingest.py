@@ -20,7 +20,11 @@ from mp2amp.emulators.amplitude.identify import apply_update
 from mp2amp.emulators.amplitude.ids import Identities
 from mp2amp.emulators.amplitude.store import EventStore
 from mp2amp.emulators.amplitude.throttle import Limiter, LimitVerdict
-from mp2amp.emulators.amplitude.validate import DEFAULT_MIN_ID_LENGTH, validate_events
+from mp2amp.emulators.amplitude.validate import (
+    DEFAULT_MIN_ID_LENGTH,
+    PROPERTY_OPS,
+    validate_events,
+)
 
 TOO_LARGE = {"code": 413, "error": "Payload too large"}
 IDENTIFY_TYPES = frozenset({"$identify", "$groupidentify"})
@@ -129,6 +133,8 @@ class Ingestor:
         uuid_prefix = str(uuid.uuid4())[:24]
         stored: list[dict[str, Any]] = []
         keys: list[str] = []
+        ops_free = PROPERTY_OPS.isdisjoint
+        changed = False
         for index, event in enumerate(events):
             device_id = event.get("device_id")
             user_id = event.get("user_id")
@@ -151,14 +157,23 @@ class Ingestor:
             if event.get("$skip_user_properties_sync"):
                 snapshot = update if update else None
             else:
+                # Copy-on-write: a stored snapshot is never mutated, so unchanged properties
+                # are shared by every event that carries them instead of copied per event.
+                snapshot = user_props.get(aid)
                 if update:
-                    props = user_props.get(aid)
-                    if props is None:
-                        props = user_props[aid] = {}
-                    apply_update(props, update)
-                    self.ids.dirty = True
-                current = user_props.get(aid)
-                snapshot = dict(current) if current else None
+                    if snapshot is None:
+                        snapshot = {}
+                    if ops_free(update):
+                        if not update.items() <= snapshot.items():
+                            snapshot = user_props[aid] = {**snapshot, **update}
+                            changed = True
+                    else:
+                        snapshot = dict(snapshot)
+                        apply_update(snapshot, update)
+                        user_props[aid] = snapshot
+                        changed = True
+                if not snapshot:
+                    snapshot = None
             event_groups = event.get("groups")
             if event_groups and event_type != "$groupidentify":
                 snap = {t: {v: dict(groups[group_key(t, v)]) for v in group_values(vals)
@@ -172,6 +187,8 @@ class Ingestor:
             stored.append(event)
         self.store.append(stored, keys, upload_ms, uuid_prefix)
         self.events_stored += len(stored)
+        if changed:
+            self.ids.dirty = True
 
     def _group_identify(self, event: dict[str, Any]) -> None:
         update = event.get("group_properties") or {}

@@ -73,7 +73,8 @@ class AmplitudeEmulator:
         state = read_json(config.data_dir / "state.json", {})
         self.ids = Identities.from_json(state.get("ids", {}))
         self.limiter = Limiter()
-        self.limiter.load_json(state.get("limits", {}))
+        self._saved_limits: dict[str, Any] = state.get("limits", {})
+        self.limiter.load_json(self._saved_limits)
         self.groups: dict[str, dict[str, Any]] = state.get("groups", {})
         self.ingestor = Ingestor(config, self.store, self.ids, self.limiter, self.groups)
         self.ingestor.events_stored = int(state.get("events_stored", 0))
@@ -115,9 +116,13 @@ class AmplitudeEmulator:
         with run_in_thread(self.start, self.stop, name="amplitude-emulator") as url:
             yield url
 
-    def save(self) -> None:
+    def save(self, with_limits: bool = True) -> None:
+        """Write state.json. The periodic save skips the quota counters (one entry per ID,
+        rewritten every time): they are kept from the last full save (stop, deletions)."""
+        limits = self.limiter.to_json() if with_limits else self._saved_limits
+        self._saved_limits = limits
         state = {
-            "ids": self.ids.to_json(), "limits": self.limiter.to_json(), "groups": self.groups,
+            "ids": self.ids.to_json(), "limits": limits, "groups": self.groups,
             "events_stored": self.ingestor.events_stored, "duplicates": self.ingestor.duplicates,
         }
         write_atomic(self.config.data_dir / "state.json", orjson.dumps(state))
@@ -128,7 +133,7 @@ class AmplitudeEmulator:
         while True:
             await asyncio.sleep(SAVE_EVERY_S)
             if self._unsaved or self.ids.dirty:
-                self.save()
+                self.save(with_limits=False)
                 self.store.prune_dedup(int(self.config.now() * 1000))
 
     def _today(self) -> date:

@@ -95,7 +95,12 @@ class Limiter:
                 pending.append((counts, n))
         if verdict.ok:
             for counts, n in pending:
-                self._record(counts, n, window, hour)
+                if counts.window == window and hour in counts.hours:  # the usual case
+                    counts.cur += n
+                    counts.hours[hour] += n
+                    counts.total += n
+                else:
+                    self._record(counts, n, window, hour)
         return verdict
 
     @staticmethod

@@ -115,8 +115,10 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
 def properties_problem(props: Any) -> bool:
     """True when a user/group property object is unusable: not an object, too deep,
     operations mixed with plain keys, or an operation whose value is not an object."""
-    if not isinstance(props, dict):
+    if type(props) is not dict:
         return True
+    if PROPERTY_OPS.isdisjoint(props):  # plain properties: only the depth can be wrong
+        return too_deep(props)
     has_op = has_plain = False
     for key, value in props.items():
         if key in PROPERTY_OPS:
@@ -138,6 +140,17 @@ def id_is_blocked(value: str) -> bool:
     return value[:1] == "0" and not value.strip("0-")
 
 
+def _id_problem(value: Any, min_id_length: int) -> bool | None:
+    """None: fine; True: too short; False: not a string, or a blocked ID."""
+    if type(value) is not str:
+        return False
+    if len(value) < min_id_length:
+        return True
+    if value in _BLOCKED_SPELLINGS or (value[0] == "0" and not value.strip("0-")):
+        return False
+    return None
+
+
 def validate_events(
     events: list[Any], min_id_length: int = DEFAULT_MIN_ID_LENGTH,
     id_counts: tuple[dict[str, int], dict[str, int]] | None = None,
@@ -148,7 +161,6 @@ def validate_events(
     server's throttling input), saving it a second pass over the events.
     """
     per_device, per_user = id_counts if id_counts is not None else ({}, {})
-    counters = {"device_id": per_device, "user_id": per_user}
     missing: dict[str, list[int]] = {}
     invalid: dict[str, list[int]] = {}
     id_lengths: dict[str, list[int]] = {}
@@ -163,20 +175,23 @@ def validate_events(
             _add(missing, "event_type", index)
         elif type(event_type) is not str:
             _add(invalid, "event_type", index)
+        user_id = event.get("user_id")
+        device_id = event.get("device_id")
         has_id = False
-        for id_field in ("user_id", "device_id"):
-            value = event.get(id_field)
-            if value is None or value == "":
-                continue
+        if user_id is not None and user_id != "":
             has_id = True
-            counter = counters[id_field]
-            counter[value] = counter.get(value, 0) + 1
-            if type(value) is not str:
-                _add(invalid, id_field, index)
-            elif len(value) < min_id_length:
-                _add(id_lengths, id_field, index)
-            elif value in _BLOCKED_SPELLINGS or (value[0] == "0" and not value.strip("0-")):
-                _add(invalid, id_field, index)
+            problem = _id_problem(user_id, min_id_length)
+            if problem is None:
+                per_user[user_id] = per_user.get(user_id, 0) + 1
+            else:
+                _add(id_lengths if problem else invalid, "user_id", index)
+        if device_id is not None and device_id != "":
+            has_id = True
+            problem = _id_problem(device_id, min_id_length)
+            if problem is None:
+                per_device[device_id] = per_device.get(device_id, 0) + 1
+            else:
+                _add(id_lengths if problem else invalid, "device_id", index)
         if not has_id:
             _add(missing, "user_id", index)
             _add(missing, "device_id", index)
