@@ -185,3 +185,14 @@ def test_real_entry_point(project: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode()
     assert orjson.loads(proc.stdout)["summary"] == EXPECTED_SUMMARY
     check_events((project / "o.jsonl").read_bytes())
+
+
+def test_output_inside_the_input_folder_is_not_read_back(project: Path) -> None:
+    data = project / "data"
+    data.mkdir()
+    (project / "day1.jsonl").rename(data / "day1.jsonl")
+    for _ in range(2):  # the second run finds the first run's outputs in the folder
+        result = invoke("data", "--out", "data/out.jsonl", "--rejects", "data/rejects.jsonl",
+                        "--json")
+        assert result.exit_code == 0, result.stderr
+        assert orjson.loads(result.stdout)["summary"]["records_read"] == 8

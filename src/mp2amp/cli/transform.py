@@ -57,7 +57,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             rejects_path = rejects or (
                 out.with_name(out.name + ".rejects.jsonl") if out else Path("rejects.jsonl"))
             with _sink(out) as out_handle, _sink(rejects_path) as rejects_handle:
-                result = transform_files(cfg, paths, out_handle, rejects_handle)
+                result = transform_files(cfg, paths, out_handle, rejects_handle,
+                                         exclude=[p for p in (out, rejects_path) if p])
             summary = result.summary
             doc = {**result.as_dict(), "out": str(out) if out else "-",
                    "rejects": str(rejects_path)}

@@ -10,9 +10,10 @@ sessions, dedup) lives in a temporary folder under the run's workdir, removed at
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -21,9 +22,9 @@ import orjson
 
 from mp2amp.config import Config
 from mp2amp.errors import InputError, Rejection
-from mp2amp.extract.files import iter_records
+from mp2amp.extract.files import SourceFile, expand_paths, iter_file
 from mp2amp.identity import IdentityGraph
-from mp2amp.models import Emitted, Rejected
+from mp2amp.models import Emitted, Rejected, SourceRecord
 from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
 from mp2amp.transform.sessions import Sessionizer
@@ -65,15 +66,20 @@ def transform_files(
     inputs: Sequence[str],
     out: IO[bytes],
     rejects: IO[bytes],
+    *,
+    exclude: Sequence[str | Path] = (),
 ) -> TransformResult:
     """Transform ``inputs`` with ``config``; events to ``out``, rejections to ``rejects``.
 
     Raises ConfigError (config, plan or excluded users wrong), InputError (an input is
     missing); the caller checks ``result.summary`` (``check()``) before trusting ``out``.
+    ``exclude``: files never read as input (the final names of the outputs, so that a
+    re-run over a folder does not read the previous run's output).
     """
     if not inputs:
         raise InputError("no input files: name them on the command line or in [source] files")
     settings = config.transform_settings()  # every config problem before any input is read
+    files = _input_files(inputs, [*exclude, *_names(out, rejects)])
     transformer = Transformer(settings)
     workdir = config.run.workdir
     try:
@@ -89,7 +95,7 @@ def transform_files(
                 user_id_predicate=user_id_predicate(config.transform.user_id_pattern),
                 table=config.source.identity_table,
             ) as graph:
-        for src in iter_records(inputs):  # pass 1: identity
+        for src in _records(files):  # pass 1: identity
             if src.record is not None:
                 graph.observe(src.record)
         report = graph.finish()
@@ -97,7 +103,7 @@ def transform_files(
         with Sessionizer(config.transform.session_gap_minutes * 60_000, memory_budget=budget,
                          spill_dir=scratch) as sessions, \
                 Deduper(memory_budget=budget, spill_dir=scratch) as dedup:
-            stream = transform_stream(summary.reading(iter_records(inputs)), graph,
+            stream = transform_stream(summary.reading(_records(files)), graph,
                                       transformer, sessions, dedup)
             write_out, write_rejects, dumps = out.write, rejects.write, orjson.dumps
             newline = orjson.OPT_APPEND_NEWLINE
@@ -108,3 +114,20 @@ def transform_files(
                 elif isinstance(outcome, Rejected):
                     write_rejects(rejection_line(outcome.rejection))
     return TransformResult(summary, report.as_dict(), transformer.stats())
+
+
+def _names(*sinks: IO[bytes]) -> list[str]:
+    return [name for sink in sinks if isinstance(name := getattr(sink, "name", None), str)]
+
+
+def _input_files(inputs: Sequence[str], exclude: Sequence[str | Path]) -> list[SourceFile]:
+    """The input files, expanded once so that both passes read the same ones, without the
+    files being written (an output inside an input folder or glob is not read back)."""
+    written = {os.path.realpath(path) for path in exclude}
+    return [f for f in expand_paths(inputs)
+            if f.fs is not None or os.path.realpath(f.url) not in written]
+
+
+def _records(files: Sequence[SourceFile]) -> Iterator[SourceRecord]:
+    for file in files:
+        yield from iter_file(file)
