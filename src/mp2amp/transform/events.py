@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -60,6 +61,7 @@ FIELD_ORDER = (
 _FIELD_RANK = {name: rank for rank, name in enumerate(FIELD_ORDER)}
 _MAX_SHAPES = 20_000
 _MAX_URLS = 50_000
+_MAX_MEMO = 4_096
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _NEVER, _UNMAPPED, _ALWAYS = 0, 1, 2
 _KEEP = {"never": _NEVER, "unmapped": _UNMAPPED, "always": _ALWAYS}
@@ -71,11 +73,13 @@ class _Shape(NamedTuple):
 
     renames: tuple[tuple[str, str], ...]  # (property, event-property name), input order
     fixes: tuple[tuple[str, Callable[..., Any]], ...]  # value rewrites of kept properties
-    constants: tuple[tuple[str, Any], ...]  # platform
+    constants: dict[str, Any]  # platform
     converts: tuple[tuple[str, str, Callable[..., Any], str | None], ...]  # field order
     os_name: str | None  # default when $os gave none
     page_url: bool  # derive the [Amplitude] Page ... properties from $current_url
     clean_keys: bool  # every event-property name is short ASCII text
+    getter: Callable[[dict[str, Any]], tuple[Any, ...]]  # the converted properties' values
+    memo: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]]
 
 
 Compiled = tuple[str | None, Callable[..., Any], str | None, int, int, Callable[..., Any] | None]
@@ -236,34 +240,60 @@ class Transformer:
         event_props = {dst: props[src] for src, dst in shape.renames}
         for dst, fix in shape.fixes:
             event_props[dst] = fix(event_props[dst], props)
-        for name, value in shape.constants:
-            out[name] = value
+        out.update(shape.constants)
+        # Field values depend only on the converted properties' values, which repeat a lot
+        # (one device, one city): memoized per shape, keyed by values *and* their types.
+        values = shape.getter(props)
+        try:
+            memo_key: tuple[Any, ...] | None = (values, tuple(map(type, values)))
+            result = shape.memo.get(memo_key)  # type: ignore[arg-type]
+        except TypeError:  # a list or dict where a scalar was expected
+            memo_key, result = None, None
+        if result is None:
+            result, cacheable = self._convert(shape, props)
+            if memo_key is not None and cacheable:
+                if len(shape.memo) >= _MAX_MEMO:
+                    shape.memo.clear()
+                shape.memo[memo_key] = result
+        out.update(result[0])
+        if result[1]:
+            event_props.update(result[1])
+        if shape.page_url:
+            _page_properties(props["$current_url"], event_props, self._urls)
+        out["library"] = self._library
+        return event_props, shape.clean_keys
+
+    def _convert(
+        self, shape: _Shape, props: dict[str, Any]
+    ) -> tuple[tuple[dict[str, Any], dict[str, Any]], bool]:
+        """Top-level fields and the event properties kept because no field came of them."""
+        fields: dict[str, Any] = {}
+        keeps: dict[str, Any] = {}
+        cacheable = True
         for src, field, convert, keep_as in shape.converts:
             value = props[src]
             converted = convert(value, props)
             if converted is None:
                 if keep_as is not None:
-                    event_props[keep_as] = value
-            elif converted is not mapping.DISCARD and field not in out:
+                    keeps[keep_as] = value
+            elif converted is not mapping.DISCARD and field not in fields:
                 if type(converted) is str and (len(converted) > MAX_STRING
                                                or not converted.isascii()):
+                    cacheable = cacheable and len(converted) <= MAX_STRING  # count each cut
                     converted = clip(converted, field, self.values)
-                out[field] = converted
-        if shape.os_name is not None and "os_name" not in out:
-            out["os_name"] = shape.os_name
-        if shape.page_url:
-            _page_properties(props["$current_url"], event_props, self._urls)
-        if "country" in out or "region" in out or "city" in out:
-            for name in LOCATION_FIELDS:
-                if name not in out:
-                    out[name] = None
-        if ("location_lat" in out) != ("location_lng" in out):
+                fields[field] = converted
+        if shape.os_name is not None and "os_name" not in fields:
+            fields["os_name"] = shape.os_name
+        if "country" in fields or "region" in fields or "city" in fields:
+            for name in LOCATION_FIELDS:  # all four together: one resets the others
+                if name not in fields:
+                    fields[name] = None
+        if ("location_lat" in fields) != ("location_lng" in fields):
             # Amplitude needs both coordinates; a lone one stays an event property.
             for field, prop in (("location_lat", "latitude"), ("location_lng", "longitude")):
-                if field in out:
-                    event_props.setdefault(prop, out.pop(field))
-        out["library"] = self._library
-        return event_props, shape.clean_keys
+                if field in fields:
+                    keeps.setdefault(prop, fields.pop(field))
+        return (fields, keeps), cacheable
 
     def _shape(self, props: dict[str, Any], lib: Any, os_value: Any) -> _Shape:
         """The per-key plan for one event shape (see ``_map``)."""
@@ -305,8 +335,17 @@ class Transformer:
             constants.append(("platform", "Web"))
         page_url = platform == "web" and type(props.get("$current_url")) is str
         clean = all(type(k) is str and len(k) <= MAX_STRING and k.isascii() for k in taken)
-        return _Shape(tuple(renames), tuple(fixes), tuple(constants),
-                      tuple(c[2:] for c in converts), os_name, page_url, clean)
+        sources = [c[2] for c in converts]
+        getter: Callable[[dict[str, Any]], tuple[Any, ...]]
+        if len(sources) > 1:
+            getter = itemgetter(*sources)
+        elif sources:
+            single = sources[0]
+            getter = lambda p: (p[single],)  # noqa: E731
+        else:
+            getter = _no_values
+        return _Shape(tuple(renames), tuple(fixes), dict(constants),
+                      tuple(c[2:] for c in converts), os_name, page_url, clean, getter, {})
 
     def _groups(self, props: dict[str, Any]) -> dict[str, Any]:
         groups: dict[str, Any] = {}
@@ -329,6 +368,10 @@ class Transformer:
             budget -= len(usable)
             groups[key] = usable if type(value) is list else usable[0]
         return groups
+
+
+def _no_values(props: dict[str, Any]) -> tuple[Any, ...]:
+    return ()
 
 
 def _plain(values: Iterable[Any]) -> bool:
