@@ -54,6 +54,9 @@ def test_track_in_every_wire_format(project: Path, serve: Any) -> None:
     assert [e["event"] for e in got] == ["Py", "Js1", "Js2", "Get", "Beacon", "Gz"]
     entries = [json.loads(x) for x in (project / "received" / "track.jsonl").read_text().splitlines()]
     assert [e["geolocate"] for e in entries[:3]] == [False, True, True]
+    assert [(e["wire"], e["gzip"], e["batch"]) for e in entries] == [
+        ("form:json", False, 1), ("form:base64", False, 2), ("form:base64", False, 2), ("query:base64", False, 1),
+        ("form:json", False, 1), ("json-body", True, 1)]
     assert entries[1]["endpoint"] == "/track/" and entries[0]["ip"] == "127.0.0.1"
 
 

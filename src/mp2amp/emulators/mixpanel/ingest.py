@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from mp2amp.emulators.mixpanel.auth import AuthFailure, authenticate
-from mp2amp.emulators.mixpanel.payload import PayloadError, read_payload
+from mp2amp.emulators.mixpanel.payload import Payload, PayloadError, read_payload
 from mp2amp.emulators.mixpanel.state import STATE_KEY, EmulatorState, json_response
 from mp2amp.emulators.mixpanel.validate import (
     Problem,
@@ -78,9 +78,13 @@ async def handle_ingest(request: web.Request) -> web.StreamResponse:
     return cors(request, resp)
 
 
-def _meta(request: web.Request, params: dict[str, str], auth: str | None) -> dict[str, Any]:
+def _meta(request: web.Request, payload: Payload, auth: str | None) -> dict[str, Any]:
+    params = payload.params
     return {
         "endpoint": request.path,
+        "wire": payload.wire,
+        "gzip": payload.gzip,
+        "batch": len(payload.records),
         "received_at": request.app[STATE_KEY].config.clock(),
         "ip": request.remote,
         "geolocate": params.get("ip", "0" if request.match_info["kind"] == "import" else "1") == "1",
@@ -153,7 +157,7 @@ async def _simple(request: web.Request, state: EmulatorState, kind: str) -> web.
     if refused is not None:
         return refused
     good, failed, ignored = _partition(state, kind, payload.records, payload.params)
-    _store(state, kind, good, failed, _meta(request, payload.params, None))
+    _store(state, kind, good, failed, _meta(request, payload, None))
     if failed and payload.params.get("strict") == "1":
         return json_response(
             _coded(400, "some data points in the request failed validation",
@@ -182,7 +186,7 @@ async def _import(request: web.Request, state: EmulatorState) -> web.Response:
     if refused is not None:
         return refused
     good, failed, _ = _partition(state, "import", payload.records, payload.params)
-    _store(state, "import", good, failed, _meta(request, payload.params, who.kind))
+    _store(state, "import", good, failed, _meta(request, payload, who.kind))
     if payload.params.get("strict", "0") != "1":
         # what the Python SDK's non-strict call expects: {"status": 1, "error": null}
         return json_response({"code": 200, "error": None, "num_records_imported": len(good), "status": 1})

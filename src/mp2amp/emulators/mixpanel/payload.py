@@ -25,6 +25,8 @@ class Payload:
     records: list[Any]
     params: dict[str, str]
     size: int  # uncompressed body bytes
+    wire: str  # how it came: "json-body", "ndjson-body", "form:json", "query:base64", ...
+    gzip: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +35,11 @@ class PayloadError:
     message: str
 
 
-def decode_data(value: str) -> Any:
-    """The ``data`` field: raw JSON, or base64 (standard or URL-safe, padding optional)."""
+def decode_data(value: str) -> tuple[Any, str]:
+    """The ``data`` field and its encoding: raw JSON, or base64 (standard or URL-safe, padding optional)."""
     text = value.strip()
     if text[:1] in ("[", "{"):
-        return orjson.loads(text)
+        return orjson.loads(text), "json"
     compact = "".join(text.split())
     padded = compact + "=" * (-len(compact) % 4)
     try:
@@ -48,7 +50,7 @@ def decode_data(value: str) -> Any:
         except (binascii.Error, ValueError):
             raise ValueError("data is neither JSON nor base64-encoded JSON") from None
     try:
-        return orjson.loads(raw)
+        return orjson.loads(raw), "base64"
     except orjson.JSONDecodeError:
         raise ValueError("data is base64 but does not decode to JSON") from None
 
@@ -75,6 +77,7 @@ def _looks_like_form(body: bytes) -> bool:
 async def read_payload(request: web.Request, max_bytes: int) -> Payload | PayloadError:
     params = {k: v for k, v in request.query.items()}
     body = await request.read()
+    gzipped = request.headers.get("Content-Encoding", "").lower() == "gzip" or body[:2] == b"\x1f\x8b"
     # aiohttp already inflates a Content-Encoding: gzip body; a gzip body without the header
     # (or still compressed) is recognised by its magic bytes
     if body[:2] == b"\x1f\x8b":
@@ -86,6 +89,7 @@ async def read_payload(request: web.Request, max_bytes: int) -> Payload | Payloa
         return PayloadError(413, f"request exceeds max limit of {max_bytes} bytes")
     ctype = request.content_type.lower()
     parsed: Any = None
+    wire = "json-body"
     if body.strip():
         if ctype == "application/x-www-form-urlencoded" or (
             "json" not in ctype and _looks_like_form(body)
@@ -96,7 +100,7 @@ async def read_payload(request: web.Request, max_bytes: int) -> Payload | Payloa
             lines = _ndjson(body)
             if isinstance(lines, PayloadError):
                 return lines
-            parsed = lines
+            parsed, wire = lines, "ndjson-body"
         else:
             try:
                 parsed = orjson.loads(body)
@@ -104,17 +108,18 @@ async def read_payload(request: web.Request, max_bytes: int) -> Payload | Payloa
                 lines = _ndjson(body)  # JSON lines sent as application/json
                 if isinstance(lines, PayloadError):
                     return PayloadError(400, "body is not valid JSON, NDJSON or a data= form")
-                parsed = lines
+                parsed, wire = lines, "ndjson-body"
     if parsed is None:
         data = params.get("data")
         if data is None or not data.strip():
             return PayloadError(400, "no data: send a data= field, or a JSON body")
         try:
-            parsed = decode_data(data)
+            parsed, encoding = decode_data(data)
         except (ValueError, orjson.JSONDecodeError) as exc:
             return PayloadError(400, f"could not decode data: {exc}")
+        wire = f"{'query' if 'data' in request.query and data == request.query['data'] else 'form'}:{encoding}"
     records = parsed if isinstance(parsed, list) else [parsed]
-    return Payload(records, params, len(body))
+    return Payload(records, params, len(body), wire, gzipped)
 
 
 def _bounded_gunzip(body: bytes, max_bytes: int) -> bytes:

@@ -1,7 +1,8 @@
 """What the ingestion endpoints received, appended to ``DIR/received/<kind>.jsonl``.
 
-One line per accepted record: ``{"record": <as sent>, "endpoint", "received_at", "ip",
-"geolocate", "auth"}``. Records refused by validation go to ``rejected.jsonl`` with the
+One line per accepted record: ``{"record": <as sent>, "endpoint", "wire" (``json-body``,
+``ndjson-body``, ``form:json``, ``form:base64``, ``query:json``, ``query:base64``), "gzip",
+"batch" (records in the request), "received_at", "ip", "geolocate", "auth"}``. Records refused by validation go to ``rejected.jsonl`` with the
 reason. Tests, and later the dual-write proxy's tests, read them back with
 ``read_received``.
 """
