@@ -132,6 +132,7 @@ def test_every_problem_reported_with_its_path(tmp_path: Path) -> None:
         "      price: {type: money, on_mismatch: explode}\n"
         "      gone: {drop: true, rename: y}\n"
         "  Other: [1, 2]\n"
+        "  Buy: {rename: '[Amplitude] Revenue'}\n"
     )
     with pytest.raises(ConfigError) as info:
         load_plan(path)
@@ -148,6 +149,7 @@ def test_every_problem_reported_with_its_path(tmp_path: Path) -> None:
         "events.\"Sign Up\".properties.gone: a dropped property takes no rename, "
         "user_property or type",
         "events.Other: must be a mapping (rename, drop, properties), got list",
+        "events.Buy.rename: '[Amplitude] Revenue' is reserved by Amplitude; choose another name",
         "properties: properties 'a' and 'b' both become property 'x'; one would overwrite "
         "the other",
     ]

@@ -29,6 +29,7 @@ import yaml
 
 from mp2amp.errors import ConfigError, Rejection
 from mp2amp.models import Skip
+from mp2amp.transform.events import RESERVED_EVENT_TYPES
 
 PropType = Literal["string", "number", "integer", "boolean", "list", "object"]
 PROP_TYPES: tuple[str, ...] = ("string", "number", "integer", "boolean", "list", "object")
@@ -299,6 +300,9 @@ def parse_plan(data: Any, *, source: str | None = None) -> TrackingPlan:
             problems.append(f"{path}.{key}: unknown key "
                             f"(expected one of {', '.join(sorted(_EVENT_KEYS))})")
         rename = _opt_name(raw.get("rename"), f"{path}.rename", problems)
+        if rename in RESERVED_EVENT_TYPES:
+            problems.append(f"{path}.rename: {rename!r} is reserved by Amplitude; "
+                            "choose another name")
         drop = _opt_bool(raw.get("drop"), f"{path}.drop", problems)
         if drop and rename:
             problems.append(f"{path}: drop and rename together make no sense; keep one")
