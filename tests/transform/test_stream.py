@@ -159,3 +159,51 @@ def test_one_outcome_per_record_and_the_sum_holds(records: list[SourceRecord]) -
             outcome, Rejected) else (outcome.source, outcome.line)
         assert where == (record.source, record.line)
     assert summary.balanced and summary.records_read == len(records)
+
+
+# --- the real mapping core in the chain ----------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.text(max_size=5), children, max_size=3),
+    max_leaves=8,
+)
+real_records = st.builds(
+    lambda i, name, who, t, extra: SourceRecord("f", i, {"event": name, "properties": {
+        "distinct_id": who, "time": t, "$insert_id": f"i{t}", **extra}}),
+    st.integers(1, 50),
+    st.sampled_from(["Login", "Purchase", "$identify", "$mp_web_page_view", "", "[Amplitude] Revenue"]),
+    st.sampled_from(["alice", "$device:dev-1", "bob", "null", 7, None]),
+    st.integers(1_500_000_000, 1_800_000_000) | st.floats(1.5e9, 1.8e9) | st.text(max_size=4),
+    st.dictionaries(st.sampled_from(["$os", "$browser", "mp_lib", "price", "x", "$city",
+                                     "mp_country_code", "$device_id", "$user_id"]),
+                    json_values, max_size=5),
+)
+
+
+@given(records=st.lists(real_records, max_size=20))
+@settings(max_examples=40, deadline=None)
+def test_real_core_one_outcome_each_and_valid_events(records: list[SourceRecord]) -> None:
+    import tempfile
+
+    from mp2amp.emulators.amplitude.validate import validate_events
+    from mp2amp.transform import Transformer, TransformSettings
+
+    summary = TransformSummary()
+    with tempfile.TemporaryDirectory() as tmp, IdentityGraph("simplified", tmp) as graph, \
+            Sessionizer() as sessions, Deduper() as dedup:
+        for r in records:
+            assert r.record is not None
+            graph.observe(r.record)
+        graph.finish()
+        outcomes = list(transform_stream(summary.reading(records), graph,
+                                         Transformer(TransformSettings()), sessions, dedup))
+    for outcome in outcomes:
+        summary.add(outcome)
+    assert len(outcomes) == len(records) and summary.balanced
+    events = [o.event for o in outcomes if isinstance(o, Emitted)]
+    verdict = validate_events(events, min_id_length=1)
+    assert verdict.ok, (verdict, events)
+    assert all(isinstance(e["session_id"], int) and e["session_id"] > 0 for e in events)
