@@ -63,6 +63,8 @@ def test_track_in_every_wire_format(project: Path, serve: Any) -> None:
 def test_track_refusals(project: Path, serve: Any) -> None:
     with serve(project) as (url, _):
         assert requests.post(f"{url}/track", data={"data": "{nope"}, timeout=10).text == "0"
+        r = requests.post(f"{url}/track", data={"data": "{nope", "verbose": 1}, timeout=10)
+        assert r.json()["status"] == 0 and r.json()["error"].startswith("could not decode data")
         r = requests.post(f"{url}/track", data={"data": json.dumps({"properties": {}}), "verbose": "1"}, timeout=10)
         assert r.json() == {"status": 0, "error": "'event' is required and must be a non-empty string"}
         old = event("Old", t=NOW - 6 * 86400)

@@ -152,7 +152,7 @@ async def _simple(request: web.Request, state: EmulatorState, kind: str) -> web.
     if isinstance(payload, PayloadError):
         if payload.status == 413:
             return json_response(_coded(413, payload.message), 413)
-        return _simple_reply(request, dict(request.query), False, payload.message)
+        return _simple_reply(request, payload.params or dict(request.query), False, payload.message)
     refused = _limits(state, len(payload.records))
     if refused is not None:
         return refused

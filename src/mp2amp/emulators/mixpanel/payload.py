@@ -33,6 +33,7 @@ class Payload:
 class PayloadError:
     status: int
     message: str
+    params: dict[str, str] | None = None  # what was read before the failure (verbose, callback...)
 
 
 def decode_data(value: str) -> tuple[Any, str]:
@@ -112,11 +113,11 @@ async def read_payload(request: web.Request, max_bytes: int) -> Payload | Payloa
     if parsed is None:
         data = params.get("data")
         if data is None or not data.strip():
-            return PayloadError(400, "no data: send a data= field, or a JSON body")
+            return PayloadError(400, "no data: send a data= field, or a JSON body", params)
         try:
             parsed, encoding = decode_data(data)
         except (ValueError, orjson.JSONDecodeError) as exc:
-            return PayloadError(400, f"could not decode data: {exc}")
+            return PayloadError(400, f"could not decode data: {exc}", params)
         wire = f"{'query' if 'data' in request.query and data == request.query['data'] else 'form'}:{encoding}"
     records = parsed if isinstance(parsed, list) else [parsed]
     return Payload(records, params, len(body), wire, gzipped)
