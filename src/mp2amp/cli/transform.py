@@ -23,7 +23,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         inputs: Annotated[list[str] | None, typer.Argument(
             metavar="IN...", show_default=False,
             help="Mixpanel export files: JSONL, JSON arrays, .gz, folders, globs, s3://, "
-                 "gs:// (default: [source] files of the config).")] = None,
+                 "gs:// (default: \\[source] files of the config).")] = None,
         config: Annotated[Path | None, typer.Option(
             "--config", "-c", help="mp2amp.toml (default: ./mp2amp.toml when it exists).",
             show_default=False)] = None,
@@ -36,7 +36,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                               "record (default: OUT.rejects.jsonl, or ./rejects.jsonl with "
                               "stdout).", show_default=False)] = None,
         plan: Annotated[Path | None, typer.Option(
-            "--plan", help="Tracking-plan YAML (overrides [transform] plan).",
+            "--plan", help="Tracking-plan YAML (overrides \\[transform] plan).",
             show_default=False)] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     ) -> None:
