@@ -80,6 +80,7 @@ class Person:
     last_seen_ms: int = 0
     first_seen_ms: int = 0
     transactions: list[tuple[int, float]] = field(default_factory=list)
+    forced_days: frozenset[int] = frozenset()  # days with a first use or a planned login
     revenue: float = 0.0
     event_count: int = 0
 
@@ -124,6 +125,10 @@ def plan_people(rng: Random, users: int, days: int, industries: tuple[str, ...],
             person.identity_day = start
         people.append(person)
     _plan_shared_devices(rng, people, days)
+    for person in people:
+        person.forced_days = frozenset(
+            {u.first_day for u in person.uses} | {u.login_day for u in person.uses if u.login_day is not None}
+        )
     return people
 
 

@@ -103,13 +103,31 @@ def _one(rng: _Bits, seq: tuple[Any, ...]) -> Any:
     return seq[int(rng.random() * len(seq))]
 
 
+_POOL_SIZE = 512
+_NOWHERE = Geo("", "", "", "")
+_POOLS: dict[str, list[dict[str, Any]]] = {}
+
+
 def device_template(seed: int, platform: str, geo: Geo) -> dict[str, Any]:
     """The default properties one device puts on every event, keys in export order.
 
     ``time`` and ``distinct_id`` come first (set per event and per identity), the SDK's
     ``$``-properties next, then the server-added geography and library fields. The same
-    ``seed`` always gives the same dict.
+    ``seed`` always gives the same dict. Built per session, so it must be cheap: a copy of
+    one of ``_POOL_SIZE`` prebuilt variants per platform, with the owner's geography set.
     """
+    pool = _POOLS.get(platform)
+    if pool is None:
+        pool = _POOLS[platform] = [_build(variant, platform, _NOWHERE) for variant in range(_POOL_SIZE)]
+    props = pool[seed % _POOL_SIZE].copy()
+    if platform != SERVER:
+        props["$city"] = geo.city
+        props["$region"] = geo.region
+        props["mp_country_code"] = geo.country
+    return props
+
+
+def _build(seed: int, platform: str, geo: Geo) -> dict[str, Any]:
     rng = _Bits(seed)
     props: dict[str, Any] = {"time": 0, "distinct_id": ""}
     if platform == WEB:

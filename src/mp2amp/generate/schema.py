@@ -34,12 +34,12 @@ class SchemaSampler:
     def __init__(self) -> None:
         self._events: dict[str, dict[str, str]] = {}
         self._seen: dict[str, int] = {}
-
-    def wants(self, name: str) -> bool:
-        return self._seen.get(name, 0) < _SAMPLES
+        self.done: set[str] = set()  # names sampled enough (a set test is the cheap hot-path check)
 
     def sample(self, name: str, props: dict[str, Any] | None) -> None:
         self._seen[name] = self._seen.get(name, 0) + 1
+        if self._seen[name] >= _SAMPLES:
+            self.done.add(name)
         types = self._events.setdefault(name, {})
         for key, value in (props or {}).items():
             types.setdefault(key, json_type(value))

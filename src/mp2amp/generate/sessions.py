@@ -28,6 +28,8 @@ from mp2amp.generate.writer import GzipLines
 _DUMPS = orjson.dumps
 _NL = orjson.OPT_APPEND_NEWLINE
 _SITE = "https://app.example.com"
+_URLS: dict[str, str] = {name: _SITE + path for name, path in ind.PAGES.items()}
+_HOME = _SITE + "/"
 _AFTER_LOGOUT = (("App Open", {"launch_type": "warm"}), ("Screen Viewed", {"screen": "login"}))
 
 
@@ -93,7 +95,7 @@ class Emitter:
         offset = self.offset_ms if self.offset_ms is not None else self._offset(t_ms)
         if platform == WEB:
             props["time"] = (t_ms + offset) / 1000
-            props["$current_url"] = _SITE + ind.PAGES.get(name, "/")
+            props["$current_url"] = _URLS.get(name, _HOME)
             delay = 120 + int(rnd() * 2000)
         else:
             props["time"] = (t_ms + offset) // 1000
@@ -108,7 +110,7 @@ class Emitter:
             props["$insert_id"] = key
         props["mp_processing_time_ms"] = t_ms + delay
         self.generated += 1
-        if self.schema.wants(name):
+        if name not in self.schema.done:
             self.schema.sample(name, extra)
         out = self.out
         assert out is not None
@@ -188,13 +190,13 @@ class DayPlanner:
     def active(self, person: Person, day: int) -> bool:
         if day < person.first_day:
             return False
-        if day == person.first_day or self._forced(person, day):
+        if day == person.first_day or day in person.forced_days:
             return True
         return self.rng.random() < person.activity
 
     def run_day(self, person: Person, day: int, start_ms: int, end_ms: int) -> None:
         rnd = self.rng.random
-        forced = self._forced(person, day)
+        forced = self._forced(person, day) if day in person.forced_days else []
         usable = [u for u in person.uses if u.first_day <= day and not u.shared_guest]
         sessions = max(len(forced), 1 + (rnd() < 0.35) + (rnd() < 0.1))
         t = start_ms + 7 * 3_600_000 + int(rnd() * 10 * 3_600_000)
@@ -226,6 +228,11 @@ class DayPlanner:
         return anon, known
 
     def session(self, person: Person, use: DeviceUse, day: int, t: int, end_ms: int) -> int:
+        end = self._session(person, use, day, t, end_ms)
+        person.last_seen_ms = max(person.last_seen_ms, end)
+        return end
+
+    def _session(self, person: Person, use: DeviceUse, day: int, t: int, end_ms: int) -> int:
         rng, rnd, em = self.rng, self.rng.random, self.em
         device = use.device
         platform, dev_id = device.platform, device.device_id
@@ -235,6 +242,9 @@ class DayPlanner:
         uid = person.user_id or ""
         no_iid = device.no_insert_id
         web = platform == WEB
+        short_ids = person.short_id
+        if not person.first_seen_ms:
+            person.first_seen_ms = t + 2000  # the session's first event comes 2 s or more later
         industry = person.industry
 
         def step(name: str, tmpl: dict[str, Any], extra: dict[str, Any] | None, user: str,
@@ -243,9 +253,12 @@ class DayPlanner:
             t += 2000 + int(rnd() * rnd() * 240_000)
             if t >= end_ms:
                 t = end_ms - 1
-            short = person.short_id and tmpl is known
-            em.emit(name, tmpl, extra, t, user, dev_id, platform, no_iid, protected, short)
-            self._seen(person if user == uid else owner, t, charge)
+            em.emit(name, tmpl, extra, t, user, dev_id, platform, no_iid, protected,
+                    short_ids and tmpl is known)
+            if charge or user != uid:
+                self._seen(person if user == uid else owner, t, charge)
+            else:
+                person.event_count += 1
 
         opener = ("$mp_web_page_view", {"current_page_title": "Home", "current_url_path": "/"}) \
             if platform == WEB else ("App Open", {"launch_type": "cold" if rnd() < 0.3 else "warm"})

@@ -70,7 +70,7 @@ class Truth:
     def __init__(self, root: Path, funnels: dict[str, tuple[str, ...]]) -> None:
         self.root = root
         self.event_person = GzipLines(root / "event_person.tsv.gz")
-        self.daily: dict[str, dict[int, int]] = {}
+        self._daily: dict[tuple[str, int], int] = {}
         self.funnels = funnels
         self._funnel_state: dict[str, dict[str, int]] = {name: {} for name in funnels}
         self._funnel_counts: dict[str, list[int]] = {n: [0] * len(s) for n, s in funnels.items()}
@@ -78,31 +78,29 @@ class Truth:
         for fname, steps in funnels.items():
             for index, step in enumerate(steps):
                 self._step_of.setdefault(step, []).append((fname, index))
-        self._first_day: dict[str, int] = {}
-        self._active: dict[str, int] = {}
+        self._activity: dict[str, list[int]] = {}  # who -> [first UTC day, bit per active day]
         self.counted = 0
         self.unusable = 0
 
     def unusable_event(self, key: str) -> None:
-        self.event_person.write(f"{key}\t\t\n".encode())
+        self.event_person.write_text(f"{key}\t\t\n")
         self.unusable += 1
 
     def event(self, key: str, name: str, t_ms: int, user: str, device: str) -> None:
-        self.event_person.write(f"{key}\t{user}\t{device}\n".encode())
+        self.event_person.write_text(f"{key}\t{user}\t{device}\n")
         self.counted += 1
         day = t_ms // DAY_MS
-        per_day = self.daily.get(name)
-        if per_day is None:
-            per_day = self.daily[name] = {}
-        per_day[day] = per_day.get(day, 0) + 1
+        daily_key = (name, day)
+        self._daily[daily_key] = self._daily.get(daily_key, 0) + 1
         who = user or device
-        first = self._first_day.get(who)
-        if first is None:
-            self._first_day[who] = first = day
-        elif day < first:  # cannot happen with per-person time order; kept exact anyway
-            self._active[who] <<= first - day
-            self._first_day[who] = first = day
-        self._active[who] = self._active.get(who, 0) | (1 << (day - first))
+        seen = self._activity.get(who)
+        if seen is None:
+            self._activity[who] = [day, 1]
+        elif day >= seen[0]:
+            seen[1] |= 1 << (day - seen[0])
+        else:  # cannot happen with per-person time order; kept exact anyway
+            seen[1] = (seen[1] << (seen[0] - day)) | 1
+            seen[0] = day
         steps = self._step_of.get(name)
         if steps is not None:
             for fname, index in steps:
@@ -112,13 +110,14 @@ class Truth:
                     self._funnel_counts[fname][index] += 1
 
     def daily_counts(self) -> dict[str, dict[str, int]]:
-        return {name: {utc_day(d): n for d, n in sorted(days.items())}
-                for name, days in sorted(self.daily.items())}
+        out: dict[str, dict[str, int]] = {}
+        for (name, day), count in sorted(self._daily.items()):
+            out.setdefault(name, {})[utc_day(day)] = count
+        return out
 
     def metrics(self) -> dict[str, Any]:
         cohorts: dict[int, list[int]] = {}
-        for who, first in self._first_day.items():
-            bits = self._active[who]
+        for first, bits in self._activity.values():
             row = cohorts.setdefault(first, [0] * (1 + len(RETENTION_DAYS)))
             row[0] += 1
             for i, n in enumerate(RETENTION_DAYS, start=1):
@@ -137,7 +136,7 @@ class Truth:
                                                               enumerate(RETENTION_DAYS, start=1)}}
                             for day, row in sorted(cohorts.items())},
             },
-            "people": len(self._first_day),
+            "people": len(self._activity),
         }
 
     def close(self) -> None:
