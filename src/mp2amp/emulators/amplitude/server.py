@@ -42,6 +42,7 @@ CLIENT_MAX_SIZE = 64 * 1024 * 1024  # above the 20 MB batch limit, so we answer 
 MAX_GROUP_IDENTIFIES = 1024
 IDENTIFY_MAX_BYTES = 1_000_000
 SAVE_EVERY_S = 2.0
+EXPORT_CHUNK = 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -293,19 +294,25 @@ class AmplitudeEmulator:
             first, last = parse_range(request.query.get("start"), request.query.get("end"))
         except ExportRangeError as exc:
             return json_response(400, {"code": 400, "error": str(exc)})
-        # Built in a temporary file (not in memory) by a worker thread.
+        # Built in a temporary file by a worker thread, then streamed: never whole in memory.
         with tempfile.TemporaryFile(dir=self.config.data_dir) as spool:
             count = await asyncio.to_thread(write_export, self.store, first, last,
                                             self.config.project_id, self.ids.canonical, spool)
             if count == 0:
                 return json_response(404, {"code": 404, "error": "Raw data files were not found."})
-            if spool.tell() > MAX_EXPORT_BYTES:
+            size = spool.tell()
+            if size > MAX_EXPORT_BYTES:
                 return json_response(400, {"code": 400, "error": "The file size of the exported "
                                            "data is too large. The limit size is 4GB."})
+            response = web.StreamResponse(headers={
+                "Content-Type": "application/zip", "Content-Length": str(size),
+                "Content-Disposition": f'attachment; filename="export_{first}_{last}.zip"'})
+            await response.prepare(request)
             spool.seek(0)
-            data = spool.read()
-        return web.Response(body=data, content_type="application/zip", headers={
-            "Content-Disposition": f'attachment; filename="export_{first}_{last}.zip"'})
+            while chunk := spool.read(EXPORT_CHUNK):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
 
     async def _segmentation(self, request: web.Request) -> web.Response:
         if not self._authorized(request):

@@ -74,7 +74,6 @@ class Limiter:
         window = int(now // self.window_s)
         hour = int(now // 3600)
         budget = eps_limit * self.window_s
-        pending: list[tuple[_Counts, int]] = []
         for table, counts_by_id, throttled, quota in (
             (self.devices, per_device, verdict.throttled_devices, verdict.quota_devices),
             (self.users, per_user, verdict.throttled_users, verdict.quota_users),
@@ -92,15 +91,20 @@ class Limiter:
                     day = n + self._day(counts, hour)
                     if day > daily_quota:
                         quota[key] = day
-                pending.append((counts, n))
-        if verdict.ok:
-            for counts, n in pending:
-                if counts.window == window and hour in counts.hours:  # the usual case
+                # Recorded at once (requests almost always pass) and taken back below if not.
+                if counts.window == window and hour in counts.hours:
                     counts.cur += n
                     counts.hours[hour] += n
                     counts.total += n
                 else:
                     self._record(counts, n, window, hour)
+        if not verdict.ok:
+            for table, counts_by_id in ((self.devices, per_device), (self.users, per_user)):
+                for key, n in counts_by_id.items():
+                    counts = table[key]
+                    counts.cur -= n
+                    counts.hours[hour] -= n
+                    counts.total -= n
         return verdict
 
     @staticmethod
