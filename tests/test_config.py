@@ -238,3 +238,16 @@ def test_missing_required_key_in_a_list_entry(tmp_path: Path) -> None:
         "mixpanel.timezone_changes[1].x: unknown key (known: since, timezone)",
         "mixpanel.timezone_changes[1].since: missing (required)",
     ]
+
+
+def test_source_locations_resolve_against_the_file_urls_stay(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "mp2amp.toml"
+    path.write_text('[source]\nfiles = ["exports/*.jsonl.gz", "s3://bucket/mp/*.gz", "/abs/x"]\n'
+                    'identity_table = "gs://b/identity/"\n'
+                    '[amplitude]\noutput_dir = "out"\n')
+    config = load_config(path, env={})
+    assert config.source.files == (str(tmp_path / "conf" / "exports" / "*.jsonl.gz"),
+                                   "s3://bucket/mp/*.gz", "/abs/x")
+    assert config.source.identity_table == "gs://b/identity/"
+    assert config.amplitude.output_dir == str(tmp_path / "conf" / "out")

@@ -4,7 +4,8 @@ It reads each section dataclass's field types (bool, int, float, str, Path, date
 Literal, tuples, nested sections, Secret, ``X | None``), so a new option needs no code
 here. Field metadata: ``check`` (a function returning a problem or None), ``env`` (the
 value comes only from that environment variable), ``env_or_file`` (the environment wins
-over the file), ``internal`` (not read from the file).
+over the file), ``location`` (strings that are local paths, resolved like ``Path`` fields,
+or URLs, kept), ``internal`` (not read from the file).
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ class _Parser:
             if value is _INVALID:
                 failed.append(f.name)
                 continue
+            if f.metadata.get("location") and value is not None:
+                value = self.location(value)
             check = f.metadata.get("check")
             problem = check(value) if check is not None and value is not None else None
             if problem:
@@ -212,6 +215,14 @@ class _Parser:
             return Secret(raw) if isinstance(raw, str) and raw else self._bad(
                 path, "must be a non-empty string")
         raise TypeError(f"config field {path} has a type the loader does not know: {tp}")
+
+    def location(self, value: Any) -> Any:
+        """Local paths in a location field resolved against the file's folder; URLs kept."""
+        if isinstance(value, tuple):
+            return tuple(self.location(v) for v in value)
+        if isinstance(value, str) and "://" not in value:
+            return str(self.base / Path(value).expanduser())
+        return value
 
     def _bad(self, path: str, problem: str) -> _Invalid:
         self.problems.append(f"{path}: {problem}")

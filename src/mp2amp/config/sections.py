@@ -93,6 +93,11 @@ def _names(value: tuple[str, ...]) -> str | None:
     return "names must be non-empty" if any(not v for v in value) else None
 
 
+# Field metadata: strings that are local paths (relative to the config file's folder) or
+# URLs (s3://, gs://, kept as they are).
+_LOCATIONS = {"location": True}
+
+
 # --- sections ---------------------------------------------------------------------------
 
 
@@ -133,8 +138,8 @@ class MixpanelConfig:
 class SourceConfig:
     from_date: date | None = None
     to_date: date | None = None
-    files: tuple[str, ...] = ()
-    identity_table: str | None = None  # Data Pipelines identity mappings (path or URL)
+    files: tuple[str, ...] = field(default=(), metadata=_LOCATIONS)  # paths, globs, URLs
+    identity_table: str | None = field(default=None, metadata=_LOCATIONS)  # Data Pipelines
 
     def problems(self) -> list[str]:
         if self.from_date and self.to_date and self.from_date > self.to_date:
@@ -149,7 +154,7 @@ class AmplitudeConfig:
     region: Literal["us", "eu"] = "us"
     api_host: str | None = field(default=None, metadata=_check(_host))
     endpoint: Literal["batch", "httpapi"] = "batch"
-    output_dir: str | None = None
+    output_dir: str | None = field(default=None, metadata=_LOCATIONS)
     api_key: Secret | None = field(default=None, metadata=_env("AMPLITUDE_API_KEY"))
     secret_key: Secret | None = field(default=None, metadata=_env("AMPLITUDE_SECRET_KEY"))
 
