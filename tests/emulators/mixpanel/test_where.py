@@ -6,6 +6,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mp2amp.emulators.mixpanel.where import Datetime, WhereError, compile_where
 
@@ -54,6 +56,8 @@ def match(expr: str, props: dict[str, Any] | None = None, tz: ZoneInfo = UTC) ->
         ('event["$time"] > datetime("2024-01-11T19:06:40")', False),
         ('properties["$time"] >= "2024-01-11T19:00:00"', True),
         ('properties["flag"]', True),
+        ("floor(1e999) == 1 or round(-1e999) < 0", False),
+        ('string(datetime(1e20)) == "x" or string(datetime(0)) == "1970-01-01T00:00:00"', True),
         ('properties["tags"] > 1', False),
     ],
 )
@@ -86,3 +90,17 @@ def test_unsupported_or_invalid_expressions_are_explained(expr: str, message: st
     with pytest.raises(WhereError) as err:
         compile_where(expr, UTC)
     assert str(err.value).startswith(message), str(err.value)
+
+
+ALPHABET = 'properties[]"\'()=!<>+-*/% andornotin0123456789.eE\\xyz$_,'
+
+
+@given(st.text(alphabet=ALPHABET, max_size=60))
+@settings(max_examples=300, deadline=None)
+def test_any_input_parses_or_gets_a_where_error(text: str) -> None:
+    try:
+        fn = compile_where(text, UTC)
+    except WhereError as exc:
+        assert "character" in str(exc) or "longer than" in str(exc)
+        return
+    assert fn(lambda key: PROPS.get(key)) in (True, False)

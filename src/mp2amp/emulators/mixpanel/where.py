@@ -193,7 +193,10 @@ def _to_string(v: Any) -> Any:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     if isinstance(v, Datetime):
-        return datetime.fromtimestamp(v.epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        try:
+            return datetime.fromtimestamp(v.epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        except (OverflowError, OSError, ValueError):
+            return None
     return v if isinstance(v, str) else str(v)
 
 
@@ -212,7 +215,7 @@ def _binary(op: str, a: Compiled, b: Compiled) -> Compiled:
 def _rounding(name: str, arg: Compiled) -> Compiled:
     fns: dict[str, Callable[[Any], Any]] = {"floor": math.floor, "round": round, "ceil": math.ceil}
     fn = fns[name]
-    return lambda g: (lambda v: fn(v) if _is_num(v) else None)(arg(g))
+    return lambda g: (lambda v: fn(v) if _is_num(v) and math.isfinite(v) else None)(arg(g))
 
 
 class _Parser:
