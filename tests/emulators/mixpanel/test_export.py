@@ -153,6 +153,7 @@ def test_gzip_only_when_asked_and_over_1400_bytes(kit: Any, tmp_path: Path, serv
         ({"from_date": "2024/01/10", "to_date": "2024-01-10"}, "from_date must be a date in yyyy-mm-dd format"),
         ({"from_date": "2024-02-30", "to_date": "2024-03-01"}, "from_date is not a valid date"),
         ({"from_date": "2024-01-11", "to_date": "2024-01-10"}, "from_date cannot be later than to_date"),
+        ({"from_date": "0001-01-01", "to_date": "2024-01-10"}, "from_date cannot be earlier than 2011-07-10"),
         ({"from_date": "2024-01-10", "to_date": "2024-03-10"}, "to_date cannot be later than today"),
         ({"from_date": "2024-01-10", "to_date": "2024-01-10", "event": "Purchase"}, "event must be a JSON array"),
         ({"from_date": "2024-01-10", "to_date": "2024-01-10", "limit": "100001"}, "limit must be an integer"),

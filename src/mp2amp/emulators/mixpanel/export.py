@@ -34,6 +34,7 @@ from mp2amp.emulators.mixpanel.state import STATE_KEY, EmulatorState, query_erro
 from mp2amp.emulators.mixpanel.where import Datetime, WhereError, compile_where
 
 MAX_LIMIT = 100_000
+EARLIEST = date(2011, 7, 10)  # raw export starts here; also bounds the days a request scans
 GZIP_THRESHOLD = 1400  # "If set to gzip and the response body is > 1400 bytes"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # a line without a fractional "time" anywhere needs no parsing when nothing filters it
@@ -82,6 +83,8 @@ def parse_query(params: Any, serve_tz: ZoneInfo, today: date) -> ExportQuery | s
             dates[name] = date.fromisoformat(raw)
         except ValueError:
             return f"{name} is not a valid date: {raw!r}"
+    if dates["from_date"] < EARLIEST:
+        return f"from_date cannot be earlier than {EARLIEST.isoformat()}"
     if dates["to_date"] > today:
         return "to_date cannot be later than today"
     if dates["from_date"] > dates["to_date"]:
