@@ -44,6 +44,7 @@ def test_drop_after_ingest_stores_then_closes(api: Api) -> None:
     conn.close()
     api.post_json("/_emulator/faults", {"drop_after_ingest_rate": 0})
     assert api.stats()["events_stored"] == 1
+    assert api.stats()["requests"] == {"dropped": 1}
     assert api.send([event(1)])[0] == 200  # the retry is deduplicated
     assert api.stats()["events_stored"] == 1
 

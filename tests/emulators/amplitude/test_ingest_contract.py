@@ -154,5 +154,9 @@ def test_status_and_code_always_agree_and_stats_count_them(api: Api) -> None:
     api.send([event(1)])
     api.send([event(2, device_id="x")])
     api.send([event(n) for n in range(2001)])
+    status, raw = api.request("POST", "/2/nothing-here", b"{}")
+    assert (status, orjson.loads(raw)) == (400, {"code": 400, "error": "Invalid request path"})
+    status, raw = api.request("GET", "/batch")
+    assert (status, orjson.loads(raw)["code"]) == (400, 400)
     requests = api.stats()["requests"]
-    assert requests == {"200": 1, "400": 1, "413": 1}
+    assert requests == {"200": 1, "400": 3, "413": 1}  # the stats calls are not counted

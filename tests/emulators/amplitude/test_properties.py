@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 import orjson
@@ -51,8 +52,8 @@ def test_identify_api_form_encoded(api: Api) -> None:
                                                        "$append": {"tags": "vip"}}}]).decode()})
     assert (status, body["code"]) == (200, 200)
     single = {"user_id": "user-00009", "user_properties": {"city_of_birth": "Oslo"}}
-    assert api.form("/identify", {"api_key": API_KEY,
-                                  "identification": orjson.dumps(single).decode()})[0] == 200
+    query = urllib.parse.urlencode({"api_key": API_KEY, "identification": orjson.dumps(single)})
+    assert api.request("GET", f"/identify?{query}")[0] == 200  # query parameters work too
     api.send([event(1, user_id="user-00009")])
     (row,) = api.exported_rows()
     assert row["user_properties"] == {"tier": "gold", "tags": ["vip"], "city_of_birth": "Oslo"}

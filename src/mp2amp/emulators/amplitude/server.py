@@ -43,6 +43,7 @@ MAX_GROUP_IDENTIFIES = 1024
 IDENTIFY_MAX_BYTES = 1_000_000
 SAVE_EVERY_S = 2.0
 EXPORT_CHUNK = 1024 * 1024
+DROPPED = web.RequestKey("dropped", bool)  # set when the drop-after-ingest fault fired
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -157,17 +158,24 @@ class AmplitudeEmulator:
         app.router.add_post("/_emulator/deletions/advance", self._advance_deletions)
         app.router.add_get("/_emulator/stats", self._stats)
         app.router.add_get("/_emulator/insert_ids", self._insert_ids)
+        app.router.add_route("*", "/{tail:.*}", self._invalid_path)  # last: anything else
         return app
 
     @web.middleware
     async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Count Amplitude API requests by status (control endpoints are not counted)."""
+        if request.path.startswith("/_emulator/"):
+            return await handler(request)
         try:
             response = await handler(request)
         except web.HTTPException as exc:
             self.requests[str(exc.status)] += 1
             raise
-        self.requests[str(response.status)] += 1
+        self.requests["dropped" if request.get(DROPPED) else str(response.status)] += 1
         return response
+
+    async def _invalid_path(self, request: web.Request) -> web.Response:
+        return json_response(400, {"code": 400, "error": "Invalid request path"})
 
     async def _fault(self) -> web.Response | None:
         """Injected latency and 5xx, before anything is read or stored."""
@@ -180,6 +188,7 @@ class AmplitudeEmulator:
 
     def _drop_connection(self, request: web.Request) -> web.Response:
         """Close the socket after the events were stored: the client sees no answer."""
+        request[DROPPED] = True
         if request.transport is not None:
             request.transport.abort()
         return web.Response(status=200)
