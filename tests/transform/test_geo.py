@@ -7,6 +7,7 @@ from typing import Any
 from mp2amp.models import Resolved
 from mp2amp.transform import Transformer, TransformSettings
 from mp2amp.transform.geo import COUNTRY_NAMES, country_name
+from mp2amp.transform.privacy import PrivacyRules
 
 
 def run(props: dict[str, Any], **settings: Any) -> dict[str, Any]:
@@ -64,5 +65,7 @@ def test_ip_kept_or_dropped_and_never_a_flag_value() -> None:
     assert "ip" not in dropped and "ip" not in dropped["event_properties"]
     assert "ip" not in run({"ip": 0}) and "ip" not in run({"ip": "1"})
     assert "ip" not in run({"ip": "0.0.0.0"})
+    strict = run({"ip": "203.0.113.9"}, privacy=PrivacyRules(keep_ip=False))
+    assert "ip" not in strict  # the stricter of the two settings wins
     custom = run({"IP Address": "198.51.100.60"})  # a custom property stays custom
     assert custom["event_properties"]["IP Address"] == "198.51.100.60" and "ip" not in custom

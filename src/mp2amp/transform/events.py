@@ -71,7 +71,8 @@ _PAGE_URL, _PAGE_DOMAIN, _PAGE_PATH = (
 class _Shape(NamedTuple):
     """What to do with each property of events that share one key set."""
 
-    renames: tuple[tuple[str, str], ...]  # (property, event-property name), input order
+    names: tuple[str, ...]  # event-property names, in input order ...
+    values: Callable[[dict[str, Any]], tuple[Any, ...]]  # ... and their values (C-level)
     fixes: tuple[tuple[str, Callable[..., Any]], ...]  # value rewrites of kept properties
     constants: dict[str, Any]  # platform
     converts: tuple[tuple[str, str, Callable[..., Any], str | None], ...]  # field order
@@ -105,7 +106,9 @@ class Transformer:
         self.settings = settings
         self.values = ValueStats()
         self.counts: Counter[str] = Counter()
-        self._tables = {p: _compile(p, settings.keep_ip) for p in mapping.PLATFORMS}
+        # The IP goes out only when both the setting and the privacy rules allow it.
+        keep_ip = settings.keep_ip and (settings.privacy is None or settings.privacy.keep_ip)
+        self._tables = {p: _compile(p, keep_ip) for p in mapping.PLATFORMS}
         self._local: LocalTimeConverter | None = None
         if settings.legacy_time:
             try:
@@ -237,7 +240,7 @@ class Transformer:
                 if len(self._shapes) >= _MAX_SHAPES:
                     self._shapes.clear()
                 self._shapes[shape_key] = shape
-        event_props = {dst: props[src] for src, dst in shape.renames}
+        event_props = dict(zip(shape.names, shape.values(props), strict=False))
         for dst, fix in shape.fixes:
             event_props[dst] = fix(event_props[dst], props)
         out.update(shape.constants)
@@ -335,17 +338,9 @@ class Transformer:
             constants.append(("platform", "Web"))
         page_url = platform == "web" and type(props.get("$current_url")) is str
         clean = all(type(k) is str and len(k) <= MAX_STRING and k.isascii() for k in taken)
-        sources = [c[2] for c in converts]
-        getter: Callable[[dict[str, Any]], tuple[Any, ...]]
-        if len(sources) > 1:
-            getter = itemgetter(*sources)
-        elif sources:
-            single = sources[0]
-            getter = lambda p: (p[single],)  # noqa: E731
-        else:
-            getter = _no_values
-        return _Shape(tuple(renames), tuple(fixes), dict(constants),
-                      tuple(c[2:] for c in converts), os_name, page_url, clean, getter, {})
+        return _Shape(tuple(dst for _, dst in renames), _getter([src for src, _ in renames]),
+                      tuple(fixes), dict(constants), tuple(c[2:] for c in converts), os_name,
+                      page_url, clean, _getter([c[2] for c in converts]), {})
 
     def _groups(self, props: dict[str, Any]) -> dict[str, Any]:
         groups: dict[str, Any] = {}
@@ -372,6 +367,16 @@ class Transformer:
 
 def _no_values(props: dict[str, Any]) -> tuple[Any, ...]:
     return ()
+
+
+def _getter(keys: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A C-level ``props -> tuple of values`` for these keys (always a tuple)."""
+    if len(keys) > 1:
+        return itemgetter(*keys)
+    if keys:
+        only = itemgetter(keys[0])
+        return lambda props: (only(props),)
+    return _no_values
 
 
 def _plain(values: Iterable[Any]) -> bool:
