@@ -48,12 +48,23 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE INDEX IF NOT EXISTS batches_by_window ON batches(window_id, state);
 CREATE TABLE IF NOT EXISTS parked (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    batch_id TEXT NOT NULL,
     window_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    origin TEXT NOT NULL UNIQUE,
     event TEXT NOT NULL,
-    origin TEXT NOT NULL,
     reason TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'parked'
+);
+CREATE TABLE IF NOT EXISTS rejects (
+    source TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    window_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    field TEXT,
+    payload TEXT,
+    PRIMARY KEY (source, line)
 );
 """
 
@@ -192,18 +203,11 @@ class Ledger:
                 (batch_id, window_id, seq, events, time.time()),
             )
 
-    def batch_done(
-        self,
-        batch_id: str,
-        *,
-        accepted: int,
-        dead_lettered: int,
-        parked_events: Sequence[tuple[bytes, str, str]] = (),
-    ) -> None:
-        """Every event of the batch has an outcome: accepted, dead-lettered or parked.
+    def batch_done(self, batch_id: str, *, accepted: int, dead_lettered: int, parked: int) -> str:
+        """Every event of the batch has an outcome; returns the batch's window.
 
-        Parked events (daily quota) are stored in the same transaction, so a crash cannot
-        lose them between "batch done" and "events parked".
+        Dead letters and parked events of the batch were recorded (idempotently, keyed by
+        origin) before this, so "done" implies they are durable.
         """
         with self._tx() as db:
             row = db.execute(
@@ -211,18 +215,18 @@ class Ledger:
             ).fetchone()
             if row is None:
                 raise TerminalError(f"ledger: batch {batch_id} finished but was never recorded")
-            window_id = row[0]
             db.execute(
                 "UPDATE batches SET state = 'done', accepted = ?, dead_lettered = ?, parked = ?, "
                 "updated_at = ? WHERE batch_id = ?",
-                (accepted, dead_lettered, len(parked_events), time.time(), batch_id),
+                (accepted, dead_lettered, parked, time.time(), batch_id),
             )
-            db.executemany(
-                "INSERT INTO parked(batch_id, window_id, event, origin, reason) "
-                "VALUES(?, ?, ?, ?, ?)",
-                [(batch_id, window_id, ev.decode(), origin, reason)
-                 for ev, origin, reason in parked_events],
-            )
+            return str(row[0])
+
+    def done_batch_count(self, window_id: str) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM batches WHERE window_id = ? AND state = 'done'", (window_id,)
+        ).fetchone()
+        return int(row[0])
 
     def done_batches(self, window_id: str) -> dict[int, BatchRow]:
         rows = self._db.execute(
@@ -241,17 +245,73 @@ class Ledger:
 
     # --- parked events (daily quota) ----------------------------------------------
 
-    def parked_events(self) -> list[tuple[int, str, bytes, str]]:
-        """``(parked_id, window_id, event_json, origin)`` of every event still parked."""
-        rows = self._db.execute(
-            "SELECT id, window_id, event, origin FROM parked WHERE state = 'parked' ORDER BY id"
-        ).fetchall()
-        return [(r[0], r[1], r[2].encode(), r[3]) for r in rows]
+    def park(self, window_id: str, batch_id: str, origin: str, event: bytes, reason: str) -> None:
+        """An event still over the daily quota: kept here until a later run delivers it."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO parked(window_id, batch_id, origin, event, reason) "
+                "VALUES(?, ?, ?, ?, ?) ON CONFLICT(origin) DO UPDATE SET state = 'parked', "
+                "batch_id = excluded.batch_id, event = excluded.event",
+                (window_id, batch_id, origin, event.decode(), reason),
+            )
 
-    def resolve_parked(self, parked_id: int, outcome: str) -> None:
+    def parked_events(self) -> list[tuple[str, str, bytes]]:
+        """``(window_id, origin, event_json)`` of every event still parked whose batch is
+        done. Parked events of an unfinished batch are dropped: that batch is sent again
+        whole, and parks them again if the quota still says no."""
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM parked WHERE batch_id NOT IN "
+                "(SELECT batch_id FROM batches WHERE state = 'done') AND batch_id != 'parked'"
+            )
+        rows = self._db.execute(
+            "SELECT window_id, origin, event FROM parked WHERE state = 'parked' ORDER BY id"
+        ).fetchall()
+        return [(r[0], r[1], r[2].encode()) for r in rows]
+
+    def resolve_parked(self, origin: str, outcome: str) -> None:
         """``outcome`` is ``accepted`` or ``dead_lettered``."""
         with self._tx() as db:
-            db.execute("UPDATE parked SET state = ? WHERE id = ?", (outcome, parked_id))
+            db.execute("UPDATE parked SET state = ? WHERE origin = ?", (outcome, origin))
+
+    def forget_window_outcomes(self, window_id: str) -> None:
+        """A window is transformed again from the start: drop what its last attempt left
+        that the new attempt will record again (rejects, parked events of unfinished batches)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM rejects WHERE window_id = ? AND stage = 'transform'",
+                       (window_id,))
+
+    # --- rejects and dead letters ---------------------------------------------------
+
+    def add_rejects(self, rows: Sequence[tuple[str, int, str, str, str, str, str | None,
+                                               str | None]]) -> None:
+        """``(source, line, window_id, stage, reason, message, field, payload_json)``;
+        keyed by (source, line), so recording the same record again replaces it."""
+        if not rows:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO rejects(source, line, window_id, stage, reason, message, "
+                "field, payload) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def iter_rejects(self) -> Iterator[tuple[str, int, str, str, str, str, str | None,
+                                             str | None]]:
+        yield from self._db.execute(
+            "SELECT source, line, window_id, stage, reason, message, field, payload "
+            "FROM rejects ORDER BY window_id, source, line"
+        )
+
+    def reject_counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """window -> stage -> reason -> count."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for window_id, stage, reason, n in self._db.execute(
+            "SELECT window_id, stage, reason, COUNT(*) FROM rejects "
+            "GROUP BY window_id, stage, reason"
+        ):
+            out.setdefault(window_id, {}).setdefault(stage, {})[reason] = n
+        return out
 
     def parked_counts(self) -> dict[str, dict[str, int]]:
         """Per window: parked events by state (parked / accepted / dead_lettered)."""

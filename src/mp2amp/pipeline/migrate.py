@@ -1,0 +1,334 @@
+"""``mp2amp migrate``: export -> identity -> transform -> load, journaled and resumable.
+
+Stages, each recorded in the ledger (``workdir/ledger.sqlite``):
+
+1. extract   every window (an Export API day, or an input file) is staged to a local file
+             sorted by event time; ``extracted`` once the file is complete.
+2. identity  one pass over all staged windows builds the identity graph (rebuilt on every
+             run from the staged files: cheap, and never stale).
+3. load      windows in order: transform (pure) -> sessions/dedup -> uploader. Batches are
+             ``sent`` before their request and ``done`` after Amplitude's 200; a window is
+             ``loaded`` when all its batches are done. Windows already loaded are replayed
+             through the transform only, so that sessions and dedup state are as before.
+4. check     per window: read = sent + rejected + skipped + duplicate (+ identity records
+             and parked events, shown apart). A window that does not add up fails the run.
+
+Resume (``--resume``) after a crash at any instant: staged windows are not fetched again,
+done batches are not sent again, batches that were in flight are sent again with the same
+insert_ids (deterministic batch ids; Amplitude deduplicates), parked events are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mp2amp.config import Config
+from mp2amp.errors import ConfigError, TerminalError
+from mp2amp.extract.api import MixpanelSettings
+from mp2amp.identity import IdentityGraph
+from mp2amp.ledger import Ledger
+from mp2amp.load.settings import UploadSettings
+from mp2amp.load.uploader import Uploader
+from mp2amp.models import Emitted, Rejected
+from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
+from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
+from mp2amp.pipeline.progress import Counters, NullReporter, Reporter
+from mp2amp.pipeline.staging import read_staged
+from mp2amp.pipeline.windows import extract_pending, plan_windows
+from mp2amp.transform.dedup import Deduper
+from mp2amp.transform.events import Transformer
+from mp2amp.transform.offline import user_id_predicate
+from mp2amp.transform.sessions import Sessionizer
+from mp2amp.transform.stream import TransformSummary, transform_stream
+
+EXIT_OK = 0
+EXIT_UNBALANCED = 1
+EXIT_PARKED = 3
+_YIELD_EVERY = 256  # let the uploader's lanes run while the transform keeps the CPU busy
+
+
+@dataclass(slots=True)
+class MigrateResult:
+    workdir: str
+    resumed: bool
+    windows: list[WindowCounts]
+    totals: dict[str, Any]
+    identity: dict[str, Any] = field(default_factory=dict)
+    load: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    dead_letter_file: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if any(w.problem() for w in self.windows) or self.problems:
+            return EXIT_UNBALANCED
+        if self.totals.get("parked"):
+            return EXIT_PARKED
+        return EXIT_OK
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "workdir": self.workdir,
+            "resumed": self.resumed,
+            "exit_code": self.exit_code,
+            "totals": self.totals,
+            "windows": [w.as_dict() for w in self.windows],
+            "identity": self.identity,
+            "load": self.load,
+            "values": self.values,
+            "problems": self.problems + [p for w in self.windows if (p := w.problem())],
+            "dead_letter_file": self.dead_letter_file,
+        }
+
+
+def ledger_path(config: Config) -> Path:
+    return config.run.workdir / "ledger.sqlite"
+
+
+def _fingerprint(config: Config, upload: UploadSettings) -> dict[str, Any]:
+    """What must not change between a run and its resume (batch ids depend on it)."""
+    return {
+        "source": {"files": list(config.source.files),
+                   "from_date": str(config.source.from_date),
+                   "to_date": str(config.source.to_date)},
+        "id_merge": config.mixpanel.id_merge,
+        "endpoint": upload.endpoint,
+        "concurrency": upload.concurrency,
+        "max_events": upload.max_events,
+        "max_bytes": upload.limits.max_bytes,
+    }
+
+
+def upload_settings(config: Config, overrides: Mapping[str, Any] | None = None) -> UploadSettings:
+    amp = config.amplitude
+    if amp.api_key is None:
+        raise ConfigError(["amplitude: set AMPLITUDE_API_KEY in the environment (the project's "
+                           "API key; it is never read from the config file)"],
+                          source=str(config.path) if config.path else None)
+    kwargs: dict[str, Any] = {
+        "api_key": amp.api_key.reveal(), "endpoint": amp.endpoint, "region": amp.region,
+        "api_host": amp.api_host, "concurrency": config.run.concurrency,
+    }
+    kwargs.update(overrides or {})
+    return UploadSettings(**kwargs)
+
+
+def migrate(
+    config: Config,
+    *,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    storage_options: dict[str, Any] | None = None,
+    mixpanel_overrides: Mapping[str, Any] | None = None,
+    upload_overrides: Mapping[str, Any] | None = None,
+) -> MigrateResult:
+    """Run (or resume) the migration described by ``config``; see the module docstring."""
+    return asyncio.run(migrate_async(
+        config, resume=resume, reporter=reporter, storage_options=storage_options,
+        mixpanel_overrides=mixpanel_overrides, upload_overrides=upload_overrides))
+
+
+async def migrate_async(
+    config: Config,
+    *,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    storage_options: dict[str, Any] | None = None,
+    mixpanel_overrides: Mapping[str, Any] | None = None,
+    upload_overrides: Mapping[str, Any] | None = None,
+) -> MigrateResult:
+    reporter = reporter or NullReporter()
+    counters = Counters()
+    settings = config.transform_settings()  # every config problem before any work
+    upload = upload_settings(config, upload_overrides)
+    workdir = config.run.workdir
+    path = ledger_path(config)
+    existed = path.exists()
+    if resume and not existed:
+        raise TerminalError(f"nothing to resume: {path} does not exist; run `mp2amp migrate` "
+                            "without --resume to start")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TerminalError(f"cannot create the work folder {workdir}: {exc.strerror or exc}; "
+                            "set [run] workdir to a writable folder") from None
+    ledger = Ledger(path)
+    try:
+        fingerprint = orjson.dumps(_fingerprint(config, upload),
+                                   option=orjson.OPT_SORT_KEYS).decode()
+        known = ledger.get_meta("fingerprint")
+        if known is not None and not resume:
+            raise TerminalError(
+                f"the work folder {workdir} already holds a migration; continue it with "
+                "`mp2amp migrate --resume`, or set [run] workdir to a new folder")
+        if known is not None and known != fingerprint:
+            raise TerminalError(
+                "this configuration differs from the one the run started with in what decides "
+                f"its batches (was {known}, now {fingerprint}); resume with the original "
+                "settings, or start a new run in a new work folder")
+        if known is None:
+            ledger.add_windows(plan_windows(config, storage_options))
+            ledger.set_meta("fingerprint", fingerprint)
+        mixpanel = _mixpanel_settings(config, mixpanel_overrides)
+        await extract_pending(config, ledger, mixpanel, storage_options=storage_options,
+                              counters=counters, reporter=reporter)
+        result = await _identity_and_load(config, settings, upload, ledger, counters, reporter)
+        result.resumed = resume
+        return result
+    finally:
+        ledger.close()
+        reporter.close(counters)
+
+
+def _mixpanel_settings(config: Config,
+                       overrides: Mapping[str, Any] | None) -> MixpanelSettings | None:
+    m = config.mixpanel
+    if m.service_account is None and m.secret is None:
+        return None
+    return MixpanelSettings.from_config(m, **dict(overrides or {}))
+
+
+async def _identity_and_load(config: Config, settings: Any, upload: UploadSettings,
+                             ledger: Ledger, counters: Counters,
+                             reporter: Reporter) -> MigrateResult:
+    workdir = config.run.workdir
+    windows = ledger.windows()
+    budget = config.run.memory_budget
+    scratch_root = workdir / "scratch"
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="run-", dir=scratch_root) as scratch, \
+            IdentityGraph(config.mixpanel.id_merge, Path(scratch), memory_budget_ids=budget,
+                          retroactive=config.transform.retroactive,
+                          user_id_predicate=user_id_predicate(config.transform.user_id_pattern),
+                          table=config.source.identity_table) as graph:
+        counters.phase = "identity"
+        counters.total = sum(w.records for w in windows)
+        counters.done = 0
+        for w in windows:
+            for src in read_staged(Path(str(w.staged_path))):
+                if src.record is not None:
+                    graph.observe(src.record)
+                counters.done += 1
+            reporter.update(counters)
+            await asyncio.sleep(0)
+        identity = graph.finish().as_dict()
+
+        transformer = Transformer(settings)
+        key_to_window = {f"w{w.seq}": w.window_id for w in windows}
+        key_to_window[PARKED_KEY] = PARKED_KEY
+        observer = LedgerObserver(ledger, counters, key_to_window,
+                                  on_window_loaded=lambda wid: ledger.mark_loaded(
+                                      wid, _counts_of(ledger, wid)))
+        settled = frozenset(b.batch_id for b in ledger.batches() if b.state == "done")
+        counters.phase = "load"
+        counters.done = 0
+        with Sessionizer(config.transform.session_gap_minutes * 60_000, memory_budget=budget,
+                         spill_dir=scratch) as sessions, \
+                Deduper(memory_budget=budget, spill_dir=scratch) as dedup:
+            async with Uploader(upload, observer=observer, settled_batches=settled) as up:
+                for origin_json, event_json in _parked(ledger):
+                    origin = orjson.loads(origin_json)
+                    await up.submit(orjson.loads(event_json), (origin[0], origin[1]),
+                                    batch_key=PARKED_KEY)
+                for w in windows:
+                    await _load_window(w, f"w{w.seq}", ledger, graph, transformer, sessions,
+                                       dedup, up, observer, counters, reporter)
+                report = await up.close()
+        counters.retries = report.retries
+        counters.throttles = report.throttles
+    rows = window_counts(ledger)
+    dead_file = _write_dead_letters(ledger, workdir)
+    return MigrateResult(
+        workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
+        identity=identity, load=report.to_dict(), values=transformer.stats(),
+        dead_letter_file=str(dead_file) if dead_file else None)
+
+
+def _parked(ledger: Ledger) -> list[tuple[str, bytes]]:
+    return [(origin, event) for _, origin, event in ledger.parked_events()]
+
+
+def _counts_of(ledger: Ledger, window_id: str) -> dict[str, Any]:
+    for w in ledger.windows():
+        if w.window_id == window_id:
+            return w.counts
+    return {}
+
+
+async def _load_window(w: Any, key: str, ledger: Ledger, graph: IdentityGraph,
+                       transformer: Transformer, sessions: Sessionizer, dedup: Deduper,
+                       up: Uploader, observer: LedgerObserver, counters: Counters,
+                       reporter: Reporter) -> None:
+    replay = w.state == "loaded"
+    if not replay:
+        ledger.forget_window_outcomes(w.window_id)
+    summary = TransformSummary()
+    rejects: list[tuple[str, int, str, str, str, str, str | None, str | None]] = []
+    stream = transform_stream(summary.reading(read_staged(Path(str(w.staged_path)))), graph,
+                              transformer, sessions, dedup)
+    n = 0
+    for outcome in stream:
+        summary.add(outcome)
+        n += 1
+        if replay:
+            continue
+        if isinstance(outcome, Emitted):
+            await up.submit(outcome.event, (outcome.source, outcome.line), batch_key=key)
+        elif isinstance(outcome, Rejected):
+            rej = outcome.rejection
+            rejects.append((rej.source or w.window_id, rej.line or 0, w.window_id, "transform",
+                            rej.reason, rej.message, rej.field, _payload(rej.record)))
+        if n % _YIELD_EVERY == 0:
+            counters.done += _YIELD_EVERY
+            reporter.update(counters)
+            await asyncio.sleep(0)
+    counters.done += n % _YIELD_EVERY
+    if replay:
+        return
+    ledger.add_rejects(rejects)
+    batches = await up.flush(key)
+    counts = summary.as_dict()
+    counts["batches"] = batches
+    ledger.set_window_counts(w.window_id, counts)
+    observer.flushed(w.window_id, batches)
+
+
+def _payload(record: Any) -> str | None:
+    if record is None:
+        return None
+    try:
+        return orjson.dumps(record).decode()
+    except TypeError:
+        return orjson.dumps(repr(record)).decode()
+
+
+def _write_dead_letters(ledger: Ledger, workdir: Path) -> Path | None:
+    """Render every rejected record (transform and Amplitude) to ``dead-letters.jsonl``.
+
+    Rendered from the ledger, atomically, so the file holds each record exactly once
+    however many times the run was resumed."""
+    dest = workdir / "dead-letters.jsonl"
+    tmp = dest.with_name(dest.name + ".part")
+    n = 0
+    with open(tmp, "wb") as f:
+        for source, line, window, stage, reason, message, fld, payload in ledger.iter_rejects():
+            row: dict[str, Any] = {"source": source, "line": line, "window": window,
+                                   "stage": stage, "reason": reason, "message": message,
+                                   "field": fld}
+            row["record" if stage == "transform" else "event"] = (
+                orjson.Fragment(payload) if payload else None)
+            f.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+            n += 1
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(dest)
+    return dest
