@@ -84,9 +84,9 @@ class IdentityGraph:
         event = record.get("event")
         self.report.records_observed += 1
         count_junk(props, self.report)
-        is_identity = isinstance(event, str) and event in IDENTITY_EVENTS
-        if is_identity:
-            assert isinstance(event, str)
+        is_identity = False
+        if isinstance(event, str) and event in IDENTITY_EVENTS:
+            is_identity = True
             counts = self.report.identity_records
             counts[event] = counts.get(event, 0) + 1
         if isinstance(self._mode, OriginalIds):

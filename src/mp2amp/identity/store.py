@@ -52,7 +52,8 @@ class ScratchDb:
         self.conn.execute("COMMIT")
 
     def rows(self, sql: str, args: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
-        yield from self.conn.execute(sql, args)
+        cursor: Iterator[tuple[Any, ...]] = self.conn.execute(sql, args)
+        return cursor  # the cursor itself: no generator frame per row
 
     def one(self, sql: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self.conn.execute(sql, args).fetchone()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterable
 
-from mp2amp.identity.report import IdentityReport, note
+from mp2amp.identity.report import EXAMPLES, IdentityReport, note
 
 # Role bits an ID picks up from the links it appears in.
 USER = 1  # named as the identified/user side ($identified_id, $user_id, an alias)
@@ -77,11 +77,11 @@ def apply_links(
         outcome = clusters.link(kind, a, b)
         if outcome == "cap":
             report.cap_hits += 1
-            if len(report.cap_examples) < 10:
+            if len(report.cap_examples) < EXAMPLES:  # skip formatting (and lookups) past it
                 note(report.cap_examples, f"{name_of(a)} <-> {name_of(b)} ({KIND_NAMES[kind]})")
         elif outcome == "refused":
             report.refused_links += 1
-            if len(report.refused_examples) < 10:
+            if len(report.refused_examples) < EXAMPLES:
                 note(report.refused_examples, f"{name_of(a)} <-> {name_of(b)} ({KIND_NAMES[kind]})")
 
 
