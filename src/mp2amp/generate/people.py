@@ -9,7 +9,7 @@ known before a single event is written:
   together), later logs in on 0-2 more devices;
 * ``existing`` (30 %): identified before the window; every device is logged in.
 
-Shared devices (about 3 % of new persons with an iOS device): the owner signs up on it
+Shared devices (about 20 % of new persons whose first device is an iPhone or iPad): the owner signs up on it
 first; on a strictly later day another identified person logs in on the same device
 (iOS IDFV device ids survive ``reset()``), logs out, and the device goes on anonymously.
 Those anonymous events belong to the owner (see truth.py).
@@ -81,6 +81,7 @@ class Person:
     first_seen_ms: int = 0
     transactions: list[tuple[int, float]] = field(default_factory=list)
     forced_days: frozenset[int] = frozenset()  # days with a first use or a planned login
+    last_day: int = 1 << 30                    # churn: no sessions after this day (forced days aside)
     revenue: float = 0.0
     event_count: int = 0
 
@@ -115,6 +116,11 @@ def plan_people(rng: Random, users: int, days: int, industries: tuple[str, ...],
         activity = 0.25 + 0.6 * rng.random()
         person = Person(index, kind, industry, geo, user_id, first_day, signup_day, activity,
                         [], super_props, company_id, plan, short_id=short)
+        # most anonymous visitors come for a day or three; a third of new users churn within a week
+        if kind == VISITOR:
+            person.last_day = first_day + int(rng.random() * rng.random() * 4)
+        elif kind == NEW and rng.random() < 0.33:
+            person.last_day = first_day + 1 + int(rng.random() * 7)
         _plan_devices(rng, person, days)
         if id_merge == "original" and user_id is not None:
             if rng.random() < 0.15:
@@ -170,7 +176,7 @@ def _plan_shared_devices(rng: Random, people: list[Person], days: int) -> None:
         if person.kind != NEW or person.signup_day is None or person.signup_day + 1 >= days:
             continue
         first = person.uses[0]
-        if first.device.platform != IOS or rng.random() >= 0.08:
+        if first.device.platform != IOS or rng.random() >= 0.2:
             continue
         guest = identified[int(rng.random() * len(identified))]
         day = person.signup_day + 1 + int(rng.random() * (days - person.signup_day - 1))

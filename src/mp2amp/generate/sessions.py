@@ -192,7 +192,7 @@ class DayPlanner:
             return False
         if day == person.first_day or day in person.forced_days:
             return True
-        return self.rng.random() < person.activity
+        return day <= person.last_day and self.rng.random() < person.activity
 
     def run_day(self, person: Person, day: int, start_ms: int, end_ms: int) -> None:
         rnd = self.rng.random
