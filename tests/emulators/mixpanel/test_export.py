@@ -206,3 +206,18 @@ def test_export_reads_day_files_with_flat_memory(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert count == 10_000
     assert peak < 1_000_000, f"export held {peak} bytes at once; it must stream"
+
+
+def test_corrupt_day_file_is_a_clear_server_error(kit: Any, tmp_path: Path, serve: Any) -> None:
+    data = kit.build_project(tmp_path / "c", events={"2024-01-10": [kit.ev("A", la("2024-01-10", 1))]},
+                             users=[{"$distinct_id": "u1", "$properties": {}}])
+    whole = (data / "events" / "2024-01-10.jsonl.gz").read_bytes()
+    (data / "events" / "2024-01-10.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    (data / "profiles" / "users.jsonl.gz").write_bytes(b"\x1f\x8bnot really gzip")
+    with serve(data) as (url, emulator):
+        resp = export(url, from_date="2024-01-10", to_date="2024-01-10")
+        assert resp.status_code == 500
+        assert resp.json()["error"].startswith("events/2024-01-10.jsonl.gz is unreadable after line 0")
+        engage = requests.get(f"{url}/api/2.0/engage", params=SA_PARAMS, auth=SA_AUTH, timeout=10)
+        assert engage.status_code == 500 and "profiles/users.jsonl.gz is unreadable" in engage.json()["error"]
+        assert emulator.state.stats["export_file_errors"] == 1

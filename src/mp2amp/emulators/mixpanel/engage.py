@@ -13,6 +13,7 @@ import asyncio
 import gzip
 import hashlib
 import secrets
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -212,6 +213,8 @@ async def handle_engage(request: web.Request) -> web.Response:
         rows, total = await asyncio.get_running_loop().run_in_executor(
             None, scan_page, q, where, page, size, page == 0
         )
+    except (OSError, EOFError, zlib.error) as exc:
+        return query_error(request, 500, f"{q.path.parent.name}/{q.path.name} is unreadable: {exc}")
     finally:
         slot.release()
     if page == 0:

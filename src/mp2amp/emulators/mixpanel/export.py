@@ -41,6 +41,13 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _FRACTIONAL_TIME = re.compile(rb'"time"\s*:\s*-?\d+[.eE]')
 
 
+class DayFileError(Exception):
+    """A day file cannot be read (corrupt gzip, I/O error): the export cannot go on."""
+
+    def __init__(self, path: Path, line: int, cause: BaseException) -> None:
+        super().__init__(f"{path.parent.name}/{path.name} is unreadable after line {line}: {cause}")
+
+
 class _Drop:
     """Marker in the chunk stream: cut the connection here."""
 
@@ -172,15 +179,19 @@ class ExportReader:
             if path is None:
                 continue
             day_inside = q.from_date <= day <= q.to_date
-            with _open(path) as fh:
-                for raw in fh:
-                    out = self._line(raw, day_inside)
-                    if out is None:
-                        continue
-                    yield out
-                    emitted += 1
-                    if q.limit is not None and emitted >= q.limit:
-                        return
+            number = 0
+            try:
+                with _open(path) as fh:
+                    for number, raw in enumerate(fh, 1):  # noqa: B007 - read in the except
+                        out = self._line(raw, day_inside)
+                        if out is None:
+                            continue
+                        yield out
+                        emitted += 1
+                        if q.limit is not None and emitted >= q.limit:
+                            return
+            except (OSError, EOFError, zlib.error) as exc:
+                raise DayFileError(path, number, exc) from exc
 
     def _line(self, raw: bytes, day_inside: bool) -> bytes | None:
         q = self.q
@@ -316,8 +327,12 @@ async def _stream(request: web.Request, state: EmulatorState, gen: Generator[Chu
     def pull() -> Chunk | None:
         return next(gen, None)
 
-    first = await loop.run_in_executor(None, pull)
-    second = await loop.run_in_executor(None, pull) if first is not None else None
+    try:
+        first = await loop.run_in_executor(None, pull)
+        second = await loop.run_in_executor(None, pull) if first is not None else None
+    except DayFileError as exc:
+        state.stats["export_file_errors"] += 1
+        return query_error(request, 500, str(exc))
     small = second is None and (first is None or isinstance(first, _Drop) or len(first) <= GZIP_THRESHOLD)
     use_gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower() and not small
     resp = web.StreamResponse(status=200)
@@ -348,6 +363,11 @@ async def _stream(request: web.Request, state: EmulatorState, gen: Generator[Chu
         await resp.write_eof()
     except ConnectionResetError:
         state.stats["export_client_gone"] += 1
+    except DayFileError:
+        # headers are sent: cut the body short, as a failing server would
+        state.stats["export_file_errors"] += 1
+        if request.transport is not None:
+            request.transport.close()
     finally:
         gen.close()
     return resp
