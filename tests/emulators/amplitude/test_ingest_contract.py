@@ -26,6 +26,14 @@ def test_gzip_request_body(api: Api) -> None:
     assert (status, body["events_ingested"]) == (200, 1)
 
 
+def test_undecodable_gzip_is_a_400(api: Api) -> None:
+    status, raw = api.request("POST", "/batch", b"plainly not gzip",
+                              {"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    body = orjson.loads(raw)
+    assert (status, body["code"], body["error"]) == (400, 400, "Invalid JSON request body")
+    assert "Content-Encoding" in body["detail"]
+
+
 def test_request_level_errors(api: Api) -> None:
     status, raw = api.request("POST", "/batch", b"{not json", {"Content-Type": "application/json"})
     assert (status, orjson.loads(raw)) == (400, {"code": 400, "error": "Invalid JSON request body"})

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from mp2amp.emulators.amplitude.config import AmplitudeConfig
 from mp2amp.emulators.amplitude.export import (
@@ -50,6 +51,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def json_response(status: int, body: Any) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+class BadBody(ValueError):
+    """The request body is unreadable (e.g. invalid gzip)."""
 
 
 @contextmanager
@@ -194,11 +199,16 @@ class AmplitudeEmulator:
         return web.Response(status=200)
 
     async def _read_body(self, request: web.Request, limit: int) -> bytes | None:
-        """The (decompressed) body, or None when it is above ``limit`` bytes."""
+        """The (decompressed) body, or None when it is above ``limit`` bytes.
+
+        A body that cannot be decompressed raises ``BadBody`` (answered 400).
+        """
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return None
+        except RequestPayloadError as exc:
+            raise BadBody(f"the request body could not be read ({exc}); check Content-Encoding") from None
         return body if len(body) <= limit else None
 
     # --- ingestion ---------------------------------------------------------------------
@@ -208,7 +218,11 @@ class AmplitudeEmulator:
             failed = await self._fault()
             if failed is not None:
                 return failed
-            body = await self._read_body(request, max_bytes(endpoint))
+            try:
+                body = await self._read_body(request, max_bytes(endpoint))
+            except BadBody as exc:
+                return json_response(400, {"code": 400, "error": "Invalid JSON request body",
+                                           "detail": str(exc)})
             if body is None:
                 return json_response(413, TOO_LARGE)
             if not body:
@@ -233,7 +247,11 @@ class AmplitudeEmulator:
             failed = await self._fault()
             if failed is not None:
                 return failed
-            body = await self._read_body(request, IDENTIFY_MAX_BYTES)
+            try:
+                body = await self._read_body(request, IDENTIFY_MAX_BYTES)
+            except BadBody as exc:
+                return json_response(400, {"code": 400, "error": "missing_event",
+                                           "detail": str(exc)})
             if body is None:
                 return json_response(413, TOO_LARGE)
             form: dict[str, str] = dict(request.query)
