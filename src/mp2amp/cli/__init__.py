@@ -32,6 +32,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "emulate_mixpanel",
     "generate",
     "transform",
+    "migrate",
 )
 
 

@@ -1,0 +1,133 @@
+"""``mp2amp migrate`` and ``mp2amp status``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mp2amp.cli.output import cli_errors, console, err_console, print_json
+
+if TYPE_CHECKING:
+    from mp2amp.pipeline.accounting import WindowCounts
+
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="mp2amp.toml (default: ./mp2amp.toml when it exists).",
+    show_default=False)]
+WorkdirOpt = Annotated[Path | None, typer.Option(
+    "--workdir", help="Work folder with the ledger (overrides \\[run] workdir).",
+    show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def _config(config: Path | None, overrides: dict[str, Any]) -> Any:
+    from mp2amp.config import DEFAULT_FILE, load_config
+
+    if config is None and Path(DEFAULT_FILE).is_file():
+        config = Path(DEFAULT_FILE)
+    return load_config(config, overrides)
+
+
+def register(app: typer.Typer, emulate: typer.Typer) -> None:
+    @app.command("migrate")
+    def migrate_cmd(
+        config: ConfigOpt = None,
+        resume: Annotated[bool, typer.Option(
+            "--resume", help="Continue the run recorded in the work folder.")] = False,
+        workdir: WorkdirOpt = None,
+        concurrency: Annotated[int | None, typer.Option(
+            "--concurrency", help="Requests in flight to Amplitude (overrides \\[run]).",
+            show_default=False)] = None,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Migrate Mixpanel history into Amplitude: export -> identity -> transform -> load.
+
+        Journaled in the work folder's ledger: after a crash (kill -9 included) run again
+        with --resume; nothing is lost and only batches in flight are sent again. Exit 0
+        when every window adds up (read = sent + rejected + skipped + duplicate), 1 when
+        one does not (named), 2 for bad config/credentials/input, 3 when events wait for
+        Amplitude's daily quota (resume later).
+        """
+        from mp2amp.pipeline.migrate import migrate
+        from mp2amp.pipeline.progress import choose_reporter
+
+        with cli_errors():
+            cfg = _config(config, {"run.workdir": str(workdir) if workdir else None,
+                                   "run.concurrency": concurrency})
+            result = migrate(cfg, resume=resume, reporter=choose_reporter(quiet or as_json))
+            if as_json:
+                print_json(result.as_dict())
+            else:
+                _render_totals(result.totals, "migration")
+                _render_problems(result.windows)
+                if result.dead_letter_file and result.totals.get("rejected", 0) + \
+                        result.totals.get("dead_lettered", 0):
+                    console.print(f"rejected records: {result.dead_letter_file}")
+                if result.totals.get("parked"):
+                    err_console.print(
+                        f"{result.totals['parked']} events wait for Amplitude's daily quota; "
+                        "run `mp2amp migrate --resume` later to deliver them")
+            raise typer.Exit(result.exit_code)
+
+    @app.command("status")
+    def status_cmd(
+        config: ConfigOpt = None,
+        workdir: WorkdirOpt = None,
+        windows: Annotated[bool, typer.Option(
+            "--windows", help="One row per window.")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Progress and counts of a migration, from its ledger."""
+        from mp2amp.pipeline.status import status
+
+        with cli_errors():
+            cfg = _config(config, {"run.workdir": str(workdir) if workdir else None})
+            result = status(cfg.run.workdir)
+            if as_json:
+                print_json(result.as_dict())
+                return
+            states = ", ".join(f"{k} {v}" for k, v in sorted(result.states.items()))
+            console.print(f"ledger {result.ledger}: windows {states}; batches done "
+                          f"{result.batches['done']}, in flight {result.batches['in_flight']}")
+            _render_totals(result.totals, "complete" if result.complete else "in progress")
+            if windows:
+                _render_windows(result.windows)
+            if result.complete:
+                _render_problems(result.windows)
+
+
+def _render_totals(t: dict[str, Any], title: str) -> None:
+    table = Table(title=f"mp2amp {title}")
+    for col in ("windows", "read", "sent", "identity", "duplicate", "skipped", "rejected",
+                "dead_lettered", "parked", "balanced"):
+        table.add_column(col, justify="right")
+    table.add_row(*(f"{t.get(c, 0):,}" if isinstance(t.get(c), int) and not isinstance(
+        t.get(c), bool) else str(t.get(c)) for c in (
+        "windows", "read", "sent", "identity", "duplicate", "skipped", "rejected",
+        "dead_lettered", "parked", "balanced")))
+    console.print(table)
+    console.print("invariant: read = sent + identity + duplicate + skipped + rejected + "
+                  "dead_lettered + parked")
+
+
+def _render_windows(rows: list[WindowCounts]) -> None:
+    table = Table()
+    for col in ("window", "state", "read", "sent", "dup", "skipped", "rejected", "dead",
+                "parked", "batches"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.window, r.state, str(r.read), str(r.sent), str(r.duplicate),
+                      str(sum(r.skipped.values())), str(sum(r.rejected.values())),
+                      str(sum(r.dead_lettered.values())), str(r.parked),
+                      f"{r.batches_done}/{r.batches}")
+    console.print(table)
+
+
+def _render_problems(rows: list[WindowCounts]) -> None:
+    for r in rows:
+        problem = r.problem()
+        if problem:
+            err_console.print(f"[bold red]does not add up:[/] {problem}", highlight=False)

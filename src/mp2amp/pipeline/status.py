@@ -1,0 +1,54 @@
+"""``mp2amp status``: progress and counts of a run, read from its ledger only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mp2amp.errors import TerminalError
+from mp2amp.ledger import Ledger
+from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
+
+
+@dataclass(slots=True)
+class StatusResult:
+    ledger: str
+    windows: list[WindowCounts]
+    states: dict[str, int]
+    batches: dict[str, int]
+    totals: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.windows) and all(w.state == "loaded" for w in self.windows)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ledger": self.ledger,
+            "complete": self.complete,
+            "states": self.states,
+            "batches": self.batches,
+            "totals": self.totals,
+            "windows": [w.as_dict() for w in self.windows],
+            "problems": [p for w in self.windows if (p := w.problem())] if self.complete else [],
+        }
+
+
+def status(workdir: Path) -> StatusResult:
+    path = workdir / "ledger.sqlite"
+    if not path.exists():
+        raise TerminalError(f"no migration in {workdir} (no ledger.sqlite); start one with "
+                            "`mp2amp migrate`, or point --workdir at its work folder")
+    ledger = Ledger(path)
+    try:
+        rows = window_counts(ledger)
+        states: dict[str, int] = {}
+        for r in rows:
+            states[r.state] = states.get(r.state, 0) + 1
+        batches = {"done": 0, "in_flight": 0}
+        for b in ledger.batches():
+            batches["done" if b.state == "done" else "in_flight"] += 1
+        return StatusResult(str(path), rows, states, batches, totals(rows))
+    finally:
+        ledger.close()
