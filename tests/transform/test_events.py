@@ -78,6 +78,15 @@ def test_legacy_time_is_converted_with_the_project_zone() -> None:
     assert isinstance(out, dict) and out["time"] == 1652850348000
 
 
+def test_legacy_fold_uses_the_api_timestamp_when_processing_time_is_absent() -> None:
+    t = Transformer(TransformSettings(legacy_time=True, timezone="America/Los_Angeles"))
+    wall = 1667698200  # 2022-11-06 01:30 local, written as UTC: happens twice
+    second = t.event(rec(time=wall, **{"$mp_api_timestamp_ms": 1667727000000 + 60_000}), IDS)
+    first = t.event(rec(time=wall), IDS)
+    assert isinstance(second, dict) and second["time"] == 1667727000000  # 09:30Z (PST)
+    assert isinstance(first, dict) and first["time"] == 1667723400000  # 08:30Z (PDT)
+
+
 def test_bad_timezone_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         Transformer(TransformSettings(legacy_time=True, timezone="Mars/Olympus"))

@@ -152,3 +152,22 @@ def test_unknown_properties_keep_their_names_and_types() -> None:
     out = run({"Screen deep-linked": "filter", "$custom": 1, "nested": {"a": [1, None]}})
     assert out["event_properties"] == {"Screen deep-linked": "filter", "$custom": 1,
                                        "nested": {"a": [1, None]}}
+
+
+def test_super_properties_stay_event_properties_not_user_properties() -> None:
+    # Mixpanel super properties are plain event properties in the export; making them
+    # user properties would make history stateful (pitfalls: super properties).
+    out = run({"mp_lib": "web", "plan": "starter", "company_id": ["c_00000"],
+               "$initial_referring_domain": "www.bing.com"})
+    assert "user_properties" not in out
+    assert out["event_properties"]["plan"] == "starter"
+    assert out["event_properties"]["company_id"] == ["c_00000"]
+    assert out["event_properties"]["initial_referring_domain"] == "www.bing.com"
+
+
+def test_property_types_are_kept_not_stringified() -> None:
+    out = run({"score": "1", "state": 17, "ratio": 0.5, "ok": False, "none": None,
+               "$app_build_number": 4077, "list": [1, "a", None]})
+    props = out["event_properties"]
+    assert props == {"score": "1", "state": 17, "ratio": 0.5, "ok": False, "none": None,
+                     "app_build": 4077, "list": [1, "a", None]}

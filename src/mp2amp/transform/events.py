@@ -200,7 +200,10 @@ class Transformer:
 
     def _to_utc(self, raw_ms: int, props: dict[str, Any]) -> int:
         assert self._local is not None
+        # Mixpanel's UTC processing/receive time settles DST folds (see timeconv).
         processed = props.get("mp_processing_time_ms")
+        if type(processed) is not int:
+            processed = props.get("$mp_api_timestamp_ms")
         utc = self._local.to_utc_ms(raw_ms, processed if type(processed) is int else None)
         if not MIN_TIME_MS <= utc < MAX_TIME_MS:
             raise TimeError("time_out_of_range", f"time {raw_ms} ms is out of range in UTC")
