@@ -471,6 +471,7 @@ def render_markdown() -> str:
         "|---|---|",
         *(f"| `{k}` | `{v}` |" for k, v in DEFAULT_EVENT_NAMES.items()),
         "",
+        *_module_sections(),
         "## Country names (`mp_country_code` -> `country`)",
         "",
         "| code | country |",
@@ -479,6 +480,16 @@ def render_markdown() -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _module_sections() -> list[str]:
+    """The rules for time, insert_id, revenue, values and hot shards: their docstrings."""
+    from mp2amp.transform import hotshard, insert_id, revenue, timeconv, values
+
+    titles = (("Time", timeconv), ("insert_id", insert_id), ("Revenue", revenue),
+              ("Values", values), ("Hot-shard events", hotshard))
+    return [line for title, module in titles
+            for line in (f"## {title}", "", (module.__doc__ or "").strip(), "")]
 
 
 if __name__ == "__main__":
