@@ -93,6 +93,17 @@ def test_segmentation_totals_uniques_in_project_timezone(
     assert body["data"]["series"] == [[2]]
 
 
+def test_segmentation_follows_dst_and_new_events(start_emulator: Callable[..., Api]) -> None:
+    api = start_emulator(timezone="America/Los_Angeles")
+    pdt_midnight = 1_773_041_400_000  # 2026-03-09 07:30 UTC = 00:30 PDT (23:30 if still PST)
+    api.send([event(1, time=pdt_midnight), event(2, time=pdt_midnight - 3_600_000)])
+    _, body = api.segmentation("Viewed", "totals", "20260308", "20260309")
+    assert body["data"]["series"] == [[1, 1]]
+    api.send([event(3, time=pdt_midnight)])  # the index picks up what arrives later
+    _, body = api.segmentation("Viewed", "totals", "20260308", "20260309")
+    assert body["data"]["series"] == [[1, 2]]
+
+
 def test_segmentation_errors(api: Api) -> None:
     assert api.segmentation("Viewed", "average", "20260101", "20260102")[0] == 400
     assert api.segmentation("Viewed", "totals", "2026-01-01", "20260102")[0] == 400

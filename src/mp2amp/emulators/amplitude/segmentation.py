@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from mp2amp.emulators.amplitude.store import EventStore
+from mp2amp.emulators.amplitude.segindex import EventIndex
 
 NOT_EVENTS = frozenset({"$identify", "$groupidentify"})
 NOT_ACTIVE = NOT_EVENTS | {"session_start", "session_end", "[Amplitude] Start Session",
@@ -65,48 +65,52 @@ def parse_query(params: dict[str, str]) -> tuple[str, str, date, date]:
     return event_type, metric, start, end
 
 
-def _matches(event_type: str, wanted: str) -> bool:
-    if wanted == "_all":
-        return event_type not in NOT_EVENTS
-    if wanted == "_active":
-        return event_type not in NOT_ACTIVE
-    return event_type == wanted
+def _local_day_ordinal(zone: ZoneInfo) -> Callable[[int], int]:
+    """ms since epoch -> days since 1970-01-01 in ``zone``, with the UTC offset looked up once
+    per 15-minute slot (every modern offset change falls on one)."""
+    offsets: dict[int, int] = {}
+
+    def day(ms: int) -> int:
+        slot = ms // 900_000
+        offset = offsets.get(slot)
+        if offset is None:
+            local = datetime.fromtimestamp(slot * 900, UTC).astimezone(zone)
+            offset = offsets[slot] = int((local.utcoffset() or timedelta(0)).total_seconds())
+        return (ms // 1000 + offset) // 86400
+
+    return day
 
 
 def segment(
-    store: EventStore, event_type: str, metric: str, start: date, end: date, zone: ZoneInfo,
+    index: EventIndex, event_type: str, metric: str, start: date, end: date, zone: ZoneInfo,
     canonical: Callable[[int], int],
 ) -> dict[str, Any]:
-    days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
-    totals = dict.fromkeys(days, 0)
-    uniques: dict[date, set[int]] = {d: set() for d in days}
-    everyone: set[int] = set()
-    # UTC bounds with a day of slack either side, then the exact local day per event.
-    low = datetime.combine(start - timedelta(days=1), datetime.min.time(), UTC).timestamp() * 1000
-    high = datetime.combine(end + timedelta(days=2), datetime.min.time(), UTC).timestamp() * 1000
-    for event in store.iter_events():
-        if not _matches(event["event_type"], event_type):
-            continue
-        ms = event.get("time") or event["_t"]
+    index.refresh()
+    epoch = date(1970, 1, 1)
+    first, last = (start - epoch).days, (end - epoch).days
+    days = (end - start).days + 1
+    totals = [0] * days
+    uniques: list[set[int]] = [set() for _ in range(days)]
+    low = (first - 1) * 86_400_000  # UTC bounds with a day of slack for any offset
+    high = (last + 2) * 86_400_000
+    day_of = _local_day_ordinal(zone)
+    wanted = None if event_type in ("_all", "_active") else {event_type}
+    excluded = NOT_ACTIVE if event_type == "_active" else NOT_EVENTS
+    for ms, aid in index.rows(wanted, excluded):
         if not low <= ms < high:
             continue
-        day = datetime.fromtimestamp(ms / 1000, zone).date()
-        if day not in totals:
-            continue
-        totals[day] += 1
-        if metric == "uniques":
-            aid = canonical(event["_a"])
-            uniques[day].add(aid)
-            everyone.add(aid)
+        slot = day_of(ms) - first
+        if 0 <= slot < days:
+            totals[slot] += 1
+            if metric == "uniques":
+                uniques[slot].add(canonical(aid))
     if metric == "totals":
-        series = [totals[d] for d in days]
-        collapsed = sum(series)
+        series, collapsed = totals, sum(totals)
     else:
-        series = [len(uniques[d]) for d in days]
-        collapsed = len(everyone)
+        series, collapsed = [len(u) for u in uniques], len(set().union(*uniques))
     return {"data": {
         "series": [series],
         "seriesLabels": [0],
         "seriesCollapsed": [[{"setId": "", "value": collapsed}]],
-        "xValues": [d.isoformat() for d in days],
+        "xValues": [(start + timedelta(days=n)).isoformat() for n in range(days)],
     }}

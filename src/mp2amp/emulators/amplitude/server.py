@@ -34,6 +34,7 @@ from mp2amp.emulators.amplitude.ingest import (
     max_bytes,
 )
 from mp2amp.emulators.amplitude.privacy import DeletionJobs, PrivacyRequestError
+from mp2amp.emulators.amplitude.segindex import EventIndex
 from mp2amp.emulators.amplitude.segmentation import SegmentationQueryError, parse_query, segment
 from mp2amp.emulators.amplitude.store import EventStore, read_json, write_atomic
 from mp2amp.emulators.amplitude.throttle import Limiter
@@ -87,6 +88,7 @@ class AmplitudeEmulator:
         self.ingestor.events_stored = int(state.get("events_stored", 0))
         self.ingestor.duplicates = int(state.get("duplicates", 0))
         self.store.load_dedup(int(config.now() * 1000))
+        self.index = EventIndex(self.store)
         self.jobs = DeletionJobs(config.data_dir / "deletions.json", config.project_id,
                                  config.deletion_delay_days, self._today)
         self.faults = Faults(config.fail_rate, config.latency_ms, config.drop_after_ingest_rate,
@@ -348,7 +350,7 @@ class AmplitudeEmulator:
             event_type, metric, start, end = parse_query(dict(request.query))
         except SegmentationQueryError as exc:
             return json_response(400, {"code": 400, "error": str(exc)})
-        result = await asyncio.to_thread(segment, self.store, event_type, metric, start, end,
+        result = await asyncio.to_thread(segment, self.index, event_type, metric, start, end,
                                          self.config.zone, self.ids.canonical)
         return json_response(200, result)
 
