@@ -153,6 +153,18 @@ def test_amplitude_event_names_only_when_asked() -> None:
     assert isinstance(named, dict) and named["event_type"] == "[Amplitude] Page Viewed"
 
 
+def test_same_keys_with_other_value_types_share_no_cached_result() -> None:
+    t = Transformer(TransformSettings())
+    first = t.event(rec(mp_lib="web", **{"$current_url": "https://a.example/x",
+                                         "$latitude": 1, "$longitude": 2}), IDS)
+    second = t.event(rec(mp_lib="web", **{"$current_url": None, "$latitude": True,
+                                          "$longitude": 2.0}), IDS)
+    assert isinstance(first, dict) and isinstance(second, dict)
+    assert first["location_lat"] == 1.0 and "location_lat" not in second
+    assert "[Amplitude] Page URL" not in second["event_properties"]
+    assert second["event_properties"]["latitude"] is True
+
+
 def test_input_record_is_not_mutated() -> None:
     record = rec(**{"$browser": "Chrome", "mp_lib": "web", "bio": "x" * 2000})
     snapshot = repr(record)
@@ -221,3 +233,5 @@ def test_any_record_gives_one_valid_outcome_deterministically(record: Any,
         assert out["insert_id"] and "session_id" not in out
         assert set(out) <= BATCH_FIELDS
         assert transformer.event(record, resolved) == out  # deterministic
+        # ... and the memo tables (per shape, per value) never change an output
+        assert Transformer(transformer.settings).event(record, resolved) == out

@@ -265,7 +265,9 @@ class Transformer:
         if result[1]:
             event_props.update(result[1])
         if shape.page_url:
-            _page_properties(props["$current_url"], event_props, self._urls)
+            url = props["$current_url"]
+            if type(url) is str and url:  # the shape knows the key, not the value's type
+                _page_properties(url, event_props, self._urls)
         out["library"] = self._library
         return event_props, shape.clean_keys
 
@@ -339,7 +341,7 @@ class Transformer:
             os_name = "android"
         elif platform == "web":
             constants.append(("platform", "Web"))
-        page_url = platform == "web" and type(props.get("$current_url")) is str
+        page_url = platform == "web" and "$current_url" in props
         clean = all(type(k) is str and len(k) <= MAX_STRING and k.isascii() for k in taken)
         return _Shape(tuple(dst for _, dst in renames), _getter([src for src, _ in renames]),
                       tuple(fixes), dict(constants), tuple(c[2:] for c in converts), os_name,
