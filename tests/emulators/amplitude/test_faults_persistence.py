@@ -89,3 +89,19 @@ def test_unreadable_state_is_a_clear_error(tmp_path: Path) -> None:
     (data / "state.json").write_text("{oops")
     with pytest.raises(InputError, match=r"state\.json: not valid JSON"):
         AmplitudeEmulator(AmplitudeConfig(data_dir=data))
+
+
+def test_amplitude_ids_survive_a_kill_between_snapshots(start_emulator: Callable[..., Api]) -> None:
+    first = start_emulator(save_every_s=3600)
+    first.send([event(1, user_id="user-00001")])
+    first.emulator.save()
+    first.send([event(2, user_id="user-00002"), event(3, device_id="device-x9")])
+    # No save: as if the process were killed here. The ID journal has the new people.
+    data = first.emulator.config.data_dir
+    assert (data / "ids.log").exists()
+    second = start_emulator(data_dir=data)
+    second.send([event(4, user_id="user-00003"), event(5, user_id="user-00002")])
+    rows = {r["$insert_id"]: r["amplitude_id"] for r in second.exported_rows()}
+    assert rows["insert-000005"] == rows["insert-000002"]
+    assert len({rows[k] for k in ("insert-000001", "insert-000002", "insert-000003",
+                                  "insert-000004")}) == 4  # no amplitude_id handed out twice

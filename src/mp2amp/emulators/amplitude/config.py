@@ -43,6 +43,7 @@ class AmplitudeConfig:
     seed: int = 0
     deletion_rate_per_s: float = 1.0  # User Privacy API: 1 request per second
     deletion_delay_days: int = 10  # jobs are scheduled 10-13 days after the first request
+    save_every_s: float = 2.0  # state.json snapshots (the ID journal covers the time between)
     now: Callable[[], float] = field(default=time.time, repr=False)
 
     def __post_init__(self) -> None:

@@ -29,6 +29,9 @@ class Identities:
         self.user_props: dict[int, dict[str, Any]] = {}
         self.next_id = FIRST_AMPLITUDE_ID
         self.dirty = False
+        # New mappings since the last snapshot, appended to a journal after each request so a
+        # killed process never hands out an amplitude_id twice.
+        self.journal: list[list[Any]] = []
 
     def canonical(self, aid: int) -> int:
         merged = self.merged
@@ -50,6 +53,7 @@ class Identities:
             if ad is None:
                 self.dirty = True
                 ad = self.devices[device_id] = self._new()  # type: ignore[index]
+                self.journal.append(["d", device_id, ad])
             return ad
         au = self.users.get(user_id)
         if au is None:
@@ -57,12 +61,14 @@ class Identities:
             au = ad if ad is not None and ad not in self.owned else self._new()
             self.users[user_id] = au
             self.owned.add(au)
+            self.journal.append(["u", user_id, au])
         elif au in self.merged:
             au = self.canonical(au)
         if device_id:
             if ad is None:
                 self.dirty = True
                 self.devices[device_id] = au
+                self.journal.append(["d", device_id, au])
             elif ad != au and ad not in self.owned:
                 self._merge(ad, au)
         return au
@@ -70,6 +76,7 @@ class Identities:
     def _merge(self, source: int, target: int) -> None:
         self.dirty = True
         self.merged[source] = target
+        self.journal.append(["m", source, target])
         moved = self.user_props.pop(source, None)
         if moved:
             # The user's own values win over what the anonymous device carried.
@@ -95,13 +102,25 @@ class Identities:
         for aid in aids:
             self.user_props.pop(aid, None)
 
+    def replay(self, entries: list[list[Any]]) -> None:
+        """Re-apply journal entries (idempotent: some may already be in the snapshot)."""
+        for kind, key, aid in entries:
+            if kind == "u":
+                self.users[key] = aid
+                self.owned.add(aid)
+            elif kind == "d":
+                self.devices[key] = aid
+            else:
+                self.merged[key] = aid
+            self.next_id = max(self.next_id, int(aid) + 1, int(key) + 1 if kind == "m" else 0)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "next_id": self.next_id,
             "users": self.users,
             "devices": self.devices,
             "merged": [[s, t] for s, t in self.merged.items()],
-            "owned": sorted(self.owned),
+            "owned": list(self.owned),
             "user_props": [[aid, props] for aid, props in self.user_props.items()],
         }
 

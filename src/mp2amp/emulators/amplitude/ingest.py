@@ -186,9 +186,15 @@ class Ingestor:
                 event["_u"] = snapshot
             stored.append(event)
         self.store.append(stored, keys, upload_ms, uuid_prefix)
+        self.flush_id_journal()
         self.events_stored += len(stored)
         if changed:
             self.ids.dirty = True
+
+    def flush_id_journal(self) -> None:
+        if self.ids.journal:
+            self.store.append_ids(self.ids.journal)
+            self.ids.journal = []
 
     def _group_identify(self, event: dict[str, Any]) -> None:
         update = event.get("group_properties") or {}

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import gc
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -43,7 +44,6 @@ from mp2amp.emulators.runner import AppServer, run_in_thread
 CLIENT_MAX_SIZE = 64 * 1024 * 1024  # above the 20 MB batch limit, so we answer 413 ourselves
 MAX_GROUP_IDENTIFIES = 1024
 IDENTIFY_MAX_BYTES = 1_000_000
-SAVE_EVERY_S = 2.0
 EXPORT_CHUNK = 1024 * 1024
 DROPPED = web.RequestKey("dropped", bool)  # set when the drop-after-ingest fault fired
 
@@ -80,6 +80,7 @@ class AmplitudeEmulator:
         self.store = EventStore(config.data_dir)
         state = read_json(config.data_dir / "state.json", {})
         self.ids = Identities.from_json(state.get("ids", {}))
+        self.ids.replay(self.store.read_ids())
         self.limiter = Limiter()
         self._saved_limits: dict[str, Any] = state.get("limits", {})
         self.limiter.load_json(self._saved_limits)
@@ -134,16 +135,23 @@ class AmplitudeEmulator:
             "ids": self.ids.to_json(), "limits": limits, "groups": self.groups,
             "events_stored": self.ingestor.events_stored, "duplicates": self.ingestor.duplicates,
         }
+        self.ingestor.flush_id_journal()
         write_atomic(self.config.data_dir / "state.json", orjson.dumps(state))
+        self.store.reset_ids()
         self.ids.dirty = False
         self._unsaved = 0
 
     async def _save_periodically(self) -> None:
+        """Snapshot the state every few seconds; spaced out so that it stays under ~5% of the
+        time however large the state grows (the ID journal covers what happens between)."""
+        pause = self.config.save_every_s
         while True:
-            await asyncio.sleep(SAVE_EVERY_S)
+            await asyncio.sleep(pause)
             if self._unsaved or self.ids.dirty:
+                started = time.perf_counter()
                 self.save(with_limits=False)
                 self.store.prune_dedup(int(self.config.now() * 1000))
+                pause = max(self.config.save_every_s, 20 * (time.perf_counter() - started))
 
     def _today(self) -> date:
         return datetime.fromtimestamp(self.config.now(), self.config.zone).date()
@@ -296,6 +304,7 @@ class AmplitudeEmulator:
                 props = self.ids.user_props.setdefault(aid, {})
                 apply_update(props, item.get("user_properties") or {})
         self.ids.dirty = True
+        self.ingestor.flush_id_journal()
         return 200, {"code": 200, "identifications_ingested": len(items),
                      "server_upload_time": int(self.config.now() * 1000)}
 

@@ -6,6 +6,7 @@ Layout::
                                server_upload_time (what the Export API selects on)
     dedup/YYYYMMDDTHH.jsonl    one line per request: [upload_ms, [dedup_key, ...]]
     state.json                 amplitude IDs, user/group properties, daily quota counts
+    ids.log                    ID assignments since state.json was written (replayed on start)
     deletions.json             User Privacy API jobs
 
 Each events line is one request, written with one orjson call:
@@ -72,6 +73,7 @@ class EventStore:
         self._events_fh: Any = None
         self._dedup_fh: Any = None
         self._pruned_at = 0.0
+        self._ids_fh: Any = None
 
     # --- dedup -------------------------------------------------------------------
 
@@ -124,11 +126,37 @@ class EventStore:
             events_fh.flush()
 
     def close(self) -> None:
-        for fh in (self._events_fh, self._dedup_fh):
+        for fh in (self._events_fh, self._dedup_fh, self._ids_fh):
             if fh is not None:
                 fh.close()
-        self._events_fh = self._dedup_fh = None
+        self._events_fh = self._dedup_fh = self._ids_fh = None
         self._open_hour = None
+
+    # --- amplitude ID journal ---------------------------------------------------------
+
+    def append_ids(self, entries: list[list[Any]]) -> None:
+        if self._ids_fh is None:
+            self._ids_fh = open(self.root / "ids.log", "ab")  # noqa: SIM115
+        self._ids_fh.write(orjson.dumps(entries) + b"\n")
+        self._ids_fh.flush()
+
+    def read_ids(self) -> list[list[Any]]:
+        path = self.root / "ids.log"
+        entries: list[list[Any]] = []
+        if path.exists():
+            for raw in path.read_bytes().splitlines():
+                try:
+                    entries.extend(orjson.loads(raw))
+                except orjson.JSONDecodeError:
+                    continue  # a torn last line: that request was never answered
+        return entries
+
+    def reset_ids(self) -> None:
+        """After state.json holds every mapping: start an empty journal."""
+        if self._ids_fh is not None:
+            self._ids_fh.close()
+            self._ids_fh = None
+        (self.root / "ids.log").unlink(missing_ok=True)
 
     # --- read ----------------------------------------------------------------------
 
