@@ -91,8 +91,12 @@ class Identities:
             FIRST_AMPLITUDE_ID <= aid < self.next_id
         )
 
-    def user_ids_of(self, aid: int) -> list[str]:
-        return [u for u, a in self.users.items() if self.canonical(a) == aid]
+    def owners(self) -> dict[int, str]:
+        """canonical amplitude_id -> (first) user_id of that person."""
+        out: dict[int, str] = {}
+        for user_id, aid in self.users.items():
+            out.setdefault(self.canonical(aid), user_id)
+        return out
 
     def forget(self, aids: set[int]) -> None:
         """Drop every mapping to these people: their next event makes a new user."""

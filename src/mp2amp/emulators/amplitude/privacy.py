@@ -77,6 +77,7 @@ class DeletionJobs:
         today = self.today().isoformat()
         entries: list[dict[str, Any]] = []
         invalid: list[Any] = []
+        owners: dict[int, str] | None = None
         for raw in amplitude_ids:
             try:
                 aid = int(raw)
@@ -88,9 +89,11 @@ class DeletionJobs:
                 continue
             entry: dict[str, Any] = {"amplitude_id": ids.canonical(aid), "requester": requester,
                                      "requested_on_day": today}
-            users = ids.user_ids_of(ids.canonical(aid))
-            if users:
-                entry["user_id"] = users[0]
+            if owners is None:  # one pass over the users per request, not per ID
+                owners = ids.owners()
+            owner = owners.get(ids.canonical(aid))
+            if owner is not None:
+                entry["user_id"] = owner
             entries.append(entry)
         for user_id in user_ids:
             found = ids.lookup_user(str(user_id)) if user_id is not None else None
