@@ -31,7 +31,13 @@ from mp2amp.errors import ConfigError, Rejection
 from mp2amp.models import Resolved, Skip
 from mp2amp.transform import mapping
 from mp2amp.transform.geo import LOCATION_FIELDS
-from mp2amp.transform.hotshard import restore_hotshard
+from mp2amp.transform.hotshard import (
+    HOTSHARD_EVENT,
+    HOTSHARD_RECORD,
+    ORIGINAL_DISTINCT_ID,
+    ORIGINAL_EVENT,
+    restore_hotshard,
+)
 from mp2amp.transform.insert_id import insert_id_for, usable_insert_id
 from mp2amp.transform.revenue import revenue_fields
 from mp2amp.transform.settings import TransformSettings
@@ -62,6 +68,7 @@ _FIELD_RANK = {name: rank for rank, name in enumerate(FIELD_ORDER)}
 _MAX_SHAPES = 20_000
 _MAX_URLS = 50_000
 _MAX_MEMO = 4_096
+_HOTSHARD_EVENTS = frozenset({HOTSHARD_EVENT, HOTSHARD_RECORD})
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _NEVER, _UNMAPPED, _ALWAYS = 0, 1, 2
 _KEEP = {"never": _NEVER, "unmapped": _UNMAPPED, "always": _ALWAYS}
@@ -117,6 +124,8 @@ class Transformer:
                 raise ConfigError([f"transform timezone settings: {exc}"]) from exc
         self._library = settings.library or f"mp2amp/{__version__}"
         self._revenue = settings.revenue if settings.revenue.enabled else None
+        rs = settings.revenue
+        self._revenue_keys = tuple(k for k in (rs.price, rs.revenue, rs.items) if k)
         self._names = mapping.DEFAULT_EVENT_NAMES if settings.amplitude_event_names else {}
         # Memo tables (bounded): per event shape, and per page URL. Pure caches: the output
         # is the same with or without them.
@@ -142,15 +151,17 @@ class Transformer:
     def _event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
         if type(record) is not dict or "event" not in record:
             return _not_an_event(record)
-        restored = restore_hotshard(record)
-        if type(restored) is not dict:
-            return restored
-        source_name = restored["event"]
+        source_name, props = record["event"], record.get("properties")
+        if (type(source_name) is str and source_name in _HOTSHARD_EVENTS) or (
+                type(props) is dict and (ORIGINAL_EVENT in props or ORIGINAL_DISTINCT_ID in props)):
+            restored = restore_hotshard(record)
+            if type(restored) is not dict:
+                return restored
+            source_name, props = restored["event"], restored.get("properties")
         if type(source_name) is not str or not source_name.strip():
             return Rejection("missing_event_name", "the event has no name", field="event")
         if source_name in IDENTITY_EVENTS:
             return Skip("identity_record", f"{source_name} feeds the identity graph")
-        props = restored.get("properties")
         if props is None:
             props = {}
         elif type(props) is not dict:
@@ -180,7 +191,7 @@ class Transformer:
                              "(absent, junk or blocklisted IDs)", field="properties.distinct_id")
         out = self._shell(name, ids, time_ms)
         event_props, clean_keys = self._map(props, out)
-        if self._revenue is not None:
+        if self._revenue is not None and any(k in props for k in self._revenue_keys):
             out.update(revenue_fields(props, self._revenue, (source_name, name)))
         if flagged:
             event_props[UNPLANNED_FLAG] = True
@@ -214,13 +225,14 @@ class Transformer:
         if event_type in RESERVED_EVENT_TYPES:
             raise ValueProblem("event", f"event name {event_type!r} is reserved by Amplitude",
                                "reserved_event_type")
-        out: dict[str, Any] = {"event_type": clip(event_type, "event_type", self.values)}
-        for key, value in (("user_id", ids.user_id), ("device_id", ids.device_id)):
-            if value is not None:
-                if len(value) > MAX_STRING:
-                    raise ValueProblem(key, f"{key} is longer than {MAX_STRING} characters",
-                                       "invalid_id")
-                out[key] = value
+        if len(event_type) > MAX_STRING or not event_type.isascii():
+            event_type = clip(event_type, "event_type", self.values)
+        out: dict[str, Any] = {"event_type": event_type}
+        user_id, device_id = ids.user_id, ids.device_id
+        if user_id is not None:
+            out["user_id"] = _id(user_id, "user_id")
+        if device_id is not None:
+            out["device_id"] = _id(device_id, "device_id")
         out["time"] = time_ms
         out["insert_id"] = ""  # placeholder that keeps the key order; set last
         return out
@@ -368,6 +380,12 @@ class Transformer:
             budget -= len(usable)
             groups[key] = usable if type(value) is list else usable[0]
         return groups
+
+
+def _id(value: str, field: str) -> str:
+    if len(value) > MAX_STRING:
+        raise ValueProblem(field, f"{field} is longer than {MAX_STRING} characters", "invalid_id")
+    return value
 
 
 def _no_values(props: dict[str, Any]) -> tuple[Any, ...]:
