@@ -89,6 +89,13 @@ def test_unreadable_state_is_a_clear_error(tmp_path: Path) -> None:
     (data / "state.json").write_text("{oops")
     with pytest.raises(InputError, match=r"state\.json: not valid JSON"):
         AmplitudeEmulator(AmplitudeConfig(data_dir=data))
+    (data / "state.json").write_text("[]")
+    with pytest.raises(InputError, match="expected a JSON object"):
+        AmplitudeEmulator(AmplitudeConfig(data_dir=data))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match="cannot use it"):
+        AmplitudeEmulator(AmplitudeConfig(data_dir=a_file))
 
 
 def test_amplitude_ids_survive_a_kill_between_snapshots(start_emulator: Callable[..., Api]) -> None:

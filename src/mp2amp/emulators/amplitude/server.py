@@ -40,6 +40,7 @@ from mp2amp.emulators.amplitude.segmentation import SegmentationQueryError, pars
 from mp2amp.emulators.amplitude.store import EventStore, read_json, write_atomic
 from mp2amp.emulators.amplitude.throttle import Limiter
 from mp2amp.emulators.runner import AppServer, run_in_thread
+from mp2amp.errors import InputError
 
 CLIENT_MAX_SIZE = 64 * 1024 * 1024  # above the 20 MB batch limit, so we answer 413 ourselves
 MAX_GROUP_IDENTIFIES = 1024
@@ -76,9 +77,16 @@ class AmplitudeEmulator:
 
     def __init__(self, config: AmplitudeConfig) -> None:
         self.config = config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = EventStore(config.data_dir)
+        try:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+            self.store = EventStore(config.data_dir)
+        except OSError as exc:
+            raise InputError(f"--data {config.data_dir}: cannot use it as the emulator's data "
+                             f"directory ({exc.strerror}); pick another path") from None
         state = read_json(config.data_dir / "state.json", {})
+        if not isinstance(state, dict):
+            raise InputError(f"{config.data_dir / 'state.json'}: expected a JSON object; the "
+                             "emulator's state is damaged, start with an empty --data directory")
         self.ids = Identities.from_json(state.get("ids", {}))
         self.ids.replay(self.store.read_ids())
         self.limiter = Limiter()
