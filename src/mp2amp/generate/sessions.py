@@ -6,7 +6,6 @@ maybe add dirt, serialize with orjson, append to the day file, tell the truth.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from random import Random
 from typing import Any
@@ -17,9 +16,9 @@ import orjson
 from mp2amp.generate import dirt as dirt_mod
 from mp2amp.generate import identity_events as ident
 from mp2amp.generate import industries as ind
-from mp2amp.generate.ids import insert_id_for, mobile_insert_id, server_insert_id, web_insert_id
+from mp2amp.generate.ids import InsertIds
 from mp2amp.generate.people import NEW, DeviceUse, Person
-from mp2amp.generate.platforms import ANDROID, IOS, SERVER, WEB, device_template
+from mp2amp.generate.platforms import SERVER, WEB, device_template
 from mp2amp.generate.profiles import MAX_TRANSACTIONS
 from mp2amp.generate.schema import SchemaSampler
 from mp2amp.generate.truth import Truth
@@ -55,8 +54,7 @@ class Emitter:
         self.no_insert_id = 0
         self.short_id_events = 0
         self._junk_serial = 0
-        self._iid: dict[str, Callable[[Random], str]] = {
-            WEB: web_insert_id, IOS: mobile_insert_id, ANDROID: mobile_insert_id, SERVER: server_insert_id}
+        self.ids = InsertIds(rng)
 
     def start_day(self, out: GzipLines, label: str, start_ms: int, end_ms: int) -> None:
         self.out, self.file_label = out, label
@@ -82,7 +80,7 @@ class Emitter:
         props["time"] = (t_ms + offset) / 1000 if platform == WEB else (t_ms + offset) // 1000
         if "$current_url" in props:
             props["$current_url"] = _SITE + "/login"
-        props["$insert_id"] = insert_id_for(platform, self.rng)
+        props["$insert_id"] = self.ids.for_platform(platform)
         props["mp_processing_time_ms"] = t_ms + 150 + int(self.rng.random() * 3000)
         self._write(name, props)
         self.identity_events += 1
@@ -106,7 +104,7 @@ class Emitter:
             key = ""
             self.no_insert_id += 1
         else:
-            key = self._iid[platform](self.rng)
+            key = self.ids.web() if platform == WEB else self.ids.hex(32 if platform == SERVER else 16)
             props["$insert_id"] = key
         props["mp_processing_time_ms"] = t_ms + delay
         self.generated += 1
