@@ -1,0 +1,186 @@
+"""The uploader against a steerable fake over loopback: faults in, exact sets out."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mp2amp.errors import AuthError
+from mp2amp.load import DeadLetterFile, RetriesExhausted, UploadSettings, Uploader
+from mp2amp.load.deadletter import read_dead_letters
+
+
+def settings(url: str, **kw: Any) -> UploadSettings:
+    base: dict[str, Any] = dict(api_key="test-key", api_host=url, concurrency=4,
+                                backoff_base=0.005, backoff_cap=0.05, throttle_wait=0.05)
+    base.update(kw)
+    return UploadSettings(**base)
+
+
+async def upload(fake: Any, events: list[dict[str, Any]], observer: Any, *,
+                 dlq: DeadLetterFile | None = None, batch_key: str = "w1",
+                 **kw: Any) -> Any:
+    url = await fake.start()
+    try:
+        async with Uploader(settings(url, **kw), observer=observer, dead_letters=dlq) as up:
+            for i, e in enumerate(events):
+                await up.submit(e, ("src.jsonl", i + 1), batch_key=batch_key)
+            return await up.close()
+    finally:
+        await fake.stop()
+
+
+def test_clean_run_sends_every_event_once(fake_cls, gen_events, observer):
+    fake = fake_cls()
+    events = gen_events(5000)
+    report = asyncio.run(upload(fake, events, observer))
+    ids = sorted(e["insert_id"] for e in events)
+    assert sorted(i for _, i in fake.stored) == ids
+    assert sorted(observer.accepted_ids()) == ids
+    assert report.accepted == 5000 and report.settled == report.submitted == 5000
+    assert fake.bodies_gzip == report.requests
+    assert all(o == {"min_id_length": 1} for o in fake.options_seen)
+    assert set(observer.sent) == set(observer.accepted)
+    assert sum(observer.sent.values()) == 5000
+
+
+def test_faults_5xx_and_ingest_then_drop_end_with_exact_set(fake_cls, gen_events, observer):
+    fake = fake_cls(fail_rate=0.3, drop_after_ingest_rate=0.2, seed=7)
+    events = gen_events(4000)
+    report = asyncio.run(upload(fake, events, observer, max_events=300))
+    ids = sorted(e["insert_id"] for e in events)
+    assert sorted(i for _, i in fake.stored) == ids
+    assert sorted(observer.accepted_ids()) == ids
+    assert report.retries > 0 and report.requests_by_status["connection_error"] > 0
+    # an ingest-then-drop was resent with the same insert_ids (deduplicated by the server)
+    assert max(fake.ingest_attempts.values()) >= 2
+
+
+def test_per_device_order_and_never_two_requests_of_one_device(fake_cls, gen_events, observer):
+    fake = fake_cls(fail_rate=0.2, seed=3)
+    events = gen_events(6000, devices=40)
+    asyncio.run(upload(fake, events, observer, max_events=100, concurrency=8))
+    assert fake.overlap == 0
+    assert fake.max_in_flight > 1  # lanes did run in parallel
+    by_device: dict[str, list[str]] = {}
+    for e in events:
+        by_device.setdefault(e["device_id"], []).append(e["insert_id"])
+    for device, expected in by_device.items():
+        assert fake.arrival[device] == expected, device
+
+
+def test_413_splits_until_requests_fit(fake_cls, gen_events, observer):
+    fake = fake_cls(max_bytes=20_000)
+    events = gen_events(3000)
+    report = asyncio.run(upload(fake, events, observer))
+    assert sorted(i for _, i in fake.stored) == sorted(e["insert_id"] for e in events)
+    assert report.splits > 0 and fake.statuses[413] == report.splits
+
+
+def test_400_drops_exactly_the_listed_events_and_resends_the_rest(fake_cls, gen_events,
+                                                                   observer, tmp_path: Path):
+    events = gen_events(1000)
+    bad = {7, 150, 152, 999}
+    for i in bad:
+        if i % 2:
+            events[i]["time"] = "yesterday"
+        else:
+            del events[i]["event_type"]
+    fake = fake_cls()
+    dlq = DeadLetterFile(tmp_path / "dead.jsonl", secrets=["test-key"])
+    report = asyncio.run(upload(fake, events, observer, dlq=dlq))
+    dlq.close()
+    good = sorted(e["insert_id"] for i, e in enumerate(events) if i not in bad)
+    assert sorted(i for _, i in fake.stored) == good
+    rows = read_dead_letters(tmp_path / "dead.jsonl")
+    assert sorted(r["line"] for r in rows) == sorted(i + 1 for i in bad)
+    assert {r["source"] for r in rows} == {"src.jsonl"}
+    assert {r["reason"] for r in rows} == {"invalid_field", "missing_field"}
+    assert all("test-key" not in line for line in (tmp_path / "dead.jsonl").read_text().splitlines())
+    assert report.dead_lettered == {"invalid_field": 2, "missing_field": 2}
+    assert len(observer.dead) == 4 and report.settled == 1000
+
+
+def test_429_holds_only_the_throttled_devices(fake_cls, gen_events, observer):
+    # one hot device sends far above the limit; the others stay under it
+    events = gen_events(800, devices=20)
+    for e in events[::2]:
+        e["device_id"] = "hot-device-1"
+    fake = fake_cls(eps_limit=150)
+    report = asyncio.run(upload(fake, events, observer, max_events=200))
+    assert sorted(i for _, i in fake.stored) == sorted(e["insert_id"] for e in events)
+    assert report.throttles > 0
+    hot = [e["insert_id"] for e in events if e["device_id"] == "hot-device-1"]
+    assert fake.arrival["hot-device-1"] == hot
+    # the cold devices were not made to wait behind the hot one
+    position = {iid: n for n, iid in enumerate(fake.sequence)}
+    cold = [e["insert_id"] for e in events if e["device_id"] != "hot-device-1"]
+    assert max(position[i] for i in cold) < max(position[i] for i in hot)
+    assert max(position[i] for i in cold) < len(fake.sequence) - 100
+    assert fake.overlap == 0
+
+
+def test_daily_quota_parks_then_retries_later_in_the_run(fake_cls, gen_events, observer):
+    events = gen_events(600, devices=6)
+    fake = fake_cls(quota_devices={"device-00001"})
+
+    async def scenario() -> Any:
+        url = await fake.start()
+        try:
+            up = Uploader(settings(url, park_delay=0.2, park_retries=5), observer=observer)
+            async with up:
+                for i, e in enumerate(events):
+                    await up.submit(e, ("src", i + 1))
+                assert await up.flush("run") == 4   # 6 devices over 4 lanes: 4 batches
+                await asyncio.sleep(0.3)   # quota still exceeded: events are parked
+                fake.quota_devices.clear()  # the rolling 24 h window moved on
+                return await up.close()
+        finally:
+            await fake.stop()
+
+    report = asyncio.run(scenario())
+    assert sorted(i for _, i in fake.stored) == sorted(e["insert_id"] for e in events)
+    assert report.parked == 0 and not observer.parked
+    assert fake.statuses[429] >= 1
+
+
+def test_daily_quota_still_exceeded_at_the_end_is_reported_parked(fake_cls, gen_events,
+                                                                  observer):
+    events = gen_events(300, devices=3)
+    fake = fake_cls(quota_devices={"device-00002"})
+    report = asyncio.run(upload(fake, events, observer, park_retries=1))
+    stuck = sorted(e["insert_id"] for e in events if e["device_id"] == "device-00002")
+    assert sorted(e["insert_id"] for e, _, _ in observer.parked) == stuck
+    assert {r for _, _, r in observer.parked} == {"daily_quota"}
+    assert report.parked == len(stuck) and report.settled == 300
+    assert sorted(i for _, i in fake.stored) == sorted(
+        e["insert_id"] for e in events if e["device_id"] != "device-00002")
+
+
+def test_invalid_api_key_stops_with_a_clear_message(fake_cls, gen_events, observer):
+    fake = fake_cls(api_key="the-right-key")
+    with pytest.raises(AuthError) as info:
+        asyncio.run(upload(fake, gen_events(10), observer))
+    msg = str(info.value)
+    assert "API key" in msg and "AMPLITUDE_API_KEY" in msg and "test-key" not in msg
+    assert not fake.stored and not observer.accepted
+
+
+def test_server_down_for_good_stops_after_max_retries(fake_cls, gen_events, observer):
+    fake = fake_cls(fail_rate=1.0, retry_after="0.01")
+    with pytest.raises(RetriesExhausted, match="--resume"):
+        asyncio.run(upload(fake, gen_events(50), observer, max_retries=3))
+    assert not observer.accepted and len(observer.sent) >= 1
+
+
+def test_unreachable_host_is_retried_then_stops(gen_events, observer):
+    async def scenario() -> None:
+        s = settings("http://127.0.0.1:9", max_retries=2, timeout=2)
+        async with Uploader(s, observer=observer) as up:
+            await up.submit(gen_events(1)[0], ("src", 1))
+            await up.close()
+    with pytest.raises(RetriesExhausted):
+        asyncio.run(scenario())
