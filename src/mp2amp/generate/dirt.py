@@ -20,9 +20,9 @@ hotshard          RATE / 5     ``$hotshard_events``, ``distinct_id: ""``,
 
 Person-level: ``short_ids`` - ``min(0.5, 10 * RATE)`` of identified persons get a
 numeric user id under 5 characters; every event carrying such an id is counted.
-Identity-bearing events (sign-up/login events that first join a device to a user,
-``$identify``/``$create_alias``/``$merge``) only ever get duplicated, so the truth about
-who is who stays recoverable.
+Identity-bearing records (the sign-up/login events that join a device to a user, and
+``$identify``/``$create_alias``/``$merge``) are never dirtied, so who is who stays
+recoverable.
 """
 
 from __future__ import annotations

@@ -74,7 +74,6 @@ class Person:
     plan: str
     alias: str | None = None        # original mode: $create_alias id (server events use it)
     legacy_id: str | None = None    # original mode: a second id joined by $merge
-    identity_day: int = 0           # day on which $create_alias / $merge are sent
     short_id: bool = False
     state: dict[str, Any] = field(default_factory=dict)  # industry flow state
     last_seen_ms: int = 0
@@ -127,8 +126,6 @@ def plan_people(rng: Random, users: int, days: int, industries: tuple[str, ...],
                 person.alias = f"alias{index}@example.org"
             if rng.random() < 0.07:
                 person.legacy_id = f"legacy-{rng.getrandbits(32):08x}"
-            start = person.signup_day if person.signup_day is not None else 0
-            person.identity_day = start
         people.append(person)
     _plan_shared_devices(rng, people, days)
     for person in people:

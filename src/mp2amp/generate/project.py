@@ -114,7 +114,7 @@ def generate_project(config: GenerateConfig) -> GenerateResult:
     truth = Truth(out / "truth", {name: FUNNELS[name] for name in industries})
     schema = SchemaSampler()
     emitter = Emitter(rng, config.id_merge, config.legacy_time, tz, dirt, truth, schema)
-    planner = DayPlanner(emitter, people, config.id_merge, config.days)
+    planner = DayPlanner(emitter, people, config.id_merge)
     files: list[str] = []
     lines_written = 0
     start_ms = _day_bounds(config.start, tz)[0]

@@ -29,7 +29,7 @@ _NL = orjson.OPT_APPEND_NEWLINE
 _SITE = "https://app.example.com"
 _URLS: dict[str, str] = {name: _SITE + path for name, path in ind.PAGES.items()}
 _HOME = _SITE + "/"
-_AFTER_LOGOUT = (("App Open", {"launch_type": "warm"}), ("Screen Viewed", {"screen": "login"}))
+_AFTER_LOGOUT = (("App Open", {"launch_type": "warm"}), ("Screen Viewed", {"screen_name": "Login"}))
 
 
 class Emitter:
@@ -75,7 +75,7 @@ class Emitter:
         return line
 
     def identity(self, name: str, props: dict[str, Any], t_ms: int, platform: str) -> None:
-        """An identity record: never dirtied except duplicated, never in the truth."""
+        """An identity record: never dirtied, never in the truth (it is no event)."""
         offset = self.offset_ms if self.offset_ms is not None else self._offset(t_ms)
         props["time"] = (t_ms + offset) / 1000 if platform == WEB else (t_ms + offset) // 1000
         if "$current_url" in props:
@@ -172,12 +172,11 @@ class Emitter:
 class DayPlanner:
     """Runs the sessions of one person on one day."""
 
-    def __init__(self, emitter: Emitter, people: list[Person], id_merge: str, days: int) -> None:
+    def __init__(self, emitter: Emitter, people: list[Person], id_merge: str) -> None:
         self.em = emitter
         self.rng = emitter.rng
         self.people = people
         self.id_merge = id_merge
-        self.days = days
 
     @staticmethod
     def _forced(person: Person, day: int) -> list[DeviceUse]:
@@ -306,7 +305,7 @@ class DayPlanner:
         return t
 
     def _identity_extras(self, person: Person, t: int, platform: str) -> None:
-        """Original ID merge: ``$create_alias`` / ``$merge`` once, on or after identity_day."""
+        """Original ID merge: ``$create_alias`` / ``$merge`` once, in the first identified session."""
         if self.id_merge != "original" or person.user_id is None or person.state.get("linked"):
             return
         person.state["linked"] = True
