@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from mp2amp.errors import AuthError
-from mp2amp.load import DeadLetterFile, RetriesExhausted, UploadSettings, Uploader
+from mp2amp.load import DeadLetterFile, RetriesExhausted, Uploader, UploadSettings
 from mp2amp.load.deadletter import read_dead_letters
 
 
