@@ -1,0 +1,153 @@
+"""``mp2amp demo``: the whole migration, end to end, on generated data and local emulators.
+
+1. generate a Mixpanel project (dirty data on) with its ground truth;
+2. start the Mixpanel and Amplitude emulators in-process on free loopback ports, the
+   Amplitude one with a moderate fault rate (5xx answers, ingest-then-drop);
+3. migrate through the Export API, exactly as against the real services;
+4. read Amplitude back (Export API and segmentation) and put it next to Mixpanel:
+   events per type, raw in Mixpanel, expected after the migration rules, and in Amplitude.
+Any difference, or a run whose counts do not add up, exits non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mp2amp.config import load_config
+from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
+from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
+from mp2amp.extract.files import iter_records
+from mp2amp.generate.project import GenerateConfig, generate_project
+from mp2amp.pipeline.migrate import MigrateResult, migrate
+from mp2amp.pipeline.progress import Reporter
+from mp2amp.pipeline.readback import export_counts, segmentation_totals, upload_hours
+
+EVENTS_PER_USER_DAY = 2.6  # what the generator produces on average over 14 days (measured)
+DEMO_DAYS = 14
+_AMP_KEY, _AMP_SECRET = "demo-amplitude-key", "demo-amplitude-secret"
+_MP_SECRET = "demo-mixpanel-secret"
+
+
+@dataclass(slots=True)
+class TypeRow:
+    event_type: str
+    mixpanel_raw: int
+    expected: int
+    amplitude_export: int
+    amplitude_segmentation: int
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.amplitude_export == self.amplitude_segmentation
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"event_type": self.event_type, "mixpanel_raw": self.mixpanel_raw,
+                "expected": self.expected, "amplitude_export": self.amplitude_export,
+                "amplitude_segmentation": self.amplitude_segmentation, "ok": self.ok}
+
+
+@dataclass(slots=True)
+class DemoResult:
+    workdir: str
+    generated: dict[str, Any]
+    migration: MigrateResult
+    rows: list[TypeRow]
+    daily_mismatches: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (self.migration.exit_code == 0 and all(r.ok for r in self.rows)
+                and not self.daily_mismatches)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "workdir": self.workdir, "seconds": round(self.seconds, 1),
+                "generated": self.generated, "migration": self.migration.as_dict(),
+                "event_types": [r.as_dict() for r in self.rows],
+                "daily_mismatches": self.daily_mismatches}
+
+
+def run_demo(events: int = 200_000, workdir: Path | None = None, *, seed: int = 7,
+             fail_rate: float = 0.05, drop_rate: float = 0.01,
+             reporter: Reporter | None = None) -> DemoResult:
+    started = datetime.now(UTC)
+    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mp2amp-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    project = root / "mixpanel-project"
+    users = max(20, round(events / (DEMO_DAYS * EVENTS_PER_USER_DAY)))
+    start = date(2024, 3, 1)
+    if not (project / "project.json").exists():
+        generate_project(GenerateConfig(out=project, users=users, days=DEMO_DAYS, start=start,
+                                        seed=seed, dirty=0.002))
+    meta = orjson.loads((project / "project.json").read_bytes())
+    mp_emu = MixpanelEmulator(MixpanelConfig(
+        data_dir=project, api_secret=_MP_SECRET, export_per_hour=None, export_per_second=None,
+        seed=seed))
+    amp_emu = AmplitudeEmulator(AmplitudeConfig(
+        data_dir=root / "amplitude-data", api_key=_AMP_KEY, secret_key=_AMP_SECRET,
+        fail_rate=fail_rate, drop_after_ingest_rate=drop_rate, seed=seed, timezone="UTC"))
+    first = date.fromisoformat(meta["start"])
+    last = first + timedelta(days=int(meta["days"]) - 1)
+    with mp_emu.running() as mp_url, amp_emu.running() as amp_url:
+        config = load_config(None, {
+            "mixpanel.api_host": mp_url, "mixpanel.project_id": meta["project_id"],
+            "mixpanel.timezone": meta["timezone"], "mixpanel.legacy_time": meta["legacy_time"],
+            "mixpanel.id_merge": meta["id_merge"],
+            "source.from_date": first.isoformat(), "source.to_date": last.isoformat(),
+            "amplitude.api_host": amp_url, "transform.groups": list(meta["group_keys"]),
+            "run.workdir": str(root / "work"), "run.concurrency": 8,
+        }, env={"AMPLITUDE_API_KEY": _AMP_KEY, "MIXPANEL_SECRET": _MP_SECRET})
+        resume = (root / "work" / "ledger.sqlite").exists()
+        result = migrate(config, resume=resume, reporter=reporter,
+                         mixpanel_overrides={"per_hour": 100_000, "per_second": 1_000,
+                                             "backoff_base": 0.05, "backoff_cap": 1.0},
+                         upload_overrides={"backoff_base": 0.05, "backoff_cap": 1.0})
+        since, until = upload_hours(started, datetime.now(UTC))
+        by_type, by_day, _ = export_counts(amp_url, _AMP_KEY, _AMP_SECRET, since, until)
+        truth = orjson.loads((project / "truth" / "daily_counts.json").read_bytes())
+        seg_first = min((d for days in truth.values() for d in days), default=first.isoformat())
+        seg_last = max((d for days in truth.values() for d in days), default=last.isoformat())
+        rows, daily = _compare(project, truth, by_type, by_day, amp_url,
+                               date.fromisoformat(seg_first), date.fromisoformat(seg_last))
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    return DemoResult(str(root), {"users": users, "days": meta["days"],
+                                  "records": meta.get("events_written")},
+                      result, rows, daily, seconds)
+
+
+def _compare(project: Path, truth: dict[str, dict[str, int]], by_type: Counter[str],
+             by_day: Counter[tuple[str, str]], amp_url: str, first: date,
+             last: date) -> tuple[list[TypeRow], list[str]]:
+    raw: Counter[str] = Counter()
+    for rec in iter_records([str(project / "events")]):
+        if rec.record is not None:
+            raw[str(rec.record.get("event"))] += 1
+    rows: list[TypeRow] = []
+    daily: list[str] = []
+    for etype in sorted(set(truth) | set(by_type)):
+        expected_days = truth.get(etype, {})
+        seg = segmentation_totals(amp_url, _AMP_KEY, _AMP_SECRET, etype, first, last)
+        for day in sorted(set(expected_days) | {d for (t, d) in by_day if t == etype}):
+            want, got = expected_days.get(day, 0), by_day.get((etype, day), 0)
+            if want != got:
+                daily.append(f"{etype} on {day}: expected {want}, Amplitude has {got}")
+        rows.append(TypeRow(etype, raw.get(etype, 0), sum(expected_days.values()),
+                            by_type.get(etype, 0), sum(seg.values())))
+    return rows, daily
+
+
+def default_workdir() -> Path | None:
+    value = os.environ.get("MP2AMP_DEMO_WORKDIR")
+    return Path(value) if value else None
