@@ -9,6 +9,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
+
 from mp2amp.emulators.amplitude.config import (
     BATCH_MAX_BYTES,
     DEDUP_WINDOW_S,
@@ -87,8 +89,9 @@ class Ingestor:
         return None
 
     def handle(
-        self, payload: Any, endpoint: str, size: int, remote: str | None = None
+        self, payload: Any, endpoint: str, body: bytes, remote: str | None = None
     ) -> tuple[int, dict[str, Any]]:
+        """``body`` is the raw (decompressed) request body ``payload`` was parsed from."""
         refused = self.check_request(payload, endpoint)
         if refused is not None:
             return refused
@@ -106,9 +109,11 @@ class Ingestor:
         if not verdict.ok:
             return 429, self._throttled_body(events, verdict, eps)
         upload_ms = int(now * 1000)
-        self._store(events, upload_ms, remote)
+        # The body is stored as received; a multi-line one is re-encoded to fit on one line.
+        self._store(events, upload_ms, remote,
+                    body if b"\n" not in body else orjson.dumps(payload))
         return 200, {"code": 200, "events_ingested": len(events),
-                     "payload_size_bytes": size, "server_upload_time": upload_ms}
+                     "payload_size_bytes": len(body), "server_upload_time": upload_ms}
 
     @staticmethod
     def _throttled_body(events: list[dict[str, Any]], verdict: LimitVerdict, eps: int) -> dict[str, Any]:
@@ -124,17 +129,21 @@ class Ingestor:
             "exceeded_daily_quota_devices": verdict.quota_devices,
         }
 
-    def _store(self, events: list[dict[str, Any]], upload_ms: int, remote: str | None) -> None:
+    def _store(
+        self, events: list[dict[str, Any]], upload_ms: int, remote: str | None, body: bytes
+    ) -> None:
         seen = self.store.seen
         oldest = upload_ms - DEDUP_WINDOW_S * 1000
         assign = self.ids.assign
         user_props = self.ids.user_props
         groups = self.groups
-        uuid_prefix = str(uuid.uuid4())[:24]
-        stored: list[dict[str, Any]] = []
-        keys: list[str] = []
         ops_free = PROPERTY_OPS.isdisjoint
+        aids: list[int | None] = []
+        snaps: list[dict[str, Any] | None] = []
+        group_snaps: dict[str, Any] = {}
+        keys: list[str] = []
         changed = False
+        stored = 0
         for index, event in enumerate(events):
             device_id = event.get("device_id")
             user_id = event.get("user_id")
@@ -143,13 +152,14 @@ class Ingestor:
                 key = f"{device_id}\x1f{insert_id}" if device_id else f"\x00{user_id}\x1f{insert_id}"
                 first = seen.get(key)
                 if first is not None and first >= oldest:
-                    self.duplicates += 1
+                    aids.append(None)
+                    snaps.append(None)
                     continue
                 seen[key] = upload_ms
                 keys.append(key)
             aid = assign(user_id, device_id)
-            if event.get("ip") == "$remote":
-                event["ip"] = remote
+            aids.append(aid)
+            stored += 1
             event_type = event["event_type"]
             if event_type == "$groupidentify":
                 self._group_identify(event)
@@ -157,8 +167,8 @@ class Ingestor:
             if event.get("$skip_user_properties_sync"):
                 snapshot = update if update else None
             else:
-                # Copy-on-write: a stored snapshot is never mutated, so unchanged properties
-                # are shared by every event that carries them instead of copied per event.
+                # Copy-on-write: a snapshot is never mutated once taken, so unchanged
+                # properties are shared by the events that carry them, not copied per event.
                 snapshot = user_props.get(aid)
                 if update:
                     if snapshot is None:
@@ -174,20 +184,19 @@ class Ingestor:
                         changed = True
                 if not snapshot:
                     snapshot = None
+            snaps.append(snapshot)
             event_groups = event.get("groups")
             if event_groups and event_type != "$groupidentify":
                 snap = {t: {v: dict(groups[group_key(t, v)]) for v in group_values(vals)
                             if group_key(t, v) in groups}
                         for t, vals in event_groups.items()}
-                event["_g"] = {t: v for t, v in snap.items() if v}
-            event["_a"] = aid
-            event["_i"] = index
-            if snapshot is not None:
-                event["_u"] = snapshot
-            stored.append(event)
-        self.store.append(stored, keys, upload_ms, uuid_prefix)
+                group_snaps[str(index)] = {t: v for t, v in snap.items() if v}
+        self.duplicates += len(events) - stored
+        annotation = {"t": upload_ms, "p": str(uuid.uuid4())[:24], "r": remote,
+                      "a": aids, "u": snaps, "g": group_snaps}
+        self.store.append(body, annotation, keys, upload_ms)
         self.flush_id_journal()
-        self.events_stored += len(stored)
+        self.events_stored += stored
         if changed:
             self.ids.dirty = True
 

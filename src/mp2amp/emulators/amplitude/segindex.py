@@ -47,12 +47,14 @@ class EventIndex:
                 continue
             request = orjson.loads(raw)
             upload_ms = request["t"]
-            for event in request["e"]:
+            for event, aid in zip(request["body"]["events"], request["a"], strict=True):
+                if aid is None:
+                    continue
                 columns = entry.by_type.get(event["event_type"])
                 if columns is None:
                     columns = entry.by_type[event["event_type"]] = (array("q"), array("q"))
                 columns[0].append(event.get("time") or upload_ms)
-                columns[1].append(event["_a"])
+                columns[1].append(aid)
         entry.size += end + 1
 
     def refresh(self) -> None:

@@ -250,7 +250,7 @@ class AmplitudeEmulator:
                     payload = orjson.loads(body)
                 except orjson.JSONDecodeError:
                     return json_response(400, {"code": 400, "error": "Invalid JSON request body"})
-                status, answer = self.ingestor.handle(payload, endpoint, len(body), request.remote)
+                status, answer = self.ingestor.handle(payload, endpoint, body, request.remote)
                 del payload
             if status == 200:
                 self._unsaved += 1

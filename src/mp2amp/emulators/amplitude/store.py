@@ -9,17 +9,23 @@ Layout::
     ids.log                    ID assignments since state.json was written (replayed on start)
     deletions.json             User Privacy API jobs
 
-Each events line is one request, written with one orjson call:
-``{"t": server_upload_time_ms, "p": uuid_prefix, "e": [event, ...]}``; an event is the
-ingested event plus ``_a`` (amplitude_id as assigned), ``_i`` (its index in the request:
-uuid = prefix + index) and ``_u``/``_g`` (user/group properties as of ingestion).
-``iter_file`` hands events back with ``_t`` and ``_id`` filled in. Only the dedup keys of the last 7 days are loaded back into memory.
+Each events line is one accepted request: its body exactly as received (no re-encoding,
+which is most of the cost of storing) inside one JSON object with what the server added::
+
+    {"t": server_upload_time_ms, "p": uuid_prefix, "r": client_address,
+     "a": [amplitude_id as assigned, or null for a duplicate, per body event],
+     "u": [user properties as of ingestion, or null, per body event],
+     "g": {"<index>": group properties as of ingestion}, "i": [original indices] (only after
+     a deletion rewrote the line), "body": {"api_key": ..., "events": [...]}}
+
+``iter_file`` hands back the stored events with ``_a``, ``_t``, ``_id`` (uuid = prefix +
+index), ``_u`` and ``_g`` filled in. Only the dedup keys of the last 7 days are loaded back
+into memory.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,16 +120,15 @@ class EventStore:
         return self._events_fh, self._dedup_fh
 
     def append(
-        self, events: list[dict[str, Any]], dedup_keys: list[str], upload_ms: int, uuid_prefix: str
+        self, body: bytes, annotation: dict[str, Any], dedup_keys: list[str], upload_ms: int
     ) -> None:
-        """Write one request's accepted events and dedup keys, each as one line."""
+        """Write one request (``body`` must be one line of valid JSON) and its dedup keys."""
         events_fh, dedup_fh = self._handles(hour_name(upload_ms))
         if dedup_keys:
             dedup_fh.write(orjson.dumps([upload_ms, dedup_keys]) + b"\n")
             dedup_fh.flush()
-        if events:
-            events_fh.write(orjson.dumps({"t": upload_ms, "p": uuid_prefix, "e": events}) + b"\n")
-            events_fh.flush()
+        events_fh.write(orjson.dumps(annotation)[:-1] + b',"body":' + body + b"}\n")
+        events_fh.flush()
 
     def close(self) -> None:
         for fh in (self._events_fh, self._dedup_fh, self._ids_fh):
@@ -170,12 +175,7 @@ class EventStore:
         end = data.rfind(b"\n")  # a line still being written has no newline yet
         for raw in data[: end + 1].splitlines():
             if raw:
-                request = orjson.loads(raw)
-                upload_ms, prefix = request["t"], request["p"]
-                for event in request["e"]:
-                    event["_t"] = upload_ms
-                    event["_id"] = f"{prefix}{event['_i']:012x}"
-                    yield event
+                yield from expand(orjson.loads(raw))
 
     def iter_events(self) -> Iterator[dict[str, Any]]:
         for path in self.hour_files():
@@ -192,15 +192,15 @@ class EventStore:
                 if not raw:
                     continue
                 request = orjson.loads(raw)
-                events = request["e"]
-                survivors = [e for e in events if canonical(e["_a"]) not in drop_aids]
-                if len(survivors) != len(events):
-                    removed += len(events) - len(survivors)
-                    changed = True
-                    if survivors:
-                        kept.append(orjson.dumps({**request, "e": survivors}))
-                else:
+                before = sum(aid is not None for aid in request["a"])
+                survivors = [e for e in expand(request) if canonical(e["_a"]) not in drop_aids]
+                if len(survivors) == before:
                     kept.append(raw)
+                    continue
+                removed += before - len(survivors)
+                changed = True
+                if survivors:
+                    kept.append(encode_survivors(request, survivors))
             if changed:
                 if kept:
                     write_atomic(path, b"\n".join(kept) + b"\n")
@@ -209,5 +209,39 @@ class EventStore:
         return removed
 
 
-def now_ms(clock: Any = time.time) -> int:
-    return int(clock() * 1000)
+def expand(request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The stored events of one request line, with the server's fields filled in."""
+    upload_ms, prefix, remote = request["t"], request["p"], request.get("r")
+    snaps, groups, indices = request["u"], request.get("g") or {}, request.get("i")
+    for k, (event, aid) in enumerate(zip(request["body"]["events"], request["a"], strict=True)):
+        if aid is None:
+            continue  # a duplicate: answered 200, never stored
+        index = indices[k] if indices is not None else k
+        event["_a"] = aid
+        event["_i"] = index
+        event["_t"] = upload_ms
+        event["_id"] = f"{prefix}{index:012x}"
+        if snaps[k] is not None:
+            event["_u"] = snaps[k]
+        group_snap = groups.get(str(k))
+        if group_snap:
+            event["_g"] = group_snap
+        if remote is not None and event.get("ip") == "$remote":
+            event["ip"] = remote
+        yield event
+
+
+_SERVER_FIELDS = ("_a", "_i", "_t", "_id", "_u", "_g")
+
+
+def encode_survivors(request: dict[str, Any], survivors: list[dict[str, Any]]) -> bytes:
+    """A request line holding only ``survivors`` (expanded events), uuids unchanged."""
+    annotation = {
+        "t": request["t"], "p": request["p"], "r": request.get("r"),
+        "a": [e["_a"] for e in survivors], "u": [e.get("_u") for e in survivors],
+        "g": {str(k): e["_g"] for k, e in enumerate(survivors) if e.get("_g")},
+        "i": [e["_i"] for e in survivors],
+        "body": {"events": [{k: v for k, v in e.items() if k not in _SERVER_FIELDS}
+                            for e in survivors]},
+    }
+    return orjson.dumps(annotation)
