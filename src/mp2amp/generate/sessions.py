@@ -264,7 +264,7 @@ class DayPlanner:
             use.logged_in = True
         if use.logged_in and not use.shared_guest:
             step(opener[0], known, opener[1], uid)
-            self._identity_extras(person, t, platform)
+            self._identity_extras(person, t, end_ms)
             for name, extra, charge in ind.with_views(rng, ind.identified_session(rng, industry, person.state), web):
                 step(name, known, extra, uid, charge)
             self._server_side(person, t, end_ms)
@@ -279,7 +279,7 @@ class DayPlanner:
             for name, extra, charge in ind.anonymous_session(rng, industry)[:3]:
                 step(name, anon, extra, owner_uid, charge)
         if self.id_merge == "original":
-            t += 500
+            t = min(t + 500, end_ms - 1)  # identity records stay inside their day file
             if platform != WEB and rnd() < 0.2:
                 props = ident.http_identify(uid, dev_id)  # a backend calls /track for it
             else:
@@ -292,7 +292,7 @@ class DayPlanner:
                 step(name, known, extra, uid, charge)
         else:
             step("Logged In", known, {"login_method": "password" if rnd() < 0.7 else "sso"}, uid, protected=True)
-        self._identity_extras(person, t, platform)
+        self._identity_extras(person, t, end_ms)
         for name, extra, charge in ind.with_views(rng, ind.identified_session(rng, industry, person.state), web):
             step(name, known, extra, uid, charge)
         if use.shared_guest:
@@ -304,15 +304,17 @@ class DayPlanner:
         self._server_side(person, t, end_ms)
         return t
 
-    def _identity_extras(self, person: Person, t: int, platform: str) -> None:
+    def _identity_extras(self, person: Person, t: int, end_ms: int) -> None:
         """Original ID merge: ``$create_alias`` / ``$merge`` once, in the first identified session."""
         if self.id_merge != "original" or person.user_id is None or person.state.get("linked"):
             return
         person.state["linked"] = True
         if person.alias:
-            self.em.identity("$create_alias", ident.create_alias(person.user_id, person.alias), t + 300, SERVER)
+            self.em.identity("$create_alias", ident.create_alias(person.user_id, person.alias),
+                             min(t + 300, end_ms - 1), SERVER)
         if person.legacy_id:
-            self.em.identity("$merge", ident.merge(person.user_id, person.legacy_id), t + 600, SERVER)
+            self.em.identity("$merge", ident.merge(person.user_id, person.legacy_id),
+                             min(t + 600, end_ms - 1), SERVER)
 
     def _server_side(self, person: Person, t: int, end_ms: int) -> None:
         found = ind.server_event(self.rng, person.industry, person.state)
