@@ -29,7 +29,10 @@ Original ID Merge (``mode="original"``): a union-find over distinct IDs, fed by
 
 * ``$identify``: ``$identified_id`` + ``$anon_id`` (HTTP API names), or the JS SDK's
   ``distinct_id`` + ``$anon_distinct_id``; refused, like Mixpanel, when the anonymous ID is
-  already merged with another identified user (so shared devices keep their first user);
+  already merged with another identified user (so shared devices keep their first user).
+  Mixpanel's "``$anon_id`` must be a UUIDv4" check is deliberately not applied: mixpanel-js
+  cookie IDs and ``$device:`` IDs are anonymous IDs too, and dropping their merges would
+  lose the very history a migration is for;
 * ``$create_alias``: ``alias`` + ``distinct_id``; ``$merge``: every ID of ``$distinct_ids``;
 * ordinary events: ``$device_id`` + ``$user_id`` (refused like ``$identify``), and export
   evidence that Mixpanel already merged: ``$distinct_id_before_identity`` vs
