@@ -20,6 +20,13 @@ def test_accepts_events_and_reports_them(api: Api, endpoint: str) -> None:
     assert api.stats()["events_stored"] == 2
 
 
+def test_empty_events_list_is_accepted_and_stores_nothing(api: Api) -> None:
+    status, body = api.send([])
+    assert (status, body["events_ingested"]) == (200, 0)
+    assert api.stats()["events_stored"] == 0
+    assert api.export("20260101T00", "20260101T23")[0] == 404
+
+
 def test_gzip_request_body(api: Api) -> None:
     status, body = api.post_json("/batch", {"api_key": API_KEY, "events": [event(1)]},
                                  gzip_body=True)

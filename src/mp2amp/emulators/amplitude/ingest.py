@@ -96,6 +96,9 @@ class Ingestor:
         if refused is not None:
             return refused
         events: list[dict[str, Any]] = payload["events"]
+        if not events:
+            return 200, {"code": 200, "events_ingested": 0, "payload_size_bytes": len(body),
+                         "server_upload_time": int(self.config.now() * 1000)}
         options = payload.get("options") or {}
         per_device: dict[str, int] = {}
         per_user: dict[str, int] = {}
