@@ -1,0 +1,139 @@
+"""The S3-import sink: sorted gzipped JSON lines, the 1 MB-5 GB rule, the converter JSON."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import orjson
+import pytest
+
+from mp2amp.errors import ConfigError, InputError
+from mp2amp.load.s3sink import CONVERTER_NAME, S3ImportSink
+
+
+def events(n: int, seed: int = 1) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        out.append({"event_type": rng.choice(["view", "buy", "open"]),
+                    "device_id": f"d-{rng.randrange(100):04d}",
+                    "time": 1_700_000_000_000 + rng.randrange(10_000_000),  # shuffled times
+                    "insert_id": f"{rng.getrandbits(96):024x}",
+                    "event_properties": {"n": rng.random(), "tag": f"{rng.getrandbits(64):x}"}})
+    return out
+
+
+def read_lines(fs: Any, path: str) -> list[dict[str, Any]]:
+    with fs.open(path, "rb") as raw, gzip.open(raw, "rb") as fh:
+        return [orjson.loads(line) for line in fh]
+
+
+def check(report: Any, fs: Any, evs: list[dict[str, Any]], *, min_bytes: int,
+          max_bytes: int) -> None:
+    seen: list[str] = []
+    names = [p.rsplit("/", 1)[-1] for p in (f.path for f in report.files)]
+    assert len(set(names)) == len(names)
+    pattern = orjson.loads(fs.cat(report.converter_config))["converterConfig"][
+        "keyValidatorConfig"]["filterPattern"]
+    for f in report.files:
+        rows = read_lines(fs, f.path)
+        times = [r["time"] for r in rows]
+        assert times == sorted(times), f"{f.path} not in event-time order"
+        assert len(rows) == f.events and fs.size(f.path) == f.bytes
+        assert min_bytes <= f.bytes <= max_bytes
+        assert (f.first_time, f.last_time) == (times[0], times[-1])
+        assert re.search(pattern, f.path.split("/", 1)[-1])
+        seen.extend(r["insert_id"] for r in rows)
+    assert sorted(seen) == sorted(e["insert_id"] for e in evs)
+    assert not re.search(pattern, CONVERTER_NAME)
+
+
+def test_local_files_are_sorted_sized_and_complete(tmp_path: Path):
+    evs = events(6000)
+    sink = S3ImportSink(str(tmp_path / "out"), run_id="mig1", target_file_bytes=300_000,
+                        min_file_bytes=40_000, sort_buffer_bytes=60_000)
+    for e in evs:
+        sink.write(e)
+    report = sink.close()
+    fs = fsspec.filesystem("file")
+    assert len(report.files) >= 3 and not report.warnings
+    check(report, fs, evs, min_bytes=40_000, max_bytes=300_000 + 40_000)
+    conf = orjson.loads((tmp_path / "out" / CONVERTER_NAME).read_bytes())["converterConfig"]
+    assert conf["fileType"] == "json" and conf["compressionType"] == "gzip"
+    assert conf["convertToAmplitudeFunc"]["insert_id"] == "insert_id"
+    assert not [p for p in os.listdir(tmp_path / "out") if p.endswith(".part")]
+
+
+def test_a_small_tail_is_merged_into_the_previous_file_before_upload(tmp_path: Path):
+    evs = events(3000, seed=2)
+    sink = S3ImportSink(str(tmp_path), target_file_bytes=200_000, min_file_bytes=30_000)
+    written = 0
+    for e in evs:  # until the first file went out: the second is finished and held back
+        sink.write(e)
+        written += 1
+        if sink.report.files:
+            break
+    tail = evs[written:written + 10]
+    for e in tail:
+        sink.write(e)
+    report = sink.close()
+    assert len(report.files) == 2  # the 10-event tail did not become a file of its own
+    last = {r["insert_id"] for r in read_lines(fsspec.filesystem("file"), report.files[1].path)}
+    assert {e["insert_id"] for e in tail} <= last
+    check(report, fsspec.filesystem("file"), evs[:written + 10], min_bytes=30_000,
+          max_bytes=230_000)
+
+
+def test_an_export_under_the_minimum_gives_one_file_and_a_warning(tmp_path: Path):
+    evs = events(20)
+    sink = S3ImportSink(str(tmp_path))
+    for e in evs:
+        sink.write(e)
+    report = sink.close()
+    assert len(report.files) == 1 and "1 MB minimum" in report.warnings[0]
+    assert sorted(r["insert_id"] for r in read_lines(fsspec.filesystem("file"),
+                                                      report.files[0].path)) == \
+        sorted(e["insert_id"] for e in evs)
+
+
+def test_existing_files_are_never_overwritten(tmp_path: Path):
+    for _ in range(2):
+        sink = S3ImportSink(str(tmp_path), run_id="same")
+        sink.write(events(1)[0])
+        if _ == 0:
+            sink.close()
+    with pytest.raises(InputError, match="already exists"):
+        sink.close()
+
+
+def test_bad_settings_are_reported_together(tmp_path: Path):
+    with pytest.raises(ConfigError) as info:
+        S3ImportSink(str(tmp_path), run_id="a/b", target_file_bytes=6_000_000_000)
+    assert len(info.value.problems) == 2
+
+
+def test_s3_target_through_a_local_moto_server(s3_server: dict[str, Any]):
+    import boto3
+    import s3fs
+
+    boto3.client("s3", endpoint_url=s3_server["endpoint_url"], region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing",
+                 ).create_bucket(Bucket="import-bucket")
+    fs = s3fs.S3FileSystem(**s3_server)
+    evs = events(4000, seed=3)
+    sink = S3ImportSink("s3://import-bucket/amplitude/", run_id="s3run",
+                        target_file_bytes=250_000, min_file_bytes=30_000,
+                        storage_options=s3_server)
+    for e in evs:
+        sink.write(e)
+    report = sink.close()
+    fs.invalidate_cache()
+    listed = sorted(fs.ls("import-bucket/amplitude"))
+    assert sorted([*(f.path for f in report.files), report.converter_config]) == listed
+    check(report, fs, evs, min_bytes=30_000, max_bytes=280_000)
