@@ -35,7 +35,11 @@ class AppServer:
         runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()  # e.g. the port is taken: leave nothing half-started
+            raise
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         if sockets:
