@@ -1,0 +1,119 @@
+"""Helpers of the migrate reliability tests: the insert_ids the transform emits for a
+project (computed by ``mp2amp transform``, independently of migrate), configs, and an
+in-process Amplitude emulator with readers for what it stored."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mp2amp.config import Config, load_config
+from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
+
+API_KEY = "test-api-key"
+TIMEZONE = "America/Los_Angeles"
+# keep retries quick: the emulator's faults are answered at once
+FAST = {"backoff_base": 0.01, "backoff_cap": 0.05, "throttle_wait": 0.2}
+Key = tuple[str | None, str]  # (device_id or user_id, insert_id)
+
+
+def mp2amp(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+           check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "mp2amp", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mp2amp {' '.join(args)} -> {proc.returncode}\n{proc.stderr}")
+    return proc
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    events: Path             # the folder of day files
+    expected: frozenset[Key]  # what the transform emits for these files
+    rejects: dict[str, int]   # what the transform refuses, by reason
+
+
+def transform_outcome(events: Path, work: Path) -> tuple[frozenset[Key], dict[str, int]]:
+    """Run ``mp2amp transform`` on the files: the events migrate must deliver."""
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = work / "transform.toml"
+    cfg.write_text(f'[mixpanel]\ntimezone = "{TIMEZONE}"\n[source]\nfiles = ["{events}"]\n')
+    out = work / "out.jsonl"
+    mp2amp("transform", "-c", str(cfg), "-o", str(out), "--json")
+    keys = []
+    for raw in out.read_bytes().splitlines():
+        event = orjson.loads(raw)
+        keys.append((event.get("device_id") or event.get("user_id"), event["insert_id"]))
+    assert len(keys) == len(set(keys)), "the transform emitted an insert_id twice"
+    rejects: dict[str, int] = {}
+    for raw in (work / "out.jsonl.rejects.jsonl").read_bytes().splitlines():
+        reason = orjson.loads(raw)["reason"]
+        rejects[reason] = rejects.get(reason, 0) + 1
+    return frozenset(keys), rejects
+
+
+def make_config(events: Path | str, workdir: Path, api_host: str, **extra: Any) -> Config:
+    overrides = {"source.files": [str(events)], "amplitude.api_host": api_host,
+                 "run.workdir": str(workdir), "mixpanel.timezone": TIMEZONE}
+    overrides.update(extra)
+    return load_config(None, overrides, env={"AMPLITUDE_API_KEY": API_KEY})
+
+
+def write_toml(path: Path, events: Path | str, workdir: Path, api_host: str,
+               concurrency: int = 4) -> Path:
+    path.write_text(
+        f'[mixpanel]\ntimezone = "{TIMEZONE}"\n[source]\nfiles = ["{events}"]\n'
+        f'[amplitude]\napi_host = "{api_host}"\n'
+        f'[run]\nworkdir = "{workdir}"\nconcurrency = {concurrency}\n')
+    return path
+
+
+@contextmanager
+def amplitude(data: Path, **kwargs: Any) -> Iterator[str]:
+    emu = AmplitudeEmulator(AmplitudeConfig(data_dir=data, api_key=API_KEY, **kwargs))
+    with emu.running() as url:
+        yield url
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return orjson.loads(resp.read())
+
+
+def post_json(url: str, body: Any) -> Any:
+    req = urllib.request.Request(url, data=orjson.dumps(body), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return orjson.loads(resp.read())
+
+
+def stored_counts(url: str) -> dict[Key, int]:
+    """insert_id -> how many times the emulator stored it (its dedup should keep it 1)."""
+    return {(who, iid): n for who, iid, n in get_json(url + "/_emulator/insert_ids")}
+
+
+def assert_exactly_once(url: str, expected: frozenset[Key]) -> None:
+    counts = stored_counts(url)
+    missing = expected - counts.keys()
+    extra = counts.keys() - expected
+    assert not missing and not extra, (f"{len(missing)} missing (e.g. {sorted(missing)[:3]}),"
+                                       f" {len(extra)} unexpected (e.g. {sorted(extra)[:3]})")
+    twice = {k: n for k, n in counts.items() if n != 1}
+    assert not twice, f"stored more than once: {list(twice.items())[:5]}"
+
+
+def arrival_order(data: Path) -> Iterator[dict[str, Any]]:
+    """The emulator's stored events in the order they arrived (hour files, then lines)."""
+    for path in sorted((data / "events").glob("*.jsonl")):
+        for raw in path.read_bytes().splitlines():
+            if raw.strip():
+                yield from orjson.loads(raw)["e"]

@@ -1,0 +1,166 @@
+"""kill -9 of ``mp2amp migrate`` at seeded random moments, then ``--resume`` until exit 0.
+
+After every scenario: the emulator holds exactly the transform's insert_ids, each once;
+the ledger says only batches that were in flight at a kill were sent again; what the
+emulator received twice (its duplicate count) fits inside those in-flight batches; the
+malformed source lines are in dead-letters.jsonl exactly once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+from migrate_kit import (
+    API_KEY,
+    Project,
+    amplitude,
+    assert_exactly_once,
+    get_json,
+    write_toml,
+)
+
+LATENCY_MS = 120  # every request waits this long, so that kills land while batches fly
+MALFORMED = {3: b'{"event": "Broken", "properties": {"time": 17', 10: b"not json at all"}
+
+
+@dataclass
+class Kills:
+    in_flight: dict[str, int] = field(default_factory=dict)  # batch -> times in flight at a kill
+    in_flight_events: int = 0
+    count: int = 0
+
+
+def dirty_copy(project: Project, dest: Path, parts: int = 3) -> tuple[Path, list[tuple[str, int]]]:
+    """The project's day files cut in ``parts`` files each (more windows, so that every
+    run between kills gets through some of them), with two malformed lines put into the
+    first file."""
+    dest.mkdir(parents=True)
+    bad: list[tuple[str, int]] = []
+    for i, src in enumerate(sorted(project.events.iterdir())):
+        lines = gzip.decompress(src.read_bytes()).splitlines()
+        size = -(-len(lines) // parts)
+        for part in range(parts):
+            chunk = lines[part * size:(part + 1) * size]
+            out = dest / src.name.replace(".jsonl.gz", f"-{part}.jsonl.gz")
+            if i == part == 0:
+                for line_no, text in sorted(MALFORMED.items()):
+                    chunk.insert(line_no - 1, text)
+                bad = [(str(out), n) for n in sorted(MALFORMED)]
+            out.write_bytes(gzip.compress(b"\n".join(chunk) + b"\n"))
+    return dest, bad
+
+
+def ledger_rows(ledger: Path, sql: str) -> list[tuple[object, ...]]:
+    if not ledger.exists():
+        return []
+    try:
+        db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute(sql).fetchall()
+        finally:
+            db.close()
+    except sqlite3.OperationalError:  # created but no schema yet
+        return []
+
+
+def start(cfg: Path, resume: bool) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "mp2amp", "migrate", "-c", str(cfg), "--quiet", "--json"]
+    env = dict(os.environ, AMPLITUDE_API_KEY=API_KEY)
+    return subprocess.Popen(args + (["--resume"] if resume else []), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def kill_when(proc: subprocess.Popen[bytes], ledger: Path, rng: random.Random) -> bool:
+    """kill -9 after this run saw a random number of batches accepted (so every run makes
+    progress and lands mid-load), or,
+    one time in four, after a random time, which may fall in extract or identity; False
+    if the run ended first."""
+    started = time.time()
+    by_time = rng.random() < 0.25
+    deadline = time.monotonic() + (rng.uniform(0.3, 1.5) if by_time else 60)
+    want = rng.randint(1, 4)
+    while proc.poll() is None:
+        if time.monotonic() >= deadline:
+            break
+        if not by_time:
+            sent = ledger_rows(ledger, "SELECT COUNT(*) FROM batches WHERE state = 'done' "
+                               f"AND updated_at >= {started}")
+            if sent and int(str(sent[0][0])) >= want:
+                time.sleep(rng.uniform(0.0, LATENCY_MS / 1000))
+                break
+        time.sleep(0.01)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def record_in_flight(ledger: Path, kills: Kills) -> None:
+    kills.count += 1
+    for batch_id, events in ledger_rows(
+            ledger, "SELECT batch_id, events FROM batches WHERE state = 'sent'"):
+        kills.in_flight[str(batch_id)] = kills.in_flight.get(str(batch_id), 0) + 1
+        kills.in_flight_events += int(str(events))
+
+
+def run_with_kills(cfg: Path, ledger: Path, rng: random.Random, kills_wanted: int) -> Kills:
+    kills = Kills()
+    resume = False
+    for _ in range(kills_wanted + 6):
+        proc = start(cfg, resume)
+        if kills.count < kills_wanted and kill_when(proc, ledger, rng):
+            record_in_flight(ledger, kills)
+            resume = ledger.exists()
+            continue
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        result = orjson.loads(out)
+        assert result["totals"]["balanced"] and result["resumed"] == resume
+        return kills
+    raise AssertionError("migrate never finished")
+
+
+@pytest.mark.parametrize("seed", [11])
+def test_kill9_and_resume_delivers_each_event_once(project: Project, tmp_path: Path,
+                                                    seed: int) -> None:
+    rng = random.Random(seed)
+    events, bad_lines = dirty_copy(project, tmp_path / "events")
+    work = tmp_path / "work"
+    ledger = work / "ledger.sqlite"
+    with amplitude(tmp_path / "amp", latency_ms=LATENCY_MS) as url:
+        cfg = write_toml(tmp_path / "mp2amp.toml", events, work, url, concurrency=4)
+        kills = run_with_kills(cfg, ledger, rng, kills_wanted=5)
+        assert_exactly_once(url, project.expected)
+        stats = get_json(url + "/_emulator/stats")
+    assert kills.count == 5
+    # only batches in flight at a kill were sent again, at most once per such kill
+    attempts = {str(b): int(str(a)) for b, a in ledger_rows(
+        ledger, "SELECT batch_id, attempts FROM batches")}
+    resent = {b: a for b, a in attempts.items() if a > 1}
+    assert resent, "no kill landed while batches were in flight"
+    for batch_id, n in resent.items():
+        assert batch_id in kills.in_flight, f"{batch_id} sent {n} times, never in flight at a kill"
+        assert n <= 1 + kills.in_flight[batch_id]
+    assert stats["events_stored"] == len(project.expected)
+    assert stats["duplicates_ignored"] <= kills.in_flight_events
+    states = {s for (s,) in ledger_rows(ledger, "SELECT state FROM batches")}
+    assert states == {"done"}
+    # the malformed lines: dead-lettered once each, with their file and line
+    rows = [orjson.loads(r) for r in (work / "dead-letters.jsonl").read_bytes().splitlines()]
+    malformed = sorted((r["source"], r["line"]) for r in rows if r["reason"] == "malformed_json")
+    assert set(bad_lines) <= set(malformed)
+    assert len(malformed) == len(bad_lines) + project.rejects.get("malformed_json", 0)
+    keys = [(r["source"], r["line"]) for r in rows]
+    assert len(keys) == len(set(keys))
