@@ -80,3 +80,12 @@ def test_refund_events_are_negative_with_refund_type() -> None:
 def test_revenue_off_by_default() -> None:
     out = run("Purchase", {"Amount": 5.0, "price": 3}, RevenueSettings())
     assert "revenue" not in out and "price" not in out
+
+
+def test_recorded_revenue_wins_over_price_times_quantity() -> None:
+    # price 10 x 2 = 20, but the order recorded 23.5 (tax): Amplitude would recompute 20.
+    out = run("Purchase", {"item_price": 10, "qty": 2, "Amount": 23.5, "item_id": "p"})
+    assert out["revenue"] == 23.5 and "price" not in out and "quantity" not in out
+    assert out["productId"] == "p"
+    consistent = run("Purchase", {"item_price": 10, "qty": 2, "Amount": 20})
+    assert (consistent["price"], consistent["quantity"], consistent["revenue"]) == (10.0, 2, 20.0)

@@ -12,7 +12,9 @@ Rules (all deterministic, none invents a value):
 * Numbers may arrive as strings ("800.00"): parsed as decimal numbers; anything that does
   not parse to a finite number is left alone (the event is still sent, without revenue).
 * Single item: ``price`` (and ``quantity``, an integer, Amplitude's default 1) and/or
-  ``revenue``; Amplitude computes ``price x quantity`` when both are sent.
+  ``revenue``. Amplitude recomputes revenue as ``price x quantity`` when all are sent, so
+  when the recorded revenue differs (tax, discounts) only ``revenue`` is sent and price /
+  quantity stay event properties: the recorded amount is what Mixpanel reports showed.
 * Multi-item order (``items`` names a list of objects using the same price / quantity /
   product-id names): one Amplitude event per Mixpanel event, so counts reconcile. With one
   item its price, quantity and product id are hoisted. With several, ``revenue`` is the
@@ -110,6 +112,11 @@ def revenue_fields(
             product = _text(props.get(rs.product_id))
     if price is None and revenue is None:
         return {}
+    if price is not None and revenue is not None and \
+            abs(price * (1 if quantity is None else quantity) - revenue) > 1e-9 * max(1.0, abs(revenue)):
+        # Amplitude would recompute revenue as price x quantity; the recorded revenue (tax,
+        # discounts...) is the truth, so price/quantity stay event properties only.
+        price, quantity = None, None
     refund = bool(rs.refund_events) and any(n in rs.refund_events for n in event_names)
     out: dict[str, Any] = {}
     if price is not None:
