@@ -1,7 +1,7 @@
 """Generator throughput on one core: events written per CPU second, end to end (plan the
 people, build records, dirt, orjson, gzip level 1, truth), against a baseline of bare
 ``orjson.dumps`` of the same number of small dicts (the floor any JSON-writing generator
-pays). A second row times zlib level 1 alone on the very bytes the generator wrote: the
+pays). A second row is the same run with ``--no-gzip``; a third times zlib level 1 alone on the very bytes the generator wrote: the
 ceiling that gzip output puts on any generator of records this size.
 
 CPU time (``time.process_time``), not wall time: the machine is shared, and "one core" is
@@ -50,6 +50,9 @@ def run(quick: bool) -> list[dict[str, Any]]:
         result = generate_project(GenerateConfig(out=workdir / "project", users=users, days=days))
         took = time.process_time() - started
         gzip_rate = _gzip_only(workdir / "project", result.records_written)
+        started = time.process_time()
+        generate_project(GenerateConfig(out=workdir / "plain", users=users, days=days, gzip=False))
+        plain_rate = result.records_written / (time.process_time() - started)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     rate = result.records_written / took
@@ -57,6 +60,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
         {"name": f"generate events/CPU-s ({result.records_written:,} records)", "value": rate,
          "unit": "events/s", "baseline": _baseline(result.records_written),
          "goal": ">= 200k events/s; baseline = bare orjson.dumps of small dicts"},
+        {"name": "generate --no-gzip (same records, plain .jsonl)", "value": plain_rate,
+         "unit": "events/s", "baseline": rate, "goal": ">= 200k events/s; baseline = with gzip"},
         {"name": "zlib level 1 alone on the same bytes", "value": gzip_rate, "unit": "events/s",
          "baseline": rate, "goal": "ceiling for gzip output; ratio = headroom over generate"},
     ]

@@ -41,9 +41,10 @@ class Line:
 
 def read_lines(root: Path) -> Iterator[Line]:
     """Every record of every day file; a split record is joined with the next line."""
-    for path in sorted((root / "events").glob("*.jsonl.gz")):
+    for path in sorted((root / "events").glob("*.jsonl*")):
         rel = f"events/{path.name}"
-        with gzip.open(path, "rb") as fh:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as fh:
             lines = fh.read().split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()

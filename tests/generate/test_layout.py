@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from pathlib import Path
 
@@ -22,6 +23,18 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path: Pat
     other = _digests(build(tmp_path / "c", users=60, days=2, seed=6, dirty=0.05).root)
     assert first == second
     assert first["events/2024-01-01.jsonl.gz"] != other["events/2024-01-01.jsonl.gz"]
+
+
+def test_no_gzip_writes_the_same_records_uncompressed(tmp_path: Path) -> None:
+    packed = build(tmp_path / "gz", users=40, days=2, seed=8, dirty=0.05)
+    plain = build(tmp_path / "plain", users=40, days=2, seed=8, dirty=0.05, gzip=False)
+    for day in ("2024-01-01", "2024-01-02"):
+        raw = (plain.root / f"events/{day}.jsonl").read_bytes()
+        assert raw and raw == gzip.decompress((packed.root / f"events/{day}.jsonl.gz").read_bytes())
+    assert not list((plain.root / "events").glob("*.gz"))
+    assert plain.truth_rows() == [
+        [r[0].replace(".jsonl.gz:", ".jsonl:"), *r[1:]] for r in packed.truth_rows()
+    ]
 
 
 def test_layout_matches_the_contract(simplified: Project) -> None:

@@ -43,6 +43,7 @@ class GenerateConfig:
     dirty: float = 0.001
     industries: tuple[str, ...] = INDUSTRIES
     project_id: int = 3_141_592
+    gzip: bool = True  # False: events/YYYY-MM-DD.jsonl (the emulator and extract read both)
 
 
 @dataclass(slots=True)
@@ -120,9 +121,9 @@ def generate_project(config: GenerateConfig) -> GenerateResult:
     start_ms = _day_bounds(config.start, tz)[0]
     for offset in range(config.days):
         day = config.start + timedelta(days=offset)
-        label = f"events/{day.isoformat()}.jsonl.gz"
+        label = f"events/{day.isoformat()}.jsonl" + (".gz" if config.gzip else "")
         day_start, day_end = _day_bounds(day, tz)
-        with GzipLines(out / label) as day_file:
+        with GzipLines(out / label, compress=config.gzip) as day_file:
             emitter.start_day(day_file, label, day_start, day_end)
             for person in people:
                 if planner.active(person, offset):
