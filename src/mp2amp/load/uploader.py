@@ -150,7 +150,7 @@ class Uploader:
     async def close(self) -> LoadReport:
         """Flush every open batch, wait until every event is settled, return the report.
 
-        Parked (daily-quota) events get their remaining rounds now instead of waiting out
+        Parked (daily-quota) events get one last try now instead of waiting out
         ``park_delay``; those still over quota are reported through ``on_parked``."""
         await self.start()
         try:
@@ -327,7 +327,11 @@ class Uploader:
             and self.holds.held_events == self._unsettled
 
     def _release_parked_now(self) -> None:
+        """At close: one last try for parked events instead of waiting out ``park_delay``;
+        those still over quota are then reported parked (a resume sends them)."""
         for hold in self.holds.holds(lambda h: h.reason == "daily_quota"):
+            for item in hold.items:
+                item.park_attempts = max(item.park_attempts, self.settings.park_retries)
             handle = self._timers.pop(id(hold), None)
             if handle is not None:
                 handle.cancel()
