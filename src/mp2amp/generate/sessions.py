@@ -81,7 +81,9 @@ class Emitter:
         if "$current_url" in props:
             props["$current_url"] = _SITE + "/login"
         props["$insert_id"] = self.ids.for_platform(platform)
-        props["mp_processing_time_ms"] = t_ms + 150 + int(self.rng.random() * 3000)
+        received = t_ms + 150 + int(self.rng.random() * 3000)
+        props["$mp_api_timestamp_ms"] = received
+        props["mp_processing_time_ms"] = received + 59
         self._write(name, props)
         self.identity_events += 1
 
@@ -106,6 +108,7 @@ class Emitter:
         else:
             key = self.ids.web() if platform == WEB else self.ids.hex(32 if platform == SERVER else 16)
             props["$insert_id"] = key
+        props["$mp_api_timestamp_ms"] = t_ms + delay - 59  # received, then processed ~60 ms later
         props["mp_processing_time_ms"] = t_ms + delay
         self.generated += 1
         if name not in self.schema.done:
