@@ -39,6 +39,17 @@ def test_export_files_per_upload_hour_with_amplitude_names(api: Api, clock: Cloc
         "187520/187520_2026-01-01_13#1.json.gz"}
 
 
+def test_export_keeps_at_most_5_group_types_and_10_values(api: Api) -> None:
+    groups = {"a": ["1", "2", "3", "4"], "b": "x", "c": ["5", "6", "7", "8", "9"],
+              "d": "late", "e": "e1", "f": "f1"}
+    api.send([event(1, groups=groups)])
+    (row,) = api.exported_rows()
+    assert row["groups"] == {"a": ["1", "2", "3", "4"], "b": "x", "c": ["5", "6", "7", "8", "9"]}
+    api.send([event(2, groups={t: t for t in "abcdefg"})])
+    (row,) = [r for r in api.exported_rows() if r["$insert_id"] == "insert-000002"]
+    assert list(row["groups"]) == ["a", "b", "c", "d", "e"]
+
+
 def test_export_errors(api: Api) -> None:
     assert api.export("20260101T00", "20260101T23")[0] == 404  # nothing stored yet
     api.send([event(1)])

@@ -66,6 +66,27 @@ def _truncated(props: dict[str, Any]) -> dict[str, Any]:
     return props
 
 
+MAX_GROUP_TYPES = 5
+MAX_GROUP_VALUES = 10
+
+
+def tracked_groups(groups: dict[str, Any]) -> dict[str, Any]:
+    """"Up to 5 unique group types and 10 total group values per event. Any groups past
+    that threshold aren't tracked." """
+    out: dict[str, Any] = {}
+    left = MAX_GROUP_VALUES
+    for group_type, value in groups.items():
+        if len(out) == MAX_GROUP_TYPES or left == 0:
+            break
+        if isinstance(value, list):
+            value = value[:left]
+            left -= len(value)
+        else:
+            left -= 1
+        out[group_type] = value
+    return out
+
+
 def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> dict[str, Any]:
     """One stored event in Amplitude's export shape."""
     upload = fmt_time(e["_t"])
@@ -105,7 +126,7 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
         "event_time": event_time,
         "event_type": e["event_type"],
         "group_properties": e.get("_g") or e.get("group_properties") or {},
-        "groups": e.get("groups") or {},
+        "groups": tracked_groups(e.get("groups") or {}),
         "idfa": e.get("idfa"),
         "ip_address": e.get("ip"),
         "is_attribution_event": False,
