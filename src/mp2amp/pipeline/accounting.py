@@ -74,7 +74,8 @@ def window_counts(ledger: Ledger) -> list[WindowCounts]:
             rejected=dict(rejects.get(w.window_id, {}).get("transform", {})),
             dead_lettered=dead,
             # accepted in their batch, or later after waiting for the quota
-            sent=batch.get("accepted", 0) + park.get("accepted", 0),
+            sent=batch.get("accepted", 0) + park.get("accepted", 0)
+            + int(c.get("written", 0)),  # S3-import files instead of the API
             # a parked event later dead-lettered is in ``dead`` (its reject row)
             parked=park.get("parked", 0),
             batches=int(c.get("batches", 0)),

@@ -35,6 +35,7 @@ from mp2amp.errors import ConfigError, TerminalError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.identity import IdentityGraph
 from mp2amp.ledger import Ledger
+from mp2amp.load.s3sink import S3ImportSink
 from mp2amp.load.settings import UploadSettings
 from mp2amp.load.uploader import Uploader
 from mp2amp.models import Emitted, Rejected
@@ -105,11 +106,15 @@ def _fingerprint(config: Config, upload: UploadSettings) -> dict[str, Any]:
         "concurrency": upload.concurrency,
         "max_events": upload.max_events,
         "max_bytes": upload.limits.max_bytes,
+        "output_dir": config.amplitude.output_dir,
     }
 
 
-def upload_settings(config: Config, overrides: Mapping[str, Any] | None = None) -> UploadSettings:
+def upload_settings(config: Config, overrides: Mapping[str, Any] | None = None, *,
+                    allow_missing_key: bool = False) -> UploadSettings:
     amp = config.amplitude
+    if amp.api_key is None and allow_missing_key:  # S3-import files need no key
+        return UploadSettings(api_key="unused", concurrency=config.run.concurrency)
     if amp.api_key is None:
         raise ConfigError(["amplitude: set AMPLITUDE_API_KEY in the environment (the project's "
                            "API key; it is never read from the config file)"],
@@ -149,7 +154,8 @@ async def migrate_async(
     reporter = reporter or NullReporter()
     counters = Counters()
     settings = config.transform_settings()  # every config problem before any work
-    upload = upload_settings(config, upload_overrides)
+    sink_mode = config.amplitude.output_dir is not None
+    upload = upload_settings(config, upload_overrides, allow_missing_key=sink_mode)
     workdir = config.run.workdir
     path = ledger_path(config)
     existed = path.exists()
@@ -181,7 +187,8 @@ async def migrate_async(
         mixpanel = _mixpanel_settings(config, mixpanel_overrides)
         await extract_pending(config, ledger, mixpanel, storage_options=storage_options,
                               counters=counters, reporter=reporter)
-        result = await _identity_and_load(config, settings, upload, ledger, counters, reporter)
+        result = await _identity_and_load(config, settings, upload, ledger, counters, reporter,
+                                          storage_options)
         result.resumed = resume
         return result
     finally:
@@ -198,8 +205,8 @@ def _mixpanel_settings(config: Config,
 
 
 async def _identity_and_load(config: Config, settings: Any, upload: UploadSettings,
-                             ledger: Ledger, counters: Counters,
-                             reporter: Reporter) -> MigrateResult:
+                             ledger: Ledger, counters: Counters, reporter: Reporter,
+                             storage_options: dict[str, Any] | None) -> MigrateResult:
     workdir = config.run.workdir
     windows = ledger.windows()
     budget = config.run.memory_budget
@@ -223,6 +230,15 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         identity = graph.finish().as_dict()
 
         transformer = Transformer(settings)
+        if config.amplitude.output_dir is not None:
+            load = _write_import_files(config, windows, ledger, graph, transformer, scratch,
+                                       storage_options, counters, reporter)
+            rows = window_counts(ledger)
+            dead_file = _write_dead_letters(ledger, workdir)
+            return MigrateResult(
+                workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
+                identity=identity, load=load, values=transformer.stats(),
+                dead_letter_file=str(dead_file) if dead_file else None)
         key_to_window = {f"w{w.seq}": w.window_id for w in windows}
         key_to_window[PARKED_KEY] = PARKED_KEY
         observer = LedgerObserver(ledger, counters, key_to_window,
@@ -332,3 +348,71 @@ def _write_dead_letters(ledger: Ledger, workdir: Path) -> Path | None:
         os.fsync(f.fileno())
     tmp.replace(dest)
     return dest
+
+
+def _write_import_files(config: Config, windows: list[Any], ledger: Ledger,
+                        graph: IdentityGraph, transformer: Transformer, scratch: str,
+                        storage_options: dict[str, Any] | None, counters: Counters,
+                        reporter: Reporter) -> dict[str, Any]:
+    """The S3-import sink instead of the API: all windows into time-ordered gz files.
+
+    Files appear only as they are complete, but a crashed attempt may have left some: each
+    attempt has its own run id, and a resumed run deletes the files of earlier attempts
+    before it writes everything again, so the target holds each event exactly once."""
+    target = str(config.amplitude.output_dir)
+    if windows and all(w.state == "loaded" for w in windows):
+        return {"output_dir": target, "events": 0, "complete": True,
+                "note": "every window was already written by an earlier attempt"}
+    attempt = int(ledger.get_meta("sink_attempt") or "0") + 1
+    ledger.set_meta("sink_attempt", str(attempt))
+    removed = _remove_earlier_attempts(target, attempt, storage_options)
+    sink = S3ImportSink(target, run_id=f"mp2amp-a{attempt}", storage_options=storage_options,
+                        staging_dir=scratch)
+    budget = config.run.memory_budget
+    per_window: dict[str, dict[str, Any]] = {}
+    counters.phase = "write"
+    with Sessionizer(config.transform.session_gap_minutes * 60_000, memory_budget=budget,
+                     spill_dir=scratch) as sessions, \
+            Deduper(memory_budget=budget, spill_dir=scratch) as dedup:
+        for w in windows:
+            ledger.forget_window_outcomes(w.window_id)
+            summary = TransformSummary()
+            rejects: list[tuple[str, int, str, str, str, str, str | None, str | None]] = []
+            for outcome in transform_stream(
+                    summary.reading(read_staged(Path(str(w.staged_path)))), graph, transformer,
+                    sessions, dedup):
+                summary.add(outcome)
+                if isinstance(outcome, Emitted):
+                    sink.write(outcome.event)
+                elif isinstance(outcome, Rejected):
+                    rej = outcome.rejection
+                    rejects.append((rej.source or w.window_id, rej.line or 0, w.window_id,
+                                    "transform", rej.reason, rej.message, rej.field,
+                                    _payload(rej.record)))
+            ledger.add_rejects(rejects)
+            counts = summary.as_dict()
+            counts["written"] = summary.events_out
+            per_window[w.window_id] = counts
+            counters.done += summary.records_read
+            reporter.update(counters)
+    report = sink.close()
+    for window_id, counts in per_window.items():  # only now are the events in files
+        ledger.mark_loaded(window_id, counts)
+    counters.sent = report.events
+    return {"output_dir": target, "events": report.events, "attempt": attempt,
+            "files": [{"path": f.path, "events": f.events, "bytes": f.bytes} for f in report.files],
+            "files_removed_from_earlier_attempts": removed, "warnings": report.warnings,
+            "converter_config": report.converter_config}
+
+
+def _remove_earlier_attempts(target: str, attempt: int,
+                             storage_options: dict[str, Any] | None) -> list[str]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
+    removed: list[str] = []
+    for earlier in range(1, attempt):
+        for path in fs.glob(f"{root.rstrip('/')}/mp2amp-a{earlier}-*.json.gz"):
+            fs.rm(path)
+            removed.append(str(path))
+    return removed

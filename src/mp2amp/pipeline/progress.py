@@ -60,7 +60,8 @@ class LogReporter:
 
     def _line(self, c: Counters) -> str:
         return (
-            f"mp2amp: phase={c.phase} done={c.done}/{c.total} sent={c.sent} "
+            f"mp2amp: t={time.monotonic() - c.started:.1f}s phase={c.phase} "
+            f"done={c.done}/{c.total} sent={c.sent} "
             f"rate={c.rate():.0f}/s retries={c.retries} throttles={c.throttles} "
             f"dead_letters={c.dead_letters}"
         )
