@@ -17,6 +17,7 @@ import orjson
 
 from mp2amp.config import Config, load_config
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
+from mp2amp.emulators.amplitude.store import EventStore
 
 API_KEY = "test-api-key"
 TIMEZONE = "America/Los_Angeles"
@@ -102,7 +103,10 @@ def stored_counts(url: str) -> dict[Key, int]:
 
 
 def assert_exactly_once(url: str, expected: frozenset[Key]) -> None:
-    counts = stored_counts(url)
+    assert_counts_exactly_once(stored_counts(url), expected)
+
+
+def assert_counts_exactly_once(counts: dict[Key, int], expected: frozenset[Key]) -> None:
     missing = expected - counts.keys()
     extra = counts.keys() - expected
     assert not missing and not extra, (f"{len(missing)} missing (e.g. {sorted(missing)[:3]}),"
@@ -112,8 +116,6 @@ def assert_exactly_once(url: str, expected: frozenset[Key]) -> None:
 
 
 def arrival_order(data: Path) -> Iterator[dict[str, Any]]:
-    """The emulator's stored events in the order they arrived (hour files, then lines)."""
-    for path in sorted((data / "events").glob("*.jsonl")):
-        for raw in path.read_bytes().splitlines():
-            if raw.strip():
-                yield from orjson.loads(raw)["e"]
+    """The emulator's stored events in the order they were ingested: its store appends
+    each accepted request to the current hour's file, on one event loop."""
+    yield from EventStore(data).iter_events()

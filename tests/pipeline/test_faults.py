@@ -1,0 +1,128 @@
+"""migrate against the Amplitude emulator failing at high rates: 5xx, 429 storms, 413,
+ingest-then-drop. Whatever the faults, the emulator ends with exactly the transform's
+insert_ids, each once, and every window adds up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from migrate_kit import (
+    FAST,
+    Key,
+    Project,
+    amplitude,
+    arrival_order,
+    assert_counts_exactly_once,
+    assert_exactly_once,
+    get_json,
+    make_config,
+    stored_counts,
+)
+
+from mp2amp.pipeline.migrate import EXIT_OK, MigrateResult, migrate
+
+
+def run(project: Project, tmp_path: Path, url: str, **upload: Any) -> MigrateResult:
+    cfg = make_config(project.events, tmp_path / "work", url)
+    result = migrate(cfg, upload_overrides={**FAST, **upload})
+    assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
+    assert result.totals["balanced"]
+    assert result.totals["sent"] == len(project.expected)
+    return result
+
+
+def assert_time_order_per_device(data: Path) -> None:
+    """Each device's events reached the emulator in non-decreasing event time."""
+    last: dict[str, int] = {}
+    checked = 0
+    for event in arrival_order(data):
+        who = event.get("device_id") or event["user_id"]
+        t = event["time"]
+        assert t >= last.get(who, t), f"{who}: event at {t} arrived after one at {last[who]}"
+        last[who] = t
+        checked += 1
+    assert checked and len(last) > 10
+
+
+def fast_clock(speed: float) -> Callable[[], float]:
+    """The emulator's clock running ``speed`` times faster (its 30 s throttle window
+    passes in a moment; the 7-day dedup window still covers the test)."""
+    t0 = time.time()
+    return lambda: t0 + (time.time() - t0) * speed
+
+
+def test_5xx_and_dropped_connections(project: Project, tmp_path: Path) -> None:
+    with amplitude(tmp_path / "amp", fail_rate=0.4, drop_after_ingest_rate=0.3, seed=7) as url:
+        result = run(project, tmp_path, url, concurrency=4, max_events=200)
+        assert_exactly_once(url, project.expected)
+        stats = get_json(url + "/_emulator/stats")
+    by_status = stats["requests"]
+    assert sum(n for s, n in by_status.items() if s.startswith("5")) > 5
+    assert by_status.get("dropped", 0) > 0
+    # a dropped answer after ingestion makes the uploader send those events again
+    assert stats["duplicates_ignored"] > 0
+    assert stats["events_stored"] == len(project.expected)
+    assert result.load["retries"] > 0
+    assert_time_order_per_device(tmp_path / "amp")
+
+
+@dataclass
+class Storm:
+    data: Path
+    stats: dict[str, Any]
+    counts: dict[Key, int]
+    result: MigrateResult
+
+
+@pytest.fixture(scope="module")
+def storm_429(project: Project, tmp_path_factory: pytest.TempPathFactory) -> Storm:
+    """One run under a 429 storm: 1 event/s per device or user, on a clock 20x fast."""
+    tmp = tmp_path_factory.mktemp("storm")
+    with amplitude(tmp / "amp", eps_limit=1, now=fast_clock(20.0)) as url:
+        result = run(project, tmp, url, concurrency=4, max_events=100)
+        return Storm(tmp / "amp", get_json(url + "/_emulator/stats"), stored_counts(url), result)
+
+
+def test_429_storm_delivers_each_event_once(project: Project, storm_429: Storm) -> None:
+    assert_counts_exactly_once(storm_429.counts, project.expected)
+    assert storm_429.stats["requests"].get("429", 0) > 0
+    assert storm_429.result.load["throttles"] > 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "load/: an event that was in flight when its device got held (a 429 for another of "
+    "the device's users, from another request) comes back through requeue_front and is "
+    "then diverted to the END of that hold, behind the device's later events; it should "
+    "go to the hold's front (holds.py divert / sender._sort)"))
+def test_429_storm_keeps_each_devices_time_order(storm_429: Storm) -> None:
+    assert_time_order_per_device(storm_429.data)
+
+
+def test_413_splits_until_requests_fit(project: Project, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # the emulator's body limit, lowered so that 2000-event batches are far too large
+    monkeypatch.setattr("mp2amp.emulators.amplitude.server.max_bytes", lambda endpoint: 40_000)
+    with amplitude(tmp_path / "amp", fail_rate=0.2, seed=3) as url:
+        result = run(project, tmp_path, url, concurrency=2)
+        assert_exactly_once(url, project.expected)
+        stats = get_json(url + "/_emulator/stats")
+    assert stats["requests"].get("413", 0) > 0
+    assert result.load["splits"] > 0
+    assert_time_order_per_device(tmp_path / "amp")
+
+
+def test_every_fault_at_once(project: Project, tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mp2amp.emulators.amplitude.server.max_bytes", lambda endpoint: 60_000)
+    with amplitude(tmp_path / "amp", fail_rate=0.3, drop_after_ingest_rate=0.2, eps_limit=2,
+                   now=fast_clock(20.0), seed=11) as url:
+        run(project, tmp_path, url, concurrency=8)
+        assert_exactly_once(url, project.expected)
+        stats = get_json(url + "/_emulator/stats")
+    for status in ("413", "429", "dropped"):
+        assert stats["requests"].get(status, 0) > 0, (status, stats["requests"])
