@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -91,3 +92,15 @@ def test_only_checkpointed_state_survives_a_crash(tmp_path: Path) -> None:
     with Deduper(path=path) as second:
         assert second.is_duplicate("x", rec(t=1))
         assert not second.is_duplicate("x", rec(t=5))
+
+
+def test_a_saturated_bloom_filter_is_slower_never_wrong(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    import mp2amp.transform.dedup as dedup
+
+    monkeypatch.setattr(dedup, "BLOOM_MIN", 4)  # 40 bits for hundreds of digests
+    small = Deduper(memory_budget=1, spill_dir=tmp_path)
+    stream = [rec(t=i % 97) for i in range(400)]
+    assert [small.is_duplicate("x", r) for r in stream] == [i >= 97 for i in range(400)]
+    assert small.disk_lookups > 300
+    small.close()

@@ -10,7 +10,8 @@ two sends of one event.
 
 Memory: each record seen is one 16-byte digest. Past ``memory_budget`` digests the set is
 written to SQLite and cleared; a Bloom filter over what is on disk keeps the common case
-(a new record) from touching the disk. With a ``path`` the state is durable at each
+(a new record) from touching the disk. The filter has a fixed size (10 bits for each of
+8 budgets of digests, at least 1M), allocated at the first spill, so memory is flat. With a ``path`` the state is durable at each
 ``checkpoint()`` (only then) and a later Deduper on the same path resumes it.
 """
 
@@ -27,6 +28,9 @@ import orjson
 
 INGESTION_KEYS = frozenset(
     {"mp_processing_time_ms", "$mp_api_timestamp_ms", "$mp_api_endpoint", "$mp_event_size"})
+
+BLOOM_PER_BUDGET = 8
+BLOOM_MIN = 1 << 20
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS seen (digest BLOB PRIMARY KEY) WITHOUT ROWID"
 
@@ -158,12 +162,14 @@ class Deduper:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         self._db = db
-        self._rebuild_bloom(minimum=self.memory_budget * 4)
+        self._load_bloom()
 
-    def _rebuild_bloom(self, minimum: int) -> None:
+    def _load_bloom(self) -> None:
+        """One Bloom filter of fixed size for the whole run, so memory stays flat: sized for
+        ``BLOOM_PER_BUDGET`` budgets of spilled digests (at least ``BLOOM_MIN``). Past that
+        it fills up and more new records take a SQLite look-up: slower, never wrong."""
         assert self._db is not None
-        stored = int(self._db.execute("SELECT count(*) FROM seen").fetchone()[0])
-        bloom = _Bloom(max(minimum, stored * 2, 1024))
+        bloom = _Bloom(max(self.memory_budget * BLOOM_PER_BUDGET, BLOOM_MIN))
         for (digest,) in self._db.execute("SELECT digest FROM seen"):
             bloom.add(bytes(digest))
         self._bloom = bloom
@@ -179,11 +185,7 @@ class Deduper:
         assert self._db is not None and self._bloom is not None
         hot = self._hot
         self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", ((d,) for d in hot))
-        bloom = self._bloom
-        if bloom.count + len(hot) > bloom.capacity:
-            hot.clear()
-            self._rebuild_bloom(minimum=bloom.capacity * 4)  # grow before it saturates
-            return
+        add = self._bloom.add
         for digest in hot:
-            bloom.add(digest)
+            add(digest)
         hot.clear()
