@@ -196,3 +196,13 @@ def test_output_inside_the_input_folder_is_not_read_back(project: Path) -> None:
                         "--json")
         assert result.exit_code == 0, result.stderr
         assert orjson.loads(result.stdout)["summary"]["records_read"] == 8
+
+
+def test_json_summary_goes_to_stderr_when_events_go_to_stdout(project: Path) -> None:
+    result = invoke("day1.jsonl", "day2.jsonl.gz", "--json")
+    assert result.exit_code == 0
+    check_events(result.stdout.encode())
+    doc = orjson.loads(result.stderr)
+    assert doc["summary"] == EXPECTED_SUMMARY
+    assert doc["out"] == "-" and doc["rejects"] == "rejects.jsonl"
+    assert len((project / "rejects.jsonl").read_bytes().splitlines()) == 2
