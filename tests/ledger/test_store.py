@@ -23,31 +23,56 @@ def test_windows_keep_their_order_and_state_across_reopen(tmp_path: Path) -> Non
     assert rows[1].state == "pending"
 
 
-def test_batch_is_done_only_after_batch_done_and_parked_events_survive(tmp_path: Path) -> None:
+def test_batch_is_done_only_after_batch_done(tmp_path: Path) -> None:
     led = Ledger(tmp_path / "l.sqlite")
     led.add_windows([("w", "file", {})])
-    led.batch_sent("w:0", "w", 0, 3)
-    led.batch_sent("w:1", "w", 1, 2)
-    assert led.done_batches("w") == {}
-    led.batch_done("w:0", accepted=1, dead_lettered=1, parked_events=[(b'{"a":1}', "f:1", "quota")])
-    led.batch_sent("w:1", "w", 1, 2)  # resent after a crash: attempts counted
-    done = led.done_batches("w")
-    assert list(done) == [0] and done[0].accepted == 1 and done[0].parked == 1
+    led.batch_sent("w0/0/0", "w", 0, 3)
+    led.batch_sent("w0/1/0", "w", 0, 2)
+    assert led.done_batches("w") == {} and led.done_batch_count("w") == 0
+    assert led.batch_done("w0/0/0", accepted=2, dead_lettered=1, parked=0) == "w"
+    led.batch_sent("w0/1/0", "w", 0, 2)  # sent again after a crash: attempts counted
+    assert led.done_batch_count("w") == 1
     totals = led.batch_totals()["w"]
-    assert totals == {"batches_done": 1, "batches_in_flight": 1, "accepted": 1,
-                      "dead_lettered": 1, "parked": 1}
+    assert totals == {"batches_done": 1, "batches_in_flight": 1, "accepted": 2,
+                      "dead_lettered": 1, "parked": 0}
     assert [b.attempts for b in led.batches()] == [1, 2]
-    [(pid, window, event, origin)] = led.parked_events()
-    assert (window, event, origin) == ("w", b'{"a":1}', "f:1")
-    led.resolve_parked(pid, "accepted")
-    assert led.parked_events() == []
-    assert led.parked_counts() == {"w": {"accepted": 1}}
+
+
+def test_parked_events_of_unfinished_batches_are_dropped_for_the_resend(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "l.sqlite")
+    led.add_windows([("w", "file", {})])
+    led.batch_sent("b-done", "w", 0, 2)
+    led.batch_sent("b-flying", "w", 1, 2)
+    led.park("w", "b-done", '["f",1]', b'{"a":1}', "daily_quota")
+    led.park("w", "b-flying", '["f",2]', b'{"a":2}', "daily_quota")
+    led.park("w", "parked", '["f",3]', b'{"a":3}', "daily_quota")  # parked again on retry
+    led.batch_done("b-done", accepted=1, dead_lettered=1, parked=0)
+    # b-flying is sent again whole, so its parked row would deliver the event twice
+    assert led.parked_events() == [("w", '["f",1]', b'{"a":1}'), ("w", '["f",3]', b'{"a":3}')]
+    led.park("w", "b-done", '["f",1]', b'{"a":1}', "daily_quota")  # idempotent by origin
+    led.resolve_parked('["f",1]', "accepted")
+    assert led.parked_events() == [("w", '["f",3]', b'{"a":3}')]
+    assert led.parked_counts() == {"w": {"accepted": 1, "parked": 1}}
+
+
+def test_rejects_are_keyed_by_origin_and_transform_ones_forgotten_on_replay(
+        tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "l.sqlite")
+    led.add_windows([("w", "file", {})])
+    row = ("f.jsonl", 3, "w", "transform", "malformed_json", "not JSON", None, None)
+    led.add_rejects([row, row])
+    led.add_rejects([("f.jsonl", 4, "w", "amplitude", "invalid_field", "bad", "time", "{}")])
+    assert led.reject_counts() == {"w": {"transform": {"malformed_json": 1},
+                                         "amplitude": {"invalid_field": 1}}}
+    led.forget_window_outcomes("w")
+    assert led.reject_counts() == {"w": {"amplitude": {"invalid_field": 1}}}
+    assert [r[:2] for r in led.iter_rejects()] == [("f.jsonl", 4)]
 
 
 def test_unknown_batch_done_is_a_terminal_error(tmp_path: Path) -> None:
     led = Ledger(tmp_path / "l.sqlite")
     with pytest.raises(TerminalError, match="never recorded"):
-        led.batch_done("nope", accepted=0, dead_lettered=0)
+        led.batch_done("nope", accepted=0, dead_lettered=0, parked=0)
 
 
 def test_newer_schema_version_is_refused_with_advice(tmp_path: Path) -> None:
