@@ -41,9 +41,11 @@ class Project:
     events: Path             # the folder of day files
     expected: frozenset[Key]  # what the transform emits for these files
     rejects: dict[str, int]   # what the transform refuses, by reason
+    ids: dict[str, tuple[str | None, str | None]]  # insert_id -> (device_id, user_id)
 
 
-def transform_outcome(events: Path, work: Path) -> tuple[frozenset[Key], dict[str, int]]:
+def transform_outcome(events: Path, work: Path) -> tuple[
+        frozenset[Key], dict[str, int], dict[str, tuple[str | None, str | None]]]:
     """Run ``mp2amp transform`` on the files: the events migrate must deliver."""
     work.mkdir(parents=True, exist_ok=True)
     cfg = work / "transform.toml"
@@ -51,15 +53,17 @@ def transform_outcome(events: Path, work: Path) -> tuple[frozenset[Key], dict[st
     out = work / "out.jsonl"
     mp2amp("transform", "-c", str(cfg), "-o", str(out), "--json")
     keys = []
+    ids = {}
     for raw in out.read_bytes().splitlines():
         event = orjson.loads(raw)
         keys.append((event.get("device_id") or event.get("user_id"), event["insert_id"]))
+        ids[event["insert_id"]] = (event.get("device_id"), event.get("user_id"))
     assert len(keys) == len(set(keys)), "the transform emitted an insert_id twice"
     rejects: dict[str, int] = {}
     for raw in (work / "out.jsonl.rejects.jsonl").read_bytes().splitlines():
         reason = orjson.loads(raw)["reason"]
         rejects[reason] = rejects.get(reason, 0) + 1
-    return frozenset(keys), rejects
+    return frozenset(keys), rejects, ids
 
 
 def make_config(events: Path | str, workdir: Path, api_host: str, **extra: Any) -> Config:
