@@ -182,6 +182,11 @@ class _Parser:
                 return self._bad(path, f"must be a list, got {_kind(raw)}")
             items = [self.value(args[0], item, f"{path}[{i}]") for i, item in enumerate(raw)]
             return _INVALID if any(i is _INVALID for i in items) else tuple(items)
+        if origin is dict:
+            if not isinstance(raw, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+                return self._bad(path, f"must be a table of strings, got {_kind(raw)}")
+            return dict(raw)
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             before = len(self.problems)
             result = self.section(tp, raw, f"{path}.")

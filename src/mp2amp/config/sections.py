@@ -120,6 +120,10 @@ class MixpanelConfig:
     id_merge: Literal["simplified", "original"] = "simplified"
     service_account: Secret | None = field(default=None, metadata=_env("MIXPANEL_SERVICE_ACCOUNT"))
     secret: Secret | None = field(default=None, metadata=_env("MIXPANEL_SECRET"))
+    # Raw Export API limits (Mixpanel: 60 queries an hour, 3 a second); raise only for
+    # the local emulator, Mixpanel answers 429 above them.
+    export_per_hour: int = field(default=60, metadata=_check(_positive))
+    export_per_second: int = field(default=3, metadata=_check(_positive))
 
     def problems(self) -> list[str]:
         out = []
@@ -140,6 +144,8 @@ class SourceConfig:
     to_date: date | None = None
     files: tuple[str, ...] = field(default=(), metadata=_LOCATIONS)  # paths, globs, URLs
     identity_table: str | None = field(default=None, metadata=_LOCATIONS)  # Data Pipelines
+    # fsspec options for s3:// and gs:// files, e.g. {endpoint_url = "http://127.0.0.1:9000"}
+    storage_options: dict[str, str] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         if self.from_date and self.to_date and self.from_date > self.to_date:
@@ -155,6 +161,10 @@ class AmplitudeConfig:
     api_host: str | None = field(default=None, metadata=_check(_host))
     endpoint: Literal["batch", "httpapi"] = "batch"
     output_dir: str | None = field(default=None, metadata=_LOCATIONS)
+    # Batch size cap in bytes (count is capped at 2000); default 10 MB for batch, 1 MB httpapi
+    batch_max_bytes: int | None = field(default=None, metadata=_check(_between(1024, 20 << 20)))
+    # Sent as options.min_id_length: mp2amp keeps Mixpanel IDs shorter than Amplitude's 5
+    min_id_length: int = field(default=1, metadata=_check(_between(1, 1024)))
     api_key: Secret | None = field(default=None, metadata=_env("AMPLITUDE_API_KEY"))
     secret_key: Secret | None = field(default=None, metadata=_env("AMPLITUDE_SECRET_KEY"))
 

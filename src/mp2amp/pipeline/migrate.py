@@ -122,6 +122,7 @@ def upload_settings(config: Config, overrides: Mapping[str, Any] | None = None, 
     kwargs: dict[str, Any] = {
         "api_key": amp.api_key.reveal(), "endpoint": amp.endpoint, "region": amp.region,
         "api_host": amp.api_host, "concurrency": config.run.concurrency,
+        "max_bytes": amp.batch_max_bytes, "min_id_length": amp.min_id_length,
     }
     kwargs.update(overrides or {})
     return UploadSettings(**kwargs)
@@ -153,6 +154,8 @@ async def migrate_async(
 ) -> MigrateResult:
     reporter = reporter or NullReporter()
     counters = Counters()
+    if storage_options is None and config.source.storage_options:
+        storage_options = dict(config.source.storage_options)
     settings = config.transform_settings()  # every config problem before any work
     sink_mode = config.amplitude.output_dir is not None
     upload = upload_settings(config, upload_overrides, allow_missing_key=sink_mode)
@@ -201,7 +204,9 @@ def _mixpanel_settings(config: Config,
     m = config.mixpanel
     if m.service_account is None and m.secret is None:
         return None
-    return MixpanelSettings.from_config(m, **dict(overrides or {}))
+    kwargs: dict[str, Any] = {"per_hour": m.export_per_hour, "per_second": m.export_per_second}
+    kwargs.update(overrides or {})
+    return MixpanelSettings.from_config(m, **kwargs)
 
 
 async def _identity_and_load(config: Config, settings: Any, upload: UploadSettings,
