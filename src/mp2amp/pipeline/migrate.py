@@ -204,7 +204,11 @@ def _mixpanel_settings(config: Config,
     m = config.mixpanel
     if m.service_account is None and m.secret is None:
         return None
-    kwargs: dict[str, Any] = {"per_hour": m.export_per_hour, "per_second": m.export_per_second}
+    # Millisecond times: the export's default rounds to seconds, which loses the order of
+    # a device's close events and gives other insert_ids than the same events read from
+    # files (the id hashes the time in ms; Mixpanel ingests ms).
+    kwargs: dict[str, Any] = {"per_hour": m.export_per_hour, "per_second": m.export_per_second,
+                              "time_in_ms": True}
     kwargs.update(overrides or {})
     return MixpanelSettings.from_config(m, **kwargs)
 
