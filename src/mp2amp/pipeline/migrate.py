@@ -314,6 +314,8 @@ async def _load_window(w: Any, key: str, ledger: Ledger, graph: IdentityGraph,
                             rej.reason, rej.message, rej.field, _payload(rej.record)))
         if n % _YIELD_EVERY == 0:
             counters.done += _YIELD_EVERY
+            counters.retries = up.report.retries
+            counters.throttles = up.report.throttles
             reporter.update(counters)
             await asyncio.sleep(0)
     counters.done += n % _YIELD_EVERY
