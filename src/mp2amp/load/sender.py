@@ -66,14 +66,16 @@ class Sender:
         size = ENVELOPE_BYTES
         batch_id = ""
         diverted = 0
+        holds = up.holds
+        cap_events, cap_bytes = lane.cap_events, lane.cap_bytes
         while queue:
             item = queue[0]
-            if up.holds.divert(item):
+            if len(holds) and holds.divert(item):  # len() first: no holds is the usual case
                 queue.popleft()
                 diverted += 1
                 continue
-            if items and (len(items) >= lane.cap_events or item.batch_id != batch_id
-                          or size + len(item.data) + 1 > lane.cap_bytes):
+            if items and (len(items) >= cap_events or item.batch_id != batch_id
+                          or size + len(item.data) + 1 > cap_bytes):
                 break
             queue.popleft()
             items.append(item)

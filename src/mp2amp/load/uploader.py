@@ -61,13 +61,6 @@ def lane_of(key: str, lanes: int) -> int:
     return zlib.crc32(key.encode()) % lanes
 
 
-def _ids(event: dict[str, Any]) -> tuple[str | None, str | None]:
-    device = event.get("device_id")
-    user = event.get("user_id")
-    return (device if isinstance(device, str) and device else None,
-            user if isinstance(user, str) and user else None)
-
-
 class Uploader:
     def __init__(
         self,
@@ -92,6 +85,9 @@ class Uploader:
         self._lanes = [Lane(i, cap_events=settings.max_events, cap_bytes=self._limits.max_bytes)
                        for i in range(settings.concurrency)]
         self._open: dict[tuple[str, int], Batcher[Submitted]] = {}
+        self._lane_cache: dict[str, int] = {}
+        self._n_lanes = len(self._lanes)
+        self._pending_cap = settings.pending_cap
         self._seq: dict[tuple[str, int], int] = {}
         self._batches_per_key: dict[str, int] = {}
         self._batches: dict[str, BatchState] = {}
@@ -174,10 +170,12 @@ class Uploader:
 
     async def submit(self, event: dict[str, Any], origin: Origin, batch_key: str = "run") -> None:
         """Queue one Amplitude event; waits (backpressure) while too many are in flight."""
+        # The hot path of the whole load stage: kept flat on purpose (no helper calls).
         if self._session is None:
             await self.start()
-        self._raise_failure()
-        while self._queued >= self.settings.pending_cap:
+        if self._failure is not None:
+            raise self._failure
+        while self._queued >= self._pending_cap:
             self._room.clear()
             await self._room.wait()
             self._raise_failure()
@@ -189,8 +187,18 @@ class Uploader:
             item = Submitted(event, origin, "", b"", None, None, 0)
             self._dead(item, "unserializable", f"event is not JSON-serializable: {exc}")
             return
-        device, user = _ids(event)
-        lane = lane_of(device or user or "", len(self._lanes))
+        device = event.get("device_id")
+        user = event.get("user_id")
+        if not (device and isinstance(device, str)):
+            device = None
+        if not (user and isinstance(user, str)):
+            user = None
+        key = device or user or ""
+        lane = self._lane_cache.get(key)
+        if lane is None:
+            if len(self._lane_cache) > 1_000_000:  # bounded: memory stays flat
+                self._lane_cache.clear()
+            lane = self._lane_cache[key] = lane_of(key, self._n_lanes)
         item = Submitted(event, origin, "", data, device, user, lane)
         slot = (batch_key, lane)
         batcher = self._open.get(slot)
@@ -199,6 +207,10 @@ class Uploader:
         closed = batcher.add(item, len(data))
         if closed is not None:
             self._close_batch(batch_key, lane, closed)
+        if not self.report.submitted & 127:
+            # Let the lanes run: a producer that never yields would fill the whole queue
+            # before the first request leaves, and responses would wait unread meanwhile.
+            await asyncio.sleep(0)
 
     async def flush(self, batch_key: str) -> int:
         """Close the open batches of ``batch_key``; returns how many batches it has in all
@@ -247,7 +259,18 @@ class Uploader:
     # --- settling: every event ends here exactly once ----------------------------------
 
     def accepted(self, items: Sequence[Submitted]) -> None:
+        """A 200 for these events; a request's events mostly share one batch (fast path)."""
         self.report.accepted += len(items)
+        batch_id = items[0].batch_id if items else ""
+        if all(i.batch_id == batch_id for i in items):
+            state = self._batches[batch_id]
+            state.accepted.extend(items)
+            self._unsettled -= len(items)
+            self._progress.set()
+            state.remaining -= len(items)
+            if state.remaining == 0:
+                self._batch_done(state)
+            return
         for item in items:
             self._batches[item.batch_id].accepted.append(item)
             self._settle(item)
@@ -275,10 +298,13 @@ class Uploader:
             return
         state.remaining -= 1
         if state.remaining == 0:
-            del self._batches[item.batch_id]
-            if self.dead_letters is not None:
-                self.dead_letters.flush()  # before the ledger says "settled"
-            self.observer.on_batch_accepted(state.batch_id, state.accepted)
+            self._batch_done(state)
+
+    def _batch_done(self, state: BatchState) -> None:
+        del self._batches[state.batch_id]
+        if self.dead_letters is not None:
+            self.dead_letters.flush()  # before the ledger says "settled"
+        self.observer.on_batch_accepted(state.batch_id, state.accepted)
 
     # --- lanes, queue accounting, holds ------------------------------------------------
 
