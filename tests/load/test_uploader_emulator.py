@@ -85,6 +85,18 @@ def test_429_storm_with_a_small_eps_limit(tmp_path, gen_events, observer):
     assert not report.dead_lettered
 
 
+def test_a_hot_device_above_its_whole_rate_budget_still_gets_through(tmp_path, gen_events,
+                                                                     observer):
+    # eps_limit 2 averaged over 30 s: at most 60 events of one device per window, while a
+    # request would carry up to 200 of them; the lane shrinks its requests until they fit
+    events = gen_events(400, devices=1)
+    report, stored = asyncio.run(run_upload(
+        tmp_path, events, observer, max_events=200, endpoint="httpapi",
+        emu_kw={"now": fast_clock(300.0)}, faults={"eps_limit": 2}))
+    assert_exactly_once(stored, [e["insert_id"] for e in events])
+    assert report.throttles > 0
+
+
 def test_413_on_the_1mb_http_v2_limit_splits(tmp_path, gen_events, observer):
     events = gen_events(2500, devices=5)
     for e in events:

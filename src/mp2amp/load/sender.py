@@ -155,9 +155,9 @@ class Sender:
         elif v.kind == "stop":
             up.fail(v.error or RuntimeError(v.message))
         else:
-            self._sort(items, v)
+            self._sort(lane, items, v)
 
-    def _sort(self, items: list[Submitted], v: Verdict) -> None:
+    def _sort(self, lane: Lane, items: list[Submitted], v: Verdict) -> None:
         """Per-event verdict: dead, throttled, parked, or resent at once (Amplitude ingested
         none of the request)."""
         up = self.up
@@ -185,6 +185,14 @@ class Sender:
                 rest.append(item)
         if throttled:
             up.report.throttles += 1
+            # A device with more events in one request than its rate budget would be
+            # throttled forever: halve how many events a request of this lane carries
+            # (per device, at most that), creeping back after successes.
+            per_key: dict[str | None, int] = {}
+            for item in throttled:
+                k = item.device or item.user
+                per_key[k] = per_key.get(k, 0) + 1
+            lane.cap_events = max(1, min(lane.cap_events, max(per_key.values()) // 2))
             wait = max(s.throttle_seconds, v.retry_after or 0.0)
             hold = up.holds.hold("throttle", loop.time() + wait, throttled,
                                  devices=v.throttled_devices, users=v.throttled_users)
