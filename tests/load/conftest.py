@@ -228,6 +228,11 @@ def observer() -> RecordingObserver:
 
 
 @pytest.fixture
+def recording_observer() -> type[RecordingObserver]:
+    return RecordingObserver
+
+
+@pytest.fixture
 def fake_cls() -> type[FakeAmplitude]:
     return FakeAmplitude
 

@@ -7,6 +7,7 @@ so a server that echoes a key cannot leak it into the file.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,8 +37,11 @@ class DeadLetterFile:
             "line": line,
             "event": event,
         }
-        fh = self._open()
-        fh.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS))
+        try:
+            data = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
+        except TypeError:  # what orjson refuses (ints past 64 bits, odd types) is kept anyway
+            data = json.dumps(row, default=repr, ensure_ascii=False).encode() + b"\n"
+        self._open().write(data)
         self.written += 1
 
     def flush(self) -> None:
