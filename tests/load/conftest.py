@@ -29,6 +29,7 @@ class FakeAmplitude:
     quota_devices: set[str] = field(default_factory=set)
     quota_users: set[str] = field(default_factory=set)
     retry_after: str | None = None        # Retry-After header on 503s
+    throttle_users: dict[str, int] = field(default_factory=dict)  # user -> 429s still to give
     seed: int = 0
     stored: Counter[tuple[str, str]] = field(default_factory=Counter)   # (id, insert_id) -> 1
     ingest_attempts: Counter[str] = field(default_factory=Counter)      # insert_id -> times
@@ -126,14 +127,17 @@ class FakeAmplitude:
         q_dev = {e["device_id"]: 500_900 for e in events if e.get("device_id") in self.quota_devices}
         q_usr = {e["user_id"]: 500_200 for e in events if e.get("user_id") in self.quota_users}
         throttled = self._throttled(events)
-        if q_dev or q_usr or throttled:
+        t_usr = {e["user_id"]: 31 for e in events if self.throttle_users.get(e.get("user_id"), 0)}
+        for u in t_usr:
+            self.throttle_users[u] -= 1
+        if q_dev or q_usr or throttled or t_usr:
             idx = [i for i, e in enumerate(events)
                    if e.get("device_id") in throttled or e.get("device_id") in q_dev
-                   or e.get("user_id") in q_usr]
+                   or e.get("user_id") in q_usr or e.get("user_id") in t_usr]
             return self.reply(429, {
                 "code": 429, "error": "Too many requests for some devices and users",
                 "eps_threshold": self.eps_limit or 1000,
-                "throttled_devices": {d: n for d, n in throttled.items()}, "throttled_users": {},
+                "throttled_devices": {d: n for d, n in throttled.items()}, "throttled_users": t_usr,
                 "exceeded_daily_quota_users": q_usr, "exceeded_daily_quota_devices": q_dev,
                 "throttled_events": idx})
         for e in events:
@@ -199,7 +203,9 @@ class RecordingObserver:
                        message: str) -> None:
         self.dead.append((event, origin, reason, message))
 
-    def on_parked(self, event: dict[str, Any], origin: tuple[str, int], reason: str) -> None:
+    def on_parked(self, event: dict[str, Any], origin: tuple[str, int], reason: str,
+                  batch_id: str) -> None:
+        assert batch_id in self.sent and batch_id not in self.accepted
         self.parked.append((event, origin, reason))
 
     def accepted_ids(self) -> list[str]:

@@ -39,22 +39,22 @@ def test_backoff_rejects_bad_input():
 
 
 def item(n: int, device: str | None, user: str | None) -> Submitted:
-    return Submitted({"insert_id": str(n)}, ("s", n), "b", b"{}", device, user, 0)
+    return Submitted({"insert_id": str(n)}, ("s", n), "b", b"{}", device, user, 0, 0, n)
 
 
 def test_a_held_user_pulls_its_devices_later_events_into_the_same_hold():
     reg = HoldRegistry()
     first = item(1, "D", "U")
     h = reg.hold("throttle", 10.0, [first], users=["U"])
-    later_same_device_other_user = item(2, "D", "V")
+    later_same_device_other_user = item(4, "D", "V")
     other = item(3, "E", None)
-    assert reg.divert(item(4, "F", "U"))                  # user U is held
+    assert reg.divert(item(5, "F", "U"))                  # user U is held
     assert reg.divert(later_same_device_other_user)       # device D waits behind event 1
     assert not reg.divert(other)
-    assert [i.event["insert_id"] for i in h.items] == ["1", "4", "2"]
+    assert [i.event["insert_id"] for i in h.items] == ["1", "4", "5"]
     assert reg.held_events == 3
     released = reg.release(h)
-    assert [i.event["insert_id"] for i in released] == ["1", "4", "2"]
+    assert [i.event["insert_id"] for i in released] == ["1", "4", "5"]
     assert reg.held_events == 0 and len(reg) == 0
     assert not reg.divert(item(5, "D", "U"))
 
@@ -66,3 +66,12 @@ def test_an_event_of_an_already_held_device_joins_the_older_hold():
     assert [i.event["insert_id"] for i in old.items] == ["1", "2"]
     assert [i.event["insert_id"] for i in new.items] == ["3"]
     assert {h.reason for h in reg.holds()} == {"daily_quota", "throttle"}
+
+
+def test_an_older_event_coming_back_from_a_request_goes_before_later_held_ones():
+    reg = HoldRegistry()
+    # event 2 (D, U2) was throttled while event 1 (D, U1) of the same request is resent
+    h = reg.hold("throttle", 5.0, [item(2, "D", "U2")], users=["U2"])
+    assert reg.divert(item(7, "D", "U1"))   # a later event of D joins behind
+    assert reg.divert(item(1, "D", "U1"))   # the resent older one goes first
+    assert [i.seq for i in h.items] == [1, 2, 7]

@@ -72,6 +72,21 @@ def test_per_device_order_and_never_two_requests_of_one_device(fake_cls, gen_eve
         assert fake.arrival[device] == expected, device
 
 
+def test_a_throttled_user_on_a_shared_device_keeps_the_devices_order(fake_cls, gen_events,
+                                                                     observer):
+    # device-00000 is shared by two users; only one of them is throttled, three times over
+    events = gen_events(1200, devices=6)
+    shared = [e for e in events if e["device_id"] == "device-00000"]
+    for n, e in enumerate(shared):
+        e["user_id"] = "user-a-00000" if n % 2 else "user-b-00000"
+    fake = fake_cls(throttle_users={"user-b-00000": 3})
+    report = asyncio.run(upload(fake, events, observer, max_events=60))
+    assert report.throttles >= 3 and fake.throttle_users["user-b-00000"] <= 0
+    for device in {e["device_id"] for e in events}:
+        expected = [e["insert_id"] for e in events if e["device_id"] == device]
+        assert fake.arrival[device] == expected, device
+
+
 def test_413_splits_until_requests_fit(fake_cls, gen_events, observer):
     fake = fake_cls(max_bytes=20_000)
     events = gen_events(3000)

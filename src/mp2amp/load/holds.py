@@ -2,12 +2,15 @@
 
 A hold is keyed by device and/or user. While a device is held, every later event of that
 device joins the same hold, in order, so a device's events are never reordered; other
-devices keep flowing. When the hold expires its events go back to the *front* of their
-lanes (they are older than anything still queued for those devices).
+devices keep flowing. A hold keeps its events in submission order (``Submitted.seq``): an
+event coming back from a request (the rest of a 429, a 413 half) is older than the device's
+events already held and goes before them. When the hold expires its events go back to the
+*front* of their lanes (they are older than anything still queued for those devices).
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -53,7 +56,7 @@ class HoldRegistry:
         hold = self.find(item)
         if hold is None:
             return False
-        hold.items.append(item)
+        _add(hold, item)
         self.held_events += 1
         return True
 
@@ -74,7 +77,7 @@ class HoldRegistry:
                 target = new
                 key: Key = ("d", item.device) if item.device is not None else ("u", item.user or "")
                 self._register(new, key, keep_existing=True)
-            target.items.append(item)
+            _add(target, item)
             self.held_events += 1
         return new
 
@@ -100,3 +103,11 @@ class HoldRegistry:
             return
         self._by_key[key] = hold
         hold.keys.add(key)
+
+
+def _add(hold: Hold, item: Submitted) -> None:
+    """Append, or insert in submission order when the event is older than the last one."""
+    if not hold.items or hold.items[-1].seq < item.seq:
+        hold.items.append(item)
+    else:
+        insort(hold.items, item, key=lambda i: i.seq)

@@ -27,6 +27,7 @@ class Submitted:
     user: str | None
     lane: int
     park_attempts: int = 0    # daily-quota rounds this event has been through
+    seq: int = 0              # submission order: a device's events must keep it
 
     @property
     def insert_id(self) -> str | None:
@@ -50,9 +51,12 @@ class LoadObserver(Protocol):
         """Amplitude rejected this event for good (``reason`` is a code from
         ``responses.REASONS``); it is also in the dead-letter file."""
 
-    def on_parked(self, event: dict[str, Any], origin: Origin, reason: str) -> None:
+    def on_parked(self, event: dict[str, Any], origin: Origin, reason: str,
+                  batch_id: str) -> None:
         """Still over Amplitude's daily quota at the end of the run: not sent, not lost.
-        Submit it again in a later run (``migrate --resume``)."""
+        Submit it again in a later run (``migrate --resume``). ``batch_id`` is the batch it
+        belongs to: the parking counts only once that batch is reported accepted (a crash
+        in between resends the whole batch)."""
 
 
 class NullObserver:
@@ -68,5 +72,6 @@ class NullObserver:
                        message: str) -> None:
         return None
 
-    def on_parked(self, event: dict[str, Any], origin: Origin, reason: str) -> None:
+    def on_parked(self, event: dict[str, Any], origin: Origin, reason: str,
+                  batch_id: str) -> None:
         return None

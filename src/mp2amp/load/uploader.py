@@ -199,7 +199,7 @@ class Uploader:
             if len(self._lane_cache) > 1_000_000:  # bounded: memory stays flat
                 self._lane_cache.clear()
             lane = self._lane_cache[key] = lane_of(key, self._n_lanes)
-        item = Submitted(event, origin, "", data, device, user, lane)
+        item = Submitted(event, origin, "", data, device, user, lane, 0, self.report.submitted)
         slot = (batch_key, lane)
         batcher = self._open.get(slot)
         if batcher is None:
@@ -287,7 +287,7 @@ class Uploader:
 
     def parked(self, item: Submitted) -> None:
         self.report.parked += 1
-        self.observer.on_parked(item.event, item.origin, "daily_quota")
+        self.observer.on_parked(item.event, item.origin, "daily_quota", item.batch_id)
         self._settle(item)
 
     def _settle(self, item: Submitted) -> None:
