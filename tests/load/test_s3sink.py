@@ -102,6 +102,22 @@ def test_an_export_under_the_minimum_gives_one_file_and_a_warning(tmp_path: Path
         sorted(e["insert_id"] for e in evs)
 
 
+def test_an_event_json_cannot_carry_is_dead_lettered_not_written(tmp_path: Path):
+    from mp2amp.load import DeadLetterFile
+    from mp2amp.load.deadletter import read_dead_letters
+
+    evs = events(5)
+    evs[2]["event_properties"]["n"] = 2 ** 70
+    with DeadLetterFile(tmp_path / "dead.jsonl") as dlq:
+        sink = S3ImportSink(str(tmp_path / "out"), dead_letters=dlq)
+        written = [sink.write(e, ("day.jsonl", i + 1)) for i, e in enumerate(evs)]
+        report = sink.close()
+    assert written == [True, True, False, True, True]
+    assert report.events == 4 and report.dead_lettered == 1
+    assert [(r["line"], r["reason"]) for r in read_dead_letters(tmp_path / "dead.jsonl")] == [
+        (3, "unserializable")]
+
+
 def test_existing_files_are_never_overwritten(tmp_path: Path):
     for _ in range(2):
         sink = S3ImportSink(str(tmp_path), run_id="same")

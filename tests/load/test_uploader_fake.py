@@ -28,7 +28,12 @@ async def upload(fake: Any, events: list[dict[str, Any]], observer: Any, *,
         async with Uploader(settings(url, **kw), observer=observer, dead_letters=dlq) as up:
             for i, e in enumerate(events):
                 await up.submit(e, ("src.jsonl", i + 1), batch_key=batch_key)
-            return await up.close()
+            report = await up.close()
+            # the uploader's own books are balanced: nothing queued, held or half-settled
+            assert (up._queued, up._unsettled, up.holds.held_events, len(up._batches)) == \
+                (0, 0, 0, 0)
+            assert await up.close() is report
+            return report
     finally:
         await fake.stop()
 

@@ -30,6 +30,7 @@ import fsspec
 import orjson
 
 from mp2amp.errors import ConfigError, InputError
+from mp2amp.load.deadletter import DeadLetterFile
 
 MIN_FILE_BYTES = 1_000_000           # "Each file between 1 MB and 5 GB"
 MAX_FILE_BYTES = 5_000_000_000
@@ -63,6 +64,7 @@ class SinkReport:
     events: int = 0
     converter_config: str = ""
     warnings: list[str] = field(default_factory=list)
+    dead_lettered: int = 0   # events JSON cannot carry (reason ``unserializable``)
 
     @property
     def files_in_time_order(self) -> bool:
@@ -117,6 +119,7 @@ class S3ImportSink:
         storage_options: dict[str, Any] | None = None,
         staging_dir: str | os.PathLike[str] | None = None,
         skip_user_properties_sync: bool = True,
+        dead_letters: DeadLetterFile | None = None,
     ) -> None:
         problems = []
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", run_id):
@@ -135,6 +138,7 @@ class S3ImportSink:
         self.min_file_bytes = min_file_bytes
         self.sort_buffer_bytes = sort_buffer_bytes
         self.skip_user_properties_sync = skip_user_properties_sync
+        self.dead_letters = dead_letters
         self._staging = Path(tempfile.mkdtemp(prefix="mp2amp-s3sink-", dir=staging_dir))
         self._buf: list[tuple[int, int, bytes]] = []
         self._buf_bytes = 0
@@ -154,8 +158,17 @@ class S3ImportSink:
     def pattern(self) -> str:
         return rf"^(.*/)?{re.escape(self.run_id)}-\d{{5}}\.json\.gz$"
 
-    def write(self, event: dict[str, Any]) -> None:
-        data = orjson.dumps(event)
+    def write(self, event: dict[str, Any], origin: tuple[str, int] | None = None) -> bool:
+        """Add one event; False when it cannot be serialized (then it is dead-lettered,
+        with ``origin``, if the sink has a dead-letter file, and always counted)."""
+        try:
+            data = orjson.dumps(event)
+        except TypeError as exc:
+            self.report.dead_lettered += 1
+            if self.dead_letters is not None:
+                self.dead_letters.write(event, origin, "unserializable",
+                                        f"event is not JSON-serializable: {exc}")
+            return False
         t = event.get("time")
         t = t if isinstance(t, int) and not isinstance(t, bool) else 0
         self._buf.append((t, self._seq, data))
@@ -167,6 +180,7 @@ class S3ImportSink:
             self._spill()
         if self._file_bytes >= self.target_file_bytes:
             self._roll()
+        return True
 
     def close(self) -> SinkReport:
         try:

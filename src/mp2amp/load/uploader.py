@@ -148,6 +148,8 @@ class Uploader:
 
         Parked (daily-quota) events get one last try now instead of waiting out
         ``park_delay``; those still over quota are reported through ``on_parked``."""
+        if self._closed:
+            return self.report
         await self.start()
         try:
             for key in list({k for k, _ in self._open}):
@@ -171,6 +173,8 @@ class Uploader:
     async def submit(self, event: dict[str, Any], origin: Origin, batch_key: str = "run") -> None:
         """Queue one Amplitude event; waits (backpressure) while too many are in flight."""
         # The hot path of the whole load stage: kept flat on purpose (no helper calls).
+        if self._closed:
+            raise RuntimeError("submit() after close(): this uploader has finished")
         if self._session is None:
             await self.start()
         if self._failure is not None:
