@@ -21,16 +21,12 @@ per-property counts in ``stats``, which never influence an output.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
-from operator import itemgetter
-from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 from mp2amp import __version__
 from mp2amp.errors import ConfigError, Rejection
 from mp2amp.models import Resolved, Skip
 from mp2amp.transform import mapping
-from mp2amp.transform.geo import LOCATION_FIELDS
 from mp2amp.transform.hotshard import (
     HOTSHARD_EVENT,
     HOTSHARD_RECORD,
@@ -41,6 +37,18 @@ from mp2amp.transform.hotshard import (
 from mp2amp.transform.insert_id import insert_id_for, usable_insert_id
 from mp2amp.transform.revenue import revenue_fields
 from mp2amp.transform.settings import TransformSettings
+from mp2amp.transform.shapes import (
+    FIELD_ORDER,
+    MAX_MEMO,
+    MAX_URLS,
+    PAGE_UPDATE,
+    Shape,
+    build_shape,
+    compile_table,
+    convert,
+    page_properties,
+    plain,
+)
 from mp2amp.transform.timeconv import (
     MAX_TIME_MS,
     MIN_TIME_MS,
@@ -49,6 +57,12 @@ from mp2amp.transform.timeconv import (
     to_epoch_ms,
 )
 from mp2amp.transform.values import MAX_STRING, ValueProblem, ValueStats, clip, sanitize_props
+
+if TYPE_CHECKING:  # plan.py imports this module
+    from mp2amp.transform.plan import TrackingPlan
+    from mp2amp.transform.privacy import PrivacyRules
+
+__all__ = ["FIELD_ORDER", "IDENTITY_EVENTS", "RESERVED_EVENT_TYPES", "Transformer"]
 
 IDENTITY_EVENTS = frozenset({"$identify", "$create_alias", "$merge"})
 RESERVED_EVENT_TYPES = frozenset({
@@ -59,55 +73,18 @@ RESERVED_EVENT_TYPES = frozenset({
 MAX_GROUP_TYPES = 5
 MAX_GROUP_VALUES = 10
 UNPLANNED_FLAG = "mp2amp_unplanned"
-FIELD_ORDER = (
-    "platform", "os_name", "os_version", "device_brand", "device_manufacturer",
-    "device_model", "carrier", "app_version", "country", "region", "city", "dma",
-    "location_lat", "location_lng", "ip", "idfa",
-)
-_FIELD_RANK = {name: rank for rank, name in enumerate(FIELD_ORDER)}
 _MAX_SHAPES = 20_000
-_MAX_URLS = 50_000
-_MAX_MEMO = 4_096
+_MAX_NAMES = 50_000
+_HOUR_MS = 3_600_000
 _HOTSHARD_EVENTS = frozenset({HOTSHARD_EVENT, HOTSHARD_RECORD})
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-_NEVER, _UNMAPPED, _ALWAYS = 0, 1, 2
-_KEEP = {"never": _NEVER, "unmapped": _UNMAPPED, "always": _ALWAYS}
-_PAGE_URL, _PAGE_DOMAIN, _PAGE_PATH = (
-    "[Amplitude] Page URL", "[Amplitude] Page Domain", "[Amplitude] Page Path")
-
-class _Shape(NamedTuple):
-    """What to do with each property of events that share one key set."""
-
-    names: tuple[str, ...]  # event-property names, in input order ...
-    values: Callable[[dict[str, Any]], tuple[Any, ...]]  # ... and their values (C-level)
-    fixes: tuple[tuple[str, Callable[..., Any]], ...]  # value rewrites of kept properties
-    constants: dict[str, Any]  # platform
-    converts: tuple[tuple[str, str, Callable[..., Any], str | None], ...]  # field order
-    os_name: str | None  # default when $os gave none
-    page_url: bool  # derive the [Amplitude] Page ... properties from $current_url
-    clean_keys: bool  # every event-property name is short ASCII text
-    getter: Callable[[dict[str, Any]], tuple[Any, ...]]  # the converted properties' values
-    memo: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]]
-
-
-Compiled = tuple[str | None, Callable[..., Any], str | None, int, int, Callable[..., Any] | None]
-
-
-def _compile(platform: mapping.Platform, keep_ip: bool) -> dict[str, Compiled]:
-    """Per-platform dispatch: property -> (field, converter, keep_as, keep, priority, fix)."""
-    table: dict[str, Compiled] = {}
-    for source, rule in mapping.rules_for(platform).items():
-        field = rule.field
-        if field == "ip" and not keep_ip:
-            field = None
-        fix = mapping.direct_to_empty if rule.convert == "direct_to_empty" else None
-        table[source] = (field, mapping.CONVERTERS[rule.convert], rule.keep_as,
-                         _KEEP[rule.keep], rule.priority, fix)
-    return table
 
 
 class Transformer:
-    """Turns Mixpanel events into Amplitude Batch API events under one ``TransformSettings``."""
+    """Turns Mixpanel events into Amplitude Batch API events under one ``TransformSettings``.
+
+    The plan and privacy rules are read once, here: a plan or rules object that can change
+    nothing (``TrackingPlan.keep_all()``, ``PrivacyRules.none()``) is not called per event.
+    """
 
     def __init__(self, settings: TransformSettings) -> None:
         self.settings = settings
@@ -115,22 +92,28 @@ class Transformer:
         self.counts: Counter[str] = Counter()
         # The IP goes out only when both the setting and the privacy rules allow it.
         keep_ip = settings.keep_ip and (settings.privacy is None or settings.privacy.keep_ip)
-        self._tables = {p: _compile(p, keep_ip) for p in mapping.PLATFORMS}
+        self._tables = {p: compile_table(p, keep_ip) for p in mapping.PLATFORMS}
         self._local: LocalTimeConverter | None = None
+        self._hour_offsets: dict[int, int] = {}
         if settings.legacy_time:
             try:
                 self._local = LocalTimeConverter(settings.timezone, settings.timezone_changes)
             except (ValueError, KeyError) as exc:  # unknown zone or malformed date
                 raise ConfigError([f"transform timezone settings: {exc}"]) from exc
+            self._hour_offsets = self._local.hour_offsets
+        self._privacy = _active_privacy(settings.privacy)
+        self._plan = _active_plan(settings.plan)
         self._library = settings.library or f"mp2amp/{__version__}"
-        self._revenue = settings.revenue if settings.revenue.enabled else None
+        self._revenue = settings.revenue
         rs = settings.revenue
         self._revenue_keys = tuple(k for k in (rs.price, rs.revenue, rs.items) if k)
+        self._group_keys = settings.group_keys
         self._names = mapping.DEFAULT_EVENT_NAMES if settings.amplitude_event_names else {}
-        # Memo tables (bounded): per event shape, and per page URL. Pure caches: the output
-        # is the same with or without them.
-        self._shapes: dict[tuple[Any, ...], _Shape] = {}
-        self._urls: dict[str, tuple[str, str | None, str | None]] = {}
+        # Memo tables (bounded): per event shape, per event name, per page URL. Pure
+        # caches: the output is the same with or without them.
+        self._shapes: dict[tuple[Any, ...], Shape] = {}
+        self._event_types: dict[str, str] = {}
+        self._urls: dict[str, dict[str, str]] = {}
 
     def event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
         """One Amplitude event, or the Rejection/Skip that explains why there is none."""
@@ -146,7 +129,7 @@ class Transformer:
         return {"truncated": dict(self.values.truncated),
                 "flattened": dict(self.values.flattened), "other": dict(self.counts)}
 
-    # --- the steps ---------------------------------------------------------------------
+    # --- the steps, inlined: this runs once per event -----------------------------------
 
     def _event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
         if type(record) is not dict or "event" not in record:
@@ -166,83 +149,61 @@ class Transformer:
             props = {}
         elif type(props) is not dict:
             return Rejection("not_an_event", "properties is not an object", field="properties")
-        try:
-            raw_ms = to_epoch_ms(props.get("time"))
-            time_ms = raw_ms if self._local is None else self._to_utc(raw_ms, props)
-        except TimeError as err:
-            return Rejection(err.reason, str(err), field="properties.time")
+
+        # time: epoch seconds of this century need no unit detection (see timeconv)
+        raw = props.get("time")
+        if (type(raw) is float or type(raw) is int) and 1e9 <= raw < 4e9:
+            raw_ms = round(raw * 1000)
+        else:
+            try:
+                raw_ms = to_epoch_ms(raw)
+            except TimeError as err:
+                return Rejection(err.reason, str(err), field="properties.time")
+        if self._local is None:
+            time_ms = raw_ms
+        else:
+            offset = self._hour_offsets.get(raw_ms // _HOUR_MS)
+            try:
+                time_ms = self._to_utc(raw_ms, props) if offset is None \
+                    else _in_range(raw_ms, raw_ms - offset)
+            except TimeError as err:
+                return Rejection(err.reason, str(err), field="properties.time")
+
         source_props = props
-        privacy = self.settings.privacy
-        if privacy is not None:
-            kept = privacy.apply(source_name, props, ids, time_ms)
+        if self._privacy is not None:
+            kept = self._privacy.apply(source_name, props, ids, time_ms)
             if type(kept) is not dict:
                 return kept
             props = kept
         name, user_props, flagged = source_name, None, False
-        plan = self.settings.plan
-        if plan is not None:
-            planned = plan.apply(source_name, props)
+        if self._plan is not None:
+            planned = self._plan.apply(source_name, props)
             if isinstance(planned, Skip | Rejection):
                 return planned
             name, props, flagged = planned.event_name, planned.props, planned.flagged
             user_props = planned.user_props or None
-        if ids.user_id is None and ids.device_id is None:
+
+        user_id, device_id = ids.user_id, ids.device_id
+        if user_id is None and device_id is None:
             return Rejection("missing_id", "no usable user_id or device_id for this event "
                              "(absent, junk or blocklisted IDs)", field="properties.distinct_id")
-        out = self._shell(name, ids, time_ms)
-        event_props, clean_keys = self._map(props, out)
-        if self._revenue is not None and any(k in props for k in self._revenue_keys):
-            out.update(revenue_fields(props, self._revenue, (source_name, name)))
-        if flagged:
-            event_props[UNPLANNED_FLAG] = True
-        out["event_properties"] = (
-            event_props if clean_keys and _plain(event_props.values())
-            else sanitize_props(event_props, "event_properties", self.values))
-        if user_props:
-            out["user_properties"] = sanitize_props(user_props, "user_properties", self.values)
-        if self.settings.group_keys:
-            groups = self._groups(props)
-            if groups:
-                out["groups"] = groups
-        out["insert_id"] = insert_id_for(
-            source_name, source_props.get("distinct_id"), raw_ms,
-            usable_insert_id(source_props.get("$insert_id")), source_props)
-        return out
+        event_type = self._event_types.get(name)
+        if event_type is None:
+            event_type = self._event_type(name)
+        # insert_id is a placeholder that keeps the key order; it is set last.
+        out: dict[str, Any]
+        if user_id is None:
+            assert device_id is not None  # checked above
+            out = {"event_type": event_type, "device_id": _id(device_id, "device_id"),
+                   "time": time_ms, "insert_id": ""}
+        elif device_id is None:
+            out = {"event_type": event_type, "user_id": _id(user_id, "user_id"),
+                   "time": time_ms, "insert_id": ""}
+        else:
+            out = {"event_type": event_type, "user_id": _id(user_id, "user_id"),
+                   "device_id": _id(device_id, "device_id"), "time": time_ms, "insert_id": ""}
 
-    def _to_utc(self, raw_ms: int, props: dict[str, Any]) -> int:
-        assert self._local is not None
-        # Mixpanel's UTC processing/receive time settles DST folds (see timeconv).
-        processed = props.get("mp_processing_time_ms")
-        if type(processed) is not int:
-            processed = props.get("$mp_api_timestamp_ms")
-        utc = self._local.to_utc_ms(raw_ms, processed if type(processed) is int else None)
-        if not MIN_TIME_MS <= utc < MAX_TIME_MS:
-            raise TimeError("time_out_of_range", f"time {raw_ms} ms is out of range in UTC")
-        return utc
-
-    def _shell(self, name: str, ids: Resolved, time_ms: int) -> dict[str, Any]:
-        event_type = self._names.get(name, name)
-        if event_type in RESERVED_EVENT_TYPES:
-            raise ValueProblem("event", f"event name {event_type!r} is reserved by Amplitude",
-                               "reserved_event_type")
-        if len(event_type) > MAX_STRING or not event_type.isascii():
-            event_type = clip(event_type, "event_type", self.values)
-        out: dict[str, Any] = {"event_type": event_type}
-        user_id, device_id = ids.user_id, ids.device_id
-        if user_id is not None:
-            out["user_id"] = _id(user_id, "user_id")
-        if device_id is not None:
-            out["device_id"] = _id(device_id, "device_id")
-        out["time"] = time_ms
-        out["insert_id"] = ""  # placeholder that keeps the key order; set last
-        return out
-
-    def _map(self, props: dict[str, Any], out: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Default properties -> top-level fields in ``out``; returns the event properties.
-
-        Events from one SDK share a key set, so the per-key work (which rule, which name,
-        collisions with custom properties) is done once per (mp_lib, $os, keys) shape.
-        """
+        # default properties -> top-level fields and readable event properties (shapes)
         lib, os_value = props.get("mp_lib"), props.get("$os")
         try:
             shape_key: tuple[Any, ...] | None = (lib, os_value, *props)
@@ -250,121 +211,117 @@ class Transformer:
         except TypeError:  # an unhashable mp_lib/$os value: no caching for this one
             shape_key, shape = None, None
         if shape is None:
-            shape = self._shape(props, lib, os_value)
-            if shape_key is not None:
-                if len(self._shapes) >= _MAX_SHAPES:
-                    self._shapes.clear()
-                self._shapes[shape_key] = shape
-        event_props = dict(zip(shape.names, shape.values(props), strict=False))
-        for dst, fix in shape.fixes:
+            shape = self._shape(props, lib, os_value, shape_key)
+        (names, values, fixes, _, _, _, page, clean_keys, getter, memo, has_revenue,
+         groups) = shape
+        event_values = values(props)
+        event_props = dict(zip(names, event_values, strict=False))
+        for dst, fix in fixes:
             event_props[dst] = fix(event_props[dst], props)
-        out.update(shape.constants)
         # Field values depend only on the converted properties' values, which repeat a lot
         # (one device, one city): memoized per shape, keyed by values *and* their types.
-        values = shape.getter(props)
+        converted = getter(props)
         try:
-            memo_key: tuple[Any, ...] | None = (values, tuple(map(type, values)))
-            result = shape.memo.get(memo_key)  # type: ignore[arg-type]
+            memo_key: tuple[Any, ...] | None = (converted, tuple(map(type, converted)))
+            result = memo.get(memo_key)  # type: ignore[arg-type]
         except TypeError:  # a list or dict where a scalar was expected
             memo_key, result = None, None
         if result is None:
-            result, cacheable = self._convert(shape, props)
+            result, cacheable = convert(shape, props, self._library, self.values)
             if memo_key is not None and cacheable:
-                if len(shape.memo) >= _MAX_MEMO:
-                    shape.memo.clear()
-                shape.memo[memo_key] = result
-        out.update(result[0])
-        if result[1]:
-            event_props.update(result[1])
-        if shape.page_url:
+                if len(memo) >= MAX_MEMO:
+                    memo.clear()
+                memo[memo_key] = result
+        top, keeps, keeps_plain = result
+        out.update(top)
+        if keeps:
+            event_props.update(keeps)
+        if page:
             url = props["$current_url"]
             if type(url) is str and url:  # the shape knows the key, not the value's type
-                _page_properties(url, event_props, self._urls)
-        out["library"] = self._library
-        return event_props, shape.clean_keys
+                parts = self._urls.get(url)
+                if parts is None:
+                    parts = self._page(url)
+                if page == PAGE_UPDATE:
+                    event_props.update(parts)
+                else:
+                    for key, value in parts.items():
+                        event_props.setdefault(key, value)
 
-    def _convert(
-        self, shape: _Shape, props: dict[str, Any]
-    ) -> tuple[tuple[dict[str, Any], dict[str, Any]], bool]:
-        """Top-level fields and the event properties kept because no field came of them."""
-        fields: dict[str, Any] = {}
-        keeps: dict[str, Any] = {}
-        cacheable = True
-        for src, field, convert, keep_as in shape.converts:
-            value = props[src]
-            converted = convert(value, props)
-            if converted is None:
-                if keep_as is not None:
-                    keeps[keep_as] = value
-            elif converted is not mapping.DISCARD and field not in fields:
-                if type(converted) is str and (len(converted) > MAX_STRING
-                                               or not converted.isascii()):
-                    cacheable = cacheable and len(converted) <= MAX_STRING  # count each cut
-                    converted = clip(converted, field, self.values)
-                fields[field] = converted
-        if shape.os_name is not None and "os_name" not in fields:
-            fields["os_name"] = shape.os_name
-        if "country" in fields or "region" in fields or "city" in fields:
-            for name in LOCATION_FIELDS:  # all four together: one resets the others
-                if name not in fields:
-                    fields[name] = None
-        if ("location_lat" in fields) != ("location_lng" in fields):
-            # Amplitude needs both coordinates; a lone one stays an event property.
-            for field, prop in (("location_lat", "latitude"), ("location_lng", "longitude")):
-                if field in fields:
-                    keeps.setdefault(prop, fields.pop(field))
-        return (fields, keeps), cacheable
+        if has_revenue:
+            out.update(revenue_fields(props, self._revenue, (source_name, name)))
+        if flagged:
+            event_props[UNPLANNED_FLAG] = True
+        # Every event-property value is one of event_values, a fix of one (the input or
+        # "EMPTY"), a kept value, a page property cut from a checked URL, or True.
+        out["event_properties"] = (
+            event_props if clean_keys and keeps_plain and plain(event_values)
+            else sanitize_props(event_props, "event_properties", self.values))
+        if user_props:
+            out["user_properties"] = sanitize_props(user_props, "user_properties", self.values)
+        if groups:
+            found = self._groups(props, groups)
+            if found:
+                out["groups"] = found
+        out["insert_id"] = insert_id_for(
+            source_name, source_props.get("distinct_id"), raw_ms,
+            usable_insert_id(source_props.get("$insert_id")), source_props)
+        return out
 
-    def _shape(self, props: dict[str, Any], lib: Any, os_value: Any) -> _Shape:
-        """The per-key plan for one event shape (see ``_map``)."""
+    # --- the slow paths: first sight of a shape, name or URL; DST edges ---------------
+
+    def _to_utc(self, raw_ms: int, props: dict[str, Any]) -> int:
+        assert self._local is not None
+        # Mixpanel's UTC processing/receive time settles DST folds (see timeconv).
+        processed = props.get("mp_processing_time_ms")
+        if type(processed) is not int:
+            processed = props.get("$mp_api_timestamp_ms")
+        return _in_range(raw_ms, self._local.to_utc_ms(
+            raw_ms, processed if type(processed) is int else None))
+
+    def _event_type(self, name: str) -> str:
+        """The Amplitude event_type of an event name (memoized when nothing was counted)."""
+        mapped = self._names.get(name, name)
+        if mapped in RESERVED_EVENT_TYPES:
+            raise ValueProblem("event", f"event name {mapped!r} is reserved by Amplitude",
+                               "reserved_event_type")
+        event_type = mapped
+        if len(mapped) > MAX_STRING or not mapped.isascii():
+            event_type = clip(mapped, "event_type", self.values)
+        if len(mapped) <= MAX_STRING:  # a cut name is counted on every event
+            if len(self._event_types) >= _MAX_NAMES:
+                self._event_types.clear()
+            self._event_types[name] = event_type
+        return event_type
+
+    def _shape(self, props: dict[str, Any], lib: Any, os_value: Any,
+               shape_key: tuple[Any, ...] | None) -> Shape:
         platform = mapping.detect_platform(lib, os_value, "$browser" in props)
-        table = self._tables[platform]
-        renames: list[tuple[str, str]] = []
-        fixes: list[tuple[str, Callable[..., Any]]] = []
-        converts: list[tuple[int, int, str, str, Callable[..., Any], str | None]] = []
-        taken: set[str] = set()
-        for key in props:
-            rule = table.get(key)
-            if rule is None:
-                renames.append((key, key))
-                taken.add(key)
-                continue
-            field, convert, keep_as, keep, priority, fix = rule
-            target = key if keep_as is None or keep_as in props or keep_as in taken else keep_as
-            if field is not None:
-                converts.append((_FIELD_RANK[field], priority, key, field, convert,
-                                 target if keep == _UNMAPPED else None))
-            if keep == _ALWAYS or (keep == _UNMAPPED and field is None):
-                renames.append((key, target))
-                taken.add(target)
-                if fix is not None:
-                    fixes.append((target, fix))
-            elif keep == _UNMAPPED:
-                taken.add(target)
-        converts.sort(key=lambda c: (c[0], c[1]))
-        constants: list[tuple[str, Any]] = []
-        os_name = None
-        if platform == "ios":
-            key = os_value.lower() if type(os_value) is str else "ios"
-            constants.append(("platform", mapping.APPLE_PLATFORMS.get(key, "iOS")))
-            os_name = constants[0][1].lower()
-        elif platform == "android":
-            constants.append(("platform", "Android"))
-            os_name = "android"
-        elif platform == "web":
-            constants.append(("platform", "Web"))
-        page_url = platform == "web" and "$current_url" in props
-        clean = all(type(k) is str and len(k) <= MAX_STRING and k.isascii() for k in taken)
-        return _Shape(tuple(dst for _, dst in renames), _getter([src for src, _ in renames]),
-                      tuple(fixes), dict(constants), tuple(c[2:] for c in converts), os_name,
-                      page_url, clean, _getter([c[2] for c in converts]), {})
+        shape = build_shape(props, lib, os_value, self._tables[platform], platform,
+                            self._revenue_keys, self._group_keys)
+        if shape_key is not None:
+            if len(self._shapes) >= _MAX_SHAPES:
+                self._shapes.clear()
+            self._shapes[shape_key] = shape
+        return shape
 
-    def _groups(self, props: dict[str, Any]) -> dict[str, Any]:
+    def _page(self, url: str) -> dict[str, str]:
+        parts = page_properties(url)
+        if len(self._urls) >= MAX_URLS:
+            self._urls.clear()
+        self._urls[url] = parts
+        return parts
+
+    def _groups(self, props: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+        """Amplitude ``groups`` from the configured keys present (``keys``, in order)."""
+        if len(keys) == 1:
+            value = props[keys[0]]
+            if type(value) is str:  # the common case: one group, one name
+                name = value.strip()
+                return {keys[0]: name[:MAX_STRING]} if name else {}
         groups: dict[str, Any] = {}
         budget = MAX_GROUP_VALUES
-        for key in self.settings.group_keys:
-            if key not in props:
-                continue
+        for key in keys:
             if len(groups) == MAX_GROUP_TYPES or budget == 0:
                 self.counts["groups_over_limit"] += 1
                 break
@@ -382,62 +339,32 @@ class Transformer:
         return groups
 
 
+def _active_privacy(rules: PrivacyRules | None) -> PrivacyRules | None:
+    """The rules, or ``None`` when they cannot skip or change any event (IP aside)."""
+    if rules is None or (rules.drop_before_ms is None and not rules.excluded_users
+                         and not rules.drop_properties and not rules.hash_properties):
+        return None
+    return rules
+
+
+def _active_plan(plan: TrackingPlan | None) -> TrackingPlan | None:
+    """The plan, or ``None`` when it keeps every event and property as it is."""
+    if plan is None or (not plan.events and not plan.properties
+                        and plan.unplanned_events == "keep"):
+        return None
+    return plan
+
+
+def _in_range(raw_ms: int, utc_ms: int) -> int:
+    if not MIN_TIME_MS <= utc_ms < MAX_TIME_MS:
+        raise TimeError("time_out_of_range", f"time {raw_ms} ms is out of range in UTC")
+    return utc_ms
+
+
 def _id(value: str, field: str) -> str:
     if len(value) > MAX_STRING:
         raise ValueProblem(field, f"{field} is longer than {MAX_STRING} characters", "invalid_id")
     return value
-
-
-def _no_values(props: dict[str, Any]) -> tuple[Any, ...]:
-    return ()
-
-
-def _getter(keys: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """A C-level ``props -> tuple of values`` for these keys (always a tuple)."""
-    if len(keys) > 1:
-        return itemgetter(*keys)
-    if keys:
-        only = itemgetter(keys[0])
-        return lambda props: (only(props),)
-    return _no_values
-
-
-def _plain(values: Iterable[Any]) -> bool:
-    """True when no value needs ``sanitize_props`` (the common case, checked cheaply)."""
-    for value in values:
-        t = type(value)
-        if t is str:
-            if len(value) > MAX_STRING or not value.isascii():
-                return False
-        elif t is float:
-            if value - value != 0.0:  # NaN or an infinity
-                return False
-        elif t is int:
-            if not _INT_MIN <= value <= _INT_MAX:
-                return False
-        elif t is list:
-            if not _plain_scalars(value):
-                return False
-        elif not (t is bool or value is None):
-            return False
-    return True
-
-
-def _plain_scalars(values: list[Any]) -> bool:
-    for value in values:
-        t = type(value)
-        if t is str:
-            if len(value) > MAX_STRING or not value.isascii():
-                return False
-        elif t is float:
-            if value - value != 0.0:
-                return False
-        elif t is int:
-            if not _INT_MIN <= value <= _INT_MAX:
-                return False
-        elif not (t is bool or value is None):
-            return False  # nested containers: the full pass counts depth
-    return True
 
 
 def _group_name(value: object) -> str | None:
@@ -449,29 +376,6 @@ def _group_name(value: object) -> str | None:
     if type(value) is float and value == value and value.is_integer():
         return str(int(value))
     return None
-
-
-def _page_properties(
-    url: str, event_props: dict[str, Any], cache: dict[str, tuple[str, str | None, str | None]]
-) -> None:
-    """The page properties Amplitude's Browser SDK derives from the page URL."""
-    parts = cache.get(url)
-    if parts is None:
-        try:
-            split = urlsplit(url)
-            parts = (url.split("?", 1)[0], split.hostname or None, split.path or None)
-        except ValueError:
-            parts = (url.split("?", 1)[0], None, None)
-        if len(cache) >= _MAX_URLS:
-            cache.clear()
-        cache[url] = parts
-    page_url, host, path = parts
-    if page_url:
-        event_props.setdefault(_PAGE_URL, page_url)
-    if host:
-        event_props.setdefault(_PAGE_DOMAIN, host)
-    if path:
-        event_props.setdefault(_PAGE_PATH, path)
 
 
 def _not_an_event(record: object) -> Rejection:

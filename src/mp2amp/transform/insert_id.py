@@ -25,7 +25,6 @@ from typing import Any
 
 import orjson
 
-_SEP = b"\x1f"
 _MAX_PREFIX = 64
 _JUNK = frozenset({"", "null", "none", "nil", "undefined", "source_id", "0", "-1", "n/a", "na"})
 # Ingestion metadata differs between two deliveries of the same event: not identity.
@@ -55,15 +54,17 @@ def insert_id_for(
     mixpanel_insert_id: str | None,
     props: dict[str, Any],
 ) -> str:
-    """The Amplitude ``insert_id`` (see the module docstring for the scheme)."""
-    who = _text(distinct_id)
+    """The Amplitude ``insert_id`` (see the module docstring for the scheme).
+
+    The hashed key is ``name 0x1F distinct_id 0x1F time_ms [0x1F canonical props]`` in
+    UTF-8 (lone surrogates as ``?``; a non-string distinct_id as its ``repr``), encoded in
+    one go: the separator is ASCII, so this is the same bytes as encoding part by part.
+    """
+    who = distinct_id if type(distinct_id) is str else _text(distinct_id)
     if mixpanel_insert_id is not None:
-        key = _SEP.join((event_name.encode("utf-8", "replace"), who, str(time_ms).encode()))
+        key = f"{event_name}\x1f{who}\x1f{time_ms}".encode("utf-8", "replace")
         return f"{mixpanel_insert_id}-{blake2b(key, digest_size=8).hexdigest()}"
-    canonical = _canonical(props)
-    key = _SEP.join(
-        (event_name.encode("utf-8", "replace"), who, str(time_ms).encode(), canonical)
-    )
+    key = f"{event_name}\x1f{who}\x1f{time_ms}\x1f".encode("utf-8", "replace") + _canonical(props)
     return "mp-" + blake2b(key, digest_size=16).hexdigest()
 
 
@@ -75,12 +76,12 @@ def mixpanel_insert_id(amplitude_insert_id: str) -> str | None:
     return prefix if sep else None
 
 
-def _text(value: object) -> bytes:
+def _text(value: object) -> str:
     if value is None:
-        return b""
+        return ""
     if type(value) is str:
-        return value.encode("utf-8", "replace")
-    return repr(value).encode("utf-8", "replace")
+        return value
+    return repr(value)
 
 
 def _canonical(props: dict[str, Any]) -> bytes:

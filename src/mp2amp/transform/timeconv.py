@@ -19,8 +19,9 @@ Two problems, both silent data corruption when done naively:
   zone for an event is the last one whose ``date_from`` is on or before the event's stored
   local date (``timezone`` before the first change).
 
-Offsets are cached per (zone, local hour) when the whole hour has one unambiguous offset, so
-the tz database is consulted about once per hour of data. Nothing here reads the clock.
+Offsets are cached per local hour (which decides the zone) when the whole hour has one
+unambiguous offset, so the tz database is consulted about once per hour of data. Nothing
+here reads the clock.
 """
 
 from __future__ import annotations
@@ -106,23 +107,26 @@ class LocalTimeConverter:
         ordered = sorted((_date_ms(day), zone) for day, zone in changes)
         self._change_at = [at for at, _ in ordered]
         self._zones = [ZoneInfo(timezone)] + [ZoneInfo(zone) for _, zone in ordered]
-        self._cache: dict[tuple[int, int], int] = {}
+        self.hour_offsets: dict[int, int] = {}
+        """Local hour (``local_ms // 3_600_000``) -> its one unambiguous offset in ms.
+        A pure cache that callers may read (``local_ms - offset`` is the UTC time); an hour
+        absent from it needs ``to_utc_ms``. Change dates fall on day boundaries, so the
+        hour alone decides the zone."""
 
     def to_utc_ms(self, local_ms: int, processed_ms: int | None = None) -> int:
         """UTC ms for a stored local wall time; ``processed_ms`` settles DST folds."""
-        zone_index = bisect.bisect_right(self._change_at, local_ms - local_ms % _DAY_MS)
         hour = local_ms // _HOUR_MS
-        offset = self._cache.get((zone_index, hour))
+        offset = self.hour_offsets.get(hour)
         if offset is not None:
             return local_ms - offset
-        zone = self._zones[zone_index]
+        zone = self._zones[bisect.bisect_right(self._change_at, local_ms - local_ms % _DAY_MS)]
         start = self._offsets(zone, hour * _HOUR_MS)
         end = self._offsets(zone, hour * _HOUR_MS + _HOUR_MS - 1)
         if start[0] == start[1] == end[0] == end[1]:
             # One offset for the whole hour and no ambiguity: safe to reuse.
-            if len(self._cache) > 200_000:
-                self._cache.clear()
-            self._cache[(zone_index, hour)] = start[0]
+            if len(self.hour_offsets) > 200_000:
+                self.hour_offsets.clear()
+            self.hour_offsets[hour] = start[0]
             return local_ms - start[0]
         return self._exact(zone, local_ms, processed_ms)
 

@@ -1,0 +1,233 @@
+"""Per-shape mapping plans: the per-key work of ``Transformer`` done once per key set.
+
+Events from one SDK share a key set, so which rule applies to each property, its readable
+name, collisions with custom properties, which revenue and group keys are present and
+whether page properties can be added without collisions are decided once per
+``(mp_lib, $os, keys...)`` shape. The per-event work left is a few C-level dict and tuple
+operations (see ``events.Transformer._event``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from operator import itemgetter
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from mp2amp.transform import mapping
+from mp2amp.transform.geo import LOCATION_FIELDS
+from mp2amp.transform.values import MAX_STRING, ValueStats, clip
+
+FIELD_ORDER = (
+    "platform", "os_name", "os_version", "device_brand", "device_manufacturer",
+    "device_model", "carrier", "app_version", "country", "region", "city", "dma",
+    "location_lat", "location_lng", "ip", "idfa",
+)
+_FIELD_RANK = {name: rank for rank, name in enumerate(FIELD_ORDER)}
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_NEVER, _UNMAPPED, _ALWAYS = 0, 1, 2
+_KEEP = {"never": _NEVER, "unmapped": _UNMAPPED, "always": _ALWAYS}
+PAGE_URL, PAGE_DOMAIN, PAGE_PATH = (
+    "[Amplitude] Page URL", "[Amplitude] Page Domain", "[Amplitude] Page Path")
+_PAGE_KEYS = frozenset({PAGE_URL, PAGE_DOMAIN, PAGE_PATH})
+_LONE_COORDINATES = ("latitude", "longitude")  # keeps of a coordinate without its pair
+MAX_URLS = 50_000
+MAX_MEMO = 4_096
+
+PAGE_NONE, PAGE_MERGE, PAGE_UPDATE = 0, 1, 2
+"""No page properties; add them only where absent (setdefault); or one ``dict.update``
+(the shape proved none of the three names can already be there)."""
+
+Converted = tuple[dict[str, Any], dict[str, Any], bool]
+"""A memo entry: the top-level fields (platform, converted fields, library, in output
+order), the event properties kept because no field came of them, and whether those kept
+values are plain (need no sanitizing)."""
+
+
+class Shape(NamedTuple):
+    """What to do with each property of events that share one key set."""
+
+    names: tuple[str, ...]  # event-property names, in input order ...
+    values: Callable[[dict[str, Any]], tuple[Any, ...]]  # ... and their values (C-level)
+    fixes: tuple[tuple[str, Callable[..., Any]], ...]  # value rewrites of kept properties
+    constants: dict[str, Any]  # platform
+    converts: tuple[tuple[str, str, Callable[..., Any], str | None], ...]  # field order
+    os_name: str | None  # default when $os gave none
+    page: int  # PAGE_NONE / PAGE_MERGE / PAGE_UPDATE
+    clean_keys: bool  # every event-property name is short ASCII text
+    getter: Callable[[dict[str, Any]], tuple[Any, ...]]  # the converted properties' values
+    memo: dict[tuple[Any, ...], Converted]
+    revenue: bool  # a configured revenue property is present
+    groups: tuple[str, ...]  # the configured group keys present, in configured order
+
+
+Compiled = tuple[str | None, Callable[..., Any], str | None, int, int, Callable[..., Any] | None]
+
+
+def compile_table(platform: mapping.Platform, keep_ip: bool) -> dict[str, Compiled]:
+    """Per-platform dispatch: property -> (field, converter, keep_as, keep, priority, fix)."""
+    table: dict[str, Compiled] = {}
+    for source, rule in mapping.rules_for(platform).items():
+        field = rule.field
+        if field == "ip" and not keep_ip:
+            field = None
+        fix = mapping.direct_to_empty if rule.convert == "direct_to_empty" else None
+        table[source] = (field, mapping.CONVERTERS[rule.convert], rule.keep_as,
+                         _KEEP[rule.keep], rule.priority, fix)
+    return table
+
+
+def build_shape(
+    props: dict[str, Any], lib: Any, os_value: Any, table: dict[str, Compiled],
+    platform: mapping.Platform, revenue_keys: tuple[str, ...], group_keys: tuple[str, ...],
+) -> Shape:
+    """The per-key plan for one event shape."""
+    renames: list[tuple[str, str]] = []
+    fixes: list[tuple[str, Callable[..., Any]]] = []
+    converts: list[tuple[int, int, str, str, Callable[..., Any], str | None]] = []
+    taken: set[str] = set()
+    for key in props:
+        rule = table.get(key)
+        if rule is None:
+            renames.append((key, key))
+            taken.add(key)
+            continue
+        field, convert, keep_as, keep, priority, fix = rule
+        target = key if keep_as is None or keep_as in props or keep_as in taken else keep_as
+        if field is not None:
+            converts.append((_FIELD_RANK[field], priority, key, field, convert,
+                             target if keep == _UNMAPPED else None))
+        if keep == _ALWAYS or (keep == _UNMAPPED and field is None):
+            renames.append((key, target))
+            taken.add(target)
+            if fix is not None:
+                fixes.append((target, fix))
+        elif keep == _UNMAPPED:
+            taken.add(target)
+    converts.sort(key=lambda c: (c[0], c[1]))
+    constants: list[tuple[str, Any]] = []
+    os_name = None
+    if platform == "ios":
+        key = os_value.lower() if type(os_value) is str else "ios"
+        constants.append(("platform", mapping.APPLE_PLATFORMS.get(key, "iOS")))
+        os_name = constants[0][1].lower()
+    elif platform == "android":
+        constants.append(("platform", "Android"))
+        os_name = "android"
+    elif platform == "web":
+        constants.append(("platform", "Web"))
+    names = tuple(dst for _, dst in renames)
+    page = PAGE_NONE
+    # Page properties are cut from the $current_url value, which is itself an event
+    # property: a clean URL makes them clean (the core checks only the input values).
+    if platform == "web" and any(src == "$current_url" for src, _ in renames):
+        # Keys that may already hold a page property: event properties and kept values.
+        present = {*names, *(c[5] for c in converts if c[5] is not None), *_LONE_COORDINATES}
+        page = PAGE_MERGE if _PAGE_KEYS & present else PAGE_UPDATE
+    clean = all(type(k) is str and len(k) <= MAX_STRING and k.isascii() for k in taken)
+    return Shape(names, getter([src for src, _ in renames]), tuple(fixes), dict(constants),
+                 tuple(c[2:] for c in converts), os_name, page, clean,
+                 getter([c[2] for c in converts]), {},
+                 any(k in props for k in revenue_keys),
+                 tuple(k for k in group_keys if k in props))
+
+
+def convert(
+    shape: Shape, props: dict[str, Any], library: str, stats: ValueStats
+) -> tuple[Converted, bool]:
+    """Top-level fields and the event properties kept because no field came of them;
+    the flag says whether the result may be memoized (no per-event count was made)."""
+    fields: dict[str, Any] = {}
+    keeps: dict[str, Any] = {}
+    cacheable = True
+    for src, field, converter, keep_as in shape.converts:
+        value = props[src]
+        converted = converter(value, props)
+        if converted is None:
+            if keep_as is not None:
+                keeps[keep_as] = value
+        elif converted is not mapping.DISCARD and field not in fields:
+            if type(converted) is str and (len(converted) > MAX_STRING
+                                           or not converted.isascii()):
+                cacheable = cacheable and len(converted) <= MAX_STRING  # count each cut
+                converted = clip(converted, field, stats)
+            fields[field] = converted
+    if shape.os_name is not None and "os_name" not in fields:
+        fields["os_name"] = shape.os_name
+    if "country" in fields or "region" in fields or "city" in fields:
+        for name in LOCATION_FIELDS:  # all four together: one resets the others
+            if name not in fields:
+                fields[name] = None
+    if ("location_lat" in fields) != ("location_lng" in fields):
+        # Amplitude needs both coordinates; a lone one stays an event property.
+        for field, prop in (("location_lat", "latitude"), ("location_lng", "longitude")):
+            if field in fields:
+                keeps.setdefault(prop, fields.pop(field))
+    top = dict(shape.constants)
+    top.update(fields)
+    top["library"] = library
+    return (top, keeps, plain(keeps.values())), cacheable
+
+
+def getter(keys: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A C-level ``props -> tuple of values`` for these keys (always a tuple)."""
+    if len(keys) > 1:
+        return itemgetter(*keys)
+    if keys:
+        only = itemgetter(keys[0])
+        return lambda props: (only(props),)
+    return _no_values
+
+
+def _no_values(props: dict[str, Any]) -> tuple[Any, ...]:
+    return ()
+
+
+def plain(values: Iterable[Any]) -> bool:
+    """True when no value needs ``sanitize_props`` (the common case, checked cheaply)."""
+    for value in values:
+        t = type(value)
+        if t is str:
+            if len(value) > MAX_STRING or not value.isascii():
+                return False
+        elif t is float:
+            if value - value != 0.0:  # NaN or an infinity
+                return False
+        elif t is int:
+            if not _INT_MIN <= value <= _INT_MAX:
+                return False
+        elif t is list:
+            if not _plain_scalars(value):
+                return False
+        elif not (t is bool or value is None):
+            return False
+    return True
+
+
+def _plain_scalars(values: list[Any]) -> bool:
+    for value in values:
+        t = type(value)
+        if t is str:
+            if len(value) > MAX_STRING or not value.isascii():
+                return False
+        elif t is float:
+            if value - value != 0.0:
+                return False
+        elif t is int:
+            if not _INT_MIN <= value <= _INT_MAX:
+                return False
+        elif not (t is bool or value is None):
+            return False  # nested containers: the full pass counts depth
+    return True
+
+
+def page_properties(url: str) -> dict[str, str]:
+    """The page properties Amplitude's Browser SDK derives from the page URL (non-empty
+    ones, in the order they are added)."""
+    try:
+        split = urlsplit(url)
+        host, path = split.hostname or None, split.path or None
+    except ValueError:
+        host = path = None
+    parts = {PAGE_URL: url.split("?", 1)[0], PAGE_DOMAIN: host, PAGE_PATH: path}
+    return {k: v for k, v in parts.items() if v}
