@@ -39,7 +39,7 @@ def test_backoff_rejects_bad_input():
 
 
 def item(n: int, device: str | None, user: str | None) -> Submitted:
-    return Submitted({"insert_id": str(n)}, ("s", n), "b", b"{}", device, user, 0, 0, n)
+    return Submitted(b'{"insert_id":"%d"}' % n, ("s", n), "b", device, user, 0, 0, n)
 
 
 def test_a_held_user_pulls_its_devices_later_events_into_the_same_hold():

@@ -12,22 +12,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 Origin = tuple[str, int]  # (source file / URL / "export:2024-01-01", 1-based line)
 
 
 @dataclass(slots=True, eq=False)
 class Submitted:
-    """One event inside the uploader: the event, where it came from and where it goes."""
+    """One event inside the uploader: its serialized bytes, where it came from and where it
+    goes. Only the bytes are kept (``event`` decodes them on demand): a Python dict of an
+    event weighs several times its JSON, and thousands of events wait in the queues."""
 
-    event: dict[str, Any]
+    data: bytes               # the event serialized once (orjson); requests join these bytes
     origin: Origin
     batch_id: str
-    data: bytes               # the event serialized once (orjson); requests join these bytes
     device: str | None
     user: str | None
     lane: int
     park_attempts: int = 0    # daily-quota rounds this event has been through
     seq: int = 0              # submission order: a device's events must keep it
+
+    @property
+    def event(self) -> dict[str, Any]:
+        value: dict[str, Any] = orjson.loads(self.data)
+        return value
 
     @property
     def insert_id(self) -> str | None:

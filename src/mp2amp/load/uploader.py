@@ -188,8 +188,7 @@ class Uploader:
         try:
             data = orjson.dumps(event)
         except TypeError as exc:  # a transform bug; the event is kept, not lost
-            item = Submitted(event, origin, "", b"", None, None, 0)
-            self._dead(item, "unserializable", f"event is not JSON-serializable: {exc}")
+            self._dead_unbatched(event, origin, f"event is not JSON-serializable: {exc}")
             return
         device = event.get("device_id")
         user = event.get("user_id")
@@ -203,7 +202,7 @@ class Uploader:
             if len(self._lane_cache) > 1_000_000:  # bounded: memory stays flat
                 self._lane_cache.clear()
             lane = self._lane_cache[key] = lane_of(key, self._n_lanes)
-        item = Submitted(event, origin, "", data, device, user, lane, 0, self.report.submitted)
+        item = Submitted(data, origin, "", device, user, lane, 0, self.report.submitted)
         slot = (batch_key, lane)
         batcher = self._open.get(slot)
         if batcher is None:
@@ -284,10 +283,20 @@ class Uploader:
 
     def _dead(self, item: Submitted, reason: str, message: str) -> None:
         self.report.dead_lettered[reason] += 1
+        event = item.event
         if self.dead_letters is not None:
-            self.dead_letters.write(item.event, item.origin, reason, message)
-        self.observer.on_dead_letter(item.event, item.origin, reason, message)
+            self.dead_letters.write(event, item.origin, reason, message)
+        self.observer.on_dead_letter(event, item.origin, reason, message)
         self._settle(item)
+
+    def _dead_unbatched(self, event: dict[str, Any], origin: Origin, message: str) -> None:
+        """An event that never made it into a batch (it cannot be serialized)."""
+        self.report.dead_lettered["unserializable"] += 1
+        if self.dead_letters is not None:
+            self.dead_letters.write(event, origin, "unserializable", message)
+        self.observer.on_dead_letter(event, origin, "unserializable", message)
+        self._unsettled -= 1
+        self._progress.set()
 
     def parked(self, item: Submitted) -> None:
         self.report.parked += 1
@@ -297,9 +306,7 @@ class Uploader:
     def _settle(self, item: Submitted) -> None:
         self._unsettled -= 1
         self._progress.set()
-        state = self._batches.get(item.batch_id)
-        if state is None:  # never batched (unserializable)
-            return
+        state = self._batches[item.batch_id]
         state.remaining -= 1
         if state.remaining == 0:
             self._batch_done(state)
