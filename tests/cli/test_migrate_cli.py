@@ -149,3 +149,14 @@ def test_daily_quota_exit_3(env: None, tmp_path: Path, day_files: Path) -> None:
     assert result.exit_code == 3, result.stderr
     assert "wait for Amplitude's daily quota; run `mp2amp migrate --resume` later" in \
         " ".join(result.stderr.split())
+
+
+def test_resume_with_other_batch_settings_is_refused(env: None, tmp_path: Path,
+                                                     day_files: Path, amp_url: str) -> None:
+    cfg = config(tmp_path, day_files, amp_url, concurrency=2)
+    assert invoke("migrate", "-c", str(cfg), "--quiet").exit_code == 0
+    changed = invoke("migrate", "-c", str(cfg), "--resume", "--concurrency", "3")
+    assert changed.exit_code == 2
+    message = " ".join(changed.stderr.split())
+    assert "differs from the one the run started with in what decides its batches" in message
+    assert '"concurrency":2' in message.replace(" ", "") and "Traceback" not in changed.stderr

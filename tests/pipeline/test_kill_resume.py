@@ -30,6 +30,8 @@ from migrate_kit import (
     write_toml,
 )
 
+from mp2amp.pipeline.status import status
+
 LATENCY_MS = 120  # every request waits this long, so that kills land while batches fly
 MALFORMED = {3: b'{"event": "Broken", "properties": {"time": 17', 10: b"not json at all"}
 
@@ -109,10 +111,14 @@ def kill_when(proc: subprocess.Popen[bytes], ledger: Path, rng: random.Random) -
 
 def record_in_flight(ledger: Path, kills: Kills) -> None:
     kills.count += 1
-    for batch_id, events in ledger_rows(
-            ledger, "SELECT batch_id, events FROM batches WHERE state = 'sent'"):
+    in_flight = ledger_rows(ledger, "SELECT batch_id, events FROM batches WHERE state = 'sent'")
+    for batch_id, events in in_flight:
         kills.in_flight[str(batch_id)] = kills.in_flight.get(str(batch_id), 0) + 1
         kills.in_flight_events += int(str(events))
+    if ledger.exists():  # `mp2amp status` reads the same state from the killed run's ledger
+        seen = status(ledger.parent)
+        assert seen.batches["in_flight"] == len(in_flight)
+        assert not seen.complete or not in_flight
 
 
 def run_with_kills(cfg: Path, ledger: Path, rng: random.Random, kills_wanted: int) -> Kills:
