@@ -44,6 +44,7 @@ from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter
 from mp2amp.pipeline.staging import read_staged
 from mp2amp.pipeline.windows import extract_pending, plan_windows
+from mp2amp.pipeline.worklock import WorkLock
 from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
 from mp2amp.transform.offline import user_id_predicate
@@ -170,7 +171,12 @@ async def migrate_async(
     except OSError as exc:
         raise TerminalError(f"cannot create the work folder {workdir}: {exc.strerror or exc}; "
                             "set [run] workdir to a writable folder") from None
-    ledger = Ledger(path)
+    lock = WorkLock(workdir)
+    try:
+        ledger = Ledger(path)
+    except BaseException:
+        lock.release()
+        raise
     try:
         fingerprint = orjson.dumps(_fingerprint(config, upload),
                                    option=orjson.OPT_SORT_KEYS).decode()
@@ -196,6 +202,7 @@ async def migrate_async(
         return result
     finally:
         ledger.close()
+        lock.release()
         reporter.close(counters)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import shutil
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ async def extract_pending(
     pending = [w for w in ledger.windows() if w.state == "pending"]
     if not pending:
         return
+    _remove_leftovers(workdir / "staged")
     counters.phase = "extract"
     counters.total = len(ledger.windows())
     counters.done = counters.total - len(pending)
@@ -94,6 +96,18 @@ async def extract_pending(
             aclose = getattr(windows, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+def _remove_leftovers(staged: Path) -> None:
+    """A run killed while staging leaves its sorted runs and a ``.part`` file behind (as
+    big as the window); its window is still pending and is staged again from scratch."""
+    if not staged.is_dir():
+        return
+    for path in staged.iterdir():
+        if path.name.startswith(".stage-") and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name.endswith(".part"):
+            path.unlink(missing_ok=True)
 
 
 async def _stage_file(ledger: Ledger, workdir: Path, row: WindowRow, file: SourceFile) -> None:
