@@ -22,7 +22,32 @@ import sys
 import tempfile
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
+
+# Peak memory of a fresh process streaming N lazily generated events through the uploader
+# (sampled with psutil: ru_maxrss would include the forked parent's pages).
+MEMORY = r"""
+import asyncio, sys
+import psutil
+sys.path.insert(0, sys.argv[3])
+from bench_load import make_event
+from mp2amp.load import Uploader, UploadSettings
+me = psutil.Process()
+peak = me.memory_info().rss
+async def go(url, n):
+    global peak
+    async with Uploader(UploadSettings(api_key="bench-key", api_host=url)) as up:
+        for i in range(n):
+            await up.submit(make_event(i, "mem" + sys.argv[2]), ("bench", i + 1))
+            if not i % 5000:
+                peak = max(peak, me.memory_info().rss)
+        report = await up.close()
+    peak = max(peak, me.memory_info().rss)
+    assert report.accepted == n, report
+asyncio.run(go(sys.argv[1], int(sys.argv[2])))
+print(peak)
+"""
 
 SERVER = r"""
 import sys
@@ -34,26 +59,33 @@ with emu.running() as url:
 """
 
 
-def make_events(n: int, prefix: str) -> list[dict[str, Any]]:
-    """Events shaped like the transform's output for a generated project."""
+def make_event(i: int, prefix: str) -> dict[str, Any]:
+    """One event shaped like the transform's output for a generated project."""
     base_ms = 1_700_000_000_000
-    out = []
-    for i in range(n):
-        user = i % 20_000
-        out.append({
-            "event_type": ("Page Viewed", "Added To Cart", "Purchase", "Search")[i % 4],
-            "user_id": f"user-{user:06d}", "device_id": f"device-{user:06d}-abcdef",
-            "time": base_ms + i * 37, "insert_id": f"{prefix}-{i:010d}",
-            "session_id": base_ms + (i // 50) * 1_800_000, "platform": "Web",
-            "os_name": "Chrome", "os_version": "120", "country": "United States",
-            "city": "San Francisco", "region": "California", "language": "English",
-            "app_version": "2.3.1", "ip": "203.0.113.7",
-            "event_properties": {"page": f"/products/{i % 500}", "referrer": "google",
-                                 "price": 19.99, "items": 3, "category": "shoes",
-                                 "ab_group": "B", "logged_in": True},
-            "user_properties": {"plan": "pro", "company": "Acme"},
-        })
-    return out
+    user = i % 20_000
+    return {
+        "event_type": ("Page Viewed", "Added To Cart", "Purchase", "Search")[i % 4],
+        "user_id": f"user-{user:06d}", "device_id": f"device-{user:06d}-abcdef",
+        "time": base_ms + i * 37, "insert_id": f"{prefix}-{i:010d}",
+        "session_id": base_ms + (i // 50) * 1_800_000, "platform": "Web",
+        "os_name": "Chrome", "os_version": "120", "country": "United States",
+        "city": "San Francisco", "region": "California", "language": "English",
+        "app_version": "2.3.1", "ip": "203.0.113.7",
+        "event_properties": {"page": f"/products/{i % 500}", "referrer": "google",
+                             "price": 19.99, "items": 3, "category": "shoes",
+                             "ab_group": "B", "logged_in": True},
+        "user_properties": {"plan": "pro", "company": "Acme"},
+    }
+
+
+def make_events(n: int, prefix: str) -> list[dict[str, Any]]:
+    return [make_event(i, prefix) for i in range(n)]
+
+
+def peak_rss(url: str, n: int) -> int:
+    out = subprocess.run([sys.executable, "-c", MEMORY, url, str(n), str(Path(__file__).parent)],
+                         capture_output=True, text=True, check=True, timeout=600)
+    return int(out.stdout.strip().splitlines()[-1])
 
 
 def stored(url: str) -> int:
@@ -139,6 +171,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 del events
                 assert stored(url) - before == n_ours
                 ours = max(ours, n_ours / took)
+            n_small, n_big = (100_000, 300_000) if quick else (200_000, 1_000_000)
+            rss_small, rss_big = peak_rss(url, n_small), peak_rss(url, n_big)
         finally:
             if proc.stdin is not None:
                 proc.stdin.close()
@@ -149,6 +183,10 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 f"2000 {sdk_rates[2000]:,.0f}/s)",
         "value": ours, "unit": "events/s", "baseline": max(sdk_rates.values()),
         "goal": ">= 5x amplitude-analytics use_batch, >= 50k events/s",
+    }, {
+        "name": f"uploader peak RSS streaming {n_big:,} events (baseline: {n_small:,})",
+        "value": rss_big / 2**20, "unit": "MB", "baseline": rss_small / 2**20,
+        "goal": "flat: within 10% of the smaller run",
     }]
 
 
