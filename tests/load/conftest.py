@@ -110,6 +110,9 @@ class FakeAmplitude:
             status = self.rng.choice((500, 502, 503, 504))
             headers = {"Retry-After": self.retry_after} if self.retry_after else None
             return self.reply(status, {"code": status, "error": "Service unavailable"}, headers)
+        if any(e.get("event_type") == "__poison__" for e in events):
+            # a request-level 400 that names no event (the SDK would retry it forever)
+            return self.reply(400, {"code": 400, "error": "Invalid event JSON"})
         missing: dict[str, list[int]] = defaultdict(list)
         invalid: dict[str, list[int]] = defaultdict(list)
         for i, e in enumerate(events):

@@ -124,6 +124,32 @@ def test_400_drops_exactly_the_listed_events_and_resends_the_rest(fake_cls, gen_
     assert len(observer.dead) == 4 and report.settled == 1000
 
 
+def test_a_400_naming_no_event_dead_letters_that_request_only(fake_cls, gen_events, observer,
+                                                              tmp_path: Path):
+    events = gen_events(400, devices=8)
+    events[123]["event_type"] = "__poison__"
+    dlq = DeadLetterFile(tmp_path / "dead.jsonl")
+    report = asyncio.run(upload(fake_cls(), events, observer, dlq=dlq, max_events=20))
+    dlq.close()
+    rows = read_dead_letters(tmp_path / "dead.jsonl")
+    dead = {r["event"]["insert_id"] for r in rows}
+    assert events[123]["insert_id"] in dead and 1 < len(dead) <= 20
+    assert {r["reason"] for r in rows} == {"request_rejected"}
+    assert "Invalid event JSON" in rows[0]["message"]
+    assert report.accepted == 400 - len(dead) and report.settled == 400
+    assert report.requests_by_status["400"] == 1  # terminal: not retried
+
+
+def test_a_single_event_too_large_alone_is_dead_lettered(fake_cls, gen_events, observer):
+    events = gen_events(50)
+    events[10]["event_properties"]["blob"] = "z" * 30_000
+    fake = fake_cls(max_bytes=20_000)
+    report = asyncio.run(upload(fake, events, observer))
+    assert report.dead_lettered == {"event_too_large": 1}
+    assert [e["insert_id"] for e, _, _, _ in observer.dead] == [events[10]["insert_id"]]
+    assert len(fake.stored) == 49
+
+
 def test_429_holds_only_the_throttled_devices(fake_cls, gen_events, observer):
     # one hot device sends far above the limit; the others stay under it
     events = gen_events(800, devices=20)
