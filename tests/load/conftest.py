@@ -30,6 +30,7 @@ class FakeAmplitude:
     quota_users: set[str] = field(default_factory=set)
     retry_after: str | None = None        # Retry-After header on 503s
     throttle_users: dict[str, int] = field(default_factory=dict)  # user -> 429s still to give
+    hang_first: int = 0                   # this many requests ingest, then hang past a timeout
     seed: int = 0
     stored: Counter[tuple[str, str]] = field(default_factory=Counter)   # (id, insert_id) -> 1
     ingest_attempts: Counter[str] = field(default_factory=Counter)      # insert_id -> times
@@ -100,12 +101,13 @@ class FakeAmplitude:
             self.in_flight_devices[d] += 1
         try:
             await asyncio.sleep(0.002)  # let concurrent requests overlap
-            return self._decide(request, events)
+            return await self._decide(request, events)
         finally:
             for d in devices:
                 self.in_flight_devices[d] -= 1
 
-    def _decide(self, request: web.Request, events: list[dict[str, Any]]) -> web.StreamResponse:
+    async def _decide(self, request: web.Request, events: list[dict[str, Any]]
+                      ) -> web.StreamResponse:
         if self.fail_rate and self.rng.random() < self.fail_rate:
             status = self.rng.choice((500, 502, 503, 504))
             headers = {"Retry-After": self.retry_after} if self.retry_after else None
@@ -150,6 +152,9 @@ class FakeAmplitude:
                 self.stored[(key, e["insert_id"])] = 1
                 self.arrival[key].append(e["insert_id"])
                 self.sequence.append(e["insert_id"])
+        if self.hang_first > 0:
+            self.hang_first -= 1
+            await asyncio.sleep(1.0)  # the client times out first; the events are stored
         if self.drop_after_ingest_rate and self.rng.random() < self.drop_after_ingest_rate:
             assert request.transport is not None
             request.transport.abort()  # ingested, but the client never hears back

@@ -64,6 +64,16 @@ def test_faults_5xx_and_ingest_then_drop_end_with_exact_set(fake_cls, gen_events
     assert max(fake.ingest_attempts.values()) >= 2
 
 
+def test_a_request_that_times_out_after_ingest_is_resent_and_deduplicated(fake_cls, gen_events,
+                                                                          observer):
+    fake = fake_cls(hang_first=2)
+    events = gen_events(300)
+    report = asyncio.run(upload(fake, events, observer, timeout=0.3, max_events=100))
+    assert sorted(i for _, i in fake.stored) == sorted(e["insert_id"] for e in events)
+    assert report.requests_by_status["connection_error"] == 2
+    assert max(fake.ingest_attempts.values()) == 2
+
+
 def test_per_device_order_and_never_two_requests_of_one_device(fake_cls, gen_events, observer):
     fake = fake_cls(fail_rate=0.2, seed=3)
     events = gen_events(6000, devices=40)
