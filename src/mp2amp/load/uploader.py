@@ -28,7 +28,6 @@ from typing import Any
 import aiohttp
 import orjson
 
-from mp2amp.errors import Mp2AmpError
 from mp2amp.load.backoff import Backoff, RandomSource
 from mp2amp.load.batcher import Batcher
 from mp2amp.load.deadletter import DeadLetterFile
@@ -148,7 +147,8 @@ class Uploader:
 
         Parked (daily-quota) events get one last try now instead of waiting out
         ``park_delay``; those still over quota are reported through ``on_parked``."""
-        if self._closed:
+        if self._closed:  # a second close: the same outcome as the first
+            self._raise_failure()
             return self.report
         await self.start()
         try:
@@ -400,4 +400,4 @@ class Uploader:
         return self._failure
 
 
-__all__ = ["Mp2AmpError", "RetriesExhausted", "Uploader"]
+__all__ = ["RetriesExhausted", "Uploader"]
