@@ -34,7 +34,7 @@ from mp2amp.transform.hotshard import (
     ORIGINAL_EVENT,
     restore_hotshard,
 )
-from mp2amp.transform.insert_id import insert_id_for, usable_insert_id
+from mp2amp.transform.insert_id import event_insert_id
 from mp2amp.transform.revenue import revenue_fields
 from mp2amp.transform.settings import TransformSettings
 from mp2amp.transform.shapes import (
@@ -42,12 +42,15 @@ from mp2amp.transform.shapes import (
     MAX_MEMO,
     MAX_URLS,
     PAGE_UPDATE,
+    Conversion,
+    Converted,
     Shape,
     build_shape,
     compile_table,
     convert,
+    out_template,
     page_properties,
-    plain,
+    plain_props,
 )
 from mp2amp.transform.timeconv import (
     MAX_TIME_MS,
@@ -112,6 +115,7 @@ class Transformer:
         # Memo tables (bounded): per event shape, per event name, per page URL. Pure
         # caches: the output is the same with or without them.
         self._shapes: dict[tuple[Any, ...], Shape] = {}
+        self._conversions: dict[tuple[Any, ...], Conversion] = {}
         self._event_types: dict[str, str] = {}
         self._urls: dict[str, dict[str, str]] = {}
 
@@ -190,18 +194,10 @@ class Transformer:
         event_type = self._event_types.get(name)
         if event_type is None:
             event_type = self._event_type(name)
-        # insert_id is a placeholder that keeps the key order; it is set last.
-        out: dict[str, Any]
-        if user_id is None:
-            assert device_id is not None  # checked above
-            out = {"event_type": event_type, "device_id": _id(device_id, "device_id"),
-                   "time": time_ms, "insert_id": ""}
-        elif device_id is None:
-            out = {"event_type": event_type, "user_id": _id(user_id, "user_id"),
-                   "time": time_ms, "insert_id": ""}
-        else:
-            out = {"event_type": event_type, "user_id": _id(user_id, "user_id"),
-                   "device_id": _id(device_id, "device_id"), "time": time_ms, "insert_id": ""}
+        if user_id is not None and len(user_id) > MAX_STRING:
+            _long_id("user_id")
+        if device_id is not None and len(device_id) > MAX_STRING:
+            _long_id("device_id")
 
         # default properties -> top-level fields and readable event properties (shapes)
         lib, os_value = props.get("mp_lib"), props.get("$os")
@@ -212,14 +208,19 @@ class Transformer:
             shape_key, shape = None, None
         if shape is None:
             shape = self._shape(props, lib, os_value, shape_key)
-        (names, values, fixes, _, _, _, page, clean_keys, getter, memo, has_revenue,
-         groups) = shape
-        event_values = values(props)
-        event_props = dict(zip(names, event_values, strict=False))
+        names, values, pairs, fixes, page, getter, memo, _, has_revenue, groups = shape
+        # Event properties, checked on the way (plain_props); a value that needs
+        # sanitizing (or a name that does) sends the whole dict through sanitize_props.
+        # The other values are a fix of one of these (the input or "EMPTY"), kept values
+        # (checked once per memo entry), page properties cut from the checked URL, or True.
+        event_props = None if pairs is None else plain_props(pairs, props)
+        plain_values = event_props is not None
+        if event_props is None:
+            event_props = dict(zip(names, values(props), strict=False))
         for dst, fix in fixes:
             event_props[dst] = fix(event_props[dst], props)
         # Field values depend only on the converted properties' values, which repeat a lot
-        # (one device, one city): memoized per shape, keyed by values *and* their types.
+        # (one device, one city): memoized per conversion, keyed by values *and* types.
         converted = getter(props)
         try:
             memo_key: tuple[Any, ...] | None = (converted, tuple(map(type, converted)))
@@ -227,13 +228,19 @@ class Transformer:
         except TypeError:  # a list or dict where a scalar was expected
             memo_key, result = None, None
         if result is None:
-            result, cacheable = convert(shape, props, self._library, self.values)
-            if memo_key is not None and cacheable:
-                if len(memo) >= MAX_MEMO:
-                    memo.clear()
-                memo[memo_key] = result
-        top, keeps, keeps_plain = result
-        out.update(top)
+            result = self._convert(shape, props, memo_key)
+        top, keeps, keeps_plain, outs = result
+        variant = (user_id is not None) | (device_id is not None) << 1 | has_revenue << 2
+        template = outs[variant]
+        if template is None:
+            template = outs[variant] = out_template(variant, top)
+        out = template.copy()
+        out["event_type"] = event_type
+        if user_id is not None:
+            out["user_id"] = user_id
+        if device_id is not None:
+            out["device_id"] = device_id
+        out["time"] = time_ms
         if keeps:
             event_props.update(keeps)
         if page:
@@ -252,10 +259,8 @@ class Transformer:
             out.update(revenue_fields(props, self._revenue, (source_name, name)))
         if flagged:
             event_props[UNPLANNED_FLAG] = True
-        # Every event-property value is one of event_values, a fix of one (the input or
-        # "EMPTY"), a kept value, a page property cut from a checked URL, or True.
         out["event_properties"] = (
-            event_props if clean_keys and keeps_plain and plain(event_values)
+            event_props if plain_values and keeps_plain
             else sanitize_props(event_props, "event_properties", self.values))
         if user_props:
             out["user_properties"] = sanitize_props(user_props, "user_properties", self.values)
@@ -263,9 +268,7 @@ class Transformer:
             found = self._groups(props, groups)
             if found:
                 out["groups"] = found
-        out["insert_id"] = insert_id_for(
-            source_name, source_props.get("distinct_id"), raw_ms,
-            usable_insert_id(source_props.get("$insert_id")), source_props)
+        out["insert_id"] = event_insert_id(source_name, source_props, raw_ms)
         return out
 
     # --- the slow paths: first sight of a shape, name or URL; DST edges ---------------
@@ -298,12 +301,21 @@ class Transformer:
                shape_key: tuple[Any, ...] | None) -> Shape:
         platform = mapping.detect_platform(lib, os_value, "$browser" in props)
         shape = build_shape(props, lib, os_value, self._tables[platform], platform,
-                            self._revenue_keys, self._group_keys)
+                            self._revenue_keys, self._group_keys, self._conversions)
         if shape_key is not None:
             if len(self._shapes) >= _MAX_SHAPES:
                 self._shapes.clear()
             self._shapes[shape_key] = shape
         return shape
+
+    def _convert(self, shape: Shape, props: dict[str, Any],
+                 memo_key: tuple[Any, ...] | None) -> Converted:
+        result, cacheable = convert(shape.conversion, props, self._library, self.values)
+        if memo_key is not None and cacheable:
+            if len(shape.memo) >= MAX_MEMO:
+                shape.memo.clear()
+            shape.memo[memo_key] = result
+        return result
 
     def _page(self, url: str) -> dict[str, str]:
         parts = page_properties(url)
@@ -361,10 +373,8 @@ def _in_range(raw_ms: int, utc_ms: int) -> int:
     return utc_ms
 
 
-def _id(value: str, field: str) -> str:
-    if len(value) > MAX_STRING:
-        raise ValueProblem(field, f"{field} is longer than {MAX_STRING} characters", "invalid_id")
-    return value
+def _long_id(field: str) -> None:
+    raise ValueProblem(field, f"{field} is longer than {MAX_STRING} characters", "invalid_id")
 
 
 def _group_name(value: object) -> str | None:

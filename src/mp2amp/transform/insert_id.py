@@ -27,6 +27,8 @@ import orjson
 
 _MAX_PREFIX = 64
 _JUNK = frozenset({"", "null", "none", "nil", "undefined", "source_id", "0", "-1", "n/a", "na"})
+_JUNK_LONGEST = max(map(len, _JUNK))
+_SHORT = blake2b(digest_size=8)  # copied per id: cheaper than building a hasher
 # Ingestion metadata differs between two deliveries of the same event: not identity.
 _VOLATILE = frozenset(
     {"mp_processing_time_ms", "$mp_api_timestamp_ms", "$mp_api_endpoint", "$mp_event_size",
@@ -47,6 +49,29 @@ def usable_insert_id(value: object) -> str | None:
     return text
 
 
+def event_insert_id(event_name: str, props: dict[str, Any], time_ms: int) -> str:
+    """``insert_id_for`` of an event as Mixpanel stored it (``props`` before any rule),
+    with the common case (a usable string ``$insert_id``) inlined."""
+    given = props.get("$insert_id")
+    if type(given) is str:
+        text = given.strip()
+        if len(text) > _MAX_PREFIX or (len(text) <= _JUNK_LONGEST and text.lower() in _JUNK):
+            return insert_id_for(event_name, props.get("distinct_id"), time_ms, None, props)
+    else:
+        return insert_id_for(event_name, props.get("distinct_id"), time_ms,
+                             usable_insert_id(given), props)
+    distinct_id = props.get("distinct_id")
+    key = f"{event_name}\x1f{distinct_id if type(distinct_id) is str else _text(distinct_id)}" \
+          f"\x1f{time_ms}"
+    try:
+        data = key.encode()
+    except UnicodeEncodeError:  # lone surrogates
+        data = key.encode("utf-8", "replace")
+    short = _SHORT.copy()
+    short.update(data)
+    return f"{text}-{short.hexdigest()}"
+
+
 def insert_id_for(
     event_name: str,
     distinct_id: object,
@@ -62,8 +87,9 @@ def insert_id_for(
     """
     who = distinct_id if type(distinct_id) is str else _text(distinct_id)
     if mixpanel_insert_id is not None:
-        key = f"{event_name}\x1f{who}\x1f{time_ms}".encode("utf-8", "replace")
-        return f"{mixpanel_insert_id}-{blake2b(key, digest_size=8).hexdigest()}"
+        short = _SHORT.copy()
+        short.update(f"{event_name}\x1f{who}\x1f{time_ms}".encode("utf-8", "replace"))
+        return f"{mixpanel_insert_id}-{short.hexdigest()}"
     key = f"{event_name}\x1f{who}\x1f{time_ms}\x1f".encode("utf-8", "replace") + _canonical(props)
     return "mp-" + blake2b(key, digest_size=16).hexdigest()
 

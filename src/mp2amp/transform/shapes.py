@@ -38,10 +38,22 @@ PAGE_NONE, PAGE_MERGE, PAGE_UPDATE = 0, 1, 2
 """No page properties; add them only where absent (setdefault); or one ``dict.update``
 (the shape proved none of the three names can already be there)."""
 
-Converted = tuple[dict[str, Any], dict[str, Any], bool]
+Converted = tuple[dict[str, Any], dict[str, Any], bool, list[dict[str, Any] | None]]
 """A memo entry: the top-level fields (platform, converted fields, library, in output
-order), the event properties kept because no field came of them, and whether those kept
-values are plain (need no sanitizing)."""
+order), the event properties kept because no field came of them, whether those kept
+values are plain (need no sanitizing), and output templates by variant (``out_template``,
+built when first needed)."""
+
+
+class Conversion(NamedTuple):
+    """Default properties -> top-level fields, shared by the shapes that convert the same
+    properties the same way (one SDK's events of every name), with one memo."""
+
+    constants: tuple[tuple[str, Any], ...]  # platform
+    converts: tuple[tuple[str, str, Callable[..., Any], str | None], ...]  # field order
+    os_name: str | None  # default when $os gave none
+    getter: Callable[[dict[str, Any]], tuple[Any, ...]]  # the converted properties' values
+    memo: dict[tuple[Any, ...], Converted]
 
 
 class Shape(NamedTuple):
@@ -49,14 +61,12 @@ class Shape(NamedTuple):
 
     names: tuple[str, ...]  # event-property names, in input order ...
     values: Callable[[dict[str, Any]], tuple[Any, ...]]  # ... and their values (C-level)
+    pairs: tuple[tuple[str, str], ...] | None  # (source, name) when every name is clean
     fixes: tuple[tuple[str, Callable[..., Any]], ...]  # value rewrites of kept properties
-    constants: dict[str, Any]  # platform
-    converts: tuple[tuple[str, str, Callable[..., Any], str | None], ...]  # field order
-    os_name: str | None  # default when $os gave none
     page: int  # PAGE_NONE / PAGE_MERGE / PAGE_UPDATE
-    clean_keys: bool  # every event-property name is short ASCII text
-    getter: Callable[[dict[str, Any]], tuple[Any, ...]]  # the converted properties' values
-    memo: dict[tuple[Any, ...], Converted]
+    getter: Callable[[dict[str, Any]], tuple[Any, ...]]  # conversion.getter
+    memo: dict[tuple[Any, ...], Converted]  # conversion.memo
+    conversion: Conversion
     revenue: bool  # a configured revenue property is present
     groups: tuple[str, ...]  # the configured group keys present, in configured order
 
@@ -80,8 +90,10 @@ def compile_table(platform: mapping.Platform, keep_ip: bool) -> dict[str, Compil
 def build_shape(
     props: dict[str, Any], lib: Any, os_value: Any, table: dict[str, Compiled],
     platform: mapping.Platform, revenue_keys: tuple[str, ...], group_keys: tuple[str, ...],
+    conversions: dict[tuple[Any, ...], Conversion],
 ) -> Shape:
-    """The per-key plan for one event shape."""
+    """The per-key plan for one event shape; its conversion is taken from (or added to)
+    ``conversions``, so shapes that convert alike share one memo."""
     renames: list[tuple[str, str]] = []
     fixes: list[tuple[str, Callable[..., Any]]] = []
     converts: list[tuple[int, int, str, str, Callable[..., Any], str | None]] = []
@@ -105,17 +117,17 @@ def build_shape(
         elif keep == _UNMAPPED:
             taken.add(target)
     converts.sort(key=lambda c: (c[0], c[1]))
-    constants: list[tuple[str, Any]] = []
+    constants: tuple[tuple[str, Any], ...] = ()
     os_name = None
     if platform == "ios":
         key = os_value.lower() if type(os_value) is str else "ios"
-        constants.append(("platform", mapping.APPLE_PLATFORMS.get(key, "iOS")))
+        constants = (("platform", mapping.APPLE_PLATFORMS.get(key, "iOS")),)
         os_name = constants[0][1].lower()
     elif platform == "android":
-        constants.append(("platform", "Android"))
+        constants = (("platform", "Android"),)
         os_name = "android"
     elif platform == "web":
-        constants.append(("platform", "Web"))
+        constants = (("platform", "Web"),)
     names = tuple(dst for _, dst in renames)
     page = PAGE_NONE
     # Page properties are cut from the $current_url value, which is itself an event
@@ -125,23 +137,30 @@ def build_shape(
         present = {*names, *(c[5] for c in converts if c[5] is not None), *_LONE_COORDINATES}
         page = PAGE_MERGE if _PAGE_KEYS & present else PAGE_UPDATE
     clean = all(type(k) is str and len(k) <= MAX_STRING and k.isascii() for k in taken)
-    return Shape(names, getter([src for src, _ in renames]), tuple(fixes), dict(constants),
-                 tuple(c[2:] for c in converts), os_name, page, clean,
-                 getter([c[2] for c in converts]), {},
+    steps = tuple(c[2:] for c in converts)
+    signature = (constants, os_name, steps)
+    conversion = conversions.get(signature)
+    if conversion is None:
+        conversion = conversions[signature] = Conversion(
+            constants, steps, os_name, getter([c[2] for c in converts]), {})
+    return Shape(names, getter([src for src, _ in renames]), tuple(renames) if clean else None,
+                 tuple(fixes), page, conversion.getter, conversion.memo, conversion,
                  any(k in props for k in revenue_keys),
                  tuple(k for k in group_keys if k in props))
 
 
 def convert(
-    shape: Shape, props: dict[str, Any], library: str, stats: ValueStats
+    conversion: Conversion, props: dict[str, Any], library: str, stats: ValueStats
 ) -> tuple[Converted, bool]:
     """Top-level fields and the event properties kept because no field came of them;
     the flag says whether the result may be memoized (no per-event count was made)."""
     fields: dict[str, Any] = {}
     keeps: dict[str, Any] = {}
     cacheable = True
-    for src, field, converter, keep_as in shape.converts:
+    for src, field, converter, keep_as in conversion.converts:
         value = props[src]
+        if type(value) is float and value == 0.0:
+            cacheable = False  # -0.0 == 0.0 as a memo key, but they are written differently
         converted = converter(value, props)
         if converted is None:
             if keep_as is not None:
@@ -152,8 +171,8 @@ def convert(
                 cacheable = cacheable and len(converted) <= MAX_STRING  # count each cut
                 converted = clip(converted, field, stats)
             fields[field] = converted
-    if shape.os_name is not None and "os_name" not in fields:
-        fields["os_name"] = shape.os_name
+    if conversion.os_name is not None and "os_name" not in fields:
+        fields["os_name"] = conversion.os_name
     if "country" in fields or "region" in fields or "city" in fields:
         for name in LOCATION_FIELDS:  # all four together: one resets the others
             if name not in fields:
@@ -163,10 +182,30 @@ def convert(
         for field, prop in (("location_lat", "latitude"), ("location_lng", "longitude")):
             if field in fields:
                 keeps.setdefault(prop, fields.pop(field))
-    top = dict(shape.constants)
+    top = dict(conversion.constants)
     top.update(fields)
     top["library"] = library
-    return (top, keeps, plain(keeps.values())), cacheable
+    return (top, keeps, plain(keeps.values()), [None] * 8), cacheable
+
+
+def out_template(variant: int, top: dict[str, Any]) -> dict[str, Any]:
+    """The output event's keys in order for ``variant`` = 1 (user_id) | 2 (device_id) |
+    4 (revenue fields may come before event_properties, which is then added later).
+
+    ``insert_id`` keeps its place but is set last. Copying a template (a memcpy) is much
+    cheaper than inserting the keys one by one.
+    """
+    out: dict[str, Any] = {"event_type": None}
+    if variant & 1:
+        out["user_id"] = None
+    if variant & 2:
+        out["device_id"] = None
+    out["time"] = None
+    out["insert_id"] = ""
+    out.update(top)
+    if not variant & 4:
+        out["event_properties"] = None
+    return out
 
 
 def getter(keys: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -181,6 +220,31 @@ def getter(keys: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
 
 def _no_values(props: dict[str, Any]) -> tuple[Any, ...]:
     return ()
+
+
+def plain_props(pairs: tuple[tuple[str, str], ...], props: dict[str, Any]) -> dict[str, Any] | None:
+    """The event properties ``{name: props[source]}``, or ``None`` as soon as one value
+    needs ``sanitize_props`` (``plain``'s test; one loop does both, the common case)."""
+    out: dict[str, Any] = {}
+    for source, name in pairs:
+        value = props[source]
+        t = type(value)
+        if t is str:
+            if len(value) > MAX_STRING or not value.isascii():
+                return None
+        elif t is int:
+            if not _INT_MIN <= value <= _INT_MAX:
+                return None
+        elif t is float:
+            if value - value != 0.0:  # NaN or an infinity
+                return None
+        elif t is list:
+            if not _plain_scalars(value):
+                return None
+        elif not (t is bool or value is None):
+            return None
+        out[name] = value
+    return out
 
 
 def plain(values: Iterable[Any]) -> bool:
