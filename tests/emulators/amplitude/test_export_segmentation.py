@@ -44,7 +44,7 @@ def test_export_keeps_at_most_5_group_types_and_10_values(api: Api) -> None:
               "d": "late", "e": "e1", "f": "f1"}
     api.send([event(1, groups=groups)])
     (row,) = api.exported_rows()
-    assert row["groups"] == {"a": ["1", "2", "3", "4"], "b": "x", "c": ["5", "6", "7", "8", "9"]}
+    assert row["groups"] == {"a": ["1", "2", "3", "4"], "b": ["x"], "c": ["5", "6", "7", "8", "9"]}
     api.send([event(2, groups={t: t for t in "abcdefg"})])
     (row,) = [r for r in api.exported_rows() if r["$insert_id"] == "insert-000002"]
     assert list(row["groups"]) == ["a", "b", "c", "d", "e"]

@@ -24,6 +24,7 @@ MAX_EXPORT_BYTES = 4 * 1024**3  # "The limit size is 4GB"
 ROWS_PER_FILE = 250_000
 SCHEMA_VERSION = 12
 MAX_STRING = 1024
+DEFAULT_LIBRARY = "http/2.0"
 _REVENUE_FIELDS = (("price", "$price"), ("quantity", "$quantity"), ("revenue", "$revenue"),
                    ("productId", "$productId"), ("revenueType", "$revenueType"))
 
@@ -70,27 +71,26 @@ MAX_GROUP_TYPES = 5
 MAX_GROUP_VALUES = 10
 
 
-def tracked_groups(groups: dict[str, Any]) -> dict[str, Any]:
+def tracked_groups(groups: dict[str, Any]) -> dict[str, list[Any]]:
     """"Up to 5 unique group types and 10 total group values per event. Any groups past
-    that threshold aren't tracked." """
-    out: dict[str, Any] = {}
+    that threshold aren't tracked." Exports list every group type's values, even a single
+    one sent as a string (real export lines: ``"groups": {"[Segment] Group": ["e6a3..."]}``)."""
+    out: dict[str, list[Any]] = {}
     left = MAX_GROUP_VALUES
     for group_type, value in groups.items():
         if len(out) == MAX_GROUP_TYPES or left == 0:
             break
-        if isinstance(value, list):
-            value = value[:left]
-            left -= len(value)
-        else:
-            left -= 1
-        out[group_type] = value
+        values = value[:left] if isinstance(value, list) else [value]
+        left -= len(values)
+        out[group_type] = values
     return out
 
 
 def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> dict[str, Any]:
     """One stored event in Amplitude's export shape."""
     upload = fmt_time(e["_t"])
-    event_time = fmt_time(e.get("time") or e["_t"])
+    sent_time = e.get("time")  # 0 is a time (1970), only a missing one means "upload time"
+    event_time = fmt_time(sent_time if sent_time is not None else e["_t"])
     event_props = dict(e.get("event_properties") or {})
     for source, target in _REVENUE_FIELDS:
         if e.get(source) is not None:
@@ -121,7 +121,9 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
         "device_model": e.get("device_model"),
         "device_type": None,
         "dma": e.get("dma"),
-        "event_id": e.get("event_id"),
+        # always an integer in real exports, also for events sent without one: the
+        # emulator numbers those by their position in the request
+        "event_id": e["event_id"] if e.get("event_id") is not None else e["_i"],
         "event_properties": _truncated(event_props),
         "event_time": event_time,
         "event_type": e["event_type"],
@@ -131,7 +133,9 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
         "ip_address": e.get("ip"),
         "is_attribution_event": False,
         "language": e.get("language"),
-        "library": e.get("library"),
+        # what a real export shows for an HTTP API event sent without a library (the
+        # /2/httpapi line of the wild fixtures); /batch is assumed to do the same
+        "library": e.get("library") or DEFAULT_LIBRARY,
         "location_lat": e.get("location_lat"),
         "location_lng": e.get("location_lng"),
         "os_name": e.get("os_name"),
@@ -146,6 +150,8 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
         "session_id": session_id if session_id is not None else -1,
         "start_version": e.get("start_version"),
         "user_id": user_id,
+        # null in real exports of events sent through /2/httpapi and /batch
+        "user_creation_time": None,
         "user_properties": _truncated(e.get("_u") or {}),
         "uuid": e["_id"],
         "version_name": e.get("app_version") or e.get("version_name"),

@@ -53,7 +53,8 @@ class EventIndex:
                 columns = entry.by_type.get(event["event_type"])
                 if columns is None:
                     columns = entry.by_type[event["event_type"]] = (array("q"), array("q"))
-                columns[0].append(event.get("time") or upload_ms)
+                sent = event.get("time")
+                columns[0].append(sent if sent is not None else upload_ms)
                 columns[1].append(aid)
         entry.size += end + 1
 
