@@ -39,6 +39,13 @@ GZIP_THRESHOLD = 1400  # "If set to gzip and the response body is > 1400 bytes"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # a line without a fractional "time" anywhere needs no parsing when nothing filters it
 _FRACTIONAL_TIME = re.compile(rb'"time"\s*:\s*-?\d+[.eE]')
+# a stored "time" above this is already in milliseconds (records as real exports and docs
+# show them, e.g. 1618716477000); the same rule as the ingestion endpoints'
+MS_TIME_ABOVE = 100_000_000_000
+
+
+def is_ms_time(value: float) -> bool:
+    return abs(value) > MS_TIME_ABOVE
 
 
 class DayFileError(Exception):
@@ -162,6 +169,8 @@ class ExportReader:
     def utc_seconds(self, value: Any) -> float | None:
         if not isinstance(value, int | float) or isinstance(value, bool):
             return None
+        if is_ms_time(value):
+            value = value / 1000
         if not self.legacy:
             return float(value)
         # legacy projects store project-local wall-clock time as if it were UTC
@@ -223,7 +232,8 @@ class ExportReader:
         if q.where is not None and not q.where(self._lookup(props)):
             return None
         if isinstance(t, int | float) and not isinstance(t, bool):
-            new_t = round(t * 1000) if q.time_in_ms else int(t)
+            # with time_in_ms, seconds become ms and a time stored in ms stays as it is
+            new_t = (int(t) if is_ms_time(t) else round(t * 1000)) if q.time_in_ms else int(t)
             if new_t != t or isinstance(t, float):
                 props["time"] = new_t
                 return orjson.dumps(rec) + b"\n"
