@@ -153,6 +153,19 @@ def test_export_lines_look_like_real_amplitude_exports(
     assert full["event_properties"]["$revenue"] == pytest.approx(4.99 * 3)  # price x quantity
 
 
+def test_time_zero_counts_on_its_own_day_in_segmentation(
+    ingested: tuple[Api, list[dict[str, Any]]],
+) -> None:
+    """RudderStack's ``time: 0`` event is charted on 1970-01-01, not on the upload day."""
+    api, _ = ingested
+    status, body = api.segmentation("$identify", "totals", "19700101", "19700101")
+    assert (status, body["data"]["series"]) == (200, [[1]])
+    status, body = api.segmentation("$identify", "totals", "20260101", "20260101")
+    assert (status, body["data"]["series"]) == (200, [[0]])  # the upload day: none
+    status, body = api.segmentation("$identify", "totals", "20201020", "20201020")
+    assert (status, body["data"]["series"]) == (200, [[1]])  # the other $identify (line 5)
+
+
 # Export field -> ingestion field of a re-import (reference §5.1 "Export-to-import field
 # differences"; the other ingestion fields keep their export names).
 _RENAMED = {"$insert_id": "insert_id", "ip_address": "ip", "device_carrier": "carrier",
