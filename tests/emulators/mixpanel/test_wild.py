@@ -15,6 +15,7 @@ import urllib.parse
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -238,6 +239,45 @@ def test_every_real_export_record_is_served_back(
         assert len(_export(url, ms_day, ms_day + timedelta(days=1), time_in_ms="true")) == 2
 
 
+def test_legacy_project_time_matches_the_real_ingestion_timestamps(
+    serve: Any, clock: Any, kit: Any, tmp_path: Path,
+) -> None:
+    """The records tagged 7 h/8 h behind their ingestion timestamps come from US/Pacific
+    legacy projects (reference §1.6). In such a project the emulator turns their ``time``
+    into the real UTC instant: a few seconds before Mixpanel processed them, and on the UTC
+    day an export served in UTC puts them."""
+    lines = _raw_lines("mixpanel-export-events.jsonl")
+    provenance = _provenance("mixpanel-export-events.jsonl")
+    pacific = [line for n, line in enumerate(lines, 1)
+               if any(t.startswith(("time-is-7h-behind", "time-is-8h-behind"))
+                      for t in provenance[n]["shape_tags"])]
+    assert len(pacific) == 9
+    zone = ZoneInfo("America/Los_Angeles")
+    by_wall_day: dict[date, list[bytes]] = {}
+    utc_of: dict[bytes, float] = {}
+    for line in pacific:
+        props = orjson.loads(line)["properties"]
+        wall = datetime.fromtimestamp(props["time"], UTC)
+        utc_of[line] = wall.replace(tzinfo=zone).timestamp()
+        assert 0 <= props["mp_processing_time_ms"] / 1000 - utc_of[line] < 120, line
+        by_wall_day.setdefault(wall.date(), []).append(line)
+    days = sorted(by_wall_day)
+    project = kit.build_project(tmp_path / "p", timezone="America/Los_Angeles", legacy_time=True,
+                                events={d.isoformat(): [b.decode() for b in by_wall_day[d]]
+                                        for d in days})
+    in_file_order = [line for d in days for line in by_wall_day[d]]
+    clock.now = TODAY
+    utc_days = sorted({datetime.fromtimestamp(t, UTC).date() for t in utc_of.values()})
+    crossing = [line for d in days for line in by_wall_day[d]
+                if datetime.fromtimestamp(utc_of[line], UTC).date() != d]
+    assert len(crossing) == 3  # evening records are on the next UTC day (e.g. the iOS 20:34)
+    with serve(project, timezone="UTC") as (url, _):
+        for day in utc_days:
+            want = [line for line in in_file_order
+                    if datetime.fromtimestamp(utc_of[line], UTC).date() == day]
+            assert _export(url, day, day) == want, day
+
+
 # --- Engage ------------------------------------------------------------------------------
 
 def test_every_real_profile_is_served_by_engage(
@@ -267,6 +307,11 @@ def test_every_real_profile_is_served_by_engage(
         for profile in profiles:  # the integer $distinct_id 1 is asked for as "1"
             found = engage(distinct_id=str(profile["$distinct_id"]))
             assert found["total"] == 1 and [_dumps(r) for r in found["results"]] == [_dumps(profile)]
+        # the current endpoint: POST /api/query/engage with a form body, distinct_ids list
+        res = requests.post(f"{url}/api/query/engage", params={"project_id": PID}, auth=SA_AUTH,
+                            data={"distinct_ids": '["5881f7d2b660af53781c0361", 1]'}, timeout=10)
+        assert res.status_code == 200 and res.json()["total"] == 2
+        assert [_dumps(r) for r in res.json()["results"]] == [_dumps(profiles[2]), _dumps(profiles[6])]
         # $transactions lists, $campaigns/$deliveries and the integer id survive as sent
         by_id = {r["$distinct_id"]: r for r in rows}
         assert type(by_id[1]["$distinct_id"]) is int
