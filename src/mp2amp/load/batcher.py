@@ -60,19 +60,30 @@ class Batcher(Generic[T]):
     limits: Limits = field(default_factory=Limits)
     _items: list[T] = field(default_factory=list)
     _bytes: int = 2
+    _cap: int = 0          # limits copied to plain ints: add() runs once per event
+    _max: int = 0
+
+    def __post_init__(self) -> None:
+        self._cap = self.limits.payload_bytes
+        self._max = self.limits.max_events
 
     def add(self, item: T, size: int) -> list[T] | None:
         """Add one item; returns the batch it closed (the items *before* it) if any."""
-        extra = size + (1 if self._items else 0)
+        items = self._items
         closed: list[T] | None = None
-        if self._items and self._bytes + extra > self.limits.payload_bytes:
-            closed = self.flush()
+        if items:
+            extra = size + 1
+            if self._bytes + extra > self._cap:
+                closed = self.flush()
+                items = self._items
+                extra = size
+        else:
             extra = size
-        self._items.append(item)
+        items.append(item)
         self._bytes += extra
         # A byte cut leaves one item open, which reaches max_events only when it is 1,
         # and then the open list was already empty: at most one batch closes per add.
-        if closed is None and len(self._items) >= self.limits.max_events:
+        if closed is None and len(items) >= self._max:
             closed = self.flush()
         return closed
 
