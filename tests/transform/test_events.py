@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,7 +14,7 @@ from mp2amp.emulators.amplitude.validate import validate_events
 from mp2amp.errors import ConfigError, Rejection
 from mp2amp.models import Resolved, Skip
 from mp2amp.transform import RevenueSettings, Transformer, TransformSettings
-from mp2amp.transform.plan import parse_plan
+from mp2amp.transform.plan import TrackingPlan, parse_plan
 from mp2amp.transform.privacy import PrivacyRules
 
 IDS = Resolved("user-1", "device-1")
@@ -233,5 +234,68 @@ def test_any_record_gives_one_valid_outcome_deterministically(record: Any,
         assert out["insert_id"] and "session_id" not in out
         assert set(out) <= BATCH_FIELDS
         assert transformer.event(record, resolved) == out  # deterministic
-        # ... and the memo tables (per shape, per value) never change an output
-        assert Transformer(transformer.settings).event(record, resolved) == out
+        # ... and the memo tables (per shape, per value) never change an output, byte for
+        # byte (-0.0 == 0.0 and 1 == 1.0, but they are written differently)
+        assert _bytes(Transformer(transformer.settings).event(record, resolved)) == _bytes(out)
+
+
+# --- the memo tables and templates (shapes.py) never change an output -----------------
+
+def _bytes(out: Any) -> bytes:
+    assert isinstance(out, dict), out
+    return orjson.dumps(out)
+
+
+def test_memoized_conversion_keeps_negative_zero_apart() -> None:
+    # -0.0 == 0.0 (and hash alike), but they are written differently: never one memo entry.
+    t = Transformer(TransformSettings())
+    first = t.event(rec(**{"$latitude": 0.0, "$longitude": 0.0}), IDS)
+    second = t.event(rec(**{"$latitude": -0.0, "$longitude": -0.0}), IDS)
+    fresh = Transformer(TransformSettings()).event(
+        rec(**{"$latitude": -0.0, "$longitude": -0.0}), IDS)
+    assert _bytes(second) == _bytes(fresh) != _bytes(first)
+    assert b'"location_lat":-0.0' in _bytes(second)
+
+
+def test_templates_keep_the_key_order_of_each_id_and_revenue_variant() -> None:
+    settings = TransformSettings(revenue=RevenueSettings(price="price"))
+    t = Transformer(settings)
+    web = {"mp_lib": "web", "$browser": "Chrome", "$city": "Paris"}
+    cases = [(Resolved("u", None), rec(**web)), (Resolved(None, "d"), rec(**web)),
+             (IDS, rec(**web)), (IDS, rec(price=3, **web)), (Resolved(None, "d"), rec(price=3, **web)),
+             (IDS, rec("Other", **web)), (IDS, rec(**web))]
+    for ids, record in cases * 2:  # the second round is served from the templates
+        out = t.event(record, ids)
+        assert _bytes(out) == _bytes(Transformer(settings).event(record, ids))
+    out = t.event(rec(price=3, **web), Resolved(None, "d"))
+    assert isinstance(out, dict)
+    assert list(out)[:4] == ["event_type", "device_id", "time", "insert_id"]
+    assert list(out).index("price") < list(out).index("event_properties")
+
+
+def test_event_names_of_one_sdk_share_a_conversion_without_sharing_outputs() -> None:
+    t = Transformer(TransformSettings())
+    ios = {"mp_lib": "swift", "$os": "iOS", "$model": "iPhone14,2", "$carrier": "Orange"}
+    sent = [("A", {"step": 0}), ("B", {"level": 1}), ("A", {"step": 2})]
+    outs = [t.event(rec(name, **own, **ios), IDS) for name, own in sent]
+    assert len(t._shapes) == 2 and len(t._conversions) == 1  # one memo for both shapes
+    for out, (name, own) in zip(outs, sent, strict=True):
+        assert isinstance(out, dict) and out["event_type"] == name
+        assert out["event_properties"] == {**own, "mp_lib": "swift"}
+        assert out["device_model"] == "iPhone14,2" and out["carrier"] == "Orange"
+
+
+def test_plan_and_privacy_that_change_nothing_are_skipped_but_real_rules_apply() -> None:
+    record = rec(email="a@example.com", **{"$browser": "Chrome", "mp_lib": "web"})
+    plain = Transformer(TransformSettings()).event(record, IDS)
+    noop = Transformer(TransformSettings(plan=TrackingPlan.keep_all(),
+                                         privacy=PrivacyRules.none()))
+    assert noop._plan is None and noop._privacy is None
+    assert _bytes(noop.event(record, IDS)) == _bytes(plain)
+    retention = Transformer(TransformSettings(privacy=PrivacyRules(drop_before=date(2030, 1, 1))))
+    assert isinstance(retention.event(record, IDS), Skip)
+    excluded = Transformer(TransformSettings(privacy=PrivacyRules(excluded_users={"u1"})))
+    assert isinstance(excluded.event(record, IDS), Skip)
+    flag = Transformer(TransformSettings(plan=TrackingPlan({}, {}, "flag")))
+    flagged = flag.event(record, IDS)
+    assert isinstance(flagged, dict) and flagged["event_properties"]["mp2amp_unplanned"] is True

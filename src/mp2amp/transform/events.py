@@ -167,11 +167,12 @@ class Transformer:
             time_ms = raw_ms
         else:
             offset = self._hour_offsets.get(raw_ms // _HOUR_MS)
-            try:
-                time_ms = self._to_utc(raw_ms, props) if offset is None \
-                    else _in_range(raw_ms, raw_ms - offset)
-            except TimeError as err:
-                return Rejection(err.reason, str(err), field="properties.time")
+            time_ms = raw_ms - offset if offset is not None else MIN_TIME_MS - 1
+            if not MIN_TIME_MS <= time_ms < MAX_TIME_MS:  # DST edge, first sight, or range
+                try:
+                    time_ms = self._to_utc(raw_ms, props)
+                except TimeError as err:
+                    return Rejection(err.reason, str(err), field="properties.time")
 
         source_props = props
         if self._privacy is not None:
