@@ -119,17 +119,19 @@ class Sender:
             if verdict.kind != "retry":
                 self.apply(lane, items, verdict, raw_size)
                 return
-            attempt += 1
-            if attempt > s.max_retries:
-                up.fail(RetriesExhausted(
-                    f"Amplitude request failed {attempt} times in a row (last: "
-                    f"{verdict.status or verdict.message} {verdict.message}); stopping. Nothing "
-                    "was lost: run again with --resume when Amplitude answers"))
-                return
-            if verdict.throttle:
+            if verdict.throttle:  # Amplitude is up and says "later": not a failure
                 up.report.throttles += 1
                 delay = max(s.throttle_seconds, verdict.retry_after or 0.0)
             else:
+                attempt += 1
+                if attempt > s.max_retries:
+                    last = f"HTTP {verdict.status} {verdict.message}" if verdict.status \
+                        else verdict.message
+                    up.fail(RetriesExhausted(
+                        f"Amplitude request failed {attempt} times in a row (last: {last}); "
+                        "stopping. Nothing was lost: run again with --resume when Amplitude "
+                        "answers"))
+                    return
                 up.report.retries += 1
                 delay = up.backoff.delay(attempt, verdict.retry_after)
             await asyncio.sleep(delay)
