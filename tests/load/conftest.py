@@ -31,6 +31,7 @@ class FakeAmplitude:
     retry_after: str | None = None        # Retry-After header on 503s
     throttle_users: dict[str, int] = field(default_factory=dict)  # user -> 429s still to give
     hang_first: int = 0                   # this many requests ingest, then hang past a timeout
+    project_429_first: int = 0            # this many requests get a 429 naming nobody
     seed: int = 0
     stored: Counter[tuple[str, str]] = field(default_factory=Counter)   # (id, insert_id) -> 1
     ingest_attempts: Counter[str] = field(default_factory=Counter)      # insert_id -> times
@@ -112,6 +113,10 @@ class FakeAmplitude:
             status = self.rng.choice((500, 502, 503, 504))
             headers = {"Retry-After": self.retry_after} if self.retry_after else None
             return self.reply(status, {"code": status, "error": "Service unavailable"}, headers)
+        if self.project_429_first > 0:
+            self.project_429_first -= 1
+            return self.reply(429, {"code": 429, "error": "Too many requests"},
+                              {"Retry-After": "0.02"})
         if any(e.get("event_type") == "__poison__" for e in events):
             # a request-level 400 that names no event (the SDK would retry it forever)
             return self.reply(400, {"code": 400, "error": "Invalid event JSON"})

@@ -216,6 +216,15 @@ def test_daily_quota_still_exceeded_at_the_end_is_reported_parked(fake_cls, gen_
         e["insert_id"] for e in events if e["device_id"] != "device-00002")
 
 
+def test_a_project_level_429_is_waited_out_not_counted_as_a_failure(fake_cls, gen_events,
+                                                                    observer):
+    fake = fake_cls(project_429_first=4)
+    events = gen_events(100)
+    report = asyncio.run(upload(fake, events, observer, max_retries=1, concurrency=1))
+    assert sorted(i for _, i in fake.stored) == sorted(e["insert_id"] for e in events)
+    assert report.throttles == 4 and report.retries == 0
+
+
 def test_invalid_api_key_stops_with_a_clear_message(fake_cls, gen_events, observer):
     fake = fake_cls(api_key="the-right-key")
     with pytest.raises(AuthError) as info:
