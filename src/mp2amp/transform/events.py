@@ -119,158 +119,160 @@ class Transformer:
         self._event_types: dict[str, str] = {}
         self._urls: dict[str, dict[str, str]] = {}
 
-    def event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
-        """One Amplitude event, or the Rejection/Skip that explains why there is none."""
-        try:
-            return self._event(record, ids)
-        except ValueProblem as problem:
-            return Rejection(problem.reason, str(problem), field=problem.field)
-        except Exception as exc:  # never let one record stop the run; tests assert on it
-            return Rejection("transform_error", f"{type(exc).__name__}: {exc}"[:300])
-
     def stats(self) -> dict[str, dict[str, int]]:
         """What the transform changed so far: truncations and flattenings per property."""
         return {"truncated": dict(self.values.truncated),
                 "flattened": dict(self.values.flattened), "other": dict(self.counts)}
 
-    # --- the steps, inlined: this runs once per event -----------------------------------
+    def event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
+        """One Amplitude event, or the Rejection/Skip that explains why there is none.
 
-    def _event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
-        if type(record) is not dict or "event" not in record:
-            return _not_an_event(record)
-        source_name, props = record["event"], record.get("properties")
-        if (type(source_name) is str and source_name in _HOTSHARD_EVENTS) or (
-                type(props) is dict and (ORIGINAL_EVENT in props or ORIGINAL_DISTINCT_ID in props)):
-            restored = restore_hotshard(record)
-            if type(restored) is not dict:
-                return restored
-            source_name, props = restored["event"], restored.get("properties")
-        if type(source_name) is not str or not source_name.strip():
-            return Rejection("missing_event_name", "the event has no name", field="event")
-        if source_name in IDENTITY_EVENTS:
-            return Skip("identity_record", f"{source_name} feeds the identity graph")
-        if props is None:
-            props = {}
-        elif type(props) is not dict:
-            return Rejection("not_an_event", "properties is not an object", field="properties")
+        The steps are inlined here (this runs once per event; a call costs as much as a
+        step); the try block costs nothing until something raises.
+        """
+        try:
+            if type(record) is not dict or "event" not in record:
+                return _not_an_event(record)
+            source_name, props = record["event"], record.get("properties")
+            if (type(source_name) is str and source_name in _HOTSHARD_EVENTS) or (
+                    type(props) is dict
+                    and (ORIGINAL_EVENT in props or ORIGINAL_DISTINCT_ID in props)):
+                restored = restore_hotshard(record)
+                if type(restored) is not dict:
+                    return restored
+                source_name, props = restored["event"], restored.get("properties")
+            if type(source_name) is not str or not source_name.strip():
+                return Rejection("missing_event_name", "the event has no name", field="event")
+            if source_name in IDENTITY_EVENTS:
+                return Skip("identity_record", f"{source_name} feeds the identity graph")
+            if props is None:
+                props = {}
+            elif type(props) is not dict:
+                return Rejection("not_an_event", "properties is not an object", field="properties")
 
-        # time: epoch seconds of this century need no unit detection (see timeconv)
-        raw = props.get("time")
-        if (type(raw) is float or type(raw) is int) and 1e9 <= raw < 4e9:
-            raw_ms = round(raw * 1000)
-        else:
-            try:
-                raw_ms = to_epoch_ms(raw)
-            except TimeError as err:
-                return Rejection(err.reason, str(err), field="properties.time")
-        if self._local is None:
-            time_ms = raw_ms
-        else:
-            offset = self._hour_offsets.get(raw_ms // _HOUR_MS)
-            time_ms = raw_ms - offset if offset is not None else MIN_TIME_MS - 1
-            if not MIN_TIME_MS <= time_ms < MAX_TIME_MS:  # DST edge, first sight, or range
+            # time: epoch seconds of this century need no unit detection (see timeconv)
+            raw = props.get("time")
+            if (type(raw) is float or type(raw) is int) and 1e9 <= raw < 4e9:
+                raw_ms = round(raw * 1000)
+            else:
                 try:
-                    time_ms = self._to_utc(raw_ms, props)
+                    raw_ms = to_epoch_ms(raw)
                 except TimeError as err:
                     return Rejection(err.reason, str(err), field="properties.time")
+            if self._local is None:
+                time_ms = raw_ms
+            else:
+                offset = self._hour_offsets.get(raw_ms // _HOUR_MS)
+                time_ms = raw_ms - offset if offset is not None else MIN_TIME_MS - 1
+                if not MIN_TIME_MS <= time_ms < MAX_TIME_MS:  # DST edge, first sight, or range
+                    try:
+                        time_ms = self._to_utc(raw_ms, props)
+                    except TimeError as err:
+                        return Rejection(err.reason, str(err), field="properties.time")
 
-        source_props = props
-        if self._privacy is not None:
-            kept = self._privacy.apply(source_name, props, ids, time_ms)
-            if type(kept) is not dict:
-                return kept
-            props = kept
-        name, user_props, flagged = source_name, None, False
-        if self._plan is not None:
-            planned = self._plan.apply(source_name, props)
-            if isinstance(planned, Skip | Rejection):
-                return planned
-            name, props, flagged = planned.event_name, planned.props, planned.flagged
-            user_props = planned.user_props or None
+            source_props = props
+            if self._privacy is not None:
+                kept = self._privacy.apply(source_name, props, ids, time_ms)
+                if type(kept) is not dict:
+                    return kept
+                props = kept
+            name, user_props, flagged = source_name, None, False
+            if self._plan is not None:
+                planned = self._plan.apply(source_name, props)
+                if isinstance(planned, Skip | Rejection):
+                    return planned
+                name, props, flagged = planned.event_name, planned.props, planned.flagged
+                user_props = planned.user_props or None
 
-        user_id, device_id = ids.user_id, ids.device_id
-        if user_id is None and device_id is None:
-            return Rejection("missing_id", "no usable user_id or device_id for this event "
-                             "(absent, junk or blocklisted IDs)", field="properties.distinct_id")
-        event_type = self._event_types.get(name)
-        if event_type is None:
-            event_type = self._event_type(name)
-        if user_id is not None and len(user_id) > MAX_STRING:
-            _long_id("user_id")
-        if device_id is not None and len(device_id) > MAX_STRING:
-            _long_id("device_id")
+            user_id, device_id = ids.user_id, ids.device_id
+            if user_id is None and device_id is None:
+                return Rejection("missing_id", "no usable user_id or device_id for this "
+                                 "event (absent, junk or blocklisted IDs)",
+                                 field="properties.distinct_id")
+            event_type = self._event_types.get(name)
+            if event_type is None:
+                event_type = self._event_type(name)
+            if user_id is not None and len(user_id) > MAX_STRING:
+                _long_id("user_id")
+            if device_id is not None and len(device_id) > MAX_STRING:
+                _long_id("device_id")
 
-        # default properties -> top-level fields and readable event properties (shapes)
-        lib, os_value = props.get("mp_lib"), props.get("$os")
-        try:
-            shape_key: tuple[Any, ...] | None = (lib, os_value, *props)
-            shape = self._shapes.get(shape_key)  # type: ignore[arg-type]
-        except TypeError:  # an unhashable mp_lib/$os value: no caching for this one
-            shape_key, shape = None, None
-        if shape is None:
-            shape = self._shape(props, lib, os_value, shape_key)
-        names, values, pairs, fixes, page, getter, memo, _, has_revenue, groups = shape
-        # Event properties, checked on the way (plain_props); a value that needs
-        # sanitizing (or a name that does) sends the whole dict through sanitize_props.
-        # The other values are a fix of one of these (the input or "EMPTY"), kept values
-        # (checked once per memo entry), page properties cut from the checked URL, or True.
-        event_props = None if pairs is None else plain_props(pairs, props)
-        plain_values = event_props is not None
-        if event_props is None:
-            event_props = dict(zip(names, values(props), strict=False))
-        for dst, fix in fixes:
-            event_props[dst] = fix(event_props[dst], props)
-        # Field values depend only on the converted properties' values, which repeat a lot
-        # (one device, one city): memoized per conversion, keyed by values *and* types.
-        converted = getter(props)
-        try:
-            memo_key: tuple[Any, ...] | None = (converted, tuple(map(type, converted)))
-            result = memo.get(memo_key)  # type: ignore[arg-type]
-        except TypeError:  # a list or dict where a scalar was expected
-            memo_key, result = None, None
-        if result is None:
-            result = self._convert(shape, props, memo_key)
-        top, keeps, keeps_plain, outs = result
-        variant = (user_id is not None) | (device_id is not None) << 1 | has_revenue << 2
-        template = outs[variant]
-        if template is None:
-            template = outs[variant] = out_template(variant, top)
-        out = template.copy()
-        out["event_type"] = event_type
-        if user_id is not None:
-            out["user_id"] = user_id
-        if device_id is not None:
-            out["device_id"] = device_id
-        out["time"] = time_ms
-        if keeps:
-            event_props.update(keeps)
-        if page:
-            url = props["$current_url"]
-            if type(url) is str and url:  # the shape knows the key, not the value's type
-                parts = self._urls.get(url)
-                if parts is None:
-                    parts = self._page(url)
-                if page == PAGE_UPDATE:
-                    event_props.update(parts)
-                else:
-                    for key, value in parts.items():
-                        event_props.setdefault(key, value)
+            # default properties -> top-level fields and readable event properties (shapes)
+            lib, os_value = props.get("mp_lib"), props.get("$os")
+            try:
+                shape_key: tuple[Any, ...] | None = (lib, os_value, *props)
+                shape = self._shapes.get(shape_key)  # type: ignore[arg-type]
+            except TypeError:  # an unhashable mp_lib/$os value: no caching for this one
+                shape_key, shape = None, None
+            if shape is None:
+                shape = self._shape(props, lib, os_value, shape_key)
+            (names, values, pairs, template, fixes, page, getter, memo, _, has_revenue,
+             groups) = shape
+            # Event properties, checked on the way (plain_props); a value that needs
+            # sanitizing (or a name that does) sends the whole dict through sanitize_props.
+            # The other values are a fix of one of these (the input or "EMPTY"), kept values
+            # (checked once per memo entry), page properties cut from the checked URL, or True.
+            event_props = None if pairs is None else plain_props(pairs, template, props)
+            plain_values = event_props is not None
+            if event_props is None:
+                event_props = dict(zip(names, values(props), strict=False))
+            for dst, fix in fixes:
+                event_props[dst] = fix(event_props[dst], props)
+            # Field values depend only on the converted properties' values, which repeat a lot
+            # (one device, one city): memoized per conversion, keyed by values *and* types.
+            converted = getter(props)
+            try:
+                memo_key: tuple[Any, ...] | None = (converted, tuple(map(type, converted)))
+                result = memo.get(memo_key)  # type: ignore[arg-type]
+            except TypeError:  # a list or dict where a scalar was expected
+                memo_key, result = None, None
+            if result is None:
+                result = self._convert(shape, props, memo_key)
+            top, keeps, keeps_plain, outs = result
+            variant = (user_id is not None) | (device_id is not None) << 1 | has_revenue << 2
+            out = outs[variant]
+            if out is None:
+                out = outs[variant] = out_template(variant, top)
+            out = out.copy()
+            out["event_type"] = event_type
+            if user_id is not None:
+                out["user_id"] = user_id
+            if device_id is not None:
+                out["device_id"] = device_id
+            out["time"] = time_ms
+            if keeps:
+                event_props.update(keeps)
+            if page:
+                url = props["$current_url"]
+                if type(url) is str and url:  # the shape knows the key, not the value's type
+                    parts = self._urls.get(url)
+                    if parts is None:
+                        parts = self._page(url)
+                    if page == PAGE_UPDATE:
+                        event_props.update(parts)
+                    else:
+                        for key, value in parts.items():
+                            event_props.setdefault(key, value)
 
-        if has_revenue:
-            out.update(revenue_fields(props, self._revenue, (source_name, name)))
-        if flagged:
-            event_props[UNPLANNED_FLAG] = True
-        out["event_properties"] = (
-            event_props if plain_values and keeps_plain
-            else sanitize_props(event_props, "event_properties", self.values))
-        if user_props:
-            out["user_properties"] = sanitize_props(user_props, "user_properties", self.values)
-        if groups:
-            found = self._groups(props, groups)
-            if found:
-                out["groups"] = found
-        out["insert_id"] = event_insert_id(source_name, source_props, raw_ms)
-        return out
+            if has_revenue:
+                out.update(revenue_fields(props, self._revenue, (source_name, name)))
+            if flagged:
+                event_props[UNPLANNED_FLAG] = True
+            out["event_properties"] = (
+                event_props if plain_values and keeps_plain
+                else sanitize_props(event_props, "event_properties", self.values))
+            if user_props:
+                out["user_properties"] = sanitize_props(user_props, "user_properties", self.values)
+            if groups:
+                found = self._groups(props, groups)
+                if found:
+                    out["groups"] = found
+            out["insert_id"] = event_insert_id(source_name, source_props, raw_ms)
+            return out
+        except ValueProblem as problem:
+            return Rejection(problem.reason, str(problem), field=problem.field)
+        except Exception as exc:  # never let one record stop the run; tests assert on it
+            return Rejection("transform_error", f"{type(exc).__name__}: {exc}"[:300])
 
     # --- the slow paths: first sight of a shape, name or URL; DST edges ---------------
 

@@ -112,8 +112,9 @@ def revenue_fields(
             product = _text(props.get(rs.product_id))
     if price is None and revenue is None:
         return {}
-    if price is not None and revenue is not None and \
-            abs(price * (1 if quantity is None else quantity) - revenue) > 1e-9 * max(1.0, abs(revenue)):
+    if price is not None and revenue is not None and abs(
+            price * (1 if quantity is None else quantity) - revenue
+    ) > 1e-9 * max(1.0, abs(revenue)):
         # Amplitude would recompute revenue as price x quantity; the recorded revenue (tax,
         # discounts...) is the truth, so price/quantity stay event properties only.
         price, quantity = None, None

@@ -62,6 +62,7 @@ class Shape(NamedTuple):
     names: tuple[str, ...]  # event-property names, in input order ...
     values: Callable[[dict[str, Any]], tuple[Any, ...]]  # ... and their values (C-level)
     pairs: tuple[tuple[str, str], ...] | None  # (source, name) when every name is clean
+    template: dict[str, Any]  # the names with None values (copied: no resizes per event)
     fixes: tuple[tuple[str, Callable[..., Any]], ...]  # value rewrites of kept properties
     page: int  # PAGE_NONE / PAGE_MERGE / PAGE_UPDATE
     getter: Callable[[dict[str, Any]], tuple[Any, ...]]  # conversion.getter
@@ -144,8 +145,8 @@ def build_shape(
         conversion = conversions[signature] = Conversion(
             constants, steps, os_name, getter([c[2] for c in converts]), {})
     return Shape(names, getter([src for src, _ in renames]), tuple(renames) if clean else None,
-                 tuple(fixes), page, conversion.getter, conversion.memo, conversion,
-                 any(k in props for k in revenue_keys),
+                 dict.fromkeys(names), tuple(fixes), page, conversion.getter, conversion.memo,
+                 conversion, any(k in props for k in revenue_keys),
                  tuple(k for k in group_keys if k in props))
 
 
@@ -222,10 +223,13 @@ def _no_values(props: dict[str, Any]) -> tuple[Any, ...]:
     return ()
 
 
-def plain_props(pairs: tuple[tuple[str, str], ...], props: dict[str, Any]) -> dict[str, Any] | None:
-    """The event properties ``{name: props[source]}``, or ``None`` as soon as one value
-    needs ``sanitize_props`` (``plain``'s test; one loop does both, the common case)."""
-    out: dict[str, Any] = {}
+def plain_props(
+    pairs: tuple[tuple[str, str], ...], template: dict[str, Any], props: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The event properties ``{name: props[source]}`` (filling a copy of ``template``, the
+    names in order), or ``None`` as soon as one value needs ``sanitize_props`` (``plain``'s
+    test; one loop does both, the common case)."""
+    out = template.copy()
     for source, name in pairs:
         value = props[source]
         t = type(value)

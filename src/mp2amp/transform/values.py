@@ -79,7 +79,8 @@ def sanitize_props(props: dict[str, Any], where: str, stats: ValueStats) -> dict
             new = value
         elif t is float:
             if value != value or value == _INF or value == -_INF:
-                raise ValueProblem(f"{where}.{key}", f"{where}.{key} is {value!r}, not a JSON number")
+                raise ValueProblem(f"{where}.{key}",
+                                   f"{where}.{key} is {value!r}, not a JSON number")
             new = value
         elif t is dict or t is list:
             new = _nested(value, 2, key, f"{where}.{key}", stats)
