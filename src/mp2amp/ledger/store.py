@@ -176,6 +176,22 @@ class Ledger:
                 (staged_path, records, time.time(), window_id),
             )
 
+    def mark_identity(self, window_ids: Sequence[str], report: dict[str, Any]) -> None:
+        """The identity graph holds these extracted windows (it is rebuilt from the staged
+        files on every run, so this records what the last graph was built from)."""
+        now = time.time()
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE windows SET state = 'identity', updated_at = ? "
+                "WHERE window_id = ? AND state = 'extracted'",
+                [(now, w) for w in window_ids],
+            )
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES('identity_report', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (orjson.dumps(report).decode(),),
+            )
+
     def mark_loaded(self, window_id: str, counts: dict[str, Any]) -> None:
         with self._tx() as db:
             db.execute(

@@ -244,6 +244,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
             reporter.update(counters)
             await asyncio.sleep(0)
         identity = graph.finish().as_dict()
+        ledger.mark_identity([w.window_id for w in windows], identity)
 
         transformer = Transformer(settings)
         if config.amplitude.output_dir is not None:
