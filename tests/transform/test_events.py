@@ -299,3 +299,17 @@ def test_plan_and_privacy_that_change_nothing_are_skipped_but_real_rules_apply()
     flag = Transformer(TransformSettings(plan=TrackingPlan({}, {}, "flag")))
     flagged = flag.event(record, IDS)
     assert isinstance(flagged, dict) and flagged["event_properties"]["mp2amp_unplanned"] is True
+
+
+def test_memo_tables_stay_bounded_without_changing_outputs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mp2amp.transform import events
+    monkeypatch.setattr(events, "_MAX_MEMO_ENTRIES", 5)
+    monkeypatch.setattr(events, "_MAX_SHAPES", 3)
+    t = Transformer(TransformSettings())
+    for i in range(40):
+        record = rec(f"E{i % 7}", **{"$city": f"City {i}", "mp_lib": "web", f"p{i % 5}": i})
+        assert _bytes(t.event(record, IDS)) == _bytes(
+            Transformer(TransformSettings()).event(record, IDS))
+        assert sum(len(c.memo) for c in t._conversions.values()) <= 5
+        assert len(t._shapes) <= 3

@@ -77,6 +77,7 @@ MAX_GROUP_TYPES = 5
 MAX_GROUP_VALUES = 10
 UNPLANNED_FLAG = "mp2amp_unplanned"
 _MAX_SHAPES = 20_000
+_MAX_MEMO_ENTRIES = 16_384  # a few KB each (fields, output templates)
 _MAX_NAMES = 50_000
 _HOUR_MS = 3_600_000
 _HOTSHARD_EVENTS = frozenset({HOTSHARD_EVENT, HOTSHARD_RECORD})
@@ -116,6 +117,7 @@ class Transformer:
         # caches: the output is the same with or without them.
         self._shapes: dict[tuple[Any, ...], Shape] = {}
         self._conversions: dict[tuple[Any, ...], Conversion] = {}
+        self._memo_entries = 0
         self._event_types: dict[str, str] = {}
         self._urls: dict[str, dict[str, str]] = {}
 
@@ -308,6 +310,7 @@ class Transformer:
         if shape_key is not None:
             if len(self._shapes) >= _MAX_SHAPES:
                 self._shapes.clear()
+                self._conversions.clear()  # later shapes start new ones
             self._shapes[shape_key] = shape
         return shape
 
@@ -315,6 +318,11 @@ class Transformer:
                  memo_key: tuple[Any, ...] | None) -> Converted:
         result, cacheable = convert(shape.conversion, props, self._library, self.values)
         if memo_key is not None and cacheable:
+            self._memo_entries += 1
+            if self._memo_entries > _MAX_MEMO_ENTRIES:  # all conversions together: flat
+                for conversion in self._conversions.values():
+                    conversion.memo.clear()
+                self._memo_entries = 1
             if len(shape.memo) >= MAX_MEMO:
                 shape.memo.clear()
             shape.memo[memo_key] = result
