@@ -88,3 +88,14 @@ def test_corrupt_ledger_is_reported_not_traced(tmp_path: Path) -> None:
     with pytest.raises(TerminalError, match="cannot be opened"):
         Ledger(path)
     assert not isinstance(sqlite3.DatabaseError, TerminalError)
+
+
+def test_identity_state_only_moves_extracted_windows_and_keeps_the_report(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "l.sqlite")
+    led.add_windows([("a", "file", {}), ("b", "file", {}), ("c", "file", {})])
+    led.mark_extracted("a", "/s/a", 1)
+    led.mark_extracted("b", "/s/b", 1)
+    led.mark_loaded("b", {})
+    led.mark_identity(["a", "b", "c"], {"clusters": 3})
+    assert [w.state for w in led.windows()] == ["identity", "loaded", "pending"]
+    assert led.get_meta("identity_report") == '{"clusters":3}'
