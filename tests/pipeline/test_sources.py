@@ -69,11 +69,6 @@ def test_export_api_with_stream_faults(project: Project, export_run: ExportRun) 
     assert with_id <= export_run.counts.keys()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "transform/insert_id.py: the mp-<hash> id of an event without $insert_id hashes the "
-    "canonical properties INCLUDING the raw `time` (seconds in files, ms from the export "
-    "with time_in_ms), so the same event gets another insert_id from the Export API than "
-    "from files; `time` is already in the key as time_ms and should be left out"))
 def test_export_api_gives_the_same_insert_ids_as_files(project: Project,
                                                        export_run: ExportRun) -> None:
     assert_counts_exactly_once(export_run.counts, project.expected)

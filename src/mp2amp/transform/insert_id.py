@@ -11,7 +11,8 @@ distinct events, so the id is derived from Mixpanel's own dedup key:
   of (event name, distinct_id, time ms). The Mixpanel id stays readable as the prefix
   (``mixpanel_insert_id`` recovers it); exact Mixpanel duplicates keep one id.
 * without one (old iOS SDKs, ``/track`` without it, placeholders): ``"mp-<32 hex>"``, a
-  128-bit BLAKE2b hash of (event name, distinct_id, time ms, canonical properties).
+  128-bit BLAKE2b hash of (event name, distinct_id, time ms, canonical properties other
+  than the raw ``time`` and ingestion metadata), so files and the Export API agree.
 
 Every input is the event as Mixpanel stored it (before the tracking plan, privacy rules or
 a timezone fix), so editing the config and re-running never changes an id and never
@@ -30,9 +31,11 @@ _JUNK = frozenset({"", "null", "none", "nil", "undefined", "source_id", "0", "-1
 _JUNK_LONGEST = max(map(len, _JUNK))
 _SHORT = blake2b(digest_size=8)  # copied per id: cheaper than building a hasher
 # Ingestion metadata differs between two deliveries of the same event: not identity.
+# ``time`` is in the key already as milliseconds; its raw form differs between sources
+# (float seconds in files, integer ms from the Export API with time_in_ms).
 _VOLATILE = frozenset(
     {"mp_processing_time_ms", "$mp_api_timestamp_ms", "$mp_api_endpoint", "$mp_event_size",
-     "$import", "token"}
+     "$import", "token", "time"}
 )
 
 
