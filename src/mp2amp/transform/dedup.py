@@ -29,6 +29,9 @@ import orjson
 INGESTION_KEYS = frozenset(
     {"mp_processing_time_ms", "$mp_api_timestamp_ms", "$mp_api_endpoint", "$mp_event_size"})
 
+_INGESTION_ORDER = tuple(INGESTION_KEYS)
+_DIGEST = hashlib.blake2b(digest_size=16)  # copied per record: cheaper than a new hasher
+
 BLOOM_PER_BUDGET = 8
 BLOOM_MIN = 1 << 20
 
@@ -40,14 +43,18 @@ def content_digest(insert_id: str, record: dict[str, Any]) -> bytes:
     props = record.get("properties")
     if isinstance(props, dict) and not INGESTION_KEYS.isdisjoint(props):
         stable = props.copy()  # a C-level copy and a few deletes beat a comprehension
-        for key in INGESTION_KEYS.intersection(props):
-            del stable[key]
+        for key in _INGESTION_ORDER:  # 4 pops beat intersecting ~30 property names
+            stable.pop(key, None)
         record = {**record, "properties": stable}
     try:
         content = orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=repr)
     except TypeError:  # integers past 64 bits (the stdlib parser keeps them): slower path
         content = json.dumps(record, sort_keys=True, default=repr).encode()
-    return hashlib.blake2b(insert_id.encode() + b"\0" + content, digest_size=16).digest()
+    h = _DIGEST.copy()
+    h.update(insert_id.encode())
+    h.update(b"\0")
+    h.update(content)
+    return h.digest()
 
 
 class _Bloom:
