@@ -55,7 +55,7 @@ def main() -> int:
                 row.get("goal", ""),
                 f"{took:.1f}",
             )
-    Console().print(table)
+    Console(width=max(160, Console().width)).print(table)
     return 0
 
 
