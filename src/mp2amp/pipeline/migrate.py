@@ -54,7 +54,8 @@ from mp2amp.transform.stream import TransformSummary, transform_stream
 EXIT_OK = 0
 EXIT_UNBALANCED = 1
 EXIT_PARKED = 3
-_YIELD_EVERY = 256  # let the uploader's lanes run while the transform keeps the CPU busy
+_YIELD_EVERY = 256
+DEDUP_IN_MEMORY = 200_000  # let the uploader's lanes run while the transform keeps the CPU busy
 
 
 @dataclass(slots=True)
@@ -266,7 +267,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         counters.done = 0
         with Sessionizer(config.transform.session_gap_minutes * 60_000, memory_budget=budget,
                          spill_dir=scratch) as sessions, \
-                Deduper(memory_budget=budget, spill_dir=scratch) as dedup:
+                Deduper(memory_budget=_dedup_budget(budget), spill_dir=scratch) as dedup:
             async with Uploader(upload, observer=observer, settled_batches=settled) as up:
                 for origin_json, event_json in _parked(ledger):
                     origin = orjson.loads(origin_json)
@@ -284,6 +285,13 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
         identity=identity, load=report.to_dict(), values=transformer.stats(),
         dead_letter_file=str(dead_file) if dead_file else None)
+
+
+def _dedup_budget(budget: int) -> int:
+    """Content digests held in memory. One per event, so they would grow with the run up
+    to the whole budget; past a small share they go to SQLite behind a Bloom filter, where
+    the usual case (not a duplicate) costs one Bloom look-up."""
+    return max(1_000, min(budget, DEDUP_IN_MEMORY))
 
 
 def _parked(ledger: Ledger) -> list[tuple[str, bytes]]:
@@ -392,7 +400,7 @@ def _write_import_files(config: Config, windows: list[Any], ledger: Ledger,
     counters.phase = "write"
     with Sessionizer(config.transform.session_gap_minutes * 60_000, memory_budget=budget,
                      spill_dir=scratch) as sessions, \
-            Deduper(memory_budget=budget, spill_dir=scratch) as dedup:
+            Deduper(memory_budget=_dedup_budget(budget), spill_dir=scratch) as dedup:
         for w in windows:
             ledger.forget_window_outcomes(w.window_id)
             summary = TransformSummary()
