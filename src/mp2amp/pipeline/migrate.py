@@ -40,6 +40,7 @@ from mp2amp.load.settings import UploadSettings
 from mp2amp.load.uploader import Uploader
 from mp2amp.models import Emitted, Rejected
 from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
+from mp2amp.pipeline.memory import release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter
 from mp2amp.pipeline.staging import read_staged
@@ -55,6 +56,7 @@ EXIT_OK = 0
 EXIT_UNBALANCED = 1
 EXIT_PARKED = 3
 _YIELD_EVERY = 256
+_TRIM_EVERY = 256 * 100  # events between returning freed heap to the OS (see memory.py)
 DEDUP_IN_MEMORY = 200_000  # let the uploader's lanes run while the transform keeps the CPU busy
 
 
@@ -329,6 +331,8 @@ async def _load_window(w: Any, key: str, ledger: Ledger, graph: IdentityGraph,
             rejects.append((rej.source or w.window_id, rej.line or 0, w.window_id, "transform",
                             rej.reason, rej.message, rej.field, _payload(rej.record)))
         if n % _YIELD_EVERY == 0:
+            if n % _TRIM_EVERY == 0:
+                release_free_memory()
             counters.done += _YIELD_EVERY
             counters.retries = up.report.retries
             counters.throttles = up.report.throttles
