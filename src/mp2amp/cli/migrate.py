@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from mp2amp.cli.output import cli_errors, console, err_console, print_json
@@ -108,7 +109,7 @@ def _render_totals(t: dict[str, Any], title: str) -> None:
         t.get(c), bool) else str(t.get(c)) for c in (
         "windows", "read", "sent", "identity", "duplicate", "skipped", "rejected",
         "dead_lettered", "parked", "balanced")))
-    console.print(table)
+    _wide().print(table)
     console.print("invariant: read = sent + identity + duplicate + skipped + rejected + "
                   "dead_lettered + parked")
 
@@ -119,11 +120,21 @@ def _render_windows(rows: list[WindowCounts]) -> None:
                 "parked", "batches"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.window, r.state, str(r.read), str(r.sent), str(r.duplicate),
+        table.add_row(_short(r.window), r.state, str(r.read), str(r.sent), str(r.duplicate),
                       str(sum(r.skipped.values())), str(sum(r.rejected.values())),
                       str(sum(r.dead_lettered.values())), str(r.parked),
                       f"{r.batches_done}/{r.batches}")
-    console.print(table)
+    _wide().print(table)
+
+
+def _wide() -> Console:
+    """Tables never squeeze their numbers, even when stdout is a pipe (80 columns)."""
+    return Console(width=max(130, console.width))
+
+
+def _short(window: str, width: int = 44) -> str:
+    """A window id that fits a column: the end of a long path is the part that differs."""
+    return window if len(window) <= width else "…" + window[-(width - 1):]
 
 
 def _render_problems(rows: list[WindowCounts]) -> None:
