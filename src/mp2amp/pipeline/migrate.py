@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from mp2amp.config import Config
-from mp2amp.errors import ConfigError, TerminalError
+from mp2amp.errors import ConfigError, Rejection, TerminalError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.identity import IdentityGraph
 from mp2amp.ledger import Ledger
@@ -55,9 +55,11 @@ from mp2amp.transform.stream import TransformSummary, transform_stream
 EXIT_OK = 0
 EXIT_UNBALANCED = 1
 EXIT_PARKED = 3
-_YIELD_EVERY = 256
+_YIELD_EVERY = 256  # let the uploader's lanes run while the transform keeps the CPU busy
 _TRIM_EVERY = 256 * 100  # events between returning freed heap to the OS (see memory.py)
-DEDUP_IN_MEMORY = 200_000  # let the uploader's lanes run while the transform keeps the CPU busy
+DEDUP_IN_MEMORY = 200_000  # content digests in memory; the rest in SQLite (see _dedup_budget)
+# (source, line, window, stage, reason, message, field, payload JSON) as the ledger stores it
+RejectRow = tuple[str, int, str, str, str, str, str | None, str | None]
 
 
 @dataclass(slots=True)
@@ -315,7 +317,7 @@ async def _load_window(w: Any, key: str, ledger: Ledger, graph: IdentityGraph,
     if not replay:
         ledger.forget_window_outcomes(w.window_id)
     summary = TransformSummary()
-    rejects: list[tuple[str, int, str, str, str, str, str | None, str | None]] = []
+    rejects: list[RejectRow] = []
     stream = transform_stream(summary.reading(read_staged(Path(str(w.staged_path)))), graph,
                               transformer, sessions, dedup)
     n = 0
@@ -327,9 +329,7 @@ async def _load_window(w: Any, key: str, ledger: Ledger, graph: IdentityGraph,
         if isinstance(outcome, Emitted):
             await up.submit(outcome.event, (outcome.source, outcome.line), batch_key=key)
         elif isinstance(outcome, Rejected):
-            rej = outcome.rejection
-            rejects.append((rej.source or w.window_id, rej.line or 0, w.window_id, "transform",
-                            rej.reason, rej.message, rej.field, _payload(rej.record)))
+            rejects.append(_reject_row(outcome.rejection, w.window_id))
         if n % _YIELD_EVERY == 0:
             if n % _TRIM_EVERY == 0:
                 release_free_memory()
@@ -347,6 +347,12 @@ async def _load_window(w: Any, key: str, ledger: Ledger, graph: IdentityGraph,
     counts["batches"] = batches
     ledger.set_window_counts(w.window_id, counts)
     observer.flushed(w.window_id, batches)
+
+
+def _reject_row(rej: Rejection, window_id: str) -> RejectRow:
+    """A transform rejection as the ledger stores it (keyed by source and line)."""
+    return (rej.source or window_id, rej.line or 0, window_id, "transform", rej.reason,
+            rej.message, rej.field, _payload(rej.record))
 
 
 def _payload(record: Any) -> str | None:
@@ -408,7 +414,7 @@ def _write_import_files(config: Config, windows: list[Any], ledger: Ledger,
         for w in windows:
             ledger.forget_window_outcomes(w.window_id)
             summary = TransformSummary()
-            rejects: list[tuple[str, int, str, str, str, str, str | None, str | None]] = []
+            rejects: list[RejectRow] = []
             for outcome in transform_stream(
                     summary.reading(read_staged(Path(str(w.staged_path)))), graph, transformer,
                     sessions, dedup):
@@ -416,10 +422,7 @@ def _write_import_files(config: Config, windows: list[Any], ledger: Ledger,
                 if isinstance(outcome, Emitted):
                     sink.write(outcome.event)
                 elif isinstance(outcome, Rejected):
-                    rej = outcome.rejection
-                    rejects.append((rej.source or w.window_id, rej.line or 0, w.window_id,
-                                    "transform", rej.reason, rej.message, rej.field,
-                                    _payload(rej.record)))
+                    rejects.append(_reject_row(outcome.rejection, w.window_id))
             ledger.add_rejects(rejects)
             counts = summary.as_dict()
             counts["written"] = summary.events_out
