@@ -3,8 +3,6 @@ Export API with its stream faults on, and the files through a local S3 server (m
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -75,33 +73,17 @@ def test_export_api_gives_the_same_insert_ids_as_files(project: Project,
 
 
 @pytest.fixture(scope="module")
-def s3(project: Project) -> Iterator[dict[str, Any]]:
-    """A moto S3 server on 127.0.0.1 holding the project's day files."""
+def s3(project: Project, s3_server: dict[str, Any]) -> dict[str, Any]:
+    """The shared moto S3 server, holding the project's day files."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    try:
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-        client.create_bucket(Bucket="mp-export")
-        for f in sorted(project.events.iterdir()):
-            client.put_object(Bucket="mp-export", Key=f"events/{f.name}", Body=f.read_bytes())
-        yield {"endpoint_url": endpoint, "key": "testing", "secret": "testing",
-               "client_kwargs": {"region_name": "us-east-1"}}
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    client = boto3.client("s3", endpoint_url=s3_server["endpoint_url"],
+                          region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    client.create_bucket(Bucket="mp-export")
+    for f in sorted(project.events.iterdir()):
+        client.put_object(Bucket="mp-export", Key=f"events/{f.name}", Body=f.read_bytes())
+    return s3_server
 
 
 def test_s3_source(project: Project, tmp_path: Path, s3: dict[str, Any]) -> None:
