@@ -20,11 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from mp2amp.transform.spillfile import SpillFile
 
 INGESTION_KEYS = frozenset(
     {"mp_processing_time_ms", "$mp_api_timestamp_ms", "$mp_api_endpoint", "$mp_event_size"})
@@ -87,7 +88,7 @@ class _Bloom:
         return all(bits[index >> 3] & (1 << (index & 7)) for index in self._indexes(digest))
 
 
-class Deduper:
+class Deduper(SpillFile):
     """Remembers every (insert_id, content) seen; ``is_duplicate`` is True from the 2nd on."""
 
     def __init__(
@@ -99,10 +100,8 @@ class Deduper:
     ) -> None:
         self.memory_budget = max(1, memory_budget)
         self._hot: set[bytes] = set()
-        self._db: sqlite3.Connection | None = None
         self._bloom: _Bloom | None = None
-        self._temp: tempfile.TemporaryDirectory[str] | None = None
-        self._spill_dir = spill_dir
+        super().__init__(spill_dir)
         self.duplicates = 0
         self.spills = 0
         self.disk_lookups = 0  # Bloom hits that had to ask SQLite
@@ -132,21 +131,6 @@ class Deduper:
         if self._hot:
             self._flush()
         self._db.commit()
-
-    def close(self) -> None:
-        if self._db is not None:
-            self.checkpoint()
-            self._db.close()
-            self._db = None
-        if self._temp is not None:
-            self._temp.cleanup()
-            self._temp = None
-
-    def __enter__(self) -> Deduper:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __len__(self) -> int:
         """Distinct records remembered (memory and disk)."""
@@ -183,8 +167,7 @@ class Deduper:
 
     def _spill(self) -> None:
         if self._db is None:
-            self._temp = tempfile.TemporaryDirectory(prefix="mp2amp-dedup-", dir=self._spill_dir)
-            self._open(Path(self._temp.name) / "dedup.sqlite")
+            self._open_temporary("mp2amp-dedup-", "dedup.sqlite")
         self._flush()
         self.spills += 1
 

@@ -28,11 +28,11 @@ last checkpoint: checkpoint when the ledger commits, and a resume replays from t
 from __future__ import annotations
 
 import sqlite3
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from mp2amp.errors import ConfigError
+from mp2amp.transform.spillfile import SpillFile
 
 DEFAULT_GAP_MS = 30 * 60 * 1000
 NO_SESSION = -1  # Amplitude: "-1 is the same as no session"
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 """
 
 
-class Sessionizer:
+class Sessionizer(SpillFile):
     """Assigns ``session_id`` to events, one device (or user) at a time."""
 
     def __init__(
@@ -63,9 +63,7 @@ class Sessionizer:
         self.memory_budget = max(2, memory_budget)
         # who -> (start_ms, last_ms); dict order is recency order (moved to the end on use)
         self._hot: dict[str, tuple[int, int]] = {}
-        self._db: sqlite3.Connection | None = None
-        self._temp: tempfile.TemporaryDirectory[str] | None = None
-        self._spill_dir = spill_dir
+        super().__init__(spill_dir)
         self.spilled = 0  # devices written to disk by spills (not checkpoints)
         self.reloaded = 0
         if path is not None:
@@ -109,21 +107,6 @@ class Sessionizer:
         self._write(self._hot.items())
         self._db.commit()
 
-    def close(self) -> None:
-        if self._db is not None:
-            self.checkpoint()
-            self._db.close()
-            self._db = None
-        if self._temp is not None:
-            self._temp.cleanup()
-            self._temp = None
-
-    def __enter__(self) -> Sessionizer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __len__(self) -> int:
         """Devices/users known (in memory and on disk)."""
         if self._db is None:
@@ -154,9 +137,7 @@ class Sessionizer:
 
     def _spill(self) -> None:
         if self._db is None:
-            self._temp = tempfile.TemporaryDirectory(prefix="mp2amp-sessions-",
-                                                     dir=self._spill_dir)
-            self._open(Path(self._temp.name) / "sessions.sqlite")
+            self._open_temporary("mp2amp-sessions-", "sessions.sqlite")
         hot = self._hot
         count = len(hot) // 2
         oldest = [(who, hot[who]) for who, _ in zip(hot, range(count), strict=False)]
