@@ -15,6 +15,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mp2amp.errors import ConfigError
+from mp2amp.transform.settings import RevenueSettings
 
 if typing.TYPE_CHECKING:
     from mp2amp.transform.plan import TrackingPlan
@@ -169,19 +170,9 @@ class AmplitudeConfig:
     secret_key: Secret | None = field(default=None, metadata=_env("AMPLITUDE_SECRET_KEY"))
 
 
-@dataclass(frozen=True, slots=True)
-class RevenueConfig:
-    """Which event properties become Amplitude's revenue fields; unset ones are not mapped
-    (Mixpanel has no reserved revenue property). Names as the tracking plan leaves them."""
-
-    price: str | None = None
-    quantity: str | None = None
-    revenue: str | None = None
-    product_id: str | None = None
-    revenue_type: str | None = None
-    currency: str | None = None
-    items: str | None = None  # list of {price, quantity, product_id} for multi-item orders
-    refund_events: tuple[str, ...] = field(default=(), metadata=_check(_names))
+# The [transform.revenue] table is the transform's own settings type: one definition of
+# which properties carry revenue (checked by its ``problems()``).
+RevenueConfig = RevenueSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +183,7 @@ class TransformConfig:
     retroactive: bool = True  # a device's anonymous events carry the user it later joins
     user_id_pattern: str | None = field(default=None, metadata=_check(_regex))
     amplitude_event_names: bool = False  # $mp_web_page_view -> [Amplitude] Page Viewed ...
-    revenue: RevenueConfig = RevenueConfig()
+    revenue: RevenueConfig = field(default_factory=RevenueConfig)
 
     def problems(self) -> list[str]:
         out = []
@@ -269,7 +260,7 @@ class Config:
     def transform_settings(self) -> TransformSettings:
         """The mapping core's settings. The plan and the excluded-users file are read here;
         their problems are reported together, each prefixed with its file."""
-        from mp2amp.transform.settings import RevenueSettings, TransformSettings
+        from mp2amp.transform.settings import TransformSettings
 
         problems: list[str] = []
         plan = privacy = None
@@ -284,16 +275,12 @@ class Config:
         if problems or plan is None or privacy is None:
             raise ConfigError(problems, source=str(self.path) if self.path else None)
         m, t = self.mixpanel, self.transform
-        r = t.revenue
         return TransformSettings(
             timezone=m.timezone,
             legacy_time=m.legacy_time,
             timezone_changes=tuple((c.since.isoformat(), c.timezone)
                                    for c in m.timezone_changes),
-            revenue=RevenueSettings(price=r.price, quantity=r.quantity, revenue=r.revenue,
-                                    product_id=r.product_id, revenue_type=r.revenue_type,
-                                    currency=r.currency, items=r.items,
-                                    refund_events=r.refund_events),
+            revenue=t.revenue,
             group_keys=t.groups,
             keep_ip=self.keep_ip,
             plan=plan,

@@ -33,6 +33,12 @@ class RevenueSettings:
     def enabled(self) -> bool:
         return any((self.price, self.revenue, self.items))
 
+    def problems(self) -> list[str]:
+        """Checks the config loader reports (with the table's prefix)."""
+        if any(not name for name in self.refund_events):
+            return ["refund_events: names must be non-empty"]
+        return []
+
 
 @dataclass(frozen=True, slots=True)
 class TransformSettings:
