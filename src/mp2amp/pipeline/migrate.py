@@ -40,6 +40,7 @@ from mp2amp.load.settings import UploadSettings
 from mp2amp.load.uploader import Uploader
 from mp2amp.models import Emitted, Rejected
 from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
+from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.memory import release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter
@@ -57,7 +58,6 @@ EXIT_UNBALANCED = 1
 EXIT_PARKED = 3
 _YIELD_EVERY = 256  # let the uploader's lanes run while the transform keeps the CPU busy
 _TRIM_EVERY = 256 * 100  # events between returning freed heap to the OS (see memory.py)
-DEDUP_IN_MEMORY = 200_000  # content digests in memory; the rest in SQLite (see _dedup_budget)
 # (source, line, window, stage, reason, message, field, payload JSON) as the ledger stores it
 RejectRow = tuple[str, int, str, str, str, str, str | None, str | None]
 
@@ -230,11 +230,12 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                              storage_options: dict[str, Any] | None) -> MigrateResult:
     workdir = config.run.workdir
     windows = ledger.windows()
-    budget = config.run.memory_budget
+    budgets = stage_budgets(config.run.memory_budget)
     scratch_root = workdir / "scratch"
     scratch_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="run-", dir=scratch_root) as scratch, \
-            IdentityGraph(config.mixpanel.id_merge, Path(scratch), memory_budget_ids=budget,
+            IdentityGraph(config.mixpanel.id_merge, Path(scratch),
+                          memory_budget_ids=budgets.identity_ids,
                           retroactive=config.transform.retroactive,
                           user_id_predicate=user_id_predicate(config.transform.user_id_pattern),
                           table=config.source.identity_table) as graph:
@@ -269,9 +270,9 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         settled = frozenset(b.batch_id for b in ledger.batches() if b.state == "done")
         counters.phase = "load"
         counters.done = 0
-        with Sessionizer(config.transform.session_gap_minutes * 60_000, memory_budget=budget,
-                         spill_dir=scratch) as sessions, \
-                Deduper(memory_budget=_dedup_budget(budget), spill_dir=scratch) as dedup:
+        with Sessionizer(config.transform.session_gap_minutes * 60_000,
+                         memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
+                Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
             async with Uploader(upload, observer=observer, settled_batches=settled) as up:
                 for origin_json, event_json in _parked(ledger):
                     origin = orjson.loads(origin_json)
@@ -289,13 +290,6 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
         identity=identity, load=report.to_dict(), values=transformer.stats(),
         dead_letter_file=str(dead_file) if dead_file else None)
-
-
-def _dedup_budget(budget: int) -> int:
-    """Content digests held in memory. One per event, so they would grow with the run up
-    to the whole budget; past a small share they go to SQLite behind a Bloom filter, where
-    the usual case (not a duplicate) costs one Bloom look-up."""
-    return max(1_000, min(budget, DEDUP_IN_MEMORY))
 
 
 def _parked(ledger: Ledger) -> list[tuple[str, bytes]]:
@@ -405,12 +399,12 @@ def _write_import_files(config: Config, windows: list[Any], ledger: Ledger,
     removed = _remove_earlier_attempts(target, attempt, storage_options)
     sink = S3ImportSink(target, run_id=f"mp2amp-a{attempt}", storage_options=storage_options,
                         staging_dir=scratch)
-    budget = config.run.memory_budget
+    budgets = stage_budgets(config.run.memory_budget)
     per_window: dict[str, dict[str, Any]] = {}
     counters.phase = "write"
-    with Sessionizer(config.transform.session_gap_minutes * 60_000, memory_budget=budget,
-                     spill_dir=scratch) as sessions, \
-            Deduper(memory_budget=_dedup_budget(budget), spill_dir=scratch) as dedup:
+    with Sessionizer(config.transform.session_gap_minutes * 60_000,
+                     memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
+            Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
         for w in windows:
             ledger.forget_window_outcomes(w.window_id)
             summary = TransformSummary()
