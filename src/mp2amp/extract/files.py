@@ -20,6 +20,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
+from isal import igzip, isal_zlib
+
 from mp2amp.errors import InputError, Rejection
 from mp2amp.extract.jsonarray import iter_array
 from mp2amp.extract.lines import parse_lines, split_lines
@@ -27,7 +29,12 @@ from mp2amp.extract.pipelines import is_pipeline_row, select_event_files, to_exp
 from mp2amp.models import SourceRecord
 
 CHUNK = 1 << 20
+# ISA-L's read1 fills the whole request before it returns: small requests keep what a
+# damaged .gz loses to its last 64 KB
+GZIP_CHUNK = 1 << 16
 GZIP_MAGIC = b"\x1f\x8b"
+# what a damaged .gz raises, from either decompressor
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, isal_zlib.error)
 LINE_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 REMOTE_PACKAGES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
                    "gcs": ("gcsfs", "gcs")}
@@ -94,9 +101,12 @@ def iter_file(source: SourceFile) -> Iterator[SourceRecord]:
             raise InputError(f"cannot read {source.url}: {exc}; check the path and "
                              "permissions and run again") from exc
         stream: BinaryIO = raw
+        chunk = CHUNK
         if head == GZIP_MAGIC:
-            stream = cast(BinaryIO, stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")))
-        yield from _iter_stream(source.url, stream)
+            chunk = GZIP_CHUNK
+            # ISA-L: the same gzip, decompressed about twice as fast as zlib
+            stream = cast(BinaryIO, stack.enter_context(igzip.GzipFile(fileobj=raw, mode="rb")))
+        yield from _iter_stream(source.url, stream, chunk)
 
 
 class _GuardedReader:
@@ -111,31 +121,31 @@ class _GuardedReader:
     def read(self, size: int = -1) -> bytes:
         try:
             data: bytes = self._read(size)
-        except (EOFError, zlib.error, OSError):
+        except (*GZIP_ERRORS, OSError):
             raise
         except Exception as exc:
             raise OSError(f"{type(exc).__name__}: {exc}") from exc
         return data
 
 
-def _iter_stream(url: str, stream: BinaryIO) -> Iterator[SourceRecord]:
+def _iter_stream(url: str, stream: BinaryIO, chunk: int = CHUNK) -> Iterator[SourceRecord]:
     count = 0
     try:
         guarded = _GuardedReader(stream)
         read = guarded.read
-        first = read(CHUNK)
+        first = read(chunk)
         if first.startswith(b"\xef\xbb\xbf"):
             first = first[3:]
         is_array = first.lstrip()[:1] == b"[" and not url.lower().endswith(LINE_SUFFIXES)
         if is_array:
             records = iter_array(url, guarded, first)
         else:
-            chunks = itertools.chain([first], iter(lambda: read(CHUNK), b""))
+            chunks = itertools.chain([first], iter(lambda: read(chunk), b""))
             records = parse_lines(url, split_lines(chunks))
         for rec in records:
             count = rec.line
             yield _normalized(rec)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+    except GZIP_ERRORS as exc:
         # A damaged compressed file: what was read is kept, the loss is reported as a
         # rejection so that the counts show it.
         line = count + 1

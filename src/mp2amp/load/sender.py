@@ -8,12 +8,12 @@ resent at once, or the whole request retried after a backoff.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
+from isal import isal_zlib
 
 from mp2amp.errors import ConnectionLost, TerminalError, parse_retry_after
 from mp2amp.load.batcher import ENVELOPE_BYTES
@@ -89,7 +89,8 @@ class Sender:
         raw = self._head + b",".join(i.data for i in items) + self._tail
         if not self.up.settings.gzip:
             return raw, len(raw)
-        comp = zlib.compressobj(self.up.settings.gzip_level, zlib.DEFLATED, 31)
+        # ISA-L gzip: ~5x zlib level 1 at a better ratio (levels 0-3; 1 is its default)
+        comp = isal_zlib.compressobj(self.up.settings.gzip_level, isal_zlib.DEFLATED, 31)
         return comp.compress(raw) + comp.flush(), len(raw)
 
     async def send(self, lane: Lane, items: list[Submitted]) -> None:

@@ -33,7 +33,7 @@ class UploadSettings:
     max_bytes: int | None = None         # default: 10 MB (batch), 1 MB (httpapi)
     min_id_length: int | None = 1        # sent as options.min_id_length; None = server's 5
     gzip: bool = True
-    gzip_level: int = 1                  # JSON compresses ~8x even at level 1; CPU matters more
+    gzip_level: int = 1                  # ISA-L level 0..3; JSON compresses ~8x even at 1
     timeout: float = 120.0               # seconds per request
     max_retries: int = 20                # consecutive failures of one request before stopping
     backoff_base: float = 0.5
@@ -59,6 +59,8 @@ class UploadSettings:
             problems.append(f"max_bytes must be >= 1024, got {self.max_bytes}")
         if self.min_id_length is not None and self.min_id_length < 1:
             problems.append(f"min_id_length must be >= 1, got {self.min_id_length}")
+        if not 0 <= self.gzip_level <= 3:
+            problems.append(f"gzip_level must be 0..3 (ISA-L's levels), got {self.gzip_level}")
         if self.max_retries < 0 or self.park_retries < 0:
             problems.append("max_retries and park_retries must be >= 0")
         if self.backoff_base <= 0 or self.backoff_cap < self.backoff_base:
