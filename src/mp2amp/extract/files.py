@@ -15,7 +15,7 @@ import gzip
 import itertools
 import os
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
@@ -34,7 +34,10 @@ CHUNK = 1 << 20
 GZIP_CHUNK = 1 << 16
 GZIP_MAGIC = b"\x1f\x8b"
 # what a damaged .gz raises, from either decompressor
-GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, isal_zlib.error)
+GZIP_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError, gzip.BadGzipFile, zlib.error, cast(type[BaseException], isal_zlib.error))
+_PASS_THROUGH = (*GZIP_ERRORS, OSError)  # read errors reported as they are
+_GzipReader = cast(Callable[..., BinaryIO], igzip.GzipFile)  # the stub leaves it untyped
 LINE_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 REMOTE_PACKAGES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
                    "gcs": ("gcsfs", "gcs")}
@@ -105,7 +108,7 @@ def iter_file(source: SourceFile) -> Iterator[SourceRecord]:
         if head == GZIP_MAGIC:
             chunk = GZIP_CHUNK
             # ISA-L: the same gzip, decompressed about twice as fast as zlib
-            stream = cast(BinaryIO, stack.enter_context(igzip.GzipFile(fileobj=raw, mode="rb")))
+            stream = stack.enter_context(_GzipReader(fileobj=raw, mode="rb"))
         yield from _iter_stream(source.url, stream, chunk)
 
 
@@ -121,7 +124,7 @@ class _GuardedReader:
     def read(self, size: int = -1) -> bytes:
         try:
             data: bytes = self._read(size)
-        except (*GZIP_ERRORS, OSError):
+        except _PASS_THROUGH:
             raise
         except Exception as exc:
             raise OSError(f"{type(exc).__name__}: {exc}") from exc
