@@ -36,7 +36,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 # what a damaged .gz raises, from either decompressor
 GZIP_ERRORS: tuple[type[BaseException], ...] = (
     EOFError, gzip.BadGzipFile, zlib.error, cast(type[BaseException], isal_zlib.error))
-_PASS_THROUGH = (*GZIP_ERRORS, OSError)  # read errors reported as they are
+_PASS_THROUGH: tuple[type[BaseException], ...] = (*GZIP_ERRORS, OSError)  # read errors reported as they are
 _GzipReader = cast(Callable[..., BinaryIO], igzip.GzipFile)  # the stub leaves it untyped
 LINE_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 REMOTE_PACKAGES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
