@@ -1,4 +1,4 @@
-"""Exact duplicates: same insert_id AND same content; spilled to SQLite past a budget."""
+"""Exact duplicates: same Amplitude insert_id (Mixpanel's dedup key); spilled to SQLite past a budget."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mp2amp.transform.dedup import Deduper, content_digest
+from mp2amp.transform.dedup import Deduper, insert_id_digest
+from mp2amp.transform.insert_id import event_insert_id
 
 
 def rec(name: str = "Login", who: str = "u1", t: int = 1, **extra: Any) -> dict[str, Any]:
@@ -17,41 +18,54 @@ def rec(name: str = "Login", who: str = "u1", t: int = 1, **extra: Any) -> dict[
                                           **extra}}
 
 
+def iid(record: dict[str, Any]) -> str:
+    """The insert_id the transformer gives this record (time in seconds -> ms)."""
+    return event_insert_id(record["event"], record["properties"],
+                           record["properties"]["time"] * 1000)
+
+
 def test_exact_copy_is_a_duplicate() -> None:
     d = Deduper()
-    assert not d.is_duplicate("x", rec())
-    assert d.is_duplicate("x", rec())
-    assert d.is_duplicate("x", rec())
+    assert not d.is_duplicate(iid(rec()))
+    assert d.is_duplicate(iid(rec()))
+    assert d.is_duplicate(iid(rec()))
     assert d.duplicates == 2
 
 
-def test_reused_insert_id_with_other_content_is_kept() -> None:
+def test_reused_insert_id_on_another_event_user_or_time_is_kept() -> None:
     d = Deduper()
-    assert not d.is_duplicate("x", rec(who="u1"))
-    assert not d.is_duplicate("x", rec(who="u2"))
-    assert not d.is_duplicate("x", rec(name="Logout"))
-    assert not d.is_duplicate("y", rec())  # same content, another insert_id
+    ids = [iid(rec(who="u1")), iid(rec(who="u2")), iid(rec(name="Logout")), iid(rec(t=2)),
+           iid(rec(**{"$insert_id": "y"}))]
+    assert [d.is_duplicate(i) for i in ids] == [False] * 5
     assert d.duplicates == 0
 
 
-def test_key_order_and_ingestion_stamps_do_not_matter() -> None:
-    a = {"event": "e", "properties": {"a": 1, "b": 2, "mp_processing_time_ms": 10}}
-    b = {"properties": {"$mp_api_timestamp_ms": 99, "b": 2, "a": 1,
-                        "mp_processing_time_ms": 11}, "event": "e"}
-    assert content_digest("i", a) == content_digest("i", b)
-    assert content_digest("i", a) != content_digest("j", a)
+def test_a_second_delivery_with_other_ingestion_stamps_is_a_duplicate() -> None:
+    d = Deduper()
+    assert not d.is_duplicate(iid(rec(mp_processing_time_ms=10)))
+    assert d.is_duplicate(iid(rec(mp_processing_time_ms=11, **{"$mp_api_timestamp_ms": 9})))
 
 
-def test_big_integers_do_not_break_hashing() -> None:
-    assert len(content_digest("i", {"event": "e", "properties": {"n": 2**70}})) == 16
+def test_without_insert_id_the_content_decides() -> None:
+    d = Deduper()
+    a = {"event": "e", "properties": {"distinct_id": "u", "time": 5, "a": 1, "b": 2,
+                                      "mp_processing_time_ms": 10}}
+    b = {"event": "e", "properties": {"$mp_api_timestamp_ms": 99, "b": 2, "a": 1, "time": 5,
+                                      "distinct_id": "u", "mp_processing_time_ms": 11}}
+    c = {"event": "e", "properties": {"distinct_id": "u", "time": 5, "a": 1, "b": 3}}
+    assert [d.is_duplicate(iid(r)) for r in (a, b, c)] == [False, True, False]
+
+
+def test_digest_is_16_bytes_for_any_id() -> None:
+    assert len(insert_id_digest("x" * 500)) == len(insert_id_digest("\ud800")) == 16
 
 
 def test_spill_keeps_the_answers(tmp_path: Path) -> None:
     small = Deduper(memory_budget=8, spill_dir=tmp_path)
     big = Deduper()
     stream = [rec(t=i % 37) for i in range(300)]
-    assert [small.is_duplicate("x", r) for r in stream] == [
-        big.is_duplicate("x", r) for r in stream]
+    assert [small.is_duplicate(iid(r)) for r in stream] == [
+        big.is_duplicate(iid(r)) for r in stream]
     assert small.spills > 0 and small.duplicates == big.duplicates == 300 - 37
     assert len(small) == 37
     small.close()
@@ -61,10 +75,10 @@ def test_spill_keeps_the_answers(tmp_path: Path) -> None:
 def test_persisted_state_resumes(tmp_path: Path) -> None:
     path = tmp_path / "dedup.sqlite"
     with Deduper(path=path) as first:
-        assert not first.is_duplicate("x", rec())
+        assert not first.is_duplicate(iid(rec()))
     with Deduper(path=path) as second:
-        assert second.is_duplicate("x", rec())
-        assert not second.is_duplicate("x", rec(t=2))
+        assert second.is_duplicate(iid(rec()))
+        assert not second.is_duplicate(iid(rec(t=2)))
         assert len(second) == 2
 
 
@@ -75,23 +89,23 @@ def test_persisted_state_resumes(tmp_path: Path) -> None:
 @settings(max_examples=40, deadline=None)
 def test_first_of_each_distinct_record_passes(stream: list[tuple[str, int]], budget: int) -> None:
     with Deduper(memory_budget=budget) as d:
-        passed = [r for r in stream if not d.is_duplicate(r[0], rec(t=r[1]))]
+        passed = [r for r in stream if not d.is_duplicate(iid(rec(name=r[0], t=r[1])))]
     assert passed == list(dict.fromkeys(stream))
 
 
 def test_only_checkpointed_state_survives_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "dedup.sqlite"
     first = Deduper(path=path, memory_budget=2)
-    assert not first.is_duplicate("x", rec(t=1))
+    assert not first.is_duplicate(iid(rec(t=1)))
     first.checkpoint()
     for t in range(2, 9):  # past the budget: spilled to the file, not committed
-        assert not first.is_duplicate("x", rec(t=t))
+        assert not first.is_duplicate(iid(rec(t=t)))
     assert first.spills > 0
     first._db.close()  # type: ignore[union-attr]  # the process dies: no commit, no close()
     # a crash now: the next run sees only the checkpoint, so t >= 2 are new again
     with Deduper(path=path) as second:
-        assert second.is_duplicate("x", rec(t=1))
-        assert not second.is_duplicate("x", rec(t=5))
+        assert second.is_duplicate(iid(rec(t=1)))
+        assert not second.is_duplicate(iid(rec(t=5)))
 
 
 def test_a_saturated_bloom_filter_is_slower_never_wrong(monkeypatch: pytest.MonkeyPatch,
@@ -101,6 +115,6 @@ def test_a_saturated_bloom_filter_is_slower_never_wrong(monkeypatch: pytest.Monk
     monkeypatch.setattr(dedup, "BLOOM_MIN", 4)  # 40 bits for hundreds of digests
     small = Deduper(memory_budget=1, spill_dir=tmp_path)
     stream = [rec(t=i % 97) for i in range(400)]
-    assert [small.is_duplicate("x", r) for r in stream] == [i >= 97 for i in range(400)]
+    assert [small.is_duplicate(iid(r)) for r in stream] == [i >= 97 for i in range(400)]
     assert small.disk_lookups > 300
     small.close()

@@ -1,12 +1,13 @@
 """Exact-duplicate dropping: Mixpanel's raw export is not deduplicated (about 0.1% of lines).
 
-A record is a duplicate when an earlier record had the same insert_id AND the same content.
-The insert_id alone is not enough: real data reuses insert_ids across different events and
-users (placeholder ``$insert_id``s, SDK bugs; see the wild fixtures), and dropping those
-would lose real events. Content is the record's canonical JSON (sorted keys) without the
-properties Mixpanel's servers stamp at ingestion (``mp_processing_time_ms``,
-``$mp_api_timestamp_ms``, ``$mp_api_endpoint``, ``$mp_event_size``), which differ between
-two sends of one event.
+A record is a duplicate when an earlier record had the same Amplitude ``insert_id``. That
+id is derived from Mixpanel's own deduplication key (``transform/insert_id.py``): event
+name, distinct_id, time in ms and ``$insert_id``, or, without a usable ``$insert_id``, a
+hash of the whole content without the properties Mixpanel's servers stamp at ingestion
+(``mp_processing_time_ms``, ``$mp_api_timestamp_ms``, ...). So a reused ``$insert_id`` on
+another event, user or time is kept (its id differs), and two records Mixpanel counts as
+one are one here too. Amplitude would drop the second anyway (same insert_id within
+7 days): dropping it here means it is counted as a duplicate instead of silently missing.
 
 Memory: each record seen is one 16-byte digest. Past ``memory_budget`` digests the set is
 written to SQLite and cleared; a Bloom filter over what is on disk keeps the common case
@@ -18,19 +19,11 @@ written to SQLite and cleared; a Bloom filter over what is on disk keeps the com
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from mp2amp.transform.spillfile import SpillFile
 
-INGESTION_KEYS = frozenset(
-    {"mp_processing_time_ms", "$mp_api_timestamp_ms", "$mp_api_endpoint", "$mp_event_size"})
-
-_INGESTION_ORDER = tuple(INGESTION_KEYS)
 _DIGEST = hashlib.blake2b(digest_size=16)  # copied per record: cheaper than a new hasher
 
 BLOOM_PER_BUDGET = 8
@@ -39,22 +32,10 @@ BLOOM_MIN = 1 << 20
 _SCHEMA = "CREATE TABLE IF NOT EXISTS seen (digest BLOB PRIMARY KEY) WITHOUT ROWID"
 
 
-def content_digest(insert_id: str, record: dict[str, Any]) -> bytes:
-    """16-byte digest of an insert_id and the record's content (ingestion stamps left out)."""
-    props = record.get("properties")
-    if isinstance(props, dict) and not INGESTION_KEYS.isdisjoint(props):
-        stable = props.copy()  # a C-level copy and a few deletes beat a comprehension
-        for key in _INGESTION_ORDER:  # 4 pops beat intersecting ~30 property names
-            stable.pop(key, None)
-        record = {**record, "properties": stable}
-    try:
-        content = orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=repr)
-    except TypeError:  # integers past 64 bits (the stdlib parser keeps them): slower path
-        content = json.dumps(record, sort_keys=True, default=repr).encode()
+def insert_id_digest(insert_id: str) -> bytes:
+    """16 bytes per remembered event, whatever the id's length."""
     h = _DIGEST.copy()
-    h.update(insert_id.encode())
-    h.update(b"\0")
-    h.update(content)
+    h.update(insert_id.encode("utf-8", "replace"))
     return h.digest()
 
 
@@ -108,9 +89,9 @@ class Deduper(SpillFile):
         if path is not None:
             self._open(Path(path))
 
-    def is_duplicate(self, insert_id: str, record: dict[str, Any]) -> bool:
-        """True when this exact record was seen before; otherwise remember it."""
-        digest = content_digest(insert_id, record)
+    def is_duplicate(self, insert_id: str) -> bool:
+        """True when an event with this insert_id was seen before; otherwise remember it."""
+        digest = insert_id_digest(insert_id)
         hot = self._hot
         if digest in hot or (self._bloom is not None and self._on_disk(digest)):
             self.duplicates += 1

@@ -3,7 +3,7 @@
     record unusable (extract's rejection)            -> Rejected
     $identify / $create_alias / $merge               -> IdentityRecord (fed the graph in pass 1)
     Transformer.event(): Rejection | Skip            -> Rejected | Skipped
-    same insert_id and content as an earlier event   -> Duplicate
+    same insert_id as an earlier event               -> Duplicate
     otherwise: session_id added                      -> Emitted
 
 Deduplication runs on events the transformer accepted, so a duplicate of a rejected or
@@ -78,9 +78,8 @@ def transform_stream(
         if isinstance(out, Skip):
             yield Skipped(out, src.source, src.line)
             continue
-        insert_id = out.get("insert_id")
-        insert_id = insert_id if isinstance(insert_id, str) else ""
-        if deduper.is_duplicate(insert_id, record):
+        insert_id = out["insert_id"]  # always set by the transformer (Mixpanel's dedup key)
+        if deduper.is_duplicate(insert_id):
             yield Duplicate(insert_id, src.source, src.line)
             continue
         if "session_id" not in out:
