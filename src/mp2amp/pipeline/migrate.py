@@ -199,10 +199,20 @@ async def migrate_async(
             ledger.add_windows(plan_windows(config, storage_options))
             ledger.set_meta("fingerprint", fingerprint)
         mixpanel = _mixpanel_settings(config, mixpanel_overrides)
-        await extract_pending(config, ledger, mixpanel, storage_options=storage_options,
-                              counters=counters, reporter=reporter)
-        result = await _identity_and_load(config, settings, upload, ledger, counters, reporter,
-                                          storage_options)
+        # Extraction runs on while the identity pass reads the windows already staged, in
+        # window order: the identity pass waits for the next window only when it is ahead.
+        staged = {w.window_id: asyncio.Event() for w in ledger.windows() if w.state == "pending"}
+        extraction = asyncio.ensure_future(extract_pending(
+            config, ledger, mixpanel, storage_options=storage_options, counters=counters,
+            reporter=reporter, on_staged=lambda window_id: staged[window_id].set()))
+        try:
+            result = await _identity_and_load(config, settings, upload, ledger, counters,
+                                              reporter, _Extraction(extraction, staged),
+                                              storage_options)
+        finally:
+            if not extraction.done():
+                extraction.cancel()
+            await asyncio.gather(extraction, return_exceptions=True)
         result.resumed = resume
         return result
     finally:
@@ -225,8 +235,34 @@ def _mixpanel_settings(config: Config,
     return MixpanelSettings.from_config(m, **kwargs)
 
 
+@dataclass(slots=True)
+class _Extraction:
+    """The extraction running in the background, and an event per window it has to stage."""
+
+    task: asyncio.Future[None]
+    staged: dict[str, asyncio.Event]
+
+    async def ready(self, window_id: str) -> None:
+        """Returns once ``window_id`` is staged; raises what stopped the extraction."""
+        event = self.staged.get(window_id)
+        if event is None or event.is_set():
+            return
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait([waiter, self.task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not event.is_set():
+            self.task.result()  # the extraction failed: its error, not a hang
+            raise RuntimeError(f"extraction ended without staging {window_id}")
+
+    async def finished(self) -> None:
+        await self.task
+
+
 async def _identity_and_load(config: Config, settings: Any, upload: UploadSettings,
                              ledger: Ledger, counters: Counters, reporter: Reporter,
+                             extraction: _Extraction,
                              storage_options: dict[str, Any] | None) -> MigrateResult:
     workdir = config.run.workdir
     windows = ledger.windows()
@@ -239,16 +275,22 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                           retroactive=config.transform.retroactive,
                           user_id_predicate=user_id_predicate(config.transform.user_id_pattern),
                           table=config.source.identity_table) as graph:
-        counters.phase = "identity"
-        counters.total = sum(w.records for w in windows)
-        counters.done = 0
+        overlapped = bool(extraction.staged)  # else everything was staged by an earlier run
+        if not overlapped:
+            counters.phase = "identity"
+            counters.total = sum(w.records for w in windows)
+            counters.done = 0
         for w in windows:
-            for src in read_staged(Path(str(w.staged_path))):
+            await extraction.ready(w.window_id)
+            for src in read_staged(_staged_file(ledger, w)):
                 if src.record is not None:
                     graph.observe(src.record)
-                counters.done += 1
+                if not overlapped:
+                    counters.done += 1
             reporter.update(counters)
             await asyncio.sleep(0)
+        await extraction.finished()
+        windows = ledger.windows()  # with every staged path and record count
         identity = graph.finish().as_dict()
         ledger.mark_identity([w.window_id for w in windows], identity)
 
@@ -290,6 +332,13 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
         identity=identity, load=report.to_dict(), values=transformer.stats(),
         dead_letter_file=str(dead_file) if dead_file else None)
+
+
+def _staged_file(ledger: Ledger, w: Any) -> Path:
+    """Where ``w`` is staged (a window staged during this run has its path only now)."""
+    if w.staged_path is None:
+        w = next(r for r in ledger.windows() if r.window_id == w.window_id)
+    return Path(str(w.staged_path))
 
 
 def _parked(ledger: Ledger) -> list[tuple[str, bytes]]:

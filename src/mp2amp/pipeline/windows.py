@@ -8,9 +8,16 @@ records, so a dead letter's ``source`` names its window.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import hashlib
+import multiprocessing
+import os
 import re
 import shutil
+import signal
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,11 @@ from mp2amp.pipeline.progress import Counters, Reporter
 from mp2amp.pipeline.staging import stage
 
 WindowSpec = tuple[str, str, dict[str, Any]]
+# Input files are staged by worker processes (parsing and sorting is CPU work) when there
+# are at least two and this much data; less is not worth a process start (~0.3 s).
+POOL_MIN_BYTES = 4 * 1024 * 1024
+POOL_WORKERS = 2
+_PR_SET_PDEATHSIG = 1
 
 
 def plan_windows(config: Config, storage_options: dict[str, Any] | None) -> list[WindowSpec]:
@@ -55,8 +67,10 @@ async def extract_pending(
     storage_options: dict[str, Any] | None,
     counters: Counters,
     reporter: Reporter,
+    on_staged: Callable[[str], None] | None = None,
 ) -> None:
-    """Stage every window not yet extracted; each is marked in the ledger once staged."""
+    """Stage every window not yet extracted; each is marked in the ledger once staged and
+    then announced to ``on_staged`` (so the identity pass can start on it meanwhile)."""
     workdir = config.run.workdir
     pending = [w for w in ledger.windows() if w.state == "pending"]
     if not pending:
@@ -71,10 +85,13 @@ async def extract_pending(
     if files:
         sources = {f.url: f for f in expand_paths([w.window_id for w in files],
                                                    storage_options=storage_options)}
-        for w in files:
-            await _stage_file(ledger, workdir, w, sources[w.window_id])
-            counters.done += 1
-            reporter.update(counters)
+        pool = _staging_pool([sources[w.window_id] for w in files])
+        try:
+            await _stage_files(ledger, workdir, files, sources, pool, counters, reporter,
+                               on_staged)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
     if days:
         if mixpanel is None:
             raise ConfigError(["mixpanel: the Export API needs credentials: set "
@@ -92,6 +109,8 @@ async def extract_pending(
                 wf.discard()  # staged: the raw download is no longer needed
                 counters.done += 1
                 reporter.update(counters)
+                if on_staged is not None:
+                    on_staged(row.window_id)
         finally:  # leaving early cancels the windows still in flight
             aclose = getattr(windows, "aclose", None)
             if aclose is not None:
@@ -110,7 +129,77 @@ def _remove_leftovers(staged: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-async def _stage_file(ledger: Ledger, workdir: Path, row: WindowRow, file: SourceFile) -> None:
-    dest = staged_path(workdir, row.window_id)
-    n = await asyncio.to_thread(stage, iter_file(file), dest)
-    ledger.mark_extracted(row.window_id, str(dest), n)
+async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
+                       sources: dict[str, SourceFile], pool: ProcessPoolExecutor | None,
+                       counters: Counters, reporter: Reporter,
+                       on_staged: Callable[[str], None] | None) -> None:
+    """Stage the files, several at a time in ``pool`` if there is one; each is marked in the
+    ledger (from this process only) in window order, as soon as it and those before it
+    are staged, so that the identity pass can follow right behind."""
+    def staged(row: WindowRow, dest: Path, n: int) -> None:
+        ledger.mark_extracted(row.window_id, str(dest), n)
+        counters.done += 1
+        reporter.update(counters)
+        if on_staged is not None:
+            on_staged(row.window_id)
+
+    if pool is None:  # one at a time in a thread: it shares this process's CPU anyway
+        for row in rows:
+            dest = staged_path(workdir, row.window_id)
+            staged(row, dest, await asyncio.to_thread(
+                stage, iter_file(sources[row.window_id]), dest))
+        return
+    loop = asyncio.get_running_loop()
+    jobs = [(row, staged_path(workdir, row.window_id)) for row in rows]
+    futures = [loop.run_in_executor(pool, _stage_in_worker, sources[row.window_id].url,
+                                    sources[row.window_id].fs, str(dest))
+               for row, dest in jobs]
+    try:
+        for (row, dest), future in zip(jobs, futures, strict=True):
+            staged(row, dest, await future)
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _staging_pool(files: list[SourceFile]) -> ProcessPoolExecutor | None:
+    """Worker processes for staging, when there is enough data and more than one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(POOL_WORKERS, len(files), cores or 1)
+    if workers < 2 or _total_bytes(files) < POOL_MIN_BYTES:
+        return None
+    # spawn, not fork: this process has threads (asyncio's executor) and fork copies locks
+    return ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent,
+                               initargs=(os.getpid(),),
+                               mp_context=multiprocessing.get_context("spawn"))
+
+
+def _total_bytes(files: list[SourceFile]) -> int:
+    total = 0
+    for f in files:
+        try:
+            total += int(f.fs.size(f.url)) if f.fs is not None else os.path.getsize(f.url)
+        except (OSError, TypeError, ValueError):
+            continue  # unknown size: the reader reports an unreadable file itself
+        if total >= POOL_MIN_BYTES:
+            break
+    return total
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive a killed migration (kill -9): a resumed run would find it
+    still writing a staged file. Linux only; elsewhere the worker ends at its next task."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name, use_errno=True) if name else None
+        prctl = getattr(libc, "prctl", None)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+    if os.getppid() != parent:  # the parent died while this worker was starting
+        os._exit(1)
+
+
+def _stage_in_worker(url: str, fs: Any, dest: str) -> int:
+    return stage(iter_file(SourceFile(url, fs)), Path(dest))
