@@ -1,7 +1,13 @@
-"""SQLite storage of the ledger. One transaction per step, WAL, fsync on commit.
+"""SQLite storage of the ledger. One transaction per step, in WAL mode.
 
 Why SQLite: a crash (kill -9 included) at any instant leaves either the old or the new
 state of a step, never half of it, and ``--resume`` reads exactly what was committed.
+
+``synchronous=NORMAL``: a commit reaches the OS (so it survives the process being killed)
+without waiting for the disk; only the WAL checkpoint fsyncs. A power loss may forget the
+last few commits but never corrupts the file, and forgetting is safe here: a batch not
+recorded as done is sent again with the same insert_ids, which Amplitude deduplicates.
+(``FULL`` cost ~3 ms of fsync per commit, two commits per batch, all on the event loop.)
 """
 
 from __future__ import annotations
@@ -103,7 +109,7 @@ class Ledger:
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise TerminalError(
