@@ -13,7 +13,7 @@ every id. Insert-id styles (fixtures/wild and platform-conventions §2a):
 from __future__ import annotations
 
 import uuid
-from binascii import b2a_base64
+from binascii import b2a_base64, hexlify
 from random import Random
 
 from mp2amp.generate.platforms import ANDROID, IOS, WEB
@@ -41,33 +41,46 @@ def user_id(rng: Random, index: int) -> str:
 
 
 class InsertIds:
-    """Insert ids cut from big random blocks: one RNG call per 256 ids instead of one each."""
+    """Insert ids cut from big random blocks: one RNG call per 256 ids instead of one each.
 
-    __slots__ = ("_hex", "_hex_at", "_rng", "_web", "_web_at")
+    Ids are ASCII ``bytes``: the event writer splices them into pre-serialized JSON as is.
+    The emitter's hot loop cuts ids itself (``block[at:at + size]`` while that fits, the
+    method, which refills, when not) and stores ``at`` back when done: see ``cursor``.
+    """
+
+    __slots__ = ("_rng", "hex_at", "hex_block", "web_at", "web_block")
     _BLOCK = 256
 
     def __init__(self, rng: Random) -> None:
         self._rng = rng
-        self._web, self._web_at = "", 0
-        self._hex, self._hex_at = "", 0
+        self.web_block, self.web_at = b"", 0
+        self.hex_block, self.hex_at = b"", 0
 
-    def web(self) -> str:
-        at = self._web_at
-        if at + 16 > len(self._web):
-            block = b2a_base64(self._rng.randbytes(12 * self._BLOCK), newline=False)
-            self._web, at = block.translate(_BASE36).decode(), 0
-        self._web_at = at + 16
-        return self._web[at:at + 16]
+    def web(self) -> bytes:
+        at = self.web_at
+        if at + 16 > len(self.web_block):
+            self.web_block, at = b2a_base64(self._rng.randbytes(12 * self._BLOCK), newline=False).translate(_BASE36), 0
+        self.web_at = at + 16
+        return self.web_block[at:at + 16]
 
-    def hex(self, size: int) -> str:
-        at = self._hex_at
-        if at + size > len(self._hex):
-            self._hex, at = self._rng.randbytes(16 * self._BLOCK).hex(), 0
-        self._hex_at = at + size
-        return self._hex[at:at + size]
+    def hex(self, size: int) -> bytes:
+        at = self.hex_at
+        if at + size > len(self.hex_block):
+            self.hex_block, at = hexlify(self._rng.randbytes(16 * self._BLOCK)), 0
+        self.hex_at = at + size
+        return self.hex_block[at:at + size]
 
-    def for_platform(self, platform: str) -> str:
+    def cursor(self, web: bool) -> tuple[bytes, int]:
+        """The block that ``web()`` (or ``hex``) cuts from, and where the next id starts."""
+        return (self.web_block, self.web_at) if web else (self.hex_block, self.hex_at)
+
+    def seek(self, web: bool, at: int) -> None:
+        if web:
+            self.web_at = at
+        else:
+            self.hex_at = at
+
+    def for_platform(self, platform: str) -> bytes:
         if platform == WEB:
             return self.web()
         return self.hex(16 if platform in (IOS, ANDROID) else 32)
-

@@ -60,18 +60,18 @@ SIGNUP_EVENT = {"ecommerce": "Signed Up", "b2b": "Signed Up", "fintech": "Accoun
                 "streaming": "Signed Up"}
 
 
-_WEB_VIEWS: dict[str, dict[str, Any]] = {
+WEB_VIEWS: dict[str, dict[str, Any]] = {
     name: {"$current_url": "https://app.example.com" + path, "current_domain": "app.example.com",
            "current_page_title": name, "current_url_path": path, "current_url_protocol": "https:",
            "current_url_search": ""}
     for name, path in PAGES.items()
 }
-_SCREENS: dict[str, dict[str, Any]] = {name: {"screen_name": name.replace(" ", "")} for name in PAGES}
+SCREENS: dict[str, dict[str, Any]] = {name: {"screen_name": name.replace(" ", "")} for name in PAGES}
 
 
 def with_views(rng: Random, steps: list[Step], web: bool) -> list[Step]:
     """Page views (mixpanel-js ``track_pageview``) or screen views before most steps."""
-    views = _WEB_VIEWS if web else _SCREENS
+    views = WEB_VIEWS if web else SCREENS
     name = "$mp_web_page_view" if web else "Screen Viewed"
     out: list[Step] = []
     for step in steps:

@@ -35,6 +35,11 @@ UTM: tuple[tuple[dict[str, str], str, str], ...] = (
     ({}, "https://news.ycombinator.com/", "news.ycombinator.com"),
 )
 
+# the super properties of each acquisition channel, one shared (read-only) dict per channel:
+# persons point at them, and the emitter serializes each once
+SUPER_PROPS: tuple[dict[str, Any], ...] = tuple(
+    {"$initial_referrer": referrer, "$initial_referring_domain": domain, **utm} for utm, referrer, domain in UTM
+)
 
 @dataclass(slots=True)
 class Device:
@@ -69,7 +74,7 @@ class Person:
     signup_day: int | None
     activity: float
     uses: list[DeviceUse]
-    super_props: dict[str, Any]
+    super_props: dict[str, Any]     # one of SUPER_PROPS: never mutate
     company_id: str | None
     plan: str
     alias: str | None = None        # original mode: $create_alias id (server events use it)
@@ -94,9 +99,7 @@ def plan_people(rng: Random, users: int, days: int, industries: tuple[str, ...],
         kind = VISITOR if x < 0.35 else NEW if x < 0.70 else EXISTING
         industry = industries[index % len(industries)]
         geo = pick_geo(rng)
-        utm, referrer, domain = UTM[int(rng.random() * len(UTM))]
-        super_props: dict[str, Any] = {"$initial_referrer": referrer, "$initial_referring_domain": domain}
-        super_props.update(utm)
+        super_props = SUPER_PROPS[int(rng.random() * len(UTM))]
         in_company = industry == "b2b" or rng.random() < 0.2
         company_id = f"c_{int(rng.random() * companies):05d}" if in_company and kind != VISITOR else None
         plan = PLANS[int(rng.random() * len(PLANS))] if kind != VISITOR else "free"

@@ -13,9 +13,12 @@ change a few fields, which is what keeps generation fast.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from random import Random
 from typing import Any
+
+import orjson
 
 WEB, IOS, ANDROID, SERVER = "web", "ios", "android", "server"
 
@@ -76,14 +79,19 @@ class Geo:
     timezone: str
 
 
+# one shared instance per place: device_json caches its pieces by the place's slot here
+_PLACES = tuple(Geo(country, region, city, tz) for country, region, city, tz, _ in GEOS)
+_PLACE_SLOT = {id(geo): slot for slot, geo in enumerate(_PLACES)}
+_WEIGHT = sum(g[4] for g in GEOS)
+
+
 def pick_geo(rng: Random) -> Geo:
-    x = rng.random() * sum(g[4] for g in GEOS)
-    for country, region, city, tz, weight in GEOS:
+    x = rng.random() * _WEIGHT
+    for geo, (_, _, _, _, weight) in zip(_PLACES, GEOS, strict=True):
         x -= weight
         if x <= 0:
-            return Geo(country, region, city, tz)
-    country, region, city, tz, _ = GEOS[-1]
-    return Geo(country, region, city, tz)
+            return geo
+    return _PLACES[-1]
 
 
 class _Bits:
@@ -125,6 +133,57 @@ def device_template(seed: int, platform: str, geo: Geo) -> dict[str, Any]:
         props["$region"] = geo.region
         props["mp_country_code"] = geo.country
     return props
+
+
+def template_keys() -> set[str]:
+    """Every key a device template of any platform can hold."""
+    return {key for platform in (WEB, IOS, ANDROID, SERVER) for variant in range(_POOL_SIZE)
+            for key in device_template(variant, platform, _NOWHERE)}
+
+
+# device_json: the per-event-constant values spliced into a variant's JSON, marked by NULs
+# (no generated value holds one) so that one split finds them
+_MARKS = {"distinct_id": "\x00d", "$city": "\x00c", "$current_url": "\x00u", "$region": "\x00r",
+          "mp_country_code": "\x00n"}
+_MARK_RE = re.compile(rb'"\\u0000([dcurn])"')
+_HEAD = b'{"time":0,"distinct_id":'
+_PIECES: dict[tuple[str, int, int], tuple[bytes, bytes | None]] = {}  # <= 3 x 512 x 15 entries
+
+
+def device_json(seed: int, platform: str, geo: Geo) -> tuple[bytes, bytes | None]:
+    """``device_template(seed, platform, geo)`` as JSON, for splicing: the text between the
+    ``distinct_id`` value and the closing brace, cut in two around the ``$current_url``
+    value when the template has one (web), else ``(text, None)``. Same seed, same bytes
+    as ``orjson.dumps`` of the dict (the generator's tests check it)."""
+    variant = seed % _POOL_SIZE
+    slot = _PLACE_SLOT.get(id(geo))
+    if slot is None:
+        return _pieces(variant, platform, geo)
+    key = (platform, variant, slot)
+    found = _PIECES.get(key)
+    if found is None:
+        found = _PIECES[key] = _pieces(variant, platform, geo)
+    return found
+
+
+def _pieces(variant: int, platform: str, geo: Geo) -> tuple[bytes, bytes | None]:
+    props = device_template(variant, platform, _NOWHERE)
+    for key, marker in _MARKS.items():
+        if key in props:
+            props[key] = marker
+    parts = _MARK_RE.split(orjson.dumps(props))
+    if parts[0] != _HEAD or parts[1] != b"d":
+        raise ValueError(f"{platform} template JSON does not start with time and distinct_id")
+    values = {b"c": orjson.dumps(geo.city), b"r": orjson.dumps(geo.region), b"n": orjson.dumps(geo.country)}
+    out = [parts[2]]
+    before_url: bytes | None = None
+    for mark, text in zip(parts[3::2], parts[4::2], strict=True):
+        if mark == b"u":
+            before_url, out = b"".join(out), [text]
+        else:
+            out += [values[mark], text]
+    rest = b"".join(out)[:-1]  # without the closing brace
+    return (rest, None) if before_url is None else (before_url, rest)
 
 
 def _build(seed: int, platform: str, geo: Geo) -> dict[str, Any]:

@@ -1,12 +1,21 @@
 """One person's day: sessions on their devices, anonymous browsing, sign-up, login, logout.
 
-``Emitter.emit`` is the hot path: copy a prepared property dict, set a handful of fields,
-maybe add dirt, serialize with orjson, append to the day file, tell the truth.
+``Emitter.run`` is the hot path (the issue's 200k events/s leaves ~5 us per event for
+everything, gzip included). A session's default properties (``Template``) are JSON
+spliced once per session from cached pieces (platforms.device_json); each event is then
+one ``bytes %`` of that JSON with the event name, its time, its own properties (cached
+for the module's constant ones) and ids, appended to the day file's buffer; its truth
+rows are handed over once per run. Rare events (dirt, an event property that would
+override a default one, server-side and identity records) take the dict path: a dict
+built in the same key order and serialized by orjson, so both paths write the same bytes
+for the same event (tests/generate/test_splice.py checks it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from random import Random
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,19 +26,170 @@ from mp2amp.generate import dirt as dirt_mod
 from mp2amp.generate import identity_events as ident
 from mp2amp.generate import industries as ind
 from mp2amp.generate.ids import InsertIds
-from mp2amp.generate.people import NEW, DeviceUse, Person
-from mp2amp.generate.platforms import SERVER, WEB, device_template
+from mp2amp.generate.people import NEW, SUPER_PROPS, DeviceUse, Person
+from mp2amp.generate.platforms import SERVER, WEB, device_json, device_template, template_keys
 from mp2amp.generate.profiles import MAX_TRANSACTIONS
 from mp2amp.generate.schema import SchemaSampler
 from mp2amp.generate.truth import Truth
-from mp2amp.generate.writer import GzipLines
+from mp2amp.generate.writer import FLUSH_AT, GzipLines
 
 _DUMPS = orjson.dumps
 _NL = orjson.OPT_APPEND_NEWLINE
 _SITE = "https://app.example.com"
 _URLS: dict[str, str] = {name: _SITE + path for name, path in ind.PAGES.items()}
 _HOME = _SITE + "/"
-_AFTER_LOGOUT = (("App Open", {"launch_type": "warm"}), ("Screen Viewed", {"screen_name": "Login"}))
+_URLS_JSON: dict[str, bytes] = {name: _DUMPS(url) for name, url in _URLS.items()}
+_HOME_JSON = _DUMPS(_HOME)
+_WEB_OPENER: ind.Step = ("$mp_web_page_view", {"current_page_title": "Home", "current_url_path": "/"}, 0.0)
+_APP_OPENERS: tuple[ind.Step, ind.Step] = (("App Open", {"launch_type": "cold"}, 0.0),
+                                           ("App Open", {"launch_type": "warm"}, 0.0))
+_AFTER_LOGOUT: tuple[ind.Step, ...] = (("App Open", {"launch_type": "warm"}, 0.0),
+                                       ("Screen Viewed", {"screen_name": "Login"}, 0.0))
+
+# "time" as JSON: web SDKs send float seconds with milliseconds, i.e. the shortest repr of
+# ms / 1000, which is the decimal ms with trailing zeros cut (1704096000.5, .25, .125, .0)
+_MS_FRACTION: tuple[bytes, ...] = (b".0", *(f".{ms:03d}".rstrip("0").encode() for ms in range(1, 1000)))
+_LINE = b'%s%d%s%s%s%s%s,"$insert_id":"%s","$mp_api_timestamp_ms":%d,"mp_processing_time_ms":%d}}\n'
+_LINE_NO_IID = b'%s%d%s%s%s%s%s,"$mp_api_timestamp_ms":%d,"mp_processing_time_ms":%d}}\n'
+_PER_EVENT = ("time", "$current_url", "$insert_id", "$mp_api_timestamp_ms", "mp_processing_time_ms")
+_IDENTITY = ("distinct_id", "$device_id", "$user_id", "plan", "company_id")
+_PREFIXES: dict[str, bytes] = {}         # event name -> b'{"event":"<name>","properties":{"time":'
+
+
+def _prefix(name: str) -> bytes:
+    prefix = _PREFIXES.get(name)
+    if prefix is None:
+        prefix = _PREFIXES[name] = b'{"event":' + _DUMPS(name) + b',"properties":{"time":'
+    return prefix
+
+
+_SUPER_JSON: dict[int, bytes] = {}
+
+
+def _super_json(props: dict[str, Any]) -> bytes:
+    """``,"k":v,...`` of a person's super properties (one of the shared SUPER_PROPS dicts)."""
+    found = _SUPER_JSON.get(id(props))
+    if found is None:
+        found = _DUMPS(props)[1:-1]
+        found = b"," + found if found else b""
+        if any(props is shared for shared in SUPER_PROPS):  # only immortal dicts: ids stay theirs
+            _SUPER_JSON[id(props)] = found
+    return found
+
+
+Piece = tuple[bytes | None, bytes]  # (URL as JSON: None = from the event name, b"" = none; ',"k":v...')
+_NO_EXTRA_WEB: Piece = (None, b"")
+_NO_EXTRA_APP: Piece = (b"", b"")
+
+
+class _Tables:
+    """Lookups the splice path needs, built once: every key a template can hold (an event
+    property with one of these names overrides a default in place, so it takes the dict
+    path), and the pieces of the module's constant event properties by ``id`` (they live
+    as long as the module, so no other object can take their id)."""
+
+    def __init__(self) -> None:
+        supers = {key for props in SUPER_PROPS for key in props}
+        self.defaults = frozenset(template_keys()) | supers | set(_IDENTITY) | set(_PER_EVENT)
+        self.web: dict[int, Piece] = {}
+        self.app: dict[int, Piece] = {}
+        constants = [*ind.WEB_VIEWS.values(), *ind.SCREENS.values(), *ind.PRODUCTS,
+                     _WEB_OPENER[1], *(step[1] for step in (*_APP_OPENERS, *_AFTER_LOGOUT))]
+        for extra in constants:
+            if extra is None:
+                continue
+            url = extra.get("$current_url")
+            rest = {key: value for key, value in extra.items() if key != "$current_url"}
+            if not self.defaults.isdisjoint(rest):
+                continue
+            body = _DUMPS(rest)[1:-1]
+            more = b"," + body if body else b""
+            self.web[id(extra)] = (None if url is None else _DUMPS(url), more)
+            if url is None:
+                self.app[id(extra)] = (b"", more)
+
+    def piece(self, extra: dict[str, Any], web: bool) -> Piece | None:
+        """An event's own properties as a splice piece; None when it must take the dict path."""
+        if not self.defaults.isdisjoint(extra):
+            return None
+        return (None if web else b"", b"," + _DUMPS(extra)[1:-1])
+
+
+_TABLES: list[_Tables] = []
+
+
+def _tables() -> _Tables:
+    if not _TABLES:
+        _TABLES.append(_Tables())
+    return _TABLES[0]
+
+
+class Template:
+    """The default properties of one session's events for one user: ``head`` and ``tail``
+    are their JSON after ``{"time":<t>`` and before the event's own properties, split at the
+    ``$current_url`` value when the template has one (``url_slot``: web, always). The dict
+    (``props()``) is built only when an event takes the dict path."""
+
+    __slots__ = ("_build", "_props", "head", "row_end", "short", "tail", "url_slot", "user", "who")
+
+    def __init__(self, head: bytes, tail: bytes, url_slot: bool, user: str, device: str, short: bool,
+                 build: Callable[[], dict[str, Any]]) -> None:
+        self.head, self.tail, self.url_slot = head, tail, url_slot
+        self.user, self.short = user, short
+        self.row_end = b"\t%s\t%s\n" % (user.encode(), device.encode())   # event_person after the key
+        self.who = user or device
+        self._build = build
+        self._props: dict[str, Any] | None = None
+
+    def props(self) -> dict[str, Any]:
+        if self._props is None:
+            self._props = self._build()
+        return self._props
+
+
+class Session:
+    """Where and when: what every event of one session shares (``t`` advances)."""
+
+    __slots__ = ("device", "end", "id_size", "no_iid", "owner", "person", "t", "uid", "web")
+
+    def __init__(self, person: Person, owner: Person, device: str, platform: str, no_iid: bool,
+                 t: int, end: int) -> None:
+        self.person, self.owner = person, owner
+        self.uid = person.user_id or ""
+        self.device, self.no_iid = device, no_iid
+        self.web = platform == WEB
+        self.id_size = 32 if platform == SERVER else 16
+        self.t, self.end = t, end
+
+
+def _seen(person: Person, t: int, charge: float) -> None:
+    if not person.first_seen_ms:
+        person.first_seen_ms = t
+    person.last_seen_ms = max(person.last_seen_ms, t)
+    person.event_count += 1
+    if charge:
+        person.revenue += charge
+        person.transactions.append((t, charge))
+        if len(person.transactions) > MAX_TRANSACTIONS:
+            del person.transactions[0]
+
+
+def _props(template: dict[str, Any], name: str, extra: dict[str, Any] | None, t_ms: int, local: int,
+           delay: int, web: bool, key: str) -> dict[str, Any]:
+    """An event as a dict (the dict path): the template's keys first, time and URL in place."""
+    props = template.copy()
+    if web:
+        props["time"] = local / 1000
+        props["$current_url"] = _URLS.get(name, _HOME)
+    else:
+        props["time"] = local // 1000
+    if extra:
+        props.update(extra)
+    if key:
+        props["$insert_id"] = key
+    props["$mp_api_timestamp_ms"] = t_ms + delay - 59  # received, then processed ~60 ms later
+    props["mp_processing_time_ms"] = t_ms + delay
+    return props
 
 
 class Emitter:
@@ -38,14 +198,17 @@ class Emitter:
     def __init__(self, rng: Random, id_merge: str, legacy_time: bool, tz: ZoneInfo,
                  dirt: dirt_mod.Dirt, truth: Truth, schema: SchemaSampler) -> None:
         self.rng = rng
+        self._rnd = rng.random
         self.id_merge = id_merge
         self.legacy_time = legacy_time
         self.tz = tz
         self.dirt = dirt
         self.truth = truth
         self.schema = schema
+        self.tables = _tables()
         self.out: GzipLines | None = None
         self.file_label = ""
+        self._label = b""
         self.offset_ms: int | None = 0   # None: the day has a DST change, compute per event
         self.records = 0
         self.identity_events = 0
@@ -57,7 +220,7 @@ class Emitter:
         self.ids = InsertIds(rng)
 
     def start_day(self, out: GzipLines, label: str, start_ms: int, end_ms: int) -> None:
-        self.out, self.file_label = out, label
+        self.out, self.file_label, self._label = out, label, label.encode()
         first = self._offset(start_ms)
         self.offset_ms = first if first == self._offset(end_ms - 1) else None
 
@@ -80,46 +243,133 @@ class Emitter:
         props["time"] = (t_ms + offset) / 1000 if platform == WEB else (t_ms + offset) // 1000
         if "$current_url" in props:
             props["$current_url"] = _SITE + "/login"
-        props["$insert_id"] = self.ids.for_platform(platform)
-        received = t_ms + 150 + int(self.rng.random() * 3000)
+        props["$insert_id"] = self.ids.for_platform(platform).decode()
+        received = t_ms + 150 + int(self._rnd() * 3000)
         props["$mp_api_timestamp_ms"] = received
         props["mp_processing_time_ms"] = received + 59
         self._write(name, props)
         self.identity_events += 1
 
+    def run(self, s: Session, steps: list[ind.Step], tpl: Template, protected: bool = False) -> None:
+        """Emit ``steps`` one after another in session ``s`` (advancing ``s.t``), all on
+        ``tpl`` (whose user they belong to); ``protected`` events are never dirtied.
+
+        Per event everything stays in locals: ids are cut from the id block here, lines go
+        to the day file's buffer (flushed once per run), truth rows to lists handed over
+        once per run (and before any dict-path event, so ``event_person`` keeps file order).
+        """
+        rnd, schema, tables = self._rnd, self.schema, self.tables
+        out = self.out
+        assert out is not None
+        pending, lines = out.pending, out.lines
+        t, end, web, size = s.t, s.end, s.web, s.id_size
+        head, tail = tpl.head, tpl.tail
+        pieces, no_extra = (tables.web, _NO_EXTRA_WEB) if web else (tables.app, _NO_EXTRA_APP)
+        ids = self.ids
+        block, at = ids.cursor(web)
+        room = -1 if s.no_iid else len(block) - size
+        offset = self.offset_ms
+        dirty_below = -1.0 if protected else self.dirt.total
+        done = schema.done
+        keys: list[bytes] = []
+        names: list[str] = []
+        times: list[int] = []
+        plain = tpl.user == s.uid
+        counted = 0
+        for name, extra, charge in steps:
+            t += 2000 + int(rnd() * rnd() * 240_000)
+            if t >= end:
+                t = end - 1
+            local = t + (offset if offset is not None else self._offset(t))
+            # web sends at once; mobile queues (seconds to an hour)
+            delay = 120 + int(rnd() * 2000) if web else 500 + int(rnd() * rnd() * 3_600_000)
+            if at <= room:
+                key = block[at:at + size]
+                at += size
+            elif s.no_iid:
+                key = b""
+                self.no_insert_id += 1
+            else:  # the block is used up: the method draws the next one
+                ids.seek(web, at)
+                key = ids.web() if web else ids.hex(size)
+                block, at = ids.cursor(web)
+                room = len(block) - size
+            if name not in done:
+                schema.sample(name, extra)
+            u = rnd()
+            piece = (pieces.get(id(extra)) or tables.piece(extra, web)) if extra else no_extra
+            if piece is not None and u >= dirty_below:
+                url, more = piece
+                if url is None:
+                    url = _URLS_JSON.get(name, _HOME_JSON)
+                if key:
+                    pending.append(_LINE % (
+                        _PREFIXES.get(name) or _prefix(name), local // 1000,
+                        _MS_FRACTION[local % 1000] if web else b"", head, url, tail, more,
+                        key, t + delay - 59, t + delay))
+                else:
+                    key = b"@%s:%d" % (self._label, lines + 1)
+                    pending.append(_LINE_NO_IID % (
+                        _PREFIXES.get(name) or _prefix(name), local // 1000,
+                        _MS_FRACTION[local % 1000] if web else b"", head, url, tail, more,
+                        t + delay - 59, t + delay))
+                lines += 1
+                keys.append(key)
+                names.append(name)
+                times.append(t)
+            else:
+                if keys:
+                    self._hand_over(keys, names, times, tpl)
+                    keys, names, times = [], [], []
+                out.lines = lines
+                text_key = key.decode()
+                self._finish(name, _props(tpl.props(), name, extra, t, local, delay, web, text_key),
+                             text_key, t, tpl.user, s.device, u, protected, tpl.short)
+                lines = out.lines
+            if charge or not plain:
+                _seen(s.person if plain else s.owner, t, charge)
+            else:
+                counted += 1
+        ids.seek(web, at)
+        out.lines = lines
+        if len(pending) >= FLUSH_AT:
+            out.flush()
+        if keys:
+            self._hand_over(keys, names, times, tpl)
+        s.t = t
+        s.person.event_count += counted
+        self.generated += len(steps)
+
+    def _hand_over(self, keys: list[bytes], names: list[str], times: list[int], tpl: Template) -> None:
+        self.truth.events(keys, names, times, tpl.row_end, tpl.who)
+        self.records += len(keys)
+        if tpl.short:
+            self.short_id_events += len(keys)
+
     def emit(self, name: str, template: dict[str, Any], extra: dict[str, Any] | None, t_ms: int,
-             user: str, device: str, platform: str, no_iid: bool = False,
-             protected: bool = False, short: bool = False) -> None:
-        rnd = self.rng.random
-        props = template.copy()
-        offset = self.offset_ms if self.offset_ms is not None else self._offset(t_ms)
-        if platform == WEB:
-            props["time"] = (t_ms + offset) / 1000
-            props["$current_url"] = _URLS.get(name, _HOME)
-            delay = 120 + int(rnd() * 2000)
-        else:
-            props["time"] = (t_ms + offset) // 1000
-            delay = 500 + int(rnd() * rnd() * 3_600_000)  # mobile queues: seconds to an hour
-        if extra:
-            props.update(extra)
-        if no_iid:
-            key = ""
-            self.no_insert_id += 1
-        else:
-            key = self.ids.web() if platform == WEB else self.ids.hex(32 if platform == SERVER else 16)
-            props["$insert_id"] = key
-        props["$mp_api_timestamp_ms"] = t_ms + delay - 59  # received, then processed ~60 ms later
-        props["mp_processing_time_ms"] = t_ms + delay
+             user: str, device: str, platform: str, short: bool = False) -> None:
+        """One event on the dict path (server-side events: their template is per event)."""
+        rnd = self._rnd
+        web = platform == WEB
+        local = t_ms + (self.offset_ms if self.offset_ms is not None else self._offset(t_ms))
+        delay = 120 + int(rnd() * 2000) if web else 500 + int(rnd() * rnd() * 3_600_000)
+        key = self.ids.for_platform(platform).decode()
         self.generated += 1
         if name not in self.schema.done:
             self.schema.sample(name, extra)
-        out = self.out
-        assert out is not None
         u = rnd()
+        self._finish(name, _props(template, name, extra, t_ms, local, delay, web, key),
+                     key, t_ms, user, device, u, False, short)
+
+    def _finish(self, name: str, props: dict[str, Any], key: str, t_ms: int, user: str, device: str,
+                u: float, protected: bool, short: bool) -> None:
+        """Write a dict-path event: with the dirt the draw ``u`` picks, or clean."""
         if u < self.dirt.total and not protected:
             if self._dirty(self.dirt.pick(u), name, props, key, t_ms, user, device) and short:
                 self.short_id_events += 1
             return
+        out = self.out
+        assert out is not None
         if not key:
             key = f"@{self.file_label}:{out.lines + 1}"
         out.write(_DUMPS({"event": name, "properties": props}, option=_NL))
@@ -172,6 +422,7 @@ class Emitter:
         return True
 
 
+
 class DayPlanner:
     """Runs the sessions of one person on one day."""
 
@@ -207,25 +458,51 @@ class DayPlanner:
             t = self.session(person, use, day, min(t, end_ms - 3_600_000), end_ms)
             t += 600_000 + int(rnd() * 7_200_000)
 
-    def _templates(self, person: Person, use: DeviceUse) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _template(self, person: Person, use: DeviceUse, owner: Person, known: bool) -> Template:
+        """The anonymous (``known=False``: the device's first user owns its events) or the
+        identified template of a session, spliced from cached JSON pieces."""
         device = use.device
-        owner = self.people[device.owner] if device.owner is not None else person
-        base = device_template(device.seed, device.platform, owner.geo)
-        if device.platform == WEB:
-            base.update(owner.super_props)
-        anon = dict(base)
-        anon["distinct_id"] = ident.anonymous_distinct_id(device.device_id, self.id_merge)
-        anon["$device_id"] = device.device_id
-        known = dict(base)
-        if person.user_id is not None:
-            known["distinct_id"] = person.user_id
-            known["$device_id"] = device.device_id
-            known["$user_id"] = person.user_id
-            known["plan"] = person.plan
+        before_url, after_url = device_json(device.seed, device.platform, owner.geo)
+        device_id = _DUMPS(device.device_id)
+        if not known:
+            distinct = ident.anonymous_distinct_id(device.device_id, self.id_merge)
+            ids = b',"$device_id":' + device_id
+            user = owner.user_id or ""
+        elif person.user_id is None:  # never used: only identified persons have sessions on it
+            distinct, ids, user = "", b"", ""
+        else:
+            distinct = user = person.user_id
+            ids = b',"$device_id":%s,"$user_id":%s,"plan":%s' % (device_id, _DUMPS(user), _DUMPS(person.plan))
             if person.company_id:
                 # mixpanel-js set_group registers a list; the mobile SDKs a plain value
-                known["company_id"] = [person.company_id] if device.platform == WEB else person.company_id
-        return anon, known
+                group: Any = [person.company_id] if device.platform == WEB else person.company_id
+                ids += b',"company_id":' + _DUMPS(group)
+        if device.platform == WEB:
+            ids = _super_json(owner.super_props) + ids
+        head = b',"distinct_id":' + _DUMPS(distinct) + before_url
+        build = partial(self._template_props, person, use, owner, known)
+        short = known and person.short_id
+        if after_url is None:
+            return Template(head + ids, b"", False, user, device.device_id, short, build)
+        return Template(head, after_url + ids, True, user, device.device_id, short, build)
+
+    def _template_props(self, person: Person, use: DeviceUse, owner: Person, known: bool) -> dict[str, Any]:
+        """``_template``'s properties as a dict, keys in the same order (the dict path)."""
+        device = use.device
+        props = device_template(device.seed, device.platform, owner.geo)
+        if device.platform == WEB:
+            props.update(owner.super_props)
+        if not known:
+            props["distinct_id"] = ident.anonymous_distinct_id(device.device_id, self.id_merge)
+            props["$device_id"] = device.device_id
+        elif person.user_id is not None:
+            props["distinct_id"] = person.user_id
+            props["$device_id"] = device.device_id
+            props["$user_id"] = person.user_id
+            props["plan"] = person.plan
+            if person.company_id:
+                props["company_id"] = [person.company_id] if device.platform == WEB else person.company_id
+        return props
 
     def session(self, person: Person, use: DeviceUse, day: int, t: int, end_ms: int) -> int:
         end = self._session(person, use, day, t, end_ms)
@@ -236,76 +513,56 @@ class DayPlanner:
         rng, rnd, em = self.rng, self.rng.random, self.em
         device = use.device
         platform, dev_id = device.platform, device.device_id
-        anon, known = self._templates(person, use)
         owner = self.people[device.owner] if device.owner is not None else person
-        owner_uid = owner.user_id or ""
         uid = person.user_id or ""
-        no_iid = device.no_insert_id
         web = platform == WEB
-        short_ids = person.short_id
         if not person.first_seen_ms:
             person.first_seen_ms = t + 2000  # the session's first event comes 2 s or more later
         industry = person.industry
-
-        def step(name: str, tmpl: dict[str, Any], extra: dict[str, Any] | None, user: str,
-                 charge: float = 0.0, protected: bool = False) -> None:
-            nonlocal t
-            t += 2000 + int(rnd() * rnd() * 240_000)
-            if t >= end_ms:
-                t = end_ms - 1
-            em.emit(name, tmpl, extra, t, user, dev_id, platform, no_iid, protected,
-                    short_ids and tmpl is known)
-            if charge or user != uid:
-                self._seen(person if user == uid else owner, t, charge)
-            else:
-                person.event_count += 1
-
-        opener = ("$mp_web_page_view", {"current_page_title": "Home", "current_url_path": "/"}) \
-            if platform == WEB else ("App Open", {"launch_type": "cold" if rnd() < 0.3 else "warm"})
+        s = Session(person, owner, dev_id, platform, device.no_insert_id, t, end_ms)
+        opener = _WEB_OPENER if web else _APP_OPENERS[0] if rnd() < 0.3 else _APP_OPENERS[1]
         login_now = not use.logged_in and (use.login_day == day or use.shared_guest)
         if use.login_day == -1:
             use.logged_in = True
         if use.logged_in and not use.shared_guest:
-            step(opener[0], known, opener[1], uid)
-            self._identity_extras(person, t, end_ms)
-            for name, extra, charge in ind.with_views(rng, ind.identified_session(rng, industry, person.state), web):
-                step(name, known, extra, uid, charge)
-            self._server_side(person, t, end_ms)
-            return t
-        step(opener[0], anon, opener[1], owner_uid)
+            known = self._template(person, use, owner, True)
+            em.run(s, [opener], known)
+            self._identity_extras(person, s.t, end_ms)
+            em.run(s, ind.with_views(rng, ind.identified_session(rng, industry, person.state), web), known)
+            self._server_side(person, s.t, end_ms)
+            return s.t
+        anon = self._template(person, use, owner, False)
+        em.run(s, [opener], anon)
         if not login_now:
-            for name, extra, charge in ind.with_views(rng, ind.anonymous_session(rng, industry), web):
-                step(name, anon, extra, owner_uid, charge)
-            return t
+            em.run(s, ind.with_views(rng, ind.anonymous_session(rng, industry), web), anon)
+            return s.t
+        known = self._template(person, use, owner, True)
         signup = person.kind == NEW and use is person.uses[0]
         if signup:
-            for name, extra, charge in ind.anonymous_session(rng, industry)[:3]:
-                step(name, anon, extra, owner_uid, charge)
+            em.run(s, ind.anonymous_session(rng, industry)[:3], anon)
         if self.id_merge == "original":
-            t = min(t + 500, end_ms - 1)  # identity records stay inside their day file
+            s.t = min(s.t + 500, end_ms - 1)  # identity records stay inside their day file
             if platform != WEB and rnd() < 0.2:
                 props = ident.http_identify(uid, dev_id)  # a backend calls /track for it
             else:
-                props = ident.sdk_identify(anon, uid, anon["distinct_id"], dev_id)
-            em.identity("$identify", props, t, platform)
+                props = ident.sdk_identify(anon.props(), uid, anon.props()["distinct_id"], dev_id)
+            em.identity("$identify", props, s.t, platform)
         if signup:
-            step(ind.SIGNUP_EVENT[industry], known, {"signup_method": "email" if rnd() < 0.6 else "google"},
-                 uid, protected=True)
-            for name, extra, charge in ind.signup_steps(rng, industry, person.state):
-                step(name, known, extra, uid, charge)
+            method = "email" if rnd() < 0.6 else "google"
+            em.run(s, [(ind.SIGNUP_EVENT[industry], {"signup_method": method}, 0.0)], known, protected=True)
+            em.run(s, ind.signup_steps(rng, industry, person.state), known)
         else:
-            step("Logged In", known, {"login_method": "password" if rnd() < 0.7 else "sso"}, uid, protected=True)
-        self._identity_extras(person, t, end_ms)
-        for name, extra, charge in ind.with_views(rng, ind.identified_session(rng, industry, person.state), web):
-            step(name, known, extra, uid, charge)
+            method = "password" if rnd() < 0.7 else "sso"
+            em.run(s, [("Logged In", {"login_method": method}, 0.0)], known, protected=True)
+        self._identity_extras(person, s.t, end_ms)
+        em.run(s, ind.with_views(rng, ind.identified_session(rng, industry, person.state), web), known)
         if use.shared_guest:
-            step("Logged Out", known, None, uid)
-            for name, extra in _AFTER_LOGOUT[: 1 + int(rnd() * 2)]:
-                step(name, anon, extra, owner_uid)
+            em.run(s, [("Logged Out", None, 0.0)], known)
+            em.run(s, list(_AFTER_LOGOUT[: 1 + int(rnd() * 2)]), anon)
         else:
             use.logged_in = True
-        self._server_side(person, t, end_ms)
-        return t
+        self._server_side(person, s.t, end_ms)
+        return s.t
 
     def _identity_extras(self, person: Person, t: int, end_ms: int) -> None:
         """Original ID merge: ``$create_alias`` / ``$merge`` once, in the first identified session."""
@@ -332,16 +589,4 @@ class DayPlanner:
         t_ms = min(t + 60_000 + int(self.rng.random() * 540_000), end_ms - 1)
         self.em.emit(name, tmpl, extra, t_ms, person.user_id, "", SERVER, short=person.short_id)
         self.em.server_side += 1
-        self._seen(person, t_ms, charge)
-
-    @staticmethod
-    def _seen(person: Person, t: int, charge: float) -> None:
-        if not person.first_seen_ms:
-            person.first_seen_ms = t
-        person.last_seen_ms = max(person.last_seen_ms, t)
-        person.event_count += 1
-        if charge:
-            person.revenue += charge
-            person.transactions.append((t, charge))
-            if len(person.transactions) > MAX_TRANSACTIONS:
-                del person.transactions[0]
+        _seen(person, t_ms, charge)

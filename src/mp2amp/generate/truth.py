@@ -39,11 +39,12 @@ Amplitude identity ``user_id or device_id`` as "who".
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mp2amp.generate.writer import GzipLines, write_json
+from mp2amp.generate.writer import FLUSH_AT, GzipLines, write_json
 
 DAY_MS = 86_400_000
 
@@ -67,10 +68,14 @@ def utc_day(day: int) -> str:
 class Truth:
     """Collects the truth while events stream; memory grows with people, not events."""
 
+    _TALLY_AT = 16_384  # events whose (name, UTC day) wait to be counted: bounded, amortised
+
     def __init__(self, root: Path, funnels: dict[str, tuple[str, ...]]) -> None:
         self.root = root
         self.event_person = GzipLines(root / "event_person.tsv.gz")
-        self._daily: dict[tuple[str, int], int] = {}
+        self._daily: Counter[tuple[str, int]] = Counter()  # (event name, UTC day) -> count
+        self._names: list[str] = []    # not yet in _daily
+        self._times: list[int] = []
         self.funnels = funnels
         self._funnel_state: dict[str, dict[str, int]] = {name: {} for name in funnels}
         self._funnel_counts: dict[str, list[int]] = {n: [0] * len(s) for n, s in funnels.items()}
@@ -78,21 +83,56 @@ class Truth:
         for fname, steps in funnels.items():
             for index, step in enumerate(steps):
                 self._step_of.setdefault(step, []).append((fname, index))
+        self._funnel_events = frozenset(self._step_of)
         self._activity: dict[str, list[int]] = {}  # who -> [first UTC day, bit per active day]
         self.counted = 0
         self.unusable = 0
 
     def unusable_event(self, key: str) -> None:
-        self.event_person.write_text(f"{key}\t\t\n")
+        self.event_person.write(f"{key}\t\t\n".encode())
         self.unusable += 1
 
     def event(self, key: str, name: str, t_ms: int, user: str, device: str) -> None:
-        self.event_person.write_text(f"{key}\t{user}\t{device}\n")
-        self.counted += 1
-        day = t_ms // DAY_MS
-        daily_key = (name, day)
-        self._daily[daily_key] = self._daily.get(daily_key, 0) + 1
-        who = user or device
+        self.events([key.encode()], [name], [t_ms], f"\t{user}\t{device}\n".encode(), user or device)
+
+    def events(self, keys: list[bytes], names: list[str], times: list[int], row_end: bytes,
+               who: str) -> None:
+        """Counted events in time order that share a user and a device (a run of one
+        session): their keys, names and instants. ``row_end`` is the tab-separated user,
+        device and newline that follow each key in ``event_person``. Per-event work is left
+        to C: one join for the rows; daily counts wait for ``_tally``."""
+        out = self.event_person
+        out.pending.append(row_end.join(keys) + row_end)
+        out.lines += len(keys)
+        if len(out.pending) >= FLUSH_AT:
+            out.flush()
+        self.counted += len(keys)
+        self._names += names
+        self._times += times
+        if len(self._names) >= self._TALLY_AT:
+            self._tally()
+        first, last = times[0] // DAY_MS, times[-1] // DAY_MS
+        self._active(who, first)
+        if last != first:  # a run across UTC midnight
+            for day in sorted({t // DAY_MS for t in times} - {first}):
+                self._active(who, day)
+        if not self._funnel_events.isdisjoint(names):
+            step_of = self._step_of
+            for name in names:
+                steps = step_of.get(name)
+                if steps is not None:
+                    for fname, index in steps:
+                        state = self._funnel_state[fname]
+                        if state.get(who, 0) == index:
+                            state[who] = index + 1
+                            self._funnel_counts[fname][index] += 1
+
+    def _tally(self) -> None:
+        self._daily.update(zip(self._names, [t // DAY_MS for t in self._times], strict=True))
+        self._names.clear()
+        self._times.clear()
+
+    def _active(self, who: str, day: int) -> None:
         seen = self._activity.get(who)
         if seen is None:
             self._activity[who] = [day, 1]
@@ -101,15 +141,9 @@ class Truth:
         else:  # cannot happen with per-person time order; kept exact anyway
             seen[1] = (seen[1] << (seen[0] - day)) | 1
             seen[0] = day
-        steps = self._step_of.get(name)
-        if steps is not None:
-            for fname, index in steps:
-                state = self._funnel_state[fname]
-                if state.get(who, 0) == index:
-                    state[who] = index + 1
-                    self._funnel_counts[fname][index] += 1
 
     def daily_counts(self) -> dict[str, dict[str, int]]:
+        self._tally()
         out: dict[str, dict[str, int]] = {}
         for (name, day), count in sorted(self._daily.items()):
             out.setdefault(name, {})[utc_day(day)] = count
