@@ -172,6 +172,27 @@ class Uploader:
 
     async def submit(self, event: dict[str, Any], origin: Origin, batch_key: str = "run") -> None:
         """Queue one Amplitude event; waits (backpressure) while too many are in flight."""
+        try:
+            # orjson leaves an 8 KB allocation behind each result, whatever its length;
+            # a right-sized copy makes a queued event cost its size, not 8 KB
+            data = memoryview(orjson.dumps(event)).tobytes()
+        except TypeError as exc:  # a transform bug; the event is kept, not lost
+            if self._closed:
+                raise RuntimeError("submit() after close(): this uploader has finished") from None
+            self.report.submitted += 1
+            self._unsettled += 1
+            self._dead_unbatched(event, origin, f"event is not JSON-serializable: {exc}")
+            return
+        device = event.get("device_id")
+        user = event.get("user_id")
+        await self.submit_encoded(data, device if device and isinstance(device, str) else None,
+                                  user if user and isinstance(user, str) else None,
+                                  origin, batch_key)
+
+    async def submit_encoded(self, data: bytes, device: str | None, user: str | None,
+                             origin: Origin, batch_key: str = "run") -> None:
+        """``submit`` of an event already serialized (``data`` is exactly what
+        ``orjson.dumps(event)`` gives; ``device``/``user`` its non-empty string ids)."""
         # The hot path of the whole load stage: kept flat on purpose (no helper calls).
         if self._closed:
             raise RuntimeError("submit() after close(): this uploader has finished")
@@ -185,19 +206,6 @@ class Uploader:
             self._raise_failure()
         self.report.submitted += 1
         self._unsettled += 1
-        try:
-            # orjson leaves an 8 KB allocation behind each result, whatever its length;
-            # a right-sized copy makes a queued event cost its size, not 8 KB
-            data = memoryview(orjson.dumps(event)).tobytes()
-        except TypeError as exc:  # a transform bug; the event is kept, not lost
-            self._dead_unbatched(event, origin, f"event is not JSON-serializable: {exc}")
-            return
-        device = event.get("device_id")
-        user = event.get("user_id")
-        if not (device and isinstance(device, str)):
-            device = None
-        if not (user and isinstance(user, str)):
-            user = None
         key = device or user or ""
         lane = self._lane_cache.get(key)
         if lane is None:

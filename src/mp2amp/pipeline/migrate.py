@@ -45,6 +45,7 @@ from mp2amp.pipeline.memory import release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter
 from mp2amp.pipeline.staging import read_staged
+from mp2amp.pipeline.transform_worker import EVENT, UNSERIALIZABLE, ChunkTransformer, Settler
 from mp2amp.pipeline.windows import extract_pending, plan_windows
 from mp2amp.pipeline.worklock import WorkLock
 from mp2amp.transform.dedup import Deduper
@@ -56,7 +57,6 @@ from mp2amp.transform.stream import TransformSummary, transform_stream
 EXIT_OK = 0
 EXIT_UNBALANCED = 1
 EXIT_PARKED = 3
-_YIELD_EVERY = 256  # let the uploader's lanes run while the transform keeps the CPU busy
 _TRIM_EVERY = 256 * 100  # events between returning freed heap to the OS (see memory.py)
 # (source, line, window, stage, reason, message, field, payload JSON) as the ledger stores it
 RejectRow = tuple[str, int, str, str, str, str, str | None, str | None]
@@ -312,8 +312,10 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         settled = frozenset(b.batch_id for b in ledger.batches() if b.state == "done")
         counters.phase = "load"
         counters.done = 0
-        with Sessionizer(config.transform.session_gap_minutes * 60_000,
-                         memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
+        # the worker is forked first, before this process opens more files and sockets
+        with ChunkTransformer(graph, transformer) as chunks, \
+                Sessionizer(config.transform.session_gap_minutes * 60_000,
+                            memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
                 Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
             async with Uploader(upload, observer=observer, settled_batches=settled) as up:
                 for origin_json, event_json in _parked(ledger):
@@ -321,8 +323,8 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                     await up.submit(orjson.loads(event_json), (origin[0], origin[1]),
                                     batch_key=PARKED_KEY)
                 for w in windows:
-                    await _load_window(w, f"w{w.seq}", ledger, graph, transformer, sessions,
-                                       dedup, up, observer, counters, reporter)
+                    await _load_window(w, f"w{w.seq}", ledger, chunks, sessions, dedup, up,
+                                       observer, counters, reporter)
                 report = await up.close()
         counters.retries = report.retries
         counters.throttles = report.throttles
@@ -352,36 +354,52 @@ def _counts_of(ledger: Ledger, window_id: str) -> dict[str, Any]:
     return {}
 
 
-async def _load_window(w: Any, key: str, ledger: Ledger, graph: IdentityGraph,
-                       transformer: Transformer, sessions: Sessionizer, dedup: Deduper,
-                       up: Uploader, observer: LedgerObserver, counters: Counters,
+async def _load_window(w: Any, key: str, ledger: Ledger, chunks: ChunkTransformer,
+                       sessions: Sessionizer, dedup: Deduper, up: Uploader,
+                       observer: LedgerObserver, counters: Counters,
                        reporter: Reporter) -> None:
+    """One window: the pure transform's items (from the worker), then, in record order,
+    the stateful half (dedup, sessions; as ``transform_stream`` does it) and the upload.
+    A window already loaded is replayed for its dedup and session state only."""
     replay = w.state == "loaded"
     if not replay:
         ledger.forget_window_outcomes(w.window_id)
     summary = TransformSummary()
+    settle = Settler(dedup, sessions, summary)
+    settle_event = settle.event
     rejects: list[RejectRow] = []
-    stream = transform_stream(summary.reading(read_staged(Path(str(w.staged_path)))), graph,
-                              transformer, sessions, dedup)
-    n = 0
-    for outcome in stream:
-        summary.add(outcome)
-        n += 1
-        if replay:
-            continue
-        if isinstance(outcome, Emitted):
-            await up.submit(outcome.event, (outcome.source, outcome.line), batch_key=key)
-        elif isinstance(outcome, Rejected):
-            rejects.append(_reject_row(outcome.rejection, w.window_id))
-        if n % _YIELD_EVERY == 0:
-            if n % _TRIM_EVERY == 0:
-                release_free_memory()
-            counters.done += _YIELD_EVERY
-            counters.retries = up.report.retries
-            counters.throttles = up.report.throttles
-            reporter.update(counters)
-            await asyncio.sleep(0)
-    counters.done += n % _YIELD_EVERY
+    submit = up.submit_encoded
+    since_trim = 0
+    async for items in chunks.window(Path(str(w.staged_path))):
+        for item in items:
+            kind = item[0]
+            if kind == EVENT:
+                data = settle_event(item)
+                if data is not None and not replay:
+                    device, user = item[4], item[5]
+                    await submit(data, device if device and device.__class__ is str else None,
+                                 user if user and user.__class__ is str else None,
+                                 (item[1], item[2]), key)
+            elif kind == UNSERIALIZABLE:  # the uploader dead-letters it, with the reason
+                out = item[2]
+                event = settle.emitted(out)
+                if event is not None and not replay:
+                    await up.submit(event, (out.source, out.line), batch_key=key)
+            else:
+                summary.read(item[1])
+                outcome = item[2]
+                summary.add(outcome)
+                if isinstance(outcome, Rejected) and not replay:
+                    rejects.append(_reject_row(outcome.rejection, w.window_id))
+        counters.done += len(items)
+        since_trim += len(items)
+        if since_trim >= _TRIM_EVERY:
+            since_trim = 0
+            release_free_memory()
+        counters.retries = up.report.retries
+        counters.throttles = up.report.throttles
+        reporter.update(counters)
+        await asyncio.sleep(0)
     if replay:
         return
     ledger.add_rejects(rejects)

@@ -129,3 +129,17 @@ def read_staged(path: Path) -> Iterator[SourceRecord]:
             _, source, line, record, rej = orjson.loads(raw)
             rejection = None if rej is None else Rejection(rej[0], rej[1], rej[2], source, line)
             yield SourceRecord(source, line, record, rejection)
+
+
+def read_staged_lines(path: Path, chunk: int) -> Iterator[list[bytes]]:
+    """The staged window's raw lines, ``chunk`` at a time (decoded by ``decode_staged``)."""
+    with open(path, "rb") as f:
+        while lines := f.readlines(chunk * 1024):  # a size hint: ~chunk lines of ~1 KB
+            yield lines
+
+
+def decode_staged(raw: bytes) -> SourceRecord:
+    """One staged line back as a SourceRecord."""
+    _, source, line, record, rej = orjson.loads(raw)
+    rejection = None if rej is None else Rejection(rej[0], rej[1], rej[2], source, line)
+    return SourceRecord(source, line, record, rejection)

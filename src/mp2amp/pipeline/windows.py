@@ -169,7 +169,7 @@ def _staging_pool(files: list[SourceFile]) -> ProcessPoolExecutor | None:
     if workers < 2 or _total_bytes(files) < POOL_MIN_BYTES:
         return None
     # spawn, not fork: this process has threads (asyncio's executor) and fork copies locks
-    return ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent,
+    return ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent,
                                initargs=(os.getpid(),),
                                mp_context=multiprocessing.get_context("spawn"))
 
@@ -186,9 +186,10 @@ def _total_bytes(files: list[SourceFile]) -> int:
     return total
 
 
-def _die_with_parent(parent: int) -> None:
-    """A worker must not outlive a killed migration (kill -9): a resumed run would find it
-    still writing a staged file. Linux only; elsewhere the worker ends at its next task."""
+def die_with_parent(parent: int) -> None:
+    """A worker process's initializer: it must not outlive a killed migration (kill -9),
+    or a resumed run would race it (a staged file half written, events sent twice).
+    Linux only; elsewhere the worker ends at its next task."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name, use_errno=True) if name else None

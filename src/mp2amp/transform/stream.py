@@ -58,34 +58,40 @@ def transform_stream(
 ) -> Iterator[Outcome]:
     """One outcome per source record, in input order (see the module docstring)."""
     for src in records:
-        record = src.record
-        if record is None:
-            yield Rejected(_rejection(src))
-            continue
-        props = record.get("properties")
-        event = record.get("event")
-        if not isinstance(props, dict):
-            props = None  # the transformer rejects it with the reason
-        elif isinstance(event, str) and event in IDENTITY_EVENTS:
-            yield IdentityRecord(event, src.source, src.line)  # as graph.observe() decided
-            continue
-        ids = graph.resolve(props) if props is not None else Resolved(None, None)
-        out = transformer.event(record, ids)
-        if isinstance(out, Rejection):
-            yield Rejected(Rejection(out.reason, out.message, out.field, src.source, src.line,
-                                     record if out.record is None else out.record))
-            continue
-        if isinstance(out, Skip):
-            yield Skipped(out, src.source, src.line)
-            continue
-        insert_id = out["insert_id"]  # always set by the transformer (Mixpanel's dedup key)
-        if deduper.is_duplicate(insert_id):
-            yield Duplicate(insert_id, src.source, src.line)
-            continue
-        if "session_id" not in out:
-            out["session_id"] = sessionizer.session_id(
-                out.get("device_id"), out.get("user_id"), out["time"])
-        yield Emitted(out, src.source, src.line)
+        out = transform_record(src, graph, transformer)
+        if isinstance(out, Emitted):
+            event = out.event
+            if deduper.is_duplicate(event["insert_id"]):
+                yield Duplicate(event["insert_id"], out.source, out.line)
+                continue
+            if "session_id" not in event:
+                event["session_id"] = sessionizer.session_id(
+                    event.get("device_id"), event.get("user_id"), event["time"])
+        yield out
+
+
+def transform_record(src: SourceRecord, graph: Resolver,
+                     transformer: EventTransformer) -> Emitted | Rejected | Skipped | IdentityRecord:
+    """The pure half of the chain, one record at a time: its outcome, or the event before
+    deduplication and sessions (the stateful half, which needs the records in order).
+    The event always has an ``insert_id``: Mixpanel's dedup key, see insert_id.py."""
+    record = src.record
+    if record is None:
+        return Rejected(_rejection(src))
+    props = record.get("properties")
+    event = record.get("event")
+    if not isinstance(props, dict):
+        props = None  # the transformer rejects it with the reason
+    elif isinstance(event, str) and event in IDENTITY_EVENTS:
+        return IdentityRecord(event, src.source, src.line)  # as graph.observe() decided
+    ids = graph.resolve(props) if props is not None else Resolved(None, None)
+    out = transformer.event(record, ids)
+    if isinstance(out, Rejection):
+        return Rejected(Rejection(out.reason, out.message, out.field, src.source, src.line,
+                                  record if out.record is None else out.record))
+    if isinstance(out, Skip):
+        return Skipped(out, src.source, src.line)
+    return Emitted(out, src.source, src.line)
 
 
 def _rejection(src: SourceRecord) -> Rejection:
@@ -116,6 +122,11 @@ class TransformSummary:
             self.records_read += 1
             self.files.add(src.source)
             yield src
+
+    def read(self, source: str) -> None:
+        """Count one record read from ``source`` (for callers without an iterator)."""
+        self.records_read += 1
+        self.files.add(source)
 
     def add(self, outcome: Outcome) -> None:
         if isinstance(outcome, Emitted):

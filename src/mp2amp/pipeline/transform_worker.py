@@ -1,0 +1,209 @@
+"""The load pass's pure transform in a worker process, beside the uploader.
+
+Why: on the load pass one core parsed, resolved and mapped every staged record and also
+ran the uploader. The transform is pure (its inputs are the staged line, the finished
+identity graph and the settings), so a worker process runs it on chunks of staged lines
+while this process keeps everything stateful, in record order: deduplication, sessions,
+batches, requests and the ledger. Results come back in order, one item per record, with
+each event already serialized, so this process never parses an event again.
+
+Fork, not spawn: the child starts with the finished identity graph and the transformer
+as they are (copy-on-write) instead of rebuilding them, and only reads them. It opens its
+own connections to the graph's SQLite spill files. It dies with this process (kill -9).
+
+Without a second core the same chunks are transformed in this process: the same items,
+so a run gives the same batches either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mp2amp.errors import TerminalError
+from mp2amp.identity import IdentityGraph
+from mp2amp.models import Emitted
+from mp2amp.pipeline.staging import decode_staged, read_staged_lines
+from mp2amp.pipeline.windows import die_with_parent
+from mp2amp.transform.dedup import Deduper
+from mp2amp.transform.sessions import Sessionizer
+from mp2amp.transform.stream import EventTransformer, TransformSummary, transform_record
+
+CHUNK_LINES = 512  # staged lines per task: big enough to amortize the pipe, small for latency
+AHEAD = 4          # chunks in flight: keeps the worker busy while this process uploads
+
+# One item per staged record:
+#   (EVENT, source, line, data, device_id, user_id, time, insert_id, needs_session)
+#       ``data`` = orjson.dumps(event); device/user/time as the event has them
+#   (OTHER, source, outcome)        Rejected | Skipped | IdentityRecord
+#   (UNSERIALIZABLE, source, Emitted)  an event orjson cannot serialize (a transform bug):
+#       the uploader dead-letters it with the reason
+EVENT, OTHER, UNSERIALIZABLE = 0, 1, 2
+Item = tuple[Any, ...]
+
+_STATE: tuple[IdentityGraph, EventTransformer] | None = None  # the worker's, set before fork
+
+
+def transform_lines(lines: Sequence[bytes],
+                    state: tuple[IdentityGraph, EventTransformer] | None = None) -> list[Item]:
+    """The items of these staged lines (in the worker: with the state it was forked with)."""
+    graph, transformer = state or _worker_state()
+    items: list[Item] = []
+    append = items.append
+    for raw in lines:
+        src = decode_staged(raw)
+        out = transform_record(src, graph, transformer)
+        if out.__class__ is not Emitted:
+            append((OTHER, src.source, out))
+            continue
+        assert isinstance(out, Emitted)
+        event = out.event
+        try:
+            data = orjson.dumps(event)
+        except TypeError:
+            append((UNSERIALIZABLE, src.source, out))
+            continue
+        append((EVENT, out.source, out.line, data, event.get("device_id"),
+                event.get("user_id"), event["time"], event["insert_id"],
+                "session_id" not in event))
+    return items
+
+
+class Settler:
+    """The stateful half of the chain for items, exactly as ``transform_stream`` does it
+    after ``transform_record``: a repeated insert_id is a duplicate, otherwise the event
+    gets its ``session_id`` (appended last, as the dict would have it). Counts go to
+    ``summary``. Items must come in record order."""
+
+    def __init__(self, dedup: Deduper, sessions: Sessionizer, summary: TransformSummary) -> None:
+        self.summary = summary
+        self._is_duplicate = dedup.is_duplicate
+        self._session_id = sessions.session_id
+
+    def event(self, item: Item) -> bytes | None:
+        """An EVENT item's final bytes, or None for a duplicate."""
+        _, source, _, data, device, user, t, insert_id, needs_session = item
+        summary = self.summary
+        summary.read(source)
+        if self._is_duplicate(insert_id):
+            summary.duplicates += 1
+            return None
+        summary.events_out += 1
+        if needs_session:
+            return b"%s,\"session_id\":%d}" % (data[:-1], self._session_id(device, user, t))
+        data_: bytes = data
+        return data_
+
+    def emitted(self, out: Emitted) -> dict[str, Any] | None:
+        """The same for an UNSERIALIZABLE item's event (as a dict)."""
+        self.summary.read(out.source)
+        event = out.event
+        if self._is_duplicate(event["insert_id"]):
+            self.summary.duplicates += 1
+            return None
+        self.summary.events_out += 1
+        if "session_id" not in event:
+            event["session_id"] = self._session_id(event.get("device_id"), event.get("user_id"),
+                                                   event["time"])
+        return event
+
+
+def _worker_state() -> tuple[IdentityGraph, EventTransformer]:
+    if _STATE is None:
+        raise RuntimeError("transform worker started without its graph and transformer")
+    return _STATE
+
+
+def _start_worker(parent: int) -> None:
+    die_with_parent(parent)
+
+
+class ChunkTransformer:
+    """Transforms staged windows chunk by chunk, in a worker process when there is a
+    second core (see the module docstring); a context manager that stops the worker."""
+
+    def __init__(self, graph: IdentityGraph, transformer: EventTransformer, *,
+                 parallel: bool | None = None, chunk_lines: int = CHUNK_LINES,
+                 ahead: int = AHEAD) -> None:
+        self.state = (graph, transformer)
+        self.chunk_lines = chunk_lines
+        self.ahead = max(1, ahead)
+        if parallel is None:
+            parallel = _cores() > 1
+        self._pool: ProcessPoolExecutor | None = None
+        if parallel:
+            global _STATE
+            _STATE = self.state  # what the forked worker starts with
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                initializer=_start_worker, initargs=(os.getpid(),))
+
+    @property
+    def parallel(self) -> bool:
+        return self._pool is not None
+
+    async def window(self, path: Path) -> AsyncIterator[list[Item]]:
+        """The items of one staged window, a chunk at a time, in order."""
+        chunks = read_staged_lines(path, self.chunk_lines)
+        if self._pool is None:
+            for lines in chunks:
+                yield transform_lines(lines, self.state)
+            return
+        pending: deque[Future[list[Item]]] = deque()
+        try:
+            for lines in chunks:
+                pending.append(self._submit(lines))
+                if len(pending) >= self.ahead:
+                    yield await self._result(pending.popleft())
+            while pending:
+                yield await self._result(pending.popleft())
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def _submit(self, lines: list[bytes]) -> Future[list[Item]]:
+        assert self._pool is not None
+        try:
+            return self._pool.submit(transform_lines, lines)
+        except BrokenProcessPool as exc:
+            raise _worker_died(exc) from None
+
+    async def _result(self, future: Future[list[Item]]) -> list[Item]:
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool as exc:
+            raise _worker_died(exc) from None
+
+    def close(self) -> None:
+        global _STATE
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        _STATE = None
+
+    def __enter__(self) -> ChunkTransformer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _worker_died(exc: BaseException) -> TerminalError:
+    return TerminalError(f"the transform worker process ended unexpectedly ({exc}); nothing "
+                         "is lost: run `mp2amp migrate --resume` to continue")
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+

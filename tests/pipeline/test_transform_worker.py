@@ -1,0 +1,138 @@
+"""The load pass's transform in a worker process: the same outcomes and bytes as the
+in-process chain (``transform_stream``), the same requests as a run without the worker,
+and a clear stop when the worker dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from migrate_kit import FAST, TIMEZONE, Project, amplitude, assert_exactly_once, make_config
+
+import mp2amp.pipeline.transform_worker as worker
+from mp2amp.config import load_config
+from mp2amp.errors import TerminalError
+from mp2amp.extract.files import expand_paths, iter_file
+from mp2amp.identity import IdentityGraph
+from mp2amp.load.uploader import Uploader
+from mp2amp.models import Duplicate, Emitted
+from mp2amp.pipeline.migrate import EXIT_OK, migrate
+from mp2amp.pipeline.staging import read_staged, stage
+from mp2amp.transform.dedup import Deduper
+from mp2amp.transform.events import Transformer
+from mp2amp.transform.sessions import Sessionizer
+from mp2amp.transform.stream import TransformSummary, transform_stream
+
+
+@pytest.fixture(scope="module")
+def staged(project: Project, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    out = tmp_path_factory.mktemp("staged")
+    paths = []
+    for i, f in enumerate(expand_paths([str(project.events)])):
+        paths.append(out / f"w{i}.jsonl")
+        stage(iter_file(f), paths[-1])
+    return paths
+
+
+def _graph_and_transformer(staged: list[Path], tmp: Path) -> tuple[IdentityGraph, Transformer]:
+    graph = IdentityGraph("simplified", tmp)
+    for src in chain.from_iterable(read_staged(p) for p in staged):
+        if src.record is not None:
+            graph.observe(src.record)
+    graph.finish()
+    cfg = load_config(None, {"mixpanel.timezone": TIMEZONE}, env={})
+    return graph, Transformer(cfg.transform_settings())
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_items_settle_into_exactly_what_transform_stream_gives(
+        staged: list[Path], tmp_path: Path, parallel: bool) -> None:
+    graph, transformer = _graph_and_transformer(staged, tmp_path / "g")
+    expected: list[Any] = []
+    with Sessionizer() as sessions, Deduper() as dedup:
+        for out in transform_stream(chain.from_iterable(read_staged(p) for p in staged), graph,
+                                    transformer, sessions, dedup):
+            if isinstance(out, Emitted):
+                expected.append(("event", out.source, out.line, orjson.dumps(out.event)))
+            elif isinstance(out, Duplicate):
+                expected.append(("duplicate", out.source, out.line))
+            else:
+                expected.append(out)
+    got: list[Any] = []
+    summary = TransformSummary()
+
+    async def run() -> None:
+        # small chunks: sessions and duplicates cross chunk boundaries
+        with worker.ChunkTransformer(graph, transformer, parallel=parallel, chunk_lines=7,
+                                     ahead=3) as chunks, Sessionizer() as sessions, \
+                Deduper() as dedup:
+            assert chunks.parallel is parallel
+            settle = worker.Settler(dedup, sessions, summary)
+            for path in staged:
+                async for items in chunks.window(path):
+                    for item in items:
+                        if item[0] == worker.EVENT:
+                            data = settle.event(item)
+                            got.append(("duplicate", item[1], item[2]) if data is None
+                                       else ("event", item[1], item[2], data))
+                        else:
+                            assert item[0] == worker.OTHER
+                            summary.read(item[1])
+                            summary.add(item[2])
+                            got.append(item[2])
+
+    asyncio.run(run())
+    assert any(g[0] == "event" for g in got if isinstance(g, tuple))
+    assert got == expected
+    summary.check()
+    assert summary.records_read == len(expected)
+
+
+def test_a_run_with_the_worker_sends_the_same_requests_as_one_without(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[tuple[bytes, Any, str]] = []
+    real = Uploader.submit_encoded
+
+    async def recording(self: Uploader, data: bytes, device: str | None, user: str | None,
+                        origin: Any, batch_key: str = "run") -> None:
+        sent.append((data, origin, batch_key))
+        await real(self, data, device, user, origin, batch_key)
+
+    monkeypatch.setattr(Uploader, "submit_encoded", recording)
+    runs = []
+    for parallel in (True, False):
+        monkeypatch.setattr(worker, "_cores", lambda p=parallel: 2 if p else 1)
+        sent.clear()
+        with amplitude(tmp_path / f"amp-{parallel}") as url:
+            result = migrate(make_config(project.events, tmp_path / f"work-{parallel}", url),
+                             upload_overrides=FAST)
+            assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
+            assert_exactly_once(url, project.expected)
+        runs.append((list(sent), result.totals))
+    assert runs[0] == runs[1]
+    assert len(runs[0][0]) == len(project.expected)
+
+
+def test_a_dead_worker_stops_the_run_with_what_to_do(staged: list[Path], tmp_path: Path) -> None:
+    graph, transformer = _graph_and_transformer(staged, tmp_path / "g")
+
+    async def run() -> None:
+        with worker.ChunkTransformer(graph, transformer, parallel=True, chunk_lines=5,
+                                     ahead=1) as chunks:
+            windows = chunks.window(staged[0])
+            await anext(windows)  # the worker is up
+            pool = chunks._pool
+            assert pool is not None
+            for pid in list(pool._processes):  # type: ignore[attr-defined]
+                os.kill(pid, signal.SIGKILL)
+            async for _ in windows:
+                pass
+
+    with pytest.raises(TerminalError, match="migrate --resume"):
+        asyncio.run(run())
