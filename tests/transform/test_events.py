@@ -312,4 +312,109 @@ def test_memo_tables_stay_bounded_without_changing_outputs(
         assert _bytes(t.event(record, IDS)) == _bytes(
             Transformer(TransformSettings()).event(record, IDS))
         assert sum(len(c.memo) for c in t._conversions.values()) <= 5
-        assert len(t._shapes) <= 3
+        assert sum(len(c.memo) for c in t._contexts.values()) <= 5
+        assert len(t._shapes) <= 3 and len(t._fronts) <= 3
+    assert t._fronts  # the bounds were exercised, not skipped
+
+
+# --- the fast path (event) gives what the general path (_event) gives -----------------
+
+WEB = {"mp_lib": "web", "$browser": "Chrome", "$browser_version": 120, "$os": "Mac OS X",
+       "$city": "Paris", "$region": "Ile-de-France", "mp_country_code": "FR",
+       "$screen_height": 900, "$screen_width": 1440, "$initial_referrer": "$direct",
+       "$current_url": "https://shop.example.com/p/1?x=2", "current_url_path": "/sent",
+       "utm_source": "news", "$insert_id": "abcdefghijklmnop", "$device_id": "dev-1"}
+IOS = {"mp_lib": "swift", "$os": "iOS", "$os_version": "17.2", "$model": "iPhone15,3",
+       "$manufacturer": "Apple", "$carrier": "Orange", "$app_version_string": "5.3.0",
+       "$wifi": True, "$latitude": 48.85, "$longitude": 2.35, "$insert_id": "1234567890abcdef"}
+ANDROID = {"mp_lib": "android", "$os": "Android", "$os_version": "14", "$brand": "Google",
+           "$model": "Pixel 8", "$app_version": "2.0", "$app_release": 200, "$radio": "LTE",
+           "$insert_id": "zyxwvutsrqponmlk"}
+
+
+def _variants() -> list[dict[str, Any]]:
+    """Records of a few shapes, then the same shapes with other per-event values and with
+    the odd values the fast path must hand over (or serve exactly like the general path)."""
+    odd: list[Any] = ["", "x" * 1100, "caf\u00e9", 1, 1.0, True, -0.0, 0.0, None, [1, "a"],
+                      [[1]], {"k": 1}, float("nan"), 2**70, "$direct", "0", " acme ", "NULL",
+                      "short", "y" * 64, "y" * 65, "\ud800"]
+    out = []
+    for base in (WEB, IOS, ANDROID, {"mp_lib": "python", "plan": "pro"}):
+        for name in ("Viewed", "Bought"):
+            out.append(rec(name, price=9.5, company_id="acme", **base))
+            for i, key in enumerate([*base, "distinct_id", "time", "price", "company_id"]):
+                for value in odd:
+                    changed = {**base, key: value} if key in base else {**base}
+                    record = rec(name, price=9.5, company_id="acme", **changed)
+                    if key in ("distinct_id", "time", "price", "company_id"):
+                        record["properties"][key] = value
+                    if key != "$insert_id":  # a new event, not a Mixpanel duplicate
+                        record["properties"]["$insert_id"] = f"insert-id-{i:06d}"
+                    out.append(record)
+    return out
+
+
+@pytest.mark.parametrize("settings", [
+    TransformSettings(),
+    TransformSettings(legacy_time=True, timezone="Europe/Paris", group_keys=("company_id",),
+                      keep_ip=False, revenue=RevenueSettings(price="price")),
+])
+def test_fast_path_gives_the_general_paths_result_and_counts(
+        settings: TransformSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    records = _variants()
+    warm = Transformer(settings)
+    for record in records:  # first sights: learnt by the general path
+        warm.event(record, IDS)
+    general_calls = 0
+    general = warm._event
+
+    def counting(record: Any, ids: Resolved) -> Any:
+        nonlocal general_calls
+        general_calls += 1
+        return general(record, ids)
+
+    monkeypatch.setattr(warm, "_event", counting)
+    for ids in (IDS, Resolved(None, "device-1"), Resolved("user-1", None)):
+        fresh = Transformer(settings)
+        for record in records:
+            # repr: key order, 1 vs 1.0 vs True, -0.0, and the lone surrogates JSON refuses
+            assert repr(warm.event(record, ids)) == repr(fresh._event(record, ids))
+    # Most records were served by the fast path (the comparison above is not vacuous).
+    assert general_calls < len(records) * 3 / 2
+
+
+def test_fast_path_counts_exactly_what_the_general_path_counts() -> None:
+    records = _variants()
+    warm, cold = Transformer(TransformSettings()), Transformer(TransformSettings())
+    for record in records:
+        warm.event(record, IDS)
+    for record in records:
+        cold.event(record, IDS)
+        cold.event(record, IDS)
+        warm.event(record, IDS)
+    assert warm.stats() == cold.stats() and warm.stats()["truncated"]
+
+
+def test_context_values_of_other_types_or_signs_share_no_entry() -> None:
+    # 900 == 900.0 == True-ish and -0.0 == 0.0 as memo keys, but they are written differently.
+    t = Transformer(TransformSettings())
+    for key in ("$screen_height", "$browser_version", "$latitude"):
+        for value in (1, 1.0, True, 0, 0.0, -0.0, False, "1", 1):
+            record = rec(**{**WEB, key: value})
+            for _ in range(2):  # the second is served from the memo when it may be
+                assert _bytes(t.event(record, IDS)) == _bytes(
+                    Transformer(TransformSettings())._event(record, IDS))
+    assert sum(len(c.memo) for c in t._contexts.values()) > 10
+
+
+def test_group_names_are_cut_on_both_paths() -> None:
+    # "ip" is consumed (never an event property), so a long value can reach the groups
+    # of a memoized record unchecked: the group name is still cut to 1024 characters.
+    settings = TransformSettings(group_keys=("ip",))
+    t = Transformer(settings)
+    for value in (" " + "1" * 2000, "10.0.0.1", " x "):
+        record = rec(**{**WEB, "ip": value})
+        for _ in range(2):
+            out = t.event(record, IDS)
+            assert repr(out) == repr(Transformer(settings)._event(record, IDS))
+            assert isinstance(out, dict) and len(out["groups"]["ip"]) <= 1024

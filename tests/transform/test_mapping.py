@@ -65,6 +65,17 @@ def test_web_follows_legacy_amplitude_js_ua_parser_conventions() -> None:
     assert "language" not in out and "carrier" not in out
 
 
+def test_page_properties_already_sent_win_and_the_others_follow_in_order() -> None:
+    page = {"mp_lib": "web", "$current_url": "https://a.example/p/q?x=1"}
+    props = run({**page, "current_url_path": "/sent"})["event_properties"]
+    assert list(props)[-3:] == ["[Amplitude] Page Path", "[Amplitude] Page URL",
+                                "[Amplitude] Page Domain"]
+    assert props["[Amplitude] Page Path"] == "/sent"
+    props = run(page)["event_properties"]
+    assert list(props)[-3:] == ["[Amplitude] Page URL", "[Amplitude] Page Domain",
+                                "[Amplitude] Page Path"]
+
+
 @pytest.mark.parametrize(
     ("os", "model"),
     [("Mac OS X", "Mac OS"), ("Chrome OS", "Chromium OS"), ("Windows", "Windows"),

@@ -16,12 +16,20 @@ Order inside ``Transformer.event`` (each step may end the event with a Skip or R
 The output is exactly a Batch API event. ``session_id`` is left to the sessionizer. The
 transformer holds no clock, network or global state; its only mutable state is the
 per-property counts in ``stats``, which never influence an output.
+
+Two paths, one result: ``_event`` runs every step above for any record and, without a plan
+or privacy rules, records what it learnt about the record's shape (``_Front``: the event
+name, ``mp_lib``, ``$os`` and the property keys in order) and about its context values
+(``shapes.Context``). ``event`` serves a record whose shape and context it has seen with
+the per-event work only, and hands everything else (first sights, odd times or values,
+missing IDs) to ``_event`` before it has counted or changed anything.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mp2amp import __version__
 from mp2amp.errors import ConfigError, Rejection
@@ -34,14 +42,16 @@ from mp2amp.transform.hotshard import (
     ORIGINAL_EVENT,
     restore_hotshard,
 )
-from mp2amp.transform.insert_id import event_insert_id
-from mp2amp.transform.revenue import revenue_fields
+from mp2amp.transform.insert_id import JUNK_LONGEST, MAX_PREFIX, SHORT_HASH, event_insert_id
+from mp2amp.transform.revenue import revenue_reader
 from mp2amp.transform.settings import TransformSettings
 from mp2amp.transform.shapes import (
     FIELD_ORDER,
     MAX_MEMO,
     MAX_URLS,
-    PAGE_UPDATE,
+    PAGE_ALL,
+    Context,
+    ContextEntry,
     Conversion,
     Converted,
     Shape,
@@ -51,6 +61,7 @@ from mp2amp.transform.shapes import (
     out_template,
     page_properties,
     plain_props,
+    plain_value,
 )
 from mp2amp.transform.timeconv import (
     MAX_TIME_MS,
@@ -83,6 +94,21 @@ _HOUR_MS = 3_600_000
 _HOTSHARD_EVENTS = frozenset({HOTSHARD_EVENT, HOTSHARD_RECORD})
 
 
+class _Front(NamedTuple):
+    """What ``Transformer.event`` needs of one (event name, mp_lib, $os, keys) shape; the
+    checks before the shape (record, name, hot shard, identity events, event type) passed
+    when it was learnt and give the same answer for every record of this shape."""
+
+    event_type: str
+    getter: Callable[[dict[str, Any]], tuple[Any, ...]]  # context values
+    memo: dict[tuple[Any, ...], ContextEntry]  # the context's memo
+    template: dict[str, Any]
+    customs: tuple[tuple[str, str], ...]  # (source, name) checked per event
+    page: tuple[str, ...]
+    revenue: bool
+    groups: tuple[str, ...]
+
+
 class Transformer:
     """Turns Mixpanel events into Amplitude Batch API events under one ``TransformSettings``.
 
@@ -108,7 +134,7 @@ class Transformer:
         self._privacy = _active_privacy(settings.privacy)
         self._plan = _active_plan(settings.plan)
         self._library = settings.library or f"mp2amp/{__version__}"
-        self._revenue = settings.revenue
+        self._revenue_fields = revenue_reader(settings.revenue)
         rs = settings.revenue
         self._revenue_keys = tuple(k for k in (rs.price, rs.revenue, rs.items) if k)
         self._group_keys = settings.group_keys
@@ -118,6 +144,12 @@ class Transformer:
         self._shapes: dict[tuple[Any, ...], Shape] = {}
         self._conversions: dict[tuple[Any, ...], Conversion] = {}
         self._memo_entries = 0
+        self._contexts: dict[tuple[Any, ...], Context] = {}
+        self._context_entries = 0
+        self._fronts: dict[tuple[Any, ...], _Front] = {}
+        # Without a plan or privacy rules the record's own name and keys decide everything
+        # up to the shape: ``event`` may serve it from ``_fronts``.
+        self._direct = self._plan is None and self._privacy is None
         self._event_types: dict[str, str] = {}
         self._urls: dict[str, dict[str, str]] = {}
 
@@ -129,16 +161,126 @@ class Transformer:
     def event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
         """One Amplitude event, or the Rejection/Skip that explains why there is none.
 
-        The steps are inlined here (this runs once per event; a call costs as much as a
-        step); the try block costs nothing until something raises.
+        The common case, inlined (a call costs as much as a step): a record whose shape
+        and context values were seen, with a plain epoch time, an ID and plain values.
+        Anything else goes to ``_event`` before anything is counted, so both paths give
+        the same result.
         """
+        if type(record) is not dict or not self._direct:
+            return self._event(record, ids)
+        props = record.get("properties")
+        if type(props) is not dict:
+            return self._event(record, ids)
+        try:
+            front = self._fronts.get(
+                (record.get("event"), props.get("mp_lib"), props.get("$os"), *props))
+            if front is None:
+                return self._event(record, ids)
+            raw = props["time"]  # the shape has the key
+            if (type(raw) is not float and type(raw) is not int) or not 1e9 <= raw < 4e9:
+                return self._event(record, ids)
+            raw_ms = round(raw * 1000)
+            if self._local is None:
+                time_ms = raw_ms
+            else:  # a zone offset (< 1 day) cannot take these times out of range
+                offset = self._hour_offsets.get(raw_ms // _HOUR_MS)
+                if offset is None:
+                    return self._event(record, ids)
+                time_ms = raw_ms - offset
+            user_id, device_id = ids.user_id, ids.device_id
+            if user_id is None:
+                if device_id is None or len(device_id) > MAX_STRING:
+                    return self._event(record, ids)
+                variant = 2
+            elif len(user_id) > MAX_STRING:
+                return self._event(record, ids)
+            elif device_id is None:
+                variant = 1
+            elif len(device_id) > MAX_STRING:
+                return self._event(record, ids)
+            else:
+                variant = 3
+            event_type, getter, memo, template, customs, page, has_revenue, groups = front
+            context = getter(props)
+            try:
+                entry = memo.get((context, tuple(map(type, context))))
+            except TypeError:  # a list where a scalar was expected
+                return self._event(record, ids)
+            if entry is None:
+                return self._event(record, ids)
+            kept, top, keeps, outs = entry
+            event_props = template.copy()
+            event_props.update(kept)
+            for source, name in customs:
+                value = props[source]
+                if (type(value) is not str or len(value) > MAX_STRING
+                        or not value.isascii()) and not plain_value(value):
+                    return self._event(record, ids)
+                event_props[name] = value
+            if has_revenue:
+                variant |= 4
+            out = outs[variant]
+            if out is None:
+                out = outs[variant] = out_template(variant, top)
+            out = out.copy()
+            out["event_type"] = event_type
+            if user_id is not None:
+                out["user_id"] = user_id
+            if device_id is not None:
+                out["device_id"] = device_id
+            out["time"] = time_ms
+            if keeps:
+                event_props.update(keeps)
+            if page:
+                url = props["$current_url"]
+                if type(url) is str and url:
+                    parts = self._urls.get(url)
+                    if parts is None:
+                        parts = self._page(url)
+                    if page is PAGE_ALL:
+                        event_props.update(parts)
+                    else:
+                        for key in page:
+                            if key in parts:
+                                event_props[key] = parts[key]
+            source_name = record["event"]
+            if has_revenue:
+                out.update(self._revenue_fields(props, (source_name, source_name)))
+            out["event_properties"] = event_props
+            # event_insert_id's common case: a real $insert_id and a string distinct_id
+            given, distinct_id = props.get("$insert_id"), props.get("distinct_id")
+            if type(given) is str and type(distinct_id) is str \
+                    and JUNK_LONGEST < len(text := given.strip()) <= MAX_PREFIX:
+                short = SHORT_HASH.copy()
+                short.update(f"{source_name}\x1f{distinct_id}\x1f{raw_ms}".encode())
+                out["insert_id"] = f"{text}-{short.hexdigest()}"
+            else:
+                out["insert_id"] = event_insert_id(source_name, props, raw_ms)
+            if groups:  # last: _groups may count
+                value = props[groups[0]]
+                if len(groups) == 1 and type(value) is str:  # _groups' common case
+                    value = value.strip()
+                    if value:
+                        out["groups"] = {groups[0]: value[:MAX_STRING]}
+                else:
+                    found = self._groups(props, groups)
+                    if found:
+                        out["groups"] = found
+            return out
+        except Exception:  # (an unhashable name, mp_lib or $os...) nothing was counted yet:
+            return self._event(record, ids)  # the general path decides what it is
+
+    def _event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
+        """``event`` for any record: every step, in order (see the module docstring)."""
         try:
             if type(record) is not dict or "event" not in record:
                 return _not_an_event(record)
             source_name, props = record["event"], record.get("properties")
+            learn = self._direct and type(props) is dict
             if (type(source_name) is str and source_name in _HOTSHARD_EVENTS) or (
                     type(props) is dict
                     and (ORIGINAL_EVENT in props or ORIGINAL_DISTINCT_ID in props)):
+                learn = False
                 restored = restore_hotshard(record)
                 if type(restored) is not dict:
                     return restored
@@ -209,7 +351,7 @@ class Transformer:
             if shape is None:
                 shape = self._shape(props, lib, os_value, shape_key)
             (names, values, pairs, template, fixes, page, getter, memo, _, has_revenue,
-             groups) = shape
+             groups, _, _) = shape
             # Event properties, checked on the way (plain_props); a value that needs
             # sanitizing (or a name that does) sends the whole dict through sanitize_props.
             # The other values are a fix of one of these (the input or "EMPTY"), kept values
@@ -250,14 +392,15 @@ class Transformer:
                     parts = self._urls.get(url)
                     if parts is None:
                         parts = self._page(url)
-                    if page == PAGE_UPDATE:
+                    if page is PAGE_ALL:
                         event_props.update(parts)
                     else:
-                        for key, value in parts.items():
-                            event_props.setdefault(key, value)
+                        for key in page:
+                            if key in parts:
+                                event_props[key] = parts[key]
 
             if has_revenue:
-                out.update(revenue_fields(props, self._revenue, (source_name, name)))
+                out.update(self._revenue_fields(props, (source_name, name)))
             if flagged:
                 event_props[UNPLANNED_FLAG] = True
             out["event_properties"] = (
@@ -270,6 +413,12 @@ class Transformer:
                 if found:
                     out["groups"] = found
             out["insert_id"] = event_insert_id(source_name, source_props, raw_ms)
+            if learn and shape_key is not None and shape.context is not None \
+                    and name in self._event_types:
+                self._learn((source_name, *shape_key), shape, event_type, props,
+                            event_props if plain_values and keeps_plain
+                            and memo_key is not None and memo.get(memo_key) is result
+                            else None, result)
             return out
         except ValueProblem as problem:
             return Rejection(problem.reason, str(problem), field=problem.field)
@@ -277,6 +426,39 @@ class Transformer:
             return Rejection("transform_error", f"{type(exc).__name__}: {exc}"[:300])
 
     # --- the slow paths: first sight of a shape, name or URL; DST edges ---------------
+
+    def _learn(self, front_key: tuple[Any, ...], shape: Shape, event_type: str,
+               props: dict[str, Any], event_props: dict[str, Any] | None,
+               result: Converted) -> None:
+        """Remember a record's shape for ``event`` and, when ``event_props`` are plain and
+        ``result`` is memoized, what its context values became."""
+        context = shape.context
+        assert context is not None
+        if front_key not in self._fronts:
+            if len(self._fronts) >= _MAX_SHAPES:
+                self._fronts.clear()
+            self._fronts[front_key] = _Front(
+                event_type, context.getter, context.memo, shape.template, shape.customs,
+                shape.page, shape.revenue, shape.groups)
+        if event_props is None:
+            return
+        values = context.getter(props)
+        if any(type(v) is float and v == 0.0 for v in values):
+            return  # -0.0 == 0.0 as a memo key, but they are written differently
+        try:
+            key = (values, tuple(map(type, values)))
+            hash(key)
+        except TypeError:  # a list or dict: never a memo key
+            return
+        self._context_entries += 1
+        if self._context_entries > _MAX_MEMO_ENTRIES:  # all contexts together: flat
+            for other in self._contexts.values():
+                other.memo.clear()
+            self._context_entries = 1
+        if len(context.memo) >= MAX_MEMO:
+            context.memo.clear()
+        context.memo[key] = ({dst: event_props[dst] for _, dst in context.renames}, *result[:2],
+                             result[3])
 
     def _to_utc(self, raw_ms: int, props: dict[str, Any]) -> int:
         assert self._local is not None
@@ -306,11 +488,14 @@ class Transformer:
                shape_key: tuple[Any, ...] | None) -> Shape:
         platform = mapping.detect_platform(lib, os_value, "$browser" in props)
         shape = build_shape(props, lib, os_value, self._tables[platform], platform,
-                            self._revenue_keys, self._group_keys, self._conversions)
+                            self._revenue_keys, self._group_keys, self._conversions,
+                            self._contexts)
         if shape_key is not None:
             if len(self._shapes) >= _MAX_SHAPES:
                 self._shapes.clear()
                 self._conversions.clear()  # later shapes start new ones
+                self._contexts.clear()
+                self._fronts.clear()  # they hold the old contexts
             self._shapes[shape_key] = shape
         return shape
 

@@ -26,10 +26,11 @@ from typing import Any
 
 import orjson
 
-_MAX_PREFIX = 64
+MAX_PREFIX = 64
 _JUNK = frozenset({"", "null", "none", "nil", "undefined", "source_id", "0", "-1", "n/a", "na"})
-_JUNK_LONGEST = max(map(len, _JUNK))
-_SHORT = blake2b(digest_size=8)  # copied per id: cheaper than building a hasher
+JUNK_LONGEST = max(map(len, _JUNK))
+"""An ``$insert_id`` longer than this (and at most ``MAX_PREFIX``) is never a placeholder."""
+SHORT_HASH = blake2b(digest_size=8)  # copied per id: cheaper than building a hasher
 # Ingestion metadata differs between two deliveries of the same event: not identity.
 # ``time`` is in the key already as milliseconds; its raw form differs between sources
 # (float seconds in files, integer ms from the Export API with time_in_ms).
@@ -47,7 +48,7 @@ def usable_insert_id(value: object) -> str | None:
         text = value.strip()
     else:
         return None
-    if len(text) > _MAX_PREFIX or text.lower() in _JUNK:
+    if len(text) > MAX_PREFIX or text.lower() in _JUNK:
         return None
     return text
 
@@ -58,7 +59,7 @@ def event_insert_id(event_name: str, props: dict[str, Any], time_ms: int) -> str
     given = props.get("$insert_id")
     if type(given) is str:
         text = given.strip()
-        if len(text) > _MAX_PREFIX or (len(text) <= _JUNK_LONGEST and text.lower() in _JUNK):
+        if len(text) > MAX_PREFIX or (len(text) <= JUNK_LONGEST and text.lower() in _JUNK):
             return insert_id_for(event_name, props.get("distinct_id"), time_ms, None, props)
     else:
         return insert_id_for(event_name, props.get("distinct_id"), time_ms,
@@ -70,7 +71,7 @@ def event_insert_id(event_name: str, props: dict[str, Any], time_ms: int) -> str
         data = key.encode()
     except UnicodeEncodeError:  # lone surrogates
         data = key.encode("utf-8", "replace")
-    short = _SHORT.copy()
+    short = SHORT_HASH.copy()
     short.update(data)
     return f"{text}-{short.hexdigest()}"
 
@@ -90,7 +91,7 @@ def insert_id_for(
     """
     who = distinct_id if type(distinct_id) is str else _text(distinct_id)
     if mixpanel_insert_id is not None:
-        short = _SHORT.copy()
+        short = SHORT_HASH.copy()
         short.update(f"{event_name}\x1f{who}\x1f{time_ms}".encode("utf-8", "replace"))
         return f"{mixpanel_insert_id}-{short.hexdigest()}"
     key = f"{event_name}\x1f{who}\x1f{time_ms}\x1f".encode("utf-8", "replace") + _canonical(props)

@@ -32,6 +32,7 @@ Rules (all deterministic, none invents a value):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from mp2amp.transform.settings import RevenueSettings
@@ -83,57 +84,66 @@ def _item_values(
     return price, 1 if quantity is None else quantity, product
 
 
-def revenue_fields(
-    props: dict[str, Any], rs: RevenueSettings, event_names: tuple[str, str]
-) -> dict[str, Any]:
-    """The top-level revenue fields for one event (empty when it carries no revenue)."""
-    price: float | None = None
-    quantity: int | None = None
-    revenue: float | None = None
-    product: str | None = None
-    items = props.get(rs.items) if rs.items else None
-    if type(items) is list and items and all(type(i) is dict for i in items):
-        parsed = [_item_values(i, rs) for i in items]
-        if len(parsed) == 1:
-            price, quantity, product = parsed[0]
-        elif all(p is not None for p, _, _ in parsed):
-            revenue = sum(p * q for p, q, _ in parsed if p is not None)
-        order_total = number(props.get(rs.revenue)) if rs.revenue else None
-        if order_total is not None:
-            revenue = order_total
-    else:
-        if rs.price:
-            price = number(props.get(rs.price))
-        if rs.quantity and price is not None:
-            quantity = integer(props.get(rs.quantity))
-        if rs.revenue:
-            revenue = number(props.get(rs.revenue))
-        if rs.product_id:
-            product = _text(props.get(rs.product_id))
-    if price is None and revenue is None:
-        return {}
-    if price is not None and revenue is not None and abs(
-            price * (1 if quantity is None else quantity) - revenue
-    ) > 1e-9 * max(1.0, abs(revenue)):
-        # Amplitude would recompute revenue as price x quantity; the recorded revenue (tax,
-        # discounts...) is the truth, so price/quantity stay event properties only.
-        price, quantity = None, None
-    refund = bool(rs.refund_events) and any(n in rs.refund_events for n in event_names)
-    out: dict[str, Any] = {}
-    if price is not None:
-        out["price"] = -abs(price) if refund else price
-        if quantity is not None:
-            out["quantity"] = quantity
-    if revenue is not None:
-        out["revenue"] = -abs(revenue) if refund else revenue
-    if product is not None:
-        out["productId"] = product
-    revenue_type = _text(props.get(rs.revenue_type)) if rs.revenue_type else None
-    if revenue_type is None and refund:
-        revenue_type = "refund"
-    if revenue_type is not None:
-        out["revenueType"] = revenue_type
-    currency = props.get(rs.currency) if rs.currency else None
-    if type(currency) is str and len(currency.strip()) == 3 and currency.strip().isalpha():
-        out["currency"] = currency.strip().upper()
-    return out
+def revenue_reader(
+    rs: RevenueSettings,
+) -> Callable[[dict[str, Any], tuple[str, str]], dict[str, Any]]:
+    """``fields(props, event_names)``: the top-level revenue fields for one event (empty
+    when it carries no revenue), with the settings read once rather than per event."""
+    price_key, quantity_key, revenue_key = rs.price, rs.quantity, rs.revenue
+    product_key, type_key, currency_key, items_key = (
+        rs.product_id, rs.revenue_type, rs.currency, rs.items)
+    refunds = frozenset(rs.refund_events)
+
+    def fields(props: dict[str, Any], event_names: tuple[str, str]) -> dict[str, Any]:
+        price: float | None = None
+        quantity: int | None = None
+        revenue: float | None = None
+        product: str | None = None
+        items = props.get(items_key) if items_key else None
+        if type(items) is list and items and all(type(i) is dict for i in items):
+            parsed = [_item_values(i, rs) for i in items]
+            if len(parsed) == 1:
+                price, quantity, product = parsed[0]
+            elif all(p is not None for p, _, _ in parsed):
+                revenue = sum(p * q for p, q, _ in parsed if p is not None)
+            order_total = number(props.get(revenue_key)) if revenue_key else None
+            if order_total is not None:
+                revenue = order_total
+        else:
+            if price_key:
+                price = number(props.get(price_key))
+            if quantity_key and price is not None:
+                quantity = integer(props.get(quantity_key))
+            if revenue_key:
+                revenue = number(props.get(revenue_key))
+            if product_key:
+                product = _text(props.get(product_key))
+        if price is None and revenue is None:
+            return {}
+        if price is not None and revenue is not None and abs(
+                price * (1 if quantity is None else quantity) - revenue
+        ) > 1e-9 * max(1.0, abs(revenue)):
+            # Amplitude would recompute revenue as price x quantity; the recorded revenue
+            # (tax, discounts...) is the truth, so price/quantity stay event properties only.
+            price, quantity = None, None
+        refund = bool(refunds) and (event_names[0] in refunds or event_names[1] in refunds)
+        out: dict[str, Any] = {}
+        if price is not None:
+            out["price"] = -abs(price) if refund else price
+            if quantity is not None:
+                out["quantity"] = quantity
+        if revenue is not None:
+            out["revenue"] = -abs(revenue) if refund else revenue
+        if product is not None:
+            out["productId"] = product
+        revenue_type = _text(props.get(type_key)) if type_key else None
+        if revenue_type is None and refund:
+            revenue_type = "refund"
+        if revenue_type is not None:
+            out["revenueType"] = revenue_type
+        currency = props.get(currency_key) if currency_key else None
+        if type(currency) is str and len(currency.strip()) == 3 and currency.strip().isalpha():
+            out["currency"] = currency.strip().upper()
+        return out
+
+    return fields

@@ -4,7 +4,13 @@ Events from one SDK share a key set, so which rule applies to each property, its
 name, collisions with custom properties, which revenue and group keys are present and
 whether page properties can be added without collisions are decided once per
 ``(mp_lib, $os, keys...)`` shape. The per-event work left is a few C-level dict and tuple
-operations (see ``events.Transformer._event``).
+operations (see ``events.Transformer``).
+
+Default properties that describe the device and SDK (everything a mapping rule names,
+except the page and referrer ones that change from event to event) are the shape's
+*context*: their values repeat for every event of one device, so the event properties
+they become and the top-level fields converted from them are memoized per context values
+(``Context``); only the other properties are checked event by event.
 """
 
 from __future__ import annotations
@@ -29,14 +35,19 @@ _NEVER, _UNMAPPED, _ALWAYS = 0, 1, 2
 _KEEP = {"never": _NEVER, "unmapped": _UNMAPPED, "always": _ALWAYS}
 PAGE_URL, PAGE_DOMAIN, PAGE_PATH = (
     "[Amplitude] Page URL", "[Amplitude] Page Domain", "[Amplitude] Page Path")
-_PAGE_KEYS = frozenset({PAGE_URL, PAGE_DOMAIN, PAGE_PATH})
-_LONE_COORDINATES = ("latitude", "longitude")  # keeps of a coordinate without its pair
+# Rule properties whose values change from event to event: checked per event, not
+# memoized in the context (they would make every context entry single-use).
+_PER_EVENT = frozenset({
+    "$current_url", "current_page_title", "current_domain", "current_url_path",
+    "current_url_protocol", "current_url_search", "$referrer", "$referring_domain",
+    "$search_engine", "mp_keyword", "$duration",
+})
 MAX_URLS = 50_000
 MAX_MEMO = 4_096
 
-PAGE_NONE, PAGE_MERGE, PAGE_UPDATE = 0, 1, 2
-"""No page properties; add them only where absent (setdefault); or one ``dict.update``
-(the shape proved none of the three names can already be there)."""
+PAGE_ALL = (PAGE_URL, PAGE_DOMAIN, PAGE_PATH)
+"""The page properties in the order they are added (``page_properties``); a shape's
+``page`` lists those its event properties do not already have."""
 
 Converted = tuple[dict[str, Any], dict[str, Any], bool, list[dict[str, Any] | None]]
 """A memo entry: the top-level fields (platform, converted fields, library, in output
@@ -56,6 +67,20 @@ class Conversion(NamedTuple):
     memo: dict[tuple[Any, ...], Converted]
 
 
+ContextEntry = tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[dict[str, Any] | None]]
+"""The context properties' event properties (renamed, fixed, plain), then the conversion
+of the same values (``Converted`` without its plain flag: an entry's keeps are plain)."""
+
+
+class Context(NamedTuple):
+    """The context properties of the shapes that read them the same way, with one memo
+    keyed by their values and types (values that are not hashable get no entry)."""
+
+    getter: Callable[[dict[str, Any]], tuple[Any, ...]]  # the context properties' values
+    renames: tuple[tuple[str, str], ...]  # (source, name) of the kept ones, fixes applied
+    memo: dict[tuple[Any, ...], ContextEntry]
+
+
 class Shape(NamedTuple):
     """What to do with each property of events that share one key set."""
 
@@ -64,12 +89,14 @@ class Shape(NamedTuple):
     pairs: tuple[tuple[str, str], ...] | None  # (source, name) when every name is clean
     template: dict[str, Any]  # the names with None values (copied: no resizes per event)
     fixes: tuple[tuple[str, Callable[..., Any]], ...]  # value rewrites of kept properties
-    page: int  # PAGE_NONE / PAGE_MERGE / PAGE_UPDATE
+    page: tuple[str, ...]  # the page properties to add (PAGE_ALL: one dict.update)
     getter: Callable[[dict[str, Any]], tuple[Any, ...]]  # conversion.getter
     memo: dict[tuple[Any, ...], Converted]  # conversion.memo
     conversion: Conversion
     revenue: bool  # a configured revenue property is present
     groups: tuple[str, ...]  # the configured group keys present, in configured order
+    context: Context | None  # None when a name is not clean (then no per-event shortcut)
+    customs: tuple[tuple[str, str], ...]  # (source, name) of the non-context properties
 
 
 Compiled = tuple[str | None, Callable[..., Any], str | None, int, int, Callable[..., Any] | None]
@@ -91,11 +118,12 @@ def compile_table(platform: mapping.Platform, keep_ip: bool) -> dict[str, Compil
 def build_shape(
     props: dict[str, Any], lib: Any, os_value: Any, table: dict[str, Compiled],
     platform: mapping.Platform, revenue_keys: tuple[str, ...], group_keys: tuple[str, ...],
-    conversions: dict[tuple[Any, ...], Conversion],
+    conversions: dict[tuple[Any, ...], Conversion], contexts: dict[tuple[Any, ...], Context],
 ) -> Shape:
-    """The per-key plan for one event shape; its conversion is taken from (or added to)
-    ``conversions``, so shapes that convert alike share one memo."""
+    """The per-key plan for one event shape; its conversion and context are taken from (or
+    added to) ``conversions`` and ``contexts``, so shapes that read alike share memos."""
     renames: list[tuple[str, str]] = []
+    in_context: set[str] = set()  # sources whose values key the context memo
     fixes: list[tuple[str, Callable[..., Any]]] = []
     converts: list[tuple[int, int, str, str, Callable[..., Any], str | None]] = []
     taken: set[str] = set()
@@ -110,11 +138,14 @@ def build_shape(
         if field is not None:
             converts.append((_FIELD_RANK[field], priority, key, field, convert,
                              target if keep == _UNMAPPED else None))
+            in_context.add(key)  # the converted values are part of every context entry
         if keep == _ALWAYS or (keep == _UNMAPPED and field is None):
             renames.append((key, target))
             taken.add(target)
             if fix is not None:
                 fixes.append((target, fix))
+            if fix is not None or key not in _PER_EVENT:
+                in_context.add(key)  # kept fixed in the context entry
         elif keep == _UNMAPPED:
             taken.add(target)
     converts.sort(key=lambda c: (c[0], c[1]))
@@ -130,13 +161,14 @@ def build_shape(
     elif platform == "web":
         constants = (("platform", "Web"),)
     names = tuple(dst for _, dst in renames)
-    page = PAGE_NONE
+    page: tuple[str, ...] = ()
     # Page properties are cut from the $current_url value, which is itself an event
     # property: a clean URL makes them clean (the core checks only the input values).
     if platform == "web" and any(src == "$current_url" for src, _ in renames):
-        # Keys that may already hold a page property: event properties and kept values.
-        present = {*names, *(c[5] for c in converts if c[5] is not None), *_LONE_COORDINATES}
-        page = PAGE_MERGE if _PAGE_KEYS & present else PAGE_UPDATE
+        # Only an event property can already hold one (kept values are never named so),
+        # and it wins: the others are added.
+        page = tuple(key for key in PAGE_ALL if key not in names)
+        page = PAGE_ALL if page == PAGE_ALL else page  # the transformer tests it with ``is``
     clean = all(type(k) is str and len(k) <= MAX_STRING and k.isascii() for k in taken)
     steps = tuple(c[2:] for c in converts)
     signature = (constants, os_name, steps)
@@ -144,10 +176,22 @@ def build_shape(
     if conversion is None:
         conversion = conversions[signature] = Conversion(
             constants, steps, os_name, getter([c[2] for c in converts]), {})
+    context = None
+    customs = tuple(pair for pair in renames if pair[0] not in in_context)
+    if clean:
+        sources = tuple(key for key in props if key in in_context)
+        kept = tuple(pair for pair in renames if pair[0] in in_context)
+        # The entry depends on the values, the conversion and the kept names (fixes are
+        # per kept name): shapes that agree on these share one context memo.
+        context_key = (signature, sources, kept,
+                       tuple(fix for fix in fixes if fix[0] in {dst for _, dst in kept}))
+        context = contexts.get(context_key)
+        if context is None:
+            context = contexts[context_key] = Context(getter(list(sources)), kept, {})
     return Shape(names, getter([src for src, _ in renames]), tuple(renames) if clean else None,
                  dict.fromkeys(names), tuple(fixes), page, conversion.getter, conversion.memo,
                  conversion, any(k in props for k in revenue_keys),
-                 tuple(k for k in group_keys if k in props))
+                 tuple(k for k in group_keys if k in props), context, customs)
 
 
 def convert(
@@ -243,12 +287,26 @@ def plain_props(
             if value - value != 0.0:  # NaN or an infinity
                 return None
         elif t is list:
-            if not _plain_scalars(value):
+            if not plain_scalars(value):
                 return None
         elif not (t is bool or value is None):
             return None
         out[name] = value
     return out
+
+
+def plain_value(value: Any) -> bool:
+    """``plain`` for one value."""
+    t = type(value)
+    if t is str:
+        return len(value) <= MAX_STRING and value.isascii()
+    if t is int:
+        return _INT_MIN <= value <= _INT_MAX  # type: ignore[no-any-return]
+    if t is float:
+        return value - value == 0.0  # type: ignore[no-any-return]  # not NaN or infinite
+    if t is list:
+        return plain_scalars(value)
+    return t is bool or value is None
 
 
 def plain(values: Iterable[Any]) -> bool:
@@ -265,14 +323,14 @@ def plain(values: Iterable[Any]) -> bool:
             if not _INT_MIN <= value <= _INT_MAX:
                 return False
         elif t is list:
-            if not _plain_scalars(value):
+            if not plain_scalars(value):
                 return False
         elif not (t is bool or value is None):
             return False
     return True
 
 
-def _plain_scalars(values: list[Any]) -> bool:
+def plain_scalars(values: list[Any]) -> bool:
     for value in values:
         t = type(value)
         if t is str:
