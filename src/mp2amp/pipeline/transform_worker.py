@@ -123,6 +123,10 @@ def _worker_state() -> tuple[IdentityGraph, EventTransformer]:
     return _STATE
 
 
+def _ready() -> bool:
+    return True
+
+
 def _start_worker(parent: int) -> None:
     die_with_parent(parent)
 
@@ -146,6 +150,9 @@ class ChunkTransformer:
             self._pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("fork"),
                 initializer=_start_worker, initargs=(os.getpid(),))
+            # Fork now, at a known point: not later, when this process also holds the
+            # uploader's sockets and the session and dedup files.
+            self._pool.submit(_ready).result()
 
     @property
     def parallel(self) -> bool:
