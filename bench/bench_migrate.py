@@ -8,8 +8,10 @@ Measured in this run, on this machine (2 cores, shared):
   flushes, ``min_id_length=1``) sending the SAME transformed events (``mp2amp transform``
   output) to a fresh emulator of the same build; timed from the first ``track`` to the end
   of ``shutdown()``, events built before the clock starts (so the SDK pays no transform).
-* peak RSS of ``mp2amp migrate`` at two sizes (quick: 100k and 300k events; full: 1M and
-  5M), from ``/usr/bin/time -v``'s "Maximum resident set size".
+* peak memory of ``mp2amp migrate`` at two sizes (quick: 100k and 300k events; full: 1M and
+  5M): the sum of the PSS of the migration's processes (it forks a transform worker and
+  spawns staging workers), sampled every 0.2 s; next to it the main process's peak RSS
+  from ``/usr/bin/time -v``.
 
 Each emulator runs in its own process (``mp2amp emulate amplitude --port 0``) with the
 per-device rate limit raised, so the numbers are throughput, not throttling waits.
@@ -75,23 +77,58 @@ def config(root: Path, events: Path, url: str) -> Path:
 
 
 def migrate(root: Path, events: Path) -> dict[str, Any]:
-    """One migration in a subprocess; its wall time, peak RSS and result."""
+    """One migration in a subprocess; its wall time, peak memory and result."""
     with emulator(root / "amp") as url:
         cfg = config(root, events, url)
         env = dict(os.environ, AMPLITUDE_API_KEY=KEY)
         started = time.perf_counter()
-        proc = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "mp2amp",
-                               "migrate", "-c", str(cfg), "--quiet", "--json"],
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.Popen(["/usr/bin/time", "-v", sys.executable, "-m", "mp2amp",
+                                 "migrate", "-c", str(cfg), "--quiet", "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        peak = TreeMemory(proc.pid)
+        sampler = threading.Thread(target=peak.sample_until, args=(proc,), daemon=True)
+        sampler.start()
+        out, err = proc.communicate()
         seconds = time.perf_counter() - started
+        sampler.join()
     if proc.returncode != 0:
-        raise RuntimeError(f"migrate exited {proc.returncode}: {proc.stderr[-2000:]}")
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+        raise RuntimeError(f"migrate exited {proc.returncode}: {err[-2000:]}")
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
     if rss is None:
         raise RuntimeError("no peak RSS in /usr/bin/time's output")
-    result = orjson.loads(proc.stdout)
-    return {"seconds": seconds, "rss_mb": int(rss.group(1)) / 1024,
-            "sent": result["totals"]["sent"], "balanced": result["totals"]["balanced"]}
+    result = orjson.loads(out)
+    return {"seconds": seconds, "main_rss_mb": int(rss.group(1)) / 1024,
+            "tree_mb": peak.peak_mb, "sent": result["totals"]["sent"],
+            "balanced": result["totals"]["balanced"]}
+
+
+class TreeMemory:
+    """Peak memory of the migration with its worker processes: the sum of their PSS
+    (proportional set size, so pages a forked worker shares with its parent count once),
+    sampled every ``interval`` seconds. /usr/bin/time's peak RSS sees one process only."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak_mb = 0.0
+
+    def sample_until(self, proc: subprocess.Popen[str]) -> None:
+        import psutil
+
+        root = psutil.Process(self.pid)  # /usr/bin/time; its own few MB are left out
+        while proc.poll() is None:
+            total = 0
+            try:
+                for p in root.children(recursive=True):
+                    try:
+                        total += p.memory_full_info().pss
+                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        continue
+            except psutil.NoSuchProcess:
+                break
+            self.peak_mb = max(self.peak_mb, total / 2**20)
+            time.sleep(self.interval)
 
 
 def transformed(root: Path, events: Path, limit: int) -> list[dict[str, Any]]:
@@ -171,10 +208,11 @@ def run(quick: bool) -> list[dict[str, Any]]:
          "value": rate, "unit": "events/s", "baseline": sdk_eps,
          "goal": ">= 50k events/s and >= 5x the amplitude-analytics SDK (use_batch); "
                  f"SDK delivered {sdk['ok']:,} of {sdk['events']:,} in {sdk['seconds']:.1f} s"},
-        {"name": f"migrate peak RSS, {second['sent']:,} events",
-         "value": second["rss_mb"], "unit": "MB", "baseline": first["rss_mb"],
+        {"name": f"migrate peak memory (all its processes, PSS), {second['sent']:,} events",
+         "value": second["tree_mb"], "unit": "MB", "baseline": first["tree_mb"],
          "goal": f"< 300 MB at 5M events, within 10% of the {first['sent']:,}-event run "
-                 "(baseline)"},
+                 f"(baseline); main process alone: peak RSS {second['main_rss_mb']:.0f} MB "
+                 f"(vs {first['main_rss_mb']:.0f} MB)"},
     ]
 
 
