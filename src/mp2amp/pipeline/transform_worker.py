@@ -34,7 +34,7 @@ from mp2amp.identity import IdentityGraph
 from mp2amp.models import Emitted
 from mp2amp.pipeline.staging import decode_staged, read_staged_lines
 from mp2amp.pipeline.windows import die_with_parent
-from mp2amp.transform.dedup import Deduper
+from mp2amp.transform.dedup import Deduper, insert_id_digest
 from mp2amp.transform.sessions import Sessionizer
 from mp2amp.transform.stream import EventTransformer, TransformSummary, transform_record
 
@@ -42,8 +42,9 @@ CHUNK_LINES = 512  # staged lines per task: big enough to amortize the pipe, sma
 AHEAD = 4          # chunks in flight: keeps the worker busy while this process uploads
 
 # One item per staged record:
-#   (EVENT, source, line, data, device_id, user_id, time, insert_id, needs_session)
-#       ``data`` = orjson.dumps(event); device/user/time as the event has them
+#   (EVENT, source, line, data, device_id, user_id, time, digest, needs_session)
+#       ``data`` = orjson.dumps(event); device/user/time as the event has them;
+#       ``digest`` = insert_id_digest(insert_id), what the Deduper keeps
 #   (OTHER, source, outcome)        Rejected | Skipped | IdentityRecord
 #   (UNSERIALIZABLE, source, Emitted)  an event orjson cannot serialize (a transform bug):
 #       the uploader dead-letters it with the reason
@@ -73,7 +74,7 @@ def transform_lines(lines: Sequence[bytes],
             append((UNSERIALIZABLE, src.source, out))
             continue
         append((EVENT, out.source, out.line, data, event.get("device_id"),
-                event.get("user_id"), event["time"], event["insert_id"],
+                event.get("user_id"), event["time"], insert_id_digest(event["insert_id"]),
                 "session_id" not in event))
     return items
 
@@ -87,14 +88,15 @@ class Settler:
     def __init__(self, dedup: Deduper, sessions: Sessionizer, summary: TransformSummary) -> None:
         self.summary = summary
         self._is_duplicate = dedup.is_duplicate
+        self._seen = dedup.seen
         self._session_id = sessions.session_id
 
     def event(self, item: Item) -> bytes | None:
         """An EVENT item's final bytes, or None for a duplicate."""
-        _, source, _, data, device, user, t, insert_id, needs_session = item
+        _, source, _, data, device, user, t, digest, needs_session = item
         summary = self.summary
         summary.read(source)
-        if self._is_duplicate(insert_id):
+        if self._seen(digest):
             summary.duplicates += 1
             return None
         summary.events_out += 1

@@ -91,7 +91,11 @@ class Deduper(SpillFile):
 
     def is_duplicate(self, insert_id: str) -> bool:
         """True when an event with this insert_id was seen before; otherwise remember it."""
-        digest = insert_id_digest(insert_id)
+        return self.seen(insert_id_digest(insert_id))
+
+    def seen(self, digest: bytes) -> bool:
+        """``is_duplicate`` by ``insert_id_digest(insert_id)``, computed elsewhere (the
+        migration's transform worker does it, off this process's core)."""
         hot = self._hot
         if digest in hot or (self._bloom is not None and self._on_disk(digest)):
             self.duplicates += 1
