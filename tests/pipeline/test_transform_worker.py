@@ -23,6 +23,7 @@ from mp2amp.identity import IdentityGraph
 from mp2amp.load.uploader import Uploader
 from mp2amp.models import Duplicate, Emitted
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
+from mp2amp.pipeline.progress import Counters
 from mp2amp.pipeline.staging import read_staged, stage
 from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
@@ -109,14 +110,34 @@ def test_a_run_with_the_worker_sends_the_same_requests_as_one_without(
     for parallel in (True, False):
         monkeypatch.setattr(worker, "_cores", lambda p=parallel: 2 if p else 1)
         sent.clear()
+        seen = Progress()
         with amplitude(tmp_path / f"amp-{parallel}") as url:
             result = migrate(make_config(project.events, tmp_path / f"work-{parallel}", url),
-                             upload_overrides=FAST)
+                             upload_overrides=FAST, reporter=seen)
             assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
             assert_exactly_once(url, project.expected)
         runs.append((list(sent), result.totals))
+        # progress: windows while extracting, then records, ending at all of them
+        read = result.totals["read"]
+        assert {total for phase, _, total in seen.updates if phase == "load"} == {read}
+        assert seen.updates[-1] == ("load", read, read)
+        assert all(total == len(result.windows) for phase, _, total in seen.updates
+                   if phase == "extract")
     assert runs[0] == runs[1]
     assert len(runs[0][0]) == len(project.expected)
+
+
+class Progress:
+    """A reporter that keeps (phase, done, total) of every update."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[str, int, int]] = []
+
+    def update(self, counters: Counters) -> None:
+        self.updates.append((counters.phase, counters.done, counters.total))
+
+    def close(self, counters: Counters) -> None:
+        self.update(counters)
 
 
 def test_a_dead_worker_stops_the_run_with_what_to_do(staged: list[Path], tmp_path: Path) -> None:

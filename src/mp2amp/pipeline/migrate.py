@@ -291,6 +291,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
             await asyncio.sleep(0)
         await extraction.finished()
         windows = ledger.windows()  # with every staged path and record count
+        counters.total = sum(w.records for w in windows)  # the next phases count records
         identity = graph.finish().as_dict()
         ledger.mark_identity([w.window_id for w in windows], identity)
 
