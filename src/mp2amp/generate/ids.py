@@ -43,9 +43,9 @@ def user_id(rng: Random, index: int) -> str:
 class InsertIds:
     """Insert ids cut from big random blocks: one RNG call per 256 ids instead of one each.
 
-    Ids are ASCII ``bytes``: the event writer splices them into pre-serialized JSON as is.
-    The emitter's hot loop cuts ids itself (``block[at:at + size]`` while that fits, the
-    method, which refills, when not) and stores ``at`` back when done: see ``cursor``.
+    Ids are ASCII ``bytes``: the event writer splices them into pre-serialized JSON as is,
+    The emitter's hot loop cuts them itself (``cursor``, then ``seek`` to where it stopped;
+    the methods refill a used-up block).
     """
 
     __slots__ = ("_rng", "hex_at", "hex_block", "web_at", "web_block")

@@ -166,14 +166,19 @@ def device_json(seed: int, platform: str, geo: Geo) -> tuple[bytes, bytes | None
     return found
 
 
+_PARTS: dict[tuple[str, int], list[bytes]] = {}  # variant's JSON split at its marks (<= 3 x 512)
+
+
 def _pieces(variant: int, platform: str, geo: Geo) -> tuple[bytes, bytes | None]:
-    props = device_template(variant, platform, _NOWHERE)
-    for key, marker in _MARKS.items():
-        if key in props:
-            props[key] = marker
-    parts = _MARK_RE.split(orjson.dumps(props))
-    if parts[0] != _HEAD or parts[1] != b"d":
-        raise ValueError(f"{platform} template JSON does not start with time and distinct_id")
+    parts = _PARTS.get((platform, variant))
+    if parts is None:
+        props = device_template(variant, platform, _NOWHERE)
+        for key, marker in _MARKS.items():
+            if key in props:
+                props[key] = marker
+        parts = _PARTS[(platform, variant)] = _MARK_RE.split(orjson.dumps(props))
+        if parts[0] != _HEAD or parts[1] != b"d":
+            raise ValueError(f"{platform} template JSON does not start with time and distinct_id")
     values = {b"c": orjson.dumps(geo.city), b"r": orjson.dumps(geo.region), b"n": orjson.dumps(geo.country)}
     out = [parts[2]]
     before_url: bytes | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
+from operator import itemgetter
 from random import Random
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -53,6 +54,7 @@ _LINE = b'%s%d%s%s%s%s%s,"$insert_id":"%s","$mp_api_timestamp_ms":%d,"mp_process
 _LINE_NO_IID = b'%s%d%s%s%s%s%s,"$mp_api_timestamp_ms":%d,"mp_processing_time_ms":%d}}\n'
 _PER_EVENT = ("time", "$current_url", "$insert_id", "$mp_api_timestamp_ms", "mp_processing_time_ms")
 _IDENTITY = ("distinct_id", "$device_id", "$user_id", "plan", "company_id")
+_name, _charge = itemgetter(0), itemgetter(2)
 _PREFIXES: dict[str, bytes] = {}         # event name -> b'{"event":"<name>","properties":{"time":'
 
 
@@ -250,18 +252,19 @@ class Emitter:
         self._write(name, props)
         self.identity_events += 1
 
-    def run(self, s: Session, steps: list[ind.Step], tpl: Template, protected: bool = False) -> None:
+    def run(self, s: Session, steps: list[ind.Step], tpl: Template, protect_first: bool = False) -> None:
         """Emit ``steps`` one after another in session ``s`` (advancing ``s.t``), all on
-        ``tpl`` (whose user they belong to); ``protected`` events are never dirtied.
+        ``tpl`` (whose user they belong to); with ``protect_first`` the first is never dirtied.
 
         Per event everything stays in locals: ids are cut from the id block here, lines go
-        to the day file's buffer (flushed once per run), truth rows to lists handed over
-        once per run (and before any dict-path event, so ``event_person`` keeps file order).
+        to the day file's buffer (flushed once per run), truth gets keys and instants once
+        per run (and before any dict-path event, so ``event_person`` keeps file order).
         """
         rnd, schema, tables = self._rnd, self.schema, self.tables
         out = self.out
         assert out is not None
-        pending, lines = out.pending, out.lines
+        pending = out.pending
+        base_lines, base_pending = out.lines, len(pending)  # line number = base + lines appended
         t, end, web, size = s.t, s.end, s.web, s.id_size
         head, tail = tpl.head, tpl.tail
         pieces, no_extra = (tables.web, _NO_EXTRA_WEB) if web else (tables.app, _NO_EXTRA_APP)
@@ -269,11 +272,12 @@ class Emitter:
         block, at = ids.cursor(web)
         room = -1 if s.no_iid else len(block) - size
         offset = self.offset_ms
-        dirty_below = -1.0 if protected else self.dirt.total
+        dirt = self.dirt.total
+        dirty_below = -1.0 if protect_first else dirt
         done = schema.done
-        keys: list[bytes] = []
-        names: list[str] = []
+        keys: list[bytes] = []   # of the spliced events since steps[start]
         times: list[int] = []
+        start = 0
         plain = tpl.user == s.uid
         counted = 0
         for name, extra, charge in steps:
@@ -308,40 +312,41 @@ class Emitter:
                         _MS_FRACTION[local % 1000] if web else b"", head, url, tail, more,
                         key, t + delay - 59, t + delay))
                 else:
-                    key = b"@%s:%d" % (self._label, lines + 1)
+                    key = b"@%s:%d" % (self._label, base_lines + len(pending) - base_pending + 1)
                     pending.append(_LINE_NO_IID % (
                         _PREFIXES.get(name) or _prefix(name), local // 1000,
                         _MS_FRACTION[local % 1000] if web else b"", head, url, tail, more,
                         t + delay - 59, t + delay))
-                lines += 1
                 keys.append(key)
-                names.append(name)
                 times.append(t)
             else:
+                here = start + len(keys)
                 if keys:
-                    self._hand_over(keys, names, times, tpl)
-                    keys, names, times = [], [], []
-                out.lines = lines
+                    self._hand_over(keys, steps[start:here], times, tpl)
+                    keys, times = [], []
+                start = here + 1
+                out.lines = base_lines + len(pending) - base_pending
                 text_key = key.decode()
                 self._finish(name, _props(tpl.props(), name, extra, t, local, delay, web, text_key),
-                             text_key, t, tpl.user, s.device, u, protected, tpl.short)
-                lines = out.lines
+                             text_key, t, tpl.user, s.device, u, dirty_below < 0, tpl.short)
+                base_lines, base_pending = out.lines, len(pending)
+            dirty_below = dirt
             if charge or not plain:
                 _seen(s.person if plain else s.owner, t, charge)
             else:
                 counted += 1
         ids.seek(web, at)
-        out.lines = lines
+        out.lines = base_lines + len(pending) - base_pending
         if len(pending) >= FLUSH_AT:
             out.flush()
         if keys:
-            self._hand_over(keys, names, times, tpl)
+            self._hand_over(keys, steps[start:] if start else steps, times, tpl)
         s.t = t
         s.person.event_count += counted
         self.generated += len(steps)
 
-    def _hand_over(self, keys: list[bytes], names: list[str], times: list[int], tpl: Template) -> None:
-        self.truth.events(keys, names, times, tpl.row_end, tpl.who)
+    def _hand_over(self, keys: list[bytes], steps: list[ind.Step], times: list[int], tpl: Template) -> None:
+        self.truth.events(keys, steps, times, tpl.row_end, tpl.who)
         self.records += len(keys)
         if tpl.short:
             self.short_id_events += len(keys)
@@ -524,22 +529,27 @@ class DayPlanner:
         login_now = not use.logged_in and (use.login_day == day or use.shared_guest)
         if use.login_day == -1:
             use.logged_in = True
+        # a session is one or a few runs: a run per template, cut where identity records go
+        steps = [opener]
         if use.logged_in and not use.shared_guest:
             known = self._template(person, use, owner, True)
-            em.run(s, [opener], known)
-            self._identity_extras(person, s.t, end_ms)
-            em.run(s, ind.with_views(rng, ind.identified_session(rng, industry, person.state), web), known)
+            if self._links_pending(person):
+                em.run(s, steps, known)
+                self._identity_extras(person, s.t, end_ms)
+                steps = []
+            steps += ind.with_views(rng, ind.identified_session(rng, industry, person.state), web)
+            em.run(s, steps, known)
             self._server_side(person, s.t, end_ms)
             return s.t
         anon = self._template(person, use, owner, False)
-        em.run(s, [opener], anon)
         if not login_now:
-            em.run(s, ind.with_views(rng, ind.anonymous_session(rng, industry), web), anon)
+            steps += ind.with_views(rng, ind.anonymous_session(rng, industry), web)
+            em.run(s, steps, anon)
             return s.t
-        known = self._template(person, use, owner, True)
         signup = person.kind == NEW and use is person.uses[0]
         if signup:
-            em.run(s, ind.anonymous_session(rng, industry)[:3], anon)
+            steps += ind.anonymous_session(rng, industry)[:3]
+        em.run(s, steps, anon)
         if self.id_merge == "original":
             s.t = min(s.t + 500, end_ms - 1)  # identity records stay inside their day file
             if platform != WEB and rnd() < 0.2:
@@ -547,22 +557,33 @@ class DayPlanner:
             else:
                 props = ident.sdk_identify(anon.props(), uid, anon.props()["distinct_id"], dev_id)
             em.identity("$identify", props, s.t, platform)
+        known = self._template(person, use, owner, True)
         if signup:
             method = "email" if rnd() < 0.6 else "google"
-            em.run(s, [(ind.SIGNUP_EVENT[industry], {"signup_method": method}, 0.0)], known, protected=True)
-            em.run(s, ind.signup_steps(rng, industry, person.state), known)
+            steps = [(ind.SIGNUP_EVENT[industry], {"signup_method": method}, 0.0)]
+            steps += ind.signup_steps(rng, industry, person.state)
         else:
             method = "password" if rnd() < 0.7 else "sso"
-            em.run(s, [("Logged In", {"login_method": method}, 0.0)], known, protected=True)
-        self._identity_extras(person, s.t, end_ms)
-        em.run(s, ind.with_views(rng, ind.identified_session(rng, industry, person.state), web), known)
+            steps = [("Logged In", {"login_method": method}, 0.0)]
+        protect_first = True  # the event that joins device and user is never dirtied
+        if self._links_pending(person):
+            em.run(s, steps, known, protect_first)
+            self._identity_extras(person, s.t, end_ms)
+            steps, protect_first = [], False
+        steps += ind.with_views(rng, ind.identified_session(rng, industry, person.state), web)
         if use.shared_guest:
-            em.run(s, [("Logged Out", None, 0.0)], known)
+            steps.append(("Logged Out", None, 0.0))
+        em.run(s, steps, known, protect_first)
+        if use.shared_guest:
             em.run(s, list(_AFTER_LOGOUT[: 1 + int(rnd() * 2)]), anon)
         else:
             use.logged_in = True
         self._server_side(person, s.t, end_ms)
         return s.t
+
+    def _links_pending(self, person: Person) -> bool:
+        """Original ID merge, first identified session: ``_identity_extras`` will write."""
+        return self.id_merge == "original" and person.user_id is not None and not person.state.get("linked")
 
     def _identity_extras(self, person: Person, t: int, end_ms: int) -> None:
         """Original ID merge: ``$create_alias`` / ``$merge`` once, in the first identified session."""

@@ -39,14 +39,19 @@ Amplitude identity ``user_id or device_id`` as "who".
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from mp2amp.generate.writer import FLUSH_AT, GzipLines, write_json
 
 DAY_MS = 86_400_000
+_first = itemgetter(0)
 
 RETENTION_DAYS = (1, 7)
 RETENTION_DEFINITION = (
@@ -68,14 +73,13 @@ def utc_day(day: int) -> str:
 class Truth:
     """Collects the truth while events stream; memory grows with people, not events."""
 
-    _TALLY_AT = 16_384  # events whose (name, UTC day) wait to be counted: bounded, amortised
+    _TALLY_AT = 16_384  # (event name, UTC day) pairs that wait to be counted: bounded, amortised
 
     def __init__(self, root: Path, funnels: dict[str, tuple[str, ...]]) -> None:
         self.root = root
         self.event_person = GzipLines(root / "event_person.tsv.gz")
         self._daily: Counter[tuple[str, int]] = Counter()  # (event name, UTC day) -> count
-        self._names: list[str] = []    # not yet in _daily
-        self._times: list[int] = []
+        self._pairs: list[tuple[str, int]] = []             # not yet in _daily
         self.funnels = funnels
         self._funnel_state: dict[str, dict[str, int]] = {name: {} for name in funnels}
         self._funnel_counts: dict[str, list[int]] = {n: [0] * len(s) for n, s in funnels.items()}
@@ -93,44 +97,49 @@ class Truth:
         self.unusable += 1
 
     def event(self, key: str, name: str, t_ms: int, user: str, device: str) -> None:
-        self.events([key.encode()], [name], [t_ms], f"\t{user}\t{device}\n".encode(), user or device)
+        self.events([key.encode()], [(name,)], [t_ms], f"\t{user}\t{device}\n".encode(), user or device)
 
-    def events(self, keys: list[bytes], names: list[str], times: list[int], row_end: bytes,
-               who: str) -> None:
+    def events(self, keys: list[bytes], steps: Sequence[tuple[Any, ...]], times: list[int],
+               row_end: bytes, who: str) -> None:
         """Counted events in time order that share a user and a device (a run of one
-        session): their keys, names and instants. ``row_end`` is the tab-separated user,
-        device and newline that follow each key in ``event_person``. Per-event work is left
-        to C: one join for the rows; daily counts wait for ``_tally``."""
+        session): their keys, steps whose first item is the event name, and instants.
+        ``row_end`` is the tab-separated user, device and newline that follow each key in
+        ``event_person``. Per-event work is left to C: one join for the rows, the daily
+        counts as (name, day) pairs tallied in bulk."""
         out = self.event_person
         out.pending.append(row_end.join(keys) + row_end)
         out.lines += len(keys)
         if len(out.pending) >= FLUSH_AT:
             out.flush()
         self.counted += len(keys)
-        self._names += names
-        self._times += times
-        if len(self._names) >= self._TALLY_AT:
+        day, last = times[0] // DAY_MS, times[-1] // DAY_MS
+        if day == last:
+            self._pairs += zip(map(_first, steps), repeat(day))
+            self._active(who, day)
+        else:  # a run across UTC midnight
+            start = 0
+            while start < len(times):
+                stop = bisect_left(times, (day + 1) * DAY_MS, start)
+                if stop > start:
+                    self._pairs += zip(map(_first, steps[start:stop]), repeat(day))
+                    self._active(who, day)
+                start, day = stop, day + 1
+        if len(self._pairs) >= self._TALLY_AT:
             self._tally()
-        first, last = times[0] // DAY_MS, times[-1] // DAY_MS
-        self._active(who, first)
-        if last != first:  # a run across UTC midnight
-            for day in sorted({t // DAY_MS for t in times} - {first}):
-                self._active(who, day)
-        if not self._funnel_events.isdisjoint(names):
+        if not self._funnel_events.isdisjoint(map(_first, steps)):
             step_of = self._step_of
-            for name in names:
-                steps = step_of.get(name)
-                if steps is not None:
-                    for fname, index in steps:
+            for step in steps:
+                found = step_of.get(step[0])
+                if found is not None:
+                    for fname, index in found:
                         state = self._funnel_state[fname]
                         if state.get(who, 0) == index:
                             state[who] = index + 1
                             self._funnel_counts[fname][index] += 1
 
     def _tally(self) -> None:
-        self._daily.update(zip(self._names, [t // DAY_MS for t in self._times], strict=True))
-        self._names.clear()
-        self._times.clear()
+        self._daily.update(self._pairs)
+        self._pairs.clear()
 
     def _active(self, who: str, day: int) -> None:
         seen = self._activity.get(who)
