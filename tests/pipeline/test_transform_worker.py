@@ -51,9 +51,9 @@ def _graph_and_transformer(staged: list[Path], tmp: Path) -> tuple[IdentityGraph
     return graph, Transformer(cfg.transform_settings())
 
 
-@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("workers", [0, 1, 3])
 def test_items_settle_into_exactly_what_transform_stream_gives(
-        staged: list[Path], tmp_path: Path, parallel: bool) -> None:
+        staged: list[Path], tmp_path: Path, workers: int) -> None:
     graph, transformer = _graph_and_transformer(staged, tmp_path / "g")
     expected: list[Any] = []
     with Sessionizer() as sessions, Deduper() as dedup:
@@ -70,10 +70,10 @@ def test_items_settle_into_exactly_what_transform_stream_gives(
 
     async def run() -> None:
         # small chunks: sessions and duplicates cross chunk boundaries
-        with worker.ChunkTransformer(graph, transformer, parallel=parallel, chunk_lines=7,
+        with worker.ChunkTransformer(graph, transformer, workers=workers, chunk_lines=7,
                                      ahead=3) as chunks, Sessionizer() as sessions, \
                 Deduper() as dedup:
-            assert chunks.parallel is parallel
+            assert chunks.parallel is (workers > 0)
             settle = worker.Settler(dedup, sessions, summary)
             for path in staged:
                 async for items in chunks.window(path):
@@ -108,7 +108,7 @@ def test_a_run_with_the_worker_sends_the_same_requests_as_one_without(
     monkeypatch.setattr(Uploader, "submit_encoded", recording)
     runs = []
     for parallel in (True, False):
-        monkeypatch.setattr(worker, "_cores", lambda p=parallel: 2 if p else 1)
+        monkeypatch.setattr(worker, "_cores", lambda p=parallel: 3 if p else 1)  # 2 or 0 workers
         sent.clear()
         seen = Progress()
         with amplitude(tmp_path / f"amp-{parallel}") as url:
@@ -144,7 +144,7 @@ def test_a_dead_worker_stops_the_run_with_what_to_do(staged: list[Path], tmp_pat
     graph, transformer = _graph_and_transformer(staged, tmp_path / "g")
 
     async def run() -> None:
-        with worker.ChunkTransformer(graph, transformer, parallel=True, chunk_lines=5,
+        with worker.ChunkTransformer(graph, transformer, workers=1, chunk_lines=5,
                                      ahead=1) as chunks:
             windows = chunks.window(staged[0])
             await anext(windows)  # the worker is up

@@ -11,6 +11,7 @@ Fork, not spawn: the child starts with the finished identity graph and the trans
 as they are (copy-on-write) instead of rebuilding them, and only reads them. It opens its
 own connections to the graph's SQLite spill files. It dies with this process (kill -9).
 
+With more cores, more workers take chunks in turn (their results are used in order).
 Without a second core the same chunks are transformed in this process: the same items,
 so a run gives the same batches either way.
 """
@@ -39,7 +40,8 @@ from mp2amp.transform.sessions import Sessionizer
 from mp2amp.transform.stream import EventTransformer, TransformSummary, transform_record
 
 CHUNK_LINES = 512  # staged lines per task: big enough to amortize the pipe, small for latency
-AHEAD = 4          # chunks in flight: keeps the worker busy while this process uploads
+AHEAD = 4          # chunks in flight: keeps the workers busy while this process uploads
+MAX_WORKERS = 4
 
 # One item per staged record:
 #   (EVENT, source, line, data, device_id, user_id, time, digest, needs_session)
@@ -134,26 +136,26 @@ def _start_worker(parent: int) -> None:
 
 
 class ChunkTransformer:
-    """Transforms staged windows chunk by chunk, in a worker process when there is a
-    second core (see the module docstring); a context manager that stops the worker."""
+    """Transforms staged windows chunk by chunk, in worker processes when there are spare
+    cores (see the module docstring); a context manager that stops the workers."""
 
     def __init__(self, graph: IdentityGraph, transformer: EventTransformer, *,
-                 parallel: bool | None = None, chunk_lines: int = CHUNK_LINES,
+                 workers: int | None = None, chunk_lines: int = CHUNK_LINES,
                  ahead: int = AHEAD) -> None:
         self.state = (graph, transformer)
         self.chunk_lines = chunk_lines
-        self.ahead = max(1, ahead)
-        if parallel is None:
-            parallel = _cores() > 1
+        self.workers = default_workers() if workers is None else max(0, workers)
+        self.ahead = max(1, ahead, 2 * self.workers)  # every worker busy, one chunk queued
         self._pool: ProcessPoolExecutor | None = None
-        if parallel:
+        if self.workers:
             global _STATE
-            _STATE = self.state  # what the forked worker starts with
+            _STATE = self.state  # what the forked workers start with
+            # With fork, all workers start at the first task: submit it now, at a known
+            # point, not later when this process also holds the uploader's sockets and
+            # the session and dedup files.
             self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                max_workers=self.workers, mp_context=multiprocessing.get_context("fork"),
                 initializer=_start_worker, initargs=(os.getpid(),))
-            # Fork now, at a known point: not later, when this process also holds the
-            # uploader's sockets and the session and dedup files.
             self._pool.submit(_ready).result()
 
     @property
@@ -211,8 +213,13 @@ def _worker_died(exc: BaseException) -> TerminalError:
                          "is lost: run `mp2amp migrate --resume` to continue")
 
 
+def default_workers() -> int:
+    """One core stays with this process (dedup, sessions, requests); the others transform,
+    up to four (past that this process is the bottleneck). None on one core."""
+    return max(0, min(MAX_WORKERS, _cores() - 1))
+
+
 def _cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
