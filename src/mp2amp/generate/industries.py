@@ -69,6 +69,23 @@ WEB_VIEWS: dict[str, dict[str, Any]] = {
 SCREENS: dict[str, dict[str, Any]] = {name: {"screen_name": name.replace(" ", "")} for name in PAGES}
 
 
+# Event properties drawn from a small set are module constants: the emitter serializes each
+# once (sessions._Tables), and never mutates one. _pick draws them as it drew their values.
+_SEARCHES = tuple({"search_term": category.lower()} for category in _CATEGORIES)
+_PRICING_VIEWS = tuple({"plan_viewed": plan} for plan in ("starter", "pro", "business"))
+_RATES_VIEWS = tuple({"currency_pair": f"USD/{currency}"} for currency, _ in _CURRENCIES)
+_GENRE_VIEWS = tuple({"genre": genre} for genre in _GENRES)
+_KYC_DOCUMENTS = tuple({"document_type": kind} for kind in ("passport", "id_card", "driving_licence"))
+DASHBOARDS = tuple({"dashboard_id": f"d{number}"} for number in range(50))
+_ACCOUNTS = tuple({"account_type": kind} for kind in ("checking", "savings"))
+ONBOARDING_STEPS = tuple({"step": number, "step_name": name} for number, name in enumerate(_ONBOARDING, start=1))
+COMPLETIONS = {title["content_id"]: {"content_id": title["content_id"], "genre": title["genre"]} for title in TITLES}
+CONSTANT_EXTRAS: tuple[dict[str, Any], ...] = (
+    *PRODUCTS, *_SEARCHES, *_PRICING_VIEWS, *_RATES_VIEWS, *_GENRE_VIEWS, *_KYC_DOCUMENTS, *DASHBOARDS,
+    *_ACCOUNTS, *ONBOARDING_STEPS, *COMPLETIONS.values(),
+)
+
+
 def with_views(rng: Random, steps: list[Step], web: bool) -> list[Step]:
     """Page views (mixpanel-js ``track_pageview``) or screen views before most steps."""
     views = WEB_VIEWS if web else SCREENS
@@ -90,28 +107,28 @@ def anonymous_session(rng: Random, industry: str) -> list[Step]:
     """What someone who has not signed up does: browse."""
     n = 1 + int(rng.random() * 4)
     if industry == "ecommerce":
-        steps: list[Step] = [("Products Searched", {"search_term": _pick(rng, _CATEGORIES).lower()}, 0.0)]
+        steps: list[Step] = [("Products Searched", _pick(rng, _SEARCHES), 0.0)]
         steps += [("Product Viewed", _pick(rng, PRODUCTS), 0.0) for _ in range(n)]
         return steps
     if industry == "b2b":
-        return [("Pricing Viewed", {"plan_viewed": _pick(rng, ("starter", "pro", "business"))}, 0.0)]
+        return [("Pricing Viewed", _pick(rng, _PRICING_VIEWS), 0.0)]
     if industry == "fintech":
-        return [("Rates Viewed", {"currency_pair": f"USD/{_pick(rng, _CURRENCIES)[0]}"}, 0.0)]
-    return [("Browse Catalog", {"genre": _pick(rng, _GENRES)}, 0.0) for _ in range(n)]
+        return [("Rates Viewed", _pick(rng, _RATES_VIEWS), 0.0)]
+    return [("Browse Catalog", _pick(rng, _GENRE_VIEWS), 0.0) for _ in range(n)]
 
 
 def signup_steps(rng: Random, industry: str, state: dict[str, Any]) -> list[Step]:
     """The events that follow the sign-up event in its session."""
     if industry == "b2b":
         steps: list[Step] = [("Trial Started", {"trial_days": 14, "plan": "pro"}, 0.0)]
-        for number, name in enumerate(_ONBOARDING, start=1):
+        for number, step in enumerate(ONBOARDING_STEPS, start=1):
             if rng.random() < 0.25:
                 break
-            steps.append(("Onboarding Step Completed", {"step": number, "step_name": name}, 0.0))
+            steps.append(("Onboarding Step Completed", step, 0.0))
             state["onboarding"] = number
         return steps
     if industry == "fintech":
-        steps = [("KYC Submitted", {"document_type": _pick(rng, ("passport", "id_card", "driving_licence"))}, 0.0)]
+        steps = [("KYC Submitted", _pick(rng, _KYC_DOCUMENTS), 0.0)]
         if rng.random() < 0.8:
             steps.append(("KYC Verified", {"verification_seconds": int(30 + rng.random() * 600)}, 0.0))
             state["kyc"] = True
@@ -164,10 +181,10 @@ def _ecommerce(rng: Random, state: dict[str, Any]) -> list[Step]:
 
 
 def _b2b(rng: Random, state: dict[str, Any]) -> list[Step]:
-    steps: list[Step] = [("Dashboard Viewed", {"dashboard_id": f"d{int(rng.random() * 50)}"}, 0.0)]
+    steps: list[Step] = [("Dashboard Viewed", _pick(rng, DASHBOARDS), 0.0)]
     done = state.get("onboarding", 0)
     if done < len(_ONBOARDING) and rng.random() < 0.5:
-        steps.append(("Onboarding Step Completed", {"step": done + 1, "step_name": _ONBOARDING[done]}, 0.0))
+        steps.append(("Onboarding Step Completed", ONBOARDING_STEPS[done], 0.0))
         state["onboarding"] = done + 1
     if not state.get("activated") and rng.random() < 0.4:
         state["activated"] = True
@@ -185,7 +202,7 @@ def _b2b(rng: Random, state: dict[str, Any]) -> list[Step]:
 
 
 def _fintech(rng: Random, state: dict[str, Any]) -> list[Step]:
-    steps: list[Step] = [("Balance Checked", {"account_type": _pick(rng, ("checking", "savings"))}, 0.0)]
+    steps: list[Step] = [("Balance Checked", _pick(rng, _ACCOUNTS), 0.0)]
     if not state.get("kyc"):
         if rng.random() < 0.3:
             state["kyc"] = True
@@ -211,7 +228,7 @@ def _streaming(rng: Random, state: dict[str, Any]) -> list[Step]:
         steps.append(("Content Played", {**title, "watch_duration_s": watched,
                                          "quality": _pick(rng, ("HD", "4K", "SD"))}, 0.0))
         if watched > title["content_duration_s"] * 0.9:
-            steps.append(("Content Completed", {"content_id": title["content_id"], "genre": title["genre"]}, 0.0))
+            steps.append(("Content Completed", COMPLETIONS[title["content_id"]], 0.0))
     if state.get("trial") and rng.random() < 0.2:
         state["trial"] = False
         state["subscribed"] = True

@@ -44,6 +44,9 @@ _HOME_JSON = _DUMPS(_HOME)
 _WEB_OPENER: ind.Step = ("$mp_web_page_view", {"current_page_title": "Home", "current_url_path": "/"}, 0.0)
 _APP_OPENERS: tuple[ind.Step, ind.Step] = (("App Open", {"launch_type": "cold"}, 0.0),
                                            ("App Open", {"launch_type": "warm"}, 0.0))
+_SIGNUP_METHODS = ({"signup_method": "email"}, {"signup_method": "google"})
+_LOGIN_METHODS = ({"login_method": "password"}, {"login_method": "sso"})
+_METHODS = (*_SIGNUP_METHODS, *_LOGIN_METHODS)
 _AFTER_LOGOUT: tuple[ind.Step, ...] = (("App Open", {"launch_type": "warm"}, 0.0),
                                        ("Screen Viewed", {"screen_name": "Login"}, 0.0))
 
@@ -95,7 +98,7 @@ class _Tables:
         self.defaults = frozenset(template_keys()) | supers | set(_IDENTITY) | set(_PER_EVENT)
         self.web: dict[int, Piece] = {}
         self.app: dict[int, Piece] = {}
-        constants = [*ind.WEB_VIEWS.values(), *ind.SCREENS.values(), *ind.PRODUCTS,
+        constants = [*ind.WEB_VIEWS.values(), *ind.SCREENS.values(), *ind.CONSTANT_EXTRAS, *_METHODS,
                      _WEB_OPENER[1], *(step[1] for step in (*_APP_OPENERS, *_AFTER_LOGOUT))]
         for extra in constants:
             if extra is None:
@@ -559,12 +562,10 @@ class DayPlanner:
             em.identity("$identify", props, s.t, platform)
         known = self._template(person, use, owner, True)
         if signup:
-            method = "email" if rnd() < 0.6 else "google"
-            steps = [(ind.SIGNUP_EVENT[industry], {"signup_method": method}, 0.0)]
+            steps = [(ind.SIGNUP_EVENT[industry], _SIGNUP_METHODS[0] if rnd() < 0.6 else _SIGNUP_METHODS[1], 0.0)]
             steps += ind.signup_steps(rng, industry, person.state)
         else:
-            method = "password" if rnd() < 0.7 else "sso"
-            steps = [("Logged In", {"login_method": method}, 0.0)]
+            steps = [("Logged In", _LOGIN_METHODS[0] if rnd() < 0.7 else _LOGIN_METHODS[1], 0.0)]
         protect_first = True  # the event that joins device and user is never dirtied
         if self._links_pending(person):
             em.run(s, steps, known, protect_first)

@@ -40,10 +40,9 @@ Amplitude identity ``user_id or device_id`` as "who".
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import Counter
+from collections import _count_elements  # type: ignore[attr-defined]  # C counting loop
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -73,21 +72,15 @@ def utc_day(day: int) -> str:
 class Truth:
     """Collects the truth while events stream; memory grows with people, not events."""
 
-    _TALLY_AT = 16_384  # (event name, UTC day) pairs that wait to be counted: bounded, amortised
-
     def __init__(self, root: Path, funnels: dict[str, tuple[str, ...]]) -> None:
         self.root = root
         self.event_person = GzipLines(root / "event_person.tsv.gz")
-        self._daily: Counter[tuple[str, int]] = Counter()  # (event name, UTC day) -> count
-        self._pairs: list[tuple[str, int]] = []             # not yet in _daily
+        self._daily: dict[int, dict[str, int]] = {}  # UTC day -> event name -> count
         self.funnels = funnels
         self._funnel_state: dict[str, dict[str, int]] = {name: {} for name in funnels}
         self._funnel_counts: dict[str, list[int]] = {n: [0] * len(s) for n, s in funnels.items()}
-        self._step_of: dict[str, list[tuple[str, int]]] = {}
-        for fname, steps in funnels.items():
-            for index, step in enumerate(steps):
-                self._step_of.setdefault(step, []).append((fname, index))
-        self._funnel_events = frozenset(self._step_of)
+        self._funnel_sets = [(fname, steps, frozenset(steps)) for fname, steps in funnels.items()]
+        self._funnel_events = frozenset(step for steps in funnels.values() for step in steps)
         self._activity: dict[str, list[int]] = {}  # who -> [first UTC day, bit per active day]
         self.counted = 0
         self.unusable = 0
@@ -104,42 +97,47 @@ class Truth:
         """Counted events in time order that share a user and a device (a run of one
         session): their keys, steps whose first item is the event name, and instants.
         ``row_end`` is the tab-separated user, device and newline that follow each key in
-        ``event_person``. Per-event work is left to C: one join for the rows, the daily
-        counts as (name, day) pairs tallied in bulk."""
+        ``event_person``. Per-event work is left to C: a join for the rows, a count of the
+        names per UTC day, ``list.index`` for the funnels."""
         out = self.event_person
         out.pending.append(row_end.join(keys) + row_end)
         out.lines += len(keys)
         if len(out.pending) >= FLUSH_AT:
             out.flush()
         self.counted += len(keys)
+        names = list(map(_first, steps))
         day, last = times[0] // DAY_MS, times[-1] // DAY_MS
         if day == last:
-            self._pairs += zip(map(_first, steps), repeat(day))
+            _count_elements(self._daily.get(day) or self._daily.setdefault(day, {}), names)
             self._active(who, day)
         else:  # a run across UTC midnight
             start = 0
             while start < len(times):
                 stop = bisect_left(times, (day + 1) * DAY_MS, start)
                 if stop > start:
-                    self._pairs += zip(map(_first, steps[start:stop]), repeat(day))
+                    _count_elements(self._daily.setdefault(day, {}), names[start:stop])
                     self._active(who, day)
                 start, day = stop, day + 1
-        if len(self._pairs) >= self._TALLY_AT:
-            self._tally()
-        if not self._funnel_events.isdisjoint(map(_first, steps)):
-            step_of = self._step_of
-            for step in steps:
-                found = step_of.get(step[0])
-                if found is not None:
-                    for fname, index in found:
-                        state = self._funnel_state[fname]
-                        if state.get(who, 0) == index:
-                            state[who] = index + 1
-                            self._funnel_counts[fname][index] += 1
+        if not self._funnel_events.isdisjoint(names):
+            self._funnels(names, who)
 
-    def _tally(self) -> None:
-        self._daily.update(self._pairs)
-        self._pairs.clear()
+    def _funnels(self, names: list[str], who: str) -> None:
+        """Each funnel's next step for ``who``, in order: the first later event with its name."""
+        for fname, steps, members in self._funnel_sets:
+            if members.isdisjoint(names):
+                continue
+            state = self._funnel_state[fname]
+            reached = before = state.get(who, 0)
+            at = 0
+            while reached < len(steps):
+                try:
+                    at = names.index(steps[reached], at) + 1
+                except ValueError:
+                    break
+                self._funnel_counts[fname][reached] += 1
+                reached += 1
+            if reached != before:
+                state[who] = reached
 
     def _active(self, who: str, day: int) -> None:
         seen = self._activity.get(who)
@@ -152,9 +150,9 @@ class Truth:
             seen[0] = day
 
     def daily_counts(self) -> dict[str, dict[str, int]]:
-        self._tally()
         out: dict[str, dict[str, int]] = {}
-        for (name, day), count in sorted(self._daily.items()):
+        rows = sorted((name, day, count) for day, counts in self._daily.items() for name, count in counts.items())
+        for name, day, count in rows:
             out.setdefault(name, {})[utc_day(day)] = count
         return out
 
