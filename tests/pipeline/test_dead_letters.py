@@ -16,6 +16,7 @@ import orjson
 import pytest
 from migrate_kit import FAST, Key, Project, amplitude, assert_exactly_once, make_config
 
+from mp2amp.pipeline import transform_worker
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
 from mp2amp.pipeline.progress import Counters
 
@@ -66,8 +67,10 @@ def source_record(source: str, line: int) -> dict[str, Any]:
 
 
 def test_dead_letters_once_after_crash_and_resume(project: Project, tmp_path: Path,
-                                                  dirty: tuple[Path, list[tuple[str, int]]]
-                                                  ) -> None:
+                                                  dirty: tuple[Path, list[tuple[str, int]]],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # progress is reported once a chunk: small chunks, so the crash lands mid-load
+    monkeypatch.setattr(transform_worker, "CHUNK_LINES", 32)
     events, bad = dirty
     refused = {iid for iid, ids in project.ids.items() if short_id(ids)}
     assert len(refused) > 5, "the generated project should have short IDs"

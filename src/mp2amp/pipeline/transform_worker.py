@@ -140,10 +140,10 @@ class ChunkTransformer:
     cores (see the module docstring); a context manager that stops the workers."""
 
     def __init__(self, graph: IdentityGraph, transformer: EventTransformer, *,
-                 workers: int | None = None, chunk_lines: int = CHUNK_LINES,
+                 workers: int | None = None, chunk_lines: int | None = None,
                  ahead: int = AHEAD) -> None:
         self.state = (graph, transformer)
-        self.chunk_lines = chunk_lines
+        self.chunk_lines = chunk_lines or CHUNK_LINES
         self.workers = default_workers() if workers is None else max(0, workers)
         self.ahead = max(1, ahead, 2 * self.workers)  # every worker busy, one chunk queued
         self._pool: ProcessPoolExecutor | None = None
