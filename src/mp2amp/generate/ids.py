@@ -12,16 +12,20 @@ every id. Insert-id styles (fixtures/wild and platform-conventions §2a):
 
 from __future__ import annotations
 
-import uuid
 from binascii import b2a_base64, hexlify
 from random import Random
 
 from mp2amp.generate.platforms import ANDROID, IOS, WEB
 
+_V4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_V4_SET = (0x8000 << 48) | (4 << 76)
+
 
 def device_uuid(rng: Random, platform: str) -> str:
-    """``crypto.randomUUID()`` style for web/Android; iOS IDFV is upper-case."""
-    value = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    """``crypto.randomUUID()`` style for web/Android; iOS IDFV is upper-case. The text of
+    ``uuid.UUID(int=..., version=4)``, without building the object."""
+    h = f"{rng.getrandbits(128) & _V4_CLEAR | _V4_SET:032x}"
+    value = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     return value.upper() if platform == IOS else value
 
 

@@ -276,13 +276,12 @@ class Emitter:
         room = -1 if s.no_iid else len(block) - size
         offset = self.offset_ms
         dirt = self.dirt.total
-        dirty_below = -1.0 if protect_first else dirt
         done = schema.done
         keys: list[bytes] = []   # of the spliced events since steps[start]
         times: list[int] = []
         start = 0
         plain = tpl.user == s.uid
-        counted = 0
+        seen = 0                 # events that went through _seen (which counts them itself)
         for name, extra, charge in steps:
             t += 2000 + int(rnd() * rnd() * 240_000)
             if t >= end:
@@ -305,7 +304,7 @@ class Emitter:
                 schema.sample(name, extra)
             u = rnd()
             piece = (pieces.get(id(extra)) or tables.piece(extra, web)) if extra else no_extra
-            if piece is not None and u >= dirty_below:
+            if piece is not None and (u >= dirt or (protect_first and start + len(keys) == 0)):
                 url, more = piece
                 if url is None:
                     url = _URLS_JSON.get(name, _HOME_JSON)
@@ -331,13 +330,11 @@ class Emitter:
                 out.lines = base_lines + len(pending) - base_pending
                 text_key = key.decode()
                 self._finish(name, _props(tpl.props(), name, extra, t, local, delay, web, text_key),
-                             text_key, t, tpl.user, s.device, u, dirty_below < 0, tpl.short)
+                             text_key, t, tpl.user, s.device, u, protect_first and here == 0, tpl.short)
                 base_lines, base_pending = out.lines, len(pending)
-            dirty_below = dirt
             if charge or not plain:
                 _seen(s.person if plain else s.owner, t, charge)
-            else:
-                counted += 1
+                seen += 1
         ids.seek(web, at)
         out.lines = base_lines + len(pending) - base_pending
         if len(pending) >= FLUSH_AT:
@@ -345,7 +342,7 @@ class Emitter:
         if keys:
             self._hand_over(keys, steps[start:] if start else steps, times, tpl)
         s.t = t
-        s.person.event_count += counted
+        s.person.event_count += len(steps) - seen
         self.generated += len(steps)
 
     def _hand_over(self, keys: list[bytes], steps: list[ind.Step], times: list[int], tpl: Template) -> None:
