@@ -35,7 +35,7 @@ def test_every_clean_line_is_canonical_orjson(simplified: Project, original: Pro
 def test_templates_splice_to_the_dict_path_bytes(tmp_path: Path, id_merge: str) -> None:
     rng = Random(5)
     people = plan_people(rng, 300, 5, INDUSTRIES, id_merge, 0.1)
-    emitter = Emitter(rng, id_merge, False, ZoneInfo("UTC"), Dirt(0.0), Truth(tmp_path, dict(FUNNELS)),
+    emitter = Emitter(rng, id_merge, False, ZoneInfo("UTC"), Dirt(0.0), Truth(tmp_path, dict(FUNNELS), 0),
                       SchemaSampler())
     planner = DayPlanner(emitter, people, id_merge)
     extras = [None, {}, ind.PRODUCTS[3], ind.WEB_VIEWS["Cart Viewed"], ind.SCREENS["Cart Viewed"],

@@ -22,7 +22,7 @@ from mp2amp.generate.industries import FUNNELS, INDUSTRIES
 from mp2amp.generate.people import plan_people
 from mp2amp.generate.schema import SchemaSampler
 from mp2amp.generate.sessions import DayPlanner, Emitter
-from mp2amp.generate.truth import Truth
+from mp2amp.generate.truth import DAY_MS, Truth
 from mp2amp.generate.writer import GzipLines, write_json, write_jsonl_gz
 
 ID_MERGE = ("simplified", "original")
@@ -112,13 +112,13 @@ def generate_project(config: GenerateConfig) -> GenerateResult:
     people = plan_people(rng, config.users, config.days, industries, config.id_merge,
                          short_id_share(config.dirty))
     dirt = Dirt(config.dirty)
-    truth = Truth(out / "truth", {name: FUNNELS[name] for name in industries})
+    start_ms = _day_bounds(config.start, tz)[0]
+    truth = Truth(out / "truth", {name: FUNNELS[name] for name in industries}, start_ms // DAY_MS)
     schema = SchemaSampler()
     emitter = Emitter(rng, config.id_merge, config.legacy_time, tz, dirt, truth, schema)
     planner = DayPlanner(emitter, people, config.id_merge)
     files: list[str] = []
     lines_written = 0
-    start_ms = _day_bounds(config.start, tz)[0]
     for offset in range(config.days):
         day = config.start + timedelta(days=offset)
         label = f"events/{day.isoformat()}.jsonl" + (".gz" if config.gzip else "")

@@ -460,7 +460,8 @@ class DayPlanner:
             use = forced[number] if number < len(forced) else usable[int(rnd() * len(usable))]
             if t >= end_ms - 3_600_000 and number >= len(forced):
                 break
-            t = self.session(person, use, day, min(t, end_ms - 3_600_000), end_ms)
+            t = self._session(person, use, day, min(t, end_ms - 3_600_000), end_ms)
+            person.last_seen_ms = max(person.last_seen_ms, t)
             t += 600_000 + int(rnd() * 7_200_000)
 
     def _template(self, person: Person, use: DeviceUse, owner: Person, known: bool) -> Template:
@@ -508,11 +509,6 @@ class DayPlanner:
             if person.company_id:
                 props["company_id"] = [person.company_id] if device.platform == WEB else person.company_id
         return props
-
-    def session(self, person: Person, use: DeviceUse, day: int, t: int, end_ms: int) -> int:
-        end = self._session(person, use, day, t, end_ms)
-        person.last_seen_ms = max(person.last_seen_ms, end)
-        return end
 
     def _session(self, person: Person, use: DeviceUse, day: int, t: int, end_ms: int) -> int:
         rng, rnd, em = self.rng, self.rng.random, self.em

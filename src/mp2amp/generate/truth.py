@@ -72,7 +72,7 @@ def utc_day(day: int) -> str:
 class Truth:
     """Collects the truth while events stream; memory grows with people, not events."""
 
-    def __init__(self, root: Path, funnels: dict[str, tuple[str, ...]]) -> None:
+    def __init__(self, root: Path, funnels: dict[str, tuple[str, ...]], origin_day: int) -> None:
         self.root = root
         self.event_person = GzipLines(root / "event_person.tsv.gz")
         self._daily: dict[int, dict[str, int]] = {}  # UTC day -> event name -> count
@@ -81,7 +81,9 @@ class Truth:
         self._funnel_counts: dict[str, list[int]] = {n: [0] * len(s) for n, s in funnels.items()}
         self._funnel_sets = [(fname, steps, frozenset(steps)) for fname, steps in funnels.items()]
         self._funnel_events = frozenset(step for steps in funnels.values() for step in steps)
-        self._activity: dict[str, list[int]] = {}  # who -> [first UTC day, bit per active day]
+        # who -> bit d set when active on UTC day origin_day + d (no event is before the window)
+        self._origin = origin_day
+        self._activity: dict[str, int] = {}
         self.counted = 0
         self.unusable = 0
 
@@ -109,14 +111,14 @@ class Truth:
         day, last = times[0] // DAY_MS, times[-1] // DAY_MS
         if day == last:
             _count_elements(self._daily.get(day) or self._daily.setdefault(day, {}), names)
-            self._active(who, day)
+            self._activity[who] = self._activity.get(who, 0) | 1 << (day - self._origin)
         else:  # a run across UTC midnight
             start = 0
             while start < len(times):
                 stop = bisect_left(times, (day + 1) * DAY_MS, start)
                 if stop > start:
                     _count_elements(self._daily.setdefault(day, {}), names[start:stop])
-                    self._active(who, day)
+                    self._activity[who] = self._activity.get(who, 0) | 1 << (day - self._origin)
                 start, day = stop, day + 1
         if not self._funnel_events.isdisjoint(names):
             self._funnels(names, who)
@@ -139,16 +141,6 @@ class Truth:
             if reached != before:
                 state[who] = reached
 
-    def _active(self, who: str, day: int) -> None:
-        seen = self._activity.get(who)
-        if seen is None:
-            self._activity[who] = [day, 1]
-        elif day >= seen[0]:
-            seen[1] |= 1 << (day - seen[0])
-        else:  # cannot happen with per-person time order; kept exact anyway
-            seen[1] = (seen[1] << (seen[0] - day)) | 1
-            seen[0] = day
-
     def daily_counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         rows = sorted((name, day, count) for day, counts in self._daily.items() for name, count in counts.items())
@@ -158,11 +150,12 @@ class Truth:
 
     def metrics(self) -> dict[str, Any]:
         cohorts: dict[int, list[int]] = {}
-        for first, bits in self._activity.values():
-            row = cohorts.setdefault(first, [0] * (1 + len(RETENTION_DAYS)))
+        for bits in self._activity.values():
+            first = (bits & -bits).bit_length() - 1
+            row = cohorts.setdefault(self._origin + first, [0] * (1 + len(RETENTION_DAYS)))
             row[0] += 1
             for i, n in enumerate(RETENTION_DAYS, start=1):
-                row[i] += (bits >> n) & 1
+                row[i] += (bits >> (first + n)) & 1
         return {
             "identity": "user_id if not empty else device_id (truth/event_person.tsv.gz)",
             "funnels": [
