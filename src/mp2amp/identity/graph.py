@@ -12,13 +12,13 @@ from mp2amp.identity.junk import default_user_id_predicate
 from mp2amp.identity.original import OriginalIds
 from mp2amp.identity.report import IdentityReport
 from mp2amp.identity.simplified import SimplifiedIds
-from mp2amp.identity.store import ScratchDb
+from mp2amp.identity.store import ScratchDb, cache_entries, page_cache_kib
 from mp2amp.identity.table import MappingTable
 from mp2amp.models import Resolved
 
 MODES = ("simplified", "original")
 MIXPANEL_CLUSTER_CAP = 500
-_MEMO_ENTRIES = 500_000  # resolve() answers kept (a few hundred bytes each)
+Key = tuple[str | None, str | None, str | None]
 
 
 class IdentityGraph:
@@ -47,6 +47,7 @@ class IdentityGraph:
         self.predicate = user_id_predicate or default_user_id_predicate
         self.report = IdentityReport(mode=mode, retroactive=retroactive, cluster_cap=cluster_cap)
         self._dbs: list[ScratchDb] = []
+        self._budget = memory_budget_ids
         self._mode: SimplifiedIds | OriginalIds
         if mode == "simplified":
             self._mode = SimplifiedIds(self.report, memory_budget_ids, self._open_db, retroactive)
@@ -56,14 +57,18 @@ class IdentityGraph:
                 cluster_cap,
             )
         self._table_path = Path(table) if table is not None else None
-        self._budget = memory_budget_ids
         self._retroactive = retroactive
         self._table: MappingTable | None = None
         self._finished = False
-        self._memo: dict[tuple[str | None, str | None, str | None], Resolved] = {}
+        # Two generations: a full young one becomes the old one (the previous old one is
+        # dropped) and old hits move back to young: an approximate LRU at dict-lookup cost,
+        # bounded to 2 * memo_entries.
+        self.memo_entries = cache_entries(memory_budget_ids)  # ~450 bytes each
+        self._memo: dict[Key, Resolved] = {}
+        self._memo_old: dict[Key, Resolved] = {}
 
     def _open_db(self, name: str) -> ScratchDb:
-        db = ScratchDb(self.workdir / f"identity-{name}.sqlite")
+        db = ScratchDb(self.workdir / f"identity-{name}.sqlite", page_cache_kib(self._budget))
         self._dbs.append(db)
         return db
 
@@ -130,12 +135,15 @@ class IdentityGraph:
             and "mp_original_distinct_id" not in props
         ):
             key = (user, device, dist)
-            memo = self._memo
-            found = memo.get(key)
+            found = self._memo.get(key)
             if found is None:
-                found = self._compute(props)
-                if len(memo) >= _MEMO_ENTRIES:
-                    memo.clear()
+                found = self._memo_old.get(key)
+                if found is None:
+                    found = self._compute(props)
+                memo = self._memo
+                if len(memo) >= self.memo_entries:
+                    self._memo_old = memo
+                    memo = self._memo = {}
                 memo[key] = found
             return found
         return self._compute(props)

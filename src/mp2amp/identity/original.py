@@ -16,7 +16,7 @@ from mp2amp.identity.clustered import MISSING, resolve_clustered
 from mp2amp.identity.ids import distinct_id, event_seconds
 from mp2amp.identity.junk import DEVICE_PREFIX, clean_id
 from mp2amp.identity.report import IdentityReport
-from mp2amp.identity.store import BatchWriter, CachedLookup, ScratchDb
+from mp2amp.identity.store import BatchWriter, CachedLookup, ScratchDb, cache_entries
 from mp2amp.identity.unionfind import (
     ALIAS,
     ANON,
@@ -231,7 +231,8 @@ class OriginalIds:
         )
         self.report.links = int(counts[1])
         self.report.ids = self.report.ids_spilled = n
-        self.lookup = CachedLookup(db, "SELECT user FROM resolved WHERE id = ?")
+        self.lookup = CachedLookup(db, "SELECT user FROM resolved WHERE id = ?",
+                                   cache_entries(self.budget))
 
     # --- pass 2 -----------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 from mp2amp.identity.ids import distinct_id, event_seconds, strip_device
 from mp2amp.identity.junk import DEVICE_PREFIX, clean_id
 from mp2amp.identity.report import EXAMPLES, IdentityReport, note
-from mp2amp.identity.store import BatchWriter, CachedLookup, ScratchDb
+from mp2amp.identity.store import BatchWriter, CachedLookup, ScratchDb, cache_entries
 from mp2amp.models import Resolved
 
 _UPSERT = (
@@ -130,7 +130,8 @@ class SimplifiedIds:
         report.shared_devices = int(row[2] or 0)
         for (device,) in db.rows("SELECT device FROM dev WHERE shared ORDER BY device LIMIT 10"):
             note(report.shared_device_examples, device)
-        self.lookup = CachedLookup(db, "SELECT user FROM dev WHERE device = ?")
+        self.lookup = CachedLookup(db, "SELECT user FROM dev WHERE device = ?",
+                                   cache_entries(self.budget))
 
     # --- pass 2 -----------------------------------------------------------------------
 

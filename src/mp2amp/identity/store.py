@@ -7,7 +7,9 @@ traded for speed (WAL, ``synchronous=OFF``), writes are buffered and sent with
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -16,32 +18,59 @@ from typing import Any
 from mp2amp.errors import InputError
 
 BATCH_ROWS = 20_000
-CACHE_ENTRIES = 200_000
+# Pass-2 caches (the graph's memo, the LRU in front of a spilled table): budget / 16 entries
+# within these bounds, a few hundred bytes each. Pass 2 reads events in time order, so the
+# recently active IDs a small cache holds take nearly all look-ups; a larger one only grows
+# the process with the number of IDs.
+CACHE_MIN = 1_024
+CACHE_MAX = 16_384
+# SQLite's page cache of a spilled graph: ~64 bytes per budgeted ID, within these bounds, so
+# a small budget (migrate's) keeps the process small and a large one keeps 50M IDs fast.
+PAGE_CACHE_MIN_KIB = 8 * 1024
+PAGE_CACHE_MAX_KIB = 256 * 1024
 _MISSING = object()
+_OPEN: weakref.WeakSet[ScratchDb] = weakref.WeakSet()
+# A forked child's copies of the parent's connections: SQLite forbids using them, and
+# closing them could checkpoint the parent's WAL, so they are kept and never touched.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def _reconnect_after_fork() -> None:
+    for db in list(_OPEN):
+        _INHERITED.append(db.conn)
+        db.conn = db.connect()
+
+
+os.register_at_fork(after_in_child=_reconnect_after_fork)
 
 
 class ScratchDb:
-    """One SQLite file under the workdir, created fresh."""
+    """One SQLite file under the workdir, created fresh.
 
-    def __init__(self, path: Path) -> None:
+    A process forked from the one that built the graph (migrate's transform worker) reads
+    it through a connection of its own, opened at the fork."""
+
+    def __init__(self, path: Path, cache_kib: int = PAGE_CACHE_MAX_KIB) -> None:
         self.path = path
+        self.cache_kib = cache_kib
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
-            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.conn = self.connect()
+            self.conn.execute("PRAGMA journal_mode=WAL")
         except (OSError, sqlite3.Error) as exc:
             raise InputError(
                 f"cannot create the identity spill database {path}: {exc}; "
                 "choose a writable workdir and run again"
             ) from exc
-        for pragma in (
-            "journal_mode=WAL",
-            "synchronous=OFF",
-            "temp_store=FILE",
-            "cache_size=-262144",  # 256 MiB page cache
-        ):
-            self.conn.execute(f"PRAGMA {pragma}")
+        _OPEN.add(self)
+
+    def connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        for pragma in ("synchronous=OFF", "temp_store=FILE", f"cache_size=-{self.cache_kib}"):
+            conn.execute(f"PRAGMA {pragma}")
+        return conn
 
     def script(self, sql: str) -> None:
         self.conn.executescript(sql)
@@ -60,6 +89,7 @@ class ScratchDb:
         return row
 
     def close(self) -> None:
+        _OPEN.discard(self)
         self.conn.close()
 
 
@@ -82,6 +112,16 @@ class BatchWriter:
             self.pending = []
 
 
+def page_cache_kib(budget: int) -> int:
+    """SQLite page cache (KiB) of a graph of ``budget`` IDs in memory."""
+    return max(PAGE_CACHE_MIN_KIB, min(PAGE_CACHE_MAX_KIB, budget * 64 // 1024))
+
+
+def cache_entries(budget: int) -> int:
+    """Entries of a pass-2 cache for a graph of ``budget`` IDs in memory."""
+    return max(CACHE_MIN, min(CACHE_MAX, budget // 16))
+
+
 class CachedLookup:
     """``key -> first column of one row`` through a bounded LRU cache.
 
@@ -89,7 +129,7 @@ class CachedLookup:
     returns ``None``, so callers can tell "unknown" from "known, no value".
     """
 
-    def __init__(self, db: ScratchDb, sql: str, capacity: int = CACHE_ENTRIES) -> None:
+    def __init__(self, db: ScratchDb, sql: str, capacity: int = CACHE_MAX) -> None:
         self.db = db
         self.sql = sql
         self.capacity = capacity

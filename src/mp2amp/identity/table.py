@@ -22,7 +22,7 @@ from mp2amp.errors import InputError
 from mp2amp.identity.clustered import MISSING, resolve_clustered
 from mp2amp.identity.junk import DEVICE_PREFIX, clean_id
 from mp2amp.identity.report import IdentityReport
-from mp2amp.identity.store import BatchWriter, CachedLookup, ScratchDb
+from mp2amp.identity.store import BatchWriter, CachedLookup, ScratchDb, cache_entries
 from mp2amp.models import Resolved
 
 _MAX_PROBLEMS = 20
@@ -105,7 +105,7 @@ class MappingTable:
         self.user_of: dict[str, str | None] = {}
         self.lookup: CachedLookup | None = None
         if not self._load_in_memory(path, report, budget):
-            self._load_spilled(path, report, open_db("table"))
+            self._load_spilled(path, report, open_db("table"), cache_entries(budget))
 
     def _load_in_memory(self, path: Path, report: IdentityReport, budget: int) -> bool:
         resolved_of: dict[str, str] = {}
@@ -133,7 +133,8 @@ class MappingTable:
         report.table_rows = rows
         return True
 
-    def _load_spilled(self, path: Path, report: IdentityReport, db: ScratchDb) -> None:
+    def _load_spilled(self, path: Path, report: IdentityReport, db: ScratchDb,
+                      cached: int) -> None:
         db.script(
             "CREATE TABLE tmap(id TEXT PRIMARY KEY, dev INTEGER NOT NULL, "
             "resolved TEXT NOT NULL, rdev INTEGER NOT NULL) WITHOUT ROWID;"
@@ -167,6 +168,7 @@ class MappingTable:
         self.lookup = CachedLookup(
             db,
             "SELECT r.user FROM tmap t JOIN ruser r ON r.resolved = t.resolved WHERE t.id = ?",
+            cached,
         )
 
     def get(self, key: str) -> Any:
