@@ -53,8 +53,10 @@ _AFTER_LOGOUT: tuple[ind.Step, ...] = (("App Open", {"launch_type": "warm"}, 0.0
 # "time" as JSON: web SDKs send float seconds with milliseconds, i.e. the shortest repr of
 # ms / 1000, which is the decimal ms with trailing zeros cut (1704096000.5, .25, .125, .0)
 _MS_FRACTION: tuple[bytes, ...] = (b".0", *(f".{ms:03d}".rstrip("0").encode() for ms in range(1, 1000)))
-_LINE = b'%s%d%s%s%s%s%s,"$insert_id":"%s","$mp_api_timestamp_ms":%d,"mp_processing_time_ms":%d}}\n'
-_LINE_NO_IID = b'%s%d%s%s%s%s%s,"$mp_api_timestamp_ms":%d,"mp_processing_time_ms":%d}}\n'
+# a spliced line: prefix, time, head, URL, tail, own properties, then the ids and stamps
+_INSERT_ID = b',"$insert_id":"'
+_STAMPS = b'","$mp_api_timestamp_ms":%d,"mp_processing_time_ms":%d}}\n'  # closes the insert id
+_STAMPS_NO_IID = b',"$mp_api_timestamp_ms":%d,"mp_processing_time_ms":%d}}\n'
 _PER_EVENT = ("time", "$current_url", "$insert_id", "$mp_api_timestamp_ms", "mp_processing_time_ms")
 _IDENTITY = ("distinct_id", "$device_id", "$user_id", "plan", "company_id")
 _name, _charge = itemgetter(0), itemgetter(2)
@@ -267,7 +269,7 @@ class Emitter:
         out = self.out
         assert out is not None
         pending = out.pending
-        base_lines, base_pending = out.lines, len(pending)  # line number = base + lines appended
+        base_lines = out.lines   # lines before keys[0]: a line's number is base + its index + 1
         t, end, web, size = s.t, s.end, s.web, s.id_size
         head, tail = tpl.head, tpl.tail
         pieces, no_extra = (tables.web, _NO_EXTRA_WEB) if web else (tables.app, _NO_EXTRA_APP)
@@ -308,35 +310,33 @@ class Emitter:
                 url, more = piece
                 if url is None:
                     url = _URLS_JSON.get(name, _HOME_JSON)
-                if key:
-                    pending.append(_LINE % (
-                        _PREFIXES.get(name) or _prefix(name), local // 1000,
-                        _MS_FRACTION[local % 1000] if web else b"", head, url, tail, more,
-                        key, t + delay - 59, t + delay))
+                if key:  # the line in pieces: the flush joins them (one copy, not two)
+                    pending += (_PREFIXES.get(name) or _prefix(name),
+                                b"%d%s" % (local // 1000, _MS_FRACTION[local % 1000] if web else b""),
+                                head, url, tail, more, _INSERT_ID, key, _STAMPS % (t + delay - 59, t + delay))
                 else:
-                    key = b"@%s:%d" % (self._label, base_lines + len(pending) - base_pending + 1)
-                    pending.append(_LINE_NO_IID % (
-                        _PREFIXES.get(name) or _prefix(name), local // 1000,
-                        _MS_FRACTION[local % 1000] if web else b"", head, url, tail, more,
-                        t + delay - 59, t + delay))
+                    key = b"@%s:%d" % (self._label, base_lines + len(keys) + 1)
+                    pending += (_PREFIXES.get(name) or _prefix(name),
+                                b"%d%s" % (local // 1000, _MS_FRACTION[local % 1000] if web else b""),
+                                head, url, tail, more, _STAMPS_NO_IID % (t + delay - 59, t + delay))
                 keys.append(key)
                 times.append(t)
             else:
                 here = start + len(keys)
+                out.lines = base_lines + len(keys)
                 if keys:
                     self._hand_over(keys, steps[start:here], times, tpl)
                     keys, times = [], []
                 start = here + 1
-                out.lines = base_lines + len(pending) - base_pending
                 text_key = key.decode()
                 self._finish(name, _props(tpl.props(), name, extra, t, local, delay, web, text_key),
                              text_key, t, tpl.user, s.device, u, protect_first and here == 0, tpl.short)
-                base_lines, base_pending = out.lines, len(pending)
+                base_lines = out.lines
             if charge or not plain:
                 _seen(s.person if plain else s.owner, t, charge)
                 seen += 1
         ids.seek(web, at)
-        out.lines = base_lines + len(pending) - base_pending
+        out.lines = base_lines + len(keys)
         if len(pending) >= FLUSH_AT:
             out.flush()
         if keys:
