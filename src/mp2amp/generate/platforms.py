@@ -7,8 +7,9 @@ IDFV-style device ids), mixpanel-android (``"android"``, ``$app_version`` =
 versionName, ``$app_release`` = versionCode) and server libraries (``"python"``,
 ``$import: true``, no geography because they send ``ip=0``).
 
-A device's properties are built once (``device_template``); events copy that dict and
-change a few fields, which is what keeps generation fast.
+A device's properties come from one of a few hundred prebuilt variants per platform
+(``device_template``); the emitter takes them as JSON pieces (``device_json``) and splices
+each event's own fields in, which is what keeps generation fast.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 ``Emitter.run`` is the hot path (the issue's 200k events/s leaves ~5 us per event for
 everything, gzip included). A session's default properties (``Template``) are JSON
-spliced once per session from cached pieces (platforms.device_json); each event is then
-one ``bytes %`` of that JSON with the event name, its time, its own properties (cached
-for the module's constant ones) and ids, appended to the day file's buffer; its truth
-rows are handed over once per run. Rare events (dirt, an event property that would
+spliced once per session from cached pieces (platforms.device_json); each event line is
+then that JSON around the event name, its time, its own properties (serialized once for
+the module's constant ones) and ids, appended to the day file's buffer as pieces; its
+truth rows are handed over once per run. Rare events (dirt, an event property that would
 override a default one, server-side and identity records) take the dict path: a dict
 built in the same key order and serialized by orjson, so both paths write the same bytes
 for the same event (tests/generate/test_splice.py checks it).
