@@ -167,29 +167,53 @@ def device_json(seed: int, platform: str, geo: Geo) -> tuple[bytes, bytes | None
     return found
 
 
-_PARTS: dict[tuple[str, int], list[bytes]] = {}  # variant's JSON split at its marks (<= 3 x 512)
+# per variant: its JSON as bytes-% formats (before and after the URL value; after is None
+# without one), each with the order of the geography values its %s take
+_Formats = tuple[bytes, tuple[str, ...], bytes | None, tuple[str, ...]]
+_FORMATS: dict[tuple[str, int], _Formats] = {}  # <= 3 x 512 entries
+
+
+def _formats(variant: int, platform: str) -> _Formats:
+    props = device_template(variant, platform, _NOWHERE)
+    for key, marker in _MARKS.items():
+        if key in props:
+            props[key] = marker
+    parts = _MARK_RE.split(orjson.dumps(props).replace(b"%", b"%%"))
+    if parts[0] != _HEAD or parts[1] != b"d":
+        raise ValueError(f"{platform} template JSON does not start with time and distinct_id")
+    out: list[bytes] = [parts[2]]
+    order: list[str] = []
+    before: tuple[bytes, tuple[str, ...]] | None = None
+    for mark, text in zip(parts[3::2], parts[4::2], strict=True):
+        if mark == b"u":
+            before, out, order = (b"".join(out), tuple(order)), [text], []
+        else:
+            out += [b"%s", text]
+            order.append(mark.decode())
+    rest = b"".join(out)[:-1]  # without the closing brace
+    if before is None:
+        return rest, tuple(order), None, ()
+    return before[0], before[1], rest, tuple(order)
+
+
+_GEO_JSON: dict[int, dict[str, bytes]] = {}  # id of a shared place -> its values as JSON
+
+
+def _geo_json(geo: Geo) -> dict[str, bytes]:
+    values = {"c": orjson.dumps(geo.city), "r": orjson.dumps(geo.region), "n": orjson.dumps(geo.country)}
+    if id(geo) in _PLACE_SLOT:  # a module constant: its id stays its own
+        _GEO_JSON[id(geo)] = values
+    return values
 
 
 def _pieces(variant: int, platform: str, geo: Geo) -> tuple[bytes, bytes | None]:
-    parts = _PARTS.get((platform, variant))
-    if parts is None:
-        props = device_template(variant, platform, _NOWHERE)
-        for key, marker in _MARKS.items():
-            if key in props:
-                props[key] = marker
-        parts = _PARTS[(platform, variant)] = _MARK_RE.split(orjson.dumps(props))
-        if parts[0] != _HEAD or parts[1] != b"d":
-            raise ValueError(f"{platform} template JSON does not start with time and distinct_id")
-    values = {b"c": orjson.dumps(geo.city), b"r": orjson.dumps(geo.region), b"n": orjson.dumps(geo.country)}
-    out = [parts[2]]
-    before_url: bytes | None = None
-    for mark, text in zip(parts[3::2], parts[4::2], strict=True):
-        if mark == b"u":
-            before_url, out = b"".join(out), [text]
-        else:
-            out += [values[mark], text]
-    rest = b"".join(out)[:-1]  # without the closing brace
-    return (rest, None) if before_url is None else (before_url, rest)
+    formats = _FORMATS.get((platform, variant))
+    if formats is None:
+        formats = _FORMATS[(platform, variant)] = _formats(variant, platform)
+    values = _GEO_JSON.get(id(geo)) or _geo_json(geo)
+    first, first_order, second, second_order = formats
+    head = first % tuple(values[mark] for mark in first_order)
+    return head, None if second is None else second % tuple(values[mark] for mark in second_order)
 
 
 def _build(seed: int, platform: str, geo: Geo) -> dict[str, Any]:
