@@ -171,7 +171,12 @@ class S3ImportSink:
                                         f"event is not JSON-serializable: {exc}")
             return False
         t = event.get("time")
-        t = t if isinstance(t, int) and not isinstance(t, bool) else 0
+        self.write_encoded(data, t if isinstance(t, int) and not isinstance(t, bool) else 0)
+        return True
+
+    def write_encoded(self, data: bytes, time_ms: int) -> None:
+        """``write`` of an event already serialized (``orjson.dumps(event)``, its ``time``)."""
+        t = time_ms
         self._buf.append((t, self._seq, data))
         self._seq += 1
         self._buf_bytes += len(data) + 1
@@ -181,7 +186,6 @@ class S3ImportSink:
             self._spill()
         if self._file_bytes >= self.target_file_bytes:
             self._roll()
-        return True
 
     def close(self) -> SinkReport:
         try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,21 +38,27 @@ from mp2amp.ledger import Ledger
 from mp2amp.load.s3sink import S3ImportSink
 from mp2amp.load.settings import UploadSettings
 from mp2amp.load.uploader import Uploader
-from mp2amp.models import Emitted, Rejected
+from mp2amp.models import Rejected
 from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.memory import release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter
 from mp2amp.pipeline.staging import read_staged
-from mp2amp.pipeline.transform_worker import EVENT, UNSERIALIZABLE, ChunkTransformer, Settler
+from mp2amp.pipeline.transform_worker import (
+    EVENT,
+    UNSERIALIZABLE,
+    ChunkTransformer,
+    Item,
+    Settler,
+)
 from mp2amp.pipeline.windows import extract_pending, plan_windows
 from mp2amp.pipeline.worklock import WorkLock
 from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
 from mp2amp.transform.offline import user_id_predicate
 from mp2amp.transform.sessions import Sessionizer
-from mp2amp.transform.stream import TransformSummary, transform_stream
+from mp2amp.transform.stream import TransformSummary
 
 EXIT_OK = 0
 EXIT_UNBALANCED = 1
@@ -297,8 +303,8 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
 
         transformer = Transformer(settings)
         if config.amplitude.output_dir is not None:
-            load = _write_import_files(config, windows, ledger, graph, transformer, scratch,
-                                       storage_options, counters, reporter)
+            load = await _write_import_files(config, windows, ledger, graph, transformer,
+                                             scratch, storage_options, counters, reporter)
             rows = window_counts(ledger)
             dead_file = _write_dead_letters(ledger, workdir)
             return MigrateResult(
@@ -367,31 +373,20 @@ async def _load_window(w: Any, key: str, ledger: Ledger, chunks: ChunkTransforme
         ledger.forget_window_outcomes(w.window_id)
     summary = TransformSummary()
     settle = Settler(dedup, sessions, summary)
-    settle_event = settle.event
     rejects: list[RejectRow] = []
     submit = up.submit_encoded
     since_trim = 0
     async for items in chunks.window(Path(str(w.staged_path))):
-        for item in items:
-            kind = item[0]
-            if kind == EVENT:
-                data = settle_event(item)
-                if data is not None and not replay:
-                    device, user = item[4], item[5]
-                    await submit(data, device if device and device.__class__ is str else None,
-                                 user if user and user.__class__ is str else None,
-                                 (item[1], item[2]), key)
-            elif kind == UNSERIALIZABLE:  # the uploader dead-letters it, with the reason
-                out = item[2]
-                event = settle.emitted(out)
-                if event is not None and not replay:
-                    await up.submit(event, (out.source, out.line), batch_key=key)
-            else:
-                summary.read(item[1])
-                outcome = item[2]
-                summary.add(outcome)
-                if isinstance(outcome, Rejected) and not replay:
-                    rejects.append(_reject_row(outcome.rejection, w.window_id))
+        for data, event, item in _deliverable(items, settle, rejects, w.window_id):
+            if replay:
+                continue
+            if data is not None:
+                device, user = item[4], item[5]
+                await submit(data, device if device and device.__class__ is str else None,
+                             user if user and user.__class__ is str else None,
+                             (item[1], item[2]), key)
+            else:  # unserializable: the uploader dead-letters it, with the reason
+                await up.submit(event, (item[2].source, item[2].line), batch_key=key)
         counters.done += len(items)
         since_trim += len(items)
         if since_trim >= _TRIM_EVERY:
@@ -409,6 +404,32 @@ async def _load_window(w: Any, key: str, ledger: Ledger, chunks: ChunkTransforme
     counts["batches"] = batches
     ledger.set_window_counts(w.window_id, counts)
     observer.flushed(w.window_id, batches)
+
+
+def _deliverable(items: list[Item], settle: Settler, rejects: list[RejectRow],
+                 window_id: str) -> Iterator[tuple[bytes | None, Any, Item]]:
+    """A chunk's items through the stateful half, in order: ``(data, None, item)`` for an
+    event to deliver (its final bytes), ``(None, event, item)`` for one orjson cannot
+    serialize (its dict, for the sink's dead letter). Duplicates, identity records,
+    skips and rejections are counted in ``settle.summary``; rejections also go to
+    ``rejects``."""
+    summary = settle.summary
+    for item in items:
+        kind = item[0]
+        if kind == EVENT:
+            data = settle.event(item)
+            if data is not None:
+                yield data, None, item
+        elif kind == UNSERIALIZABLE:
+            event = settle.emitted(item[2])
+            if event is not None:
+                yield None, event, item
+        else:
+            outcome = item[2]
+            summary.read(item[1])
+            summary.add(outcome)
+            if isinstance(outcome, Rejected):
+                rejects.append(_reject_row(outcome.rejection, window_id))
 
 
 def _reject_row(rej: Rejection, window_id: str) -> RejectRow:
@@ -449,7 +470,7 @@ def _write_dead_letters(ledger: Ledger, workdir: Path) -> Path | None:
     return dest
 
 
-def _write_import_files(config: Config, windows: list[Any], ledger: Ledger,
+async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger,
                         graph: IdentityGraph, transformer: Transformer, scratch: str,
                         storage_options: dict[str, Any] | None, counters: Counters,
                         reporter: Reporter) -> dict[str, Any]:
@@ -470,27 +491,27 @@ def _write_import_files(config: Config, windows: list[Any], ledger: Ledger,
     budgets = stage_budgets(config.run.memory_budget)
     per_window: dict[str, dict[str, Any]] = {}
     counters.phase = "write"
-    with Sessionizer(config.transform.session_gap_minutes * 60_000,
-                     memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
+    with ChunkTransformer(graph, transformer) as chunks, \
+            Sessionizer(config.transform.session_gap_minutes * 60_000,
+                        memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
             Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
         for w in windows:
             ledger.forget_window_outcomes(w.window_id)
             summary = TransformSummary()
+            settle = Settler(dedup, sessions, summary)
             rejects: list[RejectRow] = []
-            for outcome in transform_stream(
-                    summary.reading(read_staged(Path(str(w.staged_path)))), graph, transformer,
-                    sessions, dedup):
-                summary.add(outcome)
-                if isinstance(outcome, Emitted):
-                    sink.write(outcome.event)
-                elif isinstance(outcome, Rejected):
-                    rejects.append(_reject_row(outcome.rejection, w.window_id))
+            async for items in chunks.window(Path(str(w.staged_path))):
+                for data, event, item in _deliverable(items, settle, rejects, w.window_id):
+                    if data is not None:
+                        sink.write_encoded(data, item[6])
+                    else:  # unserializable: the sink dead-letters it
+                        sink.write(event, (item[2].source, item[2].line))
+                counters.done += len(items)
+                reporter.update(counters)
             ledger.add_rejects(rejects)
             counts = summary.as_dict()
             counts["written"] = summary.events_out
             per_window[w.window_id] = counts
-            counters.done += summary.records_read
-            reporter.update(counters)
     report = sink.close()
     for window_id, counts in per_window.items():  # only now are the events in files
         ledger.mark_loaded(window_id, counts)
