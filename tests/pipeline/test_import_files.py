@@ -1,0 +1,94 @@
+"""`mp2amp migrate` with `[amplitude] output_dir`: files for Amplitude's S3 import instead of
+the API. Every event the transform emits is in exactly one file, in event-time order, with
+the converter configuration beside them; a crashed attempt's files are replaced, never
+added to, by the resumed one."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from migrate_kit import TIMEZONE, Key, Project
+
+import mp2amp.pipeline.migrate as migrate_module
+from mp2amp.config import load_config
+from mp2amp.load.s3sink import CONVERTER_NAME, S3ImportSink
+from mp2amp.pipeline import transform_worker
+from mp2amp.pipeline.migrate import EXIT_OK, migrate
+from mp2amp.pipeline.progress import Counters
+
+
+class Crash(Exception):
+    """Stands for a crash while the files are being written."""
+
+
+class CrashWhileWriting:
+    def __init__(self, after_updates: int) -> None:
+        self.left = after_updates
+
+    def update(self, counters: Counters) -> None:
+        if counters.phase == "write":
+            self.left -= 1
+            if self.left <= 0:
+                raise Crash
+
+    def close(self, counters: Counters) -> None:
+        return None
+
+
+def config(events: Path, work: Path, out: Path) -> Any:
+    return load_config(None, {"source.files": [str(events)], "mixpanel.timezone": TIMEZONE,
+                              "amplitude.output_dir": str(out), "run.workdir": str(work)},
+                       env={})
+
+
+def written(out: Path) -> tuple[dict[str, list[dict[str, Any]]], Any]:
+    files = {}
+    for path in sorted(out.glob("*.json.gz")):
+        files[path.name] = [orjson.loads(line)
+                            for line in gzip.decompress(path.read_bytes()).splitlines()]
+    return files, orjson.loads((out / CONVERTER_NAME).read_bytes())
+
+
+def keys(files: dict[str, list[dict[str, Any]]]) -> list[Key]:
+    return [(e.get("device_id") or e.get("user_id"), e["insert_id"])
+            for rows in files.values() for e in rows]
+
+
+def test_every_event_once_in_time_ordered_files(project: Project, tmp_path: Path) -> None:
+    result = migrate(config(project.events, tmp_path / "work", tmp_path / "out"))
+    assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
+    files, converter = written(tmp_path / "out")
+    assert files and all(name.startswith("mp2amp-a1-") for name in files)
+    for name, rows in files.items():
+        times = [e["time"] for e in rows]
+        assert times == sorted(times), f"{name} is not in event-time order"
+        assert all("session_id" in e for e in rows)
+    found = keys(files)
+    assert len(found) == len(set(found)) == result.totals["sent"]
+    assert set(found) == project.expected
+    assert "converterConfig" in converter
+    assert result.load["events"] == len(found)
+    assert result.totals["balanced"]
+
+
+def test_a_crashed_attempt_is_replaced_by_the_resumed_one(project: Project, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transform_worker, "CHUNK_LINES", 64)  # progress often: crash mid-write
+    # small files, so that the crashed attempt has already finished some
+    monkeypatch.setattr(migrate_module, "S3ImportSink", functools.partial(
+        S3ImportSink, target_file_bytes=100_000, min_file_bytes=5_000))
+    cfg = config(project.events, tmp_path / "work", tmp_path / "out")
+    with pytest.raises(Crash):
+        migrate(cfg, reporter=CrashWhileWriting(after_updates=15))
+    assert list((tmp_path / "out").glob("mp2amp-a1-*.json.gz")), "the crash came too early"
+    result = migrate(cfg, resume=True)
+    assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
+    files, _ = written(tmp_path / "out")
+    assert files and all(name.startswith("mp2amp-a2-") for name in files)
+    found = keys(files)
+    assert len(found) == len(set(found)) and set(found) == project.expected
