@@ -221,7 +221,7 @@ class PrivacyConfig:
 class RunConfig:
     workdir: Path = Path(".mp2amp")
     concurrency: int = field(default=8, metadata=_check(_between(1, 64)))
-    memory_budget: int = field(default=2_000_000, metadata=_check(_between(1_000, 10**9)))
+    memory_budget: int = field(default=200_000, metadata=_check(_between(1_000, 10**9)))
 
 
 @dataclass(frozen=True, slots=True)
