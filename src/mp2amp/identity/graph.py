@@ -111,6 +111,8 @@ class IdentityGraph:
                     self._table_path, self.report, self._budget, self._open_db,
                     self.predicate, self._retroactive,
                 )
+            for db in self._dbs:
+                db.shrink()
             self._finished = True
         return self.report
 

@@ -88,6 +88,11 @@ class ScratchDb:
         row: tuple[Any, ...] | None = self.conn.execute(sql, args).fetchone()
         return row
 
+    def shrink(self) -> None:
+        """Free the page cache (pass 1 filled it; pass 2 reads few pages, often elsewhere:
+        migrate's transform worker is forked after ``finish`` and copies this heap)."""
+        self.conn.execute("PRAGMA shrink_memory")
+
     def close(self) -> None:
         _OPEN.discard(self)
         self.conn.close()
