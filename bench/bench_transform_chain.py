@@ -56,7 +56,7 @@ def _helpers(records: list[dict[str, Any]], budget: int, spill: Path) -> float:
             Sessionizer(memory_budget=budget, spill_dir=spill) as sessions:
         for rec, insert_id in zip(records, ids, strict=True):
             props = rec["properties"]
-            if not dedup.is_duplicate(insert_id):
+            if not dedup.is_duplicate(insert_id, int(props["time"] * 1000)):
                 sessions.session_id(props.get("$device_id"), str(props.get("distinct_id")),
                                     int(props["time"] * 1000))
     return time.perf_counter() - t0

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -108,13 +107,50 @@ def test_only_checkpointed_state_survives_a_crash(tmp_path: Path) -> None:
         assert not second.is_duplicate(iid(rec(t=5)))
 
 
-def test_a_saturated_bloom_filter_is_slower_never_wrong(monkeypatch: pytest.MonkeyPatch,
-                                                       tmp_path: Path) -> None:
-    import mp2amp.transform.dedup as dedup
+def ms(record: dict[str, Any]) -> int:
+    return int(record["properties"]["time"] * 1000)
 
-    monkeypatch.setattr(dedup, "BLOOM_MIN", 4)  # 40 bits for hundreds of digests
-    small = Deduper(memory_budget=1, spill_dir=tmp_path)
-    stream = [rec(t=i % 97) for i in range(400)]
-    assert [small.is_duplicate(iid(r)) for r in stream] == [i >= 97 for i in range(400)]
-    assert small.disk_lookups > 300
+
+def test_in_time_order_only_the_spill_boundary_asks_the_disk(tmp_path: Path) -> None:
+    small = Deduper(memory_budget=5, spill_dir=tmp_path)
+    stream = [rec(t=i // 3) for i in range(300)]  # each record three times, times ascending
+    assert [small.is_duplicate(iid(r), ms(r)) for r in stream] == [
+        i % 3 > 0 for i in range(300)]
+    # only the copies sharing the last spilled record's time ask the disk
+    assert small.spills > 10 and small.disk_lookups <= 2 * small.spills
     small.close()
+
+
+def test_out_of_order_times_ask_the_disk_and_still_find_every_repeat(tmp_path: Path) -> None:
+    small = Deduper(memory_budget=3, spill_dir=tmp_path)
+    first = [rec(t=t) for t in range(50)]
+    again = [rec(t=t) for t in (3, 40, 17, 0, 49)]  # a second, overlapping window
+    new = [rec(t=t, who="u9") for t in (5, 25)]
+    assert not any(small.is_duplicate(iid(r), ms(r)) for r in first)
+    assert all(small.is_duplicate(iid(r), ms(r)) for r in again)
+    assert not any(small.is_duplicate(iid(r), ms(r)) for r in new)
+    assert small.disk_lookups > 0 and small.duplicates == len(again)
+    small.close()
+
+
+@given(times=st.lists(st.integers(0, 30), max_size=120), budget=st.integers(1, 6),
+       unknown=st.sets(st.integers(0, 119), max_size=10))
+@settings(max_examples=40, deadline=None)
+def test_any_order_and_unknown_times_give_the_in_memory_answers(
+        times: list[int], budget: int, unknown: set[int]) -> None:
+    stream = [rec(t=t) for t in times]
+    with Deduper(memory_budget=budget) as small, Deduper() as big:
+        got = [small.is_duplicate(iid(r), None if i in unknown else ms(r))
+               for i, r in enumerate(stream)]
+        assert got == [big.is_duplicate(iid(r)) for r in stream]
+
+
+def test_the_spilled_span_survives_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "dedup.sqlite"
+    with Deduper(path=path, memory_budget=2) as first:
+        for t in (10, 11, 12, 13):
+            assert not first.is_duplicate(iid(rec(t=t)), t * 1000)
+    with Deduper(path=path) as second:
+        assert second.is_duplicate(iid(rec(t=12)), 12_000)  # inside the span: asked
+        assert not second.is_duplicate(iid(rec(t=20)), 20_000)
+        assert second.disk_lookups == 1

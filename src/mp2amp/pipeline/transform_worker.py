@@ -98,7 +98,7 @@ class Settler:
         _, source, _, data, device, user, t, digest, needs_session = item
         summary = self.summary
         summary.read(source)
-        if self._seen(digest):
+        if self._seen(digest, t):
             summary.duplicates += 1
             return None
         summary.events_out += 1
@@ -111,7 +111,7 @@ class Settler:
         """The same for an UNSERIALIZABLE item's event (as a dict)."""
         self.summary.read(out.source)
         event = out.event
-        if self._is_duplicate(event["insert_id"]):
+        if self._is_duplicate(event["insert_id"], event["time"]):
             self.summary.duplicates += 1
             return None
         self.summary.events_out += 1

@@ -10,10 +10,13 @@ one are one here too. Amplitude would drop the second anyway (same insert_id wit
 7 days): dropping it here means it is counted as a duplicate instead of silently missing.
 
 Memory: each record seen is one 16-byte digest. Past ``memory_budget`` digests the set is
-written to SQLite and cleared; a Bloom filter over what is on disk keeps the common case
-(a new record) from touching the disk. The filter has a fixed size (10 bits for each of
-8 budgets of digests, at least 1M), allocated at the first spill, so memory is flat. With a ``path`` the state is durable at each
-``checkpoint()`` (only then) and a later Deduper on the same path resumes it.
+written to SQLite and cleared. Two records with one insert_id have one time (the id hashes
+the time), so a record can only repeat a spilled one if its time lies within the span of
+times spilled so far: in a time-ordered run (windows in order, each sorted) that is almost
+never, and the common case (a new record) never touches the disk. Inputs whose windows
+overlap in time pay a SQLite look-up for the records inside the spilled span: slower,
+never wrong. With a ``path`` the state is durable at each ``checkpoint()`` (only then)
+and a later Deduper on the same path resumes it.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from mp2amp.transform.spillfile import SpillFile
 
 _DIGEST = hashlib.blake2b(digest_size=16)  # copied per record: cheaper than a new hasher
 
-BLOOM_PER_BUDGET = 8
-BLOOM_MIN = 1 << 20
-
-_SCHEMA = "CREATE TABLE IF NOT EXISTS seen (digest BLOB PRIMARY KEY) WITHOUT ROWID"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen (digest BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS span (id INTEGER PRIMARY KEY CHECK (id = 0), lo INTEGER, hi INTEGER);
+"""
+_FIRST, _LAST = -(2**63), 2**63 - 1  # the times SQLite can hold
+_NO_SPAN = (_LAST, _FIRST)  # lo > hi: empty; min()/max() with a time make it that time
 
 
 def insert_id_digest(insert_id: str) -> bytes:
@@ -39,38 +44,8 @@ def insert_id_digest(insert_id: str) -> bytes:
     return h.digest()
 
 
-class _Bloom:
-    """A Bloom filter over digests that are already uniformly random (no hashing needed)."""
-
-    __slots__ = ("_bits", "_m", "capacity", "count")
-
-    _K = 7  # ~1% false positives at capacity with 10 bits per entry
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._m = capacity * 10
-        self._bits = bytearray((self._m + 7) // 8)
-        self.count = 0
-
-    def _indexes(self, digest: bytes) -> list[int]:
-        h1 = int.from_bytes(digest[:8], "little")
-        h2 = int.from_bytes(digest[8:], "little") | 1
-        m = self._m
-        return [(h1 + i * h2) % m for i in range(self._K)]
-
-    def add(self, digest: bytes) -> None:
-        bits = self._bits
-        for index in self._indexes(digest):
-            bits[index >> 3] |= 1 << (index & 7)
-        self.count += 1
-
-    def __contains__(self, digest: bytes) -> bool:
-        bits = self._bits
-        return all(bits[index >> 3] & (1 << (index & 7)) for index in self._indexes(digest))
-
-
 class Deduper(SpillFile):
-    """Remembers every (insert_id, content) seen; ``is_duplicate`` is True from the 2nd on."""
+    """Remembers every insert_id seen; ``is_duplicate`` is True from the 2nd on."""
 
     def __init__(
         self,
@@ -81,25 +56,40 @@ class Deduper(SpillFile):
     ) -> None:
         self.memory_budget = max(1, memory_budget)
         self._hot: set[bytes] = set()
-        self._bloom: _Bloom | None = None
+        self._hot_lo, self._hot_hi = _NO_SPAN  # the times of the digests in memory
+        self._disk_lo, self._disk_hi = _NO_SPAN  # ... and of those in SQLite
         super().__init__(spill_dir)
         self.duplicates = 0
         self.spills = 0
-        self.disk_lookups = 0  # Bloom hits that had to ask SQLite
+        self.disk_lookups = 0  # records whose time fell inside the spilled span
         if path is not None:
             self._open(Path(path))
 
-    def is_duplicate(self, insert_id: str) -> bool:
-        """True when an event with this insert_id was seen before; otherwise remember it."""
-        return self.seen(insert_id_digest(insert_id))
+    def is_duplicate(self, insert_id: str, time_ms: int | None = None) -> bool:
+        """True when an event with this insert_id was seen before; otherwise remember it.
+        ``time_ms`` is the event's time (None: unknown, then the disk is always asked)."""
+        return self.seen(insert_id_digest(insert_id), time_ms)
 
-    def seen(self, digest: bytes) -> bool:
+    def seen(self, digest: bytes, time_ms: int | None = None) -> bool:
         """``is_duplicate`` by ``insert_id_digest(insert_id)``, computed elsewhere (the
         migration's transform worker does it, off this process's core)."""
         hot = self._hot
-        if digest in hot or (self._bloom is not None and self._on_disk(digest)):
+        if digest in hot:
             self.duplicates += 1
             return True
+        if time_ms is None:
+            self._hot_lo, self._hot_hi = _FIRST, _LAST  # unknown: it may have any time
+            if self._disk_lo <= self._disk_hi and self._on_disk(digest):
+                self.duplicates += 1
+                return True
+        else:
+            if self._disk_lo <= time_ms <= self._disk_hi and self._on_disk(digest):
+                self.duplicates += 1
+                return True
+            if time_ms < self._hot_lo:
+                self._hot_lo = time_ms
+            if time_ms > self._hot_hi:
+                self._hot_hi = time_ms
         hot.add(digest)
         if len(hot) > self.memory_budget:
             self._spill()
@@ -119,14 +109,15 @@ class Deduper(SpillFile):
 
     def __len__(self) -> int:
         """Distinct records remembered (memory and disk)."""
-        return len(self._hot) + (self._bloom.count if self._bloom is not None else 0)
+        on_disk = 0
+        if self._db is not None:
+            on_disk = self._db.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
+        return len(self._hot) + int(on_disk)
 
     # --- storage --------------------------------------------------------------------
 
     def _on_disk(self, digest: bytes) -> bool:
-        assert self._bloom is not None and self._db is not None
-        if digest not in self._bloom:
-            return False
+        assert self._db is not None
         self.disk_lookups += 1
         row = self._db.execute("SELECT 1 FROM seen WHERE digest = ?", (digest,)).fetchone()
         return row is not None
@@ -134,21 +125,15 @@ class Deduper(SpillFile):
     def _open(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path)
-        db.execute(_SCHEMA)
+        db.executescript(_SCHEMA)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         self._db = db
-        self._load_bloom()
-
-    def _load_bloom(self) -> None:
-        """One Bloom filter of fixed size for the whole run, so memory stays flat: sized for
-        ``BLOOM_PER_BUDGET`` budgets of spilled digests (at least ``BLOOM_MIN``). Past that
-        it fills up and more new records take a SQLite look-up: slower, never wrong."""
-        assert self._db is not None
-        bloom = _Bloom(max(self.memory_budget * BLOOM_PER_BUDGET, BLOOM_MIN))
-        for (digest,) in self._db.execute("SELECT digest FROM seen"):
-            bloom.add(bytes(digest))
-        self._bloom = bloom
+        row = db.execute("SELECT lo, hi FROM span").fetchone()
+        if row is not None:
+            self._disk_lo, self._disk_hi = int(row[0]), int(row[1])
+        elif db.execute("SELECT 1 FROM seen LIMIT 1").fetchone() is not None:
+            self._disk_lo, self._disk_hi = _FIRST, _LAST  # an older file: any time
 
     def _spill(self) -> None:
         if self._db is None:
@@ -157,10 +142,12 @@ class Deduper(SpillFile):
         self.spills += 1
 
     def _flush(self) -> None:
-        assert self._db is not None and self._bloom is not None
+        assert self._db is not None
         hot = self._hot
         self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", ((d,) for d in hot))
-        add = self._bloom.add
-        for digest in hot:
-            add(digest)
         hot.clear()
+        self._disk_lo = min(self._disk_lo, self._hot_lo)
+        self._disk_hi = max(self._disk_hi, self._hot_hi)
+        self._db.execute("INSERT OR REPLACE INTO span VALUES (0, ?, ?)",
+                         (self._disk_lo, self._disk_hi))
+        self._hot_lo, self._hot_hi = _NO_SPAN

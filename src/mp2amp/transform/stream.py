@@ -61,7 +61,7 @@ def transform_stream(
         out = transform_record(src, graph, transformer)
         if isinstance(out, Emitted):
             event = out.event
-            if deduper.is_duplicate(event["insert_id"]):
+            if deduper.is_duplicate(event["insert_id"], event["time"]):
                 yield Duplicate(event["insert_id"], out.source, out.line)
                 continue
             if "session_id" not in event:
