@@ -54,6 +54,10 @@ class Lane:
     cap_events: int = 0           # adaptive request caps, lowered by 413s
     cap_bytes: int = 0
 
+# Devices whose lane is remembered (a crc32 each time otherwise): the recently active
+# ones; a run's millions of devices would hold ~150 bytes each for nothing.
+LANE_CACHE = 16_384
+
 
 def lane_of(key: str, lanes: int) -> int:
     """Stable across processes and runs (``hash()`` is salted per process)."""
@@ -209,7 +213,7 @@ class Uploader:
         key = device or user or ""
         lane = self._lane_cache.get(key)
         if lane is None:
-            if len(self._lane_cache) > 1_000_000:  # bounded: memory stays flat
+            if len(self._lane_cache) > LANE_CACHE:  # bounded: memory stays flat
                 self._lane_cache.clear()
             lane = self._lane_cache[key] = lane_of(key, self._n_lanes)
         item = Submitted(data, origin, "", device, user, lane, 0, self.report.submitted)

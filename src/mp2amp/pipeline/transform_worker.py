@@ -19,6 +19,7 @@ so a run gives the same batches either way.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 from collections import deque
@@ -33,6 +34,7 @@ import orjson
 from mp2amp.errors import TerminalError
 from mp2amp.identity import IdentityGraph
 from mp2amp.models import Emitted
+from mp2amp.pipeline.memory import release_free_memory
 from mp2amp.pipeline.staging import decode_staged, read_staged_lines
 from mp2amp.pipeline.windows import die_with_parent
 from mp2amp.transform.dedup import Deduper, insert_id_digest
@@ -54,12 +56,21 @@ EVENT, OTHER, UNSERIALIZABLE = 0, 1, 2
 Item = tuple[Any, ...]
 
 _STATE: tuple[IdentityGraph, EventTransformer] | None = None  # the worker's, set before fork
+_CHUNKS = 0  # chunks this worker transformed
+TRIM_EVERY_CHUNKS = 50
 
 
 def transform_lines(lines: Sequence[bytes],
                     state: tuple[IdentityGraph, EventTransformer] | None = None) -> list[Item]:
     """The items of these staged lines (in the worker: with the state it was forked with)."""
-    graph, transformer = state or _worker_state()
+    if state is None:
+        graph, transformer = _worker_state()
+        global _CHUNKS
+        _CHUNKS += 1
+        if _CHUNKS % TRIM_EVERY_CHUNKS == 0:
+            release_free_memory()  # the worker's heap would creep up as the parent's did
+    else:
+        graph, transformer = state
     items: list[Item] = []
     append = items.append
     for raw in lines:
@@ -147,9 +158,17 @@ class ChunkTransformer:
         self.workers = default_workers() if workers is None else max(0, workers)
         self.ahead = max(1, ahead, 2 * self.workers)  # every worker busy, one chunk queued
         self._pool: ProcessPoolExecutor | None = None
+        self._frozen = False
         if self.workers:
             global _STATE
             _STATE = self.state  # what the forked workers start with
+            # What the workers inherit stays shared: collect the garbage first, then keep
+            # the cyclic GC off the inherited objects (its bookkeeping writes would copy
+            # their pages into every worker), and hand freed heap back before the fork.
+            gc.collect()
+            gc.freeze()
+            self._frozen = True
+            release_free_memory()
             # With fork, all workers start at the first task: submit it now, at a known
             # point, not later when this process also holds the uploader's sockets and
             # the session and dedup files.
@@ -199,6 +218,9 @@ class ChunkTransformer:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._frozen:
+            gc.unfreeze()
+            self._frozen = False
         _STATE = None
 
     def __enter__(self) -> ChunkTransformer:

@@ -25,6 +25,7 @@ from mp2amp.errors import InputError, Rejection
 from mp2amp.extract.files import SourceFile, expand_paths, iter_file
 from mp2amp.identity import IdentityGraph
 from mp2amp.models import Emitted, Rejected, SourceRecord
+from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
 from mp2amp.transform.sessions import Sessionizer
@@ -87,10 +88,10 @@ def transform_files(
     except OSError as exc:
         raise InputError(f"cannot create the workdir {workdir}: {exc.strerror or exc}; "
                          "set [run] workdir to a writable folder") from None
-    budget = config.run.memory_budget
+    budgets = stage_budgets(config.run.memory_budget)  # shared as migrate shares it
     with tempfile.TemporaryDirectory(prefix="transform-", dir=workdir) as scratch, \
             IdentityGraph(
-                config.mixpanel.id_merge, Path(scratch), memory_budget_ids=budget,
+                config.mixpanel.id_merge, Path(scratch), memory_budget_ids=budgets.identity_ids,
                 retroactive=config.transform.retroactive,
                 user_id_predicate=user_id_predicate(config.transform.user_id_pattern),
                 table=config.source.identity_table,
@@ -100,9 +101,9 @@ def transform_files(
                 graph.observe(src.record)
         report = graph.finish()
         summary = TransformSummary()
-        with Sessionizer(config.transform.session_gap_minutes * 60_000, memory_budget=budget,
-                         spill_dir=scratch) as sessions, \
-                Deduper(memory_budget=budget, spill_dir=scratch) as dedup:
+        with Sessionizer(config.transform.session_gap_minutes * 60_000,
+                         memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
+                Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
             stream = transform_stream(summary.reading(_records(files)), graph,
                                       transformer, sessions, dedup)
             write_out, write_rejects, dumps = out.write, rejects.write, orjson.dumps
