@@ -88,7 +88,8 @@ MAX_GROUP_TYPES = 5
 MAX_GROUP_VALUES = 10
 UNPLANNED_FLAG = "mp2amp_unplanned"
 _MAX_SHAPES = 20_000
-_MAX_MEMO_ENTRIES = 16_384  # a few KB each (fields, output templates)
+_MAX_MEMO_ENTRIES = 4_096  # a few KB each (fields, output templates); small so that
+# a run reaches it early and its memory is the same at 1M events as at 5M
 _MAX_NAMES = 50_000
 _HOUR_MS = 3_600_000
 _HOTSHARD_EVENTS = frozenset({HOTSHARD_EVENT, HOTSHARD_RECORD})
