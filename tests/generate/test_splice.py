@@ -14,9 +14,10 @@ from mp2amp.generate import industries as ind
 from mp2amp.generate.dirt import Dirt
 from mp2amp.generate.industries import FUNNELS, INDUSTRIES
 from mp2amp.generate.people import plan_people
+from mp2amp.generate.planner import DayPlanner
 from mp2amp.generate.platforms import WEB
 from mp2amp.generate.schema import SchemaSampler
-from mp2amp.generate.sessions import DayPlanner, Emitter
+from mp2amp.generate.sessions import Emitter
 from mp2amp.generate.truth import Truth
 
 

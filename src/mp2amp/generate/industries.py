@@ -277,3 +277,14 @@ DESCRIPTIONS: dict[str, str] = {
     "Browse Catalog": "Catalogue browsed", "Recommendations Sent": "Backend: recommendations",
     "$mp_web_page_view": "Page view (mixpanel-js track_pageview)",
 }
+
+# Steps every industry shares: how a session opens, how people sign up and log in, and
+# what an app shows after a logout.
+WEB_OPENER: Step = ("$mp_web_page_view", {"current_page_title": "Home", "current_url_path": "/"}, 0.0)
+APP_OPENERS: tuple[Step, Step] = (("App Open", {"launch_type": "cold"}, 0.0),
+                                           ("App Open", {"launch_type": "warm"}, 0.0))
+SIGNUP_METHODS = ({"signup_method": "email"}, {"signup_method": "google"})
+LOGIN_METHODS = ({"login_method": "password"}, {"login_method": "sso"})
+METHODS = (*SIGNUP_METHODS, *LOGIN_METHODS)
+AFTER_LOGOUT: tuple[Step, ...] = (("App Open", {"launch_type": "warm"}, 0.0),
+                                       ("Screen Viewed", {"screen_name": "Login"}, 0.0))

@@ -20,8 +20,9 @@ from mp2amp.generate import profiles
 from mp2amp.generate.dirt import SHORT, Dirt, short_id_share
 from mp2amp.generate.industries import FUNNELS, INDUSTRIES
 from mp2amp.generate.people import plan_people
+from mp2amp.generate.planner import DayPlanner
 from mp2amp.generate.schema import SchemaSampler
-from mp2amp.generate.sessions import DayPlanner, Emitter
+from mp2amp.generate.sessions import Emitter
 from mp2amp.generate.truth import DAY_MS, Truth
 from mp2amp.generate.writer import GzipLines, write_json, write_jsonl_gz
 

@@ -1,0 +1,194 @@
+"""One person's day: which sessions run on which devices, and the sign-up, login and
+logout flows between them. ``Emitter`` (sessions.py) writes the events."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import orjson
+
+from mp2amp.generate import identity_events as ident
+from mp2amp.generate import industries as ind
+from mp2amp.generate.people import NEW, DeviceUse, Person
+from mp2amp.generate.platforms import SERVER, WEB, device_json, device_template
+from mp2amp.generate.sessions import Emitter, Session, Template, record_activity, super_json
+
+DUMPS = orjson.dumps
+class DayPlanner:
+    """Runs the sessions of one person on one day."""
+
+    def __init__(self, emitter: Emitter, people: list[Person], id_merge: str) -> None:
+        self.em = emitter
+        self.rng = emitter.rng
+        self.people = people
+        self.id_merge = id_merge
+
+    @staticmethod
+    def _forced(person: Person, day: int) -> list[DeviceUse]:
+        """Device uses that must have a session today: first use, or the planned login."""
+        return [u for u in person.uses
+                if (u.first_day == day or u.login_day == day) and not u.logged_in]
+
+    def active(self, person: Person, day: int) -> bool:
+        if day < person.first_day:
+            return False
+        if day == person.first_day or day in person.forced_days:
+            return True
+        return day <= person.last_day and self.rng.random() < person.activity
+
+    def run_day(self, person: Person, day: int, start_ms: int, end_ms: int) -> None:
+        rnd = self.rng.random
+        forced = self._forced(person, day) if day in person.forced_days else []
+        usable = [u for u in person.uses if u.first_day <= day and not u.shared_guest]
+        sessions = max(len(forced), 1 + (rnd() < 0.35) + (rnd() < 0.1))
+        t = start_ms + 7 * 3_600_000 + int(rnd() * 10 * 3_600_000)
+        for number in range(sessions):
+            use = forced[number] if number < len(forced) else usable[int(rnd() * len(usable))]
+            if t >= end_ms - 3_600_000 and number >= len(forced):
+                break
+            t = self._session(person, use, day, min(t, end_ms - 3_600_000), end_ms)
+            person.last_seen_ms = max(person.last_seen_ms, t)
+            t += 600_000 + int(rnd() * 7_200_000)
+
+    def _template(self, person: Person, use: DeviceUse, owner: Person, known: bool) -> Template:
+        """The anonymous (``known=False``: the device's first user owns its events) or the
+        identified template of a session, spliced from cached JSON pieces."""
+        device = use.device
+        before_url, after_url = device_json(device.seed, device.platform, owner.geo)
+        device_id = DUMPS(device.device_id)
+        if not known:
+            distinct = ident.anonymous_distinct_id(device.device_id, self.id_merge)
+            ids = b',"$device_id":' + device_id
+            user = owner.user_id or ""
+        elif person.user_id is None:  # never used: only identified persons have sessions on it
+            distinct, ids, user = "", b"", ""
+        else:
+            distinct = user = person.user_id
+            ids = b',"$device_id":%s,"$user_id":%s,"plan":%s' % (device_id, DUMPS(user), DUMPS(person.plan))
+            if person.company_id:
+                # mixpanel-js set_group registers a list; the mobile SDKs a plain value
+                group: Any = [person.company_id] if device.platform == WEB else person.company_id
+                ids += b',"company_id":' + DUMPS(group)
+        if device.platform == WEB:
+            ids = super_json(owner.super_props) + ids
+        head = b',"distinct_id":' + DUMPS(distinct) + before_url
+        build = partial(self._template_props, person, use, owner, known)
+        short = known and person.short_id
+        if after_url is None:
+            return Template(head + ids, b"", False, user, device.device_id, short, build)
+        return Template(head, after_url + ids, True, user, device.device_id, short, build)
+
+    def _template_props(self, person: Person, use: DeviceUse, owner: Person, known: bool) -> dict[str, Any]:
+        """``_template``'s properties as a dict, keys in the same order (the dict path)."""
+        device = use.device
+        props = device_template(device.seed, device.platform, owner.geo)
+        if device.platform == WEB:
+            props.update(owner.super_props)
+        if not known:
+            props["distinct_id"] = ident.anonymous_distinct_id(device.device_id, self.id_merge)
+            props["$device_id"] = device.device_id
+        elif person.user_id is not None:
+            props["distinct_id"] = person.user_id
+            props["$device_id"] = device.device_id
+            props["$user_id"] = person.user_id
+            props["plan"] = person.plan
+            if person.company_id:
+                props["company_id"] = [person.company_id] if device.platform == WEB else person.company_id
+        return props
+
+    def _session(self, person: Person, use: DeviceUse, day: int, t: int, end_ms: int) -> int:
+        rng, rnd, em = self.rng, self.rng.random, self.em
+        device = use.device
+        platform, dev_id = device.platform, device.device_id
+        owner = self.people[device.owner] if device.owner is not None else person
+        uid = person.user_id or ""
+        web = platform == WEB
+        if not person.first_seen_ms:
+            person.first_seen_ms = t + 2000  # the session's first event comes 2 s or more later
+        industry = person.industry
+        s = Session(person, owner, dev_id, platform, device.no_insert_id, t, end_ms)
+        opener = ind.WEB_OPENER if web else ind.APP_OPENERS[0] if rnd() < 0.3 else ind.APP_OPENERS[1]
+        login_now = not use.logged_in and (use.login_day == day or use.shared_guest)
+        if use.login_day == -1:
+            use.logged_in = True
+        # a session is one or a few runs: a run per template, cut where identity records go
+        steps = [opener]
+        if use.logged_in and not use.shared_guest:
+            known = self._template(person, use, owner, True)
+            if self._links_pending(person):
+                em.run(s, steps, known)
+                self._identity_extras(person, s.t, end_ms)
+                steps = []
+            steps += ind.with_views(rng, ind.identified_session(rng, industry, person.state), web)
+            em.run(s, steps, known)
+            self._server_side(person, s.t, end_ms)
+            return s.t
+        anon = self._template(person, use, owner, False)
+        if not login_now:
+            steps += ind.with_views(rng, ind.anonymous_session(rng, industry), web)
+            em.run(s, steps, anon)
+            return s.t
+        signup = person.kind == NEW and use is person.uses[0]
+        if signup:
+            steps += ind.anonymous_session(rng, industry)[:3]
+        em.run(s, steps, anon)
+        if self.id_merge == "original":
+            s.t = min(s.t + 500, end_ms - 1)  # identity records stay inside their day file
+            if platform != WEB and rnd() < 0.2:
+                props = ident.http_identify(uid, dev_id)  # a backend calls /track for it
+            else:
+                props = ident.sdk_identify(anon.props(), uid, anon.props()["distinct_id"], dev_id)
+            em.identity("$identify", props, s.t, platform)
+        known = self._template(person, use, owner, True)
+        if signup:
+            steps = [(ind.SIGNUP_EVENT[industry], ind.SIGNUP_METHODS[0] if rnd() < 0.6 else ind.SIGNUP_METHODS[1], 0.0)]
+            steps += ind.signup_steps(rng, industry, person.state)
+        else:
+            steps = [("Logged In", ind.LOGIN_METHODS[0] if rnd() < 0.7 else ind.LOGIN_METHODS[1], 0.0)]
+        protect_first = True  # the event that joins device and user is never dirtied
+        if self._links_pending(person):
+            em.run(s, steps, known, protect_first)
+            self._identity_extras(person, s.t, end_ms)
+            steps, protect_first = [], False
+        steps += ind.with_views(rng, ind.identified_session(rng, industry, person.state), web)
+        if use.shared_guest:
+            steps.append(("Logged Out", None, 0.0))
+        em.run(s, steps, known, protect_first)
+        if use.shared_guest:
+            em.run(s, list(ind.AFTER_LOGOUT[: 1 + int(rnd() * 2)]), anon)
+        else:
+            use.logged_in = True
+        self._server_side(person, s.t, end_ms)
+        return s.t
+
+    def _links_pending(self, person: Person) -> bool:
+        """Original ID merge, first identified session: ``_identity_extras`` will write."""
+        return self.id_merge == "original" and person.user_id is not None and not person.state.get("linked")
+
+    def _identity_extras(self, person: Person, t: int, end_ms: int) -> None:
+        """Original ID merge: ``$create_alias`` / ``$merge`` once, in the first identified session."""
+        if self.id_merge != "original" or person.user_id is None or person.state.get("linked"):
+            return
+        person.state["linked"] = True
+        if person.alias:
+            self.em.identity("$create_alias", ident.create_alias(person.user_id, person.alias),
+                             min(t + 300, end_ms - 1), SERVER)
+        if person.legacy_id:
+            self.em.identity("$merge", ident.merge(person.user_id, person.legacy_id),
+                             min(t + 600, end_ms - 1), SERVER)
+
+    def _server_side(self, person: Person, t: int, end_ms: int) -> None:
+        found = ind.server_event(self.rng, person.industry, person.state)
+        if found is None or person.user_id is None:
+            return
+        name, extra, charge = found
+        distinct = person.user_id
+        if person.state.get("linked") and self.rng.random() < 0.6:
+            distinct = person.alias or person.legacy_id or person.user_id
+        tmpl = {"time": 0, "distinct_id": distinct, "$import": True, "$lib_version": "4.10.1",
+                "$mp_api_endpoint": "api.mixpanel.com", "mp_lib": "python"}
+        t_ms = min(t + 60_000 + int(self.rng.random() * 540_000), end_ms - 1)
+        self.em.emit(name, tmpl, extra, t_ms, person.user_id, "", SERVER, short=person.short_id)
+        self.em.server_side += 1
+        record_activity(person, t_ms, charge)
