@@ -28,6 +28,10 @@ CACHE_MAX = 16_384
 # a small budget (migrate's) keeps the process small and a large one keeps 50M IDs fast.
 PAGE_CACHE_MIN_KIB = 8 * 1024
 PAGE_CACHE_MAX_KIB = 256 * 1024
+# ... and once the graph is built: pass 2 reads a few pages now and then (its caches take
+# nearly every look-up, the OS keeps the file's pages), so a big cache would only grow
+# with the spilled tables (e.g. ~8 MiB per file in the transform worker at 5M events).
+READ_CACHE_KIB = 1024
 _MISSING = object()
 _OPEN: weakref.WeakSet[ScratchDb] = weakref.WeakSet()
 # A forked child's copies of the parent's connections: SQLite forbids using them, and
@@ -38,7 +42,7 @@ _INHERITED: list[sqlite3.Connection] = []
 def _reconnect_after_fork() -> None:
     for db in list(_OPEN):
         _INHERITED.append(db.conn)
-        db.conn = db.connect()
+        db.conn = db.connect(READ_CACHE_KIB)
 
 
 os.register_at_fork(after_in_child=_reconnect_after_fork)
@@ -66,9 +70,10 @@ class ScratchDb:
             ) from exc
         _OPEN.add(self)
 
-    def connect(self) -> sqlite3.Connection:
+    def connect(self, cache_kib: int | None = None) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in ("synchronous=OFF", "temp_store=FILE", f"cache_size=-{self.cache_kib}"):
+        cache = self.cache_kib if cache_kib is None else cache_kib
+        for pragma in ("synchronous=OFF", "temp_store=FILE", f"cache_size=-{cache}"):
             conn.execute(f"PRAGMA {pragma}")
         return conn
 
@@ -90,7 +95,9 @@ class ScratchDb:
 
     def shrink(self) -> None:
         """Free the page cache (pass 1 filled it; pass 2 reads few pages, often elsewhere:
-        migrate's transform worker is forked after ``finish`` and copies this heap)."""
+        migrate's transform worker is forked after ``finish`` and copies this heap), and
+        keep it small from now on."""
+        self.conn.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")
         self.conn.execute("PRAGMA shrink_memory")
 
     def close(self) -> None:

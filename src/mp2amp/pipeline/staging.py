@@ -25,8 +25,8 @@ import orjson
 from mp2amp.errors import Rejection
 from mp2amp.models import SourceRecord
 
-CHUNK_RECORDS = 50_000
-CHUNK_BYTES = 24 * 1024 * 1024  # a sorted run is also cut at this size: records vary a lot
+CHUNK_RECORDS = 20_000  # a sorted run; small, as two staging workers run beside the identity pass
+CHUNK_BYTES = 8 * 1024 * 1024  # a sorted run is also cut at this size: records vary a lot
 _MS_THRESHOLD = 100_000_000_000  # above this a Mixpanel time is in milliseconds
 UNKNOWN_TIME = -1.0e18  # sorts first; finite, because JSON has no infinity
 
