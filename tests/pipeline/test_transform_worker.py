@@ -108,7 +108,7 @@ def test_a_run_with_the_worker_sends_the_same_requests_as_one_without(
     monkeypatch.setattr(Uploader, "submit_encoded", recording)
     runs = []
     for parallel in (True, False):
-        monkeypatch.setattr(worker, "_cores", lambda p=parallel: 3 if p else 1)  # 2 or 0 workers
+        monkeypatch.setattr(worker, "usable_cores", lambda p=parallel: 3 if p else 1)  # 2 or 0 workers
         sent.clear()
         seen = Progress()
         with amplitude(tmp_path / f"amp-{parallel}") as url:

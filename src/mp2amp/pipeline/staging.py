@@ -126,9 +126,7 @@ def read_staged(path: Path) -> Iterator[SourceRecord]:
     """The staged window back as SourceRecords, in time order."""
     with open(path, "rb") as f:
         for raw in f:
-            _, source, line, record, rej = orjson.loads(raw)
-            rejection = None if rej is None else Rejection(rej[0], rej[1], rej[2], source, line)
-            yield SourceRecord(source, line, record, rejection)
+            yield decode_staged(raw)
 
 
 def read_staged_lines(path: Path, chunk: int) -> Iterator[list[bytes]]:

@@ -36,7 +36,7 @@ from mp2amp.identity import IdentityGraph
 from mp2amp.models import Emitted
 from mp2amp.pipeline.memory import release_free_memory
 from mp2amp.pipeline.staging import decode_staged, read_staged_lines
-from mp2amp.pipeline.windows import die_with_parent
+from mp2amp.pipeline.windows import die_with_parent, usable_cores
 from mp2amp.transform.dedup import Deduper, insert_id_digest
 from mp2amp.transform.sessions import Sessionizer
 from mp2amp.transform.stream import EventTransformer, TransformSummary, transform_record
@@ -238,10 +238,4 @@ def _worker_died(exc: BaseException) -> TerminalError:
 def default_workers() -> int:
     """One core stays with this process (dedup, sessions, requests); the others transform,
     up to four (past that this process is the bottleneck). None on one core."""
-    return max(0, min(MAX_WORKERS, _cores() - 1))
-
-
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return max(0, min(MAX_WORKERS, usable_cores() - 1))

@@ -164,14 +164,20 @@ async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
 
 def _staging_pool(files: list[SourceFile]) -> ProcessPoolExecutor | None:
     """Worker processes for staging, when there is enough data and more than one core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = min(POOL_WORKERS, len(files), cores or 1)
+    workers = min(POOL_WORKERS, len(files), usable_cores())
     if workers < 2 or _total_bytes(files) < POOL_MIN_BYTES:
         return None
     # spawn, not fork: this process has threads (asyncio's executor) and fork copies locks
     return ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent,
                                initargs=(os.getpid(),),
                                mp_context=multiprocessing.get_context("spawn"))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _total_bytes(files: list[SourceFile]) -> int:
