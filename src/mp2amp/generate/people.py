@@ -50,6 +50,7 @@ class Device:
     seed: int
     owner: int | None = None        # person index of the first user identified on it
     no_insert_id: bool = False      # old iOS SDK: events without $insert_id
+    json: tuple[bytes, bytes | None] | None = None  # platforms.device_json for its owner's place (shared)
 
 
 @dataclass(slots=True)

@@ -30,21 +30,31 @@ class DayPlanner:
         return [u for u in person.uses
                 if (u.first_day == day or u.login_day == day) and not u.logged_in]
 
-    def active(self, person: Person, day: int) -> bool:
-        if day < person.first_day:
-            return False
-        if day == person.first_day or day in person.forced_days:
-            return True
-        return day <= person.last_day and self.rng.random() < person.activity
+    def run(self, day: int, start_ms: int, end_ms: int) -> None:
+        """Every person's sessions on ``day``: on their first day and forced days, else if
+        they have not churned, with the chance of their activity."""
+        rnd, run_day = self.rng.random, self.run_day
+        for person in self.people:
+            if day < person.first_day:
+                continue
+            if (day == person.first_day or day in person.forced_days
+                    or (day <= person.last_day and rnd() < person.activity)):
+                run_day(person, day, start_ms, end_ms)
 
     def run_day(self, person: Person, day: int, start_ms: int, end_ms: int) -> None:
         rnd = self.rng.random
         forced = self._forced(person, day) if day in person.forced_days else []
-        usable = [u for u in person.uses if u.first_day <= day and not u.shared_guest]
+        uses = person.uses
         sessions = max(len(forced), 1 + (rnd() < 0.35) + (rnd() < 0.1))
         t = start_ms + 7 * 3_600_000 + int(rnd() * 10 * 3_600_000)
+        usable: list[DeviceUse] | None = None
         for number in range(sessions):
-            use = forced[number] if number < len(forced) else usable[int(rnd() * len(usable))]
+            if number < len(forced):
+                use = forced[number]
+            else:
+                if usable is None:  # one use: in use since the person's first day, never a guest's
+                    usable = uses if len(uses) == 1 else [u for u in uses if u.first_day <= day and not u.shared_guest]
+                use = usable[int(rnd() * len(usable))]
             if t >= end_ms - 3_600_000 and number >= len(forced):
                 break
             t = self._session(person, use, day, min(t, end_ms - 3_600_000), end_ms)
@@ -55,7 +65,10 @@ class DayPlanner:
         """The anonymous (``known=False``: the device's first user owns its events) or the
         identified template of a session, spliced from cached JSON pieces."""
         device = use.device
-        before_url, after_url = device_json(device.seed, device.platform, owner.geo)
+        pieces = device.json
+        if pieces is None:  # the owner, so the place, is the device's for good
+            pieces = device.json = device_json(device.seed, device.platform, owner.geo)
+        before_url, after_url = pieces
         device_id = DUMPS(device.device_id)
         if not known:
             distinct = ident.anonymous_distinct_id(device.device_id, self.id_merge)

@@ -126,9 +126,7 @@ def generate_project(config: GenerateConfig) -> GenerateResult:
         day_start, day_end = _day_bounds(day, tz)
         with GzipLines(out / label, compress=config.gzip) as day_file:
             emitter.start_day(day_file, label, day_start, day_end)
-            for person in people:
-                if planner.active(person, offset):
-                    planner.run_day(person, offset, day_start, day_end)
+            planner.run(offset, day_start, day_end)
         lines_written += day_file.lines
         files.append(label)
     truth.close()

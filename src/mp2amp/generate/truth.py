@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import _count_elements  # type: ignore[attr-defined]  # C counting loop
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
@@ -79,8 +79,14 @@ class Truth:
         self.funnels = funnels
         self._funnel_state: dict[str, dict[str, int]] = {name: {} for name in funnels}
         self._funnel_counts: dict[str, list[int]] = {n: [0] * len(s) for n, s in funnels.items()}
-        self._funnel_sets = [(fname, steps, frozenset(steps)) for fname, steps in funnels.items()]
-        self._funnel_events = frozenset(step for steps in funnels.values() for step in steps)
+        # per funnel: its steps, who -> steps reached, people per step; each funnel event -> its funnels
+        self._funnel_runs = [(steps, self._funnel_state[fname], self._funnel_counts[fname])
+                             for fname, steps in funnels.items()]
+        self._funnels_of: dict[str, tuple[int, ...]] = {}
+        for number, steps in enumerate(funnels.values()):
+            for step in dict.fromkeys(steps):
+                self._funnels_of[step] = (*self._funnels_of.get(step, ()), number)
+        self._funnel_events = frozenset(self._funnels_of)
         # who -> bit d set when active on UTC day origin_day + d (no event is before the window)
         self._origin = origin_day
         self._activity: dict[str, int] = {}
@@ -101,17 +107,20 @@ class Truth:
         ``row_end`` is the tab-separated user, device and newline that follow each key in
         ``event_person``. Per-event work is left to C: a join for the rows, a count of the
         names per UTC day, ``list.index`` for the funnels."""
-        out = self.event_person
-        out.pending.append(row_end.join(keys) + row_end)
-        out.lines += len(keys)
-        if len(out.pending) >= FLUSH_AT:
-            out.flush()
+        rows = self.event_person.pending  # (event_person.lines is not kept: no one names its lines)
+        rows += (row_end.join(keys), row_end)
+        if len(rows) >= FLUSH_AT:
+            self.event_person.flush()
         self.counted += len(keys)
         names = list(map(_first, steps))
-        day, last = times[0] // DAY_MS, times[-1] // DAY_MS
-        if day == last:
-            _count_elements(self._daily.get(day) or self._daily.setdefault(day, {}), names)
-            self._activity[who] = self._activity.get(who, 0) | 1 << (day - self._origin)
+        day = times[0] // DAY_MS
+        if day == times[-1] // DAY_MS:
+            counts = self._daily.get(day)
+            if counts is None:
+                counts = self._daily[day] = {}
+            _count_elements(counts, names)
+            activity = self._activity
+            activity[who] = activity.get(who, 0) | 1 << (day - self._origin)
         else:  # a run across UTC midnight
             start = 0
             while start < len(times):
@@ -125,21 +134,28 @@ class Truth:
 
     def _funnels(self, names: list[str], who: str) -> None:
         """Each funnel's next step for ``who``, in order: the first later event with its name."""
-        for fname, steps, members in self._funnel_sets:
-            if members.isdisjoint(names):
+        hits = self._funnel_events.intersection(names)
+        funnels_of = self._funnels_of
+        touched: Iterable[int] = ()
+        if len(hits) == 1:
+            for name in hits:
+                touched = funnels_of[name]
+        else:  # funnels are independent: the order they are updated in does not matter
+            touched = {number for name in hits for number in funnels_of[name]}
+        for number in touched:
+            steps, state, people = self._funnel_runs[number]
+            reached = state.get(who, 0)
+            if reached == len(steps) or steps[reached] not in names:
                 continue
-            state = self._funnel_state[fname]
-            reached = before = state.get(who, 0)
-            at = 0
-            while reached < len(steps):
-                try:
-                    at = names.index(steps[reached], at) + 1
-                except ValueError:
-                    break
-                self._funnel_counts[fname][reached] += 1
-                reached += 1
-            if reached != before:
-                state[who] = reached
+            want = steps[reached]
+            for name in names:  # greedy: each step at its first occurrence after the one before
+                if name == want:
+                    people[reached] += 1
+                    reached += 1
+                    if reached == len(steps):
+                        break
+                    want = steps[reached]
+            state[who] = reached
 
     def daily_counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
