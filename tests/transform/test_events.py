@@ -418,3 +418,46 @@ def test_group_names_are_cut_on_both_paths() -> None:
             out = t.event(record, IDS)
             assert repr(out) == repr(Transformer(settings)._event(record, IDS))
             assert isinstance(out, dict) and len(out["groups"]["ip"]) <= 1024
+
+
+def test_new_devices_of_a_known_shape_are_served_without_the_general_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A context is one device's defaults: every new device misses the context memo once.
+    # The entry is made in place (same output and counts as the general path), and values
+    # that need sanitizing (a cut or non-ASCII kept value) still go to the general path.
+    t = Transformer(TransformSettings())
+    t.event(rec(**WEB), IDS)  # the shape, learnt by the general path
+    general_calls = 0
+    general = t._event
+
+    def counting(record: Any, ids: Resolved) -> Any:
+        nonlocal general_calls
+        general_calls += 1
+        return general(record, ids)
+
+    monkeypatch.setattr(t, "_event", counting)
+    cold = Transformer(TransformSettings())
+    for i in range(200):
+        device = {**WEB, "$screen_width": 300 + i, "$city": f"City {i % 7}",
+                  "$initial_referrer": "$direct" if i % 2 else f"https://r{i}.example/"}
+        record = rec(**device)
+        assert repr(t.event(record, IDS)) == repr(cold._event(record, IDS))
+    assert general_calls == 0
+    for odd in ("caf\u00e9", "r" * 1500):
+        record = rec(**{**WEB, "$initial_referrer": odd})
+        for _ in range(2):
+            assert repr(t.event(record, IDS)) == repr(cold._event(record, IDS))
+    assert general_calls == 4
+    assert t.stats() == cold.stats() and t.stats()["truncated"]
+
+
+def test_full_memos_drop_their_oldest_entries_not_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mp2amp.transform import events
+    monkeypatch.setattr(events, "MAX_MEMO", 8)
+    t = Transformer(TransformSettings())
+    for i in range(30):
+        t.event(rec(**{**WEB, "$screen_width": i}), IDS)
+    (memo,) = [c.memo for c in t._contexts.values() if c.memo]
+    assert 6 <= len(memo) <= 8
+    assert any(29 in values for values, _ in memo)  # the newest kept ...
+    assert not any(0 in values for values, _ in memo)  # ... the oldest gone

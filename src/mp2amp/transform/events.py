@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from itertools import islice
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mp2amp import __version__
@@ -88,8 +89,9 @@ MAX_GROUP_TYPES = 5
 MAX_GROUP_VALUES = 10
 UNPLANNED_FLAG = "mp2amp_unplanned"
 _MAX_SHAPES = 20_000
-_MAX_MEMO_ENTRIES = 4_096  # a few KB each (fields, output templates); small so that
-# a run reaches it early and its memory is the same at 1M events as at 5M
+_MAX_MEMO_ENTRIES = 8_192  # per kind (contexts, conversions), about 1-2 KB each: above the
+# devices active in a day of a 1M-event project (fewer misses), reached early in a run so
+# its memory is the same at 1M events as at 5M
 _MAX_NAMES = 50_000
 _HOUR_MS = 3_600_000
 _HOTSHARD_EVENTS = frozenset({HOTSHARD_EVENT, HOTSHARD_RECORD})
@@ -108,6 +110,8 @@ class _Front(NamedTuple):
     page: tuple[str, ...]
     revenue: bool
     groups: tuple[str, ...]
+    shape: Shape  # for a context-memo miss served in place (``_context_entry``)
+    kept_fixes: tuple[Callable[..., Any] | None, ...]  # per context rename: its fix
 
 
 class Transformer:
@@ -201,14 +205,17 @@ class Transformer:
                 return self._event(record, ids)
             else:
                 variant = 3
-            event_type, getter, memo, template, customs, page, has_revenue, groups = front
+            event_type, getter, memo, template, customs, page, has_revenue, groups, _, _ = front
             context = getter(props)
             try:
-                entry = memo.get((context, tuple(map(type, context))))
+                context_key = (context, tuple(map(type, context)))
+                entry = memo.get(context_key)
             except TypeError:  # a list where a scalar was expected
                 return self._event(record, ids)
-            if entry is None:
-                return self._event(record, ids)
+            if entry is None:  # a device not seen lately: one memo entry, made here
+                entry = self._context_entry(front, props, context, context_key)
+                if entry is None:
+                    return self._event(record, ids)
             kept, top, keeps, outs = entry
             event_props = template.copy()
             event_props.update(kept)
@@ -438,9 +445,11 @@ class Transformer:
         if front_key not in self._fronts:
             if len(self._fronts) >= _MAX_SHAPES:
                 self._fronts.clear()
+            fixes = dict(shape.fixes)
             self._fronts[front_key] = _Front(
                 event_type, context.getter, context.memo, shape.template, shape.customs,
-                shape.page, shape.revenue, shape.groups)
+                shape.page, shape.revenue, shape.groups, shape,
+                tuple(fixes.get(dst) for _, dst in context.renames))
         if event_props is None:
             return
         values = context.getter(props)
@@ -448,18 +457,64 @@ class Transformer:
             return  # -0.0 == 0.0 as a memo key, but they are written differently
         try:
             key = (values, tuple(map(type, values)))
-            hash(key)
+            if key in context.memo:
+                return
         except TypeError:  # a list or dict: never a memo key
             return
+        self._remember(context.memo, key, (
+            {dst: event_props[dst] for _, dst in context.renames}, *result[:2], result[3]))
+
+    def _context_entry(self, front: _Front, props: dict[str, Any], values: tuple[Any, ...],
+                       key: tuple[Any, ...]) -> ContextEntry | None:
+        """The memo entry ``_event`` + ``_learn`` would make for these context values, made
+        without the general path (a context is one device's defaults: each new device
+        misses once), or ``None`` when the values need the general path."""
+        for value in values:
+            if type(value) is float and value == 0.0:
+                return None  # -0.0 == 0.0 as a memo key, but they are written differently
+        shape = front.shape
+        context = shape.context
+        assert context is not None  # a front is learnt only from a shape with a context
+        kept: dict[str, Any] = {}
+        for (source, name), fix in zip(context.renames, front.kept_fixes, strict=True):
+            value = props[source]
+            if type(value) is str:
+                if len(value) > MAX_STRING or not value.isascii():
+                    return None
+            elif not plain_value(value):
+                return None
+            kept[name] = value if fix is None else fix(value, props)
+        converted = shape.getter(props)
+        try:
+            memo_key = (converted, tuple(map(type, converted)))
+            result = shape.memo.get(memo_key)
+        except TypeError:
+            return None
+        if result is None:
+            # scratch counts: a result that counted something (a cut value) is not
+            # memoized, and the general path then counts it once
+            result, cacheable = convert(shape.conversion, props, self._library, ValueStats())
+            if not cacheable:
+                return None
+            self._remember_conversion(shape, memo_key, result)
+        if not result[2]:
+            return None  # kept conversion values that need sanitizing
+        entry = (kept, result[0], result[1], result[3])
+        self._remember(context.memo, key, entry)
+        return entry
+
+    def _remember(self, memo: dict[tuple[Any, ...], ContextEntry], key: tuple[Any, ...],
+                  entry: ContextEntry) -> None:
+        """Add a context-memo entry within the bounds: each memo drops its oldest quarter
+        when full (devices come and go; clearing all would make every active one miss)."""
         self._context_entries += 1
         if self._context_entries > _MAX_MEMO_ENTRIES:  # all contexts together: flat
             for other in self._contexts.values():
-                other.memo.clear()
-            self._context_entries = 1
-        if len(context.memo) >= MAX_MEMO:
-            context.memo.clear()
-        context.memo[key] = ({dst: event_props[dst] for _, dst in context.renames}, *result[:2],
-                             result[3])
+                _drop_oldest(other.memo)
+            self._context_entries = sum(len(c.memo) for c in self._contexts.values()) + 1
+        if len(memo) >= MAX_MEMO:
+            self._context_entries -= _drop_oldest(memo)
+        memo[key] = entry
 
     def _to_utc(self, raw_ms: int, props: dict[str, Any]) -> int:
         assert self._local is not None
@@ -504,15 +559,19 @@ class Transformer:
                  memo_key: tuple[Any, ...] | None) -> Converted:
         result, cacheable = convert(shape.conversion, props, self._library, self.values)
         if memo_key is not None and cacheable:
-            self._memo_entries += 1
-            if self._memo_entries > _MAX_MEMO_ENTRIES:  # all conversions together: flat
-                for conversion in self._conversions.values():
-                    conversion.memo.clear()
-                self._memo_entries = 1
-            if len(shape.memo) >= MAX_MEMO:
-                shape.memo.clear()
-            shape.memo[memo_key] = result
+            self._remember_conversion(shape, memo_key, result)
         return result
+
+    def _remember_conversion(self, shape: Shape, key: tuple[Any, ...], result: Converted) -> None:
+        """``_remember`` for the conversion memos."""
+        self._memo_entries += 1
+        if self._memo_entries > _MAX_MEMO_ENTRIES:  # all conversions together: flat
+            for conversion in self._conversions.values():
+                _drop_oldest(conversion.memo)
+            self._memo_entries = sum(len(c.memo) for c in self._conversions.values()) + 1
+        if len(shape.memo) >= MAX_MEMO:
+            self._memo_entries -= _drop_oldest(shape.memo)
+        shape.memo[key] = result
 
     def _page(self, url: str) -> dict[str, str]:
         parts = page_properties(url)
@@ -546,6 +605,14 @@ class Transformer:
             budget -= len(usable)
             groups[key] = usable if type(value) is list else usable[0]
         return groups
+
+
+def _drop_oldest(memo: dict[Any, Any]) -> int:
+    """Drop the oldest quarter (at least one) of ``memo``'s entries; how many went."""
+    count = max(1, len(memo) // 4)
+    for key in list(islice(memo, count)):
+        del memo[key]
+    return count
 
 
 def _active_privacy(rules: PrivacyRules | None) -> PrivacyRules | None:

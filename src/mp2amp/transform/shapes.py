@@ -43,7 +43,7 @@ _PER_EVENT = frozenset({
     "$search_engine", "mp_keyword", "$duration",
 })
 MAX_URLS = 8_192  # ~500 bytes each; reached early in a run, so memory stays flat
-MAX_MEMO = 4_096
+MAX_MEMO = 8_192  # per memo; the transformer also bounds all memos of a kind together
 
 PAGE_ALL = (PAGE_URL, PAGE_DOMAIN, PAGE_PATH)
 """The page properties in the order they are added (``page_properties``); a shape's
