@@ -86,16 +86,24 @@ CONSTANT_EXTRAS: tuple[dict[str, Any], ...] = (
 )
 
 
-def with_views(rng: Random, steps: list[Step], web: bool) -> list[Step]:
-    """Page views (mixpanel-js ``track_pageview``) or screen views before most steps."""
-    views = WEB_VIEWS if web else SCREENS
-    name = "$mp_web_page_view" if web else "Screen Viewed"
-    out: list[Step] = []
+# the view step shown before an event, one shared tuple per event name and platform kind
+_WEB_VIEW_STEPS: dict[str, Step] = {name: ("$mp_web_page_view", view, 0.0) for name, view in WEB_VIEWS.items()}
+_SCREEN_STEPS: dict[str, Step] = {name: ("Screen Viewed", view, 0.0) for name, view in SCREENS.items()}
+
+
+def with_views(rng: Random, steps: list[Step], web: bool, out: list[Step] | None = None) -> list[Step]:
+    """Page views (mixpanel-js ``track_pageview``) or screen views before most steps,
+    appended to ``out`` (a new list by default), which is returned."""
+    views = _WEB_VIEW_STEPS if web else _SCREEN_STEPS
+    rnd = rng.random
+    if out is None:
+        out = []
+    append = out.append
     for step in steps:
         view = views.get(step[0])
-        if view is not None and rng.random() < 0.7:
-            out.append((name, view, 0.0))
-        out.append(step)
+        if view is not None and rnd() < 0.7:
+            append(view)
+        append(step)
     return out
 
 
@@ -105,16 +113,17 @@ def _pick(rng: Random, seq: tuple[Any, ...]) -> Any:
 
 def anonymous_session(rng: Random, industry: str) -> list[Step]:
     """What someone who has not signed up does: browse."""
-    n = 1 + int(rng.random() * 4)
+    rnd = rng.random
+    n = 1 + int(rnd() * 4)
     if industry == "ecommerce":
-        steps: list[Step] = [("Products Searched", _pick(rng, _SEARCHES), 0.0)]
-        steps += [("Product Viewed", _pick(rng, PRODUCTS), 0.0) for _ in range(n)]
+        steps: list[Step] = [("Products Searched", _SEARCHES[int(rnd() * len(_SEARCHES))], 0.0)]
+        steps += [("Product Viewed", PRODUCTS[int(rnd() * len(PRODUCTS))], 0.0) for _ in range(n)]
         return steps
     if industry == "b2b":
-        return [("Pricing Viewed", _pick(rng, _PRICING_VIEWS), 0.0)]
+        return [("Pricing Viewed", _PRICING_VIEWS[int(rnd() * len(_PRICING_VIEWS))], 0.0)]
     if industry == "fintech":
-        return [("Rates Viewed", _pick(rng, _RATES_VIEWS), 0.0)]
-    return [("Browse Catalog", _pick(rng, _GENRE_VIEWS), 0.0) for _ in range(n)]
+        return [("Rates Viewed", _RATES_VIEWS[int(rnd() * len(_RATES_VIEWS))], 0.0)]
+    return [("Browse Catalog", _GENRE_VIEWS[int(rnd() * len(_GENRE_VIEWS))], 0.0) for _ in range(n)]
 
 
 def signup_steps(rng: Random, industry: str, state: dict[str, Any]) -> list[Step]:
@@ -151,21 +160,22 @@ def identified_session(rng: Random, industry: str, state: dict[str, Any]) -> lis
 
 
 def _ecommerce(rng: Random, state: dict[str, Any]) -> list[Step]:
+    rnd = rng.random
     steps: list[Step] = []
-    if "last_order" in state and rng.random() < 0.05:
+    if "last_order" in state and rnd() < 0.05:
         order_id, total = state.pop("last_order")
         steps.append(("Order Refunded", {"order_id": order_id, "refund_amount": total, "currency": "USD",
                                          "reason": _pick(rng, ("damaged", "wrong_size", "not_as_described"))}, -total))
-    viewed = [_pick(rng, PRODUCTS) for _ in range(1 + int(rng.random() * 5))]
+    viewed = [PRODUCTS[int(rnd() * len(PRODUCTS))] for _ in range(1 + int(rnd() * 5))]
     steps += [("Product Viewed", p, 0.0) for p in viewed]
-    if rng.random() >= 0.35:
+    if rnd() >= 0.35:
         return steps
-    cart = viewed[: 1 + int(rng.random() * len(viewed))]
+    cart = viewed[: 1 + int(rnd() * len(viewed))]
     for product in cart:
-        steps.append(("Product Added", {**product, "quantity": 1 + int(rng.random() * 2)}, 0.0))
-    if rng.random() < 0.6:
+        steps.append(("Product Added", {**product, "quantity": 1 + int(rnd() * 2)}, 0.0))
+    if rnd() < 0.6:
         steps.append(("Cart Viewed", {"item_count": len(cart)}, 0.0))
-    if rng.random() >= 0.55:
+    if rnd() >= 0.55:
         return steps
     items = [{"product_id": p["product_id"], "price": p["price"], "quantity": 1 + int(rng.random() * 2)}
              for p in cart]
@@ -181,19 +191,20 @@ def _ecommerce(rng: Random, state: dict[str, Any]) -> list[Step]:
 
 
 def _b2b(rng: Random, state: dict[str, Any]) -> list[Step]:
-    steps: list[Step] = [("Dashboard Viewed", _pick(rng, DASHBOARDS), 0.0)]
+    rnd = rng.random
+    steps: list[Step] = [("Dashboard Viewed", DASHBOARDS[int(rnd() * len(DASHBOARDS))], 0.0)]
     done = state.get("onboarding", 0)
-    if done < len(_ONBOARDING) and rng.random() < 0.5:
+    if done < len(_ONBOARDING) and rnd() < 0.5:
         steps.append(("Onboarding Step Completed", ONBOARDING_STEPS[done], 0.0))
         state["onboarding"] = done + 1
-    if not state.get("activated") and rng.random() < 0.4:
+    if not state.get("activated") and rnd() < 0.4:
         state["activated"] = True
         steps.append(("Project Created", {"project_type": _pick(rng, ("analytics", "crm", "marketing")),
                                           "is_first": True}, 0.0))
-    if state.get("activated") and rng.random() < 0.25:
+    if state.get("activated") and rnd() < 0.25:
         steps.append(("Teammate Invited", {"invitee_role": _pick(rng, ("admin", "member", "viewer")),
                                            "invites_sent": 1 + int(rng.random() * 4)}, 0.0))
-    if state.get("activated") and not state.get("paid") and rng.random() < 0.05:
+    if state.get("activated") and not state.get("paid") and rnd() < 0.05:
         state["paid"] = True
         mrr = _pick(rng, (49.0, 99.0, 299.0))
         steps.append(("Plan Upgraded", {"from_plan": "trial", "to_plan": "pro", "mrr": mrr,
@@ -202,13 +213,14 @@ def _b2b(rng: Random, state: dict[str, Any]) -> list[Step]:
 
 
 def _fintech(rng: Random, state: dict[str, Any]) -> list[Step]:
-    steps: list[Step] = [("Balance Checked", _pick(rng, _ACCOUNTS), 0.0)]
+    rnd = rng.random
+    steps: list[Step] = [("Balance Checked", _ACCOUNTS[int(rnd() * len(_ACCOUNTS))], 0.0)]
     if not state.get("kyc"):
-        if rng.random() < 0.3:
+        if rnd() < 0.3:
             state["kyc"] = True
             steps.append(("KYC Verified", {"verification_seconds": int(3600 + rng.random() * 86400)}, 0.0))
         return steps
-    for _ in range(int(rng.random() * 2.5)):
+    for _ in range(int(rnd() * 2.5)):
         currency, usd_rate = _pick(rng, _CURRENCIES)
         amount = round((10 + rng.random() * 990) / usd_rate, 2 if currency != "JPY" else 0)
         fee = round(0.5 + amount * usd_rate * 0.004, 2)
@@ -220,21 +232,26 @@ def _fintech(rng: Random, state: dict[str, Any]) -> list[Step]:
     return steps
 
 
+_QUALITIES = ("HD", "4K", "SD")
+
+
 def _streaming(rng: Random, state: dict[str, Any]) -> list[Step]:
+    rnd = rng.random
     steps: list[Step] = []
-    for _ in range(1 + int(rng.random() * 3)):
-        title = _pick(rng, TITLES)
-        watched = int(title["content_duration_s"] * (0.1 + rng.random() * 0.9))
+    for _ in range(1 + int(rnd() * 3)):
+        title = TITLES[int(rnd() * len(TITLES))]
+        duration = title["content_duration_s"]
+        watched = int(duration * (0.1 + rnd() * 0.9))
         steps.append(("Content Played", {**title, "watch_duration_s": watched,
-                                         "quality": _pick(rng, ("HD", "4K", "SD"))}, 0.0))
-        if watched > title["content_duration_s"] * 0.9:
+                                         "quality": _QUALITIES[int(rnd() * 3)]}, 0.0))
+        if watched > duration * 0.9:
             steps.append(("Content Completed", COMPLETIONS[title["content_id"]], 0.0))
-    if state.get("trial") and rng.random() < 0.2:
+    if state.get("trial") and rnd() < 0.2:
         state["trial"] = False
         state["subscribed"] = True
         plan, price = _pick(rng, _SUBSCRIPTIONS)
         steps.append(("Subscription Started", {"plan": plan, "price": price, "currency": "USD"}, price))
-    elif state.get("subscribed") and rng.random() < 0.02:
+    elif state.get("subscribed") and rnd() < 0.02:
         state["subscribed"] = False
         steps.append(("Subscription Cancelled", {"reason": _pick(rng, ("price", "content", "other"))}, 0.0))
     return steps
@@ -244,6 +261,14 @@ def server_event(rng: Random, industry: str, state: dict[str, Any]) -> Step | No
     """An event a backend sends (mixpanel-python via /import), sometimes, after a session."""
     if rng.random() >= 0.08:
         return None
+    return backend_event(rng, industry, state)
+
+
+SERVER_SHARE = 0.08  # sessions followed by a backend event (server_event's first draw)
+
+
+def backend_event(rng: Random, industry: str, state: dict[str, Any]) -> Step:
+    """``server_event`` once its first draw said yes."""
     if industry == "ecommerce":
         return ("Order Shipped", {"carrier": _pick(rng, ("UPS", "DHL", "USPS"))}, 0.0)
     if industry == "b2b":

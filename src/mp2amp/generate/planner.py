@@ -133,13 +133,14 @@ class DayPlanner:
                 em.run(s, steps, known)
                 self._identity_extras(person, s.t, end_ms)
                 steps = []
-            steps += ind.with_views(rng, ind.identified_session(rng, industry, person.state), web)
+            ind.with_views(rng, ind.identified_session(rng, industry, person.state), web, steps)
             em.run(s, steps, known)
-            self._server_side(person, s.t, end_ms)
+            if rnd() < ind.SERVER_SHARE:  # ind.server_event's first draw
+                self._server_side(person, s.t, end_ms)
             return s.t
         anon = self._template(person, use, owner, False)
         if not login_now:
-            steps += ind.with_views(rng, ind.anonymous_session(rng, industry), web)
+            ind.with_views(rng, ind.anonymous_session(rng, industry), web, steps)
             em.run(s, steps, anon)
             return s.t
         signup = person.kind == NEW and use is person.uses[0]
@@ -164,7 +165,7 @@ class DayPlanner:
             em.run(s, steps, known, protect_first)
             self._identity_extras(person, s.t, end_ms)
             steps, protect_first = [], False
-        steps += ind.with_views(rng, ind.identified_session(rng, industry, person.state), web)
+        ind.with_views(rng, ind.identified_session(rng, industry, person.state), web, steps)
         if use.shared_guest:
             steps.append(("Logged Out", None, 0.0))
         em.run(s, steps, known, protect_first)
@@ -172,7 +173,8 @@ class DayPlanner:
             em.run(s, list(ind.AFTER_LOGOUT[: 1 + int(rnd() * 2)]), anon)
         else:
             use.logged_in = True
-        self._server_side(person, s.t, end_ms)
+        if rnd() < ind.SERVER_SHARE:
+            self._server_side(person, s.t, end_ms)
         return s.t
 
     def _links_pending(self, person: Person) -> bool:
@@ -192,10 +194,10 @@ class DayPlanner:
                              min(t + 600, end_ms - 1), SERVER)
 
     def _server_side(self, person: Person, t: int, end_ms: int) -> None:
-        found = ind.server_event(self.rng, person.industry, person.state)
-        if found is None or person.user_id is None:
+        """A backend event after a session (``ind.server_event``, its first draw made)."""
+        name, extra, charge = ind.backend_event(self.rng, person.industry, person.state)
+        if person.user_id is None:
             return
-        name, extra, charge = found
         distinct = person.user_id
         if person.state.get("linked") and self.rng.random() < 0.6:
             distinct = person.alias or person.legacy_id or person.user_id

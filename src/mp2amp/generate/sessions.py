@@ -201,6 +201,7 @@ class Emitter:
         self.legacy_time = legacy_time
         self.tz = tz
         self.dirt = dirt
+        self._dirt_total = dirt.total
         self.truth = truth
         self.schema = schema
         self.tables = _tables()
@@ -263,12 +264,14 @@ class Emitter:
         base_lines = out.lines   # lines before keys[0]: a line's number is base + its index + 1
         t, end, web, size = s.t, s.end, s.web, s.id_size
         head, tail = tpl.head, tpl.tail
-        pieces, no_extra = (tables.web, _NO_EXTRA_WEB) if web else (tables.app, _NO_EXTRA_APP)
         ids = self.ids
-        block, at = ids.cursor(web)
+        if web:
+            pieces, no_extra, block, at = tables.web, _NO_EXTRA_WEB, ids.web_block, ids.web_at
+        else:
+            pieces, no_extra, block, at = tables.app, _NO_EXTRA_APP, ids.hex_block, ids.hex_at
         room = -1 if s.no_iid else len(block) - size
         offset = self.offset_ms
-        dirt = self.dirt.total
+        dirt = self._dirt_total
         done = schema.done
         keys: list[bytes] = []   # of the spliced events since steps[start]
         times: list[int] = []
@@ -326,12 +329,18 @@ class Emitter:
             if charge or not plain:
                 record_activity(s.person if plain else s.owner, t, charge)
                 seen += 1
-        ids.seek(web, at)
+        if web:
+            ids.web_at = at
+        else:
+            ids.hex_at = at
         out.lines = base_lines + len(keys)
         if len(pending) >= FLUSH_AT:
             out.flush()
         if keys:
-            self._hand_over(keys, steps[start:] if start else steps, times, tpl)
+            self.truth.events(keys, steps[start:] if start else steps, times, tpl.row_end, tpl.who)
+            self.records += len(keys)
+            if tpl.short:
+                self.short_id_events += len(keys)
         s.t = t
         s.person.event_count += len(steps) - seen
         self.generated += len(steps)
