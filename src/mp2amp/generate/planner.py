@@ -12,7 +12,7 @@ from mp2amp.generate import identity_events as ident
 from mp2amp.generate import industries as ind
 from mp2amp.generate.people import NEW, DeviceUse, Person
 from mp2amp.generate.platforms import SERVER, WEB, device_json, device_template
-from mp2amp.generate.sessions import Emitter, Session, Template, record_activity, super_json
+from mp2amp.generate.sessions import SUPER_JSON, Emitter, Template, record_activity, super_json
 
 DUMPS = orjson.dumps
 class DayPlanner:
@@ -70,27 +70,30 @@ class DayPlanner:
             pieces = device.json = device_json(device.seed, device.platform, owner.geo)
         before_url, after_url = pieces
         device_id = DUMPS(device.device_id)
+        web = after_url is not None  # web templates, and only they, have a $current_url
         if not known:
-            distinct = ident.anonymous_distinct_id(device.device_id, self.id_merge)
+            distinct = DUMPS(ident.anonymous_distinct_id(device.device_id, self.id_merge))
             ids = b',"$device_id":' + device_id
             user = owner.user_id or ""
         elif person.user_id is None:  # never used: only identified persons have sessions on it
-            distinct, ids, user = "", b"", ""
+            distinct, ids, user = b'""', b"", ""
         else:
-            distinct = user = person.user_id
-            ids = b',"$device_id":%s,"$user_id":%s,"plan":%s' % (device_id, DUMPS(user), DUMPS(person.plan))
+            user = person.user_id
+            distinct = DUMPS(user)
+            ids = b',"$device_id":%s,"$user_id":%s,"plan":%s' % (device_id, distinct, DUMPS(person.plan))
             if person.company_id:
                 # mixpanel-js set_group registers a list; the mobile SDKs a plain value
-                group: Any = [person.company_id] if device.platform == WEB else person.company_id
+                group: Any = [person.company_id] if web else person.company_id
                 ids += b',"company_id":' + DUMPS(group)
-        if device.platform == WEB:
-            ids = super_json(owner.super_props) + ids
-        head = b',"distinct_id":' + DUMPS(distinct) + before_url
         build = partial(self._template_props, person, use, owner, known)
         short = known and person.short_id
         if after_url is None:
-            return Template(head + ids, b"", False, user, device.device_id, short, build)
-        return Template(head, after_url + ids, True, user, device.device_id, short, build)
+            return Template(b',"distinct_id":%s%s%s' % (distinct, before_url, ids), b"", False, user,
+                            device.device_id, short, build, person, owner, device.platform, device.no_insert_id)
+        supers = owner.super_props
+        return Template(b',"distinct_id":%s%s' % (distinct, before_url),
+                        b"%s%s%s" % (after_url, SUPER_JSON.get(id(supers)) or super_json(supers), ids), True,
+                        user, device.device_id, short, build, person, owner, device.platform, device.no_insert_id)
 
     def _template_props(self, person: Person, use: DeviceUse, owner: Person, known: bool) -> dict[str, Any]:
         """``_template``'s properties as a dict, keys in the same order (the dict path)."""
@@ -120,7 +123,6 @@ class DayPlanner:
         if not person.first_seen_ms:
             person.first_seen_ms = t + 2000  # the session's first event comes 2 s or more later
         industry = person.industry
-        s = Session(person, owner, dev_id, platform, device.no_insert_id, t, end_ms)
         opener = ind.WEB_OPENER if web else ind.APP_OPENERS[0] if rnd() < 0.3 else ind.APP_OPENERS[1]
         login_now = not use.logged_in and (use.login_day == day or use.shared_guest)
         if use.login_day == -1:
@@ -130,30 +132,29 @@ class DayPlanner:
         if use.logged_in and not use.shared_guest:
             known = self._template(person, use, owner, True)
             if self._links_pending(person):
-                em.run(s, steps, known)
-                self._identity_extras(person, s.t, end_ms)
+                t = em.run(t, end_ms, steps, known)
+                self._identity_extras(person, t, end_ms)
                 steps = []
             ind.with_views(rng, ind.identified_session(rng, industry, person.state), web, steps)
-            em.run(s, steps, known)
+            t = em.run(t, end_ms, steps, known)
             if rnd() < ind.SERVER_SHARE:  # ind.server_event's first draw
-                self._server_side(person, s.t, end_ms)
-            return s.t
+                self._server_side(person, t, end_ms)
+            return t
         anon = self._template(person, use, owner, False)
         if not login_now:
             ind.with_views(rng, ind.anonymous_session(rng, industry), web, steps)
-            em.run(s, steps, anon)
-            return s.t
+            return em.run(t, end_ms, steps, anon)
         signup = person.kind == NEW and use is person.uses[0]
         if signup:
             steps += ind.anonymous_session(rng, industry)[:3]
-        em.run(s, steps, anon)
+        t = em.run(t, end_ms, steps, anon)
         if self.id_merge == "original":
-            s.t = min(s.t + 500, end_ms - 1)  # identity records stay inside their day file
+            t = min(t + 500, end_ms - 1)  # identity records stay inside their day file
             if platform != WEB and rnd() < 0.2:
                 props = ident.http_identify(uid, dev_id)  # a backend calls /track for it
             else:
                 props = ident.sdk_identify(anon.props(), uid, anon.props()["distinct_id"], dev_id)
-            em.identity("$identify", props, s.t, platform)
+            em.identity("$identify", props, t, platform)
         known = self._template(person, use, owner, True)
         if signup:
             steps = [(ind.SIGNUP_EVENT[industry], ind.SIGNUP_METHODS[0] if rnd() < 0.6 else ind.SIGNUP_METHODS[1], 0.0)]
@@ -162,20 +163,20 @@ class DayPlanner:
             steps = [("Logged In", ind.LOGIN_METHODS[0] if rnd() < 0.7 else ind.LOGIN_METHODS[1], 0.0)]
         protect_first = True  # the event that joins device and user is never dirtied
         if self._links_pending(person):
-            em.run(s, steps, known, protect_first)
-            self._identity_extras(person, s.t, end_ms)
+            t = em.run(t, end_ms, steps, known, protect_first)
+            self._identity_extras(person, t, end_ms)
             steps, protect_first = [], False
         ind.with_views(rng, ind.identified_session(rng, industry, person.state), web, steps)
         if use.shared_guest:
             steps.append(("Logged Out", None, 0.0))
-        em.run(s, steps, known, protect_first)
+        t = em.run(t, end_ms, steps, known, protect_first)
         if use.shared_guest:
-            em.run(s, list(ind.AFTER_LOGOUT[: 1 + int(rnd() * 2)]), anon)
+            t = em.run(t, end_ms, list(ind.AFTER_LOGOUT[: 1 + int(rnd() * 2)]), anon)
         else:
             use.logged_in = True
         if rnd() < ind.SERVER_SHARE:
-            self._server_side(person, s.t, end_ms)
-        return s.t
+            self._server_side(person, t, end_ms)
+        return t
 
     def _links_pending(self, person: Person) -> bool:
         """Original ID merge, first identified session: ``_identity_extras`` will write."""

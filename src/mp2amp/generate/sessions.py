@@ -61,17 +61,17 @@ def _prefix(name: str) -> bytes:
     return prefix
 
 
-_SUPER_JSON: dict[int, bytes] = {}
+SUPER_JSON: dict[int, bytes] = {}
 
 
 def super_json(props: dict[str, Any]) -> bytes:
     """``,"k":v,...`` of a person's super properties (one of the shared SUPER_PROPS dicts)."""
-    found = _SUPER_JSON.get(id(props))
+    found = SUPER_JSON.get(id(props))
     if found is None:
         found = _DUMPS(props)[1:-1]
         found = b"," + found if found else b""
         if any(props is shared for shared in SUPER_PROPS):  # only immortal dicts: ids stay theirs
-            _SUPER_JSON[id(props)] = found
+            SUPER_JSON[id(props)] = found
     return found
 
 
@@ -123,41 +123,34 @@ def _tables() -> _Tables:
 
 
 class Template:
-    """The default properties of one session's events for one user: ``head`` and ``tail``
-    are their JSON after ``{"time":<t>`` and before the event's own properties, split at the
-    ``$current_url`` value when the template has one (``url_slot``: web, always). The dict
-    (``props()``) is built only when an event takes the dict path."""
+    """One session's events on one device for one user: ``head`` and ``tail`` are the JSON of
+    their default properties after ``{"time":<t>`` and before the event's own properties,
+    split at the ``$current_url`` value when the template has one (``url_slot``: web,
+    always). ``person`` is the session's; events whose ``user`` is not theirs (a device's
+    anonymous events after a guest logged out) count for ``owner``. The dict (``props()``)
+    is built only when an event takes the dict path."""
 
-    __slots__ = ("_build", "_props", "head", "row_end", "short", "tail", "url_slot", "user", "who")
+    __slots__ = ("_build", "_props", "device", "head", "no_iid", "owner", "person", "plain", "row_end", "short",
+                 "size", "tail", "url_slot", "user", "who")
 
     def __init__(self, head: bytes, tail: bytes, url_slot: bool, user: str, device: str, short: bool,
-                 build: Callable[[], dict[str, Any]]) -> None:
+                 build: Callable[[], dict[str, Any]], person: Person, owner: Person, platform: str,
+                 no_iid: bool) -> None:
         self.head, self.tail, self.url_slot = head, tail, url_slot
-        self.user, self.short = user, short
-        self.row_end = b"\t%s\t%s\n" % (user.encode(), device.encode())   # event_person after the key
+        self.user, self.short, self.device = user, short, device
+        self.row_end = f"\t{user}\t{device}\n".encode()   # event_person after the key
         self.who = user or device
         self._build = build
         self._props: dict[str, Any] | None = None
+        self.person, self.owner = person, owner
+        self.plain = user == (person.user_id or "")
+        self.size = 32 if platform == SERVER else 16
+        self.no_iid = no_iid
 
     def props(self) -> dict[str, Any]:
         if self._props is None:
             self._props = self._build()
         return self._props
-
-
-class Session:
-    """Where and when: what every event of one session shares (``t`` advances)."""
-
-    __slots__ = ("device", "end", "id_size", "no_iid", "owner", "person", "t", "uid", "web")
-
-    def __init__(self, person: Person, owner: Person, device: str, platform: str, no_iid: bool,
-                 t: int, end: int) -> None:
-        self.person, self.owner = person, owner
-        self.uid = person.user_id or ""
-        self.device, self.no_iid = device, no_iid
-        self.web = platform == WEB
-        self.id_size = 32 if platform == SERVER else 16
-        self.t, self.end = t, end
 
 
 def record_activity(person: Person, t: int, charge: float) -> None:
@@ -249,9 +242,10 @@ class Emitter:
         self._write(name, props)
         self.identity_events += 1
 
-    def run(self, s: Session, steps: list[ind.Step], tpl: Template, protect_first: bool = False) -> None:
-        """Emit ``steps`` one after another in session ``s`` (advancing ``s.t``), all on
-        ``tpl`` (whose user they belong to); with ``protect_first`` the first is never dirtied.
+    def run(self, t: int, end: int, steps: list[ind.Step], tpl: Template, protect_first: bool = False) -> int:
+        """Emit ``steps`` one after another from ``t`` on (the last event's time is
+        returned; none is at or after ``end``), all on ``tpl`` (whose user they belong to);
+        with ``protect_first`` the first is never dirtied.
 
         Per event everything stays in locals: ids are cut from the id block here, lines go
         to the day file's buffer (flushed once per run), truth gets keys and instants once
@@ -262,21 +256,21 @@ class Emitter:
         assert out is not None
         pending = out.pending
         base_lines = out.lines   # lines before keys[0]: a line's number is base + its index + 1
-        t, end, web, size = s.t, s.end, s.web, s.id_size
+        web, size, no_iid = tpl.url_slot, tpl.size, tpl.no_iid
         head, tail = tpl.head, tpl.tail
         ids = self.ids
         if web:
             pieces, no_extra, block, at = tables.web, _NO_EXTRA_WEB, ids.web_block, ids.web_at
         else:
             pieces, no_extra, block, at = tables.app, _NO_EXTRA_APP, ids.hex_block, ids.hex_at
-        room = -1 if s.no_iid else len(block) - size
+        room = -1 if no_iid else len(block) - size
         offset = self.offset_ms
         dirt = self._dirt_total
         done = schema.done
         keys: list[bytes] = []   # of the spliced events since steps[start]
         times: list[int] = []
         start = 0
-        plain = tpl.user == s.uid
+        plain = tpl.plain
         seen = 0                 # events that went through record_activity (which counts them itself)
         for name, extra, charge in steps:
             t += 2000 + int(rnd() * rnd() * 240_000)
@@ -288,7 +282,7 @@ class Emitter:
             if at <= room:
                 key = block[at:at + size]
                 at += size
-            elif s.no_iid:
+            elif no_iid:
                 key = b""
                 self.no_insert_id += 1
             else:  # the block is used up: the method draws the next one
@@ -324,10 +318,10 @@ class Emitter:
                 start = here + 1
                 text_key = key.decode()
                 self._finish(name, _props(tpl.props(), name, extra, t, local, delay, web, text_key),
-                             text_key, t, tpl.user, s.device, u, protect_first and here == 0, tpl.short)
+                             text_key, t, tpl.user, tpl.device, u, protect_first and here == 0, tpl.short)
                 base_lines = out.lines
             if charge or not plain:
-                record_activity(s.person if plain else s.owner, t, charge)
+                record_activity(tpl.person if plain else tpl.owner, t, charge)
                 seen += 1
         if web:
             ids.web_at = at
@@ -341,9 +335,9 @@ class Emitter:
             self.records += len(keys)
             if tpl.short:
                 self.short_id_events += len(keys)
-        s.t = t
-        s.person.event_count += len(steps) - seen
+        tpl.person.event_count += len(steps) - seen
         self.generated += len(steps)
+        return t
 
     def _hand_over(self, keys: list[bytes], steps: list[ind.Step], times: list[int], tpl: Template) -> None:
         self.truth.events(keys, steps, times, tpl.row_end, tpl.who)
