@@ -38,12 +38,12 @@ _NL = orjson.OPT_APPEND_NEWLINE
 _SITE = "https://app.example.com"
 _URLS: dict[str, str] = {name: _SITE + path for name, path in ind.PAGES.items()}
 _HOME = _SITE + "/"
-_URLS_JSON: dict[str, bytes] = {name: _DUMPS(url) for name, url in _URLS.items()}
 _HOME_JSON = _DUMPS(_HOME)
 
 # "time" as JSON: web SDKs send float seconds with milliseconds, i.e. the shortest repr of
 # ms / 1000, which is the decimal ms with trailing zeros cut (1704096000.5, .25, .125, .0)
 _MS_FRACTION: tuple[bytes, ...] = (b".0", *(f".{ms:03d}".rstrip("0").encode() for ms in range(1, 1000)))
+_NO_FRACTION: tuple[bytes, ...] = (b"",) * 1000  # mobile SDKs send whole seconds
 # a spliced line: prefix, time, head, URL, tail, own properties, then the ids and stamps
 _INSERT_ID = b',"$insert_id":"'
 _STAMPS = b'","$mp_api_timestamp_ms":%d,"mp_processing_time_ms":%d}}\n'  # closes the insert id
@@ -51,14 +51,16 @@ _STAMPS_NO_IID = b',"$mp_api_timestamp_ms":%d,"mp_processing_time_ms":%d}}\n'
 _PER_EVENT = ("time", "$current_url", "$insert_id", "$mp_api_timestamp_ms", "mp_processing_time_ms")
 _IDENTITY = ("distinct_id", "$device_id", "$user_id", "plan", "company_id")
 _name, _charge = itemgetter(0), itemgetter(2)
-_PREFIXES: dict[str, bytes] = {}         # event name -> b'{"event":"<name>","properties":{"time":'
+# per event name (plain dicts: the hot loop indexes them), filled by _named before a name's
+# first event: the start of its line, and its page's URL as JSON (the home page by default)
+_PREFIXES: dict[str, bytes] = {}
+_URLS_JSON: dict[str, bytes] = {}
 
 
-def _prefix(name: str) -> bytes:
-    prefix = _PREFIXES.get(name)
-    if prefix is None:
-        prefix = _PREFIXES[name] = b'{"event":' + _DUMPS(name) + b',"properties":{"time":'
-    return prefix
+def _named(name: str) -> None:
+    if name not in _PREFIXES:
+        _PREFIXES[name] = b'{"event":' + _DUMPS(name) + b',"properties":{"time":'
+        _URLS_JSON[name] = _DUMPS(_URLS[name]) if name in _URLS else _HOME_JSON
 
 
 SUPER_JSON: dict[int, bytes] = {}
@@ -89,8 +91,9 @@ class _Tables:
     def __init__(self) -> None:
         supers = {key for props in SUPER_PROPS for key in props}
         self.defaults = frozenset(template_keys()) | supers | set(_IDENTITY) | set(_PER_EVENT)
-        self.web: dict[int, Piece] = {}
-        self.app: dict[int, Piece] = {}
+        # id(None): an event without properties of its own
+        self.web: dict[int, Piece] = {id(None): _NO_EXTRA_WEB}
+        self.app: dict[int, Piece] = {id(None): _NO_EXTRA_APP}
         constants = [*ind.WEB_VIEWS.values(), *ind.SCREENS.values(), *ind.CONSTANT_EXTRAS, *ind.METHODS,
                      ind.WEB_OPENER[1], *(step[1] for step in (*ind.APP_OPENERS, *ind.AFTER_LOGOUT))]
         for extra in constants:
@@ -197,6 +200,8 @@ class Emitter:
         self._dirt_total = dirt.total
         self.truth = truth
         self.schema = schema
+        for name in schema.done:  # the hot loop has _named the others before their first line
+            _named(name)
         self.tables = _tables()
         self.out: GzipLines | None = None
         self.file_label = ""
@@ -260,9 +265,10 @@ class Emitter:
         head, tail = tpl.head, tpl.tail
         ids = self.ids
         if web:
-            pieces, no_extra, block, at = tables.web, _NO_EXTRA_WEB, ids.web_block, ids.web_at
+            pieces, no_extra, block, at, fractions = tables.web, _NO_EXTRA_WEB, ids.web_block, ids.web_at, _MS_FRACTION
         else:
-            pieces, no_extra, block, at = tables.app, _NO_EXTRA_APP, ids.hex_block, ids.hex_at
+            pieces, no_extra, block, at, fractions = tables.app, _NO_EXTRA_APP, ids.hex_block, ids.hex_at, _NO_FRACTION
+        prefixes, urls, insert_id, stamps = _PREFIXES, _URLS_JSON, _INSERT_ID, _STAMPS
         room = -1 if no_iid else len(block) - size
         offset = self.offset_ms
         dirt = self._dirt_total
@@ -290,22 +296,23 @@ class Emitter:
                 key = ids.web() if web else ids.hex(size)
                 block, at = ids.cursor(web)
                 room = len(block) - size
-            if name not in done:
+            if name not in done:  # every name comes here first: its first few events are sampled
                 schema.sample(name, extra)
+                _named(name)
             u = rnd()
-            piece = (pieces.get(id(extra)) or tables.piece(extra, web)) if extra else no_extra
+            piece = pieces.get(id(extra))
+            if piece is None:  # properties made for this event (or empty)
+                piece = tables.piece(extra, web) if extra else no_extra
             if piece is not None and (u >= dirt or (protect_first and start + len(keys) == 0)):
                 url, more = piece
                 if url is None:
-                    url = _URLS_JSON.get(name, _HOME_JSON)
+                    url = urls[name]
                 if key:  # the line in pieces: the flush joins them (one copy, not two)
-                    pending += (_PREFIXES.get(name) or _prefix(name),
-                                b"%d%s" % (local // 1000, _MS_FRACTION[local % 1000] if web else b""),
-                                head, url, tail, more, _INSERT_ID, key, _STAMPS % (t + delay - 59, t + delay))
+                    pending += (prefixes[name], b"%d%s" % (local // 1000, fractions[local % 1000]),
+                                head, url, tail, more, insert_id, key, stamps % (t + delay - 59, t + delay))
                 else:
                     key = b"@%s:%d" % (self._label, base_lines + len(keys) + 1)
-                    pending += (_PREFIXES.get(name) or _prefix(name),
-                                b"%d%s" % (local // 1000, _MS_FRACTION[local % 1000] if web else b""),
+                    pending += (prefixes[name], b"%d%s" % (local // 1000, fractions[local % 1000]),
                                 head, url, tail, more, _STAMPS_NO_IID % (t + delay - 59, t + delay))
                 keys.append(key)
                 times.append(t)
