@@ -157,3 +157,66 @@ def test_a_dead_worker_stops_the_run_with_what_to_do(staged: list[Path], tmp_pat
 
     with pytest.raises(TerminalError, match="migrate --resume"):
         asyncio.run(run())
+
+
+def test_every_kind_of_record_gives_the_same_outcome_and_counts_as_transform_stream(
+        tmp_path: Path) -> None:
+    # The worker serves plain events inline and hands the rest to transform_record: each
+    # record must reach the transformer once (its value counts would double otherwise).
+    from datetime import date
+
+    from mp2amp.transform import TransformSettings
+    from mp2amp.transform.privacy import PrivacyRules
+
+    def ev(name: str, t: float, **props: Any) -> bytes:
+        return orjson.dumps({"event": name, "properties": {"time": t, **props}})
+
+    lines = [
+        ev("Viewed", 1.7e9, distinct_id="u-0001", **{"$insert_id": "aaaaaaaaaaaaaaaa"}),
+        ev("Viewed", 1.7e9 + 1, distinct_id="u-0001", long="x" * 2000),  # cut and counted
+        ev("Viewed", 1.7e9 + 2, distinct_id="undefined"),  # missing_id
+        ev("$identify", 1.7e9 + 3, distinct_id="u-0001"),  # identity record
+        ev("Old", 1.0e9, distinct_id="u-0002"),  # before the retention date: skipped
+        ev("Viewed", 1.7e9, distinct_id="u-0001", **{"$insert_id": "aaaaaaaaaaaaaaaa"}),  # dup
+        b'{"event": "Broken", "properties": {',  # unreadable
+        b'{"$distinct_id": "u-0001", "$set": {"a": 1}}',  # a profile, not an event
+        ev("", 1.7e9 + 4, distinct_id="u-0001"),  # no name
+        ev("Viewed", 1.7e9 + 5, distinct_id="u-0003", nested={"a": [[1]]}),
+        ev("E" * 1100, 1.7e9 + 6, distinct_id="u" * 1100),  # name cut (counted), then rejected
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    staged = tmp_path / "w0.jsonl"
+    (file,) = expand_paths([str(source)])
+    stage(iter_file(file), staged)
+    graph = IdentityGraph("simplified", tmp_path / "g")
+    for src in read_staged(staged):
+        if src.record is not None:
+            graph.observe(src.record)
+    graph.finish()
+    settings = TransformSettings(privacy=PrivacyRules(drop_before=date(2010, 1, 1)))
+    inline, reference = Transformer(settings), Transformer(settings)
+    expected: list[Any] = []
+    with Sessionizer() as sessions, Deduper() as dedup:
+        for out in transform_stream(read_staged(staged), graph, reference, sessions, dedup):
+            expected.append(("event", orjson.dumps(out.event)) if isinstance(out, Emitted)
+                            else ("duplicate",) if isinstance(out, Duplicate) else out)
+    got: list[Any] = []
+    summary = TransformSummary()
+    with Sessionizer() as sessions, Deduper() as dedup:
+        settle = worker.Settler(dedup, sessions, summary)
+        for item in worker.transform_lines(staged.read_bytes().splitlines(keepends=True),
+                                           (graph, inline)):
+            if item[0] == worker.EVENT:
+                data = settle.event(item)
+                got.append(("duplicate",) if data is None else ("event", data))
+            else:
+                summary.read(item[1])
+                summary.add(item[2])
+                got.append(item[2])
+    assert got == expected
+    kinds = {type(g).__name__ if not isinstance(g, tuple) else g[0] for g in got}
+    assert kinds == {"event", "duplicate", "Rejected", "Skipped", "IdentityRecord"}
+    assert inline.stats() == reference.stats() and inline.stats()["truncated"]
+    summary.check()
+    assert summary.records_read == len(lines)

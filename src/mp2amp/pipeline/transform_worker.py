@@ -33,13 +33,19 @@ import orjson
 
 from mp2amp.errors import TerminalError
 from mp2amp.identity import IdentityGraph
+from mp2amp.identity.ids import IDENTITY_EVENTS
 from mp2amp.models import Emitted
 from mp2amp.pipeline.memory import release_free_memory
 from mp2amp.pipeline.staging import decode_staged, read_staged_lines
 from mp2amp.pipeline.windows import die_with_parent, usable_cores
 from mp2amp.transform.dedup import Deduper, insert_id_digest
 from mp2amp.transform.sessions import Sessionizer
-from mp2amp.transform.stream import EventTransformer, TransformSummary, transform_record
+from mp2amp.transform.stream import (
+    EventTransformer,
+    TransformSummary,
+    event_outcome,
+    transform_record,
+)
 
 CHUNK_LINES = 512  # staged lines per task: big enough to amortize the pipe, small for latency
 AHEAD = 4          # chunks in flight: keeps the workers busy while this process uploads
@@ -73,20 +79,43 @@ def transform_lines(lines: Sequence[bytes],
         graph, transformer = state
     items: list[Item] = []
     append = items.append
+    loads, dumps, resolve, event_of = orjson.loads, orjson.dumps, graph.resolve, transformer.event
     for raw in lines:
+        # The common case inlined: an event record, as transform_record would take it,
+        # without building its SourceRecord (it costs more than a mapping step); anything
+        # else takes the general path below. Either way the transformer sees it once.
+        _, source, line, record, rej = loads(raw)
+        if rej is None and record.__class__ is dict:
+            props = record.get("properties")
+            name = record.get("event")
+            if props.__class__ is dict and name.__class__ is str \
+                    and name not in IDENTITY_EVENTS:
+                out = event_of(record, resolve(props))
+                if out.__class__ is not dict:
+                    append((OTHER, source, event_outcome(out, record, source, line)))
+                    continue
+                try:
+                    data = dumps(out)
+                except TypeError:
+                    append((UNSERIALIZABLE, source, Emitted(out, source, line)))
+                    continue
+                append((EVENT, source, line, data, out.get("device_id"), out.get("user_id"),
+                        out["time"], insert_id_digest(out["insert_id"]),
+                        "session_id" not in out))
+                continue
         src = decode_staged(raw)
-        out = transform_record(src, graph, transformer)
-        if out.__class__ is not Emitted:
-            append((OTHER, src.source, out))
+        outcome = transform_record(src, graph, transformer)
+        if outcome.__class__ is not Emitted:
+            append((OTHER, src.source, outcome))
             continue
-        assert isinstance(out, Emitted)
-        event = out.event
+        assert isinstance(outcome, Emitted)
+        event = outcome.event
         try:
             data = orjson.dumps(event)
         except TypeError:
-            append((UNSERIALIZABLE, src.source, out))
+            append((UNSERIALIZABLE, src.source, outcome))
             continue
-        append((EVENT, out.source, out.line, data, event.get("device_id"),
+        append((EVENT, outcome.source, outcome.line, data, event.get("device_id"),
                 event.get("user_id"), event["time"], insert_id_digest(event["insert_id"]),
                 "session_id" not in event))
     return items

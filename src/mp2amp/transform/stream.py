@@ -85,13 +85,18 @@ def transform_record(src: SourceRecord, graph: Resolver,
     elif isinstance(event, str) and event in IDENTITY_EVENTS:
         return IdentityRecord(event, src.source, src.line)  # as graph.observe() decided
     ids = graph.resolve(props) if props is not None else Resolved(None, None)
-    out = transformer.event(record, ids)
+    return event_outcome(transformer.event(record, ids), record, src.source, src.line)
+
+
+def event_outcome(out: dict[str, Any] | Rejection | Skip, record: Any, source: str,
+                  line: int) -> Emitted | Rejected | Skipped:
+    """What ``Transformer.event`` gave for the record at ``source``:``line``, as an outcome."""
     if isinstance(out, Rejection):
-        return Rejected(Rejection(out.reason, out.message, out.field, src.source, src.line,
+        return Rejected(Rejection(out.reason, out.message, out.field, source, line,
                                   record if out.record is None else out.record))
     if isinstance(out, Skip):
-        return Skipped(out, src.source, src.line)
-    return Emitted(out, src.source, src.line)
+        return Skipped(out, source, line)
+    return Emitted(out, source, line)
 
 
 def _rejection(src: SourceRecord) -> Rejection:
