@@ -154,3 +154,32 @@ def test_the_spilled_span_survives_in_the_file(tmp_path: Path) -> None:
         assert second.is_duplicate(iid(rec(t=12)), 12_000)  # inside the span: asked
         assert not second.is_duplicate(iid(rec(t=20)), 20_000)
         assert second.disk_lookups == 1
+
+
+def test_a_file_of_the_earlier_format_is_read_as_digests_of_unknown_time(
+        tmp_path: Path) -> None:
+    import sqlite3
+
+    from mp2amp.transform.dedup import insert_id_digest
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE seen (digest BLOB PRIMARY KEY) WITHOUT ROWID")
+    db.execute("INSERT INTO seen VALUES (?)", (insert_id_digest("old-1"),))
+    db.commit()
+    db.close()
+    with Deduper(path=path) as dedup:
+        assert dedup.is_duplicate("old-1", 1_700_000_000_000)  # found whatever its time
+        assert not dedup.is_duplicate("new-1", 1_700_000_000_000)
+        assert len(dedup) == 2
+
+
+def test_spilled_digests_are_found_by_time_and_digest_only(tmp_path: Path) -> None:
+    # The same digest at another time is another record for the disk (ids hash the time,
+    # so it cannot occur); an unknown time finds it at any time.
+    with Deduper(memory_budget=1, spill_dir=tmp_path) as dedup:
+        assert not dedup.is_duplicate("a", 1_000)
+        assert not dedup.is_duplicate("b", 2_000)  # spills "a" (and then "b")
+        assert dedup.is_duplicate("a", 1_000)
+        assert dedup.is_duplicate("a", None)
+        assert not dedup.is_duplicate("b", 1_500) and dedup.disk_lookups >= 2

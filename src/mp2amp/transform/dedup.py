@@ -15,8 +15,11 @@ the time), so a record can only repeat a spilled one if its time lies within the
 times spilled so far: in a time-ordered run (windows in order, each sorted) that is almost
 never, and the common case (a new record) never touches the disk. Inputs whose windows
 overlap in time pay a SQLite look-up for the records inside the spilled span: slower,
-never wrong. With a ``path`` the state is durable at each ``checkpoint()`` (only then)
-and a later Deduper on the same path resumes it.
+never wrong. On disk the digests are keyed by (time, digest): a time-ordered run appends
+at the end of the index instead of inserting at random places in it (random inserts cost
+~4 us per record at 1M records, most of the deduplication's time). With a ``path`` the
+state is durable at each ``checkpoint()`` (only then) and a later Deduper on the same path
+resumes it.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from mp2amp.transform.spillfile import SpillFile
 
 _DIGEST = hashlib.blake2b(digest_size=16)  # copied per record: cheaper than a new hasher
 
+# ``t`` is the record's time in ms (_FIRST when the caller did not know it).
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS seen (digest BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen_at (t INTEGER NOT NULL, digest BLOB NOT NULL,
+                                    PRIMARY KEY (t, digest)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS span (id INTEGER PRIMARY KEY CHECK (id = 0), lo INTEGER, hi INTEGER);
 """
 _FIRST, _LAST = -(2**63), 2**63 - 1  # the times SQLite can hold
@@ -55,7 +60,7 @@ class Deduper(SpillFile):
         spill_dir: str | Path | None = None,
     ) -> None:
         self.memory_budget = max(1, memory_budget)
-        self._hot: set[bytes] = set()
+        self._hot: dict[bytes, int] = {}  # digest -> its record's time
         self._hot_lo, self._hot_hi = _NO_SPAN  # the times of the digests in memory
         self._disk_lo, self._disk_hi = _NO_SPAN  # ... and of those in SQLite
         super().__init__(spill_dir)
@@ -79,18 +84,19 @@ class Deduper(SpillFile):
             return True
         if time_ms is None:
             self._hot_lo, self._hot_hi = _FIRST, _LAST  # unknown: it may have any time
-            if self._disk_lo <= self._disk_hi and self._on_disk(digest):
+            if self._disk_lo <= self._disk_hi and self._on_disk(digest, None):
                 self.duplicates += 1
                 return True
+            hot[digest] = _FIRST
         else:
-            if self._disk_lo <= time_ms <= self._disk_hi and self._on_disk(digest):
+            if self._disk_lo <= time_ms <= self._disk_hi and self._on_disk(digest, time_ms):
                 self.duplicates += 1
                 return True
             if time_ms < self._hot_lo:
                 self._hot_lo = time_ms
             if time_ms > self._hot_hi:
                 self._hot_hi = time_ms
-        hot.add(digest)
+            hot[digest] = time_ms
         if len(hot) > self.memory_budget:
             self._spill()
         return False
@@ -111,15 +117,22 @@ class Deduper(SpillFile):
         """Distinct records remembered (memory and disk)."""
         on_disk = 0
         if self._db is not None:
-            on_disk = self._db.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
+            on_disk = self._db.execute("SELECT COUNT(*) FROM seen_at").fetchone()[0]
         return len(self._hot) + int(on_disk)
 
     # --- storage --------------------------------------------------------------------
 
-    def _on_disk(self, digest: bytes) -> bool:
+    def _on_disk(self, digest: bytes, time_ms: int | None) -> bool:
+        """Whether the file holds ``digest`` with this time or an unknown one (any time
+        when ``time_ms`` is unknown: a scan, which no caller in mp2amp needs)."""
         assert self._db is not None
         self.disk_lookups += 1
-        row = self._db.execute("SELECT 1 FROM seen WHERE digest = ?", (digest,)).fetchone()
+        if time_ms is None:
+            row = self._db.execute("SELECT 1 FROM seen_at WHERE digest = ? LIMIT 1",
+                                   (digest,)).fetchone()
+        else:
+            row = self._db.execute("SELECT 1 FROM seen_at WHERE t IN (?, ?) AND digest = ?",
+                                   (time_ms, _FIRST, digest)).fetchone()
         return row is not None
 
     def _open(self, path: Path) -> None:
@@ -129,10 +142,16 @@ class Deduper(SpillFile):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         self._db = db
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'seen'").fetchone():
+            # a file of an earlier version (digests without times): their time is unknown
+            with db:
+                db.execute("INSERT OR IGNORE INTO seen_at SELECT ?, digest FROM seen", (_FIRST,))
+                db.execute("DROP TABLE seen")
+                db.execute("DELETE FROM span")
         row = db.execute("SELECT lo, hi FROM span").fetchone()
         if row is not None:
             self._disk_lo, self._disk_hi = int(row[0]), int(row[1])
-        elif db.execute("SELECT 1 FROM seen LIMIT 1").fetchone() is not None:
+        elif db.execute("SELECT 1 FROM seen_at LIMIT 1").fetchone() is not None:
             self._disk_lo, self._disk_hi = _FIRST, _LAST  # an older file: any time
 
     def _spill(self) -> None:
@@ -144,7 +163,10 @@ class Deduper(SpillFile):
     def _flush(self) -> None:
         assert self._db is not None
         hot = self._hot
-        self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", ((d,) for d in hot))
+        # in arrival order, which is time order in a time-ordered run: appended where the
+        # index ends
+        self._db.executemany("INSERT OR IGNORE INTO seen_at VALUES (?, ?)",
+                             zip(hot.values(), hot.keys(), strict=True))
         hot.clear()
         self._disk_lo = min(self._disk_lo, self._hot_lo)
         self._disk_hi = max(self._disk_hi, self._hot_hi)
