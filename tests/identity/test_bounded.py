@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mp2amp.identity import IdentityGraph, store
+from mp2amp.identity import IdentityGraph, junk, store
 from mp2amp.identity.store import CACHE_MAX, CACHE_MIN, cache_entries, page_cache_kib
 
 if TYPE_CHECKING:
@@ -49,6 +49,23 @@ def test_memo_is_bounded_and_answers_do_not_change(kit: Kit, budget: int) -> Non
     lookup = getattr(graph._mode, "lookup", None)
     if lookup is not None:
         assert len(lookup.cache) <= lookup.capacity < len(records)
+
+
+def test_usable_id_cache_is_bounded_and_emptied_when_pass_1_ends(kit: Kit) -> None:
+    # Small enough that every run fills it early (same memory at 1M as at 5M events), and
+    # empty when pass 2 starts, so a forked transform worker does not start with a copy.
+    assert junk._GOOD_MAX <= 16_384
+    records = _people(junk._GOOD_MAX, kit)  # 3 distinct IDs a person: more than the cap
+    graph = IdentityGraph("simplified", kit.workdir / "bounded-good")
+    for record in records:
+        graph.observe(record)
+        assert len(junk._GOOD) <= junk._GOOD_MAX
+    assert junk._GOOD
+    graph.finish()
+    assert not junk._GOOD
+    for i, record in enumerate(records[:100]):
+        assert kit.ids(graph, record) == (f"user-{(i // 2):05d}", f"dev-{(i // 2):05d}")
+    graph.close()
 
 
 def _resolve_all(graph: IdentityGraph, records: list[dict[str, Any]]) -> list[tuple[Any, Any]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from mp2amp.errors import ConfigError, InvariantViolation
 from mp2amp.identity.ids import IDENTITY_EVENTS, count_junk
-from mp2amp.identity.junk import default_user_id_predicate
+from mp2amp.identity.junk import default_user_id_predicate, forget_usable_ids
 from mp2amp.identity.original import OriginalIds
 from mp2amp.identity.report import IdentityReport
 from mp2amp.identity.simplified import SimplifiedIds
@@ -113,6 +113,7 @@ class IdentityGraph:
                 )
             for db in self._dbs:
                 db.shrink()
+            forget_usable_ids()  # pass 2 looks up few IDs (memoized): it fills its own
             self._finished = True
         return self.report
 
