@@ -43,3 +43,25 @@ def test_external_sort_equals_in_memory_sort(tmp_path_factory: object, times: li
     assert stage(records, dest, chunk=chunk) == len(records)
     got = [(r.record["properties"]["time"], r.line) for r in read_staged(dest)]  # type: ignore[index]
     assert got == sorted((t, i + 1) for i, t in enumerate(times))
+
+
+@given(st.lists(st.binary(min_size=0, max_size=40).map(lambda b: b.replace(b"\n", b"")),
+                max_size=60), st.integers(min_value=1, max_value=200))
+@settings(max_examples=150, deadline=None)
+def test_staged_ranges_cut_whole_lines_of_at_least_size_bytes(
+        tmp_path_factory: object, lines: list[bytes], size: int) -> None:
+    from mp2amp.pipeline.staging import read_staged_range, staged_ranges
+
+    path = tmp_path_factory.mktemp("ranges") / "w.jsonl"  # type: ignore[attr-defined]
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    expected: list[list[bytes]] = []
+    chunk: list[bytes] = []
+    for line in lines:
+        chunk.append(line)
+        if sum(len(c) + 1 for c in chunk) >= size:  # the line that reaches ``size`` ends the chunk
+            expected.append(chunk)
+            chunk = []
+    if chunk:
+        expected.append(chunk)
+    got = [read_staged_range(path, start, end) for start, end in staged_ranges(path, size)]
+    assert got == expected

@@ -129,11 +129,29 @@ def read_staged(path: Path) -> Iterator[SourceRecord]:
             yield decode_staged(raw)
 
 
-def read_staged_lines(path: Path, chunk: int) -> Iterator[list[bytes]]:
-    """The staged window's raw lines, ``chunk`` at a time (decoded by ``decode_staged``)."""
+def staged_ranges(path: Path, size: int) -> Iterator[tuple[int, int]]:
+    """Byte ranges ``[start, end)`` of whole lines of the staged window: each ends with
+    the line that holds its ``size``-th byte (the last range may be shorter)."""
     with open(path, "rb") as f:
-        while lines := f.readlines(chunk * 1024):  # a size hint: ~chunk lines of ~1 KB
-            yield lines
+        total = os.fstat(f.fileno()).st_size
+        start = 0
+        while start < total:
+            f.seek(start + max(1, size) - 1)
+            f.readline()  # to the end of the line that byte is in
+            end = min(f.tell(), total)
+            yield start, end
+            start = end
+
+
+def read_staged_range(path: Path | str, start: int, end: int) -> list[bytes]:
+    """The raw lines (without their newline) of one ``staged_ranges`` range, decoded by
+    ``decode_staged``."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        lines = f.read(end - start).split(b"\n")  # only "\n" ends a line (not "\r")
+    if lines and not lines[-1]:
+        lines.pop()  # after the last newline
+    return lines
 
 
 def decode_staged(raw: bytes) -> SourceRecord:
