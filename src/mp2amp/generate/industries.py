@@ -80,9 +80,15 @@ DASHBOARDS = tuple({"dashboard_id": f"d{number}"} for number in range(50))
 _ACCOUNTS = tuple({"account_type": kind} for kind in ("checking", "savings"))
 ONBOARDING_STEPS = tuple({"step": number, "step_name": name} for number, name in enumerate(_ONBOARDING, start=1))
 COMPLETIONS = {title["content_id"]: {"content_id": title["content_id"], "genre": title["genre"]} for title in TITLES}
+# "Product Added" of each product in each quantity (1 or 2), keyed by the product's id
+ADDED: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {
+    id(product): ({**product, "quantity": 1}, {**product, "quantity": 2}) for product in PRODUCTS
+}
+CART_VIEWS = tuple({"item_count": count} for count in range(6))  # a cart holds 1-5 products
 CONSTANT_EXTRAS: tuple[dict[str, Any], ...] = (
     *PRODUCTS, *_SEARCHES, *_PRICING_VIEWS, *_RATES_VIEWS, *_GENRE_VIEWS, *_KYC_DOCUMENTS, *DASHBOARDS,
-    *_ACCOUNTS, *ONBOARDING_STEPS, *COMPLETIONS.values(),
+    *_ACCOUNTS, *ONBOARDING_STEPS, *COMPLETIONS.values(), *(added for pair in ADDED.values() for added in pair),
+    *CART_VIEWS,
 )
 
 
@@ -172,9 +178,9 @@ def _ecommerce(rng: Random, state: dict[str, Any]) -> list[Step]:
         return steps
     cart = viewed[: 1 + int(rnd() * len(viewed))]
     for product in cart:
-        steps.append(("Product Added", {**product, "quantity": 1 + int(rnd() * 2)}, 0.0))
+        steps.append(("Product Added", ADDED[id(product)][int(rnd() * 2)], 0.0))
     if rnd() < 0.6:
-        steps.append(("Cart Viewed", {"item_count": len(cart)}, 0.0))
+        steps.append(("Cart Viewed", CART_VIEWS[len(cart)], 0.0))
     if rnd() >= 0.55:
         return steps
     items = [{"product_id": p["product_id"], "price": p["price"], "quantity": 1 + int(rng.random() * 2)}
