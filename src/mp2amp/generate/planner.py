@@ -24,42 +24,38 @@ class DayPlanner:
         self.people = people
         self.id_merge = id_merge
 
-    @staticmethod
-    def _forced(person: Person, day: int) -> list[DeviceUse]:
-        """Device uses that must have a session today: first use, or the planned login."""
-        return [u for u in person.uses
-                if (u.first_day == day or u.login_day == day) and not u.logged_in]
-
     def run(self, day: int, start_ms: int, end_ms: int) -> None:
-        """Every person's sessions on ``day``: on their first day and forced days, else if
-        they have not churned, with the chance of their activity."""
-        rnd, run_day = self.rng.random, self.run_day
+        """Every person's sessions on ``day``: on their first day and on forced days (a
+        device's first use, a planned login), else if they have not churned, with the chance
+        of their activity; one to three sessions (at least one per forced use), from
+        between 7:00 and 17:00 on, none starting in the day's last hour."""
+        rnd, session = self.rng.random, self._session
+        morning, last_start = start_ms + 7 * 3_600_000, end_ms - 3_600_000
         for person in self.people:
             if day < person.first_day:
                 continue
-            if (day == person.first_day or day in person.forced_days
-                    or (day <= person.last_day and rnd() < person.activity)):
-                run_day(person, day, start_ms, end_ms)
-
-    def run_day(self, person: Person, day: int, start_ms: int, end_ms: int) -> None:
-        rnd = self.rng.random
-        forced = self._forced(person, day) if day in person.forced_days else []
-        uses = person.uses
-        sessions = max(len(forced), 1 + (rnd() < 0.35) + (rnd() < 0.1))
-        t = start_ms + 7 * 3_600_000 + int(rnd() * 10 * 3_600_000)
-        usable: list[DeviceUse] | None = None
-        for number in range(sessions):
-            if number < len(forced):
-                use = forced[number]
-            else:
-                if usable is None:  # one use: in use since the person's first day, never a guest's
-                    usable = uses if len(uses) == 1 else [u for u in uses if u.first_day <= day and not u.shared_guest]
-                use = usable[int(rnd() * len(usable))]
-            if t >= end_ms - 3_600_000 and number >= len(forced):
-                break
-            t = self._session(person, use, day, min(t, end_ms - 3_600_000), end_ms)
-            person.last_seen_ms = max(person.last_seen_ms, t)
-            t += 600_000 + int(rnd() * 7_200_000)
+            forced_day = day in person.forced_days
+            if not (forced_day or day == person.first_day or (day <= person.last_day and rnd() < person.activity)):
+                continue
+            uses = person.uses
+            forced = [u for u in uses if (u.first_day == day or u.login_day == day) and not u.logged_in] \
+                if forced_day else []
+            sessions = max(len(forced), 1 + (rnd() < 0.35) + (rnd() < 0.1))
+            t = morning + int(rnd() * 10 * 3_600_000)
+            usable: list[DeviceUse] | None = None
+            for number in range(sessions):
+                if number < len(forced):
+                    use = forced[number]
+                else:
+                    if usable is None:  # one use: in use since the person's first day, never a guest's
+                        usable = uses if len(uses) == 1 else [u for u in uses if u.first_day <= day and not u.shared_guest]
+                    use = usable[int(rnd() * len(usable))]
+                    if t >= last_start:
+                        break
+                t = session(person, use, day, min(t, last_start), end_ms)
+                if t > person.last_seen_ms:
+                    person.last_seen_ms = t
+                t += 600_000 + int(rnd() * 7_200_000)
 
     def _template(self, person: Person, use: DeviceUse, owner: Person, known: bool) -> Template:
         """The anonymous (``known=False``: the device's first user owns its events) or the
