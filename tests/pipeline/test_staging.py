@@ -5,7 +5,13 @@ from hypothesis import strategies as st
 
 from mp2amp.errors import Rejection
 from mp2amp.models import SourceRecord
-from mp2amp.pipeline.staging import UNKNOWN_TIME, read_staged, sort_key, stage
+from mp2amp.pipeline.staging import (
+    UNKNOWN_TIME,
+    read_staged,
+    read_staged_records,
+    sort_key,
+    stage,
+)
 
 
 def _rec(line: int, t: object) -> SourceRecord:
@@ -31,6 +37,7 @@ def test_stage_sorts_by_time_keeps_rejections_and_ties_in_order(tmp_path: Path) 
     out = list(read_staged(dest))
     assert [r.line for r in out] == [2, 3, 5, 1, 4]
     assert out[0].record is None and out[0].rejection == bad
+    assert list(read_staged_records(dest)) == [r.record for r in out]  # the identity pass's
     assert not list(tmp_path.glob("w/.stage-*")) and not dest.with_name("staged.jsonl.part").exists()
 
 

@@ -44,7 +44,7 @@ from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.memory import release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter
-from mp2amp.pipeline.staging import read_staged
+from mp2amp.pipeline.staging import read_staged_records
 from mp2amp.pipeline.transform_worker import (
     EVENT,
     UNSERIALIZABLE,
@@ -288,11 +288,14 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
             counters.done = 0
         for w in windows:
             await extraction.ready(w.window_id)
-            for src in read_staged(_staged_file(ledger, w)):
-                if src.record is not None:
-                    graph.observe(src.record)
-                if not overlapped:
-                    counters.done += 1
+            observe = graph.observe
+            read = 0
+            for record in read_staged_records(_staged_file(ledger, w)):
+                if record is not None:
+                    observe(record)
+                read += 1
+            if not overlapped:
+                counters.done += read
             reporter.update(counters)
             await asyncio.sleep(0)
         await extraction.finished()

@@ -129,6 +129,15 @@ def read_staged(path: Path) -> Iterator[SourceRecord]:
             yield decode_staged(raw)
 
 
+def read_staged_records(path: Path) -> Iterator[dict[str, Any] | None]:
+    """Only the records of the staged window (``None`` for an unusable line), in time
+    order: what the identity pass reads, without a SourceRecord per line."""
+    loads = orjson.loads
+    with open(path, "rb") as f:
+        for raw in f:
+            yield loads(raw)[3]
+
+
 def staged_ranges(path: Path, size: int) -> Iterator[tuple[int, int]]:
     """Byte ranges ``[start, end)`` of whole lines of the staged window: each ends with
     the line that holds its ``size``-th byte (the last range may be shorter)."""
