@@ -23,6 +23,8 @@ class DayPlanner:
         self.rng = emitter.rng
         self.people = people
         self.id_merge = id_merge
+        self.original = id_merge == "original"
+        self._rnd = emitter.rng.random
 
     def run(self, day: int, start_ms: int, end_ms: int) -> None:
         """Every person's sessions on ``day``: on their first day and on forced days (a
@@ -110,7 +112,7 @@ class DayPlanner:
         return props
 
     def _session(self, person: Person, use: DeviceUse, day: int, t: int, end_ms: int) -> int:
-        rng, rnd, em = self.rng, self.rng.random, self.em
+        rng, rnd, em = self.rng, self._rnd, self.em
         device = use.device
         platform, dev_id = device.platform, device.device_id
         owner = self.people[device.owner] if device.owner is not None else person
@@ -127,8 +129,8 @@ class DayPlanner:
         steps = [opener]
         if use.logged_in and not use.shared_guest:
             known = self._template(person, use, owner, True)
-            if self._links_pending(person):
-                t = em.run(t, end_ms, steps, known)
+            if self.original and person.user_id is not None and not person.state.get("linked"):
+                t = em.run(t, end_ms, steps, known)  # the first identified session: links first
                 self._identity_extras(person, t, end_ms)
                 steps = []
             ind.with_views(rng, ind.identified_session(rng, industry, person.state), web, steps)
@@ -144,7 +146,7 @@ class DayPlanner:
         if signup:
             steps += ind.anonymous_session(rng, industry)[:3]
         t = em.run(t, end_ms, steps, anon)
-        if self.id_merge == "original":
+        if self.original:
             t = min(t + 500, end_ms - 1)  # identity records stay inside their day file
             if platform != WEB and rnd() < 0.2:
                 props = ident.http_identify(uid, dev_id)  # a backend calls /track for it
@@ -158,7 +160,7 @@ class DayPlanner:
         else:
             steps = [("Logged In", ind.LOGIN_METHODS[0] if rnd() < 0.7 else ind.LOGIN_METHODS[1], 0.0)]
         protect_first = True  # the event that joins device and user is never dirtied
-        if self._links_pending(person):
+        if self.original and person.user_id is not None and not person.state.get("linked"):
             t = em.run(t, end_ms, steps, known, protect_first)
             self._identity_extras(person, t, end_ms)
             steps, protect_first = [], False
@@ -173,10 +175,6 @@ class DayPlanner:
         if rnd() < ind.SERVER_SHARE:
             self._server_side(person, t, end_ms)
         return t
-
-    def _links_pending(self, person: Person) -> bool:
-        """Original ID merge, first identified session: ``_identity_extras`` will write."""
-        return self.id_merge == "original" and person.user_id is not None and not person.state.get("linked")
 
     def _identity_extras(self, person: Person, t: int, end_ms: int) -> None:
         """Original ID merge: ``$create_alias`` / ``$merge`` once, in the first identified session."""

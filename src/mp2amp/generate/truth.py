@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import _count_elements  # type: ignore[attr-defined]  # C counting loop
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
@@ -87,6 +87,7 @@ class Truth:
             for step in dict.fromkeys(steps):
                 self._funnels_of[step] = (*self._funnels_of.get(step, ()), number)
         self._funnel_events = frozenset(self._funnels_of)
+        self._touched: dict[frozenset[str], tuple[int, ...]] = {}  # funnel events of a run -> their funnels
         # who -> bit d set when active on UTC day origin_day + d (no event is before the window)
         self._origin = origin_day
         self._activity: dict[str, int] = {}
@@ -105,8 +106,8 @@ class Truth:
         """Counted events in time order that share a user and a device (a run of one
         session): their keys, steps whose first item is the event name, and instants.
         ``row_end`` is the tab-separated user, device and newline that follow each key in
-        ``event_person``. Per-event work is left to C: a join for the rows, a count of the
-        names per UTC day, ``list.index`` for the funnels."""
+        ``event_person``. Per-event work is left to C where it can be: a join for the rows,
+        a count of the names per UTC day; funnels look at runs holding their events only."""
         rows = self.event_person.pending  # (event_person.lines is not kept: no one names its lines)
         rows += (row_end.join(keys), row_end)
         if len(rows) >= FLUSH_AT:
@@ -129,32 +130,26 @@ class Truth:
                     _count_elements(self._daily.setdefault(day, {}), names[start:stop])
                     self._activity[who] = self._activity.get(who, 0) | 1 << (day - self._origin)
                 start, day = stop, day + 1
-        if not self._funnel_events.isdisjoint(names):
-            self._funnels(names, who)
-
-    def _funnels(self, names: list[str], who: str) -> None:
-        """Each funnel's next step for ``who``, in order: the first later event with its name."""
+        if self._funnel_events.isdisjoint(names):
+            return
+        # each funnel's next step for who, in order: the first later event with its name
         hits = self._funnel_events.intersection(names)
-        funnels_of = self._funnels_of
-        touched: Iterable[int] = ()
-        if len(hits) == 1:
-            for name in hits:
-                touched = funnels_of[name]
-        else:  # funnels are independent: the order they are updated in does not matter
-            touched = {number for name in hits for number in funnels_of[name]}
+        touched = self._touched.get(hits)
+        if touched is None:  # the funnels these events are steps of (their order does not matter)
+            touched = self._touched[hits] = tuple(sorted({n for name in hits for n in self._funnels_of[name]}))
         for number in touched:
-            steps, state, people = self._funnel_runs[number]
+            funnel, state, people = self._funnel_runs[number]
             reached = state.get(who, 0)
-            if reached == len(steps) or steps[reached] not in names:
+            if reached == len(funnel) or funnel[reached] not in names:
                 continue
-            want = steps[reached]
+            want = funnel[reached]
             for name in names:  # greedy: each step at its first occurrence after the one before
                 if name == want:
                     people[reached] += 1
                     reached += 1
-                    if reached == len(steps):
+                    if reached == len(funnel):
                         break
-                    want = steps[reached]
+                    want = funnel[reached]
             state[who] = reached
 
     def daily_counts(self) -> dict[str, dict[str, int]]:
