@@ -72,3 +72,13 @@ def test_staged_ranges_cut_whole_lines_of_at_least_size_bytes(
         expected.append(chunk)
     got = [read_staged_range(path, start, end) for start, end in staged_ranges(path, size)]
     assert got == expected
+
+
+@given(st.lists(st.tuples(st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                                    st.sampled_from([0.0, -0.0, UNKNOWN_TIME, 1.7e9])),
+                          st.integers(min_value=0, max_value=2**63)), max_size=40))
+def test_sort_prefixes_order_like_time_then_arrival(keys: list[tuple[float, int]]) -> None:
+    from mp2amp.pipeline.staging import _prefix
+
+    by_prefix = sorted(keys, key=lambda k: _prefix(*k))
+    assert [(k + 0.0, o) for k, o in by_prefix] == sorted((k + 0.0, o) for k, o in keys)
