@@ -3,7 +3,6 @@ logout flows between them. ``Emitter`` (sessions.py) writes the events."""
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import orjson
@@ -25,6 +24,7 @@ class DayPlanner:
         self.id_merge = id_merge
         self.original = id_merge == "original"
         self._rnd = emitter.rng.random
+        self._props_of = self._template_props
 
     def run(self, day: int, start_ms: int, end_ms: int) -> None:
         """Every person's sessions on ``day``: on their first day and on forced days (a
@@ -73,25 +73,29 @@ class DayPlanner:
             distinct = DUMPS(ident.anonymous_distinct_id(device.device_id, self.id_merge))
             ids = b',"$device_id":' + device_id
             user = owner.user_id or ""
+            plain = user == (person.user_id or "")
         elif person.user_id is None:  # never used: only identified persons have sessions on it
-            distinct, ids, user = b'""', b"", ""
+            distinct, ids, user, plain = b'""', b"", "", True
         else:
-            user = person.user_id
+            user, plain = person.user_id, True
             distinct = DUMPS(user)
             ids = b',"$device_id":%s,"$user_id":%s,"plan":%s' % (device_id, distinct, DUMPS(person.plan))
             if person.company_id:
                 # mixpanel-js set_group registers a list; the mobile SDKs a plain value
                 group: Any = [person.company_id] if web else person.company_id
                 ids += b',"company_id":' + DUMPS(group)
-        build = partial(self._template_props, person, use, owner, known)
+        source = (person, use, owner, known)  # what _template_props builds the dict from
         short = known and person.short_id
+        size = 32 if device.platform == SERVER else 16
         if after_url is None:
             return Template(b',"distinct_id":%s%s%s' % (distinct, before_url, ids), b"", False, user,
-                            device.device_id, short, build, person, owner, device.platform, device.no_insert_id)
+                            device.device_id, short, self._props_of, source, person, owner, plain,
+                            device.no_insert_id, size)
         supers = owner.super_props
         return Template(b',"distinct_id":%s%s' % (distinct, before_url),
                         b"%s%s%s" % (after_url, SUPER_JSON.get(id(supers)) or super_json(supers), ids), True,
-                        user, device.device_id, short, build, person, owner, device.platform, device.no_insert_id)
+                        user, device.device_id, short, self._props_of, source, person, owner, plain,
+                        device.no_insert_id, size)
 
     def _template_props(self, person: Person, use: DeviceUse, owner: Person, known: bool) -> dict[str, Any]:
         """``_template``'s properties as a dict, keys in the same order (the dict path)."""

@@ -27,7 +27,7 @@ from mp2amp.generate import dirt as dirt_mod
 from mp2amp.generate import industries as ind
 from mp2amp.generate.ids import InsertIds
 from mp2amp.generate.people import SUPER_PROPS, Person
-from mp2amp.generate.platforms import SERVER, WEB, template_keys
+from mp2amp.generate.platforms import WEB, template_keys
 from mp2amp.generate.profiles import MAX_TRANSACTIONS
 from mp2amp.generate.schema import SchemaSampler
 from mp2amp.generate.truth import Truth
@@ -133,26 +133,25 @@ class Template:
     anonymous events after a guest logged out) count for ``owner``. The dict (``props()``)
     is built only when an event takes the dict path."""
 
-    __slots__ = ("_build", "_props", "device", "head", "no_iid", "owner", "person", "plain", "row_end", "short",
-                 "size", "tail", "url_slot", "user", "who")
+    __slots__ = ("_build", "_props", "_source", "device", "head", "no_iid", "owner", "person", "plain", "row_end",
+                 "short", "size", "tail", "url_slot", "user", "who")
 
     def __init__(self, head: bytes, tail: bytes, url_slot: bool, user: str, device: str, short: bool,
-                 build: Callable[[], dict[str, Any]], person: Person, owner: Person, platform: str,
-                 no_iid: bool) -> None:
+                 build: Callable[..., dict[str, Any]], source: tuple[Any, ...], person: Person, owner: Person,
+                 plain: bool, no_iid: bool, size: int = 16) -> None:
+        """``build(*source)`` makes ``props()``; ``plain``: ``user`` is ``person``'s."""
         self.head, self.tail, self.url_slot = head, tail, url_slot
         self.user, self.short, self.device = user, short, device
         self.row_end = f"\t{user}\t{device}\n".encode()   # event_person after the key
         self.who = user or device
-        self._build = build
+        self._build, self._source = build, source
         self._props: dict[str, Any] | None = None
-        self.person, self.owner = person, owner
-        self.plain = user == (person.user_id or "")
-        self.size = 32 if platform == SERVER else 16
-        self.no_iid = no_iid
+        self.person, self.owner, self.plain = person, owner, plain
+        self.size, self.no_iid = size, no_iid
 
     def props(self) -> dict[str, Any]:
         if self._props is None:
-            self._props = self._build()
+            self._props = self._build(*self._source)
         return self._props
 
 
