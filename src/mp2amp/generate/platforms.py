@@ -86,9 +86,12 @@ _PLACE_SLOT = {id(geo): slot for slot, geo in enumerate(_PLACES)}
 _WEIGHT = sum(g[4] for g in GEOS)
 
 
+_PLACE_WEIGHTS = tuple(zip(_PLACES, (g[4] for g in GEOS), strict=True))
+
+
 def pick_geo(rng: Random) -> Geo:
     x = rng.random() * _WEIGHT
-    for geo, (_, _, _, _, weight) in zip(_PLACES, GEOS, strict=True):
+    for geo, weight in _PLACE_WEIGHTS:
         x -= weight
         if x <= 0:
             return geo
