@@ -14,6 +14,7 @@ Catalogues are fixed module data (not seeded) so the Lexicon schema is stable.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from random import Random
 from typing import Any
 
@@ -156,13 +157,7 @@ def signup_steps(rng: Random, industry: str, state: dict[str, Any]) -> list[Step
 
 def identified_session(rng: Random, industry: str, state: dict[str, Any]) -> list[Step]:
     """One session of a signed-up user."""
-    if industry == "ecommerce":
-        return _ecommerce(rng, state)
-    if industry == "b2b":
-        return _b2b(rng, state)
-    if industry == "fintech":
-        return _fintech(rng, state)
-    return _streaming(rng, state)
+    return FLOWS[industry](rng, state)
 
 
 def _ecommerce(rng: Random, state: dict[str, Any]) -> list[Step]:
@@ -261,6 +256,12 @@ def _streaming(rng: Random, state: dict[str, Any]) -> list[Step]:
         state["subscribed"] = False
         steps.append(("Subscription Cancelled", {"reason": _pick(rng, ("price", "content", "other"))}, 0.0))
     return steps
+
+
+# identified_session per industry (the planner calls them directly)
+FLOWS: dict[str, Callable[[Random, dict[str, Any]], list[Step]]] = {
+    "ecommerce": _ecommerce, "b2b": _b2b, "fintech": _fintech, "streaming": _streaming,
+}
 
 
 def server_event(rng: Random, industry: str, state: dict[str, Any]) -> Step | None:

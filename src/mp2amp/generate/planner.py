@@ -137,7 +137,7 @@ class DayPlanner:
                 t = em.run(t, end_ms, steps, known)  # the first identified session: links first
                 self._identity_extras(person, t, end_ms)
                 steps = []
-            ind.with_views(rng, ind.identified_session(rng, industry, person.state), web, steps)
+            ind.with_views(rng, ind.FLOWS[industry](rng, person.state), web, steps)
             t = em.run(t, end_ms, steps, known)
             if rnd() < ind.SERVER_SHARE:  # ind.server_event's first draw
                 self._server_side(person, t, end_ms)
@@ -168,7 +168,7 @@ class DayPlanner:
             t = em.run(t, end_ms, steps, known, protect_first)
             self._identity_extras(person, t, end_ms)
             steps, protect_first = [], False
-        ind.with_views(rng, ind.identified_session(rng, industry, person.state), web, steps)
+        ind.with_views(rng, ind.FLOWS[industry](rng, person.state), web, steps)
         if use.shared_guest:
             steps.append(("Logged Out", None, 0.0))
         t = em.run(t, end_ms, steps, known, protect_first)

@@ -170,9 +170,9 @@ def device_json(seed: int, platform: str, geo: Geo) -> tuple[bytes, bytes | None
     return found
 
 
-# per variant: its JSON as bytes-% formats (before and after the URL value; after is None
-# without one), each with the order of the geography values its %s take
-_Formats = tuple[bytes, tuple[str, ...], bytes | None, tuple[str, ...]]
+# per variant: its JSON as bytes-% formats before and after the URL value (after is None
+# without one), whose %(c)s, %(r)s, %(n)s take the city, region and country as JSON
+_Formats = tuple[bytes, bytes | None]
 _FORMATS: dict[tuple[str, int], _Formats] = {}  # <= 3 x 512 entries
 
 
@@ -185,25 +185,21 @@ def _formats(variant: int, platform: str) -> _Formats:
     if parts[0] != _HEAD or parts[1] != b"d":
         raise ValueError(f"{platform} template JSON does not start with time and distinct_id")
     out: list[bytes] = [parts[2]]
-    order: list[str] = []
-    before: tuple[bytes, tuple[str, ...]] | None = None
+    before: bytes | None = None
     for mark, text in zip(parts[3::2], parts[4::2], strict=True):
         if mark == b"u":
-            before, out, order = (b"".join(out), tuple(order)), [text], []
+            before, out = b"".join(out), [text]
         else:
-            out += [b"%s", text]
-            order.append(mark.decode())
+            out += [b"%(" + mark + b")s", text]
     rest = b"".join(out)[:-1]  # without the closing brace
-    if before is None:
-        return rest, tuple(order), None, ()
-    return before[0], before[1], rest, tuple(order)
+    return (rest, None) if before is None else (before, rest)
 
 
-_GEO_JSON: dict[int, dict[str, bytes]] = {}  # id of a shared place -> its values as JSON
+_GEO_JSON: dict[int, dict[bytes, bytes]] = {}  # id of a shared place -> its values as JSON
 
 
-def _geo_json(geo: Geo) -> dict[str, bytes]:
-    values = {"c": orjson.dumps(geo.city), "r": orjson.dumps(geo.region), "n": orjson.dumps(geo.country)}
+def _geo_json(geo: Geo) -> dict[bytes, bytes]:
+    values = {b"c": orjson.dumps(geo.city), b"r": orjson.dumps(geo.region), b"n": orjson.dumps(geo.country)}
     if id(geo) in _PLACE_SLOT:  # a module constant: its id stays its own
         _GEO_JSON[id(geo)] = values
     return values
@@ -214,9 +210,8 @@ def _pieces(variant: int, platform: str, geo: Geo) -> tuple[bytes, bytes | None]
     if formats is None:
         formats = _FORMATS[(platform, variant)] = _formats(variant, platform)
     values = _GEO_JSON.get(id(geo)) or _geo_json(geo)
-    first, first_order, second, second_order = formats
-    head = first % tuple(values[mark] for mark in first_order)
-    return head, None if second is None else second % tuple(values[mark] for mark in second_order)
+    first, second = formats
+    return first % values, None if second is None else second % values
 
 
 def _build(seed: int, platform: str, geo: Geo) -> dict[str, Any]:
