@@ -11,7 +11,8 @@ Measured in this run, on this machine (2 cores, shared):
 * peak memory of ``mp2amp migrate`` at two sizes (quick: 100k and 300k events; full: 1M and
   5M): the sum of the PSS of the migration's processes (it forks a transform worker and
   spawns staging workers), sampled every 0.2 s; next to it the main process's peak RSS
-  from ``/usr/bin/time -v``.
+  from ``/usr/bin/time -v`` and each kind of process's own peak PSS (main, transform
+  workers, spawned staging workers).
 
 Each emulator runs in its own process (``mp2amp emulate amplitude --port 0``) with the
 per-device rate limit raised, so the numbers are throughput, not throttling waits.
@@ -99,19 +100,25 @@ def migrate(root: Path, events: Path) -> dict[str, Any]:
         raise RuntimeError("no peak RSS in /usr/bin/time's output")
     result = orjson.loads(out)
     return {"seconds": seconds, "main_rss_mb": int(rss.group(1)) / 1024,
-            "tree_mb": peak.peak_mb, "sent": result["totals"]["sent"],
+            "tree_mb": peak.peak_mb, "parts_mb": peak.parts_mb,
+            "sent": result["totals"]["sent"],
             "balanced": result["totals"]["balanced"]}
 
 
 class TreeMemory:
     """Peak memory of the migration with its worker processes: the sum of their PSS
     (proportional set size, so pages a forked worker shares with its parent count once),
-    sampled every ``interval`` seconds. /usr/bin/time's peak RSS sees one process only."""
+    sampled every ``interval`` seconds. /usr/bin/time's peak RSS sees one process only.
+
+    ``parts_mb``: each kind of process's own peak PSS (``main``; ``transform``, the
+    workers forked from it; ``spawned``, the staging pool and its resource tracker), so
+    that a change in the total can be put down to one of them."""
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         self.pid = pid
         self.interval = interval
         self.peak_mb = 0.0
+        self.parts_mb: dict[str, float] = {}
 
     def sample_until(self, proc: subprocess.Popen[str]) -> None:
         import psutil
@@ -119,16 +126,30 @@ class TreeMemory:
         root = psutil.Process(self.pid)  # /usr/bin/time; its own few MB are left out
         while proc.poll() is None:
             total = 0
+            parts: dict[str, int] = {}
             try:
                 for p in root.children(recursive=True):
                     try:
-                        total += p.memory_full_info().pss
+                        pss = p.memory_full_info().pss
+                        kind = _kind(p, self.pid)
                     except (psutil.NoSuchProcess, psutil.AccessDenied):
                         continue
+                    total += pss
+                    parts[kind] = parts.get(kind, 0) + pss
             except psutil.NoSuchProcess:
                 break
             self.peak_mb = max(self.peak_mb, total / 2**20)
+            for kind, pss in parts.items():
+                self.parts_mb[kind] = max(self.parts_mb.get(kind, 0.0), pss / 2**20)
             time.sleep(self.interval)
+
+
+def _kind(p: Any, top: int) -> str:
+    if p.ppid() == top:
+        return "main"
+    if any("multiprocessing" in arg for arg in p.cmdline()):
+        return "spawned"  # spawn's children run ``-c "from multiprocessing..."``
+    return "transform"  # forked: the same command line as the migration
 
 
 def transformed(root: Path, events: Path, limit: int) -> list[dict[str, Any]]:
@@ -212,8 +233,13 @@ def run(quick: bool) -> list[dict[str, Any]]:
          "value": second["tree_mb"], "unit": "MB", "baseline": first["tree_mb"],
          "goal": f"< 300 MB at 5M events, within 10% of the {first['sent']:,}-event run "
                  f"(baseline); main process alone: peak RSS {second['main_rss_mb']:.0f} MB "
-                 f"(vs {first['main_rss_mb']:.0f} MB)"},
+                 f"(vs {first['main_rss_mb']:.0f} MB); each kind's own peak PSS: "
+                 f"{_parts(second)} (vs {_parts(first)})"},
     ]
+
+
+def _parts(run: dict[str, Any]) -> str:
+    return ", ".join(f"{kind} {mb:.0f} MB" for kind, mb in sorted(run["parts_mb"].items()))
 
 
 if __name__ == "__main__":
