@@ -109,7 +109,7 @@ class Truth:
         ``event_person``. Per-event work is left to C where it can be: a join for the rows,
         a count of the names per UTC day; funnels look at runs holding their events only."""
         rows = self.event_person.pending  # (event_person.lines is not kept: no one names its lines)
-        rows += (row_end.join(keys), row_end)
+        rows.append(row_end.join(keys) + row_end)  # one piece per run: the .gz chunks as they always were
         if len(rows) >= FLUSH_AT:
             self.event_person.flush()
         self.counted += len(keys)
