@@ -124,13 +124,17 @@ def anonymous_session(rng: Random, industry: str) -> list[Step]:
     n = 1 + int(rnd() * 4)
     if industry == "ecommerce":
         steps: list[Step] = [("Products Searched", _SEARCHES[int(rnd() * len(_SEARCHES))], 0.0)]
-        steps += [("Product Viewed", PRODUCTS[int(rnd() * len(PRODUCTS))], 0.0) for _ in range(n)]
+        for _ in range(n):  # loops, not comprehensions: a comprehension is a call in Python 3.11
+            steps.append(("Product Viewed", PRODUCTS[int(rnd() * len(PRODUCTS))], 0.0))
         return steps
     if industry == "b2b":
         return [("Pricing Viewed", _PRICING_VIEWS[int(rnd() * len(_PRICING_VIEWS))], 0.0)]
     if industry == "fintech":
         return [("Rates Viewed", _RATES_VIEWS[int(rnd() * len(_RATES_VIEWS))], 0.0)]
-    return [("Browse Catalog", _GENRE_VIEWS[int(rnd() * len(_GENRE_VIEWS))], 0.0) for _ in range(n)]
+    steps = []
+    for _ in range(n):
+        steps.append(("Browse Catalog", _GENRE_VIEWS[int(rnd() * len(_GENRE_VIEWS))], 0.0))
+    return steps
 
 
 def signup_steps(rng: Random, industry: str, state: dict[str, Any]) -> list[Step]:
@@ -167,8 +171,11 @@ def _ecommerce(rng: Random, state: dict[str, Any]) -> list[Step]:
         order_id, total = state.pop("last_order")
         steps.append(("Order Refunded", {"order_id": order_id, "refund_amount": total, "currency": "USD",
                                          "reason": _pick(rng, ("damaged", "wrong_size", "not_as_described"))}, -total))
-    viewed = [PRODUCTS[int(rnd() * len(PRODUCTS))] for _ in range(1 + int(rnd() * 5))]
-    steps += [("Product Viewed", p, 0.0) for p in viewed]
+    viewed: list[dict[str, Any]] = []
+    for _ in range(1 + int(rnd() * 5)):
+        product = PRODUCTS[int(rnd() * len(PRODUCTS))]
+        viewed.append(product)
+        steps.append(("Product Viewed", product, 0.0))
     if rnd() >= 0.35:
         return steps
     cart = viewed[: 1 + int(rnd() * len(viewed))]

@@ -40,8 +40,11 @@ class DayPlanner:
             if not (forced_day or day == person.first_day or (day <= person.last_day and rnd() < person.activity)):
                 continue
             uses = person.uses
-            forced = [u for u in uses if (u.first_day == day or u.login_day == day) and not u.logged_in] \
-                if forced_day else []
+            forced: list[DeviceUse] = []
+            if forced_day:  # uses that must have a session today: first use, or the planned login
+                for u in uses:
+                    if (u.first_day == day or u.login_day == day) and not u.logged_in:
+                        forced.append(u)
             sessions = max(len(forced), 1 + (rnd() < 0.35) + (rnd() < 0.1))
             t = morning + int(rnd() * 10 * 3_600_000)
             usable: list[DeviceUse] | None = None
