@@ -25,13 +25,14 @@ class DayPlanner:
         self.original = id_merge == "original"
         self._rnd = emitter.rng.random
         self._props_of = self._template_props
+        self._known: dict[int, Template] = {}  # id of a use -> its identified template, for one person-day
 
     def run(self, day: int, start_ms: int, end_ms: int) -> None:
         """Every person's sessions on ``day``: on their first day and on forced days (a
         device's first use, a planned login), else if they have not churned, with the chance
         of their activity; one to three sessions (at least one per forced use), from
         between 7:00 and 17:00 on, none starting in the day's last hour."""
-        rnd, session = self.rng.random, self._session
+        rnd, session, known = self.rng.random, self._session, self._known
         morning, last_start = start_ms + 7 * 3_600_000, end_ms - 3_600_000
         for person in self.people:
             if day < person.first_day:
@@ -48,6 +49,7 @@ class DayPlanner:
             sessions = max(len(forced), 1 + (rnd() < 0.35) + (rnd() < 0.1))
             t = morning + int(rnd() * 10 * 3_600_000)
             usable: list[DeviceUse] | None = None
+            known.clear()
             for number in range(sessions):
                 if number < len(forced):
                     use = forced[number]
@@ -135,7 +137,9 @@ class DayPlanner:
         # a session is one or a few runs: a run per template, cut where identity records go
         steps = [opener]
         if use.logged_in and not use.shared_guest:
-            known = self._template(person, use, owner, True)
+            known = self._known.get(id(use))  # a second session on the device today: same template
+            if known is None:
+                known = self._known[id(use)] = self._template(person, use, owner, True)
             if self.original and person.user_id is not None and not person.state.get("linked"):
                 t = em.run(t, end_ms, steps, known)  # the first identified session: links first
                 self._identity_extras(person, t, end_ms)
@@ -160,7 +164,7 @@ class DayPlanner:
             else:
                 props = ident.sdk_identify(anon.props(), uid, anon.props()["distinct_id"], dev_id)
             em.identity("$identify", props, t, platform)
-        known = self._template(person, use, owner, True)
+        known = self._known[id(use)] = self._template(person, use, owner, True)
         if signup:
             steps = [(ind.SIGNUP_EVENT[industry], ind.SIGNUP_METHODS[0] if rnd() < 0.6 else ind.SIGNUP_METHODS[1], 0.0)]
             steps += ind.signup_steps(rng, industry, person.state)
