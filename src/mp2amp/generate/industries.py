@@ -220,6 +220,9 @@ def _b2b(rng: Random, state: dict[str, Any]) -> list[Step]:
     return steps
 
 
+_TRANSFERS = ("p2p", "international", "bill")
+
+
 def _fintech(rng: Random, state: dict[str, Any]) -> list[Step]:
     rnd = rng.random
     steps: list[Step] = [("Balance Checked", _ACCOUNTS[int(rnd() * len(_ACCOUNTS))], 0.0)]
@@ -229,14 +232,14 @@ def _fintech(rng: Random, state: dict[str, Any]) -> list[Step]:
             steps.append(("KYC Verified", {"verification_seconds": int(3600 + rng.random() * 86400)}, 0.0))
         return steps
     for _ in range(int(rnd() * 2.5)):
-        currency, usd_rate = _pick(rng, _CURRENCIES)
-        amount = round((10 + rng.random() * 990) / usd_rate, 2 if currency != "JPY" else 0)
+        currency, usd_rate = _CURRENCIES[int(rnd() * len(_CURRENCIES))]
+        amount = round((10 + rnd() * 990) / usd_rate, 2 if currency != "JPY" else 0)
         fee = round(0.5 + amount * usd_rate * 0.004, 2)
         steps.append(("Money Transfer Started", {"currency": currency, "amount": amount}, 0.0))
-        if rng.random() < 0.85:
+        if rnd() < 0.85:
             steps.append(("Money Transfer Sent", {"currency": currency, "amount": amount,
-                                                  "destination_currency": _pick(rng, _CURRENCIES)[0],
-                                                  "fee_usd": fee, "transfer_type": _pick(rng, ("p2p", "international", "bill"))}, fee))
+                                                  "destination_currency": _CURRENCIES[int(rnd() * len(_CURRENCIES))][0],
+                                                  "fee_usd": fee, "transfer_type": _TRANSFERS[int(rnd() * 3)]}, fee))
     return steps
 
 
