@@ -25,14 +25,16 @@ class DayPlanner:
         self.original = id_merge == "original"
         self._rnd = emitter.rng.random
         self._props_of = self._template_props
-        self._known: dict[int, Template] = {}  # id of a use -> its identified template, for one person-day
+        # id of a use -> its identified (anonymous) template, for one person-day
+        self._known: dict[int, Template] = {}
+        self._anon: dict[int, Template] = {}
 
     def run(self, day: int, start_ms: int, end_ms: int) -> None:
         """Every person's sessions on ``day``: on their first day and on forced days (a
         device's first use, a planned login), else if they have not churned, with the chance
         of their activity; one to three sessions (at least one per forced use), from
         between 7:00 and 17:00 on, none starting in the day's last hour."""
-        rnd, session, known = self.rng.random, self._session, self._known
+        rnd, session, known, anon = self.rng.random, self._session, self._known, self._anon
         morning, last_start = start_ms + 7 * 3_600_000, end_ms - 3_600_000
         for person in self.people:
             if day < person.first_day:
@@ -50,6 +52,7 @@ class DayPlanner:
             t = morning + int(rnd() * 10 * 3_600_000)
             usable: list[DeviceUse] | None = None
             known.clear()
+            anon.clear()
             for number in range(sessions):
                 if number < len(forced):
                     use = forced[number]
@@ -149,7 +152,9 @@ class DayPlanner:
             if rnd() < ind.SERVER_SHARE:  # ind.server_event's first draw
                 self._server_side(person, t, end_ms)
             return t
-        anon = self._template(person, use, owner, False)
+        anon = self._anon.get(id(use))  # a second session on the device today: same template
+        if anon is None:
+            anon = self._anon[id(use)] = self._template(person, use, owner, False)
         if not login_now:
             ind.with_views(rng, ind.anonymous_session(rng, industry), web, steps)
             return em.run(t, end_ms, steps, anon)
