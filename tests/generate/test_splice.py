@@ -19,6 +19,7 @@ from mp2amp.generate.platforms import WEB
 from mp2amp.generate.schema import SchemaSampler
 from mp2amp.generate.sessions import Emitter
 from mp2amp.generate.truth import Truth
+from mp2amp.generate.writer import GzipLines
 
 
 def test_every_clean_line_is_canonical_orjson(simplified: Project, original: Project) -> None:
@@ -70,3 +71,28 @@ def test_templates_splice_to_the_dict_path_bytes(tmp_path: Path, id_merge: str) 
                     assert own_url in (None, b"", page)
                     assert b'{"time":0' + tpl.head + page + tpl.tail + more + b"}" == orjson.dumps(full)
     assert len(kinds) >= 8  # web and apps, anonymous and identified, with and without a company
+
+
+def test_a_name_first_seen_on_the_dict_path_splices_later(tmp_path: Path) -> None:
+    # the splice path indexes per-name pieces filled when a name is first sampled; a name
+    # sampled enough through emit() (server-side events) must still splice afterwards
+    rng = Random(3)
+    people = plan_people(rng, 50, 2, INDUSTRIES, "simplified", 0.0)
+    truth = Truth(tmp_path / "truth", dict(FUNNELS), 0)
+    emitter = Emitter(rng, "simplified", False, ZoneInfo("UTC"), Dirt(0.0), truth, SchemaSampler())
+    planner = DayPlanner(emitter, people, "simplified")
+    person = next(p for p in people if p.user_id is not None)
+    use = person.uses[0]
+    owner = people[use.device.owner] if use.device.owner is not None else person
+    name = "Backend Only Then Spliced"
+    with GzipLines(tmp_path / "events.jsonl", compress=False) as out:
+        emitter.start_day(out, "events.jsonl", 0, 86_400_000)
+        for _ in range(4):
+            emitter.emit(name, {"time": 0, "distinct_id": person.user_id}, {"n": 1}, 1000, person.user_id, "",
+                         "server")
+        assert name in emitter.schema.done
+        emitter.run(2000, 86_400_000, [(name, None, 0.0)], planner._template(person, use, owner, True))
+    truth.close()
+    lines = (tmp_path / "events.jsonl").read_bytes().splitlines()
+    assert len(lines) == 5
+    assert orjson.loads(lines[-1])["event"] == name

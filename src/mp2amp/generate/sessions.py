@@ -362,6 +362,7 @@ class Emitter:
         self.generated += 1
         if name not in self.schema.done:
             self.schema.sample(name, extra)
+            _named(name)  # should run() ever splice this name, its pieces are there
         u = rnd()
         self._finish(name, _props(template, name, extra, t_ms, local, delay, web, key),
                      key, t_ms, user, device, u, False, short)
