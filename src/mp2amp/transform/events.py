@@ -89,9 +89,9 @@ MAX_GROUP_TYPES = 5
 MAX_GROUP_VALUES = 10
 UNPLANNED_FLAG = "mp2amp_unplanned"
 _MAX_SHAPES = 20_000
-_MAX_MEMO_ENTRIES = 8_192  # per kind (contexts, conversions), about 1-2 KB each: above the
-# devices active in a day of a 1M-event project (fewer misses), reached early in a run so
-# its memory is the same at 1M events as at 5M
+_MAX_MEMO_ENTRIES = 4_096  # per kind (contexts, conversions), ~2 KB each: reached early
+# in a run, so its memory is the same at 1M events as at 5M (8192 held a 1M-event
+# project's ~6.7k conversions without filling, then grew at 5M; misses are cheap now)
 _MAX_NAMES = 50_000
 _HOUR_MS = 3_600_000
 _HOTSHARD_EVENTS = frozenset({HOTSHARD_EVENT, HOTSHARD_RECORD})
@@ -576,7 +576,7 @@ class Transformer:
     def _page(self, url: str) -> dict[str, str]:
         parts = page_properties(url)
         if len(self._urls) >= MAX_URLS:
-            self._urls.clear()
+            _drop_oldest(self._urls)
         self._urls[url] = parts
         return parts
 

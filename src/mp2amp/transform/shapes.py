@@ -42,8 +42,8 @@ _PER_EVENT = frozenset({
     "current_url_protocol", "current_url_search", "$referrer", "$referring_domain",
     "$search_engine", "mp_keyword", "$duration",
 })
-MAX_URLS = 8_192  # ~500 bytes each; reached early in a run, so memory stays flat
-MAX_MEMO = 8_192  # per memo; the transformer also bounds all memos of a kind together
+MAX_URLS = 1_024  # ~1.8 KB each (measured), oldest quarter dropped when full: ~1.8 MB
+MAX_MEMO = 4_096  # per memo; the transformer also bounds all memos of a kind together
 
 PAGE_ALL = (PAGE_URL, PAGE_DOMAIN, PAGE_PATH)
 """The page properties in the order they are added (``page_properties``); a shape's
