@@ -41,7 +41,7 @@ class UploadSettings:
     throttle_wait: float | None = None   # default per endpoint (THROTTLE_WAIT)
     park_delay: float = 3600.0           # daily quota counts "in one-hour intervals"
     park_retries: int = 2                # quota rounds in this run before an event stays parked
-    max_pending_events: int | None = None  # backpressure; default 4 full batches per lane
+    max_pending_events: int | None = None  # backpressure; default 2 full batches per lane
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -84,7 +84,9 @@ class UploadSettings:
 
     @property
     def pending_cap(self) -> int:
-        return self.max_pending_events or 4 * self.concurrency * self.max_events
+        # one request in flight and the next batch ready per lane: more only holds memory
+        # (~1.7 MB per batch) while Amplitude is slower than the transform
+        return self.max_pending_events or 2 * self.concurrency * self.max_events
 
 
 @dataclass(slots=True)
