@@ -36,6 +36,7 @@ from mp2amp import __version__
 from mp2amp.errors import ConfigError, Rejection
 from mp2amp.models import Resolved, Skip
 from mp2amp.transform import mapping
+from mp2amp.transform.groups import groups_of
 from mp2amp.transform.hotshard import (
     HOTSHARD_EVENT,
     HOTSHARD_RECORD,
@@ -85,8 +86,6 @@ RESERVED_EVENT_TYPES = frozenset({
     "[Amplitude] Revenue (Verified)", "[Amplitude] Revenue (Unverified)",
     "[Amplitude] Merged User", "$identify", "$groupidentify",
 })
-MAX_GROUP_TYPES = 5
-MAX_GROUP_VALUES = 10
 UNPLANNED_FLAG = "mp2amp_unplanned"
 _MAX_SHAPES = 20_000
 _MAX_MEMO_ENTRIES = 4_096  # per kind (contexts, conversions), ~2 KB each: reached early
@@ -264,14 +263,14 @@ class Transformer:
                 out["insert_id"] = f"{text}-{short.hexdigest()}"
             else:
                 out["insert_id"] = event_insert_id(source_name, props, raw_ms)
-            if groups:  # last: _groups may count
+            if groups:  # last: groups_of may count
                 value = props[groups[0]]
-                if len(groups) == 1 and type(value) is str:  # _groups' common case
+                if len(groups) == 1 and type(value) is str:  # groups_of's common case
                     value = value.strip()
                     if value:
                         out["groups"] = {groups[0]: value[:MAX_STRING]}
                 else:
-                    found = self._groups(props, groups)
+                    found = groups_of(props, groups, self.counts)
                     if found:
                         out["groups"] = found
             return out
@@ -417,7 +416,7 @@ class Transformer:
             if user_props:
                 out["user_properties"] = sanitize_props(user_props, "user_properties", self.values)
             if groups:
-                found = self._groups(props, groups)
+                found = groups_of(props, groups, self.counts)
                 if found:
                     out["groups"] = found
             out["insert_id"] = event_insert_id(source_name, source_props, raw_ms)
@@ -580,32 +579,6 @@ class Transformer:
         self._urls[url] = parts
         return parts
 
-    def _groups(self, props: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-        """Amplitude ``groups`` from the configured keys present (``keys``, in order)."""
-        if len(keys) == 1:
-            value = props[keys[0]]
-            if type(value) is str:  # the common case: one group, one name
-                name = value.strip()
-                return {keys[0]: name[:MAX_STRING]} if name else {}
-        groups: dict[str, Any] = {}
-        budget = MAX_GROUP_VALUES
-        for key in keys:
-            if len(groups) == MAX_GROUP_TYPES or budget == 0:
-                self.counts["groups_over_limit"] += 1
-                break
-            value = props[key]
-            names = [_group_name(v) for v in value] if type(value) is list \
-                else [_group_name(value)]
-            usable = list(dict.fromkeys(n for n in names if n is not None))
-            if not usable:
-                continue
-            if len(usable) > budget:
-                self.counts["groups_over_limit"] += 1
-                usable = usable[:budget]
-            budget -= len(usable)
-            groups[key] = usable if type(value) is list else usable[0]
-        return groups
-
 
 def _drop_oldest(memo: dict[Any, Any]) -> int:
     """Drop the oldest quarter (at least one) of ``memo``'s entries; how many went."""
@@ -639,17 +612,6 @@ def _in_range(raw_ms: int, utc_ms: int) -> int:
 
 def _long_id(field: str) -> None:
     raise ValueProblem(field, f"{field} is longer than {MAX_STRING} characters", "invalid_id")
-
-
-def _group_name(value: object) -> str | None:
-    if type(value) is str:
-        name = value.strip()
-        return name[:MAX_STRING] if name else None
-    if type(value) is int:
-        return str(value)
-    if type(value) is float and value == value and value.is_integer():
-        return str(int(value))
-    return None
 
 
 def _not_an_event(record: object) -> Rejection:

@@ -1,0 +1,54 @@
+"""Amplitude ``groups`` from the configured Mixpanel group keys (e.g. ``company_id``).
+
+Within Amplitude's limits: at most 5 group types and 10 group names per event; a name is a
+non-blank string cut to 1024 characters or an integral number as text. What is cut off is
+counted under ``groups_over_limit``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from mp2amp.transform.values import MAX_STRING
+
+MAX_GROUP_TYPES = 5
+MAX_GROUP_VALUES = 10
+
+
+def groups_of(props: dict[str, Any], keys: tuple[str, ...], counts: Counter[str]) -> dict[str, Any]:
+    """The groups of the configured keys present (``keys``, in configured order)."""
+    if len(keys) == 1:
+        value = props[keys[0]]
+        if type(value) is str:  # the common case: one group, one name
+            name = value.strip()
+            return {keys[0]: name[:MAX_STRING]} if name else {}
+    groups: dict[str, Any] = {}
+    budget = MAX_GROUP_VALUES
+    for key in keys:
+        if len(groups) == MAX_GROUP_TYPES or budget == 0:
+            counts["groups_over_limit"] += 1
+            break
+        value = props[key]
+        names = [group_name(v) for v in value] if type(value) is list else [group_name(value)]
+        usable = list(dict.fromkeys(n for n in names if n is not None))
+        if not usable:
+            continue
+        if len(usable) > budget:
+            counts["groups_over_limit"] += 1
+            usable = usable[:budget]
+        budget -= len(usable)
+        groups[key] = usable if type(value) is list else usable[0]
+    return groups
+
+
+def group_name(value: object) -> str | None:
+    """One group name as Amplitude takes it, or ``None`` when the value cannot be one."""
+    if type(value) is str:
+        name = value.strip()
+        return name[:MAX_STRING] if name else None
+    if type(value) is int:
+        return str(value)
+    if type(value) is float and value == value and value.is_integer():
+        return str(int(value))
+    return None
