@@ -18,7 +18,7 @@ transformer holds no clock, network or global state; its only mutable state is t
 per-property counts in ``stats``, which never influence an output.
 
 Two paths, one result: ``_event`` runs every step above for any record and, without a plan
-or privacy rules, records what it learnt about the record's shape (``_Front``: the event
+or privacy rules, records what it learnt about the record's shape (``Front``: the event
 name, ``mp_lib``, ``$os`` and the property keys in order) and about its context values
 (``shapes.Context``). ``event`` serves a record whose shape and context it has seen with
 the per-event work only, and hands everything else (first sights, odd times or values,
@@ -28,9 +28,7 @@ missing IDs) to ``_event`` before it has counted or changed anything.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from itertools import islice
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from mp2amp import __version__
 from mp2amp.errors import ConfigError, Rejection
@@ -56,10 +54,12 @@ from mp2amp.transform.shapes import (
     ContextEntry,
     Conversion,
     Converted,
+    Front,
     Shape,
     build_shape,
     compile_table,
     convert,
+    drop_oldest,
     out_template,
     page_properties,
     plain_props,
@@ -94,23 +94,6 @@ _MAX_MEMO_ENTRIES = 4_096  # per kind (contexts, conversions), ~2 KB each: reach
 _MAX_NAMES = 50_000
 _HOUR_MS = 3_600_000
 _HOTSHARD_EVENTS = frozenset({HOTSHARD_EVENT, HOTSHARD_RECORD})
-
-
-class _Front(NamedTuple):
-    """What ``Transformer.event`` needs of one (event name, mp_lib, $os, keys) shape; the
-    checks before the shape (record, name, hot shard, identity events, event type) passed
-    when it was learnt and give the same answer for every record of this shape."""
-
-    event_type: str
-    getter: Callable[[dict[str, Any]], tuple[Any, ...]]  # context values
-    memo: dict[tuple[Any, ...], ContextEntry]  # the context's memo
-    template: dict[str, Any]
-    customs: tuple[tuple[str, str], ...]  # (source, name) checked per event
-    page: tuple[str, ...]
-    revenue: bool
-    groups: tuple[str, ...]
-    shape: Shape  # for a context-memo miss served in place (``_context_entry``)
-    kept_fixes: tuple[Callable[..., Any] | None, ...]  # per context rename: its fix
 
 
 class Transformer:
@@ -150,7 +133,7 @@ class Transformer:
         self._memo_entries = 0
         self._contexts: dict[tuple[Any, ...], Context] = {}
         self._context_entries = 0
-        self._fronts: dict[tuple[Any, ...], _Front] = {}
+        self._fronts: dict[tuple[Any, ...], Front] = {}
         # Without a plan or privacy rules the record's own name and keys decide everything
         # up to the shape: ``event`` may serve it from ``_fronts``.
         self._direct = self._plan is None and self._privacy is None
@@ -445,7 +428,7 @@ class Transformer:
             if len(self._fronts) >= _MAX_SHAPES:
                 self._fronts.clear()
             fixes = dict(shape.fixes)
-            self._fronts[front_key] = _Front(
+            self._fronts[front_key] = Front(
                 event_type, context.getter, context.memo, shape.template, shape.customs,
                 shape.page, shape.revenue, shape.groups, shape,
                 tuple(fixes.get(dst) for _, dst in context.renames))
@@ -463,7 +446,7 @@ class Transformer:
         self._remember(context.memo, key, (
             {dst: event_props[dst] for _, dst in context.renames}, *result[:2], result[3]))
 
-    def _context_entry(self, front: _Front, props: dict[str, Any], values: tuple[Any, ...],
+    def _context_entry(self, front: Front, props: dict[str, Any], values: tuple[Any, ...],
                        key: tuple[Any, ...]) -> ContextEntry | None:
         """The memo entry ``_event`` + ``_learn`` would make for these context values, made
         without the general path (a context is one device's defaults: each new device
@@ -509,10 +492,10 @@ class Transformer:
         self._context_entries += 1
         if self._context_entries > _MAX_MEMO_ENTRIES:  # all contexts together: flat
             for other in self._contexts.values():
-                _drop_oldest(other.memo)
+                drop_oldest(other.memo)
             self._context_entries = sum(len(c.memo) for c in self._contexts.values()) + 1
         if len(memo) >= MAX_MEMO:
-            self._context_entries -= _drop_oldest(memo)
+            self._context_entries -= drop_oldest(memo)
         memo[key] = entry
 
     def _to_utc(self, raw_ms: int, props: dict[str, Any]) -> int:
@@ -566,26 +549,18 @@ class Transformer:
         self._memo_entries += 1
         if self._memo_entries > _MAX_MEMO_ENTRIES:  # all conversions together: flat
             for conversion in self._conversions.values():
-                _drop_oldest(conversion.memo)
+                drop_oldest(conversion.memo)
             self._memo_entries = sum(len(c.memo) for c in self._conversions.values()) + 1
         if len(shape.memo) >= MAX_MEMO:
-            self._memo_entries -= _drop_oldest(shape.memo)
+            self._memo_entries -= drop_oldest(shape.memo)
         shape.memo[key] = result
 
     def _page(self, url: str) -> dict[str, str]:
         parts = page_properties(url)
         if len(self._urls) >= MAX_URLS:
-            _drop_oldest(self._urls)
+            drop_oldest(self._urls)
         self._urls[url] = parts
         return parts
-
-
-def _drop_oldest(memo: dict[Any, Any]) -> int:
-    """Drop the oldest quarter (at least one) of ``memo``'s entries; how many went."""
-    count = max(1, len(memo) // 4)
-    for key in list(islice(memo, count)):
-        del memo[key]
-    return count
 
 
 def _active_privacy(rules: PrivacyRules | None) -> PrivacyRules | None:

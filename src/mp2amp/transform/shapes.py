@@ -16,6 +16,7 @@ they become and the top-level fields converted from them are memoized per contex
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from itertools import islice
 from operator import itemgetter
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -97,6 +98,23 @@ class Shape(NamedTuple):
     groups: tuple[str, ...]  # the configured group keys present, in configured order
     context: Context | None  # None when a name is not clean (then no per-event shortcut)
     customs: tuple[tuple[str, str], ...]  # (source, name) of the non-context properties
+
+
+class Front(NamedTuple):
+    """What ``Transformer.event`` needs of one (event name, mp_lib, $os, keys) shape; the
+    checks before the shape (record, name, hot shard, identity events, event type) passed
+    when it was learnt and give the same answer for every record of this shape."""
+
+    event_type: str
+    getter: Callable[[dict[str, Any]], tuple[Any, ...]]  # context values
+    memo: dict[tuple[Any, ...], ContextEntry]  # the context's memo
+    template: dict[str, Any]
+    customs: tuple[tuple[str, str], ...]  # (source, name) checked per event
+    page: tuple[str, ...]
+    revenue: bool
+    groups: tuple[str, ...]
+    shape: Shape  # for a context-memo miss served in place (``_context_entry``)
+    kept_fixes: tuple[Callable[..., Any] | None, ...]  # per context rename: its fix
 
 
 Compiled = tuple[str | None, Callable[..., Any], str | None, int, int, Callable[..., Any] | None]
@@ -357,3 +375,11 @@ def page_properties(url: str) -> dict[str, str]:
         host = path = None
     parts = {PAGE_URL: url.split("?", 1)[0], PAGE_DOMAIN: host, PAGE_PATH: path}
     return {k: v for k, v in parts.items() if v}
+
+
+def drop_oldest(memo: dict[Any, Any]) -> int:
+    """Drop the oldest quarter (at least one) of ``memo``'s entries; how many went."""
+    count = max(1, len(memo) // 4)
+    for key in list(islice(memo, count)):
+        del memo[key]
+    return count
