@@ -174,5 +174,10 @@ def read_staged_range(path: Path | str, start: int, end: int) -> list[bytes]:
 def decode_staged(raw: bytes) -> SourceRecord:
     """One staged line back as a SourceRecord."""
     _, source, line, record, rej = orjson.loads(raw)
+    return staged_record(source, line, record, rej)
+
+
+def staged_record(source: str, line: int, record: Any, rej: list[Any] | None) -> SourceRecord:
+    """The SourceRecord of a staged line's decoded fields."""
     rejection = None if rej is None else Rejection(rej[0], rej[1], rej[2], source, line)
     return SourceRecord(source, line, record, rejection)

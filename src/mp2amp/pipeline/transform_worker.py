@@ -36,7 +36,7 @@ from mp2amp.identity import IdentityGraph
 from mp2amp.identity.ids import IDENTITY_EVENTS
 from mp2amp.models import Emitted
 from mp2amp.pipeline.memory import release_free_memory
-from mp2amp.pipeline.staging import decode_staged, read_staged_range, staged_ranges
+from mp2amp.pipeline.staging import read_staged_range, staged_ranges, staged_record
 from mp2amp.pipeline.windows import die_with_parent, usable_cores
 from mp2amp.transform.dedup import Deduper, insert_id_digest
 from mp2amp.transform.sessions import Sessionizer
@@ -82,45 +82,34 @@ def transform_lines(lines: Sequence[bytes],
     loads, dumps, resolve, event_of = orjson.loads, orjson.dumps, graph.resolve, transformer.event
     sources: dict[str, str] = {}
     for raw in lines:
-        # The common case inlined: an event record, as transform_record would take it,
-        # without building its SourceRecord (it costs more than a mapping step); anything
-        # else takes the general path below. Either way the transformer sees it once.
         _, source, line, record, rej = loads(raw)
         # one object per file name: the chunk's pickle then holds each name once
         source = sources.setdefault(source, source)
-        if rej is None and record.__class__ is dict:
-            props = record.get("properties")
-            name = record.get("event")
-            if props.__class__ is dict and name.__class__ is str \
-                    and name not in IDENTITY_EVENTS:
-                out = event_of(record, resolve(props))
-                if out.__class__ is not dict:
-                    append((OTHER, source, event_outcome(out, record, source, line)))
-                    continue
-                try:
-                    data = dumps(out)
-                except TypeError:
-                    append((UNSERIALIZABLE, source, Emitted(out, source, line)))
-                    continue
-                append((EVENT, source, line, data, out.get("device_id"), out.get("user_id"),
-                        out["time"], insert_id_digest(out["insert_id"]),
-                        "session_id" not in out))
+        if rej is None and record.__class__ is dict \
+                and (props := record.get("properties")).__class__ is dict \
+                and (name := record.get("event")).__class__ is str \
+                and name not in IDENTITY_EVENTS:
+            # The common case inlined: an event record, as transform_record would take it,
+            # without building its SourceRecord (it costs more than a mapping step).
+            out = event_of(record, resolve(props))
+            if out.__class__ is not dict:
+                append((OTHER, source, event_outcome(out, record, source, line)))
                 continue
-        src = decode_staged(raw)
-        outcome = transform_record(src, graph, transformer)
-        if outcome.__class__ is not Emitted:
-            append((OTHER, src.source, outcome))
-            continue
-        assert isinstance(outcome, Emitted)
-        event = outcome.event
+        else:  # everything else, by the general path; the transformer sees it once either way
+            outcome = transform_record(staged_record(source, line, record, rej), graph,
+                                       transformer)
+            if outcome.__class__ is not Emitted:
+                append((OTHER, source, outcome))
+                continue
+            assert isinstance(outcome, Emitted)
+            out = outcome.event
         try:
-            data = orjson.dumps(event)
+            data = dumps(out)
         except TypeError:
-            append((UNSERIALIZABLE, src.source, outcome))
+            append((UNSERIALIZABLE, source, Emitted(out, source, line)))
             continue
-        append((EVENT, outcome.source, outcome.line, data, event.get("device_id"),
-                event.get("user_id"), event["time"], insert_id_digest(event["insert_id"]),
-                "session_id" not in event))
+        append((EVENT, source, line, data, out.get("device_id"), out.get("user_id"),
+                out["time"], insert_id_digest(out["insert_id"]), "session_id" not in out))
     return items
 
 
