@@ -7,7 +7,10 @@ PYTEST_WORKERS ?= 2
 
 .PHONY: setup demo test lint bench bench-quick clean
 
+# The generator is compiled with mypyc (tools/compile_native.py: a no-op when its sources
+# have not changed; pure Python, same output, when there is no C compiler).
 setup: $(STAMP)
+	@$(PY) tools/compile_native.py
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +26,7 @@ test: setup
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -p no:cacheprovider
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
 	$(VENV)/bin/mypy
 
 bench: setup
@@ -33,4 +36,5 @@ bench-quick: setup
 	$(PY) bench/run.py --quick
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	-$(PY) tools/compile_native.py --clean
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis
