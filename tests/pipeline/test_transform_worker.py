@@ -220,3 +220,18 @@ def test_every_kind_of_record_gives_the_same_outcome_and_counts_as_transform_str
     assert inline.stats() == reference.stats() and inline.stats()["truncated"]
     summary.check()
     assert summary.records_read == len(lines)
+
+
+def test_the_result_pipe_holds_a_whole_chunk(staged: list[Path], tmp_path: Path) -> None:
+    """A worker writes a chunk's items (~0.5 MB pickled) without waiting for this process
+    to drain a 64 KB pipe (that wait kept it idle ~15% of a migration's load phase)."""
+    import fcntl
+
+    graph, transformer = _graph_and_transformer(staged, tmp_path / "g")
+    with worker.ChunkTransformer(graph, transformer, workers=1) as chunks:
+        pool = chunks._pool
+        assert pool is not None
+        reader = pool._result_queue._reader  # type: ignore[attr-defined]
+        assert fcntl.fcntl(reader.fileno(), fcntl.F_GETPIPE_SZ) >= worker.RESULT_PIPE_BYTES
+        with open("/proc/sys/fs/pipe-max-size") as f:  # a size the kernel allows anyone
+            assert int(f.read()) >= worker.RESULT_PIPE_BYTES

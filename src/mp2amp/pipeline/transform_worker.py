@@ -19,6 +19,7 @@ so a run gives the same batches either way.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import multiprocessing
 import os
@@ -48,8 +49,10 @@ from mp2amp.transform.stream import (
 )
 
 CHUNK_LINES = 512  # staged lines per task: big enough to amortize the pipe, small for latency
-AHEAD = 4          # chunks in flight: keeps the workers busy while this process uploads
+AHEAD = 16         # chunks in flight (~8 MB of items): the worker keeps going while this process
+                   # waits on the uploader (a 1M-event migration: 36.8 s with 4, 35.4 s with 16)
 MAX_WORKERS = 4
+RESULT_PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size for unprivileged users
 
 # One item per staged record:
 #   (EVENT, source, line, data, device_id, user_id, time, digest, needs_session)
@@ -202,6 +205,7 @@ class ChunkTransformer:
                 max_workers=self.workers, mp_context=multiprocessing.get_context("fork"),
                 initializer=_start_worker, initargs=(os.getpid(),))
             self._pool.submit(_ready).result()
+            widen_result_pipe(self._pool)
 
     @property
     def parallel(self) -> bool:
@@ -257,6 +261,25 @@ class ChunkTransformer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def widen_result_pipe(pool: ProcessPoolExecutor) -> int | None:
+    """Give the pool's result pipe room for a whole chunk's items (~0.5 MB pickled).
+
+    With Linux's default 64 KB a worker blocked on every chunk until this process's
+    result thread got the GIL to drain the pipe: measured on a 1M-event migration, the
+    worker was busy 82% of the load phase and this process waited 12 s for its results;
+    with 1 MB, 85-87%, 7 s, and the run took 35 s instead of 38. Returns the capacity now,
+    or None where it cannot be set (not Linux, or CPython's executor without the pipe)."""
+    queue = getattr(pool, "_result_queue", None)  # CPython's ProcessPoolExecutor internals
+    reader = getattr(queue, "_reader", None)
+    setter = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if reader is None or setter is None:
+        return None
+    try:
+        return fcntl.fcntl(reader.fileno(), setter, RESULT_PIPE_BYTES)
+    except OSError:  # above /proc/sys/fs/pipe-max-size: the default size stays
+        return None
 
 
 def _worker_died(exc: BaseException) -> TerminalError:
