@@ -20,7 +20,7 @@ from types import ModuleType
 import pytest
 
 import mp2amp.generate.planner
-from mp2amp.generate import GenerateConfig, generate_project
+from mp2amp.generate import GenerateConfig, generate_project, stale_native_modules
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPILED = str(mp2amp.generate.planner.__file__).endswith(
@@ -36,7 +36,7 @@ sys.path.insert(0, sys.argv[1])
 import pure_python
 pure_python.install()
 import mp2amp.generate.planner
-from mp2amp.generate import GenerateConfig, generate_project
+from mp2amp.generate import GenerateConfig, generate_project, stale_native_modules
 assert mp2amp.generate.planner.__file__.endswith(".py"), mp2amp.generate.planner.__file__
 kwargs = json.loads(sys.argv[3])
 kwargs["industries"] = tuple(kwargs["industries"])
@@ -71,6 +71,23 @@ def test_the_compiled_build_is_of_the_current_sources() -> None:
                                  "since it was built): run `make setup`")
     recorded = json.loads(native.MANIFEST.read_text())["sources"]
     assert sorted(recorded) == sorted(p.name for p in native.sources())
+    assert stale_native_modules() == []  # the import-time check agrees
+
+
+def test_an_edited_added_or_removed_source_is_reported_stale(tmp_path: Path) -> None:
+    package = tmp_path / "generate"
+    package.mkdir()
+    for name in ("__init__.py", "ids.py", "planner.py"):
+        (package / name).write_text(f"# {name}\n")
+    assert stale_native_modules(package) == []  # no compiled build: nothing to be stale
+    native = _compile_native()
+    native.PACKAGE, native.MANIFEST = package, package / "native.json"  # its own module
+    native.MANIFEST.write_text(json.dumps({"sources": native.source_hashes()}))
+    assert stale_native_modules(package) == []
+    (package / "ids.py").write_text("# ids.py, edited\n")
+    (package / "truth.py").write_text("# new\n")
+    (package / "planner.py").unlink()
+    assert stale_native_modules(package) == ["ids.py", "planner.py", "truth.py"]
 
 
 @needs_build

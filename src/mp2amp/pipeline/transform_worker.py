@@ -267,9 +267,9 @@ def widen_result_pipe(pool: ProcessPoolExecutor) -> int | None:
     """Give the pool's result pipe room for a whole chunk's items (~0.5 MB pickled).
 
     With Linux's default 64 KB a worker blocked on every chunk until this process's
-    result thread got the GIL to drain the pipe: measured on a 1M-event migration, the
-    worker was busy 82% of the load phase and this process waited 12 s for its results;
-    with 1 MB, 85-87%, 7 s, and the run took 35 s instead of 38. Returns the capacity now,
+    result thread got the GIL to drain the pipe. Measured on a 1M-event migration with 16
+    chunks in flight: the worker busy 80-84% of the load phase, this process waiting 12 s
+    for results, 37.7 s in all; with 1 MB, 85-87%, 7 s, 35.1 s. Returns the capacity now,
     or None where it cannot be set (not Linux, or CPython's executor without the pipe)."""
     queue = getattr(pool, "_result_queue", None)  # CPython's ProcessPoolExecutor internals
     reader = getattr(queue, "_reader", None)
