@@ -8,6 +8,8 @@ Measured in this run, on this machine (2 cores, shared):
   flushes, ``min_id_length=1``) sending the SAME transformed events (``mp2amp transform``
   output) to a fresh emulator of the same build; timed from the first ``track`` to the end
   of ``shutdown()``, events built before the clock starts (so the SDK pays no transform).
+* CPU per event of each kind of process in the first run (main, transform worker, spawned
+  staging workers, the emulator): where the time went, from the same run.
 * peak memory of ``mp2amp migrate`` at two sizes (quick: 100k and 300k events; full: 1M and
   5M): the sum of the PSS of the migration's processes (it forks a transform worker and
   spawns staging workers), sampled every 0.2 s; next to it the main process's peak RSS
@@ -54,7 +56,8 @@ def generate(root: Path, events: int) -> Path:
 
 
 @contextmanager
-def emulator(data: Path) -> Iterator[str]:
+def emulator(data: Path, usage: dict[str, float] | None = None) -> Iterator[str]:
+    """An emulator process for the block; its CPU seconds go to ``usage["emulator"]``."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "mp2amp", "emulate", "amplitude", "--port", "0", "--data",
          str(data), "--api-key", KEY, "--eps-limit", "100000000", "--daily-quota",
@@ -66,6 +69,11 @@ def emulator(data: Path) -> Iterator[str]:
             raise RuntimeError(f"the emulator did not print its URL: {url!r}")
         yield url
     finally:
+        if usage is not None:
+            import psutil
+
+            times = psutil.Process(proc.pid).cpu_times()
+            usage["emulator"] = times.user + times.system
         proc.terminate()
         proc.wait(timeout=30)
 
@@ -79,7 +87,8 @@ def config(root: Path, events: Path, url: str) -> Path:
 
 def migrate(root: Path, events: Path) -> dict[str, Any]:
     """One migration in a subprocess; its wall time, peak memory and result."""
-    with emulator(root / "amp") as url:
+    usage: dict[str, float] = {}
+    with emulator(root / "amp", usage) as url:
         cfg = config(root, events, url)
         env = dict(os.environ, AMPLITUDE_API_KEY=KEY)
         started = time.perf_counter()
@@ -101,6 +110,7 @@ def migrate(root: Path, events: Path) -> dict[str, Any]:
     result = orjson.loads(out)
     return {"seconds": seconds, "main_rss_mb": int(rss.group(1)) / 1024,
             "tree_mb": peak.peak_mb, "parts_mb": peak.parts_mb,
+            "cpu_s": {**peak.cpu_seconds(), **usage},
             "sent": result["totals"]["sent"],
             "balanced": result["totals"]["balanced"]}
 
@@ -112,13 +122,16 @@ class TreeMemory:
 
     ``parts_mb``: each kind of process's own peak PSS (``main``; ``transform``, the
     workers forked from it; ``spawned``, the staging pool and its resource tracker), so
-    that a change in the total can be put down to one of them."""
+    that a change in the total can be put down to one of them. ``cpu_seconds()``: each
+    kind's CPU time (user + system) as last sampled, so where a run's time goes is read
+    off the same run (a process's last < ``interval`` seconds are missed)."""
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         self.pid = pid
         self.interval = interval
         self.peak_mb = 0.0
         self.parts_mb: dict[str, float] = {}
+        self._cpu: dict[int, tuple[str, float]] = {}
 
     def sample_until(self, proc: subprocess.Popen[str]) -> None:
         import psutil
@@ -132,8 +145,10 @@ class TreeMemory:
                     try:
                         pss = p.memory_full_info().pss
                         kind = _kind(p, self.pid)
+                        times = p.cpu_times()
                     except (psutil.NoSuchProcess, psutil.AccessDenied):
                         continue
+                    self._cpu[p.pid] = (kind, times.user + times.system)
                     total += pss
                     parts[kind] = parts.get(kind, 0) + pss
             except psutil.NoSuchProcess:
@@ -142,6 +157,13 @@ class TreeMemory:
             for kind, pss in parts.items():
                 self.parts_mb[kind] = max(self.parts_mb.get(kind, 0.0), pss / 2**20)
             time.sleep(self.interval)
+
+
+    def cpu_seconds(self) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for kind, seconds in self._cpu.values():
+            total[kind] = total.get(kind, 0.0) + seconds
+        return total
 
 
 def _kind(p: Any, top: int) -> str:
@@ -228,7 +250,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
         {"name": f"migrate end to end, {first['sent']:,} events (files -> emulator)",
          "value": rate, "unit": "events/s", "baseline": sdk_eps,
          "goal": ">= 50k events/s and >= 5x the amplitude-analytics SDK (use_batch); "
-                 f"SDK delivered {sdk['ok']:,} of {sdk['events']:,} in {sdk['seconds']:.1f} s"},
+                 f"SDK delivered {sdk['ok']:,} of {sdk['events']:,} in {sdk['seconds']:.1f} s; "
+                 f"CPU per event: {_cpu(first)} in {first['seconds']:.1f} s wall"},
         {"name": f"migrate peak memory (all its processes, PSS), {second['sent']:,} events",
          "value": second["tree_mb"], "unit": "MB", "baseline": first["tree_mb"],
          "goal": f"< 300 MB at 5M events, within 10% of the {first['sent']:,}-event run "
@@ -236,6 +259,13 @@ def run(quick: bool) -> list[dict[str, Any]]:
                  f"(vs {first['main_rss_mb']:.0f} MB); each kind's own peak PSS: "
                  f"{_parts(second)} (vs {_parts(first)})"},
     ]
+
+
+def _cpu(run: dict[str, Any]) -> str:
+    """Each kind's CPU microseconds per event sent, and their sum."""
+    per = {kind: 1e6 * seconds / max(1, run["sent"]) for kind, seconds in run["cpu_s"].items()}
+    parts = ", ".join(f"{kind} {us:.1f}" for kind, us in sorted(per.items()))
+    return f"{parts} (sum {sum(per.values()):.1f} us)"
 
 
 def _parts(run: dict[str, Any]) -> str:
