@@ -49,8 +49,8 @@ from mp2amp.transform.stream import (
 )
 
 CHUNK_LINES = 512  # staged lines per task: big enough to amortize the pipe, small for latency
-AHEAD = 16         # chunks in flight (~8 MB of items): the worker keeps going while this process
-                   # waits on the uploader (a 1M-event migration: 36.8 s with 4, 35.4 s with 16)
+AHEAD = 4          # chunks in flight. 16 ran a 1M-event migration 4% faster (35.4 s vs 36.8)
+                   # but held ~10 MB more at 5M (tree PSS 194 vs 177 MB), past the 10% bar
 MAX_WORKERS = 4
 RESULT_PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size for unprivileged users
 
@@ -267,10 +267,11 @@ def widen_result_pipe(pool: ProcessPoolExecutor) -> int | None:
     """Give the pool's result pipe room for a whole chunk's items (~0.5 MB pickled).
 
     With Linux's default 64 KB a worker blocked on every chunk until this process's
-    result thread got the GIL to drain the pipe. Measured on a 1M-event migration with 16
-    chunks in flight: the worker busy 80-84% of the load phase, this process waiting 12 s
-    for results, 37.7 s in all; with 1 MB, 85-87%, 7 s, 35.1 s. Returns the capacity now,
-    or None where it cannot be set (not Linux, or CPython's executor without the pipe)."""
+    result thread got the GIL to drain the pipe. Measured on a 1M-event migration: 38.6-
+    39.3 s before, 36.8 s with 1 MB (with 16 chunks in flight: the worker busy 80-84% of
+    the load phase and this process waiting 12 s for results; with 1 MB, 85-87% and 7 s).
+    Returns the capacity now, or None where it cannot be set (not Linux, or CPython's
+    executor without the pipe)."""
     queue = getattr(pool, "_result_queue", None)  # CPython's ProcessPoolExecutor internals
     reader = getattr(queue, "_reader", None)
     setter = getattr(fcntl, "F_SETPIPE_SZ", None)
