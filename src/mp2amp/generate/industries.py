@@ -88,7 +88,7 @@ ADDED: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {
 CART_VIEWS = tuple({"item_count": count} for count in range(6))  # a cart holds 1-5 products
 CONSTANT_EXTRAS: tuple[dict[str, Any], ...] = (
     *PRODUCTS, *_SEARCHES, *_PRICING_VIEWS, *_RATES_VIEWS, *_GENRE_VIEWS, *_KYC_DOCUMENTS, *DASHBOARDS,
-    *_ACCOUNTS, *ONBOARDING_STEPS, *COMPLETIONS.values(), *(added for pair in ADDED.values() for added in pair),
+    *_ACCOUNTS, *ONBOARDING_STEPS, *COMPLETIONS.values(), *[added for pair in ADDED.values() for added in pair],
     *CART_VIEWS,
 )
 

@@ -86,7 +86,7 @@ _PLACE_SLOT = {id(geo): slot for slot, geo in enumerate(_PLACES)}
 _WEIGHT = sum(g[4] for g in GEOS)
 
 
-_PLACE_WEIGHTS = tuple(zip(_PLACES, (g[4] for g in GEOS), strict=True))
+_PLACE_WEIGHTS = tuple(zip(_PLACES, [g[4] for g in GEOS], strict=True))
 
 
 def pick_geo(rng: Random) -> Geo:

@@ -42,7 +42,7 @@ _HOME_JSON = _DUMPS(_HOME)
 
 # "time" as JSON: web SDKs send float seconds with milliseconds, i.e. the shortest repr of
 # ms / 1000, which is the decimal ms with trailing zeros cut (1704096000.5, .25, .125, .0)
-_MS_FRACTION: tuple[bytes, ...] = (b".0", *(f".{ms:03d}".rstrip("0").encode() for ms in range(1, 1000)))
+_MS_FRACTION: tuple[bytes, ...] = (b".0", *[f".{ms:03d}".rstrip("0").encode() for ms in range(1, 1000)])
 _NO_FRACTION: tuple[bytes, ...] = (b"",) * 1000  # mobile SDKs send whole seconds
 # a spliced line: prefix, time, head, URL, tail, own properties, then the ids and stamps
 _INSERT_ID = b',"$insert_id":"'
@@ -95,7 +95,7 @@ class _Tables:
         self.web: dict[int, Piece] = {id(None): _NO_EXTRA_WEB}
         self.app: dict[int, Piece] = {id(None): _NO_EXTRA_APP}
         constants = [*ind.WEB_VIEWS.values(), *ind.SCREENS.values(), *ind.CONSTANT_EXTRAS, *ind.METHODS,
-                     ind.WEB_OPENER[1], *(step[1] for step in (*ind.APP_OPENERS, *ind.AFTER_LOGOUT))]
+                     ind.WEB_OPENER[1], *[step[1] for step in (*ind.APP_OPENERS, *ind.AFTER_LOGOUT)]]
         for extra in constants:
             if extra is None:
                 continue
