@@ -20,6 +20,7 @@ script says so and exits 0. Any other build failure is an error (exit 1).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -94,7 +95,16 @@ def main() -> int:
     parser.add_argument("--clean", action="store_true", help="remove the compiled modules")
     args = parser.parse_args()
     os.chdir(ROOT)  # mypyc reads pyproject.toml's [tool.mypy] and resolves paths from here
-    if args.clean:
+    BUILD.mkdir(parents=True, exist_ok=True)
+    with open(BUILD / "lock", "w") as lock:
+        # Two makes at once (`make test` beside `make demo`): one builds, the other waits
+        # and then finds the build up to date, instead of deleting it halfway.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _run(args.clean)
+
+
+def _run(clean_only: bool) -> int:
+    if clean_only:
         clean()
         return 0
     if up_to_date():
