@@ -4,8 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+JS_DEPS := tests/js/node_modules/.package-lock.json
 
-.PHONY: setup demo test lint bench bench-quick clean
+.PHONY: setup test-deps demo test lint bench bench-quick clean
 
 # The generator is compiled with mypyc (tools/compile_native.py: a no-op when its sources
 # have not changed; pure Python, same output, when there is no C compiler).
@@ -19,10 +21,19 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# What the tests drive besides Python: npm's mixpanel-browser SDK, in Debian's chromium.
+test-deps: $(JS_DEPS)
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (apt)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+$(JS_DEPS): tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund --silent
+
 demo: setup
 	$(VENV)/bin/mp2amp demo
 
-test: setup
+test: setup test-deps
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -p no:cacheprovider
 
 lint: setup
@@ -37,4 +48,4 @@ bench-quick: setup
 
 clean:
 	-$(PY) tools/compile_native.py --clean
-	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) build tests/js/node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
