@@ -51,18 +51,31 @@ mixpanel.people.set({"$email": "user42@example.com", plan: "pro"}, answered);
 mixpanel.set_group("company_id", "acme");
 mixpanel.get_group("company_id", "acme").set({name: "Acme"}, answered);
 mixpanel.track("Order Completed", {amount: 12.5}, answered);
-// What the SDK made of the emulator's answers, reported to this page's own server: the
-// answers to each call, the errors it reported (a batch whose answer it could not read is
-// one: "Bad HTTP status: 0"), and the batch queues it keeps until a request is answered.
-setTimeout(function () {
-  var queues = {};
+// What the SDK made of the emulator's answers, reported to this page's own server once
+// every call was answered and no batch is queued (or after 30 s): the answers, the errors
+// it reported (a batch whose answer it could not read is one: "Bad HTTP status: 0"), and
+// the batch queues it keeps until a request is answered.
+var started = Date.now();
+function queues() {  // the batch queues ("__mpq_<token>_ev" ...), not their locks
+  var found = {};
   for (var i = 0; i < localStorage.length; i++) {
-    var key = localStorage.key(i);
-    if (key.indexOf("__mpq_") === 0) { queues[key] = JSON.parse(localStorage.getItem(key)); }
+    var key = localStorage.key(i), value;
+    if (key.indexOf("__mpq_") !== 0) { continue; }
+    try { value = JSON.parse(localStorage.getItem(key)); } catch (e) { continue; }
+    if (Array.isArray(value)) { found[key] = value; }
   }
+  return found;
+}
+function settled(found) {
+  for (var key in found) { if (found[key].length) { return false; } }
+  return answers.length >= 4;
+}
+(function report() {
+  var found = queues();
+  if (!settled(found) && Date.now() - started < 30000) { setTimeout(report, 200); return; }
   fetch("/report", {method: "POST",
-                    body: JSON.stringify({answers: answers, errors: errors, queues: queues})});
-}, 3000);
+                    body: JSON.stringify({answers: answers, errors: errors, queues: found})});
+})();
 </script></body></html>"""
 
 
