@@ -4,8 +4,10 @@ and group calls on the emulator: cross-origin with credentials, as from a custom
 The page is served from another loopback port than the emulator (another origin), loads the
 SDK's own UMD build from ``tests/js/node_modules`` (``make setup`` installs it, and Debian's
 ``chromium``), and calls the SDK the way a site does. The test reads back what the emulator
-stored. Each ``$insert_id`` lands once: an SDK that could not read the emulator's answers
-(CORS) would resend its batches.
+stored (each ``$insert_id`` once), and what the SDK made of the emulator's answers, which
+the page reports: an SDK that cannot read them (CORS refusing a request with credentials)
+answers its calls 0 and reports "Bad HTTP status: 0", even where its batcher drops the
+batch as if it had been answered.
 """
 
 from __future__ import annotations
