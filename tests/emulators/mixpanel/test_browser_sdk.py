@@ -2,7 +2,7 @@
 and group calls on the emulator: cross-origin with credentials, as from a customer's site.
 
 The page is served from another loopback port than the emulator (another origin), loads the
-SDK's own UMD build from ``tests/js/node_modules`` (``make setup`` installs it, and Debian's
+SDK's own UMD build from ``tests/js/node_modules`` (``make test-deps`` installs it, and Debian's
 ``chromium``), and calls the SDK the way a site does. The test reads back what the emulator
 stored (each ``$insert_id`` once), and what the SDK made of the emulator's answers, which
 the page reports: an SDK that cannot read them (CORS refusing a request with credentials)
@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[3]
 SDK = ROOT / "tests" / "js" / "node_modules" / "mixpanel-browser" / "dist" / "mixpanel.umd.js"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 _MISSING = [what for what, there in (("chromium", CHROMIUM), (str(SDK), SDK.exists())) if not there]
-if _MISSING and os.environ.get("CI"):  # CI runs `make test`, whose setup installs both
-    raise RuntimeError(f"missing {', '.join(_MISSING)}: `make setup` should have installed it")
+if _MISSING and os.environ.get("CI"):  # CI runs `make test`, which installs both
+    raise RuntimeError(f"missing {', '.join(_MISSING)}: `make test-deps` should have installed it")
 pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"needs {', '.join(_MISSING)} "
-                                "(`make setup` installs them)")
+                                "(`make test-deps` installs them)")
 
 PAGE = """<!doctype html><html><head><title>shop</title>
 <script src="/mixpanel.umd.js"></script></head><body><script>
