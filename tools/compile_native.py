@@ -1,14 +1,17 @@
-"""Compile the generator (``src/mp2amp/generate``) to C extension modules with mypyc.
+"""Compile the generator and the transform's per-event path to C extension modules (mypyc).
 
-Why: the generator is plain typed Python whose time goes to attribute access, small
-functions and string building, which mypyc turns into C calls: 141k -> ~250k events per
-CPU second on this machine (``make bench``), the same bytes for a seed (``tests/generate/
-test_native.py`` compares the compiled and the pure-Python output).
+Why: both are plain typed Python whose time goes to attribute access, small functions, dict
+and string building, which mypyc turns into C calls (``make bench``): the generator runs at
+~250k instead of ~141k events per CPU second, the transform pipeline at ~11 instead of
+~13 us per event. The output is the same bytes (``tests/generate/test_native.py`` and
+``tests/transform/test_native.py`` compare the compiled and the pure-Python output).
+Which modules: ``mp2amp.native.PACKAGES``.
 
 The extension modules land next to their sources (Python imports ``planner.*.so`` before
 ``planner.py``), with one shared library ``mp2amp_native__mypyc*.so`` in ``src/``. A
-manifest (``src/mp2amp/generate/native.json``) records the hash of every compiled source:
-``make setup`` rebuilds when a source changes, and the suite fails on a stale build.
+manifest per package (``native.json``) records the hash of every compiled source:
+``make setup`` rebuilds when a source changes, importing the package warns and the suite
+fails on a stale build.
 
 Without a C compiler the pure-Python modules stay in use (slower, same output): this
 script says so and exits 0. Any other build failure is an error (exit 1).
@@ -21,49 +24,68 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import sys
 import sysconfig
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
-PACKAGE = SRC / "mp2amp" / "generate"
-MANIFEST = PACKAGE / "native.json"
 GROUP = "mp2amp_native"
 BUILD = ROOT / "build" / "native"
 
 
+def _selection() -> ModuleType:
+    # By path: the build must run when the (maybe stale or half-built) package cannot import.
+    spec = importlib.util.spec_from_file_location("_mp2amp_native", SRC / "mp2amp" / "native.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NATIVE = _selection()
+PACKAGES = [SRC / "mp2amp" / name for name in NATIVE.PACKAGES]
+
+
 def sources() -> list[Path]:
-    """The modules compiled: every generator module but the package's ``__init__``."""
-    return sorted(p for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
-
-
-def source_hashes() -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sources()}
+    """The modules compiled, every package's."""
+    return [path for package in PACKAGES for path in NATIVE.compiled_sources(package)]
 
 
 def compiled_files() -> list[Path]:
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-    return [*PACKAGE.glob(f"*{suffix}"), *SRC.glob(f"{GROUP}__mypyc*{suffix}")]
+    # Every extension module in the packages, not only the selected ones: a leftover of a
+    # module no longer selected would still be imported before its .py.
+    return [*(so for package in PACKAGES for so in package.glob(f"*{suffix}")),
+            *SRC.glob(f"{GROUP}__mypyc*{suffix}")]
+
+
+def manifests() -> list[Path]:
+    return [package / NATIVE.MANIFEST for package in PACKAGES]
 
 
 def clean() -> None:
     for path in compiled_files():
         path.unlink()
-    MANIFEST.unlink(missing_ok=True)
+    for manifest in manifests():
+        manifest.unlink(missing_ok=True)
 
 
 def up_to_date() -> bool:
-    if not MANIFEST.exists():
-        return False
-    recorded = json.loads(MANIFEST.read_text())
-    return (recorded.get("python") == sys.implementation.cache_tag
-            and recorded.get("sources") == source_hashes()
-            and len(compiled_files()) == len(sources()) + 1)
+    for package in PACKAGES:
+        manifest = package / NATIVE.MANIFEST
+        if not manifest.exists():
+            return False
+        recorded = json.loads(manifest.read_text())
+        if (recorded.get("python") != sys.implementation.cache_tag
+                or recorded.get("sources") != NATIVE.source_hashes(package)):
+            return False
+    return len(compiled_files()) == len(sources()) + 1
 
 
 def _compiler() -> str | None:
@@ -86,8 +108,10 @@ def build() -> None:
     dist.script_args = ["-q", "build_ext", "--inplace", "--build-temp", str(BUILD / "temp")]
     dist.parse_command_line()
     dist.run_commands()
-    MANIFEST.write_text(json.dumps({"python": sys.implementation.cache_tag,
-                                    "sources": source_hashes()}, indent=1) + "\n")
+    for package in PACKAGES:
+        (package / NATIVE.MANIFEST).write_text(json.dumps(
+            {"python": sys.implementation.cache_tag,
+             "sources": NATIVE.source_hashes(package)}, indent=1) + "\n")
 
 
 def main() -> int:
@@ -111,12 +135,12 @@ def _run(clean_only: bool) -> int:
         return 0
     if _compiler() is None:
         clean()  # never leave a stale build behind
-        print("compile_native: no C compiler found; the generator runs as pure Python "
-              "(same output, about 1.8x slower). Install gcc and run `make setup`.",
+        print("compile_native: no C compiler found; the generator and the transform run as "
+              "pure Python (same output, slower). Install gcc and run `make setup`.",
               file=sys.stderr)
         return 0
-    print(f"compile_native: compiling {len(sources())} generator modules with mypyc "
-          "(about 30 s)...", file=sys.stderr)
+    print(f"compile_native: compiling {len(sources())} modules with mypyc (about 45 s)...",
+          file=sys.stderr)
     try:
         build()
     except (Exception, SystemExit) as exc:  # setuptools reports failures as SystemExit

@@ -1,26 +1,24 @@
 """The mypyc-compiled generator (``tools/compile_native.py``) is the pure-Python one, faster.
 
 Python imports ``planner.*.so`` before ``planner.py``, so once built, the compiled modules
-are what every other test and ``mp2amp generate`` run. These tests check that the build is
-not stale and that it writes the very bytes the pure-Python source writes for a seed (the
-pure run is a subprocess whose import system only sees ``.py`` files under ``src/``:
-``tools/pure_python.py``).
+are what every other test and ``mp2amp generate`` run. This checks that the build writes
+the very bytes the pure-Python source writes for a seed (the pure run is a subprocess whose
+import system only sees ``.py`` files under ``src/``: ``tools/pure_python.py``). That the
+build is not stale: ``tests/test_native.py``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 import mp2amp.generate.planner
-from mp2amp.generate import GenerateConfig, generate_project, stale_native_modules
+from mp2amp.generate import GenerateConfig, generate_project
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPILED = str(mp2amp.generate.planner.__file__).endswith(
@@ -36,7 +34,7 @@ sys.path.insert(0, sys.argv[1])
 import pure_python
 pure_python.install()
 import mp2amp.generate.planner
-from mp2amp.generate import GenerateConfig, generate_project, stale_native_modules
+from mp2amp.generate import GenerateConfig, generate_project
 assert mp2amp.generate.planner.__file__.endswith(".py"), mp2amp.generate.planner.__file__
 kwargs = json.loads(sys.argv[3])
 kwargs["industries"] = tuple(kwargs["industries"])
@@ -50,44 +48,9 @@ CONFIGS = [
 ]
 
 
-def _compile_native() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("compile_native",
-                                                  ROOT / "tools" / "compile_native.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file()}
-
-
-@needs_build
-def test_the_compiled_build_is_of_the_current_sources() -> None:
-    native = _compile_native()
-    assert native.up_to_date(), ("the compiled generator is stale (a source changed "
-                                 "since it was built): run `make setup`")
-    recorded = json.loads(native.MANIFEST.read_text())["sources"]
-    assert sorted(recorded) == sorted(p.name for p in native.sources())
-    assert stale_native_modules() == []  # the import-time check agrees
-
-
-def test_an_edited_added_or_removed_source_is_reported_stale(tmp_path: Path) -> None:
-    package = tmp_path / "generate"
-    package.mkdir()
-    for name in ("__init__.py", "ids.py", "planner.py"):
-        (package / name).write_text(f"# {name}\n")
-    assert stale_native_modules(package) == []  # no compiled build: nothing to be stale
-    native = _compile_native()
-    native.PACKAGE, native.MANIFEST = package, package / "native.json"  # its own module
-    native.MANIFEST.write_text(json.dumps({"sources": native.source_hashes()}))
-    assert stale_native_modules(package) == []
-    (package / "ids.py").write_text("# ids.py, edited\n")
-    (package / "truth.py").write_text("# new\n")
-    (package / "planner.py").unlink()
-    assert stale_native_modules(package) == ["ids.py", "planner.py", "truth.py"]
 
 
 @needs_build

@@ -107,6 +107,7 @@ class Transformer:
         self.settings = settings
         self.values = ValueStats()
         self.counts: Counter[str] = Counter()
+        self.general_path = 0  # records that took ``_event``: how well the memos serve
         # The IP goes out only when both the setting and the privacy rules allow it.
         keep_ip = settings.keep_ip and (settings.privacy is None or settings.privacy.keep_ip)
         self._tables = {p: compile_table(p, keep_ip) for p in mapping.PLATFORMS}
@@ -262,6 +263,7 @@ class Transformer:
 
     def _event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
         """``event`` for any record: every step, in order (see the module docstring)."""
+        self.general_path += 1
         try:
             if type(record) is not dict or "event" not in record:
                 return _not_an_event(record)

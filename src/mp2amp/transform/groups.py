@@ -31,7 +31,7 @@ def groups_of(props: dict[str, Any], keys: tuple[str, ...], counts: Counter[str]
             break
         value = props[key]
         names = [group_name(v) for v in value] if type(value) is list else [group_name(value)]
-        usable = list(dict.fromkeys(n for n in names if n is not None))
+        usable = list(dict.fromkeys([n for n in names if n is not None]))
         if not usable:
             continue
         if len(usable) > budget:

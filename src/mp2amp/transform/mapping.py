@@ -21,8 +21,11 @@ Properties no rule names stay event properties under their Mixpanel name.
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from ipaddress import ip_address
+from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 from mp2amp.transform.geo import COUNTRY_NAMES, coordinate, country_name
@@ -489,7 +492,13 @@ def _module_sections() -> list[str]:
     titles = (("Time", timeconv), ("insert_id", insert_id), ("Revenue", revenue),
               ("Values", values), ("Hot-shard events", hotshard))
     return [line for title, module in titles
-            for line in (f"## {title}", "", (module.__doc__ or "").strip(), "")]
+            for line in (f"## {title}", "", _docstring(module), "")]
+
+
+def _docstring(module: ModuleType) -> str:
+    """A module's docstring, read from its source: a mypyc-compiled module has none."""
+    source = Path(module.__file__ or "").with_name(module.__name__.rpartition(".")[2] + ".py")
+    return (ast.get_docstring(ast.parse(source.read_text(encoding="utf-8"))) or "").strip()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,63 @@
+"""Which modules ``make setup`` compiles with mypyc, and whether that build is stale.
+
+``tools/compile_native.py`` compiles these modules to C extension modules beside their
+sources, and Python imports a compiled module before its ``.py``: after an edit, until the
+next ``make setup``, the old code would run. Each compiled package holds a manifest
+(``native.json``: the SHA-256 of every compiled source) that tells.
+
+The selection: the generator (all of it) and the transform's per-event path. The rest of
+the transform stays Python on purpose: ``mapping`` is also a script (``python -m
+mp2amp.transform.mapping`` writes docs/mapping.md), and the stateful stages (dedup,
+sessions) gained nothing measurable while the migrate tree's memory tripled.
+
+This module imports only the standard library: the build tool loads it by path, before
+anything of mp2amp can be imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+PACKAGES: dict[str, tuple[str, ...] | None] = {
+    "generate": None,  # every module but __init__
+    "transform": ("events", "shapes", "insert_id", "values", "timeconv", "groups", "revenue",
+                  "geo", "hotshard"),
+}
+"""Package (under ``mp2amp``) -> the modules compiled, ``None`` for all but ``__init__``."""
+MANIFEST = "native.json"
+
+
+def compiled_sources(package: Path) -> list[Path]:
+    """The ``.py`` files of ``package`` that the build compiles."""
+    selection = PACKAGES[package.name]
+    if selection is None:
+        return sorted(p for p in package.glob("*.py") if p.name != "__init__.py")
+    return sorted(package / f"{name}.py" for name in selection)
+
+
+def source_hashes(package: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in compiled_sources(package) if p.exists()}
+
+
+def stale_native_modules(package: Path) -> list[str]:
+    """The compiled sources of ``package`` that differ from those its build was made from
+    (edited, added or removed since); empty without a compiled build."""
+    manifest = package / MANIFEST
+    if not manifest.exists():
+        return []
+    recorded = json.loads(manifest.read_text()).get("sources", {})
+    current = source_hashes(package)
+    return sorted(name for name in recorded.keys() | current.keys()
+                  if recorded.get(name) != current.get(name))
+
+
+def warn_if_stale(package: Path) -> None:
+    """A RuntimeWarning naming the edited sources when ``package``'s build is stale."""
+    if stale := stale_native_modules(package):
+        warnings.warn(f"the compiled modules of {package} are older than {', '.join(stale)}; "
+                      "the old code runs until `make setup` rebuilds them",
+                      RuntimeWarning, stacklevel=3)
