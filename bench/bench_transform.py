@@ -6,13 +6,18 @@ loop is pass 2 as ``mp2amp transform`` runs it:
 ``orjson.loads -> graph.resolve -> Transformer.event -> orjson.dumps``.
 Baseline, same lines, same run: ``orjson.dumps(orjson.loads(line))``.
 Memory: peak RSS growth between the first and the second half of the timed loop.
-Full runs add the pipeline on a 1M-event project (more devices than the memos hold).
+Full runs add the pipeline on a 1M-event project (more devices than the memos hold), and
+the small pipeline again from the ``.py`` sources in a subprocess (``tools/pure_python.py``):
+what the mypyc build of the per-event modules (``mp2amp.native``) buys.
 """
 
 from __future__ import annotations
 
 import gzip
 import resource
+import subprocess
+import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -20,9 +25,25 @@ from typing import Any
 
 import orjson
 
+import mp2amp.transform.events
 from mp2amp.generate import GenerateConfig, generate_project
 from mp2amp.identity import IdentityGraph
 from mp2amp.transform import RevenueSettings, Transformer, TransformSettings
+
+COMPILED = str(mp2amp.transform.events.__file__).endswith(
+    sysconfig.get_config_var("EXT_SUFFIX") or ".so")
+HERE = Path(__file__).resolve().parent
+# This module's small pipeline from the .py sources (tools/pure_python.py): us per event
+_PURE = """
+import sys
+sys.path[:0] = sys.argv[1:3]
+import pure_python
+pure_python.install()
+import bench_transform
+assert not bench_transform.COMPILED
+rows = bench_transform.run(quick=False, pure_row=False, scale_row=False)
+print(rows[0]["value"], rows[0]["baseline"])
+"""
 
 
 def _lines(workdir: Path, users: int, days: int, legacy: bool) -> list[bytes]:
@@ -48,7 +69,7 @@ def _rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def run(quick: bool) -> list[dict[str, Any]]:
+def run(quick: bool, pure_row: bool = True, scale_row: bool = True) -> list[dict[str, Any]]:
     users, days, repeats = (400, 3, 2) if quick else (3000, 7, 3)
     with tempfile.TemporaryDirectory(prefix="bench-transform-") as tmp:
         work = Path(tmp)
@@ -94,12 +115,13 @@ def run(quick: bool) -> list[dict[str, Any]]:
         rss_growth_mb = max(0, _rss_kb() - rss_mid) / 1024
         graph.close()
     goal = ">= 100k events/s and >= 0.35x orjson parse+serialize"
-    scale_rows = [] if quick else [_at_scale(goal)]
+    scale_rows = [] if quick or not scale_row else [_at_scale(goal)]
+    pure_rows = [] if quick or not pure_row else [_pure(rate)]
     us = 1e6  # per-event microseconds, to read the rows as a budget
     return [
         {"name": f"transform pipeline: loads+resolve+event+dumps ({len(lines):,} generated "
-                 f"events, 1 core; {us / rate:.2f} us/event vs {us / base_rate:.2f} for "
-                 f"loads+dumps)",
+                 f"events, 1 core, {'mypyc-compiled' if COMPILED else 'pure Python: no build'}"
+                 f"; {us / rate:.2f} us/event vs {us / base_rate:.2f} for loads+dumps)",
          "value": rate, "unit": "events/s", "baseline": base_rate, "goal": goal},
         {"name": f"Transformer.event alone (parsed + resolved input; {us / core_rate:.2f} "
                  f"us/event)", "value": core_rate,
@@ -109,7 +131,19 @@ def run(quick: bool) -> list[dict[str, Any]]:
         {"name": "peak RSS growth over the second half of the input", "value": rss_growth_mb,
          "unit": "MB", "goal": "flat (about 0)"},
         *scale_rows,
+        *pure_rows,
     ]
+
+
+def _pure(compiled_rate: float) -> dict[str, Any]:
+    """The first row's pipeline from the .py sources, in a subprocess (same data: same seed)."""
+    done = subprocess.run([sys.executable, "-c", _PURE, str(HERE.parent / "tools"), str(HERE)],
+                          capture_output=True, text=True, check=True)
+    rate, base_rate = map(float, done.stdout.split())
+    return {"name": f"the same pipeline from the .py sources (pure Python; {1e6 / rate:.2f} "
+                    f"us/event, loads+dumps {1e6 / base_rate:.2f} in that process)",
+            "value": rate, "unit": "events/s", "baseline": compiled_rate,
+            "goal": "what the mypyc build buys; baseline = the first row"}
 
 
 def _at_scale(goal: str) -> dict[str, Any]:

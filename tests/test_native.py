@@ -14,6 +14,8 @@ from types import ModuleType
 import pytest
 
 import mp2amp.generate.planner
+import mp2amp.identity.graph
+import mp2amp.identity.store
 import mp2amp.transform.events
 import mp2amp.transform.mapping
 from mp2amp import native
@@ -45,6 +47,8 @@ def test_the_compiled_build_is_of_the_current_sources() -> None:
         assert native.stale_native_modules(package) == []  # the import-time check agrees
     # What is imported is the build: the selected modules, and only those.
     assert mp2amp.transform.events.__file__.endswith(SUFFIX)
+    assert mp2amp.identity.graph.__file__.endswith(SUFFIX)
+    assert mp2amp.identity.store.__file__.endswith(".py")  # its ScratchDb is weakly referenced
     assert mp2amp.transform.mapping.__file__.endswith(".py")  # also a script: stays Python
 
 

@@ -139,7 +139,7 @@ def _run(clean_only: bool) -> int:
               "pure Python (same output, slower). Install gcc and run `make setup`.",
               file=sys.stderr)
         return 0
-    print(f"compile_native: compiling {len(sources())} modules with mypyc (about 45 s)...",
+    print(f"compile_native: compiling {len(sources())} modules with mypyc (about a minute)...",
           file=sys.stderr)
     try:
         build()

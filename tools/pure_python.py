@@ -1,10 +1,11 @@
 """Run mp2amp from its ``.py`` sources even where compiled modules sit beside them.
 
-``tools/compile_native.py`` puts mypyc extension modules next to the generator's sources,
-and Python imports those first. The test that compares both builds and the benchmark that
-measures the speedup need the pure-Python generator in the same tree: ``install()`` makes
-the import system see only ``.py`` files under ``src/`` (other paths, such as orjson's
-extension module in site-packages, keep their normal finders).
+``tools/compile_native.py`` puts mypyc extension modules next to the sources of the
+generator and the transform (``mp2amp.native``), and Python imports those first. The tests
+that compare both builds and the benchmarks that measure the speedup need the pure-Python
+modules in the same tree: ``install()`` makes the import system see only ``.py`` files
+under ``src/`` (other paths, such as orjson's extension module in site-packages, keep their
+normal finders).
 
     python tools/pure_python.py generate --out DIR ...   # the mp2amp CLI, pure Python
 """

@@ -5,10 +5,11 @@ sources, and Python imports a compiled module before its ``.py``: after an edit,
 next ``make setup``, the old code would run. Each compiled package holds a manifest
 (``native.json``: the SHA-256 of every compiled source) that tells.
 
-The selection: the generator (all of it) and the transform's per-event path. The rest of
-the transform stays Python on purpose: ``mapping`` is also a script (``python -m
-mp2amp.transform.mapping`` writes docs/mapping.md), and the stateful stages (dedup,
-sessions) gained nothing measurable while the migrate tree's memory tripled.
+The selection: the generator (all of it), the transform's per-event path and the identity
+graph's passes. The rest stays Python on purpose: ``transform.mapping`` is also a script
+(``python -m mp2amp.transform.mapping`` writes docs/mapping.md); the stateful stages (dedup,
+sessions) gained nothing measurable while the migrate tree's memory tripled; the identity
+store's ``ScratchDb`` is weakly referenced, which a compiled class does not allow.
 
 This module imports only the standard library: the build tool loads it by path, before
 anything of mp2amp can be imported.
@@ -25,6 +26,8 @@ PACKAGES: dict[str, tuple[str, ...] | None] = {
     "generate": None,  # every module but __init__
     "transform": ("events", "shapes", "insert_id", "values", "timeconv", "groups", "revenue",
                   "geo", "hotshard"),
+    "identity": ("graph", "simplified", "original", "clustered", "unionfind", "table", "ids",
+                 "junk"),
 }
 """Package (under ``mp2amp``) -> the modules compiled, ``None`` for all but ``__init__``."""
 MANIFEST = "native.json"

@@ -57,18 +57,26 @@ JSON lines, optionally gzip) is authoritative: events whose IDs are in it are re
 
 Memory: state stays in dicts up to ``memory_budget_ids`` IDs, then spills to SQLite files
 in ``workdir`` (``identity-*.sqlite``), with a cache in front of pass-2 lookups.
+
+The passes are compiled with mypyc by ``make setup`` (``mp2amp.native``).
 """
 
-from mp2amp.identity.graph import MIXPANEL_CLUSTER_CAP, MODES, IdentityGraph
-from mp2amp.identity.junk import (
+from pathlib import Path
+
+from mp2amp.native import warn_if_stale
+
+warn_if_stale(Path(__file__).parent)
+
+from mp2amp.identity.graph import MIXPANEL_CLUSTER_CAP, MODES, IdentityGraph  # noqa: E402
+from mp2amp.identity.junk import (  # noqa: E402
     JUNK_IDS,
     clean_id,
     default_user_id_predicate,
     is_device_like,
     is_junk_id,
 )
-from mp2amp.identity.report import IdentityReport
-from mp2amp.models import Resolved
+from mp2amp.identity.report import IdentityReport  # noqa: E402
+from mp2amp.models import Resolved  # noqa: E402
 
 __all__ = [
     "JUNK_IDS",

@@ -9,7 +9,7 @@ cluster's user_id and keeps ``ID -> user`` (dict, or SQLite table ``resolved``).
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mp2amp.identity.clustered import MISSING, resolve_clustered
@@ -165,10 +165,10 @@ class OriginalIds:
                 roles[name] = (role, t) if seen is None else (seen[0] | role, min(seen[1], t))
         names = sorted(roles)
         index = {name: i for i, name in enumerate(names)}
-        flags = bytearray(roles[name][0] for name in names)
-        first_seen = array("d", (roles[name][1] for name in names))
+        flags = bytearray([roles[name][0] for name in names])
+        first_seen = array("d", [roles[name][1] for name in names])
         ordered = sorted(self.edges.items(), key=lambda item: (item[1], item[0]))
-        links = ((key[0], index[key[1]], index[key[3]]) for key, _ in ordered)
+        links = _links_by_index(ordered, index)
         clusters = Clusters(flags, self.cap)
         apply_links(clusters, links, self.report, names.__getitem__)
         best = choose_users(clusters, enumerate(names), flags, first_seen, self.predicate)
@@ -199,13 +199,9 @@ class OriginalIds:
         for idx, f, t in db.rows("SELECT idx, flags, t FROM ids"):
             flags[idx - 1] = f
             first_seen[idx - 1] = t
-        links: Iterator[tuple[int, int, int]] = (
-            (kind, a - 1, b - 1)
-            for kind, a, b in db.rows(
-                "SELECT e.kind, ia.idx, ib.idx FROM edges e JOIN ids ia ON ia.id = e.a "
-                "JOIN ids ib ON ib.id = e.b ORDER BY e.t, e.kind, e.a, e.ra, e.b, e.rb"
-            )
-        )
+        links = _spilled_links(db.rows(
+            "SELECT e.kind, ia.idx, ib.idx FROM edges e JOIN ids ia ON ia.id = e.a "
+            "JOIN ids ib ON ib.id = e.b ORDER BY e.t, e.kind, e.a, e.ra, e.b, e.rb"))
 
         def name_of(i: int) -> str:
             row = db.one("SELECT id FROM ids WHERE idx = ?", (i + 1,))
@@ -213,7 +209,7 @@ class OriginalIds:
 
         clusters = Clusters(flags, self.cap)
         apply_links(clusters, links, self.report, name_of)
-        names = ((idx - 1, name) for idx, name in db.rows("SELECT idx, id FROM ids ORDER BY idx"))
+        names = _spilled_names(db.rows("SELECT idx, id FROM ids ORDER BY idx"))
         best = choose_users(clusters, names, flags, first_seen, self.predicate)
         count_clusters(clusters, best, self.report)
         db.script("CREATE TEMP TABLE pick(idx INTEGER PRIMARY KEY, best INTEGER)")
@@ -245,3 +241,22 @@ class OriginalIds:
         resolved = resolve_clustered(props, self.get, self.predicate, self.retroactive, False)
         assert resolved is not None
         return resolved
+
+
+
+# Generator functions, not generator expressions: mypyc turns a generator expression into a
+# list, and the spilled ones stream every link or ID of a graph that does not fit in memory.
+def _links_by_index(ordered: list[tuple[Key, float]],
+                    index: dict[str, int]) -> Iterator[tuple[int, int, int]]:
+    for key, _ in ordered:
+        yield key[0], index[key[1]], index[key[3]]
+
+
+def _spilled_links(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[int, int, int]]:
+    for kind, a, b in rows:  # SQLite's idx is 1-based
+        yield kind, a - 1, b - 1
+
+
+def _spilled_names(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[int, str]]:
+    for idx, name in rows:
+        yield idx - 1, name

@@ -37,7 +37,7 @@ class Clusters:
         self.parent = array("q", range(n))
         self.size = array("q", [1]) * n
         # per root: does the cluster hold an ID named as a user?
-        self.has_user = flags.translate(bytes(b & USER for b in range(256)))
+        self.has_user = flags.translate(bytes([b & USER for b in range(256)]))
 
     def find(self, x: int) -> int:
         parent = self.parent
