@@ -93,3 +93,12 @@ def test_only_the_selected_modules_of_a_package_count(tmp_path: Path) -> None:
         native.warn_if_stale(package)
     (package / "events.py").write_text("# edited\n")
     assert native.stale_native_modules(package) == ["events.py"]
+
+
+def test_a_generator_expression_mypyc_would_make_a_list_fails_the_build() -> None:
+    # mypyc's build output, as printed: one such warning among others
+    report = ("src/mp2amp/identity/original.py:202: warning: Treating generator "
+              "comprehension as list\nsrc/mp2amp/x.py:3: note: something else\n")
+    assert _compile_native().materialized_streams(report) == [
+        "src/mp2amp/identity/original.py:202"]
+    assert _compile_native().materialized_streams("") == []

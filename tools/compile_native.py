@@ -14,7 +14,8 @@ manifest per package (``native.json``) records the hash of every compiled source
 fails on a stale build.
 
 Without a C compiler the pure-Python modules stay in use (slower, same output): this
-script says so and exits 0. Any other build failure is an error (exit 1).
+script says so and exits 0. Any other build failure is an error (exit 1), and so is a
+generator expression mypyc would turn into a list (it would hold a whole stream at once).
 
     python tools/compile_native.py          # build if a source changed
     python tools/compile_native.py --clean  # remove the compiled modules
@@ -23,8 +24,10 @@ script says so and exits 0. Any other build failure is an error (exit 1).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -93,14 +96,28 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CC", cc).split()[0])
 
 
+def materialized_streams(report: str) -> list[str]:
+    """mypyc's "Treating generator comprehension as list" warnings in its build output."""
+    return [line.split(": warning:")[0] for line in report.splitlines()
+            if "Treating generator comprehension as list" in line]
+
+
 def build() -> None:
     from mypyc.build import mypycify  # dev dependency (ships with mypy)
     from setuptools import Distribution
 
     clean()
     modules = [str(p.relative_to(ROOT)) for p in sources()]
-    extensions = mypycify(modules, group_name=GROUP, opt_level="3",
-                          target_dir=str(BUILD / "c"))
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):  # mypyc prints its warnings there
+        extensions = mypycify(modules, group_name=GROUP, opt_level="3",
+                              target_dir=str(BUILD / "c"))
+    print(report.getvalue(), end="")
+    if listed := materialized_streams(report.getvalue()):
+        raise RuntimeError(
+            "mypyc would turn these generator expressions into lists, which holds a whole "
+            "stream in memory (a spilled graph's IDs, a staged window): write a generator "
+            "function or an explicit list comprehension instead: " + "; ".join(listed))
     # A bare Distribution, not setup(): setup() would also read pyproject.toml, whose
     # [project] table is the package's, not this build's.
     dist = Distribution({"name": "mp2amp-native", "ext_modules": extensions,
