@@ -9,8 +9,9 @@ JS_DEPS := tests/js/node_modules/.package-lock.json
 
 .PHONY: setup test-deps demo test lint bench bench-quick clean
 
-# The generator is compiled with mypyc (tools/compile_native.py: a no-op when its sources
-# have not changed; pure Python, same output, when there is no C compiler).
+# The generator, the transform's per-event path and the identity graph are compiled with
+# mypyc (tools/compile_native.py, mp2amp/native.py: a no-op when their sources have not
+# changed; pure Python, same output, when there is no C compiler).
 setup: $(STAMP)
 	@$(PY) tools/compile_native.py
 

@@ -243,7 +243,6 @@ class OriginalIds:
         return resolved
 
 
-
 # Generator functions, not generator expressions: mypyc turns a generator expression into a
 # list, and the spilled ones stream every link or ID of a graph that does not fit in memory.
 def _links_by_index(ordered: list[tuple[Key, float]],
