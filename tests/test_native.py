@@ -13,6 +13,7 @@ from types import ModuleType
 
 import pytest
 
+import mp2amp.emulators.amplitude.validate
 import mp2amp.generate.planner
 import mp2amp.identity.graph
 import mp2amp.identity.store
@@ -41,6 +42,7 @@ def test_the_compiled_build_is_of_the_current_sources() -> None:
     tool = _compile_native()
     assert tool.up_to_date(), ("the compiled modules are stale (a source changed since they "
                                "were built): run `make setup`")
+    assert len(tool.PACKAGES) == len(native.PACKAGES) == 4
     for package in tool.PACKAGES:
         recorded = json.loads((package / native.MANIFEST).read_text())["sources"]
         assert sorted(recorded) == sorted(p.name for p in native.compiled_sources(package))
@@ -48,6 +50,7 @@ def test_the_compiled_build_is_of_the_current_sources() -> None:
     # What is imported is the build: the selected modules, and only those.
     assert mp2amp.transform.events.__file__.endswith(SUFFIX)
     assert mp2amp.identity.graph.__file__.endswith(SUFFIX)
+    assert mp2amp.emulators.amplitude.validate.__file__.endswith(SUFFIX)
     assert mp2amp.identity.store.__file__.endswith(".py")  # its ScratchDb is weakly referenced
     assert mp2amp.transform.mapping.__file__.endswith(".py")  # also a script: stays Python
 

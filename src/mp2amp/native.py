@@ -5,11 +5,13 @@ sources, and Python imports a compiled module before its ``.py``: after an edit,
 next ``make setup``, the old code would run. Each compiled package holds a manifest
 (``native.json``: the SHA-256 of every compiled source) that tells.
 
-The selection: the generator (all of it), the transform's per-event path and the identity
-graph's passes. The rest stays Python on purpose: ``transform.mapping`` is also a script
+The selection: the generator (all of it), the transform's per-event path, the identity
+graph's passes and the Amplitude emulator's ingestion path (it shares the two cores with
+the migration it measures). The rest stays Python on purpose: ``transform.mapping`` is also a script
 (``python -m mp2amp.transform.mapping`` writes docs/mapping.md); the stateful stages (dedup,
-sessions) gained nothing measurable while the migrate tree's memory tripled; the identity
-store's ``ScratchDb`` is weakly referenced, which a compiled class does not allow.
+sessions) gained nothing measurable; the identity store's ``ScratchDb`` is weakly
+referenced, which a compiled class does not allow; the emulator's store does not compile
+(an int assigned to a float variable, fine in Python).
 
 This module imports only the standard library: the build tool loads it by path, before
 anything of mp2amp can be imported.
@@ -28,14 +30,25 @@ PACKAGES: dict[str, tuple[str, ...] | None] = {
                   "geo", "hotshard"),
     "identity": ("graph", "simplified", "original", "clustered", "unionfind", "table", "ids",
                  "junk"),
+    "emulators/amplitude": ("validate", "ids", "ingest", "throttle", "segindex"),
 }
-"""Package (under ``mp2amp``) -> the modules compiled, ``None`` for all but ``__init__``."""
+"""Package (path under ``mp2amp``) -> the modules compiled, ``None`` for all but
+``__init__``."""
 MANIFEST = "native.json"
+
+
+def selection_of(package: Path) -> tuple[str, ...] | None:
+    """``PACKAGES``' entry for a package directory (matched by its last path parts)."""
+    for key, selection in PACKAGES.items():
+        parts = tuple(key.split("/"))
+        if package.parts[-len(parts):] == parts:
+            return selection
+    raise KeyError(f"{package} is not one of the compiled packages")
 
 
 def compiled_sources(package: Path) -> list[Path]:
     """The ``.py`` files of ``package`` that the build compiles."""
-    selection = PACKAGES[package.name]
+    selection = selection_of(package)
     if selection is None:
         return sorted(p for p in package.glob("*.py") if p.name != "__init__.py")
     return sorted(package / f"{name}.py" for name in selection)
