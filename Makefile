@@ -9,9 +9,10 @@ JS_DEPS := tests/js/node_modules/.package-lock.json
 
 .PHONY: setup test-deps demo test lint bench bench-quick clean
 
-# The generator, the transform's per-event path and the identity graph are compiled with
-# mypyc (tools/compile_native.py, mp2amp/native.py: a no-op when their sources have not
-# changed; pure Python, same output, when there is no C compiler).
+# The generator, the transform's per-event path, the identity graph and the Amplitude
+# emulator's ingestion are compiled with mypyc (tools/compile_native.py, mp2amp/native.py:
+# a no-op when their sources have not changed; pure Python, same output, without a C
+# compiler).
 setup: $(STAMP)
 	@$(PY) tools/compile_native.py
 
