@@ -7,11 +7,11 @@ next ``make setup``, the old code would run. Each compiled package holds a manif
 
 The selection: the generator (all of it), the transform's per-event path, the identity
 graph's passes and the Amplitude emulator's ingestion path (it shares the two cores with
-the migration it measures). The rest stays Python on purpose: ``transform.mapping`` is also a script
-(``python -m mp2amp.transform.mapping`` writes docs/mapping.md); the stateful stages (dedup,
-sessions) gained nothing measurable; the identity store's ``ScratchDb`` is weakly
-referenced, which a compiled class does not allow; the emulator's store does not compile
-(an int assigned to a float variable, fine in Python).
+the migration it measures). The rest stays Python on purpose: ``transform.mapping`` is
+also a script (``python -m mp2amp.transform.mapping`` writes docs/mapping.md); the
+stateful stages (dedup, sessions) gained nothing measurable; the identity store's
+``ScratchDb`` is weakly referenced, which a compiled class does not allow; the emulator's
+store does not compile (an int assigned to a float variable, fine in Python).
 
 This module imports only the standard library: the build tool loads it by path, before
 anything of mp2amp can be imported.
