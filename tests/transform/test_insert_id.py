@@ -6,7 +6,13 @@ from typing import Any
 
 from mp2amp.models import Resolved
 from mp2amp.transform import Transformer, TransformSettings
-from mp2amp.transform.insert_id import insert_id_for, mixpanel_insert_id, usable_insert_id
+from mp2amp.transform import insert_id as insert_id_module
+from mp2amp.transform.insert_id import (
+    JUNK_LONGEST,
+    insert_id_for,
+    mixpanel_insert_id,
+    usable_insert_id,
+)
 
 IDS = Resolved("user-1", "device-1")
 
@@ -75,3 +81,8 @@ def test_id_does_not_change_with_timezone_plan_or_privacy_config() -> None:
 def test_hash_tolerates_values_json_cannot_encode() -> None:
     value = insert_id_for("e", None, 1, None, {"big": 2**70, "s": "\ud800"})
     assert value.startswith("mp-")
+
+
+def test_junk_longest_is_the_longest_placeholder() -> None:
+    # written out as a literal so that the compiled build inlines it
+    assert max(map(len, insert_id_module._JUNK)) == JUNK_LONGEST

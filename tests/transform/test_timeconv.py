@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mp2amp.transform.timeconv import LocalTimeConverter, TimeError, to_epoch_ms
+from mp2amp.transform.timeconv import LocalTimeConverter, TimeError, seconds_to_ms, to_epoch_ms
 
 
 def utc_ms(*args: int) -> int:
@@ -129,3 +131,16 @@ def test_southern_hemisphere_and_half_hour_dst() -> None:
     assert conv.to_utc_ms(local_ms(2023, 4, 2, 1, 15)) == utc_ms(2023, 4, 1, 14, 15)  # +11
     assert conv.to_utc_ms(local_ms(2023, 4, 2, 1, 45)) == utc_ms(2023, 4, 1, 14, 45)  # first
     assert conv.to_utc_ms(local_ms(2023, 7, 1, 12)) == utc_ms(2023, 7, 1, 1, 30)  # +10:30
+
+
+@given(st.floats(min_value=1e9, max_value=4e9)
+       | st.integers(1_000_000_000, 3_999_999_999).map(lambda s: s + 0.0005)  # ms ties
+       | st.integers(1_000_000_000_000, 3_999_999_999_999).map(lambda ms: ms / 1000))
+def test_seconds_to_ms_is_round_half_to_even(seconds: float) -> None:
+    assert seconds_to_ms(seconds) == round(seconds * 1000)
+
+
+@pytest.mark.parametrize("seconds", [1704129725.0005, 1704129725.0015, 1704129725.0025,
+                                     1e9 + 0.0005, 1e9 + 0.0015, 1704129725.039])
+def test_seconds_to_ms_ties(seconds: float) -> None:
+    assert seconds_to_ms(seconds) == round(seconds * 1000)

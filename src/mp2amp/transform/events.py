@@ -28,7 +28,7 @@ missing IDs) to ``_event`` before it has counted or changed anything.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from mp2amp import __version__
 from mp2amp.errors import ConfigError, Rejection
@@ -64,12 +64,14 @@ from mp2amp.transform.shapes import (
     page_properties,
     plain_props,
     plain_value,
+    same_types,
 )
 from mp2amp.transform.timeconv import (
     MAX_TIME_MS,
     MIN_TIME_MS,
     LocalTimeConverter,
     TimeError,
+    seconds_to_ms,
     to_epoch_ms,
 )
 from mp2amp.transform.values import MAX_STRING, ValueProblem, ValueStats, clip, sanitize_props
@@ -92,7 +94,7 @@ _MAX_MEMO_ENTRIES = 4_096  # per kind (contexts, conversions), ~2 KB each: reach
 # in a run, so its memory is the same at 1M events as at 5M (8192 held a 1M-event
 # project's ~6.7k conversions without filling, then grew at 5M; misses are cheap now)
 _MAX_NAMES = 50_000
-_HOUR_MS = 3_600_000
+_HOUR_MS: Final = 3_600_000
 _HOTSHARD_EVENTS = frozenset({HOTSHARD_EVENT, HOTSHARD_RECORD})
 
 
@@ -165,9 +167,14 @@ class Transformer:
             if front is None:
                 return self._event(record, ids)
             raw = props["time"]  # the shape has the key
-            if (type(raw) is not float and type(raw) is not int) or not 1e9 <= raw < 4e9:
+            if type(raw) is float:  # split by type: compiled, each compare is a C compare
+                if not 1e9 <= raw < 4e9:
+                    return self._event(record, ids)
+                raw_ms = seconds_to_ms(raw)
+            elif type(raw) is int and 1_000_000_000 <= raw < 4_000_000_000:
+                raw_ms = raw * 1000
+            else:
                 return self._event(record, ids)
-            raw_ms = round(raw * 1000)
             if self._local is None:
                 time_ms = raw_ms
             else:  # a zone offset (< 1 day) cannot take these times out of range
@@ -191,15 +198,16 @@ class Transformer:
             event_type, getter, memo, template, customs, page, has_revenue, groups, _, _ = front
             context = getter(props)
             try:
-                context_key = (context, tuple(map(type, context)))
-                entry = memo.get(context_key)
+                entry = memo.get(context)
             except TypeError:  # a list where a scalar was expected
                 return self._event(record, ids)
             if entry is None:  # a device not seen lately: one memo entry, made here
-                entry = self._context_entry(front, props, context, context_key)
+                entry = self._context_entry(front, props, context)
                 if entry is None:
                     return self._event(record, ids)
-            kept, top, keeps, outs = entry
+            elif not same_types(context, entry[4]):  # 1 where the entry has 1.0 or True
+                return self._event(record, ids)
+            kept, top, keeps, outs, _ = entry
             event_props = template.copy()
             event_props.update(kept)
             for source, name in customs:
@@ -440,16 +448,16 @@ class Transformer:
         if any(type(v) is float and v == 0.0 for v in values):
             return  # -0.0 == 0.0 as a memo key, but they are written differently
         try:
-            key = (values, tuple(map(type, values)))
-            if key in context.memo:
+            if values in context.memo:  # (of other types, maybe: that entry stays)
                 return
         except TypeError:  # a list or dict: never a memo key
             return
-        self._remember(context.memo, key, (
-            {dst: event_props[dst] for _, dst in context.renames}, *result[:2], result[3]))
+        self._remember(context.memo, values, (
+            {dst: event_props[dst] for _, dst in context.renames}, *result[:2], result[3],
+            tuple(map(type, values))))
 
-    def _context_entry(self, front: Front, props: dict[str, Any], values: tuple[Any, ...],
-                       key: tuple[Any, ...]) -> ContextEntry | None:
+    def _context_entry(self, front: Front, props: dict[str, Any],
+                       values: tuple[Any, ...]) -> ContextEntry | None:
         """The memo entry ``_event`` + ``_learn`` would make for these context values, made
         without the general path (a context is one device's defaults: each new device
         misses once), or ``None`` when the values need the general path."""
@@ -483,8 +491,8 @@ class Transformer:
             self._remember_conversion(shape, memo_key, result)
         if not result[2]:
             return None  # kept conversion values that need sanitizing
-        entry = (kept, result[0], result[1], result[3])
-        self._remember(context.memo, key, entry)
+        entry = (kept, result[0], result[1], result[3], tuple(map(type, values)))
+        self._remember(context.memo, values, entry)
         return entry
 
     def _remember(self, memo: dict[tuple[Any, ...], ContextEntry], key: tuple[Any, ...],

@@ -22,14 +22,15 @@ creates duplicates in Amplitude.
 from __future__ import annotations
 
 from hashlib import blake2b
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
-MAX_PREFIX = 64
+MAX_PREFIX: Final = 64
 _JUNK = frozenset({"", "null", "none", "nil", "undefined", "source_id", "0", "-1", "n/a", "na"})
-JUNK_LONGEST = max(map(len, _JUNK))
-"""An ``$insert_id`` longer than this (and at most ``MAX_PREFIX``) is never a placeholder."""
+JUNK_LONGEST: Final = 9
+"""An ``$insert_id`` longer than this (and at most ``MAX_PREFIX``) is never a placeholder:
+the longest of ``_JUNK``, written out so that mypyc inlines it (a test checks it)."""
 SHORT_HASH = blake2b(digest_size=8)  # copied per id: cheaper than building a hasher
 # Ingestion metadata differs between two deliveries of the same event: not identity.
 # ``time`` is in the key already as milliseconds; its raw form differs between sources

@@ -68,14 +68,17 @@ class Conversion(NamedTuple):
     memo: dict[tuple[Any, ...], Converted]
 
 
-ContextEntry = tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[dict[str, Any] | None]]
+ContextEntry = tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[dict[str, Any] | None],
+                     tuple[type, ...]]
 """The context properties' event properties (renamed, fixed, plain), then the conversion
-of the same values (``Converted`` without its plain flag: an entry's keeps are plain)."""
+of the same values (``Converted`` without its plain flag: an entry's keeps are plain), then
+the values' types: the memo is keyed by the values alone (1, 1.0 and True are one key),
+and an entry serves only values of the same types (``same_types``)."""
 
 
 class Context(NamedTuple):
     """The context properties of the shapes that read them the same way, with one memo
-    keyed by their values and types (values that are not hashable get no entry)."""
+    keyed by their values (values that are not hashable get no entry)."""
 
     getter: Callable[[dict[str, Any]], tuple[Any, ...]]  # the context properties' values
     renames: tuple[tuple[str, str], ...]  # (source, name) of the kept ones, fixes applied
@@ -311,6 +314,12 @@ def plain_props(
             return None
         out[name] = value
     return out
+
+
+def same_types(values: tuple[Any, ...], types: tuple[type, ...]) -> bool:
+    """Whether ``values`` has exactly ``types`` (a context entry's): cheaper than keying
+    the memo by a tuple of types per event."""
+    return all(type(value) is types[i] for i, value in enumerate(values))
 
 
 def plain_value(value: Any) -> bool:

@@ -13,12 +13,12 @@ One pass, copy-on-write: a clean flat dict (the common case) is returned as is.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
-MAX_STRING = 1024
-MAX_DEPTH = 40
+MAX_STRING: Final = 1024
+MAX_DEPTH: Final = 40
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _INF = float("inf")
