@@ -131,9 +131,9 @@ class IdentityGraph:
         device = props.get("$device_id")
         dist = props.get("distinct_id")
         if (
-            (user is None or user.__class__ is str)
-            and (device is None or device.__class__ is str)
-            and (dist is None or dist.__class__ is str)
+            (user is None or type(user) is str)
+            and (device is None or type(device) is str)
+            and (dist is None or type(dist) is str)
             and "$distinct_id_before_identity" not in props
             and "mp_original_distinct_id" not in props
         ):

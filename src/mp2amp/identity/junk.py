@@ -85,7 +85,7 @@ def forget_usable_ids() -> None:
 
 def clean_id(value: Any) -> str | None:
     """The ID as Amplitude text, or ``None`` when it is missing or junk."""
-    if value.__class__ is str:
+    if type(value) is str:
         if value in _GOOD:
             return value
         if _junk_text(value[8:] if value.startswith(DEVICE_PREFIX) else value):

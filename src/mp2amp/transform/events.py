@@ -162,8 +162,8 @@ class Transformer:
         if type(props) is not dict:
             return self._event(record, ids)
         try:
-            front = self._fronts.get(
-                (record.get("event"), props.get("mp_lib"), props.get("$os"), *props))
+            front = self._fronts.get(  # the keys as their own tuple: no list step
+                (record.get("event"), props.get("mp_lib"), props.get("$os"), tuple(props)))
             if front is None:
                 return self._event(record, ids)
             raw = props["time"]  # the shape has the key
@@ -415,7 +415,7 @@ class Transformer:
             out["insert_id"] = event_insert_id(source_name, source_props, raw_ms)
             if learn and shape_key is not None and shape.context is not None \
                     and name in self._event_types:
-                self._learn((source_name, *shape_key), shape, event_type, props,
+                self._learn((source_name, lib, os_value, shape_key[2:]), shape, event_type, props,
                             event_props if plain_values and keeps_plain
                             and memo_key is not None and memo.get(memo_key) is result
                             else None, result)
