@@ -305,6 +305,7 @@ def test_memo_tables_stay_bounded_without_changing_outputs(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from mp2amp.transform import events
     monkeypatch.setattr(events, "_MAX_MEMO_ENTRIES", 5)
+    monkeypatch.setattr(events, "_MAX_CONTEXT_ENTRIES", 5)
     monkeypatch.setattr(events, "_MAX_SHAPES", 3)
     t = Transformer(TransformSettings())
     for i in range(40):
@@ -437,7 +438,7 @@ def test_new_devices_of_a_known_shape_are_served_without_the_general_path() -> N
 
 def test_full_memos_drop_their_oldest_entries_not_all(monkeypatch: pytest.MonkeyPatch) -> None:
     from mp2amp.transform import events
-    monkeypatch.setattr(events, "MAX_MEMO", 8)
+    monkeypatch.setattr(events, "_MAX_CONTEXT_ENTRIES", 8)
     t = Transformer(TransformSettings())
     for i in range(30):
         t.event(rec(**{**WEB, "$screen_width": i}), IDS)
