@@ -6,7 +6,9 @@ loop is pass 2 as ``mp2amp transform`` runs it:
 ``orjson.loads -> graph.resolve -> Transformer.event -> orjson.dumps``.
 Baseline, same lines, same run: ``orjson.dumps(orjson.loads(line))``.
 Memory: peak RSS growth between the first and the second half of the timed loop.
-Full runs add the pipeline on a 1M-event project (more devices than the memos hold), and
+The first row is issue 4's bar. Full runs add the pipeline on a 1M-event project (more
+devices than the memos hold, the identity graph spilled to SQLite past 100k IDs as
+``migrate``'s default memory budget does: tracked against the same numbers), and
 the small pipeline again from the ``.py`` sources in a subprocess (``tools/pure_python.py``):
 what the mypyc build of the per-event modules (``mp2amp.native``) buys.
 """
@@ -188,7 +190,8 @@ def _at_scale(goal: str) -> dict[str, Any]:
     return {"name": f"the same at scale: {count:,} events of 41k users, one pass "
                      f"({us * cpu / count:.2f} us/event vs {us * base_cpu / count:.2f})",
             "value": count / cpu, "unit": "events/s", "baseline": count / base_cpu,
-            "goal": goal}
+            "goal": f"tracked, beyond issue 4's bar (the first row): {goal} on a harder "
+                    "input (66k devices; identity spilled past 100k IDs, migrate's default)"}
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 * chain: both passes of ``transform_files`` over gzipped generated events (parse twice,
   identity graph, mapping core, dedup, sessions, serialize), events/s, next to the plain
   one-pass ``gzip + orjson.loads + orjson.dumps`` of the same lines measured in the same
-  run. Goal (issue 4): at least 100k events/s and at least 0.35 of that baseline.
+  run. Tracked against issue 4's numbers (100k events/s, 0.35 of the baseline), though
+  the issue's bar is ``bench_transform``'s first row (one pass, parsed lines in memory):
+  this row adds gzip, a second parse, identity pass 1, dedup, sessions and the files.
 * dedup + sessions: per-event cost of ``Deduper.is_duplicate`` + ``Sessionizer.session_id``
   on parsed records (insert_ids made beforehand), next to the chain's rate: they must not
   be what limits it.
@@ -93,7 +95,8 @@ def run(quick: bool) -> list[dict[str, Any]]:
     return [
         {"name": f"transform chain, 2 passes ({n:,} events)", "value": n / chain_s,
          "unit": "events/s", "baseline": n / base_s,
-         "goal": ">= 100k/s and >= 0.35x orjson parse+serialize"},
+         "goal": "tracked, beyond issue 4's bar (bench_transform, first row): the whole "
+                 "command, both passes, vs one pass of orjson; 100k/s and 0.35x"},
         {"name": "dedup + sessions per event", "value": len(records) / helpers_s,
          "unit": "events/s", "baseline": n / chain_s,
          "goal": "not the chain's bottleneck: >= 5x the chain rate (baseline)"},
