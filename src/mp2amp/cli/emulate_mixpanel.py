@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -57,13 +58,17 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                 seed=seed,
             )
             emulator = MixpanelEmulator(config)
-            try:
-                asyncio.run(_serve(emulator))
-            except KeyboardInterrupt:
-                err_console.print("mixpanel emulator stopped")
+            asyncio.run(_serve(emulator))
+            err_console.print("mixpanel emulator stopped")
 
 
 async def _serve(emulator: MixpanelEmulator) -> None:
+    # Handlers of our own: a process started in the background by a shell inherits SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt; SIGTERM stops it cleanly too.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     url = await emulator.start()
     typer.echo(url)  # first line on stdout: scripts read the chosen port from it
     state = emulator.state
@@ -74,6 +79,6 @@ async def _serve(emulator: MixpanelEmulator) -> None:
         f"mixpanel emulator: project {state.project_id}, timezone {state.timezone}, accepting {auth}; Ctrl-C stops"
     )
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await emulator.stop()

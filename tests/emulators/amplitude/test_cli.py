@@ -42,6 +42,23 @@ def test_serves_prints_url_first_and_saves_on_interrupt(tmp_path: Path) -> None:
     assert state["events_stored"] == 1
 
 
+def test_stops_and_saves_on_sigint_even_started_in_the_background(tmp_path: Path) -> None:
+    # A background job of a non-interactive shell starts with SIGINT ignored.
+    data = tmp_path / "amp"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mp2amp", "emulate", "amplitude", "--port", "0", "--data",
+         str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("http://127.0.0.1:")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert (data / "state.json").exists()
+
+
 def test_bad_settings_are_reported_without_a_traceback(tmp_path: Path) -> None:
     proc = _run("--data", str(tmp_path / "amp"), "--timezone", "Mars/Olympus",
                 "--fail-rate", "1.5")

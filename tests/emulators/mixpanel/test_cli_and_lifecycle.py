@@ -45,6 +45,30 @@ def test_cli_prints_the_url_first_and_serves(kit: Any, tmp_path: Path) -> None:
     assert "Traceback" not in err and "project 4242" in err
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what `mp2amp emulate ... &` in a script gets
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_stops_on_sigint_or_sigterm_even_started_in_the_background(
+        kit: Any, tmp_path: Path, sig: signal.Signals) -> None:
+    # A background job of a non-interactive shell starts with SIGINT ignored: Python then
+    # never raises KeyboardInterrupt, and this emulator once ran on after Ctrl-C / kill -INT.
+    data = kit.build_project(tmp_path / "p", events={DAY: [kit.ev("A", 1_704_902_400)]})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mp2amp", "emulate", "mixpanel", "--data", str(data), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_sigint,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("http://127.0.0.1:")
+    finally:
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "mixpanel emulator stopped" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("setup", "args", "message"),
     [
