@@ -217,3 +217,11 @@ def test_coercion_is_idempotent(value: Any, kind: str) -> None:
     if isinstance(first, PlanResult):
         again = result(plan.apply("e", first.props))
         assert again.props == first.props
+
+
+def test_only_a_plan_that_can_change_something_is_applied_per_event() -> None:
+    assert not TrackingPlan.keep_all().changes_events
+    assert not parse_plan({"unplanned_events": "keep"}).changes_events
+    assert parse_plan({"unplanned_events": "drop"}).changes_events
+    assert parse_plan({"properties": {"debug": {"drop": True}}}).changes_events
+    assert parse_plan({"events": {"A": {"rename": "B"}}}).changes_events

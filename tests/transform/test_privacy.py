@@ -139,3 +139,16 @@ def test_excluded_exactly_when_an_id_is_listed(ids: list[str], user: str | None,
     out = rules.apply("e", {}, Resolved(user, device), 0)
     listed = (user in ids) or (device in ids)
     assert isinstance(out, Skip) == listed
+
+
+@pytest.mark.parametrize(("rules", "changes"), [
+    (PrivacyRules.none(), False),
+    (PrivacyRules(keep_ip=False), False),  # the IP is a mapping setting, not a per-event rule
+    (PrivacyRules(drop_properties=["a"]), True),
+    (PrivacyRules(hash_properties=["a"], salt="s"), True),
+    (PrivacyRules(excluded_users=["u1"]), True),
+    (PrivacyRules(drop_before=date(2022, 1, 1)), True),
+])
+def test_only_rules_that_can_change_an_event_are_applied_per_event(
+        rules: PrivacyRules, changes: bool) -> None:
+    assert rules.changes_events is changes

@@ -28,7 +28,7 @@ missing IDs) to ``_event`` before it has counted or changed anything.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from mp2amp import __version__
 from mp2amp.errors import ConfigError, Rejection
@@ -76,10 +76,6 @@ from mp2amp.transform.timeconv import (
 )
 from mp2amp.transform.values import MAX_STRING, ValueProblem, ValueStats, clip, sanitize_props
 
-if TYPE_CHECKING:  # plan.py imports this module
-    from mp2amp.transform.plan import TrackingPlan
-    from mp2amp.transform.privacy import PrivacyRules
-
 __all__ = ["FIELD_ORDER", "IDENTITY_EVENTS", "RESERVED_EVENT_TYPES", "Transformer"]
 
 IDENTITY_EVENTS = frozenset({"$identify", "$create_alias", "$merge"})
@@ -124,8 +120,9 @@ class Transformer:
             except (ValueError, KeyError) as exc:  # unknown zone or malformed date
                 raise ConfigError([f"transform timezone settings: {exc}"]) from exc
             self._hour_offsets = self._local.hour_offsets
-        self._privacy = _active_privacy(settings.privacy)
-        self._plan = _active_plan(settings.plan)
+        privacy, plan = settings.privacy, settings.plan
+        self._privacy = privacy if privacy is not None and privacy.changes_events else None
+        self._plan = plan if plan is not None and plan.changes_events else None
         self._library = settings.library or f"mp2amp/{__version__}"
         self._revenue_fields = revenue_reader(settings.revenue)
         rs = settings.revenue
@@ -573,22 +570,6 @@ class Transformer:
             drop_oldest(self._urls)
         self._urls[url] = parts
         return parts
-
-
-def _active_privacy(rules: PrivacyRules | None) -> PrivacyRules | None:
-    """The rules, or ``None`` when they cannot skip or change any event (IP aside)."""
-    if rules is None or (rules.drop_before_ms is None and not rules.excluded_users
-                         and not rules.drop_properties and not rules.hash_properties):
-        return None
-    return rules
-
-
-def _active_plan(plan: TrackingPlan | None) -> TrackingPlan | None:
-    """The plan, or ``None`` when it keeps every event and property as it is."""
-    if plan is None or (not plan.events and not plan.properties
-                        and plan.unplanned_events == "keep"):
-        return None
-    return plan
 
 
 def _in_range(raw_ms: int, utc_ms: int) -> int:

@@ -179,6 +179,12 @@ class TrackingPlan:
     def keep_all(cls) -> TrackingPlan:
         return cls({}, {}, "keep")
 
+    @property
+    def changes_events(self) -> bool:
+        """Whether this plan can change any event or property (``keep_all()`` cannot):
+        the transformer calls ``apply`` per event only when it can."""
+        return bool(self.events or self.properties) or self.unplanned_events != "keep"
+
     def __repr__(self) -> str:
         return (f"TrackingPlan(events={len(self.events)}, properties={len(self.properties)}, "
                 f"unplanned_events={self.unplanned_events!r}, source={self.source!r})")

@@ -82,6 +82,13 @@ class PrivacyRules:
     def hash_properties(self) -> frozenset[str]:
         return self._hash
 
+    @property
+    def changes_events(self) -> bool:
+        """Whether these rules can skip or change any event (the IP aside): the
+        transformer calls ``apply`` per event only when they can."""
+        return (self.drop_before_ms is not None or bool(self.excluded_users)
+                or bool(self._drop) or bool(self._hash))
+
     def __repr__(self) -> str:  # the salt is a secret: never shown
         return (f"PrivacyRules(keep_ip={self.keep_ip}, drop_properties={sorted(self._drop)}, "
                 f"hash_properties={sorted(self._hash)}, salt={'***' if self._salt else None}, "
