@@ -1,14 +1,16 @@
 from pathlib import Path
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mp2amp.errors import Rejection
+from mp2amp.identity.ids import identity_view
 from mp2amp.models import SourceRecord
 from mp2amp.pipeline.staging import (
     UNKNOWN_TIME,
     read_staged,
-    read_staged_records,
+    read_staged_identity,
     sort_key,
     stage,
 )
@@ -37,7 +39,8 @@ def test_stage_sorts_by_time_keeps_rejections_and_ties_in_order(tmp_path: Path) 
     out = list(read_staged(dest))
     assert [r.line for r in out] == [2, 3, 5, 1, 4]
     assert out[0].record is None and out[0].rejection == bad
-    assert list(read_staged_records(dest)) == [r.record for r in out]  # the identity pass's
+    # the identity pass reads each line's identity view
+    assert list(read_staged_identity(dest)) == [identity_view(r.record) for r in out]
     assert not list(tmp_path.glob("w/.stage-*")) and not dest.with_name("staged.jsonl.part").exists()
 
 
@@ -63,11 +66,15 @@ def test_staged_ranges_cut_whole_lines_of_at_least_size_bytes(
     path.write_bytes(b"".join(line + b"\n" for line in lines))
     expected: list[list[bytes]] = []
     chunk: list[bytes] = []
+    chunk_bytes = 0
     for line in lines:
-        chunk.append(line)
-        if sum(len(c) + 1 for c in chunk) >= size:  # the line that reaches ``size`` ends the chunk
+        # a range's lines come back without their identity view (all up to the first tab)
+        chunk.append(line[line.find(b"\t") + 1:])
+        chunk_bytes += len(line) + 1
+        if chunk_bytes >= size:  # the line that reaches ``size`` ends the chunk
             expected.append(chunk)
             chunk = []
+            chunk_bytes = 0
     if chunk:
         expected.append(chunk)
     got = [read_staged_range(path, start, end) for start, end in staged_ranges(path, size)]
@@ -82,3 +89,18 @@ def test_sort_prefixes_order_like_time_then_arrival(keys: list[tuple[float, int]
 
     by_prefix = sorted(keys, key=lambda k: _prefix(*k))
     assert [(k + 0.0, o) for k, o in by_prefix] == sorted((k + 0.0, o) for k, o in keys)
+
+
+def test_files_staged_before_identity_views_are_still_read(tmp_path: Path) -> None:
+    """A work folder staged by an earlier version (lines without the view) resumes."""
+    from mp2amp.pipeline.staging import decode_staged, read_staged_range
+
+    record = {"event": "e", "properties": {"time": 5, "distinct_id": "u1", "big": "x" * 50}}
+    old = tmp_path / "old.jsonl"
+    old.write_bytes(orjson.dumps([5.0, "f.jsonl", 1, record, None]) + b"\n"
+                    + orjson.dumps([-1e18, "f.jsonl", 2, None, ["malformed_json", "m", None]])
+                    + b"\n")
+    assert list(read_staged_identity(old)) == [identity_view(record), None]
+    rows = read_staged_range(old, 0, old.stat().st_size)
+    assert [decode_staged(r).record for r in rows] == [record, None]
+    assert [r.line for r in read_staged(old)] == [1, 2]

@@ -24,7 +24,7 @@ from mp2amp.load.uploader import Uploader
 from mp2amp.models import Duplicate, Emitted
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
 from mp2amp.pipeline.progress import Counters
-from mp2amp.pipeline.staging import read_staged, stage
+from mp2amp.pipeline.staging import read_staged, read_staged_range, stage
 from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
 from mp2amp.transform.sessions import Sessionizer
@@ -205,7 +205,7 @@ def test_every_kind_of_record_gives_the_same_outcome_and_counts_as_transform_str
     summary = TransformSummary()
     with Sessionizer() as sessions, Deduper() as dedup:
         settle = worker.Settler(dedup, sessions, summary)
-        for item in worker.transform_lines(staged.read_bytes().splitlines(keepends=True),
+        for item in worker.transform_lines(read_staged_range(staged, 0, staged.stat().st_size),
                                            (graph, inline)):
             if item[0] == worker.EVENT:
                 data = settle.event(item)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 from mp2amp.identity.junk import DEVICE_PREFIX, clean_id
 from mp2amp.identity.report import IdentityReport
@@ -52,3 +52,31 @@ def count_junk(props: dict[str, Any], report: IdentityReport) -> None:
     for name in ("distinct_id", "$user_id", "$device_id"):
         if name in props and props[name] is not None and clean_id(props[name]) is None:
             report.count_junk(name)
+
+
+# Every property the identity pass (IdentityGraph.observe, in every mode) reads. Staging
+# writes each record's identity view (``identity_view``) beside it, so that the pass parses
+# ~100 bytes per record instead of the whole record. A test checks that observing the views
+# builds the same graph as observing the records, and that no mode reads another property.
+IDENTITY_PROPERTIES: Final = (
+    "time", "distinct_id", "mp_original_distinct_id", "$user_id", "$device_id",
+    "$distinct_id_before_identity", "$identified_id", "$anon_id", "$anon_distinct_id",
+    "alias", "$distinct_ids",
+)
+
+
+def identity_view(record: Any) -> dict[str, Any] | None:
+    """What ``IdentityGraph.observe`` reads of ``record``; None where it reads nothing
+    (not an ``{"event", "properties": {...}}`` object). A property that is null is left
+    out: every mode reads a null property as an absent one."""
+    if not isinstance(record, dict):
+        return None
+    props = record.get("properties")
+    if not isinstance(props, dict):
+        return None
+    view: dict[str, Any] = {}
+    for key in IDENTITY_PROPERTIES:
+        value = props.get(key)
+        if value is not None:
+            view[key] = value
+    return {"event": record.get("event"), "properties": view}

@@ -44,7 +44,7 @@ from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.memory import release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter
-from mp2amp.pipeline.staging import read_staged_records
+from mp2amp.pipeline.staging import read_staged_identity
 from mp2amp.pipeline.transform_worker import (
     EVENT,
     UNSERIALIZABLE,
@@ -290,7 +290,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
             await extraction.ready(w.window_id)
             observe = graph.observe
             read = 0
-            for record in read_staged_records(_staged_file(ledger, w)):
+            for record in read_staged_identity(_staged_file(ledger, w)):
                 if record is not None:
                     observe(record)
                 read += 1

@@ -71,7 +71,8 @@ TRIM_EVERY_CHUNKS = 50
 
 def transform_lines(lines: Sequence[bytes],
                     state: tuple[IdentityGraph, EventTransformer] | None = None) -> list[Item]:
-    """The items of these staged lines (in the worker: with the state it was forked with)."""
+    """The items of these staged rows (``read_staged_range``'s; in the worker: with the state
+    it was forked with)."""
     if state is None:
         graph, transformer = _worker_state()
         global _CHUNKS
