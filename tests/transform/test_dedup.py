@@ -183,3 +183,29 @@ def test_spilled_digests_are_found_by_time_and_digest_only(tmp_path: Path) -> No
         assert dedup.is_duplicate("a", 1_000)
         assert dedup.is_duplicate("a", None)
         assert not dedup.is_duplicate("b", 1_500) and dedup.disk_lookups >= 2
+
+
+def test_a_time_ordered_run_never_builds_the_index(tmp_path: Path) -> None:
+    """Spills only append to a scratch file: SQLite is opened by the first look-up that
+    needs the spilled digests, which a time-ordered run of distinct times never makes."""
+    with Deduper(memory_budget=4, spill_dir=tmp_path) as dedup:
+        for t in range(100):
+            assert not dedup.is_duplicate(iid(rec(t=t)), t * 1000)
+        assert dedup.spills > 10 and dedup.disk_lookups == 0
+        assert dedup._db is None and len(dedup) == 100  # len() indexes them, to count
+        assert dedup._db is not None
+        assert dedup.is_duplicate(iid(rec(t=3)), 3000)  # a late copy, found in the index
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_spilled_digests_are_durable_once_checkpointed(tmp_path: Path) -> None:
+    path = tmp_path / "dedup.sqlite"
+    first = Deduper(path=path, memory_budget=2)
+    for t in range(8):
+        assert not first.is_duplicate(iid(rec(t=t)), t * 1000)
+    assert first.spills > 0
+    first.checkpoint()
+    first._db.close()  # type: ignore[union-attr]  # the process dies after the checkpoint
+    with Deduper(path=path) as second:
+        assert all(second.is_duplicate(iid(rec(t=t)), t * 1000) for t in range(8))
+        assert not second.is_duplicate(iid(rec(t=9)), 9000)

@@ -17,7 +17,10 @@ never, and the common case (a new record) never touches the disk. Inputs whose w
 overlap in time pay a SQLite look-up for the records inside the spilled span: slower,
 never wrong. On disk the digests are keyed by (time, digest): a time-ordered run appends
 at the end of the index instead of inserting at random places in it (random inserts cost
-~4 us per record at 1M records, most of the deduplication's time). With a ``path`` the
+~4 us per record at 1M records, most of the deduplication's time). Even appended, an
+index insert cost ~1.5 us per record, for look-ups a time-ordered run never makes: so a
+spill only appends the (time, digest) pairs to a flat scratch file, and they are indexed
+in SQLite on the first look-up that needs them (or at a checkpoint). With a ``path`` the
 state is durable at each ``checkpoint()`` (only then) and a later Deduper on the same path
 resumes it.
 """
@@ -26,7 +29,10 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import struct
+import tempfile
 from pathlib import Path
+from typing import IO
 
 from mp2amp.transform.spillfile import SpillFile
 
@@ -40,6 +46,8 @@ CREATE TABLE IF NOT EXISTS span (id INTEGER PRIMARY KEY CHECK (id = 0), lo INTEG
 """
 _FIRST, _LAST = -(2**63), 2**63 - 1  # the times SQLite can hold
 _NO_SPAN = (_LAST, _FIRST)  # lo > hi: empty; min()/max() with a time make it that time
+_PAIR = struct.Struct(">q16s")  # a spilled (time, digest) in the scratch file
+_INDEX_PAIRS = 50_000  # pairs read back per step when they are indexed: memory stays flat
 
 
 def insert_id_digest(insert_id: str) -> bytes:
@@ -62,7 +70,10 @@ class Deduper(SpillFile):
         self.memory_budget = max(1, memory_budget)
         self._hot: dict[bytes, int] = {}  # digest -> its record's time
         self._hot_lo, self._hot_hi = _NO_SPAN  # the times of the digests in memory
-        self._disk_lo, self._disk_hi = _NO_SPAN  # ... and of those in SQLite
+        self._disk_lo, self._disk_hi = _NO_SPAN  # ... and of those spilled (file or SQLite)
+        self._pending: IO[bytes] | None = None  # spilled pairs not yet in SQLite
+        self._pending_pairs = 0
+        self._durable = path is not None
         super().__init__(spill_dir)
         self.duplicates = 0
         self.spills = 0
@@ -107,15 +118,17 @@ class Deduper(SpillFile):
         Spills between checkpoints are not committed: after a crash, a Deduper on the same
         path holds exactly what the last checkpoint held, so a caller that checkpoints when
         its ledger commits re-reads the uncommitted records as new, not as duplicates."""
-        if self._db is None:
+        if not self._durable or self._db is None:
             return
         if self._hot:
             self._flush()
+        self._index()
         self._db.commit()
 
     def __len__(self) -> int:
         """Distinct records remembered (memory and disk)."""
         on_disk = 0
+        self._index()
         if self._db is not None:
             on_disk = self._db.execute("SELECT COUNT(*) FROM seen_at").fetchone()[0]
         return len(self._hot) + int(on_disk)
@@ -125,6 +138,7 @@ class Deduper(SpillFile):
     def _on_disk(self, digest: bytes, time_ms: int | None) -> bool:
         """Whether the file holds ``digest`` with this time or an unknown one (any time
         when ``time_ms`` is unknown: a scan, which no caller in mp2amp needs)."""
+        self._index()
         assert self._db is not None
         self.disk_lookups += 1
         if time_ms is None:
@@ -155,21 +169,47 @@ class Deduper(SpillFile):
             self._disk_lo, self._disk_hi = _FIRST, _LAST  # an older file: any time
 
     def _spill(self) -> None:
-        if self._db is None:
-            self._open_temporary("mp2amp-dedup-", "dedup.sqlite")
         self._flush()
         self.spills += 1
 
     def _flush(self) -> None:
-        assert self._db is not None
+        """The digests in memory to the scratch file (appended; ``_index`` reads it)."""
         hot = self._hot
-        # in arrival order, which is time order in a time-ordered run: appended where the
-        # index ends
-        self._db.executemany("INSERT OR IGNORE INTO seen_at VALUES (?, ?)",
-                             zip(hot.values(), hot.keys(), strict=True))
+        if self._pending is None:
+            self._pending = tempfile.TemporaryFile(prefix="mp2amp-dedup-",  # noqa: SIM115
+                                                   dir=self._spill_dir)
+        pack = _PAIR.pack
+        self._pending.write(b"".join([pack(t, d) for d, t in hot.items()]))
+        self._pending_pairs += len(hot)
         hot.clear()
         self._disk_lo = min(self._disk_lo, self._hot_lo)
         self._disk_hi = max(self._disk_hi, self._hot_hi)
+        self._hot_lo, self._hot_hi = _NO_SPAN
+
+    def _index(self) -> None:
+        """The scratch file's pairs into SQLite (opened on first need), then empty it."""
+        pending = self._pending
+        if pending is None or not self._pending_pairs:
+            return
+        if self._db is None:
+            self._open_temporary("mp2amp-dedup-", "dedup.sqlite")
+        assert self._db is not None
+        pending.flush()
+        pending.seek(0)
+        # in arrival order, which is time order in a time-ordered run: appended where the
+        # index ends
+        while block := pending.read(_INDEX_PAIRS * _PAIR.size):
+            self._db.executemany("INSERT OR IGNORE INTO seen_at VALUES (?, ?)",
+                                 _PAIR.iter_unpack(block))
+        pending.seek(0)
+        pending.truncate()
+        self._pending_pairs = 0
         self._db.execute("INSERT OR REPLACE INTO span VALUES (0, ?, ?)",
                          (self._disk_lo, self._disk_hi))
-        self._hot_lo, self._hot_hi = _NO_SPAN
+
+    def close(self) -> None:
+        super().close()
+        if self._pending is not None:
+            self._pending.close()
+            self._pending = None
+            self._pending_pairs = 0
