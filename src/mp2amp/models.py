@@ -9,7 +9,7 @@ only: a frozen dataclass's ``__init__`` goes through ``object.__setattr__`` and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mp2amp.errors import Rejection
@@ -29,6 +29,9 @@ class SourceRecord:
     line: int
     record: JSONDict | None
     rejection: Rejection | None = None
+    # The exact JSON text ``record`` was parsed from, where it is one (a whole line of a
+    # JSONL source): staging stores it as is instead of serializing the record again.
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,8 @@
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -104,3 +106,45 @@ def test_files_staged_before_identity_views_are_still_read(tmp_path: Path) -> No
     rows = read_staged_range(old, 0, old.stat().st_size)
     assert [decode_staged(r).record for r in rows] == [record, None]
     assert [r.line for r in read_staged(old)] == [1, 2]
+
+
+WILD = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "wild"
+
+
+def _staged_both_ways(records: list[SourceRecord], tmp_path: Path) -> tuple[list[Any], list[Any]]:
+    """Staged with each record's source line kept, and re-serialized (raw dropped)."""
+    import dataclasses
+
+    kept, dumped = tmp_path / "kept.jsonl", tmp_path / "dumped.jsonl"
+    stage(records, kept)
+    stage([dataclasses.replace(r, raw=None) for r in records], dumped)
+    return ([(r.source, r.line, r.record, r.rejection) for r in read_staged(kept)],
+            [(r.source, r.line, r.record, r.rejection) for r in read_staged(dumped)])
+
+
+def test_source_lines_staged_as_they_are_read_back_as_the_same_records(tmp_path: Path) -> None:
+    from mp2amp.extract.lines import parse_lines
+
+    lines = [b'{"event":"a","properties":{"time":3,"distinct_id":"u\\t1"}}\r',
+             b'\t{ "event" :\t"b", "properties": {"time": 1.5e0, "x": [1, {"y": null}]}}  ',
+             b'{"event":"c","properties":{"time":2,"k":1,"k":2}}',  # a repeated key
+             b'{"event":"\\u00e9\\ud83d\\ude00","properties":{"time":2}}',
+             b'not json', b'[1]']
+    records = list(parse_lines("f.jsonl", lines))
+    assert sum(r.raw is not None for r in records) == 4
+    kept, dumped = _staged_both_ways(records, tmp_path)
+    assert kept == dumped
+    assert [r[2]["event"] if r[2] else None for r in kept] == [None, None, "b", "c", "é😀", "a"]
+
+
+@pytest.mark.skipif(not WILD.is_dir(), reason="shared/fixtures/wild not present")
+def test_every_wild_mixpanel_line_stages_to_the_record_it_was(tmp_path: Path) -> None:
+    from mp2amp.extract.files import iter_records
+
+    files = sorted(str(p) for p in WILD.glob("mixpanel-*.jsonl"))
+    records = list(iter_records(files))
+    assert sum(r.raw is not None for r in records) > 30
+    for i, name in enumerate(files):
+        mine = [r for r in records if r.source == name]
+        kept, dumped = _staged_both_ways(mine, tmp_path / str(i))
+        assert kept == dumped and len(kept) == len(mine)

@@ -195,7 +195,7 @@ def parse_lines(source: str, lines: Iterable[bytes]) -> Iterator[SourceRecord]:
             except decode_error:
                 value = None
             if type(value) is dict:
-                yield SourceRecord(source, lineno, value, None)
+                yield SourceRecord(source, lineno, value, None, line)
                 continue
         yield from parser.feed(lineno, line)
     yield from parser.finish()

@@ -58,6 +58,12 @@ def _encode(rec: SourceRecord, order: int) -> bytes:
     """The staged line with a sort prefix: bytes that sort as (time, arrival order) do."""
     rej = rec.rejection
     key = sort_key(rec.record)
+    view = orjson.dumps(identity_view(rec.record), default=str)
+    if rec.raw is not None and rej is None:
+        # The line the record was parsed from is its JSON already: orjson parses it into
+        # the same record again, so it is not serialized a second time (~0.9 us a line).
+        return b"%s%s\t[%s,%s,%d,%s,null]\n" % (_prefix(key, order), view, orjson.dumps(key),
+                                                orjson.dumps(rec.source), rec.line, rec.raw)
     row = [
         key,
         rec.source,
@@ -67,9 +73,7 @@ def _encode(rec: SourceRecord, order: int) -> bytes:
     ]
     # The concatenation also makes a right-sized copy: orjson (3.13) returns bytes objects
     # that keep a ~16 KB buffer, so holding a chunk of raw dumps() results took 15x the memory.
-    return b"%s%s\t%s\n" % (_prefix(key, order), orjson.dumps(identity_view(rec.record),
-                                                              default=str),
-                              orjson.dumps(row, default=str))
+    return b"%s%s\t%s\n" % (_prefix(key, order), view, orjson.dumps(row, default=str))
 
 
 _PACK_DOUBLE = struct.Struct(">d").pack
