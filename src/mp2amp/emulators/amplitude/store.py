@@ -127,7 +127,8 @@ class EventStore:
         if dedup_keys:
             dedup_fh.write(orjson.dumps([upload_ms, dedup_keys]) + b"\n")
             dedup_fh.flush()
-        events_fh.write(orjson.dumps(annotation)[:-1] + b',"body":' + body + b"}\n")
+        # in pieces: concatenating would copy the (MB-sized) body twice
+        events_fh.writelines((orjson.dumps(annotation)[:-1], b',"body":', body, b"}\n"))
         events_fh.flush()
 
     def close(self) -> None:
