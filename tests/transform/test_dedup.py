@@ -209,3 +209,40 @@ def test_spilled_digests_are_durable_once_checkpointed(tmp_path: Path) -> None:
     with Deduper(path=path) as second:
         assert all(second.is_duplicate(iid(rec(t=t)), t * 1000) for t in range(8))
         assert not second.is_duplicate(iid(rec(t=9)), 9000)
+
+
+def test_a_late_copy_is_found_by_scanning_its_segment_then_by_the_index(tmp_path: Path) -> None:
+    from mp2amp.transform import dedup as module
+
+    with Deduper(memory_budget=4, spill_dir=tmp_path) as dedup:
+        for t in range(40):
+            assert not dedup.is_duplicate(iid(rec(t=t)), t * 1000)
+        # late copies of t=3: the first look-ups scan the one segment whose span holds it
+        for n in range(module._SCANS_PER_SEGMENT):
+            assert dedup.is_duplicate(iid(rec(t=3)), 3000)
+            assert dedup._db is None and dedup.disk_lookups == n + 1
+        assert not dedup.is_duplicate(iid(rec(t=3, who="u9")), 3000)  # scanned once more:
+        assert dedup._db is not None  # ... past its scans, that segment is indexed
+        assert len(dedup._segments) == dedup.spills - 1
+        assert dedup.is_duplicate(iid(rec(t=3)), 3000) and dedup.is_duplicate(iid(rec(t=30)))
+
+
+@given(times=st.lists(st.integers(0, 30), max_size=120), budget=st.integers(1, 6),
+       unknown=st.sets(st.integers(0, 119), max_size=10), scans=st.integers(0, 3),
+       block=st.integers(1, 4))
+@settings(max_examples=60, deadline=None)
+def test_scans_blocks_and_the_index_give_the_in_memory_answers(
+        times: list[int], budget: int, unknown: set[int], scans: int, block: int) -> None:
+    from mp2amp.transform import dedup as module
+
+    saved = module._SCANS_PER_SEGMENT, module._BLOCK_PAIRS
+    module._SCANS_PER_SEGMENT, module._BLOCK_PAIRS = scans, block
+    try:
+        stream = [rec(t=t) for t in times]
+        with Deduper(memory_budget=budget) as small, Deduper() as big:
+            got = [small.is_duplicate(iid(r), None if i in unknown else ms(r))
+                   for i, r in enumerate(stream)]
+            assert got == [big.is_duplicate(iid(r)) for r in stream]
+            assert len(small) == len(big)
+    finally:
+        module._SCANS_PER_SEGMENT, module._BLOCK_PAIRS = saved

@@ -18,9 +18,12 @@ overlap in time pay a SQLite look-up for the records inside the spilled span: sl
 never wrong. On disk the digests are keyed by (time, digest): a time-ordered run appends
 at the end of the index instead of inserting at random places in it (random inserts cost
 ~4 us per record at 1M records, most of the deduplication's time). Even appended, an
-index insert cost ~1.5 us per record, for look-ups a time-ordered run never makes: so a
-spill only appends the (time, digest) pairs to a flat scratch file, and they are indexed
-in SQLite on the first look-up that needs them (or at a checkpoint). With a ``path`` the
+index insert cost ~1.5 us per record, for look-ups a time-ordered run almost never makes
+(6 in a 1M-event migration, at window starts). So a spill only appends its (time, digest)
+pairs to a flat scratch file as one segment, with its span of times; a look-up scans the
+few segments whose span holds its time (a C ``find`` over ~1 MB), and a segment asked
+more than ``_SCANS_PER_SEGMENT`` times is indexed in SQLite, so that inputs of
+overlapping windows never scan without end. A checkpoint indexes everything. With a ``path`` the
 state is durable at each ``checkpoint()`` (only then) and a later Deduper on the same path
 resumes it.
 """
@@ -31,6 +34,8 @@ import hashlib
 import sqlite3
 import struct
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -47,7 +52,19 @@ CREATE TABLE IF NOT EXISTS span (id INTEGER PRIMARY KEY CHECK (id = 0), lo INTEG
 _FIRST, _LAST = -(2**63), 2**63 - 1  # the times SQLite can hold
 _NO_SPAN = (_LAST, _FIRST)  # lo > hi: empty; min()/max() with a time make it that time
 _PAIR = struct.Struct(">q16s")  # a spilled (time, digest) in the scratch file
-_INDEX_PAIRS = 50_000  # pairs read back per step when they are indexed: memory stays flat
+_BLOCK_PAIRS = 50_000  # pairs read from the scratch file at once (1.2 MB)
+_SCANS_PER_SEGMENT = 4  # look-ups a spilled segment answers by scanning before it is indexed
+
+
+@dataclass(slots=True)
+class _Segment:
+    """One spill in the scratch file: ``count`` pairs from byte ``offset``, times lo..hi."""
+
+    offset: int
+    count: int
+    lo: int
+    hi: int
+    scans: int = 0
 
 
 def insert_id_digest(insert_id: str) -> bytes:
@@ -71,8 +88,9 @@ class Deduper(SpillFile):
         self._hot: dict[bytes, int] = {}  # digest -> its record's time
         self._hot_lo, self._hot_hi = _NO_SPAN  # the times of the digests in memory
         self._disk_lo, self._disk_hi = _NO_SPAN  # ... and of those spilled (file or SQLite)
-        self._pending: IO[bytes] | None = None  # spilled pairs not yet in SQLite
-        self._pending_pairs = 0
+        self._pending: IO[bytes] | None = None  # the scratch file of spilled segments
+        self._segments: list[_Segment] = []  # ... those not yet indexed in SQLite
+        self._pending_end = 0  # where the next segment goes
         self._durable = path is not None
         super().__init__(spill_dir)
         self.duplicates = 0
@@ -122,13 +140,13 @@ class Deduper(SpillFile):
             return
         if self._hot:
             self._flush()
-        self._index()
+        self._index(list(self._segments))
         self._db.commit()
 
     def __len__(self) -> int:
         """Distinct records remembered (memory and disk)."""
         on_disk = 0
-        self._index()
+        self._index(list(self._segments))
         if self._db is not None:
             on_disk = self._db.execute("SELECT COUNT(*) FROM seen_at").fetchone()[0]
         return len(self._hot) + int(on_disk)
@@ -138,9 +156,18 @@ class Deduper(SpillFile):
     def _on_disk(self, digest: bytes, time_ms: int | None) -> bool:
         """Whether the file holds ``digest`` with this time or an unknown one (any time
         when ``time_ms`` is unknown: a scan, which no caller in mp2amp needs)."""
-        self._index()
-        assert self._db is not None
         self.disk_lookups += 1
+        for segment in list(self._segments):
+            if time_ms is not None and not segment.lo <= time_ms <= segment.hi:
+                continue  # the digest's time is its record's: it cannot be in there
+            if segment.scans < _SCANS_PER_SEGMENT:
+                segment.scans += 1
+                if self._scan(segment, digest, time_ms):
+                    return True
+            else:
+                self._index([segment])
+        if self._db is None:
+            return False
         if time_ms is None:
             row = self._db.execute("SELECT 1 FROM seen_at WHERE digest = ? LIMIT 1",
                                    (digest,)).fetchone()
@@ -173,37 +200,71 @@ class Deduper(SpillFile):
         self.spills += 1
 
     def _flush(self) -> None:
-        """The digests in memory to the scratch file (appended; ``_index`` reads it)."""
+        """The digests in memory to the scratch file, as one segment."""
         hot = self._hot
         if self._pending is None:
             self._pending = tempfile.TemporaryFile(prefix="mp2amp-dedup-",  # noqa: SIM115
                                                    dir=self._spill_dir)
         pack = _PAIR.pack
-        self._pending.write(b"".join([pack(t, d) for d, t in hot.items()]))
-        self._pending_pairs += len(hot)
+        data = b"".join([pack(t, d) for d, t in hot.items()])
+        self._pending.seek(self._pending_end)
+        self._pending.write(data)
+        self._segments.append(_Segment(self._pending_end, len(hot), self._hot_lo, self._hot_hi))
+        self._pending_end += len(data)
         hot.clear()
         self._disk_lo = min(self._disk_lo, self._hot_lo)
         self._disk_hi = max(self._disk_hi, self._hot_hi)
         self._hot_lo, self._hot_hi = _NO_SPAN
 
-    def _index(self) -> None:
-        """The scratch file's pairs into SQLite (opened on first need), then empty it."""
-        pending = self._pending
-        if pending is None or not self._pending_pairs:
+    def _blocks(self, segment: _Segment) -> Iterator[bytes]:
+        """The segment's pairs, in blocks of whole pairs (memory stays flat)."""
+        assert self._pending is not None
+        left = segment.count * _PAIR.size
+        offset = segment.offset
+        while left > 0:
+            self._pending.seek(offset)
+            block = self._pending.read(min(left, _BLOCK_PAIRS * _PAIR.size))
+            if not block:
+                raise OSError(f"the deduplication scratch file ended early at byte {offset}")
+            yield block
+            offset += len(block)
+            left -= len(block)
+
+    def _scan(self, segment: _Segment, digest: bytes, time_ms: int | None) -> bool:
+        """Whether the segment holds the digest at this time or an unknown one (at any
+        time when ``time_ms`` is unknown). Matches must sit on a pair's boundary."""
+        if time_ms is None:
+            needles = [(digest, 8)]  # the digest follows the pair's 8-byte time
+        else:
+            needles = [(_PAIR.pack(time_ms, digest), 0), (_PAIR.pack(_FIRST, digest), 0)]
+        for block in self._blocks(segment):  # blocks of whole pairs: no match spans two
+            for needle, shift in needles:
+                at = block.find(needle)
+                while at >= 0:
+                    if (at - shift) % _PAIR.size == 0:
+                        return True
+                    at = block.find(needle, at + 1)
+        return False
+
+    def _index(self, segments: list[_Segment]) -> None:
+        """These segments into SQLite (opened on first need); the file is emptied once
+        no segment is left in it."""
+        if not segments:
             return
         if self._db is None:
             self._open_temporary("mp2amp-dedup-", "dedup.sqlite")
         assert self._db is not None
-        pending.flush()
-        pending.seek(0)
-        # in arrival order, which is time order in a time-ordered run: appended where the
-        # index ends
-        while block := pending.read(_INDEX_PAIRS * _PAIR.size):
-            self._db.executemany("INSERT OR IGNORE INTO seen_at VALUES (?, ?)",
-                                 _PAIR.iter_unpack(block))
-        pending.seek(0)
-        pending.truncate()
-        self._pending_pairs = 0
+        for segment in segments:
+            # in arrival order, which is time order in a time-ordered run: appended where
+            # the index ends
+            for block in self._blocks(segment):
+                self._db.executemany("INSERT OR IGNORE INTO seen_at VALUES (?, ?)",
+                                     _PAIR.iter_unpack(block))
+            self._segments.remove(segment)
+        if not self._segments and self._pending is not None:
+            self._pending.seek(0)
+            self._pending.truncate()
+            self._pending_end = 0
         self._db.execute("INSERT OR REPLACE INTO span VALUES (0, ?, ?)",
                          (self._disk_lo, self._disk_hi))
 
@@ -212,4 +273,5 @@ class Deduper(SpillFile):
         if self._pending is not None:
             self._pending.close()
             self._pending = None
-            self._pending_pairs = 0
+            self._segments.clear()
+            self._pending_end = 0
