@@ -8,8 +8,8 @@ resent at once, or the whole request retried after a backoff.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, overload
 
 import aiohttp
 import orjson
@@ -18,13 +18,37 @@ from isal import isal_zlib
 from mp2amp.errors import ConnectionLost, TerminalError, parse_retry_after
 from mp2amp.load.batcher import ENVELOPE_BYTES
 from mp2amp.load.observer import Submitted
-from mp2amp.load.responses import Verdict, classify
+from mp2amp.load.responses import IdPair, Verdict, classify
 
 if TYPE_CHECKING:
     from mp2amp.load.uploader import Lane, Uploader
 
 HEADERS = {"Content-Type": "application/json", "Accept": "*/*"}
 GZIP_HEADERS = {**HEADERS, "Content-Encoding": "gzip"}
+
+
+class IdPairs(Sequence[IdPair]):
+    """The (device, user) of each event of a request, read off the items when asked: only
+    a response that is not a 200 needs them."""
+
+    def __init__(self, items: Sequence[Submitted]) -> None:
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> IdPair: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[IdPair]: ...
+    def __getitem__(self, index: int | slice) -> IdPair | list[IdPair]:
+        if isinstance(index, slice):
+            return [(i.device, i.user) for i in self._items[index]]
+        item = self._items[index]
+        return item.device, item.user
+
+    def __iter__(self) -> Iterator[IdPair]:
+        return ((i.device, i.user) for i in self._items)
 
 
 class RetriesExhausted(TerminalError):
@@ -86,12 +110,15 @@ class Sender:
         return items
 
     def body(self, items: Sequence[Submitted]) -> tuple[bytes, int]:
-        raw = self._head + b",".join(i.data for i in items) + self._tail
+        events = b",".join([i.data for i in items])
+        size = len(self._head) + len(events) + len(self._tail)
         if not self.up.settings.gzip:
-            return raw, len(raw)
-        # ISA-L gzip: ~5x zlib level 1 at a better ratio (levels 0-3; 1 is its default)
+            return b"".join((self._head, events, self._tail)), size
+        # ISA-L gzip: ~5x zlib level 1 at a better ratio (levels 0-3; 1 is its default).
+        # In pieces: a whole body is never built, only its compressed form.
         comp = isal_zlib.compressobj(self.up.settings.gzip_level, isal_zlib.DEFLATED, 31)
-        return comp.compress(raw) + comp.flush(), len(raw)
+        return b"".join((comp.compress(self._head), comp.compress(events),
+                         comp.compress(self._tail), comp.flush())), size
 
     async def send(self, lane: Lane, items: list[Submitted]) -> None:
         """Send one request until its verdict is final for this round."""
@@ -99,7 +126,7 @@ class Sender:
         s = up.settings
         body, raw_size = self.body(items)
         headers = GZIP_HEADERS if s.gzip else HEADERS
-        ids = [(i.device, i.user) for i in items]
+        ids = IdPairs(items)
         attempt = 0
         while True:
             up.announce(items)
