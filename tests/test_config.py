@@ -199,12 +199,19 @@ def test_overrides_beat_the_file_and_resolve_paths_from_cwd(
 
 
 def test_bad_override_is_reported_with_the_file_problems(tmp_path: Path) -> None:
-    path = write(tmp_path, "[run]\nconcurrency = 0\n")
+    path = write(tmp_path, "[run]\nconcurrency = 0\ntransform_workers = 9\n")
     assert problems(path, {"transform.session_gap_minutes": -5, "nosection": 1}) == [
         "nosection: an override names section.key",
         "transform.session_gap_minutes: must be 1..1440, got -5",
         "run.concurrency: must be 1..64, got 0",
+        "run.transform_workers: must be 0..4, got 9",
     ]
+
+
+def test_transform_workers_default_to_the_cores_and_can_be_set(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "[run]\n"), env={}).run.transform_workers is None
+    config = load_config(write(tmp_path, "[run]\ntransform_workers = 2\n"), env={})
+    assert config.run.transform_workers == 2
 
 
 def test_plan_and_excluded_users_problems_reported_together(tmp_path: Path) -> None:

@@ -106,13 +106,23 @@ def test_a_run_with_the_worker_sends_the_same_requests_as_one_without(
         await real(self, data, device, user, origin, batch_key)
 
     monkeypatch.setattr(Uploader, "submit_encoded", recording)
+    used: list[int] = []
+    real_enter = worker.ChunkTransformer.__enter__
+
+    def entering(self: worker.ChunkTransformer) -> worker.ChunkTransformer:
+        used.append(self.workers)
+        return real_enter(self)
+
+    monkeypatch.setattr(worker.ChunkTransformer, "__enter__", entering)
     runs = []
-    for parallel in (True, False):
-        monkeypatch.setattr(worker, "usable_cores", lambda p=parallel: 3 if p else 1)  # 2 or 0 workers
+    # (cores, [run] transform_workers): 2 workers, none, and 2 by the config on 2 cores
+    for n, (cores, configured) in enumerate([(3, None), (1, None), (2, 2)]):
+        monkeypatch.setattr(worker, "usable_cores", lambda c=cores: c)
         sent.clear()
         seen = Progress()
-        with amplitude(tmp_path / f"amp-{parallel}") as url:
-            result = migrate(make_config(project.events, tmp_path / f"work-{parallel}", url),
+        extra = {} if configured is None else {"run.transform_workers": configured}
+        with amplitude(tmp_path / f"amp-{n}") as url:
+            result = migrate(make_config(project.events, tmp_path / f"work-{n}", url, **extra),
                              upload_overrides=FAST, reporter=seen)
             assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
             assert_exactly_once(url, project.expected)
@@ -123,7 +133,8 @@ def test_a_run_with_the_worker_sends_the_same_requests_as_one_without(
         assert seen.updates[-1] == ("load", read, read)
         assert all(total == len(result.windows) for phase, _, total in seen.updates
                    if phase == "extract")
-    assert runs[0] == runs[1]
+    assert used == [2, 0, 2]
+    assert runs[0] == runs[1] == runs[2]
     assert len(runs[0][0]) == len(project.expected)
 
 

@@ -222,6 +222,8 @@ class RunConfig:
     workdir: Path = Path(".mp2amp")
     concurrency: int = field(default=8, metadata=_check(_between(1, 64)))
     memory_budget: int = field(default=200_000, metadata=_check(_between(1_000, 10**9)))
+    # transform worker processes of the load pass; None: one per core beyond the first
+    transform_workers: int | None = field(default=None, metadata=_check(_between(0, 4)))
 
 
 @dataclass(frozen=True, slots=True)

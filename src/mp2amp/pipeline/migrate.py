@@ -323,7 +323,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         counters.phase = "load"
         counters.done = 0
         # the worker is forked first, before this process opens more files and sockets
-        with ChunkTransformer(graph, transformer) as chunks, \
+        with ChunkTransformer(graph, transformer, workers=config.run.transform_workers) as chunks, \
                 Sessionizer(config.transform.session_gap_minutes * 60_000,
                             memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
                 Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
@@ -494,7 +494,7 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
     budgets = stage_budgets(config.run.memory_budget)
     per_window: dict[str, dict[str, Any]] = {}
     counters.phase = "write"
-    with ChunkTransformer(graph, transformer) as chunks, \
+    with ChunkTransformer(graph, transformer, workers=config.run.transform_workers) as chunks, \
             Sessionizer(config.transform.session_gap_minutes * 60_000,
                         memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
             Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
