@@ -104,7 +104,9 @@ def test_files_staged_before_identity_views_are_still_read(tmp_path: Path) -> No
                     + b"\n")
     assert list(read_staged_identity(old)) == [identity_view(record), None]
     rows = read_staged_range(old, 0, old.stat().st_size)
-    assert [decode_staged(r).record for r in rows] == [record, None]
+    assert [orjson.loads(r)[3] for r in rows] == [record, None]
+    assert [decode_staged(line).record for line in old.read_bytes().splitlines()] == [
+        record, None]
     assert [r.line for r in read_staged(old)] == [1, 2]
 
 
@@ -134,6 +136,13 @@ def test_source_lines_staged_as_they_are_read_back_as_the_same_records(tmp_path:
     assert sum(r.raw is not None for r in records) == 4
     kept, dumped = _staged_both_ways(records, tmp_path)
     assert kept == dumped
+    # the worker's rows too: a kept line's tabs (whitespace) stay in its row
+    from mp2amp.pipeline.staging import read_staged_range
+
+    path = tmp_path / "kept.jsonl"
+    rows = read_staged_range(path, 0, path.stat().st_size)
+    assert [orjson.loads(r)[3] for r in rows] == [r[2] for r in kept]
+    assert any(b"\t" in r for r in rows)
     assert [r[2]["event"] if r[2] else None for r in kept] == [None, None, "b", "c", "é😀", "a"]
 
 

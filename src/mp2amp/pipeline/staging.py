@@ -175,7 +175,8 @@ def staged_ranges(path: Path, size: int) -> Iterator[tuple[int, int]]:
 
 def read_staged_range(path: Path | str, start: int, end: int) -> list[bytes]:
     """The rows of one ``staged_ranges`` range: each line without its identity view and
-    newline, for ``orjson.loads`` (``decode_staged`` takes them too)."""
+    newline, for ``orjson.loads``. (Not for ``decode_staged``: a row may hold a tab, as
+    whitespace of the source line it keeps.)"""
     with open(path, "rb") as f:
         f.seek(start)
         lines = f.read(end - start).split(b"\n")  # only "\n" ends a line (not "\r")
@@ -186,7 +187,8 @@ def read_staged_range(path: Path | str, start: int, end: int) -> list[bytes]:
 
 
 def decode_staged(raw: bytes) -> SourceRecord:
-    """One staged line (or row) back as a SourceRecord."""
+    """One staged line (a whole line: its first tab ends the identity view) back as a
+    SourceRecord."""
     _, source, line, record, rej = orjson.loads(raw[raw.find(b"\t") + 1:])
     return staged_record(source, line, record, rej)
 
