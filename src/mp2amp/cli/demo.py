@@ -81,7 +81,8 @@ def _render(result: DemoResult) -> None:
         f"splits {load.get('splits', 0)}")
     for line in result.daily_mismatches[:20]:
         err_console.print(f"[red]daily mismatch:[/] {line}")
-    console.print(f"work folder: {result.workdir}  ({result.seconds:.1f} s)")
+    where = "" if result.kept else " (a temporary folder, removed: --workdir DIR keeps one)"
+    console.print(f"work folder: {result.workdir}{where}  ({result.seconds:.1f} s)")
     if result.ok:
         console.print("[bold green]demo OK:[/] Amplitude tells the same story as Mixpanel")
     else:

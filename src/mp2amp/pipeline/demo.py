@@ -12,6 +12,7 @@ Any difference, or a run whose counts do not add up, exits non-zero.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class DemoResult:
     rows: list[TypeRow]
     daily_mismatches: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    kept: bool = True  # the work folder is still there (False: a temporary one, removed)
 
     @property
     def ok(self) -> bool:
@@ -73,7 +75,8 @@ class DemoResult:
         return 0 if self.ok else 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "workdir": self.workdir, "seconds": round(self.seconds, 1),
+        return {"ok": self.ok, "workdir": self.workdir, "workdir_kept": self.kept,
+                "seconds": round(self.seconds, 1),
                 "generated": self.generated, "migration": self.migration.as_dict(),
                 "event_types": [r.as_dict() for r in self.rows],
                 "daily_mismatches": self.daily_mismatches}
@@ -82,8 +85,22 @@ class DemoResult:
 def run_demo(events: int = 200_000, workdir: Path | None = None, *, seed: int = 7,
              fail_rate: float = 0.05, drop_rate: float = 0.01,
              reporter: Reporter | None = None) -> DemoResult:
+    """The demo in ``workdir``, or in a new temporary folder that is removed when the demo
+    passes (~400 MB at the default size; each `make demo` used to leave one behind) and
+    kept, for a look, when it fails or stops with an error."""
+    if workdir is not None:
+        return _run_demo(Path(workdir), events, seed, fail_rate, drop_rate, reporter)
+    root = Path(tempfile.mkdtemp(prefix="mp2amp-demo-"))
+    result = _run_demo(root, events, seed, fail_rate, drop_rate, reporter)
+    if result.ok:
+        shutil.rmtree(root, ignore_errors=True)
+        result.kept = root.exists()
+    return result
+
+
+def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: float,
+              reporter: Reporter | None) -> DemoResult:
     started = datetime.now(UTC)
-    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mp2amp-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     project = root / "mixpanel-project"
     users = max(20, round(events / (DEMO_DAYS * EVENTS_PER_USER_DAY)))
