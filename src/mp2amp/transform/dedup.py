@@ -206,11 +206,12 @@ class Deduper(SpillFile):
             self._pending = tempfile.TemporaryFile(prefix="mp2amp-dedup-",  # noqa: SIM115
                                                    dir=self._spill_dir)
         pack = _PAIR.pack
-        data = b"".join([pack(t, d) for d, t in hot.items()])
         self._pending.seek(self._pending_end)
-        self._pending.write(data)
+        # pair by pair into the file's buffer: a joined segment would be a transient copy
+        # of the whole spill (~4 MB at the migration's 50k digests)
+        self._pending.writelines(pack(t, d) for d, t in hot.items())
         self._segments.append(_Segment(self._pending_end, len(hot), self._hot_lo, self._hot_hi))
-        self._pending_end += len(data)
+        self._pending_end += len(hot) * _PAIR.size
         hot.clear()
         self._disk_lo = min(self._disk_lo, self._hot_lo)
         self._disk_hi = max(self._disk_hi, self._hot_hi)
