@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
+
+if TYPE_CHECKING:
+    from mp2amp.load.packed import Packed
 
 Origin = tuple[str, int]  # (source file / URL / "export:2024-01-01", 1-based line)
 
@@ -31,10 +34,13 @@ class Submitted:
     lane: int
     park_attempts: int = 0    # daily-quota rounds this event has been through
     seq: int = 0              # submission order: a device's events must keep it
+    packed: Packed | None = None  # while its batch waits compressed, ``data`` is empty
+    slot: int = 0                 # and the event is this one of ``packed`` (packed.py)
 
     @property
     def event(self) -> dict[str, Any]:
-        value: dict[str, Any] = orjson.loads(self.data)
+        data = self.data if self.packed is None else self.packed.event_bytes(self.slot)
+        value: dict[str, Any] = orjson.loads(data)
         return value
 
     @property

@@ -8,6 +8,7 @@ resent at once, or the whole request retried after a backoff.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, overload
 
@@ -18,6 +19,7 @@ from isal import isal_zlib
 from mp2amp.errors import ConnectionLost, TerminalError, parse_retry_after
 from mp2amp.load.batcher import ENVELOPE_BYTES
 from mp2amp.load.observer import Submitted
+from mp2amp.load.packed import pack
 from mp2amp.load.responses import IdPair, Verdict, classify
 
 if TYPE_CHECKING:
@@ -94,6 +96,16 @@ class Sender:
         cap_events, cap_bytes = lane.cap_events, lane.cap_bytes
         while queue:
             item = queue[0]
+            packed = item.packed
+            if packed is not None:
+                if items:
+                    break  # another batch (a packed batch is always whole)
+                n = len(packed)
+                if not len(holds) and n <= cap_events and packed.raw_size <= cap_bytes \
+                        and item.slot == 0 and len(queue) >= n and queue[n - 1].packed is packed:
+                    return [queue.popleft() for _ in range(n)]  # the usual case: as compressed
+                # sent in parts or diverted: the events' own bytes again
+                packed.unpack(itertools.islice(queue, n))  # the batch is at the front
             if len(holds) and holds.divert(item):  # len() first: no holds is the usual case
                 queue.popleft()
                 diverted += 1
@@ -109,7 +121,18 @@ class Sender:
             up.dequeued(diverted)
         return items
 
+    def pack(self, items: list[Submitted]) -> None:
+        """Compress a closed batch now and let its events drop their bytes while it waits
+        (see packed.py); nothing to gain without gzip."""
+        if not self.up.settings.gzip or not items:
+            return
+        body, size = self.body(items)
+        pack(items, body, size, len(self._head))
+
     def body(self, items: Sequence[Submitted]) -> tuple[bytes, int]:
+        packed = items[0].packed if items else None
+        if packed is not None and len(items) == len(packed) and items[-1].packed is packed:
+            return packed.body, packed.raw_size
         events = b",".join([i.data for i in items])
         size = len(self._head) + len(events) + len(self._tail)
         if not self.up.settings.gzip:
@@ -145,6 +168,9 @@ class Sender:
                 up.report.requests_by_status[str(status)] += 1
                 verdict = classify(status, text, ids=ids, retry_after=retry_after)
             if verdict.kind != "retry":
+                packed = items[0].packed
+                if verdict.kind != "accepted" and packed is not None:
+                    packed.unpack(items)  # its events are sorted one by one now
                 self.apply(lane, items, verdict, raw_size)
                 return
             if verdict.throttle:  # Amplitude is up and says "later": not a failure

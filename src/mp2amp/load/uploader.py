@@ -259,6 +259,7 @@ class Uploader:
         self._batches[batch_id] = BatchState(batch_id, len(items), len(items))
         for item in items:
             item.batch_id = batch_id
+        self.sender.pack(items)
         ln = self._lanes[lane]
         ln.queue.extend(items)
         self._queued += len(items)
