@@ -7,12 +7,14 @@ import gzip
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mp2amp.load import Uploader, UploadSettings
 from mp2amp.load.observer import Submitted
+from mp2amp.load.packed import OpenBody, attach
 from mp2amp.load.sender import Sender
 
 # event contents with the characters a cut could trip on: commas, brackets, quotes, escapes
@@ -32,15 +34,25 @@ def _items(evs: list[dict[str, Any]]) -> list[Submitted]:
             for n, e in enumerate(evs)]
 
 
-@given(events, st.integers(0, 3))
+def _packed(sender: Sender, items: list[Submitted], piece: int) -> None:
+    """What the uploader does: each event's bytes into the open body, then attach."""
+    body = sender.open_body() if piece == 256 else OpenBody(sender._head,
+                                                             sender.up.settings.gzip_level, piece)
+    for item in items:
+        body.add(item.data)
+        item.data = b""
+    attach(items, body.close(sender.tail))
+
+
+@given(events, st.integers(0, 3), st.sampled_from([1, 2, 3, 7, 256]))
 @settings(max_examples=80, deadline=None)
 def test_a_packed_batch_sends_the_same_body_and_unpacks_to_the_same_bytes(
-        evs: list[dict[str, Any]], level: int) -> None:
+        evs: list[dict[str, Any]], level: int, piece: int) -> None:
     sender = Sender(_Up(gzip_level=level))  # type: ignore[arg-type]
     items = _items(evs)
     want = [i.data for i in items]
     plain_body, plain_size = sender.body(list(items))
-    sender.pack(items)
+    _packed(sender, items, piece)
     assert all(i.data == b"" and i.packed is items[0].packed for i in items)
     body, size = sender.body(items)
     assert size == plain_size
@@ -55,6 +67,7 @@ def test_a_packed_batch_sends_the_same_body_and_unpacks_to_the_same_bytes(
     assert all(i.packed is None for i in items)
     packed.unpack(items)  # a second time changes nothing
     assert [i.data for i in items] == want
+    assert gzip.decompress(sender.body(items)[0]) == gzip.decompress(plain_body)  # rebuilt
 
 
 @given(events)
@@ -62,15 +75,30 @@ def test_a_packed_batch_sends_the_same_body_and_unpacks_to_the_same_bytes(
 def test_a_packed_events_dict_is_read_from_the_body(evs: list[dict[str, Any]]) -> None:
     sender = Sender(_Up())  # type: ignore[arg-type]
     items = _items(evs)
-    sender.pack(items)
+    _packed(sender, items, 3)
     assert [i.event for i in items] == evs
     assert all(i.packed is not None for i in items)
 
 
-def test_without_gzip_nothing_is_packed() -> None:
-    items = _items([{"insert_id": "a", "event_type": "x"}])
-    Sender(_Up(gzip=False)).pack(items)  # type: ignore[arg-type]
-    assert items[0].packed is None and items[0].data == b'{"insert_id":"a","event_type":"x"}'
+def test_without_gzip_events_keep_their_bytes(fake_cls: Any, gen_events: Any,
+                                             observer: Any) -> None:
+    async def run() -> Any:
+        fake = fake_cls()
+        url = await fake.start()
+        try:
+            s = UploadSettings(api_key="test-key", api_host=url, gzip=False, max_events=50)
+            async with Uploader(s, observer=observer) as up:
+                for i, e in enumerate(gen_events(120)):
+                    await up.submit(e, ("src.jsonl", i + 1), batch_key="w1")
+                assert up._bodies is None
+                assert all(i.packed is None and i.data for ln in up._lanes for i in ln.queue)
+                report = await up.close()
+            return report, fake
+        finally:
+            await fake.stop()
+
+    report, fake = asyncio.run(run())
+    assert report.accepted == 120 and fake.bodies_gzip == 0
 
 
 def test_queued_batches_hold_no_event_bytes_and_all_arrive(fake_cls: Any, gen_events: Any,
@@ -115,3 +143,31 @@ def test_queued_batches_hold_no_event_bytes_and_all_arrive(fake_cls: Any, gen_ev
     assert report.accepted == len(evs)
     assert sorted(i for _, i in fake.stored) == sorted(e["insert_id"] for e in evs)
     assert sorted(observer.accepted_ids()) == sorted(e["insert_id"] for e in evs)
+
+
+@pytest.mark.parametrize(("max_bytes", "max_events"), [(3_000, 7), (100_000, 3), (1_600, 2000)])
+def test_batches_cut_by_bytes_or_by_count_arrive_whole_and_in_order(
+        fake_cls: Any, gen_events: Any, observer: Any, max_bytes: int, max_events: int) -> None:
+    evs = gen_events(700, devices=9)
+
+    async def run() -> Any:
+        fake = fake_cls(max_bytes=max_bytes)  # a request above the cap would get a 413
+        url = await fake.start()
+        try:
+            s = UploadSettings(api_key="test-key", api_host=url, max_bytes=max_bytes,
+                               max_events=max_events, concurrency=3)
+            async with Uploader(s, observer=observer) as up:
+                for i, e in enumerate(evs):
+                    await up.submit(e, ("src.jsonl", i + 1), batch_key="w1")
+                report = await up.close()
+            return report, fake
+        finally:
+            await fake.stop()
+
+    report, fake = asyncio.run(run())
+    assert 413 not in fake.statuses and report.splits == 0
+    assert report.accepted == len(evs) and sorted(fake.sequence) == sorted(
+        e["insert_id"] for e in evs)
+    for device, arrived in fake.arrival.items():  # each device's events in submission order
+        assert arrived == [e["insert_id"] for e in evs if e["device_id"] == device]
+    assert sum(observer.sent.values()) == len(evs)

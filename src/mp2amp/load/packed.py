@@ -1,10 +1,11 @@
-"""A closed batch kept as its compressed request body until it is sent.
+"""A batch kept as its compressed request body, from its first event until it is sent.
 
-Why: a batch can wait in its lane's queue (two per lane by default) while the lane's
-previous request is in flight, and a request's events wait for its answer. As separate
-~1 KB bytes objects in glibc's heap they weigh ~8x their compressed body; compressed once
-when the batch closes (it is compressed once either way), the events' bytes are freed at
-once.
+Why: each lane has a batch filling up (up to 2000 events), batches waiting in its queue,
+and a request waiting for its answer. As separate ~1 KB bytes objects in glibc's heap
+those events held up to ~40 MB of the migration process, and the heap's fragmentation
+then set the run's peak memory. ``OpenBody`` compresses a batch's events a few hundred at
+a time as they arrive (each byte is compressed once, as before), so at most that many
+are kept raw per lane; the closed batch is a ``Packed`` body.
 
 A packed batch is sent whole. Anything else (a cap lowered by a 413, a held device, any
 answer but a 200) first unpacks it: the body is decompressed and each event gets its
@@ -67,9 +68,51 @@ class Packed:
             item.packed = None
 
 
-def pack(items: Sequence[Submitted], body: bytes, raw_size: int, head: int) -> None:
-    """Let the events of a closed batch drop their bytes: ``body`` holds them."""
-    packed = Packed([len(i.data) for i in items], body, raw_size, head)
+class OpenBody:
+    """The gzip request body of a batch still open: the events so far, compressed in
+    pieces of ``piece`` events (the last few wait raw)."""
+
+    __slots__ = ("_comp", "_head", "_parts", "_pending", "_piece", "_raw", "_sizes")
+
+    def __init__(self, head: bytes, level: int, piece: int = 256) -> None:
+        self._comp = isal_zlib.compressobj(level, isal_zlib.DEFLATED, 31)
+        self._head = len(head)
+        self._parts = [self._comp.compress(head)]  # compressed output so far
+        self._pending: list[bytes] = []            # events not compressed yet
+        self._piece = piece
+        self._raw = len(head)                      # uncompressed bytes so far
+        self._sizes = array("I")
+
+    def add(self, data: bytes) -> None:
+        pending = self._pending
+        pending.append(data)
+        self._sizes.append(len(data))
+        self._raw += len(data)
+        if len(pending) >= self._piece:
+            self._compress()
+
+    def _compress(self) -> None:
+        joined = b",".join(self._pending)
+        if len(self._sizes) > len(self._pending):  # events before these: a comma between
+            joined = b"," + joined
+        self._parts.append(self._comp.compress(joined))
+        self._pending = []
+
+    def close(self, tail: bytes) -> Packed:
+        """The finished body (no event may be added after this)."""
+        if self._pending:
+            self._compress()
+        self._parts.append(self._comp.compress(tail))
+        self._parts.append(self._comp.flush())
+        commas = max(0, len(self._sizes) - 1)
+        packed = Packed(self._sizes, b"".join(self._parts), self._raw + commas + len(tail),
+                        self._head)
+        self._parts = []
+        return packed
+
+
+def attach(items: Sequence[Submitted], packed: Packed) -> None:
+    """Point each event of a closed batch at its body (their bytes are in it)."""
     for slot, item in enumerate(items):
         item.packed = packed
         item.slot = slot

@@ -19,7 +19,7 @@ from isal import isal_zlib
 from mp2amp.errors import ConnectionLost, TerminalError, parse_retry_after
 from mp2amp.load.batcher import ENVELOPE_BYTES
 from mp2amp.load.observer import Submitted
-from mp2amp.load.packed import pack
+from mp2amp.load.packed import OpenBody
 from mp2amp.load.responses import IdPair, Verdict, classify
 
 if TYPE_CHECKING:
@@ -121,13 +121,13 @@ class Sender:
             up.dequeued(diverted)
         return items
 
-    def pack(self, items: list[Submitted]) -> None:
-        """Compress a closed batch now and let its events drop their bytes while it waits
-        (see packed.py); nothing to gain without gzip."""
-        if not self.up.settings.gzip or not items:
-            return
-        body, size = self.body(items)
-        pack(items, body, size, len(self._head))
+    def open_body(self) -> OpenBody:
+        """A new batch's body, compressed as its events arrive (see packed.py)."""
+        return OpenBody(self._head, self.up.settings.gzip_level)
+
+    @property
+    def tail(self) -> bytes:
+        return self._tail
 
     def body(self, items: Sequence[Submitted]) -> tuple[bytes, int]:
         packed = items[0].packed if items else None

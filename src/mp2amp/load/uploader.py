@@ -33,6 +33,7 @@ from mp2amp.load.batcher import Batcher
 from mp2amp.load.deadletter import DeadLetterFile
 from mp2amp.load.holds import Hold, HoldRegistry
 from mp2amp.load.observer import LoadObserver, NullObserver, Origin, Submitted
+from mp2amp.load.packed import OpenBody, attach
 from mp2amp.load.sender import RetriesExhausted, Sender
 from mp2amp.load.settings import LoadReport, UploadSettings
 
@@ -57,6 +58,7 @@ class Lane:
 # Devices whose lane is remembered (a crc32 each time otherwise): the recently active
 # ones; a run's millions of devices would hold ~150 bytes each for nothing.
 LANE_CACHE = 16_384
+_EMPTY = b""
 
 
 def lane_of(key: str, lanes: int) -> int:
@@ -88,6 +90,8 @@ class Uploader:
         self._lanes = [Lane(i, cap_events=settings.max_events, cap_bytes=self._limits.max_bytes)
                        for i in range(settings.concurrency)]
         self._open: dict[tuple[str, int], Batcher[Submitted]] = {}
+        # the open batches' compressed bodies, by the same slot (None: gzip is off)
+        self._bodies: dict[tuple[str, int], OpenBody] | None = {} if settings.gzip else None
         self._lane_cache: dict[str, int] = {}
         self._n_lanes = len(self._lanes)
         self._pending_cap = settings.pending_cap
@@ -216,14 +220,31 @@ class Uploader:
             if len(self._lane_cache) > LANE_CACHE:  # bounded: memory stays flat
                 self._lane_cache.clear()
             lane = self._lane_cache[key] = lane_of(key, self._n_lanes)
-        item = Submitted(data, origin, "", device, user, lane, 0, self.report.submitted)
         slot = (batch_key, lane)
         batcher = self._open.get(slot)
         if batcher is None:
             batcher = self._open[slot] = Batcher(self._limits)
-        closed = batcher.add(item, len(data))
-        if closed is not None:
-            self._close_batch(batch_key, lane, closed)
+        bodies = self._bodies
+        if bodies is None:  # no gzip: an event keeps its bytes until its batch is sent
+            item = Submitted(data, origin, "", device, user, lane, 0, self.report.submitted)
+            closed = batcher.add(item, len(data))
+            if closed is not None:
+                self._close_batch(batch_key, lane, closed)
+        else:  # its bytes go into the batch's compressed body at once (packed.py)
+            item = Submitted(_EMPTY, origin, "", device, user, lane, 0, self.report.submitted)
+            closed = batcher.add(item, len(data))
+            body = bodies.get(slot)
+            if closed is not None and closed[-1] is not item:
+                # full by bytes: the batch closes without this event, which opens the next
+                del bodies[slot]
+                self._close_batch(batch_key, lane, closed, body)
+                body = None
+            if body is None:
+                body = bodies[slot] = self.sender.open_body()
+            body.add(data)
+            if closed is not None and closed[-1] is item:  # full by count, with this event
+                del bodies[slot]
+                self._close_batch(batch_key, lane, closed, body)
         if not self.report.submitted & 127:
             # Let the lanes run: a producer that never yields would fill the whole queue
             # before the first request leaves, and responses would wait unread meanwhile.
@@ -241,10 +262,12 @@ class Uploader:
     def _flush_key(self, batch_key: str) -> None:
         for slot in [s for s in self._open if s[0] == batch_key]:
             closed = self._open.pop(slot).flush()
+            body = self._bodies.pop(slot, None) if self._bodies is not None else None
             if closed is not None:
-                self._close_batch(batch_key, slot[1], closed)
+                self._close_batch(batch_key, slot[1], closed, body)
 
-    def _close_batch(self, batch_key: str, lane: int, items: list[Submitted]) -> None:
+    def _close_batch(self, batch_key: str, lane: int, items: list[Submitted],
+                     body: OpenBody | None = None) -> None:
         seq = self._seq.get((batch_key, lane), 0)
         self._seq[(batch_key, lane)] = seq + 1
         self._batches_per_key[batch_key] = self._batches_per_key.get(batch_key, 0) + 1
@@ -259,7 +282,10 @@ class Uploader:
         self._batches[batch_id] = BatchState(batch_id, len(items), len(items))
         for item in items:
             item.batch_id = batch_id
-        self.sender.pack(items)
+        if body is not None:
+            attach(items, body.close(self.sender.tail))
+        elif self._bodies is not None:  # would send empty events: never let that out
+            raise RuntimeError(f"batch {batch_id} closed without its compressed body")
         ln = self._lanes[lane]
         ln.queue.extend(items)
         self._queued += len(items)
