@@ -30,13 +30,14 @@ _EMPTY = b""
 class Packed:
     """The gzip request body of one whole batch and where each event sits in it."""
 
-    __slots__ = ("body", "head", "raw_size", "sizes")
+    __slots__ = ("_read", "body", "head", "raw_size", "sizes")
 
     def __init__(self, sizes: Iterable[int], body: bytes, raw_size: int, head: int) -> None:
         self.body = body          # gzip of head + events joined by "," + tail
         self.raw_size = raw_size  # the uncompressed length
         self.head = head          # bytes before the first event
         self.sizes = array("I", sizes)
+        self._read: tuple[bytes, list[int]] | None = None  # see event_bytes
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -50,17 +51,21 @@ class Packed:
         return starts
 
     def event_bytes(self, slot: int) -> bytes:
-        """One event's bytes (the body stays packed)."""
-        start = self._starts()[slot]
-        return isal_zlib.decompress(self.body, 31)[start:start + self.sizes[slot]]
+        """One event's bytes, the body staying packed. The body is decompressed once and
+        kept: whoever reads one event of an accepted batch (a caller's observer) mostly
+        reads them all."""
+        if self._read is None:
+            self._read = (isal_zlib.decompress(self.body, 31), self._starts())
+        raw, starts = self._read
+        start = starts[slot]
+        return raw[start:start + self.sizes[slot]]
 
     def unpack(self, items: Iterable[Submitted]) -> None:
         """Give these events of the batch their bytes back (the others are left alone)."""
         mine = [item for item in items if item.packed is self]
         if not mine:
             return
-        raw = isal_zlib.decompress(self.body, 31)
-        starts = self._starts()
+        raw, starts = self._read or (isal_zlib.decompress(self.body, 31), self._starts())
         sizes = self.sizes
         for item in mine:
             start = starts[item.slot]
