@@ -25,6 +25,10 @@ import orjson
 from mp2amp.errors import TerminalError
 
 SCHEMA_VERSION = 1
+# SQLite's page cache for the ledger (KiB; its default is ~2 MB): a run appends batch rows
+# and reads little back, and the full default cache was part of why a long run's memory
+# peaked higher than a short one's (see transform/spillfile.py).
+CACHE_KIB = 256
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -110,6 +114,7 @@ class Ledger:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
+            self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # its reads are few
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise TerminalError(

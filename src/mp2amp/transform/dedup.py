@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from mp2amp.transform.spillfile import SpillFile
+from mp2amp.transform.spillfile import SPILL_CACHE_KIB, SpillFile
 
 _DIGEST = hashlib.blake2b(digest_size=16)  # copied per record: cheaper than a new hasher
 
@@ -182,6 +182,7 @@ class Deduper(SpillFile):
         db.executescript(_SCHEMA)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA cache_size=-{SPILL_CACHE_KIB}")
         self._db = db
         if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'seen'").fetchone():
             # a file of an earlier version (digests without times): their time is unknown

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mp2amp.errors import ConfigError
-from mp2amp.transform.spillfile import SpillFile
+from mp2amp.transform.spillfile import SPILL_CACHE_KIB, SpillFile
 
 DEFAULT_GAP_MS = 30 * 60 * 1000
 NO_SESSION = -1  # Amplitude: "-1 is the same as no session"
@@ -123,6 +123,7 @@ class Sessionizer(SpillFile):
         db.executescript(_SCHEMA)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA cache_size=-{SPILL_CACHE_KIB}")
         row = db.execute("SELECT value FROM meta WHERE key='gap_ms'").fetchone()
         if row is None:
             db.execute("INSERT INTO meta VALUES ('gap_ms', ?)", (str(self.gap_ms),))
