@@ -1,4 +1,5 @@
-"""Closed batches wait compressed (load/packed.py): the same requests, the same events back."""
+"""Batches kept compressed from their first event (load/packed.py): the same requests, the same
+events back."""
 
 from __future__ import annotations
 
