@@ -157,3 +157,14 @@ def test_every_wild_mixpanel_line_stages_to_the_record_it_was(tmp_path: Path) ->
         mine = [r for r in records if r.source == name]
         kept, dumped = _staged_both_ways(mine, tmp_path / str(i))
         assert kept == dumped and len(kept) == len(mine)
+
+
+def test_a_range_reads_rows_with_tabs_blank_lines_and_no_last_newline(tmp_path: Path) -> None:
+    from mp2amp.pipeline.staging import read_staged_range
+
+    path = tmp_path / "w.jsonl"
+    # a view, then a row that keeps the tabs of its source line; a line without a view
+    # (an older staged file); a blank line; a last line without its newline
+    path.write_bytes(b'{"a":1}\t[1,"s",1,{"k":\t"v"},null]\n[2,"s",2,{},null]\n\n{}\tlast')
+    assert read_staged_range(path, 0, path.stat().st_size) == [
+        b'[1,"s",1,{"k":\t"v"},null]', b'[2,"s",2,{},null]', b"", b"last"]
