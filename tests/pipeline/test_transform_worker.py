@@ -159,10 +159,10 @@ def test_a_dead_worker_stops_the_run_with_what_to_do(staged: list[Path], tmp_pat
                                      ahead=1) as chunks:
             windows = chunks.window(staged[0])
             await anext(windows)  # the worker is up
-            pool = chunks._pool
-            assert pool is not None
-            for pid in list(pool._processes):  # type: ignore[attr-defined]
-                os.kill(pid, signal.SIGKILL)
+            assert chunks._workers
+            for w in chunks._workers:
+                assert w.process.pid is not None
+                os.kill(w.process.pid, signal.SIGKILL)
             async for _ in windows:
                 pass
 
@@ -240,9 +240,51 @@ def test_the_result_pipe_holds_a_whole_chunk(staged: list[Path], tmp_path: Path)
 
     graph, transformer = _graph_and_transformer(staged, tmp_path / "g")
     with worker.ChunkTransformer(graph, transformer, workers=1) as chunks:
-        pool = chunks._pool
-        assert pool is not None
-        reader = pool._result_queue._reader  # type: ignore[attr-defined]
-        assert fcntl.fcntl(reader.fileno(), fcntl.F_GETPIPE_SZ) >= worker.RESULT_PIPE_BYTES
+        assert chunks._workers
+        for w in chunks._workers:
+            assert fcntl.fcntl(w.results.fileno(), fcntl.F_GETPIPE_SZ) >= worker.RESULT_PIPE_BYTES
         with open("/proc/sys/fs/pipe-max-size") as f:  # a size the kernel allows anyone
             assert int(f.read()) >= worker.RESULT_PIPE_BYTES
+
+
+def test_an_error_in_the_worker_is_raised_where_its_chunk_is_awaited(
+        staged: list[Path], tmp_path: Path) -> None:
+    graph, transformer = _graph_and_transformer(staged, tmp_path / "g")
+    gone = tmp_path / "gone.jsonl"
+    gone.write_bytes(staged[0].read_bytes())
+
+    async def run() -> None:
+        with worker.ChunkTransformer(graph, transformer, workers=1, chunk_lines=5,
+                                     ahead=2) as chunks:
+            windows = chunks.window(gone)
+            await anext(windows)
+            gone.unlink()  # the worker opens the file per chunk: the next ones fail there
+            with pytest.raises(FileNotFoundError, match=r"gone\.jsonl"):
+                async for _ in windows:
+                    pass
+            # the worker is still serving: the next window comes back whole
+            n = sum([len(items) async for items in chunks.window(staged[1])])
+            assert n == len(read_staged_range(staged[1], 0, staged[1].stat().st_size))
+
+    asyncio.run(run())
+
+
+def test_a_window_left_early_does_not_shift_the_next_windows_chunks(
+        staged: list[Path], tmp_path: Path) -> None:
+    """Chunks still in flight when a window is left are discarded, in order: the next
+    window gets its own items, not theirs."""
+    graph, transformer = _graph_and_transformer(staged, tmp_path / "g")
+
+    async def items_of(chunks: worker.ChunkTransformer, path: Path) -> list[Any]:
+        return [item async for items in chunks.window(path) for item in items]
+
+    async def run() -> None:
+        with worker.ChunkTransformer(graph, transformer, workers=2, chunk_lines=5,
+                                     ahead=6) as chunks:
+            expected = await items_of(chunks, staged[1])
+            windows = chunks.window(staged[0])
+            await anext(windows)  # five more chunks are in flight
+            await windows.aclose()
+            assert await items_of(chunks, staged[1]) == expected
+
+    asyncio.run(run())
