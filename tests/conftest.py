@@ -32,3 +32,19 @@ def s3_server() -> Iterator[dict[str, Any]]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[dict[str, Any]]:
+    """A GCS server (gcp-storage-emulator, in memory) on 127.0.0.1 (real sockets, not
+    mocks) and the fsspec storage options that reach it: anonymous, as it checks none."""
+    from gcp_storage_emulator.server import create_server
+
+    server = create_server("127.0.0.1", 0, in_memory=True)
+    server.start()
+    # port 0: each xdist worker gets its own free port; the emulator does not say which
+    host, port = server._api._httpd.server_address[:2]
+    try:
+        yield {"endpoint_url": f"http://{host}:{port}", "token": "anon"}
+    finally:
+        server.stop()

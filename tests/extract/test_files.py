@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -156,12 +157,23 @@ def test_unreadable_file_raises_input_error(tmp_path: Path) -> None:
         list(iter_records([str(path)]))
 
 
-def test_gs_without_gcsfs_or_unknown_protocol_is_a_clear_error() -> None:
-    try:
-        import gcsfs  # noqa: F401
-    except ImportError:
-        with pytest.raises(InputError, match="needs the gcsfs package"):
-            list(iter_records(["gs://bucket/events/*.json.gz"]))
+def test_gs_without_gcsfs_or_unknown_protocol_is_a_clear_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    registry = importlib.import_module("fsspec.registry")  # the module, not fsspec.registry
+    # gcsfs as if not installed (the dev extra installs it): imports of it fail, and
+    # fsspec forgets the class it may have loaded already
+    for module in ("gcsfs", "gcsfs.core"):
+        monkeypatch.setitem(sys.modules, module, None)
+    for protocol in ("gs", "gcs"):
+        monkeypatch.delitem(registry._registry, protocol, raising=False)
+    hint = r"reading gs:// paths needs the gcsfs package: pip install 'mp2amp\[gcs\]'"
+    with pytest.raises(InputError, match=hint):
+        list(iter_records(["gs://bucket/events/*.json.gz"]))
+    with pytest.raises(InputError, match=hint):  # an emulator's endpoint, read another way
+        list(iter_records(["gs://bucket/x.json"],
+                          storage_options={"endpoint_url": "http://127.0.0.1:9"}))
     with pytest.raises(InputError, match="not a supported storage protocol"):
         list(iter_records(["nosuchproto://bucket/x.json"]))
 
