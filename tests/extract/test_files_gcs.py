@@ -94,6 +94,9 @@ def test_gs_missing_object_and_bucket(gcs_server: dict[str, Any], bucket: str) -
         list(iter_records(["gs://mpdata/none/*.json"], storage_options=gcs_server))
     with pytest.raises(InputError, match=r"gs://no-such-bucket/x\.json does not exist"):
         list(iter_records(["gs://no-such-bucket/x.json"], storage_options=gcs_server))
+    # gcsfs raises FileNotFoundError listing a missing bucket (s3fs lists nothing)
+    with pytest.raises(InputError, match=r"no object matches gs://no-such-bucket/\*\.json"):
+        list(iter_records(["gs://no-such-bucket/*.json"], storage_options=gcs_server))
     # nothing is read before every path is checked
     with pytest.raises(InputError, match=r"gs://mpdata/raw/nope\.json does not exist"):
         expand_paths([f"gs://{bucket}/raw/*.json.gz", f"gs://{bucket}/raw/nope.json"],

@@ -254,7 +254,10 @@ def _expand_remote(path: str, protocol: str, options: StorageOptions) -> list[So
     fs = _filesystem(protocol, options)
     try:
         if _has_magic(path):
-            matches = sorted(fs.glob(path))
+            try:
+                matches = sorted(fs.glob(path))
+            except FileNotFoundError:  # gcsfs, for a bucket that does not exist
+                matches = []
             if not matches:
                 raise InputError(f"no object matches {path}; check the pattern and run again")
         else:
