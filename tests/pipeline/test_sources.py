@@ -1,5 +1,6 @@
 """Other sources end in the same Amplitude events as the files: the Mixpanel emulator's
-Export API with its stream faults on, and the files through a local S3 server (moto)."""
+Export API with its stream faults on, and the files through a local S3 server (moto) and
+a local GCS server (gcp-storage-emulator)."""
 
 from __future__ import annotations
 
@@ -100,3 +101,34 @@ def test_s3_source(project: Project, tmp_path: Path, s3: dict[str, Any]) -> None
     # a bad line's dead letter names the S3 object it was read from
     rows = (tmp_path / "work" / "dead-letters.jsonl").read_text().splitlines()
     assert rows and all('"source":"s3://mp-export/events/' in r for r in rows)
+
+
+@pytest.fixture(scope="module")
+def gcs(project: Project, gcs_server: dict[str, Any]) -> dict[str, Any]:
+    """The shared GCS server, holding the project's day files."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(project="mp2amp-test", credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": gcs_server["endpoint_url"]})
+    bucket = client.create_bucket("mp-export")
+    for f in sorted(project.events.iterdir()):
+        bucket.blob(f"events/{f.name}").upload_from_filename(str(f))
+    return gcs_server
+
+
+def test_gcs_source(project: Project, tmp_path: Path, gcs: dict[str, Any]) -> None:
+    with amplitude(tmp_path / "amp") as url:
+        cfg = load_config(None, {
+            "source.files": ["gs://mp-export/events/*.jsonl.gz"], "mixpanel.timezone": TIMEZONE,
+            "source.storage_options": gcs,  # from the config this time, as a user gives them
+            "amplitude.api_host": url, "run.workdir": str(tmp_path / "work"),
+        }, env={"AMPLITUDE_API_KEY": API_KEY})
+        result = migrate(cfg, upload_overrides=FAST)
+        assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
+        assert [w.window for w in result.windows] == [
+            f"gs://mp-export/events/2024-01-0{d}.jsonl.gz" for d in (1, 2, 3)]
+        assert_exactly_once(url, project.expected)
+    # a bad line's dead letter names the GCS object it was read from
+    rows = (tmp_path / "work" / "dead-letters.jsonl").read_text().splitlines()
+    assert rows and all('"source":"gs://mp-export/events/' in r for r in rows)
