@@ -41,7 +41,7 @@ from mp2amp.load.uploader import Uploader
 from mp2amp.models import Rejected
 from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
 from mp2amp.pipeline.budgets import stage_budgets
-from mp2amp.pipeline.memory import release_free_memory
+from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter
 from mp2amp.pipeline.staging import read_staged_identity
@@ -326,7 +326,8 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         counters.phase = "load"
         counters.done = 0
         # the worker is forked first, before this process opens more files and sockets
-        with ChunkTransformer(graph, transformer, workers=config.run.transform_workers) as chunks, \
+        with fewer_collections(), \
+                ChunkTransformer(graph, transformer, workers=config.run.transform_workers) as chunks, \
                 Sessionizer(config.transform.session_gap_minutes * 60_000,
                             memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
                 Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
@@ -497,7 +498,8 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
     budgets = stage_budgets(config.run.memory_budget)
     per_window: dict[str, dict[str, Any]] = {}
     counters.phase = "write"
-    with ChunkTransformer(graph, transformer, workers=config.run.transform_workers) as chunks, \
+    with fewer_collections(), \
+            ChunkTransformer(graph, transformer, workers=config.run.transform_workers) as chunks, \
             Sessionizer(config.transform.session_gap_minutes * 60_000,
                         memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
             Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
