@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from migrate_kit import (
     API_KEY,
@@ -132,3 +133,30 @@ def test_gcs_source(project: Project, tmp_path: Path, gcs: dict[str, Any]) -> No
     # a bad line's dead letter names the GCS object it was read from
     rows = (tmp_path / "work" / "dead-letters.jsonl").read_text().splitlines()
     assert rows and all('"source":"gs://mp-export/events/' in r for r in rows)
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_transform_reads_remote_files_with_the_configs_storage_options(
+        project: Project, tmp_path: Path, scheme: str, request: pytest.FixtureRequest) -> None:
+    """``mp2amp transform`` reaches the bucket through ``[source] storage_options``, as
+    ``migrate`` does: the same events as from the local files."""
+    from typer.testing import CliRunner
+
+    from mp2amp.cli import app
+
+    options = request.getfixturevalue("s3" if scheme == "s3" else "gcs")
+    flat = {k: v for k, v in options.items() if isinstance(v, str)}  # what TOML holds here
+    table = ", ".join(f'{k} = "{v}"' for k, v in flat.items())
+    cfg = tmp_path / "mp2amp.toml"
+    cfg.write_text(f'[mixpanel]\ntimezone = "{TIMEZONE}"\n[source]\n'
+                   f'storage_options = {{ {table} }}\n[run]\nworkdir = "{tmp_path / "work"}"\n')
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["transform", f"{scheme}://mp-export/events/*.jsonl.gz",
+                                      "-c", str(cfg), "-o", str(out), "--json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    keys = []
+    for raw in out.read_bytes().splitlines():
+        event = orjson.loads(raw)
+        keys.append((event.get("device_id") or event.get("user_id"), event["insert_id"]))
+    assert len(keys) == len(set(keys)) and frozenset(keys) == project.expected

@@ -80,7 +80,8 @@ def transform_files(
     if not inputs:
         raise InputError("no input files: name them on the command line or in [source] files")
     settings = config.transform_settings()  # every config problem before any input is read
-    files = _input_files(inputs, [*exclude, *_names(out, rejects)])
+    files = _input_files(inputs, [*exclude, *_names(out, rejects)],
+                         config.source.storage_options)
     transformer = Transformer(settings)
     workdir = config.run.workdir
     try:
@@ -121,11 +122,14 @@ def _names(*sinks: IO[bytes]) -> list[str]:
     return [name for sink in sinks if isinstance(name := getattr(sink, "name", None), str)]
 
 
-def _input_files(inputs: Sequence[str], exclude: Sequence[str | Path]) -> list[SourceFile]:
+def _input_files(inputs: Sequence[str], exclude: Sequence[str | Path],
+                 storage_options: dict[str, str]) -> list[SourceFile]:
     """The input files, expanded once so that both passes read the same ones, without the
-    files being written (an output inside an input folder or glob is not read back)."""
+    files being written (an output inside an input folder or glob is not read back).
+    ``storage_options``: ``[source] storage_options`` (an s3:// or gs:// endpoint,
+    credentials), as ``migrate`` uses them."""
     written = {os.path.realpath(path) for path in exclude}
-    return [f for f in expand_paths(inputs)
+    return [f for f in expand_paths(inputs, storage_options=storage_options or None)
             if f.fs is not None or os.path.realpath(f.url) not in written]
 
 
