@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
@@ -40,13 +41,21 @@ from mp2amp.errors import (
     parse_retry_after,
 )
 from mp2amp.extract.api import MixpanelSettings
-from mp2amp.extract.lines import LineParser, is_terminated_early, parse_lines, split_lines
+from mp2amp.extract.lines import (
+    LineParser,
+    is_json,
+    is_terminated_early,
+    parse_lines,
+    split_lines,
+)
 from mp2amp.extract.ratelimit import RateLimiter, backoff_delay
 from mp2amp.models import SourceRecord
 
 log = logging.getLogger("mp2amp.extract")
 
 READ_CHUNK = 1 << 20
+# Output cap per decompression step, so one small gzip chunk cannot inflate without bound.
+GUNZIP_STEP = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +200,7 @@ async def fetch_windows(
 
 
 def new_session() -> aiohttp.ClientSession:
-    # auto_decompress: aiohttp gunzips a gzip Content-Encoding as the stream arrives.
+    # Export requests gunzip for themselves (see _Gunzip); the session default stays on.
     return aiohttp.ClientSession(auto_decompress=True, timeout=aiohttp.ClientTimeout(total=None))
 
 
@@ -254,7 +263,8 @@ async def _fetch_once(
     done = False
     try:
         async with limiter.slot(), session.get(settings.export_url, params=_params(settings, day),
-                                               headers=headers, timeout=timeout) as resp:
+                                               headers=headers, timeout=timeout,
+                                               auto_decompress=False) as resp:
             if resp.status != 200:
                 body = (await resp.read())[:4000].decode("utf-8", "replace")
                 raise _http_error(resp.status, body, resp.headers.get("Retry-After"), day,
@@ -283,8 +293,57 @@ async def _fetch_once(
     return window
 
 
+class _Gunzip:
+    """Incremental gunzip that knows whether the stream was complete.
+
+    aiohttp's own decompression accepts a gzip body that stops short (it checks only
+    deflate), so a body cut without HTTP framing to show it would pass as a whole day.
+    """
+
+    def __init__(self, day: date) -> None:
+        self.day = day
+        self._d = zlib.decompressobj(wbits=31)
+        self._fed = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        self._fed = self._fed or bool(data)
+        try:
+            while data:
+                if self._d.eof:  # another gzip member follows (concatenated gzip)
+                    self._d = zlib.decompressobj(wbits=31)
+                out = self._d.decompress(data, GUNZIP_STEP)
+                if out:
+                    yield out
+                data = self._d.unused_data if self._d.eof else self._d.unconsumed_tail
+        except zlib.error as exc:
+            raise StreamInterrupted(f"the gzip body of the export of {self.day} is corrupt "
+                                    f"({exc}); fetching the whole day again") from exc
+
+    def finish(self, framed: bool) -> bytes:
+        """The last output; raises if the stream stopped short. An empty body is whole
+        when the HTTP framing says it ended there."""
+        if not self._d.eof and (self._fed or not framed):
+            raise StreamInterrupted(f"the gzip body of the export of {self.day} stopped short "
+                                    "of its end; fetching the whole day again")
+        return self._d.flush()
+
+
+def _framed(resp: aiohttp.ClientResponse) -> bool:
+    """Whether aiohttp can tell a cut body from a whole one (length or chunked framing)."""
+    return ("Content-Length" in resp.headers
+            or "chunked" in resp.headers.get("Transfer-Encoding", "").lower())
+
+
 async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path, day: date) -> tuple[int, int]:
     """Write the body to ``part`` while counting records the way the file will be read."""
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        gunzip: _Gunzip | None = _Gunzip(day)
+    elif encoding in ("", "identity"):
+        gunzip = None
+    else:
+        raise TerminalError(f"Mixpanel export of {day} came with Content-Encoding "
+                            f"{encoding!r}, but only gzip was asked for")
     parser = LineParser(window_source(day))
     records = rejected = lineno = 0
     tail = b""
@@ -313,16 +372,28 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path, day: date) -
         out = open(part, "wb")  # noqa: SIM115 - closed below, write errors are translated
     except OSError as exc:
         raise _disk_error(part, exc) from exc
+    def write(chunk: bytes) -> None:
+        nonlocal tail
+        try:
+            out.write(chunk)
+        except OSError as exc:
+            raise _disk_error(part, exc) from exc
+        lines = (tail + chunk).split(b"\n")
+        tail = lines.pop()
+        for line in lines:
+            take(line)
+
     with out:
-        async for chunk in resp.content.iter_any():
-            try:
-                out.write(chunk)
-            except OSError as exc:
-                raise _disk_error(part, exc) from exc
-            lines = (tail + chunk).split(b"\n")
-            tail = lines.pop()
-            for line in lines:
-                take(line)
+        async for raw in resp.content.iter_any():
+            for chunk in ((raw,) if gunzip is None else gunzip.feed(raw)):
+                write(chunk)
+        if gunzip is not None:
+            write(gunzip.finish(_framed(resp)))
+        elif tail and not _framed(resp) and not is_json(tail):
+            # No framing and no newline at the end: the connection closed mid-record.
+            raise StreamInterrupted(f"the export stream of {day} ended in the middle of a "
+                                    f"record after {records} records; fetching the whole day "
+                                    "again")
         if tail:
             take(tail)
         for rec in parser.finish():

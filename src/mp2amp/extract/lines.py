@@ -49,6 +49,11 @@ def parse_json(data: bytes) -> Any:
         return _PARSE_ERROR
 
 
+def is_json(data: bytes) -> bool:
+    """Whether ``data`` is one whole JSON document."""
+    return parse_json(data) is not _PARSE_ERROR
+
+
 def _preview(data: bytes, limit: int = 80) -> str:
     text = data[:limit].decode("utf-8", "replace")
     return text + ("..." if len(data) > limit else "")
