@@ -107,23 +107,42 @@ class BatchRow:
 class Ledger:
     """The journal of one work folder. Not shared between processes at the same time."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """Open (or, unless ``read_only``, create) the ledger at ``path``. A file that is
+        not an mp2amp ledger (another SQLite database; with ``read_only`` also an empty
+        file) is refused and left as it is."""
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
-            self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # its reads are few
-            self._db.executescript(_SCHEMA)
+            if read_only:  # `status`: never creates or changes anything
+                self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                           isolation_level=None, check_same_thread=False)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(str(path), isolation_level=None,
+                                           check_same_thread=False)
+            tables = {r[0] for r in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if (tables or read_only) and "meta" not in tables:
+                self._db.close()
+                raise TerminalError(
+                    f"{path} is not an mp2amp ledger (" + (
+                        f"a database with the tables {', '.join(sorted(tables))}" if tables
+                        else "an empty file") + "); point --workdir at the work folder of "
+                    "an mp2amp run, or move the file away to start a new run there")
+            if not read_only:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
+                self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # its reads are few
+                self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise TerminalError(
                 f"the ledger {path} cannot be opened ({exc}); move it away to start a new run"
             ) from exc
         version = self.get_meta("schema_version")
-        if version is None:
+        if version is None and not read_only:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
-        elif int(version) != SCHEMA_VERSION:
+        elif version is None or not version.isdigit() or int(version) != SCHEMA_VERSION:
+            self._db.close()
             raise TerminalError(
                 f"the ledger {path} has schema version {version}, this mp2amp writes "
                 f"{SCHEMA_VERSION}; finish that run with the mp2amp that started it"
@@ -174,10 +193,17 @@ class Ledger:
             "SELECT window_id, seq, kind, spec, state, staged_path, records, counts "
             "FROM windows ORDER BY seq"
         ).fetchall()
-        return [
-            WindowRow(r[0], r[1], r[2], orjson.loads(r[3]), r[4], r[5], r[6], orjson.loads(r[7]))
-            for r in rows
-        ]
+        out = []
+        for r in rows:
+            try:
+                out.append(WindowRow(r[0], r[1], r[2], orjson.loads(r[3]), r[4], r[5], r[6],
+                                     orjson.loads(r[7])))
+            except (orjson.JSONDecodeError, TypeError) as exc:
+                raise TerminalError(
+                    f"the ledger {self.path} is damaged: window {r[0]} has unreadable "
+                    f"spec or counts ({exc}); move the work folder away to start a new run"
+                ) from None
+        return out
 
     def mark_extracted(self, window_id: str, staged_path: str, records: int) -> None:
         with self._tx() as db:

@@ -40,7 +40,7 @@ def status(workdir: Path) -> StatusResult:
     if not path.exists():
         raise TerminalError(f"no migration in {workdir} (no ledger.sqlite); start one with "
                             "`mp2amp migrate`, or point --workdir at its work folder")
-    ledger = Ledger(path)
+    ledger = Ledger(path, read_only=True)  # `status` never writes into the file
     try:
         rows = window_counts(ledger)
         states: dict[str, int] = {}

@@ -1,0 +1,96 @@
+"""``mp2amp status`` on ledgers it must refuse: a clear message, exit 2, and the file left
+exactly as it was (``status`` only reads)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from mp2amp.cli import app
+from mp2amp.ledger import Ledger
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def refused(workdir: Path) -> str:
+    ledger = workdir / "ledger.sqlite"
+    before = ledger.read_bytes()
+    result = invoke("status", "--workdir", str(workdir))
+    assert result.exit_code == 2 and result.stdout == ""
+    as_json = invoke("status", "--workdir", str(workdir), "--json")
+    assert as_json.exit_code == 2 and as_json.stdout == ""
+    assert ledger.read_bytes() == before
+    # nothing new beside it (a WAL ledger's own -wal/-shm files may appear while read)
+    assert {p.name for p in workdir.iterdir()} <= {
+        "ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"}
+    return " ".join(result.stderr.split())
+
+
+def test_an_empty_ledger_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "ledger.sqlite").write_bytes(b"")
+    message = refused(tmp_path)
+    assert f"{tmp_path / 'ledger.sqlite'} is not an mp2amp ledger (an empty file)" in message
+    assert "point --workdir at the work folder of an mp2amp run" in message
+
+
+def test_another_programs_database_is_refused(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    db.execute("CREATE TABLE orders (id INTEGER)")
+    db.commit()
+    db.close()
+    message = refused(tmp_path)
+    assert "is not an mp2amp ledger (a database with the tables orders)" in message
+
+
+def test_a_window_with_damaged_counts_is_named(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.add_windows([("2024-01-01", "day", {}), ("2024-01-02", "day", {})])
+    ledger.close()
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    db.execute("UPDATE windows SET counts = '{\"read\": 3' WHERE window_id = '2024-01-02'")
+    db.commit()
+    db.close()
+    message = refused(tmp_path)
+    assert "is damaged: window 2024-01-02 has unreadable spec or counts" in message
+
+
+def test_status_of_a_good_ledger_still_reads_it(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.add_windows([("2024-01-01", "day", {})])
+    ledger.close()
+    result = invoke("status", "--workdir", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.stderr
+    got = orjson.loads(result.stdout)
+    assert [w["window"] for w in got["windows"]] == ["2024-01-01"]
+    assert got["complete"] is False
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_the_ledger_refuses_a_foreign_database_and_leaves_it_alone(
+        tmp_path: Path, read_only: bool) -> None:
+    from mp2amp.errors import TerminalError
+
+    path = tmp_path / "ledger.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(TerminalError, match="is not an mp2amp ledger"):
+        Ledger(path, read_only=read_only)
+    assert path.read_bytes() == before
+
+
+def test_migrate_may_start_in_an_empty_ledger_file(tmp_path: Path) -> None:
+    (tmp_path / "ledger.sqlite").write_bytes(b"")  # e.g. a run killed while creating it
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.add_windows([("a", "file", {})])
+    assert [w.window_id for w in ledger.windows()] == ["a"]
+    ledger.close()
