@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mp2amp.errors import AuthError, ConfigError, TerminalError, TransientError
+from mp2amp.errors import AuthError, ConfigError, RateLimited, TerminalError, TransientError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.extract.export import (
     WindowFile,
@@ -84,6 +84,35 @@ def test_429_waits_for_retry_after_and_pauses_everyone(export_server: Any, tmp_p
     assert windows[0].attempts == 2 and windows[0].record_count == 5
     first, second = export_server.log
     assert second["t"] - first["t"] >= 0.3
+
+
+def test_429_pauses_the_windows_that_start_meanwhile(export_server: Any, tmp_path: Path) -> None:
+    setup_days(export_server)
+    export_server.script = {"2024-01-01": ["429"]}
+    export_server.retry_after = "0.5"
+    fetch_all(export_server, tmp_path, DAYS, concurrency=2)
+    first = export_server.log[0]["t"]
+    third = next(r["t"] for r in export_server.log if r["day"] == "2024-01-03")
+    assert third - first >= 0.5  # day 3 waited for the pause, not only day 1
+
+
+def test_429_does_not_use_up_the_attempts(export_server: Any, tmp_path: Path) -> None:
+    # Throttling is the server saying "later", not a failure: a window that lost the race
+    # for a slot a few times must not stop the run (only real failures count).
+    setup_days(export_server)
+    export_server.script = {"2024-01-01": ["429"] * 4 + ["500"]}
+    export_server.retry_after = "0.01"
+    (w,) = fetch_all(export_server, tmp_path, DAYS[:1], max_attempts=2)
+    assert (w.attempts, w.record_count) == (6, 5)
+
+
+def test_endless_429_stops_with_the_rate_limit_error(export_server: Any, tmp_path: Path) -> None:
+    setup_days(export_server)
+    export_server.script = {"2024-01-01": ["429"] * 5}
+    export_server.retry_after = "0.01"
+    with pytest.raises(RateLimited, match=r"2024-01-01 was throttled 3 times"):
+        fetch_all(export_server, tmp_path, DAYS[:1], max_rate_limited=3)
+    assert len(export_server.log) == 3
 
 
 @pytest.mark.parametrize("fault", ["terminated", "drop", "500"])

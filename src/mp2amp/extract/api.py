@@ -48,7 +48,8 @@ class MixpanelSettings:
     max_concurrent: int = 100
     query_per_hour: int = 60  # Engage (Query API): 60 an hour, 5 at once (§2.4)
     query_concurrent: int = 5
-    max_attempts: int = 8  # per window, before the run stops with the last error
+    max_attempts: int = 8  # failures per window, before the run stops with the last error
+    max_rate_limited: int = 50  # 429s per window (waited out, not failures) before it stops
     backoff_base: float = 2.0  # seconds; jittered exponential backoff between attempts
     backoff_cap: float = 300.0
     # No cap on a whole window: a big day streams for a long time, and a cap would make it
@@ -73,7 +74,7 @@ class MixpanelSettings:
             if self.project_id is None:
                 problems.append("mixpanel.project_id is required with a service account")
         for name in ("per_hour", "per_second", "max_concurrent", "max_attempts",
-                     "query_per_hour", "query_concurrent"):
+                     "max_rate_limited", "query_per_hour", "query_concurrent"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         if problems:

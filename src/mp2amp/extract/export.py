@@ -212,23 +212,38 @@ async def fetch_window(
     *,
     limiter: RateLimiter,
 ) -> WindowFile:
-    """Fetch one day completely, retrying transient failures from scratch."""
-    attempt = 0
+    """Fetch one day completely, retrying transient failures from scratch.
+
+    A 429 is not a failure: the server asked us to wait, and several windows racing for
+    one freed slot would otherwise use up ``max_attempts`` and stop a run that only had
+    to wait. Throttles have their own, larger cap (``max_rate_limited``).
+    """
+    requests = failures = throttled = 0
     while True:
-        attempt += 1
+        requests += 1
         try:
-            return await _fetch_once(session, settings, day, workdir, limiter, attempt)
+            return await _fetch_once(session, settings, day, workdir, limiter, requests)
         except TransientError as exc:
-            if attempt >= settings.max_attempts:
-                raise TransientError(f"export of {day} failed {attempt} times, giving up for "
-                                     f"now (last: {exc}); run again to continue where it "
-                                     "stopped") from exc
-            delay = backoff_delay(attempt, exc.retry_after, settings.backoff_base,
+            if isinstance(exc, RateLimited):
+                throttled += 1
+                if throttled >= settings.max_rate_limited:
+                    raise RateLimited(f"export of {day} was throttled {throttled} times, "
+                                      f"giving up for now (last: {exc}); run again later to "
+                                      "continue where it stopped",
+                                      retry_after=exc.retry_after) from exc
+                tries = throttled
+            else:
+                failures += 1
+                if failures >= settings.max_attempts:
+                    raise TransientError(f"export of {day} failed {failures} times, giving up "
+                                         f"for now (last: {exc}); run again to continue where "
+                                         "it stopped") from exc
+                tries = failures
+            delay = backoff_delay(tries, exc.retry_after, settings.backoff_base,
                                   settings.backoff_cap)
             if isinstance(exc, RateLimited):
                 limiter.pause(delay)  # everyone waits, not just this window
-            log.warning("export of %s: %s; attempt %d again in %.1f s", day, exc, attempt + 1,
-                        delay)
+            log.warning("export of %s: %s; request %d in %.1f s", day, exc, requests + 1, delay)
             await asyncio.sleep(delay)
 
 
