@@ -39,8 +39,8 @@ def check(report: Any, fs: Any, evs: list[dict[str, Any]], *, min_bytes: int,
     seen: list[str] = []
     names = [p.rsplit("/", 1)[-1] for p in (f.path for f in report.files)]
     assert len(set(names)) == len(names)
-    pattern = orjson.loads(fs.cat(report.converter_config))["converterConfig"][
-        "keyValidatorConfig"]["filterPattern"]
+    pattern = orjson.loads(fs.cat(report.converter_config))["keyValidatorConfig"][
+        "filterPattern"]
     for f in report.files:
         rows = read_lines(fs, f.path)
         times = [r["time"] for r in rows]
@@ -88,6 +88,20 @@ def test_a_small_tail_is_merged_into_the_previous_file_before_upload(tmp_path: P
     assert {e["insert_id"] for e in tail} <= last
     check(report, fsspec.filesystem("file"), evs[:written + 10], min_bytes=30_000,
           max_bytes=230_000)
+
+
+def test_the_converter_config_has_the_documented_shape(tmp_path: Path):
+    # the converter reference's example: {"config_name": ..., "converterConfig": {"fileType",
+    # "compressionType", "convertToAmplitudeFunc"}, "keyValidatorConfig": {"filterPattern"}}
+    sink = S3ImportSink(str(tmp_path), run_id="shape")
+    sink.write(events(1)[0])
+    doc = orjson.loads(Path(sink.close().converter_config).read_bytes())
+    assert set(doc) == {"converterConfig", "keyValidatorConfig"}
+    assert set(doc["converterConfig"]) == {"fileType", "compressionType",
+                                           "convertToAmplitudeFunc"}
+    assert doc["keyValidatorConfig"] == {"filterPattern": sink.pattern}
+    assert doc["converterConfig"]["convertToAmplitudeFunc"]["$skip_user_properties_sync"] == [
+        "value", True]
 
 
 def test_an_export_under_the_minimum_gives_one_file_and_a_warning(tmp_path: Path):

@@ -91,13 +91,15 @@ def converter_config(filter_pattern: str, *, skip_user_properties_sync: bool = T
     defaults to true for storage imports; we state it explicitly either way."""
     mapping: dict[str, Any] = {f: f for f in EVENT_FIELDS}
     mapping["$skip_user_properties_sync"] = ["value", skip_user_properties_sync]
+    # keyValidatorConfig is a sibling of converterConfig, as in the converter reference's
+    # example, not a key inside it
     return {
         "converterConfig": {
             "fileType": "json",
             "compressionType": "gzip",
             "convertToAmplitudeFunc": mapping,
-            "keyValidatorConfig": {"filterPattern": filter_pattern},
-        }
+        },
+        "keyValidatorConfig": {"filterPattern": filter_pattern},
     }
 
 
