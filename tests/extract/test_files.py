@@ -70,16 +70,48 @@ def test_json_array_streamed_with_index_as_line(tmp_path: Path, monkeypatch: pyt
     assert [r.line for r in recs] == list(range(1, 31))
 
 
-def test_json_array_bad_elements(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [7, 1 << 20])
+def test_json_array_bad_elements(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 chunk: int) -> None:
+    # A bad element costs only itself: the brackets and strings around it still show
+    # where it ends (even a string holding ',', ']' and '{'), so the rest is read.
+    monkeypatch.setattr(jsonarray, "CHUNK", chunk)
     path = tmp_path / "arr.json"
-    path.write_text('[{"a":1}, 5, {"b": 2}, {"c": oops}, {"d": 4}]')
+    path.write_text('[{"a":1}, 5, {"b": 2}, {"c": oops, "s": "x,]}{\\"", "l": [1, {}]},'
+                    ' {"d": 4}, {"e": tru}]')
     recs = list(iter_records([str(path)]))
-    assert [r.record for r in recs[:3]] == [{"a": 1}, None, {"b": 2}]
+    assert [r.record for r in recs] == [{"a": 1}, None, {"b": 2}, None, {"d": 4}, None]
+    assert [r.line for r in recs] == [1, 2, 3, 4, 5, 6]
     assert recs[1].rejection and recs[1].rejection.reason == "not_an_object"
-    assert recs[3].rejection and recs[3].rejection.reason == "malformed_json"
-    assert recs[3].line == 4 and "element 4" in recs[3].rejection.message
-    assert len(recs) == 4  # an array cannot be resynchronised; the message says so
-    assert "skipped" in recs[3].rejection.message
+    bad = recs[3].rejection
+    assert bad is not None and bad.reason == "malformed_json"
+    assert str(path) in bad.message and "element 4" in bad.message
+    assert "next element" in bad.message and bad.record.startswith('{"c": oops')
+    assert recs[5].rejection and "element 6" in recs[5].rejection.message
+
+
+def test_json_array_damaged_beyond_the_element_reports_the_rest_skipped(tmp_path: Path) -> None:
+    # An unterminated string hides where the element ends: no guessed records, one
+    # rejection that says the rest of the file was not read.
+    path = tmp_path / "arr.json"
+    path.write_text('[{"a":1}, {"b": "open}, {"c": 3}]')
+    recs = list(iter_records([str(path)]))
+    assert recs[0].record == {"a": 1} and len(recs) == 2
+    assert recs[1].rejection and "skipped" in recs[1].rejection.message
+
+
+def test_json_array_invalid_utf8_is_rejected_not_replaced(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # JSON lines reject such a record; an array must not quietly turn the bytes into
+    # U+FFFD (a changed distinct_id is a different user).
+    monkeypatch.setattr(jsonarray, "CHUNK", 5)
+    path = tmp_path / "arr.json"
+    path.write_bytes(b'[{"a":"ok \xc3\xa9"}, {"b":"bad \xff\xfe", "c": "\\udcff"}, {"c":1}]')
+    recs = list(iter_records([str(path)]))
+    assert [r.record for r in recs] == [{"a": "ok \u00e9"}, None, {"c": 1}]
+    rej = recs[1].rejection
+    assert rej is not None and rej.reason == "invalid_utf8" and rej.line == 2
+    assert str(path) in rej.message and "element 2" in rej.message
 
 
 def test_json_array_trailing_content_is_reported(tmp_path: Path) -> None:

@@ -2,15 +2,19 @@
 
 Elements are decoded one at a time with ``json.JSONDecoder.raw_decode`` over a buffer
 that is refilled from the file. Memory holds one element plus one read chunk.
-Unlike JSON lines, a broken array cannot be resynchronised: the element where parsing
-fails is reported as ``malformed_json`` and the rest of that file is not read (the
-rejection says so).
+An element that is not valid JSON is reported as ``malformed_json`` and skipped to the
+``,`` or ``]`` that ends it, found by its strings and brackets (a bad literal or a
+missing quote in a key leaves those intact), so the elements after it are still read.
+Only when that end cannot be found (an unterminated string) is the rest of the file
+given up, and the rejection says so. Invalid UTF-8 rejects its element as
+``invalid_utf8``, as it rejects a JSON line, rather than becoming U+FFFD.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
+import re
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -25,6 +29,15 @@ class Readable(Protocol):
 CHUNK = 1 << 20
 MAX_ELEMENT_CHARS = 64 << 20
 _WS = " \t\r\n"
+# surrogateescape turns each invalid UTF-8 byte into one of these (never valid text)
+_BAD_BYTE = re.compile("[\udc80-\udcff]")
+# what matters when skipping a bad element: outside strings, and inside them
+_STRUCTURE = re.compile(r'["{}\[\],]')
+_IN_STRING = re.compile(r'["\\]')
+# a decode error this close to the buffer's end may be an element cut by the read size
+# (a literal, escape or surrogate pair is at most 12 characters)
+_NEAR_END = 16
+_PARSE_ERROR = object()
 
 
 def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[SourceRecord]:
@@ -33,23 +46,65 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
     ``first`` is data already read from ``stream`` (format sniffing).
     """
     decoder = json.JSONDecoder()
-    utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+    utf8 = codecs.getincrementaldecoder("utf-8")("surrogateescape")
     buf = utf8.decode(first)
     pos = 0
     eof = False
+    tainted = _BAD_BYTE.search(buf) is not None  # some invalid UTF-8 was read
 
     def refill() -> bool:
-        nonlocal buf, pos, eof
+        nonlocal buf, pos, eof, tainted
         if eof:
             return False
         data = stream.read(CHUNK)
         if not data:
             eof = True
-            buf = buf[pos:] + utf8.decode(b"", final=True)
+            text = utf8.decode(b"", final=True)
         else:
-            buf = buf[pos:] + utf8.decode(data)
+            text = utf8.decode(data)
+        tainted = tainted or _BAD_BYTE.search(text) is not None
+        buf = buf[pos:] + text
         pos = 0
         return True
+
+    def skip_element() -> int:
+        """Move ``pos`` from a bad element's start to the ``,`` or ``]`` after it and
+        return where the element now starts in ``buf``; -1 when no end is found before
+        the input (or MAX_ELEMENT_CHARS) runs out."""
+        nonlocal pos
+        start = pos
+        depth = 0
+        i = pos
+        in_string = False
+        while True:
+            m = (_IN_STRING if in_string else _STRUCTURE).search(buf, i)
+            if m is None:
+                offset = len(buf) - pos
+                if offset > MAX_ELEMENT_CHARS or not refill():
+                    return -1
+                i, start = offset, 0  # refill moved the buffer's start to pos
+                continue
+            i = m.end()
+            ch = m.group()
+            if in_string:
+                if ch == "\\":
+                    while i >= len(buf):  # the escaped character is still to be read
+                        offset = i - pos
+                        if not refill():
+                            return -1
+                        i, start = offset, 0
+                    i += 1
+                else:
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif ch in "{[":
+                depth += 1
+            elif ch in "}]" and depth > 0:
+                depth -= 1
+            elif depth == 0:  # a top-level ',' or the array's own ']'
+                pos = i - 1
+                return start
 
     def skip_ws() -> bool:
         """Advance past whitespace; False at the end of the input."""
@@ -67,7 +122,7 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
             "malformed_json",
             f"{source}: JSON array element {index} {what}; the rest of this file cannot be "
             "read reliably and is skipped: fix the file or convert it to JSON lines",
-            source=source, line=index, record=buf[pos:pos + 200],
+            source=source, line=index, record=_clean(buf[pos:pos + 200]),
         )
         return SourceRecord(source, index, None, rej)
 
@@ -97,17 +152,43 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
         while True:
             try:
                 value, end = decoder.raw_decode(buf, pos)
-            except json.JSONDecodeError:
+            except json.JSONDecodeError as exc:
                 # Maybe just incomplete: read more and try again, until the end of input
-                # (bounded, so a broken file cannot fill memory).
-                if len(buf) - pos < MAX_ELEMENT_CHARS and refill():
+                # (bounded, so a broken file cannot fill memory). An error well before
+                # the buffer's end is a real one and needs no more input.
+                cut = exc.pos >= len(buf) - _NEAR_END or exc.msg.startswith("Unterminated")
+                if cut and len(buf) - pos < MAX_ELEMENT_CHARS and refill():
                     continue
+                value, end = _PARSE_ERROR, pos
+            else:
+                # A number at the buffer's end may continue in the next chunk.
+                if end == len(buf) and not eof and refill():
+                    continue
+            break
+        if value is _PARSE_ERROR:
+            start = skip_element()
+            if start < 0:
                 yield broken(index, "is not valid JSON")
                 return
-            # A number at the buffer's end may continue in the next chunk.
-            if end == len(buf) and not eof and refill():
-                continue
-            break
+            head = _clean(buf[start:min(pos, start + 200)].rstrip())
+            rej = Rejection(
+                "malformed_json",
+                f"{source}: JSON array element {index} is not valid JSON: {head[:80]!r}; "
+                "skipped, reading goes on with the next element",
+                source=source, line=index, record=head,
+            )
+            yield SourceRecord(source, index, None, rej)
+            continue
+        if tainted and _BAD_BYTE.search(buf, pos, end) is not None:
+            rej = Rejection(
+                "invalid_utf8",
+                f"{source}: JSON array element {index} is not valid UTF-8: "
+                f"{_clean(buf[pos:min(end, pos + 80)])!r}",
+                source=source, line=index, record=_clean(buf[pos:end]),
+            )
+            pos = end
+            yield SourceRecord(source, index, None, rej)
+            continue
         pos = end
         if isinstance(value, dict):
             yield SourceRecord(source, index, value, None)
@@ -119,3 +200,8 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 source=source, line=index, record=value,
             )
             yield SourceRecord(source, index, None, rej)
+
+
+def _clean(text: str) -> str:
+    """``text`` with the bytes that were not UTF-8 shown as U+FFFD (printable, storable)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
