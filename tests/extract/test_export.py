@@ -274,3 +274,20 @@ def test_body_cut_mid_record_without_framing_is_fetched_again(tmp_path: Path, gz
     (w,) = asyncio.run(main())
     assert (w.attempts, w.record_count, w.rejected_count) == (2, 200, 0)
     assert [r.record for r in iter_window_records(w)] == [json.loads(x) for x in lines]
+
+
+WILD_EXPORT = Path("/work/shared/fixtures/wild/mixpanel-export-events.jsonl")
+
+
+@pytest.mark.skipif(not WILD_EXPORT.is_file(), reason="real-record fixtures not present")
+def test_every_real_export_record_streams_through_the_client(export_server: Any,
+                                                              tmp_path: Path) -> None:
+    # The real records, in 7-byte gzip chunks, one of them split across two lines.
+    lines = [ln for ln in WILD_EXPORT.read_bytes().split(b"\n") if ln.strip()]
+    export_server.days = {"2024-01-01": lines}
+    export_server.split = {"2024-01-01"}
+    (w,) = fetch_all(export_server, tmp_path, DAYS[:1])
+    recs = list(iter_window_records(w))
+    assert (w.record_count, w.rejected_count) == (len(lines), 0)
+    assert [r.record for r in recs] == [json.loads(x) for x in lines]
+    assert export_server.log[0]["gzip"]
