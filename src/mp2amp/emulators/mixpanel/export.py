@@ -273,6 +273,8 @@ def with_fault(lines: Iterator[bytes], plan: FaultPlan | None, rng: random.Rando
     if plan.kind == "terminated_early":
         yield TERMINATED_EARLY_LINE
     elif plan.kind == "drop":
+        if following is not None:  # a real connection breaks anywhere, mid-record too
+            yield following[: len(following) // 2]
         yield DROP
 
 

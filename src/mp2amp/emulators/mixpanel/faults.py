@@ -2,8 +2,8 @@
 
 * ``terminated_early`` - the body ends with the plain-text line ``terminated early``
   after some records (what mixpanel-utils and Airbyte have seen).
-* ``drop``  - the connection is cut mid-stream: no final chunk, the client sees an
-  incomplete body.
+* ``drop``  - the connection is cut mid-stream, halfway through the record after
+  ``after_lines``: no final chunk, the client sees an incomplete body.
 * ``split`` - one record is broken across two lines (Airbyte joins such lines back).
 
 Each export request draws once from a seeded RNG: with probability ``fail_rate`` it gets
