@@ -43,7 +43,7 @@ from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
-from mp2amp.pipeline.progress import Counters, NullReporter, Reporter
+from mp2amp.pipeline.progress import Counters, NullReporter, Reporter, Ticker, ticking
 from mp2amp.pipeline.staging import read_staged_identity
 from mp2amp.pipeline.transform_worker import (
     EVENT,
@@ -208,20 +208,25 @@ async def migrate_async(
             ledger.add_windows(plan_windows(config, storage_options))
             ledger.set_meta("fingerprint", fingerprint)
         mixpanel = _mixpanel_settings(config, mixpanel_overrides)
-        # Extraction runs on while the identity pass reads the windows already staged, in
-        # window order: the identity pass waits for the next window only when it is ahead.
-        staged = {w.window_id: asyncio.Event() for w in ledger.windows() if w.state == "pending"}
-        extraction = asyncio.ensure_future(extract_pending(
-            config, ledger, mixpanel, storage_options=storage_options, counters=counters,
-            reporter=reporter, on_staged=lambda window_id: staged[window_id].set()))
-        try:
-            result = await _identity_and_load(config, settings, upload, ledger, counters,
-                                              reporter, _Extraction(extraction, staged),
-                                              storage_options)
-        finally:
-            if not extraction.done():
-                extraction.cancel()
-            await asyncio.gather(extraction, return_exceptions=True)
+        # the display moves with time, not only with records: uploads, retries and
+        # backoff waits after the last record is transformed take most of a slow load
+        async with ticking(reporter, counters) as ticker:
+            # Extraction runs on while the identity pass reads the windows already staged,
+            # in window order: the identity pass waits for the next window only when it
+            # is ahead.
+            staged = {w.window_id: asyncio.Event() for w in ledger.windows()
+                      if w.state == "pending"}
+            extraction = asyncio.ensure_future(extract_pending(
+                config, ledger, mixpanel, storage_options=storage_options, counters=counters,
+                reporter=reporter, on_staged=lambda window_id: staged[window_id].set()))
+            try:
+                result = await _identity_and_load(config, settings, upload, ledger, counters,
+                                                  reporter, _Extraction(extraction, staged),
+                                                  storage_options, ticker)
+            finally:
+                if not extraction.done():
+                    extraction.cancel()
+                await asyncio.gather(extraction, return_exceptions=True)
         result.resumed = resume
         return result
     finally:
@@ -272,7 +277,8 @@ class _Extraction:
 async def _identity_and_load(config: Config, settings: Any, upload: UploadSettings,
                              ledger: Ledger, counters: Counters, reporter: Reporter,
                              extraction: _Extraction,
-                             storage_options: dict[str, Any] | None) -> MigrateResult:
+                             storage_options: dict[str, Any] | None,
+                             ticker: Ticker) -> MigrateResult:
     workdir = config.run.workdir
     windows = ledger.windows()
     budgets = stage_budgets(config.run.memory_budget)
@@ -286,9 +292,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                           table=config.source.identity_table) as graph:
         overlapped = bool(extraction.staged)  # else everything was staged by an earlier run
         if not overlapped:
-            counters.phase = "identity"
-            counters.total = sum(w.records for w in windows)
-            counters.done = 0
+            counters.begin("identity", sum(w.records for w in windows))
         for w in windows:
             await extraction.ready(w.window_id)
             observe = graph.observe
@@ -303,12 +307,13 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
             await asyncio.sleep(0)
         await extraction.finished()
         windows = ledger.windows()  # with every staged path and record count
-        counters.total = sum(w.records for w in windows)  # the next phases count records
+        records = sum(w.records for w in windows)  # the next phases count records
         identity = graph.finish().as_dict()
         ledger.mark_identity([w.window_id for w in windows], identity)
 
         transformer = Transformer(settings)
         if config.amplitude.output_dir is not None:
+            counters.begin("write", records)
             load = await _write_import_files(config, windows, ledger, graph, transformer,
                                              scratch, storage_options, counters, reporter)
             rows = window_counts(ledger)
@@ -323,8 +328,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                                   on_window_loaded=lambda wid: ledger.mark_loaded(
                                       wid, _counts_of(ledger, wid)))
         settled = frozenset(b.batch_id for b in ledger.batches() if b.state == "done")
-        counters.phase = "load"
-        counters.done = 0
+        counters.begin("load", records)
         # the worker is forked first, before this process opens more files and sockets
         with fewer_collections(), \
                 ChunkTransformer(graph, transformer, workers=config.run.transform_workers) as chunks, \
@@ -332,6 +336,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                             memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
                 Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
             async with Uploader(upload, observer=observer, settled_batches=settled) as up:
+                ticker.sample = lambda: observer.refresh(up.report)
                 for origin_json, event_json in _parked(ledger):
                     origin = orjson.loads(origin_json)
                     await up.submit(orjson.loads(event_json), (origin[0], origin[1]),
@@ -340,8 +345,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                     await _load_window(w, f"w{w.seq}", ledger, chunks, sessions, dedup, up,
                                        observer, counters, reporter)
                 report = await up.close()
-        counters.retries = report.retries
-        counters.throttles = report.throttles
+                observer.refresh(report)
     rows = window_counts(ledger)
     dead_file = _write_dead_letters(ledger, workdir)
     return MigrateResult(
@@ -383,10 +387,12 @@ async def _load_window(w: Any, key: str, ledger: Ledger, chunks: ChunkTransforme
     rejects: list[RejectRow] = []
     submit = up.submit_encoded
     since_trim = 0
+    submitted = 0  # of the chunk's records: the others are done without Amplitude
     async for items in chunks.window(Path(str(w.staged_path))):
         for data, event, item in _deliverable(items, settle, rejects, w.window_id):
             if replay:
                 continue
+            submitted += 1
             if data is not None:
                 device, user = item[4], item[5]
                 await submit(data, device if device and device.__class__ is str else None,
@@ -394,13 +400,13 @@ async def _load_window(w: Any, key: str, ledger: Ledger, chunks: ChunkTransforme
                              (item[1], item[2]), key)
             else:  # unserializable: the uploader dead-letters it, with the reason
                 await up.submit(event, (item[2].source, item[2].line), batch_key=key)
-        counters.done += len(items)
         since_trim += len(items)
         if since_trim >= _TRIM_EVERY:
             since_trim = 0
             release_free_memory()
-        counters.retries = up.report.retries
-        counters.throttles = up.report.throttles
+        observer.unsent_records += len(items) - submitted
+        submitted = 0
+        observer.refresh(up.report)
         reporter.update(counters)
         await asyncio.sleep(0)
     if replay:
@@ -512,6 +518,7 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
                 for data, event, item in _deliverable(items, settle, rejects, w.window_id):
                     if data is not None:
                         sink.write_encoded(data, item[6])
+                        counters.sent += 1
                     else:  # unserializable: the sink dead-letters it
                         sink.write(event, (item[2].source, item[2].line))
                 counters.done += len(items)

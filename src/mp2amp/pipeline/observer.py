@@ -17,6 +17,7 @@ import orjson
 
 from mp2amp.ledger import Ledger
 from mp2amp.load.observer import Origin, Submitted
+from mp2amp.load.settings import LoadReport
 from mp2amp.pipeline.progress import Counters
 
 PARKED_KEY = "parked"
@@ -44,6 +45,25 @@ class LedgerObserver:
         self.on_window_loaded = on_window_loaded
         self.expected: dict[str, int] = {}  # window -> batches in all, known after flush
         self._sizes: dict[str, int] = {}
+        # records with their outcome without Amplitude: never to be sent (duplicates,
+        # identity records, skips, rejections) or replayed windows loaded by an earlier run
+        self.unsent_records = 0
+        # events parked by an earlier run and settled in this one: the report counts them,
+        # but their records were already done (parked) in the run that read them
+        self._parked_settled = 0
+
+    def refresh(self, report: LoadReport) -> None:
+        """Copy the uploader's live report into the counters: records done (their events
+        accepted, dead-lettered or parked, or never to be sent), events accepted,
+        retries, throttles. Called by the progress ticker while requests are in flight."""
+        c = self.counters
+        settled = (report.accepted + sum(report.dead_lettered.values()) + report.parked
+                   + report.skipped - self._parked_settled)
+        # a parked batch's events count in the report before the batch is done
+        c.done = min(c.total, self.unsent_records + settled)
+        c.sent = report.accepted
+        c.retries = report.retries
+        c.throttles = report.throttles
 
     def window_of(self, batch_id: str) -> str:
         return self.key_to_window[batch_id.split("/", 1)[0]]
@@ -59,8 +79,8 @@ class LedgerObserver:
         self.ledger.batch_sent(batch_id, self.key_to_window[key], seq, n)
 
     def on_batch_accepted(self, batch_id: str, events: Sequence[Submitted]) -> None:
-        self.counters.sent += len(events)
         if batch_id.startswith(PARKED_KEY + "/"):
+            self._parked_settled += self._sizes.pop(batch_id, len(events))
             for item in events:
                 self.ledger.resolve_parked(origin_key(item.origin), "accepted")
             return

@@ -1,10 +1,18 @@
 """Progress reporting for long runs: a rich live display on a terminal, periodic plain log
-lines otherwise (CI, files, pipes), nothing at all when silenced. Injected, never global."""
+lines otherwise (CI, files, pipes), nothing at all when silenced. Injected, never global.
+
+The numbers come from ``Counters``; what refreshes the display is ``ticking``: a task on
+the run's event loop that samples the live numbers (the uploader's report during the
+load) and calls ``Reporter.update`` every ``tick`` seconds, so the display keeps moving
+while requests, retries and backoff waits are in flight and no record is transformed."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
@@ -18,10 +26,21 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+# Seconds between two plain log lines (README: "one plain line every 10 s").
+LOG_INTERVAL = 10.0
+# Seconds between two refreshes of the terminal display.
+DISPLAY_TICK = 1.0
+
 
 @dataclass
 class Counters:
-    """What a run reports as it goes."""
+    """What a run reports as it goes.
+
+    ``done``/``total`` count the phase's units: windows (extract), records (identity,
+    load, write). In the load a record is done once it has its outcome: its event was
+    accepted, dead-lettered or parked by Amplitude, or it was never to be sent
+    (duplicate, identity record, skipped, rejected). ``sent`` counts events Amplitude
+    accepted (or written to import files)."""
 
     phase: str = "starting"
     total: int = 0
@@ -31,10 +50,37 @@ class Counters:
     throttles: int = 0
     dead_letters: int = 0
     started: float = field(default_factory=time.monotonic)
+    phase_started: float = field(default_factory=time.monotonic)
+    _done_at_phase_start: int = 0
+    _sent_at_phase_start: int = 0
+
+    def begin(self, phase: str, total: int) -> None:
+        """A new phase: its own total, done from 0, its own clock for rate and ETA."""
+        self.phase = phase
+        self.total = total
+        self.done = 0
+        self.phase_started = time.monotonic()
+        self._done_at_phase_start = 0
+        self._sent_at_phase_start = self.sent
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
 
     def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return self.sent / elapsed if elapsed > 0 else 0.0
+        """Events sent per second since the phase began."""
+        elapsed = time.monotonic() - self.phase_started
+        sent = self.sent - self._sent_at_phase_start
+        return sent / elapsed if elapsed > 0 else 0.0
+
+    def eta(self) -> float | None:
+        """Seconds left at the phase's pace so far; None before any progress."""
+        if self.total and self.done >= self.total:
+            return 0.0
+        elapsed = time.monotonic() - self.phase_started
+        done = self.done - self._done_at_phase_start
+        if not self.total or done <= 0 or elapsed <= 0:
+            return None
+        return (self.total - self.done) * elapsed / done
 
 
 class Reporter(Protocol):
@@ -43,6 +89,8 @@ class Reporter(Protocol):
 
 
 class NullReporter:
+    tick = 0.0  # nothing to refresh
+
     def update(self, counters: Counters) -> None:
         return None
 
@@ -53,22 +101,24 @@ class NullReporter:
 class LogReporter:
     """One line every ``interval`` seconds: greppable, no escape codes."""
 
-    def __init__(self, stream: TextIO | None = None, interval: float = 5.0) -> None:
+    def __init__(self, stream: TextIO | None = None, interval: float = LOG_INTERVAL) -> None:
         self.stream = stream or sys.stderr
         self.interval = interval
-        self._last = 0.0
+        self.tick = min(DISPLAY_TICK, interval)  # often enough to keep the interval
+        self._last: float | None = None
 
     def _line(self, c: Counters) -> str:
+        eta = c.eta()
         return (
-            f"mp2amp: t={time.monotonic() - c.started:.1f}s phase={c.phase} "
+            f"mp2amp: t={c.elapsed():.1f}s phase={c.phase} "
             f"done={c.done}/{c.total} sent={c.sent} "
             f"rate={c.rate():.0f}/s retries={c.retries} throttles={c.throttles} "
-            f"dead_letters={c.dead_letters}"
+            f"dead_letters={c.dead_letters} eta={'?' if eta is None else f'{eta:.0f}s'}"
         )
 
     def update(self, counters: Counters) -> None:
         now = time.monotonic()
-        if now - self._last >= self.interval:
+        if self._last is None or now - self._last >= self.interval:
             self._last = now
             print(self._line(counters), file=self.stream, flush=True)
 
@@ -77,13 +127,18 @@ class LogReporter:
 
 
 class RichReporter:
-    """A live bar with events/s, ETA, retries, throttles and dead letters."""
+    """A live bar with events/s, ETA, retries, throttles and dead letters.
 
-    def __init__(self, console: Console | None = None) -> None:
+    Drawn only when ``update`` is called (no refresh thread): ``ticking`` calls it every
+    ``tick`` seconds, the pipeline also after each chunk (at most every 0.1 s drawn)."""
+
+    def __init__(self, console: Console | None = None, tick: float = DISPLAY_TICK) -> None:
+        self.tick = tick
         self._progress = Progress(
             TextColumn("[bold]{task.fields[phase]}"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("sent {task.fields[sent]}"),
             TextColumn("{task.fields[rate]:>8.0f} ev/s"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
@@ -92,10 +147,12 @@ class RichReporter:
                        "dead {task.fields[dead]}"),
             console=console or Console(stderr=True),
             transient=False,
+            auto_refresh=False,
         )
         self._task = self._progress.add_task(
-            "run", total=None, phase="starting", rate=0.0, retries=0, throttles=0, dead=0
-        )
+            "run", total=None, phase="starting", sent=0, rate=0.0, retries=0, throttles=0,
+            dead=0)
+        self._drawn = 0.0
         self._progress.start()
 
     def update(self, counters: Counters) -> None:
@@ -104,22 +161,94 @@ class RichReporter:
             total=counters.total or None,
             completed=counters.done,
             phase=counters.phase,
+            sent=counters.sent,
             rate=counters.rate(),
             retries=counters.retries,
             throttles=counters.throttles,
             dead=counters.dead_letters,
         )
+        now = time.monotonic()
+        if now - self._drawn >= 0.1:
+            self._drawn = now
+            self._progress.refresh()
 
     def close(self, counters: Counters) -> None:
         self.update(counters)
+        self._progress.refresh()
         self._progress.stop()
 
 
-def choose_reporter(quiet: bool, stream: TextIO | None = None) -> Reporter:
+class Ticker:
+    """Set ``sample`` to a function that copies live numbers into the counters."""
+
+    def __init__(self) -> None:
+        self.sample: Callable[[], None] | None = None
+
+    def refresh(self) -> None:
+        if self.sample is not None:
+            self.sample()
+
+
+@asynccontextmanager
+async def ticking(reporter: Reporter, counters: Counters,
+                  period: float | None = None) -> AsyncIterator[Ticker]:
+    """Refresh ``reporter`` every ``period`` seconds (default: its ``tick``) while the body
+    runs. The task is cancelled and awaited on every way out; an error of the reporter
+    stops the run (the body is cancelled and the error raised in its place), as it
+    would if the body itself had called ``update``."""
+    ticker = Ticker()
+    if period is None:
+        period = float(getattr(reporter, "tick", DISPLAY_TICK))
+    if period <= 0:
+        yield ticker
+        return
+    body = asyncio.current_task()
+    failure: list[BaseException] = []
+
+    async def tick() -> None:
+        try:
+            while True:
+                await asyncio.sleep(period)
+                ticker.refresh()
+                reporter.update(counters)
+        except Exception as exc:
+            failure.append(exc)
+            if body is not None:
+                body.cancel()
+
+    task = asyncio.create_task(tick(), name="mp2amp-progress")
+
+    async def stop() -> None:
+        task.cancel()
+        try:
+            await asyncio.gather(task, return_exceptions=True)
+        except asyncio.CancelledError:
+            if not failure:  # cancelled from outside (Ctrl-C): keep going out
+                raise
+        if failure and body is not None and body.cancelling():
+            body.uncancel()  # the cancel was ours, to surface the reporter's error
+
+    try:
+        yield ticker
+    except asyncio.CancelledError:
+        await stop()
+        if failure:
+            raise failure[0] from None
+        raise
+    except BaseException:
+        await stop()
+        raise
+    await stop()
+    if failure:
+        raise failure[0]
+
+
+def choose_reporter(quiet: bool, stream: TextIO | None = None,
+                    interval: float = LOG_INTERVAL) -> Reporter:
     """Rich on a terminal, log lines elsewhere, nothing when quiet."""
     if quiet:
         return NullReporter()
     out = stream or sys.stderr
     if out.isatty():
         return RichReporter()
-    return LogReporter(out)
+    return LogReporter(out, interval)
