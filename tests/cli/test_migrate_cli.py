@@ -3,6 +3,8 @@ Amplitude emulator."""
 
 from __future__ import annotations
 
+import gzip
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -160,3 +162,60 @@ def test_resume_with_other_batch_settings_is_refused(env: None, tmp_path: Path,
     message = " ".join(changed.stderr.split())
     assert "differs from the one the run started with in what decides its batches" in message
     assert '"concurrency":2' in message.replace(" ", "") and "Traceback" not in changed.stderr
+
+
+def test_a_window_that_does_not_add_up_exits_1_and_is_named(env: None, tmp_path: Path,
+                                                            day_files: Path,
+                                                            amp_url: str) -> None:
+    cfg = config(tmp_path, day_files, amp_url)
+    assert invoke("migrate", "-c", str(cfg), "--quiet").exit_code == 0
+    # the ledger loses 5 accepted events of the first window's first batch
+    ledger = sqlite3.connect(tmp_path / "work" / "ledger.sqlite")
+    with ledger:
+        window, batch, accepted = ledger.execute(
+            "SELECT window_id, batch_id, accepted FROM batches WHERE state = 'done' "
+            "ORDER BY window_id, seq LIMIT 1").fetchone()
+        ledger.execute("UPDATE batches SET accepted = ? WHERE batch_id = ?",
+                       (accepted - 5, batch))
+    ledger.close()
+
+    text = invoke("migrate", "-c", str(cfg), "--resume", "--quiet")
+    assert text.exit_code == 1, text.stderr
+    message = " ".join(text.stderr.split())
+    assert f"does not add up: {window}: read " in message
+    read = int(message.split(f"{window}: read ")[1].split()[0])
+    assert f"{window}: read {read} but accounted for {read - 5} " in message
+
+    as_json = invoke("migrate", "-c", str(cfg), "--resume", "--json")
+    assert as_json.exit_code == 1
+    result = orjson.loads(as_json.stdout)
+    assert result["exit_code"] == 1 and result["totals"]["balanced"] is False
+    assert [p.split(": read ")[0] for p in result["problems"]] == [window]
+
+
+def test_import_files_in_text_mode(env: None, tmp_path: Path, day_files: Path) -> None:
+    out = tmp_path / "out"
+    cfg = tmp_path / "mp2amp.toml"
+    cfg.write_text(f'[mixpanel]\ntimezone = "{TZ}"\n[source]\nfiles = ["{day_files}"]\n'
+                   f'[amplitude]\noutput_dir = "{out}"\n[run]\nworkdir = "{tmp_path / "w"}"\n')
+    result = invoke("migrate", "-c", str(cfg))
+    assert result.exit_code == 0, result.stderr
+    stdout = " ".join(result.stdout.split())
+    files = sorted(out.glob("mp2amp-a1-*.json.gz"))
+    assert files
+    for path in files:
+        assert f"{path} (" in stdout
+    assert f"wrote {sum(1 for _ in _events(files)):,} events in {len(files)} file(s) to {out}:" \
+        in stdout
+    assert f"converter config: {out / 'amplitude-converter-config.json'}" in stdout
+    stderr = " ".join(result.stderr.split())
+    assert "warning: all " in stderr and "under Amplitude's 1 MB minimum" in stderr
+    # the plain progress lines: the write phase counts records, never more than all of them
+    final = [line for line in result.stderr.splitlines() if line.startswith("mp2amp: t=")][-1]
+    done, total = final.split(" done=")[1].split()[0].split("/")
+    assert " phase=write " in final and done == total != "0"
+
+
+def _events(files: list[Path]) -> Iterator[bytes]:
+    for path in files:
+        yield from gzip.decompress(path.read_bytes()).splitlines()

@@ -63,6 +63,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                 print_json(result.as_dict())
             else:
                 _render_totals(result.totals, "migration")
+                _render_import_files(result.load)
                 _render_problems(result.windows)
                 if result.dead_letter_file and result.totals.get("rejected", 0) + \
                         result.totals.get("dead_lettered", 0):
@@ -112,6 +113,30 @@ def _render_totals(t: dict[str, Any], title: str) -> None:
     _wide().print(table)
     console.print("invariant: read = sent + identity + duplicate + skipped + rejected + "
                   "dead_lettered + parked")
+
+
+def _render_import_files(load: dict[str, Any]) -> None:
+    """What ``[amplitude] output_dir`` runs wrote (as ``--json`` has it under ``load``)."""
+    if "output_dir" not in load:
+        return
+    files = load.get("files") or []
+    if load.get("note"):
+        console.print(f"{load['output_dir']}: {load['note']}", highlight=False)
+    else:
+        console.print(f"wrote {load.get('events', 0):,} events in {len(files)} file(s) to "
+                      f"{load['output_dir']}:", highlight=False)
+    for f in files:
+        console.print(f"  {f['path']}  ({f['events']:,} events, {f['bytes']:,} bytes)",
+                      highlight=False, soft_wrap=True)
+    if load.get("converter_config"):
+        console.print(f"converter config: {load['converter_config']}", highlight=False,
+                      soft_wrap=True)
+    removed = load.get("files_removed_from_earlier_attempts") or []
+    if removed:
+        console.print(f"removed {len(removed)} file(s) of earlier attempts", highlight=False)
+    for warning in load.get("warnings") or []:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False,
+                          soft_wrap=True)
 
 
 def _render_windows(rows: list[WindowCounts]) -> None:
