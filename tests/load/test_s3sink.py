@@ -71,23 +71,86 @@ def test_local_files_are_sorted_sized_and_complete(tmp_path: Path):
 
 
 def test_a_small_tail_is_merged_into_the_previous_file_before_upload(tmp_path: Path):
-    evs = events(3000, seed=2)
+    evs = sorted(events(3000, seed=2), key=lambda e: e["time"])
     sink = S3ImportSink(str(tmp_path), target_file_bytes=200_000, min_file_bytes=30_000)
     written = 0
-    for e in evs:  # until the first file went out: the second is finished and held back
+    for e in evs:  # two files' worth, then ~1.5 KB: alone that would be a file under 30 KB
         sink.write(e)
-        written += 1
-        if sink.report.files:
+        written += len(orjson.dumps(e)) + 1
+        if written >= 2 * 200_000 + 1_500:
             break
-    tail = evs[written:written + 10]
-    for e in tail:
+    n = evs.index(e) + 1
+    report = sink.close()
+    assert len(report.files) == 2  # the tail did not become a file of its own
+    last = read_lines(fsspec.filesystem("file"), report.files[1].path)
+    assert last[-1]["insert_id"] == evs[n - 1]["insert_id"]
+    check(report, fsspec.filesystem("file"), evs[:n], min_bytes=30_000, max_bytes=230_000)
+
+
+def windows_overlapping_in_time(n_windows: int, per_window: int) -> list[list[dict[str, Any]]]:
+    """Like a web and an iOS export of the same days: every window spans the whole range,
+    in its own shuffled order, with times coarse enough that some repeat across windows."""
+    out = []
+    for w in range(n_windows):
+        evs = events(per_window, seed=100 + w)
+        for e in evs:
+            e["time"] -= e["time"] % 1_000
+        out.append(evs)
+    return out
+
+
+def test_files_are_in_time_order_across_overlapping_windows(tmp_path: Path):
+    windows = windows_overlapping_in_time(4, 1500)
+    sink = S3ImportSink(str(tmp_path / "out"), run_id="ovl", target_file_bytes=150_000,
+                        min_file_bytes=20_000, sort_buffer_bytes=40_000)
+    for i, window in enumerate(windows):
+        for e in window:  # as migrate does: most events arrive serialized, with their time
+            if i % 2:
+                sink.write_encoded(orjson.dumps(e), e["time"])
+            else:
+                sink.write(e)
+    report = sink.close()
+    fs = fsspec.filesystem("file")
+    assert len(report.files) >= 4 and not report.warnings
+    everything = [e for window in windows for e in window]
+    check(report, fs, everything, min_bytes=20_000, max_bytes=150_000 + 20_000)
+    contents = [read_lines(fs, f.path) for f in report.files]
+    for k in range(1, len(contents)):
+        assert contents[k][0]["time"] >= contents[k - 1][-1]["time"], (
+            f"{report.files[k].path} starts before {report.files[k - 1].path} ends")
+    assert report.files_in_time_order
+    assert report.events == len(everything)
+
+
+def test_many_runs_are_merged_a_few_at_a_time_keeping_write_order_on_ties(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import heapq
+    from types import SimpleNamespace
+
+    import mp2amp.load.s3sink as s3sink
+
+    widths: list[int] = []
+
+    def merge(*iterables: Any, **kw: Any) -> Any:
+        widths.append(len(iterables))
+        return heapq.merge(*iterables, **kw)
+
+    monkeypatch.setattr(s3sink, "heapq", SimpleNamespace(merge=merge))
+    evs = [e for window in windows_overlapping_in_time(3, 1000) for e in window]
+    for seq, e in enumerate(evs):
+        e["time"] = 1_700_000_000_000 + (e["time"] // 1_000) % 7 * 1_000  # 7 distinct times
+        e["event_properties"]["seq"] = seq
+    sink = S3ImportSink(str(tmp_path), run_id="fan", target_file_bytes=100_000,
+                        min_file_bytes=10_000, sort_buffer_bytes=10_000, merge_fan_in=3)
+    for e in evs:
         sink.write(e)
     report = sink.close()
-    assert len(report.files) == 2  # the 10-event tail did not become a file of its own
-    last = {r["insert_id"] for r in read_lines(fsspec.filesystem("file"), report.files[1].path)}
-    assert {e["insert_id"] for e in tail} <= last
-    check(report, fsspec.filesystem("file"), evs[:written + 10], min_bytes=30_000,
-          max_bytes=230_000)
+    assert max(widths) <= 3 and len(widths) > 10  # dozens of runs, never more than 3 open
+    fs = fsspec.filesystem("file")
+    check(report, fs, evs, min_bytes=10_000, max_bytes=110_000)
+    order = [(r["time"], r["event_properties"]["seq"])
+             for f in report.files for r in read_lines(fs, f.path)]
+    assert order == sorted(order)  # by time, then in the order the events were written
 
 
 def test_the_converter_config_has_the_documented_shape(tmp_path: Path):

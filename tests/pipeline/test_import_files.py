@@ -1,7 +1,7 @@
 """`mp2amp migrate` with `[amplitude] output_dir`: files for Amplitude's S3 import instead of
-the API. Every event the transform emits is in exactly one file, in event-time order, with
-the converter configuration beside them; a crashed attempt's files are replaced, never
-added to, by the resumed one."""
+the API. Every event the transform emits is in exactly one file, in event-time order within
+and across files (also when sources overlap in time), with the converter configuration
+beside them; a crashed attempt's files are replaced, never added to, by the resumed one."""
 
 from __future__ import annotations
 
@@ -76,19 +76,64 @@ def test_every_event_once_in_time_ordered_files(project: Project, tmp_path: Path
     assert result.totals["balanced"]
 
 
+class CrashingSink(S3ImportSink):
+    """Crashes after ``uploads`` files went out: the sink writes files only when closed."""
+
+    uploads = 2
+
+    def _upload(self, staged: Any) -> None:
+        if len(self.report.files) >= self.uploads:
+            raise Crash
+        super()._upload(staged)
+
+
+@pytest.mark.parametrize("when", ["writing", "uploading"])
 def test_a_crashed_attempt_is_replaced_by_the_resumed_one(project: Project, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         when: str) -> None:
     monkeypatch.setattr(transform_worker, "CHUNK_LINES", 64)  # progress often: crash mid-write
-    # small files, so that the crashed attempt has already finished some
+    # small files, so that the crashed attempt has already uploaded some
+    small = {"target_file_bytes": 100_000, "min_file_bytes": 5_000}
     monkeypatch.setattr(migrate_module, "S3ImportSink", functools.partial(
-        S3ImportSink, target_file_bytes=100_000, min_file_bytes=5_000))
+        CrashingSink if when == "uploading" else S3ImportSink, **small))
     cfg = config(project.events, tmp_path / "work", tmp_path / "out")
     with pytest.raises(Crash):
-        migrate(cfg, reporter=CrashWhileWriting(after_updates=15))
-    assert list((tmp_path / "out").glob("mp2amp-a1-*.json.gz")), "the crash came too early"
+        migrate(cfg, reporter=CrashWhileWriting(after_updates=15 if when == "writing" else 10**9))
+    crashed = sorted((tmp_path / "out").glob("mp2amp-a1-*.json.gz"))
+    # while writing, nothing is in the target yet: files are cut only once all times are known
+    assert len(crashed) == (0 if when == "writing" else CrashingSink.uploads)
+    monkeypatch.setattr(migrate_module, "S3ImportSink", functools.partial(S3ImportSink, **small))
     result = migrate(cfg, resume=True)
     assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
+    assert result.load["files_removed_from_earlier_attempts"] == [str(p) for p in crashed]
     files, _ = written(tmp_path / "out")
-    assert files and all(name.startswith("mp2amp-a2-") for name in files)
+    assert len(files) > CrashingSink.uploads and all(name.startswith("mp2amp-a2-")
+                                                     for name in files)
     found = keys(files)
     assert len(found) == len(set(found)) and set(found) == project.expected
+
+
+def test_sources_overlapping_in_time_give_files_in_time_order(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a web and an iOS export of the same days: each file a window, the windows overlap
+    split = tmp_path / "split"
+    split.mkdir()
+    for day in sorted(project.events.iterdir()):
+        lines = gzip.decompress(day.read_bytes()).splitlines(keepends=True)
+        (split / f"a-web-{day.name}").write_bytes(gzip.compress(b"".join(lines[0::2])))
+        (split / f"b-ios-{day.name}").write_bytes(gzip.compress(b"".join(lines[1::2])))
+    monkeypatch.setattr(migrate_module, "S3ImportSink", functools.partial(
+        S3ImportSink, target_file_bytes=100_000, min_file_bytes=5_000))
+    result = migrate(config(split, tmp_path / "work", tmp_path / "out"))
+    assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
+    files, _ = written(tmp_path / "out")
+    assert len(files) >= 3
+    rows = [rows for _, rows in sorted(files.items())]
+    for name, r in zip(sorted(files), rows, strict=True):
+        assert [e["time"] for e in r] == sorted(e["time"] for e in r), name
+    for k in range(1, len(rows)):
+        assert rows[k][0]["time"] >= rows[k - 1][-1]["time"], \
+            f"file {k} starts before file {k - 1} ends"
+    found = keys(files)
+    assert len(found) == len(set(found)) == result.totals["sent"]
+    assert set(found) == project.expected

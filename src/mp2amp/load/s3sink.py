@@ -4,12 +4,16 @@ Amplitude's rules (reference/amplitude-api.md §6): one event per line; files up
 the events' chronological order; unique names; each file between 1 MB and 5 GB; every row
 with an immutable ``insert_id``; processed exactly once (never edit a file after upload).
 
-So: events are buffered per file, sorted by ``time`` through sorted runs spilled to a local
-staging folder (memory stays flat), merged and gzipped when the file reaches its target
-size. A finished file is held back locally until the next one is known to be big enough:
-a tail under 1 MB is merged into the previous file *before* that file is uploaded, so no
-uploaded file is ever rewritten. Only when the whole export is under 1 MB does one small
-file go out, with a warning. A converter configuration JSON is written next to the files.
+Windows arrive one after another but their time ranges may overlap (two sources covering
+the same days), so no file can be cut before every event is known: events are buffered,
+sorted and spilled as runs to a local staging folder (memory stays flat), and ``close()``
+k-way merges all runs by ``time`` (write order on equal times) and cuts the one merged
+stream into files. Every file thus starts at or after the previous file's last event.
+A file is cut once it holds ``target_file_bytes`` of JSON and 1 MB gzipped; each is held
+back until the next is cut, so a last piece under 1 MB is merged into the previous file
+*before* that file is uploaded and no uploaded file is ever rewritten. Only when the whole
+export is under 1 MB does one small file go out, with a warning. A converter
+configuration JSON is written next to the files.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import pairwise
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,10 @@ MIN_FILE_BYTES = 1_000_000           # "Each file between 1 MB and 5 GB"
 MAX_FILE_BYTES = 5_000_000_000
 TARGET_FILE_BYTES = 1 << 30          # uncompressed JSON per file (~100-200 MB gzipped)
 SORT_BUFFER_BYTES = 64 << 20
+MERGE_FAN_IN = 64                    # runs open at once in one merge pass
+# Runs hold the whole export until close(): gzip them (cheaply) to keep the staging disk small.
+RUN_COMPRESSLEVEL = 1
+WRITE_CHUNK_BYTES = 256 << 10        # lines joined per write: fewer calls into zlib
 CONVERTER_NAME = "amplitude-converter-config.json"
 
 # Fields of an HTTP V2 / Batch event that the converter maps one to one (§1.3).
@@ -108,7 +118,9 @@ class S3ImportSink:
 
     ``target`` is a local folder or an fsspec URL (``s3://bucket/prefix``); ``storage_options``
     go to fsspec (endpoint_url, key, secret ...). ``target_file_bytes`` is the uncompressed
-    size at which a file is cut (gzip makes it several times smaller)."""
+    size at which a file is cut (gzip makes it several times smaller), once it also holds
+    ``min_file_bytes`` gzipped. Files are written and uploaded only by ``close()``, when
+    every event's time is known; until then the events wait, sorted, in ``staging_dir``."""
 
     def __init__(
         self,
@@ -118,6 +130,7 @@ class S3ImportSink:
         target_file_bytes: int = TARGET_FILE_BYTES,
         min_file_bytes: int = MIN_FILE_BYTES,
         sort_buffer_bytes: int = SORT_BUFFER_BYTES,
+        merge_fan_in: int = MERGE_FAN_IN,
         storage_options: dict[str, Any] | None = None,
         staging_dir: str | os.PathLike[str] | None = None,
         skip_user_properties_sync: bool = True,
@@ -131,6 +144,8 @@ class S3ImportSink:
                 f"need 1 <= min_file_bytes ({min_file_bytes}) < target_file_bytes "
                 f"({target_file_bytes}) <= {MAX_FILE_BYTES - min_file_bytes} so that a file "
                 "with a merged tail stays under Amplitude's 5 GB limit")
+        if merge_fan_in < 2:
+            problems.append(f"merge_fan_in ({merge_fan_in}) must be at least 2")
         if problems:
             raise ConfigError(problems, source="amplitude.output_dir")
         self.fs, self.root = fsspec.core.url_to_fs(target, **(storage_options or {}))
@@ -139,17 +154,15 @@ class S3ImportSink:
         self.target_file_bytes = target_file_bytes
         self.min_file_bytes = min_file_bytes
         self.sort_buffer_bytes = sort_buffer_bytes
+        self.merge_fan_in = merge_fan_in
         self.skip_user_properties_sync = skip_user_properties_sync
         self.dead_letters = dead_letters
         self._staging = Path(tempfile.mkdtemp(prefix="mp2amp-s3sink-", dir=staging_dir))
         self._buf: list[tuple[int, int, bytes]] = []
         self._buf_bytes = 0
-        self._runs: list[Path] = []
-        self._file_bytes = 0
+        self._runs: list[Path] = []   # sorted runs, in write order (ties keep that order)
         self._seq = 0
-        self._n_staged = 0
-        self._carry: _Staged | None = None   # under min size: grows into the next file
-        self._held: _Staged | None = None    # big enough, uploaded once the next is known
+        self._n_files = 0             # staging file names
         self.report = SinkReport()
         try:
             self.fs.makedirs(self.root, exist_ok=True)
@@ -178,36 +191,21 @@ class S3ImportSink:
 
     def write_encoded(self, data: bytes, time_ms: int) -> None:
         """``write`` of an event already serialized (``orjson.dumps(event)``, its ``time``)."""
-        t = time_ms
-        self._buf.append((t, self._seq, data))
+        self._buf.append((time_ms, self._seq, data))
         self._seq += 1
         self._buf_bytes += len(data) + 1
-        self._file_bytes += len(data) + 1
         self.report.events += 1
         if self._buf_bytes >= self.sort_buffer_bytes:
             self._spill()
-        if self._file_bytes >= self.target_file_bytes:
-            self._roll()
 
     def close(self) -> SinkReport:
         try:
-            if self._buf or self._runs:
-                self._roll()
-            if self._carry is not None:
-                if self._held is not None:
-                    merged = self._stage([_read_staged(self._held.path),
-                                          _read_staged(self._carry.path)])
-                    self._held.path.unlink()
-                    self._carry.path.unlink()
-                    self._held, self._carry = merged, None
-                else:
-                    self.report.warnings.append(
-                        f"all {self._carry.events} events fit in {self._carry.size} bytes, under "
-                        "Amplitude's 1 MB minimum file size; the one file was written anyway")
-                    self._held, self._carry = self._carry, None
-            if self._held is not None:
-                self._upload(self._held)
-                self._held = None
+            self._spill()
+            runs = self._merge_down(self._runs)
+            self._runs = []
+            with ExitStack() as stack:
+                streams = [_read_run(stack.enter_context(gzip.open(p, "rb"))) for p in runs]
+                self._cut(heapq.merge(*streams, key=itemgetter(0)))
             self._write_converter()
         finally:
             shutil.rmtree(self._staging, ignore_errors=True)
@@ -215,48 +213,78 @@ class S3ImportSink:
 
     # --- internals ---------------------------------------------------------------------
 
+    def _new_path(self, kind: str) -> Path:
+        self._n_files += 1
+        return self._staging / f"{kind}-{self._n_files:06d}.gz"
+
     def _spill(self) -> None:
         if not self._buf:
             return
-        self._buf.sort()
-        path = self._staging / f"run-{len(self._runs):05d}-{self._n_staged}.tsv"
-        with open(path, "wb") as fh:
-            for t, _, data in self._buf:
-                fh.write(b"%d\t%b\n" % (t, data))
+        self._buf.sort()   # (time, seq): write order on equal times
+        path = self._new_path("run")
+        with gzip.open(path, "wb", compresslevel=RUN_COMPRESSLEVEL) as fh:
+            _write_chunked(fh, (b"%d\t%b\n" % (t, data) for t, _, data in self._buf))
         self._runs.append(path)
         self._buf, self._buf_bytes = [], 0
 
-    def _roll(self) -> None:
-        self._spill()
-        sources: list[Iterator[tuple[int, bytes]]] = []
-        if self._carry is not None:  # older events first on equal times: it goes first
-            sources.append(_read_staged(self._carry.path))
-        sources.extend(_read_run(p) for p in self._runs)
-        staged = self._stage(sources)
-        for p in self._runs:
-            p.unlink()
-        if self._carry is not None:
-            self._carry.path.unlink()
-        self._runs, self._file_bytes, self._carry = [], 0, None
-        if staged.size < self.min_file_bytes:
-            self._carry = staged
-            return
-        if self._held is not None:
-            self._upload(self._held)
-        self._held = staged
+    def _merge_down(self, runs: list[Path]) -> list[Path]:
+        """Merge consecutive groups of runs until at most ``merge_fan_in`` are left, so the
+        final merge never holds more files open than that (order on equal times kept)."""
+        while len(runs) > self.merge_fan_in:
+            merged: list[Path] = []
+            for i in range(0, len(runs), self.merge_fan_in):
+                group = runs[i:i + self.merge_fan_in]
+                if len(group) == 1:
+                    merged.append(group[0])
+                    continue
+                path = self._new_path("run")
+                with ExitStack() as stack:
+                    streams = [_read_run(stack.enter_context(gzip.open(p, "rb")))
+                               for p in group]
+                    out = stack.enter_context(
+                        gzip.open(path, "wb", compresslevel=RUN_COMPRESSLEVEL))
+                    _write_chunked(out, (b"%d\t%b" % (t, rest) for t, rest in
+                                         heapq.merge(*streams, key=itemgetter(0))))
+                for p in group:
+                    p.unlink()
+                merged.append(path)
+            runs = merged
+        return runs
 
-    def _stage(self, sources: Iterable[Iterator[tuple[int, bytes]]]) -> _Staged:
-        path = self._staging / f"staged-{self._n_staged:05d}.json.gz"
-        self._n_staged += 1
-        n, first, last = 0, 0, 0
-        with gzip.open(path, "wb", compresslevel=6) as out:
-            for t, data in heapq.merge(*sources, key=lambda r: r[0]):
-                if n == 0:
-                    first = t
-                last = t
-                n += 1
-                out.write(data + b"\n")
-        return _Staged(path, n, first, last)
+    def _cut(self, merged: Iterable[tuple[int, bytes]]) -> None:
+        """Cut the time-ordered stream into files. A file is finished once it holds the
+        target size and at least the minimum gzipped; it is uploaded only when the next one
+        is finished too (or at the end), so a short last piece can still join it."""
+        held: _Staged | None = None
+        out: _StagedWriter | None = None
+        for t, line in merged:
+            if out is None:
+                out = _StagedWriter(self._new_path("file"))
+            out.write(t, line)
+            if out.raw_bytes >= self.target_file_bytes and out.gz_bytes() >= self.min_file_bytes:
+                if held is not None:
+                    self._upload(held)
+                held, out = out.finish(), None
+        tail = out.finish() if out is not None else None
+        if tail is not None and tail.size < self.min_file_bytes:
+            if held is None:
+                self.report.warnings.append(
+                    f"all {tail.events} events fit in {tail.size} bytes, under Amplitude's "
+                    "1 MB minimum file size; the one file was written anyway")
+            else:
+                held, tail = self._join(held, tail), None
+        if held is not None:
+            self._upload(held)
+        if tail is not None:
+            self._upload(tail)
+
+    def _join(self, first: _Staged, second: _Staged) -> _Staged:
+        """``second`` appended to ``first``: the stream is sorted, so the result is too."""
+        out = _StagedWriter(self._new_path("file"))
+        for part in (first, second):
+            out.append(part)
+            part.path.unlink()
+        return out.finish()
 
     def _upload(self, staged: _Staged) -> None:
         name = f"{self.run_id}-{len(self.report.files):05d}.json.gz"
@@ -285,16 +313,73 @@ class S3ImportSink:
         self.report.converter_config = path
 
 
-def _read_run(path: Path) -> Iterator[tuple[int, bytes]]:
-    with open(path, "rb") as fh:
-        for line in fh:
-            t, _, data = line.rstrip(b"\n").partition(b"\t")
-            yield int(t), data
+class _StagedWriter:
+    """One output file being written in staging: gzipped lines, counted as they go."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fh = open(path, "wb")  # noqa: SIM115 - closed by finish()
+        self.gz = gzip.GzipFile(fileobj=self.fh, mode="wb", compresslevel=6)
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.raw_bytes = 0
+        self.events = 0
+        self.first_time = 0
+        self.last_time = 0
+
+    def write(self, t: int, line: bytes) -> None:
+        if self.events == 0:
+            self.first_time = t
+        self.last_time = t
+        self.events += 1
+        self.pending.append(line)
+        self.pending_bytes += len(line)
+        self.raw_bytes += len(line)
+        if self.pending_bytes >= WRITE_CHUNK_BYTES:
+            self._flush()
+
+    def append(self, staged: _Staged) -> None:
+        """Every line of an earlier staged file, which must not start before this one ends."""
+        self._flush()
+        with gzip.open(staged.path, "rb") as fh:
+            shutil.copyfileobj(fh, self.gz, WRITE_CHUNK_BYTES)
+        if self.events == 0:
+            self.first_time = staged.first_time
+        self.last_time = staged.last_time
+        self.events += staged.events
+
+    def gz_bytes(self) -> int:
+        """Gzipped bytes so far: a lower bound of the finished file's size."""
+        self._flush()
+        return self.fh.tell()
+
+    def finish(self) -> _Staged:
+        self._flush()
+        self.gz.close()
+        self.fh.close()
+        return _Staged(self.path, self.events, self.first_time, self.last_time)
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.gz.write(b"".join(self.pending))
+            self.pending, self.pending_bytes = [], 0
 
 
-def _read_staged(path: Path) -> Iterator[tuple[int, bytes]]:
-    with gzip.open(path, "rb") as fh:
-        for line in fh:
-            data = line.rstrip(b"\n")
-            t = orjson.loads(data).get("time")
-            yield (t if isinstance(t, int) and not isinstance(t, bool) else 0), data
+def _write_chunked(fh: Any, lines: Iterable[bytes]) -> None:
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        chunk.append(line)
+        size += len(line)
+        if size >= WRITE_CHUNK_BYTES:
+            fh.write(b"".join(chunk))
+            chunk, size = [], 0
+    if chunk:
+        fh.write(b"".join(chunk))
+
+
+def _read_run(fh: Any) -> Iterator[tuple[int, bytes]]:
+    """A run's ``(time, line)`` pairs; the line keeps its newline, ready to be written."""
+    for line in fh:
+        t, _, rest = line.partition(b"\t")
+        yield int(t), rest
