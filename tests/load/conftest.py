@@ -30,6 +30,10 @@ class FakeAmplitude:
     quota_users: set[str] = field(default_factory=set)
     retry_after: str | None = None        # Retry-After header on 503s
     throttle_users: dict[str, int] = field(default_factory=dict)  # user -> 429s still to give
+    throttle_devices: dict[str, int] = field(default_factory=dict)  # device -> 429s to give
+    retry_after_429: str | None = None    # Retry-After header on per-device/user 429s
+    fail_first: int = 0                   # this many requests get a 503 (with retry_after)
+    project_retry_after: str = "0.02"     # Retry-After header on project-level 429s
     hang_first: int = 0                   # this many requests ingest, then hang past a timeout
     project_429_first: int = 0            # this many requests get a 429 naming nobody
     seed: int = 0
@@ -38,6 +42,8 @@ class FakeAmplitude:
     arrival: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     statuses: Counter[int] = field(default_factory=Counter)
     sequence: list[str] = field(default_factory=list)                   # global arrival order
+    # every request as the server saw it: (time.monotonic() on arrival, insert_ids, status)
+    requests: list[tuple[float, list[str], int]] = field(default_factory=list)
     bodies_gzip: int = 0
     options_seen: list[Any] = field(default_factory=list)
     in_flight_devices: Counter[str] = field(default_factory=Counter)
@@ -93,6 +99,13 @@ class FakeAmplitude:
             return self.reply(400, {"code": 400, "error": f"Invalid API key: {doc.get('api_key')}"})
         self.options_seen.append(doc.get("options"))
         events = doc["events"]
+        seen = (time.monotonic(), [str(e.get("insert_id")) for e in events])
+        response = await self._sized(request, raw, events)
+        self.requests.append((*seen, response.status))
+        return response
+
+    async def _sized(self, request: web.Request, raw: bytes, events: list[dict[str, Any]]
+                     ) -> web.StreamResponse:
         if len(events) > 2000 or len(raw) > self.max_bytes:
             return self.reply(413, {"code": 413, "error": "Payload too large"})
         devices = {e.get("device_id") or e.get("user_id") for e in events}
@@ -113,10 +126,14 @@ class FakeAmplitude:
             status = self.rng.choice((500, 502, 503, 504))
             headers = {"Retry-After": self.retry_after} if self.retry_after else None
             return self.reply(status, {"code": status, "error": "Service unavailable"}, headers)
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            headers = {"Retry-After": self.retry_after} if self.retry_after else None
+            return self.reply(503, {"code": 503, "error": "Service unavailable"}, headers)
         if self.project_429_first > 0:
             self.project_429_first -= 1
             return self.reply(429, {"code": 429, "error": "Too many requests"},
-                              {"Retry-After": "0.02"})
+                              {"Retry-After": self.project_retry_after})
         if any(e.get("event_type") == "__poison__" for e in events):
             # a request-level 400 that names no event (the SDK would retry it forever)
             return self.reply(400, {"code": 400, "error": "Invalid event JSON"})
@@ -140,6 +157,10 @@ class FakeAmplitude:
         t_usr = {e["user_id"]: 31 for e in events if self.throttle_users.get(e.get("user_id"), 0)}
         for u in t_usr:
             self.throttle_users[u] -= 1
+        for d in {e.get("device_id") for e in events}:
+            if d is not None and self.throttle_devices.get(d, 0) > 0:
+                self.throttle_devices[d] -= 1
+                throttled[d] = 31
         if q_dev or q_usr or throttled or t_usr:
             idx = [i for i, e in enumerate(events)
                    if e.get("device_id") in throttled or e.get("device_id") in q_dev
@@ -149,7 +170,8 @@ class FakeAmplitude:
                 "eps_threshold": self.eps_limit or 1000,
                 "throttled_devices": {d: n for d, n in throttled.items()}, "throttled_users": t_usr,
                 "exceeded_daily_quota_users": q_usr, "exceeded_daily_quota_devices": q_dev,
-                "throttled_events": idx})
+                "throttled_events": idx},
+                {"Retry-After": self.retry_after_429} if self.retry_after_429 else None)
         for e in events:
             key = e.get("device_id") or e.get("user_id")
             self.ingest_attempts[e["insert_id"]] += 1

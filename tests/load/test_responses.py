@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from mp2amp.errors import AuthError, ContractError, ServerError
-from mp2amp.load.responses import classify
+from mp2amp.load.responses import MAX_SERVER_WAIT, classify
 
 IDS = [(f"dev-{i}", f"user-{i}") for i in range(8)]
 
@@ -81,6 +81,21 @@ def test_400_naming_no_event_is_terminal_for_the_request(doc):
     assert doc["error"] in v.message
     if "missing_field" in doc:
         assert "api_key" in v.message
+
+
+@pytest.mark.parametrize("status, doc", [
+    (429, {"code": 429, "error": "Too many requests for some devices and users",
+           "throttled_devices": {"dev-1": 4000}, "throttled_events": [1]}),
+    (429, {"code": 429, "error": "Too many requests"}),
+    (503, {"code": 503, "error": "Service unavailable"}),
+    (408, {"code": 408, "error": "Request timeout"}),
+])
+def test_a_server_wait_longer_than_the_cap_is_capped_for_every_status(status, doc):
+    v = classify(status, body(doc), ids=IDS, retry_after=86400.0)
+    assert v.kind in ("sort", "retry")
+    assert v.retry_after == MAX_SERVER_WAIT and v.retry_after_asked == 86400.0
+    short = classify(status, body(doc), ids=IDS, retry_after=MAX_SERVER_WAIT - 1)
+    assert short.retry_after == MAX_SERVER_WAIT - 1 and short.retry_after_asked is None
 
 
 def test_invalid_api_key_stops_without_echoing_the_key():

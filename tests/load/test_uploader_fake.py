@@ -249,3 +249,86 @@ def test_unreachable_host_is_retried_then_stops(gen_events, observer):
             await up.close()
     with pytest.raises(RetriesExhausted):
         asyncio.run(scenario())
+
+
+# --- server-given waits (Retry-After) ------------------------------------------------
+
+def first_with(fake: Any, insert_id: str, status: int) -> float:
+    """Server time of the first request carrying this event that got ``status``."""
+    return min(t for t, ids, st in fake.requests if insert_id in ids and st == status)
+
+
+def test_a_429s_retry_after_holds_its_devices_while_the_rest_of_that_request_goes_on(
+        fake_cls, gen_events, observer):
+    wait = 1.5
+    events = gen_events(400, devices=8)
+    fake = fake_cls(throttle_devices={"device-00003": 1}, retry_after_429=str(wait))
+    # one lane: the 429'd request mixes the throttled device with seven others
+    report = asyncio.run(upload(fake, events, observer, concurrency=1, max_events=40))
+    assert sorted(i for _, i in fake.stored) == sorted(e["insert_id"] for e in events)
+    assert report.throttles == 1 and fake.statuses[429] == 1
+    t429, in_429, _ = next(r for r in fake.requests if r[2] == 429)
+    hot = [e["insert_id"] for e in events if e["device_id"] == "device-00003"]
+    cold_same_request = [i for i in in_429 if i not in hot]
+    assert cold_same_request and set(hot) & set(in_429)
+    # the throttled device comes back no sooner than Retry-After asked (not the 0.05 s
+    # throttle_wait), and in its own order
+    assert min(first_with(fake, i, 200) for i in hot if i in in_429) >= t429 + wait
+    assert fake.arrival["device-00003"] == hot
+    # the other devices of that very request, and every later request, did not wait
+    cold = [e["insert_id"] for e in events if e["device_id"] != "device-00003"]
+    assert max(first_with(fake, i, 200) for i in cold_same_request) < t429 + wait
+    assert max(first_with(fake, i, 200) for i in cold) < t429 + wait
+
+
+@pytest.mark.parametrize("kind", ["503", "project-429"])
+def test_a_whole_request_retry_waits_for_retry_after_while_other_lanes_go_on(
+        kind, fake_cls, gen_events, observer):
+    wait = 1.5
+    events = gen_events(400, devices=8)
+    if kind == "503":
+        fake = fake_cls(fail_first=1, retry_after=str(wait))
+    else:
+        fake = fake_cls(project_429_first=1, project_retry_after=str(wait))
+    report = asyncio.run(upload(fake, events, observer, concurrency=4, max_events=20))
+    assert sorted(i for _, i in fake.stored) == sorted(e["insert_id"] for e in events)
+    status = 503 if kind == "503" else 429
+    assert fake.statuses[status] == 1 and report.requests == fake.statuses[200] + 1
+    t_fail, failed, _ = next(r for r in fake.requests if r[2] == status)
+    resent = min(first_with(fake, i, 200) for i in failed)
+    assert resent >= t_fail + wait
+    # the other lanes kept sending meanwhile: all their events were in before the resend
+    lane_devices = {e["device_id"] for e in events if e["insert_id"] in failed}
+    others = [e["insert_id"] for e in events if e["device_id"] not in lane_devices]
+    assert others and max(first_with(fake, i, 200) for i in others) < t_fail + wait
+
+
+@pytest.mark.parametrize("kind", ["device-429", "project-429", "503"])
+def test_a_huge_retry_after_is_capped_and_logged(kind, fake_cls, gen_events, observer,
+                                                 monkeypatch, caplog):
+    # a proxy asking for a day: the run waits the cap (shrunk here), says so, and finishes
+    monkeypatch.setattr("mp2amp.load.responses.MAX_SERVER_WAIT", 0.3)
+    monkeypatch.setattr("mp2amp.load.sender.LONG_WAIT", 0.2)
+    huge = "86400"
+    if kind == "device-429":
+        fake = fake_cls(throttle_devices={"device-00001": 1}, retry_after_429=huge)
+    elif kind == "project-429":
+        fake = fake_cls(project_429_first=1, project_retry_after=huge)
+    else:
+        fake = fake_cls(fail_first=1, retry_after=huge)
+    events = gen_events(100, devices=4)
+    caplog.set_level("WARNING", logger="mp2amp.load")
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(upload(fake, events, observer, concurrency=1), 20)
+
+    report = asyncio.run(bounded())
+    assert report.accepted == 100
+    t_fail, failed, _ = next(r for r in fake.requests if r[2] != 200)
+    waited = [i for i in failed
+              if kind != "device-429" or i in {e["insert_id"] for e in events
+                                                if e["device_id"] == "device-00001"}]
+    assert min(first_with(fake, i, 200) for i in waited) >= t_fail + 0.3
+    lines = [r.getMessage() for r in caplog.records if r.name == "mp2amp.load"]
+    assert len(lines) == 1, lines
+    assert "Retry-After: 86400 s, capped at 0.3 s: waiting 0.3 s" in lines[0], lines[0]

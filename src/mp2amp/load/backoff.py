@@ -11,6 +11,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from mp2amp.load.responses import MAX_SERVER_WAIT
+
 
 class RandomSource(Protocol):
     def uniform(self, a: float, b: float) -> float: ...
@@ -20,7 +22,7 @@ class RandomSource(Protocol):
 class Backoff:
     base: float = 0.5          # seconds before the first retry (upper bound of its window)
     cap: float = 60.0          # no computed delay exceeds this
-    max_retry_after: float = 900.0  # a server asking for longer is clamped (misconfigured proxy)
+    max_retry_after: float = MAX_SERVER_WAIT  # a longer ask is clamped (misconfigured proxy)
     rng: RandomSource = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ come from ``mp2amp.errors.classify_http``; this module adds what Amplitude's bod
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import orjson
@@ -25,6 +25,11 @@ from mp2amp.errors import (
 )
 
 SERVICE = "Amplitude"
+
+# The longest wait a server may impose through Retry-After (429, 503, 408): longer asks
+# are clamped, since they come from a misconfigured proxy, not Amplitude (whose documented
+# waits are 15-60 s), and would stall the run silently for hours. Backoff uses it too.
+MAX_SERVER_WAIT = 900.0
 
 Kind = Literal["accepted", "split", "sort", "reject_all", "retry", "stop"]
 
@@ -70,7 +75,8 @@ class Verdict:
     throttled_devices: frozenset[str] = frozenset()
     throttled_users: frozenset[str] = frozenset()
     eps_threshold: int | None = None
-    retry_after: float | None = None
+    retry_after: float | None = None   # the server's Retry-After, clamped to MAX_SERVER_WAIT
+    retry_after_asked: float | None = None  # as sent, when clamping changed it
     throttle: bool = False
     error: Mp2AmpError | None = None
 
@@ -103,7 +109,23 @@ def classify(
     ids: Sequence[IdPair],
     retry_after: float | None = None,
 ) -> Verdict:
-    """Classify one response to a request that carried events with these (device, user) ids."""
+    """Classify one response to a request that carried events with these (device, user) ids.
+
+    ``retry_after`` is the server's Retry-After in seconds; the verdict carries it clamped
+    to ``MAX_SERVER_WAIT`` (and what was asked in ``retry_after_asked`` when it was cut)."""
+    verdict = _classify(status, body, ids, capped_wait(retry_after))
+    if retry_after is not None and retry_after > MAX_SERVER_WAIT:
+        verdict = replace(verdict, retry_after_asked=retry_after)
+    return verdict
+
+
+def capped_wait(retry_after: float | None) -> float | None:
+    """A server-given wait, never longer than ``MAX_SERVER_WAIT``."""
+    return None if retry_after is None else min(retry_after, MAX_SERVER_WAIT)
+
+
+def _classify(status: int, body: bytes | str, ids: Sequence[IdPair],
+              retry_after: float | None) -> Verdict:
     doc = parse_body(body)
     status = effective_status(status, doc)
     error_text = _text(doc.get("error"))

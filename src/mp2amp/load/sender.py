@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, overload
 
@@ -24,7 +25,11 @@ from mp2amp.load.responses import IdPair, Verdict, classify
 if TYPE_CHECKING:
     from mp2amp.load.uploader import Lane, Uploader
 
+log = logging.getLogger("mp2amp.load")
+
 HEADERS = {"Content-Type": "application/json", "Accept": "*/*"}
+# A server-given wait longer than this is logged: without a line the run looks hung.
+LONG_WAIT = 60.0
 GZIP_HEADERS = {**HEADERS, "Content-Encoding": "gzip"}
 
 
@@ -176,6 +181,8 @@ class Sender:
             if verdict.throttle:  # Amplitude is up and says "later": not a failure
                 up.report.throttles += 1
                 delay = max(s.throttle_seconds, verdict.retry_after or 0.0)
+                _log_long_wait(verdict, delay, f"the whole request ({len(items)} events; "
+                               "Amplitude named no device) is resent after it")
             else:
                 attempt += 1
                 if attempt > s.max_retries:
@@ -188,6 +195,8 @@ class Sender:
                     return
                 up.report.retries += 1
                 delay = up.backoff.delay(attempt, verdict.retry_after)
+                _log_long_wait(verdict, delay, f"the request ({len(items)} events) is "
+                               f"retried after it (attempt {attempt} of {s.max_retries})")
             await asyncio.sleep(delay)
             if up.failure is not None:
                 return
@@ -249,7 +258,10 @@ class Sender:
                 k = item.device or item.user
                 per_key[k] = per_key.get(k, 0) + 1
             lane.cap_events = max(1, min(lane.cap_events, max(per_key.values()) // 2))
-            wait = max(s.throttle_seconds, v.retry_after or 0.0)
+            wait = max(s.throttle_seconds, v.retry_after or 0.0)  # classify capped it
+            _log_long_wait(v, wait, f"{len(throttled)} events of "
+                           f"{len(v.throttled_devices) + len(v.throttled_users)} throttled "
+                           "devices/users are held until then; other devices keep flowing")
             hold = up.holds.hold("throttle", loop.time() + wait, throttled,
                                  devices=v.throttled_devices, users=v.throttled_users)
             up.schedule_release(hold)
@@ -266,3 +278,17 @@ class Sender:
             lane.cap_events = min(self._max_events, lane.cap_events + lane.cap_events // 8 + 1)
         if lane.cap_bytes < self._max_bytes:
             lane.cap_bytes = min(self._max_bytes, lane.cap_bytes + lane.cap_bytes // 8 + 1)
+
+
+def _log_long_wait(v: Verdict, wait: float, what: str) -> None:
+    """One warning line when a server-given wait is long: how long, why, what waits."""
+    if v.retry_after is None or (wait <= LONG_WAIT and v.retry_after_asked is None):
+        return
+    asked = v.retry_after_asked if v.retry_after_asked is not None else v.retry_after
+    clamp = f", capped at {_secs(v.retry_after)} s" if v.retry_after_asked is not None else ""
+    log.warning("Amplitude answered HTTP %d with Retry-After: %s s%s: waiting %s s; %s",
+                v.status, _secs(asked), clamp, _secs(wait), what)
+
+
+def _secs(seconds: float) -> str:
+    return f"{round(seconds, 1):g}"
