@@ -134,6 +134,11 @@ class FakeAmplitude:
             self.project_429_first -= 1
             return self.reply(429, {"code": 429, "error": "Too many requests"},
                               {"Retry-After": self.project_retry_after})
+        if any(e.get("event_type") == "__missing_api_key__" for e in events):
+            # the documented example: a request-level field plus an event index list
+            return self.reply(400, {"code": 400, "error": "Request missing required field",
+                                    "missing_field": "api_key",
+                                    "events_with_missing_fields": {"event_type": [0]}})
         if any(e.get("event_type") == "__poison__" for e in events):
             # a request-level 400 that names no event (the SDK would retry it forever)
             return self.reply(400, {"code": 400, "error": "Invalid event JSON"})

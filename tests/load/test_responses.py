@@ -83,6 +83,16 @@ def test_400_naming_no_event_is_terminal_for_the_request(doc):
         assert "api_key" in v.message
 
 
+def test_400_missing_a_request_field_rejects_the_whole_request_despite_an_index_list():
+    # the documented example body: the request lacks api_key; the event list beside it
+    # does not make the other events sendable (they would fail the same way)
+    doc = {"code": 400, "error": "Request missing required field", "missing_field": "api_key",
+           "events_with_missing_fields": {"event_type": [3]}}
+    v = classify(400, body(doc), ids=IDS)
+    assert v.kind == "reject_all" and v.reason == "request_rejected" and not v.dead
+    assert "'api_key'" in v.message and "whole request" in v.message
+
+
 @pytest.mark.parametrize("status, doc", [
     (429, {"code": 429, "error": "Too many requests for some devices and users",
            "throttled_devices": {"dev-1": 4000}, "throttled_events": [1]}),

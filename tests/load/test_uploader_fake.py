@@ -150,6 +150,26 @@ def test_a_400_naming_no_event_dead_letters_that_request_only(fake_cls, gen_even
     assert report.requests_by_status["400"] == 1  # terminal: not retried
 
 
+def test_a_400_missing_a_request_field_dead_letters_that_batch_in_one_request(
+        fake_cls, gen_events, observer, tmp_path: Path):
+    # Amplitude's documented body: missing_field (the request's) plus an event index list
+    events = gen_events(60, devices=3)
+    events[20]["event_type"] = "__missing_api_key__"
+    fake = fake_cls()
+    dlq = DeadLetterFile(tmp_path / "dead.jsonl")
+    report = asyncio.run(upload(fake, events, observer, dlq=dlq, concurrency=1,
+                                max_events=12))
+    dlq.close()
+    batch = next(ids for _, ids, st in fake.requests if st == 400)
+    assert events[20]["insert_id"] in batch and len(batch) == 12
+    rows = read_dead_letters(tmp_path / "dead.jsonl")
+    assert sorted(r["event"]["insert_id"] for r in rows) == sorted(batch)
+    assert {r["reason"] for r in rows} == {"request_rejected"}
+    assert "missing request field 'api_key'" in rows[0]["message"]
+    assert report.requests_by_status["400"] == 1  # one request, not one per event
+    assert report.dead_lettered == {"request_rejected": 12} and report.accepted == 48
+
+
 def test_a_single_event_too_large_alone_is_dead_lettered(fake_cls, gen_events, observer):
     events = gen_events(50)
     events[10]["event_properties"]["blob"] = "z" * 30_000

@@ -146,6 +146,17 @@ def _classify(status: int, body: bytes | str, ids: Sequence[IdPair],
             "Amplitude refused the API key (400 'Invalid API key'); set AMPLITUDE_API_KEY to "
             "the target project's API key (an EU project needs region = \"eu\") and run again "
             "with --resume: nothing was lost"))
+    missing = _text(doc.get("missing_field")) if status == 400 else ""
+    if missing:
+        # A required field of the request itself (api_key, events) is missing: the request
+        # is at fault, not its events, and resending the rest after dropping the listed
+        # events would fail the same way, one event per round (Amplitude's Python SDK
+        # also drops the whole batch). Any events_with_* list beside it is ignored.
+        return Verdict("reject_all", status, reason="request_rejected",
+                       message=f"400 {error_text or 'Request missing required field'} "
+                               f"(missing request field {missing!r}): Amplitude rejected the "
+                               "whole request, so all its events were dead-lettered; the "
+                               "run goes on")
     if status in (400, 429):
         verdict = _sort(status, doc, error_text, ids, retry_after)
         if verdict is not None:
@@ -153,10 +164,8 @@ def _classify(status: int, body: bytes | str, ids: Sequence[IdPair],
         if status == 429:  # a project-level throttle names nobody: the whole request waits
             return Verdict("retry", status, message=error_text, retry_after=retry_after,
                            throttle=True, eps_threshold=_int(doc.get("eps_threshold")))
-        missing = _text(doc.get("missing_field"))
-        detail = f" (missing field {missing!r})" if missing else ""
         return Verdict("reject_all", status, reason="request_rejected",
-                       message=f"400 {error_text or 'Bad request'}{detail}; "
+                       message=f"400 {error_text or 'Bad request'}; "
                                "Amplitude named no event, so the whole request was rejected")
     if status == 408:
         return Verdict("retry", status, message="request timeout", retry_after=retry_after,
