@@ -63,8 +63,8 @@ def test_log_lines_are_periodic_during_the_upload(project: Project, tmp_path: Pa
     assert all(int(r["done"]) <= int(r["total"]) for r in rows)
 
 
-FRAME = re.compile(r"load .*? (?P<done>\d+)/(?P<total>\d+) sent (?P<sent>\d+) .*? "
-                   r"retries (?P<retries>\d+) throttles \d+ dead \d+")
+FRAME = re.compile(r"load .*? (?P<done>\d+)/(?P<total>\d+) .*?\n\s*sent (?P<sent>\d+) · \d+ "
+                   r"ev/s · retries (?P<retries>\d+) · throttles \d+ · dead letters \d+")
 
 
 def test_terminal_display_moves_while_requests_are_in_flight(project: Project,

@@ -11,20 +11,22 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 # Seconds between two plain log lines (README: "one plain line every 10 s").
 LOG_INTERVAL = 10.0
@@ -126,6 +128,18 @@ class LogReporter:
         print(self._line(counters), file=self.stream, flush=True)
 
 
+class _TwoLineProgress(Progress):
+    """The bar on one line, the load's numbers on the next: both fit 80 columns."""
+
+    def __init__(self, *columns: str | ProgressColumn, **kwargs: Any) -> None:
+        self.detail = Text()  # before the first draw, which may come from the constructor
+        super().__init__(*columns, **kwargs)
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        yield self.detail
+
+
 class RichReporter:
     """A live bar with events/s, ETA, retries, throttles and dead letters.
 
@@ -134,39 +148,28 @@ class RichReporter:
 
     def __init__(self, console: Console | None = None, tick: float = DISPLAY_TICK) -> None:
         self.tick = tick
-        self._progress = Progress(
+        self._progress = _TwoLineProgress(
             TextColumn("[bold]{task.fields[phase]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("sent {task.fields[sent]}"),
-            TextColumn("{task.fields[rate]:>8.0f} ev/s"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            TextColumn("retries {task.fields[retries]} throttles {task.fields[throttles]} "
-                       "dead {task.fields[dead]}"),
             console=console or Console(stderr=True),
             transient=False,
             auto_refresh=False,
         )
-        self._task = self._progress.add_task(
-            "run", total=None, phase="starting", sent=0, rate=0.0, retries=0, throttles=0,
-            dead=0)
+        self._task = self._progress.add_task("run", total=None, phase="starting")
         self._drawn = 0.0
         self._progress.start()
 
     def update(self, counters: Counters) -> None:
-        self._progress.update(
-            self._task,
-            total=counters.total or None,
-            completed=counters.done,
-            phase=counters.phase,
-            sent=counters.sent,
-            rate=counters.rate(),
-            retries=counters.retries,
-            throttles=counters.throttles,
-            dead=counters.dead_letters,
-        )
+        self._progress.update(self._task, total=counters.total or None,
+                              completed=counters.done, phase=counters.phase)
+        self._progress.detail = Text(
+            f"  sent {counters.sent} · {counters.rate():.0f} ev/s · retries {counters.retries}"
+            f" · throttles {counters.throttles} · dead letters {counters.dead_letters}",
+            no_wrap=True, overflow="ellipsis")
         now = time.monotonic()
         if now - self._drawn >= 0.1:
             self._drawn = now
