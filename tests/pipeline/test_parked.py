@@ -11,6 +11,7 @@ import pytest
 from migrate_kit import FAST, Project, amplitude, assert_exactly_once, make_config
 
 from mp2amp.config import Config
+from mp2amp.ledger import Ledger
 from mp2amp.pipeline.migrate import EXIT_OK, EXIT_PARKED, MigrateResult, migrate
 from mp2amp.pipeline.observer import LedgerObserver
 
@@ -38,6 +39,11 @@ def test_daily_quota_parks_then_resume_delivers(project: Project, tmp_path: Path
         assert parked > 0
         assert first.totals["sent"] + parked == len(project.expected)
         assert all(w.balanced for w in first.windows)
+        # each batch's row says what became of its events: parked ones are not dead letters
+        rows = Ledger(cfg.run.workdir / "ledger.sqlite").batches()
+        assert sum(b.parked for b in rows) == parked
+        assert sum(b.dead_lettered for b in rows) == first.totals["dead_lettered"]
+        assert sum(b.accepted for b in rows) == first.totals["sent"]
 
         last = resume_until_delivered(cfg, clock, upload)
         assert last.totals["parked"] == 0

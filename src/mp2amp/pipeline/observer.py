@@ -45,6 +45,7 @@ class LedgerObserver:
         self.on_window_loaded = on_window_loaded
         self.expected: dict[str, int] = {}  # window -> batches in all, known after flush
         self._sizes: dict[str, int] = {}
+        self._parked_in: dict[str, int] = {}  # batch -> its events parked (daily quota)
         # records with their outcome without Amplitude: never to be sent (duplicates,
         # identity records, skips, rejections) or replayed windows loaded by an earlier run
         self.unsent_records = 0
@@ -85,8 +86,9 @@ class LedgerObserver:
                 self.ledger.resolve_parked(origin_key(item.origin), "accepted")
             return
         n = self._sizes.pop(batch_id, len(events))
+        parked = self._parked_in.pop(batch_id, 0)  # reported before the batch is done
         window = self.ledger.batch_done(batch_id, accepted=len(events),
-                                        dead_lettered=n - len(events), parked=0)
+                                        dead_lettered=n - len(events) - parked, parked=parked)
         self.check_window(window)
 
     def on_dead_letter(self, event: dict[str, Any], origin: Origin, reason: str,
@@ -101,6 +103,8 @@ class LedgerObserver:
                   batch_id: str = PARKED_KEY) -> None:
         batch = PARKED_KEY if batch_id.startswith(PARKED_KEY) else batch_id
         self.ledger.park(origin[0], batch, origin_key(origin), _dumps(event), reason)
+        if batch != PARKED_KEY:
+            self._parked_in[batch] = self._parked_in.get(batch, 0) + 1
 
     # --- windows -----------------------------------------------------------------------
 
