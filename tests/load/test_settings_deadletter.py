@@ -24,7 +24,7 @@ def test_documented_hosts(region, endpoint, url):
 def test_api_host_override_and_per_endpoint_defaults():
     s = UploadSettings(api_key="k", api_host="http://127.0.0.1:8040/", endpoint="httpapi")
     assert s.url == "http://127.0.0.1:8040/2/httpapi"
-    assert s.limits.max_bytes == 1024 * 1024 and s.throttle_seconds == 30.0
+    assert s.limits.max_bytes == 1_000_000 and s.throttle_seconds == 30.0
     b = UploadSettings(api_key="k")
     assert b.limits.max_bytes == 10 * 1024 * 1024 and b.limits.max_events == 2000
     assert b.throttle_seconds == 15.0 and b.min_id_length == 1

@@ -14,7 +14,9 @@ import pytest
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.errors import AuthError
 from mp2amp.load import DeadLetterFile, Uploader, UploadSettings
+from mp2amp.load.batcher import ENVELOPE_BYTES
 from mp2amp.load.deadletter import read_dead_letters
+from mp2amp.load.sender import Sender
 
 KEY = "emulator-key-123"
 
@@ -105,6 +107,31 @@ def test_413_on_the_1mb_http_v2_limit_splits(tmp_path, gen_events, observer):
         tmp_path, events, observer, endpoint="httpapi", max_bytes=8_000_000, concurrency=2))
     assert_exactly_once(stored, [e["insert_id"] for e in events])
     assert report.splits > 0 and report.requests_by_status["413"] == report.splits
+
+
+def test_a_full_http_v2_batch_at_the_default_cap_is_accepted_without_a_413(
+        tmp_path, gen_events, observer, monkeypatch):
+    # ~640-byte events: a batch closes on bytes (~1560 events), not on the 2000-event cap
+    events = gen_events(4000, devices=1)
+    for e in events:
+        e["event_properties"]["pad"] = "x" * 500
+    sizes: list[int] = []
+    body = Sender.body
+
+    def recording(self: Sender, items: Any) -> tuple[bytes, int]:
+        out = body(self, items)
+        sizes.append(out[1])
+        return out
+
+    monkeypatch.setattr(Sender, "body", recording)
+    report, stored = asyncio.run(run_upload(
+        tmp_path, events, observer, endpoint="httpapi", concurrency=1,
+        emu_kw={"eps_limit": 1_000_000}))
+    assert_exactly_once(stored, [e["insert_id"] for e in events])
+    assert report.requests_by_status == {"200": report.requests} and report.splits == 0
+    event_size = max(len(orjson.dumps(e)) for e in events)
+    cap = UploadSettings(api_key="k", endpoint="httpapi").limits.max_bytes
+    assert cap - 2 * event_size - ENVELOPE_BYTES < max(sizes) <= cap  # batches did fill
 
 
 def test_invalid_events_are_dead_lettered_with_their_origin(tmp_path, gen_events, observer):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -69,6 +70,19 @@ def test_payload_too_large(api: Api) -> None:
     assert status == 200
     status, _ = api.post_json("/2/httpapi", {"api_key": API_KEY, "events": big}, gzip_body=True)
     assert status == 413  # the limit applies to the decompressed body
+
+
+def test_http_v2_takes_exactly_one_decimal_megabyte(api: Api) -> None:
+    # "request size exceeds 1MB" -> 413: 1,000,000 bytes pass (the uploader's default
+    # /2/httpapi cap is that number), one byte more does not
+    def payload(size: int) -> dict[str, Any]:
+        doc = {"api_key": API_KEY, "events": [event(1, event_properties={"blob": ""})]}
+        pad = size - len(orjson.dumps(doc))
+        doc["events"][0]["event_properties"]["blob"] = "x" * pad
+        assert len(orjson.dumps(doc)) == size
+        return doc
+    assert api.post_json("/2/httpapi", payload(1_000_001))[0] == 413
+    assert api.post_json("/2/httpapi", payload(1_000_000))[0] == 200
 
 
 def test_invalid_events_are_all_listed_and_nothing_is_ingested(api: Api) -> None:
