@@ -13,8 +13,10 @@ from rich.console import Console
 
 from mp2amp.errors import Mp2AmpError
 
-console = Console()
-err_console = Console(stderr=True)
+# Messages are never hard-wrapped: a file path, URL or window name broken across lines
+# cannot be copied (tables still fit the width).
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def print_json(result: Any) -> None:
