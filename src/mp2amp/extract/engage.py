@@ -115,16 +115,29 @@ class EngagePager:
         return SourceRecord(self.source, self.count, None, rej)
 
     async def _fetch_page(self, session: aiohttp.ClientSession, page: int) -> dict[str, Any]:
-        attempt = 0
+        """One page, retrying transient failures. A 429 is the server saying "later", not a
+        failure (the Query API's 60 an hour are shared with every other client of the
+        project): throttles have their own, larger cap (``max_rate_limited``), as the
+        export's windows do."""
+        failures = throttled = 0
         while True:
-            attempt += 1
             try:
                 return await self._request(session, page)
             except TransientError as exc:
-                if attempt >= self.settings.max_attempts:
-                    raise TransientError(f"engage page {page} failed {attempt} times (last: "
-                                         f"{exc}); run again") from exc
-                delay = backoff_delay(attempt, exc.retry_after, self.settings.backoff_base,
+                if isinstance(exc, RateLimited):
+                    throttled += 1
+                    if throttled >= self.settings.max_rate_limited:
+                        raise RateLimited(f"engage page {page} was throttled {throttled} times, "
+                                          f"giving up for now (last: {exc}); run again later",
+                                          retry_after=exc.retry_after) from exc
+                    tries = throttled
+                else:
+                    failures += 1
+                    if failures >= self.settings.max_attempts:
+                        raise TransientError(f"engage page {page} failed {failures} times "
+                                             f"(last: {exc}); run again") from exc
+                    tries = failures
+                delay = backoff_delay(tries, exc.retry_after, self.settings.backoff_base,
                                       self.settings.backoff_cap)
                 if isinstance(exc, RateLimited):
                     self.limiter.pause(delay)
