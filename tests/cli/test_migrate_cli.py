@@ -210,10 +210,13 @@ def test_import_files_in_text_mode(env: None, tmp_path: Path, day_files: Path) -
     assert f"converter config: {out / 'amplitude-converter-config.json'}" in stdout
     stderr = " ".join(result.stderr.split())
     assert "warning: all " in stderr and "under Amplitude's 1 MB minimum" in stderr
-    # the plain progress lines: the write phase counts records, never more than all of them
-    final = [line for line in result.stderr.splitlines() if line.startswith("mp2amp: t=")][-1]
+    # the last plain progress line: the files phase (the merge that cuts the files, after
+    # the write phase) counts the events in files, all of them at the end
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mp2amp: t=")]
+    final = lines[-1]
     done, total = final.split(" done=")[1].split()[0].split("/")
-    assert " phase=write " in final and done == total != "0"
+    assert " phase=files " in final
+    assert done == total == str(sum(1 for _ in _events(files)))
 
 
 def _events(files: list[Path]) -> Iterator[bytes]:

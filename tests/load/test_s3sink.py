@@ -230,3 +230,19 @@ def test_s3_target_through_a_local_moto_server(s3_server: dict[str, Any]):
     listed = sorted(fs.ls("import-bucket/amplitude"))
     assert sorted([*(f.path for f in report.files), report.converter_config]) == listed
     check(report, fs, evs, min_bytes=30_000, max_bytes=280_000)
+
+
+def test_close_reports_its_progress_up_to_every_event(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import mp2amp.load.s3sink as s3sink
+
+    monkeypatch.setattr(s3sink, "PROGRESS_EVERY", 100)
+    evs = events(1_050)
+    sink = S3ImportSink(str(tmp_path), run_id="prog", target_file_bytes=100_000,
+                        min_file_bytes=20_000, sort_buffer_bytes=50_000)
+    for e in evs:
+        sink.write(e)
+    calls: list[int] = []
+    report = sink.close(calls.append)
+    assert calls == [*range(100, 1_001, 100), 1_050]
+    assert sum(f.events for f in report.files) == 1_050

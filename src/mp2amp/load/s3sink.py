@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -46,6 +46,7 @@ MERGE_FAN_IN = 64                    # runs open at once in one merge pass
 # Runs hold the whole export until close(): gzip them (cheaply) to keep the staging disk small.
 RUN_COMPRESSLEVEL = 1
 WRITE_CHUNK_BYTES = 256 << 10        # lines joined per write: fewer calls into zlib
+PROGRESS_EVERY = 10_000              # events between two close() progress calls
 CONVERTER_NAME = "amplitude-converter-config.json"
 
 # Fields of an HTTP V2 / Batch event that the converter maps one to one (§1.3).
@@ -198,14 +199,17 @@ class S3ImportSink:
         if self._buf_bytes >= self.sort_buffer_bytes:
             self._spill()
 
-    def close(self) -> SinkReport:
+    def close(self, progress: Callable[[int], None] | None = None) -> SinkReport:
+        """Merge everything written into the import files. ``progress(n)``: ``n`` events
+        are in files so far (called every ``PROGRESS_EVERY`` and at the end; the merge of a
+        big export takes a while, and may run in a thread while a display follows it)."""
         try:
             self._spill()
             runs = self._merge_down(self._runs)
             self._runs = []
             with ExitStack() as stack:
                 streams = [_read_run(stack.enter_context(gzip.open(p, "rb"))) for p in runs]
-                self._cut(heapq.merge(*streams, key=itemgetter(0)))
+                self._cut(heapq.merge(*streams, key=itemgetter(0)), progress)
             self._write_converter()
         finally:
             shutil.rmtree(self._staging, ignore_errors=True)
@@ -251,16 +255,21 @@ class S3ImportSink:
             runs = merged
         return runs
 
-    def _cut(self, merged: Iterable[tuple[int, bytes]]) -> None:
+    def _cut(self, merged: Iterable[tuple[int, bytes]],
+             progress: Callable[[int], None] | None = None) -> None:
         """Cut the time-ordered stream into files. A file is finished once it holds the
         target size and at least the minimum gzipped; it is uploaded only when the next one
         is finished too (or at the end), so a short last piece can still join it."""
         held: _Staged | None = None
         out: _StagedWriter | None = None
+        n = 0
         for t, line in merged:
             if out is None:
                 out = _StagedWriter(self._new_path("file"))
             out.write(t, line)
+            n += 1
+            if progress is not None and not n % PROGRESS_EVERY:
+                progress(n)
             if out.raw_bytes >= self.target_file_bytes and out.gz_bytes() >= self.min_file_bytes:
                 if held is not None:
                     self._upload(held)
@@ -277,6 +286,8 @@ class S3ImportSink:
             self._upload(held)
         if tail is not None:
             self._upload(tail)
+        if progress is not None:
+            progress(n)
 
     def _join(self, first: _Staged, second: _Staged) -> _Staged:
         """``second`` appended to ``first``: the stream is sorted, so the result is too."""

@@ -527,7 +527,14 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
             counts = summary.as_dict()
             counts["written"] = summary.events_out
             per_window[w.window_id] = counts
-    report = sink.close()
+    # Only now can files be cut (windows may overlap in time): one merge of everything
+    # written, in a thread so that the display follows it (a big export takes minutes).
+    counters.begin("files", sink.report.events)
+
+    def merged(n: int) -> None:
+        counters.done = n
+
+    report = await asyncio.to_thread(sink.close, merged)
     for window_id, counts in per_window.items():  # only now are the events in files
         ledger.mark_loaded(window_id, counts)
     counters.sent = report.events
