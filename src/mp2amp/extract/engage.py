@@ -34,7 +34,7 @@ from mp2amp.errors import (
     parse_retry_after,
 )
 from mp2amp.extract.api import MixpanelSettings
-from mp2amp.extract.ratelimit import RateLimiter, backoff_delay
+from mp2amp.extract.ratelimit import RateLimiter, RetryBudget
 from mp2amp.models import SourceRecord
 
 log = logging.getLogger("mp2amp.extract")
@@ -119,26 +119,14 @@ class EngagePager:
         failure (the Query API's 60 an hour are shared with every other client of the
         project): throttles have their own, larger cap (``max_rate_limited``), as the
         export's windows do."""
-        failures = throttled = 0
+        budget = RetryBudget(f"engage page {page}", self.settings.max_attempts,
+                             self.settings.max_rate_limited, self.settings.backoff_base,
+                             self.settings.backoff_cap)
         while True:
             try:
                 return await self._request(session, page)
             except TransientError as exc:
-                if isinstance(exc, RateLimited):
-                    throttled += 1
-                    if throttled >= self.settings.max_rate_limited:
-                        raise RateLimited(f"engage page {page} was throttled {throttled} times, "
-                                          f"giving up for now (last: {exc}); run again later",
-                                          retry_after=exc.retry_after) from exc
-                    tries = throttled
-                else:
-                    failures += 1
-                    if failures >= self.settings.max_attempts:
-                        raise TransientError(f"engage page {page} failed {failures} times "
-                                             f"(last: {exc}); run again") from exc
-                    tries = failures
-                delay = backoff_delay(tries, exc.retry_after, self.settings.backoff_base,
-                                      self.settings.backoff_cap)
+                delay = budget.delay(exc)
                 if isinstance(exc, RateLimited):
                     self.limiter.pause(delay)
                 log.warning("engage page %d: %s; retrying in %.1f s", page, exc, delay)

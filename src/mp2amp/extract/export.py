@@ -48,7 +48,7 @@ from mp2amp.extract.lines import (
     parse_lines,
     split_lines,
 )
-from mp2amp.extract.ratelimit import RateLimiter, backoff_delay
+from mp2amp.extract.ratelimit import RateLimiter, RetryBudget
 from mp2amp.models import SourceRecord
 
 log = logging.getLogger("mp2amp.extract")
@@ -218,29 +218,15 @@ async def fetch_window(
     one freed slot would otherwise use up ``max_attempts`` and stop a run that only had
     to wait. Throttles have their own, larger cap (``max_rate_limited``).
     """
-    requests = failures = throttled = 0
+    budget = RetryBudget(f"export of {day}", settings.max_attempts, settings.max_rate_limited,
+                         settings.backoff_base, settings.backoff_cap)
+    requests = 0
     while True:
         requests += 1
         try:
             return await _fetch_once(session, settings, day, workdir, limiter, requests)
         except TransientError as exc:
-            if isinstance(exc, RateLimited):
-                throttled += 1
-                if throttled >= settings.max_rate_limited:
-                    raise RateLimited(f"export of {day} was throttled {throttled} times, "
-                                      f"giving up for now (last: {exc}); run again later to "
-                                      "continue where it stopped",
-                                      retry_after=exc.retry_after) from exc
-                tries = throttled
-            else:
-                failures += 1
-                if failures >= settings.max_attempts:
-                    raise TransientError(f"export of {day} failed {failures} times, giving up "
-                                         f"for now (last: {exc}); run again to continue where "
-                                         "it stopped") from exc
-                tries = failures
-            delay = backoff_delay(tries, exc.retry_after, settings.backoff_base,
-                                  settings.backoff_cap)
+            delay = budget.delay(exc)
             if isinstance(exc, RateLimited):
                 limiter.pause(delay)  # everyone waits, not just this window
             log.warning("export of %s: %s; request %d in %.1f s", day, exc, requests + 1, delay)

@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+from mp2amp.errors import RateLimited, TransientError
+
 log = logging.getLogger("mp2amp.extract")
 
 # A little margin on each window: Mixpanel counts arrivals, we count departures, and a
@@ -84,3 +86,35 @@ def backoff_delay(attempt: int, retry_after: float | None, base: float, cap: flo
         return retry_after
     ceiling = min(cap, base * 2 ** (attempt - 1))
     return random.uniform(ceiling / 2, ceiling)
+
+
+class RetryBudget:
+    """How long to wait after a transient error of one unit of work (a window, a page), or
+    the error that stops it. A 429 is the server saying "later", not a failure: several
+    requests racing for one freed slot would otherwise use up ``max_attempts`` and stop a
+    run that only had to wait, so throttles have their own, larger cap."""
+
+    def __init__(self, what: str, max_attempts: int, max_rate_limited: int,
+                 base: float, cap: float) -> None:
+        self.what = what
+        self.max_attempts, self.max_rate_limited = max_attempts, max_rate_limited
+        self.base, self.cap = base, cap
+        self.failures = self.throttled = 0
+
+    def delay(self, exc: TransientError) -> float:
+        """Seconds to wait before trying again; raises when this error uses the budget up."""
+        if isinstance(exc, RateLimited):
+            self.throttled += 1
+            if self.throttled >= self.max_rate_limited:
+                raise RateLimited(f"{self.what} was throttled {self.throttled} times, giving "
+                                  f"up for now (last: {exc}); run again later to continue "
+                                  "where it stopped", retry_after=exc.retry_after) from exc
+            tries = self.throttled
+        else:
+            self.failures += 1
+            if self.failures >= self.max_attempts:
+                raise TransientError(f"{self.what} failed {self.failures} times, giving up for "
+                                     f"now (last: {exc}); run again to continue where it "
+                                     "stopped") from exc
+            tries = self.failures
+        return backoff_delay(tries, exc.retry_after, self.base, self.cap)
