@@ -71,3 +71,31 @@ def read_lines(root: Path) -> Iterator[Line]:
 
 def build(root: Path, **kwargs: Any) -> Project:
     return Project(root, generate_project(GenerateConfig(out=root, **kwargs)))
+
+
+def tree_difference(first: Path, second: Path) -> str:
+    """What differs between two generated trees, for an assertion message: the files, and
+    for a gzip file whether its records differ or only its compressed bytes (a flaky
+    same-seed comparison once showed only a different ``identity/mappings.jsonl.gz`` sha)."""
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file()}
+
+    a, b = files(first), files(second)
+    notes = [f"only in {first.name}: {name}" for name in sorted(a.keys() - b.keys())]
+    notes += [f"only in {second.name}: {name}" for name in sorted(b.keys() - a.keys())]
+    for name in sorted(a.keys() & b.keys()):
+        if a[name] == b[name]:
+            continue
+        left, right = a[name], b[name]
+        if name.endswith(".gz"):
+            left, right = gzip.decompress(left), gzip.decompress(right)
+            if left == right:
+                notes.append(f"{name}: same records, different gzip bytes")
+                continue
+        lines_a, lines_b = left.split(b"\n"), right.split(b"\n")
+        at = next((i for i, (x, y) in enumerate(zip(lines_a, lines_b, strict=False)) if x != y),
+                  min(len(lines_a), len(lines_b)))
+        notes.append(f"{name}: {len(lines_a)} vs {len(lines_b)} lines, first difference at line "
+                     f"{at + 1}: {lines_a[at:at + 1]!r} vs {lines_b[at:at + 1]!r}")
+    return "; ".join(notes) or "no difference"

@@ -6,7 +6,7 @@ import gzip
 import hashlib
 from pathlib import Path
 
-from generate_kit import Project, build, read_lines
+from generate_kit import Project, build, read_lines, tree_difference
 
 CONTRACT_DIRT = {"duplicates", "malformed_lines", "split_lines", "junk_ids", "short_ids",
                  "long_strings", "deep_nesting", "type_changes", "hotshard"}
@@ -21,7 +21,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path: Pat
     first = _digests(build(tmp_path / "a", users=60, days=2, seed=5, dirty=0.05).root)
     second = _digests(build(tmp_path / "b", users=60, days=2, seed=5, dirty=0.05).root)
     other = _digests(build(tmp_path / "c", users=60, days=2, seed=6, dirty=0.05).root)
-    assert first == second
+    assert first == second, tree_difference(tmp_path / "a", tmp_path / "b")
     assert first["events/2024-01-01.jsonl.gz"] != other["events/2024-01-01.jsonl.gz"]
 
 

@@ -16,6 +16,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from generate_kit import tree_difference
 
 import mp2amp.generate.planner
 from mp2amp.generate import GenerateConfig, generate_project
@@ -65,5 +66,5 @@ def test_compiled_and_pure_python_write_the_same_bytes(tmp_path: Path,
     pure_tree, native_tree = _tree(tmp_path / "pure"), _tree(tmp_path / "native")
     assert len(pure_tree) > 5
     assert sorted(pure_tree) == sorted(native_tree)
-    for name, data in pure_tree.items():
-        assert native_tree[name] == data, f"{name} differs between pure Python and compiled"
+    assert pure_tree == native_tree, (
+        "pure Python and compiled differ: " + tree_difference(tmp_path / "pure", tmp_path / "native"))
