@@ -44,3 +44,16 @@ def test_a_failing_demo_keeps_its_folder_and_a_given_one_stays(
     monkeypatch.setattr(demo, "_compare", real)
     given = demo.run_demo(2_000, tmp_path / "mine", fail_rate=0.0, drop_rate=0.0)
     assert given.ok and given.kept and (tmp_path / "mine" / "work" / "ledger.sqlite").is_file()
+
+
+@pytest.mark.parametrize(("timezone", "legacy", "dates"), [
+    ("America/Los_Angeles", False, ("2024-03-01", "2024-03-15")),  # local evenings: next UTC day
+    ("Asia/Tokyo", False, ("2024-02-29", "2024-03-14")),           # local mornings: day before
+    ("UTC", False, ("2024-03-01", "2024-03-14")),
+    ("America/Los_Angeles", True, ("2024-03-01", "2024-03-14")),   # legacy: the project's days
+])
+def test_export_dates_cover_the_generated_days(timezone: str, legacy: bool,
+                                               dates: tuple[str, str]) -> None:
+    meta = {"start": "2024-03-01", "days": 14, "timezone": timezone, "legacy_time": legacy}
+    first, last = demo.export_dates(meta)
+    assert (first.isoformat(), last.isoformat()) == dates

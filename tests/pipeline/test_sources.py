@@ -26,9 +26,12 @@ from migrate_kit import (
 
 from mp2amp.config import load_config
 from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
+from mp2amp.pipeline.demo import export_dates
 from mp2amp.pipeline.migrate import EXIT_OK, MigrateResult, migrate
 
-FIRST, LAST = date(2024, 1, 1), date(2024, 1, 3)  # the generated project's days
+# The generated project's days (2024-01-01..03 in Los Angeles) as a newer project's Export
+# API serves them: UTC days, 01-01..01-04.
+FIRST, LAST = date(2024, 1, 1), date(2024, 1, 4)
 
 
 @dataclass
@@ -60,7 +63,8 @@ def export_run(project: Project, tmp_path_factory: pytest.TempPathFactory) -> Ex
 def test_export_api_with_stream_faults(project: Project, export_run: ExportRun) -> None:
     result = export_run.result
     assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
-    assert [w.window for w in result.windows] == [f"export:2024-01-0{d}" for d in (1, 2, 3)]
+    assert export_dates(orjson.loads((project.root / "project.json").read_bytes())) == (FIRST, LAST)
+    assert [w.window for w in result.windows] == [f"export:2024-01-0{d}" for d in (1, 2, 3, 4)]
     assert sum(export_run.mixpanel_stats["faults_injected"].values()) >= 3
     assert result.totals["sent"] == len(project.expected)
     assert all(n == 1 for n in export_run.counts.values())

@@ -32,7 +32,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         token: str | None = typer.Option(None, "--token", help="Project token (/import Basic auth; /track filters on it)."),
         export_rate_limit: int = typer.Option(60, "--export-rate-limit", help="Export queries per hour."),
         timezone: str | None = typer.Option(
-            None, "--timezone", help="Timezone of from_date/to_date (default: the project's; UTC acts like a project created after 2023)."
+            None, "--timezone", help="Timezone of from_date/to_date (default: UTC, as for a project created after 2023; the project's timezone if project.json has legacy_time)."
         ),
         fail_rate: float = typer.Option(0.0, "--fail-rate", help="Share of export requests that get a fault (0-1)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the fault injection."),

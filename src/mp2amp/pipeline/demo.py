@@ -17,8 +17,10 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -35,6 +37,21 @@ EVENTS_PER_USER_DAY = 2.6  # what the generator produces on average over 14 days
 DEMO_DAYS = 14
 _AMP_KEY, _AMP_SECRET = "demo-amplitude-key", "demo-amplitude-secret"
 _MP_SECRET = "demo-mixpanel-secret"
+
+
+def export_dates(meta: dict[str, Any]) -> tuple[date, date]:
+    """The Export API's ``from_date``/``to_date`` that cover a generated project
+    (``project.json``): its own days for a project created before 2023 (``legacy_time``:
+    dates in the project's timezone), else the UTC days its local days span (newer
+    projects' dates are UTC, reference 1.6), one more west or east of UTC."""
+    first = date.fromisoformat(meta["start"])
+    end = first + timedelta(days=int(meta["days"]))  # the day after the last
+    if meta["legacy_time"]:
+        return first, end - timedelta(days=1)
+    tz = ZoneInfo(meta["timezone"])
+    since = datetime.combine(first, dtime(0), tz).astimezone(UTC)
+    until = datetime.combine(end, dtime(0), tz).astimezone(UTC) - timedelta(microseconds=1)
+    return since.date(), until.date()
 
 
 @dataclass(slots=True)
@@ -115,8 +132,7 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
     amp_emu = AmplitudeEmulator(AmplitudeConfig(
         data_dir=root / "amplitude-data", api_key=_AMP_KEY, secret_key=_AMP_SECRET,
         fail_rate=fail_rate, drop_after_ingest_rate=drop_rate, seed=seed, timezone="UTC"))
-    first = date.fromisoformat(meta["start"])
-    last = first + timedelta(days=int(meta["days"]) - 1)
+    first, last = export_dates(meta)
     with mp_emu.running() as mp_url, amp_emu.running() as amp_url:
         config = load_config(None, {
             "mixpanel.api_host": mp_url, "mixpanel.project_id": meta["project_id"],

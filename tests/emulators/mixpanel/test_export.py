@@ -15,6 +15,9 @@ import requests
 LA = ZoneInfo("America/Los_Angeles")
 SA_AUTH = ("sa-user", "sa-secret")
 SA_PARAMS = {"project_id": "4242"}
+# The test project is a post-2023 one (dates served in UTC by default, reference 1.6); the
+# tests of the day files' mechanics serve it in its own timezone, where a day is its file.
+OWN_DAYS = {"timezone": "America/Los_Angeles"}
 
 
 def la(day: str, hh: int, mm: int = 0) -> int:
@@ -58,7 +61,7 @@ def records(resp: requests.Response) -> list[dict[str, Any]]:
 
 
 def test_one_day_is_exactly_its_file_and_to_date_is_inclusive(kit: Any, project: Path, serve: Any) -> None:
-    with serve(project) as (url, _):
+    with serve(project, **OWN_DAYS) as (url, _):
         one = export(url, from_date="2024-01-10", to_date="2024-01-10")
         raw = gzip.decompress((project / "events" / "2024-01-10.jsonl.gz").read_bytes())
         assert one.content == raw  # byte for byte, malformed line included
@@ -69,7 +72,7 @@ def test_one_day_is_exactly_its_file_and_to_date_is_inclusive(kit: Any, project:
 
 
 def test_event_filter_and_where(kit: Any, project: Path, serve: Any) -> None:
-    with serve(project) as (url, _):
+    with serve(project, **OWN_DAYS) as (url, _):
         got = records(export(url, from_date="2024-01-09", to_date="2024-01-11", event='["Purchase"]'))
         assert [r["event"] for r in got] == ["Purchase"] * 3
         got = records(export(url, from_date="2024-01-10", to_date="2024-01-10", where='properties["plan"] == "pro"'))
@@ -90,7 +93,7 @@ def test_event_filter_and_where(kit: Any, project: Path, serve: Any) -> None:
 
 
 def test_limit_and_time_in_ms(kit: Any, project: Path, serve: Any) -> None:
-    with serve(project) as (url, _):
+    with serve(project, **OWN_DAYS) as (url, _):
         assert len(lines(export(url, from_date="2024-01-09", to_date="2024-01-11", limit="3"))) == 3
         ms = records(export(url, from_date="2024-01-09", to_date="2024-01-09", time_in_ms="true"))
         assert [r["properties"]["time"] for r in ms] == [la("2024-01-09", 1) * 1000, la("2024-01-09", 23, 30) * 1000]
@@ -98,16 +101,18 @@ def test_limit_and_time_in_ms(kit: Any, project: Path, serve: Any) -> None:
 
 def test_fractional_time_is_exported_in_whole_seconds(kit: Any, tmp_path: Path, serve: Any) -> None:
     data = kit.build_project(tmp_path / "f", events={"2024-01-10": [kit.ev("A", la("2024-01-10", 5) + 0.789)]})
-    with serve(data) as (url, _):
+    with serve(data, **OWN_DAYS) as (url, _):
         [sec] = records(export(url, from_date="2024-01-10", to_date="2024-01-10"))
         [ms] = records(export(url, from_date="2024-01-10", to_date="2024-01-10", time_in_ms="1"))
     assert sec["properties"]["time"] == la("2024-01-10", 5)
     assert ms["properties"]["time"] == la("2024-01-10", 5) * 1000 + 789
 
 
-def test_other_timezone_rebuckets_by_time(kit: Any, project: Path, serve: Any) -> None:
-    # served as a post-2023 project (dates in UTC): 2024-01-10 UTC = 2024-01-09 16:00 .. 01-10 16:00 LA
-    with serve(project, timezone="UTC") as (url, _):
+@pytest.mark.parametrize("overrides", [{}, {"timezone": "UTC"}], ids=["default", "--timezone UTC"])
+def test_a_newer_project_is_served_in_utc_days(kit: Any, project: Path, serve: Any,
+                                                overrides: dict[str, str]) -> None:
+    # a post-2023 project's dates are UTC: 2024-01-10 UTC = 2024-01-09 16:00 .. 01-10 16:00 LA
+    with serve(project, **overrides) as (url, _):
         got = records(export(url, from_date="2024-01-10", to_date="2024-01-10"))
         times = [r["properties"]["time"] for r in got]
         assert times == [la("2024-01-09", 23, 30), la("2024-01-10", 0, 30), la("2024-01-10", 12)]
@@ -136,7 +141,7 @@ def test_legacy_project_local_time(kit: Any, tmp_path: Path, serve: Any) -> None
 def test_gzip_only_when_asked_and_over_1400_bytes(kit: Any, tmp_path: Path, serve: Any) -> None:
     many = [kit.ev("Page", la("2024-01-10", 1) + i, path="/" + "x" * 40) for i in range(60)]
     data = kit.build_project(tmp_path / "g", events={"2024-01-10": many, "2024-01-11": many[:1]})
-    with serve(data) as (url, _):
+    with serve(data, **OWN_DAYS) as (url, _):
         big = export(url, from_date="2024-01-10", to_date="2024-01-10", headers={"Accept-Encoding": "gzip"})
         assert big.headers.get("Content-Encoding") == "gzip"
         assert len(records(big)) == 60  # requests gunzips
@@ -175,13 +180,13 @@ def test_bad_parameters_get_a_clear_400(kit: Any, project: Path, serve: Any, par
 
 def test_today_in_project_timezone_is_allowed(kit: Any, project: Path, serve: Any) -> None:
     # the clock is 2024-03-09T16:00Z = 08:00 in Los Angeles: 03-09 is today there, 03-10 is not
-    with serve(project) as (url, _):
+    with serve(project, **OWN_DAYS) as (url, _):
         assert export(url, from_date="2024-03-09", to_date="2024-03-09").status_code == 200
         assert export(url, from_date="2024-03-09", to_date="2024-03-10").status_code == 400
 
 
 def test_trailing_slash_path(kit: Any, project: Path, serve: Any) -> None:
-    with serve(project) as (url, _):
+    with serve(project, **OWN_DAYS) as (url, _):
         resp = requests.get(f"{url}/api/2.0/export/", params={**SA_PARAMS, "from_date": "2024-01-11", "to_date": "2024-01-11"},
                             auth=SA_AUTH, timeout=10)
     assert resp.status_code == 200 and len(resp.text.splitlines()) == 1

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,35 +30,57 @@ def _file_lines(path: Path) -> list[bytes]:
     return [x for x in gzip.decompress(path.read_bytes()).split(b"\n") if x.strip()]
 
 
+def _export(url: str, sa: dict[str, str], first: date, last: date) -> list[bytes]:
+    resp = requests.get(f"{url}/api/2.0/export", auth=("sa-user", "sa-secret"), timeout=30,
+                        params={**sa, "from_date": first.isoformat(), "to_date": last.isoformat()})
+    assert resp.status_code == 200, resp.text
+    return resp.content.splitlines()
+
+
+def _times(lines: list[bytes]) -> list[float]:
+    """The epoch seconds of the lines that are whole records (malformed and split lines of
+    the generator's dirt pass through untouched)."""
+    out = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        t = rec.get("properties", {}).get("time") if isinstance(rec, dict) else None
+        if isinstance(t, int | float) and not isinstance(t, bool):
+            out.append(t / 1000 if t > 1e11 else t)
+    return out
+
+
 def test_export_serves_the_generated_days(generated: Path, serve: Any) -> None:
     meta = json.loads((generated / "project.json").read_text())
     tz = ZoneInfo(meta["timezone"])
+    assert not meta["legacy_time"] and meta["timezone"] != "UTC"
     sa = {"project_id": str(meta["project_id"])}
+    files = {START + timedelta(days=i): _file_lines(generated / "events" / f"{START + timedelta(days=i)}.jsonl.gz")
+             for i in range(DAYS)}
+    everything = sum(len(lines) for lines in files.values())
+    # A post-2023 project: from_date/to_date are UTC days, and the project's local days span
+    # one UTC day more. Each UTC day holds exactly the records of that UTC day.
+    first = datetime.combine(START, dtime(0), tz).astimezone(UTC).date()
+    last = (datetime.combine(START + timedelta(days=DAYS), dtime(0), tz) - timedelta(seconds=1)).astimezone(UTC).date()
+    assert (last - first).days == DAYS
     with serve(generated) as (url, _):
         total = 0
-        for i in range(DAYS):
-            day = (START + timedelta(days=i)).isoformat()
-            resp = requests.get(f"{url}/api/2.0/export", params={**sa, "from_date": day, "to_date": day},
-                                auth=("sa-user", "sa-secret"), timeout=30)
-            assert resp.status_code == 200
-            got = resp.content.splitlines()
-            want = _file_lines(generated / "events" / f"{day}.jsonl.gz")
-            assert len(got) == len(want) > 0
-            for line in got:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue  # the generator's malformed / split lines pass through untouched
-                if isinstance(rec, dict) and isinstance(rec.get("properties", {}).get("time"), int):
-                    local = datetime.fromtimestamp(rec["properties"]["time"], tz).date().isoformat()
-                    assert meta["legacy_time"] or local == day
+        for i in range((last - first).days + 1):
+            day = first + timedelta(days=i)
+            got = _export(url, sa, day, day)
+            assert all(datetime.fromtimestamp(t, UTC).date() == day for t in _times(got))
             total += len(got)
-        whole = requests.get(
-            f"{url}/api/2.0/export", auth=("sa-user", "sa-secret"),
-            params={**sa, "from_date": START.isoformat(), "to_date": (START + timedelta(days=DAYS - 1)).isoformat()},
-            timeout=30,
-        )
-        assert len(whole.content.splitlines()) == total
+        assert total == everything == len(_export(url, sa, first, last))
+    # Served in the project's timezone (--timezone), a day is its file (a fractional time
+    # rounded down to seconds, as export does).
+    with serve(generated, timezone=meta["timezone"]) as (url, _):
+        for day, want in files.items():
+            got = _export(url, sa, day, day)
+            assert len(got) == len(want) > 0
+            assert all(datetime.fromtimestamp(t, tz).date() == day for t in _times(got))
+        assert len(_export(url, sa, START, START + timedelta(days=DAYS - 1))) == everything
         users = requests.get(f"{url}/api/2.0/engage", params=sa, auth=("sa-user", "sa-secret"), timeout=30).json()
         assert users["total"] == len(_file_lines(generated / "profiles" / "users.jsonl.gz"))
         schema = requests.get(f"{url}/api/app/projects/{meta['project_id']}/schemas", auth=("sa-user", "sa-secret"),

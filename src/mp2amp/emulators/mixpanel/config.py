@@ -32,7 +32,8 @@ class MixpanelConfig:
     service_account: str | None = None  # "user:secret"
     api_secret: str | None = None
     token: str | None = None  # project token: /import Basic auth; /track etc. ignore other tokens
-    timezone: str | None = None  # export day boundaries; default: project.json's timezone
+    timezone: str | None = None  # export day boundaries; default: project.json's timezone if
+    # legacy_time (a project created before 2023), else UTC
     # /api/2.0/export: 60 queries/hour, 3/second, 100 concurrent (per project)
     export_per_hour: int | None = 60
     export_per_second: int | None = 3

@@ -184,7 +184,7 @@ async def handle_engage(request: web.Request) -> web.Response:
     where = None
     if q.where_text:
         try:
-            where = compile_where(q.where_text, ZoneInfo(state.timezone))
+            where = compile_where(q.where_text, ZoneInfo(state.where_timezone))
         except WhereError as exc:
             return query_error(request, 400, f"invalid where expression: {exc}")
     try:

@@ -33,6 +33,17 @@ class EmulatorState:
 
     @property
     def timezone(self) -> str:
+        """The timezone of export's ``from_date``/``to_date``: the project's for a project
+        created before 2023 (``legacy_time``), UTC for a newer one (reference 1.6);
+        ``--timezone`` overrides."""
+        if self.config.timezone:
+            return self.config.timezone
+        return self.project.timezone if self.project.legacy_time else "UTC"
+
+    @property
+    def where_timezone(self) -> str:
+        """The timezone a ``where`` expression's datetime strings are read in: the
+        project's (or ``--timezone``)."""
         return self.config.timezone or self.project.timezone
 
 
