@@ -23,6 +23,7 @@ import orjson
 import pytest
 from migrate_kit import (
     API_KEY,
+    TIMEZONE,
     Project,
     amplitude,
     assert_exactly_once,
@@ -170,3 +171,76 @@ def test_kill9_and_resume_delivers_each_event_once(project: Project, tmp_path: P
     assert len(malformed) == len(bad_lines) + project.rejects.get("malformed_json", 0)
     keys = [(r["source"], r["line"]) for r in rows]
     assert len(keys) == len(set(keys))
+
+
+def test_kill9_while_exporting_and_resume_delivers_each_event_once(project: Project,
+                                                                   tmp_path: Path) -> None:
+    """The Export API source: kill -9 while days are being downloaded (a slow link keeps
+    every day in flight for a while), four times, the later ones after some days were
+    staged, then resume to the end. A day cut mid-download is fetched again from scratch,
+    a day already staged is not; Amplitude ends with each event once."""
+    from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
+
+    rng = random.Random(7)
+    work = tmp_path / "work"
+    ledger = work / "ledger.sqlite"
+    mixpanel = MixpanelEmulator(MixpanelConfig(
+        data_dir=project.root, api_secret="emulator-secret", export_per_hour=None,
+        export_per_second=None, chunk_bytes=16384, chunk_delay=0.01))
+    with mixpanel.running() as mp_url, amplitude(tmp_path / "amp") as url:
+        cfg = tmp_path / "mp2amp.toml"
+        # the generated Los Angeles days 01-01..01-03, as UTC days (a post-2023 project);
+        # concurrency 2 -> two days downloading at a time
+        cfg.write_text(
+            f'[mixpanel]\ntimezone = "{TIMEZONE}"\napi_host = "{mp_url}"\n'
+            '[source]\nfrom_date = "2024-01-01"\nto_date = "2024-01-04"\n'
+            f'[amplitude]\napi_host = "{url}"\n[run]\nworkdir = "{work}"\nconcurrency = 2\n')
+        env = dict(os.environ, AMPLITUDE_API_KEY=API_KEY, MIXPANEL_SECRET="emulator-secret")
+        args = [sys.executable, "-m", "mp2amp", "migrate", "-c", str(cfg), "--quiet", "--json"]
+        resume = False
+        at_kills: list[int] = []  # days staged at each kill
+        for staged_first in (0, 1, 1, 2, None):
+            proc = subprocess.Popen(args + (["--resume"] if resume else []), env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            if staged_first is not None:
+                killed = _kill_mid_download(proc, ledger, mp_url, staged_first, rng)
+                assert killed is not None, "the downloads ended before the kill"
+                at_kills.append(killed)
+                resume = True
+                continue
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err.decode()[-2000:]
+            result = orjson.loads(out)
+            assert result["totals"]["balanced"] and result["resumed"]
+        assert_exactly_once(url, project.expected)
+        stats = get_json(url + "/_emulator/stats")
+        requests = get_json(mp_url + "/_emulator/stats")["requests"]["export_requests"]
+    assert stats["events_stored"] == len(project.expected) and stats["duplicates_ignored"] == 0
+    windows = ledger_rows(ledger, "SELECT window_id, state FROM windows ORDER BY window_id")
+    assert windows == [(f"export:2024-01-0{d}", "loaded") for d in (1, 2, 3, 4)]
+    assert not list((work / "export").rglob("*.part")), "a cut download was left behind"
+    # each day once, plus a download or two cut by each kill (two days download at a time);
+    # a day staged before a kill is never fetched again
+    assert at_kills[0] == 0 and at_kills[-1] >= 2
+    assert 4 + len(at_kills) <= requests <= 4 + sum(min(2, 4 - staged) for staged in at_kills)
+
+
+def _kill_mid_download(proc: subprocess.Popen[bytes], ledger: Path, mp_url: str,
+                       staged_first: int, rng: random.Random) -> int | None:
+    """kill -9 a random moment into a download (the Mixpanel emulator is streaming an
+    export) once at least ``staged_first`` days are staged: the days staged at the kill,
+    or None if the run got past the downloads (or ended) first."""
+    def downloading() -> bool:
+        return int(get_json(mp_url + "/_emulator/stats")["export_in_flight"]) > 0
+
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        staged = len(ledger_rows(ledger, "SELECT 1 FROM windows WHERE state != 'pending'"))
+        if staged >= staged_first and downloading():
+            time.sleep(rng.uniform(0.0, 0.2))
+            if downloading():
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return len(ledger_rows(ledger, "SELECT 1 FROM windows WHERE state != 'pending'"))
+        time.sleep(0.005)
+    return None

@@ -55,6 +55,8 @@ class MixpanelConfig:
     fault_after_lines: int | None = None  # None: a seeded position in the first 100 lines
     received_dir: Path | None = None  # default: DATA_DIR/received
     chunk_bytes: int = 64 * 1024
+    chunk_delay: float = 0.0  # seconds between export body chunks: a slow link (tests stop a
+    # client mid-download with it)
     clock: Callable[[], float] = field(default=time.time, repr=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +71,8 @@ class MixpanelConfig:
         unknown = [k for k in self.fault_kinds if k not in FAULT_KINDS]
         if unknown:
             problems.append(f"unknown fault kinds {unknown}; known: {list(FAULT_KINDS)}")
+        if not 0.0 <= self.chunk_delay <= 60.0:
+            problems.append(f"chunk_delay must be between 0 and 60 seconds, got {self.chunk_delay}")
         if self.engage_page_size < 1:
             problems.append("engage_page_size must be at least 1")
         if self.timezone is not None:

@@ -370,6 +370,8 @@ async def _stream(request: web.Request, state: EmulatorState, gen: Generator[Chu
                 return resp
             state.stats["export_bytes"] += len(chunk)
             await resp.write(gz.compress(chunk) + gz.flush(zlib.Z_SYNC_FLUSH) if gz else chunk)
+            if state.config.chunk_delay:
+                await asyncio.sleep(state.config.chunk_delay)
         if gz is not None:
             await resp.write(gz.flush())
         await resp.write_eof()
