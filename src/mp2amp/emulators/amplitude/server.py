@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import date, datetime
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Any
 
 import aiohttp
@@ -55,6 +57,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def json_response(status: int, body: Any) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def multipart_fields(content_type: str, body: bytes) -> dict[str, str]:
+    """The text fields of a ``multipart/form-data`` body (files and unnamed parts skipped)."""
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + body)
+    fields: dict[str, str] = {}
+    if not message.is_multipart():
+        return fields
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and isinstance(payload, bytes):
+            fields[name] = payload.decode(part.get_content_charset() or "utf-8", "replace")
+    return fields
 
 
 class BadBody(ValueError):
@@ -279,7 +296,11 @@ class AmplitudeEmulator:
                 return json_response(413, TOO_LARGE)
             form: dict[str, str] = dict(request.query)
             if request.method == "POST":
-                form.update({k: str(v) for k, v in (await request.post()).items()})
+                if request.content_type == "multipart/form-data":
+                    # the body is read already, so aiohttp's multipart reader has nothing left
+                    form.update(multipart_fields(request.headers.get("Content-Type", ""), body))
+                else:
+                    form.update({k: str(v) for k, v in (await request.post()).items()})
             status, answer = self._identify(form, group)
             return json_response(status, answer)
 

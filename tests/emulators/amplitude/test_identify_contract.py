@@ -1,0 +1,32 @@
+"""/identify and /groupidentify against the reference (amplitude-api.md §3.1, §3.2)."""
+
+from __future__ import annotations
+
+import orjson
+from amplitude_emulator_helpers import API_KEY, Api, event
+
+
+def multipart(fields: dict[str, str], boundary: str = "mp2amp-test-boundary") -> tuple[bytes, str]:
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+             for name, value in fields.items()]
+    body = ("".join(parts) + f"--{boundary}--\r\n").encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_identify_takes_multipart_form_data(api: Api) -> None:
+    # §3.1: "Body: application/x-www-form-urlencoded (or form-data)"
+    identification = orjson.dumps([{"user_id": "user-00007",
+                                    "user_properties": {"$set": {"tier": "gold"}}}]).decode()
+    body, content_type = multipart({"api_key": API_KEY, "identification": identification})
+    status, raw = api.request("POST", "/identify", body, {"Content-Type": content_type})
+    assert (status, orjson.loads(raw)["code"]) == (200, 200)
+    api.send([event(1, user_id="user-00007")])
+    (row,) = api.exported_rows()
+    assert row["user_properties"] == {"tier": "gold"}
+
+
+def test_multipart_form_data_without_identification_is_missing_event(api: Api) -> None:
+    body, content_type = multipart({"api_key": API_KEY})
+    status, raw = api.request("POST", "/identify", body, {"Content-Type": content_type})
+    assert (status, orjson.loads(raw)["error"]) == (400, "missing_event")
+
