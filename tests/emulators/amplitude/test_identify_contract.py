@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
 import orjson
 from amplitude_emulator_helpers import API_KEY, Api, event
 
@@ -30,3 +32,14 @@ def test_multipart_form_data_without_identification_is_missing_event(api: Api) -
     status, raw = api.request("POST", "/identify", body, {"Content-Type": content_type})
     assert (status, orjson.loads(raw)["error"]) == (400, "missing_event")
 
+
+def test_identify_get_with_a_too_long_url_is_414(api: Api) -> None:
+    # §3.1 status codes: "414 (GET URL too long; use POST)"
+    identification = orjson.dumps({"user_id": "user-00008",
+                                   "user_properties": {"bio": "x" * 9000}}).decode()
+    fields = {"api_key": API_KEY, "identification": identification}
+    status, raw = api.request("GET", "/identify?" + urllib.parse.urlencode(fields))
+    assert status == 414
+    assert orjson.loads(raw)["code"] == 414
+    status, body = api.form("/identify", fields)  # the same identification as a POST body
+    assert (status, body["code"]) == (200, 200)

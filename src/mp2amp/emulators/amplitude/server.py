@@ -47,6 +47,11 @@ from mp2amp.emulators.runner import AppServer, run_in_thread
 from mp2amp.errors import InputError
 
 CLIENT_MAX_SIZE = 64 * 1024 * 1024  # above the 20 MB batch limit, so we answer 413 ourselves
+# The request target (path and query) the emulator reads at most; a longer one is refused
+# by the emulator rather than by aiohttp's parser (a bare 400), so that /identify can give
+# the documented "414 (GET URL too long; use POST)". 8190 is aiohttp's own limit.
+MAX_URL_BYTES = 8190
+PARSER_MAX_LINE = 1024 * 1024
 MAX_GROUP_IDENTIFIES = 1024
 IDENTIFY_MAX_BYTES = 1_000_000
 EXPORT_CHUNK = 1024 * 1024
@@ -189,7 +194,9 @@ class AmplitudeEmulator:
     # --- routing ---------------------------------------------------------------------
 
     def _app(self) -> web.Application:
-        app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[self._count])
+        app = web.Application(client_max_size=CLIENT_MAX_SIZE,
+                              middlewares=[self._count, self._url_length],
+                              handler_args={"max_line_size": PARSER_MAX_LINE})
         app.router.add_post("/2/httpapi", self._ingest_route("httpapi"))
         app.router.add_post("/batch", self._ingest_route("batch"))
         app.router.add_route("*", "/identify", self._identify_route(group=False))
@@ -218,6 +225,17 @@ class AmplitudeEmulator:
             raise
         self.requests["dropped" if request.get(DROPPED) else str(response.status)] += 1
         return response
+
+    @web.middleware
+    async def _url_length(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A request target over ``MAX_URL_BYTES``: 414 on /identify, whose reference lists
+        "414 (GET URL too long; use POST)", and 400 elsewhere (as before)."""
+        if len(request.raw_path) <= MAX_URL_BYTES:
+            return await handler(request)
+        if request.path == "/identify":
+            return json_response(414, {"code": 414, "error": "Request-URI Too Long: send the "
+                                       "identification in a POST body instead"})
+        return json_response(400, {"code": 400, "error": "Request-URI Too Long"})
 
     async def _invalid_path(self, request: web.Request) -> web.Response:
         return json_response(400, {"code": 400, "error": "Invalid request path"})
