@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
+from typing import Any
 
 import orjson
 from amplitude_emulator_helpers import API_KEY, Api, event
@@ -42,4 +43,33 @@ def test_identify_get_with_a_too_long_url_is_414(api: Api) -> None:
     assert status == 414
     assert orjson.loads(raw)["code"] == 414
     status, body = api.form("/identify", fields)  # the same identification as a POST body
+    assert (status, body["code"]) == (200, 200)
+
+
+def group_identify(api: Api, items: list[dict[str, Any]]) -> tuple[int, Any]:
+    return api.form("/groupidentify", {"api_key": API_KEY,
+                                       "identification": orjson.dumps(items).decode()})
+
+
+def test_group_identify_limits_answer_400_not_413(api: Api) -> None:
+    # §3.2: "maximum number of group identifies per request is 1024", "maximum number of
+    # group properties per request is 1024", "maximum byte size/per request is 1 mb";
+    # "Status codes: 200 and 400"
+    status, body = group_identify(api, [{"group_type": "t", "group_value": f"v{n}"}
+                                        for n in range(1025)])
+    assert (status, body["code"]) == (400, 400)
+    status, body = group_identify(api, [{"group_type": "t", "group_value": "big", "group_properties":
+                                         {"$set": {f"p{n}": n for n in range(1025)}}}])
+    assert (status, body["code"]) == (400, 400)
+    status, body = group_identify(api, [{"group_type": "t", "group_value": f"v{n}",
+                                         "group_properties": {f"p{k}": k for k in range(300)}}
+                                        for n in range(4)])  # 1200 across the request
+    assert (status, body["code"]) == (400, 400)
+    status, body = group_identify(api, [{"group_type": "t", "group_value": "huge",
+                                         "group_properties": {"blob": "x" * 1_100_000}}])
+    assert (status, body["code"]) == (400, 400)
+    assert api.emulator.groups == {}  # nothing applied
+    status, body = group_identify(api, [{"group_type": "t", "group_value": f"v{n}",
+                                         "group_properties": {"$set": {f"p{k}": k for k in range(256)}}}
+                                        for n in range(4)])  # exactly 1024 properties
     assert (status, body["code"]) == (200, 200)

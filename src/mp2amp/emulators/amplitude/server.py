@@ -29,7 +29,11 @@ from mp2amp.emulators.amplitude.export import (
     write_export,
 )
 from mp2amp.emulators.amplitude.faults import FAIL_ERRORS, Faults
-from mp2amp.emulators.amplitude.identify import apply_update, identification_problem
+from mp2amp.emulators.amplitude.identify import (
+    apply_update,
+    has_operations,
+    identification_problem,
+)
 from mp2amp.emulators.amplitude.ids import Identities
 from mp2amp.emulators.amplitude.ingest import (
     TOO_LARGE,
@@ -53,6 +57,7 @@ CLIENT_MAX_SIZE = 64 * 1024 * 1024  # above the 20 MB batch limit, so we answer 
 MAX_URL_BYTES = 8190
 PARSER_MAX_LINE = 1024 * 1024
 MAX_GROUP_IDENTIFIES = 1024
+MAX_GROUP_PROPERTIES = 1024
 IDENTIFY_MAX_BYTES = 1_000_000
 EXPORT_CHUNK = 1024 * 1024
 DROPPED = web.RequestKey("dropped", bool)  # set when the drop-after-ingest fault fired
@@ -77,6 +82,21 @@ def multipart_fields(content_type: str, body: bytes) -> dict[str, str]:
         if isinstance(name, str) and isinstance(payload, bytes):
             fields[name] = payload.decode(part.get_content_charset() or "utf-8", "replace")
     return fields
+
+
+def group_property_count(items: list[Any]) -> int:
+    """Group properties named by /groupidentify items: the keys of a plain object, or of
+    each operation's object (``$clearAll`` names none)."""
+    count = 0
+    for item in items:
+        props = item.get("group_properties") if isinstance(item, dict) else None
+        if not isinstance(props, dict):
+            continue
+        if has_operations(props):
+            count += sum(len(v) for v in props.values() if isinstance(v, dict))
+        else:
+            count += len(props)
+    return count
 
 
 class BadBody(ValueError):
@@ -311,6 +331,9 @@ class AmplitudeEmulator:
                 return json_response(400, {"code": 400, "error": "missing_event",
                                            "detail": str(exc)})
             if body is None:
+                if group:  # its reference lists only 200 and 400
+                    return json_response(400, {"code": 400, "error": "Request too large: at "
+                                               "most 1 MB per /groupidentify request"})
                 return json_response(413, TOO_LARGE)
             form: dict[str, str] = dict(request.query)
             if request.method == "POST":
@@ -337,8 +360,14 @@ class AmplitudeEmulator:
             return 400, {"code": 400, "error": "missing_event",
                          "detail": "identification is missing or is not valid JSON"}
         items = items if isinstance(items, list) else [items]
+        # /groupidentify: "maximum number of group identifies per request is 1024",
+        # "maximum number of group properties per request is 1024"; status codes 200 and 400
         if group and len(items) > MAX_GROUP_IDENTIFIES:
-            return 413, dict(TOO_LARGE)
+            return 400, {"code": 400, "error": f"Too many group identifies: at most "
+                         f"{MAX_GROUP_IDENTIFIES} per request, got {len(items)}"}
+        if group and (count := group_property_count(items)) > MAX_GROUP_PROPERTIES:
+            return 400, {"code": 400, "error": f"Too many group properties: at most "
+                         f"{MAX_GROUP_PROPERTIES} per request, got {count}"}
         problems = {i: p for i, item in enumerate(items)
                     if (p := identification_problem(item, group)) is not None}
         if problems:
