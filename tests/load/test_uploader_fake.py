@@ -352,3 +352,7 @@ def test_a_huge_retry_after_is_capped_and_logged(kind, fake_cls, gen_events, obs
     lines = [r.getMessage() for r in caplog.records if r.name == "mp2amp.load"]
     assert len(lines) == 1, lines
     assert "Retry-After: 86400 s, capped at 0.3 s: waiting 0.3 s" in lines[0], lines[0]
+    # and the run's report keeps it (the log line may scroll away)
+    assert (report.long_waits, report.retry_after_capped) == (1, 1)
+    assert report.longest_wait == pytest.approx(0.3, abs=0.05)
+    assert report.to_dict()["retry_after_capped"] == 1

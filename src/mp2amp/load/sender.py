@@ -21,6 +21,7 @@ from mp2amp.load.batcher import ENVELOPE_BYTES
 from mp2amp.load.observer import Submitted
 from mp2amp.load.packed import OpenBody
 from mp2amp.load.responses import IdPair, Verdict, classify
+from mp2amp.load.settings import LoadReport
 
 if TYPE_CHECKING:
     from mp2amp.load.uploader import Lane, Uploader
@@ -182,7 +183,7 @@ class Sender:
                 up.report.throttles += 1
                 delay = max(s.throttle_seconds, verdict.retry_after or 0.0)
                 _log_long_wait(verdict, delay, f"the whole request ({len(items)} events; "
-                               "Amplitude named no device) is resent after it")
+                               "Amplitude named no device) is resent after it", up.report)
             else:
                 attempt += 1
                 if attempt > s.max_retries:
@@ -196,7 +197,8 @@ class Sender:
                 up.report.retries += 1
                 delay = up.backoff.delay(attempt, verdict.retry_after)
                 _log_long_wait(verdict, delay, f"the request ({len(items)} events) is "
-                               f"retried after it (attempt {attempt} of {s.max_retries})")
+                               f"retried after it (attempt {attempt} of {s.max_retries})",
+                               up.report)
             await asyncio.sleep(delay)
             if up.failure is not None:
                 return
@@ -261,7 +263,8 @@ class Sender:
             wait = max(s.throttle_seconds, v.retry_after or 0.0)  # classify capped it
             _log_long_wait(v, wait, f"{len(throttled)} events of "
                            f"{len(v.throttled_devices) + len(v.throttled_users)} throttled "
-                           "devices/users are held until then; other devices keep flowing")
+                           "devices/users are held until then; other devices keep flowing",
+                           up.report)
             hold = up.holds.hold("throttle", loop.time() + wait, throttled,
                                  devices=v.throttled_devices, users=v.throttled_users)
             up.schedule_release(hold)
@@ -280,10 +283,15 @@ class Sender:
             lane.cap_bytes = min(self._max_bytes, lane.cap_bytes + lane.cap_bytes // 8 + 1)
 
 
-def _log_long_wait(v: Verdict, wait: float, what: str) -> None:
-    """One warning line when a server-given wait is long: how long, why, what waits."""
+def _log_long_wait(v: Verdict, wait: float, what: str, report: LoadReport) -> None:
+    """One warning line when a server-given wait is long: how long, why, what waits; the
+    run's report counts them (and the Retry-After values that were capped)."""
     if v.retry_after is None or (wait <= LONG_WAIT and v.retry_after_asked is None):
         return
+    report.long_waits += 1
+    report.longest_wait = max(report.longest_wait, wait)
+    if v.retry_after_asked is not None:
+        report.retry_after_capped += 1
     asked = v.retry_after_asked if v.retry_after_asked is not None else v.retry_after
     clamp = f", capped at {_secs(v.retry_after)} s" if v.retry_after_asked is not None else ""
     log.warning("Amplitude answered HTTP %d with Retry-After: %s s%s: waiting %s s; %s",

@@ -109,6 +109,9 @@ class LoadReport:
     retries: int = 0
     throttles: int = 0
     splits: int = 0
+    long_waits: int = 0           # server-given (Retry-After) waits over a minute, each logged
+    longest_wait: float = 0.0     # seconds, the longest of them
+    retry_after_capped: int = 0   # Retry-After values above responses.MAX_SERVER_WAIT, cut to it
     elapsed: float = 0.0
 
     @property
