@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mp2amp.cli.output import cli_errors, console, err_console, print_json
@@ -67,7 +68,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                 _render_problems(result.windows)
                 if result.dead_letter_file and result.totals.get("rejected", 0) + \
                         result.totals.get("dead_lettered", 0):
-                    console.print(f"rejected records: {result.dead_letter_file}")
+                    console.print(f"rejected records: {escape(str(result.dead_letter_file))}",
+                                  highlight=False)
                 if result.totals.get("parked"):
                     err_console.print(
                         f"{result.totals['parked']} events wait for Amplitude's daily quota; "
@@ -92,7 +94,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                 print_json(result.as_dict())
                 return
             states = ", ".join(f"{k} {v}" for k, v in sorted(result.states.items()))
-            console.print(f"ledger {result.ledger}: windows {states}; batches done "
+            console.print(f"ledger {escape(str(result.ledger))}: windows {states}; batches done "
                           f"{result.batches['done']}, in flight {result.batches['in_flight']}")
             _render_totals(result.totals, "complete" if result.complete else "in progress")
             if windows:
@@ -121,21 +123,21 @@ def _render_import_files(load: dict[str, Any]) -> None:
         return
     files = load.get("files") or []
     if load.get("note"):
-        console.print(f"{load['output_dir']}: {load['note']}", highlight=False)
+        console.print(escape(f"{load['output_dir']}: {load['note']}"), highlight=False)
     else:
         console.print(f"wrote {load.get('events', 0):,} events in {len(files)} file(s) to "
-                      f"{load['output_dir']}:", highlight=False)
+                      f"{escape(str(load['output_dir']))}:", highlight=False)
     for f in files:
-        console.print(f"  {f['path']}  ({f['events']:,} events, {f['bytes']:,} bytes)",
+        console.print(f"  {escape(str(f['path']))}  ({f['events']:,} events, {f['bytes']:,} bytes)",
                       highlight=False, soft_wrap=True)
     if load.get("converter_config"):
-        console.print(f"converter config: {load['converter_config']}", highlight=False,
+        console.print(f"converter config: {escape(str(load['converter_config']))}", highlight=False,
                       soft_wrap=True)
     removed = load.get("files_removed_from_earlier_attempts") or []
     if removed:
         console.print(f"removed {len(removed)} file(s) of earlier attempts", highlight=False)
     for warning in load.get("warnings") or []:
-        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False,
+        err_console.print(f"[bold yellow]warning:[/] {escape(str(warning))}", highlight=False,
                           soft_wrap=True)
 
 
@@ -166,4 +168,4 @@ def _render_problems(rows: list[WindowCounts]) -> None:
     for r in rows:
         problem = r.problem()
         if problem:
-            err_console.print(f"[bold red]does not add up:[/] {problem}", highlight=False)
+            err_console.print(f"[bold red]does not add up:[/] {escape(problem)}", highlight=False)

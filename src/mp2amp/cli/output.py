@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mp2amp.errors import Mp2AmpError
 
@@ -34,7 +35,10 @@ def cli_errors() -> Iterator[None]:
     try:
         yield
     except Mp2AmpError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        # escaped: messages name config sections such as "[run] workdir", which rich
+        # would otherwise swallow as markup tags
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True,
+                          highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code or 1) from None
     except KeyboardInterrupt:
         err_console.print("interrupted; progress so far is kept (resume where supported)")

@@ -134,4 +134,5 @@ def _render(result: TransformResult, doc: dict[str, Any], to_stderr: bool) -> No
         table.add_row("strings truncated", f"{sum(truncated.values()):,}")
     console = Console(stderr=to_stderr, width=100)
     console.print(table)
-    console.print(f"events: {doc['out']}   rejects: {doc['rejects']}", highlight=False)
+    console.print(f"events: {doc['out']}   rejects: {doc['rejects']}", highlight=False,
+                  markup=False)

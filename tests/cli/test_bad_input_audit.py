@@ -1,0 +1,92 @@
+"""Bad input through ``mp2amp migrate`` and ``mp2amp transform``: exact exit codes, a
+message that names the file, line and field and says what to do, no traceback, and every
+other record still delivered."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from mp2amp.cli import app
+from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
+
+KEY = "audit-key"
+
+
+@pytest.fixture(scope="module")
+def amp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    emu = AmplitudeEmulator(AmplitudeConfig(data_dir=tmp_path_factory.mktemp("amp"),
+                                            api_key=KEY))
+    with emu.running() as url:
+        yield url
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "MIXPANEL_SERVICE_ACCOUNT",
+                "MIXPANEL_SECRET", "MP2AMP_HASH_SALT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AMPLITUDE_API_KEY", KEY)
+    monkeypatch.chdir(tmp_path)
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def event(n: int, **props: Any) -> dict[str, Any]:
+    base = {"time": 1700000000 + n, "distinct_id": f"user-{n:04d}",
+            "$insert_id": f"ins-{n:06d}"}
+    return {"event": "Page View", "properties": {**base, **props}}
+
+
+def jsonl(*records: Any) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in records)
+
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "mp2amp.toml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def migrate_config(tmp_path: Path, files: list[Path], url: str, extra: str = "") -> Path:
+    names = ", ".join(f'"{f}"' for f in files)
+    return write_config(tmp_path, f'[source]\nfiles = [{names}]\n[amplitude]\n'
+                                  f'api_host = "{url}"\n[run]\n'
+                                  f'workdir = "{tmp_path / "work"}"\n{extra}')
+
+
+# --- messages that name a config section ------------------------------------------------
+
+
+def test_workdir_that_is_a_file_names_the_run_section(env: None, tmp_path: Path,
+                                                      amp_url: str) -> None:
+    data = tmp_path / "day.jsonl"
+    data.write_bytes(jsonl(event(1)))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    cfg = write_config(tmp_path, f'[source]\nfiles = ["{data}"]\n[amplitude]\n'
+                                 f'api_host = "{amp_url}"\n[run]\nworkdir = "{blocker}"\n')
+    result = invoke("migrate", "-c", str(cfg), "--quiet")
+    assert result.exit_code == 2
+    message = flat(result.stderr)
+    # rich markup used to swallow "[run]", leaving "set  workdir"
+    assert f"cannot create the work folder {blocker}" in message
+    assert "set [run] workdir to a writable folder" in message
+    assert "Traceback" not in result.stderr
+
+
+def test_transform_without_inputs_names_the_source_section(env: None) -> None:
+    result = invoke("transform")
+    assert result.exit_code == 2
+    assert "name them on the command line or in [source] files" in flat(result.stderr)
