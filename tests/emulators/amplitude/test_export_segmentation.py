@@ -124,3 +124,17 @@ def test_segmentation_errors(api: Api) -> None:
     status, _ = api.get_json("/api/2/events/segmentation?e=%7B%7D", auth=(API_KEY, "x"))
     assert status == 401
     assert SECRET != "x"
+
+
+def test_group_properties_of_an_ordinary_event_are_ignored(api: Api) -> None:
+    # §1.3: group_properties is "Only used when event_type is $groupidentify; otherwise ignored."
+    api.send([event(1, group_properties={"$set": {"industry": "retail"}}),
+              event(2, group_properties={"plan": "pro"}, groups={"company_id": "acme"}),
+              event(3, event_type="$groupidentify", groups={"company_id": "acme"},
+                    group_properties={"$set": {"industry": "grocery"}}),
+              event(4, groups={"company_id": "acme"}, group_properties={"plan": "pro"})])
+    rows = sorted(api.exported_rows(), key=lambda r: r["$insert_id"])
+    assert [r["group_properties"] for r in rows] == [
+        {}, {}, {"$set": {"industry": "grocery"}},
+        {"company_id": {"acme": {"industry": "grocery"}}}]
+    assert api.emulator.groups == {"company_id\x1facme": {"industry": "grocery"}}

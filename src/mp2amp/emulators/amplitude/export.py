@@ -127,7 +127,10 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
         "event_properties": _truncated(event_props),
         "event_time": event_time,
         "event_type": e["event_type"],
-        "group_properties": e.get("_g") or e.get("group_properties") or {},
+        # "Only used when event_type is $groupidentify; otherwise ignored": another event
+        # shows the properties its groups had at ingestion, never its own group_properties
+        "group_properties": e.get("_g") or (e.get("group_properties")
+                                            if e["event_type"] == "$groupidentify" else None) or {},
         "groups": tracked_groups(e.get("groups") or {}),
         "idfa": e.get("idfa"),
         "ip_address": e.get("ip"),
