@@ -90,3 +90,33 @@ def test_transform_without_inputs_names_the_source_section(env: None) -> None:
     result = invoke("transform")
     assert result.exit_code == 2
     assert "name them on the command line or in [source] files" in flat(result.stderr)
+
+
+# --- config -----------------------------------------------------------------------------
+
+
+def test_storage_options_take_booleans_and_tables(env: None, tmp_path: Path,
+                                                  amp_url: str) -> None:
+    """s3fs's own option types: ``anon = "false"`` would be a truthy string."""
+    from mp2amp.config import load_config
+
+    body = ('[source]\nfiles = ["s3://bucket/events/*.gz"]\nstorage_options = {anon = true, '
+            'client_kwargs = {region_name = "eu-west-1"}, default_block_size = 1048576}\n')
+    cfg = load_config(write_config(tmp_path, body))
+    assert cfg.source.storage_options == {"anon": True, "default_block_size": 1048576,
+                                          "client_kwargs": {"region_name": "eu-west-1"}}
+    data = tmp_path / "day.jsonl"
+    data.write_bytes(jsonl(event(1), event(2)))
+    path = migrate_config(tmp_path, [data], amp_url)
+    path.write_text(path.read_text().replace(
+        "[amplitude]", "storage_options = {anon = true}\n[amplitude]"))
+    result = invoke("migrate", "-c", str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert orjson.loads(result.stdout)["totals"]["sent"] == 2
+
+
+def test_storage_options_that_is_not_a_table(env: None, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, '[source]\nfiles = ["x.jsonl"]\nstorage_options = "anon"\n')
+    result = invoke("transform", "-c", str(cfg))
+    assert result.exit_code == 2
+    assert "source.storage_options: must be a table, got a string 'anon'" in flat(result.stderr)

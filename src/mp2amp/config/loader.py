@@ -183,6 +183,9 @@ class _Parser:
             items = [self.value(args[0], item, f"{path}[{i}]") for i, item in enumerate(raw)]
             return _INVALID if any(i is _INVALID for i in items) else tuple(items)
         if origin is dict:
+            if args[1] is Any:  # passed through as written (fsspec storage options)
+                return dict(raw) if isinstance(raw, dict) else self._bad(
+                    path, f"must be a table, got {_kind(raw)}")
             if not isinstance(raw, dict) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
                 return self._bad(path, f"must be a table of strings, got {_kind(raw)}")

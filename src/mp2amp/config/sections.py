@@ -145,8 +145,9 @@ class SourceConfig:
     to_date: date | None = None
     files: tuple[str, ...] = field(default=(), metadata=_LOCATIONS)  # paths, globs, URLs
     identity_table: str | None = field(default=None, metadata=_LOCATIONS)  # Data Pipelines
-    # fsspec options for s3:// and gs:// files, e.g. {endpoint_url = "http://127.0.0.1:9000"}
-    storage_options: dict[str, str] = field(default_factory=dict)
+    # fsspec options for s3:// and gs:// files, e.g. {endpoint_url = "http://127.0.0.1:9000"};
+    # any TOML value, as s3fs wants booleans (anon = true) and tables (client_kwargs)
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         if self.from_date and self.to_date and self.from_date > self.to_date:
