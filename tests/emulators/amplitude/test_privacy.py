@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 import orjson
@@ -102,3 +103,18 @@ def test_list_range_is_limited_to_six_months(api: Api) -> None:
     status, body = api.get_json("/api/2/deletions/users?start_day=2026-01-01&end_day=2026-12-31")
     assert status == 400
     assert "six months" in body["error"]
+
+
+def test_delete_from_org_forces_ignore_invalid_ids(api: Api, clock: Clock) -> None:
+    # §4.2 ignore_invalid_id: "Forced to `true` when `delete_from_org` is `true`."
+    seed_users(api)
+    status, jobs = delete(api, {"user_ids": ["user-00002", "nobody-here"], "delete_from_org": True})
+    assert status == 200
+    assert jobs[0]["invalid_ids"] == ["nobody-here"]
+    assert jobs[0]["user_ids"] == ["user-00002"]
+    clock.advance(1)
+    status, raw = api.request("POST", "/api/2/deletions/users", urllib.parse.urlencode(
+        [("user_ids", "user-00001"), ("user_ids", "nobody-either"),
+         ("delete_from_org", "true"), ("ignore_invalid_id", "false")]
+    ).encode(), {"Content-Type": "application/x-www-form-urlencoded"}, auth=AUTH)
+    assert (status, orjson.loads(raw)[0]["invalid_ids"]) == (200, ["nobody-either"])

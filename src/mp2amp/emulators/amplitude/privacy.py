@@ -72,7 +72,9 @@ class DeletionJobs:
             raise PrivacyRequestError(
                 f"at most {MAX_IDS} amplitude_ids and user_ids per request, "
                 f"got {len(amplitude_ids) + len(user_ids)}")
-        ignore = flag(body.get("ignore_invalid_id", body.get("ignore_invalid_ids")))
+        # "Forced to true when delete_from_org is true" (every other project is not emulated)
+        ignore = flag(body.get("ignore_invalid_id", body.get("ignore_invalid_ids"))) \
+            or flag(body.get("delete_from_org"))
         requester = body.get("requester")
         today = self.today().isoformat()
         entries: list[dict[str, Any]] = []
