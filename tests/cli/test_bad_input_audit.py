@@ -95,6 +95,23 @@ def test_transform_without_inputs_names_the_source_section(env: None) -> None:
 # --- config -----------------------------------------------------------------------------
 
 
+def test_files_and_export_dates_together_are_refused(env: None, tmp_path: Path,
+                                                     amp_url: str) -> None:
+    data = tmp_path / "day.jsonl"
+    data.write_bytes(jsonl(event(1)))
+    cfg = migrate_config(tmp_path, [data], amp_url)
+    text = cfg.read_text().replace("[source]\n", '[source]\nfrom_date = 2024-01-01\n'
+                                                 'to_date = 2024-01-02\n')
+    cfg.write_text(text)
+    result = invoke("migrate", "-c", str(cfg), "--quiet")
+    # the dates used to be ignored without a word and every file migrated
+    assert result.exit_code == 2
+    message = flat(result.stderr)
+    assert f"invalid configuration in {cfg}" in message
+    assert "source.files: give files or from_date/to_date (the Export API), not both" in message
+    assert not (tmp_path / "work" / "ledger.sqlite").exists()
+
+
 def test_storage_options_take_booleans_and_tables(env: None, tmp_path: Path,
                                                   amp_url: str) -> None:
     """s3fs's own option types: ``anon = "false"`` would be a truthy string."""

@@ -154,6 +154,11 @@ class SourceConfig:
             return [f"to_date: {self.to_date} is before from_date {self.from_date}"]
         if (self.from_date is None) != (self.to_date is None):
             return ["from_date/to_date: give both, or neither"]
+        if self.files and self.from_date is not None:
+            # files are read whole: the dates would be ignored without a word
+            return ["files: give files or from_date/to_date (the Export API), not both; "
+                    "files are read whole, so remove from_date/to_date to migrate the files"
+                    ", or files to export those days"]
         return []
 
 
