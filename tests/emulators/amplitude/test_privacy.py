@@ -72,7 +72,8 @@ def test_request_rules(api: Api, clock: Clock) -> None:
     status, body = delete(api, {"amplitude_ids": [ids["user-00001"]]})  # same second
     assert status == 429
     clock.advance(1)
-    status, jobs = delete(api, {"amplitude_ids": [ids["user-00001"]], "ignore_invalid_id": True})
+    status, jobs = delete(api, {"amplitude_ids": [ids["user-00001"]], "ignore_invalid_id": True,
+                                "include_mapped_user_ids": True})
     assert status == 200
     assert {e["user_id"] for e in jobs[0]["amplitude_ids"]} == {"user-00001", "user-00002"}
     clock.advance(1)
@@ -118,3 +119,18 @@ def test_delete_from_org_forces_ignore_invalid_ids(api: Api, clock: Clock) -> No
          ("delete_from_org", "true"), ("ignore_invalid_id", "false")]
     ).encode(), {"Content-Type": "application/x-www-form-urlencoded"}, auth=AUTH)
     assert (status, orjson.loads(raw)[0]["invalid_ids"]) == (200, ["nobody-either"])
+
+
+def test_user_id_of_an_amplitude_id_only_with_include_mapped_user_ids(api: Api, clock: Clock) -> None:
+    # §4.2 include_mapped_user_ids: "When `true`, the response includes the `user_id`
+    # mapped to each supplied `amplitude_id`"
+    ids = seed_users(api)
+    status, jobs = delete(api, {"amplitude_ids": [ids["user-00001"]]})
+    assert status == 200
+    assert jobs[0]["amplitude_ids"] == [{"amplitude_id": ids["user-00001"], "requester": None,
+                                         "requested_on_day": "2026-01-01"}]
+    clock.advance(1)
+    status, jobs = delete(api, {"amplitude_ids": [ids["user-00002"]],
+                                "include_mapped_user_ids": "true"})
+    assert status == 200
+    assert jobs[0]["amplitude_ids"][1]["user_id"] == "user-00002"

@@ -75,6 +75,8 @@ class DeletionJobs:
         # "Forced to true when delete_from_org is true" (every other project is not emulated)
         ignore = flag(body.get("ignore_invalid_id", body.get("ignore_invalid_ids"))) \
             or flag(body.get("delete_from_org"))
+        # "When true, the response includes the user_id mapped to each supplied amplitude_id"
+        mapped = flag(body.get("include_mapped_user_ids"))
         requester = body.get("requester")
         today = self.today().isoformat()
         entries: list[dict[str, Any]] = []
@@ -91,11 +93,12 @@ class DeletionJobs:
                 continue
             entry: dict[str, Any] = {"amplitude_id": ids.canonical(aid), "requester": requester,
                                      "requested_on_day": today}
-            if owners is None:  # one pass over the users per request, not per ID
-                owners = ids.owners()
-            owner = owners.get(ids.canonical(aid))
-            if owner is not None:
-                entry["user_id"] = owner
+            if mapped:
+                if owners is None:  # one pass over the users per request, not per ID
+                    owners = ids.owners()
+                owner = owners.get(ids.canonical(aid))
+                if owner is not None:
+                    entry["user_id"] = owner
             entries.append(entry)
         for user_id in user_ids:
             found = ids.lookup_user(str(user_id)) if user_id is not None else None

@@ -468,7 +468,8 @@ class AmplitudeEmulator:
                 body: Any = {"amplitude_ids": form.getall("amplitude_ids", []),
                              "user_ids": form.getall("user_ids", []),
                              **{k: form[k] for k in ("requester", "ignore_invalid_id",
-                                                     "ignore_invalid_ids", "delete_from_org")
+                                                     "ignore_invalid_ids", "delete_from_org",
+                                                     "include_mapped_user_ids")
                                 if k in form}}
             else:
                 body = orjson.loads(await request.read())
