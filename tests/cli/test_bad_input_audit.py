@@ -137,3 +137,27 @@ def test_storage_options_that_is_not_a_table(env: None, tmp_path: Path) -> None:
     result = invoke("transform", "-c", str(cfg))
     assert result.exit_code == 2
     assert "source.storage_options: must be a table, got a string 'anon'" in flat(result.stderr)
+
+
+@pytest.mark.parametrize(("env_var", "expected"), [
+    (None, "mixpanel: the Export API (source.from_date/to_date) needs credentials: set "
+           "MIXPANEL_SERVICE_ACCOUNT (user:secret) or MIXPANEL_SECRET in the environment"),
+    ("MIXPANEL_SERVICE_ACCOUNT", "mixpanel.project_id: required with a service account"),
+])
+def test_export_run_without_credentials_can_be_run_again(
+        env: None, tmp_path: Path, amp_url: str, monkeypatch: pytest.MonkeyPatch,
+        env_var: str | None, expected: str) -> None:
+    if env_var:
+        monkeypatch.setenv(env_var, "user:secret")
+    cfg = write_config(tmp_path, f'[source]\nfrom_date = 2024-01-01\nto_date = 2024-01-02\n'
+                                 f'[mixpanel]\napi_host = "http://127.0.0.1:9"\n'
+                                 f'[amplitude]\napi_host = "{amp_url}"\n'
+                                 f'[run]\nworkdir = "{tmp_path / "work"}"\n')
+    for _ in range(2):
+        result = invoke("migrate", "-c", str(cfg), "--quiet")
+        assert result.exit_code == 2
+        message = flat(result.stderr)
+        # the file is named, and the second try is not refused as "already holds a migration"
+        assert f"invalid configuration in {cfg}" in message and expected in message
+        assert "already holds a migration" not in message
+    assert not (tmp_path / "work" / "ledger.sqlite").exists()
