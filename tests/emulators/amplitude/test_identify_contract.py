@@ -6,6 +6,7 @@ import urllib.parse
 from typing import Any
 
 import orjson
+import pytest
 from amplitude_emulator_helpers import API_KEY, Api, event
 
 
@@ -73,3 +74,13 @@ def test_group_identify_limits_answer_400_not_413(api: Api) -> None:
                                          "group_properties": {"$set": {f"p{k}": k for k in range(256)}}}
                                         for n in range(4)])  # exactly 1024 properties
     assert (status, body["code"]) == (200, 200)
+
+
+@pytest.mark.parametrize("identification", ["42", '"user-00001"', "null",
+                                            '[{"user_id": "user-00001"}, "user-00002"]'])
+def test_malformed_identification_is_missing_event(api: Api, identification: str) -> None:
+    # §3.1: "400 (a missing_event message means the identification parameter is missing
+    # or malformed)"
+    status, body = api.form("/identify", {"api_key": API_KEY, "identification": identification})
+    assert (status, body["code"], body["error"]) == (400, 400, "missing_event")
+    assert api.emulator.ids.user_props == {}

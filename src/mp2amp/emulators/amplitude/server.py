@@ -360,6 +360,11 @@ class AmplitudeEmulator:
             return 400, {"code": 400, "error": "missing_event",
                          "detail": "identification is missing or is not valid JSON"}
         items = items if isinstance(items, list) else [items]
+        # "a missing_event message means the identification parameter is missing or
+        # malformed": malformed is anything but an object or an array of objects
+        if not all(isinstance(item, dict) for item in items):
+            return 400, {"code": 400, "error": "missing_event",
+                         "detail": "identification must be a JSON object or an array of objects"}
         # /groupidentify: "maximum number of group identifies per request is 1024",
         # "maximum number of group properties per request is 1024"; status codes 200 and 400
         if group and len(items) > MAX_GROUP_IDENTIFIES:
