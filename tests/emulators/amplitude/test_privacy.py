@@ -90,8 +90,10 @@ def test_remove_only_while_staging(api: Api, clock: Clock) -> None:
     assert status == 200
     assert orjson.loads(body)["amplitude_id"] == aid
     clock.advance(1)
-    status, _ = api.request("DELETE", f"/api/2/deletions/users/{aid}/2026-01-11", auth=AUTH)
-    assert status == 404
+    status, body = api.request("DELETE", f"/api/2/deletions/users/{aid}/2026-01-11", auth=AUTH)
+    # §4.4 "Status codes: 200, 400, 401": a user no longer in the job is a 400, not a 404
+    assert (status, orjson.loads(body)["code"]) == (400, 400)
+    assert orjson.loads(body)["error"] == "no such user in a job of that day"
     api.post_json("/_emulator/deletions/advance", {})
     clock.advance(1)
     other = ids["user-00001"]

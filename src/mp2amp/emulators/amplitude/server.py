@@ -505,7 +505,8 @@ class AmplitudeEmulator:
         except PrivacyRequestError as exc:
             return json_response(400, {"code": 400, "error": str(exc)})
         if entry is None:
-            return json_response(404, {"code": 404, "error": "no such user in a job of that day"})
+            # the User Privacy API's status codes are 200, 400 and 401: no 404
+            return json_response(400, {"code": 400, "error": "no such user in a job of that day"})
         return json_response(200, entry)
 
     # --- emulator control ----------------------------------------------------------------
