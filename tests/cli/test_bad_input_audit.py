@@ -161,3 +161,27 @@ def test_export_run_without_credentials_can_be_run_again(
         assert f"invalid configuration in {cfg}" in message and expected in message
         assert "already holds a migration" not in message
     assert not (tmp_path / "work" / "ledger.sqlite").exists()
+
+
+# --- damaged files ------------------------------------------------------------------------
+
+
+def test_gzip_without_trailer_migrates_every_record(env: None, tmp_path: Path,
+                                                    amp_url: str) -> None:
+    import gzip
+
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(gzip.compress(jsonl(*(event(i) for i in range(1000, 3000))))[:-8])
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(jsonl(event(5000), event(5001)))
+    cfg = migrate_config(tmp_path, [cut, other], amp_url)
+    result = invoke("migrate", "-c", str(cfg), "--json")
+    assert result.exit_code == 0, result.stderr
+    totals = orjson.loads(result.stdout)["totals"]
+    # the intact records before the cut used to be lost with it (up to 64 KB of them)
+    assert (totals["read"], totals["sent"], totals["rejected"]) == (2003, 2002, 1)
+    dead = [orjson.loads(x) for x in (tmp_path / "work" / "dead-letters.jsonl").read_bytes()
+            .splitlines()]
+    assert [(d["source"], d["line"], d["reason"]) for d in dead] == [
+        (str(cut), 2001, "truncated_file")]
+    assert "restore the file and run again" in dead[0]["message"]
