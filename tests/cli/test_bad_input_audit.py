@@ -185,3 +185,27 @@ def test_gzip_without_trailer_migrates_every_record(env: None, tmp_path: Path,
     assert [(d["source"], d["line"], d["reason"]) for d in dead] == [
         (str(cut), 2001, "truncated_file")]
     assert "restore the file and run again" in dead[0]["message"]
+
+
+def test_zip_in_the_input_folder_stops_the_run_then_it_runs(env: None, tmp_path: Path,
+                                                           amp_url: str) -> None:
+    import zipfile
+
+    folder = tmp_path / "events"
+    folder.mkdir()
+    (folder / "2024-01-01.jsonl").write_bytes(jsonl(event(1), event(2)))
+    with zipfile.ZipFile(folder / "2024-01-02.jsonl", "w") as zf:
+        zf.writestr("2024-01-02.jsonl", jsonl(event(3), event(4)))
+    cfg = migrate_config(tmp_path, [folder], amp_url)
+    result = invoke("migrate", "-c", str(cfg), "--quiet")
+    # it used to be read as text: exit 0, its binary lines dead-lettered, its events lost
+    assert result.exit_code == 2
+    message = flat(result.stderr)
+    assert (f"{folder / '2024-01-02.jsonl'} is a zip archive, not JSON lines or a JSON array "
+            "(plain or gzip): unpack it and name the files inside, or leave it out of the "
+            "inputs, and run again") in message
+    assert "Traceback" not in result.stderr
+    (folder / "2024-01-02.jsonl").write_bytes(jsonl(event(3), event(4)))  # unpacked
+    again = invoke("migrate", "-c", str(cfg), "--json")  # no --resume needed
+    assert again.exit_code == 0, again.stderr
+    assert orjson.loads(again.stdout)["totals"]["sent"] == 4

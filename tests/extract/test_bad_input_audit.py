@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import json
+import lzma
+import re
 import zlib
 from pathlib import Path
 
-from mp2amp.extract.files import iter_records
+import pytest
+
+from mp2amp.errors import InputError
+from mp2amp.extract.files import SourceFile, expand_paths, iter_file, iter_records
 
 
 def event(i: int) -> dict[str, object]:
@@ -75,3 +81,38 @@ def test_large_gzip_reads_whole(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(lines(20000)))
     recs = list(iter_records([str(path)]))
     assert len(recs) == 20000 and recs[-1].record == event(19999)
+
+
+@pytest.mark.parametrize(("data", "what", "todo"), [
+    (b"PK\x03\x04" + b"\x14" * 40, "a zip archive", "unpack it"),
+    (bz2.compress(lines(3)), "bzip2-compressed", "decompress it (bunzip2)"),
+    (lzma.compress(lines(3)), "xz-compressed", "decompress it (unxz)"),
+    (b"\x28\xb5\x2f\xfd" + b"\x01" * 40, "zstd-compressed", "decompress it (unzstd)"),
+    (b"PAR1" + b"\x01" * 40, "a Parquet file", "export the events as JSON lines"),
+    (lines(3).decode().encode("utf-16"), "UTF-16 text", "convert it to UTF-8"),
+    (lines(3).decode().encode("utf-16-le"), "binary or UTF-16/32 text (NUL bytes)",
+     "convert it"),
+])
+def test_foreign_formats_stop_before_anything_is_read(tmp_path: Path, data: bytes, what: str,
+                                                      todo: str) -> None:
+    """They used to be read as JSON lines: thousands of rejected lines of garbage."""
+    good = tmp_path / "a.jsonl"
+    good.write_bytes(lines(2))
+    bad = tmp_path / "b.jsonl"
+    bad.write_bytes(data)
+    for paths in ([str(good), str(bad)], [str(tmp_path)], [str(tmp_path / "*.jsonl")]):
+        with pytest.raises(InputError) as err:
+            expand_paths(paths)
+        message = str(err.value)
+        assert message.startswith(f"{bad} is {what}, not JSON lines or a JSON array")
+        assert todo in message and message.endswith("and run again")
+    with pytest.raises(InputError, match=re.escape(f"{bad} is {what}")):  # opened directly too
+        list(iter_file(SourceFile(str(bad))))
+
+
+def test_gzip_and_text_with_nul_later_are_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "nul.jsonl"
+    path.write_bytes(lines(1) + b"\0\0\0\n" + lines(1, 1))
+    recs = list(iter_records([str(path)]))
+    assert [r.record for r in recs if r.record] == [event(0), event(1)]
+    assert [r.rejection.reason for r in recs if r.rejection] == ["malformed_json"]

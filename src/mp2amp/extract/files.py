@@ -42,6 +42,21 @@ REMOTE_PACKAGES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", 
 
 StorageOptions = Mapping[str, Any]
 
+# Formats that are not JSON text, by their first bytes, with what to do about each: read
+# line by line they only became thousands of rejected "lines" of binary garbage.
+_FOREIGN: tuple[tuple[bytes, str, str], ...] = (
+    (b"PK\x03\x04", "a zip archive", "unpack it and name the files inside"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7z archive", "unpack it and name the files inside"),
+    (b"BZh", "bzip2-compressed", "decompress it (bunzip2) or recompress it with gzip"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "decompress it (unxz) or recompress it with gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed",
+     "decompress it (unzstd) or recompress it with gzip"),
+    (b"PAR1", "a Parquet file", "export the events as JSON lines"),
+    (b"\xff\xfe", "UTF-16 text", "convert it to UTF-8"),
+    (b"\xfe\xff", "UTF-16 text", "convert it to UTF-8"),
+)
+SNIFF_BYTES = 8
+
 
 @dataclass(frozen=True, slots=True)
 class SourceFile:
@@ -96,17 +111,32 @@ def iter_file(source: SourceFile) -> Iterator[SourceRecord]:
     with ExitStack() as stack:
         try:
             raw = stack.enter_context(source.open())
-            head = raw.read(2)
+            head = raw.read(SNIFF_BYTES)
             raw.seek(0)
         except Exception as exc:  # any backend's failure means the same: cannot read it
             raise InputError(f"cannot read {source.url}: {exc}; check the path and "
                              "permissions and run again") from exc
+        check_format(source.url, head)
+        head = head[:2]
         stream: BinaryIO = raw
         chunk = CHUNK
         if head == GZIP_MAGIC:
             chunk = GZIP_CHUNK
             stream = cast(BinaryIO, _GzipStream(raw))
         yield from _iter_stream(source.url, stream, chunk)
+
+
+def check_format(url: str, head: bytes) -> None:
+    """``InputError`` when a file's first bytes say it is not JSON text nor gzip."""
+    if head.startswith(GZIP_MAGIC):
+        return
+    found = next(((what, todo) for magic, what, todo in _FOREIGN if head.startswith(magic)),
+                 None)
+    if found is None and b"\0" in head[:4]:  # JSON text has no NUL; UTF-16/32 has
+        found = ("binary or UTF-16/32 text (NUL bytes)", "convert it to UTF-8 JSON lines")
+    if found is not None:
+        raise InputError(f"{url} is {found[0]}, not JSON lines or a JSON array (plain or "
+                         f"gzip): {found[1]}, or leave it out of the inputs, and run again")
 
 
 class _GzipStream:
@@ -237,15 +267,29 @@ def _expand_local(path: str) -> list[SourceFile]:
     out: list[SourceFile] = []
     for match in matches:
         if os.path.isdir(match):
-            out.extend(SourceFile(os.path.join(match, rel)) for rel in _local_tree(match))
+            files = [os.path.join(match, rel) for rel in _local_tree(match)]
+            for file in files:
+                _sniff_local(file)
+            out.extend(SourceFile(file) for file in files)
         elif os.path.isfile(match):
             if not os.access(match, os.R_OK):
                 raise InputError(f"{match} is not readable (permission denied); "
                                  "fix its permissions and run again")
+            _sniff_local(match)
             out.append(SourceFile(match))
         elif not _has_magic(path):
             raise InputError(f"{match} does not exist; check the path and run again")
     return out
+
+
+def _sniff_local(path: str) -> None:
+    """A local file in a foreign format stops the run before anything is read or sent."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except OSError:
+        return  # reported, with the path, when the file is read
+    check_format(path, head)
 
 
 def _local_tree(root: str) -> list[str]:
