@@ -209,3 +209,20 @@ def test_zip_in_the_input_folder_stops_the_run_then_it_runs(env: None, tmp_path:
     again = invoke("migrate", "-c", str(cfg), "--json")  # no --resume needed
     assert again.exit_code == 0, again.stderr
     assert orjson.loads(again.stdout)["totals"]["sent"] == 4
+
+
+def test_transform_of_an_array_with_a_too_deep_element(env: None, tmp_path: Path) -> None:
+    deep = ('{"event":"D","properties":{"time":1700000000,"distinct_id":"deep-user","n":'
+            + "[" * 5000 + "]" * 5000 + "}}")
+    path = tmp_path / "export.json"
+    path.write_bytes(b"[" + orjson.dumps(event(1)) + b"," + deep.encode() + b","
+                     + orjson.dumps(event(2)) + b"]")
+    result = invoke("transform", str(path), "-o", str(tmp_path / "out.jsonl"), "--json")
+    # it used to end in a RecursionError traceback (exit 1) with nothing written
+    assert result.exit_code == 0, result.stderr
+    assert len((tmp_path / "out.jsonl").read_bytes().splitlines()) == 2
+    rejects = [orjson.loads(x) for x in
+               (tmp_path / "out.jsonl.rejects.jsonl").read_bytes().splitlines()]
+    assert [(r["source"], r["line"], r["reason"]) for r in rejects] == [
+        (str(path), 2, "malformed_json")]
+    assert "nests arrays and objects too deeply to be read" in rejects[0]["message"]

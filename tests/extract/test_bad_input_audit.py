@@ -116,3 +116,30 @@ def test_gzip_and_text_with_nul_later_are_still_read(tmp_path: Path) -> None:
     recs = list(iter_records([str(path)]))
     assert [r.record for r in recs if r.record] == [event(0), event(1)]
     assert [r.rejection.reason for r in recs if r.rejection] == ["malformed_json"]
+
+
+DEEP = ('{"event":"D","properties":{"time":1700000000,"distinct_id":"deep-user","n":'
+        + "[" * 5000 + "]" * 5000 + "}}")
+TOO_DEEP = "nests arrays and objects too deeply to be read (Amplitude keeps 40 levels)"
+
+
+def test_array_element_nested_too_deep_is_rejected_and_the_rest_read(tmp_path: Path) -> None:
+    """It used to raise RecursionError: a traceback, and the whole file lost."""
+    path = tmp_path / "deep.json"
+    path.write_text("[" + json.dumps(event(1)) + "," + DEEP + "," + json.dumps(event(2)) + "]")
+    recs = list(iter_records([str(path)]))
+    assert [r.record for r in recs] == [event(1), None, event(2)]
+    rej = recs[1].rejection
+    assert rej is not None and rej.reason == "malformed_json" and rej.line == 2
+    assert f"{path}: JSON array element 2 {TOO_DEEP}: flatten it" in rej.message
+
+
+def test_line_nested_too_deep_is_not_called_invalid_json(tmp_path: Path) -> None:
+    path = tmp_path / "deep.jsonl"
+    path.write_text(json.dumps(event(1)) + "\n" + DEEP + "\n" + json.dumps(event(2)) + "\n")
+    recs = list(iter_records([str(path)]))
+    assert [r.record for r in recs] == [event(1), None, event(2)]
+    rej = recs[1].rejection
+    assert rej is not None and rej.reason == "malformed_json"
+    assert rej.message.startswith(f"{path} line 2 {TOO_DEEP}: flatten it: ")
+    assert "not valid JSON" not in rej.message

@@ -27,6 +27,8 @@ class Readable(Protocol):
 
 
 CHUNK = 1 << 20
+TOO_DEEP = ("nests arrays and objects too deeply to be read (Amplitude keeps 40 levels): "
+            "flatten it")
 MAX_ELEMENT_CHARS = 64 << 20
 _WS = " \t\r\n"
 # surrogateescape turns each invalid UTF-8 byte into one of these (never valid text)
@@ -38,6 +40,7 @@ _IN_STRING = re.compile(r'["\\]')
 # (a literal, escape or surrogate pair is at most 12 characters)
 _NEAR_END = 16
 _PARSE_ERROR = object()
+_TOO_DEEP = object()  # valid JSON, nested deeper than the decoder's recursion can go
 
 
 def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[SourceRecord]:
@@ -160,20 +163,24 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 if cut and len(buf) - pos < MAX_ELEMENT_CHARS and refill():
                     continue
                 value, end = _PARSE_ERROR, pos
+            except RecursionError:
+                # it used to escape as a traceback and lose the whole file
+                value, end = _TOO_DEEP, pos
             else:
                 # A number at the buffer's end may continue in the next chunk.
                 if end == len(buf) and not eof and refill():
                     continue
             break
-        if value is _PARSE_ERROR:
+        if value is _PARSE_ERROR or value is _TOO_DEEP:
+            what = "is not valid JSON" if value is _PARSE_ERROR else TOO_DEEP
             start = skip_element()
             if start < 0:
-                yield broken(index, "is not valid JSON")
+                yield broken(index, what)
                 return
             head = _clean(buf[start:min(pos, start + 200)].rstrip())
             rej = Rejection(
                 "malformed_json",
-                f"{source}: JSON array element {index} is not valid JSON: {head[:80]!r}; "
+                f"{source}: JSON array element {index} {what}: {head[:80]!r}; "
                 "skipped, reading goes on with the next element",
                 source=source, line=index, record=head,
             )

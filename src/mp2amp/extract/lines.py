@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from mp2amp.errors import Rejection
+from mp2amp.extract.jsonarray import TOO_DEEP
 from mp2amp.models import SourceRecord
 
 # A split record spans a few lines at most; past this, the pending lines are garbage.
@@ -47,6 +48,15 @@ def parse_json(data: bytes) -> Any:
         return json.loads(data)
     except (ValueError, RecursionError):
         return _PARSE_ERROR
+
+
+def _too_deep(data: bytes) -> bool:
+    """Whether parsing failed on the nesting depth, not on the syntax."""
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return str(exc).startswith("depth limit exceeded")
+    return False
 
 
 def is_json(data: bytes) -> bool:
@@ -144,15 +154,18 @@ class LineParser:
                 source=self.source, line=lineno, record=line.decode("utf-8", "replace"),
             )
         else:
+            joins = " (and does not join with the next line into a record)"
             try:
                 line.decode("utf-8")
                 reason, what = "malformed_json", "is not valid JSON"
             except UnicodeDecodeError:
                 reason, what = "invalid_utf8", "is not valid UTF-8"
+            else:
+                if _too_deep(line):  # valid JSON: "not valid JSON" would send you looking
+                    what, joins = TOO_DEEP, ""
             rej = Rejection(
                 reason,
-                f"{self.source} line {lineno} {what} (and does not join with the next "
-                f"line into a record): {_preview(line)!r}",
+                f"{self.source} line {lineno} {what}{joins}: {_preview(line)!r}",
                 source=self.source, line=lineno, record=line.decode("utf-8", "replace"),
             )
         return SourceRecord(self.source, lineno, None, rej)
