@@ -226,3 +226,23 @@ def test_transform_of_an_array_with_a_too_deep_element(env: None, tmp_path: Path
     assert [(r["source"], r["line"], r["reason"]) for r in rejects] == [
         (str(path), 2, "malformed_json")]
     assert "nests arrays and objects too deeply to be read" in rejects[0]["message"]
+
+
+def test_config_saved_with_a_bom_is_read(env: None, tmp_path: Path) -> None:
+    data = tmp_path / "day.jsonl"
+    data.write_bytes(jsonl(event(1)))
+    cfg = tmp_path / "mp2amp.toml"
+    cfg.write_bytes(b"\xef\xbb\xbf" + f'[source]\nfiles = ["{data}"]\n'.encode())
+    result = invoke("transform", "-c", str(cfg), "-o", str(tmp_path / "out.jsonl"))
+    # it used to be 'not valid TOML: Invalid statement (at line 1, column 1)', exit 2
+    assert result.exit_code == 0, result.stderr
+    assert len((tmp_path / "out.jsonl").read_bytes().splitlines()) == 1
+
+
+def test_config_that_is_not_utf8_names_the_byte(env: None, tmp_path: Path) -> None:
+    cfg = tmp_path / "mp2amp.toml"
+    cfg.write_bytes("[run]\nworkdir = 'caf\u00e9'\n".encode("latin-1"))
+    result = invoke("transform", "-c", str(cfg))
+    assert result.exit_code == 2
+    assert (f"invalid configuration in {cfg} (1 problem(s)); fix them and run again: - the "
+            "config file is not UTF-8 text (line 2, column 15, byte 20); save it as UTF-8") in flat(result.stderr)

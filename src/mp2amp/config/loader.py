@@ -45,7 +45,8 @@ def load_config(
     if path is not None:
         file = Path(path)
         try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
+            # utf-8-sig: editors on Windows start the file with a BOM, which TOML refuses
+            data = tomllib.loads(file.read_text(encoding="utf-8-sig"))
         except FileNotFoundError:
             raise ConfigError([f"the config file {file} does not exist; create it (see "
                                "docs/examples/mp2amp.toml) or leave --config out"],
@@ -54,7 +55,11 @@ def load_config(
             raise ConfigError([f"cannot read the config file: {exc.strerror or exc}"],
                               source=source) from None
         except UnicodeDecodeError as exc:
-            raise ConfigError([f"the config file is not UTF-8 text (byte {exc.start})"],
+            before = exc.object[:exc.start]
+            line = before.count(b"\n") + 1
+            column = exc.start - (before.rfind(b"\n") + 1) + 1
+            raise ConfigError([f"the config file is not UTF-8 text (line {line}, column "
+                               f"{column}, byte {exc.start}); save it as UTF-8"],
                               source=source) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"not valid TOML: {exc}"], source=source) from None
