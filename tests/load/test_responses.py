@@ -69,7 +69,6 @@ def test_400_silenced_devices_drops_silenced_and_holds_throttled():
 @pytest.mark.parametrize("doc", [
     {"code": 400, "error": "Invalid JSON request body"},
     {"code": 400, "error": "Request missing required field", "missing_field": "api_key"},
-    {"code": 400, "error": "Invalid request path"},
     {"code": 400, "error": "Missing request body"},
     {"code": 400, "error": "Invalid event JSON"},
     {"code": 400, "error": "Invalid field values on some events",
@@ -159,6 +158,13 @@ def test_408_retries():
 def test_403_waf_stops_with_auth_error():
     v = classify(403, body({"code": 403, "error": "Forbidden"}), ids=IDS)
     assert v.kind == "stop" and isinstance(v.error, AuthError) and "region" in str(v.error)
+
+
+def test_400_invalid_request_path_stops_the_run():
+    # a wrong api_host path: every batch would get it, so none is dead-lettered
+    v = classify(400, body({"code": 400, "error": "Invalid request path"}), ids=IDS)
+    assert v.kind == "stop" and isinstance(v.error, ContractError) and not v.dead
+    assert "amplitude.api_host" in str(v.error) and "--resume" in str(v.error)
 
 
 def test_404_wrong_host_stops_with_contract_error():

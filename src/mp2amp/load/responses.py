@@ -146,6 +146,14 @@ def _classify(status: int, body: bytes | str, ids: Sequence[IdPair],
             "Amplitude refused the API key (400 'Invalid API key'); set AMPLITUDE_API_KEY to "
             "the target project's API key (an EU project needs region = \"eu\") and run again "
             "with --resume: nothing was lost"))
+    if status == 400 and error_text.startswith("Invalid request path"):
+        # Every request to this URL gets the same answer: dead-lettering each batch in turn
+        # would empty the whole migration into the dead-letter file. Stop, like a 404.
+        return Verdict("stop", status, message=error_text, error=ContractError(
+            "Amplitude answered 400 'Invalid request path': the URL is not an ingestion "
+            "endpoint; set amplitude.api_host to the host alone (e.g. "
+            "https://api2.amplitude.com) and choose the endpoint with amplitude.endpoint, then "
+            "run again with --resume: nothing was lost"))
     missing = _text(doc.get("missing_field")) if status == 400 else ""
     if missing:
         # A required field of the request itself (api_key, events) is missing: the request
