@@ -246,3 +246,16 @@ def test_config_that_is_not_utf8_names_the_byte(env: None, tmp_path: Path) -> No
     assert result.exit_code == 2
     assert (f"invalid configuration in {cfg} (1 problem(s)); fix them and run again: - the "
             "config file is not UTF-8 text (line 2, column 15, byte 20); save it as UTF-8") in flat(result.stderr)
+
+
+def test_pretty_printed_export_is_migrated(env: None, tmp_path: Path, amp_url: str) -> None:
+    """``jq . export.json > day.jsonl``: every line used to be dead-lettered, exit 0."""
+    path = tmp_path / "day.jsonl"
+    props = {f"p{k}": k for k in range(12)}  # more lines than a split record is joined from
+    path.write_text("".join(orjson.dumps(event(i, **props), option=orjson.OPT_INDENT_2)
+                            .decode() + "\n" for i in range(7000, 7050)))
+    cfg = migrate_config(tmp_path, [path], amp_url)
+    result = invoke("migrate", "-c", str(cfg), "--json")
+    assert result.exit_code == 0, result.stderr
+    totals = orjson.loads(result.stdout)["totals"]
+    assert (totals["read"], totals["sent"], totals["rejected"]) == (50, 50, 0)

@@ -143,3 +143,59 @@ def test_line_nested_too_deep_is_not_called_invalid_json(tmp_path: Path) -> None
     assert rej is not None and rej.reason == "malformed_json"
     assert rej.message.startswith(f"{path} line 2 {TOO_DEEP}: flatten it: ")
     assert "not valid JSON" not in rej.message
+
+
+# --- pretty-printed objects one after another (jq . output) -------------------------------
+
+
+def pretty(*values: object) -> str:
+    return "".join(json.dumps(v, indent=2) + "\n" for v in values)
+
+
+def wide(i: int) -> dict[str, object]:
+    """An event of more lines pretty-printed than a split record is joined from (8)."""
+    ev = event(i)
+    ev["properties"].update({f"p{k}": k for k in range(12)})  # type: ignore[attr-defined]
+    return ev
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
+def test_pretty_printed_objects_are_read_with_their_first_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    """Each of their lines used to be rejected as malformed_json: no event out."""
+    from mp2amp.extract import concatenated
+
+    monkeypatch.setattr(concatenated, "CHUNK", chunk)
+    text = pretty(wide(0), wide(1)) + '{\n  "event": "Broken",\n  "properties": {\n' + \
+        pretty([1, 2], wide(2)) + "{\n  \"a\": 1,\n"
+    path = tmp_path / "pretty.jsonl"
+    path.write_text(text)
+    recs = list(iter_records([str(path)]))
+    lines_per_event = len(pretty(wide(0)).splitlines())
+    assert [(r.line, r.record) for r in recs if r.record] == [
+        (1, wide(0)), (1 + lines_per_event, wide(1)), (2 * lines_per_event + 8, wide(2))]
+    rejected = [(r.line, r.rejection.reason) for r in recs if r.rejection]
+    broken = 2 * lines_per_event + 1
+    assert rejected == [(broken, "malformed_json"), (broken + 3, "not_an_object"),
+                        (len(text.splitlines()) - 1, "malformed_json")]
+    first = next(r.rejection for r in recs if r.rejection)
+    assert first.message.startswith(f"{path} line {broken}: the object starting here is "
+                                    "not valid JSON: ")
+
+
+def test_pretty_printed_gzip_and_a_single_object(tmp_path: Path) -> None:
+    path = tmp_path / "day.json.gz"
+    path.write_bytes(gzip.compress(pretty(*(wide(i) for i in range(500))).encode()))
+    assert [r.record for r in iter_records([str(path)])] == [wide(i) for i in range(500)]
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(wide(7), indent=4))
+    assert [r.record for r in iter_records([str(one)])] == [wide(7)]
+
+
+def test_pretty_printed_object_with_invalid_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_bytes(pretty(wide(0)).encode() + b'{\n  "event": "\xff"\n}\n'
+                     + pretty(wide(1)).encode())
+    recs = list(iter_records([str(path)]))
+    assert [r.record for r in recs] == [wide(0), None, wide(1)]
+    assert recs[1].rejection is not None and recs[1].rejection.reason == "invalid_utf8"

@@ -1,7 +1,7 @@
 """Read Mixpanel records from files: local paths and globs, ``s3://`` and ``gs://``.
 
 Formats: JSON lines (streamed), a top-level JSON array (streamed element by element),
-either of them gzip-compressed (detected by content, not by name, because pipeline blobs
+pretty-printed objects one after another (``jq .`` output), any of them gzip-compressed (detected by content, not by name, because pipeline blobs
 named ``.gz`` may arrive already decompressed). A directory is read as a Data Pipelines
 tree (see ``pipelines``). Every record comes out as a ``SourceRecord``; unusable lines
 become rejections, so nothing is dropped silently. A path that cannot be read at all
@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, cast
 from isal import isal_zlib
 
 from mp2amp.errors import InputError, Rejection
+from mp2amp.extract.concatenated import is_pretty, iter_concatenated
 from mp2amp.extract.jsonarray import iter_array
 from mp2amp.extract.lines import parse_lines, split_lines
 from mp2amp.extract.pipelines import is_pipeline_row, select_event_files, to_export_shape
@@ -213,6 +214,8 @@ def _iter_stream(url: str, stream: BinaryIO, chunk: int = CHUNK) -> Iterator[Sou
         is_array = first.lstrip()[:1] == b"[" and not url.lower().endswith(LINE_SUFFIXES)
         if is_array:
             records = iter_array(url, guarded, first)
+        elif is_pretty(first):
+            records = iter_concatenated(url, guarded, first)
         else:
             chunks = itertools.chain([first], iter(lambda: read(chunk), b""))
             records = parse_lines(url, split_lines(chunks))
