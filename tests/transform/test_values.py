@@ -92,3 +92,41 @@ def test_unicode_text_is_fine() -> None:
     out = run({"title": "Home Classrooms — Now They’re a Selling Point", "emoji": "🚀" * 1030})
     assert out["event_properties"]["title"].startswith("Home")
     assert len(out["event_properties"]["emoji"]) == 1024
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(("value", "safe"), [
+    ({"a": 1, "b": [1.5, "x", None, True], "c": {"d": "é"}}, True),
+    ({"a": float("nan")}, False),
+    ([float("inf")], False),
+    ({"a": {"b": [-float("inf")]}}, False),
+    ({"a": 2**64 - 1, "b": -(2**63)}, True),
+    ({"a": 2**64}, False),
+    ({"a": -(2**63) - 1}, False),
+    ({"a": "\ud800"}, False),
+    ({"\udfff": 1}, False),
+    ({1: "a"}, False),
+    ({"a": (1, 2)}, False),
+    (_nested(251), True),    # 250 lists around a number: orjson writes that
+    (_nested(252), False),
+])
+def test_json_safe_says_what_orjson_would_not_write_back(value: Any, safe: bool) -> None:
+    from mp2amp.transform.values import json_safe
+
+    assert json_safe(value) is safe
+
+
+def test_a_property_nested_past_orjson_depth_is_kept_as_text() -> None:
+    stats = ValueStats()
+    out = sanitize_props({"deep": _nested(600)}, "event_properties", stats)
+    inner, levels = out["deep"], 1  # Amplitude's 40 levels, then the rest as JSON text
+    while isinstance(inner, list):
+        inner, levels = inner[0], levels + 1
+    assert levels == 40 and inner.startswith("[[[[") and len(inner) == 1024
+    assert stats.flattened["deep"] == 1 and stats.truncated["deep"] == 1

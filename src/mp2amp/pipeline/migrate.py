@@ -21,6 +21,7 @@ insert_ids (deterministic batch ids; Amplitude deduplicates), parked events are 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -59,6 +60,7 @@ from mp2amp.transform.events import Transformer
 from mp2amp.transform.offline import user_id_predicate
 from mp2amp.transform.sessions import Sessionizer
 from mp2amp.transform.stream import TransformSummary
+from mp2amp.transform.values import json_safe
 
 EXIT_OK = 0
 EXIT_UNBALANCED = 1
@@ -452,12 +454,21 @@ def _reject_row(rej: Rejection, window_id: str) -> RejectRow:
 
 
 def _payload(record: Any) -> str | None:
+    """The record as the dead letter shows it: its JSON, or, for what JSON cannot carry
+    (NaN, an integer past 64 bits: orjson would write null or refuse), a string of the
+    standard library's rendering, so the file stays JSON and shows the value as it was."""
     if record is None:
         return None
+    if json_safe(record):
+        try:
+            return orjson.dumps(record).decode()
+        except TypeError:
+            pass
     try:
-        return orjson.dumps(record).decode()
-    except TypeError:
-        return orjson.dumps(repr(record)).decode()
+        text = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=repr)
+    except (RecursionError, ValueError):
+        text = "(the record cannot be shown: nested too deeply)"
+    return orjson.dumps(text).decode()
 
 
 def _write_dead_letters(ledger: Ledger, workdir: Path) -> Path | None:

@@ -17,6 +17,7 @@ Files staged before the view existed (no tab) are still read.
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import os
 import struct
@@ -31,6 +32,7 @@ import orjson
 from mp2amp.errors import Rejection
 from mp2amp.identity.ids import identity_view
 from mp2amp.models import SourceRecord
+from mp2amp.transform.values import json_safe
 
 CHUNK_RECORDS = 20_000  # a sorted run; small, as two staging workers run beside the identity pass
 CHUNK_BYTES = 8 * 1024 * 1024  # a sorted run is also cut at this size: records vary a lot
@@ -57,23 +59,53 @@ def sort_key(record: dict[str, Any] | None) -> float:
 def _encode(rec: SourceRecord, order: int) -> bytes:
     """The staged line with a sort prefix: bytes that sort as (time, arrival order) do."""
     rej = rec.rejection
-    key = sort_key(rec.record)
-    view = orjson.dumps(identity_view(rec.record), default=str)
+    record = rec.record
+    key = sort_key(record)
     if rec.raw is not None and rej is None:
         # The line the record was parsed from is its JSON already: orjson parses it into
         # the same record again, so it is not serialized a second time (~0.9 us a line).
+        view = orjson.dumps(identity_view(record), default=str)
         return b"%s%s\t[%s,%s,%d,%s,null]\n" % (_prefix(key, order), view, orjson.dumps(key),
                                                 orjson.dumps(rec.source), rec.line, rec.raw)
     row = [
         key,
         rec.source,
         rec.line,
-        rec.record,
+        record,
         None if rej is None else [rej.reason, rej.message, rej.field],
     ]
-    # The concatenation also makes a right-sized copy: orjson (3.13) returns bytes objects
-    # that keep a ~16 KB buffer, so holding a chunk of raw dumps() results took 15x the memory.
-    return b"%s%s\t%s\n" % (_prefix(key, order), view, orjson.dumps(row, default=str))
+    if record is None or json_safe(record):
+        view = orjson.dumps(identity_view(record), default=str)
+        # The concatenation also makes a right-sized copy: orjson (3.13) returns bytes
+        # objects that keep a ~16 KB buffer, so holding a chunk of raw dumps() results
+        # took 15x the memory.
+        return b"%s%s\t%s\n" % (_prefix(key, order), view, orjson.dumps(row, default=str))
+    # What only the standard library's parser gives (NaN, Infinity, integers past 64 bits,
+    # lone surrogates) or nesting past orjson's depth: orjson would write NaN as null (a
+    # changed value) or refuse the rest. The standard library writes it as parsed, and
+    # ``load_staged`` reads it back, so the transform sees (and names) what a file gave.
+    try:
+        view, body = _stdlib_json(identity_view(record)), _stdlib_json(row)
+    except RecursionError:
+        row[3] = None
+        row[4] = ["too_deep", f"{rec.source} line {rec.line} is nested too deeply (about a "
+                  "thousand levels) to be staged; flatten it in the source", None]
+        view, body = b"null", orjson.dumps(row)
+    return b"%s%s\t%s\n" % (_prefix(key, order), view, body)
+
+
+def _stdlib_json(value: Any) -> bytes:
+    # ensure_ascii: a lone surrogate becomes an escape (and no raw tab or newline is written)
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def load_staged(data: bytes) -> Any:
+    """A staged row or view: orjson's, or the standard library's for the few records
+    ``_encode`` wrote with it (NaN and the like)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 _PACK_DOUBLE = struct.Struct(">d").pack
@@ -152,11 +184,16 @@ def read_staged_identity(path: Path) -> Iterator[dict[str, Any] | None]:
     """The identity view of each line of the staged window (``None`` where the identity
     pass has nothing to read), in time order: what that pass reads, without parsing the
     records (see the module docstring)."""
-    loads = orjson.loads
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     with open(path, "rb") as f:
         for raw in f:
             tab = raw.find(b"\t")
-            yield loads(raw[:tab]) if tab >= 0 else identity_view(loads(raw)[3])
+            text = raw[:tab] if tab >= 0 else raw
+            try:
+                value = loads(text)
+            except decode_error:  # written by the standard library (see _encode)
+                value = load_staged(text)
+            yield value if tab >= 0 else identity_view(value[3])
 
 
 def staged_ranges(path: Path, size: int) -> Iterator[tuple[int, int]]:
@@ -200,7 +237,7 @@ def read_staged_range(path: Path | str, start: int, end: int) -> list[bytes]:
 def decode_staged(raw: bytes) -> SourceRecord:
     """One staged line (a whole line: its first tab ends the identity view) back as a
     SourceRecord."""
-    _, source, line, record, rej = orjson.loads(raw[raw.find(b"\t") + 1:])
+    _, source, line, record, rej = load_staged(raw[raw.find(b"\t") + 1:])
     return staged_record(source, line, record, rej)
 
 

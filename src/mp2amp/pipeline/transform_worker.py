@@ -26,6 +26,7 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
@@ -36,9 +37,14 @@ import orjson
 from mp2amp.errors import TerminalError
 from mp2amp.identity import IdentityGraph
 from mp2amp.identity.ids import IDENTITY_EVENTS
-from mp2amp.models import Emitted
+from mp2amp.models import Emitted, Rejected
 from mp2amp.pipeline.memory import release_free_memory
-from mp2amp.pipeline.staging import read_staged_range, staged_ranges, staged_record
+from mp2amp.pipeline.staging import (
+    load_staged,
+    read_staged_range,
+    staged_ranges,
+    staged_record,
+)
 from mp2amp.pipeline.windows import die_with_parent, usable_cores
 from mp2amp.transform.dedup import Deduper, insert_id_digest
 from mp2amp.transform.sessions import Sessionizer
@@ -85,9 +91,13 @@ def transform_lines(lines: Sequence[bytes],
     items: list[Item] = []
     append = items.append
     loads, dumps, resolve, event_of = orjson.loads, orjson.dumps, graph.resolve, transformer.event
+    decode_error = orjson.JSONDecodeError
     sources: dict[str, str] = {}
     for raw in lines:
-        _, source, line, record, rej = loads(raw)
+        try:
+            _, source, line, record, rej = loads(raw)
+        except decode_error:  # a row staging wrote with the standard library (NaN and such)
+            _, source, line, record, rej = load_staged(raw)
         # one object per file name: the chunk's pickle then holds each name once
         source = sources.setdefault(source, source)
         if rej is None and record.__class__ is dict \
@@ -121,6 +131,24 @@ def transform_lines(lines: Sequence[bytes],
 def transform_range(path: str, start: int, end: int) -> list[Item]:
     """``transform_lines`` of one range of a staged window, read here (in the worker)."""
     return transform_lines(read_staged_range(path, start, end))
+
+
+def _shallow(items: list[Item]) -> list[Item]:
+    """``items`` with each rejected record that pickle cannot copy (nested about a
+    thousand levels) replaced by a note: the dead letter still names its file and line."""
+    out: list[Item] = []
+    for item in items:
+        outcome = item[2] if item[0] == OTHER else None
+        if isinstance(outcome, Rejected) and isinstance(outcome.rejection.record, dict | list):
+            try:
+                ForkingPickler.dumps(outcome.rejection.record)
+            except RecursionError:
+                rej = outcome.rejection
+                note = (f"(the record is nested too deeply to copy here: see {rej.source} "
+                        f"line {rej.line})")
+                item = (OTHER, item[1], Rejected(replace(rej, record=note)))
+        out.append(item)
+    return out
 
 
 class Settler:
@@ -184,7 +212,11 @@ def _serve(requests: Connection, results: Connection, parent: int,
         if task is None:
             return
         try:
-            reply = ForkingPickler.dumps((True, transform_range(*task)))
+            items = transform_range(*task)
+            try:
+                reply = ForkingPickler.dumps((True, items))
+            except RecursionError:  # a rejected record nested too deeply for pickle
+                reply = ForkingPickler.dumps((True, _shallow(items)))
         except Exception as exc:  # the parent raises it where it waits for this chunk
             try:
                 reply = ForkingPickler.dumps((False, exc))

@@ -50,9 +50,15 @@ def rejection_line(rej: Rejection) -> bytes:
     try:
         return orjson.dumps(doc) + b"\n"
     except TypeError:  # integers past 64 bits, kept by the stdlib parser: keep them exact
-        import json
+        pass
+    import json
 
-        return json.dumps(doc, ensure_ascii=False, default=repr).encode() + b"\n"
+    try:  # ensure_ascii: a lone surrogate is written as its escape, not refused
+        return json.dumps(doc, ensure_ascii=True, default=repr).encode() + b"\n"
+    except (RecursionError, ValueError):  # nested past the stdlib's depth too
+        doc["record"] = (f"(the record is nested too deeply to write here: see {rej.source} "
+                         f"line {rej.line})")
+        return orjson.dumps(doc) + b"\n"
 
 
 def user_id_predicate(pattern: str | None) -> Callable[[str], bool] | None:

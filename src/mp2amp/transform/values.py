@@ -12,6 +12,7 @@ One pass, copy-on-write: a clean flat dict (the common case) is returned as is.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any, Final
 
@@ -19,6 +20,7 @@ import orjson
 
 MAX_STRING: Final = 1024
 MAX_DEPTH: Final = 40
+ORJSON_DEPTH: Final = 250  # orjson.dumps refuses more than 255 levels; staging wraps a record
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _INF = float("inf")
@@ -157,7 +159,59 @@ def _nested(value: Any, depth: int, prop: str, path: str, stats: ValueStats) -> 
 def _as_json(value: Any, path: str) -> str:
     # Validate the whole sub-tree first: flattening must not smuggle NaN through as text.
     _check_json(value, path)
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # nested past orjson's 255 levels: the stdlib goes deeper
+        pass
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        raise ValueProblem(path, f"{path} is nested too deeply (about a thousand levels) to "
+                                 "be written as text; flatten it in the source",
+                           reason="too_deep") from None
+
+
+def json_safe(value: Any) -> bool:
+    """Whether orjson writes this parsed value back as it is: False for what only the
+    standard library's parser gives (NaN, Infinity, integers past 64 bits, lone
+    surrogates), other types, non-string keys, or nesting past ``ORJSON_DEPTH`` levels
+    (orjson would write NaN as null, or refuse the rest)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        t = type(item)
+        if t is dict:
+            if depth > ORJSON_DEPTH:
+                return False
+            for key, sub in item.items():
+                if type(key) is not str or not (key.isascii() or _encodes(key)):
+                    return False
+                stack.append((sub, depth + 1))
+        elif t is list:
+            if depth > ORJSON_DEPTH:
+                return False
+            for sub in item:
+                stack.append((sub, depth + 1))
+        elif t is str:
+            if not (item.isascii() or _encodes(item)):
+                return False
+        elif t is float:
+            if item != item or item == _INF or item == -_INF:
+                return False
+        elif t is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                return False
+        elif not (t is bool or item is None):
+            return False
+    return True
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_json(value: Any, path: str) -> None:
