@@ -164,3 +164,26 @@ def test_transform_reads_remote_files_with_the_configs_storage_options(
         event = orjson.loads(raw)
         keys.append((event.get("device_id") or event.get("user_id"), event["insert_id"]))
     assert len(keys) == len(set(keys)) and frozenset(keys) == project.expected
+
+
+def test_an_export_run_without_credentials_leaves_the_work_folder_usable(
+        project: Project, tmp_path: Path) -> None:
+    """Called from Python (not only through the CLI): the missing credentials are a config
+    problem before anything is recorded, so the next call, with them, starts normally."""
+    from mp2amp.errors import ConfigError
+
+    mixpanel = MixpanelEmulator(MixpanelConfig(
+        data_dir=project.root, export_per_hour=None, export_per_second=None))
+    with mixpanel.running() as mp_url, amplitude(tmp_path / "amp") as amp_url:
+        overrides = {"source.from_date": FIRST.isoformat(), "source.to_date": LAST.isoformat(),
+                     "mixpanel.api_host": mp_url, "mixpanel.timezone": TIMEZONE,
+                     "amplitude.api_host": amp_url, "run.workdir": str(tmp_path / "work")}
+        bare = load_config(None, overrides, env={"AMPLITUDE_API_KEY": API_KEY})
+        with pytest.raises(ConfigError, match="MIXPANEL_SERVICE_ACCOUNT"):
+            migrate(bare, upload_overrides=FAST)
+        assert not (tmp_path / "work" / "ledger.sqlite").exists()
+        full = load_config(None, overrides, env={"AMPLITUDE_API_KEY": API_KEY,
+                                                 "MIXPANEL_SECRET": "any-secret"})
+        result = migrate(full, upload_overrides=FAST, mixpanel_overrides={
+            "per_hour": 10_000, "per_second": 100})
+    assert result.exit_code == EXIT_OK and result.totals["sent"] == len(project.expected)

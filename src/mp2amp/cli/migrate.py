@@ -59,8 +59,6 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         with cli_errors():
             cfg = _config(config, {"run.workdir": str(workdir) if workdir else None,
                                    "run.concurrency": concurrency})
-            if not resume:
-                _check_export_credentials(cfg)
             result = migrate(cfg, resume=resume, reporter=choose_reporter(quiet or as_json))
             if as_json:
                 print_json(result.as_dict())
@@ -103,27 +101,6 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                 _render_windows(result.windows)
             if result.complete:
                 _render_problems(result.windows)
-
-
-def _check_export_credentials(cfg: Any) -> None:
-    """A new Export API run needs Mixpanel credentials; checked before the work folder is
-    used, since migrate finds out only after it has recorded the run there (and a second
-    try was then refused as 'already holds a migration')."""
-    from mp2amp.errors import ConfigError
-
-    src, mp = cfg.source, cfg.mixpanel
-    if src.files or src.from_date is None:
-        return
-    problems = []
-    if mp.service_account is None and mp.secret is None:
-        problems.append("mixpanel: the Export API (source.from_date/to_date) needs "
-                        "credentials: set MIXPANEL_SERVICE_ACCOUNT (user:secret) or "
-                        "MIXPANEL_SECRET in the environment")
-    elif mp.service_account is not None and mp.project_id is None:
-        problems.append("mixpanel.project_id: required with a service account "
-                        "(MIXPANEL_SERVICE_ACCOUNT); set it to the project's id")
-    if problems:
-        raise ConfigError(problems, source=str(cfg.path) if cfg.path else None)
 
 
 def _render_totals(t: dict[str, Any], title: str) -> None:

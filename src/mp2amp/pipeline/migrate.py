@@ -174,6 +174,8 @@ async def migrate_async(
     if storage_options is None and config.source.storage_options:
         storage_options = dict(config.source.storage_options)
     settings = config.transform_settings()  # every config problem before any work
+    if not resume:
+        _check_export_credentials(config)
     sink_mode = config.amplitude.output_dir is not None
     upload = upload_settings(config, upload_overrides, allow_missing_key=sink_mode)
     workdir = config.run.workdir
@@ -235,6 +237,25 @@ async def migrate_async(
         ledger.close()
         lock.release()
         reporter.close(counters)
+
+
+def _check_export_credentials(config: Config) -> None:
+    """A new Export API run needs Mixpanel credentials: checked before the work folder is
+    used (the extraction finds out only after the run is recorded there, and a second try
+    was then refused as 'already holds a migration')."""
+    src, mp = config.source, config.mixpanel
+    if src.files or src.from_date is None:
+        return
+    problems = []
+    if mp.service_account is None and mp.secret is None:
+        problems.append("mixpanel: the Export API (source.from_date/to_date) needs "
+                        "credentials: set MIXPANEL_SERVICE_ACCOUNT (user:secret) or "
+                        "MIXPANEL_SECRET in the environment")
+    elif mp.service_account is not None and mp.project_id is None:
+        problems.append("mixpanel.project_id: required with a service account "
+                        "(MIXPANEL_SERVICE_ACCOUNT); set it to the project's id")
+    if problems:
+        raise ConfigError(problems, source=str(config.path) if config.path else None)
 
 
 def _mixpanel_settings(config: Config,
