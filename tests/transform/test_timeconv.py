@@ -59,6 +59,20 @@ def test_unusable_times_are_refused_with_a_reason(value: object, reason: str) ->
     assert caught.value.reason == reason
 
 
+@pytest.mark.parametrize("value", ["2024-01-05T10:00:00Z", "2024-01-05 10:00", "01/05/2024"])
+def test_a_date_text_says_to_convert_it(value: str) -> None:
+    with pytest.raises(TimeError) as caught:
+        to_epoch_ms(value)
+    assert caught.value.reason == "invalid_time"
+    assert "a date text" in str(caught.value) and "epoch seconds" in str(caught.value)
+
+
+def test_other_text_gets_no_date_hint() -> None:
+    with pytest.raises(TimeError) as caught:
+        to_epoch_ms("soon")
+    assert "a date text" not in str(caught.value)
+
+
 def test_pacific_offset_follows_dst_not_a_fixed_hour() -> None:
     conv = LocalTimeConverter("America/Los_Angeles")
     assert conv.to_utc_ms(local_ms(2022, 1, 15, 12)) == utc_ms(2022, 1, 15, 20)  # PST -8

@@ -67,8 +67,13 @@ def to_epoch_ms(value: object) -> int:
         try:
             number = int(text) if text.isdigit() else float(text)
         except ValueError:
+            hint = ""
+            if any(c in text for c in "-:/") and any(c.isdigit() for c in text):
+                hint = (" (a date text: Mixpanel records carry epoch seconds; convert it to "
+                        "epoch seconds or milliseconds in the source and run that file again)")
             raise TimeError(
-                "invalid_time", f"time must be epoch seconds or milliseconds, got {value!r:.60}"
+                "invalid_time",
+                f"time must be epoch seconds or milliseconds, got {value!r:.60}{hint}"
             ) from None
         if number != number or number in (float("inf"), float("-inf")):
             raise TimeError("invalid_time", f"time is not a finite number ({value!r:.60})")
