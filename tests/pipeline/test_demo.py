@@ -46,6 +46,16 @@ def test_a_failing_demo_keeps_its_folder_and_a_given_one_stays(
     assert given.ok and given.kept and (tmp_path / "mine" / "work" / "ledger.sqlite").is_file()
 
 
+def test_a_legacy_project_tells_the_same_story_day_by_day(temp_root: Path) -> None:
+    # project-local export times, project-day dates: a migration that did not shift them
+    # to UTC would move the evening events to the wrong UTC day (the daily comparison)
+    result = demo.run_demo(3_000, None, fail_rate=0.0, drop_rate=0.0, legacy_time=True)
+    assert result.ok, (result.daily_mismatches[:5], [r for r in result.rows if not r.ok])
+    assert result.generated["legacy_time"] is True
+    assert [w.window for w in result.migration.windows][:1] == ["export:2024-03-01"]
+    assert len(result.migration.windows) == demo.DEMO_DAYS  # the project's own days
+
+
 @pytest.mark.parametrize(("timezone", "legacy", "dates"), [
     ("America/Los_Angeles", False, ("2024-03-01", "2024-03-15")),  # local evenings: next UTC day
     ("Asia/Tokyo", False, ("2024-02-29", "2024-03-14")),           # local mornings: day before

@@ -31,6 +31,9 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             help="Share of Amplitude requests ingested, then answered by a dropped "
                  "connection.")] = 0.01,
         seed: Annotated[int, typer.Option("--seed", help="Data and fault seed.")] = 7,
+        legacy_time: Annotated[bool, typer.Option(
+            "--legacy-time", help="A project created before 2023: its export holds "
+                                  "project-local times, which must become UTC.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
@@ -41,7 +44,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
 
         with cli_errors():
             result = run_demo(events, workdir, seed=seed, fail_rate=fail_rate,
-                              drop_rate=drop_rate, reporter=choose_reporter(quiet or as_json))
+                              drop_rate=drop_rate, reporter=choose_reporter(quiet or as_json),
+                              legacy_time=legacy_time)
             if as_json:
                 print_json(result.as_dict())
             else:

@@ -101,14 +101,17 @@ class DemoResult:
 
 def run_demo(events: int = 200_000, workdir: Path | None = None, *, seed: int = 7,
              fail_rate: float = 0.05, drop_rate: float = 0.01,
-             reporter: Reporter | None = None) -> DemoResult:
+             reporter: Reporter | None = None, legacy_time: bool = False) -> DemoResult:
     """The demo in ``workdir``, or in a new temporary folder that is removed when the demo
     passes (~400 MB at the default size; each `make demo` used to leave one behind) and
-    kept, for a look, when it fails or stops with an error."""
+    kept, for a look, when it fails or stops with an error. ``legacy_time``: the project
+    was created before 2023 (its export carries project-local times, its dates are
+    project days), which the migration must shift to UTC."""
     if workdir is not None:
-        return _run_demo(Path(workdir), events, seed, fail_rate, drop_rate, reporter)
+        return _run_demo(Path(workdir), events, seed, fail_rate, drop_rate, reporter,
+                         legacy_time)
     root = Path(tempfile.mkdtemp(prefix="mp2amp-demo-"))
-    result = _run_demo(root, events, seed, fail_rate, drop_rate, reporter)
+    result = _run_demo(root, events, seed, fail_rate, drop_rate, reporter, legacy_time)
     if result.ok:
         shutil.rmtree(root, ignore_errors=True)
         result.kept = root.exists()
@@ -116,7 +119,7 @@ def run_demo(events: int = 200_000, workdir: Path | None = None, *, seed: int = 
 
 
 def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: float,
-              reporter: Reporter | None) -> DemoResult:
+              reporter: Reporter | None, legacy_time: bool = False) -> DemoResult:
     started = datetime.now(UTC)
     root.mkdir(parents=True, exist_ok=True)
     project = root / "mixpanel-project"
@@ -124,7 +127,7 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
     start = date(2024, 3, 1)
     if not (project / "project.json").exists():
         generate_project(GenerateConfig(out=project, users=users, days=DEMO_DAYS, start=start,
-                                        seed=seed, dirty=0.002))
+                                        seed=seed, dirty=0.002, legacy_time=legacy_time))
     meta = orjson.loads((project / "project.json").read_bytes())
     mp_emu = MixpanelEmulator(MixpanelConfig(
         data_dir=project, api_secret=_MP_SECRET, export_per_hour=None, export_per_second=None,
@@ -156,7 +159,9 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
                                date.fromisoformat(seg_first), date.fromisoformat(seg_last))
     seconds = (datetime.now(UTC) - started).total_seconds()
     return DemoResult(str(root), {"users": users, "days": meta["days"],
-                                  "records": meta.get("events_written")},
+                                  "records": meta.get("events_written"),
+                                  "timezone": meta["timezone"],
+                                  "legacy_time": meta["legacy_time"]},
                       result, rows, daily, seconds)
 
 
