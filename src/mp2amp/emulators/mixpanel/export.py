@@ -339,13 +339,26 @@ async def _stream(request: web.Request, state: EmulatorState, gen: Generator[Chu
     def pull() -> Chunk | None:
         return next(gen, None)
 
+    # Gzip only "if ... the response body is > 1400 bytes" (reference 1.3): read ahead
+    # until the body is known to be longer than that, or known to end within it, whatever
+    # the chunk size. A connection cut after some bytes counts as a longer body.
+    pending: list[Chunk] = []
+    held = 0
+    ended = False
     try:
-        first = await loop.run_in_executor(None, pull)
-        second = await loop.run_in_executor(None, pull) if first is not None else None
+        while held <= GZIP_THRESHOLD:
+            chunk = await loop.run_in_executor(None, pull)
+            if chunk is None:
+                ended = True
+                break
+            pending.append(chunk)
+            if isinstance(chunk, _Drop):
+                break
+            held += len(chunk)
     except DayFileError as exc:
         state.stats["export_file_errors"] += 1
         return query_error(request, 500, str(exc))
-    small = second is None and (first is None or isinstance(first, _Drop) or len(first) <= GZIP_THRESHOLD)
+    small = held <= GZIP_THRESHOLD and (ended or held == 0)
     use_gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower() and not small
     resp = web.StreamResponse(status=200)
     resp.content_type = "text/plain"
@@ -355,7 +368,6 @@ async def _stream(request: web.Request, state: EmulatorState, gen: Generator[Chu
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     gz = zlib.compressobj(6, zlib.DEFLATED, 31) if use_gzip else None
-    pending = [c for c in (first, second) if c is not None]
     try:
         while True:
             chunk = pending.pop(0) if pending else await loop.run_in_executor(None, pull)
