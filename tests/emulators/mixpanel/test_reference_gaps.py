@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,31 @@ def test_gzip_threshold_is_the_body_size_not_the_chunk_size(
         assert len(body) == rows * 100 and body.count(b"\n") == rows
         plain = _export(url, "identity")
         assert "Content-Encoding" not in plain.headers and plain.content == body
+
+
+def _event(name: str, pad: int = 0) -> dict[str, Any]:
+    props = {"token": "tok-123", "distinct_id": "u1", "time": 1_710_000_000 - 60, "$insert_id": f"id-{name}"}
+    return {"event": name, "properties": {**props, "pad": "x" * pad}}
+
+
+def test_ingestion_volume_limit_counts_bytes_too(kit: Any, tmp_path: Path, serve: Any, clock: Any) -> None:
+    # Reference 3.2: "Rate limit: 2GB of uncompressed JSON/minute or ~30k events per
+    # second, measured on a rolling 1 minute basis". The emulator only counted events, so
+    # a few events carrying a lot of bytes were never throttled.
+    from mp2amp.emulators.mixpanel import MixpanelConfig
+
+    assert MixpanelConfig(data_dir=tmp_path).ingest_bytes_per_minute == 2 * 1024**3
+    project = kit.build_project(tmp_path / "p")
+    sa = ("sa-user", "sa-secret")
+    with serve(project, ingest_bytes_per_minute=5000) as (url, _):
+        body = [_event("Big", pad=2000)]
+        for _ in range(2):
+            r = requests.post(f"{url}/import?project_id=4242", json=body, auth=sa, timeout=10)
+            assert r.status_code == 200, r.text
+        r = requests.post(f"{url}/import?project_id=4242", json=body, auth=sa, timeout=10)
+        assert r.status_code == 429 and r.headers["Retry-After"] == "60"
+        assert r.json()["error"] == "Project exceeded rate limits. Please retry the request with exponential backoff."
+        r = requests.post(f"{url}/track", data={"data": json.dumps(body)}, timeout=10)
+        assert r.status_code == 429  # /track shares the limits of /import
+        clock.advance(60)
+        assert requests.post(f"{url}/import?project_id=4242", json=body, auth=sa, timeout=10).status_code == 200

@@ -43,8 +43,10 @@ class MixpanelConfig:
     query_concurrent: int | None = 5
     # Lexicon Schemas API: 5 requests/minute
     lexicon_per_minute: int | None = 5
-    # ingestion: ~30k events/s on a rolling minute
+    # ingestion: "2GB of uncompressed JSON/minute or ~30k events per second, measured on a
+    # rolling 1 minute basis" (Mixpanel's MB/GB are binary: its 2MB limit is 2097152 bytes)
     ingest_events_per_minute: int | None = 30_000 * 60
+    ingest_bytes_per_minute: int | None = 2 * 1024**3
     import_max_bytes: int = 10 * 1024 * 1024
     max_records_per_request: int = 2000
     track_max_age_days: float = 5.0

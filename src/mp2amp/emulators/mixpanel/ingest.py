@@ -135,13 +135,14 @@ def _failed_records(failed: list[tuple[int, Any, tuple[str, str]]]) -> list[dict
     return out
 
 
-def _limits(state: EmulatorState, n: int) -> web.Response | None:
+def _limits(state: EmulatorState, payload: Payload) -> web.Response | None:
+    n = len(payload.records)
     if n > state.config.max_records_per_request:
         return json_response(
             _coded(400, f"request has {n} records; the maximum is {state.config.max_records_per_request} per request"),
             400,
         )
-    wait = state.ingest_limiter.try_take(n)
+    wait = state.ingest_limiter.try_take(n, payload.size)
     if wait is not None:
         return json_response(_coded(429, RATE_LIMITED), 429, {"Retry-After": str(wait)})
     return None
@@ -153,7 +154,7 @@ async def _simple(request: web.Request, state: EmulatorState, kind: str) -> web.
         if payload.status == 413:
             return json_response(_coded(413, payload.message), 413)
         return _simple_reply(request, payload.params or dict(request.query), False, payload.message)
-    refused = _limits(state, len(payload.records))
+    refused = _limits(state, payload)
     if refused is not None:
         return refused
     good, failed, ignored = _partition(state, kind, payload.records, payload.params)
@@ -182,7 +183,7 @@ async def _import(request: web.Request, state: EmulatorState) -> web.Response:
     payload = await read_payload(request, state.config.import_max_bytes)
     if isinstance(payload, PayloadError):
         return json_response(_coded(payload.status, payload.message), payload.status)
-    refused = _limits(state, len(payload.records))
+    refused = _limits(state, payload)
     if refused is not None:
         return refused
     good, failed, _ = _partition(state, "import", payload.records, payload.params)

@@ -81,24 +81,36 @@ class RateLimiter:
 
 
 class VolumeLimiter:
-    """Rolling-minute volume cap (ingestion: events per minute)."""
+    """Rolling-minute volume caps (ingestion: events and uncompressed bytes per minute).
 
-    def __init__(self, per_minute: int | None, clock: Callable[[], float]) -> None:
+    Either cap may be None (not applied); a request over either one is refused.
+    """
+
+    def __init__(
+        self, per_minute: int | None, clock: Callable[[], float], bytes_per_minute: int | None = None
+    ) -> None:
         self.per_minute = per_minute
+        self.bytes_per_minute = bytes_per_minute
         self._clock = clock
-        self._entries: deque[tuple[float, int]] = deque()
+        self._entries: deque[tuple[float, int, int]] = deque()
         self._total = 0
+        self._bytes = 0
 
-    def try_take(self, amount: int) -> int | None:
-        """Record ``amount``; returns None when admitted, else seconds to wait."""
-        if self.per_minute is None:
+    def try_take(self, amount: int, size: int = 0) -> int | None:
+        """Record ``amount`` events of ``size`` bytes; None when admitted, else seconds to wait."""
+        if self.per_minute is None and self.bytes_per_minute is None:
             return None
         now = self._clock()
         while self._entries and self._entries[0][0] <= now - 60.0:
-            self._total -= self._entries.popleft()[1]
-        if self._total + amount > self.per_minute:
+            _, events, nbytes = self._entries.popleft()
+            self._total -= events
+            self._bytes -= nbytes
+        over_events = self.per_minute is not None and self._total + amount > self.per_minute
+        over_bytes = self.bytes_per_minute is not None and self._bytes + size > self.bytes_per_minute
+        if over_events or over_bytes:
             oldest = self._entries[0][0] if self._entries else now
             return max(1, math.ceil(oldest + 60.0 - now))
-        self._entries.append((now, amount))
+        self._entries.append((now, amount, size))
         self._total += amount
+        self._bytes += size
         return None

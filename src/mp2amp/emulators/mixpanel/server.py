@@ -37,7 +37,7 @@ def build_state(config: MixpanelConfig) -> EmulatorState:
         export_limiter=RateLimiter(_export_windows(config), config.export_concurrent, clock),
         query_limiter=RateLimiter([(config.query_per_hour, 3600.0, "hour")], config.query_concurrent, clock),
         lexicon_limiter=RateLimiter([(config.lexicon_per_minute, 60.0, "minute")], None, clock),
-        ingest_limiter=VolumeLimiter(config.ingest_events_per_minute, clock),
+        ingest_limiter=VolumeLimiter(config.ingest_events_per_minute, clock, config.ingest_bytes_per_minute),
         faults=FaultInjector(config.fail_rate, config.seed, config.fault_kinds, config.fault_after_lines),
         store=ReceivedStore(config.received_path),
     )
