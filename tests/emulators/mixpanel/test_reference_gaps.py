@@ -73,3 +73,26 @@ def test_ingestion_volume_limit_counts_bytes_too(kit: Any, tmp_path: Path, serve
         assert r.status_code == 429  # /track shares the limits of /import
         clock.advance(60)
         assert requests.post(f"{url}/import?project_id=4242", json=body, auth=sa, timeout=10).status_code == 200
+
+
+def test_track_engage_groups_refuse_a_record_over_1_mb(kit: Any, tmp_path: Path, serve: Any) -> None:
+    # Reference 3.1 (/track): "each event < 1 MB uncompressed JSON"; 3.3/3.4 (/engage,
+    # /groups): "2000 updates per request, each <= 1 MB". The emulator accepted any size
+    # up to the 10 MB request limit.
+    from mp2amp.emulators.mixpanel import read_received
+
+    project = kit.build_project(tmp_path / "p")
+    big = 1024 * 1024
+    user = {"$token": "tok-123", "$distinct_id": "u1", "$set": {"note": "x" * big}}
+    group = {"$token": "tok-123", "$group_key": "company", "$group_id": "c1", "$set": {"note": "x" * big}}
+    with serve(project) as (url, _):
+        r = requests.post(f"{url}/track", data={"data": json.dumps(_event("Huge", pad=big)), "verbose": "1"}, timeout=10)
+        assert r.json()["status"] == 0 and "under 1048576 bytes" in r.json()["error"]
+        for kind, rec in (("engage", user), ("groups", group)):
+            r = requests.post(f"{url}/{kind}", data={"data": json.dumps(rec), "verbose": "1"}, timeout=10)
+            assert r.json()["status"] == 0 and "at most 1048576 bytes" in r.json()["error"], kind
+        # just under the limit is fine
+        r = requests.post(f"{url}/track", data={"data": json.dumps(_event("Large", pad=big - 500)), "verbose": "1"}, timeout=10)
+        assert r.json() == {"status": 1, "error": None}
+    assert [e["event"] for e in read_received(project, "track")] == ["Large"]
+    assert read_received(project, "engage") == [] and read_received(project, "groups") == []

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
 DISALLOWED_IDS = frozenset(
     {
         "00000000-0000-0000-0000-000000000000", "anon", "anonymous", "nil", "none", "null",
@@ -18,11 +20,21 @@ DISALLOWED_IDS = frozenset(
 INSERT_ID = re.compile(r"^[A-Za-z0-9-]{1,36}$")
 MIN_TIME = 31_536_000  # 1971-01-01T00:00:00Z
 MAX_PROPERTIES = 255
+# /track: "each event < 1 MB uncompressed JSON"; /engage, /groups: "each <= 1 MB" (binary
+# units, as in Mixpanel's 2MB = 2097152 bytes)
+MAX_RECORD_BYTES = 1024 * 1024
 PROFILE_OPS = ("$set", "$set_once", "$add", "$union", "$append", "$remove", "$unset", "$delete")
 # $add is listed by the group batch endpoint although the profiles page says otherwise
 GROUP_OPS = ("$set", "$set_once", "$add", "$union", "$remove", "$unset", "$delete")
 
 Problem = tuple[str, str] | None
+
+
+def _json_size(rec: Any) -> int:
+    try:
+        return len(orjson.dumps(rec))
+    except TypeError:  # not what a JSON body decodes to; other checks refuse it
+        return 0
 
 
 def _seconds(value: Any) -> float | None:
@@ -77,6 +89,9 @@ def check_track(rec: Any, now: float, max_age_days: float) -> Problem:
     """``/track``: an event name, properties, no ``$merge``, and only the last 5 days."""
     if not isinstance(rec, dict):
         return "event", "each record must be a JSON object"
+    size = _json_size(rec)
+    if size >= MAX_RECORD_BYTES:
+        return "event", f"the event is {size} bytes of JSON; each event must be under {MAX_RECORD_BYTES} bytes"
     if not isinstance(rec.get("event"), str) or not rec["event"]:
         return "event", "'event' is required and must be a non-empty string"
     props = rec.get("properties")
@@ -102,6 +117,9 @@ def check_profile(rec: Any, group: bool) -> Problem:
     """``/engage`` (``$distinct_id``) or ``/groups`` (``$group_key`` + ``$group_id``) update."""
     if not isinstance(rec, dict):
         return "$distinct_id", "each record must be a JSON object"
+    size = _json_size(rec)
+    if size > MAX_RECORD_BYTES:
+        return "record", f"the update is {size} bytes of JSON; each update must be at most {MAX_RECORD_BYTES} bytes"
     if group:
         for name in ("$group_key", "$group_id"):
             if rec.get(name) in (None, ""):
