@@ -96,3 +96,17 @@ def test_track_engage_groups_refuse_a_record_over_1_mb(kit: Any, tmp_path: Path,
         assert r.json() == {"status": 1, "error": None}
     assert [e["event"] for e in read_received(project, "track")] == ["Large"]
     assert read_received(project, "engage") == [] and read_received(project, "groups") == []
+
+
+def test_track_takes_fewer_than_255_properties(kit: Any, tmp_path: Path, serve: Any) -> None:
+    # Reference 3.1 (/track): "each event < 1 MB uncompressed JSON, < 255 properties".
+    # The emulator accepted an event with exactly 255.
+    project = kit.build_project(tmp_path / "p")
+    with serve(project) as (url, _):
+        for count, ok in ((254, True), (255, False)):
+            rec = _event(f"P{count}")
+            rec["properties"].pop("pad")
+            rec["properties"].update({f"p{i}": i for i in range(count - len(rec["properties"]))})
+            assert len(rec["properties"]) == count
+            r = requests.post(f"{url}/track", data={"data": json.dumps(rec), "verbose": "1"}, timeout=10)
+            assert r.json()["status"] == (1 if ok else 0), (count, r.text)

@@ -108,8 +108,8 @@ def check_track(rec: Any, now: float, max_age_days: float) -> Problem:
                 "properties.time",
                 f"'properties.time' is older than {max_age_days:g} days: use /import for historical events",
             )
-    if len(props) > MAX_PROPERTIES:
-        return "properties", f"too many properties: {len(props)} (at most {MAX_PROPERTIES})"
+    if len(props) >= MAX_PROPERTIES:  # /track: "< 255 properties"
+        return "properties", f"too many properties: {len(props)} (fewer than {MAX_PROPERTIES})"
     return None
 
 
