@@ -29,6 +29,9 @@ async def run(script: list[str], **settings: Any) -> tuple[list[Any], list[str]]
                                 headers={"Retry-After": "0.01"})
         if step == "500":
             return web.Response(status=500, text="internal error")
+        if step == "400-rate":  # the limit reported in the body of a 400 (Airbyte, §1.7)
+            return web.json_response({"error": "Query rate limit exceeded: 60 queries/hour"},
+                                     status=400, headers={"Retry-After": "0.01"})
         form = await request.post()
         page = int(str(form.get("page", "0")))
         return web.json_response({"results": PROFILES[page * 2:page * 2 + 2], "page": page,
@@ -50,6 +53,11 @@ async def run(script: list[str], **settings: Any) -> tuple[list[Any], list[str]]
         return [r.record async for r in pager.records()], answered
     finally:
         await runner.cleanup()
+
+
+def test_a_rate_limit_in_a_400_body_is_waited_out_as_the_export_does() -> None:
+    records, answered = asyncio.run(run(["400-rate"] * 3, max_attempts=2))
+    assert records == PROFILES and answered[:4] == ["400-rate"] * 3 + ["ok"]
 
 
 def test_throttling_does_not_use_up_the_attempts() -> None:

@@ -164,6 +164,9 @@ class EngagePager:
 
     def _error(self, status: int, body: str, retry_after: str | None, page: int) -> Mp2AmpError:
         low = body.lower()
+        # Airbyte saw the rate limit reported in the body, not only as 429 (§1.7): as export
+        if "query rate limit exceeded" in low:
+            status = 429
         if status == 400 and "unable to authenticate" in low:
             return AuthError(f"Mixpanel refused the {self.settings.auth_kind} credentials for "
                              "engage; check MIXPANEL_SERVICE_ACCOUNT with mixpanel.project_id, "
