@@ -316,12 +316,10 @@ class Clock:
         return time.time() + self.offset
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "once a device's (or its user's) events are parked for the daily quota, the same "
-    "run still sends that device's later events whenever a request of them fits the "
-    "quota's remainder (the emulator admits a request only when every id stays under "
-    "quota); the earlier, parked events then reach Amplitude on --resume after them, "
-    "so the device's events arrive out of time order"))
+# Once a device's events are parked for the daily quota, the run used to send its later
+# events whenever a request of them fitted the quota's remainder; the parked ones then
+# reached Amplitude on --resume after them (17 out of order here). Its later events are
+# now parked behind them (load/uploader.py parked_keys).
 def test_parked_events_delivered_on_resume_keep_each_devices_time_order(
         project: Project, tmp_path: Path) -> None:
     clock = Clock()

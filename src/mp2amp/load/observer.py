@@ -49,6 +49,11 @@ class Submitted:
         return value if isinstance(value, str) else None
 
 
+def parked_key(item: Submitted) -> tuple[str, str]:
+    """What a parked event holds back: its device, or its user when it has no device."""
+    return ("d", item.device) if item.device is not None else ("u", item.user or "")
+
+
 class LoadObserver(Protocol):
     def on_batch_sent(self, batch_id: str, n: int) -> None:
         """Before the first request carrying this batch leaves (``n`` events).

@@ -18,7 +18,7 @@ import orjson
 
 from mp2amp.errors import ConnectionLost, TerminalError, parse_retry_after
 from mp2amp.load.batcher import ENVELOPE_BYTES
-from mp2amp.load.observer import Submitted
+from mp2amp.load.observer import Submitted, parked_key
 from mp2amp.load.packed import OpenBody
 from mp2amp.load.responses import IdPair, Verdict, classify
 from mp2amp.load.settings import LoadReport
@@ -98,6 +98,7 @@ class Sender:
         batch_id = ""
         diverted = 0
         holds = up.holds
+        parked = up.parked_keys
         cap_events, cap_bytes = lane.cap_events, lane.cap_bytes
         while queue:
             item = queue[0]
@@ -106,14 +107,20 @@ class Sender:
                 if items:
                     break  # another batch (a packed batch is always whole)
                 n = len(packed)
-                if not len(holds) and n <= cap_events and packed.raw_size <= cap_bytes \
-                        and item.slot == 0 and len(queue) >= n and queue[n - 1].packed is packed:
+                if not len(holds) and not parked and n <= cap_events \
+                        and packed.raw_size <= cap_bytes and item.slot == 0 \
+                        and len(queue) >= n and queue[n - 1].packed is packed:
                     return [queue.popleft() for _ in range(n)]  # the usual case: as compressed
                 # sent in parts or diverted: the events' own bytes again
                 packed.unpack(itertools.islice(queue, n))  # the batch is at the front
             if len(holds) and holds.divert(item):  # len() first: no holds is the usual case
                 queue.popleft()
                 diverted += 1
+                continue
+            if parked and parked_key(item) in parked:  # behind its device's parked events
+                queue.popleft()
+                up.dequeued(1)
+                up.parked(item)
                 continue
             if items and (len(items) >= cap_events or item.batch_id != batch_id
                           or size + len(item.data) + 1 > cap_bytes):

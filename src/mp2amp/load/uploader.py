@@ -32,7 +32,7 @@ from mp2amp.load.backoff import Backoff, RandomSource
 from mp2amp.load.batcher import Batcher
 from mp2amp.load.deadletter import DeadLetterFile
 from mp2amp.load.holds import Hold, HoldRegistry
-from mp2amp.load.observer import LoadObserver, NullObserver, Origin, Submitted
+from mp2amp.load.observer import LoadObserver, NullObserver, Origin, Submitted, parked_key
 from mp2amp.load.packed import OpenBody, attach
 from mp2amp.load.sender import RetriesExhausted, Sender
 from mp2amp.load.settings import LoadReport, UploadSettings
@@ -82,6 +82,10 @@ class Uploader:
         self.settled_batches = settled_batches
         self.report = LoadReport()
         self.holds = HoldRegistry()
+        # Devices (or, without one, users) with events parked for good in this run: their
+        # later events are parked behind them, never sent before them (a device's events
+        # reach Amplitude in time order; a resume sends the parked ones first).
+        self.parked_keys: set[tuple[str, str]] = set()
         backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         if rng is not None:
             backoff.rng = rng
@@ -340,6 +344,7 @@ class Uploader:
         self._progress.set()
 
     def parked(self, item: Submitted) -> None:
+        self.parked_keys.add(parked_key(item))
         self.report.parked += 1
         self.observer.on_parked(item.event, item.origin, "daily_quota", item.batch_id)
         self._settle(item)
