@@ -236,6 +236,42 @@ def test_daily_quota_still_exceeded_at_the_end_is_reported_parked(fake_cls, gen_
         e["insert_id"] for e in events if e["device_id"] != "device-00002")
 
 
+def test_a_device_with_parked_events_has_its_later_events_parked_not_sent(
+        fake_cls, gen_events, observer):
+    # Sending them once the quota had room again put them in Amplitude before the
+    # device's earlier, parked events (delivered on --resume): out of time order.
+    events = gen_events(600, devices=3)
+    first, later = events[:300], events[300:]
+    fake = fake_cls(quota_devices={"device-00002"})
+
+    async def scenario() -> Any:
+        url = await fake.start()
+        try:
+            up = Uploader(settings(url, park_retries=0), observer=observer)
+            async with up:
+                for i, e in enumerate(first):
+                    await up.submit(e, ("src", i + 1), batch_key="w1")
+                await up.flush("w1")
+                for _ in range(200):  # until the device's first events are parked for good
+                    if observer.parked:
+                        break
+                    await asyncio.sleep(0.01)
+                fake.quota_devices.clear()  # Amplitude would take the device's events again
+                for i, e in enumerate(later):
+                    await up.submit(e, ("src", 301 + i), batch_key="w2")
+                await up.flush("w2")
+                return await up.close()
+        finally:
+            await fake.stop()
+
+    report = asyncio.run(scenario())
+    held = sorted(e["insert_id"] for e in events if e["device_id"] == "device-00002")
+    assert sorted(e["insert_id"] for e, _, _ in observer.parked) == held
+    assert sorted(i for _, i in fake.stored) == sorted(
+        e["insert_id"] for e in events if e["device_id"] != "device-00002")
+    assert report.parked == len(held) and report.settled == 600
+
+
 def test_a_project_level_429_is_waited_out_not_counted_as_a_failure(fake_cls, gen_events,
                                                                     observer):
     fake = fake_cls(project_429_first=4)

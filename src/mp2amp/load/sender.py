@@ -120,7 +120,7 @@ class Sender:
             if parked and parked_key(item) in parked:  # behind its device's parked events
                 queue.popleft()
                 up.dequeued(1)
-                up.parked(item)
+                up.park_unsent(item)
                 continue
             if items and (len(items) >= cap_events or item.batch_id != batch_id
                           or size + len(item.data) + 1 > cap_bytes):

@@ -43,7 +43,8 @@ class BatchState:
     batch_id: str
     total: int
     remaining: int
-    announced: bool = False
+    announced: bool = False       # the observer (ledger) knows the batch
+    went_out: bool = False        # a request carried some of it (report.sent counts it)
     accepted: list[Submitted] = field(default_factory=list)
 
 
@@ -299,10 +300,21 @@ class Uploader:
         """``on_batch_sent`` for batches about to leave for the first time."""
         for item in items:
             state = self._batches[item.batch_id]
-            if not state.announced:
-                state.announced = True
+            if not state.went_out:
+                state.went_out = True
                 self.report.sent += state.total
-                self.observer.on_batch_sent(state.batch_id, state.total)
+                if not state.announced:
+                    state.announced = True
+                    self.observer.on_batch_sent(state.batch_id, state.total)
+
+    def park_unsent(self, item: Submitted) -> None:
+        """Park an event no request carried (its device has events parked for good): its
+        batch is recorded first, as the ledger needs it to settle, but not counted sent."""
+        state = self._batches[item.batch_id]
+        if not state.announced:
+            state.announced = True
+            self.observer.on_batch_sent(state.batch_id, state.total)
+        self.parked(item)
 
     # --- settling: every event ends here exactly once ----------------------------------
 
