@@ -31,6 +31,7 @@ from migrate_kit import (
     write_toml,
 )
 
+from mp2amp.pipeline.staging import UNKNOWN_TIME, sort_key
 from mp2amp.pipeline.status import status
 
 LATENCY_MS = 120  # every request waits this long, so that kills land while batches fly
@@ -47,14 +48,23 @@ class Kills:
 def dirty_copy(project: Project, dest: Path, parts: int = 3) -> tuple[Path, list[tuple[str, int]]]:
     """The project's day files cut in ``parts`` files each (more windows, so that every
     run between kills gets through some of them), with two malformed lines put into the
-    first file."""
+    first file. Cut by event time (each part a slice of the day; a line that does not
+    parse stays with the line before it, so a split record stays whole): parts that
+    overlapped in time would be merged back into one window (pipeline/overlaps.py)."""
     dest.mkdir(parents=True)
     bad: list[tuple[str, int]] = []
     for i, src in enumerate(sorted(project.events.iterdir())):
         lines = gzip.decompress(src.read_bytes()).splitlines()
-        size = -(-len(lines) // parts)
-        for part in range(parts):
-            chunk = lines[part * size:(part + 1) * size]
+        times = [_time_of(line) for line in lines]
+        known = sorted(t for t in times if t is not None)
+        cuts = [known[len(known) * k // parts] for k in range(1, parts)]
+        chunks: list[list[bytes]] = [[] for _ in range(parts)]
+        part = 0
+        for line, t in zip(lines, times, strict=True):
+            if t is not None:
+                part = sum(t >= cut for cut in cuts)
+            chunks[part].append(line)
+        for part, chunk in enumerate(chunks):
             out = dest / src.name.replace(".jsonl.gz", f"-{part}.jsonl.gz")
             if i == part == 0:
                 for line_no, text in sorted(MALFORMED.items()):
@@ -62,6 +72,15 @@ def dirty_copy(project: Project, dest: Path, parts: int = 3) -> tuple[Path, list
                 bad = [(str(out), n) for n in sorted(MALFORMED)]
             out.write_bytes(gzip.compress(b"\n".join(chunk) + b"\n"))
     return dest, bad
+
+
+def _time_of(line: bytes) -> float | None:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    key = sort_key(record if isinstance(record, dict) else None)
+    return None if key == UNKNOWN_TIME else key
 
 
 def ledger_rows(ledger: Path, sql: str) -> list[tuple[object, ...]]:

@@ -213,6 +213,17 @@ class Ledger:
                 (staged_path, records, time.time(), window_id),
             )
 
+    def restage(self, updates: Sequence[tuple[str, str, int]]) -> None:
+        """New staged files for these windows, ``(window_id, staged_path, records)``, all in
+        one transaction (windows merged because they overlap in time)."""
+        now = time.time()
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE windows SET staged_path = ?, records = ?, updated_at = ? "
+                "WHERE window_id = ?",
+                [(path, records, now, window_id) for window_id, path, records in updates],
+            )
+
     def mark_identity(self, window_ids: Sequence[str], report: dict[str, Any]) -> None:
         """The identity graph holds these extracted windows (it is rebuilt from the staged
         files on every run, so this records what the last graph was built from)."""

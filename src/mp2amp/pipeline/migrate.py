@@ -44,6 +44,7 @@ from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
+from mp2amp.pipeline.overlaps import merge_overlapping
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter, Ticker, ticking
 from mp2amp.pipeline.staging import read_staged_identity
 from mp2amp.pipeline.transform_worker import (
@@ -318,20 +319,22 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
             counters.begin("identity", sum(w.records for w in windows))
         for w in windows:
             await extraction.ready(w.window_id)
-            observe = graph.observe
-            read = 0
-            for record in read_staged_identity(_staged_file(ledger, w)):
-                if record is not None:
-                    observe(record)
-                read += 1
+            read = _observe_window(graph, _staged_file(ledger, w))
             if not overlapped:
                 counters.done += read
             reporter.update(counters)
             await asyncio.sleep(0)
         await extraction.finished()
         windows = ledger.windows()  # with every staged path and record count
+        # The graph needs no second pass: it decides by event time (ties: the window
+        # order, which the merge keeps), so file order and merged order give one graph.
+        merged = merge_overlapping(ledger, windows)
+        if merged:
+            windows = ledger.windows()
         records = sum(w.records for w in windows)  # the next phases count records
         identity = graph.finish().as_dict()
+        if merged:
+            identity["overlapping_windows_merged"] = merged
         ledger.mark_identity([w.window_id for w in windows], identity)
 
         transformer = Transformer(settings)
@@ -375,6 +378,17 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
         identity=identity, load=report.to_dict(), values=transformer.stats(),
         dead_letter_file=str(dead_file) if dead_file else None)
+
+
+def _observe_window(graph: IdentityGraph, staged: Path) -> int:
+    """The identity pass over one staged window; returns its lines."""
+    observe = graph.observe
+    read = 0
+    for record in read_staged_identity(staged):
+        if record is not None:
+            observe(record)
+        read += 1
+    return read
 
 
 def _staged_file(ledger: Ledger, w: Any) -> Path:

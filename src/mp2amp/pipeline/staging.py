@@ -165,6 +165,61 @@ def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORD
     return count
 
 
+def staged_key(line: bytes) -> float:
+    """The sort key (event time in seconds) of a staged line: the row's first field."""
+    start = line.find(b"\t") + 2  # past the view and "\t[" (or just "[" without a view)
+    return float(line[start:line.index(b",", start)])
+
+
+def staged_key_range(path: Path) -> tuple[float, float] | None:
+    """The first and the last known event time of a staged window (lines of unknown time
+    sort first and are skipped), or None when it holds none."""
+    with open(path, "rb") as f:
+        first = None
+        for line in f:
+            key = staged_key(line)
+            if key > UNKNOWN_TIME:
+                first = key
+                break
+        if first is None:
+            return None
+        # the last line: read backwards from the end until a whole line is in hand
+        end = f.seek(0, os.SEEK_END)
+        size = 1 << 16
+        while True:
+            start = max(0, end - size)
+            f.seek(start)
+            block = f.read(end - start)
+            cut = block.rfind(b"\n", 0, len(block) - 1)
+            if cut >= 0 or start == 0:
+                return first, staged_key(block[cut + 1:])
+            size *= 4
+
+
+def merge_staged(paths: list[Path], dest: Path) -> int:
+    """Staged windows merged into one, in time order (ties: the order of ``paths``, then
+    each file's own order); written to a temporary name and renamed. Returns the lines."""
+    def keyed(path: Path) -> Iterator[tuple[float, bytes]]:
+        with open(path, "rb") as f:
+            for line in f:
+                yield staged_key(line), line
+
+    part = dest.with_name(dest.name + ".part")
+    n = 0
+    with open(part, "wb") as out:
+        for _, line in heapq.merge(*map(keyed, paths), key=_first):
+            out.write(line)
+            n += 1
+        out.flush()
+        os.fsync(out.fileno())
+    part.replace(dest)
+    return n
+
+
+def _first(pair: tuple[float, bytes]) -> float:
+    return pair[0]
+
+
 def _write_run(buf: list[bytes], tmpdir: Path, n: int) -> Path:
     buf.sort()
     path = tmpdir / f"run-{n:05d}"

@@ -1,0 +1,78 @@
+"""Windows whose events overlap in time are merged before the load.
+
+Why: a window is staged (and later sent) in time order, and windows follow one another.
+Input files that overlap in time (several part files of one Data Pipelines day, two
+exports covering the same days) would each be sent in order, but a device's events could
+then reach Amplitude out of order across them, and its sessions and duplicates would be
+decided on the wrong order. Such windows are merged into the first of them (by
+window order), in time order; the others keep an empty staged file, so every window is
+still counted (its records in the first one's counts) and dead letters keep naming each
+record's own file and line. Export API days and day files do not overlap: nothing happens.
+
+Crash safety: the merged file is written under a temporary name and renamed, then the
+ledger points the windows at the new files in one transaction, then the old staged files
+are removed. A crash before the transaction leaves the old files in place, and the next
+run merges them again; after it, the merged windows no longer overlap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mp2amp.ledger import Ledger, WindowRow
+from mp2amp.pipeline.staging import merge_staged, staged_key_range
+
+MERGEABLE = frozenset({"extracted", "identity"})  # a loaded window is never re-cut
+
+
+def overlapping_groups(windows: list[WindowRow]) -> list[list[WindowRow]]:
+    """Groups of two or more windows whose known event times overlap (strictly: a window
+    ending at the second another starts does not), each in window order."""
+    spans: list[tuple[float, float, WindowRow]] = []
+    for w in windows:
+        if w.state not in MERGEABLE or not w.staged_path or not w.records:
+            continue
+        span = staged_key_range(Path(w.staged_path))
+        if span is not None:
+            spans.append((span[0], span[1], w))
+    spans.sort(key=lambda s: (s[0], s[2].seq))
+    groups: list[list[WindowRow]] = []
+    current: list[WindowRow] = []
+    end = 0.0
+    for start, stop, w in spans:
+        if current and start < end:
+            current.append(w)
+            end = max(end, stop)
+            continue
+        if len(current) > 1:
+            groups.append(current)
+        current, end = [w], stop
+    if len(current) > 1:
+        groups.append(current)
+    return [sorted(g, key=lambda w: w.seq) for g in groups]
+
+
+def merge_overlapping(ledger: Ledger, windows: list[WindowRow]) -> list[list[str]]:
+    """Merge each group of overlapping windows (see the module docstring); returns the
+    groups merged, as window ids (empty when none overlap)."""
+    groups = overlapping_groups(windows)
+    if not groups:
+        return []
+    updates: list[tuple[str, str, int]] = []
+    replaced: list[Path] = []
+    for group in groups:
+        paths = [Path(str(w.staged_path)) for w in group]
+        head = paths[0]
+        merged = head.with_name(head.stem + ".merged.jsonl")
+        updates.append((group[0].window_id, str(merged), merge_staged(paths, merged)))
+        for w, path in zip(group[1:], paths[1:], strict=True):
+            empty = path.with_name(path.stem + ".merged-away.jsonl")
+            empty.write_bytes(b"")
+            updates.append((w.window_id, str(empty), 0))
+        replaced += paths
+    ledger.restage(updates)
+    kept = {Path(path) for _, path, _ in updates}
+    for path in replaced:
+        if path not in kept:
+            path.unlink(missing_ok=True)
+    return [[w.window_id for w in g] for g in groups]
