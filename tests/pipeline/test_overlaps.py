@@ -136,3 +136,19 @@ def test_a_loaded_window_is_never_merged(tmp_path: Path) -> None:
                           _window(tmp_path, 1, [2, 3])]
     assert overlapping_groups(windows) == []
 
+
+
+def test_many_overlapping_files_are_merged_in_rounds(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from mp2amp.pipeline import staging
+
+    monkeypatch.setattr(staging, "MERGE_FILES", 2)
+    windows = [_window(tmp_path, i, [1.0, 2.0 + i, 9.0]) for i in range(5)]
+    n = staging.merge_staged([Path(str(w.staged_path)) for w in windows], tmp_path / "all")
+    rows = [orjson.loads(line.split(b"\t", 1)[1])
+            for line in (tmp_path / "all").read_bytes().splitlines()]
+    assert n == 15 and [r[0] for r in rows] == sorted(r[0] for r in rows)
+    # equal times keep the window order: w0 before w1 ... before w4
+    assert [r[1] for r in rows if r[0] == 1.0] == [f"w{i}" for i in range(5)]
+    assert [r[1] for r in rows if r[0] == 9.0] == [f"w{i}" for i in range(5)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all"] + [f"w{i}.jsonl" for i in range(5)]

@@ -196,9 +196,22 @@ def staged_key_range(path: Path) -> tuple[float, float] | None:
             size *= 4
 
 
+MERGE_FILES = 64  # staged files merged at once (open files); more are merged in rounds
+
+
 def merge_staged(paths: list[Path], dest: Path) -> int:
     """Staged windows merged into one, in time order (ties: the order of ``paths``, then
     each file's own order); written to a temporary name and renamed. Returns the lines."""
+    if len(paths) > MERGE_FILES:  # in rounds, each a file; the rounds keep the tie order
+        rounds = [dest.with_name(f"{dest.name}.round{n}")
+                  for n in range(-(-len(paths) // MERGE_FILES))]
+        try:
+            for n, part_dest in enumerate(rounds):
+                merge_staged(paths[n * MERGE_FILES:(n + 1) * MERGE_FILES], part_dest)
+            return merge_staged(rounds, dest)
+        finally:
+            for path in rounds:
+                path.unlink(missing_ok=True)
     def keyed(path: Path) -> Iterator[tuple[float, bytes]]:
         with open(path, "rb") as f:
             for line in f:
