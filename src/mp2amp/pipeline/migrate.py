@@ -21,8 +21,6 @@ insert_ids (deterministic batch ids; Amplitude deduplicates), parked events are 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +30,7 @@ from typing import Any
 import orjson
 
 from mp2amp.config import Config
-from mp2amp.errors import ConfigError, Rejection, TerminalError
+from mp2amp.errors import ConfigError, TerminalError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.identity import IdentityGraph
 from mp2amp.ledger import Ledger
@@ -42,6 +40,7 @@ from mp2amp.load.uploader import Uploader
 from mp2amp.models import Rejected
 from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
 from mp2amp.pipeline.budgets import stage_budgets
+from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.overlaps import merge_overlapping
@@ -61,7 +60,6 @@ from mp2amp.transform.events import Transformer
 from mp2amp.transform.offline import user_id_predicate
 from mp2amp.transform.sessions import Sessionizer
 from mp2amp.transform.stream import TransformSummary
-from mp2amp.transform.values import json_safe
 
 EXIT_OK = 0
 EXIT_UNBALANCED = 1
@@ -70,8 +68,6 @@ EXIT_PARKED = 3
 # 25,600: main's median PSS through a 1M load phase 82 -> 78 MB, its peak 93 -> 85 MB, for
 # ~0.4 us of CPU per event (a trim walks the heap).
 _TRIM_EVERY = 4096
-# (source, line, window, stage, reason, message, field, payload JSON) as the ledger stores it
-RejectRow = tuple[str, int, str, str, str, str, str | None, str | None]
 
 
 @dataclass(slots=True)
@@ -343,7 +339,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
             load = await _write_import_files(config, windows, ledger, graph, transformer,
                                              scratch, storage_options, counters, reporter)
             rows = window_counts(ledger)
-            dead_file = _write_dead_letters(ledger, workdir)
+            dead_file = write_dead_letters(ledger, workdir)
             return MigrateResult(
                 workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
                 identity=identity, load=load, values=transformer.stats(),
@@ -373,7 +369,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                 report = await up.close()
                 observer.refresh(report)
     rows = window_counts(ledger)
-    dead_file = _write_dead_letters(ledger, workdir)
+    dead_file = write_dead_letters(ledger, workdir)
     return MigrateResult(
         workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
         identity=identity, load=report.to_dict(), values=transformer.stats(),
@@ -479,54 +475,7 @@ def _deliverable(items: list[Item], settle: Settler, rejects: list[RejectRow],
             summary.read(item[1])
             summary.add(outcome)
             if isinstance(outcome, Rejected):
-                rejects.append(_reject_row(outcome.rejection, window_id))
-
-
-def _reject_row(rej: Rejection, window_id: str) -> RejectRow:
-    """A transform rejection as the ledger stores it (keyed by source and line)."""
-    return (rej.source or window_id, rej.line or 0, window_id, "transform", rej.reason,
-            rej.message, rej.field, _payload(rej.record))
-
-
-def _payload(record: Any) -> str | None:
-    """The record as the dead letter shows it: its JSON, or, for what JSON cannot carry
-    (NaN, an integer past 64 bits: orjson would write null or refuse), a string of the
-    standard library's rendering, so the file stays JSON and shows the value as it was."""
-    if record is None:
-        return None
-    if json_safe(record):
-        try:
-            return orjson.dumps(record).decode()
-        except TypeError:
-            pass
-    try:
-        text = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=repr)
-    except (RecursionError, ValueError):
-        text = "(the record cannot be shown: nested too deeply)"
-    return orjson.dumps(text).decode()
-
-
-def _write_dead_letters(ledger: Ledger, workdir: Path) -> Path | None:
-    """Render every rejected record (transform and Amplitude) to ``dead-letters.jsonl``.
-
-    Rendered from the ledger, atomically, so the file holds each record exactly once
-    however many times the run was resumed."""
-    dest = workdir / "dead-letters.jsonl"
-    tmp = dest.with_name(dest.name + ".part")
-    n = 0
-    with open(tmp, "wb") as f:
-        for source, line, window, stage, reason, message, fld, payload in ledger.iter_rejects():
-            row: dict[str, Any] = {"source": source, "line": line, "window": window,
-                                   "stage": stage, "reason": reason, "message": message,
-                                   "field": fld}
-            row["record" if stage == "transform" else "event"] = (
-                orjson.Fragment(payload) if payload else None)
-            f.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
-            n += 1
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(dest)
-    return dest
+                rejects.append(reject_row(outcome.rejection, window_id))
 
 
 async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger,
