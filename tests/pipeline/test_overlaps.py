@@ -131,10 +131,14 @@ def test_overlapping_groups(tmp_path: Path, spans: list[list[float]],
     assert [[w.window_id for w in g] for g in overlapping_groups(windows)] == groups
 
 
-def test_a_loaded_window_is_never_merged(tmp_path: Path) -> None:
+def test_a_loaded_or_started_window_is_never_merged(tmp_path: Path) -> None:
     windows: list[Any] = [_window(tmp_path, 0, [1, 5], state="loaded"),
                           _window(tmp_path, 1, [2, 3])]
     assert overlapping_groups(windows) == []
+    # batches of an earlier run (one without the merge) keep their windows as they are
+    started = [_window(tmp_path, 2, [1, 5]), _window(tmp_path, 3, [2, 3])]
+    assert len(overlapping_groups(started)) == 1
+    assert overlapping_groups(started, frozenset({"w2"})) == []
 
 
 

@@ -25,12 +25,15 @@ from mp2amp.pipeline.staging import merge_staged, staged_key_range
 MERGEABLE = frozenset({"extracted", "identity"})  # a loaded window is never re-cut
 
 
-def overlapping_groups(windows: list[WindowRow]) -> list[list[WindowRow]]:
+def overlapping_groups(windows: list[WindowRow],
+                       started: frozenset[str] = frozenset()) -> list[list[WindowRow]]:
     """Groups of two or more windows whose known event times overlap (strictly: a window
-    ending at the second another starts does not), each in window order."""
+    ending at the second another starts does not), each in window order. Windows in
+    ``started`` (with batches sent by an earlier run) keep their batches: never merged."""
     spans: list[tuple[float, float, WindowRow]] = []
     for w in windows:
-        if w.state not in MERGEABLE or not w.staged_path or not w.records:
+        if w.state not in MERGEABLE or not w.staged_path or not w.records \
+                or w.window_id in started:
             continue
         span = staged_key_range(Path(w.staged_path))
         if span is not None:
@@ -55,7 +58,10 @@ def overlapping_groups(windows: list[WindowRow]) -> list[list[WindowRow]]:
 def merge_overlapping(ledger: Ledger, windows: list[WindowRow]) -> list[list[str]]:
     """Merge each group of overlapping windows (see the module docstring); returns the
     groups merged, as window ids (empty when none overlap)."""
-    groups = overlapping_groups(windows)
+    # A window with batches from an earlier run (one without this merge, resumed) keeps
+    # its layout: the done batches are skipped by id on resume, a merge would move events.
+    started = frozenset(b.window_id for b in ledger.batches())
+    groups = overlapping_groups(windows, started)
     if not groups:
         return []
     updates: list[tuple[str, str, int]] = []
