@@ -213,9 +213,11 @@ class Ledger:
                 (staged_path, records, time.time(), window_id),
             )
 
-    def restage(self, updates: Sequence[tuple[str, str, int]]) -> None:
-        """New staged files for these windows, ``(window_id, staged_path, records)``, all in
-        one transaction (windows merged because they overlap in time)."""
+    def restage(self, updates: Sequence[tuple[str, str, int]],
+                merged_into: dict[str, str] | None = None) -> None:
+        """New staged files for these windows, ``(window_id, staged_path, records)``, and
+        which window now holds each merged-away window's records, all in one transaction
+        (windows merged because they overlap in time)."""
         now = time.time()
         with self._tx() as db:
             db.executemany(
@@ -223,6 +225,19 @@ class Ledger:
                 "WHERE window_id = ?",
                 [(path, records, now, window_id) for window_id, path, records in updates],
             )
+            if merged_into:
+                row = db.execute("SELECT value FROM meta WHERE key = 'merged_into'").fetchone()
+                known = orjson.loads(row[0]) if row is not None else {}
+                known.update(merged_into)
+                db.execute(
+                    "INSERT INTO meta(key, value) VALUES('merged_into', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (orjson.dumps(known).decode(),))
+
+    def merged_into(self) -> dict[str, str]:
+        """Merged-away window -> the window that holds (and counts) its records."""
+        value = self.get_meta("merged_into")
+        return {} if value is None else dict(orjson.loads(value))
 
     def mark_identity(self, window_ids: Sequence[str], report: dict[str, Any]) -> None:
         """The identity graph holds these extracted windows (it is rebuilt from the staged

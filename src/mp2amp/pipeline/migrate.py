@@ -43,7 +43,7 @@ from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
-from mp2amp.pipeline.overlaps import merge_overlapping
+from mp2amp.pipeline.overlaps import load_order, merge_overlapping
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter, Ticker, ticking
 from mp2amp.pipeline.staging import read_staged_identity
 from mp2amp.pipeline.transform_worker import (
@@ -327,6 +327,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         merged = merge_overlapping(ledger, windows)
         if merged:
             windows = ledger.windows()
+        windows = load_order(windows)  # oldest first, whatever the files are called
         records = sum(w.records for w in windows)  # the next phases count records
         identity = graph.finish().as_dict()
         if merged:
@@ -348,7 +349,8 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         key_to_window[PARKED_KEY] = PARKED_KEY
         observer = LedgerObserver(ledger, counters, key_to_window,
                                   on_window_loaded=lambda wid: ledger.mark_loaded(
-                                      wid, _counts_of(ledger, wid)))
+                                      wid, _counts_of(ledger, wid)),
+                                  merged_into=ledger.merged_into())
         settled = frozenset(b.batch_id for b in ledger.batches() if b.state == "done")
         counters.begin("load", records)
         # the worker is forked first, before this process opens more files and sockets
@@ -363,6 +365,9 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                     origin = orjson.loads(origin_json)
                     await up.submit(orjson.loads(event_json), (origin[0], origin[1]),
                                     batch_key=PARKED_KEY)
+                # the last parked batch closes now, not at the end: their devices' later
+                # events (in the windows) must queue behind them
+                await up.flush(PARKED_KEY)
                 for w in windows:
                     await _load_window(w, f"w{w.seq}", ledger, chunks, sessions, dedup, up,
                                        observer, counters, reporter)

@@ -38,8 +38,12 @@ class LedgerObserver:
     """Implements ``mp2amp.load.observer.LoadObserver`` on top of the ledger."""
 
     def __init__(self, ledger: Ledger, counters: Counters, key_to_window: dict[str, str],
-                 on_window_loaded: Callable[[str], None]) -> None:
+                 on_window_loaded: Callable[[str], None],
+                 merged_into: dict[str, str] | None = None) -> None:
         self.ledger = ledger
+        # An event's window is its source, unless that window was merged into another
+        # (pipeline/overlaps.py): then the records, so their outcomes, count there.
+        self.merged_into = merged_into or {}
         self.counters = counters
         self.key_to_window = key_to_window
         self.on_window_loaded = on_window_loaded
@@ -95,14 +99,16 @@ class LedgerObserver:
                        message: str) -> None:
         self.counters.dead_letters += 1
         key = origin_key(origin)
-        self.ledger.add_rejects([(origin[0], origin[1], origin[0], "amplitude", reason, message,
+        window = self.merged_into.get(origin[0], origin[0])
+        self.ledger.add_rejects([(origin[0], origin[1], window, "amplitude", reason, message,
                                   None, _dumps(event).decode())])
         self.ledger.resolve_parked(key, "dead_lettered")
 
     def on_parked(self, event: dict[str, Any], origin: Origin, reason: str,
                   batch_id: str = PARKED_KEY) -> None:
         batch = PARKED_KEY if batch_id.startswith(PARKED_KEY) else batch_id
-        self.ledger.park(origin[0], batch, origin_key(origin), _dumps(event), reason)
+        self.ledger.park(self.merged_into.get(origin[0], origin[0]), batch, origin_key(origin),
+                         _dumps(event), reason)
         if batch != PARKED_KEY:
             self._parked_in[batch] = self._parked_in.get(batch, 0) + 1
 

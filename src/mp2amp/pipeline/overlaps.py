@@ -7,7 +7,9 @@ then reach Amplitude out of order across them, and its sessions and duplicates w
 decided on the wrong order. Such windows are merged into the first of them (by
 window order), in time order; the others keep an empty staged file, so every window is
 still counted (its records in the first one's counts) and dead letters keep naming each
-record's own file and line. Export API days and day files do not overlap: nothing happens.
+record's own file and line; the ledger keeps which window holds a merged-away one's records
+(``Ledger.merged_into``), so Amplitude's dead letters and parked events of those records are
+counted there too. Export API days and day files do not overlap: nothing happens.
 
 Crash safety: the merged file is written under a temporary name and renamed, then the
 ledger points the windows at the new files in one transaction, then the old staged files
@@ -65,6 +67,7 @@ def merge_overlapping(ledger: Ledger, windows: list[WindowRow]) -> list[list[str
     if not groups:
         return []
     updates: list[tuple[str, str, int]] = []
+    merged_into: dict[str, str] = {}
     replaced: list[Path] = []
     for group in groups:
         paths = [Path(str(w.staged_path)) for w in group]
@@ -75,10 +78,23 @@ def merge_overlapping(ledger: Ledger, windows: list[WindowRow]) -> list[list[str
             empty = path.with_name(path.stem + ".merged-away.jsonl")
             empty.write_bytes(b"")
             updates.append((w.window_id, str(empty), 0))
+            merged_into[w.window_id] = group[0].window_id
         replaced += paths
-    ledger.restage(updates)
+    ledger.restage(updates, merged_into)
     kept = {Path(path) for _, path, _ in updates}
     for path in replaced:
         if path not in kept:
             path.unlink(missing_ok=True)
     return [[w.window_id for w in g] for g in groups]
+
+
+def load_order(windows: list[WindowRow]) -> list[WindowRow]:
+    """The windows in the order their events happened (by their first known event time;
+    windows without one first, then ties in window order): files listed or named out of
+    time order are still loaded oldest first, so a device's events, its sessions and its
+    duplicates are decided in time order. Export days and dated day files: unchanged."""
+    def start(w: WindowRow) -> float:
+        span = staged_key_range(Path(w.staged_path)) if w.staged_path and w.records else None
+        return span[0] if span is not None else float("-inf")
+
+    return sorted(windows, key=lambda w: (start(w), w.seq))
