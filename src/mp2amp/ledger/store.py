@@ -334,6 +334,15 @@ class Ledger:
                 (window_id, batch_id, origin, event.decode(), reason),
             )
 
+    def unfinished_parked_events(self) -> list[bytes]:
+        """The events parked in a batch that is not done (a crash came first): the next
+        ``parked_events`` drops them, as their batch is sent again whole."""
+        rows = self._db.execute(
+            "SELECT event FROM parked WHERE state = 'parked' AND batch_id != 'parked' AND "
+            "batch_id NOT IN (SELECT batch_id FROM batches WHERE state = 'done') ORDER BY id"
+        ).fetchall()
+        return [str(r[0]).encode() for r in rows]
+
     def parked_events(self) -> list[tuple[str, str, bytes]]:
         """``(window_id, origin, event_json)`` of every event still parked whose batch is
         done. Parked events of an unfinished batch are dropped: that batch is sent again

@@ -44,6 +44,7 @@ from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_lette
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.overlaps import load_order, merge_overlapping
+from mp2amp.pipeline.parked import replay_parked
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter, Ticker, ticking
 from mp2amp.pipeline.staging import read_staged_identity
 from mp2amp.pipeline.transform_worker import (
@@ -361,13 +362,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                 Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
             async with Uploader(upload, observer=observer, settled_batches=settled) as up:
                 ticker.sample = lambda: observer.refresh(up.report)
-                for origin_json, event_json in _parked(ledger):
-                    origin = orjson.loads(origin_json)
-                    await up.submit(orjson.loads(event_json), (origin[0], origin[1]),
-                                    batch_key=PARKED_KEY)
-                # the last parked batch closes now, not at the end: their devices' later
-                # events (in the windows) must queue behind them
-                await up.flush(PARKED_KEY)
+                await replay_parked(ledger, up)
                 for w in windows:
                     await _load_window(w, f"w{w.seq}", ledger, chunks, sessions, dedup, up,
                                        observer, counters, reporter)
@@ -397,10 +392,6 @@ def _staged_file(ledger: Ledger, w: Any) -> Path:
     if w.staged_path is None:
         w = next(r for r in ledger.windows() if r.window_id == w.window_id)
     return Path(str(w.staged_path))
-
-
-def _parked(ledger: Ledger) -> list[tuple[str, bytes]]:
-    return [(origin, event) for _, origin, event in ledger.parked_events()]
 
 
 def _counts_of(ledger: Ledger, window_id: str) -> dict[str, Any]:
