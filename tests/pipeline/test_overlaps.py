@@ -17,7 +17,6 @@ from migrate_kit import FAST, Project, amplitude, arrival_order, assert_exactly_
 from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.pipeline.migrate import EXIT_OK, ledger_path, migrate
 from mp2amp.pipeline.overlaps import overlapping_groups
-from mp2amp.pipeline.progress import Counters
 
 BAD_LINE = b'{"event": "Cut", "properties": {"time": 17'
 
@@ -75,26 +74,18 @@ class _Crash(Exception):
     pass
 
 
-class _CrashDuringLoad:
-    def __init__(self) -> None:
-        self.left = 3
-
-    def update(self, counters: Counters) -> None:
-        if counters.phase == "load" and counters.sent > 0:
-            self.left -= 1
-            if self.left <= 0:
-                raise _Crash
-
-    def close(self, counters: Counters) -> None:
-        pass
-
-
-def test_a_resume_after_a_crash_keeps_the_merge(project: Project, tmp_path: Path) -> None:
+def test_a_resume_after_a_crash_keeps_the_merge(project: Project, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     events, _ = _parts(project, tmp_path / "events")
+
+    def crash(*_: Any) -> None:  # the first window loaded: the load is under way
+        raise _Crash
+
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, tmp_path / "work", url)
-        with pytest.raises(_Crash):
-            migrate(config, reporter=_CrashDuringLoad(), upload_overrides=FAST)
+        with monkeypatch.context() as m, pytest.raises(_Crash):
+            m.setattr(Ledger, "mark_loaded", crash)
+            migrate(config, upload_overrides=FAST)
         ledger = Ledger(ledger_path(config))
         try:
             staged = {Path(w.window_id).name: Path(str(w.staged_path)).name

@@ -4,11 +4,15 @@ gzip headers carry a timestamp and a file name; both are fixed (``mtime=0``, no 
 so that a seed reproduces every byte. Compression is ISA-L (an ``isal_zlib`` gzip stream:
 standard gzip members any reader opens, the bytes ``isal.igzip`` writes, the CRC computed
 as it compresses) at level 1: ~0.65 us per event against ~3.4 us for zlib level 1, with a
-slightly better ratio (~10x on this JSON), and the generator is CPU-bound.
+slightly better ratio (~10x on this JSON), and the generator is CPU-bound. The small files
+(profiles, groups, identity mappings: ``write_jsonl_gz``) use zlib level 1: ISA-L's stream
+was seen to give other bytes for the same records now and then, which broke "a seed
+reproduces every byte".
 """
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -32,13 +36,17 @@ class GzipLines:
 
     __slots__ = ("_gz", "_raw", "lines", "path", "pending")
 
-    def __init__(self, path: Path, compress: bool = True) -> None:
+    def __init__(self, path: Path, compress: bool = True, stable: bool = False) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._raw: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
         # a gzip stream straight from ISA-L (wbits 31: header with no time and no name, CRC
-        # computed as it compresses), the same bytes igzip.IGzipFile(mtime=0) writes
-        self._gz: Any = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31) if compress else None
+        # computed as it compresses), the same bytes igzip.IGzipFile(mtime=0) writes.
+        # ``stable``: zlib instead, for the small files: ISA-L's level-1 stream now and then
+        # gave other bytes for the same records (profiles/users.jsonl.gz and
+        # identity/mappings.jsonl.gz in full test runs; its buffers are not zeroed).
+        compressor: Any = zlib if stable else isal_zlib
+        self._gz: Any = compressor.compressobj(1, compressor.DEFLATED, 31) if compress else None
         self.pending: list[bytes] = []
         self.lines = 0
 
@@ -72,7 +80,7 @@ class GzipLines:
 def write_jsonl_gz(path: Path, records: Any) -> int:
     """Write an iterable of JSON-able records as gzip JSONL; returns how many."""
     count = 0
-    with GzipLines(path) as out:
+    with GzipLines(path, stable=True) as out:
         for record in records:
             out.write(orjson.dumps(record) + b"\n")
             count += 1
