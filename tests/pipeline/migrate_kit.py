@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,3 +124,28 @@ def arrival_order(data: Path) -> Iterator[dict[str, Any]]:
     """The emulator's stored events in the order they were ingested: its store appends
     each accepted request to the current hour's file, on one event loop."""
     yield from EventStore(data).iter_events()
+
+
+def order_breaks(data: Path, min_devices: int = 0) -> list[str]:
+    """Events the emulator stored after a later event of their device (or user, for events
+    without a device): one line each; empty when every device's events came in time order."""
+    last: dict[str, int] = {}
+    breaks: list[str] = []
+    for event in arrival_order(data):
+        who = event.get("device_id") or event["user_id"]
+        t = int(event["time"])
+        if t < last.get(who, t):
+            breaks.append(f"{who}: event at {t} arrived after one at {last[who]}")
+        last[who] = max(t, last.get(who, t))
+    assert len(last) >= min_devices, f"only {len(last)} devices: too few to say anything"
+    return breaks
+
+
+class Clock:
+    """The emulator's clock, which a test moves ahead (``offset`` seconds) instead of waiting."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset

@@ -4,7 +4,6 @@ device's later events parked behind its parked (daily-quota) events."""
 from __future__ import annotations
 
 import gzip
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from migrate_kit import (
     FAST,
     TIMEZONE,
+    Clock,
     Key,
     Project,
     amplitude,
@@ -20,6 +20,7 @@ from migrate_kit import (
     assert_exactly_once,
     make_config,
     mp2amp,
+    order_breaks,
 )
 
 from mp2amp.ledger import Ledger
@@ -37,14 +38,6 @@ def _parts(project: Project, dest: Path) -> Path:
         (dest / f"{stem}-a.jsonl").write_bytes(b"\n".join(lines[0::2]) + b"\n")
         (dest / f"{stem}-b.jsonl").write_bytes(b"\n".join(lines[1::2]) + b"\n")
     return dest
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 def test_amplitude_dead_letters_of_merged_away_windows_keep_windows_balanced(
@@ -74,18 +67,6 @@ def test_parked_events_of_merged_away_windows_keep_windows_balanced(
         first = migrate(cfg, upload_overrides=upload)
         assert first.totals["parked"] > 0
         assert first.exit_code == EXIT_PARKED, first.as_dict()["problems"]
-
-
-def _order_breaks(data: Path) -> list[tuple[str, int, int]]:
-    """Events stored after a later event of their device (user without a device)."""
-    last: dict[str, int] = {}
-    breaks = []
-    for event in arrival_order(data):
-        who = event.get("device_id") or event.get("user_id")
-        if event["time"] < last.get(who, 0):
-            breaks.append((who, event["time"], last[who]))
-        last[who] = max(last.get(who, 0), event["time"])
-    return breaks
 
 
 class Crash(Exception):
@@ -121,7 +102,7 @@ def test_resume_after_a_crash_mid_load_keeps_parked_devices_in_time_order(
                 break
         assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
         assert_exactly_once(url, project.expected)
-    breaks = _order_breaks(tmp_path / "amp")
+    breaks = order_breaks(tmp_path / "amp")
     assert not breaks, f"{len(breaks)} out of order, e.g. {breaks[:3]}"
 
 
@@ -137,7 +118,7 @@ def test_files_named_out_of_time_order_keep_each_devices_time_order(
         result = migrate(make_config(events, tmp_path / "work", url), upload_overrides=FAST)
         assert_exactly_once(url, project.expected)
     assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
-    breaks = _order_breaks(tmp_path / "amp")
+    breaks = order_breaks(tmp_path / "amp")
     assert not breaks, f"{len(breaks)} out of order, e.g. {breaks[:3]}"
 
 
@@ -146,7 +127,7 @@ def _check_run(url: str, project: Project, data: Path, result: Any) -> None:
     assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
     assert all(w.balanced for w in result.windows)
     assert result.totals["read"] == sum(w.read for w in result.windows)
-    assert not _order_breaks(data)
+    assert not order_breaks(data)
     # the identity graph of a merged (or resumed) run maps every event as the plain
     # transform of the files does
     ids = {e["insert_id"]: (e.get("device_id"), e.get("user_id")) for e in arrival_order(data)}

@@ -3,12 +3,11 @@ resume once the quota allows delivers them, each once. Never dropped."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from migrate_kit import FAST, Project, amplitude, assert_exactly_once, make_config
+from migrate_kit import FAST, Clock, Project, amplitude, assert_exactly_once, make_config
 
 from mp2amp.config import Config
 from mp2amp.ledger import Ledger
@@ -18,14 +17,7 @@ from mp2amp.pipeline.observer import LedgerObserver
 QUOTA = 40  # events per device or user per rolling 24 h
 
 
-class Clock:
-    """The emulator's clock, which the test moves a day ahead instead of waiting."""
 
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 def test_daily_quota_parks_then_resume_delivers(project: Project, tmp_path: Path) -> None:
