@@ -56,7 +56,18 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         from mp2amp.pipeline.migrate import migrate
         from mp2amp.pipeline.progress import choose_reporter
 
-        with cli_errors():
+        cfg: Any = None
+
+        def interrupted() -> str:
+            from mp2amp.pipeline.migrate import ledger_path
+
+            if cfg is None or not ledger_path(cfg).exists():
+                return "nothing was recorded yet: run the same command again"
+            return (f"the ledger in {cfg.run.workdir} keeps everything done so far: run "
+                    "the same `mp2amp migrate` command with --resume to go on (batches that "
+                    "were in flight are sent again with the same insert_ids)")
+
+        with cli_errors(interrupted):
             cfg = _config(config, {"run.workdir": str(workdir) if workdir else None,
                                    "run.concurrency": concurrency})
             result = migrate(cfg, resume=resume, reporter=choose_reporter(quiet or as_json))

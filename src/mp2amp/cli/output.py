@@ -30,8 +30,11 @@ def print_json(result: Any) -> None:
 
 
 @contextmanager
-def cli_errors() -> Iterator[None]:
-    """Print an mp2amp error as a clear message (never a traceback) and exit with its code."""
+def cli_errors(interrupted: Callable[[], str] | None = None) -> Iterator[None]:
+    """Print an mp2amp error as a clear message (never a traceback) and exit with its code.
+
+    Ctrl-C exits 130, SIGTERM 143 where the command turns it into ``Terminated``
+    (``migrate``); ``interrupted`` says what was kept and how to go on."""
     try:
         yield
     except Mp2AmpError as exc:
@@ -40,9 +43,13 @@ def cli_errors() -> Iterator[None]:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True,
                           highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code or 1) from None
-    except KeyboardInterrupt:
-        err_console.print("interrupted; progress so far is kept (resume where supported)")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        code = getattr(exc, "exit_code", 130)  # stopping.Terminated: 143
+        how = "stopped (SIGTERM)" if code != 130 else "interrupted"
+        hint = interrupted() if interrupted is not None else \
+            "progress so far is kept (resume where supported)"
+        err_console.print(f"{how}; {hint}", markup=False, highlight=False)
+        raise typer.Exit(code) from None
 
 
 def emit(result: Any, as_json: bool, render: Callable[[Any], None]) -> None:

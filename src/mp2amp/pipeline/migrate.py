@@ -38,6 +38,7 @@ from mp2amp.load.s3sink import S3ImportSink
 from mp2amp.load.settings import UploadSettings
 from mp2amp.load.uploader import Uploader
 from mp2amp.models import Rejected
+from mp2amp.pipeline import stopping
 from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
@@ -152,8 +153,10 @@ def migrate(
     mixpanel_overrides: Mapping[str, Any] | None = None,
     upload_overrides: Mapping[str, Any] | None = None,
 ) -> MigrateResult:
-    """Run (or resume) the migration described by ``config``; see the module docstring."""
-    return asyncio.run(migrate_async(
+    """Run (or resume) the migration described by ``config``; see the module docstring.
+    Ctrl-C and SIGTERM stop it at its next ``await`` (``KeyboardInterrupt``, SIGTERM's
+    being ``stopping.Terminated``); ``resume=True`` then goes on from there."""
+    return stopping.run(migrate_async(
         config, resume=resume, reporter=reporter, storage_options=storage_options,
         mixpanel_overrides=mixpanel_overrides, upload_overrides=upload_overrides))
 

@@ -1,0 +1,59 @@
+"""SIGTERM stops a run the way Ctrl-C does: at its next ``await``, with a clear message.
+
+Why: ``docker stop``, systemd and Kubernetes stop a process with SIGTERM, which Python
+answers by dying where it stands (safe for the ledger, as kill -9 is, but silent: no word
+on what was kept or how to go on). asyncio already turns Ctrl-C into a cancellation of
+the run at an ``await``, so the ledger, the worker processes and the staging pool are
+closed by their context managers; SIGTERM now takes the same path and ends in
+``Terminated`` (a ``KeyboardInterrupt``) that the CLI reports with its exit code (143).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM stopped the run at an ``await``; what was recorded is consistent."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)``, cancelled by SIGTERM as by Ctrl-C (then ``Terminated``).
+
+    The handler is only installed where asyncio can (the main thread of a POSIX
+    process); elsewhere SIGTERM keeps its usual meaning."""
+    stopped: list[int] = []
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+
+        def on_sigterm() -> None:
+            stopped.append(signal.SIGTERM)
+            if task is not None:
+                task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+            installed = True
+        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+            installed = False
+        try:
+            return await coro
+        finally:
+            if installed:
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        if stopped:
+            raise Terminated() from None
+        raise
