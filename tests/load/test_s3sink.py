@@ -164,7 +164,7 @@ def test_the_converter_config_has_the_documented_shape(tmp_path: Path):
                                            "convertToAmplitudeFunc"}
     assert doc["keyValidatorConfig"] == {"filterPattern": sink.pattern}
     assert doc["converterConfig"]["convertToAmplitudeFunc"]["$skip_user_properties_sync"] == [
-        "value", True]
+        "value", False]  # user_properties on events applied, as the API does
 
 
 def test_an_export_under_the_minimum_gives_one_file_and_a_warning(tmp_path: Path):

@@ -11,9 +11,12 @@ k-way merges all runs by ``time`` (write order on equal times) and cuts the one 
 stream into files. Every file thus starts at or after the previous file's last event.
 A file is cut once it holds ``target_file_bytes`` of JSON and 1 MB gzipped; each is held
 back until the next is cut, so a last piece under 1 MB is merged into the previous file
-*before* that file is uploaded and no uploaded file is ever rewritten. Only when the whole
-export is under 1 MB does one small file go out, with a warning. A converter
-configuration JSON is written next to the files.
+*before* that file is uploaded and no uploaded file is ever rewritten. A whole export under
+1 MB gzipped is one file, stored in its gzip without compression when that makes it 1 MB
+(gzip still, as the converter says); only one under 1 MB even as plain JSON goes out
+small, with a warning. A converter configuration JSON is written next to the files; it
+lets the events' ``user_properties`` through (``$skip_user_properties_sync`` false), as
+the API path does.
 """
 
 from __future__ import annotations
@@ -88,18 +91,21 @@ class _Staged:
     events: int
     first_time: int
     last_time: int
+    raw_bytes: int   # the JSON lines, uncompressed
 
     @property
     def size(self) -> int:
         return self.path.stat().st_size
 
 
-def converter_config(filter_pattern: str, *, skip_user_properties_sync: bool = True
+def converter_config(filter_pattern: str, *, skip_user_properties_sync: bool = False
                      ) -> dict[str, Any]:
     """Converter configuration for files of Amplitude-shaped events (§6, D-CONV).
 
     Each field maps to the same-named field of the line. ``$skip_user_properties_sync``
-    defaults to true for storage imports; we state it explicitly either way."""
+    defaults to true for storage imports, which would drop the ``user_properties`` the
+    tracking plan puts on events (the API applies them, §1.4): we set it false unless
+    told otherwise, and state it explicitly either way."""
     mapping: dict[str, Any] = {f: f for f in EVENT_FIELDS}
     mapping["$skip_user_properties_sync"] = ["value", skip_user_properties_sync]
     # keyValidatorConfig is a sibling of converterConfig, as in the converter reference's
@@ -134,7 +140,7 @@ class S3ImportSink:
         merge_fan_in: int = MERGE_FAN_IN,
         storage_options: dict[str, Any] | None = None,
         staging_dir: str | os.PathLike[str] | None = None,
-        skip_user_properties_sync: bool = True,
+        skip_user_properties_sync: bool = False,
         dead_letters: DeadLetterFile | None = None,
     ) -> None:
         problems = []
@@ -145,6 +151,10 @@ class S3ImportSink:
                 f"need 1 <= min_file_bytes ({min_file_bytes}) < target_file_bytes "
                 f"({target_file_bytes}) <= {MAX_FILE_BYTES - min_file_bytes} so that a file "
                 "with a merged tail stays under Amplitude's 5 GB limit")
+        bucket = re.match(r"s3a?://([^/]*)", target)
+        if bucket and "." in bucket.group(1):
+            problems.append(f"bucket {bucket.group(1)!r}: Amplitude's S3 import cannot read "
+                            "a bucket whose name contains a dot; use another bucket")
         if merge_fan_in < 2:
             problems.append(f"merge_fan_in ({merge_fan_in}) must be at least 2")
         if problems:
@@ -276,12 +286,16 @@ class S3ImportSink:
                 held, out = out.finish(), None
         tail = out.finish() if out is not None else None
         if tail is not None and tail.size < self.min_file_bytes:
-            if held is None:
-                self.report.warnings.append(
-                    f"all {tail.events} events fit in {tail.size} bytes, under Amplitude's "
-                    "1 MB minimum file size; the one file was written anyway")
-            else:
+            if held is not None:
                 held, tail = self._join(held, tail), None
+            elif tail.raw_bytes >= self.min_file_bytes:
+                # the whole export, under the minimum only because gzip shrinks it: stored
+                # blocks keep it a gzip file (as the converter says) at its JSON size
+                tail = self._stored(tail)
+            else:
+                self.report.warnings.append(
+                    f"all {tail.events} events fit in {tail.raw_bytes} bytes of JSON, under "
+                    "Amplitude's 1 MB minimum file size; the one file was written anyway")
         if held is not None:
             self._upload(held)
         if tail is not None:
@@ -295,6 +309,13 @@ class S3ImportSink:
         for part in (first, second):
             out.append(part)
             part.path.unlink()
+        return out.finish()
+
+    def _stored(self, staged: _Staged) -> _Staged:
+        """``staged`` again, gzipped without compression (level 0): as big as its JSON."""
+        out = _StagedWriter(self._new_path("file"), compresslevel=0)
+        out.append(staged)
+        staged.path.unlink()
         return out.finish()
 
     def _upload(self, staged: _Staged) -> None:
@@ -327,10 +348,10 @@ class S3ImportSink:
 class _StagedWriter:
     """One output file being written in staging: gzipped lines, counted as they go."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, compresslevel: int = 6) -> None:
         self.path = path
         self.fh = open(path, "wb")  # noqa: SIM115 - closed by finish()
-        self.gz = gzip.GzipFile(fileobj=self.fh, mode="wb", compresslevel=6)
+        self.gz = gzip.GzipFile(fileobj=self.fh, mode="wb", compresslevel=compresslevel)
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self.raw_bytes = 0
@@ -358,6 +379,7 @@ class _StagedWriter:
             self.first_time = staged.first_time
         self.last_time = staged.last_time
         self.events += staged.events
+        self.raw_bytes += staged.raw_bytes
 
     def gz_bytes(self) -> int:
         """Gzipped bytes so far: a lower bound of the finished file's size."""
@@ -368,7 +390,7 @@ class _StagedWriter:
         self._flush()
         self.gz.close()
         self.fh.close()
-        return _Staged(self.path, self.events, self.first_time, self.last_time)
+        return _Staged(self.path, self.events, self.first_time, self.last_time, self.raw_bytes)
 
     def _flush(self) -> None:
         if self.pending:
