@@ -235,7 +235,6 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.xfail(strict=True, reason="needs the migrate fix")
 def test_a_crash_between_upload_and_rename_leaves_no_part_file(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     small = {"target_file_bytes": 100_000, "min_file_bytes": 5_000}
@@ -407,7 +406,6 @@ def test_a_missing_bucket_is_a_clear_error_not_a_new_bucket(
     assert "no-such-bucket" not in [b.rstrip("/") for b in fs.ls("")]
 
 
-@pytest.mark.xfail(strict=True, reason="needs the migrate fix")
 def test_an_event_json_cannot_carry_is_dead_lettered_not_counted_as_written(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The transform's safety net (an event orjson cannot serialize, a transform bug): with

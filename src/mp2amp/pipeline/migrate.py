@@ -513,8 +513,12 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
                     if data is not None:
                         sink.write_encoded(data, item[6])
                         counters.sent += 1
-                    else:  # unserializable: the sink dead-letters it
-                        sink.write(event, (item[2].source, item[2].line))
+                    elif not sink.write(event, (item[2].source, item[2].line)):
+                        # no file can hold it: dead-lettered, as the API path does, not written
+                        summary.events_out -= 1
+                        rejects.append((item[2].source, item[2].line, w.window_id, "amplitude",
+                                        "unserializable", "event is not JSON-serializable",
+                                        None, orjson.dumps(repr(event)).decode()))
                 counters.done += len(items)
                 reporter.update(counters)
             ledger.add_rejects(rejects)
@@ -545,7 +549,9 @@ def _remove_earlier_attempts(target: str, attempt: int,
     fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
     removed: list[str] = []
     for earlier in range(1, attempt):
-        for path in fs.glob(f"{root.rstrip('/')}/mp2amp-a{earlier}-*.json.gz"):
+        # with the hidden .part a kill between copy and rename left (local folders)
+        for path in [*fs.glob(f"{root.rstrip('/')}/mp2amp-a{earlier}-*.json.gz"),
+                     *fs.glob(f"{root.rstrip('/')}/.mp2amp-a{earlier}-*.json.gz.part")]:
             fs.rm(path)
             removed.append(str(path))
     return removed
