@@ -20,6 +20,7 @@ import heapq
 import json
 import math
 import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -159,9 +160,9 @@ def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORD
             os.fsync(out.fileno())
         part.replace(dest)
     finally:
-        for p in runs:
-            p.unlink(missing_ok=True)
-        tmpdir.rmdir()
+        # all of it, a run cut short by a full disk included, and never an error of its
+        # own that would hide the one that got here
+        shutil.rmtree(tmpdir, ignore_errors=True)
     return count
 
 

@@ -1,0 +1,163 @@
+"""A full disk stops ``migrate`` with what to do (exit 2), and ``--resume`` then finishes.
+
+A full disk is a crash at that instant for the ledger; what is tested here is that the run
+says so (not the traceback of whichever write noticed, nor a later error that hides it)
+and that freeing space and resuming delivers every event exactly once.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from migrate_kit import API_KEY, Project, amplitude, assert_exactly_once, make_config, write_toml
+
+from mp2amp.errors import TerminalError
+from mp2amp.extract.files import SourceFile, iter_file
+from mp2amp.ledger import Ledger
+from mp2amp.pipeline import staging, windows
+from mp2amp.pipeline.diskspace import is_disk_full
+from mp2amp.pipeline.migrate import migrate
+
+NO_SPACE = OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize(("exc", "full"), [
+    (OSError(errno.ENOSPC, "No space left on device"), True),
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+    (OSError(errno.EACCES, "Permission denied"), False),
+    (sqlite3.OperationalError("database or disk is full"), True),
+    (sqlite3.OperationalError("no such table: windows"), False),
+    (ValueError("disk is full"), False),
+], ids=["ENOSPC", "EDQUOT", "EACCES", "SQLITE_FULL", "sqlite-other", "not-io"])
+def test_is_disk_full(exc: BaseException, full: bool) -> None:
+    assert is_disk_full(exc) is full
+
+
+def test_staging_raises_the_full_disk_not_its_cleanup(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sorted run cut short by the full disk used to stay in the run folder, whose
+    removal then failed with "Directory not empty" and hid the real error."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(orjson.dumps({"event": "E", "properties": {
+        "time": 1_700_000_000 + i, "distinct_id": f"u{i}"}}).decode() + "\n"
+        for i in range(10)))
+    written = staging._write_run
+
+    def full_after_a_run(buf: list[bytes], tmpdir: Path, n: int) -> Path:
+        if n == 0:
+            return written(buf, tmpdir, n)
+        (tmpdir / f"run-{n:05d}").write_bytes(b"half a run")
+        raise NO_SPACE
+
+    monkeypatch.setattr(staging, "_write_run", full_after_a_run)
+    dest = tmp_path / "staged" / "w.jsonl"
+    with pytest.raises(OSError) as raised:
+        staging.stage(iter_file(SourceFile(str(src), None)), dest, chunk=3)
+    assert raised.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in dest.parent.iterdir()) == []  # no runs, no .part
+
+
+def test_a_full_ledger_raises_sqlite_full(tmp_path: Path) -> None:
+    """SQLite may roll back by itself on SQLITE_FULL; the ledger's own ROLLBACK must then
+    not raise "no transaction is active" in its place."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    pages = ledger._db.execute("PRAGMA page_count").fetchone()[0]
+    ledger._db.execute(f"PRAGMA max_page_count = {pages + 2}")
+    with pytest.raises(sqlite3.OperationalError) as raised:
+        ledger.add_windows([(f"w{i}" * 200, "file", {"url": "x" * 500}) for i in range(500)])
+    assert is_disk_full(raised.value)
+    assert not ledger._db.in_transaction
+    ledger.close()
+
+
+def test_migrate_stops_on_a_full_disk_and_resume_delivers_each_event_once(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    staged = windows.stage
+    calls: list[int] = []
+
+    def full_on_the_second_window(records: Any, dest: Path, *args: Any) -> int:
+        calls.append(1)
+        if len(calls) == 2:
+            dest.with_name(dest.name + ".part").write_bytes(b"cut short")
+            raise OSError(errno.ENOSPC, "No space left on device", str(dest) + ".part")
+        return staged(records, dest, *args)
+
+    monkeypatch.setattr(windows, "stage", full_on_the_second_window)
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(project.events, work, url)
+        with pytest.raises(TerminalError) as stopped:
+            migrate(config)
+        assert str(stopped.value).startswith(
+            f"the disk is full (writing {work}/staged/")
+        assert "nothing done so far is lost" in str(stopped.value)
+        assert "with --resume" in str(stopped.value)
+        assert stopped.value.exit_code == 2
+        monkeypatch.setattr(windows, "stage", staged)  # space was freed
+        result = migrate(config, resume=True)
+        assert result.totals["balanced"] and result.exit_code == 0
+        assert_exactly_once(url, project.expected)
+
+
+def test_a_full_ledger_mid_load_stops_and_resume_delivers_each_event_once(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    done = Ledger.batch_done
+    calls: list[int] = []
+
+    def full_at_the_third_batch(self: Ledger, batch_id: str, **counts: int) -> str:
+        calls.append(1)
+        if len(calls) == 3:
+            raise sqlite3.OperationalError("database or disk is full")
+        return done(self, batch_id, **counts)
+
+    monkeypatch.setattr(Ledger, "batch_done", full_at_the_third_batch)
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(project.events, work, url)
+        with pytest.raises(TerminalError) as stopped:
+            migrate(config)
+        assert str(stopped.value).startswith(
+            f"the disk is full (writing in the work folder {work}); nothing done so far")
+        monkeypatch.setattr(Ledger, "batch_done", done)
+        result = migrate(config, resume=True)
+        assert result.totals["balanced"] and result.exit_code == 0
+        assert_exactly_once(url, project.expected)
+
+
+def _mount_tmpfs(where: Path, size: str) -> bool:
+    where.mkdir()
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True).returncode == 0
+
+
+def test_a_real_full_disk_through_the_cli(project: Project, tmp_path: Path) -> None:
+    """The kernel's ENOSPC on a small tmpfs (needs the right to mount: root here)."""
+    disk = tmp_path / "disk"
+    if os.geteuid() != 0 or not _mount_tmpfs(disk, "1M"):
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        work = disk / "work"
+        env = dict(os.environ, AMPLITUDE_API_KEY=API_KEY)
+        with amplitude(tmp_path / "amp") as url:
+            cfg = write_toml(tmp_path / "mp2amp.toml", project.events, work, url)
+            run = [sys.executable, "-m", "mp2amp", "migrate", "-c", str(cfg), "--quiet"]
+            proc = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 2, proc.stderr[-2000:]
+            assert proc.stderr.startswith("error: the disk is full (writing "), proc.stderr
+            assert "Traceback" not in proc.stderr
+            subprocess.run(["mount", "-o", "remount,size=200M", str(disk)], check=True)
+            proc = subprocess.run([*run, "--resume", "--json"], env=env, capture_output=True,
+                                  text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            assert orjson.loads(proc.stdout)["totals"]["balanced"]
+            assert_exactly_once(url, project.expected)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
