@@ -1,4 +1,4 @@
-"""A full disk stops ``migrate`` with what to do, instead of a traceback.
+"""A full or read-only disk stops ``migrate`` with what to do, instead of a traceback.
 
 Why: the work folder holds a staged copy of every window (about 1.3x the input's
 uncompressed size: the record plus its sort key and identity view) and, while a window is
@@ -19,6 +19,7 @@ from pathlib import Path
 from mp2amp.errors import TerminalError
 
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+UNWRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -39,15 +40,38 @@ def disk_full_message(workdir: Path, where: str | None) -> str:
             "again as the largest window while it is sorted")
 
 
+def unwritable_file(exc: BaseException, workdir: Path) -> str | None:
+    """The file of the work folder that could not be written (read-only disk, no
+    permission), or None when ``exc`` is something else (an input file's error included)."""
+    if isinstance(exc, sqlite3.OperationalError) and "readonly database" in str(exc):
+        return str(workdir)  # SQLITE_READONLY names no file
+    if not isinstance(exc, OSError) or exc.errno not in UNWRITABLE_ERRNOS \
+            or exc.filename is None:
+        return None
+    try:
+        inside = Path(exc.filename).resolve().is_relative_to(workdir.resolve())
+    except (OSError, ValueError, TypeError):
+        return None
+    return str(exc.filename) if inside else None
+
+
 @contextmanager
-def stop_when_disk_full(workdir: Path) -> Iterator[None]:
-    """Turn a full disk anywhere in the run into a ``TerminalError`` saying what to do."""
+def stop_on_storage_errors(workdir: Path) -> Iterator[None]:
+    """Turn a full disk anywhere in the run, or a work folder that cannot be written,
+    into a ``TerminalError`` saying what to do."""
     try:
         yield
     except (OSError, sqlite3.OperationalError) as exc:
-        if not is_disk_full(exc):
+        if is_disk_full(exc):
+            # SQLite names no file (the ledger, or a spill file in the work folder's scratch)
+            where = exc.filename if isinstance(exc, OSError) else None
+            raise TerminalError(disk_full_message(
+                workdir, None if where is None else str(where))) from exc
+        blocked = unwritable_file(exc, workdir)
+        if blocked is None:
             raise
-        # SQLite names no file (the ledger, or a spill file in the work folder's scratch)
-        where = exc.filename if isinstance(exc, OSError) else None
-        raise TerminalError(disk_full_message(workdir, None if where is None else str(where))
-                            ) from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise TerminalError(
+            f"cannot write {blocked} ({reason}); make the work folder writable, or set [run] "
+            "workdir to a writable folder (a run that has started goes on only from its own "
+            "folder, with --resume)") from exc

@@ -42,7 +42,7 @@ from mp2amp.pipeline import stopping
 from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
-from mp2amp.pipeline.diskspace import stop_when_disk_full
+from mp2amp.pipeline.diskspace import stop_on_storage_errors
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.overlaps import load_order, merge_overlapping
@@ -157,7 +157,7 @@ def migrate(
     """Run (or resume) the migration described by ``config``; see the module docstring.
     Ctrl-C and SIGTERM stop it at its next ``await`` (``KeyboardInterrupt``, SIGTERM's
     being ``stopping.Terminated``); ``resume=True`` then goes on from there."""
-    with stop_when_disk_full(config.run.workdir):
+    with stop_on_storage_errors(config.run.workdir):
         return stopping.run(migrate_async(
             config, resume=resume, reporter=reporter, storage_options=storage_options,
             mixpanel_overrides=mixpanel_overrides, upload_overrides=upload_overrides))

@@ -1,4 +1,5 @@
-"""A full disk stops ``migrate`` with what to do (exit 2), and ``--resume`` then finishes.
+"""A full disk stops ``migrate`` with what to do (exit 2), and ``--resume`` then finishes;
+a work folder that cannot be written is named, not a traceback.
 
 A full disk is a crash at that instant for the ledger; what is tested here is that the run
 says so (not the traceback of whichever write noticed, nor a later error that hides it)
@@ -22,8 +23,9 @@ from migrate_kit import API_KEY, Project, amplitude, assert_exactly_once, make_c
 from mp2amp.errors import TerminalError
 from mp2amp.extract.files import SourceFile, iter_file
 from mp2amp.ledger import Ledger
+from mp2amp.pipeline import migrate as migrate_module
 from mp2amp.pipeline import staging, windows
-from mp2amp.pipeline.diskspace import is_disk_full
+from mp2amp.pipeline.diskspace import is_disk_full, unwritable_file
 from mp2amp.pipeline.migrate import migrate
 
 NO_SPACE = OSError(errno.ENOSPC, "No space left on device")
@@ -159,5 +161,58 @@ def test_a_real_full_disk_through_the_cli(project: Project, tmp_path: Path) -> N
             assert proc.returncode == 0, proc.stderr[-2000:]
             assert orjson.loads(proc.stdout)["totals"]["balanced"]
             assert_exactly_once(url, project.expected)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_unwritable_file_names_only_the_work_folders_files(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    inside = str(work / "staged" / "w.jsonl")
+    assert unwritable_file(OSError(errno.EROFS, "Read-only file system", inside), work) == inside
+    assert unwritable_file(OSError(errno.EACCES, "Permission denied", inside), work) == inside
+    # an input file's error is the extract's to report, and "not found" is not this
+    assert unwritable_file(OSError(errno.EACCES, "Permission denied", "/data/in.gz"), work) \
+        is None
+    assert unwritable_file(OSError(errno.ENOENT, "No such file", inside), work) is None
+    assert unwritable_file(OSError(errno.EROFS, "Read-only file system"), work) is None
+    assert unwritable_file(sqlite3.OperationalError("attempt to write a readonly database"),
+                           work) == str(work)
+
+
+def test_a_work_folder_that_cannot_be_written_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "work"
+
+    def denied(workdir: Path) -> None:
+        raise OSError(errno.EACCES, "Permission denied", str(workdir / "migrate.lock"))
+
+    monkeypatch.setattr(migrate_module, "WorkLock", denied)
+    config = make_config(tmp_path, work, "http://127.0.0.1:9")
+    with pytest.raises(TerminalError) as stopped:
+        migrate(config)
+    assert str(stopped.value) == (
+        f"cannot write {work}/migrate.lock (Permission denied); make the work folder "
+        "writable, or set [run] workdir to a writable folder (a run that has started goes "
+        "on only from its own folder, with --resume)")
+    assert stopped.value.exit_code == 2
+
+
+def test_a_read_only_work_folder_through_the_cli(tmp_path: Path) -> None:
+    """An existing work folder on a read-only mount (the kernel's EROFS)."""
+    disk = tmp_path / "disk"
+    if os.geteuid() != 0 or not _mount_tmpfs(disk, "1M"):
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        (disk / "work").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        cfg = write_toml(tmp_path / "mp2amp.toml", tmp_path, disk / "work", "http://127.0.0.1:9")
+        proc = subprocess.run([sys.executable, "-m", "mp2amp", "migrate", "-c", str(cfg)],
+                              env=dict(os.environ, AMPLITUDE_API_KEY=API_KEY),
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == (
+            f"error: cannot write {disk}/work/migrate.lock (Read-only file system); make the "
+            "work folder writable, or set [run] workdir to a writable folder (a run that has "
+            "started goes on only from its own folder, with --resume)\n")
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
