@@ -216,6 +216,13 @@ class Ledger:
                 (staged_path, records, time.time(), window_id),
             )
 
+    def mark_pending(self, window_id: str) -> None:
+        """Stage ``window_id`` again (its staged file is gone); its record count and
+        batches stay, so that the new copy can be checked against them."""
+        with self._tx() as db:
+            db.execute("UPDATE windows SET state = 'pending', staged_path = NULL, "
+                       "updated_at = ? WHERE window_id = ?", (time.time(), window_id))
+
     def restage(self, updates: Sequence[tuple[str, str, int]],
                 merged_into: dict[str, str] | None = None) -> None:
         """New staged files for these windows, ``(window_id, staged_path, records)``, and

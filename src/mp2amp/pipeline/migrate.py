@@ -48,6 +48,7 @@ from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.overlaps import load_order, merge_overlapping
 from mp2amp.pipeline.parked import replay_parked
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter, Ticker, ticking
+from mp2amp.pipeline.restage import check_restaged, restage_missing
 from mp2amp.pipeline.staging import read_staged_identity
 from mp2amp.pipeline.transform_worker import (
     EVENT,
@@ -214,6 +215,7 @@ async def migrate_async(
         if known is None:
             ledger.add_windows(plan_windows(config, storage_options))
             ledger.set_meta("fingerprint", fingerprint)
+        restaged = restage_missing(ledger)  # staged files someone deleted: staged again
         mixpanel = _mixpanel_settings(config, mixpanel_overrides)
         # the display moves with time, not only with records: uploads, retries and
         # backoff waits after the last record is transformed take most of a slow load
@@ -228,7 +230,8 @@ async def migrate_async(
                 reporter=reporter, on_staged=lambda window_id: staged[window_id].set()))
             try:
                 result = await _identity_and_load(config, settings, upload, ledger, counters,
-                                                  reporter, _Extraction(extraction, staged),
+                                                  reporter,
+                                                  _Extraction(extraction, staged, restaged),
                                                   storage_options, ticker)
             finally:
                 if not extraction.done():
@@ -281,6 +284,7 @@ class _Extraction:
 
     task: asyncio.Future[None]
     staged: dict[str, asyncio.Event]
+    restaged: dict[str, int]  # windows staged again -> the records the ledger had
 
     async def ready(self, window_id: str) -> None:
         """Returns once ``window_id`` is staged; raises what stopped the extraction."""
@@ -327,6 +331,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
             reporter.update(counters)
             await asyncio.sleep(0)
         await extraction.finished()
+        check_restaged(ledger, extraction.restaged)
         windows = ledger.windows()  # with every staged path and record count
         # The graph needs no second pass: it decides by event time (ties: the window
         # order, which the merge keeps), so file order and merged order give one graph.

@@ -1,0 +1,58 @@
+"""Windows whose staged file is gone are staged again from their source, then checked.
+
+Why: every run reads every staged window (the identity graph is rebuilt on each run, and
+loaded windows are replayed for their dedup and session state), so a resume after someone
+freed space by deleting the work folder's ``staged/`` files stopped at the first missing
+one with a traceback. Staging is deterministic (the same source gives the same sorted
+file, hence the same batches), so such a window is staged again from its source; when its
+batches were already cut, its record count must come out as the ledger has it, or the
+source changed and its batches cannot be matched again: that stops the run, and the new
+copy is dropped so that a later resume stages it again instead of loading it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mp2amp.errors import TerminalError
+from mp2amp.ledger import Ledger
+
+
+def restage_missing(ledger: Ledger) -> dict[str, int]:
+    """Mark the windows whose staged file is gone as pending; returns, per such window,
+    the records the ledger had for it."""
+    merged = ledger.merged_into()
+    in_merge = set(merged) | set(merged.values())
+    before: dict[str, int] = {}
+    for w in ledger.windows():
+        if w.state == "pending" or w.staged_path is None or Path(w.staged_path).exists():
+            continue
+        if w.window_id in in_merge:
+            raise TerminalError(
+                f"the staged file {w.staged_path} of {w.window_id} is gone, and it holds "
+                "records merged from input files that overlap in time, which cannot be "
+                "staged again as they were: restore the file and run --resume again, or "
+                "start a new run in a new work folder")
+        ledger.mark_pending(w.window_id)
+        before[w.window_id] = w.records
+    return before
+
+
+def check_restaged(ledger: Ledger, before: dict[str, int]) -> None:
+    """After staging: a window staged again must give the records its batches were cut
+    from (only windows with batches: the others have nothing to match)."""
+    if not before:
+        return
+    cut = {b.window_id for b in ledger.batches()}
+    for w in ledger.windows():
+        old = before.get(w.window_id)
+        if old is None or w.window_id not in cut or w.records == old:
+            continue
+        if w.staged_path is not None:
+            Path(w.staged_path).unlink(missing_ok=True)
+        ledger.mark_pending(w.window_id)
+        raise TerminalError(
+            f"{w.window_id} was staged again (its staged file was gone) and now gives "
+            f"{w.records} records, not the {old} its batches were cut from: the source "
+            "changed since. Put the source back as it was and run --resume again, or start "
+            "a new run in a new work folder")

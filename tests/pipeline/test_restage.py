@@ -1,0 +1,137 @@
+"""A resume after the work folder's staged files were deleted (to free space, say).
+
+The windows are staged again from their sources; the batches already accepted are not
+sent again; a source that changed meanwhile stops the run instead of cutting different
+batches under the same names.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+from migrate_kit import Project, amplitude, assert_exactly_once, get_json, make_config
+
+from mp2amp.errors import TerminalError
+from mp2amp.ledger import Ledger
+from mp2amp.pipeline.migrate import migrate
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_at_batch(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    done = Ledger.batch_done
+    calls: list[int] = []
+
+    def crash(self: Ledger, batch_id: str, **counts: int) -> str:
+        calls.append(1)
+        if len(calls) == n:
+            raise Crash("stopped here")
+        return done(self, batch_id, **counts)
+
+    monkeypatch.setattr(Ledger, "batch_done", crash)
+
+
+def _batches(work: Path) -> dict[str, tuple[str, int]]:
+    ledger = Ledger(work / "ledger.sqlite")
+    try:
+        return {b.batch_id: (b.state, b.attempts) for b in ledger.batches()}
+    finally:
+        ledger.close()
+
+
+def _copy(project: Project, dest: Path) -> Path:
+    shutil.copytree(project.events, dest)
+    return dest
+
+
+def test_staged_files_deleted_mid_run_are_staged_again_and_done_batches_not_resent(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(project.events, work, url)
+        _crash_at_batch(monkeypatch, 4)
+        with pytest.raises(Crash):
+            migrate(config)
+        monkeypatch.undo()
+        before = _batches(work)
+        done = {b for b, (state, _) in before.items() if state == "done"}
+        assert done and len(done) < len(before)
+        shutil.rmtree(work / "staged")  # "free some space"
+        result = migrate(config, resume=True)
+        assert result.exit_code == 0 and result.totals["balanced"]
+        assert_exactly_once(url, project.expected)
+        after = _batches(work)
+        assert {b: after[b] for b in done} == {b: before[b] for b in done}  # not sent again
+        stats = get_json(url + "/_emulator/stats")
+        in_flight = sum(1 for state, _ in before.values() if state == "sent")
+        assert stats["events_stored"] == len(project.expected)
+        assert stats["duplicates_ignored"] <= in_flight * 2000
+
+
+def test_staged_files_deleted_after_a_finished_run(project: Project, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(project.events, work, url)
+        assert migrate(config).exit_code == 0
+        stored = get_json(url + "/_emulator/stats")["events_stored"]
+        for f in (work / "staged").iterdir():
+            f.unlink()
+        again = migrate(config, resume=True)
+        assert again.exit_code == 0 and again.totals["balanced"]
+        assert again.totals["sent"] == len(project.expected)
+        stats = get_json(url + "/_emulator/stats")
+        assert stats["events_stored"] == stored and stats["duplicates_ignored"] == 0
+
+
+def test_a_source_changed_since_its_batches_were_cut_stops_the_run(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = _copy(project, tmp_path / "events")
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(events, work, url)
+        _crash_at_batch(monkeypatch, 2)
+        with pytest.raises(Crash):
+            migrate(config)
+        monkeypatch.undo()
+        shutil.rmtree(work / "staged")
+        first = sorted(events.iterdir())[0]
+        original = first.read_bytes()
+        lines = gzip.decompress(original).splitlines(keepends=True)
+        first.write_bytes(gzip.compress(b"".join(lines[:-5])))  # five records fewer
+        with pytest.raises(TerminalError) as stopped:
+            migrate(config, resume=True)
+        message = str(stopped.value)
+        assert f"now gives {len(lines) - 5} records, not the {len(lines)} its batches" in message
+        assert "the source changed since" in message
+        assert not (work / "staged").exists() or not any(
+            p.name.startswith(first.name.replace("/", "_")) for p in (work / "staged").iterdir())
+        first.write_bytes(original)  # put back: the resume stages it again and goes on
+        result = migrate(config, resume=True)
+        assert result.exit_code == 0 and result.totals["balanced"]
+        assert_exactly_once(url, project.expected)
+
+
+def test_a_merged_window_whose_staged_file_is_gone_cannot_be_staged_again(
+        project: Project, tmp_path: Path) -> None:
+    """Two files that overlap in time are merged into one staged file (overlaps.py): that
+    file cannot be remade from one source, so the run says to restore it."""
+    events = tmp_path / "events"
+    events.mkdir()
+    day = sorted(project.events.iterdir())[0]
+    lines = gzip.decompress(day.read_bytes()).splitlines(keepends=True)
+    (events / "a.jsonl").write_bytes(b"".join(lines[0::2]))
+    (events / "b.jsonl").write_bytes(b"".join(lines[1::2]))
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(events, work, url)
+        assert migrate(config).exit_code == 0
+        shutil.rmtree(work / "staged")
+        with pytest.raises(TerminalError) as stopped:
+            migrate(config, resume=True)
+    assert "records merged from input files that overlap in time" in str(stopped.value)
+    assert "restore the file and run --resume again" in str(stopped.value)
