@@ -81,6 +81,15 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                         result.totals.get("dead_lettered", 0):
                     console.print(f"rejected records: {escape(str(result.dead_letter_file))}",
                                   highlight=False)
+                if result.not_in_run:
+                    names = ", ".join(result.not_in_run[:3]) + (
+                        f" and {len(result.not_in_run) - 3} more" if len(result.not_in_run) > 3
+                        else "")
+                    err_console.print(
+                        f"warning: {len(result.not_in_run)} input file(s) match the sources "
+                        f"but are not part of this run, which started without them: {names}; "
+                        "migrate them in a new run with its own work folder",
+                        markup=False, highlight=False)
                 if result.totals.get("parked"):
                     err_console.print(
                         f"{result.totals['parked']} events wait for Amplitude's daily quota; "

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from mp2amp.config import Config
-from mp2amp.errors import ConfigError, TerminalError
+from mp2amp.errors import ConfigError, Mp2AmpError, TerminalError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.identity import IdentityGraph
 from mp2amp.ledger import Ledger
@@ -85,6 +85,8 @@ class MigrateResult:
     values: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     dead_letter_file: str | None = None
+    # input files the sources match now but the run did not start with (resume)
+    not_in_run: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -106,6 +108,7 @@ class MigrateResult:
             "values": self.values,
             "problems": self.problems + [p for w in self.windows if (p := w.problem())],
             "dead_letter_file": self.dead_letter_file,
+            "inputs_not_in_run": self.not_in_run,
         }
 
 
@@ -216,6 +219,7 @@ async def migrate_async(
             ledger.add_windows(plan_windows(config, storage_options))
             ledger.set_meta("fingerprint", fingerprint)
         restaged = restage_missing(ledger)  # staged files someone deleted: staged again
+        not_in_run = _inputs_not_in_run(config, ledger, storage_options) if known else []
         mixpanel = _mixpanel_settings(config, mixpanel_overrides)
         # the display moves with time, not only with records: uploads, retries and
         # backoff waits after the last record is transformed take most of a slow load
@@ -238,11 +242,27 @@ async def migrate_async(
                     extraction.cancel()
                 await asyncio.gather(extraction, return_exceptions=True)
         result.resumed = resume
+        result.not_in_run = not_in_run
         return result
     finally:
         ledger.close()
         lock.release()
         reporter.close(counters)
+
+
+def _inputs_not_in_run(config: Config, ledger: Ledger,
+                       storage_options: dict[str, Any] | None) -> list[str]:
+    """Files the sources' paths and globs match now that the run's windows do not hold
+    (added to the folder since the run started): a run keeps the windows it started with
+    (its identity graph and batches are theirs), so these are named, not taken in."""
+    if not config.source.files:
+        return []  # Export API days are fixed by from/to, which the fingerprint holds
+    try:
+        planned = plan_windows(config, storage_options)
+    except (Mp2AmpError, OSError):  # an input gone since is the staging's to report
+        return []
+    known = {w.window_id for w in ledger.windows()}
+    return [window_id for window_id, _, _ in planned if window_id not in known]
 
 
 def _check_export_credentials(config: Config) -> None:
