@@ -81,7 +81,7 @@ def test_workdir_that_is_a_file_names_the_run_section(env: None, tmp_path: Path,
     assert result.exit_code == 2
     message = flat(result.stderr)
     # rich markup used to swallow "[run]", leaving "set  workdir"
-    assert f"cannot create the work folder {blocker}" in message
+    assert f"cannot create the work folder {blocker}: it is a file, not a folder" in message
     assert "set [run] workdir to a writable folder" in message
     assert "Traceback" not in result.stderr
 

@@ -194,7 +194,8 @@ async def migrate_async(
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TerminalError(f"cannot create the work folder {workdir}: {exc.strerror or exc}; "
+        why = "it is a file, not a folder" if workdir.is_file() else exc.strerror or str(exc)
+        raise TerminalError(f"cannot create the work folder {workdir}: {why}; "
                             "set [run] workdir to a writable folder") from None
     lock = WorkLock(workdir)
     try:
