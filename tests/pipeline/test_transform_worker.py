@@ -166,8 +166,20 @@ def test_a_dead_worker_stops_the_run_with_what_to_do(staged: list[Path], tmp_pat
             async for _ in windows:
                 pass
 
-    with pytest.raises(TerminalError, match="migrate --resume"):
+    with pytest.raises(TerminalError) as stopped:
         asyncio.run(run())
+    # the exit status says why (it used to print "()": an EOFError has no text)
+    assert str(stopped.value) == (
+        "the transform worker process ended unexpectedly (killed by SIGKILL: if nobody sent "
+        "it, the system ran out of memory (see dmesg)); nothing is lost: run `mp2amp migrate "
+        "--resume` to continue")
+
+
+@pytest.mark.parametrize(("exitcode", "why"), [
+    (-signal.SIGTERM, "killed by SIGTERM"), (3, "exit code 3"), (None, "EOFError")])
+def test_a_dead_workers_message_names_its_exit(exitcode: int | None, why: str) -> None:
+    assert f"ended unexpectedly ({why}); nothing is lost" in str(
+        worker._worker_died(EOFError(), exitcode))
 
 
 def test_every_kind_of_record_gives_the_same_outcome_and_counts_as_transform_stream(

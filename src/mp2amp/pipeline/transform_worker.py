@@ -24,6 +24,7 @@ import fcntl
 import gc
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -282,7 +283,8 @@ class _Worker:
 
     def _died(self, exc: BaseException) -> None:
         if self.dead is None:
-            self.dead = _worker_died(exc)
+            self.process.join(timeout=2)  # its exit status says why (None: still running)
+            self.dead = _worker_died(exc, self.process.exitcode)
         if self.loop is not None:
             self.loop.remove_reader(self.results.fileno())
         while self.pending:
@@ -409,8 +411,19 @@ def widen_pipe(conn: Connection) -> int | None:
         return None
 
 
-def _worker_died(exc: BaseException) -> TerminalError:
-    return TerminalError(f"the transform worker process ended unexpectedly ({exc}); nothing "
+def _worker_died(exc: BaseException, exitcode: int | None = None) -> TerminalError:
+    if exitcode == -signal.SIGKILL:
+        why = "killed by SIGKILL: if nobody sent it, the system ran out of memory (see dmesg)"
+    elif exitcode is not None and exitcode < 0:
+        try:
+            why = f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            why = f"killed by signal {-exitcode}"
+    elif exitcode is not None:
+        why = f"exit code {exitcode}"
+    else:
+        why = str(exc) or type(exc).__name__
+    return TerminalError(f"the transform worker process ended unexpectedly ({why}); nothing "
                          "is lost: run `mp2amp migrate --resume` to continue")
 
 
