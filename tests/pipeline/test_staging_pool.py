@@ -4,6 +4,7 @@ staged windows and the same Amplitude events as staging one file at a time."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -24,7 +25,7 @@ from migrate_kit import (
 from test_kill_resume import start
 
 import mp2amp.pipeline.windows as windows
-from mp2amp.errors import InputError
+from mp2amp.errors import InputError, TerminalError
 from mp2amp.extract.files import SourceFile
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
@@ -105,3 +106,29 @@ def test_kill9_while_workers_stage_leaves_no_worker_and_resumes(tmp_path: Path) 
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-2000:]
         assert_exactly_once(url, expected)
+
+
+def _killed(url: str, fs: object, dest: str) -> int:
+    """Run in a staging process (spawned: it imports this module): dies as the OOM killer
+    would have it die."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable")
+
+
+def test_a_killed_staging_process_stops_the_run_with_what_to_do(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It used to end in a BrokenProcessPool traceback (exit 1)."""
+    monkeypatch.setattr(windows, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(windows, "_stage_in_worker", _killed)
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(project.events, tmp_path / "work", url)
+        with pytest.raises(TerminalError) as stopped:
+            migrate(config, upload_overrides=FAST)
+        assert str(stopped.value) == (
+            "a staging process ended unexpectedly (killed: if nobody did it, the system ran "
+            "out of memory, see dmesg); nothing is lost: run the same `mp2amp migrate` "
+            "command with --resume to go on")
+        monkeypatch.undo()
+        resumed = migrate(config, resume=True, upload_overrides=FAST)
+        assert resumed.exit_code == EXIT_OK
+        assert_exactly_once(url, project.expected)

@@ -18,12 +18,13 @@ import shutil
 import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from mp2amp.config import Config
-from mp2amp.errors import ConfigError
+from mp2amp.errors import ConfigError, TerminalError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.extract.export import days_between, fetch_windows, iter_window_records, window_source
 from mp2amp.extract.files import SourceFile, expand_paths, iter_file
@@ -156,7 +157,14 @@ async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
                for row, dest in jobs]
     try:
         for (row, dest), future in zip(jobs, futures, strict=True):
-            staged(row, dest, await future)
+            try:
+                n = await future
+            except BrokenProcessPool:
+                raise TerminalError(
+                    "a staging process ended unexpectedly (killed: if nobody did it, the "
+                    "system ran out of memory, see dmesg); nothing is lost: run the same "
+                    "`mp2amp migrate` command with --resume to go on") from None
+            staged(row, dest, n)
     finally:
         for future in futures:
             future.cancel()
