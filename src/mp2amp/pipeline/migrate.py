@@ -43,6 +43,7 @@ from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
+from mp2amp.pipeline.fingerprint import events_fingerprint
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.overlaps import load_order, merge_overlapping
@@ -128,7 +129,31 @@ def _fingerprint(config: Config, upload: UploadSettings) -> dict[str, Any]:
         "max_events": upload.max_events,
         "max_bytes": upload.limits.max_bytes,
         "output_dir": config.amplitude.output_dir,
+        # what decides which events each window emits, and so where its batches are cut
+        # (a changed privacy rule or plan would shift them under the same batch ids)
+        "events": events_fingerprint(config),
     }
+
+
+_FINGERPRINT_NAMES = {
+    "events": "the [mixpanel] time and project settings, [transform], [privacy] or the files "
+              "they name",
+}
+
+
+def _changed_keys(known: str, now: dict[str, Any]) -> list[str] | None:
+    """The fingerprint keys that differ, None when they all match. A run started by an
+    older mp2amp lacks the newer keys: those are not compared (it could not resume)."""
+    try:
+        was = orjson.loads(known)
+    except orjson.JSONDecodeError:
+        return ["fingerprint"]
+    if not isinstance(was, dict):
+        return ["fingerprint"]
+    now = orjson.loads(orjson.dumps(now))  # the stored form: tuples as lists, and so on
+    changed = sorted(k for k in was.keys() | now.keys()
+                     if k in was and was[k] != now.get(k))
+    return changed or None
 
 
 def upload_settings(config: Config, overrides: Mapping[str, Any] | None = None, *,
@@ -211,11 +236,13 @@ async def migrate_async(
             raise TerminalError(
                 f"the work folder {workdir} already holds a migration; continue it with "
                 "`mp2amp migrate --resume`, or set [run] workdir to a new folder")
-        if known is not None and known != fingerprint:
+        changed = None if known is None else _changed_keys(known, _fingerprint(config, upload))
+        if changed:
+            named = ", ".join(_FINGERPRINT_NAMES.get(k, k) for k in changed)
             raise TerminalError(
                 "this configuration differs from the one the run started with in what decides "
-                f"its batches (was {known}, now {fingerprint}); resume with the original "
-                "settings, or start a new run in a new work folder")
+                f"its batches ({named}; was {known}, now {fingerprint}); resume with the "
+                "original settings, or start a new run in a new work folder")
         if known is None:
             ledger.add_windows(plan_windows(config, storage_options))
             ledger.set_meta("fingerprint", fingerprint)

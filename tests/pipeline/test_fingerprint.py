@@ -1,0 +1,110 @@
+"""The run's fingerprint covers what decides which events a window emits.
+
+A resume re-cuts each window into batches and skips those done by id; a privacy rule or
+time zone changed in between used to shift the cuts (the end check then found the windows
+unbalanced, after mixed data had gone out). Now such a resume is refused up front.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from migrate_kit import TIMEZONE, Project, amplitude, assert_exactly_once, make_config
+
+from mp2amp.config import load_config
+from mp2amp.errors import TerminalError
+from mp2amp.ledger import Ledger
+from mp2amp.pipeline.fingerprint import events_fingerprint
+from mp2amp.pipeline.migrate import migrate
+
+
+def _config(tmp_path: Path, **overrides: Any) -> Any:
+    base = {"source.files": [str(tmp_path / "in")], "mixpanel.timezone": TIMEZONE}
+    base.update(overrides)
+    return load_config(None, base, env={"AMPLITUDE_API_KEY": "k" * 32,
+                                        "MP2AMP_HASH_SALT": "pepper-1"})
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "in").mkdir()
+    excluded = tmp_path / "excluded.txt"
+    excluded.write_text("u1\n")
+    return {"excluded": excluded}
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("mixpanel.timezone", "Europe/Paris"),
+    ("mixpanel.project_id", 42),
+    ("transform.session_gap_minutes", 45),
+    ("transform.retroactive", False),
+    ("transform.groups", ["company"]),
+    ("privacy.ip", "drop"),
+    ("privacy.drop_properties", ["email"]),
+    ("privacy.drop_before", "2024-01-02"),
+])
+def test_a_setting_that_changes_the_events_changes_the_fingerprint(
+        tmp_path: Path, files: dict[str, Path], key: str, value: Any) -> None:
+    assert events_fingerprint(_config(tmp_path, **{key: value})) != \
+        events_fingerprint(_config(tmp_path))
+
+
+def test_a_named_files_content_counts_and_speed_settings_do_not(
+        tmp_path: Path, files: dict[str, Path]) -> None:
+    base = _config(tmp_path, **{"privacy.exclude_users": str(files["excluded"])})
+    before = events_fingerprint(base)
+    tuned = _config(tmp_path, **{"privacy.exclude_users": str(files["excluded"]),
+                                 "run.concurrency": 3, "run.memory_budget": 50_000,
+                                 "run.transform_workers": 0,
+                                 "amplitude.api_host": "http://127.0.0.1:1"})
+    assert events_fingerprint(tuned) == before
+    files["excluded"].write_text("u1\nu2\n")  # the same path, another list
+    assert events_fingerprint(base) != before
+
+
+def test_the_salt_counts_but_is_not_in_the_fingerprint(tmp_path: Path,
+                                                       files: dict[str, Path]) -> None:
+    salted = _config(tmp_path, **{"privacy.hash_properties": ["email"]})
+    digest = events_fingerprint(salted)
+    assert "pepper" not in digest
+    other = load_config(None, {"source.files": [str(tmp_path / "in")],
+                               "mixpanel.timezone": TIMEZONE,
+                               "privacy.hash_properties": ["email"]},
+                        env={"MP2AMP_HASH_SALT": "pepper-2"})
+    assert events_fingerprint(other) != digest
+
+
+def test_a_resume_with_another_privacy_rule_is_refused(project: Project, tmp_path: Path,
+                                                       files: dict[str, Path]) -> None:
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        assert migrate(make_config(project.events, work, url)).exit_code == 0
+        changed = make_config(project.events, work, url,
+                              **{"privacy.exclude_users": str(files["excluded"])})
+        with pytest.raises(TerminalError) as refused:
+            migrate(changed, resume=True)
+        assert "differs from the one the run started with in what decides its batches " \
+               "(the [mixpanel] time and project settings, [transform], [privacy] or the " \
+               "files they name; was" in str(refused.value)
+        same = migrate(make_config(project.events, work, url), resume=True)
+        assert same.exit_code == 0
+        assert_exactly_once(url, project.expected)
+
+
+def test_a_run_started_before_this_fingerprint_still_resumes(project: Project,
+                                                             tmp_path: Path) -> None:
+    """Its stored fingerprint lacks "events": the keys it has are compared, not that one."""
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(project.events, work, url)
+        assert migrate(config).exit_code == 0
+        ledger = Ledger(work / "ledger.sqlite")
+        stored = orjson.loads(str(ledger.get_meta("fingerprint")))
+        del stored["events"]
+        ledger.set_meta("fingerprint", orjson.dumps(stored, option=orjson.OPT_SORT_KEYS).decode())
+        ledger.close()
+        assert migrate(config, resume=True).exit_code == 0
+        assert_exactly_once(url, project.expected)
