@@ -39,6 +39,13 @@ def invoke(*args: str) -> Any:
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
+def get_json(url: str) -> Any:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return orjson.loads(resp.read())
+
+
 def flat(text: str) -> str:
     return " ".join(text.split())
 
@@ -166,6 +173,43 @@ def test_export_run_without_credentials_can_be_run_again(
 # --- damaged files ------------------------------------------------------------------------
 
 
+def _damaged_config(tmp_path: Path, files: list[Path], url: str, damaged: str) -> Path:
+    names = ", ".join(f'"{f}"' for f in files)
+    return write_config(tmp_path, f'[source]\nfiles = [{names}]\ndamaged_files = "{damaged}"\n'
+                                  f'[amplitude]\napi_host = "{url}"\n[run]\n'
+                                  f'workdir = "{tmp_path / "work"}"\n')
+
+
+def test_a_file_cut_short_stops_the_run_before_anything_is_sent_then_resumes(
+        env: None, tmp_path: Path, amp_url: str) -> None:
+    """The default: a truncated download is restored and resumed, not half migrated (the
+    records before the damage used to go out, the run exit 0, and no resume could add the
+    rest: the window's batches were cut)."""
+    import gzip
+
+    whole = gzip.compress(jsonl(*(event(i) for i in range(7000, 9000))))
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole[:-8])
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(jsonl(event(9500), event(9501)))
+    cfg = migrate_config(tmp_path, [cut, other], amp_url)
+    before = get_json(amp_url + "/_emulator/stats")["events_stored"]
+    stopped = invoke("migrate", "-c", str(cfg), "--quiet")
+    assert stopped.exit_code == 2
+    assert flat(stopped.stderr) == (
+        f"error: 1 input file(s) are cut short, and nothing of them was sent: {cut} is "
+        "damaged after record 2000 (Compressed file ended before the end-of-stream marker "
+        "was reached). Restore them (download again) and run the same `mp2amp migrate` "
+        "command with --resume; or, to migrate what they hold up to the damage (the rest "
+        'counted as one rejection), set [source] damaged_files = "keep" and resume')
+    assert get_json(amp_url + "/_emulator/stats")["events_stored"] == before
+    cut.write_bytes(whole)  # downloaded again
+    resumed = invoke("migrate", "-c", str(cfg), "--resume", "--json")
+    assert resumed.exit_code == 0, resumed.stderr
+    totals = orjson.loads(resumed.stdout)["totals"]
+    assert (totals["read"], totals["sent"], totals["rejected"]) == (2002, 2002, 0)
+
+
 def test_gzip_without_trailer_migrates_every_record(env: None, tmp_path: Path,
                                                     amp_url: str) -> None:
     import gzip
@@ -174,7 +218,7 @@ def test_gzip_without_trailer_migrates_every_record(env: None, tmp_path: Path,
     cut.write_bytes(gzip.compress(jsonl(*(event(i) for i in range(1000, 3000))))[:-8])
     other = tmp_path / "other.jsonl"
     other.write_bytes(jsonl(event(5000), event(5001)))
-    cfg = migrate_config(tmp_path, [cut, other], amp_url)
+    cfg = _damaged_config(tmp_path, [cut, other], amp_url, "keep")
     result = invoke("migrate", "-c", str(cfg), "--json")
     assert result.exit_code == 0, result.stderr
     totals = orjson.loads(result.stdout)["totals"]

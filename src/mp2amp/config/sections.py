@@ -148,6 +148,9 @@ class SourceConfig:
     # fsspec options for s3:// and gs:// files, e.g. {endpoint_url = "http://127.0.0.1:9000"};
     # any TOML value, as s3fs wants booleans (anon = true) and tables (client_kwargs)
     storage_options: dict[str, Any] = field(default_factory=dict)
+    # a file cut short (a .gz without its end): "stop" the migration before anything of it
+    # is sent, so that it can be restored and resumed; "keep" what it holds up to the damage
+    damaged_files: Literal["stop", "keep"] = "stop"
 
     def problems(self) -> list[str]:
         if self.from_date and self.to_date and self.from_date > self.to_date:

@@ -49,7 +49,7 @@ from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.overlaps import load_order, merge_overlapping
 from mp2amp.pipeline.parked import replay_parked
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter, Ticker, ticking
-from mp2amp.pipeline.restage import check_restaged, restage_missing
+from mp2amp.pipeline.restage import check_restaged, restage_missing, stop_on_damaged_files
 from mp2amp.pipeline.staging import read_staged_identity
 from mp2amp.pipeline.transform_worker import (
     EVENT,
@@ -380,6 +380,8 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
             await asyncio.sleep(0)
         await extraction.finished()
         check_restaged(ledger, extraction.restaged)
+        if config.source.damaged_files == "stop":
+            stop_on_damaged_files(ledger, set(extraction.staged))
         windows = ledger.windows()  # with every staged path and record count
         # The graph needs no second pass: it decides by event time (ties: the window
         # order, which the merge keeps), so file order and merged order give one graph.

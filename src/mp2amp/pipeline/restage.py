@@ -1,4 +1,5 @@
-"""Windows whose staged file is gone are staged again from their source, then checked.
+"""Windows whose staged file is gone are staged again from their source, then checked;
+windows staged from a damaged file are unstaged until it is restored.
 
 Why: every run reads every staged window (the identity graph is rebuilt on each run, and
 loaded windows are replayed for their dedup and session state), so a resume after someone
@@ -14,8 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mp2amp.errors import TerminalError
+from mp2amp.errors import InputError, TerminalError
 from mp2amp.ledger import Ledger
+from mp2amp.pipeline.staging import damage_of
 
 
 def restage_missing(ledger: Ledger) -> dict[str, int]:
@@ -56,3 +58,28 @@ def check_restaged(ledger: Ledger, before: dict[str, int]) -> None:
             f"{w.records} records, not the {old} its batches were cut from: the source "
             "changed since. Put the source back as it was and run --resume again, or start "
             "a new run in a new work folder")
+
+
+def stop_on_damaged_files(ledger: Ledger, staged_now: set[str]) -> None:
+    """Before the load: the windows staged in this run from a file cut short (a .gz
+    without its end) are unstaged and the run stops (``[source] damaged_files = "stop"``):
+    nothing of them is sent, so a file restored (downloaded again) is staged whole on
+    ``--resume``. Without this, the records up to the damage went out, the rest was one
+    rejection, the run exited 0, and no resume could add the rest (its batches were cut)."""
+    found: list[str] = []
+    for w in ledger.windows():
+        if w.window_id not in staged_now or w.staged_path is None:
+            continue
+        damage = damage_of(Path(w.staged_path))
+        if damage is None:
+            continue
+        found.append(damage.split("; ")[0])
+        Path(w.staged_path).unlink(missing_ok=True)
+        ledger.mark_pending(w.window_id)
+    if found:
+        raise InputError(
+            f"{len(found)} input file(s) are cut short, and nothing of them was sent: "
+            + "; ".join(found) + ". Restore them (download again) and run the same `mp2amp "
+            "migrate` command with --resume; or, to migrate what they hold up to the damage "
+            "(the rest counted as one rejection), set [source] damaged_files = \"keep\" "
+            "and resume")

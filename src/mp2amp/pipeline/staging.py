@@ -172,6 +172,20 @@ def staged_key(line: bytes) -> float:
     return float(line[start:line.index(b",", start)])
 
 
+def damage_of(path: Path) -> str | None:
+    """What a ``truncated_file`` rejection staged in ``path`` says (its source was cut
+    short), or None. Such rows have no event time, so they sort first: only the head of
+    the file is read."""
+    with open(path, "rb") as f:
+        for line in f:
+            if staged_key(line) > UNKNOWN_TIME:
+                return None
+            rej = decode_staged(line).rejection
+            if rej is not None and rej.reason == "truncated_file":
+                return rej.message
+    return None
+
+
 def staged_key_range(path: Path) -> tuple[float, float] | None:
     """The first and the last known event time of a staged window (lines of unknown time
     sort first and are skipped), or None when it holds none."""
