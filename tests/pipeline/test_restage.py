@@ -135,3 +135,27 @@ def test_a_merged_window_whose_staged_file_is_gone_cannot_be_staged_again(
             migrate(config, resume=True)
     assert "records merged from input files that overlap in time" in str(stopped.value)
     assert "restore the file and run --resume again" in str(stopped.value)
+
+
+def test_a_work_folder_moved_to_another_disk_resumes_from_its_staged_files(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the disk-full message suggests: move the work folder, point [run] workdir at
+    it, --resume. The ledger holds the old staged paths; the files are found under their
+    names in the new folder (the sources are moved away too: nothing is staged again)."""
+    events = _copy(project, tmp_path / "events")
+    with amplitude(tmp_path / "amp") as url:
+        _crash_at_batch(monkeypatch, 3)
+        with pytest.raises(Crash):
+            migrate(make_config(events, tmp_path / "old", url))
+        monkeypatch.undo()
+        shutil.move(tmp_path / "old", tmp_path / "new")
+        events.rename(tmp_path / "events-away")
+        result = migrate(make_config(events, tmp_path / "new", url), resume=True)
+        assert result.exit_code == 0 and result.totals["balanced"]
+        assert_exactly_once(url, project.expected)
+    ledger = Ledger(tmp_path / "new" / "ledger.sqlite")
+    try:
+        assert all(str(w.staged_path).startswith(str(tmp_path / "new" / "staged"))
+                   for w in ledger.windows())
+    finally:
+        ledger.close()

@@ -246,7 +246,7 @@ async def migrate_async(
         if known is None:
             ledger.add_windows(plan_windows(config, storage_options))
             ledger.set_meta("fingerprint", fingerprint)
-        restaged = restage_missing(ledger)  # staged files someone deleted: staged again
+        restaged = restage_missing(ledger, workdir)  # staged files someone deleted: staged again
         not_in_run = _inputs_not_in_run(config, ledger, storage_options) if known else []
         mixpanel = _mixpanel_settings(config, mixpanel_overrides)
         # the display moves with time, not only with records: uploads, retries and

@@ -20,14 +20,20 @@ from mp2amp.ledger import Ledger
 from mp2amp.pipeline.staging import damage_of
 
 
-def restage_missing(ledger: Ledger) -> dict[str, int]:
+def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
     """Mark the windows whose staged file is gone as pending; returns, per such window,
-    the records the ledger had for it."""
+    the records the ledger had for it. A work folder moved elsewhere (to a bigger disk)
+    keeps its staged files under their names: the ledger is pointed at them there."""
     merged = ledger.merged_into()
     in_merge = set(merged) | set(merged.values())
     before: dict[str, int] = {}
+    moved: list[tuple[str, str, int]] = []
     for w in ledger.windows():
         if w.state == "pending" or w.staged_path is None or Path(w.staged_path).exists():
+            continue
+        here = workdir / "staged" / Path(w.staged_path).name
+        if here.is_file():
+            moved.append((w.window_id, str(here), w.records))
             continue
         if w.window_id in in_merge:
             raise TerminalError(
@@ -37,6 +43,8 @@ def restage_missing(ledger: Ledger) -> dict[str, int]:
                 "start a new run in a new work folder")
         ledger.mark_pending(w.window_id)
         before[w.window_id] = w.records
+    if moved:
+        ledger.restage(moved)
     return before
 
 
