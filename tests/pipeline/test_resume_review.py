@@ -115,3 +115,28 @@ def test_a_changed_source_staged_again_by_a_run_killed_before_its_check_still_st
         result = migrate(config, resume=True)
         assert result.exit_code == 0 and result.totals["balanced"]
         assert_exactly_once(url, project.expected)
+
+
+# --- fingerprint ----------------------------------------------------------------------
+
+
+def test_the_identity_tables_content_counts_in_the_fingerprint(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: what decides the batches includes "the identity table", and the fingerprint
+    counts the files the settings name by their content; the identity table counted by its
+    path only, so a table replaced between a run and its resume was taken in silently
+    (the done batches with the old user_ids, the rest with the new)."""
+    table = tmp_path / "mappings.jsonl.gz"
+    shutil.copy(project.root / "identity" / "mappings.jsonl.gz", table)
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(project.events, work, url,
+                             **{"source.identity_table": str(table)})
+        _crash_at_batch(monkeypatch, 2)
+        with pytest.raises(Crash):
+            migrate(config)
+        monkeypatch.undo()
+        rows = gzip.decompress(table.read_bytes()).splitlines(keepends=True)
+        table.write_bytes(gzip.compress(b"".join(rows[: len(rows) // 2])))
+        with pytest.raises(TerminalError, match="differs from the one the run started with"):
+            migrate(config, resume=True)

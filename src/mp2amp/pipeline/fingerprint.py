@@ -8,8 +8,8 @@ could skip events never sent, or send others twice (the end-of-run check then fo
 windows unbalanced, after the mixed data had gone out). The run's fingerprint holds this
 digest, so such a resume is refused up front.
 
-Files the settings name (plan, excluded users) count by their content; the hash salt by a
-digest of it (the ledger never holds a secret). Settings that only tune speed or the
+Files the settings name (plan, excluded users, the identity table) count by their
+content; the hash salt by a digest of it (the ledger never holds a secret). Settings that only tune speed or the
 connection (workers, memory, hosts, credentials, Export API limits) are left out.
 """
 
@@ -57,6 +57,9 @@ def events_fingerprint(config: Config) -> str:
                      for name in _MIXPANEL_FIELDS},
         "transform": _canonical(config.transform),
         "privacy": _canonical(config.privacy),
-        "identity_table": config.source.identity_table,
+        # by its content, as the files [transform] and [privacy] name (None: no table, the
+        # same digest as before the table's content counted)
+        "identity_table": None if config.source.identity_table is None
+        else _canonical(Path(config.source.identity_table)),
     }
     return _digest(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS, default=str))
