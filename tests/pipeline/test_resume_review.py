@@ -8,10 +8,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
-from migrate_kit import Project, amplitude, assert_exactly_once, make_config
+from migrate_kit import (
+    Project,
+    amplitude,
+    assert_exactly_once,
+    get_json,
+    make_config,
+    stored_counts,
+)
 
-from mp2amp.errors import TerminalError
+from mp2amp.errors import InputError, TerminalError
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline.migrate import migrate
 
@@ -140,3 +148,227 @@ def test_the_identity_tables_content_counts_in_the_fingerprint(
         table.write_bytes(gzip.compress(b"".join(rows[: len(rows) // 2])))
         with pytest.raises(TerminalError, match="differs from the one the run started with"):
             migrate(config, resume=True)
+
+
+# --- damaged files --------------------------------------------------------------------
+
+
+def _cut_short(path: Path) -> bytes:
+    """Cut the gzip file ``path`` before its end (a download cut short); returns it whole."""
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    return whole
+
+
+def test_a_damaged_stop_then_resumed_with_keep(
+        project: Project, tmp_path: Path) -> None:
+    """Stop on a file cut short, resume with damaged_files = "keep" (what the message
+    offers): what it holds goes out, the rest is one rejection, each event once."""
+    events = _copy(project, tmp_path / "events")
+    work = tmp_path / "work"
+    cut = sorted(events.iterdir())[1]
+    _cut_short(cut)
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(events, work, url)
+        with pytest.raises(InputError, match="cut short, and nothing of them was sent"):
+            migrate(config)
+        assert get_json(url + "/_emulator/stats")["events_stored"] == 0
+        kept = make_config(events, work, url, **{"source.damaged_files": "keep"})
+        result = migrate(kept, resume=True)
+        assert result.totals["balanced"] and result.exit_code == 0
+        assert result.totals["rejected"] >= 1
+        counts = stored_counts(url)
+        assert all(n == 1 for n in counts.values())
+        assert set(counts) < project.expected
+
+
+def test_a_damaged_stop_with_the_staged_files_deleted_and_the_file_restored(
+        project: Project, tmp_path: Path) -> None:
+    events = _copy(project, tmp_path / "events")
+    work = tmp_path / "work"
+    cut = sorted(events.iterdir())[0]
+    whole = _cut_short(cut)
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(events, work, url)
+        with pytest.raises(InputError, match="cut short"):
+            migrate(config)
+        shutil.rmtree(work / "staged")
+        cut.write_bytes(whole)
+        result = migrate(config, resume=True)
+        assert result.totals["balanced"] and result.exit_code == 0
+        assert_exactly_once(url, project.expected)
+
+
+def test_a_file_cut_short_while_its_staged_copy_was_deleted_mid_load(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash mid-load, the staged files deleted, and meanwhile a source file damaged (a
+    new download cut short): the resume must not send a mix (its batches were cut from
+    the whole file); restored, it finishes with each event once."""
+    events = _copy(project, tmp_path / "events")
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(events, work, url)
+        _crash_at_batch(monkeypatch, 2)
+        with pytest.raises(Crash):
+            migrate(config)
+        monkeypatch.undo()
+        shutil.rmtree(work / "staged")
+        cut = sorted(events.iterdir())[0]
+        whole = _cut_short(cut)
+        for _ in range(2):
+            with pytest.raises((TerminalError, InputError)):
+                migrate(config, resume=True)
+        cut.write_bytes(whole)
+        result = migrate(config, resume=True)
+        assert result.totals["balanced"] and result.exit_code == 0
+        assert_exactly_once(url, project.expected)
+
+
+# --- moved work folder, deleted staged files, Export API, S3-import sink, overlaps ----
+
+
+def test_a_moved_work_folder_with_some_staged_files_deleted(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = _copy(project, tmp_path / "events")
+    with amplitude(tmp_path / "amp") as url:
+        _crash_at_batch(monkeypatch, 3)
+        with pytest.raises(Crash):
+            migrate(make_config(events, tmp_path / "old", url))
+        monkeypatch.undo()
+        shutil.move(tmp_path / "old", tmp_path / "new")
+        staged = sorted((tmp_path / "new" / "staged").glob("*.jsonl"))
+        assert len(staged) == 3
+        staged[0].unlink()
+        staged[2].unlink()
+        result = migrate(make_config(events, tmp_path / "new", url), resume=True)
+        assert result.exit_code == 0 and result.totals["balanced"]
+        assert_exactly_once(url, project.expected)
+    assert all(str(w.staged_path).startswith(str(tmp_path / "new" / "staged"))
+               for w in _windows(tmp_path / "new"))
+
+
+def test_export_api_days_whose_staged_files_were_deleted_are_fetched_again(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from migrate_kit import API_KEY, TIMEZONE
+
+    from mp2amp.config import load_config
+    from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
+
+    work = tmp_path / "work"
+    mixpanel = MixpanelEmulator(MixpanelConfig(
+        data_dir=project.root, api_secret="emulator-secret", export_per_hour=None,
+        export_per_second=None))
+    with mixpanel.running() as mp_url, amplitude(tmp_path / "amp") as url:
+        config = load_config(None, {
+            "source.from_date": "2024-01-01", "source.to_date": "2024-01-04",
+            "mixpanel.api_host": mp_url, "mixpanel.timezone": TIMEZONE,
+            "amplitude.api_host": url, "run.workdir": str(work)},
+            env={"AMPLITUDE_API_KEY": API_KEY, "MIXPANEL_SECRET": "emulator-secret"})
+        _crash_at_batch(monkeypatch, 3)
+        with pytest.raises(Crash):
+            migrate(config)
+        monkeypatch.undo()
+        before = get_json(mp_url + "/_emulator/stats")["requests"]["export_requests"]
+        shutil.rmtree(work / "staged")
+        result = migrate(config, resume=True)
+        assert result.exit_code == 0 and result.totals["balanced"]
+        assert_exactly_once(url, project.expected)
+        after = get_json(mp_url + "/_emulator/stats")["requests"]["export_requests"]
+        assert after - before == 4  # each day fetched once more
+        again = migrate(config, resume=True)  # finished; nothing fetched or sent again
+        assert again.exit_code == 0
+        assert get_json(mp_url + "/_emulator/stats")["requests"]["export_requests"] == after
+        assert_exactly_once(url, project.expected)
+
+
+def test_s3_import_sink_with_staged_files_deleted_after_a_crash(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from migrate_kit import TIMEZONE
+
+    from mp2amp.config import load_config
+    from mp2amp.load.s3sink import S3ImportSink
+
+    out = tmp_path / "out"
+    work = tmp_path / "work"
+    config = load_config(None, {"source.files": [str(project.events)],
+                                "mixpanel.timezone": TIMEZONE,
+                                "amplitude.output_dir": str(out), "run.workdir": str(work)},
+                         env={})
+    close = S3ImportSink.close
+
+    def crash(self: Any, *args: Any) -> Any:
+        raise Crash("killed while cutting the files")
+
+    monkeypatch.setattr(S3ImportSink, "close", crash)
+    with pytest.raises(Crash):
+        migrate(config)
+    monkeypatch.setattr(S3ImportSink, "close", close)
+    shutil.rmtree(work / "staged")
+    result = migrate(config, resume=True)
+    assert result.exit_code == 0 and result.totals["balanced"]
+    found = [(e.get("device_id") or e.get("user_id"), e["insert_id"])
+             for path in sorted(out.glob("*.json.gz"))
+             for e in map(orjson.loads, gzip.decompress(path.read_bytes()).splitlines())]
+    assert len(found) == len(set(found)) and set(found) == project.expected
+    shutil.rmtree(work / "staged")  # finished: deleted again, resumed again
+    again = migrate(config, resume=True)
+    assert again.exit_code == 0
+
+
+def test_overlapping_files_merged_and_another_windows_staged_file_deleted(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = tmp_path / "events"
+    events.mkdir()
+    days = sorted(project.events.iterdir())
+    lines = gzip.decompress(days[0].read_bytes()).splitlines(keepends=True)
+    (events / "2024-01-01-a.jsonl").write_bytes(b"".join(lines[0::2]))
+    (events / "2024-01-01-b.jsonl").write_bytes(b"".join(lines[1::2]))
+    for day in days[1:]:
+        shutil.copy(day, events / day.name)
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(events, work, url)
+        _crash_at_batch(monkeypatch, 3)
+        with pytest.raises(Crash):
+            migrate(config)
+        monkeypatch.undo()
+        plain = [p for p in (work / "staged").iterdir() if not p.name.endswith((".merged.jsonl", ".merged-away.jsonl"))]
+        assert plain
+        for p in plain:
+            p.unlink()
+        result = migrate(config, resume=True)
+        assert result.exit_code == 0 and result.totals["balanced"]
+        assert_exactly_once(url, project.expected)
+
+
+def test_a_damaged_file_sent_under_keep_then_restaged_under_stop(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run with damaged_files = "keep" crashed after batches of the damaged file were
+    accepted; the staged files deleted; resumed with the default "stop". Its batches were
+    cut from what the file held: it cannot be 'stopped before anything of it is sent'
+    (the message said so, and its advice, restore and resume, could never work: the
+    restored file no longer matches its batches). It goes on as kept."""
+    events = _copy(project, tmp_path / "events")
+    cut = sorted(events.iterdir())[0]
+    _cut_short(cut)
+    with amplitude(tmp_path / "ref") as url:  # what a whole run with "keep" delivers
+        reference = migrate(make_config(events, tmp_path / "ref-work", url,
+                                        **{"source.damaged_files": "keep"}))
+        assert reference.exit_code == 0
+        kept = frozenset(stored_counts(url))
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        _crash_at_batch(monkeypatch, 2)
+        with pytest.raises(Crash):
+            migrate(make_config(events, work, url, **{"source.damaged_files": "keep"}))
+        monkeypatch.undo()
+        ledger = Ledger(work / "ledger.sqlite")
+        try:
+            started = {b.window_id for b in ledger.batches() if b.state == "done"}
+        finally:
+            ledger.close()
+        assert str(cut) in started
+        shutil.rmtree(work / "staged")
+        result = migrate(make_config(events, work, url), resume=True)
+        assert result.exit_code == 0 and result.totals["balanced"]
+        assert_exactly_once(url, kept)

@@ -111,10 +111,15 @@ def stop_on_damaged_files(ledger: Ledger, staged_now: set[str]) -> None:
     without its end) are unstaged and the run stops (``[source] damaged_files = "stop"``):
     nothing of them is sent, so a file restored (downloaded again) is staged whole on
     ``--resume``. Without this, the records up to the damage went out, the rest was one
-    rejection, the run exited 0, and no resume could add the rest (its batches were cut)."""
+    rejection, the run exited 0, and no resume could add the rest (its batches were cut).
+
+    A window whose batches were already cut (a run with ``damaged_files = "keep"``,
+    staged again on resume under "stop") is kept: some of it was sent, and restoring the
+    file could never match those batches again."""
     found: list[str] = []
+    cut = {b.window_id for b in ledger.batches()}
     for w in ledger.windows():
-        if w.window_id not in staged_now or w.staged_path is None:
+        if w.window_id not in staged_now or w.staged_path is None or w.window_id in cut:
             continue
         damage = damage_of(Path(w.staged_path))
         if damage is None:
