@@ -3,6 +3,7 @@ combinations of the features, each run end to end against the Amplitude emulator
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import shutil
 from pathlib import Path
@@ -372,3 +373,198 @@ def test_a_damaged_file_sent_under_keep_then_restaged_under_stop(
         result = migrate(make_config(events, work, url), resume=True)
         assert result.exit_code == 0 and result.totals["balanced"]
         assert_exactly_once(url, kept)
+
+
+# --- inputs added and removed, older fingerprints -------------------------------------
+
+
+def test_a_file_added_and_another_removed_before_resume(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    days = sorted(project.events.iterdir())
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for day in days[:2]:
+        shutil.copy(day, folder / day.name)
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(folder / "*.jsonl.gz", work, url)
+        _crash_at_batch(monkeypatch, 2)
+        with pytest.raises(Crash):
+            migrate(config)
+        monkeypatch.undo()
+        first_two = stored_counts(url)
+        (folder / days[0].name).rename(tmp_path / days[0].name)  # moved away (staged)
+        shutil.copy(days[2], folder / days[2].name)
+        result = migrate(config, resume=True)
+        assert result.exit_code == 0 and result.totals["balanced"]
+        assert result.not_in_run == [str(folder / days[2].name)]
+        counts = stored_counts(url)
+        assert all(n == 1 for n in counts.values()) and first_two.keys() <= counts.keys()
+        # and the removed file's staged copy deleted too: named, not a traceback
+        for p in (work / "staged").iterdir():
+            p.unlink()
+        with pytest.raises((InputError, TerminalError)) as stopped:
+            migrate(config, resume=True)
+        assert days[0].name in str(stopped.value)
+
+
+def test_a_fingerprint_from_an_older_mp2amp_without_the_newer_keys(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(project.events, work, url)
+        _crash_at_batch(monkeypatch, 2)
+        with pytest.raises(Crash):
+            migrate(config)
+        monkeypatch.undo()
+        ledger = Ledger(work / "ledger.sqlite")
+        try:
+            old = orjson.loads(str(ledger.get_meta("fingerprint")))
+            for key in ("events", "output_dir"):
+                del old[key]
+            ledger.set_meta("fingerprint", orjson.dumps(old).decode())
+        finally:
+            ledger.close()
+        result = migrate(config, resume=True)
+        assert result.exit_code == 0 and result.totals["balanced"]
+        assert_exactly_once(url, project.expected)
+
+
+# --- SIGTERM while the Export API days are fetched again, twice -----------------------
+
+
+def test_sigterm_twice_while_deleted_export_days_are_fetched_again(
+        project: Project, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from migrate_kit import API_KEY, TIMEZONE
+    from test_kill_resume import ledger_rows
+    from test_stop_signals import _group_gone, _when_batches_done
+
+    from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
+
+    work = tmp_path / "work"
+    mixpanel = MixpanelEmulator(MixpanelConfig(
+        data_dir=project.root, api_secret="emulator-secret", export_per_hour=None,
+        export_per_second=None, chunk_bytes=16384, chunk_delay=0.02))
+    with mixpanel.running() as mp_url, amplitude(tmp_path / "amp", latency_ms=150) as url:
+        cfg = tmp_path / "mp2amp.toml"
+        cfg.write_text(
+            f'[mixpanel]\ntimezone = "{TIMEZONE}"\napi_host = "{mp_url}"\n'
+            '[source]\nfrom_date = "2024-01-01"\nto_date = "2024-01-04"\n'
+            f'[amplitude]\napi_host = "{url}"\n[run]\nworkdir = "{work}"\nconcurrency = 2\n')
+        env = dict(os.environ, AMPLITUDE_API_KEY=API_KEY, MIXPANEL_SECRET="emulator-secret")
+
+        def run(*extra: str) -> subprocess.Popen[str]:
+            return subprocess.Popen([sys.executable, "-m", "mp2amp", "migrate", "-c",
+                                     str(cfg), "--quiet", *extra], env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True)
+
+        first = run()
+        _when_batches_done(first, work / "ledger.sqlite", 2)
+        os.killpg(first.pid, signal.SIGTERM)
+        _, err = first.communicate(timeout=60)
+        assert first.returncode == 143, err[-2000:]
+        shutil.rmtree(work / "staged")
+
+        def downloading() -> bool:
+            return int(get_json(mp_url + "/_emulator/stats")["export_in_flight"]) > 0
+
+        second = run("--resume")
+        deadline = time.monotonic() + 30
+        while second.poll() is None and not downloading() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert second.poll() is None, "the resume ended before the days were fetched"
+        os.killpg(second.pid, signal.SIGTERM)
+        time.sleep(0.002)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(second.pid, signal.SIGTERM)
+        out, err = second.communicate(timeout=60)
+        # the second SIGTERM may land after the handler is gone (the run already stopping,
+        # its message maybe printed): then it kills the process as SIGTERM does, -15
+        assert second.returncode in (143, -signal.SIGTERM), err[-2000:]
+        assert "Traceback" not in err and err.count("\n") <= 1, err
+        if second.returncode == 143:
+            assert err.startswith(f"stopped (SIGTERM); the ledger in {work} keeps everything")
+        assert _group_gone(second.pid)
+        pending = ledger_rows(work / "ledger.sqlite",
+                              "SELECT COUNT(*) FROM windows WHERE state = 'pending'")
+        assert int(str(pending[0][0])) >= 1  # stopped while fetching again
+
+        third = run("--resume", "--json")
+        out, err = third.communicate(timeout=120)
+        assert third.returncode == 0, err[-2000:]
+        assert orjson.loads(out)["totals"]["balanced"]
+        assert_exactly_once(url, project.expected)
+
+
+# --- a full disk while staging again --------------------------------------------------
+
+
+def test_a_full_disk_while_staging_again_then_moved_folder_resumes(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staged files deleted to free space, the disk fills again while they are staged
+    again: the message's advice (move the work folder, point workdir at it, --resume)
+    finishes with each event once."""
+    import errno
+
+    from mp2amp.pipeline import windows
+
+    events = _copy(project, tmp_path / "events")
+    with amplitude(tmp_path / "amp") as url:
+        _crash_at_batch(monkeypatch, 2)
+        with pytest.raises(Crash):
+            migrate(make_config(events, tmp_path / "old", url))
+        monkeypatch.undo()
+        shutil.rmtree(tmp_path / "old" / "staged")
+        staged = windows.stage
+        calls: list[int] = []
+
+        def full_on_the_second(records: Any, dest: Path, *args: Any) -> int:
+            calls.append(1)
+            if len(calls) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(dest) + ".part")
+            return staged(records, dest, *args)
+
+        monkeypatch.setattr(windows, "stage", full_on_the_second)
+        with pytest.raises(TerminalError, match="the disk is full"):
+            migrate(make_config(events, tmp_path / "old", url), resume=True)
+        monkeypatch.undo()
+        shutil.move(tmp_path / "old", tmp_path / "new")
+        result = migrate(make_config(events, tmp_path / "new", url), resume=True)
+        assert result.exit_code == 0 and result.totals["balanced"]
+        assert_exactly_once(url, project.expected)
+
+
+def test_a_work_folder_copied_elsewhere_resumes_from_its_own_staged_files(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copied (rsync, cp -r) rather than moved, the old folder still there: the resume read
+    the old disk's staged files (the ledger's paths), so deleting the old copy once the
+    new one runs (to free the full disk) broke it; the copy must use its own files."""
+    events = _copy(project, tmp_path / "events")
+    with amplitude(tmp_path / "amp") as url:
+        _crash_at_batch(monkeypatch, 2)
+        with pytest.raises(Crash):
+            migrate(make_config(events, tmp_path / "old", url))
+        monkeypatch.undo()
+        shutil.copytree(tmp_path / "old", tmp_path / "new")
+        config = make_config(events, tmp_path / "new", url)
+        from mp2amp.pipeline import migrate as migrate_module
+
+        check = migrate_module.check_restaged
+
+        def old_copy_deleted_meanwhile(*args: Any) -> None:
+            shutil.rmtree(tmp_path / "old", ignore_errors=True)
+            check(*args)
+
+        monkeypatch.setattr(migrate_module, "check_restaged", old_copy_deleted_meanwhile)
+        result = migrate(config, resume=True)
+        assert result.exit_code == 0 and result.totals["balanced"]
+        assert_exactly_once(url, project.expected)
+    assert all(str(w.staged_path).startswith(str(tmp_path / "new" / "staged"))
+               for w in _windows(tmp_path / "new"))

@@ -30,8 +30,9 @@ from mp2amp.pipeline.staging import damage_of
 
 def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
     """Mark the windows whose staged file is gone as pending; returns, per such window,
-    the records the ledger had for it. A work folder moved elsewhere (to a bigger disk)
-    keeps its staged files under their names: the ledger is pointed at them there."""
+    the records the ledger had for it. A work folder moved (or copied) elsewhere, to a
+    bigger disk, keeps its staged files under their names: the ledger is pointed at them
+    there."""
     merged = ledger.merged_into()
     in_merge = set(merged) | set(merged.values())
     before = _expected(ledger)  # from an earlier resume that did not get to its check
@@ -45,11 +46,16 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
             if w.window_id in cut and w.window_id not in before:
                 before[w.window_id] = w.records
             continue
-        if w.staged_path is None or Path(w.staged_path).exists():
+        if w.staged_path is None:
             continue
-        here = workdir / "staged" / Path(w.staged_path).name
-        if here.is_file():
+        # the work folder's own copy first: one copied elsewhere (the old folder still
+        # there, to be deleted once the copy runs) must not read the old folder's files
+        was = Path(w.staged_path)
+        here = workdir / "staged" / was.name
+        if here.resolve() != was.resolve() and here.is_file():
             moved.append((w.window_id, str(here), w.records))
+            continue
+        if was.exists():
             continue
         if w.window_id in in_merge:
             raise TerminalError(
