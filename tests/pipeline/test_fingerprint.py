@@ -108,3 +108,25 @@ def test_a_run_started_before_this_fingerprint_still_resumes(project: Project,
         ledger.close()
         assert migrate(config, resume=True).exit_code == 0
         assert_exactly_once(url, project.expected)
+
+
+def test_an_identity_table_folder_counts_by_its_files_and_a_file_by_its_bytes(
+        tmp_path: Path, files: dict[str, Path]) -> None:
+    """A file is read 1 MiB at a time (a table may be gigabytes); a folder of tables by
+    its files' names and sizes (not every byte on every run); s3:// by its location."""
+    import hashlib
+
+    from mp2amp.pipeline.fingerprint import _content
+
+    table = tmp_path / "table.jsonl"
+    table.write_bytes(b"x" * (3 << 20))
+    assert _content(table) == hashlib.sha256(table.read_bytes()).hexdigest()[:16]
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("1\n")
+    with_one = events_fingerprint(_config(tmp_path, **{"source.identity_table": str(folder)}))
+    (folder / "b.jsonl").write_text("2\n")
+    assert events_fingerprint(_config(tmp_path, **{"source.identity_table": str(folder)})) \
+        != with_one
+    remote = _config(tmp_path, **{"source.identity_table": "s3://bucket/ids/"})
+    assert events_fingerprint(remote) == events_fingerprint(remote)

@@ -33,15 +33,31 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def _content(path: Path) -> str | None:
+    """A file's content digest, read 1 MiB at a time (an identity table may be gigabytes:
+    never held whole); a folder's by its files' names and sizes (reading every byte of a
+    folder of tables on each run would cost minutes); None for what cannot be read here
+    (missing: the config check reports it; s3:// and gs:// tables: their location counts)."""
+    try:
+        if path.is_dir():
+            listing = sorted((str(p.relative_to(path)), p.stat().st_size)
+                             for p in path.rglob("*") if p.is_file())
+            return "folder:" + _digest(orjson.dumps(listing))
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                sha.update(chunk)
+        return sha.hexdigest()[:16]
+    except OSError:
+        return None
+
+
 def _canonical(value: Any) -> Any:
     """JSON-ready, with files as their content's digest and secrets as a digest."""
     if isinstance(value, Secret):
         return "secret:" + _digest(b"mp2amp-fingerprint\x00" + value.reveal().encode())
     if isinstance(value, Path):
-        try:
-            return {"file": str(value), "content": _digest(value.read_bytes())}
-        except OSError:
-            return {"file": str(value), "content": None}  # the config check reports it
+        return {"file": str(value), "content": _content(value)}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, list | tuple):
