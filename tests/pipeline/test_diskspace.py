@@ -216,3 +216,17 @@ def test_a_read_only_work_folder_through_the_cli(tmp_path: Path) -> None:
             "started goes on only from its own folder, with --resume)\n")
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_full_disk_outside_the_work_folder_is_not_told_to_move_the_work_folder(
+        tmp_path: Path) -> None:
+    """A local S3-import output_dir on another disk: freeing space there is the advice."""
+    from mp2amp.pipeline.diskspace import disk_full_message
+
+    work = tmp_path / "work"
+    out = str(tmp_path / "import" / "mp2amp-a1-00000.json.gz")
+    assert disk_full_message(work, out) == (
+        f"the disk is full (writing {out}); nothing done so far is lost: free some space "
+        "there, then run the same `mp2amp migrate` command with --resume")
+    inside = disk_full_message(work, str(work / "staged" / "w.jsonl"))
+    assert "move the work folder to a bigger disk" in inside

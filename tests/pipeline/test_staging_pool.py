@@ -132,3 +132,37 @@ def test_a_killed_staging_process_stops_the_run_with_what_to_do(
         resumed = migrate(config, resume=True, upload_overrides=FAST)
         assert resumed.exit_code == EXIT_OK
         assert_exactly_once(url, project.expected)
+
+
+def _sorting_for_a_while(url: str, fs: object, dest: str) -> int:
+    """Run in a staging process: a window that takes long to sort."""
+    time.sleep(60)
+    raise AssertionError("should have been stopped")
+
+
+def test_a_stop_during_staging_ends_the_staging_processes_at_once(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM (to this process only, as `docker stop` sends it) while big windows are
+    sorted: the staging processes are ended, not waited for (a minute here, past a
+    `docker stop` grace period); the windows stay pending and are staged on --resume."""
+    import threading
+
+    from mp2amp.pipeline.stopping import Terminated
+
+    monkeypatch.setattr(windows, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(windows, "_stage_in_worker", _sorting_for_a_while)
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(project.events, tmp_path / "work", url)
+        started = time.monotonic()
+        timer.start()
+        with pytest.raises(Terminated):
+            migrate(config, upload_overrides=FAST)
+        assert time.monotonic() - started < 30, "waited for the staging processes"
+        monkeypatch.undo()
+        ledger = Ledger(tmp_path / "work" / "ledger.sqlite")
+        assert {w.state for w in ledger.windows()} == {"pending"}
+        ledger.close()
+        resumed = migrate(config, resume=True, upload_overrides=FAST)
+        assert resumed.exit_code == EXIT_OK
+        assert_exactly_once(url, project.expected)

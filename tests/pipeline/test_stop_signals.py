@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -127,6 +128,38 @@ def test_run_turns_sigterm_into_terminated_at_the_next_await() -> None:
     assert stopped.value.exit_code == 143
     assert isinstance(stopped.value, KeyboardInterrupt)
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is removed again
+
+
+def test_a_second_sigterm_does_not_cut_the_cleanup_short() -> None:
+    """Sent while the run cleans up (its context managers' awaits, asyncio's shutdown):
+    the first one stops the run, the others are ignored until ``run`` returns."""
+    cleaned: list[str] = []
+
+    async def job() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            await asyncio.sleep(5)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # while the handler is installed
+            await asyncio.sleep(0.05)
+            cleaned.append("cleanup finished")
+
+    def late_sigterm() -> None:  # from a thread, as the run ends
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(stopping.Terminated):
+        stopping.run(_then(job(), late_sigterm))
+    assert cleaned == ["cleanup finished"]
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+async def _then(coro: Any, after: Any) -> None:
+    try:
+        await coro
+    finally:
+        await asyncio.to_thread(after)  # the executor asyncio.run waits for at its end
 
 
 def test_run_returns_the_result_and_works_off_the_main_thread() -> None:

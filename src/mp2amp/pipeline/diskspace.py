@@ -31,7 +31,17 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
+def _inside(path: str, folder: Path) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(folder.resolve())
+    except (OSError, ValueError):
+        return True
+
+
 def disk_full_message(workdir: Path, where: str | None) -> str:
+    if where is not None and not _inside(where, workdir):  # a local output_dir, say
+        return (f"the disk is full (writing {where}); nothing done so far is lost: free "
+                "some space there, then run the same `mp2amp migrate` command with --resume")
     place = f"writing {where}" if where else f"writing in the work folder {workdir}"
     return (f"the disk is full ({place}); nothing done so far is lost: free some space, or "
             "move the work folder to a bigger disk and point [run] workdir at it, then run "
@@ -52,7 +62,7 @@ def unwritable_file(exc: BaseException, workdir: Path) -> str | None:
         inside = Path(exc.filename).resolve().is_relative_to(workdir.resolve())
     except (OSError, ValueError, TypeError):
         return None
-    return str(exc.filename) if inside else None
+    return str(exc.filename) if inside else None  # (an input file's error is not ours)
 
 
 @contextmanager

@@ -57,7 +57,9 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, Secret):
         return "secret:" + _digest(b"mp2amp-fingerprint\x00" + value.reveal().encode())
     if isinstance(value, Path):
-        return {"file": str(value), "content": _content(value)}
+        # by content alone when it can be read: the same plan moved elsewhere is the same
+        content = _content(value)
+        return {"file": str(value)} if content is None else {"content": content}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, list | tuple):

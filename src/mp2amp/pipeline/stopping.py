@@ -36,6 +36,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         loop = asyncio.get_running_loop()
 
         def on_sigterm() -> None:
+            if stopped:  # one cancellation: a second SIGTERM must not cut the cleanup short
+                return
             stopped.append(signal.SIGTERM)
             if task is not None:
                 task.cancel()
@@ -50,10 +52,16 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         finally:
             if installed:
                 loop.remove_signal_handler(signal.SIGTERM)
+                if stopped:  # already stopping: a second SIGTERM must not kill the cleanup
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
+    before = signal.getsignal(signal.SIGTERM)
     try:
         return asyncio.run(main())
     except asyncio.CancelledError:
         if stopped:
             raise Terminated() from None
         raise
+    finally:
+        if stopped and before is not None:
+            signal.signal(signal.SIGTERM, before)  # as the caller had it

@@ -90,6 +90,10 @@ async def extract_pending(
         try:
             await _stage_files(ledger, workdir, files, sources, pool, counters, reporter,
                                on_staged)
+        except BaseException:
+            if pool is not None:  # stopped (Ctrl-C, SIGTERM, an error): do not wait
+                _stop_pool(pool)
+            raise
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -168,6 +172,16 @@ async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
     finally:
         for future in futures:
             future.cancel()
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """End the staging processes now rather than let shutdown() wait for the windows they
+    are sorting (minutes for a big day, past a `docker stop`'s grace): a window cut short
+    leaves only its run folder and .part file, which the next run removes and stages
+    again. Python 3.11's executor has no public way to do this (3.14's terminate_workers)."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        if process.is_alive():
+            process.terminate()
 
 
 def _staging_pool(files: list[SourceFile]) -> ProcessPoolExecutor | None:
