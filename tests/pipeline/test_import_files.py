@@ -167,3 +167,27 @@ def test_files_to_s3_through_a_local_moto_server(project: Project, tmp_path: Pat
         sorted(project.expected)
     times = [e["time"] for e in rows]
     assert times == sorted(times)
+
+
+def test_a_second_migration_into_the_same_folder_stops_and_leaves_the_firsts_files(
+        project: Project, tmp_path: Path) -> None:
+    """File names are per attempt (mp2amp-aN-*), not per run: a second migration would
+    overwrite the first's converter config and its resumes delete the first's files."""
+    out = tmp_path / "out"
+    first = migrate(config(project.events, tmp_path / "work1", out))
+    assert first.exit_code == EXIT_OK
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(migrate_module.TerminalError) as refused:
+        migrate(config(project.events, tmp_path / "work2", out))
+    assert str(refused.value).startswith(
+        f"the output folder {out} already holds the import files of another migration (")
+    assert "give each migration its own folder or prefix" in str(refused.value)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # the second one goes on once pointed at its own folder (same work folder, --resume)
+    other = load_config(None, {"source.files": [str(project.events)],
+                               "mixpanel.timezone": TIMEZONE,
+                               "amplitude.output_dir": str(out),
+                               "run.workdir": str(tmp_path / "work2")}, env={})
+    for p in out.iterdir():
+        p.rename(tmp_path / p.name)  # "move those files away"
+    assert migrate(other, resume=True).exit_code == EXIT_OK

@@ -548,6 +548,8 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
         return {"output_dir": target, "events": 0, "complete": True,
                 "note": "every window was already written by an earlier attempt"}
     attempt = int(ledger.get_meta("sink_attempt") or "0") + 1
+    if attempt == 1:
+        _refuse_another_runs_files(target, storage_options)
     ledger.set_meta("sink_attempt", str(attempt))
     removed = _remove_earlier_attempts(target, attempt, storage_options)
     sink = S3ImportSink(target, run_id=f"mp2amp-a{attempt}", storage_options=storage_options,
@@ -597,6 +599,29 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
             "files": [{"path": f.path, "events": f.events, "bytes": f.bytes} for f in report.files],
             "files_removed_from_earlier_attempts": removed, "warnings": report.warnings,
             "converter_config": report.converter_config}
+
+
+def _refuse_another_runs_files(target: str, storage_options: dict[str, Any] | None) -> None:
+    """A run's first attempt into a folder that holds another migration's import files
+    stops: file names are per attempt, not per run, so it would overwrite that run's
+    converter config (whose pattern names that run's files) and its resumes would delete
+    that run's files (``_remove_earlier_attempts``)."""
+    import fsspec
+
+    from mp2amp.load.s3sink import CONVERTER_NAME
+
+    fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
+    base = root.rstrip("/")
+    try:
+        found = [*fs.glob(f"{base}/mp2amp-a*-*.json.gz"), *fs.glob(f"{base}/{CONVERTER_NAME}")]
+    except FileNotFoundError:  # no folder yet
+        return
+    if found:
+        raise TerminalError(
+            f"the output folder {target} already holds the import files of another migration "
+            f"({len(found)}, e.g. {found[0]}); give each migration its own folder or prefix "
+            "(Amplitude's S3 import reads a prefix), or move those files away, then run the "
+            "same `mp2amp migrate` command with --resume")
 
 
 def _remove_earlier_attempts(target: str, attempt: int,
