@@ -196,17 +196,25 @@ class Ledger:
             "SELECT window_id, seq, kind, spec, state, staged_path, records, counts "
             "FROM windows ORDER BY seq"
         ).fetchall()
-        out = []
-        for r in rows:
-            try:
-                out.append(WindowRow(r[0], r[1], r[2], orjson.loads(r[3]), r[4], r[5], r[6],
-                                     orjson.loads(r[7])))
-            except (orjson.JSONDecodeError, TypeError) as exc:
-                raise TerminalError(
-                    f"the ledger {self.path} is damaged: window {r[0]} has unreadable "
-                    f"spec or counts ({exc}); move the work folder away to start a new run"
-                ) from None
-        return out
+        return [self._window_row(r) for r in rows]
+
+    def window(self, window_id: str) -> WindowRow | None:
+        """One window's row (a run of thousands of files asks per window: reading them all
+        each time made that quadratic)."""
+        row = self._db.execute(
+            "SELECT window_id, seq, kind, spec, state, staged_path, records, counts "
+            "FROM windows WHERE window_id = ?", (window_id,)).fetchone()
+        return None if row is None else self._window_row(row)
+
+    def _window_row(self, r: Any) -> WindowRow:
+        try:
+            return WindowRow(r[0], r[1], r[2], orjson.loads(r[3]), r[4], r[5], r[6],
+                             orjson.loads(r[7]))
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            raise TerminalError(
+                f"the ledger {self.path} is damaged: window {r[0]} has unreadable "
+                f"spec or counts ({exc}); move the work folder away to start a new run"
+            ) from None
 
     def mark_extracted(self, window_id: str, staged_path: str, records: int) -> None:
         with self._tx() as db:

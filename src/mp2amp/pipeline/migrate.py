@@ -450,15 +450,13 @@ def _observe_window(graph: IdentityGraph, staged: Path) -> int:
 def _staged_file(ledger: Ledger, w: Any) -> Path:
     """Where ``w`` is staged (a window staged during this run has its path only now)."""
     if w.staged_path is None:
-        w = next(r for r in ledger.windows() if r.window_id == w.window_id)
+        w = ledger.window(w.window_id)
     return Path(str(w.staged_path))
 
 
 def _counts_of(ledger: Ledger, window_id: str) -> dict[str, Any]:
-    for w in ledger.windows():
-        if w.window_id == window_id:
-            return w.counts
-    return {}
+    w = ledger.window(window_id)
+    return {} if w is None else w.counts
 
 
 async def _load_window(w: Any, key: str, ledger: Ledger, chunks: ChunkTransformer,
