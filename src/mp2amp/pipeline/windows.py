@@ -44,13 +44,33 @@ def plan_windows(config: Config, storage_options: dict[str, Any] | None) -> list
     """The run's windows in delivery order (days ascending, or files as listed/sorted)."""
     src = config.source
     if src.files:
+        seen: dict[Path, bool] = {}  # thousands of files share a few folders
         return [(f.url, "file", {"path": f.url}) for f in expand_paths(
-            list(src.files), storage_options=storage_options)]
+            list(src.files), storage_options=storage_options)
+            if f.fs is not None or not _in_a_work_folder(Path(f.url), config.run.workdir,
+                                                         seen)]
     if src.from_date is None or src.to_date is None:
         raise ConfigError(["source: give from_date and to_date (Export API) or files"],
                           source=str(config.path) if config.path else None)
     return [(window_source(d), "export", {"day": d.isoformat()})
             for d in days_between(src.from_date, src.to_date)]
+
+
+def _in_a_work_folder(path: Path, workdir: Path, seen: dict[Path, bool]) -> bool:
+    """An input folder that holds this run's work folder (files = ["."]), or an earlier
+    run's, must not take in their staged windows and dead letters as events: a folder
+    with a ledger and a lock file beside it is an mp2amp work folder."""
+    resolved = path.resolve()
+    if resolved.is_relative_to(workdir.resolve()):
+        return True
+    for parent in resolved.parents:
+        found = seen.get(parent)
+        if found is None:
+            found = seen[parent] = ((parent / "ledger.sqlite").is_file()
+                                    and (parent / "migrate.lock").is_file())
+        if found:
+            return True
+    return False
 
 
 def staged_path(workdir: Path, window_id: str) -> Path:
