@@ -4,6 +4,7 @@ in-process Amplitude emulator with readers for what it stored."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import orjson
 from mp2amp.config import Config, load_config
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.emulators.amplitude.store import EventStore
+from mp2amp.ledger import Ledger
 
 API_KEY = "test-api-key"
 TIMEZONE = "America/Los_Angeles"
@@ -149,3 +151,28 @@ class Clock:
 
     def __call__(self) -> float:
         return time.time() + self.offset
+
+
+class Crash(Exception):
+    """Stands for a crash of ``migrate`` at a chosen moment (``crash_at_batch``)."""
+
+
+def crash_at_batch(monkeypatch: Any, n: int, error: BaseException | None = None) -> None:
+    """The ``n``-th batch Amplitude accepts is never recorded: ``Ledger.batch_done`` raises
+    ``error`` (a ``Crash`` by default) there, as a crash right after the 200 would."""
+    done = Ledger.batch_done
+    calls: list[int] = []
+
+    def crash(self: Ledger, batch_id: str, **counts: int) -> str:
+        calls.append(1)
+        if len(calls) == n:
+            raise error if error is not None else Crash("stopped here")
+        return done(self, batch_id, **counts)
+
+    monkeypatch.setattr(Ledger, "batch_done", crash)
+
+
+def copy_events(project: Project, dest: Path) -> Path:
+    """The project's day files in a folder of the test's own (to damage or move)."""
+    shutil.copytree(project.events, dest)
+    return dest

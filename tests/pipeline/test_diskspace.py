@@ -18,7 +18,15 @@ from typing import Any
 
 import orjson
 import pytest
-from migrate_kit import API_KEY, Project, amplitude, assert_exactly_once, make_config, write_toml
+from migrate_kit import (
+    API_KEY,
+    Project,
+    amplitude,
+    assert_exactly_once,
+    crash_at_batch,
+    make_config,
+    write_toml,
+)
 
 from mp2amp.errors import TerminalError
 from mp2amp.extract.files import SourceFile, iter_file
@@ -111,16 +119,7 @@ def test_migrate_stops_on_a_full_disk_and_resume_delivers_each_event_once(
 
 def test_a_full_ledger_mid_load_stops_and_resume_delivers_each_event_once(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    done = Ledger.batch_done
-    calls: list[int] = []
-
-    def full_at_the_third_batch(self: Ledger, batch_id: str, **counts: int) -> str:
-        calls.append(1)
-        if len(calls) == 3:
-            raise sqlite3.OperationalError("database or disk is full")
-        return done(self, batch_id, **counts)
-
-    monkeypatch.setattr(Ledger, "batch_done", full_at_the_third_batch)
+    crash_at_batch(monkeypatch, 3, sqlite3.OperationalError("database or disk is full"))
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(project.events, work, url)
@@ -128,7 +127,7 @@ def test_a_full_ledger_mid_load_stops_and_resume_delivers_each_event_once(
             migrate(config)
         assert str(stopped.value).startswith(
             f"the disk is full (writing in the work folder {work}); nothing done so far")
-        monkeypatch.setattr(Ledger, "batch_done", done)
+        monkeypatch.undo()
         result = migrate(config, resume=True)
         assert result.totals["balanced"] and result.exit_code == 0
         assert_exactly_once(url, project.expected)

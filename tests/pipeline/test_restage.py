@@ -12,28 +12,20 @@ import shutil
 from pathlib import Path
 
 import pytest
-from migrate_kit import Project, amplitude, assert_exactly_once, get_json, make_config
+from migrate_kit import (
+    Crash,
+    Project,
+    amplitude,
+    assert_exactly_once,
+    copy_events,
+    crash_at_batch,
+    get_json,
+    make_config,
+)
 
 from mp2amp.errors import TerminalError
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline.migrate import migrate
-
-
-class Crash(Exception):
-    pass
-
-
-def _crash_at_batch(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
-    done = Ledger.batch_done
-    calls: list[int] = []
-
-    def crash(self: Ledger, batch_id: str, **counts: int) -> str:
-        calls.append(1)
-        if len(calls) == n:
-            raise Crash("stopped here")
-        return done(self, batch_id, **counts)
-
-    monkeypatch.setattr(Ledger, "batch_done", crash)
 
 
 def _batches(work: Path) -> dict[str, tuple[str, int]]:
@@ -44,9 +36,6 @@ def _batches(work: Path) -> dict[str, tuple[str, int]]:
         ledger.close()
 
 
-def _copy(project: Project, dest: Path) -> Path:
-    shutil.copytree(project.events, dest)
-    return dest
 
 
 def test_staged_files_deleted_mid_run_are_staged_again_and_done_batches_not_resent(
@@ -54,7 +43,7 @@ def test_staged_files_deleted_mid_run_are_staged_again_and_done_batches_not_rese
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(project.events, work, url)
-        _crash_at_batch(monkeypatch, 4)
+        crash_at_batch(monkeypatch, 4)
         with pytest.raises(Crash):
             migrate(config)
         monkeypatch.undo()
@@ -90,11 +79,11 @@ def test_staged_files_deleted_after_a_finished_run(project: Project, tmp_path: P
 
 def test_a_source_changed_since_its_batches_were_cut_stops_the_run(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    events = _copy(project, tmp_path / "events")
+    events = copy_events(project, tmp_path / "events")
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
-        _crash_at_batch(monkeypatch, 2)
+        crash_at_batch(monkeypatch, 2)
         with pytest.raises(Crash):
             migrate(config)
         monkeypatch.undo()
@@ -142,9 +131,9 @@ def test_a_work_folder_moved_to_another_disk_resumes_from_its_staged_files(
     """What the disk-full message suggests: move the work folder, point [run] workdir at
     it, --resume. The ledger holds the old staged paths; the files are found under their
     names in the new folder (the sources are moved away too: nothing is staged again)."""
-    events = _copy(project, tmp_path / "events")
+    events = copy_events(project, tmp_path / "events")
     with amplitude(tmp_path / "amp") as url:
-        _crash_at_batch(monkeypatch, 3)
+        crash_at_batch(monkeypatch, 3)
         with pytest.raises(Crash):
             migrate(make_config(events, tmp_path / "old", url))
         monkeypatch.undo()

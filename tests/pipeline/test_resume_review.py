@@ -12,9 +12,12 @@ from typing import Any
 import orjson
 import pytest
 from migrate_kit import (
+    Crash,
     Project,
     amplitude,
     assert_exactly_once,
+    copy_events,
+    crash_at_batch,
     get_json,
     make_config,
     stored_counts,
@@ -23,28 +26,6 @@ from migrate_kit import (
 from mp2amp.errors import InputError, TerminalError
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline.migrate import migrate
-
-
-class Crash(Exception):
-    pass
-
-
-def _crash_at_batch(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
-    done = Ledger.batch_done
-    calls: list[int] = []
-
-    def crash(self: Ledger, batch_id: str, **counts: int) -> str:
-        calls.append(1)
-        if len(calls) == n:
-            raise Crash("stopped here")
-        return done(self, batch_id, **counts)
-
-    monkeypatch.setattr(Ledger, "batch_done", crash)
-
-
-def _copy(project: Project, dest: Path) -> Path:
-    shutil.copytree(project.events, dest)
-    return dest
 
 
 def _windows(work: Path) -> list[Any]:
@@ -71,11 +52,11 @@ def test_a_changed_source_stops_every_resume_not_only_the_first(
     """check_restaged stopped the first resume, then left the window pending with the new
     record count: the next resume (the source still changed) staged it without any check
     and cut other batches under the names of the done ones."""
-    events = _copy(project, tmp_path / "events")
+    events = copy_events(project, tmp_path / "events")
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
-        _crash_at_batch(monkeypatch, 2)
+        crash_at_batch(monkeypatch, 2)
         with pytest.raises(Crash):
             migrate(config)
         monkeypatch.undo()
@@ -99,11 +80,11 @@ def test_a_changed_source_staged_again_by_a_run_killed_before_its_check_still_st
     staged with the new count, and the next resume loaded it unchecked."""
     from mp2amp.pipeline import migrate as migrate_module
 
-    events = _copy(project, tmp_path / "events")
+    events = copy_events(project, tmp_path / "events")
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
-        _crash_at_batch(monkeypatch, 2)
+        crash_at_batch(monkeypatch, 2)
         with pytest.raises(Crash):
             migrate(config)
         monkeypatch.undo()
@@ -141,7 +122,7 @@ def test_the_identity_tables_content_counts_in_the_fingerprint(
     with amplitude(tmp_path / "amp") as url:
         config = make_config(project.events, work, url,
                              **{"source.identity_table": str(table)})
-        _crash_at_batch(monkeypatch, 2)
+        crash_at_batch(monkeypatch, 2)
         with pytest.raises(Crash):
             migrate(config)
         monkeypatch.undo()
@@ -165,7 +146,7 @@ def test_a_damaged_stop_then_resumed_with_keep(
         project: Project, tmp_path: Path) -> None:
     """Stop on a file cut short, resume with damaged_files = "keep" (what the message
     offers): what it holds goes out, the rest is one rejection, each event once."""
-    events = _copy(project, tmp_path / "events")
+    events = copy_events(project, tmp_path / "events")
     work = tmp_path / "work"
     cut = sorted(events.iterdir())[1]
     _cut_short(cut)
@@ -185,7 +166,7 @@ def test_a_damaged_stop_then_resumed_with_keep(
 
 def test_a_damaged_stop_with_the_staged_files_deleted_and_the_file_restored(
         project: Project, tmp_path: Path) -> None:
-    events = _copy(project, tmp_path / "events")
+    events = copy_events(project, tmp_path / "events")
     work = tmp_path / "work"
     cut = sorted(events.iterdir())[0]
     whole = _cut_short(cut)
@@ -205,11 +186,11 @@ def test_a_file_cut_short_while_its_staged_copy_was_deleted_mid_load(
     """A crash mid-load, the staged files deleted, and meanwhile a source file damaged (a
     new download cut short): the resume must not send a mix (its batches were cut from
     the whole file); restored, it finishes with each event once."""
-    events = _copy(project, tmp_path / "events")
+    events = copy_events(project, tmp_path / "events")
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
-        _crash_at_batch(monkeypatch, 2)
+        crash_at_batch(monkeypatch, 2)
         with pytest.raises(Crash):
             migrate(config)
         monkeypatch.undo()
@@ -230,9 +211,9 @@ def test_a_file_cut_short_while_its_staged_copy_was_deleted_mid_load(
 
 def test_a_moved_work_folder_with_some_staged_files_deleted(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    events = _copy(project, tmp_path / "events")
+    events = copy_events(project, tmp_path / "events")
     with amplitude(tmp_path / "amp") as url:
-        _crash_at_batch(monkeypatch, 3)
+        crash_at_batch(monkeypatch, 3)
         with pytest.raises(Crash):
             migrate(make_config(events, tmp_path / "old", url))
         monkeypatch.undo()
@@ -265,7 +246,7 @@ def test_export_api_days_whose_staged_files_were_deleted_are_fetched_again(
             "mixpanel.api_host": mp_url, "mixpanel.timezone": TIMEZONE,
             "amplitude.api_host": url, "run.workdir": str(work)},
             env={"AMPLITUDE_API_KEY": API_KEY, "MIXPANEL_SECRET": "emulator-secret"})
-        _crash_at_batch(monkeypatch, 3)
+        crash_at_batch(monkeypatch, 3)
         with pytest.raises(Crash):
             migrate(config)
         monkeypatch.undo()
@@ -329,7 +310,7 @@ def test_overlapping_files_merged_and_another_windows_staged_file_deleted(
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
-        _crash_at_batch(monkeypatch, 3)
+        crash_at_batch(monkeypatch, 3)
         with pytest.raises(Crash):
             migrate(config)
         monkeypatch.undo()
@@ -349,7 +330,7 @@ def test_a_damaged_file_sent_under_keep_then_restaged_under_stop(
     cut from what the file held: it cannot be 'stopped before anything of it is sent'
     (the message said so, and its advice, restore and resume, could never work: the
     restored file no longer matches its batches). It goes on as kept."""
-    events = _copy(project, tmp_path / "events")
+    events = copy_events(project, tmp_path / "events")
     cut = sorted(events.iterdir())[0]
     _cut_short(cut)
     with amplitude(tmp_path / "ref") as url:  # what a whole run with "keep" delivers
@@ -359,7 +340,7 @@ def test_a_damaged_file_sent_under_keep_then_restaged_under_stop(
         kept = frozenset(stored_counts(url))
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
-        _crash_at_batch(monkeypatch, 2)
+        crash_at_batch(monkeypatch, 2)
         with pytest.raises(Crash):
             migrate(make_config(events, work, url, **{"source.damaged_files": "keep"}))
         monkeypatch.undo()
@@ -388,7 +369,7 @@ def test_a_file_added_and_another_removed_before_resume(
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(folder / "*.jsonl.gz", work, url)
-        _crash_at_batch(monkeypatch, 2)
+        crash_at_batch(monkeypatch, 2)
         with pytest.raises(Crash):
             migrate(config)
         monkeypatch.undo()
@@ -413,7 +394,7 @@ def test_a_fingerprint_from_an_older_mp2amp_without_the_newer_keys(
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(project.events, work, url)
-        _crash_at_batch(monkeypatch, 2)
+        crash_at_batch(monkeypatch, 2)
         with pytest.raises(Crash):
             migrate(config)
         monkeypatch.undo()
@@ -515,9 +496,9 @@ def test_a_full_disk_while_staging_again_then_moved_folder_resumes(
 
     from mp2amp.pipeline import windows
 
-    events = _copy(project, tmp_path / "events")
+    events = copy_events(project, tmp_path / "events")
     with amplitude(tmp_path / "amp") as url:
-        _crash_at_batch(monkeypatch, 2)
+        crash_at_batch(monkeypatch, 2)
         with pytest.raises(Crash):
             migrate(make_config(events, tmp_path / "old", url))
         monkeypatch.undo()
@@ -546,9 +527,9 @@ def test_a_work_folder_copied_elsewhere_resumes_from_its_own_staged_files(
     """Copied (rsync, cp -r) rather than moved, the old folder still there: the resume read
     the old disk's staged files (the ledger's paths), so deleting the old copy once the
     new one runs (to free the full disk) broke it; the copy must use its own files."""
-    events = _copy(project, tmp_path / "events")
+    events = copy_events(project, tmp_path / "events")
     with amplitude(tmp_path / "amp") as url:
-        _crash_at_batch(monkeypatch, 2)
+        crash_at_batch(monkeypatch, 2)
         with pytest.raises(Crash):
             migrate(make_config(events, tmp_path / "old", url))
         monkeypatch.undo()

@@ -1,4 +1,5 @@
-"""A digest of every setting that decides which events a window emits.
+"""The run's fingerprint (what must not change between a run and its resume), with a
+digest of every setting that decides which events a window emits.
 
 Why: a resumed run cuts each window into batches again and skips those the ledger has as
 done, by their ids (window, number). Those ids name the same events only if the transform
@@ -24,6 +25,7 @@ import orjson
 
 from mp2amp.config import Config
 from mp2amp.config.sections import Secret
+from mp2amp.load.settings import UploadSettings
 
 # [mixpanel] fields that change what is read or how times are read
 _MIXPANEL_FIELDS = ("project_id", "timezone", "legacy_time", "timezone_changes", "id_merge")
@@ -81,3 +83,42 @@ def events_fingerprint(config: Config) -> str:
         else _canonical(Path(config.source.identity_table)),
     }
     return _digest(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS, default=str))
+
+
+def run_fingerprint(config: Config, upload: UploadSettings) -> dict[str, Any]:
+    """What must not change between a run and its resume (batch ids depend on it)."""
+    return {
+        "source": {"files": list(config.source.files),
+                   "from_date": str(config.source.from_date),
+                   "to_date": str(config.source.to_date)},
+        "id_merge": config.mixpanel.id_merge,
+        "endpoint": upload.endpoint,
+        "concurrency": upload.concurrency,
+        "max_events": upload.max_events,
+        "max_bytes": upload.limits.max_bytes,
+        "output_dir": config.amplitude.output_dir,
+        # what decides which events each window emits, and so where its batches are cut
+        # (a changed privacy rule or plan would shift them under the same batch ids)
+        "events": events_fingerprint(config),
+    }
+
+
+FINGERPRINT_NAMES = {
+    "events": "the [mixpanel] time and project settings, [transform], [privacy] or the files "
+              "they name",
+}
+
+
+def changed_keys(known: str, now: dict[str, Any]) -> list[str] | None:
+    """The fingerprint keys that differ, None when they all match. A run started by an
+    older mp2amp lacks the newer keys: those are not compared (it could not resume)."""
+    try:
+        was = orjson.loads(known)
+    except orjson.JSONDecodeError:
+        return ["fingerprint"]
+    if not isinstance(was, dict):
+        return ["fingerprint"]
+    now = orjson.loads(orjson.dumps(now))  # the stored form: tuples as lists, and so on
+    changed = sorted(k for k in was.keys() | now.keys()
+                     if k in was and was[k] != now.get(k))
+    return changed or None

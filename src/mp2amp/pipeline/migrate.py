@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from mp2amp.config import Config
-from mp2amp.errors import ConfigError, Mp2AmpError, TerminalError
+from mp2amp.errors import ConfigError, TerminalError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.identity import IdentityGraph
 from mp2amp.ledger import Ledger
@@ -43,7 +43,7 @@ from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
-from mp2amp.pipeline.fingerprint import events_fingerprint
+from mp2amp.pipeline.fingerprint import FINGERPRINT_NAMES, changed_keys, run_fingerprint
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.overlaps import load_order, merge_overlapping
@@ -58,7 +58,7 @@ from mp2amp.pipeline.transform_worker import (
     Item,
     Settler,
 )
-from mp2amp.pipeline.windows import extract_pending, plan_windows
+from mp2amp.pipeline.windows import extract_pending, inputs_not_in_run, plan_windows
 from mp2amp.pipeline.worklock import WorkLock
 from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
@@ -115,45 +115,6 @@ class MigrateResult:
 
 def ledger_path(config: Config) -> Path:
     return config.run.workdir / "ledger.sqlite"
-
-
-def _fingerprint(config: Config, upload: UploadSettings) -> dict[str, Any]:
-    """What must not change between a run and its resume (batch ids depend on it)."""
-    return {
-        "source": {"files": list(config.source.files),
-                   "from_date": str(config.source.from_date),
-                   "to_date": str(config.source.to_date)},
-        "id_merge": config.mixpanel.id_merge,
-        "endpoint": upload.endpoint,
-        "concurrency": upload.concurrency,
-        "max_events": upload.max_events,
-        "max_bytes": upload.limits.max_bytes,
-        "output_dir": config.amplitude.output_dir,
-        # what decides which events each window emits, and so where its batches are cut
-        # (a changed privacy rule or plan would shift them under the same batch ids)
-        "events": events_fingerprint(config),
-    }
-
-
-_FINGERPRINT_NAMES = {
-    "events": "the [mixpanel] time and project settings, [transform], [privacy] or the files "
-              "they name",
-}
-
-
-def _changed_keys(known: str, now: dict[str, Any]) -> list[str] | None:
-    """The fingerprint keys that differ, None when they all match. A run started by an
-    older mp2amp lacks the newer keys: those are not compared (it could not resume)."""
-    try:
-        was = orjson.loads(known)
-    except orjson.JSONDecodeError:
-        return ["fingerprint"]
-    if not isinstance(was, dict):
-        return ["fingerprint"]
-    now = orjson.loads(orjson.dumps(now))  # the stored form: tuples as lists, and so on
-    changed = sorted(k for k in was.keys() | now.keys()
-                     if k in was and was[k] != now.get(k))
-    return changed or None
 
 
 def upload_settings(config: Config, overrides: Mapping[str, Any] | None = None, *,
@@ -229,16 +190,16 @@ async def migrate_async(
         lock.release()
         raise
     try:
-        fingerprint = orjson.dumps(_fingerprint(config, upload),
+        fingerprint = orjson.dumps(run_fingerprint(config, upload),
                                    option=orjson.OPT_SORT_KEYS).decode()
         known = ledger.get_meta("fingerprint")
         if known is not None and not resume:
             raise TerminalError(
                 f"the work folder {workdir} already holds a migration; continue it with "
                 "`mp2amp migrate --resume`, or set [run] workdir to a new folder")
-        changed = None if known is None else _changed_keys(known, _fingerprint(config, upload))
+        changed = None if known is None else changed_keys(known, run_fingerprint(config, upload))
         if changed:
-            named = ", ".join(_FINGERPRINT_NAMES.get(k, k) for k in changed)
+            named = ", ".join(FINGERPRINT_NAMES.get(k, k) for k in changed)
             raise TerminalError(
                 "this configuration differs from the one the run started with in what decides "
                 f"its batches ({named}; was {known}, now {fingerprint}); resume with the "
@@ -247,7 +208,7 @@ async def migrate_async(
             ledger.add_windows(plan_windows(config, storage_options))
             ledger.set_meta("fingerprint", fingerprint)
         restaged = restage_missing(ledger, workdir)  # staged files someone deleted: staged again
-        not_in_run = _inputs_not_in_run(config, ledger, storage_options) if known else []
+        not_in_run = inputs_not_in_run(config, ledger, storage_options) if known else []
         mixpanel = _mixpanel_settings(config, mixpanel_overrides)
         # the display moves with time, not only with records: uploads, retries and
         # backoff waits after the last record is transformed take most of a slow load
@@ -276,21 +237,6 @@ async def migrate_async(
         ledger.close()
         lock.release()
         reporter.close(counters)
-
-
-def _inputs_not_in_run(config: Config, ledger: Ledger,
-                       storage_options: dict[str, Any] | None) -> list[str]:
-    """Files the sources' paths and globs match now that the run's windows do not hold
-    (added to the folder since the run started): a run keeps the windows it started with
-    (its identity graph and batches are theirs), so these are named, not taken in."""
-    if not config.source.files:
-        return []  # Export API days are fixed by from/to, which the fingerprint holds
-    try:
-        planned = plan_windows(config, storage_options)
-    except (Mp2AmpError, OSError):  # an input gone since is the staging's to report
-        return []
-    known = {w.window_id for w in ledger.windows()}
-    return [window_id for window_id, _, _ in planned if window_id not in known]
 
 
 def _check_export_credentials(config: Config) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mp2amp.config import Config
-from mp2amp.errors import ConfigError, TerminalError
+from mp2amp.errors import ConfigError, Mp2AmpError, TerminalError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.extract.export import days_between, fetch_windows, iter_window_records, window_source
 from mp2amp.extract.files import SourceFile, expand_paths, iter_file
@@ -252,3 +252,18 @@ def die_with_parent(parent: int) -> None:
 
 def _stage_in_worker(url: str, fs: Any, dest: str) -> int:
     return stage(iter_file(SourceFile(url, fs)), Path(dest))
+
+
+def inputs_not_in_run(config: Config, ledger: Ledger,
+                       storage_options: dict[str, Any] | None) -> list[str]:
+    """Files the sources' paths and globs match now that the run's windows do not hold
+    (added to the folder since the run started): a run keeps the windows it started with
+    (its identity graph and batches are theirs), so these are named, not taken in."""
+    if not config.source.files:
+        return []  # Export API days are fixed by from/to, which the fingerprint holds
+    try:
+        planned = plan_windows(config, storage_options)
+    except (Mp2AmpError, OSError):  # an input gone since is the staging's to report
+        return []
+    known = {w.window_id for w in ledger.windows()}
+    return [window_id for window_id, _, _ in planned if window_id not in known]
