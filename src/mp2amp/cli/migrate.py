@@ -117,10 +117,28 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             console.print(f"ledger {escape(str(result.ledger))}: windows {states}; batches done "
                           f"{result.batches['done']}, in flight {result.batches['in_flight']}")
             _render_totals(result.totals, "complete" if result.complete else "in progress")
+            if result.last_attempt is not None:
+                console.print(_last_attempt_line(result.last_attempt), markup=False,
+                              highlight=False)
             if windows:
                 _render_windows(result.windows)
             if result.complete:
                 _render_problems(result.windows)
+
+
+def _last_attempt_line(doc: dict[str, Any]) -> str:
+    import datetime as dt
+
+    def when(key: str) -> str:
+        value = doc.get(key)
+        if not isinstance(value, int | float):
+            return "?"
+        return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    code = doc.get("exit_code")
+    line = (f"last run: {when('started')} to {when('ended')}, {doc.get('outcome', '?')}"
+            + (f" (exit {code})" if code is not None else ""))
+    return line + (f": {doc['message']}" if doc.get("message") else "")
 
 
 def _render_totals(t: dict[str, Any], title: str) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from mp2amp.load.uploader import Uploader
 from mp2amp.models import Rejected
 from mp2amp.pipeline import stopping
 from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
+from mp2amp.pipeline.attempts import finished, record_attempt, stopped_by
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
@@ -184,6 +186,7 @@ async def migrate_async(
         raise TerminalError(f"cannot create the work folder {workdir}: {why}; "
                             "set [run] workdir to a writable folder") from None
     lock = WorkLock(workdir)
+    started = time.time()
     try:
         ledger = Ledger(path)
     except BaseException:
@@ -232,7 +235,11 @@ async def migrate_async(
                 await asyncio.gather(extraction, return_exceptions=True)
         result.resumed = resume
         result.not_in_run = not_in_run
+        record_attempt(ledger, started, finished(result.exit_code))
         return result
+    except BaseException as exc:
+        record_attempt(ledger, started, stopped_by(exc, workdir))
+        raise
     finally:
         ledger.close()
         lock.release()

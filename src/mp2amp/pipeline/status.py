@@ -9,6 +9,7 @@ from typing import Any
 from mp2amp.errors import TerminalError
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
+from mp2amp.pipeline.attempts import last_attempt
 
 
 @dataclass(slots=True)
@@ -18,6 +19,7 @@ class StatusResult:
     states: dict[str, int]
     batches: dict[str, int]
     totals: dict[str, Any] = field(default_factory=dict)
+    last_attempt: dict[str, Any] | None = None  # how the last migrate run ended
 
     @property
     def complete(self) -> bool:
@@ -30,6 +32,7 @@ class StatusResult:
             "states": self.states,
             "batches": self.batches,
             "totals": self.totals,
+            "last_attempt": self.last_attempt,
             "windows": [w.as_dict() for w in self.windows],
             "problems": [p for w in self.windows if (p := w.problem())] if self.complete else [],
         }
@@ -49,6 +52,7 @@ def status(workdir: Path) -> StatusResult:
         batches = {"done": 0, "in_flight": 0}
         for b in ledger.batches():
             batches["done" if b.state == "done" else "in_flight"] += 1
-        return StatusResult(str(path), rows, states, batches, totals(rows))
+        return StatusResult(str(path), rows, states, batches, totals(rows),
+                            last_attempt(ledger))
     finally:
         ledger.close()

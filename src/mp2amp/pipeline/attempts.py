@@ -1,0 +1,60 @@
+"""How the last `mp2amp migrate` on a work folder ended, kept in its ledger for `status`.
+
+Why: a migration runs for hours under cron, systemd or a container, and the message of a
+run that stopped (a full disk, a damaged input, SIGTERM, a dead worker) went to a log the
+next person may not have; ``mp2amp status`` read only counts ("in progress"). Each run
+now records when it started and ended and how (exit code and message), best effort: a
+ledger that cannot be written (the disk that stopped the run, say) keeps the previous one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mp2amp.errors import Mp2AmpError
+from mp2amp.ledger import Ledger
+from mp2amp.pipeline.diskspace import disk_full_message, is_disk_full
+
+LAST_ATTEMPT = "last_attempt"  # the ledger meta key
+
+
+def finished(exit_code: int) -> dict[str, Any]:
+    return {"outcome": "finished", "exit_code": exit_code}
+
+
+def stopped_by(exc: BaseException, workdir: Path) -> dict[str, Any]:
+    """The outcome of a run that ``exc`` ended, as the CLI would report it."""
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return {"outcome": "stopped", "exit_code": None,  # 130 or 143: the CLI's to say
+                "message": "stopped by Ctrl-C or SIGTERM; resume with --resume"}
+    if is_disk_full(exc):
+        where = exc.filename if isinstance(exc, OSError) else None
+        return {"outcome": "stopped", "exit_code": 2,
+                "message": disk_full_message(workdir, None if where is None else str(where))}
+    if isinstance(exc, Mp2AmpError):
+        return {"outcome": "stopped", "exit_code": exc.exit_code or 1, "message": str(exc)}
+    return {"outcome": "crashed", "exit_code": 1, "message": f"{type(exc).__name__}: {exc}"}
+
+
+def record_attempt(ledger: Ledger, started: float, outcome: dict[str, Any]) -> None:
+    doc = {"started": started, "ended": time.time(), **outcome}
+    # best effort: the run's own error is the one to raise
+    with contextlib.suppress(Exception):
+        ledger.set_meta(LAST_ATTEMPT, orjson.dumps(doc).decode())
+
+
+def last_attempt(ledger: Ledger) -> dict[str, Any] | None:
+    value = ledger.get_meta(LAST_ATTEMPT)
+    if value is None:
+        return None
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
