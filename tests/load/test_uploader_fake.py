@@ -307,6 +307,34 @@ def test_unreachable_host_is_retried_then_stops(gen_events, observer):
         asyncio.run(scenario())
 
 
+def test_a_host_never_reached_stops_after_a_few_attempts_not_max_retries(gen_events, observer):
+    """A wrong api_host or port is refused at once: 20 backed-off retries (meant for a
+    flaky Amplitude) took ~11 minutes to say so. Never answered in this run: 5 attempts."""
+    async def scenario() -> None:
+        s = settings("http://127.0.0.1:9", max_retries=20, timeout=2)
+        async with Uploader(s, observer=observer) as up:
+            await up.submit(gen_events(1)[0], ("src", 1))
+            await up.close()
+    with pytest.raises(RetriesExhausted) as stopped:
+        asyncio.run(scenario())
+    assert str(stopped.value).startswith(
+        "cannot connect to Amplitude at http://127.0.0.1:9/batch (Cannot connect to host")
+    assert "5 times and never since this run started: check [amplitude] api_host" in \
+        str(stopped.value)
+    assert "--resume (nothing was lost)" in str(stopped.value)
+
+
+def test_a_host_that_answered_before_gets_all_its_retries(gen_events, observer):
+    async def scenario() -> None:
+        s = settings("http://127.0.0.1:9", max_retries=7, timeout=2)
+        async with Uploader(s, observer=observer) as up:
+            up.sender.answered = True  # as after a first answer: a flaky Amplitude, not a typo
+            await up.submit(gen_events(1)[0], ("src", 1))
+            await up.close()
+    with pytest.raises(RetriesExhausted, match="failed 8 times in a row"):
+        asyncio.run(scenario())
+
+
 # --- server-given waits (Retry-After) ------------------------------------------------
 
 def first_with(fake: Any, insert_id: str, status: int) -> float:

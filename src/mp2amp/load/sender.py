@@ -62,9 +62,16 @@ class RetriesExhausted(TerminalError):
     """One request failed ``max_retries`` times in a row: stop; ``--resume`` continues later."""
 
 
+# Attempts to connect at all, while Amplitude never answered in this run, before the run
+# stops: a wrong api_host or port is refused at once, and the 20 backed-off retries a
+# flaky Amplitude gets took ~11 minutes to say so. A blip at the start still gets ~6 s.
+UNREACHABLE_ATTEMPTS = 5
+
+
 class Sender:
     def __init__(self, up: Uploader) -> None:
         self.up = up
+        self.answered = False  # Amplitude answered a request of this run (any status)
         s = up.settings
         self._head = b'{"api_key":' + orjson.dumps(s.api_key) + b',"events":['
         options = b"" if s.min_id_length is None else \
@@ -174,10 +181,19 @@ class Sender:
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 up.report.requests_by_status["connection_error"] += 1
+                if isinstance(exc, aiohttp.ClientConnectorError) and not self.answered \
+                        and attempt + 1 >= UNREACHABLE_ATTEMPTS:
+                    up.fail(RetriesExhausted(
+                        f"cannot connect to Amplitude at {s.url} ({exc}), {attempt + 1} times "
+                        "and never since this run started: check [amplitude] api_host or "
+                        "region and the network, then run the same `mp2amp migrate` command "
+                        "with --resume (nothing was lost)"))
+                    return
                 verdict = Verdict("retry", 0, message=type(exc).__name__, error=ConnectionLost(
                     f"connection to Amplitude failed ({type(exc).__name__}); the request is "
                     "resent with the same insert_ids"))
             else:
+                self.answered = True
                 up.report.requests_by_status[str(status)] += 1
                 verdict = classify(status, text, ids=ids, retry_after=retry_after)
             if verdict.kind != "retry":
