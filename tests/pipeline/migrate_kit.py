@@ -176,3 +176,27 @@ def copy_events(project: Project, dest: Path) -> Path:
     """The project's day files in a folder of the test's own (to damage or move)."""
     shutil.copytree(project.events, dest)
     return dest
+
+
+def run_until_crash(config: Config, monkeypatch: Any, n: int) -> None:
+    """``migrate(config)`` stopped by a ``Crash`` as the ``n``-th accepted batch is to be
+    recorded (``crash_at_batch``); the patch is undone for what follows (a resume)."""
+    import pytest
+
+    from mp2amp.pipeline.migrate import migrate
+
+    crash_at_batch(monkeypatch, n)
+    with pytest.raises(Crash):
+        migrate(config)
+    monkeypatch.undo()
+
+
+def drop_last_records(path: Path, n: int) -> bytes:
+    """Rewrite the gzip file ``path`` without its last ``n`` records; returns the original
+    (a source that changed since its batches were cut)."""
+    import gzip
+
+    original = path.read_bytes()
+    lines = gzip.decompress(original).splitlines(keepends=True)
+    path.write_bytes(gzip.compress(b"".join(lines[:-n])))
+    return original

@@ -19,8 +19,10 @@ from migrate_kit import (
     assert_exactly_once,
     copy_events,
     crash_at_batch,
+    drop_last_records,
     get_json,
     make_config,
+    run_until_crash,
 )
 
 from mp2amp.errors import TerminalError
@@ -43,10 +45,7 @@ def test_staged_files_deleted_mid_run_are_staged_again_and_done_batches_not_rese
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(project.events, work, url)
-        crash_at_batch(monkeypatch, 4)
-        with pytest.raises(Crash):
-            migrate(config)
-        monkeypatch.undo()
+        run_until_crash(config, monkeypatch, 4)
         before = _batches(work)
         done = {b for b, (state, _) in before.items() if state == "done"}
         assert done and len(done) < len(before)
@@ -83,15 +82,11 @@ def test_a_source_changed_since_its_batches_were_cut_stops_the_run(
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
-        crash_at_batch(monkeypatch, 2)
-        with pytest.raises(Crash):
-            migrate(config)
-        monkeypatch.undo()
+        run_until_crash(config, monkeypatch, 2)
         shutil.rmtree(work / "staged")
         first = sorted(events.iterdir())[0]
-        original = first.read_bytes()
-        lines = gzip.decompress(original).splitlines(keepends=True)
-        first.write_bytes(gzip.compress(b"".join(lines[:-5])))  # five records fewer
+        lines = gzip.decompress(first.read_bytes()).splitlines()
+        original = drop_last_records(first, 5)  # five records fewer
         with pytest.raises(TerminalError) as stopped:
             migrate(config, resume=True)
         message = str(stopped.value)

@@ -18,8 +18,10 @@ from migrate_kit import (
     assert_exactly_once,
     copy_events,
     crash_at_batch,
+    drop_last_records,
     get_json,
     make_config,
+    run_until_crash,
     stored_counts,
 )
 
@@ -36,13 +38,6 @@ def _windows(work: Path) -> list[Any]:
         ledger.close()
 
 
-def _drop_last(path: Path, n: int) -> bytes:
-    """Rewrite the gzip file ``path`` without its last ``n`` records; returns the original."""
-    original = path.read_bytes()
-    lines = gzip.decompress(original).splitlines(keepends=True)
-    path.write_bytes(gzip.compress(b"".join(lines[:-n])))
-    return original
-
 
 # --- a source changed since its batches were cut --------------------------------------
 
@@ -56,13 +51,10 @@ def test_a_changed_source_stops_every_resume_not_only_the_first(
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
-        crash_at_batch(monkeypatch, 2)
-        with pytest.raises(Crash):
-            migrate(config)
-        monkeypatch.undo()
+        run_until_crash(config, monkeypatch, 2)
         shutil.rmtree(work / "staged")
         first = sorted(events.iterdir())[0]
-        original = _drop_last(first, 5)
+        original = drop_last_records(first, 5)
         with pytest.raises(TerminalError, match="the source changed since"):
             migrate(config, resume=True)
         with pytest.raises(TerminalError, match="the source changed since"):
@@ -84,13 +76,10 @@ def test_a_changed_source_staged_again_by_a_run_killed_before_its_check_still_st
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
-        crash_at_batch(monkeypatch, 2)
-        with pytest.raises(Crash):
-            migrate(config)
-        monkeypatch.undo()
+        run_until_crash(config, monkeypatch, 2)
         shutil.rmtree(work / "staged")
         first = sorted(events.iterdir())[0]
-        original = _drop_last(first, 5)
+        original = drop_last_records(first, 5)
 
         def killed(*args: Any) -> None:
             raise Crash("killed after the restaging, before its check")
@@ -122,10 +111,7 @@ def test_the_identity_tables_content_counts_in_the_fingerprint(
     with amplitude(tmp_path / "amp") as url:
         config = make_config(project.events, work, url,
                              **{"source.identity_table": str(table)})
-        crash_at_batch(monkeypatch, 2)
-        with pytest.raises(Crash):
-            migrate(config)
-        monkeypatch.undo()
+        run_until_crash(config, monkeypatch, 2)
         rows = gzip.decompress(table.read_bytes()).splitlines(keepends=True)
         table.write_bytes(gzip.compress(b"".join(rows[: len(rows) // 2])))
         with pytest.raises(TerminalError, match="differs from the one the run started with"):
@@ -190,10 +176,7 @@ def test_a_file_cut_short_while_its_staged_copy_was_deleted_mid_load(
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
-        crash_at_batch(monkeypatch, 2)
-        with pytest.raises(Crash):
-            migrate(config)
-        monkeypatch.undo()
+        run_until_crash(config, monkeypatch, 2)
         shutil.rmtree(work / "staged")
         cut = sorted(events.iterdir())[0]
         whole = _cut_short(cut)
@@ -246,10 +229,7 @@ def test_export_api_days_whose_staged_files_were_deleted_are_fetched_again(
             "mixpanel.api_host": mp_url, "mixpanel.timezone": TIMEZONE,
             "amplitude.api_host": url, "run.workdir": str(work)},
             env={"AMPLITUDE_API_KEY": API_KEY, "MIXPANEL_SECRET": "emulator-secret"})
-        crash_at_batch(monkeypatch, 3)
-        with pytest.raises(Crash):
-            migrate(config)
-        monkeypatch.undo()
+        run_until_crash(config, monkeypatch, 3)
         before = get_json(mp_url + "/_emulator/stats")["requests"]["export_requests"]
         shutil.rmtree(work / "staged")
         result = migrate(config, resume=True)
@@ -310,10 +290,7 @@ def test_overlapping_files_merged_and_another_windows_staged_file_deleted(
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
-        crash_at_batch(monkeypatch, 3)
-        with pytest.raises(Crash):
-            migrate(config)
-        monkeypatch.undo()
+        run_until_crash(config, monkeypatch, 3)
         plain = [p for p in (work / "staged").iterdir() if not p.name.endswith((".merged.jsonl", ".merged-away.jsonl"))]
         assert plain
         for p in plain:
@@ -369,10 +346,7 @@ def test_a_file_added_and_another_removed_before_resume(
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(folder / "*.jsonl.gz", work, url)
-        crash_at_batch(monkeypatch, 2)
-        with pytest.raises(Crash):
-            migrate(config)
-        monkeypatch.undo()
+        run_until_crash(config, monkeypatch, 2)
         first_two = stored_counts(url)
         (folder / days[0].name).rename(tmp_path / days[0].name)  # moved away (staged)
         shutil.copy(days[2], folder / days[2].name)
@@ -394,10 +368,7 @@ def test_a_fingerprint_from_an_older_mp2amp_without_the_newer_keys(
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(project.events, work, url)
-        crash_at_batch(monkeypatch, 2)
-        with pytest.raises(Crash):
-            migrate(config)
-        monkeypatch.undo()
+        run_until_crash(config, monkeypatch, 2)
         ledger = Ledger(work / "ledger.sqlite")
         try:
             old = orjson.loads(str(ledger.get_meta("fingerprint")))
