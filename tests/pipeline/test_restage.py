@@ -143,3 +143,24 @@ def test_a_work_folder_moved_to_another_disk_resumes_from_its_staged_files(
                    for w in ledger.windows())
     finally:
         ledger.close()
+
+
+def test_a_window_whose_staged_copy_and_source_are_both_gone_says_both(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = copy_events(project, tmp_path / "events")
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(events, work, url)
+        run_until_crash(config, monkeypatch, 2)
+        shutil.rmtree(work / "staged")
+        first = sorted(events.iterdir())[0]
+        first.rename(tmp_path / "away.gz")
+        with pytest.raises(TerminalError) as stopped:
+            migrate(config, resume=True)
+        assert str(stopped.value) == (
+            f"{first} does not exist, and its staged copy in the work folder is gone too: "
+            "restore the file (or the work folder's staged/ copy) and run the same `mp2amp "
+            "migrate` command with --resume")
+        (tmp_path / "away.gz").rename(first)
+        assert migrate(config, resume=True).exit_code == 0
+        assert_exactly_once(url, project.expected)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mp2amp.config import Config
-from mp2amp.errors import ConfigError, Mp2AmpError, TerminalError
+from mp2amp.errors import ConfigError, InputError, Mp2AmpError, TerminalError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.extract.export import days_between, fetch_windows, iter_window_records, window_source
 from mp2amp.extract.files import SourceFile, expand_paths, iter_file
@@ -103,6 +103,7 @@ async def extract_pending(
     reporter.update(counters)
     files = [w for w in pending if w.kind == "file"]
     days = [w for w in pending if w.kind == "export"]
+    _check_restaged_sources(files)
     if files:
         sources = {f.url: f for f in expand_paths([w.window_id for w in files],
                                                    storage_options=storage_options)}
@@ -140,6 +141,20 @@ async def extract_pending(
             aclose = getattr(windows, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+def _check_restaged_sources(files: list[WindowRow]) -> None:
+    """A window staged before (it has records) and pending again lost its staged copy
+    (``restage.restage_missing``); if its local source is gone too, say both, not just
+    "does not exist"."""
+    lost = [w.window_id for w in files
+            if w.records and "://" not in w.window_id and not os.path.exists(w.window_id)]
+    if lost:
+        raise InputError(
+            f"{lost[0]} does not exist, and its staged copy in the work folder is gone too"
+            + (f" (and {len(lost) - 1} more such file(s))" if len(lost) > 1 else "")
+            + ": restore the file (or the work folder's staged/ copy) and run the same "
+            "`mp2amp migrate` command with --resume")
 
 
 def _remove_leftovers(staged: Path) -> None:
