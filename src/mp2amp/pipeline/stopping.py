@@ -45,7 +45,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         try:
             loop.add_signal_handler(signal.SIGTERM, on_sigterm)
             installed = True
-        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+        except (ValueError, RuntimeError, NotImplementedError):  # off the main thread; Windows
             installed = False
         try:
             return await coro
