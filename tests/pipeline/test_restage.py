@@ -100,25 +100,115 @@ def test_a_source_changed_since_its_batches_were_cut_stops_the_run(
         assert_exactly_once(url, project.expected)
 
 
-def test_a_merged_window_whose_staged_file_is_gone_cannot_be_staged_again(
+def _split_days(project: Project, dest: Path) -> Path:
+    """Each day file as two files of alternate lines: they overlap in time, so each pair
+    is merged into one staged file (overlaps.py), as a Data Pipelines day's part files
+    are."""
+    dest.mkdir()
+    for day in sorted(project.events.iterdir()):
+        lines = gzip.decompress(day.read_bytes()).splitlines(keepends=True)
+        stem = day.name.split(".")[0]
+        (dest / f"{stem}-a.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[0::2])))
+        (dest / f"{stem}-b.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[1::2])))
+    return dest
+
+
+def _merged_groups(work: Path) -> dict[str, str]:
+    ledger = Ledger(work / "ledger.sqlite")
+    try:
+        return ledger.merged_into()
+    finally:
+        ledger.close()
+
+
+def test_merged_windows_whose_staged_files_are_gone_are_staged_and_merged_again(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overlapping files are merged into one staged file: deleted, it is remade from all
+    of its sources, merged again as before, and only batches not done are sent."""
+    events = _split_days(project, tmp_path / "events")
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(events, work, url)
+        run_until_crash(config, monkeypatch, 3)
+        merged = _merged_groups(work)
+        assert len(merged) == 3  # one merged-away file per day
+        before = _batches(work)
+        done = {b for b, (state, _) in before.items() if state == "done"}
+        assert done
+        shutil.rmtree(work / "staged")
+        result = migrate(config, resume=True)
+        assert result.exit_code == 0 and result.totals["balanced"]
+        assert_exactly_once(url, project.expected)
+        after = _batches(work)
+        assert {b: after[b] for b in done} == {b: before[b] for b in done}  # not sent again
+        assert _merged_groups(work) == merged
+        # and once more after the finished run: nothing is sent again
+        stored = get_json(url + "/_emulator/stats")["events_stored"]
+        shutil.rmtree(work / "staged")
+        again = migrate(config, resume=True)
+        assert again.exit_code == 0 and again.totals["balanced"]
+        stats = get_json(url + "/_emulator/stats")
+        assert stats["events_stored"] == stored == len(project.expected)
+
+
+def test_a_merged_away_files_empty_placeholder_deleted_is_made_again(
         project: Project, tmp_path: Path) -> None:
-    """Two files that overlap in time are merged into one staged file (overlaps.py): that
-    file cannot be remade from one source, so the run says to restore it."""
-    events = tmp_path / "events"
-    events.mkdir()
-    day = sorted(project.events.iterdir())[0]
-    lines = gzip.decompress(day.read_bytes()).splitlines(keepends=True)
-    (events / "a.jsonl").write_bytes(b"".join(lines[0::2]))
-    (events / "b.jsonl").write_bytes(b"".join(lines[1::2]))
+    events = _split_days(project, tmp_path / "events")
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
         assert migrate(config).exit_code == 0
+        placeholders = list((work / "staged").glob("*.merged-away.jsonl"))
+        assert len(placeholders) == 3
+        for path in placeholders:
+            path.unlink()
+        again = migrate(config, resume=True)
+        assert again.exit_code == 0 and again.totals["balanced"]
+        assert all(path.is_file() for path in placeholders)
+        assert get_json(url + "/_emulator/stats")["duplicates_ignored"] == 0
+
+
+def test_a_merged_source_changed_since_its_batches_were_cut_stops_the_run(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = _split_days(project, tmp_path / "events")
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(events, work, url)
+        run_until_crash(config, monkeypatch, 2)
         shutil.rmtree(work / "staged")
+        second = sorted(events.iterdir())[1]  # a merged-away file of the first day
+        original = drop_last_records(second, 3)
         with pytest.raises(TerminalError) as stopped:
             migrate(config, resume=True)
-    assert "records merged from input files that overlap in time" in str(stopped.value)
-    assert "restore the file and run --resume again" in str(stopped.value)
+        message = str(stopped.value)
+        assert "the 2 files merged into " in message and str(second) in message
+        assert "the source changed since" in message
+        second.write_bytes(original)
+        result = migrate(config, resume=True)
+        assert result.exit_code == 0 and result.totals["balanced"]
+        assert_exactly_once(url, project.expected)
+
+
+def test_a_merge_group_restaged_is_merged_again_after_a_stop_while_staging(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The groups to merge again are kept in the ledger: a resume stopped before it got to
+    merging (here a source missing for a moment) merges them on the next resume."""
+    events = _split_days(project, tmp_path / "events")
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(events, work, url)
+        run_until_crash(config, monkeypatch, 3)
+        merged = _merged_groups(work)
+        shutil.rmtree(work / "staged")
+        last = sorted(events.iterdir())[-1]
+        last.rename(tmp_path / "away.gz")
+        with pytest.raises(TerminalError, match="does not exist"):
+            migrate(config, resume=True)
+        (tmp_path / "away.gz").rename(last)
+        result = migrate(config, resume=True)
+        assert result.exit_code == 0 and result.totals["balanced"]
+        assert_exactly_once(url, project.expected)
+        assert _merged_groups(work) == merged
 
 
 def test_a_work_folder_moved_to_another_disk_resumes_from_its_staged_files(

@@ -51,7 +51,12 @@ from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.overlaps import load_order, merge_overlapping
 from mp2amp.pipeline.parked import replay_parked
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter, Ticker, ticking
-from mp2amp.pipeline.restage import check_restaged, restage_missing, stop_on_damaged_files
+from mp2amp.pipeline.restage import (
+    check_restaged,
+    remerge_restaged,
+    restage_missing,
+    stop_on_damaged_files,
+)
 from mp2amp.pipeline.staging import read_staged_identity
 from mp2amp.pipeline.transform_worker import (
     EVENT,
@@ -332,6 +337,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
             reporter.update(counters)
             await asyncio.sleep(0)
         await extraction.finished()
+        remerge_restaged(ledger)  # merged files that were gone, made again as they were
         check_restaged(ledger, extraction.restaged)
         if config.source.damaged_files == "stop":
             stop_on_damaged_files(ledger, set(extraction.staged))

@@ -66,6 +66,14 @@ def merge_overlapping(ledger: Ledger, windows: list[WindowRow]) -> list[list[str
     groups = overlapping_groups(windows, started)
     if not groups:
         return []
+    merge_groups(ledger, groups)
+    return [[w.window_id for w in g] for g in groups]
+
+
+def merge_groups(ledger: Ledger, groups: list[list[WindowRow]]) -> None:
+    """Merge each group (in window order) into its first window's new staged file; the
+    others get an empty placeholder, all recorded in one transaction, then the old staged
+    files are removed."""
     updates: list[tuple[str, str, int]] = []
     merged_into: dict[str, str] = {}
     replaced: list[Path] = []
@@ -85,7 +93,6 @@ def merge_overlapping(ledger: Ledger, windows: list[WindowRow]) -> list[list[str
     for path in replaced:
         if path not in kept:
             path.unlink(missing_ok=True)
-    return [[w.window_id for w in g] for g in groups]
 
 
 def load_order(windows: list[WindowRow]) -> list[WindowRow]:

@@ -24,7 +24,8 @@ from pathlib import Path
 import orjson
 
 from mp2amp.errors import InputError, TerminalError
-from mp2amp.ledger import Ledger
+from mp2amp.ledger import Ledger, WindowRow
+from mp2amp.pipeline.overlaps import merge_groups
 from mp2amp.pipeline.staging import damage_of
 
 
@@ -32,14 +33,18 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
     """Mark the windows whose staged file is gone as pending; returns, per such window,
     the records the ledger had for it. A work folder moved (or copied) elsewhere, to a
     bigger disk, keeps its staged files under their names: the ledger is pointed at them
-    there."""
+    there. A merged file that is gone is remade from all of its group's sources (each
+    staged again, then merged as before: ``remerge_restaged``); a merged-away window's
+    empty placeholder that is gone is written again."""
     merged = ledger.merged_into()
-    in_merge = set(merged) | set(merged.values())
+    rows = ledger.windows()
     before = _expected(ledger)  # from an earlier resume that did not get to its check
     cut = {b.window_id for b in ledger.batches()}
     moved: list[tuple[str, str, int]] = []
     gone: list[str] = []
-    for w in ledger.windows():
+    heads_gone: set[str] = set()
+    placeholders: list[tuple[str, Path]] = []
+    for w in rows:
         if w.state == "pending":
             # unstaged with its batches cut (a stop on damage, say): its records count
             # is still the one they were cut from
@@ -48,23 +53,33 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
             continue
         if w.staged_path is None:
             continue
-        # the work folder's own copy first: one copied elsewhere (the old folder still
-        # there, to be deleted once the copy runs) must not read the old folder's files
-        was = Path(w.staged_path)
-        here = workdir / "staged" / was.name
-        if here.resolve() != was.resolve() and here.is_file():
-            moved.append((w.window_id, str(here), w.records))
+        found = _staged_copy(w.staged_path, workdir)
+        if found is not None:
+            if found != Path(w.staged_path):
+                moved.append((w.window_id, str(found), w.records))
             continue
-        if was.exists():
+        if w.window_id in merged:  # a merged-away window: its file is an empty placeholder
+            placeholders.append((w.window_id, workdir / "staged" / Path(w.staged_path).name))
             continue
-        if w.window_id in in_merge:
-            raise TerminalError(
-                f"the staged file {w.staged_path} of {w.window_id} is gone, and it holds "
-                "records merged from input files that overlap in time, which cannot be "
-                "staged again as they were: restore the file and run --resume again, or "
-                "start a new run in a new work folder")
+        if w.window_id in merged.values():
+            heads_gone.add(w.window_id)
         before.setdefault(w.window_id, w.records)
         gone.append(w.window_id)
+    groups = _groups(rows, merged, heads_gone)
+    for group in groups:  # the whole group is staged again, then merged (in window order)
+        for window_id in group[1:]:
+            placeholders = [p for p in placeholders if p[0] != window_id]
+            before.setdefault(window_id, 0)
+            if window_id not in gone:
+                gone.append(window_id)
+    for window_id, path in placeholders:  # the group's merged file is still there
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        moved.append((window_id, str(path), 0))
+    if groups:
+        known = _remerge(ledger)
+        ledger.set_meta(_REMERGE, orjson.dumps(
+            known + [g for g in groups if g not in known]).decode())
     if before:
         _set_expected(ledger, before)  # first: a kill after it still checks them
     for window_id in gone:
@@ -72,6 +87,51 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
     if moved:
         ledger.restage(moved)
     return before
+
+
+def _staged_copy(recorded: str, workdir: Path) -> Path | None:
+    """Where a window's staged file is now: the work folder's own copy first (one copied
+    elsewhere, the old folder still there to be deleted once the copy runs, must not read
+    the old folder's files), else where the ledger has it; None when it is gone."""
+    was = Path(recorded)
+    here = workdir / "staged" / was.name
+    if here.resolve() != was.resolve() and here.is_file():
+        return here
+    return was if was.exists() else None
+
+
+def _groups(rows: list[WindowRow], merged: dict[str, str], heads: set[str]) -> list[list[str]]:
+    """The merge groups (head first, then window order, as they were merged) of
+    ``heads``."""
+    seq = {w.window_id: w.seq for w in rows}
+    return [[head, *sorted((m for m, h in merged.items() if h == head), key=seq.__getitem__)]
+            for head in sorted(heads, key=seq.__getitem__)]
+
+
+def _remerge(ledger: Ledger) -> list[list[str]]:
+    value = ledger.get_meta(_REMERGE)
+    return [] if not value else [list(g) for g in orjson.loads(value)]
+
+
+_REMERGE = "remerge"  # groups of windows staged again, to be merged again as they were
+
+
+def remerge_restaged(ledger: Ledger) -> None:
+    """After staging: each merge group whose merged file was gone (its windows staged
+    again, one file each) is merged again, exactly as it was (``overlaps.merge_group``):
+    staging and the merge are deterministic, so the same sources give the same file and
+    the same batches (``check_restaged`` then compares the counts). The groups stay in
+    the ledger until merged: a resume stopped before this point merges them next time."""
+    groups = _remerge(ledger)
+    if not groups:
+        return
+    rows = {w.window_id: w for w in ledger.windows()}
+    todo = [[rows[i] for i in group] for group in groups
+            if all(i in rows for i in group)
+            and any(rows[i].records for i in group[1:])]  # else merged already
+    if any(w.state == "pending" or w.staged_path is None for group in todo for w in group):
+        return  # not staged yet (the run stops before the load anyway)
+    merge_groups(ledger, todo)  # the groups stay listed until check_restaged passes
 
 
 def _expected(ledger: Ledger) -> dict[str, int]:
@@ -92,16 +152,23 @@ def check_restaged(ledger: Ledger, before: dict[str, int]) -> None:
     if not before:
         return
     cut = {b.window_id for b in ledger.batches()}
+    groups = {group[0]: group for group in _remerge(ledger)}
     for w in ledger.windows():
         old = before.get(w.window_id)
         if old is None or w.state == "pending" or w.window_id not in cut \
                 or w.records == old:
             continue
-        if w.staged_path is not None:
-            Path(w.staged_path).unlink(missing_ok=True)
-        ledger.mark_pending(w.window_id)  # still expected: the next resume checks it again
+        group = groups.get(w.window_id, [w.window_id])
+        for window_id in group:  # a merge group is staged again whole (and merged again)
+            row = ledger.window(window_id)
+            if row is not None and row.staged_path is not None:
+                Path(row.staged_path).unlink(missing_ok=True)
+            ledger.mark_pending(window_id)  # still expected: the next resume checks it again
+        what = (f"{w.window_id} was staged again" if len(group) == 1 else
+                f"the {len(group)} files merged into {w.window_id} ({', '.join(group)}) "
+                "were staged again and merged")
         raise TerminalError(
-            f"{w.window_id} was staged again (its staged file was gone) and now gives "
+            f"{what} (its staged file was gone) and now gives "
             f"{w.records} records, not the {old} its batches were cut from: the source "
             "changed since. Put the source back as it was and run --resume again, or start "
             "a new run in a new work folder")
@@ -110,6 +177,8 @@ def check_restaged(ledger: Ledger, before: dict[str, int]) -> None:
             if w.window_id in before and w.state == "pending"}
     if left != _expected(ledger):
         _set_expected(ledger, left)
+    if groups:
+        ledger.set_meta(_REMERGE, "")  # merged again and checked
 
 
 def stop_on_damaged_files(ledger: Ledger, staged_now: set[str]) -> None:
