@@ -38,5 +38,10 @@ def test_rejection_describe_names_file_line_field() -> None:
 def test_parse_retry_after() -> None:
     assert parse_retry_after("2") == 2.0
     assert parse_retry_after(None) is None
-    assert parse_retry_after("Wed, 21 Oct 2015") is None
+    assert parse_retry_after("Wed, 21 Oct 2015") is None  # not a whole HTTP date
+    # an HTTP date (what proxies send) counts from now; one past is "now"
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412480.0) == 30.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412510.0) == 0.0
+    for endless in ("inf", "1e999", "nan", "Infinity"):  # would wait forever
+        assert parse_retry_after(endless) is None
     assert parse_retry_after("-1") is None

@@ -12,6 +12,10 @@ Every message says what happens next, so a CLI can print ``str(exc)`` as it is.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import math
+import time
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
@@ -177,12 +181,20 @@ def classify_http(
     return ContractError(f"{service} rejected the request ({status}): {snippet}")
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds form); ``None`` if absent or odd."""
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds, or an HTTP date (RFC 9110
+    10.2.3, what proxies and load balancers send) counted from ``now`` (the wall clock
+    unless given); ``None`` if absent, odd or not finite ("inf" would wait forever)."""
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # HTTP dates are GMT
+            when = when.replace(tzinfo=datetime.UTC)
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None

@@ -79,11 +79,15 @@ class RateLimiter:
             yield
 
 
+MAX_RETRY_AFTER = 3600.0  # Mixpanel's longest limit is per hour: a longer ask is a proxy's
+
+
 def backoff_delay(attempt: int, retry_after: float | None, base: float, cap: float) -> float:
     """Seconds before attempt ``attempt + 1``: the server's ``Retry-After`` when it gave
-    one, else jittered exponential backoff (so windows do not retry in lockstep)."""
+    one (at most an hour), else jittered exponential backoff (so windows do not retry in
+    lockstep)."""
     if retry_after is not None:
-        return retry_after
+        return min(retry_after, MAX_RETRY_AFTER)
     ceiling = min(cap, base * 2 ** (attempt - 1))
     return random.uniform(ceiling / 2, ceiling)
 
