@@ -131,6 +131,8 @@ def _classify(status: int, body: bytes | str, ids: Sequence[IdPair],
     error_text = _text(doc.get("error"))
     n = len(ids)
     if 200 <= status < 300:
+        if not doc:  # Amplitude's 2xx is always a JSON object (code, events_ingested...)
+            return _not_amplitudes(status, body)
         return Verdict("accepted", status)
     if status == 413:
         if n > 1:
@@ -193,6 +195,20 @@ def _classify(status: int, body: bytes | str, ids: Sequence[IdPair],
                             "not allow for this request; check amplitude.api_host / endpoint, "
                             "then run again with --resume")
     return Verdict("stop", status, message=error_text, error=err)
+
+
+def _not_amplitudes(status: int, body: bytes | str) -> Verdict:
+    """A 2xx whose body is not Amplitude's JSON object: a proxy's or captive portal's page,
+    or another service at ``api_host``. Counting it as accepted would mark every batch done
+    with nothing in Amplitude; it is retried (as Amplitude's SDK does with an unreadable
+    answer), and the run stops once the retries are spent."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    snippet = " ".join(text.split())[:120] or "(empty)"
+    message = (f"answered {status} with a body that is not Amplitude's JSON ({snippet!r}): "
+               "a proxy, a captive portal or a wrong amplitude.api_host? Nothing of the "
+               "request was counted as sent")
+    return Verdict("retry", status, message=message,
+                   error=ServerError(f"Amplitude {message}; retrying", status=status))
 
 
 def _sort(status: int, doc: Mapping[str, Any], error_text: str, ids: Sequence[IdPair],
