@@ -250,17 +250,12 @@ def test_http_v2_events_either_side_of_the_1mb_request_limit(tmp_path, gen_event
     assert report.splits == 0 and time.monotonic() - started < 30
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: load/settings.py:58 (and config/sections.py:175, 1024..20 MiB for both endpoints) "
-    "accept a byte cap above the endpoint's request limit (HTTP V2 1 MB, Batch 20 MB); the "
-    "lane's cap then creeps back to it after every 413 (sender.py:_grow), so 413s recur for "
-    "the whole run (measured: 12 of 77 requests at max_bytes=4 MB on httpapi), each one "
-    "re-sending up to the full cap"))
 @pytest.mark.parametrize("endpoint, cap, limit", [("httpapi", 4_000_000, 1_000_000),
                                                   ("batch", 20 << 20, 20_000_000)])
 def test_a_byte_cap_above_the_endpoint_limit_is_refused_or_clamped(endpoint, cap, limit):
-    try:
-        settings = UploadSettings(api_key=KEY, endpoint=endpoint, max_bytes=cap)
-    except Mp2AmpError:
-        return
-    assert settings.limits.max_bytes <= limit
+    with pytest.raises(Mp2AmpError) as refused:
+        UploadSettings(api_key=KEY, endpoint=endpoint, max_bytes=cap)
+    assert (f"amplitude.batch_max_bytes must be at most {limit:,} for the {endpoint} "
+            f"endpoint (Amplitude answers 413 above it), got {cap:,}") in str(refused.value)
+    assert UploadSettings(api_key=KEY, endpoint=endpoint, max_bytes=limit).limits.max_bytes \
+        == limit

@@ -171,8 +171,9 @@ class AmplitudeConfig:
     api_host: str | None = field(default=None, metadata=_check(_host))
     endpoint: Literal["batch", "httpapi"] = "batch"
     output_dir: str | None = field(default=None, metadata=_LOCATIONS)
-    # Batch size cap in bytes (count is capped at 2000); default 10 MB for batch, 1 MB httpapi
-    batch_max_bytes: int | None = field(default=None, metadata=_check(_between(1024, 20 << 20)))
+    # Batch size cap in bytes (count is capped at 2000); default 10 MB for batch, 1 MB httpapi;
+    # at most Amplitude's request limit: 20 MB (batch), 1 MB (httpapi: checked with the endpoint)
+    batch_max_bytes: int | None = field(default=None, metadata=_check(_between(1024, 20_000_000)))
     # Sent as options.min_id_length: mp2amp keeps Mixpanel IDs shorter than Amplitude's 5
     min_id_length: int = field(default=1, metadata=_check(_between(1, 1024)))
     api_key: Secret | None = field(default=None, metadata=_env("AMPLITUDE_API_KEY"))

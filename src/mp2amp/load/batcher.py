@@ -17,6 +17,8 @@ BATCH_MAX_BYTES = 10 * 1024 * 1024   # Batch API allows 20 MB; half leaves headr
 # HTTP V2: "Keep request sizes under 1 MB", "request size exceeds 1MB" -> 413. A decimal
 # MB, as the emulator counts it: 1 MiB would pay a 413 and a split on every full batch.
 HTTPAPI_MAX_BYTES = 1_000_000
+# Amplitude's request limits (413 above them): a byte cap past one would 413 all run long
+REQUEST_LIMIT_BYTES = {"batch": 20_000_000, "httpapi": HTTPAPI_MAX_BYTES}
 # {"api_key":"<key>","events":[...],"options":{"min_id_length":NNNNN}}: the envelope around
 # the events. Reserved generously so that the events plus envelope never pass the cap.
 ENVELOPE_BYTES = 512

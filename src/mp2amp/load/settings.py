@@ -7,7 +7,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from mp2amp.errors import ConfigError
-from mp2amp.load.batcher import BATCH_MAX_BYTES, HTTPAPI_MAX_BYTES, MAX_EVENTS, Limits
+from mp2amp.load.batcher import (
+    BATCH_MAX_BYTES,
+    HTTPAPI_MAX_BYTES,
+    MAX_EVENTS,
+    REQUEST_LIMIT_BYTES,
+    Limits,
+)
 
 Endpoint = Literal["batch", "httpapi"]
 Region = Literal["us", "eu"]
@@ -57,6 +63,12 @@ class UploadSettings:
             problems.append(f"max_events must be 1..{MAX_EVENTS}, got {self.max_events}")
         if self.max_bytes is not None and self.max_bytes < 1024:
             problems.append(f"max_bytes must be >= 1024, got {self.max_bytes}")
+        limit = REQUEST_LIMIT_BYTES.get(self.endpoint)
+        if self.max_bytes is not None and limit is not None and self.max_bytes > limit:
+            # the lane's cap would grow back past the limit after each 413, all run long
+            problems.append(f"amplitude.batch_max_bytes must be at most {limit:,} for the "
+                            f"{self.endpoint} endpoint (Amplitude answers 413 above it), "
+                            f"got {self.max_bytes:,}")
         if self.min_id_length is not None and self.min_id_length < 1:
             problems.append(f"min_id_length must be >= 1, got {self.min_id_length}")
         if not 0 <= self.gzip_level <= 3:
