@@ -123,12 +123,6 @@ def test_a_200_that_is_not_amplitudes_json_is_not_counted_as_accepted(gen_events
     assert report is None or report.accepted == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: load/sender.py:291-296 holds the throttled events first, then the daily-quota "
-    "ones; holds.hold() (holds.py:75) puts a quota event whose device is already in "
-    "the new throttle hold into that hold, so it is resent after throttle_wait (15 s) "
-    "instead of park_delay (1 h), burning one of its park_retries on a request that cannot "
-    "pass; with the default park_retries=2 the device is parked for good an hour early"))
 def test_a_quota_event_on_a_device_also_throttled_waits_park_delay_not_throttle_wait(
         fake_cls, observer):
     events = [_ev(0, "device-shared", "user-quota"), _ev(1, "device-shared", "user-throt")]
@@ -152,13 +146,6 @@ def test_a_quota_event_on_a_device_also_throttled_waits_park_delay_not_throttle_
     assert sent_before_close == [1]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: load/sender.py:285 sets the lane's cap to half the largest per-device count of "
-    "the throttled events: a 429 naming ONE event of one device gives 1 // 2 -> cap 1, so "
-    "every other device of that lane (1/concurrency of the migration) is then sent one "
-    "event per request, growing back by 1/8 per success (~30 requests to refill one 2000-"
-    "event batch); a throttled device with a single event gains nothing from smaller "
-    "requests"))
 def test_one_throttled_event_does_not_shrink_the_lane_to_one_event_requests(
         fake_cls, gen_events, observer):
     events = gen_events(2000, devices=2000)   # every device once, one 2000-event batch

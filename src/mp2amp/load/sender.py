@@ -273,16 +273,23 @@ class Sender:
                 throttled.append(item)
             else:
                 rest.append(item)
+        if parked:  # first: a throttled event of a device over its quota waits with it
+            hold = up.holds.hold("daily_quota", loop.time() + s.park_delay, parked)
+            up.schedule_release(hold)
         if throttled:
             up.report.throttles += 1
             # A device with more events in one request than its rate budget would be
             # throttled forever: halve how many events a request of this lane carries
-            # (per device, at most that), creeping back after successes.
+            # (per device, at most that), creeping back after successes. One over its
+            # budget with fewer is throttled for its rate over time, which smaller
+            # requests do not change (one event named made every request one event).
             per_key: dict[str | None, int] = {}
             for item in throttled:
                 k = item.device or item.user
                 per_key[k] = per_key.get(k, 0) + 1
-            lane.cap_events = max(1, min(lane.cap_events, max(per_key.values()) // 2))
+            most = max(per_key.values())
+            if most > (v.eps_threshold or s.device_eps):
+                lane.cap_events = max(1, min(lane.cap_events, most // 2))
             wait = max(s.throttle_seconds, v.retry_after or 0.0)  # classify capped it
             _log_long_wait(v, wait, f"{len(throttled)} events of "
                            f"{len(v.throttled_devices) + len(v.throttled_users)} throttled "
@@ -290,9 +297,6 @@ class Sender:
                            up.report)
             hold = up.holds.hold("throttle", loop.time() + wait, throttled,
                                  devices=v.throttled_devices, users=v.throttled_users)
-            up.schedule_release(hold)
-        if parked:
-            hold = up.holds.hold("daily_quota", loop.time() + s.park_delay, parked)
             up.schedule_release(hold)
         if rest:
             up.requeue_front(rest, from_hold=False)

@@ -26,6 +26,9 @@ PATHS: dict[str, str] = {"batch": "/batch", "httpapi": "/2/httpapi"}
 # How long a throttled device/user waits: Batch docs say "for example, 15 seconds",
 # HTTP V2 says "pause ... for a period of 30 seconds".
 THROTTLE_WAIT: dict[str, float] = {"batch": 15.0, "httpapi": 30.0}
+# A device's or user's events per second before Amplitude throttles it, when a 429 does not
+# say (its ``eps_threshold``): Batch 1000, HTTP V2 30 (amplitude-api.md 429 sections).
+DEVICE_EPS: dict[str, int] = {"batch": 1000, "httpapi": 30}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,10 @@ class UploadSettings:
     def limits(self) -> Limits:
         default = BATCH_MAX_BYTES if self.endpoint == "batch" else HTTPAPI_MAX_BYTES
         return Limits(self.max_events, self.max_bytes or default)
+
+    @property
+    def device_eps(self) -> int:
+        return DEVICE_EPS[self.endpoint]
 
     @property
     def throttle_seconds(self) -> float:
