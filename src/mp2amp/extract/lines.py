@@ -38,7 +38,9 @@ def parse_json(data: bytes) -> Any:
     """Parse one JSON document; ``_PARSE_ERROR`` when it is not JSON.
 
     orjson first (fast); the standard library as a fallback for what orjson refuses but
-    real exports contain: integers beyond 64 bits, NaN/Infinity.
+    real exports contain: NaN/Infinity, integers past a double's range. (orjson reads an
+    integer past 64 bits but within a double's range as the nearest double, as JavaScript
+    does; see the README's dead letters paragraph.)
     """
     try:
         return orjson.loads(data)
