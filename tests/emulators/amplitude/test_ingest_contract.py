@@ -107,6 +107,19 @@ def test_blocklisted_ids_and_min_id_length_option(api: Api) -> None:
     assert status == 400
 
 
+def test_all_zero_ids_are_refused_as_device_ids_only(api: Api) -> None:
+    """The reference's all-zero rule is the iOS Limit Ad Tracking IDFA: device IDs. A user
+    ID of zeros passes unless it is on the blocklist ("0", the all-zero UUID)."""
+    status, body = api.send([event(0, device_id="00000000-0000-0000"),
+                             event(1, user_id="00000", device_id=None),
+                             event(2, user_id="0", device_id=None)],
+                            options={"min_id_length": 1})
+    assert status == 400
+    assert body["events_with_invalid_fields"] == {"device_id": [0], "user_id": [2]}
+    status, _ = api.send([event(1, user_id="00000", device_id=None)])
+    assert status == 200
+
+
 def test_httpapi_throttles_a_device_above_30_eps(api: Api, clock: Clock) -> None:
     hot = [event(n, device_id="hot-device") for n in range(901)]
     mixed = [event(9999, device_id="calm-device"), *hot]

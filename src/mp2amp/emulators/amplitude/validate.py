@@ -133,20 +133,14 @@ def properties_problem(props: Any) -> bool:
     return has_op and has_plain
 
 
-def id_is_blocked(value: str) -> bool:
-    """Documented junk IDs, plus all-zero IDs (the iOS Limit Ad Tracking IDFA)."""
-    if value in _BLOCKED_SPELLINGS:
-        return True
-    return value[:1] == "0" and not value.strip("0-")
-
-
-def _id_problem(value: Any, min_id_length: int) -> bool | None:
-    """None: fine; True: too short; False: not a string, or a blocked ID."""
+def _id_problem(value: Any, min_id_length: int, device: bool) -> bool | None:
+    """None: fine; True: too short; False: not a string, or a blocked ID (the all-zero
+    rule is the reference's for device IDs only: the iOS Limit Ad Tracking IDFA)."""
     if type(value) is not str:
         return False
     if len(value) < min_id_length:
         return True
-    if value in _BLOCKED_SPELLINGS or (value[0] == "0" and not value.strip("0-")):
+    if value in _BLOCKED_SPELLINGS or (device and value[0] == "0" and not value.strip("0-")):
         return False
     return None
 
@@ -180,14 +174,14 @@ def validate_events(
         has_id = False
         if user_id is not None and user_id != "":
             has_id = True
-            problem = _id_problem(user_id, min_id_length)
+            problem = _id_problem(user_id, min_id_length, False)
             if problem is None:
                 per_user[user_id] = per_user.get(user_id, 0) + 1
             else:
                 _add(id_lengths if problem else invalid, "user_id", index)
         if device_id is not None and device_id != "":
             has_id = True
-            problem = _id_problem(device_id, min_id_length)
+            problem = _id_problem(device_id, min_id_length, True)
             if problem is None:
                 per_device[device_id] = per_device.get(device_id, 0) + 1
             else:
