@@ -14,11 +14,15 @@ import pytest
 from mp2amp.errors import AuthError, ConfigError, RateLimited, TerminalError, TransientError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.extract.export import (
+    Days,
     WindowFile,
     completed_window,
     days_between,
     fetch_windows,
     iter_window_records,
+    window_path,
+    window_source,
+    windows_of,
 )
 
 DAYS = [date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)]
@@ -74,6 +78,27 @@ def test_days_between_is_inclusive() -> None:
     assert days_between(DAYS[1], DAYS[1]) == [DAYS[1]]
     with pytest.raises(ValueError):
         days_between(DAYS[2], DAYS[0])
+
+
+def test_windows_of_several_days_follow_one_another_without_sharing_a_day() -> None:
+    jan = [date(2024, 1, d) for d in range(1, 11)]
+    windows = windows_of(jan[0], jan[-1], 3)
+    assert [(w.first.day, w.last.day) for w in windows] == [(1, 3), (4, 6), (7, 9), (10, 10)]
+    assert [str(w) for w in windows][-2:] == ["2024-01-07..2024-01-09", "2024-01-10"]
+    assert windows_of(jan[0], jan[2]) == [Days(d, d) for d in jan[:3]]
+    assert windows_of(jan[0], jan[1], 31) == [Days(jan[0], jan[1])]
+    assert window_source(windows[0]) == "export:2024-01-01..2024-01-03"
+    assert window_source(jan[0]) == window_source(Days(jan[0], jan[0])) == "export:2024-01-01"
+    assert window_path(Path("w"), windows[0]) == Path("w/export/2024-01-01..2024-01-03.jsonl")
+
+
+def test_export_window_days_is_checked() -> None:
+    from mp2amp.config import load_config
+
+    for bad in (0, 32):
+        with pytest.raises(ConfigError, match="export_window_days"):
+            load_config(None, {"source.from_date": "2024-01-01", "source.to_date": "2024-01-02",
+                               "source.export_window_days": bad}, env={})
 
 
 def test_429_waits_for_retry_after_and_pauses_everyone(export_server: Any, tmp_path: Path) -> None:

@@ -78,6 +78,38 @@ def test_export_api_gives_the_same_insert_ids_as_files(project: Project,
     assert_counts_exactly_once(export_run.counts, project.expected)
 
 
+def test_export_windows_of_several_days_spend_fewer_queries(project: Project,
+                                                            tmp_path: Path) -> None:
+    """``[source] export_window_days``: one query per three days (Mixpanel allows 60 an
+    hour), streams broken as above, each event once; a resume after the run refetches
+    nothing."""
+    mixpanel = MixpanelEmulator(MixpanelConfig(
+        data_dir=project.root, fail_rate=0.5, seed=7,
+        fault_kinds=("terminated_early", "drop", "split"), export_per_hour=None,
+        export_per_second=None))
+    with mixpanel.running() as mp_url, amplitude(tmp_path / "amp") as amp_url:
+        cfg = load_config(None, {
+            "source.from_date": FIRST.isoformat(), "source.to_date": LAST.isoformat(),
+            "source.export_window_days": 3,
+            "mixpanel.api_host": mp_url, "mixpanel.timezone": TIMEZONE,
+            "amplitude.api_host": amp_url, "run.workdir": str(tmp_path / "work"),
+        }, env={"AMPLITUDE_API_KEY": API_KEY, "MIXPANEL_SECRET": "emulator-secret"})
+        overrides = {"per_hour": 10_000, "per_second": 100, "backoff_base": 0.01,
+                     "backoff_cap": 0.05}
+        result = migrate(cfg, upload_overrides=FAST, mixpanel_overrides=overrides)
+        assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
+        assert [w.window for w in result.windows] == ["export:2024-01-01..2024-01-03",
+                                                      "export:2024-01-04"]
+        assert_exactly_once(amp_url, project.expected)
+        stats = get_json(mp_url + "/_emulator/stats")
+        queries = stats["requests"]["export_requests"]
+        refetched = sum(n for kind, n in stats["faults_injected"].items() if kind != "split")
+        assert refetched >= 1 and queries == 2 + refetched  # split lines need no refetch
+        again = migrate(cfg, resume=True, upload_overrides=FAST, mixpanel_overrides=overrides)
+        assert again.exit_code == EXIT_OK
+        assert get_json(mp_url + "/_emulator/stats")["requests"]["export_requests"] == queries
+
+
 @pytest.fixture(scope="module")
 def s3(project: Project, s3_server: dict[str, Any]) -> dict[str, Any]:
     """The shared moto S3 server, holding the project's day files."""

@@ -151,6 +151,10 @@ class SourceConfig:
     # a file cut short (a .gz without its end): "stop" the migration before anything of it
     # is sent, so that it can be restored and resumed; "keep" what it holds up to the damage
     damaged_files: Literal["stop", "keep"] = "stop"
+    # Export API days per query: Mixpanel allows 60 queries an hour, so one-day windows take
+    # ~18 h for three years whatever their size; a small project can ask several days at once
+    # (a failed stream then fetches all of them again)
+    export_window_days: int = field(default=1, metadata=_check(_between(1, 31)))
 
     def problems(self) -> list[str]:
         if self.from_date and self.to_date and self.from_date > self.to_date:

@@ -1,7 +1,8 @@
 """Mixpanel Raw Export API client (reference mixpanel-api.md §1), one day per window.
 
-A window is one day with ``from_date == to_date`` (both are inclusive, so adjacent
-multi-day windows would read their shared day twice). Each window is streamed to a
+A window is one day with ``from_date == to_date``, or (``[source] export_window_days``)
+a few days ``from_date..to_date`` whose next window starts the day after its last (both
+dates are inclusive, so windows that shared a day would read it twice). Each window is streamed to a
 ``.part`` file in the work folder while its lines are parsed and counted; only when the
 stream ended cleanly is the file renamed and handed over. A ``terminated early`` line,
 a dropped connection or a timeout throws the part file away and the whole window is
@@ -58,6 +59,36 @@ READ_CHUNK = 1 << 20
 GUNZIP_STEP = 1 << 20
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class Days:
+    """The inclusive days of one export window: ``first == last`` for a one-day window."""
+
+    first: date
+    last: date
+
+    @property
+    def single(self) -> bool:
+        return self.first == self.last
+
+    @property
+    def what(self) -> str:
+        return "day" if self.single else "window"
+
+    def __str__(self) -> str:
+        return self.first.isoformat() if self.single else f"{self.first}..{self.last}"
+
+
+def as_days(day: date | Days, last: date | None = None) -> Days:
+    return day if isinstance(day, Days) else Days(day, last or day)
+
+
+def windows_of(from_date: date, to_date: date, days_per_window: int = 1) -> list[Days]:
+    """The range's windows of ``days_per_window`` days each (the last may be shorter)."""
+    days = days_between(from_date, to_date)
+    return [Days(days[i], days[min(i + days_per_window, len(days)) - 1])
+            for i in range(0, len(days), max(1, days_per_window))]
+
+
 @dataclass(frozen=True, slots=True)
 class WindowFile:
     """A completely fetched export window on disk (Raw Export JSON lines, uncompressed).
@@ -73,10 +104,15 @@ class WindowFile:
     rejected_count: int
     bytes: int
     attempts: int
+    last: date | None = None  # the window's last day, when it has several
+
+    @property
+    def days(self) -> Days:
+        return as_days(self.day, self.last)
 
     @property
     def source(self) -> str:
-        return window_source(self.day)
+        return window_source(self.day, self.last)
 
     def discard(self) -> None:
         """Delete the window's files once they are no longer needed (after loading)."""
@@ -84,8 +120,8 @@ class WindowFile:
             p.unlink(missing_ok=True)
 
 
-def window_source(day: date) -> str:
-    return f"export:{day.isoformat()}"
+def window_source(day: date | Days, last: date | None = None) -> str:
+    return f"export:{as_days(day, last)}"
 
 
 def days_between(from_date: date, to_date: date) -> list[date]:
@@ -95,8 +131,8 @@ def days_between(from_date: date, to_date: date) -> list[date]:
     return [from_date + timedelta(days=i) for i in range((to_date - from_date).days + 1)]
 
 
-def window_path(workdir: Path, day: date) -> Path:
-    return Path(workdir) / "export" / f"{day.isoformat()}.jsonl"
+def window_path(workdir: Path, day: date | Days, last: date | None = None) -> Path:
+    return Path(workdir) / "export" / f"{as_days(day, last)}.jsonl"
 
 
 def meta_path(path: Path) -> Path:
@@ -116,27 +152,29 @@ def query_key(settings: MixpanelSettings) -> dict[str, object]:
             "time_in_ms": settings.time_in_ms, "project_id": settings.project_id}
 
 
-def completed_window(workdir: Path, day: date,
+def completed_window(workdir: Path, day: date | Days,
                      settings: MixpanelSettings | None = None) -> WindowFile | None:
     """A window fetched by an earlier run, if its file is complete (and, given
     ``settings``, was fetched with the same query)."""
-    path = window_path(workdir, day)
+    span = as_days(day)
+    path = window_path(workdir, span)
     try:
         meta = json.loads(meta_path(path).read_text())
         size = path.stat().st_size
     except (OSError, ValueError):
         return None
-    if meta.get("bytes") != size or meta.get("day") != day.isoformat():
+    if meta.get("bytes") != size or meta.get("day") != span.first.isoformat() \
+            or (meta.get("last") or meta.get("day")) != span.last.isoformat():
         return None
     if settings is not None and meta.get("query") != query_key(settings):
         return None
-    return WindowFile(day, path, int(meta["record_count"]), int(meta["rejected_count"]),
-                      size, 0)
+    return WindowFile(span.first, path, int(meta["record_count"]), int(meta["rejected_count"]),
+                      size, 0, None if span.single else span.last)
 
 
 async def fetch_windows(
     settings: MixpanelSettings,
-    days: Iterable[date],
+    days: Iterable[date | Days],
     workdir: Path,
     *,
     concurrency: int = 4,
@@ -144,16 +182,17 @@ async def fetch_windows(
     limiter: RateLimiter | None = None,
     reuse_completed: bool = True,
 ) -> AsyncIterator[WindowFile]:
-    """Fetch each day once, several in flight, and yield each as it completes.
+    """Fetch each window (a day, or ``Days``) once, several in flight, and yield each as it
+    completes.
 
-    Windows come out in completion order (each carries its ``day``). Leaving the loop
+    Windows come out in completion order (each carries its ``day`` and ``days``). Leaving the loop
     early? Wrap in ``contextlib.aclosing`` so in-flight windows are cancelled at once
     (their part files are removed). A terminal error
     (credentials, a rejected request) or a window that kept failing past
     ``settings.max_attempts`` stops the iteration with that error; windows already
     yielded stay on disk and are reused next time.
     """
-    todo = sorted(set(days))
+    todo = sorted({as_days(d) for d in days})
     limiter = limiter or RateLimiter(per_hour=settings.per_hour, per_second=settings.per_second,
                                      max_concurrent=settings.max_concurrent)
     width = max(1, min(concurrency, settings.max_concurrent))
@@ -207,34 +246,36 @@ def new_session() -> aiohttp.ClientSession:
 async def fetch_window(
     session: aiohttp.ClientSession,
     settings: MixpanelSettings,
-    day: date,
+    day: date | Days,
     workdir: Path,
     *,
     limiter: RateLimiter,
 ) -> WindowFile:
-    """Fetch one day completely, retrying transient failures from scratch.
+    """Fetch one window completely, retrying transient failures from scratch.
 
     A 429 is not a failure: the server asked us to wait, and several windows racing for
     one freed slot would otherwise use up ``max_attempts`` and stop a run that only had
     to wait. Throttles have their own, larger cap (``max_rate_limited``).
     """
-    budget = RetryBudget(f"export of {day}", settings.max_attempts, settings.max_rate_limited,
+    span = as_days(day)
+    budget = RetryBudget(f"export of {span}", settings.max_attempts, settings.max_rate_limited,
                          settings.backoff_base, settings.backoff_cap)
     requests = 0
     while True:
         requests += 1
         try:
-            return await _fetch_once(session, settings, day, workdir, limiter, requests)
+            return await _fetch_once(session, settings, span, workdir, limiter, requests)
         except TransientError as exc:
             delay = budget.delay(exc)
             if isinstance(exc, RateLimited):
                 limiter.pause(delay)  # everyone waits, not just this window
-            log.warning("export of %s: %s; request %d in %.1f s", day, exc, requests + 1, delay)
+            log.warning("export of %s: %s; request %d in %.1f s", span, exc, requests + 1, delay)
             await asyncio.sleep(delay)
 
 
-def _params(settings: MixpanelSettings, day: date) -> dict[str, str]:
-    params = {**settings.auth_params(), "from_date": day.isoformat(), "to_date": day.isoformat()}
+def _params(settings: MixpanelSettings, span: Days) -> dict[str, str]:
+    params = {**settings.auth_params(), "from_date": span.first.isoformat(),
+              "to_date": span.last.isoformat()}
     if settings.events:
         params["event"] = json.dumps(list(settings.events))
     if settings.where:
@@ -247,12 +288,12 @@ def _params(settings: MixpanelSettings, day: date) -> dict[str, str]:
 async def _fetch_once(
     session: aiohttp.ClientSession,
     settings: MixpanelSettings,
-    day: date,
+    span: Days,
     workdir: Path,
     limiter: RateLimiter,
     attempt: int,
 ) -> WindowFile:
-    final = window_path(workdir, day)
+    final = window_path(workdir, span)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -263,21 +304,21 @@ async def _fetch_once(
     timeout = aiohttp.ClientTimeout(total=settings.timeout, sock_read=settings.read_timeout)
     done = False
     try:
-        async with limiter.slot(), session.get(settings.export_url, params=_params(settings, day),
+        async with limiter.slot(), session.get(settings.export_url, params=_params(settings, span),
                                                headers=headers, timeout=timeout,
                                                auto_decompress=False) as resp:
             if resp.status != 200:
                 body = (await resp.read())[:4000].decode("utf-8", "replace")
-                raise _http_error(resp.status, body, resp.headers.get("Retry-After"), day,
+                raise _http_error(resp.status, body, resp.headers.get("Retry-After"), span,
                                   settings)
-            counted = await _stream_to_file(resp, part, day)
+            counted = await _stream_to_file(resp, part, span)
         done = True
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-        raise StreamInterrupted(f"the export stream of {day} broke off ({exc}); fetching the "
-                                "whole day again") from exc
+        raise StreamInterrupted(f"the export stream of {span} broke off ({exc}); fetching the "
+                                f"whole {span.what} again") from exc
     except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-        raise ConnectionLost(f"export of {day}: {type(exc).__name__}: {exc}; fetching the "
-                             "whole day again") from exc
+        raise ConnectionLost(f"export of {span}: {type(exc).__name__}: {exc}; fetching the "
+                             f"whole {span.what} again") from exc
     finally:
         if not done:  # failed, or cancelled: never leave half a window behind
             with contextlib.suppress(OSError):
@@ -285,7 +326,8 @@ async def _fetch_once(
     records, rejected = counted
     size = part.stat().st_size
     os.replace(part, final)
-    window = WindowFile(day, final, records, rejected, size, attempt)
+    window = WindowFile(span.first, final, records, rejected, size, attempt,
+                        None if span.single else span.last)
     meta = {k: (str(v) if isinstance(v, date | Path) else v) for k, v in asdict(window).items()}
     meta["query"] = query_key(settings)
     tmp = meta_path(final).with_suffix(".tmp")
@@ -301,8 +343,8 @@ class _Gunzip:
     deflate), so a body cut without HTTP framing to show it would pass as a whole day.
     """
 
-    def __init__(self, day: date) -> None:
-        self.day = day
+    def __init__(self, day: date | Days) -> None:
+        self.day = as_days(day)
         self._d = zlib.decompressobj(wbits=31)
         self._fed = False
 
@@ -318,14 +360,14 @@ class _Gunzip:
                 data = self._d.unused_data if self._d.eof else self._d.unconsumed_tail
         except zlib.error as exc:
             raise StreamInterrupted(f"the gzip body of the export of {self.day} is corrupt "
-                                    f"({exc}); fetching the whole day again") from exc
+                                    f"({exc}); fetching the whole {self.day.what} again") from exc
 
     def finish(self, framed: bool) -> bytes:
         """The last output; raises if the stream stopped short. An empty body is whole
         when the HTTP framing says it ended there."""
         if not self._d.eof and (self._fed or not framed):
             raise StreamInterrupted(f"the gzip body of the export of {self.day} stopped short "
-                                    "of its end; fetching the whole day again")
+                                    f"of its end; fetching the whole {self.day.what} again")
         return self._d.flush()
 
 
@@ -335,17 +377,19 @@ def _framed(resp: aiohttp.ClientResponse) -> bool:
             or "chunked" in resp.headers.get("Transfer-Encoding", "").lower())
 
 
-async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path, day: date) -> tuple[int, int]:
+async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path,
+                          day: date | Days) -> tuple[int, int]:
     """Write the body to ``part`` while counting records the way the file will be read."""
+    span = as_days(day)
     encoding = resp.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("gzip", "x-gzip"):
-        gunzip: _Gunzip | None = _Gunzip(day)
+        gunzip: _Gunzip | None = _Gunzip(span)
     elif encoding in ("", "identity"):
         gunzip = None
     else:
-        raise TerminalError(f"Mixpanel export of {day} came with Content-Encoding "
+        raise TerminalError(f"Mixpanel export of {span} came with Content-Encoding "
                             f"{encoding!r}, but only gzip was asked for")
-    parser = LineParser(window_source(day))
+    parser = LineParser(window_source(span))
     records = rejected = lineno = 0
     tail = b""
 
@@ -362,9 +406,9 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path, day: date) -
             except decode_error:
                 pass
         if is_terminated_early(line):
-            raise StreamInterrupted(f"Mixpanel ended the export of {day} with 'terminated "
-                                    f"early' after {records} records; fetching the whole day "
-                                    "again")
+            raise StreamInterrupted(f"Mixpanel ended the export of {span} with 'terminated "
+                                    f"early' after {records} records; fetching the whole "
+                                    f"{span.what} again")
         for rec in parser.feed(lineno, line):
             records += 1
             rejected += rec.record is None
@@ -392,9 +436,9 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path, day: date) -
             write(gunzip.finish(_framed(resp)))
         elif tail and not _framed(resp) and not is_json(tail):
             # No framing and no newline at the end: the connection closed mid-record.
-            raise StreamInterrupted(f"the export stream of {day} ended in the middle of a "
-                                    f"record after {records} records; fetching the whole day "
-                                    "again")
+            raise StreamInterrupted(f"the export stream of {span} ended in the middle of a "
+                                    f"record after {records} records; fetching the whole "
+                                    f"{span.what} again")
         if tail:
             take(tail)
         for rec in parser.finish():
@@ -409,7 +453,7 @@ def _disk_error(part: Path, exc: OSError) -> TerminalError:
                          "are kept)")
 
 
-def _http_error(status: int, body: str, retry_after_header: str | None, day: date,
+def _http_error(status: int, body: str, retry_after_header: str | None, day: Days,
                 settings: MixpanelSettings) -> Mp2AmpError:
     retry_after = parse_retry_after(retry_after_header)
     low = body.lower()
@@ -422,7 +466,7 @@ def _http_error(status: int, body: str, retry_after_header: str | None, day: dat
                          "to authenticate request); check MIXPANEL_SERVICE_ACCOUNT (user:secret)"
                          " with mixpanel.project_id, or MIXPANEL_SECRET, and run again")
     if status == 400 and "to_date cannot be later than today" in low:
-        return TerminalError(f"Mixpanel says {day} is later than today in the project's "
+        return TerminalError(f"Mixpanel says {day.last} is later than today in the project's "
                              "timezone; check source.to_date and mixpanel.timezone and run again")
     err = classify_http(status, service=service, body=body, retry_after=retry_after)
     if err is None:  # a 2xx other than 200 is not what the export contract allows

@@ -90,7 +90,9 @@ def run_fingerprint(config: Config, upload: UploadSettings) -> dict[str, Any]:
     return {
         "source": {"files": list(config.source.files),
                    "from_date": str(config.source.from_date),
-                   "to_date": str(config.source.to_date)},
+                   "to_date": str(config.source.to_date),
+                   **({"export_window_days": config.source.export_window_days}
+                      if config.source.export_window_days != 1 else {})},
         "id_merge": config.mixpanel.id_merge,
         "endpoint": upload.endpoint,
         "concurrency": upload.concurrency,

@@ -26,7 +26,13 @@ from typing import Any
 from mp2amp.config import Config
 from mp2amp.errors import ConfigError, InputError, Mp2AmpError, TerminalError
 from mp2amp.extract.api import MixpanelSettings
-from mp2amp.extract.export import days_between, fetch_windows, iter_window_records, window_source
+from mp2amp.extract.export import (
+    Days,
+    fetch_windows,
+    iter_window_records,
+    window_source,
+    windows_of,
+)
 from mp2amp.extract.files import SourceFile, expand_paths, iter_file
 from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.pipeline.progress import Counters, Reporter
@@ -52,8 +58,9 @@ def plan_windows(config: Config, storage_options: dict[str, Any] | None) -> list
     if src.from_date is None or src.to_date is None:
         raise ConfigError(["source: give from_date and to_date (Export API) or files"],
                           source=str(config.path) if config.path else None)
-    return [(window_source(d), "export", {"day": d.isoformat()})
-            for d in days_between(src.from_date, src.to_date)]
+    return [(window_source(w), "export", {"day": w.first.isoformat()} if w.single
+             else {"day": w.first.isoformat(), "last": w.last.isoformat()})
+            for w in windows_of(src.from_date, src.to_date, src.export_window_days)]
 
 
 def _in_a_work_folder(path: Path, workdir: Path, seen: dict[Path, bool]) -> bool:
@@ -122,13 +129,14 @@ async def extract_pending(
         if mixpanel is None:
             raise ConfigError(["mixpanel: the Export API needs credentials: set "
                                "MIXPANEL_SERVICE_ACCOUNT (user:secret) or MIXPANEL_SECRET"])
-        wanted = {date.fromisoformat(w.spec["day"]): w for w in days}
+        wanted = {Days(date.fromisoformat(w.spec["day"]),
+                       date.fromisoformat(w.spec.get("last", w.spec["day"]))): w for w in days}
         export_dir = workdir / "export"
         windows = fetch_windows(mixpanel, sorted(wanted), export_dir,
                                 concurrency=max(1, min(config.run.concurrency, 4)))
         try:
             async for wf in windows:
-                row = wanted[wf.day]
+                row = wanted[wf.days]
                 dest = staged_path(workdir, row.window_id)
                 n = await asyncio.to_thread(stage, iter_window_records(wf), dest)
                 ledger.mark_extracted(row.window_id, str(dest), n)
