@@ -110,10 +110,12 @@ def build() -> None:
     clean()
     modules = [str(p.relative_to(ROOT)) for p in sources()]
     report = io.StringIO()
-    with contextlib.redirect_stdout(report):  # mypyc prints its warnings there
-        extensions = mypycify(modules, group_name=GROUP, opt_level="3",
-                              target_dir=str(BUILD / "c"))
-    print(report.getvalue(), end="")
+    try:
+        with contextlib.redirect_stdout(report):  # mypyc prints its warnings there
+            extensions = mypycify(modules, group_name=GROUP, opt_level="3",
+                                  target_dir=str(BUILD / "c"))
+    finally:  # its errors too, before it exits: they say what to fix
+        print(report.getvalue(), end="")
     if listed := materialized_streams(report.getvalue()):
         raise RuntimeError(
             "mypyc would turn these generator expressions into lists, which holds a whole "
