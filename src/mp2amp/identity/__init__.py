@@ -9,7 +9,10 @@ It runs before the transform, in two passes over the same records::
 
 IDs. Junk and blocklisted values (``junk.JUNK_IDS``: Amplitude's blocklist plus SDK junk
 such as "undefined", "[object Object]", all-zero IDs) count as absent. IDs shorter than 5
-characters are kept (the loader sends ``min_id_length``). Integers become text.
+characters are kept (the loader sends ``min_id_length``). Integers become text. A lone
+surrogate (an emoji cut in half by an SDK's length limit) becomes U+FFFD: such text can be
+neither sent as JSON nor spilled to SQLite. A hot-shard event (``$hotshard_events``) counts
+as the event named in its ``mp_original_event_name`` (an ``$identify`` still merges).
 
 Simplified ID Merge (``mode="simplified"``), as Mixpanel documents it:
 
@@ -33,10 +36,14 @@ Original ID Merge (``mode="original"``): a union-find over distinct IDs, fed by
   Mixpanel's "``$anon_id`` must be a UUIDv4" check is deliberately not applied: mixpanel-js
   cookie IDs and ``$device:`` IDs are anonymous IDs too, and dropping their merges would
   lose the very history a migration is for;
-* ``$create_alias``: ``alias`` + ``distinct_id``; ``$merge``: every ID of ``$distinct_ids``;
+* ``$create_alias``: ``alias`` + ``distinct_id``; an alias maps to one distinct_id, as in
+  Mixpanel: a second alias of the same name to another cluster is refused;
+  ``$merge``: every ID of ``$distinct_ids``;
 * ordinary events: ``$device_id`` + ``$user_id`` (refused like ``$identify``), and export
   evidence that Mixpanel already merged: ``$distinct_id_before_identity`` vs
-  ``distinct_id``, and a re-keyed ``distinct_id`` vs ``$user_id``/``$device_id``.
+  ``distinct_id``, and a re-keyed ``distinct_id`` vs ``$user_id``/``$device_id`` (refused
+  like ``$identify`` when it would join two users: a server-side event for one user that
+  names another's device is not a merge).
 
 Links are applied in (time, kind, IDs) order, so file order does not matter. A link that
 would make a cluster larger than ``cluster_cap`` (Mixpanel: 500) is refused, as Mixpanel

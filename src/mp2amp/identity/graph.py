@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mp2amp.errors import ConfigError, InvariantViolation
-from mp2amp.identity.ids import IDENTITY_EVENTS, count_junk
+from mp2amp.identity.ids import IDENTITY_EVENTS, ORIGINAL_EVENT, count_junk
 from mp2amp.identity.junk import default_user_id_predicate, forget_usable_ids
 from mp2amp.identity.original import OriginalIds
 from mp2amp.identity.report import IdentityReport
@@ -87,6 +87,10 @@ class IdentityGraph:
         if not isinstance(props, dict):
             return False
         event = record.get("event")
+        if ORIGINAL_EVENT in props:  # renamed by Mixpanel's hot shard: as restore_hotshard
+            original = props[ORIGINAL_EVENT]
+            if isinstance(original, str) and original:
+                event = original
         self.report.records_observed += 1
         count_junk(props, self.report)
         is_identity = False

@@ -12,6 +12,9 @@ NO_TIME = 1e300  # events without a usable time sort after every timed one
 _MS_THRESHOLD = 1e11  # larger epoch values are milliseconds (1e11 s is the year 5138)
 
 IDENTITY_EVENTS = frozenset({"$identify", "$create_alias", "$merge"})
+# A hot-shard event's own name (transform/hotshard.py): an $identify renamed
+# $hotshard_events still merges
+ORIGINAL_EVENT: Final = "mp_original_event_name"
 
 
 def event_seconds(props: dict[str, Any]) -> float:
@@ -61,7 +64,7 @@ def count_junk(props: dict[str, Any], report: IdentityReport) -> None:
 IDENTITY_PROPERTIES: Final = (
     "time", "distinct_id", "mp_original_distinct_id", "$user_id", "$device_id",
     "$distinct_id_before_identity", "$identified_id", "$anon_id", "$anon_distinct_id",
-    "alias", "$distinct_ids",
+    "alias", "$distinct_ids", "mp_original_event_name",
 )
 
 

@@ -77,6 +77,19 @@ _GOOD: set[str] = set()
 _GOOD_MAX = 16_384
 
 
+_LOW_SURROGATE, _HIGH_SURROGATE = chr(0xD800), chr(0xDFFF)  # (mypyc: no such literals)
+
+
+def without_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (U+D800..U+DFFF) replaced by U+FFFD."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if _LOW_SURROGATE <= ch <= _HIGH_SURROGATE else ch
+                       for ch in text)
+    return text
+
+
 def forget_usable_ids() -> None:
     """Empty the cache of usable IDs (the identity graph does once pass 1 is over, so that
     a process forked for pass 2 starts with an empty one instead of copying it)."""
@@ -84,16 +97,19 @@ def forget_usable_ids() -> None:
 
 
 def clean_id(value: Any) -> str | None:
-    """The ID as Amplitude text, or ``None`` when it is missing or junk."""
+    """The ID as Amplitude text, or ``None`` when it is missing or junk. A lone surrogate
+    (an emoji cut in half by an SDK's length limit, kept by the standard library's JSON
+    parser) becomes U+FFFD: such text can be neither sent as JSON nor spilled to SQLite."""
     if type(value) is str:
         if value in _GOOD:
             return value
-        if _junk_text(value[8:] if value.startswith(DEVICE_PREFIX) else value):
+        text: str = value if value.isascii() else without_lone_surrogates(value)
+        if _junk_text(text[8:] if text.startswith(DEVICE_PREFIX) else text):
             return None
         if len(_GOOD) >= _GOOD_MAX:
             _GOOD.clear()
-        _GOOD.add(value)
-        return value
+        _GOOD.add(text)
+        return text
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):

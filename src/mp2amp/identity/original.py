@@ -23,6 +23,7 @@ from mp2amp.identity.unionfind import (
     CANONICAL,
     DEVICE_USER,
     IDENTIFY,
+    INFERRED,
     MERGE,
     USER,
     USER_ID,
@@ -104,12 +105,13 @@ class OriginalIds:
             add(CANONICAL, *_node(dist, 0), *_node(before, 0), t)
         if dist.startswith(DEVICE_PREFIX) or dist == device:
             return
-        # Exports re-key events to the cluster's canonical distinct_id: evidence of a merge.
+        # Exports re-key events to the cluster's canonical distinct_id: evidence of a merge,
+        # unless it would join two users (a server-side event naming a device, say).
         if user is not None:
             if user != dist:
-                add(CANONICAL, dist, 0, *_node(user, USER | USER_ID), t)
+                add(INFERRED, dist, 0, *_node(user, USER | USER_ID), t)
         elif device is not None:
-            add(CANONICAL, dist, 0, *_node(device, ANON), t)
+            add(INFERRED, dist, 0, *_node(device, ANON), t)
 
     def add(self, kind: int, a: str | None, ra: int, b: str | None, rb: int, t: float) -> None:
         if a is None or b is None or a == b:

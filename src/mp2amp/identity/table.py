@@ -139,16 +139,25 @@ class MappingTable:
             "CREATE TABLE tmap(id TEXT PRIMARY KEY, dev INTEGER NOT NULL, "
             "resolved TEXT NOT NULL, rdev INTEGER NOT NULL) WITHOUT ROWID;"
             "CREATE TABLE ruser(resolved TEXT PRIMARY KEY, user TEXT) WITHOUT ROWID;"
+            "CREATE TABLE devs(id TEXT PRIMARY KEY) WITHOUT ROWID;"
         )
         writer = BatchWriter(db, "INSERT OR REPLACE INTO tmap(id, dev, resolved, rdev) VALUES (?, ?, ?, ?)")
+        # An ID is a device if any row says so (as in memory), not only its last row
+        devs = BatchWriter(db, "INSERT OR IGNORE INTO devs(id) VALUES (?)")
         rows = 0
         for row in read_rows(path, report):
             rows += 1
             writer.add(row)
+            if row[1]:
+                devs.add((row[0],))
+            if row[3]:
+                devs.add((row[2],))
         writer.flush()
+        devs.flush()
         db.script(
             "INSERT OR IGNORE INTO tmap(id, dev, resolved, rdev) "
-            "SELECT resolved, MAX(rdev), resolved, MAX(rdev) FROM tmap GROUP BY resolved;"
+            "SELECT resolved, 0, resolved, 0 FROM tmap GROUP BY resolved;"
+            "UPDATE tmap SET dev = 1 WHERE id IN (SELECT id FROM devs);"
         )
         out = BatchWriter(db, "INSERT INTO ruser(resolved, user) VALUES (?, ?)")
         target: str | None = None

@@ -22,10 +22,14 @@ USER_ID = 4  # carried as $user_id on events: the ID the app itself calls the us
 MERGE = 0  # $merge: explicit, joins anything (cap permitting)
 ALIAS = 1  # $create_alias
 IDENTIFY = 2  # $identify: refused when the anonymous ID already belongs to another user
-CANONICAL = 3  # export evidence: a re-keyed distinct_id or $distinct_id_before_identity
+CANONICAL = 3  # export evidence: $distinct_id_before_identity
 DEVICE_USER = 4  # an ordinary event carrying both $device_id and $user_id
-EXCLUSIVE = frozenset({IDENTIFY, DEVICE_USER})
-KIND_NAMES = ("$merge", "$create_alias", "$identify", "canonical", "device+user")
+INFERRED = 5  # export evidence: a distinct_id other than the event's $device_id/$user_id
+# (re-keyed by a merge, or a server-side event naming a device: not proof enough to join
+# two users, as only $identify/$create_alias/$merge merge people in Original ID Merge)
+EXCLUSIVE = frozenset({IDENTIFY, DEVICE_USER, INFERRED})
+KIND_NAMES = ("$merge", "$create_alias", "$identify", "canonical", "device+user",
+              "distinct_id+device")
 
 NOT_ELIGIBLE = 255
 
@@ -38,6 +42,7 @@ class Clusters:
         self.size = array("q", [1]) * n
         # per root: does the cluster hold an ID named as a user?
         self.has_user = flags.translate(bytes([b & USER for b in range(256)]))
+        self.aliased = bytearray(n)  # IDs already made an alias: "each alias maps to one"
 
     def find(self, x: int) -> int:
         parent = self.parent
@@ -51,12 +56,18 @@ class Clusters:
     def link(self, kind: int, a: int, b: int) -> str:
         """Join the clusters of ``a`` and ``b``: "joined", "same", "refused" or "cap"."""
         ra, rb = self.find(a), self.find(b)
+        if kind == ALIAS:  # ``a`` is the alias: Mixpanel maps an alias to one distinct_id
+            if ra != rb and self.aliased[a]:
+                return "refused"
+            self.aliased[a] = 1
         if ra == rb:
             return "same"
         if kind in EXCLUSIVE and self.has_user[ra] and self.has_user[rb]:
             return "refused"
         size = self.size
         if size[ra] + size[rb] > self.cap:
+            if kind == ALIAS:
+                self.aliased[a] = 0
             return "cap"
         if size[ra] < size[rb]:
             ra, rb = rb, ra

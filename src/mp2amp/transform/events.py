@@ -249,7 +249,8 @@ class Transformer:
             # event_insert_id's common case: a real $insert_id and a string distinct_id
             given, distinct_id = props.get("$insert_id"), props.get("distinct_id")
             if type(given) is str and type(distinct_id) is str \
-                    and JUNK_LONGEST < len(text := given.strip()) <= MAX_PREFIX:
+                    and JUNK_LONGEST < len(text := given.strip()) <= MAX_PREFIX \
+                    and text.isascii():  # else event_insert_id (a lone surrogate)
                 short = SHORT_HASH.copy()
                 short.update(f"{source_name}\x1f{distinct_id}\x1f{raw_ms}".encode())
                 out["insert_id"] = f"{text}-{short.hexdigest()}"

@@ -49,9 +49,20 @@ def usable_insert_id(value: object) -> str | None:
         text = value.strip()
     else:
         return None
-    if len(text) > MAX_PREFIX or text.lower() in _JUNK:
+    if len(text) > MAX_PREFIX or text.lower() in _JUNK or not _sendable(text):
         return None
     return text
+
+
+def _sendable(text: str) -> bool:
+    """Whether ``text`` can be sent as JSON (no lone surrogate: an id cut by an SDK)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def event_insert_id(event_name: str, props: dict[str, Any], time_ms: int) -> str:
@@ -60,7 +71,8 @@ def event_insert_id(event_name: str, props: dict[str, Any], time_ms: int) -> str
     given = props.get("$insert_id")
     if type(given) is str:
         text = given.strip()
-        if len(text) > MAX_PREFIX or (len(text) <= JUNK_LONGEST and text.lower() in _JUNK):
+        if len(text) > MAX_PREFIX or (len(text) <= JUNK_LONGEST and text.lower() in _JUNK) \
+                or not _sendable(text):
             return insert_id_for(event_name, props.get("distinct_id"), time_ms, None, props)
     else:
         return insert_id_for(event_name, props.get("distinct_id"), time_ms,
