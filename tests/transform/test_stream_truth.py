@@ -137,3 +137,31 @@ def test_output_is_deterministic_valid_and_sessionized(project: Path) -> None:
     # the loader sends min_id_length)
     verdict = validate_events(events, min_id_length=1)
     assert verdict.ok, verdict
+
+
+def test_an_event_that_cannot_be_written_is_a_rejection_and_the_rest_goes_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mp2amp transform`` wrote each event with orjson unguarded: one it could not write
+    (lone surrogates in an ID did, before the identity stage repaired them) ended the run
+    with a traceback. Such an event (a transform bug) is now a named rejection."""
+    source = tmp_path / "e.jsonl"
+    source.write_text("".join(
+        json.dumps({"event": name, "properties": {"time": 1704067200 + n, "distinct_id": "u-1",
+                                                  "$insert_id": f"iid-{n:08d}"}}) + "\n"
+        for n, name in enumerate(["Ok", "Broken", "Ok too"])))
+    event = Transformer.event
+
+    def broken(self: Transformer, record: Any, ids: Any) -> Any:
+        out = event(self, record, ids)
+        if record["event"] == "Broken":
+            out["event_properties"]["odd"] = {1, 2}  # a set: orjson cannot write it
+        return out
+
+    monkeypatch.setattr(Transformer, "event", broken)
+    out, rejects = io.BytesIO(), io.BytesIO()
+    result = transform_files(load_config(None, {}, env={}), [str(source)], out, rejects)
+    assert [orjson.loads(line)["event_type"] for line in out.getvalue().splitlines()] == [
+        "Ok", "Ok too"]
+    (reject,) = [orjson.loads(line) for line in rejects.getvalue().splitlines()]
+    assert reject["reason"] == "unserializable" and reject["line"] == 2
+    assert result.summary.balanced and result.summary.rejected == {"unserializable": 1}

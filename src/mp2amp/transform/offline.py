@@ -116,10 +116,20 @@ def transform_files(
             write_out, write_rejects, dumps = out.write, rejects.write, orjson.dumps
             newline = orjson.OPT_APPEND_NEWLINE
             for outcome in stream:
-                summary.add(outcome)
                 if isinstance(outcome, Emitted):
-                    write_out(dumps(outcome.event, option=newline))
-                elif isinstance(outcome, Rejected):
+                    try:
+                        data = dumps(outcome.event, option=newline)
+                    except TypeError as exc:  # a transform bug: named, the rest goes on
+                        outcome = Rejected(Rejection(
+                            "unserializable", f"the event is not JSON-serializable: {exc}",
+                            source=outcome.source, line=outcome.line,
+                            record=repr(outcome.event)))
+                    else:
+                        summary.add(outcome)
+                        write_out(data)
+                        continue
+                summary.add(outcome)
+                if isinstance(outcome, Rejected):
                     write_rejects(rejection_line(outcome.rejection))
     return TransformResult(summary, report.as_dict(), transformer.stats())
 

@@ -1,0 +1,294 @@
+"""Adversarial review of the pure event transform against the Mixpanel/Amplitude references.
+
+Passing tests check claims the other transform tests do not; ``xfail(strict=True)`` tests
+pin real defects (the reason says what is wrong). Helpers mirror tests/transform/test_events.py
+(that file is not importable under ``--import-mode=importlib``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mp2amp.emulators.amplitude.validate import validate_events
+from mp2amp.errors import Rejection
+from mp2amp.identity.graph import IdentityGraph
+from mp2amp.models import Resolved
+from mp2amp.transform import RevenueSettings, Transformer, TransformSettings
+from mp2amp.transform.plan import parse_plan
+from mp2amp.transform.privacy import PrivacyRules
+
+IDS = Resolved("user-1", "device-1")
+WILD = Path("/work/shared/fixtures/wild")
+if not WILD.exists():  # a checkout outside the team machine
+    WILD = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "wild"
+
+
+def rec(name: str = "Played Song", **props: Any) -> dict[str, Any]:
+    return {"event": name, "properties": {"time": 1601412131, "distinct_id": "u1", **props}}
+
+
+def run(record: dict[str, Any], settings_: TransformSettings | None = None,
+        ids: Resolved = IDS) -> Any:
+    return Transformer(settings_ or TransformSettings()).event(record, ids)
+
+
+def _wild_events() -> list[dict[str, Any]]:
+    out = []
+    for name in ("mixpanel-export-events.jsonl", "mixpanel-ingestion-payloads.jsonl"):
+        path = WILD / name
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            parsed = orjson.loads(line)
+            for item in parsed if isinstance(parsed, list) else [parsed]:
+                if isinstance(item, dict) and "event" in item \
+                        and isinstance(item.get("properties"), dict):
+                    out.append(item)
+    return out
+
+
+# --- claims that hold (not covered elsewhere) -------------------------------------------
+
+def test_web_anonymous_event_without_distinct_id_keeps_its_device(tmp_path: Path) -> None:
+    # mixpanel-js before identify(): no distinct_id in some pipelines, only $device_id.
+    # The event must not be dropped for lack of an ID (pitfall: "web users without an ID").
+    record = {"event": "Viewed", "properties": {
+        "time": 1601412131, "$device_id": "18c3a1b2-aaaa-4bbb-8ccc-1234567890ab",
+        "mp_lib": "web", "$browser": "Chrome", "$insert_id": "k3j4h5g6f7d8s9a0"}}
+    for mode in ("simplified", "original"):
+        graph = IdentityGraph(mode, tmp_path / mode)
+        try:
+            graph.observe(record)
+            graph.finish()
+            ids = graph.resolve(record["properties"])
+        finally:
+            graph.close()
+        out = run(record, ids=ids)
+        assert isinstance(out, dict), out
+        assert out["device_id"] == "18c3a1b2-aaaa-4bbb-8ccc-1234567890ab"
+        assert "user_id" not in out and out["platform"] == "Web"
+        assert out["insert_id"] == run(record, ids=ids)["insert_id"]  # re-run: same id
+        assert validate_events([out], 1).ok
+
+
+def test_custom_properties_named_like_amplitude_fields_stay_event_properties() -> None:
+    # A Mixpanel custom property may be called user_id, revenue, price, session_id...:
+    # it must neither become nor overwrite the top-level Amplitude field.
+    custom = {"user_id": "spoof", "device_id": "spoof-dev", "revenue": 99, "price": 5,
+              "quantity": 3, "session_id": 123, "insert_id": "x", "event_type": "Hack",
+              "groups": {"a": "b"}, "platform": "Atari", "country": "Narnia"}
+    out = run(rec(**custom))
+    assert isinstance(out, dict)
+    assert out["user_id"] == "user-1" and out["device_id"] == "device-1"
+    assert out["event_type"] == "Played Song" and out["insert_id"] != "x"
+    for field in ("revenue", "price", "quantity", "session_id", "groups", "platform", "country"):
+        assert field not in out
+    assert out["event_properties"] == custom
+    assert validate_events([out], 1).ok
+
+
+def test_negative_string_amount_with_lower_case_currency() -> None:
+    # Mixpanel $transactions-style amounts: negative (a refund), as text, with a currency.
+    settings_ = TransformSettings(revenue=RevenueSettings(revenue="$amount", currency="cur"))
+    out = run(rec("Charge", **{"$amount": " -12.50 ", "cur": "eur"}), settings_)
+    assert isinstance(out, dict)
+    assert out["revenue"] == -12.5 and out["currency"] == "EUR"
+    assert out["event_properties"]["$amount"] == " -12.50 "  # the source value is kept
+    assert validate_events([out], 1).ok
+
+
+def test_same_event_in_float_seconds_and_integer_ms_gets_one_insert_id() -> None:
+    # A file (SDK float seconds with a ms fraction) and the Export API with time_in_ms
+    # give the same event two raw forms: one insert_id, one Amplitude event.
+    base = {"$insert_id": "m1n2b3v4c5x6z7l8", "mp_lib": "web"}
+    in_seconds = run(rec(**{**base, "time": 1721228056.002}))
+    in_ms = run(rec(**{**base, "time": 1721228056002}))
+    assert isinstance(in_seconds, dict) and isinstance(in_ms, dict)
+    assert in_seconds["time"] == in_ms["time"] == 1721228056002
+    assert in_seconds["insert_id"] == in_ms["insert_id"]
+
+
+_WILD = _wild_events()
+_SETTINGS = [
+    TransformSettings(),
+    TransformSettings(legacy_time=True, timezone="America/Los_Angeles",
+                      group_keys=("company", "$city"),
+                      revenue=RevenueSettings(price="price", quantity="quantity",
+                                              revenue="revenue", currency="currency",
+                                              product_id="product", items="products")),
+    TransformSettings(legacy_time=True, timezone="Australia/Lord_Howe", keep_ip=False,
+                      amplitude_event_names=True,
+                      timezone_changes=(("2020-12-30", "Asia/Kolkata"),)),
+]
+_odd = st.sampled_from([
+    None, True, False, 0, 1, 1.0, -0.0, 0.0, 2.5, 2**64, float("nan"), "", " ", "a",
+    "$direct", "iPhone", "US", "fr", "10.0.0.1", "::1", "caf\u00e9", "\U0001f600",
+    "Mac OS X", "x" * 1100, "\ud800", [1], ["a", {"k": 1}], {"k": [1]}])
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**65), 2**65) | st.floats() | st.text(max_size=6)
+    | _odd, lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=6)
+_times = st.one_of(
+    st.integers(1_000_000_000, 1_800_000_000), st.floats(1e9, 1.8e9),
+    st.integers(1_000_000_000_000, 1_800_000_000_000),
+    # stored local wall times around the 2020 US / Lord Howe DST changes
+    st.sampled_from([1604194200, 1604197800, 1604196000, 1583634600, 1583638200,
+                     1601776800, 1601778600, 1586025000, 1586023200, "1604194200"]))
+_ids = st.sampled_from([Resolved("user-1", "device-1"), Resolved(None, "device-1"),
+                        Resolved("user-1", None)])
+
+
+@pytest.mark.skipif(not _WILD, reason="wild fixtures not available")
+@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+@given(index=st.integers(0, max(len(_WILD) - 1, 0)), which=st.integers(0, len(_SETTINGS) - 1),
+       data=st.data())
+def test_fast_path_matches_general_path_on_wild_shapes(index: int, which: int,
+                                                       data: st.DataObject) -> None:
+    # A real record's shape is learnt, then records of that shape arrive with other
+    # values (any JSON value in up to three properties, times near DST edges, other
+    # IDs): what the warm transformer serves must be the general path's result, byte for
+    # byte (repr: key order, 1 vs 1.0 vs True, -0.0) and count for count.
+    base = _WILD[index]
+    props = base["properties"]
+    keys = [*sorted(set(props) - {"time"}), "price", "quantity", "company", "products"]
+    settings_ = _SETTINGS[which]
+    warm, cold = Transformer(settings_), Transformer(settings_)
+    for record in (base, base):
+        ids = data.draw(_ids)
+        assert repr(warm.event(record, ids)) == repr(cold._event(record, ids))
+    for _ in range(data.draw(st.integers(1, 8))):
+        changed = dict(props)
+        for key in data.draw(st.lists(st.sampled_from(keys), max_size=3)):
+            changed[key] = data.draw(_values)
+        changed["time"] = data.draw(_times)
+        record = {"event": base["event"], "properties": changed}
+        ids = data.draw(_ids)
+        assert repr(warm.event(record, ids)) == repr(cold._event(record, ids)), record
+    assert warm.stats() == cold.stats()
+
+
+# --- defects ------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: revenue.py:115-116 (and _item_values :82-84): a quantity that is not a whole "
+    "number (2.5 kg, '2.5') becomes None/1, so `price` is sent alone and Amplitude books "
+    "price x 1 = 10 instead of the recorded 10 x 2.5 = 25 (revenue understated, no count "
+    "or warning); send revenue=price*quantity (no price) or nothing"))
+def test_fractional_quantity_does_not_understate_revenue() -> None:
+    settings_ = TransformSettings(revenue=RevenueSettings(price="price", quantity="qty"))
+    out = run(rec("Bought", price=10, qty=2.5), settings_)
+    assert isinstance(out, dict)
+    booked = out.get("revenue", out.get("price", 0) * out.get("quantity", 1))
+    assert booked == 25.0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: revenue.py:82-84: in a multi-item order an item whose quantity is present but "
+    "not a whole number is summed with quantity 1 (an invented value), while an item "
+    "without a parseable price makes the sum unknown; 10x2.5 + 5x1 is sent as 15, not 30"))
+def test_item_with_fractional_quantity_does_not_invent_quantity_one() -> None:
+    settings_ = TransformSettings(revenue=RevenueSettings(price="price", quantity="qty",
+                                                          items="items"))
+    out = run(rec("Order", items=[{"price": 10, "qty": 2.5}, {"price": 5, "qty": 1}]),
+              settings_)
+    assert isinstance(out, dict)
+    assert out.get("revenue") in (30.0, None)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: insert_id.py:69-70/96/98 and events.py:254 hash `time` at the source's "
+    "precision: the same Mixpanel event read from a default Export file (`time` in "
+    "seconds, Mixpanel's default and mixpanel-utils') and from `migrate` (time_in_ms=true) "
+    "gets two insert_ids, so mixing or re-running across sources duplicates every event "
+    "in Amplitude; hash time floored to whole seconds (Mixpanel's own compaction dedup "
+    "ignores the exact time)"))
+def test_insert_id_does_not_depend_on_export_time_precision() -> None:
+    base = {"$insert_id": "m1n2b3v4c5x6z7l8", "mp_lib": "web"}
+    seconds_export = run(rec(**{**base, "time": 1721228056}))
+    ms_export = run(rec(**{**base, "time": 1721228056002}))
+    assert isinstance(seconds_export, dict) and isinstance(ms_export, dict)
+    assert seconds_export["insert_id"] == ms_export["insert_id"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: insert_id.py:68-70 (and :96, :98) key the id on the exported distinct_id, which Mixpanel "
+    "rewrites when it reshuffles after an identity merge (the old value moves to "
+    "$distinct_id_before_identity); the same event exported before and after the merge "
+    "gets two insert_ids, so a re-run straddling a merge duplicates it in Amplitude; key "
+    "on $distinct_id_before_identity when present (and keep the reshuffle bookkeeping "
+    "out of the content hash)"))
+def test_insert_id_survives_a_mixpanel_identity_reshuffle() -> None:
+    before = rec(**{"distinct_id": "$device:0f1e2d3c", "$insert_id": "q1w2e3r4t5y6u7i8"})
+    after = rec(**{"distinct_id": "jane-42", "$insert_id": "q1w2e3r4t5y6u7i8",
+                   "$distinct_id_before_identity": "$device:0f1e2d3c"})
+    out_before = run(before, ids=Resolved("jane-42", "0f1e2d3c"))
+    out_after = run(after, ids=Resolved("jane-42", "0f1e2d3c"))
+    assert isinstance(out_before, dict) and isinstance(out_after, dict)
+    assert out_before["insert_id"] == out_after["insert_id"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: privacy.py:123-142 / events.py:316-342: hash_properties and drop_properties "
+    "that name distinct_id/$user_id/$device_id act only on event properties (which never "
+    "carry them); the resolved user_id/device_id still go to Amplitude in clear and no "
+    "config check says so (config/sections.py:221-230). Hash the IDs consistently or "
+    "refuse the setting"))
+def test_hashing_the_identity_properties_does_not_send_them_in_clear() -> None:
+    rules = PrivacyRules(hash_properties={"distinct_id", "$user_id"}, salt="s3cret",
+                         drop_properties={"$device_id"})
+    record = rec(**{"distinct_id": "jane@example.com", "$user_id": "jane@example.com",
+                    "$device_id": "dev-12345"})
+    out = run(record, TransformSettings(privacy=rules),
+              ids=Resolved("jane@example.com", "dev-12345"))
+    assert isinstance(out, dict | Rejection)
+    if isinstance(out, dict):
+        assert b"jane@example.com" not in orjson.dumps(out)
+        assert out.get("device_id") != "dev-12345"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: plan.py:231: a plan rename onto a name the event already has (Price -> "
+    "price while the event also sends price) silently overwrites one value with the other, "
+    "which one depending on key order; _check_targets only compares rules with rules"))
+def test_plan_rename_never_silently_overwrites_an_existing_property() -> None:
+    plan = parse_plan({"properties": {"Price": {"rename": "price"}}})
+    out = run(rec("Bought", price=5, Price=7), TransformSettings(plan=plan))
+    assert isinstance(out, Rejection) or sorted(
+        v for v in out["event_properties"].values() if isinstance(v, int)) == [5, 7]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: plan.py:143-156 coerces with int()/float(), which accept '1_000' (-> 1000), "
+    "'1_0.5' (-> 10.5) and non-ASCII digits ('\\u0661\\u0662\\u0663' -> 123); these are "
+    "not lossless numeric texts (revenue.number refuses '_' for this reason)"))
+@pytest.mark.parametrize("text", ["1_000", "1_0.5", "\u0661\u0662\u0663"])
+def test_plan_number_coercion_refuses_non_numeric_texts(text: str) -> None:
+    plan = parse_plan({"properties": {"qty": {"type": "number"}}})
+    out = run(rec("Bought", qty=text), TransformSettings(plan=plan))
+    assert isinstance(out, Rejection) and out.reason == "plan_type_mismatch"
+
+
+@pytest.mark.parametrize("budget", [2_000_000, 1])  # in memory, spilled
+def test_a_lone_surrogate_in_an_id_becomes_u_fffd_and_the_event_can_be_sent(
+        budget: int, tmp_path: Path) -> None:
+    """An emoji cut in half by an SDK's length limit (a lone surrogate, which the stdlib
+    JSON fallback reads): the identity stage gives the ID with U+FFFD in its place, and a
+    $insert_id holding one falls back to the content hash, so the event can be written."""
+    props = {"distinct_id": "user-\ud800", "$device_id": "dev-\ud800-1",
+             "$user_id": "user-\ud800", "$insert_id": "abcdefghijkl\ud800"}
+    record = rec(**props)
+    with IdentityGraph("simplified", tmp_path, memory_budget_ids=budget) as graph:
+        for n in range(3):  # enough IDs to spill at the tiny budget
+            graph.observe(rec(**{**props, "$device_id": f"dev-\ud800-{n}"}))
+        ids = graph.resolve(record["properties"])
+    assert ids == Resolved("user-\ufffd", "dev-\ufffd-1")
+    out = run(record, ids=ids)
+    assert isinstance(out, dict)
+    orjson.dumps(out)  # would raise on a surrogate
+    assert out["insert_id"].startswith("mp-")
