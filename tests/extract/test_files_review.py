@@ -1,0 +1,552 @@
+"""Adversarial review of file extraction (files.py, lines.py, jsonarray.py, concatenated.py,
+windows.plan_windows, staging): the bad inputs of the issue that the other extract and
+pipeline tests do not cover, read directly and through ``migrate`` against the local
+Amplitude emulator and a local S3 server (moto's server mode).
+
+Tests marked ``xfail(strict=True, reason="BUG: ...")`` show a defect: they pass once it is
+fixed (and then the mark must go)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
+
+from migrate_kit import FAST, amplitude, make_config, stored_counts
+
+from mp2amp.errors import InputError, Mp2AmpError
+from mp2amp.extract.files import expand_paths, iter_records
+from mp2amp.extract.lines import split_lines
+from mp2amp.pipeline.migrate import EXIT_OK, migrate
+from mp2amp.pipeline.staging import sort_key, stage
+
+T = 1_700_000_000
+HUGE_INT = "9" * 5000  # valid JSON; past Python's int<->str limit (4300 digits)
+
+
+def event(i: int, **props: Any) -> dict[str, Any]:
+    return {"event": "E", "properties": {"time": T + i, "distinct_id": f"u{i}",
+                                         "$insert_id": f"iid-{i}", **props}}
+
+
+def line(i: int, **props: Any) -> str:
+    return json.dumps(event(i, **props), separators=(",", ":"))
+
+
+def summary(paths: list[str | Path], **kw: Any) -> list[tuple[str, int, str]]:
+    """(file name, line, event's distinct_id or the rejection's reason) of every record."""
+    out = []
+    for r in iter_records([str(p) for p in paths], **kw):
+        what = r.rejection.reason if r.rejection else r.record["properties"]["distinct_id"]  # type: ignore[index]
+        out.append((r.source.rsplit("/", 1)[-1], r.line, what))
+    return out
+
+
+def delivered(url: str) -> set[str]:
+    """The distinct_ids of what the Amplitude emulator stored (each event's user here)."""
+    return {who for who, _ in stored_counts(url)}
+
+
+def run(events: Path | str, tmp: Path, url: str, **kw: Any) -> Any:
+    return migrate(make_config(events, tmp / "work", url, **{"mixpanel.timezone": "UTC"}),
+                   upload_overrides=FAST, **kw)
+
+
+# --- claims that hold -------------------------------------------------------------------
+
+
+def test_crlf_bom_and_gzip_in_every_format_read_whole(tmp_path: Path) -> None:
+    """CRLF line ends and a UTF-8 BOM, in JSON lines, a JSON array and pretty-printed
+    objects, plain and gzip: every record, line numbers as in the file."""
+    bom = b"\xef\xbb\xbf"
+    jsonl = bom + b"".join(line(i).encode() + b"\r\n" for i in range(3))
+    array = bom + b"[\r\n" + b",\r\n".join(line(i).encode() for i in range(3)) + b"\r\n]\r\n"
+    pretty = bom + b"".join(json.dumps(event(i), indent=2).replace("\n", "\r\n").encode()
+                            + b"\r\n" for i in range(3))
+    names = []
+    for name, data in (("l.jsonl", jsonl), ("a.json", array), ("p.json", pretty)):
+        (tmp_path / name).write_bytes(data)
+        (tmp_path / (name + ".gz")).write_bytes(gzip.compress(data))
+        names += [name, name + ".gz"]
+    got = summary([tmp_path / n for n in names])
+    ids = [what for _, _, what in got]
+    assert ids == ["u0", "u1", "u2"] * 6, got
+    assert [n for f, n, _ in got if f == "l.jsonl"] == [1, 2, 3]
+    assert [n for f, n, _ in got if f == "p.json"] == [1, 9, 17]  # where each object starts
+
+
+def test_fifty_megabyte_line_is_read_and_the_lines_around_it_kept(tmp_path: Path) -> None:
+    big = line(1, blob="x" * (50 << 20))
+    path = tmp_path / "big.jsonl"
+    path.write_text(line(0) + "\n" + big + "\n" + line(2) + "\n")
+    assert summary([path]) == [("big.jsonl", 1, "u0"), ("big.jsonl", 2, "u1"),
+                               ("big.jsonl", 3, "u2")]
+    # the same line cut short: one rejection naming file and line, the rest kept
+    path.write_text(line(0) + "\n" + big[:-3] + "\n" + line(2) + "\n")
+    recs = list(iter_records([str(path)]))
+    assert [(r.line, r.rejection.reason if r.rejection else None) for r in recs] == [
+        (1, None), (2, "malformed_json"), (3, None)]
+    assert f"{path} line 2 is not valid JSON" in recs[1].rejection.message  # type: ignore[union-attr]
+
+
+def test_huge_integer_in_a_json_line_is_rejected_naming_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "h.jsonl"
+    path.write_text(line(0) + "\n" + line(1, n=0).replace("0}}", HUGE_INT + "}}") + "\n"
+                    + line(2) + "\n")
+    got = list(iter_records([str(path)]))
+    assert [(r.line, r.rejection.reason if r.rejection else None) for r in got] == [
+        (1, None), (2, "malformed_json"), (3, None)]
+    assert f"{path} line 2" in got[1].rejection.message  # type: ignore[union-attr]
+
+
+def test_non_utf8_bytes_in_each_format_reject_only_their_record(tmp_path: Path) -> None:
+    bad = line(1, s="caf_").replace("caf_", "caf\udce9").encode("utf-8", "surrogateescape")
+    (tmp_path / "l.jsonl").write_bytes(line(0).encode() + b"\n" + bad + b"\n"
+                                       + line(2).encode() + b"\n")
+    (tmp_path / "a.json").write_bytes(b"[" + line(0).encode() + b"," + bad + b","
+                                      + line(2).encode() + b"]")
+    got = summary([tmp_path / "l.jsonl", tmp_path / "a.json"])
+    assert got == [("l.jsonl", 1, "u0"), ("l.jsonl", 2, "invalid_utf8"), ("l.jsonl", 3, "u2"),
+                   ("a.json", 1, "u0"), ("a.json", 2, "invalid_utf8"), ("a.json", 3, "u2")]
+
+
+def test_empty_and_whitespace_only_files_give_nothing(tmp_path: Path) -> None:
+    (tmp_path / "e.jsonl").write_bytes(b"")
+    (tmp_path / "w.jsonl").write_bytes(b"\r\n \n\t\n")
+    (tmp_path / "g.jsonl.gz").write_bytes(gzip.compress(b""))
+    assert summary([tmp_path / "e.jsonl", tmp_path / "w.jsonl", tmp_path / "g.jsonl.gz"]) == []
+
+
+def test_symlink_loop_inside_an_input_folder_is_an_input_error_at_staging(
+        tmp_path: Path) -> None:
+    """A symlink loop in a folder is listed, and reading it names it (not a traceback)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text(line(0) + "\n")
+    os.symlink(folder / "loop.jsonl", folder / "loop.jsonl")
+    with pytest.raises(InputError, match=r"loop\.jsonl.*(Too many levels|symbolic)"):
+        list(iter_records([str(folder)]))
+
+
+def test_migrate_delivers_crlf_bom_array_50mb_line_and_empty_files(tmp_path: Path) -> None:
+    """End to end: a folder of awkward but valid files is migrated whole, exit 0."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "crlf.jsonl").write_bytes(b"".join(line(i).encode() + b"\r\n" for i in range(3)))
+    (src / "bom-array.json").write_bytes(
+        b"\xef\xbb\xbf[\r\n" + b",\r\n".join(line(i).encode() for i in range(3, 6)) + b"]")
+    (src / "big.jsonl.gz").write_bytes(gzip.compress(
+        (line(6, blob="y" * (50 << 20)) + "\n" + line(7) + "\n").encode(), 1))
+    (src / "empty.jsonl").write_bytes(b"")
+    with amplitude(tmp_path / "amp") as url:
+        result = run(src, tmp_path, url)
+        got = delivered(url)
+    assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
+    assert got == {f"u{i}" for i in range(8)}
+    assert result.totals["read"] == 8 and result.totals["sent"] == 8
+
+
+def test_s3_truncated_gzip_stops_the_run_naming_the_object_then_resumes(
+        tmp_path: Path, s3_server: dict[str, Any]) -> None:
+    """Through moto's server: a cut .gz object stops the run before anything is sent, its
+    s3:// URL in the message; restored, a --resume delivers everything once."""
+    import boto3
+    import s3fs
+
+    s3 = boto3.client("s3", endpoint_url=s3_server["endpoint_url"], region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="review-cut")
+    whole = gzip.compress("".join(line(i) + "\n" for i in range(1500)).encode())
+    s3.put_object(Bucket="review-cut", Key="ev/a.jsonl.gz", Body=whole[: len(whole) // 2])
+    s3.put_object(Bucket="review-cut", Key="ev/b.jsonl", Body=(line(2000) + "\n").encode())
+    with amplitude(tmp_path / "amp") as url:
+        cfg = make_config("s3://review-cut/ev/*", tmp_path / "work", url,
+                          **{"mixpanel.timezone": "UTC"})
+        with pytest.raises(InputError, match=r"s3://review-cut/ev/a\.jsonl\.gz is damaged"):
+            migrate(cfg, upload_overrides=FAST, storage_options=s3_server)
+        assert not stored_counts(url)
+        s3.put_object(Bucket="review-cut", Key="ev/a.jsonl.gz", Body=whole)
+        # a resume is a new process: none of fsspec's cached listings (see the xfail below)
+        s3fs.S3FileSystem.clear_instance_cache()
+        result = migrate(cfg, resume=True, upload_overrides=FAST, storage_options=s3_server)
+        counts = stored_counts(url)
+    assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
+    assert len(counts) == 1501 and set(counts.values()) == {1}
+
+
+def test_s3_folder_placeholder_and_zero_byte_objects(s3_server: dict[str, Any]) -> None:
+    """A console-made 'folder' object (key ending in '/') is not read as a file; a folder
+    without event files is an InputError naming it."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server["endpoint_url"], region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="review-dirs")
+    s3.put_object(Bucket="review-dirs", Key="d/", Body=b"")
+    s3.put_object(Bucket="review-dirs", Key="d/a.jsonl", Body=(line(0) + "\n").encode())
+    s3.put_object(Bucket="review-dirs", Key="e/", Body=b"")
+    assert summary(["s3://review-dirs/d/"], storage_options=s3_server) == [("a.jsonl", 1, "u0")]
+    assert summary(["s3://review-dirs/d"], storage_options=s3_server) == [("a.jsonl", 1, "u0")]
+    with pytest.raises(InputError, match=r"s3://review-dirs/e/ contains no event files"):
+        list(iter_records(["s3://review-dirs/e/"], storage_options=s3_server))
+
+
+# --- defects ----------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: jsonarray.iter_array catches only JSONDecodeError/RecursionError around "
+    "raw_decode; an integer of more than 4300 digits (valid JSON) raises ValueError, which "
+    "escapes iter_file/_iter_stream (they catch GZIP_ERRORS and OSError only): the whole "
+    "file is lost with a traceback instead of one malformed_json rejection"))
+def test_huge_integer_in_a_json_array_element_rejects_only_that_element(tmp_path: Path) -> None:
+    path = tmp_path / "a.json"
+    path.write_text("[" + line(0) + ',{"event":"X","properties":{"n":' + HUGE_INT + "}},"
+                    + line(2) + "]")
+    assert summary([path]) == [("a.json", 1, "u0"), ("a.json", 2, "malformed_json"),
+                               ("a.json", 3, "u2")]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: concatenated.iter_concatenated.decode() catches only JSONDecodeError/"
+    "RecursionError; a >4300-digit integer in a pretty-printed object raises ValueError and "
+    "the whole file is lost with a traceback"))
+def test_huge_integer_in_a_pretty_printed_object_rejects_only_that_object(
+        tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text('{\n  "event": "X",\n  "properties": {"n": ' + HUGE_INT + "}\n}\n"
+                    + json.dumps(event(2), indent=2) + "\n")
+    assert summary([path]) == [("p.json", 1, "malformed_json"), ("p.json", 5, "u2")]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: a JSON-array file with one >4300-digit integer crashes `mp2amp migrate` with a "
+    "ValueError traceback (jsonarray.py raw_decode) instead of rejecting that element and "
+    "migrating the rest"))
+def test_migrate_of_an_array_with_a_huge_integer_delivers_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "a.json"
+    path.write_text("[" + line(0) + ',{"event":"X","properties":{"distinct_id":"x","time":'
+                    + str(T) + ',"n":' + HUGE_INT + "}}," + line(2) + "]")
+    with amplitude(tmp_path / "amp") as url:
+        result = run(path, tmp_path, url)
+        assert delivered(url) == {"u0", "u2"}
+    assert result.totals["rejected"] == 1
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: staging.sort_key (staging.py:46) calls math.isfinite on properties.time; an "
+    "integer time past a double's range (valid JSON, read by the stdlib fallback) raises "
+    "OverflowError, so stage() and `mp2amp migrate` crash with a traceback"))
+def test_time_past_a_doubles_range_sorts_as_unknown_not_a_crash(tmp_path: Path) -> None:
+    assert sort_key({"properties": {"time": 10 ** 400}}) == sort_key(None)
+    path = tmp_path / "t.jsonl"
+    path.write_text(line(0) + "\n" + '{"event":"E","properties":{"distinct_id":"u1",'
+                    '"time":1' + "0" * 400 + "}}\n" + line(2) + "\n")
+    assert stage(iter_records([str(path)]), tmp_path / "staged.jsonl") == 3
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: files._expand_local treats any path holding '[', '*' or '?' as a glob even when "
+    "that exact file exists; 'day [1].jsonl' is reported as 'no file matches' (and a glob "
+    "class could match a different file); same for s3:// keys in _expand_remote"))
+def test_existing_file_whose_name_holds_glob_characters_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "day [1].jsonl"
+    path.write_text(line(0) + "\n")
+    assert summary([path]) == [("day [1].jsonl", 1, "u0")]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: expand_paths de-duplicates by the path string only; the same file named through "
+    "a symlink or as dir/./file is read (and migrated) twice, contrary to 'Files matched "
+    "twice are read once' in iter_records' docstring"))
+def test_the_same_file_under_two_names_is_read_once(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text(line(0) + "\n")
+    os.symlink(tmp_path / "a.jsonl", tmp_path / "link.jsonl")
+    urls = [f.url for f in expand_paths([str(tmp_path / "*.jsonl"),
+                                         f"{tmp_path}/./a.jsonl"])]
+    assert len(urls) == 1, urls
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: files._expand_local: glob.glob(recursive=True) follows a symlink that points "
+    "back up the tree, so '**' yields the same file ~40 times (d/a, d/back/a, "
+    "d/back/back/a, ...); each becomes a window, read and sent again"))
+def test_recursive_glob_through_a_symlink_loop_reads_each_file_once(tmp_path: Path) -> None:
+    sub = tmp_path / "d" / "sub"
+    sub.mkdir(parents=True)
+    (sub / "a.jsonl").write_text(line(0) + "\n")
+    os.symlink("..", sub / "back")
+    urls = [f.url for f in expand_paths([str(tmp_path / "d" / "**" / "*.jsonl")])]
+    assert len(urls) == 1, f"{len(urls)} windows, e.g. {urls[:3]}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: a symlink loop given as input is reported as '<path> does not exist' "
+    "(files._expand_local: os.path.isfile/isdir are False for it), which sends the user "
+    "looking for a missing file; it should say it is a symlink loop"))
+def test_symlink_loop_given_as_input_is_named_as_a_loop(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.jsonl"
+    os.symlink(loop, loop)
+    with pytest.raises(InputError, match=r"loop\.jsonl.*(symbolic|symlink|loop)"):
+        list(iter_records([str(loop)]))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: files._expand_local skips a glob match that is neither a file nor a folder "
+    "(a dangling symlink: an unmounted share, a moved target; or a symlink loop) without a "
+    "word, so its events are silently not migrated; the same entry inside a folder given "
+    "as input is listed and fails with 'cannot read'"))
+def test_glob_matching_a_dangling_symlink_says_so(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text(line(0) + "\n")
+    os.symlink(tmp_path / "gone" / "b.jsonl", tmp_path / "b.jsonl")
+    with pytest.raises(InputError, match=r"b\.jsonl"):
+        list(iter_records([str(tmp_path / "*.jsonl")]))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: files._local_tree uses os.walk without onerror, so a subfolder that cannot be "
+    "listed (permission denied, I/O error) is skipped silently and its events are never "
+    "migrated; it should raise InputError naming the subfolder. (Simulated by making "
+    "os.scandir fail for it: the tests run as root, which reads any folder.)"))
+def test_unlistable_subfolder_of_an_input_folder_is_an_input_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "in" / "day2").mkdir(parents=True)
+    (tmp_path / "in" / "a.jsonl").write_text(line(0) + "\n")
+    (tmp_path / "in" / "day2" / "b.jsonl").write_text(line(1) + "\n")
+    real = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if os.fspath(path).endswith("day2"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(InputError, match="day2"):
+        expand_paths([str(tmp_path / "in")])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: pipelines.is_event_file matches suffixes case-sensitively and requires one, so "
+    "a folder given as input silently leaves out 'B.JSONL', 'c.jsonl.GZ' and Data "
+    "Pipelines part files without an extension (the reference says JSON pipelines' file "
+    "naming is not documented); nothing names the files left out. It should read them, "
+    "or at least name what it skipped"))
+def test_folder_input_does_not_silently_leave_out_event_files(tmp_path: Path) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, name in enumerate(("a.jsonl", "B.JSONL", "c.jsonl.GZ")):
+        (flat / name).write_text(line(i) + "\n")
+    day = tmp_path / "pipe" / "77" / "mp_master_event" / "2024" / "01" / "02"
+    day.mkdir(parents=True)
+    (day / "part-00000").write_text(
+        '{"event_name":"E","time":1704164645,"distinct_id":"p0"}\n')
+    (day / "part-00001.json.gz").write_bytes(gzip.compress(
+        b'{"event_name":"E","time":1704164646,"distinct_id":"p1"}\n'))
+    for folder, want in ((flat, 3), (tmp_path / "pipe", 2)):
+        try:
+            got = expand_paths([str(folder)])
+        except InputError:
+            continue  # naming the files left out is fine too
+        assert len(got) == want, [f.url for f in got]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: end to end, a folder with 'a.jsonl' and 'B.JSONL' migrates only a.jsonl and "
+    "`mp2amp migrate` exits 0: B's events are lost without a message (pipelines."
+    "is_event_file is case-sensitive)"))
+def test_migrate_of_a_folder_with_an_uppercase_extension(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jsonl").write_text(line(0) + "\n")
+    (src / "B.JSONL").write_text(line(1) + "\n")
+    with amplitude(tmp_path / "amp") as url:
+        try:
+            result = run(src, tmp_path, url)
+        except InputError as exc:
+            assert "B.JSONL" in str(exc)
+            return
+        got = delivered(url)
+    assert result.exit_code != EXIT_OK or got == {"u0", "u1"}, (result.exit_code, got)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: a zero-byte '.gz' (never valid gzip: an upload or download that failed) is read "
+    "as an empty plain file (files.iter_file: no gzip magic, so no gzip check): 0 records, "
+    "no rejection, no message, exit 0; it should be reported like a cut .gz "
+    "(truncated_file naming the file)"))
+def test_zero_byte_gz_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "day.jsonl.gz"
+    path.write_bytes(b"")
+    try:
+        recs = list(iter_records([str(path)]))
+    except InputError as exc:
+        assert str(path) in str(exc)
+        return
+    assert [r.rejection.reason for r in recs if r.rejection] == ["truncated_file"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: a gzip file compressed twice is decompressed once and its gzip bytes read as "
+    "JSON lines (check_format sniffs only the raw head, not the decompressed one): the "
+    "records become 'invalid_utf8' rejections of binary garbage, with no word that the "
+    "file is gzip inside gzip"))
+def test_gzip_inside_gzip_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "twice.jsonl.gz"
+    path.write_bytes(gzip.compress(gzip.compress(
+        "".join(line(i) + "\n" for i in range(3000)).encode())))
+    try:
+        recs = list(iter_records([str(path)]))
+    except InputError as exc:
+        assert "gzip" in str(exc) or "compressed" in str(exc)
+        return
+    said = [r.rejection.message.replace(str(path), "") for r in recs if r.rejection]
+    assert said and all("compress" in m or "gzip" in m for m in said), said[:2]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: lines.split_lines rebuilds 'tail + chunk' and splits the whole of it on every "
+    "chunk, so a long line costs O(n^2): a 50 MB line in a .gz (64 KB chunks) takes ~16 s "
+    "to read against ~1.4 s plain; a 24 MB line in 64 KB chunks ~4 s against 0.01 s in "
+    "one. Keep the pieces in a list and search only the new chunk for b'\\n'"))
+def test_split_lines_is_linear_in_a_long_line() -> None:
+    data = b"x" * (24 << 20)
+    chunks = [data[i:i + (1 << 16)] for i in range(0, len(data), 1 << 16)]
+    started = time.perf_counter()
+    out = list(split_lines(chunks))
+    elapsed = time.perf_counter() - started
+    assert out == [data]
+    assert elapsed < 1.0, f"{elapsed:.1f} s for one 24 MB line in 64 KB chunks"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: two JSON arrays one after another (`cat day1.json day2.json`) or a missing ',' "
+    "between elements: jsonarray.iter_array gives up the rest of the file as ONE "
+    "malformed_json rejection ('the rest of this file ... is skipped'); the second array's "
+    "events are lost and `mp2amp migrate` still exits 0 (unlike a cut .gz, which stops the "
+    "run). Read on (the elements are intact), or stop the run as for truncated_file"))
+def test_migrate_of_concatenated_arrays_loses_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "two.json").write_text("[" + line(0) + "," + line(1) + "]\n["
+                                  + line(2) + "," + line(3) + "]\n")
+    (src / "nocomma.json").write_text("[" + line(4) + "\n" + line(5) + "," + line(6) + "]")
+    with amplitude(tmp_path / "amp") as url:
+        try:
+            result = run(src, tmp_path, url)
+        except Mp2AmpError:
+            return  # stopping the run, naming the file, is fine too
+        got = delivered(url)
+    assert result.exit_code != EXIT_OK or got == {f"u{i}" for i in range(7)}, (
+        result.exit_code, sorted(got))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: files._iter_stream decides by the name first: a pretty-printed JSON array "
+    "saved as '.jsonl' (first line '[' alone, which no JSON-lines file can start with) is "
+    "read line by line, every line a malformed_json rejection ('line 1 is not valid JSON: "
+    "\\'[\\''), none naming the real problem"))
+def test_pretty_printed_array_named_jsonl_is_read_as_an_array(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps([event(i) for i in range(3)], indent=2) + "\n")
+    assert [what for _, _, what in summary([path])] == ["u0", "u1", "u2"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: a trailing comma in a JSON array ('[a,b,]') yields a phantom third element: a "
+    "malformed_json rejection with an empty record ('element 3 is not valid JSON: \\'\\''), "
+    "so read/rejected counts hold a record that does not exist"))
+def test_trailing_comma_in_an_array_is_not_a_phantom_record(tmp_path: Path) -> None:
+    path = tmp_path / "a.json"
+    path.write_text("[" + line(0) + "," + line(1) + ",]")
+    got = list(iter_records([str(path)]))
+    assert [r.record is not None for r in got][:2] == [True, True]
+    assert all(r.rejection is None or r.rejection.record for r in got), [
+        r.rejection.message for r in got if r.rejection]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: a file name that is not UTF-8 (possible on Linux, e.g. b'caf\\xe9.jsonl' from a "
+    "Latin-1 system) crashes `mp2amp migrate` with 'TypeError: str is not valid UTF-8: "
+    "surrogates not allowed' in ledger add_windows (orjson of the window spec), with no "
+    "file named; it should be read, or refused with an InputError naming it"))
+def test_migrate_of_a_file_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / os.fsdecode(b"caf\xe9.jsonl")).write_text(line(0) + "\n")
+    with amplitude(tmp_path / "amp") as url:
+        try:
+            result = run(src, tmp_path, url)
+        except InputError as exc:
+            assert "caf" in str(exc)
+            return
+        assert result.exit_code == EXIT_OK and delivered(url) == {"u0"}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: same as the local case for s3:// (files._expand_remote): a key holding '[' is "
+    "taken as a glob, so an existing object 'day [1].jsonl' gives 'no object matches'"))
+def test_s3_key_with_glob_characters_is_read(s3_server: dict[str, Any]) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server["endpoint_url"], region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="review-names")
+    s3.put_object(Bucket="review-names", Key="d/day [1].jsonl", Body=(line(0) + "\n").encode())
+    assert summary(["s3://review-names/d/day [1].jsonl"], storage_options=s3_server) == [
+        ("day [1].jsonl", 1, "u0")]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: an s3:// folder silently leaves out objects with an upper-case extension "
+    "('B.JSONL'), as a local folder does (pipelines.is_event_file), while the glob "
+    "'s3://.../*' reads them"))
+def test_s3_folder_does_not_silently_leave_out_uppercase_names(
+        s3_server: dict[str, Any]) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server["endpoint_url"], region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="review-case")
+    s3.put_object(Bucket="review-case", Key="d/a.jsonl", Body=(line(0) + "\n").encode())
+    s3.put_object(Bucket="review-case", Key="d/B.JSONL", Body=(line(1) + "\n").encode())
+    assert [w for _, _, w in summary(["s3://review-case/d/*"], storage_options=s3_server)] \
+        == ["u1", "u0"]  # the glob reads both
+    try:
+        got = summary(["s3://review-case/d/"], storage_options=s3_server)
+    except InputError as exc:
+        assert "B.JSONL" in str(exc)
+        return
+    assert sorted(w for _, _, w in got) == ["u0", "u1"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: files._filesystem reuses fsspec's cached S3FileSystem instance and its listing "
+    "cache (with ETags) across migrate() calls in one process: an object replaced between "
+    "two calls (a cut .gz restored, then migrate(resume=True)) fails with InputError 'cannot "
+    "read ...: The remote file ... and Etag ... no longer exists' though it does. Pass "
+    "skip_instance_cache=True or invalidate_cache() when a run plans/opens its files"))
+def test_s3_object_replaced_between_two_migrate_calls_in_one_process(
+        tmp_path: Path, s3_server: dict[str, Any]) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server["endpoint_url"], region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="review-etag")
+    whole = gzip.compress("".join(line(i) + "\n" for i in range(500)).encode())
+    s3.put_object(Bucket="review-etag", Key="ev/a.jsonl.gz", Body=whole[: len(whole) // 2])
+    with amplitude(tmp_path / "amp") as url:
+        cfg = make_config("s3://review-etag/ev/*", tmp_path / "work", url,
+                          **{"mixpanel.timezone": "UTC"})
+        with pytest.raises(InputError, match="is damaged"):
+            migrate(cfg, upload_overrides=FAST, storage_options=s3_server)
+        s3.put_object(Bucket="review-etag", Key="ev/a.jsonl.gz", Body=whole)
+        result = migrate(cfg, resume=True, upload_overrides=FAST, storage_options=s3_server)
+        assert result.exit_code == EXIT_OK and len(stored_counts(url)) == 500
