@@ -116,10 +116,18 @@ def test_json_array_invalid_utf8_is_rejected_not_replaced(tmp_path: Path,
 
 def test_json_array_trailing_content_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "two.json"
-    path.write_text('[{"a":1}]\n[{"b":2}]\n')
+    path.write_text('[{"a":1}]\n{"b":2}\n')
     recs = list(iter_records([str(path)]))
     assert recs[0].record == {"a": 1}
     assert recs[1].rejection and "closing ']'" in recs[1].rejection.message
+
+
+def test_json_arrays_one_after_another_are_all_read(tmp_path: Path) -> None:
+    """``cat day1.json day2.json``: the second array used to be one rejection."""
+    path = tmp_path / "two.json"
+    path.write_text('[{"a":1}]\n[{"b":2},{"c":3}]\n')
+    recs = list(iter_records([str(path)]))
+    assert [(r.line, r.record) for r in recs] == [(1, {"a": 1}), (2, {"b": 2}), (3, {"c": 3})]
 
 
 def test_empty_array_and_empty_file(tmp_path: Path) -> None:

@@ -92,6 +92,8 @@ def iter_concatenated(source: str, stream: Readable, first: bytes = b"") -> Iter
                 return None, pos, "is not valid JSON"
             except RecursionError:
                 return None, pos, TOO_DEEP
+            except ValueError:  # valid JSON Python refuses: an integer of 4300+ digits
+                return None, pos, "holds an integer too long to read (4300+ digits)"
             if end == len(buf) and not eof and refill():  # a number may go on
                 continue
             return value, end, ""

@@ -134,23 +134,31 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
         return
     pos += 1
     index = 0
+    first_of_array = True
     while True:
         if not skip_ws():
             yield broken(index + 1, "is missing: the array is not closed with ']'")
             return
         if buf[pos] == "]":
             pos += 1
-            if skip_ws():
-                yield broken(index + 1, "follows the closing ']' (one array per file)")
-            return
-        if index > 0:
-            if buf[pos] != ",":
-                yield broken(index + 1, "is not preceded by ','")
+            if not skip_ws():
                 return
+            if buf[pos] != "[":
+                yield broken(index + 1, "follows the closing ']' (one array per file)")
+                return
+            pos += 1  # arrays one after another (`cat day1.json day2.json`): read on
+            first_of_array = True
+            continue
+        # A missing ',' between two whole elements (a hand-joined file) loses nothing
+        # when the element is read on; ``]`` after ',' closes the array as usual.
+        if index > 0 and not first_of_array and buf[pos] == ",":
             pos += 1
             if not skip_ws():
                 yield broken(index + 1, "is missing after ','")
                 return
+            if buf[pos] == "]":  # a trailing comma: no element is missing
+                continue
+        first_of_array = False
         index += 1
         while True:
             try:
@@ -166,6 +174,8 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
             except RecursionError:
                 # it used to escape as a traceback and lose the whole file
                 value, end = _TOO_DEEP, pos
+            except ValueError:  # valid JSON Python refuses: an integer of 4300+ digits
+                value, end = _PARSE_ERROR, pos
             else:
                 # A number at the buffer's end may continue in the next chunk.
                 if end == len(buf) and not eof and refill():

@@ -52,9 +52,14 @@ def sort_key(record: dict[str, Any] | None) -> float:
             t = float(t)
         except ValueError:
             return UNKNOWN_TIME
-    if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t):
+    if not isinstance(t, int | float) or isinstance(t, bool):
         return UNKNOWN_TIME
-    return t / 1000.0 if t > _MS_THRESHOLD else float(t)
+    try:
+        if not math.isfinite(t):
+            return UNKNOWN_TIME
+        return t / 1000.0 if t > _MS_THRESHOLD else float(t)
+    except OverflowError:  # an integer past a float's range: the transform rejects it
+        return UNKNOWN_TIME
 
 
 def _encode(rec: SourceRecord, order: int) -> bytes:
