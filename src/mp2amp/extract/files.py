@@ -10,6 +10,7 @@ raises ``InputError`` naming it, before any record of it is yielded.
 
 from __future__ import annotations
 
+import errno
 import glob
 import gzip
 import itertools
@@ -106,8 +107,11 @@ def expand_paths(
         found = (_expand_local(path.removeprefix("file://")) if protocol is None
                  else _expand_remote(path, protocol, storage_options or {}))
         for item in found:
-            if item.url not in seen:
-                seen.add(item.url)
+            # one file under two names (a symlink, dir/./a, a '**' glob through a link
+            # back up the tree) is read once, under the first
+            key = item.url if item.fs is not None else os.path.realpath(item.url)
+            if key not in seen:
+                seen.add(key)
                 out.append(item)
     return out
 
@@ -266,7 +270,7 @@ def _has_magic(path: str) -> bool:
 
 
 def _expand_local(path: str) -> list[SourceFile]:
-    if _has_magic(path):
+    if _has_magic(path) and not os.path.lexists(path):  # 'day [1].jsonl' is a name
         matches = sorted(glob.glob(path, recursive=True))
         if not matches:
             raise InputError(f"no file matches {path}; check the pattern and run again")
@@ -274,6 +278,7 @@ def _expand_local(path: str) -> list[SourceFile]:
         matches = [path]
     out: list[SourceFile] = []
     for match in matches:
+        _check_name(match)
         if os.path.isdir(match):
             files = [os.path.join(match, rel) for rel in _local_tree(match)]
             for file in files:
@@ -285,9 +290,36 @@ def _expand_local(path: str) -> list[SourceFile]:
                                  "fix its permissions and run again")
             _sniff_local(match)
             out.append(SourceFile(match))
-        elif not _has_magic(path):
+        elif os.path.islink(match):  # dangling (an unmounted share, a moved target) or a loop
+            why = ("a symbolic link loop" if _is_loop(match)
+                   else f"a symbolic link to {os.readlink(match)}, which does not exist")
+            raise InputError(f"{match} is {why}; fix the link or leave it out of the "
+                             "inputs, and run again")
+        elif os.path.lexists(match):
+            raise InputError(f"{match} is not a regular file (a device, socket or pipe); "
+                             "leave it out of the inputs and run again")
+        else:
             raise InputError(f"{match} does not exist; check the path and run again")
     return out
+
+
+def _is_loop(path: str) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+def _check_name(path: str) -> None:
+    """A file name that is not UTF-8 (Linux allows any bytes) cannot be named in the
+    ledger, the dead letters or JSON: said before anything is read."""
+    try:
+        path.encode()
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise InputError(f"the file name {shown!r} is not UTF-8; rename it (e.g. with "
+                         "convmv) and run again") from None
 
 
 def _sniff_local(path: str) -> None:
@@ -302,7 +334,12 @@ def _sniff_local(path: str) -> None:
 
 def _local_tree(root: str) -> list[str]:
     rels = []
-    for dirpath, _dirs, names in os.walk(root):
+
+    def unlistable(exc: OSError) -> None:  # os.walk skipped such a folder without a word
+        raise InputError(f"cannot list {exc.filename}, inside the input folder {root}: "
+                         f"{exc.strerror or exc}; fix its permissions and run again")
+
+    for dirpath, _dirs, names in os.walk(root, onerror=unlistable):
         for name in names:
             rel = os.path.relpath(os.path.join(dirpath, name), root)
             rels.append(rel.replace(os.sep, "/"))
@@ -346,7 +383,7 @@ def _gcs_emulator(options: StorageOptions) -> bool:
 def _expand_remote(path: str, protocol: str, options: StorageOptions) -> list[SourceFile]:
     fs = _filesystem(protocol, options)
     try:
-        if _has_magic(path):
+        if _has_magic(path) and not fs.exists(path):  # a key holding '[' is a name
             try:
                 matches = sorted(fs.glob(path))
             except FileNotFoundError:  # gcsfs, for a bucket that does not exist

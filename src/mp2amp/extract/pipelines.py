@@ -38,7 +38,10 @@ def is_event_file(relative: str) -> bool:
         return False
     if any(p in NOT_EVENT_DIRS for p in parts[:-1]):
         return False
-    return name.endswith(DATA_SUFFIXES)
+    # any case (B.JSONL, x.jsonl.GZ); inside mp_master_event a part file may have no
+    # extension at all (the JSON pipelines' naming is not documented)
+    return name.lower().endswith(DATA_SUFFIXES) or (
+        "." not in name and EVENTS_DIR in parts[:-1])
 
 
 def select_event_files(relatives: list[str]) -> list[str]:
