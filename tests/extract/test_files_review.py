@@ -317,11 +317,6 @@ def test_migrate_of_a_folder_with_an_uppercase_extension(tmp_path: Path) -> None
     assert result.exit_code == EXIT_OK and got == {"u0", "u1"}, (result.exit_code, got)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a zero-byte '.gz' (never valid gzip: an upload or download that failed) is read "
-    "as an empty plain file (files.iter_file: no gzip magic, so no gzip check): 0 records, "
-    "no rejection, no message, exit 0; it should be reported like a cut .gz "
-    "(truncated_file naming the file)"))
 def test_zero_byte_gz_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "day.jsonl.gz"
     path.write_bytes(b"")
@@ -399,22 +394,25 @@ def test_trailing_comma_in_an_array_is_not_a_phantom_record(tmp_path: Path) -> N
         r.rejection.message for r in got if r.rejection]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a file name that is not UTF-8 (possible on Linux, e.g. b'caf\\xe9.jsonl' from a "
-    "Latin-1 system) crashes `mp2amp migrate` with 'TypeError: str is not valid UTF-8: "
-    "surrogates not allowed' in ledger add_windows (orjson of the window spec), with no "
-    "file named; it should be read, or refused with an InputError naming it"))
 def test_migrate_of_a_file_whose_name_is_not_utf8(tmp_path: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
     (src / os.fsdecode(b"caf\xe9.jsonl")).write_text(line(0) + "\n")
+    with amplitude(tmp_path / "amp") as url, pytest.raises(InputError) as stopped:
+        run(src, tmp_path, url)
+    assert "caf\ufffd.jsonl" in str(stopped.value) and "is not UTF-8" in str(stopped.value)
+
+
+def test_migrate_stops_on_a_zero_byte_gz_before_sending_anything(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jsonl").write_text(line(0) + "\n")
+    (src / "b.jsonl.gz").write_bytes(b"")
     with amplitude(tmp_path / "amp") as url:
-        try:
-            result = run(src, tmp_path, url)
-        except InputError as exc:
-            assert "caf" in str(exc)
-            return
-        assert result.exit_code == EXIT_OK and delivered(url) == {"u0"}
+        with pytest.raises(InputError) as stopped:
+            run(src, tmp_path, url)
+        assert "b.jsonl.gz is empty, but a .gz file never is" in str(stopped.value)
+        assert delivered(url) == set()
 
 
 def test_s3_key_with_glob_characters_is_read(s3_server: dict[str, Any]) -> None:

@@ -127,6 +127,14 @@ def iter_file(source: SourceFile) -> Iterator[SourceRecord]:
             raise InputError(f"cannot read {source.url}: {exc}; check the path and "
                              "permissions and run again") from exc
         check_format(source.url, head)
+        if not head and source.url.lower().endswith(".gz"):
+            # never valid gzip (even of nothing): a download or upload that failed; a
+            # truncated_file rejection stops the run as a cut .gz does
+            yield SourceRecord(source.url, 1, None, Rejection(
+                "truncated_file", f"{source.url} is empty, but a .gz file never is (a "
+                "download or upload that failed?); the file could not be read: restore "
+                "the file and run again", source=source.url, line=1))
+            return
         head = head[:2]
         stream: BinaryIO = raw
         chunk = CHUNK
@@ -282,6 +290,7 @@ def _expand_local(path: str) -> list[SourceFile]:
         if os.path.isdir(match):
             files = [os.path.join(match, rel) for rel in _local_tree(match)]
             for file in files:
+                _check_name(file)
                 _sniff_local(file)
             out.extend(SourceFile(file) for file in files)
         elif os.path.isfile(match):
