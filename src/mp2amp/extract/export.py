@@ -391,7 +391,6 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path,
                             f"{encoding!r}, but only gzip was asked for")
     parser = LineParser(window_source(span))
     records = rejected = lineno = 0
-    tail = b""
 
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
 
@@ -417,14 +416,25 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path,
         out = open(part, "wb")  # noqa: SIM115 - closed below, write errors are translated
     except OSError as exc:
         raise _disk_error(part, exc) from exc
+    pending: list[bytes] = []  # an unfinished line's pieces, joined once (see split_lines)
+
     def write(chunk: bytes) -> None:
-        nonlocal tail
         try:
             out.write(chunk)
         except OSError as exc:
             raise _disk_error(part, exc) from exc
-        lines = (tail + chunk).split(b"\n")
-        tail = lines.pop()
+        if b"\n" not in chunk:
+            if chunk:
+                pending.append(chunk)
+            return
+        if pending:
+            pending.append(chunk)
+            chunk = b"".join(pending)
+            pending.clear()
+        lines = chunk.split(b"\n")
+        rest = lines.pop()
+        if rest:
+            pending.append(rest)
         for line in lines:
             take(line)
 
@@ -434,7 +444,8 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path,
                 write(chunk)
         if gunzip is not None:
             write(gunzip.finish(_framed(resp)))
-        elif tail and not _framed(resp) and not is_json(tail):
+        tail = b"".join(pending)
+        if gunzip is None and tail and not _framed(resp) and not is_json(tail):
             # No framing and no newline at the end: the connection closed mid-record.
             raise StreamInterrupted(f"the export stream of {span} ended in the middle of a "
                                     f"record after {records} records; fetching the whole "

@@ -190,16 +190,28 @@ def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
     Splits on ``\\n`` only: ``str.splitlines`` would also split on Unicode line
     separators that real string values contain.
     """
-    tail = b""
+    # The unfinished line's pieces, joined once its end arrives: joining them to every
+    # chunk (and splitting it all again) made a 50 MB line cost ~16 s in 64 KB chunks.
+    pending: list[bytes] = []
     for chunk in chunks:
         if not chunk:
             continue
-        data = tail + chunk if tail else chunk
+        if b"\n" not in chunk:
+            pending.append(chunk)
+            continue
+        if pending:
+            pending.append(chunk)
+            data = b"".join(pending)
+            pending = []
+        else:
+            data = chunk
         parts = data.split(b"\n")
         tail = parts.pop()
+        if tail:
+            pending.append(tail)
         yield from parts
-    if tail:
-        yield tail
+    if pending:
+        yield b"".join(pending)
 
 
 def parse_lines(source: str, lines: Iterable[bytes]) -> Iterator[SourceRecord]:
