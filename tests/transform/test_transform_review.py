@@ -175,30 +175,30 @@ def test_fast_path_matches_general_path_on_wild_shapes(index: int, which: int,
 
 # --- defects ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: revenue.py:115-116 (and _item_values :82-84): a quantity that is not a whole "
-    "number (2.5 kg, '2.5') becomes None/1, so `price` is sent alone and Amplitude books "
-    "price x 1 = 10 instead of the recorded 10 x 2.5 = 25 (revenue understated, no count "
-    "or warning); send revenue=price*quantity (no price) or nothing"))
 def test_fractional_quantity_does_not_understate_revenue() -> None:
     settings_ = TransformSettings(revenue=RevenueSettings(price="price", quantity="qty"))
     out = run(rec("Bought", price=10, qty=2.5), settings_)
     assert isinstance(out, dict)
-    booked = out.get("revenue", out.get("price", 0) * out.get("quantity", 1))
-    assert booked == 25.0
+    assert out["revenue"] == 25.0 and "price" not in out and "quantity" not in out
+    assert out["event_properties"]["qty"] == 2.5  # the source values stay properties
+    # a quantity that is not a number: the price alone would book one unit, so no revenue
+    bad = run(rec("Bought", price=10, qty="a few"), settings_)
+    assert isinstance(bad, dict) and not {"price", "quantity", "revenue"} & bad.keys()
+    whole = run(rec("Bought", price=10, qty="3"), settings_)
+    assert isinstance(whole, dict) and (whole["price"], whole["quantity"]) == (10.0, 3)
+    items = TransformSettings(revenue=RevenueSettings(price="price", quantity="qty",
+                                                      items="items"))
+    unknown = run(rec("Order", items=[{"price": 10, "qty": "x"}, {"price": 5}]), items)
+    assert isinstance(unknown, dict) and "revenue" not in unknown
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: revenue.py:82-84: in a multi-item order an item whose quantity is present but "
-    "not a whole number is summed with quantity 1 (an invented value), while an item "
-    "without a parseable price makes the sum unknown; 10x2.5 + 5x1 is sent as 15, not 30"))
 def test_item_with_fractional_quantity_does_not_invent_quantity_one() -> None:
     settings_ = TransformSettings(revenue=RevenueSettings(price="price", quantity="qty",
                                                           items="items"))
     out = run(rec("Order", items=[{"price": 10, "qty": 2.5}, {"price": 5, "qty": 1}]),
               settings_)
     assert isinstance(out, dict)
-    assert out.get("revenue") in (30.0, None)
+    assert out["revenue"] == 30.0
 
 
 @pytest.mark.xfail(strict=True, reason=(

@@ -12,7 +12,8 @@ Rules (all deterministic, none invents a value):
 * Numbers may arrive as strings ("800.00"): parsed as decimal numbers; anything that does
   not parse to a finite number is left alone (the event is still sent, without revenue).
 * Single item: ``price`` (and ``quantity``, an integer, Amplitude's default 1) and/or
-  ``revenue``. Amplitude recomputes revenue as ``price x quantity`` when all are sent, so
+  ``revenue``. A fractional quantity (2.5 kg) sends ``price x quantity`` as ``revenue``
+  (Amplitude would book the price once); a quantity that is not a number sends no price. Amplitude recomputes revenue as ``price x quantity`` when all are sent, so
   when the recorded revenue differs (tax, discounts) only ``revenue`` is sent and price /
   quantity stay event properties: the recorded amount is what Mixpanel reports showed.
 * Multi-item order (``items`` names a list of objects using the same price / quantity /
@@ -20,8 +21,8 @@ Rules (all deterministic, none invents a value):
   item its price, quantity and product id are hoisted. With several, ``revenue`` is the
   order-level revenue property when set, else the sum of ``price x quantity`` over the
   items; ``productId`` is left unset (there is no single product) and the list stays in
-  ``event_properties``. An item without a parseable price makes the sum unknown, so no sum
-  is sent.
+  ``event_properties``. An item without a parseable price or quantity makes the sum
+  unknown, so no sum is sent.
 * Refunds: events named in ``refund_events`` (Mixpanel or plan name) carry negative
   ``price``/``revenue`` (Amplitude allows negative values for refunds) and ``revenueType``
   "refund" unless the event has its own type. A negative amount on any event is kept.
@@ -75,13 +76,42 @@ def _text(value: object) -> str | None:
     return None
 
 
+_NO_NUMBER = -_INF  # a quantity that is there but is not a number (never a real quantity)
+
+
+def _quantity(container: dict[str, Any], key: str | None) -> float | None:
+    """The quantity as a number; ``None`` when absent (Amplitude's default 1), and
+    ``_NO_NUMBER`` when present but not a number (then price x quantity is unknown)."""
+    if not key:
+        return None
+    value = container.get(key)
+    if value is None:
+        return None
+    parsed = number(value)
+    return _NO_NUMBER if parsed is None else parsed
+
+
 def _item_values(
     item: dict[str, Any], rs: RevenueSettings
-) -> tuple[float | None, int, str | None]:
+) -> tuple[float | None, float | None, str | None]:
     price = number(item.get(rs.price)) if rs.price else None
-    quantity = integer(item.get(rs.quantity)) if rs.quantity and rs.quantity in item else 1
     product = _text(item.get(rs.product_id)) if rs.product_id else None
-    return price, 1 if quantity is None else quantity, product
+    return price, _quantity(item, rs.quantity), product
+
+
+def _single(price: float | None, quantity: float | None,
+            revenue: float | None) -> tuple[float | None, int | None, float | None]:
+    """(price, quantity, revenue) to send for one item. Amplitude takes a whole quantity
+    only: with a fraction (2.5 kg) price x quantity is sent as revenue instead, and with a
+    quantity that is not a number the price alone would be booked as one unit, so it is
+    not sent (nothing is invented)."""
+    if price is None or quantity is None:
+        return price, None, revenue
+    if quantity == _NO_NUMBER:
+        return None, None, revenue
+    if quantity.is_integer():
+        return price, int(quantity), revenue
+    return None, None, price * quantity if revenue is None else revenue
 
 
 def revenue_reader(
@@ -102,20 +132,21 @@ def revenue_reader(
         items = props.get(items_key) if items_key else None
         if type(items) is list and items and all(type(i) is dict for i in items):
             parsed = [_item_values(i, rs) for i in items]
-            if len(parsed) == 1:
-                price, quantity, product = parsed[0]
-            elif all(p is not None for p, _, _ in parsed):
-                revenue = sum(p * q for p, q, _ in parsed if p is not None)
             order_total = number(props.get(revenue_key)) if revenue_key else None
+            if len(parsed) == 1:
+                item_price, item_quantity, product = parsed[0]
+                price, quantity, revenue = _single(item_price, item_quantity, None)
+            elif all(p is not None and q != _NO_NUMBER for p, q, _ in parsed):
+                revenue = sum(p * (1.0 if q is None else q) for p, q, _ in parsed
+                              if p is not None)
             if order_total is not None:
                 revenue = order_total
         else:
-            if price_key:
-                price = number(props.get(price_key))
-            if quantity_key and price is not None:
-                quantity = integer(props.get(quantity_key))
             if revenue_key:
                 revenue = number(props.get(revenue_key))
+            if price_key:
+                price, quantity, revenue = _single(number(props.get(price_key)),
+                                                   _quantity(props, quantity_key), revenue)
             if product_key:
                 product = _text(props.get(product_key))
         if price is None and revenue is None:
