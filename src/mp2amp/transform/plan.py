@@ -19,6 +19,7 @@ mutates its input and holds no state beyond the parsed plan.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,11 @@ def coerce_value(value: Any, kind: PropType, *, convert: bool) -> Any:
     raise _Mismatch
 
 
+# Decimal text in ASCII digits (sign, fraction, exponent allowed): the only text a plan's
+# number type converts; int()/float() also take "1_000", "inf" and other scripts' digits
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _coerce_number(value: Any, *, integer: bool, convert: bool) -> int | float:
     if isinstance(value, bool):
         raise _Mismatch  # True is an int in Python, never a number in a plan
@@ -141,6 +147,8 @@ def _coerce_number(value: Any, *, integer: bool, convert: bool) -> int | float:
     if not convert or not isinstance(value, str):
         raise _Mismatch
     text = value.strip()
+    if not _DECIMAL.fullmatch(text):
+        raise _Mismatch
     try:
         number = int(text)
     except ValueError:
