@@ -21,7 +21,6 @@ from mp2amp.identity.graph import IdentityGraph
 from mp2amp.models import Resolved
 from mp2amp.transform import RevenueSettings, Transformer, TransformSettings
 from mp2amp.transform.plan import parse_plan
-from mp2amp.transform.privacy import PrivacyRules
 
 IDS = Resolved("user-1", "device-1")
 WILD = Path("/work/shared/fixtures/wild")
@@ -233,23 +232,20 @@ def test_insert_id_survives_a_mixpanel_identity_reshuffle() -> None:
     assert out_before["insert_id"] == out_after["insert_id"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: privacy.py:123-142 / events.py:316-342: hash_properties and drop_properties "
-    "that name distinct_id/$user_id/$device_id act only on event properties (which never "
-    "carry them); the resolved user_id/device_id still go to Amplitude in clear and no "
-    "config check says so (config/sections.py:221-230). Hash the IDs consistently or "
-    "refuse the setting"))
-def test_hashing_the_identity_properties_does_not_send_them_in_clear() -> None:
-    rules = PrivacyRules(hash_properties={"distinct_id", "$user_id"}, salt="s3cret",
-                         drop_properties={"$device_id"})
-    record = rec(**{"distinct_id": "jane@example.com", "$user_id": "jane@example.com",
-                    "$device_id": "dev-12345"})
-    out = run(record, TransformSettings(privacy=rules),
-              ids=Resolved("jane@example.com", "dev-12345"))
-    assert isinstance(out, dict | Rejection)
-    if isinstance(out, dict):
-        assert b"jane@example.com" not in orjson.dumps(out)
-        assert out.get("device_id") != "dev-12345"
+def test_hashing_or_dropping_the_identity_properties_is_refused_not_ignored() -> None:
+    """distinct_id/$user_id/$device_id become the events' user_id/device_id, which the
+    privacy lists never touched: listing them left e-mails in clear without a word."""
+    from mp2amp.config import load_config
+    from mp2amp.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, {"privacy.hash_properties": ["distinct_id", "plan"],
+                           "privacy.hash_salt": "s3cret",
+                           "privacy.drop_properties": ["$device_id"]}, env={})
+    message = str(refused.value)
+    assert "hash_properties: distinct_id cannot be dropped or hashed here" in message
+    assert "drop_properties: $device_id cannot be dropped or hashed here" in message
+    load_config(None, {"privacy.hash_properties": ["email"], "privacy.hash_salt": "s"}, env={})
 
 
 @pytest.mark.xfail(strict=True, reason=(

@@ -210,6 +210,9 @@ class TransformConfig:
         return out
 
 
+_ID_PROPERTIES = frozenset({"distinct_id", "$user_id", "$device_id"})
+
+
 @dataclass(frozen=True, slots=True)
 class PrivacyConfig:
     ip: Literal["keep", "drop"] = "keep"
@@ -225,6 +228,16 @@ class PrivacyConfig:
             out.append(f"hash_salt: hash_properties needs a salt; set hash_salt here or the "
                        f"{HASH_SALT_ENV} environment variable (unsalted hashes of e-mails "
                        f"are reversible)")
+        for key, names in (("drop_properties", self.drop_properties),
+                           ("hash_properties", self.hash_properties)):
+            ids = [n for n in names if n in _ID_PROPERTIES]
+            if ids:
+                # they become Amplitude's user_id/device_id, not event properties: the
+                # lists would leave them in clear without a word
+                out.append(f"{key}: {', '.join(ids)} cannot be dropped or hashed here: they "
+                           "become the events' user_id/device_id, which these lists do not "
+                           "touch; leave such people out with exclude_users, or pseudonymize "
+                           "the IDs in the export before the migration")
         if self.exclude_users is not None and not self.exclude_users.is_file():
             out.append(f"exclude_users: the excluded-users file {self.exclude_users} "
                        f"does not exist")
