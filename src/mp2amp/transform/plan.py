@@ -40,6 +40,7 @@ MISMATCH_POLICIES: tuple[str, ...] = ("coerce", "reject")
 SKIP_DROP_EVENT = "plan.drop_event"
 SKIP_NOT_IN_PLAN = "plan.not_in_plan"
 REJECT_TYPE = "plan_type_mismatch"
+REJECT_RENAME_CLASH = "plan_rename_clash"
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,9 +218,12 @@ class TrackingPlan:
             return PlanResult(name, props, {}, flagged)
         out: dict[str, Any] = {}
         user_props: dict[str, Any] = {}
+        renamed: dict[str, str] = {}  # target -> the property renamed to it
         for key, value in props.items():
             prule = prop_rules.get(key)
             if prule is None:
+                if renamed and key in out:  # only a rename can have put it there
+                    return _clash(event_name, renamed[key], key)
                 out[key] = value
                 continue
             if prule.drop:
@@ -236,8 +240,24 @@ class TrackingPlan:
                         field=key,
                     )
             target = prule.rename or key
-            (user_props if prule.user_property else out)[target] = value
+            dest = user_props if prule.user_property else out
+            if target in dest:  # the event has it already, or another rename made it
+                return (_clash(event_name, key, target) if prule.rename
+                        else _clash(event_name, renamed[target], target))
+            if prule.rename:
+                renamed[target] = key
+            dest[target] = value
         return PlanResult(name, out, user_props, flagged)
+
+
+def _clash(event_name: str, source: str, target: str) -> Rejection:
+    """A rename onto a name the event already has: either value would be lost."""
+    return Rejection(
+        REJECT_RENAME_CLASH,
+        f"the tracking plan renames property {source!r} of event {event_name!r} to "
+        f"{target!r}, which the event also has: one value would be lost; drop one of them "
+        "in the plan, or rename to a free name",
+        field=source)
 
 
 def _describe(value: Any) -> str:
