@@ -20,14 +20,14 @@ LIB = "mp2amp/"
 
 EXPECTED_EVENTS: list[dict[str, Any]] = [
     {"event_type": "Signed Up", "user_id": "alice-01", "device_id": "d-1111",
-     "time": 1_700_000_000_000, "insert_id": "ins-0001-935b05ab5bceeada", "platform": "Web",
+     "time": 1_700_000_000_000, "insert_id": "ins-0001-7102e25aa8b2643c", "platform": "Web",
      "os_name": "Chrome", "device_model": "Mac OS", "country": "Germany", "region": None,
      "city": None, "dma": None,
      "event_properties": {"os": "Mac OS X", "browser": "Chrome", "mp_lib": "web",
                           "plan": "pro", "price": 9.5, "$email": EMAIL_HASH},
      "session_id": SESSION},
     {"event_type": "Page View", "user_id": "alice-01", "device_id": "d-1111",
-     "time": 1_700_000_200_000, "insert_id": "ins-0002-2b6ed11e522de1b6", "platform": "Web",
+     "time": 1_700_000_200_000, "insert_id": "ins-0002-34db84f002239f63", "platform": "Web",
      "event_properties": {"mp_lib": "web"}, "session_id": SESSION},
     {"event_type": "Page View", "user_id": "alice-01", "device_id": "d-1111",
      "time": 1_700_001_100_000, "platform": "Web", "event_properties": {"mp_lib": "web"},

@@ -110,6 +110,25 @@ def test_a_run_started_before_this_fingerprint_still_resumes(project: Project,
         assert_exactly_once(url, project.expected)
 
 
+def test_a_run_started_under_the_earlier_insert_id_scheme_is_refused(project: Project,
+                                                                     tmp_path: Path) -> None:
+    """Its fingerprint has no "insert_ids" (scheme 1 hashed milliseconds): a resume would
+    resend its in-flight batches under new insert_ids, so it is refused, named."""
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(project.events, work, url)
+        assert migrate(config).exit_code == 0
+        ledger = Ledger(work / "ledger.sqlite")
+        stored = orjson.loads(str(ledger.get_meta("fingerprint")))
+        assert stored.pop("insert_ids") == 2
+        ledger.set_meta("fingerprint", orjson.dumps(stored, option=orjson.OPT_SORT_KEYS).decode())
+        ledger.close()
+        with pytest.raises(TerminalError) as refused:
+            migrate(config, resume=True)
+        assert "(the insert_id scheme (this mp2amp hashes whole seconds; the run was started " \
+               "by an earlier version: finish it with that version); was" in str(refused.value)
+
+
 def test_an_identity_table_folder_counts_by_its_files_and_a_file_by_its_bytes(
         tmp_path: Path, files: dict[str, Path]) -> None:
     """A file is read 1 MiB at a time (a table may be gigabytes); a folder of tables by

@@ -200,13 +200,6 @@ def test_item_with_fractional_quantity_does_not_invent_quantity_one() -> None:
     assert out["revenue"] == 30.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: insert_id.py:69-70/96/98 and events.py:254 hash `time` at the source's "
-    "precision: the same Mixpanel event read from a default Export file (`time` in "
-    "seconds, Mixpanel's default and mixpanel-utils') and from `migrate` (time_in_ms=true) "
-    "gets two insert_ids, so mixing or re-running across sources duplicates every event "
-    "in Amplitude; hash time floored to whole seconds (Mixpanel's own compaction dedup "
-    "ignores the exact time)"))
 def test_insert_id_does_not_depend_on_export_time_precision() -> None:
     base = {"$insert_id": "m1n2b3v4c5x6z7l8", "mp_lib": "web"}
     seconds_export = run(rec(**{**base, "time": 1721228056}))

@@ -26,6 +26,7 @@ import orjson
 from mp2amp.config import Config
 from mp2amp.config.sections import Secret
 from mp2amp.load.settings import UploadSettings
+from mp2amp.transform.insert_id import SCHEME as INSERT_ID_SCHEME
 
 # [mixpanel] fields that change what is read or how times are read
 _MIXPANEL_FIELDS = ("project_id", "timezone", "legacy_time", "timezone_changes", "id_merge")
@@ -102,10 +103,16 @@ def run_fingerprint(config: Config, upload: UploadSettings) -> dict[str, Any]:
         # what decides which events each window emits, and so where its batches are cut
         # (a changed privacy rule or plan would shift them under the same batch ids)
         "events": events_fingerprint(config),
+        # how insert_ids are made: a resume under another scheme would resend in-flight
+        # batches under new ids (duplicates), so a run started by an mp2amp that recorded
+        # none (scheme 1) is refused too
+        "insert_ids": INSERT_ID_SCHEME,
     }
 
 
 FINGERPRINT_NAMES = {
+    "insert_ids": "the insert_id scheme (this mp2amp hashes whole seconds; the run was "
+                  "started by an earlier version: finish it with that version)",
     "events": "the [mixpanel] time and project settings, [transform], [privacy] or the files "
               "they name",
 }
@@ -121,6 +128,7 @@ def changed_keys(known: str, now: dict[str, Any]) -> list[str] | None:
     if not isinstance(was, dict):
         return ["fingerprint"]
     now = orjson.loads(orjson.dumps(now))  # the stored form: tuples as lists, and so on
+    was.setdefault("insert_ids", 1)  # runs that recorded none made scheme-1 ids
     changed = sorted(k for k in was.keys() | now.keys()
                      if k in was and was[k] != now.get(k))
     return changed or None

@@ -252,7 +252,7 @@ class Transformer:
                     and JUNK_LONGEST < len(text := given.strip()) <= MAX_PREFIX \
                     and text.isascii():  # else event_insert_id (a lone surrogate)
                 short = SHORT_HASH.copy()
-                short.update(f"{source_name}\x1f{distinct_id}\x1f{raw_ms}".encode())
+                short.update(f"{source_name}\x1f{distinct_id}\x1f{raw_ms // 1000}".encode())
                 out["insert_id"] = f"{text}-{short.hexdigest()}"
             else:
                 out["insert_id"] = event_insert_id(source_name, props, raw_ms)

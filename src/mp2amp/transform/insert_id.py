@@ -8,7 +8,9 @@ samples). Sending ``$insert_id`` verbatim would make Amplitude silently drop tho
 distinct events, so the id is derived from Mixpanel's own dedup key:
 
 * with a usable ``$insert_id``: ``"<$insert_id>-<16 hex>"``, the hex being a 64-bit hash
-  of (event name, distinct_id, time ms). The Mixpanel id stays readable as the prefix
+  of (event name, distinct_id, time in whole seconds: Mixpanel's default export gives
+  seconds, the Export API with ``time_in_ms`` and the SDKs milliseconds, and the same
+  event must get one id from any of them). The Mixpanel id stays readable as the prefix
   (``mixpanel_insert_id`` recovers it); exact Mixpanel duplicates keep one id.
 * without one (old iOS SDKs, ``/track`` without it, placeholders): ``"mp-<32 hex>"``, a
   128-bit BLAKE2b hash of (event name, distinct_id, time ms, canonical properties other
@@ -27,6 +29,7 @@ from typing import Any, Final
 import orjson
 
 MAX_PREFIX: Final = 64
+SCHEME: Final = 2  # 2: the $insert_id hash takes whole seconds (1: ms); runs record it
 _JUNK = frozenset({"", "null", "none", "nil", "undefined", "source_id", "0", "-1", "n/a", "na"})
 JUNK_LONGEST: Final = 9
 """An ``$insert_id`` longer than this (and at most ``MAX_PREFIX``) is never a placeholder:
@@ -79,7 +82,7 @@ def event_insert_id(event_name: str, props: dict[str, Any], time_ms: int) -> str
                              usable_insert_id(given), props)
     distinct_id = props.get("distinct_id")
     key = f"{event_name}\x1f{distinct_id if type(distinct_id) is str else _text(distinct_id)}" \
-          f"\x1f{time_ms}"
+          f"\x1f{time_ms // 1000}"
     try:
         data = key.encode()
     except UnicodeEncodeError:  # lone surrogates
@@ -98,14 +101,15 @@ def insert_id_for(
 ) -> str:
     """The Amplitude ``insert_id`` (see the module docstring for the scheme).
 
-    The hashed key is ``name 0x1F distinct_id 0x1F time_ms [0x1F canonical props]`` in
+    The hashed key is ``name 0x1F distinct_id 0x1F time [0x1F canonical props]``, time in
+    whole seconds with a ``$insert_id`` and in ms without, in
     UTF-8 (lone surrogates as ``?``; a non-string distinct_id as its ``repr``), encoded in
     one go: the separator is ASCII, so this is the same bytes as encoding part by part.
     """
     who = distinct_id if type(distinct_id) is str else _text(distinct_id)
     if mixpanel_insert_id is not None:
         short = SHORT_HASH.copy()
-        short.update(f"{event_name}\x1f{who}\x1f{time_ms}".encode("utf-8", "replace"))
+        short.update(f"{event_name}\x1f{who}\x1f{time_ms // 1000}".encode("utf-8", "replace"))
         return f"{mixpanel_insert_id}-{short.hexdigest()}"
     key = f"{event_name}\x1f{who}\x1f{time_ms}\x1f".encode("utf-8", "replace") + _canonical(props)
     return "mp-" + blake2b(key, digest_size=16).hexdigest()
