@@ -327,11 +327,6 @@ def test_zero_byte_gz_is_reported(tmp_path: Path) -> None:
     assert [r.rejection.reason for r in recs if r.rejection] == ["truncated_file"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a gzip file compressed twice is decompressed once and its gzip bytes read as "
-    "JSON lines (check_format sniffs only the raw head, not the decompressed one): the "
-    "records become 'invalid_utf8' rejections of binary garbage, with no word that the "
-    "file is gzip inside gzip"))
 def test_gzip_inside_gzip_is_named_as_such(tmp_path: Path) -> None:
     path = tmp_path / "twice.jsonl.gz"
     path.write_bytes(gzip.compress(gzip.compress(
@@ -368,11 +363,6 @@ def test_migrate_of_concatenated_arrays_loses_nothing(tmp_path: Path) -> None:
         result.exit_code, sorted(got))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: files._iter_stream decides by the name first: a pretty-printed JSON array "
-    "saved as '.jsonl' (first line '[' alone, which no JSON-lines file can start with) is "
-    "read line by line, every line a malformed_json rejection ('line 1 is not valid JSON: "
-    "\\'[\\''), none naming the real problem"))
 def test_pretty_printed_array_named_jsonl_is_read_as_an_array(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_text(json.dumps([event(i) for i in range(3)], indent=2) + "\n")
@@ -435,12 +425,6 @@ def test_s3_folder_does_not_silently_leave_out_uppercase_names(
     assert sorted(w for _, _, w in got) == ["u0", "u1"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: files._filesystem reuses fsspec's cached S3FileSystem instance and its listing "
-    "cache (with ETags) across migrate() calls in one process: an object replaced between "
-    "two calls (a cut .gz restored, then migrate(resume=True)) fails with InputError 'cannot "
-    "read ...: The remote file ... and Etag ... no longer exists' though it does. Pass "
-    "skip_instance_cache=True or invalidate_cache() when a run plans/opens its files"))
 def test_s3_object_replaced_between_two_migrate_calls_in_one_process(
         tmp_path: Path, s3_server: dict[str, Any]) -> None:
     import boto3

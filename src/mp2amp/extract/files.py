@@ -226,9 +226,18 @@ def _iter_stream(url: str, stream: BinaryIO, chunk: int = CHUNK) -> Iterator[Sou
         guarded = _GuardedReader(stream)
         read = guarded.read
         first = read(chunk)
+        if isinstance(stream, _GzipStream):  # what the gzip holds must be JSON text too
+            if first.startswith(GZIP_MAGIC):
+                raise InputError(f"{url} is gzip inside gzip (compressed twice): decompress "
+                                 "it once (gunzip) and run again")
+            check_format(f"{url} (decompressed)", first[:SNIFF_BYTES])
         if first.startswith(b"\xef\xbb\xbf"):
             first = first[3:]
-        is_array = first.lstrip()[:1] == b"[" and not url.lower().endswith(LINE_SUFFIXES)
+        start = first.lstrip()
+        # a .jsonl whose first line is "[" alone is a pretty-printed array (no JSON line
+        # is "["): read line by line it was one rejection per line
+        is_array = start[:1] == b"[" and (not url.lower().endswith(LINE_SUFFIXES)
+                                          or start.split(b"\n", 1)[0].strip() == b"[")
         if is_array:
             records = iter_array(url, guarded, first)
         elif is_pretty(first):
@@ -369,8 +378,10 @@ def _filesystem(protocol: str, options: StorageOptions) -> Any:
             # plain class speaks only the JSON API, which is all that reading needs.
             from gcsfs.core import GCSFileSystem
 
-            return GCSFileSystem(**dict(options))
-        return fsspec.filesystem(protocol, **dict(options))
+            return GCSFileSystem(skip_instance_cache=True, **dict(options))
+        # a fresh instance per run: fsspec's cached one keeps its listings (with ETags), so
+        # an object replaced since (a cut .gz restored before --resume) failed to open
+        return fsspec.filesystem(protocol, skip_instance_cache=True, **dict(options))
     except ImportError as exc:
         package, extra = REMOTE_PACKAGES.get(protocol, (f"an fsspec backend for {protocol}",
                                                         protocol))
