@@ -42,7 +42,13 @@ from mp2amp.transform.hotshard import (
     ORIGINAL_EVENT,
     restore_hotshard,
 )
-from mp2amp.transform.insert_id import JUNK_LONGEST, MAX_PREFIX, SHORT_HASH, event_insert_id
+from mp2amp.transform.insert_id import (
+    BEFORE_IDENTITY,
+    JUNK_LONGEST,
+    MAX_PREFIX,
+    SHORT_HASH,
+    event_insert_id,
+)
 from mp2amp.transform.revenue import revenue_reader
 from mp2amp.transform.settings import TransformSettings
 from mp2amp.transform.shapes import (
@@ -250,7 +256,8 @@ class Transformer:
             given, distinct_id = props.get("$insert_id"), props.get("distinct_id")
             if type(given) is str and type(distinct_id) is str \
                     and JUNK_LONGEST < len(text := given.strip()) <= MAX_PREFIX \
-                    and text.isascii():  # else event_insert_id (a lone surrogate)
+                    and text.isascii() and BEFORE_IDENTITY not in props:
+                # else event_insert_id (a lone surrogate, a reshuffled distinct_id)
                 short = SHORT_HASH.copy()
                 short.update(f"{source_name}\x1f{distinct_id}\x1f{raw_ms // 1000}".encode())
                 out["insert_id"] = f"{text}-{short.hexdigest()}"

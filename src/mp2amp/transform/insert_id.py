@@ -16,6 +16,10 @@ distinct events, so the id is derived from Mixpanel's own dedup key:
   128-bit BLAKE2b hash of (event name, distinct_id, time ms, canonical properties other
   than the raw ``time`` and ingestion metadata), so files and the Export API agree.
 
+The distinct_id is the one the event was sent with: after an identity merge Mixpanel's
+reshuffle re-keys exported events and keeps the old one in
+``$distinct_id_before_identity``, which is used then (and left out of the content).
+
 Every input is the event as Mixpanel stored it (before the tracking plan, privacy rules or
 a timezone fix), so editing the config and re-running never changes an id and never
 creates duplicates in Amplitude.
@@ -38,9 +42,13 @@ SHORT_HASH = blake2b(digest_size=8)  # copied per id: cheaper than building a ha
 # Ingestion metadata differs between two deliveries of the same event: not identity.
 # ``time`` is in the key already as milliseconds; its raw form differs between sources
 # (float seconds in files, integer ms from the Export API with time_in_ms).
+# Mixpanel's reshuffle after an identity merge re-keys an exported event's distinct_id and
+# keeps the one it was sent with here: that one is the event's, before and after
+BEFORE_IDENTITY: Final = "$distinct_id_before_identity"
 _VOLATILE = frozenset(
     {"mp_processing_time_ms", "$mp_api_timestamp_ms", "$mp_api_endpoint", "$mp_event_size",
-     "$import", "token", "time"}
+     "$import", "token", "time", BEFORE_IDENTITY,
+     "distinct_id"}  # in the key already, as the one the event was sent with
 )
 
 
@@ -68,19 +76,27 @@ def _sendable(text: str) -> bool:
     return True
 
 
+def sent_distinct_id(props: dict[str, Any]) -> Any:
+    """The distinct_id the event was sent with: ``$distinct_id_before_identity`` when
+    Mixpanel re-keyed it in a reshuffle (so exports before and after it give one id)."""
+    before = props.get(BEFORE_IDENTITY)
+    if type(before) is str and before:
+        return before
+    return props.get("distinct_id")
+
+
 def event_insert_id(event_name: str, props: dict[str, Any], time_ms: int) -> str:
     """``insert_id_for`` of an event as Mixpanel stored it (``props`` before any rule),
     with the common case (a usable string ``$insert_id``) inlined."""
     given = props.get("$insert_id")
+    distinct_id = sent_distinct_id(props)
     if type(given) is str:
         text = given.strip()
         if len(text) > MAX_PREFIX or (len(text) <= JUNK_LONGEST and text.lower() in _JUNK) \
                 or not _sendable(text):
-            return insert_id_for(event_name, props.get("distinct_id"), time_ms, None, props)
+            return insert_id_for(event_name, distinct_id, time_ms, None, props)
     else:
-        return insert_id_for(event_name, props.get("distinct_id"), time_ms,
-                             usable_insert_id(given), props)
-    distinct_id = props.get("distinct_id")
+        return insert_id_for(event_name, distinct_id, time_ms, usable_insert_id(given), props)
     key = f"{event_name}\x1f{distinct_id if type(distinct_id) is str else _text(distinct_id)}" \
           f"\x1f{time_ms // 1000}"
     try:
