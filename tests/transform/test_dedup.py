@@ -175,8 +175,8 @@ def test_a_file_of_the_earlier_format_is_read_as_digests_of_unknown_time(
 
 
 def test_spilled_digests_are_found_by_time_and_digest_only(tmp_path: Path) -> None:
-    # The same digest at another time is another record for the disk (ids hash the time,
-    # so it cannot occur); an unknown time finds it at any time.
+    # The same digest in another second is another record for the disk (ids hash the
+    # time in whole seconds, so it cannot occur); an unknown time finds it at any time.
     with Deduper(memory_budget=1, spill_dir=tmp_path) as dedup:
         assert not dedup.is_duplicate("a", 1_000)
         assert not dedup.is_duplicate("b", 2_000)  # spills "a" (and then "b")

@@ -7,9 +7,9 @@ from typing import Any, Final
 
 from mp2amp.identity.junk import DEVICE_PREFIX, clean_id
 from mp2amp.identity.report import IdentityReport
+from mp2amp.transform.timeconv import unit_seconds
 
 NO_TIME = 1e300  # events without a usable time sort after every timed one
-_MS_THRESHOLD = 1e11  # larger epoch values are milliseconds (1e11 s is the year 5138)
 
 IDENTITY_EVENTS = frozenset({"$identify", "$create_alias", "$merge"})
 # A hot-shard event's own name (transform/hotshard.py): an $identify renamed
@@ -28,10 +28,13 @@ def event_seconds(props: dict[str, Any]) -> float:
         except ValueError:
             return NO_TIME
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer past a float's range
+            return NO_TIME
         if not math.isfinite(seconds):
             return NO_TIME
-        return seconds / 1000.0 if abs(seconds) >= _MS_THRESHOLD else seconds
+        return unit_seconds(seconds)  # s, ms, us or ns, as the transform reads them
     return NO_TIME
 
 

@@ -33,11 +33,11 @@ import orjson
 from mp2amp.errors import Rejection
 from mp2amp.identity.ids import identity_view
 from mp2amp.models import SourceRecord
+from mp2amp.transform.timeconv import unit_seconds
 from mp2amp.transform.values import json_safe
 
 CHUNK_RECORDS = 20_000  # a sorted run; small, as two staging workers run beside the identity pass
 CHUNK_BYTES = 8 * 1024 * 1024  # a sorted run is also cut at this size: records vary a lot
-_MS_THRESHOLD = 100_000_000_000  # above this a Mixpanel time is in milliseconds
 UNKNOWN_TIME = -1.0e18  # sorts first; finite, because JSON has no infinity
 
 
@@ -57,7 +57,7 @@ def sort_key(record: dict[str, Any] | None) -> float:
     try:
         if not math.isfinite(t):
             return UNKNOWN_TIME
-        return t / 1000.0 if t > _MS_THRESHOLD else float(t)
+        return unit_seconds(t)  # s, ms, us or ns, as the transform reads them
     except OverflowError:  # an integer past a float's range: the transform rejects it
         return UNKNOWN_TIME
 

@@ -2,7 +2,7 @@
 
 A record is a duplicate when an earlier record had the same Amplitude ``insert_id``. That
 id is derived from Mixpanel's own deduplication key (``transform/insert_id.py``): event
-name, distinct_id, time in ms and ``$insert_id``, or, without a usable ``$insert_id``, a
+name, distinct_id, time in whole seconds and ``$insert_id``, or, without a usable ``$insert_id``, a
 hash of the whole content without the properties Mixpanel's servers stamp at ingestion
 (``mp_processing_time_ms``, ``$mp_api_timestamp_ms``, ...). So a reused ``$insert_id`` on
 another event, user or time is kept (its id differs), and two records Mixpanel counts as
@@ -10,9 +10,10 @@ one are one here too. Amplitude would drop the second anyway (same insert_id wit
 7 days): dropping it here means it is counted as a duplicate instead of silently missing.
 
 Memory: each record seen is one 16-byte digest. Past ``memory_budget`` digests the set is
-written to SQLite and cleared. Two records with one insert_id have one time (the id hashes
-the time), so a record can only repeat a spilled one if its time lies within the span of
-times spilled so far: in a time-ordered run (windows in order, each sorted) that is almost
+written to SQLite and cleared. Two records with one insert_id have times in one second (the
+id hashes the time in whole seconds, or in ms), so times are kept as their second's start
+and a record can only repeat a spilled one if that lies within the span of times spilled
+so far: in a time-ordered run (windows in order, each sorted) that is almost
 never, and the common case (a new record) never touches the disk. Inputs whose windows
 overlap in time pay a SQLite look-up for the records inside the spilled span: slower,
 never wrong. On disk the digests are keyed by (time, digest): a time-ordered run appends
@@ -118,6 +119,9 @@ class Deduper(SpillFile):
                 return True
             hot[digest] = _FIRST
         else:
+            # one key per second: a seconds export and a ms export of one event share an
+            # insert_id (it hashes whole seconds), so they must meet on disk too
+            time_ms -= time_ms % 1000
             if self._disk_lo <= time_ms <= self._disk_hi and self._on_disk(digest, time_ms):
                 self.duplicates += 1
                 return True

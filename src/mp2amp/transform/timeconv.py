@@ -50,6 +50,19 @@ class TimeError(ValueError):
         self.reason = reason
 
 
+def unit_seconds(number: float) -> float:
+    """Epoch seconds from a number in s, ms, us or ns, by magnitude as ``to_epoch_ms``
+    reads it (staging's sort key and the identity pass order events with it)."""
+    magnitude = abs(number)
+    if magnitude < 1e11:
+        return float(number)
+    if magnitude < 1e14:
+        return number / 1e3
+    if magnitude < 1e17:
+        return number / 1e6
+    return number / 1e9
+
+
 def to_epoch_ms(value: object) -> int:
     """Epoch milliseconds from a Mixpanel ``time`` value (s, ms, us or ns; number or digits).
 
