@@ -93,12 +93,12 @@ def test_migrate_stops_on_a_full_disk_and_resume_delivers_each_event_once(
     staged = windows.stage
     calls: list[int] = []
 
-    def full_on_the_second_window(records: Any, dest: Path, *args: Any) -> int:
+    def full_on_the_second_window(records: Any, dest: Path, *args: Any, **kw: Any) -> int:
         calls.append(1)
         if len(calls) == 2:
             dest.with_name(dest.name + ".part").write_bytes(b"cut short")
             raise OSError(errno.ENOSPC, "No space left on device", str(dest) + ".part")
-        return staged(records, dest, *args)
+        return staged(records, dest, *args, **kw)
 
     monkeypatch.setattr(windows, "stage", full_on_the_second_window)
     work = tmp_path / "work"

@@ -477,11 +477,11 @@ def test_a_full_disk_while_staging_again_then_moved_folder_resumes(
         staged = windows.stage
         calls: list[int] = []
 
-        def full_on_the_second(records: Any, dest: Path, *args: Any) -> int:
+        def full_on_the_second(records: Any, dest: Path, *args: Any, **kw: Any) -> int:
             calls.append(1)
             if len(calls) == 2:
                 raise OSError(errno.ENOSPC, "No space left on device", str(dest) + ".part")
-            return staged(records, dest, *args)
+            return staged(records, dest, *args, **kw)
 
         monkeypatch.setattr(windows, "stage", full_on_the_second)
         with pytest.raises(TerminalError, match="the disk is full"):

@@ -108,7 +108,7 @@ def test_kill9_while_workers_stage_leaves_no_worker_and_resumes(tmp_path: Path) 
         assert_exactly_once(url, expected)
 
 
-def _killed(url: str, fs: object, dest: str) -> int:
+def _killed(url: str, fs: object, dest: str, local: object = None) -> int:
     """Run in a staging process (spawned: it imports this module): dies as the OOM killer
     would have it die."""
     os.kill(os.getpid(), signal.SIGKILL)
@@ -134,7 +134,7 @@ def test_a_killed_staging_process_stops_the_run_with_what_to_do(
         assert_exactly_once(url, project.expected)
 
 
-def _sorting_for_a_while(url: str, fs: object, dest: str) -> int:
+def _sorting_for_a_while(url: str, fs: object, dest: str, local: object = None) -> int:
     """Run in a staging process: a window that takes long to sort."""
     time.sleep(60)
     raise AssertionError("should have been stopped")

@@ -353,12 +353,6 @@ def _wall_ms(*args: int) -> int:
     return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: staging sorts a window by the stored time (staging.sort_key), which for "
-    "mixpanel.legacy_time is the local wall clock; in the repeated hour of a DST fall-back "
-    "(and across a timezone_changes date) wall order is not UTC order, so a device's "
-    "events are sent out of time order and the later-sorted, earlier event joins a "
-    "session whose id is after its own time"))
 def test_legacy_local_times_in_a_dst_fold_reach_amplitude_in_utc_order(
         tmp_path: Path) -> None:
     # 2023-11-05 in Los Angeles: 01:00-02:00 happens twice (PDT, then PST)

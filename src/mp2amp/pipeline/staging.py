@@ -23,7 +23,7 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import orjson
 from mp2amp.errors import Rejection
 from mp2amp.identity.ids import identity_view
 from mp2amp.models import SourceRecord
-from mp2amp.transform.timeconv import unit_seconds
+from mp2amp.transform.timeconv import LocalTimeConverter, unit_seconds
 from mp2amp.transform.values import json_safe
 
 CHUNK_RECORDS = 20_000  # a sorted run; small, as two staging workers run beside the identity pass
@@ -62,11 +62,39 @@ def sort_key(record: dict[str, Any] | None) -> float:
         return UNKNOWN_TIME
 
 
-def _encode(rec: SourceRecord, order: int) -> bytes:
+# A legacy project's (timezone, timezone_changes): its times are local wall clock, sorted
+# by their UTC time (in a DST fall-back's repeated hour wall order is not time order)
+LocalZone = tuple[str, tuple[tuple[str, str], ...]]
+UtcKey = Callable[[float, dict[str, Any]], float]
+
+
+def utc_key(local: LocalZone | None) -> UtcKey | None:
+    """Local sort key (seconds) -> UTC seconds, as the transform converts the time (its
+    processing time settles a DST fold); None when times are UTC already."""
+    if local is None:
+        return None
+    converter = LocalTimeConverter(*local)
+
+    def key(seconds: float, props: dict[str, Any]) -> float:
+        processed = props.get("mp_processing_time_ms")
+        if type(processed) is not int:
+            processed = props.get("$mp_api_timestamp_ms")
+        try:
+            return converter.to_utc_ms(round(seconds * 1000),
+                                       processed if type(processed) is int else None) / 1000
+        except Exception:  # out of any zone's range: the transform rejects it anyway
+            return seconds
+
+    return key
+
+
+def _encode(rec: SourceRecord, order: int, to_utc: UtcKey | None = None) -> bytes:
     """The staged line with a sort prefix: bytes that sort as (time, arrival order) do."""
     rej = rec.rejection
     record = rec.record
     key = sort_key(record)
+    if to_utc is not None and key != UNKNOWN_TIME and record is not None:
+        key = to_utc(key, record["properties"])
     if rec.raw is not None and rej is None:
         # The line the record was parsed from is its JSON already: orjson parses it into
         # the same record again, so it is not serialized a second time (~0.9 us a line).
@@ -129,8 +157,9 @@ def _prefix(key: float, order: int) -> bytes:
 
 
 def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORDS,
-          chunk_bytes: int = CHUNK_BYTES) -> int:
+          chunk_bytes: int = CHUNK_BYTES, local: LocalZone | None = None) -> int:
     """Write ``records`` sorted by (time, arrival order) to ``dest``; returns the count.
+    ``local``: a legacy project's zones, so that local times sort by their UTC time.
 
     Ties keep the arrival order, so staging is deterministic. The file is written to a
     temporary name and renamed, so a crash never leaves a half-staged window behind.
@@ -141,9 +170,10 @@ def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORD
     size = 0
     count = 0
     tmpdir = Path(tempfile.mkdtemp(prefix=".stage-", dir=dest.parent))
+    to_utc = utc_key(local)
     try:
         for count, rec in enumerate(records, start=1):
-            item = _encode(rec, count)
+            item = _encode(rec, count, to_utc)
             buf.append(item)
             size += len(item)
             if len(buf) >= chunk or size >= chunk_bytes:

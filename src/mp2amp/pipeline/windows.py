@@ -36,7 +36,7 @@ from mp2amp.extract.export import (
 from mp2amp.extract.files import SourceFile, expand_paths, iter_file
 from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.pipeline.progress import Counters, Reporter
-from mp2amp.pipeline.staging import stage
+from mp2amp.pipeline.staging import LocalZone, stage
 
 WindowSpec = tuple[str, str, dict[str, Any]]
 # Input files are staged by worker processes (parsing and sorting is CPU work) when there
@@ -110,6 +110,7 @@ async def extract_pending(
     reporter.update(counters)
     files = [w for w in pending if w.kind == "file"]
     days = [w for w in pending if w.kind == "export"]
+    local = local_zone(config)
     _check_restaged_sources(files)
     if files:
         sources = {f.url: f for f in expand_paths([w.window_id for w in files],
@@ -117,7 +118,7 @@ async def extract_pending(
         pool = _staging_pool([sources[w.window_id] for w in files])
         try:
             await _stage_files(ledger, workdir, files, sources, pool, counters, reporter,
-                               on_staged)
+                               on_staged, local)
         except BaseException:
             if pool is not None:  # stopped (Ctrl-C, SIGTERM, an error): do not wait
                 _stop_pool(pool)
@@ -138,7 +139,7 @@ async def extract_pending(
             async for wf in windows:
                 row = wanted[wf.days]
                 dest = staged_path(workdir, row.window_id)
-                n = await asyncio.to_thread(stage, iter_window_records(wf), dest)
+                n = await asyncio.to_thread(stage, iter_window_records(wf), dest, local=local)
                 ledger.mark_extracted(row.window_id, str(dest), n)
                 wf.discard()  # staged: the raw download is no longer needed
                 counters.done += 1
@@ -180,7 +181,8 @@ def _remove_leftovers(staged: Path) -> None:
 async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
                        sources: dict[str, SourceFile], pool: ProcessPoolExecutor | None,
                        counters: Counters, reporter: Reporter,
-                       on_staged: Callable[[str], None] | None) -> None:
+                       on_staged: Callable[[str], None] | None,
+                       local: LocalZone | None = None) -> None:
     """Stage the files, several at a time in ``pool`` if there is one; each is marked in the
     ledger (from this process only) in window order, as soon as it and those before it
     are staged, so that the identity pass can follow right behind."""
@@ -195,12 +197,12 @@ async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
         for row in rows:
             dest = staged_path(workdir, row.window_id)
             staged(row, dest, await asyncio.to_thread(
-                stage, iter_file(sources[row.window_id]), dest))
+                stage, iter_file(sources[row.window_id]), dest, local=local))
         return
     loop = asyncio.get_running_loop()
     jobs = [(row, staged_path(workdir, row.window_id)) for row in rows]
     futures = [loop.run_in_executor(pool, _stage_in_worker, sources[row.window_id].url,
-                                    sources[row.window_id].fs, str(dest))
+                                    sources[row.window_id].fs, str(dest), local)
                for row, dest in jobs]
     try:
         for (row, dest), future in zip(jobs, futures, strict=True):
@@ -273,8 +275,16 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _stage_in_worker(url: str, fs: Any, dest: str) -> int:
-    return stage(iter_file(SourceFile(url, fs)), Path(dest))
+def _stage_in_worker(url: str, fs: Any, dest: str, local: LocalZone | None = None) -> int:
+    return stage(iter_file(SourceFile(url, fs)), Path(dest), local=local)
+
+
+def local_zone(config: Config) -> LocalZone | None:
+    """A legacy project's zones (its times are local wall clock), for staging's sort."""
+    m = config.mixpanel
+    if not m.legacy_time:
+        return None
+    return m.timezone, tuple((c.since.isoformat(), c.timezone) for c in m.timezone_changes)
 
 
 def inputs_not_in_run(config: Config, ledger: Ledger,
