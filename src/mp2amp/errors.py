@@ -176,7 +176,8 @@ def classify_http(
     if status in (401, 403):
         return AuthError(
             f"{service} refused the credentials ({status}): {snippet}; "
-            "check the key/secret in the environment and run again"
+            "check the key/secret in the environment, then run the same command again "
+            "(`mp2amp migrate` with --resume: its run is recorded, nothing was lost)"
         )
     return ContractError(f"{service} rejected the request ({status}): {snippet}")
 

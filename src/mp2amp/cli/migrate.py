@@ -68,8 +68,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                     "were in flight are sent again with the same insert_ids)")
 
         with cli_errors(interrupted):
-            cfg = _config(config, {"run.workdir": str(workdir) if workdir else None,
-                                   "run.concurrency": concurrency})
+            # a Path: the loader resolves it against the current folder, not the file's
+            cfg = _config(config, {"run.workdir": workdir, "run.concurrency": concurrency})
             result = migrate(cfg, resume=resume, reporter=choose_reporter(quiet or as_json))
             if as_json:
                 print_json(result.as_dict())
@@ -108,7 +108,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         from mp2amp.pipeline.status import status
 
         with cli_errors():
-            cfg = _config(config, {"run.workdir": str(workdir) if workdir else None})
+            cfg = _config(config, {"run.workdir": workdir})
             result = status(cfg.run.workdir)
             if as_json:
                 print_json(result.as_dict())

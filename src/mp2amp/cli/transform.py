@@ -49,7 +49,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         from mp2amp.config import DEFAULT_FILE, load_config
         from mp2amp.transform.offline import transform_files
 
-        with cli_errors():
+        with cli_errors(lambda: "nothing was written (the partial outputs were removed): "
+                        "run the same command again"):
             if config is None and Path(DEFAULT_FILE).is_file():
                 config = Path(DEFAULT_FILE)
             cfg = load_config(config, {"transform.plan": plan.resolve() if plan else None})

@@ -475,7 +475,9 @@ def _http_error(status: int, body: str, retry_after_header: str | None, day: Day
     if status == 400 and "unable to authenticate" in low:
         return AuthError(f"Mixpanel refused the {settings.auth_kind} credentials (400 Unable "
                          "to authenticate request); check MIXPANEL_SERVICE_ACCOUNT (user:secret)"
-                         " with mixpanel.project_id, or MIXPANEL_SECRET, and run again")
+                         " with mixpanel.project_id, or MIXPANEL_SECRET, then run the same "
+                         "`mp2amp migrate` command with --resume (the run is recorded; "
+                         "nothing was sent)")
     if status == 400 and "to_date cannot be later than today" in low:
         return TerminalError(f"Mixpanel says {day.last} is later than today in the project's "
                              "timezone; check source.to_date and mixpanel.timezone and run again")

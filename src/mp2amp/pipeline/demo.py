@@ -27,6 +27,7 @@ import orjson
 from mp2amp.config import load_config
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
+from mp2amp.errors import InputError
 from mp2amp.extract.files import iter_records
 from mp2amp.generate.project import GenerateConfig, generate_project
 from mp2amp.pipeline.migrate import MigrateResult, migrate
@@ -121,7 +122,12 @@ def run_demo(events: int = 200_000, workdir: Path | None = None, *, seed: int = 
 def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: float,
               reporter: Reporter | None, legacy_time: bool = False) -> DemoResult:
     started = datetime.now(UTC)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "it is a file, not a folder" if root.is_file() else exc.strerror or str(exc)
+        raise InputError(f"cannot use {root} as the demo's work folder: {why}; give "
+                         "--workdir a folder (or leave it out)") from None
     project = root / "mixpanel-project"
     users = max(20, round(events / (DEMO_DAYS * EVENTS_PER_USER_DAY)))
     start = date(2024, 3, 1)
