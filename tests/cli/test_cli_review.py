@@ -163,11 +163,6 @@ def test_a_bad_flag_value_is_named_as_the_flag(env: Path) -> None:
     assert "--concurrency" in result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a config without [source] files or dates is refused only after the work folder, "
-    "its ledger.sqlite and migrate.lock were created (plan_windows runs after Ledger(), "
-    "pipeline/migrate.py:191-214, windows.py:59); `status` then shows an empty "
-    "'in progress' migration ('windows ; batches done 0') whose last run is that refusal"))
 def test_no_source_is_refused_before_the_work_folder_is_made(env: Path) -> None:
     cfg = write_config(env / "mp2amp.toml", '[run]\nworkdir = "work"\n')
     result = invoke("migrate", "-c", str(cfg))
@@ -221,12 +216,6 @@ def test_status_needs_only_the_work_folder(env: Path) -> None:
     assert result.exit_code == 0, result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a second `migrate` without --resume on a finished run is refused ('already holds "
-    "a migration') but still records itself as the last attempt (the refusal is raised "
-    "inside the try that calls record_attempt, pipeline/migrate.py:203-206 and :245-246): "
-    "`status` of a complete migration then says 'last run: ... stopped (exit 2): the work "
-    "folder ... already holds a migration' instead of 'finished (exit 0)'"))
 def test_a_refused_rerun_does_not_replace_the_last_run(env: Path, amp_url: str) -> None:
     cfg = write_config(env / "mp2amp.toml",
                        f'[source]\nfiles = ["events"]\n[amplitude]\napi_host = "{amp_url}"\n'

@@ -184,6 +184,9 @@ async def migrate_async(
     if resume and not existed:
         raise TerminalError(f"nothing to resume: {path} does not exist; run `mp2amp migrate` "
                             "without --resume to start")
+    # a new run's windows before its work folder: a config without sources, or a glob
+    # that matches nothing, leaves no empty "in progress" migration behind
+    planned = None if existed else plan_windows(config, storage_options)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -194,17 +197,20 @@ async def migrate_async(
     started = time.time()
     try:
         ledger = Ledger(path)
+        known = ledger.get_meta("fingerprint")
     except BaseException:
         lock.release()
         raise
+    if known is not None and not resume:
+        # refused before any work, and not recorded: `status` keeps how the run ended
+        ledger.close()
+        lock.release()
+        raise TerminalError(
+            f"the work folder {workdir} already holds a migration; continue it with "
+            "`mp2amp migrate --resume`, or set [run] workdir to a new folder")
     try:
         fingerprint = orjson.dumps(run_fingerprint(config, upload),
                                    option=orjson.OPT_SORT_KEYS).decode()
-        known = ledger.get_meta("fingerprint")
-        if known is not None and not resume:
-            raise TerminalError(
-                f"the work folder {workdir} already holds a migration; continue it with "
-                "`mp2amp migrate --resume`, or set [run] workdir to a new folder")
         changed = None if known is None else changed_keys(known, run_fingerprint(config, upload))
         if changed:
             named = ", ".join(FINGERPRINT_NAMES.get(k, k) for k in changed)
@@ -213,7 +219,8 @@ async def migrate_async(
                 f"its batches ({named}; was {known}, now {fingerprint}); resume with the "
                 "original settings, or start a new run in a new work folder")
         if known is None:
-            ledger.add_windows(plan_windows(config, storage_options))
+            ledger.add_windows(planned if planned is not None
+                               else plan_windows(config, storage_options))
             ledger.set_meta("fingerprint", fingerprint)
         restaged = restage_missing(ledger, workdir)  # staged files someone deleted: staged again
         not_in_run = inputs_not_in_run(config, ledger, storage_options) if known else []
