@@ -200,12 +200,6 @@ def test_workdir_flag_beats_the_config_and_status_json_before_any_run(env: Path)
 # --- status -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: `status` validates the whole config, so a problem that matters only to migrate "
-    "refuses it: with hash_properties and the salt in MP2AMP_HASH_SALT (as the README "
-    "advises for secrets), `mp2amp status` from a shell without that variable exits 2 "
-    "'privacy.hash_salt: hash_properties needs a salt' (cli/migrate.py:111 loads the full "
-    "config; status needs only run.workdir)"))
 def test_status_needs_only_the_work_folder(env: Path) -> None:
     cfg = write_config(env / "mp2amp.toml",
                        '[privacy]\nhash_properties = ["$email"]\n[run]\nworkdir = "work"\n')

@@ -32,6 +32,33 @@ def _config(config: Path | None, overrides: dict[str, Any]) -> Any:
     return load_config(config, overrides)
 
 
+def _status_workdir(config: Path | None, workdir: Path | None) -> Path:
+    """The work folder ``status`` reads. It needs nothing else from the config, so a
+    problem that only ``migrate`` cares about (a salt kept in the environment of the
+    migration's shell, a plan file elsewhere) does not refuse it: the whole config is
+    checked first, and when that fails only ``[run] workdir`` is read."""
+    from mp2amp.config import DEFAULT_FILE, load_config
+    from mp2amp.errors import ConfigError
+
+    try:
+        return Path(_config(config, {"run.workdir": workdir}).run.workdir)
+    except ConfigError as problem:
+        if workdir is not None:
+            return workdir.resolve()
+        path = config if config is not None else Path(DEFAULT_FILE)
+        try:
+            import tomllib
+
+            run = tomllib.loads(path.read_text(encoding="utf-8")).get("run", {})
+        except (OSError, ValueError):
+            raise problem from None  # the file itself is unreadable: that message says why
+        value = run.get("workdir") if isinstance(run, dict) else None
+        if not isinstance(value, str):
+            return Path(load_config(None, {}).run.workdir)
+        return (path.resolve().parent / value) if not Path(value).is_absolute() \
+            else Path(value)
+
+
 def register(app: typer.Typer, emulate: typer.Typer) -> None:
     @app.command("migrate")
     def migrate_cmd(
@@ -108,8 +135,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         from mp2amp.pipeline.status import status
 
         with cli_errors():
-            cfg = _config(config, {"run.workdir": workdir})
-            result = status(cfg.run.workdir)
+            result = status(_status_workdir(config, workdir))
             if as_json:
                 print_json(result.as_dict())
                 return
