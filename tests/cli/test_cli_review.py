@@ -151,11 +151,6 @@ def test_export_run_without_mixpanel_credentials_says_which_variables(env: Path)
     assert not (env / ".mp2amp").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a value out of range given by a flag (--concurrency 100) is reported as "
-    "'invalid configuration in mp2amp.toml ... run.concurrency: must be 1..64', blaming a "
-    "file that has no such key and never naming --concurrency (config/loader.py:73, "
-    "cli/migrate.py:71)"))
 def test_a_bad_flag_value_is_named_as_the_flag(env: Path) -> None:
     cfg = write_config(env / "mp2amp.toml", '[source]\nfiles = ["events"]\n')
     result = invoke("migrate", "-c", str(cfg), "--concurrency", "100")

@@ -24,12 +24,26 @@ WorkdirOpt = Annotated[Path | None, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
+# the options that override a config key: a problem with the value names the option
+_OPTION_OF = {"run.workdir": "--workdir", "run.concurrency": "--concurrency"}
+
+
 def _config(config: Path | None, overrides: dict[str, Any]) -> Any:
     from mp2amp.config import DEFAULT_FILE, load_config
+    from mp2amp.errors import ConfigError
 
     if config is None and Path(DEFAULT_FILE).is_file():
         config = Path(DEFAULT_FILE)
-    return load_config(config, overrides)
+    try:
+        return load_config(config, overrides)
+    except ConfigError as exc:
+        given = [key for key, value in overrides.items() if value is not None]
+        if not any(p.startswith(f"{key}:") for p in exc.problems for key in given):
+            raise
+        # the value came from an option, not from the file the message would blame
+        raise ConfigError([next((f"{_OPTION_OF.get(key, key)} ({p})" for key in given
+                                 if p.startswith(f"{key}:")), p) for p in exc.problems],
+                          source=exc.source) from None
 
 
 def _status_workdir(config: Path | None, workdir: Path | None) -> Path:
