@@ -178,6 +178,9 @@ def test_unwritable_file_names_only_the_work_folders_files(tmp_path: Path) -> No
                            work) == str(work)
 
 
+_EVENT = '{"event":"E","properties":{"time":1704067200,"distinct_id":"u1"}}\n'
+
+
 def test_a_work_folder_that_cannot_be_written_is_named(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     work = tmp_path / "work"
@@ -186,7 +189,8 @@ def test_a_work_folder_that_cannot_be_written_is_named(
         raise OSError(errno.EACCES, "Permission denied", str(workdir / "migrate.lock"))
 
     monkeypatch.setattr(migrate_module, "WorkLock", denied)
-    config = make_config(tmp_path, work, "http://127.0.0.1:9")
+    (tmp_path / "day.jsonl").write_text(_EVENT)  # inputs are planned before the folder
+    config = make_config(tmp_path / "day.jsonl", work, "http://127.0.0.1:9")
     with pytest.raises(TerminalError) as stopped:
         migrate(config)
     assert str(stopped.value) == (
@@ -204,7 +208,9 @@ def test_a_read_only_work_folder_through_the_cli(tmp_path: Path) -> None:
     try:
         (disk / "work").mkdir()
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-        cfg = write_toml(tmp_path / "mp2amp.toml", tmp_path, disk / "work", "http://127.0.0.1:9")
+        (tmp_path / "day.jsonl").write_text(_EVENT)  # inputs are planned before the folder
+        cfg = write_toml(tmp_path / "mp2amp.toml", tmp_path / "day.jsonl", disk / "work",
+                         "http://127.0.0.1:9")
         proc = subprocess.run([sys.executable, "-m", "mp2amp", "migrate", "-c", str(cfg)],
                               env=dict(os.environ, AMPLITUDE_API_KEY=API_KEY),
                               capture_output=True, text=True, timeout=60)
