@@ -50,6 +50,11 @@ class ConnectionLost(TransientError):
     """Timeout, refused or dropped connection: the outcome is unknown, so retried."""
 
 
+class Unreachable(ConnectionLost):
+    """No connection could be made at all (refused, no route): retried, but a server never
+    reached in a run is a wrong host or port, said after a few attempts."""
+
+
 class RateLimited(TransientError):
     """429 or an equivalent throttle: wait (``retry_after`` when the server said) and retry."""
 

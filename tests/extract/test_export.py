@@ -316,3 +316,26 @@ def test_every_real_export_record_streams_through_the_client(export_server: Any,
     assert (w.record_count, w.rejected_count) == (len(lines), 0)
     assert [r.record for r in recs] == [json.loads(x) for x in lines]
     assert export_server.log[0]["gzip"]
+
+
+def test_a_mixpanel_never_reached_stops_after_a_few_refused_connections(tmp_path: Path) -> None:
+    """A wrong api_host or port: every connection refused. Backing off through
+    max_attempts per window took minutes; the 5th refused connection before any answer
+    stops the run, naming the URL and what to check."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+
+    async def main() -> list[WindowFile]:
+        return [w async for w in fetch_windows(
+            settings(f"http://127.0.0.1:{port}", max_attempts=50, backoff_cap=0.02),
+            DAYS[:1], tmp_path)]
+
+    with pytest.raises(TerminalError) as stopped:
+        asyncio.run(main())
+    assert str(stopped.value).startswith(
+        f"cannot connect to Mixpanel at http://127.0.0.1:{port}/api/2.0/export (")
+    assert "5 times and never since this run started: check [mixpanel] api_host" \
+        in str(stopped.value)

@@ -38,6 +38,7 @@ from mp2amp.errors import (
     StreamInterrupted,
     TerminalError,
     TransientError,
+    Unreachable,
     classify_http,
     parse_retry_after,
 )
@@ -55,6 +56,8 @@ from mp2amp.models import SourceRecord
 log = logging.getLogger("mp2amp.extract")
 
 READ_CHUNK = 1 << 20
+UNREACHABLE_ATTEMPTS = 5  # refused connections before any answer that stop the run
+
 # Output cap per decompression step, so one small gzip chunk cannot inflate without bound.
 GUNZIP_STEP = 1 << 20
 
@@ -266,6 +269,14 @@ async def fetch_window(
         try:
             return await _fetch_once(session, settings, span, workdir, limiter, requests)
         except TransientError as exc:
+            if isinstance(exc, Unreachable) and not limiter.answered \
+                    and requests >= UNREACHABLE_ATTEMPTS:
+                # a wrong api_host or port: backing off through max_attempts took minutes
+                raise TerminalError(
+                    f"cannot connect to Mixpanel at {settings.export_url} ({exc.__cause__}), "
+                    f"{requests} times and never since this run started: check [mixpanel] "
+                    "api_host or region and the network, then run the same `mp2amp migrate` "
+                    "command with --resume (nothing was lost)") from None
             delay = budget.delay(exc)
             if isinstance(exc, RateLimited):
                 limiter.pause(delay)  # everyone waits, not just this window
@@ -307,6 +318,7 @@ async def _fetch_once(
         async with limiter.slot(), session.get(settings.export_url, params=_params(settings, span),
                                                headers=headers, timeout=timeout,
                                                auto_decompress=False) as resp:
+            limiter.answered = True
             if resp.status != 200:
                 body = (await resp.read())[:4000].decode("utf-8", "replace")
                 raise _http_error(resp.status, body, resp.headers.get("Retry-After"), span,
@@ -316,6 +328,9 @@ async def _fetch_once(
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
         raise StreamInterrupted(f"the export stream of {span} broke off ({exc}); fetching the "
                                 f"whole {span.what} again") from exc
+    except aiohttp.ClientConnectorError as exc:  # no connection at all: refused, no route
+        raise Unreachable(f"export of {span}: {type(exc).__name__}: {exc}; fetching the "
+                          f"whole {span.what} again") from exc
     except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
         raise ConnectionLost(f"export of {span}: {type(exc).__name__}: {exc}; fetching the "
                              f"whole {span.what} again") from exc

@@ -44,6 +44,7 @@ class RateLimiter:
         self._admit = asyncio.Lock()
         self._running = asyncio.Semaphore(max_concurrent)
         self.waited = 0.0  # seconds spent waiting for the limits (reported by callers)
+        self.answered = False  # the server answered a request of this run (any status)
 
     def pause(self, seconds: float) -> None:
         """No request starts in the next ``seconds`` (the server asked us to back off)."""
