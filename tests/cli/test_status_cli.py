@@ -72,6 +72,29 @@ def test_status_of_a_good_ledger_still_reads_it(tmp_path: Path) -> None:
     assert got["complete"] is False
 
 
+def test_status_says_when_a_migration_is_running_in_the_folder(tmp_path: Path) -> None:
+    """'in progress' could be a live run or a dead one; the lock a running migrate holds
+    tells them apart (status only asks for a shared lock, never takes it)."""
+    import os
+
+    from mp2amp.pipeline.worklock import WorkLock
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.add_windows([("2024-01-01", "day", {})])
+    ledger.close()
+    assert orjson.loads(invoke("status", "--workdir", str(tmp_path), "--json").stdout)[
+        "running_pid"] is None
+    lock = WorkLock(tmp_path)
+    try:
+        result = invoke("status", "--workdir", str(tmp_path))
+        assert f"running now: mp2amp migrate, pid {os.getpid()}" in result.stdout
+        got = orjson.loads(invoke("status", "--workdir", str(tmp_path), "--json").stdout)
+        assert got["running_pid"] == os.getpid()
+    finally:
+        lock.release()
+    assert "running now" not in invoke("status", "--workdir", str(tmp_path)).stdout
+
+
 @pytest.mark.parametrize("read_only", [False, True])
 def test_the_ledger_refuses_a_foreign_database_and_leaves_it_alone(
         tmp_path: Path, read_only: bool) -> None:

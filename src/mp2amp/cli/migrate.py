@@ -157,6 +157,9 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             console.print(f"ledger {escape(str(result.ledger))}: windows {states}; batches done "
                           f"{result.batches['done']}, in flight {result.batches['in_flight']}")
             _render_totals(result.totals, "complete" if result.complete else "in progress")
+            if result.running_pid is not None:
+                console.print(f"running now: mp2amp migrate, pid {result.running_pid or '?'}",
+                              markup=False, highlight=False)
             if result.last_attempt is not None:
                 console.print(_last_attempt_line(result.last_attempt), markup=False,
                               highlight=False)

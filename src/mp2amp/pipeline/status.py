@@ -10,6 +10,7 @@ from mp2amp.errors import TerminalError
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
 from mp2amp.pipeline.attempts import last_attempt
+from mp2amp.pipeline.worklock import running_pid
 
 
 @dataclass(slots=True)
@@ -20,6 +21,7 @@ class StatusResult:
     batches: dict[str, int]
     totals: dict[str, Any] = field(default_factory=dict)
     last_attempt: dict[str, Any] | None = None  # how the last migrate run ended
+    running_pid: int | None = None  # a migrate running in the folder now (0: pid unknown)
 
     @property
     def complete(self) -> bool:
@@ -33,6 +35,7 @@ class StatusResult:
             "batches": self.batches,
             "totals": self.totals,
             "last_attempt": self.last_attempt,
+            "running_pid": self.running_pid,
             "windows": [w.as_dict() for w in self.windows],
             "problems": [p for w in self.windows if (p := w.problem())] if self.complete else [],
         }
@@ -53,6 +56,6 @@ def status(workdir: Path) -> StatusResult:
         for b in ledger.batches():
             batches["done" if b.state == "done" else "in_flight"] += 1
         return StatusResult(str(path), rows, states, batches, totals(rows),
-                            last_attempt(ledger))
+                            last_attempt(ledger), running_pid(workdir))
     finally:
         ledger.close()

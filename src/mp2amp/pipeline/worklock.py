@@ -16,6 +16,25 @@ from mp2amp.errors import TerminalError
 LOCK_NAME = "migrate.lock"
 
 
+def running_pid(workdir: Path) -> int | None:
+    """The pid of the ``mp2amp migrate`` running in ``workdir`` now, or None (read only:
+    a shared lock that a running migration's exclusive one refuses)."""
+    try:
+        fd = os.open(workdir / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else 0
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 class WorkLock:
     """Held from construction until ``release()``."""
 
