@@ -44,6 +44,12 @@ def test_a_failing_demo_keeps_its_folder_and_a_given_one_stays(
     monkeypatch.setattr(demo, "_compare", real)
     given = demo.run_demo(2_000, tmp_path / "mine", fail_rate=0.0, drop_rate=0.0)
     assert given.ok and given.kept and (tmp_path / "mine" / "work" / "ledger.sqlite").is_file()
+    # a kept folder is resumed: with other options it would report the old project
+    from mp2amp.errors import InputError
+
+    with pytest.raises(InputError, match=r"holds a project made with other options \(seed 7 "
+                                         r"\(asked 8\)\)"):
+        demo.run_demo(2_000, tmp_path / "mine", fail_rate=0.0, drop_rate=0.0, seed=8)
 
 
 def test_a_legacy_project_tells_the_same_story_day_by_day(temp_root: Path) -> None:

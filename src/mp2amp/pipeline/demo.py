@@ -135,6 +135,12 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
         generate_project(GenerateConfig(out=project, users=users, days=DEMO_DAYS, start=start,
                                         seed=seed, dirty=0.002, legacy_time=legacy_time))
     meta = orjson.loads((project / "project.json").read_bytes())
+    asked = {"users": users, "seed": seed, "legacy_time": legacy_time}
+    differs = [f"{k} {meta.get(k)!r} (asked {v!r})" for k, v in asked.items() if meta.get(k) != v]
+    if differs:  # a kept demo is resumed: with other options it would report another project
+        raise InputError(f"the demo folder {root} holds a project made with other options "
+                         f"({', '.join(differs)}): give --workdir a new folder, or delete "
+                         "this one, to run the demo with these")
     mp_emu = MixpanelEmulator(MixpanelConfig(
         data_dir=project, api_secret=_MP_SECRET, export_per_hour=None, export_per_second=None,
         seed=seed))
