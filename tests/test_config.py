@@ -258,3 +258,12 @@ def test_source_locations_resolve_against_the_file_urls_stay(tmp_path: Path) -> 
                                    "s3://bucket/mp/*.gz", "/abs/x")
     assert config.source.identity_table == "gs://b/identity/"
     assert config.amplitude.output_dir == str(tmp_path / "conf" / "out")
+
+
+def test_credentials_from_the_environment_lose_surrounding_whitespace() -> None:
+    """A key pasted with its newline was sent as is and refused by Amplitude, no hint."""
+    cfg = load_config(None, {}, env={"AMPLITUDE_API_KEY": " abc123\n",
+                                     "MIXPANEL_SECRET": "s3cret\r\n"})
+    assert cfg.amplitude.api_key is not None and cfg.amplitude.api_key.reveal() == "abc123"
+    assert cfg.mixpanel.secret is not None and cfg.mixpanel.secret.reveal() == "s3cret"
+    assert load_config(None, {}, env={"AMPLITUDE_API_KEY": " \n"}).amplitude.api_key is None

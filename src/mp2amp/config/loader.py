@@ -133,8 +133,10 @@ class _Parser:
                 if f.name in raw:
                     self.problems.append(f"{path}: secrets are read only from the environment "
                                          f"({var}); remove it from the file")
-                if self.env.get(var):
-                    values[f.name] = Secret(self.env[var])
+                if self.env.get(var, "").strip():
+                    # a key pasted with its newline (`cat key.txt` into an env file) was
+                    # refused by Amplitude with no hint; no credential ends in whitespace
+                    values[f.name] = Secret(self.env[var].strip())
                 continue
             var = f.metadata.get("env_or_file")
             if var is not None and self.env.get(var):
