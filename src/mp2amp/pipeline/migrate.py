@@ -46,6 +46,7 @@ from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
 from mp2amp.pipeline.fingerprint import FINGERPRINT_NAMES, changed_keys, run_fingerprint
+from mp2amp.pipeline.import_folder import refuse_another_runs_files, remove_earlier_attempts
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.overlaps import load_order, merge_overlapping
@@ -513,9 +514,9 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
                 "note": "every window was already written by an earlier attempt"}
     attempt = int(ledger.get_meta("sink_attempt") or "0") + 1
     if attempt == 1:
-        _refuse_another_runs_files(target, storage_options)
+        refuse_another_runs_files(target, storage_options)
     ledger.set_meta("sink_attempt", str(attempt))
-    removed = _remove_earlier_attempts(target, attempt, storage_options)
+    removed = remove_earlier_attempts(target, attempt, storage_options)
     sink = S3ImportSink(target, run_id=f"mp2amp-a{attempt}", storage_options=storage_options,
                         staging_dir=scratch)
     budgets = stage_budgets(config.run.memory_budget)
@@ -563,41 +564,3 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
             "files": [{"path": f.path, "events": f.events, "bytes": f.bytes} for f in report.files],
             "files_removed_from_earlier_attempts": removed, "warnings": report.warnings,
             "converter_config": report.converter_config}
-
-
-def _refuse_another_runs_files(target: str, storage_options: dict[str, Any] | None) -> None:
-    """A run's first attempt into a folder that holds another migration's import files
-    stops: file names are per attempt, not per run, so it would overwrite that run's
-    converter config (whose pattern names that run's files) and its resumes would delete
-    that run's files (``_remove_earlier_attempts``)."""
-    import fsspec
-
-    from mp2amp.load.s3sink import CONVERTER_NAME
-
-    fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
-    base = root.rstrip("/")
-    try:
-        found = [*fs.glob(f"{base}/mp2amp-a*-*.json.gz"), *fs.glob(f"{base}/{CONVERTER_NAME}")]
-    except FileNotFoundError:  # no folder yet
-        return
-    if found:
-        raise TerminalError(
-            f"the output folder {target} already holds the import files of another migration "
-            f"({len(found)}, e.g. {found[0]}); give each migration its own folder or prefix "
-            "(Amplitude's S3 import reads a prefix), or move those files away, then run the "
-            "same `mp2amp migrate` command with --resume")
-
-
-def _remove_earlier_attempts(target: str, attempt: int,
-                             storage_options: dict[str, Any] | None) -> list[str]:
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
-    removed: list[str] = []
-    for earlier in range(1, attempt):
-        # with the hidden .part a kill between copy and rename left (local folders)
-        for path in [*fs.glob(f"{root.rstrip('/')}/mp2amp-a{earlier}-*.json.gz"),
-                     *fs.glob(f"{root.rstrip('/')}/.mp2amp-a{earlier}-*.json.gz.part")]:
-            fs.rm(path)
-            removed.append(str(path))
-    return removed
