@@ -69,8 +69,8 @@ def _status_workdir(config: Path | None, workdir: Path | None) -> Path:
         value = run.get("workdir") if isinstance(run, dict) else None
         if not isinstance(value, str):
             return Path(load_config(None, {}).run.workdir)
-        return (path.resolve().parent / value) if not Path(value).is_absolute() \
-            else Path(value)
+        given = Path(value).expanduser()  # "~/mig", as the loader reads paths
+        return given if given.is_absolute() else path.resolve().parent / given
 
 
 def register(app: typer.Typer, emulate: typer.Typer) -> None:
