@@ -118,7 +118,7 @@ _REMERGE = "remerge"  # groups of windows staged again, to be merged again as th
 
 def remerge_restaged(ledger: Ledger) -> None:
     """After staging: each merge group whose merged file was gone (its windows staged
-    again, one file each) is merged again, exactly as it was (``overlaps.merge_group``):
+    again, one file each) is merged again, exactly as it was (``overlaps.merge_groups``):
     staging and the merge are deterministic, so the same sources give the same file and
     the same batches (``check_restaged`` then compares the counts). The groups stay in
     the ledger until merged: a resume stopped before this point merges them next time."""
