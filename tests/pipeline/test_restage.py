@@ -142,6 +142,8 @@ def test_merged_windows_whose_staged_files_are_gone_are_staged_and_merged_again(
         after = _batches(work)
         assert {b: after[b] for b in done} == {b: before[b] for b in done}  # not sent again
         assert _merged_groups(work) == merged
+        staged = sorted(p.name for p in (work / "staged").iterdir())
+        assert len(staged) == 6 and sum(n.endswith(".merged.jsonl") for n in staged) == 3
         # and once more after the finished run: nothing is sent again
         stored = get_json(url + "/_emulator/stats")["events_stored"]
         shutil.rmtree(work / "staged")
@@ -199,7 +201,8 @@ def test_a_merge_group_restaged_is_merged_again_after_a_stop_while_staging(
         config = make_config(events, work, url)
         run_until_crash(config, monkeypatch, 3)
         merged = _merged_groups(work)
-        shutil.rmtree(work / "staged")
+        for path in (work / "staged").glob("*.merged.jsonl"):  # the placeholders stay
+            path.unlink()
         last = sorted(events.iterdir())[-1]
         last.rename(tmp_path / "away.gz")
         with pytest.raises(TerminalError, match="does not exist"):
@@ -209,6 +212,8 @@ def test_a_merge_group_restaged_is_merged_again_after_a_stop_while_staging(
         assert result.exit_code == 0 and result.totals["balanced"]
         assert_exactly_once(url, project.expected)
         assert _merged_groups(work) == merged
+        leftover = [p.name for p in (work / "staged").iterdir() if p.stat().st_size == 0]
+        assert len(leftover) == 3  # one placeholder per group, none left from before
 
 
 def test_a_work_folder_moved_to_another_disk_resumes_from_its_staged_files(
