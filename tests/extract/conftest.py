@@ -97,20 +97,27 @@ class ExportServer:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[str]:
-        from aiohttp import web
+        async with serve_export(self.handle) as base_url:
+            self.base_url = base_url
+            yield base_url
 
-        app = web.Application()
-        app.router.add_get("/api/2.0/export", self.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
-        try:
-            yield self.base_url
-        finally:
-            await runner.cleanup()
+
+@asynccontextmanager
+async def serve_export(handle: Any) -> AsyncIterator[str]:
+    """``handle`` serving GET /api/2.0/export on a free loopback port; yields its base URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/api/2.0/export", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture

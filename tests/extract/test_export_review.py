@@ -44,6 +44,7 @@ def _sibling(name: str) -> ModuleType:
     return module
 
 
+_conftest = _sibling("conftest")
 _client_tests = _sibling("test_export")
 _emulator_tests = _sibling("test_against_emulator")
 lines_for = _client_tests.lines_for
@@ -96,17 +97,8 @@ class ScriptedServer:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[str]:
-        app = web.Application()
-        app.router.add_get("/api/2.0/export", self.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            await runner.cleanup()
+        async with _conftest.serve_export(self.handle) as base_url:
+            yield base_url
 
 
 def fetch_scripted(srv: ScriptedServer, workdir: Path, days: list[date] | None = None,

@@ -200,3 +200,32 @@ def drop_last_records(path: Path, n: int) -> bytes:
     lines = gzip.decompress(original).splitlines(keepends=True)
     path.write_bytes(gzip.compress(b"".join(lines[:-n])))
     return original
+
+
+def split_days(events: Path, dest: Path, days: slice = slice(None)) -> Path:
+    """The day files of ``events`` in ``dest``, those in ``days`` as two files of alternate
+    lines each: such a pair overlaps in time, so it is merged into one staged file
+    (overlaps.py), as a Data Pipelines day's part files are; the other days stay one file."""
+    import gzip
+
+    dest.mkdir()
+    all_days = sorted(events.iterdir())
+    split = set(all_days[days])
+    for day in all_days:
+        if day not in split:
+            shutil.copy(day, dest / day.name)
+            continue
+        lines = gzip.decompress(day.read_bytes()).splitlines(keepends=True)
+        stem = day.name.split(".")[0]
+        (dest / f"{stem}-a.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[0::2])))
+        (dest / f"{stem}-b.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[1::2])))
+    return dest
+
+
+def merged_groups(work: Path) -> dict[str, str]:
+    """The ledger's merged-away window -> the window holding its records."""
+    ledger = Ledger(work / "ledger.sqlite")
+    try:
+        return dict(ledger.merged_into())
+    finally:
+        ledger.close()

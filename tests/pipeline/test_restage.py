@@ -22,7 +22,9 @@ from migrate_kit import (
     drop_last_records,
     get_json,
     make_config,
+    merged_groups,
     run_until_crash,
+    split_days,
 )
 
 from mp2amp.errors import TerminalError
@@ -100,37 +102,16 @@ def test_a_source_changed_since_its_batches_were_cut_stops_the_run(
         assert_exactly_once(url, project.expected)
 
 
-def _split_days(project: Project, dest: Path) -> Path:
-    """Each day file as two files of alternate lines: they overlap in time, so each pair
-    is merged into one staged file (overlaps.py), as a Data Pipelines day's part files
-    are."""
-    dest.mkdir()
-    for day in sorted(project.events.iterdir()):
-        lines = gzip.decompress(day.read_bytes()).splitlines(keepends=True)
-        stem = day.name.split(".")[0]
-        (dest / f"{stem}-a.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[0::2])))
-        (dest / f"{stem}-b.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[1::2])))
-    return dest
-
-
-def _merged_groups(work: Path) -> dict[str, str]:
-    ledger = Ledger(work / "ledger.sqlite")
-    try:
-        return ledger.merged_into()
-    finally:
-        ledger.close()
-
-
 def test_merged_windows_whose_staged_files_are_gone_are_staged_and_merged_again(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Overlapping files are merged into one staged file: deleted, it is remade from all
     of its sources, merged again as before, and only batches not done are sent."""
-    events = _split_days(project, tmp_path / "events")
+    events = split_days(project.events, tmp_path / "events")
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
         run_until_crash(config, monkeypatch, 3)
-        merged = _merged_groups(work)
+        merged = merged_groups(work)
         assert len(merged) == 3  # one merged-away file per day
         before = _batches(work)
         done = {b for b, (state, _) in before.items() if state == "done"}
@@ -141,7 +122,7 @@ def test_merged_windows_whose_staged_files_are_gone_are_staged_and_merged_again(
         assert_exactly_once(url, project.expected)
         after = _batches(work)
         assert {b: after[b] for b in done} == {b: before[b] for b in done}  # not sent again
-        assert _merged_groups(work) == merged
+        assert merged_groups(work) == merged
         staged = sorted(p.name for p in (work / "staged").iterdir())
         assert len(staged) == 6 and sum(n.endswith(".merged.jsonl") for n in staged) == 3
         # and once more after the finished run: nothing is sent again
@@ -155,7 +136,7 @@ def test_merged_windows_whose_staged_files_are_gone_are_staged_and_merged_again(
 
 def test_a_merged_away_files_empty_placeholder_deleted_is_made_again(
         project: Project, tmp_path: Path) -> None:
-    events = _split_days(project, tmp_path / "events")
+    events = split_days(project.events, tmp_path / "events")
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
@@ -172,7 +153,7 @@ def test_a_merged_away_files_empty_placeholder_deleted_is_made_again(
 
 def test_a_merged_source_changed_since_its_batches_were_cut_stops_the_run(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    events = _split_days(project, tmp_path / "events")
+    events = split_days(project.events, tmp_path / "events")
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
@@ -195,12 +176,12 @@ def test_a_merge_group_restaged_is_merged_again_after_a_stop_while_staging(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The groups to merge again are kept in the ledger: a resume stopped before it got to
     merging (here a source missing for a moment) merges them on the next resume."""
-    events = _split_days(project, tmp_path / "events")
+    events = split_days(project.events, tmp_path / "events")
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
         run_until_crash(config, monkeypatch, 3)
-        merged = _merged_groups(work)
+        merged = merged_groups(work)
         for path in (work / "staged").glob("*.merged.jsonl"):  # the placeholders stay
             path.unlink()
         last = sorted(events.iterdir())[-1]
@@ -211,7 +192,7 @@ def test_a_merge_group_restaged_is_merged_again_after_a_stop_while_staging(
         result = migrate(config, resume=True)
         assert result.exit_code == 0 and result.totals["balanced"]
         assert_exactly_once(url, project.expected)
-        assert _merged_groups(work) == merged
+        assert merged_groups(work) == merged
         leftover = [p.name for p in (work / "staged").iterdir() if p.stat().st_size == 0]
         assert len(leftover) == 3  # one placeholder per group, none left from before
 

@@ -4,7 +4,6 @@ for legacy projects, and migrate's planning / status. Defects are strict xfails.
 
 from __future__ import annotations
 
-import gzip
 import shutil
 from datetime import date
 from pathlib import Path
@@ -22,8 +21,10 @@ from migrate_kit import (
     assert_exactly_once,
     get_json,
     make_config,
+    merged_groups,
     mp2amp,
     run_until_crash,
+    split_days,
     stored_counts,
 )
 
@@ -184,31 +185,6 @@ def test_legacy_project_multi_day_windows_match_one_day_windows(
 
 # --- 2. merged groups staged again ----------------------------------------------------
 
-def _split_days(events: Path, dest: Path, days: slice = slice(None)) -> Path:
-    """Day files as pairs of alternate-line files (each pair overlaps: merged); the days
-    outside ``days`` stay one file (a plain window)."""
-    dest.mkdir()
-    all_days = sorted(events.iterdir())
-    split = set(all_days[days])
-    for day in all_days:
-        if day not in split:
-            shutil.copy(day, dest / day.name)
-            continue
-        lines = gzip.decompress(day.read_bytes()).splitlines(keepends=True)
-        stem = day.name.split(".")[0]
-        (dest / f"{stem}-a.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[0::2])))
-        (dest / f"{stem}-b.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[1::2])))
-    return dest
-
-
-def _merged(work: Path) -> dict[str, str]:
-    ledger = Ledger(work / "ledger.sqlite")
-    try:
-        return dict(ledger.merged_into())
-    finally:
-        ledger.close()
-
-
 def _done_batches(work: Path) -> dict[str, int]:
     ledger = Ledger(work / "ledger.sqlite")
     try:
@@ -229,12 +205,12 @@ def test_crash_between_remerge_and_check_then_resume(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A group plus a plain window, staged/ deleted; the resume stops right after the
     group is merged again (before its check); staged/ deleted again; resumed: once each."""
-    events = _split_days(project.events, tmp_path / "events", slice(0, 1))
+    events = split_days(project.events, tmp_path / "events", slice(0, 1))
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
         run_until_crash(config, monkeypatch, 3)
-        merged = _merged(work)
+        merged = merged_groups(work)
         assert len(merged) == 1
         shutil.rmtree(work / "staged")
         real = migrate_module.check_restaged
@@ -246,24 +222,24 @@ def test_crash_between_remerge_and_check_then_resume(
         with pytest.raises(Crash):
             migrate(config, resume=True)
         monkeypatch.setattr(migrate_module, "check_restaged", real)
-        assert _merged(work) == merged
+        assert merged_groups(work) == merged
         shutil.rmtree(work / "staged")
         result = migrate(config, resume=True)
         assert result.exit_code == 0 and result.totals["balanced"]
         assert_exactly_once(url, project.expected)
-        assert _merged(work) == merged
+        assert merged_groups(work) == merged
         assert not _meta(work, "remerge")
 
 
 def test_only_the_merged_head_file_deleted(project: Project, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The merged file alone is gone (placeholders kept): the group is remade."""
-    events = _split_days(project.events, tmp_path / "events", slice(0, 2))
+    events = split_days(project.events, tmp_path / "events", slice(0, 2))
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(events, work, url)
         run_until_crash(config, monkeypatch, 2)
-        merged = _merged(work)
+        merged = merged_groups(work)
         assert len(merged) == 2
         heads = list((work / "staged").glob("*.merged.jsonl"))
         assert len(heads) == 2
@@ -273,7 +249,7 @@ def test_only_the_merged_head_file_deleted(project: Project, tmp_path: Path,
         result = migrate(config, resume=True)
         assert result.exit_code == 0 and result.totals["balanced"]
         assert_exactly_once(url, project.expected)
-        assert _merged(work) == merged
+        assert merged_groups(work) == merged
         assert not _meta(work, "remerge")
         after = _done_batches(work)
         assert {b: after[b] for b in done} == done  # done batches were not sent again
