@@ -318,7 +318,8 @@ def test_service_account_for_another_project_is_a_403_auth_error(tmp_path: Path)
     with pytest.raises(AuthError) as info:
         _run_emulator(tmp_path, EMU_DAYS[:1], project_id=43)
     text = str(info.value)
-    assert "403" in text and "(used: service account)" in text and "svc:pw" not in text
+    assert "403" in text and "with the service account credentials" in text
+    assert "mixpanel.project_id" in text and "svc:pw" not in text
 
 
 def test_to_date_later_than_today_stops_with_the_timezone_hint(tmp_path: Path) -> None:

@@ -122,3 +122,16 @@ class MixpanelSettings:
     @property
     def auth_kind(self) -> str:
         return "service account" if self.service_account else "project API secret"
+
+
+def forbidden_message(service: str, body: str, auth_kind: str,
+                      then: str = "run the same command with --resume (nothing was sent)"
+                      ) -> str:
+    """A 403: the credentials are valid but not for this project (a service account
+    without a role in it, or a project_id of another project). Rotating the secret would
+    not help, so the message names mixpanel.project_id first. Mixpanel's body names the
+    project, never the secret."""
+    said = " ".join(body.split())[:200] or "(empty body)"
+    return (f"{service}: Mixpanel answered 403 ({said}) with the {auth_kind} credentials: "
+            "check that mixpanel.project_id is the project these credentials belong to (a "
+            f"service account needs a role in that project), then {then}")

@@ -33,7 +33,7 @@ from mp2amp.errors import (
     classify_http,
     parse_retry_after,
 )
-from mp2amp.extract.api import MixpanelSettings
+from mp2amp.extract.api import MixpanelSettings, forbidden_message
 from mp2amp.extract.ratelimit import RateLimiter, RetryBudget
 from mp2amp.models import SourceRecord
 
@@ -79,7 +79,12 @@ class EngagePager:
             form["output_properties"] = json.dumps(list(self.output_properties))
         if self.data_group_id:
             form["data_group_id"] = self.data_group_id
-        if page > 0 and self.session_id:
+        if page > 0:
+            if not self.session_id:  # page 0 again would repeat its profiles as the next page
+                raise ContractError(
+                    f"Mixpanel engage answered page 0 without a session_id, which later pages "
+                    f"need (page {page} of {self.total} profiles, {self.count} read); nothing "
+                    "was written: check mixpanel.api_host points at Mixpanel's query API")
             form["session_id"] = self.session_id
             form["page"] = str(page)
         return form
@@ -175,6 +180,9 @@ class EngagePager:
             return ContractError(f"Mixpanel forgot the engage session at page {page} after "
                                  f"{self.count} profiles ({body[:200]}); run the profile "
                                  "export again from the start")
+        if status == 403:
+            return AuthError(forbidden_message(f"Mixpanel engage page {page}", body,
+                                               self.settings.auth_kind, then="run again"))
         err = classify_http(status, service=f"Mixpanel engage page {page}", body=body,
                             retry_after=parse_retry_after(retry_after))
         return err if err is not None else ContractError(

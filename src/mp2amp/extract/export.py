@@ -35,6 +35,7 @@ from mp2amp.errors import (
     ConnectionLost,
     Mp2AmpError,
     RateLimited,
+    ServerError,
     StreamInterrupted,
     TerminalError,
     TransientError,
@@ -42,7 +43,7 @@ from mp2amp.errors import (
     classify_http,
     parse_retry_after,
 )
-from mp2amp.extract.api import MixpanelSettings
+from mp2amp.extract.api import MixpanelSettings, forbidden_message
 from mp2amp.extract.lines import (
     LineParser,
     is_json,
@@ -323,6 +324,8 @@ async def _fetch_once(
                 body = (await resp.read())[:4000].decode("utf-8", "replace")
                 raise _http_error(resp.status, body, resp.headers.get("Retry-After"), span,
                                   settings)
+            if resp.content_type in _NOT_AN_EXPORT:
+                raise _page_not_export(span, (await resp.read())[:4000], settings)
             counted = await _stream_to_file(resp, part, span)
         done = True
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
@@ -479,6 +482,19 @@ def _disk_error(part: Path, exc: OSError) -> TerminalError:
                          "are kept)")
 
 
+# The export answers text/plain JSONL (reference 1.4). A web page with a 200 is a proxy's,
+# a captive portal's or another site's at api_host: its lines are not a day of events.
+_NOT_AN_EXPORT = frozenset({"text/html", "application/xhtml+xml"})
+
+
+def _page_not_export(span: Days, body: bytes, settings: MixpanelSettings) -> ServerError:
+    snippet = " ".join(body.decode("utf-8", "replace").split())[:120] or "(empty)"
+    return ServerError(f"Mixpanel export of {span} answered 200 with a web page, not events "
+                       f"({snippet!r}): a proxy, a captive portal or a wrong mixpanel.api_host "
+                       f"({settings.export_url})? Nothing of it was kept; fetching the whole "
+                       f"{span.what} again", status=200)
+
+
 def _http_error(status: int, body: str, retry_after_header: str | None, day: Days,
                 settings: MixpanelSettings) -> Mp2AmpError:
     retry_after = parse_retry_after(retry_after_header)
@@ -496,6 +512,8 @@ def _http_error(status: int, body: str, retry_after_header: str | None, day: Day
     if status == 400 and "to_date cannot be later than today" in low:
         return TerminalError(f"Mixpanel says {day.last} is later than today in the project's "
                              "timezone; check source.to_date and mixpanel.timezone and run again")
+    if status == 403:
+        return AuthError(forbidden_message(service, body, settings.auth_kind))
     err = classify_http(status, service=service, body=body, retry_after=retry_after)
     if err is None:  # a 2xx other than 200 is not what the export contract allows
         return TerminalError(f"{service} answered {status} instead of 200: {body[:300]}")

@@ -77,7 +77,10 @@ def _looks_like_form(body: bytes) -> bool:
 
 async def read_payload(request: web.Request, max_bytes: int) -> Payload | PayloadError:
     params = {k: v for k, v in request.query.items()}
-    body = await request.read()
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:  # past the app's client_max_size: the same 413 body
+        return PayloadError(413, f"request exceeds max limit of {max_bytes} bytes")
     gzipped = request.headers.get("Content-Encoding", "").lower() == "gzip" or body[:2] == b"\x1f\x8b"
     # aiohttp already inflates a Content-Encoding: gzip body; a gzip body without the header
     # (or still compressed) is recognised by its magic bytes

@@ -17,7 +17,7 @@ DISALLOWED_IDS = frozenset(
         "n/a", "na", "undefined", "unknown", "<nil>", "0", "-1", "true", "false", "[]", "{}",
     }
 )
-INSERT_ID = re.compile(r"^[A-Za-z0-9-]{1,36}$")
+INSERT_ID = re.compile(r"[A-Za-z0-9-]{1,36}")  # used with fullmatch: "$" would admit a final "\n"
 MIN_TIME = 31_536_000  # 1971-01-01T00:00:00Z
 MAX_PROPERTIES = 255
 # /track: "each event < 1 MB uncompressed JSON"; /engage, /groups: "each <= 1 MB" (binary
@@ -73,7 +73,7 @@ def check_import(rec: Any, now: float, strict: bool) -> Problem:
     if str(did).strip().lower() in DISALLOWED_IDS:
         return "properties.distinct_id", f"'properties.distinct_id' is invalid: {did!r} is not allowed"
     iid = props.get("$insert_id")
-    if not isinstance(iid, str) or not INSERT_ID.match(iid):
+    if not isinstance(iid, str) or not INSERT_ID.fullmatch(iid):
         return (
             "properties.$insert_id",
             "'properties.$insert_id' is invalid: must be 1-36 characters of letters, digits or '-'",
