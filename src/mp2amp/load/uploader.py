@@ -95,6 +95,9 @@ class Uploader:
         self._lanes = [Lane(i, cap_events=settings.max_events, cap_bytes=self._limits.max_bytes)
                        for i in range(settings.concurrency)]
         self._open: dict[tuple[str, int], Batcher[Submitted]] = {}
+        # the batch key of each lane's open batch: a lane holds one at a time, so a device's
+        # events leave in submission order even when a caller interleaves batch keys
+        self._lane_open: dict[int, str] = {}
         # the open batches' compressed bodies, by the same slot (None: gzip is off)
         self._bodies: dict[tuple[str, int], OpenBody] | None = {} if settings.gzip else None
         self._lane_cache: dict[str, int] = {}
@@ -165,7 +168,7 @@ class Uploader:
             return self.report
         await self.start()
         try:
-            for key in list({k for k, _ in self._open}):
+            for key in list(dict.fromkeys(k for k, _ in self._open)):  # first opened first
                 self._flush_key(key)
             while self._unsettled > 0:
                 self._raise_failure()
@@ -228,6 +231,10 @@ class Uploader:
         slot = (batch_key, lane)
         batcher = self._open.get(slot)
         if batcher is None:
+            earlier = self._lane_open.get(lane)
+            if earlier is not None:  # another key's batch is open here: it leaves first
+                self._flush_slot((earlier, lane))
+            self._lane_open[lane] = batch_key
             batcher = self._open[slot] = Batcher(self._limits)
         bodies = self._bodies
         if bodies is None:  # no gzip: an event keeps its bytes until its batch is sent
@@ -266,10 +273,15 @@ class Uploader:
 
     def _flush_key(self, batch_key: str) -> None:
         for slot in [s for s in self._open if s[0] == batch_key]:
-            closed = self._open.pop(slot).flush()
-            body = self._bodies.pop(slot, None) if self._bodies is not None else None
-            if closed is not None:
-                self._close_batch(batch_key, slot[1], closed, body)
+            self._flush_slot(slot)
+
+    def _flush_slot(self, slot: tuple[str, int]) -> None:
+        closed = self._open.pop(slot).flush()
+        if self._lane_open.get(slot[1]) == slot[0]:
+            del self._lane_open[slot[1]]
+        body = self._bodies.pop(slot, None) if self._bodies is not None else None
+        if closed is not None:
+            self._close_batch(slot[0], slot[1], closed, body)
 
     def _close_batch(self, batch_key: str, lane: int, items: list[Submitted],
                      body: OpenBody | None = None) -> None:

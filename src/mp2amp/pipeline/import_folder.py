@@ -5,9 +5,36 @@ files is refused at a run's first attempt."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from mp2amp.errors import TerminalError
+
+# The sink's names (load/s3sink.py: ``<run_id>-NNNNN.json.gz``, run_id ``mp2amp-a<N>``) and
+# the hidden ``.part`` a kill between copy and rename leaves in a local folder. Matched on
+# a listing, not globbed: a folder named ``exports[prod]`` is a character class to a glob.
+_IMPORT_FILE = re.compile(r"(\.?)mp2amp-a(\d+)-\d+\.json\.gz(\.part)?")
+
+
+def _listing(fs: Any, base: str) -> list[str]:
+    """The folder's entries (full paths as ``fs`` names them); none when it does not exist."""
+    try:
+        entries = fs.ls(base, detail=False, refresh=True)
+    except TypeError:  # a filesystem whose ls takes no refresh
+        entries = fs.ls(base, detail=False)
+    except FileNotFoundError:
+        return []
+    return [str(e) for e in entries]
+
+
+def _import_files(fs: Any, base: str) -> list[tuple[str, int, bool]]:
+    """(path, attempt, is a leftover .part) of each import file in the folder."""
+    out: list[tuple[str, int, bool]] = []
+    for path in _listing(fs, base):
+        m = _IMPORT_FILE.fullmatch(path.rstrip("/").rsplit("/", 1)[-1])
+        if m is not None and bool(m.group(1)) == bool(m.group(3)):
+            out.append((path, int(m.group(2)), bool(m.group(3))))
+    return out
 
 
 def refuse_another_runs_files(target: str, storage_options: dict[str, Any] | None) -> None:
@@ -21,10 +48,9 @@ def refuse_another_runs_files(target: str, storage_options: dict[str, Any] | Non
 
     fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
     base = root.rstrip("/")
-    try:
-        found = [*fs.glob(f"{base}/mp2amp-a*-*.json.gz"), *fs.glob(f"{base}/{CONVERTER_NAME}")]
-    except FileNotFoundError:  # no folder yet
-        return
+    found = [path for path, _, part in _import_files(fs, base) if not part]
+    found += [path for path in _listing(fs, base)
+              if path.rstrip("/").rsplit("/", 1)[-1] == CONVERTER_NAME]
     if found:
         raise TerminalError(
             f"the output folder {target} already holds the import files of another migration "
@@ -39,10 +65,8 @@ def remove_earlier_attempts(target: str, attempt: int,
 
     fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
     removed: list[str] = []
-    for earlier in range(1, attempt):
-        # with the hidden .part a kill between copy and rename left (local folders)
-        for path in [*fs.glob(f"{root.rstrip('/')}/mp2amp-a{earlier}-*.json.gz"),
-                     *fs.glob(f"{root.rstrip('/')}/.mp2amp-a{earlier}-*.json.gz.part")]:
-            fs.rm(path)
-            removed.append(str(path))
+    for path, made_by, _ in sorted(_import_files(fs, root.rstrip("/"))):
+        if made_by < attempt:  # with the .part a kill between copy and rename left
+            fs.rm_file(path)  # rm would expand the path as a glob
+            removed.append(path)
     return removed
