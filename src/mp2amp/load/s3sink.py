@@ -41,8 +41,8 @@ import orjson
 from mp2amp.errors import ConfigError, InputError
 from mp2amp.load.deadletter import DeadLetterFile
 
-MIN_FILE_BYTES = 1_000_000           # "Each file between 1 MB and 5 GB"
-MAX_FILE_BYTES = 5_000_000_000
+MIN_FILE_BYTES = 1 << 20             # "Each file between 1 MB and 5 GB": 1 MiB meets either reading
+MAX_FILE_BYTES = 5_000_000_000       # and 5 GB (decimal, under 5 GiB) meets both too
 TARGET_FILE_BYTES = 1 << 30          # uncompressed JSON per file (~100-200 MB gzipped)
 SORT_BUFFER_BYTES = 64 << 20
 MERGE_FAN_IN = 64                    # runs open at once in one merge pass
