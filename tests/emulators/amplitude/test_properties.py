@@ -70,7 +70,9 @@ def test_identify_errors(api: Api) -> None:
     status, body = api.form("/identify", {"api_key": API_KEY,
                                           "identification": orjson.dumps(mixed).decode()})
     assert status == 400
-    assert body["events_with_invalid_fields"] == {"user_properties": [0, 2]}
+    assert body["events_with_invalid_fields"] == {"user_properties": [0]}
+    assert body["events_with_missing_fields"] == {"user_id": [2], "device_id": [2]}
+    assert body["error"] == "Request missing required field"
 
 
 def test_group_identify_and_group_properties_on_events(api: Api) -> None:

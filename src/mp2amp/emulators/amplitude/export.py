@@ -52,6 +52,7 @@ def parse_range(start: str | None, end: str | None) -> tuple[str, str]:
 
 
 def fmt_time(ms: int) -> str:
+    # validate.py refuses times outside the years 1-9999, so every stored one has a date
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
@@ -95,12 +96,14 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
     for source, target in _REVENUE_FIELDS:
         if e.get(source) is not None:
             event_props[target] = e[source]
-    if e.get("price") is not None and e.get("quantity") is not None:
-        event_props["$revenue"] = e["price"] * e["quantity"]
+    price = e.get("price")
+    if price is not None:  # revenue = price x quantity, "quantity: Defaults to 1"
+        quantity = e.get("quantity")
+        event_props["$revenue"] = price * (quantity if quantity is not None else 1)
     aid = canonical(e["_a"])
     user_id = e.get("user_id")
     session_id = e.get("session_id")
-    return {
+    row = {
         "$insert_id": e.get("insert_id"),
         "$schema": SCHEMA_VERSION,
         "adid": e.get("adid"),
@@ -159,6 +162,12 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
         "uuid": e["_id"],
         "version_name": e.get("app_version") or e.get("version_name"),
     }
+    # "All string values, like user_id, event ... have a character limit of 1024": the
+    # top-level fields too, not only the property values
+    for key, value in row.items():
+        if type(value) is str and len(value) > MAX_STRING:
+            row[key] = value[:MAX_STRING]
+    return row
 
 
 def member_name(app: int, hour: str, part: int) -> str:

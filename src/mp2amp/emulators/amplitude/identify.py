@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mp2amp.emulators.amplitude.validate import PROPERTY_OPS, properties_problem
+from mp2amp.emulators.amplitude.validate import PROPERTY_OPS, blocked_id, properties_problem
 
 
 def _values(value: Any) -> list[Any]:
@@ -93,25 +93,37 @@ def apply_update(props: dict[str, Any], update: dict[str, Any]) -> None:
             _apply_op(props, op, changes)
 
 
-def identification_problem(item: Any, group: bool) -> str | None:
-    """Why one /identify or /groupidentify item is unusable, or None."""
+# One unusable identification: which group of Amplitude's 400 body it goes in ("missing"
+# or "invalid"), the fields it names there, and what is wrong (the body's "detail").
+Problem = tuple[str, tuple[str, ...], str]
+
+
+def identification_problem(item: Any, group: bool) -> Problem | None:
+    """Why one /identify or /groupidentify item is unusable, or None. IDs follow the
+    ingestion rules (reference 3.1: the HTTP V2 API's status code guidance applies)."""
     if not isinstance(item, dict):
-        return "each identification must be a JSON object"
+        return "invalid", ("user_properties" if not group else "group_properties",), \
+            "each identification must be a JSON object"
     if group:
         for key in ("group_type", "group_value"):
             if not isinstance(item.get(key), str) or not item.get(key):
-                return f"{key} is required and must be a non-empty string"
+                return ("missing" if not item.get(key) else "invalid"), (key,), \
+                    f"{key} is required and must be a non-empty string"
         props = item.get("group_properties", {})
         if props is not None and properties_problem(props):
-            return "group_properties must be an object that does not mix operations with plain keys"
+            return "invalid", ("group_properties",), \
+                "group_properties must be an object that does not mix operations with plain keys"
         return None
     user_id, device_id = item.get("user_id"), item.get("device_id")
     if not user_id and not device_id:
-        return "user_id or device_id is required"
+        return "missing", ("user_id", "device_id"), "user_id or device_id is required"
     for key, value in (("user_id", user_id), ("device_id", device_id)):
         if value is not None and not isinstance(value, str):
-            return f"{key} must be a string"
+            return "invalid", (key,), f"{key} must be a string"
+        if isinstance(value, str) and value and blocked_id(value, key == "device_id"):
+            return "invalid", (key,), f"{key} {value!r} is one of the IDs Amplitude refuses"
     props = item.get("user_properties", {})
     if props is not None and properties_problem(props):
-        return "user_properties must be an object that does not mix operations with plain keys"
+        return "invalid", ("user_properties",), \
+            "user_properties must be an object that does not mix operations with plain keys"
     return None

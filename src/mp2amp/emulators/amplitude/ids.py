@@ -30,7 +30,9 @@ class Identities:
         self.next_id = FIRST_AMPLITUDE_ID
         self.dirty = False
         # New mappings since the last snapshot, appended to a journal after each request so a
-        # killed process never hands out an amplitude_id twice.
+        # killed process never hands out an amplitude_id twice. Entries: ["u", user_id, aid],
+        # ["d", device_id, aid], ["m", source, target], ["p", aid, user properties]; the
+        # server adds ["g", group key, group properties] and ["c", stored, duplicates].
         self.journal: list[list[Any]] = []
 
     def canonical(self, aid: int) -> int:
@@ -77,6 +79,9 @@ class Identities:
         self.dirty = True
         self.merged[source] = target
         self.journal.append(["m", source, target])
+        self._move_props(source, target)
+
+    def _move_props(self, source: int, target: int) -> None:
         moved = self.user_props.pop(source, None)
         if moved:
             # The user's own values win over what the anonymous device carried.
@@ -114,8 +119,14 @@ class Identities:
                 self.owned.add(aid)
             elif kind == "d":
                 self.devices[key] = aid
-            else:
+            elif kind == "m":
                 self.merged[key] = aid
+                self._move_props(key, aid)
+            elif kind == "p":  # ``aid`` is that person's properties
+                self.user_props[key] = aid
+                continue
+            else:  # the server's entries
+                continue
             self.next_id = max(self.next_id, int(aid) + 1, int(key) + 1 if kind == "m" else 0)
 
     def to_json(self) -> dict[str, Any]:

@@ -112,9 +112,10 @@ class Ingestor:
         if not verdict.ok:
             return 429, self._throttled_body(events, verdict, eps)
         upload_ms = int(now * 1000)
-        # The body is stored as received; a multi-line one is re-encoded to fit on one line.
+        # The body is stored as received; a multi-line one (a bare CR is a line break to
+        # the readers' splitlines too) is re-encoded to fit on one line.
         self._store(events, upload_ms, remote,
-                    body if b"\n" not in body else orjson.dumps(payload))
+                    body if b"\n" not in body and b"\r" not in body else orjson.dumps(payload))
         return 200, {"code": 200, "events_ingested": len(events),
                      "payload_size_bytes": len(body), "server_upload_time": upload_ms}
 
@@ -179,11 +180,13 @@ class Ingestor:
                     if ops_free(update):
                         if not update.items() <= snapshot.items():
                             snapshot = user_props[aid] = {**snapshot, **update}
+                            self.ids.journal.append(["p", aid, snapshot])
                             changed = True
                     else:
                         snapshot = dict(snapshot)
                         apply_update(snapshot, update)
                         user_props[aid] = snapshot
+                        self.ids.journal.append(["p", aid, snapshot])
                         changed = True
                 if not snapshot:
                     snapshot = None
@@ -195,11 +198,14 @@ class Ingestor:
                         for t, vals in event_groups.items()}
                 group_snaps[str(index)] = {t: v for t, v in snap.items() if v}
         self.duplicates += len(events) - stored
+        self.events_stored += stored
+        # the counters too (totals, so replaying an entry state.json has is harmless): after
+        # a kill, state.json's would lag the event files
+        self.ids.journal.append(["c", self.events_stored, self.duplicates])
         annotation = {"t": upload_ms, "p": str(uuid.uuid4())[:24], "r": remote,
                       "a": aids, "u": snaps, "g": group_snaps}
         self.store.append(body, annotation, keys, upload_ms)
         self.flush_id_journal()
-        self.events_stored += stored
         if changed:
             self.ids.dirty = True
 
@@ -212,6 +218,8 @@ class Ingestor:
         update = event.get("group_properties") or {}
         for group_type, value in (event.get("groups") or {}).items():
             for group_value in group_values(value):
-                props = self.groups.setdefault(group_key(group_type, group_value), {})
+                key = group_key(group_type, group_value)
+                props = self.groups.setdefault(key, {})
                 apply_update(props, update)
+                self.ids.journal.append(["g", key, dict(props)])
                 self.ids.dirty = True

@@ -15,6 +15,8 @@ import orjson
 
 from mp2amp.emulators.amplitude.store import EventStore
 
+MAX_STRING = 1024  # Amplitude keeps 1024 characters of a string (export.py cuts the same)
+
 
 @dataclass
 class _FileIndex:
@@ -50,9 +52,10 @@ class EventIndex:
             for event, aid in zip(request["body"]["events"], request["a"], strict=True):
                 if aid is None:
                     continue
-                columns = entry.by_type.get(event["event_type"])
+                event_type = event["event_type"][:MAX_STRING]  # as the export cuts it
+                columns = entry.by_type.get(event_type)
                 if columns is None:
-                    columns = entry.by_type[event["event_type"]] = (array("q"), array("q"))
+                    columns = entry.by_type[event_type] = (array("q"), array("q"))
                 sent = event.get("time")
                 columns[0].append(sent if sent is not None else upload_ms)
                 columns[1].append(aid)

@@ -132,14 +132,22 @@ class AmplitudeEmulator:
             raise InputError(f"{config.data_dir / 'state.json'}: expected a JSON object; the "
                              "emulator's state is damaged, start with an empty --data directory")
         self.ids = Identities.from_json(state.get("ids", {}))
-        self.ids.replay(self.store.read_ids())
+        # What happened since state.json was written (a kill skips the last save): IDs,
+        # user and group properties and the counters, journaled after every request.
+        journal = self.store.read_ids()
+        self.ids.replay(journal)
         self.limiter = Limiter()
         self._saved_limits: dict[str, Any] = state.get("limits", {})
         self.limiter.load_json(self._saved_limits)
         self.groups: dict[str, dict[str, Any]] = state.get("groups", {})
         self.ingestor = Ingestor(config, self.store, self.ids, self.limiter, self.groups)
-        self.ingestor.events_stored = int(state.get("events_stored", 0))
-        self.ingestor.duplicates = int(state.get("duplicates", 0))
+        stored, duplicates = int(state.get("events_stored", 0)), int(state.get("duplicates", 0))
+        for kind, key, value in journal:
+            if kind == "g":
+                self.groups[key] = value
+            elif kind == "c":  # running totals: the last one holds
+                stored, duplicates = key, value
+        self.ingestor.events_stored, self.ingestor.duplicates = stored, duplicates
         self.store.load_dedup(int(config.now() * 1000))
         self.index = EventIndex(self.store)
         self.jobs = DeletionJobs(config.data_dir / "deletions.json", config.project_id,
@@ -376,19 +384,30 @@ class AmplitudeEmulator:
         problems = {i: p for i, item in enumerate(items)
                     if (p := identification_problem(item, group)) is not None}
         if problems:
-            field = "group_properties" if group else "user_properties"
-            return 400, {"code": 400, "error": "Invalid field values on some events",
-                         "events_with_invalid_fields": {field: sorted(problems)},
-                         "detail": "; ".join(f"identification[{i}]: {p}" for i, p in problems.items())}
+            lists: dict[str, dict[str, list[int]]] = {"missing": {}, "invalid": {}}
+            for i, (kind, fields, _) in problems.items():
+                for name in fields:
+                    lists[kind].setdefault(name, []).append(i)
+            body: dict[str, Any] = {"code": 400, "error": "Request missing required field"
+                                    if lists["missing"] else "Invalid field values on some events"}
+            if lists["missing"]:
+                body["events_with_missing_fields"] = lists["missing"]
+            if lists["invalid"]:
+                body["events_with_invalid_fields"] = lists["invalid"]
+            body["detail"] = "; ".join(f"identification[{i}]: {p[2]}" for i, p in problems.items())
+            return 400, body
         for item in items:
             if group:
                 for value in group_values(item["group_value"]):
-                    props = self.groups.setdefault(group_key(item["group_type"], value), {})
+                    key = group_key(item["group_type"], value)
+                    props = self.groups.setdefault(key, {})
                     apply_update(props, item.get("group_properties") or {})
+                    self.ids.journal.append(["g", key, dict(props)])
             else:
                 aid = self.ids.assign(item.get("user_id"), item.get("device_id"))
                 props = self.ids.user_props.setdefault(aid, {})
                 apply_update(props, item.get("user_properties") or {})
+                self.ids.journal.append(["p", aid, dict(props)])
         self.ids.dirty = True
         self.ingestor.flush_id_journal()
         return 200, {"code": 200, "identifications_ingested": len(items),

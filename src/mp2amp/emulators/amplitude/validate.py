@@ -12,6 +12,11 @@ from typing import Any
 
 MAX_DEPTH = 40  # "Object depth may not exceed 40 layers"
 DEFAULT_MIN_ID_LENGTH = 5
+# `time` is ms since the epoch ("any other format ... results in a 400"): outside the years
+# 1-9999 an integer is no such time (a microsecond or nanosecond timestamp, 2**63...), and
+# the export and segmentation of its hour could not place it.
+MIN_TIME_MS = -62_135_596_800_000
+MAX_TIME_MS = 253_402_300_799_999
 
 # Documented IDs that make Amplitude answer 400 (matched case-insensitively here: the docs
 # do not say, and refusing "NULL" too is the safe side for a migration tool).
@@ -145,6 +150,12 @@ def _id_problem(value: Any, min_id_length: int, device: bool) -> bool | None:
     return None
 
 
+def blocked_id(value: str, device: bool) -> bool:
+    """A documented ID that Amplitude answers 400 to ("null", "undefined", the all-zero
+    IDFA for device IDs...)."""
+    return value in _BLOCKED_SPELLINGS or (device and value[:1] == "0" and not value.strip("0-"))
+
+
 def validate_events(
     events: list[Any], min_id_length: int = DEFAULT_MIN_ID_LENGTH,
     id_counts: tuple[dict[str, int], dict[str, int]] | None = None,
@@ -197,6 +208,9 @@ def validate_events(
                 allowed = types.get(key)
                 if allowed is not None and type(value) not in allowed:
                     _add(invalid, key, index)
+        t = event.get("time")
+        if type(t) is int and not MIN_TIME_MS <= t <= MAX_TIME_MS:
+            _add(invalid, "time", index)  # not a time in ms (microseconds, say): no date has it
         props = event.get("event_properties")
         if props is not None and (type(props) is not dict or too_deep(props)):
             _add(invalid, "event_properties", index)
