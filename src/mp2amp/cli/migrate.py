@@ -156,7 +156,9 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             states = ", ".join(f"{k} {v}" for k, v in sorted(result.states.items()))
             console.print(f"ledger {escape(str(result.ledger))}: windows {states}; batches done "
                           f"{result.batches['done']}, in flight {result.batches['in_flight']}")
-            _render_totals(result.totals, "complete" if result.complete else "in progress")
+            _render_totals(result.totals, "complete" if result.complete else
+                           "loaded; parked events wait for Amplitude's daily quota: run "
+                           "`mp2amp migrate --resume` later" if result.loaded else "in progress")
             if result.running_pid is not None:
                 console.print(f"running now: mp2amp migrate, pid {result.running_pid or '?'}",
                               markup=False, highlight=False)
@@ -165,7 +167,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                               highlight=False)
             if windows:
                 _render_windows(result.windows)
-            if result.complete:
+            if result.loaded:
                 _render_problems(result.windows)
 
 
@@ -178,6 +180,10 @@ def _last_attempt_line(doc: dict[str, Any]) -> str:
             return "?"
         return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
+    if doc.get("outcome") == "running":
+        return (f"last run: started {when('started')}; its end is not recorded: it is running "
+                "now, or it was killed (kill -9, out of memory, power loss); continue with "
+                "`mp2amp migrate --resume`")
     code = doc.get("exit_code")
     line = (f"last run: {when('started')} to {when('ended')}, {doc.get('outcome', '?')}"
             + (f" (exit {code})" if code is not None else ""))
@@ -231,7 +237,7 @@ def _render_windows(rows: list[WindowCounts]) -> None:
         table.add_row(_short(r.window), r.state, str(r.read), str(r.sent), str(r.duplicate),
                       str(sum(r.skipped.values())), str(sum(r.rejected.values())),
                       str(sum(r.dead_lettered.values())), str(r.parked),
-                      f"{r.batches_done}/{r.batches}")
+                      f"{r.batches_done}/{'?' if r.batches is None else r.batches}")
     _wide().print(table)
 
 

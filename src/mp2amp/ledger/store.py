@@ -12,10 +12,13 @@ recorded as done is sent again with the same insert_ids, which Amplitude dedupli
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,8 +117,7 @@ class Ledger:
         self.path = path
         try:
             if read_only:  # `status`: never creates or changes anything
-                self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                                           isolation_level=None, check_same_thread=False)
+                self._db = _read_only(path)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(str(path), isolation_level=None,
@@ -150,6 +152,21 @@ class Ledger:
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read inside sees one committed state (a migration may be writing meanwhile:
+        separate reads could see a window loaded but not its last batch)."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            if self._db.in_transaction:  # the reads' own error is the one to raise
+                with suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -450,3 +467,64 @@ class Ledger:
             else:
                 w["batches_in_flight"] += n
         return out
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes. A WAL ledger needs its ``-shm`` file to be read; in
+    a folder nobody may write (a read-only mount, a backup, another user's work folder) a
+    cleanly finished run left none and none can be made, so the file is opened as
+    immutable there: nothing can be writing to it."""
+    uri = path.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None,
+                         check_same_thread=False)
+    try:
+        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError:
+        if os.access(path.parent, os.W_OK):
+            raise
+        db.close()
+        db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                             check_same_thread=False)
+    return db
+
+
+# SQLite's codes for a damaged file: every other error (locked, full, read-only) is not
+_DAMAGED = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+def _damaged(path: Path, exc: sqlite3.DatabaseError) -> TerminalError:
+    return TerminalError(
+        f"the ledger {path} is damaged ({exc}): the record of this run cannot be read. Keep "
+        "a copy of the work folder for a look, then start the migration again in a new work "
+        "folder (Amplitude ignores an insert_id it has had in the last 7 days, so what was "
+        "already sent is not doubled within that time)")
+
+
+def _naming_damage(method: Any) -> Any:
+    """``method`` with a damaged file reported as a ``TerminalError`` naming the ledger
+    (not a traceback); generators are guarded while they are iterated."""
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def gen_wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from method(self, *args, **kwargs)
+            except sqlite3.DatabaseError as exc:
+                if getattr(exc, "sqlite_errorcode", None) in _DAMAGED:
+                    raise _damaged(self.path, exc) from exc
+                raise
+        return gen_wrapper
+
+    @functools.wraps(method)
+    def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) in _DAMAGED:
+                raise _damaged(self.path, exc) from exc
+            raise
+    return wrapper
+
+
+for _name, _method in list(vars(Ledger).items()):
+    if inspect.isfunction(_method) and not _name.startswith("__") and _name != "snapshot":
+        setattr(Ledger, _name, _naming_damage(_method))

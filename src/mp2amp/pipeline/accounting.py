@@ -25,7 +25,7 @@ class WindowCounts:
     dead_lettered: dict[str, int] = field(default_factory=dict)  # Amplitude, by reason
     sent: int = 0
     parked: int = 0
-    batches: int = 0
+    batches: int | None = 0  # None: not known yet (recorded when the window's last batch is cut)
     batches_done: int = 0
 
     @property
@@ -78,7 +78,7 @@ def window_counts(ledger: Ledger) -> list[WindowCounts]:
             + int(c.get("written", 0)),  # S3-import files instead of the API
             # a parked event later dead-lettered is in ``dead`` (its reject row)
             parked=park.get("parked", 0),
-            batches=int(c.get("batches", 0)),
+            batches=int(c["batches"]) if "batches" in c else None if w.state != "loaded" else 0,
             batches_done=batch.get("batches_done", 0),
         ))
     return out

@@ -42,6 +42,14 @@ def stopped_by(exc: BaseException, workdir: Path) -> dict[str, Any]:
     return {"outcome": "crashed", "exit_code": 1, "message": f"{type(exc).__name__}: {exc}"}
 
 
+def record_start(ledger: Ledger, started: float) -> None:
+    """A run that has begun: if it is killed (kill -9, the OOM killer, a power loss) this
+    stays its record, so ``status`` names it rather than the run before it."""
+    doc = {"started": started, "ended": None, "outcome": "running", "exit_code": None}
+    with contextlib.suppress(Exception):
+        ledger.set_meta(LAST_ATTEMPT, orjson.dumps(doc).decode())
+
+
 def record_attempt(ledger: Ledger, started: float, outcome: dict[str, Any]) -> None:
     doc = {"started": started, "ended": time.time(), **outcome}
     # best effort: the run's own error is the one to raise

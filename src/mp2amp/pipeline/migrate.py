@@ -41,7 +41,7 @@ from mp2amp.load.uploader import Uploader
 from mp2amp.models import Rejected
 from mp2amp.pipeline import stopping
 from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
-from mp2amp.pipeline.attempts import finished, record_attempt, stopped_by
+from mp2amp.pipeline.attempts import finished, record_attempt, record_start, stopped_by
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
@@ -172,6 +172,22 @@ async def migrate_async(
 ) -> MigrateResult:
     reporter = reporter or NullReporter()
     counters = Counters()
+    try:  # the display is closed on every way out, a run refused by its checks included
+        return await _migrate(config, resume, reporter, counters, storage_options,
+                              mixpanel_overrides, upload_overrides)
+    finally:
+        reporter.close(counters)
+
+
+async def _migrate(
+    config: Config,
+    resume: bool,
+    reporter: Reporter,
+    counters: Counters,
+    storage_options: dict[str, Any] | None,
+    mixpanel_overrides: Mapping[str, Any] | None,
+    upload_overrides: Mapping[str, Any] | None,
+) -> MigrateResult:
     if storage_options is None and config.source.storage_options:
         storage_options = dict(config.source.storage_options)
     settings = config.transform_settings()  # every config problem before any work
@@ -210,6 +226,7 @@ async def migrate_async(
             f"the work folder {workdir} already holds a migration; continue it with "
             "`mp2amp migrate --resume`, or set [run] workdir to a new folder")
     try:
+        record_start(ledger, started)
         fingerprint = orjson.dumps(run_fingerprint(config, upload),
                                    option=orjson.OPT_SORT_KEYS).decode()
         changed = None if known is None else changed_keys(known, run_fingerprint(config, upload))
@@ -256,7 +273,6 @@ async def migrate_async(
     finally:
         ledger.close()
         lock.release()
-        reporter.close(counters)
 
 
 def _check_export_credentials(config: Config) -> None:

@@ -56,13 +56,14 @@ class Counters:
     _done_at_phase_start: int = 0
     _sent_at_phase_start: int = 0
 
-    def begin(self, phase: str, total: int) -> None:
-        """A new phase: its own total, done from 0, its own clock for rate and ETA."""
+    def begin(self, phase: str, total: int, done: int = 0) -> None:
+        """A new phase: its own total, its own clock for rate and ETA. ``done``: units an
+        earlier run did (a resume): shown as done, but not as this run's pace."""
         self.phase = phase
         self.total = total
-        self.done = 0
+        self.done = done
         self.phase_started = time.monotonic()
-        self._done_at_phase_start = 0
+        self._done_at_phase_start = done
         self._sent_at_phase_start = self.sent
 
     def elapsed(self) -> float:
@@ -161,9 +162,14 @@ class RichReporter:
         )
         self._task = self._progress.add_task("run", total=None, phase="starting")
         self._drawn = 0.0
-        self._progress.start()
+        # started at the first update: a run refused by its checks draws no bar and never
+        # hides the terminal's cursor
+        self._started = False
 
     def update(self, counters: Counters) -> None:
+        if not self._started:
+            self._started = True
+            self._progress.start()
         self._progress.update(self._task, total=counters.total or None,
                               completed=counters.done, phase=counters.phase)
         self._progress.detail = Text(
@@ -176,6 +182,8 @@ class RichReporter:
             self._progress.refresh()
 
     def close(self, counters: Counters) -> None:
+        if not self._started:  # nothing was drawn: nothing to close (the cursor is shown)
+            return
         self.update(counters)
         self._progress.refresh()
         self._progress.stop()

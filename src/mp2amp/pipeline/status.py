@@ -25,6 +25,13 @@ class StatusResult:
 
     @property
     def complete(self) -> bool:
+        """Every window loaded and no event still waiting for Amplitude's daily quota (a
+        resume delivers those: a script polling for ``complete`` must not stop before)."""
+        return (bool(self.windows) and all(w.state == "loaded" for w in self.windows)
+                and not any(w.parked for w in self.windows))
+
+    @property
+    def loaded(self) -> bool:
         return bool(self.windows) and all(w.state == "loaded" for w in self.windows)
 
     def as_dict(self) -> dict[str, Any]:
@@ -37,7 +44,7 @@ class StatusResult:
             "last_attempt": self.last_attempt,
             "running_pid": self.running_pid,
             "windows": [w.as_dict() for w in self.windows],
-            "problems": [p for w in self.windows if (p := w.problem())] if self.complete else [],
+            "problems": [p for w in self.windows if (p := w.problem())] if self.loaded else [],
         }
 
 
@@ -48,14 +55,16 @@ def status(workdir: Path) -> StatusResult:
                             "`mp2amp migrate`, or point --workdir at its work folder")
     ledger = Ledger(path, read_only=True)  # `status` never writes into the file
     try:
-        rows = window_counts(ledger)
+        with ledger.snapshot():  # one state of the ledger, though a migration may be writing
+            rows = window_counts(ledger)
+            batches = {"done": 0, "in_flight": 0}
+            for b in ledger.batches():
+                batches["done" if b.state == "done" else "in_flight"] += 1
+            attempt = last_attempt(ledger)
         states: dict[str, int] = {}
         for r in rows:
             states[r.state] = states.get(r.state, 0) + 1
-        batches = {"done": 0, "in_flight": 0}
-        for b in ledger.batches():
-            batches["done" if b.state == "done" else "in_flight"] += 1
-        return StatusResult(str(path), rows, states, batches, totals(rows),
-                            last_attempt(ledger), running_pid(workdir))
+        return StatusResult(str(path), rows, states, batches, totals(rows), attempt,
+                            running_pid(workdir))
     finally:
         ledger.close()

@@ -104,9 +104,8 @@ async def extract_pending(
     if not pending:
         return
     _remove_leftovers(workdir / "staged")
-    counters.phase = "extract"
-    counters.total = len(ledger.windows())
-    counters.done = counters.total - len(pending)
+    total = len(ledger.windows())
+    counters.begin("extract", total, done=total - len(pending))
     reporter.update(counters)
     files = [w for w in pending if w.kind == "file"]
     days = [w for w in pending if w.kind == "export"]
