@@ -11,15 +11,16 @@ import typer
 from mp2amp.cli.output import cli_errors, console, emit
 from mp2amp.errors import ConfigError
 from mp2amp.generate import GenerateConfig, generate_project
-from mp2amp.generate.project import parse_industries
+from mp2amp.generate.project import parse_industries, validate
 
 
-def _parse_start(value: str) -> date:
+def _parse_start(value: str, problems: list[str]) -> date:
+    """The date, or (the problem noted, to be listed with the others) a stand-in day."""
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise ConfigError([f"--start must be a date as YYYY-MM-DD, got {value!r}"],
-                          source="mp2amp generate") from None
+        problems.append(f"--start must be a date as YYYY-MM-DD, got {value!r}")
+        return date(2024, 1, 1)
 
 
 def _render(result: dict[str, Any]) -> None:
@@ -55,10 +56,14 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
     ) -> None:
         """Write a synthetic Mixpanel project (events, profiles, identities, schema, truth)."""
         with cli_errors():
+            problems: list[str] = []
             config = GenerateConfig(
-                out=out, users=users, days=days, start=_parse_start(start), seed=seed,
+                out=out, users=users, days=days, start=_parse_start(start, problems), seed=seed,
                 id_merge=id_merge, timezone=timezone, legacy_time=legacy_time, dirty=dirty,
                 industries=parse_industries(industry), gzip=not no_gzip,
             )
+            if problems:  # with every other problem of the arguments
+                validate(config, problems)
+                raise ConfigError(problems, source="mp2amp generate")
             result = generate_project(config)
             emit(result.as_dict(), as_json, _render)

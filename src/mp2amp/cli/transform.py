@@ -49,26 +49,65 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         from mp2amp.config import DEFAULT_FILE, load_config
         from mp2amp.transform.offline import transform_files
 
-        with cli_errors(lambda: "nothing was written (the partial outputs were removed): "
-                        "run the same command again"):
+        def interrupted() -> str:
+            if out is None:  # what went to stdout cannot be taken back
+                return ("the events written to stdout so far are incomplete, do not load "
+                        "them; the rejects file was removed: run the same command again")
+            return "nothing was written (the partial outputs were removed): run the same " \
+                   "command again"
+
+        with cli_errors(interrupted):
             if config is None and Path(DEFAULT_FILE).is_file():
                 config = Path(DEFAULT_FILE)
             cfg = load_config(config, {"transform.plan": plan.resolve() if plan else None})
             paths = list(inputs or cfg.source.files)
+            if out is not None:  # before OUT.rejects.jsonl is named after it
+                _refuse_folder("--out", out)
             rejects_path = rejects or (
                 out.with_name(out.name + ".rejects.jsonl") if out else Path("rejects.jsonl"))
+            _check_outputs(paths, out, rejects_path)
             with _sink(out) as out_handle, _sink(rejects_path) as rejects_handle:
                 result = transform_files(cfg, paths, out_handle, rejects_handle,
                                          exclude=[p for p in (out, rejects_path) if p])
-            summary = result.summary
-            doc = {**result.as_dict(), "out": str(out) if out else "-",
-                   "rejects": str(rejects_path)}
-            to_stderr = out is None
-            if as_json:
-                _print_json(doc, to_stderr)
-            else:
-                _render(result, doc, to_stderr)
-            summary.check()
+                summary = result.summary
+                doc = {**result.as_dict(), "out": str(out) if out else "-",
+                       "rejects": str(rejects_path)}
+                to_stderr = out is None
+                if as_json:
+                    _print_json(doc, to_stderr)
+                else:
+                    _render(result, doc, to_stderr)
+                # inside: counts that do not add up leave the previous outputs in place
+                summary.check()
+
+
+def _refuse_folder(option: str, path: Path) -> None:
+    from mp2amp.errors import InputError
+
+    if path.name in ("", ".", "..") or path.is_dir():
+        raise InputError(f"{option} {path} is a folder: name a file to write (nothing was "
+                         "written)")
+
+
+def _check_outputs(inputs: list[str], out: Path | None, rejects: Path) -> None:
+    """Refuse outputs that would destroy an input or each other, or cannot be files."""
+    from mp2amp.errors import InputError
+
+    named = {"--out": out, "--rejects": rejects}
+    for option, path in named.items():
+        if path is not None:
+            _refuse_folder(option, path)
+    if out is not None and os.path.realpath(out) == os.path.realpath(rejects):
+        raise InputError(f"--out and --rejects are the same file ({out}): events and "
+                         "rejections need a file each (nothing was written)")
+    for raw in inputs:
+        if "://" in raw or not os.path.exists(raw):  # URLs and globs: outputs are skipped
+            continue
+        for option, path in named.items():
+            if path is not None and os.path.realpath(raw) == os.path.realpath(path):
+                raise InputError(f"the input {raw} is also the {option} file: it would be "
+                                 "replaced by the output; write the output elsewhere "
+                                 "(nothing was written)")
 
 
 @contextmanager
@@ -93,7 +132,11 @@ def _sink(path: Path | None) -> Iterator[IO[bytes]]:
         tmp.unlink(missing_ok=True)
         raise
     handle.close()
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:  # a folder made meanwhile, say
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _print_json(doc: dict[str, Any], to_stderr: bool) -> None:

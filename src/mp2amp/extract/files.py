@@ -308,14 +308,16 @@ def _expand_local(path: str) -> list[SourceFile]:
                                  "fix its permissions and run again")
             _sniff_local(match)
             out.append(SourceFile(match))
-        elif os.path.islink(match):  # dangling (an unmounted share, a moved target) or a loop
+        elif os.path.islink(match) and not os.path.exists(match):
+            # dangling (an unmounted share, a moved target) or a loop
             why = ("a symbolic link loop" if _is_loop(match)
                    else f"a symbolic link to {os.readlink(match)}, which does not exist")
             raise InputError(f"{match} is {why}; fix the link or leave it out of the "
                              "inputs, and run again")
-        elif os.path.lexists(match):
-            raise InputError(f"{match} is not a regular file (a device, socket or pipe); "
-                             "leave it out of the inputs and run again")
+        elif os.path.lexists(match):  # a link to one too: /dev/stdin, say
+            raise InputError(f"{match} is not a regular file (a device, socket or pipe: it "
+                             "is read twice, and more than once on --resume); save it to a "
+                             "file, or leave it out of the inputs, and run again")
         else:
             raise InputError(f"{match} does not exist; check the path and run again")
     return out

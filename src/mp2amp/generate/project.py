@@ -71,12 +71,23 @@ def parse_industries(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def validate(config: GenerateConfig) -> ZoneInfo:
-    problems: list[str] = []
+# Mixpanel keeps no event before 1971 (its import refuses earlier times); the last day
+# leaves room for the days after it that a run touches (timezones, the day after).
+FIRST_START = date(1971, 1, 1)
+LAST_END = date(9998, 12, 31)
+
+
+def validate(config: GenerateConfig, problems: list[str] | None = None) -> ZoneInfo:
+    """Every problem of ``config`` (after ``problems`` found before it was made) at once."""
+    problems = list(problems or [])
     if not 1 <= config.users <= MAX_USERS:
         problems.append(f"--users must be between 1 and {MAX_USERS:,}, got {config.users}")
     if not 1 <= config.days <= MAX_DAYS:
         problems.append(f"--days must be between 1 and {MAX_DAYS}, got {config.days}")
+    if 1 <= config.days <= MAX_DAYS and not (
+            FIRST_START <= config.start <= LAST_END - timedelta(days=config.days - 1)):
+        problems.append(f"--start and --days must keep the days between {FIRST_START} and "
+                        f"{LAST_END}, got {config.start} for {config.days} day(s)")
     if config.id_merge not in ID_MERGE:
         problems.append(f"--id-merge must be simplified or original, got {config.id_merge!r}")
     if not 0.0 <= config.dirty <= 0.2:
@@ -107,7 +118,11 @@ def generate_project(config: GenerateConfig) -> GenerateResult:
     started = time.perf_counter()
     tz = validate(config)
     out = config.out
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # under a file, or not writable
+        raise ConfigError([f"--out {out} cannot be created ({exc.strerror or exc}); choose "
+                           "a folder that can be"], source="mp2amp generate") from None
     rng = Random(config.seed)
     industries = tuple(dict.fromkeys(config.industries))
     people = plan_people(rng, config.users, config.days, industries, config.id_merge,

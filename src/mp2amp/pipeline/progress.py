@@ -126,6 +126,8 @@ class LogReporter:
             print(self._line(counters), file=self.stream, flush=True)
 
     def close(self, counters: Counters) -> None:
+        if self._last is None:  # a run refused by its checks: its error is the only line
+            return
         print(self._line(counters), file=self.stream, flush=True)
 
 

@@ -106,7 +106,10 @@ def _encode(rec: SourceRecord, order: int, to_utc: UtcKey | None = None) -> byte
         rec.source,
         rec.line,
         record,
-        None if rej is None else [rej.reason, rej.message, rej.field],
+        # the rejection's own record too: a line that did not parse keeps its text for
+        # the dead letter (older staged files have three fields)
+        None if rej is None else [rej.reason, rej.message, rej.field]
+        + ([] if rej.record is None or rej.record is record else [rej.record]),
     ]
     if record is None or json_safe(record):
         view = orjson.dumps(identity_view(record), default=str)
@@ -361,5 +364,6 @@ def decode_staged(raw: bytes) -> SourceRecord:
 
 def staged_record(source: str, line: int, record: Any, rej: list[Any] | None) -> SourceRecord:
     """The SourceRecord of a staged line's decoded fields."""
-    rejection = None if rej is None else Rejection(rej[0], rej[1], rej[2], source, line)
+    rejection = None if rej is None else Rejection(
+        rej[0], rej[1], rej[2], source, line, rej[3] if len(rej) > 3 else None)
     return SourceRecord(source, line, record, rejection)

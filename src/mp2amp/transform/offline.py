@@ -1,8 +1,11 @@
 """``mp2amp transform`` as a library function: Mixpanel files in, Amplitude JSON lines out.
 
-Two passes over the inputs: the first builds the identity graph (a device's anonymous
-events can only get their user once the whole input has been seen), the second
-transforms. Events are written as the Batch API would receive them (one JSON object a
+Each input is first staged as ``migrate`` stages it (``pipeline/staging.py``): sorted by
+event time (UTC), inputs that overlap in time merged, oldest first; so sessions and the
+copy of a duplicate that is kept are decided on the same order, and the output is what
+``migrate`` sends for the same input. Then two passes over the staged files: the first
+builds the identity graph (a device's anonymous events can only get their user once the
+whole input has been seen), the second transforms. Events are written as the Batch API would receive them (one JSON object a
 line), rejections as one JSON object a line with where the record came from, why, and the
 original record (or the raw line when it did not parse). Scratch state (identity spill,
 sessions, dedup) lives in a temporary folder under the run's workdir, removed at the end.
@@ -14,7 +17,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,8 +27,12 @@ from mp2amp.config import Config
 from mp2amp.errors import InputError, Rejection
 from mp2amp.extract.files import SourceFile, expand_paths, iter_file
 from mp2amp.identity import IdentityGraph
+from mp2amp.ledger.store import WindowRow
 from mp2amp.models import Emitted, Rejected, SourceRecord
 from mp2amp.pipeline.budgets import stage_budgets
+from mp2amp.pipeline.overlaps import load_order, overlapping_groups
+from mp2amp.pipeline.staging import merge_staged, read_staged, stage
+from mp2amp.pipeline.windows import LocalZone, local_zone
 from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
 from mp2amp.transform.sessions import Sessionizer
@@ -103,7 +110,8 @@ def transform_files(
                 user_id_predicate=user_id_predicate(config.transform.user_id_pattern),
                 table=config.source.identity_table,
             ) as graph:
-        for src in _records(files):  # pass 1: identity
+        staged = _staged_inputs(files, Path(scratch), local_zone(config))
+        for src in _records(staged):  # pass 1: identity
             if src.record is not None:
                 graph.observe(src.record)
         report = graph.finish()
@@ -111,7 +119,7 @@ def transform_files(
         with Sessionizer(config.transform.session_gap_minutes * 60_000,
                          memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
                 Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
-            stream = transform_stream(summary.reading(_records(files)), graph,
+            stream = transform_stream(summary.reading(_records(staged)), graph,
                                       transformer, sessions, dedup)
             write_out, write_rejects, dumps = out.write, rejects.write, orjson.dumps
             newline = orjson.OPT_APPEND_NEWLINE
@@ -149,6 +157,27 @@ def _input_files(inputs: Sequence[str], exclude: Sequence[str | Path],
             if f.fs is not None or os.path.realpath(f.url) not in written]
 
 
-def _records(files: Sequence[SourceFile]) -> Iterator[SourceRecord]:
-    for file in files:
-        yield from iter_file(file)
+def _staged_inputs(files: Sequence[SourceFile], scratch: Path,
+                   local: LocalZone | None) -> list[Path]:
+    """The inputs staged as ``migrate`` stages its windows: each sorted by event time,
+    those overlapping in time merged into one (``pipeline/overlaps.py``), oldest first."""
+    rows: list[WindowRow] = []
+    for i, file in enumerate(files):
+        dest = scratch / f"input-{i:06d}.jsonl"
+        count = stage(iter_file(file), dest, local=local)
+        rows.append(WindowRow(file.url, i, "file", {}, "extracted", str(dest), count, {}))
+    gone: set[int] = set()
+    for group in overlapping_groups(rows):
+        paths = [Path(str(w.staged_path)) for w in group]
+        merged = paths[0].with_name(paths[0].stem + ".merged.jsonl")
+        count = merge_staged(paths, merged)
+        rows[group[0].seq] = replace(group[0], staged_path=str(merged), records=count)
+        gone.update(w.seq for w in group[1:])
+        for path in paths:
+            path.unlink()
+    return [Path(str(w.staged_path)) for w in load_order([w for w in rows if w.seq not in gone])]
+
+
+def _records(staged: Sequence[Path]) -> Iterator[SourceRecord]:
+    for path in staged:
+        yield from read_staged(path)
