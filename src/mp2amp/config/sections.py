@@ -301,6 +301,8 @@ class Config:
             privacy = self.privacy_rules()
         except ConfigError as exc:
             problems += exc.problems
+        if plan is not None and privacy is not None:
+            problems += _hashed_but_typed(plan, privacy)
         if problems or plan is None or privacy is None:
             raise ConfigError(problems, source=str(self.path) if self.path else None)
         m, t = self.mixpanel, self.transform
@@ -318,3 +320,16 @@ class Config:
         )
 
 
+
+
+def _hashed_but_typed(plan: TrackingPlan, privacy: PrivacyRules) -> list[str]:
+    """A property the privacy rules hash reaches the plan as hex text: a plan type other
+    than string would reject every event that carries it."""
+    rules = [(name, rule) for name, rule in plan.properties.items()]
+    rules += [(name, rule) for event in plan.events.values()
+              for name, rule in event.properties.items()]
+    return sorted({f"privacy.hash_properties: {name!r} is hashed (hex text) before the "
+                   f"tracking plan sees it, and the plan types it {rule.type}: every event "
+                   "with it would be rejected; type it string in the plan, or stop hashing it"
+                   for name, rule in rules
+                   if name in privacy.hash_properties and rule.type not in (None, "string")})

@@ -422,9 +422,12 @@ def render_markdown() -> str:
         "",
         "From `mp_lib` first (" + ", ".join(sorted(WEB_LIBS)) + ": web; "
         + ", ".join(sorted(APPLE_LIBS)) + ": ios; " + ", ".join(sorted(ANDROID_LIBS))
-        + ": android), then `$os` (React Native, Flutter, Unity and other wrappers), then "
-        "`$browser` (web), then server libraries ("
-        + ", ".join(sorted(SERVER_LIBS)) + ", Segment Actions): server; anything else: other.",
+        + ": android), then a `$browser` or `$os` \"web\" (web: a web SDK of RudderStack "
+        "or Segment names the visitor's `$os`, Mac OS X or Android, beside the browser), "
+        "then `$os` (iOS, iPadOS, macOS and other Apple names: ios; Android: android; React "
+        "Native, Flutter, Unity and other wrappers), then server libraries ("
+        + ", ".join(sorted(SERVER_LIBS)) + ", Segment Actions, `mixpanel-` followed by "
+        "the language): server; anything else: other.",
         "",
         "| platform | `platform` | `os_name` when `$os` is absent |",
         "|---|---|---|",

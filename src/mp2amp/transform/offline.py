@@ -31,8 +31,8 @@ from mp2amp.ledger.store import WindowRow
 from mp2amp.models import Emitted, Rejected, SourceRecord
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.overlaps import load_order, overlapping_groups
-from mp2amp.pipeline.staging import merge_staged, read_staged, stage
-from mp2amp.pipeline.windows import LocalZone, local_zone
+from mp2amp.pipeline.staging import LocalZone, merge_staged, read_staged, stage
+from mp2amp.pipeline.windows import local_zone
 from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
 from mp2amp.transform.sessions import Sessionizer

@@ -18,10 +18,12 @@ mutates its input and holds no state beyond the parsed plan.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,7 +124,9 @@ def coerce_value(value: Any, kind: PropType, *, convert: bool) -> Any:
             parsed = orjson.loads(value)  # stringified JSON objects are common in the wild
         except orjson.JSONDecodeError:
             raise _Mismatch from None
-        if isinstance(parsed, dict):
+        # orjson reads an integer past 64 bits as the nearest double: other digits than
+        # the text held, so not lossless (the standard library reads it exactly)
+        if isinstance(parsed, dict) and parsed == json.loads(value):
             return parsed
     raise _Mismatch
 
@@ -151,20 +155,20 @@ def _coerce_number(value: Any, *, integer: bool, convert: bool) -> int | float:
     if not _DECIMAL.fullmatch(text):
         raise _Mismatch
     try:
-        number = int(text)
+        return int(text)
     except ValueError:
-        try:
-            as_float = float(text)
-        except ValueError:
-            raise _Mismatch from None
-        if not math.isfinite(as_float):
-            raise _Mismatch from None
-        if integer:
-            if not as_float.is_integer():
-                raise _Mismatch from None
-            return int(as_float)
-        return as_float
-    return number
+        pass
+    # Lossless means the decimal value itself: "12345678901234567890.0" is that integer,
+    # not the float nearest to it, and "1.0000000000000001" is not the number 1.
+    exact = Decimal(text)
+    if integer:
+        if exact != exact.to_integral_value():
+            raise _Mismatch
+        return int(exact)
+    as_float = float(exact)
+    if not math.isfinite(as_float) or Decimal(repr(as_float)) != exact:
+        raise _Mismatch
+    return as_float
 
 
 class TrackingPlan:
@@ -285,14 +289,51 @@ def load_plan(path: str | Path) -> TrackingPlan:
     except OSError as exc:
         raise ConfigError([f"cannot read the tracking plan: {exc.strerror or exc}"],
                           source=source) from None
+    loader = _PlanLoader(text)
     try:
-        data = yaml.safe_load(text)
+        data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{where}not valid YAML: {problem}"], source=source) from None
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise ConfigError(loader.duplicates, source=source)
     return parse_plan(data, source=source)
+
+
+class _PlanLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, noting keys given twice in one mapping: YAML keeps only the
+    last, so ``email: {drop: true}`` followed by ``email: {user_property: true}`` would
+    send what the first said to drop."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+
+
+def _noting_duplicates(loader: _PlanLoader, node: yaml.MappingNode,
+                       deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            first = seen.setdefault(key, line)
+        except TypeError:  # an unhashable key: the constructor below names it
+            continue
+        if first != line:
+            loader.duplicates.append(f"line {line}: {key!r} is given twice in one mapping "
+                                     f"(also on line {first}); YAML would keep only the "
+                                     "last: merge the two")
+    return loader.construct_mapping(node, deep=deep)
+
+
+_PlanLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _noting_duplicates)
 
 
 def parse_plan(data: Any, *, source: str | None = None) -> TrackingPlan:

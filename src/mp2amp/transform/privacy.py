@@ -5,9 +5,11 @@ must not be there is removed here, before upload:
 
 * ``keep_ip``: whether the client IP is sent (the mapping core reads it through
   ``TransformSettings.keep_ip``);
-* ``drop_properties``: removed from the event;
+* ``drop_properties``: removed from the event, at any depth (a key inside an object or
+  a list of objects too);
 * ``hash_properties``: replaced by ``sha256(salt + value)`` in hex, so values still join
-  and count but cannot be read back (the salt defeats dictionary look-ups of e-mails);
+  and count but cannot be read back (the salt defeats dictionary look-ups of e-mails), at
+  any depth too;
 * an excluded-users file (opt-outs, GDPR deletions): every event whose ``distinct_id``,
   resolved ``user_id`` or ``device_id`` is listed is skipped (``privacy.excluded_user``);
 * ``drop_before``: events before this UTC date are skipped (``privacy.before_retention``).
@@ -30,9 +32,14 @@ import orjson
 
 from mp2amp.errors import ConfigError
 from mp2amp.models import Resolved, Skip
+from mp2amp.transform.values import ValueProblem
 
 SKIP_EXCLUDED_USER = "privacy.excluded_user"
 SKIP_BEFORE_RETENTION = "privacy.before_retention"
+
+# Amplitude takes objects 40 levels deep (deeper ones are sent as their JSON text); past
+# this depth the privacy pass rejects the event rather than let a listed key through.
+_MAX_DEPTH = 64
 
 # Where an excluded ID may sit in the raw properties besides the resolved IDs.
 _RAW_ID_KEYS = ("distinct_id", "$user_id", "$device_id")
@@ -129,23 +136,44 @@ class PrivacyRules:
             return Skip(SKIP_EXCLUDED_USER,
                         f"event {event_name!r} belongs to a user in the excluded-users file")
         drop, hashed = self._drop, self._hash
-        if not (drop or hashed) or (drop.isdisjoint(props) and hashed.isdisjoint(props)):
+        if not (drop or hashed):
+            return props
+        if drop.isdisjoint(props) and hashed.isdisjoint(props) and not any(
+                type(v) is dict or type(v) is list for v in props.values()):
             return props  # the common case: nothing to change, no copy
+        scrubbed: dict[str, Any] = self._scrubbed(props, 0)
+        return scrubbed
+
+    def _scrubbed(self, value: Any, depth: int) -> Any:
+        """``value`` (an object or a list) with the listed keys dropped or hashed at any
+        depth: ``{"customer": {"email": ...}}`` and lists of such objects too."""
+        if depth > _MAX_DEPTH:  # a listed key could hide down there, past what is checked
+            raise ValueProblem("properties", "a property is nested more than "
+                               f"{_MAX_DEPTH} levels deep, past what the privacy rules "
+                               "check; flatten it in the source", reason="too_deep")
+        if type(value) is list:
+            return [self._scrubbed(v, depth + 1) if type(v) is dict or type(v) is list else v
+                    for v in value]
+        drop, hashed = self._drop, self._hash
         out: dict[str, Any] = {}
-        for key, value in props.items():
+        for key, item in value.items():
             if key in drop:
                 continue
-            if key in hashed and value is not None:
-                out[key] = self.hash_value(value)
+            if key in hashed and item is not None:
+                out[key] = self.hash_value(item)
+            elif type(item) is dict or type(item) is list:
+                out[key] = self._scrubbed(item, depth + 1)
             else:
-                out[key] = value
+                out[key] = item
         return out
 
 
 def load_excluded_users(path: str | Path) -> frozenset[str]:
     """One ID per line; blank lines and ``#`` comments ignored; surrounding spaces trimmed."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8", Notepad) is not part of the
+        # first ID, which would otherwise not be excluded
+        with open(path, encoding="utf-8-sig") as handle:
             return frozenset(
                 stripped for line in handle
                 if (stripped := line.strip()) and not stripped.startswith("#")

@@ -231,7 +231,11 @@ def convert(
         if converted is None:
             if keep_as is not None:
                 keeps[keep_as] = value
-        elif converted is not mapping.DISCARD and field not in fields:
+        elif converted is not mapping.DISCARD:
+            if field in fields:  # a property ranked before it gave the field
+                if keep_as is not None:  # kept as when unmapped: its value is never lost
+                    keeps[keep_as] = value
+                continue
             if type(converted) is str and (len(converted) > MAX_STRING
                                            or not converted.isascii()):
                 cacheable = cacheable and len(converted) <= MAX_STRING  # count each cut
