@@ -14,6 +14,11 @@ from typing import Any
 
 from mp2amp.errors import Rejection
 
+# A record's key (beside "event" and "properties", never sent) saying its time is UTC
+# whatever the project: Data Pipelines always write UTC, so a legacy project's local-time
+# conversion (``legacy_time``) must not shift their events (reference: timezones).
+UTC_TIME_MARK = "mp2amp_time_is_utc"
+
 JSONDict = dict[str, Any]
 
 

@@ -47,7 +47,7 @@ def test_a_failing_demo_keeps_its_folder_and_a_given_one_stays(
     # a kept folder is resumed: with other options it would report the old project
     from mp2amp.errors import InputError
 
-    with pytest.raises(InputError, match=r"holds a project made with other options \(seed 7 "
+    with pytest.raises(InputError, match=r"holds a project made with other options \(--seed 7 "
                                          r"\(asked 8\)\)"):
         demo.run_demo(2_000, tmp_path / "mine", fail_rate=0.0, drop_rate=0.0, seed=8)
 

@@ -63,7 +63,7 @@ def _status_workdir(config: Path | None, workdir: Path | None) -> Path:
         try:
             import tomllib
 
-            run = tomllib.loads(path.read_text(encoding="utf-8")).get("run", {})
+            run = tomllib.loads(path.read_text(encoding="utf-8-sig")).get("run", {})
         except (OSError, ValueError):
             raise problem from None  # the file itself is unreadable: that message says why
         value = run.get("workdir") if isinstance(run, dict) else None

@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from mp2amp.models import UTC_TIME_MARK
+
 EVENTS_DIR = "mp_master_event"
 NOT_EVENT_DIRS = frozenset({"mp_people_data", "mp_identity_mappings_data", "schema"})
 DATA_SUFFIXES = (".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz", ".gz")
@@ -106,4 +108,6 @@ def to_export_shape(row: dict[str, Any]) -> dict[str, Any] | str:
         value = row.get(src)
         if value not in (None, "") and dst not in out:
             out[dst] = value
-    return {"event": row["event_name"], "properties": out}
+    # Pipelines write UTC even for a project created before 2023: marked, so that the
+    # legacy_time conversion leaves these times alone
+    return {"event": row["event_name"], "properties": out, UTC_TIME_MARK: True}

@@ -25,7 +25,7 @@ LAST_ATTEMPT = "last_attempt"  # the ledger meta key
 
 
 def finished(exit_code: int) -> dict[str, Any]:
-    return {"outcome": "finished", "exit_code": exit_code}
+    return {"outcome": "finished", "exit_code": exit_code, "message": None}
 
 
 def stopped_by(exc: BaseException, workdir: Path) -> dict[str, Any]:
@@ -45,7 +45,8 @@ def stopped_by(exc: BaseException, workdir: Path) -> dict[str, Any]:
 def record_start(ledger: Ledger, started: float) -> None:
     """A run that has begun: if it is killed (kill -9, the OOM killer, a power loss) this
     stays its record, so ``status`` names it rather than the run before it."""
-    doc = {"started": started, "ended": None, "outcome": "running", "exit_code": None}
+    doc = {"started": started, "ended": None, "outcome": "running", "exit_code": None,
+           "message": None}
     with contextlib.suppress(Exception):
         ledger.set_meta(LAST_ATTEMPT, orjson.dumps(doc).decode())
 

@@ -146,8 +146,18 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
         generate_project(GenerateConfig(out=project, users=users, days=DEMO_DAYS, start=start,
                                         seed=seed, dirty=0.002, legacy_time=legacy_time))
     meta = orjson.loads((project / "project.json").read_bytes())
+    # The options as the user gave them, kept beside the project: a resumed demo names
+    # them (--events 1000, not the users derived from it) and any change is seen
+    options = root / "demo-options.json"
+    given = {"--events": events, "--seed": seed, "--legacy-time": legacy_time}
+    if not options.is_file():
+        options.write_bytes(orjson.dumps(given))
+    kept = orjson.loads(options.read_bytes())
+    differs = [f"{k} {kept.get(k)!r} (asked {v!r})" for k, v in given.items() if kept.get(k) != v]
     asked = {"users": users, "seed": seed, "legacy_time": legacy_time}
-    differs = [f"{k} {meta.get(k)!r} (asked {v!r})" for k, v in asked.items() if meta.get(k) != v]
+    if not differs:  # a folder kept by an mp2amp that wrote no options file: the project's
+        differs = [f"{k} {meta.get(k)!r} (asked {v!r})" for k, v in asked.items()
+                   if meta.get(k) != v]
     if differs:  # a kept demo is resumed: with other options it would report another project
         raise InputError(f"the demo folder {root} holds a project made with other options "
                          f"({', '.join(differs)}): give --workdir a new folder, or delete "

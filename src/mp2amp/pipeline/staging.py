@@ -32,7 +32,7 @@ import orjson
 
 from mp2amp.errors import Rejection
 from mp2amp.identity.ids import identity_view
-from mp2amp.models import SourceRecord
+from mp2amp.models import UTC_TIME_MARK, SourceRecord
 from mp2amp.transform.timeconv import LocalTimeConverter, unit_seconds
 from mp2amp.transform.values import json_safe
 
@@ -93,7 +93,8 @@ def _encode(rec: SourceRecord, order: int, to_utc: UtcKey | None = None) -> byte
     rej = rec.rejection
     record = rec.record
     key = sort_key(record)
-    if to_utc is not None and key != UNKNOWN_TIME and record is not None:
+    if to_utc is not None and key != UNKNOWN_TIME and record is not None \
+            and UTC_TIME_MARK not in record:  # a Data Pipelines row: UTC already
         key = to_utc(key, record["properties"])
     if rec.raw is not None and rej is None:
         # The line the record was parsed from is its JSON already: orjson parses it into

@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from mp2amp import __version__
 from mp2amp.errors import ConfigError, Rejection
-from mp2amp.models import Resolved, Skip
+from mp2amp.models import UTC_TIME_MARK, Resolved, Skip
 from mp2amp.transform import mapping
 from mp2amp.transform.groups import groups_of
 from mp2amp.transform.hotshard import (
@@ -181,7 +181,7 @@ class Transformer:
                 raw_ms = raw * 1000
             else:
                 return self._event(record, ids)
-            if self._local is None:
+            if self._local is None or UTC_TIME_MARK in record:  # (a Data Pipelines row)
                 time_ms = raw_ms
             else:  # a zone offset (< 1 day) cannot take these times out of range
                 offset = self._hour_offsets.get(raw_ms // _HOUR_MS)
@@ -311,7 +311,7 @@ class Transformer:
                     raw_ms = to_epoch_ms(raw)
                 except TimeError as err:
                     return Rejection(err.reason, str(err), field="properties.time")
-            if self._local is None:
+            if self._local is None or UTC_TIME_MARK in record:  # pipelines write UTC
                 time_ms = raw_ms
             else:
                 offset = self._hour_offsets.get(raw_ms // _HOUR_MS)
