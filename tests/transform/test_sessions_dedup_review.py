@@ -181,7 +181,7 @@ def _item(device: str | None, user: str | None, t: int, iid: str) -> tuple[Any, 
     event = {"event_type": "Play", "device_id": device, "user_id": user, "time": t,
              "insert_id": iid}
     return (EVENT, "f.jsonl", 1, orjson.dumps(event), device, user, t,
-            insert_id_digest(iid), True)
+            insert_id_digest(iid), True, t)  # the source time: UTC here
 
 
 def test_settler_gives_every_event_a_session_and_a_duplicate_never_advances_one() -> None:

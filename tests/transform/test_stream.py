@@ -37,6 +37,8 @@ T0 = 1_700_000_000
 class StandIn:
     """Rejects events without time, skips "Heartbeat", otherwise a minimal Amplitude event."""
 
+    raw_ms = 0  # the last event's source time, as the real transformer keeps it
+
     def event(self, record: dict[str, Any], ids: Resolved) -> dict[str, Any] | Rejection | Skip:
         props = record.get("properties")
         if not isinstance(props, dict):
@@ -47,6 +49,7 @@ class StandIn:
             return Skip("plan.drop_event")
         if ids.user_id is None and ids.device_id is None:
             return Rejection("missing_id", "no usable ID")
+        self.raw_ms = props["time"] * 1000
         return {"event_type": record["event"], "user_id": ids.user_id,
                 "device_id": ids.device_id, "time": props["time"] * 1000,
                 "insert_id": str(props.get("$insert_id", ""))}

@@ -13,7 +13,7 @@ from mp2amp.identity.original import OriginalIds
 from mp2amp.identity.report import IdentityReport
 from mp2amp.identity.simplified import SimplifiedIds
 from mp2amp.identity.store import ScratchDb, cache_entries, page_cache_kib
-from mp2amp.identity.table import MappingTable
+from mp2amp.identity.table import MappingTable, Table
 from mp2amp.models import Resolved
 
 MODES = ("simplified", "original")
@@ -33,6 +33,7 @@ class IdentityGraph:
         user_id_predicate: Callable[[str], bool] | None = None,
         table: Path | str | None = None,
         cluster_cap: int = MIXPANEL_CLUSTER_CAP,
+        table_options: dict[str, Any] | None = None,
     ) -> None:
         problems = []
         if mode not in MODES:
@@ -56,7 +57,9 @@ class IdentityGraph:
                 self.report, memory_budget_ids, self._open_db, retroactive, self.predicate,
                 cluster_cap,
             )
-        self._table_path = Path(table) if table is not None else None
+        # a path, folder, glob or s3:// / gs:// URL (``table_options``: how to open a URL)
+        self._table_path = Table(str(table), dict(table_options or {})) \
+            if table is not None else None
         self._retroactive = retroactive
         self._table: MappingTable | None = None
         self._finished = False

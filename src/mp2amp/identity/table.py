@@ -5,18 +5,16 @@ itself) form one cluster, whose user_id is the resolved ID when the predicate ac
 else the smallest member the predicate accepts (``$device:`` IDs never), else none. Events
 whose IDs are not in the table fall back to the graph built from the events.
 
-The file is JSON lines, optionally gzip-compressed. Rows with junk IDs are skipped and
-counted; malformed rows stop the run with every problem listed (file and line each).
+The table is JSON lines, optionally gzip-compressed, in one file or a folder of part
+files, local or in a bucket. Rows with junk IDs are skipped and counted; malformed rows
+stop the run with every problem listed (file and line each).
 """
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import IO, Any, cast
-
-import orjson
+from dataclasses import dataclass, field
+from typing import Any
 
 from mp2amp.errors import InputError
 from mp2amp.identity.clustered import MISSING, resolve_clustered
@@ -29,57 +27,61 @@ _MAX_PROBLEMS = 20
 Row = tuple[str, int, str, int]  # (id, id is a device, resolved, resolved is a device)
 
 
+@dataclass(frozen=True)
+class Table:
+    """Where the table is: a path, folder, glob or URL, and the options to open a URL."""
+
+    url: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+
 def _node(value: str) -> tuple[str | None, int]:
     if value.startswith(DEVICE_PREFIX):
         return clean_id(value[8:]), 1
     return value, 0
 
 
-def _open(path: Path) -> IO[bytes]:
-    try:
-        with path.open("rb") as probe:
-            gzipped = probe.read(2) == b"\x1f\x8b"
-        return cast(IO[bytes], gzip.open(path, "rb") if gzipped else path.open("rb"))
-    except OSError as exc:
-        raise InputError(
-            f"cannot read the identity mapping table {path}: {exc}; fix the path and run again"
-        ) from exc
+def read_rows(location: Table, report: IdentityReport) -> Iterator[Row]:
+    """The table's rows, read as ``[source] files`` are (``extract/files.py``): one file, a
+    folder of part files (Data Pipelines writes the mappings so), a glob, or an ``s3://`` /
+    ``gs://`` URL with the source's storage options; JSON lines, gzipped or not; text the
+    standard library parses where orjson does not (an ID cut in half) as for events."""
+    from mp2amp.extract.files import expand_paths, iter_file  # the extract stage's reader
 
-
-def read_rows(path: Path, report: IdentityReport) -> Iterator[Row]:
     problems: list[str] = []
     skipped = 0
-    with _open(path) as handle:
-        try:
-            for number, raw in enumerate(handle, 1):
-                if not raw.strip():
-                    continue
-                where = f"{path}:{number}"
-                try:
-                    row = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    problems.append(f"{where}: not valid JSON ({exc})")
-                    continue
-                if not isinstance(row, dict):
-                    problems.append(f"{where}: expected a JSON object, got {type(row).__name__}")
-                    continue
-                missing = [k for k in ("distinct_id", "resolved_distinct_id") if k not in row]
-                if missing:
-                    problems.append(f"{where}: field {', '.join(missing)} missing")
-                    continue
-                ident = clean_id(row["distinct_id"])
-                resolved = clean_id(row["resolved_distinct_id"])
-                if ident is None or resolved is None:
-                    skipped += 1
-                    continue
-                node, node_dev = _node(ident)
-                target, target_dev = _node(resolved)
-                if node is None or target is None:
-                    skipped += 1
-                    continue
-                yield node, node_dev, target, target_dev
-        except (OSError, EOFError) as exc:
-            problems.append(f"{path}: unreadable ({exc})")
+    try:
+        files = expand_paths([location.url], storage_options=location.storage_options or None)
+    except InputError as exc:
+        raise InputError(f"cannot read the identity mapping table: {exc}") from None
+    for file in files:
+        for rec in iter_file(file):
+            where = f"{rec.source}:{rec.line}"
+            if rec.rejection is not None:
+                what = rec.rejection.message
+                kind = {"malformed_json": "not valid JSON",
+                        "not_an_object": "expected a JSON object"}.get(rec.rejection.reason)
+                problems.append(f"{where}: {kind} ({what})" if kind else f"{where}: {what}")
+                continue
+            row: Any = rec.record
+            if not isinstance(row, dict):
+                problems.append(f"{where}: expected a JSON object, got {type(row).__name__}")
+                continue
+            missing = [k for k in ("distinct_id", "resolved_distinct_id") if k not in row]
+            if missing:
+                problems.append(f"{where}: field {', '.join(missing)} missing")
+                continue
+            ident = clean_id(row["distinct_id"])
+            resolved = clean_id(row["resolved_distinct_id"])
+            if ident is None or resolved is None:
+                skipped += 1
+                continue
+            node, node_dev = _node(ident)
+            target, target_dev = _node(resolved)
+            if node is None or target is None:
+                skipped += 1
+                continue
+            yield node, node_dev, target, target_dev
     if problems:
         shown = problems[:_MAX_PROBLEMS]
         more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
@@ -93,7 +95,7 @@ def read_rows(path: Path, report: IdentityReport) -> Iterator[Row]:
 class MappingTable:
     def __init__(
         self,
-        path: Path,
+        path: Table,
         report: IdentityReport,
         budget: int,
         open_db: Callable[[str], ScratchDb],
@@ -107,7 +109,7 @@ class MappingTable:
         if not self._load_in_memory(path, report, budget):
             self._load_spilled(path, report, open_db("table"), cache_entries(budget))
 
-    def _load_in_memory(self, path: Path, report: IdentityReport, budget: int) -> bool:
+    def _load_in_memory(self, path: Table, report: IdentityReport, budget: int) -> bool:
         resolved_of: dict[str, str] = {}
         devices: set[str] = set()
         rows = 0
@@ -133,7 +135,7 @@ class MappingTable:
         report.table_rows = rows
         return True
 
-    def _load_spilled(self, path: Path, report: IdentityReport, db: ScratchDb,
+    def _load_spilled(self, path: Table, report: IdentityReport, db: ScratchDb,
                       cached: int) -> None:
         db.script(
             "CREATE TABLE tmap(id TEXT PRIMARY KEY, dev INTEGER NOT NULL, "

@@ -21,6 +21,7 @@ insert_ids (deterministic batch ids; Amplitude deduplicates), parked events are 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -344,12 +345,17 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
     budgets = stage_budgets(config.run.memory_budget)
     scratch_root = workdir / "scratch"
     scratch_root.mkdir(parents=True, exist_ok=True)
+    # A killed run's scratch (sorted runs of the import files, identity, session and dedup
+    # spills) would stay for good: nothing reads it again, and this run holds the lock.
+    for leftover in scratch_root.glob("run-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="run-", dir=scratch_root) as scratch, \
             IdentityGraph(config.mixpanel.id_merge, Path(scratch),
                           memory_budget_ids=budgets.identity_ids,
                           retroactive=config.transform.retroactive,
                           user_id_predicate=user_id_predicate(config.transform.user_id_pattern),
-                          table=config.source.identity_table) as graph:
+                          table=config.source.identity_table,
+                          table_options=storage_options) as graph:
         overlapped = bool(extraction.staged)  # else everything was staged by an earlier run
         if not overlapped:
             counters.begin("identity", sum(w.records for w in windows))

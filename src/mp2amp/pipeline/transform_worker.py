@@ -63,7 +63,7 @@ MAX_WORKERS = 4
 RESULT_PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size for unprivileged users
 
 # One item per staged record:
-#   (EVENT, source, line, data, device_id, user_id, time, digest, needs_session)
+#   (EVENT, source, line, data, device_id, user_id, time, digest, needs_session, raw_ms)
 #       ``data`` = orjson.dumps(event); device/user/time as the event has them;
 #       ``digest`` = insert_id_digest(insert_id), what the Deduper keeps
 #   (OTHER, source, outcome)        Rejected | Skipped | IdentityRecord
@@ -125,7 +125,8 @@ def transform_lines(lines: Sequence[bytes],
             append((UNSERIALIZABLE, source, Emitted(out, source, line)))
             continue
         append((EVENT, source, line, data, out.get("device_id"), out.get("user_id"),
-                out["time"], insert_id_digest(out["insert_id"]), "session_id" not in out))
+                out["time"], insert_id_digest(out["insert_id"]), "session_id" not in out,
+                transformer.raw_ms))
     return items
 
 
@@ -166,10 +167,10 @@ class Settler:
 
     def event(self, item: Item) -> bytes | None:
         """An EVENT item's final bytes, or None for a duplicate."""
-        _, source, _, data, device, user, t, digest, needs_session = item
+        _, source, _, data, device, user, t, digest, needs_session, raw_ms = item
         summary = self.summary
         summary.read(source)
-        if self._seen(digest, t):
+        if self._seen(digest, raw_ms):  # the time its insert_id was hashed from
             summary.duplicates += 1
             return None
         summary.events_out += 1

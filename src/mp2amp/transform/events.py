@@ -115,6 +115,10 @@ class Transformer:
         self.values = ValueStats()
         self.counts: Counter[str] = Counter()
         self.general_path = 0  # records that took ``_event``: how well the memos serve
+        # The last emitted event's time as its source had it (ms, before a legacy project's
+        # local -> UTC conversion): what its insert_id was hashed from, so what the Deduper
+        # keys it by (two copies converted an hour apart in a DST fold share that id).
+        self.raw_ms = 0
         # The IP goes out only when both the setting and the privacy rules allow it.
         keep_ip = settings.keep_ip and (settings.privacy is None or settings.privacy.keep_ip)
         self._tables = {p: compile_table(p, keep_ip) for p in mapping.PLATFORMS}
@@ -181,6 +185,7 @@ class Transformer:
                 raw_ms = raw * 1000
             else:
                 return self._event(record, ids)
+            self.raw_ms = raw_ms
             if self._local is None or UTC_TIME_MARK in record:  # (a Data Pipelines row)
                 time_ms = raw_ms
             else:  # a zone offset (< 1 day) cannot take these times out of range
@@ -311,6 +316,7 @@ class Transformer:
                     raw_ms = to_epoch_ms(raw)
                 except TimeError as err:
                     return Rejection(err.reason, str(err), field="properties.time")
+            self.raw_ms = raw_ms
             if self._local is None or UTC_TIME_MARK in record:  # pipelines write UTC
                 time_ms = raw_ms
             else:

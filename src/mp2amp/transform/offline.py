@@ -109,6 +109,7 @@ def transform_files(
                 retroactive=config.transform.retroactive,
                 user_id_predicate=user_id_predicate(config.transform.user_id_pattern),
                 table=config.source.identity_table,
+                table_options=config.source.storage_options,
             ) as graph:
         staged = _staged_inputs(files, Path(scratch), local_zone(config))
         for src in _records(staged):  # pass 1: identity

@@ -46,6 +46,8 @@ class Resolver(Protocol):
 class EventTransformer(Protocol):
     """The pure mapping core (``mp2amp.transform.events.Transformer``)."""
 
+    raw_ms: int  # the last event's source time (ms): its insert_id's, the Deduper's key
+
     def event(self, record: dict[str, Any], ids: Resolved) -> dict[str, Any] | Rejection | Skip: ...
 
 
@@ -61,7 +63,7 @@ def transform_stream(
         out = transform_record(src, graph, transformer)
         if isinstance(out, Emitted):
             event = out.event
-            if deduper.is_duplicate(event["insert_id"], event["time"]):
+            if deduper.is_duplicate(event["insert_id"], transformer.raw_ms):
                 yield Duplicate(event["insert_id"], out.source, out.line)
                 continue
             if "session_id" not in event:
