@@ -122,6 +122,15 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                         result.totals.get("dead_lettered", 0):
                     console.print(f"rejected records: {escape(str(result.dead_letter_file))}",
                                   highlight=False)
+                if result.changed_inputs:
+                    names = ", ".join(result.changed_inputs[:3]) + (
+                        f" and {len(result.changed_inputs) - 3} more"
+                        if len(result.changed_inputs) > 3 else "")
+                    err_console.print(
+                        f"warning: {len(result.changed_inputs)} input file(s) changed after "
+                        f"they were staged: {names}; the run migrated them as staged (records "
+                        "added since are not in it): migrate what was added in a new run with "
+                        "its own work folder", markup=False, highlight=False)
                 if result.not_in_run:
                     names = ", ".join(result.not_in_run[:3]) + (
                         f" and {len(result.not_in_run) - 3} more" if len(result.not_in_run) > 3

@@ -19,7 +19,7 @@ import orjson
 
 from mp2amp.errors import Mp2AmpError
 from mp2amp.ledger import Ledger
-from mp2amp.pipeline.diskspace import disk_full_message, is_disk_full
+from mp2amp.pipeline.diskspace import disk_full_message, is_disk_full, written_file
 
 LAST_ATTEMPT = "last_attempt"  # the ledger meta key
 
@@ -34,7 +34,7 @@ def stopped_by(exc: BaseException, workdir: Path) -> dict[str, Any]:
         return {"outcome": "stopped", "exit_code": None,  # 130 or 143: the CLI's to say
                 "message": "stopped by Ctrl-C or SIGTERM; resume with --resume"}
     if is_disk_full(exc):
-        where = exc.filename if isinstance(exc, OSError) else None
+        where = written_file(exc)
         return {"outcome": "stopped", "exit_code": 2,
                 "message": disk_full_message(workdir, None if where is None else str(where))}
     if isinstance(exc, Mp2AmpError):

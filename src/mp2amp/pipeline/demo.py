@@ -30,7 +30,7 @@ from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
 from mp2amp.errors import InputError
 from mp2amp.extract.files import iter_records
 from mp2amp.generate.project import GenerateConfig, generate_project
-from mp2amp.pipeline.migrate import MigrateResult, migrate
+from mp2amp.pipeline.migrate import migrate
 from mp2amp.pipeline.progress import Reporter
 from mp2amp.pipeline.readback import (
     SPECIAL_EVENT_TYPES,
@@ -38,6 +38,7 @@ from mp2amp.pipeline.readback import (
     segmentation_totals,
     upload_hours,
 )
+from mp2amp.pipeline.result import MigrateResult
 
 EVENTS_PER_USER_DAY = 2.6  # what the generator produces on average over 14 days (measured)
 DEMO_DAYS = 14

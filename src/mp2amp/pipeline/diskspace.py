@@ -65,6 +65,15 @@ def unwritable_file(exc: BaseException, workdir: Path) -> str | None:
     return str(exc.filename) if inside else None  # (an input file's error is not ours)
 
 
+def written_file(exc: BaseException) -> str | None:
+    """The file a full disk refused: a copy's error names its source first and the file
+    being written second (``filename2``), which is the one on the full disk."""
+    if not isinstance(exc, OSError):
+        return None
+    where = exc.filename2 if exc.filename2 is not None else exc.filename
+    return None if where is None else str(where)
+
+
 @contextmanager
 def stop_on_storage_errors(workdir: Path) -> Iterator[None]:
     """Turn a full disk anywhere in the run, or a work folder that cannot be written,
@@ -74,7 +83,7 @@ def stop_on_storage_errors(workdir: Path) -> Iterator[None]:
     except (OSError, sqlite3.OperationalError) as exc:
         if is_disk_full(exc):
             # SQLite names no file (the ledger, or a spill file in the work folder's scratch)
-            where = exc.filename if isinstance(exc, OSError) else None
+            where = written_file(exc)
             raise TerminalError(disk_full_message(
                 workdir, None if where is None else str(where))) from exc
         blocked = unwritable_file(exc, workdir)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
 from mp2amp.errors import TerminalError
 
 # The sink's names (load/s3sink.py: ``<run_id>-NNNNN.json.gz``, run_id ``mp2amp-a<N>``) and
@@ -70,3 +72,16 @@ def remove_earlier_attempts(target: str, attempt: int,
             fs.rm_file(path)  # rm would expand the path as a glob
             removed.append(path)
     return removed
+
+
+def output_dir_may_change(known: str | None, output_dir: str | None,
+                          sink_attempt: str | None) -> bool:
+    """Whether a resumed S3-import run may name another ``output_dir`` than its fingerprint
+    (``known``) recorded: only while no attempt has written a file (``sink_attempt`` unset:
+    the first was refused its folder, which held another run's files), and never to switch
+    between the API and files."""
+    try:
+        was = orjson.loads(known or "{}").get("output_dir")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return was is not None and output_dir is not None and sink_attempt is None

@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,17 @@ from mp2amp.load.settings import UploadSettings
 from mp2amp.load.uploader import Uploader
 from mp2amp.models import Rejected
 from mp2amp.pipeline import stopping
-from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
+from mp2amp.pipeline.accounting import totals, window_counts
 from mp2amp.pipeline.attempts import finished, record_attempt, record_start, stopped_by
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
 from mp2amp.pipeline.fingerprint import FINGERPRINT_NAMES, changed_keys, run_fingerprint
-from mp2amp.pipeline.import_folder import refuse_another_runs_files, remove_earlier_attempts
+from mp2amp.pipeline.import_folder import (
+    output_dir_may_change,
+    refuse_another_runs_files,
+    remove_earlier_attempts,
+)
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.overlaps import load_order, merge_overlapping
@@ -59,6 +63,7 @@ from mp2amp.pipeline.restage import (
     restage_missing,
     stop_on_damaged_files,
 )
+from mp2amp.pipeline.result import EXIT_OK, EXIT_PARKED, EXIT_UNBALANCED, MigrateResult
 from mp2amp.pipeline.staging import read_staged_identity
 from mp2amp.pipeline.transform_worker import (
     EVENT,
@@ -67,7 +72,12 @@ from mp2amp.pipeline.transform_worker import (
     Item,
     Settler,
 )
-from mp2amp.pipeline.windows import extract_pending, inputs_not_in_run, plan_windows
+from mp2amp.pipeline.windows import (
+    extract_pending,
+    inputs_changed,
+    inputs_not_in_run,
+    plan_windows,
+)
 from mp2amp.pipeline.worklock import WorkLock
 from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
@@ -75,51 +85,13 @@ from mp2amp.transform.offline import user_id_predicate
 from mp2amp.transform.sessions import Sessionizer
 from mp2amp.transform.stream import TransformSummary
 
-EXIT_OK = 0
-EXIT_UNBALANCED = 1
-EXIT_PARKED = 3
+__all__ = ["EXIT_OK", "EXIT_PARKED", "EXIT_UNBALANCED", "MigrateResult", "ledger_path",
+           "migrate", "migrate_async", "upload_settings"]
+
 # Events between returning freed heap to the OS (see memory.py). Every 4,096 rather than
 # 25,600: main's median PSS through a 1M load phase 82 -> 78 MB, its peak 93 -> 85 MB, for
 # ~0.4 us of CPU per event (a trim walks the heap).
 _TRIM_EVERY = 4096
-
-
-@dataclass(slots=True)
-class MigrateResult:
-    workdir: str
-    resumed: bool
-    windows: list[WindowCounts]
-    totals: dict[str, Any]
-    identity: dict[str, Any] = field(default_factory=dict)
-    load: dict[str, Any] = field(default_factory=dict)
-    values: dict[str, Any] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    dead_letter_file: str | None = None
-    # input files the sources match now but the run did not start with (resume)
-    not_in_run: list[str] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        if any(w.problem() for w in self.windows) or self.problems:
-            return EXIT_UNBALANCED
-        if self.totals.get("parked"):
-            return EXIT_PARKED
-        return EXIT_OK
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "workdir": self.workdir,
-            "resumed": self.resumed,
-            "exit_code": self.exit_code,
-            "totals": self.totals,
-            "windows": [w.as_dict() for w in self.windows],
-            "identity": self.identity,
-            "load": self.load,
-            "values": self.values,
-            "problems": self.problems + [p for w in self.windows if (p := w.problem())],
-            "dead_letter_file": self.dead_letter_file,
-            "inputs_not_in_run": self.not_in_run,
-        }
 
 
 def ledger_path(config: Config) -> Path:
@@ -231,6 +203,12 @@ async def _migrate(
         fingerprint = orjson.dumps(run_fingerprint(config, upload),
                                    option=orjson.OPT_SORT_KEYS).decode()
         changed = None if known is None else changed_keys(known, run_fingerprint(config, upload))
+        if changed == ["output_dir"] and output_dir_may_change(
+                known, config.amplitude.output_dir, ledger.get_meta("sink_attempt")):
+            # the first attempt was refused the folder it named (another run's files) and
+            # wrote nothing: the run goes on into the folder given now, as it was told
+            ledger.set_meta("fingerprint", fingerprint)
+            changed = None
         if changed:
             named = ", ".join(FINGERPRINT_NAMES.get(k, k) for k in changed)
             raise TerminalError(
@@ -243,6 +221,7 @@ async def _migrate(
             ledger.set_meta("fingerprint", fingerprint)
         restaged = restage_missing(ledger, workdir)  # staged files someone deleted: staged again
         not_in_run = inputs_not_in_run(config, ledger, storage_options) if known else []
+        changed_inputs = inputs_changed(ledger) if known else []
         mixpanel = _mixpanel_settings(config, mixpanel_overrides)
         # the display moves with time, not only with records: uploads, retries and
         # backoff waits after the last record is transformed take most of a slow load
@@ -265,7 +244,7 @@ async def _migrate(
                     extraction.cancel()
                 await asyncio.gather(extraction, return_exceptions=True)
         result.resumed = resume
-        result.not_in_run = not_in_run
+        result.not_in_run, result.changed_inputs = not_in_run, changed_inputs
         record_attempt(ledger, started, finished(result.exit_code))
         return result
     except BaseException as exc:
@@ -573,10 +552,11 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
             per_window[w.window_id] = counts
     # Only now can files be cut (windows may overlap in time): one merge of everything
     # written, in a thread so that the display follows it (a big export takes minutes).
+    counters.sent = 0  # from here: events in the import files (their rate, not 0/s)
     counters.begin("files", sink.report.events)
 
     def merged(n: int) -> None:
-        counters.done = n
+        counters.done = counters.sent = n
 
     report = await asyncio.to_thread(sink.close, merged)
     for window_id, counts in per_window.items():  # only now are the events in files

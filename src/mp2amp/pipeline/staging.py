@@ -23,6 +23,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -160,10 +161,18 @@ def _prefix(key: float, order: int) -> bytes:
     return b"%016x%016x\t" % (bits, order)
 
 
+class StagingStopped(Exception):
+    """``stage`` was told to stop (the run is stopping): nothing of the window was kept."""
+
+
 def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORDS,
-          chunk_bytes: int = CHUNK_BYTES, local: LocalZone | None = None) -> int:
+          chunk_bytes: int = CHUNK_BYTES, local: LocalZone | None = None,
+          stop: threading.Event | None = None) -> int:
     """Write ``records`` sorted by (time, arrival order) to ``dest``; returns the count.
     ``local``: a legacy project's zones, so that local times sort by their UTC time.
+    ``stop``: set by a run that is stopping (staging runs in a thread, which cancelling
+    the run does not end): staging then ends soon, raising ``StagingStopped``, and never
+    renames a window into place once the run has let go of its work folder.
 
     Ties keep the arrival order, so staging is deterministic. The file is written to a
     temporary name and renamed, so a crash never leaves a half-staged window behind.
@@ -180,6 +189,8 @@ def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORD
             item = _encode(rec, count, to_utc)
             buf.append(item)
             size += len(item)
+            if not count & 4095 and stop is not None and stop.is_set():
+                raise StagingStopped(str(dest))
             if len(buf) >= chunk or size >= chunk_bytes:
                 runs.append(_write_run(buf, tmpdir, len(runs)))
                 buf = []
@@ -197,6 +208,9 @@ def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORD
                     out.writelines(item[_PREFIX:] for item in heapq.merge(*files))
             out.flush()
             os.fsync(out.fileno())
+        if stop is not None and stop.is_set():
+            part.unlink(missing_ok=True)
+            raise StagingStopped(str(dest))
         part.replace(dest)
     finally:
         # all of it, a run cut short by a full disk included, and never an error of its

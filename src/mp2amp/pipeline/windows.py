@@ -8,6 +8,7 @@ records, so a dead letter's ``source`` names its window.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -16,7 +17,8 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import date
@@ -35,6 +37,7 @@ from mp2amp.extract.export import (
 )
 from mp2amp.extract.files import SourceFile, expand_paths, iter_file
 from mp2amp.ledger import Ledger, WindowRow
+from mp2amp.models import SourceRecord
 from mp2amp.pipeline.progress import Counters, Reporter
 from mp2amp.pipeline.staging import LocalZone, stage
 
@@ -51,7 +54,9 @@ def plan_windows(config: Config, storage_options: dict[str, Any] | None) -> list
     src = config.source
     if src.files:
         seen: dict[Path, bool] = {}  # thousands of files share a few folders
-        return [(f.url, "file", {"path": f.url}) for f in expand_paths(
+        # a local file's size, so a resume can name one that changed after it was staged
+        return [(f.url, "file", {"path": f.url} if f.fs is not None
+                 else {"path": f.url, "size": _size(f.url)}) for f in expand_paths(
             list(src.files), storage_options=storage_options)
             if f.fs is not None or not _in_a_work_folder(Path(f.url), config.run.workdir,
                                                          seen)]
@@ -61,6 +66,22 @@ def plan_windows(config: Config, storage_options: dict[str, Any] | None) -> list
     return [(window_source(w), "export", {"day": w.first.isoformat()} if w.single
              else {"day": w.first.isoformat(), "last": w.last.isoformat()})
             for w in windows_of(src.from_date, src.to_date, src.export_window_days)]
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def inputs_changed(ledger: Ledger) -> list[str]:
+    """Local input files whose size differs from when the run planned them, among the
+    windows already staged: the run migrates the staged copy (its identity graph and
+    batches are that copy's), so records appended since would be left out unnamed."""
+    return [w.window_id for w in ledger.windows()
+            if w.kind == "file" and w.state != "pending" and w.spec.get("size") is not None
+            and _size(str(w.spec["path"])) not in (None, w.spec["size"])]
 
 
 def _in_a_work_folder(path: Path, workdir: Path, seen: dict[Path, bool]) -> bool:
@@ -138,7 +159,7 @@ async def extract_pending(
             async for wf in windows:
                 row = wanted[wf.days]
                 dest = staged_path(workdir, row.window_id)
-                n = await asyncio.to_thread(stage, iter_window_records(wf), dest, local=local)
+                n = await staged_in_thread(iter_window_records(wf), dest, local)
                 ledger.mark_extracted(row.window_id, str(dest), n)
                 wf.discard()  # staged: the raw download is no longer needed
                 counters.done += 1
@@ -195,8 +216,8 @@ async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
     if pool is None:  # one at a time in a thread: it shares this process's CPU anyway
         for row in rows:
             dest = staged_path(workdir, row.window_id)
-            staged(row, dest, await asyncio.to_thread(
-                stage, iter_file(sources[row.window_id]), dest, local=local))
+            staged(row, dest, await staged_in_thread(iter_file(sources[row.window_id]), dest,
+                                                     local))
         return
     loop = asyncio.get_running_loop()
     jobs = [(row, staged_path(workdir, row.window_id)) for row in rows]
@@ -216,6 +237,22 @@ async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
     finally:
         for future in futures:
             future.cancel()
+
+
+async def staged_in_thread(records: Iterable[SourceRecord], dest: Path,
+                           local: LocalZone | None) -> int:
+    """``stage`` in a thread. Cancelled (Ctrl-C, SIGTERM, an error elsewhere), it tells
+    the thread to stop and waits for it: the run lets go of its work folder (the lock)
+    only after, so no staged file appears in a folder another migrate may have taken."""
+    stop = threading.Event()
+    job = asyncio.ensure_future(asyncio.to_thread(stage, records, dest, local=local, stop=stop))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        stop.set()
+        with contextlib.suppress(BaseException):  # StagingStopped, or the window was done
+            await job
+        raise
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
