@@ -233,7 +233,7 @@ def test_json_pipelines_tree_reads_only_events_in_day_order(tmp_path: Path) -> N
     assert [r["properties"]["$insert_id"] for r in got] == ["i9", "i10"]
     assert got[0] == {"event": "Play", "properties": {
         "genre": "jazz", "time": 1704164645, "distinct_id": "d1", "$insert_id": "i9",
-        "$device_id": "dev"}}
+        "$device_id": "dev"}, "mp2amp_time_is_utc": True}  # pipelines write UTC
 
 
 def test_legacy_raw_pipeline_tree(tmp_path: Path) -> None:
@@ -284,7 +284,7 @@ def test_any_fsspec_backend_goes_through_the_remote_path() -> None:
     got = [(r.source, r.record) for r in iter_records(["memory:///mpx/7", "memory:///mpx/flat/*.gz"])]
     assert got == [
         ("memory:///mpx/7/mp_master_event/2024/01/02/p.json",
-         {"event": "A", "properties": {"time": 5, "$insert_id": "i"}}),
+         {"event": "A", "properties": {"time": 5, "$insert_id": "i"}, "mp2amp_time_is_utc": True}),
         ("memory:///mpx/flat/a.jsonl.gz", {"event": "B"})]
     with pytest.raises(InputError, match="does not exist"):
         list(iter_records(["memory:///mpx/none.json"]))

@@ -63,7 +63,8 @@ def test_gs_glob_reads_gzipped_jsonl(gcs_server: dict[str, Any], bucket: str) ->
 def test_gs_pipelines_directory(gcs_server: dict[str, Any], bucket: str) -> None:
     recs = list(iter_records([f"gs://{bucket}/pipe/"], storage_options=gcs_server))
     assert recs[0].record == {"event": "Play", "properties": {
-        "genre": "jazz", "time": 1704164645, "distinct_id": "d", "$insert_id": "p1"}}
+        "genre": "jazz", "time": 1704164645, "distinct_id": "d", "$insert_id": "p1"},
+        "mp2amp_time_is_utc": True}
     assert recs[1].rejection is not None and recs[1].rejection.reason == "malformed_json"
     part = "gs://mpdata/pipe/77/mp_master_event/2024/01/02/part-1.json.gz"
     assert where(recs) == [(part, 1), (part, 2)]  # the people file is not read as events

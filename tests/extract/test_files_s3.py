@@ -50,7 +50,8 @@ def test_s3_glob_reads_gzipped_jsonl(s3_server: dict[str, Any], bucket: str) -> 
 def test_s3_pipelines_directory(s3_server: dict[str, Any], bucket: str) -> None:
     recs = list(iter_records([f"s3://{bucket}/pipe/"], storage_options=s3_server))
     assert recs[0].record == {"event": "Play", "properties": {
-        "genre": "jazz", "time": 1704164645, "distinct_id": "d", "$insert_id": "p1"}}
+        "genre": "jazz", "time": 1704164645, "distinct_id": "d", "$insert_id": "p1"},
+        "mp2amp_time_is_utc": True}
     assert recs[1].rejection is not None and recs[1].rejection.reason == "malformed_json"
     assert recs[1].source.endswith("part-1.json.gz") and recs[1].line == 2
     assert len(recs) == 2
