@@ -79,6 +79,7 @@ from mp2amp.transform.timeconv import (
     TimeError,
     seconds_to_ms,
     to_epoch_ms,
+    utc_in_range,
 )
 from mp2amp.transform.values import MAX_STRING, ValueProblem, ValueStats, clip, sanitize_props
 
@@ -115,9 +116,8 @@ class Transformer:
         self.values = ValueStats()
         self.counts: Counter[str] = Counter()
         self.general_path = 0  # records that took ``_event``: how well the memos serve
-        # The last emitted event's time as its source had it (ms, before a legacy project's
-        # local -> UTC conversion): what its insert_id was hashed from, so what the Deduper
-        # keys it by (two copies converted an hour apart in a DST fold share that id).
+        # The last event's source time (ms, before a legacy project's conversion to UTC):
+        # its insert_id's, so the Deduper's key (DST-fold copies an hour apart share it).
         self.raw_ms = 0
         # The IP goes out only when both the setting and the privacy rules allow it.
         keep_ip = settings.keep_ip and (settings.privacy is None or settings.privacy.keep_ip)
@@ -527,7 +527,7 @@ class Transformer:
         processed = props.get("mp_processing_time_ms")
         if type(processed) is not int:
             processed = props.get("$mp_api_timestamp_ms")
-        return _in_range(raw_ms, self._local.to_utc_ms(
+        return utc_in_range(raw_ms, self._local.to_utc_ms(
             raw_ms, processed if type(processed) is int else None))
 
     def _event_type(self, name: str) -> str:
@@ -586,20 +586,14 @@ class Transformer:
         return parts
 
 
-def _in_range(raw_ms: int, utc_ms: int) -> int:
-    if not MIN_TIME_MS <= utc_ms < MAX_TIME_MS:
-        raise TimeError("time_out_of_range", f"time {raw_ms} ms is out of range in UTC")
-    return utc_ms
-
-
 def _long_id(field: str) -> None:
     raise ValueProblem(field, f"{field} is longer than {MAX_STRING} characters", "invalid_id")
 
 
 def _not_an_event(record: object) -> Rejection:
     if type(record) is dict and any(k in record for k in ("$distinct_id", "$group_id")):
-        return Rejection("not_an_event", "a profile update (Engage/Groups), not an event; "
-                         "profiles are migrated by `mp2amp profiles`", field="event")
+        return Rejection("not_an_event", "a profile update (Engage/Groups), not an event: "
+                         "mp2amp migrates events only, profiles are not sent", field="event")
     kind = type(record).__name__ if type(record) is not dict else "object without 'event'"
     return Rejection("not_an_event", f"expected a Mixpanel event object, got {kind}",
                      field="event")

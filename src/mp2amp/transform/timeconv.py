@@ -201,3 +201,10 @@ def _offset_ms(aware: datetime) -> int:
 def _date_ms(day: str) -> int:
     parsed = date.fromisoformat(day)
     return (parsed - date(1970, 1, 1)).days * _DAY_MS
+
+
+def utc_in_range(raw_ms: int, utc_ms: int) -> int:
+    """``utc_ms`` (a local time ``raw_ms`` converted to UTC) if it is a time mp2amp sends."""
+    if not MIN_TIME_MS <= utc_ms < MAX_TIME_MS:
+        raise TimeError("time_out_of_range", f"time {raw_ms} ms is out of range in UTC")
+    return utc_ms
