@@ -58,8 +58,9 @@ EVENT_FIELDS = (
     "groups", "group_properties", "app_version", "platform", "os_name", "os_version",
     "device_brand", "device_manufacturer", "device_model", "carrier", "country", "region",
     "city", "dma", "language", "price", "quantity", "revenue", "productId", "revenueType",
-    "location_lat", "location_lng", "ip", "idfa", "idfv", "adid", "android_id", "event_id",
-    "session_id", "insert_id", "library", "plan",
+    "location_lat", "location_lng", "ip", "idfa", "idfv", "adid", "android_id",
+    "android_app_set_id", "event_id", "session_id", "insert_id", "library", "plan",
+    "currency", "ingestion_metadata", "partner_id", "version_name", "user_agent",
 )
 
 
