@@ -102,6 +102,10 @@ def validate(config: GenerateConfig, problems: list[str] | None = None) -> ZoneI
         problems.append(f"--timezone {config.timezone!r} is not an IANA timezone (e.g. America/Los_Angeles)")
     if config.out.exists() and (not config.out.is_dir() or any(config.out.iterdir())):
         problems.append(f"--out {config.out} exists and is not an empty directory; choose a new one")
+    elif not config.out.exists():
+        parent = next((p for p in config.out.absolute().parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            problems.append(f"--out {config.out} cannot be created: {parent} is a file")
     if problems or tz is None:
         raise ConfigError(problems, source="mp2amp generate")
     return tz

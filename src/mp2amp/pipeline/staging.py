@@ -103,17 +103,18 @@ def _encode(rec: SourceRecord, order: int, to_utc: UtcKey | None = None) -> byte
         view = orjson.dumps(identity_view(record), default=str)
         return b"%s%s\t[%s,%s,%d,%s,null]\n" % (_prefix(key, order), view, orjson.dumps(key),
                                                 orjson.dumps(rec.source), rec.line, rec.raw)
+    # the rejection's own record too: a line that did not parse keeps its text for the
+    # dead letter (older staged files have three fields)
+    extra = None if rej is None or rej.record is record else rej.record
     row = [
         key,
         rec.source,
         rec.line,
         record,
-        # the rejection's own record too: a line that did not parse keeps its text for
-        # the dead letter (older staged files have three fields)
         None if rej is None else [rej.reason, rej.message, rej.field]
-        + ([] if rej.record is None or rej.record is record else [rej.record]),
+        + ([] if extra is None else [extra]),
     ]
-    if record is None or json_safe(record):
+    if (record is None or json_safe(record)) and (extra is None or json_safe(extra)):
         view = orjson.dumps(identity_view(record), default=str)
         # The concatenation also makes a right-sized copy: orjson (3.13) returns bytes
         # objects that keep a ~16 KB buffer, so holding a chunk of raw dumps() results

@@ -133,6 +133,7 @@ class Transformer:
         privacy, plan = settings.privacy, settings.plan
         self._privacy = privacy if privacy is not None and privacy.changes_events else None
         self._plan = plan if plan is not None and plan.changes_events else None
+        self._scrub = privacy.object_scrubber if privacy is not None else None  # see plan.apply
         self._library = settings.library or f"mp2amp/{__version__}"
         self._revenue_fields = revenue_reader(settings.revenue)
         rs = settings.revenue
@@ -336,7 +337,7 @@ class Transformer:
                 props = kept
             name, user_props, flagged = source_name, None, False
             if self._plan is not None:
-                planned = self._plan.apply(source_name, props)
+                planned = self._plan.apply(source_name, props, self._scrub)
                 if isinstance(planned, Skip | Rejection):
                     return planned
                 name, props, flagged = planned.event_name, planned.props, planned.flagged

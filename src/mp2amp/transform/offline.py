@@ -93,8 +93,11 @@ def transform_files(
     if not inputs:
         raise InputError("no input files: name them on the command line or in [source] files")
     settings = config.transform_settings()  # every config problem before any input is read
-    files = _input_files(inputs, [*exclude, *_names(out, rejects)],
-                         config.source.storage_options)
+    files = [f for f in _input_files(inputs, [*exclude, *_names(out, rejects)],
+                                     config.source.storage_options)
+             # the work folder (a killed run's staged copies) is never input, as for migrate
+             if f.fs is not None or not Path(f.url).resolve().is_relative_to(
+                 config.run.workdir.resolve())]
     transformer = Transformer(settings)
     workdir = config.run.workdir
     try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -162,7 +162,9 @@ def _coerce_number(value: Any, *, integer: bool, convert: bool) -> int | float:
     # not the float nearest to it, and "1.0000000000000001" is not the number 1.
     exact = Decimal(text)
     if integer:
-        if exact != exact.to_integral_value():
+        # past 20 digits no integer is sent anyway (values.py: 64 bits); "1e100000000"
+        # would take hours to build
+        if exact.adjusted() > 19 or exact != exact.to_integral_value():
             raise _Mismatch
         return int(exact)
     as_float = float(exact)
@@ -202,7 +204,11 @@ class TrackingPlan:
         return (f"TrackingPlan(events={len(self.events)}, properties={len(self.properties)}, "
                 f"unplanned_events={self.unplanned_events!r}, source={self.source!r})")
 
-    def apply(self, event_name: str, props: dict[str, Any]) -> PlanResult | Skip | Rejection:
+    def apply(self, event_name: str, props: dict[str, Any],
+              scrub: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+              ) -> PlanResult | Skip | Rejection:
+        """The event after the plan. ``scrub``: the privacy rules' pass over an object a
+        ``type: object`` rule made of a string (the rules ran before, on the text)."""
         rule = self.events.get(event_name)
         flagged = False
         if rule is None:
@@ -234,7 +240,10 @@ class TrackingPlan:
                 continue
             if prule.type is not None:
                 try:
+                    was = value
                     value = coerce_value(value, prule.type, convert=prule.on_mismatch == "coerce")
+                    if scrub is not None and type(value) is dict and type(was) is str:
+                        value = scrub(value)
                 except _Mismatch:
                     return Rejection(
                         REJECT_TYPE,
@@ -323,13 +332,15 @@ def _noting_duplicates(loader: _PlanLoader, node: yaml.MappingNode,
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
         try:
-            first = seen.setdefault(key, line)
+            first = seen.get(key)
         except TypeError:  # an unhashable key: the constructor below names it
             continue
-        if first != line:
-            loader.duplicates.append(f"line {line}: {key!r} is given twice in one mapping "
-                                     f"(also on line {first}); YAML would keep only the "
-                                     "last: merge the two")
+        if first is None:
+            seen[key] = line
+            continue
+        where = "on the same line" if first == line else f"also on line {first}"
+        loader.duplicates.append(f"line {line}: {key!r} is given twice in one mapping "
+                                 f"({where}); YAML would keep only the last: merge the two")
     return loader.construct_mapping(node, deep=deep)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,14 @@ class PrivacyRules:
         transformer calls ``apply`` per event only when they can."""
         return (self.drop_before_ms is not None or bool(self.excluded_users)
                 or bool(self._drop) or bool(self._hash))
+
+    @property
+    def object_scrubber(self) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+        """The drop/hash pass for an object made later from text (a plan's ``type:
+        object``): the rules first saw only the text. None when there are no lists."""
+        if not (self._drop or self._hash):
+            return None
+        return lambda value: self._scrubbed(value, 1)
 
     def __repr__(self) -> str:  # the salt is a secret: never shown
         return (f"PrivacyRules(keep_ip={self.keep_ip}, drop_properties={sorted(self._drop)}, "
