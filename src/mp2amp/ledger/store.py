@@ -135,7 +135,11 @@ class Ledger:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
                 self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # its reads are few
-                self._db.executescript(_SCHEMA)
+                # one transaction with the schema version: `status` never reads a ledger
+                # that has tables but no version yet (a run just starting)
+                self._db.executescript(
+                    f"BEGIN IMMEDIATE;{_SCHEMA};INSERT OR IGNORE INTO meta(key, value) "
+                    f"VALUES('schema_version', '{SCHEMA_VERSION}');COMMIT;")
         except sqlite3.DatabaseError as exc:
             raise TerminalError(
                 f"the ledger {path} cannot be opened ({exc}); move it away to start a new run"

@@ -53,7 +53,14 @@ def status(workdir: Path) -> StatusResult:
     if not path.exists():
         raise TerminalError(f"no migration in {workdir} (no ledger.sqlite); start one with "
                             "`mp2amp migrate`, or point --workdir at its work folder")
-    ledger = Ledger(path, read_only=True)  # `status` never writes into the file
+    try:
+        ledger = Ledger(path, read_only=True)  # `status` never writes into the file
+    except TerminalError:
+        pid = running_pid(workdir)
+        if pid is not None and path.stat().st_size < 64 * 1024:  # being created right now
+            raise TerminalError(f"no migration in {workdir} yet: one is starting (pid "
+                                f"{pid or '?'}); run `mp2amp status` again in a moment") from None
+        raise
     try:
         with ledger.snapshot():  # one state of the ledger, though a migration may be writing
             rows = window_counts(ledger)
