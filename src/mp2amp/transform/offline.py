@@ -31,7 +31,13 @@ from mp2amp.ledger.store import WindowRow
 from mp2amp.models import Emitted, Rejected, SourceRecord
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.overlaps import load_order, overlapping_groups
-from mp2amp.pipeline.staging import LocalZone, merge_staged, read_staged, stage
+from mp2amp.pipeline.staging import (
+    LocalZone,
+    merge_staged,
+    read_staged,
+    read_staged_identity,
+    stage,
+)
 from mp2amp.pipeline.windows import local_zone
 from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
@@ -115,9 +121,10 @@ def transform_files(
                 table_options=config.source.storage_options,
             ) as graph:
         staged = _staged_inputs(files, Path(scratch), local_zone(config))
-        for src in _records(staged):  # pass 1: identity
-            if src.record is not None:
-                graph.observe(src.record)
+        for path in staged:  # pass 1: identity, from each staged line's identity view
+            for view in read_staged_identity(path):  # (as migrate's identity pass reads)
+                if view is not None:
+                    graph.observe(view)
         report = graph.finish()
         summary = TransformSummary()
         with Sessionizer(config.transform.session_gap_minutes * 60_000,
