@@ -39,7 +39,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
     @emulate.command("amplitude")
     def amplitude(
         host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
-        port: int = typer.Option(8040, help="Port; 0 picks a free one (printed on the first line)."),
+        port: int = typer.Option(8040, min=0, max=65535,
+                                 help="Port; 0 picks a free one (printed on the first line)."),
         data: Annotated[Path, typer.Option(
             "--data", help="Directory where everything received is kept.")] = DEFAULT_DATA,
         api_key: str = typer.Option("emulator-api-key", help="The project API key to accept."),

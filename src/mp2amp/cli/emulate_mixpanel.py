@@ -21,7 +21,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
     def emulate_mixpanel(
         data: Annotated[Path, typer.Option("--data", help="Project directory written by `mp2amp generate`.")],
         host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-        port: int = typer.Option(8041, "--port", help="Port; 0 picks a free one (the URL is printed first)."),
+        port: int = typer.Option(8041, "--port", min=0, max=65535,
+                                 help="Port; 0 picks a free one (the URL is printed first)."),
         project_id: int | None = typer.Option(None, "--project-id", help="Default: project.json's project_id."),
         service_account: str | None = typer.Option(
             None, "--service-account", help="USER:SECRET accepted for Basic auth (default: $MIXPANEL_SERVICE_ACCOUNT)."
@@ -30,7 +31,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             None, "--api-secret", help="Project API secret accepted (default: $MIXPANEL_SECRET)."
         ),
         token: str | None = typer.Option(None, "--token", help="Project token (/import Basic auth; /track filters on it)."),
-        export_rate_limit: int = typer.Option(60, "--export-rate-limit", help="Export queries per hour."),
+        export_rate_limit: int = typer.Option(60, "--export-rate-limit", min=1,
+                                              help="Export queries per hour."),
         timezone: str | None = typer.Option(
             None, "--timezone", help="Timezone of from_date/to_date (default: UTC, as for a project created after 2023; the project's timezone if project.json has legacy_time)."
         ),
@@ -58,7 +60,11 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                 seed=seed,
             )
             emulator = MixpanelEmulator(config)
-            asyncio.run(_serve(emulator))
+            try:
+                asyncio.run(_serve(emulator))
+            except OSError as exc:  # the port is taken, or the address is not this host's
+                err_console.print(f"[bold red]error:[/] cannot listen on {host}:{port}: {exc}")
+                raise typer.Exit(2) from None
             err_console.print("mixpanel emulator stopped")
 
 

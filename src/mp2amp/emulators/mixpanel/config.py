@@ -77,6 +77,12 @@ class MixpanelConfig:
             problems.append(f"chunk_delay must be between 0 and 60 seconds, got {self.chunk_delay}")
         if self.engage_page_size < 1:
             problems.append("engage_page_size must be at least 1")
+        for name in ("export_per_hour", "export_per_second", "export_concurrent",
+                     "query_per_hour", "query_concurrent", "lexicon_per_minute",
+                     "ingest_events_per_minute", "ingest_bytes_per_minute"):
+            limit = getattr(self, name)
+            if limit is not None and limit < 1:  # None: no limit; 0 would refuse everything
+                problems.append(f"{name} must be at least 1 (or None: no limit), got {limit}")
         if self.timezone is not None:
             try:
                 ZoneInfo(self.timezone)

@@ -30,6 +30,12 @@ def build_state(config: MixpanelConfig) -> EmulatorState:
     if config.data_dir.exists() and not config.data_dir.is_dir():
         raise InputError(f"{config.data_dir} is not a directory: point --data at a generated project")
     project = load_project(config.data_dir)
+    try:  # what the ingestion endpoints write: found unusable now, not at the first /track
+        config.received_path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{config.received_path}: cannot keep received ingestion data there "
+                         f"({exc.strerror or exc}); point --data at a writable project "
+                         "folder") from None
     clock = config.clock
     return EmulatorState(
         config=config,
