@@ -304,9 +304,9 @@ def test_plan_and_privacy_that_change_nothing_are_skipped_but_real_rules_apply()
 def test_memo_tables_stay_bounded_without_changing_outputs(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from mp2amp.transform import events
-    monkeypatch.setattr(events, "_MAX_MEMO_ENTRIES", 5)
-    monkeypatch.setattr(events, "_MAX_CONTEXT_ENTRIES", 5)
-    monkeypatch.setattr(events, "_MAX_SHAPES", 3)
+    monkeypatch.setattr(events, "MAX_MEMO_ENTRIES", 5)
+    monkeypatch.setattr(events, "MAX_CONTEXT_ENTRIES", 5)
+    monkeypatch.setattr(events, "MAX_SHAPES", 3)
     t = Transformer(TransformSettings())
     for i in range(40):
         record = rec(f"E{i % 7}", **{"$city": f"City {i}", "mp_lib": "web", f"p{i % 5}": i})
@@ -438,7 +438,7 @@ def test_new_devices_of_a_known_shape_are_served_without_the_general_path() -> N
 
 def test_full_memos_drop_their_oldest_entries_not_all(monkeypatch: pytest.MonkeyPatch) -> None:
     from mp2amp.transform import events
-    monkeypatch.setattr(events, "_MAX_CONTEXT_ENTRIES", 8)
+    monkeypatch.setattr(events, "MAX_CONTEXT_ENTRIES", 8)
     t = Transformer(TransformSettings())
     for i in range(30):
         t.event(rec(**{**WEB, "$screen_width": i}), IDS)

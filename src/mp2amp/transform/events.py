@@ -49,11 +49,16 @@ from mp2amp.transform.insert_id import (
     SHORT_HASH,
     event_insert_id,
 )
+from mp2amp.transform.problems import long_id, not_an_event
 from mp2amp.transform.revenue import revenue_reader
 from mp2amp.transform.settings import TransformSettings
 from mp2amp.transform.shapes import (
     FIELD_ORDER,
+    MAX_CONTEXT_ENTRIES,
     MAX_MEMO,
+    MAX_MEMO_ENTRIES,
+    MAX_SHAPE_KEYS,
+    MAX_SHAPES,
     MAX_URLS,
     PAGE_ALL,
     Context,
@@ -92,13 +97,6 @@ RESERVED_EVENT_TYPES = frozenset({
     "[Amplitude] Merged User", "$identify", "$groupidentify",
 })
 UNPLANNED_FLAG = "mp2amp_unplanned"
-_MAX_SHAPES = 20_000
-_MAX_MEMO_ENTRIES = 4_096  # conversions, all memos together, ~2 KB each: reached early
-# in a run, so its memory is the same at 1M events as at 5M (8192 held a 1M-event
-# project's ~6.7k conversions without filling, then grew at 5M; misses are cheap now)
-_MAX_CONTEXT_ENTRIES = 16_384  # contexts (~one per device), all together, ~2.3 KB each:
-# a 1M-event project has 66k devices and fills it, as every larger one does. Measured
-# there: 4096 -> 16384 entries took the pipeline from 11.8 to 11.1 us/event for ~28 MB.
 _MAX_NAMES = 50_000
 _HOUR_MS: Final = 3_600_000
 _HOTSHARD_EVENTS = frozenset({HOTSHARD_EVENT, HOTSHARD_RECORD})
@@ -148,6 +146,7 @@ class Transformer:
         self._contexts: dict[tuple[Any, ...], Context] = {}
         self._context_entries = 0
         self._fronts: dict[tuple[Any, ...], Front] = {}
+        self._shape_keys = 0  # property keys the shape and front memos hold: their size
         # Without a plan or privacy rules the record's own name and keys decide everything
         # up to the shape: ``event`` may serve it from ``_fronts``.
         self._direct = self._plan is None and self._privacy is None
@@ -288,7 +287,7 @@ class Transformer:
         self.general_path += 1
         try:
             if type(record) is not dict or "event" not in record:
-                return _not_an_event(record)
+                return not_an_event(record)
             source_name, props = record["event"], record.get("properties")
             learn = self._direct and type(props) is dict
             if (type(source_name) is str and source_name in _HOTSHARD_EVENTS) or (
@@ -352,9 +351,9 @@ class Transformer:
             if event_type is None:
                 event_type = self._event_type(name)
             if user_id is not None and len(user_id) > MAX_STRING:
-                _long_id("user_id")
+                long_id("user_id")
             if device_id is not None and len(device_id) > MAX_STRING:
-                _long_id("device_id")
+                long_id("device_id")
 
             # default properties -> top-level fields and readable event properties (shapes)
             lib, os_value = props.get("mp_lib"), props.get("$os")
@@ -450,8 +449,9 @@ class Transformer:
         context = shape.context
         assert context is not None
         if front_key not in self._fronts:
-            if len(self._fronts) >= _MAX_SHAPES:
-                self._fronts.clear()
+            self._shape_keys += len(front_key[3])
+            if len(self._fronts) >= MAX_SHAPES or self._shape_keys > MAX_SHAPE_KEYS:
+                self._forget_shapes()
             fixes = dict(shape.fixes)
             self._fronts[front_key] = Front(
                 event_type, context.getter, context.memo, shape.template, shape.customs,
@@ -513,10 +513,10 @@ class Transformer:
     def _remember(self, memo: dict[tuple[Any, ...], ContextEntry], key: tuple[Any, ...],
                   entry: ContextEntry) -> None:
         """Add a context-memo entry within the bound: when all of them hold
-        ``_MAX_CONTEXT_ENTRIES``, each drops its oldest quarter (devices come and go;
+        ``MAX_CONTEXT_ENTRIES``, each drops its oldest quarter (devices come and go;
         clearing all would make every active one miss)."""
         self._context_entries += 1
-        if self._context_entries > _MAX_CONTEXT_ENTRIES:  # all contexts together: flat
+        if self._context_entries > MAX_CONTEXT_ENTRIES:  # all contexts together: flat
             for other in self._contexts.values():
                 drop_oldest(other.memo)
             self._context_entries = sum(len(c.memo) for c in self._contexts.values()) + 1
@@ -553,13 +553,18 @@ class Transformer:
                             self._revenue_keys, self._group_keys, self._conversions,
                             self._contexts)
         if shape_key is not None:
-            if len(self._shapes) >= _MAX_SHAPES:
-                self._shapes.clear()
-                self._conversions.clear()  # later shapes start new ones
-                self._contexts.clear()
-                self._fronts.clear()  # they hold the old contexts
+            self._shape_keys += len(shape_key)
+            if len(self._shapes) >= MAX_SHAPES or self._shape_keys > MAX_SHAPE_KEYS:
+                self._forget_shapes()
             self._shapes[shape_key] = shape
         return shape
+
+    def _forget_shapes(self) -> None:  # (bounded by count and by the keys they hold)
+        self._shapes.clear()
+        self._conversions.clear()  # later shapes start new ones
+        self._contexts.clear()
+        self._fronts.clear()  # they hold the old contexts
+        self._shape_keys = 0
 
     def _convert(self, shape: Shape, props: dict[str, Any],
                  memo_key: tuple[Any, ...] | None) -> Converted:
@@ -571,7 +576,7 @@ class Transformer:
     def _remember_conversion(self, shape: Shape, key: tuple[Any, ...], result: Converted) -> None:
         """``_remember`` for the conversion memos."""
         self._memo_entries += 1
-        if self._memo_entries > _MAX_MEMO_ENTRIES:  # all conversions together: flat
+        if self._memo_entries > MAX_MEMO_ENTRIES:  # all conversions together: flat
             for conversion in self._conversions.values():
                 drop_oldest(conversion.memo)
             self._memo_entries = sum(len(c.memo) for c in self._conversions.values()) + 1
@@ -586,15 +591,3 @@ class Transformer:
         self._urls[url] = parts
         return parts
 
-
-def _long_id(field: str) -> None:
-    raise ValueProblem(field, f"{field} is longer than {MAX_STRING} characters", "invalid_id")
-
-
-def _not_an_event(record: object) -> Rejection:
-    if type(record) is dict and any(k in record for k in ("$distinct_id", "$group_id")):
-        return Rejection("not_an_event", "a profile update (Engage/Groups), not an event: "
-                         "mp2amp migrates events only, profiles are not sent", field="event")
-    kind = type(record).__name__ if type(record) is not dict else "object without 'event'"
-    return Rejection("not_an_event", f"expected a Mixpanel event object, got {kind}",
-                     field="event")

@@ -12,6 +12,7 @@ One pass, copy-on-write: a clean flat dict (the common case) is returned as is.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from typing import Any, Final
@@ -19,6 +20,7 @@ from typing import Any, Final
 import orjson
 
 MAX_STRING: Final = 1024
+LONG_NAMES: Final = "(property names longer than 1024 characters)"  # their counts' label
 MAX_DEPTH: Final = 40
 ORJSON_DEPTH: Final = 250  # orjson.dumps refuses more than 255 levels; staging wraps a record
 _INT_MIN = -(2**63)
@@ -94,7 +96,7 @@ def sanitize_props(props: dict[str, Any], where: str, stats: ValueStats) -> dict
             raise ValueProblem(f"{where}.{key!r}", f"{where} has a non-string key {key!r}")
         new_key = key
         if len(key) > MAX_STRING or not key.isascii():
-            new_key = _string(key, key, f"{where}.{key}", stats)
+            new_key = _name(key, f"{where}.{key}", stats)
         if out is None and (new is not value or new_key is not key):
             out = {}
             for k, v in props.items():
@@ -109,9 +111,27 @@ def sanitize_props(props: dict[str, Any], where: str, stats: ValueStats) -> dict
 def _string(value: str, prop: str, field: str, stats: ValueStats) -> str:
     text_ok(value, field)
     if len(value) > MAX_STRING:
-        stats.truncated[prop] += 1
+        stats.truncated[_label(prop)] += 1
         return value[:MAX_STRING]
     return value
+
+
+def _label(prop: str) -> str:
+    """The name a count is kept under: a name past 1024 characters would make the report
+    grow with the input (one entry as long as each such name)."""
+    return prop if len(prop) <= MAX_STRING else LONG_NAMES
+
+
+def _name(key: str, field: str, stats: ValueStats) -> str:
+    """A property name Amplitude takes. Past 1024 characters it is cut, and its end is a
+    digest of the whole name: two long names that share their first 1024 characters (or
+    one and a name of exactly those) stay two properties, no value is lost."""
+    text_ok(key, field)
+    if len(key) <= MAX_STRING:
+        return key
+    stats.truncated[LONG_NAMES] += 1
+    digest = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:8]
+    return f"{key[:MAX_STRING - 9]}~{digest}"
 
 
 def _bad_int(where: str, key: str) -> Any:
@@ -135,7 +155,7 @@ def _nested(value: Any, depth: int, prop: str, path: str, stats: ValueStats) -> 
         return value
     if t is dict or t is list:
         if depth > MAX_DEPTH:
-            stats.flattened[prop] += 1
+            stats.flattened[_label(prop)] += 1
             return _string(_as_json(value, path), prop, path, stats)
         if t is list:
             items = [_nested(item, depth + 1, prop, f"{path}[{i}]", stats)
@@ -148,7 +168,7 @@ def _nested(value: Any, depth: int, prop: str, path: str, stats: ValueStats) -> 
                 raise ValueProblem(path, f"{path} has a non-string key {key!r}")
             new_key = key
             if len(key) > MAX_STRING or not key.isascii():
-                new_key = _string(key, prop, path, stats)
+                new_key = _name(key, path, stats)
             new = _nested(item, depth + 1, prop, f"{path}.{key}", stats)
             changed = changed or new is not item or new_key is not key
             rebuilt[new_key] = new
