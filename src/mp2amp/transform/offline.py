@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +42,7 @@ from mp2amp.pipeline.staging import (
     stage,
 )
 from mp2amp.pipeline.windows import local_zone
+from mp2amp.pipeline.worklock import WorkLock, running_pid
 from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
 from mp2amp.transform.sessions import Sessionizer
@@ -112,7 +116,9 @@ def transform_files(
         raise InputError(f"cannot create the workdir {workdir}: {exc.strerror or exc}; "
                          "set [run] workdir to a writable folder") from None
     budgets = stage_budgets(config.run.memory_budget)  # shared as migrate shares it
+    remove_stale_scratch(workdir)
     with tempfile.TemporaryDirectory(prefix="transform-", dir=workdir) as scratch, \
+            _held(Path(scratch)), \
             IdentityGraph(
                 config.mixpanel.id_merge, Path(scratch), memory_budget_ids=budgets.identity_ids,
                 retroactive=config.transform.retroactive,
@@ -151,6 +157,36 @@ def transform_files(
                 if isinstance(outcome, Rejected):
                     write_rejects(rejection_line(outcome.rejection))
     return TransformResult(summary, report.as_dict(), transformer.stats())
+
+
+# A scratch folder this young may be another run's that has not locked it yet.
+_STALE_AFTER_S = 60.0
+
+
+def remove_stale_scratch(workdir: Path) -> list[Path]:
+    """Remove the scratch folders (``transform-*``: staged copies of the inputs, spills)
+    that killed runs left in ``workdir``: those no running transform holds the lock of."""
+    removed: list[Path] = []
+    now = time.time()
+    for folder in workdir.glob("transform-*"):
+        try:
+            old = folder.is_dir() and now - folder.stat().st_mtime > _STALE_AFTER_S
+        except OSError:
+            continue
+        if old and running_pid(folder) is None:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+@contextmanager
+def _held(scratch: Path) -> Iterator[None]:
+    """This run's lock on its scratch folder, so another run never removes it."""
+    lock = WorkLock(scratch)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _names(*sinks: IO[bytes]) -> list[str]:
