@@ -489,7 +489,7 @@ def _deliverable(items: list[Item], settle: Settler, rejects: list[RejectRow],
             if data is not None:
                 yield data, None, item
         elif kind == UNSERIALIZABLE:
-            event = settle.emitted(item[2])
+            event = settle.emitted(item[2], item[3] if len(item) > 3 else None)
             if event is not None:
                 yield None, event, item
         else:

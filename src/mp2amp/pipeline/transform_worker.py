@@ -67,7 +67,7 @@ RESULT_PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size for unprivileged us
 #       ``data`` = orjson.dumps(event); device/user/time as the event has them;
 #       ``digest`` = insert_id_digest(insert_id), what the Deduper keeps
 #   (OTHER, source, outcome)        Rejected | Skipped | IdentityRecord
-#   (UNSERIALIZABLE, source, Emitted)  an event orjson cannot serialize (a transform bug):
+#   (UNSERIALIZABLE, source, Emitted, raw_ms)  an event orjson cannot serialize (a bug):
 #       the uploader dead-letters it with the reason
 EVENT, OTHER, UNSERIALIZABLE = 0, 1, 2
 Item = tuple[Any, ...]
@@ -122,7 +122,7 @@ def transform_lines(lines: Sequence[bytes],
         try:
             data = dumps(out)
         except TypeError:
-            append((UNSERIALIZABLE, source, Emitted(out, source, line)))
+            append((UNSERIALIZABLE, source, Emitted(out, source, line), transformer.raw_ms))
             continue
         append((EVENT, source, line, data, out.get("device_id"), out.get("user_id"),
                 out["time"], insert_id_digest(out["insert_id"]), "session_id" not in out,
@@ -179,11 +179,12 @@ class Settler:
         data_: bytes = data
         return data_
 
-    def emitted(self, out: Emitted) -> dict[str, Any] | None:
-        """The same for an UNSERIALIZABLE item's event (as a dict)."""
+    def emitted(self, out: Emitted, raw_ms: int | None = None) -> dict[str, Any] | None:
+        """The same for an UNSERIALIZABLE item's event (as a dict); ``raw_ms``: its source
+        time, which its insert_id was hashed from (the Deduper's key, as for EVENT items)."""
         self.summary.read(out.source)
         event = out.event
-        if self._is_duplicate(event["insert_id"], event["time"]):
+        if self._is_duplicate(event["insert_id"], event["time"] if raw_ms is None else raw_ms):
             self.summary.duplicates += 1
             return None
         self.summary.events_out += 1
