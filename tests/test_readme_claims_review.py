@@ -41,6 +41,7 @@ from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.errors import ConfigError
 from mp2amp.load import UploadSettings
 from mp2amp.transform.settings import RevenueSettings
+from shared_kit import clean_env
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -100,15 +101,7 @@ def page_view_lines(n: int, day: str = "2024-03-01") -> str:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for var in (
-        "AMPLITUDE_API_KEY",
-        "AMPLITUDE_SECRET_KEY",
-        "MIXPANEL_SERVICE_ACCOUNT",
-        "MIXPANEL_SECRET",
-        "MP2AMP_HASH_SALT",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AMPLITUDE_API_KEY", KEY)
+    clean_env(monkeypatch, KEY)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "events").mkdir()
     (tmp_path / "events" / "2024-03-01.jsonl").write_text(page_view_lines(30))

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from mp2amp.cli import app
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
+from shared_kit import clean_env
 
 KEY = "audit-key"
 
@@ -28,10 +29,7 @@ def amp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "MIXPANEL_SERVICE_ACCOUNT",
-                "MIXPANEL_SECRET", "MP2AMP_HASH_SALT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AMPLITUDE_API_KEY", KEY)
+    clean_env(monkeypatch, KEY)
     monkeypatch.chdir(tmp_path)
 
 

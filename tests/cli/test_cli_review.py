@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from mp2amp.cli import app
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.ledger import Ledger
+from shared_kit import clean_env
 
 KEY = "cli-review-key"
 
@@ -45,10 +46,7 @@ def events(n: int, day: str = "2024-03-01") -> str:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for var in ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "MIXPANEL_SERVICE_ACCOUNT",
-                "MIXPANEL_SECRET", "MP2AMP_HASH_SALT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AMPLITUDE_API_KEY", KEY)
+    clean_env(monkeypatch, KEY)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "events").mkdir()
     (tmp_path / "events" / "2024-03-01.jsonl").write_text(events(30))

@@ -105,19 +105,10 @@ class ExportServer:
 @asynccontextmanager
 async def serve_export(handle: Any) -> AsyncIterator[str]:
     """``handle`` serving GET /api/2.0/export on a free loopback port; yields its base URL."""
-    from aiohttp import web
+    from shared_kit import serve_routes
 
-    app = web.Application()
-    app.router.add_get("/api/2.0/export", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_routes({("GET", "/api/2.0/export"): handle}) as url:
+        yield url
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from aiohttp import web
 from mp2amp.errors import RateLimited, TransientError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.extract.engage import EngagePager
+from shared_kit import serve_routes
 
 PROFILES = [{"$distinct_id": f"u{i}", "$properties": {"n": i}} for i in range(5)]
 
@@ -38,21 +39,12 @@ async def run(script: list[str], **settings: Any) -> tuple[list[Any], list[str]]
                                   "page_size": 2, "session_id": "s1", "total": len(PROFILES),
                                   "status": "ok"})
 
-    app = web.Application()
-    app.router.add_post("/api/query/engage", engage)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        opts: dict[str, Any] = {"project_id": 42, "api_host": f"http://127.0.0.1:{port}",
+    async with serve_routes({("POST", "/api/query/engage"): engage}) as base:
+        opts: dict[str, Any] = {"project_id": 42, "api_host": base,
                                 "service_account": "svc:pw", "backoff_base": 0.01,
                                 "query_per_hour": 1000, **settings}
         pager = EngagePager(MixpanelSettings(**opts))
         return [r.record async for r in pager.records()], answered
-    finally:
-        await runner.cleanup()
 
 
 def test_a_rate_limit_in_a_400_body_is_waited_out_as_the_export_does() -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from mp2amp.errors import AuthError, ContractError, Mp2AmpError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.extract.engage import EngagePager
 from mp2amp.extract.export import WindowFile, completed_window, fetch_windows, iter_window_records
+from shared_kit import Handler, serve_routes
 
 SA_AUTH = ("sa-user", "sa-secret")
 PID = "4242"
@@ -34,24 +33,9 @@ BASE = 1_704_888_000  # 2024-01-10T12:00Z
 
 # --- helpers: a scripted aiohttp server and the two clients ---------------------------------
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@asynccontextmanager
-async def scripted(routes: dict[tuple[str, str], Handler]) -> AsyncIterator[str]:
-    """Serve ``{(method, path): handler}`` on a free loopback port; yields the base URL."""
-    app = web.Application()
-    for (method, path), handler in routes.items():
-        app.router.add_route(method, path, handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+scripted = serve_routes  # {(method, path): handler} on a free loopback port
 
 
 def client_settings(base: str, **kw: Any) -> MixpanelSettings:

@@ -1,0 +1,41 @@
+"""Helpers shared by test files in several folders (importable as ``shared_kit``: pytest puts
+``tests/`` on the path for its conftest). Not a test module: it defines no tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from aiohttp import web
+
+# The environment variables mp2amp reads secrets from: a test starts without any of them
+SECRET_ENV = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "MIXPANEL_SERVICE_ACCOUNT",
+              "MIXPANEL_SECRET", "MP2AMP_HASH_SALT")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def clean_env(monkeypatch: pytest.MonkeyPatch, amplitude_key: str | None = None) -> None:
+    """No secret from the machine's environment; ``amplitude_key`` as AMPLITUDE_API_KEY."""
+    for var in SECRET_ENV:
+        monkeypatch.delenv(var, raising=False)
+    if amplitude_key is not None:
+        monkeypatch.setenv("AMPLITUDE_API_KEY", amplitude_key)
+
+
+@asynccontextmanager
+async def serve_routes(routes: dict[tuple[str, str], Handler]) -> AsyncIterator[str]:
+    """Serve ``{(method, path): handler}`` on a free loopback port; yields the base URL."""
+    app = web.Application()
+    for (method, path), handler in routes.items():
+        app.router.add_route(method, path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
