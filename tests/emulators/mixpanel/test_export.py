@@ -149,6 +149,14 @@ def test_gzip_only_when_asked_and_over_1400_bytes(kit: Any, tmp_path: Path, serv
         assert "Content-Encoding" not in small.headers and len(records(small)) == 1
         plain = export(url, from_date="2024-01-10", to_date="2024-01-10")
         assert "Content-Encoding" not in plain.headers and len(records(plain)) == 60
+        # a quality of zero refuses gzip (RFC 9110 12.5.3); "*" and a weighted gzip accept it
+        for header, gzipped in [("gzip;q=0", False), ("gzip; q=0.0, identity", False),
+                                ("*;q=0.5", True), ("identity, gzip;q=0.3", True),
+                                ("*, gzip;q=0", False), ("gzip;q=bad", False)]:
+            resp = export(url, from_date="2024-01-10", to_date="2024-01-10",
+                          headers={"Accept-Encoding": header})
+            assert (resp.headers.get("Content-Encoding") == "gzip") is gzipped, header
+            assert len(records(resp)) == 60
 
 
 @pytest.mark.parametrize(

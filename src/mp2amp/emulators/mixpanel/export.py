@@ -333,6 +333,27 @@ async def handle_export(request: web.Request) -> web.StreamResponse:
         slot.release()
 
 
+def accepts_gzip(header: str) -> bool:
+    """Whether an ``Accept-Encoding`` header lets gzip through (RFC 9110 12.5.3): listed as
+    ``gzip`` (or ``*`` without a ``gzip`` entry) with a quality above zero."""
+    star = None
+    for part in header.lower().split(","):
+        coding, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0  # a quality that does not parse is no consent
+        if coding in ("gzip", "x-gzip"):
+            return q > 0
+        if coding == "*":
+            star = q > 0
+    return bool(star)
+
+
 async def _stream(request: web.Request, state: EmulatorState, gen: Generator[Chunk, None, None]) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
 
@@ -359,7 +380,7 @@ async def _stream(request: web.Request, state: EmulatorState, gen: Generator[Chu
         state.stats["export_file_errors"] += 1
         return query_error(request, 500, str(exc))
     small = held <= GZIP_THRESHOLD and (ended or held == 0)
-    use_gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower() and not small
+    use_gzip = accepts_gzip(request.headers.get("Accept-Encoding", "")) and not small
     resp = web.StreamResponse(status=200)
     resp.content_type = "text/plain"
     resp.charset = "utf-8"
