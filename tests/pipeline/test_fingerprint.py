@@ -120,12 +120,12 @@ def test_a_run_started_under_the_earlier_insert_id_scheme_is_refused(project: Pr
         assert migrate(config).exit_code == 0
         ledger = Ledger(work / "ledger.sqlite")
         stored = orjson.loads(str(ledger.get_meta("fingerprint")))
-        assert stored.pop("insert_ids") == 2
+        assert stored.pop("insert_ids") == 3
         ledger.set_meta("fingerprint", orjson.dumps(stored, option=orjson.OPT_SORT_KEYS).decode())
         ledger.close()
         with pytest.raises(TerminalError) as refused:
             migrate(config, resume=True)
-        assert "(the insert_id scheme (this mp2amp hashes whole seconds; the run was started " \
+        assert "(the insert_id scheme (this mp2amp makes scheme-3 ids; the run was started " \
                "by an earlier version: finish it with that version); was" in str(refused.value)
 
 

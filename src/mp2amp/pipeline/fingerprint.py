@@ -111,8 +111,8 @@ def run_fingerprint(config: Config, upload: UploadSettings) -> dict[str, Any]:
 
 
 FINGERPRINT_NAMES = {
-    "insert_ids": "the insert_id scheme (this mp2amp hashes whole seconds; the run was "
-                  "started by an earlier version: finish it with that version)",
+    "insert_ids": f"the insert_id scheme (this mp2amp makes scheme-{INSERT_ID_SCHEME} ids; the "
+                  "run was started by an earlier version: finish it with that version)",
     "events": "the [mixpanel] time and project settings, [transform], [privacy] or the files "
               "they name",
 }

@@ -133,7 +133,7 @@ class Transformer:
         self._plan = plan if plan is not None and plan.changes_events else None
         self._scrub = privacy.object_scrubber if privacy is not None else None  # see plan.apply
         self._library = settings.library or f"mp2amp/{__version__}"
-        self._revenue_fields = revenue_reader(settings.revenue)
+        self._revenue_fields = revenue_reader(settings.revenue, self._clip)
         rs = settings.revenue
         self._revenue_keys = tuple(k for k in (rs.price, rs.revenue, rs.items) if k)
         self._group_keys = settings.group_keys
@@ -281,6 +281,9 @@ class Transformer:
             return out
         except Exception:  # (an unhashable name, mp_lib or $os...) nothing was counted yet:
             return self._event(record, ids)  # the general path decides what it is
+
+    def _clip(self, value: str, field: str) -> str:
+        return clip(value, field, self.values)
 
     def _event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
         """``event`` for any record: every step, in order (see the module docstring)."""

@@ -33,7 +33,8 @@ from typing import Any, Final
 import orjson
 
 MAX_PREFIX: Final = 64
-SCHEME: Final = 2  # 2: the $insert_id hash takes whole seconds (1: ms); runs record it
+SCHEME: Final = 3  # runs record it. 1: the $insert_id hash took ms; 2: whole seconds;
+# 3: the content hash (no $insert_id) leaves out the reshuffle's bookkeeping
 _JUNK = frozenset({"", "null", "none", "nil", "undefined", "source_id", "0", "-1", "n/a", "na"})
 JUNK_LONGEST: Final = 9
 """An ``$insert_id`` longer than this (and at most ``MAX_PREFIX``) is never a placeholder:
@@ -48,6 +49,8 @@ BEFORE_IDENTITY: Final = "$distinct_id_before_identity"
 _VOLATILE = frozenset(
     {"mp_processing_time_ms", "$mp_api_timestamp_ms", "$mp_api_endpoint", "$mp_event_size",
      "$import", "token", "time", BEFORE_IDENTITY,
+     # set on the copies a reshuffle re-keys, absent before it: bookkeeping, not content
+     "$is_reshuffled", "$preshuffle_distinct_id",
      "distinct_id"}  # in the key already, as the one the event was sent with
 )
 

@@ -22,6 +22,7 @@ Properties no rule names stay event properties under their Mixpanel name.
 from __future__ import annotations
 
 import ast
+import math
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
@@ -267,9 +268,9 @@ def text(value: object, props: dict[str, object]) -> str | None:
     if t is str:
         stripped = value.strip()  # type: ignore[attr-defined]
         return stripped or None
-    if t is int or t is float:
+    if t is int or (t is float and math.isfinite(value)):  # type: ignore[arg-type]
         return str(value)
-    return None
+    return None  # NaN/Infinity stay a property, where the event is rejected as non-JSON
 
 
 def browser(value: object, props: dict[str, object]) -> str | None:

@@ -24,11 +24,11 @@ Rules (all deterministic, none invents a value):
   ``event_properties``. An item without a parseable price or quantity makes the sum
   unknown, so no sum is sent.
 * Refunds: events named in ``refund_events`` (Mixpanel or plan name) carry negative
-  ``price``/``revenue`` (Amplitude allows negative values for refunds) and ``revenueType``
+  ``price``/``revenue`` (and a positive ``quantity``) (Amplitude allows negative values for refunds) and ``revenueType``
   "refund" unless the event has its own type. A negative amount on any event is kept.
 * ``productId`` / ``revenueType`` / ``currency`` are sent only with a ``price`` or
-  ``revenue`` (Amplitude requires one of them); ``currency`` only as a 3-letter code,
-  upper-cased.
+  ``revenue`` (Amplitude requires one of them); ``currency`` only as a 3-letter ASCII
+  code, upper-cased.
 """
 
 from __future__ import annotations
@@ -71,12 +71,13 @@ def integer(value: object) -> int | None:
 def _text(value: object) -> str | None:
     if type(value) is str:
         return value.strip() or None
-    if type(value) is int or type(value) is float:
+    if type(value) is int or (type(value) is float and number(value) is not None):
         return str(value)
-    return None
+    return None  # NaN/Infinity: no product or type is made up of them
 
 
 _NO_NUMBER = -_INF  # a quantity that is there but is not a number (never a real quantity)
+MAX_QUANTITY = 2**31 - 1  # Amplitude's quantity is an Integer (32 bits)
 
 
 def _quantity(container: dict[str, Any], key: str | None) -> float | None:
@@ -109,16 +110,23 @@ def _single(price: float | None, quantity: float | None,
         return price, None, revenue
     if quantity == _NO_NUMBER:
         return None, None, revenue
-    if quantity.is_integer():
+    if quantity.is_integer() and abs(quantity) <= MAX_QUANTITY:
         return price, int(quantity), revenue
+    # a fraction, or a whole number past an Integer: the amount travels as revenue
     return None, None, price * quantity if revenue is None else revenue
 
 
+def _as_is(value: str, field: str) -> str:
+    return value
+
+
 def revenue_reader(
-    rs: RevenueSettings,
+    rs: RevenueSettings, cut: Callable[[str, str], str] = _as_is,
 ) -> Callable[[dict[str, Any], tuple[str, str]], dict[str, Any]]:
     """``fields(props, event_names)``: the top-level revenue fields for one event (empty
-    when it carries no revenue), with the settings read once rather than per event."""
+    when it carries no revenue), with the settings read once rather than per event.
+    ``cut(text, field)``: what makes ``productId``/``revenueType`` fit Amplitude's string
+    limit (and counts the cut), as for every other top-level string."""
     price_key, quantity_key, revenue_key = rs.price, rs.quantity, rs.revenue
     product_key, type_key, currency_key, items_key = (
         rs.product_id, rs.revenue_type, rs.currency, rs.items)
@@ -162,19 +170,22 @@ def revenue_reader(
         if price is not None:
             out["price"] = -abs(price) if refund else price
             if quantity is not None:
-                out["quantity"] = quantity
+                # a refund's amount is negative: a negative quantity would turn it round
+                out["quantity"] = abs(quantity) if refund else quantity
         if revenue is not None:
             out["revenue"] = -abs(revenue) if refund else revenue
         if product is not None:
-            out["productId"] = product
+            out["productId"] = cut(product, "productId")
         revenue_type = _text(props.get(type_key)) if type_key else None
         if revenue_type is None and refund:
             revenue_type = "refund"
         if revenue_type is not None:
-            out["revenueType"] = revenue_type
+            out["revenueType"] = cut(revenue_type, "revenueType")
         currency = props.get(currency_key) if currency_key else None
-        if type(currency) is str and len(currency.strip()) == 3 and currency.strip().isalpha():
-            out["currency"] = currency.strip().upper()
+        if type(currency) is str:
+            code = currency.strip()
+            if len(code) == 3 and code.isascii() and code.isalpha():  # ISO 4217: A-Z only
+                out["currency"] = code.upper()
         return out
 
     return fields
