@@ -15,7 +15,8 @@ from mp2amp.load.deadletter import read_dead_letters
 
 def settings(url: str, **kw: Any) -> UploadSettings:
     base: dict[str, Any] = dict(api_key="test-key", api_host=url, concurrency=4,
-                                backoff_base=0.005, backoff_cap=0.05, throttle_wait=0.05)
+                                backoff_base=0.005, backoff_cap=0.05, throttle_wait=0.05,
+                                project_throttle_wait=0.05)
     base.update(kw)
     return UploadSettings(**base)
 

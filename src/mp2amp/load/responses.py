@@ -131,7 +131,7 @@ def _classify(status: int, body: bytes | str, ids: Sequence[IdPair],
     error_text = _text(doc.get("error"))
     n = len(ids)
     if 200 <= status < 300:
-        if not doc:  # Amplitude's 2xx is always a JSON object (code, events_ingested...)
+        if not _is_amplitudes_2xx(doc):
             return _not_amplitudes(status, body)
         return Verdict("accepted", status)
     if status == 413:
@@ -197,6 +197,16 @@ def _classify(status: int, body: bytes | str, ids: Sequence[IdPair],
     return Verdict("stop", status, message=error_text, error=err)
 
 
+def _is_amplitudes_2xx(doc: Mapping[str, Any]) -> bool:
+    """Whether a 2xx body is Amplitude's answer (``code``, ``events_ingested``,
+    ``payload_size_bytes``, ``server_upload_time``) and not a JSON object of another
+    service or portal (``{"status": "ok"}``): only Amplitude's says the events are in."""
+    code = _int(doc.get("code"))
+    if code is not None:
+        return 200 <= code < 300
+    return _int(doc.get("events_ingested")) is not None
+
+
 def _not_amplitudes(status: int, body: bytes | str) -> Verdict:
     """A 2xx whose body is not Amplitude's JSON object: a proxy's or captive portal's page,
     or another service at ``api_host``. Counting it as accepted would mark every batch done
@@ -225,7 +235,7 @@ def _sort(status: int, doc: Mapping[str, Any], error_text: str, ids: Sequence[Id
                 if i not in dead:
                     dead[i] = (reason, f"{status} {error_text or 'Invalid event'}: "
                                        f"field {fld!r} ({key})")
-    for i in _indices(doc.get("silenced_events"), n):
+    for i in _silenced(doc, ids):
         dead.setdefault(i, ("silenced_device", f"{status} {error_text or 'Events silenced'}: "
                                                "Amplitude silenced this event's device"))
     t_devices = _keys(doc.get("throttled_devices"))
@@ -251,6 +261,16 @@ def _sort(status: int, doc: Mapping[str, Any], error_text: str, ids: Sequence[Id
         throttled_devices=frozenset(t_devices), throttled_users=frozenset(t_users),
         eps_threshold=_int(doc.get("eps_threshold")), retry_after=retry_after,
     )
+
+
+def _silenced(doc: Mapping[str, Any], ids: Sequence[IdPair]) -> list[int]:
+    """Indices of the silenced events: listed in ``silenced_events``, or of a device named
+    in ``silenced_devices`` (a body may name the device and list no index)."""
+    listed = set(_indices(doc.get("silenced_events"), len(ids)))
+    devices = _keys(doc.get("silenced_devices"))
+    if devices:
+        listed.update(i for i, (device, _) in enumerate(ids) if device in devices)
+    return sorted(listed)
 
 
 def _indices(value: Any, n: int) -> list[int]:

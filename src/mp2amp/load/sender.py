@@ -204,9 +204,7 @@ class Sender:
                 return
             if verdict.throttle:  # Amplitude is up and says "later": not a failure
                 up.report.throttles += 1
-                delay = max(s.throttle_seconds, verdict.retry_after or 0.0)
-                _log_long_wait(verdict, delay, f"the whole request ({len(items)} events; "
-                               "Amplitude named no device) is resent after it", up.report)
+                delay = self._project_wait(verdict, len(items))
             else:
                 attempt += 1
                 if attempt > s.max_retries:
@@ -225,6 +223,17 @@ class Sender:
             await asyncio.sleep(delay)
             if up.failure is not None:
                 return
+
+    def _project_wait(self, v: Verdict, n: int) -> float:
+        """The wait after a 429 naming no device or user: a per-project limit, for which
+        Amplitude says to wait 60 s (not a device's 15-30 s pause); a longer Retry-After wins."""
+        up = self.up
+        delay = max(up.settings.project_throttle_wait, v.retry_after or 0.0)
+        what = f"the whole request ({n} events; Amplitude named no device) is resent after it"
+        if not _log_long_wait(v, delay, what, up.report):
+            log.info("Amplitude answered HTTP %d naming no device (a project-wide limit): "
+                     "waiting %s s; %s", v.status, _secs(delay), what)
+        return delay
 
     def apply(self, lane: Lane, items: list[Submitted], v: Verdict, raw_size: int) -> None:
         up = self.up
@@ -310,11 +319,11 @@ class Sender:
             lane.cap_bytes = min(self._max_bytes, lane.cap_bytes + lane.cap_bytes // 8 + 1)
 
 
-def _log_long_wait(v: Verdict, wait: float, what: str, report: LoadReport) -> None:
+def _log_long_wait(v: Verdict, wait: float, what: str, report: LoadReport) -> bool:
     """One warning line when a server-given wait is long: how long, why, what waits; the
-    run's report counts them (and the Retry-After values that were capped)."""
+    run's report counts them (and the Retry-After values that were capped). True if logged."""
     if v.retry_after is None or (wait <= LONG_WAIT and v.retry_after_asked is None):
-        return
+        return False
     report.long_waits += 1
     report.longest_wait = max(report.longest_wait, wait)
     if v.retry_after_asked is not None:
@@ -323,6 +332,7 @@ def _log_long_wait(v: Verdict, wait: float, what: str, report: LoadReport) -> No
     clamp = f", capped at {_secs(v.retry_after)} s" if v.retry_after_asked is not None else ""
     log.warning("Amplitude answered HTTP %d with Retry-After: %s s%s: waiting %s s; %s",
                 v.status, _secs(asked), clamp, _secs(wait), what)
+    return True
 
 
 def _secs(seconds: float) -> str:

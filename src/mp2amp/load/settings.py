@@ -26,6 +26,9 @@ PATHS: dict[str, str] = {"batch": "/batch", "httpapi": "/2/httpapi"}
 # How long a throttled device/user waits: Batch docs say "for example, 15 seconds",
 # HTTP V2 says "pause ... for a period of 30 seconds".
 THROTTLE_WAIT: dict[str, float] = {"batch": 15.0, "httpapi": 30.0}
+# How long a request waits after a 429 that names no device or user (a per-project limit):
+# "Wait 60 seconds before resending events" (amplitude-api.md §1.7, both endpoints).
+PROJECT_THROTTLE_WAIT = 60.0
 # A device's or user's events per second before Amplitude throttles it, when a 429 does not
 # say (its ``eps_threshold``): Batch 1000, HTTP V2 30 (amplitude-api.md 429 sections).
 DEVICE_EPS: dict[str, int] = {"batch": 1000, "httpapi": 30}
@@ -48,6 +51,7 @@ class UploadSettings:
     backoff_base: float = 0.5
     backoff_cap: float = 60.0
     throttle_wait: float | None = None   # default per endpoint (THROTTLE_WAIT)
+    project_throttle_wait: float = PROJECT_THROTTLE_WAIT  # after a 429 naming nobody
     park_delay: float = 3600.0           # daily quota counts "in one-hour intervals"
     park_retries: int = 2                # quota rounds in this run before an event stays parked
     max_pending_events: int | None = None  # backpressure; default 2 full batches per lane
@@ -78,6 +82,9 @@ class UploadSettings:
             problems.append(f"gzip_level must be 0..3 (ISA-L's levels), got {self.gzip_level}")
         if self.max_retries < 0 or self.park_retries < 0:
             problems.append("max_retries and park_retries must be >= 0")
+        if self.project_throttle_wait < 0:
+            problems.append("project_throttle_wait must be >= 0 seconds, got "
+                            f"{self.project_throttle_wait}")
         if self.backoff_base <= 0 or self.backoff_cap < self.backoff_base:
             problems.append("backoff needs 0 < backoff_base <= backoff_cap")
         if problems:
