@@ -32,6 +32,8 @@ from mp2amp.extract.export import (
     Days,
     fetch_windows,
     iter_window_records,
+    meta_path,
+    window_path,
     window_source,
     windows_of,
 )
@@ -121,7 +123,10 @@ async def extract_pending(
     """Stage every window not yet extracted; each is marked in the ledger once staged and
     then announced to ``on_staged`` (so the identity pass can start on it meanwhile)."""
     workdir = config.run.workdir
-    pending = [w for w in ledger.windows() if w.state == "pending"]
+    export_dir = workdir / "export"
+    rows = ledger.windows()
+    _discard_staged_downloads(export_dir, rows)
+    pending = [w for w in rows if w.state == "pending"]
     if not pending:
         return
     _remove_leftovers(workdir / "staged")
@@ -152,7 +157,6 @@ async def extract_pending(
                                "MIXPANEL_SERVICE_ACCOUNT (user:secret) or MIXPANEL_SECRET"])
         wanted = {Days(date.fromisoformat(w.spec["day"]),
                        date.fromisoformat(w.spec.get("last", w.spec["day"]))): w for w in days}
-        export_dir = workdir / "export"
         windows = fetch_windows(mixpanel, sorted(wanted), export_dir,
                                 concurrency=max(1, min(config.run.concurrency, 4)))
         try:
@@ -170,6 +174,19 @@ async def extract_pending(
             aclose = getattr(windows, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+def _discard_staged_downloads(export_dir: Path, rows: list[WindowRow]) -> None:
+    """Remove the raw download of every Export API window staged already: a crash between
+    a window's staging and its download's removal left it (a whole day, uncompressed),
+    and a resume never fetches that window again to remove it."""
+    for row in rows:
+        if row.kind == "export" and row.state != "pending":
+            first = date.fromisoformat(row.spec["day"])
+            last = date.fromisoformat(row.spec.get("last", row.spec["day"]))
+            path = window_path(export_dir, Days(first, last))
+            for p in (path, meta_path(path)):
+                p.unlink(missing_ok=True)
 
 
 def _check_restaged_sources(files: list[WindowRow]) -> None:
