@@ -172,7 +172,7 @@ def classify_http(
             f"{service} throttled the request (429); waiting and retrying",
             retry_after=retry_after,
         )
-    if status >= 500:
+    if status >= 500 or status == 408:  # 408: a proxy's timeout; the request may be repeated
         return ServerError(
             f"{service} answered {status}; retrying with backoff: {snippet}",
             status=status,

@@ -46,7 +46,6 @@ from mp2amp.errors import (
 from mp2amp.extract.api import MixpanelSettings, forbidden_message
 from mp2amp.extract.lines import (
     LineParser,
-    is_json,
     is_terminated_early,
     parse_lines,
     split_lines,
@@ -263,7 +262,8 @@ async def fetch_window(
     """
     span = as_days(day)
     budget = RetryBudget(f"export of {span}", settings.max_attempts, settings.max_rate_limited,
-                         settings.backoff_base, settings.backoff_cap)
+                         settings.backoff_base, settings.backoff_cap,
+                         then="run the same mp2amp migrate command with --resume")
     requests = 0
     while True:
         requests += 1
@@ -463,8 +463,9 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path,
         if gunzip is not None:
             write(gunzip.finish(_framed(resp)))
         tail = b"".join(pending)
-        if gunzip is None and tail and not _framed(resp) and not is_json(tail):
-            # No framing and no newline at the end: the connection closed mid-record.
+        if gunzip is None and tail and not _framed(resp) and not parser.completes(tail):
+            # No framing and no newline at the end, and the last line is no whole record
+            # (nor the end of a split one): the connection closed mid-record.
             raise StreamInterrupted(f"the export stream of {span} ended in the middle of a "
                                     f"record after {records} records; fetching the whole "
                                     f"{span.what} again")

@@ -129,6 +129,15 @@ class LineParser:
             return
         yield self._classify(lineno, line, value)
 
+    def completes(self, line: bytes) -> bool:
+        """Whether ``line`` is a whole JSON value, alone or as the last part of the split
+        record the parser holds (what ``feed`` would join it into)."""
+        line = line.rstrip(b"\r\n")
+        if parse_json(line) is not _PARSE_ERROR:
+            return True
+        return any(parse_json(b"".join([*(part for _, part in self._pending[start:]), line]))
+                   is not _PARSE_ERROR for start in range(len(self._pending)))
+
     @property
     def idle(self) -> bool:
         """No line is waiting to be joined with the next one."""

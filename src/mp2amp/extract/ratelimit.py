@@ -84,13 +84,14 @@ MAX_RETRY_AFTER = 3600.0  # Mixpanel's longest limit is per hour: a longer ask i
 
 
 def backoff_delay(attempt: int, retry_after: float | None, base: float, cap: float) -> float:
-    """Seconds before attempt ``attempt + 1``: the server's ``Retry-After`` when it gave
-    one (at most an hour), else jittered exponential backoff (so windows do not retry in
-    lockstep)."""
-    if retry_after is not None:
-        return min(retry_after, MAX_RETRY_AFTER)
+    """Seconds before attempt ``attempt + 1``: jittered exponential backoff (so windows do
+    not retry in lockstep), and at least the server's ``Retry-After`` when it gave one (at
+    most an hour): a short one must not spend every attempt of an outage in seconds."""
     ceiling = min(cap, base * 2 ** (attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
+    backoff = random.uniform(ceiling / 2, ceiling)
+    if retry_after is not None:
+        return max(backoff, min(retry_after, MAX_RETRY_AFTER))
+    return backoff
 
 
 class RetryBudget:
@@ -100,8 +101,9 @@ class RetryBudget:
     run that only had to wait, so throttles have their own, larger cap."""
 
     def __init__(self, what: str, max_attempts: int, max_rate_limited: int,
-                 base: float, cap: float) -> None:
+                 base: float, cap: float, then: str = "run again") -> None:
         self.what = what
+        self.then = then  # what the user does once the budget is spent
         self.max_attempts, self.max_rate_limited = max_attempts, max_rate_limited
         self.base, self.cap = base, cap
         self.failures = self.throttled = 0
@@ -112,14 +114,20 @@ class RetryBudget:
             self.throttled += 1
             if self.throttled >= self.max_rate_limited:
                 raise RateLimited(f"{self.what} was throttled {self.throttled} times, giving "
-                                  f"up for now (last: {exc}); run again later to continue "
-                                  "where it stopped", retry_after=exc.retry_after) from exc
+                                  f"up for now (last: {_last(exc)}); {self.then} later to "
+                                  "continue where it stopped", retry_after=exc.retry_after
+                                  ) from exc
             tries = self.throttled
         else:
             self.failures += 1
             if self.failures >= self.max_attempts:
                 raise TransientError(f"{self.what} failed {self.failures} times, giving up for "
-                                     f"now (last: {exc}); run again to continue where it "
-                                     "stopped") from exc
+                                     f"now (last: {_last(exc)}); {self.then} to continue "
+                                     "where it stopped") from exc
             tries = self.failures
         return backoff_delay(tries, exc.retry_after, self.base, self.cap)
+
+
+def _last(exc: TransientError) -> str:
+    """The last error's message without its "retrying" promise: the budget is spent."""
+    return str(exc).replace("; retrying with backoff", "").replace("; waiting and retrying", "")

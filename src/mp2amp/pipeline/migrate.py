@@ -26,8 +26,10 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -270,6 +272,16 @@ def _check_export_credentials(config: Config) -> None:
     elif mp.service_account is not None and mp.project_id is None:
         problems.append("mixpanel.project_id: required with a service account "
                         "(MIXPANEL_SERVICE_ACCOUNT); set it to the project's id")
+    # Mixpanel answers 400 "to_date cannot be later than today" only when that day is
+    # asked, after earlier days used up the hour's queries; and a resume cannot change it.
+    # Today as the export reads dates: UTC, or a legacy project's (current) timezone.
+    zone = (mp.timezone_changes[-1].timezone if mp.timezone_changes else mp.timezone) \
+        if mp.legacy_time else "UTC"
+    today = datetime.now(ZoneInfo(zone)).date()
+    if src.to_date is not None and src.to_date > today:
+        problems.append(f"source.to_date: {src.to_date} is later than today ({today} in "
+                        f"{zone}, as the Export API reads dates), which Mixpanel refuses; "
+                        "set it to today or earlier")
     if problems:
         raise ConfigError(problems, source=str(config.path) if config.path else None)
 

@@ -3,7 +3,8 @@
 The day files (``events/YYYY-MM-DD.jsonl.gz``, one per project-timezone day) are read
 line by line in a worker thread and sent in chunks, so memory stays flat whatever the
 window. Lines are passed through byte for byte unless the answer must differ from the
-file (``time_in_ms``, or a fractional ``time`` that export rounds down to seconds).
+file (``time_in_ms``, or a fractional or millisecond ``time`` that export gives as whole
+seconds).
 When the emulator's timezone differs from the project's, events are re-bucketed by
 their ``time``; otherwise the file of day D is exactly what ``from_date=to_date=D``
 returns (contracts §1), malformed lines included.
@@ -38,7 +39,9 @@ EARLIEST = date(2011, 7, 10)  # raw export starts here; also bounds the days a r
 GZIP_THRESHOLD = 1400  # "If set to gzip and the response body is > 1400 bytes"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # a line without a fractional "time" anywhere needs no parsing when nothing filters it
-_FRACTIONAL_TIME = re.compile(rb'"time"\s*:\s*-?\d+[.eE]')
+# a "time" the answer must change: fractional (rounded down to seconds), or in ms (12+
+# digits) while the query asked for seconds; anything else is passed on byte for byte
+_TIME_TO_CHANGE = re.compile(rb'"time"\s*:\s*-?(?:\d+[.eE]|\d{12,})')
 # a stored "time" above this is already in milliseconds (records as real exports and docs
 # show them, e.g. 1618716477000); the same rule as the ingestion endpoints'
 MS_TIME_ABOVE = 100_000_000_000
@@ -207,7 +210,7 @@ class ExportReader:
         line = raw.rstrip(b"\r\n")
         if not line.strip():
             return None
-        if self.verbatim and _FRACTIONAL_TIME.search(line) is None:
+        if self.verbatim and _TIME_TO_CHANGE.search(line) is None:
             return line + b"\n"
         try:
             rec = orjson.loads(line)
@@ -232,8 +235,12 @@ class ExportReader:
         if q.where is not None and not q.where(self._lookup(props)):
             return None
         if isinstance(t, int | float) and not isinstance(t, bool):
-            # with time_in_ms, seconds become ms and a time stored in ms stays as it is
-            new_t = (int(t) if is_ms_time(t) else round(t * 1000)) if q.time_in_ms else int(t)
+            # with time_in_ms, seconds become ms and a time stored in ms stays as it is;
+            # without it, every time is whole seconds ("second precision")
+            if q.time_in_ms:
+                new_t = int(t) if is_ms_time(t) else round(t * 1000)
+            else:
+                new_t = int(t // 1000) if is_ms_time(t) else int(t)
             if new_t != t or isinstance(t, float):
                 props["time"] = new_t
                 return orjson.dumps(rec) + b"\n"
