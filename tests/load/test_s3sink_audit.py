@@ -400,8 +400,12 @@ def test_a_missing_bucket_is_a_clear_error_not_a_new_bucket(
     from mp2amp.errors import InputError
 
     fs = fsspec.filesystem("s3", **s3_server)
+    staging = tmp_path / "staging"
+    staging.mkdir()
     with pytest.raises(InputError, match="no-such-bucket"):
-        S3ImportSink("s3://no-such-bucket/amp", run_id="x", storage_options=s3_server)
+        S3ImportSink("s3://no-such-bucket/amp", run_id="x", storage_options=s3_server,
+                     staging_dir=staging)
+    assert list(staging.iterdir()) == []  # the refused sink left no scratch folder
     fs.invalidate_cache()
     assert "no-such-bucket" not in [b.rstrip("/") for b in fs.ls("")]
 

@@ -169,7 +169,6 @@ class S3ImportSink:
         self.merge_fan_in = merge_fan_in
         self.skip_user_properties_sync = skip_user_properties_sync
         self.dead_letters = dead_letters
-        self._staging = Path(tempfile.mkdtemp(prefix="mp2amp-s3sink-", dir=staging_dir))
         self._buf: list[tuple[int, int, bytes]] = []
         self._buf_bytes = 0
         self._runs: list[Path] = []   # sorted runs, in write order (ties keep that order)
@@ -180,6 +179,8 @@ class S3ImportSink:
             self.fs.makedirs(self.root, exist_ok=True)
         except OSError as exc:
             raise InputError(f"cannot create the S3-import target {target}: {exc}") from exc
+        # made once the target is known to be usable: a refused sink leaves nothing behind
+        self._staging = Path(tempfile.mkdtemp(prefix="mp2amp-s3sink-", dir=staging_dir))
 
     @property
     def pattern(self) -> str:
