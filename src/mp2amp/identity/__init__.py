@@ -43,14 +43,19 @@ Original ID Merge (``mode="original"``): a union-find over distinct IDs, fed by
   evidence that Mixpanel already merged: ``$distinct_id_before_identity`` vs
   ``distinct_id``, and a re-keyed ``distinct_id`` vs ``$user_id``/``$device_id`` (refused
   like ``$identify`` when it would join two users: a server-side event for one user that
-  names another's device is not a merge).
+  names another's device is not a merge; a ``distinct_id`` the predicate accepts counts as
+  a user beside a ``$device_id``).
 
-Links are applied in (time, kind, IDs) order, so file order does not matter. A link that
+Links are applied in (time, kind, IDs) order, the re-keyed ``distinct_id`` evidence after
+all others (it never takes a device before, or from, its user's explicit link), so file
+order does not matter. A link that
 would make a cluster larger than ``cluster_cap`` (Mixpanel: 500) is refused, as Mixpanel
 does, and reported (count and examples). Each cluster's user_id is chosen by
 ``user_id_predicate(id) -> bool`` ("may this be a user ID"; default: not device-like, i.e.
 not ``$device:``, not a UUID, not a mixpanel-js cookie ID, not a 16-hex Android ID).
-Among IDs never used as anonymous IDs and accepted by the predicate: the one carried as
+Roles come from the links applied: a refused ``$identify`` naming a user as its anonymous
+ID does not make him "used as an anonymous ID". Among IDs never used as anonymous IDs and
+accepted by the predicate: the one carried as
 ``$user_id`` on events first (the app's own user ID; aliases and ``$merge``d legacy IDs
 resolve to it), then one otherwise named as a user (``$identified_id``, an alias), then any;
 after those, an ID named as a user but device-looking (UUID user IDs), then an accepted ID
@@ -60,7 +65,10 @@ device_id.
 
 A Data Pipelines identity table (``table=``: ``{"distinct_id", "resolved_distinct_id"}``
 JSON lines, optionally gzip) is authoritative: events whose IDs are in it are resolved by it
-(see ``table``); the others by the graph of the chosen mode.
+(see ``table``: in Simplified ID Merge the resolved ID is the user_id whatever it looks
+like; a device resolved ID gives way to the member the graph chose as user); the others by
+the graph of the chosen mode, and so is an event whose own user-like ``distinct_id`` is not
+in the table (``COALESCE(resolved_distinct_id, distinct_id)``), whatever its device maps to.
 
 Memory: state stays in dicts up to ``memory_budget_ids`` IDs, then spills to SQLite files
 in ``workdir`` (``identity-*.sqlite``), with a cache in front of pass-2 lookups.

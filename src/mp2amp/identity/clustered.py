@@ -29,9 +29,10 @@ def resolve_clustered(
     """The event's Amplitude IDs; ``None`` if ``require_hit`` and no ID is in the clusters.
 
     * user: ``$user_id``'s cluster user (else ``$user_id`` itself); for events without one,
-      the cluster user of the own ID, ``distinct_id`` or ``$device_id``, in that order; for
-      IDs in no cluster, the own ID when it looks like a user (predicate, not ``$device:``,
-      not equal to ``$device_id``). With ``retroactive`` off, an event whose own ID does not
+      the cluster user of the own ID, ``distinct_id`` or ``$device_id``, in that order; the
+      own ID when it looks like a user (predicate, not ``$device:``, not equal to
+      ``$device_id``) and is in no cluster: an unmapped distinct_id is its own person
+      (``COALESCE(resolved_distinct_id, distinct_id)``), never its device's owner. With ``retroactive`` off, an event whose own ID does not
       look like a user is anonymous and gets no user_id.
     * device: ``$device_id``; else the ``$device:`` ID stripped; else the own ID when it is
       anonymous.
@@ -54,7 +55,8 @@ def resolve_clustered(
             if found is not None:
                 user = found
     else:
-        for key in (own, dist_node, device):
+        # a user-like own ID in no cluster is its own person, not its device's owner
+        for key in (own,) if own_userlike else (own, dist_node, device):
             if key is not None:
                 found = get(key)
                 if found is not MISSING:

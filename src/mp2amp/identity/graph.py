@@ -114,9 +114,11 @@ class IdentityGraph:
         if not self._finished:
             self._mode.finish()
             if self._table_path is not None:
+                # after the mode's finish: the table prefers the user the events' graph chose
+                graph_user = self._mode.get if isinstance(self._mode, OriginalIds) else None
                 self._table = MappingTable(
                     self._table_path, self.report, self._budget, self._open_db,
-                    self.predicate, self._retroactive,
+                    self.predicate, self._retroactive, self.report.mode, graph_user,
                 )
             for db in self._dbs:
                 db.shrink()

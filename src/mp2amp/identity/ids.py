@@ -55,7 +55,14 @@ def distinct_id(props: dict[str, Any]) -> str | None:
 
 def count_junk(props: dict[str, Any], report: IdentityReport) -> None:
     """Count present-but-junk ID fields (pass 1 only, so each record is counted once)."""
-    for name in ("distinct_id", "$user_id", "$device_id"):
+    # read as distinct_id() reads it: a hot-shard event's blanked "" is not junk when the
+    # real ID kept in mp_original_distinct_id is used instead
+    given = props.get("distinct_id")
+    if given is None:
+        given = props.get("mp_original_distinct_id")
+    if given is not None and distinct_id(props) is None:
+        report.count_junk("distinct_id")
+    for name in ("$user_id", "$device_id"):
         if name in props and props[name] is not None and clean_id(props[name]) is None:
             report.count_junk(name)
 

@@ -2,8 +2,10 @@
 
 Pass 1 collects distinct links ``(kind, a, role_a, b, role_b) -> earliest time`` (a dict,
 or SQLite table ``edges`` past the memory budget). ``finish()`` numbers the IDs, applies
-the links in (time, kind, IDs) order with Mixpanel's rules (see ``unionfind``), picks each
-cluster's user_id and keeps ``ID -> user`` (dict, or SQLite table ``resolved``).
+the links in (time, kind, IDs) order, INFERRED evidence last, with Mixpanel's rules (see
+``unionfind``), picks each cluster's user_id (an ID is anonymous only by a link applied:
+a refused $identify does not make its user one) and keeps ``ID -> user`` (dict, or SQLite
+table ``resolved``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from mp2amp.identity.unionfind import (
     ANON,
     CANONICAL,
     DEVICE_USER,
+    DIST,
     IDENTIFY,
     INFERRED,
     MERGE,
@@ -31,6 +34,8 @@ from mp2amp.identity.unionfind import (
     apply_links,
     choose_users,
     count_clusters,
+    mark_users,
+    without_anon,
 )
 from mp2amp.models import Resolved
 
@@ -78,11 +83,12 @@ class OriginalIds:
         t = event_seconds(props)
         add = self.add
         if event == "$identify":
-            user = clean_id(props.get("$identified_id")) or clean_id(props.get("distinct_id"))
+            # distinct_id(): a hot-shard record blanks distinct_id, keeping it elsewhere
+            user = clean_id(props.get("$identified_id")) or distinct_id(props)
             anon = clean_id(props.get("$anon_id")) or clean_id(props.get("$anon_distinct_id"))
             add(IDENTIFY, *_node(user, USER), *_node(anon, ANON), t)
         elif event == "$create_alias":
-            alias, original = clean_id(props.get("alias")), clean_id(props.get("distinct_id"))
+            alias, original = clean_id(props.get("alias")), distinct_id(props)
             add(ALIAS, *_node(alias, USER), *_node(original, 0), t)
         elif event == "$merge":
             listed = props.get("$distinct_ids")
@@ -106,12 +112,13 @@ class OriginalIds:
         if dist.startswith(DEVICE_PREFIX) or dist == device:
             return
         # Exports re-key events to the cluster's canonical distinct_id: evidence of a merge,
-        # unless it would join two users (a server-side event naming a device, say).
+        # unless it would join two users: a server-side event of one user naming another's
+        # device (DIST: a user-like distinct_id counts as a user beside a device).
         if user is not None:
             if user != dist:
                 add(INFERRED, dist, 0, *_node(user, USER | USER_ID), t)
         elif device is not None:
-            add(INFERRED, dist, 0, *_node(device, ANON), t)
+            add(INFERRED, dist, DIST, *_node(device, ANON), t)
 
     def add(self, kind: int, a: str | None, ra: int, b: str | None, rb: int, t: float) -> None:
         if a is None or b is None or a == b:
@@ -169,11 +176,13 @@ class OriginalIds:
         index = {name: i for i, name in enumerate(names)}
         flags = bytearray([roles[name][0] for name in names])
         first_seen = array("d", [roles[name][1] for name in names])
-        ordered = sorted(self.edges.items(), key=lambda item: (item[1], item[0]))
+        ordered = sorted(self.edges.items(), key=_link_order)
         links = _links_by_index(ordered, index)
         clusters = Clusters(flags, self.cap)
-        apply_links(clusters, links, self.report, names.__getitem__)
-        best = choose_users(clusters, enumerate(names), flags, first_seen, self.predicate)
+        mark_users(clusters, enumerate(names), flags, self.predicate)
+        ranked = without_anon(flags)
+        apply_links(clusters, links, self.report, names.__getitem__, ranked)
+        best = choose_users(clusters, enumerate(names), ranked, first_seen, self.predicate)
         count_clusters(clusters, best, self.report)
         find = clusters.find
         user_of: dict[str, str | None] = {}
@@ -189,7 +198,8 @@ class OriginalIds:
         db.script(
             "CREATE TABLE ids(idx INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
             "flags INTEGER NOT NULL, t REAL NOT NULL);"
-            "INSERT INTO ids(id, flags, t) SELECT id, MAX(f & 1) | MAX(f & 2) | MAX(f & 4), MIN(t) FROM "
+            "INSERT INTO ids(id, flags, t) "
+            "SELECT id, MAX(f & 1) | MAX(f & 2) | MAX(f & 4) | MAX(f & 8), MIN(t) FROM "
             "(SELECT a AS id, ra AS f, t FROM edges UNION ALL SELECT b, rb, t FROM edges) "
             "GROUP BY id ORDER BY id;"
         )
@@ -201,18 +211,24 @@ class OriginalIds:
         for idx, f, t in db.rows("SELECT idx, flags, t FROM ids"):
             flags[idx - 1] = f
             first_seen[idx - 1] = t
+        clusters = Clusters(flags, self.cap)
+        mark_users(clusters, _spilled_names(db.rows(
+            f"SELECT idx, id FROM ids WHERE flags & {DIST} AND NOT flags & {USER}")),
+            flags, self.predicate)
+        # as _link_order: INFERRED evidence last
         links = _spilled_links(db.rows(
-            "SELECT e.kind, ia.idx, ib.idx FROM edges e JOIN ids ia ON ia.id = e.a "
-            "JOIN ids ib ON ib.id = e.b ORDER BY e.t, e.kind, e.a, e.ra, e.b, e.rb"))
+            "SELECT e.kind, ia.idx, e.ra, ib.idx, e.rb FROM edges e JOIN ids ia ON ia.id = e.a "
+            f"JOIN ids ib ON ib.id = e.b ORDER BY e.kind = {INFERRED}, e.t, e.kind, e.a, e.ra, "
+            "e.b, e.rb"))
 
         def name_of(i: int) -> str:
             row = db.one("SELECT id FROM ids WHERE idx = ?", (i + 1,))
             return str(row[0]) if row else "?"
 
-        clusters = Clusters(flags, self.cap)
-        apply_links(clusters, links, self.report, name_of)
+        ranked = without_anon(flags)
+        apply_links(clusters, links, self.report, name_of, ranked)
         names = _spilled_names(db.rows("SELECT idx, id FROM ids ORDER BY idx"))
-        best = choose_users(clusters, names, flags, first_seen, self.predicate)
+        best = choose_users(clusters, names, ranked, first_seen, self.predicate)
         count_clusters(clusters, best, self.report)
         db.script("CREATE TEMP TABLE pick(idx INTEGER PRIMARY KEY, best INTEGER)")
         writer = BatchWriter(db, "INSERT INTO pick(idx, best) VALUES (?, ?)")
@@ -247,15 +263,22 @@ class OriginalIds:
 
 # Generator functions, not generator expressions: mypyc turns a generator expression into a
 # list, and the spilled ones stream every link or ID of a graph that does not fit in memory.
+def _link_order(item: tuple[Key, float]) -> tuple[bool, float, Key]:
+    """(time, kind, IDs), INFERRED evidence after every other link: a server-side event
+    naming a device before its user's $identify must not take the device from him."""
+    key, t = item
+    return key[0] == INFERRED, t, key
+
+
 def _links_by_index(ordered: list[tuple[Key, float]],
-                    index: dict[str, int]) -> Iterator[tuple[int, int, int]]:
+                    index: dict[str, int]) -> Iterator[tuple[int, int, int, int, int]]:
     for key, _ in ordered:
-        yield key[0], index[key[1]], index[key[3]]
+        yield key[0], index[key[1]], key[2], index[key[3]], key[4]
 
 
-def _spilled_links(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[int, int, int]]:
-    for kind, a, b in rows:  # SQLite's idx is 1-based
-        yield kind, a - 1, b - 1
+def _spilled_links(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[int, int, int, int, int]]:
+    for kind, a, ra, b, rb in rows:  # SQLite's idx is 1-based
+        yield kind, a - 1, ra, b - 1, rb
 
 
 def _spilled_names(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[int, str]]:

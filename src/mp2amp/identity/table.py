@@ -1,9 +1,18 @@
 """A Data Pipelines identity mapping table: ``{"distinct_id", "resolved_distinct_id"}`` rows.
 
 When given it is authoritative: the IDs sharing a ``resolved_distinct_id`` (and that ID
-itself) form one cluster, whose user_id is the resolved ID when the predicate accepts it,
-else the smallest member the predicate accepts (``$device:`` IDs never), else none. Events
-whose IDs are not in the table fall back to the graph built from the events.
+itself) form one cluster. Its user_id is, ``$device:`` IDs never:
+
+* the resolved ID when it may be a user ID: in Simplified ID Merge any ID (the resolved
+  ID is the ``$user_id``, UUIDs included); in Original ID Merge one the predicate accepts;
+* else (Original ID Merge picks a device as canonical too) the member the graph built from
+  the events chose as a user (the one carried as ``$user_id`` first: the app's own ID);
+* else the smallest member that may be a user ID; else none.
+
+An event whose own distinct_id is a user ID not in the table, or that has no ID in it,
+falls back to the graph built from the events (``COALESCE(resolved_distinct_id,
+distinct_id)``): it is not moved onto the owner of its ``$device_id``. The table is read
+after pass 1, so the graph's choice is known when it loads.
 
 The table is JSON lines, optionally gzip-compressed, in one file or a folder of part
 files, local or in a bucket. Rows with junk IDs are skipped and counted; malformed rows
@@ -17,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mp2amp.errors import InputError
-from mp2amp.identity.clustered import MISSING, resolve_clustered
+from mp2amp.identity.clustered import MISSING, Lookup, resolve_clustered
 from mp2amp.identity.junk import DEVICE_PREFIX, clean_id
 from mp2amp.identity.report import IdentityReport
 from mp2amp.identity.store import BatchWriter, CachedLookup, ScratchDb, cache_entries
@@ -25,6 +34,12 @@ from mp2amp.models import Resolved
 
 _MAX_PROBLEMS = 20
 Row = tuple[str, int, str, int]  # (id, id is a device, resolved, resolved is a device)
+NOT_USER = 3  # score of a member that may not be the cluster's user_id (``_score``)
+
+
+def _any_id(value: str) -> bool:
+    """Simplified ID Merge: every ID but a ``$device:`` one is a user ID (checked apart)."""
+    return True
 
 
 @dataclass(frozen=True)
@@ -101,9 +116,14 @@ class MappingTable:
         open_db: Callable[[str], ScratchDb],
         predicate: Callable[[str], bool],
         retroactive: bool,
+        mode: str,
+        graph_user: Lookup | None,
     ) -> None:
-        self.predicate = predicate
+        self.predicate = predicate  # pass 2: does the event's own ID look like a user's
+        # may a member be the cluster's user_id
+        self.may_be_user = predicate if mode == "original" else _any_id
         self.retroactive = retroactive
+        self.graph_user = graph_user  # ID -> the user the events' graph gives it
         self.user_of: dict[str, str | None] = {}
         self.lookup: CachedLookup | None = None
         if not self._load_in_memory(path, report, budget):
@@ -124,14 +144,19 @@ class MappingTable:
                 devices.add(target)
         for target in set(resolved_of.values()):
             resolved_of.setdefault(target, target)
-        best: dict[str, str] = {}
+        best: dict[str, tuple[int, str]] = {}
         for node, target in resolved_of.items():
-            if node in devices or not self.predicate(node):
+            score = self._score(node, node in devices, target)
+            if score == NOT_USER:
                 continue
             current = best.get(target)
-            if current is None or node == target or (current != target and node < current):
-                best[target] = node
-        self.user_of = {node: best.get(target) for node, target in resolved_of.items()}
+            if current is None or (score, node) < current:
+                best[target] = (score, node)
+        user_of: dict[str, str | None] = {}
+        for node, target in resolved_of.items():
+            chosen = best.get(target)
+            user_of[node] = chosen[1] if chosen is not None else None
+        self.user_of = user_of
         report.table_rows = rows
         return True
 
@@ -164,13 +189,17 @@ class MappingTable:
         out = BatchWriter(db, "INSERT INTO ruser(resolved, user) VALUES (?, ?)")
         target: str | None = None
         chosen: str | None = None
+        chosen_score = NOT_USER
+        # by id: the smallest of the best score wins, as in memory
         for resolved, node, dev in db.rows("SELECT resolved, id, dev FROM tmap ORDER BY resolved, id"):
             if resolved != target:
                 if target is not None:
                     out.add((target, chosen))
-                target, chosen = resolved, None
-            if not dev and self.predicate(node) and (chosen is None or node == resolved):
-                chosen = node
+                target, chosen, chosen_score = resolved, None, NOT_USER
+            if chosen_score > 0:  # no look-ups once the resolved ID itself is chosen
+                score = self._score(node, bool(dev), resolved)
+                if score < chosen_score:
+                    chosen, chosen_score = node, score
         if target is not None:
             out.add((target, chosen))
         out.flush()
@@ -181,6 +210,16 @@ class MappingTable:
             "SELECT r.user FROM tmap t JOIN ruser r ON r.resolved = t.resolved WHERE t.id = ?",
             cached,
         )
+
+    def _score(self, node: str, is_device: bool, resolved: str) -> int:
+        """0 the resolved ID, 1 the graph's user, 2 another user-like member, else NOT_USER."""
+        if is_device or not self.may_be_user(node):
+            return NOT_USER
+        if node == resolved:
+            return 0
+        if self.graph_user is not None and self.graph_user(node) == node:
+            return 1
+        return 2
 
     def get(self, key: str) -> Any:
         if self.lookup is not None:

@@ -17,6 +17,9 @@ from mp2amp.identity.report import EXAMPLES, IdentityReport, note
 USER = 1  # named as the identified/user side ($identified_id, $user_id, an alias)
 ANON = 2  # named as the anonymous side ($anon_id, $device_id, a $device: distinct_id)
 USER_ID = 4  # carried as $user_id on events: the ID the app itself calls the user
+# the distinct_id of an ordinary event naming a device (INFERRED): a user for the refusal
+# when the predicate accepts it, as a server-side event names its user so; not a rank
+DIST = 8
 
 # Link kinds; the number is also the tie-break order between links with the same time.
 MERGE = 0  # $merge: explicit, joins anything (cap permitting)
@@ -26,7 +29,8 @@ CANONICAL = 3  # export evidence: $distinct_id_before_identity
 DEVICE_USER = 4  # an ordinary event carrying both $device_id and $user_id
 INFERRED = 5  # export evidence: a distinct_id other than the event's $device_id/$user_id
 # (re-keyed by a merge, or a server-side event naming a device: not proof enough to join
-# two users, as only $identify/$create_alias/$merge merge people in Original ID Merge)
+# two users, as only $identify/$create_alias/$merge merge people in Original ID Merge; so
+# applied after every other link, never taking a device before its explicit link)
 EXCLUSIVE = frozenset({IDENTIFY, DEVICE_USER, INFERRED})
 KIND_NAMES = ("$merge", "$create_alias", "$identify", "canonical", "device+user",
               "distinct_id+device")
@@ -43,6 +47,10 @@ class Clusters:
         # per root: does the cluster hold an ID named as a user?
         self.has_user = flags.translate(bytes([b & USER for b in range(256)]))
         self.aliased = bytearray(n)  # IDs already made an alias: "each alias maps to one"
+
+    def mark_user(self, i: int) -> None:
+        """Count ``i`` (not yet linked) as a user for the refusal of exclusive links."""
+        self.has_user[i] = USER
 
     def find(self, x: int) -> int:
         parent = self.parent
@@ -77,16 +85,35 @@ class Clusters:
         return "joined"
 
 
+def is_user(name: str, flags: int, predicate: Callable[[str], bool]) -> bool:
+    """May ``name`` hold a cluster as its user, so that an exclusive link to another user's
+    cluster is refused: named as a user, or a user-like distinct_id beside another ID."""
+    return bool(flags & USER) or (bool(flags & DIST) and predicate(name))
+
+
+def without_anon(flags: bytearray) -> bytearray:
+    """``flags`` less the ANON bit, which only applied links give back (``apply_links``)."""
+    return flags.translate(bytes([b & ~ANON & 0xFF for b in range(256)]))
+
+
 def apply_links(
     clusters: Clusters,
-    links: Iterable[tuple[int, int, int]],
+    links: Iterable[tuple[int, int, int, int, int]],
     report: IdentityReport,
     name_of: Callable[[int], str],
+    ranked: bytearray,
 ) -> None:
-    """Apply ``(kind, a, b)`` links in the given order, reporting refusals."""
-    for kind, a, b in links:
+    """Apply ``(kind, a, role_a, b, role_b)`` links in the given order, reporting refusals.
+
+    ``ranked`` (the flags the user_id choice reads) gets the roles of the links applied
+    only: a refused $identify naming a user as its anonymous side leaves that user's rank.
+    """
+    for kind, a, ra, b, rb in links:
         outcome = clusters.link(kind, a, b)
-        if outcome == "cap":
+        if outcome == "joined" or outcome == "same":
+            ranked[a] |= ra
+            ranked[b] |= rb
+        elif outcome == "cap":
             report.cap_hits += 1
             if len(report.cap_examples) < EXAMPLES:  # skip formatting (and lookups) past it
                 note(report.cap_examples, f"{name_of(a)} <-> {name_of(b)} ({KIND_NAMES[kind]})")
@@ -110,6 +137,18 @@ def rank(name: str, flags: int, predicate: Callable[[str], bool]) -> int:
     if accepted:
         return 0 if flags & USER_ID else 1 if flags & USER else 2
     return 3 if flags & USER else NOT_ELIGIBLE
+
+
+def mark_users(
+    clusters: Clusters,
+    names: Iterable[tuple[int, str]],
+    flags: bytearray,
+    predicate: Callable[[str], bool],
+) -> None:
+    """Before any link: count every ID ``is_user`` accepts as a user of its cluster."""
+    for i, name in names:
+        if is_user(name, flags[i], predicate):
+            clusters.mark_user(i)
 
 
 def choose_users(
