@@ -206,14 +206,19 @@ def test_a_marked_pipelines_row_keeps_utc_in_a_legacy_project() -> None:
     t = Transformer(LEGACY)
     out_marked = t.event(marked, IDS)
     assert isinstance(out_marked, dict)
-    assert t.raw_ms == seconds * 1000
+    # its ids hash the local wall time the project stored (session 14: the same event
+    # from an export and from a pipelines file gets one insert_id)
+    wall_ms = seconds * 1000 + _offset_ms(seconds)  # July: the offset is the same hour
+    assert t.raw_ms == wall_ms
     out_local = t.event(local, IDS)
     assert isinstance(out_local, dict)
     assert out_marked["time"] == seconds * 1000  # UTC already: not shifted
     assert out_local["time"] == seconds * 1000 - _offset_ms(seconds)
-    # the mark is never sent, and the insert_id (from the source time) is the same
+    # the mark is never sent; the export's record of the same instant gets the same id
     assert UTC_TIME_MARK not in orjson.dumps(out_marked).decode()
-    assert out_marked["insert_id"] == out_local["insert_id"]
+    same = t.event({"event": "E", "properties": dict(props, time=wall_ms // 1000)}, IDS)
+    assert isinstance(same, dict) and same["time"] == out_marked["time"]
+    assert out_marked["insert_id"] == same["insert_id"] != out_local["insert_id"]
     # the general path (no $insert_id, a string time) agrees
     slow = {
         "event": "E",
@@ -222,7 +227,7 @@ def test_a_marked_pipelines_row_keeps_utc_in_a_legacy_project() -> None:
     }
     out_slow = t.event(slow, IDS)
     assert isinstance(out_slow, dict) and out_slow["time"] == seconds * 1000
-    assert t.raw_ms == seconds * 1000
+    assert t.raw_ms == wall_ms
 
 
 def test_pipelines_rows_are_sorted_by_utc_in_a_legacy_project(tmp_path: Path) -> None:

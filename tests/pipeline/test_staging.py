@@ -23,9 +23,13 @@ def _rec(line: int, t: object) -> SourceRecord:
 
 
 def test_sort_key_units_and_junk() -> None:
-    assert sort_key({"properties": {"time": 1_700_000_000}}) == 1_700_000_000
+    # whole seconds sort after every ms of their second (the finer copy of an event first)
+    assert sort_key({"properties": {"time": 1_700_000_000}}) == 1_700_000_000.9995
     assert sort_key({"properties": {"time": 1_700_000_000_500}}) == 1_700_000_000.5
-    assert sort_key({"properties": {"time": "1700000000"}}) == 1_700_000_000
+    assert sort_key({"properties": {"time": 1_700_000_000_999}}) < 1_700_000_000.9995
+    assert sort_key({"properties": {"time": 1_700_000_000_000}}) == 1_700_000_000
+    assert sort_key({"properties": {"time": "1700000000"}}) == 1_700_000_000.9995
+    assert sort_key({"properties": {"time": 1_700_000_000.25}}) == 1_700_000_000.25
     for junk in (None, "x", True, float("nan"), float("inf")):
         assert sort_key({"properties": {"time": junk}}) == UNKNOWN_TIME
     assert sort_key(None) == UNKNOWN_TIME

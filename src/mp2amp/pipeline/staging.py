@@ -40,6 +40,7 @@ from mp2amp.transform.values import json_safe
 CHUNK_RECORDS = 20_000  # a sorted run; small, as two staging workers run beside the identity pass
 CHUNK_BYTES = 8 * 1024 * 1024  # a sorted run is also cut at this size: records vary a lot
 UNKNOWN_TIME = -1.0e18  # sorts first; finite, because JSON has no infinity
+WHOLE_SECOND_AT = 0.9995  # a time given in whole seconds sorts after all of its ms (.999)
 
 
 def sort_key(record: dict[str, Any] | None) -> float:
@@ -58,9 +59,15 @@ def sort_key(record: dict[str, Any] | None) -> float:
     try:
         if not math.isfinite(t):
             return UNKNOWN_TIME
-        return unit_seconds(t)  # s, ms, us or ns, as the transform reads them
+        seconds = unit_seconds(t)  # s, ms, us or ns, as the transform reads them
     except OverflowError:  # an integer past a float's range: the transform rejects it
         return UNKNOWN_TIME
+    if seconds == t and seconds.is_integer():
+        # Whole seconds (a default export): the event happened somewhere in that second,
+        # so it sorts after the millisecond copies of it: of two copies of one event
+        # (Mixpanel counts one) the finer is kept, in its place among the device's events
+        return seconds + WHOLE_SECOND_AT
+    return seconds
 
 
 # A legacy project's (timezone, timezone_changes): its times are local wall clock, sorted

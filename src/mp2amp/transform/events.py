@@ -28,6 +28,7 @@ missing IDs) to ``_event`` before it has counted or changed anything.
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from typing import Any, Final
 
 from mp2amp import __version__
@@ -133,7 +134,7 @@ class Transformer:
         self._plan = plan if plan is not None and plan.changes_events else None
         self._scrub = privacy.object_scrubber if privacy is not None else None  # see plan.apply
         self._library = settings.library or f"mp2amp/{__version__}"
-        self._revenue_fields = revenue_reader(settings.revenue, self._clip)
+        self._revenue_fields = revenue_reader(settings.revenue, partial(clip, stats=self.values))
         rs = settings.revenue
         self._revenue_keys = tuple(k for k in (rs.price, rs.revenue, rs.items) if k)
         self._group_keys = settings.group_keys
@@ -186,8 +187,10 @@ class Transformer:
             else:
                 return self._event(record, ids)
             self.raw_ms = raw_ms
-            if self._local is None or UTC_TIME_MARK in record:  # (a Data Pipelines row)
+            if self._local is None:
                 time_ms = raw_ms
+            elif UTC_TIME_MARK in record:  # a legacy project's Data Pipelines row
+                return self._event(record, ids)
             else:  # a zone offset (< 1 day) cannot take these times out of range
                 offset = self._hour_offsets.get(raw_ms // _HOUR_MS)
                 if offset is None:
@@ -282,9 +285,6 @@ class Transformer:
         except Exception:  # (an unhashable name, mp_lib or $os...) nothing was counted yet:
             return self._event(record, ids)  # the general path decides what it is
 
-    def _clip(self, value: str, field: str) -> str:
-        return clip(value, field, self.values)
-
     def _event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
         """``event`` for any record: every step, in order (see the module docstring)."""
         self.general_path += 1
@@ -319,9 +319,11 @@ class Transformer:
                     raw_ms = to_epoch_ms(raw)
                 except TimeError as err:
                     return Rejection(err.reason, str(err), field="properties.time")
-            self.raw_ms = raw_ms
-            if self._local is None or UTC_TIME_MARK in record:  # pipelines write UTC
+            if self._local is None:
                 time_ms = raw_ms
+            elif UTC_TIME_MARK in record:
+                time_ms = raw_ms  # UTC; ids hash the stored local time, as an export's do
+                raw_ms = self._local.to_local_ms(raw_ms)  # in range: checked above
             else:
                 offset = self._hour_offsets.get(raw_ms // _HOUR_MS)
                 time_ms = raw_ms - offset if offset is not None else MIN_TIME_MS - 1
@@ -330,6 +332,7 @@ class Transformer:
                         time_ms = self._to_utc(raw_ms, props)
                     except TimeError as err:
                         return Rejection(err.reason, str(err), field="properties.time")
+            self.raw_ms = raw_ms  # the time the ids hash (the Deduper's key too)
 
             source_props = props
             if self._privacy is not None:

@@ -162,6 +162,15 @@ class LocalTimeConverter:
             return local_ms - start[0]
         return self._exact(zone, local_ms, processed_ms)
 
+    def to_local_ms(self, utc_ms: int) -> int:
+        """The project-local wall time (as ms) a UTC time was stored as: what an export of a
+        legacy project gives for an event a Data Pipelines file has in UTC."""
+        # the zone by the UTC day: a change takes effect at a local midnight, so a few
+        # hours around it may use the other zone (Mixpanel does not say which it used)
+        zone = self._zones[bisect.bisect_right(self._change_at, utc_ms - utc_ms % _DAY_MS)]
+        instant = _EPOCH.replace(tzinfo=UTC) + timedelta(milliseconds=utc_ms)
+        return utc_ms + _offset_ms(instant.astimezone(zone))
+
     @staticmethod
     def _offsets(zone: ZoneInfo, local_ms: int) -> tuple[int, int]:
         wall = _EPOCH + timedelta(milliseconds=local_ms)
