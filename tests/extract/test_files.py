@@ -241,7 +241,8 @@ def test_legacy_raw_pipeline_tree(tmp_path: Path) -> None:
     write_lines(root / "full_day" / "123-export.json.gz", [dumps(event("A", 1))], gz=True)
     (root / "full_day" / "complete").write_text("")
     write_lines(tmp_path / "prefix" / "123" / "schema" / "events.json", ['{"A":"a"}'])
-    assert records(tmp_path / "prefix") == [event("A", 1)]
+    # legacy pipelines write UTC too (reference §1.6): marked, so legacy_time leaves it
+    assert records(tmp_path / "prefix") == [{**event("A", 1), "mp2amp_time_is_utc": True}]
 
 
 def test_bad_pipeline_row_is_rejected_with_field(tmp_path: Path) -> None:

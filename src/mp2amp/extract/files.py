@@ -14,9 +14,10 @@ import errno
 import glob
 import gzip
 import itertools
+import logging
 import os
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
@@ -27,8 +28,17 @@ from mp2amp.errors import InputError, Rejection
 from mp2amp.extract.concatenated import is_pretty, iter_concatenated
 from mp2amp.extract.jsonarray import iter_array
 from mp2amp.extract.lines import parse_lines, split_lines
-from mp2amp.extract.pipelines import is_pipeline_row, select_event_files, to_export_shape
-from mp2amp.models import SourceRecord
+from mp2amp.extract.pipelines import (
+    is_pipeline_row,
+    legacy_slice,
+    select_event_files,
+    select_table_files,
+    to_export_shape,
+    unfinished_slices,
+)
+from mp2amp.models import UTC_TIME_MARK, SourceRecord
+
+log = logging.getLogger("mp2amp.extract")
 
 CHUNK = 1 << 20
 # decompressed bytes handed over per read of a .gz (bounds what a gzip bomb takes at once;
@@ -72,6 +82,13 @@ class SourceFile:
     url: str
     fs: Any = None  # an fsspec filesystem for remote files, None for local ones
 
+    @property
+    def time_is_utc(self) -> bool:
+        """A legacy raw pipeline's file (recognised by its path, so also when named alone):
+        Raw Export records, but in UTC whatever the project (reference §1.6)."""
+        path = self.url if self.fs is not None else os.path.abspath(self.url)
+        return legacy_slice(path.replace(os.sep, "/")) is not None
+
     def open(self) -> BinaryIO:
         if self.fs is None:
             return open(self.url, "rb")
@@ -94,18 +111,22 @@ def iter_records(
 
 
 def expand_paths(
-    paths: Sequence[str], *, storage_options: StorageOptions | None = None
+    paths: Sequence[str], *, storage_options: StorageOptions | None = None,
+    every_file: bool = False,
 ) -> list[SourceFile]:
     """The files ``paths`` name, globs and directories expanded; ``InputError`` if any is
-    missing or unreadable (all paths are checked before anything is read)."""
+    missing or unreadable (all paths are checked before anything is read).
+
+    A directory gives its event files (``pipelines.select_event_files``); with
+    ``every_file`` (a table's folder of part files) every file but markers."""
     if isinstance(paths, str):
         paths = [paths]
     seen: set[str] = set()
     out: list[SourceFile] = []
     for path in paths:
         protocol = _protocol(path)
-        found = (_expand_local(path.removeprefix("file://")) if protocol is None
-                 else _expand_remote(path, protocol, storage_options or {}))
+        found = (_expand_local(path.removeprefix("file://"), every_file) if protocol is None
+                 else _expand_remote(path, protocol, storage_options or {}, every_file))
         for item in found:
             # one file under two names (a symlink, dir/./a, a '**' glob through a link
             # back up the tree) is read once, under the first
@@ -141,7 +162,7 @@ def iter_file(source: SourceFile) -> Iterator[SourceRecord]:
         if head == GZIP_MAGIC:
             chunk = GZIP_CHUNK
             stream = cast(BinaryIO, _GzipStream(raw))
-        yield from _iter_stream(source.url, stream, chunk)
+        yield from _iter_stream(source.url, stream, chunk, source.time_is_utc)
 
 
 def check_format(url: str, head: bytes) -> None:
@@ -220,7 +241,8 @@ class _GuardedReader:
         return data
 
 
-def _iter_stream(url: str, stream: BinaryIO, chunk: int = CHUNK) -> Iterator[SourceRecord]:
+def _iter_stream(url: str, stream: BinaryIO, chunk: int = CHUNK,
+                 utc: bool = False) -> Iterator[SourceRecord]:
     count = 0
     try:
         guarded = _GuardedReader(stream)
@@ -247,7 +269,7 @@ def _iter_stream(url: str, stream: BinaryIO, chunk: int = CHUNK) -> Iterator[Sou
             records = parse_lines(url, split_lines(chunks))
         for rec in records:
             count = rec.line
-            yield _normalized(rec)
+            yield _normalized(rec, utc)
     except GZIP_ERRORS as exc:
         # A damaged compressed file: what was read is kept, the loss is reported as a
         # rejection so that the counts show it.
@@ -262,9 +284,15 @@ def _iter_stream(url: str, stream: BinaryIO, chunk: int = CHUNK) -> Iterator[Sou
                          "check the file and run again") from exc
 
 
-def _normalized(rec: SourceRecord) -> SourceRecord:
-    """Data Pipelines rows become Raw Export records; everything else passes through."""
-    if rec.record is None or not is_pipeline_row(rec.record):
+def _normalized(rec: SourceRecord, utc: bool = False) -> SourceRecord:
+    """Data Pipelines rows become Raw Export records; everything else passes through,
+    marked as UTC when ``utc`` (a legacy raw pipeline's file)."""
+    if rec.record is None:
+        return rec
+    if not is_pipeline_row(rec.record):
+        if utc:
+            rec.record[UTC_TIME_MARK] = True
+            rec.raw = None  # the line no longer holds the whole record: staged from it
         return rec
     shaped = to_export_shape(rec.record)
     if isinstance(shaped, dict):
@@ -286,7 +314,7 @@ def _has_magic(path: str) -> bool:
     return any(ch in path for ch in "*?[")
 
 
-def _expand_local(path: str) -> list[SourceFile]:
+def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
     if _has_magic(path) and not os.path.lexists(path):  # 'day [1].jsonl' is a name
         matches = sorted(glob.glob(path, recursive=True))
         if not matches:
@@ -297,7 +325,7 @@ def _expand_local(path: str) -> list[SourceFile]:
     for match in matches:
         _check_name(match)
         if os.path.isdir(match):
-            files = [os.path.join(match, rel) for rel in _local_tree(match)]
+            files = [os.path.join(match, rel) for rel in _local_tree(match, every_file)]
             for file in files:
                 _check_name(file)
                 _sniff_local(file)
@@ -352,7 +380,7 @@ def _sniff_local(path: str) -> None:
     check_format(path, head)
 
 
-def _local_tree(root: str) -> list[str]:
+def _local_tree(root: str, every_file: bool = False) -> list[str]:
     rels = []
 
     def unlistable(exc: OSError) -> None:  # os.walk skipped such a folder without a word
@@ -363,10 +391,36 @@ def _local_tree(root: str) -> list[str]:
         for name in names:
             rel = os.path.relpath(os.path.join(dirpath, name), root)
             rels.append(rel.replace(os.sep, "/"))
-    files = select_event_files(rels)
+    return _selected(os.path.abspath(root).replace(os.sep, "/"), rels, every_file,
+                     f"directory {root}")
+
+
+def _selected(root: str, rels: list[str], every_file: bool, what: str,
+              shown_as: Callable[[str], str] = str) -> list[str]:
+    """The files of a directory listing to read (relative to ``root``, its full path or
+    key), or ``InputError``; legacy pipeline slices that look unfinished are named (as
+    ``shown_as`` gives a path: a bucket's with its s3:// or gs://)."""
+    if every_file:
+        files = select_table_files(rels)
+        if not files:
+            raise InputError(f"{what} contains no files (only markers or hidden files); "
+                             "check the path")
+        return files
+    files = select_event_files(rels, root)
     if not files:
-        raise InputError(f"directory {root} contains no event files (.json, .jsonl, .gz, "
-                         "or a Data Pipelines mp_master_event tree); check the path")
+        raise InputError(f"{what} contains no event files (.json, .jsonl, .gz, or a Data "
+                         "Pipelines mp_master_event tree); check the path")
+    unfinished = unfinished_slices([f"{root}/{f}" for f in files],
+                                   [f"{root}/{r}" for r in rels])
+    if unfinished:
+        shown = ", ".join(map(shown_as, unfinished[:10])) + (
+            f" and {len(unfinished) - 10} more" if len(unfinished) > 10 else "")
+        log.warning(
+            "legacy pipeline slice(s) without their 'complete' marker, while other slices "
+            "have one: %s. Mixpanel writes the marker when a slice is finished, so these may "
+            "still be being written: they are read as they are now, and what is written "
+            "after is not. To migrate such a slice whole, stop, wait for its marker and run "
+            "again, or leave it out of the inputs and migrate it once the marker is there", shown)
     return files
 
 
@@ -402,7 +456,8 @@ def _gcs_emulator(options: StorageOptions) -> bool:
     return os.environ.get("STORAGE_EMULATOR_HOST", "") not in ("", "default")
 
 
-def _expand_remote(path: str, protocol: str, options: StorageOptions) -> list[SourceFile]:
+def _expand_remote(path: str, protocol: str, options: StorageOptions,
+                   every_file: bool = False) -> list[SourceFile]:
     fs = _filesystem(protocol, options)
     try:
         if _has_magic(path) and not fs.exists(path):  # a key holding '[' is a name
@@ -419,10 +474,7 @@ def _expand_remote(path: str, protocol: str, options: StorageOptions) -> list[So
             if fs.isdir(match):
                 root = fs._strip_protocol(match).rstrip("/")
                 rels = [f[len(root) + 1:] for f in fs.find(root)]
-                files = select_event_files(rels)
-                if not files:
-                    raise InputError(f"{path} contains no event files (.json, .jsonl, .gz, "
-                                     "or a Data Pipelines mp_master_event tree)")
+                files = _selected(root, rels, every_file, path, fs.unstrip_protocol)
                 out.extend(SourceFile(fs.unstrip_protocol(f"{root}/{rel}"), fs) for rel in files)
             elif fs.isfile(match):
                 out.append(SourceFile(fs.unstrip_protocol(fs._strip_protocol(match)), fs))

@@ -5,8 +5,11 @@ measured while streaming equals what a later read of the saved file yields.
 
 Mixpanel's export sometimes splits one record across two (or more) lines; like Airbyte's
 client we join adjacent unparseable lines while the join still fails, and keep the
-joined record when it parses. Lines that never join become ``malformed_json``
-rejections, so every input line is accounted for.
+joined record when it parses. A line of whole objects written one after another
+(``{..}{..}``, a dump loop without newlines) is one ``concatenated_objects`` rejection that
+says so (each object is whole, but a record is known by its file and line: two records of
+one line could not be told apart on a resume). Lines that never join become
+``malformed_json`` rejections, so every input line is accounted for.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ MAX_JOINED_BYTES = 8 * 1024 * 1024
 TERMINATED_EARLY = (b"terminated early", b"export terminated early")
 
 _PARSE_ERROR = object()
+_DECODER = json.JSONDecoder()
+_WS = " \t\r\n"
 
 
 def is_terminated_early(line: bytes) -> bool:
@@ -61,6 +66,29 @@ def _too_deep(data: bytes) -> bool:
     return False
 
 
+def split_objects(line: bytes) -> list[dict[str, Any]] | None:
+    """The objects of a line that holds two or more whole JSON objects one after another
+    (whitespace between them or not), else ``None``. Only for a line that did not parse."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    out: list[dict[str, Any]] = []
+    pos, end = 0, len(text)
+    while True:
+        while pos < end and text[pos] in _WS:
+            pos += 1
+        if pos == end:
+            return out if len(out) > 1 else None
+        if text[pos] != "{":  # only objects: a stray value is no record boundary
+            return None
+        try:
+            value, pos = _DECODER.raw_decode(text, pos)
+        except (ValueError, RecursionError):
+            return None
+        out.append(value)
+
+
 def is_json(data: bytes) -> bool:
     """Whether ``data`` is one whole JSON document."""
     return parse_json(data) is not _PARSE_ERROR
@@ -87,7 +115,7 @@ class LineParser:
     """Feed numbered lines, get SourceRecords; call ``finish()`` at the end of the input.
 
     Blank lines yield nothing. Every other line ends up in exactly one SourceRecord
-    (a joined record is reported at the line where it starts).
+    (a joined record is reported at the line where it starts)
     """
 
     def __init__(self, source: str) -> None:
@@ -114,6 +142,11 @@ class LineParser:
                         yield self._malformed(*bad)
                     yield self._classify(first, joined, value)
                     return
+            objects = split_objects(line)
+            if objects is not None:  # whole records: what is pending joins nothing
+                yield from self._flush_pending()
+                yield self._concatenated(lineno, line, len(objects))
+                return
             self._pending.append((lineno, line))
             self._pending_bytes += len(line)
             if len(self._pending) > MAX_JOINED_LINES or self._pending_bytes > MAX_JOINED_BYTES:
@@ -124,6 +157,10 @@ class LineParser:
             return
         value = parse_json(line)
         if value is _PARSE_ERROR:
+            objects = split_objects(line)
+            if objects is not None:
+                yield self._concatenated(lineno, line, len(objects))
+                return
             self._pending.append((lineno, line))
             self._pending_bytes = len(line)
             return
@@ -133,7 +170,7 @@ class LineParser:
         """Whether ``line`` is a whole JSON value, alone or as the last part of the split
         record the parser holds (what ``feed`` would join it into)."""
         line = line.rstrip(b"\r\n")
-        if parse_json(line) is not _PARSE_ERROR:
+        if parse_json(line) is not _PARSE_ERROR or split_objects(line) is not None:
             return True
         return any(parse_json(b"".join([*(part for _, part in self._pending[start:]), line]))
                    is not _PARSE_ERROR for start in range(len(self._pending)))
@@ -145,6 +182,14 @@ class LineParser:
 
     def finish(self) -> Iterator[SourceRecord]:
         yield from self._flush_pending()
+
+    def _concatenated(self, lineno: int, line: bytes, count: int) -> SourceRecord:
+        return SourceRecord(self.source, lineno, None, Rejection(
+            "concatenated_objects",
+            f"{self.source} line {lineno} holds {count} JSON objects one after another, not "
+            "one record: put each on its own line and migrate them from that file (the "
+            "file's other lines are not held back)", source=self.source, line=lineno,
+            record=line.decode("utf-8", "replace")))
 
     def _clear(self) -> None:
         self._pending = []

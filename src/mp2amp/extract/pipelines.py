@@ -8,10 +8,13 @@ Two layouts exist:
 * Legacy raw pipelines: ``<PREFIX>/<PROJECT_ID>/<YYYY>/<MM>/<DD>/<HH or full_day>/`` with
   ``*export.json.gz`` files in Raw Export format and an empty ``complete`` marker.
 
-Given a directory, the reader keeps only event files: under a JSON-pipeline tree only
-``mp_master_event`` is read (profiles and identity mappings are not events), ``schema/``
-name maps and ``complete`` markers are skipped. Pipeline rows are rewritten to the
-Raw Export shape ``{"event", "properties"}`` that the rest of mp2amp reads.
+Given a directory, the reader keeps its event files: profiles and identity mappings
+(``mp_people_data``, ``mp_identity_mappings_data``) and ``schema/`` name maps are not
+events, ``complete`` markers are skipped; every other data file is read, also beside a
+pipeline tree (a backfill, an older pipeline's slices). Pipeline rows are rewritten to the
+Raw Export shape ``{"event", "properties"}`` that the rest of mp2amp reads; the records of
+a legacy raw pipeline's files are Raw Export already, and are marked as UTC as such rows
+are (both pipelines write UTC, also for projects created before 2023).
 """
 
 from __future__ import annotations
@@ -28,10 +31,17 @@ EVENTS_DIR = "mp_master_event"
 NOT_EVENT_DIRS = frozenset({"mp_people_data", "mp_identity_mappings_data", "schema"})
 DATA_SUFFIXES = (".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz", ".gz")
 MARKER_NAMES = frozenset({"complete", "_SUCCESS"})
+# <PROJECT_ID>/<YYYY>/<MM>/<DD>/<HH or full_day>: a legacy raw pipeline's slice folder
+_LEGACY_SLICE = re.compile(
+    r"\d+/(?:19|20)\d\d/(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])/"
+    r"(?:[01]?\d|2[0-3]|full_day)", re.ASCII)
+# epoch seconds or milliseconds as text (BigQuery's JSON writes INT64 so)
+_NUMBER_TEXT = re.compile(r"[+-]?\d+(?:\.\d+)?", re.ASCII)
 
 
-def is_event_file(relative: str) -> bool:
-    """Whether a file found below a given directory holds events (path uses '/')."""
+def is_event_file(relative: str, in_events_dir: bool = False) -> bool:
+    """Whether a file found below a given directory holds events (path uses '/');
+    ``in_events_dir``: that directory itself lies inside an ``mp_master_event`` tree."""
     parts = [p for p in relative.split("/") if p]
     if not parts:
         return False
@@ -43,18 +53,49 @@ def is_event_file(relative: str) -> bool:
     # any case (B.JSONL, x.jsonl.GZ); inside mp_master_event a part file may have no
     # extension at all (the JSON pipelines' naming is not documented)
     return name.lower().endswith(DATA_SUFFIXES) or (
-        "." not in name and EVENTS_DIR in parts[:-1])
+        "." not in name and (in_events_dir or EVENTS_DIR in parts[:-1]))
 
 
-def select_event_files(relatives: list[str]) -> list[str]:
+def select_event_files(relatives: list[str], root: str = "") -> list[str]:
     """Event files of a directory listing, in natural (day) order.
 
-    If a JSON-pipeline ``mp_master_event`` tree is present, only files inside it count.
+    ``root`` is the directory's own path or key ('/'-separated): given a folder inside an
+    ``mp_master_event`` tree (a year, a day), its extensionless part files are events too.
     """
-    files = [r for r in relatives if is_event_file(r)]
-    if any(EVENTS_DIR in r.split("/")[:-1] for r in files):
-        files = [r for r in files if EVENTS_DIR in r.split("/")[:-1]]
-    return sorted(files, key=natural_key)
+    in_events = EVENTS_DIR in root.split("/")
+    return sorted((r for r in relatives if is_event_file(r, in_events)), key=natural_key)
+
+
+def select_table_files(relatives: list[str]) -> list[str]:
+    """Every data file of a table's folder (identity mappings: part files of any name),
+    markers and hidden files left out, in natural order."""
+    def wanted(relative: str) -> bool:
+        name = relative.rsplit("/", 1)[-1]
+        return bool(name) and not name.startswith((".", "_")) and name not in MARKER_NAMES
+
+    return sorted((r for r in relatives if wanted(r)), key=natural_key)
+
+
+def legacy_slice(path: str) -> str | None:
+    """The slice folder of a file in a legacy raw pipeline's layout
+    (``<PROJECT_ID>/<YYYY>/<MM>/<DD>/<HH or full_day>/<file>``), else ``None``."""
+    parts = path.split("/")
+    if len(parts) < 7 or _LEGACY_SLICE.fullmatch("/".join(parts[-6:-1])) is None:
+        return None
+    return "/".join(parts[:-1])
+
+
+def unfinished_slices(event_files: list[str], listing: list[str]) -> list[str]:
+    """The legacy slices holding some of ``event_files`` but no ``complete`` marker in
+    ``listing`` (every file of the folder) while another slice has one: Mixpanel writes the
+    marker when a slice is finished, so such a slice may still be being written. (No slice
+    with a marker: a copy made without them, nothing to tell.)"""
+    finished = {legacy_slice(p) for p in listing if p.rsplit("/", 1)[-1] == "complete"}
+    finished.discard(None)
+    if not finished:
+        return []
+    with_data = {legacy_slice(p) for p in event_files} - finished
+    return sorted((s for s in with_data if s is not None), key=natural_key)
 
 
 def natural_key(path: str) -> list[Any]:
@@ -67,13 +108,20 @@ def is_pipeline_row(record: dict[str, Any]) -> bool:
     return "event_name" in record and "event" not in record
 
 
+def _by_magnitude(value: float) -> float:
+    # Milliseconds (or finer) are recognisable by magnitude: seconds reach 1e11 in 5138.
+    return value / 1000 if value > 1e11 else value
+
+
 def _epoch_seconds(value: Any) -> float | int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        # Milliseconds (or finer) are recognisable by magnitude: seconds reach 1e11 in 5138.
-        return value / 1000 if value > 1e11 else value
+        return _by_magnitude(value)
     if isinstance(value, str):
+        text = value.strip()
+        if _NUMBER_TEXT.fullmatch(text):  # read as the same number would be
+            return _by_magnitude(int(text) if text.lstrip("+-").isdigit() else float(text))
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" UTC", ""))
         except ValueError:

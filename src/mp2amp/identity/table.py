@@ -66,7 +66,10 @@ def read_rows(location: Table, report: IdentityReport) -> Iterator[Row]:
     problems: list[str] = []
     skipped = 0
     try:
-        files = expand_paths([location.url], storage_options=location.storage_options or None)
+        # a folder's part files whatever their names (Data Pipelines gives them no
+        # extension), not only what a folder of events would give
+        files = expand_paths([location.url], storage_options=location.storage_options or None,
+                             every_file=True)
     except InputError as exc:
         raise InputError(f"cannot read the identity mapping table: {exc}") from None
     for file in files:
