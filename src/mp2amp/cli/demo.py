@@ -53,6 +53,9 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             raise typer.Exit(result.exit_code)
 
 
+SHOWN_MISMATCHES = 20  # daily mismatches printed; --json lists them all
+
+
 def _render(result: DemoResult) -> None:
     table = Table(title="Mixpanel vs Amplitude, events per type")
     for col in ("event type", "Mixpanel raw", "expected", "Amp export", "Amp segment.", ""):
@@ -60,7 +63,8 @@ def _render(result: DemoResult) -> None:
                          no_wrap=True)
     for r in result.rows:
         table.add_row(r.event_type, f"{r.mixpanel_raw:,}", f"{r.expected:,}",
-                      f"{r.amplitude_export:,}", f"{r.amplitude_segmentation:,}",
+                      f"{r.amplitude_export:,}",
+                      f"{r.amplitude_segmentation:,}" + ("" if r.segmentation_asked else "*"),
                       "ok" if r.ok else "[bold red]MISMATCH[/]")
     t = result.migration.totals
     table.add_row("total", f"{sum(r.mixpanel_raw for r in result.rows):,}",
@@ -72,6 +76,15 @@ def _render(result: DemoResult) -> None:
                   "events, unusable and hot-shard records included); expected: what a correct "
                   "migration sends (the generator's ground truth); Amplitude: read back through "
                   "its Export API and its segmentation API.", soft_wrap=True)
+    if result.unreadable:
+        console.print(f"Mixpanel raw leaves out {result.unreadable:,} unreadable record(s) "
+                      "(cut lines, no event name; the migration counts them as rejected).",
+                      soft_wrap=True)
+    if not all(r.segmentation_asked for r in result.rows):
+        console.print("*: not asked of segmentation, the export's count is shown: a name "
+                      "segmentation reserves (_all, _active, revenue_amount, ce:...), one too "
+                      "long for its URL, or a raw name nothing expects in Amplitude and its "
+                      "export does not have.", soft_wrap=True)
     load = result.migration.load
     console.print(
         f"invariant: read {t['read']:,} = sent {t['sent']:,} + identity {t['identity']:,} + "
@@ -83,11 +96,35 @@ def _render(result: DemoResult) -> None:
         f"({', '.join(f'{k}: {v}' for k, v in sorted(load.get('requests_by_status', {}).items()))}"
         f"), retries {load.get('retries', 0)}, throttles {load.get('throttles', 0)}, "
         f"splits {load.get('splits', 0)}")
-    for line in result.daily_mismatches[:20]:
+    _render_events(result)
+    for line in result.daily_mismatches[:SHOWN_MISMATCHES]:
         err_console.print(f"[red]daily mismatch:[/] {line}")
+    left_out = len(result.daily_mismatches) - SHOWN_MISMATCHES
+    if left_out > 0:
+        err_console.print(f"[red]... and {left_out:,} more daily mismatches[/] (--json "
+                          f"lists all {len(result.daily_mismatches):,})")
     where = "" if result.kept else " (a temporary folder, removed: --workdir DIR keeps one)"
     console.print(f"work folder: {result.workdir}{where}  ({result.seconds:.1f} s)")
     if result.ok:
         console.print("[bold green]demo OK:[/] Amplitude tells the same story as Mixpanel")
     else:
         err_console.print("[bold red]demo FAILED:[/] see the mismatches above")
+
+
+def _render_events(result: DemoResult) -> None:
+    """The per-event check: one line when it holds, else counts and examples."""
+    check = result.events
+    if check is None:
+        return
+    if check.ok:
+        console.print(f"events: all {check.expected:,} expected events are in Amplitude once, "
+                      "with the ground truth's user, the Mixpanel time and properties")
+        return
+    err_console.print(f"[red]events:[/] {check.matched:,} of {check.expected:,} expected "
+                      "events found in Amplitude by insert_id, checked one by one"
+                      + (f"; {check.unchecked:,} with an unreadable Mixpanel time not checked"
+                         if check.unchecked else ""))
+    for line in check.lines():
+        err_console.print(f"[red]event mismatch:[/] {line}")
+    for example in check.examples:
+        err_console.print(f"  e.g. {example}", soft_wrap=True, markup=False)

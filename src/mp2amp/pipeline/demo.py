@@ -5,7 +5,9 @@
    Amplitude one with a moderate fault rate (5xx answers, ingest-then-drop);
 3. migrate through the Export API, exactly as against the real services;
 4. read Amplitude back (Export API and segmentation) and put it next to Mixpanel:
-   events per type, raw in Mixpanel, expected after the migration rules, and in Amplitude.
+   events per type, raw in Mixpanel, expected after the migration rules, and in Amplitude;
+5. check every exported event against Mixpanel and the ground truth (``proof``): there
+   once, for the right user, at the right instant, with its properties.
 Any difference, or a run whose counts do not add up, exits non-zero.
 """
 
@@ -26,14 +28,16 @@ import orjson
 
 from mp2amp.config import load_config
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
+from mp2amp.emulators.amplitude.segmentation import CostLimits
 from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
 from mp2amp.errors import InputError
 from mp2amp.extract.files import iter_records
 from mp2amp.generate.project import GenerateConfig, generate_project
 from mp2amp.pipeline.migrate import migrate
 from mp2amp.pipeline.progress import Reporter
+from mp2amp.pipeline.proof import EventCheck, EventProof
 from mp2amp.pipeline.readback import (
-    SPECIAL_EVENT_TYPES,
+    askable_by_name,
     export_counts,
     segmentation_totals,
     upload_hours,
@@ -44,6 +48,10 @@ EVENTS_PER_USER_DAY = 2.6  # what the generator produces on average over 14 days
 DEMO_DAYS = 14
 _AMP_KEY, _AMP_SECRET = "demo-amplitude-key", "demo-amplitude-secret"
 _MP_SECRET = "demo-mixpanel-secret"
+# The demo asks segmentation once per event type (~40 types x 15 days: over half the real
+# 1000 per 5 minutes): its own emulator allows ten times the reference's budget, so that a
+# second run (or more types) within 5 minutes is not made to wait for the window
+_SEGMENTATION_BUDGET = CostLimits(per_5_minutes=10_000, per_hour=1_080_000)
 
 
 def export_dates(meta: dict[str, Any]) -> tuple[date, date]:
@@ -68,6 +76,9 @@ class TypeRow:
     expected: int
     amplitude_export: int
     amplitude_segmentation: int
+    # False: segmentation was not asked (a name it reserves or cannot take in a URL, or a
+    # raw name nothing expects and the export lacks): amplitude_segmentation is the export's
+    segmentation_asked: bool = True
 
     @property
     def ok(self) -> bool:
@@ -76,7 +87,8 @@ class TypeRow:
     def as_dict(self) -> dict[str, Any]:
         return {"event_type": self.event_type, "mixpanel_raw": self.mixpanel_raw,
                 "expected": self.expected, "amplitude_export": self.amplitude_export,
-                "amplitude_segmentation": self.amplitude_segmentation, "ok": self.ok}
+                "amplitude_segmentation": self.amplitude_segmentation,
+                "segmentation_asked": self.segmentation_asked, "ok": self.ok}
 
 
 @dataclass(slots=True)
@@ -88,11 +100,13 @@ class DemoResult:
     daily_mismatches: list[str] = field(default_factory=list)
     seconds: float = 0.0
     kept: bool = True  # the work folder is still there (False: a temporary one, removed)
+    events: EventCheck | None = None  # the per-event check (None: not made)
+    unreadable: int = 0  # Mixpanel records with no event to name (cut lines): no row
 
     @property
     def ok(self) -> bool:
         return (self.migration.exit_code == 0 and all(r.ok for r in self.rows)
-                and not self.daily_mismatches)
+                and not self.daily_mismatches and (self.events is None or self.events.ok))
 
     @property
     def exit_code(self) -> int:
@@ -103,7 +117,9 @@ class DemoResult:
                 "seconds": round(self.seconds, 1),
                 "generated": self.generated, "migration": self.migration.as_dict(),
                 "event_types": [r.as_dict() for r in self.rows],
-                "daily_mismatches": self.daily_mismatches}
+                "daily_mismatches": self.daily_mismatches,
+                "mixpanel_unreadable": self.unreadable,
+                "events": self.events.as_dict() if self.events is not None else None}
 
 
 def run_demo(events: int = 200_000, workdir: Path | None = None, *, seed: int = 7,
@@ -168,7 +184,8 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
         seed=seed))
     amp_emu = AmplitudeEmulator(AmplitudeConfig(
         data_dir=root / "amplitude-data", api_key=_AMP_KEY, secret_key=_AMP_SECRET,
-        fail_rate=fail_rate, drop_after_ingest_rate=drop_rate, seed=seed, timezone="UTC"))
+        fail_rate=fail_rate, drop_after_ingest_rate=drop_rate, seed=seed, timezone="UTC"),
+        segmentation_limits=_SEGMENTATION_BUDGET)
     first, last = export_dates(meta)
     with mp_emu.running() as mp_url, amp_emu.running() as amp_url:
         config = load_config(None, {
@@ -184,36 +201,43 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
                          mixpanel_overrides={"per_hour": 100_000, "per_second": 1_000,
                                              "backoff_base": 0.05, "backoff_cap": 1.0},
                          upload_overrides={"backoff_base": 0.05, "backoff_cap": 1.0})
+        proof = EventProof()
+        raw = proof.read_project(project, ZoneInfo(meta["timezone"]) if meta["legacy_time"]
+                                 else None)
         since, until = upload_hours(started, datetime.now(UTC))
-        by_type, by_day, _ = export_counts(amp_url, _AMP_KEY, _AMP_SECRET, since, until)
+        by_type, by_day, _ = export_counts(amp_url, _AMP_KEY, _AMP_SECRET, since, until,
+                                           proof.see)
         truth = orjson.loads((project / "truth" / "daily_counts.json").read_bytes())
         seg_first = min((d for days in truth.values() for d in days), default=first.isoformat())
         seg_last = max((d for days in truth.values() for d in days), default=last.isoformat())
         rows, daily = _compare(project, truth, by_type, by_day, amp_url,
-                               date.fromisoformat(seg_first), date.fromisoformat(seg_last))
+                               date.fromisoformat(seg_first), date.fromisoformat(seg_last), raw)
     seconds = (datetime.now(UTC) - clock_start).total_seconds()
     return DemoResult(str(root), {"users": users, "days": meta["days"],
                                   "records": meta.get("events_written"),
                                   "timezone": meta["timezone"],
                                   "legacy_time": meta["legacy_time"]},
-                      result, rows, daily, seconds)
+                      result, rows, daily, seconds, events=proof.finish(),
+                      unreadable=proof.unreadable)
 
 
 def _compare(project: Path, truth: dict[str, dict[str, int]], by_type: Counter[str],
              by_day: Counter[tuple[str, str]], amp_url: str, first: date,
-             last: date) -> tuple[list[TypeRow], list[str]]:
-    raw: Counter[str] = Counter()
-    for rec in iter_records([str(project / "events")]):
-        if rec.record is not None:
-            raw[str(rec.record.get("event"))] += 1
+             last: date, raw: Counter[str] | None = None) -> tuple[list[TypeRow], list[str]]:
+    """One row per name in the truth, in Amplitude or in the Mixpanel export (``raw``:
+    records per name, read here when not given), and the (type, day) mismatches."""
+    if raw is None:
+        raw = _raw_counts(project)
     rows: list[TypeRow] = []
     daily: list[str] = []
-    for etype in sorted(set(truth) | set(by_type)):
+    for etype in sorted(set(truth) | set(by_type) | set(raw)):
         expected_days = truth.get(etype, {})
-        # a type spelled like segmentation's own names (_all, ce:...) cannot be asked by
-        # name: its export counts stand alone
-        seg = None if etype in SPECIAL_EVENT_TYPES or etype.startswith("ce:") else \
-            segmentation_totals(amp_url, _AMP_KEY, _AMP_SECRET, etype, first, last)
+        # a name segmentation reserves (_all, revenue_amount, ce:...) or cannot take in a
+        # URL, or a raw name (hot-shard, identity record) that nothing expects and the
+        # export lacks: the export's counts stand alone
+        asked = askable_by_name(etype) and (etype in truth or etype in by_type)
+        seg = segmentation_totals(amp_url, _AMP_KEY, _AMP_SECRET, etype, first, last) \
+            if asked else None
         days = set(expected_days) | {d for (t, d) in by_day if t == etype} | {
             d for d, n in (seg or {}).items() if n}
         for day in sorted(days):
@@ -225,8 +249,18 @@ def _compare(project: Path, truth: dict[str, dict[str, int]], by_type: Counter[s
         rows.append(TypeRow(etype, raw.get(etype, 0), sum(expected_days.values()),
                             by_type.get(etype, 0),
                             # a type segmentation cannot name: its export count stands
-                            by_type.get(etype, 0) if seg is None else sum(seg.values())))
+                            by_type.get(etype, 0) if seg is None else sum(seg.values()),
+                            segmentation_asked=seg is not None))
     return rows, daily
+
+
+def _raw_counts(project: Path) -> Counter[str]:
+    """Records per event name in the Mixpanel export (every readable record)."""
+    raw: Counter[str] = Counter()
+    for rec in iter_records([str(project / "events")]):
+        if rec.record is not None:
+            raw[str(rec.record.get("event"))] += 1
+    return raw
 
 
 def default_workdir() -> Path | None:

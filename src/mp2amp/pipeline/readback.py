@@ -20,13 +20,33 @@ from typing import Any
 
 import orjson
 
-from mp2amp.errors import ConnectionLost, ContractError, classify_http, parse_retry_after
+from mp2amp.errors import (
+    ConnectionLost,
+    ContractError,
+    RateLimited,
+    classify_http,
+    parse_retry_after,
+)
 
 ATTEMPTS = 6  # per request: 5xx, 429, 408 and dropped connections are retried
 BACKOFF = 0.5  # seconds before the second attempt, doubling (a Retry-After wins)
 MAX_WAIT = 60.0
 _HOUR = timedelta(hours=1)
 _MAX_RANGE = timedelta(days=365) - _HOUR  # the Export API's 365 days, as start..end hours
+SEGMENTATION_DAYS = 365  # daily segmentation covers at most 365 days a query
+# Segmentation's cost budget is counted per 5 minutes (reference 5.2): a 429 is waited out
+# up to that; one that asks for longer (the hourly budget) is reported at once
+COST_WAIT = 300.0
+# The longest request target asked of segmentation: servers and proxies commonly refuse
+# more than 8 KB (aiohttp, which the emulator runs on, 8190 bytes)
+MAX_TARGET_BYTES = 8000
+_SEGMENTATION_PATH = "/api/2/events/segmentation"
+# segmentation's own event names (reference 5.2): an event type spelled like one cannot be
+# asked by name (the revenue ones answer revenue, not a count)
+SPECIAL_EVENT_TYPES = ("_all", "_active", "_new", "revenue_amount", "verified_revenue",
+                       "unverified_revenue")
+
+EventSink = Callable[[dict[str, Any]], None]
 
 
 def _get_once(url: str, api_key: str, secret_key: str,
@@ -44,6 +64,23 @@ def _get(url: str, api_key: str, secret_key: str, timeout: float = 120.0,
          sleep: Callable[[float], None] = time.sleep) -> tuple[int, bytes]:
     """GET with Basic auth; a 5xx, 429, 408 or a dropped connection is retried with
     backoff (the read-back comes after the whole migration: one hiccup must not end it)."""
+    status, body, _ = _get_waiting(url, api_key, secret_key, timeout, sleep)
+    return status, body
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)  # looked up when called: a test can replace it
+
+
+def _get_waiting(url: str, api_key: str, secret_key: str, timeout: float = 120.0,
+                 sleep: Callable[[float], None] | None = None, max_wait: float = MAX_WAIT,
+                 patience: float | None = None, throttle_wait: float | None = None,
+                 ) -> tuple[int, bytes, float | None]:
+    """``_get``, also giving the last answer's Retry-After: each wait is at most
+    ``max_wait``, a Retry-After over ``patience`` ends the retries at once, and a 429
+    without one waits ``throttle_wait`` (else the backoff)."""
+    if sleep is None:
+        sleep = _sleep
     for attempt in range(1, ATTEMPTS + 1):
         try:
             status, body, retry_after = _get_once(url, api_key, secret_key, timeout)
@@ -52,35 +89,43 @@ def _get(url: str, api_key: str, secret_key: str, timeout: float = 120.0,
                 raise ConnectionLost(f"Amplitude read-back failed {attempt} times ({exc}); "
                                      "the migration itself is done: run the comparison "
                                      "again later") from exc
-            sleep(min(MAX_WAIT, BACKOFF * 2 ** (attempt - 1)))
+            sleep(min(max_wait, BACKOFF * 2 ** (attempt - 1)))
             continue
-        if (status in (408, 429) or status >= 500) and attempt < ATTEMPTS:
-            wait = parse_retry_after(retry_after)
-            sleep(min(MAX_WAIT, wait if wait is not None else BACKOFF * 2 ** (attempt - 1)))
+        wait = parse_retry_after(retry_after)
+        retryable = status in (408, 429) or status >= 500
+        if retryable and attempt < ATTEMPTS and (patience is None or wait is None
+                                                 or wait <= patience):
+            if wait is None:
+                wait = throttle_wait if status == 429 and throttle_wait is not None else \
+                    BACKOFF * 2 ** (attempt - 1)
+            sleep(min(max_wait, wait))
             continue
-        return status, body
+        return status, body, wait
     raise AssertionError("unreachable")
 
 
 def export_counts(base_url: str, api_key: str, secret_key: str, since: datetime,
-                  until: datetime) -> tuple[Counter[str], Counter[tuple[str, str]], int]:
+                  until: datetime, each: EventSink | None = None,
+                  ) -> tuple[Counter[str], Counter[tuple[str, str]], int]:
     """Events per type, per (type, UTC day of event_time), and the total, from the Export
     API over the upload hours ``since``..``until`` (UTC): asked at most 365 days at a
-    time, and a range whose export is over the API's 4 GB is asked in halves."""
+    time, and a range whose export is over the API's 4 GB is asked in halves. ``each``
+    also sees every counted event (the identify events are not counted), as exported."""
     by_type: Counter[str] = Counter()
     by_day: Counter[tuple[str, str]] = Counter()
     total = 0
     start = since
     while start <= until:
         end = min(until, start + _MAX_RANGE)
-        total += _export_range(base_url, api_key, secret_key, start, end, by_type, by_day)
+        total += _export_range(base_url, api_key, secret_key, start, end, by_type, by_day,
+                               each)
         start = end + _HOUR
     return by_type, by_day, total
 
 
 def _export_range(base_url: str, api_key: str, secret_key: str, since: datetime,
                   until: datetime, by_type: Counter[str],
-                  by_day: Counter[tuple[str, str]]) -> int:
+                  by_day: Counter[tuple[str, str]], each: EventSink | None = None) -> int:
     params = urllib.parse.urlencode({"start": since.strftime("%Y%m%dT%H"),
                                      "end": until.strftime("%Y%m%dT%H")})
     status, body = _get(f"{base_url.rstrip('/')}/api/2/export?{params}", api_key, secret_key)
@@ -89,9 +134,10 @@ def _export_range(base_url: str, api_key: str, secret_key: str, since: datetime,
     if status == 400 and b"too large" in body and until > since:
         hours = int((until - since) / _HOUR)
         middle = since + _HOUR * (hours // 2)
-        return (_export_range(base_url, api_key, secret_key, since, middle, by_type, by_day)
+        return (_export_range(base_url, api_key, secret_key, since, middle, by_type, by_day,
+                              each)
                 + _export_range(base_url, api_key, secret_key, middle + _HOUR, until,
-                                by_type, by_day))
+                                by_type, by_day, each))
     error = classify_http(status, service="Amplitude Export API", body=body[:300].decode(
         "utf-8", "replace"))
     if error is not None:
@@ -110,22 +156,67 @@ def _export_range(base_url: str, api_key: str, secret_key: str, since: datetime,
                 by_type[etype] += 1
                 by_day[(etype, str(ev.get("event_time", ""))[:10])] += 1
                 total += 1
+                if each is not None:
+                    each(ev)
     return total
 
 
-# segmentation's own event names: an event type spelled like one cannot be asked by name
-SPECIAL_EVENT_TYPES = ("_all", "_active", "_new")
+def _segmentation_target(event_type: str, start: date, end: date) -> str:
+    """The request target (path and query) of one daily-totals segmentation query."""
+    params = urllib.parse.urlencode({
+        "e": orjson.dumps({"event_type": event_type}).decode(), "m": "totals", "i": "1",
+        "start": start.strftime("%Y%m%d"), "end": end.strftime("%Y%m%d")})
+    return f"{_SEGMENTATION_PATH}?{params}"
+
+
+def fits_in_url(event_type: str) -> bool:
+    """Whether a segmentation query for this name fits in a URL (a 1024-character
+    non-ASCII name is ~9 KB percent-encoded, and is refused)."""
+    some_day = date(2000, 1, 1)  # every day is 8 characters
+    return len(_segmentation_target(event_type, some_day, some_day)) <= MAX_TARGET_BYTES
+
+
+def askable_by_name(event_type: str) -> bool:
+    """Whether segmentation counts this event type when asked by name: not one of its own
+    names (``SPECIAL_EVENT_TYPES``, ``ce:...``, which count something else) and
+    ``fits_in_url``."""
+    if event_type in SPECIAL_EVENT_TYPES or event_type.startswith("ce:"):
+        return False
+    return fits_in_url(event_type)
 
 
 def segmentation_totals(base_url: str, api_key: str, secret_key: str, event_type: str,
                         start: date, end: date) -> dict[str, int]:
-    """Daily totals of one event type (days in the Amplitude project's timezone). A name
-    in ``SPECIAL_EVENT_TYPES`` (or ``ce:...``) is segmentation's own, not an event type."""
-    params = urllib.parse.urlencode({
-        "e": orjson.dumps({"event_type": event_type}).decode(), "m": "totals", "i": "1",
-        "start": start.strftime("%Y%m%d"), "end": end.strftime("%Y%m%d")})
-    status, body = _get(f"{base_url.rstrip('/')}/api/2/events/segmentation?{params}",
-                        api_key, secret_key)
+    """Daily totals of one event type (days in the Amplitude project's timezone), asked
+    at most 365 days at a time. A name in ``SPECIAL_EVENT_TYPES`` (or ``ce:...``) is
+    segmentation's own, not an event type (see ``askable_by_name``)."""
+    if not fits_in_url(event_type):
+        raise ContractError(f"the event type {event_type[:40]!r}... is too long to ask "
+                            "segmentation by name (its URL would be over "
+                            f"{MAX_TARGET_BYTES:,} bytes); take its counts from the Export API")
+    totals: dict[str, int] = {}
+    first = start
+    while first <= end:
+        last = min(end, first + timedelta(days=SEGMENTATION_DAYS - 1))
+        totals.update(_segmentation_range(base_url, api_key, secret_key, event_type, first,
+                                          last))
+        first = last + timedelta(days=1)
+    return totals
+
+
+def _segmentation_range(base_url: str, api_key: str, secret_key: str, event_type: str,
+                        start: date, end: date) -> dict[str, int]:
+    url = base_url.rstrip("/") + _segmentation_target(event_type, start, end)
+    # without a Retry-After, the retries spread over one window
+    status, body, wait = _get_waiting(url, api_key, secret_key, max_wait=COST_WAIT,
+                                      patience=COST_WAIT,
+                                      throttle_wait=COST_WAIT / (ATTEMPTS - 1))
+    if status == 429:  # the retries are spent, or the hourly budget is: not worth a wait
+        after = f" in about {wait / 60:.0f} minutes" if wait is not None else " later"
+        raise RateLimited(
+            "Amplitude's Dashboard REST API refused the segmentation query over its cost "
+            f"budget (429, {ATTEMPTS} attempts); the migration itself is done: run the "
+            f"comparison again{after}", retry_after=wait)
     error = classify_http(status, service="Amplitude Dashboard API",
                           body=body[:300].decode("utf-8", "replace"))
     if error is not None:

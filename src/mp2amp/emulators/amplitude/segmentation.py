@@ -1,12 +1,17 @@
 """Dashboard REST event segmentation: daily totals or uniques, days in the project timezone.
 
 Supports ``m=totals|uniques``, ``i=1``, any event type plus ``_all`` and ``_active``;
-uniques count people (canonical amplitude_ids, so merged devices count once).
+uniques count people (canonical amplitude_ids, so merged devices count once). What it does
+not answer (a second event ``e2``, the revenue series, ``ce:`` custom events, filters,
+segments) is refused with a 400 that says so, never answered as something else. Queries
+are charged the reference's cost (days x events) against its 5-minute and hourly budgets.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,6 +24,10 @@ NOT_EVENTS = frozenset({"$identify", "$groupidentify"})
 NOT_ACTIVE = NOT_EVENTS | {"session_start", "session_end", "[Amplitude] Start Session",
                            "[Amplitude] End Session"}
 MAX_DAYS = 365
+# segmentation's special event types that are revenue series, not event counts (reference 5.2)
+REVENUE_TYPES = frozenset({"revenue_amount", "verified_revenue", "unverified_revenue"})
+COST_WINDOW_S = 300.0  # "Up to 1000 cost per 5-minute window"
+COST_HOUR_S = 3600.0
 
 
 class SegmentationQueryError(ValueError):
@@ -50,6 +59,13 @@ def parse_query(params: dict[str, str]) -> tuple[str, str, date, date]:
     event_type = event["event_type"]
     if event_type.startswith("ce:"):
         raise SegmentationQueryError("custom events (ce:) are not supported by this emulator")
+    if event_type in REVENUE_TYPES:
+        raise SegmentationQueryError(
+            f"{event_type} (a revenue series, not an event count) is not supported by this "
+            "emulator; read revenue from the Export API")
+    if params.get("e2"):
+        raise SegmentationQueryError(
+            "a second event (e2) is not supported by this emulator: ask one event per query")
     metric = params.get("m", "uniques")
     if metric not in ("totals", "uniques"):
         raise SegmentationQueryError(f"m={metric!r}: this emulator answers m=totals or m=uniques")
@@ -114,3 +130,59 @@ def segment(
         "seriesCollapsed": [[{"setId": "", "value": collapsed}]],
         "xValues": [(start + timedelta(days=n)).isoformat() for n in range(days)],
     }}
+
+
+def query_cost(start: date, end: date) -> int:
+    """Reference 5.2: days x conditions x query-type cost; this emulator answers one event
+    without filters or group-by, so one condition and a query-type cost of 1."""
+    return (end - start).days + 1
+
+
+@dataclass(frozen=True, slots=True)
+class CostLimits:
+    """The Dashboard REST API's cost budgets (reference 5.2); ``None`` lifts one."""
+
+    per_5_minutes: int | None = 1000
+    per_hour: int | None = 108_000
+
+
+class QueryCosts:
+    """Sliding 5-minute and hourly cost windows on the emulator's clock."""
+
+    def __init__(self, limits: CostLimits, now: Callable[[], float]) -> None:
+        self.limits = limits
+        self._now = now
+        self._spent: deque[tuple[float, int]] = deque()  # (when, cost), oldest first
+
+    def charge(self, cost: int) -> float | None:
+        """Spend ``cost`` and return None, or return the seconds until it would fit (the
+        query is then not charged: a refused query costs nothing)."""
+        now = self._now()
+        while self._spent and self._spent[0][0] <= now - COST_HOUR_S:
+            self._spent.popleft()
+        waits = [self._wait(limit, span, cost, now) for limit, span in
+                 ((self.limits.per_5_minutes, COST_WINDOW_S), (self.limits.per_hour, COST_HOUR_S))
+                 if limit is not None]
+        wait = max((w for w in waits if w is not None), default=None)
+        if wait is None:
+            self._spent.append((now, cost))
+        return wait
+
+    def refusal(self, cost: int, wait: float) -> str:
+        """The 429's error text: which budget, and when to ask again."""
+        budgets = [f"{limit:,} per {name}" for limit, name in
+                   ((self.limits.per_5_minutes, "5 minutes"), (self.limits.per_hour, "hour"))
+                   if limit is not None]
+        return (f"Too many requests: this query's cost ({cost}: days x events) is over the "
+                f"Dashboard REST API's budget ({', '.join(budgets)}); retry in {wait:.0f} s")
+
+    def _wait(self, limit: int, span: float, cost: int, now: float) -> float | None:
+        recent = [(t, c) for t, c in self._spent if t > now - span]
+        over = sum(c for _, c in recent) + cost - limit
+        if over <= 0:
+            return None
+        for when, spent in recent:  # the oldest leave the window first
+            over -= spent
+            if over <= 0:
+                return max(1.0, when + span - now)
+        return span  # more than the whole budget: it never fits

@@ -44,7 +44,14 @@ from mp2amp.emulators.amplitude.ingest import (
 )
 from mp2amp.emulators.amplitude.privacy import DeletionJobs, PrivacyRequestError
 from mp2amp.emulators.amplitude.segindex import EventIndex
-from mp2amp.emulators.amplitude.segmentation import SegmentationQueryError, parse_query, segment
+from mp2amp.emulators.amplitude.segmentation import (
+    CostLimits,
+    QueryCosts,
+    SegmentationQueryError,
+    parse_query,
+    query_cost,
+    segment,
+)
 from mp2amp.emulators.amplitude.store import EventStore, read_json, write_atomic
 from mp2amp.emulators.amplitude.throttle import Limiter
 from mp2amp.emulators.runner import AppServer, run_in_thread
@@ -119,8 +126,10 @@ def gc_paused() -> Iterator[None]:
 class AmplitudeEmulator:
     """Amplitude's ingestion, export, segmentation and privacy APIs over loopback HTTP."""
 
-    def __init__(self, config: AmplitudeConfig) -> None:
-        self.config = config
+    def __init__(self, config: AmplitudeConfig,
+                 segmentation_limits: CostLimits | None = None) -> None:
+        self.config = config  # segmentation_limits: None is the reference's budgets
+        self.query_costs = QueryCosts(segmentation_limits or CostLimits(), config.now)
         try:
             config.data_dir.mkdir(parents=True, exist_ok=True)
             self.store = EventStore(config.data_dir)
@@ -464,6 +473,13 @@ class AmplitudeEmulator:
             event_type, metric, start, end = parse_query(dict(request.query))
         except SegmentationQueryError as exc:
             return json_response(400, {"code": 400, "error": str(exc)})
+        cost = query_cost(start, end)
+        wait = self.query_costs.charge(cost)
+        if wait is not None:  # reference 5.2: 429 over the cost budget
+            body = {"code": 429, "error": self.query_costs.refusal(cost, wait)}
+            return web.Response(status=429, body=orjson.dumps(body),
+                                content_type="application/json",
+                                headers={"Retry-After": str(round(wait))})
         result = await asyncio.to_thread(segment, self.index, event_type, metric, start, end,
                                          self.config.zone, self.ids.canonical)
         return json_response(200, result)
