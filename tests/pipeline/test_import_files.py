@@ -171,8 +171,9 @@ def test_files_to_s3_through_a_local_moto_server(project: Project, tmp_path: Pat
 
 def test_a_second_migration_into_the_same_folder_stops_and_leaves_the_firsts_files(
         project: Project, tmp_path: Path) -> None:
-    """File names are per attempt (mp2amp-aN-*), not per run: a second migration would
-    overwrite the first's converter config and its resumes delete the first's files."""
+    """A second migration would overwrite the first's converter config, and Amplitude's
+    import of the one prefix would take both runs' files (names differ per run: the first's
+    files are never deleted by the second, see test_s3import_session14_review.py)."""
     out = tmp_path / "out"
     first = migrate(config(project.events, tmp_path / "work1", out))
     assert first.exit_code == EXIT_OK

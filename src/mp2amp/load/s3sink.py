@@ -16,7 +16,10 @@ back until the next is cut, so a last piece under 1 MB is merged into the previo
 (gzip still, as the converter says); only one under 1 MB even as plain JSON goes out
 small, with a warning. A converter configuration JSON is written next to the files; it
 lets the events' ``user_properties`` through (``$skip_user_properties_sync`` false), as
-the API path does.
+the API path does, and its filterPattern takes this run's files in the output folder only.
+User and device IDs under Amplitude's minimum length are counted and warned about (S3
+import cannot lower the minimum as the API's ``min_id_length`` does). An object store's
+bucket must exist: it is never created.
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ RUN_COMPRESSLEVEL = 1
 WRITE_CHUNK_BYTES = 256 << 10        # lines joined per write: fewer calls into zlib
 PROGRESS_EVERY = 10_000              # events between two close() progress calls
 CONVERTER_NAME = "amplitude-converter-config.json"
+# S3 import has no options.min_id_length: Amplitude's default minimum applies (§1.5)
+MIN_ID_LENGTH = 5
+# object stores: a bucket is never created (a typo would get files Amplitude never reads)
+BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
 
 # Fields of an HTTP V2 / Batch event that the converter maps one to one (§1.3).
 EVENT_FIELDS = (
@@ -66,7 +73,7 @@ EVENT_FIELDS = (
 
 @dataclass(frozen=True, slots=True)
 class ImportFile:
-    path: str
+    path: str           # as the sink's fs names it (bucket/key); shown_path() gives a URL
     events: int
     bytes: int          # gzipped size as uploaded
     first_time: int
@@ -143,6 +150,7 @@ class S3ImportSink:
         staging_dir: str | os.PathLike[str] | None = None,
         skip_user_properties_sync: bool = False,
         dead_letters: DeadLetterFile | None = None,
+        converter_owner: str | None = None,
     ) -> None:
         problems = []
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", run_id):
@@ -174,17 +182,25 @@ class S3ImportSink:
         self._runs: list[Path] = []   # sorted runs, in write order (ties keep that order)
         self._seq = 0
         self._n_files = 0             # staging file names
+        self.converter_owner = converter_owner
+        self._short_ids = _ShortIds()
         self.report = SinkReport()
-        try:
-            self.fs.makedirs(self.root, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create the S3-import target {target}: {exc}") from exc
+        self._check_target(target)
         # made once the target is known to be usable: a refused sink leaves nothing behind
         self._staging = Path(tempfile.mkdtemp(prefix="mp2amp-s3sink-", dir=staging_dir))
 
     @property
     def pattern(self) -> str:
-        return rf"^(.*/)?{re.escape(self.run_id)}-\d{{5}}\.json\.gz$"
+        """filterPattern: this run's files in the output folder, not in folders below it.
+        §6 calls it "a regex on object keys" without saying whether the key is taken whole
+        or after the source's prefix: the folder's key is optional, so either works. A local
+        folder's files go to a bucket under a prefix not known here: any folder then."""
+        if self._bucket is None:
+            folder = "(.*/)?"
+        else:
+            key = self.root.partition("/")[2]
+            folder = f"({re.escape(key)}/)?" if key else ""
+        return rf"^{folder}{re.escape(self.run_id)}-\d{{5}}\.json\.gz$"
 
     def write(self, event: dict[str, Any], origin: tuple[str, int] | None = None) -> bool:
         """Add one event; False when it cannot be serialized (then it is dead-lettered,
@@ -199,17 +215,23 @@ class S3ImportSink:
                                         f"event is not JSON-serializable: {exc}")
             return False
         t = event.get("time")
+        self.check_ids(event.get("user_id"), event.get("device_id"))
         self.write_encoded(data, t if isinstance(t, int) and not isinstance(t, bool) else 0)
         return True
 
     def write_encoded(self, data: bytes, time_ms: int) -> None:
-        """``write`` of an event already serialized (``orjson.dumps(event)``, its ``time``)."""
+        """``write`` of an event already serialized (``orjson.dumps(event)``, its ``time``);
+        give its IDs to ``check_ids`` too."""
         self._buf.append((time_ms, self._seq, data))
         self._seq += 1
         self._buf_bytes += len(data) + 1
         self.report.events += 1
         if self._buf_bytes >= self.sort_buffer_bytes:
             self._spill()
+
+    def check_ids(self, user_id: Any, device_id: Any) -> None:
+        """Count an event's IDs shorter than Amplitude's minimum: ``close()`` warns of them."""
+        self._short_ids.count(user_id, device_id)
 
     def close(self, progress: Callable[[int], None] | None = None) -> SinkReport:
         """Merge everything written into the import files. ``progress(n)``: ``n`` events
@@ -223,11 +245,38 @@ class S3ImportSink:
                 streams = [_read_run(stack.enter_context(gzip.open(p, "rb"))) for p in runs]
                 self._cut(heapq.merge(*streams, key=itemgetter(0)), progress)
             self._write_converter()
+            self.report.warnings.extend(self._short_ids.warnings(self.report.events))
         finally:
             shutil.rmtree(self._staging, ignore_errors=True)
         return self.report
 
     # --- internals ---------------------------------------------------------------------
+
+    def _check_target(self, target: str) -> None:
+        """A local folder is created; an object store's bucket must exist already."""
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self._local = "file" in protocols
+        self._bucket = self.root.partition("/")[0] if BUCKET_PROTOCOLS & set(protocols) else None
+        if self._bucket is None:
+            try:
+                self.fs.makedirs(self.root, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"cannot create the S3-import target {target}: {exc}") from exc
+            return
+        try:
+            found = bool(self._bucket) and self.fs.exists(self._bucket)
+        except OSError as exc:
+            raise InputError(f"cannot reach the bucket {self._bucket!r} of the S3-import "
+                             f"target {target}: {exc}") from exc
+        if not found:
+            raise InputError(
+                f"the bucket {self._bucket!r} of the S3-import target {target} does not exist "
+                "(or these credentials cannot see it); mp2amp does not create buckets: create "
+                "it (readable by Amplitude's import) or correct [amplitude] output_dir, then "
+                "run again")
+
+    def _shown(self, path: str) -> str:
+        return path if self._local else shown_path(self.fs, path)
 
     def _new_path(self, kind: str) -> Path:
         self._n_files += 1
@@ -326,10 +375,9 @@ class S3ImportSink:
         part = f"{self.root}/.{name}.part"
         size = staged.size
         if self.fs.exists(remote):
-            raise InputError(f"{remote} already exists; Amplitude processes each file once, so "
+            raise InputError(f"{self._shown(remote)} already exists; Amplitude processes each file once, so "
                              "mp2amp never overwrites one: choose another run_id or folder")
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        if "file" in protocols:
+        if self._local:
             self.fs.put_file(str(staged.path), part)   # invisible to a scanner until renamed
             self.fs.mv(part, remote)
         else:
@@ -340,6 +388,19 @@ class S3ImportSink:
 
     def _write_converter(self) -> None:
         path = f"{self.root}/{CONVERTER_NAME}"
+        if self.converter_owner is not None and self.fs.exists(path):
+            try:
+                was = orjson.loads(self.fs.cat_file(path))["keyValidatorConfig"][
+                    "filterPattern"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                was = None  # half written by a killed run: no finished migration's
+            if was is not None and self.converter_owner not in str(was):
+                raise InputError(
+                    f"{self._shown(path)} is another migration's converter config (its "
+                    f"filterPattern is {was!r}); it was left as it is and this run's "
+                    f"{len(self.report.files)} files are in the folder without one. Give each "
+                    "migration its own folder or prefix: move the other migration's files "
+                    "and converter config to one, then run the same command with --resume")
         doc = converter_config(self.pattern,
                                skip_user_properties_sync=self.skip_user_properties_sync)
         with self.fs.open(path, "wb") as fh:
@@ -398,6 +459,46 @@ class _StagedWriter:
         if self.pending:
             self.gz.write(b"".join(self.pending))
             self.pending, self.pending_bytes = [], 0
+
+
+class _ShortIds:
+    """Events whose user_id or device_id is shorter than ``MIN_ID_LENGTH`` (§1.5)."""
+
+    def __init__(self) -> None:
+        self.events = self.user = self.device = self.neither = 0
+        self.example: str | None = None
+
+    def count(self, user_id: Any, device_id: Any) -> None:
+        short_user = isinstance(user_id, str) and 0 < len(user_id) < MIN_ID_LENGTH
+        short_device = isinstance(device_id, str) and 0 < len(device_id) < MIN_ID_LENGTH
+        if not (short_user or short_device):
+            return
+        self.events += 1
+        self.user += short_user
+        self.device += short_device
+        if self.example is None:
+            self.example = user_id if short_user else device_id
+        # the event keeps no ID once the short ones are removed
+        self.neither += (short_user or not user_id) and (short_device or not device_id)
+
+    def warnings(self, events: int) -> list[str]:
+        if not self.events:
+            return []
+        rejected = (f"; {self.neither} of them keep no ID at all, and Amplitude rejects "
+                    "those" if self.neither else "")
+        return [f"{self.events} of {events} events have an ID shorter than {MIN_ID_LENGTH} "
+                f"characters ({self.user} user_id, {self.device} device_id; e.g. "
+                f"{self.example!r}): S3 import has no min_id_length option, so Amplitude "
+                f"removes such an ID from the event when it imports the files{rejected}. To "
+                "keep those IDs, migrate through the API instead (without output_dir: mp2amp "
+                "sends min_id_length)"]
+
+
+def shown_path(fs: Any, path: str) -> str:
+    """``path`` as a person gives it: ``s3://bucket/key``, not the bare ``bucket/key``
+    fsspec uses (which reads as a local relative path); a local path as it is."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return path if "file" in protocols else str(fs.unstrip_protocol(path))
 
 
 def _write_chunked(fh: Any, lines: Iterable[bytes]) -> None:

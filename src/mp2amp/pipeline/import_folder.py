@@ -1,21 +1,68 @@
 """The S3-import sink's output folder between attempts and runs (``migrate`` with
-``[amplitude] output_dir``): import files are named per attempt (``mp2amp-a<N>-*``), so a
-resume removes the earlier attempts' files, and a folder holding another migration's
-files is refused at a run's first attempt."""
+``[amplitude] output_dir``). Import files are named per run and per attempt
+(``mp2amp-a<N>-<run>-NNNNN.json.gz``, ``<run>`` a random id kept in the ledger), so a
+resume removes only its own run's earlier attempts' files; a folder holding another
+migration's import files or converter config is refused at every attempt, before
+anything is removed or written. Runs started by an earlier mp2amp have no run id in the
+ledger and keep their names (``mp2amp-a<N>-NNNNN.json.gz``) until they end."""
 
 from __future__ import annotations
 
 import re
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from mp2amp.errors import TerminalError
+from mp2amp.ledger import Ledger
 
-# The sink's names (load/s3sink.py: ``<run_id>-NNNNN.json.gz``, run_id ``mp2amp-a<N>``) and
-# the hidden ``.part`` a kill between copy and rename leaves in a local folder. Matched on
-# a listing, not globbed: a folder named ``exports[prod]`` is a character class to a glob.
-_IMPORT_FILE = re.compile(r"(\.?)mp2amp-a(\d+)-\d+\.json\.gz(\.part)?")
+# The sink's names (load/s3sink.py: ``<run_id>-NNNNN.json.gz``, run_id ``mp2amp-a<N>-<run>``,
+# or ``mp2amp-a<N>`` for a run an earlier mp2amp started) and the hidden ``.part`` a kill
+# between copy and rename leaves in a local folder. Matched on a listing, not globbed: a
+# folder named ``exports[prod]`` is a character class to a glob.
+_IMPORT_FILE = re.compile(r"(\.?)mp2amp-a(\d+)(?:-([0-9a-f]{12}))?-\d+\.json\.gz(\.part)?")
+RUN_KEY = "sink_run"            # ledger meta: the run id in this run's file names
+ATTEMPTS_KEY = "sink_attempts"  # ledger meta: attempts that got past the folder check
+# ledger meta "sink_attempt": the attempt whose files may be in the folder (set before they
+# are written: from then on the folder is fixed, see output_dir_may_change)
+WROTE_KEY = "sink_attempt"
+
+
+@dataclass(frozen=True, slots=True)
+class SinkAttempt:
+    number: int
+    run: str            # "" for a run started by an earlier mp2amp (names without a run id)
+    removed: list[str]  # files of this run's earlier attempts, deleted
+
+    @property
+    def run_id(self) -> str:
+        """The sink's ``run_id``: its files' names up to ``-NNNNN.json.gz``."""
+        return f"mp2amp-a{self.number}-{self.run}" if self.run else f"mp2amp-a{self.number}"
+
+    @property
+    def converter_owner(self) -> str:
+        """Text in the filterPattern of a converter config this run wrote (the sink
+        overwrites no other)."""
+        return self.run or re.escape(self.run_id) + "-"
+
+
+def begin_sink_attempt(ledger: Ledger, target: str,
+                       storage_options: dict[str, Any] | None) -> SinkAttempt:
+    """The next attempt of this run's sink: the folder checked for another migration's
+    files, then this run's earlier attempts' files removed."""
+    legacy = ledger.get_meta(RUN_KEY) is None and ledger.get_meta(WROTE_KEY) is not None
+    run = "" if legacy else ledger.get_meta(RUN_KEY) or secrets.token_hex(6)
+    number = max(int(ledger.get_meta(ATTEMPTS_KEY) or "0"),
+                 int(ledger.get_meta(WROTE_KEY) or "0")) + 1
+    refuse_another_runs_files(target, storage_options, run=run, attempt=number)
+    if not legacy:
+        ledger.set_meta(RUN_KEY, run)
+    ledger.set_meta(ATTEMPTS_KEY, str(number))
+    removed = remove_earlier_attempts(target, number, storage_options, run=run,
+                                      with_scheme=True)
+    return SinkAttempt(number, run, removed)
 
 
 def _listing(fs: Any, base: str) -> list[str]:
@@ -29,48 +76,88 @@ def _listing(fs: Any, base: str) -> list[str]:
     return [str(e) for e in entries]
 
 
-def _import_files(fs: Any, base: str) -> list[tuple[str, int, bool]]:
-    """(path, attempt, is a leftover .part) of each import file in the folder."""
-    out: list[tuple[str, int, bool]] = []
+def _import_files(fs: Any, base: str) -> list[tuple[str, int, str, bool]]:
+    """(path, attempt, run id or "", is a leftover .part) of each import file in the folder."""
+    out: list[tuple[str, int, str, bool]] = []
     for path in _listing(fs, base):
         m = _IMPORT_FILE.fullmatch(path.rstrip("/").rsplit("/", 1)[-1])
-        if m is not None and bool(m.group(1)) == bool(m.group(3)):
-            out.append((path, int(m.group(2)), bool(m.group(3))))
+        if m is not None and bool(m.group(1)) == bool(m.group(4)):
+            out.append((path, int(m.group(2)), m.group(3) or "", bool(m.group(4))))
     return out
 
 
-def refuse_another_runs_files(target: str, storage_options: dict[str, Any] | None) -> None:
-    """A run's first attempt into a folder that holds another migration's import files
-    stops: file names are per attempt, not per run, so it would overwrite that run's
-    converter config (whose pattern names that run's files) and its resumes would delete
-    that run's files (``remove_earlier_attempts``)."""
+def _ours(made_by: int, run: str, attempt: int, own_run: str | None) -> bool:
+    """Whether a file of attempt ``made_by`` named with ``run`` is an earlier attempt's of
+    the run ``own_run`` now at ``attempt`` (None: a run's first attempt, nothing is)."""
+    return own_run is not None and run == own_run and made_by < attempt
+
+
+def _converter_owner(fs: Any, path: str) -> str | None:
+    """The filterPattern of a converter config; None when it is unreadable (half written
+    by a killed run: no finished migration's, so it may be replaced)."""
+    try:
+        pattern = orjson.loads(fs.cat_file(path))["keyValidatorConfig"]["filterPattern"]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return str(pattern)
+
+
+def refuse_another_runs_files(target: str, storage_options: dict[str, Any] | None, *,
+                              run: str | None = None, attempt: int = 1) -> None:
+    """Stop when the folder holds another migration's import files or converter config:
+    this run would overwrite that converter (whose pattern names that run's files), and
+    Amplitude's import of one prefix would take both runs' files. ``run``: this run's id
+    ("" for a run an earlier mp2amp started), None for a folder no run has written yet."""
     import fsspec
 
     from mp2amp.load.s3sink import CONVERTER_NAME
 
     fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
     base = root.rstrip("/")
-    found = [path for path, _, part in _import_files(fs, base) if not part]
-    found += [path for path in _listing(fs, base)
-              if path.rstrip("/").rsplit("/", 1)[-1] == CONVERTER_NAME]
-    if found:
+    own = None if attempt == 1 else run
+    found = [path for path, made_by, made_in, part in _import_files(fs, base)
+             if not part and not _ours(made_by, made_in, attempt, own)]
+    for path in _listing(fs, base):
+        if path.rstrip("/").rsplit("/", 1)[-1] == CONVERTER_NAME:
+            pattern = _converter_owner(fs, path)
+            # a run named before run ids cannot tell its converter from another's
+            if attempt == 1 or (pattern is not None and (not run or run not in pattern)):
+                found.append(path)
+    if not found:
+        return
+    if attempt == 1:
         raise TerminalError(
             f"the output folder {target} already holds the import files of another migration "
             f"({len(found)}, e.g. {found[0]}); give each migration its own folder or prefix "
             "(Amplitude's S3 import reads a prefix), or move those files away, then run the "
             "same `mp2amp migrate` command with --resume")
+    raise TerminalError(
+        f"the output folder {target} now holds import files or a converter config this run "
+        f"did not write ({len(found)}, e.g. {found[0]}): another migration wrote into it "
+        "since this run's last attempt; nothing was removed. Give each migration its own "
+        "folder or prefix: move the other migration's files and its converter config to one "
+        "(or, if this run has written no file yet, set [amplitude] output_dir to another "
+        "folder), then run the same `mp2amp migrate` command with --resume"
+        + ("" if run else "; this run was started by an earlier mp2amp, whose names do not "
+           "tell runs apart: if those files are its own, remove them"))
 
 
 def remove_earlier_attempts(target: str, attempt: int,
-                             storage_options: dict[str, Any] | None) -> list[str]:
+                            storage_options: dict[str, Any] | None, *, run: str = "",
+                            with_scheme: bool = False) -> list[str]:
+    """Delete the import files (and leftover ``.part``) of run ``run``'s attempts before
+    ``attempt`` ("": names without a run id, from an earlier mp2amp); no other file. The
+    paths deleted, as the filesystem names them or, ``with_scheme``, as URLs."""
     import fsspec
+
+    from mp2amp.load.s3sink import shown_path
 
     fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
     removed: list[str] = []
-    for path, made_by, _ in sorted(_import_files(fs, root.rstrip("/"))):
-        if made_by < attempt:  # with the .part a kill between copy and rename left
+    for path, made_by, made_in, _ in sorted(_import_files(fs, root.rstrip("/"))):
+        if _ours(made_by, made_in, attempt, run):  # with the .part a kill left
             fs.rm_file(path)  # rm would expand the path as a glob
-            removed.append(path)
+            removed.append(shown_path(fs, path) if with_scheme else path)
     return removed
 
 
@@ -78,8 +165,8 @@ def output_dir_may_change(known: str | None, output_dir: str | None,
                           sink_attempt: str | None) -> bool:
     """Whether a resumed S3-import run may name another ``output_dir`` than its fingerprint
     (``known``) recorded: only while no attempt has written a file (``sink_attempt`` unset:
-    the first was refused its folder, which held another run's files), and never to switch
-    between the API and files."""
+    every attempt was refused its folder or stopped before the files were cut), and never
+    to switch between the API and files."""
     try:
         was = orjson.loads(known or "{}").get("output_dir")
     except (orjson.JSONDecodeError, AttributeError):

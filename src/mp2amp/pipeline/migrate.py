@@ -21,6 +21,7 @@ insert_ids (deterministic batch ids; Amplitude deduplicates), parked events are 
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 import tempfile
 import time
@@ -38,7 +39,7 @@ from mp2amp.errors import ConfigError, TerminalError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.identity import IdentityGraph
 from mp2amp.ledger import Ledger
-from mp2amp.load.s3sink import S3ImportSink
+from mp2amp.load.s3sink import S3ImportSink, shown_path
 from mp2amp.load.settings import UploadSettings
 from mp2amp.load.uploader import Uploader
 from mp2amp.models import Rejected
@@ -49,11 +50,7 @@ from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
 from mp2amp.pipeline.fingerprint import FINGERPRINT_NAMES, changed_keys, run_fingerprint
-from mp2amp.pipeline.import_folder import (
-    output_dir_may_change,
-    refuse_another_runs_files,
-    remove_earlier_attempts,
-)
+from mp2amp.pipeline.import_folder import WROTE_KEY, begin_sink_attempt, output_dir_may_change
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.overlaps import load_order, merge_overlapping
@@ -518,20 +515,17 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
                         reporter: Reporter) -> dict[str, Any]:
     """The S3-import sink instead of the API: all windows into time-ordered gz files.
 
-    Files appear only as they are complete, but a crashed attempt may have left some: each
-    attempt has its own run id, and a resumed run deletes the files of earlier attempts
-    before it writes everything again, so the target holds each event exactly once."""
+    Files appear only as they are complete, but a crashed attempt may have left some: file
+    names hold the run's id and the attempt, and a resumed run deletes its own earlier
+    attempts' files (never another run's) before it writes everything again, so the target
+    holds each event exactly once."""
     target = str(config.amplitude.output_dir)
     if windows and all(w.state == "loaded" for w in windows):
         return {"output_dir": target, "events": 0, "complete": True,
                 "note": "every window was already written by an earlier attempt"}
-    attempt = int(ledger.get_meta("sink_attempt") or "0") + 1
-    if attempt == 1:
-        refuse_another_runs_files(target, storage_options)
-    ledger.set_meta("sink_attempt", str(attempt))
-    removed = remove_earlier_attempts(target, attempt, storage_options)
-    sink = S3ImportSink(target, run_id=f"mp2amp-a{attempt}", storage_options=storage_options,
-                        staging_dir=scratch)
+    attempt = begin_sink_attempt(ledger, target, storage_options)
+    sink = S3ImportSink(target, run_id=attempt.run_id, storage_options=storage_options,
+                        staging_dir=scratch, converter_owner=attempt.converter_owner)
     budgets = stage_budgets(config.run.memory_budget)
     per_window: dict[str, dict[str, Any]] = {}
     counters.phase = "write"
@@ -548,6 +542,7 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
             async for items in chunks.window(Path(str(w.staged_path))):
                 for data, event, item in _deliverable(items, settle, rejects, w.window_id):
                     if data is not None:
+                        sink.check_ids(item[5], item[4])
                         sink.write_encoded(data, item[6])
                         counters.sent += 1
                     elif not sink.write(event, (item[2].source, item[2].line)):
@@ -570,11 +565,15 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
     def merged(n: int) -> None:
         counters.done = counters.sent = n
 
+    ledger.set_meta(WROTE_KEY, str(attempt.number))  # files from here on: the folder is fixed
     report = await asyncio.to_thread(sink.close, merged)
     for window_id, counts in per_window.items():  # only now are the events in files
         ledger.mark_loaded(window_id, counts)
     counters.sent = report.events
-    return {"output_dir": target, "events": report.events, "attempt": attempt,
-            "files": [{"path": f.path, "events": f.events, "bytes": f.bytes} for f in report.files],
-            "files_removed_from_earlier_attempts": removed, "warnings": report.warnings,
-            "converter_config": report.converter_config}
+    shown = functools.partial(shown_path, sink.fs)  # s3://bucket/key, not bucket/key
+    return {"output_dir": target, "events": report.events, "attempt": attempt.number,
+            "files": [{"path": shown(f.path), "events": f.events, "bytes": f.bytes}
+                      for f in report.files],
+            "files_removed_from_earlier_attempts": attempt.removed,
+            "warnings": report.warnings,
+            "converter_config": shown(report.converter_config)}
