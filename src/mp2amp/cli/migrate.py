@@ -51,7 +51,7 @@ def _status_workdir(config: Path | None, workdir: Path | None) -> Path:
     problem that only ``migrate`` cares about (a salt kept in the environment of the
     migration's shell, a plan file elsewhere) does not refuse it: the whole config is
     checked first, and when that fails only ``[run] workdir`` is read."""
-    from mp2amp.config import DEFAULT_FILE, load_config
+    from mp2amp.config import DEFAULT_FILE, RunConfig
     from mp2amp.errors import ConfigError
 
     try:
@@ -67,9 +67,12 @@ def _status_workdir(config: Path | None, workdir: Path | None) -> Path:
         except (OSError, ValueError):
             raise problem from None  # the file itself is unreadable: that message says why
         value = run.get("workdir") if isinstance(run, dict) else None
-        if not isinstance(value, str):
-            return Path(load_config(None, {}).run.workdir)
-        given = Path(value).expanduser()  # "~/mig", as the loader reads paths
+        given = Path(value if isinstance(value, str) else RunConfig().workdir)
+        try:
+            given = given.expanduser()  # "~/mig", as the loader reads paths
+        except RuntimeError:
+            raise problem from None  # "~nosuchuser": the config's message names it
+        # relative to the config file's folder, as the loader reads it (the default too)
         return given if given.is_absolute() else path.resolve().parent / given
 
 

@@ -71,6 +71,12 @@ def load_config(
     if problems:
         raise ConfigError(problems, source=source)
     assert isinstance(config, Config)
+    run = raw.get("run")
+    if path is not None and not (isinstance(run, dict) and "workdir" in run):
+        # the default, like a written ".mp2amp", is beside the config file: a resume from
+        # another folder (cron, systemd) must find the same work folder, not start anew
+        config = dataclasses.replace(
+            config, run=dataclasses.replace(config.run, workdir=base / config.run.workdir))
     return dataclasses.replace(config, path=Path(path) if path is not None else None)
 
 
@@ -139,7 +145,7 @@ class _Parser:
                     values[f.name] = Secret(self.env[var].strip())
                 continue
             var = f.metadata.get("env_or_file")
-            if var is not None and self.env.get(var):
+            if var is not None and self.env.get(var, "").strip():  # blanks are no value
                 values[f.name] = Secret(self.env[var])  # the environment wins over the file
                 continue
             tp = hints[f.name]
@@ -155,7 +161,10 @@ class _Parser:
                 failed.append(f.name)
                 continue
             if f.metadata.get("location") and value is not None:
-                value = self.location(value)
+                value = self.location(value, path)
+                if value is _INVALID:
+                    failed.append(f.name)
+                    continue
             check = f.metadata.get("check")
             problem = check(value) if check is not None and value is not None else None
             if problem:
@@ -216,7 +225,8 @@ class _Parser:
         if tp is Path:
             if not isinstance(raw, str) or not raw:
                 return self._bad(path, f"must be a path (a string), got {_kind(raw)}")
-            return self.base / Path(raw).expanduser()
+            home = self._home(raw, path)
+            return self.base / home if isinstance(home, Path) else home
         if tp is date:
             if isinstance(raw, date) and not hasattr(raw, "hour"):
                 return raw
@@ -227,17 +237,28 @@ class _Parser:
                     pass
             return self._bad(path, f"must be a date like 2024-01-31, got {raw!r}")
         if tp is Secret:
-            return Secret(raw) if isinstance(raw, str) and raw else self._bad(
+            return Secret(raw) if isinstance(raw, str) and raw.strip() else self._bad(
                 path, "must be a non-empty string")
         raise TypeError(f"config field {path} has a type the loader does not know: {tp}")
 
-    def location(self, value: Any) -> Any:
+    def location(self, value: Any, path: str) -> Any:
         """Local paths in a location field resolved against the file's folder; URLs kept."""
         if isinstance(value, tuple):
-            return tuple(self.location(v) for v in value)
+            found = tuple(self.location(v, path) for v in value)
+            return _INVALID if _INVALID in found else found
         if isinstance(value, str) and "://" not in value:
-            return str(self.base / Path(value).expanduser())
+            home = self._home(value, path)
+            return str(self.base / home) if isinstance(home, Path) else home
         return value
+
+    def _home(self, raw: str, path: str) -> Path | _Invalid:
+        """``~`` and ``~user`` expanded; a user this machine does not know (a config from
+        another server) is a problem of the key, not a traceback."""
+        try:
+            return Path(raw).expanduser()
+        except RuntimeError as exc:
+            return self._bad(path, f"{raw!r}: {exc} (no such user here?); give the path "
+                                   "without ~")
 
     def _bad(self, path: str, problem: str) -> _Invalid:
         self.problems.append(f"{path}: {problem}")

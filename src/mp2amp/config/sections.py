@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mp2amp.errors import ConfigError
+from mp2amp.load.batcher import REQUEST_LIMIT_BYTES
 from mp2amp.transform.settings import RevenueSettings
 
 if typing.TYPE_CHECKING:
@@ -72,22 +74,37 @@ def _between(low: int, high: int) -> Callable[[int], str | None]:
 def _timezone(value: str) -> str | None:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("America")
         return f"{value!r} is not an IANA timezone (like 'America/Los_Angeles' or 'UTC')"
     return None
 
 
 def _host(value: str) -> str | None:
-    return None if re.match(r"^https?://[^/\s]+", value) else (
-        f"{value!r} is not an http(s) URL like 'http://127.0.0.1:8040'")
+    """An http(s) URL a request can be made to: a host, and a port of 1..65535 if given
+    (a bad one only showed after minutes of backoff)."""
+    bad = f"{value!r} is not an http(s) URL like 'http://127.0.0.1:8040'"
+    if not re.match(r"^https?://[^/\s]+", value):
+        return bad
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError for "99999", "80a"
+    except ValueError as exc:
+        return f"{bad} ({exc})"
+    if not parts.hostname or port == 0:
+        return f"{bad} (no host, or port 0)"
+    return None
 
 
 def _regex(value: str) -> str | None:
     try:
         re.compile(value)
-    except re.error as exc:
+    except (re.error, OverflowError, RecursionError) as exc:
         return f"{value!r} is not a valid regular expression ({exc})"
     return None
+
+
+def _not_a_file(path: Path) -> str:
+    return "is a folder, not a file" if path.is_dir() else "does not exist"
 
 
 def _names(value: tuple[str, ...]) -> str | None:
@@ -183,6 +200,16 @@ class AmplitudeConfig:
     api_key: Secret | None = field(default=None, metadata=_env("AMPLITUDE_API_KEY"))
     secret_key: Secret | None = field(default=None, metadata=_env("AMPLITUDE_SECRET_KEY"))
 
+    def problems(self) -> list[str]:
+        # checked here too (not only by the uploader), so that it is named with the file
+        # and the file's other problems, in one report
+        limit = REQUEST_LIMIT_BYTES.get(self.endpoint)
+        if self.batch_max_bytes is not None and limit is not None \
+                and self.batch_max_bytes > limit:
+            return [f"batch_max_bytes: at most {limit:,} for the {self.endpoint} endpoint "
+                    f"(Amplitude answers 413 above it), got {self.batch_max_bytes:,}"]
+        return []
+
 
 # The [transform.revenue] table is the transform's own settings type: one definition of
 # which properties carry revenue (checked by its ``problems()``).
@@ -206,7 +233,7 @@ class TransformConfig:
         if len(set(self.groups)) != len(self.groups):
             out.append("groups: a group key is listed twice")
         if self.plan is not None and not self.plan.is_file():
-            out.append(f"plan: the tracking plan {self.plan} does not exist")
+            out.append(f"plan: the tracking plan {self.plan} {_not_a_file(self.plan)}")
         return out
 
 
@@ -240,7 +267,7 @@ class PrivacyConfig:
                            "the IDs in the export before the migration")
         if self.exclude_users is not None and not self.exclude_users.is_file():
             out.append(f"exclude_users: the excluded-users file {self.exclude_users} "
-                       f"does not exist")
+                       f"{_not_a_file(self.exclude_users)}")
         return out
 
 
