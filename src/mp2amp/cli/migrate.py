@@ -67,12 +67,13 @@ def _status_workdir(config: Path | None, workdir: Path | None) -> Path:
         except (OSError, ValueError):
             raise problem from None  # the file itself is unreadable: that message says why
         value = run.get("workdir") if isinstance(run, dict) else None
-        given = Path(value if isinstance(value, str) else RunConfig().workdir)
+        if not isinstance(value, str):  # the default: beside the file as it is seen
+            return path.absolute().parent / RunConfig().workdir
         try:
-            given = given.expanduser()  # "~/mig", as the loader reads paths
+            given = Path(value).expanduser()  # "~/mig", as the loader reads paths
         except RuntimeError:
             raise problem from None  # "~nosuchuser": the config's message names it
-        # relative to the config file's folder, as the loader reads it (the default too)
+        # relative to the config file's folder, as the loader reads it
         return given if given.is_absolute() else path.resolve().parent / given
 
 

@@ -75,8 +75,11 @@ def load_config(
     if path is not None and not (isinstance(run, dict) and "workdir" in run):
         # the default, like a written ".mp2amp", is beside the config file: a resume from
         # another folder (cron, systemd) must find the same work folder, not start anew
+        # (the folder the file is seen in: a symlinked config, e.g. a Kubernetes ConfigMap
+        # whose target changes on each update, must not move the work folder)
+        beside = Path(path).absolute().parent
         config = dataclasses.replace(
-            config, run=dataclasses.replace(config.run, workdir=base / config.run.workdir))
+            config, run=dataclasses.replace(config.run, workdir=beside / config.run.workdir))
     return dataclasses.replace(config, path=Path(path) if path is not None else None)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -117,6 +118,8 @@ class RetryBudget:
                                   f"up for now (last: {_last(exc)}); {self.then} later to "
                                   "continue where it stopped", retry_after=exc.retry_after
                                   ) from exc
+            if exc.retry_after is not None:  # the server said how long: exactly that
+                return min(exc.retry_after, MAX_RETRY_AFTER)
             tries = self.throttled
         else:
             self.failures += 1
@@ -128,6 +131,10 @@ class RetryBudget:
         return backoff_delay(tries, exc.retry_after, self.base, self.cap)
 
 
+_PROMISE = re.compile(r"; (?:retrying with backoff|waiting and retrying|fetching the whole "
+                      r"[^;()]*? again)")
+
+
 def _last(exc: TransientError) -> str:
     """The last error's message without its "retrying" promise: the budget is spent."""
-    return str(exc).replace("; retrying with backoff", "").replace("; waiting and retrying", "")
+    return _PROMISE.sub("", str(exc))

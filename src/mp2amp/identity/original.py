@@ -28,6 +28,7 @@ from mp2amp.identity.unionfind import (
     IDENTIFY,
     INFERRED,
     MERGE,
+    REKEYED,
     USER,
     USER_ID,
     Clusters,
@@ -116,7 +117,7 @@ class OriginalIds:
         # device (DIST: a user-like distinct_id counts as a user beside a device).
         if user is not None:
             if user != dist:
-                add(INFERRED, dist, 0, *_node(user, USER | USER_ID), t)
+                add(INFERRED, dist, REKEYED, *_node(user, USER | USER_ID), t)
         elif device is not None:
             add(INFERRED, dist, DIST, *_node(device, ANON), t)
 
@@ -199,7 +200,8 @@ class OriginalIds:
             "CREATE TABLE ids(idx INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
             "flags INTEGER NOT NULL, t REAL NOT NULL);"
             "INSERT INTO ids(id, flags, t) "
-            "SELECT id, MAX(f & 1) | MAX(f & 2) | MAX(f & 4) | MAX(f & 8), MIN(t) FROM "
+            "SELECT id, MAX(f & 1) | MAX(f & 2) | MAX(f & 4) | MAX(f & 8) | MAX(f & 16), "
+            "MIN(t) FROM "
             "(SELECT a AS id, ra AS f, t FROM edges UNION ALL SELECT b, rb, t FROM edges) "
             "GROUP BY id ORDER BY id;"
         )
@@ -213,7 +215,7 @@ class OriginalIds:
             first_seen[idx - 1] = t
         clusters = Clusters(flags, self.cap)
         mark_users(clusters, _spilled_names(db.rows(
-            f"SELECT idx, id FROM ids WHERE flags & {DIST} AND NOT flags & {USER}")),
+            f"SELECT idx, id FROM ids WHERE flags & {DIST} AND NOT flags & {USER | REKEYED}")),
             flags, self.predicate)
         # as _link_order: INFERRED evidence last
         links = _spilled_links(db.rows(

@@ -20,6 +20,9 @@ USER_ID = 4  # carried as $user_id on events: the ID the app itself calls the us
 # the distinct_id of an ordinary event naming a device (INFERRED): a user for the refusal
 # when the predicate accepts it, as a server-side event names its user so; not a rank
 DIST = 8
+# a distinct_id on an event that also carries another $user_id: Mixpanel re-keyed it to the
+# cluster's canonical ID after a merge, so it is that user's, never a second user
+REKEYED = 16
 
 # Link kinds; the number is also the tie-break order between links with the same time.
 MERGE = 0  # $merge: explicit, joins anything (cap permitting)
@@ -88,7 +91,7 @@ class Clusters:
 def is_user(name: str, flags: int, predicate: Callable[[str], bool]) -> bool:
     """May ``name`` hold a cluster as its user, so that an exclusive link to another user's
     cluster is refused: named as a user, or a user-like distinct_id beside another ID."""
-    return bool(flags & USER) or (bool(flags & DIST) and predicate(name))
+    return bool(flags & USER) or (flags & (DIST | REKEYED) == DIST and predicate(name))
 
 
 def without_anon(flags: bytearray) -> bytearray:

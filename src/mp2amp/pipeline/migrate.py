@@ -64,6 +64,7 @@ from mp2amp.pipeline.restage import (
 )
 from mp2amp.pipeline.result import EXIT_OK, EXIT_PARKED, EXIT_UNBALANCED, MigrateResult
 from mp2amp.pipeline.staging import read_staged_identity
+from mp2amp.pipeline.status import former_default_hint
 from mp2amp.pipeline.transform_worker import (
     EVENT,
     UNSERIALIZABLE,
@@ -171,8 +172,9 @@ async def _migrate(
     path = ledger_path(config)
     existed = path.exists()
     if resume and not existed:
-        raise TerminalError(f"nothing to resume: {path} does not exist; run `mp2amp migrate` "
-                            "without --resume to start")
+        raise TerminalError(f"nothing to resume: {path} does not exist"
+                            f"{former_default_hint(workdir)}; run `mp2amp migrate` without "
+                            "--resume to start")
     # a new run's windows before its work folder: a config without sources, or a glob
     # that matches nothing, leaves no empty "in progress" migration behind
     planned = None if existed else plan_windows(config, storage_options)

@@ -44,30 +44,35 @@ WHOLE_SECOND_AT = 0.9995  # a time given in whole seconds sorts after all of its
 
 
 def sort_key(record: dict[str, Any] | None) -> float:
-    """Seconds since the epoch, good enough to order events; unknown times sort first."""
+    """Seconds since the epoch, good enough to order events; unknown times sort first.
+    Whole seconds (a default export) sort after every millisecond of their second: the
+    event happened somewhere in it, and of two copies of one event (Mixpanel counts one)
+    the finer is kept, in its place among the device's events."""
+    seconds, whole = _seconds(record)
+    return seconds + WHOLE_SECOND_AT if whole else seconds
+
+
+def _seconds(record: dict[str, Any] | None) -> tuple[float, bool]:
+    """The record's time in seconds (``UNKNOWN_TIME`` when unknown), and whether it was
+    given in whole seconds."""
     if record is None:
-        return UNKNOWN_TIME
+        return UNKNOWN_TIME, False
     props = record.get("properties")
     t = props.get("time") if isinstance(props, dict) else None
     if isinstance(t, str):
         try:
             t = float(t)
         except ValueError:
-            return UNKNOWN_TIME
+            return UNKNOWN_TIME, False
     if not isinstance(t, int | float) or isinstance(t, bool):
-        return UNKNOWN_TIME
+        return UNKNOWN_TIME, False
     try:
         if not math.isfinite(t):
-            return UNKNOWN_TIME
+            return UNKNOWN_TIME, False
         seconds = unit_seconds(t)  # s, ms, us or ns, as the transform reads them
     except OverflowError:  # an integer past a float's range: the transform rejects it
-        return UNKNOWN_TIME
-    if seconds == t and seconds.is_integer():
-        # Whole seconds (a default export): the event happened somewhere in that second,
-        # so it sorts after the millisecond copies of it: of two copies of one event
-        # (Mixpanel counts one) the finer is kept, in its place among the device's events
-        return seconds + WHOLE_SECOND_AT
-    return seconds
+        return UNKNOWN_TIME, False
+    return seconds, seconds == t and seconds.is_integer()
 
 
 # A legacy project's (timezone, timezone_changes): its times are local wall clock, sorted
@@ -100,10 +105,12 @@ def _encode(rec: SourceRecord, order: int, to_utc: UtcKey | None = None) -> byte
     """The staged line with a sort prefix: bytes that sort as (time, arrival order) do."""
     rej = rec.rejection
     record = rec.record
-    key = sort_key(record)
+    key, whole = _seconds(record)
     if to_utc is not None and key != UNKNOWN_TIME and record is not None \
             and UTC_TIME_MARK not in record:  # a Data Pipelines row: UTC already
-        key = to_utc(key, record["properties"])
+        key = to_utc(key, record["properties"])  # the second itself, then its place in it
+    if whole:
+        key += WHOLE_SECOND_AT
     if rec.raw is not None and rej is None:
         # The line the record was parsed from is its JSON already: orjson parses it into
         # the same record again, so it is not serialized a second time (~0.9 us a line).

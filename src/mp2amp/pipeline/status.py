@@ -48,11 +48,22 @@ class StatusResult:
         }
 
 
+def former_default_hint(workdir: Path) -> str:
+    """Where to look when ``workdir`` holds no ledger but the current folder's ``.mp2amp``
+    does: mp2amp put the default work folder there until it went beside the config file."""
+    here = Path.cwd() / ".mp2amp"
+    if (here / "ledger.sqlite").exists() and here.resolve() != workdir.resolve():
+        return (f" (a migration's work folder is in {here}, where an earlier mp2amp put the "
+                f"default: add --workdir {here} to use it)")
+    return ""
+
+
 def status(workdir: Path) -> StatusResult:
     path = workdir / "ledger.sqlite"
     if not path.exists():
-        raise TerminalError(f"no migration in {workdir} (no ledger.sqlite); start one with "
-                            "`mp2amp migrate`, or point --workdir at its work folder")
+        hint = former_default_hint(workdir)
+        raise TerminalError(f"no migration in {workdir} (no ledger.sqlite){hint}; start one "
+                            "with `mp2amp migrate`, or point --workdir at its work folder")
     try:
         ledger = Ledger(path, read_only=True)  # `status` never writes into the file
     except TerminalError:

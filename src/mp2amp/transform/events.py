@@ -47,6 +47,7 @@ from mp2amp.transform.insert_id import (
     BEFORE_IDENTITY,
     JUNK_LONGEST,
     MAX_PREFIX,
+    PRESHUFFLE,
     SHORT_HASH,
     event_insert_id,
 )
@@ -186,16 +187,16 @@ class Transformer:
                 raw_ms = raw * 1000
             else:
                 return self._event(record, ids)
-            self.raw_ms = raw_ms
             if self._local is None:
                 time_ms = raw_ms
-            elif UTC_TIME_MARK in record:  # a legacy project's Data Pipelines row
-                return self._event(record, ids)
+            elif UTC_TIME_MARK in record:  # a legacy project's Data Pipelines row: UTC;
+                time_ms, raw_ms = raw_ms, self._local.to_local_ms(raw_ms)  # ids: local
             else:  # a zone offset (< 1 day) cannot take these times out of range
                 offset = self._hour_offsets.get(raw_ms // _HOUR_MS)
                 if offset is None:
                     return self._event(record, ids)
                 time_ms = raw_ms - offset
+            self.raw_ms = raw_ms
             user_id, device_id = ids.user_id, ids.device_id
             if user_id is None:
                 if device_id is None or len(device_id) > MAX_STRING:
@@ -264,8 +265,8 @@ class Transformer:
             given, distinct_id = props.get("$insert_id"), props.get("distinct_id")
             if type(given) is str and type(distinct_id) is str \
                     and JUNK_LONGEST < len(text := given.strip()) <= MAX_PREFIX \
-                    and text.isascii() and BEFORE_IDENTITY not in props:
-                # else event_insert_id (a lone surrogate, a reshuffled distinct_id)
+                    and text.isascii() and BEFORE_IDENTITY not in props \
+                    and PRESHUFFLE not in props:  # else event_insert_id (reshuffled...)
                 short = SHORT_HASH.copy()
                 short.update(f"{source_name}\x1f{distinct_id}\x1f{raw_ms // 1000}".encode())
                 out["insert_id"] = f"{text}-{short.hexdigest()}"

@@ -46,11 +46,12 @@ SHORT_HASH = blake2b(digest_size=8)  # copied per id: cheaper than building a ha
 # Mixpanel's reshuffle after an identity merge re-keys an exported event's distinct_id and
 # keeps the one it was sent with here: that one is the event's, before and after
 BEFORE_IDENTITY: Final = "$distinct_id_before_identity"
+PRESHUFFLE: Final = "$preshuffle_distinct_id"  # the same, as some reshuffled copies name it
 _VOLATILE = frozenset(
     {"mp_processing_time_ms", "$mp_api_timestamp_ms", "$mp_api_endpoint", "$mp_event_size",
      "$import", "token", "time", BEFORE_IDENTITY,
      # set on the copies a reshuffle re-keys, absent before it: bookkeeping, not content
-     "$is_reshuffled", "$preshuffle_distinct_id",
+     "$is_reshuffled", PRESHUFFLE,
      "distinct_id"}  # in the key already, as the one the event was sent with
 )
 
@@ -83,6 +84,9 @@ def sent_distinct_id(props: dict[str, Any]) -> Any:
     """The distinct_id the event was sent with: ``$distinct_id_before_identity`` when
     Mixpanel re-keyed it in a reshuffle (so exports before and after it give one id)."""
     before = props.get(BEFORE_IDENTITY)
+    if type(before) is str and before:
+        return before
+    before = props.get(PRESHUFFLE)
     if type(before) is str and before:
         return before
     return props.get("distinct_id")

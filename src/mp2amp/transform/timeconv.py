@@ -40,6 +40,7 @@ MAX_TIME_MS: Final = 4_102_444_800_000
 _HOUR_MS: Final = 3_600_000
 _DAY_MS: Final = 86_400_000
 _EPOCH = datetime(1970, 1, 1)
+_UTC_EPOCH = _EPOCH.replace(tzinfo=UTC)
 
 
 class TimeError(ValueError):
@@ -139,6 +140,7 @@ class LocalTimeConverter:
         ordered = sorted((_date_ms(day), zone) for day, zone in changes)
         self._change_at = [at for at, _ in ordered]
         self._zones = [ZoneInfo(timezone)] + [ZoneInfo(zone) for _, zone in ordered]
+        self._utc_offsets: dict[int, int] = {}  # UTC hour -> its one offset (to_local_ms)
         self.hour_offsets: dict[int, int] = {}
         """Local hour (``local_ms // 3_600_000``) -> its one unambiguous offset in ms.
         A pure cache that callers may read (``local_ms - offset`` is the UTC time); an hour
@@ -167,9 +169,20 @@ class LocalTimeConverter:
         legacy project gives for an event a Data Pipelines file has in UTC."""
         # the zone by the UTC day: a change takes effect at a local midnight, so a few
         # hours around it may use the other zone (Mixpanel does not say which it used)
-        zone = self._zones[bisect.bisect_right(self._change_at, utc_ms - utc_ms % _DAY_MS)]
-        instant = _EPOCH.replace(tzinfo=UTC) + timedelta(milliseconds=utc_ms)
-        return utc_ms + _offset_ms(instant.astimezone(zone))
+        hour = utc_ms // _HOUR_MS
+        offset = self._utc_offsets.get(hour)
+        if offset is None:
+            zone = self._zones[bisect.bisect_right(self._change_at, utc_ms - utc_ms % _DAY_MS)]
+            first = _UTC_EPOCH + timedelta(milliseconds=hour * _HOUR_MS)
+            start = _offset_ms(first.astimezone(zone))
+            end = _offset_ms((first + timedelta(milliseconds=_HOUR_MS - 1)).astimezone(zone))
+            if start != end:  # the hour of a DST change: this instant's own offset
+                return utc_ms + _offset_ms(
+                    (_UTC_EPOCH + timedelta(milliseconds=utc_ms)).astimezone(zone))
+            if len(self._utc_offsets) > 200_000:
+                self._utc_offsets.clear()
+            self._utc_offsets[hour] = offset = start
+        return utc_ms + offset
 
     @staticmethod
     def _offsets(zone: ZoneInfo, local_ms: int) -> tuple[int, int]:
