@@ -166,7 +166,9 @@ async def _simple(request: web.Request, state: EmulatorState, kind: str) -> web.
             400,
         )
     ok = bool(good) or ignored > 0
-    return _simple_reply(request, payload.params, ok, failed[0][2][1] if failed else None)
+    # a verbose failure always says why (the SDK raises with the message), even for "[]"
+    error = failed[0][2][1] if failed else None if ok else "no records in data"
+    return _simple_reply(request, payload.params, ok, error)
 
 
 async def _import(request: web.Request, state: EmulatorState) -> web.Response:

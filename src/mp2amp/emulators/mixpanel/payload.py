@@ -70,9 +70,9 @@ def _ndjson(body: bytes) -> list[Any] | PayloadError:
 
 def _looks_like_form(body: bytes) -> bool:
     head = body[:64].lstrip()
-    return head.startswith(b"data=") or b"&data=" in body[:4096] or (
-        b"=" in head and not head.startswith((b"[", b"{"))
-    )
+    if head.startswith((b"[", b"{")):  # raw JSON, whatever "&data=" a URL in it holds
+        return False
+    return head.startswith(b"data=") or b"&data=" in body[:4096] or b"=" in head
 
 
 async def read_payload(request: web.Request, max_bytes: int) -> Payload | PayloadError:
@@ -81,6 +81,9 @@ async def read_payload(request: web.Request, max_bytes: int) -> Payload | Payloa
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:  # past the app's client_max_size: the same 413 body
         return PayloadError(413, f"request exceeds max limit of {max_bytes} bytes")
+    except web.RequestPayloadError as exc:  # e.g. "gzip" that is not: a 400, as a 5xx
+        # would make a client resend a request that can never succeed
+        return PayloadError(400, f"body could not be read as its Content-Encoding says: {exc}")
     gzipped = request.headers.get("Content-Encoding", "").lower() == "gzip" or body[:2] == b"\x1f\x8b"
     # aiohttp already inflates a Content-Encoding: gzip body; a gzip body without the header
     # (or still compressed) is recognised by its magic bytes
@@ -128,10 +131,15 @@ async def read_payload(request: web.Request, max_bytes: int) -> Payload | Payloa
 
 def _bounded_gunzip(body: bytes, max_bytes: int) -> bytes:
     """Gunzip at most ``max_bytes + 1`` bytes, so a gzip bomb cannot fill memory."""
-    d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-    out = d.decompress(body, max_bytes + 1)
-    if len(out) > max_bytes:
-        return out  # the caller answers 413
-    if not d.eof:
-        raise EOFError("truncated gzip body")
-    return out
+    out = b""
+    rest = body
+    while True:  # one member after another (pigz, cat a.gz b.gz): all of them, as gunzip does
+        d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        out += d.decompress(rest, max_bytes + 1 - len(out))
+        if len(out) > max_bytes:
+            return out  # the caller answers 413
+        if not d.eof:
+            raise EOFError("truncated gzip body")
+        rest = d.unused_data
+        if not rest.strip(b"\0"):  # padding after the last member, as gzip allows
+            return out

@@ -110,6 +110,35 @@ def check_track(rec: Any, now: float, max_age_days: float) -> Problem:
             )
     if len(props) >= MAX_PROPERTIES:  # /track: "< 255 properties"
         return "properties", f"too many properties: {len(props)} (fewer than {MAX_PROPERTIES})"
+    for name, value in props.items():
+        problem = _nested_problem(value, 2)
+        if problem is not None:
+            return f"properties.{name}", problem
+    return None
+
+
+MAX_DEPTH = 3  # "nested objects < 255 keys and depth <= 3" (properties is the first level)
+
+
+def _nested_problem(value: Any, depth: int) -> str | None:
+    """Why a property value breaks /track's nesting limits ("arrays < 255 elements",
+    "nested objects < 255 keys and depth <= 3"), or None."""
+    if isinstance(value, list):
+        if len(value) >= MAX_PROPERTIES:
+            return f"an array of {len(value)} elements (fewer than {MAX_PROPERTIES})"
+        items: Any = value
+    elif isinstance(value, dict):
+        if depth > MAX_DEPTH:
+            return f"objects nested {depth} deep (at most {MAX_DEPTH}, properties included)"
+        if len(value) >= MAX_PROPERTIES:
+            return f"an object of {len(value)} keys (fewer than {MAX_PROPERTIES})"
+        items, depth = value.values(), depth + 1
+    else:
+        return None
+    for item in items:
+        problem = _nested_problem(item, depth)
+        if problem is not None:
+            return problem
     return None
 
 
