@@ -5,8 +5,9 @@ that is refilled from the file. Memory holds one element plus one read chunk.
 An element that is not valid JSON is reported as ``malformed_json`` and skipped to the
 ``,`` or ``]`` that ends it, found by its strings and brackets (a bad literal or a
 missing quote in a key leaves those intact), so the elements after it are still read.
-Only when that end cannot be found (an unterminated string) is the rest of the file
-given up, and the rejection says so. Invalid UTF-8 rejects its element as
+An unterminated string ends its element at its line's end (JSON strings hold no raw
+newline), so the next line's element is read. Only when no end can be found at all is the
+rest of the file given up, and the rejection says so. Invalid UTF-8 rejects its element as
 ``invalid_utf8``, as it rejects a JSON line, rather than becoming U+FFFD.
 """
 
@@ -35,7 +36,7 @@ _WS = " \t\r\n"
 _BAD_BYTE = re.compile("[\udc80-\udcff]")
 # what matters when skipping a bad element: outside strings, and inside them
 _STRUCTURE = re.compile(r'["{}\[\],]')
-_IN_STRING = re.compile(r'["\\]')
+_IN_STRING = re.compile(r'["\\\n]')
 # a decode error this close to the buffer's end may be an element cut by the read size
 # (a literal, escape or surrogate pair is at most 12 characters)
 _NEAR_END = 16
@@ -90,6 +91,12 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
             i = m.end()
             ch = m.group()
             if in_string:
+                if ch == "\n":
+                    # JSON never holds a raw newline in a string: this one was left open
+                    # (a cut value). The element ends with its line, so an array of one
+                    # element per line reads on with the next (the ',' was in the string).
+                    pos = i
+                    return start
                 if ch == "\\":
                     while i >= len(buf):  # the escaped character is still to be read
                         offset = i - pos
@@ -220,5 +227,6 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
 
 
 def _clean(text: str) -> str:
-    """``text`` with the bytes that were not UTF-8 shown as U+FFFD (printable, storable)."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """``text`` with the bytes that were not UTF-8 shown as ``\\xNN`` escapes (printable,
+    storable, and the original bytes can be read off it to fix the file)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -184,10 +184,13 @@ class LineParser:
         yield from self._flush_pending()
 
     def _concatenated(self, lineno: int, line: bytes, count: int) -> SourceRecord:
+        old_mac = b"\r" in line.rstrip(b"\r")  # lines ended by a bare CR: one long line
+        why = (" (they are separated by bare carriage returns: convert the line endings "
+               "to \\n)") if old_mac else ""
         return SourceRecord(self.source, lineno, None, Rejection(
             "concatenated_objects",
             f"{self.source} line {lineno} holds {count} JSON objects one after another, not "
-            "one record: put each on its own line and migrate them from that file (the "
+            f"one record{why}: put each on its own line and migrate them from that file (the "
             "file's other lines are not held back)", source=self.source, line=lineno,
             record=line.decode("utf-8", "replace")))
 
@@ -222,7 +225,8 @@ class LineParser:
             rej = Rejection(
                 reason,
                 f"{self.source} line {lineno} {what}{joins}: {_preview(line)!r}",
-                source=self.source, line=lineno, record=line.decode("utf-8", "replace"),
+                # bytes that are not UTF-8 as \xNN: the original can be read off the record
+                source=self.source, line=lineno, record=line.decode("utf-8", "backslashreplace"),
             )
         return SourceRecord(self.source, lineno, None, rej)
 

@@ -159,7 +159,35 @@ def _canonical(props: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(stable, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     except (TypeError, orjson.JSONEncodeError):
-        # Values orjson cannot encode (huge ints, lone surrogates): repr is still stable.
+        pass
+    try:  # values orjson cannot encode (huge ints, lone surrogates): repr is still stable
         return repr(sorted(stable.items(), key=lambda kv: str(kv[0]))).encode(
-            "utf-8", "backslashreplace"
-        )
+            "utf-8", "backslashreplace")
+    except RecursionError:  # nested about a thousand levels: walked without recursion
+        return _flat_repr(stable).encode("utf-8", "backslashreplace")
+
+
+def _flat_repr(value: Any) -> str:
+    """A stable text of ``value`` (keys sorted) with an explicit stack: no depth limit."""
+    out: list[str] = []
+    stack: list[tuple[bool, Any]] = [(False, value)]  # (True, text to write) or a value
+    while stack:
+        is_text, item = stack.pop()
+        if is_text:
+            out.append(item)
+            continue
+        kind = type(item)
+        if kind is dict:
+            out.append("{")
+            stack.append((True, "}"))
+            for key in sorted(item, key=str, reverse=True):
+                stack.append((False, item[key]))
+                stack.append((True, f"{key!r}:"))
+        elif kind is list or kind is tuple:
+            out.append("[")
+            stack.append((True, "]"))
+            for element in reversed(item):
+                stack.append((False, element))
+        else:
+            out.append(repr(item) + ",")
+    return "".join(out)

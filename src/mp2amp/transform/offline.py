@@ -33,6 +33,7 @@ from mp2amp.identity import IdentityGraph
 from mp2amp.ledger.store import WindowRow
 from mp2amp.models import Emitted, Rejected, SourceRecord
 from mp2amp.pipeline.budgets import stage_budgets
+from mp2amp.pipeline.dead_letters import payload_json
 from mp2amp.pipeline.overlaps import load_order, overlapping_groups
 from mp2amp.pipeline.staging import (
     LocalZone,
@@ -47,6 +48,7 @@ from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
 from mp2amp.transform.sessions import Sessionizer
 from mp2amp.transform.stream import TransformSummary, transform_stream
+from mp2amp.transform.values import json_safe
 
 
 @dataclass(slots=True)
@@ -62,8 +64,14 @@ class TransformResult:
 
 def rejection_line(rej: Rejection) -> bytes:
     """One line of the rejects file; the record is kept whole so it can be fixed and re-run."""
+    record = rej.record
+    if record is not None and not json_safe(record):
+        # NaN, Infinity...: orjson would write null (the very value it was rejected for);
+        # shown as migrate's dead letters show it, the standard library's text of it
+        shown = payload_json(record)
+        record = None if shown is None else orjson.loads(shown)
     doc = {"source": rej.source, "line": rej.line, "reason": rej.reason,
-           "message": rej.message, "field": rej.field, "record": rej.record}
+           "message": rej.message, "field": rej.field, "record": record}
     try:
         return orjson.dumps(doc) + b"\n"
     except TypeError:  # integers past 64 bits, kept by the stdlib parser: keep them exact
