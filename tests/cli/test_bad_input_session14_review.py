@@ -196,14 +196,6 @@ def test_invalid_utf8_rejection_keeps_the_original_bytes(env: None, tmp_path: Pa
     assert "\ufffd" not in rejects[0]["record"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rejections decided in the transform stage say only 'the event has no name', "
-    "'properties is not an object', 'no usable user_id or device_id ...', 'time must be "
-    "...': no file, no line and nothing about what to do, unlike the reader's own "
-    "rejections ('FILE line N is not valid JSON ...'); migrate prints just the "
-    "dead-letters path. Fix: prefix the source and line (and a hint) where the Rejection "
-    "gets its source, transform/offline.py and pipeline/transform_worker.py, or in "
-    "transform/events.py:_event"))
 def test_transform_stage_messages_name_file_and_line(env: None, tmp_path: Path) -> None:
     path = tmp_path / "day.jsonl"
     path.write_text("\n".join([

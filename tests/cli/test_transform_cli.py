@@ -76,8 +76,8 @@ def test_files_out_json_summary(project: Path) -> None:
                     "line into a record): 'not json'",
          "field": None, "record": "not json"},
         {"source": "day1.jsonl", "line": 8, "reason": "missing_id",
-         "message": "no usable user_id or device_id for this event (absent, junk or "
-                    "blocklisted IDs)",
+         "message": "day1.jsonl line 8: no usable user_id or device_id for this event "
+                    "(absent, junk or blocklisted IDs)",
          "field": "properties.distinct_id",
          "record": {"event": "Page View", "properties": {
              "time": 1700000400, "distinct_id": "undefined", "$insert_id": "ins-0004"}}},

@@ -94,7 +94,11 @@ def event_outcome(out: dict[str, Any] | Rejection | Skip, record: Any, source: s
                   line: int) -> Emitted | Rejected | Skipped:
     """What ``Transformer.event`` gave for the record at ``source``:``line``, as an outcome."""
     if isinstance(out, Rejection):
-        return Rejected(Rejection(out.reason, out.message, out.field, source, line,
+        # named where it is, as the reader's own rejections are: the message is read alone
+        # (a log line, a dead letter shown by itself); the transformer knows no file
+        where = f"{source} line {line}"
+        message = out.message if out.message.startswith(where) else f"{where}: {out.message}"
+        return Rejected(Rejection(out.reason, message, out.field, source, line,
                                   record if out.record is None else out.record))
     if isinstance(out, Skip):
         return Skipped(out, source, line)
