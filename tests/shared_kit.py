@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 
 import pytest
 from aiohttp import web
+
+from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 
 # The environment variables mp2amp reads secrets from: a test starts without any of them
 SECRET_ENV = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "MIXPANEL_SERVICE_ACCOUNT",
@@ -22,6 +25,26 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, amplitude_key: str | None = None)
         monkeypatch.delenv(var, raising=False)
     if amplitude_key is not None:
         monkeypatch.setenv("AMPLITUDE_API_KEY", amplitude_key)
+
+
+def cli_workspace(monkeypatch: pytest.MonkeyPatch, folder: Path, amplitude_key: str,
+                  events: str | None = None) -> Path:
+    """``folder`` as the command's current folder, with a secret-free environment (but
+    ``amplitude_key``) and, given ``events``, ``events/2024-03-01.jsonl`` holding them."""
+    clean_env(monkeypatch, amplitude_key)
+    monkeypatch.chdir(folder)
+    if events is not None:
+        (folder / "events").mkdir()
+        (folder / "events" / "2024-03-01.jsonl").write_text(events)
+    return folder
+
+
+@contextmanager
+def amplitude_emulator(data_dir: Path, api_key: str) -> Iterator[str]:
+    """An in-process Amplitude emulator on a free loopback port; yields its URL."""
+    emu = AmplitudeEmulator(AmplitudeConfig(data_dir=data_dir, api_key=api_key))
+    with emu.running() as url:
+        yield url
 
 
 @asynccontextmanager

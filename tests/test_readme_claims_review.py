@@ -41,7 +41,7 @@ from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.errors import ConfigError
 from mp2amp.load import UploadSettings
 from mp2amp.transform.settings import RevenueSettings
-from shared_kit import clean_env
+from shared_kit import amplitude_emulator, cli_workspace
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -101,17 +101,12 @@ def page_view_lines(n: int, day: str = "2024-03-01") -> str:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    clean_env(monkeypatch, KEY)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "events").mkdir()
-    (tmp_path / "events" / "2024-03-01.jsonl").write_text(page_view_lines(30))
-    return tmp_path
+    return cli_workspace(monkeypatch, tmp_path, KEY, page_view_lines(30))
 
 
 @pytest.fixture
 def amp_url(tmp_path: Path) -> Iterator[str]:
-    emu = AmplitudeEmulator(AmplitudeConfig(data_dir=tmp_path / "amp", api_key=KEY))
-    with emu.running() as url:
+    with amplitude_emulator(tmp_path / "amp", KEY) as url:
         yield url
 
 

@@ -13,24 +13,20 @@ import pytest
 from typer.testing import CliRunner
 
 from mp2amp.cli import app
-from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
-from shared_kit import clean_env
+from shared_kit import amplitude_emulator, cli_workspace
 
 KEY = "audit-key"
 
 
 @pytest.fixture(scope="module")
 def amp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    emu = AmplitudeEmulator(AmplitudeConfig(data_dir=tmp_path_factory.mktemp("amp"),
-                                            api_key=KEY))
-    with emu.running() as url:
+    with amplitude_emulator(tmp_path_factory.mktemp("amp"), KEY) as url:
         yield url
 
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    clean_env(monkeypatch, KEY)
-    monkeypatch.chdir(tmp_path)
+    cli_workspace(monkeypatch, tmp_path, KEY)
 
 
 def invoke(*args: str) -> Any:

@@ -17,9 +17,8 @@ from typer.testing import CliRunner
 
 from mp2amp.cli import app
 from mp2amp.config import load_config
-from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.errors import ConfigError
-from shared_kit import clean_env
+from shared_kit import amplitude_emulator, cli_workspace
 
 KEY = "s14-review-key"
 
@@ -53,17 +52,12 @@ def events(n: int) -> str:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    clean_env(monkeypatch, KEY)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "events").mkdir()
-    (tmp_path / "events" / "2024-03-01.jsonl").write_text(events(20))
-    return tmp_path
+    return cli_workspace(monkeypatch, tmp_path, KEY, events(20))
 
 
 @pytest.fixture
 def amp_url(tmp_path: Path) -> Iterator[str]:
-    emu = AmplitudeEmulator(AmplitudeConfig(data_dir=tmp_path / "amp", api_key=KEY))
-    with emu.running() as url:
+    with amplitude_emulator(tmp_path / "amp", KEY) as url:
         yield url
 
 
