@@ -112,13 +112,6 @@ def test_transform_rejects_keep_nan_and_infinity_as_read(env: None, tmp_path: Pa
     assert "Infinity" in json.dumps(by_line[3]["record"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a non_json_value rejection names the Amplitude output field (`os_name` for a lone "
-    "surrogate in $browser, `event_properties.screen_height` for NaN in $screen_height), "
-    "not the Mixpanel property of the record it shows, so the user cannot find what to fix. "
-    "It should name properties.$browser / properties.$screen_height. Where: "
-    "transform/values.py (ValueProblem path) as raised from transform/events.py:_event and "
-    "shapes/mapping conversions: map the output path back to the source key"))
 def test_non_json_value_names_the_mixpanel_property(env: None, tmp_path: Path) -> None:
     path = tmp_path / "day.jsonl"
     path.write_text(

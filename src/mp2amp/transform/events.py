@@ -51,7 +51,7 @@ from mp2amp.transform.insert_id import (
     SHORT_HASH,
     event_insert_id,
 )
-from mp2amp.transform.problems import long_id, not_an_event
+from mp2amp.transform.problems import long_id, not_an_event, source_field
 from mp2amp.transform.revenue import revenue_reader
 from mp2amp.transform.settings import TransformSettings
 from mp2amp.transform.shapes import (
@@ -442,7 +442,7 @@ class Transformer:
                             else None, result)
             return out
         except ValueProblem as problem:
-            return Rejection(problem.reason, str(problem), field=problem.field)
+            return Rejection(problem.reason, str(problem), field=source_field(problem.field, record))
         except Exception as exc:  # never let one record stop the run; tests assert on it
             return Rejection("transform_error", f"{type(exc).__name__}: {exc}"[:300])
 

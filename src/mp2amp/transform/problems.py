@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mp2amp.errors import Rejection
+from mp2amp.transform.mapping import RULES
 from mp2amp.transform.values import MAX_STRING, ValueProblem
+
+# Amplitude's name -> the Mixpanel properties that may give it (top-level fields and the
+# readable names default properties are kept as), in the mapping's order
+_SOURCES: dict[str, list[str]] = {}
+for _r in RULES:
+    for _target in {_r.field, _r.keep_as} - {None}:
+        _SOURCES.setdefault(str(_target), []).append(_r.source)
 
 
 def long_id(field: str) -> None:
@@ -19,3 +29,27 @@ def not_an_event(record: object) -> Rejection:
     kind = type(record).__name__ if type(record) is not dict else "object without 'event'"
     return Rejection("not_an_event", f"expected a Mixpanel event object, got {kind}",
                      field="event")
+
+
+def source_field(field: str | None, record: Any) -> str | None:
+    """Where in the Mixpanel record a value problem is, for the user to fix it there:
+    ``properties.$browser`` rather than the ``os_name`` or ``event_properties.browser`` it
+    would have become; ``field`` itself when it cannot be traced."""
+    props = record.get("properties") if type(record) is dict else None
+    if field is None or type(props) is not dict:
+        return field
+    section, dot, rest = field.partition(".")
+    name, tail = (rest, "") if dot and section in ("event_properties", "user_properties") \
+        else (field, "") if not dot else (None, "")
+    if name is None:
+        return field
+    if dot:  # a property kept under its own name (or nested in one): the longest that fits
+        for key in sorted((k for k in props if type(k) is str), key=len, reverse=True):
+            if name == key or name.startswith(key + "."):
+                return f"properties.{key}{name[len(key):]}"
+        name, _, tail = name.partition(".")
+        tail = f".{tail}" if tail else ""
+    for source in _SOURCES.get(name, ()):
+        if source in props:
+            return f"properties.{source}{tail}"
+    return field
