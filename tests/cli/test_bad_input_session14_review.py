@@ -318,3 +318,26 @@ def test_ids_and_times_of_every_kind(env: None, tmp_path: Path) -> None:
     summary = orjson.loads(result.stdout)["summary"]
     assert summary["records_read"] == summary["events_out"] + sum(
         summary["rejected"].values()) == 11
+
+
+def test_two_rejected_objects_starting_on_one_pretty_line_keep_migrate_balanced(
+        env: None, tmp_path: Path, amp_url: str) -> None:
+    """In a pretty-printed file (first line ``{``), two values starting on one line were two
+    records with one (file, line): both rejected, the ledger kept one dead letter and the run
+    ended unbalanced (read 4 = sent 2 + rejected 1, exit 1). They are one
+    ``concatenated_objects`` rejection now, as on a JSON line."""
+    path = tmp_path / "pretty.json"
+    path.write_text('{\n  "event": "A", "properties": {"time": 1700000000, "distinct_id": '
+                    '"user-1", "$insert_id": "iid-000001"}\n}\n'
+                    + d({"event": "", "properties": {"time": 1700000001, "distinct_id": "u-2"}})
+                    + d({"event": "", "properties": {"time": 1700000002, "distinct_id": "u-3"}})
+                    + "\n" + d(ev(4)) + "\n")
+    result = invoke("migrate", "-c", str(migrate_config(tmp_path, [path], amp_url)), "--json")
+    assert result.exit_code == 0, result.stdout
+    totals = orjson.loads(result.stdout)["totals"]
+    assert (totals["read"], totals["sent"], totals["rejected"], totals["balanced"]) == (
+        3, 2, 1, True)
+    (letter,) = [strict_json(line) for line in
+                 (tmp_path / "work" / "dead-letters.jsonl").read_bytes().splitlines()]
+    assert (letter["line"], letter["reason"]) == (4, "concatenated_objects")
+    assert "u-2" in letter["record"] and "u-3" in letter["record"]

@@ -36,7 +36,35 @@ def is_pretty(first: bytes) -> bool:
 
 
 def iter_concatenated(source: str, stream: Readable, first: bytes = b"") -> Iterator[SourceRecord]:
-    """SourceRecords of the JSON values in ``stream``; ``first`` was already read from it."""
+    """SourceRecords of the JSON values in ``stream``; ``first`` was already read from it.
+
+    Values that start on one line (``}{...}{...}``) are one ``concatenated_objects``
+    rejection, as in a JSON lines file: a record is known by its file and line (in the
+    ledger too), so two records of one line could not be told apart."""
+    group: list[SourceRecord] = []
+    for rec in _values(source, stream, first):
+        if group and rec.line != group[0].line:
+            yield _one_per_line(source, group)
+            group = []
+        group.append(rec)
+    if group:
+        yield _one_per_line(source, group)
+
+
+def _one_per_line(source: str, group: list[SourceRecord]) -> SourceRecord:
+    if len(group) == 1:
+        return group[0]
+    line = group[0].line
+    text = "".join(json.dumps(r.record, ensure_ascii=False) if r.record is not None
+                   else str(r.rejection.record if r.rejection else "") for r in group)
+    return SourceRecord(source, line, None, Rejection(
+        "concatenated_objects",
+        f"{source} line {line} starts {len(group)} JSON values one after another, not one "
+        "record: put each on its own line and migrate them from that file (the file's "
+        "other records are not held back)", source=source, line=line, record=text))
+
+
+def _values(source: str, stream: Readable, first: bytes = b"") -> Iterator[SourceRecord]:
     decoder = json.JSONDecoder()
     utf8 = codecs.getincrementaldecoder("utf-8")("surrogateescape")
     buf = utf8.decode(first)
