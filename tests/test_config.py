@@ -267,3 +267,18 @@ def test_credentials_from_the_environment_lose_surrounding_whitespace() -> None:
     assert cfg.amplitude.api_key is not None and cfg.amplitude.api_key.reveal() == "abc123"
     assert cfg.mixpanel.secret is not None and cfg.mixpanel.secret.reveal() == "s3cret"
     assert load_config(None, {}, env={"AMPLITUDE_API_KEY": " \n"}).amplitude.api_key is None
+
+
+def test_project_throttle_wait_reaches_the_uploader_and_is_bounded(tmp_path: Path) -> None:
+    from mp2amp.pipeline.migrate import upload_settings
+
+    path = tmp_path / "mp2amp.toml"
+    path.write_text("[amplitude]\nproject_throttle_wait = 7.5\n")
+    config = load_config(path, env={"AMPLITUDE_API_KEY": "k"})
+    assert upload_settings(config).project_throttle_wait == 7.5
+    assert upload_settings(load_config(None, env={"AMPLITUDE_API_KEY": "k"})) \
+        .project_throttle_wait == 60.0  # Amplitude's documented wait
+    path.write_text("[amplitude]\nproject_throttle_wait = 901\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, env={})
+    assert refused.value.problems == ["amplitude.project_throttle_wait: must be 0..900, got 901.0"]

@@ -197,6 +197,8 @@ class AmplitudeConfig:
     batch_max_bytes: int | None = field(default=None, metadata=_check(_between(1024, 20_000_000)))
     # Sent as options.min_id_length: mp2amp keeps Mixpanel IDs shorter than Amplitude's 5
     min_id_length: int = field(default=1, metadata=_check(_between(1, 1024)))
+    # seconds a 429 naming no device or user (a project-wide limit) waits: Amplitude says 60
+    project_throttle_wait: float = field(default=60.0, metadata=_check(_between(0, 900)))
     api_key: Secret | None = field(default=None, metadata=_env("AMPLITUDE_API_KEY"))
     secret_key: Secret | None = field(default=None, metadata=_env("AMPLITUDE_SECRET_KEY"))
 
