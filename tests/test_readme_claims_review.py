@@ -511,7 +511,7 @@ def amplitude_option_table() -> dict[str, str]:
         m = re.match(r"^\| (`--[^|]+) \| ([^|]+) \| [^|]+ \|$", line)
         if not m:
             continue
-        names = re.findall(r"`(--[a-z-]+)", m.group(1))
+        names = re.findall(r"`(--[a-z0-9-]+)", m.group(1))
         defaults = [d.strip().strip("`") for d in m.group(2).split(",")]
         for i, name in enumerate(names):
             rows[name] = defaults[i] if len(defaults) == len(names) else m.group(2).strip()

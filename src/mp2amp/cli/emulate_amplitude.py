@@ -12,6 +12,7 @@ import typer
 
 from mp2amp.cli.output import cli_errors, err_console
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
+from mp2amp.emulators.amplitude.segmentation import CostLimits
 
 DEFAULT_DATA = Path(".mp2amp/amplitude-emulator")
 
@@ -57,6 +58,10 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         timezone: str = typer.Option("UTC", help="Project timezone (segmentation day buckets)."),
         project_id: int = typer.Option(187520, help="Project (app) ID shown in exports."),
         seed: int = typer.Option(0, help="Seed of the fault generator."),
+        segmentation_cost_per_5min: int = typer.Option(
+            1000, min=1, help="Segmentation query cost (days x events) allowed per 5 minutes."),
+        segmentation_cost_per_hour: int = typer.Option(
+            108_000, min=1, help="Segmentation query cost allowed per hour (429 past either)."),
     ) -> None:
         """Serve Amplitude's ingestion, identify, export, segmentation and privacy APIs locally."""
         with cli_errors():
@@ -66,7 +71,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                 fail_rate=fail_rate, latency_ms=latency_ms,
                 drop_after_ingest_rate=drop_after_ingest_rate, timezone=timezone, seed=seed,
             )
-            emulator = AmplitudeEmulator(config)
+            emulator = AmplitudeEmulator(config, segmentation_limits=CostLimits(
+                segmentation_cost_per_5min, segmentation_cost_per_hour))
             try:
                 asyncio.run(_serve(emulator))
             except OSError as exc:

@@ -78,3 +78,35 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in err
     assert "Traceback" not in err
+
+
+def test_segmentation_cost_budgets_are_flags(tmp_path: Path) -> None:
+    """--segmentation-cost-per-5min: a 10-day query costs 10, so a budget of 15 answers the
+    second one 429 with a Retry-After (the reference's budgets are the defaults)."""
+    import base64
+    import urllib.error
+    import urllib.parse
+
+    proc = _run("--port", "0", "--data", str(tmp_path / "amp"), "--secret-key", "s",
+                "--api-key", "k", "--segmentation-cost-per-5min", "15")
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        query = urllib.parse.urlencode({"e": orjson.dumps({"event_type": "_all"}).decode(),
+                                        "start": "20240101", "end": "20240110"})
+        auth = base64.b64encode(b"k:s").decode()
+
+        def ask() -> int:
+            req = urllib.request.Request(f"{url}/api/2/events/segmentation?{query}",
+                                         headers={"Authorization": f"Basic {auth}"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as res:
+                    return int(res.status)
+            except urllib.error.HTTPError as exc:
+                assert exc.code != 429 or exc.headers.get("Retry-After")
+                return int(exc.code)
+
+        assert [ask(), ask()] == [200, 429]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
