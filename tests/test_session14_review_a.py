@@ -12,7 +12,6 @@ import contextlib
 import gzip
 import json
 import urllib.request
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from mp2amp.pipeline import migrate as migrate_module
 from mp2amp.pipeline.import_folder import refuse_another_runs_files
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
 from mp2amp.pipeline.windows import _discard_staged_downloads
+from shared_kit import serve_routes
 
 DAY = date(2024, 1, 1)
 
@@ -108,20 +108,9 @@ class _Dropper:
         request.transport.close()
         return resp
 
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[str]:
-        app = web.Application()
-        app.router.add_get("/api/2.0/export", self.handle)
-        app.router.add_get("/api/2.0/export/", self.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            await runner.cleanup()
+    def running(self) -> contextlib.AbstractAsyncContextManager[str]:
+        return serve_routes({("GET", "/api/2.0/export"): self.handle,
+                             ("GET", "/api/2.0/export/"): self.handle})
 
 
 def test_a_spent_export_day_makes_no_promise_to_fetch_it_again(tmp_path: Path) -> None:

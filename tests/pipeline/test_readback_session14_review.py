@@ -118,6 +118,12 @@ def tiny_project(root: Path, names: list[str]) -> Path:
 # --- read-back and the emulator's segmentation: defects ----------------------------------
 
 
+
+def small_demo_args(tmp_path: Path) -> list[str]:
+    """``mp2amp demo`` on 1000 events, no faults, kept in ``tmp_path / "d"``."""
+    return ["demo", "--events", "1000", "--fail-rate", "0", "--drop-rate", "0",
+            "--workdir", str(tmp_path / "d")]
+
 def test_a_long_unicode_event_type_does_not_abort_the_comparison(amp: Amp, tmp_path: Path) -> None:
     long_name = "購入完了" * 400  # 1600 characters: Amplitude keeps 1024
     amp.send([ev(1, T0, etype=long_name), ev(2, T0)])
@@ -418,17 +424,7 @@ def test_demo_text_says_how_many_daily_mismatches_it_left_out(
     monkeypatch.setattr(demo, "_compare", mismatching)
     result = CliRunner().invoke(
         app,
-        [
-            "demo",
-            "--events",
-            "1000",
-            "--fail-rate",
-            "0",
-            "--drop-rate",
-            "0",
-            "--workdir",
-            str(tmp_path / "d"),
-        ],
+        small_demo_args(tmp_path),
     )
     assert result.exit_code == 1
     err = " ".join(result.stderr.split())
@@ -670,17 +666,7 @@ def test_proof_takes_either_instant_of_a_repeated_legacy_hour(tmp_path: Path) ->
 def test_demo_reports_the_event_check_and_the_export_only_rows(tmp_path: Path) -> None:
     from mp2amp.cli import app
 
-    args = [
-        "demo",
-        "--events",
-        "1000",
-        "--fail-rate",
-        "0",
-        "--drop-rate",
-        "0",
-        "--workdir",
-        str(tmp_path / "d"),
-    ]
+    args = small_demo_args(tmp_path)
     text = CliRunner().invoke(app, args)
     assert text.exit_code == 0, text.stderr
     out = " ".join(text.stdout.split())
