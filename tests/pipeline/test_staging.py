@@ -89,12 +89,15 @@ def test_staged_ranges_cut_whole_lines_of_at_least_size_bytes(
 
 @given(st.lists(st.tuples(st.one_of(st.floats(allow_nan=False, allow_infinity=False),
                                     st.sampled_from([0.0, -0.0, UNKNOWN_TIME, 1.7e9])),
+                          st.integers(min_value=0, max_value=2**63 - 1),
                           st.integers(min_value=0, max_value=2**63)), max_size=40))
-def test_sort_prefixes_order_like_time_then_arrival(keys: list[tuple[float, int]]) -> None:
+def test_sort_prefixes_order_like_time_then_latest_ingested_then_arrival(
+        keys: list[tuple[float, int, int]]) -> None:
     from mp2amp.pipeline.staging import _prefix
 
     by_prefix = sorted(keys, key=lambda k: _prefix(*k))
-    assert [(k + 0.0, o) for k, o in by_prefix] == sorted((k + 0.0, o) for k, o in keys)
+    assert [(k + 0.0, -i, o) for k, i, o in by_prefix] == sorted(
+        (k + 0.0, -i, o) for k, i, o in keys)
 
 
 def test_files_staged_before_identity_views_are_still_read(tmp_path: Path) -> None:
@@ -172,3 +175,33 @@ def test_a_range_reads_rows_with_tabs_blank_lines_and_no_last_newline(tmp_path: 
     path.write_bytes(b'{"a":1}\t[1,"s",1,{"k":\t"v"},null]\n[2,"s",2,{},null]\n\n{}\tlast')
     assert read_staged_range(path, 0, path.stat().st_size) == [
         b'[1,"s",1,{"k":\t"v"},null]', b'[2,"s",2,{},null]', b"", b"last"]
+
+
+def _copy(source: str, line: int, plan: str, ingested: object, raw: bool) -> SourceRecord:
+    record = {"event": "Buy", "properties": {"time": 1_700_000_000_250, "plan": plan,
+                                            "mp_processing_time_ms": ingested}}
+    return SourceRecord(source, line, record, raw=orjson.dumps(record) if raw else None)
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_of_same_time_copies_the_latest_ingested_comes_first(tmp_path: Path, raw: bool) -> None:
+    # Mixpanel's reports show the latest ingested of an event's copies; the copy kept is
+    # the first staged, so it must be that one (unknown ingestion times go last)
+    records = [_copy("f.jsonl", 1, "free", 1_700_000_002_000, raw),
+               _copy("f.jsonl", 2, "none", None, raw),
+               _copy("f.jsonl", 3, "pro", 1_700_000_090_000, raw),
+               _rec(4, 1_700_000_000_100)]
+    stage(records, tmp_path / "w.jsonl")
+    assert [r.line for r in read_staged(tmp_path / "w.jsonl")] == [4, 3, 1, 2]
+
+
+def test_a_merge_of_overlapping_windows_puts_the_latest_ingested_copy_first(
+        tmp_path: Path) -> None:
+    from mp2amp.pipeline.staging import merge_staged
+
+    stage([_copy("a.jsonl", 1, "free", 1_700_000_002_000, True)], tmp_path / "a")
+    stage([_copy("b.jsonl", 1, "pro", 1_700_000_090_000, True),
+           _copy("b.jsonl", 2, "none", None, True)], tmp_path / "b")
+    assert merge_staged([tmp_path / "a", tmp_path / "b"], tmp_path / "m") == 3
+    assert [(r.source, r.line) for r in read_staged(tmp_path / "m")] == [
+        ("b.jsonl", 1), ("a.jsonl", 1), ("b.jsonl", 2)]

@@ -229,16 +229,6 @@ def test_events_without_insert_id_in_one_second_stay_two(tmp_path: Path) -> None
     assert len({e["insert_id"] for e in events}) == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Of two copies Mixpanel counts as one event (same name, distinct_id, second and "
-    "$insert_id) with different properties, mp2amp sends whichever comes first in staged "
-    "order (file and line order for equal times), here the copy ingested first. "
-    "mixpanel-api.md 3.2: 'Query-time dedup shows the latest ingested copy', so Mixpanel's "
-    "reports show the other copy's properties and the migrated data disagrees with them. "
-    "The kept copy should be the one with the latest mp_processing_time_ms (e.g. staging "
-    "breaking ties of one insert_id by processing time, latest first, or the Settler "
-    "choosing among a second's copies). src/mp2amp/pipeline/staging.py: _encode sort "
-    "prefix; src/mp2amp/transform/stream.py transform_stream / transform_worker.Settler"))
 def test_of_two_copies_with_other_properties_the_latest_ingested_is_kept(
         tmp_path: Path) -> None:
     first = mp_event("Buy", T0, "dev-0001", "abc-0000000001", plan="free",

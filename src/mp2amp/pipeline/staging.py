@@ -101,8 +101,23 @@ def utc_key(local: LocalZone | None) -> UtcKey | None:
     return key
 
 
+def ingested_ms(record: dict[str, Any] | None) -> int:
+    """When Mixpanel ingested the record (``mp_processing_time_ms``, else the API's
+    timestamp), 0 when unknown: of copies of one event (same time) Mixpanel's reports show
+    the latest ingested, so staging puts that one first and it is the copy kept."""
+    props = record.get("properties") if record is not None else None
+    if type(props) is not dict:
+        return 0
+    for name in ("mp_processing_time_ms", "$mp_api_timestamp_ms"):
+        value = props.get(name)
+        if type(value) is int and 0 < value < _SIGN:
+            return value
+    return 0
+
+
 def _encode(rec: SourceRecord, order: int, to_utc: UtcKey | None = None) -> bytes:
-    """The staged line with a sort prefix: bytes that sort as (time, arrival order) do."""
+    """The staged line with a sort prefix: bytes that sort as (time, latest ingested,
+    arrival order) do."""
     rej = rec.rejection
     record = rec.record
     key, whole = _seconds(record)
@@ -111,11 +126,12 @@ def _encode(rec: SourceRecord, order: int, to_utc: UtcKey | None = None) -> byte
         key = to_utc(key, record["properties"])  # the second itself, then its place in it
     if whole:
         key += WHOLE_SECOND_AT
+    prefix = _prefix(key, ingested_ms(record), order)
     if rec.raw is not None and rej is None:
         # The line the record was parsed from is its JSON already: orjson parses it into
         # the same record again, so it is not serialized a second time (~0.9 us a line).
         view = orjson.dumps(identity_view(record), default=str)
-        return b"%s%s\t[%s,%s,%d,%s,null]\n" % (_prefix(key, order), view, orjson.dumps(key),
+        return b"%s%s\t[%s,%s,%d,%s,null]\n" % (prefix, view, orjson.dumps(key),
                                                 orjson.dumps(rec.source), rec.line, rec.raw)
     # the rejection's own record too: a line that did not parse keeps its text for the
     # dead letter (older staged files have three fields)
@@ -133,7 +149,7 @@ def _encode(rec: SourceRecord, order: int, to_utc: UtcKey | None = None) -> byte
         # The concatenation also makes a right-sized copy: orjson (3.13) returns bytes
         # objects that keep a ~16 KB buffer, so holding a chunk of raw dumps() results
         # took 15x the memory.
-        return b"%s%s\t%s\n" % (_prefix(key, order), view, orjson.dumps(row, default=str))
+        return b"%s%s\t%s\n" % (prefix, view, orjson.dumps(row, default=str))
     # What only the standard library's parser gives (NaN, Infinity, integers past 64 bits,
     # lone surrogates) or nesting past orjson's depth: orjson would write NaN as null (a
     # changed value) or refuse the rest. The standard library writes it as parsed, and
@@ -145,7 +161,7 @@ def _encode(rec: SourceRecord, order: int, to_utc: UtcKey | None = None) -> byte
         row[4] = ["too_deep", f"{rec.source} line {rec.line} is nested too deeply (about a "
                   "thousand levels) to be staged; flatten it in the source", None]
         view, body = b"null", orjson.dumps(row)
-    return b"%s%s\t%s\n" % (_prefix(key, order), view, body)
+    return b"%s%s\t%s\n" % (prefix, view, body)
 
 
 def _stdlib_json(value: Any) -> bytes:
@@ -165,15 +181,15 @@ def load_staged(data: bytes) -> Any:
 _PACK_DOUBLE = struct.Struct(">d").pack
 _SIGN = 1 << 63
 _ALL = (1 << 64) - 1
-_PREFIX = 33  # 16 hex digits of the time, 16 of the order, a tab
+_PREFIX = 49  # 16 hex digits each of the time, the ingestion time (latest first), the order; a tab
 
 
-def _prefix(key: float, order: int) -> bytes:
-    """Fixed-width hex whose byte order is the order of (key, order): the sorts and the
-    merge compare bytes in C, and the runs are read back without parsing anything."""
+def _prefix(key: float, ingested: int, order: int) -> bytes:
+    """Fixed-width hex whose byte order is the order of (key, -ingested, order): the sorts
+    and the merge compare bytes in C, and the runs are read back without parsing anything."""
     bits = int.from_bytes(_PACK_DOUBLE(key + 0.0), "big")  # + 0.0: -0.0 sorts as 0.0
     bits = bits ^ _ALL if bits & _SIGN else bits | _SIGN  # IEEE 754 order as unsigned order
-    return b"%016x%016x\t" % (bits, order)
+    return b"%016x%016x%016x\t" % (bits, _ALL ^ ingested, order)
 
 
 class StagingStopped(Exception):
@@ -183,13 +199,14 @@ class StagingStopped(Exception):
 def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORDS,
           chunk_bytes: int = CHUNK_BYTES, local: LocalZone | None = None,
           stop: threading.Event | None = None) -> int:
-    """Write ``records`` sorted by (time, arrival order) to ``dest``; returns the count.
+    """Write ``records`` sorted by (time, latest ingested first, arrival order) to
+    ``dest``; returns the count.
     ``local``: a legacy project's zones, so that local times sort by their UTC time.
     ``stop``: set by a run that is stopping (staging runs in a thread, which cancelling
     the run does not end): staging then ends soon, raising ``StagingStopped``, and never
     renames a window into place once the run has let go of its work folder.
 
-    Ties keep the arrival order, so staging is deterministic. The file is written to a
+    Other ties keep the arrival order, so staging is deterministic. The file is written to a
     temporary name and renamed, so a crash never leaves a half-staged window behind.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -283,8 +300,9 @@ MERGE_FILES = 64  # staged files merged at once (open files); more are merged in
 
 
 def merge_staged(paths: list[Path], dest: Path) -> int:
-    """Staged windows merged into one, in time order (ties: the order of ``paths``, then
-    each file's own order); written to a temporary name and renamed. Returns the lines."""
+    """Staged windows merged into one, in time order (ties: latest ingested first, then
+    the order of ``paths``, then each file's own order); written to a temporary name and
+    renamed. Returns the lines."""
     if len(paths) > MERGE_FILES:  # in rounds, each a file; the rounds keep the tie order
         rounds = [dest.with_name(f"{dest.name}.round{n}")
                   for n in range(-(-len(paths) // MERGE_FILES))]
@@ -295,15 +313,15 @@ def merge_staged(paths: list[Path], dest: Path) -> int:
         finally:
             for path in rounds:
                 path.unlink(missing_ok=True)
-    def keyed(path: Path) -> Iterator[tuple[float, bytes]]:
+    def keyed(path: Path) -> Iterator[tuple[float, int, bytes]]:
         with open(path, "rb") as f:
             for line in f:
-                yield staged_key(line), line
+                yield staged_key(line), -_staged_ingested(line), line
 
     part = dest.with_name(dest.name + ".part")
     n = 0
     with open(part, "wb") as out:
-        for _, line in heapq.merge(*map(keyed, paths), key=_first):
+        for _, _, line in heapq.merge(*map(keyed, paths), key=_first):
             out.write(line)
             n += 1
         out.flush()
@@ -312,8 +330,28 @@ def merge_staged(paths: list[Path], dest: Path) -> int:
     return n
 
 
-def _first(pair: tuple[float, bytes]) -> float:
-    return pair[0]
+def _first(item: tuple[float, int, bytes]) -> tuple[float, int]:
+    return item[0], item[1]
+
+
+_INGESTED_KEYS = (b'"mp_processing_time_ms":', b'"$mp_api_timestamp_ms":')
+
+
+def _staged_ingested(line: bytes) -> int:
+    """``ingested_ms`` of a staged line's record, read off its text (a merge of
+    overlapping windows breaks time ties with it as staging did, without parsing)."""
+    for name in _INGESTED_KEYS:
+        at = line.find(name)
+        if at >= 0:
+            start = at + len(name)
+            end = start
+            while end < len(line) and 48 <= line[end] <= 57:  # the digits of an int
+                end += 1
+            if end > start and line[end:end + 1] in (b",", b"}"):
+                value = int(line[start:end])
+                if 0 < value < _SIGN:
+                    return value
+    return 0
 
 
 def _write_run(buf: list[bytes], tmpdir: Path, n: int) -> Path:
