@@ -103,7 +103,8 @@ RULES: tuple[Rule, ...] = (
     _rule("$browser_version", WEB, "os_version", "major", "browser_version", "always",
           "major version, as legacy Amplitude JS"),
     _rule("$os", WEB, "device_model", "web_device_model", "os", "always",
-          "$device for iPhone/iPad/iPod Touch, else the OS in ua-parser spelling"),
+          "$device for iPhone/iPad/iPod Touch, else the OS in ua-parser spelling "
+          "(React Native's \"web\": none)"),
     _rule("$device", WEB, "device_manufacturer", "apple_if_idevice", "device", "always",
           "\"Apple\" for iPhone/iPad/iPod Touch"),
     _rule("$current_url", WEB, None, "text", "[Amplitude] Page Location", "always",
@@ -295,7 +296,9 @@ def web_device_model(value: object, props: dict[str, object]) -> str | None:
     if type(device) is str and device in IDEVICES:
         return "iPhone" if device == "iPod Touch" else device
     name = text(value, props)
-    return None if name is None else WEB_OS_MODELS.get(name, name)
+    if name is None or name.lower() == "web":  # React Native's web mode: a platform, not an OS
+        return None
+    return WEB_OS_MODELS.get(name, name)
 
 
 def apple_if_idevice(value: object, props: dict[str, object]) -> str | None:

@@ -31,6 +31,7 @@ FIELD_ORDER = (
     "location_lat", "location_lng", "ip", "idfa",
 )
 _FIELD_RANK = {name: rank for rank, name in enumerate(FIELD_ORDER)}
+_COORDINATES = ("location_lat", "location_lng")
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _NEVER, _UNMAPPED, _ALWAYS = 0, 1, 2
 _KEEP = {"never": _NEVER, "unmapped": _UNMAPPED, "always": _ALWAYS}
@@ -233,6 +234,7 @@ def convert(
     fields: dict[str, Any] = {}
     keeps: dict[str, Any] = {}
     cacheable = True
+    coordinates: dict[str, tuple[str, Any]] = {}
     for src, field, converter, keep_as in conversion.converts:
         value = props[src]
         if type(value) is float and value == 0.0:
@@ -251,6 +253,8 @@ def convert(
                 cacheable = cacheable and len(converted) <= MAX_STRING  # count each cut
                 converted = clip(converted, field, stats)
             fields[field] = converted
+            if field in _COORDINATES:  # a lone one is kept as the property it came from
+                coordinates[field] = (src if keep_as is None else keep_as, value)
     if conversion.os_name is not None and "os_name" not in fields:
         fields["os_name"] = conversion.os_name
     if "country" in fields or "region" in fields or "city" in fields:
@@ -258,10 +262,13 @@ def convert(
             if name not in fields:
                 fields[name] = None
     if ("location_lat" in fields) != ("location_lng" in fields):
-        # Amplitude needs both coordinates; a lone one stays an event property.
-        for field, prop in (("location_lat", "latitude"), ("location_lng", "longitude")):
+        # Amplitude needs both coordinates; a lone one stays an event property, under the
+        # name an unmapped one gets (never over the event's own property) and as given.
+        for field in _COORDINATES:
             if field in fields:
-                keeps.setdefault(prop, fields.pop(field))
+                del fields[field]
+                name, given = coordinates[field]
+                keeps.setdefault(name, given)
     top = dict(conversion.constants)
     top.update(fields)
     top["library"] = library
