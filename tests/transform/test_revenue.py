@@ -44,6 +44,8 @@ def test_unparseable_amounts_are_not_invented() -> None:
     out = run("Purchase", {"item_price": "free", "Amount": None, "qty": "many"})
     assert "price" not in out and "revenue" not in out
     assert number("1_000") is None and number(True) is None and number("nan") is None
+    assert number("\u0661\u0662\u0663") is None and number("\uff11\uff12") is None
+    assert number(" 12.5 ") == 12.5
     assert integer(2.5) is None and integer("3") == 3
 
 

@@ -47,8 +47,10 @@ def number(value: object) -> float | None:
     if t is int or t is float:
         result = float(value)  # type: ignore[arg-type]
     elif t is str:
-        if "_" in value:  # type: ignore[operator]
-            return None  # float() would accept "1_000"; a price string never means that
+        if "_" in value or not value.isascii():  # type: ignore[operator,attr-defined]
+            # float() would accept "1_000" and other scripts' digits ("١٢٣"); a price string
+            # never means the first, and the plan's coercion refuses the second too
+            return None
         try:
             result = float(value)  # type: ignore[arg-type]
         except ValueError:
