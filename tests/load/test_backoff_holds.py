@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
 
 from mp2amp.load.backoff import Backoff
 from mp2amp.load.holds import HoldRegistry
 from mp2amp.load.observer import Submitted
+from mp2amp.load.uploader import _merge_front
 
 
 class Fixed:
@@ -75,3 +78,46 @@ def test_an_older_event_coming_back_from_a_request_goes_before_later_held_ones()
     assert reg.divert(item(7, "D", "U1"))   # a later event of D joins behind
     assert reg.divert(item(1, "D", "U1"))   # the resent older one goes first
     assert [i.seq for i in h.items] == [1, 2, 7]
+
+
+def test_a_daily_quota_takes_its_user_and_devices_over_from_a_throttle_hold() -> None:
+    reg = HoldRegistry()
+    # a 429 throttled user U (on D) and device E (another user): one throttle hold
+    throttle = reg.hold("throttle", 1.0, [item(1, "D", "U"), item(2, "E", "V")],
+                        devices=["E"], users=["U"])
+    assert reg.divert(item(3, "D", "W"))  # D's later event waits behind event 1
+    assert reg.divert(item(4, None, "U"))  # U's event without a device
+    # then U is over its daily quota (its event on F refused): everything of U, and of
+    # the devices its events are on, waits for the quota, not for the throttle
+    quota = reg.hold("daily_quota", 3600.0, [item(5, "F", "U")], users=["U"])
+    assert [i.seq for i in quota.items] == [1, 3, 4, 5]
+    assert [i.seq for i in throttle.items] == [2]
+    assert throttle.keys == {("d", "E")}
+    assert quota.keys == {("u", "U"), ("d", "D"), ("d", "F")}
+    assert reg.held_events == 5
+    assert reg.find(item(6, "D", None)) is quota and reg.find(item(7, "G", "U")) is quota
+    assert reg.find(item(8, "E", None)) is throttle
+    assert [i.seq for i in reg.release(throttle)] == [2]
+    assert reg.find(item(9, "D", None)) is quota  # the throttle's end frees E only
+
+
+def test_a_daily_quota_joins_an_older_quota_hold_and_leaves_other_throttles_alone() -> None:
+    reg = HoldRegistry()
+    older = reg.hold("daily_quota", 3600.0, [item(1, "D", None)])
+    throttle = reg.hold("throttle", 1.0, [item(2, "E", "V")], users=["V"])
+    newer = reg.hold("daily_quota", 7200.0, [item(3, "D", "X")], devices=["D"])
+    assert [i.seq for i in older.items] == [1, 3] and not newer.items
+    assert [i.seq for i in throttle.items] == [2]
+
+
+def test_events_ending_a_hold_are_merged_into_their_lane_by_submission_order() -> None:
+    # the lane's queue: a 413 put back 2 (D) behind the request in flight; the hold that
+    # took 3 (D) ends: 3 goes after 2, while 1 and 4 of other devices keep their places
+    queue = deque([item(2, "D", None), item(5, "E", None), item(6, "D", None)])
+    _merge_front(queue, [item(1, "F", None), item(3, "D", "U"), item(4, "G", None)])
+    assert [i.seq for i in queue] == [1, 2, 3, 4, 5, 6]
+    _merge_front(queue, [item(0, "D", None)])  # older than all: the front, as before
+    assert [i.seq for i in queue] == [0, 1, 2, 3, 4, 5, 6]
+    empty: deque[Submitted] = deque()
+    _merge_front(empty, [item(7, "D", None)])
+    assert [i.seq for i in empty] == [7]

@@ -131,6 +131,8 @@ def test_429_batch_daily_quota_parks_those_ids():
     v = classify(429, body(doc), ids=IDS)
     assert v.parked == {3, 4} and v.throttled == {1, 2}
     assert not v.dead
+    # the ids over their quota are named so that their later events are held with them
+    assert v.quota_users == {"user-3"} and v.quota_devices == {"dev-4"}
 
 
 def test_429_naming_nobody_retries_the_whole_request_as_a_throttle():

@@ -4,8 +4,13 @@ A hold is keyed by device and/or user. While a device is held, every later event
 device joins the same hold, in order, so a device's events are never reordered; other
 devices keep flowing. A hold keeps its events in submission order (``Submitted.seq``): an
 event coming back from a request (the rest of a 429, a 413 half) is older than the device's
-events already held and goes before them. When the hold expires its events go back to the
-*front* of their lanes (they are older than anything still queued for those devices).
+events already held and goes before them. When the hold expires its events are merged
+back into their lanes by ``seq`` (``Uploader.requeue_front``): an older event of the same
+device may still be queued there (a 413 put it back after the hold took a newer one).
+
+The daily quota outranks a throttle: a device or user over its quota (an hour's wait) that
+a throttle hold (seconds) already holds moves to the quota hold with its events, or they
+would be resent, and refused again, as soon as the throttle ended.
 """
 
 from __future__ import annotations
@@ -65,8 +70,13 @@ class HoldRegistry:
         """Hold these events (and the named devices/users) until ``until``.
 
         An event whose device or user is already held joins that older hold instead, so
-        that one key never waits in two places."""
+        that one key never waits in two places; except that a daily-quota hold first takes
+        its keys (and their events) over from throttle holds (see ``_take_over``)."""
         new = Hold(reason, until)
+        items = list(items)
+        devices, users = set(devices), set(users)
+        if reason == "daily_quota" and self._by_key:
+            self._take_over(new, items, devices, users)
         for d in devices:
             self._register(new, ("d", d), keep_existing=True)
         for u in users:
@@ -75,11 +85,34 @@ class HoldRegistry:
             target = self.find(item)
             if target is None:
                 target = new
-                key: Key = ("d", item.device) if item.device is not None else ("u", item.user or "")
-                self._register(new, key, keep_existing=True)
+                self._register(new, _own_key(item), keep_existing=True)
             _add(target, item)
             self.held_events += 1
         return new
+
+    def _take_over(self, quota: Hold, items: list[Submitted], devices: set[str],
+                   users: set[str]) -> None:
+        """Move the quota's devices/users out of the throttle holds that have them, with
+        their events: a user's events on any device (Amplitude refuses every batch holding
+        a user over its quota), and every event of a device that moves (its order)."""
+        for item in items:
+            if item.device is not None:
+                devices.add(item.device)
+            else:
+                users.add(item.user or "")
+        found = {id(h): h for h in (self._by_key.get(k) for k in _keys(devices, users))
+                 if h is not None and h.reason == "throttle"}
+        for throttle in found.values():
+            devices.update(i.device for i in throttle.items
+                           if i.device is not None and i.user in users)
+            wanted = set(_keys(devices, users))
+            quota.items += [i for i in throttle.items if _own_key(i) in wanted]
+            throttle.items = [i for i in throttle.items if _own_key(i) not in wanted]
+            for key in throttle.keys & wanted:
+                throttle.keys.discard(key)
+                self._register(quota, key)
+        if len(found) > 1:
+            quota.items.sort(key=_seq)
 
     def release(self, hold: Hold) -> list[Submitted]:
         """End a hold: its keys are free again and its events are returned, in order."""
@@ -103,6 +136,19 @@ class HoldRegistry:
             return
         self._by_key[key] = hold
         hold.keys.add(key)
+
+
+def _own_key(item: Submitted) -> Key:
+    """The key that orders an event: its device, or its user when it has none."""
+    return ("d", item.device) if item.device is not None else ("u", item.user or "")
+
+
+def _keys(devices: Iterable[str], users: Iterable[str]) -> list[Key]:
+    return [("d", d) for d in devices] + [("u", u) for u in users]
+
+
+def _seq(item: Submitted) -> int:
+    return item.seq
 
 
 def _add(hold: Hold, item: Submitted) -> None:

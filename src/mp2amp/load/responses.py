@@ -57,7 +57,8 @@ class Verdict:
     * ``split``     - 413: halve the request and send both halves.
     * ``sort``      - per event: ``dead`` ones go to the dead-letter file, ``throttled`` ones
       wait for their device/user, ``parked`` ones wait for the daily quota, the rest are
-      resent at once (Amplitude ingested none of them).
+      resent at once (Amplitude ingested none of them). The devices/users named throttled
+      or over their quota are held too, so that their later events wait with them.
     * ``reject_all``- a 400 that names no event (or a lone event still too large): every
       event is dead-lettered with ``reason``; the run goes on.
     * ``retry``     - send the same request again after a delay (5xx, 408, a 429 naming
@@ -74,6 +75,8 @@ class Verdict:
     parked: frozenset[int] = frozenset()
     throttled_devices: frozenset[str] = frozenset()
     throttled_users: frozenset[str] = frozenset()
+    quota_devices: frozenset[str] = frozenset()  # exceeded_daily_quota_devices
+    quota_users: frozenset[str] = frozenset()    # exceeded_daily_quota_users
     eps_threshold: int | None = None
     retry_after: float | None = None   # the server's Retry-After, clamped to MAX_SERVER_WAIT
     retry_after_asked: float | None = None  # as sent, when clamping changed it
@@ -258,7 +261,8 @@ def _sort(status: int, doc: Mapping[str, Any], error_text: str, ids: Sequence[Id
     return Verdict(
         "sort", status, message=error_text, dead=dead,
         throttled=frozenset(throttled), parked=frozenset(parked),
-        throttled_devices=frozenset(t_devices), throttled_users=frozenset(t_users),
+        throttled_devices=t_devices, throttled_users=t_users,
+        quota_devices=q_devices, quota_users=q_users,
         eps_threshold=_int(doc.get("eps_threshold")), retry_after=retry_after,
     )
 

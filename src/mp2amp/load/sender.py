@@ -282,8 +282,11 @@ class Sender:
                 throttled.append(item)
             else:
                 rest.append(item)
-        if parked:  # first: a throttled event of a device over its quota waits with it
-            hold = up.holds.hold("daily_quota", loop.time() + s.park_delay, parked)
+        if parked or v.quota_devices or v.quota_users:
+            # first: a throttled event of a device or user over its quota waits with it,
+            # and so do their later events (Amplitude refuses every batch holding them)
+            hold = up.holds.hold("daily_quota", loop.time() + s.park_delay, parked,
+                                 devices=v.quota_devices, users=v.quota_users)
             up.schedule_release(hold)
         if throttled:
             up.report.throttles += 1

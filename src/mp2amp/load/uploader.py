@@ -17,6 +17,7 @@ same batch ids (see docs/contracts.md §6 for how the ledger uses this on resume
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 import zlib
 from collections import deque
@@ -60,6 +61,22 @@ class Lane:
 # ones; a run's millions of devices would hold ~150 bytes each for nothing.
 LANE_CACHE = 16_384
 _EMPTY = b""
+
+
+def _merge_front(queue: deque[Submitted], group: list[Submitted]) -> None:
+    """Merge ``group`` (in ``seq`` order) into ``queue`` (in ``seq`` order), keeping that
+    order; only the queue's events older than the group's newest are touched."""
+    last = group[-1].seq
+    older: list[Submitted] = []
+    while queue and queue[0].seq < last:
+        older.append(queue.popleft())
+    if older:
+        group = list(heapq.merge(group, older, key=_seq))
+    queue.extendleft(reversed(group))
+
+
+def _seq(item: Submitted) -> int:
+    return item.seq
 
 
 def lane_of(key: str, lanes: int) -> int:
@@ -399,16 +416,18 @@ class Uploader:
             self._room.set()
 
     def requeue_front(self, items: Sequence[Submitted], *, from_hold: bool) -> None:
-        """Put events back at the front of their lanes, keeping their order.
+        """Put events back into their lanes, in submission order (``seq``).
 
-        Events coming back from a request are still counted as queued; events coming out
-        of a hold are counted again."""
+        A lane's queue is always in ``seq`` order: these events mostly go to its front,
+        but one ending a hold can be newer than an event of its device that a request put
+        back meanwhile (a 413 half), and must then go after it. Events coming back from a
+        request are still counted as queued; events coming out of a hold are counted again."""
         by_lane: dict[int, list[Submitted]] = {}
         for item in items:
             by_lane.setdefault(item.lane, []).append(item)
         for index, group in by_lane.items():
             ln = self._lanes[index]
-            ln.queue.extendleft(reversed(group))
+            _merge_front(ln.queue, group)
             ln.wake.set()
         if from_hold:
             self._queued += len(items)
