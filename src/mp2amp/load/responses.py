@@ -81,7 +81,13 @@ class Verdict:
     retry_after: float | None = None   # the server's Retry-After, clamped to MAX_SERVER_WAIT
     retry_after_asked: float | None = None  # as sent, when clamping changed it
     throttle: bool = False
+    unreadable_body: bool = False  # a 400 saying the request body could not be read at all
     error: Mp2AmpError | None = None
+
+
+# Amplitude's answers for a body it could not read at all. Ours is always valid JSON, so
+# after a gzip request they mean the gzip was not undone on the way (``Sender.send``).
+UNREADABLE_BODY = frozenset({"Invalid JSON request body", "Missing request body"})
 
 
 def parse_body(body: bytes | str) -> dict[str, Any]:
@@ -179,7 +185,8 @@ def _classify(status: int, body: bytes | str, ids: Sequence[IdPair],
                            throttle=True, eps_threshold=_int(doc.get("eps_threshold")))
         return Verdict("reject_all", status, reason="request_rejected",
                        message=f"400 {error_text or 'Bad request'}; "
-                               "Amplitude named no event, so the whole request was rejected")
+                               "Amplitude named no event, so the whole request was rejected",
+                       unreadable_body=error_text in UNREADABLE_BODY)
     if status == 408:
         return Verdict("retry", status, message="request timeout", retry_after=retry_after,
                        error=ServerError("Amplitude timed out (408); retrying", status=408))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, overload
 
 import aiohttp
 import orjson
+from isal import isal_zlib
 
 from mp2amp.errors import ConnectionLost, TerminalError, parse_retry_after
 from mp2amp.load.batcher import ENVELOPE_BYTES
@@ -79,6 +80,9 @@ class Sender:
         self._tail = b"]" + options + b"}"
         self._max_events = s.max_events
         self._max_bytes = up.settings.limits.max_bytes
+        # Set when Amplitude (or something on the way) could not read a gzip body but read
+        # the same body uncompressed: the run's requests go uncompressed from then on.
+        self.plain = not s.gzip
 
     async def run_lane(self, lane: Lane) -> None:
         up = self.up
@@ -169,6 +173,8 @@ class Sender:
         s = up.settings
         body, raw_size = self.body(items)
         headers = GZIP_HEADERS if s.gzip else HEADERS
+        if s.gzip and self.plain:
+            body, headers = isal_zlib.decompress(body, 31), HEADERS
         ids = IdPairs(items)
         attempt = 0
         while True:
@@ -196,6 +202,19 @@ class Sender:
                 self.answered = True
                 up.report.requests_by_status[str(status)] += 1
                 verdict = classify(status, text, ids=ids, retry_after=retry_after)
+            if verdict.unreadable_body and headers is GZIP_HEADERS:
+                # the same events uncompressed: only a body it cannot read at all is retried
+                body, headers = isal_zlib.decompress(body, 31), HEADERS
+                up.report.gzip_refused += 1
+                log.warning("Amplitude could not read a gzip request body (HTTP %d %s): "
+                            "sending it again uncompressed", verdict.status, verdict.message)
+                continue
+            if headers is HEADERS and s.gzip and not self.plain \
+                    and verdict.kind in ("accepted", "sort"):
+                self.plain = True  # read uncompressed, not compressed: no gzip from now on
+                log.warning("Amplitude read the request uncompressed after refusing it "
+                            "gzipped: the rest of this run's requests are sent uncompressed "
+                            "(a proxy on the way that drops Content-Encoding?)")
             if verdict.kind != "retry":
                 packed = items[0].packed
                 if verdict.kind != "accepted" and packed is not None:

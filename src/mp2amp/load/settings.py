@@ -138,6 +138,7 @@ class LoadReport:
     long_waits: int = 0           # server-given (Retry-After) waits over a minute, each logged
     longest_wait: float = 0.0     # seconds, the longest of them
     retry_after_capped: int = 0   # Retry-After values above responses.MAX_SERVER_WAIT, cut to it
+    gzip_refused: int = 0         # gzip bodies Amplitude could not read, sent again uncompressed
     elapsed: float = 0.0
 
     @property
