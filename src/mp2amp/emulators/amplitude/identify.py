@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from mp2amp.emulators.amplitude.validate import PROPERTY_OPS, blocked_id, properties_problem
+from mp2amp.emulators.amplitude.validate import (
+    DEFAULT_MIN_ID_LENGTH,
+    PROPERTY_OPS,
+    blocked_id,
+    properties_problem,
+    same_json,
+)
 
 
 def _values(value: Any) -> list[Any]:
@@ -56,20 +62,25 @@ def _apply_op(props: dict[str, Any], op: str, changes: dict[str, Any]) -> None:
             props[key] = _values(value) + _as_list(props.get(key))
         elif op == "$postInsert":
             current = _as_list(props.get(key))
-            current.extend(v for v in _dedup(_values(value)) if v not in current)
+            current.extend(v for v in _dedup(_values(value)) if not _has(current, v))
             props[key] = current
         elif op == "$preInsert":
             current = _as_list(props.get(key))
-            props[key] = [v for v in _dedup(_values(value)) if v not in current] + current
-        elif op == "$remove":
+            props[key] = [v for v in _dedup(_values(value)) if not _has(current, v)] + current
+        elif op == "$remove" and key in props:  # nothing to remove from: no empty list
             drop = _values(value)
-            props[key] = [v for v in _as_list(props.get(key)) if v not in drop]
+            props[key] = [v for v in _as_list(props[key]) if not _has(drop, v)]
+
+
+def _has(values: list[Any], value: Any) -> bool:
+    """``value in values`` as JSON sees it: ``true`` is not ``1``."""
+    return any(same_json(v, value) for v in values)
 
 
 def _dedup(values: list[Any]) -> list[Any]:
     out: list[Any] = []
     for value in values:
-        if value not in out:
+        if not _has(out, value):
             out.append(value)
     return out
 
@@ -93,9 +104,29 @@ def apply_update(props: dict[str, Any], update: dict[str, Any]) -> None:
             _apply_op(props, op, changes)
 
 
-# One unusable identification: which group of Amplitude's 400 body it goes in ("missing"
-# or "invalid"), the fields it names there, and what is wrong (the body's "detail").
+# One unusable identification: which group of Amplitude's 400 body it goes in ("missing",
+# "invalid" or "id_length"), the fields it names there, and what is wrong (the "detail").
 Problem = tuple[str, tuple[str, ...], str]
+_PROBLEM_GROUPS = (  # kind, the 400 body's key, its "error" when it is the first kind found
+    ("missing", "events_with_missing_fields", "Request missing required field"),
+    ("invalid", "events_with_invalid_fields", "Invalid field values on some events"),
+    ("id_length", "events_with_invalid_id_lengths", "Invalid id length for user_id or device_id"),
+)
+
+
+def identification_error(problems: dict[int, Problem]) -> dict[str, Any]:
+    """The 400 body for these unusable identifications (by index), grouped as /batch does."""
+    lists: dict[str, dict[str, list[int]]] = {kind: {} for kind, _, _ in _PROBLEM_GROUPS}
+    for i, (kind, fields, _) in problems.items():
+        for name in fields:
+            lists[kind].setdefault(name, []).append(i)
+    body: dict[str, Any] = {"code": 400}
+    for kind, key, error in _PROBLEM_GROUPS:
+        if lists[kind]:
+            body.setdefault("error", error)
+            body[key] = lists[kind]
+    body["detail"] = "; ".join(f"identification[{i}]: {p[2]}" for i, p in problems.items())
+    return body
 
 
 def identification_problem(item: Any, group: bool) -> Problem | None:
@@ -120,6 +151,9 @@ def identification_problem(item: Any, group: bool) -> Problem | None:
     for key, value in (("user_id", user_id), ("device_id", device_id)):
         if value is not None and not isinstance(value, str):
             return "invalid", (key,), f"{key} must be a string"
+        if isinstance(value, str) and 0 < len(value) < DEFAULT_MIN_ID_LENGTH:
+            return "id_length", (key,), (f"{key} {value!r} is shorter than the "
+                                         f"{DEFAULT_MIN_ID_LENGTH} characters Amplitude accepts")
         if isinstance(value, str) and value and blocked_id(value, key == "device_id"):
             return "invalid", (key,), f"{key} {value!r} is one of the IDs Amplitude refuses"
     props = item.get("user_properties", {})

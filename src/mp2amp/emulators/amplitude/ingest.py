@@ -25,6 +25,7 @@ from mp2amp.emulators.amplitude.throttle import Limiter, LimitVerdict
 from mp2amp.emulators.amplitude.validate import (
     DEFAULT_MIN_ID_LENGTH,
     PROPERTY_OPS,
+    holds,
     validate_events,
 )
 
@@ -142,6 +143,7 @@ class Ingestor:
         user_props = self.ids.user_props
         groups = self.groups
         ops_free = PROPERTY_OPS.isdisjoint
+        undo = _Undo(len(self.ids.journal))
         aids: list[int | None] = []
         snaps: list[dict[str, Any] | None] = []
         group_snaps: dict[str, Any] = {}
@@ -155,10 +157,12 @@ class Ingestor:
             if insert_id:
                 key = f"{device_id}\x1f{insert_id}" if device_id else f"\x00{user_id}\x1f{insert_id}"
                 first = seen.get(key)
-                if first is not None and first >= oldest:
-                    aids.append(None)
-                    snaps.append(None)
-                    continue
+                if first is not None:
+                    if first >= oldest:
+                        aids.append(None)
+                        snaps.append(None)
+                        continue
+                    undo.expired.append((key, first))
                 seen[key] = upload_ms
                 keys.append(key)
             aid = assign(user_id, device_id)
@@ -166,10 +170,10 @@ class Ingestor:
             stored += 1
             event_type = event["event_type"]
             if event_type == "$groupidentify":
-                self._group_identify(event)
+                self._group_identify(event, undo)
             update = event.get("user_properties")
             if event.get("$skip_user_properties_sync"):
-                snapshot = update if update else None
+                snapshot = sent_properties(update)
             else:
                 # Copy-on-write: a snapshot is never mutated once taken, so unchanged
                 # properties are shared by the events that carry them, not copied per event.
@@ -178,11 +182,13 @@ class Ingestor:
                     if snapshot is None:
                         snapshot = {}
                     if ops_free(update):
-                        if not update.items() <= snapshot.items():
+                        if not holds(snapshot, update):
+                            undo.props.append((aid, user_props.get(aid)))
                             snapshot = user_props[aid] = {**snapshot, **update}
                             self.ids.journal.append(["p", aid, snapshot])
                             changed = True
                     else:
+                        undo.props.append((aid, user_props.get(aid)))
                         snapshot = dict(snapshot)
                         apply_update(snapshot, update)
                         user_props[aid] = snapshot
@@ -197,29 +203,83 @@ class Ingestor:
                             if group_key(t, v) in groups}
                         for t, vals in event_groups.items()}
                 group_snaps[str(index)] = {t: v for t, v in snap.items() if v}
+        annotation = {"t": upload_ms, "p": str(uuid.uuid4())[:24], "r": remote,
+                      "a": aids, "u": snaps, "g": group_snaps}
+        try:
+            self.store.append(body, annotation, keys, upload_ms)
+        except BaseException:
+            # nothing was stored (the store cut its files back): the retry must not be
+            # taken for a duplicate, nor apply its properties twice
+            self._roll_back(undo, keys)
+            raise
         self.duplicates += len(events) - stored
         self.events_stored += stored
         # the counters too (totals, so replaying an entry state.json has is harmless): after
         # a kill, state.json's would lag the event files
         self.ids.journal.append(["c", self.events_stored, self.duplicates])
-        annotation = {"t": upload_ms, "p": str(uuid.uuid4())[:24], "r": remote,
-                      "a": aids, "u": snaps, "g": group_snaps}
-        self.store.append(body, annotation, keys, upload_ms)
         self.flush_id_journal()
         if changed:
             self.ids.dirty = True
+
+    def _roll_back(self, undo: _Undo, keys: list[str]) -> None:
+        """Forget what a request whose write failed did; amplitude IDs it handed out stay
+        (the retry gets the same ones)."""
+        seen = self.store.seen
+        for key in keys:
+            del seen[key]
+        seen.update(undo.expired)
+        undo.props.reverse()  # the oldest state of each person last, so it holds
+        for aid, props in undo.props:
+            if props is None:
+                self.ids.user_props.pop(aid, None)
+            else:
+                self.ids.user_props[aid] = props
+        undo.groups.reverse()
+        for group, values in undo.groups:
+            if values is None:
+                self.groups.pop(group, None)
+            else:
+                self.groups[group] = values
+        journal = self.ids.journal
+        journal[undo.journal_start:] = [e for e in journal[undo.journal_start:]
+                                        if e[0] != "p" and e[0] != "g"]
 
     def flush_id_journal(self) -> None:
         if self.ids.journal:
             self.store.append_ids(self.ids.journal)
             self.ids.journal = []
 
-    def _group_identify(self, event: dict[str, Any]) -> None:
+    def _group_identify(self, event: dict[str, Any], undo: _Undo) -> None:
         update = event.get("group_properties") or {}
         for group_type, value in (event.get("groups") or {}).items():
             for group_value in group_values(value):
                 key = group_key(group_type, group_value)
-                props = self.groups.setdefault(key, {})
+                before = self.groups.get(key)
+                undo.groups.append((key, before))
+                props = dict(before) if before is not None else {}  # the old one is the undo
                 apply_update(props, update)
+                self.groups[key] = props
                 self.ids.journal.append(["g", key, dict(props)])
                 self.ids.dirty = True
+
+
+class _Undo:
+    """What one request changed in memory before its write, to take back if it fails."""
+
+    def __init__(self, journal_start: int) -> None:
+        self.journal_start = journal_start
+        self.expired: list[tuple[str, int]] = []  # dedup keys older than the window
+        self.props: list[tuple[int, dict[str, Any] | None]] = []
+        self.groups: list[tuple[str, dict[str, Any] | None]] = []
+
+
+def sent_properties(update: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An event's own user properties under ``$skip_user_properties_sync`` (reference 2.4:
+    "only the user properties sent with the event"): its update applied to nothing."""
+    if not update:
+        return None
+    if PROPERTY_OPS.isdisjoint(update):
+        return update
+    props: dict[str, Any] = {}
+    apply_update(props, update)
+    return props or None

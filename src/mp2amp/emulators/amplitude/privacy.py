@@ -111,8 +111,8 @@ class DeletionJobs:
             raise PrivacyRequestError(
                 "some IDs are not in this project; no user was marked (send "
                 "ignore_invalid_ids=true to delete the others)", {"invalid_ids": invalid})
-        if not entries:
-            raise PrivacyRequestError("none of the IDs is in this project", {"invalid_ids": invalid})
+        if not entries:  # ignoring them, with nobody left to delete: no job to add to
+            return [{"amplitude_ids": [], "user_ids": [], "invalid_ids": invalid}]
         job = self._open_job()
         known = {e["amplitude_id"] for e in job["amplitude_ids"]}
         for entry in entries:

@@ -47,7 +47,10 @@ class EventIndex:
         for raw in data[: end + 1].splitlines():
             if not raw:
                 continue
-            request = orjson.loads(raw)
+            try:
+                request = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue  # a line torn by a kill: never answered 200 (the next start cuts it)
             upload_ms = request["t"]
             for event, aid in zip(request["body"]["events"], request["a"], strict=True):
                 if aid is None:

@@ -32,6 +32,7 @@ from mp2amp.emulators.amplitude.faults import FAIL_ERRORS, Faults
 from mp2amp.emulators.amplitude.identify import (
     apply_update,
     has_operations,
+    identification_error,
     identification_problem,
 )
 from mp2amp.emulators.amplitude.ids import Identities
@@ -141,6 +142,7 @@ class AmplitudeEmulator:
             raise InputError(f"{config.data_dir / 'state.json'}: expected a JSON object; the "
                              "emulator's state is damaged, start with an empty --data directory")
         self.ids = Identities.from_json(state.get("ids", {}))
+        self.store.repair()  # before anything appends after a line a kill left torn
         # What happened since state.json was written (a kill skips the last save): IDs,
         # user and group properties and the counters, journaled after every request.
         journal = self.store.read_ids()
@@ -163,6 +165,7 @@ class AmplitudeEmulator:
                                  config.deletion_delay_days, self._today)
         self.faults = Faults(config.fail_rate, config.latency_ms, config.drop_after_ingest_rate,
                              config.seed)
+        self._started_quota = config.daily_quota
         self.requests: Counter[str] = Counter()
         self._last_deletion_call: float | None = None
         self._unsaved = 0
@@ -327,8 +330,15 @@ class AmplitudeEmulator:
                     payload = orjson.loads(body)
                 except orjson.JSONDecodeError:
                     return json_response(400, {"code": 400, "error": "Invalid JSON request body"})
-                status, answer = self.ingestor.handle(payload, endpoint, body, request.remote)
-                del payload
+                try:
+                    status, answer = self.ingestor.handle(payload, endpoint, body,
+                                                          request.remote)
+                except OSError as exc:  # the store wrote nothing (disk full): a retry may pass
+                    return json_response(500, {"code": 500, "error": "Internal server error: "
+                                               f"storing the events failed ({exc.strerror}); "
+                                               "nothing was stored, send the request again"})
+                finally:
+                    del payload
             if status == 200:
                 self._unsaved += 1
                 if self.faults.drop_after_ingest():
@@ -393,18 +403,7 @@ class AmplitudeEmulator:
         problems = {i: p for i, item in enumerate(items)
                     if (p := identification_problem(item, group)) is not None}
         if problems:
-            lists: dict[str, dict[str, list[int]]] = {"missing": {}, "invalid": {}}
-            for i, (kind, fields, _) in problems.items():
-                for name in fields:
-                    lists[kind].setdefault(name, []).append(i)
-            body: dict[str, Any] = {"code": 400, "error": "Request missing required field"
-                                    if lists["missing"] else "Invalid field values on some events"}
-            if lists["missing"]:
-                body["events_with_missing_fields"] = lists["missing"]
-            if lists["invalid"]:
-                body["events_with_invalid_fields"] = lists["invalid"]
-            body["detail"] = "; ".join(f"identification[{i}]: {p[2]}" for i, p in problems.items())
-            return 400, body
+            return 400, identification_error(problems)
         for item in items:
             if group:
                 for value in group_values(item["group_value"]):
@@ -558,8 +557,8 @@ class AmplitudeEmulator:
             return json_response(400, {"code": 400, "error": "; ".join(problems)})
         if "eps_limit" in changes:
             self.config.eps_limit = changes["eps_limit"]
-        if "daily_quota" in changes and changes["daily_quota"] is not None:
-            self.config.daily_quota = changes["daily_quota"]
+        if "daily_quota" in changes:  # null: back to the quota the emulator started with
+            self.config.daily_quota = changes["daily_quota"] or self._started_quota
         return json_response(200, {**self.faults.to_json(), "eps_limit": self.config.eps_limit,
                                    "daily_quota": self.config.daily_quota})
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,23 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def cut_torn_tail(path: Path, chunk: int = 65536) -> None:
+    """Truncate ``path`` after its last newline (a torn line can be MBs: read backwards)."""
+    with open(path, "r+b") as fh:
+        size = end = fh.seek(0, os.SEEK_END)
+        keep = 0
+        while end > 0:
+            start = max(0, end - chunk)
+            fh.seek(start)
+            newline = fh.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        if keep < size:
+            fh.truncate(keep)
 
 
 def read_json(path: Path, default: Any) -> Any:
@@ -80,6 +98,18 @@ class EventStore:
         self._dedup_fh: Any = None
         self._pruned_at = 0.0
         self._ids_fh: Any = None
+        # the open hour files' sizes: where a failed write is cut back to
+        self._events_size = 0
+        self._dedup_size = 0
+
+    def repair(self) -> None:
+        """Cut the line a killed process left unfinished at the end of each file, so the
+        next request starts a line of its own (only the owner of the directory may: a live
+        emulator may be writing that line)."""
+        for path in (*self.events_dir.glob("*.jsonl"), *self.dedup_dir.glob("*.jsonl"),
+                     self.root / "ids.log"):
+            if path.exists():
+                cut_torn_tail(path)
 
     # --- dedup -------------------------------------------------------------------
 
@@ -116,20 +146,47 @@ class EventStore:
             self.close()
             self._events_fh = open(self.events_dir / f"{hour}.jsonl", "ab")  # noqa: SIM115
             self._dedup_fh = open(self.dedup_dir / f"{hour}.jsonl", "ab")  # noqa: SIM115
+            self._events_size = self._events_fh.tell()  # append mode: the end of the file
+            self._dedup_size = self._dedup_fh.tell()
             self._open_hour = hour
         return self._events_fh, self._dedup_fh
 
     def append(
         self, body: bytes, annotation: dict[str, Any], dedup_keys: list[str], upload_ms: int
     ) -> None:
-        """Write one request (``body`` must be one line of valid JSON) and its dedup keys."""
-        events_fh, dedup_fh = self._handles(hour_name(upload_ms))
-        if dedup_keys:
-            dedup_fh.write(orjson.dumps([upload_ms, dedup_keys]) + b"\n")
-            dedup_fh.flush()
-        # in pieces: concatenating would copy the (MB-sized) body twice
-        events_fh.writelines((orjson.dumps(annotation)[:-1], b',"body":', body, b"}\n"))
-        events_fh.flush()
+        """Write one request (``body`` must be one line of valid JSON), then its dedup keys.
+
+        All or nothing: when a write fails (disk full...) both files are cut back to where
+        they ended and the error is raised, so the retried request is not a duplicate. The
+        events go first: a kill between the two lines can store a retry twice, never lose it.
+        """
+        hour = hour_name(upload_ms)
+        events_fh, dedup_fh = self._handles(hour)
+        head = orjson.dumps(annotation)[:-1]
+        dedup_line = orjson.dumps([upload_ms, dedup_keys]) + b"\n" if dedup_keys else b""
+        try:
+            # in pieces: concatenating would copy the (MB-sized) body twice
+            events_fh.writelines((head, b',"body":', body, b"}\n"))
+            events_fh.flush()
+            if dedup_line:
+                dedup_fh.write(dedup_line)
+                dedup_fh.flush()
+        except BaseException:
+            self._cut_back(hour)
+            raise
+        self._events_size += len(head) + len(body) + 10
+        self._dedup_size += len(dedup_line)
+
+    def _cut_back(self, hour: str) -> None:
+        """Drop what a failed append wrote; the next append reopens the files."""
+        events_size, dedup_size = self._events_size, self._dedup_size
+        for fh in (self._events_fh, self._dedup_fh):
+            with suppress(OSError):  # the bytes still buffered may fail again: cut below
+                fh.close()
+        self._events_fh = self._dedup_fh = None
+        self._open_hour = None
+        os.truncate(self.events_dir / f"{hour}.jsonl", events_size)
+        os.truncate(self.dedup_dir / f"{hour}.jsonl", dedup_size)
 
     def close(self) -> None:
         for fh in (self._events_fh, self._dedup_fh, self._ids_fh):
@@ -176,7 +233,11 @@ class EventStore:
         end = data.rfind(b"\n")  # a line still being written has no newline yet
         for raw in data[: end + 1].splitlines():
             if raw:
-                yield from expand(orjson.loads(raw))
+                try:
+                    request = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue  # a line torn by a kill (cut at the next start): never answered 200
+                yield from expand(request)
 
     def iter_events(self) -> Iterator[dict[str, Any]]:
         for path in self.hour_files():
@@ -192,7 +253,11 @@ class EventStore:
             for raw in path.read_bytes().splitlines():
                 if not raw:
                     continue
-                request = orjson.loads(raw)
+                try:
+                    request = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    kept.append(raw)  # a torn line holds no event anyone reads: left as it is
+                    continue
                 before = sum(aid is not None for aid in request["a"])
                 survivors = [e for e in expand(request) if canonical(e["_a"]) not in drop_aids]
                 if len(survivors) == before:

@@ -156,6 +156,30 @@ def blocked_id(value: str, device: bool) -> bool:
     return value in _BLOCKED_SPELLINGS or (device and value[:1] == "0" and not value.strip("0-"))
 
 
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values: Python's ``==`` takes ``true`` for ``1`` and ``2`` for ``2.0``,
+    which would keep a property's old type when it changes."""
+    if a is b:
+        return True
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is dict:
+        return len(a) == len(b) and all(
+            key in b and same_json(value, b[key]) for key, value in a.items())
+    if kind is list:
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def holds(props: dict[str, Any], update: dict[str, Any]) -> bool:
+    """True when ``props`` already has every key of ``update`` with the same JSON value."""
+    for key, value in update.items():
+        if key not in props or not same_json(props[key], value):
+            return False
+    return True
+
+
 def validate_events(
     events: list[Any], min_id_length: int = DEFAULT_MIN_ID_LENGTH,
     id_counts: tuple[dict[str, int], dict[str, int]] | None = None,
