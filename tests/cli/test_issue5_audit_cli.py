@@ -131,6 +131,9 @@ def test_a_broken_window_is_named_by_migrate_and_status(
         c[key] = int(c.get(key, 0)) + delta
         db.execute("UPDATE windows SET counts = ? WHERE window_id = ?",
                    (orjson.dumps(c).decode(), window))
+        if key == "records_read":  # `read` is what was staged (the load read as much back)
+            db.execute("UPDATE windows SET records = records + ? WHERE window_id = ?",
+                       (delta, window))
     db.close()
 
     text = invoke("migrate", "-c", str(cfg), "--resume", "--quiet")

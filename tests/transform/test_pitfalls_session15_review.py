@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from mp2amp.models import Resolved
 from mp2amp.transform import Transformer, TransformSettings
 

@@ -1,8 +1,11 @@
 """Per-window accounting from the ledger: ``read = sent + rejected + skipped + duplicate``.
 
-``sent`` counts what Amplitude accepted; ``rejected`` what the transform refused plus what
-Amplitude refused (dead letters); ``parked`` what waits for Amplitude's daily quota (a
-resume delivers it). A window that does not add up is named with its numbers.
+``read`` is what the extraction staged (the ledger's record count), not what the load read
+back from the staged copy: records missing from a copy (cut short after staging) were never
+sent, and the window says so with both numbers. ``sent`` counts what Amplitude accepted;
+``rejected`` what the transform refused plus what Amplitude refused (dead letters);
+``parked`` what waits for Amplitude's daily quota (a resume delivers it). A window that does
+not add up is named with its numbers.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ class WindowCounts:
     parked: int = 0
     batches: int | None = 0  # None: not known yet (recorded when the window's last batch is cut)
     batches_done: int = 0
+    staged_path: str | None = None
+    # records the load read back from the staged copy; None: not recorded (not loaded)
+    read_from_copy: int | None = None
+
+    @property
+    def copy_complete(self) -> bool:
+        return self.read_from_copy is None or self.read_from_copy == self.read
 
     @property
     def accounted(self) -> int:
@@ -35,11 +45,13 @@ class WindowCounts:
 
     @property
     def balanced(self) -> bool:
-        return self.state == "loaded" and self.read == self.accounted
+        return self.state == "loaded" and self.copy_complete and self.read == self.accounted
 
     def problem(self) -> str | None:
         if self.state != "loaded":
             return f"{self.window}: not loaded yet (state {self.state})"
+        if not self.copy_complete:
+            return self._copy_problem()
         if self.read != self.accounted:
             return (f"{self.window}: read {self.read} but accounted for {self.accounted} "
                     f"(sent {self.sent} + identity {self.identity} + duplicate {self.duplicate}"
@@ -47,6 +59,18 @@ class WindowCounts:
                     f"{sum(self.rejected.values())} + dead-lettered "
                     f"{sum(self.dead_lettered.values())} + parked {self.parked})")
         return None
+
+    def _copy_problem(self) -> str:
+        n = self.read_from_copy or 0
+        what = (f"{self.read - n} of its records were not sent" if n < self.read
+                else f"{n - self.read} records the extraction did not stage were sent")
+        return (f"{self.window}: the extraction staged {self.read} records but the load read "
+                f"{n} from the staged copy {self.staged_path}: the copy changed after staging "
+                f"(cut short or replaced), and {what}; a resume cannot change that (the "
+                "window's batches are done): within 7 days of this run, run the migration "
+                "again in a new work folder ([run] workdir; for import files also a new "
+                "amplitude.output_dir), and Amplitude drops the events it already has (same "
+                "insert_ids)")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -67,7 +91,7 @@ def window_counts(ledger: Ledger) -> list[WindowCounts]:
         out.append(WindowCounts(
             window=w.window_id,
             state=w.state,
-            read=int(c.get("records_read", w.records)),
+            read=w.records,  # as staged: a copy cut short since is not the window
             identity=int(c.get("identity_records", 0)),
             duplicate=int(c.get("duplicates", 0)),
             skipped=dict(c.get("skipped", {})),
@@ -80,6 +104,8 @@ def window_counts(ledger: Ledger) -> list[WindowCounts]:
             parked=park.get("parked", 0),
             batches=int(c["batches"]) if "batches" in c else None if w.state != "loaded" else 0,
             batches_done=batch.get("batches_done", 0),
+            staged_path=w.staged_path,
+            read_from_copy=int(c["records_read"]) if "records_read" in c else None,
         ))
     return out
 

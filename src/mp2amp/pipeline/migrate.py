@@ -378,13 +378,14 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         transformer = Transformer(settings)
         if config.amplitude.output_dir is not None:
             counters.begin("write", records)
-            load = await _write_import_files(config, windows, ledger, graph, transformer,
-                                             scratch, storage_options, counters, reporter)
+            load, values = await _write_import_files(config, windows, ledger, graph,
+                                                     transformer, scratch, storage_options,
+                                                     counters, reporter)
             rows = window_counts(ledger)
             dead_file = write_dead_letters(ledger, workdir)
             return MigrateResult(
                 workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
-                identity=identity, load=load, values=transformer.stats(),
+                identity=identity, load=load, values=values,
                 dead_letter_file=str(dead_file) if dead_file else None)
         key_to_window = {f"w{w.seq}": w.window_id for w in windows}
         key_to_window[PARKED_KEY] = PARKED_KEY
@@ -393,7 +394,9 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                                       wid, _counts_of(ledger, wid)),
                                   merged_into=ledger.merged_into())
         settled = frozenset(b.batch_id for b in ledger.batches() if b.state == "done")
-        counters.begin("load", records)
+        # the windows earlier runs loaded show as done, not as this run's pace (the ETA)
+        observer.earlier = sum(w.records for w in windows if w.state == "loaded")
+        counters.begin("load", records, done=observer.earlier)
         # the worker is forked first, before this process opens more files and sockets
         with fewer_collections(), \
                 ChunkTransformer(graph, transformer, workers=config.run.transform_workers) as chunks, \
@@ -408,11 +411,12 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                                        observer, counters, reporter)
                 report = await up.close()
                 observer.refresh(report)
+        values = chunks.stats()  # the worker's counts too: its Transformer is not this one
     rows = window_counts(ledger)
     dead_file = write_dead_letters(ledger, workdir)
     return MigrateResult(
         workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
-        identity=identity, load=report.to_dict(), values=transformer.stats(),
+        identity=identity, load=report.to_dict(), values=values,
         dead_letter_file=str(dead_file) if dead_file else None)
 
 
@@ -471,7 +475,8 @@ async def _load_window(w: Any, key: str, ledger: Ledger, chunks: ChunkTransforme
         if since_trim >= _TRIM_EVERY:
             since_trim = 0
             release_free_memory()
-        observer.unsent_records += len(items) - submitted
+        if not replay:  # a replayed window's records count in ``observer.earlier``
+            observer.unsent_records += len(items) - submitted
         submitted = 0
         observer.refresh(up.report)
         reporter.update(counters)
@@ -515,8 +520,9 @@ def _deliverable(items: list[Item], settle: Settler, rejects: list[RejectRow],
 async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger,
                         graph: IdentityGraph, transformer: Transformer, scratch: str,
                         storage_options: dict[str, Any] | None, counters: Counters,
-                        reporter: Reporter) -> dict[str, Any]:
+                        reporter: Reporter) -> tuple[dict[str, Any], dict[str, Any]]:
     """The S3-import sink instead of the API: all windows into time-ordered gz files.
+    Returns the load report and the transform's (``values``).
 
     Files appear only as they are complete, but a crashed attempt may have left some: file
     names hold the run's id and the attempt, and a resumed run deletes its own earlier
@@ -524,8 +530,9 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
     holds each event exactly once."""
     target = str(config.amplitude.output_dir)
     if windows and all(w.state == "loaded" for w in windows):
-        return {"output_dir": target, "events": 0, "complete": True,
-                "note": "every window was already written by an earlier attempt"}
+        nothing = {"output_dir": target, "events": 0, "complete": True,
+                   "note": "every window was already written by an earlier attempt"}
+        return nothing, transformer.stats()
     attempt = begin_sink_attempt(ledger, target, storage_options)
     sink = S3ImportSink(target, run_id=attempt.run_id, storage_options=storage_options,
                         staging_dir=scratch, converter_owner=attempt.converter_owner)
@@ -560,6 +567,7 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
             counts = summary.as_dict()
             counts["written"] = summary.events_out
             per_window[w.window_id] = counts
+    values = chunks.stats()  # the workers' counts too
     # Only now can files be cut (windows may overlap in time): one merge of everything
     # written, in a thread so that the display follows it (a big export takes minutes).
     counters.sent = 0  # from here: events in the import files (their rate, not 0/s)
@@ -579,4 +587,4 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
                       for f in report.files],
             "files_removed_from_earlier_attempts": attempt.removed,
             "warnings": report.warnings,
-            "converter_config": shown(report.converter_config)}
+            "converter_config": shown(report.converter_config)}, values

@@ -51,8 +51,11 @@ class LedgerObserver:
         self._sizes: dict[str, int] = {}
         self._parked_in: dict[str, int] = {}  # batch -> its events parked (daily quota)
         # records with their outcome without Amplitude: never to be sent (duplicates,
-        # identity records, skips, rejections) or replayed windows loaded by an earlier run
+        # identity records, skips, rejections)
         self.unsent_records = 0
+        # records of the windows earlier runs loaded (a resume): replayed, never sent
+        self.earlier = 0
+        self._skipped = 0  # events of batches an earlier run delivered, skipped so far
         # events parked by an earlier run and settled in this one: the report counts them,
         # but their records were already done (parked) in the run that read them
         self._parked_settled = 0
@@ -64,8 +67,11 @@ class LedgerObserver:
         c = self.counters
         settled = (report.accepted + sum(report.dead_lettered.values()) + report.parked
                    + report.skipped - self._parked_settled)
+        if report.skipped != self._skipped:  # done, by an earlier run: not this run's pace
+            c.done_earlier(report.skipped - self._skipped)
+            self._skipped = report.skipped
         # a parked batch's events count in the report before the batch is done
-        c.done = min(c.total, self.unsent_records + settled)
+        c.done = min(c.total, self.earlier + self.unsent_records + settled)
         c.sent = report.accepted
         c.retries = report.retries
         c.throttles = report.throttles

@@ -9,11 +9,13 @@ while requests, retries and backoff waits are in flight and no record is transfo
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol, TextIO
 
 from rich.console import Console, RenderableType
@@ -22,9 +24,8 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    Task,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.text import Text
 
@@ -65,6 +66,12 @@ class Counters:
         self.phase_started = time.monotonic()
         self._done_at_phase_start = done
         self._sent_at_phase_start = self.sent
+
+    def done_earlier(self, n: int) -> None:
+        """``n`` more of the phase's units turned out to be done by an earlier run (a
+        resume's delivered batches, skipped): the caller counts them in ``done``; they
+        are not this run's pace."""
+        self._done_at_phase_start += n
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -143,6 +150,28 @@ class _TwoLineProgress(Progress):
         yield self.detail
 
 
+class _SecondsColumn(ProgressColumn):
+    """A time from the task's field ``name`` (seconds; None: not known yet), as h:mm:ss.
+
+    The run's elapsed time and ``Counters.eta()``, not rich's per-task ones: rich stops a
+    task's clock when the task reaches its total, so a phase after a finished one
+    with the same total (identity -> load on a resume) showed ETA 0:00:00 and a frozen
+    clock; and the log lines and the bar now agree."""
+
+    def __init__(self, name: str, style: str, *, round_up: bool = False) -> None:
+        super().__init__()
+        self.name = name
+        self.style = style
+        self.round_up = round_up  # an ETA: 0:00:00 only once nothing is left
+
+    def render(self, task: Task) -> Text:
+        seconds = task.fields.get(self.name)
+        if seconds is None:
+            return Text("-:--:--", style=self.style)
+        whole = math.ceil(seconds) if self.round_up else int(seconds)
+        return Text(str(timedelta(seconds=max(0, whole))), style=self.style)
+
+
 class RichReporter:
     """A live bar with events/s, ETA, retries, throttles and dead letters.
 
@@ -155,25 +184,35 @@ class RichReporter:
             TextColumn("[bold]{task.fields[phase]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TimeElapsedColumn(),
+            _SecondsColumn("elapsed", "progress.elapsed"),
             TextColumn("ETA"),
-            TimeRemainingColumn(),
+            _SecondsColumn("eta", "progress.remaining", round_up=True),
             console=console or Console(stderr=True),
             transient=False,
             auto_refresh=False,
         )
-        self._task = self._progress.add_task("run", total=None, phase="starting")
+        self._task = self._progress.add_task("run", total=None, phase="starting",
+                                             elapsed=0.0, eta=None)
+        self._phase = "starting"
+        self._since = 0.0  # the display's clock at its first update: the run's elapsed time
         self._drawn = 0.0
         # started at the first update: a run refused by its checks draws no bar and never
         # hides the terminal's cursor
         self._started = False
 
     def update(self, counters: Counters) -> None:
+        clock = self._progress.get_time
         if not self._started:
             self._started = True
+            self._since = clock()
             self._progress.start()
+        if counters.phase != self._phase:  # rich's "finished" (the bar's style) is per task
+            self._phase = counters.phase
+            self._progress.reset(self._task, total=counters.total or None,
+                                 completed=counters.done)
         self._progress.update(self._task, total=counters.total or None,
-                              completed=counters.done, phase=counters.phase)
+                              completed=counters.done, phase=counters.phase,
+                              elapsed=clock() - self._since, eta=counters.eta())
         self._progress.detail = Text(
             f"  sent {counters.sent} · {counters.rate():.0f} ev/s · retries {counters.retries}"
             f" · throttles {counters.throttles} · dead letters {counters.dead_letters}",

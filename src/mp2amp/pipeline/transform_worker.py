@@ -48,6 +48,7 @@ from mp2amp.pipeline.staging import (
 )
 from mp2amp.pipeline.windows import die_with_parent, usable_cores
 from mp2amp.transform.dedup import Deduper, insert_id_digest
+from mp2amp.transform.events import Transformer
 from mp2amp.transform.sessions import Sessionizer
 from mp2amp.transform.stream import (
     EventTransformer,
@@ -71,6 +72,10 @@ RESULT_PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size for unprivileged us
 #       the uploader dead-letters it with the reason
 EVENT, OTHER, UNSERIALIZABLE = 0, 1, 2
 Item = tuple[Any, ...]
+# ``Transformer.stats()``: what the transform changed, per section ("truncated",
+# "flattened", "other") and property
+Stats = dict[str, dict[str, int]]
+Chunk = tuple[list[Item], Stats | None]  # a worker's reply: the items, its counts' deltas
 
 _STATE: tuple[IdentityGraph, EventTransformer] | None = None  # the worker's, set before fork
 _CHUNKS = 0  # chunks this worker transformed
@@ -133,6 +138,30 @@ def transform_lines(lines: Sequence[bytes],
 def transform_range(path: str, start: int, end: int) -> list[Item]:
     """``transform_lines`` of one range of a staged window, read here (in the worker)."""
     return transform_lines(read_staged_range(path, start, end))
+
+
+def take_stats(transformer: EventTransformer) -> Stats | None:
+    """What ``transformer`` counted since the last call (None: nothing), its counters then
+    cleared: a worker's counts go back with each chunk, or the parent never sees them.
+    Per chunk, not per event: a few truth tests when nothing was counted."""
+    if not isinstance(transformer, Transformer):
+        return None
+    values, counts = transformer.values, transformer.counts
+    if not (values.truncated or values.flattened or counts):
+        return None
+    stats = transformer.stats()
+    values.truncated.clear()
+    values.flattened.clear()
+    counts.clear()
+    return stats
+
+
+def add_stats(total: Stats, delta: Stats) -> None:
+    """Add ``delta`` (``take_stats``') into ``total``."""
+    for section, counts in delta.items():
+        into = total.setdefault(section, {})
+        for key, n in counts.items():
+            into[key] = into.get(key, 0) + n
 
 
 def _shallow(items: list[Item]) -> list[Item]:
@@ -202,11 +231,12 @@ def _worker_state() -> tuple[IdentityGraph, EventTransformer]:
 
 def _serve(requests: Connection, results: Connection, parent: int,
            parents_ends: Sequence[Connection]) -> None:
-    """A worker's loop: a ``(path, start, end)`` request in, ``(True, items)`` (or
-    ``(False, exception)``) out, until None or the end of the request pipe."""
+    """A worker's loop: a ``(path, start, end)`` request in, ``(True, (items, stats))``
+    (``Chunk``; or ``(False, exception)``) out, until None or the end of the request pipe."""
     die_with_parent(parent)
     for conn in parents_ends:  # the parent's ends, inherited by the fork: not ours to hold
         conn.close()
+    take_stats(_worker_state()[1])  # counted before the fork: the parent's to report
     while True:
         try:
             task = requests.recv()
@@ -216,10 +246,11 @@ def _serve(requests: Connection, results: Connection, parent: int,
             return
         try:
             items = transform_range(*task)
+            stats = take_stats(_worker_state()[1])
             try:
-                reply = ForkingPickler.dumps((True, items))
+                reply = ForkingPickler.dumps((True, (items, stats)))
             except RecursionError:  # a rejected record nested too deeply for pickle
-                reply = ForkingPickler.dumps((True, _shallow(items)))
+                reply = ForkingPickler.dumps((True, (_shallow(items), stats)))
         except Exception as exc:  # the parent raises it where it waits for this chunk
             try:
                 reply = ForkingPickler.dumps((False, exc))
@@ -246,18 +277,18 @@ class _Worker:
         self.process.start()
         task_reader.close()  # the child's ends: once closed here, the child's exit is an EOF
         reply_writer.close()
-        self.pending: deque[asyncio.Future[list[Item]]] = deque()
+        self.pending: deque[asyncio.Future[Chunk]] = deque()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.dead: TerminalError | None = None
 
-    def submit(self, path: str, start: int, end: int) -> asyncio.Future[list[Item]]:
+    def submit(self, path: str, start: int, end: int) -> asyncio.Future[Chunk]:
         loop = asyncio.get_running_loop()
         if self.loop is None:  # replies are read by this loop, as they arrive
             self.loop = loop
             loop.add_reader(self.results.fileno(), self._on_reply)
         if self.dead is not None:
             raise self.dead
-        future: asyncio.Future[list[Item]] = loop.create_future()
+        future: asyncio.Future[Chunk] = loop.create_future()
         try:
             self.requests.send((path, start, end))
         except OSError as exc:
@@ -329,6 +360,7 @@ class ChunkTransformer:
         self._workers: list[_Worker] = []
         self._next = 0
         self._frozen = False
+        self._worker_stats: Stats = {}  # the workers' counts, of the chunks used
         if self.workers:
             global _STATE
             _STATE = self.state  # what the forked workers start with
@@ -362,19 +394,35 @@ class ChunkTransformer:
             for start, end in chunks:
                 yield transform_lines(read_staged_range(path, start, end), self.state)
             return
-        pending: deque[asyncio.Future[list[Item]]] = deque()
+        pending: deque[asyncio.Future[Chunk]] = deque()
         try:
             for start, end in chunks:
                 pending.append(self._submit(str(path), start, end))
                 if len(pending) >= self.ahead:
-                    yield await pending.popleft()
+                    yield self._used(await pending.popleft())
             while pending:
-                yield await pending.popleft()
+                yield self._used(await pending.popleft())
         finally:
             for future in pending:
                 future.cancel()
 
-    def _submit(self, path: str, start: int, end: int) -> asyncio.Future[list[Item]]:
+    def _used(self, chunk: Chunk) -> list[Item]:
+        """A worker's chunk as it is used: its counts are added up here (only chunks used,
+        as in this process, where the chunks after a window left early are never made)."""
+        items, stats = chunk
+        if stats:
+            add_stats(self._worker_stats, stats)
+        return items
+
+    def stats(self) -> Stats:
+        """What the transform changed (``Transformer.stats()``), wherever it ran: this
+        process's transformer plus the workers' counts."""
+        local = getattr(self.state[1], "stats", None)
+        total: Stats = {k: dict(v) for k, v in local().items()} if local is not None else {}
+        add_stats(total, self._worker_stats)
+        return total
+
+    def _submit(self, path: str, start: int, end: int) -> asyncio.Future[Chunk]:
         worker = self._workers[self._next % len(self._workers)]  # in turn: replies in order
         self._next += 1
         return worker.submit(path, start, end)
