@@ -282,3 +282,16 @@ def test_project_throttle_wait_reaches_the_uploader_and_is_bounded(tmp_path: Pat
     with pytest.raises(ConfigError) as refused:
         load_config(path, env={})
     assert refused.value.problems == ["amplitude.project_throttle_wait: must be 0..900, got 901.0"]
+
+
+def test_gzip_off_reaches_the_uploader_and_must_be_a_boolean(tmp_path: Path) -> None:
+    from mp2amp.pipeline.migrate import upload_settings
+
+    path = tmp_path / "mp2amp.toml"
+    path.write_text("[amplitude]\ngzip = false\n")
+    assert upload_settings(load_config(path, env={"AMPLITUDE_API_KEY": "k"})).gzip is False
+    assert upload_settings(load_config(None, env={"AMPLITUDE_API_KEY": "k"})).gzip is True
+    path.write_text('[amplitude]\ngzip = "no"\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, env={})
+    assert len(refused.value.problems) == 1 and "amplitude.gzip" in refused.value.problems[0]

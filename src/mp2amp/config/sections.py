@@ -199,6 +199,8 @@ class AmplitudeConfig:
     min_id_length: int = field(default=1, metadata=_check(_between(1, 1024)))
     # seconds a 429 naming no device or user (a project-wide limit) waits: Amplitude says 60
     project_throttle_wait: float = field(default=60.0, metadata=_check(_between(0, 900)))
+    # request bodies gzipped; false for a proxy that cannot pass them (also found by itself)
+    gzip: bool = True
     api_key: Secret | None = field(default=None, metadata=_env("AMPLITUDE_API_KEY"))
     secret_key: Secret | None = field(default=None, metadata=_env("AMPLITUDE_SECRET_KEY"))
 

@@ -111,7 +111,7 @@ def upload_settings(config: Config, overrides: Mapping[str, Any] | None = None, 
         "api_key": amp.api_key.reveal(), "endpoint": amp.endpoint, "region": amp.region,
         "api_host": amp.api_host, "concurrency": config.run.concurrency,
         "max_bytes": amp.batch_max_bytes, "min_id_length": amp.min_id_length,
-        "project_throttle_wait": amp.project_throttle_wait,
+        "project_throttle_wait": amp.project_throttle_wait, "gzip": amp.gzip,
     }
     kwargs.update(overrides or {})
     return UploadSettings(**kwargs)
