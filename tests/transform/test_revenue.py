@@ -91,3 +91,21 @@ def test_recorded_revenue_wins_over_price_times_quantity() -> None:
     assert out["productId"] == "p"
     consistent = run("Purchase", {"item_price": 10, "qty": 2, "Amount": 20})
     assert (consistent["price"], consistent["quantity"], consistent["revenue"]) == (10.0, 2, 20.0)
+
+
+def test_an_amount_that_is_not_a_number_is_counted_once_per_event() -> None:
+    transformer = Transformer(TransformSettings(revenue=SHOP))
+
+    def send(props: dict[str, Any]) -> dict[str, Any]:
+        record = {"event": "Purchase", "properties": {"time": 1700000000, **props}}
+        out = transformer.event(record, Resolved("user-1", None))
+        assert isinstance(out, dict), out
+        return out
+
+    assert "revenue" not in send({"Amount": "$19.99"})
+    assert "price" not in send({"item_price": "1,299.00", "Amount": "19,99"})  # one event
+    send({"products": [{"item_price": 5}, {"item_price": "five"}]})
+    assert transformer.stats()["other"] == {"revenue_not_a_number": 3}
+    send({"Amount": 5, "item_price": "5", "products": [{"item_price": None}]})
+    send({"Amount": None, "currency": "USD"})  # absent amounts are not counted
+    assert transformer.stats()["other"] == {"revenue_not_a_number": 3}

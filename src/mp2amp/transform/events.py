@@ -106,7 +106,6 @@ _HOTSHARD_EVENTS = frozenset({HOTSHARD_EVENT, HOTSHARD_RECORD})
 
 class Transformer:
     """Turns Mixpanel events into Amplitude Batch API events under one ``TransformSettings``.
-
     The plan and privacy rules are read once, here: a plan or rules object that can change
     nothing (``TrackingPlan.keep_all()``, ``PrivacyRules.none()``) is not called per event.
     """
@@ -135,7 +134,8 @@ class Transformer:
         self._plan = plan if plan is not None and plan.changes_events else None
         self._scrub = privacy.object_scrubber if privacy is not None else None  # see plan.apply
         self._library = settings.library or f"mp2amp/{__version__}"
-        self._revenue_fields = revenue_reader(settings.revenue, partial(clip, stats=self.values))
+        self._revenue_fields = revenue_reader(settings.revenue, partial(clip, stats=self.values),
+                                              self.counts)
         rs = settings.revenue
         self._revenue_keys = tuple(k for k in (rs.price, rs.revenue, rs.items) if k)
         self._group_keys = settings.group_keys

@@ -10,7 +10,9 @@ has no reserved event-level revenue field, so the property names come from the c
 Rules (all deterministic, none invents a value):
 
 * Numbers may arrive as strings ("800.00"): parsed as decimal numbers; anything that does
-  not parse to a finite number is left alone (the event is still sent, without revenue).
+  not parse to a finite number is left alone (the event is still sent, without revenue),
+  and counted (``revenue_not_a_number``: "$19.99", "1,299.00" and other scripts' digits
+  are not guessed at).
 * Single item: ``price`` (and ``quantity``, an integer, Amplitude's default 1) and/or
   ``revenue``. A fractional quantity (2.5 kg) sends ``price x quantity`` as ``revenue``
   (Amplitude would book the price once); a quantity that is not a number sends no price. Amplitude recomputes revenue as ``price x quantity`` when all are sent, so
@@ -33,6 +35,7 @@ Rules (all deterministic, none invents a value):
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -94,6 +97,23 @@ def _quantity(container: dict[str, Any], key: str | None) -> float | None:
     return _NO_NUMBER if parsed is None else parsed
 
 
+def _amount_unparsed(props: dict[str, Any], rs: RevenueSettings, price_key: str | None,
+                     revenue_key: str | None, items_key: str | None) -> bool:
+    """True when a configured amount is given but is not a number."""
+    for key in (price_key, revenue_key):
+        if key:
+            given = props.get(key)
+            if given is not None and number(given) is None:
+                return True
+    items = props.get(items_key) if items_key else None
+    if type(items) is list and rs.price:
+        for item in items:
+            if type(item) is dict and (given := item.get(rs.price)) is not None \
+                    and number(given) is None:
+                return True
+    return False
+
+
 def _item_values(
     item: dict[str, Any], rs: RevenueSettings
 ) -> tuple[float | None, float | None, str | None]:
@@ -124,17 +144,24 @@ def _as_is(value: str, field: str) -> str:
 
 def revenue_reader(
     rs: RevenueSettings, cut: Callable[[str, str], str] = _as_is,
+    counts: Counter[str] | None = None,
 ) -> Callable[[dict[str, Any], tuple[str, str]], dict[str, Any]]:
     """``fields(props, event_names)``: the top-level revenue fields for one event (empty
     when it carries no revenue), with the settings read once rather than per event.
     ``cut(text, field)``: what makes ``productId``/``revenueType`` fit Amplitude's string
-    limit (and counts the cut), as for every other top-level string."""
+    limit (and counts the cut), as for every other top-level string. ``counts``: gets
+    ``revenue_not_a_number`` for each event whose configured price or revenue (or an
+    item's price) is there but is not a number ("$19.99", "1,299.00"): it is sent without
+    that amount, and a revenue chart that differs from Mixpanel's then says why."""
     price_key, quantity_key, revenue_key = rs.price, rs.quantity, rs.revenue
     product_key, type_key, currency_key, items_key = (
         rs.product_id, rs.revenue_type, rs.currency, rs.items)
     refunds = frozenset(rs.refund_events)
+    unparsed = Counter[str]() if counts is None else counts
 
     def fields(props: dict[str, Any], event_names: tuple[str, str]) -> dict[str, Any]:
+        if _amount_unparsed(props, rs, price_key, revenue_key, items_key):
+            unparsed["revenue_not_a_number"] += 1
         price: float | None = None
         quantity: int | None = None
         revenue: float | None = None
