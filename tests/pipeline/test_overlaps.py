@@ -106,7 +106,7 @@ def _window(tmp_path: Path, seq: int, keys: list[float], state: str = "extracted
 
 @pytest.mark.parametrize(("spans", "groups"), [
     ([[1, 5], [6, 9]], []),                       # one after the other
-    ([[1, 5], [5, 9]], []),                       # touching at one second: in order anyway
+    ([[1, 5], [5, 9]], [["w0", "w1"]]),           # touching: copies of one event may meet
     ([[1, 5], [4, 9]], [["w0", "w1"]]),
     ([[1, 3], [10, 12], [2, 4]], [["w0", "w2"]]),  # the third overlaps the first only
     ([[1, 9], [2, 3], [4, 5], [20, 21]], [["w0", "w1", "w2"]]),

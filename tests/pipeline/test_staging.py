@@ -89,15 +89,16 @@ def test_staged_ranges_cut_whole_lines_of_at_least_size_bytes(
 
 @given(st.lists(st.tuples(st.one_of(st.floats(allow_nan=False, allow_infinity=False),
                                     st.sampled_from([0.0, -0.0, UNKNOWN_TIME, 1.7e9])),
-                          st.integers(min_value=0, max_value=2**63 - 1),
-                          st.integers(min_value=0, max_value=2**63)), max_size=40))
-def test_sort_prefixes_order_like_time_then_latest_ingested_then_arrival(
-        keys: list[tuple[float, int, int]]) -> None:
+                          st.integers(min_value=0, max_value=2**63),
+                          st.integers(min_value=0, max_value=2**64 - 1),
+                          st.integers(min_value=0, max_value=2**63 - 1)), max_size=40))
+def test_sort_prefixes_order_like_time_then_arrival(
+        keys: list[tuple[float, int, int, int]]) -> None:
     from mp2amp.pipeline.staging import _prefix
 
     by_prefix = sorted(keys, key=lambda k: _prefix(*k))
-    assert [(k + 0.0, -i, o) for k, i, o in by_prefix] == sorted(
-        (k + 0.0, -i, o) for k, i, o in keys)
+    assert [(k + 0.0, o) for k, o, _, _ in by_prefix] == sorted(
+        (k + 0.0, o) for k, o, _, _ in keys)
 
 
 def test_files_staged_before_identity_views_are_still_read(tmp_path: Path) -> None:
@@ -177,31 +178,51 @@ def test_a_range_reads_rows_with_tabs_blank_lines_and_no_last_newline(tmp_path: 
         b'[1,"s",1,{"k":\t"v"},null]', b'[2,"s",2,{},null]', b"", b"last"]
 
 
-def _copy(source: str, line: int, plan: str, ingested: object, raw: bool) -> SourceRecord:
-    record = {"event": "Buy", "properties": {"time": 1_700_000_000_250, "plan": plan,
-                                            "mp_processing_time_ms": ingested}}
+def _copy(source: str, line: int, plan: str, ingested: object, raw: bool,
+          event: str = "Buy", insert_id: str | None = "abc-0000000001") -> SourceRecord:
+    props: dict[str, Any] = {"time": 1_700_000_000_250, "distinct_id": "dev-1", "plan": plan,
+                             "mp_processing_time_ms": ingested}
+    if insert_id is not None:
+        props["$insert_id"] = insert_id
+    record = {"event": event, "properties": props}
     return SourceRecord(source, line, record, raw=orjson.dumps(record) if raw else None)
 
 
 @pytest.mark.parametrize("raw", [True, False])
-def test_of_same_time_copies_the_latest_ingested_comes_first(tmp_path: Path, raw: bool) -> None:
+def test_of_same_time_copies_the_latest_ingested_takes_the_first_copys_place(
+        tmp_path: Path, raw: bool) -> None:
     # Mixpanel's reports show the latest ingested of an event's copies; the copy kept is
-    # the first staged, so it must be that one (unknown ingestion times go last)
-    records = [_copy("f.jsonl", 1, "free", 1_700_000_002_000, raw),
-               _copy("f.jsonl", 2, "none", None, raw),
-               _copy("f.jsonl", 3, "pro", 1_700_000_090_000, raw),
-               _rec(4, 1_700_000_000_100)]
+    # the first staged, so it must be that one (unknown ingestion times go last). Other
+    # events of that time keep their arrival order, whatever their ingestion times.
+    records = [_copy("f.jsonl", 1, "other", 1_700_000_009_000, raw, event="View",
+                     insert_id="view-000000001"),
+               _copy("f.jsonl", 2, "free", 1_700_000_002_000, raw),
+               _copy("f.jsonl", 3, "none", None, raw),
+               _copy("f.jsonl", 4, "tap", 1_700_000_001_000, raw, event="Tap", insert_id=None),
+               _copy("f.jsonl", 5, "pro", 1_700_000_090_000, raw),
+               _rec(6, 1_700_000_000_100)]
+    stage(records, tmp_path / "w.jsonl", chunk=2)  # the external merge too
+    assert [r.line for r in read_staged(tmp_path / "w.jsonl")] == [6, 1, 5, 2, 4, 3]
+    stage(records, tmp_path / "one.jsonl")
+    assert [r.line for r in read_staged(tmp_path / "one.jsonl")] == [6, 1, 5, 2, 4, 3]
+
+
+def test_copies_need_the_same_event_distinct_id_and_insert_id(tmp_path: Path) -> None:
+    records = [_copy("f.jsonl", 1, "a", 1_000, True),
+               _copy("f.jsonl", 2, "b", 9_000, True, event="Sell"),
+               _copy("f.jsonl", 3, "c", 8_000, True, insert_id="abc-0000000002")]
     stage(records, tmp_path / "w.jsonl")
-    assert [r.line for r in read_staged(tmp_path / "w.jsonl")] == [4, 3, 1, 2]
+    assert [r.line for r in read_staged(tmp_path / "w.jsonl")] == [1, 2, 3]
 
 
 def test_a_merge_of_overlapping_windows_puts_the_latest_ingested_copy_first(
         tmp_path: Path) -> None:
     from mp2amp.pipeline.staging import merge_staged
 
-    stage([_copy("a.jsonl", 1, "free", 1_700_000_002_000, True)], tmp_path / "a")
+    stage([_copy("a.jsonl", 1, "free", 1_700_000_002_000, True),
+           _copy("a.jsonl", 2, "later", 1_700_000_099_000, True, event="View")], tmp_path / "a")
     stage([_copy("b.jsonl", 1, "pro", 1_700_000_090_000, True),
            _copy("b.jsonl", 2, "none", None, True)], tmp_path / "b")
-    assert merge_staged([tmp_path / "a", tmp_path / "b"], tmp_path / "m") == 3
+    assert merge_staged([tmp_path / "a", tmp_path / "b"], tmp_path / "m") == 4
     assert [(r.source, r.line) for r in read_staged(tmp_path / "m")] == [
-        ("b.jsonl", 1), ("a.jsonl", 1), ("b.jsonl", 2)]
+        ("b.jsonl", 1), ("a.jsonl", 2), ("a.jsonl", 1), ("b.jsonl", 2)]

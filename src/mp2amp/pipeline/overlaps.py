@@ -29,8 +29,9 @@ MERGEABLE = frozenset({"extracted", "identity"})  # a loaded window is never re-
 
 def overlapping_groups(windows: list[WindowRow],
                        started: frozenset[str] = frozenset()) -> list[list[WindowRow]]:
-    """Groups of two or more windows whose known event times overlap (strictly: a window
-    ending at the second another starts does not), each in window order. Windows in
+    """Groups of two or more windows whose known event times overlap (a window ending at
+    the very time another starts too: copies of one event may be the two ends, and the
+    merge decides which copy is sent), each in window order. Windows in
     ``started`` (with batches sent by an earlier run) keep their batches: never merged."""
     spans: list[tuple[float, float, WindowRow]] = []
     for w in windows:
@@ -45,7 +46,7 @@ def overlapping_groups(windows: list[WindowRow],
     current: list[WindowRow] = []
     end = 0.0
     for start, stop, w in spans:
-        if current and start < end:
+        if current and start <= end:
             current.append(w)
             end = max(end, stop)
             continue

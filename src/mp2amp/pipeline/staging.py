@@ -103,9 +103,8 @@ def utc_key(local: LocalZone | None) -> UtcKey | None:
 
 def ingested_ms(record: dict[str, Any] | None) -> int:
     """When Mixpanel ingested the record (``mp_processing_time_ms``, else the API's
-    timestamp), 0 when unknown: of copies of one event (same time) Mixpanel's reports show
-    the latest ingested, so staging puts that one first and it is the copy kept."""
-    props = record.get("properties") if record is not None else None
+    timestamp), 0 when unknown."""
+    props = record.get("properties") if type(record) is dict else None
     if type(props) is not dict:
         return 0
     for name in ("mp_processing_time_ms", "$mp_api_timestamp_ms"):
@@ -115,9 +114,25 @@ def ingested_ms(record: dict[str, Any] | None) -> int:
     return 0
 
 
+def copy_key(record: dict[str, Any] | None) -> int:
+    """What copies of one event share besides their time (Mixpanel's dedup key: event,
+    distinct_id, ``$insert_id``), as a 64-bit number, 0 for a record Mixpanel never dedups
+    (no ``$insert_id``). Only compared within one process (``hash`` is salted per process)."""
+    if type(record) is not dict:
+        return 0
+    props = record.get("properties")
+    if type(props) is not dict:
+        return 0
+    insert_id = props.get("$insert_id")
+    if insert_id is None or type(insert_id) is dict or type(insert_id) is list:
+        return 0
+    key = hash((str(record.get("event")), str(props.get("distinct_id")), str(insert_id)))
+    return (key & _ALL) or 1
+
+
 def _encode(rec: SourceRecord, order: int, to_utc: UtcKey | None = None) -> bytes:
-    """The staged line with a sort prefix: bytes that sort as (time, latest ingested,
-    arrival order) do."""
+    """The staged line with a sort prefix: bytes that sort as (time, arrival order) do,
+    then the record's copy key and ingestion time (see ``settle_copies``)."""
     rej = rec.rejection
     record = rec.record
     key, whole = _seconds(record)
@@ -126,7 +141,7 @@ def _encode(rec: SourceRecord, order: int, to_utc: UtcKey | None = None) -> byte
         key = to_utc(key, record["properties"])  # the second itself, then its place in it
     if whole:
         key += WHOLE_SECOND_AT
-    prefix = _prefix(key, ingested_ms(record), order)
+    prefix = _prefix(key, order, copy_key(record), ingested_ms(record))
     if rec.raw is not None and rej is None:
         # The line the record was parsed from is its JSON already: orjson parses it into
         # the same record again, so it is not serialized a second time (~0.9 us a line).
@@ -181,15 +196,58 @@ def load_staged(data: bytes) -> Any:
 _PACK_DOUBLE = struct.Struct(">d").pack
 _SIGN = 1 << 63
 _ALL = (1 << 64) - 1
-_PREFIX = 49  # 16 hex digits each of the time, the ingestion time (latest first), the order; a tab
+_PREFIX = 65  # 16 hex digits each of the time, the order, the copy key, the ingestion time; a tab
+_TIME = 16  # the time's digits
 
 
-def _prefix(key: float, ingested: int, order: int) -> bytes:
-    """Fixed-width hex whose byte order is the order of (key, -ingested, order): the sorts
-    and the merge compare bytes in C, and the runs are read back without parsing anything."""
+def _prefix(key: float, order: int, copy: int = 0, ingested: int = 0) -> bytes:
+    """Fixed-width hex whose byte order is the order of (key, order): the sorts and the
+    merge compare bytes in C, and the runs are read back without parsing anything. The
+    order is unique, so the copy key and ingestion time after it only ride along."""
     bits = int.from_bytes(_PACK_DOUBLE(key + 0.0), "big")  # + 0.0: -0.0 sorts as 0.0
     bits = bits ^ _ALL if bits & _SIGN else bits | _SIGN  # IEEE 754 order as unsigned order
-    return b"%016x%016x%016x\t" % (bits, _ALL ^ ingested, order)
+    return b"%016x%016x%016x%016x\t" % (bits, order, copy, ingested)
+
+
+def settle_copies(items: Iterable[bytes]) -> Iterator[bytes]:
+    """Prefixed staged lines in sort order, their prefix cut. Of copies of one event
+    (one time, one copy key) Mixpanel's reports show the latest ingested, and the copy
+    sent is the first: the latest ingested takes the first copy's place, the others follow
+    in their places. Other events keep their arrival order."""
+    group: list[bytes] = []
+    time = b""
+    for item in items:
+        if item[:_TIME] == time:
+            group.append(item)
+            continue
+        if len(group) == 1:
+            yield group[0][_PREFIX:]
+        elif group:
+            yield from _settled([(g[32:48], int(g[48:64], 16), g[_PREFIX:]) for g in group])
+        group = [item]
+        time = item[:_TIME]
+    if len(group) == 1:
+        yield group[0][_PREFIX:]
+    elif group:
+        yield from _settled([(g[32:48], int(g[48:64], 16), g[_PREFIX:]) for g in group])
+
+
+_NO_COPY_KEYS = (b"0" * 16, 0)  # as a staged prefix holds it, as ``copy_key`` gives it
+
+
+def _settled(group: list[tuple[Any, int, bytes]]) -> list[bytes]:
+    """One time's lines as (copy key, ingestion time, line), copies reordered in place."""
+    places: dict[Any, list[int]] = {}
+    for at, (key, _, _) in enumerate(group):
+        if key not in _NO_COPY_KEYS:
+            places.setdefault(key, []).append(at)
+    lines = [line for _, _, line in group]
+    for spots in places.values():
+        if len(spots) > 1:
+            latest_first = sorted(spots, key=lambda at: (-group[at][1], at))
+            for spot, at in zip(spots, latest_first, strict=True):
+                lines[spot] = group[at][2]
+    return lines
 
 
 class StagingStopped(Exception):
@@ -199,14 +257,14 @@ class StagingStopped(Exception):
 def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORDS,
           chunk_bytes: int = CHUNK_BYTES, local: LocalZone | None = None,
           stop: threading.Event | None = None) -> int:
-    """Write ``records`` sorted by (time, latest ingested first, arrival order) to
-    ``dest``; returns the count.
+    """Write ``records`` sorted by (time, arrival order) to ``dest`` (of copies of one
+    event the latest ingested first: ``settle_copies``); returns the count.
     ``local``: a legacy project's zones, so that local times sort by their UTC time.
     ``stop``: set by a run that is stopping (staging runs in a thread, which cancelling
     the run does not end): staging then ends soon, raising ``StagingStopped``, and never
     renames a window into place once the run has let go of its work folder.
 
-    Other ties keep the arrival order, so staging is deterministic. The file is written to a
+    Ties keep the arrival order, so staging is deterministic. The file is written to a
     temporary name and renamed, so a crash never leaves a half-staged window behind.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -231,13 +289,13 @@ def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORD
         with open(part, "wb") as out:
             if not runs:
                 buf.sort()
-                out.writelines(item[_PREFIX:] for item in buf)
+                out.writelines(settle_copies(buf))
             else:
                 if buf:
                     runs.append(_write_run(buf, tmpdir, len(runs)))
                 with ExitStack() as stack:
                     files = [stack.enter_context(open(p, "rb")) for p in runs]
-                    out.writelines(item[_PREFIX:] for item in heapq.merge(*files))
+                    out.writelines(settle_copies(heapq.merge(*files)))
             out.flush()
             os.fsync(out.fileno())
         if stop is not None and stop.is_set():
@@ -300,9 +358,9 @@ MERGE_FILES = 64  # staged files merged at once (open files); more are merged in
 
 
 def merge_staged(paths: list[Path], dest: Path) -> int:
-    """Staged windows merged into one, in time order (ties: latest ingested first, then
-    the order of ``paths``, then each file's own order); written to a temporary name and
-    renamed. Returns the lines."""
+    """Staged windows merged into one, in time order (ties: the order of ``paths``, then
+    each file's own order; of copies of one event the latest ingested first, as staging
+    does); written to a temporary name and renamed. Returns the lines."""
     if len(paths) > MERGE_FILES:  # in rounds, each a file; the rounds keep the tie order
         rounds = [dest.with_name(f"{dest.name}.round{n}")
                   for n in range(-(-len(paths) // MERGE_FILES))]
@@ -313,45 +371,42 @@ def merge_staged(paths: list[Path], dest: Path) -> int:
         finally:
             for path in rounds:
                 path.unlink(missing_ok=True)
-    def keyed(path: Path) -> Iterator[tuple[float, int, bytes]]:
+    def keyed(path: Path) -> Iterator[tuple[float, bytes]]:
         with open(path, "rb") as f:
             for line in f:
-                yield staged_key(line), -_staged_ingested(line), line
+                yield staged_key(line), line
 
     part = dest.with_name(dest.name + ".part")
     n = 0
     with open(part, "wb") as out:
-        for _, _, line in heapq.merge(*map(keyed, paths), key=_first):
-            out.write(line)
+        group: list[bytes] = []
+        time = None
+        for key, line in heapq.merge(*map(keyed, paths), key=_first):
+            if key != time and group:
+                out.writelines(_settled_lines(group))
+                group = []
+            group.append(line)
+            time = key
             n += 1
+        out.writelines(_settled_lines(group))
         out.flush()
         os.fsync(out.fileno())
     part.replace(dest)
     return n
 
 
-def _first(item: tuple[float, int, bytes]) -> tuple[float, int]:
-    return item[0], item[1]
+def _first(pair: tuple[float, bytes]) -> float:
+    return pair[0]
 
 
-_INGESTED_KEYS = (b'"mp_processing_time_ms":', b'"$mp_api_timestamp_ms":')
-
-
-def _staged_ingested(line: bytes) -> int:
-    """``ingested_ms`` of a staged line's record, read off its text (a merge of
-    overlapping windows breaks time ties with it as staging did, without parsing)."""
-    for name in _INGESTED_KEYS:
-        at = line.find(name)
-        if at >= 0:
-            start = at + len(name)
-            end = start
-            while end < len(line) and 48 <= line[end] <= 57:  # the digits of an int
-                end += 1
-            if end > start and line[end:end + 1] in (b",", b"}"):
-                value = int(line[start:end])
-                if 0 < value < _SIGN:
-                    return value
-    return 0
+def _settled_lines(group: list[bytes]) -> list[bytes]:
+    """``settle_copies`` for staged lines of one time (no prefix): the records are read
+    only when the time has several lines."""
+    if len(group) < 2:
+        return group
+    records = [decode_staged(line).record for line in group]
+    return _settled([(copy_key(r), ingested_ms(r), line)
+                     for r, line in zip(records, group, strict=True)])
 
 
 def _write_run(buf: list[bytes], tmpdir: Path, n: int) -> Path:
