@@ -25,7 +25,7 @@ def _events(n: int) -> list[dict[str, Any]]:
 
 
 async def _run(tmp_path: Path, observer: Any, reads_gzip: bool, reads_plain: bool,
-               **settings: Any) -> tuple[Any, list[tuple[str | None, int]], list[dict[str, Any]]]:
+               too_large: int = 0, **settings: Any) -> tuple[Any, list[tuple[str | None, int]], list[dict[str, Any]]]:
     seen: list[tuple[str | None, int]] = []  # (Content-Encoding, events) per request
 
     async def handler(request: web.Request) -> web.Response:
@@ -34,6 +34,8 @@ async def _run(tmp_path: Path, observer: Any, reads_gzip: bool, reads_plain: boo
         seen.append((encoding, len(doc["events"])))
         if not (reads_gzip if encoding == "gzip" else reads_plain):
             return web.json_response(UNREADABLE, status=400)
+        if too_large and len(doc["events"]) >= too_large:
+            return web.json_response({"code": 413, "error": "Payload too large"}, status=413)
         return web.json_response({"code": 200, "events_ingested": len(doc["events"]),
                                   "payload_size_bytes": 1, "server_upload_time": 1})
 
@@ -81,3 +83,12 @@ def test_a_readable_gzip_body_is_never_resent(tmp_path: Path, observer: Any) -> 
     report, seen, dead = asyncio.run(_run(tmp_path, observer, reads_gzip=True,
                                           reads_plain=False))
     assert seen == [("gzip", 2)] * 3 and report.accepted == 6 and not dead
+
+
+def test_an_uncompressed_resend_answered_413_keeps_gzip_off_for_its_halves(
+        tmp_path: Path, observer: Any) -> None:
+    report, seen, dead = asyncio.run(_run(tmp_path, observer, reads_gzip=False,
+                                          reads_plain=True, too_large=2))
+    assert seen[:4] == [("gzip", 2), (None, 2), (None, 1), (None, 1)]
+    assert all(encoding is None for encoding, _ in seen[1:])
+    assert report.accepted == 6 and report.gzip_refused == 1 and not dead

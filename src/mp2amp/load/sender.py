@@ -210,7 +210,7 @@ class Sender:
                             "sending it again uncompressed", verdict.status, verdict.message)
                 continue
             if headers is HEADERS and s.gzip and not self.plain \
-                    and verdict.kind in ("accepted", "sort"):
+                    and verdict.kind in ("accepted", "sort", "split"):
                 self.plain = True  # read uncompressed, not compressed: no gzip from now on
                 log.warning("Amplitude read the request uncompressed after refusing it "
                             "gzipped: the rest of this run's requests are sent uncompressed "
