@@ -205,25 +205,27 @@ class Ingestor:
                 group_snaps[str(index)] = {t: v for t, v in snap.items() if v}
         annotation = {"t": upload_ms, "p": str(uuid.uuid4())[:24], "r": remote,
                       "a": aids, "u": snaps, "g": group_snaps}
-        try:
-            self.store.append(body, annotation, keys, upload_ms)
-        except BaseException:
-            # nothing was stored (the store cut its files back): the retry must not be
-            # taken for a duplicate, nor apply its properties twice
-            self._roll_back(undo, keys)
-            raise
-        self.duplicates += len(events) - stored
-        self.events_stored += stored
+        duplicates = self.duplicates + len(events) - stored
+        events_stored = self.events_stored + stored
         # the counters too (totals, so replaying an entry state.json has is harmless): after
         # a kill, state.json's would lag the event files
-        self.ids.journal.append(["c", self.events_stored, self.duplicates])
-        self.flush_id_journal()
+        self.ids.journal.append(["c", events_stored, duplicates])
+        try:
+            self.store.append(body, annotation, keys, upload_ms, self.ids.journal)
+        except BaseException:
+            # nothing was stored (the store cut its files and ids.log back): the retry must
+            # not be taken for a duplicate, nor apply its properties twice
+            self._roll_back(undo, keys)
+            raise
+        self.ids.journal = []
+        self.duplicates = duplicates
+        self.events_stored = events_stored
         if changed:
             self.ids.dirty = True
 
     def _roll_back(self, undo: _Undo, keys: list[str]) -> None:
         """Forget what a request whose write failed did; amplitude IDs it handed out stay
-        (the retry gets the same ones)."""
+        (the retry gets the same ones: their journal entries go with the next line)."""
         seen = self.store.seen
         for key in keys:
             del seen[key]
@@ -242,7 +244,7 @@ class Ingestor:
                 self.groups[group] = values
         journal = self.ids.journal
         journal[undo.journal_start:] = [e for e in journal[undo.journal_start:]
-                                        if e[0] != "p" and e[0] != "g"]
+                                        if e[0] != "p" and e[0] != "g" and e[0] != "c"]
 
     def flush_id_journal(self) -> None:
         if self.ids.journal:

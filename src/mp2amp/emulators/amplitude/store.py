@@ -101,6 +101,7 @@ class EventStore:
         # the open hour files' sizes: where a failed write is cut back to
         self._events_size = 0
         self._dedup_size = 0
+        self._ids_size = 0  # ids.log's, where a failed journal write is cut back to
 
     def repair(self) -> None:
         """Cut the line a killed process left unfinished at the end of each file, so the
@@ -152,13 +153,17 @@ class EventStore:
         return self._events_fh, self._dedup_fh
 
     def append(
-        self, body: bytes, annotation: dict[str, Any], dedup_keys: list[str], upload_ms: int
+        self, body: bytes, annotation: dict[str, Any], dedup_keys: list[str], upload_ms: int,
+        journal: list[list[Any]],
     ) -> None:
-        """Write one request (``body`` must be one line of valid JSON), then its dedup keys.
+        """Write one request (``body`` must be one line of valid JSON), its dedup keys, then
+        its ``journal`` line in ids.log.
 
-        All or nothing: when a write fails (disk full...) both files are cut back to where
-        they ended and the error is raised, so the retried request is not a duplicate. The
-        events go first: a kill between the two lines can store a retry twice, never lose it.
+        All or nothing: when a write fails (disk full...) the three files are cut back to
+        where they ended and the error is raised, so the retried request is not a duplicate
+        and the journal claims nothing that was not stored. The events go first: a kill
+        between the lines can store a retry twice, never lose it (a kill before the journal
+        line leaves that request's new IDs and properties out of the replay).
         """
         hour = hour_name(upload_ms)
         events_fh, dedup_fh = self._handles(hour)
@@ -171,6 +176,7 @@ class EventStore:
             if dedup_line:
                 dedup_fh.write(dedup_line)
                 dedup_fh.flush()
+            self.append_ids(journal)  # cuts ids.log back itself when it fails
         except BaseException:
             self._cut_back(hour)
             raise
@@ -198,10 +204,23 @@ class EventStore:
     # --- amplitude ID journal ---------------------------------------------------------
 
     def append_ids(self, entries: list[list[Any]]) -> None:
-        if self._ids_fh is None:
-            self._ids_fh = open(self.root / "ids.log", "ab")  # noqa: SIM115
-        self._ids_fh.write(orjson.dumps(entries) + b"\n")
-        self._ids_fh.flush()
+        """One journal line; a failed write is cut back (not left torn for the next line to
+        be glued to, which would make both unreadable) and the error raised."""
+        fh = self._ids_fh
+        if fh is None:
+            # unbuffered: one write per line either way, and no buffered bytes of a failed
+            # write linger to land after the cut
+            fh = self._ids_fh = open(self.root / "ids.log", "ab", buffering=0)  # noqa: SIM115
+            self._ids_size = fh.tell()  # append mode: the end of the file
+        data = orjson.dumps(entries) + b"\n"
+        rest = memoryview(data)
+        try:
+            while rest:  # a raw write may land only part of the line (then the rest fails)
+                rest = rest[fh.write(rest):]
+        except BaseException:
+            os.truncate(self.root / "ids.log", self._ids_size)
+            raise
+        self._ids_size += len(data)
 
     def read_ids(self) -> list[list[Any]]:
         path = self.root / "ids.log"
