@@ -144,6 +144,7 @@ class Ledger:
             raise TerminalError(
                 f"the ledger {path} cannot be opened ({exc}); move it away to start a new run"
             ) from exc
+        self._on_acceptance: tuple[str, str] | None = None
         version = self.get_meta("schema_version")
         if version is None and not read_only:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
@@ -199,6 +200,17 @@ class Ledger:
                 (key, value),
             )
 
+    def record_at_first_acceptance(self, key: str, value: str) -> None:
+        """Set the meta ``key`` (unless it is set) in the transaction that records the next
+        batch or parked event Amplitude accepted: what a run sends with (its API key's
+        digest) binds the run only once something went in under it."""
+        self._on_acceptance = (key, value)
+
+    def _accepted(self, db: sqlite3.Connection) -> None:
+        if self._on_acceptance is not None:
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES(?, ?)",
+                       self._on_acceptance)
+
     # --- windows ------------------------------------------------------------------
 
     def add_windows(self, windows: list[tuple[str, str, dict[str, Any]]]) -> None:
@@ -237,13 +249,19 @@ class Ledger:
                 f"spec or counts ({exc}); move the work folder away to start a new run"
             ) from None
 
-    def mark_extracted(self, window_id: str, staged_path: str, records: int) -> None:
+    def mark_extracted(self, window_id: str, staged_path: str, records: int,
+                       spec: dict[str, Any] | None = None) -> None:
+        """``window_id`` is staged; ``spec`` replaces its spec (what its source was like
+        when it was staged), when given."""
         with self._tx() as db:
             db.execute(
                 "UPDATE windows SET state = 'extracted', staged_path = ?, records = ?, "
                 "updated_at = ? WHERE window_id = ?",
                 (staged_path, records, time.time(), window_id),
             )
+            if spec is not None:
+                db.execute("UPDATE windows SET spec = ? WHERE window_id = ?",
+                           (orjson.dumps(spec).decode(), window_id))
 
     def mark_pending(self, window_id: str) -> None:
         """Stage ``window_id`` again (its staged file is gone); its record count and
@@ -338,6 +356,8 @@ class Ledger:
                 "updated_at = ? WHERE batch_id = ?",
                 (accepted, dead_lettered, parked, time.time(), batch_id),
             )
+            if accepted:
+                self._accepted(db)
             return str(row[0])
 
     def done_batch_count(self, window_id: str) -> int:
@@ -400,6 +420,8 @@ class Ledger:
         """``outcome`` is ``accepted`` or ``dead_lettered``."""
         with self._tx() as db:
             db.execute("UPDATE parked SET state = ? WHERE origin = ?", (outcome, origin))
+            if outcome == "accepted":
+                self._accepted(db)
 
     def forget_window_outcomes(self, window_id: str) -> None:
         """A window is transformed again from the start: drop what its last attempt left

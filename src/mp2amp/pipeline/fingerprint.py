@@ -10,14 +10,24 @@ windows unbalanced, after the mixed data had gone out). The run's fingerprint ho
 digest, so such a resume is refused up front.
 
 Files the settings name (plan, excluded users, the identity table) count by their
-content; the hash salt by a digest of it (the ledger never holds a secret). Settings that only tune speed or the
-connection (workers, memory, hosts, credentials, Export API limits) are left out.
+content; the hash salt by a digest of it (the ledger never holds a secret). Settings that
+only tune speed or the connection (workers, memory, hosts, credentials, Export API limits)
+are left out. Input and output locations inside the config file's folder count by their
+path relative to it: a project folder moved whole (to a bigger disk) resumes.
+
+The Amplitude API key is not in the fingerprint (a key Amplitude refused at once must stay
+correctable), but once Amplitude accepted a batch under it, a salted digest of it binds
+the run: a resume with another key would send the rest to another project.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +35,14 @@ import orjson
 
 from mp2amp.config import Config
 from mp2amp.config.sections import Secret
+from mp2amp.errors import TerminalError
+from mp2amp.ledger import Ledger
 from mp2amp.load.settings import UploadSettings
 from mp2amp.transform.insert_id import SCHEME as INSERT_ID_SCHEME
 
+FINGERPRINT_META = "fingerprint"
+FOLDER_META = "config_folder"  # the config file's folder when the run started
+API_KEY_META = "amplitude_key"  # "salt:digest" of the key Amplitude first accepted a batch under
 # [mixpanel] fields that change what is read or how times are read
 _MIXPANEL_FIELDS = ("project_id", "timezone", "legacy_time", "timezone_changes", "id_merge")
 
@@ -86,10 +101,25 @@ def events_fingerprint(config: Config) -> str:
     return _digest(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS, default=str))
 
 
-def run_fingerprint(config: Config, upload: UploadSettings) -> dict[str, Any]:
-    """What must not change between a run and its resume (batch ids depend on it)."""
+def config_folder(config: Config) -> Path | None:
+    """The folder relative locations of the config file are read from (None: no file)."""
+    return None if config.path is None else Path(config.path).resolve().parent
+
+
+def _location(value: str | None, folder: Path | None) -> str | None:
+    """``value`` relative to ``folder`` when it lies inside it, else as it is."""
+    if value is None or folder is None or "://" in value or not os.path.isabs(value):
+        return value
+    path = Path(value)
+    return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else value
+
+
+def run_fingerprint(config: Config, upload: UploadSettings,
+                    folder: Path | None = None) -> dict[str, Any]:
+    """What must not change between a run and its resume (batch ids depend on it); with
+    ``folder``, the locations inside it relative to it."""
     return {
-        "source": {"files": list(config.source.files),
+        "source": {"files": [_location(f, folder) for f in config.source.files],
                    "from_date": str(config.source.from_date),
                    "to_date": str(config.source.to_date),
                    **({"export_window_days": config.source.export_window_days}
@@ -99,7 +129,7 @@ def run_fingerprint(config: Config, upload: UploadSettings) -> dict[str, Any]:
         "concurrency": upload.concurrency,
         "max_events": upload.max_events,
         "max_bytes": upload.limits.max_bytes,
-        "output_dir": config.amplitude.output_dir,
+        "output_dir": _location(config.amplitude.output_dir, folder),
         # what decides which events each window emits, and so where its batches are cut
         # (a changed privacy rule or plan would shift them under the same batch ids)
         "events": events_fingerprint(config),
@@ -132,3 +162,70 @@ def changed_keys(known: str, now: dict[str, Any]) -> list[str] | None:
     changed = sorted(k for k in was.keys() | now.keys()
                      if k in was and was[k] != now.get(k))
     return changed or None
+
+
+def _dumps(fingerprint: dict[str, Any]) -> str:
+    return orjson.dumps(fingerprint, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def record_fingerprint(ledger: Ledger, config: Config, upload: UploadSettings) -> None:
+    """The run's fingerprint, its locations relative to the config file's folder."""
+    folder = config_folder(config)
+    ledger.set_meta(FINGERPRINT_META, _dumps(run_fingerprint(config, upload, folder)))
+    # the folder the run started in: its windows are named by their paths there
+    if folder is not None and ledger.get_meta(FOLDER_META) is None:
+        ledger.set_meta(FOLDER_META, str(folder))
+
+
+def check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known: str,
+                 may_change: Callable[[list[str]], bool]) -> None:
+    """Refuse a resume whose configuration differs from the run's in what decides its
+    batches. ``may_change(changed)`` lets the caller accept a change (an S3-import folder
+    refused before anything was written), whose new fingerprint is then recorded."""
+    now = run_fingerprint(config, upload, config_folder(config))
+    changed = changed_keys(known, now)
+    if changed and ledger.get_meta(FOLDER_META) is None and \
+            changed_keys(known, run_fingerprint(config, upload)) is None:
+        changed = []  # started by an mp2amp that kept absolute paths: recorded anew
+    if changed and may_change(changed):
+        changed = []
+    if changed == []:
+        record_fingerprint(ledger, config, upload)
+    if changed:
+        named = ", ".join(FINGERPRINT_NAMES.get(k, k) for k in changed)
+        raise TerminalError(
+            "this configuration differs from the one the run started with in what decides "
+            f"its batches ({named}; was {known}, now {_dumps(now)}){_moved(ledger, config)}; "
+            "resume with the original settings, or start a new run in a new work folder")
+
+
+def _moved(ledger: Ledger, config: Config) -> str:
+    was, now = ledger.get_meta(FOLDER_META), config_folder(config)
+    if was is None or now is None or Path(was) == now:
+        return ""
+    return (f". The config file was in {was} when the run started and is in {now} now: a "
+            "project folder moved whole resumes when its inputs are named relative to it "
+            "(files = [\"events/*.jsonl\"]); name them so, or where they were")
+
+
+def _key_digest(salt: str, api_key: str) -> str:
+    return hmac.new(salt.encode(), api_key.encode(), hashlib.sha256).hexdigest()
+
+
+def bind_api_key(ledger: Ledger, api_key: str) -> None:
+    """Refuse another key than the one Amplitude accepted this run's batches under (another
+    Amplitude project would get the rest of the migration); until a batch is accepted, the
+    key may change (one Amplitude refused at once is corrected by a resume)."""
+    known = ledger.get_meta(API_KEY_META)
+    if known is None:  # recorded with the first accepted batch (a new run, or an older one)
+        salt = secrets.token_hex(16)
+        ledger.record_at_first_acceptance(API_KEY_META, f"{salt}:{_key_digest(salt, api_key)}")
+        return
+    salt, _, digest = known.partition(":")
+    if not hmac.compare_digest(_key_digest(salt, api_key), digest):
+        raise TerminalError(
+            "AMPLITUDE_API_KEY is not the key this run started with: Amplitude already "
+            "accepted part of this migration into the original key's project, and the rest "
+            "would go to another project. Set AMPLITUDE_API_KEY to the original key and run "
+            "the same command with --resume; to migrate into the other project, start a new "
+            "run in a new work folder ([run] workdir)")

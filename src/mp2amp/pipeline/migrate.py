@@ -49,7 +49,7 @@ from mp2amp.pipeline.attempts import finished, record_attempt, record_start, sto
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
-from mp2amp.pipeline.fingerprint import FINGERPRINT_NAMES, changed_keys, run_fingerprint
+from mp2amp.pipeline.fingerprint import bind_api_key, check_resume, record_fingerprint
 from mp2amp.pipeline.import_folder import WROTE_KEY, begin_sink_attempt, output_dir_may_change
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
@@ -76,6 +76,7 @@ from mp2amp.pipeline.windows import (
     extract_pending,
     inputs_changed,
     inputs_not_in_run,
+    locator,
     plan_windows,
 )
 from mp2amp.pipeline.worklock import WorkLock
@@ -202,28 +203,19 @@ async def _migrate(
             "`mp2amp migrate --resume`, or set [run] workdir to a new folder")
     try:
         record_start(ledger, started)
-        fingerprint = orjson.dumps(run_fingerprint(config, upload),
-                                   option=orjson.OPT_SORT_KEYS).decode()
-        changed = None if known is None else changed_keys(known, run_fingerprint(config, upload))
-        if changed == ["output_dir"] and output_dir_may_change(
-                known, config.amplitude.output_dir, ledger.get_meta("sink_attempt")):
-            # the first attempt was refused the folder it named (another run's files) and
-            # wrote nothing: the run goes on into the folder given now, as it was told
-            ledger.set_meta("fingerprint", fingerprint)
-            changed = None
-        if changed:
-            named = ", ".join(FINGERPRINT_NAMES.get(k, k) for k in changed)
-            raise TerminalError(
-                "this configuration differs from the one the run started with in what decides "
-                f"its batches ({named}; was {known}, now {fingerprint}); resume with the "
-                "original settings, or start a new run in a new work folder")
-        if known is None:
+        if known is not None:
+            check_resume(ledger, config, upload, known, lambda changed: changed == [
+                "output_dir"] and output_dir_may_change(known, config.amplitude.output_dir,
+                                                        ledger.get_meta("sink_attempt")))
+        else:
             ledger.add_windows(planned if planned is not None
                                else plan_windows(config, storage_options))
-            ledger.set_meta("fingerprint", fingerprint)
+            record_fingerprint(ledger, config, upload)
+        if not sink_mode:  # another key is another Amplitude project: refused once bound
+            bind_api_key(ledger, upload.api_key)
         restaged = restage_missing(ledger, workdir)  # staged files someone deleted: staged again
         not_in_run = inputs_not_in_run(config, ledger, storage_options) if known else []
-        changed_inputs = inputs_changed(ledger) if known else []
+        changed_inputs = inputs_changed(ledger, locator(config, ledger)) if known else []
         mixpanel = _mixpanel_settings(config, mixpanel_overrides)
         # the display moves with time, not only with records: uploads, retries and
         # backoff waits after the last record is transformed take most of a slow load

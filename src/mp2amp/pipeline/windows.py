@@ -2,7 +2,9 @@
 
 A window is one day of the Raw Export API (``export:YYYY-MM-DD``, exactly the source name
 its records carry) or one input file (its URL). The window id doubles as the source of its
-records, so a dead letter's ``source`` names its window.
+records, so a dead letter's ``source`` names its window. A local file's id is its path when
+the run started: a project folder moved whole since (config file, inputs and all) has the
+file at the same place relative to the config file's folder (``locator``).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mp2amp.config import Config
 from mp2amp.errors import ConfigError, InputError, Mp2AmpError, TerminalError
@@ -40,6 +43,7 @@ from mp2amp.extract.export import (
 from mp2amp.extract.files import SourceFile, expand_paths, iter_file
 from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.models import SourceRecord
+from mp2amp.pipeline.fingerprint import FOLDER_META, config_folder
 from mp2amp.pipeline.progress import Counters, Reporter
 from mp2amp.pipeline.staging import LocalZone, stage
 
@@ -56,9 +60,7 @@ def plan_windows(config: Config, storage_options: dict[str, Any] | None) -> list
     src = config.source
     if src.files:
         seen: dict[Path, bool] = {}  # thousands of files share a few folders
-        # a local file's size, so a resume can name one that changed after it was staged
-        return [(f.url, "file", {"path": f.url} if f.fs is not None
-                 else {"path": f.url, "size": _size(f.url)}) for f in expand_paths(
+        return [(f.url, "file", {"path": f.url}) for f in expand_paths(
             list(src.files), storage_options=storage_options)
             if f.fs is not None or not _in_a_work_folder(Path(f.url), config.run.workdir,
                                                          seen)]
@@ -77,13 +79,54 @@ def _size(path: str) -> int | None:
         return None
 
 
-def inputs_changed(ledger: Ledger) -> list[str]:
-    """Local input files whose size differs from when the run planned them, among the
-    windows already staged: the run migrates the staged copy (its identity graph and
-    batches are that copy's), so records appended since would be left out unnamed."""
+def inputs_changed(ledger: Ledger, locate: Callable[[str], str] = str) -> list[str]:
+    """Local input files whose size differs from when they were staged: the run migrates
+    the staged copy (its identity graph and batches are that copy's), so records appended
+    since would be left out unnamed. (A ledger of an earlier mp2amp has the size when the
+    run was planned.)"""
     return [w.window_id for w in ledger.windows()
             if w.kind == "file" and w.state != "pending" and w.spec.get("size") is not None
-            and _size(str(w.spec["path"])) not in (None, w.spec["size"])]
+            and _size(locate(str(w.spec["path"]))) not in (None, w.spec["size"])]
+
+
+def locator(config: Config, ledger: Ledger, *, back: bool = False) -> Callable[[str], str]:
+    """Where a window's local file is now: the run names it by its path when it started,
+    and a project folder moved whole since has it at the same place relative to the
+    config file's folder. ``back``: the window id of a path of now."""
+    was, now = ledger.get_meta(FOLDER_META), config_folder(config)
+    if was is None or now is None or Path(was) == now:
+        return str
+    start, end = (now, Path(was)) if back else (Path(was), now)
+
+    def locate(path: str) -> str:
+        if "://" in path or not Path(path).is_relative_to(start):
+            return path
+        return str(end / Path(path).relative_to(start))
+    return locate
+
+
+@dataclass(frozen=True, slots=True)
+class MovedFile(SourceFile):
+    """A window's file read from where it is now, its records named by its window id."""
+
+    location: str = ""
+
+    def open(self) -> BinaryIO:
+        return open(self.location, "rb")
+
+
+def _as_window(found: SourceFile, window_id: str) -> SourceFile:
+    return found if found.url == window_id else MovedFile(window_id, None, found.url)
+
+
+def _spec_when_staged(row: WindowRow, source: SourceFile) -> dict[str, Any] | None:
+    """A local file's size as it is staged (taken before it is read: records appended
+    meanwhile may or may not be in the copy, and it is named as changed), so that a
+    resume can name one that changed after it was staged; None: the spec stays."""
+    if source.fs is not None:
+        return None
+    return {**row.spec, "size": _size(source.location if isinstance(source, MovedFile)
+                                      else source.url)}
 
 
 def _in_a_work_folder(path: Path, workdir: Path, seen: dict[Path, bool]) -> bool:
@@ -136,11 +179,14 @@ async def extract_pending(
     files = [w for w in pending if w.kind == "file"]
     days = [w for w in pending if w.kind == "export"]
     local = local_zone(config)
-    _check_restaged_sources(files)
+    locate = locator(config, ledger)
+    _check_gone_sources(files, locate)
     if files:
-        sources = {f.url: f for f in expand_paths([w.window_id for w in files],
-                                                   storage_options=storage_options)}
-        pool = _staging_pool([sources[w.window_id] for w in files])
+        found = {f.url: f for f in expand_paths([locate(w.window_id) for w in files],
+                                                 storage_options=storage_options)}
+        sources = {w.window_id: _as_window(found[locate(w.window_id)], w.window_id)
+                   for w in files}
+        pool = _staging_pool([found[locate(w.window_id)] for w in files])
         try:
             await _stage_files(ledger, workdir, files, sources, pool, counters, reporter,
                                on_staged, local)
@@ -189,18 +235,28 @@ def _discard_staged_downloads(export_dir: Path, rows: list[WindowRow]) -> None:
                 p.unlink(missing_ok=True)
 
 
-def _check_restaged_sources(files: list[WindowRow]) -> None:
-    """A window staged before (it has records) and pending again lost its staged copy
-    (``restage.restage_missing``); if its local source is gone too, say both, not just
-    "does not exist"."""
-    lost = [w.window_id for w in files
-            if w.records and "://" not in w.window_id and not os.path.exists(w.window_id)]
+def _check_gone_sources(files: list[WindowRow], locate: Callable[[str], str]) -> None:
+    """The run's local files to stage that are gone, with what can be done: a window
+    staged before (it has records) and pending again lost its staged copy
+    (``restage.restage_missing``) too; one never staged is still part of the run (its
+    windows were fixed when it started), so checking the path and running again would
+    never help."""
+    gone = [w for w in files if "://" not in w.window_id
+            and not os.path.exists(locate(w.window_id))]
+    lost = [locate(w.window_id) for w in gone if w.records]
     if lost:
         raise InputError(
             f"{lost[0]} does not exist, and its staged copy in the work folder is gone too"
             + (f" (and {len(lost) - 1} more such file(s))" if len(lost) > 1 else "")
             + ": restore the file (or the work folder's staged/ copy) and run the same "
             "`mp2amp migrate` command with --resume")
+    if gone:
+        raise InputError(
+            f"{locate(gone[0].window_id)} does not exist"
+            + (f" (and {len(gone) - 1} more such file(s))" if len(gone) > 1 else "")
+            + ", but it has been part of this run since it started and was not staged yet: "
+            "restore it and run the same `mp2amp migrate` command with --resume, or start a "
+            "new run in a new work folder ([run] workdir) to migrate the files there are now")
 
 
 def _remove_leftovers(staged: Path) -> None:
@@ -223,8 +279,8 @@ async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
     """Stage the files, several at a time in ``pool`` if there is one; each is marked in the
     ledger (from this process only) in window order, as soon as it and those before it
     are staged, so that the identity pass can follow right behind."""
-    def staged(row: WindowRow, dest: Path, n: int) -> None:
-        ledger.mark_extracted(row.window_id, str(dest), n)
+    def staged(row: WindowRow, dest: Path, n: int, spec: dict[str, Any] | None) -> None:
+        ledger.mark_extracted(row.window_id, str(dest), n, spec)
         counters.done += 1
         reporter.update(counters)
         if on_staged is not None:
@@ -233,16 +289,18 @@ async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
     if pool is None:  # one at a time in a thread: it shares this process's CPU anyway
         for row in rows:
             dest = staged_path(workdir, row.window_id)
+            spec = _spec_when_staged(row, sources[row.window_id])
             staged(row, dest, await staged_in_thread(iter_file(sources[row.window_id]), dest,
-                                                     local))
+                                                     local), spec)
         return
     loop = asyncio.get_running_loop()
-    jobs = [(row, staged_path(workdir, row.window_id)) for row in rows]
-    futures = [loop.run_in_executor(pool, _stage_in_worker, sources[row.window_id].url,
-                                    sources[row.window_id].fs, str(dest), local)
-               for row, dest in jobs]
+    # the sizes before any worker reads (they all start now)
+    jobs = [(row, staged_path(workdir, row.window_id),
+             _spec_when_staged(row, sources[row.window_id])) for row in rows]
+    futures = [loop.run_in_executor(pool, _stage_in_worker, *_worker_args(
+        sources[row.window_id], str(dest), local)) for row, dest, _ in jobs]
     try:
-        for (row, dest), future in zip(jobs, futures, strict=True):
+        for (row, dest, spec), future in zip(jobs, futures, strict=True):
             try:
                 n = await future
             except BrokenProcessPool:
@@ -250,7 +308,7 @@ async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
                     "a staging process ended unexpectedly (killed: if nobody did it, the "
                     "system ran out of memory, see dmesg); nothing is lost: run the same "
                     "`mp2amp migrate` command with --resume to go on") from None
-            staged(row, dest, n)
+            staged(row, dest, n, spec)
     finally:
         for future in futures:
             future.cancel()
@@ -328,8 +386,15 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _stage_in_worker(url: str, fs: Any, dest: str, local: LocalZone | None = None) -> int:
-    return stage(iter_file(SourceFile(url, fs)), Path(dest), local=local)
+def _worker_args(source: SourceFile, dest: str, local: LocalZone | None) -> tuple[Any, ...]:
+    args = (source.url, source.fs, dest, local)
+    return (*args, source.location) if isinstance(source, MovedFile) else args
+
+
+def _stage_in_worker(url: str, fs: Any, dest: str, local: LocalZone | None = None,
+                     location: str | None = None) -> int:
+    source = SourceFile(url, fs) if location is None else MovedFile(url, fs, location)
+    return stage(iter_file(source), Path(dest), local=local)
 
 
 def local_zone(config: Config) -> LocalZone | None:
@@ -352,4 +417,5 @@ def inputs_not_in_run(config: Config, ledger: Ledger,
     except (Mp2AmpError, OSError):  # an input gone since is the staging's to report
         return []
     known = {w.window_id for w in ledger.windows()}
-    return [window_id for window_id, _, _ in planned if window_id not in known]
+    as_window = locator(config, ledger, back=True)  # a project folder moved whole
+    return [window_id for window_id, _, _ in planned if as_window(window_id) not in known]
