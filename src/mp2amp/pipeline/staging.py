@@ -34,6 +34,7 @@ import orjson
 from mp2amp.errors import Rejection
 from mp2amp.identity.ids import identity_view
 from mp2amp.models import UTC_TIME_MARK, SourceRecord
+from mp2amp.transform.insert_id import sent_distinct_id, usable_insert_id
 from mp2amp.transform.timeconv import LocalTimeConverter, unit_seconds
 from mp2amp.transform.values import json_safe
 
@@ -117,16 +118,18 @@ def ingested_ms(record: dict[str, Any] | None) -> int:
 def copy_key(record: dict[str, Any] | None) -> int:
     """What copies of one event share besides their time (Mixpanel's dedup key: event,
     distinct_id, ``$insert_id``), as a 64-bit number, 0 for a record Mixpanel never dedups
-    (no ``$insert_id``). Only compared within one process (``hash`` is salted per process)."""
+    (no usable ``$insert_id``). Only compared within one process (``hash`` is salted)."""
     if type(record) is not dict:
         return 0
     props = record.get("properties")
     if type(props) is not dict:
         return 0
-    insert_id = props.get("$insert_id")
-    if insert_id is None or type(insert_id) is dict or type(insert_id) is list:
+    # as the transform's insert_id has them: a placeholder ("undefined", "") makes events
+    # distinct, and the distinct_id is the one the event was sent with (reshuffles)
+    insert_id = usable_insert_id(props.get("$insert_id"))
+    if insert_id is None:
         return 0
-    key = hash((str(record.get("event")), str(props.get("distinct_id")), str(insert_id)))
+    key = hash((str(record.get("event")), str(sent_distinct_id(props)), insert_id))
     return (key & _ALL) or 1
 
 

@@ -258,9 +258,6 @@ class Transformer:
                             if key in parts:
                                 event_props[key] = parts[key]
             source_name = record["event"]
-            if has_revenue:
-                out.update(self._revenue_fields(props, (source_name, source_name)))
-            out["event_properties"] = event_props
             # event_insert_id's common case: a real $insert_id and a string distinct_id
             given, distinct_id = props.get("$insert_id"), props.get("distinct_id")
             if type(given) is str and type(distinct_id) is str \
@@ -269,14 +266,17 @@ class Transformer:
                     and PRESHUFFLE not in props:  # else event_insert_id (reshuffled...)
                 short = SHORT_HASH.copy()
                 short.update(f"{source_name}\x1f{distinct_id}\x1f{raw_ms // 1000}".encode())
-                out["insert_id"] = f"{text}-{short.hexdigest()}"
+                iid = f"{text}-{short.hexdigest()}"
             else:
-                out["insert_id"] = event_insert_id(source_name, props, raw_ms)
+                iid = event_insert_id(source_name, props, raw_ms)
+            if has_revenue:  # after the last step that may fall back: revenue counts
+                out.update(self._revenue_fields(props, (source_name, source_name)))
+            out["event_properties"] = event_props
+            out["insert_id"] = iid
             if groups:  # last: groups_of may count
                 value = props[groups[0]]
                 if len(groups) == 1 and type(value) is str:  # groups_of's common case
-                    value = value.strip()
-                    if value:
+                    if value := value.strip():
                         out["groups"] = {groups[0]: value[:MAX_STRING]}
                 else:
                     found = groups_of(props, groups, self.counts)
