@@ -135,3 +135,19 @@ def test_a_failing_reporter_stops_the_run_with_its_error() -> None:
 
     asyncio.run(asyncio.wait_for(run(), 2))
     assert reached == [] and reporter.updates == 3
+
+
+def test_an_eta_past_any_clock_or_not_finite_is_drawn_not_raised() -> None:
+    # a display error stops the run: an ETA from a pace of almost nothing must draw
+    from rich.progress import Progress
+
+    from mp2amp.pipeline.progress import _SecondsColumn
+
+    progress = Progress()
+    task_id = progress.add_task("x", total=10)
+    task = progress.tasks[task_id]
+    column = _SecondsColumn("eta", "cyan", round_up=True)
+    for seconds, shown in [(1e300, "115740 days, 17:46:40"), (float("inf"), "-:--:--"),
+                           (float("nan"), "-:--:--"), (1.2, "0:00:02"), (None, "-:--:--")]:
+        task.fields["eta"] = seconds
+        assert column.render(task).plain == shown

@@ -166,10 +166,14 @@ class _SecondsColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         seconds = task.fields.get(self.name)
-        if seconds is None:
+        if seconds is None or not math.isfinite(seconds):
             return Text("-:--:--", style=self.style)
         whole = math.ceil(seconds) if self.round_up else int(seconds)
-        return Text(str(timedelta(seconds=max(0, whole))), style=self.style)
+        # a display error stops the run (the ticker's rule): never past timedelta's range
+        return Text(str(timedelta(seconds=min(max(0, whole), _LONGEST))), style=self.style)
+
+
+_LONGEST = 10**10  # seconds (~317 years): an ETA from a pace of almost nothing
 
 
 class RichReporter:
