@@ -148,10 +148,6 @@ def _long_values_days(folder: Path, days: int = 2, per_day: int = 5) -> Path:
     return folder
 
 
-@pytest.mark.xfail(strict=True, reason="_write_import_files: a --resume of an import-file run "
-                   "whose windows were all written returns this run's empty Transformer.stats() "
-                   "as the values report (README: a resumed run's report covers the whole "
-                   "migration; the API path replays the loaded windows)")
 def test_a_resumed_import_file_run_reports_the_whole_migrations_values(tmp_path: Path) -> None:
     events = _long_values_days(tmp_path / "in")
     cfg = load_config(None, {"source.files": [str(events)], "mixpanel.timezone": "UTC",
@@ -202,11 +198,6 @@ def _strict_groups(windows: list[Any], started: frozenset[str] = frozenset()) ->
     return [sorted(g, key=lambda w: w.seq) for g in groups]
 
 
-@pytest.mark.xfail(strict=True, reason="restage.remerge_restaged merges a group again in "
-                   "window order in one pass, but a run begun before a6f5312 merged it in two "
-                   "steps ({a,c}, then the touching b on resume): same-time events come out in "
-                   "another order, the record count still matches, and a done batch's id now "
-                   "holds an event never sent (lost; the run ends balanced, exit 0)")
 def test_a_group_merged_in_two_steps_is_staged_again_as_it_was(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -141,9 +141,9 @@ def test_crash_around_the_merges_ledger_transaction_then_resume(
     events = _parts(project, tmp_path / "events")
     original = Ledger.restage
 
-    def restage(self: Ledger, updates: Any, merged_into: Any = None) -> None:
+    def restage(self: Ledger, updates: Any, *rest: Any) -> None:
         if when == "after":  # committed, the old staged files not yet removed
-            original(self, updates, merged_into)
+            original(self, updates, *rest)
         raise Crash
 
     with amplitude(tmp_path / "amp") as url:

@@ -28,6 +28,8 @@ import orjson
 from mp2amp.errors import TerminalError
 
 SCHEMA_VERSION = 1
+_MERGED_INTO = "merged_into"  # meta: merged-away window -> the window holding its records
+_LINE_ORDERED = "line_ordered_merges"  # meta: see ``Ledger.line_ordered_merges``
 # SQLite's page cache for the ledger (KiB; its default is ~2 MB): a run appends batch rows
 # and reads little back, and the full default cache was part of why a long run's memory
 # peaked higher than a short one's (see transform/spillfile.py).
@@ -271,10 +273,13 @@ class Ledger:
                        "updated_at = ? WHERE window_id = ?", (time.time(), window_id))
 
     def restage(self, updates: Sequence[tuple[str, str, int]],
-                merged_into: dict[str, str] | None = None) -> None:
+                merged_into: dict[str, str] | None = None,
+                line_ordered: Sequence[str] = ()) -> None:
         """New staged files for these windows, ``(window_id, staged_path, records)``, and
         which window now holds each merged-away window's records, all in one transaction
-        (windows merged because they overlap in time)."""
+        (windows merged because they overlap in time). ``line_ordered``: the windows
+        whose new merged file is in an order that depends only on its lines (see
+        ``line_ordered_merges``)."""
         now = time.time()
         with self._tx() as db:
             db.executemany(
@@ -283,18 +288,37 @@ class Ledger:
                 [(path, records, now, window_id) for window_id, path, records in updates],
             )
             if merged_into:
-                row = db.execute("SELECT value FROM meta WHERE key = 'merged_into'").fetchone()
-                known = orjson.loads(row[0]) if row is not None else {}
-                known.update(merged_into)
-                db.execute(
-                    "INSERT INTO meta(key, value) VALUES('merged_into', ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (orjson.dumps(known).decode(),))
+                known = self._meta_json(db, _MERGED_INTO, {})
+                known.update(merged_into)  # a window merged away again keeps its place
+                self._set_meta_json(db, _MERGED_INTO, known)
+            if line_ordered:
+                heads = self._meta_json(db, _LINE_ORDERED, [])
+                heads += [h for h in line_ordered if h not in heads]
+                self._set_meta_json(db, _LINE_ORDERED, heads)
+
+    @staticmethod
+    def _meta_json(db: sqlite3.Connection, key: str, default: Any) -> Any:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return orjson.loads(row[0]) if row is not None and row[0] else default
+
+    @staticmethod
+    def _set_meta_json(db: sqlite3.Connection, key: str, value: Any) -> None:
+        db.execute("INSERT INTO meta(key, value) VALUES(?, ?) "
+                   "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                   (key, orjson.dumps(value).decode()))
 
     def merged_into(self) -> dict[str, str]:
-        """Merged-away window -> the window that holds (and counts) its records."""
-        value = self.get_meta("merged_into")
+        """Merged-away window -> the window that holds (and counts) its records, in the
+        order they were merged."""
+        value = self.get_meta(_MERGED_INTO)
         return {} if value is None else dict(orjson.loads(value))
+
+    def line_ordered_merges(self) -> set[str]:
+        """The windows whose merged file this mp2amp made: its order depends only on its
+        lines, so its sources staged and merged again give it back however it was merged
+        (an earlier mp2amp's order also depended on the steps it was merged in)."""
+        value = self.get_meta(_LINE_ORDERED)
+        return set() if not value else set(orjson.loads(value))
 
     def mark_identity(self, window_ids: Sequence[str], report: dict[str, Any]) -> None:
         """The identity graph holds these extracted windows (it is rebuilt from the staged

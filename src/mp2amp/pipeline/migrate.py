@@ -509,6 +509,20 @@ def _deliverable(items: list[Item], settle: Settler, rejects: list[RejectRow],
                 rejects.append(reject_row(outcome.rejection, window_id))
 
 
+async def _replayed_values(config: Config, windows: list[Any], graph: IdentityGraph,
+                           transformer: Transformer, counters: Counters,
+                           reporter: Reporter) -> dict[str, Any]:
+    """The ``values`` report of windows an earlier attempt wrote: they are transformed
+    again (nothing is written), as the API path replays its loaded windows, so that a
+    resumed run's report covers the whole migration."""
+    with ChunkTransformer(graph, transformer, workers=config.run.transform_workers) as chunks:
+        for w in windows:
+            async for items in chunks.window(Path(str(w.staged_path))):
+                counters.done += len(items)
+                reporter.update(counters)
+        return chunks.stats()
+
+
 async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger,
                         graph: IdentityGraph, transformer: Transformer, scratch: str,
                         storage_options: dict[str, Any] | None, counters: Counters,
@@ -524,7 +538,8 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
     if windows and all(w.state == "loaded" for w in windows):
         nothing = {"output_dir": target, "events": 0, "complete": True,
                    "note": "every window was already written by an earlier attempt"}
-        return nothing, transformer.stats()
+        return nothing, await _replayed_values(config, windows, graph, transformer, counters,
+                                               reporter)
     attempt = begin_sink_attempt(ledger, target, storage_options)
     sink = S3ImportSink(target, run_id=attempt.run_id, storage_options=storage_options,
                         staging_dir=scratch, converter_owner=attempt.converter_owner)

@@ -78,18 +78,24 @@ def merge_groups(ledger: Ledger, groups: list[list[WindowRow]]) -> None:
     updates: list[tuple[str, str, int]] = []
     merged_into: dict[str, str] = {}
     replaced: list[Path] = []
+    # a line's place among same-time lines is its own window's (see merge_staged)
+    rank = {w.window_id: w.seq for w in ledger.windows()}
+    earlier = ledger.merged_into()
     for group in groups:
         paths = [Path(str(w.staged_path)) for w in group]
         head = paths[0]
         merged = head.with_name(head.stem + ".merged.jsonl")
-        updates.append((group[0].window_id, str(merged), merge_staged(paths, merged)))
+        updates.append((group[0].window_id, str(merged), merge_staged(paths, merged, rank)))
         for w, path in zip(group[1:], paths[1:], strict=True):
             empty = path.with_name(path.stem + ".merged-away.jsonl")
             empty.write_bytes(b"")
             updates.append((w.window_id, str(empty), 0))
             merged_into[w.window_id] = group[0].window_id
+            # windows merged into this one before now have their records in the head
+            merged_into.update((m, group[0].window_id) for m, h in earlier.items()
+                               if h == w.window_id)
         replaced += paths
-    ledger.restage(updates, merged_into)
+    ledger.restage(updates, merged_into, [g[0].window_id for g in groups])
     kept = {Path(path) for _, path, _ in updates}
     for path in replaced:
         if path not in kept:

@@ -66,6 +66,7 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
         before.setdefault(w.window_id, w.records)
         gone.append(w.window_id)
     groups = _groups(rows, merged, heads_gone)
+    _refuse_stepwise_merges(ledger, groups)
     for group in groups:  # the whole group is staged again, then merged (in window order)
         for window_id in group[1:]:
             placeholders = [p for p in placeholders if p[0] != window_id]
@@ -101,11 +102,50 @@ def _staged_copy(recorded: str, workdir: Path) -> Path | None:
 
 
 def _groups(rows: list[WindowRow], merged: dict[str, str], heads: set[str]) -> list[list[str]]:
-    """The merge groups (head first, then window order, as they were merged) of
-    ``heads``."""
+    """The merge groups (head first, then window order) of ``heads``: every window whose
+    records the head holds (an earlier mp2amp left a head merged away later pointing at
+    the head it was, not at the one that holds them)."""
     seq = {w.window_id: w.seq for w in rows}
-    return [[head, *sorted((m for m, h in merged.items() if h == head), key=seq.__getitem__)]
+    return [[head, *sorted(_members(merged, head), key=seq.__getitem__)]
             for head in sorted(heads, key=seq.__getitem__)]
+
+
+def _members(merged: dict[str, str], head: str) -> list[str]:
+    """The windows merged into ``head``, in the order they were merged."""
+    def root(window_id: str) -> str:
+        seen = {window_id}
+        while window_id in merged and merged[window_id] not in seen:
+            window_id = merged[window_id]
+            seen.add(window_id)
+        return window_id
+
+    return [m for m in merged if root(m) == head]
+
+
+def _refuse_stepwise_merges(ledger: Ledger, groups: list[list[str]]) -> None:
+    """Stop before a group is merged again whose batches were cut from a file an earlier
+    mp2amp merged in steps (a window staged later merged into a merged file): that file
+    put such a window's same-time events after the others, and a merge now puts them in
+    window order, so batches cut again under the done ones' names would hold other
+    events (some never sent). This mp2amp's merges depend only on the lines."""
+    if not groups:
+        return
+    cut = {b.window_id for b in ledger.batches()}
+    ours = ledger.line_ordered_merges()
+    merged = ledger.merged_into()
+    seq = {w.window_id: w.seq for w in ledger.windows()}
+    for group in groups:
+        head = group[0]
+        order = [seq.get(m, -1) for m in _members(merged, head)]
+        if head not in cut or head in ours or order == sorted(order):
+            continue
+        raise TerminalError(
+            f"the staged file of {head} is gone; an earlier mp2amp merged it from "
+            f"{len(group)} overlapping input files in more than one step, and its batches "
+            "were cut from that file: merged again, its same-time events would fall into "
+            "other batches, and some would never be sent. Put the work folder's staged "
+            "files back as they were and run --resume again, or start a new run in a new "
+            "work folder")
 
 
 def _remerge(ledger: Ledger) -> list[list[str]]:
@@ -119,8 +159,9 @@ _REMERGE = "remerge"  # groups of windows staged again, to be merged again as th
 def remerge_restaged(ledger: Ledger) -> None:
     """After staging: each merge group whose merged file was gone (its windows staged
     again, one file each) is merged again, exactly as it was (``overlaps.merge_groups``):
-    staging and the merge are deterministic, so the same sources give the same file and
-    the same batches (``check_restaged`` then compares the counts). The groups stay in
+    staging and the merge are deterministic, and the merge's order depends only on the
+    lines (not on the steps a group was merged in), so the same sources give the same
+    file and the same batches (``check_restaged`` then compares the counts). The groups stay in
     the ledger until merged: a resume stopped before this point merges them next time."""
     groups = _remerge(ledger)
     if not groups:
@@ -131,6 +172,7 @@ def remerge_restaged(ledger: Ledger) -> None:
             and any(rows[i].records for i in group[1:])]  # else merged already
     if any(w.state == "pending" or w.staged_path is None for group in todo for w in group):
         return  # not staged yet (the run stops before the load anyway)
+    _refuse_stepwise_merges(ledger, [[w.window_id for w in group] for group in todo])
     merge_groups(ledger, todo)  # the groups stay listed until check_restaged passes
 
 

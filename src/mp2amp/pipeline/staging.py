@@ -24,7 +24,7 @@ import shutil
 import struct
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -360,56 +360,81 @@ def staged_key_range(path: Path) -> tuple[float, float] | None:
 MERGE_FILES = 64  # staged files merged at once (open files); more are merged in rounds
 
 
-def merge_staged(paths: list[Path], dest: Path) -> int:
-    """Staged windows merged into one, in time order (ties: the order of ``paths``, then
-    each file's own order; of copies of one event the latest ingested first, as staging
-    does); written to a temporary name and renamed. Returns the lines."""
-    if len(paths) > MERGE_FILES:  # in rounds, each a file; the rounds keep the tie order
+def merge_staged(paths: list[Path], dest: Path, rank: Mapping[str, int] | None = None) -> int:
+    """Staged windows merged into one, in time order; written to a temporary name and
+    renamed. Returns the lines.
+
+    Lines of one time are ordered by their own source's ``rank`` (its window order; a
+    source not in it: its file's place in ``paths``), then by their place in that source
+    (line, then the row itself), and only then are copies of one event settled (the
+    latest ingested first, as staging does). So the order depends only on the lines, not
+    on how they were merged before: a group merged in two steps ({a, c}, then b on a
+    resume) gives the file a one-pass merge of its sources gives when they are staged
+    again, hence the same batches. Without ``rank``, each file is one source, in order."""
+    if rank is None:
+        rank = _first_sources(paths)
+    if len(paths) > MERGE_FILES:  # in rounds, each a file; the order depends on the lines
         rounds = [dest.with_name(f"{dest.name}.round{n}")
                   for n in range(-(-len(paths) // MERGE_FILES))]
         try:
             for n, part_dest in enumerate(rounds):
-                merge_staged(paths[n * MERGE_FILES:(n + 1) * MERGE_FILES], part_dest)
-            return merge_staged(rounds, dest)
+                merge_staged(paths[n * MERGE_FILES:(n + 1) * MERGE_FILES], part_dest, rank)
+            return merge_staged(rounds, dest, rank)
         finally:
             for path in rounds:
                 path.unlink(missing_ok=True)
-    def keyed(path: Path) -> Iterator[tuple[float, bytes]]:
+
+    def keyed(at: int, path: Path) -> Iterator[tuple[float, int, bytes]]:
         with open(path, "rb") as f:
             for line in f:
-                yield staged_key(line), line
+                yield staged_key(line), at, line
 
     part = dest.with_name(dest.name + ".part")
     n = 0
     with open(part, "wb") as out:
-        group: list[bytes] = []
+        group: list[tuple[int, bytes]] = []
         time = None
-        for key, line in heapq.merge(*map(keyed, paths), key=_first):
+        for key, at, line in heapq.merge(*map(keyed, range(len(paths)), paths), key=_first):
             if key != time and group:
-                out.writelines(_settled_lines(group))
+                out.writelines(_merged_time(group, rank))
                 group = []
-            group.append(line)
+            group.append((at, line))
             time = key
             n += 1
-        out.writelines(_settled_lines(group))
+        out.writelines(_merged_time(group, rank))
         out.flush()
         os.fsync(out.fileno())
     part.replace(dest)
     return n
 
 
-def _first(pair: tuple[float, bytes]) -> float:
-    return pair[0]
+def _first(item: tuple[float, int, bytes]) -> float:
+    return item[0]
 
 
-def _settled_lines(group: list[bytes]) -> list[bytes]:
-    """``settle_copies`` for staged lines of one time (no prefix): the records are read
-    only when the time has several lines."""
+def _first_sources(paths: list[Path]) -> dict[str, int]:
+    """Each file's source (of its first line) -> the file's place: files of one window
+    each."""
+    rank: dict[str, int] = {}
+    for at, path in enumerate(paths):
+        with open(path, "rb") as f:
+            line = f.readline()
+        if line:
+            rank.setdefault(decode_staged(line).source, at)
+    return rank
+
+
+def _merged_time(group: list[tuple[int, bytes]], rank: Mapping[str, int]) -> list[bytes]:
+    """One time's lines (with the place of the file each came from) in merge order (see
+    ``merge_staged``), copies settled: the records are read only when the time has
+    several lines."""
     if len(group) < 2:
-        return group
-    records = [decode_staged(line).record for line in group]
-    return _settled([(copy_key(r), ingested_ms(r), line)
-                     for r, line in zip(records, group, strict=True)])
+        return [line for _, line in group]
+    rows = sorted(((decode_staged(line), at, line) for at, line in group),
+                  key=lambda row: (rank.get(row[0].source, row[1]), row[0].source,
+                                   row[0].line, row[2]))
+    return _settled([(copy_key(rec.record), ingested_ms(rec.record), line)
+                     for rec, _, line in rows])
 
 
 def _write_run(buf: list[bytes], tmpdir: Path, n: int) -> Path:
