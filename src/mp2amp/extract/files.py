@@ -81,6 +81,8 @@ class SourceFile:
 
     url: str
     fs: Any = None  # an fsspec filesystem for remote files, None for local ones
+    size: int | None = None  # a remote object's, from its listing: what is read of it
+    version: str | None = None  # a remote object's generation or ETag, from its listing
 
     @property
     def time_is_utc(self) -> bool:
@@ -92,7 +94,10 @@ class SourceFile:
     def open(self) -> BinaryIO:
         if self.fs is None:
             return open(self.url, "rb")
-        opened: BinaryIO = self.fs.open(self.url, "rb")
+        # the size the listing gave: gcsfs's listing cache made a key holding '//' an
+        # empty directory entry when opened by name
+        sized = {} if self.size is None else {"size": self.size}
+        opened: BinaryIO = self.fs.open(self.url, "rb", **sized)
         return opened
 
 
@@ -110,12 +115,26 @@ def iter_records(
         yield from iter_file(source)
 
 
+class Filesystems:
+    """One fsspec filesystem per protocol for one set of storage options, built when first
+    needed: a client (session, credentials) takes ~0.2 s, so the objects share it."""
+
+    def __init__(self, options: StorageOptions | None) -> None:
+        self.options, self._built = options or {}, dict[str, Any]()
+
+    def get(self, protocol: str) -> Any:
+        if protocol not in self._built:
+            self._built[protocol] = _filesystem(protocol, self.options)
+        return self._built[protocol]
+
+
 def expand_paths(
     paths: Sequence[str], *, storage_options: StorageOptions | None = None,
     every_file: bool = False,
 ) -> list[SourceFile]:
     """The files ``paths`` name, globs and directories expanded; ``InputError`` if any is
-    missing or unreadable (all paths are checked before anything is read).
+    missing, unreadable or in a foreign format (all paths are checked before anything is
+    read).
 
     A directory gives its event files (``pipelines.select_event_files``); with
     ``every_file`` (a table's folder of part files) every file but markers."""
@@ -123,10 +142,11 @@ def expand_paths(
         paths = [paths]
     seen: set[str] = set()
     out: list[SourceFile] = []
+    remote = Filesystems(storage_options)
     for path in paths:
         protocol = _protocol(path)
         found = (_expand_local(path.removeprefix("file://"), every_file) if protocol is None
-                 else _expand_remote(path, protocol, storage_options or {}, every_file))
+                 else _expand_remote(path, remote.get(protocol), every_file))
         for item in found:
             # one file under two names (a symlink, dir/./a, a '**' glob through a link
             # back up the tree) is read once, under the first
@@ -427,6 +447,8 @@ def _selected(root: str, rels: list[str], every_file: bool, what: str,
 def _filesystem(protocol: str, options: StorageOptions) -> Any:
     import fsspec
 
+    if protocol in ("gs", "gcs"):
+        options = _raw_gcs_reads(options)
     try:
         if protocol in ("gs", "gcs") and _gcs_emulator(options):
             # gcsfs's default class asks a gRPC API for the bucket's layout before each
@@ -456,33 +478,123 @@ def _gcs_emulator(options: StorageOptions) -> bool:
     return os.environ.get("STORAGE_EMULATOR_HOST", "") not in ("", "default")
 
 
-def _expand_remote(path: str, protocol: str, options: StorageOptions,
-                   every_file: bool = False) -> list[SourceFile]:
-    fs = _filesystem(protocol, options)
+def _raw_gcs_reads(options: StorageOptions) -> StorageOptions:
+    """An object stored with Content-Encoding: gzip (gsutil cp -Z) read as stored (gzip):
+    aiohttp decompressed ranges GCS applies to the stored bytes (empty or failed reads)."""
+    session = dict(options.get("session_kwargs") or {})
+    session.setdefault("auto_decompress", False)
+    return {**options, "session_kwargs": session}
+
+
+def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceFile]:
     try:
         if _has_magic(path) and not fs.exists(path):  # a key holding '[' is a name
-            try:
-                matches = sorted(fs.glob(path))
-            except FileNotFoundError:  # gcsfs, for a bucket that does not exist
-                matches = []
+            matches = _remote_glob(fs, path)
             if not matches:
                 raise InputError(f"no object matches {path}; check the pattern and run again")
         else:
-            matches = [path]
+            matches = {path: _remote_info(fs, path)}
         out: list[SourceFile] = []
-        for match in matches:
-            if fs.isdir(match):
+        for match, info in sorted(matches.items()):
+            if info.get("type") == "directory":
                 root = fs._strip_protocol(match).rstrip("/")
-                rels = [f[len(root) + 1:] for f in fs.find(root)]
-                files = _selected(root, rels, every_file, path, fs.unstrip_protocol)
-                out.extend(SourceFile(fs.unstrip_protocol(f"{root}/{rel}"), fs) for rel in files)
-            elif fs.isfile(match):
-                out.append(SourceFile(fs.unstrip_protocol(fs._strip_protocol(match)), fs))
+                listing = {name[len(root) + 1:]: entry
+                           for name, entry in fs.find(root, detail=True).items()}
+                files = _selected(root, list(listing), every_file, path, fs.unstrip_protocol)
+                out.extend(_remote_file(fs.unstrip_protocol(f"{root}/{rel}"), fs, listing[rel])
+                           for rel in files)
             else:
-                raise InputError(f"{path} does not exist; check the URL and run again")
+                out.append(_remote_file(fs.unstrip_protocol(fs._strip_protocol(match)), fs,
+                                        info))
+        _sniff_remote(fs, out)
         return out
     except InputError:
         raise
     except Exception as exc:  # credentials, network, permissions: the path is unreadable
-        raise InputError(f"cannot list {path}: {type(exc).__name__}: {exc}; check the URL, "
-                         "credentials and storage options and run again") from exc
+        raise InputError(f"cannot list or read {path}: {type(exc).__name__}: {exc}; check "
+                         "the URL, credentials and storage options and run again") from exc
+
+
+def _remote_info(fs: Any, path: str) -> dict[str, Any]:
+    """Only a FileNotFoundError means missing (isdir/isfile said so of a 403 too)."""
+    try:
+        info: dict[str, Any] = fs.info(path)
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist; check the URL and run again") from None
+    return info
+
+
+def _remote_glob(fs: Any, pattern: str) -> dict[str, dict[str, Any]]:
+    """A glob's matches but those glob.glob leaves out: a wildcard does not match a name
+    starting with '.' (.DS_Store, Spark's .crc) unless the pattern's part does too."""
+    try:
+        found: dict[str, dict[str, Any]] = fs.glob(pattern, detail=True)
+    except FileNotFoundError:  # gcsfs, for a bucket that does not exist
+        return {}
+    parts = fs._strip_protocol(pattern).split("/")
+    first = next(i for i, part in enumerate(parts) if _has_magic(part))
+    if any(part.startswith(".") for part in parts[first:]):
+        return found
+    return {name: info for name, info in found.items()
+            if not any(part.startswith(".") for part in name.split("/")[first:])}
+
+
+def _remote_file(url: str, fs: Any, info: Mapping[str, Any]) -> SourceFile:
+    size, version = info.get("size"), info.get("generation") or info.get("ETag")
+    return SourceFile(url, fs, size if isinstance(size, int) else None,
+                      None if version is None else str(version))
+
+
+def _sniff_remote(fs: Any, files: list[SourceFile]) -> None:
+    """A foreign format stops the run before it starts, as a local file's does (after,
+    the advice to leave it out was refused): every object's first bytes, concurrently."""
+    wanted = [f for f in files if f.size]  # empty or of unknown size: checked when read
+    try:
+        heads = fs.cat_ranges([fs._strip_protocol(f.url) for f in wanted], [0] * len(wanted),
+                              [min(SNIFF_BYTES, f.size or 0) for f in wanted],
+                              on_error="return")
+    except Exception:  # an object that cannot be read is reported when read
+        return
+    for source, head in zip(wanted, heads, strict=True):
+        if isinstance(head, bytes):
+            check_format(source.url, head)
+
+
+def remote_objects(urls: Sequence[str], filesystems: Filesystems
+                   ) -> dict[str, SourceFile | Exception]:
+    """Each object ``urls`` name as it is now (its size and version), or what looking it up
+    raised (FileNotFoundError: gone); looked up concurrently, without listing."""
+    out: dict[str, SourceFile | Exception] = {}
+    for protocol, group in itertools.groupby(sorted(urls), key=_protocol):
+        fs, names = filesystems.get(protocol or "file"), list(group)
+        for url, info in zip(names, _infos(fs, names), strict=True):
+            out[url] = (info if isinstance(info, Exception)
+                        else FileNotFoundError(url) if info.get("type") == "directory"
+                        else _remote_file(url, fs, info))
+    return out
+
+
+def _infos(fs: Any, paths: list[str]) -> list[dict[str, Any] | Exception]:
+    if not getattr(fs, "async_impl", False):  # one at a time (the caller's loop is running)
+        return [_info_or_error(fs, path) for path in paths]
+    import asyncio
+
+    from fsspec.asyn import sync
+
+    async def every() -> list[Any]:
+        limit = asyncio.Semaphore(32)
+
+        async def one(path: str) -> Any:
+            async with limit:
+                return await fs._info(path)
+        return await asyncio.gather(*map(one, paths), return_exceptions=True)
+    return [f if isinstance(f, dict | Exception) else RuntimeError(f)
+            for f in sync(fs.loop, every)]
+
+
+def _info_or_error(fs: Any, path: str) -> dict[str, Any] | Exception:
+    try:
+        info: dict[str, Any] = fs.info(path)
+    except Exception as exc:  # handed to the caller, as the concurrent look-up does
+        return exc
+    return info

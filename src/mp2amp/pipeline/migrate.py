@@ -78,6 +78,7 @@ from mp2amp.pipeline.windows import (
     inputs_not_in_run,
     locator,
     plan_windows,
+    remote_inputs_changed,
 )
 from mp2amp.pipeline.worklock import WorkLock
 from mp2amp.transform.dedup import Deduper
@@ -215,7 +216,8 @@ async def _migrate(
             bind_api_key(ledger, upload.api_key)
         restaged = restage_missing(ledger, workdir)  # staged files someone deleted: staged again
         not_in_run = inputs_not_in_run(config, ledger, storage_options) if known else []
-        changed_inputs = inputs_changed(ledger, locator(config, ledger)) if known else []
+        changed_inputs = (inputs_changed(ledger, locator(config, ledger))
+                          + remote_inputs_changed(ledger, storage_options)) if known else []
         mixpanel = _mixpanel_settings(config, mixpanel_overrides)
         # the display moves with time, not only with records: uploads, retries and
         # backoff waits after the last record is transformed take most of a slow load

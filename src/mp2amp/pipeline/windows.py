@@ -40,7 +40,13 @@ from mp2amp.extract.export import (
     window_source,
     windows_of,
 )
-from mp2amp.extract.files import SourceFile, expand_paths, iter_file
+from mp2amp.extract.files import (
+    Filesystems,
+    SourceFile,
+    expand_paths,
+    iter_file,
+    remote_objects,
+)
 from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.models import SourceRecord
 from mp2amp.pipeline.fingerprint import FOLDER_META, config_folder
@@ -86,7 +92,30 @@ def inputs_changed(ledger: Ledger, locate: Callable[[str], str] = str) -> list[s
     run was planned.)"""
     return [w.window_id for w in ledger.windows()
             if w.kind == "file" and w.state != "pending" and w.spec.get("size") is not None
+            and "://" not in w.window_id
             and _size(locate(str(w.spec["path"]))) not in (None, w.spec["size"])]
+
+
+def remote_inputs_changed(ledger: Ledger, storage_options: dict[str, Any] | None) -> list[str]:
+    """Remote objects whose size or version (generation, ETag) differs from when they were
+    staged, as ``inputs_changed`` for local files; one that cannot be looked up now is
+    the staging's to report, if it is staged again."""
+    rows = [w for w in ledger.windows() if w.kind == "file" and "://" in w.window_id
+            and w.state != "pending" and w.spec.get("size") is not None]
+    if not rows:
+        return []
+    try:
+        now = remote_objects([w.window_id for w in rows], Filesystems(storage_options))
+    except Mp2AmpError:  # the backend's package is missing: the staging says so
+        return []
+    return [w.window_id for w in rows if _rewritten(w.spec, now[w.window_id])]
+
+
+def _rewritten(spec: dict[str, Any], now: SourceFile | Exception) -> bool:
+    if not isinstance(now, SourceFile):
+        return False
+    was = spec.get("version")
+    return now.size != spec["size"] or (None not in (was, now.version) and was != now.version)
 
 
 def locator(config: Config, ledger: Ledger, *, back: bool = False) -> Callable[[str], str]:
@@ -116,15 +145,18 @@ class MovedFile(SourceFile):
 
 
 def _as_window(found: SourceFile, window_id: str) -> SourceFile:
-    return found if found.url == window_id else MovedFile(window_id, None, found.url)
+    return found if found.url == window_id else MovedFile(window_id, None, location=found.url)
 
 
 def _spec_when_staged(row: WindowRow, source: SourceFile) -> dict[str, Any] | None:
-    """A local file's size as it is staged (taken before it is read: records appended
-    meanwhile may or may not be in the copy, and it is named as changed), so that a
-    resume can name one that changed after it was staged; None: the spec stays."""
+    """A file's size as it is staged (taken before it is read: records appended meanwhile
+    may or may not be in the copy, and it is named as changed), a remote object's with
+    its version (the size is all that is read of it), so that a resume can name one that
+    changed after it was staged; None: the spec stays."""
     if source.fs is not None:
-        return None
+        if source.size is None:
+            return None
+        return {**row.spec, "size": source.size, "version": source.version}
     return {**row.spec, "size": _size(source.location if isinstance(source, MovedFile)
                                       else source.url)}
 
@@ -180,13 +212,15 @@ async def extract_pending(
     days = [w for w in pending if w.kind == "export"]
     local = local_zone(config)
     locate = locator(config, ledger)
-    _check_gone_sources(files, locate)
+    remote = _remote_sources(files, Filesystems(storage_options))
+    _check_gone_sources(files, locate, remote)
     if files:
-        found = {f.url: f for f in expand_paths([locate(w.window_id) for w in files],
-                                                 storage_options=storage_options)}
-        sources = {w.window_id: _as_window(found[locate(w.window_id)], w.window_id)
-                   for w in files}
-        pool = _staging_pool([found[locate(w.window_id)] for w in files])
+        found = {f.url: f for f in expand_paths(
+            [locate(w.window_id) for w in files if w.window_id not in remote],
+            storage_options=storage_options)}
+        sources = {w.window_id: remote.get(w.window_id)
+                   or _as_window(found[locate(w.window_id)], w.window_id) for w in files}
+        pool = _staging_pool([sources[w.window_id] for w in files])
         try:
             await _stage_files(ledger, workdir, files, sources, pool, counters, reporter,
                                on_staged, local)
@@ -235,14 +269,30 @@ def _discard_staged_downloads(export_dir: Path, rows: list[WindowRow]) -> None:
                 p.unlink(missing_ok=True)
 
 
-def _check_gone_sources(files: list[WindowRow], locate: Callable[[str], str]) -> None:
-    """The run's local files to stage that are gone, with what can be done: a window
+def _remote_sources(files: list[WindowRow], filesystems: Filesystems) -> dict[str, SourceFile]:
+    """The remote objects of the windows to stage, looked up by name (one filesystem for
+    all, no listing; a window's id is its object's URL); gone ones left out."""
+    urls = [w.window_id for w in files if "://" in w.window_id]
+    found: dict[str, SourceFile] = {}
+    for url, got in remote_objects(urls, filesystems).items():
+        if isinstance(got, SourceFile):
+            found[url] = got
+        elif not isinstance(got, FileNotFoundError):
+            raise InputError(f"cannot read {url}: {type(got).__name__}: {got}; check the "
+                             "credentials and storage options and run the same `mp2amp "
+                             "migrate` command with --resume")
+    return found
+
+
+def _check_gone_sources(files: list[WindowRow], locate: Callable[[str], str],
+                        remote: dict[str, SourceFile]) -> None:
+    """The run's files and objects to stage that are gone, with what can be done: a window
     staged before (it has records) and pending again lost its staged copy
     (``restage.restage_missing``) too; one never staged is still part of the run (its
     windows were fixed when it started), so checking the path and running again would
     never help."""
-    gone = [w for w in files if "://" not in w.window_id
-            and not os.path.exists(locate(w.window_id))]
+    gone = [w for w in files if w.window_id not in remote and (
+        "://" in w.window_id or not os.path.exists(locate(w.window_id)))]
     lost = [locate(w.window_id) for w in gone if w.records]
     if lost:
         raise InputError(
@@ -362,7 +412,8 @@ def _total_bytes(files: list[SourceFile]) -> int:
     total = 0
     for f in files:
         try:
-            total += int(f.fs.size(f.url)) if f.fs is not None else os.path.getsize(f.url)
+            total += (f.size if f.size is not None else int(f.fs.size(f.url))
+                      if f.fs is not None else os.path.getsize(f.url))
         except (OSError, TypeError, ValueError):
             continue  # unknown size: the reader reports an unreadable file itself
         if total >= POOL_MIN_BYTES:
@@ -388,12 +439,23 @@ def die_with_parent(parent: int) -> None:
 
 def _worker_args(source: SourceFile, dest: str, local: LocalZone | None) -> tuple[Any, ...]:
     args = (source.url, source.fs, dest, local)
-    return (*args, source.location) if isinstance(source, MovedFile) else args
+    if isinstance(source, MovedFile):
+        return (*args, source.location)
+    return args if source.fs is None else (*args, None, source.size)
+
+
+# a staging process's filesystems, by their fsspec token: each window's arrives pickled,
+# and a new one builds its client again (~0.2 s an object)
+_WORKER_FILESYSTEMS: dict[str, Any] = {}
 
 
 def _stage_in_worker(url: str, fs: Any, dest: str, local: LocalZone | None = None,
-                     location: str | None = None) -> int:
-    source = SourceFile(url, fs) if location is None else MovedFile(url, fs, location)
+                     location: str | None = None, size: int | None = None) -> int:
+    token = getattr(fs, "_fs_token", None)
+    if isinstance(token, str):
+        fs = _WORKER_FILESYSTEMS.setdefault(token, fs)
+    source = (SourceFile(url, fs, size) if location is None
+              else MovedFile(url, fs, location=location))
     return stage(iter_file(source), Path(dest), local=local)
 
 
