@@ -36,6 +36,7 @@ from mp2amp.extract.pipelines import (
     to_export_shape,
     unfinished_slices,
 )
+from mp2amp.extract.remote_glob import remote_glob
 from mp2amp.models import UTC_TIME_MARK, SourceRecord
 
 log = logging.getLogger("mp2amp.extract")
@@ -94,9 +95,11 @@ class SourceFile:
     def open(self) -> BinaryIO:
         if self.fs is None:
             return open(self.url, "rb")
-        # the size the listing gave: gcsfs's listing cache made a key holding '//' an
-        # empty directory entry when opened by name
-        sized = {} if self.size is None else {"size": self.size}
+        # the size the listing gave, for gcsfs only: its listing cache made a key holding
+        # '//' an empty directory entry when opened by name; given a size, s3fs drops its
+        # ETag check (an object rewritten while read came out as a mix of two versions)
+        gcs = self.size is not None and self.url.startswith(("gs://", "gcs://"))
+        sized = {"size": self.size} if gcs and "//" in self.url[5:] else {}
         opened: BinaryIO = self.fs.open(self.url, "rb", **sized)
         return opened
 
@@ -489,7 +492,7 @@ def _raw_gcs_reads(options: StorageOptions) -> StorageOptions:
 def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceFile]:
     try:
         if _has_magic(path) and not fs.exists(path):  # a key holding '[' is a name
-            matches = _remote_glob(fs, path)
+            matches = remote_glob(fs, path)
             if not matches:
                 raise InputError(f"no object matches {path}; check the pattern and run again")
         else:
@@ -522,21 +525,6 @@ def _remote_info(fs: Any, path: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise InputError(f"{path} does not exist; check the URL and run again") from None
     return info
-
-
-def _remote_glob(fs: Any, pattern: str) -> dict[str, dict[str, Any]]:
-    """A glob's matches but those glob.glob leaves out: a wildcard does not match a name
-    starting with '.' (.DS_Store, Spark's .crc) unless the pattern's part does too."""
-    try:
-        found: dict[str, dict[str, Any]] = fs.glob(pattern, detail=True)
-    except FileNotFoundError:  # gcsfs, for a bucket that does not exist
-        return {}
-    parts = fs._strip_protocol(pattern).split("/")
-    first = next(i for i, part in enumerate(parts) if _has_magic(part))
-    if any(part.startswith(".") for part in parts[first:]):
-        return found
-    return {name: info for name, info in found.items()
-            if not any(part.startswith(".") for part in name.split("/")[first:])}
 
 
 def _remote_file(url: str, fs: Any, info: Mapping[str, Any]) -> SourceFile:

@@ -68,10 +68,12 @@ def select_event_files(relatives: list[str], root: str = "") -> list[str]:
 
 def select_table_files(relatives: list[str]) -> list[str]:
     """Every data file of a table's folder (identity mappings: part files of any name),
-    markers and hidden files left out, in natural order."""
+    markers and hidden files left out, and files in hidden or ``_`` folders (Spark's
+    ``_temporary/``: unfinished writes), in natural order."""
     def wanted(relative: str) -> bool:
-        name = relative.rsplit("/", 1)[-1]
-        return bool(name) and not name.startswith((".", "_")) and name not in MARKER_NAMES
+        *folders, name = relative.split("/")
+        return bool(name) and not name.startswith((".", "_")) and name not in MARKER_NAMES \
+            and not any(f.startswith((".", "_")) for f in folders)
 
     return sorted((r for r in relatives if wanted(r)), key=natural_key)
 

@@ -1,0 +1,31 @@
+"""Which objects a remote glob (``s3://b/ev/*``) names: what ``glob.glob`` would give.
+
+fsspec's glob takes names a local glob leaves out: hidden ones (``.DS_Store``, Spark's
+``.crc`` files), and the zero-byte "folder" objects the AWS and GCS consoles' "Create
+folder" leaves (``ev/``), which ``**`` lists as files: as windows they were looked up as
+folders and stopped the run as missing.
+"""
+
+from __future__ import annotations
+
+import glob
+from typing import Any
+
+
+def remote_glob(fs: Any, pattern: str) -> dict[str, dict[str, Any]]:
+    """The glob's matches (name -> info), without hidden names (unless the pattern's own
+    part after its first wildcard starts with '.') and without folder placeholders."""
+    try:
+        found: dict[str, dict[str, Any]] = fs.glob(pattern, detail=True)
+    except FileNotFoundError:  # gcsfs, for a bucket that does not exist
+        return {}
+    parents = {name.rstrip("/").rpartition("/")[0] for name in found}
+    found = {name: info for name, info in found.items()
+             if not (info.get("type") != "directory" and not info.get("size")
+                     and (name.endswith("/") or name.rstrip("/") in parents))}
+    parts = fs._strip_protocol(pattern).split("/")
+    first = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    if any(part.startswith(".") for part in parts[first:]):
+        return found
+    return {name: info for name, info in found.items()
+            if not any(part.startswith(".") for part in name.split("/")[first:])}
