@@ -29,6 +29,7 @@ from mp2amp.extract.concatenated import is_pretty, iter_concatenated
 from mp2amp.extract.jsonarray import iter_array
 from mp2amp.extract.lines import parse_lines, split_lines
 from mp2amp.extract.pipelines import (
+    glob_match_wanted,
     is_pipeline_row,
     legacy_slice,
     select_event_files,
@@ -99,7 +100,7 @@ class SourceFile:
         # '//' an empty directory entry when opened by name; given a size, s3fs drops its
         # ETag check (an object rewritten while read came out as a mix of two versions)
         gcs = self.size is not None and self.url.startswith(("gs://", "gcs://"))
-        sized = {"size": self.size} if gcs and "//" in self.url[5:] else {}
+        sized = {"size": self.size} if gcs and "//" in self.url.split("://", 1)[1] else {}
         opened: BinaryIO = self.fs.open(self.url, "rb", **sized)
         return opened
 
@@ -339,7 +340,8 @@ def _has_magic(path: str) -> bool:
 
 def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
     if _has_magic(path) and not os.path.lexists(path):  # 'day [1].jsonl' is a name
-        matches = sorted(glob.glob(path, recursive=True))
+        found = sorted(glob.glob(path, recursive=True))
+        matches = [m for m in found if glob_match_wanted(_below_literal(path, m), every_file)]
         if not matches:
             raise InputError(f"no file matches {path}; check the pattern and run again")
     else:
@@ -372,6 +374,13 @@ def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
         else:
             raise InputError(f"{match} does not exist; check the path and run again")
     return out
+
+
+def _below_literal(pattern: str, match: str) -> str:
+    """``match``'s path below the pattern's parts before its first wildcard."""
+    parts = pattern.replace(os.sep, "/").split("/")
+    literal = next((i for i, part in enumerate(parts) if _has_magic(part)), len(parts))
+    return "/".join(match.replace(os.sep, "/").split("/")[literal:])
 
 
 def _is_loop(path: str) -> bool:
@@ -492,7 +501,8 @@ def _raw_gcs_reads(options: StorageOptions) -> StorageOptions:
 def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceFile]:
     try:
         if _has_magic(path) and not fs.exists(path):  # a key holding '[' is a name
-            matches = remote_glob(fs, path)
+            matches = {m: i for m, i in remote_glob(fs, path).items() if glob_match_wanted(
+                _below_literal(fs._strip_protocol(path), m), every_file)}
             if not matches:
                 raise InputError(f"no object matches {path}; check the pattern and run again")
         else:
@@ -503,7 +513,8 @@ def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceF
                 root = fs._strip_protocol(match).rstrip("/")
                 listing = {name[len(root) + 1:]: entry
                            for name, entry in fs.find(root, detail=True).items()}
-                files = _selected(root, list(listing), every_file, path, fs.unstrip_protocol)
+                files = _selected(root, list(listing), every_file, fs.unstrip_protocol(
+                    root) if _has_magic(path) else path, fs.unstrip_protocol)
                 out.extend(_remote_file(fs.unstrip_protocol(f"{root}/{rel}"), fs, listing[rel])
                            for rel in files)
             else:

@@ -48,8 +48,8 @@ def is_event_file(relative: str, in_events_dir: bool = False) -> bool:
     name = parts[-1]
     if name.startswith((".", "_")) or name in MARKER_NAMES:
         return False
-    if any(p in NOT_EVENT_DIRS for p in parts[:-1]):
-        return False
+    if any(p in NOT_EVENT_DIRS or p.startswith((".", "_")) for p in parts[:-1]):
+        return False  # hidden or "_" folders: unfinished writes (Spark's _temporary)
     # any case (B.JSONL, x.jsonl.GZ); inside mp_master_event a part file may have no
     # extension at all (the JSON pipelines' naming is not documented)
     return name.lower().endswith(DATA_SUFFIXES) or (
@@ -76,6 +76,19 @@ def select_table_files(relatives: list[str]) -> list[str]:
             and not any(f.startswith((".", "_")) for f in folders)
 
     return sorted((r for r in relatives if wanted(r)), key=natural_key)
+
+
+def glob_match_wanted(relative: str, every_file: bool) -> bool:
+    """Whether a glob's match (its path below the pattern's literal part: a file or a
+    folder) is an input by the rules a folder's listing follows: not a marker, a "_" name
+    or in a "_" folder, nor (for events) another table's folder or in one.
+    Extensionless names stay: a glob naming them (``part-*``) means them."""
+    parts = [p for p in relative.split("/") if p]
+    if parts and parts[-1] in MARKER_NAMES:
+        return False
+    # hidden names: the glob's own rule decides (a pattern part starting with '.' takes them)
+    return not any(p.startswith("_") or (not every_file and p in NOT_EVENT_DIRS)
+                   for p in parts)
 
 
 def legacy_slice(path: str) -> str | None:

@@ -15,10 +15,13 @@ from typing import Any
 def remote_glob(fs: Any, pattern: str) -> dict[str, dict[str, Any]]:
     """The glob's matches (name -> info), without hidden names (unless the pattern's own
     part after its first wildcard starts with '.') and without folder placeholders."""
+    folders_only = pattern.endswith("/")  # 'ev/*/': the folders (gcsfs matched nothing)
     try:
-        found: dict[str, dict[str, Any]] = fs.glob(pattern, detail=True)
+        found: dict[str, dict[str, Any]] = fs.glob(pattern.rstrip("/"), detail=True)
     except FileNotFoundError:  # gcsfs, for a bucket that does not exist
         return {}
+    if folders_only:
+        found = {name: info for name, info in found.items() if info.get("type") == "directory"}
     parents = {name.rstrip("/").rpartition("/")[0] for name in found}
     found = {name: info for name, info in found.items()
              if not (info.get("type") != "directory" and not info.get("size")
