@@ -89,6 +89,10 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             show_default=False)] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
         as_json: JsonOpt = False,
+        new_api_key: Annotated[bool, typer.Option(
+            "--new-api-key", help="With --resume: go on under the AMPLITUDE_API_KEY set now, "
+            "a key regenerated for the SAME Amplitude project (the run is bound to the key "
+            "its first batch went out under).")] = False,
     ) -> None:
         """Migrate Mixpanel history into Amplitude: export -> identity -> transform -> load.
 
@@ -113,9 +117,15 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                     "were in flight are sent again with the same insert_ids)")
 
         with cli_errors(interrupted):
+            if new_api_key and not resume:
+                from mp2amp.errors import TerminalError
+
+                raise TerminalError("--new-api-key goes with --resume (a new run is bound to "
+                                    "the key it starts with): add --resume, or leave it out")
             # a Path: the loader resolves it against the current folder, not the file's
             cfg = _config(config, {"run.workdir": workdir, "run.concurrency": concurrency})
-            result = migrate(cfg, resume=resume, reporter=choose_reporter(quiet or as_json))
+            result = migrate(cfg, resume=resume, reporter=choose_reporter(quiet or as_json),
+                             new_api_key=new_api_key)
             if as_json:
                 print_json(result.as_dict())
             else:

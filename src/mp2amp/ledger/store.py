@@ -30,6 +30,7 @@ from mp2amp.errors import TerminalError
 SCHEMA_VERSION = 1
 _MERGED_INTO = "merged_into"  # meta: merged-away window -> the window holding its records
 _LINE_ORDERED = "line_ordered_merges"  # meta: see ``Ledger.line_ordered_merges``
+_UNSTAGED_LOADED = "unstaged_loaded"  # meta: loaded windows pending again (``mark_pending``)
 # SQLite's page cache for the ledger (KiB; its default is ~2 MB): a run appends batch rows
 # and reads little back, and the full default cache was part of why a long run's memory
 # peaked higher than a short one's (see transform/spillfile.py).
@@ -146,7 +147,7 @@ class Ledger:
             raise TerminalError(
                 f"the ledger {path} cannot be opened ({exc}); move it away to start a new run"
             ) from exc
-        self._on_acceptance: tuple[str, str] | None = None
+        self._on_send: tuple[str, str] | None = None
         version = self.get_meta("schema_version")
         if version is None and not read_only:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
@@ -202,16 +203,21 @@ class Ledger:
                 (key, value),
             )
 
-    def record_at_first_acceptance(self, key: str, value: str) -> None:
+    def record_when_sent(self, key: str, value: str) -> None:
         """Set the meta ``key`` (unless it is set) in the transaction that records the next
-        batch or parked event Amplitude accepted: what a run sends with (its API key's
-        digest) binds the run only once something went in under it."""
-        self._on_acceptance = (key, value)
+        batch sent (or parked event accepted): what a run sends with (its API key's
+        digest) is on record before Amplitude can take anything under it."""
+        self._on_send = (key, value)
 
-    def _accepted(self, db: sqlite3.Connection) -> None:
-        if self._on_acceptance is not None:
-            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES(?, ?)",
-                       self._on_acceptance)
+    def _sent(self, db: sqlite3.Connection) -> None:
+        if self._on_send is not None:
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES(?, ?)", self._on_send)
+
+    def drop_meta(self, key: str, value: str) -> bool:
+        """Delete the meta ``key`` if it still holds ``value``; True if it did."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM meta WHERE key = ? AND value = ?",
+                              (key, value)).rowcount > 0
 
     # --- windows ------------------------------------------------------------------
 
@@ -256,21 +262,36 @@ class Ledger:
         """``window_id`` is staged; ``spec`` replaces its spec (what its source was like
         when it was staged), when given."""
         with self._tx() as db:
+            was_loaded = window_id in self._meta_json(db, _UNSTAGED_LOADED, [])
             db.execute(
-                "UPDATE windows SET state = 'extracted', staged_path = ?, records = ?, "
+                "UPDATE windows SET state = ?, staged_path = ?, records = ?, "
                 "updated_at = ? WHERE window_id = ?",
-                (staged_path, records, time.time(), window_id),
+                ("loaded" if was_loaded else "extracted", staged_path, records, time.time(),
+                 window_id),
             )
+            if was_loaded:
+                self._unstaged_loaded(db, window_id, add=False)
             if spec is not None:
                 db.execute("UPDATE windows SET spec = ? WHERE window_id = ?",
                            (orjson.dumps(spec).decode(), window_id))
 
     def mark_pending(self, window_id: str) -> None:
         """Stage ``window_id`` again (its staged file is gone); its record count and
-        batches stay, so that the new copy can be checked against them."""
+        batches stay, so that the new copy can be checked against them. A loaded window
+        is loaded again once staged (``mark_extracted``): a run reads it for its identity
+        graph and replays it, it never sends or writes it again."""
         with self._tx() as db:
+            row = db.execute("SELECT state FROM windows WHERE window_id = ?",
+                             (window_id,)).fetchone()
+            if row is not None and row[0] == "loaded":
+                self._unstaged_loaded(db, window_id, add=True)
             db.execute("UPDATE windows SET state = 'pending', staged_path = NULL, "
                        "updated_at = ? WHERE window_id = ?", (time.time(), window_id))
+
+    @classmethod
+    def _unstaged_loaded(cls, db: sqlite3.Connection, window_id: str, *, add: bool) -> None:
+        ids = [w for w in cls._meta_json(db, _UNSTAGED_LOADED, []) if w != window_id]
+        cls._set_meta_json(db, _UNSTAGED_LOADED, [*ids, window_id] if add else ids)
 
     def restage(self, updates: Sequence[tuple[str, str, int]],
                 merged_into: dict[str, str] | None = None,
@@ -362,6 +383,7 @@ class Ledger:
                 "attempts = attempts + 1, updated_at = excluded.updated_at",
                 (batch_id, window_id, seq, events, time.time()),
             )
+            self._sent(db)
 
     def batch_done(self, batch_id: str, *, accepted: int, dead_lettered: int, parked: int) -> str:
         """Every event of the batch has an outcome; returns the batch's window.
@@ -380,8 +402,6 @@ class Ledger:
                 "updated_at = ? WHERE batch_id = ?",
                 (accepted, dead_lettered, parked, time.time(), batch_id),
             )
-            if accepted:
-                self._accepted(db)
             return str(row[0])
 
     def done_batch_count(self, window_id: str) -> int:
@@ -445,7 +465,7 @@ class Ledger:
         with self._tx() as db:
             db.execute("UPDATE parked SET state = ? WHERE origin = ?", (outcome, origin))
             if outcome == "accepted":
-                self._accepted(db)
+                self._sent(db)
 
     def forget_window_outcomes(self, window_id: str) -> None:
         """A window is transformed again from the start: drop what its last attempt left

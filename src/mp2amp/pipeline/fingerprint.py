@@ -16,33 +16,44 @@ are left out. Input and output locations inside the config file's folder count b
 path relative to it: a project folder moved whole (to a bigger disk) resumes.
 
 The Amplitude API key is not in the fingerprint (a key Amplitude refused at once must stay
-correctable), but once Amplitude accepted a batch under it, a salted digest of it binds
-the run: a resume with another key would send the rest to another project.
+correctable), but a salted digest of it, recorded with the first batch sent under it,
+binds the run: a resume with another key would send the rest to another project. It is
+dropped only when Amplitude refused every request sent under it as an invalid key; a key
+regenerated for the same project is taken on with ``--new-api-key``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import hmac
+import itertools
+import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from mp2amp.config import Config
 from mp2amp.config.sections import Secret
-from mp2amp.errors import TerminalError
+from mp2amp.errors import AuthError, TerminalError
 from mp2amp.ledger import Ledger
 from mp2amp.load.settings import UploadSettings
 from mp2amp.transform.insert_id import SCHEME as INSERT_ID_SCHEME
 
+if TYPE_CHECKING:  # the uploader's modules are not needed to read a fingerprint
+    from mp2amp.load.uploader import Uploader
+
+log = logging.getLogger("mp2amp.migrate")
+
 FINGERPRINT_META = "fingerprint"
 FOLDER_META = "config_folder"  # the config file's folder when the run started
-API_KEY_META = "amplitude_key"  # "salt:digest" of the key Amplitude first accepted a batch under
+API_KEY_META = "amplitude_key"  # "salt:digest" of the key the first batch went out under
 # [mixpanel] fields that change what is read or how times are read
 _MIXPANEL_FIELDS = ("project_id", "timezone", "legacy_time", "timezone_changes", "id_merge")
 
@@ -177,19 +188,63 @@ def record_fingerprint(ledger: Ledger, config: Config, upload: UploadSettings) -
         ledger.set_meta(FOLDER_META, str(folder))
 
 
+def _absolute(value: Any, folder: str | None) -> Any:
+    """A recorded location as an absolute path (it was recorded relative to ``folder``)."""
+    if not isinstance(value, str) or folder is None or "://" in value or os.path.isabs(value):
+        return value
+    return (Path(folder) / value).as_posix()
+
+
+def _still_there(location: str) -> bool:
+    """Whether a local location (a glob: its folder) exists."""
+    parts = Path(location).parts
+    static = list(itertools.takewhile(lambda p: not glob.has_magic(p), parts))
+    return bool(static) and Path(*static).exists()
+
+
+def _same_places(known: str, now: dict[str, Any], absolute: dict[str, Any],
+                 folder: str | None) -> dict[str, Any]:
+    """``now`` with each location that is where the run's recorded one was (their absolute
+    forms match, and it is still there) written as recorded: a config file moved alone,
+    its inputs where they were, names them by other relative paths, or none. (A project
+    folder moved whole, its inputs named by their old absolute paths, is refused.)"""
+    try:
+        was = orjson.loads(known)
+    except orjson.JSONDecodeError:
+        return now
+    if not isinstance(was, dict) or not isinstance(was.get("source"), dict):
+        return now
+
+    def same(recorded: Any, current: Any, at: Any) -> Any:
+        if at is None or _absolute(recorded, folder) != at or not _still_there(at):
+            return current
+        return recorded
+
+    files, at = now["source"]["files"], absolute["source"]["files"]
+    recorded = was["source"].get("files")
+    if isinstance(recorded, list) and len(recorded) == len(files):
+        files = [same(r, f, Path(a).as_posix()) for r, f, a in zip(recorded, files, at,
+                                                                   strict=True)]
+    out = absolute["output_dir"]
+    return {**now, "source": {**now["source"], "files": files},
+            "output_dir": same(was.get("output_dir"), now["output_dir"],
+                               None if out is None or "://" in out else Path(out).as_posix())}
+
+
 def check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known: str,
                  may_change: Callable[[list[str]], bool]) -> None:
     """Refuse a resume whose configuration differs from the run's in what decides its
     batches. ``may_change(changed)`` lets the caller accept a change (an S3-import folder
     refused before anything was written), whose new fingerprint is then recorded."""
-    now = run_fingerprint(config, upload, config_folder(config))
+    now = _same_places(known, run_fingerprint(config, upload, config_folder(config)),
+                       run_fingerprint(config, upload), ledger.get_meta(FOLDER_META))
     changed = changed_keys(known, now)
     if changed and ledger.get_meta(FOLDER_META) is None and \
             changed_keys(known, run_fingerprint(config, upload)) is None:
         changed = []  # started by an mp2amp that kept absolute paths: recorded anew
     if changed and may_change(changed):
         changed = []
-    if changed == []:
+    if not changed:  # its locations as the config names them now (an older run: relative)
         record_fingerprint(ledger, config, upload)
     if changed:
         named = ", ".join(FINGERPRINT_NAMES.get(k, k) for k in changed)
@@ -212,20 +267,57 @@ def _key_digest(salt: str, api_key: str) -> str:
     return hmac.new(salt.encode(), api_key.encode(), hashlib.sha256).hexdigest()
 
 
-def bind_api_key(ledger: Ledger, api_key: str) -> None:
-    """Refuse another key than the one Amplitude accepted this run's batches under (another
-    Amplitude project would get the rest of the migration); until a batch is accepted, the
-    key may change (one Amplitude refused at once is corrected by a resume)."""
+def bind_api_key(ledger: Ledger, api_key: str) -> str | None:
+    """Refuse another key than the one this run's batches went out under (another Amplitude
+    project would get the rest of the migration). A run not bound yet is bound by its first
+    batch sent (recorded before the request leaves: a crash after Amplitude's 200 must not
+    leave the run unbound); returns the digest it offers then, None when bound already."""
     known = ledger.get_meta(API_KEY_META)
-    if known is None:  # recorded with the first accepted batch (a new run, or an older one)
+    if known is None:  # a new run, or one whose every request was refused (or older)
         salt = secrets.token_hex(16)
-        ledger.record_at_first_acceptance(API_KEY_META, f"{salt}:{_key_digest(salt, api_key)}")
-        return
+        offered = f"{salt}:{_key_digest(salt, api_key)}"
+        ledger.record_when_sent(API_KEY_META, offered)
+        return offered
     salt, _, digest = known.partition(":")
     if not hmac.compare_digest(_key_digest(salt, api_key), digest):
         raise TerminalError(
-            "AMPLITUDE_API_KEY is not the key this run started with: Amplitude already "
-            "accepted part of this migration into the original key's project, and the rest "
-            "would go to another project. Set AMPLITUDE_API_KEY to the original key and run "
-            "the same command with --resume; to migrate into the other project, start a new "
-            "run in a new work folder ([run] workdir)")
+            "AMPLITUDE_API_KEY is not the key this run started with: part of this migration "
+            "went out under the original key (Amplitude took it, or may have: its answer was "
+            "not recorded), and the rest would go to another project. Set AMPLITUDE_API_KEY "
+            "to the original key and run the same command with --resume; if the new key is "
+            "the same project's (a key regenerated), resume with --new-api-key; to migrate "
+            "into another project, start a new run in a new work folder ([run] workdir)")
+    return None
+
+
+def rebind_api_key(ledger: Ledger, api_key: str) -> None:
+    """``--new-api-key``: the run goes on under ``api_key``, taken to be the same Amplitude
+    project's key (regenerated), and bound from now on; says so when it replaces another."""
+    known = ledger.get_meta(API_KEY_META)
+    salt = secrets.token_hex(16)
+    ledger.set_meta(API_KEY_META, f"{salt}:{_key_digest(salt, api_key)}")
+    was_salt, _, digest = (known or "").partition(":")
+    if known is not None and not hmac.compare_digest(_key_digest(was_salt, api_key), digest):
+        log.warning("--new-api-key: this run now goes on under the AMPLITUDE_API_KEY set now, "
+                    "not the key it started with; it must be the same Amplitude project's key "
+                    "(what went in under the old key stays where it is)")
+
+
+@contextmanager
+def unbinding_a_refused_key(ledger: Ledger, offered: str | None,
+                            up: Uploader) -> Iterator[None]:
+    """Drop the digest this run recorded (``offered``: no earlier run sent under the key)
+    when the run stops because Amplitude refused the key, and every answer it got was a
+    400 (Amplitude takes nothing of a request it answers 400): a resume may then correct
+    the key. Requests still in flight as it stopped carried the same key Amplitude had
+    just refused, and are refused as well. Any other answer (a 200, a 5xx, a timeout)
+    keeps the run bound: part of it may be in that key's project."""
+    try:
+        yield
+    except BaseException:
+        answers = up.report.requests_by_status
+        if offered is not None and isinstance(up.failure, AuthError) \
+                and up.report.accepted == 0 and answers.get("400", 0) > 0 \
+                and sum(answers.values()) == answers["400"]:
+            ledger.drop_meta(API_KEY_META, offered)
+        raise

@@ -36,7 +36,6 @@ import orjson
 
 from mp2amp.config import Config
 from mp2amp.errors import ConfigError, TerminalError
-from mp2amp.extract.api import MixpanelSettings
 from mp2amp.identity import IdentityGraph
 from mp2amp.ledger import Ledger
 from mp2amp.load.s3sink import S3ImportSink, shown_path
@@ -49,7 +48,14 @@ from mp2amp.pipeline.attempts import finished, record_attempt, record_start, sto
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
-from mp2amp.pipeline.fingerprint import bind_api_key, check_resume, record_fingerprint
+from mp2amp.pipeline.export_settings import mixpanel_settings as _mixpanel_settings
+from mp2amp.pipeline.fingerprint import (
+    bind_api_key,
+    check_resume,
+    rebind_api_key,
+    record_fingerprint,
+    unbinding_a_refused_key,
+)
 from mp2amp.pipeline.import_folder import WROTE_KEY, begin_sink_attempt, output_dir_may_change
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
@@ -127,14 +133,17 @@ def migrate(
     storage_options: dict[str, Any] | None = None,
     mixpanel_overrides: Mapping[str, Any] | None = None,
     upload_overrides: Mapping[str, Any] | None = None,
+    new_api_key: bool = False,
 ) -> MigrateResult:
     """Run (or resume) the migration described by ``config``; see the module docstring.
     Ctrl-C and SIGTERM stop it at its next ``await`` (``KeyboardInterrupt``, SIGTERM's
-    being ``stopping.Terminated``); ``resume=True`` then goes on from there."""
+    being ``stopping.Terminated``); ``resume=True`` then goes on from there.
+    ``new_api_key``: the run goes on under the key set now (the same project's, regenerated)."""
     with stop_on_storage_errors(config.run.workdir):
         return stopping.run(migrate_async(
             config, resume=resume, reporter=reporter, storage_options=storage_options,
-            mixpanel_overrides=mixpanel_overrides, upload_overrides=upload_overrides))
+            mixpanel_overrides=mixpanel_overrides, upload_overrides=upload_overrides,
+            new_api_key=new_api_key))
 
 
 async def migrate_async(
@@ -145,12 +154,13 @@ async def migrate_async(
     storage_options: dict[str, Any] | None = None,
     mixpanel_overrides: Mapping[str, Any] | None = None,
     upload_overrides: Mapping[str, Any] | None = None,
+    new_api_key: bool = False,
 ) -> MigrateResult:
     reporter = reporter or NullReporter()
     counters = Counters()
     try:  # the display is closed on every way out, a run refused by its checks included
         return await _migrate(config, resume, reporter, counters, storage_options,
-                              mixpanel_overrides, upload_overrides)
+                              mixpanel_overrides, upload_overrides, new_api_key)
     finally:
         reporter.close(counters)
 
@@ -163,6 +173,7 @@ async def _migrate(
     storage_options: dict[str, Any] | None,
     mixpanel_overrides: Mapping[str, Any] | None,
     upload_overrides: Mapping[str, Any] | None,
+    new_api_key: bool = False,
 ) -> MigrateResult:
     if storage_options is None and config.source.storage_options:
         storage_options = dict(config.source.storage_options)
@@ -212,8 +223,10 @@ async def _migrate(
             ledger.add_windows(planned if planned is not None
                                else plan_windows(config, storage_options))
             record_fingerprint(ledger, config, upload)
-        if not sink_mode:  # another key is another Amplitude project: refused once bound
-            bind_api_key(ledger, upload.api_key)
+        if new_api_key and known is not None and not sink_mode:  # regenerated, same project
+            rebind_api_key(ledger, upload.api_key)
+        # another key is another Amplitude project: refused once a batch went out under one
+        offered = None if sink_mode else bind_api_key(ledger, upload.api_key)
         restaged = restage_missing(ledger, workdir)  # staged files someone deleted: staged again
         not_in_run = inputs_not_in_run(config, ledger, storage_options) if known else []
         changed_inputs = (inputs_changed(ledger, locator(config, ledger))
@@ -234,7 +247,7 @@ async def _migrate(
                 result = await _identity_and_load(config, settings, upload, ledger, counters,
                                                   reporter,
                                                   _Extraction(extraction, staged, restaged),
-                                                  storage_options, ticker)
+                                                  storage_options, ticker, offered)
             finally:
                 if not extraction.done():
                     extraction.cancel()
@@ -280,20 +293,6 @@ def _check_export_credentials(config: Config) -> None:
         raise ConfigError(problems, source=str(config.path) if config.path else None)
 
 
-def _mixpanel_settings(config: Config,
-                       overrides: Mapping[str, Any] | None) -> MixpanelSettings | None:
-    m = config.mixpanel
-    if m.service_account is None and m.secret is None:
-        return None
-    # Millisecond times: the export's default rounds to seconds, which loses the order of
-    # a device's close events and gives other insert_ids than the same events read from
-    # files (the id hashes the time in ms; Mixpanel ingests ms).
-    kwargs: dict[str, Any] = {"per_hour": m.export_per_hour, "per_second": m.export_per_second,
-                              "time_in_ms": True}
-    kwargs.update(overrides or {})
-    return MixpanelSettings.from_config(m, **kwargs)
-
-
 @dataclass(slots=True)
 class _Extraction:
     """The extraction running in the background, and an event per window it has to stage."""
@@ -324,7 +323,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                              ledger: Ledger, counters: Counters, reporter: Reporter,
                              extraction: _Extraction,
                              storage_options: dict[str, Any] | None,
-                             ticker: Ticker) -> MigrateResult:
+                             ticker: Ticker, key_digest: str | None) -> MigrateResult:
     workdir = config.run.workdir
     windows = ledger.windows()
     budgets = stage_budgets(config.run.memory_budget)
@@ -397,14 +396,16 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                 Sessionizer(config.transform.session_gap_minutes * 60_000,
                             memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
                 Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
-            async with Uploader(upload, observer=observer, settled_batches=settled) as up:
-                ticker.sample = lambda: observer.refresh(up.report)
-                await replay_parked(ledger, up)
-                for w in windows:
-                    await _load_window(w, f"w{w.seq}", ledger, chunks, sessions, dedup, up,
-                                       observer, counters, reporter)
-                report = await up.close()
-                observer.refresh(report)
+            up = Uploader(upload, observer=observer, settled_batches=settled)
+            with unbinding_a_refused_key(ledger, key_digest, up):  # a wrong key: correctable
+                async with up:
+                    ticker.sample = lambda: observer.refresh(up.report)
+                    await replay_parked(ledger, up)
+                    for w in windows:
+                        await _load_window(w, f"w{w.seq}", ledger, chunks, sessions, dedup, up,
+                                           observer, counters, reporter)
+                    report = await up.close()
+                    observer.refresh(report)
         values = chunks.stats()  # the worker's counts too: its Transformer is not this one
     rows = window_counts(ledger)
     dead_file = write_dead_letters(ledger, workdir)

@@ -132,11 +132,11 @@ def _refuse_stepwise_merges(ledger: Ledger, groups: list[list[str]]) -> None:
         return
     cut = {b.window_id for b in ledger.batches()}
     ours = ledger.line_ordered_merges()
-    merged = ledger.merged_into()
     seq = {w.window_id: w.seq for w in ledger.windows()}
+    files = _stepwise_order(ledger.merged_into())
     for group in groups:
         head = group[0]
-        order = [seq.get(m, -1) for m in _members(merged, head)]
+        order = [seq.get(m, -1) for m in files.get(head, [head])]
         if head not in cut or head in ours or order == sorted(order):
             continue
         raise TerminalError(
@@ -146,6 +146,17 @@ def _refuse_stepwise_merges(ledger: Ledger, groups: list[list[str]]) -> None:
             "other batches, and some would never be sent. Put the work folder's staged "
             "files back as they were and run --resume again, or start a new run in a new "
             "work folder")
+
+
+def _stepwise_order(merged: dict[str, str]) -> dict[str, list[str]]:
+    """Per merged file, its windows in the order an earlier mp2amp put their same-time
+    events: the steps as they were recorded (``merged_into``'s order; it pointed a window
+    merged away at the file it went into), each appending the file merged away to the one
+    it went into. A chain ({b, c} into b, then {a, b} into a) is a, b, c: window order."""
+    files: dict[str, list[str]] = {}
+    for away, into in merged.items():
+        files[into] = files.get(into, [into]) + files.pop(away, [away])
+    return files
 
 
 def _remerge(ledger: Ledger) -> list[list[str]]:

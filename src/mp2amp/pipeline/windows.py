@@ -121,16 +121,22 @@ def _rewritten(spec: dict[str, Any], now: SourceFile | Exception) -> bool:
 def locator(config: Config, ledger: Ledger, *, back: bool = False) -> Callable[[str], str]:
     """Where a window's local file is now: the run names it by its path when it started,
     and a project folder moved whole since has it at the same place relative to the
-    config file's folder. ``back``: the window id of a path of now."""
+    config file's folder. Only a file gone from its path is looked for there (a config
+    file moved alone, its inputs named by their absolute paths, reads them where they
+    are). ``back``: the window id of a path of now."""
     was, now = ledger.get_meta(FOLDER_META), config_folder(config)
     if was is None or now is None or Path(was) == now:
         return str
     start, end = (now, Path(was)) if back else (Path(was), now)
+    known = {w.window_id for w in ledger.windows()} if back else set()
 
     def locate(path: str) -> str:
         if "://" in path or not Path(path).is_relative_to(start):
             return path
-        return str(end / Path(path).relative_to(start))
+        there = str(end / Path(path).relative_to(start))
+        if back:  # a window's own path (the inputs did not move) is its id
+            return path if path in known else there
+        return there if not os.path.exists(path) and os.path.exists(there) else path
     return locate
 
 
@@ -213,7 +219,7 @@ async def extract_pending(
     local = local_zone(config)
     locate = locator(config, ledger)
     remote = _remote_sources(files, Filesystems(storage_options))
-    _check_gone_sources(files, locate, remote)
+    _check_gone_sources(files, locate, remote, set(ledger.merged_into()))
     if files:
         found = {f.url: f for f in expand_paths(
             [locate(w.window_id) for w in files if w.window_id not in remote],
@@ -285,15 +291,18 @@ def _remote_sources(files: list[WindowRow], filesystems: Filesystems) -> dict[st
 
 
 def _check_gone_sources(files: list[WindowRow], locate: Callable[[str], str],
-                        remote: dict[str, SourceFile]) -> None:
+                        remote: dict[str, SourceFile], merged: set[str]) -> None:
     """The run's files and objects to stage that are gone, with what can be done: a window
-    staged before (it has records) and pending again lost its staged copy
-    (``restage.restage_missing``) too; one never staged is still part of the run (its
-    windows were fixed when it started), so checking the path and running again would
-    never help."""
+    staged before and pending again lost its staged copy (``restage.restage_missing``)
+    too; one never staged is still part of the run (its windows were fixed when it
+    started), so checking the path and running again would never help. Staged before:
+    it has records, or counts (it reached the load), or the size taken as it was staged,
+    or it was merged into another (it holds no records then, and a new run would send its
+    events again)."""
     gone = [w for w in files if w.window_id not in remote and (
         "://" in w.window_id or not os.path.exists(locate(w.window_id)))]
-    lost = [locate(w.window_id) for w in gone if w.records]
+    lost = [locate(w.window_id) for w in gone
+            if w.records or w.counts or "size" in w.spec or w.window_id in merged]
     if lost:
         raise InputError(
             f"{lost[0]} does not exist, and its staged copy in the work folder is gone too"
