@@ -197,11 +197,8 @@ class Ledger:
 
     def set_meta(self, key: str, value: str) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO meta(key, value) VALUES(?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            db.execute("INSERT INTO meta(key, value) VALUES(?, ?) "
+                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
     def record_when_sent(self, key: str, value: str) -> None:
         """Set the meta ``key`` (unless it is set) in the transaction that records the next
@@ -212,6 +209,11 @@ class Ledger:
     def _sent(self, db: sqlite3.Connection) -> None:
         if self._on_send is not None:
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES(?, ?)", self._on_send)
+
+    def sending(self) -> None:
+        """``record_when_sent``'s meta, for a send with no batch row (a parked replay)."""
+        with self._tx() as db:
+            self._sent(db)
 
     def drop_meta(self, key: str, value: str) -> bool:
         """Delete the meta ``key`` if it still holds ``value``; True if it did."""
@@ -367,10 +369,8 @@ class Ledger:
 
     def set_window_counts(self, window_id: str, counts: dict[str, Any]) -> None:
         with self._tx() as db:
-            db.execute(
-                "UPDATE windows SET counts = ?, updated_at = ? WHERE window_id = ?",
-                (orjson.dumps(counts).decode(), time.time(), window_id),
-            )
+            db.execute("UPDATE windows SET counts = ?, updated_at = ? WHERE window_id = ?",
+                       (orjson.dumps(counts).decode(), time.time(), window_id))
 
     # --- batches ------------------------------------------------------------------
 

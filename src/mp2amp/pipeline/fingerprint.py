@@ -54,6 +54,8 @@ log = logging.getLogger("mp2amp.migrate")
 FINGERPRINT_META = "fingerprint"
 FOLDER_META = "config_folder"  # the config file's folder when the run started
 API_KEY_META = "amplitude_key"  # "salt:digest" of the key the first batch went out under
+# the digest --new-api-key replaced, binding the run until the new key has sent a batch
+API_KEY_BEFORE = "amplitude_key_before"
 # [mixpanel] fields that change what is read or how times are read
 _MIXPANEL_FIELDS = ("project_id", "timezone", "legacy_time", "timezone_changes", "id_merge")
 
@@ -272,7 +274,7 @@ def bind_api_key(ledger: Ledger, api_key: str) -> str | None:
     project would get the rest of the migration). A run not bound yet is bound by its first
     batch sent (recorded before the request leaves: a crash after Amplitude's 200 must not
     leave the run unbound); returns the digest it offers then, None when bound already."""
-    known = ledger.get_meta(API_KEY_META)
+    known = ledger.get_meta(API_KEY_META) or ledger.get_meta(API_KEY_BEFORE)
     if known is None:  # a new run, or one whose every request was refused (or older)
         salt = secrets.token_hex(16)
         offered = f"{salt}:{_key_digest(salt, api_key)}"
@@ -290,17 +292,25 @@ def bind_api_key(ledger: Ledger, api_key: str) -> str | None:
     return None
 
 
-def rebind_api_key(ledger: Ledger, api_key: str) -> None:
+def rebind_api_key(ledger: Ledger, api_key: str) -> str | None:
     """``--new-api-key``: the run goes on under ``api_key``, taken to be the same Amplitude
-    project's key (regenerated), and bound from now on; says so when it replaces another."""
-    known = ledger.get_meta(API_KEY_META)
+    project's key (regenerated), and bound to it once its first batch is sent (until then,
+    and again if Amplitude refuses it outright, the old key's digest binds: a mistyped new
+    key leaves the run as it was); says so when it replaces another. Returns the digest
+    offered (``bind_api_key``'s)."""
+    known = ledger.get_meta(API_KEY_META) or ledger.get_meta(API_KEY_BEFORE)
+    if known is not None:
+        ledger.set_meta(API_KEY_BEFORE, known)
+        ledger.drop_meta(API_KEY_META, known)
     salt = secrets.token_hex(16)
-    ledger.set_meta(API_KEY_META, f"{salt}:{_key_digest(salt, api_key)}")
+    offered = f"{salt}:{_key_digest(salt, api_key)}"
+    ledger.record_when_sent(API_KEY_META, offered)
     was_salt, _, digest = (known or "").partition(":")
     if known is not None and not hmac.compare_digest(_key_digest(was_salt, api_key), digest):
         log.warning("--new-api-key: this run now goes on under the AMPLITUDE_API_KEY set now, "
                     "not the key it started with; it must be the same Amplitude project's key "
                     "(what went in under the old key stays where it is)")
+    return offered
 
 
 @contextmanager

@@ -224,9 +224,9 @@ async def _migrate(
                                else plan_windows(config, storage_options))
             record_fingerprint(ledger, config, upload)
         if new_api_key and known is not None and not sink_mode:  # regenerated, same project
-            rebind_api_key(ledger, upload.api_key)
-        # another key is another Amplitude project: refused once a batch went out under one
-        offered = None if sink_mode else bind_api_key(ledger, upload.api_key)
+            offered = rebind_api_key(ledger, upload.api_key)
+        else:  # another key is another Amplitude project: refused once a batch went under one
+            offered = None if sink_mode else bind_api_key(ledger, upload.api_key)
         restaged = restage_missing(ledger, workdir)  # staged files someone deleted: staged again
         not_in_run = inputs_not_in_run(config, ledger, storage_options) if known else []
         changed_inputs = (inputs_changed(ledger, locator(config, ledger))

@@ -84,6 +84,7 @@ class LedgerObserver:
     def on_batch_sent(self, batch_id: str, n: int) -> None:
         self._sizes[batch_id] = n
         if batch_id.startswith(PARKED_KEY + "/"):
+            self.ledger.sending()  # the run's key digest, before the replay leaves
             return
         key, _, rest = batch_id.partition("/")
         seq = int(rest.rsplit("/", 1)[-1]) if rest else 0
