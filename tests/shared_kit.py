@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import socket
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+import orjson
 import pytest
 from aiohttp import web
 
@@ -62,3 +65,22 @@ async def serve_routes(routes: dict[tuple[str, str], Handler]) -> AsyncIterator[
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+def free_port() -> int:
+    """A loopback port free now (an emulator restarted on it keeps its URL)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stored_by_source_id(url: str) -> dict[str, int]:
+    """The Amplitude emulator's insert_ids as the Mixpanel records had them (Amplitude's
+    are those with a digest appended) -> times stored."""
+    with urllib.request.urlopen(url + "/_emulator/insert_ids", timeout=30) as resp:
+        rows = orjson.loads(resp.read())
+    out: dict[str, int] = {}
+    for _, iid, n in rows:
+        source_id = iid.rsplit("-", 1)[0]
+        out[source_id] = out.get(source_id, 0) + n
+    return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from mp2amp.cli import app
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.ledger import Ledger
 from shared_kit import clean_env
+from shared_kit import free_port as _free_port
+from shared_kit import stored_by_source_id as _stored
 
 KEY, OTHER_KEY = "review-c-key-a", "review-c-key-b"
 T0 = 1709251200
@@ -31,25 +32,8 @@ def _invoke(*args: str) -> Any:
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _emulator(data: Path, key: str = KEY, port: int = 0) -> AmplitudeEmulator:
     return AmplitudeEmulator(AmplitudeConfig(data_dir=data, api_key=key, port=port))
-
-
-def _stored(url: str) -> dict[str, int]:
-    import urllib.request
-
-    with urllib.request.urlopen(url + "/_emulator/insert_ids", timeout=30) as resp:
-        rows = json.loads(resp.read())
-    out: dict[str, int] = {}
-    for _, iid, n in rows:
-        out[iid.rsplit("-", 1)[0]] = out.get(iid.rsplit("-", 1)[0], 0) + n
-    return out
 
 
 def _write_days(folder: Path, days: int = 3, per_day: int = 30) -> set[str]:

@@ -4,9 +4,7 @@ sent, dropped when Amplitude refused the key outright, ``--new-api-key``)."""
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,8 @@ from mp2amp.errors import TerminalError
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline.fingerprint import API_KEY_META
 from mp2amp.pipeline.migrate import migrate
+from shared_kit import free_port as _free_port
+from shared_kit import stored_by_source_id as _stored
 
 KEY, WRONG, OTHER = "review-e-key-a", "review-e-key-typo", "review-e-key-b"
 T0 = 1709251200
@@ -28,23 +28,10 @@ class Crash(Exception):
     """Stands for a crash (kill -9, OOM) at a chosen moment."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _emulator(data: Path, key: str, port: int = 0, **kw: Any) -> AmplitudeEmulator:
     return AmplitudeEmulator(AmplitudeConfig(data_dir=data, api_key=key, port=port, **kw))
 
-
-def _stored(url: str) -> dict[str, int]:
-    with urllib.request.urlopen(url + "/_emulator/insert_ids", timeout=30) as resp:
-        rows = json.loads(resp.read())
-    out: dict[str, int] = {}
-    for _, iid, n in rows:
-        out[iid.rsplit("-", 1)[0]] = out.get(iid.rsplit("-", 1)[0], 0) + n
-    return out
 
 
 def _write_days(folder: Path, days: int = 2, per_day: int = 30, users: int = 0) -> set[str]:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from migrate_kit import Crash, crash_at_batch, get_json
+from migrate_kit import Crash, crash_at_batch
 from typer.testing import CliRunner
 
 import mp2amp.pipeline.windows as windows_module
@@ -22,6 +21,8 @@ from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.pipeline.fingerprint import API_KEY_META, FOLDER_META, run_fingerprint
 from mp2amp.pipeline.migrate import upload_settings
 from shared_kit import clean_env
+from shared_kit import free_port as _free_port
+from shared_kit import stored_by_source_id as _stored
 
 KEY = "fixes-key-a"
 
@@ -44,17 +45,6 @@ def _invoke(*args: str) -> Any:
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
-def _stored(url: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for _, iid, n in get_json(url + "/_emulator/insert_ids"):
-        out[iid.rsplit("-", 1)[0]] = out.get(iid.rsplit("-", 1)[0], 0) + n
-    return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _emulator(data: Path, key: str = KEY, port: int = 0) -> AmplitudeEmulator:

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
-from migrate_kit import Crash, crash_at_batch, get_json
+from migrate_kit import Crash, crash_at_batch
 from typer.testing import CliRunner
 
 import mp2amp.pipeline.windows as windows_module
 from mp2amp.cli import app
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from shared_kit import clean_env
+from shared_kit import free_port as _free_port
+from shared_kit import stored_by_source_id as _stored
 
 KEY = "review-key-a"
 DAYS = 3
@@ -46,19 +47,6 @@ def _invoke(*args: str) -> Any:
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
-def _stored(url: str) -> dict[str, int]:
-    """The emulator's insert_ids (as the Mixpanel records had them: Amplitude's are those with a
-    digest appended) -> times stored."""
-    out: dict[str, int] = {}
-    for _, iid, n in get_json(url + "/_emulator/insert_ids"):
-        out[iid.rsplit("-", 1)[0]] = out.get(iid.rsplit("-", 1)[0], 0) + n
-    return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _emulator(data: Path, key: str = KEY, port: int = 0) -> AmplitudeEmulator:

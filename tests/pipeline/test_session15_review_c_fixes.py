@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from migrate_kit import Crash, crash_at_batch, get_json
+from migrate_kit import Crash, crash_at_batch
 from typer.testing import CliRunner
 
 from mp2amp.cli import app
@@ -22,6 +21,8 @@ from mp2amp.ledger import Ledger
 from mp2amp.pipeline.fingerprint import API_KEY_META
 from mp2amp.pipeline.restage import _stepwise_order
 from shared_kit import clean_env
+from shared_kit import free_port as _free_port
+from shared_kit import stored_by_source_id as _stored
 
 KEY, NEW_KEY = "fixes-c-key-a", "fixes-c-key-regenerated"
 T0 = 1709251200
@@ -31,21 +32,10 @@ def _invoke(*args: str) -> Any:
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _emulator(data: Path, key: str, port: int = 0) -> AmplitudeEmulator:
     return AmplitudeEmulator(AmplitudeConfig(data_dir=data, api_key=key, port=port))
 
-
-def _stored(url: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for _, iid, n in get_json(url + "/_emulator/insert_ids"):
-        out[iid.rsplit("-", 1)[0]] = out.get(iid.rsplit("-", 1)[0], 0) + n
-    return out
 
 
 def _write_days(folder: Path, days: int = 3, per_day: int = 30) -> set[str]:
