@@ -99,9 +99,6 @@ def test_new_api_key_refused_outright_leaves_the_original_key_usable(
 # --- a first attempt that never reached Amplitude ------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a run whose every request failed to connect (nothing "
-                   "can have reached Amplitude) stays bound; the key then refused outright "
-                   "by Amplitude cannot be corrected with --resume")
 def test_a_key_refused_outright_after_a_run_that_never_connected_stays_correctable(
         tmp_path: Path) -> None:
     _write_days(tmp_path / "events")

@@ -22,7 +22,7 @@ from mp2amp.load.batcher import ENVELOPE_BYTES
 from mp2amp.load.observer import Submitted, parked_key
 from mp2amp.load.packed import OpenBody
 from mp2amp.load.responses import IdPair, Verdict, classify
-from mp2amp.load.settings import LoadReport
+from mp2amp.load.settings import CONNECT_FAILED, LoadReport
 
 if TYPE_CHECKING:
     from mp2amp.load.uploader import Lane, Uploader
@@ -186,7 +186,9 @@ class Sender:
                     status = resp.status
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                up.report.requests_by_status["connection_error"] += 1
+                never_sent = isinstance(exc, aiohttp.ClientConnectorError)
+                up.report.requests_by_status[
+                    CONNECT_FAILED if never_sent else "connection_error"] += 1
                 if isinstance(exc, aiohttp.ClientConnectorError) and not self.answered \
                         and attempt + 1 >= UNREACHABLE_ATTEMPTS:
                     up.fail(RetriesExhausted(

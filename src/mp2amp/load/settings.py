@@ -115,6 +115,9 @@ class UploadSettings:
         return self.max_pending_events or 2 * self.concurrency * self.max_events
 
 
+CONNECT_FAILED = "connect_failed"  # ``requests_by_status``: no connection, nothing sent
+
+
 @dataclass(slots=True)
 class LoadReport:
     """What happened to every event handed to the uploader.
@@ -131,7 +134,8 @@ class LoadReport:
     batches: int = 0
     batches_skipped: int = 0
     requests: int = 0
-    requests_by_status: Counter[str] = field(default_factory=Counter)  # "200", "connection_error"
+    # "200", "connection_error" (sent, then lost), CONNECT_FAILED (never sent)
+    requests_by_status: Counter[str] = field(default_factory=Counter)
     retries: int = 0
     throttles: int = 0
     splits: int = 0

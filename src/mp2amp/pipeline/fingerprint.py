@@ -43,7 +43,8 @@ from mp2amp.config import Config
 from mp2amp.config.sections import Secret
 from mp2amp.errors import AuthError, TerminalError
 from mp2amp.ledger import Ledger
-from mp2amp.load.settings import UploadSettings
+from mp2amp.load.sender import RetriesExhausted
+from mp2amp.load.settings import CONNECT_FAILED, UploadSettings
 from mp2amp.transform.insert_id import SCHEME as INSERT_ID_SCHEME
 
 if TYPE_CHECKING:  # the uploader's modules are not needed to read a fingerprint
@@ -317,17 +318,19 @@ def rebind_api_key(ledger: Ledger, api_key: str) -> str | None:
 def unbinding_a_refused_key(ledger: Ledger, offered: str | None,
                             up: Uploader) -> Iterator[None]:
     """Drop the digest this run recorded (``offered``: no earlier run sent under the key)
-    when the run stops because Amplitude refused the key, and every answer it got was a
-    400 (Amplitude takes nothing of a request it answers 400): a resume may then correct
-    the key. Requests still in flight as it stopped carried the same key Amplitude had
-    just refused, and are refused as well. Any other answer (a 200, a 5xx, a timeout)
-    keeps the run bound: part of it may be in that key's project."""
+    when nothing of the run can have reached Amplitude: it stopped because Amplitude
+    refused the key, and every answer it got was a 400 (Amplitude takes nothing of a
+    request it answers 400) or a connection never made; or because Amplitude could not
+    be reached at all (every request failed to connect: a wrong api_host). A resume may
+    then correct the key. Requests still in flight as it stopped carried the same key
+    Amplitude had just refused (or went nowhere either). Any other answer (a 200, a 5xx,
+    a timeout) keeps the run bound: part of it may be in that key's project."""
     try:
         yield
     except BaseException:
         answers = up.report.requests_by_status
-        if offered is not None and isinstance(up.failure, AuthError) \
-                and up.report.accepted == 0 and answers.get("400", 0) > 0 \
-                and sum(answers.values()) == answers["400"]:
+        if offered is not None and up.report.accepted == 0 and answers \
+                and set(answers) <= {"400", CONNECT_FAILED} \
+                and isinstance(up.failure, AuthError if "400" in answers else RetriesExhausted):
             ledger.drop_meta(API_KEY_META, offered)
         raise
