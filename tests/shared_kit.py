@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -84,3 +86,25 @@ def stored_by_source_id(url: str) -> dict[str, int]:
         source_id = iid.rsplit("-", 1)[0]
         out[source_id] = out.get(source_id, 0) + n
     return out
+
+
+def ledger_meta(ledger: Path) -> dict[str, str]:
+    """A ledger's meta table, read straight from its SQLite file."""
+    with sqlite3.connect(ledger) as db:
+        return dict(db.execute("SELECT key, value FROM meta").fetchall())
+
+
+def stop_at_second_staging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run is stopped (Ctrl-C) as it starts staging its second window."""
+    from mp2amp.pipeline import windows as windows_module
+
+    original = windows_module.staged_in_thread
+    calls: list[int] = []
+
+    async def stop(records: Any, dest: Path, local: Any) -> int:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return await original(records, dest, local)
+
+    monkeypatch.setattr(windows_module, "staged_in_thread", stop)

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-import mp2amp.pipeline.windows as windows_module
 from mp2amp.cli import app
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.ledger import Ledger
 from shared_kit import clean_env
 from shared_kit import free_port as _free_port
+from shared_kit import stop_at_second_staging as _stop_at_second_staging
 from shared_kit import stored_by_source_id as _stored
 
 KEY, OTHER_KEY = "review-c-key-a", "review-c-key-b"
@@ -50,22 +49,6 @@ def _write_days(folder: Path, days: int = 3, per_day: int = 30) -> set[str]:
     return ids
 
 
-def _meta(ledger: Path) -> dict[str, str]:
-    with sqlite3.connect(ledger) as db:
-        return dict(db.execute("SELECT key, value FROM meta").fetchall())
-
-
-def _stop_at_second_staging(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = windows_module.staged_in_thread
-    calls: list[int] = []
-
-    async def stop(records: Any, dest: Path, local: Any) -> int:
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return await original(records, dest, local)
-
-    monkeypatch.setattr(windows_module, "staged_in_thread", stop)
 
 
 def _crash_at_first_accepted_batch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,6 @@ import pytest
 from migrate_kit import Crash, crash_at_batch
 from typer.testing import CliRunner
 
-import mp2amp.pipeline.windows as windows_module
 from mp2amp.cli import app
 from mp2amp.config import load_config
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
@@ -22,6 +21,8 @@ from mp2amp.pipeline.fingerprint import API_KEY_META, FOLDER_META, run_fingerpri
 from mp2amp.pipeline.migrate import upload_settings
 from shared_kit import clean_env
 from shared_kit import free_port as _free_port
+from shared_kit import ledger_meta as _meta
+from shared_kit import stop_at_second_staging as _stop_at_second_staging
 from shared_kit import stored_by_source_id as _stored
 
 KEY = "fixes-key-a"
@@ -51,10 +52,6 @@ def _emulator(data: Path, key: str = KEY, port: int = 0) -> AmplitudeEmulator:
     return AmplitudeEmulator(AmplitudeConfig(data_dir=data, api_key=key, port=port))
 
 
-def _meta(ledger: Path) -> dict[str, str]:
-    with sqlite3.connect(ledger) as db:
-        return dict(db.execute("SELECT key, value FROM meta").fetchall())
-
 
 def _set_meta(ledger: Path, key: str, value: str | None) -> None:
     with sqlite3.connect(ledger) as db:
@@ -63,18 +60,6 @@ def _set_meta(ledger: Path, key: str, value: str | None) -> None:
         else:
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
 
-
-def _stop_at_second_staging(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = windows_module.staged_in_thread
-    calls: list[int] = []
-
-    async def stop(records: Any, dest: Path, local: Any) -> int:
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return await original(records, dest, local)
-
-    monkeypatch.setattr(windows_module, "staged_in_thread", stop)
 
 
 # --- the API key --------------------------------------------------------------------------

@@ -15,11 +15,11 @@ import pytest
 from migrate_kit import Crash, crash_at_batch
 from typer.testing import CliRunner
 
-import mp2amp.pipeline.windows as windows_module
 from mp2amp.cli import app
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from shared_kit import clean_env
 from shared_kit import free_port as _free_port
+from shared_kit import stop_at_second_staging as _stop_at_second_staging
 from shared_kit import stored_by_source_id as _stored
 
 KEY = "review-key-a"
@@ -135,19 +135,6 @@ def test_a_wrong_api_key_refused_at_once_can_be_corrected_on_resume(
 
 # --- inputs that changed or went away -------------------------------------------------------
 
-
-def _stop_at_second_staging(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The run is stopped (Ctrl-C) as it starts staging its second window."""
-    original = windows_module.staged_in_thread
-    calls: list[int] = []
-
-    async def stop(records: Any, dest: Path, local: Any) -> int:
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return await original(records, dest, local)
-
-    monkeypatch.setattr(windows_module, "staged_in_thread", stop)
 
 
 def test_a_file_appended_to_before_it_was_staged_is_not_named_as_changed_since(

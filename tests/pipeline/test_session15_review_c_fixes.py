@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from mp2amp.pipeline.fingerprint import API_KEY_META
 from mp2amp.pipeline.restage import _stepwise_order
 from shared_kit import clean_env
 from shared_kit import free_port as _free_port
+from shared_kit import ledger_meta as _meta
 from shared_kit import stored_by_source_id as _stored
 
 KEY, NEW_KEY = "fixes-c-key-a", "fixes-c-key-regenerated"
@@ -49,10 +49,6 @@ def _write_days(folder: Path, days: int = 3, per_day: int = 30) -> set[str]:
                 "$insert_id": f"ev-{d}-{i}"}}) + "\n" for i in range(per_day)))
     return ids
 
-
-def _meta(ledger: Path) -> dict[str, str]:
-    with sqlite3.connect(ledger) as db:
-        return dict(db.execute("SELECT key, value FROM meta").fetchall())
 
 
 def _config(tmp_path: Path, api_host: str, **amplitude: str) -> Path:
