@@ -60,6 +60,8 @@ def _status_workdir(config: Path | None, workdir: Path | None) -> Path:
         if workdir is not None:
             return workdir.resolve()
         path = config if config is not None else Path(DEFAULT_FILE)
+        if config is None and not path.exists():  # the problem is the environment's alone
+            return path.absolute().parent / RunConfig().workdir
         try:
             import tomllib
 
@@ -98,9 +100,10 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
 
         Journaled in the work folder's ledger: after a crash (kill -9 included) run again
         with --resume; nothing is lost and only batches in flight are sent again. Exit 0
-        when every window adds up (read = sent + rejected + skipped + duplicate), 1 when
-        one does not (named), 2 for bad config/credentials/input, 3 when events wait for
-        Amplitude's daily quota (resume later).
+        when every window adds up (read = sent + identity + duplicate + skipped + rejected
+        + dead-lettered + parked), 1 when one does not (named), 2 for bad
+        config/credentials/input, 3 when events wait for Amplitude's daily quota (resume
+        later).
         """
         from mp2amp.pipeline.migrate import migrate
         from mp2amp.pipeline.progress import choose_reporter
