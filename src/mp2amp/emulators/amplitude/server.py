@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import logging
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import date, datetime
-from email.parser import BytesParser
-from email.policy import HTTP
 from typing import Any
 
 import aiohttp
@@ -29,9 +28,9 @@ from mp2amp.emulators.amplitude.export import (
     write_export,
 )
 from mp2amp.emulators.amplitude.faults import FAIL_ERRORS, Faults
+from mp2amp.emulators.amplitude.forms import group_property_count, multipart_fields
 from mp2amp.emulators.amplitude.identify import (
     apply_update,
-    has_operations,
     identification_error,
     identification_problem,
 )
@@ -70,41 +69,13 @@ IDENTIFY_MAX_BYTES = 1_000_000
 EXPORT_CHUNK = 1024 * 1024
 DROPPED = web.RequestKey("dropped", bool)  # set when the drop-after-ingest fault fired
 
+log = logging.getLogger("mp2amp.emulators.amplitude")
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def json_response(status: int, body: Any) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
-
-
-def multipart_fields(content_type: str, body: bytes) -> dict[str, str]:
-    """The text fields of a ``multipart/form-data`` body (files and unnamed parts skipped)."""
-    message = BytesParser(policy=HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + body)
-    fields: dict[str, str] = {}
-    if not message.is_multipart():
-        return fields
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True)
-        if isinstance(name, str) and isinstance(payload, bytes):
-            fields[name] = payload.decode(part.get_content_charset() or "utf-8", "replace")
-    return fields
-
-
-def group_property_count(items: list[Any]) -> int:
-    """Group properties named by /groupidentify items: the keys of a plain object, or of
-    each operation's object (``$clearAll`` names none)."""
-    count = 0
-    for item in items:
-        props = item.get("group_properties") if isinstance(item, dict) else None
-        if not isinstance(props, dict):
-            continue
-        if has_operations(props):
-            count += sum(len(v) for v in props.values() if isinstance(v, dict))
-        else:
-            count += len(props)
-    return count
 
 
 class BadBody(ValueError):
@@ -192,8 +163,10 @@ class AmplitudeEmulator:
             with suppress(asyncio.CancelledError):
                 await self._saver
         await self._server.stop()
-        self.save()
-        self.store.close()
+        try:
+            self._try_save(with_limits=True, then="the emulator stops without it")
+        finally:
+            self.store.close()
 
     @contextmanager
     def running(self) -> Iterator[str]:
@@ -216,17 +189,31 @@ class AmplitudeEmulator:
         self.ids.dirty = False
         self._unsaved = 0
 
+    def _try_save(self, with_limits: bool, then: str) -> bool:
+        """``save``, logging an OSError (disk full...) instead of raising it: nothing is lost,
+        since ids.log is only reset once state.json is written."""
+        try:
+            self.save(with_limits=with_limits)
+        except OSError as exc:
+            log.error("the Amplitude emulator could not save %s (%s): %s; ids.log keeps every "
+                      "change since the last save and is replayed on the next start",
+                      self.config.data_dir / "state.json", exc, then)
+            return False
+        return True
+
     async def _save_periodically(self) -> None:
         """Snapshot the state every few seconds; spaced out so that it stays under ~5% of the
-        time however large the state grows (the ID journal covers what happens between)."""
+        time however large the state grows (the ID journal covers what happens between).
+        A failed save is logged and tried again next period: the task must not end."""
         pause = self.config.save_every_s
         while True:
             await asyncio.sleep(pause)
             if self._unsaved or self.ids.dirty:
                 started = time.perf_counter()
-                self.save(with_limits=False)
+                then = f"it is tried again in {pause:g} s"
+                if self._try_save(with_limits=False, then=then):
+                    pause = max(self.config.save_every_s, 20 * (time.perf_counter() - started))
                 self.store.prune_dedup(int(self.config.now() * 1000))
-                pause = max(self.config.save_every_s, 20 * (time.perf_counter() - started))
 
     def _today(self) -> date:
         return datetime.fromtimestamp(self.config.now(), self.config.zone).date()

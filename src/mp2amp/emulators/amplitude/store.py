@@ -18,6 +18,12 @@ which is most of the cost of storing) inside one JSON object with what the serve
      "g": {"<index>": group properties as of ingestion}, "i": [original indices] (only after
      a deletion rewrote the line), "body": {"api_key": ..., "events": [...]}}
 
+A request is journaled before its events are appended: its ids.log line (the IDs and
+properties it set, then ``["w", hour, [events_start, events_end, dedup_start, dedup_end]]``)
+says where its lines go. On start, when a kill left that last request's events or dedup line
+missing, all three are cut back: the request is wholly there or wholly absent, never stored
+events naming amplitude IDs the restarted emulator does not know.
+
 ``iter_file`` hands back the stored events with ``_a``, ``_t``, ``_id`` (uuid = prefix +
 index), ``_u`` and ``_g`` filled in. Only the dedup keys of the last 7 days are loaded back
 into memory.
@@ -105,12 +111,41 @@ class EventStore:
 
     def repair(self) -> None:
         """Cut the line a killed process left unfinished at the end of each file, so the
-        next request starts a line of its own (only the owner of the directory may: a live
-        emulator may be writing that line)."""
+        next request starts a line of its own, then take back a request the kill left
+        half-written (only the owner of the directory may: a live emulator may be writing
+        those lines)."""
         for path in (*self.events_dir.glob("*.jsonl"), *self.dedup_dir.glob("*.jsonl"),
                      self.root / "ids.log"):
             if path.exists():
                 cut_torn_tail(path)
+        self._take_back_unfinished()
+
+    def _take_back_unfinished(self) -> None:
+        """Only the last request can be unfinished (one writer, one request at a time): when
+        its journal line names an events or dedup line that did not land, cut all three."""
+        journal = self.root / "ids.log"
+        if not journal.exists():
+            return
+        data = journal.read_bytes()
+        start = data.rfind(b"\n", 0, max(len(data) - 1, 0)) + 1
+        try:
+            entries = orjson.loads(data[start:])
+        except orjson.JSONDecodeError:
+            return  # unreadable: read_ids skips it as well
+        intent = entries[-1] if isinstance(entries, list) and entries else None
+        if not (isinstance(intent, list) and len(intent) == 3 and intent[0] == "w"):
+            return  # an /identify line, or one written before requests were journaled first
+        hour, (events_start, events_end, dedup_start, dedup_end) = intent[1], intent[2]
+        events, dedup = self.events_dir / f"{hour}.jsonl", self.dedup_dir / f"{hour}.jsonl"
+        events_size, dedup_size = _size(events), _size(dedup)
+        events_lost = events_size == events_start
+        dedup_lost = (events_size == events_end and dedup_size == dedup_start
+                      and dedup_end > dedup_start)
+        if not (events_lost or dedup_lost):
+            return  # it landed whole (any other shape is not a kill's: left as it is)
+        for path, size in ((events, events_start), (dedup, dedup_start), (journal, start)):
+            if _size(path) > size:
+                os.truncate(path, size)
 
     # --- dedup -------------------------------------------------------------------
 
@@ -156,34 +191,39 @@ class EventStore:
         self, body: bytes, annotation: dict[str, Any], dedup_keys: list[str], upload_ms: int,
         journal: list[list[Any]],
     ) -> None:
-        """Write one request (``body`` must be one line of valid JSON), its dedup keys, then
-        its ``journal`` line in ids.log.
+        """Write one request's ``journal`` line in ids.log, then the request (``body`` must be
+        one line of valid JSON), then its dedup keys.
 
         All or nothing: when a write fails (disk full...) the three files are cut back to
         where they ended and the error is raised, so the retried request is not a duplicate
-        and the journal claims nothing that was not stored. The events go first: a kill
-        between the lines can store a retry twice, never lose it (a kill before the journal
-        line leaves that request's new IDs and properties out of the replay).
+        and the journal claims nothing that was not stored. The journal goes first and names
+        where the other two lines go, so that ``repair`` can take back a request a kill
+        interrupted (see the module docstring).
         """
         hour = hour_name(upload_ms)
         events_fh, dedup_fh = self._handles(hour)
-        head = orjson.dumps(annotation)[:-1]
+        # in pieces: concatenating would copy the (MB-sized) body twice
+        events_line = (orjson.dumps(annotation)[:-1], b',"body":', body, b"}\n")
         dedup_line = orjson.dumps([upload_ms, dedup_keys]) + b"\n" if dedup_keys else b""
+        events_end = self._events_size + sum(map(len, events_line))
+        dedup_end = self._dedup_size + len(dedup_line)
+        intent = ["w", hour, [self._events_size, events_end, self._dedup_size, dedup_end]]
+        self._ids_handle()
+        journal_start = self._ids_size
         try:
-            # in pieces: concatenating would copy the (MB-sized) body twice
-            events_fh.writelines((head, b',"body":', body, b"}\n"))
+            self.append_ids([*journal, intent])  # cuts ids.log back itself when it fails
+            events_fh.writelines(events_line)
             events_fh.flush()
             if dedup_line:
                 dedup_fh.write(dedup_line)
                 dedup_fh.flush()
-            self.append_ids(journal)  # cuts ids.log back itself when it fails
         except BaseException:
-            self._cut_back(hour)
+            self._cut_back(hour, journal_start)
             raise
-        self._events_size += len(head) + len(body) + 10
-        self._dedup_size += len(dedup_line)
+        self._events_size = events_end
+        self._dedup_size = dedup_end
 
-    def _cut_back(self, hour: str) -> None:
+    def _cut_back(self, hour: str, journal_size: int) -> None:
         """Drop what a failed append wrote; the next append reopens the files."""
         events_size, dedup_size = self._events_size, self._dedup_size
         for fh in (self._events_fh, self._dedup_fh):
@@ -193,6 +233,8 @@ class EventStore:
         self._open_hour = None
         os.truncate(self.events_dir / f"{hour}.jsonl", events_size)
         os.truncate(self.dedup_dir / f"{hour}.jsonl", dedup_size)
+        os.truncate(self.root / "ids.log", journal_size)
+        self._ids_size = journal_size
 
     def close(self) -> None:
         for fh in (self._events_fh, self._dedup_fh, self._ids_fh):
@@ -203,15 +245,18 @@ class EventStore:
 
     # --- amplitude ID journal ---------------------------------------------------------
 
+    def _ids_handle(self) -> Any:
+        if self._ids_fh is None:
+            # unbuffered: one write per line either way, and no buffered bytes of a failed
+            # write linger to land after the cut
+            self._ids_fh = open(self.root / "ids.log", "ab", buffering=0)  # noqa: SIM115
+            self._ids_size = self._ids_fh.tell()  # append mode: the end of the file
+        return self._ids_fh
+
     def append_ids(self, entries: list[list[Any]]) -> None:
         """One journal line; a failed write is cut back (not left torn for the next line to
         be glued to, which would make both unreadable) and the error raised."""
-        fh = self._ids_fh
-        if fh is None:
-            # unbuffered: one write per line either way, and no buffered bytes of a failed
-            # write linger to land after the cut
-            fh = self._ids_fh = open(self.root / "ids.log", "ab", buffering=0)  # noqa: SIM115
-            self._ids_size = fh.tell()  # append mode: the end of the file
+        fh = self._ids_handle()
         data = orjson.dumps(entries) + b"\n"
         rest = memoryview(data)
         try:
@@ -265,6 +310,10 @@ class EventStore:
     def rewrite_without(self, drop_aids: set[int], canonical: Any) -> int:
         """Remove every event of these people (by canonical amplitude_id); returns how many."""
         self.close()
+        # a line naming no request: the last request landed whole, and its events line is
+        # about to move, so ``repair`` must not read the new sizes as a kill's
+        self.append_ids([])
+        self.close()
         removed = 0
         for path in self.hour_files():
             kept: list[bytes] = []
@@ -292,6 +341,13 @@ class EventStore:
                 else:
                     path.unlink()
         return removed
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def expand(request: dict[str, Any]) -> Iterator[dict[str, Any]]:
