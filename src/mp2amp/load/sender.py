@@ -68,6 +68,10 @@ class RetriesExhausted(TerminalError):
 # flaky Amplitude gets took ~11 minutes to say so. A blip at the start still gets ~6 s.
 UNREACHABLE_ATTEMPTS = 5
 
+# Seconds over which Amplitude averages a device's or user's events per second: "To reach
+# an EPDS limit of 1000, a device must send 30,000 events in a 30-second period".
+RATE_WINDOW = 30
+
 
 class Sender:
     def __init__(self, up: Uploader) -> None:
@@ -311,18 +315,7 @@ class Sender:
             up.schedule_release(hold)
         if throttled:
             up.report.throttles += 1
-            # A device with more events in one request than its rate budget would be
-            # throttled forever: halve how many events a request of this lane carries
-            # (per device, at most that), creeping back after successes. One over its
-            # budget with fewer is throttled for its rate over time, which smaller
-            # requests do not change (one event named made every request one event).
-            per_key: dict[str | None, int] = {}
-            for item in throttled:
-                k = item.device or item.user
-                per_key[k] = per_key.get(k, 0) + 1
-            most = max(per_key.values())
-            if most > (v.eps_threshold or s.device_eps):
-                lane.cap_events = max(1, min(lane.cap_events, most // 2))
+            self._shrink_for_rate(lane, throttled, v.eps_threshold or s.device_eps)
             wait = max(s.throttle_seconds, v.retry_after or 0.0)  # classify capped it
             _log_long_wait(v, wait, f"{len(throttled)} events of "
                            f"{len(v.throttled_devices) + len(v.throttled_users)} throttled "
@@ -333,6 +326,22 @@ class Sender:
             up.schedule_release(hold)
         if rest:
             up.requeue_front(rest, from_hold=False)
+
+    @staticmethod
+    def _shrink_for_rate(lane: Lane, throttled: list[Submitted], eps: int) -> None:
+        """Amplitude averages a device's (or user's) eps over RATE_WINDOW seconds, so one
+        request may carry ``eps * RATE_WINDOW`` events of it. A device with more in one
+        request would be throttled forever: halve how many events a request of this lane
+        carries (per device, at most that), creeping back after successes. One throttled
+        with fewer is over its rate over time, which smaller requests do not change (they
+        would only make every later request of the lane smaller)."""
+        per_key: dict[str | None, int] = {}
+        for item in throttled:
+            k = item.device or item.user
+            per_key[k] = per_key.get(k, 0) + 1
+        most = max(per_key.values())
+        if most > eps * RATE_WINDOW:
+            lane.cap_events = max(1, min(lane.cap_events, most // 2))
 
     def _grow(self, lane: Lane) -> None:
         """After a success, creep back toward the configured caps (a 413 may have been

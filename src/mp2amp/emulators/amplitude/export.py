@@ -61,11 +61,25 @@ def hashed_device_id(user_id: str) -> str:
     return hashlib.md5(user_id.encode(), usedforsecurity=False).hexdigest()
 
 
+def _cut(value: Any) -> Any:
+    """``value`` with every string in it, however deep, at most 1024 characters ("strings
+    are limited to 1024 characters"); the same object when nothing is cut."""
+    t = type(value)
+    if t is str:
+        return value[:MAX_STRING] if len(value) > MAX_STRING else value
+    if t is list:
+        items = [_cut(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if t is dict:
+        cut = {k: _cut(v) for k, v in value.items()}
+        return value if all(cut[k] is v for k, v in value.items()) else cut
+    return value
+
+
 def _truncated(props: dict[str, Any]) -> dict[str, Any]:
-    """Amplitude keeps at most 1024 characters of a string property value."""
-    if any(type(v) is str and len(v) > MAX_STRING for v in props.values()):
-        return {k: v[:MAX_STRING] if type(v) is str else v for k, v in props.items()}
-    return props
+    """Amplitude keeps at most 1024 characters of a string property value, nested too."""
+    out: dict[str, Any] = _cut(props)
+    return out
 
 
 MAX_GROUP_TYPES = 5
@@ -75,7 +89,8 @@ MAX_GROUP_VALUES = 10
 def tracked_groups(groups: dict[str, Any]) -> dict[str, list[Any]]:
     """"Up to 5 unique group types and 10 total group values per event. Any groups past
     that threshold aren't tracked." Exports list every group type's values, even a single
-    one sent as a string (real export lines: ``"groups": {"[Segment] Group": ["e6a3..."]}``)."""
+    one sent as a string (real export lines: ``"groups": {"[Segment] Group": ["e6a3..."]}``);
+    a group name is a string like any other, cut at 1024 characters."""
     out: dict[str, list[Any]] = {}
     left = MAX_GROUP_VALUES
     for group_type, value in groups.items():
@@ -83,7 +98,22 @@ def tracked_groups(groups: dict[str, Any]) -> dict[str, list[Any]]:
             break
         values = value[:left] if isinstance(value, list) else [value]
         left -= len(values)
-        out[group_type] = values
+        out[group_type] = [_cut(v) for v in values]
+    return out
+
+
+def tracked_group_properties(snapshot: dict[str, dict[str, Any]],
+                             tracked: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
+    """The ingestion-time properties (``{type: {name: props}}``) of the tracked groups
+    only: Amplitude does not track the others, so it shows none of their properties.
+    Names are matched as the ingestor keys them (``str``), after the same 1024 cut."""
+    out: dict[str, dict[str, Any]] = {}
+    for group_type, by_name in snapshot.items():
+        names = {str(v) for v in tracked.get(group_type, ())}
+        kept = {name[:MAX_STRING]: _truncated(props) for name, props in by_name.items()
+                if name[:MAX_STRING] in names}
+        if kept:
+            out[group_type] = kept
     return out
 
 
@@ -101,6 +131,7 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
         quantity = e.get("quantity")
         event_props["$revenue"] = price * (quantity if quantity is not None else 1)
     aid = canonical(e["_a"])
+    groups = tracked_groups(e.get("groups") or {})
     user_id = e.get("user_id")
     session_id = e.get("session_id")
     row = {
@@ -130,11 +161,8 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
         "event_properties": _truncated(event_props),
         "event_time": event_time,
         "event_type": e["event_type"],
-        # "Only used when event_type is $groupidentify; otherwise ignored": another event
-        # shows the properties its groups had at ingestion, never its own group_properties
-        "group_properties": e.get("_g") or (e.get("group_properties")
-                                            if e["event_type"] == "$groupidentify" else None) or {},
-        "groups": tracked_groups(e.get("groups") or {}),
+        "group_properties": _group_properties(e, groups),
+        "groups": groups,
         "idfa": e.get("idfa"),
         "ip_address": e.get("ip"),
         "is_attribution_event": False,
@@ -168,6 +196,18 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
         if type(value) is str and len(value) > MAX_STRING:
             row[key] = value[:MAX_STRING]
     return row
+
+
+def _group_properties(e: dict[str, Any], groups: dict[str, list[Any]]) -> dict[str, Any]:
+    """"Only used when event_type is $groupidentify; otherwise ignored": another event
+    shows the properties its tracked groups had at ingestion, never its own
+    group_properties."""
+    snapshot = e.get("_g")
+    if snapshot:
+        return tracked_group_properties(snapshot, groups)
+    if e["event_type"] == "$groupidentify":
+        return _truncated(e.get("group_properties") or {})
+    return {}
 
 
 def member_name(app: int, hour: str, part: int) -> str:
