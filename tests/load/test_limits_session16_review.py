@@ -185,11 +185,6 @@ def test_emulator_export_has_no_group_properties_of_untracked_groups(tmp_path):
     assert set(row["group_properties"]) <= set(row["groups"]), row["group_properties"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Transformer._event rejects the whole event (invalid_id) when its device_id is longer "
-    "than 1024 characters although its user_id is usable: Amplitude truncates long strings "
-    "(reference 1.7), it does not refuse them; the event is lost instead of sent under its "
-    "user_id"))
 def test_an_overlong_device_id_does_not_lose_an_event_that_has_a_user_id():
     t = Transformer(TransformSettings())
     record = {"event": "Signed Up", "properties": {"time": 1_700_000_000,

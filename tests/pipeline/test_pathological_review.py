@@ -255,14 +255,16 @@ def test_very_long_ids_are_rejected_by_file_and_line_and_the_rest_delivered(tmp_
     ]
     source = _write(tmp_path / "in" / "ids.jsonl", lines)
     result, events, rejects = _transform(tmp_path, [source])
+    # only an event left without a usable ID is rejected; line 3 goes under its user_id
     assert sorted((r["source"], r["line"], r["reason"], r["field"]) for r in rejects) == [
         (str(source), 1, "invalid_id", "user_id"),
-        (str(source), 3, "invalid_id", "device_id"),
     ]
-    assert result.summary.events_out == 3
+    assert result.summary.events_out == 4
     assert all(len(e["insert_id"]) <= 1_024 for e in events)
-    assert len({e["insert_id"] for e in events}) == 3
-    assert sorted(len(e["user_id"]) for e in events) == [6, 6, 1_024]
+    assert len({e["insert_id"] for e in events}) == 4
+    assert sorted(len(e["user_id"]) for e in events) == [6, 6, 6, 1_024]
+    assert not any("device_id" in e for e in events)
+    assert result.values["other"]["device_id_over_limit"] == 1
 
 
 # --- many files, times, identical lines ----------------------------------------------

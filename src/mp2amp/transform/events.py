@@ -6,16 +6,17 @@ Order inside ``Transformer.event`` (each step may end the event with a Skip or R
 2. ``time`` -> UTC ms (``timeconv``: unit detection, legacy project-local time);
 3. privacy rules on the Mixpanel property names (drop, hash, excluded users, retention);
 4. the tracking plan (rename/drop events and properties, types, user properties);
-5. identity from the identity stage: at least one of user_id/device_id or ``missing_id``;
+5. identity from the identity stage: a usable user_id or device_id (at most 1024
+   characters; an overlong one is dropped when the other is usable) or a rejection;
 6. default properties -> top-level fields / readable event properties (``mapping``),
    location fields together (``geo``);
-7. revenue (``revenue``), groups (configured keys);
+7. revenue (``revenue``), groups: configured by Mixpanel name, read before the plan;
 8. value sanitizing (``values``): 1024-character strings, 40 levels, JSON-only values;
 9. ``insert_id`` (``insert_id``) from the event as Mixpanel stored it.
 
-The output is exactly a Batch API event. ``session_id`` is left to the sessionizer. The
-transformer holds no clock, network or global state; its only mutable state is the
-per-property counts in ``stats``, which never influence an output.
+The output is exactly a Batch API event; ``session_id`` is left to the sessionizer. The
+transformer holds no clock, network or global state; its only mutable state is the counts
+in ``stats``, which never influence an output.
 
 Two paths, one result: ``_event`` runs every step above for any record and, without a plan
 or privacy rules, records what it learnt about the record's shape (``Front``: the event
@@ -35,6 +36,7 @@ from mp2amp import __version__
 from mp2amp.errors import ConfigError, Rejection
 from mp2amp.models import UTC_TIME_MARK, Resolved, Skip
 from mp2amp.transform import mapping
+from mp2amp.transform.configured import by_source_name, present
 from mp2amp.transform.groups import groups_of
 from mp2amp.transform.hotshard import (
     HOTSHARD_EVENT,
@@ -51,7 +53,7 @@ from mp2amp.transform.insert_id import (
     SHORT_HASH,
     event_insert_id,
 )
-from mp2amp.transform.problems import long_id, not_an_event, source_field
+from mp2amp.transform.problems import RESERVED_EVENT_TYPES, not_an_event, source_field, usable_ids
 from mp2amp.transform.revenue import revenue_reader
 from mp2amp.transform.settings import TransformSettings
 from mp2amp.transform.shapes import (
@@ -93,11 +95,6 @@ from mp2amp.transform.values import MAX_STRING, ValueProblem, ValueStats, clip, 
 __all__ = ["FIELD_ORDER", "IDENTITY_EVENTS", "RESERVED_EVENT_TYPES", "Transformer"]
 
 IDENTITY_EVENTS = frozenset({"$identify", "$create_alias", "$merge"})
-RESERVED_EVENT_TYPES = frozenset({
-    "[Amplitude] Start Session", "[Amplitude] End Session", "[Amplitude] Revenue",
-    "[Amplitude] Revenue (Verified)", "[Amplitude] Revenue (Unverified)",
-    "[Amplitude] Merged User", "$identify", "$groupidentify",
-})
 UNPLANNED_FLAG = "mp2amp_unplanned"
 _MAX_NAMES = 50_000
 _HOUR_MS: Final = 3_600_000
@@ -139,6 +136,7 @@ class Transformer:
         rs = settings.revenue
         self._revenue_keys = tuple(k for k in (rs.price, rs.revenue, rs.items) if k)
         self._group_keys = settings.group_keys
+        self._configured = (*rs.property_names, *settings.group_keys)  # by Mixpanel name
         self._names = mapping.DEFAULT_EVENT_NAMES if settings.amplitude_event_names else {}
         # Memo tables (bounded): per event shape, per event name, per page URL. Pure
         # caches: the output is the same with or without them.
@@ -342,10 +340,12 @@ class Transformer:
                     return kept
                 props = kept
             name, user_props, flagged = source_name, None, False
+            named: dict[str, Any] | None = None  # the configured properties, when planned
             if self._plan is not None:
                 planned = self._plan.apply(source_name, props, self._scrub)
                 if isinstance(planned, Skip | Rejection):
                     return planned
+                named = by_source_name(props, planned.props, self._configured)
                 name, props, flagged = planned.event_name, planned.props, planned.flagged
                 user_props = planned.user_props or None
 
@@ -357,10 +357,7 @@ class Transformer:
             event_type = self._event_types.get(name)
             if event_type is None:
                 event_type = self._event_type(name)
-            if user_id is not None and len(user_id) > MAX_STRING:
-                long_id("user_id")
-            if device_id is not None and len(device_id) > MAX_STRING:
-                long_id("device_id")
+            user_id, device_id = usable_ids(user_id, device_id, self.counts)
 
             # default properties -> top-level fields and readable event properties (shapes)
             lib, os_value = props.get("mp_lib"), props.get("$os")
@@ -373,6 +370,9 @@ class Transformer:
                 shape = self._shape(props, lib, os_value, shape_key)
             (names, values, pairs, template, fixes, page, getter, memo, _, has_revenue,
              groups, _, _) = shape
+            configured = props if named is None else named
+            if named is not None:  # the plan ran: revenue and groups by their Mixpanel names
+                has_revenue, groups = present(named, self._revenue_keys, self._group_keys)
             # Event properties, checked on the way (plain_props); a value that needs
             # sanitizing (or a name that does) sends the whole dict through sanitize_props.
             # The other values are a fix of one of these (the input or "EMPTY"), kept values
@@ -421,7 +421,7 @@ class Transformer:
                                 event_props[key] = parts[key]
 
             if has_revenue:
-                out.update(self._revenue_fields(props, (source_name, name)))
+                out.update(self._revenue_fields(configured, (source_name, name)))
             if flagged:
                 event_props[UNPLANNED_FLAG] = True
             out["event_properties"] = (
@@ -430,7 +430,7 @@ class Transformer:
             if user_props:
                 out["user_properties"] = sanitize_props(user_props, "user_properties", self.values)
             if groups:
-                found = groups_of(props, groups, self.counts)
+                found = groups_of(configured, groups, self.counts)
                 if found:
                     out["groups"] = found
             out["insert_id"] = event_insert_id(source_name, source_props, raw_ms)

@@ -32,7 +32,7 @@ import yaml
 
 from mp2amp.errors import ConfigError, Rejection
 from mp2amp.models import Skip
-from mp2amp.transform.events import RESERVED_EVENT_TYPES
+from mp2amp.transform.problems import RESERVED_EVENT_TYPES
 
 PropType = Literal["string", "number", "integer", "boolean", "list", "object"]
 PROP_TYPES: tuple[str, ...] = ("string", "number", "integer", "boolean", "list", "object")

@@ -9,7 +9,8 @@ must not be there is removed here, before upload:
   a list of objects too);
 * ``hash_properties``: replaced by ``sha256(salt + value)`` in hex, so values still join
   and count but cannot be read back (the salt defeats dictionary look-ups of e-mails), at
-  any depth too;
+  any depth too; a list or object is hashed value by value (its shape kept), so ``"c_1"``
+  and ``["c_1"]`` give the same hash;
 * an excluded-users file (opt-outs, GDPR deletions): every event whose ``distinct_id``,
   resolved ``user_id`` or ``device_id`` is listed is skipped (``privacy.excluded_user``);
 * ``drop_before``: events before this UTC date are skipped (``privacy.before_retention``).
@@ -156,9 +157,7 @@ class PrivacyRules:
         """``value`` (an object or a list) with the listed keys dropped or hashed at any
         depth: ``{"customer": {"email": ...}}`` and lists of such objects too."""
         if depth > _MAX_DEPTH:  # a listed key could hide down there, past what is checked
-            raise ValueProblem("properties", "a property is nested more than "
-                               f"{_MAX_DEPTH} levels deep, past what the privacy rules "
-                               "check; flatten it in the source", reason="too_deep")
+            raise _too_deep()
         if type(value) is list:
             return [self._scrubbed(v, depth + 1) if type(v) is dict or type(v) is list else v
                     for v in value]
@@ -167,13 +166,34 @@ class PrivacyRules:
         for key, item in value.items():
             if key in drop:
                 continue
-            if key in hashed and item is not None:
-                out[key] = self.hash_value(item)
+            if key in hashed:
+                out[key] = self._hashed(item, depth + 1)
             elif type(item) is dict or type(item) is list:
                 out[key] = self._scrubbed(item, depth + 1)
             else:
                 out[key] = item
         return out
+
+
+    def _hashed(self, value: Any, depth: int) -> Any:
+        """``value`` with each scalar hashed and its shape kept: ``"c_1"``, ``["c_1"]`` and
+        ``{"id": "c_1"}`` hold the same hash, so a value joins and counts however it was
+        sent (a list as a whole would hash to a name no single value has). ``None`` stays:
+        absence is no value. Dropped keys inside still go."""
+        if depth > _MAX_DEPTH:  # a value down there would go out in clear
+            raise _too_deep()
+        if type(value) is list:
+            return [self._hashed(v, depth + 1) for v in value]
+        if type(value) is dict:
+            return {k: self._hashed(v, depth + 1) for k, v in value.items()
+                    if k not in self._drop}
+        return None if value is None else self.hash_value(value)
+
+
+def _too_deep() -> ValueProblem:
+    return ValueProblem("properties", f"a property is nested more than {_MAX_DEPTH} levels "
+                        "deep, past what the privacy rules check; the event is rejected: "
+                        "flatten it in the source", reason="too_deep")
 
 
 def load_excluded_users(path: str | Path) -> frozenset[str]:

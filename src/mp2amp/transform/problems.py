@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from mp2amp.errors import Rejection
 from mp2amp.transform.mapping import RULES
 from mp2amp.transform.values import MAX_STRING, ValueProblem
+
+# Event types Amplitude keeps for itself: an event mapped to one is refused
+RESERVED_EVENT_TYPES = frozenset({
+    "[Amplitude] Start Session", "[Amplitude] End Session", "[Amplitude] Revenue",
+    "[Amplitude] Revenue (Verified)", "[Amplitude] Revenue (Unverified)",
+    "[Amplitude] Merged User", "$identify", "$groupidentify",
+})
 
 # Amplitude's name -> the Mixpanel properties that may give it (top-level fields and the
 # readable names default properties are kept as), in the mapping's order
@@ -45,11 +53,30 @@ def source_field(field: str | None, record: Any) -> str | None:
         return field
     if dot:  # a property kept under its own name (or nested in one): the longest that fits
         for key in sorted((k for k in props if type(k) is str), key=len, reverse=True):
-            if name == key or name.startswith(key + "."):
+            if name == key or name.startswith((key + ".", key + "[")):  # an object or list
                 return f"properties.{key}{name[len(key):]}"
-        name, _, tail = name.partition(".")
-        tail = f".{tail}" if tail else ""
+        cut = min((i for i in (name.find("."), name.find("[")) if i >= 0), default=len(name))
+        name, tail = name[:cut], name[cut:]
     for source in _SOURCES.get(name, ()):
         if source in props:
             return f"properties.{source}{tail}"
     return field
+
+
+def usable_ids(user_id: str | None, device_id: str | None,
+               counts: Counter[str]) -> tuple[str | None, str | None]:
+    """The IDs Amplitude can take: an ID longer than 1024 characters is dropped (counted
+    as ``user_id_over_limit`` / ``device_id_over_limit``) when the other one is usable, so
+    the event still goes out under it; with no usable ID left the event is rejected
+    (``invalid_id``). Cutting an ID instead would merge it with another's history."""
+    long_user = user_id is not None and len(user_id) > MAX_STRING
+    long_device = device_id is not None and len(device_id) > MAX_STRING
+    if not (long_user or long_device):
+        return user_id, device_id
+    if (user_id is None or long_user) and (device_id is None or long_device):
+        long_id("user_id" if long_user else "device_id")
+    if long_user:
+        counts["user_id_over_limit"] += 1
+        return None, device_id
+    counts["device_id_over_limit"] += 1
+    return user_id, None

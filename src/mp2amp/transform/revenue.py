@@ -4,8 +4,10 @@ Amplitude counts revenue only from the top-level ``price``, ``quantity``, ``reve
 ``productId``, ``revenueType`` and ``currency`` of an event; the same numbers left in
 ``event_properties`` are just properties (a classic migration revenue mismatch). Mixpanel
 has no reserved event-level revenue field, so the property names come from the config
-(``RevenueSettings``); nothing is hoisted by default. The original properties stay in
-``event_properties`` too, so charts built on them keep working.
+(``RevenueSettings``); nothing is hoisted by default. They are the Mixpanel names: a
+tracking plan that renames or moves a configured property does not lose its amount (the
+plan's new name is accepted too). The original properties stay in ``event_properties``
+too (as the plan leaves them), so charts built on them keep working.
 
 Rules (all deterministic, none invents a value):
 

@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class RevenueSettings:
-    """Which event properties carry revenue (names as the tracking plan leaves them).
+    """Which event properties carry revenue, by their Mixpanel names (read before the
+    tracking plan renames or moves them; the plan's new name is accepted too).
 
     Mixpanel has no reserved event-level revenue field, so nothing is hoisted unless a name
     is configured. ``items`` names a list-of-objects property of multi-item orders whose
@@ -32,6 +33,12 @@ class RevenueSettings:
     @property
     def enabled(self) -> bool:
         return any((self.price, self.revenue, self.items))
+
+    @property
+    def property_names(self) -> tuple[str, ...]:
+        """Every configured property name (the event properties revenue is read from)."""
+        return tuple(name for name in (self.price, self.quantity, self.revenue, self.product_id,
+                                       self.revenue_type, self.currency, self.items) if name)
 
     def problems(self) -> list[str]:
         """Checks the config loader reports (with the table's prefix)."""
