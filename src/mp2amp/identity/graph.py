@@ -75,11 +75,14 @@ class IdentityGraph:
         self._dbs.append(db)
         return db
 
-    def observe(self, record: Any) -> bool:
+    def observe(self, record: Any, seconds: float | None = None) -> bool:
         """Feed one source record; True for ``$identify``/``$create_alias``/``$merge``.
 
         Records that are not ``{"event", "properties": {...}}`` objects (profiles, junk)
         are ignored and return False: the transform rejects them with a reason.
+        ``seconds``: the event's UTC time (as staging ordered it), which orders links in
+        place of ``properties.time``: a legacy project's times are local wall clock, and
+        its Data Pipelines rows UTC. None: ``properties.time`` is UTC (or all there is).
         """
         if self._finished:
             raise InvariantViolation("IdentityGraph.observe() called after finish(); "
@@ -102,11 +105,11 @@ class IdentityGraph:
             counts = self.report.identity_records
             counts[event] = counts.get(event, 0) + 1
         if isinstance(self._mode, OriginalIds):
-            self._mode.observe(props, event)
+            self._mode.observe(props, event, seconds)
         elif not is_identity:
             # Simplified ID Merge ignores identity events (Mixpanel's docs): only the
             # $device_id/$user_id pairs on ordinary events link a device to a user.
-            self._mode.observe(props)
+            self._mode.observe(props, seconds)
         return is_identity
 
     def finish(self) -> IdentityReport:

@@ -80,8 +80,8 @@ class OriginalIds:
 
     # --- pass 1 ------------------------------------------------------------------
 
-    def observe(self, props: dict[str, Any], event: Any) -> None:
-        t = event_seconds(props)
+    def observe(self, props: dict[str, Any], event: Any, seconds: float | None = None) -> None:
+        t = event_seconds(props) if seconds is None else seconds  # UTC, when staging knows
         add = self.add
         if event == "$identify":
             # distinct_id(): a hot-shard record blanks distinct_id, keeping it elsewhere

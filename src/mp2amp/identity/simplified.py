@@ -1,8 +1,9 @@
 """Simplified ID Merge: devices join the first user they are seen with.
 
-Pass 1 records, for every device, the user of the earliest event (by ``time``; ties go to
-the smallest user ID) that carried both the device and a ``$user_id``. Taking the minimum
-instead of "the first line read" makes the result independent of file order. Pass 2 reads
+Pass 1 records, for every device, the user of the earliest event (by UTC time: the
+``seconds`` staging gives, else ``time``; ties go to the smallest user ID) that carried
+both the device and a ``$user_id``. Taking the minimum instead of "the first line read"
+makes the result independent of file order. Pass 2 reads
 that map. The map lives in a dict until it holds more than the memory budget, then in
 SQLite (table ``dev``), with a small cache in front of the per-event writes.
 """
@@ -52,7 +53,7 @@ class SimplifiedIds:
 
     # --- pass 1 ------------------------------------------------------------------
 
-    def observe(self, props: dict[str, Any]) -> None:
+    def observe(self, props: dict[str, Any], seconds: float | None = None) -> None:
         user = clean_id(props.get("$user_id"))
         if user is None:
             return
@@ -66,7 +67,7 @@ class SimplifiedIds:
                 return
         if device == user:
             return
-        self.link(device, user, event_seconds(props))
+        self.link(device, user, event_seconds(props) if seconds is None else seconds)
 
     def link(self, device: str, user: str, t: float) -> None:
         if self.writer is not None:

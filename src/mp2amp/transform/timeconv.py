@@ -12,12 +12,18 @@ Two problems, both silent data corruption when done naively:
   the year. Wall times in a DST gap (which Mixpanel should never have produced) are read
   with the offset in force before the gap, as the clock would have shown it. Wall times
   in a DST fold (the repeated hour) are ambiguous: when the record carries Mixpanel's UTC
-  processing time, the latest candidate not after it wins (events are processed after they
-  happen); otherwise the first occurrence (the daylight-time reading) is used.
+  processing time, the latest candidate not more than ``CLOCK_AHEAD_MS`` after it wins
+  (events are processed after they happen, and the device's clock, which stamped the
+  event, may run a little ahead of Mixpanel's); otherwise the first occurrence (the
+  daylight-time reading) is used.
 * **Timezone changes.** A legacy project whose timezone setting changed keeps the old
   offset for older events; ``timezone_changes`` lists ``(date_from, zone)`` pairs and the
   zone for an event is the last one whose ``date_from`` is on or before the event's stored
-  local date (``timezone`` before the first change).
+  local date (``timezone`` before the first change). ``to_local_ms`` (a Data Pipelines
+  row's UTC time -> the local time an export holds) inverts that: it takes the zone of the
+  UTC day when the local time it gives lies in that zone's dates, else the zone whose
+  dates hold its local time, so ``to_utc_ms(to_local_ms(u), u) == u`` wherever any local
+  time reads back as ``u`` (not in the hours a westward change skips).
 
 Offsets are cached per local hour (which decides the zone) when the whole hour has one
 unambiguous offset, so the tz database is consulted about once per hour of data. Nothing
@@ -36,6 +42,11 @@ MIN_TIME_MS: Final = 31_536_000_000
 """1971-01-01T00:00:00Z: Mixpanel's ``/import`` rejects anything earlier."""
 MAX_TIME_MS: Final = 4_102_444_800_000
 """2100-01-01T00:00:00Z: a sane upper bound that needs no clock."""
+
+CLOCK_AHEAD_MS: Final = 600_000
+"""How far ahead of Mixpanel's processing time a device's clock may stamp an event and
+still settle a DST fold by it (10 minutes: phone clocks are synced, while ingestion can
+lag an event by anything up to days; and well under the shortest fold, Lord Howe's 30)."""
 
 _HOUR_MS: Final = 3_600_000
 _DAY_MS: Final = 86_400_000
@@ -153,7 +164,7 @@ class LocalTimeConverter:
         offset = self.hour_offsets.get(hour)
         if offset is not None:
             return local_ms - offset
-        zone = self._zones[bisect.bisect_right(self._change_at, local_ms - local_ms % _DAY_MS)]
+        zone = self._zones[self._zone_index(local_ms)]
         start = self._offsets(zone, hour * _HOUR_MS)
         end = self._offsets(zone, hour * _HOUR_MS + _HOUR_MS - 1)
         if start[0] == start[1] == end[0] == end[1]:
@@ -167,22 +178,49 @@ class LocalTimeConverter:
     def to_local_ms(self, utc_ms: int) -> int:
         """The project-local wall time (as ms) a UTC time was stored as: what an export of a
         legacy project gives for an event a Data Pipelines file has in UTC."""
-        # the zone by the UTC day: a change takes effect at a local midnight, so a few
-        # hours around it may use the other zone (Mixpanel does not say which it used)
         hour = utc_ms // _HOUR_MS
         offset = self._utc_offsets.get(hour)
         if offset is None:
-            zone = self._zones[bisect.bisect_right(self._change_at, utc_ms - utc_ms % _DAY_MS)]
-            first = _UTC_EPOCH + timedelta(milliseconds=hour * _HOUR_MS)
-            start = _offset_ms(first.astimezone(zone))
-            end = _offset_ms((first + timedelta(milliseconds=_HOUR_MS - 1)).astimezone(zone))
-            if start != end:  # the hour of a DST change: this instant's own offset
-                return utc_ms + _offset_ms(
-                    (_UTC_EPOCH + timedelta(milliseconds=utc_ms)).astimezone(zone))
+            start = self._local_offset(hour * _HOUR_MS)
+            end = self._local_offset(hour * _HOUR_MS + _HOUR_MS - 1)
+            if start != end or self._near_change(hour * _HOUR_MS):
+                # a DST change's hour, or a timezone change's days: this instant's own
+                return utc_ms + self._local_offset(utc_ms)
             if len(self._utc_offsets) > 200_000:
                 self._utc_offsets.clear()
             self._utc_offsets[hour] = offset = start
         return utc_ms + offset
+
+    def _local_offset(self, utc_ms: int) -> int:
+        """The offset ``to_local_ms`` adds at ``utc_ms``: the UTC day's zone when the local
+        time lies in its dates (around a change both readings may, and Mixpanel does not
+        say which it used), else the zone whose dates hold the local time it gives, so that
+        ``to_utc_ms`` reads it back; the UTC day's zone when none does."""
+        day = utc_ms - utc_ms % _DAY_MS
+        by_utc = self._zone_index(day)
+        instant = _UTC_EPOCH + timedelta(milliseconds=utc_ms)
+        fallback = _offset_ms(instant.astimezone(self._zones[by_utc]))
+        if not self._change_at:
+            return fallback
+        if self._zone_index(utc_ms + fallback) == by_utc:
+            return fallback
+        # offsets are under a day, so the local date is within a day of the UTC date
+        for index in range(self._zone_index(day - _DAY_MS), self._zone_index(day + _DAY_MS) + 1):
+            if index == by_utc:
+                continue
+            offset = _offset_ms(instant.astimezone(self._zones[index]))
+            if self._zone_index(utc_ms + offset) == index:
+                return offset
+        return fallback  # a westward change skips these local hours: no reading fits
+
+    def _zone_index(self, local_ms: int) -> int:
+        """Index into ``_zones`` of the zone for a stored local time (by its local date)."""
+        return bisect.bisect_right(self._change_at, local_ms - local_ms % _DAY_MS)
+
+    def _near_change(self, utc_ms: int) -> bool:
+        """Within two days of a timezone change: the zone may change within an hour."""
+        at = bisect.bisect_left(self._change_at, utc_ms - 2 * _DAY_MS)
+        return at < len(self._change_at) and self._change_at[at] <= utc_ms + 2 * _DAY_MS
 
     @staticmethod
     def _offsets(zone: ZoneInfo, local_ms: int) -> tuple[int, int]:
@@ -204,7 +242,8 @@ class LocalTimeConverter:
             return real[0]
         # DST fold: two instants show this wall time.
         if processed_ms is not None:
-            before = [utc for utc in real if utc <= processed_ms]
+            # processed after it happened, by a clock the device's may be a little ahead of
+            before = [utc for utc in real if utc <= processed_ms + CLOCK_AHEAD_MS]
             if before:
                 return before[-1]
         return local_ms - first
