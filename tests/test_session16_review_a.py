@@ -111,9 +111,6 @@ def test_revenue_and_groups_named_as_in_mixpanel_survive_a_plan_rename(
 # --- privacy exclusions x identity settings ----------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="exclude_users depends on [transform] retroactive: with "
-                   "retroactive = false an excluded user's anonymous events before login (the "
-                   "graph links the device to that user) are migrated; with true they are not")
 def test_an_excluded_users_anonymous_events_are_skipped_whatever_retroactive_says(
         amp: tuple[Path, str], tmp_path: Path) -> None:
     folder, url = amp

@@ -45,6 +45,9 @@ class Resolved:
 
     user_id: str | None
     device_id: str | None
+    # The cluster's user when ``retroactive`` is off withholds it from an anonymous event:
+    # the privacy rules still exclude that user's events (not part of equality).
+    owner: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ def resolve_clustered(
     dist_node = strip_device(dist)
     own_userlike = own is not None and not own_is_device and own != device and predicate(own)
     hit = False
+    owner: str | None = None  # the user retroactive=False withholds (for the privacy rules)
     if user is not None:
         if user.startswith(DEVICE_PREFIX):
             user = strip_device(user)
@@ -66,7 +67,7 @@ def resolve_clustered(
         if not hit and own_userlike:
             user = own
         if not retroactive and not own_userlike:
-            user = None
+            owner, user = user, None
     if require_hit and not hit:
         return None
     if device is None:
@@ -76,4 +77,4 @@ def resolve_clustered(
             device = dist_node
         elif own is not None and not own_userlike and own != user:
             device = own
-    return Resolved(user, device)
+    return Resolved(user, device, owner)

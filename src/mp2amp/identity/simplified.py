@@ -150,8 +150,9 @@ class SimplifiedIds:
             return Resolved(user, device)
         if dist is not None and dist != device:
             return Resolved(dist, device)  # a non-device distinct_id is a user ID
-        if device is None or not self.retroactive:
-            return Resolved(None, device)
-        if self.lookup is not None:
-            return Resolved(self.lookup.get(device), device)
-        return Resolved(self.user_of.get(device), device)
+        if device is None:
+            return Resolved(None, None)
+        owner = self.lookup.get(device) if self.lookup is not None else self.user_of.get(device)
+        if not self.retroactive:  # anonymous as sent; the owner only for the privacy rules
+            return Resolved(None, device, owner)
+        return Resolved(owner, device)

@@ -118,6 +118,8 @@ class PrivacyRules:
             return True
         if ids.device_id is not None and ids.device_id in excluded:
             return True
+        if ids.owner is not None and ids.owner in excluded:  # retroactive off: still theirs
+            return True
         for key in _RAW_ID_KEYS:
             value = props.get(key)
             if value is not None and str(value) in excluded:
