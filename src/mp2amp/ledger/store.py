@@ -12,9 +12,7 @@ recorded as done is sent again with the same insert_ids, which Amplitude dedupli
 
 from __future__ import annotations
 
-import functools
 import inspect
-import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -26,6 +24,7 @@ from typing import Any
 import orjson
 
 from mp2amp.errors import TerminalError
+from mp2amp.ledger.sqlite_io import Writes, add_column, naming_damage, open_read_only
 
 SCHEMA_VERSION = 1
 _MERGED_INTO = "merged_into"  # meta: merged-away window -> the window holding its records
@@ -80,9 +79,15 @@ CREATE TABLE IF NOT EXISTS rejects (
     message TEXT NOT NULL,
     field TEXT,
     payload TEXT,
+    batch_id TEXT,
     PRIMARY KEY (source, line)
 );
 """
+
+
+# a rejected record: (source, line, window, stage, reason, message, field, payload JSON)
+RejectRow = tuple[str, int, str, str, str, str, str | None, str | None]
+BatchRejectRow = tuple[str, int, str, str, str, str, str | None, str | None, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +125,7 @@ class Ledger:
         self.path = path
         try:
             if read_only:  # `status`: never creates or changes anything
-                self._db = _read_only(path)
+                self._db = open_read_only(path)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(str(path), isolation_level=None,
@@ -143,6 +148,8 @@ class Ledger:
                 self._db.executescript(
                     f"BEGIN IMMEDIATE;{_SCHEMA};INSERT OR IGNORE INTO meta(key, value) "
                     f"VALUES('schema_version', '{SCHEMA_VERSION}');COMMIT;")
+                # a ledger of an mp2amp before dead letters named their batch
+                add_column(self._db, "rejects", "batch_id", "TEXT")
         except sqlite3.DatabaseError as exc:
             raise TerminalError(
                 f"the ledger {path} cannot be opened ({exc}); move it away to start a new run"
@@ -177,10 +184,10 @@ class Ledger:
             self._db.execute("COMMIT")
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Writes]:
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
+            yield Writes(self._db)
         except BaseException:
             # SQLite may have rolled back already (a full disk does that): a second
             # ROLLBACK would raise and hide the error that got here
@@ -206,7 +213,7 @@ class Ledger:
         digest) is on record before Amplitude can take anything under it."""
         self._on_send = (key, value)
 
-    def _sent(self, db: sqlite3.Connection) -> None:
+    def _sent(self, db: Writes) -> None:
         if self._on_send is not None:
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES(?, ?)", self._on_send)
 
@@ -291,7 +298,7 @@ class Ledger:
                        "updated_at = ? WHERE window_id = ?", (time.time(), window_id))
 
     @classmethod
-    def _unstaged_loaded(cls, db: sqlite3.Connection, window_id: str, *, add: bool) -> None:
+    def _unstaged_loaded(cls, db: Writes, window_id: str, *, add: bool) -> None:
         ids = [w for w in cls._meta_json(db, _UNSTAGED_LOADED, []) if w != window_id]
         cls._set_meta_json(db, _UNSTAGED_LOADED, [*ids, window_id] if add else ids)
 
@@ -320,12 +327,12 @@ class Ledger:
                 self._set_meta_json(db, _LINE_ORDERED, heads)
 
     @staticmethod
-    def _meta_json(db: sqlite3.Connection, key: str, default: Any) -> Any:
+    def _meta_json(db: Writes, key: str, default: Any) -> Any:
         row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return orjson.loads(row[0]) if row is not None and row[0] else default
 
     @staticmethod
-    def _set_meta_json(db: sqlite3.Connection, key: str, value: Any) -> None:
+    def _set_meta_json(db: Writes, key: str, value: Any) -> None:
         db.execute("INSERT INTO meta(key, value) VALUES(?, ?) "
                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                    (key, orjson.dumps(value).decode()))
@@ -469,28 +476,34 @@ class Ledger:
 
     def forget_window_outcomes(self, window_id: str) -> None:
         """A window is transformed again from the start: drop what its last attempt left
-        that the new attempt will record again (rejects, parked events of unfinished batches)."""
+        that the new attempt will record again: its transform rejects, and Amplitude's dead
+        letters of its batches that are not done (they are sent again whole, and Amplitude
+        may take them now: a device no longer silenced, say). Parked events of unfinished
+        batches are dropped by ``parked_events``."""
         with self._tx() as db:
             db.execute("DELETE FROM rejects WHERE window_id = ? AND stage = 'transform'",
                        (window_id,))
+            db.execute("DELETE FROM rejects WHERE window_id = ? AND stage = 'amplitude' AND "
+                       "batch_id IS NOT NULL AND batch_id NOT IN "
+                       "(SELECT batch_id FROM batches WHERE state = 'done')", (window_id,))
 
     # --- rejects and dead letters ---------------------------------------------------
 
-    def add_rejects(self, rows: Sequence[tuple[str, int, str, str, str, str, str | None,
-                                               str | None]]) -> None:
-        """``(source, line, window_id, stage, reason, message, field, payload_json)``;
-        keyed by (source, line), so recording the same record again replaces it."""
+    def add_rejects(self, rows: Sequence[RejectRow | BatchRejectRow]) -> None:
+        """``(source, line, window_id, stage, reason, message, field, payload_json)``, and
+        for an event Amplitude refused in a batch, that ``batch_id`` as a ninth value (a
+        resume drops it if the batch is sent again: ``forget_window_outcomes``). Keyed by
+        (source, line), so recording the same record again replaces it."""
         if not rows:
             return
         with self._tx() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO rejects(source, line, window_id, stage, reason, message, "
-                "field, payload) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                "field, payload, batch_id) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (r if len(r) == 9 else (*r, None) for r in rows),
             )
 
-    def iter_rejects(self) -> Iterator[tuple[str, int, str, str, str, str, str | None,
-                                             str | None]]:
+    def iter_rejects(self) -> Iterator[RejectRow]:
         yield from self._db.execute(
             "SELECT source, line, window_id, stage, reason, message, field, payload "
             "FROM rejects ORDER BY window_id, source, line"
@@ -539,62 +552,6 @@ class Ledger:
         return out
 
 
-def _read_only(path: Path) -> sqlite3.Connection:
-    """A connection that never writes. A WAL ledger needs its ``-shm`` file to be read; in
-    a folder nobody may write (a read-only mount, a backup, another user's work folder) a
-    cleanly finished run left none and none can be made, so the file is opened as
-    immutable there: nothing can be writing to it."""
-    uri = path.resolve().as_uri()
-    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None,
-                         check_same_thread=False)
-    try:
-        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-    except sqlite3.OperationalError:
-        if os.access(path.parent, os.W_OK):
-            raise
-        db.close()
-        db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None,
-                             check_same_thread=False)
-    return db
-
-
-# SQLite's codes for a damaged file: every other error (locked, full, read-only) is not
-_DAMAGED = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
-
-
-def _damaged(path: Path, exc: sqlite3.DatabaseError) -> TerminalError:
-    return TerminalError(
-        f"the ledger {path} is damaged ({exc}): the record of this run cannot be read. Keep "
-        "a copy of the work folder for a look, then start the migration again in a new work "
-        "folder (Amplitude ignores an insert_id it has had in the last 7 days, so what was "
-        "already sent is not doubled within that time)")
-
-
-def _naming_damage(method: Any) -> Any:
-    """``method`` with a damaged file reported as a ``TerminalError`` naming the ledger
-    (not a traceback); generators are guarded while they are iterated."""
-    if inspect.isgeneratorfunction(method):
-        @functools.wraps(method)
-        def gen_wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Any:
-            try:
-                yield from method(self, *args, **kwargs)
-            except sqlite3.DatabaseError as exc:
-                if getattr(exc, "sqlite_errorcode", None) in _DAMAGED:
-                    raise _damaged(self.path, exc) from exc
-                raise
-        return gen_wrapper
-
-    @functools.wraps(method)
-    def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.DatabaseError as exc:
-            if getattr(exc, "sqlite_errorcode", None) in _DAMAGED:
-                raise _damaged(self.path, exc) from exc
-            raise
-    return wrapper
-
-
 for _name, _method in list(vars(Ledger).items()):
     if inspect.isfunction(_method) and not _name.startswith("__") and _name != "snapshot":
-        setattr(Ledger, _name, _naming_damage(_method))
+        setattr(Ledger, _name, naming_damage(_method))

@@ -8,6 +8,7 @@ must be quick (a SQLite insert is fine); an exception in one stops the run.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -66,9 +67,12 @@ class LoadObserver(Protocol):
         (200). The others were reported through ``on_dead_letter`` / ``on_parked`` first."""
 
     def on_dead_letter(self, event: dict[str, Any], origin: Origin, reason: str,
-                       message: str) -> None:
+                       message: str, batch_id: str | None = None) -> None:
         """Amplitude rejected this event for good (``reason`` is a code from
-        ``responses.REASONS``); it is also in the dead-letter file."""
+        ``responses.REASONS``); it is also in the dead-letter file. ``batch_id``: the batch
+        it belongs to (None: it never made one), so that a crash before that batch is
+        accepted lets the resume forget this outcome (the batch is sent again whole).
+        Observers whose ``on_dead_letter`` takes no ``batch_id`` are called without it."""
 
     def on_parked(self, event: dict[str, Any], origin: Origin, reason: str,
                   batch_id: str) -> None:
@@ -88,9 +92,19 @@ class NullObserver:
         return None
 
     def on_dead_letter(self, event: dict[str, Any], origin: Origin, reason: str,
-                       message: str) -> None:
+                       message: str, batch_id: str | None = None) -> None:
         return None
 
     def on_parked(self, event: dict[str, Any], origin: Origin, reason: str,
                   batch_id: str) -> None:
         return None
+
+
+def takes_batch_id(observer: LoadObserver) -> bool:
+    """Whether ``observer.on_dead_letter`` takes ``batch_id`` (by name or ``**kwargs``):
+    observers written before it was added are still called as they expect."""
+    try:
+        params = inspect.signature(observer.on_dead_letter).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: the old call is the safe one
+        return False
+    return any(p.name == "batch_id" or p.kind is p.VAR_KEYWORD for p in params)

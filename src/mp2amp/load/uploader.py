@@ -33,7 +33,14 @@ from mp2amp.load.backoff import Backoff, RandomSource
 from mp2amp.load.batcher import Batcher
 from mp2amp.load.deadletter import DeadLetterFile
 from mp2amp.load.holds import Hold, HoldRegistry
-from mp2amp.load.observer import LoadObserver, NullObserver, Origin, Submitted, parked_key
+from mp2amp.load.observer import (
+    LoadObserver,
+    NullObserver,
+    Origin,
+    Submitted,
+    parked_key,
+    takes_batch_id,
+)
 from mp2amp.load.packed import OpenBody, attach
 from mp2amp.load.sender import RetriesExhausted, Sender
 from mp2amp.load.settings import LoadReport, UploadSettings
@@ -96,6 +103,7 @@ class Uploader:
     ) -> None:
         self.settings = settings
         self.observer: LoadObserver = observer or NullObserver()
+        self._dead_names_batch = takes_batch_id(self.observer)
         self.dead_letters = dead_letters
         self.settled_batches = settled_batches
         self.report = LoadReport()
@@ -372,7 +380,7 @@ class Uploader:
         event = item.event
         if self.dead_letters is not None:
             self.dead_letters.write(event, item.origin, reason, message)
-        self.observer.on_dead_letter(event, item.origin, reason, message)
+        self._report_dead(event, item.origin, reason, message, item.batch_id)
         self._settle(item)
 
     def _dead_unbatched(self, event: dict[str, Any], origin: Origin, message: str) -> None:
@@ -380,9 +388,16 @@ class Uploader:
         self.report.dead_lettered["unserializable"] += 1
         if self.dead_letters is not None:
             self.dead_letters.write(event, origin, "unserializable", message)
-        self.observer.on_dead_letter(event, origin, "unserializable", message)
+        self._report_dead(event, origin, "unserializable", message, None)
         self._unsettled -= 1
         self._progress.set()
+
+    def _report_dead(self, event: dict[str, Any], origin: Origin, reason: str, message: str,
+                     batch_id: str | None) -> None:
+        if self._dead_names_batch:
+            self.observer.on_dead_letter(event, origin, reason, message, batch_id=batch_id)
+        else:  # an observer written before dead letters named their batch
+            self.observer.on_dead_letter(event, origin, reason, message)
 
     def parked(self, item: Submitted) -> None:
         self.parked_keys.add(parked_key(item))

@@ -4,7 +4,9 @@ rendered from the ledger (transform and Amplitude refusals, each record once).""
 from __future__ import annotations
 
 import json
+import logging
 import os
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ import orjson
 from mp2amp.errors import Rejection
 from mp2amp.ledger import Ledger
 from mp2amp.transform.values import json_safe
+
+log = logging.getLogger("mp2amp.migrate")
 
 # (source, line, window, stage, reason, message, field, payload JSON) as the ledger stores it
 RejectRow = tuple[str, int, str, str, str, str, str | None, str | None]
@@ -42,24 +46,39 @@ def payload_json(record: Any) -> str | None:
     return orjson.dumps(text).decode()
 
 
-def write_dead_letters(ledger: Ledger, workdir: Path) -> Path | None:
+def write_dead_letters(ledger: Ledger, workdir: Path) -> Path:
     """Render every rejected record (transform and Amplitude) to ``dead-letters.jsonl``.
 
     Rendered from the ledger, atomically, so the file holds each record exactly once
     however many times the run was resumed."""
     dest = workdir / "dead-letters.jsonl"
     tmp = dest.with_name(dest.name + ".part")
-    n = 0
-    with open(tmp, "wb") as f:
-        for source, line, window, stage, reason, message, fld, payload in ledger.iter_rejects():
-            row: dict[str, Any] = {"source": source, "line": line, "window": window,
-                                   "stage": stage, "reason": reason, "message": message,
-                                   "field": fld}
-            row["record" if stage == "transform" else "event"] = (
-                orjson.Fragment(payload) if payload else None)
-            f.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
-            n += 1
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(dest)
+    try:
+        with open(tmp, "wb") as f:
+            for source, line, window, stage, reason, message, fld, payload in \
+                    ledger.iter_rejects():
+                row: dict[str, Any] = {"source": source, "line": line, "window": window,
+                                       "stage": stage, "reason": reason, "message": message,
+                                       "field": fld}
+                row["record" if stage == "transform" else "event"] = (
+                    orjson.Fragment(payload) if payload else None)
+                f.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(dest)
+    except BaseException:
+        with suppress(OSError):  # the last complete file stays, with no half one beside
+            tmp.unlink(missing_ok=True)
+        raise
     return dest
+
+
+def write_dead_letters_after_stop(ledger: Ledger, workdir: Path) -> None:
+    """``write_dead_letters`` for a run that stopped (an error, Ctrl-C, SIGTERM): what it
+    rejected so far is in the file too. Best effort: the run's own error is the one to
+    report (a full disk may be why it stopped)."""
+    try:
+        write_dead_letters(ledger, workdir)
+    except Exception as exc:  # never hides the error that stopped the run
+        log.warning("dead-letters.jsonl was not rendered (%s); `mp2amp migrate --resume` "
+                    "renders it from the ledger", exc)

@@ -42,7 +42,7 @@ from mp2amp.load.s3sink import S3ImportSink, shown_path
 from mp2amp.load.settings import UploadSettings
 from mp2amp.load.uploader import Uploader
 from mp2amp.models import Rejected
-from mp2amp.pipeline import stopping
+from mp2amp.pipeline import dead_letters, stopping
 from mp2amp.pipeline.accounting import totals, window_counts
 from mp2amp.pipeline.attempts import finished, record_attempt, record_start, stopped_by
 from mp2amp.pipeline.budgets import stage_budgets
@@ -258,6 +258,7 @@ async def _migrate(
         return result
     except BaseException as exc:
         record_attempt(ledger, started, stopped_by(exc, workdir))
+        dead_letters.write_dead_letters_after_stop(ledger, workdir)  # rejected so far
         raise
     finally:
         ledger.close()
@@ -375,11 +376,10 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                                                      transformer, scratch, storage_options,
                                                      counters, reporter)
             rows = window_counts(ledger)
-            dead_file = write_dead_letters(ledger, workdir)
             return MigrateResult(
                 workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
                 identity=identity, load=load, values=values,
-                dead_letter_file=str(dead_file) if dead_file else None)
+                dead_letter_file=str(write_dead_letters(ledger, workdir)))
         key_to_window = {f"w{w.seq}": w.window_id for w in windows}
         key_to_window[PARKED_KEY] = PARKED_KEY
         observer = LedgerObserver(ledger, counters, key_to_window,
@@ -408,11 +408,10 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                     observer.refresh(report)
         values = chunks.stats()  # the worker's counts too: its Transformer is not this one
     rows = window_counts(ledger)
-    dead_file = write_dead_letters(ledger, workdir)
     return MigrateResult(
         workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
         identity=identity, load=report.to_dict(), values=values,
-        dead_letter_file=str(dead_file) if dead_file else None)
+        dead_letter_file=str(write_dead_letters(ledger, workdir)))
 
 
 def _observe_window(graph: IdentityGraph, staged: Path) -> int:

@@ -2,10 +2,12 @@
 
 Order of writes, and why it is safe at any instant:
   1. ``on_batch_sent``  -> batch row ``sent`` (before the request leaves)
-  2. ``on_dead_letter`` / ``on_parked`` -> rows keyed by the event's origin (idempotent)
+  2. ``on_dead_letter`` / ``on_parked`` -> rows keyed by the event's origin (idempotent),
+     naming their batch
   3. ``on_batch_accepted`` -> batch row ``done``; when the window's last batch is done and
      the window was flushed, the window is ``loaded``.
-A crash before 3 leaves the batch ``sent``: resume sends it again with the same insert_ids.
+A crash before 3 leaves the batch ``sent``: resume sends it again with the same insert_ids,
+and drops the dead letters and parked events it left (their events get a new outcome).
 """
 
 from __future__ import annotations
@@ -103,13 +105,15 @@ class LedgerObserver:
         self.check_window(window)
 
     def on_dead_letter(self, event: dict[str, Any], origin: Origin, reason: str,
-                       message: str) -> None:
+                       message: str, batch_id: str | None = None) -> None:
         self.counters.dead_letters += 1
-        key = origin_key(origin)
         window = self.merged_into.get(origin[0], origin[0])
+        # tied to its batch: a batch not done is sent again whole by a resume, which
+        # drops the dead letters it left (``Ledger.forget_window_outcomes``)
+        batch = None if batch_id is None or batch_id.startswith(PARKED_KEY + "/") else batch_id
         self.ledger.add_rejects([(origin[0], origin[1], window, "amplitude", reason, message,
-                                  None, _dumps(event).decode())])
-        self.ledger.resolve_parked(key, "dead_lettered")
+                                  None, _dumps(event).decode(), batch)])
+        self.ledger.resolve_parked(origin_key(origin), "dead_lettered")
 
     def on_parked(self, event: dict[str, Any], origin: Origin, reason: str,
                   batch_id: str = PARKED_KEY) -> None:

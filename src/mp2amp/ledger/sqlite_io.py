@@ -1,0 +1,111 @@
+"""How the ledger talks to SQLite: texts made storable, read-only opening, damage named.
+
+Why a lone surrogate is escaped: Python strings may hold one (a ``\\ud800`` JSON escape in a
+record, a file name that is not UTF-8), SQLite stores UTF-8 only and refuses it with a
+``UnicodeEncodeError``. A dead letter naming such a property stopped the run, and every
+resume stopped the same way. Every write goes through ``Writes``, so no text can do that.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mp2amp.errors import TerminalError
+
+
+def storable(text: str) -> str:
+    """``text`` as SQLite can store it: lone surrogates written as ``\\udXXX`` escapes
+    (idempotent: an escaped text is left as it is)."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _storable_params(params: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(storable(p) if isinstance(p, str) else p for p in params)
+
+
+class Writes:
+    """The ledger's connection inside a write transaction: every text parameter is made
+    ``storable`` on its way in."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._db.execute(sql, _storable_params(params))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        return self._db.executemany(sql, (_storable_params(r) for r in rows))
+
+
+def add_column(db: sqlite3.Connection, table: str, column: str, kind: str) -> None:
+    """Add ``column`` to a ``table`` a former mp2amp made without it (SQLite keeps the
+    rows: the new column is NULL in them)."""
+    if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes. A WAL ledger needs its ``-shm`` file to be read; in
+    a folder nobody may write (a read-only mount, a backup, another user's work folder) a
+    cleanly finished run left none and none can be made, so the file is opened as
+    immutable there: nothing can be writing to it."""
+    uri = path.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None,
+                         check_same_thread=False)
+    try:
+        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError:
+        if os.access(path.parent, os.W_OK):
+            raise
+        db.close()
+        db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                             check_same_thread=False)
+    return db
+
+
+# SQLite's codes for a damaged file: every other error (locked, full, read-only) is not
+_DAMAGED = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+def _damaged(path: Path, exc: sqlite3.DatabaseError) -> TerminalError:
+    return TerminalError(
+        f"the ledger {path} is damaged ({exc}): the record of this run cannot be read. Keep "
+        "a copy of the work folder for a look, then start the migration again in a new work "
+        "folder (Amplitude ignores an insert_id it has had in the last 7 days, so what was "
+        "already sent is not doubled within that time)")
+
+
+def naming_damage(method: Any) -> Any:
+    """``method`` (of an object with a ``path``) with a damaged file reported as a
+    ``TerminalError`` naming the ledger (not a traceback); generators are guarded while
+    they are iterated."""
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def gen_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from method(self, *args, **kwargs)
+            except sqlite3.DatabaseError as exc:
+                if getattr(exc, "sqlite_errorcode", None) in _DAMAGED:
+                    raise _damaged(self.path, exc) from exc
+                raise
+        return gen_wrapper
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) in _DAMAGED:
+                raise _damaged(self.path, exc) from exc
+            raise
+    return wrapper
