@@ -70,10 +70,6 @@ LEGACY_LA = f'timezone = "{LA}"\nlegacy_time = true\n'
 # --- identity: the "first user" of a device is decided on raw, not UTC, times ---------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "identity pass orders links by the raw time (identity_view keeps properties.time): in "
-    "a legacy project a Data Pipelines row (UTC) is compared with an export row (local "
-    "wall clock), so a device goes to the user who logged in later"))
 def test_a_shared_device_goes_to_its_first_user_when_export_and_pipeline_rows_mix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -100,10 +96,6 @@ def test_a_shared_device_goes_to_its_first_user_when_export_and_pipeline_rows_mi
     assert opened["user_id"] == "bob-12"  # ...but the device's anonymous event is alice's
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "identity pass orders links by the raw local wall time: in a legacy project's DST "
-    "fall-back hour the wall clock runs back, so the user who logged in second (by UTC, "
-    "which the transform and staging use) takes the shared device"))
 def test_a_shared_device_goes_to_its_first_user_across_the_fall_back_hour(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

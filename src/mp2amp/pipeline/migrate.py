@@ -69,7 +69,7 @@ from mp2amp.pipeline.restage import (
     stop_on_damaged_files,
 )
 from mp2amp.pipeline.result import EXIT_OK, EXIT_PARKED, EXIT_UNBALANCED, MigrateResult
-from mp2amp.pipeline.staging import read_staged_identity
+from mp2amp.pipeline.staged_identity import read_staged_identity_timed
 from mp2amp.pipeline.status import former_default_hint
 from mp2amp.pipeline.transform_worker import (
     EVENT,
@@ -418,9 +418,9 @@ def _observe_window(graph: IdentityGraph, staged: Path) -> int:
     """The identity pass over one staged window; returns its lines."""
     observe = graph.observe
     read = 0
-    for record in read_staged_identity(staged):
+    for record, seconds in read_staged_identity_timed(staged):
         if record is not None:
-            observe(record)
+            observe(record, seconds)  # by UTC time, as staging sorted it
         read += 1
     return read
 

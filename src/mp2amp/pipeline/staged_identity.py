@@ -1,0 +1,55 @@
+"""What the identity pass reads of a staged window: each line's identity view and the UTC
+seconds its event happened at.
+
+Why the seconds come from staging: in a legacy-time project an export row's
+``properties.time`` is local wall clock while a Data Pipelines row's is UTC, and in the
+DST fall-back hour the wall clock runs backwards. Staging already turned every record's
+time into UTC for its sort key (the staged row's first field), so the identity pass
+orders its links (a shared device's first user, Original ID Merge's links) by that,
+never by the raw time. Files staged by an older mp2amp carry the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mp2amp.identity.ids import identity_view
+from mp2amp.pipeline.staging import (
+    UNKNOWN_TIME,
+    WHOLE_SECOND_AT,
+    load_staged,
+    staged_key,
+)
+from mp2amp.pipeline.staging import (
+    _seconds as seconds_of,
+)
+
+
+def identity_seconds(view: Any, key: float) -> float | None:
+    """The UTC seconds the identity pass orders a line's event by: its sort key without the
+    whole-second shift; None where the time is unknown (the pass reads properties.time)."""
+    if view is None or key == UNKNOWN_TIME:
+        return None
+    _, whole = seconds_of(view)
+    return float(round(key - WHOLE_SECOND_AT)) if whole else key
+
+
+def read_staged_identity_timed(path: Path) -> Iterator[tuple[dict[str, Any] | None,
+                                                              float | None]]:
+    """Each line's identity view (``None`` where the identity pass has nothing to read)
+    and its UTC seconds (``identity_seconds``), in time order."""
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    with open(path, "rb") as f:
+        for raw in f:
+            tab = raw.find(b"\t")
+            text = raw[:tab] if tab >= 0 else raw
+            try:
+                value = loads(text)
+            except decode_error:  # written by the standard library (see staging._encode)
+                value = load_staged(text)
+            view = value if tab >= 0 else identity_view(value[3])
+            yield view, identity_seconds(view, staged_key(raw))
