@@ -73,9 +73,9 @@ def test_gs_pipelines_directory(gcs_server: dict[str, Any], bucket: str) -> None
 def test_gs_json_array_files(gcs_server: dict[str, Any], bucket: str) -> None:
     recs = list(iter_records([f"gs://{bucket}/arrays/"], storage_options=gcs_server))
     assert [r.record for r in recs] == [event("Buy", 1), event("Buy", 2), event("Buy", 3)]
-    # an array's "line" is the element's index + 1
-    assert where(recs) == [("gs://mpdata/arrays/a.json", 1),
-                           ("gs://mpdata/arrays/a.json", 2),
+    # an array's "line" is the line its element starts on
+    assert where(recs) == [("gs://mpdata/arrays/a.json", 2),
+                           ("gs://mpdata/arrays/a.json", 9),
                            ("gs://mpdata/arrays/b.json.gz", 1)]
 
 

@@ -101,7 +101,8 @@ def _check_outputs(inputs: list[str], out: Path | None, rejects: Path) -> None:
         raise InputError(f"--out and --rejects are the same file ({out}): events and "
                          "rejections need a file each (nothing was written)")
     for raw in inputs:
-        if "://" in raw or not os.path.exists(raw):  # URLs and globs: outputs are skipped
+        # URLs, globs and folders: transform_files checks the files they expand to
+        if "://" in raw or not os.path.exists(raw):
             continue
         for option, path in named.items():
             if path is not None and os.path.realpath(raw) == os.path.realpath(path):

@@ -22,7 +22,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from mp2amp.config.sections import Config, Secret
+from mp2amp.config.sections import Config, Secret, referenced_file_problems
 from mp2amp.errors import ConfigError
 
 # --- loading ----------------------------------------------------------------------------
@@ -69,7 +69,7 @@ def load_config(
     parser = _Parser(base=base, env=env, problems=problems)
     config = parser.section(Config, raw, "")
     if problems:
-        raise ConfigError(problems, source=source)
+        raise ConfigError(problems + _referenced_file_problems(raw, base, env), source=source)
     assert isinstance(config, Config)
     run = raw.get("run")
     if path is not None and not (isinstance(run, dict) and "workdir" in run):
@@ -101,6 +101,21 @@ def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any],
             value = str(value.resolve())
         target[key] = value
     return merged
+
+
+def _referenced_file_problems(raw: Mapping[str, Any], base: Path,
+                              env: Mapping[str, str]) -> list[str]:
+    """The tracking plan's and excluded-users file's problems, for a report that already
+    holds the file's own: read wherever their keys name an existing file, even in a section
+    that failed (whose parsed values are lost)."""
+    parser = _Parser(base=base, env=env, problems=[])  # their key's problems are reported
+    paths: list[Path | None] = []
+    for section, key in (("transform", "plan"), ("privacy", "exclude_users")):
+        table = raw.get(section)
+        value = table.get(key) if isinstance(table, dict) else None
+        path = parser.value(Path, value, f"{section}.{key}") if value is not None else None
+        paths.append(path if isinstance(path, Path) and path.is_file() else None)
+    return referenced_file_problems(*paths)
 
 
 class _Invalid:

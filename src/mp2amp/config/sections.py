@@ -327,7 +327,7 @@ class Config:
         try:
             plan = self.tracking_plan()
         except ConfigError as exc:
-            problems += [f"{exc.source or self.transform.plan}: {p}" for p in exc.problems]
+            problems += _plan_problems(exc, self.transform.plan)
         try:
             privacy = self.privacy_rules()
         except ConfigError as exc:
@@ -351,6 +351,29 @@ class Config:
         )
 
 
+def referenced_file_problems(plan: Path | None, exclude_users: Path | None) -> list[str]:
+    """The problems of the tracking plan and the excluded-users file, each naming its file:
+    for the report of a config file whose own problems stop it before
+    ``transform_settings()`` reads them (one round of fixing, not two)."""
+    from mp2amp.transform.plan import load_plan
+    from mp2amp.transform.privacy import load_excluded_users
+
+    problems: list[str] = []
+    if plan is not None:
+        try:
+            load_plan(plan)
+        except ConfigError as exc:
+            problems += _plan_problems(exc, plan)
+    if exclude_users is not None:
+        try:
+            load_excluded_users(exclude_users)
+        except ConfigError as exc:
+            problems += exc.problems
+    return problems
+
+
+def _plan_problems(exc: ConfigError, plan: Path | None) -> list[str]:
+    return [f"{exc.source or plan}: {p}" for p in exc.problems]
 
 
 def _hashed_but_typed(plan: TrackingPlan, privacy: PrivacyRules) -> list[str]:

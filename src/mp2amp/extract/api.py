@@ -124,8 +124,12 @@ class MixpanelSettings:
         return "service account" if self.service_account else "project API secret"
 
 
+# True whatever the run has done so far: earlier windows may already be in Amplitude.
+RESUME_KEEPS = "the run is recorded: what Amplitude already accepted is not sent again"
+
+
 def forbidden_message(service: str, body: str, auth_kind: str,
-                      then: str = "run the same command with --resume (nothing was sent)"
+                      then: str = f"run the same command with --resume ({RESUME_KEEPS})"
                       ) -> str:
     """A 403: the credentials are valid but not for this project (a service account
     without a role in it, or a project_id of another project). Rotating the secret would

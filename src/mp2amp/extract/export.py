@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import aiohttp
 import orjson
@@ -43,7 +44,7 @@ from mp2amp.errors import (
     classify_http,
     parse_retry_after,
 )
-from mp2amp.extract.api import MixpanelSettings, forbidden_message
+from mp2amp.extract.api import RESUME_KEEPS, MixpanelSettings, forbidden_message
 from mp2amp.extract.lines import (
     LineParser,
     is_terminated_early,
@@ -52,6 +53,7 @@ from mp2amp.extract.lines import (
 )
 from mp2amp.extract.ratelimit import RateLimiter, RetryBudget
 from mp2amp.models import SourceRecord
+from mp2amp.pipeline.diskspace import FULL_ERRNOS, UNWRITABLE_ERRNOS
 
 log = logging.getLogger("mp2amp.extract")
 
@@ -309,7 +311,7 @@ async def _fetch_once(
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _disk_error(final.parent, exc) from exc
+        _raise_disk_error(final.parent, exc)
     part = final.with_suffix(".jsonl.part")
     headers = {"Authorization": settings.auth_header(), "Accept": "text/plain",
                "Accept-Encoding": "gzip"}
@@ -433,14 +435,14 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path,
     try:
         out = open(part, "wb")  # noqa: SIM115 - closed below, write errors are translated
     except OSError as exc:
-        raise _disk_error(part, exc) from exc
+        _raise_disk_error(part, exc)
     pending: list[bytes] = []  # an unfinished line's pieces, joined once (see split_lines)
 
     def write(chunk: bytes) -> None:
         try:
             out.write(chunk)
         except OSError as exc:
-            raise _disk_error(part, exc) from exc
+            _raise_disk_error(part, exc)
         if b"\n" not in chunk:
             if chunk:
                 pending.append(chunk)
@@ -477,10 +479,17 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path,
     return records, rejected
 
 
-def _disk_error(part: Path, exc: OSError) -> TerminalError:
-    return TerminalError(f"cannot write the export window {part}: {exc}; free disk space or "
-                         "fix the work folder's permissions and run again (completed windows "
-                         "are kept)")
+def _raise_disk_error(part: Path, exc: OSError) -> NoReturn:
+    """A write of the window that failed. A full disk or an unwritable work folder goes on
+    as it is (naming the file) to migrate's handler (``pipeline/diskspace.py``), which says
+    to free space and ``--resume``; a plain "run again" would be refused as a used folder."""
+    if exc.errno in FULL_ERRNOS or exc.errno in UNWRITABLE_ERRNOS:
+        if exc.filename is None:  # a write() names no file
+            exc.filename = str(part)
+        raise exc
+    raise TerminalError(f"cannot write the export window {part}: {exc}; fix the work "
+                        "folder's disk, then run the same `mp2amp migrate` command with "
+                        "--resume (completed windows are kept)") from exc
 
 
 # The export answers text/plain JSONL (reference 1.4). A web page with a 200 is a proxy's,
@@ -508,8 +517,7 @@ def _http_error(status: int, body: str, retry_after_header: str | None, day: Day
         return AuthError(f"Mixpanel refused the {settings.auth_kind} credentials (400 Unable "
                          "to authenticate request); check MIXPANEL_SERVICE_ACCOUNT (user:secret)"
                          " with mixpanel.project_id, or MIXPANEL_SECRET, then run the same "
-                         "`mp2amp migrate` command with --resume (the run is recorded; "
-                         "nothing was sent)")
+                         f"`mp2amp migrate` command with --resume ({RESUME_KEEPS})")
     if status == 400 and "to_date cannot be later than today" in low:
         return TerminalError(f"Mixpanel says {day.last} is later than today in the project's "
                              "timezone; check source.to_date and mixpanel.timezone and run again")

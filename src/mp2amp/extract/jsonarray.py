@@ -9,6 +9,11 @@ An unterminated string ends its element at its line's end (JSON strings hold no 
 newline), so the next line's element is read. Only when no end can be found at all is the
 rest of the file given up, and the rejection says so. Invalid UTF-8 rejects its element as
 ``invalid_utf8``, as it rejects a JSON line, rather than becoming U+FFFD.
+
+An element's ``line`` is the 1-based line it starts on, so that a pretty-printed array's
+dead letter points at it. Records are keyed by file and line (the ledger's rejects and
+parked events), so an element starting on a line an earlier one already started on is
+numbered on from that one: an array written on one line numbers its elements 1, 2, 3...
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ _TOO_DEEP = object()  # valid JSON, nested deeper than the decoder's recursion c
 
 
 def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[SourceRecord]:
-    """SourceRecords of a JSON array file; ``line`` is the element index + 1.
+    """SourceRecords of a JSON array file; ``line`` is where the element starts (numbered
+    on past the previous element's when it shares its line: each is unique and increasing).
 
     ``first`` is data already read from ``stream`` (format sniffing).
     """
@@ -55,11 +61,31 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
     pos = 0
     eof = False
     tainted = _BAD_BYTE.search(buf) is not None  # some invalid UTF-8 was read
+    newlines = 0  # in the text read before buf[counted]
+    counted = 0
+    last = 0  # the number the previous record got
+
+    def line_at(p: int) -> int:
+        """The 1-based line of ``buf[p]`` (``p`` never moves back)."""
+        nonlocal newlines, counted
+        if p > counted:
+            newlines += buf.count("\n", counted, p)
+            counted = p
+        return newlines + 1
+
+    def number(p: int) -> int:
+        """The record number of what starts at ``buf[p]``: its line, or one past the
+        previous record's when that one started on the same line."""
+        nonlocal last
+        last = max(line_at(p), last + 1)
+        return last
 
     def refill() -> bool:
-        nonlocal buf, pos, eof, tainted
+        nonlocal buf, pos, eof, tainted, counted
         if eof:
             return False
+        line_at(pos)  # the text before pos is dropped from the buffer below
+        counted = 0
         data = stream.read(CHUNK)
         if not data:
             eof = True
@@ -127,14 +153,16 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
             if not refill():
                 return False
 
-    def broken(index: int, what: str) -> SourceRecord:
+    def broken(index: int, what: str, line: int | None = None) -> SourceRecord:
+        line = number(pos) if line is None else line
         rej = Rejection(
             "malformed_json",
-            f"{source}: JSON array element {index} {what}; the rest of this file cannot be "
-            "read reliably and is skipped: fix the file or convert it to JSON lines",
-            source=source, line=index, record=_clean(buf[pos:pos + 200]),
+            f"{source}: JSON array element {index} {what} (line {line}); the rest of this "
+            "file cannot be read reliably and is skipped: fix the file or convert it to "
+            "JSON lines",
+            source=source, line=line, record=_clean(buf[pos:pos + 200]),
         )
-        return SourceRecord(source, index, None, rej)
+        return SourceRecord(source, line, None, rej)
 
     if not skip_ws() or buf[pos] != "[":
         yield broken(1, "is missing: the file does not start with '['")
@@ -167,6 +195,7 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 continue
         first_of_array = False
         index += 1
+        line = number(pos)
         while True:
             try:
                 value, end = decoder.raw_decode(buf, pos)
@@ -192,38 +221,38 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
             what = "is not valid JSON" if value is _PARSE_ERROR else TOO_DEEP
             start = skip_element()
             if start < 0:
-                yield broken(index, what)
+                yield broken(index, what, line)
                 return
             head = _clean(buf[start:min(pos, start + 200)].rstrip())
             rej = Rejection(
                 "malformed_json",
-                f"{source}: JSON array element {index} {what}: {head[:80]!r}; "
+                f"{source}: JSON array element {index} {what}: {head[:80]!r} (line {line}); "
                 "skipped, reading goes on with the next element",
-                source=source, line=index, record=head,
+                source=source, line=line, record=head,
             )
-            yield SourceRecord(source, index, None, rej)
+            yield SourceRecord(source, line, None, rej)
             continue
         if tainted and _BAD_BYTE.search(buf, pos, end) is not None:
             rej = Rejection(
                 "invalid_utf8",
                 f"{source}: JSON array element {index} is not valid UTF-8: "
-                f"{_clean(buf[pos:min(end, pos + 80)])!r}",
-                source=source, line=index, record=_clean(buf[pos:end]),
+                f"{_clean(buf[pos:min(end, pos + 80)])!r} (line {line})",
+                source=source, line=line, record=_clean(buf[pos:end]),
             )
             pos = end
-            yield SourceRecord(source, index, None, rej)
+            yield SourceRecord(source, line, None, rej)
             continue
         pos = end
         if isinstance(value, dict):
-            yield SourceRecord(source, index, value, None)
+            yield SourceRecord(source, line, value, None)
         else:
             rej = Rejection(
                 "not_an_object",
                 f"{source}: JSON array element {index} is {type(value).__name__}, "
-                "not a JSON object",
-                source=source, line=index, record=value,
+                f"not a JSON object (line {line})",
+                source=source, line=line, record=value,
             )
-            yield SourceRecord(source, index, None, rej)
+            yield SourceRecord(source, line, None, rej)
 
 
 def _clean(text: str) -> str:

@@ -38,11 +38,15 @@ def _inside(path: str, folder: Path) -> bool:
         return True
 
 
-def disk_full_message(workdir: Path, where: str | None) -> str:
+def disk_full_message(workdir: Path, where: str | None, reason: str | None = None) -> str:
+    """``reason``: the system's words (a quota is not a full disk: where to free space
+    differs)."""
+    said = f": {reason}" if reason else ""
     if where is not None and not _inside(where, workdir):  # a local output_dir, say
-        return (f"the disk is full (writing {where}); nothing done so far is lost: free "
+        return (f"the disk is full (writing {where}{said}); nothing done so far is lost: free "
                 "some space there, then run the same `mp2amp migrate` command with --resume")
     place = f"writing {where}" if where else f"writing in the work folder {workdir}"
+    place += said
     return (f"the disk is full ({place}); nothing done so far is lost: free some space, or "
             "move the work folder to a bigger disk and point [run] workdir at it, then run "
             "the same `mp2amp migrate` command with --resume. The work folder needs about "
@@ -84,8 +88,9 @@ def stop_on_storage_errors(workdir: Path) -> Iterator[None]:
         if is_disk_full(exc):
             # SQLite names no file (the ledger, or a spill file in the work folder's scratch)
             where = written_file(exc)
+            reason = exc.strerror if isinstance(exc, OSError) else None
             raise TerminalError(disk_full_message(
-                workdir, None if where is None else str(where))) from exc
+                workdir, None if where is None else str(where), reason)) from exc
         blocked = unwritable_file(exc, workdir)
         if blocked is None:
             raise

@@ -35,11 +35,11 @@ from mp2amp.models import Emitted, Rejected, SourceRecord
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import payload_json
 from mp2amp.pipeline.overlaps import load_order, overlapping_groups
+from mp2amp.pipeline.staged_identity import read_staged_identity_timed
 from mp2amp.pipeline.staging import (
     LocalZone,
     merge_staged,
     read_staged,
-    read_staged_identity,
     stage,
 )
 from mp2amp.pipeline.windows import local_zone
@@ -111,11 +111,11 @@ def transform_files(
     if not inputs:
         raise InputError("no input files: name them on the command line or in [source] files")
     settings = config.transform_settings()  # every config problem before any input is read
+    workdir_real = config.run.workdir.resolve()
     files = [f for f in _input_files(inputs, [*exclude, *_names(out, rejects)],
                                      config.source.storage_options)
              # the work folder (a killed run's staged copies) is never input, as for migrate
-             if f.fs is not None or not Path(f.url).resolve().is_relative_to(
-                 config.run.workdir.resolve())]
+             if f.fs is not None or not _resolved(f.url).is_relative_to(workdir_real)]
     transformer = Transformer(settings)
     workdir = config.run.workdir
     try:
@@ -136,9 +136,9 @@ def transform_files(
             ) as graph:
         staged = _staged_inputs(files, Path(scratch), local_zone(config))
         for path in staged:  # pass 1: identity, from each staged line's identity view
-            for view in read_staged_identity(path):  # (as migrate's identity pass reads)
+            for view, seconds in read_staged_identity_timed(path):  # as migrate's pass reads
                 if view is not None:
-                    graph.observe(view)
+                    graph.observe(view, seconds)
         report = graph.finish()
         summary = TransformSummary()
         with Sessionizer(config.transform.session_gap_minutes * 60_000,
@@ -208,8 +208,44 @@ def _input_files(inputs: Sequence[str], exclude: Sequence[str | Path],
     ``storage_options``: ``[source] storage_options`` (an s3:// or gs:// endpoint,
     credentials), as ``migrate`` uses them."""
     written = {os.path.realpath(path) for path in exclude}
-    return [f for f in expand_paths(inputs, storage_options=storage_options or None)
-            if f.fs is not None or os.path.realpath(f.url) not in written]
+    files = expand_paths(inputs, storage_options=storage_options or None)
+    for f in files:
+        if f.fs is None and os.path.realpath(f.url) in written and not _earlier_output(f.url):
+            raise InputError(f"the input {f.url} is also an output file of this run: it would "
+                             "be replaced by the output; write the output elsewhere or leave "
+                             "the file out of the inputs (nothing was written)")
+    return [f for f in files if f.fs is not None or os.path.realpath(f.url) not in written]
+
+
+# The first bytes of what transform writes: an event (orjson keeps out_template's key
+# order) or a rejects line; a Mixpanel export starts with neither.
+_EVENTS_HEAD = b'{"event_type":'
+_REJECTS_HEAD = b'{"source":'
+_HEAD_BYTES = 65_536
+
+
+def _earlier_output(path: str) -> bool:
+    """An output file an earlier transform wrote (or an empty one): not read back as
+    input, and replaced without loss; anything else in it is someone's data."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_HEAD_BYTES)
+    except OSError:
+        return False
+    line = head.partition(b"\n")[0]
+    return not head or line.startswith(_EVENTS_HEAD) or (
+        line.startswith(_REJECTS_HEAD) and b'"reason":' in line)
+
+
+def _resolved(url: str) -> Path:
+    """A local input's real path; a link loop is named (Path.resolve raised RuntimeError
+    on Python 3.11, a traceback)."""
+    try:
+        return Path(url).resolve()
+    except (RuntimeError, OSError):
+        raise InputError(f"{url} is a symbolic link loop (or a link that cannot be "
+                         "followed); fix the link or leave it out of the inputs, and run "
+                         "again") from None
 
 
 def _staged_inputs(files: Sequence[SourceFile], scratch: Path,
@@ -219,7 +255,7 @@ def _staged_inputs(files: Sequence[SourceFile], scratch: Path,
     rows: list[WindowRow] = []
     for i, file in enumerate(files):
         dest = scratch / f"input-{i:06d}.jsonl"
-        count = stage(iter_file(file), dest, local=local)
+        count: int = stage(iter_file(file), dest, local=local)
         rows.append(WindowRow(file.url, i, "file", {}, "extracted", str(dest), count, {}))
     gone: set[int] = set()
     for group in overlapping_groups(rows):
