@@ -8,13 +8,19 @@ one with a traceback. Staging is deterministic (the same source gives the same s
 file, hence the same batches), so such a window is staged again from its source; when its
 batches were already cut, its record count must come out as the ledger has it, or the
 source changed and its batches cannot be matched again: that stops the run, and the new
-copy is dropped so that a later resume stages it again instead of loading it.
+copy is dropped so that a later resume stages it again instead of loading it. The same
+count is not enough: a source that gives other records, or the same in another order,
+would put other events under the names of the done batches (never sent, and the run
+balanced), so the digest of the records as staged (the window spec's ``digest``, from
+``staging.Staged``) must come out the same too; windows staged by an earlier mp2amp have
+none, and only their counts are compared.
 
-The counts to check are kept in the ledger (meta ``restage_expected``) until the check
-has passed: a run stopped by it, killed while staging again, or stopped before the check
-(SIGTERM, a full disk) leaves the window pending or staged but unchecked, and the next
-resume must check it all the same (it used to stage it again unchecked, or load the
-changed copy already staged, and cut other batches under the names of the done ones).
+The counts and digests to check are kept in the ledger (meta ``restage_expected`` and
+``restage_digests``) until the check has passed: a run stopped by it, killed while
+staging again, or stopped before the check (SIGTERM, a full disk) leaves the window
+pending or staged but unchecked, and the next resume must check it all the same (it
+used to stage it again unchecked, or load the changed copy already staged, and cut other
+batches under the names of the done ones).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import orjson
 from mp2amp.errors import InputError, TerminalError
 from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.pipeline.overlaps import merge_groups
-from mp2amp.pipeline.staging import damage_of
+from mp2amp.pipeline.staging import DIGEST, damage_of
 
 
 def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
@@ -82,6 +88,7 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
         ledger.set_meta(_REMERGE, orjson.dumps(
             known + [g for g in groups if g not in known]).decode())
     if before:
+        _keep_digests(ledger, rows, before)  # before staging again replaces them
         _set_expected(ledger, before)  # first: a kill after it still checks them
     for window_id in gone:
         ledger.mark_pending(window_id)
@@ -197,41 +204,81 @@ def _set_expected(ledger: Ledger, expected: dict[str, int]) -> None:
 
 
 _EXPECTED = "restage_expected"  # window -> the records its batches were cut from
+_DIGESTS = "restage_digests"  # window -> the digest of those records as staged
+
+
+def _digests(ledger: Ledger) -> dict[str, str]:
+    value = ledger.get_meta(_DIGESTS)
+    return {} if not value else {str(k): str(v) for k, v in orjson.loads(value).items()}
+
+
+def _set_digests(ledger: Ledger, digests: dict[str, str]) -> None:
+    ledger.set_meta(_DIGESTS, orjson.dumps(digests, option=orjson.OPT_SORT_KEYS).decode())
+
+
+def _keep_digests(ledger: Ledger, rows: list[WindowRow], expected: dict[str, int]) -> None:
+    """The digests of the windows to check, as their specs have them now: staging a
+    window again writes its new copy's there. One kept by an earlier resume (whose new
+    copy failed the check, or was not checked yet) stays."""
+    digests = _digests(ledger)
+    known = dict(digests)
+    for w in rows:
+        if w.window_id in expected and w.window_id not in digests and DIGEST in w.spec:
+            digests[w.window_id] = str(w.spec[DIGEST])
+    if digests != known:
+        _set_digests(ledger, digests)
 
 
 def check_restaged(ledger: Ledger, before: dict[str, int]) -> None:
     """After staging: a window staged again must give the records its batches were cut
-    from (only windows with batches: the others have nothing to match)."""
+    from, in the same order: the same count and, where the ledger has one, the same
+    digest (only windows with batches, or merged into one: the others have nothing to
+    match)."""
     if not before:
         return
     cut = {b.window_id for b in ledger.batches()}
     groups = {group[0]: group for group in _remerge(ledger)}
+    head_of = {m: head for head, group in groups.items() for m in group}
+    digests = _digests(ledger)
     for w in ledger.windows():
         old = before.get(w.window_id)
-        if old is None or w.state == "pending" or w.window_id not in cut \
-                or w.records == old:
+        head = head_of.get(w.window_id, w.window_id)
+        if old is None or w.state == "pending" or head not in cut:
             continue
-        group = groups.get(w.window_id, [w.window_id])
-        for window_id in group:  # a merge group is staged again whole (and merged again)
-            row = ledger.window(window_id)
-            if row is not None and row.staged_path is not None:
-                Path(row.staged_path).unlink(missing_ok=True)
-            ledger.mark_pending(window_id)  # still expected: the next resume checks it again
-        what = (f"{w.window_id} was staged again" if len(group) == 1 else
-                f"the {len(group)} files merged into {w.window_id} ({', '.join(group)}) "
-                "were staged again and merged")
-        raise TerminalError(
-            f"{what} (its staged file was gone) and now gives "
-            f"{w.records} records, not the {old} its batches were cut from: the source "
-            "changed since. Put the source back as it was and run --resume again, or start "
-            "a new run in a new work folder")
+        counted = w.window_id not in cut or w.records == old  # merged away: the head counts
+        same = digests.get(w.window_id) in (None, w.spec.get(DIGEST))
+        if not (counted and same):
+            _refuse_changed(ledger, head, groups.get(head, [head]),
+                            f"{w.records} records, not the {old} its batches were cut from"
+                            if not counted else f"other records than (or the {old} records "
+                            "in another order than) those its batches were cut from")
     # every window checked (or without batches to match): nothing left to check
     left = {w.window_id: before[w.window_id] for w in ledger.windows()
             if w.window_id in before and w.state == "pending"}
     if left != _expected(ledger):
         _set_expected(ledger, left)
+    kept = {k: v for k, v in digests.items() if k in left}
+    if kept != digests:
+        _set_digests(ledger, kept)
     if groups:
         ledger.set_meta(_REMERGE, "")  # merged again and checked
+
+
+def _refuse_changed(ledger: Ledger, head: str, group: list[str], gives: str) -> None:
+    """Drop the new copy of a window (a merge group: all of it) that does not match its
+    batches, and stop the run: it stays expected, so the next resume checks it again."""
+    for window_id in group:  # a merge group is staged again whole (and merged again)
+        row = ledger.window(window_id)
+        if row is not None and row.staged_path is not None:
+            Path(row.staged_path).unlink(missing_ok=True)
+        ledger.mark_pending(window_id)
+    what = (f"{head} was staged again" if len(group) == 1 else
+            f"the {len(group)} files merged into {head} ({', '.join(group)}) "
+            "were staged again and merged")
+    raise TerminalError(
+        f"{what} (its staged file was gone) and now gives {gives}: the source changed "
+        "since. Put the source back as it was and run --resume again, or start a new run "
+        "in a new work folder")
 
 
 def stop_on_damaged_files(ledger: Ledger, staged_now: set[str]) -> None:

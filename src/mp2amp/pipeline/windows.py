@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import hashlib
 import multiprocessing
 import os
@@ -51,7 +52,7 @@ from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.models import SourceRecord
 from mp2amp.pipeline.fingerprint import FOLDER_META, config_folder
 from mp2amp.pipeline.progress import Counters, Reporter
-from mp2amp.pipeline.staging import LocalZone, stage
+from mp2amp.pipeline.staging import DIGEST, LocalZone, Staged, stage
 
 WindowSpec = tuple[str, str, dict[str, Any]]
 # Input files are staged by worker processes (parsing and sorting is CPU work) when there
@@ -68,8 +69,7 @@ def plan_windows(config: Config, storage_options: dict[str, Any] | None) -> list
         seen: dict[Path, bool] = {}  # thousands of files share a few folders
         return [(f.url, "file", {"path": f.url}) for f in expand_paths(
             list(src.files), storage_options=storage_options)
-            if f.fs is not None or not _in_a_work_folder(Path(f.url), config.run.workdir,
-                                                         seen)]
+            if f.fs is not None or _wanted_local(f.url, config.run.workdir, seen)]
     if src.from_date is None or src.to_date is None:
         raise ConfigError(["source: give from_date and to_date (Export API) or files"],
                           source=str(config.path) if config.path else None)
@@ -167,11 +167,39 @@ def _spec_when_staged(row: WindowRow, source: SourceFile) -> dict[str, Any] | No
                                       else source.url)}
 
 
+def _wanted_local(path: str, workdir: Path, seen: dict[Path, bool]) -> bool:
+    """A local file listed from the inputs that is part of the run: it is there (checked
+    before the ledger records the run's windows: a window that could never be staged
+    left the work folder stuck, every resume asking to restore it), and not in a work
+    folder (``_in_a_work_folder``)."""
+    if not os.path.exists(path):
+        raise InputError(f"{path} is {_missing(path)}; fix the link or leave it out of "
+                         "the inputs, and run the same `mp2amp migrate` command again")
+    return not _in_a_work_folder(Path(path), workdir, seen)
+
+
+def _missing(path: str) -> str:
+    """What a listed path that does not exist is."""
+    if not os.path.islink(path):
+        return "gone (it was listed a moment ago)"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+    return f"a symbolic link to {os.readlink(path)}, which does not exist"
+
+
 def _in_a_work_folder(path: Path, workdir: Path, seen: dict[Path, bool]) -> bool:
     """An input folder that holds this run's work folder (files = ["."]), or an earlier
     run's, must not take in their staged windows and dead letters as events: a folder
     with a ledger and a lock file beside it is an mp2amp work folder."""
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (RuntimeError, OSError):  # a link loop on the way (Python 3.11 raises RuntimeError)
+        raise InputError(f"{path} is a symbolic link loop, or a path through one; fix the "
+                         "link or leave it out of the inputs, and run the same `mp2amp "
+                         "migrate` command again") from None
     if resolved.is_relative_to(workdir.resolve()):
         return True
     for parent in resolved.parents:
@@ -249,8 +277,12 @@ async def extract_pending(
             async for wf in windows:
                 row = wanted[wf.days]
                 dest = staged_path(workdir, row.window_id)
-                n = await staged_in_thread(iter_window_records(wf), dest, local)
-                ledger.mark_extracted(row.window_id, str(dest), n)
+                # ties by content: a day fetched again may come in another order
+                by_content = _ties_by_content(row)
+                n = await staged_in_thread(iter_window_records(wf), dest, local,
+                                           by_content=by_content)
+                spec = {**row.spec, _TIES: "content"} if by_content else row.spec
+                ledger.mark_extracted(row.window_id, str(dest), n, _with_digest(spec, n))
                 wf.discard()  # staged: the raw download is no longer needed
                 counters.done += 1
                 reporter.update(counters)
@@ -260,6 +292,17 @@ async def extract_pending(
             aclose = getattr(windows, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+_TIES = "ties"  # an Export API day's spec: "content" once staged with ties by content
+
+
+def _ties_by_content(row: WindowRow) -> bool:
+    """Whether an Export API day is staged with same-time events in content order: yes,
+    unless an mp2amp before that staged it (it has records, and no mark): its batches
+    were cut from their arrival order, which a day fetched again in the same order gives
+    again (the order any change would break, with no digest to tell)."""
+    return row.spec.get(_TIES) == "content" or not row.records
 
 
 def _discard_staged_downloads(export_dir: Path, rows: list[WindowRow]) -> None:
@@ -339,7 +382,7 @@ async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
     ledger (from this process only) in window order, as soon as it and those before it
     are staged, so that the identity pass can follow right behind."""
     def staged(row: WindowRow, dest: Path, n: int, spec: dict[str, Any] | None) -> None:
-        ledger.mark_extracted(row.window_id, str(dest), n, spec)
+        ledger.mark_extracted(row.window_id, str(dest), n, _with_digest(spec or row.spec, n))
         counters.done += 1
         reporter.update(counters)
         if on_staged is not None:
@@ -373,13 +416,21 @@ async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
             future.cancel()
 
 
+def _with_digest(spec: dict[str, Any], staged: int) -> dict[str, Any]:
+    """The window's spec with the digest of its records as staged, for
+    ``restage.check_restaged`` (a ``stage`` replaced by a test may give a plain count)."""
+    digest = staged.digest if isinstance(staged, Staged) else None
+    return spec if digest is None else {**spec, DIGEST: digest}
+
+
 async def staged_in_thread(records: Iterable[SourceRecord], dest: Path,
-                           local: LocalZone | None) -> int:
+                           local: LocalZone | None, *, by_content: bool = False) -> int:
     """``stage`` in a thread. Cancelled (Ctrl-C, SIGTERM, an error elsewhere), it tells
     the thread to stop and waits for it: the run lets go of its work folder (the lock)
     only after, so no staged file appears in a folder another migrate may have taken."""
     stop = threading.Event()
-    job = asyncio.ensure_future(asyncio.to_thread(stage, records, dest, local=local, stop=stop))
+    job = asyncio.ensure_future(asyncio.to_thread(stage, records, dest, local=local, stop=stop,
+                                                  by_content=by_content))
     try:
         return await asyncio.shield(job)
     except asyncio.CancelledError:
