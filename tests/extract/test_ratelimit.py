@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from mp2amp.extract.ratelimit import RateLimiter
 
@@ -73,3 +74,44 @@ def test_concurrency_cap_holds_slots_for_the_whole_request() -> None:
 
     asyncio.run(main())
     assert peak == 2
+
+
+# --- the query journal: a resume counts its predecessor's last hour ----------------------
+
+
+def _journaled(path: Path, clock: FakeClock, wall: float, per_hour: int = 3) -> RateLimiter:
+    return RateLimiter(per_hour=per_hour, per_second=100, max_concurrent=10, clock=clock,
+                       sleep=clock.sleep, journal=path, wall=lambda: wall + clock.now)
+
+
+def test_a_new_limiter_counts_the_queries_its_work_folder_started_within_the_hour(
+        tmp_path: Path) -> None:
+    journal = tmp_path / "query-starts.log"
+    wall = 1_000_000.0
+    # two queries 10 and 20 minutes ago, one 2 hours ago, a line torn by a kill
+    journal.write_text(f"{wall - 7200:.3f}\n{wall - 1200:.3f}\n{wall - 600:.3f}\n99")
+    clock = FakeClock()
+    times = starts(_journaled(journal, clock, wall), clock, 2)
+    # one query is left of this hour; the next waits until the one 20 minutes old is an hour old
+    assert times[0] == 0.0
+    assert 2400.0 <= times[1] <= 2410.0
+    # the journal now holds the last hour's starts only, this run's included
+    kept = [float(w) for w in journal.read_text().split()]
+    assert len(kept) == 4 and min(kept) == wall - 1200
+
+
+def test_a_journal_from_a_clock_set_back_counts_as_just_now(tmp_path: Path) -> None:
+    journal = tmp_path / "query-starts.log"
+    wall = 1_000_000.0
+    journal.write_text(f"{wall + 500:.3f}\n")  # "in the future": the clock went back
+    clock = FakeClock()
+    times = starts(_journaled(journal, clock, wall, per_hour=1), clock, 1)
+    assert 3600.0 <= times[0] <= 3610.0
+
+
+def test_an_unwritable_journal_never_stops_the_queries(tmp_path: Path) -> None:
+    folder = tmp_path / "not-a-folder"
+    folder.write_text("a file where the journal's folder would be")
+    clock = FakeClock()
+    times = starts(_journaled(folder / "query-starts.log", clock, 1_000_000.0), clock, 3)
+    assert times == [0.0, 0.0, 0.0]

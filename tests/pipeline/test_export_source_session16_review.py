@@ -152,10 +152,6 @@ def test_credentials_refused_after_days_were_sent_do_not_say_nothing_was_sent(
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a resumed run forgets the Export API queries its predecessor made within the hour "
-    "(fetch_windows builds a fresh RateLimiter, nothing is kept in the ledger), so a "
-    "resume right after a stop sends past Mixpanel's hourly limit and draws 429s"))
 def test_a_resume_keeps_to_the_hourly_query_limit_its_run_started(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Reference 1.7: 60 queries an hour per project. Here the limit is 2 an hour on both

@@ -62,6 +62,7 @@ UNREACHABLE_ATTEMPTS = 5  # refused connections before any answer that stop the 
 
 # Output cap per decompression step, so one small gzip chunk cannot inflate without bound.
 GUNZIP_STEP = 1 << 20
+QUERY_LOG = "query-starts.log"  # when this work folder's export queries started (ratelimit)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -199,7 +200,8 @@ async def fetch_windows(
     """
     todo = sorted({as_days(d) for d in days})
     limiter = limiter or RateLimiter(per_hour=settings.per_hour, per_second=settings.per_second,
-                                     max_concurrent=settings.max_concurrent)
+                                     max_concurrent=settings.max_concurrent,
+                                     journal=workdir / QUERY_LOG)
     width = max(1, min(concurrency, settings.max_concurrent))
     own_session = session is None
     if session is None:

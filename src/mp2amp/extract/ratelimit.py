@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from mp2amp.errors import RateLimited, TransientError
 
@@ -35,6 +36,8 @@ class RateLimiter:
         max_concurrent: int,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        journal: Path | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.per_hour = per_hour
         self.per_second = per_second
@@ -46,6 +49,53 @@ class RateLimiter:
         self._running = asyncio.Semaphore(max_concurrent)
         self.waited = 0.0  # seconds spent waiting for the limits (reported by callers)
         self.answered = False  # the server answered a request of this run (any status)
+        # Mixpanel counts the project's queries, not this process's: the start times (wall
+        # clock) of a work folder's queries are kept, so a --resume right after a stop
+        # counts its predecessor's last hour instead of drawing 429s.
+        self._journal = journal
+        self._wall = wall
+        if journal is not None:
+            self._resume_from(journal)
+
+    def _resume_from(self, journal: Path) -> None:
+        try:
+            text = journal.read_text(encoding="ascii", errors="replace")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("cannot read %s (%s): earlier queries of this hour are not counted",
+                        journal, exc)
+            return
+        now_wall, now = self._wall(), self.clock()
+        recent: list[float] = []
+        for word in text.split():
+            try:
+                started = float(word)
+            except ValueError:  # a line a kill cut short
+                continue
+            age = max(now_wall - started, 0.0)  # a clock set back: as if just now
+            if age < HOUR:
+                recent.append(age)
+        self._starts.extend(now - age for age in sorted(recent, reverse=True))
+        try:  # keep only the last hour's (the file would grow with every query)
+            part = journal.with_name(journal.name + ".part")
+            part.write_text("".join(f"{now_wall - age:.3f}\n"
+                                    for age in sorted(recent, reverse=True)), encoding="ascii")
+            part.replace(journal)
+        except OSError:
+            pass  # the longer file reads the same
+
+    def _record(self) -> None:
+        if self._journal is None:
+            return
+        try:
+            self._journal.parent.mkdir(parents=True, exist_ok=True)
+            with open(self._journal, "a", encoding="ascii") as f:
+                f.write(f"{self._wall():.3f}\n")
+        except OSError as exc:  # counting is a courtesy to the limit: never stop the run
+            log.warning("cannot record Mixpanel export queries in %s (%s): a resume within "
+                        "the hour may draw 429s (waited out)", self._journal, exc)
+            self._journal = None
 
     def pause(self, seconds: float) -> None:
         """No request starts in the next ``seconds`` (the server asked us to back off)."""
@@ -72,6 +122,7 @@ class RateLimiter:
                 self.waited += wait
                 await self.sleep(wait)
             self._starts.append(self.clock())
+            self._record()
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
