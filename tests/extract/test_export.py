@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 from datetime import date
@@ -339,3 +340,40 @@ def test_a_mixpanel_never_reached_stops_after_a_few_refused_connections(tmp_path
         f"cannot connect to Mixpanel at http://127.0.0.1:{port}/api/2.0/export (")
     assert "5 times and never since this run started: check [mixpanel] api_host" \
         in str(stopped.value)
+
+
+def test_a_host_that_never_answers_the_connection_fails_fast(tmp_path: Path) -> None:
+    """A host that drops the connection's packets (a firewall, a wrong private address)
+    costs the connect timeout per attempt, not the system's ~2 minutes. Here the listening
+    socket's backlog is full, so the kernel drops the SYNs the same way."""
+    import socket
+    import time
+
+    from mp2amp.errors import Mp2AmpError
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.1", port))
+        fillers.append(s)
+    time.sleep(0.2)
+
+    async def main() -> None:
+        async for _ in fetch_windows(settings(f"http://127.0.0.1:{port}", connect_timeout=0.3,
+                                              max_attempts=2), DAYS[:1], tmp_path):
+            pass
+
+    began = time.monotonic()
+    try:
+        with pytest.raises(Mp2AmpError):
+            asyncio.run(main())
+    finally:
+        for s in [*fillers, server]:
+            s.close()
+    assert time.monotonic() - began < 20

@@ -57,6 +57,8 @@ class MixpanelSettings:
     # minutes to start (§1.5), so the read timeout is generous.
     timeout: float | None = None
     read_timeout: float = 300.0
+    # A host that drops packets silently would cost the system's ~2 min per attempt.
+    connect_timeout: float = 30.0
     events: Sequence[str] = ()  # export only these event names (the ``event`` parameter)
     where: str | None = None
     time_in_ms: bool = False

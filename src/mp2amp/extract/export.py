@@ -317,7 +317,8 @@ async def _fetch_once(
     part = final.with_suffix(".jsonl.part")
     headers = {"Authorization": settings.auth_header(), "Accept": "text/plain",
                "Accept-Encoding": "gzip"}
-    timeout = aiohttp.ClientTimeout(total=settings.timeout, sock_read=settings.read_timeout)
+    timeout = aiohttp.ClientTimeout(total=settings.timeout, sock_read=settings.read_timeout,
+                                    sock_connect=settings.connect_timeout)
     done = False
     try:
         async with limiter.slot(), session.get(settings.export_url, params=_params(settings, span),
