@@ -395,4 +395,5 @@ def test_sigint_with_json_prints_only_the_hint_then_status_names_it(
     assert status["complete"] is False
     assert status["last_attempt"]["outcome"] == "stopped"
     assert status["last_attempt"]["message"] == (
-        "stopped by Ctrl-C or SIGTERM; resume with --resume")
+        "stopped by Ctrl-C; resume with --resume")
+    assert status["last_attempt"]["exit_code"] == 130

@@ -31,7 +31,7 @@ STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
 
 @pytest.mark.parametrize(("error", "outcome", "code", "message"), [
     (Crash("stopped here"), "crashed", 1, "Crash: stopped here"),
-    (KeyboardInterrupt(), "stopped", None, "stopped by Ctrl-C or SIGTERM; resume with --resume"),
+    (KeyboardInterrupt(), "stopped", 130, "stopped by Ctrl-C; resume with --resume"),
     (sqlite3.OperationalError("database or disk is full"), "stopped", 2,
      "the disk is full (writing in the work folder WORK); nothing done so far is lost"),
 ], ids=["crash", "interrupt", "disk-full"])

@@ -339,7 +339,9 @@ def test_a_signal_while_import_files_are_made_then_resume(
     seen = _status(cfg)
     assert not seen["complete"]
     assert seen["last_attempt"]["outcome"] == "stopped"
-    assert seen["last_attempt"]["message"].startswith("stopped by Ctrl-C or SIGTERM")
+    how = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    assert seen["last_attempt"]["message"] == f"stopped by {how}; resume with --resume"
+    assert seen["last_attempt"]["exit_code"] == code
     assert "loaded" not in seen["states"]  # windows count as loaded only once files exist
     monkeypatch.delenv("SLOW_WRITE", raising=False)
     resumed = _run("migrate", "-c", str(cfg), "--quiet", "--resume", "--json", wrapper=wrapper)

@@ -20,6 +20,7 @@ import orjson
 from mp2amp.errors import Mp2AmpError
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline.diskspace import disk_full_message, is_disk_full, written_file
+from mp2amp.pipeline.stopping import Terminated, stop_exit_code
 
 LAST_ATTEMPT = "last_attempt"  # the ledger meta key
 
@@ -31,8 +32,10 @@ def finished(exit_code: int) -> dict[str, Any]:
 def stopped_by(exc: BaseException, workdir: Path) -> dict[str, Any]:
     """The outcome of a run that ``exc`` ended, as the CLI would report it."""
     if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
-        return {"outcome": "stopped", "exit_code": None,  # 130 or 143: the CLI's to say
-                "message": "stopped by Ctrl-C or SIGTERM; resume with --resume"}
+        code = Terminated.exit_code if isinstance(exc, Terminated) else stop_exit_code()
+        how = "SIGTERM" if code == Terminated.exit_code else "Ctrl-C"
+        return {"outcome": "stopped", "exit_code": code,
+                "message": f"stopped by {how}; resume with --resume"}
     if is_disk_full(exc):
         where = written_file(exc)
         return {"outcome": "stopped", "exit_code": 2,

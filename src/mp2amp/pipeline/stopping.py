@@ -17,6 +17,15 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# Whether SIGTERM (not Ctrl-C) is stopping the run in progress: the attempt recorded in the
+# ledger then names it and its exit code (signals are the process's, so this is too).
+_sigterm_seen: list[bool] = [False]
+
+
+def stop_exit_code() -> int:
+    """The exit code of a run being stopped now: 143 (SIGTERM) or 130 (Ctrl-C)."""
+    return Terminated.exit_code if _sigterm_seen[0] else 128 + signal.SIGINT
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM stopped the run at an ``await``; what was recorded is consistent."""
@@ -30,6 +39,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     The handler is only installed where asyncio can (the main thread of a POSIX
     process); elsewhere SIGTERM keeps its usual meaning."""
     stopped: list[int] = []
+    _sigterm_seen[0] = False
 
     async def main() -> T:
         task = asyncio.current_task()
@@ -39,6 +49,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
             if stopped:  # one cancellation: a second SIGTERM must not cut the cleanup short
                 return
             stopped.append(signal.SIGTERM)
+            _sigterm_seen[0] = True
             if task is not None:
                 task.cancel()
 
