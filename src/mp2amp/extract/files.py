@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import errno
 import glob
-import gzip
 import itertools
 import logging
 import os
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
-from isal import isal_zlib
-
 from mp2amp.errors import InputError, Rejection
 from mp2amp.extract.concatenated import is_pretty, iter_concatenated
+from mp2amp.extract.gzstream import (
+    GZIP_CHUNK,
+    GZIP_ERRORS,
+    GZIP_MAGIC,
+    GuardedReader,
+    GzipStream,
+)
 from mp2amp.extract.jsonarray import iter_array
 from mp2amp.extract.lines import parse_lines, split_lines
 from mp2amp.extract.pipelines import (
@@ -43,18 +46,6 @@ from mp2amp.models import UTC_TIME_MARK, SourceRecord
 log = logging.getLogger("mp2amp.extract")
 
 CHUNK = 1 << 20
-# decompressed bytes handed over per read of a .gz (bounds what a gzip bomb takes at once;
-# 64 KB stays in cache while it is split into lines: 1 MB read ~0.35 us a record slower)
-GZIP_CHUNK = 1 << 16
-# compressed bytes read at a time: about what inflates to GZIP_CHUNK, so zlib is not handed
-# the rest of a big read again and again (1 MB reads with 64 KB out copied that rest ~15
-# times: ~0.5 us a record)
-GZIP_INPUT = 1 << 13
-GZIP_MAGIC = b"\x1f\x8b"
-# what a damaged .gz raises, from either decompressor
-GZIP_ERRORS: tuple[type[BaseException], ...] = (
-    EOFError, gzip.BadGzipFile, zlib.error, cast(type[BaseException], isal_zlib.error))
-_PASS_THROUGH: tuple[type[BaseException], ...] = (*GZIP_ERRORS, OSError)  # read errors reported as they are
 LINE_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 REMOTE_PACKAGES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
                    "gcs": ("gcsfs", "gcs")}
@@ -185,7 +176,7 @@ def iter_file(source: SourceFile) -> Iterator[SourceRecord]:
         chunk = CHUNK
         if head == GZIP_MAGIC:
             chunk = GZIP_CHUNK
-            stream = cast(BinaryIO, _GzipStream(raw))
+            stream = cast(BinaryIO, GzipStream(raw))
         yield from _iter_stream(source.url, stream, chunk, source.time_is_utc)
 
 
@@ -202,77 +193,20 @@ def check_format(url: str, head: bytes) -> None:
                          f"gzip): {found[1]}, or leave it out of the inputs, and run again")
 
 
-class _GzipStream:
-    """The decompressed bytes of a gzip file (members one after another, as gzip allows).
-
-    A damaged or cut file hands over everything that decompresses before the damage, then
-    raises: ISA-L's GzipFile fills a whole read before it returns, so up to a read's
-    worth of intact records before the damage was lost with it (every record of a file
-    that only lacks its 8-byte trailer, when it is small)."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        # ISA-L: the same gzip, decompressed about twice as fast as zlib
-        self._inflate = isal_zlib.decompressobj(wbits=31)
-        self._ended = False  # the raw stream is exhausted
-
-    def read(self, size: int = -1) -> bytes:
-        limit = size if size > 0 else GZIP_CHUNK
-        while True:
-            inflate = self._inflate
-            if inflate.eof:  # a member ended: another may follow
-                data = inflate.unused_data.lstrip(b"\0")  # gzip tolerates zero padding
-                while not data and not self._ended:
-                    more = self._raw.read(GZIP_INPUT)
-                    self._ended = not more
-                    data = more.lstrip(b"\0")
-                if not data:
-                    return b""
-                inflate = self._inflate = isal_zlib.decompressobj(wbits=31)
-            else:
-                data = inflate.unconsumed_tail
-                if not data and not self._ended:
-                    data = self._raw.read(GZIP_INPUT)
-                    self._ended = not data
-            if data:
-                out: bytes = inflate.decompress(data, limit)
-                if out:
-                    return out
-                continue
-            # the input ended inside a member: what it still holds, then the damage
-            out = inflate.flush()
-            if out:
-                return out
-            raise EOFError("Compressed file ended before the end-of-stream marker was reached")
-
-
-class _GuardedReader:
-    """Reads a backend stream; a backend's own exception types (botocore, aiohttp inside
-    s3fs/gcsfs) become OSError, so every read failure is reported the same way."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        # read1 hands over data as it is decompressed, so a damaged .gz loses only its
-        # last piece, not a whole chunk.
-        self._read = getattr(stream, "read1", stream.read)
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            data: bytes = self._read(size)
-        except _PASS_THROUGH:
-            raise
-        except Exception as exc:
-            raise OSError(f"{type(exc).__name__}: {exc}") from exc
-        return data
+def _where(records: int, line: int) -> str:
+    # a pretty-printed array's or object stream's records start on lines further on
+    return f"record {records}" if records == line else f"record {records} (line {line})"
 
 
 def _iter_stream(url: str, stream: BinaryIO, chunk: int = CHUNK,
                  utc: bool = False) -> Iterator[SourceRecord]:
-    count = 0
+    count = 0  # the last record's line (a rejection after it takes the next)
+    records_read = 0
     try:
-        guarded = _GuardedReader(stream)
+        guarded = GuardedReader(stream)
         read = guarded.read
         first = read(chunk)
-        if isinstance(stream, _GzipStream):  # what the gzip holds must be JSON text too
+        if isinstance(stream, GzipStream):  # what the gzip holds must be JSON text too
             if first.startswith(GZIP_MAGIC):
                 raise InputError(f"{url} is gzip inside gzip (compressed twice): decompress "
                                  "it once (gunzip) and run again")
@@ -293,18 +227,19 @@ def _iter_stream(url: str, stream: BinaryIO, chunk: int = CHUNK,
             records = parse_lines(url, split_lines(chunks))
         for rec in records:
             count = rec.line
+            records_read += 1
             yield _normalized(rec, utc)
     except GZIP_ERRORS as exc:
         # A damaged compressed file: what was read is kept, the loss is reported as a
         # rejection so that the counts show it.
         line = count + 1
         rej = Rejection("truncated_file",
-                        f"{url} is damaged after record {count} ({exc}); the rest of the "
+                        f"{url} is damaged after {_where(records_read, count)} ({exc}); the rest of the "
                         "file could not be read: restore the file and run again",
                         source=url, line=line)
         yield SourceRecord(url, line, None, rej)
     except OSError as exc:
-        raise InputError(f"reading {url} failed after record {count}: {exc}; "
+        raise InputError(f"reading {url} failed after {_where(records_read, count)}: {exc}; "
                          "check the file and run again") from exc
 
 
