@@ -200,16 +200,20 @@ def test_an_overlong_user_id_leaves_the_event_to_its_device_and_is_counted() -> 
     assert isinstance(both, Rejection) and (both.reason, both.field) == ("invalid_id", "user_id")
 
 
-def test_a_hashed_object_or_list_is_hashed_value_by_value() -> None:
+def test_a_hashed_list_is_hashed_value_by_value_and_an_object_whole() -> None:
     from mp2amp.models import Resolved
     from mp2amp.transform.privacy import PrivacyRules
 
     rules = PrivacyRules(hash_properties=["who"], drop_properties=["ssn"], salt="pepper")
+    h = rules.hash_value
+    out = rules.apply("E", {"who": ["x", None, 7]}, Resolved("u", None), 0)
+    assert isinstance(out, dict) and out["who"] == [h("x"), None, h(7)]
+    # an object is hashed whole (its keys are as personal as its values), dropped keys
+    # removed first (session-16 second review)
     out = rules.apply("E", {"who": {"email": "a@b.c", "ids": ["x", None, 7], "ssn": "1"}},
                       Resolved("u", None), 0)
     assert isinstance(out, dict)
-    h = rules.hash_value
-    assert out["who"] == {"email": h("a@b.c"), "ids": [h("x"), None, h(7)]}
+    assert out["who"] == h({"email": "a@b.c", "ids": ["x", None, 7]})
     assert h(7) == h("7")  # a number and its text join, as before
 
 

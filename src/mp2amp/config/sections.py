@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mp2amp.errors import ConfigError
 from mp2amp.load.batcher import REQUEST_LIMIT_BYTES
+from mp2amp.transform.configured import ambiguous
 from mp2amp.transform.settings import RevenueSettings
 
 if typing.TYPE_CHECKING:
@@ -230,6 +231,15 @@ class TransformConfig:
     amplitude_event_names: bool = False  # $mp_web_page_view -> [Amplitude] Page Viewed ...
     revenue: RevenueConfig = field(default_factory=RevenueConfig)
 
+    def configured_names(self) -> dict[str, str]:
+        """Config key -> the property it names, for the reports about them."""
+        r = self.revenue
+        names = {f"transform.revenue.{key}": name for key, name in (
+            ("price", r.price), ("quantity", r.quantity), ("revenue", r.revenue),
+            ("product_id", r.product_id), ("revenue_type", r.revenue_type),
+            ("currency", r.currency), ("items", r.items)) if name}
+        return names | {f"transform.groups ({name!r})": name for name in self.groups}
+
     def problems(self) -> list[str]:
         out = []
         if len(self.groups) > 5:
@@ -334,6 +344,8 @@ class Config:
             problems += exc.problems
         if plan is not None and privacy is not None:
             problems += _hashed_but_typed(plan, privacy)
+        if plan is not None:
+            problems += ambiguous(plan, self.transform.configured_names())
         if problems or plan is None or privacy is None:
             raise ConfigError(problems, source=str(self.path) if self.path else None)
         m, t = self.mixpanel, self.transform
@@ -377,13 +389,15 @@ def _plan_problems(exc: ConfigError, plan: Path | None) -> list[str]:
 
 
 def _hashed_but_typed(plan: TrackingPlan, privacy: PrivacyRules) -> list[str]:
-    """A property the privacy rules hash reaches the plan as hex text: a plan type other
-    than string would reject every event that carries it."""
+    """A property the privacy rules hash reaches the plan as hex text (a list of it for a
+    list): a plan type that takes neither would reject every event that carries it."""
     rules = [(name, rule) for name, rule in plan.properties.items()]
     rules += [(name, rule) for event in plan.events.values()
               for name, rule in event.properties.items()]
-    return sorted({f"privacy.hash_properties: {name!r} is hashed (hex text) before the "
-                   f"tracking plan sees it, and the plan types it {rule.type}: every event "
-                   "with it would be rejected; type it string in the plan, or stop hashing it"
+    return sorted({f"privacy.hash_properties: {name!r} is hashed (hex text, or a list of "
+                   f"it for a list) before the tracking plan sees it, and the plan types it "
+                   f"{rule.type}: every event with it would be rejected; type it string or "
+                   "list in the plan, or stop hashing it"
                    for name, rule in rules
-                   if name in privacy.hash_properties and rule.type not in (None, "string")})
+                   if name in privacy.hash_properties
+                   and rule.type not in (None, "string", "list")})

@@ -66,7 +66,9 @@ def resolve_clustered(
                     break
         if not hit and own_userlike:
             user = own
-        if not retroactive and not own_userlike:
+        # withheld only from anonymous events: an ID that is its cluster's user (a UUID
+        # user ID the predicate takes for a device's) is that user's own event
+        if not retroactive and not own_userlike and (own is None or user != own):
             owner, user = user, None
     if require_hit and not hit:
         return None

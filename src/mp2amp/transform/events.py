@@ -10,7 +10,7 @@ Order inside ``Transformer.event`` (each step may end the event with a Skip or R
    characters; an overlong one is dropped when the other is usable) or a rejection;
 6. default properties -> top-level fields / readable event properties (``mapping``),
    location fields together (``geo``);
-7. revenue (``revenue``), groups: configured by Mixpanel name, read before the plan;
+7. revenue (``revenue``), groups: configured by Mixpanel name, as the plan made them;
 8. value sanitizing (``values``): 1024-character strings, 40 levels, JSON-only values;
 9. ``insert_id`` (``insert_id``) from the event as Mixpanel stored it.
 
@@ -340,12 +340,12 @@ class Transformer:
                     return kept
                 props = kept
             name, user_props, flagged = source_name, None, False
-            named: dict[str, Any] | None = None  # the configured properties, when planned
+            configured = props  # revenue and groups: by Mixpanel name (by_source_name)
             if self._plan is not None:
                 planned = self._plan.apply(source_name, props, self._scrub)
                 if isinstance(planned, Skip | Rejection):
                     return planned
-                named = by_source_name(props, planned.props, self._configured)
+                configured = by_source_name(props, planned, self._configured)
                 name, props, flagged = planned.event_name, planned.props, planned.flagged
                 user_props = planned.user_props or None
 
@@ -357,7 +357,7 @@ class Transformer:
             event_type = self._event_types.get(name)
             if event_type is None:
                 event_type = self._event_type(name)
-            user_id, device_id = usable_ids(user_id, device_id, self.counts)
+            user_id, device_id, dropped_id = usable_ids(user_id, device_id)  # counted if sent
 
             # default properties -> top-level fields and readable event properties (shapes)
             lib, os_value = props.get("mp_lib"), props.get("$os")
@@ -370,9 +370,8 @@ class Transformer:
                 shape = self._shape(props, lib, os_value, shape_key)
             (names, values, pairs, template, fixes, page, getter, memo, _, has_revenue,
              groups, _, _) = shape
-            configured = props if named is None else named
-            if named is not None:  # the plan ran: revenue and groups by their Mixpanel names
-                has_revenue, groups = present(named, self._revenue_keys, self._group_keys)
+            if self._plan is not None:  # revenue and groups by their Mixpanel names
+                has_revenue, groups = present(configured, self._revenue_keys, self._group_keys)
             # Event properties, checked on the way (plain_props); a value that needs
             # sanitizing (or a name that does) sends the whole dict through sanitize_props.
             # The other values are a fix of one of these (the input or "EMPTY"), kept values
@@ -434,6 +433,7 @@ class Transformer:
                 if found:
                     out["groups"] = found
             out["insert_id"] = event_insert_id(source_name, source_props, raw_ms)
+            self.counts.update(dropped_id)  # the event goes out: its overlong ID was dropped
             if learn and shape_key is not None and shape.context is not None \
                     and name in self._event_types:
                 self._learn((source_name, lib, os_value, shape_key[2:]), shape, event_type, props,

@@ -47,12 +47,14 @@ REJECT_RENAME_CLASH = "plan_rename_clash"
 
 @dataclass(frozen=True, slots=True)
 class PlanResult:
-    """An event after the plan: new name, event properties, properties moved to the user."""
+    """An event after the plan: new name, event properties, properties moved to the user,
+    and the property rules applied (where each Mixpanel property went: ``configured``)."""
 
     event_name: str
     props: dict[str, Any]
     user_props: dict[str, Any]
     flagged: bool = False
+    rules: Mapping[str, PropertyRule] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +262,7 @@ class TrackingPlan:
             if prule.rename:
                 renamed[target] = key
             dest[target] = value
-        return PlanResult(name, out, user_props, flagged)
+        return PlanResult(name, out, user_props, flagged, prop_rules)
 
 
 def _clash(event_name: str, source: str, target: str) -> Rejection:

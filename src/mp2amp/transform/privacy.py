@@ -9,8 +9,10 @@ must not be there is removed here, before upload:
   a list of objects too);
 * ``hash_properties``: replaced by ``sha256(salt + value)`` in hex, so values still join
   and count but cannot be read back (the salt defeats dictionary look-ups of e-mails), at
-  any depth too; a list or object is hashed value by value (its shape kept), so ``"c_1"``
-  and ``["c_1"]`` give the same hash;
+  any depth too; a list is hashed value by value (its shape kept), so ``"c_1"`` and
+  ``["c_1"]`` give the same hash; an object is hashed whole (its dropped keys removed
+  first), keys included: they can be as personal as the values (``{"a@b.c": "admin"}``);
+  a number is hashed as the group name it would make (``42.0`` as ``42``, as ``"42"``);
 * an excluded-users file (opt-outs, GDPR deletions): every event whose ``distinct_id``,
   resolved ``user_id`` or ``device_id`` is listed is skipped (``privacy.excluded_user``);
 * ``drop_before``: events before this UTC date are skipped (``privacy.before_retention``).
@@ -127,9 +129,13 @@ class PrivacyRules:
         return False
 
     def hash_value(self, value: Any) -> str:
-        """Salted SHA-256 (hex) of a value; non-strings are hashed as their canonical JSON."""
+        """Salted SHA-256 (hex) of a value; non-strings are hashed as their canonical JSON,
+        an integral float as its integer: ``42``, ``42.0`` and ``"42"`` hash alike, as they
+        make one group name (``groups.group_name``); ``True`` stays ``"true"``, not ``1``."""
         if isinstance(value, str):
             raw = value.encode()
+        elif type(value) is float and value.is_integer():  # (False for nan and infinities)
+            raw = str(int(value)).encode()
         else:
             try:
                 raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
@@ -178,18 +184,30 @@ class PrivacyRules:
 
 
     def _hashed(self, value: Any, depth: int) -> Any:
-        """``value`` with each scalar hashed and its shape kept: ``"c_1"``, ``["c_1"]`` and
-        ``{"id": "c_1"}`` hold the same hash, so a value joins and counts however it was
-        sent (a list as a whole would hash to a name no single value has). ``None`` stays:
-        absence is no value. Dropped keys inside still go."""
+        """``value`` hashed: a list element by element, its shape kept, so ``"c_1"`` and
+        ``["c_1"]`` hold the same hash and join and count however they were sent (a list
+        as a whole would hash to a name no single value has); an object whole, as nothing
+        of it (keys included) may go out in clear, after its dropped keys go, so a dropped
+        value does not change its hash. ``None`` stays: absence is no value."""
         if depth > _MAX_DEPTH:  # a value down there would go out in clear
             raise _too_deep()
         if type(value) is list:
             return [self._hashed(v, depth + 1) for v in value]
         if type(value) is dict:
-            return {k: self._hashed(v, depth + 1) for k, v in value.items()
-                    if k not in self._drop}
+            return self.hash_value(self._without_dropped(value, depth))
         return None if value is None else self.hash_value(value)
+
+    def _without_dropped(self, value: Any, depth: int) -> Any:
+        """``value`` with the dropped keys removed at any depth (what a hashed object is
+        hashed as)."""
+        if depth > _MAX_DEPTH:
+            raise _too_deep()
+        if type(value) is list:
+            return [self._without_dropped(v, depth + 1) for v in value]
+        if type(value) is dict:
+            return {k: self._without_dropped(v, depth + 1) for k, v in value.items()
+                    if k not in self._drop}
+        return value
 
 
 def _too_deep() -> ValueProblem:

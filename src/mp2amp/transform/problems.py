@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from mp2amp.errors import Rejection
@@ -64,19 +63,19 @@ def source_field(field: str | None, record: Any) -> str | None:
 
 
 def usable_ids(user_id: str | None, device_id: str | None,
-               counts: Counter[str]) -> tuple[str | None, str | None]:
-    """The IDs Amplitude can take: an ID longer than 1024 characters is dropped (counted
-    as ``user_id_over_limit`` / ``device_id_over_limit``) when the other one is usable, so
-    the event still goes out under it; with no usable ID left the event is rejected
-    (``invalid_id``). Cutting an ID instead would merge it with another's history."""
+               ) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """The IDs Amplitude can take, and what to count once the event is sent: an ID longer
+    than 1024 characters is dropped (``user_id_over_limit`` / ``device_id_over_limit``)
+    when the other one is usable, so the event still goes out under it; with no usable ID
+    left the event is rejected (``invalid_id``). Cutting an ID instead would merge it with
+    another's history. Counted by the caller only for an event sent: a later rejection
+    drops no ID from anything Amplitude receives."""
     long_user = user_id is not None and len(user_id) > MAX_STRING
     long_device = device_id is not None and len(device_id) > MAX_STRING
     if not (long_user or long_device):
-        return user_id, device_id
+        return user_id, device_id, ()
     if (user_id is None or long_user) and (device_id is None or long_device):
         long_id("user_id" if long_user else "device_id")
     if long_user:
-        counts["user_id_over_limit"] += 1
-        return None, device_id
-    counts["device_id_over_limit"] += 1
-    return user_id, None
+        return None, device_id, ("user_id_over_limit",)
+    return user_id, None, ("device_id_over_limit",)

@@ -6,7 +6,8 @@ Amplitude counts revenue only from the top-level ``price``, ``quantity``, ``reve
 has no reserved event-level revenue field, so the property names come from the config
 (``RevenueSettings``); nothing is hoisted by default. They are the Mixpanel names: a
 tracking plan that renames or moves a configured property does not lose its amount (the
-plan's new name is accepted too). The original properties stay in ``event_properties``
+plan's new name is accepted too; a name that is also a Mixpanel property the plan
+renames, moves or drops is refused with the config). The original properties stay in ``event_properties``
 too (as the plan leaves them), so charts built on them keep working.
 
 Rules (all deterministic, none invents a value):

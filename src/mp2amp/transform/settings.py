@@ -12,8 +12,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class RevenueSettings:
-    """Which event properties carry revenue, by their Mixpanel names (read before the
-    tracking plan renames or moves them; the plan's new name is accepted too).
+    """Which event properties carry revenue, by their Mixpanel names (read as the tracking
+    plan made them, wherever it renames or moves them; the plan's new name is accepted
+    too, unless it is also a Mixpanel name the plan moves away: ``configured.ambiguous``).
 
     Mixpanel has no reserved event-level revenue field, so nothing is hoisted unless a name
     is configured. ``items`` names a list-of-objects property of multi-item orders whose
