@@ -315,7 +315,7 @@ class Sender:
             up.schedule_release(hold)
         if throttled:
             up.report.throttles += 1
-            self._shrink_for_rate(lane, throttled, v.eps_threshold or s.device_eps)
+            self._shrink_for_rate(lane, throttled, v, v.eps_threshold or s.device_eps)
             wait = max(s.throttle_seconds, v.retry_after or 0.0)  # classify capped it
             _log_long_wait(v, wait, f"{len(throttled)} events of "
                            f"{len(v.throttled_devices) + len(v.throttled_users)} throttled "
@@ -328,18 +328,14 @@ class Sender:
             up.requeue_front(rest, from_hold=False)
 
     @staticmethod
-    def _shrink_for_rate(lane: Lane, throttled: list[Submitted], eps: int) -> None:
+    def _shrink_for_rate(lane: Lane, throttled: list[Submitted], v: Verdict, eps: int) -> None:
         """Amplitude averages a device's (or user's) eps over RATE_WINDOW seconds, so one
-        request may carry ``eps * RATE_WINDOW`` events of it. A device with more in one
-        request would be throttled forever: halve how many events a request of this lane
-        carries (per device, at most that), creeping back after successes. One throttled
-        with fewer is over its rate over time, which smaller requests do not change (they
-        would only make every later request of the lane smaller)."""
-        per_key: dict[str | None, int] = {}
-        for item in throttled:
-            k = item.device or item.user
-            per_key[k] = per_key.get(k, 0) + 1
-        most = max(per_key.values())
+        request may carry ``eps * RATE_WINDOW`` events of it. A device or user with more in
+        one request would be throttled forever: halve how many events a request of this lane
+        carries (per device or user, at most that), creeping back after successes. One
+        throttled with fewer is over its rate over time, which smaller requests do not change
+        (they would only make every later request of the lane smaller)."""
+        most = _most_events_of_one_id(throttled, v.throttled_devices, v.throttled_users)
         if most > eps * RATE_WINDOW:
             lane.cap_events = max(1, min(lane.cap_events, most // 2))
 
@@ -350,6 +346,30 @@ class Sender:
             lane.cap_events = min(self._max_events, lane.cap_events + lane.cap_events // 8 + 1)
         if lane.cap_bytes < self._max_bytes:
             lane.cap_bytes = min(self._max_bytes, lane.cap_bytes + lane.cap_bytes // 8 + 1)
+
+
+def _most_events_of_one_id(throttled: list[Submitted], devices: frozenset[str],
+                           users: frozenset[str]) -> int:
+    """The most throttled events of one device or one user, each counted as the 429 named
+    it: a user spread over several devices is over its budget with none of them over theirs.
+    An event listed by index only counts for its device (its user when it has none)."""
+    per_device: dict[str, int] = {}
+    per_user: dict[str, int] = {}
+    for item in throttled:
+        device, user = item.device, item.user
+        named = False
+        if device is not None and device in devices:
+            per_device[device] = per_device.get(device, 0) + 1
+            named = True
+        if user is not None and user in users:
+            per_user[user] = per_user.get(user, 0) + 1
+            named = True
+        if not named:
+            if device is not None:
+                per_device[device] = per_device.get(device, 0) + 1
+            else:
+                per_user[user or ""] = per_user.get(user or "", 0) + 1
+    return max(max(per_device.values(), default=0), max(per_user.values(), default=0))
 
 
 def _log_long_wait(v: Verdict, wait: float, what: str, report: LoadReport) -> bool:

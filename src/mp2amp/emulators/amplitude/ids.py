@@ -32,7 +32,8 @@ class Identities:
         # New mappings since the last snapshot, appended to a journal after each request so a
         # killed process never hands out an amplitude_id twice. Entries: ["u", user_id, aid],
         # ["d", device_id, aid], ["m", source, target], ["p", aid, user properties]; the
-        # server adds ["g", group key, group properties] and ["c", stored, duplicates].
+        # server adds ["g", group key, group properties] and ["c", stored, duplicates], and
+        # a deletion ["f", [canonical aid, ...], null] (the store writes it).
         self.journal: list[list[Any]] = []
 
     def canonical(self, aid: int) -> int:
@@ -124,6 +125,9 @@ class Identities:
                 self._move_props(key, aid)
             elif kind == "p":  # ``aid`` is that person's properties
                 self.user_props[key] = aid
+                continue
+            elif kind == "f":  # a deletion: ``key`` lists the erased people
+                self.forget({int(a) for a in key})
                 continue
             else:  # the server's entries
                 continue

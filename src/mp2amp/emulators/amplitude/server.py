@@ -557,8 +557,14 @@ class AmplitudeEmulator:
             return json_response(400, {"code": 400, "error": 'the body must be {"day": "YYYY-MM-DD"} or empty'})
         # In the loop thread: it rewrites the files that ingestion appends to.
         result = self.jobs.advance(self.ids, self.store, day)
-        self.ingestor.events_stored -= result["events_erased"]
-        self.save()
+        ingestor = self.ingestor
+        ingestor.events_stored -= result["events_erased"]
+        # the new count in ids.log with the deletion (the store journaled whom it erased):
+        # a restart after a failed save keeps both
+        self.ids.journal.append(["c", ingestor.events_stored, ingestor.duplicates])
+        self._unsaved += 1  # a failed save is tried again by the periodic one
+        self._try_save(with_limits=True, then="the jobs moved on all the same; the save is "
+                       "tried again at the next period and at stop")
         return json_response(200, result)
 
     async def _stats(self, request: web.Request) -> web.Response:

@@ -6,7 +6,8 @@ Layout::
                                server_upload_time (what the Export API selects on)
     dedup/YYYYMMDDTHH.jsonl    one line per request: [upload_ms, [dedup_key, ...]]
     state.json                 amplitude IDs, user/group properties, daily quota counts
-    ids.log                    ID assignments since state.json was written (replayed on start)
+    ids.log                    ID assignments and deletions since state.json was written
+                               (replayed on start)
     deletions.json             User Privacy API jobs
 
 Each events line is one accepted request: its body exactly as received (no re-encoding,
@@ -22,7 +23,9 @@ A request is journaled before its events are appended: its ids.log line (the IDs
 properties it set, then ``["w", hour, [events_start, events_end, dedup_start, dedup_end]]``)
 says where its lines go. On start, when a kill left that last request's events or dedup line
 missing, all three are cut back: the request is wholly there or wholly absent, never stored
-events naming amplitude IDs the restarted emulator does not know.
+events naming amplitude IDs the restarted emulator does not know. An empty line then closes
+the journal, so a request is checked on one start only. A deletion journals
+``["f", [amplitude_id, ...], null]`` before it rewrites the events files.
 
 ``iter_file`` hands back the stored events with ``_a``, ``_t``, ``_id`` (uuid = prefix +
 index), ``_u`` and ``_g`` filled in. Only the dedup keys of the last 7 days are loaded back
@@ -122,7 +125,10 @@ class EventStore:
 
     def _take_back_unfinished(self) -> None:
         """Only the last request can be unfinished (one writer, one request at a time): when
-        its journal line names an events or dedup line that did not land, cut all three."""
+        its journal line names an events or dedup line that did not land, cut all three.
+        Either way an empty line then closes the journal, so that the next start does not
+        check that request again (its hour's dedup file may be gone by then, deleted as
+        older than 7 days, which is not a kill's lost line)."""
         journal = self.root / "ids.log"
         if not journal.exists():
             return
@@ -137,15 +143,24 @@ class EventStore:
             return  # an /identify line, or one written before requests were journaled first
         hour, (events_start, events_end, dedup_start, dedup_end) = intent[1], intent[2]
         events, dedup = self.events_dir / f"{hour}.jsonl", self.dedup_dir / f"{hour}.jsonl"
+        if self._unfinished(events, events_start, events_end, dedup, dedup_start, dedup_end):
+            for path, size in ((events, events_start), (dedup, dedup_start), (journal, start)):
+                if _size(path) > size:
+                    os.truncate(path, size)
+        self.append_ids([])
+        self.close()
+
+    @staticmethod
+    def _unfinished(events: Path, events_start: int, events_end: int,
+                    dedup: Path, dedup_start: int, dedup_end: int) -> bool:
+        """A kill's shape: the request opened both hour files before its journal line, so a
+        lost line leaves an existing file ending where that line starts. A missing file
+        was deleted since (any other shape is not a kill's either: left as it is)."""
         events_size, dedup_size = _size(events), _size(dedup)
-        events_lost = events_size == events_start
-        dedup_lost = (events_size == events_end and dedup_size == dedup_start
-                      and dedup_end > dedup_start)
-        if not (events_lost or dedup_lost):
-            return  # it landed whole (any other shape is not a kill's: left as it is)
-        for path, size in ((events, events_start), (dedup, dedup_start), (journal, start)):
-            if _size(path) > size:
-                os.truncate(path, size)
+        events_lost = events.exists() and events_size == events_start
+        dedup_lost = (events_size == events_end and dedup.exists()
+                      and dedup_size == dedup_start and dedup_end > dedup_start)
+        return events_lost or dedup_lost
 
     # --- dedup -------------------------------------------------------------------
 
@@ -310,9 +325,11 @@ class EventStore:
     def rewrite_without(self, drop_aids: set[int], canonical: Any) -> int:
         """Remove every event of these people (by canonical amplitude_id); returns how many."""
         self.close()
-        # a line naming no request: the last request landed whole, and its events line is
-        # about to move, so ``repair`` must not read the new sizes as a kill's
-        self.append_ids([])
+        # Journaled first: a restart replays the forgetting (state.json may never be saved
+        # after it), and a kill part-way leaves the job unfinished for the next advance to
+        # redo. A line naming no request, too: the last request landed whole and its events
+        # line is about to move, so ``repair`` must not read the new sizes as a kill's.
+        self.append_ids([["f", sorted(drop_aids), None]])
         self.close()
         removed = 0
         for path in self.hour_files():
