@@ -115,7 +115,11 @@ def _referenced_file_problems(raw: Mapping[str, Any], base: Path,
         value = table.get(key) if isinstance(table, dict) else None
         path = parser.value(Path, value, f"{section}.{key}") if value is not None else None
         paths.append(path if isinstance(path, Path) and path.is_file() else None)
-    return referenced_file_problems(*paths)
+    privacy = raw.get("privacy")
+    names = privacy.get("hash_properties") if isinstance(privacy, dict) else None
+    hashed = frozenset(n for n in names if isinstance(n, str)) if isinstance(names, list) \
+        else frozenset()
+    return referenced_file_problems(paths[0], paths[1], hashed=hashed)
 
 
 class _Invalid:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -363,17 +363,19 @@ class Config:
         )
 
 
-def referenced_file_problems(plan: Path | None, exclude_users: Path | None) -> list[str]:
-    """The problems of the tracking plan and the excluded-users file, each naming its file:
-    for the report of a config file whose own problems stop it before
-    ``transform_settings()`` reads them (one round of fixing, not two)."""
+def referenced_file_problems(plan: Path | None, exclude_users: Path | None,
+                             hashed: frozenset[str] = frozenset()) -> list[str]:
+    """The problems of the tracking plan and the excluded-users file, each naming its file,
+    and a plan type a ``hashed`` property cannot take: for the report of a config file
+    whose own problems stop it before ``transform_settings()`` reads them (one round of
+    fixing, not two)."""
     from mp2amp.transform.plan import load_plan
     from mp2amp.transform.privacy import load_excluded_users
 
     problems: list[str] = []
     if plan is not None:
         try:
-            load_plan(plan)
+            problems += _typed_but_hashed(load_plan(plan), hashed)
         except ConfigError as exc:
             problems += _plan_problems(exc, plan)
     if exclude_users is not None:
@@ -391,6 +393,10 @@ def _plan_problems(exc: ConfigError, plan: Path | None) -> list[str]:
 def _hashed_but_typed(plan: TrackingPlan, privacy: PrivacyRules) -> list[str]:
     """A property the privacy rules hash reaches the plan as hex text (a list of it for a
     list): a plan type that takes neither would reject every event that carries it."""
+    return _typed_but_hashed(plan, privacy.hash_properties)
+
+
+def _typed_but_hashed(plan: TrackingPlan, hashed: Collection[str]) -> list[str]:
     rules = [(name, rule) for name, rule in plan.properties.items()]
     rules += [(name, rule) for event in plan.events.values()
               for name, rule in event.properties.items()]
@@ -399,5 +405,5 @@ def _hashed_but_typed(plan: TrackingPlan, privacy: PrivacyRules) -> list[str]:
                    f"{rule.type}: every event with it would be rejected; type it string or "
                    "list in the plan, or stop hashing it"
                    for name, rule in rules
-                   if name in privacy.hash_properties
+                   if name in hashed
                    and rule.type not in (None, "string", "list")})

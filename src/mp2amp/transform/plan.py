@@ -296,9 +296,14 @@ def load_plan(path: str | Path) -> TrackingPlan:
     """Read and validate a tracking-plan YAML file; every problem is reported at once."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM, as Windows editors write
     except OSError as exc:
         raise ConfigError([f"cannot read the tracking plan: {exc.strerror or exc}"],
+                          source=source) from None
+    except UnicodeDecodeError as exc:
+        line = Path(path).read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError([f"line {line}: the tracking plan is not UTF-8 text (byte "
+                           f"0x{exc.object[exc.start]:02x}); save it as UTF-8 and run again"],
                           source=source) from None
     loader = _PlanLoader(text)
     try:
