@@ -55,8 +55,10 @@ def test_parked_events_of_unfinished_batches_are_dropped_for_the_resend(tmp_path
     assert led.parked_counts() == {"w": {"accepted": 1, "parked": 1}}
 
 
-def test_rejects_are_keyed_by_origin_and_transform_ones_forgotten_on_replay(
+def test_rejects_are_keyed_by_origin_and_transform_ones_replaced_on_replay(
         tmp_path: Path) -> None:
+    """A window transformed again keeps its transform rejects until the new attempt's
+    replace them in one step (a run stopped in between still lists them)."""
     led = Ledger(tmp_path / "l.sqlite")
     led.add_windows([("w", "file", {})])
     row = ("f.jsonl", 3, "w", "transform", "malformed_json", "not JSON", None, None)
@@ -65,8 +67,13 @@ def test_rejects_are_keyed_by_origin_and_transform_ones_forgotten_on_replay(
     assert led.reject_counts() == {"w": {"transform": {"malformed_json": 1},
                                          "amplitude": {"invalid_field": 1}}}
     led.forget_window_outcomes("w")
-    assert led.reject_counts() == {"w": {"amplitude": {"invalid_field": 1}}}
-    assert [r[:2] for r in led.iter_rejects()] == [("f.jsonl", 4)]
+    assert led.reject_counts() == {"w": {"transform": {"malformed_json": 1},
+                                         "amplitude": {"invalid_field": 1}}}
+    row5 = ("f.jsonl", 5, "w", "transform", "missing_time", "no time", None, None)
+    led.replace_transform_rejects("w", [row5])
+    assert led.reject_counts() == {"w": {"transform": {"missing_time": 1},
+                                         "amplitude": {"invalid_field": 1}}}
+    assert [r[:2] for r in led.iter_rejects()] == [("f.jsonl", 4), ("f.jsonl", 5)]
 
 
 def test_unknown_batch_done_is_a_terminal_error(tmp_path: Path) -> None:

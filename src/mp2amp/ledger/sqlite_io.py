@@ -8,6 +8,7 @@ resume stopped the same way. Every write goes through ``Writes``, so no text can
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import os
@@ -52,6 +53,22 @@ def add_column(db: sqlite3.Connection, table: str, column: str, kind: str) -> No
     rows: the new column is NULL in them)."""
     if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+_FULL, _READONLY, _CANTOPEN = 13, 8, 14  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN
+
+
+def raise_storage_error(exc: sqlite3.DatabaseError, path: Path) -> None:
+    """Raise what a full disk or an unwritable work folder is, when that is why opening the
+    ledger ``path`` for writing failed (creating its tables, adding a column an older
+    ledger lacks): the run's storage handling then says to free space, or make the folder
+    writable, and ``--resume``. Moving the ledger away would throw the run's state away."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc)
+    if code in {_FULL, _READONLY} or "disk is full" in text or "readonly database" in text:
+        raise exc
+    if code == _CANTOPEN and not os.access(path.parent, os.W_OK):  # no -wal/-shm there
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path)) from exc
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:

@@ -24,70 +24,30 @@ from typing import Any
 import orjson
 
 from mp2amp.errors import TerminalError
-from mp2amp.ledger.sqlite_io import Writes, add_column, naming_damage, open_read_only
+from mp2amp.ledger.schema import CACHE_KIB, SCHEMA, SCHEMA_VERSION
+from mp2amp.ledger.sqlite_io import (
+    Writes,
+    add_column,
+    naming_damage,
+    open_read_only,
+    raise_storage_error,
+    storable,
+)
 
-SCHEMA_VERSION = 1
 _MERGED_INTO = "merged_into"  # meta: merged-away window -> the window holding its records
 _LINE_ORDERED = "line_ordered_merges"  # meta: see ``Ledger.line_ordered_merges``
 _UNSTAGED_LOADED = "unstaged_loaded"  # meta: loaded windows pending again (``mark_pending``)
-# SQLite's page cache for the ledger (KiB; its default is ~2 MB): a run appends batch rows
-# and reads little back, and the full default cache was part of why a long run's memory
-# peaked higher than a short one's (see transform/spillfile.py).
-CACHE_KIB = 256
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS windows (
-    window_id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    spec TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    staged_path TEXT,
-    records INTEGER NOT NULL DEFAULT 0,
-    counts TEXT NOT NULL DEFAULT '{}',
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS batches (
-    batch_id TEXT PRIMARY KEY,
-    window_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    events INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    accepted INTEGER NOT NULL DEFAULT 0,
-    dead_lettered INTEGER NOT NULL DEFAULT 0,
-    parked INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS batches_by_window ON batches(window_id, state);
-CREATE TABLE IF NOT EXISTS parked (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    window_id TEXT NOT NULL,
-    batch_id TEXT NOT NULL,
-    origin TEXT NOT NULL UNIQUE,
-    event TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'parked'
-);
-CREATE TABLE IF NOT EXISTS rejects (
-    source TEXT NOT NULL,
-    line INTEGER NOT NULL,
-    window_id TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    message TEXT NOT NULL,
-    field TEXT,
-    payload TEXT,
-    batch_id TEXT,
-    PRIMARY KEY (source, line)
-);
-"""
-
 
 # a rejected record: (source, line, window, stage, reason, message, field, payload JSON)
 RejectRow = tuple[str, int, str, str, str, str, str | None, str | None]
 BatchRejectRow = tuple[str, int, str, str, str, str, str | None, str | None, str | None]
+Origin = tuple[str, int]  # an event's (source, line): a reject's key
+
+
+def _origin_of(key: str) -> Origin:
+    """The ``(source, line)`` of a parked row's origin key (``[source, line]`` JSON)."""
+    source, line = orjson.loads(key)
+    return str(source), int(line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +83,7 @@ class Ledger:
         not an mp2amp ledger (another SQLite database; with ``read_only`` also an empty
         file) is refused and left as it is."""
         self.path = path
+        self._outer = False  # inside a write transaction (``_tx``)
         try:
             if read_only:  # `status`: never creates or changes anything
                 self._db = open_read_only(path)
@@ -146,15 +107,18 @@ class Ledger:
                 # one transaction with the schema version: `status` never reads a ledger
                 # that has tables but no version yet (a run just starting)
                 self._db.executescript(
-                    f"BEGIN IMMEDIATE;{_SCHEMA};INSERT OR IGNORE INTO meta(key, value) "
+                    f"BEGIN IMMEDIATE;{SCHEMA};INSERT OR IGNORE INTO meta(key, value) "
                     f"VALUES('schema_version', '{SCHEMA_VERSION}');COMMIT;")
                 # a ledger of an mp2amp before dead letters named their batch
                 add_column(self._db, "rejects", "batch_id", "TEXT")
         except sqlite3.DatabaseError as exc:
+            if not read_only:
+                raise_storage_error(exc, path)  # a full disk: free space and --resume
             raise TerminalError(
                 f"the ledger {path} cannot be opened ({exc}); move it away to start a new run"
             ) from exc
         self._on_send: tuple[str, str] | None = None
+        self._dead_sources: set[str] | None = None  # see _drop_dead_letters
         version = self.get_meta("schema_version")
         if version is None and not read_only:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
@@ -184,8 +148,19 @@ class Ledger:
             self._db.execute("COMMIT")
 
     @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Every write inside is one transaction: a crash keeps all of them or none (an
+        event's dead letter and its parked row's outcome, say)."""
+        with self._tx():
+            yield
+
+    @contextmanager
     def _tx(self) -> Iterator[Writes]:
+        if self._outer:  # inside ``atomic``: its transaction commits this step's writes
+            yield Writes(self._db)
+            return
         self._db.execute("BEGIN IMMEDIATE")
+        self._outer = True
         try:
             yield Writes(self._db)
         except BaseException:
@@ -194,6 +169,8 @@ class Ledger:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+        finally:
+            self._outer = False
         self._db.execute("COMMIT")
 
     # --- meta ---------------------------------------------------------------------
@@ -392,13 +369,17 @@ class Ledger:
             )
             self._sent(db)
 
-    def batch_done(self, batch_id: str, *, accepted: int, dead_lettered: int, parked: int) -> str:
+    def batch_done(self, batch_id: str, *, accepted: int, dead_lettered: int, parked: int,
+                   accepted_origins: Sequence[Origin] = ()) -> str:
         """Every event of the batch has an outcome; returns the batch's window.
 
         Dead letters and parked events of the batch were recorded (idempotently, keyed by
-        origin) before this, so "done" implies they are durable.
+        origin) before this, so "done" implies they are durable. ``accepted_origins``: the
+        ``(source, line)`` of the events Amplitude took; a dead letter an earlier attempt
+        left for one of them is dropped in the same step (see ``_drop_dead_letters``).
         """
         with self._tx() as db:
+            self._drop_dead_letters(db, accepted_origins)
             row = db.execute(
                 "SELECT window_id FROM batches WHERE batch_id = ?", (batch_id,)
             ).fetchone()
@@ -435,8 +416,10 @@ class Ledger:
     # --- parked events (daily quota) ----------------------------------------------
 
     def park(self, window_id: str, batch_id: str, origin: str, event: bytes, reason: str) -> None:
-        """An event still over the daily quota: kept here until a later run delivers it."""
+        """An event still over the daily quota: kept here until a later run delivers it
+        (a dead letter an earlier attempt left for it is dropped: its outcome is this)."""
         with self._tx() as db:
+            self._drop_dead_letters(db, [_origin_of(origin)])
             db.execute(
                 "INSERT INTO parked(window_id, batch_id, origin, event, reason) "
                 "VALUES(?, ?, ?, ?, ?) ON CONFLICT(origin) DO UPDATE SET state = 'parked', "
@@ -468,21 +451,23 @@ class Ledger:
         return [(r[0], r[1], r[2].encode()) for r in rows]
 
     def resolve_parked(self, origin: str, outcome: str) -> None:
-        """``outcome`` is ``accepted`` or ``dead_lettered``."""
+        """``outcome`` is ``accepted`` or ``dead_lettered``. Accepted, a dead letter an
+        earlier attempt left for the event is dropped in the same step."""
         with self._tx() as db:
             db.execute("UPDATE parked SET state = ? WHERE origin = ?", (outcome, origin))
             if outcome == "accepted":
+                self._drop_dead_letters(db, [_origin_of(origin)])
                 self._sent(db)
 
     def forget_window_outcomes(self, window_id: str) -> None:
-        """A window is transformed again from the start: drop what its last attempt left
-        that the new attempt will record again: its transform rejects, and Amplitude's dead
-        letters of its batches that are not done (they are sent again whole, and Amplitude
-        may take them now: a device no longer silenced, say). Parked events of unfinished
-        batches are dropped by ``parked_events``."""
+        """A window is transformed again from the start: drop Amplitude's dead letters of
+        its batches that are not done (they are sent again whole, and Amplitude may take
+        them now: a device no longer silenced, say). Its transform rejects stay until the
+        new attempt's replace them (``replace_transform_rejects``): a run stopped mid-window
+        still lists them. Parked events of unfinished batches are dropped by
+        ``parked_events``; an older ledger's dead letters name no batch and are dropped
+        when their event gets another outcome (``batch_done``, ``park``)."""
         with self._tx() as db:
-            db.execute("DELETE FROM rejects WHERE window_id = ? AND stage = 'transform'",
-                       (window_id,))
             db.execute("DELETE FROM rejects WHERE window_id = ? AND stage = 'amplitude' AND "
                        "batch_id IS NOT NULL AND batch_id NOT IN "
                        "(SELECT batch_id FROM batches WHERE state = 'done')", (window_id,))
@@ -496,12 +481,44 @@ class Ledger:
         (source, line), so recording the same record again replaces it."""
         if not rows:
             return
+        self._sources_with_dead_letters().update(
+            storable(r[0]) for r in rows if r[3] == "amplitude")
         with self._tx() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO rejects(source, line, window_id, stage, reason, message, "
                 "field, payload, batch_id) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (r if len(r) == 9 else (*r, None) for r in rows),
             )
+
+    def replace_transform_rejects(self, window_id: str,
+                                  rows: Sequence[RejectRow | BatchRejectRow]) -> None:
+        """The window's transform rejects are ``rows`` now (with any other rows of the
+        window's attempt, ``add_rejects``'s way), in one step: the ledger never holds
+        fewer of them than either attempt found, whenever a run stops."""
+        with self._tx() as db:
+            db.execute("DELETE FROM rejects WHERE window_id = ? AND stage = 'transform'",
+                       (window_id,))
+            self.add_rejects(rows)
+
+    def _drop_dead_letters(self, db: Writes, origins: Sequence[Origin]) -> None:
+        """Amplitude's dead letters of these events, which now have another outcome
+        (accepted, parked): left by an attempt that stopped before their batch was done,
+        by an mp2amp whose dead letters named no batch (so ``forget_window_outcomes``
+        cannot tell them), or by a replay's 400 recorded apart from its parked row.
+        Only sources with a dead letter are looked up: a batch's events cost nothing
+        then (a DELETE per event was ~2 us each on the event loop)."""
+        dead = self._sources_with_dead_letters()
+        if dead:
+            db.executemany("DELETE FROM rejects WHERE source = ? AND line = ? AND "
+                           "stage = 'amplitude'", [o for o in origins if storable(o[0]) in dead])
+
+    def _sources_with_dead_letters(self) -> set[str]:
+        """The sources with an Amplitude dead letter (or that had one this run), as stored;
+        read once (this process is the ledger's only writer: ``WorkLock``)."""
+        if self._dead_sources is None:
+            self._dead_sources = {str(r[0]) for r in self._db.execute(
+                "SELECT DISTINCT source FROM rejects WHERE stage = 'amplitude'")}
+        return self._dead_sources
 
     def iter_rejects(self) -> Iterator[RejectRow]:
         yield from self._db.execute(

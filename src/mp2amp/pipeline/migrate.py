@@ -86,6 +86,7 @@ from mp2amp.pipeline.windows import (
     plan_windows,
     remote_inputs_changed,
 )
+from mp2amp.pipeline.workfolder import make_work_folder
 from mp2amp.pipeline.worklock import WorkLock
 from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
@@ -192,12 +193,7 @@ async def _migrate(
     # a new run's windows before its work folder: a config without sources, or a glob
     # that matches nothing, leaves no empty "in progress" migration behind
     planned = None if existed else plan_windows(config, storage_options)
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        why = "it is a file, not a folder" if workdir.is_file() else exc.strerror or str(exc)
-        raise TerminalError(f"cannot create the work folder {workdir}: {why}; "
-                            "set [run] workdir to a writable folder") from None
+    make_work_folder(workdir)
     lock = WorkLock(workdir)
     started = time.time()
     try:
@@ -477,7 +473,7 @@ async def _load_window(w: Any, key: str, ledger: Ledger, chunks: ChunkTransforme
         await asyncio.sleep(0)
     if replay:
         return
-    ledger.add_rejects(rejects)
+    ledger.replace_transform_rejects(w.window_id, rejects)
     batches = await up.flush(key)
     counts = summary.as_dict()
     counts["batches"] = batches
@@ -572,7 +568,7 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
                                         None, orjson.dumps(repr(event)).decode()))
                 counters.done += len(items)
                 reporter.update(counters)
-            ledger.add_rejects(rejects)
+            ledger.replace_transform_rejects(w.window_id, rejects)
             counts = summary.as_dict()
             counts["written"] = summary.events_out
             per_window[w.window_id] = counts

@@ -7,7 +7,9 @@ Order of writes, and why it is safe at any instant:
   3. ``on_batch_accepted`` -> batch row ``done``; when the window's last batch is done and
      the window was flushed, the window is ``loaded``.
 A crash before 3 leaves the batch ``sent``: resume sends it again with the same insert_ids,
-and drops the dead letters and parked events it left (their events get a new outcome).
+and drops the dead letters and parked events it left (their events get a new outcome). An
+event's accepting or parking drops any dead letter an earlier attempt left for it in the
+same transaction, so no event counts as both.
 """
 
 from __future__ import annotations
@@ -95,13 +97,14 @@ class LedgerObserver:
     def on_batch_accepted(self, batch_id: str, events: Sequence[Submitted]) -> None:
         if batch_id.startswith(PARKED_KEY + "/"):
             self._parked_settled += self._sizes.pop(batch_id, len(events))
-            for item in events:
+            for item in events:  # each with its event's dead letter dropped, if any
                 self.ledger.resolve_parked(origin_key(item.origin), "accepted")
             return
         n = self._sizes.pop(batch_id, len(events))
         parked = self._parked_in.pop(batch_id, 0)  # reported before the batch is done
         window = self.ledger.batch_done(batch_id, accepted=len(events),
-                                        dead_lettered=n - len(events) - parked, parked=parked)
+                                        dead_lettered=n - len(events) - parked, parked=parked,
+                                        accepted_origins=[e.origin for e in events])
         self.check_window(window)
 
     def on_dead_letter(self, event: dict[str, Any], origin: Origin, reason: str,
@@ -111,9 +114,12 @@ class LedgerObserver:
         # tied to its batch: a batch not done is sent again whole by a resume, which
         # drops the dead letters it left (``Ledger.forget_window_outcomes``)
         batch = None if batch_id is None or batch_id.startswith(PARKED_KEY + "/") else batch_id
-        self.ledger.add_rejects([(origin[0], origin[1], window, "amplitude", reason, message,
-                                  None, _dumps(event).decode(), batch)])
-        self.ledger.resolve_parked(origin_key(origin), "dead_lettered")
+        # one step: killed between the two, a parked event would be replayed (and maybe
+        # accepted) with its dead letter on record
+        with self.ledger.atomic():
+            self.ledger.add_rejects([(origin[0], origin[1], window, "amplitude", reason,
+                                      message, None, _dumps(event).decode(), batch)])
+            self.ledger.resolve_parked(origin_key(origin), "dead_lettered")
 
     def on_parked(self, event: dict[str, Any], origin: Origin, reason: str,
                   batch_id: str = PARKED_KEY) -> None:

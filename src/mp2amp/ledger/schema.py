@@ -1,0 +1,57 @@
+"""The ledger's tables (``store.Ledger`` creates them, and adds what an older ledger lacks)."""
+
+SCHEMA_VERSION = 1
+
+# SQLite's page cache for the ledger (KiB; its default is ~2 MB): a run appends batch rows
+# and reads little back, and the full default cache was part of why a long run's memory
+# peaked higher than a short one's (see transform/spillfile.py).
+CACHE_KIB = 256
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS windows (
+    window_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    staged_path TEXT,
+    records INTEGER NOT NULL DEFAULT 0,
+    counts TEXT NOT NULL DEFAULT '{}',
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    window_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    dead_lettered INTEGER NOT NULL DEFAULT 0,
+    parked INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_by_window ON batches(window_id, state);
+CREATE TABLE IF NOT EXISTS parked (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    window_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    origin TEXT NOT NULL UNIQUE,
+    event TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'parked'
+);
+CREATE TABLE IF NOT EXISTS rejects (
+    source TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    window_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    field TEXT,
+    payload TEXT,
+    batch_id TEXT,
+    PRIMARY KEY (source, line)
+);
+"""

@@ -1,0 +1,42 @@
+"""The work folder of ``mp2amp migrate``: made (or refused) before anything is written in it.
+
+Why a name that is not UTF-8 is refused: the ledger (SQLite) stores UTF-8 text only, so the
+paths it records under such a folder (the staged copies) are stored escaped, and a later
+step opens a file that does not exist. Refused up front, nothing is left half done.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mp2amp.errors import TerminalError
+
+
+def shown(path: Path) -> str:
+    """``path`` as a message can show it, its bytes that are not UTF-8 as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def check_utf8_name(workdir: Path) -> None:
+    """Refuse a work folder whose path (as the ledger would record it: absolute) is not
+    UTF-8."""
+    try:
+        str(workdir.absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise TerminalError(
+            f"the work folder {shown(workdir.absolute())} has a name that is not UTF-8, which "
+            "the ledger cannot record; nothing was written: rename it (or a parent folder) to "
+            "a UTF-8 name, or set [run] workdir to a folder whose path is UTF-8, then run the "
+            "same command again") from None
+
+
+def make_work_folder(workdir: Path) -> None:
+    """Create ``workdir`` (with its parents) after checking its name."""
+    check_utf8_name(workdir)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "it is a file, not a folder" if workdir.is_file() else exc.strerror or str(exc)
+        raise TerminalError(f"cannot create the work folder {workdir}: {why}; "
+                            "set [run] workdir to a writable folder") from None
