@@ -8,10 +8,12 @@ and load) read, as often as a resume needs, without asking Mixpanel again.
 
 A staged line is ``<identity view>\t[sort_key, source, line, record | null, rejection | null]``;
 unusable lines keep their place (and their rejection) so that they are counted and
-dead-lettered. The identity view (``identity.ids.identity_view``: the few fields the
-identity pass reads, or ``null``) lets that pass parse ~100 bytes per line instead of the
-whole record; JSON from orjson never holds a raw tab, so the first tab splits the line.
-Files staged before the view existed (no tab) are still read.
+dead-lettered. ``line`` is the line in the source file; an Export API day's is the
+record's place in the staged order (``renumber``), which a day fetched again repeats.
+The identity view (``identity.ids.identity_view``: the few fields the identity pass
+reads, or ``null``) lets that pass parse ~100 bytes per line instead of the whole record;
+JSON from orjson never holds a raw tab, so the first tab splits the line. Files staged
+before the view existed (no tab) are still read.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ import orjson
 from mp2amp.errors import Rejection
 from mp2amp.identity.ids import identity_view
 from mp2amp.models import UTC_TIME_MARK, SourceRecord
+from mp2amp.pipeline.renumber import renumbered
+from mp2amp.pipeline.staged_ranges import read_staged_range as read_staged_range
+from mp2amp.pipeline.staged_ranges import staged_ranges as staged_ranges
 from mp2amp.transform.insert_id import sent_distinct_id, usable_insert_id
 from mp2amp.transform.timeconv import LocalTimeConverter, unit_seconds
 from mp2amp.transform.values import json_safe
@@ -274,14 +279,16 @@ def settle_copies(items: Iterable[bytes]) -> Iterator[bytes]:
         yield from _settled([(g[32:48], int(g[48:64], 16), g) for g in group])
 
 
-def _write_settled(out: BinaryIO, items: Iterable[bytes]) -> str:
+def _write_settled(out: BinaryIO, items: Iterable[bytes], source: bytes | None = None) -> str:
     """Write the prefixed lines settled (``settle_copies``); returns the digest of their
-    content hashes in that order: the same records in that order, wherever from."""
+    content hashes in that order: the same records in that order, wherever from.
+    ``source`` (the window's, as JSON and a comma): each line is numbered by its place
+    (``renumber``)."""
     digest = hashlib.blake2b(digest_size=16)
     hashes: list[bytes] = []
     write, keep = out.write, hashes.append
-    for item in settle_copies(items):
-        write(item[_PREFIX:])
+    for n, item in enumerate(settle_copies(items), start=1):
+        write(item[_PREFIX:] if source is None else renumbered(item[_PREFIX:], n, source))
         keep(item[_CONTENT])
         if len(hashes) >= 4096:  # one update per few thousand lines: it costs per call
             digest.update(b"".join(hashes))
@@ -333,7 +340,8 @@ class Staged(int):
 
 def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORDS,
           chunk_bytes: int = CHUNK_BYTES, local: LocalZone | None = None,
-          stop: threading.Event | None = None, by_content: bool = False) -> Staged:
+          stop: threading.Event | None = None, by_content: bool = False,
+          keep_lines: bool = False) -> Staged:
     """Write ``records`` sorted by (time, arrival order) to ``dest`` (of copies of one
     event the latest ingested first: ``settle_copies``); returns the count, with the
     digest of the records in that order.
@@ -343,8 +351,10 @@ def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORD
     renames a window into place once the run has let go of its work folder.
     ``by_content``: ties are ordered by what the records say instead (``content_hash``),
     for a source that promises no order (the Export API: a day fetched again may come in
-    another order, and must stage as before). A file read again gives its lines in the
-    same order, and that order is the best guess for same-time events of a device.
+    another order, and must stage as before), and each record's line becomes its place in
+    that order (``renumber``: what keys its dead letters), unless ``keep_lines`` (a day an
+    earlier mp2amp staged with its arrival lines). A file read again gives its lines in
+    the same order, and that order is the best guess for same-time events of a device.
 
     So staging is deterministic. The file is written to a temporary name and renamed, so
     a crash never leaves a half-staged window behind.
@@ -367,17 +377,20 @@ def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORD
                 runs.append(_write_run(buf, tmpdir, len(runs)))
                 buf = []
                 size = 0
+        # the window's source (all of its records'), for renumbering
+        source = orjson.dumps(rec.source) + b"," if by_content and count else None
+        source = None if keep_lines else source
         part = dest.with_name(dest.name + ".part")
         with open(part, "wb") as out:
             if not runs:
                 buf.sort()
-                digest = _write_settled(out, buf)
+                digest = _write_settled(out, buf, source)
             else:
                 if buf:
                     runs.append(_write_run(buf, tmpdir, len(runs)))
                 with ExitStack() as stack:
                     files = [stack.enter_context(open(p, "rb")) for p in runs]
-                    digest = _write_settled(out, heapq.merge(*files))
+                    digest = _write_settled(out, heapq.merge(*files), source)
             out.flush()
             os.fsync(out.fileno())
         if stop is not None and stop.is_set():
@@ -445,11 +458,13 @@ def merge_staged(paths: list[Path], dest: Path, rank: Mapping[str, int] | None =
 
     Lines of one time are ordered by their own source's ``rank`` (its window order; a
     source not in it: its file's place in ``paths``), then by their place in that source
-    (line, then the row itself), and only then are copies of one event settled (the
-    latest ingested first, as staging does). So the order depends only on the lines, not
-    on how they were merged before: a group merged in two steps ({a, c}, then b on a
-    resume) gives the file a one-pass merge of its sources gives when they are staged
-    again, hence the same batches. Without ``rank``, each file is one source, in order."""
+    as staged (its line: a file's lines are in file order, an Export API day's are its
+    places in (time, content) order, ``renumber``; then the row itself), and only then
+    are copies of one event settled (the latest ingested first, as staging does). So the
+    order depends only on the lines, not on how they were merged before: a group merged
+    in two steps ({a, c}, then b on a resume) gives the file a one-pass merge of its
+    sources gives when they are staged again, hence the same batches. Without ``rank``,
+    each file is one source, in order."""
     if rank is None:
         rank = _first_sources(paths)
     if len(paths) > MERGE_FILES:  # in rounds, each a file; the order depends on the lines
@@ -545,44 +560,6 @@ def read_staged_identity(path: Path) -> Iterator[dict[str, Any] | None]:
             except decode_error:  # written by the standard library (see _encode)
                 value = load_staged(text)
             yield value if tab >= 0 else identity_view(value[3])
-
-
-def staged_ranges(path: Path, size: int) -> Iterator[tuple[int, int]]:
-    """Byte ranges ``[start, end)`` of whole lines of the staged window: each ends with
-    the line that holds its ``size``-th byte (the last range may be shorter)."""
-    with open(path, "rb") as f:
-        total = os.fstat(f.fileno()).st_size
-        start = 0
-        while start < total:
-            f.seek(start + max(1, size) - 1)
-            f.readline()  # to the end of the line that byte is in
-            end = min(f.tell(), total)
-            yield start, end
-            start = end
-
-
-def read_staged_range(path: Path | str, start: int, end: int) -> list[bytes]:
-    """The rows of one ``staged_ranges`` range: each line without its identity view and
-    newline, for ``orjson.loads``. (Not for ``decode_staged``: a row may hold a tab, as
-    whitespace of the source line it keeps.)"""
-    with open(path, "rb") as f:
-        f.seek(start)
-        block = f.read(end - start)
-    # Each row is cut out of the block once (splitting into lines, then cutting off the
-    # view, copied every row twice: 0.95 -> 0.69 us a line in the transform worker).
-    rows: list[bytes] = []
-    append = rows.append
-    find = block.find
-    pos = 0
-    size = len(block)
-    while pos < size:
-        nl = find(b"\n", pos)  # only "\n" ends a line (not "\r")
-        if nl < 0:
-            nl = size  # a last line without its newline
-        tab = find(b"\t", pos, nl)  # -1 without a view (an older staged file): the whole line
-        append(block[tab + 1 if tab >= 0 else pos:nl])
-        pos = nl + 1
-    return rows
 
 
 def decode_staged(raw: bytes) -> SourceRecord:

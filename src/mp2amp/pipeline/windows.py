@@ -247,7 +247,8 @@ async def extract_pending(
     local = local_zone(config)
     locate = locator(config, ledger)
     remote = _remote_sources(files, Filesystems(storage_options))
-    _check_gone_sources(files, locate, remote, set(ledger.merged_into()))
+    merged = set(ledger.merged_into())
+    _check_gone_sources(files, locate, remote, merged)
     if files:
         found = {f.url: f for f in expand_paths(
             [locate(w.window_id) for w in files if w.window_id not in remote],
@@ -278,10 +279,12 @@ async def extract_pending(
                 row = wanted[wf.days]
                 dest = staged_path(workdir, row.window_id)
                 # ties by content: a day fetched again may come in another order
-                by_content = _ties_by_content(row)
+                by_content = _ties_by_content(row, merged)
+                keep_lines = _keeps_arrival_lines(row, merged)
                 n = await staged_in_thread(iter_window_records(wf), dest, local,
-                                           by_content=by_content)
+                                           by_content=by_content, keep_lines=keep_lines)
                 spec = {**row.spec, _TIES: "content"} if by_content else row.spec
+                spec = spec if keep_lines or not by_content else {**spec, _LINES: "staged"}
                 ledger.mark_extracted(row.window_id, str(dest), n, _with_digest(spec, n))
                 wf.discard()  # staged: the raw download is no longer needed
                 counters.done += 1
@@ -297,12 +300,29 @@ async def extract_pending(
 _TIES = "ties"  # an Export API day's spec: "content" once staged with ties by content
 
 
-def _ties_by_content(row: WindowRow) -> bool:
+def _ties_by_content(row: WindowRow, merged: set[str]) -> bool:
     """Whether an Export API day is staged with same-time events in content order: yes,
-    unless an mp2amp before that staged it (it has records, and no mark): its batches
+    unless an mp2amp before that staged it (``_staged_before``, and no mark): its batches
     were cut from their arrival order, which a day fetched again in the same order gives
     again (the order any change would break, with no digest to tell)."""
-    return row.spec.get(_TIES) == "content" or not row.records
+    return row.spec.get(_TIES) == "content" or not _staged_before(row, merged)
+
+
+def _staged_before(row: WindowRow, merged: set[str]) -> bool:
+    """A window staged by an earlier run: it has records, or its records were merged into
+    another window's file (a merged-away window counts none itself)."""
+    return bool(row.records) or row.window_id in merged
+
+
+_LINES = "lines"  # an Export API day's spec: "staged" once its lines are staged places
+
+
+def _keeps_arrival_lines(row: WindowRow, merged: set[str]) -> bool:
+    """Whether an Export API day keeps the lines its records arrived at: only one an
+    earlier mp2amp staged so (``_staged_before``, and no mark): its dead letters, parked
+    events and merged order are keyed by those lines, which a day fetched again in the
+    same order gives again. Others are numbered by their place as staged (``renumber``)."""
+    return row.spec.get(_LINES) != "staged" and _staged_before(row, merged)
 
 
 def _discard_staged_downloads(export_dir: Path, rows: list[WindowRow]) -> None:
@@ -424,13 +444,15 @@ def _with_digest(spec: dict[str, Any], staged: int) -> dict[str, Any]:
 
 
 async def staged_in_thread(records: Iterable[SourceRecord], dest: Path,
-                           local: LocalZone | None, *, by_content: bool = False) -> int:
+                           local: LocalZone | None, *, by_content: bool = False,
+                           keep_lines: bool = False) -> int:
     """``stage`` in a thread. Cancelled (Ctrl-C, SIGTERM, an error elsewhere), it tells
     the thread to stop and waits for it: the run lets go of its work folder (the lock)
     only after, so no staged file appears in a folder another migrate may have taken."""
     stop = threading.Event()
     job = asyncio.ensure_future(asyncio.to_thread(stage, records, dest, local=local, stop=stop,
-                                                  by_content=by_content))
+                                                  by_content=by_content,
+                                                  keep_lines=keep_lines))
     try:
         return await asyncio.shield(job)
     except asyncio.CancelledError:
