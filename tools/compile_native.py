@@ -109,6 +109,9 @@ def build() -> None:
 
     clean()
     modules = [str(p.relative_to(ROOT)) for p in sources()]
+    # the sources as this build reads them: one edited while it runs stays stale (rebuilt
+    # next time), not recorded as built
+    hashes = {package: NATIVE.source_hashes(package) for package in PACKAGES}
     report = io.StringIO()
     try:
         with contextlib.redirect_stdout(report):  # mypyc prints its warnings there
@@ -131,7 +134,7 @@ def build() -> None:
     for package in PACKAGES:
         (package / NATIVE.MANIFEST).write_text(json.dumps(
             {"python": sys.implementation.cache_tag,
-             "sources": NATIVE.source_hashes(package)}, indent=1) + "\n")
+             "sources": hashes[package]}, indent=1) + "\n")
 
 
 def main() -> int:

@@ -29,8 +29,8 @@ class Identities:
         self.user_props: dict[int, dict[str, Any]] = {}
         self.next_id = FIRST_AMPLITUDE_ID
         self.dirty = False
-        # New mappings since the last snapshot, appended to a journal after each request so a
-        # killed process never hands out an amplitude_id twice. Entries: ["u", user_id, aid],
+        # New mappings since the last snapshot, journaled with each request before its events
+        # are stored, so a killed process never hands out an amplitude_id twice. Entries: ["u", user_id, aid],
         # ["d", device_id, aid], ["m", source, target], ["p", aid, user properties]; the
         # server adds ["g", group key, group properties] and ["c", stored, duplicates], and
         # a deletion ["f", [canonical aid, ...], null] (the store writes it).
