@@ -54,4 +54,7 @@ CREATE TABLE IF NOT EXISTS rejects (
     batch_id TEXT,
     PRIMARY KEY (source, line)
 );
+-- a window's rejects are replaced (and forgotten) by window: without it every window read
+-- the whole table (windows x rejects)
+CREATE INDEX IF NOT EXISTS rejects_by_window ON rejects (window_id, stage);
 """

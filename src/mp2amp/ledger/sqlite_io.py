@@ -12,6 +12,7 @@ import errno
 import functools
 import inspect
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -55,7 +56,8 @@ def add_column(db: sqlite3.Connection, table: str, column: str, kind: str) -> No
         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
-_FULL, _READONLY, _CANTOPEN = 13, 8, 14  # SQLITE_FULL, SQLITE_READONLY, SQLITE_CANTOPEN
+_FULL, _READONLY, _CANTOPEN, _IOERR = 13, 8, 14, 10  # SQLITE_FULL, _READONLY, _CANTOPEN, _IOERR
+_FEW_BYTES = 1 << 20  # free space under which an I/O error opening the ledger is a full disk
 
 
 def raise_storage_error(exc: sqlite3.DatabaseError, path: Path) -> None:
@@ -64,11 +66,22 @@ def raise_storage_error(exc: sqlite3.DatabaseError, path: Path) -> None:
     ledger lacks): the run's storage handling then says to free space, or make the folder
     writable, and ``--resume``. Moving the ledger away would throw the run's state away."""
     code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF  # extended codes carry it in the low byte
     text = str(exc)
-    if code in {_FULL, _READONLY} or "disk is full" in text or "readonly database" in text:
+    if primary in {_FULL, _READONLY} or "disk is full" in text or "readonly database" in text:
         raise exc
-    if code == _CANTOPEN and not os.access(path.parent, os.W_OK):  # no -wal/-shm there
+    if primary == _CANTOPEN and not os.access(path.parent, os.W_OK):  # no -wal/-shm there
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path)) from exc
+    if primary == _IOERR and _free_bytes(path.parent) < _FEW_BYTES:
+        # a nearly full disk: SQLite cannot size the -shm file (SQLITE_IOERR_SHMSIZE)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return _FEW_BYTES  # cannot tell: not taken for a full disk
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:

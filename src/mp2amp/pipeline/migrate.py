@@ -193,7 +193,8 @@ async def _migrate(
     # a new run's windows before its work folder: a config without sources, or a glob
     # that matches nothing, leaves no empty "in progress" migration behind
     planned = None if existed else plan_windows(config, storage_options)
-    make_work_folder(workdir)
+    make_work_folder(workdir, None if config.amplitude.output_dir is None
+                     else str(config.amplitude.output_dir))
     lock = WorkLock(workdir)
     started = time.time()
     try:

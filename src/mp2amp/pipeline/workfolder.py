@@ -31,9 +31,25 @@ def check_utf8_name(workdir: Path) -> None:
             "same command again") from None
 
 
-def make_work_folder(workdir: Path) -> None:
-    """Create ``workdir`` (with its parents) after checking its name."""
+def check_utf8_output(output_dir: str | None) -> None:
+    """Refuse an S3-import output folder whose name is not UTF-8: the ledger records it."""
+    if output_dir is None:
+        return
+    try:
+        output_dir.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TerminalError(
+            f"[amplitude] output_dir {shown(Path(output_dir))} has a name that is not UTF-8, "
+            "which the ledger cannot record; nothing was written: rename it to a UTF-8 name "
+            "or set [amplitude] output_dir to a folder whose path is UTF-8, then run the same "
+            "command again") from None
+
+
+def make_work_folder(workdir: Path, output_dir: str | None = None) -> None:
+    """Create ``workdir`` (with its parents) after checking its name (and the S3-import
+    output folder's, which the ledger records too)."""
     check_utf8_name(workdir)
+    check_utf8_output(output_dir)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
