@@ -1,11 +1,14 @@
-"""What the identify routes read from a request besides JSON: multipart form fields, and
-the group properties a /groupidentify request names (its reference caps them per request)."""
+"""What the routes read from a request besides JSON: multipart form fields, the group
+properties a /groupidentify request names (its reference caps them per request), and a
+deletion request sent as a form."""
 
 from __future__ import annotations
 
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
+
+from multidict import MultiDictProxy
 
 from mp2amp.emulators.amplitude.identify import has_operations
 
@@ -38,3 +41,15 @@ def group_property_count(items: list[Any]) -> int:
         else:
             count += len(props)
     return count
+
+
+DELETION_FLAGS = ("requester", "ignore_invalid_id", "ignore_invalid_ids", "delete_from_org",
+                  "include_mapped_user_ids")
+
+
+def deletion_form(form: MultiDictProxy[Any]) -> dict[str, Any]:
+    """A form-encoded /api/2/deletions/users request as the JSON body it stands for (the ID
+    fields repeat, one value each)."""
+    return {"amplitude_ids": form.getall("amplitude_ids", []),
+            "user_ids": form.getall("user_ids", []),
+            **{k: form[k] for k in DELETION_FLAGS if k in form}}

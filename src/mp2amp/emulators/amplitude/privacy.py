@@ -57,9 +57,11 @@ class DeletionJobs:
         self.delay_days = delay_days
         self.today = today
         self.jobs: list[dict[str, Any]] = read_json(path, [])
+        self.unsaved = False  # jobs moved on since deletions.json was last written
 
     def save(self) -> None:
         write_atomic(self.path, orjson.dumps(self.jobs))
+        self.unsaved = False
 
     def create(self, body: dict[str, Any], ids: Identities) -> list[dict[str, Any]]:
         amplitude_ids = body.get("amplitude_ids") or []
@@ -168,19 +170,42 @@ class DeletionJobs:
                     return {k: entry[k] for k in ("amplitude_id", "requested_on_day", "requester")}
         return None
 
-    def advance(self, ids: Identities, store: EventStore, day: str | None = None) -> dict[str, Any]:
-        """Move every unfinished job (or the one of ``day``) one status forward."""
+    def advance(self, ids: Identities, store: EventStore, day: str | None = None,
+                erased: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """``move``, then save deletions.json."""
+        result = self.move(ids, store, day, erased)
+        self.save()
+        return result
+
+    def move(self, ids: Identities, store: EventStore, day: str | None = None,
+             erased: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Move every unfinished job (or the one of ``day``) one status forward, in memory
+        (``unsaved`` until ``save``). ``erased`` is told each erased file's count as it goes.
+
+        The submitted jobs are finished first: when a rewrite fails (disk full) the error is
+        raised with that job still submitted and no staging job moved, so advancing again
+        moves each job exactly one step."""
+        chosen = [job for job in self.jobs if day is None or job["day"] == day]
         erased_events = 0
-        for job in self.jobs:
-            if day is not None and job["day"] != day:
-                continue
+        for job in chosen:
+            if job["status"] == "submitted":
+                erased_events += self._finish(job, ids, store, erased)
+        for job in chosen:
             if job["status"] == "staging":
                 job["status"] = "submitted"
-            elif job["status"] == "submitted":
-                aids = {ids.canonical(e["amplitude_id"]) for e in job["amplitude_ids"]}
-                erased_events += store.rewrite_without(aids, ids.canonical)
-                ids.forget(aids)
-                job["status"] = "done"
-                job["active_scrub_done_date"] = self.today().isoformat()
-        self.save()
+                self.unsaved = True
         return {"jobs": self.jobs, "events_erased": erased_events}
+
+    def _finish(self, job: dict[str, Any], ids: Identities, store: EventStore,
+                erased: Callable[[int], None] | None) -> int:
+        """Erase a submitted job's people: journaled, forgotten (as a restart replaying the
+        journal would), then their events rewritten away."""
+        aids = {ids.canonical(e["amplitude_id"]) for e in job["amplitude_ids"]}
+        store.journal_deletion(ids.journal, aids)
+        ids.journal = []
+        ids.forget(aids)
+        count = store.rewrite_without(aids, ids.canonical, erased)
+        job["status"] = "done"
+        job["active_scrub_done_date"] = self.today().isoformat()
+        self.unsaved = True
+        return count

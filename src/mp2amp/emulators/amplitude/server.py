@@ -28,7 +28,7 @@ from mp2amp.emulators.amplitude.export import (
     write_export,
 )
 from mp2amp.emulators.amplitude.faults import FAIL_ERRORS, Faults
-from mp2amp.emulators.amplitude.forms import group_property_count, multipart_fields
+from mp2amp.emulators.amplitude.forms import deletion_form, group_property_count, multipart_fields
 from mp2amp.emulators.amplitude.identify import (
     apply_update,
     identification_error,
@@ -52,7 +52,7 @@ from mp2amp.emulators.amplitude.segmentation import (
     query_cost,
     segment,
 )
-from mp2amp.emulators.amplitude.store import EventStore, read_json, write_atomic
+from mp2amp.emulators.amplitude.store import EventStore, deletion_uncounted, read_json, write_atomic
 from mp2amp.emulators.amplitude.throttle import Limiter
 from mp2amp.emulators.runner import AppServer, run_in_thread
 from mp2amp.errors import InputError
@@ -129,6 +129,8 @@ class AmplitudeEmulator:
                 self.groups[key] = value
             elif kind == "c":  # running totals: the last one holds
                 stored, duplicates = key, value
+        if deletion_uncounted(journal):  # a kill part-way through a deletion's rewrite
+            stored = self.store.count_events()
         self.ingestor.events_stored, self.ingestor.duplicates = stored, duplicates
         self.store.load_dedup(int(config.now() * 1000))
         self.index = EventIndex(self.store)
@@ -190,14 +192,24 @@ class AmplitudeEmulator:
         self._unsaved = 0
 
     def _try_save(self, with_limits: bool, then: str) -> bool:
-        """``save``, logging an OSError (disk full...) instead of raising it: nothing is lost,
-        since ids.log is only reset once state.json is written."""
+        """``save``, and deletions.json when jobs moved on since it was written, logging an
+        OSError (disk full...) instead of raising it: nothing is lost, since ids.log is only
+        reset once state.json is written, and it journals what a deletion erased."""
+        saved = self._logged(lambda: self.save(with_limits=with_limits), "state.json", then,
+                             "ids.log keeps every change since the last save and is replayed "
+                             "on the next start")
+        if self.jobs.unsaved:
+            saved = self._logged(self.jobs.save, "deletions.json", then, "a restart before it "
+                                 "is saved shows the jobs as they were (whom a deletion "
+                                 "erased stays erased); advance them again") and saved
+        return saved
+
+    def _logged(self, save: Callable[[], None], name: str, then: str, meanwhile: str) -> bool:
         try:
-            self.save(with_limits=with_limits)
+            save()
         except OSError as exc:
-            log.error("the Amplitude emulator could not save %s (%s): %s; ids.log keeps every "
-                      "change since the last save and is replayed on the next start",
-                      self.config.data_dir / "state.json", exc, then)
+            log.error("the Amplitude emulator could not save %s (%s): %s; %s",
+                      self.config.data_dir / name, exc, then, meanwhile)
             return False
         return True
 
@@ -208,7 +220,7 @@ class AmplitudeEmulator:
         pause = self.config.save_every_s
         while True:
             await asyncio.sleep(pause)
-            if self._unsaved or self.ids.dirty:
+            if self._unsaved or self.ids.dirty or self.jobs.unsaved:
                 started = time.perf_counter()
                 then = f"it is tried again in {pause:g} s"
                 if self._try_save(with_limits=False, then=then):
@@ -490,13 +502,7 @@ class AmplitudeEmulator:
             return refused
         try:
             if request.content_type == "application/x-www-form-urlencoded":
-                form = await request.post()
-                body: Any = {"amplitude_ids": form.getall("amplitude_ids", []),
-                             "user_ids": form.getall("user_ids", []),
-                             **{k: form[k] for k in ("requester", "ignore_invalid_id",
-                                                     "ignore_invalid_ids", "delete_from_org",
-                                                     "include_mapped_user_ids")
-                                if k in form}}
+                body: Any = deletion_form(await request.post())
             else:
                 body = orjson.loads(await request.read())
             if not isinstance(body, dict):
@@ -556,16 +562,29 @@ class AmplitudeEmulator:
         except (orjson.JSONDecodeError, AttributeError):
             return json_response(400, {"code": 400, "error": 'the body must be {"day": "YYYY-MM-DD"} or empty'})
         # In the loop thread: it rewrites the files that ingestion appends to.
-        result = self.jobs.advance(self.ids, self.store, day)
+        try:
+            result = self.jobs.move(self.ids, self.store, day, self._count_erased)
+        except OSError as exc:
+            log.error("a deletion stopped part-way (%s): advance the jobs again to finish it", exc)
+            self._journal_deletion_count()
+            return json_response(500, {"code": 500, "error": "Internal server error: the "
+                                       f"deletion stopped part-way ({exc.strerror}); the events "
+                                       "erased so far are gone (and no longer counted), the "
+                                       "job is still submitted: advance again to finish it"})
+        self._journal_deletion_count()
+        return json_response(200, result)
+
+    def _count_erased(self, count: int) -> None:
+        self.ingestor.events_stored -= count
+
+    def _journal_deletion_count(self) -> None:
+        """The new count in ids.log after the deletion (the store journaled whom it erased),
+        then state.json and deletions.json: a restart after a failed save keeps all."""
         ingestor = self.ingestor
-        ingestor.events_stored -= result["events_erased"]
-        # the new count in ids.log with the deletion (the store journaled whom it erased):
-        # a restart after a failed save keeps both
         self.ids.journal.append(["c", ingestor.events_stored, ingestor.duplicates])
         self._unsaved += 1  # a failed save is tried again by the periodic one
         self._try_save(with_limits=True, then="the jobs moved on all the same; the save is "
                        "tried again at the next period and at stop")
-        return json_response(200, result)
 
     async def _stats(self, request: web.Request) -> web.Response:
         return json_response(200, {
@@ -577,13 +596,5 @@ class AmplitudeEmulator:
         })
 
     async def _insert_ids(self, request: web.Request) -> web.Response:
-        def collect() -> list[list[Any]]:
-            counts: Counter[tuple[str | None, str]] = Counter()
-            for event in self.store.iter_events():
-                insert_id = event.get("insert_id")
-                if insert_id:
-                    counts[(event.get("device_id") or event.get("user_id"), insert_id)] += 1
-            return [[who, iid, n] for (who, iid), n in counts.items()]
-
-        return json_response(200, await asyncio.to_thread(collect))
+        return json_response(200, await asyncio.to_thread(self.store.insert_id_counts))
 

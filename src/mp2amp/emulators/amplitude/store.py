@@ -24,8 +24,12 @@ properties it set, then ``["w", hour, [events_start, events_end, dedup_start, de
 says where its lines go. On start, when a kill left that last request's events or dedup line
 missing, all three are cut back: the request is wholly there or wholly absent, never stored
 events naming amplitude IDs the restarted emulator does not know. An empty line then closes
-the journal, so a request is checked on one start only. A deletion journals
-``["f", [amplitude_id, ...], null]`` before it rewrites the events files.
+the journal, so a request is checked on one start only (a start that cannot write it, on a
+full disk, logs that and goes on: the request is checked again next time). A deletion
+journals ``["f", [amplitude_id, ...], null]`` (after the ID entries still pending) before
+it rewrites the events files; its running count follows as a ``["c", stored, duplicates]``
+entry. An ``f`` with no ``c`` after it is a deletion stopped part-way by a kill: the start
+counts the stored events from the files (``count_events``).
 
 ``iter_file`` hands back the stored events with ``_a``, ``_t``, ``_id`` (uuid = prefix +
 index), ``_u`` and ``_g`` filled in. Only the dedup keys of the last 7 days are loaded back
@@ -34,8 +38,10 @@ into memory.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +53,8 @@ from mp2amp.emulators.amplitude.config import DEDUP_WINDOW_S
 from mp2amp.errors import InputError
 
 HOUR_FORMAT = "%Y%m%dT%H"
+
+log = logging.getLogger("mp2amp.emulators.amplitude")
 
 
 def hour_name(ms: int) -> str:
@@ -111,6 +119,7 @@ class EventStore:
         self._events_size = 0
         self._dedup_size = 0
         self._ids_size = 0  # ids.log's, where a failed journal write is cut back to
+        self._forgetting: set[int] | None = None  # whom ids.log's last deletion line names
 
     def repair(self) -> None:
         """Cut the line a killed process left unfinished at the end of each file, so the
@@ -147,8 +156,18 @@ class EventStore:
             for path, size in ((events, events_start), (dedup, dedup_start), (journal, start)):
                 if _size(path) > size:
                     os.truncate(path, size)
-        self.append_ids([])
+        self._close_journal()
         self.close()
+
+    def _close_journal(self) -> None:
+        """The empty line that marks the last request checked. Optional: without it (a full
+        disk) the next start checks that request again, which finds it whole again."""
+        try:
+            self.append_ids([])
+        except OSError as exc:
+            log.warning("%s: could not write the line that marks the last request checked "
+                        "(%s); the emulator starts all the same and checks it again at the "
+                        "next start", self.root / "ids.log", exc)
 
     @staticmethod
     def _unfinished(events: Path, events_start: int, events_end: int,
@@ -237,6 +256,7 @@ class EventStore:
             raise
         self._events_size = events_end
         self._dedup_size = dedup_end
+        self._forgetting = None
 
     def _cut_back(self, hour: str, journal_size: int) -> None:
         """Drop what a failed append wrote; the next append reopens the files."""
@@ -299,6 +319,7 @@ class EventStore:
             self._ids_fh.close()
             self._ids_fh = None
         (self.root / "ids.log").unlink(missing_ok=True)
+        self._forgetting = None
 
     # --- read ----------------------------------------------------------------------
 
@@ -322,42 +343,98 @@ class EventStore:
         for path in self.hour_files():
             yield from self.iter_file(path)
 
-    def rewrite_without(self, drop_aids: set[int], canonical: Any) -> int:
-        """Remove every event of these people (by canonical amplitude_id); returns how many."""
+    def journal_deletion(self, pending: list[list[Any]], drop_aids: set[int]) -> None:
+        """Journal the forgetting of these people before ``rewrite_without`` runs.
+
+        A restart replays it (state.json may never be saved after it), and a kill part-way
+        leaves the job unfinished for the next advance to redo. ``pending`` (ID entries of a
+        failed request, not yet journaled) goes first: replayed after the forgetting, they
+        would map an erased person's device back. A line naming no request, too: the last
+        request landed whole and its events line is about to move, so ``repair`` must not
+        read the new sizes as a kill's.
+        """
         self.close()
-        # Journaled first: a restart replays the forgetting (state.json may never be saved
-        # after it), and a kill part-way leaves the job unfinished for the next advance to
-        # redo. A line naming no request, too: the last request landed whole and its events
-        # line is about to move, so ``repair`` must not read the new sizes as a kill's.
-        self.append_ids([["f", sorted(drop_aids), None]])
+        self.append_ids([*pending, ["f", sorted(drop_aids), None]])
+        self.close()
+        self._forgetting = set(drop_aids)
+
+    def insert_id_counts(self) -> list[list[Any]]:
+        """``[device_id or user_id, insert_id, times stored]`` of every stored event."""
+        counts: Counter[tuple[str | None, str]] = Counter()
+        for event in self.iter_events():
+            insert_id = event.get("insert_id")
+            if insert_id:
+                counts[(event.get("device_id") or event.get("user_id"), insert_id)] += 1
+        return [[who, iid, n] for (who, iid), n in counts.items()]
+
+    def rewrite_without(self, drop_aids: set[int], canonical: Callable[[int], int],
+                        erased: Callable[[int], None] | None = None) -> int:
+        """Remove every event of these people (by canonical amplitude_id); returns how many.
+        ``erased`` is told each file's count once that file is rewritten, so that a failure
+        part-way (disk full) still counts what is gone. Call ``journal_deletion`` first (with
+        the ID entries pending); without it, the deletion is journaled here."""
+        if self._forgetting != drop_aids:
+            self.journal_deletion([], drop_aids)
         self.close()
         removed = 0
         for path in self.hour_files():
-            kept: list[bytes] = []
-            changed = False
-            for raw in path.read_bytes().splitlines():
-                if not raw:
-                    continue
-                try:
-                    request = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    kept.append(raw)  # a torn line holds no event anyone reads: left as it is
-                    continue
-                before = sum(aid is not None for aid in request["a"])
-                survivors = [e for e in expand(request) if canonical(e["_a"]) not in drop_aids]
-                if len(survivors) == before:
-                    kept.append(raw)
-                    continue
-                removed += before - len(survivors)
-                changed = True
-                if survivors:
-                    kept.append(encode_survivors(request, survivors))
-            if changed:
-                if kept:
-                    write_atomic(path, b"\n".join(kept) + b"\n")
-                else:
-                    path.unlink()
+            count = self._rewrite_file(path, drop_aids, canonical)
+            removed += count
+            if count and erased is not None:
+                erased(count)
         return removed
+
+    def _rewrite_file(self, path: Path, drop_aids: set[int],
+                      canonical: Callable[[int], int]) -> int:
+        kept: list[bytes] = []
+        removed = 0
+        for raw in path.read_bytes().splitlines():
+            if not raw:
+                continue
+            try:
+                request = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                kept.append(raw)  # a torn line holds no event anyone reads: left as it is
+                continue
+            before = sum(aid is not None for aid in request["a"])
+            survivors = [e for e in expand(request) if canonical(e["_a"]) not in drop_aids]
+            if len(survivors) == before:
+                kept.append(raw)
+                continue
+            removed += before - len(survivors)
+            if survivors:
+                kept.append(encode_survivors(request, survivors))
+        if removed:
+            if kept:
+                write_atomic(path, b"\n".join(kept) + b"\n")
+            else:
+                path.unlink()
+        return removed
+
+    def count_events(self) -> int:
+        """The stored events, counted from the files (a full read: only after a deletion a
+        kill stopped part-way, when the journaled count is no longer true)."""
+        count = 0
+        for path in self.hour_files():
+            data = path.read_bytes()
+            for raw in data[: data.rfind(b"\n") + 1].splitlines():
+                try:
+                    aids = orjson.loads(raw)["a"] if raw else []
+                except orjson.JSONDecodeError:
+                    continue  # a torn line: never answered 200, never counted
+                count += sum(aid is not None for aid in aids)
+        return count
+
+
+def deletion_uncounted(journal: list[list[Any]]) -> bool:
+    """Whether the journal's last deletion (``f``) has no count (``c``) after it: the
+    process stopped part-way through its rewrite, so the stored events must be recounted."""
+    for entry in reversed(journal):
+        if entry[0] == "c":
+            return False
+        if entry[0] == "f":
+            return True
+    return False
 
 
 def _size(path: Path) -> int:
