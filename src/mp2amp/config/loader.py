@@ -22,7 +22,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from mp2amp.config.sections import Config, Secret, referenced_file_problems
+from mp2amp.config.sections import Config, Secret, configured_names, referenced_file_problems
 from mp2amp.errors import ConfigError
 
 # --- loading ----------------------------------------------------------------------------
@@ -119,7 +119,17 @@ def _referenced_file_problems(raw: Mapping[str, Any], base: Path,
     names = privacy.get("hash_properties") if isinstance(privacy, dict) else None
     hashed = frozenset(n for n in names if isinstance(n, str)) if isinstance(names, list) \
         else frozenset()
-    return referenced_file_problems(paths[0], paths[1], hashed=hashed)
+    return referenced_file_problems(paths[0], paths[1], hashed=hashed,
+                                    configured=_configured_names(raw.get("transform")))
+
+
+def _configured_names(transform: Any) -> dict[str, str]:
+    """The revenue and group property names a (maybe failing) [transform] table gives."""
+    if not isinstance(transform, dict):
+        return {}
+    revenue, groups = transform.get("revenue"), transform.get("groups")
+    return configured_names(revenue if isinstance(revenue, dict) else {},
+                            groups if isinstance(groups, list) else ())
 
 
 class _Invalid:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -216,6 +216,20 @@ class AmplitudeConfig:
         return []
 
 
+# The [transform.revenue] keys that name a property
+REVENUE_NAME_KEYS = ("price", "quantity", "revenue", "product_id", "revenue_type", "currency",
+                     "items")
+
+
+def configured_names(revenue: Mapping[str, object], groups: Iterable[object]) -> dict[str, str]:
+    """Config key -> the property it names, from ``[transform.revenue]``'s values and the
+    group keys (values that are not names are left out: their keys report them)."""
+    names = {f"transform.revenue.{key}": name for key in REVENUE_NAME_KEYS
+             if isinstance(name := revenue.get(key), str) and name}
+    return names | {f"transform.groups ({name!r})": name for name in groups
+                    if isinstance(name, str) and name}
+
+
 # The [transform.revenue] table is the transform's own settings type: one definition of
 # which properties carry revenue (checked by its ``problems()``).
 RevenueConfig = RevenueSettings
@@ -234,11 +248,8 @@ class TransformConfig:
     def configured_names(self) -> dict[str, str]:
         """Config key -> the property it names, for the reports about them."""
         r = self.revenue
-        names = {f"transform.revenue.{key}": name for key, name in (
-            ("price", r.price), ("quantity", r.quantity), ("revenue", r.revenue),
-            ("product_id", r.product_id), ("revenue_type", r.revenue_type),
-            ("currency", r.currency), ("items", r.items)) if name}
-        return names | {f"transform.groups ({name!r})": name for name in self.groups}
+        return configured_names({key: getattr(r, key) for key in REVENUE_NAME_KEYS},
+                                self.groups)
 
     def problems(self) -> list[str]:
         out = []
@@ -364,18 +375,21 @@ class Config:
 
 
 def referenced_file_problems(plan: Path | None, exclude_users: Path | None,
-                             hashed: frozenset[str] = frozenset()) -> list[str]:
+                             hashed: frozenset[str] = frozenset(),
+                             configured: Mapping[str, str] | None = None) -> list[str]:
     """The problems of the tracking plan and the excluded-users file, each naming its file,
-    and a plan type a ``hashed`` property cannot take: for the report of a config file
-    whose own problems stop it before ``transform_settings()`` reads them (one round of
-    fixing, not two)."""
+    a plan type a ``hashed`` property cannot take and a ``configured`` name (config key ->
+    property) the plan makes ambiguous: for the report of a config file whose own problems
+    stop it before ``transform_settings()`` reads them (one round of fixing, not two)."""
     from mp2amp.transform.plan import load_plan
     from mp2amp.transform.privacy import load_excluded_users
 
     problems: list[str] = []
     if plan is not None:
         try:
-            problems += _typed_but_hashed(load_plan(plan), hashed)
+            loaded = load_plan(plan)
+            problems += _typed_but_hashed(loaded, hashed)
+            problems += ambiguous(loaded, configured or {})
         except ConfigError as exc:
             problems += _plan_problems(exc, plan)
     if exclude_users is not None:

@@ -7,7 +7,8 @@ privacy rules only then) or drop it. Each configured name is read as the value t
 made of that Mixpanel property, wherever it put it; the value before the plan (already
 through the privacy rules) only when the plan dropped it; else by the plan's new name, so
 a config that names the plan's new name (as older versions needed) keeps working. A name
-that could mean either of two properties is refused with the config (``ambiguous``).
+that could mean either of two properties is refused with the config (``ambiguous``), and
+so is one that is the plan's new name of another configured property (read for both).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def ambiguous(plan: TrackingPlan, configured: Mapping[str, str]) -> list[str]:
     """Config problems: a configured name (``configured``: config key -> property name)
     that the plan moves away from the event properties while it renames another property
     onto it. Read by Mixpanel name first, it would be one value on events that carry the
-    Mixpanel property and the other's on events that do not."""
+    Mixpanel property and the other's on events that do not. And a configured name that
+    is the plan's new name of another configured property (``_read_twice``)."""
     scopes: list[tuple[str, Mapping[str, PropertyRule], frozenset[str] | None]] = [
         ("its properties", plan.properties, None)]
     scopes += [(f"event {event!r}", {**plan.properties, **rule.properties},
@@ -60,12 +62,33 @@ def ambiguous(plan: TrackingPlan, configured: Mapping[str, str]) -> list[str]:
         for key, name in configured.items():
             own = rules.get(name)
             if own is None or not _moved(own, name):
+                problems.update(_read_twice(key, name, rules, own_rules, configured, scope))
                 continue
             for other, rule in rules.items():
                 if other != name and rule.rename == name and not rule.user_property and (
                         own_rules is None or {name, other} & own_rules):  # (else: global)
                     problems.add(_ambiguity(key, name, other, own, scope))
     return sorted(problems)
+
+
+def _read_twice(key: str, name: str, rules: Mapping[str, PropertyRule],
+                own_rules: frozenset[str] | None, configured: Mapping[str, str],
+                scope: str) -> list[str]:
+    """Config problems: ``name`` is the plan's new name of another configured property.
+    On an event without a Mixpanel ``name``, ``by_source_name`` reads that property for
+    both keys (a price booked as the order total too)."""
+    out = []
+    for other_key, other in configured.items():
+        rule = rules.get(other)
+        if other != name and rule is not None and rule.rename == name and not (
+                rule.drop or rule.user_property) and (own_rules is None or other in own_rules):
+            out.append(f"{key}: {name!r} is the tracking plan's new name of {other!r} "
+                       f"({scope}), which {other_key} names: on an event without a Mixpanel "
+                       f"{name!r} one value would be read for both; configured names are the "
+                       f"Mixpanel names: write {name!r} only for a Mixpanel property of that "
+                       f"name and have the plan rename {other!r} to another name, or remove "
+                       f"{key}")
+    return out
 
 
 def _moved(rule: PropertyRule, name: str) -> bool:

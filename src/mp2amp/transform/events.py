@@ -29,7 +29,6 @@ missing IDs) to ``_event`` before it has counted or changed anything.
 from __future__ import annotations
 
 from collections import Counter
-from functools import partial
 from typing import Any, Final
 
 from mp2amp import __version__
@@ -131,8 +130,8 @@ class Transformer:
         self._plan = plan if plan is not None and plan.changes_events else None
         self._scrub = privacy.object_scrubber if privacy is not None else None  # see plan.apply
         self._library = settings.library or f"mp2amp/{__version__}"
-        self._revenue_fields = revenue_reader(settings.revenue, partial(clip, stats=self.values),
-                                              self.counts)
+        self._revenue_fields, self._book_revenue = revenue_reader(settings.revenue, self.counts,
+                                                                  self.values)
         rs = settings.revenue
         self._revenue_keys = tuple(k for k in (rs.price, rs.revenue, rs.items) if k)
         self._group_keys = settings.group_keys
@@ -267,8 +266,9 @@ class Transformer:
                 iid = f"{text}-{short.hexdigest()}"
             else:
                 iid = event_insert_id(source_name, props, raw_ms)
-            if has_revenue:  # after the last step that may fall back: revenue counts
+            if has_revenue:  # after the last step that may fall back: the event is sent
                 out.update(self._revenue_fields(props, (source_name, source_name)))
+                self._book_revenue()
             out["event_properties"] = event_props
             out["insert_id"] = iid
             if groups:  # last: groups_of may count
@@ -428,12 +428,11 @@ class Transformer:
                 else sanitize_props(event_props, "event_properties", self.values))
             if user_props:
                 out["user_properties"] = sanitize_props(user_props, "user_properties", self.values)
-            if groups:
-                found = groups_of(configured, groups, self.counts)
-                if found:
-                    out["groups"] = found
+            if groups and (found := groups_of(configured, groups, self.counts)):
+                out["groups"] = found
             out["insert_id"] = event_insert_id(source_name, source_props, raw_ms)
             self.counts.update(dropped_id)  # the event goes out: its overlong ID was dropped
+            self._book_revenue()  # and what its revenue step counted
             if learn and shape_key is not None and shape.context is not None \
                     and name in self._event_types:
                 self._learn((source_name, lib, os_value, shape_key[2:]), shape, event_type, props,

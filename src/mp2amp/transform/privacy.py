@@ -12,7 +12,10 @@ must not be there is removed here, before upload:
   any depth too; a list is hashed value by value (its shape kept), so ``"c_1"`` and
   ``["c_1"]`` give the same hash; an object is hashed whole (its dropped keys removed
   first), keys included: they can be as personal as the values (``{"a@b.c": "admin"}``);
-  a number is hashed as the group name it would make (``42.0`` as ``42``, as ``"42"``);
+  a number or a string is hashed as the group name it would make (``42.0`` as ``42``, as
+  ``"42"``; ``" acme "`` as ``"acme"``), and a blank string stays blank (no group); a value
+  JSON cannot carry (NaN, Infinity, a lone surrogate), at any depth, rejects the event
+  (``non_json_value``) as it does unhashed: its hash would pass it off as another value;
 * an excluded-users file (opt-outs, GDPR deletions): every event whose ``distinct_id``,
   resolved ``user_id`` or ``device_id`` is listed is skipped (``privacy.excluded_user``);
 * ``drop_before``: events before this UTC date are skipped (``privacy.before_retention``).
@@ -46,6 +49,7 @@ _MAX_DEPTH = 64
 
 # Where an excluded ID may sit in the raw properties besides the resolved IDs.
 _RAW_ID_KEYS = ("distinct_id", "$user_id", "$device_id")
+_INF = float("inf")
 
 
 class PrivacyRules:
@@ -105,7 +109,14 @@ class PrivacyRules:
         object``): the rules first saw only the text. None when there are no lists."""
         if not (self._drop or self._hash):
             return None
-        return lambda value: self._scrubbed(value, 1)
+        return self._scrub_object
+
+    def _scrub_object(self, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            scrubbed: dict[str, Any] = self._scrubbed(value, 1)
+        except _Unhashable as problem:  # (parsed text has no NaN: unreachable in practice)
+            raise problem.at("properties.(an object made of text)") from None
+        return scrubbed
 
     def __repr__(self) -> str:  # the salt is a secret: never shown
         return (f"PrivacyRules(keep_ip={self.keep_ip}, drop_properties={sorted(self._drop)}, "
@@ -129,14 +140,26 @@ class PrivacyRules:
         return False
 
     def hash_value(self, value: Any) -> str:
-        """Salted SHA-256 (hex) of a value; non-strings are hashed as their canonical JSON,
-        an integral float as its integer: ``42``, ``42.0`` and ``"42"`` hash alike, as they
-        make one group name (``groups.group_name``); ``True`` stays ``"true"``, not ``1``."""
+        """Salted SHA-256 (hex) of a value as the group name it would make: a string
+        stripped, an integral float as its integer (``42``, ``42.0``, ``"42"`` and ``" 42"``
+        hash alike); other values as their canonical JSON (``True`` stays ``"true"``).
+        Raises ``ValueProblem`` (``non_json_value``) for NaN, Infinity or a lone surrogate
+        anywhere in it: orjson would write ``null`` for the first and nothing for the last."""
+        try:
+            return self._digest(value)
+        except _Unhashable as problem:
+            raise problem.at("value") from None
+
+    def _digest(self, value: Any) -> str:
+        """``hash_value``, raising ``_Unhashable`` (its field named on the way out)."""
         if isinstance(value, str):
-            raw = value.encode()
-        elif type(value) is float and value.is_integer():  # (False for nan and infinities)
-            raw = str(int(value)).encode()
+            raw = _utf8(value.strip())
+        elif type(value) is float:
+            if value != value or value in (_INF, -_INF):
+                raise _Unhashable(f"holds {value!r}, not a JSON number")
+            raw = str(int(value)).encode() if value.is_integer() else orjson.dumps(value)
         else:
+            _check_hashable(value)
             try:
                 raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
             except TypeError:  # integers past 64 bits: the stdlib writes them the same way
@@ -158,7 +181,10 @@ class PrivacyRules:
         if drop.isdisjoint(props) and hashed.isdisjoint(props) and not any(
                 type(v) is dict or type(v) is list for v in props.values()):
             return props  # the common case: nothing to change, no copy
-        scrubbed: dict[str, Any] = self._scrubbed(props, 0)
+        try:
+            scrubbed: dict[str, Any] = self._scrubbed(props, 0)
+        except _Unhashable as problem:
+            raise problem.at("properties") from None
         return scrubbed
 
     def _scrubbed(self, value: Any, depth: int) -> Any:
@@ -166,36 +192,46 @@ class PrivacyRules:
         depth: ``{"customer": {"email": ...}}`` and lists of such objects too."""
         if depth > _MAX_DEPTH:  # a listed key could hide down there, past what is checked
             raise _too_deep()
-        if type(value) is list:
-            return [self._scrubbed(v, depth + 1) if type(v) is dict or type(v) is list else v
-                    for v in value]
-        drop, hashed = self._drop, self._hash
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if key in drop:
-                continue
-            if key in hashed:
-                out[key] = self._hashed(item, depth + 1)
-            elif type(item) is dict or type(item) is list:
-                out[key] = self._scrubbed(item, depth + 1)
-            else:
-                out[key] = item
-        return out
-
+        key: Any = None  # where a hashed value JSON cannot carry is, for its rejection
+        try:
+            if type(value) is list:
+                items: list[Any] = []
+                for key in range(len(value)):
+                    item = value[key]
+                    items.append(self._scrubbed(item, depth + 1)
+                                 if type(item) is dict or type(item) is list else item)
+                return items
+            drop, hashed = self._drop, self._hash
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                if key in drop:
+                    continue
+                if key in hashed:
+                    out[key] = self._hashed(item, depth + 1)
+                elif type(item) is dict or type(item) is list:
+                    out[key] = self._scrubbed(item, depth + 1)
+                else:
+                    out[key] = item
+            return out
+        except _Unhashable as problem:
+            raise problem.inside(key) from None
 
     def _hashed(self, value: Any, depth: int) -> Any:
         """``value`` hashed: a list element by element, its shape kept, so ``"c_1"`` and
         ``["c_1"]`` hold the same hash and join and count however they were sent (a list
         as a whole would hash to a name no single value has); an object whole, as nothing
         of it (keys included) may go out in clear, after its dropped keys go, so a dropped
-        value does not change its hash. ``None`` stays: absence is no value."""
+        value does not change its hash. ``None`` stays: absence is no value; so does a
+        blank string, as it makes no group (``groups.group_name``)."""
         if depth > _MAX_DEPTH:  # a value down there would go out in clear
             raise _too_deep()
         if type(value) is list:
             return [self._hashed(v, depth + 1) for v in value]
         if type(value) is dict:
-            return self.hash_value(self._without_dropped(value, depth))
-        return None if value is None else self.hash_value(value)
+            return self._digest(self._without_dropped(value, depth))
+        if type(value) is str and not value.strip():
+            return ""
+        return None if value is None else self._digest(value)
 
     def _without_dropped(self, value: Any, depth: int) -> Any:
         """``value`` with the dropped keys removed at any depth (what a hashed object is
@@ -208,6 +244,54 @@ class PrivacyRules:
             return {k: self._without_dropped(v, depth + 1) for k, v in value.items()
                     if k not in self._drop}
         return value
+
+
+class _Unhashable(Exception):  # (a ValueProblem once its field is known)
+    """A hashed value JSON cannot carry. Rejected as it is unhashed (``values``): its hash
+    would stand for another value (NaN and ``None`` both as ``null``). The field is named
+    on the way out of the property walk (``inside``, ``at``)."""
+
+    def __init__(self, what: str, path: str = "") -> None:
+        super().__init__(what)
+        self.what = what
+        self.field = path
+
+    def inside(self, key: object) -> _Unhashable:
+        """The problem one level up: ``key`` (a name or a list index) prefixed to its path."""
+        return _Unhashable(self.what, (f"[{key}]" if type(key) is int else f".{key}")
+                           + self.field)
+
+    def at(self, root: str) -> ValueProblem:
+        field = root + self.field
+        return ValueProblem(field, f"{field} is hashed and {self.what}: the event is rejected "
+                            "as it would be unhashed; fix the value in the source")
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise _Unhashable("holds invalid text (a lone surrogate)") from None
+
+
+def _check_hashable(value: Any) -> None:
+    """Raise ``_Unhashable`` for NaN, Infinity or a lone surrogate (a key too) anywhere in
+    ``value``: orjson writes the first as ``null``, the stdlib the last as no UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            for key, sub in item.items():
+                if type(key) is str and not key.isascii():
+                    _utf8(key)
+                stack.append(sub)
+        elif type(item) is list:
+            stack.extend(item)
+        elif type(item) is str:
+            if not item.isascii():
+                _utf8(item)
+        elif type(item) is float and (item != item or item in (_INF, -_INF)):
+            raise _Unhashable(f"holds {item!r}, not a JSON number")
 
 
 def _too_deep() -> ValueProblem:

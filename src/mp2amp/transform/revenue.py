@@ -7,15 +7,17 @@ has no reserved event-level revenue field, so the property names come from the c
 (``RevenueSettings``); nothing is hoisted by default. They are the Mixpanel names: a
 tracking plan that renames or moves a configured property does not lose its amount (the
 plan's new name is accepted too; a name that is also a Mixpanel property the plan
-renames, moves or drops is refused with the config). The original properties stay in ``event_properties``
-too (as the plan leaves them), so charts built on them keep working.
+renames, moves or drops, or the plan's new name of another configured property, is refused
+with the config). The original properties stay in ``event_properties`` too (as the plan
+leaves them), so charts built on them keep working.
 
 Rules (all deterministic, none invents a value):
 
 * Numbers may arrive as strings ("800.00"): parsed as decimal numbers; anything that does
   not parse to a finite number is left alone (the event is still sent, without revenue),
   and counted (``revenue_not_a_number``: "$19.99", "1,299.00" and other scripts' digits
-  are not guessed at).
+  are not guessed at) when the event is sent: one rejected for another reason is counted
+  under that reason only.
 * Single item: ``price`` (and ``quantity``, an integer, Amplitude's default 1) and/or
   ``revenue``. A fractional quantity (2.5 kg) sends ``price x quantity`` as ``revenue``
   (Amplitude would book the price once); a quantity that is not a number sends no price. Amplitude recomputes revenue as ``price x quantity`` when all are sent, so
@@ -43,6 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mp2amp.transform.settings import RevenueSettings
+from mp2amp.transform.values import ValueStats, clip
 
 _INF = float("inf")
 
@@ -141,30 +144,44 @@ def _single(price: float | None, quantity: float | None,
     return None, None, price * quantity if revenue is None else revenue
 
 
-def _as_is(value: str, field: str) -> str:
-    return value
+RevenueFields = Callable[[dict[str, Any], tuple[str, str]], dict[str, Any]]
 
 
-def revenue_reader(
-    rs: RevenueSettings, cut: Callable[[str, str], str] = _as_is,
-    counts: Counter[str] | None = None,
-) -> Callable[[dict[str, Any], tuple[str, str]], dict[str, Any]]:
-    """``fields(props, event_names)``: the top-level revenue fields for one event (empty
-    when it carries no revenue), with the settings read once rather than per event.
-    ``cut(text, field)``: what makes ``productId``/``revenueType`` fit Amplitude's string
-    limit (and counts the cut), as for every other top-level string. ``counts``: gets
-    ``revenue_not_a_number`` for each event whose configured price or revenue (or an
-    item's price) is there but is not a number ("$19.99", "1,299.00"): it is sent without
-    that amount, and a revenue chart that differs from Mixpanel's then says why."""
+def revenue_reader(rs: RevenueSettings, counts: Counter[str] | None = None,
+                   stats: ValueStats | None = None) -> tuple[RevenueFields, Callable[[], None]]:
+    """``(fields, book)``. ``fields(props, event_names)``: the top-level revenue fields for
+    one event (empty when it carries no revenue), with the settings read once rather than
+    per event; ``productId``/``revenueType`` cut to Amplitude's string limit (``clip``), as
+    every other top-level string. What it counts, ``revenue_not_a_number`` for an event
+    whose configured price or revenue (or an item's price) is there but is not a number
+    ("$19.99", "1,299.00": sent without that amount, so a revenue chart that differs from
+    Mixpanel's says why) and the cuts, is held until ``book()`` adds it to ``counts`` and
+    ``stats``: the caller books only an event it sends (a later step may reject it)."""
     price_key, quantity_key, revenue_key = rs.price, rs.quantity, rs.revenue
     product_key, type_key, currency_key, items_key = (
         rs.product_id, rs.revenue_type, rs.currency, rs.items)
     refunds = frozenset(rs.refund_events)
-    unparsed = Counter[str]() if counts is None else counts
+    pending, cuts = Counter[str](), ValueStats()  # the last event's, until booked
+
+    def book() -> None:
+        if pending:
+            if counts is not None:
+                counts.update(pending)
+            pending.clear()
+        if cuts.truncated:
+            if stats is not None:
+                stats.truncated.update(cuts.truncated)
+            cuts.truncated.clear()
+
+    def cut(text: str, field: str) -> str:
+        return clip(text, field, cuts)
 
     def fields(props: dict[str, Any], event_names: tuple[str, str]) -> dict[str, Any]:
+        if pending or cuts.truncated:  # an event read but not sent (rejected later)
+            pending.clear()
+            cuts.truncated.clear()
         if _amount_unparsed(props, rs, price_key, revenue_key, items_key):
-            unparsed["revenue_not_a_number"] += 1
+            pending["revenue_not_a_number"] += 1
         price: float | None = None
         quantity: int | None = None
         revenue: float | None = None
@@ -220,4 +237,4 @@ def revenue_reader(
                 out["currency"] = code.upper()
         return out
 
-    return fields
+    return fields, book
