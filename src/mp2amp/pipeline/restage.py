@@ -13,7 +13,8 @@ count is not enough: a source that gives other records, or the same in another o
 would put other events under the names of the done batches (never sent, and the run
 balanced), so the digest of the records as staged (the window spec's ``digest``, from
 ``staging.Staged``) must come out the same too; windows staged by an earlier mp2amp have
-none, and only their counts are compared.
+none, and only their counts are compared (a copy refused by the check writes its own
+digest in the spec: what a window is checked against is kept aside, ``_keep_digests``).
 
 The counts and digests to check are kept in the ledger (meta ``restage_expected`` and
 ``restage_digests``) until the check has passed: a run stopped by it, killed while
@@ -32,7 +33,7 @@ import orjson
 from mp2amp.errors import InputError, TerminalError
 from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.pipeline.overlaps import merge_groups
-from mp2amp.pipeline.staging import DIGEST, damage_of
+from mp2amp.pipeline.staging import DIGEST, LINES, TIES, damage_of
 
 
 def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
@@ -45,6 +46,7 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
     merged = ledger.merged_into()
     rows = ledger.windows()
     before = _expected(ledger)  # from an earlier resume that did not get to its check
+    earlier = set(before)
     cut = {b.window_id for b in ledger.batches()}
     moved: list[tuple[str, str, int]] = []
     gone: list[str] = []
@@ -72,7 +74,7 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
         before.setdefault(w.window_id, w.records)
         gone.append(w.window_id)
     groups = _groups(rows, merged, heads_gone)
-    _refuse_stepwise_merges(ledger, groups)
+    _refuse_unmatched_merges(ledger, groups)
     for group in groups:  # the whole group is staged again, then merged (in window order)
         for window_id in group[1:]:
             placeholders = [p for p in placeholders if p[0] != window_id]
@@ -88,7 +90,7 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
         ledger.set_meta(_REMERGE, orjson.dumps(
             known + [g for g in groups if g not in known]).decode())
     if before:
-        _keep_digests(ledger, rows, before)  # before staging again replaces them
+        _keep_digests(ledger, rows, before, earlier)  # before staging again replaces them
         _set_expected(ledger, before)  # first: a kill after it still checks them
     for window_id in gone:
         ledger.mark_pending(window_id)
@@ -129,22 +131,51 @@ def _members(merged: dict[str, str], head: str) -> list[str]:
     return [m for m in merged if root(m) == head]
 
 
+def _refuse_unmatched_merges(ledger: Ledger, groups: list[list[str]]) -> None:
+    """Stop before a group with batches cut is merged again into a file that need not
+    match them (``_refuse_arrival_line_merges``, ``_refuse_stepwise_merges``)."""
+    if not groups:
+        return
+    cut = {b.window_id for b in ledger.batches()}
+    groups = [g for g in groups if g[0] in cut]
+    _refuse_arrival_line_merges(ledger, groups)
+    _refuse_stepwise_merges(ledger, groups)
+
+
+def _refuse_arrival_line_merges(ledger: Ledger, groups: list[list[str]]) -> None:
+    """Stop before a group (its batches cut) is merged again when one of its Export API
+    days keeps the lines it arrived at (staged by an earlier mp2amp: no ``lines`` mark):
+    the merge orders a day's same-time lines by line, i.e. by the order the day is
+    fetched in, which Mixpanel does not promise and the day's digest (of its records in
+    content order) does not see. Batches cut again would hold other events."""
+    rows = {w.window_id: w for w in ledger.windows()}
+    for group in groups:
+        days = [rows[m] for m in group if m in rows and rows[m].kind == "export"]
+        if any(w.spec.get(LINES) != "staged" for w in days):
+            raise TerminalError(
+                f"the staged file of {group[0]} is gone; it was merged from {len(group)} "
+                "overlapping Export API days that an earlier mp2amp staged with the line "
+                "numbers of their download, and its batches were cut from that file: "
+                "merged again, their same-time events would follow the order the days "
+                "are fetched in now, which Mixpanel does not promise, and some would fall "
+                "into other batches and never be sent. Put the work folder's staged files "
+                "back as they were and run --resume again, or start a new run in a new "
+                "work folder")
+
+
 def _refuse_stepwise_merges(ledger: Ledger, groups: list[list[str]]) -> None:
     """Stop before a group is merged again whose batches were cut from a file an earlier
     mp2amp merged in steps (a window staged later merged into a merged file): that file
     put such a window's same-time events after the others, and a merge now puts them in
     window order, so batches cut again under the done ones' names would hold other
     events (some never sent). This mp2amp's merges depend only on the lines."""
-    if not groups:
-        return
-    cut = {b.window_id for b in ledger.batches()}
     ours = ledger.line_ordered_merges()
     seq = {w.window_id: w.seq for w in ledger.windows()}
     files = _stepwise_order(ledger.merged_into())
     for group in groups:
         head = group[0]
         order = [seq.get(m, -1) for m in files.get(head, [head])]
-        if head not in cut or head in ours or order == sorted(order):
+        if head in ours or order == sorted(order):
             continue
         raise TerminalError(
             f"the staged file of {head} is gone; an earlier mp2amp merged it from "
@@ -190,7 +221,7 @@ def remerge_restaged(ledger: Ledger) -> None:
             and any(rows[i].records for i in group[1:])]  # else merged already
     if any(w.state == "pending" or w.staged_path is None for group in todo for w in group):
         return  # not staged yet (the run stops before the load anyway)
-    _refuse_stepwise_merges(ledger, [[w.window_id for w in group] for group in todo])
+    _refuse_unmatched_merges(ledger, [[w.window_id for w in group] for group in todo])
     merge_groups(ledger, todo)  # the groups stay listed until check_restaged passes
 
 
@@ -207,26 +238,38 @@ _EXPECTED = "restage_expected"  # window -> the records its batches were cut fro
 _DIGESTS = "restage_digests"  # window -> the digest of those records as staged
 
 
-def _digests(ledger: Ledger) -> dict[str, str]:
+def _digests(ledger: Ledger) -> dict[str, str | None]:
     value = ledger.get_meta(_DIGESTS)
-    return {} if not value else {str(k): str(v) for k, v in orjson.loads(value).items()}
+    return {} if not value else {str(k): None if v is None else str(v)
+                                 for k, v in orjson.loads(value).items()}
 
 
-def _set_digests(ledger: Ledger, digests: dict[str, str]) -> None:
+def _set_digests(ledger: Ledger, digests: dict[str, str | None]) -> None:
     ledger.set_meta(_DIGESTS, orjson.dumps(digests, option=orjson.OPT_SORT_KEYS).decode())
 
 
-def _keep_digests(ledger: Ledger, rows: list[WindowRow], expected: dict[str, int]) -> None:
-    """The digests of the windows to check, as their specs have them now: staging a
-    window again writes its new copy's there. One kept by an earlier resume (whose new
-    copy failed the check, or was not checked yet) stays."""
+def _keep_digests(ledger: Ledger, rows: list[WindowRow], expected: dict[str, int],
+                  earlier: set[str]) -> None:
+    """The digest each window to check is checked against, kept until its check passes:
+    its spec's as it is first to be checked (staging it again writes the new copy's
+    there, a refused copy's too), or None (counts only) for one staged by an earlier
+    mp2amp without a digest. A window an earlier resume was already checking without a
+    kept digest had none (an mp2amp before this one kept no None): its spec's digest now
+    is a new copy's, maybe a refused one."""
     digests = _digests(ledger)
     known = dict(digests)
     for w in rows:
-        if w.window_id in expected and w.window_id not in digests and DIGEST in w.spec:
-            digests[w.window_id] = str(w.spec[DIGEST])
+        if w.window_id in expected and w.window_id not in digests:
+            digests[w.window_id] = (None if w.window_id in earlier or DIGEST not in w.spec
+                                    else str(w.spec[DIGEST]))
     if digests != known:
         _set_digests(ledger, digests)
+
+
+def awaiting_check(ledger: Ledger) -> set[str]:
+    """The windows staged again whose check has not passed yet: staged before, whatever
+    count a copy refused by the check left them (0 for a day Mixpanel answered empty)."""
+    return set(_expected(ledger))
 
 
 def check_restaged(ledger: Ledger, before: dict[str, int]) -> None:
@@ -246,7 +289,8 @@ def check_restaged(ledger: Ledger, before: dict[str, int]) -> None:
         if old is None or w.state == "pending" or head not in cut:
             continue
         counted = w.window_id not in cut or w.records == old  # merged away: the head counts
-        same = digests.get(w.window_id) in (None, w.spec.get(DIGEST))
+        want = digests.get(w.window_id)  # None: an earlier mp2amp's, counts only
+        same = want is None or want == w.spec.get(DIGEST)
         if not (counted and same):
             _refuse_changed(ledger, head, groups.get(head, [head]),
                             f"{w.records} records, not the {old} its batches were cut from"
@@ -264,14 +308,19 @@ def check_restaged(ledger: Ledger, before: dict[str, int]) -> None:
 
 
 def _what_changed(w: WindowRow, records: int) -> str:
-    """What a window staged again with its count but another digest gives. A file's
-    records are compared as written (a checksum of each line: comparing what they say
-    would cost staging ~0.6 us a record), so a file written again with its keys in
-    another order, or other spacing, counts as changed too."""
+    """What a window staged again with its count but another digest gives, naming only
+    what can cause it for its kind. A file's records are compared as written (a checksum
+    of each line: comparing what they say would cost staging ~0.6 us a record), so a file
+    written again with its keys in another order, or other spacing, counts as changed
+    too. An Export API day staged with ties by content has one order for any records:
+    only other records change its digest."""
     if w.kind == "file":
         return (f"{w.records} records whose text differs from the lines its batches were "
                 "cut from (other records, another order, or the same records written "
                 "differently: keys in another order, other spacing, other escapes)")
+    if w.spec.get(TIES) == "content":
+        return (f"other records than the {records} its batches were cut from (as many, "
+                "but some changed or replaced in Mixpanel)")
     return (f"other records than (or the {records} records in another order than) those "
             "its batches were cut from")
 

@@ -320,6 +320,8 @@ class StagingStopped(Exception):
 
 
 DIGEST = "digest"  # the window spec's key of its records' digest as staged (``Staged``)
+TIES = "ties"  # an Export API day's spec: "content" once staged with ties by content
+LINES = "lines"  # an Export API day's spec: "staged" once its lines are staged places
 
 
 class Staged(int):

@@ -52,7 +52,8 @@ from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.models import SourceRecord
 from mp2amp.pipeline.fingerprint import FOLDER_META, config_folder
 from mp2amp.pipeline.progress import Counters, Reporter
-from mp2amp.pipeline.staging import DIGEST, LocalZone, Staged, stage
+from mp2amp.pipeline.restage import awaiting_check
+from mp2amp.pipeline.staging import DIGEST, LINES, TIES, LocalZone, Staged, stage
 
 WindowSpec = tuple[str, str, dict[str, Any]]
 # Input files are staged by worker processes (parsing and sorting is CPU work) when there
@@ -270,6 +271,7 @@ async def extract_pending(
         if mixpanel is None:
             raise ConfigError(["mixpanel: the Export API needs credentials: set "
                                "MIXPANEL_SERVICE_ACCOUNT (user:secret) or MIXPANEL_SECRET"])
+        staged_before = merged | awaiting_check(ledger)
         wanted = {Days(date.fromisoformat(w.spec["day"]),
                        date.fromisoformat(w.spec.get("last", w.spec["day"]))): w for w in days}
         windows = fetch_windows(mixpanel, sorted(wanted), export_dir,
@@ -279,12 +281,12 @@ async def extract_pending(
                 row = wanted[wf.days]
                 dest = staged_path(workdir, row.window_id)
                 # ties by content: a day fetched again may come in another order
-                by_content = _ties_by_content(row, merged)
-                keep_lines = _keeps_arrival_lines(row, merged)
+                by_content = _ties_by_content(row, staged_before)
+                keep_lines = _keeps_arrival_lines(row, staged_before)
                 n = await staged_in_thread(iter_window_records(wf), dest, local,
                                            by_content=by_content, keep_lines=keep_lines)
-                spec = {**row.spec, _TIES: "content"} if by_content else row.spec
-                spec = spec if keep_lines or not by_content else {**spec, _LINES: "staged"}
+                spec = {**row.spec, TIES: "content"} if by_content else row.spec
+                spec = spec if keep_lines or not by_content else {**spec, LINES: "staged"}
                 ledger.mark_extracted(row.window_id, str(dest), n, _with_digest(spec, n))
                 wf.discard()  # staged: the raw download is no longer needed
                 counters.done += 1
@@ -297,32 +299,28 @@ async def extract_pending(
                 await aclose()
 
 
-_TIES = "ties"  # an Export API day's spec: "content" once staged with ties by content
-
-
-def _ties_by_content(row: WindowRow, merged: set[str]) -> bool:
+def _ties_by_content(row: WindowRow, known: set[str]) -> bool:
     """Whether an Export API day is staged with same-time events in content order: yes,
     unless an mp2amp before that staged it (``_staged_before``, and no mark): its batches
     were cut from their arrival order, which a day fetched again in the same order gives
     again (the order any change would break, with no digest to tell)."""
-    return row.spec.get(_TIES) == "content" or not _staged_before(row, merged)
+    return row.spec.get(TIES) == "content" or not _staged_before(row, known)
 
 
-def _staged_before(row: WindowRow, merged: set[str]) -> bool:
-    """A window staged by an earlier run: it has records, or its records were merged into
-    another window's file (a merged-away window counts none itself)."""
-    return bool(row.records) or row.window_id in merged
+def _staged_before(row: WindowRow, known: set[str]) -> bool:
+    """A window staged by an earlier run: it has records, or it is in ``known``: merged
+    into another window's file (a merged-away window counts none itself), or staged
+    again and not yet checked (``restage.awaiting_check``: a copy the check refused left
+    its own count, 0 for a day Mixpanel answered empty, and must not make the day new)."""
+    return bool(row.records) or row.window_id in known
 
 
-_LINES = "lines"  # an Export API day's spec: "staged" once its lines are staged places
-
-
-def _keeps_arrival_lines(row: WindowRow, merged: set[str]) -> bool:
+def _keeps_arrival_lines(row: WindowRow, known: set[str]) -> bool:
     """Whether an Export API day keeps the lines its records arrived at: only one an
     earlier mp2amp staged so (``_staged_before``, and no mark): its dead letters, parked
     events and merged order are keyed by those lines, which a day fetched again in the
     same order gives again. Others are numbered by their place as staged (``renumber``)."""
-    return row.spec.get(_LINES) != "staged" and _staged_before(row, merged)
+    return row.spec.get(LINES) != "staged" and _staged_before(row, known)
 
 
 def _discard_staged_downloads(export_dir: Path, rows: list[WindowRow]) -> None:
