@@ -108,3 +108,53 @@ def stop_at_second_staging(monkeypatch: pytest.MonkeyPatch) -> None:
         return await original(records, dest, local)
 
     monkeypatch.setattr(windows_module, "staged_in_thread", stop)
+
+
+ScriptedAnswer = Callable[[list[dict[str, Any]]], tuple[int, dict[str, Any]]]
+
+
+@contextmanager
+def scripted_amplitude(answer: ScriptedAnswer) -> Iterator[tuple[str, list[list[dict[str, Any]]]]]:
+    """An Amplitude that answers ``answer(events)`` to each request (status, JSON body);
+    yields its URL and the events of every request it was sent (gzip bodies read too)."""
+    import gzip
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[list[dict[str, Any]]] = []
+
+    class Scripted(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.headers.get("Content-Encoding") == "gzip":
+                raw = gzip.decompress(raw)
+            events = orjson.loads(raw)["events"]
+            seen.append(events)
+            status, body = answer(events)
+            data = orjson.dumps(body)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:  # the run stopped (a test's crash) before reading the answer
+                pass
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def dead_letter_rows(workdir: Path) -> list[dict[str, Any]]:
+    """The rows of ``workdir/dead-letters.jsonl`` (none when it is not there)."""
+    path = workdir / "dead-letters.jsonl"
+    return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []

@@ -7,12 +7,8 @@ exactly what a test needs: 400 bodies naming devices or indices, then 200s.
 
 from __future__ import annotations
 
-import gzip
 import json
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +22,8 @@ from mp2amp.emulators.amplitude.store import EventStore
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
 from mp2amp.pipeline.observer import LedgerObserver
 from shared_kit import amplitude_emulator, cli_workspace
+from shared_kit import dead_letter_rows as dead_letters
+from shared_kit import scripted_amplitude as fake_amplitude
 
 KEY = "session16-dead-letters-key"
 FAST = {"backoff_base": 0.01, "backoff_cap": 0.05, "throttle_wait": 0.05,
@@ -36,40 +34,6 @@ Answer = Callable[[list[dict[str, Any]]], tuple[int, dict[str, Any]]]
 def ok(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
     return 200, {"code": 200, "events_ingested": len(events), "payload_size_bytes": 10,
                  "server_upload_time": 1700000000000}
-
-
-@contextmanager
-def fake_amplitude(answer: Answer) -> Iterator[tuple[str, list[list[dict[str, Any]]]]]:
-    """An Amplitude that answers ``answer(events)`` to each request; yields its URL and the
-    events of every request it was sent."""
-    seen: list[list[dict[str, Any]]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.headers.get("Content-Encoding") == "gzip":
-                raw = gzip.decompress(raw)
-            events = orjson.loads(raw)["events"]
-            seen.append(events)
-            status, body = answer(events)
-            data = orjson.dumps(body)
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def config(files: list[Path], workdir: Path, url: str) -> Config:
@@ -83,11 +47,6 @@ def record(n: int, **props: Any) -> dict[str, Any]:
     base = {"time": 1700000000 + n, "distinct_id": f"user-{n:04d}",
             "$insert_id": f"ins-{n:06d}", "$device_id": f"device-{n:04d}"}
     return {"event": "Page View", "properties": {**base, **props}}
-
-
-def dead_letters(workdir: Path) -> list[dict[str, Any]]:
-    path = workdir / "dead-letters.jsonl"
-    return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
 
 
 class Crash(Exception):
@@ -200,7 +159,6 @@ def test_dead_letter_of_a_pretty_printed_array_element_names_its_line(tmp_path: 
     assert letter["line"] == starts[2], (
         f"line {letter['line']} of the file is {path.read_text().splitlines()[letter['line'] - 1]!r}")
     assert f"line {starts[2]}" in letter["message"]
-
 
 
 def test_non_json_value_in_a_list_property_names_the_mixpanel_field(tmp_path: Path) -> None:

@@ -7,17 +7,12 @@ loopback port) answers exactly what a test needs.
 
 from __future__ import annotations
 
-import gzip
 import json
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from mp2amp.config import Config, load_config
@@ -25,6 +20,8 @@ from mp2amp.errors import TerminalError
 from mp2amp.pipeline.migrate import EXIT_OK, EXIT_PARKED, migrate
 from mp2amp.pipeline.observer import LedgerObserver
 from mp2amp.pipeline.status import status
+from shared_kit import dead_letter_rows as dead_letters
+from shared_kit import scripted_amplitude as fake_amplitude
 
 KEY = "session16-second-review-key"
 FAST = {"backoff_base": 0.01, "backoff_cap": 0.05, "throttle_wait": 0.05,
@@ -35,43 +32,6 @@ Answer = Callable[[list[dict[str, Any]]], tuple[int, dict[str, Any]]]
 def ok(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
     return 200, {"code": 200, "events_ingested": len(events), "payload_size_bytes": 10,
                  "server_upload_time": 1700000000000}
-
-
-@contextmanager
-def fake_amplitude(answer: Answer) -> Iterator[tuple[str, list[list[dict[str, Any]]]]]:
-    """An Amplitude that answers ``answer(events)`` to each request; yields its URL and the
-    events of every request it was sent."""
-    seen: list[list[dict[str, Any]]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.headers.get("Content-Encoding") == "gzip":
-                raw = gzip.decompress(raw)
-            events = orjson.loads(raw)["events"]
-            seen.append(events)
-            status_code, body = answer(events)
-            data = orjson.dumps(body)
-            try:
-                self.send_response(status_code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:  # the run stopped (a test's crash) before reading the answer
-                pass
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def config(files: list[Path], workdir: Path, url: str) -> Config:
@@ -85,11 +45,6 @@ def record(n: int, **props: Any) -> dict[str, Any]:
     base = {"time": 1700000000 + n, "distinct_id": f"user-{n:04d}",
             "$insert_id": f"ins-{n:06d}", "$device_id": f"device-{n:04d}"}
     return {"event": "Page View", "properties": {**base, **props}}
-
-
-def dead_letters(workdir: Path) -> list[dict[str, Any]]:
-    path = workdir / "dead-letters.jsonl"
-    return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
 
 
 class Crash(Exception):

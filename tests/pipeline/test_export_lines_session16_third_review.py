@@ -6,13 +6,10 @@ A test marked ``xfail(strict=True)`` shows a defect; its reason says what is wro
 
 from __future__ import annotations
 
-import gzip
 import shutil
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,8 @@ from mp2amp.models import SourceRecord
 from mp2amp.pipeline import windows as windows_module
 from mp2amp.pipeline.migrate import migrate
 from mp2amp.pipeline.staging import content_hash
+from shared_kit import dead_letter_rows as _dead_letters
+from shared_kit import scripted_amplitude as fake_amplitude
 
 SECRET = "emulator-secret"
 FAST_MP = {"per_hour": 10_000, "per_second": 100, "backoff_base": 0.01, "backoff_cap": 0.05}
@@ -115,36 +114,6 @@ def mixpanel(data: Path) -> Iterator[str]:
         yield url
 
 
-@contextmanager
-def fake_amplitude(answer: Answer) -> Iterator[str]:
-    """An Amplitude that answers ``answer(events)``."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.headers.get("Content-Encoding") == "gzip":
-                raw = gzip.decompress(raw)
-            status, body = answer(orjson.loads(raw)["events"])
-            data = orjson.dumps(body)
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def _refusing(device: str) -> Answer:
     """Amplitude refusing ``device``'s events (a 400 naming them), taking the others."""
     def answer(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
@@ -163,11 +132,6 @@ def _in_content_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: content_hash(SourceRecord("x", 1, r, None)))
 
 
-def _dead_letters(workdir: Path) -> list[dict[str, Any]]:
-    path = workdir / "dead-letters.jsonl"
-    return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
-
-
 def test_an_earlier_days_arrival_lines_survive_a_refetch_refused_as_empty(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A day staged by c154a3b (same-time records in content order, lines as they arrived;
@@ -182,7 +146,7 @@ def test_an_earlier_days_arrival_lines_survive_a_refetch_refused_as_empty(
     data = tmp_path / "mp"
     day = _write_day(data, "2024-01-01", arrival)
     up = {**FAST, "max_events": 2, "concurrency": 1}
-    with mixpanel(data) as mp_url, fake_amplitude(_refusing(refused)) as amp_url:
+    with mixpanel(data) as mp_url, fake_amplitude(_refusing(refused)) as (amp_url, _):
         cfg = _export_config(tmp_path, mp_url, amp_url)
         # as c154a3b staged it: ties by content, lines as they arrived
         monkeypatch.setattr(windows_module, "_keeps_arrival_lines", lambda row, merged: True)
@@ -303,7 +267,7 @@ def test_a_day_staged_before_ties_by_content_keeps_its_order_after_a_refused_ref
     day = _write_day(data, "2024-01-01", arrival)
     up = {**FAST, "max_events": 2, "concurrency": 1}
     accepted: set[str] = set()
-    with mixpanel(data) as mp_url, fake_amplitude(_recording(refused, accepted)) as amp_url:
+    with mixpanel(data) as mp_url, fake_amplitude(_recording(refused, accepted)) as (amp_url, _):
         cfg = _export_config(tmp_path, mp_url, amp_url)
         monkeypatch.setattr(windows_module, "_ties_by_content", lambda row, known: False)
         monkeypatch.setattr(windows_module, "_keeps_arrival_lines", lambda row, known: True)

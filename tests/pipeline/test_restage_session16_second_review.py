@@ -7,12 +7,9 @@ A test marked ``xfail(strict=True)`` shows a defect; its reason says what is wro
 from __future__ import annotations
 
 import contextlib
-import gzip
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,8 @@ from mp2amp.config import Config, load_config
 from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline.migrate import migrate
+from shared_kit import dead_letter_rows as _dead_letters
+from shared_kit import scripted_amplitude as fake_amplitude
 
 SECRET = "emulator-secret"
 FAST = {"backoff_base": 0.01, "backoff_cap": 0.05, "throttle_wait": 0.05, "park_delay": 0.05}
@@ -59,50 +58,11 @@ def _ok(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
 
 
 @contextmanager
-def fake_amplitude(answer: Answer) -> Iterator[tuple[str, list[list[dict[str, Any]]]]]:
-    """An Amplitude that answers ``answer(events)``; yields its URL and every request's
-    events."""
-    seen: list[list[dict[str, Any]]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.headers.get("Content-Encoding") == "gzip":
-                raw = gzip.decompress(raw)
-            events = orjson.loads(raw)["events"]
-            seen.append(events)
-            status, body = answer(events)
-            data = orjson.dumps(body)
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@contextmanager
 def mixpanel(data: Path) -> Iterator[str]:
     emu = MixpanelEmulator(MixpanelConfig(data_dir=data, api_secret=SECRET,
                                           export_per_hour=None, export_per_second=None))
     with emu.running() as url:
         yield url
-
-
-def _dead_letters(workdir: Path) -> list[dict[str, Any]]:
-    path = workdir / "dead-letters.jsonl"
-    return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
 
 
 def test_a_dead_letter_of_a_done_batch_survives_a_day_fetched_again_in_another_order(
