@@ -138,10 +138,6 @@ def test_transform_gives_a_shared_device_to_its_first_user_by_utc_when_spilled(
 # --- timezone changes: the zone an event was stored in is the one in force at ingestion -------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "timeconv.LocalTimeConverter picks a timezone_changes zone by the stored local date; "
-    "Mixpanel stored a legacy event in the zone in force when it was ingested, so a late "
-    "event ingested after a change is read with the old zone (3 hours off here)"))
 def test_a_late_event_ingested_after_a_timezone_change_is_read_in_the_new_zone() -> None:
     # reference/mixpanel-api.md: pre-2023 projects store event times "in the project
     # timezone as it was at ingestion time"; "each event keeps the offset that applied

@@ -158,3 +158,37 @@ def test_seconds_to_ms_is_round_half_to_even(seconds: float) -> None:
                                      1e9 + 0.0005, 1e9 + 0.0015, 1704129725.039])
 def test_seconds_to_ms_ties(seconds: float) -> None:
     assert seconds_to_ms(seconds) == round(seconds * 1000)
+
+
+# --- a legacy project's timezone change: the zone in force when Mixpanel ingested it ------
+
+_CHANGED = LocalTimeConverter("America/Los_Angeles", (("2021-06-01", "America/New_York"),))
+
+
+def _ms(*parts: int) -> int:
+    return int(datetime(*parts, tzinfo=UTC).timestamp() * 1000)  # type: ignore[misc]
+
+
+def test_an_event_ingested_on_the_change_date_keeps_its_stored_dates_zone() -> None:
+    # stored 05-31 23:30 (Los Angeles, 06-01 06:30Z), ingested a minute later: the instant
+    # the change took effect that day is not known, so the stored date decides, as before
+    local = _ms(2021, 5, 31, 23, 30)
+    assert _CHANGED.to_utc_ms(local, _ms(2021, 6, 1, 6, 31)) == _ms(2021, 6, 1, 6, 30)
+
+
+def test_an_event_ingested_days_after_the_change_is_read_in_the_new_zone() -> None:
+    # an /import (or a late upload) after the change: Mixpanel stored it in New York time
+    local = _ms(2021, 5, 20, 12, 0)
+    assert _CHANGED.to_utc_ms(local, _ms(2021, 7, 1)) == _ms(2021, 5, 20, 16, 0)
+    assert _CHANGED.to_utc_ms(local) == _ms(2021, 5, 20, 19, 0)  # no evidence: the stored date's
+    # the hour is never cached for the fast path: the next event of it may be either
+    assert local // 3_600_000 not in _CHANGED.hour_offsets
+
+
+@given(st.integers(_ms(2021, 4, 1), _ms(2021, 8, 1)), st.integers(0, 90 * 86_400_000))
+def test_a_pipeline_row_and_its_export_copy_agree_whenever_it_was_ingested(
+        utc_ms: int, lag_ms: int) -> None:
+    # April to July: no DST fold, so every stored wall time reads back to its one instant
+    processed = utc_ms + lag_ms
+    local = _CHANGED.to_local_ms(utc_ms, processed)
+    assert _CHANGED.to_utc_ms(local, processed) == utc_ms

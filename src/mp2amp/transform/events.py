@@ -85,6 +85,7 @@ from mp2amp.transform.timeconv import (
     MIN_TIME_MS,
     LocalTimeConverter,
     TimeError,
+    processed_ms_of,
     seconds_to_ms,
     to_epoch_ms,
     utc_in_range,
@@ -187,7 +188,8 @@ class Transformer:
             if self._local is None:
                 time_ms = raw_ms
             elif UTC_TIME_MARK in record:  # a legacy project's Data Pipelines row: UTC;
-                time_ms, raw_ms = raw_ms, self._local.to_local_ms(raw_ms)  # ids: local
+                time_ms, raw_ms = raw_ms, self._local.to_local_ms(  # ids: local
+                    raw_ms, processed_ms_of(props))
             else:  # a zone offset (< 1 day) cannot take these times out of range
                 offset = self._hour_offsets.get(raw_ms // _HOUR_MS)
                 if offset is None:
@@ -322,7 +324,7 @@ class Transformer:
                 time_ms = raw_ms
             elif UTC_TIME_MARK in record:
                 time_ms = raw_ms  # UTC; ids hash the stored local time, as an export's do
-                raw_ms = self._local.to_local_ms(raw_ms)  # in range: checked above
+                raw_ms = self._local.to_local_ms(raw_ms, processed_ms_of(props))  # in range
             else:
                 offset = self._hour_offsets.get(raw_ms // _HOUR_MS)
                 time_ms = raw_ms - offset if offset is not None else MIN_TIME_MS - 1
@@ -530,12 +532,8 @@ class Transformer:
 
     def _to_utc(self, raw_ms: int, props: dict[str, Any]) -> int:
         assert self._local is not None
-        # Mixpanel's UTC processing/receive time settles DST folds (see timeconv).
-        processed = props.get("mp_processing_time_ms")
-        if type(processed) is not int:
-            processed = props.get("$mp_api_timestamp_ms")
-        return utc_in_range(raw_ms, self._local.to_utc_ms(
-            raw_ms, processed if type(processed) is int else None))
+        # Mixpanel's UTC processing/receive time: the zone after a change, DST folds
+        return utc_in_range(raw_ms, self._local.to_utc_ms(raw_ms, processed_ms_of(props)))
 
     def _event_type(self, name: str) -> str:
         """The Amplitude event_type of an event name (memoized when nothing was counted)."""

@@ -159,15 +159,21 @@ class LocalTimeConverter:
         hour alone decides the zone."""
 
     def to_utc_ms(self, local_ms: int, processed_ms: int | None = None) -> int:
-        """UTC ms for a stored local wall time; ``processed_ms`` settles DST folds."""
+        """UTC ms for a stored local wall time; ``processed_ms`` (when Mixpanel ingested it)
+        picks the zone after a timezone change and settles DST folds."""
         hour = local_ms // _HOUR_MS
         offset = self.hour_offsets.get(hour)
         if offset is not None:
             return local_ms - offset
-        zone = self._zones[self._zone_index(local_ms)]
+        index = self._zone_index(local_ms)
+        if processed_ms is not None and self._change_at:
+            ingested = self._ingest_index(processed_ms)
+            if ingested > index:  # ingested after a later change: stored in its zone
+                return self._exact(self._zones[ingested], local_ms, processed_ms)
+        zone = self._zones[index]
         start = self._offsets(zone, hour * _HOUR_MS)
         end = self._offsets(zone, hour * _HOUR_MS + _HOUR_MS - 1)
-        if start[0] == start[1] == end[0] == end[1]:
+        if start[0] == start[1] == end[0] == end[1] and self._settled(hour * _HOUR_MS):
             # One offset for the whole hour and no ambiguity: safe to reuse.
             if len(self.hour_offsets) > 200_000:
                 self.hour_offsets.clear()
@@ -175,9 +181,15 @@ class LocalTimeConverter:
             return local_ms - start[0]
         return self._exact(zone, local_ms, processed_ms)
 
-    def to_local_ms(self, utc_ms: int) -> int:
+    def to_local_ms(self, utc_ms: int, processed_ms: int | None = None) -> int:
         """The project-local wall time (as ms) a UTC time was stored as: what an export of a
-        legacy project gives for an event a Data Pipelines file has in UTC."""
+        legacy project gives for an event a Data Pipelines file has in UTC (in the zone in
+        force when Mixpanel ingested it, ``processed_ms``, when that differs)."""
+        if processed_ms is not None and self._change_at:
+            ingested = self._ingest_index(processed_ms)
+            if ingested > self._zone_index(utc_ms + self._local_offset(utc_ms)):
+                instant = _UTC_EPOCH + timedelta(milliseconds=utc_ms)
+                return utc_ms + _offset_ms(instant.astimezone(self._zones[ingested]))
         hour = utc_ms // _HOUR_MS
         offset = self._utc_offsets.get(hour)
         if offset is None:
@@ -213,6 +225,19 @@ class LocalTimeConverter:
                 return offset
         return fallback  # a westward change skips these local hours: no reading fits
 
+    def _ingest_index(self, processed_ms: int) -> int:
+        """Index into ``_zones`` of the zone surely in force when Mixpanel ingested an event:
+        a change counts from a day after its date (the instant it took effect that day is
+        not known), so only a later ingestion (a late upload, an ``/import``) moves an
+        event to a later zone than its stored date's."""
+        return bisect.bisect_right(self._change_at, processed_ms - _DAY_MS)
+
+    def _settled(self, local_ms: int) -> bool:
+        """Whether every event stored at this local time was stored in one zone: after the
+        last change; before it, one ingested later (a late upload, an ``/import``) was
+        stored in a later zone, so its hour is never cached for ``hour_offsets``' readers."""
+        return not self._change_at or local_ms - local_ms % _DAY_MS >= self._change_at[-1]
+
     def _zone_index(self, local_ms: int) -> int:
         """Index into ``_zones`` of the zone for a stored local time (by its local date)."""
         return bisect.bisect_right(self._change_at, local_ms - local_ms % _DAY_MS)
@@ -247,6 +272,14 @@ class LocalTimeConverter:
             if before:
                 return before[-1]
         return local_ms - first
+
+
+def processed_ms_of(props: dict[str, object]) -> int | None:
+    """When Mixpanel ingested an event (``mp_processing_time_ms``, else its receive time)."""
+    processed = props.get("mp_processing_time_ms")
+    if type(processed) is not int:
+        processed = props.get("$mp_api_timestamp_ms")
+    return processed if type(processed) is int else None
 
 
 def _round_trips(zone: ZoneInfo, utc_ms: int, local_ms: int) -> bool:
