@@ -158,3 +158,26 @@ def dead_letter_rows(workdir: Path) -> list[dict[str, Any]]:
     """The rows of ``workdir/dead-letters.jsonl`` (none when it is not there)."""
     path = workdir / "dead-letters.jsonl"
     return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
+
+
+def accept_all(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    """A ``scripted_amplitude`` answer: Amplitude's 200 for every request."""
+    return 200, {"code": 200, "events_ingested": len(events), "payload_size_bytes": 10,
+                 "server_upload_time": 1700000000000}
+
+
+def files_config(files: list[Path], workdir: Path, url: str, *, api_key: str) -> Any:
+    """A migration of ``files`` (UTC project) to the Amplitude at ``url``."""
+    from mp2amp.config import load_config
+
+    return load_config(None, {"source.files": [str(f) for f in files],
+                              "amplitude.api_host": url, "run.workdir": str(workdir),
+                              "mixpanel.timezone": "UTC"},
+                       env={"AMPLITUDE_API_KEY": api_key})
+
+
+def page_view(n: int, **props: Any) -> dict[str, Any]:
+    """A Mixpanel "Page View" record of user/device ``n`` at 1700000000 + n seconds."""
+    base = {"time": 1700000000 + n, "distinct_id": f"user-{n:04d}",
+            "$insert_id": f"ins-{n:06d}", "$device_id": f"device-{n:04d}"}
+    return {"event": "Page View", "properties": {**base, **props}}

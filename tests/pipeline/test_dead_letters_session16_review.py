@@ -17,11 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from mp2amp.cli import app
-from mp2amp.config import Config, load_config
+from mp2amp.config import Config
 from mp2amp.emulators.amplitude.store import EventStore
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
 from mp2amp.pipeline.observer import LedgerObserver
-from shared_kit import amplitude_emulator, cli_workspace
+from shared_kit import accept_all, amplitude_emulator, cli_workspace, files_config, page_view
 from shared_kit import dead_letter_rows as dead_letters
 from shared_kit import scripted_amplitude as fake_amplitude
 
@@ -31,22 +31,13 @@ FAST = {"backoff_base": 0.01, "backoff_cap": 0.05, "throttle_wait": 0.05,
 Answer = Callable[[list[dict[str, Any]]], tuple[int, dict[str, Any]]]
 
 
-def ok(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
-    return 200, {"code": 200, "events_ingested": len(events), "payload_size_bytes": 10,
-                 "server_upload_time": 1700000000000}
+ok = accept_all
+record = page_view
 
 
 def config(files: list[Path], workdir: Path, url: str) -> Config:
-    return load_config(None, {"source.files": [str(f) for f in files],
-                              "amplitude.api_host": url, "run.workdir": str(workdir),
-                              "mixpanel.timezone": "UTC"},
-                       env={"AMPLITUDE_API_KEY": KEY})
-
-
-def record(n: int, **props: Any) -> dict[str, Any]:
-    base = {"time": 1700000000 + n, "distinct_id": f"user-{n:04d}",
-            "$insert_id": f"ins-{n:06d}", "$device_id": f"device-{n:04d}"}
-    return {"event": "Page View", "properties": {**base, **props}}
+    config: Config = files_config(files, workdir, url, api_key=KEY)
+    return config
 
 
 class Crash(Exception):
