@@ -26,14 +26,14 @@ def groups_of(props: dict[str, Any], keys: tuple[str, ...], counts: Counter[str]
     groups: dict[str, Any] = {}
     budget = MAX_GROUP_VALUES
     for key in keys:
-        if len(groups) == MAX_GROUP_TYPES or budget == 0:
-            counts["groups_over_limit"] += 1
-            break
         value = props[key]
         names = [group_name(v) for v in value] if type(value) is list else [group_name(value)]
         usable = list(dict.fromkeys([n for n in names if n is not None]))
         if not usable:
-            continue
+            continue  # nothing to send: a full event cuts nothing here
+        if len(groups) == MAX_GROUP_TYPES or budget == 0:
+            counts["groups_over_limit"] += 1
+            break
         if len(usable) > budget:
             counts["groups_over_limit"] += 1
             usable = usable[:budget]

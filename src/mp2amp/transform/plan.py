@@ -93,7 +93,9 @@ def coerce_value(value: Any, kind: PropType, *, convert: bool) -> Any:
             raise _Mismatch
         if isinstance(value, bool):
             return "true" if value else "false"
-        if isinstance(value, int | float):
+        if isinstance(value, float):
+            return js_number_text(value)
+        if isinstance(value, int):
             return str(value)
         # Lists and objects have no single obvious string form; refuse rather than guess.
         raise _Mismatch
@@ -131,6 +133,33 @@ def coerce_value(value: Any, kind: PropType, *, convert: bool) -> Any:
         if isinstance(parsed, dict) and parsed == json.loads(value):
             return parsed
     raise _Mismatch
+
+
+def js_number_text(value: float) -> str:
+    """``value`` as JavaScript writes it (``Number::toString``), as Mixpanel shows it: 5.0
+    is "5", 1e16 "10000000000000000", 1e21 "1e+21", 1.5e-7 "1.5e-7". Python's repr would
+    send one property as both "5" (an int) and "5.0"."""
+    if not math.isfinite(value):
+        raise _Mismatch  # NaN and infinities are no JSON number Mixpanel could hold
+    if value == 0:
+        return "0"  # -0 too
+    if value < 0:
+        return "-" + js_number_text(-value)
+    mantissa, _, exponent = repr(value).partition("e")  # shortest digits, as JS picks
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    # the value is 0.digits x 10**point (ECMA-262's n)
+    point = len(whole) + int(exponent or 0) - (len(whole + fraction) - len(digits))
+    digits = digits.rstrip("0")
+    if len(digits) <= point <= 21:
+        return digits + "0" * (point - len(digits))
+    if 0 < point <= 21:
+        return f"{digits[:point]}.{digits[point:]}"
+    if -6 < point <= 0:
+        return "0." + "0" * -point + digits
+    sign = "+" if point > 0 else "-"
+    head = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    return f"{head}e{sign}{abs(point - 1)}"
 
 
 # Decimal text in ASCII digits (sign, fraction, exponent allowed): the only text a plan's

@@ -42,6 +42,8 @@ def source_field(field: str | None, record: Any) -> str | None:
     """Where in the Mixpanel record a value problem is, for the user to fix it there:
     ``properties.$browser`` rather than the ``os_name`` or ``event_properties.browser`` it
     would have become; ``field`` itself when it cannot be traced."""
+    if field == "event_type":  # the name Amplitude gives the record's ``event``
+        return "event"
     props = record.get("properties") if type(record) is dict else None
     if field is None or type(props) is not dict:
         return field

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from mp2amp.transform import mapping
 from mp2amp.transform.geo import LOCATION_FIELDS
-from mp2amp.transform.values import MAX_STRING, ValueStats, clip
+from mp2amp.transform.values import MAX_STRING, ValueProblem, ValueStats, clip
 
 FIELD_ORDER = (
     "platform", "os_name", "os_version", "device_brand", "device_manufacturer",
@@ -251,7 +251,7 @@ def convert(
             if type(converted) is str and (len(converted) > MAX_STRING
                                            or not converted.isascii()):
                 cacheable = cacheable and len(converted) <= MAX_STRING  # count each cut
-                converted = clip(converted, field, stats)
+                converted = _clip_from(converted, field, src, stats)
             fields[field] = converted
             if field in _COORDINATES:  # a lone one is kept as the property it came from
                 coordinates[field] = (src if keep_as is None else keep_as, value)
@@ -273,6 +273,17 @@ def convert(
     top.update(fields)
     top["library"] = library
     return (top, keeps, plain(keeps.values()), [None] * 8), cacheable
+
+
+def _clip_from(value: str, field: str, src: str, stats: ValueStats) -> str:
+    """``clip`` for a field converted from property ``src``: bad text is reported on the
+    property the record holds (``$model``), not on the first source of the field present."""
+    try:
+        return clip(value, field, stats)
+    except ValueProblem:
+        raise ValueProblem(f"properties.{src}", f"properties.{src} holds invalid text (a "
+                           f"lone surrogate) and cannot become {field}: the event is "
+                           "rejected; fix or drop the property to send it") from None
 
 
 def out_template(variant: int, top: dict[str, Any]) -> dict[str, Any]:
