@@ -18,7 +18,10 @@ Simplified ID Merge (``mode="simplified"``), as Mixpanel documents it:
 
 * An event with ``$user_id`` belongs to that user. Otherwise a non-``$device:``
   ``distinct_id`` that differs from ``$device_id`` is a user ID (backward compatibility,
-  and exports re-key a linked device's events to its user).
+  and exports re-key a linked device's events to its user). An export row whose
+  ``$distinct_id_before_identity`` is a ``$device:`` ID (or its ``$device_id``) was re-keyed
+  from the device: it is the device's anonymous event (device kept; no user_id with
+  ``retroactive=False``).
 * A device is ``$device_id``, or the ``X`` of a ``distinct_id`` ``$device:X``.
 * A device joins the FIRST user it is seen with on one event (earliest ``time``; ties to
   the smallest user ID): a later user on a shared device does not take its history.
@@ -52,7 +55,7 @@ order does not matter. A link that
 would make a cluster larger than ``cluster_cap`` (Mixpanel: 500) is refused, as Mixpanel
 does, and reported (count and examples). Each cluster's user_id is chosen by
 ``user_id_predicate(id) -> bool`` ("may this be a user ID"; default: not device-like, i.e.
-not ``$device:``, not a UUID, not a mixpanel-js cookie ID, not a 16-hex Android ID).
+not ``$device:``, not a UUID, not a mixpanel-js cookie ID, not a 16-hex-digit Android ID with at least one letter a-f).
 Roles come from the links applied: a refused ``$identify`` naming a user as its anonymous
 ID does not make him "used as an anonymous ID". Among IDs never used as anonymous IDs and
 accepted by the predicate: the one carried as

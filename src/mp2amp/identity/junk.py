@@ -7,10 +7,12 @@ blocklist. The list, compared after trimming whitespace and ignoring case:
 * Amplitude's documented blocklist: ``anonymous``, ``nil``, ``none``, ``null``, ``n/a``,
   ``na``, ``undefined``, ``unknown``, ``""`` (two double-quote characters),
   ``00000000-0000-0000-0000-000000000000``, ``{}``, ``lmy47d``, ``0``, ``-1``.
+* Mixpanel's disallowed distinct_ids beyond those: ``anon``, ``<nil>`` (Go's nil text),
+  ``true``/``false``, ``[]``.
 * Values SDKs and glue code produce by mistake: the empty or all-whitespace string,
   ``[object Object]``, ``nan``, ``(null)`` and ``<null>`` (Objective-C nil/NSNull),
-  ``[]``, ``''``, ``true``/``false``, ``(not set)``, unexpanded templates such as
-  ``{{user_id}}``, and any value made only of zeros and dashes (all-zero IDFA/UUID/ANDROID_ID).
+  ``''``, ``(not set)``, unexpanded templates such as ``{{user_id}}``, and any value
+  made only of zeros and dashes (all-zero IDFA/UUID/ANDROID_ID).
 * ``$device:`` followed by a junk value (an anonymous distinct_id built from nothing).
 * Non-string values other than integers: ``None``, booleans, NaN/infinite floats, lists,
   objects. Integers (Engage exports have integer ``$distinct_id``) become their decimal text.
@@ -31,9 +33,10 @@ JUNK_IDS: frozenset[str] = frozenset(
         # Amplitude's blocklist (HTTP V2 docs, "Invalid IDs that result in a 400 error")
         "anonymous", "nil", "none", "null", "n/a", "na", "undefined", "unknown", '""',
         "00000000-0000-0000-0000-000000000000", "{}", "lmy47d", "0", "-1",
-        # Mixpanel / SDK / glue-code junk
-        "", "[object object]", "nan", "(null)", "<null>", "[]", "''", "true", "false",
-        "(not set)",
+        # Mixpanel's disallowed distinct_ids (import-events.mdx) not listed above
+        "anon", "<nil>", "true", "false", "[]",
+        # SDK / glue-code junk
+        "", "[object object]", "nan", "(null)", "<null>", "''", "(not set)",
     }
 )
 
@@ -42,7 +45,10 @@ _SHORT = 40
 
 _DEVICE_LIKE = re.compile(
     r"[0-9a-fA-F]+(?:-[0-9a-fA-F]+){3,}"  # UUIDs and mixpanel-js cookie ids (hex groups)
-    r"|[0-9a-fA-F]{16}"  # ANDROID_ID / Segment Android anonymousId
+    # ANDROID_ID / Segment Android anonymousId: random hex, so at least one letter a-f. An
+    # all-decimal one is ~1 in 1800 (0.625 ** 16), while 16-digit numeric user IDs
+    # (database keys, card-style account numbers) are common.
+    r"|(?=[0-9]*[a-fA-F])[0-9a-fA-F]{16}"
 )
 
 
@@ -134,8 +140,10 @@ def is_device_like(value: str) -> bool:
     """True for IDs that look generated for a device rather than chosen for a person.
 
     ``$device:`` distinct_ids, UUIDs, mixpanel-js cookie IDs (dash-separated hex groups)
-    and 16-hex-digit Android IDs. Hashes (32/40/64 hex digits without dashes) and database
-    keys such as Mongo ObjectIds (24 hex digits) are not device-like: they are common user IDs.
+    and 16-hex-digit Android IDs with at least one letter (16 decimal digits is a numeric
+    user ID far more often than an Android ID). Hashes (32/40/64 hex digits without
+    dashes) and database keys such as Mongo ObjectIds (24 hex digits) are not device-like:
+    they are common user IDs.
     """
     return value.startswith(DEVICE_PREFIX) or _DEVICE_LIKE.fullmatch(value) is not None
 

@@ -3,9 +3,14 @@
 Pass 1 records, for every device, the user of the earliest event (by UTC time: the
 ``seconds`` staging gives, else ``time``; ties go to the smallest user ID) that carried
 both the device and a ``$user_id``. Taking the minimum instead of "the first line read"
-makes the result independent of file order. Pass 2 reads
-that map. The map lives in a dict until it holds more than the memory budget, then in
-SQLite (table ``dev``), with a small cache in front of the per-event writes.
+makes the result independent of file order. Pass 2 reads that map. The map lives in a
+dict until it holds more than the memory budget, then in SQLite (table ``dev``), with a
+small cache in front of the per-event writes.
+
+An export row Mixpanel re-keyed from its device to the device's user
+(``$distinct_id_before_identity`` a ``$device:`` ID, or the ``$device_id``) is the
+device's anonymous event: it keeps that device, and ``retroactive=False`` withholds the
+user as from any anonymous event.
 """
 
 from __future__ import annotations
@@ -138,13 +143,19 @@ class SimplifiedIds:
 
     def resolve(self, props: dict[str, Any]) -> Resolved:
         user = clean_id(props.get("$user_id"))
-        device = clean_id(props.get("$device_id"))
-        if device is not None and device.startswith(DEVICE_PREFIX):
-            device = strip_device(device)
+        device = strip_device(clean_id(props.get("$device_id")))
         dist = distinct_id(props)
         if dist is not None and dist.startswith(DEVICE_PREFIX):
             if device is None:
                 device = strip_device(dist)
+            dist = None
+        before = clean_id(props.get("$distinct_id_before_identity"))
+        rekeyed_to: str | None = None  # the user Mixpanel re-keyed an anonymous event to
+        if before is not None and (before.startswith(DEVICE_PREFIX) or before == device):
+            # ingested under its device: anonymous, whatever user the export names
+            if device is None:
+                device = strip_device(before)
+            rekeyed_to = dist if dist != device else None
             dist = None
         if user is not None:
             return Resolved(user, device)
@@ -152,7 +163,15 @@ class SimplifiedIds:
             return Resolved(dist, device)  # a non-device distinct_id is a user ID
         if device is None:
             return Resolved(None, None)
-        owner = self.lookup.get(device) if self.lookup is not None else self.user_of.get(device)
+        # Mixpanel's own answer for a re-keyed event (its linking event may lie outside
+        # the export's dates); else the device's first user as pass 1 found it
+        owner = rekeyed_to or self._owner(device)
         if not self.retroactive:  # anonymous as sent; the owner only for the privacy rules
             return Resolved(None, device, owner)
         return Resolved(owner, device)
+
+    def _owner(self, device: str) -> str | None:
+        if self.lookup is not None:
+            found: str | None = self.lookup.get(device)
+            return found
+        return self.user_of.get(device)

@@ -11,7 +11,9 @@ itself) form one cluster. Its user_id is, ``$device:`` IDs never:
 
 An event whose own distinct_id is a user ID not in the table, or that has no ID in it,
 falls back to the graph built from the events (``COALESCE(resolved_distinct_id,
-distinct_id)``): it is not moved onto the owner of its ``$device_id``. The table is read
+distinct_id)``): it is not moved onto the owner of its ``$device_id``. A user ID is, as
+for the cluster's user_id, any ID but a device's in Simplified ID Merge (UUIDs too), one
+the predicate accepts in Original ID Merge. The table is read
 after pass 1, so the graph's choice is known when it loads.
 
 The table is JSON lines, optionally gzip-compressed, in one file or a folder of part
@@ -122,8 +124,8 @@ class MappingTable:
         mode: str,
         graph_user: Lookup | None,
     ) -> None:
-        self.predicate = predicate  # pass 2: does the event's own ID look like a user's
-        # may a member be the cluster's user_id
+        # may a member be the cluster's user_id; in pass 2, is the event's own ID a user's
+        # (Simplified ID Merge: any non-$device: ID, as its graph reads distinct_id)
         self.may_be_user = predicate if mode == "original" else _any_id
         self.retroactive = retroactive
         self.graph_user = graph_user  # ID -> the user the events' graph gives it
@@ -231,4 +233,4 @@ class MappingTable:
 
     def resolve(self, props: dict[str, Any]) -> Resolved | None:
         """The event's IDs from the table, or ``None`` when none of its IDs is in it."""
-        return resolve_clustered(props, self.get, self.predicate, self.retroactive, True)
+        return resolve_clustered(props, self.get, self.may_be_user, self.retroactive, True)
