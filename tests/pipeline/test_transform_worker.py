@@ -300,3 +300,44 @@ def test_a_window_left_early_does_not_shift_the_next_windows_chunks(
             assert await items_of(chunks, staged[1]) == expected
 
     asyncio.run(run())
+
+
+def _signal_set(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1], 16)
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def test_the_worker_leaves_ctrl_c_and_sigterm_to_the_migration(
+        staged: list[Path], tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group: the forked worker, with asyncio's handlers
+    inherited, printed a KeyboardInterrupt traceback on a second press. It ignores both
+    signals; the migration ends it (closing its pipe, or kill -9 of the parent)."""
+    graph, transformer = _graph_and_transformer(staged, tmp_path / "g")
+    with worker.ChunkTransformer(graph, transformer, workers=1, chunk_lines=5) as chunks:
+
+        async def first() -> None:  # one chunk back: the worker is past its setup
+            async for _ in chunks.window(staged[0]):
+                break
+
+        asyncio.run(first())
+        ignored = _signal_set(chunks._workers[0].process.pid, "SigIgn")
+        assert ignored & (1 << (signal.SIGINT - 1)) and ignored & (1 << (signal.SIGTERM - 1))
+
+
+def test_staging_workers_start_with_ctrl_c_blocked() -> None:
+    """The spawned staging workers: SIGINT blocked from their start (their imports
+    printed a traceback on Ctrl-C); the migration stops them with SIGTERM."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from mp2amp.pipeline.windows import _sigint_blocked
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with _sigint_blocked():
+            future = pool.submit(signal.pthread_sigmask, signal.SIG_BLOCK, [])
+        blocked = future.result(timeout=60)
+        assert signal.SIGINT in blocked and signal.SIGTERM not in blocked
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])

@@ -234,6 +234,13 @@ def _serve(requests: Connection, results: Connection, parent: int,
     """A worker's loop: a ``(path, start, end)`` request in, ``(True, (items, stats))``
     (``Chunk``; or ``(False, exception)``) out, until None or the end of the request pipe."""
     die_with_parent(parent)
+    # The parent decides when this worker stops (it closes the pipe; kill -9 of the parent:
+    # die_with_parent). Ctrl-C reaches the whole process group, and the fork inherited
+    # asyncio's handlers: a second press raised KeyboardInterrupt here (a traceback), and
+    # the inherited wakeup fd is the parent's, so a signal here woke the parent as its own.
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for conn in parents_ends:  # the parent's ends, inherited by the fork: not ours to hold
         conn.close()
     take_stats(_worker_state()[1])  # counted before the fork: the parent's to report

@@ -21,7 +21,7 @@ import re
 import shutil
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -417,8 +417,9 @@ async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
     # the sizes before any worker reads (they all start now)
     jobs = [(row, staged_path(workdir, row.window_id),
              _spec_when_staged(row, sources[row.window_id])) for row in rows]
-    futures = [loop.run_in_executor(pool, _stage_in_worker, *_worker_args(
-        sources[row.window_id], str(dest), local)) for row, dest, _ in jobs]
+    with _sigint_blocked():  # the pool starts its processes here, as tasks are submitted
+        futures = [loop.run_in_executor(pool, _stage_in_worker, *_worker_args(
+            sources[row.window_id], str(dest), local)) for row, dest, _ in jobs]
     try:
         for (row, dest, spec), future in zip(jobs, futures, strict=True):
             try:
@@ -468,6 +469,20 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
     for process in list(getattr(pool, "_processes", {}).values()):
         if process.is_alive():
             process.terminate()
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread for the block, and so in the processes it starts
+    (a blocked signal stays blocked across fork and exec). Ctrl-C reaches the whole process
+    group: a spawned staging worker printed a KeyboardInterrupt traceback of its own while
+    this process stopped the run (it ends its workers, with SIGTERM). A Ctrl-C during the
+    block is delivered here when it ends."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _staging_pool(files: list[SourceFile]) -> ProcessPoolExecutor | None:
