@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from mp2amp.errors import RateLimited, TransientError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.extract.engage import EngagePager
+from mp2amp.extract.ratelimit import RetriesSpent
 from shared_kit import serve_routes
 
 PROFILES = [{"$distinct_id": f"u{i}", "$properties": {"n": i}} for i in range(5)]
@@ -59,10 +59,10 @@ def test_throttling_does_not_use_up_the_attempts() -> None:
 
 
 def test_real_failures_still_stop_at_max_attempts() -> None:
-    with pytest.raises(TransientError, match=r"engage page 0 failed 2 times"):
+    with pytest.raises(RetriesSpent, match=r"engage page 0 failed 2 times"):
         asyncio.run(run(["500", "500", "500"], max_attempts=2))
 
 
 def test_endless_throttling_stops_with_the_rate_limit_error() -> None:
-    with pytest.raises(RateLimited, match=r"engage page 0 was throttled 3 times"):
+    with pytest.raises(RetriesSpent, match=r"engage page 0 was throttled 3 times"):
         asyncio.run(run(["429"] * 5, max_rate_limited=3))

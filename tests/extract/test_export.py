@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mp2amp.errors import AuthError, ConfigError, RateLimited, TerminalError, TransientError
+from mp2amp.errors import AuthError, ConfigError, TerminalError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.extract.export import (
     Days,
@@ -25,6 +25,7 @@ from mp2amp.extract.export import (
     window_source,
     windows_of,
 )
+from mp2amp.extract.ratelimit import RetriesSpent
 
 DAYS = [date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)]
 
@@ -136,7 +137,7 @@ def test_endless_429_stops_with_the_rate_limit_error(export_server: Any, tmp_pat
     setup_days(export_server)
     export_server.script = {"2024-01-01": ["429"] * 5}
     export_server.retry_after = "0.01"
-    with pytest.raises(RateLimited, match=r"2024-01-01 was throttled 3 times"):
+    with pytest.raises(RetriesSpent, match=r"2024-01-01 was throttled 3 times"):
         fetch_all(export_server, tmp_path, DAYS[:1], max_rate_limited=3)
     assert len(export_server.log) == 3
 
@@ -178,7 +179,7 @@ def test_malformed_line_in_export_is_counted_as_rejected(export_server: Any, tmp
 def test_gives_up_after_max_attempts_with_the_last_error(export_server: Any, tmp_path: Path) -> None:
     setup_days(export_server)
     export_server.script = {"2024-01-01": ["500"] * 5}
-    with pytest.raises(TransientError, match=r"2024-01-01 failed 3 times.*500"):
+    with pytest.raises(RetriesSpent, match=r"2024-01-01 failed 3 times.*500"):
         fetch_all(export_server, tmp_path, DAYS[:1], max_attempts=3)
 
 

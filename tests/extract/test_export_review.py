@@ -29,9 +29,9 @@ from mp2amp.errors import (
     ContractError,
     Mp2AmpError,
     TerminalError,
-    TransientError,
 )
 from mp2amp.extract.export import WindowFile, fetch_windows, iter_window_records
+from mp2amp.extract.ratelimit import RetriesSpent
 
 
 def _sibling(name: str) -> ModuleType:
@@ -242,7 +242,7 @@ def test_server_failing_mid_stream_never_yields_a_half_window(tmp_path: Path) ->
             await emu.stop()
         return st
 
-    with pytest.raises(TransientError, match=rf"export of {bad} failed 3 times"):
+    with pytest.raises(RetriesSpent, match=rf"export of {bad} failed 3 times"):
         asyncio.run(main())
     assert bad not in [w.day for w in got]
     for w in got:

@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from mp2amp.errors import Mp2AmpError, TransientError
+from mp2amp.errors import Mp2AmpError
 from mp2amp.extract.export import WindowFile, fetch_windows, iter_window_records
+from mp2amp.extract.ratelimit import RetriesSpent
 
 
 def _sibling(name: str) -> ModuleType:
@@ -120,7 +121,7 @@ def test_503_with_a_short_retry_after_still_backs_off(tmp_path: Path) -> None:
     srv = ScriptedServer(
         [Reply(status=503, headers={"Retry-After": "1"}, body=[b"upstream unavailable"])]
     )
-    with pytest.raises(TransientError, match="failed 3 times"):
+    with pytest.raises(RetriesSpent, match="failed 3 times"):
         fetch_scripted(srv, tmp_path, max_attempts=3, backoff_base=3.0)
     starts = [t for t, _ in srv.log]
     assert len(starts) == 3
@@ -137,7 +138,7 @@ def test_408_request_timeout_is_retried_not_fatal(tmp_path: Path) -> None:
 
 def test_window_that_keeps_failing_names_resume(tmp_path: Path) -> None:
     srv = ScriptedServer([Reply(status=500, body=[b"internal error"])])
-    with pytest.raises(TransientError) as info:
+    with pytest.raises(RetriesSpent) as info:
         fetch_scripted(srv, tmp_path, max_attempts=2)
     assert "--resume" in str(info.value)
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mp2amp.cli.output import cli_errors, console, err_console, print_json
@@ -62,7 +63,7 @@ def _render(result: DemoResult) -> None:
         table.add_column(col, justify="left" if col == "event type" else "right",
                          no_wrap=True)
     for r in result.rows:
-        table.add_row(r.event_type, f"{r.mixpanel_raw:,}", f"{r.expected:,}",
+        table.add_row(escape(r.event_type), f"{r.mixpanel_raw:,}", f"{r.expected:,}",
                       f"{r.amplitude_export:,}",
                       f"{r.amplitude_segmentation:,}" + ("" if r.segmentation_asked else "*"),
                       "ok" if r.ok else "[bold red]MISMATCH[/]")
@@ -98,13 +99,14 @@ def _render(result: DemoResult) -> None:
         f"splits {load.get('splits', 0)}")
     _render_events(result)
     for line in result.daily_mismatches[:SHOWN_MISMATCHES]:
-        err_console.print(f"[red]daily mismatch:[/] {line}")
+        err_console.print(f"[red]daily mismatch:[/] {escape(line)}")
     left_out = len(result.daily_mismatches) - SHOWN_MISMATCHES
     if left_out > 0:
         err_console.print(f"[red]... and {left_out:,} more daily mismatches[/] (--json "
                           f"lists all {len(result.daily_mismatches):,})")
     where = "" if result.kept else " (a temporary folder, removed: --workdir DIR keeps one)"
-    console.print(f"work folder: {result.workdir}{where}  ({result.seconds:.1f} s)")
+    console.print(f"work folder: {result.workdir}{where}  ({result.seconds:.1f} s)",
+                  markup=False)
     if result.ok:
         console.print("[bold green]demo OK:[/] Amplitude tells the same story as Mixpanel")
     else:
@@ -125,6 +127,6 @@ def _render_events(result: DemoResult) -> None:
                       + (f"; {check.unchecked:,} with an unreadable Mixpanel time not checked"
                          if check.unchecked else ""))
     for line in check.lines():
-        err_console.print(f"[red]event mismatch:[/] {line}")
+        err_console.print(f"[red]event mismatch:[/] {escape(line)}")
     for example in check.examples:
         err_console.print(f"  e.g. {example}", soft_wrap=True, markup=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from mp2amp.cli.output import cli_errors, err_console
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
@@ -28,7 +29,7 @@ async def _serve(emulator: AmplitudeEmulator) -> None:
     sys.stdout.flush()
     err_console.print(
         f"Amplitude emulator on {url} (data in {emulator.config.data_dir}); "
-        "Ctrl-C stops it and saves its state."
+        "Ctrl-C stops it and saves its state.", markup=False
     )
     try:
         await stop.wait()
@@ -76,5 +77,6 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             try:
                 asyncio.run(_serve(emulator))
             except OSError as exc:
-                err_console.print(f"[bold red]error:[/] cannot listen on {host}:{port}: {exc}")
+                err_console.print(f"[bold red]error:[/] "
+                                  f"{escape(f'cannot listen on {host}:{port}: {exc}')}")
                 raise typer.Exit(2) from None

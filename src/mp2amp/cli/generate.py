@@ -30,7 +30,7 @@ def _render(result: dict[str, Any]) -> None:
         f"{result['identity_events']:,} identity events) for {result['users']:,} people over "
         f"{result['days']} day(s) to {result['out']} in {result['seconds']:.1f} s\n"
         f"dirt: {dirt}",
-        highlight=False,
+        highlight=False, markup=False,  # a folder named "[x]" is shown as it is
     )
 
 

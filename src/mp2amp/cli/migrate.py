@@ -101,9 +101,9 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         Journaled in the work folder's ledger: after a crash (kill -9 included) run again
         with --resume; nothing is lost and only batches in flight are sent again. Exit 0
         when every window adds up (read = sent + identity + duplicate + skipped + rejected
-        + dead-lettered + parked), 1 when one does not (named), 2 for bad
-        config/credentials/input, 3 when events wait for Amplitude's daily quota (resume
-        later).
+        + dead-lettered + parked), 1 when one does not (named), 2 when the run stops (bad
+        config/credentials/input, an API's retries spent, a full disk: the message says how
+        to go on), 3 when events wait for Amplitude's daily quota (resume later).
         """
         from mp2amp.pipeline.migrate import migrate
         from mp2amp.pipeline.progress import choose_reporter
@@ -189,15 +189,17 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                 console.print(f"running now: mp2amp migrate, pid {result.running_pid or '?'}",
                               markup=False, highlight=False)
             if result.last_attempt is not None:
-                console.print(_last_attempt_line(result.last_attempt), markup=False,
-                              highlight=False)
+                console.print(_last_attempt_line(result.last_attempt,
+                                                 running=result.running_pid is not None),
+                              markup=False, highlight=False)
             if windows:
                 _render_windows(result.windows)
             if result.loaded:
                 _render_problems(result.windows)
 
 
-def _last_attempt_line(doc: dict[str, Any]) -> str:
+def _last_attempt_line(doc: dict[str, Any], *, running: bool) -> str:
+    """``running``: a migrate holds the folder's lock now (a resume would be refused)."""
     import datetime as dt
 
     def when(key: str) -> str:
@@ -207,9 +209,10 @@ def _last_attempt_line(doc: dict[str, Any]) -> str:
         return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
     if doc.get("outcome") == "running":
-        return (f"last run: started {when('started')}; its end is not recorded: it is running "
-                "now, or it was killed (kill -9, out of memory, power loss); continue with "
-                "`mp2amp migrate --resume`")
+        if running:
+            return f"last run: started {when('started')}; it is running now"
+        return (f"last run: started {when('started')}; its end is not recorded: it was killed "
+                "(kill -9, out of memory, power loss); continue with `mp2amp migrate --resume`")
     code = doc.get("exit_code")
     line = (f"last run: {when('started')} to {when('ended')}, {doc.get('outcome', '?')}"
             + (f" (exit {code})" if code is not None else ""))
@@ -260,7 +263,7 @@ def _render_windows(rows: list[WindowCounts]) -> None:
                 "parked", "batches"):
         table.add_column(col)
     for r in rows:
-        table.add_row(_short(r.window), r.state, str(r.read), str(r.sent), str(r.duplicate),
+        table.add_row(escape(_short(r.window)), r.state, str(r.read), str(r.sent), str(r.duplicate),
                       str(sum(r.skipped.values())), str(sum(r.rejected.values())),
                       str(sum(r.dead_lettered.values())), str(r.parked),
                       f"{r.batches_done}/{'?' if r.batches is None else r.batches}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,12 +21,39 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+
+
+def json_text(result: Any) -> str:
+    """``result`` as one indented JSON document. A text JSON cannot carry (a lone
+    surrogate in a property name, which real exports hold) is written with the surrogate
+    escaped as ``\\udXXX``, as the ledger and the rejects file have it: the run's result
+    is printed, never a traceback."""
+    try:
+        return orjson.dumps(result, option=JSON_OPTIONS, default=str).decode()
+    except TypeError:  # orjson.JSONEncodeError: "str is not valid UTF-8: surrogates ..."
+        return orjson.dumps(_escaped(result), option=JSON_OPTIONS,
+                            default=lambda value: _escaped(str(value))).decode()
+
+
+def _escaped(value: Any) -> Any:
+    """``value`` with every text (keys included) made encodable as UTF-8."""
+    from mp2amp.ledger.sqlite_io import storable  # here: only a rare result needs it
+
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable(str(k)): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_escaped(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _escaped(dataclasses.asdict(value))
+    return value
+
+
 def print_json(result: Any) -> None:
     """Print a structured result as one JSON document on stdout."""
-    sys.stdout.write(
-        orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str).decode()
-        + "\n"
-    )
+    sys.stdout.write(json_text(result) + "\n")
     sys.stdout.flush()
 
 

@@ -144,14 +144,14 @@ def _print_json(doc: dict[str, Any], to_stderr: bool) -> None:
     if not to_stderr:
         print_json(doc)
         return
-    import orjson
+    from mp2amp.cli.output import json_text
 
-    sys.stderr.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
-                                  default=str).decode() + "\n")
+    sys.stderr.write(json_text(doc) + "\n")  # a lone surrogate escaped, never a traceback
 
 
 def _render(result: TransformResult, doc: dict[str, Any], to_stderr: bool) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     s = result.summary
@@ -163,11 +163,11 @@ def _render(result: TransformResult, doc: dict[str, Any], to_stderr: bool) -> No
     table.add_row("identity records", f"{s.identity_records:,}")
     table.add_row("duplicates", f"{s.duplicates:,}")
     table.add_row("skipped", f"{sum(s.skipped.values()):,}")
-    for rule, count in sorted(s.skipped.items()):
-        table.add_row(f"  {rule}", f"{count:,}")
+    for rule, count in sorted(s.skipped.items()):  # names are text, not markup
+        table.add_row(escape(f"  {rule}"), f"{count:,}")
     table.add_row("rejected", f"{sum(s.rejected.values()):,}")
     for reason, count in sorted(s.rejected.items()):
-        table.add_row(f"  {reason}", f"{count:,}")
+        table.add_row(escape(f"  {reason}"), f"{count:,}")
     verdict = "[green]yes[/]" if s.balanced else "[bold red]NO[/]"
     table.add_row("counts add up", verdict)
     ident = result.identity

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from mp2amp.errors import RateLimited, TransientError
+from mp2amp.errors import RateLimited, TerminalError, TransientError
 
 log = logging.getLogger("mp2amp.extract")
 
@@ -146,6 +146,16 @@ def backoff_delay(attempt: int, retry_after: float | None, base: float, cap: flo
     return backoff
 
 
+class RetriesSpent(TerminalError):
+    """A unit of work used up its attempts (a Mixpanel outage, a throttle that never
+    lifts): the run stops with exit 2, like Amplitude's ``RetriesExhausted``, and the
+    message says how to continue; exit 1 is kept for a window that does not add up."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # the last throttle's ask, when it gave one
+
+
 class RetryBudget:
     """How long to wait after a transient error of one unit of work (a window, a page), or
     the error that stops it. A 429 is the server saying "later", not a failure: several
@@ -161,23 +171,24 @@ class RetryBudget:
         self.failures = self.throttled = 0
 
     def delay(self, exc: TransientError) -> float:
-        """Seconds to wait before trying again; raises when this error uses the budget up."""
+        """Seconds to wait before trying again; raises ``RetriesSpent`` (the run stops) when
+        this error uses the budget up."""
         if isinstance(exc, RateLimited):
             self.throttled += 1
             if self.throttled >= self.max_rate_limited:
-                raise RateLimited(f"{self.what} was throttled {self.throttled} times, giving "
-                                  f"up for now (last: {_last(exc)}); {self.then} later to "
-                                  "continue where it stopped", retry_after=exc.retry_after
-                                  ) from exc
+                raise RetriesSpent(f"{self.what} was throttled {self.throttled} times, giving "
+                                   f"up for now (last: {_last(exc)}); {self.then} later to "
+                                   "continue where it stopped", retry_after=exc.retry_after
+                                   ) from exc
             if exc.retry_after is not None:  # the server said how long: exactly that
                 return min(exc.retry_after, MAX_RETRY_AFTER)
             tries = self.throttled
         else:
             self.failures += 1
             if self.failures >= self.max_attempts:
-                raise TransientError(f"{self.what} failed {self.failures} times, giving up for "
-                                     f"now (last: {_last(exc)}); {self.then} to continue "
-                                     "where it stopped") from exc
+                raise RetriesSpent(f"{self.what} failed {self.failures} times, giving up for "
+                                   f"now (last: {_last(exc)}); {self.then} to continue "
+                                   "where it stopped") from exc
             tries = self.failures
         return backoff_delay(tries, exc.retry_after, self.base, self.cap)
 

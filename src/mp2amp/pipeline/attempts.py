@@ -19,10 +19,12 @@ import orjson
 
 from mp2amp.errors import Mp2AmpError
 from mp2amp.ledger import Ledger
-from mp2amp.pipeline.diskspace import disk_full_message, is_disk_full, written_file
+from mp2amp.pipeline.diskspace import storage_error
 from mp2amp.pipeline.stopping import Terminated, stop_exit_code
 
 LAST_ATTEMPT = "last_attempt"  # the ledger meta key
+# what `status --json` documents, every key always there: older versions stored fewer
+KEYS = ("started", "ended", "outcome", "exit_code", "message")
 
 
 def finished(exit_code: int) -> dict[str, Any]:
@@ -36,10 +38,9 @@ def stopped_by(exc: BaseException, workdir: Path) -> dict[str, Any]:
         how = "SIGTERM" if code == Terminated.exit_code else "Ctrl-C"
         return {"outcome": "stopped", "exit_code": code,
                 "message": f"stopped by {how}; resume with --resume"}
-    if is_disk_full(exc):
-        where = written_file(exc)
-        return {"outcome": "stopped", "exit_code": 2,
-                "message": disk_full_message(workdir, None if where is None else str(where))}
+    storage = storage_error(exc, workdir)  # the CLI turns these into this very message
+    if storage is not None:
+        return {"outcome": "stopped", "exit_code": storage.exit_code, "message": str(storage)}
     if isinstance(exc, Mp2AmpError):
         return {"outcome": "stopped", "exit_code": exc.exit_code or 1, "message": str(exc)}
     return {"outcome": "crashed", "exit_code": 1, "message": f"{type(exc).__name__}: {exc}"}
@@ -69,4 +70,6 @@ def last_attempt(ledger: Ledger) -> dict[str, Any] | None:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
-    return doc if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        return None
+    return {key: doc.get(key) for key in KEYS}

@@ -78,6 +78,23 @@ def written_file(exc: BaseException) -> str | None:
     return None if where is None else str(where)
 
 
+def storage_error(exc: BaseException, workdir: Path) -> TerminalError | None:
+    """What a full disk, or a work folder that cannot be written, stops the run with (the
+    message the CLI prints and ``status`` repeats); None for any other error."""
+    if is_disk_full(exc):
+        # SQLite names no file (the ledger, or a spill file in the work folder's scratch)
+        reason = exc.strerror if isinstance(exc, OSError) else None
+        return TerminalError(disk_full_message(workdir, written_file(exc), reason))
+    blocked = unwritable_file(exc, workdir)
+    if blocked is None:
+        return None
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return TerminalError(
+        f"cannot write {blocked} ({reason}); make the work folder writable, or set [run] "
+        "workdir to a writable folder (a run that has started goes on only from its own "
+        "folder, with --resume)")
+
+
 @contextmanager
 def stop_on_storage_errors(workdir: Path) -> Iterator[None]:
     """Turn a full disk anywhere in the run, or a work folder that cannot be written,
@@ -85,17 +102,7 @@ def stop_on_storage_errors(workdir: Path) -> Iterator[None]:
     try:
         yield
     except (OSError, sqlite3.OperationalError) as exc:
-        if is_disk_full(exc):
-            # SQLite names no file (the ledger, or a spill file in the work folder's scratch)
-            where = written_file(exc)
-            reason = exc.strerror if isinstance(exc, OSError) else None
-            raise TerminalError(disk_full_message(
-                workdir, None if where is None else str(where), reason)) from exc
-        blocked = unwritable_file(exc, workdir)
-        if blocked is None:
+        stop = storage_error(exc, workdir)
+        if stop is None:
             raise
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise TerminalError(
-            f"cannot write {blocked} ({reason}); make the work folder writable, or set [run] "
-            "workdir to a writable folder (a run that has started goes on only from its own "
-            "folder, with --resume)") from exc
+        raise stop from exc
