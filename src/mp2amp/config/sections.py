@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mp2amp.errors import ConfigError
 from mp2amp.load.batcher import REQUEST_LIMIT_BYTES
+from mp2amp.load.settings import region_conflict
 from mp2amp.transform.configured import ambiguous
 from mp2amp.transform.settings import RevenueSettings
 
@@ -208,12 +209,16 @@ class AmplitudeConfig:
     def problems(self) -> list[str]:
         # checked here too (not only by the uploader), so that it is named with the file
         # and the file's other problems, in one report
+        out = []
         limit = REQUEST_LIMIT_BYTES.get(self.endpoint)
         if self.batch_max_bytes is not None and limit is not None \
                 and self.batch_max_bytes > limit:
-            return [f"batch_max_bytes: at most {limit:,} for the {self.endpoint} endpoint "
-                    f"(Amplitude answers 413 above it), got {self.batch_max_bytes:,}"]
-        return []
+            out.append(f"batch_max_bytes: at most {limit:,} for the {self.endpoint} endpoint "
+                       f"(Amplitude answers 413 above it), got {self.batch_max_bytes:,}")
+        conflict = region_conflict(self.region, self.api_host)
+        if conflict is not None:
+            out.append(conflict)
+        return out
 
 
 # The [transform.revenue] keys that name a property

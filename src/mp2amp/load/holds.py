@@ -11,6 +11,9 @@ device may still be queued there (a 413 put it back after the hold took a newer 
 The daily quota outranks a throttle: a device or user over its quota (an hour's wait) that
 a throttle hold (seconds) already holds moves to the quota hold with its events, or they
 would be resent, and refused again, as soon as the throttle ended.
+
+Held events count toward the uploader's backpressure like queued ones (``held_events``):
+a held device's later events wait in the caller, not in memory here.
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ class Verdict:
       event is dead-lettered with ``reason``; the run goes on.
     * ``retry``     - send the same request again after a delay (5xx, 408, a 429 naming
       nobody). ``throttle`` says the delay is a throttle wait rather than a backoff step.
-    * ``stop``      - the run cannot go on (invalid API key, wrong host): raise ``error``.
+    * ``stop``      - the run cannot go on (invalid API key, wrong host, a 400 that is not
+      Amplitude's JSON): raise ``error``.
     """
 
     kind: Kind
@@ -117,12 +118,14 @@ def classify(
     *,
     ids: Sequence[IdPair],
     retry_after: float | None = None,
+    url: str = "",
 ) -> Verdict:
     """Classify one response to a request that carried events with these (device, user) ids.
 
     ``retry_after`` is the server's Retry-After in seconds; the verdict carries it clamped
-    to ``MAX_SERVER_WAIT`` (and what was asked in ``retry_after_asked`` when it was cut)."""
-    verdict = _classify(status, body, ids, capped_wait(retry_after))
+    to ``MAX_SERVER_WAIT`` (and what was asked in ``retry_after_asked`` when it was cut).
+    ``url`` is where the request went: messages about a wrong host name it."""
+    verdict = _classify(status, body, ids, capped_wait(retry_after), url)
     if retry_after is not None and retry_after > MAX_SERVER_WAIT:
         verdict = replace(verdict, retry_after_asked=retry_after)
     return verdict
@@ -134,7 +137,7 @@ def capped_wait(retry_after: float | None) -> float | None:
 
 
 def _classify(status: int, body: bytes | str, ids: Sequence[IdPair],
-              retry_after: float | None) -> Verdict:
+              retry_after: float | None, url: str) -> Verdict:
     doc = parse_body(body)
     status = effective_status(status, doc)
     error_text = _text(doc.get("error"))
@@ -151,12 +154,15 @@ def _classify(status: int, body: bytes | str, ids: Sequence[IdPair],
             message=f"413 {error_text or 'Payload too large'}: this single event alone "
                     "exceeds Amplitude's request size limit",
         )
+    if status == 400 and not _is_amplitudes_4xx(doc):
+        return _foreign_400(body, url)
     if status == 400 and error_text.startswith("Invalid API key"):
         # The server's text after the prefix may echo the key: never repeat it.
         return Verdict("stop", status, message="Invalid API key", error=AuthError(
-            "Amplitude refused the API key (400 'Invalid API key'); set AMPLITUDE_API_KEY to "
-            "the target project's API key (an EU project needs region = \"eu\") and run again "
-            "with --resume: nothing was lost"))
+            f"Amplitude{_at(url)} refused the API key (400 'Invalid API key'); set "
+            "AMPLITUDE_API_KEY to the target project's API key, and check that this host is "
+            "its data center (amplitude.region: us or eu), then run again with --resume: "
+            "nothing was lost"))
     if status == 400 and error_text.startswith("Invalid request path"):
         # Every request to this URL gets the same answer: dead-lettering each batch in turn
         # would empty the whole migration into the dead-letter file. Stop, like a 404.
@@ -222,13 +228,47 @@ def _not_amplitudes(status: int, body: bytes | str) -> Verdict:
     or another service at ``api_host``. Counting it as accepted would mark every batch done
     with nothing in Amplitude; it is retried (as Amplitude's SDK does with an unreadable
     answer), and the run stops once the retries are spent."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    snippet = " ".join(text.split())[:120] or "(empty)"
-    message = (f"answered {status} with a body that is not Amplitude's JSON ({snippet!r}): "
-               "a proxy, a captive portal or a wrong amplitude.api_host? Nothing of the "
-               "request was counted as sent")
+    message = (f"answered {status} with a body that is not Amplitude's JSON "
+               f"({_snippet(body)!r}): a proxy, a captive portal or a wrong "
+               "amplitude.api_host? Nothing of the request was counted as sent")
     return Verdict("retry", status, message=message,
                    error=ServerError(f"Amplitude {message}; retrying", status=status))
+
+
+def _is_amplitudes_4xx(doc: Mapping[str, Any]) -> bool:
+    """Whether a 4xx body is Amplitude's JSON object: it always carries ``code`` and
+    ``error``; one of them (or a field naming events) is enough to trust it."""
+    return any(key in doc for key in AMPLITUDE_4XX_KEYS)
+
+
+# Fields only Amplitude's 400/429 bodies carry (amplitude-api.md §1.8, §2.3).
+AMPLITUDE_4XX_KEYS = ("code", "error", "missing_field", *INDEX_LISTS, "silenced_events",
+                      "silenced_devices", "throttled_events", "throttled_devices",
+                      "throttled_users", "exceeded_daily_quota_devices",
+                      "exceeded_daily_quota_users")
+
+
+def _foreign_400(body: bytes | str, url: str) -> Verdict:
+    """A 400 whose body is not Amplitude's JSON: a web server or proxy at ``api_host``
+    (nginx's "plain HTTP request was sent to HTTPS port"). It would answer every request
+    the same, so dead-lettering each batch would empty the migration: stop, like a 404."""
+    where = url or "amplitude.api_host"
+    message = (f"{where} answered 400 with a body that is not Amplitude's JSON "
+               f"({_snippet(body)!r}): a proxy or web server, not Amplitude's API, answers "
+               "there (http:// to an https port?)")
+    return Verdict("stop", 400, message=message, error=ContractError(
+        f"{message}; nothing was dead-lettered. Check amplitude.api_host (or region), then "
+        "run again with --resume: nothing was lost"))
+
+
+def _at(url: str) -> str:
+    return f" at {url}" if url else ""
+
+
+def _snippet(body: bytes | str) -> str:
+    """The start of a foreign body, on one line, for an error message."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    return " ".join(text.split())[:120] or "(empty)"
 
 
 def _sort(status: int, doc: Mapping[str, Any], error_text: str, ids: Sequence[IdPair],

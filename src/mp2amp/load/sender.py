@@ -207,7 +207,8 @@ class Sender:
             else:
                 self.answered = True
                 up.report.requests_by_status[str(status)] += 1
-                verdict = classify(status, text, ids=ids, retry_after=retry_after)
+                verdict = classify(status, text, ids=ids, retry_after=retry_after,
+                                   url=s.url)
             if verdict.unreadable_body and headers is GZIP_HEADERS:
                 # the same events uncompressed: only a body it cannot read at all is retried
                 body, headers = isal_zlib.decompress(body, 31), HEADERS

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from mp2amp.errors import ConfigError
 from mp2amp.load.batcher import (
@@ -23,6 +24,30 @@ HOSTS: dict[str, str] = {
     "eu": "https://api.eu.amplitude.com",
 }
 PATHS: dict[str, str] = {"batch": "/batch", "httpapi": "/2/httpapi"}
+
+
+def region_conflict(region: str, api_host: str | None) -> str | None:
+    """The problem when ``api_host`` is one of Amplitude's own hosts for the other region
+    (events of an EU project sent to the US host are refused as an unknown key, and the
+    other way round). Other hosts (an emulator, a proxy) go with either region."""
+    if not api_host:
+        return None
+    try:
+        host = (urlsplit(api_host).hostname or "").lower()
+    except ValueError:  # not a URL at all: the host check reports it
+        return None
+    if host != "amplitude.com" and not host.endswith(".amplitude.com"):
+        return None
+    host_region = "eu" if host == "eu.amplitude.com" or host.endswith(".eu.amplitude.com") \
+        else "us"
+    if host_region == region:
+        return None
+    return (f"api_host {api_host!r} is Amplitude's {host_region.upper()} host but "
+            f"amplitude.region is {region!r}: remove api_host (region alone picks "
+            f"{HOSTS.get(region, HOSTS['us'])}) or set region = {host_region!r}, whichever "
+            "the project's data center is")
+
+
 # How long a throttled device/user waits: Batch docs say "for example, 15 seconds",
 # HTTP V2 says "pause ... for a period of 30 seconds".
 THROTTLE_WAIT: dict[str, float] = {"batch": 15.0, "httpapi": 30.0}
@@ -54,7 +79,9 @@ class UploadSettings:
     project_throttle_wait: float = PROJECT_THROTTLE_WAIT  # after a 429 naming nobody
     park_delay: float = 3600.0           # daily quota counts "in one-hour intervals"
     park_retries: int = 2                # quota rounds in this run before an event stays parked
-    max_pending_events: int | None = None  # backpressure; default 2 full batches per lane
+    # backpressure: events queued, in flight or held (throttle, quota); default 2 full
+    # batches per lane
+    max_pending_events: int | None = None
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -64,6 +91,9 @@ class UploadSettings:
             problems.append(f"amplitude.endpoint must be batch or httpapi, got {self.endpoint!r}")
         if self.region not in HOSTS:
             problems.append(f"amplitude.region must be us or eu, got {self.region!r}")
+        conflict = region_conflict(self.region, self.api_host)
+        if conflict is not None:
+            problems.append("amplitude." + conflict)
         if self.concurrency < 1:
             problems.append(f"run.concurrency must be >= 1, got {self.concurrency}")
         if not 1 <= self.max_events <= MAX_EVENTS:
@@ -111,7 +141,8 @@ class UploadSettings:
     @property
     def pending_cap(self) -> int:
         # one request in flight and the next batch ready per lane: more only holds memory
-        # (~1.7 MB per batch) while Amplitude is slower than the transform
+        # (~1.7 MB per batch) while Amplitude is slower than the transform. Events held
+        # for a throttled device or the daily quota count too (Uploader.submit_encoded)
         return self.max_pending_events or 2 * self.concurrency * self.max_events
 
 

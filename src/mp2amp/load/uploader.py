@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import time
 import zlib
 from collections import deque
@@ -44,6 +45,8 @@ from mp2amp.load.observer import (
 from mp2amp.load.packed import OpenBody, attach
 from mp2amp.load.sender import RetriesExhausted, Sender
 from mp2amp.load.settings import LoadReport, UploadSettings
+
+log = logging.getLogger("mp2amp.load")
 
 
 @dataclass(slots=True)
@@ -136,6 +139,7 @@ class Uploader:
         self._room = asyncio.Event()
         self._progress = asyncio.Event()
         self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._quota_holds: dict[int, Hold] = {}  # the daily quota's, until they end
         self._failure: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
@@ -241,8 +245,13 @@ class Uploader:
             await self.start()
         if self._failure is not None:
             raise self._failure
-        while self._queued >= self._pending_cap:
+        # held events (a throttled device's, the daily quota's) count too: a held device's
+        # later events would otherwise pile up in its hold, unbounded
+        while self._queued + self.holds.held_events >= self._pending_cap:
             self._room.clear()
+            self._relieve_quota_pressure()
+            if self._queued + self.holds.held_events < self._pending_cap:
+                break
             await self._room.wait()
             self._raise_failure()
         self.report.submitted += 1
@@ -427,8 +436,41 @@ class Uploader:
     def dequeued(self, n: int) -> None:
         """``n`` events left the lane queues/flight for good or for a hold."""
         self._queued -= n
-        if self._queued < self.settings.pending_cap:
+        self._room_changed()
+
+    def _room_changed(self) -> None:
+        """Wake a waiting submit() once the events in memory (queued, in flight, held)
+        are under the cap; park the quota's events first if they are what fills it."""
+        if self._queued + self.holds.held_events >= self._pending_cap:
+            self._relieve_quota_pressure()
+        if self._queued + self.holds.held_events < self._pending_cap:
             self._room.set()
+
+    def _relieve_quota_pressure(self) -> None:
+        """Park for good the events waiting for the daily quota when they fill half the
+        pending cap while submit() would wait: held an hour (``park_delay``), they would
+        stall the whole run. The ledger keeps them and ``--resume`` sends them, as for
+        events still over the quota at the end of a run."""
+        if not self._quota_holds:
+            return
+        quota = list(self._quota_holds.values())
+        waiting = sum(len(h.items) for h in quota)
+        if not waiting or 2 * waiting < self._pending_cap:
+            return
+        log.warning("%d events waiting for Amplitude's daily quota fill half of the pending "
+                    "events cap (%d): parked now instead of held %s s in memory; run "
+                    "`mp2amp migrate --resume` later to send them", waiting,
+                    self._pending_cap, f"{self.settings.park_delay:g}")
+        for hold in quota:
+            del self._quota_holds[id(hold)]
+            handle = self._timers.pop(id(hold), None)
+            if handle is not None:
+                handle.cancel()
+            # their devices' (users') later events are parked behind them, in order
+            self.parked_keys.update(hold.keys)
+            for item in self.holds.release(hold):
+                self.park_unsent(item)
+        self._progress.set()
 
     def requeue_front(self, items: Sequence[Submitted], *, from_hold: bool) -> None:
         """Put events back into their lanes, in submission order (``seq``).
@@ -452,9 +494,13 @@ class Uploader:
         delay = max(0.0, hold.until - loop.time())
         self._timers[id(hold)] = loop.call_later(delay, self._release, hold)
         self._progress.set()
+        if hold.reason == "daily_quota":
+            self._quota_holds[id(hold)] = hold
+            self._room_changed()
 
     def _release(self, hold: Hold) -> None:
         self._timers.pop(id(hold), None)
+        self._quota_holds.pop(id(hold), None)
         items = self.holds.release(hold)
         if items:
             self.requeue_front(items, from_hold=True)
