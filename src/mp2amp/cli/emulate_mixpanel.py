@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from mp2amp.cli.output import cli_errors, err_console
 
@@ -63,7 +64,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             try:
                 asyncio.run(_serve(emulator))
             except OSError as exc:  # the port is taken, or the address is not this host's
-                err_console.print(f"[bold red]error:[/] cannot listen on {host}:{port}: {exc}")
+                err_console.print(f"[bold red]error:[/] "
+                                  f"{escape(f'cannot listen on {host}:{port}: {exc}')}")
                 raise typer.Exit(2) from None
             err_console.print("mixpanel emulator stopped")
 
@@ -79,12 +81,26 @@ async def _serve(emulator: MixpanelEmulator) -> None:
     typer.echo(url)  # first line on stdout: scripts read the chosen port from it
     state = emulator.state
     if not (emulator.config.data_dir / "project.json").exists():
-        err_console.print(f"note: {emulator.config.data_dir}/project.json not found; serving an empty UTC project")
-    auth = "any Basic credentials" if not (emulator.config.service_account or emulator.config.api_secret) else "configured credentials"
+        err_console.print(f"note: {emulator.config.data_dir}/project.json not found; serving an empty UTC project",
+                          markup=False)
+    auth = _accepted_credentials(emulator.config.service_account, emulator.config.api_secret)
     err_console.print(
-        f"mixpanel emulator: project {state.project_id}, timezone {state.timezone}, accepting {auth}; Ctrl-C stops"
+        f"mixpanel emulator: project {state.project_id}, timezone {state.timezone}, accepting {auth}; Ctrl-C stops",
+        markup=False,
     )
     try:
         await stop.wait()
     finally:
         await emulator.stop()
+
+
+def _accepted_credentials(service_account: str | None, api_secret: str | None) -> str:
+    """The banner's account of what the auth check accepts, so nobody mistakes a secret-only
+    emulator for one that takes any service account."""
+    if service_account and api_secret:
+        return "only the configured service account and API secret"
+    if service_account:
+        return "only the configured service account (no API secret)"
+    if api_secret:
+        return "only the configured API secret (no service account)"
+    return "any Basic credentials"

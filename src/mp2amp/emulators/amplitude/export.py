@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import orjson
 
+from mp2amp.emulators.amplitude.ids import NO_PERSON
 from mp2amp.emulators.amplitude.store import HOUR_FORMAT, EventStore
 
 MAX_RANGE = timedelta(days=365)
@@ -140,7 +141,7 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
         "adid": e.get("adid"),
         "amplitude_attribution_ids": None,
         "amplitude_event_type": None,
-        "amplitude_id": aid,
+        "amplitude_id": aid if aid != NO_PERSON else None,  # a group update names nobody
         "app": app,
         "city": e.get("city"),
         "client_event_time": event_time,

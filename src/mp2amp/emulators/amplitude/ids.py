@@ -16,6 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 FIRST_AMPLITUDE_ID = 100_000_000_001
+# Stored as the amplitude_id of an event naming no person (a $groupidentify sent with only
+# groups): never handed out, merged or deleted, and exported as null.
+NO_PERSON = 0
 
 
 class Identities:

@@ -19,7 +19,7 @@ from mp2amp.emulators.amplitude.config import (
     AmplitudeConfig,
 )
 from mp2amp.emulators.amplitude.identify import apply_update
-from mp2amp.emulators.amplitude.ids import Identities
+from mp2amp.emulators.amplitude.ids import NO_PERSON, Identities
 from mp2amp.emulators.amplitude.store import EventStore
 from mp2amp.emulators.amplitude.throttle import Limiter, LimitVerdict
 from mp2amp.emulators.amplitude.validate import (
@@ -153,9 +153,11 @@ class Ingestor:
         for index, event in enumerate(events):
             device_id = event.get("device_id")
             user_id = event.get("user_id")
+            person = bool(user_id or device_id)
             insert_id = event.get("insert_id")
             if insert_id:
-                key = f"{device_id}\x1f{insert_id}" if device_id else f"\x00{user_id}\x1f{insert_id}"
+                key = (f"{device_id}\x1f{insert_id}" if device_id else
+                       f"\x00{user_id}\x1f{insert_id}" if person else group_dedup_key(event, insert_id))
                 first = seen.get(key)
                 if first is not None:
                     if first >= oldest:
@@ -165,14 +167,17 @@ class Ingestor:
                     undo.expired.append((key, first))
                 seen[key] = upload_ms
                 keys.append(key)
-            aid = assign(user_id, device_id)
+            # validation let an event without IDs through only as a group update
+            aid = assign(user_id, device_id) if person else NO_PERSON
             aids.append(aid)
             stored += 1
             event_type = event["event_type"]
             if event_type == "$groupidentify":
                 self._group_identify(event, undo)
             update = event.get("user_properties")
-            if event.get("$skip_user_properties_sync"):
+            if not person:
+                snapshot = None  # nobody's properties to show or update
+            elif event.get("$skip_user_properties_sync"):
                 snapshot = sent_properties(update)
             else:
                 # Copy-on-write: a snapshot is never mutated once taken, so unchanged
@@ -273,6 +278,13 @@ class _Undo:
         self.expired: list[tuple[str, int]] = []  # dedup keys older than the window
         self.props: list[tuple[int, dict[str, Any] | None]] = []
         self.groups: list[tuple[str, dict[str, Any] | None]] = []
+
+
+def group_dedup_key(event: dict[str, Any], insert_id: str) -> str:
+    """The dedup key of a group update without IDs, on its groups: a retried one must not
+    apply its $add twice, and another group's update with the same insert_id is not it."""
+    groups = orjson.dumps(event.get("groups"), option=orjson.OPT_SORT_KEYS).decode()
+    return f"\x01{groups}\x1f{insert_id}"
 
 
 def sent_properties(update: dict[str, Any] | None) -> dict[str, Any] | None:

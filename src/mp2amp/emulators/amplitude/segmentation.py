@@ -3,7 +3,8 @@
 Supports ``m=totals|uniques``, ``i=1``, any event type plus ``_all`` and ``_active``;
 uniques count people (canonical amplitude_ids, so merged devices count once). What it does
 not answer (a second event ``e2``, the revenue series, ``ce:`` custom events, filters,
-segments) is refused with a 400 that says so, never answered as something else. Queries
+segments, group-bys, ``limit``, ``formula``, rolling windows and averages, ``n=active``)
+is refused with a 400 that says so, never answered as something else. Queries
 are charged the reference's cost (days x events) against its 5-minute and hourly budgets.
 """
 
@@ -18,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from mp2amp.emulators.amplitude.ids import NO_PERSON
 from mp2amp.emulators.amplitude.segindex import EventIndex
 
 NOT_EVENTS = frozenset({"$identify", "$groupidentify"})
@@ -26,6 +28,8 @@ NOT_ACTIVE = NOT_EVENTS | {"session_start", "session_end", "[Amplitude] Start Se
 MAX_DAYS = 365
 # segmentation's special event types that are revenue series, not event counts (reference 5.2)
 REVENUE_TYPES = frozenset({"revenue_amount", "verified_revenue", "unverified_revenue"})
+# reference 5.2 parameters whose effect this emulator does not compute (limit: group-by rows)
+UNMODELLED_PARAMS = ("g2", "limit", "formula", "rollingWindow", "rollingAverage")
 COST_WINDOW_S = 300.0  # "Up to 1000 cost per 5-minute window"
 COST_HOUR_S = 3600.0
 
@@ -41,6 +45,19 @@ def _day(value: str | None, name: str) -> date:
         return datetime.strptime(value, "%Y%m%d").date()
     except ValueError:
         raise SegmentationQueryError(f"{name}={value!r}: expected YYYYMMDD") from None
+
+
+def _refuse_unmodelled(params: dict[str, str]) -> None:
+    """Reference 5.2's other parameters change the answer; present at all (even empty), they
+    are refused rather than silently answered as the plain series."""
+    for name in UNMODELLED_PARAMS:
+        if name in params:
+            raise SegmentationQueryError(
+                f"{name}={params[name]!r} is not supported by this emulator: it answers the "
+                f"plain series only; drop {name} from the query")
+    if params.get("n", "any") != "any":
+        raise SegmentationQueryError(
+            f"n={params['n']!r}: this emulator counts any users (n=any) only")
 
 
 def parse_query(params: dict[str, str]) -> tuple[str, str, date, date]:
@@ -73,6 +90,7 @@ def parse_query(params: dict[str, str]) -> tuple[str, str, date, date]:
         raise SegmentationQueryError(f"i={params['i']!r}: this emulator answers daily (i=1) only")
     if params.get("s") or params.get("g"):
         raise SegmentationQueryError("segments (s) and group-by (g) are not supported by this emulator")
+    _refuse_unmodelled(params)
     start, end = _day(params.get("start"), "start"), _day(params.get("end"), "end")
     if end < start:
         raise SegmentationQueryError(f"end {end} is before start {start}")
@@ -118,7 +136,7 @@ def segment(
         slot = day_of(ms) - first
         if 0 <= slot < days:
             totals[slot] += 1
-            if metric == "uniques":
+            if metric == "uniques" and aid != NO_PERSON:  # a group update is nobody
                 uniques[slot].add(canonical(aid))
     if metric == "totals":
         series, collapsed = totals, sum(totals)

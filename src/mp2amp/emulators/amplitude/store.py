@@ -14,7 +14,8 @@ Each events line is one accepted request: its body exactly as received (no re-en
 which is most of the cost of storing) inside one JSON object with what the server added::
 
     {"t": server_upload_time_ms, "p": uuid_prefix, "r": client_address,
-     "a": [amplitude_id as assigned, or null for a duplicate, per body event],
+     "a": [amplitude_id as assigned (0: a group update naming no person), or null for
+           a duplicate, per body event],
      "u": [user properties as of ingestion, or null, per body event],
      "g": {"<index>": group properties as of ingestion}, "i": [original indices] (only after
      a deletion rewrote the line), "body": {"api_key": ..., "events": [...]}}

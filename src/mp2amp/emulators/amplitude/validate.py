@@ -180,6 +180,13 @@ def holds(props: dict[str, Any], update: dict[str, Any]) -> bool:
     return True
 
 
+def group_only(event: dict[str, Any]) -> bool:
+    """A ``$groupidentify`` that names groups and no person: a group update, not a user
+    event, so it needs no user_id or device_id (the official SDK sends it so, reference 8.1)."""
+    groups = event.get("groups")
+    return event.get("event_type") == "$groupidentify" and type(groups) is dict and bool(groups)
+
+
 def validate_events(
     events: list[Any], min_id_length: int = DEFAULT_MIN_ID_LENGTH,
     id_counts: tuple[dict[str, int], dict[str, int]] | None = None,
@@ -221,7 +228,7 @@ def validate_events(
                 per_device[device_id] = per_device.get(device_id, 0) + 1
             else:
                 _add(id_lengths if problem else invalid, "device_id", index)
-        if not has_id:
+        if not has_id and not group_only(event):
             _add(missing, "user_id", index)
             _add(missing, "device_id", index)
         for key, value in event.items():

@@ -87,10 +87,8 @@ def _service_account(
     password: str,
     query_project_id: str | None,
 ) -> Caller | AuthFailure:
-    if config.service_account is not None:
-        want_user, _, want_secret = config.service_account.partition(":")
-        if not (_same(user, want_user) and _same(password, want_secret)):
-            return AuthFailure(400, "Unable to authenticate request")
+    if not _service_account_matches(config, user, password):
+        return AuthFailure(400, "Unable to authenticate request")
     if query_project_id is None or query_project_id == "":
         return AuthFailure(
             400, "project_id is required when authenticating with a service account"
@@ -100,3 +98,12 @@ def _service_account(
             403, f"service account has no access to project {query_project_id.strip()!r}"
         )
     return Caller("service_account", user)
+
+
+def _service_account_matches(config: MixpanelConfig, user: str, password: str) -> bool:
+    """Anything goes only with no credentials configured at all: with just an API secret
+    set, a made-up service account must fail as it would on Mixpanel."""
+    if config.service_account is None:
+        return config.api_secret is None
+    want_user, _, want_secret = config.service_account.partition(":")
+    return _same(user, want_user) and _same(password, want_secret)
