@@ -28,6 +28,7 @@ from migrate_kit import TIMEZONE, Key, Project, mp2amp, transform_outcome
 
 import mp2amp.pipeline.migrate as migrate_module
 from mp2amp.config import load_config
+from mp2amp.errors import InputError
 from mp2amp.load.s3sink import CONVERTER_NAME, MIN_FILE_BYTES, S3ImportSink
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
 
@@ -255,8 +256,10 @@ def test_a_crash_between_upload_and_rename_leaves_no_part_file(
     monkeypatch.setattr(migrate_module, "S3ImportSink",
                         functools.partial(CrashBeforeRename, **small))
     cfg = config(project.events, tmp_path / "work", tmp_path / "out")
-    with pytest.raises(Crash):
+    # a failure of the output folder is said as such (exit 2), naming the folder
+    with pytest.raises(InputError, match="cannot use the output folder") as failed:
         migrate(cfg)
+    assert isinstance(failed.value.__cause__, Crash)
     out = tmp_path / "out"
     assert [p.name for p in out.iterdir() if p.name.endswith(".part")]
     monkeypatch.setattr(migrate_module, "S3ImportSink", functools.partial(S3ImportSink, **small))

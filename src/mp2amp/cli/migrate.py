@@ -111,13 +111,15 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         cfg: Any = None
 
         def interrupted() -> str:
+            from mp2amp.pipeline.import_folder import resume_note
             from mp2amp.pipeline.migrate import ledger_path
 
             if cfg is None or not ledger_path(cfg).exists():
                 return "nothing was recorded yet: run the same command again"
+            output_dir = cfg.amplitude.output_dir
             return (f"the ledger in {cfg.run.workdir} keeps everything done so far: run "
-                    "the same `mp2amp migrate` command with --resume to go on (batches that "
-                    "were in flight are sent again with the same insert_ids)")
+                    "the same `mp2amp migrate` command with --resume to go on ("
+                    f"{resume_note(None if output_dir is None else str(output_dir))})")
 
         with cli_errors(interrupted):
             if new_api_key and not resume:

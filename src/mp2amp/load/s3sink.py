@@ -43,6 +43,15 @@ import orjson
 
 from mp2amp.errors import ConfigError, InputError
 from mp2amp.load.deadletter import DeadLetterFile
+from mp2amp.load.s3target import (
+    SinkStopped,
+    bucket_of,
+    bucket_problems,
+    make_local_folder,
+    no_bucket,
+    output_trouble,
+    protocols,
+)
 
 MIN_FILE_BYTES = 1 << 20             # "Each file between 1 MB and 5 GB": 1 MiB meets either reading
 MAX_FILE_BYTES = 5_000_000_000       # and 5 GB (decimal, under 5 GiB) meets both too
@@ -56,8 +65,6 @@ PROGRESS_EVERY = 10_000              # events between two close() progress calls
 CONVERTER_NAME = "amplitude-converter-config.json"
 # S3 import has no options.min_id_length: Amplitude's default minimum applies (§1.5)
 MIN_ID_LENGTH = 5
-# object stores: a bucket is never created (a typo would get files Amplitude never reads)
-BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
 
 # Fields of an HTTP V2 / Batch event that the converter maps one to one (§1.3).
 EVENT_FIELDS = (
@@ -160,10 +167,7 @@ class S3ImportSink:
                 f"need 1 <= min_file_bytes ({min_file_bytes}) < target_file_bytes "
                 f"({target_file_bytes}) <= {MAX_FILE_BYTES - min_file_bytes} so that a file "
                 "with a merged tail stays under Amplitude's 5 GB limit")
-        bucket = re.match(r"s3a?://([^/]*)", target)
-        if bucket and "." in bucket.group(1):
-            problems.append(f"bucket {bucket.group(1)!r}: Amplitude's S3 import cannot read "
-                            "a bucket whose name contains a dot; use another bucket")
+        problems.extend(bucket_problems(target))
         if merge_fan_in < 2:
             problems.append(f"merge_fan_in ({merge_fan_in}) must be at least 2")
         if problems:
@@ -184,8 +188,10 @@ class S3ImportSink:
         self._n_files = 0             # staging file names
         self.converter_owner = converter_owner
         self._short_ids = _ShortIds()
+        self.should_stop: Callable[[], bool] = _never  # polled by close() between files
         self.report = SinkReport()
-        self._check_target(target)
+        with output_trouble(target):
+            self._check_target(target)
         # made once the target is known to be usable: a refused sink leaves nothing behind
         self._staging = Path(tempfile.mkdtemp(prefix="mp2amp-s3sink-", dir=staging_dir))
 
@@ -236,7 +242,9 @@ class S3ImportSink:
     def close(self, progress: Callable[[int], None] | None = None) -> SinkReport:
         """Merge everything written into the import files. ``progress(n)``: ``n`` events
         are in files so far (called every ``PROGRESS_EVERY`` and at the end; the merge of a
-        big export takes a while, and may run in a thread while a display follows it)."""
+        big export takes a while, and may run in a thread while a display follows it).
+        Once ``should_stop()`` is true (a run stopping while this runs in a thread):
+        ``SinkStopped`` between two files, and no converter config."""
         try:
             self._spill()
             runs = self._merge_down(self._runs)
@@ -244,6 +252,7 @@ class S3ImportSink:
             with ExitStack() as stack:
                 streams = [_read_run(stack.enter_context(gzip.open(p, "rb"))) for p in runs]
                 self._cut(heapq.merge(*streams, key=itemgetter(0)), progress)
+            self._stop_if_asked()
             self._write_converter()
             self.report.warnings.extend(self._short_ids.warnings(self.report.events))
         finally:
@@ -254,14 +263,10 @@ class S3ImportSink:
 
     def _check_target(self, target: str) -> None:
         """A local folder is created; an object store's bucket must exist already."""
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        self._local = "file" in protocols
-        self._bucket = self.root.partition("/")[0] if BUCKET_PROTOCOLS & set(protocols) else None
+        self._local = "file" in protocols(self.fs)
+        self._bucket = bucket_of(self.fs, self.root)
         if self._bucket is None:
-            try:
-                self.fs.makedirs(self.root, exist_ok=True)
-            except OSError as exc:
-                raise InputError(f"cannot create the S3-import target {target}: {exc}") from exc
+            make_local_folder(self.fs, self.root, target)
             return
         try:
             found = bool(self._bucket) and self.fs.exists(self._bucket)
@@ -269,11 +274,11 @@ class S3ImportSink:
             raise InputError(f"cannot reach the bucket {self._bucket!r} of the S3-import "
                              f"target {target}: {exc}") from exc
         if not found:
-            raise InputError(
-                f"the bucket {self._bucket!r} of the S3-import target {target} does not exist "
-                "(or these credentials cannot see it); mp2amp does not create buckets: create "
-                "it (readable by Amplitude's import) or correct [amplitude] output_dir, then "
-                "run again")
+            raise no_bucket(self._bucket, target)
+
+    def _stop_if_asked(self) -> None:
+        if self.should_stop():
+            raise SinkStopped(f"stopped while writing the import files into {self.root}")
 
     def _shown(self, path: str) -> str:
         return path if self._local else shown_path(self.fs, path)
@@ -329,8 +334,10 @@ class S3ImportSink:
                 out = _StagedWriter(self._new_path("file"))
             out.write(t, line)
             n += 1
-            if progress is not None and not n % PROGRESS_EVERY:
-                progress(n)
+            if not n % PROGRESS_EVERY:
+                self._stop_if_asked()
+                if progress is not None:
+                    progress(n)
             if out.raw_bytes >= self.target_file_bytes and out.gz_bytes() >= self.min_file_bytes:
                 if held is not None:
                     self._upload(held)
@@ -370,23 +377,30 @@ class S3ImportSink:
         return out.finish()
 
     def _upload(self, staged: _Staged) -> None:
+        self._stop_if_asked()  # a stopped run ends between files: none is left half made
         name = f"{self.run_id}-{len(self.report.files):05d}.json.gz"
         remote = f"{self.root}/{name}"
         part = f"{self.root}/.{name}.part"
         size = staged.size
-        if self.fs.exists(remote):
-            raise InputError(f"{self._shown(remote)} already exists; Amplitude processes each file once, so "
-                             "mp2amp never overwrites one: choose another run_id or folder")
-        if self._local:
-            self.fs.put_file(str(staged.path), part)   # invisible to a scanner until renamed
-            self.fs.mv(part, remote)
-        else:
-            self.fs.put_file(str(staged.path), remote)  # an object appears whole on S3
+        with output_trouble(self._shown(self.root)):
+            if self.fs.exists(remote):
+                raise InputError(f"{self._shown(remote)} already exists; Amplitude processes "
+                                 "each file once, so mp2amp never overwrites one: choose "
+                                 "another run_id or folder")
+            if self._local:
+                self.fs.put_file(str(staged.path), part)   # invisible to a scanner until renamed
+                self.fs.mv(part, remote)
+            else:
+                self.fs.put_file(str(staged.path), remote)  # an object appears whole on S3
         staged.path.unlink()
         self.report.files.append(ImportFile(remote, staged.events, size, staged.first_time,
                                             staged.last_time))
 
     def _write_converter(self) -> None:
+        with output_trouble(self._shown(self.root)):
+            self._write_converter_file()
+
+    def _write_converter_file(self) -> None:
         path = f"{self.root}/{CONVERTER_NAME}"
         if self.converter_owner is not None and self.fs.exists(path):
             try:
@@ -494,11 +508,14 @@ class _ShortIds:
                 "sends min_id_length)"]
 
 
+def _never() -> bool:
+    return False
+
+
 def shown_path(fs: Any, path: str) -> str:
     """``path`` as a person gives it: ``s3://bucket/key``, not the bare ``bucket/key``
     fsspec uses (which reads as a local relative path); a local path as it is."""
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return path if "file" in protocols else str(fs.unstrip_protocol(path))
+    return path if "file" in protocols(fs) else str(fs.unstrip_protocol(path))
 
 
 def _write_chunked(fh: Any, lines: Iterable[bytes]) -> None:

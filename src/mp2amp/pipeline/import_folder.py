@@ -8,15 +8,23 @@ ledger and keep their names (``mp2amp-a<N>-NNNNN.json.gz``) until they end."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import secrets
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from mp2amp.errors import TerminalError
 from mp2amp.ledger import Ledger
+from mp2amp.load.s3target import output_trouble
+
+if TYPE_CHECKING:
+    from mp2amp.load.s3sink import S3ImportSink, SinkReport
 
 # The sink's names (load/s3sink.py: ``<run_id>-NNNNN.json.gz``, run_id ``mp2amp-a<N>-<run>``,
 # or ``mp2amp-a<N>`` for a run an earlier mp2amp started) and the hidden ``.part`` a kill
@@ -52,10 +60,7 @@ def begin_sink_attempt(ledger: Ledger, target: str,
                        storage_options: dict[str, Any] | None) -> SinkAttempt:
     """The next attempt of this run's sink: the folder checked for another migration's
     files, then this run's earlier attempts' files removed."""
-    legacy = ledger.get_meta(RUN_KEY) is None and ledger.get_meta(WROTE_KEY) is not None
-    run = "" if legacy else ledger.get_meta(RUN_KEY) or secrets.token_hex(6)
-    number = max(int(ledger.get_meta(ATTEMPTS_KEY) or "0"),
-                 int(ledger.get_meta(WROTE_KEY) or "0")) + 1
+    legacy, run, number = next_attempt(ledger)
     refuse_another_runs_files(target, storage_options, run=run, attempt=number)
     if not legacy:
         ledger.set_meta(RUN_KEY, run)
@@ -63,6 +68,16 @@ def begin_sink_attempt(ledger: Ledger, target: str,
     removed = remove_earlier_attempts(target, number, storage_options, run=run,
                                       with_scheme=True)
     return SinkAttempt(number, run, removed)
+
+
+def next_attempt(ledger: Ledger) -> tuple[bool, str, int]:
+    """(started by an earlier mp2amp, run id, number) of the run's next sink attempt; a run
+    that has none yet gets a new id (recorded by ``begin_sink_attempt``)."""
+    legacy = ledger.get_meta(RUN_KEY) is None and ledger.get_meta(WROTE_KEY) is not None
+    run = "" if legacy else ledger.get_meta(RUN_KEY) or secrets.token_hex(6)
+    number = max(int(ledger.get_meta(ATTEMPTS_KEY) or "0"),
+                 int(ledger.get_meta(WROTE_KEY) or "0")) + 1
+    return legacy, run, number
 
 
 def _listing(fs: Any, base: str) -> list[str]:
@@ -108,21 +123,8 @@ def refuse_another_runs_files(target: str, storage_options: dict[str, Any] | Non
     this run would overwrite that converter (whose pattern names that run's files), and
     Amplitude's import of one prefix would take both runs' files. ``run``: this run's id
     ("" for a run an earlier mp2amp started), None for a folder no run has written yet."""
-    import fsspec
-
-    from mp2amp.load.s3sink import CONVERTER_NAME
-
-    fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
-    base = root.rstrip("/")
-    own = None if attempt == 1 else run
-    found = [path for path, made_by, made_in, part in _import_files(fs, base)
-             if not part and not _ours(made_by, made_in, attempt, own)]
-    for path in _listing(fs, base):
-        if path.rstrip("/").rsplit("/", 1)[-1] == CONVERTER_NAME:
-            pattern = _converter_owner(fs, path)
-            # a run named before run ids cannot tell its converter from another's
-            if attempt == 1 or (pattern is not None and (not run or run not in pattern)):
-                found.append(path)
+    with output_trouble(target):
+        found = _others_files(target, storage_options, run, attempt)
     if not found:
         return
     if attempt == 1:
@@ -142,6 +144,27 @@ def refuse_another_runs_files(target: str, storage_options: dict[str, Any] | Non
            "tell runs apart: if those files are its own, remove them"))
 
 
+def _others_files(target: str, storage_options: dict[str, Any] | None, run: str | None,
+                  attempt: int) -> list[str]:
+    """The import files and converter config in the folder that this run did not write."""
+    import fsspec
+
+    from mp2amp.load.s3sink import CONVERTER_NAME
+
+    fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
+    base = root.rstrip("/")
+    own = None if attempt == 1 else run
+    found = [path for path, made_by, made_in, part in _import_files(fs, base)
+             if not part and not _ours(made_by, made_in, attempt, own)]
+    for path in _listing(fs, base):
+        if path.rstrip("/").rsplit("/", 1)[-1] == CONVERTER_NAME:
+            pattern = _converter_owner(fs, path)
+            # a run named before run ids cannot tell its converter from another's
+            if attempt == 1 or (pattern is not None and (not run or run not in pattern)):
+                found.append(path)
+    return found
+
+
 def remove_earlier_attempts(target: str, attempt: int,
                             storage_options: dict[str, Any] | None, *, run: str = "",
                             with_scheme: bool = False) -> list[str]:
@@ -152,12 +175,13 @@ def remove_earlier_attempts(target: str, attempt: int,
 
     from mp2amp.load.s3sink import shown_path
 
-    fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
     removed: list[str] = []
-    for path, made_by, made_in, _ in sorted(_import_files(fs, root.rstrip("/"))):
-        if _ours(made_by, made_in, attempt, run):  # with the .part a kill left
-            fs.rm_file(path)  # rm would expand the path as a glob
-            removed.append(shown_path(fs, path) if with_scheme else path)
+    with output_trouble(target):
+        fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
+        for path, made_by, made_in, _ in sorted(_import_files(fs, root.rstrip("/"))):
+            if _ours(made_by, made_in, attempt, run):  # with the .part a kill left
+                fs.rm_file(path)  # rm would expand the path as a glob
+                removed.append(shown_path(fs, path) if with_scheme else path)
     return removed
 
 
@@ -172,3 +196,55 @@ def output_dir_may_change(known: str | None, output_dir: str | None,
     except (orjson.JSONDecodeError, AttributeError):
         return False
     return was is not None and output_dir is not None and sink_attempt is None
+
+
+def is_output_file(url: str, output_dir: str | None) -> bool:
+    """Whether an input the sources' paths match is a file the S3-import sink writes into
+    ``output_dir`` (an import file of any run, a ``.part`` a kill left, the converter
+    config): ``files = ["."]`` with the output folder in the project must not take in
+    Amplitude's files as Mixpanel events. Other files there stay inputs."""
+    from mp2amp.load.s3sink import CONVERTER_NAME
+
+    remote = "://" in url
+    if output_dir is None or remote != ("://" in output_dir):
+        return False
+    folder, name = url.rstrip("/").rsplit("/", 1) if remote else os.path.split(url)
+    if not (_IMPORT_FILE.fullmatch(name) or name == CONVERTER_NAME):
+        return False
+    if remote:
+        return _same_location(folder, output_dir)
+    return os.path.realpath(folder) == os.path.realpath(output_dir)
+
+
+def _same_location(a: str, b: str) -> bool:
+    """Two URLs of one folder: ``s3a://`` is ``s3://``, ``gcs://`` is ``gs://``."""
+    def norm(url: str) -> str:
+        scheme, sep, rest = url.partition("://")
+        scheme = {"s3a": "s3", "gcs": "gs"}.get(scheme.lower(), scheme.lower())
+        return f"{scheme}{sep}{rest.rstrip('/')}"
+    return norm(a) == norm(b)
+
+
+async def close_sink(sink: S3ImportSink, progress: Callable[[int], None]) -> SinkReport:
+    """``sink.close`` in a thread (the display follows it). A run stopped meanwhile tells
+    the thread to stop between two files and waits for it, so the work folder's lock is
+    let go (and the scratch removed) only when nothing writes any more."""
+    stop = threading.Event()
+    sink.should_stop = stop.is_set
+    closing = asyncio.ensure_future(asyncio.to_thread(sink.close, progress))
+    try:
+        return await asyncio.shield(closing)
+    except BaseException:
+        stop.set()
+        await asyncio.wait([closing])
+        closing.exception()  # retrieved (asyncio logs none): the stop is what is reported
+        raise
+
+
+def resume_note(output_dir: str | None) -> str:
+    """What ``--resume`` does after a stop, for the interrupted message."""
+    if output_dir is None:
+        return "batches that were in flight are sent again with the same insert_ids"
+    return ("staged windows are not read again; the import files are all written again, "
+            f"after the files this attempt left in {output_dir} are deleted, so the folder "
+            "holds each event once")

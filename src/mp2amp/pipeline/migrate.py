@@ -26,7 +26,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
 from mp2amp.pipeline.export_settings import mixpanel_settings as _mixpanel_settings
+from mp2amp.pipeline.extraction import Extraction
 from mp2amp.pipeline.fingerprint import (
     bind_api_key,
     check_resume,
@@ -56,11 +56,18 @@ from mp2amp.pipeline.fingerprint import (
     record_fingerprint,
     unbinding_a_refused_key,
 )
-from mp2amp.pipeline.import_folder import WROTE_KEY, begin_sink_attempt, output_dir_may_change
+from mp2amp.pipeline.import_folder import (
+    WROTE_KEY,
+    begin_sink_attempt,
+    close_sink,
+    is_output_file,
+    output_dir_may_change,
+)
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.overlaps import load_order, merge_overlapping
 from mp2amp.pipeline.parked import replay_parked
+from mp2amp.pipeline.preflight import check_output_folder, planned_windows
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter, Ticker, ticking
 from mp2amp.pipeline.restage import (
     check_restaged,
@@ -83,7 +90,6 @@ from mp2amp.pipeline.windows import (
     inputs_changed,
     inputs_not_in_run,
     locator,
-    plan_windows,
     remote_inputs_changed,
 )
 from mp2amp.pipeline.workfolder import make_work_folder
@@ -192,7 +198,7 @@ async def _migrate(
                             "--resume to start")
     # a new run's windows before its work folder: a config without sources, or a glob
     # that matches nothing, leaves no empty "in progress" migration behind
-    planned = None if existed else plan_windows(config, storage_options)
+    planned = None if existed else planned_windows(config, storage_options)
     make_work_folder(workdir, None if config.amplitude.output_dir is None
                      else str(config.amplitude.output_dir))
     lock = WorkLock(workdir)
@@ -218,17 +224,19 @@ async def _migrate(
                                                         ledger.get_meta("sink_attempt")))
         else:
             ledger.add_windows(planned if planned is not None
-                               else plan_windows(config, storage_options))
+                               else planned_windows(config, storage_options))
             record_fingerprint(ledger, config, upload)
         if new_api_key and known is not None and not sink_mode:  # regenerated, same project
             offered = rebind_api_key(ledger, upload.api_key)
         else:  # another key is another Amplitude project: refused once a batch went under one
             offered = None if sink_mode else bind_api_key(ledger, upload.api_key)
         restaged = restage_missing(ledger, workdir)  # staged files someone deleted: staged again
-        not_in_run = inputs_not_in_run(config, ledger, storage_options) if known else []
+        not_in_run = [path for path in inputs_not_in_run(config, ledger, storage_options)
+                      if not is_output_file(path, config.amplitude.output_dir)] if known else []
         changed_inputs = (inputs_changed(ledger, locator(config, ledger))
                           + remote_inputs_changed(ledger, storage_options)) if known else []
         mixpanel = _mixpanel_settings(config, mixpanel_overrides)
+        check_output_folder(config, ledger, storage_options)  # before any window is staged
         # the display moves with time, not only with records: uploads, retries and
         # backoff waits after the last record is transformed take most of a slow load
         async with ticking(reporter, counters) as ticker:
@@ -243,7 +251,7 @@ async def _migrate(
             try:
                 result = await _identity_and_load(config, settings, upload, ledger, counters,
                                                   reporter,
-                                                  _Extraction(extraction, staged, restaged),
+                                                  Extraction(extraction, staged, restaged),
                                                   storage_options, ticker, offered)
             finally:
                 if not extraction.done():
@@ -291,35 +299,9 @@ def _check_export_credentials(config: Config) -> None:
         raise ConfigError(problems, source=str(config.path) if config.path else None)
 
 
-@dataclass(slots=True)
-class _Extraction:
-    """The extraction running in the background, and an event per window it has to stage."""
-
-    task: asyncio.Future[None]
-    staged: dict[str, asyncio.Event]
-    restaged: dict[str, int]  # windows staged again -> the records the ledger had
-
-    async def ready(self, window_id: str) -> None:
-        """Returns once ``window_id`` is staged; raises what stopped the extraction."""
-        event = self.staged.get(window_id)
-        if event is None or event.is_set():
-            return
-        waiter: asyncio.Future[Any] = asyncio.ensure_future(event.wait())
-        try:
-            await asyncio.wait([waiter, self.task], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-        if not event.is_set():
-            self.task.result()  # the extraction failed: its error, not a hang
-            raise RuntimeError(f"extraction ended without staging {window_id}")
-
-    async def finished(self) -> None:
-        await self.task
-
-
 async def _identity_and_load(config: Config, settings: Any, upload: UploadSettings,
                              ledger: Ledger, counters: Counters, reporter: Reporter,
-                             extraction: _Extraction,
+                             extraction: Extraction,
                              storage_options: dict[str, Any] | None,
                              ticker: Ticker, key_digest: str | None) -> MigrateResult:
     workdir = config.run.workdir
@@ -583,7 +565,7 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
         counters.done = counters.sent = n
 
     ledger.set_meta(WROTE_KEY, str(attempt.number))  # files from here on: the folder is fixed
-    report = await asyncio.to_thread(sink.close, merged)
+    report = await close_sink(sink, merged)
     for window_id, counts in per_window.items():  # only now are the events in files
         ledger.mark_loaded(window_id, counts)
     counters.sent = report.events

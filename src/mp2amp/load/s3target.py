@@ -1,0 +1,96 @@
+"""Where the S3-import sink writes (``[amplitude] output_dir``): what its name allows, a
+probe that it can be written before any input is read (a run finds out otherwise only at
+its end, hours into an Export API run), and its failures as messages, not tracebacks."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import fsspec
+
+from mp2amp.errors import InputError, Mp2AmpError
+
+# object stores: a bucket is never created (a typo would get files Amplitude never reads)
+BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
+
+
+class SinkStopped(Exception):
+    """``close()`` was told to stop (the run is stopping): no further file is written."""
+
+
+def bucket_problems(target: str) -> list[str]:
+    """What in ``target``'s name Amplitude's import cannot take (from the name alone):
+    ``ConfigError`` problems of ``amplitude.output_dir``."""
+    bucket = re.match(r"s3a?://([^/]*)", target)
+    if bucket and "." in bucket.group(1):
+        return [f"bucket {bucket.group(1)!r}: Amplitude's S3 import cannot read a bucket "
+                "whose name contains a dot; set [amplitude] output_dir to a bucket without "
+                "one"]
+    return []
+
+
+@contextmanager
+def output_trouble(target: str) -> Iterator[None]:
+    """Any failure to list, read, write or delete in the output folder (no credentials,
+    access denied, no connection; botocore's errors are no OSError) as an ``InputError``
+    naming the folder and what to do, not a traceback."""
+    try:
+        yield
+    except (Mp2AmpError, SinkStopped):
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"cannot use the output folder {target} ([amplitude] output_dir): "
+            f"{type(exc).__name__}: {exc}; check the credentials (for s3://, "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE; for gs://, "
+            "GOOGLE_APPLICATION_CREDENTIALS) or storage options, and that they may list, write "
+            "and delete files there (for a local folder, its permissions), then run the same "
+            "`mp2amp migrate` command with --resume to go on") from exc
+
+
+def probe_output(target: str, storage_options: dict[str, Any] | None) -> None:
+    """Once before any input is read: the bucket exists (a local folder is made) and a
+    hidden probe file can be written and deleted there, as the run will do hours later."""
+    with output_trouble(target):
+        fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
+        root = root.rstrip("/")
+        bucket = bucket_of(fs, root)
+        if bucket is None:
+            make_local_folder(fs, root, target)
+        probe = f"{root}/.mp2amp-probe-{secrets.token_hex(6)}"  # no filterPattern takes it
+        try:
+            fs.pipe_file(probe, b"")
+        except FileNotFoundError:
+            if bucket is None:
+                raise
+            raise no_bucket(bucket, target) from None
+        fs.rm_file(probe)
+
+
+def protocols(fs: Any) -> tuple[str, ...]:
+    return fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+
+
+def bucket_of(fs: Any, root: str) -> str | None:
+    """The bucket of an object store's ``root``; None for a folder."""
+    return root.partition("/")[0] if BUCKET_PROTOCOLS & set(protocols(fs)) else None
+
+
+def make_local_folder(fs: Any, root: str, target: str) -> None:
+    try:
+        fs.makedirs(root, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the S3-import target {target}: {exc}; set "
+                         "[amplitude] output_dir to a folder that can be created") from exc
+
+
+def no_bucket(bucket: str, target: str) -> InputError:
+    return InputError(
+        f"the bucket {bucket!r} of the S3-import target {target} does not exist (or these "
+        "credentials cannot see it); mp2amp does not create buckets: create it (readable by "
+        "Amplitude's import) or correct [amplitude] output_dir, then run the same `mp2amp "
+        "migrate` command with --resume")
