@@ -19,7 +19,8 @@ Simplified ID Merge (``mode="simplified"``), as Mixpanel documents it:
 * An event with ``$user_id`` belongs to that user. Otherwise a non-``$device:``
   ``distinct_id`` that differs from ``$device_id`` is a user ID (backward compatibility,
   and exports re-key a linked device's events to its user). An export row whose
-  ``$distinct_id_before_identity`` is a ``$device:`` ID (or its ``$device_id``) was re-keyed
+  ``$distinct_id_before_identity`` (or ``$preshuffle_distinct_id``, as some reshuffled
+  copies name it) is a ``$device:`` ID (or its ``$device_id``) was re-keyed
   from the device: it is the device's anonymous event (device kept; no user_id with
   ``retroactive=False``).
 * A device is ``$device_id``, or the ``X`` of a ``distinct_id`` ``$device:X``.
@@ -43,8 +44,8 @@ Original ID Merge (``mode="original"``): a union-find over distinct IDs, fed by
   Mixpanel: a second alias of the same name to another cluster is refused;
   ``$merge``: every ID of ``$distinct_ids``;
 * ordinary events: ``$device_id`` + ``$user_id`` (refused like ``$identify``), and export
-  evidence that Mixpanel already merged: ``$distinct_id_before_identity`` vs
-  ``distinct_id``, and a re-keyed ``distinct_id`` vs ``$user_id``/``$device_id`` (refused
+  evidence that Mixpanel already merged: ``$distinct_id_before_identity`` (or
+  ``$preshuffle_distinct_id``) vs ``distinct_id``, and a re-keyed ``distinct_id`` vs ``$user_id``/``$device_id`` (refused
   like ``$identify`` when it would join two users: a server-side event for one user that
   names another's device is not a merge; a ``distinct_id`` the predicate accepts counts as
   a user beside a ``$device_id``).

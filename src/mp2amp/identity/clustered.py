@@ -1,9 +1,10 @@
 """Pass 2 for cluster-based identity (original ID merge and the Data Pipelines table).
 
 An event names up to four IDs: ``$user_id``, ``$distinct_id_before_identity`` (the ID it
-was ingested with, when Mixpanel re-keyed it), ``distinct_id`` (the cluster's canonical ID
-in exports, which may be an anonymous one) and ``$device_id``. The event's *own* ID is the
-ingested one: ``$distinct_id_before_identity`` when present, else ``distinct_id``.
+was ingested with, when Mixpanel re-keyed it; some reshuffled copies name it
+``$preshuffle_distinct_id``), ``distinct_id`` (the cluster's canonical ID in exports, which
+may be an anonymous one) and ``$device_id``. The event's *own* ID is the ingested one when
+present, else ``distinct_id``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mp2amp.identity.ids import distinct_id, strip_device
+from mp2amp.identity.ids import before_identity, distinct_id, strip_device
 from mp2amp.identity.junk import DEVICE_PREFIX, clean_id
 from mp2amp.models import Resolved
 
@@ -40,7 +41,7 @@ def resolve_clustered(
     user = clean_id(props.get("$user_id"))
     device = strip_device(clean_id(props.get("$device_id")))
     dist = distinct_id(props)
-    own_raw = clean_id(props.get("$distinct_id_before_identity")) or dist
+    own_raw = before_identity(props) or dist
     own_is_device = own_raw is not None and own_raw.startswith(DEVICE_PREFIX)
     own = strip_device(own_raw)
     dist_node = strip_device(dist)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mp2amp.errors import ConfigError, InvariantViolation
-from mp2amp.identity.ids import IDENTITY_EVENTS, ORIGINAL_EVENT, count_junk
+from mp2amp.identity.ids import BEFORE_IDENTITY, IDENTITY_EVENTS, ORIGINAL_EVENT, count_junk
 from mp2amp.identity.junk import default_user_id_predicate, forget_usable_ids
 from mp2amp.identity.original import OriginalIds
 from mp2amp.identity.report import IdentityReport
@@ -146,7 +146,8 @@ class IdentityGraph:
             (user is None or type(user) is str)
             and (device is None or type(device) is str)
             and (dist is None or type(dist) is str)
-            and "$distinct_id_before_identity" not in props
+            and BEFORE_IDENTITY[0] not in props
+            and BEFORE_IDENTITY[1] not in props
             and "mp_original_distinct_id" not in props
         ):
             key = (user, device, dist)

@@ -53,6 +53,16 @@ def distinct_id(props: dict[str, Any]) -> str | None:
     return value
 
 
+# The ID an event was ingested with, when Mixpanel re-keyed it in a reshuffle; reshuffled
+# copies name it either way (as transform/insert_id.py reads it)
+BEFORE_IDENTITY: Final = ("$distinct_id_before_identity", "$preshuffle_distinct_id")
+
+
+def before_identity(props: dict[str, Any]) -> str | None:
+    """The usable ID the event was ingested with before a reshuffle re-keyed it, if any."""
+    return clean_id(props.get(BEFORE_IDENTITY[0])) or clean_id(props.get(BEFORE_IDENTITY[1]))
+
+
 def count_junk(props: dict[str, Any], report: IdentityReport) -> None:
     """Count present-but-junk ID fields (pass 1 only, so each record is counted once)."""
     # read as distinct_id() reads it: a hot-shard event's blanked "" is not junk when the
@@ -73,8 +83,8 @@ def count_junk(props: dict[str, Any], report: IdentityReport) -> None:
 # builds the same graph as observing the records, and that no mode reads another property.
 IDENTITY_PROPERTIES: Final = (
     "time", "distinct_id", "mp_original_distinct_id", "$user_id", "$device_id",
-    "$distinct_id_before_identity", "$identified_id", "$anon_id", "$anon_distinct_id",
-    "alias", "$distinct_ids", "mp_original_event_name",
+    *BEFORE_IDENTITY, "$identified_id", "$anon_id", "$anon_distinct_id", "alias",
+    "$distinct_ids", "mp_original_event_name",
 )
 
 

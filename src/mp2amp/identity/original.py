@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mp2amp.identity.clustered import MISSING, resolve_clustered
-from mp2amp.identity.ids import distinct_id, event_seconds
+from mp2amp.identity.ids import before_identity, distinct_id, event_seconds
 from mp2amp.identity.junk import DEVICE_PREFIX, clean_id
 from mp2amp.identity.report import IdentityReport
 from mp2amp.identity.store import BatchWriter, CachedLookup, ScratchDb, cache_entries
@@ -107,7 +107,7 @@ class OriginalIds:
         dist = distinct_id(props)
         if dist is None:
             return
-        before = clean_id(props.get("$distinct_id_before_identity"))
+        before = before_identity(props)
         if before is not None and before != dist:
             add(CANONICAL, *_node(dist, 0), *_node(before, 0), t)
         if dist.startswith(DEVICE_PREFIX) or dist == device:

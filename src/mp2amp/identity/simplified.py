@@ -8,7 +8,8 @@ dict until it holds more than the memory budget, then in SQLite (table ``dev``),
 small cache in front of the per-event writes.
 
 An export row Mixpanel re-keyed from its device to the device's user
-(``$distinct_id_before_identity`` a ``$device:`` ID, or the ``$device_id``) is the
+(``$distinct_id_before_identity`` or ``$preshuffle_distinct_id`` a ``$device:`` ID, or
+the ``$device_id``) is the
 device's anonymous event: it keeps that device, and ``retroactive=False`` withholds the
 user as from any anonymous event.
 """
@@ -19,7 +20,7 @@ import heapq
 from collections.abc import Callable
 from typing import Any
 
-from mp2amp.identity.ids import distinct_id, event_seconds, strip_device
+from mp2amp.identity.ids import before_identity, distinct_id, event_seconds, strip_device
 from mp2amp.identity.junk import DEVICE_PREFIX, clean_id
 from mp2amp.identity.report import EXAMPLES, IdentityReport, note
 from mp2amp.identity.store import BatchWriter, CachedLookup, ScratchDb, cache_entries
@@ -149,7 +150,7 @@ class SimplifiedIds:
             if device is None:
                 device = strip_device(dist)
             dist = None
-        before = clean_id(props.get("$distinct_id_before_identity"))
+        before = before_identity(props)
         rekeyed_to: str | None = None  # the user Mixpanel re-keyed an anonymous event to
         if before is not None and (before.startswith(DEVICE_PREFIX) or before == device):
             # ingested under its device: anonymous, whatever user the export names

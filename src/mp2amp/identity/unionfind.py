@@ -28,7 +28,7 @@ REKEYED = 16
 MERGE = 0  # $merge: explicit, joins anything (cap permitting)
 ALIAS = 1  # $create_alias
 IDENTIFY = 2  # $identify: refused when the anonymous ID already belongs to another user
-CANONICAL = 3  # export evidence: $distinct_id_before_identity
+CANONICAL = 3  # export evidence: $distinct_id_before_identity (or $preshuffle_distinct_id)
 DEVICE_USER = 4  # an ordinary event carrying both $device_id and $user_id
 INFERRED = 5  # export evidence: a distinct_id other than the event's $device_id/$user_id
 # (re-keyed by a merge, or a server-side event naming a device: not proof enough to join

@@ -443,7 +443,8 @@ class Transformer:
                             else None, result)
             return out
         except ValueProblem as problem:
-            return Rejection(problem.reason, str(problem), field=source_field(problem.field, record))
+            return Rejection(problem.reason, str(problem),
+                             field=source_field(problem.field, record, self._plan))
         except Exception as exc:  # never let one record stop the run; tests assert on it
             return Rejection("transform_error", f"{type(exc).__name__}: {exc}"[:300])
 

@@ -2,7 +2,7 @@
 
 Within Amplitude's limits: at most 5 group types and 10 group names per event; a name is a
 non-blank string cut to 1024 characters or an integral number as text. What is cut off is
-counted under ``groups_over_limit``.
+counted under ``groups_over_limit``, once per event whatever was cut.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def groups_of(props: dict[str, Any], keys: tuple[str, ...], counts: Counter[str]
             return {keys[0]: name[:MAX_STRING]} if name else {}
     groups: dict[str, Any] = {}
     budget = MAX_GROUP_VALUES
+    cut = False  # counted once per event: groups_over_limit counts events, not names
     for key in keys:
         value = props[key]
         names = [group_name(v) for v in value] if type(value) is list else [group_name(value)]
@@ -32,13 +33,15 @@ def groups_of(props: dict[str, Any], keys: tuple[str, ...], counts: Counter[str]
         if not usable:
             continue  # nothing to send: a full event cuts nothing here
         if len(groups) == MAX_GROUP_TYPES or budget == 0:
-            counts["groups_over_limit"] += 1
+            cut = True
             break
         if len(usable) > budget:
-            counts["groups_over_limit"] += 1
+            cut = True
             usable = usable[:budget]
         budget -= len(usable)
         groups[key] = usable if type(value) is list else usable[0]
+    if cut:
+        counts["groups_over_limit"] += 1
     return groups
 
 

@@ -96,7 +96,7 @@ def coerce_value(value: Any, kind: PropType, *, convert: bool) -> Any:
         if isinstance(value, float):
             return js_number_text(value)
         if isinstance(value, int):
-            return str(value)
+            return int_text(value)
         # Lists and objects have no single obvious string form; refuse rather than guess.
         raise _Mismatch
     if kind in ("number", "integer"):
@@ -133,6 +133,22 @@ def coerce_value(value: Any, kind: PropType, *, convert: bool) -> Any:
         if isinstance(parsed, dict) and parsed == json.loads(value):
             return parsed
     raise _Mismatch
+
+
+def int_text(value: int) -> str:
+    """An integer as text: past 2**53, one a double holds exactly (2**60) as the equal float
+    is written, so one number has one spelling; any other keeps every digit (not lost)."""
+    if abs(value) > _EXACT_INT:
+        try:
+            as_float = float(value)
+        except OverflowError:  # past a double's range: no float spelling to agree with
+            return str(value)
+        if as_float == value:
+            return js_number_text(as_float)
+    return str(value)
+
+
+_EXACT_INT = 2**53  # every integer up to here is exactly a double, written with all digits
 
 
 def js_number_text(value: float) -> str:
@@ -224,6 +240,14 @@ class TrackingPlan:
     @classmethod
     def keep_all(cls) -> TrackingPlan:
         return cls({}, {}, "keep")
+
+    def renames(self, event_name: str) -> dict[str, str | None]:
+        """Each property the plan renames or drops for ``event_name`` -> its new name (None:
+        dropped): how a problem found later is traced back to the record's name."""
+        rule = self.events.get(event_name)
+        rules = {**self.properties, **rule.properties} if rule is not None else self.properties
+        return {key: None if r.drop else r.rename for key, r in rules.items()
+                if r.drop or r.rename}
 
     @property
     def changes_events(self) -> bool:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from mp2amp.errors import Rejection
+from mp2amp.transform.hotshard import ORIGINAL_DISTINCT_ID, ORIGINAL_EVENT
 from mp2amp.transform.mapping import RULES
 from mp2amp.transform.values import MAX_STRING, ValueProblem
 
@@ -14,6 +16,8 @@ RESERVED_EVENT_TYPES = frozenset({
     "[Amplitude] Revenue (Verified)", "[Amplitude] Revenue (Unverified)",
     "[Amplitude] Merged User", "$identify", "$groupidentify",
 })
+
+_HOTSHARD_KEEPS = (ORIGINAL_EVENT, ORIGINAL_DISTINCT_ID)  # the restore takes them out
 
 # Amplitude's name -> the Mixpanel properties that may give it (top-level fields and the
 # readable names default properties are kept as), in the mapping's order
@@ -38,30 +42,63 @@ def not_an_event(record: object) -> Rejection:
                      field="event")
 
 
-def source_field(field: str | None, record: Any) -> str | None:
+class PlanRenames(Protocol):
+    """What ``source_field`` needs of the tracking plan (``TrackingPlan``)."""
+
+    def renames(self, event_name: str) -> Mapping[str, str | None]: ...
+
+
+def source_field(field: str | None, record: Any, plan: PlanRenames | None = None) -> str | None:
     """Where in the Mixpanel record a value problem is, for the user to fix it there:
     ``properties.$browser`` rather than the ``os_name`` or ``event_properties.browser`` it
-    would have become; ``field`` itself when it cannot be traced."""
-    if field == "event_type":  # the name Amplitude gives the record's ``event``
-        return "event"
+    would have become, the record's name of a property the plan renamed, a hot-shard
+    event's ``mp_original_event_name``; ``field`` itself when it cannot be traced."""
     props = record.get("properties") if type(record) is dict else None
+    if field == "event_type":  # the name Amplitude gives the record's (restored) event
+        return f"properties.{ORIGINAL_EVENT}" if type(props) is dict \
+            and ORIGINAL_EVENT in props else "event"
     if field is None or type(props) is not dict:
         return field
+    names = _record_names(record, props, plan)
     section, dot, rest = field.partition(".")
-    name, tail = (rest, "") if dot and section in ("event_properties", "user_properties") \
+    name, tail = (rest, "") if dot and section in _SECTIONS \
         else (field, "") if not dot else (None, "")
     if name is None:
         return field
     if dot:  # a property kept under its own name (or nested in one): the longest that fits
-        for key in sorted((k for k in props if type(k) is str), key=len, reverse=True):
+        for key in sorted(names, key=len, reverse=True):
             if name == key or name.startswith((key + ".", key + "[")):  # an object or list
-                return f"properties.{key}{name[len(key):]}"
+                return f"properties.{names[key]}{name[len(key):]}"
+        if section == "properties":  # already the record's, or not in it
+            return field
         cut = min((i for i in (name.find("."), name.find("[")) if i >= 0), default=len(name))
         name, tail = name[:cut], name[cut:]
     for source in _SOURCES.get(name, ()):
-        if source in props:
-            return f"properties.{source}{tail}"
+        if source in names:
+            return f"properties.{names[source]}{tail}"
     return field
+
+
+_SECTIONS = ("event_properties", "user_properties", "properties")
+
+
+def _record_names(record: dict[str, Any], props: dict[str, Any], plan: PlanRenames | None,
+                  ) -> dict[str, str]:
+    """Each property name the mapping saw (after the hot-shard restore and the plan) -> its
+    name in the record. Only on the error path: the hot path never builds it."""
+    names = {k: k for k in props if type(k) is str and k not in _HOTSHARD_KEEPS}
+    if ORIGINAL_DISTINCT_ID in props:  # the restore's distinct_id
+        names["distinct_id"] = ORIGINAL_DISTINCT_ID
+    event = props.get(ORIGINAL_EVENT, record.get("event"))
+    renames = plan.renames(event) if plan is not None and type(event) is str else None
+    if not renames:
+        return names
+    out: dict[str, str] = {}
+    for name, given in names.items():
+        new = renames.get(name, name)
+        if new is not None:  # a dropped property is in no problem
+            out[new] = given
+    return out
 
 
 def usable_ids(user_id: str | None, device_id: str | None,
