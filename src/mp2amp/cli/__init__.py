@@ -8,6 +8,7 @@ structured results and print them with ``--json`` or as a rich table.
 from __future__ import annotations
 
 import importlib
+import signal
 
 import typer
 
@@ -57,4 +58,13 @@ for _name in _COMMAND_MODULES:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if exc.code in (130, 143):
+            # A run stopped by Ctrl-C or SIGTERM exits now (its pools and threads take a
+            # moment): a second signal must not turn the exit code it announced into a
+            # death by signal (-15 to a Python caller, "killed" to systemd).
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise
