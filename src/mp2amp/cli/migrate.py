@@ -182,8 +182,12 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                 print_json(result.as_dict())
                 return
             states = ", ".join(f"{k} {v}" for k, v in sorted(result.states.items()))
+            unsettled = result.batches["in_flight"]
+            # in flight only while a run holds the folder; after a stop they wait for --resume
+            flight = f"in flight {unsettled}" if result.running_pid is not None or not unsettled \
+                else f"sent but not confirmed {unsettled} (sent again by --resume)"
             console.print(f"ledger {escape(str(result.ledger))}: windows {states}; batches done "
-                          f"{result.batches['done']}, in flight {result.batches['in_flight']}")
+                          f"{result.batches['done']}, {flight}")
             _render_totals(result.totals, "complete" if result.complete else
                            "loaded; parked events wait for Amplitude's daily quota: run "
                            "`mp2amp migrate --resume` later" if result.loaded else "in progress")
