@@ -21,10 +21,10 @@ from mp2amp.extract.jsonarray import _BAD_BYTE, MAX_ELEMENT_CHARS, TOO_DEEP, Rea
 from mp2amp.models import SourceRecord
 
 CHUNK = 1 << 20
-_WS = " \t\r\n"
+_WS = " \t\r\n\ufeff"  # a BOM: files joined with cat each start with theirs
 _NEAR_END = 16
 # a value opened at a line's first column: such files indent everything nested
-_TOP_LEVEL = re.compile(r"\n[{\[]")
+_TOP_LEVEL = re.compile("\n\ufeff?[{\\[]")
 
 
 def is_pretty(first: bytes) -> bool:

@@ -15,6 +15,7 @@ import glob
 import itertools
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from mp2amp.extract.gzstream import (
 from mp2amp.extract.jsonarray import iter_array
 from mp2amp.extract.lines import parse_lines, split_lines
 from mp2amp.extract.pipelines import (
-    glob_match_wanted,
+    glob_left_out,
     is_pipeline_row,
     legacy_slice,
     select_event_files,
@@ -40,7 +41,7 @@ from mp2amp.extract.pipelines import (
     to_export_shape,
     unfinished_slices,
 )
-from mp2amp.extract.remote_glob import remote_glob
+from mp2amp.extract.remote_glob import remote_glob, without_folder_objects
 from mp2amp.models import UTC_TIME_MARK, SourceRecord
 
 log = logging.getLogger("mp2amp.extract")
@@ -276,9 +277,9 @@ def _has_magic(path: str) -> bool:
 def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
     if _has_magic(path) and not os.path.lexists(path):  # 'day [1].jsonl' is a name
         found = sorted(glob.glob(path, recursive=True))
-        matches = [m for m in found if glob_match_wanted(_below_literal(path, m), every_file)]
-        if not matches:
+        if not found:
             raise InputError(f"no file matches {path}; check the pattern and run again")
+        matches = _glob_inputs(path, found, every_file)
     else:
         matches = [path]
     out: list[SourceFile] = []
@@ -303,19 +304,33 @@ def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
             raise InputError(f"{match} is {why}; fix the link or leave it out of the "
                              "inputs, and run again")
         elif os.path.lexists(match):  # a link to one too: /dev/stdin, say
-            raise InputError(f"{match} is not a regular file (a device, socket or pipe: it "
-                             "is read twice, and more than once on --resume); save it to a "
-                             "file, or leave it out of the inputs, and run again")
+            raise _not_regular(match)
         else:
             raise InputError(f"{match} does not exist; check the path and run again")
     return out
 
 
-def _below_literal(pattern: str, match: str) -> str:
-    """``match``'s path below the pattern's parts before its first wildcard."""
+def _glob_inputs(pattern: str, found: list[str], every_file: bool, shown: str | None = None,
+                 shown_as: Callable[[str], str] = str) -> list[str]:
+    """The glob's matches that are inputs by a folder's rules (``glob_left_out``); when
+    there are none, ``InputError`` naming what was left out and why (``ls`` shows them:
+    "no file matches" sent people looking for a typo)."""
     parts = pattern.replace(os.sep, "/").split("/")
     literal = next((i for i, part in enumerate(parts) if _has_magic(part)), len(parts))
-    return "/".join(match.replace(os.sep, "/").split("/")[literal:])
+    kept, left_out = [], []
+    for match in found:
+        why = glob_left_out("/".join(match.replace(os.sep, "/").split("/")[literal:]),
+                            every_file, parts[literal:])
+        if why is None:
+            kept.append(match)
+        else:
+            left_out.append(f"{shown_as(match)} ({why})")
+    if not kept:
+        more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+        raise InputError(f"{shown or pattern} matches only what is left out of the inputs by "
+                         f"rule: {'; '.join(left_out[:5])}{more}. Name a file to read it "
+                         "anyway, or change the pattern, and run again")
+    return kept
 
 
 def _is_loop(path: str) -> bool:
@@ -354,12 +369,44 @@ def _local_tree(root: str, every_file: bool = False) -> list[str]:
         raise InputError(f"cannot list {exc.filename}, inside the input folder {root}: "
                          f"{exc.strerror or exc}; fix its permissions and run again")
 
-    for dirpath, _dirs, names in os.walk(root, onerror=unlistable):
+    # linked folders too (an archive mounted elsewhere, linked in): a '**' glob follows
+    # them, and their files were lost without a word; each real folder is listed once,
+    # so a link back up the tree ends
+    visited: set[str] = set()
+    for dirpath, dirs, names in os.walk(root, onerror=unlistable, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            dirs[:] = []
+            continue
+        visited.add(real)
         for name in names:
             rel = os.path.relpath(os.path.join(dirpath, name), root)
             rels.append(rel.replace(os.sep, "/"))
-    return _selected(os.path.abspath(root).replace(os.sep, "/"), rels, every_file,
-                     f"directory {root}")
+    files = _selected(os.path.abspath(root).replace(os.sep, "/"), rels, every_file,
+                      f"directory {root}")
+    for rel in files:
+        _refuse_special(os.path.join(root, rel), root)
+    return files
+
+
+def _refuse_special(path: str, folder: str | None = None) -> None:
+    """``InputError`` for a pipe, socket or device: opened to be sniffed, a pipe waited for
+    a writer (the run hung), and such a file cannot be read again on --resume. A path
+    that cannot be looked up (a dangling link) is named when it is read."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        raise _not_regular(path, folder)
+
+
+def _not_regular(path: str, folder: str | None = None) -> InputError:
+    inside = "" if folder is None else f", inside the input folder {folder}"
+    where = "move it out of the folder" if folder is not None else "leave it out of the inputs"
+    return InputError(f"{path}{inside} is not a regular file (a device, socket or pipe: it "
+                      "is read twice, and more than once on --resume); save it to a file, or "
+                      f"{where}, and run again")
 
 
 def _selected(root: str, rels: list[str], every_file: bool, what: str,
@@ -375,8 +422,8 @@ def _selected(root: str, rels: list[str], every_file: bool, what: str,
         return files
     files = select_event_files(rels, root)
     if not files:
-        raise InputError(f"{what} contains no event files (.json, .jsonl, .gz, or a Data "
-                         "Pipelines mp_master_event tree); check the path")
+        raise InputError(f"{what} contains no event files (.json, .jsonl, .ndjson or .gz "
+                         "files, or a Data Pipelines mp_master_event tree); check the path")
     unfinished = unfinished_slices([f"{root}/{f}" for f in files],
                                    [f"{root}/{r}" for r in rels])
     if unfinished:
@@ -436,18 +483,20 @@ def _raw_gcs_reads(options: StorageOptions) -> StorageOptions:
 def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceFile]:
     try:
         if _has_magic(path) and not fs.exists(path):  # a key holding '[' is a name
-            matches = {m: i for m, i in remote_glob(fs, path).items() if glob_match_wanted(
-                _below_literal(fs._strip_protocol(path), m), every_file)}
-            if not matches:
+            found = remote_glob(fs, path)
+            if not found:
                 raise InputError(f"no object matches {path}; check the pattern and run again")
+            kept = _glob_inputs(fs._strip_protocol(path), list(found), every_file, path,
+                                fs.unstrip_protocol)
+            matches = {m: found[m] for m in kept}
         else:
             matches = {path: _remote_info(fs, path)}
         out: list[SourceFile] = []
         for match, info in sorted(matches.items()):
             if info.get("type") == "directory":
                 root = fs._strip_protocol(match).rstrip("/")
-                listing = {name[len(root) + 1:]: entry
-                           for name, entry in fs.find(root, detail=True).items()}
+                listing = {name[len(root) + 1:]: entry for name, entry in
+                           without_folder_objects(fs.find(root, detail=True)).items()}
                 files = _selected(root, list(listing), every_file, fs.unstrip_protocol(
                     root) if _has_magic(path) else path, fs.unstrip_protocol)
                 out.extend(_remote_file(fs.unstrip_protocol(f"{root}/{rel}"), fs, listing[rel])

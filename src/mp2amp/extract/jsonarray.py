@@ -37,6 +37,10 @@ TOO_DEEP = ("nests arrays and objects too deeply to be read (Amplitude keeps 40 
             "flatten it")
 MAX_ELEMENT_CHARS = 64 << 20
 _WS = " \t\r\n"
+# between top-level arrays a file joined from several (`cat a.json b.json`) holds each
+# one's UTF-8 byte order mark too
+BOM = "\ufeff"
+_WS_BETWEEN = _WS + BOM
 # surrogateescape turns each invalid UTF-8 byte into one of these (never valid text)
 _BAD_BYTE = re.compile("[\udc80-\udcff]")
 # what matters when skipping a bad element: outside strings, and inside them
@@ -142,11 +146,11 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 pos = i - 1
                 return start
 
-    def skip_ws() -> bool:
-        """Advance past whitespace; False at the end of the input."""
+    def skip_ws(ws: str = _WS) -> bool:
+        """Advance past whitespace (``ws``); False at the end of the input."""
         nonlocal pos
         while True:
-            while pos < len(buf) and buf[pos] in _WS:
+            while pos < len(buf) and buf[pos] in ws:
                 pos += 1
             if pos < len(buf):
                 return True
@@ -164,7 +168,7 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
         )
         return SourceRecord(source, line, None, rej)
 
-    if not skip_ws() or buf[pos] != "[":
+    if not skip_ws(_WS_BETWEEN) or buf[pos] != "[":
         yield broken(1, "is missing: the file does not start with '['")
         return
     pos += 1
@@ -176,7 +180,7 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
             return
         if buf[pos] == "]":
             pos += 1
-            if not skip_ws():
+            if not skip_ws(_WS_BETWEEN):
                 return
             if buf[pos] != "[":
                 yield broken(index + 1, "follows the closing ']' (one array per file)")

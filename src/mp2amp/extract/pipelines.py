@@ -20,7 +20,9 @@ are (both pipelines write UTC, also for projects created before 2023).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from typing import Any
 
 import orjson
@@ -78,17 +80,24 @@ def select_table_files(relatives: list[str]) -> list[str]:
     return sorted((r for r in relatives if wanted(r)), key=natural_key)
 
 
-def glob_match_wanted(relative: str, every_file: bool) -> bool:
-    """Whether a glob's match (its path below the pattern's literal part: a file or a
-    folder) is an input by the rules a folder's listing follows: not a marker, a "_" name
-    or in a "_" folder, nor (for events) another table's folder or in one.
-    Extensionless names stay: a glob naming them (``part-*``) means them."""
+def glob_left_out(relative: str, every_file: bool, pattern: Sequence[str] = ()) -> str | None:
+    """Why a glob's match (its path below the pattern's literal part: a file or a folder)
+    is not an input by the rules a folder's listing follows, or ``None`` when it is: a
+    marker, a "_" name or in a "_" folder, for events another table's folder or in one.
+    ``pattern``: the pattern's parts from its first wildcard on. A part of it starting
+    with '_' names such names, as one starting with '.' names hidden ones (the glob's own
+    rule); extensionless names stay: a glob naming them (``part-*``) means them."""
     parts = [p for p in relative.split("/") if p]
     if parts and parts[-1] in MARKER_NAMES:
-        return False
-    # hidden names: the glob's own rule decides (a pattern part starting with '.' takes them)
-    return not any(p.startswith("_") or (not every_file and p in NOT_EVENT_DIRS)
-                   for p in parts)
+        return "a marker file, which holds no records"
+    underscored = [p for p in pattern if p.startswith("_")]
+    for part in parts:
+        if part.startswith("_") and not any(fnmatchcase(part, p) for p in underscored):
+            return ("a '_' name or in a '_' folder: unfinished writes (Spark's _temporary) "
+                    "are left out unless a pattern part starting with '_' names them")
+        if not every_file and part in NOT_EVENT_DIRS:
+            return f"in {part}/, which holds no events"
+    return None
 
 
 def legacy_slice(path: str) -> str | None:

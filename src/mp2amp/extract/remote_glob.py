@@ -3,7 +3,8 @@
 fsspec's glob takes names a local glob leaves out: hidden ones (``.DS_Store``, Spark's
 ``.crc`` files), and the zero-byte "folder" objects the AWS and GCS consoles' "Create
 folder" leaves (``ev/``), which ``**`` lists as files: as windows they were looked up as
-folders and stopped the run as missing.
+folders and stopped the run as missing. A folder's listing (``fs.find``) holds them too:
+``without_folder_objects`` drops them from both.
 """
 
 from __future__ import annotations
@@ -22,13 +23,20 @@ def remote_glob(fs: Any, pattern: str) -> dict[str, dict[str, Any]]:
         return {}
     if folders_only:
         found = {name: info for name, info in found.items() if info.get("type") == "directory"}
-    parents = {name.rstrip("/").rpartition("/")[0] for name in found}
-    found = {name: info for name, info in found.items()
-             if not (info.get("type") != "directory" and not info.get("size")
-                     and (name.endswith("/") or name.rstrip("/") in parents))}
+    found = without_folder_objects(found)
     parts = fs._strip_protocol(pattern).split("/")
     first = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
     if any(part.startswith(".") for part in parts[first:]):
         return found
     return {name: info for name, info in found.items()
             if not any(part.startswith(".") for part in name.split("/")[first:])}
+
+
+def without_folder_objects(listing: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A listing (glob or find) without the consoles' zero-byte folder objects: named with
+    a trailing '/', or (as some stores list them) the parent of another entry. Read as
+    files they became windows looked up as folders, which stopped the run as missing."""
+    parents = {name.rstrip("/").rpartition("/")[0] for name in listing}
+    return {name: info for name, info in listing.items()
+            if not (info.get("type") != "directory" and not info.get("size")
+                    and (name.endswith("/") or name.rstrip("/") in parents))}
