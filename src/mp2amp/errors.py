@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import math
+import re
 import time
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -204,3 +205,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
             when = when.replace(tzinfo=datetime.UTC)
         return max(0.0, when.timestamp() - (time.time() if now is None else now))
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+# ``scheme://userinfo@``: credentials written into a URL (api_host = "https://u:p@proxy")
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#'\"]*@")
+
+
+def redact_userinfo(text: str) -> str:
+    """``text`` with the credentials of every URL in it shown as ``***``: messages name
+    api_host, and a user:password written into it must not reach logs and terminals."""
+    return _URL_USERINFO.sub(r"\1***@", text)

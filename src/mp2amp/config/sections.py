@@ -15,7 +15,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from mp2amp.errors import ConfigError
+from mp2amp.errors import ConfigError, redact_userinfo
 from mp2amp.load.batcher import REQUEST_LIMIT_BYTES
 from mp2amp.load.settings import region_conflict
 from mp2amp.transform.configured import ambiguous
@@ -84,7 +84,7 @@ def _timezone(value: str) -> str | None:
 def _host(value: str) -> str | None:
     """An http(s) URL a request can be made to: a host, and a port of 1..65535 if given
     (a bad one only showed after minutes of backoff)."""
-    bad = f"{value!r} is not an http(s) URL like 'http://127.0.0.1:8040'"
+    bad = f"{redact_userinfo(value)!r} is not an http(s) URL like 'http://127.0.0.1:8040'"
     if not re.match(r"^https?://[^/\s]+", value):
         return bad
     try:
@@ -95,6 +95,18 @@ def _host(value: str) -> str | None:
     if not parts.hostname or port == 0:
         return f"{bad} (no host, or port 0)"
     return None
+
+
+def _mixpanel_host(value: str) -> str | None:
+    """``_host``, without credentials in the URL: Mixpanel's requests carry their own
+    Authorization (MIXPANEL_SERVICE_ACCOUNT or MIXPANEL_SECRET), which the HTTP client
+    cannot combine with a user:password in the URL (it stopped the run with a traceback)."""
+    problem = _host(value)
+    if problem is None and urlsplit(value).username is not None:
+        return (f"{redact_userinfo(value)!r} carries credentials (user:password@): Mixpanel's "
+                "come only from MIXPANEL_SERVICE_ACCOUNT or MIXPANEL_SECRET; remove them "
+                "from the URL")
+    return problem
 
 
 def _regex(value: str) -> str | None:
@@ -133,7 +145,7 @@ class TimezoneChange:
 class MixpanelConfig:
     project_id: int | None = field(default=None, metadata=_check(_positive))
     region: Literal["us", "eu", "in"] = "us"
-    api_host: str | None = field(default=None, metadata=_check(_host))
+    api_host: str | None = field(default=None, metadata=_check(_mixpanel_host))
     timezone: str = field(default="UTC", metadata=_check(_timezone))
     legacy_time: bool = False
     timezone_changes: tuple[TimezoneChange, ...] = ()
@@ -190,7 +202,9 @@ class SourceConfig:
 
 @dataclass(frozen=True, slots=True)
 class AmplitudeConfig:
-    region: Literal["us", "eu"] = "us"
+    # Unset: api_host's data center when it is Amplitude's own host, else the US. Only a
+    # region given is checked against an Amplitude api_host (region_conflict).
+    region: Literal["us", "eu"] | None = None
     api_host: str | None = field(default=None, metadata=_check(_host))
     endpoint: Literal["batch", "httpapi"] = "batch"
     output_dir: str | None = field(default=None, metadata=_LOCATIONS)

@@ -32,6 +32,7 @@ from mp2amp.errors import (
     TransientError,
     classify_http,
     parse_retry_after,
+    redact_userinfo,
 )
 from mp2amp.extract.api import MixpanelSettings, forbidden_message
 from mp2amp.extract.ratelimit import RateLimiter, RetryBudget
@@ -152,7 +153,8 @@ class EngagePager:
         except Mp2AmpError:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ConnectionLost(f"engage page {page}: {type(exc).__name__}: {exc}") from exc
+            raise ConnectionLost(f"engage page {page}: {type(exc).__name__}: "
+                                 f"{redact_userinfo(str(exc))}") from exc
         try:
             body = json.loads(raw)
         except ValueError as exc:

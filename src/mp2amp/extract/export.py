@@ -43,6 +43,7 @@ from mp2amp.errors import (
     Unreachable,
     classify_http,
     parse_retry_after,
+    redact_userinfo,
 )
 from mp2amp.extract.api import RESUME_KEEPS, MixpanelSettings, forbidden_message
 from mp2amp.extract.lines import (
@@ -277,11 +278,11 @@ async def fetch_window(
             if isinstance(exc, Unreachable) and not limiter.answered \
                     and requests >= UNREACHABLE_ATTEMPTS:
                 # a wrong api_host or port: backing off through max_attempts took minutes
-                raise TerminalError(
+                raise TerminalError(redact_userinfo(
                     f"cannot connect to Mixpanel at {settings.export_url} ({exc.__cause__}), "
                     f"{requests} times and never since this run started: check [mixpanel] "
                     "api_host or region and the network, then run the same `mp2amp migrate` "
-                    "command with --resume (nothing was lost)") from None
+                    "command with --resume (nothing was lost)")) from None
             delay = budget.delay(exc)
             if isinstance(exc, RateLimited):
                 limiter.pause(delay)  # everyone waits, not just this window
@@ -334,14 +335,14 @@ async def _fetch_once(
             counted = await _stream_to_file(resp, part, span)
         done = True
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-        raise StreamInterrupted(f"the export stream of {span} broke off ({exc}); fetching the "
-                                f"whole {span.what} again") from exc
+        raise StreamInterrupted(f"the export stream of {span} broke off ({_shown(exc)}); "
+                                f"fetching the whole {span.what} again") from exc
     except aiohttp.ClientConnectorError as exc:  # no connection at all: refused, no route
-        raise Unreachable(f"export of {span}: {type(exc).__name__}: {exc}; fetching the "
-                          f"whole {span.what} again") from exc
+        raise Unreachable(f"export of {span}: {type(exc).__name__}: {_shown(exc)}; fetching "
+                          f"the whole {span.what} again") from exc
     except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-        raise ConnectionLost(f"export of {span}: {type(exc).__name__}: {exc}; fetching the "
-                             f"whole {span.what} again") from exc
+        raise ConnectionLost(f"export of {span}: {type(exc).__name__}: {_shown(exc)}; "
+                             f"fetching the whole {span.what} again") from exc
     finally:
         if not done:  # failed, or cancelled: never leave half a window behind
             with contextlib.suppress(OSError):
@@ -500,12 +501,18 @@ def _raise_disk_error(part: Path, exc: OSError) -> NoReturn:
 _NOT_AN_EXPORT = frozenset({"text/html", "application/xhtml+xml"})
 
 
+def _shown(exc: BaseException) -> str:
+    """An aiohttp error's text for a message: some (InvalidURL, a redirect's error) hold the
+    URL, with any user:password written into api_host."""
+    return redact_userinfo(str(exc))
+
+
 def _page_not_export(span: Days, body: bytes, settings: MixpanelSettings) -> ServerError:
     snippet = " ".join(body.decode("utf-8", "replace").split())[:120] or "(empty)"
     return ServerError(f"Mixpanel export of {span} answered 200 with a web page, not events "
                        f"({snippet!r}): a proxy, a captive portal or a wrong mixpanel.api_host "
-                       f"({settings.export_url})? Nothing of it was kept; fetching the whole "
-                       f"{span.what} again", status=200)
+                       f"({redact_userinfo(settings.export_url)})? Nothing of it was kept; "
+                       f"fetching the whole {span.what} again", status=200)
 
 
 def _http_error(status: int, body: str, retry_after_header: str | None, day: Days,

@@ -22,6 +22,7 @@ from mp2amp.errors import (
     ServerError,
     TransientError,
     classify_http,
+    redact_userinfo,
 )
 
 SERVICE = "Amplitude"
@@ -236,23 +237,27 @@ def _not_amplitudes(status: int, body: bytes | str) -> Verdict:
 
 
 def _is_amplitudes_4xx(doc: Mapping[str, Any]) -> bool:
-    """Whether a 4xx body is Amplitude's JSON object: it always carries ``code`` and
-    ``error``; one of them (or a field naming events) is enough to trust it."""
-    return any(key in doc for key in AMPLITUDE_4XX_KEYS)
+    """Whether a 400 body is Amplitude's JSON object. Every Amplitude 400 of the reference
+    (amplitude-api.md §1.8, §2.3) carries ``"code": 400`` and an ``error`` text; a field only
+    Amplitude sends is enough too. ``error`` alone is not: web frameworks' default 400 bodies
+    (Spring ``{"status":400,"error":"Bad Request",...}``, Rails) carry one, and taking theirs
+    for Amplitude's would dead-letter every batch of the run."""
+    if any(key in doc for key in AMPLITUDE_4XX_KEYS):
+        return True
+    return _int(doc.get("code")) == 400 and isinstance(doc.get("error"), str)
 
 
 # Fields only Amplitude's 400/429 bodies carry (amplitude-api.md §1.8, §2.3).
-AMPLITUDE_4XX_KEYS = ("code", "error", "missing_field", *INDEX_LISTS, "silenced_events",
-                      "silenced_devices", "throttled_events", "throttled_devices",
-                      "throttled_users", "exceeded_daily_quota_devices",
-                      "exceeded_daily_quota_users")
+AMPLITUDE_4XX_KEYS = ("missing_field", *INDEX_LISTS, "silenced_events", "silenced_devices",
+                      "throttled_events", "throttled_devices", "throttled_users",
+                      "exceeded_daily_quota_devices", "exceeded_daily_quota_users")
 
 
 def _foreign_400(body: bytes | str, url: str) -> Verdict:
     """A 400 whose body is not Amplitude's JSON: a web server or proxy at ``api_host``
     (nginx's "plain HTTP request was sent to HTTPS port"). It would answer every request
     the same, so dead-lettering each batch would empty the migration: stop, like a 404."""
-    where = url or "amplitude.api_host"
+    where = redact_userinfo(url) if url else "amplitude.api_host"
     message = (f"{where} answered 400 with a body that is not Amplitude's JSON "
                f"({_snippet(body)!r}): a proxy or web server, not Amplitude's API, answers "
                "there (http:// to an https port?)")
@@ -262,7 +267,7 @@ def _foreign_400(body: bytes | str, url: str) -> Verdict:
 
 
 def _at(url: str) -> str:
-    return f" at {url}" if url else ""
+    return f" at {redact_userinfo(url)}" if url else ""
 
 
 def _snippet(body: bytes | str) -> str:

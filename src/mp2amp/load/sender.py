@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 from isal import isal_zlib
 
-from mp2amp.errors import ConnectionLost, TerminalError, parse_retry_after
+from mp2amp.errors import ConnectionLost, TerminalError, parse_retry_after, redact_userinfo
 from mp2amp.load.batcher import ENVELOPE_BYTES
 from mp2amp.load.observer import Submitted, parked_key
 from mp2amp.load.packed import OpenBody
@@ -195,11 +195,11 @@ class Sender:
                     CONNECT_FAILED if never_sent else "connection_error"] += 1
                 if isinstance(exc, aiohttp.ClientConnectorError) and not self.answered \
                         and attempt + 1 >= UNREACHABLE_ATTEMPTS:
-                    up.fail(RetriesExhausted(
+                    up.fail(RetriesExhausted(redact_userinfo(
                         f"cannot connect to Amplitude at {s.url} ({exc}), {attempt + 1} times "
                         "and never since this run started: check [amplitude] api_host or "
                         "region and the network, then run the same `mp2amp migrate` command "
-                        "with --resume (nothing was lost)"))
+                        "with --resume (nothing was lost)")))
                     return
                 verdict = Verdict("retry", 0, message=type(exc).__name__, error=ConnectionLost(
                     f"connection to Amplitude failed ({type(exc).__name__}); the request is "

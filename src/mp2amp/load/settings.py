@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from mp2amp.errors import ConfigError
+from mp2amp.errors import ConfigError, redact_userinfo
 from mp2amp.load.batcher import (
     BATCH_MAX_BYTES,
     HTTPAPI_MAX_BYTES,
@@ -26,10 +26,9 @@ HOSTS: dict[str, str] = {
 PATHS: dict[str, str] = {"batch": "/batch", "httpapi": "/2/httpapi"}
 
 
-def region_conflict(region: str, api_host: str | None) -> str | None:
-    """The problem when ``api_host`` is one of Amplitude's own hosts for the other region
-    (events of an EU project sent to the US host are refused as an unknown key, and the
-    other way round). Other hosts (an emulator, a proxy) go with either region."""
+def host_region(api_host: str | None) -> Region | None:
+    """The data center of one of Amplitude's own hosts (``api.eu.amplitude.com`` is the EU,
+    ``api2.amplitude.com`` the US); ``None`` for other hosts (an emulator, a proxy)."""
     if not api_host:
         return None
     try:
@@ -38,14 +37,23 @@ def region_conflict(region: str, api_host: str | None) -> str | None:
         return None
     if host != "amplitude.com" and not host.endswith(".amplitude.com"):
         return None
-    host_region = "eu" if host == "eu.amplitude.com" or host.endswith(".eu.amplitude.com") \
-        else "us"
-    if host_region == region:
+    return "eu" if host == "eu.amplitude.com" or host.endswith(".eu.amplitude.com") else "us"
+
+
+def region_conflict(region: str | None, api_host: str | None) -> str | None:
+    """The problem when ``region`` was given and ``api_host`` is one of Amplitude's own hosts
+    for the other region (events of an EU project sent to the US host are refused as an
+    unknown key, and the other way round). A region left unset has nothing to contradict:
+    api_host alone picks the data center. Other hosts go with either region."""
+    found = host_region(api_host)
+    if region is None or found is None or found == region:
         return None
-    return (f"api_host {api_host!r} is Amplitude's {host_region.upper()} host but "
-            f"amplitude.region is {region!r}: remove api_host (region alone picks "
-            f"{HOSTS.get(region, HOSTS['us'])}) or set region = {host_region!r}, whichever "
-            "the project's data center is")
+    shown = redact_userinfo(api_host or "")
+    return (f"api_host {shown!r} is Amplitude's {found.upper()} host but amplitude.region is "
+            f"{region!r}: if the project's data center is the {found.upper()}, set region = "
+            f"{found!r} or leave region out (api_host then picks it); if it is the "
+            f"{region.upper()}, remove api_host (region = {region!r} picks "
+            f"{HOSTS.get(region, HOSTS['us'])})")
 
 
 # How long a throttled device/user waits: Batch docs say "for example, 15 seconds",
@@ -63,7 +71,7 @@ DEVICE_EPS: dict[str, int] = {"batch": 1000, "httpapi": 30}
 class UploadSettings:
     api_key: str = field(repr=False)
     endpoint: Endpoint = "batch"
-    region: Region = "us"
+    region: Region | None = None         # None: api_host's data center, else the US
     api_host: str | None = None          # e.g. the emulator: "http://127.0.0.1:8040"
     concurrency: int = 8                 # lanes = requests in flight at most
     max_events: int = MAX_EVENTS
@@ -89,7 +97,7 @@ class UploadSettings:
             problems.append("amplitude api key is empty: set AMPLITUDE_API_KEY")
         if self.endpoint not in PATHS:
             problems.append(f"amplitude.endpoint must be batch or httpapi, got {self.endpoint!r}")
-        if self.region not in HOSTS:
+        if self.region is not None and self.region not in HOSTS:
             problems.append(f"amplitude.region must be us or eu, got {self.region!r}")
         conflict = region_conflict(self.region, self.api_host)
         if conflict is not None:
@@ -122,7 +130,7 @@ class UploadSettings:
 
     @property
     def url(self) -> str:
-        host = (self.api_host or HOSTS[self.region]).rstrip("/")
+        host = (self.api_host or HOSTS[self.region or "us"]).rstrip("/")
         return host + PATHS[self.endpoint]
 
     @property
