@@ -226,7 +226,7 @@ def test_events_naming_nobody_and_no_group_are_still_refused(
 
 
 @pytest.mark.parametrize(("name", "value"), [
-    ("rollingAverage", "7"), ("formula", "UNIQUES(A)"), ("limit", "10"), ("g2", "country"),
+    ("rollingAverage", "7"), ("formula", "UNIQUES(A)"), ("limit", "5000"), ("g2", "country"),
     ("n", "active"), ("rollingWindow", ""),
 ])
 def test_segmentation_refuses_every_parameter_it_does_not_model(

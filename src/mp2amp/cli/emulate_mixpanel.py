@@ -83,7 +83,8 @@ async def _serve(emulator: MixpanelEmulator) -> None:
     if not (emulator.config.data_dir / "project.json").exists():
         err_console.print(f"note: {emulator.config.data_dir}/project.json not found; serving an empty UTC project",
                           markup=False)
-    auth = _accepted_credentials(emulator.config.service_account, emulator.config.api_secret)
+    config = emulator.config
+    auth = _accepted_credentials(config.service_account, config.api_secret, config.token)
     err_console.print(
         f"mixpanel emulator: project {state.project_id}, timezone {state.timezone}, accepting {auth}; Ctrl-C stops",
         markup=False,
@@ -94,13 +95,16 @@ async def _serve(emulator: MixpanelEmulator) -> None:
         await emulator.stop()
 
 
-def _accepted_credentials(service_account: str | None, api_secret: str | None) -> str:
+def _accepted_credentials(service_account: str | None, api_secret: str | None,
+                          token: str | None = None) -> str:
     """The banner's account of what the auth check accepts, so nobody mistakes a secret-only
-    emulator for one that takes any service account."""
+    emulator for one that takes any service account, nor thinks /import refuses the token."""
     if service_account and api_secret:
-        return "only the configured service account and API secret"
-    if service_account:
-        return "only the configured service account (no API secret)"
-    if api_secret:
-        return "only the configured API secret (no service account)"
-    return "any Basic credentials"
+        accepted = "only the configured service account and API secret"
+    elif service_account:
+        accepted = "only the configured service account (no API secret)"
+    elif api_secret:
+        accepted = "only the configured API secret (no service account)"
+    else:
+        return "any Basic credentials"  # the token too: anything of the right shape passes
+    return f"{accepted}, and the project token on /import" if token is not None else accepted

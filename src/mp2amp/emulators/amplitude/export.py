@@ -133,7 +133,9 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
         event_props["$revenue"] = price * (quantity if quantity is not None else 1)
     aid = canonical(e["_a"])
     groups = tracked_groups(e.get("groups") or {})
-    user_id = e.get("user_id")
+    # "" is no ID (validation and ingestion read it so): a group update naming nobody,
+    # or a device's event, exports a null user_id as one sent without it
+    user_id = (e.get("user_id") or None) if aid != NO_PERSON else None
     session_id = e.get("session_id")
     row = {
         "$insert_id": e.get("insert_id"),
@@ -151,7 +153,8 @@ def export_row(e: dict[str, Any], app: int, canonical: Callable[[int], int]) -> 
         "device_brand": e.get("device_brand"),
         "device_carrier": e.get("carrier"),
         "device_family": None,
-        "device_id": e.get("device_id") or (hashed_device_id(user_id) if user_id else None),
+        "device_id": (e.get("device_id") or (hashed_device_id(user_id) if user_id else None)
+                      if aid != NO_PERSON else None),
         "device_manufacturer": e.get("device_manufacturer"),
         "device_model": e.get("device_model"),
         "device_type": None,

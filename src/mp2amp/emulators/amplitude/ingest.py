@@ -6,6 +6,7 @@ is all or nothing: any invalid event, throttled ID or exhausted quota ingests no
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -20,17 +21,20 @@ from mp2amp.emulators.amplitude.config import (
 )
 from mp2amp.emulators.amplitude.identify import apply_update
 from mp2amp.emulators.amplitude.ids import NO_PERSON, Identities
-from mp2amp.emulators.amplitude.store import EventStore
+from mp2amp.emulators.amplitude.store import EventStore, groups_json
 from mp2amp.emulators.amplitude.throttle import Limiter, LimitVerdict
 from mp2amp.emulators.amplitude.validate import (
     DEFAULT_MIN_ID_LENGTH,
     PROPERTY_OPS,
     holds,
+    is_group_name,
     validate_events,
 )
 
 TOO_LARGE = {"code": 413, "error": "Payload too large"}
 IDENTIFY_TYPES = frozenset({"$identify", "$groupidentify"})
+
+log = logging.getLogger("mp2amp.emulators.amplitude")
 
 
 def max_bytes(endpoint: str) -> int:
@@ -46,7 +50,10 @@ def group_key(group_type: str, group_value: Any) -> str:
 
 
 def group_values(value: Any) -> list[str]:
-    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    """The group names in one ``groups`` value (a name or a list of names); what names no
+    group (null, "", an object) is skipped rather than stored as a group "None"."""
+    items = value if type(value) is list else [value]
+    return [str(v) for v in items if is_group_name(v)]
 
 
 class Ingestor:
@@ -113,10 +120,19 @@ class Ingestor:
         if not verdict.ok:
             return 429, self._throttled_body(events, verdict, eps)
         upload_ms = int(now * 1000)
-        # The body is stored as received; a multi-line one (a bare CR is a line break to
-        # the readers' splitlines too) is re-encoded to fit on one line.
-        self._store(events, upload_ms, remote,
-                    body if b"\n" not in body and b"\r" not in body else orjson.dumps(payload))
+        try:
+            # The body is stored as received; a multi-line one (a bare CR is a line break
+            # to the readers' splitlines too) is re-encoded to fit on one line.
+            self._store(events, upload_ms, remote, body if b"\n" not in body
+                        and b"\r" not in body else orjson.dumps(payload))
+        except OSError:
+            raise  # a failed write (disk full): the server's 500 names its cause
+        except Exception as exc:  # a bug: _store took back what it did, so answer JSON
+            log.exception("storing a request failed; nothing of it was kept")
+            return 500, {"code": 500, "error": "Internal server error: storing the events "
+                         f"failed ({type(exc).__name__}: {exc}); nothing was stored: send "
+                         "the request again, and report it with the emulator's log if it "
+                         "fails again"}
         return 200, {"code": 200, "events_ingested": len(events),
                      "payload_size_bytes": len(body), "server_upload_time": upload_ms}
 
@@ -137,17 +153,33 @@ class Ingestor:
     def _store(
         self, events: list[dict[str, Any]], upload_ms: int, remote: str | None, body: bytes
     ) -> None:
+        """Store one request, all or nothing: whatever fails part-way (the write, or any
+        event), what the request changed in memory is taken back, so that its retry is
+        stored and not taken for a duplicate, nor applies its properties twice."""
+        undo = _Undo(len(self.ids.journal))
+        keys: list[str] = []
+        try:
+            self._apply(events, upload_ms, remote, body, undo, keys)
+        except BaseException:
+            # the store cut its files and ids.log back itself when the write failed
+            self._roll_back(undo, keys)
+            raise
+
+    def _apply(
+        self, events: list[dict[str, Any]], upload_ms: int, remote: str | None, body: bytes,
+        undo: _Undo, keys: list[str],
+    ) -> None:
+        """Dedup, assign IDs, apply properties and write; ``undo`` and ``keys`` record what
+        it changed (for ``_store``'s roll-back)."""
         seen = self.store.seen
         oldest = upload_ms - DEDUP_WINDOW_S * 1000
         assign = self.ids.assign
         user_props = self.ids.user_props
         groups = self.groups
         ops_free = PROPERTY_OPS.isdisjoint
-        undo = _Undo(len(self.ids.journal))
         aids: list[int | None] = []
         snaps: list[dict[str, Any] | None] = []
         group_snaps: dict[str, Any] = {}
-        keys: list[str] = []
         changed = False
         stored = 0
         for index, event in enumerate(events):
@@ -215,13 +247,7 @@ class Ingestor:
         # the counters too (totals, so replaying an entry state.json has is harmless): after
         # a kill, state.json's would lag the event files
         self.ids.journal.append(["c", events_stored, duplicates])
-        try:
-            self.store.append(body, annotation, keys, upload_ms, self.ids.journal)
-        except BaseException:
-            # nothing was stored (the store cut its files and ids.log back): the retry must
-            # not be taken for a duplicate, nor apply its properties twice
-            self._roll_back(undo, keys)
-            raise
+        self.store.append(body, annotation, keys, upload_ms, self.ids.journal)
         self.ids.journal = []
         self.duplicates = duplicates
         self.events_stored = events_stored
@@ -229,8 +255,8 @@ class Ingestor:
             self.ids.dirty = True
 
     def _roll_back(self, undo: _Undo, keys: list[str]) -> None:
-        """Forget what a request whose write failed did; amplitude IDs it handed out stay
-        (the retry gets the same ones: their journal entries go with the next line)."""
+        """Forget what a request that failed did; amplitude IDs it handed out stay (the
+        retry gets the same ones: their journal entries go with the next line)."""
         seen = self.store.seen
         for key in keys:
             del seen[key]
@@ -283,8 +309,7 @@ class _Undo:
 def group_dedup_key(event: dict[str, Any], insert_id: str) -> str:
     """The dedup key of a group update without IDs, on its groups: a retried one must not
     apply its $add twice, and another group's update with the same insert_id is not it."""
-    groups = orjson.dumps(event.get("groups"), option=orjson.OPT_SORT_KEYS).decode()
-    return f"\x01{groups}\x1f{insert_id}"
+    return f"\x01{groups_json(event.get('groups'))}\x1f{insert_id}"
 
 
 def sent_properties(update: dict[str, Any] | None) -> dict[str, Any] | None:

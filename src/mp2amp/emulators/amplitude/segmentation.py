@@ -3,8 +3,9 @@
 Supports ``m=totals|uniques``, ``i=1``, any event type plus ``_all`` and ``_active``;
 uniques count people (canonical amplitude_ids, so merged devices count once). What it does
 not answer (a second event ``e2``, the revenue series, ``ce:`` custom events, filters,
-segments, group-bys, ``limit``, ``formula``, rolling windows and averages, ``n=active``)
-is refused with a 400 that says so, never answered as something else. Queries
+segments, group-bys, ``formula``, rolling windows and averages, ``n=active``) is refused
+with a 400 that says so, never answered as something else. ``limit`` caps group-by rows
+only, so without a group-by it is checked (1-1000) and changes nothing. Queries
 are charged the reference's cost (days x events) against its 5-minute and hourly budgets.
 """
 
@@ -28,8 +29,9 @@ NOT_ACTIVE = NOT_EVENTS | {"session_start", "session_end", "[Amplitude] Start Se
 MAX_DAYS = 365
 # segmentation's special event types that are revenue series, not event counts (reference 5.2)
 REVENUE_TYPES = frozenset({"revenue_amount", "verified_revenue", "unverified_revenue"})
-# reference 5.2 parameters whose effect this emulator does not compute (limit: group-by rows)
-UNMODELLED_PARAMS = ("g2", "limit", "formula", "rollingWindow", "rollingAverage")
+# reference 5.2 parameters whose effect this emulator does not compute
+UNMODELLED_PARAMS = ("g2", "formula", "rollingWindow", "rollingAverage")
+MAX_LIMIT = 1000  # "limit: Group-by values; default 100, maximum 1000"
 COST_WINDOW_S = 300.0  # "Up to 1000 cost per 5-minute window"
 COST_HOUR_S = 3600.0
 
@@ -58,6 +60,16 @@ def _refuse_unmodelled(params: dict[str, str]) -> None:
     if params.get("n", "any") != "any":
         raise SegmentationQueryError(
             f"n={params['n']!r}: this emulator counts any users (n=any) only")
+
+
+def _check_limit(params: dict[str, str]) -> None:
+    """``limit`` caps group-by rows, and group-bys are refused: a valid one changes nothing."""
+    limit = params.get("limit")
+    if limit is not None and not (limit.isascii() and limit.isdigit()
+                                  and 1 <= int(limit) <= MAX_LIMIT):
+        raise SegmentationQueryError(
+            f"limit={limit!r}: expected a whole number of group-by values from 1 to "
+            f"{MAX_LIMIT}; drop it to get the default of 100")
 
 
 def parse_query(params: dict[str, str]) -> tuple[str, str, date, date]:
@@ -91,6 +103,7 @@ def parse_query(params: dict[str, str]) -> tuple[str, str, date, date]:
     if params.get("s") or params.get("g"):
         raise SegmentationQueryError("segments (s) and group-by (g) are not supported by this emulator")
     _refuse_unmodelled(params)
+    _check_limit(params)
     start, end = _day(params.get("start"), "start"), _day(params.get("end"), "end")
     if end < start:
         raise SegmentationQueryError(f"end {end} is before start {start}")

@@ -360,12 +360,17 @@ class EventStore:
         self._forgetting = set(drop_aids)
 
     def insert_id_counts(self) -> list[list[Any]]:
-        """``[device_id or user_id, insert_id, times stored]`` of every stored event."""
+        """``[who, insert_id, times stored]`` of every stored event, keyed as it is
+        deduplicated: ``who`` is the device_id, else the user_id, else (a group update
+        naming nobody) its groups as sorted JSON, so that two groups' updates sharing an
+        insert_id are two events, not one stored twice."""
         counts: Counter[tuple[str | None, str]] = Counter()
         for event in self.iter_events():
             insert_id = event.get("insert_id")
             if insert_id:
-                counts[(event.get("device_id") or event.get("user_id"), insert_id)] += 1
+                who = (event.get("device_id") or event.get("user_id")
+                       or groups_json(event.get("groups")))
+                counts[(who, insert_id)] += 1
         return [[who, iid, n] for (who, iid), n in counts.items()]
 
     def rewrite_without(self, drop_aids: set[int], canonical: Callable[[int], int],
@@ -425,6 +430,13 @@ class EventStore:
                     continue  # a torn line: never answered 200, never counted
                 count += sum(aid is not None for aid in aids)
         return count
+
+
+def groups_json(groups: Any) -> str:
+    """A ``groups`` value as sorted JSON: what identifies a group update without IDs (its
+    dedup key and its ``/_emulator/insert_ids`` row). Validation keeps it under 40 levels,
+    well within what orjson serialises."""
+    return orjson.dumps(groups, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def deletion_uncounted(journal: list[list[Any]]) -> bool:

@@ -180,11 +180,33 @@ def holds(props: dict[str, Any], update: dict[str, Any]) -> bool:
     return True
 
 
+def is_group_name(value: Any) -> bool:
+    """A value that names a group: a non-empty string or a number. Not null, ``""``,
+    a boolean, an object or a nested list: the reference's names are strings, and
+    Python's ``str()`` of those ("None", "True") would invent a group nobody sent."""
+    kind = type(value)
+    return (kind is str and value != "") or kind is int or kind is float
+
+
+def names_a_group(groups: dict[str, Any]) -> bool:
+    """Whether ``groups`` (``{type: name or [names]}``) names at least one group."""
+    for value in groups.values():
+        if type(value) is list:
+            for item in value:
+                if is_group_name(item):
+                    return True
+        elif is_group_name(value):
+            return True
+    return False
+
+
 def group_only(event: dict[str, Any]) -> bool:
     """A ``$groupidentify`` that names groups and no person: a group update, not a user
-    event, so it needs no user_id or device_id (the official SDK sends it so, reference 8.1)."""
+    event, so it needs no user_id or device_id (the official SDK sends it so, reference 8.1).
+    One naming no group (``{"org": []}``, ``{"org": null}``) would update nothing."""
     groups = event.get("groups")
-    return event.get("event_type") == "$groupidentify" and type(groups) is dict and bool(groups)
+    return (event.get("event_type") == "$groupidentify" and type(groups) is dict
+            and names_a_group(groups))
 
 
 def validate_events(
@@ -245,6 +267,9 @@ def validate_events(
         props = event.get("event_properties")
         if props is not None and (type(props) is not dict or too_deep(props)):
             _add(invalid, "event_properties", index)
+        groups = event.get("groups")
+        if type(groups) is dict and too_deep(groups):
+            _add(invalid, "groups", index)  # "Object depth may not exceed 40 layers"
         for key in _PROPERTY_FIELDS:
             props = event.get(key)
             if props is not None and properties_problem(props):
