@@ -10,7 +10,6 @@ raises ``InputError`` naming it, before any record of it is yielded.
 
 from __future__ import annotations
 
-import errno
 import glob
 import itertools
 import logging
@@ -32,6 +31,7 @@ from mp2amp.extract.gzstream import (
 )
 from mp2amp.extract.jsonarray import iter_array
 from mp2amp.extract.lines import parse_lines, split_lines
+from mp2amp.extract.localtree import broken_link, events_folder_test, layout_path, list_tree
 from mp2amp.extract.pipelines import (
     glob_left_out,
     is_pipeline_row,
@@ -82,8 +82,11 @@ class SourceFile:
     def time_is_utc(self) -> bool:
         """A legacy raw pipeline's file (recognised by its path, so also when named alone):
         Raw Export records, but in UTC whatever the project (reference §1.6)."""
-        path = self.url if self.fs is not None else os.path.abspath(self.url)
-        return legacy_slice(path.replace(os.sep, "/")) is not None
+        if self.fs is not None:
+            return legacy_slice(self.url) is not None
+        # the layout where a linked folder leads (in/raw -> bucket/prefix/123), or as named
+        return any(legacy_slice(path) is not None for path in (
+            layout_path(self.url), os.path.abspath(self.url).replace(os.sep, "/")))
 
     def open(self) -> BinaryIO:
         if self.fs is None:
@@ -126,14 +129,18 @@ class Filesystems:
 
 def expand_paths(
     paths: Sequence[str], *, storage_options: StorageOptions | None = None,
-    every_file: bool = False,
+    every_file: bool = False, dedupe: bool = True,
 ) -> list[SourceFile]:
     """The files ``paths`` name, globs and directories expanded; ``InputError`` if any is
     missing, unreadable or in a foreign format (all paths are checked before anything is
     read).
 
     A directory gives its event files (``pipelines.select_event_files``); with
-    ``every_file`` (a table's folder of part files) every file but markers."""
+    ``every_file`` (a table's folder of part files) every file but markers. Without
+    ``dedupe``, every path named keeps its own entry when another names the same real file
+    (a resume's pending windows, planned as distinct files: a link repointed since, or a
+    file replaced by a link to an identical one, must not leave a window without its file).
+    """
     if isinstance(paths, str):
         paths = [paths]
     seen: set[str] = set()
@@ -146,7 +153,7 @@ def expand_paths(
         for item in found:
             # one file under two names (a symlink, dir/./a, a '**' glob through a link
             # back up the tree) is read once, under the first
-            key = item.url if item.fs is not None else os.path.realpath(item.url)
+            key = item.url if item.fs is not None or not dedupe else os.path.realpath(item.url)
             if key not in seen:
                 seen.add(key)
                 out.append(item)
@@ -298,11 +305,7 @@ def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
             _sniff_local(match)
             out.append(SourceFile(match))
         elif os.path.islink(match) and not os.path.exists(match):
-            # dangling (an unmounted share, a moved target) or a loop
-            why = ("a symbolic link loop" if _is_loop(match)
-                   else f"a symbolic link to {os.readlink(match)}, which does not exist")
-            raise InputError(f"{match} is {why}; fix the link or leave it out of the "
-                             "inputs, and run again")
+            raise broken_link(match)  # an unmounted share, a moved target, a loop
         elif os.path.lexists(match):  # a link to one too: /dev/stdin, say
             raise _not_regular(match)
         else:
@@ -311,34 +314,30 @@ def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
 
 
 def _glob_inputs(pattern: str, found: list[str], every_file: bool, shown: str | None = None,
-                 shown_as: Callable[[str], str] = str) -> list[str]:
+                 shown_as: Callable[[str], str] = str,
+                 is_folder: Callable[[str], bool] = os.path.isdir) -> list[str]:
     """The glob's matches that are inputs by a folder's rules (``glob_left_out``); when
     there are none, ``InputError`` naming what was left out and why (``ls`` shows them:
     "no file matches" sent people looking for a typo)."""
     parts = pattern.replace(os.sep, "/").split("/")
     literal = next((i for i, part in enumerate(parts) if _has_magic(part)), len(parts))
-    kept, left_out = [], []
+    kept, left_out, whys = [], [], []
     for match in found:
         why = glob_left_out("/".join(match.replace(os.sep, "/").split("/")[literal:]),
-                            every_file, parts[literal:])
+                            every_file, parts[literal:], is_folder(match))
         if why is None:
             kept.append(match)
         else:
             left_out.append(f"{shown_as(match)} ({why})")
+            whys.append(why)
     if not kept:
         more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+        # only a '_' file is worth naming: a marker holds nothing, profiles are no events
+        todo = ("Name a file to read it anyway, or change the pattern" if
+                any("'_'" in why for why in whys) else "Change the pattern")
         raise InputError(f"{shown or pattern} matches only what is left out of the inputs by "
-                         f"rule: {'; '.join(left_out[:5])}{more}. Name a file to read it "
-                         "anyway, or change the pattern, and run again")
+                         f"rule: {'; '.join(left_out[:5])}{more}. {todo}, and run again")
     return kept
-
-
-def _is_loop(path: str) -> bool:
-    try:
-        os.stat(path)
-    except OSError as exc:
-        return exc.errno == errno.ELOOP
-    return False
 
 
 def _check_name(path: str) -> None:
@@ -363,27 +362,11 @@ def _sniff_local(path: str) -> None:
 
 
 def _local_tree(root: str, every_file: bool = False) -> list[str]:
-    rels = []
-
-    def unlistable(exc: OSError) -> None:  # os.walk skipped such a folder without a word
-        raise InputError(f"cannot list {exc.filename}, inside the input folder {root}: "
-                         f"{exc.strerror or exc}; fix its permissions and run again")
-
-    # linked folders too (an archive mounted elsewhere, linked in): a '**' glob follows
-    # them, and their files were lost without a word; each real folder is listed once,
-    # so a link back up the tree ends
-    visited: set[str] = set()
-    for dirpath, dirs, names in os.walk(root, onerror=unlistable, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in visited:
-            dirs[:] = []
-            continue
-        visited.add(real)
-        for name in names:
-            rel = os.path.relpath(os.path.join(dirpath, name), root)
-            rels.append(rel.replace(os.sep, "/"))
+    # linked folders too (an archive mounted elsewhere, linked in), each real folder once
+    # and under its own name where the folder holds it (localtree)
+    rels = list_tree(root, every_file)
     files = _selected(os.path.abspath(root).replace(os.sep, "/"), rels, every_file,
-                      f"directory {root}")
+                      f"directory {root}", local=root)
     for rel in files:
         _refuse_special(os.path.join(root, rel), root)
     return files
@@ -410,22 +393,25 @@ def _not_regular(path: str, folder: str | None = None) -> InputError:
 
 
 def _selected(root: str, rels: list[str], every_file: bool, what: str,
-              shown_as: Callable[[str], str] = str) -> list[str]:
+              shown_as: Callable[[str], str] = str, local: str | None = None) -> list[str]:
     """The files of a directory listing to read (relative to ``root``, its full path or
     key), or ``InputError``; legacy pipeline slices that look unfinished are named (as
-    ``shown_as`` gives a path: a bucket's with its s3:// or gs://)."""
+    ``shown_as`` gives a path: a bucket's with its s3:// or gs://). ``local``: the folder
+    as named, when local (its layout is judged where its links lead)."""
     if every_file:
         files = select_table_files(rels)
         if not files:
             raise InputError(f"{what} contains no files (only markers or hidden files); "
                              "check the path")
         return files
-    files = select_event_files(rels, root)
+    files = select_event_files(rels, root,
+                               None if local is None else events_folder_test(local))
     if not files:
         raise InputError(f"{what} contains no event files (.json, .jsonl, .ndjson or .gz "
                          "files, or a Data Pipelines mp_master_event tree); check the path")
     unfinished = unfinished_slices([f"{root}/{f}" for f in files],
-                                   [f"{root}/{r}" for r in rels])
+                                   [f"{root}/{r}" for r in rels],
+                                   str if local is None else layout_path)
     if unfinished:
         shown = ", ".join(map(shown_as, unfinished[:10])) + (
             f" and {len(unfinished) - 10} more" if len(unfinished) > 10 else "")
@@ -487,7 +473,8 @@ def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceF
             if not found:
                 raise InputError(f"no object matches {path}; check the pattern and run again")
             kept = _glob_inputs(fs._strip_protocol(path), list(found), every_file, path,
-                                fs.unstrip_protocol)
+                                fs.unstrip_protocol,
+                                lambda m: found[m].get("type") == "directory")
             matches = {m: found[m] for m in kept}
         else:
             matches = {path: _remote_info(fs, path)}

@@ -19,20 +19,25 @@ are (both pipelines write UTC, also for projects created before 2023).
 
 from __future__ import annotations
 
+import glob
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from fnmatch import fnmatchcase
 from typing import Any
 
 import orjson
 
+from mp2amp.extract.globparts import names_at, pattern_parts_at
 from mp2amp.models import UTC_TIME_MARK
 
 EVENTS_DIR = "mp_master_event"
 NOT_EVENT_DIRS = frozenset({"mp_people_data", "mp_identity_mappings_data", "schema"})
 DATA_SUFFIXES = (".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz", ".gz")
 MARKER_NAMES = frozenset({"complete", "_SUCCESS"})
+_NOT_EVENTS = {"mp_people_data": "profiles, not events",
+               "mp_identity_mappings_data": "identity mappings, not events (give them as "
+                                            "[source] identity_table)",
+               "schema": "name maps, not events"}
 # <PROJECT_ID>/<YYYY>/<MM>/<DD>/<HH or full_day>: a legacy raw pipeline's slice folder
 _LEGACY_SLICE = re.compile(
     r"\d+/(?:19|20)\d\d/(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])/"
@@ -58,14 +63,25 @@ def is_event_file(relative: str, in_events_dir: bool = False) -> bool:
         "." not in name and (in_events_dir or EVENTS_DIR in parts[:-1]))
 
 
-def select_event_files(relatives: list[str], root: str = "") -> list[str]:
+def select_event_files(relatives: list[str], root: str = "",
+                       really_in_events: Callable[[str], bool] | None = None) -> list[str]:
     """Event files of a directory listing, in natural (day) order.
 
     ``root`` is the directory's own path or key ('/'-separated): given a folder inside an
     ``mp_master_event`` tree (a year, a day), its extensionless part files are events too.
+    ``really_in_events``: whether a folder of the listing (relative) lies inside such a
+    tree where it really is (a local folder reached through a link: ``events ->
+    bucket/77/mp_master_event``); asked only about folders holding extensionless files.
     """
     in_events = EVENTS_DIR in root.split("/")
-    return sorted((r for r in relatives if is_event_file(r, in_events)), key=natural_key)
+
+    def wanted(relative: str) -> bool:
+        if is_event_file(relative, in_events):
+            return True
+        return (really_in_events is not None and is_event_file(relative, True)
+                and really_in_events(relative.rpartition("/")[0]))
+
+    return sorted(filter(wanted, relatives), key=natural_key)
 
 
 def select_table_files(relatives: list[str]) -> list[str]:
@@ -80,23 +96,30 @@ def select_table_files(relatives: list[str]) -> list[str]:
     return sorted((r for r in relatives if wanted(r)), key=natural_key)
 
 
-def glob_left_out(relative: str, every_file: bool, pattern: Sequence[str] = ()) -> str | None:
-    """Why a glob's match (its path below the pattern's literal part: a file or a folder)
-    is not an input by the rules a folder's listing follows, or ``None`` when it is: a
-    marker, a "_" name or in a "_" folder, for events another table's folder or in one.
-    ``pattern``: the pattern's parts from its first wildcard on. A part of it starting
-    with '_' names such names, as one starting with '.' names hidden ones (the glob's own
-    rule); extensionless names stay: a glob naming them (``part-*``) means them."""
+def glob_left_out(relative: str, every_file: bool, pattern: Sequence[str] = (),
+                  folder: bool = False) -> str | None:
+    """Why a glob's match (its path below the pattern's literal part: a file or, with
+    ``folder``, a folder read whole) is not an input by the rules a folder's listing
+    follows, or ``None`` when it is: a marker, a "_" name or in a "_" folder, for events
+    another table's folder or in one. ``pattern``: the pattern's parts from its first
+    wildcard on. A part of it starting with '_' names such names at its own position (as
+    one starting with '.' names hidden ones: the glob's own rule), but a "_" folder it
+    matches is not read whole (``out/_*`` takes ``_part-0.json``, not Spark's
+    ``_temporary/``); extensionless names stay: a glob naming them (``part-*``) means
+    them."""
     parts = [p for p in relative.split("/") if p]
     if parts and parts[-1] in MARKER_NAMES:
         return "a marker file, which holds no records"
-    underscored = [p for p in pattern if p.startswith("_")]
-    for part in parts:
-        if part.startswith("_") and not any(fnmatchcase(part, p) for p in underscored):
+    named_by = pattern_parts_at(parts, pattern)
+    for part, by in zip(parts, named_by, strict=True):
+        if part.startswith("_") and not names_at(part, by, "_"):
             return ("a '_' name or in a '_' folder: unfinished writes (Spark's _temporary) "
                     "are left out unless a pattern part starting with '_' names them")
         if not every_file and part in NOT_EVENT_DIRS:
-            return f"in {part}/, which holds no events"
+            return f"in {part}/, which holds {_NOT_EVENTS[part]}"
+    if folder and parts and parts[-1].startswith("_") and glob.has_magic(named_by[-1] or "*"):
+        return ("a '_' folder (unfinished writes: Spark's _temporary), read only when named "
+                "in full or by a pattern for files in it")
     return None
 
 
@@ -109,17 +132,24 @@ def legacy_slice(path: str) -> str | None:
     return "/".join(parts[:-1])
 
 
-def unfinished_slices(event_files: list[str], listing: list[str]) -> list[str]:
+def unfinished_slices(event_files: list[str], listing: list[str],
+                      layout: Callable[[str], str] = str) -> list[str]:
     """The legacy slices holding some of ``event_files`` but no ``complete`` marker in
     ``listing`` (every file of the folder) while another slice has one: Mixpanel writes the
     marker when a slice is finished, so such a slice may still be being written. (No slice
-    with a marker: a copy made without them, nothing to tell.)"""
-    finished = {legacy_slice(p) for p in listing if p.rsplit("/", 1)[-1] == "complete"}
+    with a marker: a copy made without them, nothing to tell.) ``layout`` gives the path
+    a file's layout is judged on (a local file's real folder); slices are named as the
+    files are."""
+    finished = {legacy_slice(layout(p)) for p in listing if p.rsplit("/", 1)[-1] == "complete"}
     finished.discard(None)
     if not finished:
         return []
-    with_data = {legacy_slice(p) for p in event_files} - finished
-    return sorted((s for s in with_data if s is not None), key=natural_key)
+    unfinished = set()
+    for path in event_files:
+        real = legacy_slice(layout(path))
+        if real is not None and real not in finished:
+            unfinished.add(path.rpartition("/")[0])
+    return sorted(unfinished, key=natural_key)
 
 
 def natural_key(path: str) -> list[Any]:

@@ -12,10 +12,13 @@ from __future__ import annotations
 import glob
 from typing import Any
 
+from mp2amp.extract.globparts import names_at, pattern_parts_at
+
 
 def remote_glob(fs: Any, pattern: str) -> dict[str, dict[str, Any]]:
-    """The glob's matches (name -> info), without hidden names (unless the pattern's own
-    part after its first wildcard starts with '.') and without folder placeholders."""
+    """The glob's matches (name -> info), without hidden names (unless the pattern's part
+    at their place starts with '.', as ``glob.glob`` has it) and without folder
+    placeholders."""
     folders_only = pattern.endswith("/")  # 'ev/*/': the folders (gcsfs matched nothing)
     try:
         found: dict[str, dict[str, Any]] = fs.glob(pattern.rstrip("/"), detail=True)
@@ -26,10 +29,14 @@ def remote_glob(fs: Any, pattern: str) -> dict[str, dict[str, Any]]:
     found = without_folder_objects(found)
     parts = fs._strip_protocol(pattern).split("/")
     first = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
-    if any(part.startswith(".") for part in parts[first:]):
-        return found
     return {name: info for name, info in found.items()
-            if not any(part.startswith(".") for part in name.split("/")[first:])}
+            if not _hidden_unnamed(name.split("/")[first:], parts[first:])}
+
+
+def _hidden_unnamed(parts: list[str], pattern: list[str]) -> bool:
+    """A hidden name in a match that the pattern part at its place does not name."""
+    return any(part.startswith(".") and not names_at(part, by, ".")
+               for part, by in zip(parts, pattern_parts_at(parts, pattern), strict=True))
 
 
 def without_folder_objects(listing: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,40 @@
+"""Which part of a glob pattern a part of one of its matches stands at.
+
+A pattern part starting with '.' or '_' names hidden or ``_`` names at its own position
+only, as ``glob.glob`` does for hidden ones: ``out/*/_part-*`` names ``_part-0`` files,
+not the ``_temporary/`` folder they sit in; a ``**`` names no such name in the folders it
+spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+RECURSIVE = "**"
+
+
+def pattern_parts_at(parts: Sequence[str], pattern: Sequence[str]) -> list[str | None]:
+    """For each of a match's ``parts`` (its path below the pattern's literal part), the
+    pattern part that matched it (``pattern``: the pattern's parts from the same place),
+    or ``None`` for a part a ``**`` spans."""
+    pattern = [p for p in pattern if p]
+    if RECURSIVE not in pattern:
+        return [pattern[i] if i < len(pattern) else None for i in range(len(parts))]
+    first = pattern.index(RECURSIVE)
+    last = len(pattern) - 1 - pattern[::-1].index(RECURSIVE)
+    head, tail = pattern[:first], pattern[last + 1:]
+    out: list[str | None] = [None] * len(parts)
+    for i, part in enumerate(head[:len(parts)]):
+        out[i] = part
+    for i, part in enumerate(tail):  # the parts after the last '**' end the match
+        at = len(parts) - len(tail) + i
+        if at >= len(head):
+            out[at] = part
+    return out
+
+
+def names_at(part: str, pattern_part: str | None, prefix: str) -> bool:
+    """Whether ``pattern_part`` names ``part``, a name starting with ``prefix`` ('.' or
+    '_'), at its position: it starts with ``prefix`` too (and matched it)."""
+    return pattern_part is not None and pattern_part.startswith(prefix) \
+        and part.startswith(prefix)
