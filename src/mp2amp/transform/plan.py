@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-import yaml
 
 from mp2amp.errors import ConfigError, Rejection
 from mp2amp.models import Skip
+from mp2amp.transform.mapping import PLATFORMS, rules_for
+from mp2amp.transform.planyaml import read_plan_yaml
 from mp2amp.transform.problems import RESERVED_EVENT_TYPES
+from mp2amp.transform.values import ValueProblem
 
 PropType = Literal["string", "number", "integer", "boolean", "list", "object"]
 PROP_TYPES: tuple[str, ...] = ("string", "number", "integer", "boolean", "list", "object")
@@ -118,21 +120,49 @@ def coerce_value(value: Any, kind: PropType, *, convert: bool) -> Any:
     if kind == "list":
         if isinstance(value, list):
             return value
-        if convert and isinstance(value, str | int | float | bool):
+        if not convert:
+            raise _Mismatch
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            try:  # a stringified JSON list, as the wild custom_event "tags" holds
+                return _parsed_json(value, list)
+            except _NotJson:
+                pass  # "[beta] tester": a tag that only starts with a bracket
+        if isinstance(value, str | int | float | bool):
             return [value]  # Amplitude treats a scalar and a one-element list alike
         raise _Mismatch
     if isinstance(value, dict):  # object
         return value
     if convert and isinstance(value, str):
-        try:
-            parsed = orjson.loads(value)  # stringified JSON objects are common in the wild
-        except orjson.JSONDecodeError:
-            raise _Mismatch from None
-        # orjson reads an integer past 64 bits as the nearest double: other digits than
-        # the text held, so not lossless (the standard library reads it exactly)
-        if isinstance(parsed, dict) and parsed == json.loads(value):
-            return parsed
+        try:  # stringified JSON objects are common in the wild
+            return _parsed_json(value, dict)
+        except _NotJson:
+            pass
     raise _Mismatch
+
+
+class _NotJson(_Mismatch):
+    """Text that is no JSON at all: a list may still take it whole, as one item."""
+
+
+def _parsed_json(text: str, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
+    """``text`` read as JSON of ``kind``, exactly; _NotJson when it is no JSON, _Mismatch
+    when it is other JSON or would not be read losslessly."""
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise _NotJson from None
+    if not isinstance(parsed, kind):
+        raise _Mismatch
+    # orjson reads an integer past 64 bits as the nearest double: other digits than the
+    # text held, so not lossless (the standard library reads it exactly, to about a
+    # thousand levels: deeper text orjson reads is refused, not let out as an error)
+    try:
+        exact = parsed == json.loads(text)
+    except RecursionError:
+        raise _Mismatch from None
+    if not exact:
+        raise _Mismatch
+    return parsed
 
 
 def int_text(value: int) -> str:
@@ -263,7 +293,8 @@ class TrackingPlan:
               scrub: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
               ) -> PlanResult | Skip | Rejection:
         """The event after the plan. ``scrub``: the privacy rules' pass over an object a
-        ``type: object`` rule made of a string (the rules ran before, on the text)."""
+        ``type: object`` rule made of a string, or the objects in a list a ``type: list``
+        rule made of one (the rules ran before, on the text)."""
         rule = self.events.get(event_name)
         flagged = False
         if rule is None:
@@ -297,8 +328,11 @@ class TrackingPlan:
                 try:
                     was = value
                     value = coerce_value(value, prule.type, convert=prule.on_mismatch == "coerce")
-                    if scrub is not None and type(value) is dict and type(was) is str:
-                        value = scrub(value)
+                    if scrub is not None and type(was) is str:
+                        if type(value) is dict:
+                            value = scrub(value)
+                        elif type(value) is list:  # a list's objects, from "[{...}]"
+                            value = _scrubbed_list(value, scrub, key)
                 except _Mismatch:
                     return Rejection(
                         REJECT_TYPE,
@@ -316,6 +350,34 @@ class TrackingPlan:
                 renamed[target] = key
             dest[target] = value
         return PlanResult(name, out, user_props, flagged, prop_rules)
+
+
+def _discarded() -> frozenset[str]:
+    """The Mixpanel names the mapping consumes on every platform without a field or a kept
+    property (identity, time, insert_id, ingestion metadata): a value the plan renames onto
+    one would be sent nowhere."""
+    tables = [rules_for(platform) for platform in PLATFORMS]
+    return frozenset.intersection(*(
+        frozenset(name for name, rule in table.items()
+                  if rule.keep == "never" and rule.field is None) for table in tables))
+
+
+DISCARDED = _discarded()
+
+
+_SCRUB_DEPTH = 64  # list levels, as the privacy pass bounds an object's (then too_deep)
+
+
+def _scrubbed_list(items: list[Any], scrub: Callable[[dict[str, Any]], dict[str, Any]],
+                   prop: str, depth: int = 1) -> list[Any]:
+    """``items`` with the privacy pass over each object in it, at any depth."""
+    if depth > _SCRUB_DEPTH:  # a listed key could hide down there, past what is checked
+        raise ValueProblem(f"properties.{prop}", f"property {prop!r} is a list nested more "
+                           f"than {_SCRUB_DEPTH} levels, too deep for the privacy rules to "
+                           "check; the event is rejected", reason="too_deep")
+    return [scrub(item) if type(item) is dict
+            else _scrubbed_list(item, scrub, prop, depth + 1) if type(item) is list
+            else item for item in items]
 
 
 def _clash(event_name: str, source: str, target: str) -> Rejection:
@@ -346,65 +408,17 @@ _TOP_KEYS = frozenset({"version", "unplanned_events", "events", "properties"})
 
 
 def load_plan(path: str | Path) -> TrackingPlan:
-    """Read and validate a tracking-plan YAML file; every problem is reported at once."""
+    """Read and validate a tracking-plan YAML file; every problem is reported at once (keys
+    given twice in the file with the rest)."""
     source = str(path)
+    data, duplicates = read_plan_yaml(path)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM, as Windows editors write
-    except OSError as exc:
-        raise ConfigError([f"cannot read the tracking plan: {exc.strerror or exc}"],
-                          source=source) from None
-    except UnicodeDecodeError as exc:
-        line = Path(path).read_bytes()[:exc.start].count(b"\n") + 1
-        raise ConfigError([f"line {line}: the tracking plan is not UTF-8 text (byte "
-                           f"0x{exc.object[exc.start]:02x}); save it as UTF-8 and run again"],
-                          source=source) from None
-    loader = _PlanLoader(text)
-    try:
-        data = loader.get_single_data()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{where}not valid YAML: {problem}"], source=source) from None
-    finally:
-        loader.dispose()
-    if loader.duplicates:
-        raise ConfigError(loader.duplicates, source=source)
-    return parse_plan(data, source=source)
-
-
-class _PlanLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, noting keys given twice in one mapping: YAML keeps only the
-    last, so ``email: {drop: true}`` followed by ``email: {user_property: true}`` would
-    send what the first said to drop."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.duplicates: list[str] = []
-
-
-def _noting_duplicates(loader: _PlanLoader, node: yaml.MappingNode,
-                       deep: bool = False) -> dict[Any, Any]:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        try:
-            first = seen.get(key)
-        except TypeError:  # an unhashable key: the constructor below names it
-            continue
-        if first is None:
-            seen[key] = line
-            continue
-        where = "on the same line" if first == line else f"also on line {first}"
-        loader.duplicates.append(f"line {line}: {key!r} is given twice in one mapping "
-                                 f"({where}); YAML would keep only the last: merge the two")
-    return loader.construct_mapping(node, deep=deep)
-
-
-_PlanLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _noting_duplicates)
+        plan = parse_plan(data, source=source)
+    except ConfigError as exc:
+        raise ConfigError([*duplicates, *exc.problems], source=source) from None
+    if duplicates:
+        raise ConfigError(duplicates, source=source)
+    return plan
 
 
 def parse_plan(data: Any, *, source: str | None = None) -> TrackingPlan:
@@ -418,11 +432,11 @@ def parse_plan(data: Any, *, source: str | None = None) -> TrackingPlan:
     for key in sorted(set(map(str, data)) - _TOP_KEYS):
         problems.append(f"{key}: unknown key (expected one of {', '.join(sorted(_TOP_KEYS))})")
     version = data.get("version", 1)
-    if version != 1:
-        problems.append(f"version: {version!r} is not supported (expected 1)")
+    if version != 1 or isinstance(version, bool):  # True == 1 in Python
+        problems.append(f"version: {_shown(version)} is not supported (expected 1)")
     unplanned = data.get("unplanned_events", "keep")
     if unplanned not in UNPLANNED_POLICIES:
-        problems.append(f"unplanned_events: {unplanned!r} is not one of keep, drop, flag")
+        problems.append(f"unplanned_events: {_shown(unplanned)} is not one of keep, drop, flag")
     global_props = _parse_properties(data.get("properties"), "properties", problems)
     events: dict[str, EventRule] = {}
     raw_events = data.get("events")
@@ -434,7 +448,7 @@ def parse_plan(data: Any, *, source: str | None = None) -> TrackingPlan:
     for name, raw in raw_events.items():
         path = f"events.{_quote(name)}"
         if not isinstance(name, str) or not name:
-            problems.append(f"{path}: an event name must be a non-empty string")
+            problems.append(f"{path}: an event name must be a non-empty string{_unquoted(name)}")
             continue
         if raw is None:
             raw = {}
@@ -445,11 +459,11 @@ def parse_plan(data: Any, *, source: str | None = None) -> TrackingPlan:
         for key in sorted(set(map(str, raw)) - _EVENT_KEYS):
             problems.append(f"{path}.{key}: unknown key "
                             f"(expected one of {', '.join(sorted(_EVENT_KEYS))})")
-        rename = _opt_name(raw.get("rename"), f"{path}.rename", problems)
+        rename = _opt_name(raw, "rename", path, problems)
         if rename in RESERVED_EVENT_TYPES:
             problems.append(f"{path}.rename: {rename!r} is reserved by Amplitude; "
                             "choose another name")
-        drop = _opt_bool(raw.get("drop"), f"{path}.drop", problems)
+        drop = _opt_bool(raw, "drop", path, problems)
         if drop and rename:
             problems.append(f"{path}: drop and rename together make no sense; keep one")
         props = _parse_properties(raw.get("properties"), f"{path}.properties", problems)
@@ -472,7 +486,8 @@ def _parse_properties(raw: Any, path: str, problems: list[str]) -> dict[str, Pro
     for name, spec in raw.items():
         ppath = f"{path}.{_quote(name)}"
         if not isinstance(name, str) or not name:
-            problems.append(f"{ppath}: a property name must be a non-empty string")
+            problems.append(f"{ppath}: a property name must be a non-empty string"
+                            f"{_unquoted(name)}")
             continue
         if spec is None:
             spec = {}
@@ -483,16 +498,22 @@ def _parse_properties(raw: Any, path: str, problems: list[str]) -> dict[str, Pro
         for key in sorted(set(map(str, spec)) - _PROP_KEYS):
             problems.append(f"{ppath}.{key}: unknown key "
                             f"(expected one of {', '.join(sorted(_PROP_KEYS))})")
-        rename = _opt_name(spec.get("rename"), f"{ppath}.rename", problems)
-        drop = _opt_bool(spec.get("drop"), f"{ppath}.drop", problems)
-        user_property = _opt_bool(spec.get("user_property"), f"{ppath}.user_property", problems)
+        rename = _opt_name(spec, "rename", ppath, problems)
+        drop = _opt_bool(spec, "drop", ppath, problems)
+        user_property = _opt_bool(spec, "user_property", ppath, problems)
+        if rename not in (None, name) and not user_property and rename in DISCARDED:
+            problems.append(f"{ppath}.rename: {_shown(rename)} is a Mixpanel name the "
+                            "mapping consumes (identity, time, insert_id, ingestion metadata; "
+                            "docs/mapping.md) and sends no property of: the value would not "
+                            "be sent; rename to another name")
         kind = spec.get("type")
-        if kind is not None and kind not in PROP_TYPES:
-            problems.append(f"{ppath}.type: {kind!r} is not one of {', '.join(PROP_TYPES)}")
+        if (kind is not None or "type" in spec) and kind not in PROP_TYPES:
+            problems.append(f"{ppath}.type: {_shown(kind)} is not one of {', '.join(PROP_TYPES)}")
             kind = None
         on_mismatch = spec.get("on_mismatch", "coerce")
         if on_mismatch not in MISMATCH_POLICIES:
-            problems.append(f"{ppath}.on_mismatch: {on_mismatch!r} is not one of coerce, reject")
+            problems.append(f"{ppath}.on_mismatch: {_shown(on_mismatch)} is not one of coerce, "
+                            "reject")
             on_mismatch = "coerce"
         elif "on_mismatch" in spec and kind is None:
             problems.append(f"{ppath}.on_mismatch: needs a type to check against")
@@ -523,22 +544,51 @@ def _check_targets(rules: Mapping[str, PropertyRule], path: str, problems: list[
             seen[target] = name
 
 
-def _opt_name(value: Any, path: str, problems: list[str]) -> str | None:
-    if value is None:
+def _opt_name(spec: dict[Any, Any], key: str, path: str, problems: list[str]) -> str | None:
+    if key not in spec:
         return None
+    value = spec[key]
     if not isinstance(value, str) or not value.strip():
-        problems.append(f"{path}: must be a non-empty string, got {value!r}")
+        problems.append(f"{path}.{key}: must be a non-empty string, got {_shown(value)}"
+                        + ("; give the new name, or remove the line" if value is None else ""))
         return None
     return value
 
 
-def _opt_bool(value: Any, path: str, problems: list[str]) -> bool:
-    if value is None:
+def _opt_bool(spec: dict[Any, Any], key: str, path: str, problems: list[str]) -> bool:
+    if key not in spec:
         return False
+    value = spec[key]
     if not isinstance(value, bool):
-        problems.append(f"{path}: must be true or false, got {value!r}")
+        problems.append(f"{path}.{key}: must be true or false, got {_shown(value)}")
         return False
     return value
+
+
+def _shown(value: Any) -> str:
+    """A plan value for a problem message, short: a YAML alias can make a small file hold
+    a huge list, which repr would spell out in full."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return f"a mapping of {len(value)} keys"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    try:
+        text = repr(value)
+    except ValueError:  # (an integer past Python's 4300 digits)
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _unquoted(name: Any) -> str:
+    """A hint for a name YAML read as a boolean or number: the key was not in quotes."""
+    if isinstance(name, bool):
+        return (f" (YAML reads an unquoted yes, no, on, off, true or false as {name}): "
+                "write the name in quotes, e.g. \"on\"")
+    if isinstance(name, int | float):
+        return f" (YAML reads an unquoted {name} as a number): write it in quotes, \"{name}\""
+    return ""
 
 
 def _quote(name: Any) -> str:
