@@ -186,9 +186,6 @@ def test_legacy_raw_pipeline_slices_through_a_linked_folder_stay_utc(tmp_path: P
     assert marked(src) == [True]  # the same file through the link
 
 
-@pytest.mark.xfail(strict=True, reason="windows.extract_pending: a resume after a linked "
-                   "folder is repointed so that two pending windows name one real file dies "
-                   "with KeyError (expand_paths keeps one url of the two; found[url] fails)")
 def test_resume_after_a_day_link_is_repointed_at_another_input_day_does_not_crash(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     body = line(0) + "\n" + line(1) + "\n"

@@ -92,7 +92,7 @@ def test_newer_schema_version_is_refused_with_advice(tmp_path: Path) -> None:
 def test_corrupt_ledger_is_reported_not_traced(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(TerminalError, match="cannot be opened"):
+    with pytest.raises(TerminalError, match="is damaged \\(file is not a database\\)"):
         Ledger(path)
     assert not isinstance(sqlite3.DatabaseError, TerminalError)
 

@@ -73,8 +73,6 @@ def _cut_short(path: Path) -> None:
 # --- damaged_files = "stop" and a run killed after the damaged file was staged ----------------
 
 
-@pytest.mark.xfail(strict=True, reason="a file cut short that a killed run had already staged "
-                   "escapes damaged_files=stop on resume: its records are sent")
 def test_a_damaged_file_staged_by_a_killed_run_still_stops_the_resume(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first file is a .gz cut short; the run dies right after it is staged (while the
@@ -188,3 +186,86 @@ def test_status_after_kill9_then_two_resumes(project: Project, tmp_path: Path) -
         assert_exactly_once(url, project.expected)
     st = status_json(work)
     assert st["complete"] and st["last_attempt"]["outcome"] == "finished"
+
+
+# --- around the fixes ---------------------------------------------------------------------
+
+
+def test_a_kill_after_a_merge_was_recorded_leaves_no_replaced_staged_files(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the ledger points at a merged file, before the files it replaced are
+    removed (and with a big merge's round left behind): the resume removes them, each
+    event once; a file of another name in staged/ is left as it is."""
+    from migrate_kit import assert_exactly_once, split_days
+
+    events = split_days(project.events, tmp_path / "events", slice(0, 1))
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        cfg = make_config(events, work, url)
+        with monkeypatch.context() as m:
+            crash_on_call(m, Ledger, "restage", 1, after=True)
+            with pytest.raises(Crash):
+                migrate(cfg, upload_overrides=FAST)
+        staged = work / "staged"
+        ledger = Ledger(work / "ledger.sqlite")
+        try:
+            used = {Path(str(w.staged_path)).name for w in ledger.windows()}
+        finally:
+            ledger.close()
+        replaced = {p.name for p in staged.iterdir()} - used
+        assert len(replaced) == 2, replaced  # the two halves of the split day
+        head = next(n for n in used if n.endswith(".merged.jsonl"))
+        (staged / f"{head}.round0").write_bytes(b"x")
+        (staged / "notes.txt").write_text("mine")
+        result = migrate(cfg, resume=True, upload_overrides=FAST)
+        assert result.exit_code == 0
+        assert_exactly_once(url, project.expected)
+        assert {p.name for p in staged.iterdir()} == used | {"notes.txt"}
+
+
+def test_a_config_corrected_before_anything_was_staged_is_planned_again(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that staged and sent nothing (killed as its first window was to be recorded
+    staged) resumes under a corrected config (the right input folder): its windows are
+    the new config's, each event once."""
+    from migrate_kit import assert_exactly_once
+
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    first = sorted(project.events.iterdir())[0]
+    (wrong / first.name).write_bytes(first.read_bytes())
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        with monkeypatch.context() as m:
+            crash_on_call(m, Ledger, "mark_extracted", 1)
+            with pytest.raises(Crash):
+                migrate(make_config(wrong, work, url), upload_overrides=FAST)
+        result = migrate(make_config(project.events, work, url), resume=True,
+                         upload_overrides=FAST)
+        assert result.exit_code == 0
+        assert_exactly_once(url, project.expected)
+        ledger = Ledger(work / "ledger.sqlite")
+        try:
+            assert len(ledger.windows()) == len(list(project.events.iterdir()))
+        finally:
+            ledger.close()
+        assert len(list((work / "staged").iterdir())) == len(list(project.events.iterdir()))
+
+
+def test_a_config_changed_after_a_window_was_staged_is_still_refused(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a window is staged the run's settings are fixed: a changed session gap is
+    refused on resume, as before."""
+    from mp2amp.errors import TerminalError
+
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        with monkeypatch.context() as m:
+            crash_on_call(m, Ledger, "mark_extracted", 2)
+            with pytest.raises(Crash):
+                migrate(make_config(project.events, work, url), upload_overrides=FAST)
+        changed = make_config(project.events, work, url,
+                              **{"transform.session_gap_minutes": 5})
+        with pytest.raises(TerminalError, match="differs from the one the run started"):
+            migrate(changed, resume=True, upload_overrides=FAST)
+        assert get_json(url + "/_emulator/stats")["events_stored"] == 0

@@ -1,5 +1,7 @@
 """The ledger's tables (``store.Ledger`` creates them, and adds what an older ledger lacks)."""
 
+import sqlite3
+
 SCHEMA_VERSION = 1
 
 # SQLite's page cache for the ledger (KiB; its default is ~2 MB): a run appends batch rows
@@ -58,3 +60,14 @@ CREATE TABLE IF NOT EXISTS rejects (
 -- the whole table (windows x rejects)
 CREATE INDEX IF NOT EXISTS rejects_by_window ON rejects (window_id, stage);
 """
+
+
+def create_schema(db: sqlite3.Connection) -> None:
+    """The ledger's tables on ``db`` (those it has are kept), in WAL mode."""
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # see store.py's docstring
+    db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # its reads are few
+    # one transaction with the schema version: `status` never reads a ledger that has
+    # tables but no version yet (a run just starting)
+    db.executescript(f"BEGIN IMMEDIATE;{SCHEMA};INSERT OR IGNORE INTO meta(key, value) "
+                     f"VALUES('schema_version', '{SCHEMA_VERSION}');COMMIT;")

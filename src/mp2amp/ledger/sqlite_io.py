@@ -105,19 +105,49 @@ def open_read_only(path: Path) -> sqlite3.Connection:
 
 # SQLite's codes for a damaged file: every other error (locked, full, read-only) is not
 _DAMAGED = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+_LOCKED = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED: another connection writes
 
 
-def _damaged(path: Path, exc: sqlite3.DatabaseError) -> TerminalError:
+def _primary(exc: sqlite3.DatabaseError) -> int | None:
+    """SQLite's primary result code: Python reports extended ones (SQLITE_CORRUPT_INDEX is
+    779), which carry it in their low byte."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def damaged(path: Path, exc: sqlite3.DatabaseError | str) -> TerminalError:
+    """What a damaged ledger stops the command with (``exc``: SQLite's words, or ours)."""
     return TerminalError(
-        f"the ledger {path} is damaged ({exc}): the record of this run cannot be read. Keep "
-        "a copy of the work folder for a look, then start the migration again in a new work "
-        "folder (Amplitude ignores an insert_id it has had in the last 7 days, so what was "
-        "already sent is not doubled within that time)")
+        f"the ledger {path} is damaged ({exc}): the record of this run cannot be read. If "
+        "you have a whole copy of it (with its ledger.sqlite-wal file beside it), put that "
+        "back and run the same command again; otherwise keep a copy of the work folder for "
+        "a look, then start the migration again in a new work folder (Amplitude ignores an "
+        "insert_id it has had in the last 7 days, so what was already sent is not doubled "
+        "within that time)")
+
+
+def _locked(path: Path, exc: sqlite3.DatabaseError) -> TerminalError:
+    # moving the ledger away would throw the run's record away: it is only in use
+    return TerminalError(
+        f"the ledger {path} is locked ({exc}): another program has it open for writing (an "
+        "sqlite3 shell, a backup or sync tool); nothing of the run is lost: close that "
+        "program, then run the same command again (`mp2amp migrate --resume` to go on with "
+        "the run)")
+
+
+def ledger_trouble(path: Path, exc: sqlite3.DatabaseError) -> TerminalError | None:
+    """What a damaged or locked ledger stops the command with; None for other errors."""
+    primary = _primary(exc)
+    if primary in _DAMAGED:
+        return damaged(path, exc)
+    if primary in _LOCKED:
+        return _locked(path, exc)
+    return None
 
 
 def naming_damage(method: Any) -> Any:
-    """``method`` (of an object with a ``path``) with a damaged file reported as a
-    ``TerminalError`` naming the ledger (not a traceback); generators are guarded while
+    """``method`` (of an object with a ``path``) with a damaged or locked file reported as
+    a ``TerminalError`` naming the ledger (not a traceback); generators are guarded while
     they are iterated."""
     if inspect.isgeneratorfunction(method):
         @functools.wraps(method)
@@ -125,8 +155,9 @@ def naming_damage(method: Any) -> Any:
             try:
                 yield from method(self, *args, **kwargs)
             except sqlite3.DatabaseError as exc:
-                if getattr(exc, "sqlite_errorcode", None) in _DAMAGED:
-                    raise _damaged(self.path, exc) from exc
+                trouble = ledger_trouble(self.path, exc)
+                if trouble is not None:
+                    raise trouble from exc
                 raise
         return gen_wrapper
 
@@ -135,7 +166,8 @@ def naming_damage(method: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.DatabaseError as exc:
-            if getattr(exc, "sqlite_errorcode", None) in _DAMAGED:
-                raise _damaged(self.path, exc) from exc
+            trouble = ledger_trouble(self.path, exc)
+            if trouble is not None:
+                raise trouble from exc
             raise
     return wrapper

@@ -24,10 +24,12 @@ from typing import Any
 import orjson
 
 from mp2amp.errors import TerminalError
-from mp2amp.ledger.schema import CACHE_KIB, SCHEMA, SCHEMA_VERSION
+from mp2amp.ledger.schema import SCHEMA_VERSION, create_schema
 from mp2amp.ledger.sqlite_io import (
     Writes,
     add_column,
+    damaged,
+    ledger_trouble,
     naming_damage,
     open_read_only,
     raise_storage_error,
@@ -78,10 +80,11 @@ class BatchRow:
 class Ledger:
     """The journal of one work folder. Not shared between processes at the same time."""
 
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False, create: bool = True) -> None:
         """Open (or, unless ``read_only``, create) the ledger at ``path``. A file that is
         not an mp2amp ledger (another SQLite database; with ``read_only`` also an empty
-        file) is refused and left as it is."""
+        file) is refused and left as it is. Without ``create`` (a resume) a file with no
+        tables is refused as damaged: a new schema there would start the run from zero."""
         self.path = path
         self._outer = False  # inside a write transaction (``_tx``)
         try:
@@ -93,6 +96,10 @@ class Ledger:
                                            check_same_thread=False)
             tables = {r[0] for r in self._db.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not tables and not create and not read_only:
+                self._db.close()
+                raise damaged(path, "it holds no tables: an empty file, or a copy made "
+                              "without its ledger.sqlite-wal file")
             if (tables or read_only) and "meta" not in tables:
                 self._db.close()
                 raise TerminalError(
@@ -101,17 +108,15 @@ class Ledger:
                         else "an empty file") + "); point --workdir at the work folder of "
                     "an mp2amp run, or move the file away to start a new run there")
             if not read_only:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
-                self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # its reads are few
-                # one transaction with the schema version: `status` never reads a ledger
-                # that has tables but no version yet (a run just starting)
-                self._db.executescript(
-                    f"BEGIN IMMEDIATE;{SCHEMA};INSERT OR IGNORE INTO meta(key, value) "
-                    f"VALUES('schema_version', '{SCHEMA_VERSION}');COMMIT;")
+                create_schema(self._db)
                 # a ledger of an mp2amp before dead letters named their batch
                 add_column(self._db, "rejects", "batch_id", "TEXT")
         except sqlite3.DatabaseError as exc:
+            if hasattr(self, "_db"):  # the file stays as it is, for a look or a retry
+                self._db.close()
+            trouble = ledger_trouble(path, exc)
+            if trouble is not None:
+                raise trouble from exc
             if not read_only:
                 raise_storage_error(exc, path)  # a full disk: free space and --resume
             raise TerminalError(
@@ -217,6 +222,15 @@ class Ledger:
                     "VALUES(?, ?, ?, ?, ?)",
                     (window_id, seq, kind, orjson.dumps(spec).decode(), now),
                 )
+
+    def replace_windows(self, windows: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """The run's windows are ``windows`` now (``add_windows``'s form), in one step: a
+        run that staged and sent nothing yet, planned again from a corrected config."""
+        with self._tx() as db:
+            db.execute("DELETE FROM windows")
+            db.execute("DELETE FROM meta WHERE key IN (?, ?, ?)",
+                       (_MERGED_INTO, _LINE_ORDERED, _UNSTAGED_LOADED))
+            self.add_windows(windows)
 
     def windows(self) -> list[WindowRow]:
         rows = self._db.execute(

@@ -10,10 +10,11 @@ windows unbalanced, after the mixed data had gone out). The run's fingerprint ho
 digest, so such a resume is refused up front.
 
 Files the settings name (plan, excluded users, the identity table) count by their
-content; the hash salt by a digest of it (the ledger never holds a secret). Settings that
-only tune speed or the connection (workers, memory, hosts, credentials, Export API limits)
-are left out. Input and output locations inside the config file's folder count by their
-path relative to it: a project folder moved whole (to a bigger disk) resumes.
+content; the hash salt by a slow (scrypt) digest of it (the ledger never holds a secret,
+nor a fast hash to guess a weak one from). Settings that only tune speed or the connection
+(workers, memory, hosts, credentials, Export API limits) are left out. Input and output
+locations inside the config file's folder count by their path relative to it: a project
+folder moved whole (to a bigger disk) resumes.
 
 The Amplitude API key is not in the fingerprint (a key Amplitude refused at once must stay
 correctable), but a salted digest of it, recorded with the first batch sent under it,
@@ -25,6 +26,7 @@ regenerated for the same project is taken on with ``--new-api-key``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import hashlib
 import hmac
@@ -84,29 +86,41 @@ def _content(path: Path) -> str | None:
         return None
 
 
-def _canonical(value: Any) -> Any:
-    """JSON-ready, with files as their content's digest and secrets as a digest."""
+@functools.lru_cache(maxsize=4)
+def _slow_digest(secret: str) -> str:
+    """A secret's digest through a slow KDF (~16 MiB, tens of ms): the ledger is no
+    file to guess a weak hash salt from offline."""
+    return hashlib.scrypt(secret.encode(), salt=b"mp2amp-fingerprint", n=1 << 14, r=8, p=1,
+                          dklen=8).hex()
+
+
+def _canonical(value: Any, legacy: bool = False) -> Any:
+    """JSON-ready, with files as their content's digest and secrets as a digest (``legacy``:
+    the plain SHA-256 of runs started before the KDF, accepted on their resume)."""
     if isinstance(value, Secret):
-        return "secret:" + _digest(b"mp2amp-fingerprint\x00" + value.reveal().encode())
+        if legacy:
+            return "secret:" + _digest(b"mp2amp-fingerprint\x00" + value.reveal().encode())
+        return "secret-kdf:" + _slow_digest(value.reveal())
     if isinstance(value, Path):
         # by content alone when it can be read: the same plan moved elsewhere is the same
         content = _content(value)
         return {"file": str(value)} if content is None else {"content": content}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: _canonical(getattr(value, f.name), legacy)
+                for f in dataclasses.fields(value)}
     if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
+        return [_canonical(v, legacy) for v in value]
     if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
+        return {str(k): _canonical(v, legacy) for k, v in value.items()}
     return value
 
 
-def events_fingerprint(config: Config) -> str:
+def events_fingerprint(config: Config, legacy: bool = False) -> str:
     doc = {
         "mixpanel": {name: _canonical(getattr(config.mixpanel, name))
                      for name in _MIXPANEL_FIELDS},
         "transform": _canonical(config.transform),
-        "privacy": _canonical(config.privacy),
+        "privacy": _canonical(config.privacy, legacy),
         # by its content, as the files [transform] and [privacy] name (None: no table, the
         # same digest as before the table's content counted)
         "identity_table": None if config.source.identity_table is None
@@ -182,12 +196,14 @@ def _dumps(fingerprint: dict[str, Any]) -> str:
     return orjson.dumps(fingerprint, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def record_fingerprint(ledger: Ledger, config: Config, upload: UploadSettings) -> None:
-    """The run's fingerprint, its locations relative to the config file's folder."""
+def record_fingerprint(ledger: Ledger, config: Config, upload: UploadSettings,
+                       anew: bool = False) -> None:
+    """The run's fingerprint, its locations relative to the config file's folder (``anew``:
+    the run was planned again here, its windows named from this folder)."""
     folder = config_folder(config)
     ledger.set_meta(FINGERPRINT_META, _dumps(run_fingerprint(config, upload, folder)))
     # the folder the run started in: its windows are named by their paths there
-    if folder is not None and ledger.get_meta(FOLDER_META) is None:
+    if folder is not None and (anew or ledger.get_meta(FOLDER_META) is None):
         ledger.set_meta(FOLDER_META, str(folder))
 
 
@@ -235,18 +251,28 @@ def _same_places(known: str, now: dict[str, Any], absolute: dict[str, Any],
 
 
 def check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known: str,
-                 may_change: Callable[[list[str]], bool]) -> None:
+                 may_change: Callable[[list[str]], bool],
+                 replan: Callable[[], None] | None = None) -> None:
     """Refuse a resume whose configuration differs from the run's in what decides its
     batches. ``may_change(changed)`` lets the caller accept a change (an S3-import folder
-    refused before anything was written), whose new fingerprint is then recorded."""
+    refused before anything was written), whose new fingerprint is then recorded.
+    ``replan``: given while the run has staged and sent nothing (a project_id Mixpanel
+    refused, corrected as its message says), any change is taken: the run is planned
+    again from this configuration (``replan``) and its fingerprint recorded anew."""
     now = _same_places(known, run_fingerprint(config, upload, config_folder(config)),
                        run_fingerprint(config, upload), ledger.get_meta(FOLDER_META))
-    changed = changed_keys(known, now)
+    changed = _unless_legacy_salt(changed_keys(known, now), known, config)
     if changed and ledger.get_meta(FOLDER_META) is None and \
             changed_keys(known, run_fingerprint(config, upload)) is None:
         changed = []  # started by an mp2amp that kept absolute paths: recorded anew
     if changed and may_change(changed):
         changed = []
+    if changed and replan is not None:
+        log.info("the configuration changed (%s) before anything was staged or sent: the "
+                 "run goes on with the new one", ", ".join(changed))
+        replan()  # first: a crash before the new fingerprint plans it again next time
+        record_fingerprint(ledger, config, upload, anew=True)
+        return
     if not changed:  # its locations as the config names them now (an older run: relative)
         record_fingerprint(ledger, config, upload)
     if changed:
@@ -255,6 +281,21 @@ def check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known: 
             "this configuration differs from the one the run started with in what decides "
             f"its batches ({named}; was {known}, now {_dumps(now)}){_moved(ledger, config)}; "
             "resume with the original settings, or start a new run in a new work folder")
+
+
+def _unless_legacy_salt(changed: list[str] | None, known: str,
+                        config: Config) -> list[str] | None:
+    """``changed`` without ``events`` when the run recorded the same settings with its
+    hash salt's digest of before the KDF (it is recorded anew, in the KDF's form)."""
+    if not changed or "events" not in changed or config.privacy.hash_salt is None:
+        return changed
+    try:
+        was = orjson.loads(known)
+    except orjson.JSONDecodeError:
+        return changed
+    if not isinstance(was, dict) or was.get("events") != events_fingerprint(config, True):
+        return changed
+    return [k for k in changed if k != "events"] or None
 
 
 def _moved(ledger: Ledger, config: Config) -> str:

@@ -76,6 +76,7 @@ from mp2amp.pipeline.restage import (
     stop_on_damaged_files,
 )
 from mp2amp.pipeline.result import EXIT_OK, EXIT_PARKED, EXIT_UNBALANCED, MigrateResult
+from mp2amp.pipeline.run_start import open_ledger, replanner
 from mp2amp.pipeline.staged_identity import read_staged_identity_timed
 from mp2amp.pipeline.status import former_default_hint
 from mp2amp.pipeline.transform_worker import (
@@ -204,8 +205,7 @@ async def _migrate(
     lock = WorkLock(workdir)
     started = time.time()
     try:
-        ledger = Ledger(path)
-        known = ledger.get_meta("fingerprint")
+        ledger, known = open_ledger(path, resume)  # never a damaged ledger from zero
     except BaseException:
         lock.release()
         raise
@@ -221,11 +221,13 @@ async def _migrate(
         if known is not None:
             check_resume(ledger, config, upload, known, lambda changed: changed == [
                 "output_dir"] and output_dir_may_change(known, config.amplitude.output_dir,
-                                                        ledger.get_meta("sink_attempt")))
+                                                        ledger.get_meta("sink_attempt")),
+                         replanner(ledger, config, storage_options))
         else:
-            ledger.add_windows(planned if planned is not None
-                               else planned_windows(config, storage_options))
-            record_fingerprint(ledger, config, upload)
+            planned = planned_windows(config, storage_options) if planned is None else planned
+            with ledger.atomic():  # a ledger with windows always has its fingerprint
+                ledger.add_windows(planned)
+                record_fingerprint(ledger, config, upload)
         if new_api_key and known is not None and not sink_mode:  # regenerated, same project
             offered = rebind_api_key(ledger, upload.api_key)
         else:  # another key is another Amplitude project: refused once a batch went under one
@@ -334,7 +336,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         remerge_restaged(ledger)  # merged files that were gone, made again as they were
         check_restaged(ledger, extraction.restaged)
         if config.source.damaged_files == "stop":
-            stop_on_damaged_files(ledger, set(extraction.staged))
+            stop_on_damaged_files(ledger)  # this run's, and those a killed run staged
         windows = ledger.windows()  # with every staged path and record count
         # The graph needs no second pass: it decides by event time (ties: the window
         # order, which the merge keeps), so file order and merged order give one graph.
@@ -349,6 +351,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         ledger.mark_identity([w.window_id for w in windows], identity)
 
         transformer = Transformer(settings)
+        transformer.exclude_merged_users(graph.resolve)  # an excluded alias's whole user
         if config.amplitude.output_dir is not None:
             counters.begin("write", records)
             load, values = await _write_import_files(config, windows, ledger, graph,

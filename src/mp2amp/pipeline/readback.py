@@ -26,6 +26,7 @@ from mp2amp.errors import (
     RateLimited,
     classify_http,
     parse_retry_after,
+    redact_userinfo,
 )
 
 ATTEMPTS = 6  # per request: 5xx, 429, 408 and dropped connections are retried
@@ -86,7 +87,8 @@ def _get_waiting(url: str, api_key: str, secret_key: str, timeout: float = 120.0
             status, body, retry_after = _get_once(url, api_key, secret_key, timeout)
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             if attempt == ATTEMPTS:
-                raise ConnectionLost(f"Amplitude read-back failed {attempt} times ({exc}); "
+                raise ConnectionLost(f"Amplitude read-back failed {attempt} times "
+                                     f"({redact_userinfo(str(exc))}); "
                                      "the migration itself is done: run the comparison "
                                      "again later") from exc
             sleep(min(max_wait, BACKOFF * 2 ** (attempt - 1)))

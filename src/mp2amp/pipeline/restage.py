@@ -342,20 +342,26 @@ def _refuse_changed(ledger: Ledger, head: str, group: list[str], gives: str) -> 
         "in a new work folder")
 
 
-def stop_on_damaged_files(ledger: Ledger, staged_now: set[str]) -> None:
-    """Before the load: the windows staged in this run from a file cut short (a .gz
-    without its end) are unstaged and the run stops (``[source] damaged_files = "stop"``):
+_STAGED = frozenset({"extracted", "identity"})  # staged, not loaded
+
+
+def stop_on_damaged_files(ledger: Ledger) -> None:
+    """Before the load: the windows staged from a file cut short (a .gz without its end)
+    and not cut into batches yet are unstaged and the run stops (``[source] damaged_files
+    = "stop"``), those an earlier run staged too (it was killed before its check):
     nothing of them is sent, so a file restored (downloaded again) is staged whole on
     ``--resume``. Without this, the records up to the damage went out, the rest was one
     rejection, the run exited 0, and no resume could add the rest (its batches were cut).
 
     A window whose batches were already cut (a run with ``damaged_files = "keep"``,
     staged again on resume under "stop") is kept: some of it was sent, and restoring the
-    file could never match those batches again."""
+    file could never match those batches again. So is a window a run under "keep" merged
+    with others (only a "keep" run merges a damaged one): the merged file holds theirs."""
     found: list[str] = []
-    cut = {b.window_id for b in ledger.batches()}
+    merged = ledger.merged_into()
+    cut = {b.window_id for b in ledger.batches()} | set(merged) | set(merged.values())
     for w in ledger.windows():
-        if w.window_id not in staged_now or w.staged_path is None or w.window_id in cut:
+        if w.state not in _STAGED or w.staged_path is None or w.window_id in cut:
             continue
         damage = damage_of(Path(w.staged_path))
         if damage is None:

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from mp2amp.identity.ids import identity_view
+from mp2amp.pipeline.staged_ranges import damaged_staged
 from mp2amp.pipeline.staging import (
     UNKNOWN_TIME,
     WHOLE_SECOND_AT,
@@ -44,12 +45,16 @@ def read_staged_identity_timed(path: Path) -> Iterator[tuple[dict[str, Any] | No
     and its UTC seconds (``identity_seconds``), in time order."""
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     with open(path, "rb") as f:
-        for raw in f:
+        for number, raw in enumerate(f, 1):
             tab = raw.find(b"\t")
             text = raw[:tab] if tab >= 0 else raw
             try:
-                value = loads(text)
-            except decode_error:  # written by the standard library (see staging._encode)
-                value = load_staged(text)
-            view = value if tab >= 0 else identity_view(value[3])
-            yield view, identity_seconds(view, staged_key(raw))
+                try:
+                    value = loads(text)
+                except decode_error:  # written by the standard library (staging._encode)
+                    value = load_staged(text)
+                view = value if tab >= 0 else identity_view(value[3])
+                key = staged_key(raw)
+            except (ValueError, TypeError, IndexError) as exc:  # cut short, say
+                raise damaged_staged(path, f"line {number}", exc) from None
+            yield view, identity_seconds(view, key)

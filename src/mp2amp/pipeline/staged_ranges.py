@@ -7,6 +7,20 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from mp2amp.errors import TerminalError
+
+
+def damaged_staged(path: Path | str, where: str, exc: Exception) -> TerminalError:
+    """What a staged line that cannot be read stops the run with: the staged copy lost
+    bytes after staging (a work folder copied by a copy that stopped short, say).
+    Deleted, the file is staged again from its source on --resume and checked against
+    what was sent from it."""
+    return TerminalError(
+        f"the staged copy {path} is damaged: {where} cannot be read ({exc}); it lost bytes "
+        "after it was staged (a work folder copied by a copy that stopped short, say). "
+        "Delete that file and run the same command with --resume: its window is staged "
+        "again from its source and checked against what was already sent of it")
+
 
 def staged_ranges(path: Path, size: int) -> Iterator[tuple[int, int]]:
     """Byte ranges ``[start, end)`` of whole lines of the staged window: each ends with

@@ -40,6 +40,7 @@ from mp2amp.identity import IdentityGraph
 from mp2amp.identity.ids import IDENTITY_EVENTS
 from mp2amp.models import Emitted, Rejected
 from mp2amp.pipeline.memory import release_free_memory
+from mp2amp.pipeline.staged_ranges import damaged_staged
 from mp2amp.pipeline.staging import (
     load_staged,
     read_staged_range,
@@ -103,7 +104,7 @@ def transform_lines(lines: Sequence[bytes],
         try:
             _, source, line, record, rej = loads(raw)
         except decode_error:  # a row staging wrote with the standard library (NaN and such)
-            _, source, line, record, rej = load_staged(raw)
+            _, source, line, record, rej = _load_row(raw)
         # one object per file name: the chunk's pickle then holds each name once
         source = sources.setdefault(source, source)
         if rej is None and record.__class__ is dict \
@@ -135,9 +136,28 @@ def transform_lines(lines: Sequence[bytes],
     return items
 
 
-def transform_range(path: str, start: int, end: int) -> list[Item]:
-    """``transform_lines`` of one range of a staged window, read here (in the worker)."""
-    return transform_lines(read_staged_range(path, start, end))
+class _UnreadableRow(Exception):
+    """A staged row neither JSON parser reads (see ``damaged_staged``)."""
+
+
+def _load_row(raw: bytes) -> Any:
+    try:
+        row = load_staged(raw)
+        if len(row) != 5:
+            raise ValueError(f"{len(row)} fields, not 5")
+        return row
+    except (ValueError, TypeError) as exc:
+        raise _UnreadableRow(str(exc)) from None
+
+
+def transform_range(path: str, start: int, end: int,
+                    state: tuple[IdentityGraph, EventTransformer] | None = None) -> list[Item]:
+    """``transform_lines`` of one range of a staged window, read here (in the worker); a
+    row that cannot be read stops the run naming the staged file."""
+    try:
+        return transform_lines(read_staged_range(path, start, end), state)
+    except _UnreadableRow as exc:
+        raise damaged_staged(path, f"a line from byte {start} on", exc) from None
 
 
 def take_stats(transformer: EventTransformer) -> Stats | None:
@@ -399,7 +419,7 @@ class ChunkTransformer:
         chunks = staged_ranges(path, self.chunk_lines * 1024)
         if not self._workers:
             for start, end in chunks:
-                yield transform_lines(read_staged_range(path, start, end), self.state)
+                yield transform_range(str(path), start, end, self.state)
             return
         pending: deque[asyncio.Future[Chunk]] = deque()
         try:

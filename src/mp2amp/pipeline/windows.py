@@ -236,10 +236,10 @@ async def extract_pending(
     export_dir = workdir / "export"
     rows = ledger.windows()
     _discard_staged_downloads(export_dir, rows)
+    _remove_leftovers(workdir / "staged", rows)  # before this run stages anything
     pending = [w for w in rows if w.state == "pending"]
     if not pending:
         return
-    _remove_leftovers(workdir / "staged")
     total = len(ledger.windows())
     counters.begin("extract", total, done=total - len(pending))
     reporter.update(counters)
@@ -251,9 +251,11 @@ async def extract_pending(
     merged = set(ledger.merged_into())
     _check_gone_sources(files, locate, remote, merged)
     if files:
+        # each pending window reads what its own path names now: two windows planned as
+        # two files stay two even if a link has since made them one (no KeyError)
         found = {f.url: f for f in expand_paths(
             [locate(w.window_id) for w in files if w.window_id not in remote],
-            storage_options=storage_options)}
+            storage_options=storage_options, dedupe=False)}
         sources = {w.window_id: remote.get(w.window_id)
                    or _as_window(found[locate(w.window_id)], w.window_id) for w in files}
         pool = _staging_pool([sources[w.window_id] for w in files])
@@ -379,15 +381,27 @@ def _check_gone_sources(files: list[WindowRow], locate: Callable[[str], str],
             "new run in a new work folder ([run] workdir) to migrate the files there are now")
 
 
-def _remove_leftovers(staged: Path) -> None:
+# the names mp2amp gives files in staged/: a window's (``staged_path``), a merged one (and
+# its placeholders), the rounds of a big merge, each while written (.part)
+_STAGED_NAME = re.compile(
+    r".+-[0-9a-f]{10}(\.merged(-away)?)*\.jsonl(\.round[0-9]+)*(\.part)?")
+
+
+def _remove_leftovers(staged: Path, rows: list[WindowRow]) -> None:
     """A run killed while staging leaves its sorted runs and a ``.part`` file behind (as
-    big as the window); its window is still pending and is staged again from scratch."""
+    big as the window); its window is still pending and is staged again from scratch. One
+    killed while merging leaves the rounds of a big merge, or the files a merge replaced
+    (the ledger already pointed at the merged one). Files of mp2amp's naming that no
+    window refers to are removed; any other file is left as it is."""
     if not staged.is_dir():
         return
+    used = {Path(w.staged_path).name for w in rows if w.staged_path}
     for path in staged.iterdir():
         if path.name.startswith(".stage-") and path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
-        elif path.name.endswith(".part"):
+        elif path.name.endswith(".part") or (
+                path.name not in used and _STAGED_NAME.fullmatch(path.name)
+                and path.is_file()):
             path.unlink(missing_ok=True)
 
 
