@@ -116,11 +116,16 @@ def _referenced_file_problems(raw: Mapping[str, Any], base: Path,
         path = parser.value(Path, value, f"{section}.{key}") if value is not None else None
         paths.append(path if isinstance(path, Path) and path.is_file() else None)
     privacy = raw.get("privacy")
-    names = privacy.get("hash_properties") if isinstance(privacy, dict) else None
-    hashed = frozenset(n for n in names if isinstance(n, str)) if isinstance(names, list) \
+    return referenced_file_problems(paths[0], paths[1], hashed=_names(privacy, "hash_properties"),
+                                    configured=_configured_names(raw.get("transform")),
+                                    dropped=_names(privacy, "drop_properties"))
+
+
+def _names(section: Any, key: str) -> frozenset[str]:
+    """The property names a (maybe failing) table's list ``key`` gives."""
+    names = section.get(key) if isinstance(section, dict) else None
+    return frozenset(n for n in names if isinstance(n, str)) if isinstance(names, list) \
         else frozenset()
-    return referenced_file_problems(paths[0], paths[1], hashed=hashed,
-                                    configured=_configured_names(raw.get("transform")))
 
 
 def _configured_names(transform: Any) -> dict[str, str]:
@@ -178,7 +183,9 @@ class _Parser:
                 continue
             var = f.metadata.get("env_or_file")
             if var is not None and self.env.get(var, "").strip():  # blanks are no value
-                values[f.name] = Secret(self.env[var])  # the environment wins over the file
+                # the environment wins over the file; stripped as the other secrets are: a
+                # salt pasted with its newline would hash every value differently
+                values[f.name] = Secret(self.env[var].strip())
                 continue
             tp = hints[f.name]
             if f.name in raw:

@@ -282,6 +282,7 @@ class TransformConfig:
 
 
 _ID_PROPERTIES = frozenset({"distinct_id", "$user_id", "$device_id"})
+_IP_PROPERTIES = ("ip", "$ip")  # Amplitude's ip field: an address or nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +310,12 @@ class PrivacyConfig:
                            "become the events' user_id/device_id, which these lists do not "
                            "touch; leave such people out with exclude_users, or pseudonymize "
                            "the IDs in the export before the migration")
+        ips = [n for n in _IP_PROPERTIES if n in self.hash_properties]
+        if ips:
+            out.append(f"hash_properties: {', '.join(ips)} cannot be hashed: it becomes "
+                       "Amplitude's ip field, which takes only an IP address, so its hash "
+                       "would be dropped without a word; set ip = \"drop\" to keep the IP "
+                       "from Amplitude, and remove it from hash_properties")
         if self.exclude_users is not None and not self.exclude_users.is_file():
             out.append(f"exclude_users: the excluded-users file {self.exclude_users} "
                        f"{_not_a_file(self.exclude_users)}")
@@ -374,6 +381,8 @@ class Config:
             problems += exc.problems
         if plan is not None and privacy is not None:
             problems += _hashed_but_typed(plan, privacy)
+            problems += renamed_privacy_names(plan, privacy.drop_properties,
+                                              privacy.hash_properties)
         if plan is not None:
             problems += ambiguous(plan, self.transform.configured_names())
         if problems or plan is None or privacy is None:
@@ -395,7 +404,8 @@ class Config:
 
 def referenced_file_problems(plan: Path | None, exclude_users: Path | None,
                              hashed: frozenset[str] = frozenset(),
-                             configured: Mapping[str, str] | None = None) -> list[str]:
+                             configured: Mapping[str, str] | None = None,
+                             dropped: frozenset[str] = frozenset()) -> list[str]:
     """The problems of the tracking plan and the excluded-users file, each naming its file,
     a plan type a ``hashed`` property cannot take and a ``configured`` name (config key ->
     property) the plan makes ambiguous: for the report of a config file whose own problems
@@ -408,6 +418,7 @@ def referenced_file_problems(plan: Path | None, exclude_users: Path | None,
         try:
             loaded = load_plan(plan)
             problems += _typed_but_hashed(loaded, hashed)
+            problems += renamed_privacy_names(loaded, dropped, hashed)
             problems += ambiguous(loaded, configured or {})
         except ConfigError as exc:
             problems += _plan_problems(exc, plan)
@@ -417,6 +428,27 @@ def referenced_file_problems(plan: Path | None, exclude_users: Path | None,
         except ConfigError as exc:
             problems += exc.problems
     return problems
+
+
+def renamed_privacy_names(plan: TrackingPlan, dropped: Collection[str],
+                          hashed: Collection[str]) -> list[str]:
+    """Config problems: a privacy list naming the plan's new name of a property it does
+    not name itself. The rules run on the Mixpanel names, before the plan renames, so the
+    value would go out in clear under the new name."""
+    rules = list(plan.properties.items())
+    rules += [(name, rule) for event in plan.events.values()
+              for name, rule in event.properties.items()]
+    problems = set()
+    for key, names, covered in (("drop_properties", dropped, set(dropped)),
+                                ("hash_properties", hashed, {*dropped, *hashed})):
+        for source, rule in rules:
+            new = rule.rename
+            if new is not None and new != source and new in names and source not in covered:
+                problems.add(f"privacy.{key}: {new!r} is the tracking plan's new name of the "
+                             f"Mixpanel property {source!r}; the privacy rules apply to "
+                             f"Mixpanel names, before the plan renames, so {source!r} would "
+                             f"go out in clear as {new!r}: list {source!r} in {key}")
+    return sorted(problems)
 
 
 def _plan_problems(exc: ConfigError, plan: Path | None) -> list[str]:

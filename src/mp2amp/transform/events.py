@@ -2,9 +2,11 @@
 
 Order inside ``Transformer.event`` (each step may end the event with a Skip or Rejection):
 
-1. hot-shard restore (``hotshard``); identity records and bookkeeping events are skipped;
-2. ``time`` -> UTC ms (``timeconv``: unit detection, legacy project-local time);
-3. privacy rules on the Mixpanel property names (drop, hash, excluded users, retention);
+1. excluded users (privacy), before anything may reject the record; hot-shard restore
+   (``hotshard``); identity records and bookkeeping events are skipped;
+2. ``time`` -> UTC ms (``timeconv``: unit detection, legacy project-local time), then the
+   retention date (privacy) and only then a missing event name;
+3. privacy rules on the Mixpanel property names (drop, hash);
 4. the tracking plan (rename/drop events and properties, types, user properties);
 5. identity from the identity stage: a usable user_id or device_id (at most 1024
    characters; an overlong one is dropped when the other is usable) or a rejection;
@@ -29,6 +31,7 @@ missing IDs) to ``_event`` before it has counted or changed anything.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Final
 
 from mp2amp import __version__
@@ -36,7 +39,8 @@ from mp2amp.errors import ConfigError, Rejection
 from mp2amp.models import UTC_TIME_MARK, Resolved, Skip
 from mp2amp.transform import mapping
 from mp2amp.transform.configured import by_source_name, present
-from mp2amp.transform.groups import groups_of
+from mp2amp.transform.eventtime import event_times
+from mp2amp.transform.groups import groups_of, unhashed_groups
 from mp2amp.transform.hotshard import (
     HOTSHARD_EVENT,
     HOTSHARD_RECORD,
@@ -80,16 +84,7 @@ from mp2amp.transform.shapes import (
     plain_value,
     same_types,
 )
-from mp2amp.transform.timeconv import (
-    MAX_TIME_MS,
-    MIN_TIME_MS,
-    LocalTimeConverter,
-    TimeError,
-    processed_ms_of,
-    seconds_to_ms,
-    to_epoch_ms,
-    utc_in_range,
-)
+from mp2amp.transform.timeconv import LocalTimeConverter, TimeError, processed_ms_of, seconds_to_ms
 from mp2amp.transform.values import MAX_STRING, ValueProblem, ValueStats, clip, sanitize_props
 
 __all__ = ["FIELD_ORDER", "IDENTITY_EVENTS", "RESERVED_EVENT_TYPES", "Transformer"]
@@ -136,6 +131,8 @@ class Transformer:
         rs = settings.revenue
         self._revenue_keys = tuple(k for k in (rs.price, rs.revenue, rs.items) if k)
         self._group_keys = settings.group_keys
+        self._hashed_groups = tuple(k for k in settings.group_keys if privacy is not None
+                                    and k in privacy.hash_properties)
         self._configured = (*rs.property_names, *settings.group_keys)  # by Mixpanel name
         self._names = mapping.DEFAULT_EVENT_NAMES if settings.amplitude_event_names else {}
         # Memo tables (bounded): per event shape, per event name, per page URL. Pure
@@ -157,6 +154,11 @@ class Transformer:
         """What the transform changed so far: truncations and flattenings per property."""
         return {"truncated": dict(self.values.truncated),
                 "flattened": dict(self.values.flattened), "other": dict(self.counts)}
+
+    def exclude_merged_users(self, resolve: Callable[[dict[str, Any]], Resolved]) -> None:
+        """After the identity pass: a listed ID's resolved user is excluded whole."""
+        if self._privacy is not None:
+            self._privacy = self._privacy.with_merged_users(resolve)
 
     def event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
         """One Amplitude event, or the Rejection/Skip that explains why there is none.
@@ -294,6 +296,9 @@ class Transformer:
                 return not_an_event(record)
             source_name, props = record["event"], record.get("properties")
             learn = self._direct and type(props) is dict
+            privacy = self._privacy  # an excluded user's record is skipped, never rejected
+            if privacy is not None and (skip := privacy.skipped(source_name, props, ids)):
+                return skip
             if (type(source_name) is str and source_name in _HOTSHARD_EVENTS) or (
                     type(props) is dict
                     and (ORIGINAL_EVENT in props or ORIGINAL_DISTINCT_ID in props)):
@@ -302,45 +307,27 @@ class Transformer:
                 if type(restored) is not dict:
                     return restored
                 source_name, props = restored["event"], restored.get("properties")
-            if type(source_name) is not str or not source_name.strip():
-                return Rejection("missing_event_name", "the event has no name", field="event")
-            if source_name in IDENTITY_EVENTS:
+            named = type(source_name) is str and bool(source_name.strip())
+            if named and source_name in IDENTITY_EVENTS:
                 return Skip("identity_record", f"{source_name} feeds the identity graph")
             if props is None:
                 props = {}
             elif type(props) is not dict:
                 return Rejection("not_an_event", "properties is not an object", field="properties")
-
-            # time: epoch seconds of this century need no unit detection (see timeconv)
-            raw = props.get("time")
-            if (type(raw) is float or type(raw) is int) and 1e9 <= raw < 4e9:
-                raw_ms = round(raw * 1000)
-            else:
-                try:
-                    raw_ms = to_epoch_ms(raw)
-                except TimeError as err:
-                    return Rejection(err.reason, str(err), field="properties.time")
-            if self._local is None:
-                time_ms = raw_ms
-            elif UTC_TIME_MARK in record:
-                time_ms = raw_ms  # UTC; ids hash the stored local time, as an export's do
-                raw_ms = self._local.to_local_ms(raw_ms, processed_ms_of(props))  # in range
-            else:
-                offset = self._hour_offsets.get(raw_ms // _HOUR_MS)
-                time_ms = raw_ms - offset if offset is not None else MIN_TIME_MS - 1
-                if not MIN_TIME_MS <= time_ms < MAX_TIME_MS:  # DST edge, first sight, or range
-                    try:
-                        time_ms = self._to_utc(raw_ms, props)
-                    except TimeError as err:
-                        return Rejection(err.reason, str(err), field="properties.time")
+            try:  # the time first: an event before the retention date is skipped, named or not
+                time_ms, raw_ms = event_times(record, props, self._local, self._hour_offsets)
+            except TimeError as err:
+                return Rejection(err.reason, str(err), field="properties.time") if named \
+                    else _missing_name()
+            if privacy is not None and (skip := privacy.before_retention(source_name, time_ms)):
+                return skip
+            if not named:
+                return _missing_name()
             self.raw_ms = raw_ms  # the time the ids hash (the Deduper's key too)
 
             source_props = props
-            if self._privacy is not None:
-                kept = self._privacy.apply(source_name, props, ids, time_ms)
-                if type(kept) is not dict:
-                    return kept
-                props = kept
+            if privacy is not None:
+                props = privacy.scrub(props)
             name, user_props, flagged = source_name, None, False
             configured = props  # revenue and groups: by Mixpanel name (by_source_name)
             if self._plan is not None:
@@ -430,7 +417,8 @@ class Transformer:
                 else sanitize_props(event_props, "event_properties", self.values))
             if user_props:
                 out["user_properties"] = sanitize_props(user_props, "user_properties", self.values)
-            if groups and (found := groups_of(configured, groups, self.counts)):
+            if groups and (found := groups_of(unhashed_groups(  # hashing makes no group
+                    configured, source_props, self._hashed_groups), groups, self.counts)):
                 out["groups"] = found
             out["insert_id"] = event_insert_id(source_name, source_props, raw_ms)
             self.counts.update(dropped_id)  # the event goes out: its overlong ID was dropped
@@ -531,11 +519,6 @@ class Transformer:
             self._context_entries = sum(len(c.memo) for c in self._contexts.values()) + 1
         memo[key] = entry
 
-    def _to_utc(self, raw_ms: int, props: dict[str, Any]) -> int:
-        assert self._local is not None
-        # Mixpanel's UTC processing/receive time: the zone after a change, DST folds
-        return utc_in_range(raw_ms, self._local.to_utc_ms(raw_ms, processed_ms_of(props)))
-
     def _event_type(self, name: str) -> str:
         """The Amplitude event_type of an event name (memoized when nothing was counted)."""
         mapped = self._names.get(name, name)
@@ -596,3 +579,6 @@ class Transformer:
         self._urls[url] = parts
         return parts
 
+
+def _missing_name() -> Rejection:
+    return Rejection("missing_event_name", "the event has no name", field="event")

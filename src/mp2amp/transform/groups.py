@@ -2,7 +2,8 @@
 
 Within Amplitude's limits: at most 5 group types and 10 group names per event; a name is a
 non-blank string cut to 1024 characters or an integral number as text. What is cut off is
-counted under ``groups_over_limit``, once per event whatever was cut.
+counted under ``groups_over_limit``, once per event whatever was cut. A hashed group key
+(privacy) makes a group only where its value unhashed would (``unhashed_groups``).
 """
 
 from __future__ import annotations
@@ -55,3 +56,31 @@ def group_name(value: object) -> str | None:
     if type(value) is float and value == value and value.is_integer():
         return str(int(value))
     return None
+
+
+def unhashed_groups(props: dict[str, Any], raw: dict[str, Any],
+                    hashed: tuple[str, ...]) -> dict[str, Any]:
+    """``props`` with each ``hashed`` group key's hash kept only where its ``raw`` value
+    (before the privacy rules) makes a group name: a hash is a name whatever it stands for,
+    and ``true``, ``4.5`` or an object make no group unhashed."""
+    if not hashed:
+        return props
+    out = props
+    for key in hashed:
+        if key in out and key in raw:
+            if out is props:
+                out = dict(props)
+            out[key] = _named_only(raw[key], out[key])
+    return out
+
+
+def _named_only(raw: Any, hashed: Any) -> Any:
+    if type(hashed) is list:  # hashed value by value: its shape is the raw one's
+        raws = raw if type(raw) is list else [raw]  # (a plan's list type wraps a scalar)
+        if len(raws) != len(hashed):
+            return hashed
+        return [h if group_name(r) is not None else None for r, h in zip(raws, hashed,
+                                                                          strict=True)]
+    if type(raw) is list:  # a plan made text of it: not a hash this can pair up
+        return hashed
+    return hashed if group_name(raw) is not None else None

@@ -17,8 +17,13 @@ must not be there is removed here, before upload:
   JSON cannot carry (NaN, Infinity, a lone surrogate), at any depth, rejects the event
   (``non_json_value``) as it does unhashed: its hash would pass it off as another value;
 * an excluded-users file (opt-outs, GDPR deletions): every event whose ``distinct_id``,
-  resolved ``user_id`` or ``device_id`` is listed is skipped (``privacy.excluded_user``);
-* ``drop_before``: events before this UTC date are skipped (``privacy.before_retention``).
+  resolved ``user_id`` or ``device_id`` is listed is skipped (``privacy.excluded_user``),
+  before anything could reject it (its record would land in the dead letters). IDs match
+  with surrounding blanks ignored; a listed ``$device:X`` lists the device ``X`` too; and
+  once the identity stage is done (``with_merged_users``) a listed ID's resolved user is
+  excluded too: every event of the merged user, whichever of its IDs it carries;
+* ``drop_before``: events before this UTC date are skipped (``privacy.before_retention``),
+  as soon as the time is known (before a missing name could reject them).
   The date comes from the config, never from the clock, so a re-run decides the same way.
 
 Property names are the *source* (Mixpanel) names, so the core applies these rules to the
@@ -27,6 +32,7 @@ raw properties, before the tracking plan renames anything. ``apply`` is pure.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable, Iterable
@@ -38,6 +44,7 @@ import orjson
 
 from mp2amp.errors import ConfigError
 from mp2amp.models import Resolved, Skip
+from mp2amp.transform.hotshard import ORIGINAL_DISTINCT_ID
 from mp2amp.transform.values import ValueProblem
 
 SKIP_EXCLUDED_USER = "privacy.excluded_user"
@@ -47,15 +54,17 @@ SKIP_BEFORE_RETENTION = "privacy.before_retention"
 # this depth the privacy pass rejects the event rather than let a listed key through.
 _MAX_DEPTH = 64
 
-# Where an excluded ID may sit in the raw properties besides the resolved IDs.
-_RAW_ID_KEYS = ("distinct_id", "$user_id", "$device_id")
+# Where an excluded ID may sit in the raw properties besides the resolved IDs (the
+# hot-shard original too: the exclusion is checked before the record is restored).
+_RAW_ID_KEYS = ("distinct_id", "$user_id", "$device_id", ORIGINAL_DISTINCT_ID)
+_DEVICE_PREFIX = "$device:"  # (identity.junk.DEVICE_PREFIX: Mixpanel's anonymous IDs)
 _INF = float("inf")
 
 
 class PrivacyRules:
     """Privacy rules of one run; ``PrivacyRules.none()`` keeps everything (and the IP)."""
 
-    __slots__ = ("_drop", "_hash", "_salt", "drop_before", "drop_before_ms",
+    __slots__ = ("_drop", "_excluded", "_hash", "_salt", "drop_before", "drop_before_ms",
                  "excluded_users", "keep_ip")
 
     def __init__(
@@ -76,7 +85,8 @@ class PrivacyRules:
                                "privacy.hash_salt or the MP2AMP_HASH_SALT environment "
                                "variable); unsalted hashes of e-mails are reversible"])
         self._salt = (salt or "").encode()
-        self.excluded_users = frozenset(excluded_users)
+        self.excluded_users = frozenset(i.strip() for i in excluded_users) - {""}
+        self._excluded = _matched_ids(self.excluded_users)  # + devices, merged users
         self.drop_before = drop_before
         self.drop_before_ms = (
             int(datetime(drop_before.year, drop_before.month, drop_before.day,
@@ -123,21 +133,50 @@ class PrivacyRules:
                 f"hash_properties={sorted(self._hash)}, salt={'***' if self._salt else None}, "
                 f"excluded_users={len(self.excluded_users)}, drop_before={self.drop_before})")
 
+    def with_merged_users(self, resolve: Callable[[dict[str, Any]], Resolved]) -> PrivacyRules:
+        """These rules with each listed ID's resolved user listed too (``resolve``: the
+        finished identity graph's): an alias or a device merged into a user excludes every
+        event of that user, not only those that carry the listed ID."""
+        merged = set(self._excluded)
+        for listed in self.excluded_users:
+            ids = resolve({"distinct_id": listed})
+            merged.update(u for u in (ids.user_id, ids.owner) if u is not None)
+        if len(merged) == len(self._excluded):
+            return self
+        rules = copy.copy(self)
+        rules._excluded = frozenset(merged)
+        return rules
+
     def is_excluded(self, props: dict[str, Any], ids: Resolved) -> bool:
-        excluded = self.excluded_users
+        """Whether the event's resolved or raw IDs name an excluded user (blanks around
+        an ID ignored: Mixpanel keeps an ID as sent, the file's lines are trimmed)."""
+        excluded = self._excluded
         if not excluded:
             return False
-        if ids.user_id is not None and ids.user_id in excluded:
-            return True
-        if ids.device_id is not None and ids.device_id in excluded:
-            return True
-        if ids.owner is not None and ids.owner in excluded:  # retroactive off: still theirs
-            return True
+        for value in (ids.user_id, ids.device_id, ids.owner):  # owner: retroactive off
+            if value is not None and (value in excluded or value.strip() in excluded):
+                return True
         for key in _RAW_ID_KEYS:
             value = props.get(key)
-            if value is not None and str(value) in excluded:
+            if value is not None and str(value).strip() in excluded:
                 return True
         return False
+
+    def skipped(self, event_name: Any, props: Any, ids: Resolved) -> Skip | None:
+        """The excluded-user skip of a record not yet checked for anything else (no time,
+        no name, a broken hot-shard rewrite): such a record is no one's to keep."""
+        raw = props if type(props) is dict else {}
+        if self.is_excluded(raw, ids):
+            return Skip(SKIP_EXCLUDED_USER,
+                        f"event {event_name!r} belongs to a user in the excluded-users file")
+        return None
+
+    def before_retention(self, event_name: Any, time_ms: int) -> Skip | None:
+        """The retention skip, for an event whose time is known."""
+        if self.drop_before_ms is not None and time_ms < self.drop_before_ms:
+            return Skip(SKIP_BEFORE_RETENTION,
+                        f"event {event_name!r} is before the retention date {self.drop_before}")
+        return None
 
     def hash_value(self, value: Any) -> str:
         """Salted SHA-256 (hex) of a value as the group name it would make: a string
@@ -169,12 +208,13 @@ class PrivacyRules:
 
     def apply(self, event_name: str, props: dict[str, Any], ids: Resolved,
               time_ms: int) -> dict[str, Any] | Skip:
-        if self.drop_before_ms is not None and time_ms < self.drop_before_ms:
-            return Skip(SKIP_BEFORE_RETENTION,
-                        f"event {event_name!r} is before the retention date {self.drop_before}")
-        if self.is_excluded(props, ids):
-            return Skip(SKIP_EXCLUDED_USER,
-                        f"event {event_name!r} belongs to a user in the excluded-users file")
+        """Every rule: the retention and excluded-user skips, then ``scrub``."""
+        skip = self.before_retention(event_name, time_ms) or self.skipped(event_name, props, ids)
+        return skip if skip is not None else self.scrub(props)
+
+    def scrub(self, props: dict[str, Any]) -> dict[str, Any]:
+        """``props`` with the listed keys dropped or hashed at any depth (the same object
+        when nothing changes)."""
         drop, hashed = self._drop, self._hash
         if not (drop or hashed):
             return props
@@ -298,6 +338,13 @@ def _too_deep() -> ValueProblem:
     return ValueProblem("properties", f"a property is nested more than {_MAX_DEPTH} levels "
                         "deep, past what the privacy rules check; the event is rejected: "
                         "flatten it in the source", reason="too_deep")
+
+
+def _matched_ids(listed: frozenset[str]) -> frozenset[str]:
+    """The IDs an event is matched against: each ``$device:X`` with its device ``X`` too
+    (the device's identified events carry ``X`` as their ``$device_id``)."""
+    devices = {i[len(_DEVICE_PREFIX):] for i in listed if i.startswith(_DEVICE_PREFIX)}
+    return listed | (devices - {""})
 
 
 def load_excluded_users(path: str | Path) -> frozenset[str]:
