@@ -246,6 +246,7 @@ class S3ImportSink:
         Once ``should_stop()`` is true (a run stopping while this runs in a thread):
         ``SinkStopped`` between two files, and no converter config."""
         try:
+            self._stop_if_asked()  # stopped before this began: not even the last spill
             self._spill()
             runs = self._merge_down(self._runs)
             self._runs = []
@@ -299,10 +300,12 @@ class S3ImportSink:
 
     def _merge_down(self, runs: list[Path]) -> list[Path]:
         """Merge consecutive groups of runs until at most ``merge_fan_in`` are left, so the
-        final merge never holds more files open than that (order on equal times kept)."""
+        final merge never holds more files open than that (order on equal times kept).
+        A pass rewrites the whole export: a stop is honoured between groups and within one."""
         while len(runs) > self.merge_fan_in:
             merged: list[Path] = []
             for i in range(0, len(runs), self.merge_fan_in):
+                self._stop_if_asked()
                 group = runs[i:i + self.merge_fan_in]
                 if len(group) == 1:
                     merged.append(group[0])
@@ -314,7 +317,8 @@ class S3ImportSink:
                     out = stack.enter_context(
                         gzip.open(path, "wb", compresslevel=RUN_COMPRESSLEVEL))
                     _write_chunked(out, (b"%d\t%b" % (t, rest) for t, rest in
-                                         heapq.merge(*streams, key=itemgetter(0))))
+                                         heapq.merge(*streams, key=itemgetter(0))),
+                                   between_chunks=self._stop_if_asked)
                 for p in group:
                     p.unlink()
                 merged.append(path)
@@ -518,7 +522,10 @@ def shown_path(fs: Any, path: str) -> str:
     return path if "file" in protocols(fs) else str(fs.unstrip_protocol(path))
 
 
-def _write_chunked(fh: Any, lines: Iterable[bytes]) -> None:
+def _write_chunked(fh: Any, lines: Iterable[bytes],
+                   between_chunks: Callable[[], object] = _never) -> None:
+    """``lines`` written in chunks of ``WRITE_CHUNK_BYTES``; ``between_chunks`` is called
+    after each (a stop check: it may raise)."""
     chunk: list[bytes] = []
     size = 0
     for line in lines:
@@ -527,6 +534,7 @@ def _write_chunked(fh: Any, lines: Iterable[bytes]) -> None:
         if size >= WRITE_CHUNK_BYTES:
             fh.write(b"".join(chunk))
             chunk, size = [], 0
+            between_chunks()
     if chunk:
         fh.write(b"".join(chunk))
 

@@ -4,6 +4,8 @@ its end, hours into an Export API run), and its failures as messages, not traceb
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -12,10 +14,13 @@ from typing import Any
 
 import fsspec
 
-from mp2amp.errors import InputError, Mp2AmpError
+from mp2amp.errors import InputError, Mp2AmpError, TerminalError
 
 # object stores: a bucket is never created (a typo would get files Amplitude never reads)
 BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
+# a full disk (or quota) is not a credentials or permissions problem: said as what it is
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+RESUME = "then run the same `mp2amp migrate` command with --resume"
 
 
 class SinkStopped(Exception):
@@ -37,19 +42,39 @@ def bucket_problems(target: str) -> list[str]:
 def output_trouble(target: str) -> Iterator[None]:
     """Any failure to list, read, write or delete in the output folder (no credentials,
     access denied, no connection; botocore's errors are no OSError) as an ``InputError``
-    naming the folder and what to do, not a traceback."""
+    naming the folder and what to do, not a traceback; a full disk as a full disk."""
     try:
         yield
     except (Mp2AmpError, SinkStopped):
         raise
+    except OSError as exc:
+        if exc.errno in FULL_ERRNOS:
+            raise output_disk_full(target, exc) from exc
+        raise cannot_use(target, exc) from exc
     except Exception as exc:
-        raise InputError(
-            f"cannot use the output folder {target} ([amplitude] output_dir): "
-            f"{type(exc).__name__}: {exc}; check the credentials (for s3://, "
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE; for gs://, "
-            "GOOGLE_APPLICATION_CREDENTIALS) or storage options, and that they may list, write "
-            "and delete files there (for a local folder, its permissions), then run the same "
-            "`mp2amp migrate` command with --resume to go on") from exc
+        raise cannot_use(target, exc) from exc
+
+
+def output_disk_full(target: str, exc: OSError) -> TerminalError:
+    """A full disk under a local output folder: the file being written (a copy names its
+    source first, ``filename2`` is the written one) and what to free, as the work folder's
+    full disk is said (pipeline/diskspace.py)."""
+    where = exc.filename2 if exc.filename2 is not None else exc.filename
+    said = f": {exc.strerror}" if exc.strerror else ""
+    return TerminalError(
+        f"the disk is full (writing {where if where is not None else target}{said}); "
+        f"nothing done so far is lost: free some space there, {RESUME}")
+
+
+def cannot_use(target: str, exc: Exception) -> InputError:
+    """Any other failure in the output folder: most often credentials or permissions."""
+    return InputError(
+        f"cannot use the output folder {target} ([amplitude] output_dir): "
+        f"{type(exc).__name__}: {exc}; check the credentials (for s3://, "
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE; for gs://, "
+        "GOOGLE_APPLICATION_CREDENTIALS) or storage options, and that they may list, write "
+        "and delete files there (for a local folder, its permissions), then run the same "
+        "`mp2amp migrate` command with --resume to go on")
 
 
 def probe_output(target: str, storage_options: dict[str, Any] | None) -> None:
@@ -81,11 +106,31 @@ def bucket_of(fs: Any, root: str) -> str | None:
 
 
 def make_local_folder(fs: Any, root: str, target: str) -> None:
+    """The local output folder, made. Refused after the run is recorded, so the way on is
+    ``--resume`` (another output_dir is accepted then: no file was written yet)."""
     try:
         fs.makedirs(root, exist_ok=True)
     except OSError as exc:
+        blocking = _file_in_the_way(root)
+        if blocking is not None:
+            raise InputError(f"cannot create the S3-import target {target}: {blocking} is a "
+                             "file, not a folder; move that file away or set [amplitude] "
+                             f"output_dir to another folder, {RESUME}") from exc
         raise InputError(f"cannot create the S3-import target {target}: {exc}; set "
-                         "[amplitude] output_dir to a folder that can be created") from exc
+                         "[amplitude] output_dir to a folder that can be created (or allow "
+                         f"creating this one), {RESUME}") from exc
+
+
+def _file_in_the_way(root: str) -> str | None:
+    """``root`` or the first of its parents that is a file (makedirs then cannot go on)."""
+    path = os.path.abspath(root)
+    while True:
+        if os.path.isfile(path):
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
 
 
 def no_bucket(bucket: str, target: str) -> InputError:

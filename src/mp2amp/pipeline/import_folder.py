@@ -201,28 +201,50 @@ def output_dir_may_change(known: str | None, output_dir: str | None,
 def is_output_file(url: str, output_dir: str | None) -> bool:
     """Whether an input the sources' paths match is a file the S3-import sink writes into
     ``output_dir`` (an import file of any run, a ``.part`` a kill left, the converter
-    config): ``files = ["."]`` with the output folder in the project must not take in
-    Amplitude's files as Mixpanel events. Other files there stay inputs."""
+    config), or into a local folder an earlier run wrote its import to: ``files = ["."]``
+    with an output folder in the project must not take in Amplitude's files as Mixpanel
+    events. Other files there stay inputs."""
     from mp2amp.load.s3sink import CONVERTER_NAME
 
-    remote = "://" in url
-    if output_dir is None or remote != ("://" in output_dir):
-        return False
-    folder, name = url.rstrip("/").rsplit("/", 1) if remote else os.path.split(url)
+    folder, _, name = url.rstrip("/").rpartition("/")
     if not (_IMPORT_FILE.fullmatch(name) or name == CONVERTER_NAME):
         return False
-    if remote:
-        return _same_location(folder, output_dir)
-    return os.path.realpath(folder) == os.path.realpath(output_dir)
+    if output_dir is not None and _location(folder) == _location(output_dir):
+        return True
+    return _earlier_import_folder(folder, name)
 
 
-def _same_location(a: str, b: str) -> bool:
-    """Two URLs of one folder: ``s3a://`` is ``s3://``, ``gcs://`` is ``gs://``."""
-    def norm(url: str) -> str:
-        scheme, sep, rest = url.partition("://")
-        scheme = {"s3a": "s3", "gcs": "gs"}.get(scheme.lower(), scheme.lower())
-        return f"{scheme}{sep}{rest.rstrip('/')}"
-    return norm(a) == norm(b)
+def _earlier_import_folder(folder: str, name: str) -> bool:
+    """Whether ``name`` (an import file's or the converter config's) is in a local folder
+    holding an import: an import file next to the converter config. An earlier run's output
+    in the project holds Amplitude's events, not Mixpanel's. A remote folder is not looked
+    into (no storage options here): there only the run's own output folder is known."""
+    from mp2amp.load.s3sink import CONVERTER_NAME
+
+    scheme, sep, _ = folder.partition("://")
+    if sep and scheme.lower() not in {"file", "local"}:
+        return False
+    local = _location(folder)
+    if name != CONVERTER_NAME:  # an import file (the input itself): is the converter there?
+        return os.path.isfile(os.path.join(local, CONVERTER_NAME))
+    try:
+        return any(_IMPORT_FILE.fullmatch(n) for n in os.listdir(local))
+    except OSError:
+        return False
+
+
+def _location(path_or_url: str) -> str:
+    """One name per folder, whichever way it is given: a local one (a plain path, or a
+    ``file://`` URL the sink accepts as well) as its real path; a URL with ``s3a://`` as
+    ``s3://`` and ``gcs://`` as ``gs://``."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    scheme, sep, rest = path_or_url.partition("://")
+    if not sep or scheme.lower() in {"file", "local"}:
+        local = LocalFileSystem._strip_protocol(path_or_url) if sep else path_or_url
+        return os.path.realpath(local)
+    scheme = {"s3a": "s3", "gcs": "gs"}.get(scheme.lower(), scheme.lower())
+    return f"{scheme}://{rest.rstrip('/')}"
 
 
 async def close_sink(sink: S3ImportSink, progress: Callable[[int], None]) -> SinkReport:

@@ -67,7 +67,7 @@ from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
 from mp2amp.pipeline.overlaps import load_order, merge_overlapping
 from mp2amp.pipeline.parked import replay_parked
-from mp2amp.pipeline.preflight import check_output_folder, planned_windows
+from mp2amp.pipeline.preflight import check_output_folder_async, planned_windows
 from mp2amp.pipeline.progress import Counters, NullReporter, Reporter, Ticker, ticking
 from mp2amp.pipeline.restage import (
     check_restaged,
@@ -238,7 +238,7 @@ async def _migrate(
         changed_inputs = (inputs_changed(ledger, locator(config, ledger))
                           + remote_inputs_changed(ledger, storage_options)) if known else []
         mixpanel = _mixpanel_settings(config, mixpanel_overrides)
-        check_output_folder(config, ledger, storage_options)  # before any window is staged
+        await check_output_folder_async(config, ledger, storage_options)  # before any window is staged
         # the display moves with time, not only with records: uploads, retries and
         # backoff waits after the last record is transformed take most of a slow load
         async with ticking(reporter, counters) as ticker:
