@@ -31,7 +31,13 @@ from mp2amp.extract.gzstream import (
 )
 from mp2amp.extract.jsonarray import iter_array
 from mp2amp.extract.lines import parse_lines, split_lines
-from mp2amp.extract.localtree import broken_link, events_folder_test, layout_path, list_tree
+from mp2amp.extract.localtree import (
+    broken_link,
+    events_folder_test,
+    layout_path,
+    layout_paths,
+    list_tree,
+)
 from mp2amp.extract.pipelines import (
     glob_left_out,
     is_pipeline_row,
@@ -411,7 +417,7 @@ def _selected(root: str, rels: list[str], every_file: bool, what: str,
                          "files, or a Data Pipelines mp_master_event tree); check the path")
     unfinished = unfinished_slices([f"{root}/{f}" for f in files],
                                    [f"{root}/{r}" for r in rels],
-                                   str if local is None else layout_path)
+                                   str if local is None else layout_paths())
     if unfinished:
         shown = ", ".join(map(shown_as, unfinished[:10])) + (
             f" and {len(unfinished) - 10} more" if len(unfinished) > 10 else "")

@@ -3,10 +3,13 @@
 The folder's own tree is listed first, without following links, so that a file keeps the
 name it has there; linked folders are then followed only to folders not listed yet
 (``in/latest -> 2024-01-05`` adds nothing: its files keep their ``2024-01-05/`` names,
-whatever order the filesystem lists names in). Hidden and ``_`` folders (Spark's
-``_temporary/``), and for events another table's folder, are never entered: their files
-are left out anyway, and a link to ``/`` would list them all. A dangling link or a link
-loop stops the run naming it: behind it may be a day or a year of events.
+whatever order the filesystem lists names in). A link to a file listed under its own name
+adds nothing either (``in/current.jsonl -> days/2024-01-05.jsonl``): window ids must not
+follow where a link points today. Hidden and ``_`` folders (Spark's ``_temporary/``), and
+for events another table's folder, are never entered: their files are left out anyway,
+and a link to ``/`` would list them all. A dangling link or a link loop stops the run
+naming it (hidden, ``_`` and, for events, another table's names aside): behind it may be
+a day or a year of events.
 """
 
 from __future__ import annotations
@@ -27,43 +30,69 @@ def list_tree(root: str, every_file: bool = False) -> list[str]:
     separated); ``InputError`` for a folder that cannot be listed, a dangling link or a
     link loop (hidden and ``_`` names aside)."""
     walker = _Walker(root, every_file)
-    walker.walk("", root)
+    real_root = os.path.realpath(root)
+    walker.walk("", root, real_root)
     while walker.links:  # after the real tree, so that its names are the ones kept
         rel, path = walker.links.popleft()
-        if every_file or os.path.basename(os.path.realpath(path)) not in NOT_EVENT_DIRS:
-            walker.walk(rel, path)
-    return walker.files
+        real = os.path.realpath(path)
+        if every_file or not _in_other_table(real, real_root):
+            walker.walk(rel, path, real)
+    return walker.listed()
+
+
+def _in_other_table(real: str, real_root: str) -> bool:
+    """Whether a linked folder really lies in another table's folder (``mp_people_data``
+    or below it), judged below the folder it shares with the input folder: where the
+    input folder itself lies is the user's choice."""
+    shared = os.path.commonpath([real, real_root])
+    below = os.path.relpath(real, shared).replace(os.sep, "/").split("/")
+    return not NOT_EVENT_DIRS.isdisjoint(below)
 
 
 class _Walker:
     def __init__(self, root: str, every_file: bool) -> None:
         self.root, self.every_file = root, every_file
         self.files: list[str] = []
+        self.real_files: dict[str, str] = {}  # a listed file's real path -> its name
+        self.file_links: list[tuple[str, str]] = []  # links to files, judged last
         self.links: deque[tuple[str, str]] = deque()  # linked folders, followed last
         self.visited: set[tuple[int, int]] = set()
 
-    def walk(self, rel: str, path: str) -> None:
-        """Lists ``path`` (``rel`` below the root) and its real subfolders, depth first in
-        name order; linked subfolders are queued."""
-        stack = [(rel, path)]
+    def walk(self, rel: str, path: str, real: str) -> None:
+        """Lists ``path`` (``rel`` below the root, ``real`` where it really is) and its
+        real subfolders, depth first in name order; links are queued."""
+        stack = [(rel, path, real)]
         while stack:
-            rel, path = stack.pop()
+            rel, path, real = stack.pop()
             key = self._identity(path)
             if key in self.visited:  # reached before, under the name kept
                 continue
             self.visited.add(key)
-            folders: list[tuple[str, str]] = []
+            folders: list[tuple[str, str, str]] = []
             for entry in self._listing(path):
                 child = f"{rel}/{entry.name}" if rel else entry.name
+                other_table = not self.every_file and entry.name in NOT_EVENT_DIRS
                 if _is_folder(entry):
-                    if self.every_file or entry.name not in NOT_EVENT_DIRS:
-                        queue = self.links if entry.is_symlink() else folders
-                        queue.append((child, entry.path))
-                elif entry.is_symlink() and not os.path.exists(entry.path):
-                    raise broken_link(entry.path, self.root)
-                else:
+                    if other_table:
+                        continue
+                    if entry.is_symlink():
+                        self.links.append((child, entry.path))
+                    else:
+                        folders.append((child, entry.path, os.path.join(real, entry.name)))
+                elif not entry.is_symlink():
                     self.files.append(child)
+                    self.real_files[os.path.join(real, entry.name)] = child
+                elif os.path.exists(entry.path):
+                    self.file_links.append((child, entry.path))
+                elif not other_table:  # one never read for events may dangle
+                    raise broken_link(entry.path, self.root)
             stack.extend(reversed(folders))
+
+    def listed(self) -> list[str]:
+        """The files listed, with each link to a file not listed under its own name: one
+        to a listed file adds nothing (its window keeps the file's name)."""
+        return self.files + [rel for rel, path in self.file_links
+                             if os.path.realpath(path) not in self.real_files]
 
     def _listing(self, path: str) -> list[os.DirEntry[str]]:
         try:
@@ -117,6 +146,19 @@ def layout_path(path: str) -> str:
     ``mp_master_event``) is where a link leads, not the link's name."""
     folder, name = os.path.split(os.path.abspath(path))
     return os.path.join(os.path.realpath(folder), name).replace(os.sep, "/")
+
+
+def layout_paths() -> Callable[[str], str]:
+    """``layout_path`` for the files of one listing: each folder resolved once (a legacy
+    tree holds thousands of files in a few hundred folders)."""
+    known: dict[str, str] = {}
+
+    def layout(path: str) -> str:
+        folder, name = os.path.split(os.path.abspath(path))
+        if folder not in known:
+            known[folder] = os.path.realpath(folder)
+        return os.path.join(known[folder], name).replace(os.sep, "/")
+    return layout
 
 
 def events_folder_test(root: str) -> Callable[[str], bool]:
