@@ -198,8 +198,8 @@ def test_a_staging_worker_with_sigint_blocked_still_dies_of_sigterm() -> None:
         _stop_pool(pool)
         with pytest.raises(BrokenProcessPool):
             future.result(timeout=10)
-        worker.join(5)
-        assert time.monotonic() - started < 5
-        assert worker.exitcode == -signal.SIGTERM
+        worker.join(30)  # generous: the suite runs two workers on two shared cores
+        assert time.monotonic() - started < 30
+        assert worker.exitcode == -signal.SIGTERM, worker.exitcode
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -256,11 +256,13 @@ def test_a_project_id_fixed_after_a_403_resumes_as_the_message_says(
 # --- around the fixes ---------------------------------------------------------------------
 
 
-def test_resume_on_a_ledger_with_windows_but_no_fingerprint_is_refused(
+def test_resume_on_a_ledger_with_staged_windows_but_no_fingerprint_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run records its windows and its fingerprint in one step: a ledger that lists
-    windows without one is damaged (a copy made without its -wal file, say), and a resume
-    says so rather than start the run from zero."""
+    a window staged without one is damaged (a copy made without its -wal file, say), and
+    a resume says so rather than start the run from zero. (Windows alone, nothing staged:
+    what an older mp2amp left when killed between its two commits; that run resumes, see
+    test_resume_session17_third_review.)"""
     from mp2amp.ledger import Ledger
 
     with amplitude_emulator(tmp_path / "amp", KEY) as url:
@@ -268,12 +270,14 @@ def test_resume_on_a_ledger_with_windows_but_no_fingerprint_is_refused(
         (root / ".mp2amp").mkdir()
         ledger = Ledger(root / ".mp2amp" / "ledger.sqlite")
         ledger.add_windows([("in/2024-03-01.jsonl", "file", {})])
+        ledger.mark_extracted("in/2024-03-01.jsonl", str(root / ".mp2amp" / "staged" / "x"), 5)
         ledger.close()
         run = invoke("migrate", "--quiet", "--resume")
         no_traceback(run)
         message = " ".join(run.stderr.split())
         assert run.exit_code == 2, message
-        assert "is damaged (it lists the run's windows but not its settings" in message
+        assert "is damaged (it lists windows the run staged or sent, but not the run's " \
+            "settings" in message
         assert stats(url)["requests"] == {}
 
 

@@ -262,7 +262,9 @@ def test_a_merged_users_every_event_is_skipped_once_the_graph_resolves_the_list(
 
 def test_resolving_a_list_with_nothing_merged_keeps_the_rules() -> None:
     rules = PrivacyRules(excluded_users=["alice-001"])
-    assert rules.with_merged_users(lambda props: Resolved(props["distinct_id"], None)) is rules
+    # (a listed ID is looked up as a distinct_id and as a device_id: no user as the latter)
+    assert rules.with_merged_users(
+        lambda props: Resolved(props.get("distinct_id"), props.get("$device_id"))) is rules
     assert PrivacyRules().with_merged_users(lambda props: Resolved("x", None)).excluded_users \
         == frozenset()
 

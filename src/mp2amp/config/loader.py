@@ -275,8 +275,8 @@ class _Parser:
                 except ValueError:
                     pass
             return self._bad(path, f"must be a date like 2024-01-31, got {raw!r}")
-        if tp is Secret:
-            return Secret(raw) if isinstance(raw, str) and raw.strip() else self._bad(
+        if tp is Secret:  # stripped as the environment's: a salt of blanks is none
+            return Secret(raw.strip()) if isinstance(raw, str) and raw.strip() else self._bad(
                 path, "must be a non-empty string")
         raise TypeError(f"config field {path} has a type the loader does not know: {tp}")
 

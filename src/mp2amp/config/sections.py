@@ -388,6 +388,7 @@ class Config:
         if problems or plan is None or privacy is None:
             raise ConfigError(problems, source=str(self.path) if self.path else None)
         m, t = self.mixpanel, self.transform
+        privacy = privacy.reading_lists(plan)  # a hashed list's JSON text: as the plan reads it
         return TransformSettings(
             timezone=m.timezone,
             legacy_time=m.legacy_time,

@@ -140,6 +140,13 @@ class SimplifiedIds:
         self.lookup = CachedLookup(db, "SELECT user FROM dev WHERE device = ?",
                                    cache_entries(self.budget))
 
+    def is_shared(self, device: str) -> bool:
+        """Whether pass 1 saw several users with ``device`` (after ``finish``)."""
+        if self.db is not None:
+            row = self.db.one("SELECT shared FROM dev WHERE device = ?", (device,))
+            return bool(row and row[0])
+        return device in self.shared
+
     # --- pass 2 -----------------------------------------------------------------------
 
     def resolve(self, props: dict[str, Any]) -> Resolved:

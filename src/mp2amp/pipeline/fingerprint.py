@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mp2amp.config import Config
-from mp2amp.config.sections import Secret
+from mp2amp.config.sections import HASH_SALT_ENV, Secret
 from mp2amp.errors import AuthError, TerminalError
 from mp2amp.ledger import Ledger
 from mp2amp.load.sender import RetriesExhausted
@@ -277,10 +277,12 @@ def check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known: 
         record_fingerprint(ledger, config, upload)
     if changed:
         named = ", ".join(FINGERPRINT_NAMES.get(k, k) for k in changed)
+        what_next = _stripped_salt(changed, known, config) or (
+            "; resume with the original settings, or start a new run in a new work folder")
         raise TerminalError(
             "this configuration differs from the one the run started with in what decides "
-            f"its batches ({named}; was {known}, now {_dumps(now)}){_moved(ledger, config)}; "
-            "resume with the original settings, or start a new run in a new work folder")
+            f"its batches ({named}; was {known}, now {_dumps(now)}){_moved(ledger, config)}"
+            f"{what_next}")
 
 
 def _unless_legacy_salt(changed: list[str] | None, known: str,
@@ -296,6 +298,30 @@ def _unless_legacy_salt(changed: list[str] | None, known: str,
     if not isinstance(was, dict) or was.get("events") != events_fingerprint(config, True):
         return changed
     return [k for k in changed if k != "events"] or None
+
+
+def _stripped_salt(changed: list[str], known: str, config: Config) -> str:
+    """Why ``events`` changed when the run started with the environment's hash salt as set
+    now, blanks or a newline around it included, which this mp2amp strips: its hashes
+    cannot be made again (a salt cannot end in whitespace any more)."""
+    raw = os.environ.get(HASH_SALT_ENV)
+    salt = config.privacy.hash_salt
+    if "events" not in changed or salt is None or raw is None or raw == raw.strip() \
+            or raw.strip() != salt.reveal():
+        return ""
+    try:
+        was = orjson.loads(known)
+    except orjson.JSONDecodeError:
+        return ""
+    unstripped = dataclasses.replace(
+        config, privacy=dataclasses.replace(config.privacy, hash_salt=Secret(raw)))
+    if not isinstance(was, dict) or was.get("events") not in (
+            events_fingerprint(unstripped, True), events_fingerprint(unstripped)):
+        return ""
+    return (f"; the run started with {HASH_SALT_ENV} as set now but with the blanks or "
+            "newline around it, which mp2amp now strips (a salt pasted with its newline), so "
+            "its hashed values cannot be made again: start a new run in a new work folder, or "
+            "finish this one with the mp2amp version that started it")
 
 
 def _moved(ledger: Ledger, config: Config) -> str:

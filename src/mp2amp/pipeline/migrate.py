@@ -51,9 +51,7 @@ from mp2amp.pipeline.export_settings import mixpanel_settings as _mixpanel_setti
 from mp2amp.pipeline.extraction import Extraction
 from mp2amp.pipeline.fingerprint import (
     bind_api_key,
-    check_resume,
     rebind_api_key,
-    record_fingerprint,
     unbinding_a_refused_key,
 )
 from mp2amp.pipeline.import_folder import (
@@ -61,7 +59,6 @@ from mp2amp.pipeline.import_folder import (
     begin_sink_attempt,
     close_sink,
     is_output_file,
-    output_dir_may_change,
 )
 from mp2amp.pipeline.memory import fewer_collections, release_free_memory
 from mp2amp.pipeline.observer import PARKED_KEY, LedgerObserver
@@ -76,7 +73,7 @@ from mp2amp.pipeline.restage import (
     stop_on_damaged_files,
 )
 from mp2amp.pipeline.result import EXIT_OK, EXIT_PARKED, EXIT_UNBALANCED, MigrateResult
-from mp2amp.pipeline.run_start import open_ledger, replanner
+from mp2amp.pipeline.run_start import open_ledger, plan_or_check
 from mp2amp.pipeline.staged_identity import read_staged_identity_timed
 from mp2amp.pipeline.status import former_default_hint
 from mp2amp.pipeline.transform_worker import (
@@ -218,16 +215,7 @@ async def _migrate(
             "`mp2amp migrate --resume`, or set [run] workdir to a new folder")
     try:
         record_start(ledger, started)
-        if known is not None:
-            check_resume(ledger, config, upload, known, lambda changed: changed == [
-                "output_dir"] and output_dir_may_change(known, config.amplitude.output_dir,
-                                                        ledger.get_meta("sink_attempt")),
-                         replanner(ledger, config, storage_options))
-        else:
-            planned = planned_windows(config, storage_options) if planned is None else planned
-            with ledger.atomic():  # a ledger with windows always has its fingerprint
-                ledger.add_windows(planned)
-                record_fingerprint(ledger, config, upload)
+        plan_or_check(ledger, config, upload, known, storage_options, planned)
         if new_api_key and known is not None and not sink_mode:  # regenerated, same project
             offered = rebind_api_key(ledger, upload.api_key)
         else:  # another key is another Amplitude project: refused once a batch went under one
@@ -351,7 +339,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         ledger.mark_identity([w.window_id for w in windows], identity)
 
         transformer = Transformer(settings)
-        transformer.exclude_merged_users(graph.resolve)  # an excluded alias's whole user
+        transformer.exclude_merged_users(graph.resolve, graph.shared_device)  # an excluded alias's whole user
         if config.amplitude.output_dir is not None:
             counters.begin("write", records)
             load, values = await _write_import_files(config, windows, ledger, graph,

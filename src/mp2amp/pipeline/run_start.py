@@ -1,41 +1,75 @@
-"""How ``mp2amp migrate`` starts: the ledger opened (a resume never
-starts a damaged run from zero), and a run that did nothing yet planned again from its
-config.
+"""How ``mp2amp migrate`` starts: the ledger opened (a damaged run is never started from
+zero), the run planned (a new one) or checked against its config (a resume), and a run
+that did nothing yet planned again from its config.
 
-Why a resume refuses a damaged ledger: one cut to nothing (a copy that stopped short, one
-made without its ``-wal`` file) looked like a new work folder, and the resume sent the
-whole migration again, past Amplitude's 7-day deduplication.
+Why a damaged ledger is refused: one cut to nothing (a copy that stopped short, one made
+without its ``-wal`` file) looked like a new work folder, and the run sent the whole
+migration again, past Amplitude's 7-day deduplication; without --resume it also removed
+the old run's staged copies.
+
+Why a ledger with windows but no fingerprint, when nothing was staged or sent, is a new
+run: every mp2amp before the two were recorded in one step recorded the windows, then the
+fingerprint, in two commits; a kill between them left exactly that.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from mp2amp.config import Config
-from mp2amp.ledger import Ledger
+from mp2amp.extract.export import Days
+from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.ledger.sqlite_io import damaged
-from mp2amp.pipeline.fingerprint import FINGERPRINT_META
-from mp2amp.pipeline.import_folder import WROTE_KEY
+from mp2amp.load.settings import UploadSettings
+from mp2amp.pipeline.fingerprint import FINGERPRINT_META, check_resume, record_fingerprint
+from mp2amp.pipeline.import_folder import WROTE_KEY, output_dir_may_change
 from mp2amp.pipeline.preflight import planned_windows
+
+# an Export API download in export/export/ (the day or days it holds, then what it is)
+_DOWNLOAD = re.compile(r"(\d{4}-\d{2}-\d{2}(?:\.\.\d{4}-\d{2}-\d{2})?)"
+                       r"\.(?:jsonl|jsonl\.part|meta\.json|meta\.tmp)")
+
+
+def holds_run_files(workdir: Path) -> bool:
+    """Whether ``workdir`` holds what only a run that got past its start leaves: staged
+    copies, Export API downloads, dead letters."""
+    for folder in (workdir / "staged", workdir / "export"):
+        try:
+            if any(folder.iterdir()):
+                return True
+        except OSError:  # not there (or not a folder): nothing of a run in it
+            pass
+    try:
+        return (workdir / "dead-letters.jsonl").stat().st_size > 0
+    except OSError:
+        return False
 
 
 def open_ledger(path: Path, resume: bool) -> tuple[Ledger, str | None]:
-    """The run's ledger and its recorded fingerprint (None: a new run). A resume refuses a
-    ledger with no tables, or one that lists windows but no fingerprint (both are recorded
-    in one step), rather than start from zero there."""
-    ledger = Ledger(path, create=not resume)
+    """The run's ledger and its recorded fingerprint (None: a new run). A ledger that
+    existed with no tables or no fingerprint is refused as damaged when the run staged or
+    sent anything, or the work folder holds its files, rather than start from zero there
+    (with or without --resume)."""
+    used = path.exists() and holds_run_files(path.parent)
+    ledger = Ledger(path, create=not resume and not used)
     try:
         known = ledger.get_meta(FINGERPRINT_META)
-        if resume and known is None and (ledger.windows() or ledger.batches()):
-            raise damaged(path, "it lists the run's windows but not its settings: a copy "
-                          "made without its ledger.sqlite-wal file, say")
+        if known is None and run_started(ledger):
+            raise damaged(path, "it lists windows the run staged or sent, but not the run's "
+                          "settings: a copy made without its ledger.sqlite-wal file, say")
+        if known is None and used:
+            raise damaged(path, "it records no run, while the work folder holds an earlier "
+                          "run's staged copies or downloads: a copy made without its "
+                          "ledger.sqlite-wal file, say")
     except BaseException:
         ledger.close()
         raise
-    # no fingerprint and no windows: the run was killed before it recorded anything (it
-    # staged and sent nothing), and a resume starts it
+    # no fingerprint, nothing staged or sent: the run was killed before it recorded its
+    # settings (an older mp2amp: after its windows), and it starts as a new run
     return ledger, known
 
 
@@ -55,3 +89,53 @@ def replanner(ledger: Ledger, config: Config,
     if run_started(ledger):
         return None
     return lambda: ledger.replace_windows(planned_windows(config, storage_options))
+
+
+def plan_or_check(ledger: Ledger, config: Config, upload: UploadSettings, known: str | None,
+                  storage_options: dict[str, Any] | None,
+                  planned: list[tuple[str, str, dict[str, Any]]] | None) -> None:
+    """A new run's windows and fingerprint (``known`` None), or a resume's config checked
+    against the run's (and the run planned again while it did nothing yet); either way
+    the windows and the fingerprint are written in one transaction."""
+    if known is None:
+        planned = planned_windows(config, storage_options) if planned is None else planned
+        with ledger.atomic():  # a ledger with windows always has its fingerprint
+            # replaced, not added: an older mp2amp's windows, killed before its fingerprint
+            ledger.replace_windows(planned)
+            record_fingerprint(ledger, config, upload)
+        return
+    replan = replanner(ledger, config, storage_options)
+    replanned = False
+
+    def replan_here() -> None:
+        nonlocal replanned
+        assert replan is not None
+        replan()
+        replanned = True
+
+    with ledger.atomic():  # a kill before the new fingerprint keeps the old windows too
+        check_resume(ledger, config, upload, known, lambda changed: changed == [
+            "output_dir"] and output_dir_may_change(known, config.amplitude.output_dir,
+                                                    ledger.get_meta("sink_attempt")),
+                     None if replan is None else replan_here)
+    if replanned:  # after the commit: a kill before it leaves the old plan its downloads
+        drop_unplanned_downloads(config.run.workdir / "export" / "export", ledger.windows())
+
+
+def drop_unplanned_downloads(downloads: Path, rows: list[WindowRow]) -> None:
+    """Remove the Export API downloads (whole days, uncompressed) of days no window of the
+    run plans any more (a replan dropped them): nothing would ever read or remove them."""
+    planned = {str(_days(row)) for row in rows if row.kind == "export"}
+    try:
+        found = list(downloads.iterdir())
+    except OSError:  # no downloads folder: nothing was fetched
+        return
+    for path in found:
+        match = _DOWNLOAD.fullmatch(path.name)
+        if match is not None and match[1] not in planned and path.is_file():
+            path.unlink(missing_ok=True)
+
+
+def _days(row: WindowRow) -> Days:
+    first = date.fromisoformat(row.spec["day"])
+    return Days(first, date.fromisoformat(row.spec.get("last", row.spec["day"])))

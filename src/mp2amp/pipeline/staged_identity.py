@@ -39,6 +39,14 @@ def identity_seconds(view: Any, key: float) -> float | None:
     return float(round(key - WHOLE_SECOND_AT)) if whole else key
 
 
+def _old_row(value: Any) -> list[Any]:
+    """A line without a view (an older staged file) as its row: a list of 5 fields. A
+    line cut at its tab leaves a whole view that parses: its shape names the damage."""
+    if value.__class__ is not list or len(value) != 5:
+        raise ValueError(f"a {type(value).__name__} where a staged row of 5 fields was due")
+    return value
+
+
 def read_staged_identity_timed(path: Path) -> Iterator[tuple[dict[str, Any] | None,
                                                               float | None]]:
     """Each line's identity view (``None`` where the identity pass has nothing to read)
@@ -53,7 +61,7 @@ def read_staged_identity_timed(path: Path) -> Iterator[tuple[dict[str, Any] | No
                     value = loads(text)
                 except decode_error:  # written by the standard library (staging._encode)
                     value = load_staged(text)
-                view = value if tab >= 0 else identity_view(value[3])
+                view = value if tab >= 0 else identity_view(_old_row(value)[3])
                 key = staged_key(raw)
             except (ValueError, TypeError, IndexError) as exc:  # cut short, say
                 raise damaged_staged(path, f"line {number}", exc) from None

@@ -102,9 +102,13 @@ def transform_lines(lines: Sequence[bytes],
     sources: dict[str, str] = {}
     for raw in lines:
         try:
-            _, source, line, record, rej = loads(raw)
+            row = loads(raw)
         except decode_error:  # a row staging wrote with the standard library (NaN and such)
-            _, source, line, record, rej = _load_row(raw)
+            row = _load_row(raw)
+        if row.__class__ is not list or len(row) != 5:  # a line cut at its view's tab
+            raise _UnreadableRow(f"a {type(row).__name__} where a staged row of 5 fields "
+                                 "was due")
+        _, source, line, record, rej = row
         # one object per file name: the chunk's pickle then holds each name once
         source = sources.setdefault(source, source)
         if rej is None and record.__class__ is dict \
@@ -142,10 +146,7 @@ class _UnreadableRow(Exception):
 
 def _load_row(raw: bytes) -> Any:
     try:
-        row = load_staged(raw)
-        if len(row) != 5:
-            raise ValueError(f"{len(row)} fields, not 5")
-        return row
+        return load_staged(raw)
     except (ValueError, TypeError) as exc:
         raise _UnreadableRow(str(exc)) from None
 

@@ -122,8 +122,10 @@ class Transformer:
                 raise ConfigError([f"transform timezone settings: {exc}"]) from exc
             self._hour_offsets = self._local.hour_offsets
         privacy, plan = settings.privacy, settings.plan
-        self._privacy = privacy if privacy is not None and privacy.changes_events else None
         self._plan = plan if plan is not None and plan.changes_events else None
+        # a dropped IP is dropped before a plan could rename it (the mapping drops ip/$ip)
+        self._privacy = privacy if privacy is not None and (privacy.changes_events or (
+            self._plan is not None and not privacy.keep_ip)) else None
         self._scrub = privacy.object_scrubber if privacy is not None else None  # see plan.apply
         self._library = settings.library or f"mp2amp/{__version__}"
         self._revenue_fields, self._book_revenue = revenue_reader(settings.revenue, self.counts,
@@ -155,10 +157,12 @@ class Transformer:
         return {"truncated": dict(self.values.truncated),
                 "flattened": dict(self.values.flattened), "other": dict(self.counts)}
 
-    def exclude_merged_users(self, resolve: Callable[[dict[str, Any]], Resolved]) -> None:
-        """After the identity pass: a listed ID's resolved user is excluded whole."""
+    def exclude_merged_users(self, resolve: Callable[[dict[str, Any]], Resolved],
+                             shared_device: Callable[[str], bool] | None = None) -> None:
+        """After the identity pass: a listed ID's resolved user is excluded whole (not the
+        first user of a device several shared: ``shared_device``, the graph's answer)."""
         if self._privacy is not None:
-            self._privacy = self._privacy.with_merged_users(resolve)
+            self._privacy = self._privacy.with_merged_users(resolve, shared_device)
 
     def event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
         """One Amplitude event, or the Rejection/Skip that explains why there is none.
@@ -327,8 +331,9 @@ class Transformer:
 
             source_props = props
             if privacy is not None:
-                props = privacy.scrub(props)
+                props = privacy.scrub(props, source_name)
             name, user_props, flagged = source_name, None, False
+            rules = None  # the plan's property rules: how it typed a hashed group key
             configured = props  # revenue and groups: by Mixpanel name (by_source_name)
             if self._plan is not None:
                 planned = self._plan.apply(source_name, props, self._scrub)
@@ -336,7 +341,7 @@ class Transformer:
                     return planned
                 configured = by_source_name(props, planned, self._configured)
                 name, props, flagged = planned.event_name, planned.props, planned.flagged
-                user_props = planned.user_props or None
+                user_props, rules = planned.user_props or None, planned.rules
 
             user_id, device_id = ids.user_id, ids.device_id
             if user_id is None and device_id is None:
@@ -418,7 +423,8 @@ class Transformer:
             if user_props:
                 out["user_properties"] = sanitize_props(user_props, "user_properties", self.values)
             if groups and (found := groups_of(unhashed_groups(  # hashing makes no group
-                    configured, source_props, self._hashed_groups), groups, self.counts)):
+                    configured, source_props, self._hashed_groups, rules), groups,
+                    self.counts)):
                 out["groups"] = found
             out["insert_id"] = event_insert_id(source_name, source_props, raw_ms)
             self.counts.update(dropped_id)  # the event goes out: its overlong ID was dropped

@@ -9,8 +9,10 @@ counted under ``groups_over_limit``, once per event whatever was cut. A hashed g
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
+from mp2amp.transform.plan import PlanTypeMismatch, PropertyRule, coerce_value
 from mp2amp.transform.values import MAX_STRING
 
 MAX_GROUP_TYPES = 5
@@ -58,11 +60,12 @@ def group_name(value: object) -> str | None:
     return None
 
 
-def unhashed_groups(props: dict[str, Any], raw: dict[str, Any],
-                    hashed: tuple[str, ...]) -> dict[str, Any]:
+def unhashed_groups(props: dict[str, Any], raw: dict[str, Any], hashed: tuple[str, ...],
+                    rules: Mapping[str, PropertyRule] | None = None) -> dict[str, Any]:
     """``props`` with each ``hashed`` group key's hash kept only where its ``raw`` value
-    (before the privacy rules) makes a group name: a hash is a name whatever it stands for,
-    and ``true``, ``4.5`` or an object make no group unhashed."""
+    (before the privacy rules), as the plan's ``rules`` type it, makes a group name: a hash
+    is a name whatever it stands for, and ``true``, ``4.5`` or an object make no group
+    unhashed (``"true"`` and ``"4.5"`` do, where the plan types the key string)."""
     if not hashed:
         return props
     out = props
@@ -70,8 +73,20 @@ def unhashed_groups(props: dict[str, Any], raw: dict[str, Any],
         if key in out and key in raw:
             if out is props:
                 out = dict(props)
-            out[key] = _named_only(raw[key], out[key])
+            rule = rules.get(key) if rules else None
+            out[key] = _named_only(_as_planned(raw[key], rule), out[key])
     return out
+
+
+def _as_planned(value: Any, rule: PropertyRule | None) -> Any:
+    """``value`` as the plan's ``rule`` types it (as it is where it does not convert: the
+    plan rejects that event anyway)."""
+    if rule is None or rule.type is None:
+        return value
+    try:
+        return coerce_value(value, rule.type, convert=rule.on_mismatch == "coerce")
+    except PlanTypeMismatch:
+        return value
 
 
 def _named_only(raw: Any, hashed: Any) -> Any:

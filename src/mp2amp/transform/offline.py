@@ -140,7 +140,7 @@ def transform_files(
                 if view is not None:
                     graph.observe(view, seconds)
         report = graph.finish()
-        transformer.exclude_merged_users(graph.resolve)  # an excluded alias's whole user
+        transformer.exclude_merged_users(graph.resolve, graph.shared_device)  # an excluded alias's whole user
         summary = TransformSummary()
         with Sessionizer(config.transform.session_gap_minutes * 60_000,
                          memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \

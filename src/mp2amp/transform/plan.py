@@ -79,6 +79,9 @@ class _Mismatch(Exception):
     """A value that does not have (or convert to) the declared type."""
 
 
+PlanTypeMismatch = _Mismatch  # what coerce_value raises, for passes that mirror the plan
+
+
 _TRUE_STRINGS = frozenset({"true", "1", "yes"})
 _FALSE_STRINGS = frozenset({"false", "0", "no"})
 

@@ -4,13 +4,15 @@ Amplitude's data is immutable (deletion only through its User Privacy API), so w
 must not be there is removed here, before upload:
 
 * ``keep_ip``: whether the client IP is sent (the mapping core reads it through
-  ``TransformSettings.keep_ip``);
+  ``TransformSettings.keep_ip``); when not, ``scrub`` drops ``ip``/``$ip`` too, so a
+  plan renaming them cannot send the address as an ordinary property;
 * ``drop_properties``: removed from the event, at any depth (a key inside an object or
   a list of objects too);
 * ``hash_properties``: replaced by ``sha256(salt + value)`` in hex, so values still join
   and count but cannot be read back (the salt defeats dictionary look-ups of e-mails), at
   any depth too; a list is hashed value by value (its shape kept), so ``"c_1"`` and
-  ``["c_1"]`` give the same hash; an object is hashed whole (its dropped keys removed
+  ``["c_1"]`` give the same hash, and so does the text ``'["c_1"]'`` of a property the
+  plan types ``list`` (``reading_lists``: read as the plan reads it); an object is hashed whole (its dropped keys removed
   first), keys included: they can be as personal as the values (``{"a@b.c": "admin"}``);
   a number or a string is hashed as the group name it would make (``42.0`` as ``42``, as
   ``"42"``; ``" acme "`` as ``"acme"``), and a blank string stays blank (no group); a value
@@ -35,17 +37,22 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from mp2amp.errors import ConfigError
 from mp2amp.models import Resolved, Skip
 from mp2amp.transform.hotshard import ORIGINAL_DISTINCT_ID
+from mp2amp.transform.plan import PlanTypeMismatch, coerce_value
 from mp2amp.transform.values import ValueProblem
+
+if TYPE_CHECKING:
+    from mp2amp.transform.plan import PropertyRule, TrackingPlan
 
 SKIP_EXCLUDED_USER = "privacy.excluded_user"
 SKIP_BEFORE_RETENTION = "privacy.before_retention"
@@ -59,13 +66,16 @@ _MAX_DEPTH = 64
 _RAW_ID_KEYS = ("distinct_id", "$user_id", "$device_id", ORIGINAL_DISTINCT_ID)
 _DEVICE_PREFIX = "$device:"  # (identity.junk.DEVICE_PREFIX: Mixpanel's anonymous IDs)
 _INF = float("inf")
+_IP_KEYS = ("ip", "$ip")  # the client IP's Mixpanel names (the mapping's ip field)
+
+log = logging.getLogger(__name__)
 
 
 class PrivacyRules:
     """Privacy rules of one run; ``PrivacyRules.none()`` keeps everything (and the IP)."""
 
-    __slots__ = ("_drop", "_excluded", "_hash", "_salt", "drop_before", "drop_before_ms",
-                 "excluded_users", "keep_ip")
+    __slots__ = ("_drop", "_event_lists", "_excluded", "_hash", "_lists", "_salt",
+                 "drop_before", "drop_before_ms", "excluded_users", "keep_ip")
 
     def __init__(
         self,
@@ -87,6 +97,10 @@ class PrivacyRules:
         self._salt = (salt or "").encode()
         self.excluded_users = frozenset(i.strip() for i in excluded_users) - {""}
         self._excluded = _matched_ids(self.excluded_users)  # + devices, merged users
+        # hashed keys a tracking plan reads as lists (``reading_lists``): unplanned events,
+        # then by planned event name
+        self._lists: frozenset[str] = frozenset()
+        self._event_lists: dict[str, frozenset[str]] = {}
         self.drop_before = drop_before
         self.drop_before_ms = (
             int(datetime(drop_before.year, drop_before.month, drop_before.day,
@@ -133,14 +147,28 @@ class PrivacyRules:
                 f"hash_properties={sorted(self._hash)}, salt={'***' if self._salt else None}, "
                 f"excluded_users={len(self.excluded_users)}, drop_before={self.drop_before})")
 
-    def with_merged_users(self, resolve: Callable[[dict[str, Any]], Resolved]) -> PrivacyRules:
+    def with_merged_users(self, resolve: Callable[[dict[str, Any]], Resolved],
+                          shared_device: Callable[[str], bool] | None = None) -> PrivacyRules:
         """These rules with each listed ID's resolved user listed too (``resolve``: the
         finished identity graph's): an alias or a device merged into a user excludes every
-        event of that user, not only those that carry the listed ID."""
+        event of that user, not only those that carry the listed ID. A device is looked up
+        as a ``distinct_id`` and as a ``device_id``. A device several users shared
+        (``shared_device``: the graph's answer; None: not known) excludes only its own
+        events: its first user is another person than the one who asked."""
         merged = set(self._excluded)
-        for listed in self.excluded_users:
-            ids = resolve({"distinct_id": listed})
-            merged.update(u for u in (ids.user_id, ids.owner) if u is not None)
+        shared: list[str] = []
+        for listed in sorted(self.excluded_users):
+            for probe, device in _probes(listed):
+                if device is not None and shared_device is not None and shared_device(device):
+                    shared.append(device)
+                    continue
+                ids = resolve(probe)
+                merged.update(u for u in (ids.user_id, ids.owner) if u is not None)
+        if shared:
+            log.warning("%d listed device(s) were used by several users (e.g. %s): only their "
+                        "own events are excluded, not the other users' events elsewhere; list "
+                        "those users' IDs too to exclude them", len(set(shared)),
+                        ", ".join(sorted(set(shared))[:3]))
         if len(merged) == len(self._excluded):
             return self
         rules = copy.copy(self)
@@ -210,14 +238,36 @@ class PrivacyRules:
               time_ms: int) -> dict[str, Any] | Skip:
         """Every rule: the retention and excluded-user skips, then ``scrub``."""
         skip = self.before_retention(event_name, time_ms) or self.skipped(event_name, props, ids)
-        return skip if skip is not None else self.scrub(props)
+        return skip if skip is not None else self.scrub(props, event_name)
 
-    def scrub(self, props: dict[str, Any]) -> dict[str, Any]:
-        """``props`` with the listed keys dropped or hashed at any depth (the same object
-        when nothing changes)."""
+    def reading_lists(self, plan: TrackingPlan) -> PrivacyRules:
+        """These rules with the hashed keys ``plan`` types ``list`` (converting) read as the
+        plan reads them before hashing: ``'["a","b"]'`` hashes as ``["a","b"]`` does, value
+        by value, not as one text (the plan would get one hash where the list has two)."""
+        def lists(rules: Mapping[str, PropertyRule]) -> frozenset[str]:
+            return frozenset(k for k in self._hash if (r := rules.get(k)) is not None
+                             and r.type == "list" and r.on_mismatch == "coerce")
+
+        unplanned = lists(plan.properties)
+        by_event = {name: lists({**plan.properties, **rule.properties})
+                    for name, rule in plan.events.items()}
+        if not unplanned and not any(by_event.values()):
+            return self
+        rules = copy.copy(self)
+        rules._lists, rules._event_lists = unplanned, by_event
+        return rules
+
+    def scrub(self, props: dict[str, Any], event_name: str | None = None) -> dict[str, Any]:
+        """``props`` with the listed keys dropped or hashed at any depth, and the client IP
+        dropped unless kept: a plan renaming it would send it as an ordinary property (the
+        same object when nothing changes). ``event_name``: the plan's lists it reads."""
+        if not self.keep_ip and ("ip" in props or "$ip" in props):
+            props = {k: v for k, v in props.items() if k not in _IP_KEYS}
         drop, hashed = self._drop, self._hash
         if not (drop or hashed):
             return props
+        if self._lists or self._event_lists:
+            props = self._lists_read(props, event_name)
         if drop.isdisjoint(props) and hashed.isdisjoint(props) and not any(
                 type(v) is dict or type(v) is list for v in props.values()):
             return props  # the common case: nothing to change, no copy
@@ -226,6 +276,24 @@ class PrivacyRules:
         except _Unhashable as problem:
             raise problem.at("properties") from None
         return scrubbed
+
+    def _lists_read(self, props: dict[str, Any], event_name: str | None) -> dict[str, Any]:
+        """``props`` with the text of each hashed key the plan types ``list`` read as the
+        plan reads it (``coerce_value``); text the plan would reject stays text."""
+        keys = self._event_lists.get(event_name, self._lists) if event_name is not None \
+            else self._lists
+        out = props
+        for key in keys:
+            value = props.get(key)
+            if type(value) is str:
+                try:
+                    parsed = coerce_value(value, "list", convert=True)
+                except PlanTypeMismatch:
+                    continue
+                if out is props:
+                    out = dict(props)
+                out[key] = parsed
+        return out
 
     def _scrubbed(self, value: Any, depth: int) -> Any:
         """``value`` (an object or a list) with the listed keys dropped or hashed at any
@@ -338,6 +406,17 @@ def _too_deep() -> ValueProblem:
     return ValueProblem("properties", f"a property is nested more than {_MAX_DEPTH} levels "
                         "deep, past what the privacy rules check; the event is rejected: "
                         "flatten it in the source", reason="too_deep")
+
+
+def _probes(listed: str) -> list[tuple[dict[str, Any], str | None]]:
+    """The lookups of one listed ID in the identity graph, each with the device it names (if
+    any): as a ``distinct_id`` (``$device:X`` names the device ``X``) and, as README matches
+    IDs against ``device_id`` too, as a ``$device_id``."""
+    device = listed[len(_DEVICE_PREFIX):] if listed.startswith(_DEVICE_PREFIX) else None
+    probes: list[tuple[dict[str, Any], str | None]] = [({"distinct_id": listed}, device)]
+    if device is None:
+        probes.append(({"$device_id": listed}, listed))
+    return probes
 
 
 def _matched_ids(listed: frozenset[str]) -> frozenset[str]:
