@@ -157,6 +157,26 @@ class Crash(Exception):
     """Stands for a crash of ``migrate`` at a chosen moment (``crash_at_batch``)."""
 
 
+def crash_on_call(monkeypatch: Any, owner: Any, name: str, n: int,
+                  when: Any = None, after: bool = False) -> list[int]:
+    """``owner.name`` raises ``Crash`` at its ``n``-th call (among those ``when`` picks),
+    before the original ran, or right after it (``after``): kill -9 at that instant."""
+    original = getattr(owner, name)
+    calls: list[int] = []
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if when is None or when(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                if after:
+                    original(*args, **kwargs)
+                raise Crash(f"{name} #{n}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapped)
+    return calls
+
+
 def crash_at_batch(monkeypatch: Any, n: int, error: BaseException | None = None) -> None:
     """The ``n``-th batch Amplitude accepts is never recorded: ``Ledger.batch_done`` raises
     ``error`` (a ``Crash`` by default) there, as a crash right after the 200 would."""

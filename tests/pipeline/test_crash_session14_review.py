@@ -22,9 +22,11 @@ from migrate_kit import (
     FAST,
     TIMEZONE,
     Clock,
+    Crash,
     Project,
     amplitude,
     assert_exactly_once,
+    crash_on_call,
     get_json,
     make_config,
 )
@@ -37,10 +39,6 @@ from mp2amp.pipeline.migrate import EXIT_OK, EXIT_PARKED, migrate
 
 SHORT = 5  # the emulator's (Amplitude's) default minimum ID length
 QUOTA = 40
-
-
-class Crash(Exception):
-    """Stands for kill -9 at the chosen instant."""
 
 
 def status_json(work: Path) -> dict[str, Any]:
@@ -59,31 +57,6 @@ def dead_letter_rows(work: Path) -> list[dict[str, Any]]:
     assert raw.endswith(b"\n"), "the dead-letter file ends in half a line"
     return [orjson.loads(line) for line in raw.splitlines()]
 
-
-def crash_on_call(
-    monkeypatch: pytest.MonkeyPatch,
-    owner: Any,
-    name: str,
-    n: int,
-    when: Any = None,
-    after: bool = False,
-) -> list[int]:
-    """``owner.name`` raises ``Crash`` at its ``n``-th call (among those ``when(args)`` picks),
-    before the original ran, or right after it (``after``)."""
-    original = getattr(owner, name)
-    calls: list[int] = []
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if when is None or when(*args, **kwargs):
-            calls.append(1)
-            if len(calls) == n:
-                if after:
-                    original(*args, **kwargs)
-                raise Crash(f"{name} #{n}")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, wrapped)
-    return calls
 
 
 # --- Amplitude's dead letters: a crash while they are being recorded -------------------------

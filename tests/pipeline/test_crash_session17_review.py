@@ -20,10 +20,12 @@ import pytest
 from migrate_kit import (
     API_KEY,
     FAST,
+    Crash,
     Project,
     amplitude,
     assert_exactly_once,
     copy_events,
+    crash_on_call,
     get_json,
     make_config,
 )
@@ -31,30 +33,6 @@ from migrate_kit import (
 from mp2amp.errors import InputError
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline.migrate import migrate
-
-
-class Crash(Exception):
-    """Stands for kill -9 at the chosen instant."""
-
-
-def crash_on_call(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, n: int,
-                  when: Any = None, after: bool = False) -> list[int]:
-    """``owner.name`` raises ``Crash`` at its ``n``-th call (among those ``when`` picks),
-    before the original ran, or right after it (``after``)."""
-    original = getattr(owner, name)
-    calls: list[int] = []
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if when is None or when(*args, **kwargs):
-            calls.append(1)
-            if len(calls) == n:
-                if after:
-                    original(*args, **kwargs)
-                raise Crash(f"{name} #{n}")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, wrapped)
-    return calls
 
 
 def status_json(work: Path) -> dict[str, Any]:
