@@ -130,11 +130,12 @@ class IdentityGraph:
         return self.report
 
     def shared_device(self, device: str) -> bool:
-        """Whether several users were seen with ``device`` (Simplified ID Merge: it joined
-        the first; an exclusion listing it must not take that user's other devices)."""
+        """Whether several users were seen with ``device`` (it stays with the first: an
+        exclusion listing it must not take that user's other devices). Original ID Merge:
+        a link of the device to a second user was refused."""
         if not self._finished:
             self.finish()
-        return isinstance(self._mode, SimplifiedIds) and self._mode.is_shared(device)
+        return self._mode.is_shared(device)
 
     def resolve(self, props: dict[str, Any]) -> Resolved:
         """The Amplitude user_id/device_id of one event (both None: no usable ID).

@@ -77,6 +77,7 @@ class OriginalIds:
         self.recent: dict[Key, float] = {}
         self.user_of: dict[str, str | None] = {}
         self.lookup: CachedLookup | None = None
+        self.refused_ids: set[str] = set()  # both sides of refused links (shared devices)
 
     # --- pass 1 ------------------------------------------------------------------
 
@@ -182,7 +183,7 @@ class OriginalIds:
         clusters = Clusters(flags, self.cap)
         mark_users(clusters, enumerate(names), flags, self.predicate)
         ranked = without_anon(flags)
-        apply_links(clusters, links, self.report, names.__getitem__, ranked)
+        apply_links(clusters, links, self.report, names.__getitem__, ranked, self.refused_ids)
         best = choose_users(clusters, enumerate(names), ranked, first_seen, self.predicate)
         count_clusters(clusters, best, self.report)
         find = clusters.find
@@ -228,7 +229,7 @@ class OriginalIds:
             return str(row[0]) if row else "?"
 
         ranked = without_anon(flags)
-        apply_links(clusters, links, self.report, name_of, ranked)
+        apply_links(clusters, links, self.report, name_of, ranked, self.refused_ids)
         names = _spilled_names(db.rows("SELECT idx, id FROM ids ORDER BY idx"))
         best = choose_users(clusters, names, ranked, first_seen, self.predicate)
         count_clusters(clusters, best, self.report)
@@ -256,6 +257,10 @@ class OriginalIds:
         if self.lookup is not None:
             return self.lookup.get(key, MISSING)
         return self.user_of.get(key, MISSING)
+
+    def is_shared(self, device: str) -> bool:
+        """Whether a link of ``device`` to a second user was refused (it keeps its first)."""
+        return device in self.refused_ids or f"$device:{device}" in self.refused_ids
 
     def resolve(self, props: dict[str, Any]) -> Resolved:
         resolved = resolve_clustered(props, self.get, self.predicate, self.retroactive, False)

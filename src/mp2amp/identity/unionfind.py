@@ -39,6 +39,9 @@ KIND_NAMES = ("$merge", "$create_alias", "$identify", "canonical", "device+user"
               "distinct_id+device")
 
 NOT_ELIGIBLE = 255
+# IDs of refused links kept for ``shared_device`` (exclusions): a bound on memory; past it a
+# listed shared device excludes its first user as before
+REFUSED_IDS_CAP = 1_000_000
 
 
 class Clusters:
@@ -105,8 +108,12 @@ def apply_links(
     report: IdentityReport,
     name_of: Callable[[int], str],
     ranked: bytearray,
+    refused_ids: set[str] | None = None,
 ) -> None:
     """Apply ``(kind, a, role_a, b, role_b)`` links in the given order, reporting refusals.
+
+    ``refused_ids`` (if given) collects both IDs of each link refused because both sides
+    had a user: a device two users shared is among them (up to ``REFUSED_IDS_CAP``).
 
     ``ranked`` (the flags the user_id choice reads) gets the roles of the links applied
     only: a refused $identify naming a user as its anonymous side leaves that user's rank.
@@ -122,6 +129,9 @@ def apply_links(
                 note(report.cap_examples, f"{name_of(a)} <-> {name_of(b)} ({KIND_NAMES[kind]})")
         elif outcome == "refused":
             report.refused_links += 1
+            if refused_ids is not None and len(refused_ids) < REFUSED_IDS_CAP:
+                refused_ids.add(name_of(a))
+                refused_ids.add(name_of(b))
             if len(report.refused_examples) < EXAMPLES:
                 note(report.refused_examples, f"{name_of(a)} <-> {name_of(b)} ({KIND_NAMES[kind]})")
 

@@ -73,7 +73,7 @@ from mp2amp.pipeline.restage import (
     stop_on_damaged_files,
 )
 from mp2amp.pipeline.result import EXIT_OK, EXIT_PARKED, EXIT_UNBALANCED, MigrateResult
-from mp2amp.pipeline.run_start import open_ledger, plan_or_check
+from mp2amp.pipeline.run_start import holds_run_files, open_ledger, plan_or_check
 from mp2amp.pipeline.staged_identity import read_staged_identity_timed
 from mp2amp.pipeline.status import former_default_hint
 from mp2amp.pipeline.transform_worker import (
@@ -190,6 +190,12 @@ async def _migrate(
     workdir = config.run.workdir
     path = ledger_path(config)
     existed = path.exists()
+    if not existed and holds_run_files(workdir):  # deleted, or a copy that left it out
+        raise TerminalError(
+            f"{path} is missing, while the work folder {workdir} holds an earlier run's "
+            "staged copies, downloads or dead letters: put back the whole ledger (with its "
+            "ledger.sqlite-wal file) and run with --resume, or start the migration in a new "
+            "work folder (events Amplitude already has are dropped only within 7 days)")
     if resume and not existed:
         raise TerminalError(f"nothing to resume: {path} does not exist"
                             f"{former_default_hint(workdir)}; run `mp2amp migrate` without "

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from mp2amp.config import Config
-from mp2amp.extract.export import Days
+from mp2amp.extract.export import QUERY_LOG, Days
 from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.ledger.sqlite_io import damaged
 from mp2amp.load.settings import UploadSettings
 from mp2amp.pipeline.fingerprint import FINGERPRINT_META, check_resume, record_fingerprint
 from mp2amp.pipeline.import_folder import WROTE_KEY, output_dir_may_change
 from mp2amp.pipeline.preflight import planned_windows
+from mp2amp.pipeline.windows import STAGED_NAME
 
 # an Export API download in export/export/ (the day or days it holds, then what it is)
 _DOWNLOAD = re.compile(r"(\d{4}-\d{2}-\d{2}(?:\.\.\d{4}-\d{2}-\d{2})?)"
@@ -36,17 +37,27 @@ _DOWNLOAD = re.compile(r"(\d{4}-\d{2}-\d{2}(?:\.\.\d{4}-\d{2}-\d{2})?)"
 
 def holds_run_files(workdir: Path) -> bool:
     """Whether ``workdir`` holds what only a run that got past its start leaves: staged
-    copies, Export API downloads, dead letters."""
-    for folder in (workdir / "staged", workdir / "export"):
-        try:
-            if any(folder.iterdir()):
-                return True
-        except OSError:  # not there (or not a folder): nothing of a run in it
-            pass
+    copies (by mp2amp's names: a workdir of "." may have a folder of the user's own called
+    staged or export), Export API downloads or its query journal, dead letters."""
     try:
-        return (workdir / "dead-letters.jsonl").stat().st_size > 0
+        # whole staged copies: a half-written one (.part) was never read, let alone sent
+        if any(STAGED_NAME.fullmatch(p.name) and not p.name.endswith(".part")
+               for p in (workdir / "staged").iterdir()):
+            return True
+    except OSError:  # not there (or not a folder): nothing of a run in it
+        pass
+    try:
+        if any((workdir / "export" / "export").iterdir()):
+            return True
     except OSError:
-        return False
+        pass
+    for name, size in (("export/" + QUERY_LOG, 0), ("dead-letters.jsonl", 1)):
+        try:
+            if (workdir / name).stat().st_size >= size:
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def open_ledger(path: Path, resume: bool) -> tuple[Ledger, str | None]:
@@ -55,7 +66,8 @@ def open_ledger(path: Path, resume: bool) -> tuple[Ledger, str | None]:
     sent anything, or the work folder holds its files, rather than start from zero there
     (with or without --resume)."""
     used = path.exists() and holds_run_files(path.parent)
-    ledger = Ledger(path, create=not resume and not used)
+    # without the run's files an empty ledger is a run killed as it was created: a new run
+    ledger = Ledger(path, create=not used)
     try:
         known = ledger.get_meta(FINGERPRINT_META)
         if known is None and run_started(ledger):
@@ -105,21 +117,14 @@ def plan_or_check(ledger: Ledger, config: Config, upload: UploadSettings, known:
             record_fingerprint(ledger, config, upload)
         return
     replan = replanner(ledger, config, storage_options)
-    replanned = False
-
-    def replan_here() -> None:
-        nonlocal replanned
-        assert replan is not None
-        replan()
-        replanned = True
-
     with ledger.atomic():  # a kill before the new fingerprint keeps the old windows too
         check_resume(ledger, config, upload, known, lambda changed: changed == [
             "output_dir"] and output_dir_may_change(known, config.amplitude.output_dir,
                                                     ledger.get_meta("sink_attempt")),
-                     None if replan is None else replan_here)
-    if replanned:  # after the commit: a kill before it leaves the old plan its downloads
-        drop_unplanned_downloads(config.run.workdir / "export" / "export", ledger.windows())
+                     replan)
+    # after the commit, at every resume: a kill after a replan committed (before its
+    # clean-up) leaves the old plan's downloads, which no later resume would replan away
+    drop_unplanned_downloads(config.run.workdir / "export" / "export", ledger.windows())
 
 
 def drop_unplanned_downloads(downloads: Path, rows: list[WindowRow]) -> None:

@@ -383,7 +383,7 @@ def _check_gone_sources(files: list[WindowRow], locate: Callable[[str], str],
 
 # the names mp2amp gives files in staged/: a window's (``staged_path``), a merged one (and
 # its placeholders), the rounds of a big merge, each while written (.part)
-_STAGED_NAME = re.compile(
+STAGED_NAME = re.compile(
     r".+-[0-9a-f]{10}(\.merged(-away)?)*\.jsonl(\.round[0-9]+)*(\.part)?")
 
 
@@ -400,7 +400,7 @@ def _remove_leftovers(staged: Path, rows: list[WindowRow]) -> None:
         if path.name.startswith(".stage-") and path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         elif path.name.endswith(".part") or (
-                path.name not in used and _STAGED_NAME.fullmatch(path.name)
+                path.name not in used and STAGED_NAME.fullmatch(path.name)
                 and path.is_file()):
             path.unlink(missing_ok=True)
 
