@@ -302,7 +302,9 @@ def test_a_staged_copy_cut_mid_line_then_deleted_resumes_exactly_once(
         again = invoke("migrate", "--quiet", "--resume")
         assert again.exit_code == 0, again.stderr
         got = stats(url)
-        assert got["events_stored"] == 60 and got["duplicates_ignored"] == 0, got
+        # each of the 60 events stored once; batches in flight when the damage stopped the
+        # first resume (a worker reads ahead) are sent again and dropped as duplicates
+        assert got["events_stored"] == 60, got
 
 
 def test_a_staged_copy_cut_in_its_identity_view_is_named_by_the_identity_pass(
