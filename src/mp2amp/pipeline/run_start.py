@@ -29,6 +29,7 @@ from mp2amp.pipeline.fingerprint import FINGERPRINT_META, check_resume, record_f
 from mp2amp.pipeline.import_folder import WROTE_KEY, output_dir_may_change
 from mp2amp.pipeline.preflight import planned_windows
 from mp2amp.pipeline.windows import STAGED_NAME
+from mp2amp.pipeline.worklock import LOCK_NAME
 
 # an Export API download in export/export/ (the day or days it holds, then what it is)
 _DOWNLOAD = re.compile(r"(\d{4}-\d{2}-\d{2}(?:\.\.\d{4}-\d{2}-\d{2})?)"
@@ -38,7 +39,11 @@ _DOWNLOAD = re.compile(r"(\d{4}-\d{2}-\d{2}(?:\.\.\d{4}-\d{2}-\d{2})?)"
 def holds_run_files(workdir: Path) -> bool:
     """Whether ``workdir`` holds what only a run that got past its start leaves: staged
     copies (by mp2amp's names: a workdir of "." may have a folder of the user's own called
-    staged or export), Export API downloads or its query journal, dead letters."""
+    staged or export), Export API downloads or its query journal, dead letters; and only
+    in a folder a migrate has run in (its lock file stays): the user's own files named like
+    ours (hourly dumps such as events-2024010100.jsonl) never make a fresh folder a run's."""
+    if not (workdir / LOCK_NAME).exists():
+        return False
     try:
         # whole staged copies: a half-written one (.part) was never read, let alone sent
         if any(STAGED_NAME.fullmatch(p.name) and not p.name.endswith(".part")
