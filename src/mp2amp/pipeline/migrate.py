@@ -41,7 +41,7 @@ from mp2amp.load.s3sink import S3ImportSink, shown_path
 from mp2amp.load.settings import UploadSettings
 from mp2amp.load.uploader import Uploader
 from mp2amp.models import Rejected
-from mp2amp.pipeline import dead_letters, stopping
+from mp2amp.pipeline import dead_letters, stagedfolder, stopping
 from mp2amp.pipeline.accounting import totals, window_counts
 from mp2amp.pipeline.attempts import finished, record_attempt, record_start, stopped_by
 from mp2amp.pipeline.budgets import stage_budgets
@@ -203,6 +203,8 @@ async def _migrate(
     # a new run's windows before its work folder: a config without sources, or a glob
     # that matches nothing, leaves no empty "in progress" migration behind
     planned = None if existed else planned_windows(config, storage_options)
+    if not existed:  # a folder of the user's own called staged: before any work folder
+        stagedfolder.check_new_run(workdir / "staged")
     make_work_folder(workdir, None if config.amplitude.output_dir is None
                      else str(config.amplitude.output_dir))
     lock = WorkLock(workdir)
@@ -222,6 +224,7 @@ async def _migrate(
     try:
         record_start(ledger, started)
         plan_or_check(ledger, config, upload, known, storage_options, planned)
+        stagedfolder.claim(workdir / "staged", ledger.windows())  # before anything is staged
         if new_api_key and known is not None and not sink_mode:  # regenerated, same project
             offered = rebind_api_key(ledger, upload.api_key)
         else:  # another key is another Amplitude project: refused once a batch went under one
