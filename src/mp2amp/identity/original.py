@@ -5,7 +5,8 @@ or SQLite table ``edges`` past the memory budget). ``finish()`` numbers the IDs,
 the links in (time, kind, IDs) order, INFERRED evidence last, with Mixpanel's rules (see
 ``unionfind``), picks each cluster's user_id (an ID is anonymous only by a link applied:
 a refused $identify does not make its user one) and keeps ``ID -> user`` (dict, or SQLite
-table ``resolved``).
+table ``resolved``) and the shared devices: those a second user's link to was refused
+(a set, or SQLite table ``shared``: as many as there are, at any size).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from mp2amp.identity.clustered import MISSING, resolve_clustered
 from mp2amp.identity.ids import before_identity, distinct_id, event_seconds
 from mp2amp.identity.junk import DEVICE_PREFIX, clean_id
-from mp2amp.identity.report import IdentityReport
+from mp2amp.identity.report import EXAMPLES, IdentityReport, note
 from mp2amp.identity.store import BatchWriter, CachedLookup, ScratchDb, cache_entries
 from mp2amp.identity.unionfind import (
     ALIAS,
@@ -77,7 +78,7 @@ class OriginalIds:
         self.recent: dict[Key, float] = {}
         self.user_of: dict[str, str | None] = {}
         self.lookup: CachedLookup | None = None
-        self.refused_ids: set[str] = set()  # both sides of refused links (shared devices)
+        self.shared: set[str] = set()  # devices a second user's link to was refused
 
     # --- pass 1 ------------------------------------------------------------------
 
@@ -183,7 +184,11 @@ class OriginalIds:
         clusters = Clusters(flags, self.cap)
         mark_users(clusters, enumerate(names), flags, self.predicate)
         ranked = without_anon(flags)
-        apply_links(clusters, links, self.report, names.__getitem__, ranked, self.refused_ids)
+        marked = bytearray(len(names))
+        apply_links(clusters, links, self.report, names.__getitem__, ranked, marked)
+        shared = list(_marked_names(marked, names))  # sorted, as ``names``
+        self.shared = set(shared)
+        _report_shared(self.report, len(shared), shared[:EXAMPLES])
         best = choose_users(clusters, enumerate(names), ranked, first_seen, self.predicate)
         count_clusters(clusters, best, self.report)
         find = clusters.find
@@ -229,7 +234,9 @@ class OriginalIds:
             return str(row[0]) if row else "?"
 
         ranked = without_anon(flags)
-        apply_links(clusters, links, self.report, name_of, ranked, self.refused_ids)
+        marked = bytearray(n)
+        apply_links(clusters, links, self.report, name_of, ranked, marked)
+        _store_shared(db, marked, self.report)
         names = _spilled_names(db.rows("SELECT idx, id FROM ids ORDER BY idx"))
         best = choose_users(clusters, names, ranked, first_seen, self.predicate)
         count_clusters(clusters, best, self.report)
@@ -260,7 +267,9 @@ class OriginalIds:
 
     def is_shared(self, device: str) -> bool:
         """Whether a link of ``device`` to a second user was refused (it keeps its first)."""
-        return device in self.refused_ids or f"$device:{device}" in self.refused_ids
+        if self.lookup is not None and self.db is not None:
+            return self.db.one("SELECT 1 FROM shared WHERE id = ?", (device,)) is not None
+        return device in self.shared
 
     def resolve(self, props: dict[str, Any]) -> Resolved:
         resolved = resolve_clustered(props, self.get, self.predicate, self.retroactive, False)
@@ -291,3 +300,36 @@ def _spilled_links(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[int, int, 
 def _spilled_names(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[int, str]]:
     for idx, name in rows:
         yield idx - 1, name
+
+
+def _marked_names(marked: bytearray, names: list[str]) -> Iterator[str]:
+    for i, name in enumerate(names):
+        if marked[i]:
+            yield name
+
+
+def _store_shared(db: ScratchDb, marked: bytearray, report: IdentityReport) -> None:
+    """Table ``shared``: the marked IDs by name, for ``is_shared``, and their report."""
+    db.script("CREATE TEMP TABLE marked(idx INTEGER PRIMARY KEY)")
+    writer = BatchWriter(db, "INSERT INTO marked(idx) VALUES (?)")
+    for i in range(len(marked)):  # (mypyc: no enumerate over a bytearray)
+        if marked[i]:
+            writer.add((i + 1,))
+    writer.flush()
+    db.script(
+        "CREATE TABLE shared(id TEXT PRIMARY KEY) WITHOUT ROWID;"
+        "INSERT INTO shared(id) SELECT i.id FROM marked m JOIN ids i ON i.idx = m.idx "
+        "ORDER BY i.id;"
+        "DROP TABLE marked;"
+    )
+    row = db.one("SELECT COUNT(*) FROM shared")
+    examples = db.rows(f"SELECT id FROM shared ORDER BY id LIMIT {EXAMPLES}")
+    _report_shared(report, int(row[0]) if row is not None else 0,
+                   [str(device) for device, in examples])
+
+
+def _report_shared(report: IdentityReport, count: int, examples: list[str]) -> None:
+    """As Simplified ID Merge reports its shared devices: a count and the first few."""
+    report.shared_devices = count
+    for device in examples:
+        note(report.shared_device_examples, device)

@@ -39,9 +39,6 @@ KIND_NAMES = ("$merge", "$create_alias", "$identify", "canonical", "device+user"
               "distinct_id+device")
 
 NOT_ELIGIBLE = 255
-# IDs of refused links kept for ``shared_device`` (exclusions): a bound on memory; past it a
-# listed shared device excludes its first user as before
-REFUSED_IDS_CAP = 1_000_000
 
 
 class Clusters:
@@ -108,12 +105,13 @@ def apply_links(
     report: IdentityReport,
     name_of: Callable[[int], str],
     ranked: bytearray,
-    refused_ids: set[str] | None = None,
+    shared: bytearray | None = None,
 ) -> None:
     """Apply ``(kind, a, role_a, b, role_b)`` links in the given order, reporting refusals.
 
-    ``refused_ids`` (if given) collects both IDs of each link refused because both sides
-    had a user: a device two users shared is among them (up to ``REFUSED_IDS_CAP``).
+    ``shared`` (if given, one byte per ID) marks the device of each link refused because
+    both sides had a user: a device a second user was seen with (``mark_device_side``).
+    A refused ``$create_alias`` (the alias was taken) marks nothing: it names one user.
 
     ``ranked`` (the flags the user_id choice reads) gets the roles of the links applied
     only: a refused $identify naming a user as its anonymous side leaves that user's rank.
@@ -129,11 +127,21 @@ def apply_links(
                 note(report.cap_examples, f"{name_of(a)} <-> {name_of(b)} ({KIND_NAMES[kind]})")
         elif outcome == "refused":
             report.refused_links += 1
-            if refused_ids is not None and len(refused_ids) < REFUSED_IDS_CAP:
-                refused_ids.add(name_of(a))
-                refused_ids.add(name_of(b))
+            if shared is not None and kind in EXCLUSIVE:
+                mark_device_side(shared, ranked, a, ra, b, rb)
             if len(report.refused_examples) < EXAMPLES:
                 note(report.refused_examples, f"{name_of(a)} <-> {name_of(b)} ({KIND_NAMES[kind]})")
+
+
+def mark_device_side(shared: bytearray, ranked: bytearray, a: int, ra: int, b: int,
+                     rb: int) -> None:
+    """Mark the anonymous side of a refused link: named anonymous by it and never named as
+    a user anywhere (``ranked`` keeps every USER bit), so a listed user is never taken
+    for a shared device and excluded only in part."""
+    if ra & ANON and not ranked[a] & USER:
+        shared[a] = 1
+    if rb & ANON and not ranked[b] & USER:
+        shared[b] = 1
 
 
 def rank(name: str, flags: int, predicate: Callable[[str], bool]) -> int:

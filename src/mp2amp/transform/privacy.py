@@ -158,10 +158,11 @@ class PrivacyRules:
         merged = set(self._excluded)
         shared: list[str] = []
         for listed in sorted(self.excluded_users):
-            for probe, device in _probes(listed):
-                if device is not None and shared_device is not None and shared_device(device):
-                    shared.append(device)
-                    continue
+            device, probes = _probes(listed)
+            if shared_device is not None and shared_device(device):
+                shared.append(device)  # every probe of it would resolve to its first user
+                continue
+            for probe in probes:
                 ids = resolve(probe)
                 merged.update(u for u in (ids.user_id, ids.owner) if u is not None)
         if shared:
@@ -408,15 +409,14 @@ def _too_deep() -> ValueProblem:
                         "flatten it in the source", reason="too_deep")
 
 
-def _probes(listed: str) -> list[tuple[dict[str, Any], str | None]]:
-    """The lookups of one listed ID in the identity graph, each with the device it names (if
-    any): as a ``distinct_id`` (``$device:X`` names the device ``X``) and, as README matches
-    IDs against ``device_id`` too, as a ``$device_id``."""
-    device = listed[len(_DEVICE_PREFIX):] if listed.startswith(_DEVICE_PREFIX) else None
-    probes: list[tuple[dict[str, Any], str | None]] = [({"distinct_id": listed}, device)]
-    if device is None:
-        probes.append(({"$device_id": listed}, listed))
-    return probes
+def _probes(listed: str) -> tuple[str, list[dict[str, Any]]]:
+    """The device one listed ID may name and its lookups in the identity graph: as a
+    ``distinct_id`` (``$device:X`` names the device ``X``; a plain ID may be a device's own
+    node, as a mixpanel-js cookie ID is in Original ID Merge) and, as README matches IDs
+    against ``device_id`` too, a plain ID as a ``$device_id``."""
+    if listed.startswith(_DEVICE_PREFIX):
+        return listed[len(_DEVICE_PREFIX):], [{"distinct_id": listed}]
+    return listed, [{"distinct_id": listed}, {"$device_id": listed}]
 
 
 def _matched_ids(listed: frozenset[str]) -> frozenset[str]:
