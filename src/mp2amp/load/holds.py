@@ -8,6 +8,10 @@ events already held and goes before them. When the hold expires its events are m
 back into their lanes by ``seq`` (``Uploader.requeue_front``): an older event of the same
 device may still be queued there (a 413 put it back after the hold took a newer one).
 
+A key is in one hold only, so a later 429 naming a held device or user (or throttling
+an event that joins the hold) moves the hold's end to its own wait when that is later: a
+longer Retry-After is waited out by everything the hold keeps.
+
 The daily quota outranks a throttle: a device or user over its quota (an hour's wait) that
 a throttle hold (seconds) already holds moves to the quota hold with its events, or they
 would be resent, and refused again, as soon as the throttle ended.
@@ -74,24 +78,33 @@ class HoldRegistry:
 
         An event whose device or user is already held joins that older hold instead, so
         that one key never waits in two places; except that a daily-quota hold first takes
-        its keys (and their events) over from throttle holds (see ``_take_over``)."""
+        its keys (and their events) over from throttle holds (see ``_take_over``). An older
+        hold that an event joins or a named key is in ends at ``until`` if that is later:
+        this answer's wait (a longer Retry-After) is waited out too. Its owner's timer must
+        then look at ``Hold.until`` again when it fires (``Uploader._release``)."""
         new = Hold(reason, until)
         items = list(items)
         devices, users = set(devices), set(users)
         if reason == "daily_quota" and self._by_key:
             self._take_over(new, items, devices, users)
-        for d in devices:
-            self._register(new, ("d", d), keep_existing=True)
-        for u in users:
-            self._register(new, ("u", u), keep_existing=True)
+        for key in _keys(devices, users):
+            self._extend(self._by_key.get(key), until)
+            self._register(new, key, keep_existing=True)
         for item in items:
             target = self.find(item)
             if target is None:
                 target = new
                 self._register(new, _own_key(item), keep_existing=True)
+            else:
+                self._extend(target, until)
             _add(target, item)
             self.held_events += 1
         return new
+
+    @staticmethod
+    def _extend(hold: Hold | None, until: float) -> None:
+        if hold is not None and hold.until < until:
+            hold.until = until
 
     def _take_over(self, quota: Hold, items: list[Submitted], devices: set[str],
                    users: set[str]) -> None:

@@ -120,13 +120,15 @@ def classify(
     ids: Sequence[IdPair],
     retry_after: float | None = None,
     url: str = "",
+    gzipped: bool = False,
 ) -> Verdict:
     """Classify one response to a request that carried events with these (device, user) ids.
 
     ``retry_after`` is the server's Retry-After in seconds; the verdict carries it clamped
     to ``MAX_SERVER_WAIT`` (and what was asked in ``retry_after_asked`` when it was cut).
-    ``url`` is where the request went: messages about a wrong host name it."""
-    verdict = _classify(status, body, ids, capped_wait(retry_after), url)
+    ``url`` is where the request went: messages about a wrong host name it. ``gzipped``:
+    the request body was sent gzipped (``Content-Encoding: gzip``)."""
+    verdict = _classify(status, body, ids, capped_wait(retry_after), url, gzipped)
     if retry_after is not None and retry_after > MAX_SERVER_WAIT:
         verdict = replace(verdict, retry_after_asked=retry_after)
     return verdict
@@ -138,7 +140,7 @@ def capped_wait(retry_after: float | None) -> float | None:
 
 
 def _classify(status: int, body: bytes | str, ids: Sequence[IdPair],
-              retry_after: float | None, url: str) -> Verdict:
+              retry_after: float | None, url: str, gzipped: bool) -> Verdict:
     doc = parse_body(body)
     status = effective_status(status, doc)
     error_text = _text(doc.get("error"))
@@ -209,9 +211,18 @@ def _classify(status: int, body: bytes | str, ids: Sequence[IdPair],
                         "Amplitude, then run again with --resume")
     else:  # 404 and other 4xx: the host or endpoint is wrong, retrying cannot help
         err = ContractError(f"Amplitude answered {status} {error_text!r}, which its contract does "
-                            "not allow for this request; check amplitude.api_host / endpoint, "
-                            "then run again with --resume")
+                            "not allow for this request; check amplitude.api_host / endpoint"
+                            f"{_gzip_advice(status, gzipped)}, then run again with --resume")
     return Verdict("stop", status, message=error_text, error=err)
+
+
+def _gzip_advice(status: int, gzipped: bool) -> str:
+    """For a 415 (Unsupported Media Type) to a gzip body: what a proxy that cannot take
+    ``Content-Encoding: gzip`` answers (RFC 9110 12.5.3), which only turning gzip off cures."""
+    if status != 415 or not gzipped:
+        return ""
+    return (" (the request body was gzipped: a proxy that cannot take gzip bodies answers "
+            "415, so set `[amplitude] gzip = false` in the config file if api_host is right)")
 
 
 def _is_amplitudes_2xx(doc: Mapping[str, Any]) -> bool:

@@ -68,6 +68,25 @@ class RetriesExhausted(TerminalError):
 # flaky Amplitude gets took ~11 minutes to say so. A blip at the start still gets ~6 s.
 UNREACHABLE_ATTEMPTS = 5
 
+# Seconds a connect may take (TCP and TLS) before the attempt counts as "cannot connect":
+# a firewall dropping packets never refuses, and under the request's whole timeout alone
+# such a connect looked like a request sent then lost (retried for ~45 minutes).
+CONNECT_TIMEOUT = 10.0
+
+
+def session_timeout(total: float) -> aiohttp.ClientTimeout:
+    """The uploader session's timeouts: ``total`` per request, and a connect timeout under
+    it, so that a hanging connect ends as a connect timeout (nothing sent), not as the
+    request's timeout (which would fire first were the two equal)."""
+    return aiohttp.ClientTimeout(total=total, sock_connect=min(CONNECT_TIMEOUT, total / 2))
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether a failed request never reached a server: refused, no route, DNS, TLS, or a
+    connect that timed out. Such a request is safe to resend and says nothing was reached."""
+    return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+
+
 # Seconds over which Amplitude averages a device's or user's events per second: "To reach
 # an EPDS limit of 1000, a device must send 30,000 events in a 30-second period".
 RATE_WINDOW = 30
@@ -190,11 +209,10 @@ class Sender:
                     status = resp.status
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                never_sent = isinstance(exc, aiohttp.ClientConnectorError)
+                unsent = never_sent(exc)
                 up.report.requests_by_status[
-                    CONNECT_FAILED if never_sent else "connection_error"] += 1
-                if isinstance(exc, aiohttp.ClientConnectorError) and not self.answered \
-                        and attempt + 1 >= UNREACHABLE_ATTEMPTS:
+                    CONNECT_FAILED if unsent else "connection_error"] += 1
+                if unsent and not self.answered and attempt + 1 >= UNREACHABLE_ATTEMPTS:
                     up.fail(RetriesExhausted(redact_userinfo(
                         f"cannot connect to Amplitude at {s.url} ({exc}), {attempt + 1} times "
                         "and never since this run started: check [amplitude] api_host or "
@@ -208,7 +226,7 @@ class Sender:
                 self.answered = True
                 up.report.requests_by_status[str(status)] += 1
                 verdict = classify(status, text, ids=ids, retry_after=retry_after,
-                                   url=s.url)
+                                   url=s.url, gzipped=headers is GZIP_HEADERS)
             if verdict.unreadable_body and headers is GZIP_HEADERS:
                 # the same events uncompressed: only a body it cannot read at all is retried
                 body, headers = isal_zlib.decompress(body, 31), HEADERS

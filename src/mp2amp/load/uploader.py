@@ -43,7 +43,7 @@ from mp2amp.load.observer import (
     takes_batch_id,
 )
 from mp2amp.load.packed import OpenBody, attach
-from mp2amp.load.sender import RetriesExhausted, Sender
+from mp2amp.load.sender import RetriesExhausted, Sender, session_timeout
 from mp2amp.load.settings import LoadReport, UploadSettings
 
 log = logging.getLogger("mp2amp.load")
@@ -71,6 +71,9 @@ class Lane:
 # ones; a run's millions of devices would hold ~150 bytes each for nothing.
 LANE_CACHE = 16_384
 _EMPTY = b""
+# asyncio runs a timer up to its clock's resolution early: a hold's timer that fires this
+# close to the hold's end ends it, rather than waiting again for a few microseconds
+TIMER_SLACK = 0.001
 
 
 def _merge_front(queue: deque[Submitted], group: list[Submitted]) -> None:
@@ -154,7 +157,7 @@ class Uploader:
             return
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.settings.concurrency, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+            timeout=session_timeout(self.settings.timeout),
         )
         self._started = time.monotonic()
         self._tasks = [asyncio.create_task(self.sender.run_lane(lane), name=f"lane-{lane.index}")
@@ -499,6 +502,14 @@ class Uploader:
             self._room_changed()
 
     def _release(self, hold: Hold) -> None:
+        """A hold's timer: end it, unless a later answer moved its end further (a longer
+        Retry-After for a device or user it holds): then wait for that."""
+        if hold.until - asyncio.get_running_loop().time() > TIMER_SLACK:
+            self.schedule_release(hold)
+            return
+        self._end_hold(hold)
+
+    def _end_hold(self, hold: Hold) -> None:
         self._timers.pop(id(hold), None)
         self._quota_holds.pop(id(hold), None)
         items = self.holds.release(hold)
@@ -522,7 +533,7 @@ class Uploader:
             handle = self._timers.pop(id(hold), None)
             if handle is not None:
                 handle.cancel()
-            self._release(hold)
+            self._end_hold(hold)
 
     # --- failure -----------------------------------------------------------------------
 
