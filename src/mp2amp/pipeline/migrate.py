@@ -203,8 +203,8 @@ async def _migrate(
     # a new run's windows before its work folder: a config without sources, or a glob
     # that matches nothing, leaves no empty "in progress" migration behind
     planned = None if existed else planned_windows(config, storage_options)
-    if not existed:  # a folder of the user's own called staged: before any work folder
-        stagedfolder.check_new_run(workdir / "staged")
+    if planned is not None:  # a folder of the user's own called staged: before any work folder
+        stagedfolder.check_new_run(workdir / "staged", (spec[0] for spec in planned))
     make_work_folder(workdir, None if config.amplitude.output_dir is None
                      else str(config.amplitude.output_dir))
     lock = WorkLock(workdir)

@@ -7,39 +7,54 @@ big merge a kill left, the files a merge replaced). With ``workdir = "."`` a fol
 user's own called ``staged`` may hold files named like ours (hourly dumps such as
 ``events-2024010100.jsonl``: ten digits are hex too); without the marker they would be
 deleted. A run never starts in such a folder: it names the files and stops.
+
+Which files are a run's own is judged by name against the run's windows (a window's copy,
+the files its merges and a kill leave), never by mp2amp's naming alone: the user's
+``dump.json.part`` or ``events-2024010100.jsonl`` matches that naming too.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from mp2amp.errors import TerminalError
 from mp2amp.ledger import WindowRow
+from mp2amp.pipeline.windows import staged_path
 
 MARKER = ".mp2amp-staged"
+# a window's copy ("<slug>-<digest>.jsonl"), the files its merges write or replace, a big
+# merge's rounds and a copy being written; group 1 is the window's stem
+_OWN_FILE = re.compile(r"(.+-[0-9a-f]{10})(?:\.merged(?:-away)?)*\.jsonl"
+                       r"(?:\.round[0-9]+)*(?:\.part)?")
+# the sort runs' folder a window's staging makes (tempfile.mkdtemp(prefix=".stage-"))
+_SORT_RUNS = re.compile(r"\.stage-[a-z0-9_]{8}")
 
 
 def marker(staged: Path) -> Path:
     return staged.parent / MARKER
-# what a killed run leaves before its first window is staged: a window's half-written
-# copy and its sort runs' folder (an mp2amp from before the marker left them unmarked)
-_TRANSIENT_SUFFIX = ".part"
-_TRANSIENT_PREFIX = ".stage-"
 
 
-def foreign_files(staged: Path) -> list[str]:
-    """The names in ``staged`` that show it is not mp2amp's: any entry, when the folder
-    carries no marker, except a killed run's half-written copies. Empty when the folder
-    is missing, marked or holds only those."""
+def foreign_files(staged: Path, window_ids: Iterable[str]) -> list[str]:
+    """The names in ``staged`` that no window of ``window_ids`` could have left: empty
+    when the folder is missing or holds only those windows' files."""
+    stems = {staged_path(Path(), w).stem for w in window_ids}
     try:
-        if marker(staged).is_file():
-            return []
-        names = sorted(p.name for p in staged.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return [] if not staged.exists() else [staged.name]
-    return [n for n in names
-            if not (n.endswith(_TRANSIENT_SUFFIX) or n.startswith(_TRANSIENT_PREFIX))]
+        entries = sorted(staged.iterdir())
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        return [staged.name]
+    listed = []
+    for path in entries:
+        own = _OWN_FILE.fullmatch(path.name)
+        if own and own.group(1) in stems and path.is_file():
+            continue
+        if _SORT_RUNS.fullmatch(path.name) and path.is_dir():
+            continue
+        listed.append(path.name)
+    return listed
 
 
 def refuse_foreign(staged: Path, listed: list[str]) -> None:
@@ -50,20 +65,26 @@ def refuse_foreign(staged: Path, listed: list[str]) -> None:
         "[run] workdir to another folder, and run again (nothing was read or sent)")
 
 
-def check_new_run(staged: Path) -> None:
-    """Before a new run makes its work folder: stop if ``staged`` is the user's own."""
-    listed = foreign_files(staged)
+def check_new_run(staged: Path, window_ids: Iterable[str]) -> None:
+    """Before a new run (no ledger) makes its work folder: stop if ``staged`` holds files
+    its windows could not have left. A marker without its ledger proves nothing (the
+    user may have emptied a finished run's folder and reused the name), so it is not
+    read here."""
+    listed = foreign_files(staged, window_ids)
     if listed:
         refuse_foreign(staged, listed)
 
 
 def claim(staged: Path, rows: Iterable[WindowRow]) -> None:
-    """Make ``staged`` (if missing) and mark it mp2amp's. An unmarked folder that a window
-    of this run's ledger was staged into is an earlier mp2amp's (from before the marker):
-    it is marked as it is; any other unmarked folder with files in it is refused."""
+    """Make ``staged`` (if missing) and mark it mp2amp's. An unmarked folder is taken when
+    it holds only files of the ledger's windows (a killed run's, of an mp2amp from before
+    the marker, even a copy renamed into place before its window was recorded), or when a
+    window was recorded as staged into it (that mp2amp used the folder); any other
+    unmarked folder with files in it is refused."""
     if marker(staged).is_file():
         return
-    listed = foreign_files(staged)
+    rows = list(rows)
+    listed = foreign_files(staged, (w.window_id for w in rows))
     if listed and not any(w.staged_path for w in rows):
         refuse_foreign(staged, listed)
     staged.mkdir(parents=True, exist_ok=True)
