@@ -5,8 +5,9 @@ or SQLite table ``edges`` past the memory budget). ``finish()`` numbers the IDs,
 the links in (time, kind, IDs) order, INFERRED evidence last, with Mixpanel's rules (see
 ``unionfind``), picks each cluster's user_id (an ID is anonymous only by a link applied:
 a refused $identify does not make its user one) and keeps ``ID -> user`` (dict, or SQLite
-table ``resolved``) and the shared devices: those a second user's link to was refused
-(a set, or SQLite table ``shared``: as many as there are, at any size).
+table ``resolved``) and the shared devices: those a second user's link to was refused,
+unless a later link joined the two (a set, or SQLite table ``shared``: as many as there
+are, at any size; the refused pairs are checked once every link is applied).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from mp2amp.identity.unionfind import (
     USER,
     USER_ID,
     Clusters,
+    Refusals,
     apply_links,
     choose_users,
+    confirm_shared,
     count_clusters,
     mark_users,
     without_anon,
@@ -184,8 +187,10 @@ class OriginalIds:
         clusters = Clusters(flags, self.cap)
         mark_users(clusters, enumerate(names), flags, self.predicate)
         ranked = without_anon(flags)
+        refusals = Refusals()
+        apply_links(clusters, links, self.report, names.__getitem__, ranked, refusals.add)
         marked = bytearray(len(names))
-        apply_links(clusters, links, self.report, names.__getitem__, ranked, marked)
+        confirm_shared(clusters, refusals, marked)
         shared = list(_marked_names(marked, names))  # sorted, as ``names``
         self.shared = set(shared)
         _report_shared(self.report, len(shared), shared[:EXAMPLES])
@@ -234,8 +239,17 @@ class OriginalIds:
             return str(row[0]) if row else "?"
 
         ranked = without_anon(flags)
+        db.script("CREATE TEMP TABLE refused(device INTEGER NOT NULL, other INTEGER NOT NULL)")
+        refused = BatchWriter(db, "INSERT INTO refused(device, other) VALUES (?, ?)")
+
+        def refuse(device: int, other: int) -> None:
+            refused.add((device, other))
+
+        apply_links(clusters, links, self.report, name_of, ranked, refuse)
+        refused.flush()
         marked = bytearray(n)
-        apply_links(clusters, links, self.report, name_of, ranked, marked)
+        confirm_shared(clusters, db.rows("SELECT device, other FROM refused"), marked)
+        db.script("DROP TABLE refused")
         _store_shared(db, marked, self.report)
         names = _spilled_names(db.rows("SELECT idx, id FROM ids ORDER BY idx"))
         best = choose_users(clusters, names, ranked, first_seen, self.predicate)

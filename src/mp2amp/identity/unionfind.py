@@ -9,7 +9,7 @@ of the order records were read in.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from mp2amp.identity.report import EXAMPLES, IdentityReport, note
 
@@ -49,11 +49,14 @@ class Clusters:
         self.size = array("q", [1]) * n
         # per root: does the cluster hold an ID named as a user?
         self.has_user = flags.translate(bytes([b & USER for b in range(256)]))
+        # per ID, never merged: is this ID itself a user (``is_user``)? Never a device then
+        self.user = bytearray(self.has_user)
         self.aliased = bytearray(n)  # IDs already made an alias: "each alias maps to one"
 
     def mark_user(self, i: int) -> None:
         """Count ``i`` (not yet linked) as a user for the refusal of exclusive links."""
         self.has_user[i] = USER
+        self.user[i] = USER
 
     def find(self, x: int) -> int:
         parent = self.parent
@@ -105,13 +108,14 @@ def apply_links(
     report: IdentityReport,
     name_of: Callable[[int], str],
     ranked: bytearray,
-    shared: bytearray | None = None,
+    refused: Callable[[int, int], None] | None = None,
 ) -> None:
     """Apply ``(kind, a, role_a, b, role_b)`` links in the given order, reporting refusals.
 
-    ``shared`` (if given, one byte per ID) marks the device of each link refused because
-    both sides had a user: a device a second user was seen with (``mark_device_side``).
-    A refused ``$create_alias`` (the alias was taken) marks nothing: it names one user.
+    ``refused`` (if given) gets ``(device, other)`` for each link refused because both
+    sides had a user: the device side of it (``device_sides``) and the ID it was refused
+    to. Whether the device is shared is known only once every link is applied
+    (``confirm_shared``). A refused ``$create_alias`` (the alias was taken) names one user.
 
     ``ranked`` (the flags the user_id choice reads) gets the roles of the links applied
     only: a refused $identify naming a user as its anonymous side leaves that user's rank.
@@ -127,21 +131,47 @@ def apply_links(
                 note(report.cap_examples, f"{name_of(a)} <-> {name_of(b)} ({KIND_NAMES[kind]})")
         elif outcome == "refused":
             report.refused_links += 1
-            if shared is not None and kind in EXCLUSIVE:
-                mark_device_side(shared, ranked, a, ra, b, rb)
+            if refused is not None and kind in EXCLUSIVE:
+                device_sides(clusters, refused, a, ra, b, rb)
             if len(report.refused_examples) < EXAMPLES:
                 note(report.refused_examples, f"{name_of(a)} <-> {name_of(b)} ({KIND_NAMES[kind]})")
 
 
-def mark_device_side(shared: bytearray, ranked: bytearray, a: int, ra: int, b: int,
-                     rb: int) -> None:
-    """Mark the anonymous side of a refused link: named anonymous by it and never named as
-    a user anywhere (``ranked`` keeps every USER bit), so a listed user is never taken
-    for a shared device and excluded only in part."""
-    if ra & ANON and not ranked[a] & USER:
-        shared[a] = 1
-    if rb & ANON and not ranked[b] & USER:
-        shared[b] = 1
+def device_sides(clusters: Clusters, refused: Callable[[int, int], None], a: int, ra: int,
+                 b: int, rb: int) -> None:
+    """Pass on the anonymous side of a refused link if it is no user itself (named as a
+    user anywhere, or a user-like distinct_id of server-side events: ``is_user``), so a
+    listed user is never taken for a shared device and excluded only in part."""
+    if ra & ANON and not clusters.user[a]:
+        refused(a, b)
+    if rb & ANON and not clusters.user[b]:
+        refused(b, a)
+
+
+def confirm_shared(clusters: Clusters, refusals: Iterable[tuple[int, int]],
+                   shared: bytearray) -> None:
+    """Mark each device refused to an ID that did not end in its cluster: a later $merge,
+    alias or canonical link joining the two users makes them one person, not a sharing."""
+    find = clusters.find
+    for device, other in refusals:
+        if not shared[device] and find(device) != find(other):
+            shared[device] = 1
+
+
+class Refusals:
+    """``(device, other)`` pairs of refused links in memory, 16 bytes each."""
+
+    def __init__(self) -> None:
+        self.pairs = array("q")
+
+    def add(self, device: int, other: int) -> None:
+        self.pairs.append(device)
+        self.pairs.append(other)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        pairs = self.pairs
+        for k in range(0, len(pairs), 2):
+            yield pairs[k], pairs[k + 1]
 
 
 def rank(name: str, flags: int, predicate: Callable[[str], bool]) -> int:
