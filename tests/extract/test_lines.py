@@ -60,3 +60,44 @@ def test_long_run_of_garbage_is_reported_line_by_line() -> None:
     out += list(parser.finish())
     assert [r.line for r in out] == list(range(1, 21))
     assert all(r.rejection and r.rejection.reason == "malformed_json" for r in out)
+
+
+def test_split_record_with_several_json_middle_pieces_is_rejoined() -> None:
+    # a string value cut at two places, leaving two numbers alone on their lines
+    recs = parse(b'{"event":"a"}\n{"event":"b","street":"Main\n12\n34\nCity"}\n{"event":"c"}\n')
+    assert [(r.line, r.record) for r in recs] == [
+        (1, {"event": "a"}), (2, {"event": "b", "street": "Main1234City"}), (6, {"event": "c"})]
+
+
+def test_cut_short_line_before_whole_records_keeps_them() -> None:
+    # a truncated record that could still run on: the next lines stand alone once they
+    # cannot continue it, each at its own line
+    recs = parse(b'{"event":"a","properties":\n{"event":"b"}\n{"event":"c"}\n7\n')
+    kinds = [(r.line, r.record, r.rejection.reason if r.rejection else None) for r in recs]
+    assert kinds == [(1, None, "malformed_json"), (2, {"event": "b"}, None),
+                     (3, {"event": "c"}, None), (4, None, "not_an_object")]
+
+
+def test_json_piece_waiting_at_the_end_of_input_stands_alone() -> None:
+    recs = parse(b'{"event":"a","n":\n{"event":"b"}\n')
+    assert [(r.line, r.record) for r in recs] == [(1, None), (2, {"event": "b"})]
+    assert recs[0].rejection is not None and recs[0].rejection.reason == "malformed_json"
+
+
+def test_json_pieces_are_not_held_past_the_join_limit() -> None:
+    # a first piece followed by many numbers still inside its string: once the first
+    # piece is given up, the numbers waiting after it stand alone, in order
+    lines = [b'{"event":"a","s":"x'] + [b"%d" % i for i in range(1, 12)]
+    parser = LineParser("g")
+    out = [r for n, line in enumerate(lines, start=1) for r in parser.feed(n, line)]
+    out += list(parser.finish())
+    assert [r.line for r in out] == list(range(1, 13))
+    assert out[0].rejection is not None and out[0].rejection.reason == "malformed_json"
+    assert all(r.rejection and r.rejection.reason == "not_an_object" for r in out[1:])
+
+
+def test_split_record_with_nan_and_a_json_middle_piece_is_rejoined() -> None:
+    # NaN is read by the standard library only: the join is still found
+    recs = parse(b'{"f":NaN,"s":"Main\n12\nCity"}\n')
+    assert len(recs) == 1 and recs[0].line == 1 and recs[0].record is not None
+    assert recs[0].record["s"] == "Main12City"

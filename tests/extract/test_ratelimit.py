@@ -115,3 +115,27 @@ def test_an_unwritable_journal_never_stops_the_queries(tmp_path: Path) -> None:
     clock = FakeClock()
     times = starts(_journaled(folder / "query-starts.log", clock, 1_000_000.0), clock, 3)
     assert times == [0.0, 0.0, 0.0]
+
+
+# --- a 429 is refunded: Mixpanel counts only the queries it admitted ---------------------
+
+
+def test_a_refunded_start_frees_its_place_in_the_hour(tmp_path: Path) -> None:
+    journal = tmp_path / "query-starts.log"
+    clock = FakeClock()
+    limiter = _journaled(journal, clock, 1_000_000.0, per_hour=1)
+
+    async def main() -> None:
+        async with limiter.slot() as refused:
+            pass
+        limiter.refund(refused)  # the server answered 429: not one of the hour's queries
+        async with limiter.slot():
+            pass
+
+    asyncio.run(main())
+    assert limiter.waited == 0 and clock.now == 0.0
+    # the journal takes the refused start back: a resume counts the one admitted query
+    assert journal.read_text().split() == ["1000000.000", "-1000000.000", "1000000.000"]
+    times = starts(_journaled(journal, clock, 1_000_000.0, per_hour=1), clock, 1)
+    assert 3600.0 <= times[0] <= 3610.0
+    assert journal.read_text().split() == ["1000000.000", "1003605.000"]

@@ -91,7 +91,8 @@ class EngagePager:
         return form
 
     async def records(self) -> AsyncIterator[SourceRecord]:
-        session = self._session or aiohttp.ClientSession()
+        # trust_env: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, so a corporate proxy works
+        session = self._session or aiohttp.ClientSession(trust_env=True)
         try:
             page = 0
             while True:
@@ -135,21 +136,27 @@ class EngagePager:
                 delay = budget.delay(exc)
                 if isinstance(exc, RateLimited):
                     self.limiter.pause(delay)
-                log.warning("engage page %d: %s; retrying in %.1f s", page, exc, delay)
+                said = str(exc)  # most messages name the page already: name it once
+                if f"engage page {page}" not in said:
+                    said = f"engage page {page}: {said}"
+                log.warning("%s; retrying in %.1f s", said, delay)
                 await asyncio.sleep(delay)
 
     async def _request(self, session: aiohttp.ClientSession, page: int) -> dict[str, Any]:
         headers = {"Authorization": self.settings.auth_header(), "Accept": "application/json"}
         timeout = aiohttp.ClientTimeout(total=self.settings.read_timeout)
         try:
-            async with self.limiter.slot(), session.post(
+            async with self.limiter.slot() as start, session.post(
                 self.settings.engage_url, params=self.settings.auth_params(),
                 data=self._form(page), headers=headers, timeout=timeout,
             ) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
-                    raise self._error(resp.status, raw.decode("utf-8", "replace"),
-                                      resp.headers.get("Retry-After"), page)
+                    error = self._error(resp.status, raw.decode("utf-8", "replace"),
+                                        resp.headers.get("Retry-After"), page)
+                    if isinstance(error, RateLimited):  # refused: not one of the hour's 60
+                        self.limiter.refund(start)
+                    raise error
         except Mp2AmpError:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

@@ -60,6 +60,9 @@ log = logging.getLogger("mp2amp.extract")
 
 READ_CHUNK = 1 << 20
 UNREACHABLE_ATTEMPTS = 5  # refused connections before any answer that stop the run
+# Between those attempts: a short fixed wait (README: "5 connection attempts, ~5 s"), not the
+# backoff, which is for a server that has answered and may be busy.
+UNREACHABLE_DELAY = 1.0
 
 # Output cap per decompression step, so one small gzip chunk cannot inflate without bound.
 GUNZIP_STEP = 1 << 20
@@ -248,7 +251,10 @@ async def fetch_windows(
 
 def new_session() -> aiohttp.ClientSession:
     # Export requests gunzip for themselves (see _Gunzip); the session default stays on.
-    return aiohttp.ClientSession(auto_decompress=True, timeout=aiohttp.ClientTimeout(total=None))
+    # trust_env: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as curl and requests honour them, so
+    # a corporate proxy works.
+    return aiohttp.ClientSession(auto_decompress=True, trust_env=True,
+                                 timeout=aiohttp.ClientTimeout(total=None))
 
 
 async def fetch_window(
@@ -284,10 +290,21 @@ async def fetch_window(
                     "api_host or region and the network, then run the same `mp2amp migrate` "
                     "command with --resume (nothing was lost)")) from None
             delay = budget.delay(exc)
+            if isinstance(exc, Unreachable) and not limiter.answered:
+                delay = min(delay, UNREACHABLE_DELAY)
+            log.warning("%s; request %d in %.1f s", _about(span, exc), requests + 1, delay)
             if isinstance(exc, RateLimited):
                 limiter.pause(delay)  # everyone waits, not just this window
-            log.warning("export of %s: %s; request %d in %.1f s", span, exc, requests + 1, delay)
-            await asyncio.sleep(delay)
+                # on the clock the pause is measured on, so this window is not held twice
+                await limiter.sleep(delay)
+            else:
+                await asyncio.sleep(delay)
+
+
+def _about(span: Days, exc: Exception) -> str:
+    """The error's message, naming the window once (most messages name it already)."""
+    said = str(exc)
+    return said if str(span) in said else f"export of {span}: {said}"
 
 
 def _params(settings: MixpanelSettings, span: Days) -> dict[str, str]:
@@ -322,14 +339,17 @@ async def _fetch_once(
                                     sock_connect=settings.connect_timeout)
     done = False
     try:
-        async with limiter.slot(), session.get(settings.export_url, params=_params(settings, span),
-                                               headers=headers, timeout=timeout,
-                                               auto_decompress=False) as resp:
+        async with limiter.slot() as start, session.get(
+                settings.export_url, params=_params(settings, span), headers=headers,
+                timeout=timeout, auto_decompress=False) as resp:
             limiter.answered = True
             if resp.status != 200:
                 body = (await resp.read())[:4000].decode("utf-8", "replace")
-                raise _http_error(resp.status, body, resp.headers.get("Retry-After"), span,
-                                  settings)
+                error = _http_error(resp.status, body, resp.headers.get("Retry-After"), span,
+                                    settings)
+                if isinstance(error, RateLimited):  # refused, not run: no query of the hour
+                    limiter.refund(start)
+                raise error
             if resp.content_type in _NOT_AN_EXPORT:
                 raise _page_not_export(span, (await resp.read())[:4000], settings)
             counted = await _stream_to_file(resp, part, span)
@@ -515,6 +535,16 @@ def _page_not_export(span: Days, body: bytes, settings: MixpanelSettings) -> Ser
                        f"fetching the whole {span.what} again", status=200)
 
 
+# The run is recorded and its config fixed: a plain run again is refused (a used work
+# folder), and so is --resume with another to_date or timezone.
+_NOT_YET_TODAY = (
+    "Mixpanel says {day} is later than today in the project's timezone, so it cannot be "
+    "exported yet (the days before it are kept): run the same `mp2amp migrate` command with "
+    "--resume once {day} has come in the project's timezone; or, if mixpanel.timezone was "
+    "wrong (a legacy project keeps its own timezone), start a new run in a new work folder "
+    "(run.workdir) with the right timezone or an earlier source.to_date")
+
+
 def _http_error(status: int, body: str, retry_after_header: str | None, day: Days,
                 settings: MixpanelSettings) -> Mp2AmpError:
     retry_after = parse_retry_after(retry_after_header)
@@ -529,8 +559,7 @@ def _http_error(status: int, body: str, retry_after_header: str | None, day: Day
                          " with mixpanel.project_id, or MIXPANEL_SECRET, then run the same "
                          f"`mp2amp migrate` command with --resume ({RESUME_KEEPS})")
     if status == 400 and "to_date cannot be later than today" in low:
-        return TerminalError(f"Mixpanel says {day.last} is later than today in the project's "
-                             "timezone; check source.to_date and mixpanel.timezone and run again")
+        return TerminalError(_NOT_YET_TODAY.format(day=day.last))
     if status == 403:
         return AuthError(forbidden_message(service, body, settings.auth_kind))
     err = classify_http(status, service=service, body=body, retry_after=retry_after)

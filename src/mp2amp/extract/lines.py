@@ -5,7 +5,10 @@ measured while streaming equals what a later read of the saved file yields.
 
 Mixpanel's export sometimes splits one record across two (or more) lines; like Airbyte's
 client we join adjacent unparseable lines while the join still fails, and keep the
-joined record when it parses. A line of whole objects written one after another
+joined record when it parses. A middle piece may be JSON by itself (a number cut out of a
+string, a whole nested object): while the record before it is still unfinished JSON with
+that piece added, the piece waits for the next line too instead of ending the join. A
+line of whole objects written one after another
 (``{..}{..}``, a dump loop without newlines) is one ``concatenated_objects`` rejection that
 says so (each object is whole, but a record is known by its file and line: two records of
 one line could not be told apart on a resume). Lines that never join become
@@ -66,6 +69,25 @@ def _too_deep(data: bytes) -> bool:
     return False
 
 
+def _cut_short(data: bytes) -> bool:
+    """Whether ``data`` is the start of a JSON document that stops before its end (what
+    the first pieces of a split record are), not JSON that goes wrong part-way."""
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if "end of data" in str(exc):
+            return True
+    else:
+        return False
+    try:  # what only the standard library reads (NaN, huge integers): its own words
+        json.loads(data.decode("utf-8"))
+    except json.JSONDecodeError as exc:
+        return exc.msg.startswith("Unterminated string") or exc.pos >= len(exc.doc.rstrip())
+    except (ValueError, RecursionError):
+        return False
+    return False
+
+
 def split_objects(line: bytes) -> list[dict[str, Any]] | None:
     """The objects of a line that holds two or more whole JSON objects one after another
     (whitespace between them or not), else ``None``. Only for a line that did not parse."""
@@ -120,7 +142,8 @@ class LineParser:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._pending: list[tuple[int, bytes]] = []
+        # (line number, line, its value alone or _PARSE_ERROR), oldest first
+        self._pending: list[tuple[int, bytes, Any]] = []
         self._pending_bytes = 0
 
     def feed(self, lineno: int, line: bytes) -> Iterator[SourceRecord]:
@@ -128,32 +151,7 @@ class LineParser:
         if not line.strip():
             return
         if self._pending:
-            # Try the longest join first, then shorter ones: an unrelated bad line
-            # before the first half of a split record must not block the join.
-            for start in range(len(self._pending) + 1):
-                parts = [part for _, part in self._pending[start:]]
-                joined = b"".join([*parts, line])
-                value = parse_json(joined)
-                if value is not _PARSE_ERROR:
-                    first = self._pending[start][0] if start < len(self._pending) else lineno
-                    garbage = self._pending[:start]
-                    self._clear()
-                    for bad in garbage:
-                        yield self._malformed(*bad)
-                    yield self._classify(first, joined, value)
-                    return
-            objects = split_objects(line)
-            if objects is not None:  # whole records: what is pending joins nothing
-                yield from self._flush_pending()
-                yield self._concatenated(lineno, line, len(objects))
-                return
-            self._pending.append((lineno, line))
-            self._pending_bytes += len(line)
-            if len(self._pending) > MAX_JOINED_LINES or self._pending_bytes > MAX_JOINED_BYTES:
-                # Report the oldest as malformed; the rest may still start a record.
-                oldest = self._pending.pop(0)
-                self._pending_bytes -= len(oldest[1])
-                yield self._malformed(*oldest)
+            yield from self._feed_waiting(lineno, line)
             return
         value = parse_json(line)
         if value is _PARSE_ERROR:
@@ -161,10 +159,81 @@ class LineParser:
             if objects is not None:
                 yield self._concatenated(lineno, line, len(objects))
                 return
-            self._pending.append((lineno, line))
-            self._pending_bytes = len(line)
+            self._hold(lineno, line, value)
             return
         yield self._classify(lineno, line, value)
+
+    def _feed_waiting(self, lineno: int, line: bytes) -> Iterator[SourceRecord]:
+        """``feed`` while earlier lines wait to be joined."""
+        joined = self._join(line)
+        if joined is not None:
+            start, data, value = joined
+            first, earlier = self._pending[start][0], self._pending[:start]
+            self._clear()
+            yield from self._resolve(earlier)
+            yield self._classify(first, data, value)
+            return
+        value = parse_json(line)
+        if value is _PARSE_ERROR:
+            objects = split_objects(line)
+            if objects is not None:  # whole records: what is pending joins nothing
+                yield from self._flush_pending()
+                yield self._concatenated(lineno, line, len(objects))
+                return
+        elif not self._continued_by(line):
+            yield from self._flush_pending()
+            yield self._classify(lineno, line, value)
+            return
+        # Not JSON alone, or JSON alone (a number cut out of a string, a whole nested
+        # object) that a waiting record still runs on through: later lines decide.
+        self._hold(lineno, line, value)
+        yield from self._trim()
+
+    def _starts(self) -> list[int]:
+        """Where a split record may begin: a waiting line that is no JSON by itself (a
+        record's first piece never is; a whole value cannot run on into a record)."""
+        return [i for i, (_, _, value) in enumerate(self._pending) if value is _PARSE_ERROR]
+
+    def _pieces(self, start: int, line: bytes) -> bytes:
+        return b"".join([*(part for _, part, _ in self._pending[start:]), line])
+
+    def _join(self, line: bytes) -> tuple[int, bytes, Any] | None:
+        """The longest join of waiting lines and ``line`` that parses: an unrelated bad
+        line before the first piece of a split record must not block the join."""
+        for start in self._starts():
+            joined = self._pieces(start, line)
+            value = parse_json(joined)
+            if value is not _PARSE_ERROR:
+                return start, joined, value
+        return None
+
+    def _continued_by(self, line: bytes) -> bool:
+        """Whether a waiting record, with ``line`` after it, is still unfinished JSON."""
+        return any(_cut_short(self._pieces(start, line)) for start in self._starts())
+
+    def _hold(self, lineno: int, line: bytes, value: Any) -> None:
+        self._pending.append((lineno, line, value))
+        self._pending_bytes += len(line)
+
+    def _trim(self) -> Iterator[SourceRecord]:
+        if len(self._pending) <= MAX_JOINED_LINES and self._pending_bytes <= MAX_JOINED_BYTES:
+            return
+        # Report the oldest; the rest may still start a record, unless no piece of it can.
+        oldest = self._pending.pop(0)
+        self._pending_bytes -= len(oldest[1])
+        yield from self._resolve([oldest])
+        while self._pending and self._pending[0][2] is not _PARSE_ERROR:
+            alone = self._pending.pop(0)
+            self._pending_bytes -= len(alone[1])
+            yield from self._resolve([alone])
+
+    def _resolve(self, lines: list[tuple[int, bytes, Any]]) -> Iterator[SourceRecord]:
+        """Waiting lines that joined nothing: each stands alone."""
+        for lineno, line, value in lines:
+            if value is _PARSE_ERROR:
+                yield self._malformed(lineno, line)
+            else:
+                yield self._classify(lineno, line, value)
 
     def completes(self, line: bytes) -> bool:
         """Whether ``line`` is a whole JSON value, alone or as the last part of the split
@@ -172,8 +241,8 @@ class LineParser:
         line = line.rstrip(b"\r\n")
         if parse_json(line) is not _PARSE_ERROR or split_objects(line) is not None:
             return True
-        return any(parse_json(b"".join([*(part for _, part in self._pending[start:]), line]))
-                   is not _PARSE_ERROR for start in range(len(self._pending)))
+        return any(parse_json(self._pieces(start, line)) is not _PARSE_ERROR
+                   for start in self._starts())
 
     @property
     def idle(self) -> bool:
@@ -201,8 +270,7 @@ class LineParser:
     def _flush_pending(self) -> Iterator[SourceRecord]:
         pending = self._pending
         self._clear()
-        for lineno, line in pending:
-            yield self._malformed(lineno, line)
+        yield from self._resolve(pending)
 
     def _malformed(self, lineno: int, line: bytes) -> SourceRecord:
         if is_terminated_early(line):

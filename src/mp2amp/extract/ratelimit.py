@@ -1,20 +1,23 @@
 """Client-side limiter for Mixpanel's Raw Export limits: N an hour, M a second, K at once.
 
 Sliding windows over request *start* times, plus a shared pause set by a 429 or a
-``Retry-After`` so that every worker backs off, not just the one that was told.
+``Retry-After`` so that every worker backs off, not just the one that was told. A start
+the server refused with a 429 is refunded: Mixpanel counts the queries it admitted.
 Clock and sleep are injectable, so tests check the schedule without waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from mp2amp.errors import RateLimited, TerminalError, TransientError
@@ -25,6 +28,16 @@ log = logging.getLogger("mp2amp.extract")
 # request that arrives a few ms "early" would cost a 429 and a wait.
 HOUR = 3600.0 + 5.0
 SECOND = 1.1
+# A journal line that takes back the start written as the same text after the sign.
+REFUND = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """One admitted request start: its clock time and, when journaled, its journal text."""
+
+    at: float
+    journaled: str | None = None
 
 
 class RateLimiter:
@@ -67,8 +80,15 @@ class RateLimiter:
                         journal, exc)
             return
         now_wall, now = self._wall(), self.clock()
+        words = text.split()
+        refunded = Counter(w[len(REFUND):] for w in words if w.startswith(REFUND))
         recent: list[float] = []
-        for word in text.split():
+        for word in words:
+            if word.startswith(REFUND):
+                continue
+            if refunded[word] > 0:  # a start the server refused (429): not a query
+                refunded[word] -= 1
+                continue
             try:
                 started = float(word)
             except ValueError:  # a line a kill cut short
@@ -85,17 +105,28 @@ class RateLimiter:
         except OSError:
             pass  # the longer file reads the same
 
-    def _record(self) -> None:
+    def _record(self, word: str) -> bool:
+        """Append ``word`` as a journal line; whether it was written."""
         if self._journal is None:
-            return
+            return False
         try:
             self._journal.parent.mkdir(parents=True, exist_ok=True)
             with open(self._journal, "a", encoding="ascii") as f:
-                f.write(f"{self._wall():.3f}\n")
+                f.write(f"{word}\n")
         except OSError as exc:  # counting is a courtesy to the limit: never stop the run
             log.warning("cannot record Mixpanel export queries in %s (%s): a resume within "
                         "the hour may draw 429s (waited out)", self._journal, exc)
             self._journal = None
+            return False
+        return True
+
+    def refund(self, start: Start) -> None:
+        """Take back a start the server refused with a 429: Mixpanel counts only the
+        queries it admitted, so a throttle must not use up the hour's budget."""
+        with contextlib.suppress(ValueError):  # already out of the windows: nothing to do
+            self._starts.remove(start.at)
+        if start.journaled is not None:
+            self._record(REFUND + start.journaled)
 
     def pause(self, seconds: float) -> None:
         """No request starts in the next ``seconds`` (the server asked us to back off)."""
@@ -113,7 +144,7 @@ class RateLimiter:
             wait = max(wait, self._starts[-self.per_second] + SECOND - now)
         return max(wait, 0.0)
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> Start:
         async with self._admit:
             while (wait := self.delay_needed()) > 0:
                 if wait > 5:
@@ -121,15 +152,17 @@ class RateLimiter:
                              self.per_hour, self.per_second, wait)
                 self.waited += wait
                 await self.sleep(wait)
-            self._starts.append(self.clock())
-            self._record()
+            start = self.clock()
+            self._starts.append(start)
+            word = f"{self._wall():.3f}"
+            return Start(start, word if self._record(word) else None)
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one of the concurrent slots for a whole request (stream included)."""
+    async def slot(self) -> AsyncIterator[Start]:
+        """Hold one of the concurrent slots for a whole request (stream included); the
+        start is what ``refund`` takes back if the server answers 429."""
         async with self._running:
-            await self.acquire()
-            yield
+            yield await self.acquire()
 
 
 MAX_RETRY_AFTER = 3600.0  # Mixpanel's longest limit is per hour: a longer ask is a proxy's
