@@ -12,9 +12,17 @@ from pathlib import Path
 
 import orjson
 import pytest
-from migrate_kit import Project, amplitude, make_config, run_until_crash
+from migrate_kit import (
+    Project,
+    amplitude,
+    assert_exactly_once,
+    make_config,
+    run_until_crash,
+    stored_counts,
+)
 from rich.console import Console
 
+from mp2amp.errors import TerminalError
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline import progress as progress_module
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
@@ -51,7 +59,7 @@ def test_the_values_report_counts_what_a_transform_worker_truncated(tmp_path: Pa
 # --- the check `read = sent + ...` reads the transform's own count --------------------------
 
 
-def test_records_missing_from_a_staged_copy_do_not_add_up(
+def test_records_missing_from_a_staged_copy_are_staged_again_before_anything_is_sent(
     project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     work = tmp_path / "work"
@@ -66,11 +74,19 @@ def test_records_missing_from_a_staged_copy_do_not_add_up(
         staged = Path(str(last.staged_path))
         lines = staged.read_bytes().splitlines(keepends=True)
         staged.write_bytes(b"".join(lines[:-5]))
+        # found by the identity pass, before anything is sent: the copy is removed and the
+        # next resume stages the window again from its source (it was found only at the
+        # end before, its batches sent short, which no resume could mend)
+        before = stored_counts(url)
+        with pytest.raises(TerminalError, match=f"holds {last.records - 5} lines, but "
+                           f"{last.records} were staged into it"):
+            migrate(cfg, resume=True)
+        assert stored_counts(url) == before and not staged.exists()
         result = migrate(cfg, resume=True)
+        assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
+        assert_exactly_once(url, project.expected)
     got = {w.window: w for w in result.windows}[last.window_id]
-    assert got.read == last.records, f"read {got.read}, the extraction staged {last.records}"
-    assert result.exit_code != EXIT_OK
-    assert any(last.window_id in p for p in result.as_dict()["problems"])
+    assert got.read == last.records and got.balanced
 
 
 # --- the terminal's ETA and elapsed time across phases --------------------------------------

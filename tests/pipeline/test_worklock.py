@@ -13,6 +13,7 @@ from migrate_kit import FAST, Project, amplitude, assert_exactly_once, make_conf
 
 from mp2amp.errors import TerminalError
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
+from mp2amp.pipeline.windows import staged_path
 from mp2amp.pipeline.worklock import LOCK_NAME, WorkLock
 
 HOLD = "from pathlib import Path; from mp2amp.pipeline.worklock import WorkLock; " \
@@ -62,9 +63,10 @@ def test_migrate_refuses_a_busy_work_folder(project: Project, tmp_path: Path) ->
 
 def test_half_staged_leftovers_are_removed(project: Project, tmp_path: Path) -> None:
     staged = tmp_path / "work" / "staged"
-    (staged / ".stage-dead").mkdir(parents=True)
-    (staged / ".stage-dead" / "run-00000").write_bytes(b"[1,2]\tpartial\n")
-    (staged / "events-0123456789.jsonl.part").write_bytes(b"half a window")
+    (staged / ".stage-dead1234").mkdir(parents=True)  # a window's sort runs (mkdtemp)
+    (staged / ".stage-dead1234" / "run-00000").write_bytes(b"[1,2]\tpartial\n")
+    first = str(sorted(project.events.iterdir())[0])  # a window of this run, half staged
+    staged_path(tmp_path / "work", first).with_suffix(".jsonl.part").write_bytes(b"half")
     with amplitude(tmp_path / "amp") as url:
         result = migrate(make_config(project.events, tmp_path / "work", url),
                          upload_overrides=FAST)

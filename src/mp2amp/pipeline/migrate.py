@@ -70,6 +70,7 @@ from mp2amp.pipeline.restage import (
     check_restaged,
     remerge_restaged,
     restage_missing,
+    stop_on_changed_copy,
     stop_on_damaged_files,
 )
 from mp2amp.pipeline.result import EXIT_OK, EXIT_PARKED, EXIT_UNBALANCED, MigrateResult
@@ -325,6 +326,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         for w in windows:
             await extraction.ready(w.window_id)
             read = _observe_window(graph, _staged_file(ledger, w))
+            stop_on_changed_copy(ledger, w.window_id, read)  # before anything is sent
             if not overlapped:
                 counters.done += read
             reporter.update(counters)

@@ -376,3 +376,21 @@ def stop_on_damaged_files(ledger: Ledger) -> None:
             "migrate` command with --resume; or, to migrate what they hold up to the damage "
             "(the rest counted as one rejection), set [source] damaged_files = \"keep\" "
             "and resume")
+
+
+def stop_on_changed_copy(ledger: Ledger, window_id: str, lines: int) -> None:
+    """A staged copy holds the lines recorded when it was staged; the identity pass
+    counts them before anything is sent. One cut short or changed since (a copy tool
+    that stopped on a full disk, an edit) is removed and the run stops: ``--resume``
+    stages the window again from its source, as it does a deleted copy, and checks it
+    against any batches already sent. Found only at the load, it left a window whose
+    batches were sent short, which no resume could mend."""
+    row = ledger.window(window_id)
+    if row is None or row.staged_path is None or row.records == lines:
+        return
+    Path(row.staged_path).unlink(missing_ok=True)
+    raise TerminalError(
+        f"the staged copy {row.staged_path} of {window_id} holds {lines} lines, but "
+        f"{row.records} were staged into it: it changed after staging (cut short or "
+        "replaced). It was removed, and nothing of it was sent in this run: run the same "
+        "`mp2amp migrate` command with --resume to stage it again from its source")
