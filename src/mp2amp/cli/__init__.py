@@ -13,6 +13,7 @@ import signal
 import typer
 
 from mp2amp import __version__
+from mp2amp.proxyenv import bypass_proxy_for_loopback
 
 app = typer.Typer(
     name="mp2amp",
@@ -58,6 +59,7 @@ for _name in _COMMAND_MODULES:
 
 
 def main() -> None:
+    bypass_proxy_for_loopback()  # the local emulators are never behind a proxy
     try:
         app()
     except SystemExit as exc:

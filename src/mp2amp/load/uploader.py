@@ -158,6 +158,7 @@ class Uploader:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.settings.concurrency, ttl_dns_cache=300),
             timeout=session_timeout(self.settings.timeout),
+            trust_env=True,  # HTTPS_PROXY / NO_PROXY, as the Export API client: a corporate proxy
         )
         self._started = time.monotonic()
         self._tasks = [asyncio.create_task(self.sender.run_lane(lane), name=f"lane-{lane.index}")
