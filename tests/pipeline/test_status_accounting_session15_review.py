@@ -82,6 +82,8 @@ def test_records_missing_from_a_staged_copy_are_staged_again_before_anything_is_
                            f"{last.records} were staged into it"):
             migrate(cfg, resume=True)
         assert stored_counts(url) == before and not staged.exists()
+        aside = staged.with_name(staged.name + ".changed")  # moved aside, never deleted
+        assert aside.read_bytes() == b"".join(lines[:-5])
         result = migrate(cfg, resume=True)
         assert result.exit_code == EXIT_OK, result.as_dict()["problems"]
         assert_exactly_once(url, project.expected)

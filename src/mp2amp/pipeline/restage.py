@@ -381,16 +381,21 @@ def stop_on_damaged_files(ledger: Ledger) -> None:
 def stop_on_changed_copy(ledger: Ledger, window_id: str, lines: int) -> None:
     """A staged copy holds the lines recorded when it was staged; the identity pass
     counts them before anything is sent. One cut short or changed since (a copy tool
-    that stopped on a full disk, an edit) is removed and the run stops: ``--resume``
-    stages the window again from its source, as it does a deleted copy, and checks it
-    against any batches already sent. Found only at the load, it left a window whose
-    batches were sent short, which no resume could mend."""
+    that stopped on a full disk, an edit) is moved aside (``FILE.changed``: never
+    deleted, the source may be gone too) and the run stops: ``--resume`` stages the window
+    again from its source, as it does a deleted copy, and checks it against any batches
+    already sent. Found only at the load, it left a window whose batches were sent
+    short, which no resume could mend."""
     row = ledger.window(window_id)
     if row is None or row.staged_path is None or row.records == lines:
         return
-    Path(row.staged_path).unlink(missing_ok=True)
+    staged = Path(row.staged_path)
+    aside = staged.with_name(staged.name + ".changed")
+    staged.replace(aside)
     raise TerminalError(
-        f"the staged copy {row.staged_path} of {window_id} holds {lines} lines, but "
-        f"{row.records} were staged into it: it changed after staging (cut short or "
-        "replaced). It was removed, and nothing of it was sent in this run: run the same "
-        "`mp2amp migrate` command with --resume to stage it again from its source")
+        f"the staged copy {staged} of {window_id} holds {lines} lines, but {row.records} "
+        "were staged into it: it changed after staging (cut short or replaced). Nothing of "
+        f"it was sent in this run; it was moved to {aside.name} beside it: run the same "
+        "`mp2amp migrate` command with --resume to stage the window again from its source "
+        f"(if the source is gone too, the resume says so: restore the source, or an intact "
+        f"copy of the staged file as {staged.name})")
