@@ -14,7 +14,19 @@ def test_without_a_proxy_nothing_changes() -> None:
 def test_loopback_is_added_to_both_spellings_of_no_proxy_once() -> None:
     env = {"https_proxy": "http://proxy.corp:3128", "NO_PROXY": "corp.example, localhost"}
     bypass_proxy_for_loopback(env)
-    assert env["NO_PROXY"] == "corp.example,localhost,127.0.0.1,::1"
-    assert env["no_proxy"] == "localhost,127.0.0.1,::1"
+    assert env["NO_PROXY"] == env["no_proxy"] == "corp.example,localhost,127.0.0.1,::1"
     bypass_proxy_for_loopback(env)
-    assert env["NO_PROXY"] == "corp.example,localhost,127.0.0.1,::1"
+    assert env["NO_PROXY"] == env["no_proxy"] == "corp.example,localhost,127.0.0.1,::1"
+
+
+def test_the_hosts_of_both_spellings_are_kept() -> None:
+    env = {"HTTP_PROXY": "http://proxy.corp:3128", "NO_PROXY": "127.0.0.2",
+           "no_proxy": "internal.corp"}
+    bypass_proxy_for_loopback(env)
+    assert env["no_proxy"] == env["NO_PROXY"] == "internal.corp,127.0.0.2,localhost,127.0.0.1,::1"
+
+
+def test_a_star_is_left_alone() -> None:
+    env = {"HTTP_PROXY": "http://proxy.corp:3128", "NO_PROXY": "*"}
+    bypass_proxy_for_loopback(env)
+    assert env == {"HTTP_PROXY": "http://proxy.corp:3128", "NO_PROXY": "*"}

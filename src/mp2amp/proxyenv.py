@@ -17,12 +17,20 @@ LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 def bypass_proxy_for_loopback(environ: MutableMapping[str, str] | None = None) -> None:
-    """Add loopback hosts to ``NO_PROXY`` and ``no_proxy`` when a proxy is set."""
+    """Add loopback hosts to ``NO_PROXY`` and ``no_proxy`` when a proxy is set, keeping
+    the hosts either spelling held: both get the same list, as urllib and aiohttp read
+    the lower-case one first. A ``*`` (no proxy for anything) is left alone: urllib
+    honours it only as the whole value."""
     env = os.environ if environ is None else environ
     if not any(env.get(name) for name in PROXY_VARIABLES):
         return
+    hosts: list[str] = []
+    for name in ("no_proxy", "NO_PROXY"):
+        for host in env.get(name, "").split(","):
+            if host.strip() == "*":
+                return
+            if host.strip() and host.strip() not in hosts:
+                hosts.append(host.strip())
+    merged = ",".join(hosts + [h for h in LOOPBACK if h not in hosts])
     for name in ("NO_PROXY", "no_proxy"):
-        hosts = [h.strip() for h in env.get(name, "").split(",") if h.strip()]
-        missing = [h for h in LOOPBACK if h not in hosts]
-        if missing:
-            env[name] = ",".join(hosts + missing)
+        env[name] = merged
