@@ -76,13 +76,13 @@ def test_unplanned_drop() -> None:
 def test_reject_mode_refuses_a_string_number() -> None:
     out = parse_plan(PLAN).apply("Sign Up", {"seats": "3"})
     assert isinstance(out, Rejection)
-    assert out.reason == "plan_type_mismatch" and out.field == "seats"
+    assert out.reason == "plan_type_mismatch" and out.field == "properties.seats"
     assert "integer" in out.message
 
 
 def test_coerce_mode_rejects_what_does_not_convert() -> None:
     out = parse_plan(PLAN).apply("Sign Up", {"price": "eight hundred"})
-    assert isinstance(out, Rejection) and out.field == "price"
+    assert isinstance(out, Rejection) and out.field == "properties.price"
     assert "does not convert" in out.message
 
 

@@ -300,7 +300,7 @@ def test_type_list_on_text(value: str, on_mismatch: str, expected: list[Any] | N
     out = run(plan, rec(tags=value))
     if expected is None:
         assert isinstance(out, Rejection) and out.reason == "plan_type_mismatch", out
-        assert out.field == "tags"
+        assert out.field == "properties.tags"
     else:
         assert isinstance(out, dict), out
         assert out["event_properties"]["tags"] == expected

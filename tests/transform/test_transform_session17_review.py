@@ -154,7 +154,7 @@ def test_a_non_finite_number_typed_string_is_a_type_mismatch() -> None:
     for value in (float("nan"), float("inf"), float("-inf")):
         out = plan.apply("Open", {"plan_id": value})
         assert isinstance(out, Rejection) and out.reason == "plan_type_mismatch", out
-        assert out.field == "plan_id"
+        assert out.field == "properties.plan_id"
 
 
 def test_a_bad_model_message_names_the_property_and_the_field() -> None:

@@ -25,10 +25,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.
 
 
 # the options that override a config key: a problem with the value names the option
-_OPTION_OF = {"run.workdir": "--workdir", "run.concurrency": "--concurrency"}
+_OPTION_OF = {"run.workdir": "--workdir", "run.concurrency": "--concurrency",
+              "transform.plan": "--plan"}
 
 
-def _config(config: Path | None, overrides: dict[str, Any]) -> Any:
+def load_cli_config(config: Path | None, overrides: dict[str, Any]) -> Any:
+    """The config of ``config`` (or ./mp2amp.toml) with the command's options laid over it;
+    a problem with an option's value names the option, not the file that lacks the key."""
     from mp2amp.config import DEFAULT_FILE, load_config
     from mp2amp.errors import ConfigError
 
@@ -55,7 +58,7 @@ def _status_workdir(config: Path | None, workdir: Path | None) -> Path:
     from mp2amp.errors import ConfigError
 
     try:
-        return Path(_config(config, {"run.workdir": workdir}).run.workdir)
+        return Path(load_cli_config(config, {"run.workdir": workdir}).run.workdir)
     except ConfigError as problem:
         if workdir is not None:
             return workdir.resolve()
@@ -128,7 +131,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                 raise TerminalError("--new-api-key goes with --resume (a new run is bound to "
                                     "the key it starts with): add --resume, or leave it out")
             # a Path: the loader resolves it against the current folder, not the file's
-            cfg = _config(config, {"run.workdir": workdir, "run.concurrency": concurrency})
+            cfg = load_cli_config(config, {"run.workdir": workdir, "run.concurrency": concurrency})
             result = migrate(cfg, resume=resume, reporter=choose_reporter(quiet or as_json),
                              new_api_key=new_api_key)
             if as_json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any
 
@@ -44,9 +44,10 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
 
         Pass 1 reads the inputs to build the identity graph; pass 2 transforms. Exit code 0
         when every record read is accounted for (events out + identity records + duplicates
-        + skipped + rejected); 2 for a bad config, missing input or counts that do not add up.
+        + skipped + rejected); 2 for a bad config, missing input or counts that do not add up;
+        141, quietly, when the reader of stdout closes it (`| head`).
         """
-        from mp2amp.config import DEFAULT_FILE, load_config
+        from mp2amp.cli.migrate import load_cli_config
         from mp2amp.transform.offline import transform_files
 
         def interrupted() -> str:
@@ -56,10 +57,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             return "nothing was written (the partial outputs were removed): run the same " \
                    "command again"
 
-        with cli_errors(interrupted):
-            if config is None and Path(DEFAULT_FILE).is_file():
-                config = Path(DEFAULT_FILE)
-            cfg = load_config(config, {"transform.plan": plan.resolve() if plan else None})
+        with cli_errors(interrupted), _closed_stdout_ends_quietly():
+            cfg = load_cli_config(config, {"transform.plan": plan.resolve() if plan else None})
             paths = list(inputs or cfg.source.files)
             if out is not None:  # before OUT.rejects.jsonl is named after it
                 _refuse_folder("--out", out)
@@ -79,6 +78,25 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                     _render(result, doc, to_stderr)
                 # inside: counts that do not add up leave the previous outputs in place
                 summary.check()
+
+
+# what a shell reports for a command ended by a closed pipe (128 + SIGPIPE), as `yes | head`
+EXIT_CLOSED_STDOUT = 141
+
+
+@contextmanager
+def _closed_stdout_ends_quietly() -> Iterator[None]:
+    """``mp2amp transform ... | head -1``: the reader that closes the pipe has what it
+    wanted, so the command ends as ``yes`` would, with no message and 141 (the partial
+    outputs are removed as for any stop)."""
+    try:
+        yield
+    except BrokenPipeError:
+        # the interpreter's last flush of stdout would fail again: send it nowhere (no
+        # real stdout in a test runner)
+        with suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(EXIT_CLOSED_STDOUT) from None
 
 
 def _refuse_folder(option: str, path: Path) -> None:

@@ -6,9 +6,13 @@ An element that is not valid JSON is reported as ``malformed_json`` and skipped 
 ``,`` or ``]`` that ends it, found by its strings and brackets (a bad literal or a
 missing quote in a key leaves those intact), so the elements after it are still read.
 An unterminated string ends its element at its line's end (JSON strings hold no raw
-newline), so the next line's element is read. Only when no end can be found at all is the
-rest of the file given up, and the rejection says so. Invalid UTF-8 rejects its element as
-``invalid_utf8``, as it rejects a JSON line, rather than becoming U+FFFD.
+newline), so the next line's element is read. A file that ends before its array does (its
+last character is not the closing ``]``) was cut short: one ``truncated_file`` rejection
+marks the rest, as for a damaged .gz, so ``[source] damaged_files`` applies. An element with
+no end before the file's (a quote left open in a one-line array) or within
+``MAX_ELEMENT_CHARS`` gives up the rest of the file (``malformed_json``). Invalid UTF-8
+rejects its element as ``invalid_utf8``, as it rejects a JSON line, rather than becoming
+U+FFFD.
 
 An element's ``line`` is the 1-based line it starts on, so that a pretty-printed array's
 dead letter points at it. Records are keyed by file and line (the ledger's rejects and
@@ -51,6 +55,7 @@ _IN_STRING = re.compile(r'["\\\n]')
 _NEAR_END = 16
 _PARSE_ERROR = object()
 _TOO_DEEP = object()  # valid JSON, nested deeper than the decoder's recursion can go
+_CUT, _ENDLESS = -1, -2  # skip_element found no end: the input ended, or the size cap
 
 
 def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[SourceRecord]:
@@ -103,8 +108,8 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
 
     def skip_element() -> int:
         """Move ``pos`` from a bad element's start to the ``,`` or ``]`` after it and
-        return where the element now starts in ``buf``; -1 when no end is found before
-        the input (or MAX_ELEMENT_CHARS) runs out."""
+        return where the element now starts in ``buf``; _CUT when the input ends first,
+        _ENDLESS when no end is found within MAX_ELEMENT_CHARS."""
         nonlocal pos
         start = pos
         depth = 0
@@ -114,8 +119,10 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
             m = (_IN_STRING if in_string else _STRUCTURE).search(buf, i)
             if m is None:
                 offset = len(buf) - pos
-                if offset > MAX_ELEMENT_CHARS or not refill():
-                    return -1
+                if offset > MAX_ELEMENT_CHARS:
+                    return _ENDLESS
+                if not refill():
+                    return _CUT
                 i, start = offset, 0  # refill moved the buffer's start to pos
                 continue
             i = m.end()
@@ -131,7 +138,7 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                     while i >= len(buf):  # the escaped character is still to be read
                         offset = i - pos
                         if not refill():
-                            return -1
+                            return _CUT
                         i, start = offset, 0
                     i += 1
                 else:
@@ -168,6 +175,20 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
         )
         return SourceRecord(source, line, None, rej)
 
+    def cut_short(where: str, line: int | None = None) -> SourceRecord:
+        """The input ends before the array does: the file was cut short (a download or
+        copy that stopped), reported as a damaged .gz is, so that ``damaged_files``
+        applies; the rest it lacks is this one rejection (``line``: the cut element's)."""
+        if line is None:  # past the last record's: records are keyed by file and line
+            line = number(pos)
+        rej = Rejection(
+            "truncated_file",
+            f"{source} ends {where} without the ']' that closes its JSON array (cut "
+            "short); the rest of the file could not be read: restore the file and run again",
+            source=source, line=line, record=_clean(buf[pos:pos + 200]) or None,
+        )
+        return SourceRecord(source, line, None, rej)
+
     if not skip_ws(_WS_BETWEEN) or buf[pos] != "[":
         yield broken(1, "is missing: the file does not start with '['")
         return
@@ -176,7 +197,8 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
     first_of_array = True
     while True:
         if not skip_ws():
-            yield broken(index + 1, "is missing: the array is not closed with ']'")
+            yield cut_short(f"after element {index} (line {line_at(pos)})" if index
+                            else f"after its '[' (line {line_at(pos)})")
             return
         if buf[pos] == "]":
             pos += 1
@@ -193,13 +215,14 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
         if index > 0 and not first_of_array and buf[pos] == ",":
             pos += 1
             if not skip_ws():
-                yield broken(index + 1, "is missing after ','")
+                yield cut_short(f"after element {index} and a ',' (line {line_at(pos)})")
                 return
             if buf[pos] == "]":  # a trailing comma: no element is missing
                 continue
         first_of_array = False
         index += 1
         line = number(pos)
+        starts = line_at(pos)  # the line in the file (``line`` counts on along one line)
         while True:
             try:
                 value, end = decoder.raw_decode(buf, pos)
@@ -224,6 +247,13 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
         if value is _PARSE_ERROR or value is _TOO_DEEP:
             what = "is not valid JSON" if value is _PARSE_ERROR else TOO_DEEP
             start = skip_element()
+            # the input ended inside the element: cut short, unless the file does end
+            # with the array's ']' (then a quote or bracket inside was left open)
+            if start == _CUT and not buf.rstrip(_WS).endswith("]"):
+                # pos is still the element's start: its text is kept
+                yield cut_short(f"inside element {index} (which starts on line {starts})",
+                                line)
+                return
             if start < 0:
                 yield broken(index, what, line)
                 return

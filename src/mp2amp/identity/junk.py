@@ -26,6 +26,8 @@ import math
 import re
 from typing import Any
 
+from mp2amp.transform.values import int_text, js_number_text
+
 DEVICE_PREFIX = "$device:"
 
 JUNK_IDS: frozenset[str] = frozenset(
@@ -118,13 +120,13 @@ def clean_id(value: Any) -> str | None:
         return text
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        text = str(value)
+    if isinstance(value, int):  # as Mixpanel (JavaScript) shows it, as the plan writes it
+        text = int_text(value)
         return None if text in JUNK_IDS else text
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
-        text = str(int(value)) if value.is_integer() else repr(value)
+        text = js_number_text(value)  # 1e21 is "1e+21", 1.5e-7 "1.5e-7", 5.0 "5"
         return None if _junk_text(text) else text
     if isinstance(value, str):  # a str subclass
         return clean_id(str(value))

@@ -34,7 +34,7 @@ from mp2amp.models import Skip
 from mp2amp.transform.mapping import PLATFORMS, rules_for
 from mp2amp.transform.planyaml import read_plan_yaml
 from mp2amp.transform.problems import RESERVED_EVENT_TYPES
-from mp2amp.transform.values import ValueProblem
+from mp2amp.transform.values import ValueProblem, int_text, js_number_text
 
 PropType = Literal["string", "number", "integer", "boolean", "list", "object"]
 PROP_TYPES: tuple[str, ...] = ("string", "number", "integer", "boolean", "list", "object")
@@ -99,7 +99,9 @@ def coerce_value(value: Any, kind: PropType, *, convert: bool) -> Any:
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, float):
-            return js_number_text(value)
+            if not math.isfinite(value):
+                raise _Mismatch  # NaN and infinities are no JSON number Mixpanel could hold
+            return js_number_text(value)  # as Mixpanel shows it: 5.0 is "5", 1e21 "1e+21"
         if isinstance(value, int):
             return int_text(value)
         # Lists and objects have no single obvious string form; refuse rather than guess.
@@ -166,49 +168,6 @@ def _parsed_json(text: str, kind: type[list[Any]] | type[dict[str, Any]]) -> Any
     if not exact:
         raise _Mismatch
     return parsed
-
-
-def int_text(value: int) -> str:
-    """An integer as text: past 2**53, one a double holds exactly (2**60) as the equal float
-    is written, so one number has one spelling; any other keeps every digit (not lost)."""
-    if abs(value) > _EXACT_INT:
-        try:
-            as_float = float(value)
-        except OverflowError:  # past a double's range: no float spelling to agree with
-            return str(value)
-        if as_float == value:
-            return js_number_text(as_float)
-    return str(value)
-
-
-_EXACT_INT = 2**53  # every integer up to here is exactly a double, written with all digits
-
-
-def js_number_text(value: float) -> str:
-    """``value`` as JavaScript writes it (``Number::toString``), as Mixpanel shows it: 5.0
-    is "5", 1e16 "10000000000000000", 1e21 "1e+21", 1.5e-7 "1.5e-7". Python's repr would
-    send one property as both "5" (an int) and "5.0"."""
-    if not math.isfinite(value):
-        raise _Mismatch  # NaN and infinities are no JSON number Mixpanel could hold
-    if value == 0:
-        return "0"  # -0 too
-    if value < 0:
-        return "-" + js_number_text(-value)
-    mantissa, _, exponent = repr(value).partition("e")  # shortest digits, as JS picks
-    whole, _, fraction = mantissa.partition(".")
-    digits = (whole + fraction).lstrip("0")
-    # the value is 0.digits x 10**point (ECMA-262's n)
-    point = len(whole) + int(exponent or 0) - (len(whole + fraction) - len(digits))
-    digits = digits.rstrip("0")
-    if len(digits) <= point <= 21:
-        return digits + "0" * (point - len(digits))
-    if 0 < point <= 21:
-        return f"{digits[:point]}.{digits[point:]}"
-    if -6 < point <= 0:
-        return "0." + "0" * -point + digits
-    sign = "+" if point > 0 else "-"
-    head = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-    return f"{head}e{sign}{abs(point - 1)}"
 
 
 # Decimal text in ASCII digits (sign, fraction, exponent allowed): the only text a plan's
@@ -342,7 +301,7 @@ class TrackingPlan:
                         f"property {key!r} of event {event_name!r} is "
                         f"{_describe(value)}, the tracking plan declares {prule.type}"
                         + (" and it does not convert" if prule.on_mismatch == "coerce" else ""),
-                        field=key,
+                        field=f"properties.{key}",  # its place in the record, as elsewhere
                     )
             target = prule.rename or key
             dest = user_props if prule.user_property else out
@@ -390,7 +349,7 @@ def _clash(event_name: str, source: str, target: str) -> Rejection:
         f"the tracking plan renames property {source!r} of event {event_name!r} to "
         f"{target!r}, which the event also has: one value would be lost; drop one of them "
         "in the plan, or rename to a free name",
-        field=source)
+        field=f"properties.{source}")  # its place in the record, as other rejections
 
 
 def _describe(value: Any) -> str:

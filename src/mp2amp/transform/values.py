@@ -13,8 +13,9 @@ One pass, copy-on-write: a clean flat dict (the common case) is returned as is.
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 from collections import Counter
+from json.encoder import encode_basestring as _encode_basestring  # as json.dumps writes
 from typing import Any, Final
 
 import orjson
@@ -22,6 +23,9 @@ import orjson
 MAX_STRING: Final = 1024
 LONG_NAMES: Final = "(property names longer than 1024 characters)"  # their counts' label
 MAX_DEPTH: Final = 40
+# A property nested deeper than this (its own value is level 1) is rejected (too_deep):
+# a fixed number, the same in transform and migrate, compiled or not
+MAX_TEXT_DEPTH: Final = 1000
 ORJSON_DEPTH: Final = 250  # orjson.dumps refuses more than 255 levels; staging wraps a record
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
@@ -156,7 +160,7 @@ def _nested(value: Any, depth: int, prop: str, path: str, stats: ValueStats) -> 
     if t is dict or t is list:
         if depth > MAX_DEPTH:
             stats.flattened[_label(prop)] += 1
-            return _string(_as_json(value, path), prop, path, stats)
+            return _string(_as_json(value, path, depth - 1), prop, path, stats)
         if t is list:
             items = [_nested(item, depth + 1, prop, f"{path}[{i}]", stats)
                      for i, item in enumerate(value)]
@@ -176,19 +180,64 @@ def _nested(value: Any, depth: int, prop: str, path: str, stats: ValueStats) -> 
     raise ValueProblem(path, f"{path} is a {t.__name__}, which JSON cannot carry")
 
 
-def _as_json(value: Any, path: str) -> str:
+def _as_json(value: Any, path: str, level: int) -> str:
+    """A container ``level`` levels deep in its property, as JSON text."""
     # Validate the whole sub-tree first: flattening must not smuggle NaN through as text.
     _check_json(value, path)
     try:
         return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:  # nested past orjson's 255 levels: the stdlib goes deeper
+    except orjson.JSONEncodeError:  # nested past orjson's 255 levels
         pass
-    try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    except RecursionError:
-        raise ValueProblem(path, f"{path} is nested too deeply (about a thousand levels) to "
-                                 "be written as text; flatten it in the source",
-                           reason="too_deep") from None
+    return _deep_json(value, path, level)
+
+
+def _deep_json(value: Any, path: str, level: int) -> str:
+    """JSON text of an already checked value, as ``json.dumps`` compact would write it,
+    built with a stack, not recursion: the cap is ``MAX_TEXT_DEPTH`` in every build,
+    process and thread, not what is left of the interpreter's recursion limit."""
+    out: list[str] = []
+    todo: list[tuple[Any, int]] = [(value, level)]  # level -1: text written as it is
+    while todo:
+        item, at = todo.pop()
+        t = type(item)
+        if at < 0:
+            out.append(item)
+        elif t is dict or t is list:
+            if at > MAX_TEXT_DEPTH:
+                raise ValueProblem(path, f"{path} is nested more than {MAX_TEXT_DEPTH} levels, "
+                                         "too deep to be written as text; the event is "
+                                         "rejected: flatten it in the source", reason="too_deep")
+            todo.extend(reversed(_members(item, at + 1)))
+        elif t is str:
+            out.append(_quoted(item))
+        elif t is bool:
+            out.append("true" if item else "false")
+        elif item is None:
+            out.append("null")
+        else:  # int or float (checked): the spelling json.dumps gives
+            out.append(int.__repr__(item) if t is int else float.__repr__(item))
+    return "".join(out)
+
+
+def _members(value: Any, level: int) -> list[tuple[Any, int]]:
+    """A container's brackets, separators and keys (level -1) around its items (``level``)."""
+    parts: list[tuple[Any, int]] = []
+    if type(value) is list:
+        for item in value:
+            parts.append(("," if parts else "[", -1))
+            parts.append((item, level))
+        parts.append(("]" if parts else "[]", -1))
+        return parts
+    for key, item in value.items():
+        parts.append((("," if parts else "{") + _quoted(key) + ":", -1))
+        parts.append((item, level))
+    parts.append(("}" if parts else "{}", -1))
+    return parts
+
+
+def _quoted(text: str) -> str:
+    """A JSON string as ``json.dumps(ensure_ascii=False)`` writes it."""
+    return str(_encode_basestring(text))
 
 
 def json_safe(value: Any) -> bool:
@@ -257,3 +306,49 @@ def _check_json(value: Any, path: str) -> None:
                 raise ValueProblem(path, f"{path} holds an integer beyond 64 bits")
         elif not (t is bool or item is None):
             raise ValueProblem(path, f"{path} holds a {t.__name__}, which JSON cannot carry")
+
+
+# --- numbers as text -------------------------------------------------------------------
+
+_EXACT_INT = 2**53  # every integer up to here is exactly a double, written with all digits
+
+
+def js_number_text(value: float) -> str:
+    """A finite ``value`` as JavaScript writes it (``Number::toString``), as Mixpanel shows
+    it: 5.0 is "5", 1e16 "10000000000000000", 1e21 "1e+21", 1.5e-7 "1.5e-7". Python's repr
+    would give one number two spellings ("5" as an int, "5.0"). The tracking plan's
+    ``type: string`` and numeric IDs both write numbers so."""
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is no JSON number")
+    if value == 0:
+        return "0"  # -0 too
+    if value < 0:
+        return "-" + js_number_text(-value)
+    mantissa, _, exponent = repr(value).partition("e")  # shortest digits, as JS picks
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    # the value is 0.digits x 10**point (ECMA-262's n)
+    point = len(whole) + int(exponent or 0) - (len(whole + fraction) - len(digits))
+    digits = digits.rstrip("0")
+    if len(digits) <= point <= 21:
+        return digits + "0" * (point - len(digits))
+    if 0 < point <= 21:
+        return f"{digits[:point]}.{digits[point:]}"
+    if -6 < point <= 0:
+        return "0." + "0" * -point + digits
+    sign = "+" if point > 0 else "-"
+    head = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    return f"{head}e{sign}{abs(point - 1)}"
+
+
+def int_text(value: int) -> str:
+    """An integer as text: past 2**53, one a double holds exactly (2**60) as the equal float
+    is written, so one number has one spelling; any other keeps every digit (not lost)."""
+    if abs(value) > _EXACT_INT:
+        try:
+            as_float = float(value)
+        except OverflowError:  # past a double's range: no float spelling to agree with
+            return str(value)
+        if int(as_float) == value:  # exactly: compiled, float == int compares as floats
+            return js_number_text(as_float)
+    return str(value)
