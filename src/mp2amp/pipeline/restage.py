@@ -385,9 +385,11 @@ def stop_on_changed_copy(ledger: Ledger, window_id: str, lines: int) -> None:
     deleted, the source may be gone too) and the run stops: ``--resume`` stages the window
     again from its source, as it does a deleted copy, and checks it against any batches
     already sent. Found only at the load, it left a window whose batches were sent
-    short, which no resume could mend."""
+    short, which no resume could mend. A window already loaded is left to the end's
+    check: nothing more of it is sent, and its copy serves the identity graph only."""
     row = ledger.window(window_id)
-    if row is None or row.staged_path is None or row.records == lines:
+    if (row is None or row.staged_path is None or row.records == lines
+            or row.state == "loaded"):
         return
     staged = Path(row.staged_path)
     aside = staged.with_name(staged.name + ".changed")

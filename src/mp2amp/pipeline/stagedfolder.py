@@ -40,12 +40,11 @@ def foreign_files(staged: Path, window_ids: Iterable[str]) -> list[str]:
     """The names in ``staged`` that no window of ``window_ids`` could have left: empty
     when the folder is missing or holds only those windows' files."""
     stems = {staged_path(Path(), w).stem for w in window_ids}
-    try:
-        entries = sorted(staged.iterdir())
-    except FileNotFoundError:
+    if not staged.exists():  # nor its work folder, maybe: making that one says what is wrong
         return []
-    except NotADirectoryError:
+    if not staged.is_dir():
         return [staged.name]
+    entries = sorted(staged.iterdir())
     listed = []
     for path in entries:
         own = _OWN_FILE.fullmatch(path.name)
