@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, overload
 
 import aiohttp
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
 from isal import isal_zlib
+from yarl import URL
 
 from mp2amp.errors import ConnectionLost, TerminalError, parse_retry_after, redact_userinfo
 from mp2amp.load.batcher import ENVELOPE_BYTES
@@ -68,23 +70,71 @@ class RetriesExhausted(TerminalError):
 # flaky Amplitude gets took ~11 minutes to say so. A blip at the start still gets ~6 s.
 UNREACHABLE_ATTEMPTS = 5
 
-# Seconds a connect may take (TCP and TLS) before the attempt counts as "cannot connect":
-# a firewall dropping packets never refuses, and under the request's whole timeout alone
-# such a connect looked like a request sent then lost (retried for ~45 minutes).
+# Seconds a connect may take in all (DNS, every address of the host, a proxy's CONNECT, TLS)
+# before the attempt counts as "cannot connect": a firewall dropping packets never refuses,
+# and under the request's whole timeout alone such a connect looked like a request sent then
+# lost (retried for ~45 minutes).
 CONNECT_TIMEOUT = 10.0
+
+# A proxy's answers to the CONNECT that no retry changes: it wants credentials (407) or its
+# policy refuses the host (403). Any other (a 502 from a proxy that cannot reach Amplitude)
+# counts as a connect that failed.
+PROXY_REFUSALS = frozenset({403, 407})
+
+
+class ProxyRefused(RetriesExhausted):
+    """The proxy refused to connect to Amplitude: nothing was sent, so, as for an
+    Amplitude never reached, a resume may still correct the API key."""
 
 
 def session_timeout(total: float) -> aiohttp.ClientTimeout:
     """The uploader session's timeouts: ``total`` per request, and a connect timeout under
     it, so that a hanging connect ends as a connect timeout (nothing sent), not as the
-    request's timeout (which would fire first were the two equal)."""
-    return aiohttp.ClientTimeout(total=total, sock_connect=min(CONNECT_TIMEOUT, total / 2))
+    request's timeout (which would fire first were the two equal). ``connect`` bounds the
+    whole connect: aiohttp's ``sock_connect`` is per address, so a name with N addresses
+    that all drop packets would take N times it. (It also bounds waiting for a pooled
+    connection, which never happens here: the pool has one connection per lane.)"""
+    return aiohttp.ClientTimeout(total=total, connect=min(CONNECT_TIMEOUT, total / 2))
 
 
 def never_sent(exc: BaseException) -> bool:
-    """Whether a failed request never reached a server: refused, no route, DNS, TLS, or a
-    connect that timed out. Such a request is safe to resend and says nothing was reached."""
-    return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    """Whether a failed request never reached a server: refused, no route, DNS, TLS, a
+    connect that timed out, or a proxy that answered its CONNECT with an error. Such a
+    request is safe to resend and says nothing was reached."""
+    return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
+                      | aiohttp.ClientHttpProxyError)
+
+
+def proxy_refusal(exc: BaseException, url: str) -> ProxyRefused | None:
+    """The error that stops the run when the proxy refused the CONNECT for good (407, 403):
+    retried, it would answer the same for ~15 minutes of backoff."""
+    if not isinstance(exc, aiohttp.ClientHttpProxyError) or exc.status not in PROXY_REFUSALS:
+        return None
+    host = URL(url).host or url
+    fix = ("it wants credentials, or refused the ones given: write them into the proxy's "
+           "URL in HTTPS_PROXY / HTTP_PROXY as user:password@ before its host"
+           if exc.status == 407 else
+           f"its policy refuses {host}: ask for it to be allowed, or, if {host} can be "
+           "reached without the proxy, add it to NO_PROXY")
+    return ProxyRefused(redact_userinfo(
+        f"the proxy {_proxy_for(url)} answered {exc.status} {exc.message} when asked to "
+        f"connect to Amplitude at {url}; nothing was sent. {fix[0].upper()}{fix[1:]}, then "
+        "run the same `mp2amp migrate` command with --resume (nothing was lost)"))
+
+
+def _proxy_for(url: str) -> str:
+    """The proxy the environment gives for ``url`` (its credentials left out), for messages."""
+    try:
+        proxy, _ = get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return "on the way"
+    return str(proxy.with_user(None))
+
+
+def _failure_text(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return f"the proxy answered {exc.status} {exc.message}"
+    return str(exc) or type(exc).__name__
 
 
 # Seconds over which Amplitude averages a device's or user's events per second: "To reach
@@ -209,15 +259,9 @@ class Sender:
                     status = resp.status
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                unsent = never_sent(exc)
-                up.report.requests_by_status[
-                    CONNECT_FAILED if unsent else "connection_error"] += 1
-                if unsent and not self.answered and attempt + 1 >= UNREACHABLE_ATTEMPTS:
-                    up.fail(RetriesExhausted(redact_userinfo(
-                        f"cannot connect to Amplitude at {s.url} ({exc}), {attempt + 1} times "
-                        "and never since this run started: check [amplitude] api_host or "
-                        "region and the network, then run the same `mp2amp migrate` command "
-                        "with --resume (nothing was lost)")))
+                stop = self._connection_failed(exc, attempt)
+                if stop is not None:
+                    up.fail(stop)
                     return
                 verdict = Verdict("retry", 0, message=type(exc).__name__, error=ConnectionLost(
                     f"connection to Amplitude failed ({type(exc).__name__}); the request is "
@@ -267,6 +311,23 @@ class Sender:
             await asyncio.sleep(delay)
             if up.failure is not None:
                 return
+
+    def _connection_failed(self, exc: BaseException, attempt: int) -> TerminalError | None:
+        """Count a request that got no answer from Amplitude; the error that stops the run
+        when retrying cannot help (a proxy refusing it, or an Amplitude never reached)."""
+        up = self.up
+        unsent = never_sent(exc)
+        up.report.requests_by_status[CONNECT_FAILED if unsent else "connection_error"] += 1
+        refused = proxy_refusal(exc, up.settings.url)
+        if refused is not None:
+            return refused
+        if unsent and not self.answered and attempt + 1 >= UNREACHABLE_ATTEMPTS:
+            return RetriesExhausted(redact_userinfo(
+                f"cannot connect to Amplitude at {up.settings.url} ({_failure_text(exc)}), "
+                f"{attempt + 1} times and never since this run started: check [amplitude] "
+                "api_host or region and the network (and the proxy, if one is set), then run "
+                "the same `mp2amp migrate` command with --resume (nothing was lost)"))
+        return None
 
     def _project_wait(self, v: Verdict, n: int) -> float:
         """The wait after a 429 naming no device or user: a per-project limit, for which
