@@ -50,6 +50,11 @@ class Resolved:
     owner: str | None = field(default=None, compare=False)
 
 
+# the rule of a hot shard's renamed $identify / $create_alias / $merge once restored: the
+# transform's event_outcome makes it an IdentityRecord (its detail is the event's name)
+IDENTITY_RECORD = "identity_record"
+
+
 @dataclass(frozen=True, slots=True)
 class Skip:
     """A record deliberately not sent because a configured rule said so (counted by rule)."""

@@ -268,11 +268,13 @@ def _render_import_files(load: dict[str, Any]) -> None:
 
 def _render_windows(rows: list[WindowCounts]) -> None:
     table = Table()
-    for col in ("window", "state", "read", "sent", "dup", "skipped", "rejected", "dead",
-                "parked", "batches"):
+    # the invariant's terms, in its order: a row adds up as the totals line does
+    for col in ("window", "state", "read", "sent", "identity", "dup", "skipped", "rejected",
+                "dead", "parked", "batches"):
         table.add_column(col)
     for r in rows:
-        table.add_row(escape(_short(r.window)), r.state, str(r.read), str(r.sent), str(r.duplicate),
+        table.add_row(escape(_short(r.window)), r.state, str(r.read), str(r.sent),
+                      str(r.identity), str(r.duplicate),
                       str(sum(r.skipped.values())), str(sum(r.rejected.values())),
                       str(sum(r.dead_lettered.values())), str(r.parked),
                       f"{r.batches_done}/{'?' if r.batches is None else r.batches}")

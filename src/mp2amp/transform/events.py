@@ -36,7 +36,7 @@ from typing import Any, Final
 
 from mp2amp import __version__
 from mp2amp.errors import ConfigError, Rejection
-from mp2amp.models import UTC_TIME_MARK, Resolved, Skip
+from mp2amp.models import IDENTITY_RECORD, UTC_TIME_MARK, Resolved, Skip
 from mp2amp.transform import mapping
 from mp2amp.transform.configured import by_source_name, present
 from mp2amp.transform.eventtime import event_times
@@ -313,7 +313,9 @@ class Transformer:
                 source_name, props = restored["event"], restored.get("properties")
             named = type(source_name) is str and bool(source_name.strip())
             if named and source_name in IDENTITY_EVENTS:
-                return Skip("identity_record", f"{source_name} feeds the identity graph")
+                # a hot shard's renamed $identify: an identity record (event_outcome), as
+                # the plain one is; the detail is its name
+                return Skip(IDENTITY_RECORD, source_name)
             if props is None:
                 props = {}
             elif type(props) is not dict:

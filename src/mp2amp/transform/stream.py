@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from mp2amp.errors import InvariantViolation, Rejection
 from mp2amp.identity.ids import IDENTITY_EVENTS
 from mp2amp.models import (
+    IDENTITY_RECORD,
     Duplicate,
     Emitted,
     IdentityRecord,
@@ -91,7 +92,7 @@ def transform_record(src: SourceRecord, graph: Resolver,
 
 
 def event_outcome(out: dict[str, Any] | Rejection | Skip, record: Any, source: str,
-                  line: int) -> Emitted | Rejected | Skipped:
+                  line: int) -> Emitted | Rejected | Skipped | IdentityRecord:
     """What ``Transformer.event`` gave for the record at ``source``:``line``, as an outcome."""
     if isinstance(out, Rejection):
         # named where it is, as the reader's own rejections are: the message is read alone
@@ -101,6 +102,8 @@ def event_outcome(out: dict[str, Any] | Rejection | Skip, record: Any, source: s
         return Rejected(Rejection(out.reason, message, out.field, source, line,
                                   record if out.record is None else out.record))
     if isinstance(out, Skip):
+        if out.rule == IDENTITY_RECORD:  # restored from a hot shard: fed the graph, not skipped
+            return IdentityRecord(out.detail, source, line)
         return Skipped(out, source, line)
     return Emitted(out, source, line)
 
