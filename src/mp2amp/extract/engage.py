@@ -35,6 +35,7 @@ from mp2amp.errors import (
     redact_userinfo,
 )
 from mp2amp.extract.api import MixpanelSettings, forbidden_message
+from mp2amp.extract.export import request_auth
 from mp2amp.extract.ratelimit import RateLimiter, RetryBudget
 from mp2amp.models import SourceRecord
 
@@ -92,6 +93,7 @@ class EngagePager:
 
     async def records(self) -> AsyncIterator[SourceRecord]:
         # trust_env: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, so a corporate proxy works
+        # (and ~/.netrc, which request_auth keeps off our credentials)
         session = self._session or aiohttp.ClientSession(trust_env=True)
         try:
             page = 0
@@ -143,12 +145,13 @@ class EngagePager:
                 await asyncio.sleep(delay)
 
     async def _request(self, session: aiohttp.ClientSession, page: int) -> dict[str, Any]:
-        headers = {"Authorization": self.settings.auth_header(), "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
         timeout = aiohttp.ClientTimeout(total=self.settings.read_timeout)
         try:
             async with self.limiter.slot() as start, session.post(
                 self.settings.engage_url, params=self.settings.auth_params(),
-                data=self._form(page), headers=headers, timeout=timeout,
+                data=self._form(page), headers=headers, auth=request_auth(self.settings),
+                timeout=timeout,
             ) as resp:
                 raw = await resp.read()
                 if resp.status != 200:

@@ -21,6 +21,9 @@ import contextlib
 import json
 import logging
 import os
+import random
+import urllib.parse
+import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -60,9 +63,9 @@ log = logging.getLogger("mp2amp.extract")
 
 READ_CHUNK = 1 << 20
 UNREACHABLE_ATTEMPTS = 5  # refused connections before any answer that stop the run
-# Between those attempts: a short fixed wait (README: "5 connection attempts, ~5 s"), not the
+# Between those attempts: a short wait (README: "5 connection attempts, ~5 s"), not the
 # backoff, which is for a server that has answered and may be busy.
-UNREACHABLE_DELAY = 1.0
+UNREACHABLE_DELAY, UNREACHABLE_JITTER = 1.0, 0.2
 
 # Output cap per decompression step, so one small gzip chunk cannot inflate without bound.
 GUNZIP_STEP = 1 << 20
@@ -193,9 +196,7 @@ async def fetch_windows(
     reuse_completed: bool = True,
 ) -> AsyncIterator[WindowFile]:
     """Fetch each window (a day, or ``Days``) once, several in flight, and yield each as it
-    completes.
-
-    Windows come out in completion order (each carries its ``day`` and ``days``). Leaving the loop
+    completes. Windows come out in completion order (each carries its ``day`` and ``days``). Leaving the loop
     early? Wrap in ``contextlib.aclosing`` so in-flight windows are cancelled at once
     (their part files are removed). A terminal error
     (credentials, a rejected request) or a window that kept failing past
@@ -251,10 +252,17 @@ async def fetch_windows(
 
 def new_session() -> aiohttp.ClientSession:
     # Export requests gunzip for themselves (see _Gunzip); the session default stays on.
-    # trust_env: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as curl and requests honour them, so
-    # a corporate proxy works.
+    # trust_env: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as curl and requests honour them (a
+    # corporate proxy), and ~/.netrc (see request_auth).
     return aiohttp.ClientSession(auto_decompress=True, trust_env=True,
                                  timeout=aiohttp.ClientTimeout(total=None))
+
+
+def request_auth(settings: MixpanelSettings) -> aiohttp.BasicAuth:
+    """The credentials as ``auth=``, not a header: with trust_env, a request without
+    ``auth`` is looked up in ~/.netrc ($NETRC), and an entry for the host (or ``default``)
+    made aiohttp refuse our Authorization header (ValueError). Same header on the wire."""
+    return aiohttp.BasicAuth.decode(settings.auth_header(), encoding="utf-8")
 
 
 async def fetch_window(
@@ -284,14 +292,10 @@ async def fetch_window(
             if isinstance(exc, Unreachable) and not limiter.answered \
                     and requests >= UNREACHABLE_ATTEMPTS:
                 # a wrong api_host or port: backing off through max_attempts took minutes
-                raise TerminalError(redact_userinfo(
-                    f"cannot connect to Mixpanel at {settings.export_url} ({exc.__cause__}), "
-                    f"{requests} times and never since this run started: check [mixpanel] "
-                    "api_host or region and the network, then run the same `mp2amp migrate` "
-                    "command with --resume (nothing was lost)")) from None
+                raise TerminalError(_never_reached(settings, exc, requests)) from None
             delay = budget.delay(exc)
             if isinstance(exc, Unreachable) and not limiter.answered:
-                delay = min(delay, UNREACHABLE_DELAY)
+                delay = min(delay, refused_wait())
             log.warning("%s; request %d in %.1f s", _about(span, exc), requests + 1, delay)
             if isinstance(exc, RateLimited):
                 limiter.pause(delay)  # everyone waits, not just this window
@@ -299,6 +303,31 @@ async def fetch_window(
                 await limiter.sleep(delay)
             else:
                 await asyncio.sleep(delay)
+
+
+def refused_wait() -> float:
+    """Jittered: windows refused together do not all knock again at the same instant."""
+    return UNREACHABLE_DELAY * random.uniform(1 - UNREACHABLE_JITTER, 1 + UNREACHABLE_JITTER)
+
+
+def _never_reached(settings: MixpanelSettings, exc: Exception, requests: int) -> str:
+    url, proxy = settings.export_url, env_proxy_for(settings.export_url)
+    where, check = f"at {url}", "[mixpanel] api_host or region and the network"
+    if proxy is not None:  # a proxy that is down refuses the same way as a wrong host
+        where += f" through the proxy {proxy}"
+        check = f"that proxy (HTTPS_PROXY / HTTP_PROXY; NO_PROXY goes around it), {check}"
+    return redact_userinfo(
+        f"cannot connect to Mixpanel {where} ({exc.__cause__}), {requests} times and never "
+        f"since this run started: check {check}, then run the same `mp2amp migrate` "
+        "command with --resume (nothing was lost)")
+
+
+def env_proxy_for(url: str) -> str | None:
+    """The environment's proxy for ``url``, as aiohttp picks it with trust_env."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme) or None
 
 
 def _about(span: Days, exc: Exception) -> str:
@@ -333,15 +362,14 @@ async def _fetch_once(
     except OSError as exc:
         _raise_disk_error(final.parent, exc)
     part = final.with_suffix(".jsonl.part")
-    headers = {"Authorization": settings.auth_header(), "Accept": "text/plain",
-               "Accept-Encoding": "gzip"}
+    headers = {"Accept": "text/plain", "Accept-Encoding": "gzip"}
     timeout = aiohttp.ClientTimeout(total=settings.timeout, sock_read=settings.read_timeout,
                                     sock_connect=settings.connect_timeout)
     done = False
     try:
         async with limiter.slot() as start, session.get(
                 settings.export_url, params=_params(settings, span), headers=headers,
-                timeout=timeout, auto_decompress=False) as resp:
+                auth=request_auth(settings), timeout=timeout, auto_decompress=False) as resp:
             limiter.answered = True
             if resp.status != 200:
                 body = (await resp.read())[:4000].decode("utf-8", "replace")

@@ -5,14 +5,15 @@ measured while streaming equals what a later read of the saved file yields.
 
 Mixpanel's export sometimes splits one record across two (or more) lines; like Airbyte's
 client we join adjacent unparseable lines while the join still fails, and keep the
-joined record when it parses. A middle piece may be JSON by itself (a number cut out of a
-string, a whole nested object): while the record before it is still unfinished JSON with
-that piece added, the piece waits for the next line too instead of ending the join. A
-line of whole objects written one after another
-(``{..}{..}``, a dump loop without newlines) is one ``concatenated_objects`` rejection that
-says so (each object is whole, but a record is known by its file and line: two records of
-one line could not be told apart on a resume). Lines that never join become
-``malformed_json`` rejections, so every input line is accounted for.
+joined record when it parses. A middle piece, or a few middle pieces together, may be JSON
+by themselves (a number cut out of a string, a whole nested object, a key cut in two):
+while the record before them is still unfinished JSON with them added, they wait for the
+next line too instead of ending the join. A line of whole objects written one after
+another (``{..}{..}``, a dump loop without newlines) is one ``concatenated_objects``
+rejection that says so (each object is whole, but a record is known by its file and line:
+two records of one line could not be told apart on a resume). Lines that never join become
+``malformed_json`` rejections, so every input line is accounted for; waiting lines that no
+later line can join are first joined among themselves where they parse.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ MAX_JOINED_BYTES = 8 * 1024 * 1024
 TERMINATED_EARLY = (b"terminated early", b"export terminated early")
 
 _PARSE_ERROR = object()
+_RUNS_ON = object()  # a waiting record is still unfinished JSON through the new line
 _DECODER = json.JSONDecoder()
 _WS = " \t\r\n"
 
@@ -79,8 +81,8 @@ def _cut_short(data: bytes) -> bool:
             return True
     else:
         return False
-    try:  # what only the standard library reads (NaN, huge integers): its own words
-        json.loads(data.decode("utf-8"))
+    try:  # what only the standard library reads (NaN, huge integers, a BOM): its own words
+        json.loads(data.decode("utf-8-sig"))
     except json.JSONDecodeError as exc:
         return exc.msg.startswith("Unterminated string") or exc.pos >= len(exc.doc.rstrip())
     except (ValueError, RecursionError):
@@ -166,14 +168,18 @@ class LineParser:
     def _feed_waiting(self, lineno: int, line: bytes) -> Iterator[SourceRecord]:
         """``feed`` while earlier lines wait to be joined."""
         joined = self._join(line)
-        if joined is not None:
+        if isinstance(joined, tuple):
             start, data, value = joined
             first, earlier = self._pending[start][0], self._pending[:start]
             self._clear()
-            yield from self._resolve(earlier)
+            yield from self._settle(earlier)
             yield self._classify(first, data, value)
             return
         value = parse_json(line)
+        if joined is _RUNS_ON:  # a later start parses, but an earlier record is still open
+            self._hold(lineno, line, value)
+            yield from self._trim()
+            return
         if value is _PARSE_ERROR:
             objects = split_objects(line)
             if objects is not None:  # whole records: what is pending joins nothing
@@ -197,14 +203,23 @@ class LineParser:
     def _pieces(self, start: int, line: bytes) -> bytes:
         return b"".join([*(part for _, part, _ in self._pending[start:]), line])
 
-    def _join(self, line: bytes) -> tuple[int, bytes, Any] | None:
+    def _join(self, line: bytes) -> tuple[int, bytes, Any] | object | None:
         """The longest join of waiting lines and ``line`` that parses: an unrelated bad
-        line before the first piece of a split record must not block the join."""
-        for start in self._starts():
+        line before the first piece of a split record must not block the join.
+
+        ``_RUNS_ON`` when the join that parses leaves out an earlier start that is still
+        unfinished JSON with ``line``: its middle pieces (a nested object cut in two, a key
+        cut in two) parse together, but the record they belong to has not ended yet.
+        """
+        starts = self._starts()
+        for k, start in enumerate(starts):
             joined = self._pieces(start, line)
             value = parse_json(joined)
-            if value is not _PARSE_ERROR:
-                return start, joined, value
+            if value is _PARSE_ERROR:
+                continue
+            if any(_cut_short(self._pieces(s, line)) for s in starts[:k]):
+                return _RUNS_ON
+            return start, joined, value
         return None
 
     def _continued_by(self, line: bytes) -> bool:
@@ -218,31 +233,53 @@ class LineParser:
     def _trim(self) -> Iterator[SourceRecord]:
         if len(self._pending) <= MAX_JOINED_LINES and self._pending_bytes <= MAX_JOINED_BYTES:
             return
-        # Report the oldest; the rest may still start a record, unless no piece of it can.
-        oldest = self._pending.pop(0)
-        self._pending_bytes -= len(oldest[1])
-        yield from self._resolve([oldest])
+        # Report the oldest (with what it joins); the rest may still start a record,
+        # unless no piece of it can.
+        yield from self._pop_first()
         while self._pending and self._pending[0][2] is not _PARSE_ERROR:
-            alone = self._pending.pop(0)
-            self._pending_bytes -= len(alone[1])
-            yield from self._resolve([alone])
+            yield from self._pop_first()
 
-    def _resolve(self, lines: list[tuple[int, bytes, Any]]) -> Iterator[SourceRecord]:
-        """Waiting lines that joined nothing: each stands alone."""
-        for lineno, line, value in lines:
-            if value is _PARSE_ERROR:
-                yield self._malformed(lineno, line)
-            else:
-                yield self._classify(lineno, line, value)
+    def _pop_first(self) -> Iterator[SourceRecord]:
+        """Report the oldest waiting line, joined with the lines after it when they parse."""
+        taken, record = self._first_of(self._pending)
+        self._pending_bytes -= sum(len(part) for _, part, _ in self._pending[:taken])
+        del self._pending[:taken]
+        yield record
+
+    def _settle(self, lines: list[tuple[int, bytes, Any]]) -> Iterator[SourceRecord]:
+        """Waiting lines that no later line can join: the records they make among
+        themselves (a split record held behind a bad line that looked unfinished), each
+        of the others alone."""
+        while lines:
+            taken, record = self._first_of(lines)
+            lines = lines[taken:]
+            yield record
+
+    def _first_of(self, lines: list[tuple[int, bytes, Any]]) -> tuple[int, SourceRecord]:
+        """How many of ``lines`` the first one takes, and the record they make: the
+        longest join from it that parses, else the first line alone."""
+        lineno, line, value = lines[0]
+        if value is _PARSE_ERROR:
+            for end in range(len(lines), 1, -1):
+                data = b"".join(part for _, part, _ in lines[:end])
+                joined = parse_json(data)
+                if joined is not _PARSE_ERROR:
+                    return end, self._classify(lineno, data, joined)
+            return 1, self._malformed(lineno, line)
+        return 1, self._classify(lineno, line, value)
 
     def completes(self, line: bytes) -> bool:
         """Whether ``line`` is a whole JSON value, alone or as the last part of the split
-        record the parser holds (what ``feed`` would join it into)."""
+        record the parser holds (what ``feed`` would join it into), and no waiting record
+        runs on through it (a stream cut right after a middle piece that is JSON alone)."""
         line = line.rstrip(b"\r\n")
-        if parse_json(line) is not _PARSE_ERROR or split_objects(line) is not None:
-            return True
-        return any(parse_json(self._pieces(start, line)) is not _PARSE_ERROR
-                   for start in self._starts())
+        if self._pending:
+            joined = self._join(line)
+            if joined is not None:
+                return joined is not _RUNS_ON
+            if parse_json(line) is not _PARSE_ERROR:
+                return not self._continued_by(line)
+        return parse_json(line) is not _PARSE_ERROR or split_objects(line) is not None
 
     @property
     def idle(self) -> bool:
@@ -270,7 +307,7 @@ class LineParser:
     def _flush_pending(self) -> Iterator[SourceRecord]:
         pending = self._pending
         self._clear()
-        yield from self._resolve(pending)
+        yield from self._settle(pending)
 
     def _malformed(self, lineno: int, line: bytes) -> SourceRecord:
         if is_terminated_early(line):
