@@ -9,6 +9,8 @@ then send requests for the local emulators (``mp2amp demo``, an ``api_host`` on
 from __future__ import annotations
 
 import os
+import urllib.parse
+import urllib.request
 from collections.abc import MutableMapping
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
@@ -34,3 +36,14 @@ def bypass_proxy_for_loopback(environ: MutableMapping[str, str] | None = None) -
     merged = ",".join(hosts + [h for h in LOOPBACK if h not in hosts])
     for name in ("NO_PROXY", "no_proxy"):
         env[name] = merged
+
+
+def proxy_for(url: str) -> str | None:
+    """The environment's proxy for ``url`` (``HTTPS_PROXY`` / ``HTTP_PROXY`` by its scheme,
+    none for a ``NO_PROXY`` host), as aiohttp's trust_env picks it, but without reading
+    ``~/.netrc``: a session that trusts the environment adds a netrc login for the host
+    as an Authorization header (the user's credentials would go to Amplitude)."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme) or None

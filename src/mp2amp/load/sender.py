@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, overload
 
 import aiohttp
 import orjson
-from aiohttp.helpers import get_env_proxy_for_url
 from isal import isal_zlib
 from yarl import URL
 
@@ -25,6 +24,7 @@ from mp2amp.load.observer import Submitted, parked_key
 from mp2amp.load.packed import OpenBody
 from mp2amp.load.responses import IdPair, Verdict, classify
 from mp2amp.load.settings import CONNECT_FAILED, LoadReport
+from mp2amp.proxyenv import proxy_for
 
 if TYPE_CHECKING:
     from mp2amp.load.uploader import Lane, Uploader
@@ -124,11 +124,8 @@ def proxy_refusal(exc: BaseException, url: str) -> ProxyRefused | None:
 
 def _proxy_for(url: str) -> str:
     """The proxy the environment gives for ``url`` (its credentials left out), for messages."""
-    try:
-        proxy, _ = get_env_proxy_for_url(URL(url))
-    except LookupError:
-        return "on the way"
-    return str(proxy.with_user(None))
+    proxy = proxy_for(url)
+    return "on the way" if proxy is None else str(URL(proxy).with_user(None))
 
 
 def _failure_text(exc: BaseException) -> str:
@@ -254,7 +251,8 @@ class Sender:
             up.announce(items)
             up.report.requests += 1
             try:
-                async with up.session.post(s.url, data=body, headers=headers) as resp:
+                async with up.session.post(s.url, data=body, headers=headers,
+                                             proxy=up.proxy) as resp:
                     text = await resp.read()
                     status = resp.status
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))

@@ -45,6 +45,7 @@ from mp2amp.load.observer import (
 from mp2amp.load.packed import OpenBody, attach
 from mp2amp.load.sender import RetriesExhausted, Sender, session_timeout
 from mp2amp.load.settings import LoadReport, UploadSettings
+from mp2amp.proxyenv import proxy_for
 
 log = logging.getLogger("mp2amp.load")
 
@@ -149,6 +150,7 @@ class Uploader:
         self._started = 0.0
         self._closed = False
         self.sender = Sender(self)
+        self.proxy: str | None = None  # the environment's, set by start()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -158,8 +160,11 @@ class Uploader:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.settings.concurrency, ttl_dns_cache=300),
             timeout=session_timeout(self.settings.timeout),
-            trust_env=True,  # HTTPS_PROXY / NO_PROXY, as the Export API client: a corporate proxy
+            # not trust_env: it also reads ~/.netrc and would send its login for the host
+            # as an Authorization header; the environment's proxy is passed per request
+            trust_env=False,
         )
+        self.proxy = proxy_for(self.settings.url)  # HTTPS_PROXY / NO_PROXY: a corporate proxy
         self._started = time.monotonic()
         self._tasks = [asyncio.create_task(self.sender.run_lane(lane), name=f"lane-{lane.index}")
                        for lane in self._lanes]
