@@ -617,6 +617,7 @@ def _exported(name: str, props: dict[str, Any], user: str, ms: int, **extra: Any
         "$insert_id": event_insert_id(name, props, props["time"] * 1000),
         "event_type": name,
         "user_id": user or None,
+        "device_id": "device",  # the truth's device (_proof_project), checked since session 18
         "event_time": when,
         "event_properties": kept,
         **extra,

@@ -40,13 +40,19 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
     ) -> None:
         """Generate a Mixpanel project, migrate it through both local emulators (with faults),
         read Amplitude back and compare. Exit 0 only when every event type matches."""
-        from mp2amp.pipeline.demo import run_demo
+        from mp2amp.pipeline.demo import DemoInterrupted, run_demo
         from mp2amp.pipeline.progress import choose_reporter
 
-        with cli_errors():
-            result = run_demo(events, workdir, seed=seed, fail_rate=fail_rate,
-                              drop_rate=drop_rate, reporter=choose_reporter(quiet or as_json),
-                              legacy_time=legacy_time)
+        said: list[str] = []  # what the stopped demo kept and how to go on
+        with cli_errors(interrupted=lambda: said[0] if said else "the demo stopped"):
+            try:
+                result = run_demo(events, workdir, seed=seed, fail_rate=fail_rate,
+                                  drop_rate=drop_rate,
+                                  reporter=choose_reporter(quiet or as_json),
+                                  legacy_time=legacy_time)
+            except DemoInterrupted as exc:
+                said.append(exc.hint)
+                raise
             if as_json:
                 print_json(result.as_dict())
             else:
@@ -55,13 +61,18 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
 
 
 SHOWN_MISMATCHES = 20  # daily mismatches printed; --json lists them all
+# Amplitude takes 1024-character event types: a long one is folded onto more lines
+# rather than squeezing the counts and the verdict out of the table
+TYPE_WIDTH = 48
+COUNT_WIDTH = 11  # 999,999,999
 
 
 def _render(result: DemoResult) -> None:
     table = Table(title="Mixpanel vs Amplitude, events per type")
-    for col in ("event type", "Mixpanel raw", "expected", "Amp export", "Amp segment.", ""):
-        table.add_column(col, justify="left" if col == "event type" else "right",
-                         no_wrap=True)
+    table.add_column("event type", max_width=TYPE_WIDTH, overflow="fold")
+    for col in ("Mixpanel raw", "expected", "Amp export", "Amp segment."):
+        table.add_column(col, justify="right", no_wrap=True, min_width=COUNT_WIDTH)
+    table.add_column("", no_wrap=True, min_width=len("MISMATCH"))
     for r in result.rows:
         table.add_row(escape(r.event_type), f"{r.mixpanel_raw:,}", f"{r.expected:,}",
                       f"{r.amplitude_export:,}",
@@ -120,7 +131,8 @@ def _render_events(result: DemoResult) -> None:
         return
     if check.ok:
         console.print(f"events: all {check.expected:,} expected events are in Amplitude once, "
-                      "with the ground truth's user, the Mixpanel time and properties")
+                      "with the ground truth's user and device, the Mixpanel name, time, "
+                      "property values and groups", soft_wrap=True)
         return
     err_console.print(f"[red]events:[/] {check.matched:,} of {check.expected:,} expected "
                       "events found in Amplitude by insert_id, checked one by one"

@@ -7,17 +7,20 @@
 4. read Amplitude back (Export API and segmentation) and put it next to Mixpanel:
    events per type, raw in Mixpanel, expected after the migration rules, and in Amplitude;
 5. check every exported event against Mixpanel and the ground truth (``proof``): there
-   once, for the right user, at the right instant, with its properties.
+   once, for the right user and device, under its name, at the right instant, with its
+   properties, their values and its groups.
 Any difference, or a run whose counts do not add up, exits non-zero.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
@@ -30,7 +33,7 @@ from mp2amp.config import load_config
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.emulators.amplitude.segmentation import CostLimits
 from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
-from mp2amp.errors import InputError
+from mp2amp.errors import InputError, Mp2AmpError
 from mp2amp.extract.files import iter_records
 from mp2amp.generate.project import GenerateConfig, generate_project
 from mp2amp.pipeline.migrate import migrate
@@ -43,6 +46,7 @@ from mp2amp.pipeline.readback import (
     upload_hours,
 )
 from mp2amp.pipeline.result import MigrateResult
+from mp2amp.proxyenv import bypass_proxy_for_loopback
 
 EVENTS_PER_USER_DAY = 2.6  # what the generator produces on average over 14 days (measured)
 DEMO_DAYS = 14
@@ -52,6 +56,27 @@ _MP_SECRET = "demo-mixpanel-secret"
 # 1000 per 5 minutes): its own emulator allows ten times the reference's budget, so that a
 # second run (or more types) within 5 minutes is not made to wait for the window
 _SEGMENTATION_BUDGET = CostLimits(per_5_minutes=10_000, per_hour=1_080_000)
+# migrate's "how to go on" ("run the same `mp2amp migrate` command with --resume", "run
+# again with --resume", ...): the demo has neither; running it again resumes
+_RESUME_HINT = re.compile(r"\b(?:re)?(?:run|resume)\b[^.;:()]*?--resume`?(?: again)?")
+_MIGRATE_COMMAND = re.compile(r"`?mp2amp migrate(?: --resume)?`?")
+
+
+class DemoStopped(Mp2AmpError):
+    """The demo stopped on an error: its message says how to go on with the demo."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class DemoInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped the demo; ``hint`` says what was kept, how to go on."""
+
+    def __init__(self, hint: str, exit_code: int = 130) -> None:
+        super().__init__(hint)
+        self.hint = hint
+        self.exit_code = exit_code
 
 
 def export_dates(meta: dict[str, Any]) -> tuple[date, date]:
@@ -127,18 +152,78 @@ def run_demo(events: int = 200_000, workdir: Path | None = None, *, seed: int = 
              reporter: Reporter | None = None, legacy_time: bool = False) -> DemoResult:
     """The demo in ``workdir``, or in a new temporary folder that is removed when the demo
     passes (~400 MB at the default size; each `make demo` used to leave one behind) and
-    kept, for a look, when it fails or stops with an error. ``legacy_time``: the project
-    was created before 2023 (its export carries project-local times, its dates are
-    project days), which the migration must shift to UTC."""
+    kept, for a look, when it fails. Stopped by an error or Ctrl-C (``DemoStopped``,
+    ``DemoInterrupted``), a temporary folder is kept and named when its project was
+    generated (running the demo again in it resumes), else removed. ``legacy_time``: the
+    project was created before 2023 (its export carries project-local times, its dates
+    are project days), which the migration must shift to UTC."""
+    bypass_proxy_for_loopback()  # the emulators are on loopback, which no proxy can reach
+
+    def run(root: Path) -> DemoResult:
+        return _run_demo(root, events, seed, fail_rate, drop_rate, reporter, legacy_time)
+
     if workdir is not None:
-        return _run_demo(Path(workdir), events, seed, fail_rate, drop_rate, reporter,
-                         legacy_time)
+        return _stop_said(Path(workdir), False, run)
     root = Path(tempfile.mkdtemp(prefix="mp2amp-demo-"))
-    result = _run_demo(root, events, seed, fail_rate, drop_rate, reporter, legacy_time)
+    result = _stop_said(root, True, run)
     if result.ok:
         shutil.rmtree(root, ignore_errors=True)
         result.kept = root.exists()
     return result
+
+
+def _stop_said(root: Path, temporary: bool, run: Callable[[Path], DemoResult]) -> DemoResult:
+    """``run(root)``; an error or Ctrl-C is raised again saying how to go on with the demo
+    (not with ``mp2amp migrate``), and whether its folder is kept."""
+    try:
+        return run(root)
+    except Mp2AmpError as exc:
+        kept = _keep(root, temporary)
+        message = _demo_message(str(exc), root, temporary, kept)
+        if message == str(exc):
+            raise  # nothing to add: the error as it is (an InputError stays one)
+        raise DemoStopped(message, exc.exit_code or 1) from exc
+    except KeyboardInterrupt as exc:
+        kept = _keep(root, temporary)
+        raise DemoInterrupted(_interrupted_hint(root, temporary, kept),
+                              getattr(exc, "exit_code", 130)) from exc
+
+
+def _keep(root: Path, temporary: bool) -> bool:
+    """Whether the stopped demo's folder stays: a given one always; a temporary one when
+    its project was generated, as the demo run again in it resumes (else it is removed:
+    nothing in it saves time)."""
+    if not temporary or (root / "mixpanel-project" / "project.json").is_file():
+        return True
+    shutil.rmtree(root, ignore_errors=True)
+    return root.exists()
+
+
+def _again(root: Path) -> str:
+    return f"run `mp2amp demo --workdir {root}` again, with the same options, to resume"
+
+
+def _demo_message(message: str, root: Path, temporary: bool, kept: bool) -> str:
+    """An error's message with migrate's hints turned into the demo's."""
+    if kept:
+        again, command = _again(root), f"`mp2amp demo --workdir {root}`"
+        message = _RESUME_HINT.sub(lambda _: again, message)
+        message = _MIGRATE_COMMAND.sub(lambda _: command, message)
+    if not temporary:
+        return message
+    if not kept:
+        return f"{message}; the demo's temporary folder {root} was removed"
+    if str(root) in message:
+        return f"{message}; the demo's temporary folder {root} is kept (delete it when done)"
+    return (f"{message}; the demo's temporary folder {root} is kept (delete it when done): "
+            f"{_again(root)}")
+
+
+def _interrupted_hint(root: Path, temporary: bool, kept: bool) -> str:
+    if not kept:
+        return f"the demo's temporary folder {root} was removed"
+    where = "temporary folder" if temporary else "folder"
+    return f"the demo's {where} {root} is kept: {_again(root)}"
 
 
 def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: float,
@@ -160,8 +245,8 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
     users = max(20, round(events / (DEMO_DAYS * EVENTS_PER_USER_DAY)))
     start = date(2024, 3, 1)
     if not (project / "project.json").exists():
-        generate_project(GenerateConfig(out=project, users=users, days=DEMO_DAYS, start=start,
-                                        seed=seed, dirty=0.002, legacy_time=legacy_time))
+        _generate(GenerateConfig(out=project, users=users, days=DEMO_DAYS, start=start,
+                                 seed=seed, dirty=0.002, legacy_time=legacy_time))
     meta = orjson.loads((project / "project.json").read_bytes())
     # The options as the user gave them, kept beside the project: a resumed demo names
     # them (--events 1000, not the users derived from it) and any change is seen
@@ -201,7 +286,7 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
                          mixpanel_overrides={"per_hour": 100_000, "per_second": 1_000,
                                              "backoff_base": 0.05, "backoff_cap": 1.0},
                          upload_overrides={"backoff_base": 0.05, "backoff_cap": 1.0})
-        proof = EventProof()
+        proof = EventProof(tuple(meta["group_keys"]))  # the groups the migration makes
         raw = proof.read_project(project, ZoneInfo(meta["timezone"]) if meta["legacy_time"]
                                  else None)
         since, until = upload_hours(started, datetime.now(UTC))
@@ -219,6 +304,19 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
                                   "legacy_time": meta["legacy_time"]},
                       result, rows, daily, seconds, events=proof.finish(),
                       unreadable=proof.unreadable)
+
+
+def _generate(config: GenerateConfig) -> None:
+    """Generate into a sibling folder renamed at the end: a generation stopped halfway
+    leaves no project that a later run would take as whole (or that ``generate`` would
+    refuse as an existing ``--out``); that run starts the generation over."""
+    project = config.out
+    partial = project.with_name(project.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    if project.exists():  # cut short by an mp2amp that generated in place (no project.json)
+        shutil.rmtree(project)
+    generate_project(replace(config, out=partial))
+    partial.rename(project)
 
 
 def _compare(project: Path, truth: dict[str, dict[str, int]], by_type: Counter[str],

@@ -1,24 +1,35 @@
 """The demo's per-event proof: every event a correct migration sends is in Amplitude once,
-for the right person, at the right instant, under its name, with its properties.
+for the right person, at the right instant, under its name, with its properties and
+their values.
 
 Counts per (type, day) cannot see an event given to another person, an hour off on the
 same day, stripped of its properties, or lost while another is stored twice. So each
 exported event is matched, by its Amplitude ``insert_id``, with what the Mixpanel export
 and the generator's ground truth say of it:
 
-* who: ``truth/event_person.tsv.gz`` (the expected ``user_id`` by ``$insert_id``, or by
-  ``@events/<file>:<line>`` for an event without one); the rows the truth counts are the
-  events expected in Amplitude, rows with neither user nor device are unusable records;
+* who: ``truth/event_person.tsv.gz`` (the expected ``user_id`` and ``device_id`` by
+  ``$insert_id``, or by ``@events/<file>:<line>`` for an event without one; an empty
+  device, a server-side event, is not compared); the rows the truth counts are the events
+  expected in Amplitude, rows with neither user nor device are unusable records;
 * the join key: the ``insert_id`` the migration derives from the record as Mixpanel stored
   it (``transform.insert_id``; a hot-shard record as restored);
+* what: its name as ``event_type``, cut to 1024 characters as Amplitude takes it (a blank
+  name, or one that is not valid text, is not compared);
 * when: the record's ``time``, in a legacy project (``legacy_time``) project-local wall
   time turned into UTC (either instant of an hour the clocks repeat);
 * properties: every custom property (not a ``$`` property, none the default-property
   mapping renames) is among Amplitude's ``event_properties``, and so is the readable name
   of every default property the mapping always keeps on every platform (``mp_lib``,
-  ``current_page_title`` as ``[Amplitude] Page Title``, ...) when it has a value.
+  ``current_page_title`` as ``[Amplitude] Page Title``, ...) when it has a value;
+* values: every custom property whose value the transform sends as it is (text of at most
+  1024 characters, a number, a boolean) has that value in Amplitude, compared through a
+  hash of them all (an integer and the same float are one JSON number);
+* groups: with group analytics on a key (the demo's ``company_id``), an event whose keys
+  hold one value each is in that group (text stripped and cut to 1024 characters, an
+  integral number as its digits) and in none when the value makes no group name (a list
+  of names is not compared).
 
-Memory: one small tuple per expected event (~200 bytes; 40 MB for the demo's 200k).
+Memory: one small tuple per expected event (~250 bytes; 50 MB for the demo's 200k).
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from mp2amp.transform.hotshard import restore_hotshard
 from mp2amp.transform.insert_id import event_insert_id
 from mp2amp.transform.mapping import ALL, RULES
 from mp2amp.transform.timeconv import TimeError, to_epoch_ms
+from mp2amp.transform.values import MAX_STRING
 
 EXAMPLES = 5  # per kind of problem
 MAX_EVENT_TYPE = 1024  # Amplitude cuts longer names (the transform does it first)
@@ -49,6 +61,7 @@ _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
 _SLOT_MS = 900_000  # zone offsets change on 15-minute boundaries
 _MAX_SHAPES = 10_000
+_MAX_GROUP_TYPES = 5  # Amplitude tracks up to 5 group types (and 10 names) an event
 # what each kind of problem means, in the order they are reported
 PROBLEMS = {
     "missing": "expected in Amplitude, not in its export",
@@ -57,19 +70,29 @@ PROBLEMS = {
     "wrong_user": "attributed to another user_id than the ground truth's",
     "wrong_time": "at another instant than the Mixpanel event's",
     "wrong_type": "under another event_type than the Mixpanel event's name",
+    "wrong_device": "on another device_id than the ground truth's (another Amplitude person)",
+    "wrong_groups": "in other groups than the Mixpanel event's group keys name",
     "properties_lost": "without some of the Mixpanel event's properties",
+    "wrong_properties": "with a custom property value other than the Mixpanel event's",
 }
 
 
 Shape = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]  # custom names, (kept, as)
+Person = tuple[str, str]  # the truth's user_id and device_id ("" for none)
+Groups = tuple[str | None, ...]  # the group name per configured group key (None: no group)
+_MISSING = object()
 
 
 class Expected(NamedTuple):
-    event_type: str | None  # None: a name the transform cuts or cleans (not compared)
+    event_type: str | None  # None: a blank name, or not valid text (not compared)
     user: str  # "" when Amplitude should have no user_id (an anonymous device)
+    device: str  # "" when the truth names none (server-side): not compared
     utc_ms: int
     fold_ms: int  # the other reading of a repeated local hour (else utc_ms)
     properties: tuple[str, ...]
+    valued: tuple[str, ...]  # the custom properties whose values are compared
+    values: int  # _digest of their values, in ``valued`` order
+    groups: Groups | None  # None: not compared
 
 
 @dataclass(slots=True)
@@ -102,7 +125,8 @@ class EventProof:
     """Built from the Mixpanel export and the truth (``read_project``); ``see`` takes each
     exported event; ``finish`` gives the ``EventCheck``."""
 
-    def __init__(self) -> None:
+    def __init__(self, group_keys: tuple[str, ...] = ()) -> None:
+        self.group_keys = group_keys  # transform.groups: the keys that make groups
         self._expected: dict[str, Expected | None] = {}  # None: seen in the export
         self._shown: Counter[str] = Counter()
         self.check = EventCheck()
@@ -128,14 +152,14 @@ class EventProof:
         self.check.expected = len(self._expected)
         return raw
 
-    def _expect(self, record: dict[str, Any], fallback_key: str, persons: dict[str, str],
+    def _expect(self, record: dict[str, Any], fallback_key: str, persons: dict[str, Person],
                 to_utc: _LocalTime | None, shared: _Shared) -> None:
         """Remember one (restored) record when the truth counts it (``persons`` loses its
         key, so an exact copy later in the export is not expected twice)."""
         name, props = record.get("event"), record["properties"]
         given = props.get("$insert_id")
-        user = persons.pop(given if type(given) is str and given else fallback_key, None)
-        if user is None or type(name) is not str:
+        person = persons.pop(given if type(given) is str and given else fallback_key, None)
+        if person is None or type(name) is not str:
             return  # not counted by the truth: unusable, identity or a copy's twin
         try:
             raw_ms = to_epoch_ms(props.get("time"))
@@ -143,8 +167,10 @@ class EventProof:
             self.check.unchecked += 1
             return
         utc_ms, fold_ms = to_utc(raw_ms) if to_utc is not None else (raw_ms, raw_ms)
+        names, valued = shared.properties(props)
         self._expected[event_insert_id(name, props, raw_ms)] = Expected(
-            shared.event_type(name), user, utc_ms, fold_ms, shared.property_names(props))
+            shared.event_type(name), person[0], person[1], utc_ms, fold_ms, names, valued,
+            _digest(props, valued), shared.groups(props, self.group_keys))
 
     def see(self, event: dict[str, Any]) -> None:
         """Match one exported event (identify events are not given)."""
@@ -167,11 +193,29 @@ class EventProof:
                                         f"expected {_utc_text(want.utc_ms)}")
         if want.event_type is not None and event.get("event_type") != want.event_type:
             self._problem("wrong_type", f"{where}: event_type {event.get('event_type')!r}")
+        device = event.get("device_id") or ""
+        if want.device and device != want.device:
+            self._problem("wrong_device", f"{where}: device_id {device!r}, expected "
+                                          f"{want.device!r}")
         props = event.get("event_properties")
-        lost = [k for k in want.properties if not isinstance(props, dict) or k not in props]
+        if not isinstance(props, dict):
+            props = {}
+        lost = [k for k in want.properties if k not in props]
         if lost:
             self._problem("properties_lost", f"{where}: no {', '.join(lost[:5])}"
                                              + (" ..." if len(lost) > 5 else ""))
+        elif _digest(props, want.valued) != want.values:  # a lost one is said above
+            shown = ", ".join(f"{k}={props[k]!r}"[:60] for k in want.valued[:5])
+            self._problem("wrong_properties", f"{where}: Amplitude has {shown}"
+                                              + (" ..." if len(want.valued) > 5 else ""))
+        got = _exported_groups(event, self.group_keys) if want.groups is not None else None
+        if got != want.groups:
+            self._problem("wrong_groups", f"{where}: groups {self._named(got)}, expected "
+                                          f"{self._named(want.groups)}")
+
+    def _named(self, groups: Groups | None) -> str:
+        """Group names by key, for an example (cut: a name may be 1024 characters)."""
+        return repr(dict(zip(self.group_keys, groups or (), strict=False)))[:120]
 
     def finish(self) -> EventCheck:
         """The check, with every expected event the export did not have as missing."""
@@ -188,17 +232,43 @@ class EventProof:
             self.check.examples.append(f"{kind}: {example}")
 
 
-def _persons(path: Path) -> dict[str, str]:
-    """Truth key -> expected user_id, for the events the truth counts (a row without user
-    and device is an unusable record, not expected in Amplitude)."""
-    users: dict[str, str] = {}
-    out: dict[str, str] = {}
+def _persons(path: Path) -> dict[str, Person]:
+    """Truth key -> expected (user_id, device_id), for the events the truth counts (a row
+    without user and device is an unusable record, not expected in Amplitude)."""
+    pairs: dict[Person, Person] = {}
+    out: dict[str, Person] = {}
     with gzip.open(path, "rt", encoding="utf-8", newline="\n") as rows:
         for row in rows:
             key, user, device = row.rstrip("\n").split("\t")
             if user or device:
-                out[key] = users.setdefault(user, user)  # one string per person
+                pair = (user, device)
+                out[key] = pairs.setdefault(pair, pair)  # one tuple per (user, device)
     return out
+
+
+def _digest(props: dict[str, Any], names: tuple[str, ...]) -> int:
+    """One hash of the values of ``names`` (a missing one counts as a value of its own)."""
+    return hash(tuple(_tagged(props.get(k, _MISSING)) for k in names))
+
+
+def _tagged(value: object) -> tuple[int, object]:
+    """A value with its JSON kind: True and 1, or "1" and 1, are not one value; 1 and 1.0
+    are (JSON has one kind of number)."""
+    kind = type(value)
+    if kind is bool:
+        return 1, value
+    if kind is int or kind is float:
+        return 2, value
+    if kind is str:
+        return 3, value
+    return 0, None if value is _MISSING else repr(value)
+
+
+def _compared(value: object) -> bool:
+    """A value the transform sends as it is (longer text is cut, containers rebuilt)."""
+    if type(value) is str:
+        return len(value) <= MAX_STRING
+    return type(value) in (int, float, bool)
 
 
 class _Shared:
@@ -209,6 +279,20 @@ class _Shared:
         self._shapes: dict[tuple[Any, ...], Shape] = {}
         self._names: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._types: dict[str, str | None] = {}
+        self._groups: dict[Groups, Groups] = {}
+
+    def groups(self, props: dict[str, Any], keys: tuple[str, ...]) -> Groups | None:
+        """The group name per key (None: not compared: no key, more keys than Amplitude
+        tracks on an event, or a list of names)."""
+        if not keys or len(keys) > _MAX_GROUP_TYPES:
+            return None
+        values = [props.get(key) for key in keys]
+        if any(type(v) is list for v in values):
+            return None
+        names = tuple(_group_name(v) for v in values)
+        if len(self._groups) < _MAX_SHAPES:
+            names = self._groups.setdefault(names, names)
+        return names
 
     def event_type(self, name: str) -> str | None:
         if name in self._types:
@@ -218,9 +302,10 @@ class _Shared:
             self._types[name] = event_type
         return event_type
 
-    def property_names(self, props: dict[str, Any]) -> tuple[str, ...]:
+    def properties(self, props: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The event properties Amplitude must have: the custom ones under their own name,
-        the kept default ones (with a value) under their readable name."""
+        the kept default ones (with a value) under their readable name; and the custom
+        ones whose values are compared."""
         shape = tuple(props)
         known = self._shapes.get(shape)
         if known is None:
@@ -230,11 +315,18 @@ class _Shared:
             if len(self._shapes) < _MAX_SHAPES:
                 self._shapes[shape] = known
         custom, kept = known
+        valued = custom
+        if not all(_compared(props[k]) for k in custom):
+            valued = self._once(tuple(k for k in custom if _compared(props[k])))
         if not kept:
-            return custom
-        names = custom + tuple(name for k, name in kept if _has_value(props[k]))
+            return custom, valued
+        return self._once(custom + tuple(name for k, name in kept if _has_value(props[k]))), \
+            valued
+
+    def _once(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """One tuple for equal name lists (bounded)."""
         if len(self._names) < _MAX_SHAPES:
-            names = self._names.setdefault(names, names)
+            return self._names.setdefault(names, names)
         return names
 
 
@@ -246,7 +338,50 @@ def _has_value(value: object) -> bool:
 
 
 def _event_type(name: str) -> str | None:
-    return name if len(name) <= MAX_EVENT_TYPE and name.isascii() and name.strip() else None
+    """The event_type Amplitude holds for a name (None: a name not compared)."""
+    if not name.strip() or not _is_text(name):
+        return None
+    return name[:MAX_EVENT_TYPE]
+
+
+def _is_text(value: str) -> bool:
+    """Valid Unicode text (no lone surrogate: the transform rejects such an event)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _group_name(value: object) -> str | None:
+    """The group a scalar value names, as the reference says Amplitude takes one."""
+    if type(value) is str:
+        name = value.strip()
+        return name[:MAX_STRING] if name else None
+    if type(value) is int:
+        return str(value)
+    if type(value) is float and value.is_integer():
+        return str(int(value))
+    return None
+
+
+def _exported_groups(event: dict[str, Any], keys: tuple[str, ...]) -> Groups:
+    """The group name per key in an exported event (``groups`` lists each key's names)."""
+    groups = event.get("groups")
+    if not isinstance(groups, dict):
+        groups = {}
+    out: list[str | None] = []
+    for key in keys:
+        names = groups.get(key)
+        if isinstance(names, list) and len(names) == 1 and type(names[0]) is str:
+            out.append(names[0])
+        elif isinstance(names, str):
+            out.append(names)
+        else:
+            out.append(None if names is None or names == [] else "<" + repr(names) + ">")
+    return tuple(out)
 
 
 class _LocalTime:
