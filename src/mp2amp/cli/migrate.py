@@ -283,7 +283,7 @@ def _render_windows(rows: list[WindowCounts]) -> None:
 
 def _wide() -> Console:
     """Tables never squeeze their numbers, even when stdout is a pipe (80 columns)."""
-    return Console(width=max(130, console.width))
+    return Console(width=max(160, console.width))
 
 
 def _short(window: str, width: int = 44) -> str:
