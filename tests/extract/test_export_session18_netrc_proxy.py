@@ -18,9 +18,9 @@ import mp2amp.extract.export as export
 from mp2amp.errors import TerminalError
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.extract.engage import EngagePager
-from mp2amp.extract.export import WindowFile, env_proxy_for, fetch_windows, refused_wait
+from mp2amp.extract.export import WindowFile, fetch_windows, refused_wait
 from mp2amp.extract.ratelimit import RateLimiter
-from mp2amp.proxyenv import PROXY_VARIABLES
+from mp2amp.proxyenv import PROXY_VARIABLES, proxy_for
 from shared_kit import free_port, serve_routes
 
 DAY = date(2024, 1, 1)
@@ -113,11 +113,11 @@ def test_a_proxy_that_is_down_is_named_when_mixpanel_was_never_reached(
 def test_no_proxy_is_named_for_a_host_that_goes_around_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    assert env_proxy_for("https://data.mixpanel.com/api/2.0/export") == \
+    assert proxy_for("https://data.mixpanel.com/api/2.0/export") == \
         "http://proxy.example:3128"
-    assert env_proxy_for("http://data.mixpanel.com/api/2.0/export") is None
+    assert proxy_for("http://data.mixpanel.com/api/2.0/export") is None
     monkeypatch.setenv("NO_PROXY", "mixpanel.com")
-    assert env_proxy_for("https://data.mixpanel.com/api/2.0/export") is None
+    assert proxy_for("https://data.mixpanel.com/api/2.0/export") is None
 
 
 def test_the_waits_between_refused_connections_are_jittered() -> None:

@@ -36,11 +36,12 @@ def test_every_malformed_kind_names_file_and_line() -> None:
     kinds = [(r.line, r.rejection.reason if r.rejection else None) for r in recs]
     assert kinds == [(1, None), (2, "malformed_json"), (3, "not_an_object"),
                      (4, "not_an_object"), (5, "not_an_object"), (6, "not_an_object"),
-                     (7, "invalid_utf8"), (8, "export_terminated_early")]
+                     (7, "invalid_utf8"), (8, "truncated_file")]
     for rec in recs[1:]:
         assert rec.record is None and rec.rejection is not None
         assert rec.rejection.source == "f.jsonl" and rec.rejection.line == rec.line
         assert "f.jsonl" in rec.rejection.describe()
+        assert f"f.jsonl line {rec.line}" in rec.rejection.message  # the message alone too
     assert "line 3" in recs[2].rejection.message  # type: ignore[union-attr]
 
 

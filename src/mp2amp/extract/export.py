@@ -22,8 +22,6 @@ import json
 import logging
 import os
 import random
-import urllib.parse
-import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -35,20 +33,23 @@ import aiohttp
 import orjson
 
 from mp2amp.errors import (
-    AuthError,
     ConnectionLost,
-    Mp2AmpError,
     RateLimited,
     ServerError,
     StreamInterrupted,
     TerminalError,
     TransientError,
     Unreachable,
-    classify_http,
-    parse_retry_after,
     redact_userinfo,
 )
-from mp2amp.extract.api import RESUME_KEEPS, MixpanelSettings, forbidden_message
+from mp2amp.extract.api import MixpanelSettings
+from mp2amp.extract.export_errors import (
+    NEVER_CONNECTED,
+    http_error,
+    never_connected,
+    never_reached,
+    request_timeout,
+)
 from mp2amp.extract.lines import (
     LineParser,
     is_terminated_early,
@@ -292,7 +293,7 @@ async def fetch_window(
             if isinstance(exc, Unreachable) and not limiter.answered \
                     and requests >= UNREACHABLE_ATTEMPTS:
                 # a wrong api_host or port: backing off through max_attempts took minutes
-                raise TerminalError(_never_reached(settings, exc, requests)) from None
+                raise TerminalError(never_reached(settings, exc, requests)) from None
             delay = budget.delay(exc)
             if isinstance(exc, Unreachable) and not limiter.answered:
                 delay = min(delay, refused_wait())
@@ -308,26 +309,6 @@ async def fetch_window(
 def refused_wait() -> float:
     """Jittered: windows refused together do not all knock again at the same instant."""
     return UNREACHABLE_DELAY * random.uniform(1 - UNREACHABLE_JITTER, 1 + UNREACHABLE_JITTER)
-
-
-def _never_reached(settings: MixpanelSettings, exc: Exception, requests: int) -> str:
-    url, proxy = settings.export_url, env_proxy_for(settings.export_url)
-    where, check = f"at {url}", "[mixpanel] api_host or region and the network"
-    if proxy is not None:  # a proxy that is down refuses the same way as a wrong host
-        where += f" through the proxy {proxy}"
-        check = f"that proxy (HTTPS_PROXY / HTTP_PROXY; NO_PROXY goes around it), {check}"
-    return redact_userinfo(
-        f"cannot connect to Mixpanel {where} ({exc.__cause__}), {requests} times and never "
-        f"since this run started: check {check}, then run the same `mp2amp migrate` "
-        "command with --resume (nothing was lost)")
-
-
-def env_proxy_for(url: str) -> str | None:
-    """The environment's proxy for ``url``, as aiohttp picks it with trust_env."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
-        return None
-    return urllib.request.getproxies().get(parts.scheme) or None
 
 
 def _about(span: Days, exc: Exception) -> str:
@@ -363,8 +344,7 @@ async def _fetch_once(
         _raise_disk_error(final.parent, exc)
     part = final.with_suffix(".jsonl.part")
     headers = {"Accept": "text/plain", "Accept-Encoding": "gzip"}
-    timeout = aiohttp.ClientTimeout(total=settings.timeout, sock_read=settings.read_timeout,
-                                    sock_connect=settings.connect_timeout)
+    timeout = request_timeout(settings)
     done = False
     try:
         async with limiter.slot() as start, session.get(
@@ -373,8 +353,8 @@ async def _fetch_once(
             limiter.answered = True
             if resp.status != 200:
                 body = (await resp.read())[:4000].decode("utf-8", "replace")
-                error = _http_error(resp.status, body, resp.headers.get("Retry-After"), span,
-                                    settings)
+                error = http_error(resp.status, body, resp.headers.get("Retry-After"), span,
+                                   settings)
                 if isinstance(error, RateLimited):  # refused, not run: no query of the hour
                     limiter.refund(start)
                 raise error
@@ -385,9 +365,8 @@ async def _fetch_once(
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
         raise StreamInterrupted(f"the export stream of {span} broke off ({_shown(exc)}); "
                                 f"fetching the whole {span.what} again") from exc
-    except aiohttp.ClientConnectorError as exc:  # no connection at all: refused, no route
-        raise Unreachable(f"export of {span}: {type(exc).__name__}: {_shown(exc)}; fetching "
-                          f"the whole {span.what} again") from exc
+    except NEVER_CONNECTED as exc:  # refused, no route, connect timed out, a proxy's no
+        raise never_connected(exc, span, settings) from exc
     except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
         raise ConnectionLost(f"export of {span}: {type(exc).__name__}: {_shown(exc)}; "
                              f"fetching the whole {span.what} again") from exc
@@ -561,38 +540,3 @@ def _page_not_export(span: Days, body: bytes, settings: MixpanelSettings) -> Ser
                        f"({snippet!r}): a proxy, a captive portal or a wrong mixpanel.api_host "
                        f"({redact_userinfo(settings.export_url)})? Nothing of it was kept; "
                        f"fetching the whole {span.what} again", status=200)
-
-
-# The run is recorded and its config fixed: a plain run again is refused (a used work
-# folder), and so is --resume with another to_date or timezone.
-_NOT_YET_TODAY = (
-    "Mixpanel says {day} is later than today in the project's timezone, so it cannot be "
-    "exported yet (the days before it are kept): run the same `mp2amp migrate` command with "
-    "--resume once {day} has come in the project's timezone; or, if mixpanel.timezone was "
-    "wrong (a legacy project keeps its own timezone), start a new run in a new work folder "
-    "(run.workdir) with the right timezone or an earlier source.to_date")
-
-
-def _http_error(status: int, body: str, retry_after_header: str | None, day: Days,
-                settings: MixpanelSettings) -> Mp2AmpError:
-    retry_after = parse_retry_after(retry_after_header)
-    low = body.lower()
-    service = f"Mixpanel export of {day}"
-    # Airbyte saw the rate limit reported in the body, not only as 429 (§1.7).
-    if "query rate limit exceeded" in low:
-        status = 429
-    if status == 400 and "unable to authenticate" in low:
-        return AuthError(f"Mixpanel refused the {settings.auth_kind} credentials (400 Unable "
-                         "to authenticate request); check MIXPANEL_SERVICE_ACCOUNT (user:secret)"
-                         " with mixpanel.project_id, or MIXPANEL_SECRET, then run the same "
-                         f"`mp2amp migrate` command with --resume ({RESUME_KEEPS})")
-    if status == 400 and "to_date cannot be later than today" in low:
-        return TerminalError(_NOT_YET_TODAY.format(day=day.last))
-    if status == 403:
-        return AuthError(forbidden_message(service, body, settings.auth_kind))
-    err = classify_http(status, service=service, body=body, retry_after=retry_after)
-    if err is None:  # a 2xx other than 200 is not what the export contract allows
-        return TerminalError(f"{service} answered {status} instead of 200: {body[:300]}")
-    if isinstance(err, AuthError):
-        return AuthError(f"{err} (used: {settings.auth_kind})")
-    return err

@@ -13,7 +13,8 @@ another (``{..}{..}``, a dump loop without newlines) is one ``concatenated_objec
 rejection that says so (each object is whole, but a record is known by its file and line:
 two records of one line could not be told apart on a resume). Lines that never join become
 ``malformed_json`` rejections, so every input line is accounted for; waiting lines that no
-later line can join are first joined among themselves where they parse.
+later line can join are first joined among themselves where they parse. Mixpanel's
+``terminated early`` line in a saved export is one ``truncated_file`` rejection.
 """
 
 from __future__ import annotations
@@ -311,12 +312,7 @@ class LineParser:
 
     def _malformed(self, lineno: int, line: bytes) -> SourceRecord:
         if is_terminated_early(line):
-            rej = Rejection(
-                "export_terminated_early",
-                "the line 'terminated early' means Mixpanel stopped this export part-way; "
-                "the records of this window are incomplete: export the window again",
-                source=self.source, line=lineno, record=line.decode("utf-8", "replace"),
-            )
+            rej = self._terminated_early(lineno, line)
         else:
             joins = " (and does not join with the next line into a record)"
             try:
@@ -334,6 +330,18 @@ class LineParser:
                 source=self.source, line=lineno, record=line.decode("utf-8", "backslashreplace"),
             )
         return SourceRecord(self.source, lineno, None, rej)
+
+    def _terminated_early(self, lineno: int, line: bytes) -> Rejection:
+        """A saved export that Mixpanel stopped part-way is a file cut short, as a cut .gz
+        is: ``truncated_file``, so that ``[source] damaged_files`` stops migrate before any
+        of it is sent (the Export API stream never gets here: it fetches the day again)."""
+        return Rejection(
+            "truncated_file",
+            f"{self.source} line {lineno}: the line 'terminated early' means Mixpanel "
+            "stopped this export part-way (the records after it were never written); the "
+            "rest of the export is missing: export the window again, replace the file and "
+            "run again", source=self.source, line=lineno,
+            record=line.decode("utf-8", "replace"))
 
     def _classify(self, lineno: int, raw: bytes, value: Any) -> SourceRecord:
         if isinstance(value, dict):
