@@ -173,8 +173,11 @@ def test_the_cap_does_not_depend_on_the_stack_left() -> None:
     assert results == [sanitized(MAX_TEXT_DEPTH)]
 
 
-def test_text_of_a_deep_value_is_what_json_dumps_writes() -> None:
-    value: Any = {"k": ["é", 1.5e-7, 1e16, -0.0, 2**63, True, None, "\u2028\"\\\n", {}, []]}
+def test_text_of_a_deep_value_is_what_orjson_writes() -> None:
+    """As orjson writes the text of a value up to 255 levels: one spelling at any depth
+    (1.5e-7, not json.dumps' 1.5e-07)."""
+    leaf = {"k": ["é", 1.5e-7, 1e16, 1e-6, -0.0, 2**63, True, None, "\u2028\"\\\n", {}, []]}
+    value: Any = leaf
     for _ in range(400):
         value = [value, {"x": 1}]
     t = Transformer(TransformSettings())
@@ -185,7 +188,10 @@ def test_text_of_a_deep_value_is_what_json_dumps_writes() -> None:
     for _ in range(39):  # event_properties is layer 1: 39 levels stay lists
         text, value = text[0], value[0]
     assert isinstance(text, str)
-    assert text == json.dumps(value, ensure_ascii=False, separators=(",", ":"))[:1024]
+    wrappers = 400 - 39
+    whole = "[" * wrappers + orjson.dumps(leaf).decode() + ',{"x":1}]' * wrappers
+    assert text == whole[:1024]
+    assert "1.5e-7" in text and "1e-6" in text
 
 
 # --- a closed stdout ----------------------------------------------------------------------

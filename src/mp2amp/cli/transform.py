@@ -68,16 +68,15 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             with _sink(out) as out_handle, _sink(rejects_path) as rejects_handle:
                 result = transform_files(cfg, paths, out_handle, rejects_handle,
                                          exclude=[p for p in (out, rejects_path) if p])
-                summary = result.summary
                 doc = {**result.as_dict(), "out": str(out) if out else "-",
                        "rejects": str(rejects_path)}
-                to_stderr = out is None
-                if as_json:
-                    _print_json(doc, to_stderr)
-                else:
-                    _render(result, doc, to_stderr)
-                # inside: counts that do not add up leave the previous outputs in place
-                summary.check()
+                if not result.summary.balanced:
+                    # inside: counts that do not add up leave the previous outputs in place
+                    _summarize(result, doc, as_json, to_stderr=out is None)
+                    result.summary.check()
+            # outside: the files are in place, so a closed stdout (`-o out.jsonl | true`)
+            # only loses the summary, never the finished output
+            _summarize(result, doc, as_json, to_stderr=out is None)
 
 
 # what a shell reports for a command ended by a closed pipe (128 + SIGPIPE), as `yes | head`
@@ -87,8 +86,9 @@ EXIT_CLOSED_STDOUT = 141
 @contextmanager
 def _closed_stdout_ends_quietly() -> Iterator[None]:
     """``mp2amp transform ... | head -1``: the reader that closes the pipe has what it
-    wanted, so the command ends as ``yes`` would, with no message and 141 (the partial
-    outputs are removed as for any stop)."""
+    wanted, so the command ends as ``yes`` would, with no message and 141. With the events
+    on stdout the rejects file is removed as for any stop; with ``-o`` the pipe is closed
+    only when the summary is printed, after the output files are in place: they stay."""
     try:
         yield
     except BrokenPipeError:
@@ -158,6 +158,14 @@ def _sink(path: Path | None) -> Iterator[IO[bytes]]:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def _summarize(result: TransformResult, doc: dict[str, Any], as_json: bool,
+               to_stderr: bool) -> None:
+    if as_json:
+        _print_json(doc, to_stderr)
+    else:
+        _render(result, doc, to_stderr)
+
+
 def _print_json(doc: dict[str, Any], to_stderr: bool) -> None:
     if not to_stderr:
         print_json(doc)
@@ -195,7 +203,13 @@ def _render(result: TransformResult, doc: dict[str, Any], to_stderr: bool) -> No
     truncated = result.values.get("truncated", {})
     if truncated:
         table.add_row("strings truncated", f"{sum(truncated.values()):,}")
-    console = Console(stderr=to_stderr, width=100)
+    class QuietOnClosedPipe(Console):
+        def on_broken_pipe(self) -> None:
+            # as the JSON summary does: 141, quietly (rich would exit 1)
+            self.quiet = True
+            raise BrokenPipeError
+
+    console = QuietOnClosedPipe(stderr=to_stderr, width=100)
     console.print(table)
     console.print(f"events: {doc['out']}   rejects: {doc['rejects']}", highlight=False,
                   markup=False)

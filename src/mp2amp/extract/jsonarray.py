@@ -1,15 +1,17 @@
 """Stream the elements of a top-level JSON array without loading the whole file.
 
 Elements are decoded one at a time with ``json.JSONDecoder.raw_decode`` over a buffer
-that is refilled from the file. Memory holds one element plus one read chunk.
+that is refilled from the file. Memory holds one element plus one read chunk. One nested
+past what that recursive decoder reads is read as a JSON line is (orjson, 1,024 levels),
+so what is kept is the same in .json and .jsonl, whatever the stack.
 An element that is not valid JSON is reported as ``malformed_json`` and skipped to the
 ``,`` or ``]`` that ends it, found by its strings and brackets (a bad literal or a
 missing quote in a key leaves those intact), so the elements after it are still read.
 An unterminated string ends its element at its line's end (JSON strings hold no raw
 newline), so the next line's element is read. A file that ends before its array does (its
-last character is not the closing ``]``) was cut short: one ``truncated_file`` rejection
-marks the rest, as for a damaged .gz, so ``[source] damaged_files`` applies. An element with
-no end before the file's (a quote left open in a one-line array) or within
+last character is not the ``]`` that closes it: none, or an inner list's) was cut short:
+one ``truncated_file`` rejection marks the rest, as for a damaged .gz, so ``[source]
+damaged_files`` applies. An element with no end before the file's (a quote left open in a one-line array) or within
 ``MAX_ELEMENT_CHARS`` gives up the rest of the file (``malformed_json``). Invalid UTF-8
 rejects its element as ``invalid_utf8``, as it rejects a JSON line, rather than becoming
 U+FFFD.
@@ -26,7 +28,9 @@ import codecs
 import json
 import re
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from mp2amp.errors import Rejection
 from mp2amp.models import SourceRecord
@@ -73,6 +77,9 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
     newlines = 0  # in the text read before buf[counted]
     counted = 0
     last = 0  # the number the previous record got
+    # where skip_element's scan stood when the input ended (_CUT): the brackets still open
+    # in the element, and whether inside a string
+    open_at_cut, in_string_at_cut = 0, False
 
     def line_at(p: int) -> int:
         """The 1-based line of ``buf[p]`` (``p`` never moves back)."""
@@ -110,7 +117,7 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
         """Move ``pos`` from a bad element's start to the ``,`` or ``]`` after it and
         return where the element now starts in ``buf``; _CUT when the input ends first,
         _ENDLESS when no end is found within MAX_ELEMENT_CHARS."""
-        nonlocal pos
+        nonlocal pos, open_at_cut, in_string_at_cut
         start = pos
         depth = 0
         i = pos
@@ -122,6 +129,7 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 if offset > MAX_ELEMENT_CHARS:
                     return _ENDLESS
                 if not refill():
+                    open_at_cut, in_string_at_cut = depth, in_string
                     return _CUT
                 i, start = offset, 0  # refill moved the buffer's start to pos
                 continue
@@ -138,6 +146,7 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                     while i >= len(buf):  # the escaped character is still to be read
                         offset = i - pos
                         if not refill():
+                            open_at_cut, in_string_at_cut = depth, True
                             return _CUT
                         i, start = offset, 0
                     i += 1
@@ -244,12 +253,24 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 if end == len(buf) and not eof and refill():
                     continue
             break
+        skipped: int | None = None  # the element's start once skip_element passed it
+        raw: bytes | None = None
+        if value is _TOO_DEEP:
+            # past the recursion the stdlib decoder has left: parsed as a JSON line is
+            # (orjson, 1,024 levels), so what is kept never depends on the stack
+            skipped = skip_element()
+            if skipped >= 0:
+                value, raw = _parse_deep(buf[skipped:pos])
+                if value is not _PARSE_ERROR and value is not _TOO_DEEP:
+                    end, pos = pos, skipped
         if value is _PARSE_ERROR or value is _TOO_DEEP:
             what = "is not valid JSON" if value is _PARSE_ERROR else TOO_DEEP
-            start = skip_element()
-            # the input ended inside the element: cut short, unless the file does end
-            # with the array's ']' (then a quote or bracket inside was left open)
-            if start == _CUT and not buf.rstrip(_WS).endswith("]"):
+            start = skip_element() if skipped is None else skipped
+            # the input ended inside the element: cut short, unless the file ends with the
+            # array's own ']' (a bracket left open inside took it for an inner list's, or
+            # a quote left open hides it); a ']' that closes an inner list is a cut
+            closed = buf.rstrip(_WS).endswith("]") and (in_string_at_cut or open_at_cut == 0)
+            if start == _CUT and not closed:
                 # pos is still the element's start: its text is kept
                 yield cut_short(f"inside element {index} (which starts on line {starts})",
                                 line)
@@ -278,7 +299,7 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
             continue
         pos = end
         if isinstance(value, dict):
-            yield SourceRecord(source, line, value, None)
+            yield SourceRecord(source, line, value, None, raw)
         else:
             rej = Rejection(
                 "not_an_object",
@@ -287,6 +308,29 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 source=source, line=line, record=value,
             )
             yield SourceRecord(source, line, None, rej)
+
+
+def _parse_deep(text: str) -> tuple[Any, bytes | None]:
+    """An element nested past the stdlib decoder's recursion, read as extract.lines reads
+    a JSON line: orjson (1,024 levels), the stdlib for what only it reads (NaN, integers
+    past a double's range); ``_TOO_DEEP`` past both, ``_PARSE_ERROR`` when not JSON. With
+    orjson's value comes its text on one line (SourceRecord.raw, a JSON line's): staging
+    keeps it as is instead of writing the value again with the recursive stdlib."""
+    if _BAD_BYTE.search(text) is not None:
+        return None, None  # not UTF-8: the caller's check rejects it as invalid_utf8
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        # a raw CR or LF in valid JSON is whitespace between tokens, never in a string
+        return value, text.strip(_WS).replace("\n", " ").replace("\r", " ").encode()
+    try:
+        return json.loads(text), None
+    except RecursionError:
+        return _TOO_DEEP, None
+    except ValueError:
+        return _PARSE_ERROR, None
 
 
 def _clean(text: str) -> str:

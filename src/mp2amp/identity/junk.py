@@ -15,7 +15,8 @@ blocklist. The list, compared after trimming whitespace and ignoring case:
   made only of zeros and dashes (all-zero IDFA/UUID/ANDROID_ID).
 * ``$device:`` followed by a junk value (an anonymous distinct_id built from nothing).
 * Non-string values other than integers: ``None``, booleans, NaN/infinite floats, lists,
-  objects. Integers (Engage exports have integer ``$distinct_id``) become their decimal text.
+  objects. Integers (Engage exports have integer ``$distinct_id``) become their decimal text,
+  every digit kept; floats are written as JavaScript writes them (1e21 is "1e+21").
 
 Short IDs (under 5 characters) are *not* junk: the loader sends ``min_id_length``.
 """
@@ -26,7 +27,7 @@ import math
 import re
 from typing import Any
 
-from mp2amp.transform.values import int_text, js_number_text
+from mp2amp.transform.values import js_number_text
 
 DEVICE_PREFIX = "$device:"
 
@@ -120,8 +121,10 @@ def clean_id(value: Any) -> str | None:
         return text
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, int):  # as Mixpanel (JavaScript) shows it, as the plan writes it
-        text = int_text(value)
+    if isinstance(value, int):
+        # every digit: two integers are two users, even past 2**53 (where JavaScript would
+        # show 2**60 and 2**60 + 1 alike), and an excluded ID listed as stored matches
+        text = str(value)
         return None if text in JUNK_IDS else text
     if isinstance(value, float):
         if not math.isfinite(value):

@@ -47,7 +47,7 @@ from mp2amp.transform.hotshard import restore_hotshard
 from mp2amp.transform.insert_id import event_insert_id
 from mp2amp.transform.mapping import ALL, RULES
 from mp2amp.transform.timeconv import TimeError, to_epoch_ms
-from mp2amp.transform.values import MAX_STRING
+from mp2amp.transform.values import MAX_STRING, js_number_text
 
 EXAMPLES = 5  # per kind of problem
 MAX_EVENT_TYPE = 1024  # Amplitude cuts longer names (the transform does it first)
@@ -363,7 +363,7 @@ def _group_name(value: object) -> str | None:
     if type(value) is int:
         return str(value)
     if type(value) is float and value.is_integer():
-        return str(int(value))
+        return js_number_text(value)  # as JavaScript writes it: 1e21 is "1e+21"
     return None
 
 

@@ -2,8 +2,9 @@
 
 Order inside ``Transformer.event`` (each step may end the event with a Skip or Rejection):
 
-1. excluded users (privacy), before anything may reject the record; hot-shard restore
-   (``hotshard``); identity records and bookkeeping events are skipped;
+1. hot-shard restore (``hotshard``) and identity records (a renamed $identify counts as the
+   plain one does, excluded user or not); then excluded users (privacy), before anything
+   may reject the record; bookkeeping events are skipped;
 2. ``time`` -> UTC ms (``timeconv``: unit detection, legacy project-local time), then the
    retention date (privacy) and only then a missing event name;
 3. privacy rules on the Mixpanel property names (drop, hash);
@@ -300,22 +301,26 @@ class Transformer:
                 return not_an_event(record)
             source_name, props = record["event"], record.get("properties")
             learn = self._direct and type(props) is dict
-            privacy = self._privacy  # an excluded user's record is skipped, never rejected
-            if privacy is not None and (skip := privacy.skipped(source_name, props, ids)):
-                return skip
+            broken: Rejection | Skip | None = None  # a hot-shard rewrite not restored
             if (type(source_name) is str and source_name in _HOTSHARD_EVENTS) or (
                     type(props) is dict
                     and (ORIGINAL_EVENT in props or ORIGINAL_DISTINCT_ID in props)):
                 learn = False
                 restored = restore_hotshard(record)
-                if type(restored) is not dict:
-                    return restored
-                source_name, props = restored["event"], restored.get("properties")
+                if isinstance(restored, Rejection | Skip):
+                    broken = restored
+                else:
+                    source_name, props = restored["event"], restored.get("properties")
             named = type(source_name) is str and bool(source_name.strip())
-            if named and source_name in IDENTITY_EVENTS:
+            if broken is None and named and source_name in IDENTITY_EVENTS:
                 # a hot shard's renamed $identify: an identity record (event_outcome), as
-                # the plain one is; the detail is its name
+                # the plain one is, excluded user or not; the detail is its name
                 return Skip(IDENTITY_RECORD, source_name)
+            privacy = self._privacy  # an excluded user's record is skipped, never rejected
+            if privacy is not None and (skip := privacy.skipped(source_name, props, ids)):
+                return skip
+            if broken is not None:
+                return broken
             if props is None:
                 props = {}
             elif type(props) is not dict:

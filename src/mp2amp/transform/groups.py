@@ -1,7 +1,8 @@
 """Amplitude ``groups`` from the configured Mixpanel group keys (e.g. ``company_id``).
 
 Within Amplitude's limits: at most 5 group types and 10 group names per event; a name is a
-non-blank string cut to 1024 characters or an integral number as text. What is cut off is
+non-blank string cut to 1024 characters or an integral number as text (an integer with
+every digit, a float as JavaScript writes it: 1e21 is "1e+21"). What is cut off is
 counted under ``groups_over_limit``, once per event whatever was cut. A hashed group key
 (privacy) makes a group only where its value unhashed would (``unhashed_groups``).
 """
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mp2amp.transform.plan import PlanTypeMismatch, PropertyRule, coerce_value
-from mp2amp.transform.values import MAX_STRING
+from mp2amp.transform.values import MAX_STRING, js_number_text
 
 MAX_GROUP_TYPES = 5
 MAX_GROUP_VALUES = 10
@@ -56,7 +57,9 @@ def group_name(value: object) -> str | None:
     if type(value) is int:
         return str(value)
     if type(value) is float and value == value and value.is_integer():
-        return str(int(value))
+        # as Mixpanel (JavaScript) shows it, as the plan's type: string writes it: 1e21 and
+        # "1e+21" name one group
+        return js_number_text(value)
     return None
 
 

@@ -160,15 +160,16 @@ def _canonical(props: dict[str, Any]) -> bytes:
         return orjson.dumps(stable, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     except (TypeError, orjson.JSONEncodeError):
         pass
-    try:  # values orjson cannot encode (huge ints, lone surrogates): repr is still stable
-        return repr(sorted(stable.items(), key=lambda kv: str(kv[0]))).encode(
-            "utf-8", "backslashreplace")
-    except RecursionError:  # nested about a thousand levels: walked without recursion
-        return _flat_repr(stable).encode("utf-8", "backslashreplace")
+    # What orjson cannot write (huge ints, lone surrogates, past 255 levels): the repr of
+    # the sorted items, built without recursion so that it never depends on the stack left
+    # (transform and migrate's worker give one id); ids made with repr() stay the same
+    items = sorted(stable.items(), key=lambda kv: str(kv[0]))
+    return repr_text(items).encode("utf-8", "backslashreplace")
 
 
-def _flat_repr(value: Any) -> str:
-    """A stable text of ``value`` (keys sorted) with an explicit stack: no depth limit."""
+def repr_text(value: Any) -> str:
+    """``repr(value)`` for parsed JSON (dicts, lists, tuples and scalars), written with an
+    explicit stack: no depth limit and no ``RecursionError``."""
     out: list[str] = []
     stack: list[tuple[bool, Any]] = [(False, value)]  # (True, text to write) or a value
     while stack:
@@ -178,16 +179,21 @@ def _flat_repr(value: Any) -> str:
             continue
         kind = type(item)
         if kind is dict:
-            out.append("{")
-            stack.append((True, "}"))
-            for key in sorted(item, key=str, reverse=True):
-                stack.append((False, item[key]))
-                stack.append((True, f"{key!r}:"))
+            parts: list[tuple[bool, Any]] = []
+            for key, sub in item.items():
+                parts.append((True, (", " if parts else "{") + repr(key) + ": "))
+                parts.append((False, sub))
+            parts.append((True, "}" if parts else "{}"))
         elif kind is list or kind is tuple:
-            out.append("[")
-            stack.append((True, "]"))
-            for element in reversed(item):
-                stack.append((False, element))
+            opening, closing = ("[", "]") if kind is list else ("(", ",)" if len(item) == 1
+                                                               else ")")
+            parts = []
+            for sub in item:
+                parts.append((True, ", " if parts else opening))
+                parts.append((False, sub))
+            parts.append((True, closing if parts else opening + closing))
         else:
-            out.append(repr(item) + ",")
+            out.append(repr(item))
+            continue
+        stack.extend(reversed(parts))
     return "".join(out)

@@ -118,14 +118,9 @@ def transform_files(
              if f.fs is not None or not _resolved(f.url).is_relative_to(workdir_real)]
     transformer = Transformer(settings)
     workdir = config.run.workdir
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the workdir {workdir}: {exc.strerror or exc}; "
-                         "set [run] workdir to a writable folder") from None
     budgets = stage_budgets(config.run.memory_budget)  # shared as migrate shares it
-    remove_stale_scratch(workdir)
-    with tempfile.TemporaryDirectory(prefix="transform-", dir=workdir) as scratch, \
+    with _work_folder(workdir), \
+            tempfile.TemporaryDirectory(prefix="transform-", dir=workdir) as scratch, \
             _held(Path(scratch)), \
             IdentityGraph(
                 config.mixpanel.id_merge, Path(scratch), memory_budget_ids=budgets.identity_ids,
@@ -166,6 +161,27 @@ def transform_files(
                 if isinstance(outcome, Rejected):
                     write_rejects(rejection_line(outcome.rejection))
     return TransformResult(summary, report.as_dict(), transformer.stats())
+
+
+@contextmanager
+def _work_folder(workdir: Path) -> Iterator[None]:
+    """``workdir`` made for the run's scratch folder; the folders made for it are removed
+    at the end when nothing else is in them (a transform leaves no empty .mp2amp/)."""
+    made = [p for p in (workdir, *workdir.parents) if not p.exists()]
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the workdir {workdir}: {exc.strerror or exc}; "
+                         "set [run] workdir to a writable folder") from None
+    remove_stale_scratch(workdir)
+    try:
+        yield
+    finally:
+        for folder in made:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another run's, or something of the user's)
+                break
 
 
 # A scratch folder this young may be another run's that has not locked it yet.

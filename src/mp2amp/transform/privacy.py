@@ -49,7 +49,7 @@ from mp2amp.errors import ConfigError
 from mp2amp.models import Resolved, Skip
 from mp2amp.transform.hotshard import ORIGINAL_DISTINCT_ID
 from mp2amp.transform.plan import PlanTypeMismatch, coerce_value
-from mp2amp.transform.values import ValueProblem
+from mp2amp.transform.values import ValueProblem, js_number_text
 
 if TYPE_CHECKING:
     from mp2amp.transform.plan import PropertyRule, TrackingPlan
@@ -209,8 +209,9 @@ class PrivacyRules:
 
     def hash_value(self, value: Any) -> str:
         """Salted SHA-256 (hex) of a value as the group name it would make: a string
-        stripped, an integral float as its integer (``42``, ``42.0``, ``"42"`` and ``" 42"``
-        hash alike); other values as their canonical JSON (``True`` stays ``"true"``).
+        stripped, a float as JavaScript writes it (``42``, ``42.0``, ``"42"`` and ``" 42"``
+        hash alike, so do ``1e21`` and ``"1e+21"``), an integer with every digit; other
+        values as their canonical JSON (``True`` stays ``"true"``).
         Raises ``ValueProblem`` (``non_json_value``) for NaN, Infinity or a lone surrogate
         anywhere in it: orjson would write ``null`` for the first and nothing for the last."""
         try:
@@ -225,7 +226,9 @@ class PrivacyRules:
         elif type(value) is float:
             if value != value or value in (_INF, -_INF):
                 raise _Unhashable(f"holds {value!r}, not a JSON number")
-            raw = str(int(value)).encode() if value.is_integer() else orjson.dumps(value)
+            # as the group name it makes, as the plan's type: string writes it: JavaScript's
+            # spelling, so 42.0 hashes as 42 and 1e21 as "1e+21"
+            raw = js_number_text(value).encode()
         else:
             _check_hashable(value)
             try:

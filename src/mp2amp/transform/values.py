@@ -192,7 +192,7 @@ def _as_json(value: Any, path: str, level: int) -> str:
 
 
 def _deep_json(value: Any, path: str, level: int) -> str:
-    """JSON text of an already checked value, as ``json.dumps`` compact would write it,
+    """JSON text of an already checked value, as ``orjson.dumps`` would write it,
     built with a stack, not recursion: the cap is ``MAX_TEXT_DEPTH`` in every build,
     process and thread, not what is left of the interpreter's recursion limit."""
     out: list[str] = []
@@ -214,8 +214,8 @@ def _deep_json(value: Any, path: str, level: int) -> str:
             out.append("true" if item else "false")
         elif item is None:
             out.append("null")
-        else:  # int or float (checked): the spelling json.dumps gives
-            out.append(int.__repr__(item) if t is int else float.__repr__(item))
+        else:  # int or float (checked): as orjson writes it up to 255 levels (1.5e-7)
+            out.append(int.__repr__(item) if t is int else orjson.dumps(item).decode())
     return "".join(out)
 
 
@@ -236,7 +236,7 @@ def _members(value: Any, level: int) -> list[tuple[Any, int]]:
 
 
 def _quoted(text: str) -> str:
-    """A JSON string as ``json.dumps(ensure_ascii=False)`` writes it."""
+    """A JSON string as ``json.dumps(ensure_ascii=False)`` writes it (as orjson does)."""
     return str(_encode_basestring(text))
 
 
