@@ -162,6 +162,9 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                         f"but are not part of this run, which started without them: {names}; "
                         "migrate them in a new run with its own work folder",
                         markup=False, highlight=False)
+                if result.time_check is not None:  # said as the load began, and again here
+                    err_console.print(f"warning: {result.time_check.message()}",
+                                      markup=False, highlight=False)
                 if result.totals.get("parked"):
                     err_console.print(
                         f"{result.totals['parked']} events wait for Amplitude's daily quota; "

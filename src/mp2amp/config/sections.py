@@ -150,6 +150,9 @@ class MixpanelConfig:
     legacy_time: bool = False
     timezone_changes: tuple[TimezoneChange, ...] = ()
     id_merge: Literal["simplified", "original"] = "simplified"
+    # event times that look read in the wrong zone (pipeline/timecheck.py): stop before
+    # anything is sent, or warn and go on; not part of the run's fingerprint
+    time_check: Literal["stop", "warn"] = "stop"
     service_account: Secret | None = field(default=None, metadata=_env("MIXPANEL_SERVICE_ACCOUNT"))
     secret: Secret | None = field(default=None, metadata=_env("MIXPANEL_SECRET"))
     # Raw Export API limits (Mixpanel: 60 queries an hour, 3 a second); raise only for

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import shutil
 import tempfile
 import time
@@ -77,6 +78,7 @@ from mp2amp.pipeline.result import EXIT_OK, EXIT_PARKED, EXIT_UNBALANCED, Migrat
 from mp2amp.pipeline.run_start import holds_run_files, open_ledger, plan_or_check
 from mp2amp.pipeline.staged_identity import read_staged_identity_timed
 from mp2amp.pipeline.status import former_default_hint
+from mp2amp.pipeline.timecheck import check_event_times
 from mp2amp.pipeline.transform_worker import (
     EVENT,
     UNSERIALIZABLE,
@@ -99,6 +101,7 @@ from mp2amp.transform.offline import user_id_predicate
 from mp2amp.transform.sessions import Sessionizer
 from mp2amp.transform.stream import TransformSummary
 
+log = logging.getLogger("mp2amp.migrate")
 __all__ = ["EXIT_OK", "EXIT_PARKED", "EXIT_UNBALANCED", "MigrateResult", "ledger_path",
            "migrate", "migrate_async", "upload_settings"]
 
@@ -337,6 +340,11 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         if config.source.damaged_files == "stop":
             stop_on_damaged_files(ledger)  # this run's, and those a killed run staged
         windows = ledger.windows()  # with every staged path and record count
+        times = check_event_times(Path(w.staged_path) for w in windows if w.staged_path)
+        if times is not None:  # before anything is sent: a wrong zone cannot be undone
+            if config.mixpanel.time_check == "stop":
+                raise TerminalError(times.message(stopping=True))
+            log.warning(times.message())
         # The graph needs no second pass: it decides by event time (ties: the window
         # order, which the merge keeps), so file order and merged order give one graph.
         merged = merge_overlapping(ledger, windows)
@@ -359,7 +367,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
             rows = window_counts(ledger)
             return MigrateResult(
                 workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
-                identity=identity, load=load, values=values,
+                identity=identity, load=load, values=values, time_check=times,
                 dead_letter_file=str(write_dead_letters(ledger, workdir)))
         key_to_window = {f"w{w.seq}": w.window_id for w in windows}
         key_to_window[PARKED_KEY] = PARKED_KEY
@@ -391,7 +399,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
     rows = window_counts(ledger)
     return MigrateResult(
         workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
-        identity=identity, load=report.to_dict(), values=values,
+        identity=identity, load=report.to_dict(), values=values, time_check=times,
         dead_letter_file=str(write_dead_letters(ledger, workdir)))
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mp2amp.pipeline.accounting import WindowCounts
+from mp2amp.pipeline.timecheck import TimeHint
 
 EXIT_OK = 0
 EXIT_UNBALANCED = 1
@@ -26,6 +27,8 @@ class MigrateResult:
     # input files the sources match now but the run did not start with (resume)
     not_in_run: list[str] = field(default_factory=list)
     changed_inputs: list[str] = field(default_factory=list)  # since they were staged
+    # the event times look read in the wrong zone (pipeline/timecheck.py): a warning
+    time_check: TimeHint | None = None
 
     @property
     def exit_code(self) -> int:
@@ -49,4 +52,5 @@ class MigrateResult:
             "dead_letter_file": self.dead_letter_file,
             "inputs_not_in_run": self.not_in_run,
             "inputs_changed_since_staged": self.changed_inputs,
+            "time_check": None if self.time_check is None else self.time_check.as_dict(),
         }
