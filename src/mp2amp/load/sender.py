@@ -251,8 +251,10 @@ class Sender:
             up.announce(items)
             up.report.requests += 1
             try:
-                async with up.session.post(s.url, data=body, headers=headers,
-                                             proxy=up.proxy) as resp:
+                post = up.session.post  # the proxy only when there is one: test fakes
+                request = (post(s.url, data=body, headers=headers) if up.proxy is None
+                           else post(s.url, data=body, headers=headers, proxy=up.proxy))
+                async with request as resp:
                     text = await resp.read()
                     status = resp.status
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
