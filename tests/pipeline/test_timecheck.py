@@ -56,7 +56,7 @@ def test_the_sample_reads_the_staged_key_and_the_ingestion_stamp(tmp_path: Path)
         lines.append(b'{"v":1}\t[%d,"f",%d,%s,null]\n' % (T0 + i, i + 1, raw))
     lines.append(b'{"v":1}\t[-1e18,"f",11,{"event":"e","properties":{}},null]\n')
     staged.write_bytes(b"".join(lines))
-    assert sample([staged, tmp_path / "gone.jsonl"]) == Counter({32: 10})
+    assert sample([staged, tmp_path / "gone.jsonl"]) == (Counter({32: 10}), T0)
 
 
 def _shifted_day(folder: Path, n: int = 300) -> Path:
@@ -86,8 +86,9 @@ def test_a_legacy_project_read_as_utc_stops_before_anything_is_sent(tmp_path: Pa
                              **{"mixpanel.timezone": "UTC", "mixpanel.time_check": "warn"})
         result = migrate(warned, resume=True)
         assert result.exit_code == EXIT_OK
-        assert result.as_dict()["time_check"] == {"looks_offset_minutes": -480, "share": 1.0,
-                                                  "sampled": 300}
+        assert result.as_dict()["time_check"] == {
+            "looks_offset_minutes": -480, "share": 1.0, "sampled": 300,
+            "looks_like_zone": "-8:00"}
         assert sum(stored_counts(url).values()) == 300
 
 
@@ -99,3 +100,15 @@ def test_the_same_day_read_in_its_zone_goes_through(tmp_path: Path) -> None:
         result = migrate(cfg)
         assert result.exit_code == EXIT_OK and result.time_check is None
         assert sum(stored_counts(url).values()) == 300
+
+
+def test_a_big_window_is_sampled_all_over_without_a_line_twice(tmp_path: Path) -> None:
+    from mp2amp.pipeline.timecheck import PARTS, SMALL_FILE, _spread
+
+    staged = tmp_path / "big.jsonl"
+    line = b'{"v":1}\t[%d,"f",1,{"pad":"' + b"x" * 200 + b'"},null]\n'
+    count = SMALL_FILE // len(line % 0) + 2000
+    staged.write_bytes(b"".join(line % i for i in range(count)))
+    got = [int(raw.split(b"[", 1)[1].split(b",", 1)[0]) for raw in _spread(staged, 400)]
+    assert len(got) == len(set(got)) == 400 // PARTS * PARTS
+    assert got[0] == 0 and got[-1] > count * (PARTS - 1) // PARTS  # from start to end

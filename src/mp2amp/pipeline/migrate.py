@@ -340,7 +340,10 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         if config.source.damaged_files == "stop":
             stop_on_damaged_files(ledger)  # this run's, and those a killed run staged
         windows = ledger.windows()  # with every staged path and record count
-        times = check_event_times(Path(w.staged_path) for w in windows if w.staged_path)
+        times = check_event_times(
+            [Path(w.staged_path) for w in windows if w.staged_path],
+            config.mixpanel.timezone if config.mixpanel.legacy_time else None,
+            int(totals(window_counts(ledger)).get("sent", 0)))
         if times is not None:  # before anything is sent: a wrong zone cannot be undone
             if config.mixpanel.time_check == "stop":
                 raise TerminalError(times.message(stopping=True))

@@ -7,58 +7,91 @@ Mixpanel stamps each event with when it ingested it (``mp_processing_time_ms``, 
 ``$mp_api_timestamp_ms``, always UTC): web events arrive seconds after they happen, so when
 most events instead sit a steady whole number of quarter hours from their ingestion, the
 times were read in the wrong zone. Mobile events sent late spread out and never make one
-such bucket the most common, so they do not raise it.
+such bucket the most common, so they do not raise it; history ``/import``-ed days later is
+further off than any zone and is left out of the shares.
 
-A sample is enough (the first lines of each staged window, up to ``MAX_SAMPLES``): the
-check reads the staged line's UTC key and the ingestion stamp's digits, nothing else.
+A sample is enough: lines spread over each staged window (staged files are sorted by time,
+so the first lines would be a day's first minutes: an hourly sync's delays would look like a
+zone there), every window sampled, ``MAX_SAMPLES`` in all. The check reads the staged line's
+UTC key and the ingestion stamp's digits, nothing else.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from mp2amp.pipeline.staging import UNKNOWN_TIME, staged_key
 
 BUCKET_MS = 15 * 60_000  # zone offsets are whole quarter hours
+HOUR = 4  # buckets
 PER_WINDOW = 400
+MIN_PER_WINDOW = 20
+PARTS = 20  # places a big window is sampled at
+SMALL_FILE = 4 << 20  # read whole: its parts could overlap
 MAX_SAMPLES = 40_000
 MIN_SAMPLES = 200  # fewer say nothing either way
-MOST = 0.6  # the share of the sample one shifted bucket must hold
+MOST = 0.6  # the share of the zone-like sample one shift (and its DST neighbour) must hold
 AT_ZERO_AT_MOST = 0.2  # and the share left within 7.5 minutes of their ingestion
-_OFFSETS = range(-14 * 4, 12 * 4 + 1)  # UTC-12..UTC+14 read as UTC: the buckets they make
-_STAMP = re.compile(rb'"(?:mp_processing_time_ms|\$mp_api_timestamp_ms)":(\d{12,14})[,}]')
+# One zone's wall clock read as another's: at most UTC+14 against UTC-12, either way.
+# Further off is history imported later, which no zone explains: left out of the shares.
+_ZONE_LIKE = range(-26 * HOUR, 26 * HOUR + 1)
+_STAMP = re.compile(rb'"(?:mp_processing_time_ms|\$mp_api_timestamp_ms)"\s*:\s*(\d{12,14})\s*[,}]')
 
 
 @dataclass(frozen=True, slots=True)
 class TimeHint:
-    offset_minutes: int  # the zone's offset the times look read in (local = UTC + this)
+    offset_minutes: int  # how much later the times read are than Mixpanel's instants
     share: float
-    sampled: int
+    sampled: int  # zone-like samples: the share's base
+    at: float = 0.0  # a sampled event's UTC seconds, for a configured zone's offset
+    read_as: str | None = None  # the zone a legacy_time config reads the times in
+    sent: int = 0  # events of this run already in Amplitude
 
     def as_dict(self) -> dict[str, Any]:
         return {"looks_offset_minutes": self.offset_minutes, "share": round(self.share, 3),
-                "sampled": self.sampled}
+                "sampled": self.sampled, "looks_like_zone": _zone(self.zone_minutes())}
+
+    def zone_minutes(self) -> int:
+        """The UTC offset of the zone whose wall clock the times look like."""
+        return self.offset_minutes + (0 if self.read_as is None else _offset(self.read_as,
+                                                                             self.at))
 
     def message(self, stopping: bool = False) -> str:
         later = self.offset_minutes > 0  # the times read are later than the ingestion
-        return (f"the event times look {_span(self.offset_minutes)} "
+        zone = self.zone_minutes()
+        if self.read_as is None:
+            cause = (f"as when the wall clock of a zone at UTC{_zone(zone)} is read as UTC "
+                     "(the config reads the times as UTC: legacy_time = false)")
+        else:
+            cause = (f"as when the wall clock of a zone at UTC{_zone(zone)} is read as "
+                     f"{self.read_as} (legacy_time = true"
+                     + (", while the times look like UTC: legacy_time = false" if zone == 0
+                        else "") + ")")
+        head = (f"the event times look {_span(self.offset_minutes)} "
                 f"{'later' if later else 'earlier'} than Mixpanel ingested them ({self.share:.0%} "
-                f"of the {self.sampled} events sampled; a few seconds earlier is usual), as "
-                f"when the wall clock of a zone at UTC{_zone(self.offset_minutes)} is read as "
-                f"UTC, or UTC times as the wall clock of a zone at "
-                f"UTC{_zone(-self.offset_minutes)}. A project created before 2023 exports its "
-                "own timezone's wall clock: set [mixpanel] timezone to that zone and "
-                "legacy_time = true; a newer one exports UTC: legacy_time = false. Then "
-                "migrate in a new work folder. " + (
-                    "Nothing was sent: if the times are right as they are, set [mixpanel] "
-                    'time_check = "warn" and run the same command with --resume'
-                    if stopping else "Amplitude cannot move events once sent: stop this run "
-                    "(Ctrl-C) unless the times are meant so"))
+                f"of the {self.sampled} events sampled; a few seconds earlier is usual), "
+                f"{cause}. A project created before 2023 exports its own timezone's wall "
+                "clock: set [mixpanel] timezone to that zone and legacy_time = true; a newer "
+                "one exports UTC: legacy_time = false. Then migrate in a new work folder. ")
+        if self.sent:
+            return head + (
+                f"{self.sent} events of this run are in Amplitude already, with these times "
+                "(Amplitude cannot move them: delete them there before migrating again); "
+                "if the times are right as they are, set [mixpanel] time_check = \"warn\" "
+                "and run the same command with --resume")
+        if stopping:
+            return head + ("Nothing was sent: if the times are right as they are, set "
+                           '[mixpanel] time_check = "warn" and run the same command with '
+                           "--resume")
+        return head + ("Amplitude cannot move events once sent: stop this run (Ctrl-C) "
+                       "unless the times are meant so")
 
 
 def _span(minutes: int) -> str:
@@ -71,45 +104,80 @@ def _zone(minutes: int) -> str:
     return f"{'+' if minutes >= 0 else '-'}{hours}:{rest:02d}"
 
 
-def sample(paths: Iterable[Path]) -> Counter[int]:
-    """Quarter-hour buckets of (ingested - event time) over the first lines of each file."""
+def _offset(zone: str, at: float) -> int:
+    """``zone``'s UTC offset in minutes at the UTC instant ``at``."""
+    delta = datetime.fromtimestamp(at, UTC).astimezone(ZoneInfo(zone)).utcoffset()
+    return 0 if delta is None else round(delta.total_seconds() / 60)
+
+
+def _spread(path: Path, want: int) -> Iterator[bytes]:
+    """About ``want`` whole lines spread over the file: every k-th line of a small one,
+    else runs of lines from ``PARTS`` places (apart enough not to overlap)."""
+    size = path.stat().st_size
+    if size <= SMALL_FILE:
+        lines = path.read_bytes().splitlines(keepends=True)
+        yield from lines[::max(1, len(lines) // want)][:want]
+        return
+    per_part = max(1, want // PARTS)
+    with open(path, "rb") as f:
+        for part in range(PARTS):
+            at = size * part // PARTS
+            f.seek(at)
+            if at:
+                f.readline()  # the rest of a line cut by the seek
+            for _ in range(per_part):
+                line = f.readline()
+                if not line.endswith(b"\n"):
+                    break
+                yield line
+
+
+def sample(paths: list[Path]) -> tuple[Counter[int], float]:
+    """Quarter-hour buckets of (ingested - event time) over lines spread across each file,
+    and one sampled event's UTC seconds."""
     buckets: Counter[int] = Counter()
-    taken = 0
-    for path in paths:
+    at = 0.0
+    want = max(MIN_PER_WINDOW, min(PER_WINDOW, MAX_SAMPLES // max(1, len(paths))))
+    step = max(1, len(paths) * want // MAX_SAMPLES)  # past that, every step-th window
+    for path in paths[::step]:
         try:
-            with open(path, "rb") as f:
-                for n, line in enumerate(f):
-                    if n >= PER_WINDOW or taken >= MAX_SAMPLES:
-                        break
-                    found = _STAMP.search(line)
-                    if found is None:
-                        continue
-                    try:
-                        key = staged_key(line)
-                    except ValueError:  # a line cut short: the load names it
-                        continue
-                    if key == UNKNOWN_TIME:
-                        continue
-                    buckets[round((int(found.group(1)) - key * 1000) / BUCKET_MS)] += 1
-                    taken += 1
+            for line in _spread(path, want):
+                found = _STAMP.search(line)
+                if found is None:
+                    continue
+                try:
+                    key = staged_key(line)
+                except ValueError:  # a line cut short: the load names it
+                    continue
+                if key == UNKNOWN_TIME:
+                    continue
+                buckets[round((int(found.group(1)) - key * 1000) / BUCKET_MS)] += 1
+                at = at or key
         except OSError:  # gone: restaged or named elsewhere
             continue
-        if taken >= MAX_SAMPLES:
-            break
-    return buckets
+    return buckets, at
 
 
-def verdict(buckets: Counter[int]) -> TimeHint | None:
-    """A hint when one shifted bucket holds most of the sample and few events sit at zero."""
-    sampled = sum(buckets.values())
-    if sampled < MIN_SAMPLES:
+def verdict(buckets: Counter[int], at: float = 0.0, read_as: str | None = None,
+            sent: int = 0) -> TimeHint | None:
+    """A hint when one shift (with its DST neighbour an hour away) holds most of the
+    zone-like sample and few events sit at zero."""
+    zone_like = {b: c for b, c in buckets.items() if b in _ZONE_LIKE}
+    sampled = sum(zone_like.values())
+    if sampled < MIN_SAMPLES or zone_like.get(0, 0) > AT_ZERO_AT_MOST * sampled:
         return None
-    bucket, count = max(((b, c) for b, c in buckets.items() if b in _OFFSETS),
-                        key=lambda bc: bc[1], default=(0, 0))
-    if abs(bucket) < 2 or count < MOST * sampled or buckets[0] > AT_ZERO_AT_MOST * sampled:
+
+    def held(b: int) -> int:  # a DST zone's days sit at two shifts an hour apart
+        return zone_like[b] + max(zone_like.get(b - HOUR, 0), zone_like.get(b + HOUR, 0))
+
+    bucket = max((b for b in zone_like if abs(b) >= 2), key=held, default=0)
+    if bucket == 0 or held(bucket) < MOST * sampled:
         return None
-    return TimeHint(offset_minutes=-bucket * 15, share=count / sampled, sampled=sampled)
+    return TimeHint(offset_minutes=-bucket * 15, share=held(bucket) / sampled, sampled=sampled,
+                    at=at, read_as=read_as, sent=sent)
 
 
-def check_event_times(paths: Iterable[Path]) -> TimeHint | None:
-    return verdict(sample(paths))
+def check_event_times(paths: list[Path], read_as: str | None = None,
+                      sent: int = 0) -> TimeHint | None:
+    buckets, at = sample(paths)
+    return verdict(buckets, at, read_as, sent)
