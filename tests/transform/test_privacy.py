@@ -135,10 +135,15 @@ def test_no_dropped_or_clear_hashed_value_survives(
         assert out[key] == props[key]
 
 
+# an ID as a list line gives it: blanks around a listed ID are not part of it (README), so
+# the property is stated for IDs without them ('\r' alone lists nothing)
+_ID = st.text(min_size=1, max_size=6).map(str.strip).filter(bool)
+
+
 @given(
-    ids=st.lists(st.text(min_size=1, max_size=6), max_size=5),
-    user=st.none() | st.text(min_size=1, max_size=6),
-    device=st.none() | st.text(min_size=1, max_size=6),
+    ids=st.lists(_ID, max_size=5),
+    user=st.none() | _ID,
+    device=st.none() | _ID,
 )
 def test_excluded_exactly_when_an_id_is_listed(ids: list[str], user: str | None,
                                                device: str | None) -> None:
