@@ -209,9 +209,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 # ``scheme://userinfo@``: credentials written into a URL (api_host = "https://u:p@proxy")
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#'\"]*@")
+# ``user:password@host`` with no scheme (HTTP_PROXY=ops:pw@proxy:3128, as curl takes it),
+# at the start of a word: "user@host" alone (no colon) holds no password.
+_BARE_USERINFO = re.compile(r"(?<![^\s'\"(<\[=,])[^\s/@?#'\"<>()\[\]=,:]+:[^\s/@?#'\"]*@(?=\S)")
 
 
 def redact_userinfo(text: str) -> str:
     """``text`` with the credentials of every URL in it shown as ``***``: messages name
-    api_host, and a user:password written into it must not reach logs and terminals."""
-    return _URL_USERINFO.sub(r"\1***@", text)
+    api_host and proxies, and a user:password written into one must not reach logs and
+    terminals."""
+    return _BARE_USERINFO.sub("***@", _URL_USERINFO.sub(r"\1***@", text))

@@ -1,21 +1,32 @@
 """Proxies from the environment, as curl and requests honour them, never for loopback.
 
 The Export API, Engage and Amplitude clients use ``HTTPS_PROXY`` / ``HTTP_PROXY`` /
-``NO_PROXY`` (a corporate proxy). A machine set up with a proxy and no ``NO_PROXY`` would
-then send requests for the local emulators (``mp2amp demo``, an ``api_host`` on
-127.0.0.1) to the proxy, which cannot reach them: loopback is added to ``NO_PROXY``.
+``ALL_PROXY`` / ``NO_PROXY`` (a corporate proxy), through ``proxy_for``: their sessions do
+not trust the environment, which would also send a ~/.netrc login for the API host. A
+machine set up with a proxy and no ``NO_PROXY`` would then send requests for the local
+emulators (``mp2amp demo``, an ``api_host`` on 127.0.0.1) to the proxy, which cannot
+reach them: loopback is added to ``NO_PROXY``.
 """
 
 from __future__ import annotations
 
+import logging
+import netrc
 import os
 import urllib.parse
 import urllib.request
 from collections.abc import MutableMapping
 
+from mp2amp.errors import ConfigError, redact_userinfo
+
+log = logging.getLogger("mp2amp.proxy")
+
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
                    "all_proxy")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
+PROXY_SCHEMES = ("http", "https")  # what aiohttp can talk to (no socks)
+
+_unreadable_netrc: set[str] = set()  # said once per process, not on every request
 
 
 def bypass_proxy_for_loopback(environ: MutableMapping[str, str] | None = None) -> None:
@@ -39,11 +50,58 @@ def bypass_proxy_for_loopback(environ: MutableMapping[str, str] | None = None) -
 
 
 def proxy_for(url: str) -> str | None:
-    """The environment's proxy for ``url`` (``HTTPS_PROXY`` / ``HTTP_PROXY`` by its scheme,
-    none for a ``NO_PROXY`` host), as aiohttp's trust_env picks it, but without reading
-    ``~/.netrc``: a session that trusts the environment adds a netrc login for the host
-    as an Authorization header (the user's credentials would go to Amplitude)."""
+    """The environment's proxy for ``url``: ``HTTPS_PROXY`` / ``HTTP_PROXY`` by its scheme,
+    else ``ALL_PROXY`` (as curl and requests), none for a ``NO_PROXY`` host. A proxy
+    written without a scheme (``host:3128``) is ``http://`` as for curl; a proxy without a
+    login gets the one ~/.netrc ($NETRC) keeps for the proxy's own host (a ``machine``
+    entry, never ``default``), as aiohttp's trust_env gave it. Raises ``ConfigError`` for
+    a proxy no request can go through (socks)."""
     parts = urllib.parse.urlsplit(url)
     if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
         return None
-    return urllib.request.getproxies().get(parts.scheme) or None
+    proxies = urllib.request.getproxies()
+    proxy = (proxies.get(parts.scheme) or proxies.get("all") or "").strip()
+    if not proxy:
+        return None
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    scheme = urllib.parse.urlsplit(proxy).scheme.lower()
+    if scheme not in PROXY_SCHEMES:
+        raise ConfigError([
+            f"the proxy {redact_userinfo(proxy)} from the environment ({parts.scheme.upper()}"
+            f"_PROXY or ALL_PROXY) is {scheme}://, but mp2amp goes only through http:// or "
+            f"https:// proxies: set an HTTP proxy there, or add {parts.hostname} to NO_PROXY "
+            "to reach it directly, then run the same command again"],
+            source="the environment")
+    return with_netrc_login(proxy)
+
+
+def with_netrc_login(proxy: str) -> str:
+    """``proxy`` with the login ~/.netrc keeps for its host, when it has none of its own."""
+    parts = urllib.parse.urlsplit(proxy)
+    if parts.username is not None or not parts.hostname:
+        return proxy
+    login = _netrc_login(parts.hostname)
+    if login is None:
+        return proxy
+    quoted = ":".join(urllib.parse.quote(p, safe="") for p in login)
+    return parts._replace(netloc=f"{quoted}@{parts.netloc}").geturl()
+
+
+def _netrc_login(host: str) -> tuple[str, str] | None:
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        entries = netrc.netrc(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, netrc.NetrcParseError) as exc:
+        if path not in _unreadable_netrc:
+            _unreadable_netrc.add(path)
+            log.warning("cannot read %s (%s): no proxy login is taken from it; the proxy is "
+                        "asked without one", path, exc)
+        return None
+    if host not in entries.hosts:  # a 'default' login is the API's, not the proxy's
+        return None
+    login, account, password = entries.hosts[host]
+    user = login or account or ""
+    return (user, password or "") if user or password else None

@@ -42,8 +42,9 @@ async def _proxy(status: int, heads: list[bytes]) -> tuple[asyncio.AbstractServe
     return server, server.sockets[0].getsockname()[1]
 
 
-def _through_proxy(monkeypatch: pytest.MonkeyPatch, status: int,
-                   userinfo: str = "") -> tuple[Any, Mp2AmpError | None, list[bytes]]:
+def _through_proxy(monkeypatch: pytest.MonkeyPatch, status: int, userinfo: str = "",
+                   host: str = "https://api2.amplitude.com",
+                   ) -> tuple[Any, Mp2AmpError | None, list[bytes]]:
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
                 "all_proxy", "NO_PROXY", "no_proxy"):
         monkeypatch.delenv(var, raising=False)
@@ -52,7 +53,8 @@ def _through_proxy(monkeypatch: pytest.MonkeyPatch, status: int,
     async def main() -> tuple[Any, Mp2AmpError | None]:
         server, port = await _proxy(status, heads)
         monkeypatch.setenv("HTTPS_PROXY", f"http://{userinfo}127.0.0.1:{port}")
-        up = Uploader(UploadSettings(api_key=KEY, api_host="https://api2.amplitude.com",
+        monkeypatch.setenv("HTTP_PROXY", f"http://{userinfo}127.0.0.1:{port}")
+        up = Uploader(UploadSettings(api_key=KEY, api_host=host,
                                      concurrency=1, timeout=2, backoff_base=0.005,
                                      backoff_cap=0.01, max_retries=7))
         err: Mp2AmpError | None = None
@@ -82,7 +84,20 @@ def test_a_proxy_wanting_credentials_stops_at_once_naming_it_without_them(
     assert dict(report.requests_by_status) == {CONNECT_FAILED: 1}
     text = str(err)
     assert "s3cret" not in text and "ops:" not in text
-    assert "the proxy http://127.0.0.1:" in text and "407" in text
+    assert "the proxy http://***@127.0.0.1:" in text and "407" in text
+    assert "HTTPS_PROXY" in text and "--resume" in text
+
+
+def test_a_proxys_407_to_an_http_host_counts_as_a_failed_connect_not_an_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # an http:// api_host: the proxy's 407 is the answer to the POST itself (no CONNECT)
+    report, err, heads = _through_proxy(monkeypatch, 407, userinfo="ops:s3cret@",
+                                        host="http://amplitude-behind-a-proxy.invalid")
+    assert len(heads) == 1 and heads[0].startswith(b"POST http://")
+    assert isinstance(err, ProxyRefused)
+    assert dict(report.requests_by_status) == {CONNECT_FAILED: 1}
+    text = str(err)
+    assert "the proxy http://***@127.0.0.1:" in text and "s3cret" not in text
     assert "HTTPS_PROXY" in text and "--resume" in text
 
 

@@ -326,6 +326,11 @@ def test_userinfo_in_mixpanels_api_host_is_refused_and_never_printed() -> None:
         load_config(None, {"mixpanel.api_host": SECRET_URL}, env={})
     text = str(refused.value)
     assert "s3cr3t" not in text and "MIXPANEL_SERVICE_ACCOUNT" in text, text
-    settings = MixpanelSettings(project_id=42, api_host=SECRET_URL, service_account="user:pw")
+    with pytest.raises(ConfigError) as refused_too:  # the library's own check too
+        MixpanelSettings(project_id=42, api_host=SECRET_URL, service_account="user:pw")
+    assert "s3cr3t" not in str(refused_too.value)
+    settings = MixpanelSettings(project_id=42, api_host="https://gw.example",
+                                service_account="user:pw")
+    object.__setattr__(settings, "api_host", SECRET_URL)  # past the check: messages redact
     page = str(_page_not_export(as_days(date(2024, 1, 1)), b"<html>portal</html>", settings))
     assert "s3cr3t" not in page and "https://***@gw.example/api/2.0/export" in page, page

@@ -16,8 +16,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from mp2amp.errors import ConfigError
+from mp2amp.errors import ConfigError, redact_userinfo
 
 if TYPE_CHECKING:
     from mp2amp.config.sections import MixpanelConfig
@@ -75,6 +76,12 @@ class MixpanelSettings:
                 problems.append("MIXPANEL_SERVICE_ACCOUNT must look like user:secret")
             if self.project_id is None:
                 problems.append("mixpanel.project_id is required with a service account")
+        if self.api_host is not None and _has_userinfo(self.api_host):
+            # the requests carry their own Authorization, which cannot go with these
+            problems.append(f"mixpanel.api_host {redact_userinfo(self.api_host)!r} carries "
+                            "credentials (user:password@): Mixpanel's come only from "
+                            "MIXPANEL_SERVICE_ACCOUNT or MIXPANEL_SECRET; remove them from "
+                            "the URL")
         for name in ("per_hour", "per_second", "max_concurrent", "max_attempts",
                      "max_rate_limited", "query_per_hour", "query_concurrent"):
             if getattr(self, name) < 1:
@@ -124,6 +131,13 @@ class MixpanelSettings:
     @property
     def auth_kind(self) -> str:
         return "service account" if self.service_account else "project API secret"
+
+
+def _has_userinfo(url: str) -> bool:
+    try:
+        return urlsplit(url).username is not None
+    except ValueError:  # not a URL: the request says so (the config loader checks it first)
+        return False
 
 
 # True whatever the run has done so far: earlier windows may already be in Amplitude.

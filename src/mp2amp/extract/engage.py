@@ -30,14 +30,23 @@ from mp2amp.errors import (
     RateLimited,
     Rejection,
     TransientError,
+    Unreachable,
     classify_http,
     parse_retry_after,
-    redact_userinfo,
 )
 from mp2amp.extract.api import MixpanelSettings, forbidden_message
-from mp2amp.extract.export import request_auth
+from mp2amp.extract.export import new_session, request_headers
+from mp2amp.extract.export_errors import (
+    ENGAGE,
+    NEVER_CONNECTED,
+    failure_text,
+    proxy_refusal,
+    proxy_refused,
+    request_timeout,
+)
 from mp2amp.extract.ratelimit import RateLimiter, RetryBudget
 from mp2amp.models import SourceRecord
+from mp2amp.proxyenv import proxy_for
 
 log = logging.getLogger("mp2amp.extract")
 
@@ -92,9 +101,7 @@ class EngagePager:
         return form
 
     async def records(self) -> AsyncIterator[SourceRecord]:
-        # trust_env: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, so a corporate proxy works
-        # (and ~/.netrc, which request_auth keeps off our credentials)
-        session = self._session or aiohttp.ClientSession(trust_env=True)
+        session = self._session or new_session()  # the environment's proxy: per request
         try:
             page = 0
             while True:
@@ -145,13 +152,12 @@ class EngagePager:
                 await asyncio.sleep(delay)
 
     async def _request(self, session: aiohttp.ClientSession, page: int) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
-        timeout = aiohttp.ClientTimeout(total=self.settings.read_timeout)
+        url = self.settings.engage_url
         try:
             async with self.limiter.slot() as start, session.post(
-                self.settings.engage_url, params=self.settings.auth_params(),
-                data=self._form(page), headers=headers, auth=request_auth(self.settings),
-                timeout=timeout,
+                url, params=self.settings.auth_params(), data=self._form(page),
+                headers=request_headers(self.settings, "application/json"),
+                proxy=proxy_for(url), timeout=request_timeout(self.settings),
             ) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
@@ -163,8 +169,7 @@ class EngagePager:
         except Mp2AmpError:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ConnectionLost(f"engage page {page}: {type(exc).__name__}: "
-                                 f"{redact_userinfo(str(exc))}") from exc
+            raise self._failed(exc, page) from exc
         try:
             body = json.loads(raw)
         except ValueError as exc:
@@ -179,8 +184,21 @@ class EngagePager:
             self.total = total if isinstance(total, int) else None
         return body
 
+    def _failed(self, exc: BaseException, page: int) -> Mp2AmpError:
+        """A request that got no answer: a proxy refusing it for good stops at once (no
+        retry changes its answer); anything else is retried."""
+        refused = proxy_refusal(exc, self.settings, self.settings.engage_url, ENGAGE)
+        if refused is not None:
+            return refused
+        what = "" if isinstance(exc, aiohttp.ClientHttpProxyError) else f"{type(exc).__name__}: "
+        kind = Unreachable if isinstance(exc, NEVER_CONNECTED) else ConnectionLost
+        return kind(f"engage page {page}: {what}{failure_text(exc)}")
+
     def _error(self, status: int, body: str, retry_after: str | None, page: int) -> Mp2AmpError:
         low = body.lower()
+        if status == 407:  # only a proxy sends it (one asked for an http:// host)
+            return proxy_refused(status, "Proxy Authentication Required", self.settings,
+                                 url=self.settings.engage_url, asked=ENGAGE)
         # Airbyte saw the rate limit reported in the body, not only as 429 (§1.7): as export
         if "query rate limit exceeded" in low:
             status = 429

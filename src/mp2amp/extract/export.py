@@ -59,6 +59,7 @@ from mp2amp.extract.lines import (
 from mp2amp.extract.ratelimit import RateLimiter, RetryBudget
 from mp2amp.models import SourceRecord
 from mp2amp.pipeline.diskspace import FULL_ERRNOS, UNWRITABLE_ERRNOS
+from mp2amp.proxyenv import proxy_for
 
 log = logging.getLogger("mp2amp.extract")
 
@@ -252,18 +253,18 @@ async def fetch_windows(
 
 
 def new_session() -> aiohttp.ClientSession:
-    # Export requests gunzip for themselves (see _Gunzip); the session default stays on.
-    # trust_env: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as curl and requests honour them (a
-    # corporate proxy), and ~/.netrc (see request_auth).
-    return aiohttp.ClientSession(auto_decompress=True, trust_env=True,
+    """The Export API and Engage session. Export requests gunzip for themselves (see
+    _Gunzip); the session default stays on. Not trust_env: it reads ~/.netrc too, whose
+    login for the host made aiohttp refuse our Authorization header (or, for an https://
+    proxy, it dropped the proxy): each request gets ``proxy_for`` its URL instead."""
+    return aiohttp.ClientSession(auto_decompress=True, trust_env=False,
                                  timeout=aiohttp.ClientTimeout(total=None))
 
 
-def request_auth(settings: MixpanelSettings) -> aiohttp.BasicAuth:
-    """The credentials as ``auth=``, not a header: with trust_env, a request without
-    ``auth`` is looked up in ~/.netrc ($NETRC), and an entry for the host (or ``default``)
-    made aiohttp refuse our Authorization header (ValueError). Same header on the wire."""
-    return aiohttp.BasicAuth.decode(settings.auth_header(), encoding="utf-8")
+def request_headers(settings: MixpanelSettings, accept: str) -> dict[str, str]:
+    """The headers of a Mixpanel request: its credentials as an Authorization header
+    (aiohttp 3.14 deprecates ``auth=``)."""
+    return {"Accept": accept, "Authorization": settings.auth_header()}
 
 
 async def fetch_window(
@@ -343,13 +344,14 @@ async def _fetch_once(
     except OSError as exc:
         _raise_disk_error(final.parent, exc)
     part = final.with_suffix(".jsonl.part")
-    headers = {"Accept": "text/plain", "Accept-Encoding": "gzip"}
+    headers = {**request_headers(settings, "text/plain"), "Accept-Encoding": "gzip"}
     timeout = request_timeout(settings)
     done = False
     try:
+        proxy = proxy_for(settings.export_url)  # HTTPS_PROXY / NO_PROXY: a corporate proxy
         async with limiter.slot() as start, session.get(
                 settings.export_url, params=_params(settings, span), headers=headers,
-                auth=request_auth(settings), timeout=timeout, auto_decompress=False) as resp:
+                proxy=proxy, timeout=timeout, auto_decompress=False) as resp:
             limiter.answered = True
             if resp.status != 200:
                 body = (await resp.read())[:4000].decode("utf-8", "replace")
@@ -468,6 +470,16 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path,
     except OSError as exc:
         _raise_disk_error(part, exc)
     pending: list[bytes] = []  # an unfinished line's pieces, joined once (see split_lines)
+    # The last line with content and the blank ones after it, taken once the next line
+    # comes: where an unframed body ends, its last line must be checked before it is fed.
+    held: list[bytes] = []
+
+    def hold(line: bytes) -> None:
+        if line.strip():
+            for earlier in held:
+                take(earlier)
+            held.clear()
+        held.append(line)
 
     def write(chunk: bytes) -> None:
         try:
@@ -487,7 +499,7 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path,
         if rest:
             pending.append(rest)
         for line in lines:
-            take(line)
+            hold(line)
 
     with out:
         async for raw in resp.content.iter_any():
@@ -496,14 +508,18 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, part: Path,
         if gunzip is not None:
             write(gunzip.finish(_framed(resp)))
         tail = b"".join(pending)
-        if gunzip is None and tail and not _framed(resp) and not parser.completes(tail):
-            # No framing and no newline at the end, and the last line is no whole record
-            # (nor the end of a split one): the connection closed mid-record.
+        if tail:
+            hold(tail)
+        last = held[0] if held and held[0].strip() else b""
+        if gunzip is None and last and not _framed(resp) and not is_terminated_early(last) \
+                and not parser.completes(last):
+            # No framing, and the last line is no whole record (nor the end of a split
+            # one), with or without a newline after it: the connection closed mid-record.
             raise StreamInterrupted(f"the export stream of {span} ended in the middle of a "
                                     f"record after {records} records; fetching the whole "
                                     f"{span.what} again")
-        if tail:
-            take(tail)
+        for line in held:
+            take(line)
         for rec in parser.finish():
             records += 1
             rejected += rec.record is None

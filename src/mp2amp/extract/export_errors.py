@@ -5,6 +5,7 @@ that never reached Mixpanel. Apart from ``export`` (the streaming) for its size.
 from __future__ import annotations
 
 import urllib.parse
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -56,24 +57,51 @@ def failure_text(exc: BaseException) -> str:
     return redact_userinfo(str(exc) or type(exc).__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What a request asked Mixpanel for, as its stop messages say it."""
+
+    what: str  # "Mixpanel's export"
+    lost: str  # "nothing was exported"
+    then: str  # what to run once fixed
+
+
+EXPORT = Asked("Mixpanel's export", "nothing was exported",
+               f"run the same `mp2amp migrate` command with --resume ({RESUME_KEEPS})")
+ENGAGE = Asked("Mixpanel's profiles (engage)", "no more profiles were read",
+               "run the profile export again")
+
+
 def never_connected(exc: BaseException, span: Days,
                     settings: MixpanelSettings) -> TerminalError | Unreachable:
     """The error for a request that made no connection to Mixpanel (``NEVER_CONNECTED``):
     a proxy's refusal stops the run at once; anything else is retried as unreachable."""
-    if isinstance(exc, aiohttp.ClientHttpProxyError) and exc.status in PROXY_REFUSALS:
-        return proxy_refused(exc.status, exc.message, settings,
-                             redact_userinfo(str(exc.request_info.real_url)))
+    refused = proxy_refusal(exc, settings, settings.export_url, EXPORT)
+    if refused is not None:
+        return refused
     what = "" if isinstance(exc, aiohttp.ClientHttpProxyError) else f"{type(exc).__name__}: "
     return Unreachable(f"export of {span}: {what}{failure_text(exc)}; fetching the whole "
                        f"{span.what} again")
 
 
+def proxy_refusal(exc: BaseException, settings: MixpanelSettings, url: str,
+                  asked: Asked) -> TerminalError | None:
+    """The stop for ``exc`` when it is a proxy's refusal for good (407, 403) of its
+    CONNECT; ``None`` for any other error."""
+    if not isinstance(exc, aiohttp.ClientHttpProxyError) or exc.status not in PROXY_REFUSALS:
+        return None
+    return proxy_refused(exc.status, exc.message, settings,
+                         redact_userinfo(str(exc.request_info.real_url)), url=url, asked=asked)
+
+
 def proxy_refused(status: int, reason: str, settings: MixpanelSettings,
-                  seen: str | None = None) -> TerminalError:
+                  seen: str | None = None, *, url: str | None = None,
+                  asked: Asked = EXPORT) -> TerminalError:
     """The stop for a proxy that refused to reach Mixpanel for good (407, 403): retried, it
     would answer the same through every attempt. ``seen``: the proxy the request went to,
-    when the environment does not say (a session given its own)."""
-    url = settings.export_url
+    when the environment does not say (a session given its own); ``url``: the request's
+    (the export's unless given)."""
+    url = url or settings.export_url
     host = urllib.parse.urlsplit(url).hostname or url
     proxy = proxy_for(url) or seen or "on the way"
     fix = ("It wants credentials, or refused the ones given: write them into the proxy's URL "
@@ -82,9 +110,8 @@ def proxy_refused(status: int, reason: str, settings: MixpanelSettings,
            f"Its policy refuses {host}: ask for it to be allowed, or, if {host} can be "
            "reached without the proxy, add it to NO_PROXY")
     return TerminalError(redact_userinfo(
-        f"the proxy {proxy} answered {status} {reason} when asked for Mixpanel's export at "
-        f"{url}; nothing was exported. {fix}, then run the same `mp2amp migrate` command "
-        f"with --resume ({RESUME_KEEPS})"))
+        f"the proxy {proxy} answered {status} {reason} when asked for {asked.what} at "
+        f"{url}; {asked.lost}. {fix}, then {asked.then}"))
 
 
 def never_reached(settings: MixpanelSettings, exc: Exception, requests: int) -> str:

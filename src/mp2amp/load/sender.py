@@ -24,7 +24,6 @@ from mp2amp.load.observer import Submitted, parked_key
 from mp2amp.load.packed import OpenBody
 from mp2amp.load.responses import IdPair, Verdict, classify
 from mp2amp.load.settings import CONNECT_FAILED, LoadReport
-from mp2amp.proxyenv import proxy_for
 
 if TYPE_CHECKING:
     from mp2amp.load.uploader import Lane, Uploader
@@ -105,27 +104,27 @@ def never_sent(exc: BaseException) -> bool:
                       | aiohttp.ClientHttpProxyError)
 
 
-def proxy_refusal(exc: BaseException, url: str) -> ProxyRefused | None:
+def proxy_refusal(exc: BaseException, url: str, proxy: str | None) -> ProxyRefused | None:
     """The error that stops the run when the proxy refused the CONNECT for good (407, 403):
     retried, it would answer the same for ~15 minutes of backoff."""
     if not isinstance(exc, aiohttp.ClientHttpProxyError) or exc.status not in PROXY_REFUSALS:
         return None
+    return proxy_refused(exc.status, exc.message, url, proxy)
+
+
+def proxy_refused(status: int, reason: str, url: str, proxy: str | None) -> ProxyRefused:
+    """The stop for a proxy's 407 or 403, to a CONNECT (an https:// host) or as the answer
+    to the POST itself (an http:// host): nothing reached Amplitude."""
     host = URL(url).host or url
     fix = ("it wants credentials, or refused the ones given: write them into the proxy's "
            "URL in HTTPS_PROXY / HTTP_PROXY as user:password@ before its host"
-           if exc.status == 407 else
+           if status == 407 else
            f"its policy refuses {host}: ask for it to be allowed, or, if {host} can be "
            "reached without the proxy, add it to NO_PROXY")
     return ProxyRefused(redact_userinfo(
-        f"the proxy {_proxy_for(url)} answered {exc.status} {exc.message} when asked to "
-        f"connect to Amplitude at {url}; nothing was sent. {fix[0].upper()}{fix[1:]}, then "
-        "run the same `mp2amp migrate` command with --resume (nothing was lost)"))
-
-
-def _proxy_for(url: str) -> str:
-    """The proxy the environment gives for ``url`` (its credentials left out), for messages."""
-    proxy = proxy_for(url)
-    return "on the way" if proxy is None else str(URL(proxy).with_user(None))
+        f"the proxy {proxy or 'on the way'} answered {status} {reason} when asked for "
+        f"Amplitude at {url}; nothing was sent. {fix[0].upper()}{fix[1:]}, then run the same "
+        "`mp2amp migrate` command with --resume (nothing was lost)"))
 
 
 def _failure_text(exc: BaseException) -> str:
@@ -267,6 +266,11 @@ class Sender:
                     f"connection to Amplitude failed ({type(exc).__name__}); the request is "
                     "resent with the same insert_ids"))
             else:
+                if status == 407 and up.proxy is not None:  # the proxy's, not Amplitude's
+                    up.report.requests_by_status[CONNECT_FAILED] += 1
+                    up.fail(proxy_refused(status, resp.reason or "Proxy Authentication "
+                                          "Required", s.url, up.proxy))
+                    return
                 self.answered = True
                 up.report.requests_by_status[str(status)] += 1
                 verdict = classify(status, text, ids=ids, retry_after=retry_after,
@@ -318,7 +322,7 @@ class Sender:
         up = self.up
         unsent = never_sent(exc)
         up.report.requests_by_status[CONNECT_FAILED if unsent else "connection_error"] += 1
-        refused = proxy_refusal(exc, up.settings.url)
+        refused = proxy_refusal(exc, up.settings.url, up.proxy)
         if refused is not None:
             return refused
         if unsent and not self.answered and attempt + 1 >= UNREACHABLE_ATTEMPTS:
