@@ -55,11 +55,17 @@ def test_all_proxy_is_used_when_the_schemes_own_is_not_set(
 
 
 def test_a_socks_proxy_stops_the_run_saying_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ALL_PROXY", "socks5h://ops:s3cret@127.0.0.2:1080")
+    monkeypatch.setenv("HTTPS_PROXY", "socks5h://ops:s3cret@127.0.0.2:1080")
     with pytest.raises(ConfigError) as stopped:
         proxy_for(URL)
     said = str(stopped.value)
     assert "socks5h://" in said and "NO_PROXY" in said and "s3cret" not in said
+
+
+def test_a_machine_wide_socks_all_proxy_is_left_to_other_tools(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALL_PROXY", "socks5h://127.0.0.2:1080")  # a developer's SSH tunnel
+    assert proxy_for(URL) is None
 
 
 def test_a_netrc_login_for_the_proxy_host_is_the_proxys(

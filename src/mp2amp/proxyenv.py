@@ -55,17 +55,21 @@ def proxy_for(url: str) -> str | None:
     written without a scheme (``host:3128``) is ``http://`` as for curl; a proxy without a
     login gets the one ~/.netrc ($NETRC) keeps for the proxy's own host (a ``machine``
     entry, never ``default``), as aiohttp's trust_env gave it. Raises ``ConfigError`` for
-    a proxy no request can go through (socks)."""
+    a proxy no request can go through (socks) named for the URL's scheme; a socks
+    ``ALL_PROXY`` is left to the tools that take it."""
     parts = urllib.parse.urlsplit(url)
     if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
         return None
     proxies = urllib.request.getproxies()
-    proxy = (proxies.get(parts.scheme) or proxies.get("all") or "").strip()
+    own = (proxies.get(parts.scheme) or "").strip()
+    proxy = own or (proxies.get("all") or "").strip()
     if not proxy:
         return None
     if "://" not in proxy:
         proxy = "http://" + proxy
     scheme = urllib.parse.urlsplit(proxy).scheme.lower()
+    if scheme not in PROXY_SCHEMES and not own:
+        return None  # a machine-wide socks ALL_PROXY (for other tools): not asked for here
     if scheme not in PROXY_SCHEMES:
         raise ConfigError([
             f"the proxy {redact_userinfo(proxy)} from the environment ({parts.scheme.upper()}"
