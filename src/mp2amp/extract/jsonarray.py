@@ -3,18 +3,21 @@
 Elements are decoded one at a time with ``json.JSONDecoder.raw_decode`` over a buffer
 that is refilled from the file. Memory holds one element plus one read chunk. One nested
 past what that recursive decoder reads is read as a JSON line is (orjson, 1,024 levels),
-so what is kept is the same in .json and .jsonl, whatever the stack.
+so what is kept is the same in .json and .jsonl, whatever the stack; it ends with the
+bracket that closes it, so a missing ``,`` after it loses nothing, as after any element.
 An element that is not valid JSON is reported as ``malformed_json`` and skipped to the
 ``,`` or ``]`` that ends it, found by its strings and brackets (a bad literal or a
 missing quote in a key leaves those intact), so the elements after it are still read.
 An unterminated string ends its element at its line's end (JSON strings hold no raw
 newline), so the next line's element is read. A file that ends before its array does (its
-last character is not the ``]`` that closes it: none, or an inner list's) was cut short:
-one ``truncated_file`` rejection marks the rest, as for a damaged .gz, so ``[source]
-damaged_files`` applies. An element with no end before the file's (a quote left open in a one-line array) or within
-``MAX_ELEMENT_CHARS`` gives up the rest of the file (``malformed_json``). Invalid UTF-8
-rejects its element as ``invalid_utf8``, as it rejects a JSON line, rather than becoming
-U+FFFD.
+last character is not the ``]`` that closes it: none, an inner list's, or one inside a
+string left open, as in a cut ``"[object Object]"``) was cut short: one ``truncated_file``
+rejection marks the rest, as for a damaged .gz, so ``[source] damaged_files`` applies. An
+element with no end before the file's, in a file that ends with its array's ``]`` (a
+bracket left open inside it, or a stray quote after which the text closes the element and
+the array), or within ``MAX_ELEMENT_CHARS`` gives up the rest of the file
+(``malformed_json``). Invalid UTF-8 rejects its element as ``invalid_utf8``, as it rejects
+a JSON line, rather than becoming U+FFFD.
 
 An element's ``line`` is the 1-based line it starts on, so that a pretty-printed array's
 dead letter points at it. Records are keyed by file and line (the ledger's rejects and
@@ -54,6 +57,7 @@ _BAD_BYTE = re.compile("[\udc80-\udcff]")
 # what matters when skipping a bad element: outside strings, and inside them
 _STRUCTURE = re.compile(r'["{}\[\],]')
 _IN_STRING = re.compile(r'["\\\n]')
+_BRACKETS = re.compile(r"[{}\[\]]")
 # a decode error this close to the buffer's end may be an element cut by the read size
 # (a literal, escape or surrogate pair is at most 12 characters)
 _NEAR_END = 16
@@ -113,10 +117,12 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
         pos = 0
         return True
 
-    def skip_element() -> int:
+    def skip_element(whole: bool = False) -> int:
         """Move ``pos`` from a bad element's start to the ``,`` or ``]`` after it and
         return where the element now starts in ``buf``; _CUT when the input ends first,
-        _ENDLESS when no end is found within MAX_ELEMENT_CHARS."""
+        _ENDLESS when no end is found within MAX_ELEMENT_CHARS. ``whole``: the element is
+        valid JSON as far as brackets go (it only nests too deeply for the stdlib), so it
+        ends with the bracket that closes it: a missing ',' after it loses nothing."""
         nonlocal pos, open_at_cut, in_string_at_cut
         start = pos
         depth = 0
@@ -158,6 +164,9 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 depth += 1
             elif ch in "}]" and depth > 0:
                 depth -= 1
+                if whole and depth == 0:
+                    pos = i
+                    return start
             elif depth == 0:  # a top-level ',' or the array's own ']'
                 pos = i - 1
                 return start
@@ -258,7 +267,7 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
         if value is _TOO_DEEP:
             # past the recursion the stdlib decoder has left: parsed as a JSON line is
             # (orjson, 1,024 levels), so what is kept never depends on the stack
-            skipped = skip_element()
+            skipped = skip_element(whole=True)
             if skipped >= 0:
                 value, raw = _parse_deep(buf[skipped:pos])
                 if value is not _PARSE_ERROR and value is not _TOO_DEEP:
@@ -267,9 +276,12 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
             what = "is not valid JSON" if value is _PARSE_ERROR else TOO_DEEP
             start = skip_element() if skipped is None else skipped
             # the input ended inside the element: cut short, unless the file ends with the
-            # array's own ']' (a bracket left open inside took it for an inner list's, or
-            # a quote left open hides it); a ']' that closes an inner list is a cut
-            closed = buf.rstrip(_WS).endswith("]") and (in_string_at_cut or open_at_cut == 0)
+            # array's own ']' (a bracket left open inside took it for an inner list's, or a
+            # stray quote hides it); a ']' that closes an inner list, or one a cut string's
+            # text holds ("[object Object]"), is a cut
+            closed = buf.rstrip(_WS).endswith("]") and (
+                _stray_quote_closes(_open_string(buf), open_at_cut) if in_string_at_cut
+                else open_at_cut == 0)
             if start == _CUT and not closed:
                 # pos is still the element's start: its text is kept
                 yield cut_short(f"inside element {index} (which starts on line {starts})",
@@ -313,24 +325,58 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
 def _parse_deep(text: str) -> tuple[Any, bytes | None]:
     """An element nested past the stdlib decoder's recursion, read as extract.lines reads
     a JSON line: orjson (1,024 levels), the stdlib for what only it reads (NaN, integers
-    past a double's range); ``_TOO_DEEP`` past both, ``_PARSE_ERROR`` when not JSON. With
-    orjson's value comes its text on one line (SourceRecord.raw, a JSON line's): staging
-    keeps it as is instead of writing the value again with the recursive stdlib."""
+    past a double's range); ``_TOO_DEEP`` past orjson's depth, ``_PARSE_ERROR`` when orjson
+    finds bad syntax the stdlib cannot read either. With orjson's value comes its text on
+    one line (SourceRecord.raw, a JSON line's): staging keeps it as is instead of writing
+    the value again with the recursive stdlib."""
     if _BAD_BYTE.search(text) is not None:
         return None, None  # not UTF-8: the caller's check rejects it as invalid_utf8
     try:
         value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        pass
+    except orjson.JSONDecodeError as exc:
+        too_deep = str(exc).startswith("depth limit exceeded")
     else:
         # a raw CR or LF in valid JSON is whitespace between tokens, never in a string
         return value, text.strip(_WS).replace("\n", " ").replace("\r", " ").encode()
+    if too_deep:
+        return _TOO_DEEP, None
     try:
         return json.loads(text), None
-    except RecursionError:
-        return _TOO_DEEP, None
-    except ValueError:
+    except (ValueError, RecursionError):
+        # past the stdlib's recursion only orjson's word counts, and it found bad syntax
+        # (as extract.lines says of such a line: "not valid JSON")
         return _PARSE_ERROR, None
+
+
+def _open_string(buf: str) -> str:
+    """The text after the quote left open at the end of ``buf`` (an escaped quote is text)."""
+    quote = buf.rfind('"')
+    while quote > 0 and _escaped(buf, quote):
+        quote = buf.rfind('"', 0, quote)
+    return buf[quote + 1:]
+
+
+def _escaped(text: str, at: int) -> bool:
+    """Whether ``text[at]`` follows an odd number of backslashes."""
+    n = 0
+    while at - n > 0 and text[at - n - 1] == "\\":
+        n += 1
+    return n % 2 == 1
+
+
+def _stray_quote_closes(tail: str, depth: int) -> bool:
+    """Whether ``tail``, the text after a quote left open, read as if that quote were a
+    stray one, closes the ``depth`` brackets still open in its element and then the array
+    with the file's last character: a whole file with a broken string (``"open}]``), not
+    one cut inside a string whose text so far ends with ']' (``"[object Object]``)."""
+    for m in _BRACKETS.finditer(tail):
+        if m.group() in "{[":
+            depth += 1
+        elif depth:
+            depth -= 1
+        else:
+            return not tail[m.end():].strip(_WS)
+    return False
 
 
 def _clean(text: str) -> str:

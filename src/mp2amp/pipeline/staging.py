@@ -39,6 +39,12 @@ from mp2amp.errors import Rejection
 from mp2amp.identity.ids import identity_view
 from mp2amp.models import UTC_TIME_MARK, SourceRecord
 from mp2amp.pipeline.renumber import renumbered
+from mp2amp.pipeline.staged_depth import (
+    DEEP_TEXT_BYTES,
+    fills_orjson_depth,
+    too_deep_row,
+    unreadable_row,
+)
 from mp2amp.pipeline.staged_ranges import read_staged_range as read_staged_range
 from mp2amp.pipeline.staged_ranges import staged_ranges as staged_ranges
 from mp2amp.transform.insert_id import sent_distinct_id, usable_insert_id
@@ -188,6 +194,10 @@ def _encode(rec: SourceRecord, order: int, to_utc: UtcKey | None = None,
         key += WHOLE_SECOND_AT
     prefix = _prefix(key, order, copy_key(record), ingested_ms(record), content)
     if rec.raw is not None and rej is None:
+        if len(rec.raw) >= DEEP_TEXT_BYTES and fills_orjson_depth(rec.raw):
+            # a row one level deeper than orjson reads: staged as the rejection it gets
+            return b"%snull\t%s\n" % (prefix, too_deep_row(key, rec.source, rec.line,
+                                                              rec.raw.decode("utf-8")))
         # The line the record was parsed from is its JSON already: orjson parses it into
         # the same record again, so it is not serialized a second time (~0.9 us a line).
         view = orjson.dumps(identity_view(record), default=str)
@@ -217,10 +227,7 @@ def _encode(rec: SourceRecord, order: int, to_utc: UtcKey | None = None,
     try:
         view, body = _stdlib_json(identity_view(record)), _stdlib_json(row)
     except RecursionError:
-        row[3] = None
-        row[4] = ["too_deep", f"{rec.source} line {rec.line} is nested too deeply (about a "
-                  "thousand levels) to be staged; flatten it in the source", None]
-        view, body = b"null", orjson.dumps(row)
+        view, body = b"null", too_deep_row(key, rec.source, rec.line)
     return b"%s%s\t%s\n" % (prefix, view, body)
 
 
@@ -231,11 +238,16 @@ def _stdlib_json(value: Any) -> bytes:
 
 def load_staged(data: bytes) -> Any:
     """A staged row or view: orjson's, or the standard library's for the few records
-    ``_encode`` wrote with it (NaN and the like)."""
+    ``_encode`` wrote with it (NaN and the like). A row too deep for both (an earlier
+    mp2amp staged a record of orjson's full depth as is) is a ``too_deep`` rejection."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
+        pass
+    try:
         return json.loads(data)
+    except RecursionError:
+        return unreadable_row(data)
 
 
 _PACK_DOUBLE = struct.Struct(">d").pack

@@ -147,8 +147,9 @@ class _UnreadableRow(Exception):
 def _load_row(raw: bytes) -> Any:
     try:
         return load_staged(raw)
-    except (ValueError, TypeError) as exc:
-        raise _UnreadableRow(str(exc)) from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        # load_staged reads a too-deep row as its rejection: a RecursionError left is damage
+        raise _UnreadableRow(str(exc) or type(exc).__name__) from None
 
 
 def transform_range(path: str, start: int, end: int,
