@@ -208,10 +208,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 # ``scheme://userinfo@``: credentials written into a URL (api_host = "https://u:p@proxy")
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#'\"]*@")
+# greedy to the last "@" before the host: a login may be an e-mail address, and a password
+# may hold an unencoded "@", "#" or "?" (the client splits at the last "@" too)
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s'\"]*@")
 # ``user:password@host`` with no scheme (HTTP_PROXY=ops:pw@proxy:3128, as curl takes it),
 # at the start of a word: "user@host" alone (no colon) holds no password.
-_BARE_USERINFO = re.compile(r"(?<![^\s'\"(<\[=,])[^\s/@?#'\"<>()\[\]=,:]+:[^\s/@?#'\"]*@(?=\S)")
+_BARE_USERINFO = re.compile(r"(?<![^\s'\"(<\[=,])[^\s/@?#'\"<>()\[\]=,:]+:[^\s/'\"]*@(?=\S)")
 
 
 def redact_userinfo(text: str) -> str:

@@ -10,6 +10,7 @@ reach them: loopback is added to ``NO_PROXY``.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import netrc
 import os
@@ -58,7 +59,7 @@ def proxy_for(url: str) -> str | None:
     a proxy no request can go through (socks) named for the URL's scheme; a socks
     ``ALL_PROXY`` is left to the tools that take it."""
     parts = urllib.parse.urlsplit(url)
-    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+    if not parts.hostname or _bypassed(parts.hostname):
         return None
     proxies = urllib.request.getproxies()
     own = (proxies.get(parts.scheme) or "").strip()
@@ -77,7 +78,47 @@ def proxy_for(url: str) -> str | None:
             f"https:// proxies: set an HTTP proxy there, or add {parts.hostname} to NO_PROXY "
             "to reach it directly, then run the same command again"],
             source="the environment")
+    _check_proxy_url(proxy, parts.scheme)
     return with_netrc_login(proxy)
+
+
+def _bypassed(host: str) -> bool:
+    """``NO_PROXY`` names ``host``: urllib's rules, plus the CIDR entries (10.0.0.0/8)
+    curl and requests honour for an IP address."""
+    if urllib.request.proxy_bypass(host):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    for entry in ",".join(os.environ.get(n, "") for n in ("no_proxy", "NO_PROXY")).split(","):
+        if "/" in entry:
+            try:
+                if address in ipaddress.ip_network(entry.strip(), strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def _check_proxy_url(proxy: str, scheme: str) -> None:
+    """A proxy URL every request would refuse (a password with an unencoded '#', '?' or
+    '/', a port that is no number) stops the run naming it, not each request as a network
+    error retried for minutes."""
+    parts = urllib.parse.urlsplit(proxy)
+    try:
+        port_ok = parts.port is not None or ":" not in parts.netloc.rpartition("@")[2]
+    except ValueError:
+        port_ok = False
+    if parts.hostname and port_ok and not (parts.query or parts.fragment) \
+            and parts.path in ("", "/"):
+        return
+    raise ConfigError([
+        f"the proxy {redact_userinfo(proxy)} from the environment ({scheme.upper()}_PROXY or "
+        "ALL_PROXY) is not a URL requests can go through: write it as "
+        "http://user:password@host:port, with '@', '#', '?', '/' and ':' in the login or "
+        "password percent-encoded (%40, %23, %3F, %2F, %3A), then run the same command again"],
+        source="the environment")
 
 
 def with_netrc_login(proxy: str) -> str:
@@ -104,8 +145,10 @@ def _netrc_login(host: str) -> tuple[str, str] | None:
             log.warning("cannot read %s (%s): no proxy login is taken from it; the proxy is "
                         "asked without one", path, exc)
         return None
-    if host not in entries.hosts:  # a 'default' login is the API's, not the proxy's
+    # machine names match whatever their case, as for curl; a 'default' login is the API's
+    found = next((v for k, v in entries.hosts.items() if k.lower() == host.lower()), None)
+    if found is None:
         return None
-    login, account, password = entries.hosts[host]
+    login, account, password = found
     user = login or account or ""
     return (user, password or "") if user or password else None
