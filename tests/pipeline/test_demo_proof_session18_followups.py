@@ -111,7 +111,13 @@ def test_an_identified_event_on_another_device_is_seen_and_a_server_one_is_not_c
     ("acme", {"company_id": ["other"]}, False),
     ("   ", {}, True),  # no group name: no group
     (True, {"company_id": ["True"]}, False),  # a boolean names no group
-    (["a", "b"], {}, True),  # a list of names: not compared
+    (["a", "b"], {"company_id": ["a", "b"]}, True),  # a list of names: each of them
+    (["a", "b"], {}, False),
+    (["a", "b"], {"company_id": ["b", "a"]}, False),
+    ([" a ", "a", "", None, 7, 7.0, True], {"company_id": ["a", "7"]}, True),  # usable, once
+    ([], {}, True),
+    ([f"c{i}" for i in range(12)], {"company_id": [f"c{i}" for i in range(10)]}, True),
+    ([f"c{i}" for i in range(12)], {"company_id": [f"c{i}" for i in range(12)]}, False),
 ])
 def test_groups_are_compared(tmp_path: Path, value: Any, groups: dict[str, Any],
                              ok: bool) -> None:
@@ -121,6 +127,18 @@ def test_groups_are_compared(tmp_path: Path, value: Any, groups: dict[str, Any],
                    ("company_id",))
     assert check.ok is ok, check.as_dict()
     assert ok or dict(+check.problems) == {"wrong_groups": 1}
+
+
+def test_ten_group_names_an_event_are_tracked_in_key_order(tmp_path: Path) -> None:
+    """Amplitude tracks 10 group values an event: the second key gets what is left."""
+    props = _props(company_id=[f"c{i}" for i in range(8)], team=["t1", "t2", "t3"])
+    project = _project(tmp_path, [("A", props, "u1", "d1")])
+    tracked = {"company_id": [f"c{i}" for i in range(8)], "team": ["t1", "t2"]}
+    keys = ("company_id", "team")
+    assert _check(project, [_exported("A", props, "u1", "d1", groups=tracked)], keys).ok
+    over = {**tracked, "team": ["t1", "t2", "t3"]}
+    check = _check(project, [_exported("A", props, "u1", "d1", groups=over)], keys)
+    assert dict(+check.problems) == {"wrong_groups": 1}, check.as_dict()
 
 
 def test_groups_are_not_compared_without_group_keys(tmp_path: Path) -> None:
@@ -153,7 +171,7 @@ def test_event_types_are_compared_for_any_name(tmp_path: Path, name: str, stored
 
 def test_migrate_hints_become_the_demos(tmp_path: Path) -> None:
     said = demo._demo_message("Amplitude answered 503 6 times; run again with --resume: "
-                              "nothing was lost", tmp_path, False, True)
+                              "nothing was lost", tmp_path, False, demo.KEPT)
     assert said == (f"Amplitude answered 503 6 times; run `mp2amp demo --workdir {tmp_path}` "
                     "again, with the same options, to resume: nothing was lost")
 

@@ -17,13 +17,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -36,6 +39,7 @@ from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
 from mp2amp.errors import InputError, Mp2AmpError
 from mp2amp.extract.files import iter_records
 from mp2amp.generate.project import GenerateConfig, generate_project
+from mp2amp.pipeline.diskspace import is_disk_full, written_file
 from mp2amp.pipeline.migrate import migrate
 from mp2amp.pipeline.progress import Reporter
 from mp2amp.pipeline.proof import EventCheck, EventProof
@@ -46,6 +50,7 @@ from mp2amp.pipeline.readback import (
     upload_hours,
 )
 from mp2amp.pipeline.result import MigrateResult
+from mp2amp.pipeline.stopping import Terminated
 from mp2amp.proxyenv import bypass_proxy_for_loopback
 
 EVENTS_PER_USER_DAY = 2.6  # what the generator produces on average over 14 days (measured)
@@ -60,6 +65,22 @@ _SEGMENTATION_BUDGET = CostLimits(per_5_minutes=10_000, per_hour=1_080_000)
 # again with --resume", ...): the demo has neither; running it again resumes
 _RESUME_HINT = re.compile(r"\b(?:re)?(?:run|resume)\b[^.;:()]*?--resume`?(?: again)?")
 _MIGRATE_COMMAND = re.compile(r"`?mp2amp migrate(?: --resume)?`?")
+# a refused key (errors.classify_http): "run the same command again (`mp2amp migrate` with
+# --resume: its run is recorded, nothing was lost)"
+_AUTH_HINT = re.compile(r"run the same command again \(`mp2amp migrate` with --resume: "
+                        r"([^)]*)\)")
+# a full disk in migrate (diskspace.disk_full_message): the demo's work folder is inside
+# its folder, which moves whole and is named by --workdir, not [run] workdir
+_MOVE_HINT = re.compile(r"free some space, or move the work folder to a bigger disk and "
+                        r"point \[run\] workdir at it, then run the same `mp2amp migrate` "
+                        r"command with --resume")
+# a work folder that cannot be written (diskspace.storage_error)
+_WRITABLE_HINT = re.compile(r"or set \[run\] workdir to a writable folder \([^)]*\)")
+# the read-back's "the migration itself is done: run the comparison again later": there
+# is no comparison command, the demo run again in its folder compares
+_COMPARE_HINT = re.compile(r"run the comparison again((?: in about \d+ minutes| later)?)")
+# what a stopped temporary demo's folder became (``_keep``)
+KEPT, REMOVED, LEFT = "kept", "removed", "left"
 
 
 class DemoStopped(Mp2AmpError):
@@ -162,14 +183,58 @@ def run_demo(events: int = 200_000, workdir: Path | None = None, *, seed: int = 
     def run(root: Path) -> DemoResult:
         return _run_demo(root, events, seed, fail_rate, drop_rate, reporter, legacy_time)
 
-    if workdir is not None:
-        return _stop_said(Path(workdir), False, run)
-    root = Path(tempfile.mkdtemp(prefix="mp2amp-demo-"))
-    result = _stop_said(root, True, run)
-    if result.ok:
+    with _sigterm_stops():
+        if workdir is not None:
+            return _stop_said(Path(workdir), False, run)
+        root = _temporary_folder()
+        result = _stop_said(root, True, run)
+        if result.ok:
+            _remove_passed(root, result)
+        return result
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM (``timeout``, a cancelled CI job, ``docker stop``) raises ``Terminated``
+    anywhere in the demo, as Ctrl-C does: generation, read-back and comparison included
+    (migrate turns it into one inside its own run), so the stop is said and the temporary
+    folder removed or named rather than the process dying silently. The previous handler
+    is put back after; off the main thread SIGTERM keeps its meaning."""
+    try:
+        before = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # once: a second SIGTERM must not cut short the cleanup the first one started
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def _temporary_folder() -> Path:
+    try:
+        return Path(tempfile.mkdtemp(prefix="mp2amp-demo-"))
+    except OSError as exc:
+        raise InputError(f"cannot make the demo's temporary folder in "
+                         f"{tempfile.gettempdir()} ({exc.strerror or exc}): give --workdir "
+                         "a folder on a writable disk with room (or set TMPDIR)") from None
+
+
+def _remove_passed(root: Path, result: DemoResult) -> None:
+    """Remove a passing demo's temporary folder; stopped halfway, it is named."""
+    try:
         shutil.rmtree(root, ignore_errors=True)
-        result.kept = root.exists()
-    return result
+    except KeyboardInterrupt as exc:
+        raise DemoInterrupted(
+            f"the demo passed (demo OK), but removing its temporary folder {root} was cut "
+            "short: delete it", getattr(exc, "exit_code", 130)) from exc
+    result.kept = root.exists()
 
 
 def _stop_said(root: Path, temporary: bool, run: Callable[[Path], DemoResult]) -> DemoResult:
@@ -183,45 +248,89 @@ def _stop_said(root: Path, temporary: bool, run: Callable[[Path], DemoResult]) -
         if message == str(exc):
             raise  # nothing to add: the error as it is (an InputError stays one)
         raise DemoStopped(message, exc.exit_code or 1) from exc
+    except OSError as exc:  # outside migrate (which says its own): generation, say
+        kept = _keep(root, temporary)
+        message = _system_error(exc, root, kept == KEPT)
+        raise DemoStopped(_demo_message(message, root, temporary, kept), 1) from exc
     except KeyboardInterrupt as exc:
         kept = _keep(root, temporary)
         raise DemoInterrupted(_interrupted_hint(root, temporary, kept),
                               getattr(exc, "exit_code", 130)) from exc
 
 
-def _keep(root: Path, temporary: bool) -> bool:
-    """Whether the stopped demo's folder stays: a given one always; a temporary one when
-    its project was generated, as the demo run again in it resumes (else it is removed:
-    nothing in it saves time)."""
+def _keep(root: Path, temporary: bool) -> str:
+    """What becomes of the stopped demo's folder: a given one is kept; a temporary one
+    when its project was generated, as the demo run again in it resumes, else it is
+    removed (nothing in it saves time), or left when that fails or is stopped again."""
     if not temporary or (root / "mixpanel-project" / "project.json").is_file():
-        return True
-    shutil.rmtree(root, ignore_errors=True)
-    return root.exists()
+        return KEPT
+    with suppress(KeyboardInterrupt):  # Ctrl-C again while removing: what is left is named
+        shutil.rmtree(root, ignore_errors=True)
+    return LEFT if root.exists() else REMOVED
+
+
+def _system_error(exc: OSError, root: Path, kept: bool) -> str:
+    """What an OS error outside migrate (a full disk while generating) stopped the demo
+    with, and how to go on."""
+    where, reason = written_file(exc), exc.strerror or str(exc)
+    if is_disk_full(exc):
+        said = f"writing {where}: {reason}" if where else reason
+        if kept:
+            return (f"the disk is full ({said}); free some space, then {_again(root)} (or "
+                    f"move {root} to a bigger disk and give its new place to --workdir)")
+        return (f"the disk is full ({said}); free some space, or give --workdir a folder on "
+                "a bigger disk, then run the demo again")
+    then = _again(root) if kept else "run the demo again"
+    said = f"{where}: {reason}" if where else reason
+    return f"the demo stopped on a system error ({said}); once that is fixed, {then}"
 
 
 def _again(root: Path) -> str:
     return f"run `mp2amp demo --workdir {root}` again, with the same options, to resume"
 
 
-def _demo_message(message: str, root: Path, temporary: bool, kept: bool) -> str:
-    """An error's message with migrate's hints turned into the demo's."""
-    if kept:
-        again, command = _again(root), f"`mp2amp demo --workdir {root}`"
-        message = _RESUME_HINT.sub(lambda _: again, message)
-        message = _MIGRATE_COMMAND.sub(lambda _: command, message)
+def _demo_message(message: str, root: Path, temporary: bool, kept: str) -> str:
+    """An error's message with migrate's (and the read-back's) hints turned into the
+    demo's, and what became of a temporary folder."""
+    message = _demo_hints(message, root, kept == KEPT)
     if not temporary:
         return message
-    if not kept:
-        return f"{message}; the demo's temporary folder {root} was removed"
+    if kept != KEPT:
+        return f"{message}; {_folder_gone(root, kept)}"
     if str(root) in message:
         return f"{message}; the demo's temporary folder {root} is kept (delete it when done)"
     return (f"{message}; the demo's temporary folder {root} is kept (delete it when done): "
             f"{_again(root)}")
 
 
-def _interrupted_hint(root: Path, temporary: bool, kept: bool) -> str:
-    if not kept:
+def _demo_hints(message: str, root: Path, kept: bool) -> str:
+    """``message`` saying how to go on with ``mp2amp demo``: in its kept folder, or (its
+    folder removed) from the start."""
+    again = _again(root) if kept else "run the demo again"
+    moved = (f"free some space, then {again} (or move {root} to a bigger disk and give its "
+             "new place to --workdir)") if kept else \
+        "free some space, or give --workdir a folder on a bigger disk, then run the demo again"
+    command = f"`mp2amp demo --workdir {root}`" if kept else "`mp2amp demo`"
+    message = _MOVE_HINT.sub(lambda _: moved, message)
+    message = _WRITABLE_HINT.sub(
+        lambda _: f"then {again}" if kept else "or give --workdir a writable folder", message)
+    message = _AUTH_HINT.sub(lambda m: f"{again} ({m[1]})" if kept else again, message)
+    message = _COMPARE_HINT.sub(
+        lambda m: f"run `mp2amp demo --workdir {root}` again{m[1]}, with the same options, "
+                  "to compare (the migration is not repeated)" if kept else again, message)
+    message = _RESUME_HINT.sub(lambda _: again, message)
+    return _MIGRATE_COMMAND.sub(lambda _: command, message)
+
+
+def _folder_gone(root: Path, kept: str) -> str:
+    if kept == REMOVED:
         return f"the demo's temporary folder {root} was removed"
+    return f"the demo's temporary folder {root} could not be removed entirely: delete it"
+
+
+def _interrupted_hint(root: Path, temporary: bool, kept: str) -> str:
+    if kept != KEPT:
+        return _folder_gone(root, kept)
     where = "temporary folder" if temporary else "folder"
     return f"the demo's {where} {root} is kept: {_again(root)}"
 

@@ -37,8 +37,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(coro)``, cancelled by SIGTERM as by Ctrl-C (then ``Terminated``).
 
     The handler is only installed where asyncio can (the main thread of a POSIX
-    process); elsewhere SIGTERM keeps its usual meaning."""
+    process); elsewhere SIGTERM keeps its usual meaning. The caller's own handler is put
+    back after (``demo``'s, which stops its generation and read-back the same way)."""
     stopped: list[int] = []
+    installed: list[bool] = []
     _sigterm_seen[0] = False
 
     async def main() -> T:
@@ -55,9 +57,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
         try:
             loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-            installed = True
+            installed.append(True)
         except (ValueError, RuntimeError, NotImplementedError):  # off the main thread; Windows
-            installed = False
+            pass
         try:
             return await coro
         finally:
@@ -74,5 +76,6 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
             raise Terminated() from None
         raise
     finally:
-        if stopped and before is not None:
-            signal.signal(signal.SIGTERM, before)  # as the caller had it
+        # as the caller had it (asyncio leaves SIG_DFL, which dies silently)
+        if installed and before is not None:
+            signal.signal(signal.SIGTERM, before)
