@@ -56,7 +56,7 @@ def test_the_sample_reads_the_staged_key_and_the_ingestion_stamp(tmp_path: Path)
         lines.append(b'{"v":1}\t[%d,"f",%d,%s,null]\n' % (T0 + i, i + 1, raw))
     lines.append(b'{"v":1}\t[-1e18,"f",11,{"event":"e","properties":{}},null]\n')
     staged.write_bytes(b"".join(lines))
-    assert sample([staged, tmp_path / "gone.jsonl"]) == (Counter({32: 10}), T0)
+    assert sample([staged, tmp_path / "gone.jsonl"]) == (Counter({32: 10}), {32: T0})
 
 
 def _shifted_day(folder: Path, n: int = 300) -> Path:

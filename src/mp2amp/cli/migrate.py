@@ -163,7 +163,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                         "migrate them in a new run with its own work folder",
                         markup=False, highlight=False)
                 if result.time_check is not None:  # said as the load began, and again here
-                    err_console.print(f"warning: {result.time_check.message()}",
+                    err_console.print(f"warning: {result.time_check.message(final=True)}",
                                       markup=False, highlight=False)
                 if result.totals.get("parked"):
                     err_console.print(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +52,8 @@ class TimeHint:
     sampled: int  # zone-like samples: the share's base
     at: float = 0.0  # a sampled event's UTC seconds, for a configured zone's offset
     read_as: str | None = None  # the zone a legacy_time config reads the times in
-    sent: int = 0  # events of this run already in Amplitude
+    sent: int = 0  # events of this run already in Amplitude (or its import files)
+    to_files: bool = False  # the S3-import sink: written to import files, not sent
 
     def as_dict(self) -> dict[str, Any]:
         return {"looks_offset_minutes": self.offset_minutes, "share": round(self.share, 3),
@@ -63,7 +64,9 @@ class TimeHint:
         return self.offset_minutes + (0 if self.read_as is None else _offset(self.read_as,
                                                                              self.at))
 
-    def message(self, stopping: bool = False) -> str:
+    def message(self, stopping: bool = False, final: bool = False) -> str:
+        """What the check found and what to do: ``stopping`` (the run stops now), else a
+        warning as the load begins, or ``final`` once the run is over."""
         later = self.offset_minutes > 0  # the times read are later than the ingestion
         zone = self.zone_minutes()
         if self.read_as is None:
@@ -80,18 +83,19 @@ class TimeHint:
                 f"{cause}. A project created before 2023 exports its own timezone's wall "
                 "clock: set [mixpanel] timezone to that zone and legacy_time = true; a newer "
                 "one exports UTC: legacy_time = false. Then migrate in a new work folder. ")
-        if self.sent:
-            return head + (
-                f"{self.sent} events of this run are in Amplitude already, with these times "
-                "(Amplitude cannot move them: delete them there before migrating again); "
-                "if the times are right as they are, set [mixpanel] time_check = \"warn\" "
-                "and run the same command with --resume")
+        where = ("written to import files in [amplitude] output_dir (do not import them "
+                 "if the times are wrong)" if self.to_files else
+                 "in Amplitude already (Amplitude cannot move them: delete them there if "
+                 "the times are wrong)")
+        done = f"{self.sent} events of this run are {where}. " if self.sent else ""
         if stopping:
-            return head + ("Nothing was sent: if the times are right as they are, set "
-                           '[mixpanel] time_check = "warn" and run the same command with '
-                           "--resume")
-        return head + ("Amplitude cannot move events once sent: stop this run (Ctrl-C) "
-                       "unless the times are meant so")
+            return head + done + ("" if self.sent else "Nothing was sent. ") + (
+                'If the times are right as they are, set [mixpanel] time_check = "warn" '
+                "and run the same command with --resume")
+        if final:
+            return head + "The run went on with these times ([mixpanel] time_check = warn)"
+        return head + done + ("The run goes on ([mixpanel] time_check = warn): stop it "
+                              "(Ctrl-C) unless the times are meant so")
 
 
 def _span(minutes: int) -> str:
@@ -132,11 +136,12 @@ def _spread(path: Path, want: int) -> Iterator[bytes]:
                 yield line
 
 
-def sample(paths: list[Path]) -> tuple[Counter[int], float]:
+def sample(paths: list[Path]) -> tuple[Counter[int], dict[int, float]]:
     """Quarter-hour buckets of (ingested - event time) over lines spread across each file,
-    and one sampled event's UTC seconds."""
+    and for each bucket one of its events' UTC seconds (a configured zone's offset is
+    taken there: one odd device clock must not decide it)."""
     buckets: Counter[int] = Counter()
-    at = 0.0
+    at: dict[int, float] = {}
     want = max(MIN_PER_WINDOW, min(PER_WINDOW, MAX_SAMPLES // max(1, len(paths))))
     step = max(1, len(paths) * want // MAX_SAMPLES)  # past that, every step-th window
     for path in paths[::step]:
@@ -151,15 +156,17 @@ def sample(paths: list[Path]) -> tuple[Counter[int], float]:
                     continue
                 if key == UNKNOWN_TIME:
                     continue
-                buckets[round((int(found.group(1)) - key * 1000) / BUCKET_MS)] += 1
-                at = at or key
+                bucket = round((int(found.group(1)) - key * 1000) / BUCKET_MS)
+                buckets[bucket] += 1
+                at.setdefault(bucket, key)
         except OSError:  # gone: restaged or named elsewhere
             continue
     return buckets, at
 
 
-def verdict(buckets: Counter[int], at: float = 0.0, read_as: str | None = None,
-            sent: int = 0) -> TimeHint | None:
+def verdict(buckets: Counter[int], at: dict[int, float] | None = None,
+            read_as: Callable[[float], str | None] = lambda _: None, sent: int = 0,
+            to_files: bool = False) -> TimeHint | None:
     """A hint when one shift (with its DST neighbour an hour away) holds most of the
     zone-like sample and few events sit at zero."""
     zone_like = {b: c for b, c in buckets.items() if b in _ZONE_LIKE}
@@ -173,11 +180,34 @@ def verdict(buckets: Counter[int], at: float = 0.0, read_as: str | None = None,
     bucket = max((b for b in zone_like if abs(b) >= 2), key=held, default=0)
     if bucket == 0 or held(bucket) < MOST * sampled:
         return None
+    instant = (at or {}).get(bucket, 0.0)
     return TimeHint(offset_minutes=-bucket * 15, share=held(bucket) / sampled, sampled=sampled,
-                    at=at, read_as=read_as, sent=sent)
+                    at=instant, read_as=read_as(instant), sent=sent, to_files=to_files)
 
 
-def check_event_times(paths: list[Path], read_as: str | None = None,
-                      sent: int = 0) -> TimeHint | None:
+def check_event_times(paths: list[Path],
+                      read_as: Callable[[float], str | None] = lambda _: None,
+                      sent: int = 0, to_files: bool = False) -> TimeHint | None:
+    """``read_as``: the zone a legacy_time config reads a time at that UTC instant in
+    (its timezone_changes applied), None when the config reads UTC."""
     buckets, at = sample(paths)
-    return verdict(buckets, at, read_as, sent)
+    return verdict(buckets, at, read_as, sent, to_files)
+
+
+def configured_zone(config: Any) -> Callable[[float], str | None]:
+    """The zone ``config`` reads a time at a UTC instant in: None when it reads UTC (not
+    legacy_time), else its timezone, or the one of the last timezone_changes entry in
+    force by then (its date as a UTC date: a day's precision is all the message needs)."""
+    mixpanel = config.mixpanel
+    if not mixpanel.legacy_time:
+        return lambda _: None
+
+    def zone(at: float) -> str | None:
+        day = datetime.fromtimestamp(at, UTC).date()
+        current: str = mixpanel.timezone
+        for change in mixpanel.timezone_changes:
+            if change.since <= day:
+                current = change.timezone
+        return current
+
+    return zone
