@@ -7,9 +7,11 @@ so what is kept is the same in .json and .jsonl, whatever the stack; it ends wit
 bracket that closes it, so a missing ``,`` after it loses nothing, as after any element.
 An element that is not valid JSON is reported as ``malformed_json`` and skipped to the
 ``,`` or ``]`` that ends it, found by its strings and brackets (a bad literal or a
-missing quote in a key leaves those intact), so the elements after it are still read.
-An unterminated string ends its element at its line's end (JSON strings hold no raw
-newline), so the next line's element is read. A file that ends before its array does (its
+missing quote in a key leaves those intact; a stray ``}`` is part of it), so the elements
+after it are still read. An unterminated string ends its element at its line's end (JSON
+strings hold no raw newline), so the next line's element is read; when that is the file's
+last line and the text after the quote closes the element and the array (a stray quote),
+the file is whole. A file that ends before its array does (its
 last character is not the ``]`` that closes it: none, an inner list's, or one inside a
 string left open, as in a cut ``"[object Object]"``) was cut short: one ``truncated_file``
 rejection marks the rest, as for a damaged .gz, so ``[source] damaged_files`` applies. An
@@ -84,6 +86,9 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
     # where skip_element's scan stood when the input ended (_CUT): the brackets still open
     # in the element, and whether inside a string
     open_at_cut, in_string_at_cut = 0, False
+    # the last bad element's string ended with its line, and the text it took closes the
+    # element and the array: a stray quote, so a file ending there is whole
+    line_closed_array = False
 
     def line_at(p: int) -> int:
         """The 1-based line of ``buf[p]`` (``p`` never moves back)."""
@@ -123,7 +128,7 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
         _ENDLESS when no end is found within MAX_ELEMENT_CHARS. ``whole``: the element is
         valid JSON as far as brackets go (it only nests too deeply for the stdlib), so it
         ends with the bracket that closes it: a missing ',' after it loses nothing."""
-        nonlocal pos, open_at_cut, in_string_at_cut
+        nonlocal pos, open_at_cut, in_string_at_cut, line_closed_array
         start = pos
         depth = 0
         i = pos
@@ -146,6 +151,8 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                     # JSON never holds a raw newline in a string: this one was left open
                     # (a cut value). The element ends with its line, so an array of one
                     # element per line reads on with the next (the ',' was in the string).
+                    line_closed_array = _stray_quote_closes(
+                        _open_string(buf, start, i - 1), depth)
                     pos = i
                     return start
                 if ch == "\\":
@@ -167,9 +174,11 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 if whole and depth == 0:
                     pos = i
                     return start
-            elif depth == 0:  # a top-level ',' or the array's own ']'
+            elif ch == "]" or (ch == "," and depth == 0):  # a top-level ',' or the array's ']'
                 pos = i - 1
                 return start
+            # a stray top-level '}' (an extra brace) is part of the bad element: ending the
+            # element on it would start the next one on it again, endlessly
 
     def skip_ws(ws: str = _WS) -> bool:
         """Advance past whitespace (``ws``); False at the end of the input."""
@@ -215,6 +224,8 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
     first_of_array = True
     while True:
         if not skip_ws():
+            if line_closed_array:  # the last line's ']' was the array's, after a stray quote
+                return
             yield cut_short(f"after element {index} (line {line_at(pos)})" if index
                             else f"after its '[' (line {line_at(pos)})")
             return
@@ -238,6 +249,7 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
             if buf[pos] == "]":  # a trailing comma: no element is missing
                 continue
         first_of_array = False
+        line_closed_array = False
         index += 1
         line = number(pos)
         starts = line_at(pos)  # the line in the file (``line`` counts on along one line)
@@ -272,6 +284,10 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 value, raw = _parse_deep(buf[skipped:pos])
                 if value is not _PARSE_ERROR and value is not _TOO_DEEP:
                     end, pos = pos, skipped
+                elif not _closes_itself(buf, skipped, pos):
+                    # a bracket left open inside took a later closer (the array's ']') for
+                    # the element's: skip it as any bad element, to its ',' or ']'
+                    pos, skipped = skipped, None
         if value is _PARSE_ERROR or value is _TOO_DEEP:
             what = "is not valid JSON" if value is _PARSE_ERROR else TOO_DEEP
             start = skip_element() if skipped is None else skipped
@@ -290,6 +306,8 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
             if start < 0:
                 yield broken(index, what, line)
                 return
+            if pos == start and buf[pos] != ",":
+                pos += 1  # never read the same place again: the element is its first character
             head = _clean(buf[start:min(pos, start + 200)].rstrip())
             rej = Rejection(
                 "malformed_json",
@@ -348,12 +366,14 @@ def _parse_deep(text: str) -> tuple[Any, bytes | None]:
         return _PARSE_ERROR, None
 
 
-def _open_string(buf: str) -> str:
-    """The text after the quote left open at the end of ``buf`` (an escaped quote is text)."""
-    quote = buf.rfind('"')
-    while quote > 0 and _escaped(buf, quote):
-        quote = buf.rfind('"', 0, quote)
-    return buf[quote + 1:]
+def _open_string(buf: str, lo: int = 0, hi: int | None = None) -> str:
+    """The text after the quote left open at the end of ``buf[lo:hi]`` (an escaped quote
+    is text)."""
+    hi = len(buf) if hi is None else hi
+    quote = buf.rfind('"', lo, hi)
+    while quote > lo and _escaped(buf, quote):
+        quote = buf.rfind('"', lo, quote)
+    return buf[max(quote + 1, lo):hi]
 
 
 def _escaped(text: str, at: int) -> bool:
@@ -366,17 +386,22 @@ def _escaped(text: str, at: int) -> bool:
 
 def _stray_quote_closes(tail: str, depth: int) -> bool:
     """Whether ``tail``, the text after a quote left open, read as if that quote were a
-    stray one, closes the ``depth`` brackets still open in its element and then the array
-    with the file's last character: a whole file with a broken string (``"open}]``), not
-    one cut inside a string whose text so far ends with ']' (``"[object Object]``)."""
+    stray one, ends with a ']' and closes more than the ``depth`` brackets still open in
+    its element: the element and then the array, a whole file with a broken string
+    (``"open}]``), not one cut inside a string whose text so far ends with ']'
+    (``"[object Object]``). More, not exactly as many: ``depth`` was counted with the
+    quotes after the stray one paired wrongly, so brackets the element opens in its
+    text were taken for string text (``"5" TV","p":{"a":1}}]`` looks 1 deep, is 2)."""
+    if not tail.rstrip(_WS).endswith("]"):
+        return False
     for m in _BRACKETS.finditer(tail):
-        if m.group() in "{[":
-            depth += 1
-        elif depth:
-            depth -= 1
-        else:
-            return not tail[m.end():].strip(_WS)
-    return False
+        depth += 1 if m.group() in "{[" else -1
+    return depth < 0
+
+
+def _closes_itself(buf: str, start: int, end: int) -> bool:
+    """Whether ``buf[start:end]`` ends with the bracket that closes its first one."""
+    return buf[end - 1] == {"{": "}", "[": "]"}.get(buf[start])
 
 
 def _clean(text: str) -> str:
