@@ -18,6 +18,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import MutableMapping
 
+import aiohttp
+
 from mp2amp.errors import ConfigError, redact_userinfo
 
 log = logging.getLogger("mp2amp.proxy")
@@ -26,6 +28,32 @@ PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "AL
                    "all_proxy")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 PROXY_SCHEMES = ("http", "https")  # what aiohttp can talk to (no socks)
+
+# A request that reached no server: refused, no route, DNS, TLS, a connect that timed out,
+# or a proxy that answered its CONNECT with an error. Safe to send again.
+NEVER_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
+                   aiohttp.ClientHttpProxyError)
+# A proxy's answers that no retry changes: it wants credentials (407), or its policy refuses
+# the host (403). Any other (a 502 from a proxy that cannot reach the API) counts as a
+# connection never made.
+PROXY_REFUSALS = frozenset({403, 407})
+
+
+def proxy_fix(status: int, host: str) -> str:
+    """What to do about a proxy's refusal (``PROXY_REFUSALS``) to reach ``host``."""
+    if status == 407:
+        return ("It wants credentials, or refused the ones given: write them into the "
+                "proxy's URL in HTTPS_PROXY / HTTP_PROXY as user:password@ before its host")
+    return (f"Its policy refuses {host}: ask for it to be allowed, or, if {host} can be "
+            "reached without the proxy, add it to NO_PROXY")
+
+
+def proxy_failure_text(exc: BaseException) -> str:
+    """A connection error's words for a message, with no credentials of any URL in it."""
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return f"the proxy answered {exc.status} {exc.message}"
+    return redact_userinfo(str(exc) or type(exc).__name__)
+
 
 _unreadable_netrc: set[str] = set()  # said once per process, not on every request
 

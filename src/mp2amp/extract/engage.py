@@ -38,7 +38,6 @@ from mp2amp.extract.api import MixpanelSettings, forbidden_message
 from mp2amp.extract.export import new_session, request_headers
 from mp2amp.extract.export_errors import (
     ENGAGE,
-    NEVER_CONNECTED,
     failure_text,
     proxy_refusal,
     proxy_refused,
@@ -46,7 +45,7 @@ from mp2amp.extract.export_errors import (
 )
 from mp2amp.extract.ratelimit import RateLimiter, RetryBudget
 from mp2amp.models import SourceRecord
-from mp2amp.proxyenv import proxy_for
+from mp2amp.proxyenv import NEVER_CONNECTED, proxy_for
 
 log = logging.getLogger("mp2amp.extract")
 

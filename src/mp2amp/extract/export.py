@@ -44,7 +44,6 @@ from mp2amp.errors import (
 )
 from mp2amp.extract.api import MixpanelSettings
 from mp2amp.extract.export_errors import (
-    NEVER_CONNECTED,
     http_error,
     never_connected,
     never_reached,
@@ -59,7 +58,7 @@ from mp2amp.extract.lines import (
 from mp2amp.extract.ratelimit import RateLimiter, RetryBudget
 from mp2amp.models import SourceRecord
 from mp2amp.pipeline.diskspace import FULL_ERRNOS, UNWRITABLE_ERRNOS
-from mp2amp.proxyenv import proxy_for
+from mp2amp.proxyenv import NEVER_CONNECTED, proxy_for
 
 log = logging.getLogger("mp2amp.extract")
 

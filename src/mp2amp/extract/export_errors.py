@@ -20,22 +20,15 @@ from mp2amp.errors import (
     redact_userinfo,
 )
 from mp2amp.extract.api import RESUME_KEEPS, MixpanelSettings, forbidden_message
-from mp2amp.proxyenv import proxy_for
+from mp2amp.proxyenv import (
+    PROXY_REFUSALS,
+    proxy_failure_text,
+    proxy_fix,
+    proxy_for,
+)
 
 if TYPE_CHECKING:
     from mp2amp.extract.export import Days
-
-# What a request raises when it never reached Mixpanel: refused, no route, DNS, a connect
-# phase past its timeout (every address of the host and a proxy's CONNECT together), or a
-# proxy that answered its CONNECT with an error. Safe to repeat; nothing was asked.
-NEVER_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
-                   aiohttp.ClientHttpProxyError)
-
-# A proxy's answers that no retry changes: it wants credentials (407), or its policy
-# refuses the host (403). Any other (a 502 from a proxy that cannot reach Mixpanel) counts
-# as a connection never made.
-PROXY_REFUSALS = frozenset({403, 407})
-
 
 def request_timeout(settings: MixpanelSettings) -> aiohttp.ClientTimeout:
     """An export request's timeouts. ``connect`` bounds the whole connect (DNS, every
@@ -50,11 +43,7 @@ def request_timeout(settings: MixpanelSettings) -> aiohttp.ClientTimeout:
                                  connect=connect)
 
 
-def failure_text(exc: BaseException) -> str:
-    """A connection error's words for a message, with no credentials of any URL in it."""
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        return f"the proxy answered {exc.status} {exc.message}"
-    return redact_userinfo(str(exc) or type(exc).__name__)
+failure_text = proxy_failure_text  # the name the extract modules use
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +93,9 @@ def proxy_refused(status: int, reason: str, settings: MixpanelSettings,
     url = url or settings.export_url
     host = urllib.parse.urlsplit(url).hostname or url
     proxy = proxy_for(url) or seen or "on the way"
-    fix = ("It wants credentials, or refused the ones given: write them into the proxy's URL "
-           "in HTTPS_PROXY / HTTP_PROXY as user:password@ before its host"
-           if status == 407 else
-           f"Its policy refuses {host}: ask for it to be allowed, or, if {host} can be "
-           "reached without the proxy, add it to NO_PROXY")
     return TerminalError(redact_userinfo(
         f"the proxy {proxy} answered {status} {reason} when asked for {asked.what} at "
-        f"{url}; {asked.lost}. {fix}, then {asked.then}"))
+        f"{url}; {asked.lost}. {proxy_fix(status, host)}, then {asked.then}"))
 
 
 def never_reached(settings: MixpanelSettings, exc: Exception, requests: int) -> str:

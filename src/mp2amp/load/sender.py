@@ -24,6 +24,7 @@ from mp2amp.load.observer import Submitted, parked_key
 from mp2amp.load.packed import OpenBody
 from mp2amp.load.responses import IdPair, Verdict, classify
 from mp2amp.load.settings import CONNECT_FAILED, LoadReport
+from mp2amp.proxyenv import NEVER_CONNECTED, PROXY_REFUSALS, proxy_failure_text, proxy_fix
 
 if TYPE_CHECKING:
     from mp2amp.load.uploader import Lane, Uploader
@@ -75,12 +76,6 @@ UNREACHABLE_ATTEMPTS = 5
 # lost (retried for ~45 minutes).
 CONNECT_TIMEOUT = 10.0
 
-# A proxy's answers to the CONNECT that no retry changes: it wants credentials (407) or its
-# policy refuses the host (403). Any other (a 502 from a proxy that cannot reach Amplitude)
-# counts as a connect that failed.
-PROXY_REFUSALS = frozenset({403, 407})
-
-
 class ProxyRefused(RetriesExhausted):
     """The proxy refused to connect to Amplitude: nothing was sent, so, as for an
     Amplitude never reached, a resume may still correct the API key."""
@@ -97,11 +92,9 @@ def session_timeout(total: float) -> aiohttp.ClientTimeout:
 
 
 def never_sent(exc: BaseException) -> bool:
-    """Whether a failed request never reached a server: refused, no route, DNS, TLS, a
-    connect that timed out, or a proxy that answered its CONNECT with an error. Such a
-    request is safe to resend and says nothing was reached."""
-    return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
-                      | aiohttp.ClientHttpProxyError)
+    """Whether a failed request never reached a server (``proxyenv.NEVER_CONNECTED``):
+    safe to resend, and it says nothing was reached."""
+    return isinstance(exc, NEVER_CONNECTED)
 
 
 def proxy_refusal(exc: BaseException, url: str, proxy: str | None) -> ProxyRefused | None:
@@ -115,22 +108,10 @@ def proxy_refusal(exc: BaseException, url: str, proxy: str | None) -> ProxyRefus
 def proxy_refused(status: int, reason: str, url: str, proxy: str | None) -> ProxyRefused:
     """The stop for a proxy's 407 or 403, to a CONNECT (an https:// host) or as the answer
     to the POST itself (an http:// host): nothing reached Amplitude."""
-    host = URL(url).host or url
-    fix = ("it wants credentials, or refused the ones given: write them into the proxy's "
-           "URL in HTTPS_PROXY / HTTP_PROXY as user:password@ before its host"
-           if status == 407 else
-           f"its policy refuses {host}: ask for it to be allowed, or, if {host} can be "
-           "reached without the proxy, add it to NO_PROXY")
     return ProxyRefused(redact_userinfo(
         f"the proxy {proxy or 'on the way'} answered {status} {reason} when asked for "
-        f"Amplitude at {url}; nothing was sent. {fix[0].upper()}{fix[1:]}, then run the same "
-        "`mp2amp migrate` command with --resume (nothing was lost)"))
-
-
-def _failure_text(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        return f"the proxy answered {exc.status} {exc.message}"
-    return str(exc) or type(exc).__name__
+        f"Amplitude at {url}; nothing was sent. {proxy_fix(status, URL(url).host or url)}, "
+        "then run the same `mp2amp migrate` command with --resume (nothing was lost)"))
 
 
 # Seconds over which Amplitude averages a device's or user's events per second: "To reach
@@ -327,7 +308,7 @@ class Sender:
             return refused
         if unsent and not self.answered and attempt + 1 >= UNREACHABLE_ATTEMPTS:
             return RetriesExhausted(redact_userinfo(
-                f"cannot connect to Amplitude at {up.settings.url} ({_failure_text(exc)}), "
+                f"cannot connect to Amplitude at {up.settings.url} ({proxy_failure_text(exc)}), "
                 f"{attempt + 1} times and never since this run started: check [amplitude] "
                 "api_host or region and the network (and the proxy, if one is set), then run "
                 "the same `mp2amp migrate` command with --resume (nothing was lost)"))
