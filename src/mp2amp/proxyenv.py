@@ -5,7 +5,11 @@ The Export API, Engage and Amplitude clients use ``HTTPS_PROXY`` / ``HTTP_PROXY`
 not trust the environment, which would also send a ~/.netrc login for the API host. A
 machine set up with a proxy and no ``NO_PROXY`` would then send requests for the local
 emulators (``mp2amp demo``, an ``api_host`` on 127.0.0.1) to the proxy, which cannot
-reach them: loopback is added to ``NO_PROXY``.
+reach them: loopback is added to ``NO_PROXY``. A ``NO_PROXY`` entry ``host:port``
+(``[::1]:8080``) matches that host on that port only, as urllib does for a ``host:port``
+asked. Upper-case ``HTTP_PROXY`` is not used while ``REQUEST_METHOD`` is set (urllib's
+rule: in a CGI environment a request's ``Proxy:`` header becomes ``HTTP_PROXY``, httpoxy),
+and a warning says so once.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "AL
                    "all_proxy")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 PROXY_SCHEMES = ("http", "https")  # what aiohttp can talk to (no socks)
+DEFAULT_PORTS = {"http": 80, "https": 443}  # a NO_PROXY host:port is matched on these too
 
 # A request that reached no server: refused, no route, DNS, TLS, a connect that timed out,
 # or a proxy that answered its CONNECT with an error. Safe to send again.
@@ -39,9 +44,18 @@ NEVER_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
 PROXY_REFUSALS = frozenset({403, 407})
 
 
-def proxy_fix(status: int, host: str) -> str:
-    """What to do about a proxy's refusal (``PROXY_REFUSALS``) to reach ``host``."""
+def proxy_fix(status: int, host: str, proxy: str | None = None) -> str:
+    """What to do about a proxy's refusal (``PROXY_REFUSALS``) to reach ``host``;
+    ``proxy``: the URL the request went through, as ``proxy_for`` gave it."""
     if status == 407:
+        sent = _netrc_sent.get(proxy or "")
+        if sent is not None:  # the login was not the user's to see in the URL: say where
+            netrc_host, path = sent
+            return (f"It refused the login {path} keeps for the proxy host {netrc_host} "
+                    "(sent because the proxy's URL has none): correct that machine entry's "
+                    "login and password, or write user:password@ before the host in the "
+                    "proxy's URL in HTTPS_PROXY / HTTP_PROXY (that login is then used "
+                    "instead)")
         return ("It wants credentials, or refused the ones given: write them into the "
                 "proxy's URL in HTTPS_PROXY / HTTP_PROXY as user:password@ before its host")
     return (f"Its policy refuses {host}: ask for it to be allowed, or, if {host} can be "
@@ -56,6 +70,9 @@ def proxy_failure_text(exc: BaseException) -> str:
 
 
 _unreadable_netrc: set[str] = set()  # said once per process, not on every request
+# Proxy URLs given a ~/.netrc login -> (the proxy's host, the netrc file): a 407 names them
+_netrc_sent: dict[str, tuple[str, str]] = {}
+_http_proxy_ignored: set[str] = set()  # the warning below, once per process
 
 
 def bypass_proxy_for_loopback(environ: MutableMapping[str, str] | None = None) -> None:
@@ -87,11 +104,13 @@ def proxy_for(url: str) -> str | None:
     a proxy no request can go through (socks) named for the URL's scheme; a socks
     ``ALL_PROXY`` is left to the tools that take it."""
     parts = urllib.parse.urlsplit(url)
-    if not parts.hostname or _bypassed(parts.hostname):
+    if not parts.hostname or _bypassed(parts.hostname, _port(parts)):
         return None
-    proxies = urllib.request.getproxies()
+    proxies = urllib.request.getproxies()  # without HTTP_PROXY when REQUEST_METHOD is set
     own = (proxies.get(parts.scheme) or "").strip()
     proxy = own or (proxies.get("all") or "").strip()
+    if not own and parts.scheme == "http":
+        _say_http_proxy_ignored(parts.hostname, bool(proxy))
     if not proxy:
         return None
     if "://" not in proxy:
@@ -110,11 +129,40 @@ def proxy_for(url: str) -> str | None:
     return with_netrc_login(proxy)
 
 
-def _bypassed(host: str) -> bool:
-    """``NO_PROXY`` names ``host``: urllib's rules, plus the CIDR entries (10.0.0.0/8)
-    curl and requests honour for an IP address."""
+def _say_http_proxy_ignored(host: str, via_all: bool) -> None:
+    """Warn once that an upper-case ``HTTP_PROXY`` is not used: urllib drops it while
+    ``REQUEST_METHOD`` is set, as a CGI server may have made it from a request's
+    ``Proxy:`` header (httpoxy); the lower-case ``http_proxy`` is always the user's."""
+    if not os.environ.get("HTTP_PROXY") or "REQUEST_METHOD" not in os.environ \
+            or "HTTP_PROXY" in _http_proxy_ignored:
+        return
+    _http_proxy_ignored.add("HTTP_PROXY")
+    log.warning("HTTP_PROXY is not used for http:// URLs (%s) because REQUEST_METHOD is "
+                "set: there it may come from a web request's Proxy: header (httpoxy). "
+                "Requests to http:// hosts go %s; to use that proxy, set it in the "
+                "lower-case http_proxy, or unset REQUEST_METHOD", host,
+                "through ALL_PROXY" if via_all else "directly, without a proxy")
+
+
+def _port(parts: urllib.parse.SplitResult) -> int | None:
+    """The port a URL's request goes to, its scheme's default when it names none."""
+    try:
+        return parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:  # a port that is no number: no host:port entry can match it
+        return None
+
+
+def _bypassed(host: str, port: int | None = None) -> bool:
+    """``NO_PROXY`` names ``host``: urllib's rules, with ``host:port`` entries matched
+    against ``port`` (``[::1]:8080`` for an IPv6 address), as urllib matches them when
+    asked for host:port, plus the CIDR entries (10.0.0.0/8) curl and requests honour for
+    an IP address."""
     if urllib.request.proxy_bypass(host):
         return True
+    if port is not None:
+        spelled = f"[{host}]" if ":" in host else host
+        if urllib.request.proxy_bypass(f"{spelled}:{port}"):
+            return True
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -154,15 +202,17 @@ def with_netrc_login(proxy: str) -> str:
     parts = urllib.parse.urlsplit(proxy)
     if parts.username is not None or not parts.hostname:
         return proxy
-    login = _netrc_login(parts.hostname)
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    login = _netrc_login(parts.hostname, path)
     if login is None:
         return proxy
     quoted = ":".join(urllib.parse.quote(p, safe="") for p in login)
-    return parts._replace(netloc=f"{quoted}@{parts.netloc}").geturl()
+    with_login = parts._replace(netloc=f"{quoted}@{parts.netloc}").geturl()
+    _netrc_sent[with_login] = (parts.hostname, path)
+    return with_login
 
 
-def _netrc_login(host: str) -> tuple[str, str] | None:
-    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+def _netrc_login(host: str, path: str) -> tuple[str, str] | None:
     try:
         entries = netrc.netrc(path)
     except FileNotFoundError:

@@ -95,7 +95,7 @@ def proxy_refused(status: int, reason: str, settings: MixpanelSettings,
     proxy = proxy_for(url) or seen or "on the way"
     return TerminalError(redact_userinfo(
         f"the proxy {proxy} answered {status} {reason} when asked for {asked.what} at "
-        f"{url}; {asked.lost}. {proxy_fix(status, host)}, then {asked.then}"))
+        f"{url}; {asked.lost}. {proxy_fix(status, host, proxy)}, then {asked.then}"))
 
 
 def never_reached(settings: MixpanelSettings, exc: Exception, requests: int) -> str:

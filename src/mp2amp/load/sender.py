@@ -108,9 +108,10 @@ def proxy_refusal(exc: BaseException, url: str, proxy: str | None) -> ProxyRefus
 def proxy_refused(status: int, reason: str, url: str, proxy: str | None) -> ProxyRefused:
     """The stop for a proxy's 407 or 403, to a CONNECT (an https:// host) or as the answer
     to the POST itself (an http:// host): nothing reached Amplitude."""
+    fix = proxy_fix(status, URL(url).host or url, proxy)
     return ProxyRefused(redact_userinfo(
         f"the proxy {proxy or 'on the way'} answered {status} {reason} when asked for "
-        f"Amplitude at {url}; nothing was sent. {proxy_fix(status, URL(url).host or url)}, "
+        f"Amplitude at {url}; nothing was sent. {fix}, "
         "then run the same `mp2amp migrate` command with --resume (nothing was lost)"))
 
 
