@@ -78,7 +78,7 @@ from mp2amp.pipeline.result import EXIT_OK, EXIT_PARKED, EXIT_UNBALANCED, Migrat
 from mp2amp.pipeline.run_start import holds_run_files, open_ledger, plan_or_check
 from mp2amp.pipeline.staged_identity import read_staged_identity_timed
 from mp2amp.pipeline.status import former_default_hint
-from mp2amp.pipeline.timecheck import check_event_times, configured_zone
+from mp2amp.pipeline.timecheck import check_before_load
 from mp2amp.pipeline.transform_worker import (
     EVENT,
     UNSERIALIZABLE,
@@ -340,14 +340,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         if config.source.damaged_files == "stop":
             stop_on_damaged_files(ledger)  # this run's, and those a killed run staged
         windows = ledger.windows()  # with every staged path and record count
-        times = check_event_times(
-            [Path(w.staged_path) for w in windows if w.staged_path], configured_zone(config),
-            int(totals(window_counts(ledger)).get("sent", 0)),
-            to_files=config.amplitude.output_dir is not None)
-        if times is not None:  # before anything is sent: a wrong zone cannot be undone
-            if config.mixpanel.time_check == "stop":
-                raise TerminalError(times.message(stopping=True))
-            log.warning(times.message())
+        times = check_before_load(config, ledger)  # stops before anything more is sent
         # The graph needs no second pass: it decides by event time (ties: the window
         # order, which the merge keeps), so file order and merged order give one graph.
         merged = merge_overlapping(ledger, windows)

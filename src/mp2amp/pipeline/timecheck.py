@@ -14,20 +14,31 @@ A sample is enough: lines spread over each staged window (staged files are sorte
 so the first lines would be a day's first minutes: an hourly sync's delays would look like a
 zone there), every window sampled, ``MAX_SAMPLES`` in all. The check reads the staged line's
 UTC key and the ingestion stamp's digits, nothing else.
+
+``stop`` stops the run only when something is left to send (a window not loaded, events
+parked for the daily quota): a finished run resumed would send nothing more, so there the
+check only reports, as ``warn`` does, and the run ends as finished runs do.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from mp2amp.errors import TerminalError
+from mp2amp.ledger import Ledger
+from mp2amp.pipeline.accounting import totals, window_counts
+from mp2amp.pipeline.import_folder import WROTE_KEY
 from mp2amp.pipeline.staging import UNKNOWN_TIME, staged_key
+
+log = logging.getLogger("mp2amp.migrate")
 
 BUCKET_MS = 15 * 60_000  # zone offsets are whole quarter hours
 HOUR = 4  # buckets
@@ -54,6 +65,10 @@ class TimeHint:
     read_as: str | None = None  # the zone a legacy_time config reads the times in
     sent: int = 0  # events of this run already in Amplitude (or its import files)
     to_files: bool = False  # the S3-import sink: written to import files, not sent
+    parked: int = 0  # events parked for Amplitude's daily quota: a resume sends them
+    finished: bool = False  # nothing is left to send: every window loaded, none parked
+    unsent: int = 0  # in batches sent with no answer recorded (a crash): maybe in Amplitude
+    files_left: bool = False  # an unfinished attempt's import files may be in output_dir
 
     def as_dict(self) -> dict[str, Any]:
         return {"looks_offset_minutes": self.offset_minutes, "share": round(self.share, 3),
@@ -83,19 +98,40 @@ class TimeHint:
                 f"{cause}. A project created before 2023 exports its own timezone's wall "
                 "clock: set [mixpanel] timezone to that zone and legacy_time = true; a newer "
                 "one exports UTC: legacy_time = false. Then migrate in a new work folder. ")
-        where = ("written to import files in [amplitude] output_dir (do not import them "
-                 "if the times are wrong)" if self.to_files else
-                 "in Amplitude already (Amplitude cannot move them: delete them there if "
-                 "the times are wrong)")
-        done = f"{self.sent} events of this run are {where}. " if self.sent else ""
+        done = self._done()
+        if self.finished:  # a finished run resumed: stopping it would protect nothing
+            verb = "written" if self.to_files else "sent"
+            return head + done + (f"Nothing was left to be {verb}: the run {verb} nothing "
+                                  "more" if final else f"Nothing is left to be {verb}: the "
+                                  f"run is not stopped, and nothing more is {verb}")
+        waiting = (f"{self.parked} events parked for Amplitude's daily quota are not sent "
+                   "yet. ") if self.parked else ""
         if stopping:
-            return head + done + ("" if self.sent else "Nothing was sent. ") + (
+            return head + (done or "Nothing was sent. ") + waiting + (
                 'If the times are right as they are, set [mixpanel] time_check = "warn" '
                 "and run the same command with --resume")
         if final:
             return head + "The run went on with these times ([mixpanel] time_check = warn)"
         return head + done + ("The run goes on ([mixpanel] time_check = warn): stop it "
                               "(Ctrl-C) unless the times are meant so")
+
+    def _done(self) -> str:
+        """What of the run is out already: recorded, and sent with no answer recorded (a
+        crash: Amplitude may have those, the resume sends them again)."""
+        if self.to_files and self.files_left:  # the counts cover only some of the files
+            return ("Import files of an earlier attempt of this run may be in [amplitude] "
+                    "output_dir: do not import them (the run removes them when it goes on). ")
+        if self.to_files:
+            return (f"{self.sent} events of this run are written to import files in "
+                    "[amplitude] output_dir (do not import them if the times are wrong). "
+                    if self.sent else "")
+        unsure = (f"up to {self.unsent} {'more ' if self.sent else ''}events of this run may "
+                  "be in Amplitude (sent before the run stopped, with no answer recorded)")
+        told = "Amplitude cannot move them: delete them there if the times are wrong"
+        if self.sent:
+            return (f"{self.sent} events of this run are in Amplitude already ({told})"
+                    + (f", and {unsure}" if self.unsent else "") + ". ")
+        return f"{unsure[0].upper()}{unsure[1:]} ({told}). " if self.unsent else ""
 
 
 def _span(minutes: int) -> str:
@@ -192,6 +228,27 @@ def check_event_times(paths: list[Path],
     (its timezone_changes applied), None when the config reads UTC."""
     buckets, at = sample(paths)
     return verdict(buckets, at, read_as, sent, to_files)
+
+
+def check_before_load(config: Any, ledger: Ledger) -> TimeHint | None:
+    """The check on every staged window, before the load: ``stop`` raises (nothing more
+    is sent) when something is left to send, else the hint is logged (module docstring)."""
+    windows = ledger.windows()
+    done = totals(window_counts(ledger))
+    hint = check_event_times([Path(w.staged_path) for w in windows if w.staged_path],
+                             configured_zone(config), int(done.get("sent", 0)),
+                             to_files=config.amplitude.output_dir is not None)
+    if hint is None:
+        return None
+    parked = int(done.get("parked", 0))
+    finished = not parked and all(w.state == "loaded" for w in windows)
+    hint = replace(hint, parked=parked, finished=finished,
+                   unsent=sum(b.events for b in ledger.batches() if b.state != "done"),
+                   files_left=not finished and ledger.get_meta(WROTE_KEY) is not None)
+    if config.mixpanel.time_check == "stop" and not hint.finished:
+        raise TerminalError(hint.message(stopping=True))  # a wrong zone cannot be undone
+    log.warning(hint.message())
+    return hint
 
 
 def configured_zone(config: Any) -> Callable[[float], str | None]:
