@@ -58,7 +58,7 @@ from mp2amp.transform.insert_id import (
     event_insert_id,
 )
 from mp2amp.transform.problems import RESERVED_EVENT_TYPES, not_an_event, source_field, usable_ids
-from mp2amp.transform.revenue import revenue_reader
+from mp2amp.transform.revenue import amount_keys, revenue_reader
 from mp2amp.transform.settings import TransformSettings
 from mp2amp.transform.shapes import (
     FIELD_ORDER,
@@ -106,6 +106,7 @@ class Transformer:
     def __init__(self, settings: TransformSettings) -> None:
         self.settings = settings
         self.values = ValueStats()
+        self._held = ValueStats()  # ``_event``'s counts, added to ``values`` if it is sent
         self.counts: Counter[str] = Counter()
         self.general_path = 0  # records that took ``_event``: how well the memos serve
         # The last event's source time (ms, before a legacy project's conversion to UTC):
@@ -131,12 +132,11 @@ class Transformer:
         self._library = settings.library or f"mp2amp/{__version__}"
         self._revenue_fields, self._book_revenue = revenue_reader(settings.revenue, self.counts,
                                                                   self.values)
-        rs = settings.revenue
-        self._revenue_keys = tuple(k for k in (rs.price, rs.revenue, rs.items) if k)
+        self._revenue_keys = amount_keys(settings.revenue)
         self._group_keys = settings.group_keys
         self._hashed_groups = tuple(k for k in settings.group_keys if privacy is not None
                                     and k in privacy.hash_properties)
-        self._configured = (*rs.property_names, *settings.group_keys)  # by Mixpanel name
+        self._configured = (*settings.revenue.property_names, *settings.group_keys)  # by name
         self._names = mapping.DEFAULT_EVENT_NAMES if settings.amplitude_event_names else {}
         # Memo tables (bounded): per event shape, per event name, per page URL. Pure
         # caches: the output is the same with or without them.
@@ -296,6 +296,7 @@ class Transformer:
     def _event(self, record: Any, ids: Resolved) -> dict[str, Any] | Rejection | Skip:
         """``event`` for any record: every step, in order (see the module docstring)."""
         self.general_path += 1
+        self._held.clear()  # a rejected event's
         try:
             if type(record) is not dict or "event" not in record:
                 return not_an_event(record)
@@ -373,10 +374,9 @@ class Transformer:
              groups, _, _) = shape
             if self._plan is not None:  # revenue and groups by their Mixpanel names
                 has_revenue, groups = present(configured, self._revenue_keys, self._group_keys)
-            # Event properties, checked on the way (plain_props); a value that needs
-            # sanitizing (or a name that does) sends the whole dict through sanitize_props.
-            # The other values are a fix of one of these (the input or "EMPTY"), kept values
-            # (checked once per memo entry), page properties cut from the checked URL, or True.
+            # Event properties, checked on the way (plain_props): a value (or name) needing
+            # sanitizing sends the dict through sanitize_props. The rest: fixes of these, kept
+            # values (checked once per memo entry), page properties of the checked URL, True.
             event_props = None if pairs is None else plain_props(pairs, template, props)
             plain_values = event_props is not None
             if event_props is None:
@@ -426,16 +426,18 @@ class Transformer:
                 event_props[UNPLANNED_FLAG] = True
             out["event_properties"] = (
                 event_props if plain_values and keeps_plain
-                else sanitize_props(event_props, "event_properties", self.values))
+                else sanitize_props(event_props, "event_properties", self._held))
             if user_props:
-                out["user_properties"] = sanitize_props(user_props, "user_properties", self.values)
+                out["user_properties"] = sanitize_props(user_props, "user_properties", self._held)
             if groups and (found := groups_of(unhashed_groups(  # hashing makes no group
                     configured, source_props, self._hashed_groups, rules), groups,
                     self.counts)):
                 out["groups"] = found
             out["insert_id"] = event_insert_id(source_name, source_props, raw_ms)
             self.counts.update(dropped_id)  # the event goes out: its overlong ID was dropped
-            self._book_revenue()  # and what its revenue step counted
+            self._held.move_to(self.values)  # and what its other steps counted
+            if has_revenue:  # (only after its own fields: a rejected event's are dropped)
+                self._book_revenue()
             if learn and shape_key is not None and shape.context is not None \
                     and name in self._event_types:
                 self._learn((source_name, lib, os_value, shape_key[2:]), shape, event_type, props,
@@ -540,7 +542,7 @@ class Transformer:
                                "reserved_event_type")
         event_type = mapped
         if len(mapped) > MAX_STRING or not mapped.isascii():
-            event_type = clip(mapped, "event_type", self.values)
+            event_type = clip(mapped, "event_type", self._held)
         if len(mapped) <= MAX_STRING:  # a cut name is counted on every event
             if len(self._event_types) >= _MAX_NAMES:
                 self._event_types.clear()
@@ -569,7 +571,7 @@ class Transformer:
 
     def _convert(self, shape: Shape, props: dict[str, Any],
                  memo_key: tuple[Any, ...] | None) -> Converted:
-        result, cacheable = convert(shape.conversion, props, self._library, self.values)
+        result, cacheable = convert(shape.conversion, props, self._library, self._held)
         if memo_key is not None and cacheable:
             self._remember_conversion(shape, memo_key, result)
         return result

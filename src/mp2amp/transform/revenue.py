@@ -17,7 +17,8 @@ Rules (all deterministic, none invents a value):
   not parse to a finite number is left alone (the event is still sent, without revenue),
   and counted (``revenue_not_a_number``: "$19.99", "1,299.00" and other scripts' digits
   are not guessed at) when the event is sent: one rejected for another reason is counted
-  under that reason only.
+  under that reason only. So is an amount that overflows a double (1e308 x 2.5, or an
+  order's sum): JSON has no infinity (orjson would write ``null``), so it is not sent.
 * Single item: ``price`` (and ``quantity``, an integer, Amplitude's default 1) and/or
   ``revenue``. A fractional quantity (2.5 kg) sends ``price x quantity`` as ``revenue``
   (Amplitude would book the price once); a quantity that is not a number sends no price. Amplitude recomputes revenue as ``price x quantity`` when all are sent, so
@@ -35,17 +36,20 @@ Rules (all deterministic, none invents a value):
   "refund" unless the event has its own type. A negative amount on any event is kept.
 * ``productId`` / ``revenueType`` / ``currency`` are sent only with a ``price`` or
   ``revenue`` (Amplitude requires one of them); ``currency`` only as a 3-letter ASCII
-  code, upper-cased.
+  code, upper-cased. A number there is written as Mixpanel (JavaScript) shows it, as a
+  group name and the plan's ``type: string`` write it: 29066.0 is "29066", 1e16
+  "10000000000000000".
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from mp2amp.transform.settings import RevenueSettings
-from mp2amp.transform.values import ValueStats, clip
+from mp2amp.transform.values import ValueStats, clip, int_text, js_number_text
 
 _INF = float("inf")
 
@@ -54,7 +58,10 @@ def number(value: object) -> float | None:
     """A finite number from a number or a numeric string; ``None`` otherwise."""
     t = type(value)
     if t is int or t is float:
-        result = float(value)  # type: ignore[arg-type]
+        try:
+            result = float(value)  # type: ignore[arg-type]
+        except OverflowError:  # an integer past a double's range (the stdlib parser's):
+            return None  # sanitizing rejects the event by its field (non_json_value)
     elif t is str:
         if "_" in value or not value.isascii():  # type: ignore[operator,attr-defined]
             # float() would accept "1_000" and other scripts' digits ("١٢٣"); a price string
@@ -79,11 +86,18 @@ def integer(value: object) -> int | None:
     return int(parsed)
 
 
+def amount_keys(rs: RevenueSettings) -> tuple[str, ...]:
+    """The configured properties whose presence gives an event revenue fields."""
+    return tuple(k for k in (rs.price, rs.revenue, rs.items) if k)
+
+
 def _text(value: object) -> str | None:
     if type(value) is str:
         return value.strip() or None
-    if type(value) is int or (type(value) is float and number(value) is not None):
-        return str(value)
+    if type(value) is int:
+        return int_text(value)
+    if type(value) is float and number(value) is not None:
+        return js_number_text(value)  # as Mixpanel shows it: 29066.0 is "29066"
     return None  # NaN/Infinity: no product or type is made up of them
 
 
@@ -154,9 +168,11 @@ def revenue_reader(rs: RevenueSettings, counts: Counter[str] | None = None,
     per event; ``productId``/``revenueType`` cut to Amplitude's string limit (``clip``), as
     every other top-level string. What it counts, ``revenue_not_a_number`` for an event
     whose configured price or revenue (or an item's price) is there but is not a number
-    ("$19.99", "1,299.00": sent without that amount, so a revenue chart that differs from
-    Mixpanel's says why) and the cuts, is held until ``book()`` adds it to ``counts`` and
-    ``stats``: the caller books only an event it sends (a later step may reject it)."""
+    ("$19.99", "1,299.00") or whose amount overflows (sent without that amount, so a
+    revenue chart that differs from Mixpanel's says why) and the cuts, is held until
+    ``book()`` adds it to ``counts`` and ``stats``: the caller books only an event it
+    sends, right after its ``fields`` (a later step may reject it; the next ``fields``
+    drops what a rejected event held)."""
     price_key, quantity_key, revenue_key = rs.price, rs.quantity, rs.revenue
     product_key, type_key, currency_key, items_key = (
         rs.product_id, rs.revenue_type, rs.currency, rs.items)
@@ -206,6 +222,13 @@ def revenue_reader(rs: RevenueSettings, counts: Counter[str] | None = None,
                                                    _quantity(props, quantity_key), revenue)
             if product_key:
                 product = _text(props.get(product_key))
+        if price is not None and quantity is not None and not math.isfinite(price * quantity):
+            price, quantity = None, None  # Amplitude's price x quantity would overflow
+            if revenue is None:  # (a recorded revenue differs: they would not be sent anyway)
+                pending["revenue_not_a_number"] = 1  # (once an event)
+        if revenue is not None and not math.isfinite(revenue):  # an overflowing product/sum
+            revenue = None  # (orjson would write null: no amount, and no count of it)
+            pending["revenue_not_a_number"] = 1
         if price is None and revenue is None:
             return {}
         if price is not None and revenue is not None and abs(

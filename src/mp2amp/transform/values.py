@@ -50,6 +50,22 @@ class ValueStats:
         self.truncated: Counter[str] = Counter()
         self.flattened: Counter[str] = Counter()
 
+    def clear(self) -> None:
+        """Forget these counts (one event's, held while a later step may reject it)."""
+        if self.truncated:
+            self.truncated.clear()
+        if self.flattened:
+            self.flattened.clear()
+
+    def move_to(self, total: ValueStats) -> None:
+        """Add these counts to ``total`` (the event is sent) and clear them."""
+        if self.truncated:
+            total.truncated.update(self.truncated)
+            self.truncated.clear()
+        if self.flattened:
+            total.flattened.update(self.flattened)
+            self.flattened.clear()
+
 
 def text_ok(value: str, field: str) -> bool:
     """True when the string is valid Unicode text (no lone surrogates)."""
