@@ -9,13 +9,56 @@ from __future__ import annotations
 
 import importlib
 import signal
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from mp2amp import __version__
 from mp2amp.proxyenv import bypass_proxy_for_loopback
 
+try:  # typer 0.2x parses with its own copy of click; earlier releases with click itself
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import UsageError  # type: ignore[assignment]
+
+
+class _Commands(TyperGroup):
+    """The root group: a usage error (an unknown option, a value out of range) of a
+    command given ``--json`` is also printed as one JSON object, as its other stops are."""
+
+    def invoke(self, ctx: Any) -> Any:
+        args = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # cleared by invoke
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            _usage_document(exc, args)
+            raise  # typer prints the usual message on stderr and exits 2
+
+
+# where a command's stdout carries its data unless an option sends it to a file: its
+# JSON goes to stderr then, as its summary does (``transform`` without ``--out``)
+_DATA_ON_STDOUT = {"transform": ("--out", "-o")}
+
+
+def _usage_document(exc: UsageError, args: list[str]) -> None:
+    from mp2amp.cli.output import print_stop
+
+    command = exc.ctx.command if exc.ctx is not None else None
+    if command is None or not any("--json" in p.opts for p in command.params):
+        return
+    given = args[:args.index("--")] if "--" in args else args
+    if "--json" not in given:
+        return
+    doc = {"exit_code": exc.exit_code, "error": {
+        "kind": "usage", "type": type(exc).__name__, "message": exc.format_message()}}
+    to_file = _DATA_ON_STDOUT.get(command.name or "")
+    print_stop(doc, to_stderr=to_file is not None and not any(a.startswith(to_file)
+                                                               for a in given))
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="mp2amp",
     help="Move a Mixpanel project into Amplitude, and prove nothing was lost.",
     no_args_is_help=True,

@@ -44,7 +44,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         from mp2amp.pipeline.progress import choose_reporter
 
         said: list[str] = []  # what the stopped demo kept and how to go on
-        with cli_errors(interrupted=lambda: said[0] if said else "the demo stopped"):
+        with cli_errors(interrupted=lambda: said[0] if said else "the demo stopped",
+                        as_json=as_json):
             try:
                 result = run_demo(events, workdir, seed=seed, fail_rate=fail_rate,
                                   drop_rate=drop_rate,

@@ -12,6 +12,7 @@ from mp2amp.cli.output import cli_errors, console, emit
 from mp2amp.errors import ConfigError
 from mp2amp.generate import GenerateConfig, generate_project
 from mp2amp.generate.project import parse_industries, validate
+from mp2amp.pipeline.stopping import signals_deferred
 
 
 def _parse_start(value: str, problems: list[str]) -> date:
@@ -55,7 +56,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         """Write a synthetic Mixpanel project (events, profiles, identities, schema, truth)."""
-        with cli_errors():
+        with cli_errors(as_json=as_json):
             problems: list[str] = []
             config = GenerateConfig(
                 out=out, users=users, days=days, start=_parse_start(start, problems), seed=seed,
@@ -65,5 +66,6 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             if problems:  # with every other problem of the arguments
                 validate(config, problems)
                 raise ConfigError(problems, source="mp2amp generate")
-            result = generate_project(config)
+            with signals_deferred():  # Ctrl-C never raised inside the compiled generator
+                result = generate_project(config)
             emit(result.as_dict(), as_json, _render)

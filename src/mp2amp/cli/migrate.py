@@ -124,7 +124,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                     "the same `mp2amp migrate` command with --resume to go on ("
                     f"{resume_note(None if output_dir is None else str(output_dir))})")
 
-        with cli_errors(interrupted):
+        with cli_errors(interrupted, as_json=as_json):
             if new_api_key and not resume:
                 from mp2amp.errors import TerminalError
 
@@ -182,7 +182,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         """Progress and counts of a migration, from its ledger."""
         from mp2amp.pipeline.status import status
 
-        with cli_errors():
+        with cli_errors(as_json=as_json):
             result = status(_status_workdir(config, workdir))
             if as_json:
                 print_json(result.as_dict())

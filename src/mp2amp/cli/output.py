@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import orjson
@@ -13,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mp2amp.errors import Mp2AmpError
+from mp2amp.errors import Mp2AmpError, RejectedRecord, TerminalError, TransientError
 
 # Messages are never hard-wrapped: a file path, URL or window name broken across lines
 # cannot be copied (tables still fit the width).
@@ -51,32 +52,101 @@ def _escaped(value: Any) -> Any:
     return value
 
 
-def print_json(result: Any) -> None:
-    """Print a structured result as one JSON document on stdout."""
-    sys.stdout.write(json_text(result) + "\n")
-    sys.stdout.flush()
+# JSON documents printed so far: a command that printed its (partial) result object
+# before it stopped does not print an error object too (one object per run)
+_printed = [0]
+
+
+def print_json(result: Any, *, to_stderr: bool = False) -> None:
+    """Print a structured result as one JSON document on stdout (on stderr where stdout
+    carries the command's data: ``transform`` without ``--out``)."""
+    stream = sys.stderr if to_stderr else sys.stdout
+    stream.write(json_text(result) + "\n")
+    stream.flush()
+    _printed[0] += 1
+
+
+def print_stop(doc: dict[str, Any], *, to_stderr: bool = False) -> None:
+    """``print_json`` for the object of a stop: a closed stdout (``| true``) must not
+    turn the stop's exit code into a traceback; stderr has said what happened."""
+    try:
+        print_json(doc, to_stderr=to_stderr)
+    except OSError:
+        # the interpreter's last flush would fail again: send it nowhere (no real
+        # stdout in a test runner)
+        with suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+# error attributes carried into the JSON error object, when the exception has them
+_ERROR_FIELDS = ("problems", "source", "status", "retry_after")
+
+
+def error_kind(exc: BaseException) -> str:
+    """``terminal``, ``transient``, ``rejected`` or ``error`` (a bare ``Mp2AmpError``): a
+    wrapper such as the demo's ``DemoStopped`` takes the kind of the error it wraps."""
+    for err in (exc, exc.__cause__):
+        if isinstance(err, TerminalError):
+            return "terminal"
+        if isinstance(err, TransientError):
+            return "transient"
+        if isinstance(err, RejectedRecord):
+            return "rejected"
+    return "error"
+
+
+def error_document(exc: Mp2AmpError, code: int) -> dict[str, Any]:
+    """The ``--json`` object of a run stopped by ``exc``: ``message`` is what stderr says."""
+    error: dict[str, Any] = {"kind": error_kind(exc), "type": type(exc).__name__,
+                             "message": str(exc)}
+    for name in _ERROR_FIELDS:
+        value = getattr(exc, name, None)
+        if value is not None:
+            error[name] = value
+    return {"exit_code": code, "error": error}
+
+
+def stop_document(code: int, message: str, what_next: str) -> dict[str, Any]:
+    """The ``--json`` object of a run stopped by Ctrl-C (130) or SIGTERM (143)."""
+    return {"exit_code": code, "error": {
+        "kind": "interrupted", "type": "KeyboardInterrupt" if code == 130 else "Terminated",
+        "signal": "SIGINT" if code == 130 else "SIGTERM", "message": message,
+        "what_next": what_next}}
 
 
 @contextmanager
-def cli_errors(interrupted: Callable[[], str] | None = None) -> Iterator[None]:
+def cli_errors(interrupted: Callable[[], str] | None = None, *, as_json: bool = False,
+               json_to_stderr: bool = False) -> Iterator[None]:
     """Print an mp2amp error as a clear message (never a traceback) and exit with its code.
 
     Ctrl-C exits 130, SIGTERM 143 where the command turns it into ``Terminated``
-    (``migrate``); ``interrupted`` says what was kept and how to go on."""
+    (``migrate``); ``interrupted`` says what was kept and how to go on. With ``as_json``
+    the stop is also printed as one JSON object on stdout (on stderr with
+    ``json_to_stderr``: stdout holds the command's data), unless the command printed its
+    result object already."""
+    printed = _printed[0]
+
+    def document(doc: dict[str, Any]) -> None:
+        if as_json and _printed[0] == printed:
+            print_stop(doc, to_stderr=json_to_stderr)
+
     try:
         yield
     except Mp2AmpError as exc:
+        code = exc.exit_code or 1
         # escaped: messages name config sections such as "[run] workdir", which rich
         # would otherwise swallow as markup tags
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True,
                           highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code or 1) from None
+        document(error_document(exc, code))
+        raise typer.Exit(code) from None
     except KeyboardInterrupt as exc:
         code = getattr(exc, "exit_code", 130)  # stopping.Terminated: 143
         how = "stopped (SIGTERM)" if code != 130 else "interrupted"
         hint = interrupted() if interrupted is not None else \
             "progress so far is kept (resume where supported)"
         err_console.print(f"{how}; {hint}", markup=False, highlight=False)
+        document(stop_document(code, f"{how}; {hint}", hint))
         raise typer.Exit(code) from None
 
 
