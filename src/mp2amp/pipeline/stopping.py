@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Coroutine
+import sys
+import threading
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -79,3 +83,80 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         # as the caller had it (asyncio leaves SIG_DFL, which dies silently)
         if installed and before is not None:
             signal.signal(signal.SIGTERM, before)
+
+
+class DeferredStop:
+    """A Ctrl-C (or SIGTERM) noted by ``signals_deferred``, raised where it is safe.
+
+    ``seen``: what to raise (``KeyboardInterrupt``, or ``Terminated`` for SIGTERM), None
+    while no signal came. It stays set once raised: a stop swallowed on the way (a
+    ``__del__``) is raised again at the next ``check()``."""
+
+    __slots__ = ("armed", "seen")
+
+    def __init__(self) -> None:
+        self.seen: type[KeyboardInterrupt] | None = None
+        self.armed = False  # the profile hook may raise (off once it did, or at the end)
+
+    def check(self) -> None:
+        """Raise the noted stop; a loop calls it between records (cheap when none)."""
+        if self.seen is not None:
+            self.armed = False
+            raise self.seen()
+
+
+@contextmanager
+def signals_deferred(*, sigterm: bool = False) -> Iterator[DeferredStop]:
+    """Ctrl-C (and SIGTERM with ``sigterm``) stops the code inside as before, but never
+    from within compiled (mypyc) code. Why: Python's own SIGINT handler raises
+    ``KeyboardInterrupt`` wherever the interpreter checks for signals, and big-integer
+    arithmetic checks inside primitives that mypyc assumes cannot fail: mypyc then aborts
+    the process ("fatal: out of memory", SIGABRT, a core dump), the outputs left as they
+    were, temporary files and all.
+
+    The handler only notes the signal; the stop is raised at the next Python-level call
+    or return (a profile hook: compiled code checks the result of every call it makes),
+    at the next ``check()``, whichever comes first, or as the block ends. Off the main
+    thread, or with SIGINT ignored or handled by someone else, SIGINT is left alone."""
+    stop = DeferredStop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def noted(signum: int, frame: FrameType | None) -> None:
+        if stop.seen is not None:  # the first signal stands (Ctrl-C, then SIGTERM: 130)
+            return
+        stop.seen = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        stop.armed = True
+        if sys.getprofile() is None:  # a profiler in use is left alone: check() still stops
+            sys.setprofile(hook)
+
+    handler_code = noted.__code__
+
+    def hook(frame: FrameType, event: str, arg: object) -> None:
+        # never in the handler's own frame: it runs wherever the signal was checked
+        if stop.armed and frame.f_code is not handler_code:
+            stop.check()
+
+    taken: dict[int, Any] = {}
+    for signum in (signal.SIGINT, *((signal.SIGTERM,) if sigterm else ())):
+        before = signal.getsignal(signum)
+        if before is signal.SIG_IGN or (signum == signal.SIGINT
+                                        and before is not signal.default_int_handler):
+            continue
+        taken[signum] = signal.signal(signum, noted)
+    try:
+        yield stop
+    except BaseException:
+        stop.armed = False  # already stopping: no second stop in the cleanup
+        raise
+    else:
+        stop.check()  # a signal after the last check still stops the run
+    finally:
+        stop.armed = False  # before any call below: the hook must not fire here
+        if sys.getprofile() is hook:
+            sys.setprofile(None)
+        for signum, before in taken.items():
+            if signum == signal.SIGTERM and stop.seen is Terminated:
+                before = signal.SIG_IGN  # as run(): a second SIGTERM must not cut the cleanup
+            signal.signal(signum, signal.SIG_DFL if before is None else before)

@@ -42,6 +42,7 @@ from mp2amp.pipeline.staging import (
     read_staged,
     stage,
 )
+from mp2amp.pipeline.stopping import signals_deferred
 from mp2amp.pipeline.windows import local_zone
 from mp2amp.pipeline.worklock import WorkLock, running_pid
 from mp2amp.transform.dedup import Deduper
@@ -107,7 +108,17 @@ def transform_files(
     missing); the caller checks ``result.summary`` (``check()``) before trusting ``out``.
     ``exclude``: files never read as input (the final names of the outputs, so that a
     re-run over a folder does not read the previous run's output).
+    Ctrl-C raises ``KeyboardInterrupt`` between records, never inside compiled code
+    (``pipeline/stopping.signals_deferred``).
     """
+    with signals_deferred() as stop:
+        return _transform_files(config, inputs, out, rejects, exclude, stop.check)
+
+
+def _transform_files(config: Config, inputs: Sequence[str], out: IO[bytes],
+                     rejects: IO[bytes], exclude: Sequence[str | Path],
+                     check: Callable[[], None]) -> TransformResult:
+    """``transform_files``; ``check()`` between records raises when the run is stopped."""
     if not inputs:
         raise InputError("no input files: name them on the command line or in [source] files")
     settings = config.transform_settings()  # every config problem before any input is read
@@ -129,9 +140,10 @@ def transform_files(
                 table=config.source.identity_table,
                 table_options=config.source.storage_options,
             ) as graph:
-        staged = _staged_inputs(files, Path(scratch), local_zone(config))
+        staged = _staged_inputs(files, Path(scratch), local_zone(config), check)
         for path in staged:  # pass 1: identity, from each staged line's identity view
             for view, seconds in read_staged_identity_timed(path):  # as migrate's pass reads
+                check()
                 if view is not None:
                     graph.observe(view, seconds)
         report = graph.finish()
@@ -145,6 +157,7 @@ def transform_files(
             write_out, write_rejects, dumps = out.write, rejects.write, orjson.dumps
             newline = orjson.OPT_APPEND_NEWLINE
             for outcome in stream:
+                check()
                 if isinstance(outcome, Emitted):
                     try:
                         data = dumps(outcome.event, option=newline)
@@ -266,13 +279,14 @@ def _resolved(url: str) -> Path:
 
 
 def _staged_inputs(files: Sequence[SourceFile], scratch: Path,
-                   local: LocalZone | None) -> list[Path]:
+                   local: LocalZone | None, check: Callable[[], None]) -> list[Path]:
     """The inputs staged as ``migrate`` stages its windows: each sorted by event time,
-    those overlapping in time merged into one (``pipeline/overlaps.py``), oldest first."""
+    those overlapping in time merged into one (``pipeline/overlaps.py``), oldest first.
+    ``check``: called before each record is staged (raises when the run is stopped)."""
     rows: list[WindowRow] = []
     for i, file in enumerate(files):
         dest = scratch / f"input-{i:06d}.jsonl"
-        count: int = stage(iter_file(file), dest, local=local)
+        count: int = stage(_checked(iter_file(file), check), dest, local=local)
         rows.append(WindowRow(file.url, i, "file", {}, "extracted", str(dest), count, {}))
     gone: set[int] = set()
     for group in overlapping_groups(rows):
@@ -284,6 +298,13 @@ def _staged_inputs(files: Sequence[SourceFile], scratch: Path,
         for path in paths:
             path.unlink()
     return [Path(str(w.staged_path)) for w in load_order([w for w in rows if w.seq not in gone])]
+
+
+def _checked(records: Iterator[SourceRecord],
+             check: Callable[[], None]) -> Iterator[SourceRecord]:
+    for rec in records:
+        check()
+        yield rec
 
 
 def _records(staged: Sequence[Path]) -> Iterator[SourceRecord]:
