@@ -50,7 +50,7 @@ from mp2amp.pipeline.readback import (
     upload_hours,
 )
 from mp2amp.pipeline.result import MigrateResult
-from mp2amp.pipeline.stopping import Terminated
+from mp2amp.pipeline.stopping import Terminated, signals_deferred
 from mp2amp.proxyenv import bypass_proxy_for_loopback
 
 EVENTS_PER_USER_DAY = 2.6  # what the generator produces on average over 14 days (measured)
@@ -424,7 +424,8 @@ def _generate(config: GenerateConfig) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     if project.exists():  # cut short by an mp2amp that generated in place (no project.json)
         shutil.rmtree(project)
-    generate_project(replace(config, out=partial))
+    with signals_deferred(sigterm=True):  # never a KeyboardInterrupt inside compiled code
+        generate_project(replace(config, out=partial))
     partial.rename(project)
 
 
