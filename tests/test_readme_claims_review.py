@@ -331,9 +331,27 @@ def test_the_readme_config_error_example_is_what_migrate_prints(env: Path) -> No
         '[privacy]\nip = "maybe"\n'
     )
     result = invoke("migrate", "-c", "mp2amp.toml", "--json")
-    assert result.exit_code == 2 and result.stdout == ""
+    assert result.exit_code == 2
     assert result.stderr.splitlines() == expected
+    # --json: the same error as one JSON object on stdout ("## Commands")
+    doc = orjson.loads(result.stdout)
+    assert doc["exit_code"] == 2
+    assert (doc["error"]["kind"], doc["error"]["type"]) == ("terminal", "ConfigError")
+    assert f"error: {doc['error']['message']}".splitlines() == expected
+    assert [f"  - {p}" for p in doc["error"]["problems"]] == expected[1:]
     assert not (env / ".mp2amp").exists()  # "before reading any input"
+
+
+def test_the_readme_json_error_example_is_what_migrate_prints(env: Path) -> None:
+    """"## Commands": the JSON object of a stopped ``--json`` run, its message cut at ...."""
+    example = orjson.loads(section("commands").split("```json\n")[1].split("```")[0])
+    (env / "mp2amp.toml").write_text('[source]\nfiles = ["events"]\n[run]\nconcurrency = "8"\n')
+    result = invoke("migrate", "-c", "mp2amp.toml", "--json")
+    assert result.exit_code == 2
+    doc = orjson.loads(result.stdout)
+    shown, _, _ = example["error"].pop("message").partition("...")
+    assert doc["error"].pop("message").startswith(shown)
+    assert doc == example
 
 
 def test_mp2amp_toml_in_the_current_folder_is_used_without_config(env: Path, amp_url: str) -> None:
@@ -352,7 +370,7 @@ def test_mp2amp_toml_in_the_current_folder_is_used_without_config(env: Path, amp
 # --- migrate ------------------------------------------------------------------------------
 
 
-def test_unreachable_amplitude_stops_at_once_with_exit_2_and_no_json(env: Path) -> None:
+def test_unreachable_amplitude_stops_at_once_with_exit_2_and_a_json_error(env: Path) -> None:
     """README exit codes: "Amplitude ... not reachable at all since the run started (5
     connection attempts, ~5 s: a wrong api_host or port says so at once ...)"."""
     port = free_port()
@@ -363,7 +381,11 @@ def test_unreachable_amplitude_stops_at_once_with_exit_2_and_no_json(env: Path) 
     result = invoke("migrate", "--json")
     took = time.monotonic() - started
     assert result.exit_code == 2
-    assert result.stdout == ""  # "A run that stops (exit 2, ...) prints no JSON"
+    # "a command that stops on an error prints one JSON object on stdout in place of its
+    # result, with the same exit code"
+    doc = orjson.loads(result.stdout)
+    assert doc["exit_code"] == 2
+    assert (doc["error"]["kind"], doc["error"]["type"]) == ("terminal", "RetriesExhausted")
     message = flat(result.stderr)
     assert message.startswith(
         f"error: cannot connect to Amplitude at http://127.0.0.1:{port}/batch"

@@ -35,6 +35,15 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
+def error_object(stdout: str, exit_code: int) -> dict[str, Any]:
+    """A ``--json`` run that stopped: stdout is one JSON object with its exit code
+    (json.loads refuses a second document); returns its ``error``."""
+    doc = json.loads(stdout)
+    assert isinstance(doc, dict) and doc["exit_code"] == exit_code, stdout
+    error: dict[str, Any] = doc["error"]
+    return error
+
+
 def events(n: int, day: str = "2024-03-01") -> str:
     from datetime import UTC, datetime
 
@@ -64,13 +73,18 @@ def write_config(path: Path, text: str) -> Path:
 # --- config errors through the CLI ------------------------------------------------------
 
 
-def test_toml_syntax_error_names_file_line_and_column_and_json_stdout_stays_empty(
+def test_toml_syntax_error_names_file_line_and_column_and_json_stdout_is_the_error(
         env: Path) -> None:
     cfg = write_config(env / "mp2amp.toml", '[source]\nfiles = ["events"]\n[amplitude\n')
     for command in (("migrate",), ("status",), ("transform", "events")):
         result = invoke(*command, "-c", str(cfg), "--json")
         assert result.exit_code == 2, command
-        assert result.stdout == ""
+        if command[0] == "transform":  # not yet given the JSON error object
+            assert result.stdout == ""
+        else:
+            error = error_object(result.stdout, 2)
+            assert (error["kind"], error["type"]) == ("terminal", "ConfigError"), command
+            assert error["source"] == str(cfg)
         assert result.stderr == (
             f"error: invalid configuration in {cfg} (1 problem(s)); fix them and run again:\n"
             "  - not valid TOML: Expected ']' at the end of a table declaration (at line 3, "
@@ -90,7 +104,10 @@ batch_max_byte = 100000
 concurrency = "8"
 """)
     result = invoke("migrate", "-c", str(cfg), "--json")
-    assert result.exit_code == 2 and result.stdout == ""
+    assert result.exit_code == 2
+    error = error_object(result.stdout, 2)
+    assert (error["kind"], error["type"]) == ("terminal", "ConfigError")
+    assert len(error["problems"]) == 4
     assert result.stderr.splitlines() == [
         f"error: invalid configuration in {cfg} (4 problem(s)); fix them and run again:",
         "  - amplitue: unknown key; did you mean 'amplitude'?",
@@ -121,7 +138,9 @@ def test_secrets_are_never_printed(env: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("MIXPANEL_SERVICE_ACCOUNT", "no-colon-hunter3")
     monkeypatch.setenv("AMPLITUDE_API_KEY", "env-amp-key-hunter4")
     result = invoke("migrate", "-c", str(cfg), "--json")
-    assert result.exit_code == 2 and result.stdout == ""
+    assert result.exit_code == 2
+    error = error_object(result.stdout, 2)
+    assert (error["kind"], error["type"]) == ("terminal", "ConfigError")
     assert result.stderr.splitlines()[1:] == [
         "  - mixpanel.secret: secrets are read only from the environment (MIXPANEL_SECRET); "
         "remove it from the file",
@@ -131,6 +150,7 @@ def test_secrets_are_never_printed(env: Path, monkeypatch: pytest.MonkeyPatch) -
     ]
     for secret in ("hunter2", "amp-key", "hunter3", "hunter4"):
         assert secret not in result.stderr
+        assert secret not in result.stdout  # nor in the JSON error object
 
 
 def test_export_run_without_mixpanel_credentials_says_which_variables(env: Path) -> None:
@@ -362,7 +382,7 @@ def test_help_and_readme_name_the_same_options(command: str, options: list[str])
 # --- signals, through the real entry point ------------------------------------------------
 
 
-def test_sigint_with_json_prints_only_the_hint_then_status_names_it(
+def test_sigint_with_json_prints_the_hint_and_its_object_then_status_names_it(
         env: Path, tmp_path: Path) -> None:
     import signal
 
@@ -386,11 +406,13 @@ def test_sigint_with_json_prints_only_the_hint_then_status_names_it(
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
-    assert out == b""
-    assert err.decode() == (
-        f"interrupted; the ledger in {env / 'work'} keeps everything done so far: run the "
-        "same `mp2amp migrate` command with --resume to go on (batches that were in flight "
-        "are sent again with the same insert_ids)\n")
+    hint = (f"the ledger in {env / 'work'} keeps everything done so far: run the "
+            "same `mp2amp migrate` command with --resume to go on (batches that were in flight "
+            "are sent again with the same insert_ids)")
+    assert err.decode() == f"interrupted; {hint}\n"
+    error = error_object(out.decode(), 130)
+    assert (error["kind"], error["signal"]) == ("interrupted", "SIGINT")
+    assert error["what_next"] == hint
     status = orjson.loads(invoke("status", "-c", str(cfg), "--json").stdout)
     assert status["complete"] is False
     assert status["last_attempt"]["outcome"] == "stopped"

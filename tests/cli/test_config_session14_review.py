@@ -67,13 +67,26 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def error_object(stdout: str, exit_code: int) -> dict[str, Any]:
+    """stdout of a ``--json`` run that stopped: one JSON object (json.loads refuses a
+    second document) with the run's exit code; returns its ``error``."""
+    doc = json.loads(stdout)
+    assert isinstance(doc, dict) and doc["exit_code"] == exit_code, stdout
+    error: dict[str, Any] = doc["error"]
+    return error
+
+
 def refused_cleanly(result: Any, cfg: Path, key: str) -> None:
-    """Exit 2, no traceback, the file named, the key named, nothing on stdout."""
+    """Exit 2, no traceback, the file named, the key named, and (``--json``) the config
+    error as one JSON object on stdout."""
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(
         result.exception
     )
     assert result.exit_code == 2, (result.exit_code, result.stderr)
-    assert result.stdout == ""
+    error = error_object(result.stdout, 2)
+    assert (error["kind"], error["type"], error["source"]) == ("terminal", "ConfigError",
+                                                                str(cfg))
+    assert any(p.startswith(f"{key}: ") for p in error["problems"]), error
     assert result.stderr.startswith(f"error: invalid configuration in {cfg} "), result.stderr
     assert f"  - {key}: " in result.stderr, result.stderr
 
@@ -89,7 +102,9 @@ def test_a_timezone_that_names_a_tz_folder_is_a_config_problem(env: Path) -> Non
     # status reads only the work folder of a config migrate would refuse (README): no
     # traceback, and the folder it names is the default beside the config file
     result = invoke("status", "-c", str(cfg), "--json")
-    assert result.exit_code == 2 and result.stdout == "", (result.exit_code, result.stderr)
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    error = error_object(result.stdout, 2)
+    assert (error["kind"], error["type"]) == ("terminal", "TerminalError")
     assert result.stderr.startswith(f"error: no migration in {env / '.mp2amp'} "), result.stderr
     assert not (env / ".mp2amp").exists()
 
@@ -213,7 +228,9 @@ def test_a_config_path_that_is_a_folder_is_refused_without_a_traceback(env: Path
     folder.mkdir()
     for command in ("migrate", "status"):
         result = invoke(command, "-c", str(folder), "--json")
-        assert result.exit_code == 2 and result.stdout == "", (command, result.stderr)
+        assert result.exit_code == 2, (command, result.stderr)
+        error = error_object(result.stdout, 2)
+        assert (error["kind"], error["type"]) == ("terminal", "ConfigError"), command
         assert result.exception is None or isinstance(result.exception, SystemExit)
         assert flat(result.stderr) == (
             f"error: invalid configuration in {folder} (1 problem(s)); fix them and run "
@@ -224,7 +241,9 @@ def test_a_config_path_that_is_a_folder_is_refused_without_a_traceback(env: Path
 def test_an_empty_config_file_is_every_default_and_asks_for_a_source(env: Path) -> None:
     cfg = write(env / "mp2amp.toml", "")
     result = invoke("migrate", "-c", str(cfg), "--json")
-    assert result.exit_code == 2 and result.stdout == ""
+    assert result.exit_code == 2
+    error = error_object(result.stdout, 2)
+    assert (error["kind"], error["type"]) == ("terminal", "ConfigError")
     assert "source: give from_date and to_date (Export API) or files" in flat(result.stderr)
     assert not (env / ".mp2amp").exists()
 
@@ -242,7 +261,9 @@ def test_a_refused_api_key_is_never_printed_though_amplitude_echoes_it(
         '[run]\nworkdir = "work"\n',
     )
     refused = invoke("migrate", "-c", str(cfg), "--json", "--quiet")
-    assert refused.exit_code == 2 and refused.stdout == ""
+    assert refused.exit_code == 2
+    error = error_object(refused.stdout, 2)
+    assert (error["kind"], error["type"]) == ("terminal", "AuthError")
     assert "api key" in refused.stderr.lower()
     status_json = invoke("status", "-c", str(cfg), "--json")
     status_text = invoke("status", "-c", str(cfg))
@@ -268,7 +289,13 @@ def test_a_flag_problem_keeps_the_file_problems_and_names_both(env: Path) -> Non
     flag, the file's as its key."""
     cfg = write(env / "mp2amp.toml", '[source]\nfiles = ["events"]\n[run]\nworkdri = "w"\n')
     result = invoke("migrate", "-c", str(cfg), "--concurrency", "0", "--json")
-    assert result.exit_code == 2 and result.stdout == ""
+    assert result.exit_code == 2
+    error = error_object(result.stdout, 2)
+    assert (error["kind"], error["type"]) == ("terminal", "ConfigError")
+    assert error["problems"] == [
+        "run.workdri: unknown key; did you mean 'workdir'?",
+        "--concurrency (run.concurrency: must be 1..64, got 0)",
+    ]
     assert result.stderr.splitlines()[1:] == [
         "  - run.workdri: unknown key; did you mean 'workdir'?",
         "  - --concurrency (run.concurrency: must be 1..64, got 0)",

@@ -532,7 +532,10 @@ def test_demo_workdir_that_is_a_file_exits_2(tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x")
     res = _demo("--workdir", str(afile), "--json")
-    assert res.returncode == 2 and res.stdout == ""
+    assert res.returncode == 2
+    doc = orjson.loads(res.stdout)  # stdout is one JSON object: the error
+    assert doc["exit_code"] == 2
+    assert (doc["error"]["kind"], doc["error"]["type"]) == ("terminal", "InputError")
     assert "it is a file" in res.stderr and "Traceback" not in res.stderr
 
 

@@ -139,7 +139,11 @@ def test_status_on_an_empty_folder(env: None, tmp_path: Path) -> None:
     message = " ".join(result.stderr.split())
     assert f"error: no migration in {tmp_path} (no ledger.sqlite)" in message
     as_json = invoke("status", "--workdir", str(tmp_path), "--json")
-    assert as_json.exit_code == 2 and as_json.stdout == ""
+    assert as_json.exit_code == 2
+    doc = orjson.loads(as_json.stdout)  # stdout is one JSON object: the error
+    assert doc["exit_code"] == 2
+    assert (doc["error"]["kind"], doc["error"]["type"]) == ("terminal", "TerminalError")
+    assert doc["error"]["message"] in " ".join(result.stderr.split())
 
 
 def test_daily_quota_exit_3(env: None, tmp_path: Path, day_files: Path) -> None:

@@ -25,7 +25,10 @@ def refused(workdir: Path) -> str:
     result = invoke("status", "--workdir", str(workdir))
     assert result.exit_code == 2 and result.stdout == ""
     as_json = invoke("status", "--workdir", str(workdir), "--json")
-    assert as_json.exit_code == 2 and as_json.stdout == ""
+    assert as_json.exit_code == 2
+    doc = orjson.loads(as_json.stdout)  # stdout is one JSON object: the error
+    assert doc["exit_code"] == 2
+    assert (doc["error"]["kind"], doc["error"]["type"]) == ("terminal", "TerminalError")
     assert ledger.read_bytes() == before
     # nothing new beside it (a WAL ledger's own -wal/-shm files may appear while read)
     assert {p.name for p in workdir.iterdir()} <= {

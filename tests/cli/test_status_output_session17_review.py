@@ -112,7 +112,10 @@ def test_a_mixpanel_outage_that_spends_a_days_attempts_exits_2(
         result = invoke("migrate", "--json")
     message = flat(result.stderr)
     assert "failed 2 times, giving up for now" in message and "--resume" in message
-    assert result.stdout == ""  # a run that stops prints no JSON ...
+    # a run that stops prints one JSON object: the error, with the exit code ...
+    doc = orjson.loads(result.stdout)
+    assert doc["exit_code"] == 2
+    assert (doc["error"]["kind"], doc["error"]["type"]) == ("terminal", "RetriesSpent")
     # ... and exits 2 (README: 1 is "a window does not add up"; a stop says --resume)
     assert result.exit_code == 2
     assert last_attempt(tmp_path)["exit_code"] == 2

@@ -485,7 +485,10 @@ def test_generate_lists_every_bad_argument_at_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", ["nan", "inf", "-0.001"])
 def test_generate_refuses_a_dirty_rate_that_is_not_a_rate(tmp_path: Path, value: str) -> None:
     proc = run_generate("--out", "p", "--dirty", value, "--json", cwd=tmp_path)
-    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.returncode == 2
+    doc = json.loads(proc.stdout)  # stdout is one JSON object: the error
+    assert doc["exit_code"] == 2
+    assert (doc["error"]["kind"], doc["error"]["type"]) == ("terminal", "ConfigError")
     assert "--dirty must be a rate between 0 and 0.2" in flat(proc.stderr)
     assert not (tmp_path / "p").exists()
 

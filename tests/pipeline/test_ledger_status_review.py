@@ -454,7 +454,14 @@ def test_status_of_a_folder_without_a_migration_is_a_message(tmp_path: Path) -> 
         ("status", "--workdir", str(tmp_path / "none"), "--json"),
     ):
         proc = cli(*args)
-        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.returncode == 2
+        if "--json" in args:  # one JSON object on stdout: the error
+            doc = orjson.loads(proc.stdout)
+            assert doc["exit_code"] == 2
+            assert (doc["error"]["kind"], doc["error"]["type"]) == ("terminal", "TerminalError")
+            assert doc["error"]["message"].startswith("no migration in")
+        else:
+            assert proc.stdout == ""
         assert "no migration in" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "none").exists()
 
@@ -466,7 +473,10 @@ def test_status_of_a_ledger_from_a_newer_mp2amp_is_refused_untouched(tmp_path: P
     ledger.close()
     before = (tmp_path / "ledger.sqlite").read_bytes()
     proc = cli("status", "--workdir", str(tmp_path), "--json")
-    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    doc = orjson.loads(proc.stdout)  # one JSON object on stdout: the error
+    assert doc["exit_code"] == 2
+    assert (doc["error"]["kind"], doc["error"]["type"]) == ("terminal", "TerminalError")
     assert "schema version 2" in proc.stderr
     assert (tmp_path / "ledger.sqlite").read_bytes() == before
 
