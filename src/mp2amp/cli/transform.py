@@ -57,7 +57,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             return "nothing was written (the partial outputs were removed): run the same " \
                    "command again"
 
-        with cli_errors(interrupted), _closed_stdout_ends_quietly():
+        with cli_errors(interrupted, as_json=as_json, json_to_stderr=out is None), \
+                _closed_stdout_ends_quietly():
             cfg = load_cli_config(config, {"transform.plan": plan.resolve() if plan else None})
             paths = list(inputs or cfg.source.files)
             if out is not None:  # before OUT.rejects.jsonl is named after it
@@ -167,12 +168,8 @@ def _summarize(result: TransformResult, doc: dict[str, Any], as_json: bool,
 
 
 def _print_json(doc: dict[str, Any], to_stderr: bool) -> None:
-    if not to_stderr:
-        print_json(doc)
-        return
-    from mp2amp.cli.output import json_text
-
-    sys.stderr.write(json_text(doc) + "\n")  # a lone surrogate escaped, never a traceback
+    # counted as the command's one JSON document: a stop right after it prints no other
+    print_json(doc, to_stderr=to_stderr)
 
 
 def _render(result: TransformResult, doc: dict[str, Any], to_stderr: bool) -> None:
