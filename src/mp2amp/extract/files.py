@@ -42,6 +42,8 @@ from mp2amp.extract.pipelines import (
     glob_left_out,
     is_pipeline_row,
     legacy_slice,
+    literal_part,
+    refuse_other_table,
     select_event_files,
     select_table_files,
     to_export_shape,
@@ -59,6 +61,8 @@ REMOTE_PACKAGES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", 
 
 StorageOptions = Mapping[str, Any]
 
+_JSON_ONLY = ("export the events as JSON lines (mp2amp reads Data Pipelines in the JSON "
+              "format, and Raw Export JSON)")
 # Formats that are not JSON text, by their first bytes, with what to do about each: read
 # line by line they only became thousands of rejected "lines" of binary garbage.
 _FOREIGN: tuple[tuple[bytes, str, str], ...] = (
@@ -68,7 +72,9 @@ _FOREIGN: tuple[tuple[bytes, str, str], ...] = (
     (b"\xfd7zXZ\x00", "xz-compressed", "decompress it (unxz) or recompress it with gzip"),
     (b"\x28\xb5\x2f\xfd", "zstd-compressed",
      "decompress it (unzstd) or recompress it with gzip"),
-    (b"PAR1", "a Parquet file", "export the events as JSON lines"),
+    (b"PAR1", "a Parquet file", _JSON_ONLY),
+    (b"Obj\x01", "an Avro file", _JSON_ONLY),
+    (b"ORC", "an ORC file", _JSON_ONLY),
     (b"\xff\xfe", "UTF-16 text", "convert it to UTF-8"),
     (b"\xfe\xff", "UTF-16 text", "convert it to UTF-8"),
 )
@@ -289,6 +295,8 @@ def _has_magic(path: str) -> bool:
 
 def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
     if _has_magic(path) and not os.path.lexists(path):  # 'day [1].jsonl' is a name
+        if not every_file:
+            refuse_other_table(os.path.abspath(literal_part(path)), True, path)
         found = sorted(glob.glob(path, recursive=True))
         if not found:
             raise InputError(f"no file matches {path}; check the pattern and run again")
@@ -298,6 +306,8 @@ def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
     out: list[SourceFile] = []
     for match in matches:
         _check_name(match)
+        if not every_file and match is path and os.path.exists(match):  # named, not matched
+            refuse_other_table(os.path.abspath(match), os.path.isdir(match), match)
         if os.path.isdir(match):
             files = [os.path.join(match, rel) for rel in _local_tree(match, every_file)]
             for file in files:
@@ -475,6 +485,8 @@ def _raw_gcs_reads(options: StorageOptions) -> StorageOptions:
 def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceFile]:
     try:
         if _has_magic(path) and not fs.exists(path):  # a key holding '[' is a name
+            if not every_file:
+                refuse_other_table(literal_part(fs._strip_protocol(path)), True, path)
             found = remote_glob(fs, path)
             if not found:
                 raise InputError(f"no object matches {path}; check the pattern and run again")
@@ -484,6 +496,9 @@ def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceF
             matches = {m: found[m] for m in kept}
         else:
             matches = {path: _remote_info(fs, path)}
+            if not every_file:
+                refuse_other_table(fs._strip_protocol(path),
+                                    matches[path].get("type") == "directory", path)
         out: list[SourceFile] = []
         for match, info in sorted(matches.items()):
             if info.get("type") == "directory":

@@ -10,16 +10,21 @@ Two layouts exist:
 
 Given a directory, the reader keeps its event files: profiles and identity mappings
 (``mp_people_data``, ``mp_identity_mappings_data``) and ``schema/`` name maps are not
-events, ``complete`` markers are skipped; every other data file is read, also beside a
-pipeline tree (a backfill, an older pipeline's slices). Pipeline rows are rewritten to the
-Raw Export shape ``{"event", "properties"}`` that the rest of mp2amp reads; the records of
-a legacy raw pipeline's files are Raw Export already, and are marked as UTC as such rows
-are (both pipelines write UTC, also for projects created before 2023).
+events (named in ``[source] files`` themselves, they are refused), ``complete`` markers
+are skipped; every other data file is read, also beside a pipeline tree (a backfill, an
+older pipeline's slices). Inside ``mp_master_event`` every file but markers and hidden
+ones is a part file whatever its name (``part-0``, ``.c000``, ``.json.gzip``): the JSON
+pipelines' naming is not documented, and gzip is told by content. Pipeline rows are
+rewritten to the Raw Export shape ``{"event", "properties"}`` that the rest of mp2amp
+reads; the records of a legacy raw pipeline's files are Raw Export already, and are marked
+as UTC as such rows are (both pipelines write UTC, also for projects created before 2023).
 """
 
 from __future__ import annotations
 
 import glob
+import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -27,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from mp2amp.errors import InputError
 from mp2amp.extract.globparts import names_at, pattern_parts_at
 from mp2amp.models import UTC_TIME_MARK
 
@@ -57,10 +63,10 @@ def is_event_file(relative: str, in_events_dir: bool = False) -> bool:
         return False
     if any(p in NOT_EVENT_DIRS or p.startswith((".", "_")) for p in parts[:-1]):
         return False  # hidden or "_" folders: unfinished writes (Spark's _temporary)
-    # any case (B.JSONL, x.jsonl.GZ); inside mp_master_event a part file may have no
-    # extension at all (the JSON pipelines' naming is not documented)
-    return name.lower().endswith(DATA_SUFFIXES) or (
-        "." not in name and (in_events_dir or EVENTS_DIR in parts[:-1]))
+    # any case (B.JSONL, x.jsonl.GZ); inside mp_master_event any name (part-0, .c000,
+    # .json.gzip: the JSON pipelines' naming is not documented; a file that is not JSON
+    # stops the run when sniffed, rather than being left out without a word)
+    return name.lower().endswith(DATA_SUFFIXES) or in_events_dir or EVENTS_DIR in parts[:-1]
 
 
 def select_event_files(relatives: list[str], root: str = "",
@@ -68,10 +74,10 @@ def select_event_files(relatives: list[str], root: str = "",
     """Event files of a directory listing, in natural (day) order.
 
     ``root`` is the directory's own path or key ('/'-separated): given a folder inside an
-    ``mp_master_event`` tree (a year, a day), its extensionless part files are events too.
+    ``mp_master_event`` tree (a year, a day), its part files of any name are events too.
     ``really_in_events``: whether a folder of the listing (relative) lies inside such a
     tree where it really is (a local folder reached through a link: ``events ->
-    bucket/77/mp_master_event``); asked only about folders holding extensionless files.
+    bucket/77/mp_master_event``); asked only about folders holding files of other names.
     """
     in_events = EVENTS_DIR in root.split("/")
 
@@ -121,6 +127,36 @@ def glob_left_out(relative: str, every_file: bool, pattern: Sequence[str] = (),
         return ("a '_' folder (unfinished writes: Spark's _temporary), read only when named "
                 "in full or by a pattern for files in it")
     return None
+
+
+def named_left_out(path: str, folder: bool) -> str | None:
+    """Why a path named as events (a folder or file, or a glob's literal part: a folder)
+    is another table's, or ``None``: inside ``mp_people_data`` or
+    ``mp_identity_mappings_data`` (or that folder itself), or a ``schema`` folder or a file
+    right in one (the schematized pipelines' name maps; a ``schema`` folder higher up is
+    where the user keeps the inputs). Read as events, every row was a rejection."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p]
+    folders = parts if folder else parts[:-1]
+    found = next((p for p in folders if p in NOT_EVENT_DIRS and p != "schema"), None)
+    if found is None and folders and folders[-1] == "schema":
+        found = "schema"
+    return None if found is None else f"in {found}/, which holds {_NOT_EVENTS[found]}"
+
+
+def refuse_other_table(path: str, folder: bool, shown: str) -> None:
+    """Another table's folder, or a file or glob in it, named as events stops the run, as
+    a glob matching only such folders does (``glob_left_out``): read, every row of it was
+    a rejection and, for identity mappings, the mappings were never applied."""
+    why = named_left_out(path, folder)
+    if why is not None:
+        raise InputError(f"{shown} is left out of the inputs by rule ({why}); remove it "
+                         "from [source] files, and run again")
+
+
+def literal_part(pattern: str) -> str:
+    """The folder a glob pattern names before its first wildcard ('/' or os.sep)."""
+    parts = pattern.replace(os.sep, "/").split("/")
+    return "/".join(parts[:next(i for i, part in enumerate(parts) if glob.has_magic(part))])
 
 
 def legacy_slice(path: str) -> str | None:
@@ -187,13 +223,30 @@ def _epoch_seconds(value: Any) -> float | int | None:
     return None
 
 
+_NOT_JSON = object()
+
+
+def _parse_text(text: str) -> Any:
+    """JSON text as ``lines.parse_json`` reads an event line: orjson, then the standard
+    library for what only it reads (a lone surrogate, an emoji cut in half: sent as
+    U+FFFD as in an export line; NaN). Text, not bytes: a raw lone surrogate cannot be
+    encoded, and that parser's failure mark is its own."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+
+
 def to_export_shape(row: dict[str, Any]) -> dict[str, Any] | str:
     """A pipeline row as a Raw Export record, or a message saying what is wrong."""
     props: Any = row.get("properties")
     if isinstance(props, str):
-        try:
-            props = orjson.loads(props)
-        except orjson.JSONDecodeError:
+        props = _parse_text(props)
+        if props is _NOT_JSON:
             return "field 'properties' is a string that is not valid JSON"
     if props is None:
         props = {}

@@ -30,6 +30,7 @@ class IdentityReport:
     refused_examples: list[str] = field(default_factory=list)
     table_rows: int = 0
     table_rows_skipped: int = 0
+    table_conflicts: int = 0  # IDs the table maps to two or more resolved IDs (last row wins)
     spilled: bool = False
     ids_spilled: int = 0
 
