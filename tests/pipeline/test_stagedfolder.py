@@ -9,7 +9,7 @@ import pytest
 from migrate_kit import FAST, Project, amplitude, assert_exactly_once, make_config
 
 from mp2amp.errors import TerminalError
-from mp2amp.ledger import WindowRow
+from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.pipeline import stagedfolder
 from mp2amp.pipeline.migrate import ledger_path, migrate
 from mp2amp.pipeline.windows import staged_path
@@ -94,7 +94,11 @@ def test_a_resume_of_an_unmarked_run_marks_its_folder_and_removes_its_leftovers(
         assert migrate(cfg, upload_overrides=FAST).exit_code == 0
         staged = work / "staged"
         stagedfolder.marker(staged).unlink()  # as an older mp2amp left it
-        leftover = staged / "day-0123456789.jsonl.round1"
+        ledger = Ledger(work / "ledger.sqlite")
+        try:  # a killed merge's round file of one of the run's windows (another name is
+            leftover = staged / _own(ledger.windows()[0].window_id, ".round1")  # the user's)
+        finally:
+            ledger.close()
         leftover.write_text("{}\n")
         result = migrate(cfg, resume=True, upload_overrides=FAST)
         assert result.exit_code == 0

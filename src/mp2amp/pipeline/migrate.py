@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -46,6 +44,7 @@ from mp2amp.pipeline import dead_letters, stagedfolder, stopping
 from mp2amp.pipeline.accounting import totals, window_counts
 from mp2amp.pipeline.attempts import finished, record_attempt, record_start, stopped_by
 from mp2amp.pipeline.budgets import stage_budgets
+from mp2amp.pipeline.changed_copy import check_copy_text
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
 from mp2amp.pipeline.export_settings import mixpanel_settings as _mixpanel_settings
@@ -76,6 +75,7 @@ from mp2amp.pipeline.restage import (
 )
 from mp2amp.pipeline.result import EXIT_OK, EXIT_PARKED, EXIT_UNBALANCED, MigrateResult
 from mp2amp.pipeline.run_start import holds_run_files, open_ledger, plan_or_check
+from mp2amp.pipeline.scratch import scratch_folder
 from mp2amp.pipeline.staged_identity import read_staged_identity_timed
 from mp2amp.pipeline.status import former_default_hint
 from mp2amp.pipeline.timecheck import check_before_load
@@ -93,7 +93,7 @@ from mp2amp.pipeline.windows import (
     locator,
     remote_inputs_changed,
 )
-from mp2amp.pipeline.workfolder import make_work_folder
+from mp2amp.pipeline.workfolder import check_no_dead_letters, make_work_folder
 from mp2amp.pipeline.worklock import WorkLock
 from mp2amp.transform.dedup import Deduper
 from mp2amp.transform.events import Transformer
@@ -209,6 +209,7 @@ async def _migrate(
     planned = None if existed else planned_windows(config, storage_options)
     if planned is not None:  # a folder of the user's own called staged: before any work folder
         stagedfolder.check_new_run(workdir / "staged", (spec[0] for spec in planned))
+        check_no_dead_letters(workdir)  # the user's own file, which the run would replace
     make_work_folder(workdir, None if config.amplitude.output_dir is None
                      else str(config.amplitude.output_dir))
     lock = WorkLock(workdir)
@@ -310,13 +311,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
     workdir = config.run.workdir
     windows = ledger.windows()
     budgets = stage_budgets(config.run.memory_budget)
-    scratch_root = workdir / "scratch"
-    scratch_root.mkdir(parents=True, exist_ok=True)
-    # A killed run's scratch (sorted runs of the import files, identity, session and dedup
-    # spills) would stay for good: nothing reads it again, and this run holds the lock.
-    for leftover in scratch_root.glob("run-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix="run-", dir=scratch_root) as scratch, \
+    with scratch_folder(workdir, ledger) as scratch, \
             IdentityGraph(config.mixpanel.id_merge, Path(scratch),
                           memory_budget_ids=budgets.identity_ids,
                           retroactive=config.transform.retroactive,
@@ -328,8 +323,10 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
             counters.begin("identity", sum(w.records for w in windows))
         for w in windows:
             await extraction.ready(w.window_id)
-            read = _observe_window(graph, _staged_file(ledger, w))
+            sums: list[int] = []
+            read = _observe_window(graph, _staged_file(ledger, w), sums)
             stop_on_changed_copy(ledger, w.window_id, read)  # before anything is sent
+            check_copy_text(ledger, w.window_id, read, sums[0], w.window_id in extraction.staged)
             if not overlapped:
                 counters.done += read
             reporter.update(counters)
@@ -399,11 +396,12 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         dead_letter_file=str(write_dead_letters(ledger, workdir)))
 
 
-def _observe_window(graph: IdentityGraph, staged: Path) -> int:
-    """The identity pass over one staged window; returns its lines."""
+def _observe_window(graph: IdentityGraph, staged: Path, sums: list[int] | None = None) -> int:
+    """The identity pass over one staged window; returns its lines (``sums``: the CRC-32
+    of its bytes is appended)."""
     observe = graph.observe
     read = 0
-    for record, seconds in read_staged_identity_timed(staged):
+    for record, seconds in read_staged_identity_timed(staged, sums):
         if record is not None:
             observe(record, seconds)  # by UTC time, as staging sorted it
         read += 1

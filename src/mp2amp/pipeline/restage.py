@@ -32,6 +32,7 @@ import orjson
 
 from mp2amp.errors import InputError, TerminalError
 from mp2amp.ledger import Ledger, WindowRow
+from mp2amp.pipeline.changed_copy import move_aside
 from mp2amp.pipeline.overlaps import merge_groups
 from mp2amp.pipeline.staging import DIGEST, LINES, TIES, damage_of
 
@@ -382,7 +383,8 @@ def stop_on_changed_copy(ledger: Ledger, window_id: str, lines: int) -> None:
     """A staged copy holds the lines recorded when it was staged; the identity pass
     counts them before anything is sent. One cut short or changed since (a copy tool
     that stopped on a full disk, an edit) is moved aside (``FILE.changed``: never
-    deleted, the source may be gone too) and the run stops: ``--resume`` stages the window
+    deleted, the source may be gone too;
+    ``FILE.changed.2``... when taken) and the run stops: ``--resume`` stages the window
     again from its source, as it does a deleted copy, and checks it against any batches
     already sent. Found only at the load, it left a window whose batches were sent
     short, which no resume could mend. A window already loaded is left to the end's
@@ -392,8 +394,7 @@ def stop_on_changed_copy(ledger: Ledger, window_id: str, lines: int) -> None:
             or row.state == "loaded"):
         return
     staged = Path(row.staged_path)
-    aside = staged.with_name(staged.name + ".changed")
-    staged.replace(aside)
+    aside = move_aside(staged)  # a free name: an earlier FILE.changed is kept
     raise TerminalError(
         f"the staged copy {staged} of {window_id} holds {lines} lines, but {row.records} "
         "were staged into it: it changed after staging (cut short or replaced). Nothing of "

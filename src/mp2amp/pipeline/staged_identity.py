@@ -11,6 +11,7 @@ never by the raw time. Files staged by an older mp2amp carry the same key.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,13 +48,17 @@ def _old_row(value: Any) -> list[Any]:
     return value
 
 
-def read_staged_identity_timed(path: Path) -> Iterator[tuple[dict[str, Any] | None,
-                                                              float | None]]:
+def read_staged_identity_timed(path: Path, sums: list[int] | None = None
+                               ) -> Iterator[tuple[dict[str, Any] | None, float | None]]:
     """Each line's identity view (``None`` where the identity pass has nothing to read)
-    and its UTC seconds (``identity_seconds``), in time order."""
+    and its UTC seconds (``identity_seconds``), in time order. ``sums``: the CRC-32 of the
+    file's bytes is appended once all is read (``changed_copy.check_copy_text``: a line
+    edited in place since staging; every line is in hand here, so it costs no read)."""
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    crc, checksum = 0, zlib.crc32
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
+            crc = checksum(raw, crc)
             tab = raw.find(b"\t")
             text = raw[:tab] if tab >= 0 else raw
             try:
@@ -66,3 +71,5 @@ def read_staged_identity_timed(path: Path) -> Iterator[tuple[dict[str, Any] | No
             except (ValueError, TypeError, IndexError) as exc:  # cut short, say
                 raise damaged_staged(path, f"line {number}", exc) from None
             yield view, identity_seconds(view, key)
+    if sums is not None:
+        sums.append(crc)

@@ -15,21 +15,14 @@ the files its merges and a kill leave), never by mp2amp's naming alone: the user
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from mp2amp.errors import TerminalError
 from mp2amp.ledger import WindowRow
-from mp2amp.pipeline.windows import staged_path
+from mp2amp.pipeline.staged_names import own_file, sort_runs_folder, window_stems
 
 MARKER = ".mp2amp-staged"
-# a window's copy ("<slug>-<digest>.jsonl"), the files its merges write or replace, a big
-# merge's rounds and a copy being written; group 1 is the window's stem
-_OWN_FILE = re.compile(r"(.+-[0-9a-f]{10})(?:\.merged(?:-away)?)*\.jsonl"
-                       r"(?:\.round[0-9]+)*(?:\.part)?")
-# the sort runs' folder a window's staging makes (tempfile.mkdtemp(prefix=".stage-"))
-_SORT_RUNS = re.compile(r"\.stage-[a-z0-9_]{8}")
 
 
 def marker(staged: Path) -> Path:
@@ -39,7 +32,7 @@ def marker(staged: Path) -> Path:
 def foreign_files(staged: Path, window_ids: Iterable[str]) -> list[str]:
     """The names in ``staged`` that no window of ``window_ids`` could have left: empty
     when the folder is missing or holds only those windows' files."""
-    stems = {staged_path(Path(), w).stem for w in window_ids}
+    stems = window_stems(window_ids)
     if not staged.exists():  # nor its work folder, maybe: making that one says what is wrong
         return []
     if not staged.is_dir():
@@ -47,10 +40,9 @@ def foreign_files(staged: Path, window_ids: Iterable[str]) -> list[str]:
     entries = sorted(staged.iterdir())
     listed = []
     for path in entries:
-        own = _OWN_FILE.fullmatch(path.name)
-        if own and own.group(1) in stems and path.is_file():
+        if own_file(path.name, stems) and path.is_file():
             continue
-        if _SORT_RUNS.fullmatch(path.name) and path.is_dir():
+        if sort_runs_folder(path):  # the same test as the leftovers' removal
             continue
         listed.append(path.name)
     return listed

@@ -14,11 +14,8 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
-import hashlib
 import multiprocessing
 import os
-import re
-import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -53,6 +50,9 @@ from mp2amp.models import SourceRecord
 from mp2amp.pipeline.fingerprint import FOLDER_META, config_folder
 from mp2amp.pipeline.progress import Counters, Reporter
 from mp2amp.pipeline.restage import awaiting_check
+from mp2amp.pipeline.staged_names import STAGED_NAME as STAGED_NAME
+from mp2amp.pipeline.staged_names import remove_leftovers, work_entry
+from mp2amp.pipeline.staged_names import staged_path as staged_path
 from mp2amp.pipeline.staging import DIGEST, LINES, TIES, LocalZone, Staged, stage
 
 WindowSpec = tuple[str, str, dict[str, Any]]
@@ -68,9 +68,17 @@ def plan_windows(config: Config, storage_options: dict[str, Any] | None) -> list
     src = config.source
     if src.files:
         seen: dict[Path, bool] = {}  # thousands of files share a few folders
-        return [(f.url, "file", {"path": f.url}) for f in expand_paths(
-            list(src.files), storage_options=storage_options)
-            if f.fs is not None or _wanted_local(f.url, config.run.workdir, seen)]
+        listed = expand_paths(list(src.files), storage_options=storage_options)
+        kept = [f for f in listed
+                if f.fs is not None or _wanted_local(f.url, config.run.workdir, seen)]
+        if listed and not kept:
+            raise InputError(
+                f"every file the inputs list ({', '.join(map(str, src.files))}: "
+                f"{len(listed)} file(s), such as {listed[0].url}) is a work folder's own "
+                "(its staged/, scratch/ or export/ folder, its ledger or dead letters), "
+                "which are never read as events; nothing was read or sent: set [source] "
+                "files to the exported events, or [run] workdir to another folder")
+        return [(f.url, "file", {"path": f.url}) for f in kept]
     if src.from_date is None or src.to_date is None:
         raise ConfigError(["source: give from_date and to_date (Export API) or files"],
                           source=str(config.path) if config.path else None)
@@ -192,32 +200,27 @@ def _missing(path: str) -> str:
 
 
 def _in_a_work_folder(path: Path, workdir: Path, seen: dict[Path, bool]) -> bool:
-    """An input folder that holds this run's work folder (files = ["."]), or an earlier
-    run's, must not take in their staged windows and dead letters as events: a folder
-    with a ledger and a lock file beside it is an mp2amp work folder."""
+    """Whether ``path`` is a work folder's own (``staged_names.work_entry``): this run's
+    (files = ["."]) or an earlier run's (a folder with a ledger and a lock file beside
+    it); their staged windows and dead letters are not events. Other files in a work
+    folder are inputs like any (workdir = "." with files = ["exports"])."""
     try:
         resolved = path.resolve()
     except (RuntimeError, OSError):  # a link loop on the way (Python 3.11 raises RuntimeError)
         raise InputError(f"{path} is a symbolic link loop, or a path through one; fix the "
                          "link or leave it out of the inputs, and run the same `mp2amp "
                          "migrate` command again") from None
-    if resolved.is_relative_to(workdir.resolve()):
+    here = workdir.resolve()
+    if resolved.is_relative_to(here) and work_entry(resolved.relative_to(here)):
         return True
     for parent in resolved.parents:
         found = seen.get(parent)
         if found is None:
             found = seen[parent] = ((parent / "ledger.sqlite").is_file()
                                     and (parent / "migrate.lock").is_file())
-        if found:
+        if found and work_entry(resolved.relative_to(parent)):
             return True
     return False
-
-
-def staged_path(workdir: Path, window_id: str) -> Path:
-    """A readable, collision-free file name for a window's staged records."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", window_id)[-80:]
-    digest = hashlib.sha1(window_id.encode()).hexdigest()[:10]
-    return workdir / "staged" / f"{slug}-{digest}.jsonl"
 
 
 async def extract_pending(
@@ -236,7 +239,7 @@ async def extract_pending(
     export_dir = workdir / "export"
     rows = ledger.windows()
     _discard_staged_downloads(export_dir, rows)
-    _remove_leftovers(workdir / "staged", rows)  # before this run stages anything
+    remove_leftovers(workdir / "staged", rows)  # before this run stages anything
     pending = [w for w in rows if w.state == "pending"]
     if not pending:
         return
@@ -379,30 +382,6 @@ def _check_gone_sources(files: list[WindowRow], locate: Callable[[str], str],
             + ", but it has been part of this run since it started and was not staged yet: "
             "restore it and run the same `mp2amp migrate` command with --resume, or start a "
             "new run in a new work folder ([run] workdir) to migrate the files there are now")
-
-
-# the names mp2amp gives files in staged/: a window's (``staged_path``), a merged one (and
-# its placeholders), the rounds of a big merge, each while written (.part)
-STAGED_NAME = re.compile(
-    r".+-[0-9a-f]{10}(\.merged(-away)?)*\.jsonl(\.round[0-9]+)*(\.part)?")
-
-
-def _remove_leftovers(staged: Path, rows: list[WindowRow]) -> None:
-    """A run killed while staging leaves its sorted runs and a ``.part`` file behind (as
-    big as the window); its window is still pending and is staged again from scratch. One
-    killed while merging leaves the rounds of a big merge, or the files a merge replaced
-    (the ledger already pointed at the merged one). Files of mp2amp's naming that no
-    window refers to are removed; any other file is left as it is."""
-    if not staged.is_dir():
-        return
-    used = {Path(w.staged_path).name for w in rows if w.staged_path}
-    for path in staged.iterdir():
-        if path.name.startswith(".stage-") and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.name.endswith(".part") or (
-                path.name not in used and STAGED_NAME.fullmatch(path.name)
-                and path.is_file()):
-            path.unlink(missing_ok=True)
 
 
 async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],

@@ -56,3 +56,16 @@ def make_work_folder(workdir: Path, output_dir: str | None = None) -> None:
         why = "it is a file, not a folder" if workdir.is_file() else exc.strerror or str(exc)
         raise TerminalError(f"cannot create the work folder {workdir}: {why}; "
                             "set [run] workdir to a writable folder") from None
+
+
+def check_no_dead_letters(workdir: Path) -> None:
+    """Before a new run (no ledger): refuse a ``dead-letters.jsonl`` already in the work
+    folder. The run renders its dead letters to that file, replacing it: with the work
+    folder a $HOME-like folder it was the user's own file, overwritten without a word (an
+    earlier run's, its ledger gone, is named by ``run_start.holds_run_files``)."""
+    dead = workdir / "dead-letters.jsonl"
+    if dead.exists() or dead.is_symlink():
+        raise TerminalError(
+            f"{dead} exists, and a new run writes its dead letters to that file, replacing "
+            "it; nothing was read or sent: move that file elsewhere (or delete it if it is "
+            "an old run's), or set [run] workdir to another folder, and run again")

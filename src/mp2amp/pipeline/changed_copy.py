@@ -1,0 +1,71 @@
+"""A staged copy changed after staging: found by the identity pass, before anything of it
+is sent, and moved aside (``FILE.changed``, never deleted: the source may be gone too).
+
+Why a checksum of the copy's bytes, kept in the ledger when the identity pass first reads
+a copy: a line edited in place (as many lines as were staged) passed the count check and
+was sent edited. The window's staging digest (``staging.Staged``) cannot be computed again
+from the copy: it is made of what each line said as read (the source line's own text for
+most file lines; the record's canonical JSON for an Export API day, a Data Pipelines row
+or a legacy-time row), and a staged line does not say which. A copy staged by a run killed
+before its identity pass read it is first read, and so checked from, by the next run.
+
+Why a free name for the copy moved aside: a copy that changed again after a resume was
+moved over the first ``FILE.changed``, which was lost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from mp2amp.errors import TerminalError
+from mp2amp.ledger import Ledger
+from mp2amp.pipeline.staging import DIGEST
+
+_META = "copy_text:"  # + window id: [file name, lines, staging digest, CRC-32 of its bytes]
+
+
+def move_aside(staged: Path) -> Path:
+    """Rename ``staged`` to ``FILE.changed`` (``FILE.changed.2``, ... when taken)."""
+    aside = staged.with_name(staged.name + ".changed")
+    n = 1
+    while aside.exists() or aside.is_symlink():
+        n += 1
+        aside = staged.with_name(f"{staged.name}.changed.{n}")
+    staged.replace(aside)
+    return aside
+
+
+def check_copy_text(ledger: Ledger, window_id: str, lines: int, crc: int,
+                    staged_now: bool) -> None:
+    """After the identity pass read a window's copy (``lines`` lines, their CRC-32
+    ``crc``): a copy new to the ledger (staged in this run, ``staged_now``, or staged
+    again, or merged: another name, count or staging digest) is recorded; a known one
+    whose bytes differ is moved aside and the run stops (as for a changed count,
+    ``restage.stop_on_changed_copy``). A loaded window's copy serves the identity graph
+    only: it is left to the end's check."""
+    row = ledger.window(window_id)
+    if row is None or row.staged_path is None:
+        return
+    staged = Path(row.staged_path)
+    key = _META + window_id
+    now = [staged.name, lines, row.spec.get(DIGEST), crc]
+    was = ledger.get_meta(key)
+    known = None if was is None else orjson.loads(was)
+    if known == now:
+        return
+    if staged_now or known is None or known[:3] != now[:3]:
+        ledger.set_meta(key, orjson.dumps(now).decode())
+        return
+    if row.state == "loaded":
+        return
+    aside = move_aside(staged)
+    ledger.drop_meta(key, str(was))  # staged again by the resume: recorded anew
+    raise TerminalError(
+        f"the staged copy {staged} of {window_id} holds the {lines} lines staged into it, "
+        "but their text is not what was staged (its checksum differs): it was edited after "
+        f"staging. Nothing of it was sent in this run; it was moved to {aside.name} beside "
+        "it: run the same `mp2amp migrate` command with --resume to stage the window again "
+        "from its source (if the source is gone too, the resume says so: restore the "
+        f"source, or an intact copy of the staged file as {staged.name})")
