@@ -64,7 +64,7 @@ def check_copy_text(ledger: Ledger, window_id: str, lines: int, crc: int,
     ledger.drop_meta(key, str(was))  # staged again by the resume: recorded anew
     raise TerminalError(
         f"the staged copy {staged} of {window_id} holds the {lines} lines staged into it, "
-        "but their text is not what was staged (its checksum differs): it was edited after "
+        "but their text is not what was staged (its checksum differs): it was cut or edited after "
         f"staging. Nothing of it was sent in this run; it was moved to {aside.name} beside "
         "it: run the same `mp2amp migrate` command with --resume to stage the window again "
         "from its source (if the source is gone too, the resume says so: restore the "

@@ -28,6 +28,7 @@ from mp2amp.load.settings import UploadSettings
 from mp2amp.pipeline.fingerprint import FINGERPRINT_META, check_resume, record_fingerprint
 from mp2amp.pipeline.import_folder import WROTE_KEY, output_dir_may_change
 from mp2amp.pipeline.preflight import planned_windows
+from mp2amp.pipeline.staged_names import remove_leftovers
 from mp2amp.pipeline.windows import STAGED_NAME
 from mp2amp.pipeline.worklock import LOCK_NAME
 
@@ -105,7 +106,15 @@ def replanner(ledger: Ledger, config: Config,
     dates were corrected), for ``check_resume``; None once the run has started."""
     if run_started(ledger):
         return None
-    return lambda: ledger.replace_windows(planned_windows(config, storage_options))
+
+    def replan() -> None:
+        dropped = ledger.windows()
+        ledger.replace_windows(planned_windows(config, storage_options))
+        # a copy the old plan staged as it was killed (before the ledger recorded it): its
+        # window may be gone from the new plan, and files of no window are left alone
+        remove_leftovers(config.run.workdir / "staged", dropped)
+
+    return replan
 
 
 def plan_or_check(ledger: Ledger, config: Config, upload: UploadSettings, known: str | None,
