@@ -11,6 +11,8 @@ closed by their context managers; SIGTERM now takes the same path and ends in
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import signal
 import sys
 import threading
@@ -44,6 +46,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     process); elsewhere SIGTERM keeps its usual meaning. The caller's own handler is put
     back after (``demo``'s, which stops its generation and read-back the same way)."""
     stopped: list[int] = []
+    interrupted: list[bool] = []
     installed: list[bool] = []
     _sigterm_seen[0] = False
 
@@ -59,30 +62,57 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
             if task is not None:
                 task.cancel()
 
+        def on_sigint() -> None:
+            # asyncio.run's own handler raises KeyboardInterrupt on a second press wherever
+            # the main thread is: inside compiled code (the identity pass, a chunk
+            # transformed here) mypyc takes it for out-of-memory and aborts (SIGABRT). Here
+            # every press is a callback at the loop: the first cancels, the rest wait.
+            if interrupted or stopped:
+                if len(interrupted) == 1:  # once: what a user pressing again can do
+                    interrupted.append(True)
+                    logging.getLogger("mp2amp").warning(
+                        "already stopping (the ledger is being brought up to date); to stop "
+                        "at once, kill -9 %d is safe too: then run the same command with "
+                        "--resume", os.getpid())
+                return
+            interrupted.append(True)
+            if task is not None:
+                task.cancel()
+
         try:
             loop.add_signal_handler(signal.SIGTERM, on_sigterm)
             installed.append(True)
+            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+                loop.add_signal_handler(signal.SIGINT, on_sigint)
+                installed.append(True)
         except (ValueError, RuntimeError, NotImplementedError):  # off the main thread; Windows
             pass
         try:
             return await coro
         finally:
+            if len(installed) > 1:
+                loop.remove_signal_handler(signal.SIGINT)
             if installed:
                 loop.remove_signal_handler(signal.SIGTERM)
                 if stopped:  # already stopping: a second SIGTERM must not kill the cleanup
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     before = signal.getsignal(signal.SIGTERM)
+    before_int = signal.getsignal(signal.SIGINT)
     try:
         return asyncio.run(main())
     except asyncio.CancelledError:
         if stopped:
             raise Terminated() from None
+        if interrupted:
+            raise KeyboardInterrupt() from None
         raise
     finally:
         # as the caller had it (asyncio leaves SIG_DFL, which dies silently)
         if installed and before is not None:
             signal.signal(signal.SIGTERM, before)
+        if len(installed) > 1 and before_int is not None:  # asyncio leaves the default
+            signal.signal(signal.SIGINT, before_int)
 
 
 class DeferredStop:
