@@ -156,7 +156,8 @@ class MappingTable:
     def _load_in_memory(self, path: Table, report: IdentityReport, budget: int) -> bool:
         resolved_of: dict[str, str] = {}
         file_of: dict[str, int] = {}  # the file of each ID's row: to name both of a conflict
-        files: list[str] = []
+        # by index, not appended: a file with no rows (an empty part) must not shift others
+        files: dict[int, str] = {}
         conflicted: set[str] = set()
         conflicts: list[tuple[str, str, str, str, str, int]] = []
         devices: set[str] = set()
@@ -166,8 +167,7 @@ class MappingTable:
             rows += 1
             if 2 * rows > budget:
                 return False
-            if index == len(files):
-                files.append(source)
+            files[index] = source
             old = resolved_of.get(node)
             if old is not None and old != target and node not in conflicted:
                 conflicted.add(node)
@@ -237,12 +237,11 @@ class MappingTable:
             " rdev = excluded.rdev, src = excluded.src, line = excluded.line")
         # An ID is a device if any row says so (as in memory), not only its last row
         devs = BatchWriter(db, "INSERT OR IGNORE INTO devs(id) VALUES (?)")
-        files: list[str] = []
+        files: dict[int, str] = {}  # by index, as in memory: an empty file shifts nothing
         rows = 0
         for row, (index, source, line) in located_rows(path, report):
             rows += 1
-            if index == len(files):
-                files.append(source)
+            files[index] = source
             writer.add((*row, index, line))
             if row[1]:
                 devs.add((row[0],))
