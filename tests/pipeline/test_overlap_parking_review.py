@@ -4,6 +4,7 @@ device's later events parked behind its parked (daily-quota) events."""
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,12 @@ from migrate_kit import (
     amplitude,
     arrival_order,
     assert_exactly_once,
+    crash_on_call,
     make_config,
     mp2amp,
     order_breaks,
 )
+from migrate_kit import Crash as KitCrash
 
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline.migrate import EXIT_OK, EXIT_PARKED, ledger_path, migrate
@@ -139,18 +142,20 @@ def _check_run(url: str, project: Project, data: Path, result: Any) -> None:
 def test_crash_around_the_merges_ledger_transaction_then_resume(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
     events = _parts(project, tmp_path / "events")
-    original = Ledger.restage
-
-    def restage(self: Ledger, updates: Any, *rest: Any) -> None:
-        if when == "after":  # committed, the old staged files not yet removed
-            original(self, updates, *rest)
+    def restage(self: Ledger, *args: Any) -> None:
         raise Crash
+
+    def staged_before_the_merge(path: Path, *args: Any, **kwargs: Any) -> bool:
+        return re.search(r"-[0-9a-f]{10}\.jsonl$", path.name) is not None
 
     with amplitude(tmp_path / "amp") as url:
         cfg = make_config(events, tmp_path / "work", url)
         with monkeypatch.context() as m:
-            m.setattr(Ledger, "restage", restage)
-            with pytest.raises(Crash):
+            if when == "after":  # committed (with the checksums), the old files not yet removed
+                crash_on_call(m, Path, "unlink", 1, when=staged_before_the_merge)
+            else:
+                m.setattr(Ledger, "restage", restage)
+            with pytest.raises((Crash, KitCrash)):
                 migrate(cfg, upload_overrides=FAST)
         result = migrate(cfg, resume=True, upload_overrides=FAST)
         _check_run(url, project, tmp_path / "amp", result)

@@ -50,9 +50,6 @@ def _merged_head_not_loaded(work: Path) -> Path:
         ledger.close()
 
 
-@pytest.mark.xfail(strict=True, reason="a merged window's copy is first checksummed by the "
-                   "resume (the identity pass recorded its pre-merge copies): edited in place "
-                   "after the run that merged it was killed, it is sent edited")
 def test_a_merged_copy_edited_in_place_after_a_kill_is_not_sent_edited(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the last day as two part files (a Data Pipelines day): merged into one staged copy
@@ -81,9 +78,6 @@ def _import_events(out: Path) -> list[dict]:
             for line in gzip.decompress(path.read_bytes()).splitlines()]
 
 
-@pytest.mark.xfail(strict=True, reason="S3-import sink: a resume writes every window again, "
-                   "but the checksum skips 'loaded' windows, so a loaded window's copy edited "
-                   "in place is written edited into the import files")
 def test_sink_resume_does_not_write_a_loaded_windows_copy_edited_in_place(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from migrate_kit import Crash, crash_on_call
@@ -120,9 +114,6 @@ def test_sink_resume_does_not_write_a_loaded_windows_copy_edited_in_place(
     assert len(keys) == len(set(keys)) and set(keys) == project.expected
 
 
-@pytest.mark.xfail(strict=True, reason="a staged copy restored as the 'source is gone too' "
-                   "message says, after a resume marked its window pending, is removed by the "
-                   "next resume as a leftover (remove_leftovers) and the same stop repeats")
 def test_a_staged_copy_restored_as_the_message_says_is_used_not_deleted(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from migrate_kit import copy_events, mp2amp, write_toml

@@ -24,6 +24,34 @@ from mp2amp.ledger import Ledger
 from mp2amp.pipeline.staging import DIGEST
 
 _META = "copy_text:"  # + window id: [file name, lines, staging digest, CRC-32 of its bytes]
+# a 5th item: the copy recorded is away (its window pending: the next copy read is staged
+# anew, unless ``restage_missing`` points the window back at one restored, ``copy_back``)
+_AWAY = "away"
+
+
+def record_copy(ledger: Ledger, window_id: str, name: str, lines: int,
+                digest: object, crc: int) -> None:
+    """Record a copy mp2amp wrote and so knows is intact (a merged file: the identity
+    pass read, and checksummed, the files merged into it)."""
+    ledger.set_meta(_META + window_id, orjson.dumps([name, lines, digest, crc]).decode())
+
+
+def copy_away(ledger: Ledger, window_id: str) -> None:
+    """A window's copy is gone and the window is to be staged again: a copy staged anew
+    need not have the old one's bytes (its lines renumbered, say), so it is recorded
+    anew; why the record is kept: a copy restored instead is checked against it."""
+    was = ledger.get_meta(_META + window_id)
+    known = None if was is None else orjson.loads(was)
+    if known is not None and len(known) == 4:
+        ledger.set_meta(_META + window_id, orjson.dumps([*known, _AWAY]).decode())
+
+
+def copy_back(ledger: Ledger, window_id: str) -> None:
+    """A copy the user restored under its name is the one recorded, and is checked so."""
+    was = ledger.get_meta(_META + window_id)
+    known = None if was is None else orjson.loads(was)
+    if known is not None and len(known) > 4:
+        ledger.set_meta(_META + window_id, orjson.dumps(known[:4]).decode())
 
 
 def move_aside(staged: Path) -> Path:
@@ -38,13 +66,14 @@ def move_aside(staged: Path) -> Path:
 
 
 def check_copy_text(ledger: Ledger, window_id: str, lines: int, crc: int,
-                    staged_now: bool) -> None:
+                    staged_now: bool, written_again: bool = False) -> None:
     """After the identity pass read a window's copy (``lines`` lines, their CRC-32
     ``crc``): a copy new to the ledger (staged in this run, ``staged_now``, or staged
-    again, or merged: another name, count or staging digest) is recorded; a known one
-    whose bytes differ is moved aside and the run stops (as for a changed count,
-    ``restage.stop_on_changed_copy``). A loaded window's copy serves the identity graph
-    only: it is left to the end's check."""
+    again: another name, count or staging digest, or the one recorded was away) is
+    recorded; a known one whose bytes differ is moved aside and the run stops (as for a
+    changed count, ``restage.stop_on_changed_copy``). A loaded window's copy serves the
+    identity graph only (it is left to the end's check), unless the run writes every
+    window again (``written_again``: the S3-import sink, resumed before all were written)."""
     row = ledger.window(window_id)
     if row is None or row.staged_path is None:
         return
@@ -55,13 +84,14 @@ def check_copy_text(ledger: Ledger, window_id: str, lines: int, crc: int,
     known = None if was is None else orjson.loads(was)
     if known == now:
         return
-    if staged_now or known is None or known[:3] != now[:3]:
+    if staged_now or known is None or len(known) != 4 or known[:3] != now[:3]:
         ledger.set_meta(key, orjson.dumps(now).decode())
         return
-    if row.state == "loaded":
+    if row.state == "loaded" and not written_again:
         return
+    # the record stays: an intact copy restored as the message says is checked against it
+    # (one staged again by the resume is recorded anew: ``copy_away``)
     aside = move_aside(staged)
-    ledger.drop_meta(key, str(was))  # staged again by the resume: recorded anew
     raise TerminalError(
         f"the staged copy {staged} of {window_id} holds the {lines} lines staged into it, "
         "but their text is not what was staged (its checksum differs): it was cut or edited after "

@@ -319,14 +319,19 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                           table=config.source.identity_table,
                           table_options=storage_options) as graph:
         overlapped = bool(extraction.staged)  # else everything was staged by an earlier run
+        # the S3-import sink writes every window again unless all were written: a loaded
+        # window's copy is sent again then, and checked as any other (``check_copy_text``)
+        written_again = config.amplitude.output_dir is not None and any(
+            w.state != "loaded" for w in windows)
         if not overlapped:
             counters.begin("identity", sum(w.records for w in windows))
         for w in windows:
             await extraction.ready(w.window_id)
             sums: list[int] = []
             read = _observe_window(graph, _staged_file(ledger, w), sums)
-            stop_on_changed_copy(ledger, w.window_id, read)  # before anything is sent
-            check_copy_text(ledger, w.window_id, read, sums[0], w.window_id in extraction.staged)
+            stop_on_changed_copy(ledger, w.window_id, read, written_again)  # before any is sent
+            check_copy_text(ledger, w.window_id, read, sums[0], w.window_id in extraction.staged,
+                            written_again)
             if not overlapped:
                 counters.done += read
             reporter.update(counters)

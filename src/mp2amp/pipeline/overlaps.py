@@ -15,6 +15,11 @@ Crash safety: the merged file is written under a temporary name and renamed, the
 ledger points the windows at the new files in one transaction, then the old staged files
 are removed. A crash before the transaction leaves the old files in place, and the next
 run merges them again; after it, the merged windows no longer overlap.
+
+The same transaction records each new file's checksum (``changed_copy.record_copy``): the
+identity pass checksummed the files merged, and a resume after a kill in the load read a
+merged file under a name new to it, recorded it as it found it, and sent a line edited in
+place since.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mp2amp.ledger import Ledger, WindowRow
-from mp2amp.pipeline.staging import merge_staged, staged_key_range
+from mp2amp.pipeline.changed_copy import record_copy
+from mp2amp.pipeline.staging import DIGEST, merge_staged, staged_key_range
 
 MERGEABLE = frozenset({"extracted", "identity"})  # a loaded window is never re-cut
 
@@ -73,9 +79,10 @@ def merge_overlapping(ledger: Ledger, windows: list[WindowRow]) -> list[list[str
 
 def merge_groups(ledger: Ledger, groups: list[list[WindowRow]]) -> None:
     """Merge each group (in window order) into its first window's new staged file; the
-    others get an empty placeholder, all recorded in one transaction, then the old staged
-    files are removed."""
+    others get an empty placeholder, all recorded in one transaction (with each new
+    file's checksum), then the old staged files are removed."""
     updates: list[tuple[str, str, int]] = []
+    copies: list[tuple[str, str, int, object, int]] = []  # ``record_copy``'s
     merged_into: dict[str, str] = {}
     replaced: list[Path] = []
     # a line's place among same-time lines is its own window's (see merge_staged)
@@ -85,17 +92,25 @@ def merge_groups(ledger: Ledger, groups: list[list[WindowRow]]) -> None:
         paths = [Path(str(w.staged_path)) for w in group]
         head = paths[0]
         merged = head.with_name(head.stem + ".merged.jsonl")
-        updates.append((group[0].window_id, str(merged), merge_staged(paths, merged, rank)))
+        crc: list[int] = []
+        lines = merge_staged(paths, merged, rank, crc)
+        updates.append((group[0].window_id, str(merged), lines))
+        copies.append((group[0].window_id, merged.name, lines, group[0].spec.get(DIGEST),
+                       crc[0]))
         for w, path in zip(group[1:], paths[1:], strict=True):
             empty = path.with_name(path.stem + ".merged-away.jsonl")
             empty.write_bytes(b"")
             updates.append((w.window_id, str(empty), 0))
+            copies.append((w.window_id, empty.name, 0, w.spec.get(DIGEST), 0))  # CRC of b""
             merged_into[w.window_id] = group[0].window_id
             # windows merged into this one before now have their records in the head
             merged_into.update((m, group[0].window_id) for m, h in earlier.items()
                                if h == w.window_id)
         replaced += paths
-    ledger.restage(updates, merged_into, [g[0].window_id for g in groups])
+    with ledger.atomic():
+        ledger.restage(updates, merged_into, [g[0].window_id for g in groups])
+        for copy in copies:
+            record_copy(ledger, *copy)
     kept = {Path(path) for _, path, _ in updates}
     for path in replaced:
         if path not in kept:

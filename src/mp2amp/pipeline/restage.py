@@ -32,8 +32,9 @@ import orjson
 
 from mp2amp.errors import InputError, TerminalError
 from mp2amp.ledger import Ledger, WindowRow
-from mp2amp.pipeline.changed_copy import move_aside
+from mp2amp.pipeline.changed_copy import copy_away, copy_back, move_aside
 from mp2amp.pipeline.overlaps import merge_groups
+from mp2amp.pipeline.staged_names import staged_path
 from mp2amp.pipeline.staging import DIGEST, LINES, TIES, damage_of
 
 
@@ -43,11 +44,13 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
     bigger disk, keeps its staged files under their names: the ledger is pointed at them
     there. A merged file that is gone is remade from all of its group's sources (each
     staged again, then merged as before: ``remerge_restaged``); a merged-away window's
-    empty placeholder that is gone is written again."""
+    empty placeholder that is gone is written again. A window staged again whose copy
+    was restored under its name meanwhile is pointed back at it (``_restored``)."""
     merged = ledger.merged_into()
-    rows = ledger.windows()
     before = _expected(ledger)  # from an earlier resume that did not get to its check
     earlier = set(before)
+    _restored(ledger, workdir, before, merged)
+    rows = ledger.windows()
     cut = {b.window_id for b in ledger.batches()}
     moved: list[tuple[str, str, int]] = []
     gone: list[str] = []
@@ -94,10 +97,36 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
         _keep_digests(ledger, rows, before, earlier)  # before staging again replaces them
         _set_expected(ledger, before)  # first: a kill after it still checks them
     for window_id in gone:
+        copy_away(ledger, window_id)  # first: a kill after it only re-records its copy
         ledger.mark_pending(window_id)
     if moved:
         ledger.restage(moved)
     return before
+
+
+def _restored(ledger: Ledger, workdir: Path, expected: dict[str, int],
+              merged: dict[str, str]) -> None:
+    """Point each window to stage again (``expected``: its copy was gone) whose copy is
+    back under its own name (``staged_path``) at it, as staged with the records and
+    digest its check expects: the user restored it, as a stop on a gone source or a
+    changed copy says, and its source may be gone. The identity pass then checks its
+    lines (``stop_on_changed_copy``) and its checksum (``check_copy_text``: against the
+    copy recorded before it went), and ``check_restaged`` its count and digest against
+    its batches. Why: the next run removed it as a leftover (a pending window has no
+    staged file) and stopped again on its gone source. A merge's windows are left to
+    be staged and merged again: a file of their own is not what the merge recorded."""
+    in_merges = set(merged) | set(merged.values()) | {m for g in _remerge(ledger) for m in g}
+    digests = _digests(ledger)
+    for w in ledger.windows():
+        copy = staged_path(workdir, w.window_id)
+        if (w.state != "pending" or w.staged_path is not None or w.window_id not in expected
+                or w.window_id in in_merges or copy.is_symlink() or not copy.is_file()):
+            continue
+        kept = digests.get(w.window_id)  # a copy refused meanwhile wrote its own
+        spec = w.spec if kept is None else {**w.spec, DIGEST: kept}
+        with ledger.atomic():
+            copy_back(ledger, w.window_id)
+            ledger.mark_extracted(w.window_id, str(copy), expected[w.window_id], spec)
 
 
 def _staged_copy(recorded: str, workdir: Path) -> Path | None:
@@ -379,7 +408,8 @@ def stop_on_damaged_files(ledger: Ledger) -> None:
             "and resume")
 
 
-def stop_on_changed_copy(ledger: Ledger, window_id: str, lines: int) -> None:
+def stop_on_changed_copy(ledger: Ledger, window_id: str, lines: int,
+                         written_again: bool = False) -> None:
     """A staged copy holds the lines recorded when it was staged; the identity pass
     counts them before anything is sent. One cut short or changed since (a copy tool
     that stopped on a full disk, an edit) is moved aside (``FILE.changed``: never
@@ -388,10 +418,11 @@ def stop_on_changed_copy(ledger: Ledger, window_id: str, lines: int) -> None:
     again from its source, as it does a deleted copy, and checks it against any batches
     already sent. Found only at the load, it left a window whose batches were sent
     short, which no resume could mend. A window already loaded is left to the end's
-    check: nothing more of it is sent, and its copy serves the identity graph only."""
+    check: nothing more of it is sent, and its copy serves the identity graph only
+    (unless ``written_again``: the S3-import sink, resumed, writes every window again)."""
     row = ledger.window(window_id)
     if (row is None or row.staged_path is None or row.records == lines
-            or row.state == "loaded"):
+            or (row.state == "loaded" and not written_again)):
         return
     staged = Path(row.staged_path)
     aside = move_aside(staged)  # a free name: an earlier FILE.changed is kept

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mp2amp.ledger import WindowRow
+from mp2amp.pipeline.staging import DIGEST
 
 # the names mp2amp gives files in staged/: a window's (``staged_path``), a merged one (and
 # its placeholders), the rounds of a big merge, each while written (.part)
@@ -71,10 +72,14 @@ def remove_leftovers(staged: Path, rows: list[WindowRow]) -> None:
     big as the window); its window is still pending and is staged again from scratch. One
     killed while merging leaves the rounds of a big merge, or the files a merge replaced
     (the ledger already pointed at the merged one). Those files of the run's windows that
-    no window refers to are removed; any other file is left as it is."""
+    no window refers to are removed; any other file is left as it is. So is the copy of
+    a window staged before and pending again under its own name: the user restored it,
+    as a stop on its gone source says (a window whose copy is gone has no staged path)."""
     if not staged.is_dir():
         return
     used = {Path(w.staged_path).name for w in rows if w.staged_path}
+    used |= {staged_path(Path(), w.window_id).name for w in rows
+             if w.state == "pending" and (w.records or w.counts or DIGEST in w.spec)}
     stems = window_stems(w.window_id for w in rows)
     for path in staged.iterdir():
         if sort_runs_folder(path):

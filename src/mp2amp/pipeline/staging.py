@@ -466,9 +466,10 @@ def staged_key_range(path: Path) -> tuple[float, float] | None:
 MERGE_FILES = 64  # staged files merged at once (open files); more are merged in rounds
 
 
-def merge_staged(paths: list[Path], dest: Path, rank: Mapping[str, int] | None = None) -> int:
+def merge_staged(paths: list[Path], dest: Path, rank: Mapping[str, int] | None = None,
+                 sums: list[int] | None = None) -> int:
     """Staged windows merged into one, in time order; written to a temporary name and
-    renamed. Returns the lines.
+    renamed. Returns the lines (``sums``: the file's CRC-32 is appended, ``changed_copy``).
 
     Lines of one time are ordered by their own source's ``rank`` (its window order; a
     source not in it: its file's place in ``paths``), then by their place in that source
@@ -487,7 +488,7 @@ def merge_staged(paths: list[Path], dest: Path, rank: Mapping[str, int] | None =
         try:
             for n, part_dest in enumerate(rounds):
                 merge_staged(paths[n * MERGE_FILES:(n + 1) * MERGE_FILES], part_dest, rank)
-            return merge_staged(rounds, dest, rank)
+            return merge_staged(rounds, dest, rank, sums)
         finally:
             for path in rounds:
                 path.unlink(missing_ok=True)
@@ -498,22 +499,30 @@ def merge_staged(paths: list[Path], dest: Path, rank: Mapping[str, int] | None =
                 yield staged_key(line), at, line
 
     part = dest.with_name(dest.name + ".part")
-    n = 0
+    n = crc = 0
     with open(part, "wb") as out:
         group: list[tuple[int, bytes]] = []
         time = None
         for key, at, line in heapq.merge(*map(keyed, range(len(paths)), paths), key=_first):
             if key != time and group:
-                out.writelines(_merged_time(group, rank))
+                crc = _write_summed(out, _merged_time(group, rank), crc)
                 group = []
             group.append((at, line))
             time = key
             n += 1
-        out.writelines(_merged_time(group, rank))
+        crc = _write_summed(out, _merged_time(group, rank), crc)
         out.flush()
         os.fsync(out.fileno())
     part.replace(dest)
+    if sums is not None:
+        sums.append(crc)
     return n
+
+
+def _write_summed(out: BinaryIO, lines: list[bytes], crc: int) -> int:
+    data = b"".join(lines)
+    out.write(data)
+    return _crc32(data, crc)
 
 
 def _first(item: tuple[float, int, bytes]) -> float:
