@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mp2amp.cli.output import cli_errors, console, err_console, print_json
+from mp2amp.cli.output import StdoutConsole, cli_errors, console, err_console, print_json
 
 if TYPE_CHECKING:
     from mp2amp.pipeline.demo import DemoResult
@@ -40,12 +39,13 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
     ) -> None:
         """Generate a Mixpanel project, migrate it through both local emulators (with faults),
         read Amplitude back and compare. Exit 0 only when every event type matches."""
-        from mp2amp.pipeline.demo import DemoInterrupted, run_demo
-        from mp2amp.pipeline.progress import choose_reporter
-
         said: list[str] = []  # what the stopped demo kept and how to go on
         with cli_errors(interrupted=lambda: said[0] if said else "the demo stopped",
                         as_json=as_json):
+            # inside: a Ctrl-C during these imports is reported as any other stop
+            from mp2amp.pipeline.demo import DemoInterrupted, run_demo
+            from mp2amp.pipeline.progress import choose_reporter
+
             try:
                 result = run_demo(events, workdir, seed=seed, fail_rate=fail_rate,
                                   drop_rate=drop_rate,
@@ -84,7 +84,7 @@ def _render(result: DemoResult) -> None:
                   f"{sum(r.expected for r in result.rows):,}",
                   f"{sum(r.amplitude_export for r in result.rows):,}",
                   f"{sum(r.amplitude_segmentation for r in result.rows):,}", "", end_section=True)
-    Console(width=max(110, console.width)).print(table)  # never squeeze the numbers
+    StdoutConsole(width=max(110, console.width)).print(table)  # never squeeze the numbers
     console.print("Mixpanel raw: records per event name in the export (duplicates, identity "
                   "events, unusable and hot-shard records included); expected: what a correct "
                   "migration sends (the generator's ground truth); Amplitude: read back through "

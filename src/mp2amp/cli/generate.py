@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from contextlib import suppress
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,10 +12,10 @@ from typing import Annotated, Any
 import typer
 
 from mp2amp.cli.output import cli_errors, console, emit
-from mp2amp.errors import ConfigError
+from mp2amp.errors import InputError
 from mp2amp.generate import GenerateConfig, generate_project
-from mp2amp.generate.project import parse_industries, validate
-from mp2amp.pipeline.stopping import signals_deferred
+from mp2amp.generate.project import GenerateResult, parse_industries, validate
+from mp2amp.pipeline.stopping import signals_deferred, signals_held
 
 
 def _parse_start(value: str, problems: list[str]) -> date:
@@ -56,16 +59,82 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         """Write a synthetic Mixpanel project (events, profiles, identities, schema, truth)."""
-        with cli_errors(as_json=as_json):
+        done: list[bool] = []  # the project is in --out: a stop now loses only the result
+
+        def interrupted() -> str:
+            if done:
+                return f"the project in {out} is complete; only its result was not printed"
+            return ("nothing was written (the partial project was removed): run the same "
+                    "command again")
+
+        with cli_errors(interrupted, as_json=as_json):
             problems: list[str] = []
             config = GenerateConfig(
                 out=out, users=users, days=days, start=_parse_start(start, problems), seed=seed,
                 id_merge=id_merge, timezone=timezone, legacy_time=legacy_time, dirty=dirty,
                 industries=parse_industries(industry), gzip=not no_gzip,
             )
-            if problems:  # with every other problem of the arguments
-                validate(config, problems)
-                raise ConfigError(problems, source="mp2amp generate")
-            with signals_deferred():  # Ctrl-C never raised inside the compiled generator
-                result = generate_project(config)
-            emit(result.as_dict(), as_json, _render)
+            _clear_leftover(out)
+            validate(config, problems)  # every problem at once, before anything is written
+            result = _generate(config)
+            done.append(True)
+            emit({**result.as_dict(), "out": str(out)}, as_json, _render)
+
+
+# where a project is generated before it is moved into --out, inside it: the same file
+# system (a mount point as --out cannot take a rename from beside it)
+PARTIAL = ".partial"
+# what a generation writes: a PARTIAL holding nothing else is a killed one's (kill -9)
+_WRITTEN = {"events", "profiles", "identity", "truth", "schema.json", "project.json"}
+
+
+def _clear_leftover(out: Path) -> None:
+    """Remove what a generation killed outright (kill -9, power loss) left in ``out``: its
+    partial project alone, so that the same command can run again."""
+    partial = out / PARTIAL
+    try:
+        if [p.name for p in out.iterdir()] != [PARTIAL] or not partial.is_dir() or \
+                not {p.name for p in partial.iterdir()} <= _WRITTEN:
+            return
+    except OSError:  # not a folder (validate says so)
+        return
+    shutil.rmtree(partial)
+
+
+def _generate(config: GenerateConfig) -> GenerateResult:
+    """``generate_project`` into ``--out/.partial``, whose files are moved into ``--out``
+    at the end: Ctrl-C or SIGTERM (never raised inside the compiled generator) removes it
+    and leaves ``--out`` as it was, so the same command runs again. The move is held
+    from stops: once it is done the project is whole, and a stop is too late to undo it."""
+    out = config.out
+    created = not out.exists()
+    partial = out / PARTIAL
+    result: GenerateResult | None = None
+    moved = False
+    try:
+        with signals_deferred(sigterm=True):
+            result = generate_project(replace(config, out=partial))
+            with signals_held():
+                _move_entries(partial, out)
+                moved = True
+    except BaseException as exc:
+        if not (moved and isinstance(exc, KeyboardInterrupt)):
+            shutil.rmtree(partial, ignore_errors=True)
+            if created:  # made for the generation; never removed with something in it
+                with suppress(OSError):
+                    out.rmdir()
+            raise
+    assert result is not None  # moved: the stop came after the project was whole
+    return result
+
+
+def _move_entries(partial: Path, out: Path) -> None:
+    # project.json last: a project without it is not a whole one
+    for entry in sorted(partial.iterdir(), key=lambda p: p.name == "project.json"):
+        try:
+            entry.rename(out / entry.name)
+        except OSError as exc:  # something put in --out meanwhile
+            raise InputError(f"cannot move {entry} into --out {out} ({exc.strerror or exc}: "
+                             "something else writes there); the project there is incomplete: "
+                             "choose a new --out") from None
+    partial.rmdir()

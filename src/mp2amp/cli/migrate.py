@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mp2amp.cli.output import cli_errors, console, err_console, print_json
+from mp2amp.cli.output import StdoutConsole, cli_errors, console, err_console, print_json
 
 if TYPE_CHECKING:
     from mp2amp.pipeline.accounting import WindowCounts
@@ -108,16 +108,15 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         config/credentials/input, an API's retries spent, a full disk: the message says how
         to go on), 3 when events wait for Amplitude's daily quota (resume later).
         """
-        from mp2amp.pipeline.migrate import migrate
-        from mp2amp.pipeline.progress import choose_reporter
-
         cfg: Any = None
 
         def interrupted() -> str:
+            if cfg is None:  # before the pipeline was imported, maybe
+                return "nothing was recorded yet: run the same command again"
             from mp2amp.pipeline.import_folder import resume_note
             from mp2amp.pipeline.migrate import ledger_path
 
-            if cfg is None or not ledger_path(cfg).exists():
+            if not ledger_path(cfg).exists():
                 return "nothing was recorded yet: run the same command again"
             output_dir = cfg.amplitude.output_dir
             return (f"the ledger in {cfg.run.workdir} keeps everything done so far: run "
@@ -125,6 +124,10 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                     f"{resume_note(None if output_dir is None else str(output_dir))})")
 
         with cli_errors(interrupted, as_json=as_json):
+            # inside: a Ctrl-C during these imports is reported as any other stop
+            from mp2amp.pipeline.migrate import migrate
+            from mp2amp.pipeline.progress import choose_reporter
+
             if new_api_key and not resume:
                 from mp2amp.errors import TerminalError
 
@@ -180,9 +183,9 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Progress and counts of a migration, from its ledger."""
-        from mp2amp.pipeline.status import status
-
         with cli_errors(as_json=as_json):
+            from mp2amp.pipeline.status import status  # inside: a Ctrl-C here is a stop
+
             result = status(_status_workdir(config, workdir))
             if as_json:
                 print_json(result.as_dict())
@@ -286,7 +289,7 @@ def _render_windows(rows: list[WindowCounts]) -> None:
 
 def _wide() -> Console:
     """Tables never squeeze their numbers, even when stdout is a pipe (80 columns)."""
-    return Console(width=max(160, console.width))
+    return StdoutConsole(width=max(160, console.width))
 
 
 def _short(window: str, width: int = 44) -> str:

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import typer
@@ -15,10 +15,29 @@ from rich.console import Console
 from rich.markup import escape
 
 from mp2amp.errors import Mp2AmpError, RejectedRecord, TerminalError, TransientError
+from mp2amp.pipeline.stopping import signals_held
+
+
+def stdout_nowhere(stream: IO[str] | None = None) -> None:
+    """Point a closed or failing stdout (or ``stream``) at /dev/null: the interpreter's last
+    flush would fail again and print "Exception ignored" (no real file in a test runner)."""
+    with suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), (stream or sys.stdout).fileno())
+
+
+class StdoutConsole(Console):
+    """A console whose closed stdout (``| head``, a reader that died) ends its output
+    quietly: the command still exits with its own code (rich would exit 1, the code of
+    "a window does not add up")."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        stdout_nowhere()
+
 
 # Messages are never hard-wrapped: a file path, URL or window name broken across lines
 # cannot be copied (tables still fit the width).
-console = Console(soft_wrap=True)
+console = StdoutConsole(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -59,23 +78,42 @@ _printed = [0]
 
 def print_json(result: Any, *, to_stderr: bool = False) -> None:
     """Print a structured result as one JSON document on stdout (on stderr where stdout
-    carries the command's data: ``transform`` without ``--out``)."""
+    carries the command's data: ``transform`` without ``--out``).
+
+    It counts as the run's one document before it is written, and Ctrl-C or SIGTERM
+    while it is written (a slow reader) is held: the run is over, the document is
+    printed whole and the command exits with its result's code (a second press stops
+    at once). A closed stdout loses the document quietly and keeps the exit code; any
+    other failure to write it (a full disk) is a ``TerminalError``."""
     stream = sys.stderr if to_stderr else sys.stdout
-    stream.write(json_text(result) + "\n")
-    stream.flush()
+    text = json_text(result) + "\n"
     _printed[0] += 1
+    try:
+        with signals_held(second_stops=True):
+            stream.write(text)
+            stream.flush()
+    except BrokenPipeError:
+        stdout_nowhere(stream)
+    except OSError as exc:
+        stdout_nowhere(stream)
+        where = "stderr" if to_stderr else "stdout"
+        raise TerminalError(f"cannot write the result to {where}: {exc.strerror or exc}; "
+                            "what the run wrote elsewhere is kept (the result is not "
+                            f"shown): send {where} where it can be written") from None
 
 
 def print_stop(doc: dict[str, Any], *, to_stderr: bool = False) -> None:
     """``print_json`` for the object of a stop: a closed stdout (``| true``) must not
     turn the stop's exit code into a traceback; stderr has said what happened."""
+    stream = sys.stderr if to_stderr else sys.stdout
+    text = json_text(doc) + "\n"
+    _printed[0] += 1
     try:
-        print_json(doc, to_stderr=to_stderr)
-    except OSError:
-        # the interpreter's last flush would fail again: send it nowhere (no real
-        # stdout in a test runner)
-        with suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with signals_held(second_stops=True):
+            stream.write(text)
+            stream.flush()
+    except (OSError, KeyboardInterrupt):  # a second press: already stopping, same code
+        stdout_nowhere(stream)
 
 
 # error attributes carried into the JSON error object, when the exception has them

@@ -7,11 +7,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from mp2amp.cli.output import cli_errors, print_json
+from mp2amp.cli.output import StdoutConsole, cli_errors, print_json, stdout_nowhere
+from mp2amp.errors import TerminalError
+from mp2amp.pipeline.stopping import signals_held
 
 if TYPE_CHECKING:
     from mp2amp.transform.offline import TransformResult
@@ -45,20 +47,29 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         Pass 1 reads the inputs to build the identity graph; pass 2 transforms. Exit code 0
         when every record read is accounted for (events out + identity records + duplicates
         + skipped + rejected); 2 for a bad config, missing input or counts that do not add up;
-        141, quietly, when the reader of stdout closes it (`| head`).
+        141, quietly, when the reader of the events on stdout closes it (`| head`); a
+        closed stdout that only loses the summary (with -o) keeps the exit code.
         """
-        from mp2amp.cli.migrate import load_cli_config
-        from mp2amp.transform.offline import transform_files
+        written: list[bool] = []  # both outputs are in place: a stop now loses only the summary
 
         def interrupted() -> str:
+            if written:
+                events = "stdout" if out is None else str(out)
+                return (f"the events ({events}) and rejects ({rejects_path}) are complete; "
+                        "only the summary was not printed")
             if out is None:  # what went to stdout cannot be taken back
                 return ("the events written to stdout so far are incomplete, do not load "
                         "them; the rejects file was removed: run the same command again")
             return "nothing was written (the partial outputs were removed): run the same " \
                    "command again"
 
+        rejects_path: Path | None = None
         with cli_errors(interrupted, as_json=as_json, json_to_stderr=out is None), \
                 _closed_stdout_ends_quietly():
+            # inside: a Ctrl-C during these imports is reported as any other stop
+            from mp2amp.cli.migrate import load_cli_config
+            from mp2amp.transform.offline import transform_files
+
             cfg = load_cli_config(config, {"transform.plan": plan.resolve() if plan else None})
             paths = list(inputs or cfg.source.files)
             if out is not None:  # before OUT.rejects.jsonl is named after it
@@ -66,7 +77,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             rejects_path = rejects or (
                 out.with_name(out.name + ".rejects.jsonl") if out else Path("rejects.jsonl"))
             _check_outputs(paths, out, rejects_path)
-            with _sink(out) as out_handle, _sink(rejects_path) as rejects_handle:
+            with _outputs(out, rejects_path) as (out_handle, rejects_handle):
                 result = transform_files(cfg, paths, out_handle, rejects_handle,
                                          exclude=[p for p in (out, rejects_path) if p])
                 doc = {**result.as_dict(), "out": str(out) if out else "-",
@@ -75,6 +86,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                     # inside: counts that do not add up leave the previous outputs in place
                     _summarize(result, doc, as_json, to_stderr=out is None)
                     result.summary.check()
+            written.append(True)
             # outside: the files are in place, so a closed stdout (`-o out.jsonl | true`)
             # only loses the summary, never the finished output
             _summarize(result, doc, as_json, to_stderr=out is None)
@@ -87,16 +99,14 @@ EXIT_CLOSED_STDOUT = 141
 @contextmanager
 def _closed_stdout_ends_quietly() -> Iterator[None]:
     """``mp2amp transform ... | head -1``: the reader that closes the pipe has what it
-    wanted, so the command ends as ``yes`` would, with no message and 141. With the events
-    on stdout the rejects file is removed as for any stop; with ``-o`` the pipe is closed
-    only when the summary is printed, after the output files are in place: they stay."""
+    wanted, so the command ends as ``yes`` would, with no message and 141; the rejects
+    file is removed as for any stop. With ``-o`` the pipe is closed only when the summary
+    is printed, after the output files are in place: they stay, and the exit code is the
+    run's (``print_json``, ``StdoutConsole``)."""
     try:
         yield
     except BrokenPipeError:
-        # the interpreter's last flush of stdout would fail again: send it nowhere (no
-        # real stdout in a test runner)
-        with suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        stdout_nowhere()  # the interpreter's last flush of stdout would fail again
         raise typer.Exit(EXIT_CLOSED_STDOUT) from None
 
 
@@ -130,33 +140,83 @@ def _check_outputs(inputs: list[str], out: Path | None, rejects: Path) -> None:
                                  "(nothing was written)")
 
 
+class _StdoutEvents:
+    """stdout as transform's events file: a write that fails (a full disk, `> /dev/full`)
+    stops the run with a message and the ``--json`` error object, not a traceback; a
+    closed pipe (`| head`) still ends quietly with 141."""
+
+    def __init__(self) -> None:
+        self._out = sys.stdout.buffer
+        self.name = getattr(self._out, "name", None)  # never read back as an input
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._out.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _unwritable(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _unwritable(exc) from None
+
+
+def _unwritable(exc: OSError) -> TerminalError:
+    stdout_nowhere()  # what is still buffered would fail again at exit
+    return TerminalError(f"cannot write the events to stdout: {exc.strerror or exc}; the "
+                         "events written so far are incomplete, do not load them; the "
+                         "rejects file was removed: send stdout where it can be written "
+                         "(or write the events with -o FILE) and run the same command again")
+
+
 @contextmanager
-def _sink(path: Path | None) -> Iterator[IO[bytes]]:
-    """A file written whole or not at all (temporary name, renamed at the end); stdout
-    when ``path`` is None."""
-    if path is None:
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
-        return
+def _outputs(out: Path | None, rejects: Path) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
+    """The events and rejects files, written whole or not at all: under temporary names,
+    both renamed at the end with Ctrl-C and SIGTERM held, since a stop between the two
+    renames would leave the new rejects file beside the previous events file (the run is
+    complete once they are renamed: a stop then is too late to undo it). The events go
+    to stdout when ``out`` is None."""
     from mp2amp.errors import InputError
 
-    tmp = path.with_name(f".{path.name}.partial")
+    opened: list[tuple[Path, Path, IO[bytes]]] = []  # final name, temporary name, file
     try:
-        handle = open(tmp, "wb")  # noqa: SIM115 (closed below, renamed only on success)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        yield handle
+        for path in (out, rejects):  # --out named first when neither can be written
+            if path is None:
+                continue
+            tmp = path.with_name(f".{path.name}.partial")
+            try:
+                opened.append((path, tmp, open(tmp, "wb")))  # noqa: SIM115 (closed below)
+            except OSError as exc:
+                raise InputError(f"cannot write {path}: {exc.strerror or exc} (nothing was "
+                                 "written)") from None
+        stdout = _StdoutEvents() if out is None else None
+        events = cast("IO[bytes]", stdout) if stdout is not None else opened[0][2]
+        yield events, opened[-1][2]
+        if stdout is not None:
+            stdout.flush()
+        with signals_held():
+            for path, _, handle in opened:
+                try:
+                    handle.close()  # a full disk may only show here
+                except OSError as exc:
+                    raise InputError(f"cannot write {path}: {exc.strerror or exc} (the "
+                                     "previous outputs are kept)") from None
+            for path, tmp, _ in opened:
+                try:
+                    os.replace(tmp, path)
+                except OSError as exc:  # a folder made meanwhile, say
+                    raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
-        handle.close()
-        tmp.unlink(missing_ok=True)
+        for _, tmp, handle in opened:
+            with suppress(OSError):
+                handle.close()
+            tmp.unlink(missing_ok=True)
         raise
-    handle.close()
-    try:
-        os.replace(tmp, path)
-    except OSError as exc:  # a folder made meanwhile, say
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _summarize(result: TransformResult, doc: dict[str, Any], as_json: bool,
@@ -202,11 +262,13 @@ def _render(result: TransformResult, doc: dict[str, Any], to_stderr: bool) -> No
         table.add_row("strings truncated", f"{sum(truncated.values()):,}")
     class QuietOnClosedPipe(Console):
         def on_broken_pipe(self) -> None:
-            # as the JSON summary does: 141, quietly (rich would exit 1)
+            # the events' reader is gone: 141, quietly, as for the events (rich: exit 1)
             self.quiet = True
             raise BrokenPipeError
 
-    console = QuietOnClosedPipe(stderr=to_stderr, width=100)
+    # with -o a closed stdout loses only the summary: the run's exit code stands
+    console = QuietOnClosedPipe(stderr=True, width=100) if to_stderr else \
+        StdoutConsole(width=100)
     console.print(table)
     console.print(f"events: {doc['out']}   rejects: {doc['rejects']}", highlight=False,
                   markup=False)

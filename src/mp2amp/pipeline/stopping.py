@@ -190,3 +190,34 @@ def signals_deferred(*, sigterm: bool = False) -> Iterator[DeferredStop]:
             if signum == signal.SIGTERM and stop.seen is Terminated:
                 before = signal.SIG_IGN  # as run(): a second SIGTERM must not cut the cleanup
             signal.signal(signum, signal.SIG_DFL if before is None else before)
+
+
+@contextmanager
+def signals_held(*, second_stops: bool = False) -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM noted, never raised, for a step that must happen whole: the
+    renames that put finished outputs in place, the printing of a run's result. Why: a
+    stop raised halfway leaves a new file beside an old one, or half a JSON document
+    followed by an error object. The signals that came are in the yielded list: once the
+    step is done the run is complete, so the caller drops them (a stop too late to undo
+    anything). With ``second_stops`` a second signal stops at once: a write blocked on a
+    reader that never reads stays stoppable. Off the main thread nothing is held."""
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        seen.append(signum)
+        if second_stops and len(seen) > 1:
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    taken: dict[int, Any] = {}
+    for held in (signal.SIGINT, signal.SIGTERM):
+        before = signal.getsignal(held)
+        if before is not signal.SIG_IGN and before is not None:  # None: not set from Python
+            taken[held] = signal.signal(held, note)
+    try:
+        yield seen
+    finally:
+        for signum, handler in taken.items():
+            signal.signal(signum, handler)

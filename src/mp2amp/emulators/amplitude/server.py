@@ -457,11 +457,12 @@ class AmplitudeEmulator:
             response = web.StreamResponse(headers={
                 "Content-Type": "application/zip", "Content-Length": str(size),
                 "Content-Disposition": f'attachment; filename="export_{first}_{last}.zip"'})
-            await response.prepare(request)
             spool.seek(0)
-            while chunk := spool.read(EXPORT_CHUNK):
-                await response.write(chunk)
-            await response.write_eof()
+            with suppress(ConnectionError):  # the client left (Ctrl-C): no aiohttp traceback
+                await response.prepare(request)
+                while chunk := spool.read(EXPORT_CHUNK):
+                    await response.write(chunk)
+                await response.write_eof()
             return response
 
     async def _segmentation(self, request: web.Request) -> web.Response:
@@ -590,9 +591,8 @@ class AmplitudeEmulator:
         return json_response(200, {
             "events_stored": self.ingestor.events_stored,
             "duplicates_ignored": self.ingestor.duplicates,
-            "requests": dict(self.requests),
+            "requests": dict(self.requests), "faults": self.faults.to_json(),
             "users": len(self.ids.users), "devices": len(self.ids.devices),
-            "faults": self.faults.to_json(),
         })
 
     async def _insert_ids(self, request: web.Request) -> web.Response:
