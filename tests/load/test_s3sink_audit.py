@@ -424,8 +424,8 @@ def test_an_event_json_cannot_carry_is_dead_lettered_not_counted_as_written(
     real = tw.transform_lines
     spoiled: list[int] = []
 
-    def spoil_one(lines: Any, state: Any = None) -> list[Any]:
-        items = real(lines, state)
+    def spoil_one(lines: Any, state: Any = None, tally: Any = None) -> list[Any]:
+        items = real(lines, state, tally)
         for i, item in enumerate(items):
             if item[0] == tw.EVENT and not spoiled:
                 event = orjson.loads(item[3])

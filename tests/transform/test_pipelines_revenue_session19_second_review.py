@@ -76,8 +76,6 @@ def amp_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
 # --- identity mappings table ------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a conflicting mapping in a table folder holding an "
-                   "empty part file before it crashes the run (IndexError in table.py)")
 def test_identity_table_conflict_after_an_empty_part_file_is_counted_not_a_crash(
         tmp_path: Path) -> None:
     """Spark writes an empty part file for an empty partition, and a folder holding two
@@ -133,8 +131,6 @@ def test_identity_table_same_mapping_twice_is_no_conflict_and_read_one_hop(
 # --- the values report: only events that are sent ----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a duplicate event (not sent again) still has its "
-                   "revenue_not_a_number and truncations counted in the values report")
 def test_a_duplicate_events_value_counts_are_not_reported(tmp_path: Path,
                                                           amp_url: str) -> None:
     """README: the values counts (revenue_not_a_number, truncations, flattenings) "cover

@@ -8,6 +8,9 @@
 
 Deduplication runs on events the transformer accepted, so a duplicate of a rejected or
 skipped record counts under that reason, and a duplicate never advances a session.
+What the transformer counts for an event (``Transformer.stats()``: truncations,
+flattenings, revenue_not_a_number...) is taken off it as the event comes out and kept
+only once the Deduper accepts the event: a duplicate is not sent, so not counted.
 ``TransformSummary`` counts what was read (independently of the outcomes, by wrapping the
 record iterator) and what came out, and checks the ledger's invariant
 ``read = out + identity + duplicates + skipped + rejected``.
@@ -35,7 +38,12 @@ from mp2amp.models import (
     SourceRecord,
 )
 from mp2amp.transform.dedup import Deduper
+from mp2amp.transform.events import Transformer
 from mp2amp.transform.sessions import Sessionizer
+
+# ``Transformer.stats()``: what the transform changed, per section ("truncated",
+# "flattened", "other") and property
+Stats = dict[str, dict[str, int]]
 
 
 class Resolver(Protocol):
@@ -59,18 +67,96 @@ def transform_stream(
     sessionizer: Sessionizer,
     deduper: Deduper,
 ) -> Iterator[Outcome]:
-    """One outcome per source record, in input order (see the module docstring)."""
-    for src in records:
-        out = transform_record(src, graph, transformer)
-        if isinstance(out, Emitted):
-            event = out.event
-            if deduper.is_duplicate(event["insert_id"], transformer.raw_ms):
-                yield Duplicate(event["insert_id"], out.source, out.line)
-                continue
-            if "session_id" not in event:
-                event["session_id"] = sessionizer.session_id(
-                    event.get("device_id"), event.get("user_id"), event["time"])
-        yield out
+    """One outcome per source record, in input order (see the module docstring). Once
+    the records are all read, ``transformer.stats()`` counts no duplicate."""
+    # Each record's counts are taken off the transformer (a few truth tests when it
+    # counted nothing, the common case) and kept here unless it is a duplicate; they go
+    # back into the transformer when the stream ends.
+    kept = take_stats(transformer) or {}  # counted before this stream: kept
+    sections = counters_of(transformer)
+    truncated, flattened, counts = (c for _, c in sections) if sections else ((), (), ())
+    try:
+        for src in records:
+            out = transform_record(src, graph, transformer)
+            delta = take_counts(sections) if truncated or flattened or counts else None
+            if isinstance(out, Emitted):
+                event = out.event
+                if deduper.is_duplicate(event["insert_id"], transformer.raw_ms):
+                    yield Duplicate(event["insert_id"], out.source, out.line)
+                    continue  # not sent: its counts are dropped
+                if "session_id" not in event:
+                    event["session_id"] = sessionizer.session_id(
+                        event.get("device_id"), event.get("user_id"), event["time"])
+            if delta:
+                add_stats(kept, delta)
+            yield out
+    finally:
+        if kept:
+            give_back(transformer, kept)
+
+
+def take_stats(transformer: EventTransformer) -> Stats | None:
+    """What ``transformer`` counted since the last call (None: nothing), its counters then
+    cleared. A few truth tests when nothing was counted."""
+    if not isinstance(transformer, Transformer):
+        return None
+    values, counts = transformer.values, transformer.counts
+    if not (values.truncated or values.flattened or counts):
+        return None
+    stats = transformer.stats()
+    values.truncated.clear()
+    values.flattened.clear()
+    counts.clear()
+    return stats
+
+
+def counters_of(transformer: EventTransformer) -> tuple[tuple[str, Counter[str]], ...]:
+    """The transformer's counters by their ``stats()`` section (none: not a Transformer)."""
+    if not isinstance(transformer, Transformer):
+        return ()
+    values = transformer.values
+    return (("truncated", values.truncated), ("flattened", values.flattened),
+            ("other", transformer.counts))
+
+
+def take_counts(sections: tuple[tuple[str, Counter[str]], ...]) -> Stats:
+    """``take_stats`` from ``counters_of``' counters, only the sections that counted: the
+    per-event path (one event's counts, a key or two)."""
+    taken: Stats = {}
+    for name, counter in sections:
+        if counter:
+            taken[name] = dict(counter)
+            counter.clear()
+    return taken
+
+
+def give_back(transformer: EventTransformer, stats: Stats) -> None:
+    """``take_stats``' counts added back into ``transformer``'s."""
+    for section, into in counters_of(transformer):
+        into.update(stats.get(section, {}))
+
+
+def add_stats(total: Stats, delta: Stats) -> None:
+    """Add ``delta`` (``take_stats``') into ``total``."""
+    for section, counts in delta.items():
+        into = total.setdefault(section, {})
+        for key, n in counts.items():
+            into[key] = into.get(key, 0) + n
+
+
+def sub_stats(total: Stats, delta: Stats) -> None:
+    """Take ``delta`` (added before) back off ``total``: a count down to 0 goes, as if it
+    had never been made (the report lists no property cut 0 times)."""
+    for section, counts in delta.items():
+        into = total.get(section)
+        if into is None:
+            continue
+        for key, n in counts.items():
+            left = into.get(key, 0) - n
+            if left > 0:
+                into[key] = left
+            else:
+                into.pop(key, None)
 
 
 def transform_record(src: SourceRecord, graph: Resolver,
