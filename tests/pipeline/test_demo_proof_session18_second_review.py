@@ -164,7 +164,8 @@ import mp2amp.pipeline.demo as demo
 def slow(config):  # a generation that takes a while (the default demo's ~400 MB)
     (config.out / "events").mkdir(parents=True)
     print("generating", flush=True)
-    time.sleep(20)
+    for _ in range(200):  # calls between steps, as the generator makes: where a
+        time.sleep(0.1)  # deferred stop is raised (never inside one step)
 
 demo.generate_project = slow
 from mp2amp.cli import app

@@ -218,6 +218,7 @@ def test_a_closed_stdout_after_the_output_files_ends_quietly_and_keeps_them(
                               cwd=tmp_path, timeout=60, check=False)
     finally:
         os.close(write_end)
-    assert (proc.returncode, proc.stderr) == (141, b"")
+    # the run's own code (session 19): only the summary is lost, the outputs are whole
+    assert (proc.returncode, proc.stderr) == (0, b"")
     assert len((tmp_path / "out.jsonl").read_bytes().splitlines()) == 1
     assert len((tmp_path / "out.jsonl.rejects.jsonl").read_bytes().splitlines()) == 1
