@@ -4,15 +4,12 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from migrate_kit import (
-    FAST,
     Crash,
     amplitude,
     crash_at_batch,
@@ -20,12 +17,11 @@ from migrate_kit import (
     make_config,
     stored_counts,
 )
-from typer.testing import CliRunner
 
-from mp2amp.cli import app
 from mp2amp.errors import TerminalError
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
+from mp2amp.pipeline.timecheck import _all_sent
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -69,9 +65,6 @@ def _cfg(events: Path, work: Path, url: str, **extra: Any) -> Any:
 
 # --- (a) value counts -----------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="an import-files resume of a finished run reports a "
-                   "duplicate's value counts twice: _replayed_values transforms again without "
-                   "the Deduper")
 def test_import_files_resume_of_a_finished_run_counts_duplicates_once(tmp_path: Path) -> None:
     """README: a duplicate "is counted once, as it is sent once", and a resumed run's
     report "covers the whole migration": the same report as the first run's."""
@@ -137,9 +130,6 @@ def _shifted_input(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.mark.xfail(strict=True, reason="time_check=stop stops a resume with nothing left to "
-                   "send when the crash came after the last batch was accepted but before "
-                   "its window was marked loaded")
 def test_a_resume_after_the_last_batch_was_accepted_only_reports(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every batch is done (Amplitude took all 300 and the ledger recorded it), the crash
@@ -162,3 +152,29 @@ def test_a_resume_after_the_last_batch_was_accepted_only_reports(
         assert result.exit_code == EXIT_OK
         assert result.load["requests"] == 0
         assert result.as_dict()["time_check"]["looks_offset_minutes"] == -480
+
+
+@pytest.mark.parametrize(("cut", "states", "left"), [
+    (None, ["done"], True),            # not cut whole yet: more batches may follow
+    (2, ["done"], True),               # cut in 2, one recorded
+    (2, ["done", "sent"], True),       # one sent with no answer recorded: sent again
+    (1, ["done"], False),              # every batch done, not yet marked loaded
+    (0, [], False),                    # nothing to send (all duplicates or rejected)
+])
+def test_a_window_is_finished_once_every_batch_it_was_cut_into_is_done(
+        tmp_path: Path, cut: int | None, states: list[str], left: bool) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    try:
+        ledger.add_windows([("a", "file", {}), ("b", "file", {})])
+        for w in ("a", "b"):
+            ledger.mark_extracted(w, str(tmp_path / w), 10)
+        ledger.mark_loaded("a", {"batches": 1})
+        if cut is not None:
+            ledger.set_window_counts("b", {"batches": cut})
+        for seq, state in enumerate(states):
+            ledger.batch_sent(f"b{seq}", "b", seq, 5)
+            if state == "done":
+                ledger.batch_done(f"b{seq}", accepted=5, dead_lettered=0, parked=0)
+        assert _all_sent(ledger, ledger.windows()) is not left
+    finally:
+        ledger.close()

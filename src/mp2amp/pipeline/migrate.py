@@ -500,14 +500,22 @@ def _deliverable(items: list[Item], settle: Settler, rejects: list[RejectRow],
 
 
 async def _replayed_values(config: Config, windows: list[Any], graph: IdentityGraph,
-                           transformer: Transformer, counters: Counters,
+                           transformer: Transformer, scratch: str, counters: Counters,
                            reporter: Reporter) -> dict[str, Any]:
     """The ``values`` report of windows an earlier attempt wrote: they are transformed
-    again (nothing is written), as the API path replays its loaded windows, so that a
-    resumed run's report covers the whole migration."""
-    with ChunkTransformer(graph, transformer, workers=config.run.transform_workers) as chunks:
+    and settled again (nothing is written), as the API path replays its loaded windows,
+    so that a resumed run's report covers the whole migration: the Deduper takes a
+    duplicate's counts back, as it did when the windows were written."""
+    budgets = stage_budgets(config.run.memory_budget)
+    with ChunkTransformer(graph, transformer, workers=config.run.transform_workers) as chunks, \
+            Sessionizer(config.transform.session_gap_minutes * 60_000,
+                        memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
+            Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
         for w in windows:
+            settle = Settler(dedup, sessions, TransformSummary())
             async for items in chunks.window(Path(str(w.staged_path))):
+                for _ in _deliverable(items, settle, [], w.window_id):
+                    pass
                 counters.done += len(items)
                 reporter.update(counters)
         return chunks.stats()
@@ -528,8 +536,8 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
     if windows and all(w.state == "loaded" for w in windows):
         nothing = {"output_dir": target, "events": 0, "complete": True,
                    "note": "every window was already written by an earlier attempt"}
-        return nothing, await _replayed_values(config, windows, graph, transformer, counters,
-                                               reporter)
+        return nothing, await _replayed_values(config, windows, graph, transformer, scratch,
+                                               counters, reporter)
     attempt = begin_sink_attempt(ledger, target, storage_options)
     sink = S3ImportSink(target, run_id=attempt.run_id, storage_options=storage_options,
                         staging_dir=scratch, converter_owner=attempt.converter_owner)

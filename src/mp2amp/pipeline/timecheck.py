@@ -15,8 +15,8 @@ so the first lines would be a day's first minutes: an hourly sync's delays would
 zone there), every window sampled, ``MAX_SAMPLES`` in all. The check reads the staged line's
 UTC key and the ingestion stamp's digits, nothing else.
 
-``stop`` stops the run only when something is left to send (a window not loaded, events
-parked for the daily quota): a finished run resumed would send nothing more, so there the
+``stop`` stops the run only when something is left to send (a window not loaded whose
+batches are not all done, events parked for the daily quota): a finished run resumed would send nothing more, so there the
 check only reports, as ``warn`` does, and the run ends as finished runs do.
 """
 
@@ -66,7 +66,7 @@ class TimeHint:
     sent: int = 0  # events of this run already in Amplitude (or its import files)
     to_files: bool = False  # the S3-import sink: written to import files, not sent
     parked: int = 0  # events parked for Amplitude's daily quota: a resume sends them
-    finished: bool = False  # nothing is left to send: every window loaded, none parked
+    finished: bool = False  # nothing is left to send: every batch done, none parked
     unsent: int = 0  # in batches sent with no answer recorded (a crash): maybe in Amplitude
     files_left: bool = False  # an unfinished attempt's import files may be in output_dir
 
@@ -241,7 +241,7 @@ def check_before_load(config: Any, ledger: Ledger) -> TimeHint | None:
     if hint is None:
         return None
     parked = int(done.get("parked", 0))
-    finished = not parked and all(w.state == "loaded" for w in windows)
+    finished = not parked and _all_sent(ledger, windows)
     hint = replace(hint, parked=parked, finished=finished,
                    unsent=sum(b.events for b in ledger.batches() if b.state != "done"),
                    files_left=not finished and ledger.get_meta(WROTE_KEY) is not None)
@@ -249,6 +249,26 @@ def check_before_load(config: Any, ledger: Ledger) -> TimeHint | None:
         raise TerminalError(hint.message(stopping=True))  # a wrong zone cannot be undone
     log.warning(hint.message())
     return hint
+
+
+def _all_sent(ledger: Ledger, windows: list[Any]) -> bool:
+    """Every window loaded, or cut into batches that are all done: a crash after the
+    last batch's answer and before ``mark_loaded`` leaves nothing to send either. A
+    window's batch count is recorded (``counts["batches"]``) once it is cut whole; one
+    not cut yet (no count) has events to send."""
+    by_window: dict[str, list[str]] = {}
+    for b in ledger.batches():
+        by_window.setdefault(b.window_id, []).append(b.state)
+
+    def sent(w: Any) -> bool:
+        if w.state == "loaded":
+            return True
+        cut = w.counts.get("batches")
+        states = by_window.get(w.window_id, [])
+        return isinstance(cut, int) and cut == len(states) and all(
+            state == "done" for state in states)
+
+    return all(sent(w) for w in windows)
 
 
 def configured_zone(config: Any) -> Callable[[float], str | None]:
