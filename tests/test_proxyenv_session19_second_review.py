@@ -2,9 +2,9 @@
 port, trailing dots), the loopback rule, the httpoxy warning, and the ~/.netrc warnings.
 Requests go over real loopback sockets to a fake forward proxy where the route matters.
 
-A test marked ``xfail(strict=True)`` shows a defect; its reason says what is wrong. Each
-was checked to fail for that reason with ``--runxfail``. What curl 7.88 does was checked on
-this machine with a fake proxy (``curl -v`` names the proxy variable it used).
+The five defects the review pinned as strict xfails are fixed; the tests after "fixes"
+below pin the edges of those fixes. What curl 7.88 does was checked on this machine with a
+fake proxy (``curl -v`` names the proxy variable it used).
 """
 
 from __future__ import annotations
@@ -92,9 +92,6 @@ async def upload_one(host: str) -> Any:
 # --- loopback is never proxied ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a '*' anywhere in NO_PROXY/no_proxy (not the whole "
-                   "value urllib honours) makes bypass_proxy_for_loopback add no loopback "
-                   "host: requests for the local emulators go through the proxy")
 @pytest.mark.parametrize(("upper", "lower"), [
     ("corp.example,*", "corp.example,*"),  # '*' in a list: curl and urllib ignore it
     (" *", " *"),  # '*' with a space: not the whole value either
@@ -131,9 +128,6 @@ def test_loopback_with_a_port_entry_in_no_proxy_still_bypasses_every_port(
 # --- NO_PROXY entries ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a CIDR entry with a port (10.0.0.0/8:8080) is "
-                   "silently dropped: the range goes through the proxy on every port (curl "
-                   "bypasses it; the README says an entry with a port matches on that port)")
 def test_a_cidr_entry_with_a_port_matches_that_range_on_that_port(
         monkeypatch: pytest.MonkeyPatch) -> None:
     no_proxy(monkeypatch, "10.0.0.0/8:8080,[fd00::]/16:8080")
@@ -141,9 +135,6 @@ def test_a_cidr_entry_with_a_port_matches_that_range_on_that_port(
     assert proxy_for("http://[fd00::5]:8080/batch") is None
 
 
-@pytest.mark.xfail(strict=True, reason="a trailing dot (FQDN spelling) in a NO_PROXY entry "
-                   "or in the URL's host is not ignored: the host goes through the proxy, "
-                   "where curl (the README's reference) goes direct")
 @pytest.mark.parametrize(("entry", "url"), [
     ("api2.amplitude.com.", "https://api2.amplitude.com/2/httpapi"),
     ("amplitude.com.", "https://api2.amplitude.com/2/httpapi"),
@@ -167,9 +158,6 @@ def test_no_proxy_entries_with_spaces_upper_case_and_suffix_ports(
 # --- upper-case HTTP_PROXY under REQUEST_METHOD (httpoxy) ------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="with a socks ALL_PROXY the httpoxy warning says http:// "
-                   "requests 'go through ALL_PROXY', but proxy_for leaves socks ALL_PROXY "
-                   "alone and they go directly")
 def test_the_httpoxy_warning_says_where_requests_go_with_a_socks_all_proxy(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="mp2amp.proxy")
@@ -196,9 +184,6 @@ def test_the_httpoxy_warning_is_said_once_and_never_holds_the_proxy_url(
 # --- ~/.netrc --------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="the 'cannot read ~/.netrc' warning quotes the parser's "
-                   "error, which holds the offending token: part of a password written with "
-                   "a space (of any machine entry) is printed")
 def test_an_unreadable_netrc_warning_never_shows_a_password(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -211,3 +196,110 @@ def test_an_unreadable_netrc_warning_never_shows_a_password(
     assert proxy_for("https://api2.amplitude.com/2/httpapi") == PROXY
     assert str(path) in caplog.text, caplog.text  # the warning is said ...
     assert "horse-battery" not in caplog.text, caplog.text  # ... without the password
+
+
+# --- fixes: the edges ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [
+    "http://localhost:9090/batch", "http://localhost.:9090/batch", "http://127.0.0.5/batch",
+    "http://[::1]:9090/batch", "http://[::ffff:127.0.0.1]:9090/batch",
+])
+def test_proxy_for_never_proxies_loopback_even_without_the_no_proxy_merge(
+        monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    no_proxy(monkeypatch, "corp.example,*")  # bypass_proxy_for_loopback not called
+    monkeypatch.setenv("ALL_PROXY", PROXY)
+    assert proxy_for(url) is None
+    assert proxy_for("http://localhost.example/batch") == PROXY  # not loopback
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    # urllib reads no_proxy: loopback goes there, the NO_PROXY that is exactly '*' stays
+    ({"NO_PROXY": "*", "no_proxy": "corp.example"},
+     {"NO_PROXY": "*", "no_proxy": "corp.example,localhost,127.0.0.1,::1"}),
+    # a '*' inside a list matches nothing for urllib and curl: dropped, loopback added
+    ({"NO_PROXY": "corp.example, *"},
+     {"NO_PROXY": "corp.example,localhost,127.0.0.1,::1",
+      "no_proxy": "corp.example,localhost,127.0.0.1,::1"}),
+    # the value urllib reads is exactly '*': nothing to add, nothing changed
+    ({"NO_PROXY": "corp.example", "no_proxy": "*"}, {"NO_PROXY": "corp.example", "no_proxy": "*"}),
+])
+def test_bypass_proxy_for_loopback_skips_only_a_whole_star_that_urllib_reads(
+        env: dict[str, str], expected: dict[str, str]) -> None:
+    env = {"HTTPS_PROXY": PROXY, **env}
+    bypass_proxy_for_loopback(env)
+    assert env == {"HTTPS_PROXY": PROXY, **expected}
+
+
+def test_a_cidr_entry_with_a_port_leaves_other_ports_and_unreadable_ports_proxied(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    no_proxy(monkeypatch, "10.0.0.0/8:8080,[fd00::]/16,192.168.0.0/16:http")
+    assert proxy_for("http://10.1.2.3:9090/batch") == PROXY  # another port
+    assert proxy_for("http://10.1.2.3/batch") == PROXY  # port 80
+    assert proxy_for("https://10.1.2.3:8080/batch") is None  # the port, whatever the scheme
+    assert proxy_for("http://[fd00::9]/batch") is None  # bracketed range, every port
+    assert proxy_for("http://192.168.1.1/batch") == PROXY  # a port that is no number
+
+
+def test_a_trailing_dot_entry_still_matches_whole_labels_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    no_proxy(monkeypatch, "amplitude.com.,.mixpanel.com.:443")
+    assert proxy_for("https://notamplitude.com/2/httpapi") == PROXY
+    assert proxy_for("https://data.mixpanel.com./api/2.0/export") is None
+    assert proxy_for("https://data.mixpanel.com:8443/api/2.0/export") == PROXY
+
+
+def test_no_proxy_entries_are_read_from_the_spelling_urllib_reads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lower-case no_proxy, when set, is the whole list (urllib, curl): a CIDR range
+    only in NO_PROXY is not honoured then, as no host only there is."""
+    monkeypatch.setenv("HTTP_PROXY", PROXY)
+    monkeypatch.setenv("NO_PROXY", "10.0.0.0/8,internal.corp")
+    monkeypatch.setenv("no_proxy", "corp.example")
+    assert proxy_for("http://10.1.2.3/batch") == PROXY
+    assert proxy_for("http://internal.corp/batch") == PROXY
+    monkeypatch.delenv("no_proxy")
+    assert proxy_for("http://10.1.2.3/batch") is None
+
+
+def test_the_httpoxy_warning_says_all_proxy_when_an_http_all_proxy_is_used(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="mp2amp.proxy")
+    monkeypatch.setenv("HTTP_PROXY", "http://ops:s3cret@proxy.corp.example:3128")
+    monkeypatch.setenv("ALL_PROXY", "proxy.corp.example:3128")  # no scheme: http://
+    monkeypatch.setenv("REQUEST_METHOD", "GET")
+    assert proxy_for("http://amplitude.example/2/httpapi") == PROXY
+    assert "go through ALL_PROXY" in caplog.text and "s3cret" not in caplog.text, caplog.text
+
+
+def test_a_netrc_parse_error_names_the_file_and_line_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Python's netrc counts the line after a token that ends its line: hence "near"."""
+    caplog.set_level(logging.WARNING, logger="mp2amp.proxy")
+    path = tmp_path / "netrc"
+    path.write_text("machine a.example login a password b\n"
+                    "machine git.corp.example login me password correct horse-battery\n")
+    monkeypatch.setenv("NETRC", str(path))
+    monkeypatch.setenv("HTTPS_PROXY", PROXY)
+    assert proxy_for("https://api2.amplitude.com/2/httpapi") == PROXY
+    assert caplog.messages == [
+        f"cannot read {path} (not valid netrc syntax near line 3): no proxy login is "
+        "taken from it; the proxy is asked without one"]
+
+
+def test_a_netrc_that_is_not_text_is_a_warning_not_a_crash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import locale
+    if locale.getencoding().lower().replace("-", "") != "utf8":
+        pytest.skip("the locale's encoding reads any byte: netrc falls back to it")
+    caplog.set_level(logging.WARNING, logger="mp2amp.proxy")
+    path = tmp_path / "netrc"
+    path.write_bytes(b"machine proxy.corp.example login me password \xff\xfe\n")
+    monkeypatch.setenv("NETRC", str(path))
+    monkeypatch.setenv("HTTPS_PROXY", PROXY)
+    assert proxy_for("https://api2.amplitude.com/2/httpapi") == PROXY
+    assert caplog.messages == [
+        f"cannot read {path} (it is not text in UTF-8 or the locale's encoding): no proxy "
+        "login is taken from it; the proxy is asked without one"]

@@ -5,11 +5,12 @@ The Export API, Engage and Amplitude clients use ``HTTPS_PROXY`` / ``HTTP_PROXY`
 not trust the environment, which would also send a ~/.netrc login for the API host. A
 machine set up with a proxy and no ``NO_PROXY`` would then send requests for the local
 emulators (``mp2amp demo``, an ``api_host`` on 127.0.0.1) to the proxy, which cannot
-reach them: loopback is added to ``NO_PROXY``. A ``NO_PROXY`` entry ``host:port``
-(``[::1]:8080``) matches that host on that port only, as urllib does for a ``host:port``
-asked. Upper-case ``HTTP_PROXY`` is not used while ``REQUEST_METHOD`` is set (urllib's
-rule: in a CGI environment a request's ``Proxy:`` header becomes ``HTTP_PROXY``, httpoxy),
-and a warning says so once.
+reach them: ``proxy_for`` never gives a proxy for loopback, and loopback is added to
+``NO_PROXY`` for the libraries that read it. A ``NO_PROXY`` entry ``host:port``
+(``[::1]:8080``, ``10.0.0.0/8:8080``) matches on that port only; a trailing dot on an entry
+or a host is ignored, as curl does. Upper-case ``HTTP_PROXY`` is not used while
+``REQUEST_METHOD`` is set (urllib's rule: in a CGI environment a request's ``Proxy:``
+header becomes ``HTTP_PROXY``, httpoxy), and a warning says so once.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ import netrc
 import os
 import urllib.parse
 import urllib.request
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 
 import aiohttp
 
 from mp2amp.errors import ConfigError, redact_userinfo
 
 log = logging.getLogger("mp2amp.proxy")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
                    "all_proxy")
@@ -78,21 +81,26 @@ _http_proxy_ignored: set[str] = set()  # the warning below, once per process
 def bypass_proxy_for_loopback(environ: MutableMapping[str, str] | None = None) -> None:
     """Add loopback hosts to ``NO_PROXY`` and ``no_proxy`` when a proxy is set, keeping
     the hosts either spelling held: both get the same list, as urllib and aiohttp read
-    the lower-case one first. A ``*`` (no proxy for anything) is left alone: urllib
-    honours it only as the whole value."""
+    the lower-case one first. Nothing changes when the value urllib reads is ``*`` (no
+    proxy for anything); a ``*`` that is not the whole value matches nothing for urllib
+    and curl, so it is dropped from the list and a spelling that is exactly ``*`` kept."""
     env = os.environ if environ is None else environ
-    if not any(env.get(name) for name in PROXY_VARIABLES):
+    if not any(env.get(name) for name in PROXY_VARIABLES) or _no_proxy_value(env) == "*":
         return
     hosts: list[str] = []
     for name in ("no_proxy", "NO_PROXY"):
         for host in env.get(name, "").split(","):
-            if host.strip() == "*":
-                return
-            if host.strip() and host.strip() not in hosts:
+            if host.strip() not in ("", "*") and host.strip() not in hosts:
                 hosts.append(host.strip())
     merged = ",".join(hosts + [h for h in LOOPBACK if h not in hosts])
     for name in ("NO_PROXY", "no_proxy"):
-        env[name] = merged
+        if env.get(name) != "*":
+            env[name] = merged
+
+
+def _no_proxy_value(env: Mapping[str, str]) -> str:
+    """The NO_PROXY list urllib and curl read: the lower-case one when set (even empty)."""
+    return env["no_proxy"] if "no_proxy" in env else env.get("NO_PROXY", "")
 
 
 def proxy_for(url: str) -> str | None:
@@ -102,22 +110,26 @@ def proxy_for(url: str) -> str | None:
     login gets the one ~/.netrc ($NETRC) keeps for the proxy's own host (a ``machine``
     entry, never ``default``), as aiohttp's trust_env gave it. Raises ``ConfigError`` for
     a proxy no request can go through (socks) named for the URL's scheme; a socks
-    ``ALL_PROXY`` is left to the tools that take it."""
+    ``ALL_PROXY`` is left to the tools that take it. Loopback never gets a proxy, whatever
+    the environment holds."""
     parts = urllib.parse.urlsplit(url)
-    if not parts.hostname or _bypassed(parts.hostname, _port(parts)):
+    if not parts.hostname:
+        return None
+    host = _without_dot(parts.hostname.lower())
+    if _is_loopback(host) or _bypassed(host, _port(parts)):
         return None
     proxies = urllib.request.getproxies()  # without HTTP_PROXY when REQUEST_METHOD is set
     own = (proxies.get(parts.scheme) or "").strip()
     proxy = own or (proxies.get("all") or "").strip()
-    if not own and parts.scheme == "http":
-        _say_http_proxy_ignored(parts.hostname, bool(proxy))
-    if not proxy:
-        return None
-    if "://" not in proxy:
+    if proxy and "://" not in proxy:
         proxy = "http://" + proxy
     scheme = urllib.parse.urlsplit(proxy).scheme.lower()
-    if scheme not in PROXY_SCHEMES and not own:
-        return None  # a machine-wide socks ALL_PROXY (for other tools): not asked for here
+    if proxy and scheme not in PROXY_SCHEMES and not own:
+        proxy = ""  # a machine-wide socks ALL_PROXY (for other tools): not asked for here
+    if not own and parts.scheme == "http":  # worded from the route taken, decided above
+        _say_http_proxy_ignored(host, bool(proxy))
+    if not proxy:
+        return None
     if scheme not in PROXY_SCHEMES:
         raise ConfigError([
             f"the proxy {redact_userinfo(proxy)} from the environment ({parts.scheme.upper()}"
@@ -152,29 +164,68 @@ def _port(parts: urllib.parse.SplitResult) -> int | None:
         return None
 
 
+def _without_dot(name: str) -> str:
+    """``name`` without one trailing dot: ``amplitude.com.`` is ``amplitude.com`` (curl)."""
+    return name[:-1] if name.endswith(".") else name
+
+
+def _ip(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8, ``::1`` (and ::ffff:127.x): the local emulators."""
+    address = _ip(host)
+    if address is None:
+        return host == "localhost"
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
 def _bypassed(host: str, port: int | None = None) -> bool:
-    """``NO_PROXY`` names ``host``: urllib's rules, with ``host:port`` entries matched
-    against ``port`` (``[::1]:8080`` for an IPv6 address), as urllib matches them when
-    asked for host:port, plus the CIDR entries (10.0.0.0/8) curl and requests honour for
-    an IP address."""
+    """``NO_PROXY`` names ``host`` (lower-case, no trailing dot): a ``*`` as the whole
+    value and the platform's settings as urllib reads them, then each entry as curl
+    matches it (``_entry_matches``)."""
     if urllib.request.proxy_bypass(host):
         return True
-    if port is not None:
-        spelled = f"[{host}]" if ":" in host else host
-        if urllib.request.proxy_bypass(f"{spelled}:{port}"):
-            return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
+    address = _ip(host)
+    return any(_entry_matches(entry, host, address, port)
+               for entry in _no_proxy_value(os.environ).split(","))
+
+
+def _entry_matches(entry: str, host: str, address: IPAddress | None,
+                   port: int | None) -> bool:
+    """One ``NO_PROXY`` entry names ``host`` on ``port``: the host or a domain it is in
+    (a leading and a trailing dot ignored), an IP address, or a CIDR range holding it
+    (10.0.0.0/8, [fd00::]/16); a trailing ``:port`` (IPv6 in brackets) narrows the entry
+    to that port. An entry that cannot be read (a port that is no number) matches nothing."""
+    entry = entry.strip().lower()
+    if entry.startswith("["):  # [fd00::1], [fd00::1]:8080, [fd00::]/16, [fd00::]/16:8080
+        inner, _, rest = entry[1:].partition("]")
+        bits, colon, entry_port = rest.partition(":")
+        name = inner + bits
+    elif "/" in entry:  # 10.0.0.0/8, 10.0.0.0/8:8080, fd00::/16
+        network, _, rest = entry.partition("/")
+        bits, colon, entry_port = rest.partition(":")
+        name = f"{network}/{bits}"
+    elif entry.count(":") == 1:  # host:port (a bare IPv6 address has more colons)
+        name, colon, entry_port = entry.partition(":")
+    else:
+        name, colon, entry_port = entry, "", ""
+    if colon and not (entry_port.isdigit() and port == int(entry_port)):
         return False
-    for entry in ",".join(os.environ.get(n, "") for n in ("no_proxy", "NO_PROXY")).split(","):
-        if "/" in entry:
-            try:
-                if address in ipaddress.ip_network(entry.strip(), strict=False):
-                    return True
-            except ValueError:
-                continue
-    return False
+    if "/" in name:
+        try:
+            return address is not None and address in ipaddress.ip_network(name, strict=False)
+        except ValueError:
+            return False
+    name = _without_dot(name).lstrip(".")
+    if address is not None:
+        return name == host or _ip(name) == address
+    return bool(name) and (host == name or host.endswith("." + name))
 
 
 def _check_proxy_url(proxy: str, scheme: str) -> None:
@@ -217,11 +268,16 @@ def _netrc_login(host: str, path: str) -> tuple[str, str] | None:
         entries = netrc.netrc(path)
     except FileNotFoundError:
         return None
-    except (OSError, netrc.NetrcParseError) as exc:
-        if path not in _unreadable_netrc:
-            _unreadable_netrc.add(path)
-            log.warning("cannot read %s (%s): no proxy login is taken from it; the proxy is "
-                        "asked without one", path, exc)
+    except netrc.NetrcParseError as exc:  # its message quotes a token: maybe a password
+        # netrc counts the line after a bad token that ends its line: "near"
+        near = f" near line {exc.lineno}" if exc.lineno else ""
+        _say_unreadable_netrc(path, f"not valid netrc syntax{near}")
+        return None
+    except UnicodeError:  # neither UTF-8 nor the locale's encoding
+        _say_unreadable_netrc(path, "it is not text in UTF-8 or the locale's encoding")
+        return None
+    except OSError as exc:
+        _say_unreadable_netrc(path, exc.strerror or type(exc).__name__)
         return None
     # machine names match whatever their case, as for curl; a 'default' login is the API's
     found = next((v for k, v in entries.hosts.items() if k.lower() == host.lower()), None)
@@ -230,3 +286,11 @@ def _netrc_login(host: str, path: str) -> tuple[str, str] | None:
     login, account, password = found
     user = login or account or ""
     return (user, password or "") if user or password else None
+
+
+def _say_unreadable_netrc(path: str, why: str) -> None:
+    """Warn once per file; ``why`` never holds the file's contents."""
+    if path not in _unreadable_netrc:
+        _unreadable_netrc.add(path)
+        log.warning("cannot read %s (%s): no proxy login is taken from it; the proxy is "
+                    "asked without one", path, why)
