@@ -54,9 +54,6 @@ def _ledger(workdir: Path, windows: int) -> None:
 # --- a stop while the result is printed to a slow reader -----------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a Ctrl-C/SIGTERM held while print_json writes to a "
-                   "blocked pipe makes CPython's buffered write drop the rest: the JSON "
-                   "is cut at 64 KiB and the command exits 0")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_while_a_big_result_prints_to_a_slow_reader_prints_it_whole(
         tmp_path: Path, signum: int) -> None:
@@ -92,9 +89,6 @@ def test_a_stop_while_a_big_result_prints_to_a_slow_reader_prints_it_whole(
 # --- a result that is not JSON, to a full stdout ---------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a text/table result (generate, status, transform -o "
-                   "summary) to a full stdout ends in an OSError traceback, exit 1, not the "
-                   "'cannot write the result to stdout' error, exit 2")
 @pytest.mark.parametrize("command", ["generate", "status", "transform"])
 def test_a_table_to_a_full_stdout_is_a_clear_error(tmp_path: Path, command: str) -> None:
     args = {"generate": ["generate", "--out", "p", "--users", "20", "--days", "1"],
@@ -113,8 +107,6 @@ def test_a_table_to_a_full_stdout_is_a_clear_error(tmp_path: Path, command: str)
 # --- generate's .partial folder ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="_clear_leftover judges a .partial by its top-level "
-                   "names only: a user's file in --out/.partial/events/ is deleted")
 def test_generate_never_deletes_a_users_file_in_a_partial_folder(tmp_path: Path) -> None:
     mine = tmp_path / "p" / ".partial" / "events" / "notes.txt"
     mine.parent.mkdir(parents=True)
@@ -185,9 +177,6 @@ def _transform_with_hook(tmp_path: Path, hook: str) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.xfail(strict=True, reason="transform leaves SIGTERM at its default: docker stop "
-                   "kills it silently (no 143, no interrupted object) and leaves its hidden "
-                   ".OUT.partial files")
 def test_sigterm_during_transform_is_a_stop_that_removes_the_partial_files(
         tmp_path: Path) -> None:
     proc = _transform_with_hook(tmp_path, _SIGTERM_AT_OPEN)
@@ -206,3 +195,106 @@ def test_sigterm_between_transforms_renames_ends_complete(tmp_path: Path) -> Non
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 50
     assert (tmp_path / "out.jsonl.rejects.jsonl").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+_SIGTERM_IN_TRANSFORM = """
+import os, signal, tempfile
+_init = tempfile.TemporaryDirectory.__init__
+def init(self, *a, **k):
+    _init(self, *a, **k)
+    if k.get("prefix") == "transform-":  # transform_files starts: its scratch folder
+        tempfile.TemporaryDirectory.__init__ = _init
+        os.kill(os.getpid(), signal.SIGTERM)
+tempfile.TemporaryDirectory.__init__ = init
+"""
+
+
+def test_sigterm_during_transform_to_stdout_is_a_stop(tmp_path: Path) -> None:
+    """Without -o the events go to stdout: SIGTERM inside transform_files stops the run
+    with 143, the interrupted object on stderr (after the message) and no rejects file."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(_SIGTERM_IN_TRANSFORM,
+                                                         encoding="utf-8")
+    (tmp_path / "in.jsonl").write_text(_events(50), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "mp2amp", "transform", "in.jsonl", "--json"],
+                          cwd=tmp_path, env=_env(tmp_path / "hook"), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr
+    message, _, doc = proc.stderr.partition("\n")
+    assert message == ("stopped (SIGTERM); the events written to stdout so far are "
+                       "incomplete, do not load them; the rejects file was removed: run the "
+                       "same command again")
+    assert json.loads(doc)["error"]["signal"] == "SIGTERM"
+    assert proc.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mp2amp", "hook", "in.jsonl"]
+    assert not [p for p in (tmp_path / ".mp2amp").rglob("*") if "transform-" in str(p)]
+
+
+_TRANSFORM_FILES = """
+import io, sys
+from pathlib import Path
+from mp2amp.config import load_config
+from mp2amp.pipeline.stopping import Terminated
+from mp2amp.transform.offline import transform_files
+try:
+    transform_files(load_config(), [sys.argv[1]], io.BytesIO(), io.BytesIO())
+except Terminated:
+    print("Terminated")
+"""
+
+
+def test_sigterm_in_transform_files_raises_terminated(tmp_path: Path) -> None:
+    """The library call, not only the CLI: SIGTERM becomes ``Terminated`` (between
+    records), which its caller cleans up after, not a silent death (-15)."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(_SIGTERM_IN_TRANSFORM,
+                                                         encoding="utf-8")
+    (tmp_path / "in.jsonl").write_text(_events(50), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-c", _TRANSFORM_FILES, "in.jsonl"], cwd=tmp_path,
+                          env=_env(tmp_path / "hook"), capture_output=True, text=True,
+                          timeout=120)
+    assert (proc.returncode, proc.stdout) == (0, "Terminated\n"), proc.stderr
+
+
+def test_generate_refuses_a_partial_that_is_a_symlink(tmp_path: Path) -> None:
+    """A ``.partial`` symlink is refused, never followed: what it points at is kept (a
+    tree that looks generated), and the refusal is a message, not a traceback."""
+    elsewhere = tmp_path / "elsewhere" / "events" / "2024-01-01.jsonl.gz"
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_bytes(b"mine")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / ".partial").symlink_to(tmp_path / "elsewhere")
+    proc = _mp2amp(["generate", "--out", "p", "--users", "20", "--days", "1"], tmp_path,
+                   capture_output=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "--out p exists and is not an empty directory" in proc.stderr
+    assert elsewhere.read_bytes() == b"mine"
+    assert (tmp_path / "p" / ".partial").is_symlink()
+
+
+def test_generate_refuses_a_partial_holding_a_symlink(tmp_path: Path) -> None:
+    """A symlink named as a generated file is not one: the ``.partial`` is kept."""
+    (tmp_path / "mine.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "p" / ".partial").mkdir(parents=True)
+    (tmp_path / "p" / ".partial" / "project.json").symlink_to(tmp_path / "mine.json")
+    proc = _mp2amp(["generate", "--out", "p", "--users", "20", "--days", "1"], tmp_path,
+                   capture_output=True)
+    assert proc.returncode == 2, proc.stderr
+    assert (tmp_path / "p" / ".partial" / "project.json").is_symlink()
+
+
+def test_generate_clears_a_killed_generations_whole_tree(tmp_path: Path) -> None:
+    """Guard: a .partial holding only what a generation writes, at every depth, is still
+    removed and the run goes on."""
+    partial = tmp_path / "p" / ".partial"
+    for name in ("events/2024-01-01.jsonl", "profiles/groups/company_id.jsonl.gz",
+                 "truth/event_person.tsv.gz", "schema.json"):
+        (partial / name).parent.mkdir(parents=True, exist_ok=True)
+        (partial / name).write_bytes(b"cut")
+    (partial / "identity").mkdir()
+    proc = _mp2amp(["generate", "--out", "p", "--users", "20", "--days", "1"], tmp_path,
+                   capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert not partial.exists()
+    assert (tmp_path / "p" / "project.json").is_file()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from contextlib import suppress
 from dataclasses import replace
@@ -84,21 +86,45 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
 # where a project is generated before it is moved into --out, inside it: the same file
 # system (a mount point as --out cannot take a rename from beside it)
 PARTIAL = ".partial"
-# what a generation writes: a PARTIAL holding nothing else is a killed one's (kill -9)
-_WRITTEN = {"events", "profiles", "identity", "truth", "schema.json", "project.json"}
+# what a generation writes (mp2amp.generate.project), folders and files by their path in
+# the project: a PARTIAL holding nothing else is a killed one's (kill -9)
+_WRITTEN_FOLDERS = {"events", "profiles", "profiles/groups", "identity", "truth"}
+_WRITTEN_FILES = re.compile(
+    r"events/\d{4}-\d{2}-\d{2}\.jsonl(\.gz)?|profiles/users\.jsonl\.gz"
+    r"|profiles/groups/company_id\.jsonl\.gz|identity/mappings\.jsonl\.gz"
+    r"|truth/(event_person\.tsv\.gz|daily_counts\.json|metrics\.json|summary\.json)"
+    r"|schema\.json|project\.json")
 
 
 def _clear_leftover(out: Path) -> None:
     """Remove what a generation killed outright (kill -9, power loss) left in ``out``: its
-    partial project alone, so that the same command can run again."""
+    partial project alone, so that the same command can run again. Anything else in it,
+    at any depth (a user's file, a symlink), keeps it: ``--out`` is then refused as not
+    empty, and nothing is deleted."""
     partial = out / PARTIAL
     try:
-        if [p.name for p in out.iterdir()] != [PARTIAL] or not partial.is_dir() or \
-                not {p.name for p in partial.iterdir()} <= _WRITTEN:
+        if [p.name for p in out.iterdir()] != [PARTIAL] or partial.is_symlink() or \
+                not partial.is_dir() or not _only_generated(partial, ""):
             return
-    except OSError:  # not a folder (validate says so)
+    except OSError:  # not a folder (validate says so), or unreadable: never deleted
         return
     shutil.rmtree(partial)
+
+
+def _only_generated(folder: Path, prefix: str) -> bool:
+    """Whether ``folder`` (``prefix`` its path in the project) holds only what a
+    generation writes; symlinks are never followed, nor taken for a generated file."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            path = prefix + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if path not in _WRITTEN_FOLDERS or \
+                        not _only_generated(Path(entry.path), path + "/"):
+                    return False
+            elif not entry.is_file(follow_symlinks=False) or \
+                    not _WRITTEN_FILES.fullmatch(path):
+                return False
+    return True
 
 
 def _generate(config: GenerateConfig) -> GenerateResult:

@@ -34,6 +34,15 @@ class StdoutConsole(Console):
         self.quiet = True
         stdout_nowhere()
 
+    def _check_buffer(self) -> None:
+        # rich handles a closed pipe only: a full disk (`> /dev/full`) would end in a
+        # traceback, exit 1, where the --json result gets a message and exit 2
+        try:
+            super()._check_buffer()
+        except OSError as exc:
+            del self._buffer[:]  # never written again: stdout goes nowhere below
+            raise unwritable_result(exc, self.file) from None
+
 
 # Messages are never hard-wrapped: a file path, URL or window name broken across lines
 # cannot be copied (tables still fit the width).
@@ -90,16 +99,39 @@ def print_json(result: Any, *, to_stderr: bool = False) -> None:
     _printed[0] += 1
     try:
         with signals_held(second_stops=True):
-            stream.write(text)
-            stream.flush()
+            _write_whole(stream, text)
     except BrokenPipeError:
         stdout_nowhere(stream)
     except OSError as exc:
-        stdout_nowhere(stream)
-        where = "stderr" if to_stderr else "stdout"
-        raise TerminalError(f"cannot write the result to {where}: {exc.strerror or exc}; "
-                            "what the run wrote elsewhere is kept (the result is not "
-                            f"shown): send {where} where it can be written") from None
+        raise unwritable_result(exc, stream) from None
+
+
+def unwritable_result(exc: OSError, stream: IO[str]) -> TerminalError:
+    """The error of a result that cannot be written (a full disk), ``stream`` pointed at
+    /dev/null: what is still buffered would fail again at exit."""
+    stdout_nowhere(stream)
+    where = "stderr" if stream is sys.stderr else "stdout"
+    return TerminalError(f"cannot write the result to {where}: {exc.strerror or exc}; "
+                         "what the run wrote elsewhere is kept (the result is not "
+                         f"shown): send {where} where it can be written")
+
+
+def _write_whole(stream: IO[str], text: str) -> None:
+    """Write ``text`` to ``stream`` to its last byte. Why not ``stream.write``: a signal
+    handled (held) while a buffered write waits on a slow reader makes it return as if
+    done, the rest dropped (a JSON document cut at 64 KiB). ``os.write`` says how much
+    it wrote; it is retried on EINTR by Python itself."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # no file behind it (a test runner's capture)
+        stream.write(text)
+        stream.flush()
+        return
+    stream.flush()  # what is buffered goes first
+    data = memoryview(text.encode(getattr(stream, "encoding", None) or "utf-8",
+                                  getattr(stream, "errors", None) or "strict"))
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def print_stop(doc: dict[str, Any], *, to_stderr: bool = False) -> None:
@@ -110,8 +142,7 @@ def print_stop(doc: dict[str, Any], *, to_stderr: bool = False) -> None:
     _printed[0] += 1
     try:
         with signals_held(second_stops=True):
-            stream.write(text)
-            stream.flush()
+            _write_whole(stream, text)
     except (OSError, KeyboardInterrupt):  # a second press: already stopping, same code
         stdout_nowhere(stream)
 

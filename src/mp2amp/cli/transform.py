@@ -13,7 +13,7 @@ import typer
 
 from mp2amp.cli.output import StdoutConsole, cli_errors, print_json, stdout_nowhere
 from mp2amp.errors import TerminalError
-from mp2amp.pipeline.stopping import signals_held
+from mp2amp.pipeline.stopping import signals_deferred, signals_held
 
 if TYPE_CHECKING:
     from mp2amp.transform.offline import TransformResult
@@ -64,8 +64,10 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                    "command again"
 
         rejects_path: Path | None = None
+        # SIGTERM (docker stop) stops as Ctrl-C does, from the start: the partial outputs
+        # are removed and the stop reported (143), never a silent death that leaves them
         with cli_errors(interrupted, as_json=as_json, json_to_stderr=out is None), \
-                _closed_stdout_ends_quietly():
+                _closed_stdout_ends_quietly(), signals_deferred(sigterm=True):
             # inside: a Ctrl-C during these imports is reported as any other stop
             from mp2amp.cli.migrate import load_cli_config
             from mp2amp.transform.offline import transform_files
@@ -184,16 +186,21 @@ def _outputs(out: Path | None, rejects: Path) -> Iterator[tuple[IO[bytes], IO[by
     from mp2amp.errors import InputError
 
     opened: list[tuple[Path, Path, IO[bytes]]] = []  # final name, temporary name, file
+    # named before it is made: a stop raised as open() returns still removes it
+    temporary: list[Path] = []
     try:
         for path in (out, rejects):  # --out named first when neither can be written
             if path is None:
                 continue
             tmp = path.with_name(f".{path.name}.partial")
+            temporary.append(tmp)
             try:
-                opened.append((path, tmp, open(tmp, "wb")))  # noqa: SIM115 (closed below)
+                made: IO[bytes] = open(tmp, "wb")  # noqa: SIM115 (closed below)
             except OSError as exc:
+                temporary.pop()  # not made here: never removed
                 raise InputError(f"cannot write {path}: {exc.strerror or exc} (nothing was "
                                  "written)") from None
+            opened.append((path, tmp, made))
         stdout = _StdoutEvents() if out is None else None
         events = cast("IO[bytes]", stdout) if stdout is not None else opened[0][2]
         yield events, opened[-1][2]
@@ -212,10 +219,12 @@ def _outputs(out: Path | None, rejects: Path) -> Iterator[tuple[IO[bytes], IO[by
                 except OSError as exc:  # a folder made meanwhile, say
                     raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
-        for _, tmp, handle in opened:
+        for _, _, handle in opened:
             with suppress(OSError):
                 handle.close()
-            tmp.unlink(missing_ok=True)
+        for tmp in temporary:
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
         raise
 
 

@@ -108,10 +108,12 @@ def transform_files(
     missing); the caller checks ``result.summary`` (``check()``) before trusting ``out``.
     ``exclude``: files never read as input (the final names of the outputs, so that a
     re-run over a folder does not read the previous run's output).
-    Ctrl-C raises ``KeyboardInterrupt`` between records, never inside compiled code
-    (``pipeline/stopping.signals_deferred``).
+    Ctrl-C raises ``KeyboardInterrupt`` and SIGTERM (``docker stop``) ``Terminated``
+    between records, never inside compiled code (``pipeline/stopping.signals_deferred``):
+    the caller removes its partial outputs, where SIGTERM's default would kill the
+    process silently and leave them.
     """
-    with signals_deferred() as stop:
+    with signals_deferred(sigterm=True) as stop:
         return _transform_files(config, inputs, out, rejects, exclude, stop.check)
 
 
