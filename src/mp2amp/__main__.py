@@ -1,3 +1,3 @@
-from mp2amp.cli import main
+from mp2amp.entry import main
 
 main()

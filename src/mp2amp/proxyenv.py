@@ -80,18 +80,18 @@ _http_proxy_ignored: set[str] = set()  # the warning below, once per process
 
 def bypass_proxy_for_loopback(environ: MutableMapping[str, str] | None = None) -> None:
     """Add loopback hosts to ``NO_PROXY`` and ``no_proxy`` when a proxy is set, keeping
-    the hosts either spelling held: both get the same list, as urllib and aiohttp read
-    the lower-case one first. Nothing changes when the value urllib reads is ``*`` (no
-    proxy for anything); a ``*`` that is not the whole value matches nothing for urllib
-    and curl, so it is dropped from the list and a spelling that is exactly ``*`` kept."""
+    the hosts of the list urllib and curl read (the lower-case one when set): both get
+    that list, so a host only the other spelling names still goes through the proxy, as
+    it would for curl. Nothing changes when the value urllib reads is ``*`` (no proxy for
+    anything); a ``*`` that is not the whole value matches nothing for urllib and curl, so
+    it is dropped from the list and a spelling that is exactly ``*`` kept."""
     env = os.environ if environ is None else environ
     if not any(env.get(name) for name in PROXY_VARIABLES) or _no_proxy_value(env) == "*":
         return
     hosts: list[str] = []
-    for name in ("no_proxy", "NO_PROXY"):
-        for host in env.get(name, "").split(","):
-            if host.strip() not in ("", "*") and host.strip() not in hosts:
-                hosts.append(host.strip())
+    for host in _no_proxy_value(env).split(","):
+        if host.strip() not in ("", "*") and host.strip() not in hosts:
+            hosts.append(host.strip())
     merged = ",".join(hosts + [h for h in LOOPBACK if h not in hosts])
     for name in ("NO_PROXY", "no_proxy"):
         if env.get(name) != "*":
