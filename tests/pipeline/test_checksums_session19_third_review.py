@@ -1,6 +1,7 @@
 """Third review of the staged copies' checksums and restores (changed_copy.py, restage.py
-_restored, staged_names.remove_leftovers, overlaps.merge_groups): each xfail pins a
-defect found by running the real migrate against the local Amplitude emulator."""
+_restored, staged_names.remove_leftovers, overlaps.merge_groups): each test pins a
+defect found by running the real migrate against the local Amplitude emulator (each was
+a strict xfail until fixed)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from migrate_kit import (
     run_until_crash,
 )
 
+from mp2amp.config import Config
 from mp2amp.errors import InputError, TerminalError
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
@@ -69,9 +71,6 @@ def _edited(amp: Path) -> list[dict]:
     return [e for e in arrival_order(amp) if "EDITED-" in str(e)]
 
 
-@pytest.mark.xfail(strict=True, reason="after a restage refused as 'the source changed', the "
-                   "checksum record is the refused copy's: an edited copy restored under its "
-                   "name is recorded as new and its unsent batches are sent edited")
 def test_an_edited_copy_restored_after_a_changed_source_stop_is_refused(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     events = copy_events(project, tmp_path / "events")
@@ -112,9 +111,6 @@ def _merged_head(work: Path) -> tuple[Path, list[Path]]:
         ledger.close()
 
 
-@pytest.mark.xfail(strict=True, reason="a merged copy restored under its own name (as the stop "
-                   "on a gone part file says: 'or the work folder's staged/ copy') is deleted "
-                   "as a leftover by the next resume, which stops again the same way")
 def test_a_merged_copy_restored_after_its_part_file_is_gone_is_not_deleted(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from migrate_kit import split_days
@@ -140,10 +136,50 @@ def test_a_merged_copy_restored_after_its_part_file_is_gone_is_not_deleted(
         assert_exactly_once(url, project.expected)
 
 
-@pytest.mark.xfail(strict=True, reason="restage_missing writes copy_away and mark_pending in two "
-                   "transactions: a kill between them leaves an 'away' record on a window "
-                   "still pointing at its copy, and a copy restored then is recorded as new "
-                   "(no checksum check) and sent edited")
+def _merged_copy_restored(project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          url: str, edit: bool) -> tuple[Config, Path]:
+    """A merged day's copy deleted and a part file gone, the resume stopped; then the
+    copy restored under its name (``edit``: with its lines edited); the config and copy."""
+    from migrate_kit import split_days
+    events = split_days(project.events, tmp_path / "events", slice(2, 3))
+    work = tmp_path / "work"
+    cfg = make_config(events, work, url)
+    run_until_crash(cfg, monkeypatch, 2)
+    merged, parts = _merged_head(work)
+    backup = merged.read_bytes()
+    merged.unlink()
+    parts[-1].rename(tmp_path / "gone.gz")
+    with pytest.raises(InputError, match="restore the file"):
+        migrate(cfg, resume=True, upload_overrides=FAST)
+    merged.write_bytes(backup)
+    if edit:
+        _edit_last(merged)
+    return cfg, merged
+
+
+def test_a_merged_copy_restored_under_its_name_is_used_and_the_run_completes(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with amplitude(tmp_path / "amp") as url:
+        cfg, merged = _merged_copy_restored(project, tmp_path, monkeypatch, url, edit=False)
+        result = migrate(cfg, resume=True, upload_overrides=FAST)
+        assert result.exit_code == EXIT_OK
+        assert merged.exists()
+        assert_exactly_once(url, project.expected)
+
+
+def test_an_edited_merged_copy_restored_is_refused_and_kept_aside(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with amplitude(tmp_path / "amp") as url:
+        cfg, merged = _merged_copy_restored(project, tmp_path, monkeypatch, url, edit=True)
+        edited = merged.read_bytes()
+        with pytest.raises(TerminalError, match=r"its checksum differs\): it cannot be used, "
+                           r"and was moved to .*\.merged\.jsonl\.changed beside it"):
+            migrate(cfg, resume=True, upload_overrides=FAST)
+        assert not merged.exists()
+        assert merged.with_name(merged.name + ".changed").read_bytes() == edited
+        assert _edited(tmp_path / "amp") == []
+
+
 def test_a_kill_between_copy_away_and_mark_pending_does_not_disarm_the_checksum(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from migrate_kit import Crash, crash_on_call
@@ -192,9 +228,6 @@ def test_finished_sink_run_with_a_copy_gone_leaves_its_import_files(
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
 
 
-@pytest.mark.xfail(strict=True, reason="written_again is computed before staging: a finished "
-                   "import-file run with one copy gone counts as writing every window again, so "
-                   "a loaded window's copy that nothing will write stops the run (exit 2)")
 def test_finished_sink_run_with_a_copy_gone_does_not_check_copies_it_will_not_write(
         project: Project, tmp_path: Path) -> None:
     from mp2amp.config import load_config

@@ -15,7 +15,10 @@ moved over the first ``FILE.changed``, which was lost.
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -27,6 +30,38 @@ _META = "copy_text:"  # + window id: [file name, lines, staging digest, CRC-32 o
 # a 5th item: the copy recorded is away (its window pending: the next copy read is staged
 # anew, unless ``restage_missing`` points the window back at one restored, ``copy_back``)
 _AWAY = "away"
+# + window id: the record a window had as its copy went away (``copy_away``), put back when
+# the copy staged anew is refused (``copy_refused``): else the refused copy's record
+# replaced it, and an edited copy restored next was taken as new and sent unchecked
+_WAS = "copy_text_was:"
+
+
+def recorded(ledger: Ledger, window_id: str) -> list[Any] | None:
+    """The window's copy record ([name, lines, digest, crc], maybe "away"), if any."""
+    was = ledger.get_meta(_META + window_id)
+    known = None if was is None else orjson.loads(was)
+    return known if isinstance(known, list) and len(known) >= 4 else None
+
+
+def lines_and_crc(path: Path) -> tuple[int, int]:
+    """A file's line count and the CRC-32 of its bytes (as the identity pass takes them)."""
+    lines, crc = 0, 0
+    with open(path, "rb") as f:
+        for raw in f:
+            lines, crc = lines + 1, zlib.crc32(raw, crc)
+    return lines, crc
+
+
+def writes_again(ledger: Ledger, output_dir: object, windows: Iterable[Any]) -> bool:
+    """Whether the S3-import sink writes every window again (one is not written yet). A
+    window pending only because its copy was gone and that was loaded comes back loaded
+    once staged (``Ledger.mark_extracted``), so it does not count: a finished run with a
+    copy deleted writes nothing (``_write_import_files``), and checked every copy."""
+    if output_dir is None:
+        return False
+    value = ledger.get_meta("unstaged_loaded")  # ``Ledger._unstaged_loaded``
+    back = set() if not value else set(orjson.loads(value))
+    return any(w.state != "loaded" and w.window_id not in back for w in windows)
 
 
 def record_copy(ledger: Ledger, window_id: str, name: str, lines: int,
@@ -43,7 +78,18 @@ def copy_away(ledger: Ledger, window_id: str) -> None:
     was = ledger.get_meta(_META + window_id)
     known = None if was is None else orjson.loads(was)
     if known is not None and len(known) == 4:
-        ledger.set_meta(_META + window_id, orjson.dumps([*known, _AWAY]).decode())
+        with ledger.atomic():
+            ledger.set_meta(_WAS + window_id, orjson.dumps(known).decode())
+            ledger.set_meta(_META + window_id, orjson.dumps([*known, _AWAY]).decode())
+
+
+def copy_refused(ledger: Ledger, window_id: str) -> None:
+    """The copy staged anew for a window is refused (it does not match its batches): the
+    record it had before is put back, away, so a copy restored next is checked against
+    the copy that was staged (and sent from), not against the refused one."""
+    was = ledger.get_meta(_WAS + window_id)
+    if was is not None:
+        ledger.set_meta(_META + window_id, orjson.dumps([*orjson.loads(was), _AWAY]).decode())
 
 
 def copy_back(ledger: Ledger, window_id: str) -> None:

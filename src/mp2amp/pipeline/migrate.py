@@ -44,7 +44,7 @@ from mp2amp.pipeline import dead_letters, stagedfolder, stopping
 from mp2amp.pipeline.accounting import totals, window_counts
 from mp2amp.pipeline.attempts import finished, record_attempt, record_start, stopped_by
 from mp2amp.pipeline.budgets import stage_budgets
-from mp2amp.pipeline.changed_copy import check_copy_text
+from mp2amp.pipeline.changed_copy import check_copy_text, writes_again
 from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
 from mp2amp.pipeline.export_settings import mixpanel_settings as _mixpanel_settings
@@ -321,8 +321,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         overlapped = bool(extraction.staged)  # else everything was staged by an earlier run
         # the S3-import sink writes every window again unless all were written: a loaded
         # window's copy is sent again then, and checked as any other (``check_copy_text``)
-        written_again = config.amplitude.output_dir is not None and any(
-            w.state != "loaded" for w in windows)
+        written_again = writes_again(ledger, config.amplitude.output_dir, windows)
         if not overlapped:
             counters.begin("identity", sum(w.records for w in windows))
         for w in windows:

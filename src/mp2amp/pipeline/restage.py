@@ -32,7 +32,14 @@ import orjson
 
 from mp2amp.errors import InputError, TerminalError
 from mp2amp.ledger import Ledger, WindowRow
-from mp2amp.pipeline.changed_copy import copy_away, copy_back, move_aside
+from mp2amp.pipeline.changed_copy import (
+    copy_away,
+    copy_back,
+    copy_refused,
+    lines_and_crc,
+    move_aside,
+    recorded,
+)
 from mp2amp.pipeline.overlaps import merge_groups
 from mp2amp.pipeline.staged_names import staged_path
 from mp2amp.pipeline.staging import DIGEST, LINES, TIES, damage_of
@@ -96,9 +103,10 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
     if before:
         _keep_digests(ledger, rows, before, earlier)  # before staging again replaces them
         _set_expected(ledger, before)  # first: a kill after it still checks them
-    for window_id in gone:
-        copy_away(ledger, window_id)  # first: a kill after it only re-records its copy
-        ledger.mark_pending(window_id)
+    for window_id in gone:  # together: a kill between left a window pointing at its copy
+        with ledger.atomic():  # with an "away" record (a copy restored then went unchecked)
+            copy_away(ledger, window_id)
+            ledger.mark_pending(window_id)
     if moved:
         ledger.restage(moved)
     return before
@@ -114,9 +122,11 @@ def _restored(ledger: Ledger, workdir: Path, expected: dict[str, int],
     copy recorded before it went), and ``check_restaged`` its count and digest against
     its batches. Why: the next run removed it as a leftover (a pending window has no
     staged file) and stopped again on its gone source. A merge's windows are left to
-    be staged and merged again: a file of their own is not what the merge recorded."""
+    be staged and merged again: a file of their own is not what the merge recorded; the
+    merged file itself, restored under its name, is used (``_restored_merges``)."""
     in_merges = set(merged) | set(merged.values()) | {m for g in _remerge(ledger) for m in g}
     digests = _digests(ledger)
+    _restored_merges(ledger, workdir, expected, digests)
     for w in ledger.windows():
         copy = staged_path(workdir, w.window_id)
         if (w.state != "pending" or w.staged_path is not None or w.window_id not in expected
@@ -127,6 +137,50 @@ def _restored(ledger: Ledger, workdir: Path, expected: dict[str, int],
         with ledger.atomic():
             copy_back(ledger, w.window_id)
             ledger.mark_extracted(w.window_id, str(copy), expected[w.window_id], spec)
+
+
+def _restored_merges(ledger: Ledger, workdir: Path, expected: dict[str, int],
+                     digests: dict[str, str | None]) -> None:
+    """Point each merge group to stage and merge again whose merged file is back under its
+    name (as recorded when merged) at it, and its merged-away windows at their empty
+    placeholders, as they were: the user restored it, as a stop on a gone part file
+    says. Why: the next run removed it as a leftover and stopped again the same way.
+    Its line count and checksum must be the merge's own (``record_copy``): any other file
+    is moved aside (``FILE.changed``, kept) and the run stops, naming it."""
+    rows = {w.window_id: w for w in ledger.windows()}
+    for group in _remerge(ledger):
+        members = [rows[m] for m in group if m in rows]
+        known = [recorded(ledger, m) for m in group]
+        if (len(members) != len(group) or any(
+                w.state != "pending" or w.staged_path is not None or w.window_id not in expected
+                for w in members)):
+            continue
+        records = [k for k in known if k is not None]
+        if (len(records) != len(group) or not str(records[0][0]).endswith(".merged.jsonl")
+                or any(not str(k[0]).endswith(".merged-away.jsonl") for k in records[1:])):
+            continue  # not the merge's records (an earlier mp2amp kept none)
+        copy = workdir / "staged" / str(records[0][0])
+        if copy.is_symlink() or not copy.is_file():
+            continue
+        lines, crc = lines_and_crc(copy)
+        if (lines, crc) != (records[0][1], records[0][3]):
+            aside = move_aside(copy)
+            raise TerminalError(
+                f"the staged copy {copy} restored for the {len(group)} files merged into "
+                f"{group[0]} holds {lines} lines whose text is not the merged file's "
+                f"({records[0][1]} lines; its checksum differs): it cannot be used, and was "
+                f"moved to {aside.name} beside it. Restore the input files merged into it "
+                f"(or an intact copy of {copy.name}) and run the same `mp2amp migrate` "
+                "command with --resume")
+        paths = [copy, *(workdir / "staged" / str(k[0]) for k in records[1:])]
+        for path in paths[1:]:
+            path.write_bytes(b"")  # the placeholders of the windows merged away
+        with ledger.atomic():
+            for w, path in zip(members, paths, strict=True):
+                kept = digests.get(w.window_id)
+                copy_back(ledger, w.window_id)
+                ledger.mark_extracted(w.window_id, str(path), expected[w.window_id],
+                                      w.spec if kept is None else {**w.spec, DIGEST: kept})
 
 
 def _staged_copy(recorded: str, workdir: Path) -> Path | None:
@@ -362,7 +416,9 @@ def _refuse_changed(ledger: Ledger, head: str, group: list[str], gives: str) -> 
         row = ledger.window(window_id)
         if row is not None and row.staged_path is not None:
             Path(row.staged_path).unlink(missing_ok=True)
-        ledger.mark_pending(window_id)
+        with ledger.atomic():
+            copy_refused(ledger, window_id)  # a copy restored next is checked as staged
+            ledger.mark_pending(window_id)
     what = (f"{head} was staged again" if len(group) == 1 else
             f"the {len(group)} files merged into {head} ({', '.join(group)}) "
             "were staged again and merged")

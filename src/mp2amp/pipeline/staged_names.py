@@ -73,13 +73,17 @@ def remove_leftovers(staged: Path, rows: list[WindowRow]) -> None:
     killed while merging leaves the rounds of a big merge, or the files a merge replaced
     (the ledger already pointed at the merged one). Those files of the run's windows that
     no window refers to are removed; any other file is left as it is. So is the copy of
-    a window staged before and pending again under its own name: the user restored it,
-    as a stop on its gone source says (a window whose copy is gone has no staged path)."""
+    a window staged before and pending again under its own name, or its merged file's
+    name: the user restored it, as a stop on its gone source says (a window whose copy is
+    gone has no staged path)."""
     if not staged.is_dir():
         return
     used = {Path(w.staged_path).name for w in rows if w.staged_path}
-    used |= {staged_path(Path(), w.window_id).name for w in rows
-             if w.state == "pending" and (w.records or w.counts or DIGEST in w.spec)}
+    again = [staged_path(Path(), w.window_id) for w in rows
+             if w.state == "pending" and (w.records or w.counts or DIGEST in w.spec)]
+    # a merged file restored under its name (as a stop on a gone part file says): the
+    # resume checks it and points its group back at it (``restage._restored_merges``)
+    used |= {p.name for p in again} | {p.stem + ".merged.jsonl" for p in again}
     stems = window_stems(w.window_id for w in rows)
     for path in staged.iterdir():
         if sort_runs_folder(path):
