@@ -394,9 +394,9 @@ async def _stream(request: web.Request, state: EmulatorState, gen: Generator[Chu
     if use_gzip:
         resp.headers["Content-Encoding"] = "gzip"
     resp.enable_chunked_encoding()
-    await resp.prepare(request)
     gz = zlib.compressobj(6, zlib.DEFLATED, 31) if use_gzip else None
     try:
+        await resp.prepare(request)  # in the try: a client gone already ends it quietly
         while True:
             chunk = pending.pop(0) if pending else await loop.run_in_executor(None, pull)
             if chunk is None:
@@ -415,7 +415,7 @@ async def _stream(request: web.Request, state: EmulatorState, gen: Generator[Chu
         if gz is not None:
             await resp.write(gz.flush())
         await resp.write_eof()
-    except ConnectionResetError:
+    except ConnectionError:  # the client left (a stopped migration): no aiohttp traceback
         state.stats["export_client_gone"] += 1
     except DayFileError:
         # headers are sent: cut the body short, as a failing server would

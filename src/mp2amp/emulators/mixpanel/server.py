@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import orjson
@@ -124,10 +124,11 @@ async def received_get(request: web.Request) -> web.StreamResponse:
         return json_response({"error": f"unknown kind {kind!r}; one of {list(KINDS)}"}, 404)
     resp = web.StreamResponse()
     resp.content_type = "application/x-ndjson"
-    await resp.prepare(request)
-    for entry in iter_received(state.store.root, kind):
-        await resp.write(orjson.dumps(entry) + b"\n")
-    await resp.write_eof()
+    with suppress(ConnectionError):  # the client left: no aiohttp traceback
+        await resp.prepare(request)
+        for entry in iter_received(state.store.root, kind):
+            await resp.write(orjson.dumps(entry) + b"\n")
+        await resp.write_eof()
     return resp
 
 
