@@ -67,7 +67,7 @@ def _edit_all(copy: Path) -> None:
     copy.write_bytes(b"".join(out))
 
 
-def _edited(amp: Path) -> list[dict]:
+def _edited(amp: Path) -> list[dict[str, object]]:
     return [e for e in arrival_order(amp) if "EDITED-" in str(e)]
 
 
@@ -207,8 +207,9 @@ def test_a_kill_between_copy_away_and_mark_pending_does_not_disarm_the_checksum(
             f"exit {result.exit_code}; sent with content nobody staged: {edited[:1]}")
 
 
-def test_finished_sink_run_with_a_copy_gone_leaves_its_import_files(
-        project: Project, tmp_path: Path) -> None:
+def _finished_sink_run(project: Project, tmp_path: Path
+                       ) -> tuple[Config, Path, dict[str, bytes], list[Path]]:
+    """A finished import-file run: its config, output folder, files and staged copies."""
     from mp2amp.config import load_config
     work, out = tmp_path / "work", tmp_path / "out"
     cfg = load_config(None, {"source.files": [str(project.events)],
@@ -222,6 +223,12 @@ def test_finished_sink_run_with_a_copy_gone_leaves_its_import_files(
         copies = [Path(str(w.staged_path)) for w in ledger.windows()]
     finally:
         ledger.close()
+    return cfg, out, files, copies
+
+
+def test_finished_sink_run_with_a_copy_gone_leaves_its_import_files(
+        project: Project, tmp_path: Path) -> None:
+    cfg, out, files, copies = _finished_sink_run(project, tmp_path)
     copies[0].unlink()  # freed space
     result = migrate(cfg, resume=True)
     assert result.exit_code == EXIT_OK
@@ -230,19 +237,7 @@ def test_finished_sink_run_with_a_copy_gone_leaves_its_import_files(
 
 def test_finished_sink_run_with_a_copy_gone_does_not_check_copies_it_will_not_write(
         project: Project, tmp_path: Path) -> None:
-    from mp2amp.config import load_config
-    work, out = tmp_path / "work", tmp_path / "out"
-    cfg = load_config(None, {"source.files": [str(project.events)],
-                             "mixpanel.timezone": "America/Los_Angeles",
-                             "amplitude.output_dir": str(out), "run.workdir": str(work)},
-                      env={})
-    assert migrate(cfg).exit_code == EXIT_OK
-    files = {p.name: p.read_bytes() for p in out.iterdir()}
-    ledger = Ledger(work / "ledger.sqlite")
-    try:
-        copies = [Path(str(w.staged_path)) for w in ledger.windows()]
-    finally:
-        ledger.close()
+    cfg, out, files, copies = _finished_sink_run(project, tmp_path)
     _edit_last(copies[1])  # a written window's copy: serves the identity graph only
     assert migrate(cfg, resume=True).exit_code == EXIT_OK  # as the README says: no stop
     copies[0].unlink()  # and another window's copy deleted to free space
