@@ -2,7 +2,7 @@
 group an earlier mp2amp merged in steps is refused on restage rather than cut again
 into other batches (``staging.merge_staged``, ``restage._refuse_stepwise_merges``); a
 resumed import-file run whose files were all written reports the whole migration's
-values (``migrate._replayed_values``)."""
+values (``settling.replayed_values``)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,13 +39,12 @@ from mp2amp.ledger import Ledger
 from mp2amp.load.s3sink import S3ImportSink, shown_path
 from mp2amp.load.settings import UploadSettings
 from mp2amp.load.uploader import Uploader
-from mp2amp.models import Rejected
 from mp2amp.pipeline import dead_letters, stagedfolder, stopping
 from mp2amp.pipeline.accounting import totals, window_counts
 from mp2amp.pipeline.attempts import finished, record_attempt, record_start, stopped_by
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.changed_copy import check_copy_text, writes_again
-from mp2amp.pipeline.dead_letters import RejectRow, reject_row, write_dead_letters
+from mp2amp.pipeline.dead_letters import RejectRow, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
 from mp2amp.pipeline.export_settings import mixpanel_settings as _mixpanel_settings
 from mp2amp.pipeline.extraction import Extraction
@@ -76,14 +75,12 @@ from mp2amp.pipeline.restage import (
 from mp2amp.pipeline.result import EXIT_OK, EXIT_PARKED, EXIT_UNBALANCED, MigrateResult
 from mp2amp.pipeline.run_start import holds_run_files, open_ledger, plan_or_check
 from mp2amp.pipeline.scratch import scratch_folder
+from mp2amp.pipeline.settling import deliverable, replayed_values
 from mp2amp.pipeline.staged_identity import read_staged_identity_timed
 from mp2amp.pipeline.status import former_default_hint
 from mp2amp.pipeline.timecheck import check_before_load
 from mp2amp.pipeline.transform_worker import (
-    EVENT,
-    UNSERIALIZABLE,
     ChunkTransformer,
-    Item,
     Settler,
 )
 from mp2amp.pipeline.windows import (
@@ -441,7 +438,7 @@ async def _load_window(w: Any, key: str, ledger: Ledger, chunks: ChunkTransforme
     since_trim = 0
     submitted = 0  # of the chunk's records: the others are done without Amplitude
     async for items in chunks.window(Path(str(w.staged_path))):
-        for data, event, item in _deliverable(items, settle, rejects, w.window_id):
+        for data, event, item in deliverable(items, settle, rejects, w.window_id):
             if replay:
                 continue
             submitted += 1
@@ -472,54 +469,6 @@ async def _load_window(w: Any, key: str, ledger: Ledger, chunks: ChunkTransforme
     observer.flushed(w.window_id, batches)
 
 
-def _deliverable(items: list[Item], settle: Settler, rejects: list[RejectRow],
-                 window_id: str) -> Iterator[tuple[bytes | None, Any, Item]]:
-    """A chunk's items through the stateful half, in order: ``(data, None, item)`` for an
-    event to deliver (its final bytes), ``(None, event, item)`` for one orjson cannot
-    serialize (its dict, for the sink's dead letter). Duplicates, identity records,
-    skips and rejections are counted in ``settle.summary``; rejections also go to
-    ``rejects``."""
-    summary = settle.summary
-    for item in items:
-        kind = item[0]
-        if kind == EVENT:
-            data = settle.event(item)
-            if data is not None:
-                yield data, None, item
-        elif kind == UNSERIALIZABLE:
-            event = settle.emitted(item[2], item[3] if len(item) > 3 else None)
-            if event is not None:
-                yield None, event, item
-        else:
-            outcome = item[2]
-            summary.read(item[1])
-            summary.add(outcome)
-            if isinstance(outcome, Rejected):
-                rejects.append(reject_row(outcome.rejection, window_id))
-
-
-async def _replayed_values(config: Config, windows: list[Any], graph: IdentityGraph,
-                           transformer: Transformer, scratch: str, counters: Counters,
-                           reporter: Reporter) -> dict[str, Any]:
-    """The ``values`` report of windows an earlier attempt wrote: they are transformed
-    and settled again (nothing is written), as the API path replays its loaded windows,
-    so that a resumed run's report covers the whole migration: the Deduper takes a
-    duplicate's counts back, as it did when the windows were written."""
-    budgets = stage_budgets(config.run.memory_budget)
-    with ChunkTransformer(graph, transformer, workers=config.run.transform_workers) as chunks, \
-            Sessionizer(config.transform.session_gap_minutes * 60_000,
-                        memory_budget=budgets.session_devices, spill_dir=scratch) as sessions, \
-            Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
-        for w in windows:
-            settle = Settler(dedup, sessions, TransformSummary())
-            async for items in chunks.window(Path(str(w.staged_path))):
-                for _ in _deliverable(items, settle, [], w.window_id):
-                    pass
-                counters.done += len(items)
-                reporter.update(counters)
-        return chunks.stats()
-
-
 async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger,
                         graph: IdentityGraph, transformer: Transformer, scratch: str,
                         storage_options: dict[str, Any] | None, counters: Counters,
@@ -535,7 +484,7 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
     if windows and all(w.state == "loaded" for w in windows):
         nothing = {"output_dir": target, "events": 0, "complete": True,
                    "note": "every window was already written by an earlier attempt"}
-        return nothing, await _replayed_values(config, windows, graph, transformer, scratch,
+        return nothing, await replayed_values(config, windows, graph, transformer, scratch,
                                                counters, reporter)
     attempt = begin_sink_attempt(ledger, target, storage_options)
     sink = S3ImportSink(target, run_id=attempt.run_id, storage_options=storage_options,
@@ -554,7 +503,7 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
             settle = Settler(dedup, sessions, summary)
             rejects: list[RejectRow] = []
             async for items in chunks.window(Path(str(w.staged_path))):
-                for data, event, item in _deliverable(items, settle, rejects, w.window_id):
+                for data, event, item in deliverable(items, settle, rejects, w.window_id):
                     if data is not None:
                         sink.check_ids(item[5], item[4])
                         sink.write_encoded(data, item[6])

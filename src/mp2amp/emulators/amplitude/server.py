@@ -28,18 +28,12 @@ from mp2amp.emulators.amplitude.export import (
     write_export,
 )
 from mp2amp.emulators.amplitude.faults import FAIL_ERRORS, Faults
-from mp2amp.emulators.amplitude.forms import deletion_form, group_property_count, multipart_fields
-from mp2amp.emulators.amplitude.identify import (
-    apply_update,
-    identification_error,
-    identification_problem,
-)
+from mp2amp.emulators.amplitude.forms import deletion_form, multipart_fields
+from mp2amp.emulators.amplitude.identification import identify_request
 from mp2amp.emulators.amplitude.ids import Identities
 from mp2amp.emulators.amplitude.ingest import (
     TOO_LARGE,
     Ingestor,
-    group_key,
-    group_values,
     max_bytes,
 )
 from mp2amp.emulators.amplitude.privacy import DeletionJobs, PrivacyRequestError
@@ -63,8 +57,6 @@ CLIENT_MAX_SIZE = 64 * 1024 * 1024  # above the 20 MB batch limit, so we answer 
 # the documented "414 (GET URL too long; use POST)". 8190 is aiohttp's own limit.
 MAX_URL_BYTES = 8190
 PARSER_MAX_LINE = 1024 * 1024
-MAX_GROUP_IDENTIFIES = 1024
-MAX_GROUP_PROPERTIES = 1024
 IDENTIFY_MAX_BYTES = 1_000_000
 EXPORT_CHUNK = 1024 * 1024
 DROPPED = web.RequestKey("dropped", bool)  # set when the drop-after-ingest fault fired
@@ -368,57 +360,11 @@ class AmplitudeEmulator:
                     form.update(multipart_fields(request.headers.get("Content-Type", ""), body))
                 else:
                     form.update({k: str(v) for k, v in (await request.post()).items()})
-            status, answer = self._identify(form, group)
+            status, answer = identify_request(form, group, self.config, self.groups,
+                                              self.ids, self.ingestor)
             return json_response(status, answer)
 
         return handle
-
-    def _identify(self, form: dict[str, str], group: bool) -> tuple[int, dict[str, Any]]:
-        api_key = form.get("api_key")
-        if not api_key:
-            return 400, {"code": 400, "error": "Request missing required field",
-                         "missing_field": "api_key"}
-        if api_key != self.config.api_key:
-            return 400, {"code": 400, "error": f"Invalid API key: {api_key}"}
-        try:
-            items = orjson.loads(form.get("identification") or "")
-        except orjson.JSONDecodeError:
-            return 400, {"code": 400, "error": "missing_event",
-                         "detail": "identification is missing or is not valid JSON"}
-        items = items if isinstance(items, list) else [items]
-        # "a missing_event message means the identification parameter is missing or
-        # malformed": malformed is anything but an object or an array of objects
-        if not all(isinstance(item, dict) for item in items):
-            return 400, {"code": 400, "error": "missing_event",
-                         "detail": "identification must be a JSON object or an array of objects"}
-        # /groupidentify: "maximum number of group identifies per request is 1024",
-        # "maximum number of group properties per request is 1024"; status codes 200 and 400
-        if group and len(items) > MAX_GROUP_IDENTIFIES:
-            return 400, {"code": 400, "error": f"Too many group identifies: at most "
-                         f"{MAX_GROUP_IDENTIFIES} per request, got {len(items)}"}
-        if group and (count := group_property_count(items)) > MAX_GROUP_PROPERTIES:
-            return 400, {"code": 400, "error": f"Too many group properties: at most "
-                         f"{MAX_GROUP_PROPERTIES} per request, got {count}"}
-        problems = {i: p for i, item in enumerate(items)
-                    if (p := identification_problem(item, group)) is not None}
-        if problems:
-            return 400, identification_error(problems)
-        for item in items:
-            if group:
-                for value in group_values(item["group_value"]):
-                    key = group_key(item["group_type"], value)
-                    props = self.groups.setdefault(key, {})
-                    apply_update(props, item.get("group_properties") or {})
-                    self.ids.journal.append(["g", key, dict(props)])
-            else:
-                aid = self.ids.assign(item.get("user_id"), item.get("device_id"))
-                props = self.ids.user_props.setdefault(aid, {})
-                apply_update(props, item.get("user_properties") or {})
-                self.ids.journal.append(["p", aid, dict(props)])
-        self.ids.dirty = True
-        self.ingestor.flush_id_journal()
-        return 200, {"code": 200, "identifications_ingested": len(items),
-                     "server_upload_time": int(self.config.now() * 1000)}
 
     # --- query APIs ----------------------------------------------------------------------
 
