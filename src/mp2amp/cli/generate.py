@@ -86,6 +86,11 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
 # where a project is generated before it is moved into --out, inside it: the same file
 # system (a mount point as --out cannot take a rename from beside it)
 PARTIAL = ".partial"
+# in --out while .partial's entries are moved into it (written before the first rename,
+# removed after project.json's): it alone tells a move cut short by a kill from a user's
+# folder that merely looks generated (a name check would delete such a folder), so only
+# a folder holding it is ever cleared of anything but .partial
+MOVING = ".partial-moving"
 # what a generation writes (mp2amp.generate.project), folders and files by their path in
 # the project: a PARTIAL holding nothing else is a killed one's (kill -9)
 _WRITTEN_FOLDERS = {"events", "profiles", "profiles/groups", "identity", "truth"}
@@ -97,26 +102,44 @@ _WRITTEN_FILES = re.compile(
 
 
 def _clear_leftover(out: Path) -> None:
-    """Remove what a generation killed outright (kill -9, power loss) left in ``out``: its
-    partial project alone, so that the same command can run again. Anything else in it,
-    at any depth (a user's file, a symlink), keeps it: ``--out`` is then refused as not
-    empty, and nothing is deleted."""
-    partial = out / PARTIAL
+    """Remove what a generation killed outright (kill -9, power loss) left in ``out``, so
+    that the same command can run again: its partial project alone, or a move into ``out``
+    cut short (``MOVING`` in it, ``project.json`` not: the project never was whole) with
+    the entries moved so far. Anything else in it, at any depth (a user's file, a
+    symlink), keeps it: ``--out`` is then refused as not empty, and nothing is deleted."""
+    partial, moving = out / PARTIAL, out / MOVING
     try:
-        if [p.name for p in out.iterdir()] != [PARTIAL] or partial.is_symlink() or \
-                not partial.is_dir() or not _only_generated(partial, ""):
+        names = {p.name for p in out.iterdir()}
+        if PARTIAL not in names or partial.is_symlink() or not partial.is_dir() or \
+                not _only_generated(partial, ""):
+            return
+        if names != {PARTIAL} and (
+                MOVING not in names or "project.json" in names or moving.is_symlink()
+                or not moving.is_file() or moving.stat().st_size  # an empty marker: no one's data
+                or not _only_generated(out, "", {PARTIAL, MOVING})):
             return
     except OSError:  # not a folder (validate says so), or unreadable: never deleted
         return
+    # the moved entries, then the marker, then .partial: a kill in between leaves a state
+    # this function clears too
+    for name in sorted(names - {PARTIAL, MOVING}):
+        if (out / name).is_dir():  # checked above: never a symlink
+            shutil.rmtree(out / name)
+        else:
+            (out / name).unlink()
+    moving.unlink(missing_ok=True)
     shutil.rmtree(partial)
 
 
-def _only_generated(folder: Path, prefix: str) -> bool:
+def _only_generated(folder: Path, prefix: str, skip: set[str] | None = None) -> bool:
     """Whether ``folder`` (``prefix`` its path in the project) holds only what a
-    generation writes; symlinks are never followed, nor taken for a generated file."""
+    generation writes, ``skip`` aside; symlinks are never followed, nor taken for a
+    generated file."""
     with os.scandir(folder) as entries:
         for entry in entries:
             path = prefix + entry.name
+            if skip and entry.name in skip:
+                continue
             if entry.is_dir(follow_symlinks=False):
                 if path not in _WRITTEN_FOLDERS or \
                         not _only_generated(Path(entry.path), path + "/"):
@@ -155,12 +178,32 @@ def _generate(config: GenerateConfig) -> GenerateResult:
 
 
 def _move_entries(partial: Path, out: Path) -> None:
+    try:
+        (out / MOVING).touch(exist_ok=False)
+        _sync_folder(out)  # on disk before any rename (power loss)
+    except OSError as exc:
+        raise InputError(f"cannot write {out / MOVING} ({exc.strerror or exc}); nothing was "
+                         "moved into --out: choose a folder that can be written") from None
     # project.json last: a project without it is not a whole one
     for entry in sorted(partial.iterdir(), key=lambda p: p.name == "project.json"):
         try:
             entry.rename(out / entry.name)
         except OSError as exc:  # something put in --out meanwhile
+            (out / MOVING).unlink(missing_ok=True)  # not ours alone: never cleared
             raise InputError(f"cannot move {entry} into --out {out} ({exc.strerror or exc}: "
                              "something else writes there); the project there is incomplete: "
                              "choose a new --out") from None
+    (out / MOVING).unlink()
     partial.rmdir()
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # a folder that cannot be opened to sync: the rename order is all there is
+    try:
+        with suppress(OSError):  # a file system that cannot sync a folder
+            os.fsync(fd)
+    finally:
+        os.close(fd)
