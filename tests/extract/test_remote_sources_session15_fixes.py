@@ -16,7 +16,7 @@ from tests.pipeline.migrate_kit import FAST, amplitude, make_config, stored_coun
 from mp2amp.errors import InputError
 from mp2amp.extract import files as files_mod
 from mp2amp.extract.files import Filesystems, expand_paths, remote_objects
-from mp2amp.pipeline import windows
+from mp2amp.pipeline import stage_worker
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
 from mp2amp.pipeline.windows import remote_inputs_changed
 
@@ -74,12 +74,12 @@ def test_a_staging_process_reuses_the_filesystem_of_a_run(s3_server: dict[str, A
     for i in range(2):
         s3.put_object(Bucket="fx15-worker", Key=f"{i}.json", Body=body(i))
     (first, second) = expand_paths(["s3://fx15-worker/*"], storage_options=s3_server)
-    windows._WORKER_FILESYSTEMS.clear()
+    stage_worker.WORKER_FILESYSTEMS.clear()
     for source in (first, second):  # each arrives pickled, as in a staging process
-        args = windows._worker_args(source, str(tmp_path / f"{source.url[-6:]}.jsonl"), None)
+        args = stage_worker.worker_args(source, str(tmp_path / f"{source.url[-6:]}.jsonl"), None)
         args = pickle.loads(pickle.dumps(args))
-        assert windows._stage_in_worker(*args) == 1
-    assert len(windows._WORKER_FILESYSTEMS) == 1
+        assert stage_worker.stage_in_worker(*args) == 1
+    assert len(stage_worker.WORKER_FILESYSTEMS) == 1
 
 
 def test_a_remote_object_rewritten_with_the_same_size_is_named(

@@ -119,7 +119,7 @@ def test_a_killed_staging_process_stops_the_run_with_what_to_do(
         project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """It used to end in a BrokenProcessPool traceback (exit 1)."""
     monkeypatch.setattr(windows, "POOL_MIN_BYTES", 0)
-    monkeypatch.setattr(windows, "_stage_in_worker", _killed)
+    monkeypatch.setattr(windows, "stage_in_worker", _killed)
     with amplitude(tmp_path / "amp") as url:
         config = make_config(project.events, tmp_path / "work", url)
         with pytest.raises(TerminalError) as stopped:
@@ -150,7 +150,7 @@ def test_a_stop_during_staging_ends_the_staging_processes_at_once(
     from mp2amp.pipeline.stopping import Terminated
 
     monkeypatch.setattr(windows, "POOL_MIN_BYTES", 0)
-    monkeypatch.setattr(windows, "_stage_in_worker", _sorting_for_a_while)
+    monkeypatch.setattr(windows, "stage_in_worker", _sorting_for_a_while)
     timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
     with amplitude(tmp_path / "amp") as url:
         config = make_config(project.events, tmp_path / "work", url)

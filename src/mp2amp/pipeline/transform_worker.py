@@ -40,6 +40,7 @@ from mp2amp.identity import IdentityGraph
 from mp2amp.identity.ids import IDENTITY_EVENTS
 from mp2amp.models import Emitted, Rejected
 from mp2amp.pipeline.memory import release_free_memory
+from mp2amp.pipeline.stage_worker import die_with_parent
 from mp2amp.pipeline.staged_ranges import damaged_staged
 from mp2amp.pipeline.staging import (
     load_staged,
@@ -47,7 +48,7 @@ from mp2amp.pipeline.staging import (
     staged_ranges,
     staged_record,
 )
-from mp2amp.pipeline.windows import die_with_parent, usable_cores
+from mp2amp.pipeline.windows import usable_cores
 from mp2amp.transform.dedup import Deduper, insert_id_digest
 from mp2amp.transform.sessions import Sessionizer
 from mp2amp.transform.stream import (

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import multiprocessing
 import os
@@ -21,10 +19,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from mp2amp.config import Config
 from mp2amp.errors import ConfigError, InputError, Mp2AmpError, TerminalError
@@ -50,6 +47,9 @@ from mp2amp.models import SourceRecord
 from mp2amp.pipeline.fingerprint import FOLDER_META, config_folder
 from mp2amp.pipeline.progress import Counters, Reporter
 from mp2amp.pipeline.restage import awaiting_check
+from mp2amp.pipeline.stage_worker import MovedFile as MovedFile
+from mp2amp.pipeline.stage_worker import die_with_parent as die_with_parent
+from mp2amp.pipeline.stage_worker import stage_in_worker, worker_args
 from mp2amp.pipeline.staged_names import STAGED_NAME as STAGED_NAME
 from mp2amp.pipeline.staged_names import remove_leftovers, work_entry
 from mp2amp.pipeline.staged_names import staged_path as staged_path
@@ -60,7 +60,6 @@ WindowSpec = tuple[str, str, dict[str, Any]]
 # are at least two and this much data; less is not worth a process start (~0.3 s).
 POOL_MIN_BYTES = 4 * 1024 * 1024
 POOL_WORKERS = 2
-_PR_SET_PDEATHSIG = 1
 
 
 def plan_windows(config: Config, storage_options: dict[str, Any] | None) -> list[WindowSpec]:
@@ -147,16 +146,6 @@ def locator(config: Config, ledger: Ledger, *, back: bool = False) -> Callable[[
             return path if path in known else there
         return there if not os.path.exists(path) and os.path.exists(there) else path
     return locate
-
-
-@dataclass(frozen=True, slots=True)
-class MovedFile(SourceFile):
-    """A window's file read from where it is now, its records named by its window id."""
-
-    location: str = ""
-
-    def open(self) -> BinaryIO:
-        return open(self.location, "rb")
 
 
 def _as_window(found: SourceFile, window_id: str) -> SourceFile:
@@ -411,7 +400,7 @@ async def _stage_files(ledger: Ledger, workdir: Path, rows: list[WindowRow],
     jobs = [(row, staged_path(workdir, row.window_id),
              _spec_when_staged(row, sources[row.window_id])) for row in rows]
     with _sigint_blocked():  # the pool starts its processes here, as tasks are submitted
-        futures = [loop.run_in_executor(pool, _stage_in_worker, *_worker_args(
+        futures = [loop.run_in_executor(pool, stage_in_worker, *worker_args(
             sources[row.window_id], str(dest), local)) for row, dest, _ in jobs]
     try:
         for (row, dest, spec), future in zip(jobs, futures, strict=True):
@@ -507,44 +496,6 @@ def _total_bytes(files: list[SourceFile]) -> int:
         if total >= POOL_MIN_BYTES:
             break
     return total
-
-
-def die_with_parent(parent: int) -> None:
-    """A worker process's initializer: it must not outlive a killed migration (kill -9),
-    or a resumed run would race it (a staged file half written, events sent twice).
-    Linux only; elsewhere the worker ends at its next task."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name, use_errno=True) if name else None
-        prctl = getattr(libc, "prctl", None)
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
-    if os.getppid() != parent:  # the parent died while this worker was starting
-        os._exit(1)
-
-
-def _worker_args(source: SourceFile, dest: str, local: LocalZone | None) -> tuple[Any, ...]:
-    args = (source.url, source.fs, dest, local)
-    if isinstance(source, MovedFile):
-        return (*args, source.location)
-    return args if source.fs is None else (*args, None, source.size)
-
-
-# a staging process's filesystems, by their fsspec token: each window's arrives pickled,
-# and a new one builds its client again (~0.2 s an object)
-_WORKER_FILESYSTEMS: dict[str, Any] = {}
-
-
-def _stage_in_worker(url: str, fs: Any, dest: str, local: LocalZone | None = None,
-                     location: str | None = None, size: int | None = None) -> int:
-    token = getattr(fs, "_fs_token", None)
-    if isinstance(token, str):
-        fs = _WORKER_FILESYSTEMS.setdefault(token, fs)
-    source = (SourceFile(url, fs, size) if location is None
-              else MovedFile(url, fs, location=location))
-    return stage(iter_file(source), Path(dest), local=local)
 
 
 def local_zone(config: Config) -> LocalZone | None:
