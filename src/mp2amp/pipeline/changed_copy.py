@@ -32,7 +32,8 @@ _META = "copy_text:"  # + window id: [file name, lines, staging digest, CRC-32 o
 _AWAY = "away"
 # + window id: the record a window had as its copy went away (``copy_away``), put back when
 # the copy staged anew is refused (``copy_refused``): else the refused copy's record
-# replaced it, and an edited copy restored next was taken as new and sent unchecked
+# replaced it, and an edited copy restored next was taken as new and sent unchecked;
+# dropped once the window's check passes (``forget_was``, from ``restage.check_restaged``)
 _WAS = "copy_text_was:"
 
 
@@ -41,6 +42,24 @@ def recorded(ledger: Ledger, window_id: str) -> list[Any] | None:
     was = ledger.get_meta(_META + window_id)
     known = None if was is None else orjson.loads(was)
     return known if isinstance(known, list) and len(known) >= 4 else None
+
+
+def as_staged(ledger: Ledger, window_id: str) -> list[Any] | None:
+    """The record of the copy a window had as it went away (``copy_away``), else its
+    current one: what a copy the user restores is checked against, even once a copy
+    staged anew (not yet accepted) was recorded in its place."""
+    was = ledger.get_meta(_WAS + window_id)
+    known = None if was is None else orjson.loads(was)
+    return known if isinstance(known, list) and len(known) >= 4 else recorded(ledger, window_id)
+
+
+def forget_was(ledger: Ledger, window_ids: Iterable[str]) -> None:
+    """Drop the ``_WAS`` rows of windows whose copy staged anew was accepted (or that are
+    done): nothing checks a restored copy against them any more."""
+    for window_id in window_ids:
+        was = ledger.get_meta(_WAS + window_id)
+        if was is not None:
+            ledger.drop_meta(_WAS + window_id, was)
 
 
 def lines_and_crc(path: Path) -> tuple[int, int]:
@@ -71,15 +90,19 @@ def record_copy(ledger: Ledger, window_id: str, name: str, lines: int,
     ledger.set_meta(_META + window_id, orjson.dumps([name, lines, digest, crc]).decode())
 
 
-def copy_away(ledger: Ledger, window_id: str) -> None:
+def copy_away(ledger: Ledger, window_id: str, checking: bool = False) -> None:
     """A window's copy is gone and the window is to be staged again: a copy staged anew
     need not have the old one's bytes (its lines renumbered, say), so it is recorded
-    anew; why the record is kept: a copy restored instead is checked against it."""
+    anew; why the record is kept: a copy restored instead is checked against it. For a
+    window still awaiting its check (``checking``) one kept already stays: its copy
+    staged anew went too before it was accepted, and the copy sent from is still the one
+    a restored copy must match (another is an earlier mp2amp's, which never dropped it)."""
     was = ledger.get_meta(_META + window_id)
     known = None if was is None else orjson.loads(was)
     if known is not None and len(known) == 4:
         with ledger.atomic():
-            ledger.set_meta(_WAS + window_id, orjson.dumps(known).decode())
+            if not checking or ledger.get_meta(_WAS + window_id) is None:
+                ledger.set_meta(_WAS + window_id, orjson.dumps(known).decode())
             ledger.set_meta(_META + window_id, orjson.dumps([*known, _AWAY]).decode())
 
 
@@ -93,10 +116,10 @@ def copy_refused(ledger: Ledger, window_id: str) -> None:
 
 
 def copy_back(ledger: Ledger, window_id: str) -> None:
-    """A copy the user restored under its name is the one recorded, and is checked so."""
-    was = ledger.get_meta(_META + window_id)
-    known = None if was is None else orjson.loads(was)
-    if known is not None and len(known) > 4:
+    """A copy the user restored under its name is the one recorded as it went away
+    (``as_staged``), and is checked so."""
+    known = as_staged(ledger, window_id)
+    if known is not None and known[:4] != recorded(ledger, window_id):
         ledger.set_meta(_META + window_id, orjson.dumps(known[:4]).decode())
 
 

@@ -33,12 +33,13 @@ import orjson
 from mp2amp.errors import InputError, TerminalError
 from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.pipeline.changed_copy import (
+    as_staged,
     copy_away,
     copy_back,
     copy_refused,
+    forget_was,
     lines_and_crc,
     move_aside,
-    recorded,
 )
 from mp2amp.pipeline.overlaps import merge_groups
 from mp2amp.pipeline.staged_names import staged_path
@@ -105,7 +106,7 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
         _set_expected(ledger, before)  # first: a kill after it still checks them
     for window_id in gone:  # together: a kill between left a window pointing at its copy
         with ledger.atomic():  # with an "away" record (a copy restored then went unchecked)
-            copy_away(ledger, window_id)
+            copy_away(ledger, window_id, window_id in earlier)
             ledger.mark_pending(window_id)
     if moved:
         ledger.restage(moved)
@@ -145,23 +146,37 @@ def _restored_merges(ledger: Ledger, workdir: Path, expected: dict[str, int],
     name (as recorded when merged) at it, and its merged-away windows at their empty
     placeholders, as they were: the user restored it, as a stop on a gone part file
     says. Why: the next run removed it as a leftover and stopped again the same way.
-    Its line count and checksum must be the merge's own (``record_copy``): any other file
-    is moved aside (``FILE.changed``, kept) and the run stops, naming it."""
+    Its line count and checksum must be the merge's own (``record_copy``; the record as
+    the copy went away, ``as_staged``): any other file, or one with no such record to be
+    checked against, is moved aside (``FILE.changed``, kept) and the run stops, naming it.
+    So is one restored after a resume staged some of the group again (killed, or stopped
+    on a gone part file, before the merge): those copies are dropped for it; else it was
+    removed as a leftover (its head no longer pending) or merged over."""
     rows = {w.window_id: w for w in ledger.windows()}
     for group in _remerge(ledger):
         members = [rows[m] for m in group if m in rows]
-        known = [recorded(ledger, m) for m in group]
-        if (len(members) != len(group) or any(
-                w.state != "pending" or w.staged_path is not None or w.window_id not in expected
-                for w in members)):
+        if (len(members) != len(group)
+                or any(not _restaging(w, workdir, expected) for w in members)):
             continue
+        copy = workdir / "staged" / (staged_path(workdir, group[0]).stem + ".merged.jsonl")
+        known = [as_staged(ledger, m) for m in group]
         records = [k for k in known if k is not None]
-        if (len(records) != len(group) or not str(records[0][0]).endswith(".merged.jsonl")
-                or any(not str(k[0]).endswith(".merged-away.jsonl") for k in records[1:])):
-            continue  # not the merge's records (an earlier mp2amp kept none)
-        copy = workdir / "staged" / str(records[0][0])
+        if (len(records) == len(group) and str(records[0][0]).endswith(".merged.jsonl")
+                and all(str(k[0]).endswith(".merged-away.jsonl") for k in records[1:])):
+            copy = workdir / "staged" / str(records[0][0])
+        else:
+            records = []  # not the merge's records (an earlier mp2amp kept none)
         if copy.is_symlink() or not copy.is_file():
             continue
+        if not records:
+            aside = move_aside(copy)
+            raise TerminalError(
+                f"the staged copy {copy} restored for the {len(group)} files merged into "
+                f"{group[0]} cannot be checked: the ledger has no line count and checksum "
+                "of that merged file (an earlier mp2amp merged it), so it cannot be used, "
+                f"and was moved to {aside.name} beside it. Restore the input files merged "
+                "into it and run the same `mp2amp migrate` command with --resume: they are "
+                "staged and merged again")
         lines, crc = lines_and_crc(copy)
         if (lines, crc) != (records[0][1], records[0][3]):
             aside = move_aside(copy)
@@ -181,6 +196,20 @@ def _restored_merges(ledger: Ledger, workdir: Path, expected: dict[str, int],
                 copy_back(ledger, w.window_id)
                 ledger.mark_extracted(w.window_id, str(path), expected[w.window_id],
                                       w.spec if kept is None else {**w.spec, DIGEST: kept})
+        for w in members:  # copies staged again before it was restored: replaced by it
+            if w.staged_path is not None and Path(w.staged_path) not in paths:
+                Path(w.staged_path).unlink(missing_ok=True)
+
+
+def _restaging(w: WindowRow, workdir: Path, expected: dict[str, int]) -> bool:
+    """Whether ``w`` is being staged again (its check ahead): pending without a copy, or
+    staged again under its own name (not merged yet)."""
+    if w.window_id not in expected:
+        return False
+    if w.state == "pending":
+        return w.staged_path is None
+    return (w.state in _STAGED and w.staged_path is not None
+            and Path(w.staged_path).name == staged_path(workdir, w.window_id).name)
 
 
 def _staged_copy(recorded: str, workdir: Path) -> Path | None:
@@ -360,8 +389,11 @@ def check_restaged(ledger: Ledger, before: dict[str, int]) -> None:
     """After staging: a window staged again must give the records its batches were cut
     from, in the same order: the same count and, where the ledger has one, the same
     digest (only windows with batches, or merged into one: the others have nothing to
-    match)."""
-    if not before:
+    match). Then the windows checked (or loaded) lose their copy's ``copy_text_was:``
+    record (``forget_was``), in the transaction that drops them from the check."""
+    if not before:  # nothing to check; rows an earlier mp2amp never dropped go now
+        with ledger.atomic():
+            forget_was(ledger, [w.window_id for w in ledger.windows()])
         return
     cut = {b.window_id for b in ledger.batches()}
     groups = {group[0]: group for group in _remerge(ledger)}
@@ -380,15 +412,18 @@ def check_restaged(ledger: Ledger, before: dict[str, int]) -> None:
                             f"{w.records} records, not the {old} its batches were cut from"
                             if not counted else _what_changed(w, old))
     # every window checked (or without batches to match): nothing left to check
-    left = {w.window_id: before[w.window_id] for w in ledger.windows()
+    windows = ledger.windows()
+    left = {w.window_id: before[w.window_id] for w in windows
             if w.window_id in before and w.state == "pending"}
-    if left != _expected(ledger):
-        _set_expected(ledger, left)
     kept = {k: v for k, v in digests.items() if k in left}
-    if kept != digests:
-        _set_digests(ledger, kept)
-    if groups:
-        ledger.set_meta(_REMERGE, "")  # merged again and checked
+    with ledger.atomic():  # a window checked needs no record of the copy it had either
+        if left != _expected(ledger):
+            _set_expected(ledger, left)
+        if kept != digests:
+            _set_digests(ledger, kept)
+        if groups:
+            ledger.set_meta(_REMERGE, "")  # merged again and checked
+        forget_was(ledger, (w.window_id for w in windows if w.window_id not in left))
 
 
 def _what_changed(w: WindowRow, records: int) -> str:
