@@ -51,7 +51,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         eps_limit: int | None = typer.Option(
             None, help="Events/s per device or user, averaged over 30 s "
                        "(default: 30 on /2/httpapi, 1000 on /batch)."),
-        daily_quota: int = typer.Option(500_000, help="Events per device or user per rolling 24 h."),
+        daily_quota: int = typer.Option(500_000, help="Events per device or user per rolling 24 h (enforced on /batch only)."),
         fail_rate: float = typer.Option(0.0, help="Share of API requests answered 500/502/503/504."),
         drop_after_ingest_rate: float = typer.Option(
             0.0, help="Share of accepted requests whose connection is dropped after storing."),

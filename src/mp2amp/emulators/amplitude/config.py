@@ -12,7 +12,7 @@ from mp2amp.errors import ConfigError
 
 HTTPAPI_EPS = 30  # per device/user, averaged over 30 s (HTTP V2)
 BATCH_EPS = 1000  # per device/user, averaged over 30 s (Batch)
-DAILY_QUOTA = 500_000  # per device/user, rolling 24 h in 1-hour steps
+DAILY_QUOTA = 500_000  # per device/user, rolling 24 h in 1-hour steps; Batch only (reference 2.2)
 HTTPAPI_MAX_BYTES = 1_000_000  # "request size exceeds 1MB" -> 413: a decimal MB passes
 BATCH_MAX_BYTES = 20_000_000
 MAX_EVENTS_PER_REQUEST = 2000

@@ -116,7 +116,9 @@ class Ingestor:
             return 400, result.error_body()
         now = self.config.now()
         eps = self.config.eps_for(endpoint)
-        verdict = self.limiter.admit(per_device, per_user, now, eps, self.config.daily_quota)
+        # reference 2.2: the daily per-ID quota is documented for Batch only
+        quota = self.config.daily_quota if endpoint == "batch" else None
+        verdict = self.limiter.admit(per_device, per_user, now, eps, quota)
         if not verdict.ok:
             return 429, self._throttled_body(events, verdict, eps)
         upload_ms = int(now * 1000)

@@ -67,9 +67,12 @@ class Limiter:
 
     def admit(
         self, per_device: dict[str, int], per_user: dict[str, int], now: float,
-        eps_limit: int, daily_quota: int,
+        eps_limit: int, daily_quota: int | None,
     ) -> LimitVerdict:
-        """Check the per-ID event counts of one request; record them only if all pass."""
+        """Check the per-ID event counts of one request; record them only if all pass.
+
+        ``daily_quota`` None: the quota is not checked (HTTP V2 documents none), though the
+        events still count toward it for a later request that checks it (Batch)."""
         verdict = LimitVerdict()
         window = int(now // self.window_s)
         hour = int(now // 3600)
@@ -87,7 +90,7 @@ class Limiter:
                     recent = n + self._recent(counts, now)
                     if recent > budget:
                         throttled[key] = round(recent / self.window_s)
-                if counts.total + n > daily_quota:
+                if daily_quota is not None and counts.total + n > daily_quota:
                     day = n + self._day(counts, hour)
                     if day > daily_quota:
                         quota[key] = day

@@ -59,7 +59,6 @@ _FIELD_TYPES: dict[str, frozenset[type]] = {
     "$skip_user_properties_sync": frozenset[type]({bool, _NONE}),
 }
 _NOT_STR_FIELDS = frozenset(k for k, allowed in _FIELD_TYPES.items() if str not in allowed)
-_PROPERTY_FIELDS = ("user_properties", "group_properties")
 
 
 @dataclass(slots=True)
@@ -270,8 +269,13 @@ def validate_events(
         groups = event.get("groups")
         if type(groups) is dict and too_deep(groups):
             _add(invalid, "groups", index)  # "Object depth may not exceed 40 layers"
-        for key in _PROPERTY_FIELDS:
-            props = event.get(key)
+        props = event.get("user_properties")
+        if props is not None and properties_problem(props):
+            _add(invalid, "user_properties", index)
+        # reference 1.3: group_properties is "Only used when event_type is $groupidentify;
+        # otherwise ignored", so only there can a bad one refuse the request
+        if event_type == "$groupidentify":
+            props = event.get("group_properties")
             if props is not None and properties_problem(props):
-                _add(invalid, key, index)
+                _add(invalid, "group_properties", index)
     return ValidationResult(missing, invalid, id_lengths)
