@@ -31,6 +31,7 @@ from mp2amp.emulators.mixpanel.where import WhereError, compile_where
 
 _UNSUPPORTED = ("behaviors", "filter_by_cohort", "as_of_timestamp", "include_all_users")
 _SESSIONS_KEPT = 1000
+_UTC = ZoneInfo("UTC")
 
 
 def data_group_id(group_key: str) -> str:
@@ -184,7 +185,9 @@ async def handle_engage(request: web.Request) -> web.Response:
     where = None
     if q.where_text:
         try:
-            where = compile_where(q.where_text, ZoneInfo(state.where_timezone))
+            # the expression's own date strings in the project's zone; profile date
+            # properties are UTC (reference 5.5 and 3.6), whatever that zone
+            where = compile_where(q.where_text, ZoneInfo(state.where_timezone), _UTC)
         except WhereError as exc:
             return query_error(request, 400, f"invalid where expression: {exc}")
     try:

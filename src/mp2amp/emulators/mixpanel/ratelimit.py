@@ -67,14 +67,20 @@ class RateLimiter:
         now = self._clock()
         while self._stamps and self._stamps[0] <= now - self._longest:
             self._stamps.popleft()
+        # every exhausted limit is checked: the answer waits out the longest of them, so
+        # that a client honouring Retry-After is not refused again by another one
+        worst: Refusal | None = None
         if self._concurrent is not None and self._in_flight >= self._concurrent:
-            return Refusal(f"a maximum of {self._concurrent} concurrent queries", 1)
+            worst = Refusal(f"a maximum of {self._concurrent} concurrent queries", 1)
         for limit, span, label in self._windows:
             recent = [t for t in self._stamps if t > now - span]
             if len(recent) >= limit:
-                # the oldest request inside the window leaves it at recent[-limit] + span
-                wait = recent[-limit] + span - now
-                return Refusal(f"{limit} queries per {label}", max(1, math.ceil(wait)))
+                # the window has room again once recent[-limit] leaves it
+                wait = max(1, math.ceil(recent[-limit] + span - now))
+                if worst is None or wait > worst.retry_after:
+                    worst = Refusal(f"{limit} queries per {label}", wait)
+        if worst is not None:
+            return worst
         self._stamps.append(now)
         self._in_flight += 1
         return Admission(self)
@@ -108,9 +114,24 @@ class VolumeLimiter:
         over_events = self.per_minute is not None and self._total + amount > self.per_minute
         over_bytes = self.bytes_per_minute is not None and self._bytes + size > self.bytes_per_minute
         if over_events or over_bytes:
-            oldest = self._entries[0][0] if self._entries else now
-            return max(1, math.ceil(oldest + 60.0 - now))
+            return self._wait_to_fit(amount, size, now)
         self._entries.append((now, amount, size))
         self._total += amount
         self._bytes += size
         return None
+
+    def _wait_to_fit(self, amount: int, size: int, now: float) -> int:
+        """Seconds until enough old entries have left the minute for this batch to fit
+        under both caps (not just until the oldest leaves: the retry would be refused)."""
+        events, nbytes = self._total, self._bytes
+        leaves = now + 60.0  # an empty window: the batch alone is over a cap, never fits
+        for stamp, n, b in self._entries:
+            events -= n
+            nbytes -= b
+            leaves = stamp + 60.0
+            fits_events = self.per_minute is None or events + amount <= self.per_minute
+            fits_bytes = self.bytes_per_minute is None or nbytes + size <= self.bytes_per_minute
+            if fits_events and fits_bytes:
+                break
+        # a batch over a cap on its own never fits: a wait for the empty window is all there is
+        return max(1, math.ceil(leaves - now))

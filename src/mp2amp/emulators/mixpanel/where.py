@@ -9,6 +9,11 @@ character position, so a client gets a clear 400 rather than a silently wrong fi
 Semantics follow the reference: a missing property is *undefined*; comparing mismatched
 types gives *undefined*; ``and``/``or``/``not`` and the final filter treat undefined as
 false. ``in`` is substring match on strings and membership on lists.
+
+Date strings: the expression's own (``datetime("2024-01-01")``, ``$time > "..."``) are read
+in the timezone given to ``compile_where``; those of the records (a property, or anything
+computed from one) in ``value_tz``: profile dates are UTC (reference 5.5 "Date: ISO
+YYYY-MM-DDTHH:MM:SS in UTC"), whatever the project's timezone.
 """
 
 from __future__ import annotations
@@ -121,7 +126,19 @@ def truthy(v: Any) -> bool:
     return isinstance(v, Datetime)
 
 
-def _compare(op: str, a: Any, b: Any, tz: ZoneInfo) -> bool | None:
+class _Const:
+    """A literal of the expression: its date strings are read in the expression's timezone."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __call__(self, _g: Lookup) -> Any:
+        return self.value
+
+
+def _compare(op: str, a: Any, b: Any, a_tz: ZoneInfo, b_tz: ZoneInfo) -> bool | None:
     if a is None or b is None:
         return None
     if op == "in":
@@ -131,9 +148,9 @@ def _compare(op: str, a: Any, b: Any, tz: ZoneInfo) -> bool | None:
             return a in b
         return None
     if isinstance(a, Datetime) and isinstance(b, str):
-        b = parse_datetime(b, tz)
+        b = parse_datetime(b, b_tz)
     elif isinstance(b, Datetime) and isinstance(a, str):
-        a = parse_datetime(a, tz)
+        a = parse_datetime(a, a_tz)
     if a is None or b is None:
         return None
     if isinstance(a, Datetime) and isinstance(b, Datetime):
@@ -219,10 +236,15 @@ def _rounding(name: str, arg: Compiled) -> Compiled:
 
 
 class _Parser:
-    def __init__(self, text: str, tz: ZoneInfo) -> None:
+    def __init__(self, text: str, tz: ZoneInfo, value_tz: ZoneInfo) -> None:
         self.toks = _tokenize(text)
         self.i = 0
         self.tz = tz
+        self.value_tz = value_tz
+
+    def zone_of(self, node: Compiled) -> ZoneInfo:
+        """Where a date string from ``node`` is read: a literal's in the expression's zone."""
+        return self.tz if isinstance(node, _Const) else self.value_tz
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -279,8 +301,8 @@ class _Parser:
         if (tok.kind == "op" and tok.text in _COMPARISONS) or self.is_word("in"):
             op = self.take().text
             right = self.additive()
-            tz = self.tz
-            return lambda g: _compare(op, left(g), right(g), tz)
+            left_tz, right_tz = self.zone_of(left), self.zone_of(right)
+            return lambda g: _compare(op, left(g), right(g), left_tz, right_tz)
         return left
 
     def additive(self) -> Compiled:
@@ -311,18 +333,16 @@ class _Parser:
         if tok.kind == "num":
             num = float(tok.text)
             val: Any = int(num) if num.is_integer() and "." not in tok.text and "e" not in tok.text.lower() else num
-            return lambda g: val
+            return _Const(val)
         if tok.kind == "str":
-            sval = _unquote(tok.text, tok.pos)
-            return lambda g: sval
+            return _Const(_unquote(tok.text, tok.pos))
         if tok.kind == "op" and tok.text == "(":
             inner = self.or_expr()
             self.expect(")")
             return inner
         if tok.kind == "name":
             if tok.text in ("true", "false"):
-                bval = tok.text == "true"
-                return lambda g: bval
+                return _Const(tok.text == "true")
             if tok.text in ("properties", "event"):
                 return self.property_ref(tok)
             if tok.text in _FUNCTIONS:
@@ -356,7 +376,7 @@ class _Parser:
         arg = self.or_expr()
         self.expect(")")
         name = tok.text
-        tz = self.tz
+        tz = self.zone_of(arg)
         if name == "defined":
             return lambda g: arg(g) is not None
         if name == "boolean":
@@ -367,7 +387,8 @@ class _Parser:
             return lambda g: _to_string(arg(g))
         if name in ("floor", "round", "ceil"):
             return _rounding(name, arg)
-        # datetime(): unix seconds, or an ISO date/datetime read in the project timezone
+        # datetime(): unix seconds, or an ISO date/datetime (a literal's read in the
+        # expression's timezone, a property's in value_tz)
         probe = arg(lambda _k: None)
         if isinstance(probe, str) and parse_datetime(probe, tz) is None:
             raise WhereError(
@@ -386,9 +407,13 @@ class _Parser:
         return to_dt
 
 
-def compile_where(text: str, tz: ZoneInfo) -> Callable[[Lookup], bool]:
-    """Parse ``text`` once; the result filters records through a property lookup."""
+def compile_where(
+    text: str, tz: ZoneInfo, value_tz: ZoneInfo | None = None
+) -> Callable[[Lookup], bool]:
+    """Parse ``text`` once; the result filters records through a property lookup.
+
+    ``tz`` reads the expression's date strings, ``value_tz`` (default ``tz``) the records'."""
     if len(text) > 10_000:
         raise WhereError("where expression is longer than 10000 characters")
-    fn = _Parser(text, tz).parse()
+    fn = _Parser(text, tz, value_tz or tz).parse()
     return lambda lookup: truthy(fn(lookup))
