@@ -371,8 +371,8 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                                   merged_into=ledger.merged_into())
         settled = frozenset(b.batch_id for b in ledger.batches() if b.state == "done")
         # the windows earlier runs loaded show as done, not as this run's pace (the ETA)
-        observer.earlier = sum(w.records for w in windows if w.state == "loaded")
-        counters.begin("load", records, done=observer.earlier)
+        counters.begin("load", records,
+                       done=observer.resume_from(windows, ledger.parked_counts()))
         # the worker is forked first, before this process opens more files and sockets
         with fewer_collections(), \
                 ChunkTransformer(graph, transformer, workers=config.run.transform_workers) as chunks, \

@@ -14,7 +14,7 @@ same transaction, so no event counts as both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -57,23 +57,47 @@ class LedgerObserver:
         # records with their outcome without Amplitude: never to be sent (duplicates,
         # identity records, skips, rejections)
         self.unsent_records = 0
-        # records of the windows earlier runs loaded (a resume): replayed, never sent
+        # records of the windows earlier runs loaded (a resume): replayed, never sent;
+        # less their events still parked, which this run delivers (``resume_from``)
         self.earlier = 0
+        self.loaded_before: frozenset[str] = frozenset()
         self._skipped = 0  # events of batches an earlier run delivered, skipped so far
-        # events parked by an earlier run and settled in this one: the report counts them,
-        # but their records were already done (parked) in the run that read them
-        self._parked_settled = 0
+        # parked events replayed and settled in this run whose records count already, in
+        # a done batch of a window not loaded (skipped, ``report.skipped``)
+        self._replayed_counted = 0
+        # before this run's first outcome from Amplitude its pace is unknown: records done
+        # without it so far are done, but not the pace (the ETA reads "?")
+        self._paced = False
+        self._unpaced = 0  # records done without Amplitude, counted so
+
+    def resume_from(self, windows: Iterable[Any],
+                    parked: Mapping[str, Mapping[str, int]]) -> int:
+        """Records the earlier runs' windows settled (shown as done, not as this run's
+        pace): those of the ``loaded`` windows, less their events still parked
+        (``Ledger.parked_counts``), which this run replays as its own work."""
+        loaded = {w.window_id: w.records for w in windows if w.state == "loaded"}
+        self.loaded_before = frozenset(loaded)
+        self.earlier = sum(loaded.values()) - sum(
+            parked.get(window, {}).get("parked", 0) for window in loaded)
+        return self.earlier
 
     def refresh(self, report: LoadReport) -> None:
         """Copy the uploader's live report into the counters: records done (their events
         accepted, dead-lettered or parked, or never to be sent), events accepted,
         retries, throttles. Called by the progress ticker while requests are in flight."""
         c = self.counters
-        settled = (report.accepted + sum(report.dead_lettered.values()) + report.parked
-                   + report.skipped - self._parked_settled)
+        outcomes = report.accepted + sum(report.dead_lettered.values()) + report.parked
+        settled = outcomes + report.skipped - self._replayed_counted
         if report.skipped != self._skipped:  # done, by an earlier run: not this run's pace
             c.done_earlier(report.skipped - self._skipped)
             self._skipped = report.skipped
+        if not self._paced:  # an unserializable event is dead-lettered without Amplitude
+            unserializable = report.dead_lettered.get("unserializable", 0)
+            self._paced = outcomes > unserializable
+            if not self._paced:
+                unanswered = self.unsent_records + unserializable
+                c.done_earlier(unanswered - self._unpaced)
+                self._unpaced = unanswered
         # a parked batch's events count in the report before the batch is done
         c.done = min(c.total, self.earlier + self.unsent_records + settled)
         c.sent = report.accepted
@@ -96,9 +120,10 @@ class LedgerObserver:
 
     def on_batch_accepted(self, batch_id: str, events: Sequence[Submitted]) -> None:
         if batch_id.startswith(PARKED_KEY + "/"):
-            self._parked_settled += self._sizes.pop(batch_id, len(events))
+            self._sizes.pop(batch_id, None)
             for item in events:  # each with its event's dead letter dropped, if any
                 self.ledger.resolve_parked(origin_key(item.origin), "accepted")
+                self._replayed(item.origin)
             return
         n = self._sizes.pop(batch_id, len(events))
         parked = self._parked_in.pop(batch_id, 0)  # reported before the batch is done
@@ -120,6 +145,8 @@ class LedgerObserver:
             self.ledger.add_rejects([(origin[0], origin[1], window, "amplitude", reason,
                                       message, None, _dumps(event).decode(), batch)])
             self.ledger.resolve_parked(origin_key(origin), "dead_lettered")
+        if batch_id is not None and batch_id.startswith(PARKED_KEY):
+            self._replayed(origin)
 
     def on_parked(self, event: dict[str, Any], origin: Origin, reason: str,
                   batch_id: str = PARKED_KEY) -> None:
@@ -128,6 +155,14 @@ class LedgerObserver:
                          _dumps(event), reason)
         if batch != PARKED_KEY:
             self._parked_in[batch] = self._parked_in.get(batch, 0) + 1
+        else:  # a replayed parked event parked again
+            self._replayed(origin)
+
+    def _replayed(self, origin: Origin) -> None:
+        """A replayed parked event settled: its record counts already if its window was
+        not loaded (its done batch is skipped); else it is this run's work (``earlier``)."""
+        if self.merged_into.get(origin[0], origin[0]) not in self.loaded_before:
+            self._replayed_counted += 1
 
     # --- windows -----------------------------------------------------------------------
 

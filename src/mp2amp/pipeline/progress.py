@@ -109,10 +109,11 @@ class NullReporter:
 
 
 class LogReporter:
-    """One line every ``interval`` seconds: greppable, no escape codes."""
+    """One line every ``interval`` seconds: greppable, no escape codes. Without a stream
+    (stderr closed: ``sys.stderr`` is None) nothing is written: the run goes on."""
 
     def __init__(self, stream: TextIO | None = None, interval: float = LOG_INTERVAL) -> None:
-        self.stream = stream or sys.stderr
+        self.stream: TextIO | None = stream or sys.stderr
         self.interval = interval
         self.tick = min(DISPLAY_TICK, interval)  # often enough to keep the interval
         self._last: float | None = None
@@ -130,12 +131,16 @@ class LogReporter:
         now = time.monotonic()
         if self._last is None or now - self._last >= self.interval:
             self._last = now
-            print(self._line(counters), file=self.stream, flush=True)
+            self._print(self._line(counters))
 
     def close(self, counters: Counters) -> None:
         if self._last is None:  # a run refused by its checks: its error is the only line
             return
-        print(self._line(counters), file=self.stream, flush=True)
+        self._print(self._line(counters))
+
+    def _print(self, line: str) -> None:
+        if self.stream is not None:  # print(file=None) would write to stdout, the result's
+            print(line, file=self.stream, flush=True)
 
 
 class _TwoLineProgress(Progress):
@@ -301,10 +306,11 @@ async def ticking(reporter: Reporter, counters: Counters,
 
 def choose_reporter(quiet: bool, stream: TextIO | None = None,
                     interval: float = LOG_INTERVAL) -> Reporter:
-    """Rich on a terminal, log lines elsewhere, nothing when quiet."""
-    if quiet:
-        return NullReporter()
+    """Rich on a terminal, log lines elsewhere, nothing when quiet or when there is no
+    stderr (``2>&-``, some daemon launchers: Python sets ``sys.stderr`` to None)."""
     out = stream or sys.stderr
+    if quiet or out is None:
+        return NullReporter()
     if out.isatty():
         return RichReporter()
     return LogReporter(out, interval)
