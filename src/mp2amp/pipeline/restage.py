@@ -197,8 +197,10 @@ def _restored_merges(ledger: Ledger, workdir: Path, expected: dict[str, int],
                 ledger.mark_extracted(w.window_id, str(path), expected[w.window_id],
                                       w.spec if kept is None else {**w.spec, DIGEST: kept})
         for w in members:  # copies staged again before it was restored: replaced by it
-            if w.staged_path is not None and Path(w.staged_path) not in paths:
-                Path(w.staged_path).unlink(missing_ok=True)
+            # this work folder's own (a folder copied elsewhere: never the old folder's)
+            here = None if w.staged_path is None else workdir / "staged" / Path(w.staged_path).name
+            if here is not None and here not in paths:
+                here.unlink(missing_ok=True)
 
 
 def _restaging(w: WindowRow, workdir: Path, expected: dict[str, int]) -> bool:
