@@ -83,7 +83,8 @@ _STAGE_SCRIPT = r"""
 import hashlib, sys
 from pathlib import Path
 from mp2amp.models import SourceRecord
-from mp2amp.pipeline.staging import merge_staged, stage
+from mp2amp.pipeline.staged_merge import merge_staged
+from mp2amp.pipeline.staging import stage
 out = Path(sys.argv[1])
 def records(tag, n):
     for i in range(n):

@@ -1,6 +1,6 @@
 """The merge of overlapping windows gives one order whatever steps it was made in, and a
 group an earlier mp2amp merged in steps is refused on restage rather than cut again
-into other batches (``staging.merge_staged``, ``restage._refuse_stepwise_merges``); a
+into other batches (``staged_merge.merge_staged``, ``restage._refuse_stepwise_merges``); a
 resumed import-file run whose files were all written reports the whole migration's
 values (``settling.replayed_values``)."""
 
@@ -21,7 +21,8 @@ from mp2amp.pipeline import migrate as migrate_module
 from mp2amp.pipeline import overlaps
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
 from mp2amp.pipeline.overlaps import merge_groups
-from mp2amp.pipeline.staging import merge_staged, read_staged, stage
+from mp2amp.pipeline.staged_merge import merge_staged
+from mp2amp.pipeline.staging import read_staged, stage
 from shared_kit import amplitude_emulator
 
 T = 1_700_000_000

@@ -234,7 +234,7 @@ def test_a_day_in_seventy_part_files_is_merged_in_rounds_end_to_end(
         project: Project, tmp_path: Path) -> None:
     events = tmp_path / "events"
     events.mkdir()
-    parts = 70  # more than staging.MERGE_FILES: merged in rounds
+    parts = 70  # more than staged_merge.MERGE_FILES: merged in rounds
     for day in sorted(project.events.iterdir()):
         lines = gzip.decompress(day.read_bytes()).splitlines()
         stem = day.name.removesuffix(".jsonl.gz")

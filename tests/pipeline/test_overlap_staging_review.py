@@ -10,8 +10,8 @@ import orjson
 from mp2amp.ledger import WindowRow
 from mp2amp.models import SourceRecord
 from mp2amp.pipeline.overlaps import overlapping_groups
+from mp2amp.pipeline.staged_merge import merge_staged
 from mp2amp.pipeline.staging import (
-    merge_staged,
     read_staged,
     read_staged_identity,
     read_staged_range,

@@ -131,11 +131,11 @@ def test_a_loaded_or_started_window_is_never_merged(tmp_path: Path) -> None:
 
 def test_many_overlapping_files_are_merged_in_rounds(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from mp2amp.pipeline import staging
+    from mp2amp.pipeline import staged_merge
 
-    monkeypatch.setattr(staging, "MERGE_FILES", 2)
+    monkeypatch.setattr(staged_merge, "MERGE_FILES", 2)
     windows = [_window(tmp_path, i, [1.0, 2.0 + i, 9.0]) for i in range(5)]
-    n = staging.merge_staged([Path(str(w.staged_path)) for w in windows], tmp_path / "all")
+    n = staged_merge.merge_staged([Path(str(w.staged_path)) for w in windows], tmp_path / "all")
     rows = [orjson.loads(line.split(b"\t", 1)[1])
             for line in (tmp_path / "all").read_bytes().splitlines()]
     assert n == 15 and [r[0] for r in rows] == sorted(r[0] for r in rows)

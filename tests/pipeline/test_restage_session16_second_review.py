@@ -262,7 +262,8 @@ def test_a_day_an_earlier_mp2amp_staged_by_content_keeps_its_arrival_lines(
 
 def test_overlapping_export_days_merge_in_content_order_whatever_their_arrival(
         tmp_path: Path) -> None:
-    from mp2amp.pipeline.staging import merge_staged, stage
+    from mp2amp.pipeline.staged_merge import merge_staged
+    from mp2amp.pipeline.staging import stage
 
     merged: list[bytes] = []
     for n, order in enumerate(([0, 1, 2, 3, 4, 5, 6, 7], [6, 4, 2, 0, 7, 5, 3, 1])):

@@ -217,7 +217,7 @@ def test_copies_need_the_same_event_distinct_id_and_insert_id(tmp_path: Path) ->
 
 def test_a_merge_of_overlapping_windows_puts_the_latest_ingested_copy_first(
         tmp_path: Path) -> None:
-    from mp2amp.pipeline.staging import merge_staged
+    from mp2amp.pipeline.staged_merge import merge_staged
 
     stage([_copy("a.jsonl", 1, "free", 1_700_000_002_000, True),
            _copy("a.jsonl", 2, "later", 1_700_000_099_000, True, event="View")], tmp_path / "a")

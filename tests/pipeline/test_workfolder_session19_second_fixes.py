@@ -23,7 +23,7 @@ from migrate_kit import (
 from mp2amp.errors import InputError, TerminalError
 from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.models import SourceRecord
-from mp2amp.pipeline import staging
+from mp2amp.pipeline import staged_merge, staging
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
 from mp2amp.pipeline.staged_names import remove_leftovers, staged_path
 
@@ -50,11 +50,11 @@ def test_merge_staged_appends_the_crc_of_the_file_it_wrote(
     paths = [_staged(tmp_path, f"s{i}", [1_700_000_000 + i + 3 * n for n in range(4)])
              for i in range(3)]
     sums: list[int] = []
-    assert staging.merge_staged(paths, tmp_path / "one.jsonl", sums=sums) == 12
+    assert staged_merge.merge_staged(paths, tmp_path / "one.jsonl", sums=sums) == 12
     assert sums == [zlib.crc32((tmp_path / "one.jsonl").read_bytes())]
-    monkeypatch.setattr(staging, "MERGE_FILES", 2)  # in rounds: the last file's checksum
+    monkeypatch.setattr(staged_merge, "MERGE_FILES", 2)  # in rounds: the last file's checksum
     rounds: list[int] = []
-    assert staging.merge_staged(paths, tmp_path / "two.jsonl", sums=rounds) == 12
+    assert staged_merge.merge_staged(paths, tmp_path / "two.jsonl", sums=rounds) == 12
     assert (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
     assert rounds == sums
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from mp2amp.ledger import Ledger, WindowRow
 from mp2amp.pipeline.changed_copy import record_copy
-from mp2amp.pipeline.staging import DIGEST, merge_staged, staged_key_range
+from mp2amp.pipeline.staged_merge import merge_staged
+from mp2amp.pipeline.staging import DIGEST, staged_key_range
 
 MERGEABLE = frozenset({"extracted", "identity"})  # a loaded window is never re-cut
 

@@ -36,9 +36,9 @@ from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.dead_letters import payload_json
 from mp2amp.pipeline.overlaps import load_order, overlapping_groups
 from mp2amp.pipeline.staged_identity import read_staged_identity_timed
+from mp2amp.pipeline.staged_merge import merge_staged
 from mp2amp.pipeline.staging import (
     LocalZone,
-    merge_staged,
     read_staged,
     stage,
 )
