@@ -69,6 +69,7 @@ class LedgerObserver:
         # without it so far are done, but not the pace (the ETA reads "?")
         self._paced = False
         self._unpaced = 0  # records done without Amplitude, counted so
+        self._clocked = False  # the pace's clock restarted at this run's first own event
 
     def resume_from(self, windows: Iterable[Any],
                     parked: Mapping[str, Mapping[str, int]]) -> int:
@@ -88,6 +89,9 @@ class LedgerObserver:
         c = self.counters
         outcomes = report.accepted + sum(report.dead_lettered.values()) + report.parked
         settled = outcomes + report.skipped - self._replayed_counted
+        if not self._clocked and (report.submitted or outcomes):
+            self._clocked = True  # the first event of its own: the pace's clock starts
+            c.pace_from_now()
         if report.skipped != self._skipped:  # done, by an earlier run: not this run's pace
             c.done_earlier(report.skipped - self._skipped)
             self._skipped = report.skipped

@@ -73,6 +73,14 @@ class Counters:
         are not this run's pace."""
         self._done_at_phase_start += n
 
+    def pace_from_now(self) -> None:
+        """This run's own work starts now (a resume replays what earlier runs delivered
+        first, for minutes on a big one): the clock of the rate and the ETA, and what
+        counts as done before it."""
+        self.phase_started = time.monotonic()
+        self._done_at_phase_start = self.done
+        self._sent_at_phase_start = self.sent
+
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
@@ -139,8 +147,12 @@ class LogReporter:
         self._print(self._line(counters))
 
     def _print(self, line: str) -> None:
-        if self.stream is not None:  # print(file=None) would write to stdout, the result's
+        if self.stream is None:  # print(file=None) would write to stdout, the result's
+            return
+        try:
             print(line, file=self.stream, flush=True)
+        except (OSError, ValueError):  # its reader is gone (a broken pipe), or it is closed:
+            self.stream = None         # the run goes on without progress lines
 
 
 class _TwoLineProgress(Progress):
