@@ -122,6 +122,9 @@ from_date = 2024-03-01
     assert problems(path, env={"MIXPANEL_SERVICE_ACCOUNT": "no-colon"}) == [
         "mixpanel.timezone_changes[1].timezone: 'Nowhere/X' is not an IANA timezone "
         "(like 'America/Los_Angeles' or 'UTC')",
+        # the item that parsed is still judged: one bad item hid this until the next run
+        "mixpanel.timezone_changes: only legacy_time projects store project-local time; "
+        "set legacy_time = true or remove the changes",
         "mixpanel.service_account: MIXPANEL_SERVICE_ACCOUNT must be 'username:secret'",
         "source.from_date/to_date: give both, or neither",
     ]

@@ -139,7 +139,7 @@ def test_an_api_host_no_request_can_be_made_to_is_refused(
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        ('[source]\nfiles = ["~nosuchuser-s14/exports/*.jsonl"]\n', "source.files"),
+        ('[source]\nfiles = ["~nosuchuser-s14/exports/*.jsonl"]\n', "source.files[0]"),
         ('[source]\nfiles = ["events"]\n[run]\nworkdir = "~nosuchuser-s14/mig"\n', "run.workdir"),
     ],
 )

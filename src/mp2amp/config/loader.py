@@ -144,6 +144,14 @@ class _Invalid:
 _INVALID = _Invalid()
 
 
+@dataclass(frozen=True)
+class _Partial:
+    """A list with items that failed (their problems recorded): the items that parsed, so
+    that the key's own check and its section's cross-checks report the rest at once."""
+
+    items: tuple[Any, ...]
+
+
 @dataclass
 class _Parser:
     base: Path
@@ -160,13 +168,9 @@ class _Parser:
             raw = {}
         hints = typing.get_type_hints(cls)
         fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
-        known = {f.name for f in fields}
         for key in raw:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), sorted(known), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else (
-                    f" (known: {', '.join(sorted(known))})")
-                self.problems.append(f"{prefix}{key}: unknown key{hint}")
+            if key not in {f.name for f in fields}:
+                self.problems.append(f"{prefix}{key}: unknown key{_hint(str(key), fields)}")
         values: dict[str, Any] = {}
         failed: list[str] = []
         for f in fields:
@@ -204,12 +208,15 @@ class _Parser:
                 if value is _INVALID:
                     failed.append(f.name)
                     continue
+            if isinstance(value, _Partial):
+                value = value.items
             check = f.metadata.get("check")
             problem = check(value) if check is not None and value is not None else None
             if problem:
                 self.problems.append(f"{path}: {problem}")
-                failed.append(f.name)
-                continue
+                if not isinstance(value, tuple):  # a list is still judged by the cross-checks
+                    failed.append(f.name)
+                    continue
             values[f.name] = value
         try:
             result = cls(**values)
@@ -236,7 +243,8 @@ class _Parser:
             if not isinstance(raw, list):
                 return self._bad(path, f"must be a list, got {_kind(raw)}")
             items = [self.value(args[0], item, f"{path}[{i}]") for i, item in enumerate(raw)]
-            return _INVALID if any(i is _INVALID for i in items) else tuple(items)
+            parsed = tuple(i for i in items if i is not _INVALID)
+            return _Partial(parsed) if len(parsed) != len(items) else parsed
         if origin is dict:
             if args[1] is Any:  # passed through as written (fsspec storage options)
                 return dict(raw) if isinstance(raw, dict) else self._bad(
@@ -262,7 +270,7 @@ class _Parser:
             return raw if isinstance(raw, str) else self._bad(
                 path, f"must be a string, got {_kind(raw)}")
         if tp is Path:
-            if not isinstance(raw, str) or not raw:
+            if not isinstance(raw, str) or not raw.strip():
                 return self._bad(path, f"must be a path (a string), got {_kind(raw)}")
             home = self._home(raw, path)
             return self.base / home if isinstance(home, Path) else home
@@ -281,10 +289,19 @@ class _Parser:
         raise TypeError(f"config field {path} has a type the loader does not know: {tp}")
 
     def location(self, value: Any, path: str) -> Any:
-        """Local paths in a location field resolved against the file's folder; URLs kept."""
-        if isinstance(value, tuple):
-            found = tuple(self.location(v, path) for v in value)
-            return _INVALID if _INVALID in found else found
+        """Local paths in a location field resolved against the file's folder; URLs kept.
+        A list's items that fail are left out of a ``_Partial``."""
+        if isinstance(value, _Partial | tuple):
+            items = value.items if isinstance(value, _Partial) else value
+            found = [self.location(v, f"{path}[{i}]") for i, v in enumerate(items)]
+            kept = tuple(v for v in found if v is not _INVALID)
+            return kept if len(kept) == len(found) and isinstance(value, tuple) \
+                else _Partial(kept)
+        if isinstance(value, str) and not value.strip():
+            # "" would be the config file's own folder: output_dir = "" wrote the import
+            # files there, and sent nothing to Amplitude
+            return self._bad(path, f"must be a path or URL, got {_kind(value)}; write \".\" "
+                                   "for the config file's own folder")
         if isinstance(value, str) and "://" not in value:
             home = self._home(value, path)
             return str(self.base / home) if isinstance(home, Path) else home
@@ -302,6 +319,18 @@ class _Parser:
     def _bad(self, path: str, problem: str) -> _Invalid:
         self.problems.append(f"{path}: {problem}")
         return _INVALID
+
+
+def _hint(key: str, fields: list[dataclasses.Field[Any]]) -> str:
+    """What an unknown key may have meant: a key of the file, never one read only from the
+    environment (a secret), which the hint would send back into the file."""
+    known = sorted(f.name for f in fields if not f.metadata.get("env"))
+    secrets = {f.name: f.metadata["env"] for f in fields if f.metadata.get("env")}
+    close = difflib.get_close_matches(key, known + sorted(secrets), n=1)
+    if close and close[0] in secrets:
+        return (f"; secrets are read only from the environment: set {secrets[close[0]]} "
+                "there and remove this key from the file")
+    return f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
 
 
 def _kind(value: Any) -> str:

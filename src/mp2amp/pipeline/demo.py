@@ -36,9 +36,9 @@ from mp2amp.config import load_config
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.emulators.amplitude.segmentation import CostLimits
 from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
-from mp2amp.errors import InputError, Mp2AmpError
+from mp2amp.errors import ConfigError, InputError, Mp2AmpError
 from mp2amp.extract.files import iter_records
-from mp2amp.generate.project import GenerateConfig, generate_project
+from mp2amp.generate.project import MAX_USERS, GenerateConfig, generate_project
 from mp2amp.pipeline.diskspace import is_disk_full, written_file
 from mp2amp.pipeline.migrate import migrate
 from mp2amp.pipeline.progress import Reporter
@@ -55,6 +55,9 @@ from mp2amp.proxyenv import bypass_proxy_for_loopback
 
 EVENTS_PER_USER_DAY = 2.6  # what the generator produces on average over 14 days (measured)
 DEMO_DAYS = 14
+# --events as the CLI takes it; the most: the generator's MAX_USERS (users = events / 36.4)
+MIN_EVENTS = 1_000
+MAX_EVENTS = MAX_USERS * DEMO_DAYS * 26 // 10
 _AMP_KEY, _AMP_SECRET = "demo-amplitude-key", "demo-amplitude-secret"
 _MP_SECRET = "demo-mixpanel-secret"
 # The demo asks segmentation once per event type (~40 types x 15 days: over half the real
@@ -178,6 +181,10 @@ def run_demo(events: int = 200_000, workdir: Path | None = None, *, seed: int = 
     generated (running the demo again in it resumes), else removed. ``legacy_time``: the
     project was created before 2023 (its export carries project-local times, its dates
     are project days), which the migration must shift to UTC."""
+    if not MIN_EVENTS <= events <= MAX_EVENTS:  # before any folder is made or kept
+        # not the generator's "--users" it would become, an option the demo does not have
+        raise ConfigError([f"--events must be between {MIN_EVENTS:,} and {MAX_EVENTS:,}, "
+                           f"got {events:,}; nothing was generated"], source="mp2amp demo")
     bypass_proxy_for_loopback()  # the emulators are on loopback, which no proxy can reach
 
     def run(root: Path) -> DemoResult:

@@ -112,15 +112,18 @@ def ledger_path(config: Config) -> Path:
     return config.run.workdir / "ledger.sqlite"
 
 
+_MISSING_API_KEY = ("amplitude: set AMPLITUDE_API_KEY in the environment (the project's API "
+                    "key; it is never read from the config file)")
+_MISSING_SOURCE = "source: give from_date and to_date (Export API) or files"
+
+
 def upload_settings(config: Config, overrides: Mapping[str, Any] | None = None, *,
                     allow_missing_key: bool = False) -> UploadSettings:
     amp = config.amplitude
     if amp.api_key is None and allow_missing_key:  # S3-import files need no key
         return UploadSettings(api_key="unused", concurrency=config.run.concurrency)
     if amp.api_key is None:
-        raise ConfigError(["amplitude: set AMPLITUDE_API_KEY in the environment (the project's "
-                           "API key; it is never read from the config file)"],
-                          source=str(config.path) if config.path else None)
+        raise ConfigError([_MISSING_API_KEY], source=str(config.path) if config.path else None)
     kwargs: dict[str, Any] = {
         "api_key": amp.api_key.reveal(), "endpoint": amp.endpoint, "region": amp.region,
         "api_host": amp.api_host, "concurrency": config.run.concurrency,
@@ -184,13 +187,13 @@ async def _migrate(
     if storage_options is None and config.source.storage_options:
         storage_options = dict(config.source.storage_options)
     settings = config.transform_settings()  # every config problem before any work
-    if not resume:
-        _check_export_credentials(config)
     sink_mode = config.amplitude.output_dir is not None
-    upload = upload_settings(config, upload_overrides, allow_missing_key=sink_mode)
     workdir = config.run.workdir
     path = ledger_path(config)
     existed = path.exists()
+    _check_run_inputs(config, resume, sink_mode, fresh=not existed
+                      and not holds_run_files(workdir))
+    upload = upload_settings(config, upload_overrides, allow_missing_key=sink_mode)
     if not existed and holds_run_files(workdir):  # deleted, or a copy that left it out
         raise TerminalError(
             f"{path} is missing, while the work folder {workdir} holds an earlier run's "
@@ -269,6 +272,25 @@ async def _migrate(
     finally:
         ledger.close()
         lock.release()
+
+
+def _check_run_inputs(config: Config, resume: bool, sink_mode: bool, fresh: bool) -> None:
+    """The credentials and the source a run needs, every missing one in one report (they
+    came one run at a time). ``fresh``: a new run reaches the source check (planned_windows)
+    only without a ledger or an earlier run's files, which are refused first."""
+    problems: list[str] = []
+    if not resume:
+        try:
+            _check_export_credentials(config)
+        except ConfigError as exc:
+            problems += exc.problems
+    if config.amplitude.api_key is None and not sink_mode:
+        problems.append(_MISSING_API_KEY)
+    src = config.source
+    if fresh and not resume and not src.files and (src.from_date is None or src.to_date is None):
+        problems.append(_MISSING_SOURCE)
+    if problems:
+        raise ConfigError(problems, source=str(config.path) if config.path else None)
 
 
 def _check_export_credentials(config: Config) -> None:
