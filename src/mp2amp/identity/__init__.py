@@ -48,7 +48,11 @@ Original ID Merge (``mode="original"``): a union-find over distinct IDs, fed by
   ``$preshuffle_distinct_id``) vs ``distinct_id``, and a re-keyed ``distinct_id`` vs ``$user_id``/``$device_id`` (refused
   like ``$identify`` when it would join two users: a server-side event for one user that
   names another's device is not a merge; a ``distinct_id`` the predicate accepts counts as
-  a user beside a ``$device_id``).
+  a user beside a ``$device_id``);
+* and an ID any record names as a user (``$user_id``, ``$identified_id``) is one even when
+  that record links it to nothing: its events naming it only as ``distinct_id`` are its own
+  (a UUID user ID too, which the predicate would take for a device), and a server-side
+  event of it naming another user's device is refused as above.
 
 Links are applied in (time, kind, IDs) order, the re-keyed ``distinct_id`` evidence after
 all others (it never takes a device before, or from, its user's explicit link), so file

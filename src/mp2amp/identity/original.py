@@ -8,6 +8,11 @@ a refused $identify does not make its user one) and keeps ``ID -> user`` (dict, 
 table ``resolved``) and the shared devices: those a second user's link to was refused,
 unless a later link joined the two (a set, or SQLite table ``shared``: as many as there
 are, at any size; the refused pairs are checked once every link is applied).
+
+An ID named as a user (``$user_id``, ``$identified_id``) by a record that links it to
+nothing is kept too, as a node ``ID -> (roles, earliest time)`` (a dict, or SQLite table
+``users``): one entry per such ID. Without it a UUID user ID's events that name it only as
+``distinct_id`` would look anonymous (the predicate rejects UUIDs) and become a device.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ _UPSERT = (
     "INSERT INTO edges(kind, a, ra, b, rb, t) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(kind, a, ra, b, rb) DO UPDATE SET t = MIN(edges.t, excluded.t)"
 )
+_UPSERT_USER = (
+    "INSERT INTO users(id, f, t) VALUES (?, ?, ?) "
+    "ON CONFLICT(id) DO UPDATE SET f = users.f | excluded.f, t = MIN(users.t, excluded.t)"
+)
 _RECENT = 16_384  # per-event write cache while spilled (bounded)
 
 
@@ -79,6 +88,10 @@ class OriginalIds:
         self.db: ScratchDb | None = None
         self.writer: BatchWriter | None = None
         self.recent: dict[Key, float] = {}
+        # IDs named as a user by a record that linked them to nothing: ID -> (roles, time)
+        self.users: dict[str, tuple[int, float]] = {}
+        self.user_writer: BatchWriter | None = None
+        self.recent_users: dict[tuple[str, int], float] = {}
         self.user_of: dict[str, str | None] = {}
         self.lookup: CachedLookup | None = None
         self.shared: set[str] = set()  # devices a second user's link to was refused
@@ -92,7 +105,8 @@ class OriginalIds:
             # distinct_id(): a hot-shard record blanks distinct_id, keeping it elsewhere
             user = clean_id(props.get("$identified_id")) or distinct_id(props)
             anon = clean_id(props.get("$anon_id")) or clean_id(props.get("$anon_distinct_id"))
-            add(IDENTIFY, *_node(user, USER), *_node(anon, ANON), t)
+            if not add(IDENTIFY, *_node(user, USER), *_node(anon, ANON), t):
+                self.name_user(*_node(user, USER), t)
         elif event == "$create_alias":
             alias, original = clean_id(props.get("alias")), distinct_id(props)
             add(ALIAS, *_node(alias, USER), *_node(original, 0), t)
@@ -105,62 +119,104 @@ class OriginalIds:
                     add(MERGE, *ids[0], *other, t)
         user = clean_id(props.get("$user_id"))
         device = clean_id(props.get("$device_id"))
+        linked = False
         if user is not None and device is not None:
-            add(DEVICE_USER, *_node(user, USER | USER_ID), *_node(device, ANON), t)
-        if event in ("$identify", "$create_alias", "$merge"):
-            return
+            linked = add(DEVICE_USER, *_node(user, USER | USER_ID), *_node(device, ANON), t)
+        if event not in ("$identify", "$create_alias", "$merge"):
+            linked = self._export_evidence(props, user, device, t) or linked
+        if user is not None and not linked:
+            # a user all the same: its events naming it only as distinct_id are its own
+            self.name_user(*_node(user, USER | USER_ID), t)
+
+    def _export_evidence(self, props: dict[str, Any], user: str | None, device: str | None,
+                         t: float) -> bool:
+        """The links an ordinary event's distinct_id gives; True if one names ``user``."""
         dist = distinct_id(props)
         if dist is None:
-            return
+            return False
+        add = self.add
         before = before_identity(props)
         if before is not None and before != dist:
             add(CANONICAL, *_node(dist, 0), *_node(before, 0), t)
         if dist.startswith(DEVICE_PREFIX) or dist == device:
-            return
+            return False
         # Exports re-key events to the cluster's canonical distinct_id: evidence of a merge,
         # unless it would join two users: a server-side event of one user naming another's
         # device (DIST: a user-like distinct_id counts as a user beside a device).
         if user is not None:
             if user != dist:
-                add(INFERRED, dist, REKEYED, *_node(user, USER | USER_ID), t)
+                return add(INFERRED, dist, REKEYED, *_node(user, USER | USER_ID), t)
         elif device is not None:
             add(INFERRED, dist, DIST, *_node(device, ANON), t)
+        return False
 
-    def add(self, kind: int, a: str | None, ra: int, b: str | None, rb: int, t: float) -> None:
+    def add(self, kind: int, a: str | None, ra: int, b: str | None, rb: int, t: float) -> bool:
+        """Record a link; False when there is none (an ID missing, or both the same)."""
         if a is None or b is None or a == b:
-            return
+            return False
         key = (kind, a, ra, b, rb)
         if self.writer is not None:
             seen = self.recent.get(key)
             if seen is not None and seen <= t:
-                return
+                return True
             if len(self.recent) >= _RECENT:
                 self.recent.clear()
             self.recent[key] = t
             self.writer.add((*key, t))
-            return
+            return True
         edges = self.edges
         current = edges.get(key)
         if current is None:
             edges[key] = t
-            if 2 * len(edges) > self.budget:
+            if 2 * len(edges) + len(self.users) > self.budget:
                 self.spill()
         elif t < current:
             edges[key] = t
+        return True
+
+    def name_user(self, name: str | None, role: int, t: float) -> None:
+        """Keep ``name`` as a user node (a ``$device:`` ID, anonymous by ``_node``, is not)."""
+        if name is None or role & ANON:
+            return
+        if self.user_writer is not None:
+            key = (name, role)
+            seen = self.recent_users.get(key)
+            if seen is not None and seen <= t:
+                return
+            if len(self.recent_users) >= _RECENT:
+                self.recent_users.clear()
+            self.recent_users[key] = t
+            self.user_writer.add((name, role, t))
+            return
+        users = self.users
+        current = users.get(name)
+        if current is None:
+            users[name] = (role, t)
+            if 2 * len(self.edges) + len(users) > self.budget:
+                self.spill()
+        elif current[0] | role != current[0] or t < current[1]:
+            users[name] = (current[0] | role, min(current[1], t))
 
     def spill(self) -> None:
         db = self.open_db("original")
         db.script(
             "CREATE TABLE edges(kind INTEGER NOT NULL, a TEXT NOT NULL, ra INTEGER NOT NULL, "
             "b TEXT NOT NULL, rb INTEGER NOT NULL, t REAL NOT NULL, "
-            "PRIMARY KEY(kind, a, ra, b, rb)) WITHOUT ROWID"
+            "PRIMARY KEY(kind, a, ra, b, rb)) WITHOUT ROWID;"
+            "CREATE TABLE users(id TEXT PRIMARY KEY, f INTEGER NOT NULL, t REAL NOT NULL) "
+            "WITHOUT ROWID"
         )
         self.writer = BatchWriter(db, _UPSERT)
         for key, t in self.edges.items():
             self.writer.add((*key, t))
         self.writer.flush()
+        self.user_writer = BatchWriter(db, _UPSERT_USER)
+        for name, (role, t) in self.users.items():
+            self.user_writer.add((name, role, t))
+        self.user_writer.flush()
         self.db = db
         self.edges = {}
+        self.users = {}
         self.report.spilled = True
 
     # --- finish -----------------------------------------------------------------------
@@ -168,6 +224,10 @@ class OriginalIds:
     def finish(self) -> None:
         if self.writer is not None and self.db is not None:
             self.writer.flush()
+            if self.user_writer is not None:
+                self.user_writer.flush()
+            self.recent = {}
+            self.recent_users = {}
             self._finish_spilled(self.db)
         else:
             self._finish_in_memory()
@@ -178,6 +238,9 @@ class OriginalIds:
             for name, role in ((a, ra), (b, rb)):
                 seen = roles.get(name)
                 roles[name] = (role, t) if seen is None else (seen[0] | role, min(seen[1], t))
+        for name, (role, t) in self.users.items():
+            seen = roles.get(name)
+            roles[name] = (role, t) if seen is None else (seen[0] | role, min(seen[1], t))
         names = sorted(roles)
         index = {name: i for i, name in enumerate(names)}
         flags = bytearray([roles[name][0] for name in names])
@@ -205,6 +268,7 @@ class OriginalIds:
         self.report.ids = len(names)
         self.user_of = user_of
         self.edges = {}
+        self.users = {}
 
     def _finish_spilled(self, db: ScratchDb) -> None:
         db.script(
@@ -213,8 +277,10 @@ class OriginalIds:
             "INSERT INTO ids(id, flags, t) "
             "SELECT id, MAX(f & 1) | MAX(f & 2) | MAX(f & 4) | MAX(f & 8) | MAX(f & 16), "
             "MIN(t) FROM "
-            "(SELECT a AS id, ra AS f, t FROM edges UNION ALL SELECT b, rb, t FROM edges) "
+            "(SELECT a AS id, ra AS f, t FROM edges UNION ALL SELECT b, rb, t FROM edges "
+            "UNION ALL SELECT id, f, t FROM users) "
             "GROUP BY id ORDER BY id;"
+            "DROP TABLE users;"
         )
         counts = db.one("SELECT (SELECT COUNT(*) FROM ids), (SELECT COUNT(*) FROM edges)")
         assert counts is not None

@@ -33,10 +33,18 @@ def long_id(field: str) -> None:
 
 
 def not_an_event(record: object) -> Rejection:
-    """A record without an event: a profile update or something else entirely."""
+    """A record without an event: a profile update, an identity-mapping row or something
+    else entirely."""
     if type(record) is dict and any(k in record for k in ("$distinct_id", "$group_id")):
         return Rejection("not_an_event", "a profile update (Engage/Groups), not an event: "
                          "mp2amp migrates events only, profiles are not sent", field="event")
+    if type(record) is dict and "distinct_id" in record and "resolved_distinct_id" in record \
+            and "properties" not in record:
+        # a Data Pipelines mp_identity_mappings_data row given among the events
+        return Rejection("not_an_event", "a Data Pipelines identity-mapping row (distinct_id "
+                         "-> resolved_distinct_id), not an event: it is skipped here; give its "
+                         "file as [source] identity_table for the mapping to be used",
+                         field="event")
     kind = type(record).__name__ if type(record) is not dict else "object without 'event'"
     return Rejection("not_an_event", f"expected a Mixpanel event object, got {kind}",
                      field="event")
