@@ -105,7 +105,9 @@ class OriginalIds:
             # distinct_id(): a hot-shard record blanks distinct_id, keeping it elsewhere
             user = clean_id(props.get("$identified_id")) or distinct_id(props)
             anon = clean_id(props.get("$anon_id")) or clean_id(props.get("$anon_distinct_id"))
-            if not add(IDENTIFY, *_node(user, USER), *_node(anon, ANON), t):
+            anon_node = _node(anon, ANON)
+            # no anonymous side: a user all the same; "identify D as D" names a device
+            if not add(IDENTIFY, *_node(user, USER), *anon_node, t) and anon_node[0] is None:
                 self.name_user(*_node(user, USER), t)
         elif event == "$create_alias":
             alias, original = clean_id(props.get("alias")), distinct_id(props)
@@ -124,8 +126,9 @@ class OriginalIds:
             linked = add(DEVICE_USER, *_node(user, USER | USER_ID), *_node(device, ANON), t)
         if event not in ("$identify", "$create_alias", "$merge"):
             linked = self._export_evidence(props, user, device, t) or linked
-        if user is not None and not linked:
-            # a user all the same: its events naming it only as distinct_id are its own
+        if user is not None and not linked and user != device:
+            # a user all the same: its events naming it only as distinct_id are its own (a
+            # record naming one ID as both user and device names a device)
             self.name_user(*_node(user, USER | USER_ID), t)
 
     def _export_evidence(self, props: dict[str, Any], user: str | None, device: str | None,
