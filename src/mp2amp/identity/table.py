@@ -294,13 +294,16 @@ class MappingTable:
 
     def _score(self, node: str, is_device: bool, resolved: str) -> int:
         """0 the resolved ID, 1 the graph's user, 2 another user-like member, else NOT_USER."""
-        if is_device or not self.may_be_user(node):
+        if is_device:
+            return NOT_USER
+        # a user the events' graph knows (a lone $user_id, a UUID among them) is one even
+        # where its look says device: else its plain events went to an anonymous device
+        known = self.graph_user is not None and self.graph_user(node) == node
+        if not known and not self.may_be_user(node):
             return NOT_USER
         if node == resolved:
             return 0
-        if self.graph_user is not None and self.graph_user(node) == node:
-            return 1
-        return 2
+        return 1 if known else 2
 
     def get(self, key: str) -> Any:
         if self.lookup is not None:
