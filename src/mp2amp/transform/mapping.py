@@ -30,6 +30,7 @@ from types import ModuleType
 from typing import Literal
 
 from mp2amp.transform.geo import COUNTRY_NAMES, coordinate, country_name
+from mp2amp.transform.values import js_number_text
 
 Platform = Literal["web", "ios", "android", "server", "other"]
 PLATFORMS: tuple[Platform, ...] = ("web", "ios", "android", "server", "other")
@@ -269,8 +270,11 @@ def text(value: object, props: dict[str, object]) -> str | None:
     if t is str:
         stripped = value.strip()  # type: ignore[attr-defined]
         return stripped or None
-    if t is int or (t is float and math.isfinite(value)):  # type: ignore[arg-type]
+    if t is int:
         return str(value)
+    if t is float and math.isfinite(value):  # type: ignore[arg-type]
+        # as Mixpanel shows it (JavaScript's text): 2.0 is "2", as 2 is; str gave "2.0"
+        return js_number_text(value)  # type: ignore[arg-type]
     return None  # NaN/Infinity stay a property, where the event is rejected as non-JSON
 
 
