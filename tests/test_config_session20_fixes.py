@@ -106,7 +106,9 @@ def test_missing_key_and_source_come_in_one_report(tmp_path: Path) -> None:
     (tmp_path / "mp2amp.toml").write_text('[run]\nconcurrency = 2\n')
     res = run(["migrate", "--config", "mp2amp.toml", "--json", "--quiet"], tmp_path)
     assert refused(res) == [NO_KEY, "source: give from_date and to_date (Export API) or files"]
-    # a resume asks no source (the ledger has it): its own refusal follows the key's
+    # a resume is not asked for a source here (the run's own settings are in its ledger;
+    # a resume whose config lost the source is refused there, as a changed setting):
+    # with no ledger yet, only the missing key is refused
     res = run(["migrate", "--config", "mp2amp.toml", "--json", "--quiet", "--resume"], tmp_path)
     assert refused(res) == [NO_KEY]
 

@@ -8,7 +8,9 @@ structured results and print them with ``--json`` or as a rich table.
 from __future__ import annotations
 
 import importlib
+import pathlib
 import signal
+import typing
 from typing import Any
 
 import typer
@@ -29,6 +31,7 @@ class _Commands(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         args = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # cleared by invoke
+        _refuse_blank_paths(self, ctx, args)
         try:
             return super().invoke(ctx)
         except UsageError as exc:
@@ -55,6 +58,51 @@ def _usage_document(exc: UsageError, args: list[str]) -> None:
     to_file = _DATA_ON_STDOUT.get(command.name or "")
     print_stop(doc, to_stderr=to_file is not None and not any(a.startswith(to_file)
                                                                for a in given))
+
+
+def _refuse_blank_paths(group: Any, ctx: Any, args: list[str]) -> None:
+    """A path option given a blank value (``--workdir "$WORKDIR"`` with the variable
+    unset) is refused, naming the option, before the command runs: typed, it would be
+    ``Path("")``, the current folder, silently overriding the config's ``[run] workdir``
+    (a run started there). Read from the raw command line, since "." is a real value."""
+    from mp2amp.cli.output import cli_errors
+    from mp2amp.errors import ConfigError
+
+    command, name, rest = group, "", list(args)
+    while rest and hasattr(command, "get_command"):  # a group: emulate amplitude ...
+        command, name, rest = command.get_command(ctx, rest[0]), rest[0], rest[1:]
+        if command is None:
+            return  # an unknown command: the usual usage error says so
+    if command is group:
+        return
+    try:
+        sub = command.make_context(name, [], parent=ctx, resilient_parsing=True)
+        given, _, _ = command.make_parser(sub).parse_args(args=list(rest))
+    except UsageError:
+        return  # an unknown option, a missing value: the usual usage error says so
+    blank = [p for p in command.params if _is_path(p) and isinstance(given.get(p.name), str)
+             and not given[p.name].strip()]
+    if not blank:
+        return
+    # as parsed: in `-c --json` the "--json" is the config's (blank-less) name
+    as_json = any("--json" in p.opts and given.get(p.name) for p in command.params)
+    to_file = _DATA_ON_STDOUT.get(command.name or "", ())
+    with cli_errors(as_json=as_json, json_to_stderr=bool(to_file) and not any(
+            set(to_file) & set(p.opts) and p.name in given for p in command.params)):
+        raise ConfigError([
+            f"{_option_name(p.opts)}: must be a path, got a blank value {given[p.name]!r} (an "
+            "unset variable?), which would be the current folder; give the path (\".\" for "
+            "the current folder) or leave the option out" for p in blank])
+
+
+def _is_path(param: Any) -> bool:
+    descriptor = getattr(param, "type_descriptor", None)
+    annotation = getattr(descriptor, "annotation", None)
+    return annotation is pathlib.Path or pathlib.Path in typing.get_args(annotation)
+
+
+def _option_name(opts: list[str]) -> str:
+    return next((o for o in opts if o.startswith("--")), opts[0] if opts else "?")
 
 
 app = typer.Typer(

@@ -147,9 +147,16 @@ _INVALID = _Invalid()
 @dataclass(frozen=True)
 class _Partial:
     """A list with items that failed (their problems recorded): the items that parsed, so
-    that the key's own check and its section's cross-checks report the rest at once."""
+    that the key's own check and its section's cross-checks report the rest at once, and
+    each one's index in the list as written (a later problem names its own item)."""
 
     items: tuple[Any, ...]
+    index: tuple[int, ...]
+
+    @staticmethod
+    def of(found: list[Any]) -> _Partial:
+        kept = [(i, v) for i, v in enumerate(found) if v is not _INVALID]
+        return _Partial(tuple(v for _, v in kept), tuple(i for i, _ in kept))
 
 
 @dataclass
@@ -243,8 +250,7 @@ class _Parser:
             if not isinstance(raw, list):
                 return self._bad(path, f"must be a list, got {_kind(raw)}")
             items = [self.value(args[0], item, f"{path}[{i}]") for i, item in enumerate(raw)]
-            parsed = tuple(i for i in items if i is not _INVALID)
-            return _Partial(parsed) if len(parsed) != len(items) else parsed
+            return tuple(items) if _INVALID not in items else _Partial.of(items)
         if origin is dict:
             if args[1] is Any:  # passed through as written (fsspec storage options)
                 return dict(raw) if isinstance(raw, dict) else self._bad(
@@ -291,12 +297,14 @@ class _Parser:
     def location(self, value: Any, path: str) -> Any:
         """Local paths in a location field resolved against the file's folder; URLs kept.
         A list's items that fail are left out of a ``_Partial``."""
-        if isinstance(value, _Partial | tuple):
-            items = value.items if isinstance(value, _Partial) else value
-            found = [self.location(v, f"{path}[{i}]") for i, v in enumerate(items)]
-            kept = tuple(v for v in found if v is not _INVALID)
-            return kept if len(kept) == len(found) and isinstance(value, tuple) \
-                else _Partial(kept)
+        if isinstance(value, tuple):
+            found = [self.location(v, f"{path}[{i}]") for i, v in enumerate(value)]
+            return tuple(found) if _INVALID not in found else _Partial.of(found)
+        if isinstance(value, _Partial):  # the kept items, named by their index as written
+            found = [self.location(v, f"{path}[{i}]")
+                     for i, v in zip(value.index, value.items, strict=True)]
+            kept = [(i, v) for i, v in zip(value.index, found, strict=True) if v is not _INVALID]
+            return _Partial(tuple(v for _, v in kept), tuple(i for i, _ in kept))
         if isinstance(value, str) and not value.strip():
             # "" would be the config file's own folder: output_dir = "" wrote the import
             # files there, and sent nothing to Amplitude
@@ -323,14 +331,29 @@ class _Parser:
 
 def _hint(key: str, fields: list[dataclasses.Field[Any]]) -> str:
     """What an unknown key may have meant: a key of the file, never one read only from the
-    environment (a secret), which the hint would send back into the file."""
+    environment (a secret), which the hint would send back into the file. Matched without
+    case and against the secrets' variable names too: ``AMPLITUDE_API_KEY = "..."``
+    pasted from an env file is a secret in the file, and must be told so."""
     known = sorted(f.name for f in fields if not f.metadata.get("env"))
     secrets = {f.name: f.metadata["env"] for f in fields if f.metadata.get("env")}
-    close = difflib.get_close_matches(key, known + sorted(secrets), n=1)
-    if close and close[0] in secrets:
-        return (f"; secrets are read only from the environment: set {secrets[close[0]]} "
+    either = {f.metadata["env_or_file"].lower(): f for f in fields
+              if f.metadata.get("env_or_file")}
+    # every spelling a key may have meant, lowercased, to the field it names
+    names = {n.lower(): n for n in known + sorted(secrets)}
+    names |= {var.lower(): n for n, var in secrets.items()}
+    names |= {var: f.name for var, f in either.items()}
+    lowered = key.lower()
+    close = [lowered] if lowered in names else difflib.get_close_matches(lowered, names, n=1)
+    if not close:
+        return f" (known: {', '.join(known)})"
+    name = names[close[0]]
+    if name in secrets:
+        return (f"; secrets are read only from the environment: set {secrets[name]} "
                 "there and remove this key from the file")
-    return f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+    if close[0] in either:  # the variable's name: either place holds it, under its own name
+        return (f"; {either[close[0]].metadata['env_or_file']} is an environment variable: "
+                f"set it there, or write the key as {name!r} in this file")
+    return f"; did you mean {name!r}?"
 
 
 def _kind(value: Any) -> str:
