@@ -324,6 +324,9 @@ def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
             raise broken_link(match)  # an unmounted share, a moved target, a loop
         elif os.path.lexists(match):  # a link to one too: /dev/stdin, say
             raise _not_regular(match)
+        elif not match.strip():  # "" from an unset variable: the current folder was never meant
+            raise InputError(f"an input path is blank ({match!r}); give the file or folder "
+                             "(\".\" for the current folder) and run again")
         else:
             raise InputError(f"{match} does not exist; check the path and run again")
     return out
