@@ -70,8 +70,9 @@ def _props(**custom: Any) -> dict[str, Any]:
     ({"on": True}, {"on": 1}, {"wrong_properties": 1}),  # a boolean is not a number
     ({"n": 1}, {"n": "1"}, {"wrong_properties": 1}),  # nor text
     ({"n": 12}, {"n": 12.0}, {}),  # JSON has one kind of number
-    ({"note": "x" * 1500}, {"note": "x" * 1024}, {}),  # cut by the transform: not compared
-    ({"tags": ["a", "b"]}, {"tags": "[\"a\"]"}, {}),  # containers: names only
+    ({"note": "x" * 1500}, {"note": "x" * 1024}, {}),  # cut by the transform: its first 1024
+    ({"note": "x" * 1500}, {"note": "x" * 100}, {"wrong_properties": 1}),  # cut shorter
+    ({"tags": ["a", "b"]}, {"tags": "[\"a\"]"}, {"wrong_properties": 1}),  # containers too
     ({"plan": "pro", "n": 1}, {"plan": None}, {"properties_lost": 1}),  # said once
 ])
 def test_custom_values_are_compared(tmp_path: Path, sent: dict[str, Any], got: dict[str, Any],

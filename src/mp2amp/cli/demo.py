@@ -133,7 +133,8 @@ def _render_events(result: DemoResult) -> None:
     if check.ok:
         console.print(f"events: all {check.expected:,} expected events are in Amplitude once, "
                       "with the ground truth's user and device, the Mixpanel name, time, "
-                      "property values and groups", soft_wrap=True)
+                      "session, location and device fields, properties and their values, "
+                      "and groups", soft_wrap=True)
         return
     err_console.print(f"[red]events:[/] {check.matched:,} of {check.expected:,} expected "
                       "events found in Amplitude by insert_id, checked one by one"

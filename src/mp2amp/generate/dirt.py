@@ -16,7 +16,17 @@ deep_nesting      RATE / 5     an object property 10-12 levels deep     yes
 type_changes      RATE / 2     a number becomes a string (or back)      yes
 hotshard          RATE / 5     ``$hotshard_events``, ``distinct_id: ""``,
                                ``mp_original_event_name/distinct_id``   yes (original name)
+medium_strings    RATE         a custom text property (``MEDIUM_KEYS``) of 100-1024
+                               chars, one in 8 of 1025-1100 (cut to 1024)  yes
+reused_insert_ids RATE / 2     the ``$insert_id`` of the session's event before it (an
+                               SDK or import bug), in another second: a distinct event
+                               to Mixpanel too                          yes, keyed by line
 ================  ===========  ==========================================================
+
+``reused_insert_ids`` applies only where the session wrote an event with an ``$insert_id``
+just before; elsewhere the event stays clean and is not counted (so its count sits below
+RATE / 2). Such an event's truth key is ``@events/DAY.jsonl.gz:LINE``: its ``$insert_id``
+keys the earlier event.
 
 Person-level: ``short_ids`` - ``min(0.5, 10 * RATE)`` of identified persons get a
 numeric user id under 5 characters; every event carrying such an id is counted.
@@ -32,9 +42,19 @@ from typing import Any
 
 DUPLICATES, MALFORMED, SPLIT, JUNK = "duplicates", "malformed_lines", "split_lines", "junk_ids"
 LONG, DEEP, TYPES, HOTSHARD, SHORT = "long_strings", "deep_nesting", "type_changes", "hotshard", "short_ids"
-KINDS = (DUPLICATES, MALFORMED, SPLIT, JUNK, SHORT, LONG, DEEP, TYPES, HOTSHARD)
+MEDIUM, REUSED = "medium_strings", "reused_insert_ids"
+KINDS = (DUPLICATES, MALFORMED, SPLIT, JUNK, SHORT, LONG, DEEP, TYPES, HOTSHARD, MEDIUM, REUSED)
+# new kinds go last: the cuts of the ones before stay where they were
 SHARES = ((DUPLICATES, 1.0), (MALFORMED, 0.2), (SPLIT, 0.2), (JUNK, 0.5), (LONG, 0.2),
-          (DEEP, 0.2), (TYPES, 0.5), (HOTSHARD, 0.2))
+          (DEEP, 0.2), (TYPES, 0.5), (HOTSHARD, 0.2), (MEDIUM, 1.0), (REUSED, 0.5))
+# custom (not ``$``, not mapped) text properties: their values reach Amplitude as they are
+MEDIUM_KEYS = ("feedback_text", "search_query", "error_message", "notes")
+MAX_TEXT = 1024  # Amplitude's (and the transform's) cut, in characters
+# words of the medium strings: some non-ASCII (2- and 3-byte UTF-8), so that a cut in
+# bytes instead of characters shows; none outside the BMP (JavaScript counts those twice)
+_WORDS = ("the", "checkout", "page", "kept", "loading", "after", "I", "clicked", "pay",
+          "café", "naïve", "Größe", "über", "日本語", "проверка", "then", "it", "crashed",
+          "again", "please", "fix", "search", "results", "were", "empty", "for", "order")
 JUNK_IDS: tuple[str | None, ...] = ("undefined", "null", "0", "00000000-0000-0000-0000-000000000000", None)
 _TYPE_CANDIDATES = ("price", "amount", "revenue", "item_count", "step", "$app_release",
                     "$screen_width", "$browser_version", "$wifi", "$app_build_number")
@@ -90,6 +110,28 @@ def long_string(props: dict[str, Any], rng: Random) -> None:
         props["$current_url"] = (base + "?ref=" + "x1y2z3" * 400)[:size]
     else:
         props["error_stack"] = ("at Module.run (app.js:1:1)\n" * 80)[:size]
+
+
+def medium_string(props: dict[str, Any], rng: Random) -> None:
+    """A text of 100-1024 characters (both ends included now and then), one in 8 of
+    1025-1100 (the transform cuts those to 1024), under one of ``MEDIUM_KEYS``."""
+    u = rng.random()
+    if u < 0.125:
+        size = MAX_TEXT + 1 + int(rng.random() * 76)
+    elif u < 0.3:  # the edges, where a cut one off shows
+        size = (100, 101, MAX_TEXT - 1, MAX_TEXT)[int(rng.random() * 4)]
+    else:
+        size = 100 + int(rng.random() * (MAX_TEXT - 99))
+    words: list[str] = []
+    length = -1
+    while length < size:
+        word = _WORDS[int(rng.random() * len(_WORDS))]
+        words.append(word)
+        length += len(word) + 1
+    text = " ".join(words)[:size]
+    if text[-1] == " ":  # a value that does not end in a space, whatever is done with those
+        text = text[:-1] + "x"
+    props[MEDIUM_KEYS[int(rng.random() * len(MEDIUM_KEYS))]] = text
 
 
 def deep_nesting(props: dict[str, Any], rng: Random) -> None:

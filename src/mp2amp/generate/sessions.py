@@ -318,13 +318,16 @@ class Emitter:
             else:
                 here = start + len(keys)
                 out.lines = base_lines + len(keys)
+                # the event before, for an $insert_id reused by mistake (one it has: not "@")
+                prev = (keys[-1].decode(), times[-1]) if keys and keys[-1][:1] != b"@" else None
                 if keys:
                     self._hand_over(keys, steps[start:here], times, tpl)
                     keys, times = [], []
                 start = here + 1
                 text_key = key.decode()
                 self._finish(name, _props(tpl.props(), name, extra, t, local, delay, web, text_key),
-                             text_key, t, tpl.user, tpl.device, u, protect_first and here == 0, tpl.short)
+                             text_key, t, tpl.user, tpl.device, u, protect_first and here == 0, tpl.short,
+                             prev)
                 base_lines = out.lines
             if charge or not plain:
                 record_activity(tpl.person if plain else tpl.owner, t, charge)
@@ -368,10 +371,11 @@ class Emitter:
                      key, t_ms, user, device, u, False, short)
 
     def _finish(self, name: str, props: dict[str, Any], key: str, t_ms: int, user: str, device: str,
-                u: float, protected: bool, short: bool) -> None:
-        """Write a dict-path event: with the dirt the draw ``u`` picks, or clean."""
+                u: float, protected: bool, short: bool, prev: tuple[str, int] | None = None) -> None:
+        """Write a dict-path event: with the dirt the draw ``u`` picks, or clean. ``prev``:
+        the ``$insert_id`` and instant of the event just before it on its device, if any."""
         if u < self.dirt.total and not protected:
-            if self._dirty(self.dirt.pick(u), name, props, key, t_ms, user, device) and short:
+            if self._dirty(self.dirt.pick(u), name, props, key, t_ms, user, device, prev) and short:
                 self.short_id_events += 1
             return
         out = self.out
@@ -385,7 +389,7 @@ class Emitter:
             self.short_id_events += 1
 
     def _dirty(self, kind: str, name: str, props: dict[str, Any], key: str, t_ms: int,
-               user: str, device: str) -> bool:
+               user: str, device: str, prev: tuple[str, int] | None = None) -> bool:
         """Write ``props`` with one kind of dirt; True when the record keeps its ids."""
         counts = self.dirt.counts
         out = self.out
@@ -393,6 +397,19 @@ class Emitter:
         line_no = out.lines + 1
         if not key:
             key = f"@{self.file_label}:{line_no}"
+        if kind == dirt_mod.REUSED:
+            # Mixpanel dedups on (name, distinct_id, time, $insert_id): in another second of
+            # one device this is a second event to it, so the truth counts both; its
+            # $insert_id keys the first, so it is keyed by its line
+            if prev is None or prev[1] // 1000 == t_ms // 1000:
+                self._write(name, props)  # nothing to reuse: a clean event
+                self.truth.event(key, name, t_ms, user, device)
+                return True
+            props["$insert_id"] = prev[0]
+            self._write(name, props)
+            self.truth.event(f"@{self.file_label}:{line_no}", name, t_ms, user, device)
+            counts[kind] += 1
+            return True
         if kind == dirt_mod.JUNK:
             self._junk_serial += 1
             dirt_mod.junk_ids(props, self._junk_serial)
@@ -415,6 +432,8 @@ class Emitter:
                 name = dirt_mod.hotshard(name, props)
             elif kind == dirt_mod.LONG:
                 dirt_mod.long_string(props, self.rng)
+            elif kind == dirt_mod.MEDIUM:
+                dirt_mod.medium_string(props, self.rng)
             elif kind == dirt_mod.DEEP:
                 dirt_mod.deep_nesting(props, self.rng)
             elif kind == dirt_mod.TYPES:

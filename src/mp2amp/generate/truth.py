@@ -31,9 +31,11 @@ the identity stage implements the same rule):
 5. The device column is ``$device_id`` (or the id inside ``$device:``); empty for
    server-side events, which carry no device.
 
-Column 1 is ``$insert_id``; events without one (old iOS SDKs) get
-``@<events/YYYY-MM-DD.jsonl.gz>:<line>`` - the file and 1-based line where the record
-starts. Daily counts are per **UTC** day of the event's real instant. Metrics use the
+Column 1 is ``$insert_id``; events without one (old iOS SDKs), and events whose
+``$insert_id`` an earlier, distinct event already carries (dirt ``reused_insert_ids``:
+another second, so Mixpanel keeps both), get ``@<events/YYYY-MM-DD.jsonl.gz>:<line>`` -
+the file and 1-based line where the record starts. So a reader looks an event up by its
+``$insert_id`` first and, when that key is taken by an earlier event, by its line. Daily counts are per **UTC** day of the event's real instant. Metrics use the
 Amplitude identity ``user_id or device_id`` as "who".
 """
 

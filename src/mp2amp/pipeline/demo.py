@@ -7,8 +7,9 @@
 4. read Amplitude back (Export API and segmentation) and put it next to Mixpanel:
    events per type, raw in Mixpanel, expected after the migration rules, and in Amplitude;
 5. check every exported event against Mixpanel and the ground truth (``proof``): there
-   once, for the right user and device, under its name, at the right instant, with its
-   properties, their values and its groups.
+   once, for the right user and device, under its name, at the right instant, in the
+   right session, with its location and device fields, its properties (and no others),
+   their values and its groups.
 Any difference, or a run whose counts do not add up, exits non-zero.
 """
 
@@ -402,7 +403,9 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
                          mixpanel_overrides={"per_hour": 100_000, "per_second": 1_000,
                                              "backoff_base": 0.05, "backoff_cap": 1.0},
                          upload_overrides={"backoff_base": 0.05, "backoff_cap": 1.0})
-        proof = EventProof(tuple(meta["group_keys"]))  # the groups the migration makes
+        # the groups and the session gap the migration makes them with
+        proof = EventProof(tuple(meta["group_keys"]),
+                           config.transform.session_gap_minutes * 60_000)
         raw = proof.read_project(project, ZoneInfo(meta["timezone"]) if meta["legacy_time"]
                                  else None)
         since, until = upload_hours(started, datetime.now(UTC))

@@ -8,9 +8,10 @@ exported event is matched, by its Amplitude ``insert_id``, with what the Mixpane
 and the generator's ground truth say of it:
 
 * who: ``truth/event_person.tsv.gz`` (the expected ``user_id`` and ``device_id`` by
-  ``$insert_id``, or by ``@events/<file>:<line>`` for an event without one; an empty
-  device, a server-side event, is not compared); the rows the truth counts are the events
-  expected in Amplitude, rows with neither user nor device are unusable records;
+  ``$insert_id``, or by ``@events/<file>:<line>`` for an event without one or whose
+  ``$insert_id`` an earlier distinct event has; an empty device, a server-side event, is
+  not compared); the rows the truth counts are the events expected in Amplitude, rows
+  with neither user nor device are unusable records;
 * the join key: the ``insert_id`` the migration derives from the record as Mixpanel stored
   it (``transform.insert_id``; a hot-shard record as restored);
 * what: its name as ``event_type``, cut to 1024 characters as Amplitude takes it (a blank
@@ -19,19 +20,30 @@ and the generator's ground truth say of it:
   time turned into UTC (either instant of an hour the clocks repeat);
 * properties: every custom property (not a ``$`` property, none the default-property
   mapping renames) is among Amplitude's ``event_properties``, and so is the readable name
-  of every default property the mapping always keeps on every platform (``mp_lib``,
-  ``current_page_title`` as ``[Amplitude] Page Title``, ...) when it has a value;
-* values: every custom property whose value the transform sends as it is (text of at most
-  1024 characters, a number, a boolean) has that value in Amplitude, compared through a
+  of every default property the mapping keeps on every platform (``mp_lib``,
+  ``current_page_title`` as ``[Amplitude] Page Title``, ...: ``proof_fields.KEPT``, the
+  names docs/mapping.md documents, not ``transform.mapping``'s); and no other name is
+  there than those, the readable (or, when taken, Mixpanel) names of its other default
+  properties and the page names of a ``$current_url``;
+* values: every custom and kept default property whose value the transform sends as it
+  is (text of at most 1024 characters, a number, a boolean, lists and objects of those)
+  has that value in Amplitude (``$direct`` referrers as ``EMPTY``), compared through a
   128-bit BLAKE2b digest of them all, kind by kind (an integer and the same float are one
-  JSON number; ``true``, ``1`` and ``"1"`` are three values);
+  JSON number; ``true``, ``1`` and ``"1"`` are three values; objects whatever their key
+  order);
+* fields: platform, OS, device model, brand and manufacturer, carrier, app version,
+  country, region, city and DMA as the documented conversions make them from the record
+  (``proof_fields.expected_fields``; an unlisted country code is not compared);
+* sessions: each device's (else user's) expected events in time order, a new session
+  after a gap over ``[transform] session_gap_minutes``, named by its first event's time;
 * groups: with group analytics on a key (the demo's ``company_id``), an event is in the
   groups its keys name (a name: text stripped and cut to 1024 characters, or an integral
   number as its digits; a list: its distinct usable names in order), at most 10 names an
   event in key order as Amplitude tracks them, and in none where no value makes a name.
   Worked out here from those rules, not with the transform's code, which it checks.
 
-Memory: one small tuple per expected event (~270 bytes; 55 MB for the demo's 200k).
+Memory: one small tuple per expected event (~270 bytes; 55 MB for the demo's 200k), and
+~150 bytes an event for the sessions, compared at the end.
 """
 
 from __future__ import annotations
@@ -42,24 +54,41 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from mp2amp.extract.files import iter_records
+from mp2amp.pipeline.proof_fields import (
+    ABSENT,
+    CONSUMED,
+    DEFAULT_GAP_MS,
+    DIRECT_TO_EMPTY,
+    FIELD_SOURCES,
+    FIELDS,
+    KEPT,
+    LOCATION,
+    READABLE,
+    SKIP,
+    allowed_names,
+    canonical,
+    compared,
+    cut,
+    expected_fields,
+    exported_fields,
+    sessions,
+)
 from mp2amp.transform.hotshard import restore_hotshard
 from mp2amp.transform.insert_id import event_insert_id
-from mp2amp.transform.mapping import ALL, RULES
 from mp2amp.transform.timeconv import TimeError, to_epoch_ms
 from mp2amp.transform.values import MAX_STRING, js_number_text
 
 EXAMPLES = 5  # per kind of problem
 MAX_EVENT_TYPE = 1024  # Amplitude cuts longer names (the transform does it first)
-_MAPPED = frozenset(rule.source for rule in RULES)  # renamed or dropped by the mapping
-# default properties kept as a readable event property whatever the platform: source ->
-# name (a source some platform maps otherwise is left out)
-_KEPT = {rule.source: rule.keep_as for rule in RULES if rule.keep_as and rule.keep == "always"
-         and rule.platforms == ALL
-         and all(r.platforms == ALL for r in RULES if r.source == rule.source)}
+# the default properties: renamed or dropped by the mapping (proof_fields' own table,
+# not transform.mapping's, which is what is checked)
+_MAPPED = CONSUMED | frozenset(READABLE)
+# property names the export adds from the top-level revenue fields
+_EXPORT_ADDED = frozenset({"$price", "$quantity", "$revenue", "$productId", "$revenueType"})
 _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
 _SLOT_MS = 900_000  # zone offsets change on 15-minute boundaries
@@ -78,7 +107,12 @@ PROBLEMS = {
     "wrong_device": "on another device_id than the ground truth's (another Amplitude person)",
     "wrong_groups": "in other groups than the Mixpanel event's group keys name",
     "properties_lost": "without some of the Mixpanel event's properties",
-    "wrong_properties": "with a custom property value other than the Mixpanel event's",
+    "wrong_properties": "with a property value other than the Mixpanel event's",
+    "extra_properties": "with event properties the Mixpanel event does not make",
+    "wrong_location": "with a country, region or city other than the Mixpanel event's",
+    "wrong_device_fields": "with a platform, OS, device, carrier or app version other than "
+                           "the Mixpanel event's",
+    "wrong_session": "in another session than its device's events in time order make",
 }
 
 
@@ -86,6 +120,7 @@ Shape = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]  # custom names, (ke
 Person = tuple[str, str]  # the truth's user_id and device_id ("" for none)
 Groups = tuple[tuple[str, ...], ...]  # the group names per configured key (none: no group)
 _MISSING = object()
+_T = TypeVar("_T")
 
 
 class Expected(NamedTuple):
@@ -98,6 +133,8 @@ class Expected(NamedTuple):
     valued: tuple[str, ...]  # the custom properties whose values are compared
     values: bytes  # _digest of their values, in ``valued`` order
     groups: Groups | None  # None: not compared
+    fields: tuple[object, ...]  # proof_fields.FIELDS' expected values (SKIP: not compared)
+    allowed: frozenset[str]  # the event property names the migration may give
 
 
 @dataclass(slots=True)
@@ -130,12 +167,18 @@ class EventProof:
     """Built from the Mixpanel export and the truth (``read_project``); ``see`` takes each
     exported event; ``finish`` gives the ``EventCheck``."""
 
-    def __init__(self, group_keys: tuple[str, ...] = ()) -> None:
+    def __init__(self, group_keys: tuple[str, ...] = (),
+                 gap_ms: int = DEFAULT_GAP_MS) -> None:
         self.group_keys = group_keys  # transform.groups: the keys that make groups
         self._expected: dict[str, Expected | None] = {}  # None: seen in the export
         self._shown: Counter[str] = Counter()
         self.check = EventCheck()
         self.unreadable = 0  # records of the export with no event (cut lines)
+        self.gap_ms = gap_ms  # [transform] session_gap_minutes
+        # (device or user, time, insert_id) of every expected event, and the session_id
+        # Amplitude gave each: compared in ``finish``, once every time is known
+        self._timeline: list[tuple[str, int, str]] = []
+        self._session_got: dict[str, object] = {}
 
     def read_project(self, project: Path, legacy_zone: ZoneInfo | None) -> Counter[str]:
         """Learn every expected event; returns the records per raw event name (every
@@ -163,7 +206,9 @@ class EventProof:
         key, so an exact copy later in the export is not expected twice)."""
         name, props = record.get("event"), record["properties"]
         given = props.get("$insert_id")
-        person = persons.pop(given if type(given) is str and given else fallback_key, None)
+        person = persons.pop(given, None) if type(given) is str and given else None
+        if person is None:  # no $insert_id, or one an earlier distinct event has: its line
+            person = persons.pop(fallback_key, None)
         if person is None or type(name) is not str:
             return  # not counted by the truth: unusable, identity or a copy's twin
         try:
@@ -172,10 +217,11 @@ class EventProof:
             self.check.unchecked += 1
             return
         utc_ms, fold_ms = to_utc(raw_ms) if to_utc is not None else (raw_ms, raw_ms)
-        names, valued = shared.properties(props)
+        names, valued, values = shared.properties(props)
         self._expected[event_insert_id(name, props, raw_ms)] = Expected(
             shared.event_type(name), person[0], person[1], utc_ms, fold_ms, names, valued,
-            _digest(props, valued), shared.groups(props, self.group_keys))
+            _digest(values, valued), shared.groups(props, self.group_keys),
+            shared.fields(props), shared.allowed(props))
 
     def see(self, event: dict[str, Any]) -> None:
         """Match one exported event (identify events are not given)."""
@@ -196,6 +242,12 @@ class EventProof:
         if when not in (want.utc_ms, want.fold_ms):
             self._problem("wrong_time", f"{where}: event_time {event.get('event_time')}, "
                                         f"expected {_utc_text(want.utc_ms)}")
+            when = want.utc_ms  # its session is the one the right time makes
+        assert when is not None
+        self._timeline.append((_who(want), when, insert_id))
+        if "session_id" in event:  # always in an export row (-1 for none)
+            self._session_got[insert_id] = event["session_id"]
+        self._see_fields(event, want, where)
         if want.event_type is not None and event.get("event_type") != want.event_type:
             self._problem("wrong_type", f"{where}: event_type {event.get('event_type')!r}")
         device = event.get("device_id") or ""
@@ -213,6 +265,10 @@ class EventProof:
             shown = ", ".join(f"{k}={props[k]!r}"[:60] for k in want.valued[:5])
             self._problem("wrong_properties", f"{where}: Amplitude has {shown}"
                                               + (" ..." if len(want.valued) > 5 else ""))
+        extra = [k for k in props if k not in want.allowed and k not in _EXPORT_ADDED]
+        if extra:
+            self._problem("extra_properties", f"{where}: {', '.join(map(repr, extra[:5]))}"
+                                              + (" ..." if len(extra) > 5 else ""))
         got = _exported_groups(event, self.group_keys) if want.groups is not None else None
         if got != want.groups:
             self._problem("wrong_groups", f"{where}: groups {self._named(got)}, expected "
@@ -223,12 +279,39 @@ class EventProof:
         return repr({k: list(names) for k, names in zip(self.group_keys, groups or (),
                                                          strict=False)})[:120]
 
+    def _see_fields(self, event: dict[str, Any], want: Expected, where: str) -> None:
+        """The top-level location and device fields against the expected ones."""
+        got = exported_fields(event)
+        if got == want.fields:
+            return
+        location: list[str] = []
+        device: list[str] = []
+        for name, have, expect in zip(FIELDS, got, want.fields, strict=True):
+            # an export row has every field (null when unset): one without is not compared
+            if expect is not SKIP and have != expect and have is not ABSENT:
+                (location if name in LOCATION else device).append(
+                    f"{name} {have!r} (expected {expect!r})"[:80])
+        if location:
+            self._problem("wrong_location", f"{where}: {', '.join(location)}")
+        if device:
+            self._problem("wrong_device_fields", f"{where}: {', '.join(device[:4])}"
+                                                 + (" ..." if len(device) > 4 else ""))
+
     def finish(self) -> EventCheck:
-        """The check, with every expected event the export did not have as missing."""
+        """The check, with every expected event the export did not have as missing, and
+        the sessions every expected event's device (or user) makes."""
         for insert_id, want in self._expected.items():
             if want is not None:
                 self._problem("missing", f"{insert_id!r} ({want.event_type!r} at "
                                          f"{_utc_text(want.utc_ms)}, user {want.user!r})")
+                self._timeline.append((_who(want), want.utc_ms, insert_id))
+        got = self._session_got
+        for insert_id, session in sessions(self._timeline, self.gap_ms).items():
+            have = got.get(insert_id, session)  # a missing one is said above
+            if have != session:
+                self._problem("wrong_session", f"{insert_id!r}: session_id {have!r}, "
+                                               f"expected {session} ({_utc_text(session)})")
+        self._timeline, self._session_got = [], {}
         return self.check
 
     def _problem(self, kind: str, example: str) -> None:
@@ -252,37 +335,19 @@ def _persons(path: Path) -> dict[str, Person]:
     return out
 
 
+def _who(want: Expected) -> str:
+    """Whose sessions an event is in: its device's, else its user's."""
+    return f"d:{want.device}" if want.device else f"u:{want.user}"
+
+
 def _digest(props: dict[str, Any], names: tuple[str, ...]) -> bytes:
     """A 128-bit digest of the values of ``names`` (a missing one counts as a value of its
     own). A real digest, not ``hash()``: hash(-1) == hash(-2), and any 64-bit hash has
     collisions a wrong value could hide behind."""
-    parts: list[str] = []
-    for k in names:
-        kind, text = _canonical(props.get(k, _MISSING))
-        parts.append(f"{kind}{len(text)}:{text}")  # length-prefixed: no two lists alike
+    parts = ["m" if (v := props.get(k, _MISSING)) is _MISSING else canonical(v)
+             for k in names]
     data = "".join(parts).encode("utf-8", "surrogatepass")  # exports hold lone surrogates
     return hashlib.blake2b(data, digest_size=16).digest()
-
-
-def _canonical(value: object) -> tuple[str, str]:
-    """A value's JSON kind and text: True and 1, or "1" and 1, are not one value; 1 and
-    1.0 are (JSON has one kind of number)."""
-    if type(value) is bool:
-        return "b", "1" if value else "0"
-    if type(value) is int:
-        return "n", str(value)
-    if type(value) is float:
-        return "n", str(int(value)) if value.is_integer() else repr(value)
-    if type(value) is str:
-        return "s", value
-    return ("m", "") if value is _MISSING else ("o", repr(value))
-
-
-def _compared(value: object) -> bool:
-    """A value the transform sends as it is (longer text is cut, containers rebuilt)."""
-    if type(value) is str:
-        return len(value) <= MAX_STRING
-    return type(value) in (int, float, bool)
 
 
 class _Shared:
@@ -291,9 +356,11 @@ class _Shared:
 
     def __init__(self) -> None:
         self._shapes: dict[tuple[Any, ...], Shape] = {}
-        self._names: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._names: dict[object, object] = {}
         self._types: dict[str, str | None] = {}
         self._groups: dict[Groups, Groups] = {}
+        self._fields: dict[tuple[Any, ...], tuple[object, ...]] = {}
+        self._allowed: dict[tuple[Any, ...], frozenset[str]] = {}
 
     def groups(self, props: dict[str, Any], keys: tuple[str, ...]) -> Groups | None:
         """The group names per key (None: not compared: no key, or more keys than
@@ -313,39 +380,62 @@ class _Shared:
             self._types[name] = event_type
         return event_type
 
-    def properties(self, props: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def properties(self, props: dict[str, Any]
+                   ) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, Any]]:
         """The event properties Amplitude must have: the custom ones under their own name,
-        the kept default ones (with a value) under their readable name; and the custom
-        ones whose values are compared."""
+        the default ones every platform keeps under their readable name (unless an event
+        property has that name); those whose values are compared; and the expected values
+        by Amplitude name."""
         shape = tuple(props)
         known = self._shapes.get(shape)
         if known is None:
             known = (tuple(k for k in shape if type(k) is str and not k.startswith("$")
                            and k not in _MAPPED),
-                     tuple((k, _KEPT[k]) for k in shape if k in _KEPT))
+                     tuple((k, KEPT[k]) for k in shape if k in KEPT and KEPT[k] not in props))
             if len(self._shapes) < _MAX_SHAPES:
                 self._shapes[shape] = known
         custom, kept = known
-        valued = custom
-        if not all(_compared(props[k]) for k in custom):
-            valued = self._once(tuple(k for k in custom if _compared(props[k])))
-        if not kept:
-            return custom, valued
-        return self._once(custom + tuple(name for k, name in kept if _has_value(props[k]))), \
-            valued
+        values = {k: cut(props[k]) for k in custom}
+        names = custom
+        if kept:
+            for k, name in kept:
+                value = props[k]
+                values[name] = "EMPTY" if value == "$direct" and k in DIRECT_TO_EMPTY else cut(value)
+            names = self.once(custom + tuple(name for _, name in kept))
+        valued = names
+        if not all(compared(values[k]) for k in names):
+            valued = self.once(tuple(k for k in names if compared(values[k])))
+        return names, valued, values
 
-    def _once(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        """One tuple for equal name lists (bounded)."""
+    def fields(self, props: dict[str, Any]) -> tuple[object, ...]:
+        """``expected_fields``, worked out once per set of the values it reads."""
+        try:
+            values = tuple(props.get(k, _MISSING) for k in FIELD_SOURCES)
+            key = (values, tuple(map(type, values)))  # True == 1, but not as text
+            known = self._fields.get(key)
+        except TypeError:  # a list or object where text was expected
+            return expected_fields(props)
+        if known is None:
+            known = expected_fields(props)
+            if len(self._fields) < _MAX_SHAPES:
+                self._fields[key] = known
+        return known
+
+    def allowed(self, props: dict[str, Any]) -> frozenset[str]:
+        """``allowed_names``, worked out once per list of property names."""
+        shape = tuple(props)
+        known = self._allowed.get(shape)
+        if known is None:
+            known = allowed_names(props)
+            if len(self._allowed) < _MAX_SHAPES:
+                self._allowed[shape] = known
+        return known
+
+    def once(self, value: _T) -> _T:
+        """One object for equal name lists and field values (bounded)."""
         if len(self._names) < _MAX_SHAPES:
-            return self._names.setdefault(names, names)
-        return names
-
-
-def _has_value(value: object) -> bool:
-    """A value the mapping's text conversion keeps (non-empty text, a number)."""
-    if type(value) is str:
-        return bool(value.strip())
-    return type(value) in (int, float)
+            return cast(_T, self._names.setdefault(value, value))
+        return value
 
 
 def _event_type(name: str) -> str | None:
