@@ -235,11 +235,35 @@ def split_days(events: Path, dest: Path, days: slice = slice(None)) -> Path:
         if day not in split:
             shutil.copy(day, dest / day.name)
             continue
-        lines = gzip.decompress(day.read_bytes()).splitlines(keepends=True)
+        lines = _records(gzip.decompress(day.read_bytes()).splitlines(keepends=True))
         stem = day.name.split(".")[0]
         (dest / f"{stem}-a.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[0::2])))
         (dest / f"{stem}-b.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[1::2])))
     return dest
+
+
+def _records(lines: list[bytes]) -> list[bytes]:
+    """The lines as records: a record the generator's dirt split across two lines stays
+    whole (one file of the pair would hold each half: two rejects, not one event)."""
+    out: list[bytes] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if i + 1 < len(lines) and not _parses(line) and _parses(line.rstrip(b"\r\n")
+                                                                + lines[i + 1]):
+            line += lines[i + 1]
+            i += 1
+        out.append(line)
+        i += 1
+    return out
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def merged_groups(work: Path) -> dict[str, str]:

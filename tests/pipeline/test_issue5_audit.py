@@ -283,9 +283,11 @@ def test_daily_quota_events_are_delivered_later_in_the_same_run(project: Project
     """The quota's 24 h pass within the run (a fast emulator clock): the parked events are
     retried in the run and delivered; nothing is left parked or dropped, exit 0."""
     upload = {**FAST, "park_delay": 0.2, "park_retries": 50, "concurrency": 2,
-              "max_events": 50}
-    # ~1.5 s of requests; the emulator's 24 h pass in ~0.3 s
-    with amplitude(tmp_path / "amp", daily_quota=40, now=fast_clock(300_000.0),
+              "max_events": 20}
+    # ~2 s of requests; the emulator's 24 h pass in ~0.9 s. The quota is above what one
+    # device has in a request (else that request is refused every day) and below what the
+    # busiest devices send in 24 h
+    with amplitude(tmp_path / "amp", daily_quota=30, now=fast_clock(100_000.0),
                    latency_ms=100) as url:
         cfg = make_config(project.events, tmp_path / "work", url)
         result = migrate(cfg, upload_overrides=upload)

@@ -205,7 +205,7 @@ def test_kill9_while_exporting_and_resume_delivers_each_event_once(project: Proj
     ledger = work / "ledger.sqlite"
     mixpanel = MixpanelEmulator(MixpanelConfig(
         data_dir=project.root, api_secret="emulator-secret", export_per_hour=None,
-        export_per_second=None, chunk_bytes=16384, chunk_delay=0.01))
+        export_per_second=None, chunk_bytes=8192, chunk_delay=0.03))
     with mixpanel.running() as mp_url, amplitude(tmp_path / "amp") as url:
         cfg = tmp_path / "mp2amp.toml"
         # the generated Los Angeles days 01-01..01-03, as UTC days (a post-2023 project);

@@ -275,7 +275,9 @@ def test_daily_quota_cli_kill9_then_resume_after_reset(project: Project, tmp_pat
     clock = Clock()
     work = tmp_path / "work"
     ledger = work / "ledger.sqlite"
-    with amplitude(tmp_path / "amp", daily_quota=30, now=clock, latency_ms=LATENCY_MS) as url:
+    # a quota below the busiest device's events (60) so that it bites, and above what it
+    # has parked (a replay request over the quota would be refused every day)
+    with amplitude(tmp_path / "amp", daily_quota=45, now=clock, latency_ms=LATENCY_MS) as url:
         cfg = _toml(tmp_path / "m.toml", project.events, work, url)
         result, kills = _run_with_kills(cfg, ledger, ["load", "load"], ok=(0, 3))
         assert kills == 2
