@@ -77,9 +77,13 @@ def _refuse_blank_paths(group: Any, ctx: Any, args: list[str]) -> None:
         return
     try:
         sub = command.make_context(name, [], parent=ctx, resilient_parsing=True)
+        sub.resilient_parsing = False  # so that an unknown option raises, not stops the parse
         given, _, _ = command.make_parser(sub).parse_args(args=list(rest))
     except UsageError:
         return  # an unknown option, a missing value: the usual usage error says so
+    help_option = command.get_help_option(sub)
+    if help_option is not None and given.get(help_option.name):
+        return  # --help wins over bad values, as click has it
     blank = [p for p in command.params if _is_path(p) and isinstance(given.get(p.name), str)
              and not given[p.name].strip()]
     if not blank:
