@@ -5,36 +5,19 @@ beside a bad item, missing credentials and source in one report, demo --events's
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from config_kit import problems, run
 from mp2amp.config import load_config
-from mp2amp.errors import ConfigError
 
-MP2AMP = str(Path(sys.executable).parent / "mp2amp")
-_SECRETS = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "MIXPANEL_SERVICE_ACCOUNT",
-            "MIXPANEL_SECRET", "MP2AMP_HASH_SALT")
 NO_KEY = ("amplitude: set AMPLITUDE_API_KEY in the environment (the project's API key; it is "
           "never read from the config file)")
 BLANK = "must be a path or URL, got a string {!r}; write \".\" for the config file's own folder"
 
 
-def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in _SECRETS}
-    return subprocess.run([MP2AMP, *args], cwd=cwd, env={**clean, **env}, text=True,
-                          capture_output=True, timeout=60)
-
-
-def problems(tmp_path: Path, text: str) -> list[str]:
-    path = tmp_path / "mp2amp.toml"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError) as info:
-        load_config(path, env={})
-    return info.value.problems
 
 
 def refused(res: subprocess.CompletedProcess[str]) -> list[str]:

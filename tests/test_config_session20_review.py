@@ -4,36 +4,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from mp2amp.config import load_config
-from mp2amp.errors import ConfigError
-
-MP2AMP = str(Path(sys.executable).parent / "mp2amp")
-_SECRETS = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "MIXPANEL_SERVICE_ACCOUNT",
-            "MIXPANEL_SECRET", "MP2AMP_HASH_SALT")
-EVENT = ('{"event": "a", "properties": {"time": 1700000000, "distinct_id": "u1", '
-         '"$insert_id": "i1"}}\n')
-
-
-def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in _SECRETS}
-    return subprocess.run([MP2AMP, *args], cwd=cwd, env={**clean, **env}, text=True,
-                          capture_output=True, timeout=60)
-
-
-def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
-    path = tmp_path / "mp2amp.toml"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError) as info:
-        load_config(path, env=env or {})
-    return info.value.problems
-
+from config_kit import EVENT, problems, run
 
 # --- an empty location string silently means the config file's own folder ---------------
 

@@ -13,22 +13,14 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
+from config_kit import problems
 from mp2amp.cli import app
-from mp2amp.config import load_config
-from mp2amp.errors import ConfigError
 
 BLANK = ("{}: must be a path, got a blank value {!r} (an unset variable?), which would be "
          "the current folder; give the path (\".\" for the current folder) or leave the "
          "option out")
 LOCATION = "must be a path or URL, got a string {!r}; write \".\" for the config file's own folder"
 
-
-def problems(tmp_path: Path, text: str) -> list[str]:
-    path = tmp_path / "mp2amp.toml"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError) as info:
-        load_config(path, env={})
-    return info.value.problems
 
 
 def test_every_failing_item_is_named_by_its_index_as_written(tmp_path: Path) -> None:

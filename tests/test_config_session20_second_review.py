@@ -4,39 +4,15 @@ demo --events bound): missed cases (pinned as strict xfails, fixed since), plus 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from config_kit import EVENT, problems, run
 from mp2amp.config import load_config
-from mp2amp.errors import ConfigError
 from mp2amp.generate.project import MAX_USERS
 from mp2amp.pipeline.demo import DEMO_DAYS, EVENTS_PER_USER_DAY, MAX_EVENTS
 from mp2amp.pipeline.migrate import _check_run_inputs
-
-MP2AMP = str(Path(sys.executable).parent / "mp2amp")
-_SECRETS = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "MIXPANEL_SERVICE_ACCOUNT",
-            "MIXPANEL_SECRET", "MP2AMP_HASH_SALT")
-EVENT = ('{"event": "a", "properties": {"time": 1700000000, "distinct_id": "u1", '
-         '"$insert_id": "i1"}}\n')
-
-
-def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in _SECRETS}
-    return subprocess.run([MP2AMP, *args], cwd=cwd, env={**clean, **env}, text=True,
-                          capture_output=True, timeout=60)
-
-
-def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
-    path = tmp_path / "mp2amp.toml"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError) as info:
-        load_config(path, env=env or {})
-    return info.value.problems
-
 
 # --- a list's failing location item is named by the wrong index ---------------------------
 

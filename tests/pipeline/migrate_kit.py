@@ -4,6 +4,7 @@ in-process Amplitude emulator with readers for what it stored."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -273,3 +274,18 @@ def merged_groups(work: Path) -> dict[str, str]:
         return dict(ledger.merged_into())
     finally:
         ledger.close()
+
+
+# a plain progress line (pipeline/progress.py LogReporter), its numbers named
+LOG_LINE = re.compile(
+    r"mp2amp: t=(?P<t>\d+\.\d)s phase=(?P<phase>\w+) done=(?P<done>\d+)/(?P<total>\d+) "
+    r"sent=(?P<sent>\d+) rate=\d+/s retries=\d+ throttles=\d+ "
+    r"dead_letters=\d+ eta=(?P<eta>\?|\d+s)")
+
+
+def small_events(root: Path) -> Path:
+    """A small generated project in ``root`` (2 days, ~400 records, one duplicate): its
+    events folder."""
+    mp2amp("generate", "--out", str(root / "p"), "--users", "30", "--days", "2",
+           "--seed", "5", "--timezone", TIMEZONE)
+    return root / "p" / "events"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from migrate_kit import API_KEY, amplitude, mp2amp, write_toml
+from migrate_kit import API_KEY, LOG_LINE, TIMEZONE, amplitude, small_events, write_toml
 
 from mp2amp.config import load_config
 from mp2amp.load.settings import LoadReport
@@ -30,20 +29,14 @@ from mp2amp.pipeline.observer import LedgerObserver
 from mp2amp.pipeline.progress import Counters, LogReporter
 from mp2amp.pipeline.status import status
 
-TZ = "America/Los_Angeles"
-LINE = re.compile(
-    r"mp2amp: t=(?P<t>\d+\.\d)s phase=(?P<phase>\w+) done=(?P<done>\d+)/(?P<total>\d+) "
-    r"sent=(?P<sent>\d+) rate=\d+/s retries=\d+ throttles=\d+ "
-    r"dead_letters=\d+ eta=(?P<eta>\?|\d+s)")
+TZ = TIMEZONE
+LINE = LOG_LINE
 
 
 @pytest.fixture(scope="module")
 def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small project (2 days, 400 records, one duplicate)."""
-    root = tmp_path_factory.mktemp("small2")
-    mp2amp("generate", "--out", str(root / "p"), "--users", "30", "--days", "2",
-           "--seed", "5", "--timezone", TZ)
-    return root / "p" / "events"
+    return small_events(tmp_path_factory.mktemp("small2"))
 
 
 def test_migrate_survives_a_stderr_pipe_whose_reader_is_gone(events: Path,

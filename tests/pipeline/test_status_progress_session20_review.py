@@ -8,31 +8,34 @@ run has delivered something."
 from __future__ import annotations
 
 import io
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from migrate_kit import FAST, Clock, Crash, amplitude, crash_at_batch, make_config, mp2amp
+from migrate_kit import (
+    FAST,
+    LOG_LINE,
+    TIMEZONE,
+    Clock,
+    Crash,
+    amplitude,
+    crash_at_batch,
+    make_config,
+    small_events,
+)
 
 from mp2amp.pipeline.migrate import EXIT_OK, EXIT_PARKED, migrate
 from mp2amp.pipeline.progress import Counters, LogReporter
 from mp2amp.pipeline.status import status
 
-TZ = "America/Los_Angeles"
-LINE = re.compile(
-    r"mp2amp: t=(?P<t>\d+\.\d)s phase=(?P<phase>\w+) done=(?P<done>\d+)/(?P<total>\d+) "
-    r"sent=(?P<sent>\d+) rate=\d+/s retries=\d+ throttles=\d+ "
-    r"dead_letters=\d+ eta=(?P<eta>\?|\d+s)")
+TZ = TIMEZONE
+LINE = LOG_LINE
 
 
 @pytest.fixture(scope="module")
 def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small project (2 days, 400 records, one duplicate in the first day's file)."""
-    root = tmp_path_factory.mktemp("small")
-    mp2amp("generate", "--out", str(root / "p"), "--users", "30", "--days", "2",
-           "--seed", "5", "--timezone", TZ)
-    return root / "p" / "events"
+    return small_events(tmp_path_factory.mktemp("small"))
 
 
 def _load_lines(text: str) -> list[dict[str, str]]:
