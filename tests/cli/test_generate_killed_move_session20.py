@@ -87,39 +87,8 @@ def test_a_move_cut_short_is_cleared_and_generated_again(
     assert _tree(out) == whole  # no .partial, no marker, the project whole
 
 
-_KILL_AT_RENAME = """
-import os, signal
-_rename = os.rename
-_moved = []
-def rename(src, dst, *a, **k):
-    _rename(src, dst, *a, **k)
-    if os.path.basename(os.path.dirname(os.fspath(src))) == ".partial":
-        _moved.append(src)
-        if len(_moved) == int(os.environ["KILL_AFTER_RENAMES"]):
-            os.kill(os.getpid(), signal.SIGKILL)
-os.rename = rename
-"""
-
-
-@pytest.mark.parametrize("renames", [1, 5])
-def test_a_real_kill_during_the_move_is_cleared_by_the_next_run(
-        tmp_path: Path, whole: dict[str, str], renames: int, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """SIGKILL in a real run after the first, then the fifth of six renames: the marker is
-    in ``p``, ``project.json`` is not, and the same command then generates the project."""
-    (tmp_path / "hook").mkdir()
-    (tmp_path / "hook" / "sitecustomize.py").write_text(_KILL_AT_RENAME, encoding="utf-8")
-    monkeypatch.setenv("KILL_AFTER_RENAMES", str(renames))
-    proc = _generate(tmp_path, "p", tmp_path / "hook")
-    assert proc.returncode == -9, proc.stderr
-    out = tmp_path / "p"
-    moved = {p.name for p in out.iterdir()} - {PARTIAL, MOVING}
-    left = {p.name for p in (out / PARTIAL).iterdir()}
-    assert (len(moved), moved | left) == (renames, set(ENTRIES))  # in the folder's order
-    assert (out / MOVING).is_file() and "project.json" in left
-    proc = _generate(tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert _tree(out) == whole
+# The real-kill test of the move is in test_generate_move_session21.py (it kills at each
+# no-replace move, project.json's included).
 
 
 def _user_file(out: Path) -> None:

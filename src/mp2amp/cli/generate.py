@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import re
 import shutil
+import stat
+import sys
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
 from datetime import date
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -105,17 +111,22 @@ def _clear_leftover(out: Path) -> None:
     """Remove what a generation killed outright (kill -9, power loss) left in ``out``, so
     that the same command can run again: its partial project alone, or a move into ``out``
     cut short (``MOVING`` in it, ``project.json`` not: the project never was whole) with
-    the entries moved so far. Anything else in it, at any depth (a user's file, a
-    symlink), keeps it: ``--out`` is then refused as not empty, and nothing is deleted."""
+    the entries moved so far. A move killed after its last rename (``project.json`` and
+    ``MOVING`` in it) left a whole project: only the marker and ``.partial`` (empty) go,
+    and ``--out`` is then refused as holding a project, as any whole project is. Anything
+    else in it, at any depth (a user's file, a symlink), keeps it: ``--out`` is then
+    refused as not empty, and nothing is deleted."""
     partial, moving = out / PARTIAL, out / MOVING
     try:
         names = {p.name for p in out.iterdir()}
+        if "project.json" in names:
+            _clear_finished_move(out, names)
+            return
         if PARTIAL not in names or partial.is_symlink() or not partial.is_dir() or \
                 not _only_generated(partial, ""):
             return
         if names != {PARTIAL} and (
-                MOVING not in names or "project.json" in names or moving.is_symlink()
-                or not moving.is_file() or moving.stat().st_size  # an empty marker: no one's data
+                MOVING not in names or not _is_marker(moving)
                 or not _only_generated(out, "", {PARTIAL, MOVING})):
             return
     except OSError:  # not a folder (validate says so), or unreadable: never deleted
@@ -129,6 +140,47 @@ def _clear_leftover(out: Path) -> None:
             (out / name).unlink()
     moving.unlink(missing_ok=True)
     shutil.rmtree(partial)
+
+
+def _is_marker(path: Path) -> bool:
+    """An empty regular file (no one's data), never a symlink."""
+    info = path.lstat()
+    return stat.S_ISREG(info.st_mode) and not info.st_size
+
+
+def _clear_finished_move(out: Path, names: set[str]) -> None:
+    """Remove the marker and ``.partial`` that a move killed after renaming
+    ``project.json`` left beside the whole project, when nothing but the project is
+    there. ``.partial`` may still hold a second name of a moved file (a kill between the
+    link and the unlink of ``_rename_no_replace``'s fallback): its data is in ``out``."""
+    partial, moving = out / PARTIAL, out / MOVING
+    if MOVING not in names or not _is_marker(moving) or \
+            not _only_generated(out, "", {PARTIAL, MOVING}):
+        return
+    linked: list[Path] = []
+    if PARTIAL in names:
+        if partial.is_symlink() or not partial.is_dir():
+            return
+        for entry in partial.iterdir():
+            if not _same_file(entry, out / entry.name):
+                return  # a copy, or anything else: it may be someone's, so all is kept
+            linked.append(entry)
+    # .partial before the marker: a kill in between leaves a state cleared here too
+    for entry in linked:
+        entry.unlink()
+    with suppress(FileNotFoundError):
+        partial.rmdir()
+    moving.unlink()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are regular files (never symlinks) of one inode."""
+    try:
+        sa, sb = a.lstat(), b.lstat()
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(sa.st_mode) and stat.S_ISREG(sb.st_mode) and \
+        (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _only_generated(folder: Path, prefix: str, skip: set[str] | None = None) -> bool:
@@ -187,14 +239,69 @@ def _move_entries(partial: Path, out: Path) -> None:
     # project.json last: a project without it is not a whole one
     for entry in sorted(partial.iterdir(), key=lambda p: p.name == "project.json"):
         try:
-            entry.rename(out / entry.name)
+            _rename_no_replace(entry, out / entry.name)
         except OSError as exc:  # something put in --out meanwhile
             (out / MOVING).unlink(missing_ok=True)  # not ours alone: never cleared
             raise InputError(f"cannot move {entry} into --out {out} ({exc.strerror or exc}: "
                              "something else writes there); the project there is incomplete: "
                              "choose a new --out") from None
-    (out / MOVING).unlink()
+    # .partial before the marker: a kill between them leaves the marker beside a whole
+    # project, which the next run tells from a user's folder (an empty .partial would not)
     partial.rmdir()
+    (out / MOVING).unlink()
+
+
+# renameat2 (linux/fs.h, fcntl.h): fail with EEXIST rather than replace the target
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+# renameat2's answers when the kernel or the file system lacks it (then a fallback)
+_NO_RENAMEAT2 = {errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
+# os.link's answers when the file system has no hard links (then check-then-rename)
+_NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK}
+
+
+@cache
+def _renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
+    """libc's renameat2 (glibc 2.28+), or None: Python has no wrapper for it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # an older libc, or one without it (musl < 1.2.?)
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                     ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+def _rename_no_replace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` (one file system), failing with EEXIST where ``dst``
+    exists: ``os.rename`` would silently replace a file, or an empty folder, that
+    something else put there. Atomic with renameat2; else a file is linked then unlinked
+    (no replacing either), and a folder (or a file where there are no hard links) is
+    checked then renamed: a narrow window, and a folder is never renamed over a
+    non-empty one."""
+    func = _renameat2()
+    if func is not None:
+        if func(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
+                _RENAME_NOREPLACE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in _NO_RENAMEAT2:
+            raise OSError(code, os.strerror(code), str(src), None, str(dst))
+    if not src.is_dir() or src.is_symlink():
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in _NO_LINK:
+                raise
+        else:
+            src.unlink()
+            return
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    os.rename(src, dst)
 
 
 def _sync_folder(folder: Path) -> None:
