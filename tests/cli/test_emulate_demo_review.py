@@ -505,6 +505,7 @@ DOCUMENTED_KEYS = {
     "daily_mismatches",
     "mixpanel_unreadable",  # records with no event name (cut lines): no row
     "events",  # the per-event check (pipeline/proof.py)
+    "revenue",  # total revenue, expected vs Amplitude (pipeline/proof_revenue.py)
 }
 
 

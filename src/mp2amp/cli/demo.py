@@ -110,6 +110,7 @@ def _render(result: DemoResult) -> None:
         f"), retries {load.get('retries', 0)}, throttles {load.get('throttles', 0)}, "
         f"splits {load.get('splits', 0)}")
     _render_events(result)
+    _render_revenue(result)
     for line in result.daily_mismatches[:SHOWN_MISMATCHES]:
         err_console.print(f"[red]daily mismatch:[/] {escape(line)}")
     left_out = len(result.daily_mismatches) - SHOWN_MISMATCHES
@@ -134,7 +135,7 @@ def _render_events(result: DemoResult) -> None:
         console.print(f"events: all {check.expected:,} expected events are in Amplitude once, "
                       "with the ground truth's user and device, the Mixpanel name, time, "
                       "session, location and device fields, properties and their values, "
-                      "and groups", soft_wrap=True)
+                      "groups and revenue fields", soft_wrap=True)
         return
     err_console.print(f"[red]events:[/] {check.matched:,} of {check.expected:,} expected "
                       "events found in Amplitude by insert_id, checked one by one"
@@ -144,3 +145,25 @@ def _render_events(result: DemoResult) -> None:
         err_console.print(f"[red]event mismatch:[/] {escape(line)}")
     for example in check.examples:
         err_console.print(f"  e.g. {example}", soft_wrap=True, markup=False)
+
+
+def _render_revenue(result: DemoResult) -> None:
+    """Total revenue: expected (Mixpanel's records, by the [transform.revenue] rules) vs
+    Amplitude's export and segmentation; a mismatch in red, with its days."""
+    totals = result.revenue
+    if totals is None:
+        return
+    from mp2amp.pipeline.proof_revenue import money
+
+    seg = (f"segmentation revenue_amount {money(totals.segmentation)}"
+           if totals.segmentation is not None
+           else f"segmentation not compared ({totals.segmentation_note or 'not asked'})")
+    line = (f"revenue: expected {money(totals.expected)} over {totals.expected_events:,} "
+            f"event(s) (Mixpanel's records, by [transform.revenue]), Amplitude export "
+            f"{money(totals.export)} over {totals.export_events:,}, {seg}: ")
+    if totals.ok:
+        console.print(line + "match", soft_wrap=True, markup=False)
+        return
+    err_console.print(line + "MISMATCH", soft_wrap=True, markup=False, style="red")
+    for day in totals.daily_mismatches[:SHOWN_MISMATCHES]:
+        err_console.print(f"  {day}", soft_wrap=True, markup=False)

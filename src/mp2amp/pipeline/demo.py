@@ -9,7 +9,8 @@
 5. check every exported event against Mixpanel and the ground truth (``proof``): there
    once, for the right user and device, under its name, at the right instant, in the
    right session, with its location and device fields, its properties (and no others),
-   their values and its groups.
+   their values and its groups, and its top-level revenue fields; then the total revenue
+   of the expected events vs Amplitude's export (and segmentation's, when it answers).
 Any difference, or a run whose counts do not add up, exits non-zero.
 """
 
@@ -44,9 +45,11 @@ from mp2amp.pipeline.diskspace import is_disk_full, written_file
 from mp2amp.pipeline.migrate import migrate
 from mp2amp.pipeline.progress import Reporter
 from mp2amp.pipeline.proof import EventCheck, EventProof
+from mp2amp.pipeline.proof_revenue import RevenueNames, RevenueTotals
 from mp2amp.pipeline.readback import (
     askable_by_name,
     export_counts,
+    segmentation_revenue,
     segmentation_totals,
     upload_hours,
 )
@@ -83,6 +86,15 @@ _WRITABLE_HINT = re.compile(r"or set \[run\] workdir to a writable folder \([^)]
 # the read-back's "the migration itself is done: run the comparison again later": there
 # is no comparison command, the demo run again in its folder compares
 _COMPARE_HINT = re.compile(r"run the comparison again((?: in about \d+ minutes| later)?)")
+# [transform.revenue] for the generated project: "Order Completed" carries the order's
+# `revenue` (USD) and its `products` list of {product_id, price, quantity}. `price` is left
+# out: it is also the catalogue price on every "Product Viewed" / "Product Added", which
+# would book each view as a sale. Hence the items give only a single-item order's product
+# id; the order-level revenue is the amount. "Order Refunded" is named a refund, but its
+# amount is `refund_amount`, which one global name per field cannot also read.
+DEMO_REVENUE: dict[str, Any] = {
+    "revenue": "revenue", "product_id": "product_id", "currency": "currency",
+    "items": "products", "refund_events": ["Order Refunded"]}
 # what a stopped temporary demo's folder became (``_keep``)
 KEPT, REMOVED, LEFT = "kept", "removed", "left"
 
@@ -152,11 +164,13 @@ class DemoResult:
     kept: bool = True  # the work folder is still there (False: a temporary one, removed)
     events: EventCheck | None = None  # the per-event check (None: not made)
     unreadable: int = 0  # Mixpanel records with no event to name (cut lines): no row
+    revenue: RevenueTotals | None = None  # total revenue, expected vs Amplitude (None: not made)
 
     @property
     def ok(self) -> bool:
         return (self.migration.exit_code == 0 and all(r.ok for r in self.rows)
-                and not self.daily_mismatches and (self.events is None or self.events.ok))
+                and not self.daily_mismatches and (self.events is None or self.events.ok)
+                and (self.revenue is None or self.revenue.ok))
 
     @property
     def exit_code(self) -> int:
@@ -169,7 +183,8 @@ class DemoResult:
                 "event_types": [r.as_dict() for r in self.rows],
                 "daily_mismatches": self.daily_mismatches,
                 "mixpanel_unreadable": self.unreadable,
-                "events": self.events.as_dict() if self.events is not None else None}
+                "events": self.events.as_dict() if self.events is not None else None,
+                "revenue": self.revenue.as_dict() if self.revenue is not None else None}
 
 
 def run_demo(events: int = 200_000, workdir: Path | None = None, *, seed: int = 7,
@@ -396,6 +411,7 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
             "mixpanel.id_merge": meta["id_merge"],
             "source.from_date": first.isoformat(), "source.to_date": last.isoformat(),
             "amplitude.api_host": amp_url, "transform.groups": list(meta["group_keys"]),
+            "transform.revenue": dict(DEMO_REVENUE),
             "run.workdir": str(root / "work"), "run.concurrency": 8,
         }, env={"AMPLITUDE_API_KEY": _AMP_KEY, "MIXPANEL_SECRET": _MP_SECRET})
         resume = (root / "work" / "ledger.sqlite").exists()
@@ -403,9 +419,10 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
                          mixpanel_overrides={"per_hour": 100_000, "per_second": 1_000,
                                              "backoff_base": 0.05, "backoff_cap": 1.0},
                          upload_overrides={"backoff_base": 0.05, "backoff_cap": 1.0})
-        # the groups and the session gap the migration makes them with
+        # the groups, the session gap and the revenue names the migration makes them with
         proof = EventProof(tuple(meta["group_keys"]),
-                           config.transform.session_gap_minutes * 60_000)
+                           config.transform.session_gap_minutes * 60_000,
+                           RevenueNames.of(DEMO_REVENUE))
         raw = proof.read_project(project, ZoneInfo(meta["timezone"]) if meta["legacy_time"]
                                  else None)
         since, until = upload_hours(started, datetime.now(UTC))
@@ -416,13 +433,17 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
         seg_last = max((d for days in truth.values() for d in days), default=last.isoformat())
         rows, daily = _compare(project, truth, by_type, by_day, amp_url,
                                date.fromisoformat(seg_first), date.fromisoformat(seg_last), raw)
+        seg_revenue, why = segmentation_revenue(amp_url, _AMP_KEY, _AMP_SECRET,
+                                                date.fromisoformat(seg_first),
+                                                date.fromisoformat(seg_last))
     seconds = (datetime.now(UTC) - clock_start).total_seconds()
     return DemoResult(str(root), {"users": users, "days": meta["days"],
                                   "records": meta.get("events_written"),
                                   "timezone": meta["timezone"],
                                   "legacy_time": meta["legacy_time"]},
                       result, rows, daily, seconds, events=proof.finish(),
-                      unreadable=proof.unreadable)
+                      unreadable=proof.unreadable,
+                      revenue=proof.revenue_totals(seg_revenue, why))
 
 
 def _generate(config: GenerateConfig) -> None:

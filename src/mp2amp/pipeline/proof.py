@@ -40,7 +40,11 @@ and the generator's ground truth say of it:
   groups its keys name (a name: text stripped and cut to 1024 characters, or an integral
   number as its digits; a list: its distinct usable names in order), at most 10 names an
   event in key order as Amplitude tracks them, and in none where no value makes a name.
-  Worked out here from those rules, not with the transform's code, which it checks.
+  Worked out here from those rules, not with the transform's code, which it checks;
+* revenue: the top-level revenue fields ``[transform.revenue]`` makes of the record
+  (``proof_revenue``: docs/mapping.md's rules stated again), as the export shows them
+  (``$price``, ``$quantity``, ``$revenue``, ``$productId``, ``$revenueType``), and the
+  total revenue of the expected events vs the export's, per UTC day.
 
 Memory: one small tuple per expected event (~270 bytes; 55 MB for the demo's 200k), and
 ~150 bytes an event for the sessions, compared at the end.
@@ -50,7 +54,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -76,6 +80,16 @@ from mp2amp.pipeline.proof_fields import (
     expected_fields,
     exported_fields,
     sessions,
+)
+from mp2amp.pipeline.proof_revenue import (
+    Fields,
+    RevenueNames,
+    RevenueTotals,
+    amount,
+    differences,
+    expected_revenue,
+    exported_amount,
+    revenue_totals,
 )
 from mp2amp.transform.hotshard import restore_hotshard
 from mp2amp.transform.insert_id import event_insert_id
@@ -113,6 +127,8 @@ PROBLEMS = {
     "wrong_device_fields": "with a platform, OS, device, carrier or app version other than "
                            "the Mixpanel event's",
     "wrong_session": "in another session than its device's events in time order make",
+    "wrong_revenue": "with top-level revenue fields (price, quantity, revenue, productId, "
+                     "revenueType) other than [transform.revenue] makes of the Mixpanel event",
 }
 
 
@@ -135,6 +151,7 @@ class Expected(NamedTuple):
     groups: Groups | None  # None: not compared
     fields: tuple[object, ...]  # proof_fields.FIELDS' expected values (SKIP: not compared)
     allowed: frozenset[str]  # the event property names the migration may give
+    revenue: Fields | None  # proof_revenue.TOP_LEVEL's expected values (None: no revenue)
 
 
 @dataclass(slots=True)
@@ -168,8 +185,12 @@ class EventProof:
     exported event; ``finish`` gives the ``EventCheck``."""
 
     def __init__(self, group_keys: tuple[str, ...] = (),
-                 gap_ms: int = DEFAULT_GAP_MS) -> None:
+                 gap_ms: int = DEFAULT_GAP_MS, revenue: RevenueNames | None = None) -> None:
         self.group_keys = group_keys  # transform.groups: the keys that make groups
+        self.revenue_names = revenue or RevenueNames()  # [transform.revenue]
+        # revenue amounts per UTC day: of the expected events, of the exported ones
+        self._amounts_expected: defaultdict[str, list[float]] = defaultdict(list)
+        self._amounts_exported: defaultdict[str, list[float]] = defaultdict(list)
         self._expected: dict[str, Expected | None] = {}  # None: seen in the export
         self._shown: Counter[str] = Counter()
         self.check = EventCheck()
@@ -218,13 +239,20 @@ class EventProof:
             return
         utc_ms, fold_ms = to_utc(raw_ms) if to_utc is not None else (raw_ms, raw_ms)
         names, valued, values = shared.properties(props)
+        revenue = expected_revenue(props, name, self.revenue_names)
+        booked = amount(revenue)
+        if booked is not None:
+            self._amounts_expected[_utc_text(utc_ms)[:10]].append(booked)
         self._expected[event_insert_id(name, props, raw_ms)] = Expected(
             shared.event_type(name), person[0], person[1], utc_ms, fold_ms, names, valued,
             _digest(values, valued), shared.groups(props, self.group_keys),
-            shared.fields(props), shared.allowed(props))
+            shared.fields(props), shared.allowed(props), revenue)
 
     def see(self, event: dict[str, Any]) -> None:
         """Match one exported event (identify events are not given)."""
+        booked = exported_amount(event)
+        if booked is not None:  # every exported event's revenue counts in the export total
+            self._amounts_exported[str(event.get("event_time", ""))[:10]].append(booked)
         insert_id = event.get("$insert_id")
         want = self._expected.get(insert_id) if type(insert_id) is str else None
         if want is None or type(insert_id) is not str:
@@ -269,6 +297,10 @@ class EventProof:
         if extra:
             self._problem("extra_properties", f"{where}: {', '.join(map(repr, extra[:5]))}"
                                               + (" ..." if len(extra) > 5 else ""))
+        wrong = differences(event, want.revenue)
+        if wrong:
+            self._problem("wrong_revenue", f"{where}: {', '.join(wrong[:3])}"
+                                           + (" ..." if len(wrong) > 3 else ""))
         got = _exported_groups(event, self.group_keys) if want.groups is not None else None
         if got != want.groups:
             self._problem("wrong_groups", f"{where}: groups {self._named(got)}, expected "
@@ -313,6 +345,13 @@ class EventProof:
                                                f"expected {session} ({_utc_text(session)})")
         self._timeline, self._session_got = [], {}
         return self.check
+
+    def revenue_totals(self, segmentation: dict[str, float] | None = None,
+                       note: str = "") -> RevenueTotals:
+        """Total revenue of the expected events vs the export's (and segmentation's
+        daily ``revenue_amount``, None: not answered, ``note`` says why), per UTC day."""
+        return revenue_totals(self._amounts_expected, self._amounts_exported, segmentation,
+                              note)
 
     def _problem(self, kind: str, example: str) -> None:
         self.check.problems[kind] += 1

@@ -232,6 +232,38 @@ def _segmentation_range(base_url: str, api_key: str, secret_key: str, event_type
     return {str(d): int(v) for d, v in zip(days, series, strict=False)}
 
 
+def segmentation_revenue(base_url: str, api_key: str, secret_key: str, start: date,
+                         end: date) -> tuple[dict[str, float] | None, str]:
+    """Daily ``revenue_amount`` (segmentation's revenue series, days in the Amplitude
+    project's timezone) and, when it is not answered (a 400: the emulator refuses revenue
+    series), ``(None, why)``: the revenue is then compared through the export alone."""
+    totals: dict[str, float] = {}
+    first = start
+    while first <= end:
+        last = min(end, first + timedelta(days=SEGMENTATION_DAYS - 1))
+        url = base_url.rstrip("/") + _segmentation_target("revenue_amount", first, last)
+        status, body, _ = _get_waiting(url, api_key, secret_key, max_wait=COST_WAIT,
+                                       patience=COST_WAIT,
+                                       throttle_wait=COST_WAIT / (ATTEMPTS - 1))
+        if status == 400:
+            try:
+                said = str(orjson.loads(body).get("error") or "")
+            except (orjson.JSONDecodeError, AttributeError):
+                said = body[:200].decode("utf-8", "replace")
+            return None, f"revenue_amount refused, 400{': ' + said if said else ''}"
+        error = classify_http(status, service="Amplitude Dashboard API",
+                              body=body[:300].decode("utf-8", "replace"))
+        if error is not None:
+            raise error
+        data = orjson.loads(body).get("data")
+        if not isinstance(data, dict) or not data.get("series"):
+            raise ContractError(f"segmentation answer without data.series: {body[:200]!r}")
+        totals.update({str(d): float(v) for d, v in zip(data.get("xValues", []),
+                                                        data["series"][0], strict=False)})
+        first = last + timedelta(days=1)
+    return totals, ""
+
+
 def upload_hours(started: datetime, finished: datetime) -> tuple[datetime, datetime]:
     """The Export API's hour range covering uploads between two instants (UTC)."""
     since = started.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
