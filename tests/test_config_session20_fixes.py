@@ -66,9 +66,11 @@ def test_unknown_key_hints_never_send_a_secret_into_the_file(tmp_path: Path, tex
 
 
 def test_a_bad_list_item_leaves_the_keys_other_problems_reported(tmp_path: Path) -> None:
-    assert problems(tmp_path, '[transform]\ngroups = ["a", "a", "", "b", "c", "d", 1]\n') == [
-        "transform.groups[6]: must be a string, got an integer 1",
-        "transform.groups: names must be non-empty",
+    doc = '[transform]\ngroups = ["a", "a", "", "b", "c", "d", "e", 1]\n'
+    assert problems(tmp_path, doc) == [
+        "transform.groups[2]: must be a property name, got a blank value ''; give one, or "
+        "remove it from the list",
+        "transform.groups[7]: must be a string, got an integer 1",
         "transform.groups: Amplitude allows 5 group types, got 6",
         "transform.groups: a group key is listed twice",
     ]

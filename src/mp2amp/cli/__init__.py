@@ -31,7 +31,7 @@ class _Commands(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         args = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # cleared by invoke
-        _refuse_blank_paths(self, ctx, args)
+        _refuse_blank_values(self, ctx, args)
         try:
             return super().invoke(ctx)
         except UsageError as exc:
@@ -60,11 +60,13 @@ def _usage_document(exc: UsageError, args: list[str]) -> None:
                                                                for a in given))
 
 
-def _refuse_blank_paths(group: Any, ctx: Any, args: list[str]) -> None:
-    """A path option given a blank value (``--workdir "$WORKDIR"`` with the variable
-    unset) is refused, naming the option, before the command runs: typed, it would be
-    ``Path("")``, the current folder, silently overriding the config's ``[run] workdir``
-    (a run started there). Read from the raw command line, since "." is a real value."""
+def _refuse_blank_values(group: Any, ctx: Any, args: list[str]) -> None:
+    """An option given a blank value (``--workdir "$WORKDIR"`` with the variable unset) is
+    refused, naming the option, before the command runs: a path would be ``Path("")``, the
+    current folder, silently overriding the config's ``[run] workdir``; a text would be a
+    silent fallback (``--service-account ""`` takes $MIXPANEL_SERVICE_ACCOUNT), another
+    meaning (``--host ""`` listens on every interface) or a check that does not say what
+    is wrong. Read from the raw command line, since "." is a real value."""
     from mp2amp.cli.output import cli_errors
     from mp2amp.errors import ConfigError
 
@@ -84,25 +86,59 @@ def _refuse_blank_paths(group: Any, ctx: Any, args: list[str]) -> None:
     help_option = command.get_help_option(sub)
     if help_option is not None and given.get(help_option.name):
         return  # --help wins over bad values, as click has it
-    blank = [p for p in command.params if _is_path(p) and isinstance(given.get(p.name), str)
-             and not given[p.name].strip()]
-    if not blank:
+    problems = [_blank_problem(p, given[p.name]) for p in command.params
+                if isinstance(given.get(p.name), str) and not given[p.name].strip()
+                and (_is_path(p) or _is_text_option(p))]
+    if not problems:
         return
     # as parsed: in `-c --json` the "--json" is the config's (blank-less) name
     as_json = any("--json" in p.opts and given.get(p.name) for p in command.params)
     to_file = _DATA_ON_STDOUT.get(command.name or "", ())
     with cli_errors(as_json=as_json, json_to_stderr=bool(to_file) and not any(
             set(to_file) & set(p.opts) and p.name in given for p in command.params)):
-        raise ConfigError([
-            f"{_option_name(p.opts)}: must be a path, got a blank value {given[p.name]!r} (an "
-            "unset variable?), which would be the current folder; give the path (\".\" for "
-            "the current folder) or leave the option out" for p in blank])
+        raise ConfigError(problems)
+
+
+# What a text option takes, for the message refusing its blank value (a test checks that
+# every text option of every command has one)
+_TEXT_HINTS = {
+    "--timezone": "an IANA timezone such as UTC or America/Los_Angeles",
+    "--host": "an address to listen on, such as 127.0.0.1 (0.0.0.0 for every interface)",
+    "--start": "a date as YYYY-MM-DD",
+    "--id-merge": "simplified or original",
+    "--industry": "ecommerce, b2b, fintech, streaming, all, or a comma list of them",
+    "--api-key": "the API key to accept",
+    "--secret-key": "the secret key to accept",
+    "--service-account": "USER:SECRET",
+    "--api-secret": "the API secret to accept",
+    "--token": "the project token",
+}
+
+
+def _blank_problem(param: Any, value: str) -> str:
+    option = _option_name(param.opts)
+    if _is_path(param):
+        return (f"{option}: must be a path, got a blank value {value!r} (an unset variable?), "
+                "which would be the current folder; give the path (\".\" for the current "
+                "folder) or leave the option out")
+    default = f" for the default, {param.default}" if param.default is not None else ""
+    return (f"{option}: must be {_TEXT_HINTS.get(option, 'a value')}, got a blank value "
+            f"{value!r} (an unset variable?); give one, or leave the option out{default}")
 
 
 def _is_path(param: Any) -> bool:
+    return _annotated(param, pathlib.Path)
+
+
+def _is_text_option(param: Any) -> bool:
+    # options only: a blank argument (transform's inputs) is the command's own problem
+    return getattr(param, "param_type_name", "") == "option" and _annotated(param, str)
+
+
+def _annotated(param: Any, kind: type) -> bool:
     descriptor = getattr(param, "type_descriptor", None)
     annotation = getattr(descriptor, "annotation", None)
-    return annotation is pathlib.Path or pathlib.Path in typing.get_args(annotation)
+    return annotation is kind or kind in typing.get_args(annotation)
 
 
 def _option_name(opts: list[str]) -> str:

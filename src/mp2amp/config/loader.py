@@ -5,7 +5,8 @@ Literal, tuples, nested sections, Secret, ``X | None``), so a new option needs n
 here. Field metadata: ``check`` (a function returning a problem or None), ``env`` (the
 value comes only from that environment variable), ``env_or_file`` (the environment wins
 over the file), ``location`` (strings that are local paths, resolved like ``Path`` fields,
-or URLs, kept), ``internal`` (not read from the file).
+or URLs, kept), ``internal`` (not read from the file). A blank text (a key's or a list
+item's) is refused naming the key, with what to give (``sections.BLANK_HINTS``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
 import types
 import typing
@@ -22,7 +24,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from mp2amp.config.sections import Config, Secret, configured_names, referenced_file_problems
+from mp2amp.config.sections import (
+    BLANK_HINTS,
+    Config,
+    Secret,
+    configured_names,
+    referenced_file_problems,
+)
 from mp2amp.errors import ConfigError
 
 # --- loading ----------------------------------------------------------------------------
@@ -142,6 +150,8 @@ class _Invalid:
 
 
 _INVALID = _Invalid()
+_ITEM = object()  # the "default" of a list's item: removed from the list, not the file
+_UNCHECKED = object()  # no blank check: a location's blank is a path's problem
 
 
 @dataclass(frozen=True)
@@ -200,7 +210,9 @@ class _Parser:
                 continue
             tp = hints[f.name]
             if f.name in raw:
-                value = self.value(tp, raw[f.name], path)
+                # a location's blank is a path's problem, reported by location()
+                value = self.value(tp, raw[f.name], path, _UNCHECKED if f.metadata.get(
+                    "location") else f.default)
             elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
                 value = self.value(tp, {}, path)  # an absent section still reads its secrets
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
@@ -236,12 +248,41 @@ class _Parser:
                 if not any(name in p.partition(":")[0] for name in failed))
         return result
 
-    def value(self, tp: Any, raw: Any, path: str) -> Any:
+    def blank(self, tp: Any, raw: Any, path: str, default: Any) -> bool:
+        """Whether a text value (a key's, or a list's item's) is blank, its problem
+        recorded: "" would be a silent default (``price = ""`` reads no revenue) or fail
+        a check that does not say what is wrong (``timezone = ""``)."""
+        if default is _UNCHECKED or not isinstance(raw, str) or raw.strip():
+            return False
+        key = re.sub(r"\[\d+\]", "", path)
+        what, unset = BLANK_HINTS.get(key, ("a value", None))
+        if typing.get_origin(tp) is Literal:
+            what = "one of " + ", ".join(map(str, typing.get_args(tp)))
+        elif tp is date:
+            what = "a date like 2024-01-31"
+        elif tp is not str:
+            return False  # a secret has its own problem; other types say "must be a ..."
+        if default is _ITEM:
+            instead = "give one, or remove it from the list"
+        elif default is dataclasses.MISSING:
+            instead = "give one"
+        elif default is None:
+            instead = f"give one, or remove the key{' ' + unset if unset else ''}"
+        else:
+            instead = f"give one, or remove the key for the default, {default}"
+        self.problems.append(f"{path}: must be {what}, got a blank value {raw!r}; {instead}")
+        return True
+
+    def value(self, tp: Any, raw: Any, path: str, default: Any = _UNCHECKED) -> Any:
+        """``raw`` as ``tp``, or _INVALID (its problem recorded); ``default``: the key's, to
+        refuse a blank text naming it (_UNCHECKED: not checked, a location's)."""
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
         if origin in (typing.Union, types.UnionType):
             inner = [a for a in args if a is not type(None)]
-            return self.value(inner[0], raw, path) if len(inner) == 1 else raw
+            return self.value(inner[0], raw, path, default) if len(inner) == 1 else raw
+        if origin is not tuple and self.blank(tp, raw, path, default):
+            return _INVALID
         if origin is Literal:
             if raw in args:
                 return raw
@@ -249,7 +290,9 @@ class _Parser:
         if origin is tuple:
             if not isinstance(raw, list):
                 return self._bad(path, f"must be a list, got {_kind(raw)}")
-            items = [self.value(args[0], item, f"{path}[{i}]") for i, item in enumerate(raw)]
+            items = [self.value(args[0], item, f"{path}[{i}]",
+                                _ITEM if default is not _UNCHECKED else _UNCHECKED)
+                     for i, item in enumerate(raw)]
             return tuple(items) if _INVALID not in items else _Partial.of(items)
         if origin is dict:
             if args[1] is Any:  # passed through as written (fsspec storage options)

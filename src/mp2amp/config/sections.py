@@ -129,6 +129,34 @@ def _names(value: tuple[str, ...]) -> str | None:
 # URLs (s3://, gs://, kept as they are).
 _LOCATIONS = {"location": True}
 
+# The [transform.revenue] keys that name a property
+REVENUE_NAME_KEYS = ("price", "quantity", "revenue", "product_id", "revenue_type", "currency",
+                     "items")
+
+_TIMEZONE = "an IANA timezone such as 'UTC' or 'America/Los_Angeles'"
+_PROPERTY = "a property name"
+
+# What each text key takes, for the problem a blank value (`timezone = ""`, as a template
+# with an unset variable writes it) gets instead of a silent default or a baffling check:
+# key (list indexes left out) -> (what to give, what removing the key does when its
+# default is None). Every text key but the locations has one (a test walks the sections);
+# Literal and date keys say it themselves.
+BLANK_HINTS: dict[str, tuple[str, str | None]] = {
+    "mixpanel.api_host": ("an http(s) URL such as 'https://eu.mixpanel.com'",
+                          "to use the region's own host"),
+    "mixpanel.timezone": (_TIMEZONE, None),
+    "mixpanel.timezone_changes.timezone": (_TIMEZONE, None),
+    "amplitude.api_host": ("an http(s) URL such as 'https://api.eu.amplitude.com'",
+                           "to use the region's own host"),
+    "amplitude.region": ("one of us, eu", "for api_host's data center, else us"),
+    "transform.groups": (_PROPERTY, None),
+    "transform.user_id_pattern": ("a regular expression such as '^[0-9a-f]{24}$'", None),
+    **{f"transform.revenue.{key}": (_PROPERTY, None) for key in REVENUE_NAME_KEYS},
+    "transform.revenue.refund_events": ("an event name", None),
+    "privacy.drop_properties": (_PROPERTY, None),
+    "privacy.hash_properties": (_PROPERTY, None),
+}
+
 
 # --- sections ---------------------------------------------------------------------------
 
@@ -237,10 +265,6 @@ class AmplitudeConfig:
             out.append(conflict)
         return out
 
-
-# The [transform.revenue] keys that name a property
-REVENUE_NAME_KEYS = ("price", "quantity", "revenue", "product_id", "revenue_type", "currency",
-                     "items")
 
 
 def configured_names(revenue: Mapping[str, object], groups: Iterable[object]) -> dict[str, str]:
