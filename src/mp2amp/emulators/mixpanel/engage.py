@@ -218,6 +218,8 @@ async def handle_engage(request: web.Request) -> web.Response:
         )
     except (OSError, EOFError, zlib.error) as exc:
         return query_error(request, 500, f"{q.path.parent.name}/{q.path.name} is unreadable: {exc}")
+    except WhereError as exc:  # evaluation overflowed: the expression's fault, not the server's
+        return query_error(request, 400, f"invalid where expression: {exc}")
     finally:
         slot.release()
     if page == 0:

@@ -45,6 +45,7 @@ _TIME_TO_CHANGE = re.compile(rb'"time"\s*:\s*-?(?:\d+[.eE]|\d{12,})')
 # a stored "time" above this is already in milliseconds (records as real exports and docs
 # show them, e.g. 1618716477000); the same rule as the ingestion endpoints'
 MS_TIME_ABOVE = 100_000_000_000
+_UTC = ZoneInfo("UTC")
 
 
 def is_ms_time(value: float) -> bool:
@@ -118,7 +119,9 @@ def parse_query(params: Any, serve_tz: ZoneInfo, today: date) -> ExportQuery | s
     where = None
     if params.get("where") not in (None, ""):
         try:
-            where = compile_where(params["where"], serve_tz)
+            # the expression's own date strings in the serving zone; the events' date
+            # properties are UTC (reference 5.5), as engage reads the profiles'
+            where = compile_where(params["where"], serve_tz, _UTC)
         except WhereError as exc:
             return f"invalid where expression: {exc}"
     limit: int | None = None
@@ -386,6 +389,8 @@ async def _stream(request: web.Request, state: EmulatorState, gen: Generator[Chu
     except DayFileError as exc:
         state.stats["export_file_errors"] += 1
         return query_error(request, 500, str(exc))
+    except WhereError as exc:  # the expression, not the server: a client error
+        return query_error(request, 400, f"invalid where expression: {exc}")
     small = held <= GZIP_THRESHOLD and (ended or held == 0)
     use_gzip = accepts_gzip(request.headers.get("Accept-Encoding", "")) and not small
     resp = web.StreamResponse(status=200)
@@ -420,6 +425,9 @@ async def _stream(request: web.Request, state: EmulatorState, gen: Generator[Chu
     except DayFileError:
         # headers are sent: cut the body short, as a failing server would
         state.stats["export_file_errors"] += 1
+        if request.transport is not None:
+            request.transport.close()
+    except WhereError:  # headers are sent: a 400 is too late, cut the body short instead
         if request.transport is not None:
             request.transport.close()
     finally:

@@ -5,10 +5,16 @@ literals, ``== != > >= < <= in``, ``and or not``, ``+ - * / %``, unary ``-``, pa
 ``defined()``, ``boolean() number() string()``, ``floor() round() ceil()`` and
 ``datetime()``. Anything else is refused at parse time with a message naming the
 character position, so a client gets a clear 400 rather than a silently wrong filter.
+So is nesting deeper than ``MAX_DEPTH`` (parentheses, calls, ``not``, unary ``-``): the
+parser and the compiled filter recurse once per level. Chains of one precedence
+(``a + b - c``, ``a or b or c``) are flat lists, evaluated in a loop, so their length is
+bounded only by the 10000-character cap.
 
 Semantics follow the reference: a missing property is *undefined*; comparing mismatched
 types gives *undefined*; ``and``/``or``/``not`` and the final filter treat undefined as
-false. ``in`` is substring match on strings and membership on lists.
+false. ``in`` is substring match on strings and membership on lists. ``boolean()`` is
+Mixpanel's documented typecast (data-type docs, cited by reference 5.5): ``"false"``, 0,
+null, undefined and ``""`` are false, any other set value true.
 
 Date strings: the expression's own (``datetime("2024-01-01")``, ``$time > "..."``) are read
 in the timezone given to ``compile_where``; those of the records (a property, or anything
@@ -41,6 +47,9 @@ _TOKEN = re.compile(
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'", "\\": "\\", "/": "/"}
 _FUNCTIONS = ("defined", "boolean", "number", "string", "datetime", "floor", "round", "ceil")
 _COMPARISONS = ("==", "!=", ">", ">=", "<", "<=", "in")
+# each level costs about 8 parser frames (or_expr .. primary): 64 levels stay far inside
+# Python's default recursion limit of 1000, even under aiohttp's and the executor's frames
+MAX_DEPTH = 64
 
 
 class WhereError(ValueError):
@@ -115,6 +124,7 @@ def _is_num(v: Any) -> bool:
 
 
 def truthy(v: Any) -> bool:
+    """A value as a condition (``and``/``or``/``not``, the final filter): undefined is false."""
     if v is None:
         return False
     if isinstance(v, bool):
@@ -124,6 +134,20 @@ def truthy(v: Any) -> bool:
     if isinstance(v, str | list | dict):
         return len(v) > 0
     return isinstance(v, Datetime)
+
+
+def cast_boolean(v: Any) -> bool:
+    """``boolean()``: "false", 0, null, undefined and "" are false, any other set value is
+    true (Mixpanel data-type docs), so a "true"/"false" string property casts as it reads."""
+    if v is None:
+        return False
+    if isinstance(v, bool):
+        return v
+    if _is_num(v):
+        return v != 0 and not (isinstance(v, float) and math.isnan(v))
+    if isinstance(v, str):
+        return v not in ("", "false")
+    return True
 
 
 class _Const:
@@ -217,16 +241,25 @@ def _to_string(v: Any) -> Any:
     return v if isinstance(v, str) else str(v)
 
 
-def _either(a: Compiled, b: Compiled) -> Compiled:
-    return lambda g: truthy(a(g)) or truthy(b(g))
+def _any(nodes: tuple[Compiled, ...]) -> Compiled:
+    # a loop, not nested calls: a long "or" chain cannot overflow the stack
+    return lambda g: any(truthy(node(g)) for node in nodes)
 
 
-def _both(a: Compiled, b: Compiled) -> Compiled:
-    return lambda g: truthy(a(g)) and truthy(b(g))
+def _all(nodes: tuple[Compiled, ...]) -> Compiled:
+    return lambda g: all(truthy(node(g)) for node in nodes)
 
 
-def _binary(op: str, a: Compiled, b: Compiled) -> Compiled:
-    return lambda g: _arith(op, a(g), b(g))
+def _arith_chain(first: Compiled, rest: tuple[tuple[str, Compiled], ...]) -> Compiled:
+    """``first op1 x1 op2 x2 ...`` left to right, in a loop whatever the chain's length."""
+
+    def run(g: Lookup) -> Any:
+        acc = first(g)
+        for op, node in rest:
+            acc = _arith(op, acc, node(g))
+        return acc
+
+    return run
 
 
 def _rounding(name: str, arg: Compiled) -> Compiled:
@@ -241,6 +274,16 @@ class _Parser:
         self.i = 0
         self.tz = tz
         self.value_tz = value_tz
+        self.depth = 0
+
+    def descend(self, tok: _Tok) -> None:
+        """One level deeper (at ``tok``); refuse past MAX_DEPTH before recursion can overflow."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise WhereError(
+                f"nesting deeper than {MAX_DEPTH} levels at character {tok.pos} (parentheses, "
+                "function calls, not and unary minus each add one); flatten the expression"
+            )
 
     def zone_of(self, node: Compiled) -> ZoneInfo:
         """Where a date string from ``node`` is read: a literal's in the expression's zone."""
@@ -273,25 +316,24 @@ class _Parser:
         return node
 
     def or_expr(self) -> Compiled:
-        left = self.and_expr()
+        nodes = [self.and_expr()]
         while self.is_word("or"):
             self.take()
-            right = self.and_expr()
-            left = _either(left, right)
-        return left
+            nodes.append(self.and_expr())
+        return nodes[0] if len(nodes) == 1 else _any(tuple(nodes))
 
     def and_expr(self) -> Compiled:
-        left = self.not_expr()
+        nodes = [self.not_expr()]
         while self.is_word("and"):
             self.take()
-            right = self.not_expr()
-            left = _both(left, right)
-        return left
+            nodes.append(self.not_expr())
+        return nodes[0] if len(nodes) == 1 else _all(tuple(nodes))
 
     def not_expr(self) -> Compiled:
         if self.is_word("not"):
-            self.take()
+            self.descend(self.take())
             inner = self.not_expr()
+            self.depth -= 1
             return lambda g: not truthy(inner(g))
         return self.comparison()
 
@@ -306,25 +348,25 @@ class _Parser:
         return left
 
     def additive(self) -> Compiled:
-        left = self.multiplicative()
-        while self.peek().kind == "op" and self.peek().text in ("+", "-"):
-            op = self.take().text
-            right = self.multiplicative()
-            left = _binary(op, left, right)
-        return left
+        return self.arith_level(("+", "-"), self.multiplicative)
 
     def multiplicative(self) -> Compiled:
-        left = self.unary()
-        while self.peek().kind == "op" and self.peek().text in ("*", "/", "%"):
+        return self.arith_level(("*", "/", "%"), self.unary)
+
+    def arith_level(self, ops: tuple[str, ...], operand: Callable[[], Compiled]) -> Compiled:
+        """Operands joined by ``ops`` (one precedence), as one flat, left-to-right chain."""
+        first = operand()
+        rest: list[tuple[str, Compiled]] = []
+        while self.peek().kind == "op" and self.peek().text in ops:
             op = self.take().text
-            right = self.unary()
-            left = _binary(op, left, right)
-        return left
+            rest.append((op, operand()))
+        return _arith_chain(first, tuple(rest)) if rest else first
 
     def unary(self) -> Compiled:
         if self.peek().kind == "op" and self.peek().text == "-":
-            self.take()
+            self.descend(self.take())
             inner = self.unary()
+            self.depth -= 1
             return lambda g: _arith("-", 0, inner(g))
         return self.primary()
 
@@ -337,8 +379,10 @@ class _Parser:
         if tok.kind == "str":
             return _Const(_unquote(tok.text, tok.pos))
         if tok.kind == "op" and tok.text == "(":
+            self.descend(tok)
             inner = self.or_expr()
             self.expect(")")
+            self.depth -= 1
             return inner
         if tok.kind == "name":
             if tok.text in ("true", "false"):
@@ -372,15 +416,16 @@ class _Parser:
         return lambda g: g(key)
 
     def call(self, tok: _Tok) -> Compiled:
-        self.expect("(")
+        self.descend(self.expect("("))
         arg = self.or_expr()
         self.expect(")")
+        self.depth -= 1
         name = tok.text
         tz = self.zone_of(arg)
         if name == "defined":
             return lambda g: arg(g) is not None
         if name == "boolean":
-            return lambda g: truthy(arg(g))
+            return lambda g: cast_boolean(arg(g))
         if name == "number":
             return lambda g: _to_number(arg(g))
         if name == "string":
@@ -412,8 +457,19 @@ def compile_where(
 ) -> Callable[[Lookup], bool]:
     """Parse ``text`` once; the result filters records through a property lookup.
 
-    ``tz`` reads the expression's date strings, ``value_tz`` (default ``tz``) the records'."""
+    ``tz`` reads the expression's date strings, ``value_tz`` (default ``tz``) the records'.
+    Filtering raises WhereError only if evaluation overflows the stack (a backstop)."""
     if len(text) > 10_000:
         raise WhereError("where expression is longer than 10000 characters")
-    fn = _Parser(text, tz, value_tz or tz).parse()
-    return lambda lookup: truthy(fn(lookup))
+    try:
+        fn = _Parser(text, tz, value_tz or tz).parse()
+    except RecursionError:  # backstop: MAX_DEPTH should make this unreachable
+        raise WhereError("where expression is nested too deeply to parse; flatten it") from None
+
+    def run(lookup: Lookup) -> bool:
+        try:
+            return truthy(fn(lookup))
+        except RecursionError:  # backstop: a client error (400), never a server fault
+            raise WhereError("where expression is nested too deeply to evaluate; flatten it") from None
+
+    return run
