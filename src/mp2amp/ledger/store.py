@@ -83,8 +83,10 @@ class Ledger:
     def __init__(self, path: Path, *, read_only: bool = False, create: bool = True) -> None:
         """Open (or, unless ``read_only``, create) the ledger at ``path``. A file that is
         not an mp2amp ledger (another SQLite database; with ``read_only`` also an empty
-        file) is refused and left as it is. Without ``create`` (a resume) a file with no
-        tables is refused as damaged: a new schema there would start the run from zero."""
+        file) is refused and left as it is. A file with a database header but no tables
+        (a copy made without its -wal) is refused as damaged when ``read_only``, and so is
+        any file with no tables without ``create`` (a resume): a new schema there would
+        start the run from zero, and moving it away leaves a folder migrate refuses."""
         self.path = path
         self._outer = False  # inside a write transaction (``_tx``)
         try:
@@ -96,10 +98,12 @@ class Ledger:
                                            check_same_thread=False)
             tables = {r[0] for r in self._db.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if not tables and not create and not read_only:
+            empty = not tables and path.stat().st_size == 0
+            if not tables and ((not create and not read_only) or (read_only and not empty)):
                 self._db.close()
-                raise damaged(path, "it holds no tables: an empty file, or a copy made "
-                              "without its ledger.sqlite-wal file")
+                raise damaged(path, ("it is empty" if empty else "it holds no tables")
+                              + ": a copy cut short, or made without its ledger.sqlite-wal "
+                              "file")
             if (tables or read_only) and "meta" not in tables:
                 self._db.close()
                 raise TerminalError(

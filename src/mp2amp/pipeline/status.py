@@ -8,8 +8,9 @@ from typing import Any
 
 from mp2amp.errors import TerminalError
 from mp2amp.ledger import Ledger
+from mp2amp.ledger.sqlite_io import damaged
 from mp2amp.pipeline.accounting import WindowCounts, totals, window_counts
-from mp2amp.pipeline.attempts import last_attempt
+from mp2amp.pipeline.attempts import last_attempt as last_attempt  # tests patch it here
 from mp2amp.pipeline.worklock import running_pid
 
 
@@ -71,18 +72,66 @@ def status(workdir: Path) -> StatusResult:
         if pid is not None and path.stat().st_size < 64 * 1024:  # being created right now
             raise TerminalError(f"no migration in {workdir} yet: one is starting (pid "
                                 f"{pid or '?'}); run `mp2amp status` again in a moment") from None
+        _refuse_emptied(path)
         raise
     try:
-        with ledger.snapshot():  # one state of the ledger, though a migration may be writing
-            rows = window_counts(ledger)
-            batches = {"done": 0, "in_flight": 0}
-            for b in ledger.batches():
-                batches["done" if b.state == "done" else "in_flight"] += 1
-            attempt = last_attempt(ledger)
+        (rows, batches, attempt, planned), pid = _settled_read(ledger, workdir)
         states: dict[str, int] = {}
         for r in rows:
             states[r.state] = states.get(r.state, 0) + 1
-        return StatusResult(str(path), rows, states, batches, totals(rows), attempt,
-                            running_pid(workdir))
+        return StatusResult(str(path), rows, states, batches, totals(rows, planned=planned),
+                            attempt, pid)
     finally:
         ledger.close()
+
+
+_Read = tuple[list[WindowCounts], dict[str, int], dict[str, Any] | None, bool]
+
+
+def _read(ledger: Ledger) -> _Read:
+    with ledger.snapshot():  # one state of the ledger, though a migration may be writing
+        rows = window_counts(ledger)
+        batches = {"done": 0, "in_flight": 0}
+        for b in ledger.batches():
+            batches["done" if b.state == "done" else "in_flight"] += 1
+        return rows, batches, last_attempt(ledger), bool(rows) or _planned(ledger)
+
+
+def _planned(ledger: Ledger) -> bool:
+    """Whether a run with no windows planned them (none): the plan's windows and the
+    run's fingerprint are written in one step, so a run killed before it has neither."""
+    from mp2amp.pipeline.fingerprint import FINGERPRINT_META  # ~0.1 s, for this case only
+
+    return ledger.get_meta(FINGERPRINT_META) is not None
+
+
+def _settled_read(ledger: Ledger, workdir: Path) -> tuple[_Read, int | None]:
+    """The snapshot and the pid of the migrate holding the folder, agreeing: a run that
+    ended between the read and the lock check looked killed (its batches 'sent but not
+    confirmed'). A run records its end before it lets go of the lock, so a read started
+    after it let go has the end; a run that started and ended within one read is caught by
+    reading once more when the snapshot shows a run going with no lock held."""
+    for tries in range(3):
+        before = running_pid(workdir)
+        got = _read(ledger)
+        after = running_pid(workdir)
+        if after is not None:  # a run holds the folder: what is in flight is in flight
+            return got, after
+        going = got[2] is not None and got[2].get("outcome") == "running"
+        if before is None and (tries or not going):
+            return got, None
+    return got, before  # runs kept ending as they were read: the last one was going
+
+
+def _refuse_emptied(path: Path) -> None:
+    """An empty ledger beside an earlier run's files is damaged, as migrate calls it (a
+    missing one is refused there too): moving it away would not start a new run."""
+    from mp2amp.pipeline.run_start import holds_run_files  # only on this rare path
+
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        return
+    if empty and holds_run_files(path.parent):
+        raise damaged(path, "it is empty, while the work folder holds an earlier run's "
+                      "staged copies or downloads: a copy cut short, say")
