@@ -362,7 +362,9 @@ def test_status_while_a_migration_runs_reads_growing_counts_and_the_pid(
     writer): every status reads, with the run's pid, counts only grow, `mp2amp status`
     works mid-load, and the last one agrees with the run's own result."""
     work = tmp_path / "work"
-    with amplitude(tmp_path / "amp", latency_ms=400) as url:
+    # 700 ms a request: the load lasts long enough for a cold `mp2amp status` started at
+    # the first batch in flight to read it on a loaded machine (400 ms once was not)
+    with amplitude(tmp_path / "amp", latency_ms=700) as url:
         cfg = write_toml(tmp_path / "mp2amp.toml", project.events, work, url, concurrency=1)
         run = subprocess.Popen(
             [sys.executable, "-m", "mp2amp", "migrate", "-c", str(cfg), "--quiet", "--json"],
