@@ -23,6 +23,8 @@ from mp2amp.config import Config, load_config
 from mp2amp.config.sections import BLANK_HINTS
 
 HEADER = "invalid configuration ({} problem(s)); fix them and run again:"
+# generate lists its blank options with its other problems, in its own report
+GENERATE_HEADER = "invalid configuration in mp2amp generate ({} problem(s)); fix them and run again:"
 
 
 def text(option: str, what: str, value: str, default: str | None = None) -> str:
@@ -35,9 +37,9 @@ TZ = "an IANA timezone such as UTC or America/Los_Angeles"
 HOST = "an address to listen on, such as 127.0.0.1 (0.0.0.0 for every interface)"
 
 
-def refused(res: Any, expected: list[str]) -> None:
+def refused(res: Any, expected: list[str], header: str = HEADER) -> None:
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    lines = [HEADER.format(len(expected)), *(f"  - {p}" for p in expected)]
+    lines = [header.format(len(expected)), *(f"  - {p}" for p in expected)]
     assert res.stderr == "error: " + "\n".join(lines) + "\n"
     assert res.stdout == ""
 
@@ -52,7 +54,7 @@ def test_generate_refuses_each_blank_text_option_before_writing(tmp_path: Path) 
                   text("--id-merge", "simplified or original", " ", "simplified"),
                   text("--timezone", TZ, "", "America/Los_Angeles"),
                   text("--industry", "ecommerce, b2b, fintech, streaming, all, or a comma "
-                       "list of them", "\t", "all")])
+                       "list of them", "\t", "all")], GENERATE_HEADER)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -61,8 +63,8 @@ def test_generate_json_gives_the_error_object_of_a_blank_path(tmp_path: Path) ->
     problem = text("--timezone", TZ, " ", "America/Los_Angeles")
     assert res.returncode == 2
     assert json.loads(res.stdout) == {"exit_code": 2, "error": {
-        "kind": "terminal", "type": "ConfigError",
-        "message": f"{HEADER.format(1)}\n  - {problem}", "problems": [problem]}}
+        "kind": "terminal", "type": "ConfigError", "source": "mp2amp generate",
+        "message": f"{GENERATE_HEADER.format(1)}\n  - {problem}", "problems": [problem]}}
     assert list(tmp_path.iterdir()) == []
 
 

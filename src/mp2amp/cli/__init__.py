@@ -86,17 +86,38 @@ def _refuse_blank_values(group: Any, ctx: Any, args: list[str]) -> None:
     help_option = command.get_help_option(sub)
     if help_option is not None and given.get(help_option.name):
         return  # --help wins over bad values, as click has it
-    problems = [_blank_problem(p, given[p.name]) for p in command.params
-                if isinstance(given.get(p.name), str) and not given[p.name].strip()
-                and (_is_path(p) or _is_text_option(p))]
-    if not problems:
+    blank = {p.name: _blank_problem(p, given[p.name]) for p in command.params
+             if isinstance(given.get(p.name), str) and not given[p.name].strip()
+             and (_is_path(p) or _is_text_option(p))}
+    if not blank:
         return
+    if command.name in _GATHERS_PROBLEMS and _parses(command, name, rest, ctx):
+        ctx.meta[BLANK_PROBLEMS] = blank  # shared with the command's context
+        return
+    problems = list(blank.values())
     # as parsed: in `-c --json` the "--json" is the config's (blank-less) name
     as_json = any("--json" in p.opts and given.get(p.name) for p in command.params)
     to_file = _DATA_ON_STDOUT.get(command.name or "", ())
     with cli_errors(as_json=as_json, json_to_stderr=bool(to_file) and not any(
             set(to_file) & set(p.opts) and p.name in given for p in command.params)):
         raise ConfigError(problems)
+
+
+# Commands that list every problem of theirs in one report (README: generate's bad
+# arguments "exit 2 with every problem listed"): their blank options' problems, by
+# parameter name, go in ctx.meta[BLANK_PROBLEMS] for them to list with the others
+_GATHERS_PROBLEMS = frozenset({"generate"})
+BLANK_PROBLEMS = "mp2amp.blank_problems"
+
+
+def _parses(command: Any, name: str, args: list[str], ctx: Any) -> bool:
+    """Whether ``args`` parse (types, ranges): a usage error stops the command before it
+    could list the blank options' problems, so they are then refused here, as before."""
+    try:
+        command.make_context(name, list(args), parent=ctx)
+    except UsageError:
+        return False
+    return True
 
 
 # What a text option takes, for the message refusing its blank value (a test checks that

@@ -52,8 +52,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                 host=host,
                 port=port,
                 project_id=project_id,
-                service_account=service_account or os.environ.get("MIXPANEL_SERVICE_ACCOUNT") or None,
-                api_secret=api_secret or os.environ.get("MIXPANEL_SECRET") or None,
+                service_account=service_account or _env_secret("MIXPANEL_SERVICE_ACCOUNT"),
+                api_secret=api_secret or _env_secret("MIXPANEL_SECRET"),
                 token=token,
                 timezone=timezone,
                 export_per_hour=export_rate_limit,
@@ -68,6 +68,12 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                                   f"{escape(f'cannot listen on {host}:{port}: {exc}')}")
                 raise typer.Exit(2) from None
             err_console.print("mixpanel emulator stopped")
+
+
+def _env_secret(name: str) -> str | None:
+    """The variable stripped, or None when unset or blank: as migrate reads it
+    (mp2amp.config.loader), so a secret of blanks is none, not the only one accepted."""
+    return os.environ.get(name, "").strip() or None
 
 
 async def _serve(emulator: MixpanelEmulator) -> None:

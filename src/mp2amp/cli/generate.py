@@ -9,7 +9,7 @@ import re
 import shutil
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import replace
 from datetime import date
@@ -19,8 +19,9 @@ from typing import Annotated, Any
 
 import typer
 
+from mp2amp.cli import BLANK_PROBLEMS
 from mp2amp.cli.output import cli_errors, console, emit
-from mp2amp.errors import InputError
+from mp2amp.errors import ConfigError, InputError
 from mp2amp.generate import GenerateConfig, generate_project
 from mp2amp.generate.project import GenerateResult, parse_industries, validate
 from mp2amp.pipeline.stopping import signals_deferred, signals_held
@@ -33,6 +34,26 @@ def _parse_start(value: str, problems: list[str]) -> date:
     except ValueError:
         problems.append(f"--start must be a date as YYYY-MM-DD, got {value!r}")
         return date(2024, 1, 1)
+
+
+def _stand_in(ctx: typer.Context, blank: Mapping[str, str], name: str, value: str) -> str:
+    """A blank option's default (its problem is listed already), so that the checks that
+    follow do not report it a second time; any other option's value as it is."""
+    if name not in blank:
+        return value
+    return next(str(p.default) for p in ctx.command.params if p.name == name)
+
+
+def _validate(config: GenerateConfig, problems: list[str], blank_out: bool) -> None:
+    """``validate``, but a blank --out (listed already) is not also reported as the
+    current folder it would be."""
+    try:
+        validate(config, problems)
+    except ConfigError as exc:
+        if not blank_out:
+            raise
+        raise ConfigError([p for p in exc.problems if not p.startswith("--out ")],
+                          source=exc.source) from None
 
 
 def _render(result: dict[str, Any]) -> None:
@@ -49,6 +70,7 @@ def _render(result: dict[str, Any]) -> None:
 def register(app: typer.Typer, emulate: typer.Typer) -> None:
     @app.command("generate")
     def generate(
+        ctx: typer.Context,
         out: Annotated[Path, typer.Option("--out", help="New (or empty) directory to write the project to.")],
         users: Annotated[int, typer.Option("--users", help="Number of people (visitors, new and existing users).")] = 1000,
         days: Annotated[int, typer.Option("--days", help="Number of project-timezone days.")] = 7,
@@ -76,14 +98,22 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                     "command again")
 
         with cli_errors(interrupted, as_json=as_json):
-            problems: list[str] = []
+            # blank options, refused by mp2amp.cli, are listed with the other problems
+            blank: dict[str, str] = ctx.meta.get(BLANK_PROBLEMS, {})
+            problems = list(blank.values())
+            start, id_merge, timezone, industry = (
+                _stand_in(ctx, blank, name, value) for name, value in (
+                    ("start", start), ("id_merge", id_merge), ("timezone", timezone),
+                    ("industry", industry)))
             config = GenerateConfig(
                 out=out, users=users, days=days, start=_parse_start(start, problems), seed=seed,
                 id_merge=id_merge, timezone=timezone, legacy_time=legacy_time, dirty=dirty,
                 industries=parse_industries(industry), gzip=not no_gzip,
             )
-            _clear_leftover(out)
-            validate(config, problems)  # every problem at once, before anything is written
+            if "out" not in blank:  # a blank --out is the current folder: never cleared
+                _clear_leftover(out)
+            # every problem at once, before anything is written
+            _validate(config, problems, "out" in blank)
             result = _generate(config)
             done.append(True)
             emit({**result.as_dict(), "out": str(out)}, as_json, _render)
