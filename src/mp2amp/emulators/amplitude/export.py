@@ -8,7 +8,6 @@ Amplitude's export field names and ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC timestamps
 from __future__ import annotations
 
 import gzip
-import hashlib
 import zipfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,7 @@ from typing import IO, Any
 import orjson
 
 from mp2amp.emulators.amplitude.ids import NO_PERSON
-from mp2amp.emulators.amplitude.store import HOUR_FORMAT, EventStore
+from mp2amp.emulators.amplitude.store import HOUR_FORMAT, EventStore, hashed_device_id
 
 MAX_RANGE = timedelta(days=365)
 MAX_EXPORT_BYTES = 4 * 1024**3  # "The limit size is 4GB"
@@ -55,11 +54,6 @@ def parse_range(start: str | None, end: str | None) -> tuple[str, str]:
 def fmt_time(ms: int) -> str:
     # validate.py refuses times outside the years 1-9999, so every stored one has a date
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def hashed_device_id(user_id: str) -> str:
-    """Amplitude fills a missing device_id with a hash of the user_id."""
-    return hashlib.md5(user_id.encode(), usedforsecurity=False).hexdigest()
 
 
 def _cut(value: Any) -> Any:

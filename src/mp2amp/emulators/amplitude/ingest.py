@@ -21,7 +21,7 @@ from mp2amp.emulators.amplitude.config import (
 )
 from mp2amp.emulators.amplitude.identify import apply_update
 from mp2amp.emulators.amplitude.ids import NO_PERSON, Identities
-from mp2amp.emulators.amplitude.store import EventStore, groups_json
+from mp2amp.emulators.amplitude.store import EventStore, groups_json, hashed_device_id
 from mp2amp.emulators.amplitude.throttle import Limiter, LimitVerdict
 from mp2amp.emulators.amplitude.validate import (
     DEFAULT_MIN_ID_LENGTH,
@@ -78,11 +78,13 @@ class Ingestor:
         api_key = payload.get("api_key")
         if not api_key:
             return missing("api_key")
-        if api_key != self.config.api_key:
-            return 400, {"code": 400, "error": f"Invalid API key: {api_key}"}
         events = payload.get("events")
+        # the reference is silent on the order; README (and reference 10) name a missing
+        # field before a wrong key
         if events is None:
             return missing("events")
+        if api_key != self.config.api_key:
+            return 400, {"code": 400, "error": f"Invalid API key: {api_key}"}
         if not isinstance(events, list):
             return 400, {"code": 400, "error": "Invalid event JSON"}
         if len(events) > MAX_EVENTS_PER_REQUEST:
@@ -190,8 +192,11 @@ class Ingestor:
             person = bool(user_id or device_id)
             insert_id = event.get("insert_id")
             if insert_id:
-                key = (f"{device_id}\x1f{insert_id}" if device_id else
-                       f"\x00{user_id}\x1f{insert_id}" if person else group_dedup_key(event, insert_id))
+                # reference 1.6: the device, or the hash of user_id that stands for it (the
+                # export's device_id), so a user-only event and its hashed device share a key
+                # (validation let only a str user_id through)
+                key = (f"{device_id or hashed_device_id(str(user_id))}\x1f{insert_id}"
+                       if person else group_dedup_key(event, insert_id))
                 first = seen.get(key)
                 if first is not None:
                     if first >= oldest:

@@ -39,6 +39,7 @@ into memory.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections import Counter
@@ -199,7 +200,7 @@ class EventStore:
                 except (orjson.JSONDecodeError, ValueError):
                     continue  # a torn last line from a killed process: that request failed
                 if upload_ms >= oldest:
-                    for key in keys:
+                    for key in map(current_dedup_key, keys):
                         seen[key] = upload_ms
 
     def prune_dedup(self, now_ms: int) -> None:
@@ -360,18 +361,22 @@ class EventStore:
         self._forgetting = set(drop_aids)
 
     def insert_id_counts(self) -> list[list[Any]]:
-        """``[who, insert_id, times stored]`` of every stored event, keyed as it is
-        deduplicated: ``who`` is the device_id, else the user_id, else (a group update
-        naming nobody) its groups as sorted JSON, so that two groups' updates sharing an
-        insert_id are two events, not one stored twice."""
-        counts: Counter[tuple[str | None, str]] = Counter()
+        """``[who, insert_id, times stored]`` of every stored event, counted by its dedup
+        key: ``who`` is the device_id, else the user_id, else (a group update naming nobody)
+        its groups as sorted JSON, so that two groups' updates sharing an insert_id are two
+        events, not one stored twice. A user-only event and one sent with its hashed device
+        share a key, so both count under the ``who`` stored first."""
+        counts: Counter[tuple[str, str]] = Counter()
+        whos: dict[tuple[str, str], str] = {}
         for event in self.iter_events():
             insert_id = event.get("insert_id")
             if insert_id:
-                who = (event.get("device_id") or event.get("user_id")
-                       or groups_json(event.get("groups")))
-                counts[(who, insert_id)] += 1
-        return [[who, iid, n] for (who, iid), n in counts.items()]
+                device_id, user_id = event.get("device_id"), event.get("user_id")
+                who = device_id or user_id or groups_json(event.get("groups"))
+                key = (device_id or (hashed_device_id(user_id) if user_id else who), insert_id)
+                whos.setdefault(key, who)
+                counts[key] += 1
+        return [[whos[key], key[1], n] for key, n in counts.items()]
 
     def rewrite_without(self, drop_aids: set[int], canonical: Callable[[int], int],
                         erased: Callable[[int], None] | None = None) -> int:
@@ -430,6 +435,21 @@ class EventStore:
                     continue  # a torn line: never answered 200, never counted
                 count += sum(aid is not None for aid in aids)
         return count
+
+
+def hashed_device_id(user_id: str) -> str:
+    """Amplitude fills a missing device_id with a hash of the user_id (reference 1.6)."""
+    return hashlib.md5(user_id.encode(), usedforsecurity=False).hexdigest()
+
+
+def current_dedup_key(key: str) -> str:
+    """``key`` as ingestion writes it now. A user-only event's key was once NUL, user_id,
+    US, insert_id rather than its hashed device's; a folder written then still holds such
+    keys (read here as the new one: dedup files expire in 7 days, so no rewrite)."""
+    if not key.startswith("\x00"):
+        return key
+    user_id, _, insert_id = key[1:].partition("\x1f")
+    return f"{hashed_device_id(user_id)}\x1f{insert_id}"
 
 
 def groups_json(groups: Any) -> str:
