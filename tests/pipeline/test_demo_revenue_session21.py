@@ -9,7 +9,10 @@ the general path; worker processes are forked, so they inherit the patch)."""
 from __future__ import annotations
 
 import json
+import math
+import random
 import re
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,8 +29,10 @@ from mp2amp.pipeline.proof_revenue import (
     as_exported,
     differences,
     expected_revenue,
+    js_number,
     revenue_totals,
 )
+from mp2amp.transform.values import js_number_text
 
 EVENTS = 3_000
 
@@ -194,9 +199,10 @@ def test_the_export_shows_price_times_quantity_as_revenue() -> None:
     wrong = differences({"event_properties": {**shown, "$quantity": None,
                                               "$revenue": 19.99}}, fields)
     assert wrong == ["$quantity None (expected 2)", "$revenue 19.99 (expected 39.98)"]
-    # a top-level field is compared where the export row has it (currency has no $ name)
-    assert differences({"event_properties": shown, "currency": "EUR"}, fields) == [
-        "currency 'EUR' (expected 'USD')"]
+    # a top-level field is compared where the export row has it; currency, which the
+    # export never shows (no $ name), is not: the proof does not claim to check it
+    assert differences({"event_properties": shown, "price": 9.99, "currency": "EUR"},
+                       fields) == ["price 9.99 (expected 19.99)"]
 
 
 def test_totals_are_compared_per_day_in_cents() -> None:
@@ -217,3 +223,36 @@ def test_without_revenue_config_an_invented_revenue_is_wrong(tmp_path: Path) -> 
     assert proof.revenue_names.enabled is False
     assert differences({"event_properties": {"$revenue": 5.0}}, None) == [
         "$revenue 5.0 (expected None)"]
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (5.0, "5"), (-0.0, "0"), (-3.5, "-3.5"), (19.99, "19.99"), (1e16, "10000000000000000"),
+    (2.0**60, "1152921504606847000"), (1e21, "1e+21"), (1.5e-7, "1.5e-7"),
+    (1e-6, "0.000001"), (123e-20, "1.23e-18"), (5e-324, "5e-324"),
+    (1.7976931348623157e308, "1.7976931348623157e+308"),
+])
+def test_the_proof_writes_numbers_as_javascript_does(value: float, text: str) -> None:
+    # String(value) in JavaScript (ECMA-262 Number::toString)
+    assert js_number(value) == text
+
+
+def test_the_proofs_javascript_numbers_agree_with_the_transforms() -> None:
+    # stated independently: any double, written by both, is the same text
+    rng = random.Random(21)
+    values = [struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+              for _ in range(20_000)]
+    values += [round(rng.uniform(-1e4, 1e4), rng.randint(0, 4)) for _ in range(5_000)]
+    for value in values:
+        if math.isfinite(value):
+            assert js_number(value) == js_number_text(value), value
+
+
+@pytest.mark.parametrize(("sku", "text"), [
+    (19.99, "19.99"), (1e21, "1e+21"), (2**53 + 1, "9007199254740993"),
+    (-(2**60), "-1152921504606847000"), (10**400, str(10**400)),
+])
+def test_a_numeric_product_id_is_stated_whole_or_not(sku: object, text: str) -> None:
+    # before, a fraction or 1e21 was not stated (never compared); an integer a double does
+    # not hold keeps its digits, as the plan's type: string writes it
+    assert expected_revenue({"price": 1.0, "sku": sku}, "Buy", _NAMES) == (
+        1.0, None, None, text, None, None)

@@ -44,7 +44,8 @@ and the generator's ground truth say of it:
 * revenue: the top-level revenue fields ``[transform.revenue]`` makes of the record
   (``proof_revenue``: docs/mapping.md's rules stated again), as the export shows them
   (``$price``, ``$quantity``, ``$revenue``, ``$productId``, ``$revenueType``), and the
-  total revenue of the expected events vs the export's, per UTC day.
+  total revenue of the expected events vs the export's, per UTC day. Not ``currency``:
+  the export shows none.
 
 Memory: one small tuple per expected event (~270 bytes; 55 MB for the demo's 200k), and
 ~150 bytes an event for the sessions, compared at the end.
@@ -89,12 +90,13 @@ from mp2amp.pipeline.proof_revenue import (
     differences,
     expected_revenue,
     exported_amount,
+    js_number,
     revenue_totals,
 )
 from mp2amp.transform.hotshard import restore_hotshard
 from mp2amp.transform.insert_id import event_insert_id
 from mp2amp.transform.timeconv import TimeError, to_epoch_ms
-from mp2amp.transform.values import MAX_STRING, js_number_text
+from mp2amp.transform.values import MAX_STRING
 
 EXAMPLES = 5  # per kind of problem
 MAX_EVENT_TYPE = 1024  # Amplitude cuts longer names (the transform does it first)
@@ -518,7 +520,7 @@ def _group_name(value: object) -> str | None:
     if type(value) is int:
         return str(value)
     if type(value) is float and value.is_integer():  # (not NaN nor infinite)
-        return js_number_text(value)  # as JavaScript writes it: 1e21 is "1e+21"
+        return js_number(value)  # as JavaScript writes it: 1e21 is "1e+21"
     return None
 
 

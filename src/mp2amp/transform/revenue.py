@@ -28,9 +28,9 @@ Rules (all deterministic, none invents a value):
   product-id names): one Amplitude event per Mixpanel event, so counts reconcile. With one
   item its price, quantity and product id are hoisted. With several, ``revenue`` is the
   order-level revenue property when set, else the sum of ``price x quantity`` over the
-  items; ``productId`` is left unset (there is no single product) and the list stays in
-  ``event_properties``. An item without a parseable price or quantity makes the sum
-  unknown, so no sum is sent.
+  items (correctly rounded, so the items' order never changes it); ``productId`` is left
+  unset (there is no single product) and the list stays in ``event_properties``. An item
+  without a parseable price or quantity makes the sum unknown, so no sum is sent.
 * Refunds: events named in ``refund_events`` (Mixpanel or plan name) carry negative
   ``price``/``revenue`` (and a positive ``quantity``) (Amplitude allows negative values for refunds) and ``revenueType``
   "refund" unless the event has its own type. A negative amount on any event is kept.
@@ -158,6 +158,16 @@ def _single(price: float | None, quantity: float | None,
     return None, None, price * quantity if revenue is None else revenue
 
 
+def _sum(amounts: list[float]) -> float:
+    """The correctly rounded sum (``math.fsum``): the same items in any order give the
+    same revenue, and a small item beside large ones is not lost. One that overflows a
+    double (or adds infinities of both signs) is infinite: not sent, like any overflow."""
+    try:
+        return math.fsum(amounts)  # inf - inf gives NaN on some Pythons, raises on others
+    except (OverflowError, ValueError):
+        return _INF
+
+
 RevenueFields = Callable[[dict[str, Any], tuple[str, str]], dict[str, Any]]
 
 
@@ -210,8 +220,8 @@ def revenue_reader(rs: RevenueSettings, counts: Counter[str] | None = None,
                 item_price, item_quantity, product = parsed[0]
                 price, quantity, revenue = _single(item_price, item_quantity, None)
             elif all(p is not None and q != _NO_NUMBER for p, q, _ in parsed):
-                revenue = sum(p * (1.0 if q is None else q) for p, q, _ in parsed
-                              if p is not None)
+                revenue = _sum([p * (1.0 if q is None else q) for p, q, _ in parsed
+                                if p is not None])
             if order_total is not None:
                 revenue = order_total
         else:
