@@ -51,6 +51,7 @@ from mp2amp.extract.pipelines import (
 )
 from mp2amp.extract.remote_glob import remote_glob, without_folder_objects
 from mp2amp.models import UTC_TIME_MARK, SourceRecord
+from mp2amp.remote_fs import gcs_emulator
 
 log = logging.getLogger("mp2amp.extract")
 
@@ -449,7 +450,7 @@ def _filesystem(protocol: str, options: StorageOptions) -> Any:
     if protocol in ("gs", "gcs"):
         options = _raw_gcs_reads(options)
     try:
-        if protocol in ("gs", "gcs") and _gcs_emulator(options):
+        if protocol in ("gs", "gcs") and gcs_emulator(options):
             # gcsfs's default class asks a gRPC API for the bucket's layout before each
             # open; an emulator serves none, so every file waited out 60 s of retries. The
             # plain class speaks only the JSON API, which is all that reading needs.
@@ -466,15 +467,6 @@ def _filesystem(protocol: str, options: StorageOptions) -> Any:
                          f"pip install 'mp2amp[{extra}]' (or pip install {package})") from exc
     except ValueError as exc:
         raise InputError(f"{protocol}:// is not a supported storage protocol ({exc})") from exc
-
-
-def _gcs_emulator(options: StorageOptions) -> bool:
-    """Whether gcsfs will talk to a GCS emulator: an ``endpoint_url`` over plain http
-    (Google's own are https), or gcsfs's STORAGE_EMULATOR_HOST when none is given."""
-    endpoint = options.get("endpoint_url")
-    if endpoint:
-        return str(endpoint).startswith("http://")
-    return os.environ.get("STORAGE_EMULATOR_HOST", "") not in ("", "default")
 
 
 def _raw_gcs_reads(options: StorageOptions) -> StorageOptions:

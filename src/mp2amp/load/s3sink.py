@@ -38,7 +38,6 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import orjson
 
 from mp2amp.errors import ConfigError, InputError
@@ -52,6 +51,7 @@ from mp2amp.load.s3target import (
     output_trouble,
     protocols,
 )
+from mp2amp.remote_fs import url_to_fs
 
 MIN_FILE_BYTES = 1 << 20             # "Each file between 1 MB and 5 GB": 1 MiB meets either reading
 MAX_FILE_BYTES = 5_000_000_000       # and 5 GB (decimal, under 5 GiB) meets both too
@@ -172,7 +172,7 @@ class S3ImportSink:
             problems.append(f"merge_fan_in ({merge_fan_in}) must be at least 2")
         if problems:
             raise ConfigError(problems, source="amplitude.output_dir")
-        self.fs, self.root = fsspec.core.url_to_fs(target, **(storage_options or {}))
+        self.fs, self.root = url_to_fs(target, storage_options)
         self.root = self.root.rstrip("/")
         self.run_id = run_id
         self.target_file_bytes = target_file_bytes

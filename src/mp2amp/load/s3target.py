@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import fsspec
-
 from mp2amp.errors import InputError, Mp2AmpError, TerminalError
+from mp2amp.remote_fs import url_to_fs
 
 # object stores: a bucket is never created (a typo would get files Amplitude never reads)
 BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
@@ -30,6 +29,10 @@ class SinkStopped(Exception):
 def bucket_problems(target: str) -> list[str]:
     """What in ``target``'s name Amplitude's import cannot take (from the name alone):
     ``ConfigError`` problems of ``amplitude.output_dir``."""
+    named = re.match(r"(s3a?|gs|gcs)://([^/]*)", target)
+    if named and not named.group(2):  # else said as a missing bucket '' to create
+        return [f"{target} names no bucket; set [amplitude] output_dir to "
+                f"{named.group(1)}://BUCKET/PREFIX"]
     bucket = re.match(r"s3a?://([^/]*)", target)
     if bucket and "." in bucket.group(1):
         return [f"bucket {bucket.group(1)!r}: Amplitude's S3 import cannot read a bucket "
@@ -81,7 +84,7 @@ def probe_output(target: str, storage_options: dict[str, Any] | None) -> None:
     """Once before any input is read: the bucket exists (a local folder is made) and a
     hidden probe file can be written and deleted there, as the run will do hours later."""
     with output_trouble(target):
-        fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
+        fs, root = url_to_fs(target, storage_options)
         root = root.rstrip("/")
         bucket = bucket_of(fs, root)
         if bucket is None:

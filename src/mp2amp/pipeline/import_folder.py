@@ -22,6 +22,7 @@ import orjson
 from mp2amp.errors import TerminalError
 from mp2amp.ledger import Ledger
 from mp2amp.load.s3target import output_trouble
+from mp2amp.remote_fs import url_to_fs
 
 if TYPE_CHECKING:
     from mp2amp.load.s3sink import S3ImportSink, SinkReport
@@ -147,11 +148,9 @@ def refuse_another_runs_files(target: str, storage_options: dict[str, Any] | Non
 def _others_files(target: str, storage_options: dict[str, Any] | None, run: str | None,
                   attempt: int) -> list[str]:
     """The import files and converter config in the folder that this run did not write."""
-    import fsspec
-
     from mp2amp.load.s3sink import CONVERTER_NAME
 
-    fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
+    fs, root = url_to_fs(target, storage_options)
     base = root.rstrip("/")
     own = None if attempt == 1 else run
     found = [path for path, made_by, made_in, part in _import_files(fs, base)
@@ -171,13 +170,11 @@ def remove_earlier_attempts(target: str, attempt: int,
     """Delete the import files (and leftover ``.part``) of run ``run``'s attempts before
     ``attempt`` ("": names without a run id, from an earlier mp2amp); no other file. The
     paths deleted, as the filesystem names them or, ``with_scheme``, as URLs."""
-    import fsspec
-
     from mp2amp.load.s3sink import shown_path
 
     removed: list[str] = []
     with output_trouble(target):
-        fs, root = fsspec.core.url_to_fs(target, **(storage_options or {}))
+        fs, root = url_to_fs(target, storage_options)
         for path, made_by, made_in, _ in sorted(_import_files(fs, root.rstrip("/"))):
             if _ours(made_by, made_in, attempt, run):  # with the .part a kill left
                 fs.rm_file(path)  # rm would expand the path as a glob
