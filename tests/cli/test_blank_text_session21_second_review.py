@@ -22,8 +22,7 @@ TZ_BLANK = ("--timezone: must be an IANA timezone such as UTC or America/Los_Ang
             "default, America/Los_Angeles")
 USERS = "--users must be between 1 and 10,000,000, got 0"
 OUT_BLANK = ("--out: must be a path, got a blank value '' (an unset variable?), which would "
-             "be the current folder; give the path (\".\" for the current folder) or leave "
-             "the option out")
+             "be the current folder; give the path (\".\" for the current folder)")
 HEADER = "invalid configuration{} ({} problem(s)); fix them and run again:"
 
 

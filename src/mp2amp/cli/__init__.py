@@ -138,13 +138,16 @@ _TEXT_HINTS = {
 
 def _blank_problem(param: Any, value: str) -> str:
     option = _option_name(param.opts)
+    # a required option left out fails as missing: never advise that
+    leave_out = "" if param.required else "leave the option out"
     if _is_path(param):
         return (f"{option}: must be a path, got a blank value {value!r} (an unset variable?), "
                 "which would be the current folder; give the path (\".\" for the current "
-                "folder) or leave the option out")
-    default = f" for the default, {param.default}" if param.default is not None else ""
+                f"folder){' or ' + leave_out if leave_out else ''}")
+    if leave_out and param.default is not None:
+        leave_out += f" for the default, {param.default}"
     return (f"{option}: must be {_TEXT_HINTS.get(option, 'a value')}, got a blank value "
-            f"{value!r} (an unset variable?); give one, or leave the option out{default}")
+            f"{value!r} (an unset variable?); give one{', or ' + leave_out if leave_out else ''}")
 
 
 def _is_path(param: Any) -> bool:

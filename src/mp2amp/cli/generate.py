@@ -56,6 +56,27 @@ def _validate(config: GenerateConfig, problems: list[str], blank_out: bool) -> N
                           source=exc.source) from None
 
 
+def _dangling_out(out: Path) -> str | None:
+    """The problem of an --out that is, or is under, a symlink to a missing folder (an
+    unmounted drive): validate takes it for a folder to create, and creating
+    ``--out/.partial`` then fails naming that inner path, with "File exists"."""
+    for link in (out, *out.parents):
+        if not os.path.lexists(link):
+            continue  # to be created: its nearest existing ancestor decides
+        if not link.is_symlink():
+            return None
+        try:
+            link.stat()
+        except FileNotFoundError:
+            where = "" if link == out else f" cannot be created: {link}"
+            return (f"--out {out}{where} is a symlink to a missing folder "
+                    f"({os.readlink(link)}); mount it or choose another --out")
+        except OSError:
+            return None  # a loop, a permission: creating it reports that as it is
+        return None
+    return None
+
+
 def _render(result: dict[str, Any]) -> None:
     dirt = ", ".join(f"{k} {v}" for k, v in result["dirt"].items() if v) or "none"
     console.print(
@@ -112,6 +133,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             )
             if "out" not in blank:  # a blank --out is the current folder: never cleared
                 _clear_leftover(out)
+                problems.extend(filter(None, [_dangling_out(out)]))
             # every problem at once, before anything is written
             _validate(config, problems, "out" in blank)
             result = _generate(config)
