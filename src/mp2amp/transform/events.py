@@ -67,7 +67,6 @@ from mp2amp.transform.shapes import (
     MAX_MEMO_ENTRIES,
     MAX_SHAPE_KEYS,
     MAX_SHAPES,
-    MAX_URLS,
     PAGE_ALL,
     Context,
     ContextEntry,
@@ -79,10 +78,11 @@ from mp2amp.transform.shapes import (
     compile_table,
     convert,
     drop_oldest,
+    memo_weight,
     out_template,
-    page_properties,
     plain_props,
     plain_value,
+    remember_page,
     same_types,
 )
 from mp2amp.transform.timeconv import LocalTimeConverter, TimeError, processed_ms_of, seconds_to_ms
@@ -256,7 +256,7 @@ class Transformer:
                 if type(url) is str and url:
                     parts = self._urls.get(url)
                     if parts is None:
-                        parts = self._page(url)
+                        parts = remember_page(self._urls, url)
                     if page is PAGE_ALL:
                         event_props.update(parts)
                     else:
@@ -412,7 +412,7 @@ class Transformer:
                 if type(url) is str and url:  # the shape knows the key, not the value's type
                     parts = self._urls.get(url)
                     if parts is None:
-                        parts = self._page(url)
+                        parts = remember_page(self._urls, url)
                     if page is PAGE_ALL:
                         event_props.update(parts)
                     else:
@@ -461,7 +461,10 @@ class Transformer:
         context = shape.context
         assert context is not None
         if front_key not in self._fronts:
-            self._shape_keys += len(front_key[3])
+            weight = memo_weight(front_key[3], front_key[:3])
+            if weight < 0:  # a text over MAX_STRING: not memoized (see ``_shape``)
+                return
+            self._shape_keys += weight
             if len(self._fronts) >= MAX_SHAPES or self._shape_keys > MAX_SHAPE_KEYS:
                 self._forget_shapes()
             fixes = dict(shape.fixes)
@@ -552,11 +555,14 @@ class Transformer:
     def _shape(self, props: dict[str, Any], lib: Any, os_value: Any,
                shape_key: tuple[Any, ...] | None) -> Shape:
         platform = mapping.detect_platform(lib, os_value, "$browser" in props)
+        weight = -1 if shape_key is None else memo_weight(shape_key)  # -1: not memoized,
+        shared = weight >= 0  # nor its conversion and context (fresh ones: they hold names)
         shape = build_shape(props, lib, os_value, self._tables[platform], platform,
-                            self._revenue_keys, self._group_keys, self._conversions,
-                            self._contexts)
-        if shape_key is not None:
-            self._shape_keys += len(shape_key)
+                            self._revenue_keys, self._group_keys,
+                            self._conversions if shared else {},
+                            self._contexts if shared else {})
+        if shape_key is not None and shared:
+            self._shape_keys += weight
             if len(self._shapes) >= MAX_SHAPES or self._shape_keys > MAX_SHAPE_KEYS:
                 self._forget_shapes()
             self._shapes[shape_key] = shape
@@ -586,13 +592,6 @@ class Transformer:
         if len(shape.memo) >= MAX_MEMO:
             self._memo_entries -= drop_oldest(shape.memo)
         shape.memo[key] = result
-
-    def _page(self, url: str) -> dict[str, str]:
-        parts = page_properties(url)
-        if len(self._urls) >= MAX_URLS:
-            drop_oldest(self._urls)
-        self._urls[url] = parts
-        return parts
 
 
 def _missing_name() -> Rejection:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from itertools import islice
 from operator import itemgetter
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from mp2amp.transform import mapping
 from mp2amp.transform.geo import LOCATION_FIELDS
@@ -44,12 +44,15 @@ _PER_EVENT = frozenset({
     "current_url_protocol", "current_url_search", "$referrer", "$referring_domain",
     "$search_engine", "mp_keyword", "$duration",
 })
+_urlsplit_uncached: Callable[[str], SplitResult] = getattr(urlsplit, "__wrapped__", urlsplit)
 MAX_URLS = 1_024  # ~1.8 KB each (measured), oldest quarter dropped when full: ~1.8 MB
 MAX_MEMO = 4_096  # per memo; the transformer also bounds all memos of a kind together
 # The transformer's memo bounds. Shapes (and fronts) by count and by the property keys
-# they hold (~200 bytes a key in all the memos: 20,000 shapes of 250 keys held ~1 GB).
+# they hold (~200 bytes a key in all the memos: 20,000 shapes of 250 keys held ~1 GB),
+# a key counted once more per KEY_CHARS characters of its text (``memo_weight``).
 MAX_SHAPES = 20_000
 MAX_SHAPE_KEYS = 200_000
+KEY_CHARS = 200
 MAX_MEMO_ENTRIES = 4_096  # conversions, all memos together, ~2 KB each: reached early
 # in a run, so its memory is the same at 1M events as at 5M (8192 held a 1M-event
 # project's ~6.7k conversions without filling, then grew at 5M; misses are cheap now)
@@ -409,13 +412,40 @@ def plain_scalars(values: list[Any]) -> bool:
 def page_properties(url: str) -> dict[str, str]:
     """The page properties Amplitude's Browser SDK derives from the page URL (non-empty
     ones, in the order they are added)."""
-    try:
-        split = urlsplit(url)
+    try:  # urlsplit's own cache (128 URLs) would hold over-long ones whole: not for them
+        split = (urlsplit if len(url) <= MAX_STRING else _urlsplit_uncached)(url)
         host, path = split.hostname or None, split.path or None
     except ValueError:
         host = path = None
     parts = {PAGE_URL: url.split("?", 1)[0], PAGE_DOMAIN: host, PAGE_PATH: path}
     return {k: v for k, v in parts.items() if v}
+
+
+def memo_weight(keys: tuple[Any, ...], head: tuple[Any, ...] = ()) -> int:
+    """What a shape (or front) key holds in the memos, in ``MAX_SHAPE_KEYS`` units: one per
+    item of ``keys``, plus one per ``KEY_CHARS`` characters of any text in ``keys`` or
+    ``head``; -1 when a text is longer than ``MAX_STRING``: such a key is not memoized
+    (the name is cut per event anyway, and distinct 100 KB names would each be held)."""
+    weight = len(keys)
+    for part in (head, keys):
+        for item in part:
+            if type(item) is str:
+                size = len(item)
+                if size > MAX_STRING:
+                    return -1
+                weight += size // KEY_CHARS
+    return weight
+
+
+def remember_page(urls: dict[str, dict[str, str]], url: str) -> dict[str, str]:
+    """``page_properties`` of ``url``, memoized in ``urls`` (at most ``MAX_URLS``; a URL
+    longer than ``MAX_STRING`` is not: 1,024 distinct 100 KB URLs would hold 100 MB)."""
+    parts = page_properties(url)
+    if len(url) <= MAX_STRING:
+        if len(urls) >= MAX_URLS:
+            drop_oldest(urls)
+        urls[url] = parts
+    return parts
 
 
 def drop_oldest(memo: dict[Any, Any]) -> int:
