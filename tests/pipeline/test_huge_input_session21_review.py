@@ -103,10 +103,7 @@ def test_distinct_over_long_distinct_ids_keep_migrate_memory_flat(tmp_path: Path
 # --- 3. a window's rejected records are all held in memory until the window ends ---------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "migrate keeps every transform reject of a window, with its whole record, in a list"
-    " (pipeline/migrate.py) until the window ends: a day of big rejected records grows"
-    " memory by their size"))
+# Fixed (was xfail): a window's rejects were held in a list until its end.
 def test_many_big_rejected_records_in_one_file_keep_migrate_memory_flat(
         tmp_path: Path) -> None:
     n = 2_500  # 100 KB records an SDK wrote with a NaN: each one a non_json_value reject

@@ -59,6 +59,22 @@ CREATE TABLE IF NOT EXISTS rejects (
 -- a window's rejects are replaced (and forgotten) by window: without it every window read
 -- the whole table (windows x rejects)
 CREATE INDEX IF NOT EXISTS rejects_by_window ON rejects (window_id, stage);
+-- the rejects of the window being transformed, written as they come (a day of big rejected
+-- records held in memory took GBs), moved into rejects at its end (rejects.py); an older
+-- ledger gets the table when it is opened for writing
+CREATE TABLE IF NOT EXISTS rejects_staged (
+    source TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    window_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    field TEXT,
+    payload TEXT,
+    batch_id TEXT,
+    PRIMARY KEY (source, line)
+);
+CREATE INDEX IF NOT EXISTS rejects_staged_by_window ON rejects_staged (window_id);
 """
 
 

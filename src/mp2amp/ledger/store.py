@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from mp2amp.errors import TerminalError
+from mp2amp.ledger.rejects import Origin, RejectStore
 from mp2amp.ledger.schema import SCHEMA_VERSION, create_schema
 from mp2amp.ledger.sqlite_io import (
     Writes,
@@ -33,17 +34,11 @@ from mp2amp.ledger.sqlite_io import (
     naming_damage,
     open_read_only,
     raise_storage_error,
-    storable,
 )
 
 _MERGED_INTO = "merged_into"  # meta: merged-away window -> the window holding its records
 _LINE_ORDERED = "line_ordered_merges"  # meta: see ``Ledger.line_ordered_merges``
 _UNSTAGED_LOADED = "unstaged_loaded"  # meta: loaded windows pending again (``mark_pending``)
-
-# a rejected record: (source, line, window, stage, reason, message, field, payload JSON)
-RejectRow = tuple[str, int, str, str, str, str, str | None, str | None]
-BatchRejectRow = tuple[str, int, str, str, str, str, str | None, str | None, str | None]
-Origin = tuple[str, int]  # an event's (source, line): a reject's key
 
 
 def _origin_of(key: str) -> Origin:
@@ -77,7 +72,7 @@ class BatchRow:
     attempts: int
 
 
-class Ledger:
+class Ledger(RejectStore):
     """The journal of one work folder. Not shared between processes at the same time."""
 
     def __init__(self, path: Path, *, read_only: bool = False, create: bool = True) -> None:
@@ -115,6 +110,8 @@ class Ledger:
                 create_schema(self._db)
                 # a ledger of an mp2amp before dead letters named their batch
                 add_column(self._db, "rejects", "batch_id", "TEXT")
+                # a killed attempt's staged rejects: its window is transformed again
+                self._db.execute("DELETE FROM rejects_staged")
         except sqlite3.DatabaseError as exc:
             if hasattr(self, "_db"):  # the file stays as it is, for a look or a retry
                 self._db.close()
@@ -477,82 +474,7 @@ class Ledger:
                 self._drop_dead_letters(db, [_origin_of(origin)])
                 self._sent(db)
 
-    def forget_window_outcomes(self, window_id: str) -> None:
-        """A window is transformed again from the start: drop Amplitude's dead letters of
-        its batches that are not done (they are sent again whole, and Amplitude may take
-        them now: a device no longer silenced, say). Its transform rejects stay until the
-        new attempt's replace them (``replace_transform_rejects``): a run stopped mid-window
-        still lists them. Parked events of unfinished batches are dropped by
-        ``parked_events``; an older ledger's dead letters name no batch and are dropped
-        when their event gets another outcome (``batch_done``, ``park``)."""
-        with self._tx() as db:
-            db.execute("DELETE FROM rejects WHERE window_id = ? AND stage = 'amplitude' AND "
-                       "batch_id IS NOT NULL AND batch_id NOT IN "
-                       "(SELECT batch_id FROM batches WHERE state = 'done')", (window_id,))
-
-    # --- rejects and dead letters ---------------------------------------------------
-
-    def add_rejects(self, rows: Sequence[RejectRow | BatchRejectRow]) -> None:
-        """``(source, line, window_id, stage, reason, message, field, payload_json)``, and
-        for an event Amplitude refused in a batch, that ``batch_id`` as a ninth value (a
-        resume drops it if the batch is sent again: ``forget_window_outcomes``). Keyed by
-        (source, line), so recording the same record again replaces it."""
-        if not rows:
-            return
-        self._sources_with_dead_letters().update(
-            storable(r[0]) for r in rows if r[3] == "amplitude")
-        with self._tx() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO rejects(source, line, window_id, stage, reason, message, "
-                "field, payload, batch_id) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (r if len(r) == 9 else (*r, None) for r in rows),
-            )
-
-    def replace_transform_rejects(self, window_id: str,
-                                  rows: Sequence[RejectRow | BatchRejectRow]) -> None:
-        """The window's transform rejects are ``rows`` now (with any other rows of the
-        window's attempt, ``add_rejects``'s way), in one step: the ledger never holds
-        fewer of them than either attempt found, whenever a run stops."""
-        with self._tx() as db:
-            db.execute("DELETE FROM rejects WHERE window_id = ? AND stage = 'transform'",
-                       (window_id,))
-            self.add_rejects(rows)
-
-    def _drop_dead_letters(self, db: Writes, origins: Sequence[Origin]) -> None:
-        """Amplitude's dead letters of these events, which now have another outcome
-        (accepted, parked): left by an attempt that stopped before their batch was done,
-        by an mp2amp whose dead letters named no batch (so ``forget_window_outcomes``
-        cannot tell them), or by a replay's 400 recorded apart from its parked row.
-        Only sources with a dead letter are looked up: a batch's events cost nothing
-        then (a DELETE per event was ~2 us each on the event loop)."""
-        dead = self._sources_with_dead_letters()
-        if dead:
-            db.executemany("DELETE FROM rejects WHERE source = ? AND line = ? AND "
-                           "stage = 'amplitude'", [o for o in origins if storable(o[0]) in dead])
-
-    def _sources_with_dead_letters(self) -> set[str]:
-        """The sources with an Amplitude dead letter (or that had one this run), as stored;
-        read once (this process is the ledger's only writer: ``WorkLock``)."""
-        if self._dead_sources is None:
-            self._dead_sources = {str(r[0]) for r in self._db.execute(
-                "SELECT DISTINCT source FROM rejects WHERE stage = 'amplitude'")}
-        return self._dead_sources
-
-    def iter_rejects(self) -> Iterator[RejectRow]:
-        yield from self._db.execute(
-            "SELECT source, line, window_id, stage, reason, message, field, payload "
-            "FROM rejects ORDER BY window_id, source, line"
-        )
-
-    def reject_counts(self) -> dict[str, dict[str, dict[str, int]]]:
-        """window -> stage -> reason -> count."""
-        out: dict[str, dict[str, dict[str, int]]] = {}
-        for window_id, stage, reason, n in self._db.execute(
-            "SELECT window_id, stage, reason, COUNT(*) FROM rejects "
-            "GROUP BY window_id, stage, reason"
-        ):
-            out.setdefault(window_id, {}).setdefault(stage, {})[reason] = n
-        return out
+    # --- parked counts (the rejects: ``RejectStore``) -------------------------------
 
     def parked_counts(self) -> dict[str, dict[str, int]]:
         """Per window: parked events by state (parked / accepted / dead_lettered)."""

@@ -451,8 +451,10 @@ async def _load_window(w: Any, key: str, ledger: Ledger, chunks: ChunkTransforme
     the stateful half (dedup, sessions; as ``transform_stream`` does it) and the upload.
     A window already loaded is replayed for its dedup and session state only."""
     replay = w.state == "loaded"
+    direct = False  # see Ledger.has_transform_rejects
     if not replay:
         ledger.forget_window_outcomes(w.window_id)
+        direct = not ledger.has_transform_rejects(w.window_id)
     summary = TransformSummary()
     settle = Settler(dedup, sessions, summary)
     rejects: list[RejectRow] = []
@@ -471,6 +473,10 @@ async def _load_window(w: Any, key: str, ledger: Ledger, chunks: ChunkTransforme
                              (item[1], item[2]), key)
             else:  # unserializable: the uploader dead-letters it, with the reason
                 await up.submit(event, (item[2].source, item[2].line), batch_key=key)
+        if rejects:  # to the ledger as they come: a day of big rejected records is not held
+            if not replay:
+                ledger.stage_window_rejects(rejects, direct=direct)
+            rejects.clear()
         since_trim += len(items)
         if since_trim >= _TRIM_EVERY:
             since_trim = 0
@@ -483,7 +489,7 @@ async def _load_window(w: Any, key: str, ledger: Ledger, chunks: ChunkTransforme
         await asyncio.sleep(0)
     if replay:
         return
-    ledger.replace_transform_rejects(w.window_id, rejects)
+    ledger.commit_window_rejects(w.window_id, direct=direct)  # the old ones, in one step
     batches = await up.flush(key)
     counts = summary.as_dict()
     counts["batches"] = batches
@@ -521,6 +527,7 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
             Deduper(memory_budget=budgets.dedup_digests, spill_dir=scratch) as dedup:
         for w in windows:
             ledger.forget_window_outcomes(w.window_id)
+            direct = not ledger.has_transform_rejects(w.window_id)
             summary = TransformSummary()
             settle = Settler(dedup, sessions, summary)
             rejects: list[RejectRow] = []
@@ -536,9 +543,11 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
                         rejects.append((item[2].source, item[2].line, w.window_id, "amplitude",
                                         "unserializable", "event is not JSON-serializable",
                                         None, orjson.dumps(repr(event)).decode()))
+                ledger.stage_window_rejects(rejects, direct=direct)  # as _load_window does
+                rejects.clear()
                 counters.done += len(items)
                 reporter.update(counters)
-            ledger.replace_transform_rejects(w.window_id, rejects)
+            ledger.commit_window_rejects(w.window_id, direct=direct)
             counts = summary.as_dict()
             counts["written"] = summary.events_out
             per_window[w.window_id] = counts
