@@ -39,7 +39,7 @@ def overlapping_groups(windows: list[WindowRow],
     """Groups of two or more windows whose known event times overlap (a window ending at
     the very time another starts too: copies of one event may be the two ends, and the
     merge decides which copy is sent), each in window order. Windows in
-    ``started`` (with batches sent by an earlier run) keep their batches: never merged."""
+    ``started`` (with batches or transform rejects of an earlier run) are never merged."""
     spans: list[tuple[float, float, WindowRow]] = []
     for w in windows:
         if w.state not in MERGEABLE or not w.staged_path or not w.records \
@@ -70,8 +70,13 @@ def merge_overlapping(ledger: Ledger, windows: list[WindowRow]) -> list[list[str
     groups merged, as window ids (empty when none overlap)."""
     # A window with batches from an earlier run (one without this merge, resumed) keeps
     # its layout: the done batches are skipped by id on resume, a merge would move events.
-    started = frozenset(b.window_id for b in ledger.batches())
-    groups = overlapping_groups(windows, started)
+    started = {b.window_id for b in ledger.batches()}
+    # So does one with transform rejects: a first attempt writes them straight in, before
+    # its first batch, and merged away they would stay listed under a window holding none
+    # of its records (its merged window's transform lists them again).
+    started.update(w.window_id for w in windows if w.state in MERGEABLE
+                   and w.window_id not in started and ledger.has_transform_rejects(w.window_id))
+    groups = overlapping_groups(windows, frozenset(started))
     if not groups:
         return []
     merge_groups(ledger, groups)

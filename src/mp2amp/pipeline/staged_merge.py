@@ -4,14 +4,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 from zlib import crc32 as _crc32  # as staging sums its copies
 
 from mp2amp.pipeline.staging import (
+    BIG_LINE,
     _settled,
     copy_key,
     decode_staged,
@@ -49,15 +52,18 @@ def merge_staged(paths: list[Path], dest: Path, rank: Mapping[str, int] | None =
             for path in rounds:
                 path.unlink(missing_ok=True)
 
-    def keyed(at: int, path: Path) -> Iterator[tuple[float, int, bytes]]:
+    def keyed(at: int, path: Path) -> Iterator[tuple[float, int, Line]]:
         with open(path, "rb") as f:
             for line in f:
-                yield staged_key(line), at, line
+                if len(line) < BIG_LINE:
+                    yield staged_key(line), at, line
+                else:  # left in its file: one time's group of them would hold them all
+                    yield staged_key(line), at, _Far(path, f.tell() - len(line), len(line))
 
     part = dest.with_name(dest.name + ".part")
     n = crc = 0
     with open(part, "wb") as out:
-        group: list[tuple[int, bytes]] = []
+        group: list[tuple[int, Line]] = []
         time = None
         for key, at, line in heapq.merge(*map(keyed, range(len(paths)), paths), key=_first):
             if key != time and group:
@@ -75,13 +81,37 @@ def merge_staged(paths: list[Path], dest: Path, rank: Mapping[str, int] | None =
     return n
 
 
-def _write_summed(out: BinaryIO, lines: list[bytes], crc: int) -> int:
-    data = b"".join(lines)
+@dataclass(frozen=True, slots=True)
+class _Far:
+    """A big staged line (``BIG_LINE``) where it is in its file, read when needed."""
+
+    path: Path
+    at: int
+    size: int
+
+    def read(self) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(self.at)
+            return f.read(self.size)
+
+
+Line = bytes | _Far
+
+
+def _write_summed(out: BinaryIO, lines: list[Line], crc: int) -> int:
+    try:
+        data = b"".join(lines)  # type: ignore[arg-type]  # a _Far among them: TypeError
+    except TypeError:
+        for line in lines:  # one at a time; a chained CRC-32 is the whole's
+            data = line if isinstance(line, bytes) else line.read()
+            out.write(data)
+            crc = _crc32(data, crc)
+        return crc
     out.write(data)
     return _crc32(data, crc)
 
 
-def _first(item: tuple[float, int, bytes]) -> float:
+def _first(item: tuple[float, int, Line]) -> float:
     return item[0]
 
 
@@ -97,14 +127,30 @@ def _first_sources(paths: list[Path]) -> dict[str, int]:
     return rank
 
 
-def _merged_time(group: list[tuple[int, bytes]], rank: Mapping[str, int]) -> list[bytes]:
+def _merged_time(group: list[tuple[int, Line]], rank: Mapping[str, int]) -> list[Line]:
     """One time's lines (with the place of the file each came from) in merge order (see
     ``merge_staged``), copies settled: the records are read only when the time has
-    several lines."""
+    several lines, and only what orders them is kept."""
     if len(group) < 2:
         return [line for _, line in group]
-    rows = sorted(((decode_staged(line), at, line) for at, line in group),
-                  key=lambda row: (rank.get(row[0].source, row[1]), row[0].source,
-                                   row[0].line, row[2]))
-    return _settled([(copy_key(rec.record), ingested_ms(rec.record), line)
-                     for rec, _, line in rows])
+    rows = sorted((_merge_order(at, line, rank) for at, line in group), key=_first_of)
+    return _settled([row[1:] for row in rows])
+
+
+def _merge_order(at: int, line: Line, rank: Mapping[str, int]
+                 ) -> tuple[tuple[int, str, int, bytes], int, int, Line]:
+    """(merge order, copy key, ingestion time, line) of one of a time's lines."""
+    if isinstance(line, bytes):
+        text = row = line
+    else:  # last, the row itself; for a big one its digest (two such rows of one source and
+        # line are hardly ever merged), so that a time's group holds none whole
+        text = line.read()
+        row = b"\xff" + hashlib.blake2b(text, digest_size=16).digest()
+    rec = decode_staged(text)
+    return ((rank.get(rec.source, at), rec.source, rec.line, row),
+            copy_key(rec.record), ingested_ms(rec.record), line)
+
+
+def _first_of(row: tuple[tuple[int, str, int, bytes], int, int, Line]
+              ) -> tuple[int, str, int, bytes]:
+    return row[0]

@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import orjson
 
@@ -53,6 +53,9 @@ from mp2amp.transform.values import json_safe
 
 CHUNK_RECORDS = 20_000  # a sorted run; small, as two staging workers run beside the identity pass
 CHUNK_BYTES = 8 * 1024 * 1024  # a sorted run is also cut at this size: records vary a lot
+# A staged line this long waits in a side file, its place held by a short stub (``_Stash``):
+# the merge holds a line of each run, and a run per 10 MB line held the whole window.
+BIG_LINE = 1 << 16
 UNKNOWN_TIME = -1.0e18  # sorts first; finite, because JSON has no infinity
 WHOLE_SECOND_AT = 0.9995  # a time given in whole seconds sorts after all of its ms (.999)
 
@@ -291,15 +294,17 @@ def settle_copies(items: Iterable[bytes]) -> Iterator[bytes]:
         yield from _settled([(g[32:48], int(g[48:64], 16), g) for g in group])
 
 
-def _write_settled(out: BinaryIO, items: Iterable[bytes], source: bytes | None = None) -> str:
+def _write_settled(out: BinaryIO, items: Iterable[bytes], source: bytes | None = None,
+                   stash: _Stash | None = None) -> str:
     """Write the prefixed lines settled (``settle_copies``); returns the digest of their
     content hashes in that order: the same records in that order, wherever from.
     ``source`` (the window's, as JSON and a comma): each line is numbered by its place
-    (``renumber``)."""
+    (``renumber``). ``stash``: where the stubs' lines are."""
     digest = hashlib.blake2b(digest_size=16)
     hashes: list[bytes] = []
     write, keep = out.write, hashes.append
-    for n, item in enumerate(settle_copies(items), start=1):
+    settled = settle_copies(items) if stash is None else stash.unstashed(settle_copies(items))
+    for n, item in enumerate(settled, start=1):
         write(item[_PREFIX:] if source is None else renumbered(item[_PREFIX:], n, source))
         keep(item[_CONTENT])
         if len(hashes) >= 4096:  # one update per few thousand lines: it costs per call
@@ -309,10 +314,11 @@ def _write_settled(out: BinaryIO, items: Iterable[bytes], source: bytes | None =
     return digest.hexdigest()
 
 
+_Line = TypeVar("_Line")  # a line, or where a merge left a big one (staged_merge)
 _NO_COPY_KEYS = (b"0" * 16, 0)  # as a staged prefix holds it, as ``copy_key`` gives it
 
 
-def _settled(group: list[tuple[Any, int, bytes]]) -> list[bytes]:
+def _settled(group: list[tuple[Any, int, _Line]]) -> list[_Line]:
     """One time's lines as (copy key, ingestion time, line), copies reordered in place."""
     places: dict[Any, list[int]] = {}
     for at, (key, _, _) in enumerate(group):
@@ -325,6 +331,40 @@ def _settled(group: list[tuple[Any, int, bytes]]) -> list[bytes]:
             for spot, at in zip(spots, latest_first, strict=True):
                 lines[spot] = group[at][2]
     return lines
+
+
+class _Stash:
+    """Big staged lines (``BIG_LINE``) in a side file of the sort runs' folder, each one's
+    place in the sort held by a stub: its prefix, a NUL (no view starts with one), its line
+    (all that tells two lines of one prefix apart first: they say the same, so a stub sorts
+    as its line did) and where the line is."""
+
+    NAME = "run-99999"  # named as a run: a killed run's leftovers are known by their names
+
+    def __init__(self, folder: Path) -> None:
+        self._file = open(folder / self.NAME, "w+b")  # noqa: SIM115 (closed by ``close``)
+        self._end = 0
+
+    def stub(self, item: bytes, line: int) -> bytes:
+        body = memoryview(item)[_PREFIX:]
+        self._file.write(body)
+        at, self._end = self._end, self._end + len(body)
+        return b"%s\0%d,%d,%d\n" % (item[:_PREFIX], line, at, len(body))
+
+    def unstashed(self, items: Iterable[bytes]) -> Iterator[bytes]:
+        """``items`` with each stub's line back in its place (one at a time)."""
+        f = self._file
+        f.flush()
+        for item in items:
+            if item[_PREFIX]:
+                yield item
+                continue
+            _, at, size = item[_PREFIX + 1:-1].split(b",")
+            f.seek(int(at))
+            yield item[:_PREFIX] + f.read(int(size))
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class StagingStopped(Exception):
@@ -380,9 +420,13 @@ def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORD
     count = 0
     tmpdir = Path(tempfile.mkdtemp(prefix=".stage-", dir=dest.parent))
     to_utc = utc_key(local)
+    stash: _Stash | None = None
     try:
         for count, rec in enumerate(records, start=1):
             item = _encode(rec, count, to_utc, by_content)
+            if len(item) >= BIG_LINE:
+                stash = stash or _Stash(tmpdir)
+                item = stash.stub(item, rec.line)
             buf.append(item)
             size += len(item)
             if not count & 4095 and stop is not None and stop.is_set():
@@ -398,13 +442,13 @@ def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORD
         with open(part, "wb") as out:
             if not runs:
                 buf.sort()
-                digest = _write_settled(out, buf, source)
+                digest = _write_settled(out, buf, source, stash)
             else:
                 if buf:
                     runs.append(_write_run(buf, tmpdir, len(runs)))
                 with ExitStack() as stack:
                     files = [stack.enter_context(open(p, "rb")) for p in runs]
-                    digest = _write_settled(out, heapq.merge(*files), source)
+                    digest = _write_settled(out, heapq.merge(*files), source, stash)
             out.flush()
             os.fsync(out.fileno())
         if stop is not None and stop.is_set():
@@ -412,6 +456,8 @@ def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORD
             raise StagingStopped(str(dest))
         part.replace(dest)
     finally:
+        if stash is not None:
+            stash.close()
         # all of it, a run cut short by a full disk included, and never an error of its
         # own that would hide the one that got here
         shutil.rmtree(tmpdir, ignore_errors=True)
