@@ -187,10 +187,11 @@ def test_every_text_the_ledger_stores_is_made_storable(tmp_path: Path) -> None:
     assert (row[0], row[5], row[6]) == ("f\\ud800", "bad k\\ud800", "properties.k\\ud800")
 
 
-def test_a_resume_drops_only_the_dead_letters_of_batches_not_done(tmp_path: Path) -> None:
-    """Dead letters of a done batch (it is skipped by the resume), of a parked event sent
-    again, and of an event in no batch stay; those of a batch that is sent again go, and
-    only in the window transformed again."""
+def test_a_resume_keeps_the_dead_letters_of_batches_not_done_until_resent(
+        tmp_path: Path) -> None:
+    """Starting the window again keeps every dead letter: one of a batch sent again stays
+    listed until its event, sent again, is accepted or parked (or refused again: the same
+    row), so a resume stopped before resending still lists it."""
     from mp2amp.ledger import Ledger
     from mp2amp.pipeline.progress import Counters
 
@@ -206,7 +207,7 @@ def test_a_resume_drops_only_the_dead_letters_of_batches_not_done(tmp_path: Path
     observer.on_dead_letter({"n": 5}, ("v", 5), "invalid_field", "bad", batch_id="w1/0/0")
     led.forget_window_outcomes("w")
     assert [(r[0], r[1]) for r in led.iter_rejects()] == [
-        ("v", 5), ("w", 1), ("w", 3), ("w", 4)]
+        ("v", 5), ("w", 1), ("w", 2), ("w", 3), ("w", 4)]
 
 
 def test_a_ledger_from_before_batched_dead_letters_opens_and_resumes(tmp_path: Path) -> None:

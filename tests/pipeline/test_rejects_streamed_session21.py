@@ -18,7 +18,9 @@ from migrate_kit import API_KEY, amplitude, make_config, stored_counts, write_to
 
 from mp2amp.ledger import Ledger
 from mp2amp.ledger.rejects import RejectStore
+from mp2amp.load.s3sink import S3ImportSink
 from mp2amp.pipeline import transform_worker
+from mp2amp.pipeline.accounting import window_counts
 from mp2amp.pipeline.migrate import EXIT_OK, migrate
 
 ENV = dict(os.environ, AMPLITUDE_API_KEY=API_KEY)
@@ -118,6 +120,35 @@ def test_a_ledger_of_the_previous_version_is_read_and_resumed(tmp_path: Path) ->
     led.stage_window_rejects([_row(2, "non_json_value")])
     led.commit_window_rejects("w")
     assert led.reject_counts() == {"w": {"transform": {"non_json_value": 1}}}
+
+
+def test_a_dead_letter_of_an_unfinished_batch_stays_until_its_event_has_another_outcome(
+        tmp_path: Path) -> None:
+    """README: a resume drops such a dead letter only "if its event, sent again, is
+    accepted or parked"; refused again, it is the same row: each event counted once."""
+    path = tmp_path / "l.sqlite"
+    led = Ledger(path)
+    led.add_windows([("w", "file", {})])
+    led.mark_extracted("w", "staged", 4)
+    led.batch_sent("w0/0/0", "w", 0, 3)
+    led.add_rejects([(*_row(n, "invalid_field", stage="amplitude"), "w0/0/0")
+                     for n in (1, 2, 3)])
+    led.add_rejects([_row(4)])
+    led.close()  # killed before the batch was done
+    led = Ledger(path)  # the resume
+    led.forget_window_outcomes("w")
+    assert led.reject_counts()["w"]["amplitude"] == {"invalid_field": 3}  # still listed
+    led.batch_sent("w0/0/0", "w", 0, 3)  # sent again: 1 accepted, 2 refused again, 3 parked
+    led.add_rejects([(*_row(2, "invalid_field", stage="amplitude"), "w0/0/0")])
+    led.park("w", "w0/0/0", orjson.dumps(["f.jsonl", 3]).decode(), b"{}", "daily_quota")
+    assert led.reject_counts()["w"]["amplitude"] == {"invalid_field": 2}
+    led.batch_done("w0/0/0", accepted=1, dead_lettered=1, parked=1,
+                   accepted_origins=[("f.jsonl", 1)])
+    assert [r[1] for r in led.iter_rejects()] == [2, 4]
+    led.mark_loaded("w", {"batches": 1})
+    (row,) = window_counts(led)
+    assert (row.sent, sum(row.dead_lettered.values()), row.parked) == (1, 1, 1)
+    assert row.balanced, row.problem()
 
 
 # --- migrate -----------------------------------------------------------------------------
@@ -242,3 +273,32 @@ def test_kill9_in_a_windows_first_attempt_then_resume_lists_each_reject_once(
     dead = [orjson.loads(line) for line in (work / "dead-letters.jsonl").read_bytes()
             .splitlines()]
     assert len(dead) == N_BAD == len({(d["source"], d["line"]) for d in dead})
+
+
+def test_an_error_mid_chunk_in_the_import_files_sink_lists_the_rejects_found_before_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: a run stopped by an error "lists what it rejected so far": also the rejects
+    of the chunk it stopped in, on a window's first attempt (S3-import sink)."""
+    monkeypatch.setattr(transform_worker, "CHUNK_LINES", 8)
+    write = S3ImportSink.write_encoded
+    calls: list[int] = []
+
+    def failing(self: S3ImportSink, data: bytes, time_ms: int) -> None:
+        calls.append(1)
+        if len(calls) == 5:  # good-40, right after bad-40, in the same chunk
+            raise OSError("disk gone")
+        write(self, data, time_ms)
+
+    monkeypatch.setattr(S3ImportSink, "write_encoded", failing)
+    events = _day_file(tmp_path / "events")
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url, pytest.raises(OSError, match="disk gone"):
+        migrate(make_config(events, work, url,
+                            **{"amplitude.output_dir": str(tmp_path / "out")}))
+    lines = events.read_bytes().splitlines()
+    found = {n for n, raw in enumerate(lines, 1) if b"NaN" in raw
+             and int(orjson.loads(raw.replace(b"NaN", b"0"))["properties"]["$insert_id"][4:])
+             <= 40}
+    dead = [orjson.loads(line) for line in (work / "dead-letters.jsonl").read_bytes()
+            .splitlines()]
+    assert len(found) == 41 and found <= {d["line"] for d in dead}

@@ -6,12 +6,14 @@ A window's transform rejects are written as its transform finds them, in chunks,
 the earlier attempt's rejects stay listed, and a run killed in between leaves them alone
 (the next ``Ledger`` opened for writing drops the staged rows), never old and new at once.
 A window without earlier transform rejects (its first attempt) writes straight into
-``rejects``: a run stopped there lists what it rejected so far, and a resume stages.
+``rejects``: a run stopped there lists what it rejected so far (in the chunk it stopped in
+too: ``keep_rejects_at_stop``), and a resume stages.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -24,6 +26,7 @@ RejectRow = tuple[str, int, str, str, str, str, str | None, str | None]
 BatchRejectRow = tuple[str, int, str, str, str, str, str | None, str | None, str | None]
 Origin = tuple[str, int]  # an event's (source, line): a reject's key
 
+log = logging.getLogger("mp2amp.ledger")
 _COLUMNS = "source, line, window_id, stage, reason, message, field, payload, batch_id"
 
 
@@ -38,24 +41,21 @@ class RejectStore:
         raise NotImplementedError  # Ledger's
 
     def forget_window_outcomes(self, window_id: str) -> None:
-        """A window is transformed again from the start: drop Amplitude's dead letters of
-        its batches that are not done (they are sent again whole, and Amplitude may take
-        them now: a device no longer silenced, say). Its transform rejects stay until the
-        new attempt's replace them (``commit_window_rejects``): a run stopped mid-window
-        still lists them. Parked events of unfinished batches are dropped by
-        ``parked_events``; an older ledger's dead letters name no batch and are dropped
-        when their event gets another outcome (``batch_done``, ``park``)."""
+        """A window is transformed again from the start: drop what a killed attempt staged
+        for it. Amplitude's dead letters of its batches that are not done stay listed (a
+        resume stopped before resending them still lists them) until their event, sent
+        again, gets its outcome: accepted or parked drops the row in that step
+        (``_drop_dead_letters``), refused again replaces it (same key), so no event counts
+        twice. Its transform rejects stay until the new attempt's replace them
+        (``commit_window_rejects``). Parked events of unfinished batches are dropped by
+        ``parked_events``."""
         with self._tx() as db:
-            db.execute("DELETE FROM rejects WHERE window_id = ? AND stage = 'amplitude' AND "
-                       "batch_id IS NOT NULL AND batch_id NOT IN "
-                       "(SELECT batch_id FROM batches WHERE state = 'done')", (window_id,))
             db.execute("DELETE FROM rejects_staged WHERE window_id = ?", (window_id,))
 
     def add_rejects(self, rows: Sequence[RejectRow | BatchRejectRow]) -> None:
         """``(source, line, window_id, stage, reason, message, field, payload_json)``, and
-        for an event Amplitude refused in a batch, that ``batch_id`` as a ninth value (a
-        resume drops it if the batch is sent again: ``forget_window_outcomes``). Keyed by
-        (source, line), so recording the same record again replaces it."""
+        for an event Amplitude refused in a batch, that ``batch_id`` as a ninth value. Keyed
+        by (source, line), so recording the same record again replaces it."""
         self._insert("rejects", rows)
 
     def has_transform_rejects(self, window_id: str) -> bool:
@@ -72,6 +72,21 @@ class RejectStore:
         ``commit_window_rejects`` makes them the window's (``direct``: recorded at once,
         for a window without earlier transform rejects)."""
         self._insert("rejects" if direct else "rejects_staged", rows)
+
+    def keep_rejects_at_stop(self, rows: Sequence[RejectRow | BatchRejectRow], *,
+                             direct: bool) -> None:
+        """The rejects a window's transform found in a chunk not yet written, when the run
+        stops in it (Ctrl-C, SIGTERM, an error): on a window's first attempt (``direct``)
+        they are listed, as what it rejected so far; staged ones are not written (the next
+        run drops them). One transaction; best effort: the error that stopped the run is
+        the one to raise (a full disk may be why)."""
+        if not rows or not direct:
+            return
+        try:
+            self._insert("rejects", rows)
+        except Exception as exc:
+            log.warning("%d rejected records found before the stop are not listed (%s); "
+                        "`mp2amp migrate --resume` finds them again", len(rows), exc)
 
     def commit_window_rejects(self, window_id: str, *, direct: bool = False) -> None:
         """The window's transform rejects are its staged rows now (with the other rows
@@ -106,9 +121,9 @@ class RejectStore:
 
     def _drop_dead_letters(self, db: Writes, origins: Sequence[Origin]) -> None:
         """Amplitude's dead letters of these events, which now have another outcome
-        (accepted, parked): left by an attempt that stopped before their batch was done,
-        by an mp2amp whose dead letters named no batch (so ``forget_window_outcomes``
-        cannot tell them), or by a replay's 400 recorded apart from its parked row.
+        (accepted, parked): left by an attempt that stopped before their batch was done
+        (kept until now: ``forget_window_outcomes``), by an mp2amp whose dead letters
+        named no batch, or by a replay's 400 recorded apart from its parked row.
         Only sources with a dead letter are looked up: a batch's events cost nothing
         then (a DELETE per event was ~2 us each on the event loop)."""
         dead = self._sources_with_dead_letters()

@@ -461,32 +461,36 @@ async def _load_window(w: Any, key: str, ledger: Ledger, chunks: ChunkTransforme
     submit = up.submit_encoded
     since_trim = 0
     submitted = 0  # of the chunk's records: the others are done without Amplitude
-    async for items in chunks.window(Path(str(w.staged_path))):
-        for data, event, item in deliverable(items, settle, rejects, w.window_id):
-            if replay:
-                continue
-            submitted += 1
-            if data is not None:
-                device, user = item[4], item[5]
-                await submit(data, device if device and device.__class__ is str else None,
-                             user if user and user.__class__ is str else None,
-                             (item[1], item[2]), key)
-            else:  # unserializable: the uploader dead-letters it, with the reason
-                await up.submit(event, (item[2].source, item[2].line), batch_key=key)
-        if rejects:  # to the ledger as they come: a day of big rejected records is not held
-            if not replay:
-                ledger.stage_window_rejects(rejects, direct=direct)
-            rejects.clear()
-        since_trim += len(items)
-        if since_trim >= _TRIM_EVERY:
-            since_trim = 0
-            release_free_memory()
-        if not replay:  # a replayed window's records count in ``observer.earlier``
-            observer.unsent_records += len(items) - submitted
-        submitted = 0
-        observer.refresh(up.report)
-        reporter.update(counters)
-        await asyncio.sleep(0)
+    try:  # a stop in a chunk (an await below) lists what it rejected so far
+        async for items in chunks.window(Path(str(w.staged_path))):
+            for data, event, item in deliverable(items, settle, rejects, w.window_id):
+                if replay:
+                    continue
+                submitted += 1
+                if data is not None:
+                    device, user = item[4], item[5]
+                    await submit(data, device if device and device.__class__ is str else None,
+                                 user if user and user.__class__ is str else None,
+                                 (item[1], item[2]), key)
+                else:  # unserializable: the uploader dead-letters it, with the reason
+                    await up.submit(event, (item[2].source, item[2].line), batch_key=key)
+            if rejects:  # to the ledger as they come: a day of big rejected records is not held
+                if not replay:
+                    ledger.stage_window_rejects(rejects, direct=direct)
+                rejects.clear()
+            since_trim += len(items)
+            if since_trim >= _TRIM_EVERY:
+                since_trim = 0
+                release_free_memory()
+            if not replay:  # a replayed window's records count in ``observer.earlier``
+                observer.unsent_records += len(items) - submitted
+            submitted = 0
+            observer.refresh(up.report)
+            reporter.update(counters)
+            await asyncio.sleep(0)
+    except BaseException:
+        ledger.keep_rejects_at_stop(rejects, direct=direct)
+        raise
     if replay:
         return
     ledger.commit_window_rejects(w.window_id, direct=direct)  # the old ones, in one step
@@ -531,22 +535,26 @@ async def _write_import_files(config: Config, windows: list[Any], ledger: Ledger
             summary = TransformSummary()
             settle = Settler(dedup, sessions, summary)
             rejects: list[RejectRow] = []
-            async for items in chunks.window(Path(str(w.staged_path))):
-                for data, event, item in deliverable(items, settle, rejects, w.window_id):
-                    if data is not None:
-                        sink.check_ids(item[5], item[4])
-                        sink.write_encoded(data, item[6])
-                        counters.sent += 1
-                    elif not sink.write(event, (item[2].source, item[2].line)):
-                        # no file can hold it: dead-lettered, as the API path does, not written
-                        summary.events_out -= 1
-                        rejects.append((item[2].source, item[2].line, w.window_id, "amplitude",
-                                        "unserializable", "event is not JSON-serializable",
-                                        None, orjson.dumps(repr(event)).decode()))
-                ledger.stage_window_rejects(rejects, direct=direct)  # as _load_window does
-                rejects.clear()
-                counters.done += len(items)
-                reporter.update(counters)
+            try:  # an error in a chunk: its rejects found so far are listed too
+                async for items in chunks.window(Path(str(w.staged_path))):
+                    for data, event, item in deliverable(items, settle, rejects, w.window_id):
+                        if data is not None:
+                            sink.check_ids(item[5], item[4])
+                            sink.write_encoded(data, item[6])
+                            counters.sent += 1
+                        elif not sink.write(event, (item[2].source, item[2].line)):
+                            # no file can hold it: dead-lettered, as the API path does, not written
+                            summary.events_out -= 1
+                            rejects.append((item[2].source, item[2].line, w.window_id, "amplitude",
+                                            "unserializable", "event is not JSON-serializable",
+                                            None, orjson.dumps(repr(event)).decode()))
+                    ledger.stage_window_rejects(rejects, direct=direct)  # as _load_window does
+                    rejects.clear()
+                    counters.done += len(items)
+                    reporter.update(counters)
+            except BaseException:
+                ledger.keep_rejects_at_stop(rejects, direct=direct)
+                raise
             ledger.commit_window_rejects(w.window_id, direct=direct)
             counts = summary.as_dict()
             counts["written"] = summary.events_out

@@ -7,7 +7,8 @@ Order of writes, and why it is safe at any instant:
   3. ``on_batch_accepted`` -> batch row ``done``; when the window's last batch is done and
      the window was flushed, the window is ``loaded``.
 A crash before 3 leaves the batch ``sent``: resume sends it again with the same insert_ids,
-and drops the dead letters and parked events it left (their events get a new outcome). An
+and drops the parked events it left; its dead letters stay listed until their events, sent
+again, are accepted or parked (or refused again: the same row). An
 event's accepting or parking drops any dead letter an earlier attempt left for it in the
 same transaction, so no event counts as both.
 """
@@ -141,7 +142,7 @@ class LedgerObserver:
         self.counters.dead_letters += 1
         window = self.merged_into.get(origin[0], origin[0])
         # tied to its batch: a batch not done is sent again whole by a resume, which
-        # drops the dead letters it left (``Ledger.forget_window_outcomes``)
+        # keeps its dead letters until their events get another outcome
         batch = None if batch_id is None or batch_id.startswith(PARKED_KEY + "/") else batch_id
         # one step: killed between the two, a parked event would be replayed (and maybe
         # accepted) with its dead letter on record
