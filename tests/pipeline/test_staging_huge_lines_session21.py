@@ -162,3 +162,34 @@ def test_a_killed_stagings_side_file_is_known_as_a_leftover(tmp_path: Path) -> N
     (runs / "run-00000").write_bytes(b"")
     (runs / staging._Stash.NAME).write_bytes(b"")  # removed with the runs (staged_names)
     assert sort_runs_folder(runs)
+
+
+@pytest.mark.parametrize("big_line", [0, 400])
+@pytest.mark.parametrize("source", ['day "one", \\"2\\"', "export:2024-01-02", "c,\\\\"])
+def test_a_stub_sorts_by_its_lines_head_whatever_the_source(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, big_line: int, source: str) -> None:
+    """By content, the same record written with other spacing on both sides of
+    ``BIG_LINE`` (one stubbed, one not) stages as without stubs: a stub carries its line's
+    head (view, time, source, line), found past a source holding quotes, backslashes and
+    commas; a NaN (the standard library's rows) too."""
+    recs: list[SourceRecord] = []
+    for i in range(1, 301):
+        props: dict[str, Any] = {"time": T + i % 5, "distinct_id": f"u{i % 3}",
+                                 "page": "y" * (i % 9) * 50}
+        if i % 37 == 0:
+            props["bad"] = float("nan")
+        rec = {"event": "View", "properties": props}
+        raw = orjson.dumps(rec, option=orjson.OPT_INDENT_2) if i % 2 else None
+        if i % 37 == 0:
+            raw = None  # NaN: staged through the standard library's writer
+        recs.append(SourceRecord(source, i, rec, None, raw))
+    for keep_lines in (False, True):
+        monkeypatch.setattr(staging, "BIG_LINE", 1 << 30)
+        near = stage(recs, tmp_path / f"near{keep_lines}", by_content=True,
+                     keep_lines=keep_lines)
+        monkeypatch.setattr(staging, "BIG_LINE", big_line)
+        far = stage(recs, tmp_path / f"far{keep_lines}", by_content=True,
+                    keep_lines=keep_lines)
+        assert far.digest == near.digest
+        assert (tmp_path / f"far{keep_lines}").read_bytes() == \
+            (tmp_path / f"near{keep_lines}").read_bytes()

@@ -333,11 +333,30 @@ def _settled(group: list[tuple[Any, int, _Line]]) -> list[_Line]:
     return lines
 
 
+def _head_end(item: bytes) -> int:
+    """Where a prefixed staged line's head ends: its view, then ``\t[`` time, source (a
+    JSON string), line and the comma after it; -1 when it is not so written."""
+    try:
+        at = item.index(b"\t[", _PREFIX) + 2
+        at = item.index(b'"', item.index(b",", at))  # the time (a number), the source
+        while True:  # the source's closing quote: the first one not escaped
+            at = item.index(b'"', at + 1)
+            slashes = at - 1
+            while item[slashes] == 0x5C:
+                slashes -= 1
+            if (at - 1 - slashes) % 2 == 0:
+                break
+        return item.index(b",", item.index(b",", at) + 1) + 1  # then the line
+    except ValueError:
+        return -1
+
+
 class _Stash:
     """Big staged lines (``BIG_LINE``) in a side file of the sort runs' folder, each one's
-    place in the sort held by a stub: its prefix, a NUL (no view starts with one), its line
-    (all that tells two lines of one prefix apart first: they say the same, so a stub sorts
-    as its line did) and where the line is."""
+    place in the sort held by a stub: its prefix and its line's head (view, time, source,
+    line: unique in a window, so a stub sorts against any line exactly as its line did,
+    also against the same record written with other spacing and not stashed), then a NUL
+    (never in a staged line: JSON escapes it) and where the line is."""
 
     NAME = "run-99999"  # named as a run: a killed run's leftovers are known by their names
 
@@ -345,21 +364,26 @@ class _Stash:
         self._file = open(folder / self.NAME, "w+b")  # noqa: SIM115 (closed by ``close``)
         self._end = 0
 
-    def stub(self, item: bytes, line: int) -> bytes:
+    def stub(self, item: bytes) -> bytes:
+        """``item``'s stub, or ``item`` itself when its head cannot be found."""
+        head = _head_end(item)
+        if head < 0:
+            return item
         body = memoryview(item)[_PREFIX:]
         self._file.write(body)
         at, self._end = self._end, self._end + len(body)
-        return b"%s\0%d,%d,%d\n" % (item[:_PREFIX], line, at, len(body))
+        return b"%s\0%d,%d\n" % (item[:head], at, len(body))
 
     def unstashed(self, items: Iterable[bytes]) -> Iterator[bytes]:
         """``items`` with each stub's line back in its place (one at a time)."""
         f = self._file
         f.flush()
         for item in items:
-            if item[_PREFIX]:
+            nul = item.find(b"\0", _PREFIX)
+            if nul < 0:
                 yield item
                 continue
-            _, at, size = item[_PREFIX + 1:-1].split(b",")
+            at, size = item[nul + 1:-1].split(b",")
             f.seek(int(at))
             yield item[:_PREFIX] + f.read(int(size))
 
@@ -426,7 +450,7 @@ def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORD
             item = _encode(rec, count, to_utc, by_content)
             if len(item) >= BIG_LINE:
                 stash = stash or _Stash(tmpdir)
-                item = stash.stub(item, rec.line)
+                item = stash.stub(item)
             buf.append(item)
             size += len(item)
             if not count & 4095 and stop is not None and stop.is_set():
