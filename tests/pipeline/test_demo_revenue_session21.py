@@ -218,6 +218,23 @@ def test_totals_are_compared_per_day_in_cents() -> None:
     assert not revenue_totals({"d": [1.0]}, {"d": [1.0]}, {"d": 2.0}).ok
 
 
+def test_totals_past_a_double_are_a_mismatch_not_an_overflow() -> None:
+    # round(fsum(...) * 100) raised OverflowError past ~1.8e306 (and fsum past ~1.8e308)
+    biggest = 1.7976931348623157e308
+    huge = revenue_totals({"d": [19.99]}, {"d": [19.99, biggest, biggest]}, {"d": 1e307})
+    assert not huge.ok and huge.export == 2 * int(biggest) * 100 + 1999
+    assert huge.daily_mismatches[0].startswith("revenue on d: expected 19.99, Amplitude's "
+                                               "export has 359,538,626,972,463,")
+    doc = huge.as_dict()  # JSON has no number past a double: the total is null there
+    assert doc["export"] is None and doc["segmentation"] == 1e307 and doc["expected"] == 19.99
+    # the same huge amounts on both sides still match, exactly, in any order
+    assert revenue_totals({"d": [biggest, 0.01, biggest]}, {"d": [0.01, biggest, biggest]},
+                          None).ok
+    # a segmentation amount that is no number is not compared rather than crashing
+    odd = revenue_totals({"d": [1.0]}, {"d": [1.0]}, {"d": math.inf})
+    assert odd.ok and odd.segmentation is None and "non-finite" in odd.segmentation_note
+
+
 def test_without_revenue_config_an_invented_revenue_is_wrong(tmp_path: Path) -> None:
     proof = EventProof()
     assert proof.revenue_names.enabled is False

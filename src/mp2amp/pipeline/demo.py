@@ -38,7 +38,7 @@ from mp2amp.config import load_config
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.emulators.amplitude.segmentation import CostLimits
 from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
-from mp2amp.errors import ConfigError, InputError, Mp2AmpError
+from mp2amp.errors import ConfigError, InputError, Mp2AmpError, TerminalError
 from mp2amp.extract.files import iter_records
 from mp2amp.generate.project import MAX_USERS, GenerateConfig, generate_project
 from mp2amp.pipeline.diskspace import is_disk_full, written_file
@@ -86,6 +86,9 @@ _WRITABLE_HINT = re.compile(r"or set \[run\] workdir to a writable folder \([^)]
 # the read-back's "the migration itself is done: run the comparison again later": there
 # is no comparison command, the demo run again in its folder compares
 _COMPARE_HINT = re.compile(r"run the comparison again((?: in about \d+ minutes| later)?)")
+# migrate's refusal to resume a run whose configuration changed (fingerprint.check_resume):
+# the demo's configuration is its own, so only an earlier mp2amp's folder gets it
+_CONFIG_CHANGED = "this configuration differs from the one the run started with"
 # [transform.revenue] for the generated project: "Order Completed" carries the order's
 # `revenue` (USD) and its `products` list of {product_id, price, quantity}. `price` is left
 # out: it is also the catalogue price on every "Product Viewed" / "Product Added", which
@@ -415,10 +418,18 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
             "run.workdir": str(root / "work"), "run.concurrency": 8,
         }, env={"AMPLITUDE_API_KEY": _AMP_KEY, "MIXPANEL_SECRET": _MP_SECRET})
         resume = (root / "work" / "ledger.sqlite").exists()
-        result = migrate(config, resume=resume, reporter=reporter,
-                         mixpanel_overrides={"per_hour": 100_000, "per_second": 1_000,
-                                             "backoff_base": 0.05, "backoff_cap": 1.0},
-                         upload_overrides={"backoff_base": 0.05, "backoff_cap": 1.0})
+        try:
+            result = migrate(config, resume=resume, reporter=reporter,
+                             mixpanel_overrides={"per_hour": 100_000, "per_second": 1_000,
+                                                 "backoff_base": 0.05, "backoff_cap": 1.0},
+                             upload_overrides={"backoff_base": 0.05, "backoff_cap": 1.0})
+        except TerminalError as exc:
+            if not resume or not str(exc).startswith(_CONFIG_CHANGED):
+                raise
+            # migrate's own words name its settings and fingerprint, not the demo's way on
+            raise InputError(f"the demo folder {root} was migrated by an earlier mp2amp "
+                             "with another configuration: give --workdir a new folder, or "
+                             "delete this one, to run the demo with this mp2amp") from None
         # the groups, the session gap and the revenue names the migration makes them with
         proof = EventProof(tuple(meta["group_keys"]),
                            config.transform.session_gap_minutes * 60_000,

@@ -12,8 +12,9 @@ in the transform, not repeat it.
   transform's);
 * ``RevenueTotals``: the total revenue of the expected events vs the export's (and
   segmentation's ``revenue_amount`` when it answers), per UTC day, in cents. Each total
-  is ``math.fsum`` of its amounts, which is correctly rounded whatever their order, so the
-  same amounts give the same cents.
+  is the exact sum of its amounts, rounded once to the cent: the same amounts give the
+  same cents whatever their order, and a total past a double (a huge ``$revenue``) is
+  still a number of cents that differs, not an overflow.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 MAX_STRING = 1024  # productId / revenueType are cut like every top-level string
@@ -32,6 +34,7 @@ _NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCI
 _MAX_QUANTITY = 2**31 - 1  # Amplitude's quantity is a 32-bit Integer
 _NOT_A_NUMBER = object()  # a quantity that is there but is not a number
 _EXACT_INT = 2**53  # every integer up to this is a double
+_TINIEST = 1074  # every finite double is a whole multiple of 2**-1074
 # the export's names of the top-level revenue fields (currency has none: never compared)
 EXPORTED = (("price", "$price"), ("quantity", "$quantity"), ("revenue", "$revenue"),
             ("productId", "$productId"), ("revenueType", "$revenueType"))
@@ -273,8 +276,23 @@ def exported_amount(event: Mapping[str, Any]) -> float | None:
 
 
 def cents(amounts: Sequence[float]) -> int:
-    """A total in cents: the correctly rounded sum, then rounded to the cent."""
-    return round(math.fsum(amounts) * 100)
+    """A total of finite amounts in cents: their exact sum (in units of 2**-1074, as
+    integers: a float sum overflows past ~1.8e308, and x 100 past ~1.8e306), rounded
+    half to even to the cent."""
+    units = 0
+    for value in amounts:
+        numerator, denominator = float(value).as_integer_ratio()  # a power of two
+        units += numerator << (_TINIEST - denominator.bit_length() + 1)
+    return round(Fraction(units * 100, 1 << _TINIEST))
+
+
+def _currency(value: int) -> float | None:
+    """Cents as a number of the currency for JSON (None: past a double, which JSON and
+    orjson cannot carry)."""
+    try:
+        return value / 100
+    except OverflowError:
+        return None
 
 
 def money(value: int) -> str:
@@ -305,8 +323,10 @@ class RevenueTotals:
 
     def as_dict(self) -> dict[str, Any]:
         # amounts as numbers of the currency (from the cents: 10899.04)
-        return {"ok": self.ok, "expected": self.expected / 100, "export": self.export / 100,
-                "segmentation": None if self.segmentation is None else self.segmentation / 100,
+        return {"ok": self.ok, "expected": _currency(self.expected),
+                "export": _currency(self.export),
+                "segmentation": None if self.segmentation is None
+                else _currency(self.segmentation),
                 "segmentation_note": self.segmentation_note or None,
                 "expected_events": self.expected_events, "export_events": self.export_events,
                 "daily_mismatches": self.daily_mismatches}
@@ -318,6 +338,9 @@ def revenue_totals(expected: Mapping[str, Sequence[float]],
     """Totals from the amounts per UTC day (``segmentation``: its daily revenue, days in
     the Amplitude project's timezone, UTC in the demo; None: not answered, ``note`` says
     why)."""
+    if segmentation is not None and not all(map(math.isfinite, segmentation.values())):
+        # not a JSON number (an answer's "inf" string, say): no total to compare with
+        segmentation, note = None, "revenue_amount answered a non-finite amount"
     out = RevenueTotals(
         expected=cents([a for day in expected.values() for a in day]),
         export=cents([a for day in exported.values() for a in day]),
@@ -327,7 +350,7 @@ def revenue_totals(expected: Mapping[str, Sequence[float]],
         out.segmentation = cents(list(segmentation.values()))
     for day in sorted(set(expected) | set(exported) | set(segmentation or {})):
         want, got = cents(expected.get(day, ())), cents(exported.get(day, ()))
-        seg = None if segmentation is None else round(segmentation.get(day, 0.0) * 100)
+        seg = None if segmentation is None else cents([segmentation.get(day, 0.0)])
         if want != got or seg not in (None, want):
             also = "" if seg is None else f", segmentation {money(seg)}"
             out.daily_mismatches.append(f"revenue on {day}: expected {money(want)}, "
