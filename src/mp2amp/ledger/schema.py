@@ -9,7 +9,21 @@ SCHEMA_VERSION = 1
 # peaked higher than a short one's (see transform/spillfile.py).
 CACHE_KIB = 256
 
-SCHEMA = """
+# the columns of a rejected record's row: a window's rows while it is transformed again
+# (rejects_staged) are those of its rows kept (rejects)
+_REJECT_COLUMNS = """
+    source TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    window_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    field TEXT,
+    payload TEXT,
+    batch_id TEXT,
+    PRIMARY KEY (source, line)
+"""
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS windows (
     window_id TEXT PRIMARY KEY,
@@ -19,7 +33,7 @@ CREATE TABLE IF NOT EXISTS windows (
     state TEXT NOT NULL DEFAULT 'pending',
     staged_path TEXT,
     records INTEGER NOT NULL DEFAULT 0,
-    counts TEXT NOT NULL DEFAULT '{}',
+    counts TEXT NOT NULL DEFAULT '{{}}',
     updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS batches (
@@ -44,36 +58,14 @@ CREATE TABLE IF NOT EXISTS parked (
     reason TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'parked'
 );
-CREATE TABLE IF NOT EXISTS rejects (
-    source TEXT NOT NULL,
-    line INTEGER NOT NULL,
-    window_id TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    message TEXT NOT NULL,
-    field TEXT,
-    payload TEXT,
-    batch_id TEXT,
-    PRIMARY KEY (source, line)
-);
+CREATE TABLE IF NOT EXISTS rejects ({_REJECT_COLUMNS});
 -- a window's rejects are replaced (and forgotten) by window: without it every window read
 -- the whole table (windows x rejects)
 CREATE INDEX IF NOT EXISTS rejects_by_window ON rejects (window_id, stage);
 -- the rejects of the window being transformed, written as they come (a day of big rejected
 -- records held in memory took GBs), moved into rejects at its end (rejects.py); an older
 -- ledger gets the table when it is opened for writing
-CREATE TABLE IF NOT EXISTS rejects_staged (
-    source TEXT NOT NULL,
-    line INTEGER NOT NULL,
-    window_id TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    message TEXT NOT NULL,
-    field TEXT,
-    payload TEXT,
-    batch_id TEXT,
-    PRIMARY KEY (source, line)
-);
+CREATE TABLE IF NOT EXISTS rejects_staged ({_REJECT_COLUMNS});
 CREATE INDEX IF NOT EXISTS rejects_staged_by_window ON rejects_staged (window_id);
 """
 
