@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
 import sqlite3
 import urllib.request
@@ -181,3 +183,29 @@ def page_view(n: int, **props: Any) -> dict[str, Any]:
     base = {"time": 1700000000 + n, "distinct_id": f"user-{n:04d}",
             "$insert_id": f"ins-{n:06d}", "$device_id": f"device-{n:04d}"}
     return {"event": "Page View", "properties": {**base, **props}}
+
+
+def subprocess_env(*hooks: Path, **extra: str) -> dict[str, str]:
+    """The environment of an ``mp2amp`` subprocess: no secrets of this one, the package
+    from ``src/`` and ``hooks`` (folders holding a test-side ``sitecustomize.py``) first on
+    its path, and ``extra`` variables."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    src = Path(__file__).resolve().parents[1] / "src"
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(src), *map(str, hooks), *filter(None, [env.get("PYTHONPATH")])])
+    env.update(extra)
+    return env
+
+
+def file_tree(root: Path) -> dict[str, str]:
+    """Every entry under ``root``: a file's hash, a symlink's target, a folder's mark."""
+    tree = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        if path.is_symlink():
+            tree[key] = "-> " + os.readlink(path)
+        elif path.is_dir():
+            tree[key] = "dir"
+        else:
+            tree[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return tree

@@ -4,8 +4,6 @@ project and generates it again; a folder holding anything else is refused, nothi
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -15,40 +13,18 @@ import pytest
 
 from mp2amp.cli.generate import MOVING, PARTIAL, _move_entries
 from mp2amp.errors import InputError
-from shared_kit import SECRET_ENV
+from shared_kit import file_tree, subprocess_env
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 ARGS = ["--users", "20", "--days", "2", "--seed", "3"]
 # the top-level entries of a generated project (project.json moved last)
 ENTRIES = ["events", "identity", "profiles", "schema.json", "truth", "project.json"]
 REFUSED = "--out p exists and is not an empty directory; choose a new one"
 
 
-def _env(*extra: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(SRC), *map(str, extra), *filter(None, [env.get("PYTHONPATH")])])
-    return env
-
-
 def _generate(cwd: Path, out: str = "p", *hook: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mp2amp", "generate", "--out", out, *ARGS],
-                          cwd=cwd, env=_env(*hook), capture_output=True, text=True,
+                          cwd=cwd, env=subprocess_env(*hook), capture_output=True, text=True,
                           timeout=120)
-
-
-def _tree(root: Path) -> dict[str, str]:
-    """Every entry under ``root``: a file's hash, a symlink's target, a folder's mark."""
-    tree = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        if path.is_symlink():
-            tree[key] = "-> " + os.readlink(path)
-        elif path.is_dir():
-            tree[key] = "dir"
-        else:
-            tree[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return tree
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +33,7 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     cwd = tmp_path_factory.mktemp("whole")
     proc = _generate(cwd)
     assert proc.returncode == 0, proc.stderr
-    return _tree(cwd / "p")
+    return file_tree(cwd / "p")
 
 
 def _half_moved(tmp_path: Path, still_partial: list[str], marker: bool = True) -> Path:
@@ -84,7 +60,7 @@ def test_a_move_cut_short_is_cleared_and_generated_again(
     out = _half_moved(tmp_path, still_partial)
     proc = _generate(tmp_path)
     assert proc.returncode == 0, proc.stderr  # was 2: "--out p exists and is not empty"
-    assert _tree(out) == whole  # no .partial, no marker, the project whole
+    assert file_tree(out) == whole  # no .partial, no marker, the project whole
 
 
 # The real-kill test of the move is in test_generate_move_session21.py (it kills at each
@@ -125,12 +101,12 @@ def test_anything_else_beside_a_move_cut_short_is_refused_and_nothing_deleted(
         tmp_path: Path, add: object) -> None:
     out = _half_moved(tmp_path, ["schema.json", "truth", "project.json"])
     add(out)  # type: ignore[operator]
-    before = _tree(tmp_path)  # the user's files beside p too (symlink targets)
+    before = file_tree(tmp_path)  # the user's files beside p too (symlink targets)
     proc = _generate(tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert REFUSED in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert _tree(tmp_path) == before
+    assert file_tree(tmp_path) == before
 
 
 def test_a_whole_project_is_refused_even_with_the_marker(tmp_path: Path) -> None:
@@ -138,22 +114,22 @@ def test_a_whole_project_is_refused_even_with_the_marker(tmp_path: Path) -> None
     ``.partial`` holding only generated files (a kill after the last rename)."""
     out = _half_moved(tmp_path, [])
     shutil.copytree(out / "truth", out / PARTIAL / "truth")
-    before = _tree(out)
+    before = file_tree(out)
     proc = _generate(tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert REFUSED in proc.stderr
-    assert _tree(out) == before
+    assert file_tree(out) == before
 
 
 def test_generated_names_without_the_marker_are_refused(tmp_path: Path) -> None:
     """Without the marker (only a move writes it) a folder that merely looks half moved is
     a user's: refused, nothing deleted."""
     out = _half_moved(tmp_path, ["schema.json", "truth", "project.json"], marker=False)
-    before = _tree(out)
+    before = file_tree(out)
     proc = _generate(tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert REFUSED in proc.stderr
-    assert _tree(out) == before
+    assert file_tree(out) == before
 
 
 def test_a_move_refused_by_an_entry_put_in_out_removes_its_marker(tmp_path: Path) -> None:
@@ -174,4 +150,4 @@ def test_a_finished_move_leaves_no_marker(tmp_path: Path, whole: dict[str, str])
     proc = _generate(tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert MOVING not in whole
-    assert _tree(tmp_path / "p") == whole
+    assert file_tree(tmp_path / "p") == whole

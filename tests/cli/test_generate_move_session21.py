@@ -6,7 +6,6 @@ project; (b) the move never replaces what something else put in ``--out`` meanwh
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import subprocess
@@ -19,40 +18,18 @@ from typer.testing import CliRunner
 import mp2amp.cli.generate as gen
 from mp2amp.cli import app
 from mp2amp.cli.generate import MOVING, PARTIAL
-from shared_kit import SECRET_ENV
+from shared_kit import file_tree, subprocess_env
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 ARGS = ["--users", "20", "--days", "2", "--seed", "3"]
 # what generate prints for an --out holding a whole project (the same with or without a kill)
 REFUSED = ("error: invalid configuration in mp2amp generate (1 problem(s)); fix them and run "
            "again:\n  - --out p exists and is not an empty directory; choose a new one\n")
 
 
-def _env(*extra: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(SRC), *map(str, extra), *filter(None, [env.get("PYTHONPATH")])])
-    return env
-
-
 def _generate(cwd: Path, *hook: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mp2amp", "generate", "--out", "p", *ARGS],
-                          cwd=cwd, env=_env(*hook), capture_output=True, text=True,
+                          cwd=cwd, env=subprocess_env(*hook), capture_output=True, text=True,
                           timeout=120)
-
-
-def _tree(root: Path) -> dict[str, str]:
-    """Every entry under ``root``: a file's hash, a symlink's target, a folder's mark."""
-    tree = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        if path.is_symlink():
-            tree[key] = "-> " + os.readlink(path)
-        elif path.is_dir():
-            tree[key] = "dir"
-        else:
-            tree[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return tree
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +40,7 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], str
     assert proc.returncode == 0, proc.stderr
     again = _generate(cwd)
     assert again.returncode == 2, again.stderr
-    return _tree(cwd / "p"), again.stderr
+    return file_tree(cwd / "p"), again.stderr
 
 
 def _killed_after_last_rename(tmp_path: Path, partial: str = "empty") -> Path:
@@ -89,9 +66,9 @@ def test_a_kill_after_the_last_rename_is_refused_like_any_whole_project(
     proc = _generate(tmp_path)
     assert (proc.returncode, proc.stderr) == (2, REFUSED)
     assert proc.stderr == whole[1]  # as for a project never killed
-    assert _tree(out) == whole[0]  # the marker and .partial gone, the project kept
+    assert file_tree(out) == whole[0]  # the marker and .partial gone, the project kept
     again = _generate(tmp_path)  # nothing left to clear: the same answer
-    assert (again.returncode, again.stderr, _tree(out)) == (2, REFUSED, whole[0])
+    assert (again.returncode, again.stderr, file_tree(out)) == (2, REFUSED, whole[0])
 
 
 def _user_file(out: Path) -> None:
@@ -141,10 +118,10 @@ def test_anything_else_beside_a_finished_move_keeps_everything(
         tmp_path: Path, add: object) -> None:
     out = _killed_after_last_rename(tmp_path)
     add(out)  # type: ignore[operator]
-    before = _tree(tmp_path)  # what lies beside p too (symlink targets)
+    before = file_tree(tmp_path)  # what lies beside p too (symlink targets)
     proc = _generate(tmp_path)
     assert (proc.returncode, proc.stderr) == (2, REFUSED)
-    assert _tree(tmp_path) == before
+    assert file_tree(tmp_path) == before
 
 
 # a sitecustomize for the generate subprocess: once the move's marker is written (its
@@ -224,7 +201,7 @@ def test_without_renameat2_the_move_still_never_replaces(
     out = tmp_path / "p"
     if name is None:
         assert result.exit_code == 0, result.stderr
-        assert _tree(out) == whole[0]
+        assert file_tree(out) == whole[0]
         return
     assert (result.exit_code, result.stderr) == (2, _moved_over(name))
     if name == "truth":
@@ -268,4 +245,4 @@ def test_a_real_kill_during_the_move_is_cleared_by_the_next_run(
     assert len(left) == 6 - moves
     proc = _generate(tmp_path)
     assert (proc.returncode, proc.stderr) == ((0, "") if moves < 6 else (2, REFUSED))
-    assert _tree(out) == whole[0]
+    assert file_tree(out) == whole[0]

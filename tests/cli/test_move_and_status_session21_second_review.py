@@ -8,7 +8,6 @@ typer's CliRunner); the hooks are test-side sitecustomize files on PYTHONPATH.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -25,40 +24,18 @@ from migrate_kit import API_KEY, amplitude, small_events, write_toml
 
 from mp2amp.cli import app
 from mp2amp.cli.generate import MOVING, PARTIAL
-from shared_kit import SECRET_ENV
+from shared_kit import file_tree, subprocess_env
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 ARGS = ["--users", "20", "--days", "2", "--seed", "3"]
 REFUSED = ("error: invalid configuration in mp2amp generate (1 problem(s)); fix them and run "
            "again:\n  - --out p exists and is not an empty directory; choose a new one\n")
 
 
-def _env(*hooks: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(
-        [*map(str, hooks), str(SRC), *filter(None, [env.get("PYTHONPATH")])])
-    env.update(extra)
-    return env
-
-
 def _mp2amp(cwd: Path, *args: str, hooks: tuple[Path, ...] = (), **extra: str
             ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mp2amp", *args], cwd=cwd,
-                          env=_env(*hooks, **extra), capture_output=True, text=True,
+                          env=subprocess_env(*hooks, **extra), capture_output=True, text=True,
                           timeout=120)
-
-
-def _tree(root: Path) -> dict[str, str]:
-    tree = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        if path.is_symlink():
-            tree[key] = "-> " + os.readlink(path)
-        elif path.is_dir():
-            tree[key] = "dir"
-        else:
-            tree[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return tree
 
 
 def _hook(folder: Path, text: str) -> Path:
@@ -72,7 +49,7 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     cwd = tmp_path_factory.mktemp("whole")
     proc = _mp2amp(cwd, "generate", "--out", "p", *ARGS)
     assert proc.returncode == 0, proc.stderr
-    return _tree(cwd / "p")
+    return file_tree(cwd / "p")
 
 
 # --- generate: guards ---------------------------------------------------------------------
@@ -108,7 +85,7 @@ def test_a_kill_between_link_and_unlink_of_the_fallback_is_cleared_by_the_next_r
     assert (out / MOVING).is_file() and (out / PARTIAL).is_dir()
     again = _mp2amp(tmp_path, "generate", "--out", "p", *ARGS)
     assert (again.returncode, again.stderr) == ((0, "") if links == 1 else (2, REFUSED))
-    assert _tree(out) == whole
+    assert file_tree(out) == whole
 
 
 def test_out_on_tmpfs_through_a_symlink_is_generated_and_then_refused_whole(
@@ -123,10 +100,10 @@ def test_out_on_tmpfs_through_a_symlink_is_generated_and_then_refused_whole(
         (tmp_path / "p").symlink_to(target)
         proc = _mp2amp(tmp_path, "generate", "--out", "p", *ARGS)
         assert proc.returncode == 0, proc.stderr
-        assert (tmp_path / "p").is_symlink() and _tree(Path(target)) == whole
+        assert (tmp_path / "p").is_symlink() and file_tree(Path(target)) == whole
         again = _mp2amp(tmp_path, "generate", "--out", "p", *ARGS)
         assert (again.returncode, again.stderr) == (2, REFUSED)
-        assert _tree(Path(target)) == whole
+        assert file_tree(Path(target)) == whole
 
 
 # --- generate: defects --------------------------------------------------------------------
@@ -223,7 +200,7 @@ def test_status_never_makes_a_starting_migrate_refuse(
         probing = tmp_path / "probing"
         status = subprocess.Popen(
             [sys.executable, "-m", "mp2amp", "status", "--config", str(cfg), "--json"],
-            cwd=tmp_path, env=_env(hook, PROBING=str(probing)), stdout=subprocess.PIPE,
+            cwd=tmp_path, env=subprocess_env(hook, PROBING=str(probing)), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 60
