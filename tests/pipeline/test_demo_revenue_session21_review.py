@@ -7,12 +7,11 @@ outgoing event before it is uploaded)."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
+from test_demo_revenue_session21 import EVENTS, Mutation, _MutatingOrjson
 
 import mp2amp.pipeline.demo as demo
 import mp2amp.pipeline.transform_worker as transform_worker
@@ -23,25 +22,6 @@ from mp2amp.pipeline.proof_revenue import (
 )
 from mp2amp.transform.revenue import revenue_reader
 from mp2amp.transform.settings import RevenueSettings
-
-EVENTS = 3_000
-
-Mutation = Callable[[dict[str, Any]], None]
-
-
-class _MutatingOrjson:
-    """``orjson`` for transform_worker, whose ``dumps`` first applies a bug to an event."""
-
-    def __init__(self, mutate: Mutation) -> None:
-        self._mutate = mutate
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(orjson, name)
-
-    def dumps(self, obj: Any, *args: Any, **kwargs: Any) -> bytes:
-        if isinstance(obj, dict) and "insert_id" in obj and "event_type" in obj:
-            self._mutate(obj)
-        return orjson.dumps(obj, *args, **kwargs)
 
 
 def _demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mutate: Mutation,
