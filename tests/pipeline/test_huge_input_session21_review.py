@@ -1,7 +1,8 @@
 """Session 21 review: huge and adversarial input through ``mp2amp migrate`` (files source)
 and ``mp2amp transform``: tens-of-MB lines, megabyte names, 100 KB property names,
-thousands of distinct property names, odd line endings and damaged files. Each test pinned a
-defect as a strict xfail (README: memory stays flat, nothing lost), since fixed."""
+thousands of distinct property names, odd line endings and damaged files (README: memory
+stays flat, nothing lost). Each test pinned a defect as a strict xfail; 1 and 3 are fixed, 2
+stays pinned: see its reason."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from migrate_kit import API_KEY, amplitude, stored_counts
 
 T = 1_700_000_000  # 2023-11-14, seconds
@@ -76,7 +78,14 @@ def test_distinct_100kb_property_names_keep_migrate_memory_flat(tmp_path: Path) 
 # --- 2. over-long distinct_ids: the identity graph holds every one whole -------------------
 
 
-# Fixed (was xfail): the identity stage held IDs over 1024 characters whole.
+# Left pinned: a fixed-size key for such IDs (tried in efc203c, reverted) changed who an
+# excluded or user_id_pattern-judged over-long ID is (tests/identity/
+# test_overlong_session21_second_review.py); Mixpanel caps strings at 255 bytes, so a real
+# export holds no such IDs.
+@pytest.mark.xfail(strict=True, reason=(
+    "the identity graph (and [run] memory_budget, which counts entries, not bytes) keeps"
+    " distinct_ids over 1024 characters whole, though Amplitude can never use them: memory"
+    " grows ~100 KB per distinct 100 KB ID"))
 def test_distinct_over_long_distinct_ids_keep_migrate_memory_flat(tmp_path: Path) -> None:
     n = 2_500  # each event: a 100 KB distinct_id (a blob an SDK bug put there) and a device
     events = tmp_path / "events"

@@ -1,7 +1,7 @@
 """Review (session 21): kill -9 and ``--resume`` through the day's new code paths at once:
 one project mixing ordinary events, lines over 64 KB (staged through stubs in a side file),
 transform rejects (NaN values, missing ids), Amplitude 400 dead letters (short ids with
-``min_id_length``), distinct_ids over 1057 characters (held as keys) and overlapping input
+``min_id_length``), over-long distinct_ids and overlapping input
 files (merged windows). Real ``mp2amp migrate`` subprocesses against the Amplitude
 emulator, killed (SIGKILL to the whole process group) at chosen moments by test-side hooks:
 during staging (the side file written), in a window's first transform attempt, in its

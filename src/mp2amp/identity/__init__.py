@@ -11,12 +11,8 @@ IDs. Junk and blocklisted values (``junk.JUNK_IDS``: Amplitude's blocklist plus 
 such as "undefined", "[object Object]", all-zero IDs) count as absent. IDs shorter than 5
 characters are kept (the loader sends ``min_id_length``). Integers become text. A lone
 surrogate (an emoji cut in half by an SDK's length limit) becomes U+FFFD: such text can be
-neither sent as JSON nor spilled to SQLite. An ID longer than ``junk.KEPT_ID`` (1057)
-characters is held, by every mode, spilled or not, as its ID key (``junk.id_key``: its
-first 1024 characters, ``~`` and 32 hex digits of the whole): links through it hold, and
-an event resolved to it drops it as over Amplitude's limit, as it would the ID. A
-hot-shard event (``$hotshard_events``) counts as the event named in its
-``mp_original_event_name`` (an ``$identify`` still merges).
+neither sent as JSON nor spilled to SQLite. A hot-shard event (``$hotshard_events``) counts
+as the event named in its ``mp_original_event_name`` (an ``$identify`` still merges).
 
 Simplified ID Merge (``mode="simplified"``), as Mixpanel documents it:
 

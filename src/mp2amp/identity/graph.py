@@ -8,12 +8,7 @@ from typing import Any
 
 from mp2amp.errors import ConfigError, InvariantViolation
 from mp2amp.identity.ids import BEFORE_IDENTITY, IDENTITY_EVENTS, ORIGINAL_EVENT, count_junk
-from mp2amp.identity.junk import (
-    KEPT_ID,
-    clean_id,
-    default_user_id_predicate,
-    forget_usable_ids,
-)
+from mp2amp.identity.junk import default_user_id_predicate, forget_usable_ids
 from mp2amp.identity.original import OriginalIds
 from mp2amp.identity.report import IdentityReport
 from mp2amp.identity.simplified import SimplifiedIds
@@ -24,13 +19,6 @@ from mp2amp.models import Resolved
 MODES = ("simplified", "original")
 MIXPANEL_CLUSTER_CAP = 500
 Key = tuple[str | None, str | None, str | None]
-
-
-def _overlong(user: str | None, device: str | None, dist: str | None) -> bool:
-    """Whether an ID field is longer than an ID key (``junk.KEPT_ID``)."""
-    return ((user is not None and len(user) > KEPT_ID)
-            or (device is not None and len(device) > KEPT_ID)
-            or (dist is not None and len(dist) > KEPT_ID))
 
 
 class IdentityGraph:
@@ -147,8 +135,6 @@ class IdentityGraph:
         a link of the device to a second user was refused."""
         if not self._finished:
             self.finish()
-        if len(device) > KEPT_ID:  # held as its ID key
-            device = clean_id(device) or device
         return self._mode.is_shared(device)
 
     def resolve(self, props: dict[str, Any]) -> Resolved:
@@ -178,8 +164,6 @@ class IdentityGraph:
                 found = self._memo_old.get(key)
                 if found is None:
                     found = self._compute(props)
-                    if _overlong(user, device, dist):  # its key would hold the whole ID
-                        return found
                 memo = self._memo
                 if len(memo) >= self.memo_entries:
                     self._memo_old = memo

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
-from mp2amp.identity.junk import DEVICE_PREFIX, KEPT_ID, clean_id
+from mp2amp.identity.junk import DEVICE_PREFIX, clean_id
 from mp2amp.identity.report import IdentityReport
 from mp2amp.transform.timeconv import unit_seconds
 
@@ -88,24 +88,10 @@ IDENTITY_PROPERTIES: Final = (
 )
 
 
-# The view's properties read as IDs (clean_id), which an ID key may stand for
-_ID_PROPERTIES: Final = frozenset(IDENTITY_PROPERTIES) - {"time", ORIGINAL_EVENT}
-_LISTED_IDS: Final = "$distinct_ids"
-
-
-def _view_id(value: Any) -> Any:
-    """An ID over ``KEPT_ID`` characters as the graph reads it (its ID key, or "" for junk):
-    a staged view then holds ~1 KB of it, and builds the same graph."""
-    if isinstance(value, str) and len(value) > KEPT_ID:
-        return clean_id(value) or ""
-    return value
-
-
 def identity_view(record: Any) -> dict[str, Any] | None:
     """What ``IdentityGraph.observe`` reads of ``record``; None where it reads nothing
     (not an ``{"event", "properties": {...}}`` object). A property that is null is left
-    out: every mode reads a null property as an absent one. An ID longer than ``KEPT_ID``
-    characters is given as its ID key (``_view_id``)."""
+    out: every mode reads a null property as an absent one."""
     if not isinstance(record, dict):
         return None
     props = record.get("properties")
@@ -115,10 +101,5 @@ def identity_view(record: Any) -> dict[str, Any] | None:
     for key in IDENTITY_PROPERTIES:
         value = props.get(key)
         if value is not None:
-            if isinstance(value, str):
-                if len(value) > KEPT_ID and key in _ID_PROPERTIES:
-                    value = _view_id(value)
-            elif isinstance(value, list) and key == _LISTED_IDS:
-                value = [_view_id(v) for v in value]
             view[key] = value
     return {"event": record.get("event"), "properties": view}

@@ -19,23 +19,15 @@ blocklist. The list, compared after trimming whitespace and ignoring case:
   every digit kept; floats are written as JavaScript writes them (1e21 is "1e+21").
 
 Short IDs (under 5 characters) are *not* junk: the loader sends ``min_id_length``.
-
-An ID longer than ``KEPT_ID`` characters (Amplitude takes at most 1024: such an ID can
-never be sent) is held as its ID key (``id_key``): its first 1024 characters, ``~`` and
-32 hex digits of the whole ID, so that every holder of IDs (the graph in memory or spilled,
-the caches, pass 2's answers) keeps ~1 KB of it whatever its length. The key is itself
-longer than 1024 characters: an event resolved to it drops it as over the limit, as it
-would the ID.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
-from typing import Any, Final
+from typing import Any
 
-from mp2amp.transform.values import MAX_STRING, js_number_text
+from mp2amp.transform.values import js_number_text
 
 DEVICE_PREFIX = "$device:"
 
@@ -107,20 +99,6 @@ def without_lone_surrogates(text: str) -> str:
     return text
 
 
-# An ID key's length: the first MAX_STRING characters, "~" and 32 hex digits. Longer IDs
-# become keys; IDs up to it are kept whole, so a key is its own key.
-KEPT_ID: Final = MAX_STRING + 33
-
-
-def id_key(text: str) -> str:
-    """The ID key of ``text``, an ID longer than ``KEPT_ID`` characters (see the module
-    docstring); a ``$device:`` ID keeps its prefix, so that it still names a device."""
-    if text.startswith(DEVICE_PREFIX):
-        return DEVICE_PREFIX + id_key(text[8:]) if len(text) - 8 > KEPT_ID else text
-    whole = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-    return f"{text[:MAX_STRING]}~{whole}"
-
-
 def forget_usable_ids() -> None:
     """Empty the cache of usable IDs (the identity graph does once pass 1 is over, so that
     a process forked for pass 2 starts with an empty one instead of copying it)."""
@@ -137,8 +115,6 @@ def clean_id(value: Any) -> str | None:
         text: str = value if value.isascii() else without_lone_surrogates(value)
         if _junk_text(text[8:] if text.startswith(DEVICE_PREFIX) else text):
             return None
-        if len(text) > KEPT_ID:  # never cached: the cache's bound counts entries
-            return id_key(text)
         if len(_GOOD) >= _GOOD_MAX:
             _GOOD.clear()
         _GOOD.add(text)
@@ -149,8 +125,6 @@ def clean_id(value: Any) -> str | None:
         # every digit: two integers are two users, even past 2**53 (where JavaScript would
         # show 2**60 and 2**60 + 1 alike), and an excluded ID listed as stored matches
         text = str(value)
-        if len(text) > KEPT_ID:  # (a standard-library parse reads up to 4300 digits)
-            return id_key(text)
         return None if text in JUNK_IDS else text
     if isinstance(value, float):
         if not math.isfinite(value):
