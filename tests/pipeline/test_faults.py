@@ -111,8 +111,9 @@ def test_every_fault_at_once(project: Project, tmp_path: Path,
     monkeypatch.setattr("mp2amp.emulators.amplitude.server.max_bytes", lambda endpoint: 60_000)
     # the clock at 5x, not 20x: the 30 s throttle window then lasts 6 s of real time, so
     # devices pass eps_limit even when a loaded machine sends slowly (at 20x a full-suite
-    # run on a fresh clone once drew no 429 at all)
-    with amplitude(tmp_path / "amp", fail_rate=0.3, drop_after_ingest_rate=0.2, eps_limit=2,
+    # run on a fresh clone once drew no 429 at all); eps_limit 1, not 2: a device then needs
+    # 30 events in a window, not 60 (at 2 a fresh clone's full suite again drew none)
+    with amplitude(tmp_path / "amp", fail_rate=0.3, drop_after_ingest_rate=0.2, eps_limit=1,
                    now=fast_clock(5.0), seed=11) as url:
         run(project, tmp_path, url, concurrency=8)
         assert_exactly_once(url, project.expected)
