@@ -56,6 +56,10 @@ CHUNK_BYTES = 8 * 1024 * 1024  # a sorted run is also cut at this size: records 
 # A staged line this long waits in a side file, its place held by a short stub (``_Stash``):
 # the merge holds a line of each run, and a run per 10 MB line held the whole window.
 BIG_LINE = 1 << 16
+# Sorted runs merged at once (an open file each); more are first merged in rounds, 64 at a
+# time, into longer runs: a window over ~8 GB (a month exported into one file) made a run
+# per 8 MB and opened them all, past the usual limit of 1024 open files.
+MERGE_RUNS = 64
 UNKNOWN_TIME = -1.0e18  # sorts first; finite, because JSON has no infinity
 WHOLE_SECOND_AT = 0.9995  # a time given in whole seconds sorts after all of its ms (.999)
 
@@ -462,14 +466,17 @@ def stage(records: Iterable[SourceRecord], dest: Path, chunk: int = CHUNK_RECORD
         # the window's source (all of its records'), for renumbering
         source = orjson.dumps(rec.source) + b"," if by_content and count else None
         source = None if keep_lines else source
+        if runs:
+            if buf:
+                runs.append(_write_run(buf, tmpdir, len(runs)))
+                buf = []
+            runs = _fewer_runs(runs, tmpdir, stop, dest)
         part = dest.with_name(dest.name + ".part")
         with open(part, "wb") as out:
             if not runs:
                 buf.sort()
                 digest = _write_settled(out, buf, source, stash)
             else:
-                if buf:
-                    runs.append(_write_run(buf, tmpdir, len(runs)))
                 with ExitStack() as stack:
                     files = [stack.enter_context(open(p, "rb")) for p in runs]
                     digest = _write_settled(out, heapq.merge(*files), source, stash)
@@ -539,6 +546,33 @@ def _write_run(buf: list[bytes], tmpdir: Path, n: int) -> Path:
     with open(path, "wb") as f:
         f.writelines(buf)
     return path
+
+
+def _fewer_runs(runs: list[Path], tmpdir: Path, stop: threading.Event | None,
+                dest: Path) -> list[Path]:
+    """``runs`` merged in rounds into at most ``MERGE_RUNS`` runs (each round's inputs
+    removed as it is written). The runs are sorted by their whole lines, so the final
+    merge gives the same bytes however many rounds came first."""
+    made = len(runs)  # the next run's number
+    while len(runs) > MERGE_RUNS:
+        merged: list[Path] = []
+        for at in range(0, len(runs), MERGE_RUNS):
+            group = runs[at:at + MERGE_RUNS]
+            if len(group) == 1:
+                merged.append(group[0])
+                continue
+            if stop is not None and stop.is_set():
+                raise StagingStopped(str(dest))
+            path = tmpdir / f"run-{made:05d}"
+            made += 1
+            with ExitStack() as stack, open(path, "wb") as out:
+                files = [stack.enter_context(open(p, "rb")) for p in group]
+                out.writelines(heapq.merge(*files))
+            for p in group:
+                p.unlink()
+            merged.append(path)
+        runs = merged
+    return runs
 
 
 def read_staged(path: Path) -> Iterator[SourceRecord]:
