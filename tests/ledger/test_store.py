@@ -48,11 +48,34 @@ def test_parked_events_of_unfinished_batches_are_dropped_for_the_resend(tmp_path
     led.park("w", "parked", '["f",3]', b'{"a":3}', "daily_quota")  # parked again on retry
     led.batch_done("b-done", accepted=1, dead_lettered=1, parked=0)
     # b-flying is sent again whole, so its parked row would deliver the event twice
-    assert led.parked_events() == [("w", '["f",1]', b'{"a":1}'), ("w", '["f",3]', b'{"a":3}')]
+    assert list(led.parked_events()) == [("w", '["f",1]', b'{"a":1}'), ("w", '["f",3]', b'{"a":3}')]
     led.park("w", "b-done", '["f",1]', b'{"a":1}', "daily_quota")  # idempotent by origin
     led.resolve_parked('["f",1]', "accepted")
-    assert led.parked_events() == [("w", '["f",3]', b'{"a":3}')]
+    assert list(led.parked_events()) == [("w", '["f",3]', b'{"a":3}')]
     assert led.parked_counts() == {"w": {"accepted": 1, "parked": 1}}
+
+
+def test_parked_events_come_in_event_time_order_a_page_at_a_time(tmp_path: Path) -> None:
+    """Read from the ledger a page at a time (the quota can park millions): ordered by a
+    numeric ``time``, an event without one (or with a boolean or a string) as time 0, ties
+    in the order they were parked; an event parked again while they are read is read as
+    it is now."""
+    led = Ledger(tmp_path / "l.sqlite")
+    led.add_windows([("w", "file", {})])
+    events = [b'{"time":30}', b'{"time":2.5}', b'{"a":1}', b'{"time":true}',
+              b'{"time":"9"}', b'{"time":-4}', b'{"time":30}', b'{"time":7}']
+    for n, event in enumerate(events):
+        led.park("w", "parked", f'["f",{n}]', event, "daily_quota")
+    read = []
+    for window, origin, event in led.parked_events(page=3):
+        read.append((origin, event))
+        if origin == '["f",5]':  # parked again meanwhile: its row is updated in place
+            led.park("w", "parked", '["f",6]', b'{"time":30,"again":1}', "daily_quota")
+    assert read == [('["f",5]', b'{"time":-4}'), ('["f",2]', b'{"a":1}'),
+                    ('["f",3]', b'{"time":true}'), ('["f",4]', b'{"time":"9"}'),
+                    ('["f",1]', b'{"time":2.5}'), ('["f",7]', b'{"time":7}'),
+                    ('["f",0]', b'{"time":30}'), ('["f",6]', b'{"time":30,"again":1}')]
+    assert len(list(led.parked_events())) == 8  # the order's temporary table is gone too
 
 
 def test_rejects_are_keyed_by_origin_and_transform_ones_replaced_on_replay(

@@ -421,6 +421,26 @@ class Ledger(RejectStore):
         ).fetchall()
         return {r[2]: BatchRow(*r) for r in rows}
 
+    def has_batches(self) -> bool:
+        return self._db.execute("SELECT 1 FROM batches LIMIT 1").fetchone() is not None
+
+    def batch_windows(self) -> set[str]:
+        """The windows with a batch recorded (read by the index, never every batch)."""
+        return {str(r[0]) for r in self._db.execute("SELECT DISTINCT window_id FROM batches")}
+
+    def batch_counts(self) -> dict[str, tuple[int, int, int]]:
+        """Per window: its batches, those done, and the events of those not done (one row
+        per window: a long run's 500,000 batches are counted, never read)."""
+        return {str(w): (int(n), int(done), int(unsent)) for w, n, done, unsent in
+                self._db.execute(
+                    "SELECT window_id, COUNT(*), SUM(state = 'done'), "
+                    "SUM(CASE WHEN state = 'done' THEN 0 ELSE events END) "
+                    "FROM batches GROUP BY window_id")}
+
+    def is_done_batch(self, batch_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM batches WHERE batch_id = ? AND state = 'done'",
+                                (batch_id,)).fetchone() is not None
+
     def batches(self) -> list[BatchRow]:
         rows = self._db.execute(
             "SELECT batch_id, window_id, seq, events, state, accepted, dead_lettered, parked, "
@@ -442,28 +462,49 @@ class Ledger(RejectStore):
                 (window_id, batch_id, origin, event.decode(), reason),
             )
 
-    def unfinished_parked_events(self) -> list[bytes]:
+    def unfinished_parked_events(self) -> Iterator[bytes]:
         """The events parked in a batch that is not done (a crash came first): the next
         ``parked_events`` drops them, as their batch is sent again whole."""
-        rows = self._db.execute(
+        for (event,) in self._db.execute(
             "SELECT event FROM parked WHERE state = 'parked' AND batch_id != 'parked' AND "
             "batch_id NOT IN (SELECT batch_id FROM batches WHERE state = 'done') ORDER BY id"
-        ).fetchall()
-        return [str(r[0]).encode() for r in rows]
+        ):
+            yield str(event).encode()
 
-    def parked_events(self) -> list[tuple[str, str, bytes]]:
+    def parked_events(self, page: int = 1024) -> Iterator[tuple[str, str, bytes]]:
         """``(window_id, origin, event_json)`` of every event still parked whose batch is
-        done. Parked events of an unfinished batch are dropped: that batch is sent again
-        whole, and parks them again if the quota still says no."""
+        done, in event-time order (an event without a numeric ``time`` first; ties in the
+        order they were parked), read ``page`` at a time: the quota can park millions.
+        Parked events of an unfinished batch are dropped: that batch is sent again whole,
+        and parks them again if the quota still says no. The order is fixed when this
+        starts (in a temporary table, on disk past SQLite's cache); an event parked again
+        while they are read is read as it is now."""
         with self._tx() as db:
             db.execute(
                 "DELETE FROM parked WHERE batch_id NOT IN "
                 "(SELECT batch_id FROM batches WHERE state = 'done') AND batch_id != 'parked'"
             )
-        rows = self._db.execute(
-            "SELECT window_id, origin, event FROM parked WHERE state = 'parked' ORDER BY id"
-        ).fetchall()
-        return [(r[0], r[1], r[2].encode()) for r in rows]
+            db.execute("DROP TABLE IF EXISTS temp.replay_order")
+            db.execute("CREATE TEMP TABLE replay_order (n INTEGER PRIMARY KEY, pid INTEGER)")
+            db.execute(
+                "INSERT INTO temp.replay_order(pid) SELECT id FROM parked WHERE state = "
+                "'parked' ORDER BY CASE WHEN json_type(event, '$.time') IN ('integer', "
+                "'real') THEN json_extract(event, '$.time') ELSE 0 END, id")
+        try:
+            after = 0
+            while True:
+                rows = self._db.execute(
+                    "SELECT r.n, p.window_id, p.origin, p.event FROM temp.replay_order r "
+                    "JOIN parked p ON p.id = r.pid WHERE r.n > ? ORDER BY r.n LIMIT ?",
+                    (after, page)).fetchall()
+                if not rows:
+                    return
+                after = rows[-1][0]
+                for _, window_id, origin, event in rows:
+                    yield window_id, origin, event.encode()
+        finally:
+            with suppress(sqlite3.Error):
+                self._db.execute("DROP TABLE IF EXISTS temp.replay_order")
 
     def resolve_parked(self, origin: str, outcome: str) -> None:
         """``outcome`` is ``accepted`` or ``dead_lettered``. Accepted, a dead letter an

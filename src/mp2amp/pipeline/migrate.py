@@ -391,7 +391,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
                                   on_window_loaded=lambda wid: ledger.mark_loaded(
                                       wid, _counts_of(ledger, wid)),
                                   merged_into=ledger.merged_into())
-        settled = frozenset(b.batch_id for b in ledger.batches() if b.state == "done")
+        settled = DoneBatches(ledger)
         # the windows earlier runs loaded show as done, not as this run's pace (the ETA)
         counters.begin("load", records,
                        done=observer.resume_from(windows, ledger.parked_counts()))
@@ -417,6 +417,18 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
         workdir=str(workdir), resumed=False, windows=rows, totals=totals(rows),
         identity=identity, load=report.to_dict(), values=values, time_check=times,
         dead_letter_file=str(write_dead_letters(ledger, workdir)))
+
+
+class DoneBatches:
+    """The batches an earlier run finished, for the uploader to skip: looked up by id in
+    the ledger (a set of them held a long run's ~500,000 ids). A batch this run finishes
+    is never asked about again (its id's sequence number moved on)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._done = ledger.is_done_batch
+
+    def __contains__(self, batch_id: object) -> bool:
+        return isinstance(batch_id, str) and self._done(batch_id)
 
 
 def _observe_window(graph: IdentityGraph, staged: Path, sums: list[int] | None = None) -> int:

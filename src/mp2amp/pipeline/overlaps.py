@@ -70,7 +70,7 @@ def merge_overlapping(ledger: Ledger, windows: list[WindowRow]) -> list[list[str
     groups merged, as window ids (empty when none overlap)."""
     # A window with batches from an earlier run (one without this merge, resumed) keeps
     # its layout: the done batches are skipped by id on resume, a merge would move events.
-    started = {b.window_id for b in ledger.batches()}
+    started = ledger.batch_windows()
     # So does one with transform rejects: a first attempt writes them straight in, before
     # its first batch, and merged away they would stay listed under a window holding none
     # of its records (its merged window's transform lists them again).

@@ -59,7 +59,7 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
     earlier = set(before)
     _restored(ledger, workdir, before, merged)
     rows = ledger.windows()
-    cut = {b.window_id for b in ledger.batches()}
+    cut = ledger.batch_windows()
     moved: list[tuple[str, str, int]] = []
     gone: list[str] = []
     heads_gone: set[str] = set()
@@ -251,7 +251,7 @@ def _refuse_unmatched_merges(ledger: Ledger, groups: list[list[str]]) -> None:
     match them (``_refuse_arrival_line_merges``, ``_refuse_stepwise_merges``)."""
     if not groups:
         return
-    cut = {b.window_id for b in ledger.batches()}
+    cut = ledger.batch_windows()
     groups = [g for g in groups if g[0] in cut]
     _refuse_arrival_line_merges(ledger, groups)
     _refuse_stepwise_merges(ledger, groups)
@@ -397,7 +397,7 @@ def check_restaged(ledger: Ledger, before: dict[str, int]) -> None:
         with ledger.atomic():
             forget_was(ledger, [w.window_id for w in ledger.windows()])
         return
-    cut = {b.window_id for b in ledger.batches()}
+    cut = ledger.batch_windows()
     groups = {group[0]: group for group in _remerge(ledger)}
     head_of = {m: head for head, group in groups.items() for m in group}
     digests = _digests(ledger)
@@ -482,7 +482,7 @@ def stop_on_damaged_files(ledger: Ledger) -> None:
     with others (only a "keep" run merges a damaged one): the merged file holds theirs."""
     found: list[str] = []
     merged = ledger.merged_into()
-    cut = {b.window_id for b in ledger.batches()} | set(merged) | set(merged.values())
+    cut = ledger.batch_windows() | set(merged) | set(merged.values())
     for w in ledger.windows():
         if w.state not in _STAGED or w.staged_path is None or w.window_id in cut:
             continue

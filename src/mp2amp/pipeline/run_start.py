@@ -94,7 +94,7 @@ def open_ledger(path: Path, resume: bool) -> tuple[Ledger, str | None]:
 def run_started(ledger: Ledger) -> bool:
     """Whether the run staged, merged, wrote or sent anything yet: until then its settings
     may still be corrected (a wrong project_id Mixpanel refused at once, say)."""
-    if ledger.batches() or ledger.merged_into() or ledger.get_meta(WROTE_KEY) is not None:
+    if ledger.has_batches() or ledger.merged_into() or ledger.get_meta(WROTE_KEY) is not None:
         return True
     return any(w.state != "pending" or w.staged_path is not None or w.records
                for w in ledger.windows())

@@ -91,9 +91,9 @@ _Read = tuple[list[WindowCounts], dict[str, int], dict[str, Any] | None, bool]
 def _read(ledger: Ledger) -> _Read:
     with ledger.snapshot():  # one state of the ledger, though a migration may be writing
         rows = window_counts(ledger)
-        batches = {"done": 0, "in_flight": 0}
-        for b in ledger.batches():
-            batches["done" if b.state == "done" else "in_flight"] += 1
+        counts = ledger.batch_counts().values()
+        done = sum(c[1] for c in counts)
+        batches = {"done": done, "in_flight": sum(c[0] for c in counts) - done}
         return rows, batches, last_attempt(ledger), bool(rows) or _planned(ledger)
 
 

@@ -241,9 +241,10 @@ def check_before_load(config: Any, ledger: Ledger) -> TimeHint | None:
     if hint is None:
         return None
     parked = int(done.get("parked", 0))
-    finished = not parked and _all_sent(ledger, windows)
+    batches = ledger.batch_counts()
+    finished = not parked and _all_sent(batches, windows)
     hint = replace(hint, parked=parked, finished=finished,
-                   unsent=sum(b.events for b in ledger.batches() if b.state != "done"),
+                   unsent=sum(c[2] for c in batches.values()),
                    files_left=not finished and ledger.get_meta(WROTE_KEY) is not None)
     if config.mixpanel.time_check == "stop" and not hint.finished:
         raise TerminalError(hint.message(stopping=True))  # a wrong zone cannot be undone
@@ -251,22 +252,18 @@ def check_before_load(config: Any, ledger: Ledger) -> TimeHint | None:
     return hint
 
 
-def _all_sent(ledger: Ledger, windows: list[Any]) -> bool:
+def _all_sent(batches: dict[str, tuple[int, int, int]], windows: list[Any]) -> bool:
     """Every window loaded, or cut into batches that are all done: a crash after the
     last batch's answer and before ``mark_loaded`` leaves nothing to send either. A
     window's batch count is recorded (``counts["batches"]``) once it is cut whole; one
-    not cut yet (no count) has events to send."""
-    by_window: dict[str, list[str]] = {}
-    for b in ledger.batches():
-        by_window.setdefault(b.window_id, []).append(b.state)
+    not cut yet (no count) has events to send. ``batches``: ``Ledger.batch_counts``."""
 
     def sent(w: Any) -> bool:
         if w.state == "loaded":
             return True
         cut = w.counts.get("batches")
-        states = by_window.get(w.window_id, [])
-        return isinstance(cut, int) and cut == len(states) and all(
-            state == "done" for state in states)
+        made, done, _ = batches.get(w.window_id, (0, 0, 0))
+        return isinstance(cut, int) and cut == made and made == done
 
     return all(sent(w) for w in windows)
 
