@@ -78,6 +78,31 @@ def test_parked_events_come_in_event_time_order_a_page_at_a_time(tmp_path: Path)
     assert len(list(led.parked_events())) == 8  # the order's temporary table is gone too
 
 
+def test_loaded_windows_pending_again_are_a_row_each_and_an_older_list_is_read(
+        tmp_path: Path) -> None:
+    """A loaded window whose copy was gone is pending until staged, then loaded again:
+    kept as a meta row per window (an older mp2amp kept one JSON list, rewritten whole per
+    window: quadratic over thousands of files); that list is still read, and turned into
+    rows when next written."""
+    led = Ledger(tmp_path / "l.sqlite")
+    led.add_windows([("a", "file", {}), ("b", "file", {}), ("c", "file", {})])
+    for w in ("a", "b", "c"):
+        led.mark_extracted(w, str(tmp_path / w), 1)
+        led.mark_loaded(w, {"batches": 1})
+    led.set_meta("unstaged_loaded", '["a"]')  # as an older mp2amp left it, "a" pending
+    assert led.unstaged_loaded() == {"a"}
+    led.mark_pending("b")
+    assert led.unstaged_loaded() == {"a", "b"}
+    assert led.get_meta("unstaged_loaded") is None
+    led.mark_extracted("a", str(tmp_path / "a2"), 1)
+    led.mark_extracted("c", str(tmp_path / "c2"), 1)  # never pending: stays as marked
+    assert led.unstaged_loaded() == {"b"}
+    assert [(w.window_id, w.state) for w in led.windows()] == [
+        ("a", "loaded"), ("b", "pending"), ("c", "extracted")]
+    led.replace_windows([("d", "file", {})])
+    assert led.unstaged_loaded() == set()
+
+
 def test_rejects_are_keyed_by_origin_and_transform_ones_replaced_on_replay(
         tmp_path: Path) -> None:
     """A window transformed again keeps its transform rejects until the new attempt's

@@ -38,7 +38,11 @@ from mp2amp.ledger.sqlite_io import (
 
 _MERGED_INTO = "merged_into"  # meta: merged-away window -> the window holding its records
 _LINE_ORDERED = "line_ordered_merges"  # meta: see ``Ledger.line_ordered_merges``
-_UNSTAGED_LOADED = "unstaged_loaded"  # meta: loaded windows pending again (``mark_pending``)
+_UNSTAGED_LOADED = "unstaged_loaded"  # meta: loaded windows pending again (``mark_pending``),
+# a row per window keyed by this and a colon (a run of thousands of files restaged them
+# all; one JSON list read and written per window made that quadratic); an older mp2amp's
+# JSON list under the bare key is turned into rows when next written
+_UNSTAGED_ROWS = (f"{_UNSTAGED_LOADED}:", f"{_UNSTAGED_LOADED};")  # ";" follows ":"
 
 
 def _origin_of(key: str) -> Origin:
@@ -229,8 +233,9 @@ class Ledger(RejectStore):
         run that staged and sent nothing yet, planned again from a corrected config."""
         with self._tx() as db:
             db.execute("DELETE FROM windows")
-            db.execute("DELETE FROM meta WHERE key IN (?, ?, ?)",
-                       (_MERGED_INTO, _LINE_ORDERED, _UNSTAGED_LOADED))
+            db.execute("DELETE FROM meta WHERE key IN (?, ?, ?) OR (key >= ? AND key < ?)",
+                       (_MERGED_INTO, _LINE_ORDERED, _UNSTAGED_LOADED,
+                        *_UNSTAGED_ROWS))
             self.add_windows(windows)
 
     def windows(self) -> list[WindowRow]:
@@ -263,7 +268,7 @@ class Ledger(RejectStore):
         """``window_id`` is staged; ``spec`` replaces its spec (what its source was like
         when it was staged), when given."""
         with self._tx() as db:
-            was_loaded = window_id in self._meta_json(db, _UNSTAGED_LOADED, [])
+            was_loaded = self._is_unstaged_loaded(db, window_id)
             db.execute(
                 "UPDATE windows SET state = ?, staged_path = ?, records = ?, "
                 "updated_at = ? WHERE window_id = ?",
@@ -289,10 +294,36 @@ class Ledger(RejectStore):
             db.execute("UPDATE windows SET state = 'pending', staged_path = NULL, "
                        "updated_at = ? WHERE window_id = ?", (time.time(), window_id))
 
+    def unstaged_loaded(self) -> set[str]:
+        """The loaded windows pending again because their copy was gone (``mark_pending``)."""
+        rows = self._db.execute("SELECT key FROM meta WHERE key >= ? AND key < ?",
+                                _UNSTAGED_ROWS).fetchall()
+        listed = self.get_meta(_UNSTAGED_LOADED)  # an older mp2amp's list
+        return ({str(r[0])[len(_UNSTAGED_LOADED) + 1:] for r in rows}
+                | set(orjson.loads(listed) if listed else ()))
+
+    @classmethod
+    def _is_unstaged_loaded(cls, db: Writes, window_id: str) -> bool:
+        cls._rows_of_unstaged_list(db)
+        return db.execute("SELECT 1 FROM meta WHERE key = ?",
+                          (f"{_UNSTAGED_LOADED}:{window_id}",)).fetchone() is not None
+
     @classmethod
     def _unstaged_loaded(cls, db: Writes, window_id: str, *, add: bool) -> None:
-        ids = [w for w in cls._meta_json(db, _UNSTAGED_LOADED, []) if w != window_id]
-        cls._set_meta_json(db, _UNSTAGED_LOADED, [*ids, window_id] if add else ids)
+        cls._rows_of_unstaged_list(db)
+        key = f"{_UNSTAGED_LOADED}:{window_id}"
+        if add:
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES(?, '1')", (key,))
+        else:
+            db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    @classmethod
+    def _rows_of_unstaged_list(cls, db: Writes) -> None:
+        listed = cls._meta_json(db, _UNSTAGED_LOADED, None)
+        if listed is not None:
+            db.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES(?, '1')",
+                           [(f"{_UNSTAGED_LOADED}:{w}",) for w in listed])
+            db.execute("DELETE FROM meta WHERE key = ?", (_UNSTAGED_LOADED,))
 
     def restage(self, updates: Sequence[tuple[str, str, int]],
                 merged_into: dict[str, str] | None = None,
@@ -315,7 +346,8 @@ class Ledger(RejectStore):
                 self._set_meta_json(db, _MERGED_INTO, known)
             if line_ordered:
                 heads = self._meta_json(db, _LINE_ORDERED, [])
-                heads += [h for h in line_ordered if h not in heads]
+                have = set(heads)
+                heads += [h for h in dict.fromkeys(line_ordered) if h not in have]
                 self._set_meta_json(db, _LINE_ORDERED, heads)
 
     @staticmethod

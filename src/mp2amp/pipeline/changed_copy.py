@@ -78,8 +78,7 @@ def writes_again(ledger: Ledger, output_dir: object, windows: Iterable[Any]) -> 
     copy deleted writes nothing (``_write_import_files``), and checked every copy."""
     if output_dir is None:
         return False
-    value = ledger.get_meta("unstaged_loaded")  # ``Ledger._unstaged_loaded``
-    back = set() if not value else set(orjson.loads(value))
+    back = ledger.unstaged_loaded()
     return any(w.state != "loaded" and w.window_id not in back for w in windows)
 
 

@@ -93,7 +93,9 @@ def merge_groups(ledger: Ledger, groups: list[list[WindowRow]]) -> None:
     replaced: list[Path] = []
     # a line's place among same-time lines is its own window's (see merge_staged)
     rank = {w.window_id: w.seq for w in ledger.windows()}
-    earlier = ledger.merged_into()
+    earlier: dict[str, list[str]] = {}  # a head -> the windows merged into it before now
+    for away, head_id in ledger.merged_into().items():
+        earlier.setdefault(head_id, []).append(away)
     for group in groups:
         paths = [Path(str(w.staged_path)) for w in group]
         head = paths[0]
@@ -110,8 +112,7 @@ def merge_groups(ledger: Ledger, groups: list[list[WindowRow]]) -> None:
             copies.append((w.window_id, empty.name, 0, w.spec.get(DIGEST), 0))  # CRC of b""
             merged_into[w.window_id] = group[0].window_id
             # windows merged into this one before now have their records in the head
-            merged_into.update((m, group[0].window_id) for m, h in earlier.items()
-                               if h == w.window_id)
+            merged_into.update((m, group[0].window_id) for m in earlier.get(w.window_id, ()))
         replaced += paths
     with ledger.atomic():
         ledger.restage(updates, merged_into, [g[0].window_id for g in groups])

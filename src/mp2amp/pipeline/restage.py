@@ -55,6 +55,7 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
     empty placeholder that is gone is written again. A window staged again whose copy
     was restored under its name meanwhile is pointed back at it (``_restored``)."""
     merged = ledger.merged_into()
+    heads = set(merged.values())
     before = _expected(ledger)  # from an earlier resume that did not get to its check
     earlier = set(before)
     _restored(ledger, workdir, before, merged)
@@ -81,18 +82,20 @@ def restage_missing(ledger: Ledger, workdir: Path) -> dict[str, int]:
         if w.window_id in merged:  # a merged-away window: its file is an empty placeholder
             placeholders.append((w.window_id, workdir / "staged" / Path(w.staged_path).name))
             continue
-        if w.window_id in merged.values():
+        if w.window_id in heads:
             heads_gone.add(w.window_id)
         before.setdefault(w.window_id, w.records)
         gone.append(w.window_id)
     groups = _groups(rows, merged, heads_gone)
     _refuse_unmatched_merges(ledger, groups)
+    going = dict.fromkeys(gone)  # in order, looked up by id (a group may hold thousands)
     for group in groups:  # the whole group is staged again, then merged (in window order)
         for window_id in group[1:]:
-            placeholders = [p for p in placeholders if p[0] != window_id]
             before.setdefault(window_id, 0)
-            if window_id not in gone:
-                gone.append(window_id)
+            going.setdefault(window_id)
+    gone = list(going)
+    in_groups = {window_id for group in groups for window_id in group[1:]}
+    placeholders = [p for p in placeholders if p[0] not in in_groups]
     for window_id, path in placeholders:  # the group's merged file is still there
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
