@@ -7,7 +7,7 @@ user for events without a device_id), across input files and days: its state is 
 session start and the last event time of every device.
 
 Out-of-order events (exports are day files, not sorted streams; ``migrate`` sorts each
-window by time, ``transform`` reads files as they are):
+window by time, and ``transform`` stages its files the same way):
 
 * a late event inside the current session (not before its start) joins it;
 * a late event before the session start but within the gap of it also joins it: the
