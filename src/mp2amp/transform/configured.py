@@ -51,28 +51,54 @@ def ambiguous(plan: TrackingPlan, configured: Mapping[str, str]) -> list[str]:
     that the plan moves away from the event properties while it renames another property
     onto it. Read by Mixpanel name first, it would be one value on events that carry the
     Mixpanel property and the other's on events that do not. And a configured name that
-    is the plan's new name of another configured property (``_read_twice``)."""
-    scopes: list[tuple[str, Mapping[str, PropertyRule], frozenset[str] | None]] = [
-        ("its properties", plan.properties, None)]
-    scopes += [(f"event {event!r}", {**plan.properties, **rule.properties},
-                frozenset(rule.properties)) for event, rule in plan.events.items()
-               if rule.properties]
+    is the plan's new name of another configured property (``_read_twice``).
+
+    Each event's rules are looked up own rule first, then global, through a reverse index
+    of each: a merged copy per event would hold events x global rules at once."""
+    shared = plan.properties
+    onto_shared = _renamed_onto(shared)
     problems: set[str] = set()
-    for scope, rules, own_rules in scopes:
-        for key, name in configured.items():
-            own = rules.get(name)
-            if own is None or not _moved(own, name):
-                problems.update(_read_twice(key, name, rules, own_rules, configured, scope))
-                continue
-            for other, rule in rules.items():
-                if other != name and rule.rename == name and not rule.user_property and (
-                        own_rules is None or {name, other} & own_rules):  # (else: global)
-                    problems.add(_ambiguity(key, name, other, own, scope))
+    _check_scope("its properties", shared, None, onto_shared, {}, configured, problems)
+    for event, rule in plan.events.items():
+        if rule.properties:
+            own = rule.properties
+            _check_scope(f"event {event!r}", plan.property_rules(event), own, onto_shared,
+                         _renamed_onto(own), configured, problems)
     return sorted(problems)
 
 
+def _check_scope(scope: str, rules: Mapping[str, PropertyRule],
+                 own_rules: Mapping[str, PropertyRule] | None,
+                 onto_shared: dict[str, list[str]], onto_own: dict[str, list[str]],
+                 configured: Mapping[str, str], problems: set[str]) -> None:
+    """``ambiguous`` in one scope: the plan's global rules (``own_rules`` None) or an
+    event's, where a problem with only global rules in it is the global scope's."""
+    for key, name in configured.items():
+        own = rules.get(name)
+        if own is None or not _moved(own, name):
+            problems.update(_read_twice(key, name, rules, own_rules, configured, scope))
+            continue
+        # the properties renamed onto ``name``: the event's own, and the global ones it
+        # keeps when ``name``'s rule is its own (else the pair is the global scope's)
+        others = list(onto_own.get(name, ()))
+        if own_rules is None or name in own_rules:
+            others += (o for o in onto_shared.get(name, ())
+                       if own_rules is None or o not in own_rules)
+        problems.update(_ambiguity(key, name, other, own, scope)
+                        for other in others if other != name)
+
+
+def _renamed_onto(rules: Mapping[str, PropertyRule]) -> dict[str, list[str]]:
+    """Each name ``rules`` rename an event property to -> the properties renamed to it."""
+    onto: dict[str, list[str]] = {}
+    for other, rule in rules.items():
+        if rule.rename is not None and not rule.user_property:
+            onto.setdefault(rule.rename, []).append(other)
+    return onto
+
+
 def _read_twice(key: str, name: str, rules: Mapping[str, PropertyRule],
-                own_rules: frozenset[str] | None, configured: Mapping[str, str],
+                own_rules: Mapping[str, PropertyRule] | None, configured: Mapping[str, str],
                 scope: str) -> list[str]:
     """Config problems: ``name`` is the plan's new name of another configured property.
     On an event without a Mixpanel ``name``, ``by_source_name`` reads that property for

@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections import ChainMap
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 
@@ -233,13 +234,10 @@ class TrackingPlan:
     def keep_all(cls) -> TrackingPlan:
         return cls({}, {}, "keep")
 
-    def renames(self, event_name: str) -> dict[str, str | None]:
-        """Each property the plan renames or drops for ``event_name`` -> its new name (None:
-        dropped): how a problem found later is traced back to the record's name."""
+    def property_rules(self, event_name: str) -> Mapping[str, PropertyRule]:
+        """The property rules for ``event_name``: its own over the global ones (a view)."""
         rule = self.events.get(event_name)
-        rules = {**self.properties, **rule.properties} if rule is not None else self.properties
-        return {key: None if r.drop else r.rename for key, r in rules.items()
-                if r.drop or r.rename}
+        return layered(rule.properties if rule is not None else {}, self.properties)
 
     @property
     def changes_events(self) -> bool:
@@ -259,26 +257,30 @@ class TrackingPlan:
         rule made of one (the rules ran before, on the text)."""
         rule = self.events.get(event_name)
         flagged = False
+        own: Mapping[str, PropertyRule] = {}  # the event's own rules, over the global ones
         if rule is None:
             if self.unplanned_events == "drop":
                 return Skip(SKIP_NOT_IN_PLAN, f"event {event_name!r} is not in the tracking plan")
             flagged = self.unplanned_events == "flag"
             name = event_name
-            prop_rules: Mapping[str, PropertyRule] = self.properties
         else:
             if rule.drop:
                 return Skip(SKIP_DROP_EVENT, f"the tracking plan drops event {event_name!r}")
             name = rule.rename or event_name
-            prop_rules = (
-                {**self.properties, **rule.properties} if rule.properties else self.properties
-            )
-        if not prop_rules:  # the common case: nothing to do, no copy
+            own = rule.properties
+        shared = self.properties
+        if not (own or shared):  # the common case: nothing to do, no copy
             return PlanResult(name, props, {}, flagged)
+        # looked up per property, own rules first: a merged copy costs every global rule
+        first, then = (own, shared) if own else (shared, own)
         out: dict[str, Any] = {}
         user_props: dict[str, Any] = {}
-        renamed: dict[str, str] = {}  # target -> the property renamed to it
+        renamed: dict[str, str] = {}  # target -> the property renamed to it, per section:
+        renamed_user: dict[str, str] = {}  # an event and a user property may share a name
         for key, value in props.items():
-            prule = prop_rules.get(key)
+            prule = first.get(key)
+            if prule is None and then:
+                prule = then.get(key)
             if prule is None:
                 if renamed and key in out:  # only a rename can have put it there
                     return _clash(event_name, renamed[key], key)
@@ -304,14 +306,23 @@ class TrackingPlan:
                         field=f"properties.{key}",  # its place in the record, as elsewhere
                     )
             target = prule.rename or key
-            dest = user_props if prule.user_property else out
+            dest, onto = (user_props, renamed_user) if prule.user_property else (out, renamed)
             if target in dest:  # the event has it already, or another rename made it
                 return (_clash(event_name, key, target) if prule.rename
-                        else _clash(event_name, renamed[target], target))
+                        else _clash(event_name, onto[target], target))
             if prule.rename:
-                renamed[target] = key
+                onto[target] = key
             dest[target] = value
-        return PlanResult(name, out, user_props, flagged, prop_rules)
+        return PlanResult(name, out, user_props, flagged, layered(own, shared))
+
+
+def layered(own: Mapping[str, PropertyRule], shared: Mapping[str, PropertyRule],
+            ) -> Mapping[str, PropertyRule]:
+    """An event's own property rules over the global ones, looked up in that order and
+    iterated as ``{**shared, **own}``, without the merged copy (ChainMap types its maps
+    mutable: never written here)."""
+    return ChainMap(cast(MutableMapping[str, PropertyRule], own),
+                    cast(MutableMapping[str, PropertyRule], shared)) if own else shared
 
 
 def _discarded() -> frozenset[str]:
@@ -400,6 +411,9 @@ def parse_plan(data: Any, *, source: str | None = None) -> TrackingPlan:
     if unplanned not in UNPLANNED_POLICIES:
         problems.append(f"unplanned_events: {_shown(unplanned)} is not one of keep, drop, flag")
     global_props = _parse_properties(data.get("properties"), "properties", problems)
+    global_problems: list[str] = []  # reported after the events', as always
+    made = _check_targets(global_props, "properties", global_problems)  # once, not per event
+    positions = {name: pos for pos, name in enumerate(global_props)}
     events: dict[str, EventRule] = {}
     raw_events = data.get("events")
     if raw_events is None:
@@ -430,9 +444,9 @@ def parse_plan(data: Any, *, source: str | None = None) -> TrackingPlan:
             problems.append(f"{path}: drop and rename together make no sense; keep one")
         props = _parse_properties(raw.get("properties"), f"{path}.properties", problems)
         if props:
-            _check_targets({**global_props, **props}, path, problems, involving=set(props))
+            _check_own_targets(props, made, positions, path, problems)
         events[name] = EventRule(rename=rename, drop=drop, properties=props)
-    _check_targets(global_props, "properties", problems)
+    problems += global_problems
     if problems:
         raise ConfigError(problems, source=source)
     return TrackingPlan(events, global_props, unplanned, source)
@@ -487,23 +501,49 @@ def _parse_properties(raw: Any, path: str, problems: list[str]) -> dict[str, Pro
 
 
 def _check_targets(rules: Mapping[str, PropertyRule], path: str, problems: list[str],
-                   involving: set[str] | None = None) -> None:
+                   ) -> dict[tuple[bool, str], list[tuple[int, str]]]:
     """Two properties landing on the same name would silently overwrite one another.
-
-    ``involving``: report only clashes with one of these (the event's own rules), so that a
-    clash between two global rules is reported once, under ``properties``."""
-    seen: dict[tuple[bool, str], str] = {}
-    for name, rule in rules.items():
+    Returns each name the rules make -> the (position, property) of the rules making it."""
+    made: dict[tuple[bool, str], list[tuple[int, str]]] = {}
+    for pos, (name, rule) in enumerate(rules.items()):
         if rule.drop:
             continue
         target = (rule.user_property, rule.rename or name)
-        other = seen.get(target)
-        if other is not None and (involving is None or {other, name} & involving):
-            where = "user property" if target[0] else "property"
-            problems.append(f"{path}: properties {other!r} and {name!r} both become "
-                            f"{where} {target[1]!r}; one would overwrite the other")
-        else:
-            seen[target] = name
+        if target in made:
+            problems.append(_overwrite(path, made[target][0][1], name, target))
+        made.setdefault(target, []).append((pos, name))
+    return made
+
+
+def _check_own_targets(own: Mapping[str, PropertyRule],
+                       made: dict[tuple[bool, str], list[tuple[int, str]]],
+                       positions: dict[str, int], path: str, problems: list[str]) -> None:
+    """The clashes with an event's own rules that ``_check_targets`` over the merged
+    ``{**global, **own}`` finds (same pairs, same order), walking only the names they make:
+    the global rules making each (``made``), then the own rules, at their merged places."""
+    walks: dict[tuple[bool, str], list[tuple[int, str]]] = {}
+    for i, (name, rule) in enumerate(own.items()):
+        if rule.drop:
+            continue
+        target = (rule.user_property, rule.rename or name)
+        if target not in walks:  # (the global rules this event replaces are not walked)
+            walks[target] = [entry for entry in made.get(target, ()) if entry[1] not in own]
+        walks[target].append((positions.get(name, len(positions) + i), name))
+    found: list[tuple[int, str]] = []
+    for target, walk in walks.items():
+        (_, seen), *rest = sorted(walk)
+        for pos, name in rest:  # an own rule seen is kept; a global one gives way to the next
+            if seen in own or name in own:
+                found.append((pos, _overwrite(path, seen, name, target)))
+            else:
+                seen = name
+    problems += (text for _, text in sorted(found))
+
+
+def _overwrite(path: str, other: str, name: str, target: tuple[bool, str]) -> str:
+    where = "user property" if target[0] else "property"
+    return (f"{path}: properties {other!r} and {name!r} both become {where} "
+            f"{target[1]!r}; one would overwrite the other")
 
 
 def _opt_name(spec: dict[Any, Any], key: str, path: str, problems: list[str]) -> str | None:

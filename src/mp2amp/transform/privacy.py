@@ -253,8 +253,8 @@ class PrivacyRules:
                              and r.type == "list" and r.on_mismatch == "coerce")
 
         unplanned = lists(plan.properties)
-        by_event = {name: lists({**plan.properties, **rule.properties})
-                    for name, rule in plan.events.items()}
+        # the hashed keys looked up, own rule first: no merged copy of the global ones
+        by_event = {name: lists(plan.property_rules(name)) for name in plan.events}
         if not unplanned and not any(by_event.values()):
             return self
         rules = copy.copy(self)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mp2amp.errors import Rejection
 from mp2amp.transform.hotshard import ORIGINAL_DISTINCT_ID, ORIGINAL_EVENT
 from mp2amp.transform.mapping import RULES
 from mp2amp.transform.values import MAX_STRING, ValueProblem
+
+if TYPE_CHECKING:  # (plan imports this module)
+    from mp2amp.transform.plan import PropertyRule
 
 # Event types Amplitude keeps for itself: an event mapped to one is refused
 RESERVED_EVENT_TYPES = frozenset({
@@ -50,13 +53,13 @@ def not_an_event(record: object) -> Rejection:
                      field="event")
 
 
-class PlanRenames(Protocol):
+class PlanRules(Protocol):
     """What ``source_field`` needs of the tracking plan (``TrackingPlan``)."""
 
-    def renames(self, event_name: str) -> Mapping[str, str | None]: ...
+    def property_rules(self, event_name: str) -> Mapping[str, PropertyRule]: ...
 
 
-def source_field(field: str | None, record: Any, plan: PlanRenames | None = None) -> str | None:
+def source_field(field: str | None, record: Any, plan: PlanRules | None = None) -> str | None:
     """Where in the Mixpanel record a value problem is, for the user to fix it there:
     ``properties.$browser`` rather than the ``os_name`` or ``event_properties.browser`` it
     would have become, the record's name of a property the plan renamed, a hot-shard
@@ -67,12 +70,14 @@ def source_field(field: str | None, record: Any, plan: PlanRenames | None = None
             and ORIGINAL_EVENT in props else "event"
     if field is None or type(props) is not dict:
         return field
-    names = _record_names(record, props, plan)
+    event_names, user_names = _record_names(record, props, plan)
     section, dot, rest = field.partition(".")
     name, tail = (rest, "") if dot and section in _SECTIONS \
         else (field, "") if not dot else (None, "")
     if name is None:
         return field
+    # the plan may give an event and a user property the same name
+    names = user_names if section == "user_properties" else event_names
     if dot:  # a property kept under its own name (or nested in one): the longest that fits
         for key in sorted(names, key=len, reverse=True):
             if name == key or name.startswith((key + ".", key + "[")):  # an object or list
@@ -90,23 +95,27 @@ def source_field(field: str | None, record: Any, plan: PlanRenames | None = None
 _SECTIONS = ("event_properties", "user_properties", "properties")
 
 
-def _record_names(record: dict[str, Any], props: dict[str, Any], plan: PlanRenames | None,
-                  ) -> dict[str, str]:
-    """Each property name the mapping saw (after the hot-shard restore and the plan) -> its
-    name in the record. Only on the error path: the hot path never builds it."""
+def _record_names(record: dict[str, Any], props: dict[str, Any], plan: PlanRules | None,
+                  ) -> tuple[dict[str, str], dict[str, str]]:
+    """Each event property name and each user property name the mapping saw (after the
+    hot-shard restore and the plan) -> its name in the record. Only on the error path: the
+    hot path never builds them."""
     names = {k: k for k in props if type(k) is str and k not in _HOTSHARD_KEEPS}
     if ORIGINAL_DISTINCT_ID in props:  # the restore's distinct_id
         names["distinct_id"] = ORIGINAL_DISTINCT_ID
     event = props.get(ORIGINAL_EVENT, record.get("event"))
-    renames = plan.renames(event) if plan is not None and type(event) is str else None
-    if not renames:
-        return names
+    rules = plan.property_rules(event) if plan is not None and type(event) is str else None
+    if not rules:
+        return names, {}
     out: dict[str, str] = {}
+    user: dict[str, str] = {}
     for name, given in names.items():
-        new = renames.get(name, name)
-        if new is not None:  # a dropped property is in no problem
-            out[new] = given
-    return out
+        rule = rules.get(name)
+        if rule is None:
+            out[name] = given
+        elif not rule.drop:  # a dropped property is in no problem
+            (user if rule.user_property else out)[rule.rename or name] = given
+    return out, user
 
 
 def usable_ids(user_id: str | None, device_id: str | None,
