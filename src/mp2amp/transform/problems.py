@@ -70,14 +70,17 @@ def source_field(field: str | None, record: Any, plan: PlanRules | None = None) 
             and ORIGINAL_EVENT in props else "event"
     if field is None or type(props) is not dict:
         return field
-    event_names, user_names = _record_names(record, props, plan)
+    record_names, event_names, user_names = _record_names(record, props, plan)
     section, dot, rest = field.partition(".")
     name, tail = (rest, "") if dot and section in _SECTIONS \
         else (field, "") if not dot else (None, "")
     if name is None:
         return field
-    # the plan may give an event and a user property the same name
-    names = user_names if section == "user_properties" else event_names
+    # the plan may give an event and a user property the same name; a ``properties.``
+    # field names the record's property already (the privacy rules and the plan's own
+    # checks run on the record's names), only a hot-shard restore moves it
+    names = (user_names if section == "user_properties" else record_names
+             if section == "properties" else event_names)
     if dot:  # a property kept under its own name (or nested in one): the longest that fits
         for key in sorted(names, key=len, reverse=True):
             if name == key or name.startswith((key + ".", key + "[")):  # an object or list
@@ -96,17 +99,17 @@ _SECTIONS = ("event_properties", "user_properties", "properties")
 
 
 def _record_names(record: dict[str, Any], props: dict[str, Any], plan: PlanRules | None,
-                  ) -> tuple[dict[str, str], dict[str, str]]:
-    """Each event property name and each user property name the mapping saw (after the
-    hot-shard restore and the plan) -> its name in the record. Only on the error path: the
-    hot path never builds them."""
+                  ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Each property name after the hot-shard restore, then each event property name and
+    each user property name the mapping saw (after the plan too) -> its name in the
+    record. Only on the error path: the hot path never builds them."""
     names = {k: k for k in props if type(k) is str and k not in _HOTSHARD_KEEPS}
     if ORIGINAL_DISTINCT_ID in props:  # the restore's distinct_id
         names["distinct_id"] = ORIGINAL_DISTINCT_ID
     event = props.get(ORIGINAL_EVENT, record.get("event"))
     rules = plan.property_rules(event) if plan is not None and type(event) is str else None
     if not rules:
-        return names, {}
+        return names, names, {}
     out: dict[str, str] = {}
     user: dict[str, str] = {}
     for name, given in names.items():
@@ -115,7 +118,7 @@ def _record_names(record: dict[str, Any], props: dict[str, Any], plan: PlanRules
             out[name] = given
         elif not rule.drop:  # a dropped property is in no problem
             (user if rule.user_property else out)[rule.rename or name] = given
-    return out, user
+    return names, out, user
 
 
 def usable_ids(user_id: str | None, device_id: str | None,

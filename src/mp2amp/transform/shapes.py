@@ -280,11 +280,13 @@ def convert(
 
 def _clip_from(value: str, field: str, src: str, stats: ValueStats) -> str:
     """``clip`` for a field converted from property ``src``: bad text is reported on the
-    property the record holds (``$model``), not on the first source of the field present."""
+    property the record holds (``$model``), not on the first source of the field present
+    (``src`` is its name after the tracking plan: ``event_properties.`` is traced back to
+    the record's name, ``source_field``)."""
     try:
         return clip(value, field, stats)
     except ValueProblem:
-        raise ValueProblem(f"properties.{src}", f"properties.{src} holds invalid text (a "
+        raise ValueProblem(f"event_properties.{src}", f"properties.{src} holds invalid text (a "
                            f"lone surrogate) and cannot become {field}: the event is "
                            "rejected; fix or drop the property to send it") from None
 
