@@ -31,7 +31,7 @@ _OWN_FILE = re.compile(r"(.+-[0-9a-f]{10})(?:\.merged(?:-away)?)*\.jsonl"
 # the sort runs' folder a window's staging makes (tempfile.mkdtemp(prefix=".stage-")), and
 # the runs in it (staging._write_run)
 SORT_RUNS = re.compile(r"\.stage-[a-z0-9_]{8}")
-_SORT_RUN = re.compile(r"run-[0-9]{5}")
+_SORT_RUN = re.compile(r"run-[0-9]{5,}")
 # a work folder's own entries: folders (all they hold) and files
 WORK_FOLDERS = frozenset({"staged", "scratch", "export"})
 WORK_FILES = frozenset({"dead-letters.jsonl", "dead-letters.jsonl.part", "migrate.lock",

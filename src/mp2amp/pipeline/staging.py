@@ -540,9 +540,16 @@ def staged_key_range(path: Path) -> tuple[float, float] | None:
             size *= 4
 
 
+def _run_path(tmpdir: Path, n: int) -> Path:
+    """The ``n``-th sorted run's file: ``run-00000`` on, never the stash's name (a window
+    of ~100,000 runs, ~800 GB, got to it), six digits and more past it."""
+    stash = int(_Stash.NAME.partition("-")[2])
+    return tmpdir / f"run-{n if n < stash else n + 1:05d}"
+
+
 def _write_run(buf: list[bytes], tmpdir: Path, n: int) -> Path:
     buf.sort()
-    path = tmpdir / f"run-{n:05d}"
+    path = _run_path(tmpdir, n)
     with open(path, "wb") as f:
         f.writelines(buf)
     return path
@@ -563,7 +570,7 @@ def _fewer_runs(runs: list[Path], tmpdir: Path, stop: threading.Event | None,
                 continue
             if stop is not None and stop.is_set():
                 raise StagingStopped(str(dest))
-            path = tmpdir / f"run-{made:05d}"
+            path = _run_path(tmpdir, made)
             made += 1
             with ExitStack() as stack, open(path, "wb") as out:
                 files = [stack.enter_context(open(p, "rb")) for p in group]
