@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import glob
 import itertools
-import logging
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
@@ -33,27 +32,20 @@ from mp2amp.extract.jsonarray import iter_array
 from mp2amp.extract.lines import parse_lines, split_lines
 from mp2amp.extract.localtree import (
     broken_link,
-    events_folder_test,
     layout_path,
-    layout_paths,
     list_tree,
 )
 from mp2amp.extract.pipelines import (
-    glob_left_out,
     is_pipeline_row,
     legacy_slice,
     literal_part,
     refuse_other_table,
-    select_event_files,
-    select_table_files,
     to_export_shape,
-    unfinished_slices,
 )
-from mp2amp.extract.remote_glob import remote_glob, without_folder_objects
+from mp2amp.extract.remote_glob import Listings, remote_glob
+from mp2amp.extract.selection import EmptyFolder, glob_inputs, only_empty, selected
 from mp2amp.models import UTC_TIME_MARK, SourceRecord
 from mp2amp.remote_fs import gcs_emulator
-
-log = logging.getLogger("mp2amp.extract")
 
 CHUNK = 1 << 20
 LINE_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
@@ -301,16 +293,24 @@ def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
         found = sorted(glob.glob(path, recursive=True))
         if not found:
             raise InputError(f"no file matches {path}; check the pattern and run again")
-        matches = _glob_inputs(path, found, every_file)
+        matches = glob_inputs(path, found, every_file)
     else:
         matches = [path]
     out: list[SourceFile] = []
+    quiet: list[str] = []  # folders a glob matched without input files (see EmptyFolder)
     for match in matches:
         _check_name(match)
         if not every_file and match is path and os.path.exists(match):  # named, not matched
             refuse_other_table(os.path.abspath(match), os.path.isdir(match), match)
         if os.path.isdir(match):
-            files = [os.path.join(match, rel) for rel in _local_tree(match, every_file)]
+            try:
+                tree = _local_tree(match, every_file)
+            except EmptyFolder:
+                if match is path:
+                    raise
+                quiet.append(match)
+                continue
+            files = [os.path.join(match, rel) for rel in tree]
             for file in files:
                 _check_name(file)
                 _sniff_local(file)
@@ -330,34 +330,9 @@ def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
                              "(\".\" for the current folder) and run again")
         else:
             raise InputError(f"{match} does not exist; check the path and run again")
+    if not out and quiet:
+        raise only_empty(path, every_file, quiet)
     return out
-
-
-def _glob_inputs(pattern: str, found: list[str], every_file: bool, shown: str | None = None,
-                 shown_as: Callable[[str], str] = str,
-                 is_folder: Callable[[str], bool] = os.path.isdir) -> list[str]:
-    """The glob's matches that are inputs by a folder's rules (``glob_left_out``); when
-    there are none, ``InputError`` naming what was left out and why (``ls`` shows them:
-    "no file matches" sent people looking for a typo)."""
-    parts = pattern.replace(os.sep, "/").split("/")
-    literal = next((i for i, part in enumerate(parts) if _has_magic(part)), len(parts))
-    kept, left_out, whys = [], [], []
-    for match in found:
-        why = glob_left_out("/".join(match.replace(os.sep, "/").split("/")[literal:]),
-                            every_file, parts[literal:], is_folder(match))
-        if why is None:
-            kept.append(match)
-        else:
-            left_out.append(f"{shown_as(match)} ({why})")
-            whys.append(why)
-    if not kept:
-        more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
-        # only a '_' file is worth naming: a marker holds nothing, profiles are no events
-        todo = ("Name a file to read it anyway, or change the pattern" if
-                any("'_'" in why for why in whys) else "Change the pattern")
-        raise InputError(f"{shown or pattern} matches only what is left out of the inputs by "
-                         f"rule: {'; '.join(left_out[:5])}{more}. {todo}, and run again")
-    return kept
 
 
 def _check_name(path: str) -> None:
@@ -385,8 +360,8 @@ def _local_tree(root: str, every_file: bool = False) -> list[str]:
     # linked folders too (an archive mounted elsewhere, linked in), each real folder once
     # and under its own name where the folder holds it (localtree)
     rels = list_tree(root, every_file)
-    files = _selected(os.path.abspath(root).replace(os.sep, "/"), rels, every_file,
-                      f"directory {root}", local=root)
+    files = selected(os.path.abspath(root).replace(os.sep, "/"), rels, every_file,
+                     f"directory {root}", local=root)
     for rel in files:
         _refuse_special(os.path.join(root, rel), root)
     return files
@@ -410,38 +385,6 @@ def _not_regular(path: str, folder: str | None = None) -> InputError:
     return InputError(f"{path}{inside} is not a regular file (a device, socket or pipe: it "
                       "is read twice, and more than once on --resume); save it to a file, or "
                       f"{where}, and run again")
-
-
-def _selected(root: str, rels: list[str], every_file: bool, what: str,
-              shown_as: Callable[[str], str] = str, local: str | None = None) -> list[str]:
-    """The files of a directory listing to read (relative to ``root``, its full path or
-    key), or ``InputError``; legacy pipeline slices that look unfinished are named (as
-    ``shown_as`` gives a path: a bucket's with its s3:// or gs://). ``local``: the folder
-    as named, when local (its layout is judged where its links lead)."""
-    if every_file:
-        files = select_table_files(rels)
-        if not files:
-            raise InputError(f"{what} contains no files (only markers or hidden files); "
-                             "check the path")
-        return files
-    files = select_event_files(rels, root,
-                               None if local is None else events_folder_test(local))
-    if not files:
-        raise InputError(f"{what} contains no event files (.json, .jsonl, .ndjson or .gz "
-                         "files, or a Data Pipelines mp_master_event tree); check the path")
-    unfinished = unfinished_slices([f"{root}/{f}" for f in files],
-                                   [f"{root}/{r}" for r in rels],
-                                   str if local is None else layout_paths())
-    if unfinished:
-        shown = ", ".join(map(shown_as, unfinished[:10])) + (
-            f" and {len(unfinished) - 10} more" if len(unfinished) > 10 else "")
-        log.warning(
-            "legacy pipeline slice(s) without their 'complete' marker, while other slices "
-            "have one: %s. Mixpanel writes the marker when a slice is finished, so these may "
-            "still be being written: they are read as they are now, and what is written "
-            "after is not. To migrate such a slice whole, stop, wait for its marker and run "
-            "again, or leave it out of the inputs and migrate it once the marker is there", shown)
-    return files
 
 
 def _filesystem(protocol: str, options: StorageOptions) -> Any:
@@ -485,30 +428,39 @@ def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceF
             found = remote_glob(fs, path)
             if not found:
                 raise InputError(f"no object matches {path}; check the pattern and run again")
-            kept = _glob_inputs(fs._strip_protocol(path), list(found), every_file, path,
-                                fs.unstrip_protocol,
-                                lambda m: found[m].get("type") == "directory")
+            kept = glob_inputs(fs._strip_protocol(path), list(found), every_file, path,
+                               fs.unstrip_protocol,
+                               lambda m: found[m].get("type") == "directory")
             matches = {m: found[m] for m in kept}
         else:
             matches = {path: _remote_info(fs, path)}
             if not every_file:
                 refuse_other_table(fs._strip_protocol(path),
                                     matches[path].get("type") == "directory", path)
-        out: list[SourceFile] = []
+        out: dict[str, SourceFile] = {}  # by URL: a '**' glob matches files and their folders
+        listings, quiet = Listings(fs), []
         for match, info in sorted(matches.items()):
             if info.get("type") == "directory":
                 root = fs._strip_protocol(match).rstrip("/")
-                listing = {name[len(root) + 1:]: entry for name, entry in
-                           without_folder_objects(fs.find(root, detail=True)).items()}
-                files = _selected(root, list(listing), every_file, fs.unstrip_protocol(
-                    root) if _has_magic(path) else path, fs.unstrip_protocol)
-                out.extend(_remote_file(fs.unstrip_protocol(f"{root}/{rel}"), fs, listing[rel])
-                           for rel in files)
+                listing = listings.below(root)
+                try:
+                    files = selected(root, list(listing), every_file, fs.unstrip_protocol(
+                        root) if _has_magic(path) else path, fs.unstrip_protocol)
+                except EmptyFolder:
+                    if not _has_magic(path):  # a folder named: it was meant to hold events
+                        raise
+                    quiet.append(fs.unstrip_protocol(root))
+                    continue
+                for rel in files:
+                    url = fs.unstrip_protocol(f"{root}/{rel}")
+                    out.setdefault(url, _remote_file(url, fs, listing[rel]))
             else:
-                out.append(_remote_file(fs.unstrip_protocol(fs._strip_protocol(match)), fs,
-                                        info))
-        _sniff_remote(fs, out)
-        return out
+                url = fs.unstrip_protocol(fs._strip_protocol(match))
+                out.setdefault(url, _remote_file(url, fs, info))
+        if not out:
+            raise only_empty(path, every_file, quiet)
+        _sniff_remote(fs, list(out.values()))
+        return list(out.values())
     except InputError:
         raise
     except Exception as exc:  # credentials, network, permissions: the path is unreadable

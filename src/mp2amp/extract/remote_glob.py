@@ -10,6 +10,7 @@ folders and stopped the run as missing. A folder's listing (``fs.find``) holds t
 from __future__ import annotations
 
 import glob
+from bisect import bisect_left
 from typing import Any
 
 from mp2amp.extract.globparts import names_at, pattern_parts_at
@@ -47,3 +48,29 @@ def without_folder_objects(listing: dict[str, dict[str, Any]]) -> dict[str, dict
     return {name: info for name, info in listing.items()
             if not (info.get("type") != "directory" and not info.get("size")
                     and (name.endswith("/") or name.rstrip("/") in parents))}
+
+
+class Listings:
+    """The folders a path expands to, listed (``fs.find``, folder objects left out) once
+    each: a folder below one listed already is cut from that listing, not listed again
+    (a ``**`` glob matches every folder of a tree, and each was listed whole: a LIST per
+    folder and day of a Data Pipelines export)."""
+
+    def __init__(self, fs: Any) -> None:
+        self._fs = fs
+        self._listed: dict[str, tuple[list[str], dict[str, dict[str, Any]]]] = {}
+
+    def below(self, root: str) -> dict[str, dict[str, Any]]:
+        """The objects below ``root`` (a key without a trailing '/'), named relative to it."""
+        parts = root.split("/")
+        for n in range(len(parts), 0, -1):
+            listed = self._listed.get("/".join(parts[:n]))
+            if listed is not None:
+                break
+        else:
+            found = without_folder_objects(self._fs.find(root, detail=True))
+            listed = self._listed[root] = (sorted(found), found)
+        keys, found = listed
+        # keys below root sort together: from root + "/" to before root + "0" ("/" + 1)
+        start, end = bisect_left(keys, root + "/"), bisect_left(keys, root + "0")
+        return {key[len(root) + 1:]: found[key] for key in keys[start:end]}
