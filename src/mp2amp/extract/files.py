@@ -33,6 +33,7 @@ from mp2amp.extract.lines import parse_lines, split_lines
 from mp2amp.extract.localtree import (
     broken_link,
     layout_path,
+    layout_paths,
     list_tree,
 )
 from mp2amp.extract.pipelines import (
@@ -43,7 +44,13 @@ from mp2amp.extract.pipelines import (
     to_export_shape,
 )
 from mp2amp.extract.remote_glob import Listings, remote_glob
-from mp2amp.extract.selection import EmptyFolder, glob_inputs, only_empty, selected
+from mp2amp.extract.selection import (
+    EmptyFolder,
+    Slices,
+    glob_inputs,
+    only_empty,
+    selected,
+)
 from mp2amp.models import UTC_TIME_MARK, SourceRecord
 from mp2amp.remote_fs import gcs_emulator
 
@@ -298,13 +305,14 @@ def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
         matches = [path]
     out: list[SourceFile] = []
     quiet: list[str] = []  # folders a glob matched without input files (see EmptyFolder)
+    slices = Slices(str, layout_paths())
     for match in matches:
         _check_name(match)
         if not every_file and match is path and os.path.exists(match):  # named, not matched
             refuse_other_table(os.path.abspath(match), os.path.isdir(match), match)
         if os.path.isdir(match):
             try:
-                tree = _local_tree(match, every_file)
+                tree = _local_tree(match, every_file, slices)
             except EmptyFolder:
                 if match is path:
                     raise
@@ -332,6 +340,7 @@ def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
             raise InputError(f"{match} does not exist; check the path and run again")
     if not out and quiet:
         raise only_empty(path, every_file, quiet)
+    slices.warn()
     return out
 
 
@@ -356,12 +365,13 @@ def _sniff_local(path: str) -> None:
     check_format(path, head)
 
 
-def _local_tree(root: str, every_file: bool = False) -> list[str]:
+def _local_tree(root: str, every_file: bool = False, slices: Slices | None = None,
+                ) -> list[str]:
     # linked folders too (an archive mounted elsewhere, linked in), each real folder once
     # and under its own name where the folder holds it (localtree)
     rels = list_tree(root, every_file)
     files = selected(os.path.abspath(root).replace(os.sep, "/"), rels, every_file,
-                     f"directory {root}", local=root)
+                     f"directory {root}", local=root, slices=slices)
     for rel in files:
         _refuse_special(os.path.join(root, rel), root)
     return files
@@ -422,7 +432,8 @@ def _raw_gcs_reads(options: StorageOptions) -> StorageOptions:
 
 def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceFile]:
     try:
-        if _has_magic(path) and not fs.exists(path):  # a key holding '[' is a name
+        globbed = _has_magic(path) and not fs.exists(path)  # a key holding '[' is a name
+        if globbed:
             if not every_file:
                 refuse_other_table(literal_part(fs._strip_protocol(path)), True, path)
             found = remote_glob(fs, path)
@@ -438,16 +449,16 @@ def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceF
                 refuse_other_table(fs._strip_protocol(path),
                                     matches[path].get("type") == "directory", path)
         out: dict[str, SourceFile] = {}  # by URL: a '**' glob matches files and their folders
-        listings, quiet = Listings(fs), []
+        listings, quiet, slices = Listings(fs), [], Slices(fs.unstrip_protocol, str)
         for match, info in sorted(matches.items()):
             if info.get("type") == "directory":
                 root = fs._strip_protocol(match).rstrip("/")
                 listing = listings.below(root)
                 try:
                     files = selected(root, list(listing), every_file, fs.unstrip_protocol(
-                        root) if _has_magic(path) else path, fs.unstrip_protocol)
+                        root) if globbed else path, fs.unstrip_protocol, slices=slices)
                 except EmptyFolder:
-                    if not _has_magic(path):  # a folder named: it was meant to hold events
+                    if not globbed:  # a folder named: it was meant to hold events
                         raise
                     quiet.append(fs.unstrip_protocol(root))
                     continue
@@ -459,6 +470,7 @@ def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceF
                 out.setdefault(url, _remote_file(url, fs, info))
         if not out:
             raise only_empty(path, every_file, quiet)
+        slices.warn()
         _sniff_remote(fs, list(out.values()))
         return list(out.values())
     except InputError:

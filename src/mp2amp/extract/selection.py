@@ -33,27 +33,52 @@ def only_empty(path: str, every_file: bool, empty: list[str]) -> InputError:
 
 
 def selected(root: str, rels: list[str], every_file: bool, what: str,
-             shown_as: Callable[[str], str] = str, local: str | None = None) -> list[str]:
+             shown_as: Callable[[str], str] = str, local: str | None = None,
+             slices: Slices | None = None) -> list[str]:
     """The files of a directory listing to read (relative to ``root``, its full path or
-    key), or ``InputError``; legacy pipeline slices that look unfinished are named (as
-    ``shown_as`` gives a path: a bucket's with its s3:// or gs://). ``local``: the folder
-    as named, when local (its layout is judged where its links lead)."""
+    key), or ``InputError`` (``EmptyFolder`` when it holds no data at all: markers, hidden
+    or ``_`` files only); legacy pipeline slices that look unfinished are named (as
+    ``shown_as`` gives a path: a bucket's with its s3:// or gs://), at once or, with
+    ``slices``, once all the folders of a path are listed. ``local``: the folder as named,
+    when local (its layout is judged where its links lead)."""
     if every_file:
         files = select_table_files(rels)
         if not files:
             raise EmptyFolder(f"{what} contains no files (only markers or hidden files); "
-                               "check the path")
+                              "check the path")
         return files
     files = select_event_files(rels, root,
                                None if local is None else events_folder_test(local))
-    if not files:
-        raise EmptyFolder(f"{what} contains no event files (.json, .jsonl, .ndjson or .gz "
-                           "files, or a Data Pipelines mp_master_event tree); check the path")
-    unfinished = unfinished_slices([f"{root}/{f}" for f in files],
-                                   [f"{root}/{r}" for r in rels],
-                                   str if local is None else layout_paths())
-    if unfinished:
-        shown = ", ".join(map(shown_as, unfinished[:10])) + (
+    if not files:  # data not named as events (``part-00000`` outside a pipeline tree):
+        # refused even when a glob matched the folder, never passed over unsaid
+        kind = InputError if select_table_files(rels) else EmptyFolder
+        raise kind(f"{what} contains no event files (.json, .jsonl, .ndjson or .gz "
+                   "files, or a Data Pipelines mp_master_event tree); check the path")
+    check = slices or Slices(shown_as, str if local is None else layout_paths())
+    check.add(root, files, rels)
+    if slices is None:
+        check.warn()
+    return files
+
+
+class Slices:
+    """The legacy slices of the folders one input path expands to, judged together: a
+    glob matching each hour folder alone saw no other hour's ``complete`` marker."""
+
+    def __init__(self, shown_as: Callable[[str], str], layout: Callable[[str], str]) -> None:
+        self._shown_as, self._layout = shown_as, layout
+        self._files: dict[str, None] = {}
+        self._listing: dict[str, None] = {}
+
+    def add(self, root: str, files: list[str], rels: list[str]) -> None:
+        self._files.update(dict.fromkeys(f"{root}/{f}" for f in files))
+        self._listing.update(dict.fromkeys(f"{root}/{r}" for r in rels))
+
+    def warn(self) -> None:
+        unfinished = unfinished_slices(list(self._files), list(self._listing), self._layout)
+        if not unfinished:
+            return
+        shown = ", ".join(map(self._shown_as, unfinished[:10])) + (
             f" and {len(unfinished) - 10} more" if len(unfinished) > 10 else "")
         log.warning(
             "legacy pipeline slice(s) without their 'complete' marker, while other slices "
@@ -61,7 +86,6 @@ def selected(root: str, rels: list[str], every_file: bool, what: str,
             "still be being written: they are read as they are now, and what is written "
             "after is not. To migrate such a slice whole, stop, wait for its marker and run "
             "again, or leave it out of the inputs and migrate it once the marker is there", shown)
-    return files
 
 
 def glob_inputs(pattern: str, found: list[str], every_file: bool, shown: str | None = None,
