@@ -104,17 +104,25 @@ def test_zero_byte_data_files_matched_by_a_glob_stay_inputs_as_local(
         assert "ev/empty.json" in want
 
 
-def test_an_empty_console_folder_under_a_remote_glob_is_named(
+def test_an_empty_console_folder_under_a_remote_glob_is_passed_over_or_named(
         s3_server: dict[str, Any], tmp_path: Path) -> None:
+    """An empty folder (a console's folder object) among a glob's matches holds nothing:
+    passed over as locally (session 22: it stopped the run, as an hour of a pipeline tree
+    with its marker alone did); a glob matching only it names it."""
     root = local(tmp_path, DAYS)
     (root / "ev" / "2024-01-03").mkdir()
+    want = names(expand_paths([f"{root}/ev/**"]), str(root))
+    assert want == ["ev/2024-01-01/a.json", "ev/2024-01-02/b.json", "ev/empty.json",
+                    "ev/top.json"]
     with pytest.raises(InputError) as at_local:
-        expand_paths([f"{root}/ev/**"])
+        expand_paths([f"{root}/ev/2024-01-0[3]"])
     assert "2024-01-03" in str(at_local.value)  # the local glob names the folder
     options = put("s3", s3_server, {}, "rd15-emptydir",
                   {"ev/": b"", "ev/2024-01-03/": b"", **DAYS})
+    got = expand_paths(["s3://rd15-emptydir/ev/**"], storage_options=options)
+    assert names(got, "rd15-emptydir") == want
     with pytest.raises(InputError) as at_s3:
-        expand_paths(["s3://rd15-emptydir/ev/**"], storage_options=options)
+        expand_paths(["s3://rd15-emptydir/ev/2024-01-0[3]"], storage_options=options)
     assert "2024-01-03" in str(at_s3.value), str(at_s3.value)
 
 

@@ -55,7 +55,7 @@ from mp2amp.extract.lines import (
     parse_lines,
     split_lines,
 )
-from mp2amp.extract.ratelimit import RateLimiter, RetryBudget
+from mp2amp.extract.ratelimit import RateLimiter, RetryBudget, Start
 from mp2amp.models import SourceRecord
 from mp2amp.pipeline.diskspace import FULL_ERRNOS, UNWRITABLE_ERRNOS
 from mp2amp.proxyenv import NEVER_CONNECTED, proxy_for
@@ -346,6 +346,7 @@ async def _fetch_once(
     headers = {**request_headers(settings, "text/plain"), "Accept-Encoding": "gzip"}
     timeout = request_timeout(settings)
     done = False
+    start: Start | None = None
     try:
         proxy = proxy_for(settings.export_url)  # HTTPS_PROXY / NO_PROXY: a corporate proxy
         async with limiter.slot() as start, session.get(
@@ -367,6 +368,8 @@ async def _fetch_once(
         raise StreamInterrupted(f"the export stream of {span} broke off ({_shown(exc)}); "
                                 f"fetching the whole {span.what} again") from exc
     except NEVER_CONNECTED as exc:  # refused, no route, connect timed out, a proxy's no
+        if start is not None:  # never reached Mixpanel: no query of the hour either
+            limiter.refund(start)
         raise never_connected(exc, span, settings) from exc
     except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
         raise ConnectionLost(f"export of {span}: {type(exc).__name__}: {_shown(exc)}; "

@@ -121,8 +121,9 @@ class RateLimiter:
         return True
 
     def refund(self, start: Start) -> None:
-        """Take back a start the server refused with a 429: Mixpanel counts only the
-        queries it admitted, so a throttle must not use up the hour's budget."""
+        """Take back a start the server refused with a 429, or that never connected:
+        Mixpanel counts only the queries it admitted, so a throttle or an outage must not
+        use up the hour's budget."""
         with contextlib.suppress(ValueError):  # already out of the windows: nothing to do
             self._starts.remove(start.at)
         if start.journaled is not None:

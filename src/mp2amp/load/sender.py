@@ -179,7 +179,10 @@ class Sender:
                 queue.popleft()
                 diverted += 1
                 continue
-            if parked and parked_key(item) in parked:  # behind its device's parked events
+            # behind its device's parked events, or its user's (a user over the quota:
+            # Amplitude refuses that user's events from any device)
+            if parked and (parked_key(item) in parked
+                           or (item.user is not None and ("u", item.user) in parked)):
                 queue.popleft()
                 up.dequeued(1)
                 up.park_unsent(item)

@@ -75,6 +75,10 @@ _EMPTY = b""
 # asyncio runs a timer up to its clock's resolution early: a hold's timer that fires this
 # close to the hold's end ends it, rather than waiting again for a few microseconds
 TIMER_SLACK = 0.001
+# A quota hold this much longer still keeps its batches' accepted events that long: past
+# half the pending cap of them, the quota's events are parked instead (a throttle's pause
+# is 30 s; the quota's ``park_delay`` an hour by default).
+LONG_HOLD_S = 30.0
 
 
 def _merge_front(queue: deque[Submitted], group: list[Submitted]) -> None:
@@ -140,6 +144,14 @@ class Uploader:
         self._batches: dict[str, BatchState] = {}
         self._unsettled = 0       # submitted, not yet accepted / dead-lettered / parked / skipped
         self._queued = 0          # in lane queues or in flight (what backpressure counts)
+        # accepted events kept until their batch is done (the ledger's outcome is per
+        # batch): a held event keeps its batch open. A throttle's hold ends within
+        # seconds; the daily quota's lasts ``park_delay``, and a hot device with an event
+        # in every batch of its lane kept thousands of accepted batches in memory: once
+        # these fill half the pending cap under a long quota hold (``LONG_HOLD_S``), the
+        # quota's events are parked (their batches settle), as when the held events
+        # themselves fill it.
+        self._pinned = 0
         self._room = asyncio.Event()
         self._progress = asyncio.Event()
         self._timers: dict[int, asyncio.TimerHandle] = {}
@@ -380,15 +392,21 @@ class Uploader:
         if all(i.batch_id == batch_id for i in items):
             state = self._batches[batch_id]
             state.accepted.extend(items)
+            self._pinned += len(items)
             self._unsettled -= len(items)
             self._progress.set()
             state.remaining -= len(items)
             if state.remaining == 0:
                 self._batch_done(state)
+            elif self._quota_holds and 2 * self._pinned >= self._pending_cap:
+                self._relieve_quota_pressure()
             return
         for item in items:
             self._batches[item.batch_id].accepted.append(item)
+            self._pinned += 1
             self._settle(item)
+        if self._quota_holds and 2 * self._pinned >= self._pending_cap:
+            self._relieve_quota_pressure()
 
     def dead(self, item: Submitted, reason: str, message: str) -> None:
         self._dead(item, reason, message)
@@ -436,6 +454,7 @@ class Uploader:
         if self.dead_letters is not None:
             self.dead_letters.flush()  # before the ledger says "settled"
         self.observer.on_batch_accepted(state.batch_id, state.accepted)
+        self._pinned -= len(state.accepted)
 
     # --- lanes, queue accounting, holds ------------------------------------------------
 
@@ -464,12 +483,17 @@ class Uploader:
             return
         quota = list(self._quota_holds.values())
         waiting = sum(len(h.items) for h in quota)
-        if not waiting or 2 * waiting < self._pending_cap:
+        # the accepted events their batches keep count too when the holds are long: one
+        # held event per batch pins a whole batch (see ``_pinned``)
+        now = asyncio.get_running_loop().time()
+        pinned = self._pinned if any(h.until - now > LONG_HOLD_S for h in quota) else 0
+        if not waiting or 2 * (waiting + pinned) < self._pending_cap:
             return
-        log.warning("%d events waiting for Amplitude's daily quota fill half of the pending "
-                    "events cap (%d): parked now instead of held %s s in memory; run "
-                    "`mp2amp migrate --resume` later to send them", waiting,
-                    self._pending_cap, f"{self.settings.park_delay:g}")
+        log.warning("%d events waiting for Amplitude's daily quota (with %d accepted events "
+                    "their batches keep) fill half of the pending events cap (%d): parked "
+                    "now instead of held %s s in memory; run `mp2amp migrate --resume` "
+                    "later to send them", waiting, pinned, self._pending_cap,
+                    f"{self.settings.park_delay:g}")
         for hold in quota:
             del self._quota_holds[id(hold)]
             handle = self._timers.pop(id(hold), None)
