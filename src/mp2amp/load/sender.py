@@ -179,10 +179,10 @@ class Sender:
                 queue.popleft()
                 diverted += 1
                 continue
-            # behind its device's parked events, or its user's (a user over the quota:
-            # Amplitude refuses that user's events from any device)
+            # behind its device's parked events, or its user's when Amplitude named that
+            # user over the quota (it refuses that user's events from any device)
             if parked and (parked_key(item) in parked
-                           or (item.user is not None and ("u", item.user) in parked)):
+                           or (item.user is not None and item.user in up.parked_users)):
                 queue.popleft()
                 up.dequeued(1)
                 up.park_unsent(item)
@@ -381,6 +381,7 @@ class Sender:
             # and so do their later events (Amplitude refuses every batch holding them)
             hold = up.holds.hold("daily_quota", loop.time() + s.park_delay, parked,
                                  devices=v.quota_devices, users=v.quota_users)
+            up.quota_users.update(v.quota_users)
             up.schedule_release(hold)
         if throttled:
             up.report.throttles += 1

@@ -123,6 +123,8 @@ class Uploader:
         # later events are parked behind them, never sent before them (a device's events
         # reach Amplitude in time order; a resume sends the parked ones first).
         self.parked_keys: set[tuple[str, str]] = set()
+        self.quota_users: set[str] = set()  # users Amplitude named over the daily quota
+        self.parked_users: set[str] = set()  # of those, the ones whose events are parked
         backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         if rng is not None:
             backoff.rng = rng
@@ -483,10 +485,12 @@ class Uploader:
             return
         quota = list(self._quota_holds.values())
         waiting = sum(len(h.items) for h in quota)
-        # the accepted events their batches keep count too when the holds are long: one
-        # held event per batch pins a whole batch (see ``_pinned``)
+        # the accepted events of the batches the long holds keep open count too: one held
+        # event per batch pins a whole batch (see ``_pinned``)
         now = asyncio.get_running_loop().time()
-        pinned = self._pinned if any(h.until - now > LONG_HOLD_S for h in quota) else 0
+        batches = {item.batch_id for h in quota if h.until - now > LONG_HOLD_S
+                   for item in h.items}
+        pinned = sum(len(self._batches[b].accepted) for b in batches if b in self._batches)
         if not waiting or 2 * (waiting + pinned) < self._pending_cap:
             return
         log.warning("%d events waiting for Amplitude's daily quota (with %d accepted events "
@@ -499,8 +503,11 @@ class Uploader:
             handle = self._timers.pop(id(hold), None)
             if handle is not None:
                 handle.cancel()
-            # their devices' (users') later events are parked behind them, in order
+            # their devices' (users') later events are parked behind them, in order; a
+            # user Amplitude named over the quota, from any device (all would be refused)
             self.parked_keys.update(hold.keys)
+            self.parked_users.update(key for kind, key in hold.keys
+                                     if kind == "u" and key in self.quota_users)
             for item in self.holds.release(hold):
                 self.park_unsent(item)
         self._progress.set()
