@@ -152,24 +152,6 @@ def journal_counts(work: Path) -> tuple[int, int]:
     return (sum(not w.startswith("-") for w in words), sum(w.startswith("-") for w in words))
 
 
-def test_refused_queries_are_taken_back_and_admitted_ones_counted_once(tmp_path: Path) -> None:
-    first, last = date(2024, 1, 1), date(2024, 1, 8)
-    truth = write_days(tmp_path / "mp", first, last)
-    emu = MixpanelEmulator(MixpanelConfig(data_dir=tmp_path / "mp", api_secret=SECRET,
-                                          export_per_hour=None, export_per_second=1))
-    with emu.running() as mp_url, amplitude(tmp_path / "amp") as amp_url:
-        cfg = config(tmp_path, mp_url, amp_url, first, last)
-        result = migrate(cfg, upload_overrides=FAST, mixpanel_overrides={
-            "per_hour": 60, "per_second": 3, "backoff_base": 0.01, "backoff_cap": 0.05})
-        stats = get_json(mp_url + "/_emulator/stats")["requests"]
-    assert result.exit_code == 0
-    assert {k: [v] for k, v in truth.items()} == stored(tmp_path / "amp")
-    admitted = stats["export_requests"] - stats.get("export_429", 0)
-    assert stats.get("export_429", 0) > 0  # the emulator did refuse some
-    starts, refunds = journal_counts(tmp_path / "work")
-    assert (starts - refunds, refunds) == (admitted, stats["export_429"])
-
-
 def _dirty_range(data: Path, first: date, last: date) -> dict[str, int]:
     """``write_days`` plus, on every third day, a line that is no JSON and a record
     without an event name (each a dead letter naming its window and line)."""
@@ -365,7 +347,6 @@ def test_a_session_across_a_window_edge_is_one_session(tmp_path: Path, window_da
     assert len(got) == 28
     for (t0, s0), (t1, s1) in itertools.pairwise(got):
         assert s1 == (s0 if t1 - t0 <= 30 * 60_000 else t1), (t0, t1, s0, s1)
-
 
 
 def test_connections_refused_are_not_counted_as_the_hours_queries(tmp_path: Path) -> None:

@@ -150,29 +150,6 @@ def users(url: str) -> collections.Counter[str]:
 # --- guards: a folder listed across 1,000-key pages, odd keys, a resume -------------------
 
 
-def test_folder_across_list_pages_lists_every_event_object_once(
-        counted: tuple[CountingS3, dict[str, Any]]) -> None:
-    """520 hourly slices (1,051 keys: two LIST pages): every part file once, odd keys
-    (space, '+', '%', unicode, '[') included, markers, empty parts, profiles and identity
-    mappings left out, and each object's first bytes read once."""
-    s3, options = counted
-    odd = {7: "part 1+%ü.export.json", 499: "part[1] +.export.json", 500: "ü %20.json"}
-    objects = pipeline_tree(520, odd=odd)
-    assert len(objects) > 1000
-    put_all(options, "r22-pages", objects)
-    s3.log.clear()
-    found = [f.url for f in expand_paths(["s3://r22-pages/77/"], storage_options=options)]
-    want = sorted(f"s3://r22-pages/{k}" for k in objects
-                  if not k.endswith("/complete") and "/mp_" not in k)
-    assert sorted(found) == want
-    assert len(set(found)) == len(found)
-    kinds = s3.kinds()
-    sized = sum(1 for k in objects if k in {u.removeprefix("s3://r22-pages/") for u in found}
-                and objects[k])
-    assert kinds["GET-range"] == sized  # one sniff per non-empty object
-    assert kinds["LIST"] <= 5
-
-
 def test_resume_after_a_crash_mid_staging_reads_each_pending_object_once(
         counted: tuple[CountingS3, dict[str, Any]], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
