@@ -67,7 +67,7 @@ def test_parked_events_come_in_event_time_order_a_page_at_a_time(tmp_path: Path)
     for n, event in enumerate(events):
         led.park("w", "parked", f'["f",{n}]', event, "daily_quota")
     read = []
-    for window, origin, event in led.parked_events(page=3):
+    for _window, origin, event in led.parked_events(page=3):
         read.append((origin, event))
         if origin == '["f",5]':  # parked again meanwhile: its row is updated in place
             led.park("w", "parked", '["f",6]', b'{"time":30,"again":1}', "daily_quota")

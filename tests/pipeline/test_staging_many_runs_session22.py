@@ -71,7 +71,7 @@ print(stage(recs, __import__("pathlib").Path({str(tmp_path / "w")!r}), chunk=2))
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "3000"
-    expected = stage(_records(3000), tmp_path / "expected")
+    stage(_records(3000), tmp_path / "expected")
     assert (tmp_path / "w").read_bytes() == (tmp_path / "expected").read_bytes()
 
 
