@@ -158,10 +158,18 @@ def expand_paths(
     seen: set[str] = set()
     out: list[SourceFile] = []
     remote = Filesystems(storage_options)
+    # the legacy slices of all the paths' folders, judged together (a day's hours may be
+    # named one by one), per place: a local layout and a bucket's are read apart
+    slices: dict[str | None, Slices] = {}
     for path in paths:
         protocol = _protocol(path)
-        found = (_expand_local(path.removeprefix("file://"), every_file) if protocol is None
-                 else _expand_remote(path, remote.get(protocol), every_file))
+        if protocol is None:
+            check = slices.setdefault(None, Slices(str, layout_paths()))
+            found = _expand_local(path.removeprefix("file://"), every_file, check)
+        else:
+            fs = remote.get(protocol)
+            check = slices.setdefault(protocol, Slices(fs.unstrip_protocol, str))
+            found = _expand_remote(path, fs, every_file, check)
         for item in found:
             # one file under two names (a symlink, dir/./a, a '**' glob through a link
             # back up the tree) is read once, under the first
@@ -169,6 +177,8 @@ def expand_paths(
             if key not in seen:
                 seen.add(key)
                 out.append(item)
+    for check in slices.values():
+        check.warn()
     return out
 
 
@@ -293,7 +303,8 @@ def _has_magic(path: str) -> bool:
     return any(ch in path for ch in "*?[")
 
 
-def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
+def _expand_local(path: str, every_file: bool = False, slices: Slices | None = None,
+                  ) -> list[SourceFile]:
     if _has_magic(path) and not os.path.lexists(path):  # 'day [1].jsonl' is a name
         if not every_file:
             refuse_other_table(os.path.abspath(literal_part(path)), True, path)
@@ -305,7 +316,8 @@ def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
         matches = [path]
     out: list[SourceFile] = []
     quiet: list[str] = []  # folders a glob matched without input files (see EmptyFolder)
-    slices = Slices(str, layout_paths())
+    own = slices is None  # else the caller warns, once all its paths are expanded
+    slices = Slices(str, layout_paths()) if slices is None else slices
     for match in matches:
         _check_name(match)
         if not every_file and match is path and os.path.exists(match):  # named, not matched
@@ -340,7 +352,8 @@ def _expand_local(path: str, every_file: bool = False) -> list[SourceFile]:
             raise InputError(f"{match} does not exist; check the path and run again")
     if not out and quiet:
         raise only_empty(path, every_file, quiet)
-    slices.warn()
+    if own:
+        slices.warn()
     return out
 
 
@@ -430,7 +443,8 @@ def _raw_gcs_reads(options: StorageOptions) -> StorageOptions:
     return {**options, "session_kwargs": session}
 
 
-def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceFile]:
+def _expand_remote(path: str, fs: Any, every_file: bool = False,
+                   slices: Slices | None = None) -> list[SourceFile]:
     try:
         globbed = _has_magic(path) and not fs.exists(path)  # a key holding '[' is a name
         if globbed:
@@ -449,7 +463,9 @@ def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceF
                 refuse_other_table(fs._strip_protocol(path),
                                     matches[path].get("type") == "directory", path)
         out: dict[str, SourceFile] = {}  # by URL: a '**' glob matches files and their folders
-        listings, quiet, slices = Listings(fs), [], Slices(fs.unstrip_protocol, str)
+        own = slices is None  # else the caller warns, once all its paths are expanded
+        listings, quiet = Listings(fs), []
+        slices = Slices(fs.unstrip_protocol, str) if slices is None else slices
         for match, info in sorted(matches.items()):
             if info.get("type") == "directory":
                 root = fs._strip_protocol(match).rstrip("/")
@@ -470,7 +486,8 @@ def _expand_remote(path: str, fs: Any, every_file: bool = False) -> list[SourceF
                 out.setdefault(url, _remote_file(url, fs, info))
         if not out:
             raise only_empty(path, every_file, quiet)
-        slices.warn()
+        if own:
+            slices.warn()
         _sniff_remote(fs, list(out.values()))
         return list(out.values())
     except InputError:

@@ -50,8 +50,10 @@ def selected(root: str, rels: list[str], every_file: bool, what: str,
     files = select_event_files(rels, root,
                                None if local is None else events_folder_test(local))
     if not files:  # data not named as events (``part-00000`` outside a pipeline tree):
-        # refused even when a glob matched the folder, never passed over unsaid
-        kind = InputError if select_table_files(rels) else EmptyFolder
+        # refused even when a glob matched the folder, never passed over unsaid; profiles,
+        # identity mappings and name maps are no events to refuse the folder for
+        data = any(glob_left_out(r, False) is None for r in select_table_files(rels))
+        kind = InputError if data else EmptyFolder
         raise kind(f"{what} contains no event files (.json, .jsonl, .ndjson or .gz "
                    "files, or a Data Pipelines mp_master_event tree); check the path")
     check = slices or Slices(shown_as, str if local is None else layout_paths())
