@@ -73,13 +73,18 @@ def stored(amp_data: Path) -> dict[str, list[int]]:
     return out
 
 
+def unlimited_mixpanel(data: Path) -> MixpanelEmulator:
+    """The Mixpanel emulator serving ``data`` without its hourly and per-second limits."""
+    return MixpanelEmulator(MixpanelConfig(data_dir=data, api_secret=SECRET,
+                                           export_per_hour=None, export_per_second=None))
+
+
 @pytest.mark.parametrize("window_days", [1, 7, 31])
 def test_every_edge_event_once_with_its_time_over_months_and_dst(
         tmp_path: Path, window_days: int) -> None:
     first, last = date(2024, 1, 20), date(2024, 4, 2)
     truth = write_days(tmp_path / "mp", first, last)
-    emu = MixpanelEmulator(MixpanelConfig(data_dir=tmp_path / "mp", api_secret=SECRET,
-                                          export_per_hour=None, export_per_second=None))
+    emu = unlimited_mixpanel(tmp_path / "mp")
     with emu.running() as mp_url, amplitude(tmp_path / "amp") as amp_url:
         cfg = config(tmp_path, mp_url, amp_url, first, last,
                      **{"source.export_window_days": window_days})
@@ -132,8 +137,7 @@ def test_a_legacy_project_with_a_timezone_change_and_dst_every_event_once_at_its
         tmp_path: Path, window_days: int) -> None:
     first, last = date(2024, 2, 20), date(2024, 3, 20)
     truth = write_legacy_days(tmp_path / "mp", first, last)
-    emu = MixpanelEmulator(MixpanelConfig(data_dir=tmp_path / "mp", api_secret=SECRET,
-                                          export_per_hour=None, export_per_second=None))
+    emu = unlimited_mixpanel(tmp_path / "mp")
     with emu.running() as mp_url, amplitude(tmp_path / "amp") as amp_url:
         cfg = config(tmp_path, mp_url, amp_url, first, last,
                      **{"source.export_window_days": window_days,
@@ -183,8 +187,7 @@ def _run_range(tmp: Path, faults: dict[str, Any] | None, window_days: int
                ) -> tuple[Any, dict[str, list[int]], list[tuple[Any, ...]], dict[str, Any]]:
     first, last = date(2024, 1, 1), date(2024, 1, 14)
     truth = _dirty_range(tmp / "mp", first, last)
-    emu = MixpanelEmulator(MixpanelConfig(data_dir=tmp / "mp", api_secret=SECRET,
-                                          export_per_hour=None, export_per_second=None))
+    emu = unlimited_mixpanel(tmp / "mp")
     with emu.running() as mp_url, amplitude(tmp / "amp") as amp_url:
         if faults:
             post_json(mp_url + "/_emulator/faults", faults)
@@ -216,8 +219,7 @@ def test_a_long_range_stopped_mid_extraction_resumes_with_every_event_once(
     from mp2amp.ledger import Ledger
     first, last = date(2023, 1, 1), date(2024, 2, 4)  # 400 days: 58 windows of 7
     truth = write_days(tmp_path / "mp", first, last)
-    emu = MixpanelEmulator(MixpanelConfig(data_dir=tmp_path / "mp", api_secret=SECRET,
-                                          export_per_hour=None, export_per_second=None))
+    emu = unlimited_mixpanel(tmp_path / "mp")
     with emu.running() as mp_url, amplitude(tmp_path / "amp") as amp_url:
         cfg = config(tmp_path, mp_url, amp_url, first, last,
                      **{"source.export_window_days": 7})
@@ -245,8 +247,7 @@ def test_a_multi_day_window_fetched_again_in_another_order_keeps_its_dead_letter
     first, last = date(2024, 1, 1), date(2024, 1, 14)
     data = tmp_path / "mp"
     truth = _dirty_range(data, first, last)
-    emu = MixpanelEmulator(MixpanelConfig(data_dir=data, api_secret=SECRET,
-                                          export_per_hour=None, export_per_second=None))
+    emu = unlimited_mixpanel(data)
     up = {**FAST, "max_events": 2, "concurrency": 1}
     with emu.running() as mp_url, amplitude(tmp_path / "amp") as amp_url:
         cfg = config(tmp_path, mp_url, amp_url, first, last,
@@ -274,8 +275,7 @@ def test_windows_without_any_event_are_staged_empty_and_the_run_balances(
         if path.name[:10] not in ("2024-01-01", "2024-01-02", "2024-01-30"):
             path.unlink()
             truth = {k: v for k, v in truth.items() if not k.startswith(path.name[:10])}
-    emu = MixpanelEmulator(MixpanelConfig(data_dir=tmp_path / "mp", api_secret=SECRET,
-                                          export_per_hour=None, export_per_second=None))
+    emu = unlimited_mixpanel(tmp_path / "mp")
     with emu.running() as mp_url, amplitude(tmp_path / "amp") as amp_url:
         cfg = config(tmp_path, mp_url, amp_url, first, last,
                      **{"source.export_window_days": 7})
@@ -311,8 +311,7 @@ def test_a_legacy_fall_back_night_in_a_multi_day_window_keeps_both_passes_of_the
         (data / "events" / f"{d}.jsonl").write_bytes(
             b"".join(orjson.dumps(r) + b"\n" for r in recs))
         d += timedelta(days=1)
-    emu = MixpanelEmulator(MixpanelConfig(data_dir=data, api_secret=SECRET,
-                                          export_per_hour=None, export_per_second=None))
+    emu = unlimited_mixpanel(data)
     with emu.running() as mp_url, amplitude(tmp_path / "amp") as amp_url:
         cfg = config(tmp_path, mp_url, amp_url, first, last,
                      **{"source.export_window_days": 7, "mixpanel.timezone": LA,
@@ -336,8 +335,7 @@ def test_a_session_across_a_window_edge_is_one_session(tmp_path: Path, window_da
         (data / "events" / f"{d}.jsonl").write_bytes(
             b"".join(orjson.dumps(r) + b"\n" for r in recs))
         d += timedelta(days=1)
-    emu = MixpanelEmulator(MixpanelConfig(data_dir=data, api_secret=SECRET,
-                                          export_per_hour=None, export_per_second=None))
+    emu = unlimited_mixpanel(data)
     with emu.running() as mp_url, amplitude(tmp_path / "amp") as amp_url:
         cfg = config(tmp_path, mp_url, amp_url, first, last,
                      **{"source.export_window_days": window_days})
@@ -379,8 +377,7 @@ def test_a_last_window_ending_today_is_cut_at_to_date_and_fetched_once(tmp_path:
         kept = [line for line in path.read_bytes().splitlines(keepends=True)
                 if orjson.loads(line)["properties"]["time"] <= now_ms]
         path.write_bytes(b"".join(kept))
-    emu = MixpanelEmulator(MixpanelConfig(data_dir=tmp_path / "mp", api_secret=SECRET,
-                                          export_per_hour=None, export_per_second=None))
+    emu = unlimited_mixpanel(tmp_path / "mp")
     with emu.running() as mp_url, amplitude(tmp_path / "amp") as amp_url:
         cfg = config(tmp_path, mp_url, amp_url, first, today,
                      **{"source.export_window_days": 7})

@@ -14,28 +14,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tests.extract import test_remote_scale_session22_review as r22
-from tests.extract.test_remote_scale_session22_review import CountingS3, put_all
+from tests.extract.test_glob_listing_session22_second_review import (  # its helpers
+    EV,
+    Counted,
+    urls,
+    write,
+)
+from tests.extract.test_remote_scale_session22_review import put_all
 
-from mp2amp.extract.files import expand_paths
-
-EV = b'{"event":"E","properties":{"time":1700000000,"distinct_id":"u","$insert_id":"i"}}\n'
 PROFILE = b'{"distinct_id":"u1","properties":{}}\n'
-Counted = tuple[CountingS3, dict[str, Any]]
 counted = r22.counted  # the moto S3 server fixture (module scope)
-
-
-def urls(paths: list[str], options: dict[str, Any] | None = None, **kw: Any) -> list[str]:
-    return [f.url for f in expand_paths(paths, storage_options=options, **kw)]
-
-
-def write(root: Path, files: dict[str, bytes]) -> None:
-    for rel, body in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(body)
 
 
 def warned(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:

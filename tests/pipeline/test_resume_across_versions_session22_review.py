@@ -184,14 +184,21 @@ def resume_new_until_delivered(cfg: Path, clock: Clock, tmp: Path) -> dict[str, 
     raise AssertionError("parked events never delivered")
 
 
+def old_run_parking(project: Project, old_src: Path, tmp_path: Path, work: Path,
+                    url: str) -> tuple[Path, dict[str, Any]]:
+    """The old release's whole run against a quota that parks some events (exit 3)."""
+    cfg = write_toml(tmp_path / "mp2amp.toml", project.events, work, url, concurrency=4)
+    first = result_of(run_old(old_src, "migrate", "-c", str(cfg), "--json", cwd=tmp_path))
+    assert first["exit_code"] == 3, first
+    return cfg, first
+
+
 def test_old_parked_by_quota_resumed_by_new(project: Project, old_src: Path,
                                             tmp_path: Path) -> None:
     work = tmp_path / "work"
     clock = Clock()
     with amplitude(tmp_path / "amp", daily_quota=40, now=clock) as url:
-        cfg = write_toml(tmp_path / "mp2amp.toml", project.events, work, url, concurrency=4)
-        first = result_of(run_old(old_src, "migrate", "-c", str(cfg), "--json", cwd=tmp_path))
-        assert first["exit_code"] == 3, first
+        cfg, first = old_run_parking(project, old_src, tmp_path, work, url)
         assert first["totals"]["parked"] > 0
         old_batches = dict(ledger_rows(work, "SELECT batch_id, events FROM batches"))
         resume_new_until_delivered(cfg, clock, tmp_path)
@@ -262,9 +269,7 @@ def test_old_parked_then_staged_deleted_old_killed_restaging_new_resumes(
     work = tmp_path / "work"
     clock = Clock()
     with amplitude(tmp_path / "amp", daily_quota=40, now=clock) as url:
-        cfg = write_toml(tmp_path / "mp2amp.toml", project.events, work, url, concurrency=4)
-        first = result_of(run_old(old_src, "migrate", "-c", str(cfg), "--json", cwd=tmp_path))
-        assert first["exit_code"] == 3, first
+        cfg, _ = old_run_parking(project, old_src, tmp_path, work, url)
         for f in (work / "staged").iterdir():
             if f.is_file() and not f.name.startswith("."):
                 f.unlink()
