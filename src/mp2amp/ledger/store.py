@@ -496,9 +496,12 @@ class Ledger(RejectStore):
 
     def unfinished_parked_events(self) -> Iterator[bytes]:
         """The events parked in a batch that is not done (a crash came first): the next
-        ``parked_events`` drops them, as their batch is sent again whole."""
+        ``parked_events`` sets them aside (``resend``), as their batch is sent again whole.
+        Set aside, they are still listed until that batch is done: a resume killed before
+        it sent the batch again leaves them for the next to keep their devices behind."""
         for (event,) in self._db.execute(
-            "SELECT event FROM parked WHERE state = 'parked' AND batch_id != 'parked' AND "
+            "SELECT event FROM parked WHERE state IN ('parked', 'resend') AND "
+            "batch_id != 'parked' AND "
             "batch_id NOT IN (SELECT batch_id FROM batches WHERE state = 'done') ORDER BY id"
         ):
             yield str(event).encode()
@@ -507,14 +510,20 @@ class Ledger(RejectStore):
         """``(window_id, origin, event_json)`` of every event still parked whose batch is
         done, in event-time order (an event without a numeric ``time`` first; ties in the
         order they were parked), read ``page`` at a time: the quota can park millions.
-        Parked events of an unfinished batch are dropped: that batch is sent again whole,
-        and parks them again if the quota still says no. The order is fixed when this
-        starts (in a temporary table, on disk past SQLite's cache); an event parked again
-        while they are read is read as it is now."""
+        Parked events of an unfinished batch are not replayed: that batch is sent again
+        whole, and parks them again if the quota still says no. They are set aside
+        (``resend``: neither parked nor counted) rather than dropped, so that
+        ``unfinished_parked_events`` still lists them if this run is killed before that
+        batch is done; once it is, they are dropped (an event parked again is a ``parked``
+        row again). The order is fixed when this starts (in a temporary table, on disk
+        past SQLite's cache); an event parked again while they are read is read as it is
+        now."""
         with self._tx() as db:
+            done = "(SELECT batch_id FROM batches WHERE state = 'done')"
+            db.execute(f"DELETE FROM parked WHERE state = 'resend' AND batch_id IN {done}")
             db.execute(
-                "DELETE FROM parked WHERE batch_id NOT IN "
-                "(SELECT batch_id FROM batches WHERE state = 'done') AND batch_id != 'parked'"
+                f"UPDATE parked SET state = 'resend' WHERE state = 'parked' AND "
+                f"batch_id != 'parked' AND batch_id NOT IN {done}"
             )
             db.execute("DROP TABLE IF EXISTS temp.replay_order")
             db.execute("CREATE TEMP TABLE replay_order (n INTEGER PRIMARY KEY, pid INTEGER)")
@@ -542,7 +551,9 @@ class Ledger(RejectStore):
         """``outcome`` is ``accepted`` or ``dead_lettered``. Accepted, a dead letter an
         earlier attempt left for the event is dropped in the same step."""
         with self._tx() as db:
-            db.execute("UPDATE parked SET state = ? WHERE origin = ?", (outcome, origin))
+            # a row set aside for its batch's resend is that batch's to settle
+            db.execute("UPDATE parked SET state = ? WHERE origin = ? AND state != 'resend'",
+                       (outcome, origin))
             if outcome == "accepted":
                 self._drop_dead_letters(db, [_origin_of(origin)])
                 self._sent(db)
@@ -550,10 +561,12 @@ class Ledger(RejectStore):
     # --- parked counts (the rejects: ``RejectStore``) -------------------------------
 
     def parked_counts(self) -> dict[str, dict[str, int]]:
-        """Per window: parked events by state (parked / accepted / dead_lettered)."""
+        """Per window: parked events by state (parked / accepted / dead_lettered); rows set
+        aside for their batch's resend (``parked_events``) are none of these."""
         out: dict[str, dict[str, int]] = {}
         for window_id, state, n in self._db.execute(
-            "SELECT window_id, state, COUNT(*) FROM parked GROUP BY window_id, state"
+            "SELECT window_id, state, COUNT(*) FROM parked WHERE state != 'resend' "
+            "GROUP BY window_id, state"
         ):
             out.setdefault(window_id, {})[state] = n
         return out
