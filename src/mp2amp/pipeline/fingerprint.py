@@ -34,7 +34,7 @@ import itertools
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,7 @@ import orjson
 
 from mp2amp.config import Config
 from mp2amp.config.sections import HASH_SALT_ENV, Secret
-from mp2amp.errors import AuthError, TerminalError
+from mp2amp.errors import AuthError, InputError, TerminalError
 from mp2amp.ledger import Ledger
 from mp2amp.load.sender import RetriesExhausted
 from mp2amp.load.settings import CONNECT_FAILED, UploadSettings
@@ -115,7 +115,7 @@ def _canonical(value: Any, legacy: bool = False) -> Any:
     return value
 
 
-def events_fingerprint(config: Config, legacy: bool = False) -> str:
+def events_fingerprint(config: Config, legacy: bool = False, listed: bool = True) -> str:
     doc = {
         "mixpanel": {name: _canonical(getattr(config.mixpanel, name))
                      for name in _MIXPANEL_FIELDS},
@@ -124,9 +124,42 @@ def events_fingerprint(config: Config, legacy: bool = False) -> str:
         # by its content, as the files [transform] and [privacy] name (None: no table, the
         # same digest as before the table's content counted)
         "identity_table": None if config.source.identity_table is None
-        else _canonical(Path(config.source.identity_table)),
+        else _table(config.source.identity_table, config.source.storage_options, listed),
     }
     return _digest(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS, default=str))
+
+
+def _table(table: str, options: Mapping[str, Any] | None, listed: bool = True) -> Any:
+    """The identity table as the fingerprint holds it: a local file by its content, a local
+    folder by its files' names and sizes (``_content``), a local glob by its files' contents,
+    and an ``s3://`` or ``gs://`` table by its objects' names, sizes and versions (ETag or
+    generation) from one listing: rewritten between a run and its resume, a table resolves
+    the rest of the events to other users (a soak saw a remote one taken on silently, and
+    an in-flight batch's user-only events stored twice under two user_ids). ``listed``
+    False: a glob or remote table by its location only, as runs started before
+    2026-12-01 recorded it (``_unless_legacy_table``)."""
+    remote = "://" in table and not table.startswith("file://")
+    if not remote and not glob.has_magic(table):
+        return _canonical(Path(table))
+    if not listed or (not remote and Path(table).exists()):
+        return _canonical(Path(table))
+    from mp2amp.extract.files import expand_paths  # not needed to read a fingerprint
+
+    try:
+        files = expand_paths([table], storage_options=dict(options) if options else None,
+                             every_file=True)
+    except Exception as exc:
+        if not remote and isinstance(exc, InputError):
+            return _canonical(Path(table))  # no file matches: the identity stage says so
+        # a listing that failed (network, credentials) is no "changed table": the run needs
+        # the table anyway, and says what to do
+        raise InputError(f"the identity mapping table ([source] identity_table) cannot be "
+                         f"listed, and a run checks it has not changed before it starts or "
+                         f"goes on: {exc}") from None
+    if remote:
+        listing = sorted((f.url, f.size, f.version) for f in files)
+        return {"listing": _digest(orjson.dumps(listing))}
+    return {"files": sorted((f.url, _content(Path(f.url))) for f in files)}
 
 
 def config_folder(config: Config) -> Path | None:
@@ -261,7 +294,8 @@ def check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known: 
     again from this configuration (``replan``) and its fingerprint recorded anew."""
     now = _same_places(known, run_fingerprint(config, upload, config_folder(config)),
                        run_fingerprint(config, upload), ledger.get_meta(FOLDER_META))
-    changed = _unless_legacy_salt(changed_keys(known, now), known, config)
+    changed = _unless_legacy_table(
+        _unless_legacy_salt(changed_keys(known, now), known, config), known, config)
     if changed and ledger.get_meta(FOLDER_META) is None and \
             changed_keys(known, run_fingerprint(config, upload)) is None:
         changed = []  # started by an mp2amp that kept absolute paths: recorded anew
@@ -296,6 +330,24 @@ def _unless_legacy_salt(changed: list[str] | None, known: str,
     except orjson.JSONDecodeError:
         return changed
     if not isinstance(was, dict) or was.get("events") != events_fingerprint(config, True):
+        return changed
+    return [k for k in changed if k != "events"] or None
+
+
+def _unless_legacy_table(changed: list[str] | None, known: str,
+                         config: Config) -> list[str] | None:
+    """``changed`` without ``events`` when the run recorded a glob or remote identity
+    table by its location (an mp2amp of before 2026-12-01) and the rest is the same: its
+    listing is recorded from now on (a change before this resume cannot be told)."""
+    if not changed or "events" not in changed or config.source.identity_table is None:
+        return changed
+    try:
+        was = orjson.loads(known)
+    except orjson.JSONDecodeError:
+        return changed
+    if not isinstance(was, dict) or was.get("events") not in (
+            events_fingerprint(config, False, listed=False),
+            events_fingerprint(config, True, listed=False)):
         return changed
     return [k for k in changed if k != "events"] or None
 

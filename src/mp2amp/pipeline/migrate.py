@@ -21,6 +21,7 @@ insert_ids (deterministic batch ids; Amplitude deduplicates), parked events are 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -186,6 +187,9 @@ async def _migrate(
 ) -> MigrateResult:
     if storage_options is None and config.source.storage_options:
         storage_options = dict(config.source.storage_options)
+    elif storage_options is not None:  # what the fingerprint lists a remote table with
+        config = dataclasses.replace(config, source=dataclasses.replace(
+            config.source, storage_options=dict(storage_options)))
     settings = config.transform_settings()  # every config problem before any work
     sink_mode = config.amplitude.output_dir is not None
     workdir = config.run.workdir
