@@ -89,6 +89,9 @@ class SourceFile:
     fs: Any = None  # an fsspec filesystem for remote files, None for local ones
     size: int | None = None  # a remote object's, from its listing: what is read of it
     version: str | None = None  # a remote object's generation or ETag, from its listing
+    # a remote object's content hash from its listing (GCS: md5Hash or crc32c, S3: ETag):
+    # the same bytes written again keep it, where a GCS generation changes
+    checksum: str | None = None
 
     @property
     def time_is_utc(self) -> bool:
@@ -508,8 +511,10 @@ def _remote_info(fs: Any, path: str) -> dict[str, Any]:
 
 def _remote_file(url: str, fs: Any, info: Mapping[str, Any]) -> SourceFile:
     size, version = info.get("size"), info.get("generation") or info.get("ETag")
+    checksum = info.get("md5Hash") or info.get("crc32c") or info.get("ETag")
     return SourceFile(url, fs, size if isinstance(size, int) else None,
-                      None if version is None else str(version))
+                      None if version is None else str(version),
+                      None if checksum is None else str(checksum))
 
 
 def _sniff_remote(fs: Any, files: list[SourceFile]) -> None:

@@ -131,18 +131,20 @@ def events_fingerprint(config: Config, legacy: bool = False, listed: bool = True
 
 def _table(table: str, options: Mapping[str, Any] | None, listed: bool = True) -> Any:
     """The identity table as the fingerprint holds it: a local file by its content, a local
-    folder by its files' names and sizes (``_content``), a local glob by its files' contents,
-    and an ``s3://`` or ``gs://`` table by its objects' names, sizes and versions (ETag or
-    generation) from one listing: rewritten between a run and its resume, a table resolves
+    folder by its files' names and sizes (``_content``), a local glob by its files' contents
+    (named below the glob's fixed folder: a project folder moved whole resumes), and an
+    ``s3://`` or ``gs://`` table by its objects' names, sizes and content hashes (ETag,
+    GCS md5Hash) from one listing: rewritten between a run and its resume, a table resolves
     the rest of the events to other users (a soak saw a remote one taken on silently, and
     an in-flight batch's user-only events stored twice under two user_ids). ``listed``
-    False: a glob or remote table by its location only, as runs started before
-    2026-12-01 recorded it (``_unless_legacy_table``)."""
+    False: as runs started before 2026-12-01 recorded it (a glob, remote or ``file://``
+    table by its location; ``_unless_legacy_table``)."""
+    if not listed:
+        return _canonical(Path(table))
     remote = "://" in table and not table.startswith("file://")
-    if not remote and not glob.has_magic(table):
-        return _canonical(Path(table))
-    if not listed or (not remote and Path(table).exists()):
-        return _canonical(Path(table))
+    local = table.removeprefix("file://")
+    if not remote and (not glob.has_magic(local) or Path(local).exists()):
+        return _canonical(Path(local))
     from mp2amp.extract.files import expand_paths  # not needed to read a fingerprint
 
     try:
@@ -150,16 +152,53 @@ def _table(table: str, options: Mapping[str, Any] | None, listed: bool = True) -
                              every_file=True)
     except Exception as exc:
         if not remote and isinstance(exc, InputError):
-            return _canonical(Path(table))  # no file matches: the identity stage says so
+            return _canonical(Path(local))  # no file matches: the identity stage says so
         # a listing that failed (network, credentials) is no "changed table": the run needs
         # the table anyway, and says what to do
         raise InputError(f"the identity mapping table ([source] identity_table) cannot be "
                          f"listed, and a run checks it has not changed before it starts or "
                          f"goes on: {exc}") from None
     if remote:
-        listing = sorted((f.url, f.size, f.version) for f in files)
+        listing = sorted((f.url, f.size, f.checksum or f.version) for f in files)
         return {"listing": _digest(orjson.dumps(listing))}
-    return {"files": sorted((f.url, _content(Path(f.url))) for f in files)}
+    parts = Path(local).parts
+    fixed = Path(*itertools.takewhile(lambda p: not glob.has_magic(p), parts))
+    return {"files": sorted((os.path.relpath(f.url, fixed), _content(Path(f.url)))
+                            for f in files)}
+
+
+TABLE_META = "identity_table"  # the table's own part of the fingerprint, checked when read
+
+
+def _table_now(config: Config) -> str | None:
+    table = config.source.identity_table
+    if table is None:
+        return None
+    return orjson.dumps(_table(table, config.source.storage_options),
+                        option=orjson.OPT_SORT_KEYS, default=str).decode()
+
+
+def finish_graph(graph: Any, ledger: Ledger, config: Config) -> Any:
+    """``graph.finish()``, which reads the identity table, between two checks that the
+    table is the one this run recorded when it started or resumed: the read comes after
+    every window is extracted (hours, on a long Export API run), and a table rewritten
+    meanwhile would resolve the rest of the events to other users unseen."""
+    _check_table(ledger, config)
+    finished = graph.finish()
+    _check_table(ledger, config)
+    return finished
+
+
+def _check_table(ledger: Ledger, config: Config) -> None:
+    recorded = ledger.get_meta(TABLE_META)
+    now = _table_now(config)
+    if recorded is None or now is None or now == recorded:
+        return
+    raise TerminalError(
+        f"the identity mapping table ([source] identity_table) {config.source.identity_table} "
+        "changed while this run was going (it is not what it was when the run started or "
+        "resumed): nothing was sent with it; put it back as it was and run the same command "
+        "with --resume, or start a new run in a new work folder")
 
 
 def config_folder(config: Config) -> Path | None:
@@ -235,6 +274,9 @@ def record_fingerprint(ledger: Ledger, config: Config, upload: UploadSettings,
     the run was planned again here, its windows named from this folder)."""
     folder = config_folder(config)
     ledger.set_meta(FINGERPRINT_META, _dumps(run_fingerprint(config, upload, folder)))
+    table = _table_now(config)
+    if table is not None:
+        ledger.set_meta(TABLE_META, table)
     # the folder the run started in: its windows are named by their paths there
     if folder is not None and (anew or ledger.get_meta(FOLDER_META) is None):
         ledger.set_meta(FOLDER_META, str(folder))
@@ -296,8 +338,9 @@ def check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known: 
                        run_fingerprint(config, upload), ledger.get_meta(FOLDER_META))
     changed = _unless_legacy_table(
         _unless_legacy_salt(changed_keys(known, now), known, config), known, config)
-    if changed and ledger.get_meta(FOLDER_META) is None and \
-            changed_keys(known, run_fingerprint(config, upload)) is None:
+    if changed and ledger.get_meta(FOLDER_META) is None and _unless_legacy_table(
+            _unless_legacy_salt(changed_keys(known, run_fingerprint(config, upload)), known,
+                                config), known, config) is None:
         changed = []  # started by an mp2amp that kept absolute paths: recorded anew
     if changed and may_change(changed):
         changed = []

@@ -51,6 +51,7 @@ from mp2amp.pipeline.export_settings import mixpanel_settings as _mixpanel_setti
 from mp2amp.pipeline.extraction import Extraction
 from mp2amp.pipeline.fingerprint import (
     bind_api_key,
+    finish_graph,
     rebind_api_key,
     unbinding_a_refused_key,
 )
@@ -372,7 +373,7 @@ async def _identity_and_load(config: Config, settings: Any, upload: UploadSettin
             windows = ledger.windows()
         windows = load_order(windows)  # oldest first, whatever the files are called
         records = sum(w.records for w in windows)  # the next phases count records
-        identity = graph.finish().as_dict()
+        identity = finish_graph(graph, ledger, config).as_dict()  # reads the table
         if merged:
             identity["overlapping_windows_merged"] = merged
         ledger.mark_identity([w.window_id for w in windows], identity)
