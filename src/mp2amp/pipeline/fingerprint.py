@@ -141,9 +141,35 @@ def _table(table: str, options: Mapping[str, Any] | None, listed: bool = True) -
     table by its location; ``_unless_legacy_table``)."""
     if not listed:
         return _canonical(Path(table))
+    if _LISTED is not None and table in _LISTED:
+        return _LISTED[table]
+    held = _listed(table, options)
+    if _LISTED is not None:
+        _LISTED[table] = held
+    return held
+
+
+_LISTED: dict[str, Any] | None = None  # within ``one_listing``: each table's, taken once
+
+
+@contextmanager
+def one_listing() -> Iterator[None]:
+    """Within it, each identity table is listed (or hashed) once: what a resume compares
+    is what it records (a table rewritten between the two was recorded unseen)."""
+    global _LISTED
+    outer = _LISTED
+    _LISTED = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _LISTED = outer
+
+
+def _listed(table: str, options: Mapping[str, Any] | None) -> Any:
     remote = "://" in table and not table.startswith("file://")
     local = table.removeprefix("file://")
-    if not remote and (not glob.has_magic(local) or Path(local).exists()):
+    folder = not remote and Path(local).is_dir()
+    if not remote and not folder and (not glob.has_magic(local) or Path(local).exists()):
         return _canonical(Path(local))
     from mp2amp.extract.files import expand_paths  # not needed to read a fingerprint
 
@@ -161,6 +187,9 @@ def _table(table: str, options: Mapping[str, Any] | None, listed: bool = True) -
     if remote:
         listing = sorted((f.url, f.size, f.checksum or f.version) for f in files)
         return {"listing": _digest(orjson.dumps(listing))}
+    if folder:  # the part files read (no marker, no hidden file; linked folders followed)
+        sizes = sorted((os.path.relpath(f.url, local), os.stat(f.url).st_size) for f in files)
+        return "folder:" + _digest(orjson.dumps(sizes))
     parts = Path(local).parts
     fixed = Path(*itertools.takewhile(lambda p: not glob.has_magic(p), parts))
     return {"files": sorted((os.path.relpath(f.url, fixed), _content(Path(f.url)))
@@ -273,8 +302,9 @@ def record_fingerprint(ledger: Ledger, config: Config, upload: UploadSettings,
     """The run's fingerprint, its locations relative to the config file's folder (``anew``:
     the run was planned again here, its windows named from this folder)."""
     folder = config_folder(config)
-    ledger.set_meta(FINGERPRINT_META, _dumps(run_fingerprint(config, upload, folder)))
-    table = _table_now(config)
+    with one_listing():  # the fingerprint and the table's meta: of one listing
+        ledger.set_meta(FINGERPRINT_META, _dumps(run_fingerprint(config, upload, folder)))
+        table = _table_now(config)
     if table is not None:
         ledger.set_meta(TABLE_META, table)
     # the folder the run started in: its windows are named by their paths there
@@ -334,6 +364,13 @@ def check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known: 
     ``replan``: given while the run has staged and sent nothing (a project_id Mixpanel
     refused, corrected as its message says), any change is taken: the run is planned
     again from this configuration (``replan``) and its fingerprint recorded anew."""
+    with one_listing():  # what is compared is what is recorded
+        _check_resume(ledger, config, upload, known, may_change, replan)
+
+
+def _check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known: str,
+                  may_change: Callable[[list[str]], bool],
+                  replan: Callable[[], None] | None) -> None:
     now = _same_places(known, run_fingerprint(config, upload, config_folder(config)),
                        run_fingerprint(config, upload), ledger.get_meta(FOLDER_META))
     changed = _unless_legacy_table(
