@@ -25,6 +25,7 @@ regenerated for the same project is taken on with ``--new-api-key``.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import glob
@@ -71,7 +72,7 @@ def _content(path: Path) -> str | None:
     """A file's content digest, read 1 MiB at a time (an identity table may be gigabytes:
     never held whole); a folder's by its files' names and sizes (reading every byte of a
     folder of tables on each run would cost minutes); None for what cannot be read here
-    (missing: the config check reports it; s3:// and gs:// tables: their location counts)."""
+    (missing: the config check reports it). The identity table's own form: ``_table``."""
     try:
         if path.is_dir():
             listing = sorted((str(p.relative_to(path)), p.stat().st_size)
@@ -131,7 +132,7 @@ def events_fingerprint(config: Config, legacy: bool = False, listed: bool = True
 
 def _table(table: str, options: Mapping[str, Any] | None, listed: bool = True) -> Any:
     """The identity table as the fingerprint holds it: a local file by its content, a local
-    folder by its files' names and sizes (``_content``), a local glob by its files' contents
+    folder by the names and sizes of the part files read, a local glob by its files' contents
     (named below the glob's fixed folder: a project folder moved whole resumes), and an
     ``s3://`` or ``gs://`` table by its objects' names, sizes and content hashes (ETag,
     GCS md5Hash) from one listing: rewritten between a run and its resume, a table resolves
@@ -141,28 +142,31 @@ def _table(table: str, options: Mapping[str, Any] | None, listed: bool = True) -
     table by its location; ``_unless_legacy_table``)."""
     if not listed:
         return _canonical(Path(table))
-    if _LISTED is not None and table in _LISTED:
-        return _LISTED[table]
+    listed_here = _LISTED.get()
+    key = (table, orjson.dumps(dict(options or {}), option=orjson.OPT_SORT_KEYS, default=str))
+    if listed_here is not None and key in listed_here:
+        return listed_here[key]
     held = _listed(table, options)
-    if _LISTED is not None:
-        _LISTED[table] = held
+    if listed_here is not None:
+        listed_here[key] = held
     return held
 
 
-_LISTED: dict[str, Any] | None = None  # within ``one_listing``: each table's, taken once
+# within ``one_listing``: each table's listing, taken once (per thread and task: a context
+# variable, so that runs in two threads never share or end each other's)
+_LISTED: contextvars.ContextVar[dict[tuple[str, bytes], Any] | None] = \
+    contextvars.ContextVar("mp2amp_identity_table_listings", default=None)
 
 
 @contextmanager
 def one_listing() -> Iterator[None]:
     """Within it, each identity table is listed (or hashed) once: what a resume compares
     is what it records (a table rewritten between the two was recorded unseen)."""
-    global _LISTED
-    outer = _LISTED
-    _LISTED = {} if outer is None else outer
+    token = _LISTED.set({} if _LISTED.get() is None else _LISTED.get())
     try:
         yield
     finally:
-        _LISTED = outer
+        _LISTED.reset(token)
 
 
 def _listed(table: str, options: Mapping[str, Any] | None) -> Any:
@@ -188,7 +192,13 @@ def _listed(table: str, options: Mapping[str, Any] | None) -> Any:
         listing = sorted((f.url, f.size, f.checksum or f.version) for f in files)
         return {"listing": _digest(orjson.dumps(listing))}
     if folder:  # the part files read (no marker, no hidden file; linked folders followed)
-        sizes = sorted((os.path.relpath(f.url, local), os.stat(f.url).st_size) for f in files)
+        try:
+            sizes = sorted((os.path.relpath(f.url, local), os.stat(f.url).st_size)
+                           for f in files)
+        except OSError as exc:  # a part removed since the listing
+            raise InputError(f"the identity mapping table ([source] identity_table) changed "
+                             f"while it was being listed ({exc}); run the same command "
+                             "again") from None
         return "folder:" + _digest(orjson.dumps(sizes))
     parts = Path(local).parts
     fixed = Path(*itertools.takewhile(lambda p: not glob.has_magic(p), parts))
