@@ -409,37 +409,39 @@ def _check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known:
             f"{what_next}")
 
 
-def _unless_legacy_salt(changed: list[str] | None, known: str,
-                        config: Config) -> list[str] | None:
-    """``changed`` without ``events`` when the run recorded the same settings with its
-    hash salt's digest of before the KDF (it is recorded anew, in the KDF's form)."""
-    if not changed or "events" not in changed or config.privacy.hash_salt is None:
+def _unless_events_were(changed: list[str] | None, known: str,
+                        *forms: Callable[[], str]) -> list[str] | None:
+    """``changed`` without ``events`` when the run recorded ``events`` in one of ``forms``
+    (an older mp2amp's digest of these same settings): it is recorded anew, in this one's."""
+    if not changed or "events" not in changed:
         return changed
     try:
         was = orjson.loads(known)
     except orjson.JSONDecodeError:
         return changed
-    if not isinstance(was, dict) or was.get("events") != events_fingerprint(config, True):
+    if not isinstance(was, dict) or not any(was.get("events") == form() for form in forms):
         return changed
     return [k for k in changed if k != "events"] or None
+
+
+def _unless_legacy_salt(changed: list[str] | None, known: str,
+                        config: Config) -> list[str] | None:
+    """The run recorded its hash salt's digest of before the KDF."""
+    if config.privacy.hash_salt is None:
+        return changed
+    return _unless_events_were(changed, known, lambda: events_fingerprint(config, True))
 
 
 def _unless_legacy_table(changed: list[str] | None, known: str,
                          config: Config) -> list[str] | None:
-    """``changed`` without ``events`` when the run recorded a glob or remote identity
-    table by its location (an mp2amp of before 2026-12-01) and the rest is the same: its
-    listing is recorded from now on (a change before this resume cannot be told)."""
-    if not changed or "events" not in changed or config.source.identity_table is None:
+    """The run recorded a glob, remote or ``file://`` identity table by its location, or a
+    folder by all its files (an mp2amp of before 2026-12-01): a change before this resume
+    cannot be told."""
+    if config.source.identity_table is None:
         return changed
-    try:
-        was = orjson.loads(known)
-    except orjson.JSONDecodeError:
-        return changed
-    if not isinstance(was, dict) or was.get("events") not in (
-            events_fingerprint(config, False, listed=False),
-            events_fingerprint(config, True, listed=False)):
-        return changed
-    return [k for k in changed if k != "events"] or None
+    return _unless_events_were(changed, known,
+                               lambda: events_fingerprint(config, False, listed=False),
+                               lambda: events_fingerprint(config, True, listed=False))
 
 
 def _stripped_salt(changed: list[str], known: str, config: Config) -> str:
