@@ -24,15 +24,10 @@ def _event(i: int, device: str) -> dict[str, Any]:
             "insert_id": f"i-{i:03d}"}
 
 
-def test_a_crash_leaves_parked_rows_a_resume_replays_in_each_devices_order(
-        fake_cls: Any, tmp_path: Path) -> None:
-    # one lane, batches of two: w/0/0 = [D0, A1], Y = w/0/1 = [D2, T3], Z = w/0/2 = [D4, D5]
-    devices = ["D", "A", "D", "T", "D", "D"]
-    events = [_event(i, d) for i, d in enumerate(devices)]
-    fake = fake_cls(quota_devices={"D"}, throttle_devices={"T": 10_000})
-    ledger = Ledger(tmp_path / "ledger.sqlite")
-    observer = LedgerObserver(ledger, Counters(), {"w": "win"}, on_window_loaded=lambda w: None)
-
+def crash_while_a_batch_waits(fake: Any, events: list[dict[str, Any]], ledger: Ledger,
+                              observer: LedgerObserver) -> None:
+    """Send ``events`` (one lane, batches of two) and crash (kill -9) once two batches are
+    done, while a throttled one still waits: the state such a kill leaves in the ledger."""
     async def scenario() -> None:
         url = await fake.start()
         try:
@@ -43,16 +38,28 @@ def test_a_crash_leaves_parked_rows_a_resume_replays_in_each_devices_order(
                 for i, e in enumerate(events):
                     await up.submit(e, ("src", i + 1), batch_key="w")
                 await up.flush("w")
-                for _ in range(300):  # until Z (all of it parked behind D) is done
+                for _ in range(300):  # until two batches are done
                     if ledger.done_batch_count("win") >= 2:
                         break
                     await asyncio.sleep(0.01)
-                raise Crash  # while T3 (batch Y) still waits for its throttle
+                raise Crash  # while the throttled one still waits
         finally:
             await fake.stop()
 
     with pytest.raises(Crash):
         asyncio.run(scenario())
+
+
+def test_a_crash_leaves_parked_rows_a_resume_replays_in_each_devices_order(
+        fake_cls: Any, tmp_path: Path) -> None:
+    # one lane, batches of two: w/0/0 = [D0, A1], Y = w/0/1 = [D2, T3], Z = w/0/2 = [D4, D5]
+    devices = ["D", "A", "D", "T", "D", "D"]
+    events = [_event(i, d) for i, d in enumerate(devices)]
+    fake = fake_cls(quota_devices={"D"}, throttle_devices={"T": 10_000})
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    observer = LedgerObserver(ledger, Counters(), {"w": "win"}, on_window_loaded=lambda w: None)
+
+    crash_while_a_batch_waits(fake, events, ledger, observer)
     done = frozenset(b.batch_id for b in ledger.batches() if b.state == "done")
     assert done == {"w/0/0", "w/0/2"}, done  # the state a kill -9 at that moment leaves
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.load.test_parked_review import Crash, _event
+from tests.load.test_parked_review import Crash, _event, crash_while_a_batch_waits
 
 from mp2amp.ledger import Ledger
 from mp2amp.load import Uploader, UploadSettings
@@ -31,26 +31,9 @@ def test_a_resume_killed_after_its_replay_still_keeps_the_device_behind_its_earl
     ledger = Ledger(tmp_path / "ledger.sqlite")
     observer = LedgerObserver(ledger, Counters(), {"w": "win"}, on_window_loaded=lambda w: None)
 
-    async def first(server: Any) -> None:
-        url = await server.start()
-        try:
-            s = UploadSettings(api_key="test-key", api_host=url, concurrency=1, max_events=2,
-                               park_retries=0, park_delay=0.01, throttle_wait=0.05,
-                               backoff_base=0.005, backoff_cap=0.05)
-            async with Uploader(s, observer=observer) as up:
-                for i, e in enumerate(events):
-                    await up.submit(e, ("src", i + 1), batch_key="w")
-                await up.flush("w")
-                for _ in range(300):
-                    if ledger.done_batch_count("win") >= 2:
-                        break
-                    await asyncio.sleep(0.01)
-                raise Crash  # T3 still held: w/0/1 (D2 parked in it) is not done
-        finally:
-            await server.stop()
-
-    with pytest.raises(Crash):
-        asyncio.run(first(fake_cls(quota_devices={"D"}, throttle_devices={"T": 10_000})))
+    # D2 parked in w/0/1, which T3's throttle keeps unfinished; D4, D5 parked in done w/0/2
+    crash_while_a_batch_waits(fake_cls(quota_devices={"D"}, throttle_devices={"T": 10_000}),
+                              events, ledger, observer)
 
     def done() -> frozenset[str]:
         return frozenset(b.batch_id for b in ledger.batches() if b.state == "done")
