@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from mp2amp import __version__
+from mp2amp.cli.output import stops_end_with_result
 from mp2amp.proxyenv import bypass_proxy_for_loopback
 
 try:  # typer 0.2x parses with its own copy of click; earlier releases with click itself
@@ -215,6 +216,7 @@ for _name in _COMMAND_MODULES:
 
 def main() -> None:
     bypass_proxy_for_loopback()  # the local emulators are never behind a proxy
+    stops_end_with_result()
     try:
         app()
     except SystemExit as exc:

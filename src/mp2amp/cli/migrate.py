@@ -10,10 +10,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mp2amp.cli.output import StdoutConsole, cli_errors, console, err_console, print_json
+from mp2amp.cli.output import (
+    StdoutConsole,
+    cli_errors,
+    console,
+    err_console,
+    print_json,
+    printing_result,
+)
 
 if TYPE_CHECKING:
     from mp2amp.pipeline.accounting import WindowCounts
+    from mp2amp.pipeline.result import MigrateResult
 
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", "-c", help="mp2amp.toml (default: ./mp2amp.toml when it exists).",
@@ -140,38 +148,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             if as_json:
                 print_json(result.as_dict())
             else:
-                _render_totals(result.totals, "migration")
-                _render_import_files(result.load)
-                _render_problems(result.windows)
-                if result.dead_letter_file and result.totals.get("rejected", 0) + \
-                        result.totals.get("dead_lettered", 0):
-                    console.print(f"rejected records: {escape(str(result.dead_letter_file))}",
-                                  highlight=False)
-                if result.changed_inputs:
-                    names = ", ".join(result.changed_inputs[:3]) + (
-                        f" and {len(result.changed_inputs) - 3} more"
-                        if len(result.changed_inputs) > 3 else "")
-                    err_console.print(
-                        f"warning: {len(result.changed_inputs)} input file(s) changed after "
-                        f"they were staged: {names}; the run migrated them as staged (records "
-                        "added since are not in it): migrate what was added in a new run with "
-                        "its own work folder", markup=False, highlight=False)
-                if result.not_in_run:
-                    names = ", ".join(result.not_in_run[:3]) + (
-                        f" and {len(result.not_in_run) - 3} more" if len(result.not_in_run) > 3
-                        else "")
-                    err_console.print(
-                        f"warning: {len(result.not_in_run)} input file(s) match the sources "
-                        f"but are not part of this run, which started without them: {names}; "
-                        "migrate them in a new run with its own work folder",
-                        markup=False, highlight=False)
-                if result.time_check is not None:  # said as the load began, and again here
-                    err_console.print(f"warning: {result.time_check.message(final=True)}",
-                                      markup=False, highlight=False)
-                if result.totals.get("parked"):
-                    err_console.print(
-                        f"{result.totals['parked']} events wait for Amplitude's daily quota; "
-                        "run `mp2amp migrate --resume` later to deliver them")
+                with printing_result():  # the run is over: a stop now changes nothing
+                    _render_migration(result)
             raise typer.Exit(result.exit_code)
 
     @app.command("status")
@@ -232,6 +210,42 @@ def _last_attempt_line(doc: dict[str, Any], *, running: bool) -> str:
     line = (f"last run: {when('started')} to {when('ended')}, {doc.get('outcome', '?')}"
             + (f" (exit {code})" if code is not None else ""))
     return line + (f": {doc['message']}" if doc.get("message") else "")
+
+
+def _render_migration(result: MigrateResult) -> None:
+    """A finished migration's result, for people."""
+    _render_totals(result.totals, "migration")
+    _render_import_files(result.load)
+    _render_problems(result.windows)
+    if result.dead_letter_file and result.totals.get("rejected", 0) + \
+            result.totals.get("dead_lettered", 0):
+        console.print(f"rejected records: {escape(str(result.dead_letter_file))}",
+                      highlight=False)
+    if result.changed_inputs:
+        names = ", ".join(result.changed_inputs[:3]) + (
+            f" and {len(result.changed_inputs) - 3} more"
+            if len(result.changed_inputs) > 3 else "")
+        err_console.print(
+            f"warning: {len(result.changed_inputs)} input file(s) changed after "
+            f"they were staged: {names}; the run migrated them as staged (records "
+            "added since are not in it): migrate what was added in a new run with "
+            "its own work folder", markup=False, highlight=False)
+    if result.not_in_run:
+        names = ", ".join(result.not_in_run[:3]) + (
+            f" and {len(result.not_in_run) - 3} more" if len(result.not_in_run) > 3
+            else "")
+        err_console.print(
+            f"warning: {len(result.not_in_run)} input file(s) match the sources "
+            f"but are not part of this run, which started without them: {names}; "
+            "migrate them in a new run with its own work folder",
+            markup=False, highlight=False)
+    if result.time_check is not None:  # said as the load began, and again here
+        err_console.print(f"warning: {result.time_check.message(final=True)}",
+                          markup=False, highlight=False)
+    if result.totals.get("parked"):
+        err_console.print(
+            f"{result.totals['parked']} events wait for Amplitude's daily quota; "
+            "run `mp2amp migrate --resume` later to deliver them")
 
 
 def _render_totals(t: dict[str, Any], title: str) -> None:

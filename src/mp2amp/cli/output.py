@@ -6,7 +6,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import IO, Any
 
 import orjson
@@ -83,6 +83,21 @@ def _escaped(value: Any) -> Any:
 # JSON documents printed so far: a command that printed its (partial) result object
 # before it stopped does not print an error object too (one object per run)
 _printed = [0]
+# Set by ``cli.main``, the process's own entry: once a command's result is printed, Ctrl-C
+# and SIGTERM are ignored until the process exits (~0.1-0.4 s of unwinding and clean-up),
+# so a finished run exits with its result's code. In-process callers (tests) keep theirs.
+_LAST_WORD = [False]
+
+
+def stops_end_with_result() -> None:
+    """From now on, a printed result is the process's last word (``print_json``)."""
+    _LAST_WORD[0] = True
+
+
+def printing_result() -> AbstractContextManager[list[int]]:
+    """Around the printing of a finished run's result: Ctrl-C and SIGTERM held (a second
+    one stops at once), then, in the ``mp2amp`` process, ignored until it exits."""
+    return signals_held(second_stops=True, ignore_after=_LAST_WORD[0])
 
 
 def print_json(result: Any, *, to_stderr: bool = False) -> None:
@@ -92,13 +107,14 @@ def print_json(result: Any, *, to_stderr: bool = False) -> None:
     It counts as the run's one document before it is written, and Ctrl-C or SIGTERM
     while it is written (a slow reader) is held: the run is over, the document is
     printed whole and the command exits with its result's code (a second press stops
-    at once). A closed stdout loses the document quietly and keeps the exit code; any
+    at once); in the ``mp2amp`` process, later stops are ignored until it has exited
+    (``stops_end_with_result``). A closed stdout loses the document quietly and keeps the exit code; any
     other failure to write it (a full disk) is a ``TerminalError``."""
     stream = sys.stderr if to_stderr else sys.stdout
     text = json_text(result) + "\n"
     _printed[0] += 1
     try:
-        with signals_held(second_stops=True):
+        with printing_result():
             _write_whole(stream, text)
     except BrokenPipeError:
         stdout_nowhere(stream)
@@ -141,7 +157,7 @@ def print_stop(doc: dict[str, Any], *, to_stderr: bool = False) -> None:
     text = json_text(doc) + "\n"
     _printed[0] += 1
     try:
-        with signals_held(second_stops=True):
+        with printing_result():
             _write_whole(stream, text)
     except (OSError, KeyboardInterrupt):  # a second press: already stopping, same code
         stdout_nowhere(stream)

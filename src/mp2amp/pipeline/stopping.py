@@ -193,14 +193,18 @@ def signals_deferred(*, sigterm: bool = False) -> Iterator[DeferredStop]:
 
 
 @contextmanager
-def signals_held(*, second_stops: bool = False) -> Iterator[list[int]]:
+def signals_held(*, second_stops: bool = False,
+                 ignore_after: bool = False) -> Iterator[list[int]]:
     """Ctrl-C and SIGTERM noted, never raised, for a step that must happen whole: the
     renames that put finished outputs in place, the printing of a run's result. Why: a
     stop raised halfway leaves a new file beside an old one, or half a JSON document
     followed by an error object. The signals that came are in the yielded list: once the
     step is done the run is complete, so the caller drops them (a stop too late to undo
     anything). With ``second_stops`` a second signal stops at once: a write blocked on a
-    reader that never reads stays stoppable. Off the main thread nothing is held."""
+    reader that never reads stays stoppable. With ``ignore_after`` the signals are ignored
+    from then on instead of handled as before: the step was the process's last word (its
+    result printed), and a stop during its exit would turn the result's exit code into a
+    death by signal. Off the main thread nothing is held."""
     seen: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield seen
@@ -220,4 +224,4 @@ def signals_held(*, second_stops: bool = False) -> Iterator[list[int]]:
         yield seen
     finally:
         for signum, handler in taken.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if ignore_after else handler)
