@@ -12,6 +12,7 @@ in-process callers keep their handlers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -77,11 +78,9 @@ def _signalled_once_printed(cfg: Path, signum: int, *, as_json: bool) -> tuple[i
                 continue
         elif b"invariant:" in out and out.endswith(b"\n"):
             break
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(p.pid, signum)  # the run is over: too late to stop it
-    except ProcessLookupError:
-        pass
-    rest, err = p.communicate(timeout=60)
+    _, err = p.communicate(timeout=60)
     return p.returncode, err
 
 
