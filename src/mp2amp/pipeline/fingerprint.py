@@ -269,6 +269,10 @@ def run_fingerprint(config: Config, upload: UploadSettings,
         "max_events": upload.max_events,
         "max_bytes": upload.limits.max_bytes,
         "output_dir": _location(config.amplitude.output_dir, folder),
+        # which events Amplitude takes (short IDs): under another minimum a resume would
+        # send part of a user's history and dead-letter the rest (S3 import has no option)
+        **({"min_id_length": upload.min_id_length}
+           if config.amplitude.output_dir is None else {}),
         # what decides which events each window emits, and so where its batches are cut
         # (a changed privacy rule or plan would shift them under the same batch ids)
         "events": events_fingerprint(config),
@@ -284,6 +288,8 @@ FINGERPRINT_NAMES = {
                   "run was started by an earlier version: finish it with that version)",
     "events": "the [mixpanel] time and project settings, [transform], [privacy] or the files "
               "they name",
+    "min_id_length": "[amplitude] min_id_length (which events Amplitude takes: events the "
+                     "run sent or dead-lettered were judged by the first)",
 }
 
 
