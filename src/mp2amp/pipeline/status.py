@@ -26,10 +26,14 @@ class StatusResult:
 
     @property
     def complete(self) -> bool:
-        """Every window loaded and no event still waiting for Amplitude's daily quota (a
-        resume delivers those: a script polling for ``complete`` must not stop before)."""
-        return (bool(self.windows) and all(w.state == "loaded" for w in self.windows)
-                and not any(w.parked for w in self.windows))
+        """Every window loaded, no event still waiting for Amplitude's daily quota (a
+        resume delivers those: a script polling for ``complete`` must not stop before), and
+        the run over: none holds the folder (its last window is loaded before it writes
+        the dead-letter file and records its end) and the last one was not killed before
+        its end (then ``--resume`` does what it left)."""
+        return (self.loaded and not any(w.parked for w in self.windows)
+                and self.running_pid is None
+                and (self.last_attempt or {}).get("outcome") != "running")
 
     @property
     def loaded(self) -> bool:
