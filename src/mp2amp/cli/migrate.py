@@ -80,8 +80,10 @@ def _status_workdir(config: Path | None, workdir: Path | None) -> Path:
         except (OSError, ValueError):
             raise problem from None  # the file itself is unreadable: that message says why
         value = run.get("workdir") if isinstance(run, dict) else None
-        if not isinstance(value, str):  # the default: beside the file as it is seen
+        if value is None:  # the default: beside the file as it is seen
             return path.absolute().parent / RunConfig().workdir
+        if not isinstance(value, str) or not value.strip():
+            raise problem from None  # `workdir = 5` or "": the config's message names it
         try:
             given = Path(value).expanduser()  # "~/mig", as the loader reads paths
         except RuntimeError:
