@@ -58,30 +58,35 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         emu.wait(30)
 
 
-def _signalled_once_printed(cfg: Path, signum: int, *, as_json: bool) -> tuple[int, bytes]:
-    """Resume the finished run; signal its process group the moment its result is whole
-    on stdout (the JSON object parses, or the table's last line is out)."""
-    args = ["migrate", "-c", str(cfg), "--resume"] + (["--json"] if as_json else [])
+
+def _signal_once_whole(args: list[str], signum: int, *, json_on: str = "stdout",
+                       table: bool = False) -> tuple[int, bytes]:
+    """Run ``mp2amp ARGS``; signal its process group the moment its result is whole (the
+    JSON object on ``json_on`` parses, or with ``table`` migrate's last line is out)."""
+    # events on stdout (transform without --out) are not read here: not a pipe that fills
     p = subprocess.Popen(_mp2amp(*args), env=dict(os.environ, AMPLITUDE_API_KEY=KEY),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    assert p.stdout is not None
+                         stdout=subprocess.PIPE if json_on == "stdout" else subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, start_new_session=True)
+    stream = p.stdout if json_on == "stdout" else p.stderr
+    assert stream is not None
     out = b""
     while True:
-        chunk = os.read(p.stdout.fileno(), 65536)
+        chunk = os.read(stream.fileno(), 65536)
         assert chunk, f"no whole result printed: {out[-500:]!r}"
         out += chunk
-        if as_json:
-            try:
-                assert json.loads(out)["exit_code"] == 0
+        if table:
+            if b"invariant:" in out and out.endswith(b"\n"):
                 break
-            except ValueError:
-                continue
-        elif b"invariant:" in out and out.endswith(b"\n"):
+            continue
+        try:  # stderr may hold log lines before the object
+            json.loads(out[out.find(b"{"):] if b"{" in out else out)
             break
+        except ValueError:
+            continue
     with contextlib.suppress(ProcessLookupError):
         os.killpg(p.pid, signum)  # the run is over: too late to stop it
     _, err = p.communicate(timeout=60)
-    return p.returncode, err
+    return p.returncode, err if json_on == "stdout" else out + err
 
 
 @pytest.mark.parametrize("as_json", [True, False], ids=["json", "table"])
@@ -90,10 +95,34 @@ def test_a_stop_after_the_result_is_printed_keeps_the_result_exit_code(
         finished_run: Path, signum: int, as_json: bool) -> None:
     # before the fix each of these died by the signal (-15 / -2): the process lives
     # ~0.1-0.4 s after its result is out, so one signal is enough; three to be sure
+    args = ["migrate", "-c", str(finished_run), "--resume"] + (["--json"] if as_json else [])
     for _ in range(3):
-        code, err = _signalled_once_printed(finished_run, signum, as_json=as_json)
+        code, err = _signal_once_whole(args, signum, table=not as_json)
         assert code == 0, err.decode()[-2000:]
         assert b"interrupted" not in err
+
+
+@pytest.mark.parametrize("out", [True, False], ids=["out-file", "events-on-stdout"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_transform_keeps_its_exit_code_after_a_stop_once_its_summary_is_printed(
+        finished_run: Path, tmp_path: Path, signum: int, out: bool) -> None:
+    """Second review: transform prints its summary inside its deferred-stop block, whose
+    end put the default handlers back (exit -15 / -2, three times in three)."""
+    events = finished_run.parent / "gen" / "events"
+    args = ["transform", str(events), "--json", "--rejects", str(tmp_path / "r.jsonl")]
+    args += ["-o", str(tmp_path / "t.jsonl")] if out else []
+    for _ in range(3):
+        code, err = _signal_once_whole(args, signum, json_on="stdout" if out else "stderr")
+        assert code == 0, err.decode()[-2000:]
+        assert b"Traceback" not in err and b"interrupted" not in err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_status_keeps_its_exit_code_after_a_stop_once_printed(
+        finished_run: Path, signum: int) -> None:
+    for _ in range(3):
+        code, err = _signal_once_whole(["status", "-c", str(finished_run), "--json"], signum)
+        assert code == 0, err.decode()[-2000:]
 
 
 def test_in_process_the_handlers_come_back_unless_the_result_was_the_last_word() -> None:

@@ -187,6 +187,8 @@ def signals_deferred(*, sigterm: bool = False) -> Iterator[DeferredStop]:
         if sys.getprofile() is hook:
             sys.setprofile(None)
         for signum, before in taken.items():
+            if signal.getsignal(signum) is signal.SIG_IGN:
+                continue  # the block printed the process's last word (``signals_held``)
             if signum == signal.SIGTERM and stop.seen is Terminated:
                 before = signal.SIG_IGN  # as run(): a second SIGTERM must not cut the cleanup
             signal.signal(signum, signal.SIG_DFL if before is None else before)
