@@ -40,6 +40,32 @@ def test_a_wrong_workdir_is_reported_though_other_sections_have_problems(
     assert isinstance(error, dict) and any(said in p for p in error["problems"])
 
 
+@pytest.mark.parametrize(("text", "said"), [
+    ('run = "/x"\n', "run: must be a table ([run] or {...}), got a string '/x'"),
+    ('[[run]]\nworkdir = "/x"\n', "run: must be a table ([run] or {...}), got a list"),
+    ('[run]\nwork_dir = "/x"\n', "run.work_dir: unknown key; did you mean 'workdir'?"),
+])
+def test_a_wrong_run_section_is_reported_not_replaced_by_the_default(
+        tmp_path: Path, text: str, said: str) -> None:
+    """Second review: these read the default folder, exit 0, as if no workdir were set."""
+    (tmp_path / ".mp2amp").mkdir()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text + OTHER_PROBLEM)
+    code, doc = _status(cfg)
+    assert code == 2
+    error = doc["error"]
+    assert isinstance(error, dict) and any(said in p for p in error["problems"])
+
+
+def test_another_problem_in_run_keeps_the_default_workdir(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[run]\nconcurrency = "x"\n')  # migrate's concern; no workdir given
+    code, doc = _status(cfg)
+    assert code == 2
+    assert f"no migration in {tmp_path / '.mp2amp'} (no ledger.sqlite)" in \
+        str(doc["error"]["message"])  # type: ignore[index]
+
+
 def test_a_right_workdir_is_still_read_past_other_problems(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[run]\nworkdir = "w"\n{OTHER_PROBLEM}')

@@ -17,8 +17,10 @@ from typing import Any
 import orjson
 import pytest
 from migrate_kit import FAST, amplitude, make_config, small_events
+from typer.testing import CliRunner
 
 import mp2amp.pipeline.migrate as migrate_mod
+from mp2amp.cli import app
 from mp2amp.ledger import Ledger
 from mp2amp.pipeline.attempts import LAST_ATTEMPT
 from mp2amp.pipeline.status import status
@@ -64,6 +66,14 @@ def test_a_run_killed_after_its_last_window_is_not_complete_until_resumed(
         killed = status(work)
         assert killed.loaded and killed.running_pid is None
         assert killed.complete is False  # --resume writes what the run left
+        # the title says so, not "parked events wait" (second review: no event is parked)
+        shown = CliRunner().invoke(app, ["status", "--workdir", str(work)])
+        assert shown.exit_code == 0
+        title = " ".join(shown.stdout.split())
+        assert "loaded; the last run was killed before its end: run `mp2amp migrate " \
+               "--resume` to finish it" in title and "daily quota" not in title
         assert migrate_mod.migrate(config, resume=True,
                                    upload_overrides=dict(FAST)).exit_code == 0
         assert status(work).complete is True
+        shown = CliRunner().invoke(app, ["status", "--workdir", str(work)])
+        assert "complete" in shown.stdout and "killed before" not in shown.stdout

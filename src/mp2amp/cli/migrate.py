@@ -22,6 +22,7 @@ from mp2amp.cli.output import (
 if TYPE_CHECKING:
     from mp2amp.pipeline.accounting import WindowCounts
     from mp2amp.pipeline.result import MigrateResult
+    from mp2amp.pipeline.status import StatusResult
 
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", "-c", help="mp2amp.toml (default: ./mp2amp.toml when it exists).",
@@ -80,8 +81,10 @@ def _status_workdir(config: Path | None, workdir: Path | None) -> Path:
         except (OSError, ValueError):
             raise problem from None  # the file itself is unreadable: that message says why
         value = run.get("workdir") if isinstance(run, dict) else None
-        if value is None:  # the default: beside the file as it is seen
-            return path.absolute().parent / RunConfig().workdir
+        if value is None and not any(  # `run = "/x"`, `[[run]]`, a misspelt `work_dir`
+                p.startswith("run:") or (p.startswith("run.") and ": unknown key" in p)
+                for p in problem.problems):
+            return path.absolute().parent / RunConfig().workdir  # the default, beside the file
         if not isinstance(value, str) or not value.strip():
             raise problem from None  # `workdir = 5` or "": the config's message names it
         try:
@@ -177,9 +180,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                 else f"sent but not confirmed {unsettled} (sent again by --resume)"
             console.print(f"ledger {escape(str(result.ledger))}: windows {states}; batches done "
                           f"{result.batches['done']}, {flight}")
-            _render_totals(result.totals, "complete" if result.complete else
-                           "loaded; parked events wait for Amplitude's daily quota: run "
-                           "`mp2amp migrate --resume` later" if result.loaded else "in progress")
+            _render_totals(result.totals, _status_title(result))
             if result.running_pid is not None:
                 console.print(f"running now: mp2amp migrate, pid {result.running_pid or '?'}",
                               markup=False, highlight=False)
@@ -191,6 +192,22 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                 _render_windows(result.windows)
             if result.loaded:
                 _render_problems(result.windows)
+
+
+def _status_title(result: StatusResult) -> str:
+    """Where the run stands, over its totals: once every window is loaded, what it still
+    waits for (``StatusResult.complete``)."""
+    if result.complete:
+        return "complete"
+    if not result.loaded:
+        return "in progress"
+    if any(w.parked for w in result.windows):
+        return ("loaded; parked events wait for Amplitude's daily quota: run `mp2amp migrate "
+                "--resume` later")
+    if result.running_pid is not None:
+        return "loaded; the run is finishing (dead-letter file, its end)"
+    return ("loaded; the last run was killed before its end: run `mp2amp migrate --resume` to "
+            "finish it")
 
 
 def _last_attempt_line(doc: dict[str, Any], *, running: bool) -> str:
