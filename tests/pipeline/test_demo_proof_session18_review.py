@@ -272,7 +272,7 @@ def test_a_stopped_demo_says_how_to_go_on_with_the_demo(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cause: str) -> None:
     from mp2amp.cli import app
 
-    real_config, real_migrate = demo.load_config, demo.migrate
+    real_config, real_migrate, real_amp = demo.load_config, demo.migrate, demo.AmplitudeConfig
 
     def unreachable_mixpanel(path: Any, overrides: dict[str, Any], **kw: Any) -> Any:
         return real_config(path, {**overrides, "mixpanel.api_host": "http://127.0.0.1:9"}, **kw)
@@ -281,12 +281,16 @@ def test_a_stopped_demo_says_how_to_go_on_with_the_demo(
         kw["upload_overrides"] = {"backoff_base": 0.001, "backoff_cap": 0.001}
         return real_migrate(*args, **kw)
 
+    def always_failing(**kw: Any) -> Any:  # every request a 5xx: the uploader gives up
+        return real_amp(**{**kw, "fail_rate": 1.0})
+
     if cause == "mixpanel-unreachable":
         monkeypatch.setattr(demo, "load_config", unreachable_mixpanel)
         fail_rate = "0"
-    else:  # the highest --fail-rate the option takes
+    else:  # (the highest --fail-rate the demo takes no longer makes it stop: session 24)
         monkeypatch.setattr(demo, "migrate", quick_backoff)
-        fail_rate = "0.9"
+        monkeypatch.setattr(demo, "AmplitudeConfig", always_failing)
+        fail_rate = "0.5"
     result = CliRunner().invoke(app, ["demo", "--events", "1000", "--fail-rate", fail_rate,
                                       "--drop-rate", "0", "--quiet",
                                       "--workdir", str(tmp_path / "d")])

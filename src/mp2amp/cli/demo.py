@@ -24,10 +24,10 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             "--workdir", help="Folder for the project, emulator data and ledger "
                               "(default: a new temporary folder).", show_default=False)] = None,
         fail_rate: Annotated[float, typer.Option(
-            "--fail-rate", min=0.0, max=0.9,
+            "--fail-rate", min=0.0, max=0.5,  # pipeline.demo.MAX_FAULT_RATE
             help="Share of Amplitude requests answered 500/502/503/504.")] = 0.05,
         drop_rate: Annotated[float, typer.Option(
-            "--drop-rate", min=0.0, max=0.9,
+            "--drop-rate", min=0.0, max=0.5,  # (not imported here: the CLI loads fast)
             help="Share of Amplitude requests ingested, then answered by a dropped "
                  "connection.")] = 0.01,
         seed: Annotated[int, typer.Option("--seed", help="Data and fault seed.")] = 7,

@@ -67,6 +67,9 @@ PROJECT_THROTTLE_WAIT = 60.0
 DEVICE_EPS: dict[str, int] = {"batch": 1000, "httpapi": 30}
 
 
+MAX_RETRIES = 20  # failures in a row of one request before the run stops (--resume goes on)
+
+
 @dataclass(frozen=True, slots=True)
 class UploadSettings:
     api_key: str = field(repr=False)
@@ -80,7 +83,7 @@ class UploadSettings:
     gzip: bool = True
     gzip_level: int = 1                  # ISA-L level 0..3; JSON compresses ~8x even at 1
     timeout: float = 120.0               # seconds per request
-    max_retries: int = 20                # consecutive failures of one request before stopping
+    max_retries: int = MAX_RETRIES       # consecutive failures of one request before stopping
     backoff_base: float = 0.5
     backoff_cap: float = 60.0
     throttle_wait: float | None = None   # default per endpoint (THROTTLE_WAIT)

@@ -16,6 +16,7 @@ Any difference, or a run whose counts do not add up, exits non-zero.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -41,6 +42,7 @@ from mp2amp.emulators.mixpanel import MixpanelConfig, MixpanelEmulator
 from mp2amp.errors import ConfigError, InputError, Mp2AmpError, TerminalError
 from mp2amp.extract.files import iter_records
 from mp2amp.generate.project import MAX_USERS, GenerateConfig, generate_project
+from mp2amp.load.settings import MAX_RETRIES
 from mp2amp.pipeline.diskspace import is_disk_full, written_file
 from mp2amp.pipeline.migrate import migrate
 from mp2amp.pipeline.progress import Reporter
@@ -62,6 +64,10 @@ DEMO_DAYS = 14
 # --events as the CLI takes it; the most: the generator's MAX_USERS (users = events / 36.4)
 MIN_EVENTS = 1_000
 MAX_EVENTS = MAX_USERS * DEMO_DAYS * 26 // 10
+# --fail-rate and --drop-rate at most (as the CLI takes them): at 0.9 each request failed
+# 21 times in a row somewhere in every 200k demo, and no retry budget that avoids that
+# finishes in minutes; at 0.5 each a request fails 3 times in 4, ~67 times in a row at worst
+MAX_FAULT_RATE = 0.5
 _AMP_KEY, _AMP_SECRET = "demo-amplitude-key", "demo-amplitude-secret"
 _MP_SECRET = "demo-mixpanel-secret"
 # The demo asks segmentation once per event type (~40 types x 15 days: over half the real
@@ -204,6 +210,11 @@ def run_demo(events: int = 200_000, workdir: Path | None = None, *, seed: int = 
         # not the generator's "--users" it would become, an option the demo does not have
         raise ConfigError([f"--events must be between {MIN_EVENTS:,} and {MAX_EVENTS:,}, "
                            f"got {events:,}; nothing was generated"], source="mp2amp demo")
+    bad = [f"{name} must be between 0 and {MAX_FAULT_RATE}, got {rate}" for name, rate in
+           (("--fail-rate", fail_rate), ("--drop-rate", drop_rate))
+           if not 0 <= rate <= MAX_FAULT_RATE]
+    if bad:
+        raise ConfigError([*bad, "nothing was generated"], source="mp2amp demo")
     bypass_proxy_for_loopback()  # the emulators are on loopback, which no proxy can reach
 
     def run(root: Path) -> DemoResult:
@@ -217,6 +228,20 @@ def run_demo(events: int = 200_000, workdir: Path | None = None, *, seed: int = 
         if result.ok:
             _remove_passed(root, result)
         return result
+
+
+def demo_retries(fail_rate: float, drop_rate: float, events: int) -> int:
+    """Failures in a row of one request before the demo's migration stops: the uploader's
+    20, or as many as keep a stop anywhere in the run under one chance in a million for
+    the faults asked for (a request fails with ``fail_rate``, or is dropped after ingest
+    with ``drop_rate``; a 200k demo sends ~110 requests, counted here as one per 1,000
+    events). The faults are the demo's own: a real run's retries stay the uploader's."""
+    failing = fail_rate + (1 - fail_rate) * drop_rate
+    default = MAX_RETRIES
+    if failing <= 0:
+        return default
+    requests = max(50, events // 1000)
+    return max(default, math.ceil(math.log(1e-6 / requests) / math.log(failing)))
 
 
 @contextmanager
@@ -422,7 +447,9 @@ def _run_demo(root: Path, events: int, seed: int, fail_rate: float, drop_rate: f
             result = migrate(config, resume=resume, reporter=reporter,
                              mixpanel_overrides={"per_hour": 100_000, "per_second": 1_000,
                                                  "backoff_base": 0.05, "backoff_cap": 1.0},
-                             upload_overrides={"backoff_base": 0.05, "backoff_cap": 1.0})
+                             upload_overrides={
+                                 "backoff_base": 0.05, "backoff_cap": 1.0,
+                                 "max_retries": demo_retries(fail_rate, drop_rate, events)})
         except TerminalError as exc:
             if not resume or not str(exc).startswith(_CONFIG_CHANGED):
                 raise
