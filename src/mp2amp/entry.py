@@ -14,6 +14,9 @@ import sys
 from typing import NoReturn
 
 _WHAT_NEXT = "nothing was done yet: run the same command again"
+# `migrate --resume`: "nothing was done" read as if the earlier runs' progress were gone
+_RESUME_NEXT = ("this resume had not started yet (the ledger keeps what earlier runs did): "
+                "run the same command again")
 
 
 def main() -> None:
@@ -25,11 +28,12 @@ def main() -> None:
 
 
 def _stopped_while_loading(args: list[str]) -> NoReturn:
-    sys.stderr.write(f"interrupted; {_WHAT_NEXT}\n")
+    what_next = _RESUME_NEXT if "--resume" in args else _WHAT_NEXT
+    sys.stderr.write(f"interrupted; {what_next}\n")
     if "--json" in args:
         doc = {"exit_code": 130, "error": {
             "kind": "interrupted", "type": "KeyboardInterrupt", "signal": "SIGINT",
-            "message": f"interrupted; {_WHAT_NEXT}", "what_next": _WHAT_NEXT}}
+            "message": f"interrupted; {what_next}", "what_next": what_next}}
         # transform without --out writes its events to stdout: its objects go to stderr
         to_stderr = bool(args) and args[0] == "transform" and not any(
             a in ("-o", "--out") or a.startswith("--out=") for a in args)

@@ -125,6 +125,9 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
 
         def interrupted() -> str:
             if cfg is None:  # before the pipeline was imported, maybe
+                if resume:  # this resume did nothing; what earlier runs did is kept
+                    return ("this resume had not started yet (the ledger keeps what earlier "
+                            "runs did): run the same command again")
                 return "nothing was recorded yet: run the same command again"
             from mp2amp.pipeline.import_folder import resume_note
             from mp2amp.pipeline.migrate import ledger_path
