@@ -44,6 +44,11 @@ def test_a_wrong_workdir_is_reported_though_other_sections_have_problems(
     ('run = "/x"\n', "run: must be a table ([run] or {...}), got a string '/x'"),
     ('[[run]]\nworkdir = "/x"\n', "run: must be a table ([run] or {...}), got a list"),
     ('[run]\nwork_dir = "/x"\n', "run.work_dir: unknown key; did you mean 'workdir'?"),
+    # third pass: a misspelt section, or the key at the top
+    ('[runs]\nworkdir = "/x"\n', "runs: unknown key; did you mean 'run'?"),
+    ('[Run]\nworkdir = "/x"\n', "Run: unknown key; did you mean 'run'?"),
+    ('workdir = "/x"\n', "workdir: unknown key (known: amplitude, mixpanel, privacy, run, "
+     "source, transform)"),
 ])
 def test_a_wrong_run_section_is_reported_not_replaced_by_the_default(
         tmp_path: Path, text: str, said: str) -> None:

@@ -9,7 +9,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mp2amp.cli.output import StdoutConsole, cli_errors, console, err_console, print_json
+from mp2amp.cli.output import (
+    StdoutConsole,
+    cli_errors,
+    console,
+    err_console,
+    print_json,
+    printing_result,
+)
 
 if TYPE_CHECKING:
     from mp2amp.pipeline.demo import DemoResult
@@ -57,7 +64,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             if as_json:
                 print_json(result.as_dict())
             else:
-                _render(result)
+                with printing_result():  # the demo is over: a stop now changes nothing
+                    _render(result)
             raise typer.Exit(result.exit_code)
 
 

@@ -58,6 +58,15 @@ def load_cli_config(config: Path | None, overrides: dict[str, Any]) -> Any:
                           source=exc.source) from None
 
 
+def _may_hide_workdir(problem: str) -> bool:
+    """A config problem that may be a work folder not where the loader looks: ``run = "/x"``,
+    ``[[run]]``, a misspelt key in ``[run]`` (``work_dir``), or an unknown section or key at
+    the top (``[runs]``, ``[Run]``, ``workdir = ...``)."""
+    key, _, said = problem.partition(": ")
+    return key == "run" or (said.startswith("unknown key")
+                            and (key.startswith("run.") or "." not in key))
+
+
 def _status_workdir(config: Path | None, workdir: Path | None) -> Path:
     """The work folder ``status`` reads. It needs nothing else from the config, so a
     problem that only ``migrate`` cares about (a salt kept in the environment of the
@@ -81,9 +90,7 @@ def _status_workdir(config: Path | None, workdir: Path | None) -> Path:
         except (OSError, ValueError):
             raise problem from None  # the file itself is unreadable: that message says why
         value = run.get("workdir") if isinstance(run, dict) else None
-        if value is None and not any(  # `run = "/x"`, `[[run]]`, a misspelt `work_dir`
-                p.startswith("run:") or (p.startswith("run.") and ": unknown key" in p)
-                for p in problem.problems):
+        if value is None and not any(map(_may_hide_workdir, problem.problems)):
             return path.absolute().parent / RunConfig().workdir  # the default, beside the file
         if not isinstance(value, str) or not value.strip():
             raise problem from None  # `workdir = 5` or "": the config's message names it
@@ -176,25 +183,31 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             if as_json:
                 print_json(result.as_dict())
                 return
-            states = ", ".join(f"{k} {v}" for k, v in sorted(result.states.items()))
-            unsettled = result.batches["in_flight"]
-            # in flight only while a run holds the folder; after a stop they wait for --resume
-            flight = f"in flight {unsettled}" if result.running_pid is not None or not unsettled \
-                else f"sent but not confirmed {unsettled} (sent again by --resume)"
-            console.print(f"ledger {escape(str(result.ledger))}: windows {states}; batches done "
-                          f"{result.batches['done']}, {flight}")
-            _render_totals(result.totals, _status_title(result))
-            if result.running_pid is not None:
-                console.print(f"running now: mp2amp migrate, pid {result.running_pid or '?'}",
-                              markup=False, highlight=False)
-            if result.last_attempt is not None:
-                console.print(_last_attempt_line(result.last_attempt,
-                                                 running=result.running_pid is not None),
-                              markup=False, highlight=False)
-            if windows:
-                _render_windows(result.windows)
-            if result.loaded:
-                _render_problems(result.windows)
+            with printing_result():  # read whole: a stop now changes nothing
+                _render_status(result, windows)
+
+
+def _render_status(result: StatusResult, windows: bool) -> None:
+    """Where a migration stands, for people."""
+    states = ", ".join(f"{k} {v}" for k, v in sorted(result.states.items()))
+    unsettled = result.batches["in_flight"]
+    # in flight only while a run holds the folder; after a stop they wait for --resume
+    flight = f"in flight {unsettled}" if result.running_pid is not None or not unsettled \
+        else f"sent but not confirmed {unsettled} (sent again by --resume)"
+    console.print(f"ledger {escape(str(result.ledger))}: windows {states}; batches done "
+                  f"{result.batches['done']}, {flight}")
+    _render_totals(result.totals, _status_title(result))
+    if result.running_pid is not None:
+        console.print(f"running now: mp2amp migrate, pid {result.running_pid or '?'}",
+                      markup=False, highlight=False)
+    if result.last_attempt is not None:
+        console.print(_last_attempt_line(result.last_attempt,
+                                         running=result.running_pid is not None),
+                      markup=False, highlight=False)
+    if windows:
+        _render_windows(result.windows)
+    if result.loaded:
+        _render_problems(result.windows)
 
 
 def _status_title(result: StatusResult) -> str:

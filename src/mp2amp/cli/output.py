@@ -240,4 +240,5 @@ def emit(result: Any, as_json: bool, render: Callable[[Any], None]) -> None:
     if as_json:
         print_json(result)
     else:
-        render(result)
+        with printing_result():
+            render(result)

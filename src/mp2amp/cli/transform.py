@@ -11,7 +11,13 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from mp2amp.cli.output import StdoutConsole, cli_errors, print_json, stdout_nowhere
+from mp2amp.cli.output import (
+    StdoutConsole,
+    cli_errors,
+    print_json,
+    printing_result,
+    stdout_nowhere,
+)
 from mp2amp.errors import TerminalError
 from mp2amp.pipeline.stopping import signals_deferred, signals_held
 
@@ -233,7 +239,8 @@ def _summarize(result: TransformResult, doc: dict[str, Any], as_json: bool,
     if as_json:
         _print_json(doc, to_stderr)
     else:
-        _render(result, doc, to_stderr)
+        with printing_result():  # the run is over: a stop now changes nothing
+            _render(result, doc, to_stderr)
 
 
 def _print_json(doc: dict[str, Any], to_stderr: bool) -> None:

@@ -177,8 +177,13 @@ def signals_deferred(*, sigterm: bool = False) -> Iterator[DeferredStop]:
         taken[signum] = signal.signal(signum, noted)
     try:
         yield stop
-    except BaseException:
+    except BaseException as exc:
         stop.armed = False  # already stopping: no second stop in the cleanup
+        if stop.seen is not None and not isinstance(exc, KeyboardInterrupt) \
+                and _raised_for(exc):
+            # the stop raised where Python wraps what it catches (a class body's
+            # __set_name__: RuntimeError): still the stop, not a crash with a traceback
+            raise stop.seen() from exc
         raise
     else:
         stop.check()  # a signal after the last check still stops the run
@@ -192,6 +197,19 @@ def signals_deferred(*, sigterm: bool = False) -> Iterator[DeferredStop]:
             if signum == signal.SIGTERM and stop.seen is Terminated:
                 before = signal.SIG_IGN  # as run(): a second SIGTERM must not cut the cleanup
             signal.signal(signum, signal.SIG_DFL if before is None else before)
+
+
+def _raised_for(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised because of a ``KeyboardInterrupt`` (its cause or context,
+    a few links deep)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if seen is None:
+            return False
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+    return False
 
 
 @contextmanager
