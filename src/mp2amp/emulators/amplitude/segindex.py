@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from mp2amp.emulators.amplitude.store import EventStore
+from mp2amp.emulators.amplitude.store import EventStore, whole_lines
 
 MAX_STRING = 1024  # Amplitude keeps 1024 characters of a string (export.py cuts the same)
 
@@ -40,12 +40,11 @@ class EventIndex:
             entry = self._files[name] = _FileIndex(stat.st_ino)
         if stat.st_size == entry.size:
             return
-        with open(path, "rb") as fh:
-            fh.seek(entry.size)
-            data = fh.read(stat.st_size - entry.size)
-        end = data.rfind(b"\n")  # only whole lines; the rest is read next time
-        for raw in data[: end + 1].splitlines():
-            if not raw:
+        # only whole lines, read a buffer at a time (an hour's file can be hundreds of MB);
+        # the rest is read next time
+        for raw in whole_lines(path, entry.size, stat.st_size):
+            entry.size += len(raw)
+            if not raw.strip():
                 continue
             try:
                 request = orjson.loads(raw)
@@ -62,7 +61,6 @@ class EventIndex:
                 sent = event.get("time")
                 columns[0].append(sent if sent is not None else upload_ms)
                 columns[1].append(aid)
-        entry.size += end + 1
 
     def refresh(self) -> None:
         with self._lock:

@@ -67,6 +67,22 @@ def hour_start(name: str) -> datetime:
     return datetime.strptime(name, HOUR_FORMAT).replace(tzinfo=UTC)
 
 
+def whole_lines(path: Path | os.PathLike[str], start: int = 0,
+                stop: int | None = None) -> Iterator[bytes]:
+    """The lines of ``path`` from byte ``start`` (to ``stop``) that end in a newline, with
+    it (a line still being written has none yet), a buffer at a time: an hour's file holds
+    every request of that hour, hundreds of MB in a big migration, which reading it whole
+    (and cutting and splitting it) held three times over."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        at = start
+        for raw in fh:
+            at += len(raw)
+            if not raw.endswith(b"\n") or (stop is not None and at > stop):
+                return
+            yield raw
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
@@ -331,10 +347,8 @@ class EventStore:
                 and (last is None or p.stem <= last)]
 
     def iter_file(self, path: Path) -> Iterator[dict[str, Any]]:
-        data = path.read_bytes()
-        end = data.rfind(b"\n")  # a line still being written has no newline yet
-        for raw in data[: end + 1].splitlines():
-            if raw:
+        for raw in whole_lines(path):
+            if raw := raw.rstrip(b"\n"):
                 try:
                     request = orjson.loads(raw)
                 except orjson.JSONDecodeError:
@@ -427,10 +441,9 @@ class EventStore:
         kill stopped part-way, when the journaled count is no longer true)."""
         count = 0
         for path in self.hour_files():
-            data = path.read_bytes()
-            for raw in data[: data.rfind(b"\n") + 1].splitlines():
+            for raw in whole_lines(path):
                 try:
-                    aids = orjson.loads(raw)["a"] if raw else []
+                    aids = orjson.loads(raw)["a"] if raw.strip() else []
                 except orjson.JSONDecodeError:
                     continue  # a torn line: never answered 200, never counted
                 count += sum(aid is not None for aid in aids)
