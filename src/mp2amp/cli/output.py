@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import select
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from typing import IO, Any
 
 import orjson
@@ -94,10 +95,31 @@ def stops_end_with_result() -> None:
     _LAST_WORD[0] = True
 
 
-def printing_result() -> AbstractContextManager[list[int]]:
+@contextmanager
+def printing_result() -> Iterator[list[int]]:
     """Around the printing of a finished run's result: Ctrl-C and SIGTERM held (a second
-    one stops at once), then, in the ``mp2amp`` process, ignored until it exits."""
-    return signals_held(second_stops=True, ignore_after=_LAST_WORD[0])
+    one stops at once), then, in the ``mp2amp`` process, ignored until it exits. A second
+    stop came because the output blocks (a reader that stopped reading, a terminal paused
+    with Ctrl-S): what the stop says next would block there too, for good, so a stream
+    that cannot take a byte now is pointed at /dev/null first."""
+    try:
+        with signals_held(second_stops=True, ignore_after=_LAST_WORD[0]) as seen:
+            yield seen
+    except KeyboardInterrupt:
+        for stream in (sys.stdout, sys.stderr):
+            if not _writable_now(stream):
+                stdout_nowhere(stream)
+        raise
+
+
+def _writable_now(stream: IO[str]) -> bool:
+    """Whether a write to ``stream`` would not block (a file, a terminal, a pipe with room);
+    True where that cannot be told (no file behind it)."""
+    try:
+        fd = stream.fileno()
+        return bool(select.select([], [fd], [], 0)[1])
+    except (OSError, ValueError):
+        return True
 
 
 def print_json(result: Any, *, to_stderr: bool = False) -> None:

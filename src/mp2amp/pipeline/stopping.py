@@ -222,9 +222,9 @@ def signals_held(*, second_stops: bool = False,
     step is done the run is complete, so the caller drops them (a stop too late to undo
     anything). With ``second_stops`` a second signal stops at once: a write blocked on a
     reader that never reads stays stoppable. With ``ignore_after`` the signals are ignored
-    from then on instead of handled as before: the step was the process's last word (its
-    result printed), and a stop during its exit would turn the result's exit code into a
-    death by signal. Off the main thread nothing is held."""
+    from then on, once the step is done whole, instead of handled as before: the step was
+    the process's last word (its result printed), and a stop during its exit would turn
+    the result's exit code into a death by signal. Off the main thread nothing is held."""
     seen: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield seen
@@ -240,8 +240,12 @@ def signals_held(*, second_stops: bool = False,
         before = signal.getsignal(held)
         if before is not signal.SIG_IGN and before is not None:  # None: not set from Python
             taken[held] = signal.signal(held, note)
+    whole = False
     try:
         yield seen
+        whole = True
     finally:
+        # ignored only after a step done whole: one cut short by a second stop is not the
+        # last word, and what the stop then says must stay stoppable
         for signum, handler in taken.items():
-            signal.signal(signum, signal.SIG_IGN if ignore_after else handler)
+            signal.signal(signum, signal.SIG_IGN if ignore_after and whole else handler)
