@@ -30,6 +30,19 @@ FAST = {"backoff_base": 0.01, "backoff_cap": 0.05, "throttle_wait": 0.2}
 Key = tuple[str | None, str]  # (device_id or user_id, insert_id)
 
 
+def drop_fingerprint_key(work: Path, key: str) -> Any:
+    """Take ``key`` out of the run fingerprint recorded in ``work``'s ledger, as a run
+    started by an mp2amp that did not record it left it; returns the value it had."""
+    ledger = Ledger(work / "ledger.sqlite")
+    try:
+        stored = orjson.loads(str(ledger.get_meta("fingerprint")))
+        value = stored.pop(key)
+        ledger.set_meta("fingerprint", orjson.dumps(stored, option=orjson.OPT_SORT_KEYS).decode())
+        return value
+    finally:
+        ledger.close()
+
+
 def mp2amp(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
            check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([sys.executable, "-m", "mp2amp", *args], cwd=cwd, env=env,

@@ -10,13 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from migrate_kit import TIMEZONE, Project, amplitude, assert_exactly_once, make_config
+from migrate_kit import (
+    TIMEZONE,
+    Project,
+    amplitude,
+    assert_exactly_once,
+    drop_fingerprint_key,
+    make_config,
+)
 
 from mp2amp.config import load_config
 from mp2amp.errors import TerminalError
-from mp2amp.ledger import Ledger
 from mp2amp.pipeline.fingerprint import events_fingerprint
 from mp2amp.pipeline.migrate import migrate
 
@@ -101,11 +106,7 @@ def test_a_run_started_before_this_fingerprint_still_resumes(project: Project,
     with amplitude(tmp_path / "amp") as url:
         config = make_config(project.events, work, url)
         assert migrate(config).exit_code == 0
-        ledger = Ledger(work / "ledger.sqlite")
-        stored = orjson.loads(str(ledger.get_meta("fingerprint")))
-        del stored["events"]
-        ledger.set_meta("fingerprint", orjson.dumps(stored, option=orjson.OPT_SORT_KEYS).decode())
-        ledger.close()
+        drop_fingerprint_key(work, "events")
         assert migrate(config, resume=True).exit_code == 0
         assert_exactly_once(url, project.expected)
 
@@ -118,11 +119,7 @@ def test_a_run_started_under_the_earlier_insert_id_scheme_is_refused(project: Pr
     with amplitude(tmp_path / "amp") as url:
         config = make_config(project.events, work, url)
         assert migrate(config).exit_code == 0
-        ledger = Ledger(work / "ledger.sqlite")
-        stored = orjson.loads(str(ledger.get_meta("fingerprint")))
-        assert stored.pop("insert_ids") == 3
-        ledger.set_meta("fingerprint", orjson.dumps(stored, option=orjson.OPT_SORT_KEYS).decode())
-        ledger.close()
+        assert drop_fingerprint_key(work, "insert_ids") == 3
         with pytest.raises(TerminalError) as refused:
             migrate(config, resume=True)
         assert "(the insert_id scheme (this mp2amp makes scheme-3 ids; the run was started " \

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from migrate_kit import Project, amplitude, assert_exactly_once, make_config, run_until_crash
+from migrate_kit import (
+    Project,
+    amplitude,
+    assert_exactly_once,
+    drop_fingerprint_key,
+    make_config,
+    run_until_crash,
+)
 
 from mp2amp.errors import TerminalError
 from mp2amp.ledger import Ledger
@@ -47,11 +54,7 @@ def test_a_run_recorded_without_min_id_length_still_resumes(project: Project,
     with amplitude(tmp_path / "amp") as url:
         config = make_config(project.events, work, url)
         assert migrate(config).exit_code == 0
-        ledger = Ledger(work / "ledger.sqlite")
-        stored = orjson.loads(str(ledger.get_meta("fingerprint")))
-        assert stored.pop("min_id_length") == 1
-        ledger.set_meta("fingerprint", orjson.dumps(stored, option=orjson.OPT_SORT_KEYS).decode())
-        ledger.close()
+        assert drop_fingerprint_key(work, "min_id_length") == 1
         assert migrate(config, resume=True).exit_code == 0
         assert_exactly_once(url, project.expected)
 
