@@ -92,8 +92,9 @@ def test_a_resume_with_another_privacy_rule_is_refused(project: Project, tmp_pat
         with pytest.raises(TerminalError) as refused:
             migrate(changed, resume=True)
         assert "differs from the one the run started with in what decides its batches " \
-               "(the [mixpanel] time and project settings, [transform], [privacy] or the " \
-               "files they name; was" in str(refused.value)
+               "(what decides which events go out: [privacy] exclude_users; was" \
+               in str(refused.value)
+        assert "event_settings" not in str(refused.value)
         same = migrate(make_config(project.events, work, url), resume=True)
         assert same.exit_code == 0
         assert_exactly_once(url, project.expected)
@@ -145,3 +146,34 @@ def test_an_identity_table_folder_counts_by_its_files_and_a_file_by_its_bytes(
     (folder / "b.jsonl").write_text("2\n")
     assert events_fingerprint(_config(tmp_path, **{"source.identity_table": str(folder)})) \
         != with_one
+
+
+def test_a_refused_resume_names_each_setting_that_changed(project: Project,
+                                                          tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        assert migrate(make_config(project.events, work, url)).exit_code == 0
+        changed = make_config(project.events, work, url,
+                              **{"transform.session_gap_minutes": 45, "privacy.ip": "drop"})
+        with pytest.raises(TerminalError) as refused:
+            migrate(changed, resume=True)
+        assert "(what decides which events go out: [privacy] ip, [transform] " \
+               "session_gap_minutes; was {" in str(refused.value)
+
+
+def test_a_run_that_recorded_no_settings_is_refused_in_general_words(
+        project: Project, tmp_path: Path) -> None:
+    """Runs started before the fingerprint held each setting's digest: the change is
+    found by the one digest of them all, and named by what it covers."""
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        assert migrate(make_config(project.events, work, url)).exit_code == 0
+        drop_fingerprint_key(work, "event_settings")
+        changed = make_config(project.events, work, url,
+                              **{"transform.session_gap_minutes": 45})
+        with pytest.raises(TerminalError) as refused:
+            migrate(changed, resume=True)
+        assert "(the [mixpanel] time and project settings, [transform], [privacy] or the " \
+               "files they name; was" in str(refused.value)
+        assert migrate(make_config(project.events, work, url), resume=True).exit_code == 0
+        assert_exactly_once(url, project.expected)

@@ -117,7 +117,12 @@ def _canonical(value: Any, legacy: bool = False) -> Any:
 
 
 def events_fingerprint(config: Config, legacy: bool = False, listed: bool = True) -> str:
-    doc = {
+    return _digest(orjson.dumps(_events_doc(config, legacy, listed),
+                                option=orjson.OPT_SORT_KEYS, default=str))
+
+
+def _events_doc(config: Config, legacy: bool = False, listed: bool = True) -> dict[str, Any]:
+    return {
         "mixpanel": {name: _canonical(getattr(config.mixpanel, name))
                      for name in _MIXPANEL_FIELDS},
         "transform": _canonical(config.transform),
@@ -127,7 +132,26 @@ def events_fingerprint(config: Config, legacy: bool = False, listed: bool = True
         "identity_table": None if config.source.identity_table is None
         else _table(config.source.identity_table, config.source.storage_options, listed),
     }
-    return _digest(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS, default=str))
+
+
+# the config section each part of ``_events_doc`` comes from, as a message names it
+_SECTIONS = {"mixpanel": "[mixpanel]", "transform": "[transform]", "privacy": "[privacy]"}
+
+
+def _settings_of(doc: dict[str, Any]) -> dict[str, str]:
+    """Each setting of ``_events_doc`` by its name in the config (``[transform] plan``), as
+    a short digest of its value: what a refused resume names as changed. Digests, not
+    values: the hash salt is a secret, and files count by their content."""
+    out = {}
+    for section, values in doc.items():
+        if section in _SECTIONS and isinstance(values, dict):
+            for name, value in values.items():
+                out[f"{_SECTIONS[section]} {name}"] = _digest(
+                    orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str))
+        else:
+            out["[source] identity_table" if section == "identity_table" else section] = \
+                _digest(orjson.dumps(values, option=orjson.OPT_SORT_KEYS, default=str))
+    return out
 
 
 def _table(table: str, options: Mapping[str, Any] | None, listed: bool = True) -> Any:
@@ -257,6 +281,7 @@ def run_fingerprint(config: Config, upload: UploadSettings,
                     folder: Path | None = None) -> dict[str, Any]:
     """What must not change between a run and its resume (batch ids depend on it); with
     ``folder``, the locations inside it relative to it."""
+    events = _events_doc(config)
     return {
         "source": {"files": [_location(f, folder) for f in config.source.files],
                    "from_date": str(config.source.from_date),
@@ -275,7 +300,9 @@ def run_fingerprint(config: Config, upload: UploadSettings,
            if config.amplitude.output_dir is None else {}),
         # what decides which events each window emits, and so where its batches are cut
         # (a changed privacy rule or plan would shift them under the same batch ids)
-        "events": events_fingerprint(config),
+        "events": _digest(orjson.dumps(events, option=orjson.OPT_SORT_KEYS, default=str)),
+        # the same, setting by setting: a refused resume names the settings that changed
+        EVENT_SETTINGS: _settings_of(events),
         # how insert_ids are made: a resume under another scheme would resend in-flight
         # batches under new ids (duplicates), so a run started by an mp2amp that recorded
         # none (scheme 1) is refused too
@@ -283,6 +310,7 @@ def run_fingerprint(config: Config, upload: UploadSettings,
     }
 
 
+EVENT_SETTINGS = "event_settings"
 FINGERPRINT_NAMES = {
     "insert_ids": f"the insert_id scheme (this mp2amp makes scheme-{INSERT_ID_SCHEME} ids; the "
                   "run was started by an earlier version: finish it with that version)",
@@ -389,11 +417,12 @@ def _check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known:
                   replan: Callable[[], None] | None) -> None:
     now = _same_places(known, run_fingerprint(config, upload, config_folder(config)),
                        run_fingerprint(config, upload), ledger.get_meta(FOLDER_META))
-    changed = _unless_legacy_table(
-        _unless_legacy_salt(changed_keys(known, now), known, config), known, config)
-    if changed and ledger.get_meta(FOLDER_META) is None and _unless_legacy_table(
-            _unless_legacy_salt(changed_keys(known, run_fingerprint(config, upload)), known,
-                                config), known, config) is None:
+    changed = _settings_follow_events(_unless_legacy_table(
+        _unless_legacy_salt(changed_keys(known, now), known, config), known, config))
+    if changed and ledger.get_meta(FOLDER_META) is None and _settings_follow_events(
+            _unless_legacy_table(_unless_legacy_salt(
+                changed_keys(known, run_fingerprint(config, upload)), known, config),
+                known, config)) is None:
         changed = []  # started by an mp2amp that kept absolute paths: recorded anew
     if changed and may_change(changed):
         changed = []
@@ -406,13 +435,50 @@ def _check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known:
     if not changed:  # its locations as the config names them now (an older run: relative)
         record_fingerprint(ledger, config, upload)
     if changed:
-        named = ", ".join(FINGERPRINT_NAMES.get(k, k) for k in changed)
+        named = ", ".join(_named(k, known, now) for k in changed)
         what_next = _stripped_salt(changed, known, config) or (
             "; resume with the original settings, or start a new run in a new work folder")
         raise TerminalError(
             "this configuration differs from the one the run started with in what decides "
-            f"its batches ({named}; was {known}, now {_dumps(now)}){_moved(ledger, config)}"
+            f"its batches ({named}; was {_shown(known)}, now {_dumps(_without_settings(now))})"
+            f"{_moved(ledger, config)}"
             f"{what_next}")
+
+
+def _settings_follow_events(changed: list[str] | None) -> list[str] | None:
+    """``changed`` without ``event_settings``, which is ``events`` setting by setting: it
+    differs only with it (a run whose ``events`` is accepted in an older form is too)."""
+    if not changed or EVENT_SETTINGS not in changed:
+        return changed
+    return [k for k in changed if k != EVENT_SETTINGS] or None
+
+
+def _without_settings(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fingerprint.items() if k != EVENT_SETTINGS}
+
+
+def _shown(known: str) -> str:
+    """A recorded fingerprint as a refusal shows it: without its settings' digests (the
+    changed ones are named)."""
+    try:
+        was = orjson.loads(known)
+    except orjson.JSONDecodeError:
+        return known
+    return _dumps(_without_settings(was)) if isinstance(was, dict) else known
+
+
+def _named(key: str, known: str, now: dict[str, Any]) -> str:
+    """How a refusal names a changed fingerprint key: ``events`` by the settings that
+    changed, when the run recorded them one by one (an earlier mp2amp did not)."""
+    if key == "events":
+        was = orjson.loads(known).get(EVENT_SETTINGS)  # a dict: "events" was compared
+        settings = now.get(EVENT_SETTINGS)
+        if isinstance(was, dict) and isinstance(settings, dict):
+            differ = sorted(k for k in was.keys() | settings.keys()
+                            if was.get(k) != settings.get(k))
+            if differ:
+                return "what decides which events go out: " + ", ".join(differ)
+    return FINGERPRINT_NAMES.get(key, key)
 
 
 def _unless_events_were(changed: list[str] | None, known: str,
