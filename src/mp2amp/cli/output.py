@@ -8,7 +8,7 @@ import select
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
 import orjson
 import typer
@@ -102,14 +102,38 @@ def printing_result() -> Iterator[list[int]]:
     stop came because the output blocks (a reader that stopped reading, a terminal paused
     with Ctrl-S): what the stop says next would block there too, for good, so a stream
     that cannot take a byte now is pointed at /dev/null first."""
+    real = sys.stdout, sys.stderr
     try:
         with signals_held(second_stops=True, ignore_after=_LAST_WORD[0]) as seen:
-            yield seen
+            # a table printed by rich (or print) is written whole as well: through the
+            # streams' buffered writers, a held stop would cut it where the reader lagged
+            sys.stdout = cast(TextIO, _WholeWrites(real[0]))
+            sys.stderr = cast(TextIO, _WholeWrites(real[1]))
+            try:
+                yield seen
+            finally:
+                sys.stdout, sys.stderr = real
     except KeyboardInterrupt:
         for stream in (sys.stdout, sys.stderr):
             if not _writable_now(stream):
                 stdout_nowhere(stream)
         raise
+
+
+class _WholeWrites:
+    """A text stream whose writes go to their last byte (``_write_whole``); all else is
+    the wrapped stream's (``isatty``, ``encoding``, ``fileno``: rich's colours and width
+    stay those of the real stream)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        _write_whole(self._stream, text)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _writable_now(stream: IO[str]) -> bool:
