@@ -120,3 +120,30 @@ def test_migrate_may_start_in_an_empty_ledger_file(tmp_path: Path) -> None:
     ledger.add_windows([("a", "file", {})])
     assert [w.window_id for w in ledger.windows()] == ["a"]
     ledger.close()
+
+
+def _status_words(workdir: Path) -> str:
+    result = invoke("status", "--workdir", str(workdir))
+    assert result.exit_code == 0
+    return " ".join(result.stdout.split())
+
+
+def test_a_run_killed_before_it_planned_its_windows_reads_as_not_started(
+        tmp_path: Path) -> None:
+    Ledger(tmp_path / "ledger.sqlite").close()  # created, no plan and no fingerprint yet
+    words = _status_words(tmp_path)
+    assert "windows none planned; batches done 0, in flight 0" in words
+    assert ("mp2amp not started: the last run stopped before it planned its windows; run "
+            "`mp2amp migrate` again (with or without --resume)") in words
+    assert "in progress" not in words
+
+
+def test_a_run_that_planned_no_windows_has_nothing_to_migrate(tmp_path: Path) -> None:
+    from mp2amp.pipeline.fingerprint import FINGERPRINT_META
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.set_meta(FINGERPRINT_META, "{}")  # the plan (no windows) and its settings
+    ledger.close()
+    words = _status_words(tmp_path)
+    assert "windows none planned" in words
+    assert "mp2amp nothing to migrate: the run planned no windows" in words

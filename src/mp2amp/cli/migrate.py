@@ -189,7 +189,7 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
 
 def _render_status(result: StatusResult, windows: bool) -> None:
     """Where a migration stands, for people."""
-    states = ", ".join(f"{k} {v}" for k, v in sorted(result.states.items()))
+    states = ", ".join(f"{k} {v}" for k, v in sorted(result.states.items())) or "none planned"
     unsettled = result.batches["in_flight"]
     # in flight only while a run holds the folder; after a stop they wait for --resume
     flight = f"in flight {unsettled}" if result.running_pid is not None or not unsettled \
@@ -215,6 +215,11 @@ def _status_title(result: StatusResult) -> str:
     waits for (``StatusResult.complete``)."""
     if result.complete:
         return "complete"
+    if not result.windows and result.running_pid is None:
+        if not result.totals.get("balanced"):  # no fingerprint: killed as it started
+            return ("not started: the last run stopped before it planned its windows; run "
+                    "`mp2amp migrate` again (with or without --resume)")
+        return "nothing to migrate: the run planned no windows"
     if not result.loaded:
         return "in progress"
     if any(w.parked for w in result.windows):
