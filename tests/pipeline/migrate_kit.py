@@ -43,6 +43,19 @@ def drop_fingerprint_key(work: Path, key: str) -> Any:
         ledger.close()
 
 
+def drop_settings(work: Path) -> None:
+    """Take the per-setting digests out of ``work``'s ledger, as a run started by an
+    mp2amp that recorded only the one digest of them all left it."""
+    import sqlite3
+
+    db = sqlite3.connect(work / "ledger.sqlite")
+    try:
+        with db:
+            db.execute("DELETE FROM meta WHERE key = 'event_settings'")
+    finally:
+        db.close()
+
+
 def mp2amp(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
            check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([sys.executable, "-m", "mp2amp", *args], cwd=cwd, env=env,

@@ -17,6 +17,7 @@ from migrate_kit import (
     amplitude,
     assert_exactly_once,
     drop_fingerprint_key,
+    drop_settings,
     make_config,
 )
 
@@ -168,7 +169,7 @@ def test_a_run_that_recorded_no_settings_is_refused_in_general_words(
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         assert migrate(make_config(project.events, work, url)).exit_code == 0
-        drop_fingerprint_key(work, "event_settings")
+        drop_settings(work)
         changed = make_config(project.events, work, url,
                               **{"transform.session_gap_minutes": 45})
         with pytest.raises(TerminalError) as refused:

@@ -36,7 +36,7 @@ import logging
 import os
 import secrets
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,23 +135,41 @@ def _events_doc(config: Config, legacy: bool = False, listed: bool = True) -> di
 
 
 # the config section each part of ``_events_doc`` comes from, as a message names it
-_SECTIONS = {"mixpanel": "[mixpanel]", "transform": "[transform]", "privacy": "[privacy]"}
+_SECTIONS = ("mixpanel", "transform", "privacy")
 
 
-def _settings_of(doc: dict[str, Any]) -> dict[str, str]:
-    """Each setting of ``_events_doc`` by its name in the config (``[transform] plan``), as
-    a short digest of its value: what a refused resume names as changed. Digests, not
-    values: the hash salt is a secret, and files count by their content."""
-    out = {}
+def _settings_of(doc: dict[str, Any], config: Config) -> dict[str, str]:
+    """Each setting of ``_events_doc`` by its name in the config (``[transform] plan``,
+    ``[transform.revenue] price``), as a short digest of its value: what a refused resume
+    names as changed. Digests, not values: the hash salt is a secret, and files count by
+    their content."""
+    out: dict[str, str] = {}
+
+    def add(table: str, values: dict[str, Any], section: Any) -> None:
+        for name, value in values.items():
+            part = getattr(section, name, None)
+            if dataclasses.is_dataclass(part) and isinstance(value, dict):  # a sub-table
+                add(f"{table}.{name}", value, part)
+            else:
+                out[f"[{table}] {name}"] = _value_digest(value)
+
     for section, values in doc.items():
         if section in _SECTIONS and isinstance(values, dict):
-            for name, value in values.items():
-                out[f"{_SECTIONS[section]} {name}"] = _digest(
-                    orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str))
+            add(section, values, getattr(config, section))
         else:
             out["[source] identity_table" if section == "identity_table" else section] = \
-                _digest(orjson.dumps(values, option=orjson.OPT_SORT_KEYS, default=str))
+                _value_digest(values)
     return out
+
+
+def _value_digest(value: Any) -> str:
+    return _digest(orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str))
+
+
+def event_settings(config: Config) -> dict[str, str]:
+    """``_settings_of`` the configuration: recorded beside the fingerprint
+    (``SETTINGS_META``), compared only to name what a refused resume changed."""
+    return _settings_of(_events_doc(config), config)
 
 
 def _table(table: str, options: Mapping[str, Any] | None, listed: bool = True) -> Any:
@@ -281,7 +299,7 @@ def run_fingerprint(config: Config, upload: UploadSettings,
                     folder: Path | None = None) -> dict[str, Any]:
     """What must not change between a run and its resume (batch ids depend on it); with
     ``folder``, the locations inside it relative to it."""
-    events = _events_doc(config)
+    events = _events_doc(config)  # files it names are read once per listing (one_listing)
     return {
         "source": {"files": [_location(f, folder) for f in config.source.files],
                    "from_date": str(config.source.from_date),
@@ -300,9 +318,7 @@ def run_fingerprint(config: Config, upload: UploadSettings,
            if config.amplitude.output_dir is None else {}),
         # what decides which events each window emits, and so where its batches are cut
         # (a changed privacy rule or plan would shift them under the same batch ids)
-        "events": _digest(orjson.dumps(events, option=orjson.OPT_SORT_KEYS, default=str)),
-        # the same, setting by setting: a refused resume names the settings that changed
-        EVENT_SETTINGS: _settings_of(events),
+        "events": _value_digest(events),
         # how insert_ids are made: a resume under another scheme would resend in-flight
         # batches under new ids (duplicates), so a run started by an mp2amp that recorded
         # none (scheme 1) is refused too
@@ -310,8 +326,14 @@ def run_fingerprint(config: Config, upload: UploadSettings,
     }
 
 
+# ``events`` setting by setting (``event_settings``), in a ledger meta key of its own: a
+# key in the fingerprint would be compared by an mp2amp that does not know it, which would
+# then refuse every run this one resumed (it did so for a day, in the fingerprint itself:
+# such runs are still read, the key not compared)
 EVENT_SETTINGS = "event_settings"
+SETTINGS_META = EVENT_SETTINGS
 FINGERPRINT_NAMES = {
+    "id_merge": "[mixpanel] id_merge",
     "insert_ids": f"the insert_id scheme (this mp2amp makes scheme-{INSERT_ID_SCHEME} ids; the "
                   "run was started by an earlier version: finish it with that version)",
     "events": "the [mixpanel] time and project settings, [transform], [privacy] or the files "
@@ -348,6 +370,7 @@ def record_fingerprint(ledger: Ledger, config: Config, upload: UploadSettings,
     folder = config_folder(config)
     with one_listing():  # the fingerprint and the table's meta: of one listing
         ledger.set_meta(FINGERPRINT_META, _dumps(run_fingerprint(config, upload, folder)))
+        ledger.set_meta(SETTINGS_META, _dumps(event_settings(config)))
         table = _table_now(config)
     if table is not None:
         ledger.set_meta(TABLE_META, table)
@@ -435,7 +458,10 @@ def _check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known:
     if not changed:  # its locations as the config names them now (an older run: relative)
         record_fingerprint(ledger, config, upload)
     if changed:
-        named = ", ".join(_named(k, known, now) for k in changed)
+        names = [_named(k, known, ledger.get_meta(SETTINGS_META), config) for k in changed]
+        # id_merge is also a setting of ``events``: named once
+        named = ", ".join(n for n in dict.fromkeys(names)
+                          if not any(n != other and n in other for other in names))
         what_next = _stripped_salt(changed, known, config) or (
             "; resume with the original settings, or start a new run in a new work folder")
         raise TerminalError(
@@ -467,15 +493,21 @@ def _shown(known: str) -> str:
     return _dumps(_without_settings(was)) if isinstance(was, dict) else known
 
 
-def _named(key: str, known: str, now: dict[str, Any]) -> str:
+def _named(key: str, known: str, recorded: str | None, config: Config) -> str:
     """How a refusal names a changed fingerprint key: ``events`` by the settings that
-    changed, when the run recorded them one by one (an earlier mp2amp did not)."""
+    changed, when the run recorded them one by one (``recorded``, or inside ``known`` as
+    for a day; an earlier mp2amp did not)."""
     if key == "events":
-        was = orjson.loads(known).get(EVENT_SETTINGS)  # a dict: "events" was compared
-        settings = now.get(EVENT_SETTINGS)
-        if isinstance(was, dict) and isinstance(settings, dict):
-            differ = sorted(k for k in was.keys() | settings.keys()
-                            if was.get(k) != settings.get(k))
+        was: Any = None
+        with suppress(orjson.JSONDecodeError):
+            was = orjson.loads(recorded) if recorded is not None else \
+                orjson.loads(known).get(EVENT_SETTINGS)  # a dict: "events" was compared
+        if isinstance(was, dict):
+            now = event_settings(config)
+            both = was.keys() & now.keys()
+            # a setting named only on one side: one a newer mp2amp added, or named anew
+            differ = sorted(k for k in both if was[k] != now[k]) or sorted(
+                k for k in was.keys() ^ now.keys())
             if differ:
                 return "what decides which events go out: " + ", ".join(differ)
     return FINGERPRINT_NAMES.get(key, key)
