@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import os
 import select
@@ -178,6 +179,27 @@ def unwritable_result(exc: OSError, stream: IO[str]) -> TerminalError:
                          f"shown): send {where} where it can be written")
 
 
+def _json_escape(error: UnicodeError) -> tuple[str, int]:
+    """What a stream cannot encode, as JSON writes it (``\\udcff``, ``\\u00e9``): valid
+    inside a JSON document's strings, and readable in a table (the JSON results escape
+    lone surrogates so already)."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    out = []
+    for ch in error.object[error.start:error.end]:
+        code = ord(ch)
+        if code > 0xFFFF:  # a surrogate pair, as JSON spells characters past the BMP
+            code -= 0x10000
+            out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return "".join(out), error.end
+
+
+_ESCAPES = "mp2amp-json-escape"
+codecs.register_error(_ESCAPES, _json_escape)
+
+
 def _write_whole(stream: IO[str], text: str) -> None:
     """Write ``text`` to ``stream`` to its last byte. Why not ``stream.write``: a signal
     handled (held) while a buffered write waits on a slow reader makes it return as if
@@ -190,8 +212,12 @@ def _write_whole(stream: IO[str], text: str) -> None:
         stream.flush()
         return
     stream.flush()  # what is buffered goes first
-    data = memoryview(text.encode(getattr(stream, "encoding", None) or "utf-8",
-                                  getattr(stream, "errors", None) or "strict"))
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        raw = text.encode(encoding, getattr(stream, "errors", None) or "strict")
+    except UnicodeEncodeError:  # a lone surrogate (a path's undecodable byte), or ASCII out
+        raw = text.encode(encoding, _ESCAPES)
+    data = memoryview(raw)
     while data:
         data = data[os.write(fd, data):]
 
