@@ -118,12 +118,15 @@ def test_json_array_invalid_utf8_is_rejected_not_replaced(tmp_path: Path,
     assert str(path) in rej.message and "element 2" in rej.message
 
 
-def test_json_array_trailing_content_is_reported(tmp_path: Path) -> None:
+def test_json_lines_after_a_json_array_are_read_on(tmp_path: Path) -> None:
+    """``cat day1.json day2.jsonl``: the lines were one rejection, the rest lost (session
+    26; tests/extract/test_jsonarray_session26_soak.py)."""
     path = tmp_path / "two.json"
-    path.write_text('[{"a":1}]\n{"b":2}\n')
+    path.write_text('[{"a":1}]\n{"b":2}\nnot json\n')
     recs = list(iter_records([str(path)]))
-    assert recs[0].record == {"a": 1}
-    assert recs[1].rejection and "closing ']'" in recs[1].rejection.message
+    assert [(r.line, r.record) for r in recs[:2]] == [(1, {"a": 1}), (2, {"b": 2})]
+    assert recs[2].rejection is not None and recs[2].rejection.record == "not json"
+    assert len(recs) == 3
 
 
 def test_json_arrays_one_after_another_are_all_read(tmp_path: Path) -> None:

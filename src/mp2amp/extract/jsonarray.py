@@ -19,7 +19,9 @@ element with no end before the file's, in a file that ends with its array's ``]`
 bracket left open inside it, or a stray quote after which the text closes the element and
 the array), or within ``MAX_ELEMENT_CHARS`` gives up the rest of the file
 (``malformed_json``). Invalid UTF-8 rejects its element as ``invalid_utf8``, as it rejects
-a JSON line, rather than becoming U+FFFD.
+a JSON line, rather than becoming U+FFFD. A bad element is rejected with its whole text,
+as a bad JSON line is. What follows the array other than another array (JSON lines: ``cat
+day1.json day2.jsonl``) is read on as JSON lines.
 
 An element's ``line`` is the 1-based line it starts on, so that a pretty-printed array's
 dead letter points at it. Records are keyed by file and line (the ledger's rejects and
@@ -30,6 +32,7 @@ numbered on from that one: an array written on one line numbers its elements 1, 
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -234,7 +237,15 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
             if not skip_ws(_WS_BETWEEN):
                 return
             if buf[pos] != "[":
-                yield broken(index + 1, "follows the closing ']' (one array per file)")
+                # JSON lines after the array (`cat day1.json day2.jsonl`): read on as
+                # lines, each kept or rejected whole (it was one rejection of 200
+                # characters, the rest of the file lost)
+                from mp2amp.extract.lines import parse_lines, split_lines  # imports this
+
+                rest = buf[pos:].encode("utf-8", "surrogateescape") + utf8.getstate()[0]
+                more = iter(()) if eof else iter(lambda: stream.read(CHUNK), b"")
+                yield from parse_lines(source, split_lines(itertools.chain([rest], more)),
+                                       max(line_at(pos), last + 1))
                 return
             pos += 1  # arrays one after another (`cat day1.json day2.json`): read on
             first_of_array = True
@@ -308,12 +319,13 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 return
             if pos == start and buf[pos] != ",":
                 pos += 1  # never read the same place again: the element is its first character
-            head = _clean(buf[start:min(pos, start + 200)].rstrip())
+            # the element's whole text, as a bad JSON line's: it can be fixed and sent again
+            text = _clean(buf[start:pos].rstrip())
             rej = Rejection(
                 "malformed_json",
-                f"{source}: JSON array element {index} {what}: {head[:80]!r} (line {line}); "
+                f"{source}: JSON array element {index} {what}: {text[:80]!r} (line {line}); "
                 "skipped, reading goes on with the next element",
-                source=source, line=line, record=head,
+                source=source, line=line, record=text,
             )
             yield SourceRecord(source, line, None, rej)
             continue

@@ -385,11 +385,11 @@ def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield b"".join(pending)
 
 
-def parse_lines(source: str, lines: Iterable[bytes]) -> Iterator[SourceRecord]:
-    """SourceRecords of JSON lines, numbered from 1."""
+def parse_lines(source: str, lines: Iterable[bytes], first_line: int = 1) -> Iterator[SourceRecord]:
+    """SourceRecords of JSON lines, numbered from ``first_line``."""
     parser = LineParser(source)
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    for lineno, line in enumerate(lines, start=1):
+    for lineno, line in enumerate(lines, start=first_line):
         # Fast path for the common case (a whole object on its own line, nothing
         # pending); everything else, including re-parsing, goes through the parser.
         if parser.idle:
