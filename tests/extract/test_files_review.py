@@ -102,7 +102,7 @@ def test_huge_integer_in_a_json_line_is_rejected_naming_file_and_line(tmp_path: 
                     + line(2) + "\n")
     got = list(iter_records([str(path)]))
     assert [(r.line, r.rejection.reason if r.rejection else None) for r in got] == [
-        (1, None), (2, "malformed_json"), (3, None)]
+        (1, None), (2, "non_json_value"), (3, None)]
     assert f"{path} line 2" in got[1].rejection.message  # type: ignore[union-attr]
 
 
@@ -205,7 +205,7 @@ def test_huge_integer_in_a_json_array_element_rejects_only_that_element(tmp_path
     path = tmp_path / "a.json"
     path.write_text("[" + line(0) + ',{"event":"X","properties":{"n":' + HUGE_INT + "}},"
                     + line(2) + "]")
-    assert summary([path]) == [("a.json", 1, "u0"), ("a.json", 2, "malformed_json"),
+    assert summary([path]) == [("a.json", 1, "u0"), ("a.json", 2, "non_json_value"),
                                ("a.json", 3, "u2")]
 
 
@@ -214,7 +214,7 @@ def test_huge_integer_in_a_pretty_printed_object_rejects_only_that_object(
     path = tmp_path / "p.json"
     path.write_text('{\n  "event": "X",\n  "properties": {"n": ' + HUGE_INT + "}\n}\n"
                     + json.dumps(event(2), indent=2) + "\n")
-    assert summary([path]) == [("p.json", 1, "malformed_json"), ("p.json", 5, "u2")]
+    assert summary([path]) == [("p.json", 1, "non_json_value"), ("p.json", 5, "u2")]
 
 
 def test_migrate_of_an_array_with_a_huge_integer_delivers_the_rest(tmp_path: Path) -> None:

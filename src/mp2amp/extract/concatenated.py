@@ -15,6 +15,7 @@ import codecs
 import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
 from mp2amp.errors import Rejection
 from mp2amp.extract.jsonarray import _BAD_BYTE, MAX_ELEMENT_CHARS, TOO_DEEP, Readable, _clean
@@ -62,6 +63,17 @@ def _one_per_line(source: str, group: list[SourceRecord]) -> SourceRecord:
         f"{source} line {line} starts {len(group)} JSON values one after another, not one "
         "record: put each on its own line and migrate them from that file (the file's "
         "other records are not held back)", source=source, line=line, record=text))
+
+
+_LONG_INTEGER = "holds an integer too long to read (4300+ digits)"
+
+
+def _long_integer_in(text: str) -> Any:
+    """extract.lines' ``LongInteger`` (the field, its digits) for an object holding an
+    integer too long to read, None if it holds none."""
+    from mp2amp.extract.lines import long_integer  # extract.lines imports extract modules
+
+    return long_integer(text.encode())
 
 
 def _values(source: str, stream: Readable, first: bytes = b"") -> Iterator[SourceRecord]:
@@ -121,7 +133,7 @@ def _values(source: str, stream: Readable, first: bytes = b"") -> Iterator[Sourc
             except RecursionError:
                 return None, pos, TOO_DEEP
             except ValueError:  # valid JSON Python refuses: an integer of 4300+ digits
-                return None, pos, "holds an integer too long to read (4300+ digits)"
+                return None, pos, _LONG_INTEGER
             if end == len(buf) and not eof and refill():  # a number may go on
                 continue
             return value, end, ""
@@ -138,6 +150,16 @@ def _values(source: str, stream: Readable, first: bytes = b"") -> Iterator[Sourc
         value, end, problem = decode()
         if problem:
             text = _clean(skip_bad().rstrip())
+            long = _long_integer_in(text) if problem == _LONG_INTEGER else None
+            if long is not None:  # valid JSON: named as a JSON line's or an element's is
+                rej = Rejection(
+                    "non_json_value",
+                    f"{source} line {lineno}: {long.field} is an integer of "
+                    f"{long.digits:,} digits, past what can be read (Amplitude takes 64 "
+                    f"bits): {text[:80]!r}; skipped, reading goes on",
+                    field=long.field, source=source, line=lineno, record=text)
+                yield SourceRecord(source, lineno, None, rej)
+                continue
             rej = Rejection(
                 "malformed_json",
                 f"{source} line {lineno}: the object starting here {problem}: "

@@ -264,6 +264,7 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
         index += 1
         line = number(pos)
         starts = line_at(pos)  # the line in the file (``line`` counts on along one line)
+        long_integer = False
         while True:
             try:
                 value, end = decoder.raw_decode(buf, pos)
@@ -279,7 +280,7 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 # it used to escape as a traceback and lose the whole file
                 value, end = _TOO_DEEP, pos
             except ValueError:  # valid JSON Python refuses: an integer of 4300+ digits
-                value, end = _PARSE_ERROR, pos
+                value, end, long_integer = _PARSE_ERROR, pos, True
             else:
                 # A number at the buffer's end may continue in the next chunk.
                 if end == len(buf) and not eof and refill():
@@ -321,6 +322,16 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 pos += 1  # never read the same place again: the element is its first character
             # the element's whole text, as a bad JSON line's: it can be fixed and sent again
             text = _clean(buf[start:pos].rstrip())
+            long = _long_integer_in(text) if long_integer else None
+            if long is not None:
+                rej = Rejection(
+                    "non_json_value",
+                    f"{source}: JSON array element {index}: {long.field} is an integer of "
+                    f"{long.digits:,} digits, past what can be read (Amplitude takes 64 "
+                    f"bits): {text[:80]!r} (line {line})",
+                    field=long.field, source=source, line=line, record=text)
+                yield SourceRecord(source, line, None, rej)
+                continue
             rej = Rejection(
                 "malformed_json",
                 f"{source}: JSON array element {index} {what}: {text[:80]!r} (line {line}); "
@@ -350,6 +361,14 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 source=source, line=line, record=value,
             )
             yield SourceRecord(source, line, None, rej)
+
+
+def _long_integer_in(text: str) -> Any:
+    """extract.lines' ``LongInteger`` for an element holding an integer too long to
+    read (the field and its digits), as a JSON line gets; None if it holds none."""
+    from mp2amp.extract.lines import long_integer  # extract.lines imports this module
+
+    return long_integer(text.encode())
 
 
 def _parse_deep(text: str) -> tuple[Any, bytes | None]:

@@ -20,7 +20,9 @@ later line can join are first joined among themselves where they parse. Mixpanel
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -59,8 +61,46 @@ def parse_json(data: bytes) -> Any:
         pass
     try:
         return json.loads(data)
-    except (ValueError, RecursionError):
+    except json.JSONDecodeError:
         return _PARSE_ERROR
+    except RecursionError:
+        return _PARSE_ERROR
+    except ValueError:  # valid JSON Python refuses: an integer past its 4300 digits
+        return long_integer(data) or _PARSE_ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class LongInteger:
+    """What ``parse_json`` gives for valid JSON holding an integer past the digits Python
+    reads (4300): where the first one is (``properties.n``, ``properties.list[2]``) and
+    its length. Its line is rejected as ``non_json_value``, kept whole, naming the field."""
+
+    field: str
+    digits: int
+
+
+def long_integer(data: bytes) -> LongInteger | None:
+    limit = sys.get_int_max_str_digits()
+
+    def parse_int(text: str) -> Any:
+        digits = len(text.lstrip("-"))
+        return LongInteger("", digits) if limit and digits > limit else int(text)
+
+    try:
+        value = json.loads(data, parse_int=parse_int)
+    except (ValueError, RecursionError):
+        return None
+    todo: list[tuple[str, Any]] = [("", value)]
+    while todo:
+        path, item = todo.pop()
+        if isinstance(item, LongInteger):
+            return LongInteger(path or "(the line)", item.digits)
+        if isinstance(item, dict):
+            todo.extend((f"{path}.{k}" if path else str(k), v)
+                        for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            todo.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+    return None
 
 
 def _too_deep(data: bytes) -> bool:
@@ -346,6 +386,15 @@ class LineParser:
     def _classify(self, lineno: int, raw: bytes, value: Any) -> SourceRecord:
         if isinstance(value, dict):
             return SourceRecord(self.source, lineno, value, None)
+        if isinstance(value, LongInteger):
+            rej = Rejection(
+                "non_json_value",
+                f"{self.source} line {lineno}: {value.field} is an integer of {value.digits:,} "
+                "digits, past what can be read (Amplitude takes 64 bits): "
+                f"{_preview(raw)!r}",
+                field=value.field, source=self.source, line=lineno,
+                record=raw.decode("utf-8", "replace"))
+            return SourceRecord(self.source, lineno, None, rej)
         rej = Rejection(
             "not_an_object",
             f"{self.source} line {lineno} is {_type_name(value)}, not a JSON object: "

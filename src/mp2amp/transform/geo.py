@@ -106,6 +106,10 @@ def coordinate(value: object, limit: float) -> float | None:
             value = float(value)
         except ValueError:
             return None
+    if type(value) is int:
+        whole: int = value
+        if not -1000 <= whole <= 1000:  # as ints: one past a double's range has no float
+            return None
     if type(value) not in (int, float):
         return None
     number = float(value)  # type: ignore[arg-type]

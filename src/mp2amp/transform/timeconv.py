@@ -82,15 +82,23 @@ def to_epoch_ms(value: object) -> int:
     """
     t = type(value)
     if t is int:
-        number: float | int = value  # type: ignore[assignment]
+        number: float | int = _bounded(value, value)  # type: ignore[arg-type]
     elif t is float:
         number = value  # type: ignore[assignment]
         if number != number or number in (float("inf"), float("-inf")):
             raise TimeError("invalid_time", f"time is not a finite number ({value!r})")
     elif t is str:
         text = value.strip()  # type: ignore[attr-defined]
+        if not text.isascii() or "_" in text:  # int() and float() read "1_000" and "١٢"
+            raise TimeError(
+                "invalid_time",
+                f"time must be epoch seconds or milliseconds in ASCII digits, got {value!r:.60}")
+        whole: int | None = None  # kept apart from ``number`` until bounded (_bounded)
         try:
-            number = int(text) if text.isdigit() else float(text)
+            if text.isdigit():
+                whole = int(text)
+            else:
+                number = float(text)
         except ValueError:
             hint = ""
             if any(c in text for c in "-:/") and any(c.isdigit() for c in text):
@@ -100,6 +108,8 @@ def to_epoch_ms(value: object) -> int:
                 "invalid_time",
                 f"time must be epoch seconds or milliseconds, got {value!r:.60}{hint}"
             ) from None
+        if whole is not None:
+            number = _bounded(whole, value)
         if number != number or number in (float("inf"), float("-inf")):
             raise TimeError("invalid_time", f"time is not a finite number ({value!r:.60})")
     elif value is None:
@@ -123,6 +133,15 @@ def to_epoch_ms(value: object) -> int:
             f"time {value!r:.40} is {_describe(ms)}, outside 1971-01-01..2100-01-01",
         )
     return ms
+
+
+def _bounded(whole: int, value: object) -> int:
+    """``whole``, when it can be a time at all: compared as an int, as one past a double's
+    range has no float (the compiled build would fail to make one: a ``TypeError``)."""
+    if -10**20 < whole < 10**20:  # nanoseconds of 2100 are 4.1e18
+        return whole
+    raise TimeError("time_out_of_range",
+                    f"time {value!r:.40} is far outside any date, outside 1971-01-01..2100-01-01")
 
 
 def seconds_to_ms(seconds: float) -> int:
