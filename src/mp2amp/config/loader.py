@@ -20,7 +20,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -331,6 +331,9 @@ class _Parser:
                     return date.fromisoformat(raw)
                 except ValueError:
                     pass
+            if isinstance(raw, datetime | time):  # TOML's own: shown as written, not repr
+                return self._bad(path, f"must be a date like 2024-01-31 (the day alone), got "
+                                 f"{raw.isoformat()}")
             return self._bad(path, f"must be a date like 2024-01-31, got {raw!r}")
         if tp is Secret:  # stripped as the environment's: a salt of blanks is none
             return Secret(raw.strip()) if isinstance(raw, str) and raw.strip() else self._bad(

@@ -201,6 +201,9 @@ class MixpanelConfig:
         return out
 
 
+EXPORT_EARLIEST = date(2011, 7, 10)  # Raw Export's first day (reference: export API)
+
+
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
     from_date: date | None = None
@@ -221,6 +224,11 @@ class SourceConfig:
     def problems(self) -> list[str]:
         if self.from_date and self.to_date and self.from_date > self.to_date:
             return [f"to_date: {self.to_date} is before from_date {self.from_date}"]
+        if self.from_date and self.from_date < EXPORT_EARLIEST:
+            # Mixpanel's 400 "from_date cannot be earlier than 2011-07-10", found only once
+            # the run was recorded and its first query spent
+            return [f"from_date: {self.from_date} is before {EXPORT_EARLIEST}, the first day "
+                    "Mixpanel's Export API serves; set it to that day or later"]
         if (self.from_date is None) != (self.to_date is None):
             return ["from_date/to_date: give both, or neither"]
         if self.files and self.from_date is not None:

@@ -266,14 +266,25 @@ def _iter_stream(url: str, stream: BinaryIO, chunk: int = CHUNK,
         # A damaged compressed file: what was read is kept, the loss is reported as a
         # rejection so that the counts show it.
         line = count + 1
-        rej = Rejection("truncated_file",
-                        f"{url} is damaged after {_where(records_read, count)} ({exc}); the rest of the "
-                        "file could not be read: restore the file and run again",
+        if any(word in str(exc).lower() for word in _CHECKSUM_WORDS):
+            # the trailer's CRC or length: all of it was read, but not what was written
+            what = (f"{url} fails its gzip checksum after {_where(records_read, count)} "
+                    f"({exc}): it was read to its end, but the bytes are not the ones "
+                    "written (a damaged copy), so some records may be altered")
+        else:
+            what = (f"{url} is damaged after {_where(records_read, count)} ({exc}); the "
+                    "rest of the file could not be read")
+        rej = Rejection("truncated_file", f"{what}: restore the file and run again",
                         source=url, line=line)
         yield SourceRecord(url, line, None, rej)
     except OSError as exc:
         raise InputError(f"reading {url} failed after {_where(records_read, count)}: {exc}; "
                          "check the file and run again") from exc
+
+
+# how zlib ("incorrect data check", "incorrect length check"), ISA-L ("Incorrect
+# checksum", "Incorrect length") and gzip ("CRC check failed") name a trailer mismatch
+_CHECKSUM_WORDS = ("checksum", "data check", "length check", "incorrect length", "crc check")
 
 
 def _normalized(rec: SourceRecord, utc: bool = False) -> SourceRecord:

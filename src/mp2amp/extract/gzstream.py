@@ -17,6 +17,7 @@ GZIP_CHUNK = 1 << 16
 # times: ~0.5 us a record)
 GZIP_INPUT = 1 << 13
 GZIP_MAGIC = b"\x1f\x8b"
+TRAILER = 8  # a gzip member's CRC-32 and length
 # what a damaged .gz raises, from either decompressor
 GZIP_ERRORS: tuple[type[BaseException], ...] = (
     EOFError, gzip.BadGzipFile, zlib.error, cast(type[BaseException], isal_zlib.error))
@@ -35,6 +36,24 @@ class GzipStream:
         # ISA-L: the same gzip, decompressed about twice as fast as zlib
         self._inflate = isal_zlib.decompressobj(wbits=31)
         self._ended = False  # the raw stream is exhausted
+        # The raw stream's last 8 bytes, held back until it ends: a file's gzip trailer
+        # (CRC and length), fed alone, so that a checksum mismatch is raised by a call
+        # with no output of its own and every record decompressed is handed over first
+        # (fed with the last 8 KB, that output was lost with the error: a small file's
+        # every record)
+        self._held = b""
+
+    def _read_raw(self) -> bytes:
+        while True:
+            more = self._raw.read(GZIP_INPUT)
+            if not more:
+                self._ended = True
+                held, self._held = self._held, b""
+                return held
+            more = self._held + more
+            self._held = more[-TRAILER:]
+            if len(more) > TRAILER:
+                return more[:-TRAILER]
 
     def read(self, size: int = -1) -> bytes:
         limit = size if size > 0 else GZIP_CHUNK
@@ -43,17 +62,14 @@ class GzipStream:
             if inflate.eof:  # a member ended: another may follow
                 data = inflate.unused_data.lstrip(b"\0")  # gzip tolerates zero padding
                 while not data and not self._ended:
-                    more = self._raw.read(GZIP_INPUT)
-                    self._ended = not more
-                    data = more.lstrip(b"\0")
+                    data = self._read_raw().lstrip(b"\0")
                 if not data:
                     return b""
                 inflate = self._inflate = isal_zlib.decompressobj(wbits=31)
             else:
                 data = inflate.unconsumed_tail
                 if not data and not self._ended:
-                    data = self._raw.read(GZIP_INPUT)
-                    self._ended = not data
+                    data = self._read_raw()
             if data:
                 out: bytes = inflate.decompress(data, limit)
                 if out:
