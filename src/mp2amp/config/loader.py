@@ -150,6 +150,10 @@ class _Invalid:
 
 
 _INVALID = _Invalid()
+# "s3:/bucket/x": a storage URL with one slash (a local folder named "s3:" otherwise: the
+# import files were written there, nothing to S3, exit 0); the schemes storage URLs use
+_ONE_SLASH = re.compile(r"(s3a?|gs|gcs|az|abfss?|adl|https?|file|memory|hdfs|s?ftp):/(?!/)",
+                        re.IGNORECASE)
 _ITEM = object()  # the "default" of a list's item: removed from the list, not the file
 _UNCHECKED = object()  # no blank check: a location's blank is a path's problem
 
@@ -357,8 +361,16 @@ class _Parser:
             return self._bad(path, f"must be a path or URL, got {_kind(value)}; write \".\" "
                                    "for the config file's own folder")
         if isinstance(value, str) and "://" not in value:
+            if (slash := _ONE_SLASH.match(value)) is not None:
+                return self._bad(path, f"{value!r} is a URL missing a slash: write "
+                                       f"{slash.group(1)}://{value[slash.end():]} (or "
+                                       f"./{value} for a local folder of that name)")
             home = self._home(value, path)
             return str(self.base / home) if isinstance(home, Path) else home
+        if isinstance(value, str):  # S3://b/k: schemes are case-insensitive
+            scheme, sep, rest = value.partition("://")
+            if scheme.isascii() and scheme.isalnum():
+                return f"{scheme.lower()}{sep}{rest}"
         return value
 
     def _home(self, raw: str, path: str) -> Path | _Invalid:

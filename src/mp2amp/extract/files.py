@@ -165,6 +165,7 @@ def expand_paths(
     # named one by one), per place: a local layout and a bucket's are read apart
     slices: dict[str | None, Slices] = {}
     for path in paths:
+        path = lower_scheme(path)
         protocol = _protocol(path)
         if protocol is None:
             check = slices.setdefault(None, Slices(str, layout_paths()))
@@ -304,6 +305,15 @@ def _normalized(rec: SourceRecord, utc: bool = False) -> SourceRecord:
                     field="properties" if "properties" in shaped else "time",
                     source=rec.source, line=rec.line, record=rec.record)
     return SourceRecord(rec.source, rec.line, None, rej)
+
+
+def lower_scheme(url: str) -> str:
+    """``url`` with its scheme lowercased (``S3://b/k`` -> ``s3://b/k``): schemes are
+    case-insensitive (RFC 3986), but the storage backends strip only a lowercase one
+    ("S3://b/k" was read as bucket "S3:")."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.lower()}{sep}{rest}" if sep and scheme.isascii() and scheme.isalnum() \
+        else url
 
 
 def _protocol(path: str) -> str | None:

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from fsspec.registry import known_implementations
+
 from mp2amp.errors import InputError, Mp2AmpError, TerminalError
 from mp2amp.remote_fs import url_to_fs
 
@@ -29,6 +31,10 @@ class SinkStopped(Exception):
 def bucket_problems(target: str) -> list[str]:
     """What in ``target``'s name Amplitude's import cannot take (from the name alone):
     ``ConfigError`` problems of ``amplitude.output_dir``."""
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", target)
+    if scheme and scheme.group(1).lower() not in known_implementations:  # s4://
+        return [f"{target}: {scheme.group(1)}:// is not a storage protocol; set "
+                "[amplitude] output_dir to a folder or s3://BUCKET/PREFIX"]
     named = re.match(r"(s3a?|gs|gcs)://([^/]*)", target)
     if named and not named.group(2):  # else said as a missing bucket '' to create
         return [f"{target} names no bucket; set [amplitude] output_dir to "
