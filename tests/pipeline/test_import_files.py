@@ -181,7 +181,8 @@ def test_a_second_migration_into_the_same_folder_stops_and_leaves_the_firsts_fil
     with pytest.raises(migrate_module.TerminalError) as refused:
         migrate(config(project.events, tmp_path / "work2", out))
     assert str(refused.value).startswith(
-        f"the output folder {out} already holds the import files of another migration (")
+        f"the output folder {out} already holds the import files of another migration "
+        "(1 import file and 1 converter config, e.g. ")
     assert "give each migration its own folder or prefix" in str(refused.value)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     # the second one goes on once pointed at its own folder (same work folder, --resume)

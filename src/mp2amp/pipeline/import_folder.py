@@ -118,6 +118,19 @@ def _converter_owner(fs: Any, path: str) -> str | None:
     return str(pattern)
 
 
+def _counted(found: list[str]) -> str:
+    """``2 import files and 1 converter config``: what of the folder is another run's."""
+    from mp2amp.load.s3sink import CONVERTER_NAME
+
+    converters = sum(1 for path in found
+                     if path.rstrip("/").rsplit("/", 1)[-1] == CONVERTER_NAME)
+    files = len(found) - converters
+    parts = [f"{files} import file{'s' if files != 1 else ''}"] if files else []
+    if converters:
+        parts.append(f"{converters} converter config{'s' if converters != 1 else ''}")
+    return " and ".join(parts)
+
+
 def refuse_another_runs_files(target: str, storage_options: dict[str, Any] | None, *,
                               run: str | None = None, attempt: int = 1) -> None:
     """Stop when the folder holds another migration's import files or converter config:
@@ -131,12 +144,12 @@ def refuse_another_runs_files(target: str, storage_options: dict[str, Any] | Non
     if attempt == 1:
         raise TerminalError(
             f"the output folder {target} already holds the import files of another migration "
-            f"({len(found)}, e.g. {found[0]}); give each migration its own folder or prefix "
+            f"({_counted(found)}, e.g. {found[0]}); give each migration its own folder or prefix "
             "(Amplitude's S3 import reads a prefix), or move those files away, then run the "
             "same `mp2amp migrate` command with --resume")
     raise TerminalError(
         f"the output folder {target} now holds import files or a converter config this run "
-        f"did not write ({len(found)}, e.g. {found[0]}): another migration wrote into it "
+        f"did not write ({_counted(found)}, e.g. {found[0]}): another migration wrote into it "
         "since this run's last attempt; nothing was removed. Give each migration its own "
         "folder or prefix: move the other migration's files and its converter config to one "
         "(or, if this run has written no file yet, set [amplitude] output_dir to another "
