@@ -36,7 +36,7 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except UsageError as exc:
-            _usage_document(exc, args)
+            _usage_document(exc, args, _named_command(self, ctx, args))
             raise  # typer prints the usual message on stderr and exits 2
 
 
@@ -45,10 +45,21 @@ class _Commands(TyperGroup):
 _DATA_ON_STDOUT = {"transform": ("--out", "-o")}
 
 
-def _usage_document(exc: UsageError, args: list[str]) -> None:
+def _named_command(group: Any, ctx: Any, args: list[str]) -> Any:
+    """The command ``args`` name (``emulate amplitude``: through its group), None when
+    they name none."""
+    command, rest = group, list(args)
+    while rest and hasattr(command, "get_command"):
+        command, rest = command.get_command(ctx, rest[0]), rest[1:]
+    return None if command is group else command
+
+
+def _usage_document(exc: UsageError, args: list[str], named: Any = None) -> None:
     from mp2amp.cli.output import print_stop
 
-    command = exc.ctx.command if exc.ctx is not None else None
+    # the parser's own errors (an option without its value, a flag given one) come
+    # without a context: the command is the one the arguments name
+    command = exc.ctx.command if exc.ctx is not None else named
     if command is None or not any("--json" in p.opts for p in command.params):
         return
     given = args[:args.index("--")] if "--" in args else args
