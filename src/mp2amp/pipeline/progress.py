@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -323,6 +324,8 @@ def choose_reporter(quiet: bool, stream: TextIO | None = None,
     out = stream or sys.stderr
     if quiet or out is None:
         return NullReporter()
-    if out.isatty():
+    # TERM=dumb (Emacs shells, some CI consoles): rich draws no live display there until
+    # the run ends, so such a terminal gets the plain lines
+    if out.isatty() and os.environ.get("TERM", "").lower() != "dumb":
         return RichReporter()
     return LogReporter(out, interval)
