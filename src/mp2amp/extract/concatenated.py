@@ -15,10 +15,10 @@ import codecs
 import json
 import re
 from collections.abc import Iterator
-from typing import Any
 
 from mp2amp.errors import Rejection
 from mp2amp.extract.jsonarray import _BAD_BYTE, MAX_ELEMENT_CHARS, TOO_DEEP, Readable, _clean
+from mp2amp.extract.lines import long_integer_rejection
 from mp2amp.models import SourceRecord
 
 CHUNK = 1 << 20
@@ -66,14 +66,6 @@ def _one_per_line(source: str, group: list[SourceRecord]) -> SourceRecord:
 
 
 _LONG_INTEGER = "holds an integer too long to read (4300+ digits)"
-
-
-def _long_integer_in(text: str) -> Any:
-    """extract.lines' ``LongInteger`` (the field, its digits) for an object holding an
-    integer too long to read, None if it holds none."""
-    from mp2amp.extract.lines import long_integer  # extract.lines imports extract modules
-
-    return long_integer(text.encode())
 
 
 def _values(source: str, stream: Readable, first: bytes = b"") -> Iterator[SourceRecord]:
@@ -150,15 +142,11 @@ def _values(source: str, stream: Readable, first: bytes = b"") -> Iterator[Sourc
         value, end, problem = decode()
         if problem:
             text = _clean(skip_bad().rstrip())
-            long = _long_integer_in(text) if problem == _LONG_INTEGER else None
+            long = long_integer_rejection(text, f"{source} line {lineno}",
+                                    f"{text[:80]!r}; skipped, reading goes on", source,
+                                    lineno) if problem == _LONG_INTEGER else None
             if long is not None:  # valid JSON: named as a JSON line's or an element's is
-                rej = Rejection(
-                    "non_json_value",
-                    f"{source} line {lineno}: {long.field} is an integer of "
-                    f"{long.digits:,} digits, past what can be read (Amplitude takes 64 "
-                    f"bits): {text[:80]!r}; skipped, reading goes on",
-                    field=long.field, source=source, line=lineno, record=text)
-                yield SourceRecord(source, lineno, None, rej)
+                yield SourceRecord(source, lineno, None, long)
                 continue
             rej = Rejection(
                 "malformed_json",

@@ -322,15 +322,11 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
                 pos += 1  # never read the same place again: the element is its first character
             # the element's whole text, as a bad JSON line's: it can be fixed and sent again
             text = _clean(buf[start:pos].rstrip())
-            long = _long_integer_in(text) if long_integer else None
+            long = _long_integer_in(text, f"{source}: JSON array element {index}",
+                                    f"{text[:80]!r} (line {line})", source, line) \
+                if long_integer else None
             if long is not None:
-                rej = Rejection(
-                    "non_json_value",
-                    f"{source}: JSON array element {index}: {long.field} is an integer of "
-                    f"{long.digits:,} digits, past what can be read (Amplitude takes 64 "
-                    f"bits): {text[:80]!r} (line {line})",
-                    field=long.field, source=source, line=line, record=text)
-                yield SourceRecord(source, line, None, rej)
+                yield SourceRecord(source, line, None, long)
                 continue
             rej = Rejection(
                 "malformed_json",
@@ -363,12 +359,13 @@ def iter_array(source: str, stream: Readable, first: bytes = b"") -> Iterator[So
             yield SourceRecord(source, line, None, rej)
 
 
-def _long_integer_in(text: str) -> Any:
-    """extract.lines' ``LongInteger`` for an element holding an integer too long to
-    read (the field and its digits), as a JSON line gets; None if it holds none."""
-    from mp2amp.extract.lines import long_integer  # extract.lines imports this module
+def _long_integer_in(text: str, where: str, shown: str, source: str,
+                     line: int) -> Rejection | None:
+    """The ``non_json_value`` rejection of an element holding an integer too long to
+    read, naming the field as a JSON line's does; None if it holds none."""
+    from mp2amp.extract.lines import long_integer_rejection  # extract.lines imports this
 
-    return long_integer(text.encode())
+    return long_integer_rejection(text, where, shown, source, line)
 
 
 def _parse_deep(text: str) -> tuple[Any, bytes | None]:

@@ -79,6 +79,22 @@ class LongInteger:
     digits: int
 
 
+def long_integer_rejection(text: str, where: str, shown: str, source: str,
+                           line: int, long: LongInteger | None = None) -> Rejection | None:
+    """The ``non_json_value`` rejection of a record ``text`` holding an integer too long
+    to read (``long``, found here when not given), alike in each format; None if it holds
+    none. ``where`` is how the format names the record ("f line 3", "f: JSON array element
+    2"), ``shown`` its preview as the message ends it."""
+    long = long if long is not None else long_integer(text.encode())
+    if long is None:
+        return None
+    return Rejection(
+        "non_json_value",
+        f"{where}: {long.field} is an integer of {long.digits:,} digits, past what can be "
+        f"read (Amplitude takes 64 bits): {shown}",
+        field=long.field, source=source, line=line, record=text)
+
+
 def long_integer(data: bytes) -> LongInteger | None:
     limit = sys.get_int_max_str_digits()
 
@@ -387,13 +403,9 @@ class LineParser:
         if isinstance(value, dict):
             return SourceRecord(self.source, lineno, value, None)
         if isinstance(value, LongInteger):
-            rej = Rejection(
-                "non_json_value",
-                f"{self.source} line {lineno}: {value.field} is an integer of {value.digits:,} "
-                "digits, past what can be read (Amplitude takes 64 bits): "
-                f"{_preview(raw)!r}",
-                field=value.field, source=self.source, line=lineno,
-                record=raw.decode("utf-8", "replace"))
+            rej = long_integer_rejection(
+                raw.decode("utf-8", "replace"), f"{self.source} line {lineno}",
+                repr(_preview(raw)), self.source, lineno, value)
             return SourceRecord(self.source, lineno, None, rej)
         rej = Rejection(
             "not_an_object",
