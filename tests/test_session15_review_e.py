@@ -14,7 +14,7 @@ from mp2amp.config import Config, load_config
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.errors import TerminalError
 from mp2amp.ledger import Ledger
-from mp2amp.pipeline.fingerprint import API_KEY_META
+from mp2amp.pipeline.api_key_binding import API_KEY_META
 from mp2amp.pipeline.migrate import migrate
 from shared_kit import free_port as _free_port
 from shared_kit import stored_by_source_id as _stored

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from mp2amp.cli import app
 from mp2amp.config import load_config
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
-from mp2amp.pipeline.fingerprint import API_KEY_META, FOLDER_META, run_fingerprint
+from mp2amp.pipeline.api_key_binding import API_KEY_META
+from mp2amp.pipeline.fingerprint import FOLDER_META, run_fingerprint
 from mp2amp.pipeline.migrate import upload_settings
 from shared_kit import clean_env
 from shared_kit import free_port as _free_port

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from mp2amp.cli import app
 from mp2amp.emulators.amplitude import AmplitudeConfig, AmplitudeEmulator
 from mp2amp.ledger import Ledger
-from mp2amp.pipeline.fingerprint import API_KEY_META
+from mp2amp.pipeline.api_key_binding import API_KEY_META
 from mp2amp.pipeline.restage import _stepwise_order
 from shared_kit import clean_env
 from shared_kit import free_port as _free_port

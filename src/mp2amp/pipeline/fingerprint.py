@@ -20,7 +20,8 @@ The Amplitude API key is not in the fingerprint (a key Amplitude refused at once
 correctable), but a salted digest of it, recorded with the first batch sent under it,
 binds the run: a resume with another key would send the rest to another project. It is
 dropped only when Amplitude refused every request sent under it as an invalid key; a key
-regenerated for the same project is taken on with ``--new-api-key``.
+regenerated for the same project is taken on with ``--new-api-key`` (all of this in
+``api_key_binding``).
 """
 
 from __future__ import annotations
@@ -30,11 +31,9 @@ import dataclasses
 import functools
 import glob
 import hashlib
-import hmac
 import itertools
 import logging
 import os
-import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -44,22 +43,18 @@ import orjson
 
 from mp2amp.config import Config
 from mp2amp.config.sections import HASH_SALT_ENV, Secret
-from mp2amp.errors import AuthError, InputError, TerminalError
+from mp2amp.errors import InputError, TerminalError
 from mp2amp.ledger import Ledger
-from mp2amp.load.sender import RetriesExhausted
-from mp2amp.load.settings import CONNECT_FAILED, UploadSettings
+from mp2amp.load.settings import UploadSettings
 from mp2amp.transform.insert_id import SCHEME as INSERT_ID_SCHEME
 
 if TYPE_CHECKING:  # the uploader's modules are not needed to read a fingerprint
-    from mp2amp.load.uploader import Uploader
+    pass
 
 log = logging.getLogger("mp2amp.migrate")
 
 FINGERPRINT_META = "fingerprint"
 FOLDER_META = "config_folder"  # the config file's folder when the run started
-API_KEY_META = "amplitude_key"  # "salt:digest" of the key the first batch went out under
-# the digest --new-api-key replaced, binding the run until the new key has sent a batch
-API_KEY_BEFORE = "amplitude_key_before"
 # [mixpanel] fields that change what is read or how times are read
 _MIXPANEL_FIELDS = ("project_id", "timezone", "legacy_time", "timezone_changes", "id_merge")
 
@@ -579,73 +574,3 @@ def _moved(ledger: Ledger, config: Config) -> str:
     return (f". The config file was in {was} when the run started and is in {now} now: a "
             "project folder moved whole resumes when its inputs are named relative to it "
             "(files = [\"events/*.jsonl\"]); name them so, or where they were")
-
-
-def _key_digest(salt: str, api_key: str) -> str:
-    return hmac.new(salt.encode(), api_key.encode(), hashlib.sha256).hexdigest()
-
-
-def bind_api_key(ledger: Ledger, api_key: str) -> str | None:
-    """Refuse another key than the one this run's batches went out under (another Amplitude
-    project would get the rest of the migration). A run not bound yet is bound by its first
-    batch sent (recorded before the request leaves: a crash after Amplitude's 200 must not
-    leave the run unbound); returns the digest it offers then, None when bound already."""
-    known = ledger.get_meta(API_KEY_META) or ledger.get_meta(API_KEY_BEFORE)
-    if known is None:  # a new run, or one whose every request was refused (or older)
-        salt = secrets.token_hex(16)
-        offered = f"{salt}:{_key_digest(salt, api_key)}"
-        ledger.record_when_sent(API_KEY_META, offered)
-        return offered
-    salt, _, digest = known.partition(":")
-    if not hmac.compare_digest(_key_digest(salt, api_key), digest):
-        raise TerminalError(
-            "AMPLITUDE_API_KEY is not the key this run started with: part of this migration "
-            "went out under the original key (Amplitude took it, or may have: its answer was "
-            "not recorded), and the rest would go to another project. Set AMPLITUDE_API_KEY "
-            "to the original key and run the same command with --resume; if the new key is "
-            "the same project's (a key regenerated), resume with --new-api-key; to migrate "
-            "into another project, start a new run in a new work folder ([run] workdir)")
-    return None
-
-
-def rebind_api_key(ledger: Ledger, api_key: str) -> str | None:
-    """``--new-api-key``: the run goes on under ``api_key``, taken to be the same Amplitude
-    project's key (regenerated), and bound to it once its first batch is sent (until then,
-    and again if Amplitude refuses it outright, the old key's digest binds: a mistyped new
-    key leaves the run as it was); says so when it replaces another. Returns the digest
-    offered (``bind_api_key``'s)."""
-    known = ledger.get_meta(API_KEY_META) or ledger.get_meta(API_KEY_BEFORE)
-    if known is not None:
-        ledger.set_meta(API_KEY_BEFORE, known)
-        ledger.drop_meta(API_KEY_META, known)
-    salt = secrets.token_hex(16)
-    offered = f"{salt}:{_key_digest(salt, api_key)}"
-    ledger.record_when_sent(API_KEY_META, offered)
-    was_salt, _, digest = (known or "").partition(":")
-    if known is not None and not hmac.compare_digest(_key_digest(was_salt, api_key), digest):
-        log.warning("--new-api-key: this run now goes on under the AMPLITUDE_API_KEY set now, "
-                    "not the key it started with; it must be the same Amplitude project's key "
-                    "(what went in under the old key stays where it is)")
-    return offered
-
-
-@contextmanager
-def unbinding_a_refused_key(ledger: Ledger, offered: str | None,
-                            up: Uploader) -> Iterator[None]:
-    """Drop the digest this run recorded (``offered``: no earlier run sent under the key)
-    when nothing of the run can have reached Amplitude: it stopped because Amplitude
-    refused the key, and every answer it got was a 400 (Amplitude takes nothing of a
-    request it answers 400) or a connection never made; or because Amplitude could not
-    be reached at all (every request failed to connect: a wrong api_host). A resume may
-    then correct the key. Requests still in flight as it stopped carried the same key
-    Amplitude had just refused (or went nowhere either). Any other answer (a 200, a 5xx,
-    a timeout) keeps the run bound: part of it may be in that key's project."""
-    try:
-        yield
-    except BaseException:
-        answers = up.report.requests_by_status
-        if offered is not None and up.report.accepted == 0 and answers \
-                and set(answers) <= {"400", CONNECT_FAILED} \
-                and isinstance(up.failure, AuthError if "400" in answers else RetriesExhausted):
-            ledger.drop_meta(API_KEY_META, offered)
-        raise

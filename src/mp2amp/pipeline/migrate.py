@@ -42,6 +42,11 @@ from mp2amp.load.settings import UploadSettings
 from mp2amp.load.uploader import Uploader
 from mp2amp.pipeline import dead_letters, stagedfolder, stopping
 from mp2amp.pipeline.accounting import totals, window_counts
+from mp2amp.pipeline.api_key_binding import (
+    bind_api_key,
+    rebind_api_key,
+    unbinding_a_refused_key,
+)
 from mp2amp.pipeline.attempts import finished, record_attempt, record_start, stopped_by
 from mp2amp.pipeline.budgets import stage_budgets
 from mp2amp.pipeline.changed_copy import check_copy_text, writes_again
@@ -49,12 +54,7 @@ from mp2amp.pipeline.dead_letters import RejectRow, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
 from mp2amp.pipeline.export_settings import mixpanel_settings as _mixpanel_settings
 from mp2amp.pipeline.extraction import Extraction
-from mp2amp.pipeline.fingerprint import (
-    bind_api_key,
-    finish_graph,
-    rebind_api_key,
-    unbinding_a_refused_key,
-)
+from mp2amp.pipeline.fingerprint import finish_graph
 from mp2amp.pipeline.import_folder import (
     WROTE_KEY,
     begin_sink_attempt,
