@@ -55,12 +55,17 @@ def test_an_unknown_scheme_is_a_problem_of_the_key(url: str) -> None:
     assert bucket_problems("s3://amp/u") == bucket_problems("gs://amp/u") == []
 
 
-def test_migrate_refuses_a_url_missing_a_slash_and_writes_nothing(tmp_path: Path) -> None:
-    (tmp_path / "e.jsonl").write_text(json.dumps({"event": "v", "properties": {
+def one_event_run(folder: Path, output_dir: str) -> None:
+    """One event to migrate from ``folder`` into ``output_dir``, configured there."""
+    (folder / "e.jsonl").write_text(json.dumps({"event": "v", "properties": {
         "time": 1704100000, "distinct_id": "u", "$insert_id": "i1"}}) + "\n")
-    (tmp_path / "mp2amp.toml").write_text(
+    (folder / "mp2amp.toml").write_text(
         '[mixpanel]\ntimezone = "UTC"\n[source]\nfiles = ["e.jsonl"]\n'
-        '[amplitude]\noutput_dir = "s3:/amp/x"\n[run]\nworkdir = "work"\n')
+        f'[amplitude]\noutput_dir = "{output_dir}"\n[run]\nworkdir = "work"\n')
+
+
+def test_migrate_refuses_a_url_missing_a_slash_and_writes_nothing(tmp_path: Path) -> None:
+    one_event_run(tmp_path, "s3:/amp/x")
     done = run(["migrate", "-q"], tmp_path)
     assert done.returncode == 2, done.stderr
     assert "amplitude.output_dir: 's3:/amp/x' is a URL missing a slash" in done.stderr
@@ -68,11 +73,7 @@ def test_migrate_refuses_a_url_missing_a_slash_and_writes_nothing(tmp_path: Path
 
 
 def test_migrate_refuses_an_unknown_scheme_as_config(tmp_path: Path) -> None:
-    (tmp_path / "e.jsonl").write_text(json.dumps({"event": "v", "properties": {
-        "time": 1704100000, "distinct_id": "u", "$insert_id": "i1"}}) + "\n")
-    (tmp_path / "mp2amp.toml").write_text(
-        '[mixpanel]\ntimezone = "UTC"\n[source]\nfiles = ["e.jsonl"]\n'
-        '[amplitude]\noutput_dir = "s4://amp/u"\n[run]\nworkdir = "work"\n')
+    one_event_run(tmp_path, "s4://amp/u")
     done = run(["migrate", "-q", "--json"], tmp_path)
     assert done.returncode == 2, done.stderr
     error = json.loads(done.stdout)["error"]
