@@ -32,6 +32,7 @@ from mp2amp.config.sections import (
     referenced_file_problems,
 )
 from mp2amp.errors import ConfigError
+from mp2amp.url_scheme import lower_scheme
 
 # --- loading ----------------------------------------------------------------------------
 
@@ -367,11 +368,7 @@ class _Parser:
                                        f"./{value} for a local folder of that name)")
             home = self._home(value, path)
             return str(self.base / home) if isinstance(home, Path) else home
-        if isinstance(value, str):  # S3://b/k: schemes are case-insensitive
-            scheme, sep, rest = value.partition("://")
-            if scheme.isascii() and scheme.isalnum():
-                return f"{scheme.lower()}{sep}{rest}"
-        return value
+        return lower_scheme(value) if isinstance(value, str) else value
 
     def _home(self, raw: str, path: str) -> Path | _Invalid:
         """``~`` and ``~user`` expanded; a user this machine does not know (a config from

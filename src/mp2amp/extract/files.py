@@ -53,6 +53,7 @@ from mp2amp.extract.selection import (
 )
 from mp2amp.models import UTC_TIME_MARK, SourceRecord
 from mp2amp.remote_fs import gcs_emulator
+from mp2amp.url_scheme import lower_scheme
 
 CHUNK = 1 << 20
 LINE_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
@@ -305,15 +306,6 @@ def _normalized(rec: SourceRecord, utc: bool = False) -> SourceRecord:
                     field="properties" if "properties" in shaped else "time",
                     source=rec.source, line=rec.line, record=rec.record)
     return SourceRecord(rec.source, rec.line, None, rej)
-
-
-def lower_scheme(url: str) -> str:
-    """``url`` with its scheme lowercased (``S3://b/k`` -> ``s3://b/k``): schemes are
-    case-insensitive (RFC 3986), but the storage backends strip only a lowercase one
-    ("S3://b/k" was read as bucket "S3:")."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme.lower()}{sep}{rest}" if sep and scheme.isascii() and scheme.isalnum() \
-        else url
 
 
 def _protocol(path: str) -> str | None:
