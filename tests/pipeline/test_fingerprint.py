@@ -121,10 +121,10 @@ def test_a_run_started_under_the_earlier_insert_id_scheme_is_refused(project: Pr
     with amplitude(tmp_path / "amp") as url:
         config = make_config(project.events, work, url)
         assert migrate(config).exit_code == 0
-        assert drop_fingerprint_key(work, "insert_ids") == 3
+        assert drop_fingerprint_key(work, "insert_ids") == 4
         with pytest.raises(TerminalError) as refused:
             migrate(config, resume=True)
-        assert "(the insert_id scheme (this mp2amp makes scheme-3 ids; the run was started " \
+        assert "(the insert_id scheme (this mp2amp makes ids of scheme 3 or 4; the run was started " \
                "by an earlier version: finish it with that version); was" in str(refused.value)
 
 

@@ -23,6 +23,7 @@ import pytest
 from migrate_kit import (
     API_KEY,
     Clock,
+    Key,
     Project,
     amplitude,
     assert_exactly_once,
@@ -141,21 +142,23 @@ def result_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
                              f"{proc.stderr[-3000:]}") from None
 
 
-def check_finished(project: Project, url: str, cfg: Path, tmp: Path) -> dict[str, Any]:
-    """The current version's status: complete, balanced; the emulator: each id once."""
+def check_finished(expected: frozenset[Key], url: str, cfg: Path, tmp: Path) -> dict[str, Any]:
+    """The current version's status: complete, balanced; the emulator: each id once, the
+    ids of the run's own scheme (3: the old release started it)."""
     status = result_of(run_new("status", "-c", str(cfg), "--json", cwd=tmp))
     assert status["complete"], status
     assert status["totals"]["balanced"], status["totals"]
     assert status["totals"]["parked"] == 0, status["totals"]
     assert not status.get("problems"), status["problems"]
-    assert status["totals"]["sent"] == len(project.expected), status["totals"]
+    assert status["totals"]["sent"] == len(expected), status["totals"]
     assert status["batches"]["in_flight"] == 0, status["batches"]
-    assert_exactly_once(url, project.expected)
+    assert_exactly_once(url, expected)
     return status
 
 
 def test_old_killed_mid_load_resumed_by_new(project: Project, old_src: Path,
-                                           tmp_path: Path) -> None:
+                                            scheme_3_expected: frozenset[Key],
+                                            tmp_path: Path) -> None:
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp", latency_ms=150) as url:
         cfg = write_toml(tmp_path / "mp2amp.toml", project.events, work, url, concurrency=2)
@@ -170,7 +173,7 @@ def test_old_killed_mid_load_resumed_by_new(project: Project, old_src: Path,
         after = dict(ledger_rows(work, "SELECT batch_id, events FROM batches"))
         # the batches the old version cut keep their ids and sizes
         assert {b: after.get(b) for b in before} == before
-        check_finished(project, url, cfg, tmp_path)
+        check_finished(scheme_3_expected, url, cfg, tmp_path)
 
 
 def resume_new_until_delivered(cfg: Path, clock: Clock, tmp: Path) -> dict[str, Any]:
@@ -194,6 +197,7 @@ def old_run_parking(project: Project, old_src: Path, tmp_path: Path, work: Path,
 
 
 def test_old_parked_by_quota_resumed_by_new(project: Project, old_src: Path,
+                                            scheme_3_expected: frozenset[Key],
                                             tmp_path: Path) -> None:
     work = tmp_path / "work"
     clock = Clock()
@@ -204,7 +208,7 @@ def test_old_parked_by_quota_resumed_by_new(project: Project, old_src: Path,
         resume_new_until_delivered(cfg, clock, tmp_path)
         assert {b: n for b, n in ledger_rows(work, "SELECT batch_id, events FROM batches")
                 if b in old_batches} == old_batches
-        check_finished(project, url, cfg, tmp_path)
+        check_finished(scheme_3_expected, url, cfg, tmp_path)
 
 
 # the old release dies (as kill -9 would) right after its n-th ``Ledger.<name>`` call
@@ -243,7 +247,8 @@ def _pipeline_tree(project: Project, root: Path) -> Path:
 
 @pytest.mark.parametrize("glob", ["*/*/*"])
 def test_old_glob_over_pipeline_tree_killed_resumed_by_new(
-        project: Project, old_src: Path, tmp_path: Path, glob: str) -> None:
+        project: Project, old_src: Path, scheme_3_expected: frozenset[Key], tmp_path: Path,
+        glob: str) -> None:
     work = tmp_path / "work"
     tree = _pipeline_tree(project, tmp_path)
     with amplitude(tmp_path / "amp", latency_ms=150) as url:
@@ -261,11 +266,12 @@ def test_old_glob_over_pipeline_tree_killed_resumed_by_new(
         assert res["exit_code"] == 0, res
         assert not res.get("inputs_not_in_run"), res.get("inputs_not_in_run")
         assert ledger_rows(work, "SELECT window_id FROM windows ORDER BY window_id") == windows
-        check_finished(project, url, cfg, tmp_path)
+        check_finished(scheme_3_expected, url, cfg, tmp_path)
 
 
 def test_old_parked_then_staged_deleted_old_killed_restaging_new_resumes(
-        project: Project, old_src: Path, tmp_path: Path) -> None:
+        project: Project, old_src: Path, scheme_3_expected: frozenset[Key],
+        tmp_path: Path) -> None:
     work = tmp_path / "work"
     clock = Clock()
     with amplitude(tmp_path / "amp", daily_quota=40, now=clock) as url:
@@ -281,4 +287,4 @@ def test_old_parked_then_staged_deleted_old_killed_restaging_new_resumes(
         status = result_of(run_new("status", "-c", str(cfg), "--json", cwd=tmp_path))
         assert not status["complete"]
         resume_new_until_delivered(cfg, clock, tmp_path)
-        check_finished(project, url, cfg, tmp_path)
+        check_finished(scheme_3_expected, url, cfg, tmp_path)

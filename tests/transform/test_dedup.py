@@ -46,13 +46,21 @@ def test_a_second_delivery_with_other_ingestion_stamps_is_a_duplicate() -> None:
 
 
 def test_without_insert_id_the_content_decides() -> None:
+    """Copies of one stored event (the same ingestion stamps, delivered another way) are
+    one; Mixpanel never dedups without ``$insert_id``, so two stored events (other stamps)
+    are two, however alike."""
     d = Deduper()
     a = {"event": "e", "properties": {"distinct_id": "u", "time": 5, "a": 1, "b": 2,
                                       "mp_processing_time_ms": 10}}
-    b = {"event": "e", "properties": {"$mp_api_timestamp_ms": 99, "b": 2, "a": 1, "time": 5,
-                                      "distinct_id": "u", "mp_processing_time_ms": 11}}
-    c = {"event": "e", "properties": {"distinct_id": "u", "time": 5, "a": 1, "b": 3}}
-    assert [d.is_duplicate(iid(r)) for r in (a, b, c)] == [False, True, False]
+    b = {"event": "e", "properties": {"$mp_api_endpoint": "api-eu.mixpanel.com", "b": 2,
+                                      "a": 1, "time": 5, "distinct_id": "u", "token": "t",
+                                      "mp_processing_time_ms": 10}}
+    c = {"event": "e", "properties": {"distinct_id": "u", "time": 5, "a": 1, "b": 3,
+                                      "mp_processing_time_ms": 10}}
+    stored_twice = {"event": "e", "properties": {"distinct_id": "u", "time": 5, "a": 1, "b": 2,
+                                                 "mp_processing_time_ms": 11}}
+    assert [d.is_duplicate(iid(r)) for r in (a, b, c, stored_twice)] == [
+        False, True, False, False]
 
 
 def test_digest_is_16_bytes_for_any_id() -> None:

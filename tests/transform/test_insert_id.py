@@ -57,7 +57,8 @@ def test_without_insert_id_a_128_bit_content_hash_is_used() -> None:
     assert a.startswith("mp-") and len(a) == 35 and mixpanel_insert_id(a) is None
     assert iid(event(item="pen")) == a  # deterministic
     assert iid(event(item="ink")) != a  # properties are part of the identity
-    assert iid(event(item="pen", mp_processing_time_ms=5)) == a  # metadata is not
+    assert iid(event(item="pen", token="t", **{"$mp_api_endpoint": "x"})) == a  # delivery is not
+    assert iid(event(item="pen", mp_processing_time_ms=5)) != a  # a stored event's stamp is
     # key order does not matter
     r1 = {"event": "e", "properties": {"time": 1648140612, "a": 1, "b": {"x": 1, "y": 2}}}
     r2 = {"event": "e", "properties": {"b": {"y": 2, "x": 1}, "a": 1, "time": 1648140612}}

@@ -1,5 +1,6 @@
-"""Pinned (session 24, found by a soak): around a legacy project's timezone change, an
-export's copy and a Data Pipelines copy of one event can get two insert_ids.
+"""Found by a soak in session 24, fixed in session 28 (insert_id scheme 4): around a
+legacy project's timezone change, an export's copy and a Data Pipelines copy of one event
+could get two insert_ids.
 
 With ``timezone_changes`` (Los Angeles -> Europe/Berlin since 2024-11-06), in the ~9 hours
 (Berlin midnight to Los Angeles midnight of the change date) where both zones' local
@@ -7,10 +8,10 @@ readings read back to the same UTC time, a pipeline row (UTC) is hashed as the U
 zone's local time (``LocalTimeConverter.to_local_ms``, transform/timeconv.py) while the
 export's copy hashes the local time Mixpanel actually stored: migrating both sources of
 those days sends such an event twice (268 of 32,785 in the soak, 34 of them the documented
-change-date case). Both copies carry the right UTC time. A fix (an export row's id from
-the canonical local time, ``to_local_ms(to_utc_ms(local))``, only where a change is near)
-changes those ids, so it needs a new insert_id scheme that runs started before can resume
-under; README states the limit.
+change-date case). Both copies carry the right UTC time. Scheme 4 hashes an export row
+near a change by the canonical local time, ``to_local_ms(to_utc_ms(local))``, the one its
+pipeline copy hashes; a run started under scheme 3 keeps its scheme-3 ids
+(tests/transform/test_timezone_change_ids_session28.py).
 """
 from __future__ import annotations
 
@@ -54,7 +55,6 @@ def test_control_outside_the_band_dedups(tmp_path: Path) -> None:
     assert len(_migrate_both(tmp_path, "2024-11-04T12:00:00+00:00", -8)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="a pipeline row and the export's copy of one event get two ids in the hours around a timezone change (README)")
 @pytest.mark.parametrize("utc_iso, stored_offset_h", [
     ("2024-11-05T23:30:00+00:00", 1),   # stored in Berlin (change took effect at Berlin midnight): 11-06 00:30
     ("2024-11-06T02:00:00+00:00", -8),  # stored in LA (change took effect later that day): 11-05 18:00

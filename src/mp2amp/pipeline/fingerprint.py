@@ -46,6 +46,7 @@ from mp2amp.config.sections import HASH_SALT_ENV, Secret
 from mp2amp.errors import InputError, TerminalError
 from mp2amp.ledger import Ledger
 from mp2amp.load.settings import UploadSettings
+from mp2amp.transform.insert_id import RESUMABLE_SCHEMES
 from mp2amp.transform.insert_id import SCHEME as INSERT_ID_SCHEME
 
 if TYPE_CHECKING:  # the uploader's modules are not needed to read a fingerprint
@@ -291,9 +292,9 @@ def _location(value: str | None, folder: Path | None) -> str | None:
 
 
 def run_fingerprint(config: Config, upload: UploadSettings,
-                    folder: Path | None = None) -> dict[str, Any]:
+                    folder: Path | None = None, scheme: int = INSERT_ID_SCHEME) -> dict[str, Any]:
     """What must not change between a run and its resume (batch ids depend on it); with
-    ``folder``, the locations inside it relative to it."""
+    ``folder``, the locations inside it relative to it; ``scheme``: the run's insert_ids."""
     events = _events_doc(config)  # files it names are read once per listing (one_listing)
     return {
         "source": {"files": [_location(f, folder) for f in config.source.files],
@@ -315,9 +316,10 @@ def run_fingerprint(config: Config, upload: UploadSettings,
         # (a changed privacy rule or plan would shift them under the same batch ids)
         "events": _value_digest(events),
         # how insert_ids are made: a resume under another scheme would resend in-flight
-        # batches under new ids (duplicates), so a run started by an mp2amp that recorded
-        # none (scheme 1) is refused too
-        "insert_ids": INSERT_ID_SCHEME,
+        # batches under new ids (duplicates), so a run goes on under its own (one of
+        # RESUMABLE_SCHEMES) and one started by an mp2amp that recorded none (scheme 1) is
+        # refused
+        "insert_ids": scheme,
     }
 
 
@@ -329,8 +331,9 @@ EVENT_SETTINGS = "event_settings"
 SETTINGS_META = EVENT_SETTINGS
 FINGERPRINT_NAMES = {
     "id_merge": "[mixpanel] id_merge",
-    "insert_ids": f"the insert_id scheme (this mp2amp makes scheme-{INSERT_ID_SCHEME} ids; the "
-                  "run was started by an earlier version: finish it with that version)",
+    "insert_ids": "the insert_id scheme (this mp2amp makes ids of scheme "
+                  f"{' or '.join(map(str, RESUMABLE_SCHEMES))}; the run was started by an "
+                  "earlier version: finish it with that version)",
     "events": "the [mixpanel] time and project settings, [transform], [privacy] or the files "
               "they name",
     "min_id_length": "[amplitude] min_id_length (which events Amplitude takes: events the "
@@ -349,6 +352,8 @@ def changed_keys(known: str, now: dict[str, Any]) -> list[str] | None:
         return ["fingerprint"]
     now = orjson.loads(orjson.dumps(now))  # the stored form: tuples as lists, and so on
     was.setdefault("insert_ids", 1)  # runs that recorded none made scheme-1 ids
+    if was["insert_ids"] in RESUMABLE_SCHEMES and now.get("insert_ids") in RESUMABLE_SCHEMES:
+        now["insert_ids"] = was["insert_ids"]  # the run goes on under its own scheme
     changed = sorted(k for k in was.keys() | now.keys()
                      if k in was and was[k] != now.get(k))
     return changed or None
@@ -361,10 +366,13 @@ def _dumps(fingerprint: dict[str, Any]) -> str:
 def record_fingerprint(ledger: Ledger, config: Config, upload: UploadSettings,
                        anew: bool = False) -> None:
     """The run's fingerprint, its locations relative to the config file's folder (``anew``:
-    the run was planned again here, its windows named from this folder)."""
+    the run was planned again here, its windows named from this folder, and nothing was
+    sent yet: its insert_ids are of this mp2amp's scheme)."""
     folder = config_folder(config)
+    scheme = INSERT_ID_SCHEME if anew else run_insert_id_scheme(ledger)
     with one_listing():  # the fingerprint and the table's meta: of one listing
-        ledger.set_meta(FINGERPRINT_META, _dumps(run_fingerprint(config, upload, folder)))
+        ledger.set_meta(FINGERPRINT_META, _dumps(run_fingerprint(config, upload, folder,
+                                                                 scheme)))
         ledger.set_meta(SETTINGS_META, _dumps(event_settings(config)))
         table = _table_now(config)
     if table is not None:
@@ -372,6 +380,17 @@ def record_fingerprint(ledger: Ledger, config: Config, upload: UploadSettings,
     # the folder the run started in: its windows are named by their paths there
     if folder is not None and (anew or ledger.get_meta(FOLDER_META) is None):
         ledger.set_meta(FOLDER_META, str(folder))
+
+
+def run_insert_id_scheme(ledger: Ledger) -> int:
+    """The insert_id scheme of the run the ledger holds: the one its fingerprint records
+    when this mp2amp makes ids of it, else (a new run) this mp2amp's own."""
+    known = ledger.get_meta(FINGERPRINT_META)
+    try:
+        recorded = orjson.loads(known).get("insert_ids") if known is not None else None
+    except (orjson.JSONDecodeError, AttributeError):
+        recorded = None
+    return recorded if recorded in RESUMABLE_SCHEMES else INSERT_ID_SCHEME
 
 
 def _absolute(value: Any, folder: str | None) -> Any:
@@ -433,13 +452,16 @@ def check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known: 
 def _check_resume(ledger: Ledger, config: Config, upload: UploadSettings, known: str,
                   may_change: Callable[[list[str]], bool],
                   replan: Callable[[], None] | None) -> None:
-    now = _same_places(known, run_fingerprint(config, upload, config_folder(config)),
-                       run_fingerprint(config, upload), ledger.get_meta(FOLDER_META))
+    scheme = run_insert_id_scheme(ledger)  # the run's own (a refused one: this mp2amp's)
+    now = _same_places(known, run_fingerprint(config, upload, config_folder(config), scheme),
+                       run_fingerprint(config, upload, None, scheme),
+                       ledger.get_meta(FOLDER_META))
     changed = _settings_follow_events(_unless_legacy_table(
         _unless_legacy_salt(changed_keys(known, now), known, config), known, config))
     if changed and ledger.get_meta(FOLDER_META) is None and _settings_follow_events(
             _unless_legacy_table(_unless_legacy_salt(
-                changed_keys(known, run_fingerprint(config, upload)), known, config),
+                changed_keys(known, run_fingerprint(config, upload, None, scheme)), known,
+                config),
                 known, config)) is None:
         changed = []  # started by an mp2amp that kept absolute paths: recorded anew
     if changed and may_change(changed):

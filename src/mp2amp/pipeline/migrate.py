@@ -54,7 +54,7 @@ from mp2amp.pipeline.dead_letters import RejectRow, write_dead_letters
 from mp2amp.pipeline.diskspace import stop_on_storage_errors
 from mp2amp.pipeline.export_settings import mixpanel_settings as _mixpanel_settings
 from mp2amp.pipeline.extraction import Extraction
-from mp2amp.pipeline.fingerprint import finish_graph
+from mp2amp.pipeline.fingerprint import finish_graph, run_insert_id_scheme
 from mp2amp.pipeline.import_folder import (
     WROTE_KEY,
     begin_sink_attempt,
@@ -234,6 +234,8 @@ async def _migrate(
     try:
         record_start(ledger, started)
         plan_or_check(ledger, config, upload, known, storage_options, planned)
+        # a run started under an earlier insert_id scheme sends again under it
+        settings = dataclasses.replace(settings, insert_id_scheme=run_insert_id_scheme(ledger))
         stagedfolder.claim(workdir / "staged", ledger.windows())  # before anything is staged
         if new_api_key and known is not None and not sink_mode:  # regenerated, same project
             offered = rebind_api_key(ledger, upload.api_key)

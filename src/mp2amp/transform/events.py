@@ -54,6 +54,7 @@ from mp2amp.transform.insert_id import (
     JUNK_LONGEST,
     MAX_PREFIX,
     PRESHUFFLE,
+    RESUMABLE_SCHEMES,
     SHORT_HASH,
     event_insert_id,
 )
@@ -105,6 +106,10 @@ class Transformer:
 
     def __init__(self, settings: TransformSettings) -> None:
         self.settings = settings
+        if settings.insert_id_scheme not in RESUMABLE_SCHEMES:
+            raise ConfigError([f"insert_id scheme {settings.insert_id_scheme}: this mp2amp "
+                               f"makes ids of scheme {' or '.join(map(str, RESUMABLE_SCHEMES))}"])
+        self._scheme = settings.insert_id_scheme
         self.values = ValueStats()
         self._held = ValueStats()  # ``_event``'s counts, added to ``values`` if it is sent
         self.counts: Counter[str] = Counter()
@@ -123,6 +128,10 @@ class Transformer:
             except (ValueError, KeyError) as exc:  # unknown zone or malformed date
                 raise ConfigError([f"transform timezone settings: {exc}"]) from exc
             self._hour_offsets = self._local.hour_offsets
+        # scheme 4: an export row near a timezone change hashes the local time its UTC
+        # time reads as, as its Data Pipelines copy does (eventtime.event_times)
+        self._canonical = self._scheme >= 4 and self._local is not None \
+            and bool(settings.timezone_changes)
         privacy, plan = settings.privacy, settings.plan
         self._plan = plan if plan is not None and plan.changes_events else None
         # a dropped IP is dropped before a plan could rename it (the mapping drops ip/$ip)
@@ -202,6 +211,8 @@ class Transformer:
                 if offset is None:
                     return self._event(record, ids)
                 time_ms = raw_ms - offset
+                if self._canonical and self._local.near_change(time_ms):
+                    raw_ms = self._local.to_local_ms(time_ms, processed_ms_of(props))
             self.raw_ms = raw_ms
             user_id, device_id = ids.user_id, ids.device_id
             if user_id is None:
@@ -274,7 +285,7 @@ class Transformer:
                 short.update(f"{source_name}\x1f{distinct_id}\x1f{raw_ms // 1000}".encode())
                 iid = f"{text}-{short.hexdigest()}"
             else:
-                iid = event_insert_id(source_name, props, raw_ms)
+                iid = event_insert_id(source_name, props, raw_ms, self._scheme)
             if has_revenue:  # after the last step that may fall back: the event is sent
                 out.update(self._revenue_fields(props, (source_name, source_name)))
                 self._book_revenue()
@@ -327,7 +338,8 @@ class Transformer:
             elif type(props) is not dict:
                 return Rejection("not_an_event", "properties is not an object", field="properties")
             try:  # the time first: an event before the retention date is skipped, named or not
-                time_ms, raw_ms = event_times(record, props, self._local, self._hour_offsets)
+                time_ms, raw_ms = event_times(record, props, self._local, self._hour_offsets,
+                                               self._canonical)
             except TimeError as err:
                 return Rejection(err.reason, str(err), field="properties.time") if named \
                     else _missing_name()
@@ -433,7 +445,7 @@ class Transformer:
                     configured, source_props, self._hashed_groups, rules), groups,
                     self.counts)):
                 out["groups"] = found
-            out["insert_id"] = event_insert_id(source_name, source_props, raw_ms)
+            out["insert_id"] = event_insert_id(source_name, source_props, raw_ms, self._scheme)
             self.counts.update(dropped_id)  # the event goes out: its overlong ID was dropped
             self._held.move_to(self.values)  # and what its other steps counted
             if has_revenue:  # (only after its own fields: a rejected event's are dropped)

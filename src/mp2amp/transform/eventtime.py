@@ -23,10 +23,14 @@ HOUR_MS: Final = 3_600_000
 
 def event_times(record: dict[str, Any], props: dict[str, Any],
                 local: LocalTimeConverter | None,
-                hour_offsets: dict[int, int]) -> tuple[int, int]:
+                hour_offsets: dict[int, int], canonical: bool = False) -> tuple[int, int]:
     """``(UTC ms, source ms)``; raises ``TimeError``. ``local``: a legacy project's zone
     (its times are local wall clock), ``hour_offsets`` its offsets by hour (the common
-    case without a DST edge). Epoch seconds of this century need no unit detection."""
+    case without a DST edge). Epoch seconds of this century need no unit detection.
+    ``canonical`` (insert_id scheme 4, with timezone changes): near a change, an export
+    row's source time is the local time its UTC time reads as (``to_local_ms``), the one a
+    Data Pipelines copy of it hashes, where the stored one may be the other zone's reading
+    of that instant."""
     raw = props.get("time")
     if (type(raw) is float or type(raw) is int) and 1e9 <= raw < 4e9:
         raw_ms = round(raw * 1000)
@@ -41,4 +45,6 @@ def event_times(record: dict[str, Any], props: dict[str, Any],
     if not MIN_TIME_MS <= time_ms < MAX_TIME_MS:  # DST edge, first sight, or range
         # Mixpanel's UTC processing/receive time: the zone after a change, DST folds
         time_ms = utc_in_range(raw_ms, local.to_utc_ms(raw_ms, processed_ms_of(props)))
+    if canonical and local.near_change(time_ms):
+        return time_ms, local.to_local_ms(time_ms, processed_ms_of(props))
     return time_ms, raw_ms

@@ -14,7 +14,11 @@ distinct events, so the id is derived from Mixpanel's own dedup key:
   (``mixpanel_insert_id`` recovers it); exact Mixpanel duplicates keep one id.
 * without one (old iOS SDKs, ``/track`` without it, placeholders): ``"mp-<32 hex>"``, a
   128-bit BLAKE2b hash of (event name, distinct_id, time ms, canonical properties other
-  than the raw ``time`` and ingestion metadata), so files and the Export API agree.
+  than the raw ``time`` and the metadata of how it was delivered), so files and the Export
+  API agree. Mixpanel's ingestion stamps (``mp_processing_time_ms``,
+  ``$mp_api_timestamp_ms``) are content: every copy of one stored event carries the same
+  ones, while two taps alike in their second of a seconds export were stored (and are
+  counted) twice and differ only there (scheme 4; scheme 3 left them out).
 
 The distinct_id is the one the event was sent with: after an identity merge Mixpanel's
 reshuffle re-keys exported events and keeps the old one in
@@ -22,7 +26,9 @@ reshuffle re-keys exported events and keeps the old one in
 
 Every input is the event as Mixpanel stored it (before the tracking plan, privacy rules or
 a timezone fix), so editing the config and re-running never changes an id and never
-creates duplicates in Amplitude.
+creates duplicates in Amplitude. The time of a legacy project's event is its local wall
+time; within two days of a timezone change (scheme 4) the one its UTC time reads as, as
+an export and a Data Pipelines copy may hold two zones' readings of that instant.
 """
 
 from __future__ import annotations
@@ -33,27 +39,31 @@ from typing import Any, Final
 import orjson
 
 MAX_PREFIX: Final = 64
-SCHEME: Final = 3  # runs record it. 1: the $insert_id hash took ms; 2: whole seconds;
-# 3: the content hash (no $insert_id) leaves out the reshuffle's bookkeeping
+SCHEME: Final = 4  # runs record it. 1: the $insert_id hash took ms; 2: whole seconds;
+# 3: the content hash (no $insert_id) leaves out the reshuffle's bookkeeping; 4: it keeps
+# Mixpanel's ingestion stamps
+RESUMABLE_SCHEMES: Final = (3, 4)
+"""The schemes this mp2amp makes ids of: a run started under one is resumed under it."""
 _JUNK = frozenset({"", "null", "none", "nil", "undefined", "source_id", "0", "-1", "n/a", "na"})
 JUNK_LONGEST: Final = 9
 """An ``$insert_id`` longer than this (and at most ``MAX_PREFIX``) is never a placeholder:
 the longest of ``_JUNK``, written out so that mypyc inlines it (a test checks it)."""
 SHORT_HASH = blake2b(digest_size=8)  # copied per id: cheaper than building a hasher
-# Ingestion metadata differs between two deliveries of the same event: not identity.
-# ``time`` is in the key already as milliseconds; its raw form differs between sources
-# (float seconds in files, integer ms from the Export API with time_in_ms).
+# How an event was delivered, which differs between two copies of one stored event: not
+# identity. ``time`` is in the key already as milliseconds; its raw form differs between
+# sources (float seconds in files, integer ms from the Export API with time_in_ms).
 # Mixpanel's reshuffle after an identity merge re-keys an exported event's distinct_id and
 # keeps the one it was sent with here: that one is the event's, before and after
 BEFORE_IDENTITY: Final = "$distinct_id_before_identity"
 PRESHUFFLE: Final = "$preshuffle_distinct_id"  # the same, as some reshuffled copies name it
 _VOLATILE = frozenset(
-    {"mp_processing_time_ms", "$mp_api_timestamp_ms", "$mp_api_endpoint", "$mp_event_size",
-     "$import", "token", "time", BEFORE_IDENTITY,
+    {"$mp_api_endpoint", "$mp_event_size", "$import", "token", "time", BEFORE_IDENTITY,
      # set on the copies a reshuffle re-keys, absent before it: bookkeeping, not content
      "$is_reshuffled", PRESHUFFLE,
      "distinct_id"}  # in the key already, as the one the event was sent with
 )
+# scheme 3 left out the ingestion stamps too (two stored taps of one second got one id)
+_VOLATILE_3 = _VOLATILE | {"mp_processing_time_ms", "$mp_api_timestamp_ms"}
 
 
 def usable_insert_id(value: object) -> str | None:
@@ -92,18 +102,21 @@ def sent_distinct_id(props: dict[str, Any]) -> Any:
     return props.get("distinct_id")
 
 
-def event_insert_id(event_name: str, props: dict[str, Any], time_ms: int) -> str:
+def event_insert_id(event_name: str, props: dict[str, Any], time_ms: int,
+                    scheme: int = SCHEME) -> str:
     """``insert_id_for`` of an event as Mixpanel stored it (``props`` before any rule),
-    with the common case (a usable string ``$insert_id``) inlined."""
+    with the common case (a usable string ``$insert_id``) inlined. ``scheme``: the run's
+    (``RESUMABLE_SCHEMES``; only the content hash differs between them)."""
     given = props.get("$insert_id")
     distinct_id = sent_distinct_id(props)
     if type(given) is str:
         text = given.strip()
         if len(text) > MAX_PREFIX or (len(text) <= JUNK_LONGEST and text.lower() in _JUNK) \
                 or not _sendable(text):
-            return insert_id_for(event_name, distinct_id, time_ms, None, props)
+            return insert_id_for(event_name, distinct_id, time_ms, None, props, scheme)
     else:
-        return insert_id_for(event_name, distinct_id, time_ms, usable_insert_id(given), props)
+        return insert_id_for(event_name, distinct_id, time_ms, usable_insert_id(given), props,
+                             scheme)
     key = f"{event_name}\x1f{distinct_id if type(distinct_id) is str else _text(distinct_id)}" \
           f"\x1f{time_ms // 1000}"
     try:
@@ -121,6 +134,7 @@ def insert_id_for(
     time_ms: int,
     mixpanel_insert_id: str | None,
     props: dict[str, Any],
+    scheme: int = SCHEME,
 ) -> str:
     """The Amplitude ``insert_id`` (see the module docstring for the scheme).
 
@@ -134,7 +148,8 @@ def insert_id_for(
         short = SHORT_HASH.copy()
         short.update(f"{event_name}\x1f{who}\x1f{time_ms // 1000}".encode("utf-8", "replace"))
         return f"{mixpanel_insert_id}-{short.hexdigest()}"
-    key = f"{event_name}\x1f{who}\x1f{time_ms}\x1f".encode("utf-8", "replace") + _canonical(props)
+    key = f"{event_name}\x1f{who}\x1f{time_ms}\x1f".encode("utf-8", "replace") + _canonical(
+        props, _VOLATILE_3 if scheme == 3 else _VOLATILE)
     return "mp-" + blake2b(key, digest_size=16).hexdigest()
 
 
@@ -154,8 +169,8 @@ def _text(value: object) -> str:
     return repr(value)
 
 
-def _canonical(props: dict[str, Any]) -> bytes:
-    stable = {k: v for k, v in props.items() if k not in _VOLATILE}
+def _canonical(props: dict[str, Any], volatile: frozenset[str]) -> bytes:
+    stable = {k: v for k, v in props.items() if k not in volatile}
     try:
         return orjson.dumps(stable, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     except (TypeError, orjson.JSONEncodeError):

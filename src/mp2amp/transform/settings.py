@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from mp2amp.transform.insert_id import SCHEME as INSERT_ID_SCHEME
+
 if TYPE_CHECKING:
     from mp2amp.transform.plan import TrackingPlan
     from mp2amp.transform.privacy import PrivacyRules
@@ -70,3 +72,6 @@ class TransformSettings:
     amplitude_event_names: bool = False
     library: str | None = None
     """Top-level ``library`` value; ``None`` means ``mp2amp/<version>``."""
+    insert_id_scheme: int = INSERT_ID_SCHEME
+    """How insert_ids are made (``insert_id.RESUMABLE_SCHEMES``): a resumed run's own, so
+    that the batches it sends again carry the ids they were first sent with."""

@@ -214,7 +214,7 @@ class LocalTimeConverter:
         if offset is None:
             start = self._local_offset(hour * _HOUR_MS)
             end = self._local_offset(hour * _HOUR_MS + _HOUR_MS - 1)
-            if start != end or self._near_change(hour * _HOUR_MS):
+            if start != end or self.near_change(hour * _HOUR_MS):
                 # a DST change's hour, or a timezone change's days: this instant's own
                 return utc_ms + self._local_offset(utc_ms)
             if len(self._utc_offsets) > 200_000:
@@ -261,8 +261,9 @@ class LocalTimeConverter:
         """Index into ``_zones`` of the zone for a stored local time (by its local date)."""
         return bisect.bisect_right(self._change_at, local_ms - local_ms % _DAY_MS)
 
-    def _near_change(self, utc_ms: int) -> bool:
-        """Within two days of a timezone change: the zone may change within an hour."""
+    def near_change(self, utc_ms: int) -> bool:
+        """Within two days of a timezone change: the zone may change within an hour, and
+        two zones' local readings may read back to one UTC time."""
         at = bisect.bisect_left(self._change_at, utc_ms - 2 * _DAY_MS)
         return at < len(self._change_at) and self._change_at[at] <= utc_ms + 2 * _DAY_MS
 
