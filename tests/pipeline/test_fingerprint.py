@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from migrate_kit import (
     TIMEZONE,
@@ -124,8 +125,29 @@ def test_a_run_started_under_the_earlier_insert_id_scheme_is_refused(project: Pr
         assert drop_fingerprint_key(work, "insert_ids") == 4
         with pytest.raises(TerminalError) as refused:
             migrate(config, resume=True)
-        assert "(the insert_id scheme (this mp2amp makes ids of scheme 3 or 4; the run was started " \
-               "by an earlier version: finish it with that version); was" in str(refused.value)
+        assert "(the insert_id scheme (this mp2amp makes ids of scheme 3 or 4; the run was " \
+               "started by another version, earlier or later: finish it with that version); " \
+               "was" in str(refused.value)
+
+
+def test_a_run_started_by_a_later_scheme_is_refused_named(project: Project,
+                                                          tmp_path: Path) -> None:
+    """A run a newer mp2amp started (scheme 5) is not resumed under this one's ids."""
+    from mp2amp.ledger import Ledger
+
+    work = tmp_path / "work"
+    with amplitude(tmp_path / "amp") as url:
+        config = make_config(project.events, work, url)
+        assert migrate(config).exit_code == 0
+        ledger = Ledger(work / "ledger.sqlite")
+        stored = orjson.loads(str(ledger.get_meta("fingerprint")))
+        ledger.set_meta("fingerprint", orjson.dumps({**stored, "insert_ids": 5},
+                                                    option=orjson.OPT_SORT_KEYS).decode())
+        ledger.close()
+        with pytest.raises(TerminalError, match=r"the insert_id scheme \(this mp2amp makes ids "
+                           r"of scheme 3 or 4; the run was started by another version, earlier "
+                           r"or later: finish it with that version\); was .*\"insert_ids\":5"):
+            migrate(config, resume=True)
 
 
 def test_an_identity_table_folder_counts_by_its_files_and_a_file_by_its_bytes(

@@ -332,8 +332,8 @@ SETTINGS_META = EVENT_SETTINGS
 FINGERPRINT_NAMES = {
     "id_merge": "[mixpanel] id_merge",
     "insert_ids": "the insert_id scheme (this mp2amp makes ids of scheme "
-                  f"{' or '.join(map(str, RESUMABLE_SCHEMES))}; the run was started by an "
-                  "earlier version: finish it with that version)",
+                  f"{' or '.join(map(str, RESUMABLE_SCHEMES))}; the run was started by "
+                  "another version, earlier or later: finish it with that version)",
     "events": "the [mixpanel] time and project settings, [transform], [privacy] or the files "
               "they name",
     "min_id_length": "[amplitude] min_id_length (which events Amplitude takes: events the "
