@@ -12,7 +12,9 @@ from mp2amp.extract.api import MixpanelSettings
 def mixpanel_settings(config: Config,
                       overrides: Mapping[str, Any] | None) -> MixpanelSettings | None:
     m = config.mixpanel
-    if m.service_account is None and m.secret is None:
+    # files are read whatever the environment says: its Mixpanel credentials are only for
+    # the Export API, which a run of files never asks (their checks would refuse it)
+    if config.source.files or (m.service_account is None and m.secret is None):
         return None
     # Millisecond times: the export's default rounds to seconds, which loses the order of
     # a device's close events and gives other insert_ids than the same events read from
