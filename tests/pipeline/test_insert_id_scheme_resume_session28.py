@@ -73,3 +73,30 @@ def test_a_scheme_3_run_resumed_by_this_mp2amp_keeps_its_ids(
         assert_exactly_once(url, scheme_3_expected)
     assert _recorded_scheme(work) == 3
 
+
+
+def test_a_scheme_3_import_file_run_resumed_by_this_mp2amp_writes_its_ids(
+        project: Project, scheme_3_expected: frozenset[Key], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3-import sink: a scheme-3 run stopped after 2 files went out; the resumed
+    attempt's files hold every event once, under its scheme-3 ids."""
+    import functools
+
+    from test_import_files import Crash, CrashingSink, config, keys, written
+
+    import mp2amp.pipeline.migrate as migrate_module
+    from mp2amp.load.s3sink import S3ImportSink
+
+    small = {"target_file_bytes": 100_000, "min_file_bytes": 5_000}
+    cfg = config(project.events, tmp_path / "work", tmp_path / "out")
+    _as_earlier_release(monkeypatch)
+    monkeypatch.setattr(migrate_module, "S3ImportSink", functools.partial(CrashingSink, **small))
+    with pytest.raises(Crash):
+        migrate(cfg)
+    monkeypatch.undo()
+    assert _recorded_scheme(tmp_path / "work") == 3
+    monkeypatch.setattr(migrate_module, "S3ImportSink", functools.partial(S3ImportSink, **small))
+    assert migrate(cfg, resume=True).exit_code == 0
+    found = keys(written(tmp_path / "out")[0])
+    assert len(found) == len(set(found)) and set(found) == scheme_3_expected
+    assert _recorded_scheme(tmp_path / "work") == 3
