@@ -108,6 +108,10 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
         config: ConfigOpt = None,
         resume: Annotated[bool, typer.Option(
             "--resume", help="Continue the run recorded in the work folder.")] = False,
+        resume_or_start: Annotated[bool, typer.Option(
+            "--resume-or-start", help="Continue the run recorded in the work folder, or "
+            "start one when it holds none (one command for a supervisor to run again).")
+        ] = False,
         workdir: WorkdirOpt = None,
         concurrency: Annotated[int | None, typer.Option(
             "--concurrency", help="Requests in flight to Amplitude (overrides \\[run]).",
@@ -142,8 +146,9 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
             if not ledger_path(cfg).exists():
                 return "nothing was recorded yet: run the same command again"
             output_dir = cfg.amplitude.output_dir
+            again = "again" if resume_or_start else "with --resume"
             return (f"the ledger in {cfg.run.workdir} keeps everything done so far: run "
-                    "the same `mp2amp migrate` command with --resume to go on ("
+                    f"the same `mp2amp migrate` command {again} to go on ("
                     f"{resume_note(None if output_dir is None else str(output_dir))})")
 
         with cli_errors(interrupted, as_json=as_json):
@@ -158,6 +163,12 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                                     "the key it starts with): add --resume, or leave it out")
             # a Path: the loader resolves it against the current folder, not the file's
             cfg = load_cli_config(config, {"run.workdir": workdir, "run.concurrency": concurrency})
+            if resume_or_start and not resume:
+                from mp2amp.pipeline.migrate import ledger_path
+
+                # a run is recorded from its ledger on: without one (a first try stopped
+                # before it was made) the run starts, as a first try would
+                resume = ledger_path(cfg).exists()
             result = migrate(cfg, resume=resume, reporter=choose_reporter(quiet or as_json),
                              new_api_key=new_api_key)
             if as_json:
