@@ -63,4 +63,4 @@ def test_a_scheme_3_run_keeps_making_its_ids() -> None:
 def test_a_scheme_it_does_not_make_is_refused(scheme: int) -> None:
     with pytest.raises(ConfigError, match=f"insert_id scheme {scheme}: this mp2amp makes ids "
                        "of scheme 3 or 4"):
-        Transformer(TransformSettings(insert_id_scheme=scheme))
+        TransformSettings(insert_id_scheme=scheme)

@@ -234,7 +234,6 @@ async def _migrate(
     try:
         record_start(ledger, started)
         plan_or_check(ledger, config, upload, known, storage_options, planned)
-        # a run started under an earlier insert_id scheme sends again under it
         settings = dataclasses.replace(settings, insert_id_scheme=run_insert_id_scheme(ledger))
         stagedfolder.claim(workdir / "staged", ledger.windows())  # before anything is staged
         if new_api_key and known is not None and not sink_mode:  # regenerated, same project

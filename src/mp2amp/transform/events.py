@@ -36,11 +36,11 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from mp2amp import __version__
-from mp2amp.errors import ConfigError, Rejection
+from mp2amp.errors import Rejection
 from mp2amp.models import IDENTITY_RECORD, UTC_TIME_MARK, Resolved, Skip
 from mp2amp.transform import mapping
 from mp2amp.transform.configured import by_source_name, present
-from mp2amp.transform.eventtime import event_times
+from mp2amp.transform.eventtime import event_times, local_time
 from mp2amp.transform.groups import groups_of, unhashed_groups
 from mp2amp.transform.hotshard import (
     HOTSHARD_EVENT,
@@ -54,7 +54,6 @@ from mp2amp.transform.insert_id import (
     JUNK_LONGEST,
     MAX_PREFIX,
     PRESHUFFLE,
-    RESUMABLE_SCHEMES,
     SHORT_HASH,
     event_insert_id,
 )
@@ -86,7 +85,7 @@ from mp2amp.transform.shapes import (
     remember_page,
     same_types,
 )
-from mp2amp.transform.timeconv import LocalTimeConverter, TimeError, processed_ms_of, seconds_to_ms
+from mp2amp.transform.timeconv import TimeError, processed_ms_of, seconds_to_ms
 from mp2amp.transform.values import MAX_STRING, ValueProblem, ValueStats, clip, sanitize_props
 
 __all__ = ["FIELD_ORDER", "IDENTITY_EVENTS", "RESERVED_EVENT_TYPES", "Transformer"]
@@ -106,9 +105,6 @@ class Transformer:
 
     def __init__(self, settings: TransformSettings) -> None:
         self.settings = settings
-        if settings.insert_id_scheme not in RESUMABLE_SCHEMES:
-            raise ConfigError([f"insert_id scheme {settings.insert_id_scheme}: this mp2amp "
-                               f"makes ids of scheme {' or '.join(map(str, RESUMABLE_SCHEMES))}"])
         self._scheme = settings.insert_id_scheme
         self.values = ValueStats()
         self._held = ValueStats()  # ``_event``'s counts, added to ``values`` if it is sent
@@ -120,18 +116,7 @@ class Transformer:
         # The IP goes out only when both the setting and the privacy rules allow it.
         keep_ip = settings.keep_ip and (settings.privacy is None or settings.privacy.keep_ip)
         self._tables = {p: compile_table(p, keep_ip) for p in mapping.PLATFORMS}
-        self._local: LocalTimeConverter | None = None
-        self._hour_offsets: dict[int, int] = {}
-        if settings.legacy_time:
-            try:
-                self._local = LocalTimeConverter(settings.timezone, settings.timezone_changes)
-            except (ValueError, KeyError) as exc:  # unknown zone or malformed date
-                raise ConfigError([f"transform timezone settings: {exc}"]) from exc
-            self._hour_offsets = self._local.hour_offsets
-        # scheme 4: an export row near a timezone change hashes the local time its UTC
-        # time reads as, as its Data Pipelines copy does (eventtime.event_times)
-        self._canonical = self._scheme >= 4 and self._local is not None \
-            and bool(settings.timezone_changes)
+        self._local, self._hour_offsets, self._canonical = local_time(settings)
         privacy, plan = settings.privacy, settings.plan
         self._plan = plan if plan is not None and plan.changes_events else None
         # a dropped IP is dropped before a plan could rename it (the mapping drops ip/$ip)

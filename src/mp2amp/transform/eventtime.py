@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from mp2amp.errors import ConfigError
 from mp2amp.models import UTC_TIME_MARK
+from mp2amp.transform.settings import TransformSettings
 from mp2amp.transform.timeconv import (
     MAX_TIME_MS,
     MIN_TIME_MS,
@@ -19,6 +21,21 @@ from mp2amp.transform.timeconv import (
 )
 
 HOUR_MS: Final = 3_600_000
+
+
+def local_time(settings: TransformSettings) -> tuple[LocalTimeConverter | None,
+                                                     dict[int, int], bool]:
+    """A legacy project's converter, its offsets by hour (``hour_offsets``) and whether its
+    export rows near a timezone change hash their canonical local time (insert_id scheme 4:
+    ``event_times``'s ``canonical``); ``(None, {}, False)`` for a project stored in UTC."""
+    if not settings.legacy_time:
+        return None, {}, False
+    try:
+        local = LocalTimeConverter(settings.timezone, settings.timezone_changes)
+    except (ValueError, KeyError) as exc:  # unknown zone or malformed date
+        raise ConfigError([f"transform timezone settings: {exc}"]) from exc
+    return (local, local.hour_offsets,
+            settings.insert_id_scheme >= 4 and bool(settings.timezone_changes))
 
 
 def event_times(record: dict[str, Any], props: dict[str, Any],

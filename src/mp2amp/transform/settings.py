@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from mp2amp.errors import ConfigError
+from mp2amp.transform.insert_id import RESUMABLE_SCHEMES
 from mp2amp.transform.insert_id import SCHEME as INSERT_ID_SCHEME
 
 if TYPE_CHECKING:
@@ -75,3 +77,8 @@ class TransformSettings:
     insert_id_scheme: int = INSERT_ID_SCHEME
     """How insert_ids are made (``insert_id.RESUMABLE_SCHEMES``): a resumed run's own, so
     that the batches it sends again carry the ids they were first sent with."""
+
+    def __post_init__(self) -> None:
+        if self.insert_id_scheme not in RESUMABLE_SCHEMES:
+            raise ConfigError([f"insert_id scheme {self.insert_id_scheme}: this mp2amp makes "
+                               f"ids of scheme {' or '.join(map(str, RESUMABLE_SCHEMES))}"])
