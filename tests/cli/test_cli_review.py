@@ -363,8 +363,8 @@ def test_demo_with_a_file_as_workdir_is_a_clear_error(env: Path) -> None:
 
 
 @pytest.mark.parametrize("command,options", [
-    ("migrate", ["--config", "--resume", "--workdir", "--concurrency", "--quiet", "--json",
-                 "--new-api-key"]),
+    ("migrate", ["--config", "--resume", "--resume-or-start", "--workdir", "--concurrency",
+                 "--quiet", "--json", "--new-api-key"]),
     ("status", ["--config", "--workdir", "--windows", "--json"]),
     ("transform", ["--config", "--out", "--rejects", "--plan", "--json"]),
     ("demo", ["--events", "--workdir", "--fail-rate", "--drop-rate", "--seed",
