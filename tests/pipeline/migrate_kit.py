@@ -30,15 +30,26 @@ FAST = {"backoff_base": 0.01, "backoff_cap": 0.05, "throttle_wait": 0.2}
 Key = tuple[str | None, str]  # (device_id or user_id, insert_id)
 
 
+_ABSENT = object()
+
+
 def drop_fingerprint_key(work: Path, key: str) -> Any:
     """Take ``key`` out of the run fingerprint recorded in ``work``'s ledger, as a run
     started by an mp2amp that did not record it left it; returns the value it had."""
+    return set_fingerprint_key(work, key, _ABSENT)
+
+
+def set_fingerprint_key(work: Path, key: str, value: Any) -> Any:
+    """Record ``value`` for ``key`` in ``work``'s run fingerprint, as another mp2amp would
+    have (``_ABSENT``: take it out); returns the value it had."""
     ledger = Ledger(work / "ledger.sqlite")
     try:
         stored = orjson.loads(str(ledger.get_meta("fingerprint")))
-        value = stored.pop(key)
+        was = stored.pop(key)
+        if value is not _ABSENT:
+            stored[key] = value
         ledger.set_meta("fingerprint", orjson.dumps(stored, option=orjson.OPT_SORT_KEYS).decode())
-        return value
+        return was
     finally:
         ledger.close()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from migrate_kit import (
     TIMEZONE,
@@ -20,6 +19,7 @@ from migrate_kit import (
     drop_fingerprint_key,
     drop_settings,
     make_config,
+    set_fingerprint_key,
 )
 
 from mp2amp.config import load_config
@@ -133,17 +133,11 @@ def test_a_run_started_under_the_earlier_insert_id_scheme_is_refused(project: Pr
 def test_a_run_started_by_a_later_scheme_is_refused_named(project: Project,
                                                           tmp_path: Path) -> None:
     """A run a newer mp2amp started (scheme 5) is not resumed under this one's ids."""
-    from mp2amp.ledger import Ledger
-
     work = tmp_path / "work"
     with amplitude(tmp_path / "amp") as url:
         config = make_config(project.events, work, url)
         assert migrate(config).exit_code == 0
-        ledger = Ledger(work / "ledger.sqlite")
-        stored = orjson.loads(str(ledger.get_meta("fingerprint")))
-        ledger.set_meta("fingerprint", orjson.dumps({**stored, "insert_ids": 5},
-                                                    option=orjson.OPT_SORT_KEYS).decode())
-        ledger.close()
+        assert set_fingerprint_key(work, "insert_ids", 5) == 4
         with pytest.raises(TerminalError, match=r"the insert_id scheme \(this mp2amp makes ids "
                            r"of scheme 3 or 4; the run was started by another version, earlier "
                            r"or later: finish it with that version\); was .*\"insert_ids\":5"):
