@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mp2amp.errors import ConfigError, redact_userinfo
+from mp2amp.identity.pattern import pattern_problem
 from mp2amp.load.batcher import REQUEST_LIMIT_BYTES
 from mp2amp.load.settings import region_conflict
 from mp2amp.transform.configured import ambiguous
@@ -110,11 +111,7 @@ def _mixpanel_host(value: str) -> str | None:
 
 
 def _regex(value: str) -> str | None:
-    try:
-        re.compile(value)
-    except (re.error, OverflowError, RecursionError) as exc:
-        return f"{value!r} is not a valid regular expression ({exc})"
-    return None
+    return pattern_problem(value)
 
 
 def _not_a_file(path: Path) -> str:

@@ -14,7 +14,6 @@ sessions, dedup) lives in a temporary folder under the run's workdir, removed at
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -30,6 +29,7 @@ from mp2amp.config import Config
 from mp2amp.errors import InputError, Rejection
 from mp2amp.extract.files import SourceFile, expand_paths, iter_file
 from mp2amp.identity import IdentityGraph
+from mp2amp.identity.pattern import user_id_matcher
 from mp2amp.ledger.store import WindowRow
 from mp2amp.models import Emitted, Rejected, SourceRecord
 from mp2amp.pipeline.budgets import stage_budgets
@@ -90,8 +90,7 @@ def rejection_line(rej: Rejection) -> bytes:
 def user_id_predicate(pattern: str | None) -> Callable[[str], bool] | None:
     if pattern is None:
         return None
-    compiled = re.compile(pattern)
-    return lambda value: compiled.fullmatch(value) is not None
+    return user_id_matcher(pattern)
 
 
 def transform_files(
