@@ -17,7 +17,8 @@ import typer
 from typer.core import TyperGroup
 
 from mp2amp import __version__
-from mp2amp.cli.output import stops_end_with_result
+from mp2amp.cli.output import stop_reported, stops_end_with_result
+from mp2amp.pipeline.stopping import Terminated, stop_exit_code
 from mp2amp.proxyenv import bypass_proxy_for_loopback
 
 try:  # typer 0.2x parses with its own copy of click; earlier releases with click itself
@@ -231,10 +232,14 @@ def main() -> None:
     try:
         app()
     except SystemExit as exc:
-        if exc.code in (130, 143):
-            # A run stopped by Ctrl-C or SIGTERM exits now (its pools and threads take a
-            # moment): a second signal must not turn the exit code it announced into a
-            # death by signal (-15 to a Python caller, "killed" to systemd).
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if exc.code == 130 and not stop_reported():
+            # stopped before the command's own handling began (typer made the stop a silent
+            # 130): ``entry.main`` reports it, as a stop while the CLI loads
+            raise (Terminated() if stop_exit_code() == Terminated.exit_code
+                   else KeyboardInterrupt()) from None
+        # The command has ended (a run stopped by Ctrl-C or SIGTERM exits now, its pools
+        # and threads taking a moment): a signal must not turn the exit code it announced
+        # into a death by signal (-15 to a Python caller, "killed" to systemd).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise

@@ -89,6 +89,13 @@ _printed = [0]
 # and SIGTERM are ignored until the process exits (~0.1-0.4 s of unwinding and clean-up),
 # so a finished run exits with its result's code. In-process callers (tests) keep theirs.
 _LAST_WORD = [False]
+# Whether ``cli_errors`` reported a stop (Ctrl-C, SIGTERM): one before the command's own
+# handling (typer turns it into a silent exit 130) is reported by ``cli.main``
+_STOP_REPORTED = [False]
+
+
+def stop_reported() -> bool:
+    return _STOP_REPORTED[0]
 
 
 def stops_end_with_result() -> None:
@@ -304,6 +311,7 @@ def cli_errors(interrupted: Callable[[], str] | None = None, *, as_json: bool = 
             "progress so far is kept (resume where supported)"
         err_console.print(f"{how}; {hint}", markup=False, highlight=False)
         document(stop_document(code, f"{how}; {hint}", hint))
+        _STOP_REPORTED[0] = True
         raise typer.Exit(code) from None
 
 

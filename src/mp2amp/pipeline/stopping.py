@@ -39,6 +39,14 @@ class Terminated(KeyboardInterrupt):
     exit_code = 128 + signal.SIGTERM
 
 
+def raise_terminated(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM's handler while no run's loop has one (``entry.main`` installs it once the
+    CLI is loaded): the command stops as a Ctrl-C stops it there, reported as SIGTERM (143),
+    where Python's default died silently (-15 to the caller, nothing said)."""
+    _sigterm_seen[0] = True
+    raise Terminated()
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(coro)``, cancelled by SIGTERM as by Ctrl-C (then ``Terminated``).
 
