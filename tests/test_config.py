@@ -125,8 +125,9 @@ from_date = 2024-03-01
         # the item that parsed is still judged: one bad item hid this until the next run
         "mixpanel.timezone_changes: only legacy_time projects store project-local time; "
         "set legacy_time = true or remove the changes",
-        "mixpanel.service_account: MIXPANEL_SERVICE_ACCOUNT must be 'username:secret'",
         "source.from_date/to_date: give both, or neither",
+        # checked with the sources: a run of files never reads it
+        "mixpanel.service_account: MIXPANEL_SERVICE_ACCOUNT must be 'username:secret'",
     ]
     path.write_text("""
 [mixpanel]
@@ -139,8 +140,8 @@ to_date = 2024-01-01
         "mixpanel.timezone_changes: dates must be in increasing order, each once",
         "mixpanel.timezone_changes: only legacy_time projects store project-local time; "
         "set legacy_time = true or remove the changes",
-        "mixpanel.service_account: MIXPANEL_SERVICE_ACCOUNT must be 'username:secret'",
         "source.to_date: 2024-01-01 is before from_date 2024-03-01",
+        "mixpanel.service_account: MIXPANEL_SERVICE_ACCOUNT must be 'username:secret'",
     ]
 
 

@@ -147,9 +147,9 @@ def test_secrets_are_never_printed(env: Path, monkeypatch: pytest.MonkeyPatch) -
     assert result.stderr.splitlines()[1:] == [
         "  - mixpanel.secret: secrets are read only from the environment (MIXPANEL_SECRET); "
         "remove it from the file",
-        "  - mixpanel.service_account: MIXPANEL_SERVICE_ACCOUNT must be 'username:secret'",
         "  - amplitude.api_key: secrets are read only from the environment "
         "(AMPLITUDE_API_KEY); remove it from the file",
+        "  - mixpanel.service_account: MIXPANEL_SERVICE_ACCOUNT must be 'username:secret'",
     ]
     for secret in ("hunter2", "amp-key", "hunter3", "hunter4"):
         assert secret not in result.stderr

@@ -38,16 +38,18 @@ _OPTION_OF = {"run.workdir": "--workdir", "run.concurrency": "--concurrency",
               "transform.plan": "--plan"}
 
 
-def load_cli_config(config: Path | None, overrides: dict[str, Any]) -> Any:
+def load_cli_config(config: Path | None, overrides: dict[str, Any],
+                    export_api: bool = False) -> Any:
     """The config of ``config`` (or ./mp2amp.toml) with the command's options laid over it;
-    a problem with an option's value names the option, not the file that lacks the key."""
+    a problem with an option's value names the option, not the file that lacks the key.
+    ``export_api``: the command may read Mixpanel's Export API (``migrate``)."""
     from mp2amp.config import DEFAULT_FILE, load_config
     from mp2amp.errors import ConfigError
 
     if config is None and Path(DEFAULT_FILE).is_file():
         config = Path(DEFAULT_FILE)
     try:
-        return load_config(config, overrides)
+        return load_config(config, overrides, export_api=export_api)
     except ConfigError as exc:
         given = [key for key, value in overrides.items() if value is not None]
         if not any(p.startswith(f"{key}:") for p in exc.problems for key in given):
@@ -76,7 +78,9 @@ def _status_workdir(config: Path | None, workdir: Path | None) -> Path:
     from mp2amp.errors import ConfigError
 
     try:
-        return Path(load_cli_config(config, {"run.workdir": workdir}).run.workdir)
+        # absolute, as the fallback below gives it: the ledger named in the result is the
+        # same whichever way the folder was found
+        return Path(load_cli_config(config, {"run.workdir": workdir}).run.workdir).absolute()
     except ConfigError as problem:
         if workdir is not None:
             return workdir.resolve()
@@ -162,7 +166,8 @@ def register(app: typer.Typer, emulate: typer.Typer) -> None:
                 raise TerminalError("--new-api-key goes with --resume (a new run is bound to "
                                     "the key it starts with): add --resume, or leave it out")
             # a Path: the loader resolves it against the current folder, not the file's
-            cfg = load_cli_config(config, {"run.workdir": workdir, "run.concurrency": concurrency})
+            cfg = load_cli_config(config, {"run.workdir": workdir, "run.concurrency": concurrency},
+                                  export_api=True)
             if resume_or_start and not resume:
                 from mp2amp.pipeline.migrate import ledger_path
 

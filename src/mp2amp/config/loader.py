@@ -42,9 +42,12 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
     *,
     env: Mapping[str, str] | None = None,
+    export_api: bool = True,
 ) -> Config:
     """Read ``path`` (or only defaults when None), apply ``overrides`` ({"section.key": value};
     None values are ignored, so unset flags can be passed as they are) and the environment.
+    ``export_api``: the caller may read Mixpanel's Export API with it (``migrate``), so its
+    credentials are checked; ``transform`` and ``status`` never do.
 
     Raises ConfigError with every problem found."""
     env = os.environ if env is None else env
@@ -77,6 +80,8 @@ def load_config(
     raw = _apply_overrides(data, overrides or {}, problems)
     parser = _Parser(base=base, env=env, problems=problems)
     config = parser.section(Config, raw, "")
+    if export_api:
+        problems.extend(_service_account_problems(raw, parser.env))
     if problems:
         raise ConfigError(problems + _referenced_file_problems(raw, base, env), source=source)
     assert isinstance(config, Config)
@@ -90,6 +95,18 @@ def load_config(
         config = dataclasses.replace(
             config, run=dataclasses.replace(config.run, workdir=beside / config.run.workdir))
     return dataclasses.replace(config, path=Path(path) if path is not None else None)
+
+
+def _service_account_problems(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """Only the Export API uses MIXPANEL_SERVICE_ACCOUNT: a run of files never reads it, so
+    what the environment holds for other tools does not stop that run. Judged on the raw
+    values, so that a problem elsewhere in ``[mixpanel]`` or ``[source]`` hides it not."""
+    account = env.get("MIXPANEL_SERVICE_ACCOUNT", "").strip()
+    source = raw.get("source")
+    files = source.get("files") if isinstance(source, dict) else None
+    if not account or ":" in account or files:
+        return []
+    return ["mixpanel.service_account: MIXPANEL_SERVICE_ACCOUNT must be 'username:secret'"]
 
 
 def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any],

@@ -193,8 +193,6 @@ class MixpanelConfig:
         if self.timezone_changes and not self.legacy_time:
             out.append("timezone_changes: only legacy_time projects store project-local time; "
                        "set legacy_time = true or remove the changes")
-        if self.service_account is not None and ":" not in self.service_account.reveal():
-            out.append("service_account: MIXPANEL_SERVICE_ACCOUNT must be 'username:secret'")
         return out
 
 
