@@ -5,8 +5,8 @@ local and remote (moto S3 server of ``test_remote_scale_session22_review``).
 Guards: the remote hour glob warns of an unfinished slice once; a local glob passes over a
 project folder holding only profiles. Fixed: a remote glob refused a project folder holding
 only profiles (the local one passed it over), and hours named as separate paths never warned
-of the unfinished one (slices are now judged over all the paths of one list). Still open
-(strict xfail): a glob matching the part files themselves sees no markers. Not a defect: a
+of the unfinished one (slices are now judged over all the paths of one list), and (session
+29) a glob matching the part files themselves saw no markers. Not a defect: a
 folder of a marker and an empty extensionless part is refused (data not named as events).
 """
 
@@ -73,10 +73,9 @@ def test_remote_glob_over_projects_passes_over_a_profiles_only_project_as_local_
         "s3://r22c-projects/77/2024/01/01/00/part-0.export.json"]
 
 
-@pytest.mark.parametrize("how", ["named", "globbed", pytest.param("file glob", marks=(
-    pytest.mark.xfail(strict=True, reason="a glob matching the part files themselves never "
-                      "sees the hours' complete markers: the unfinished hour is not named"))),
-])
+# "file glob" was a strict xfail until session 29: a glob matching the part files themselves
+# never saw the hours' complete markers, so the unfinished hour was not named
+@pytest.mark.parametrize("how", ["named", "globbed", "file glob"])
 def test_hours_given_as_separate_paths_warn_of_the_unfinished_hour(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str) -> None:
     write(tmp_path, {"77/2024/01/01/00/part-0.export.json": EV,
@@ -89,3 +88,18 @@ def test_hours_given_as_separate_paths_warn_of_the_unfinished_hour(
         found = urls(paths)
     assert found == [f"{day}/00/part-0.export.json", f"{day}/01/part-1.export.json"]
     assert warned(caplog, f"{day}/01"), "hour 01 read without the warning its day gives"
+
+
+def test_remote_file_glob_warns_of_the_unfinished_hour(
+        counted: Counted, caplog: pytest.LogCaptureFixture) -> None:
+    # session 29: the glob matches the part files and the markers themselves (day/*/*)
+    _, options = counted
+    put_all(options, "r29-file-glob", {"77/2024/01/01/00/part-0.export.json": EV,
+                                       "77/2024/01/01/00/complete": b"",
+                                       "77/2024/01/01/01/part-1.export.json": EV})
+    day = "s3://r29-file-glob/77/2024/01/01"
+    with caplog.at_level(logging.WARNING, logger="mp2amp.extract"):
+        assert urls([f"{day}/*/*"], options) == [f"{day}/00/part-0.export.json",
+                                                 f"{day}/01/part-1.export.json"]
+    assert len(warned(caplog, f"{day}/01")) == 1
+    assert not warned(caplog, f"{day}/00")

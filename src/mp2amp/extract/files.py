@@ -329,7 +329,7 @@ def _expand_local(path: str, every_file: bool = False, slices: Slices | None = N
             raise InputError(f"no file matches {path}; check the pattern and run again")
         matches = glob_inputs(path, found, every_file)
     else:
-        matches = [path]
+        matches, found = [path], []
     out: list[SourceFile] = []
     quiet: list[str] = []  # folders a glob matched without input files (see EmptyFolder)
     own = slices is None  # else the caller warns, once all its paths are expanded
@@ -368,6 +368,8 @@ def _expand_local(path: str, every_file: bool = False, slices: Slices | None = N
             raise InputError(f"{match} does not exist; check the path and run again")
     if not out and quiet:
         raise only_empty(path, every_file, quiet)
+    if found and not every_file:  # a glob's files, matched themselves (``day/*/*``)
+        slices.add_matched([m for m in matches if os.path.isfile(m)], found)
     if own:
         slices.warn()
     return out
@@ -502,6 +504,10 @@ def _expand_remote(path: str, fs: Any, every_file: bool = False,
                 out.setdefault(url, _remote_file(url, fs, info))
         if not out:
             raise only_empty(path, every_file, quiet)
+        if globbed and not every_file:  # a glob's files, matched themselves (``day/*/*``)
+            slices.add_matched([fs._strip_protocol(m).rstrip("/") for m, info in matches.items()
+                                if info.get("type") != "directory"],
+                               [fs._strip_protocol(m).rstrip("/") for m in found])
         if own:
             slices.warn()
         _sniff_remote(fs, list(out.values()))

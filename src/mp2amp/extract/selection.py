@@ -76,6 +76,12 @@ class Slices:
         self._files.update(dict.fromkeys(f"{root}/{f}" for f in files))
         self._listing.update(dict.fromkeys(f"{root}/{r}" for r in rels))
 
+    def add_matched(self, files: list[str], found: list[str]) -> None:
+        """Files a glob matched themselves (``day/*/*``), with all it matched: the hours'
+        ``complete`` markers are among them, left out of the inputs but not of the check."""
+        self._files.update(dict.fromkeys(files))
+        self._listing.update(dict.fromkeys(found))
+
     def warn(self) -> None:
         unfinished = unfinished_slices(list(self._files), list(self._listing), self._layout)
         if not unfinished:
